@@ -1,0 +1,1 @@
+"""The `creditq` command: one entry point for every process and operator task."""

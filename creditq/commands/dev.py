@@ -1,0 +1,101 @@
+"""`creditq dev`: the whole stack in one terminal on embedded defaults; Ctrl-C stops every child."""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from shared.config import load_settings
+from shared.migrate import upgrade
+from shared.redis_url import resolve_redis_url
+
+PROCESSES = ("twilio-sim", "web", "worker", "scheduler")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("dev", help="run web, worker, scheduler, Twilio simulator and Redis together")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    redis_url, embedded = resolve_redis_url(settings)
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def request_stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        upgrade(settings.database_url)
+        env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=settings.database_url,
+                   CREDITQ_ADMIN_KEY=settings.admin_key, CREDITQ_DATA_DIR=str(settings.data_dir),
+                   TWILIO_API_BASE=settings.twilio_api_base or f"http://127.0.0.1:{settings.simulator_port}")
+        for name in PROCESSES:
+            # Each child leads its own process group, so stopping it also stops what it forked.
+            children[name] = subprocess.Popen([sys.executable, "-m", "creditq", name], env=env,
+                                              start_new_session=True, stdin=subprocess.DEVNULL)
+        base = f"http://{settings.web_host}:{settings.web_port}"
+        if _wait_healthy(f"{base}/healthz", children, lambda: stopping):
+            _print_banner(base, settings.admin_key, settings.simulator_port, redis_url)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"creditq dev: {name} exited with {child.returncode}; stopping the stack", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+        return 0 if all(child.poll() is None for child in children.values()) else 1
+    finally:
+        _stop_all(children.values())
+        if embedded is not None:
+            embedded.stop()
+
+
+def _wait_healthy(url: str, children: dict[str, subprocess.Popen], stopping, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping():
+        if any(child.poll() is not None for child in children.values()):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _stop_all(children, grace: float = 10) -> None:
+    for child in children:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def _print_banner(base: str, admin_key: str, simulator_port: int, redis_url: str) -> None:
+    print(f"""
+creditq is running
+  API          {base}   (OpenAPI: {base}/v1/openapi.json)
+  metrics      {base}/metrics
+  Twilio sim   http://127.0.0.1:{simulator_port}   (sent messages: /_sim/messages)
+  Redis        {redis_url}
+  operator key {admin_key}
+
+Try:
+  curl -s -H 'Authorization: Bearer {admin_key}' -H 'Content-Type: application/json' \\
+       -d '{{"body": "Hello from creditq 👋", "to": ["+14155550100"]}}' {base}/v1/estimate
+
+Ctrl-C stops everything.
+""", flush=True)

@@ -1,0 +1,31 @@
+"""`creditq web`: the aiohttp intake."""
+
+import argparse
+import os
+
+from aiohttp import web
+
+from shared.config import load_settings
+from shared.redis_url import resolve_redis_url
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("web", help="serve the HTTP API and Twilio webhooks")
+    parser.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: PORT or 8080)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from intake.app import init_app
+
+    settings = load_settings()
+    redis_url, embedded = resolve_redis_url(settings)
+    os.environ["REDIS_URL"] = redis_url
+    try:
+        web.run_app(init_app(settings), host=args.host or settings.web_host, port=args.port or settings.web_port,
+                    access_log=None, print=None)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0

@@ -1,0 +1,32 @@
+"""`creditq worker`: dramatiq worker processes for every actor in `workers`."""
+
+import argparse
+import os
+
+import dramatiq.cli
+
+from shared.config import load_settings
+from shared.redis_url import resolve_redis_url
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("worker", help="run dramatiq workers (send, settle, fan-out, billing jobs)")
+    parser.add_argument("--processes", type=int, help="worker processes (default: CREDITQ_WORKER_PROCESSES or 1)")
+    parser.add_argument("--threads", type=int, help="threads per process (default: CREDITQ_WORKER_THREADS or 8)")
+    parser.add_argument("--queues", nargs="*", help="only these queues")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    redis_url, embedded = resolve_redis_url(settings)
+    os.environ["REDIS_URL"] = redis_url
+    argv = ["workers", "--processes", str(args.processes or settings.worker_processes),
+            "--threads", str(args.threads or settings.worker_threads)]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    try:
+        return dramatiq.cli.main(dramatiq.cli.make_argument_parser().parse_args(argv)) or 0
+    finally:
+        if embedded is not None:
+            embedded.stop()

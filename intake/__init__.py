@@ -1,0 +1,1 @@
+"""The aiohttp intake: thin HTTP edge over the domain core in shared/."""

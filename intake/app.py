@@ -1,0 +1,40 @@
+"""The intake application factory."""
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from shared.config import Settings
+from shared.db import Database
+
+from .appkeys import DATABASE, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
+from .auth import auth_middleware
+from .errors import problem_middleware
+from .metrics import metrics_middleware
+from .openapi import build_document
+from .routes import operations
+
+ROUTE_MODULES = [operations]
+
+
+def init_app(settings: Settings, *, database: Database | None = None) -> web.Application:
+    """Build the app; a database passed in (tests) is used as is and not disposed."""
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware],
+                          client_max_size=20 * 1024 * 1024)
+    app[SETTINGS] = settings
+    app[KEY_CACHE] = {}
+    app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES)
+    if database is not None:
+        app[DATABASE] = database
+    else:
+        app.cleanup_ctx.append(_database_ctx)
+    for module in ROUTE_MODULES:
+        app.add_routes(module.routes)
+    return app
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    database = Database(app[SETTINGS].database_url)
+    app[DATABASE] = database
+    yield
+    database.dispose()

@@ -1,0 +1,32 @@
+"""Reading request bodies into plain dicts, with problem+json for anything malformed."""
+
+import json
+
+from aiohttp import web
+
+from .errors import Problem
+
+
+async def read_json(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw:
+        raise Problem(400, "Bad Request", "The request needs a JSON object body.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Problem(400, "Bad Request", f"The body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad Request", "The body must be a JSON object.")
+    return body
+
+
+def json_response(data, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+def query_limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise Problem(422, "Validation failed", f"limit must be a whole number from 1 to {maximum}.",
+                      errors={"limit": f"must be 1..{maximum}"})
+    return int(raw)

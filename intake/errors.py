@@ -1,0 +1,83 @@
+"""Every failure leaves as application/problem+json; never a stack trace, never a 500 for bad input."""
+
+import json
+import logging
+
+from aiohttp import web
+
+from shared import errors
+from shared.money import InvalidAmount, format_credits
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+_STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (errors.NotFound, 404),
+    (errors.ValidationFailed, 422),
+    (InvalidAmount, 422),
+    (errors.OptedOut, 409),
+    (errors.Conflict, 409),
+    (errors.InsufficientCredits, 402),
+    (errors.AccountLocked, 423),
+]
+
+
+class Problem(Exception):
+    """Raised by handlers to answer with a specific problem document."""
+
+    def __init__(self, status: int, title: str, detail: str = "", **extra):
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(status: int, title: str, detail: str = "", **extra) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail or title, **extra}
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _from_domain_error(error: Exception) -> web.Response:
+    status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(error, cls))
+    extra: dict = {}
+    if isinstance(error, errors.ValidationFailed) and error.errors:
+        extra["errors"] = error.errors
+    if isinstance(error, errors.InsufficientCredits):
+        extra["available"] = format_credits(error.available)
+        extra["required"] = format_credits(error.required)
+    title = getattr(error, "title", "Invalid amount")
+    return problem_response(status, title, str(error), **extra)
+
+
+_DOMAIN_ERRORS = tuple(cls for cls, _ in _STATUS_BY_ERROR)
+
+
+def is_domain_error(error: Exception) -> bool:
+    return isinstance(error, _DOMAIN_ERRORS)
+
+
+def render_error(error: Exception) -> web.Response:
+    """The response an expected failure becomes (a Problem or a domain error)."""
+    if isinstance(error, Problem):
+        return problem_response(error.status, error.title, error.detail, **error.extra)
+    return _from_domain_error(error)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except (Problem, *_DOMAIN_ERRORS) as error:
+        return render_error(error)
+    except web.HTTPException as http_error:
+        if http_error.status < 400:
+            raise
+        headers = {k: v for k, v in http_error.headers.items() if k.lower() in ("allow", "retry-after")}
+        response = problem_response(http_error.status, http_error.reason, http_error.text or http_error.reason)
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(500, "Internal Server Error", "The server failed to handle the request; it was logged.")

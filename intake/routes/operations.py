@@ -1,0 +1,46 @@
+"""Liveness, Prometheus metrics and the OpenAPI document."""
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from ..appkeys import DATABASE, OPENAPI_DOCUMENT
+from ..bodies import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    database = request.app[DATABASE]
+
+    def ping() -> None:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    await asyncio.to_thread(ping)
+    return json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI_DOCUMENT])
+
+
+OPENAPI_PATHS = {
+    "/healthz": {"get": {"summary": "Liveness: answers 200 when the database is reachable", "security": [],
+                         "responses": {"200": {"description": "ok"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                         "responses": {"200": {"description": "text exposition format"}}}},
+    "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                 "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+}

@@ -1,0 +1,1 @@
+"""APScheduler wiring: decides only *when*; every job enqueues a dramatiq message and returns."""

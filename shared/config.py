@@ -1,0 +1,126 @@
+"""Settings come from the environment (12-factor); a bad value stops start-up with one clear line."""
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
+SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
+
+
+class ConfigError(ValueError):
+    """Raised with a message fit to print as the single line a failed start-up shows."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None  # None: start the embedded redis-server
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_api_base: str | None  # None: the simulator started by `creditq dev`
+    public_base_url: str
+    admin_key: str
+    data_dir: Path
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    simulator_port: int = 8081
+    worker_processes: int = 1
+    worker_threads: int = 8
+    hold_ttl_seconds: int = 900
+    extra: dict = field(default_factory=dict)
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={raw!r} is out of the port range 0-65535")
+    return port
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes:
+        raise ConfigError(f"{name}={raw!r} must be a URL starting with one of: {', '.join(s + '://' for s in schemes)}")
+    if parsed.scheme not in ("sqlite", "unix") and not parsed.hostname:
+        raise ConfigError(f"{name}={raw!r} has no host")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    url = _url("DATABASE_URL", raw, ("sqlite", "postgresql", "postgresql+psycopg", "postgres"))
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://"):]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate every setting; defaults give a working single-machine stack."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("CREDITQ_DATA_DIR", ".creditq")).resolve()
+    database_url = _database_url(env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'creditq.db'}")
+    redis_url = env.get("REDIS_URL") or None
+    if redis_url is not None:
+        _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+    web_port = _port("PORT", env.get("PORT", "8080"))
+    simulator_port = _port("CREDITQ_SIMULATOR_PORT", env.get("CREDITQ_SIMULATOR_PORT", "8081"))
+    twilio_api_base = env.get("TWILIO_API_BASE") or None
+    if twilio_api_base is not None:
+        _url("TWILIO_API_BASE", twilio_api_base, ("http", "https"))
+    sid = env.get("TWILIO_ACCOUNT_SID", SIMULATOR_ACCOUNT_SID)
+    if not (sid.startswith("AC") and len(sid) == 34):
+        raise ConfigError(f"TWILIO_ACCOUNT_SID={sid!r} must be 'AC' followed by 32 characters")
+    token = env.get("TWILIO_AUTH_TOKEN", SIMULATOR_AUTH_TOKEN)
+    if not token:
+        raise ConfigError("TWILIO_AUTH_TOKEN is empty")
+    public_base_url = _url(
+        "PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{web_port}"), ("http", "https")
+    ).rstrip("/")
+    admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
+    if len(admin_key) < 16:
+        raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        twilio_api_base=twilio_api_base,
+        public_base_url=public_base_url,
+        admin_key=admin_key,
+        data_dir=data_dir,
+        web_host=env.get("HOST", "127.0.0.1"),
+        web_port=web_port,
+        simulator_port=simulator_port,
+        worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
+        worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
+        hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
+    )
+
+
+def _dev_admin_key(data_dir: Path) -> str:
+    """Without CREDITQ_ADMIN_KEY, a key is made once per data dir so dev restarts keep it."""
+    path = data_dir / "admin_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = "cq_admin_" + secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key

@@ -1,0 +1,42 @@
+"""Domain failures. Each edge (HTTP, CLI, worker) decides how to present them."""
+
+
+class DomainError(Exception):
+    """Base of every expected failure; its message is safe to show to the customer."""
+
+    title = "Request failed"
+
+
+class NotFound(DomainError):
+    title = "Not found"
+
+
+class ValidationFailed(DomainError):
+    """Bad input; `errors` maps each offending field to what is wrong with it."""
+
+    title = "Validation failed"
+
+    def __init__(self, detail: str, errors: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.errors = errors or {}
+
+
+class Conflict(DomainError):
+    title = "Conflict"
+
+
+class InsufficientCredits(DomainError):
+    title = "Insufficient credits"
+
+    def __init__(self, detail: str, *, available: int, required: int):
+        super().__init__(detail)
+        self.available = available
+        self.required = required
+
+
+class AccountLocked(DomainError):
+    title = "Account locked"
+
+
+class OptedOut(DomainError):
+    title = "Recipient opted out"

@@ -1,0 +1,57 @@
+"""Shared fixtures: databases (SQLite file, real PostgreSQL), the embedded Redis, settings."""
+
+import itertools
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.db import Database
+from shared.embedded_redis import EmbeddedRedis
+from shared.models import Base
+from tests.support.postgres import TemporaryPostgres
+
+_database_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_database(tmp_path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'creditq.db'}")
+    Base.metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def postgres_database(postgres_server) -> Database:
+    url = postgres_server.create_database(f"test_{next(_database_names)}")
+    database = Database(url, pool_size=20)
+    Base.metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request) -> Database:
+    """The same test on SQLite and on a real PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_database")
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory):
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return load_settings({
+        "CREDITQ_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'creditq.db'}",
+        "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789",
+    })

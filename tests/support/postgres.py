@@ -1,0 +1,92 @@
+"""A throw-away PostgreSQL cluster for tests and benchmarks, from the server binaries on this machine."""
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+
+def find_bin_dir() -> Path:
+    """The directory holding initdb and pg_ctl: PATH first, then Debian's versioned directories."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TemporaryPostgres:
+    """initdb + pg_ctl in a temp dir; as root the server runs as the `postgres` system user."""
+
+    def __init__(self, *, max_connections: int = 300):
+        self.bin_dir = find_bin_dir()
+        self.max_connections = max_connections
+        self.port = _free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="creditq-pg-"))
+        self.data = self.directory / "data"
+        self._run_as = None
+        if os.geteuid() == 0:
+            self._run_as = pwd.getpwnam("postgres")
+            os.chown(self.directory, self._run_as.pw_uid, self._run_as.pw_gid)
+
+    def _command(self, *args: str) -> list[str]:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if self._run_as is not None:
+            return ["runuser", "-u", "postgres", "--", *command]
+        return command
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> "TemporaryPostgres":
+        subprocess.run(self._command("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                                     "--no-sync", "-E", "UTF8"), check=True, capture_output=True)
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.directory}'"
+                   f" -c max_connections={self.max_connections} -c fsync=off -c synchronous_commit=off"
+                   f" -c full_page_writes=off -c shared_buffers=256MB")
+        subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-o", options, "-l",
+                                     str(self.directory / "server.log"), "-w", "start"),
+                       check=True, capture_output=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres").close()
+                return self
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"),
+                       capture_output=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "TemporaryPostgres":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
