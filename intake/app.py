@@ -2,13 +2,15 @@
 
 from collections.abc import AsyncIterator
 
+import dramatiq
 from aiohttp import web
 
 from shared.config import Settings
 from shared.db import Database
 
-from .appkeys import DATABASE, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
+from .appkeys import DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
 from .auth import auth_middleware
+from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .metrics import metrics_middleware
 from .openapi import build_document
@@ -17,8 +19,9 @@ from .routes import operations
 ROUTE_MODULES = [operations]
 
 
-def init_app(settings: Settings, *, database: Database | None = None) -> web.Application:
-    """Build the app; a database passed in (tests) is used as is and not disposed."""
+def init_app(settings: Settings, *, database: Database | None = None,
+             broker: dramatiq.Broker | None = None) -> web.Application:
+    """Build the app; a database or broker passed in (tests) is used as is and not disposed."""
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware],
                           client_max_size=20 * 1024 * 1024)
     app[SETTINGS] = settings
@@ -28,6 +31,7 @@ def init_app(settings: Settings, *, database: Database | None = None) -> web.App
         app[DATABASE] = database
     else:
         app.cleanup_ctx.append(_database_ctx)
+    app[ENQUEUER] = Enqueuer(broker)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

@@ -5,6 +5,7 @@ from aiohttp import web
 from shared.config import Settings
 from shared.db import Database
 
+from .enqueue import Enqueuer
 from .principal import Principal
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -12,3 +13,4 @@ DATABASE = web.AppKey("database", Database)
 PRINCIPAL = web.RequestKey("principal", Principal)
 KEY_CACHE = web.AppKey("api_key_cache", dict)  # plain key -> account id, so auth is not a query per request
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
+ENQUEUER = web.AppKey("enqueuer", Enqueuer)

@@ -55,3 +55,13 @@ def settings(tmp_path) -> Settings:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'creditq.db'}",
         "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789",
     })
+
+
+@pytest.fixture
+def fake_broker():
+    """dramatiq's RedisBroker on fakeredis[lua]: the real broker code without a server."""
+    from tests.support.brokers import fake_redis_broker
+
+    broker = fake_redis_broker()
+    yield broker
+    broker.close()

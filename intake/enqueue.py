@@ -1,0 +1,24 @@
+"""Enqueueing from the event loop: the broker's Redis calls run in a thread, never on the loop."""
+
+import asyncio
+
+import dramatiq
+
+
+class Enqueuer:
+    """Sends actor messages by name, binding to the workers' broker on first use."""
+
+    def __init__(self, broker: dramatiq.Broker | None = None):
+        self._broker = broker
+
+    @property
+    def broker(self) -> dramatiq.Broker:
+        if self._broker is None:
+            import workers  # declares every actor on the broker at REDIS_URL
+
+            self._broker = workers.broker
+        return self._broker
+
+    async def send(self, actor_name: str, *args, delay_ms: int | None = None) -> None:
+        actor = self.broker.get_actor(actor_name)
+        await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms)

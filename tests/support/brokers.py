@@ -1,0 +1,22 @@
+"""Brokers for tests: dramatiq's RedisBroker on fakeredis (with Lua) or on the embedded Redis."""
+
+import dramatiq
+import fakeredis
+from dramatiq import broker as global_state
+
+from shared.broker import make_broker
+
+
+def install_broker(client) -> dramatiq.Broker:
+    """Make a RedisBroker on `client` the global broker and move every declared actor onto it."""
+    previous = global_state.global_broker
+    broker = make_broker(client=client)
+    if previous is not None:
+        for actor in previous.actors.values():
+            actor.broker = broker
+            broker.declare_actor(actor)
+    return broker
+
+
+def fake_redis_broker() -> dramatiq.Broker:
+    return install_broker(fakeredis.FakeRedis())
