@@ -3,6 +3,7 @@
 from decimal import Decimal, InvalidOperation
 
 MILLICREDITS_PER_CREDIT = 1000
+MAX_CREDITS = 10**12  # far above any real balance, far below BIGINT's 9.2e18 millicredits
 
 
 class InvalidAmount(ValueError):
@@ -19,6 +20,8 @@ def parse_credits(value: str | int, *, allow_negative: bool = False) -> int:
         raise InvalidAmount(f"{value!r} is not a decimal number of credits") from None
     if not amount.is_finite():
         raise InvalidAmount(f"{value!r} is not a finite number of credits")
+    if abs(amount) > MAX_CREDITS:
+        raise InvalidAmount(f"{value!r} is beyond the largest amount, {MAX_CREDITS} credits")
     millicredits = amount * MILLICREDITS_PER_CREDIT
     if millicredits != millicredits.to_integral_value():
         raise InvalidAmount(f"{value!r} has more precision than a thousandth of a credit")

@@ -1,0 +1,62 @@
+"""Configuration: working defaults, and one clear line for every bad value."""
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.config import ConfigError, load_settings
+
+
+def test_defaults_give_a_sqlite_file_embedded_redis_and_the_simulator(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)})
+
+    assert settings.database_url == f"sqlite:///{tmp_path / 'creditq.db'}"
+    assert settings.redis_url is None
+    assert settings.twilio_api_base is None
+    assert settings.public_base_url == "http://127.0.0.1:8080"
+
+
+def test_a_generated_admin_key_survives_restarts(tmp_path):
+    first = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).admin_key
+    second = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).admin_key
+
+    assert first == second and len(first) >= 16
+
+
+def test_postgres_urls_use_psycopg(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u:p@db/creditq"})
+
+    assert settings.database_url == "postgresql+psycopg://u:p@db/creditq"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("DATABASE_URL", "mysql://db/x", "DATABASE_URL='mysql://db/x' must be a URL"),
+    ("DATABASE_URL", "postgresql:///nohost", "has no host"),
+    ("REDIS_URL", "localhost:6379", "REDIS_URL='localhost:6379' must be a URL"),
+    ("PORT", "eighty", "PORT='eighty' is not a port number"),
+    ("PORT", "70000", "out of the port range"),
+    ("TWILIO_ACCOUNT_SID", "XX123", "must be 'AC' followed by 32 characters"),
+    ("TWILIO_API_BASE", "ftp://twilio", "TWILIO_API_BASE='ftp://twilio' must be a URL"),
+    ("CREDITQ_ADMIN_KEY", "short", "at least 16 characters"),
+    ("CREDITQ_WORKER_THREADS", "0", "must be at least 1"),
+])
+def test_bad_values_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_a_bad_value_stops_a_process_with_one_line_and_a_non_zero_exit(tmp_path):
+    # given a misconfigured environment
+    env = {"PATH": "/usr/bin:/bin", "CREDITQ_DATA_DIR": str(tmp_path), "DATABASE_URL": "mysql://db/x"}
+
+    # when the web process starts
+    result = subprocess.run([sys.executable, "-m", "creditq", "web"], env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    # then it exits non-zero with a single line naming the setting
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "creditq: DATABASE_URL='mysql://db/x' must be a URL starting with one of: sqlite://, postgresql://, "
+        "postgresql+psycopg://, postgres://"
+    ]
