@@ -1,0 +1,82 @@
+"""The simulator's knobs, from the environment and from command-line flags."""
+
+from decimal import Decimal
+
+import pytest
+
+from twilio_sim.__main__ import parse_args
+from twilio_sim.config import ConfigError, SimulatorConfig
+
+
+def test_environment_variables_override_defaults():
+    # given TWILIO_SIM_* variables
+    environ = {
+        "TWILIO_SIM_RATE_429": "0.25",
+        "TWILIO_SIM_OUTCOMES": "delivered=9,undelivered=1",
+        "TWILIO_SIM_NUM_SEGMENTS_OVERRIDE": "2",
+        "TWILIO_SIM_PRICE_PER_SEGMENT": "0.0083",
+        "UNRELATED": "x",
+    }
+
+    # when the configuration is read
+    config = SimulatorConfig.from_env(environ)
+
+    # then they are parsed to the knobs' types
+    assert config.rate_429 == 0.25
+    assert config.outcomes == {"delivered": 9.0, "undelivered": 1.0}
+    assert config.num_segments_override == 2
+    assert config.price_per_segment == Decimal("0.0083")
+    assert config.latency_ms == 0
+
+
+def test_flags_override_the_environment(monkeypatch):
+    # given an environment setting and a flag for the same knob
+    monkeypatch.setenv("TWILIO_SIM_LATENCY_MS", "100")
+    monkeypatch.setenv("TWILIO_SIM_RATE_5XX", "0.1")
+
+    # when the command line is parsed
+    host, port, config = parse_args(["--port", "9999", "--latency-ms", "5", "--seed", "7"])
+
+    # then the flag wins and the rest of the environment still applies
+    assert (host, port) == ("127.0.0.1", 9999)
+    assert (config.latency_ms, config.rate_5xx, config.seed) == (5, 0.1, 7)
+
+
+def test_a_bad_flag_value_stops_the_cli():
+    # given an impossible rate / when parsed / then argparse exits with an error
+    with pytest.raises(SystemExit):
+        parse_args(["--rate-429", "1.5"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"rate_5xx": -0.1},
+        {"account_sid": "ACnot-hex"},
+        {"outcomes": "delivered=0"},
+        {"num_segments_override": 0},
+        {"latency_ms": "soon"},
+    ],
+)
+def test_invalid_values_are_refused_without_partial_changes(changes):
+    # given a configuration
+    config = SimulatorConfig()
+
+    # when an invalid value is applied alongside a valid one
+    with pytest.raises(ConfigError):
+        config.apply({"latency_ms": 50, **changes})
+
+    # then nothing changed
+    assert config == SimulatorConfig()
+
+
+def test_as_dict_round_trips_through_apply():
+    # given a customised configuration
+    config = SimulatorConfig(rate_429=0.5, price_per_segment=Decimal("0.01"), seed=3)
+
+    # when its dict form is applied to a fresh one
+    copy = SimulatorConfig()
+    copy.apply(config.as_dict())
+
+    # then they are equal
+    assert copy == config

@@ -1,0 +1,54 @@
+"""The simulator application: Twilio's Messages API plus the ``/_sim`` control API."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from . import control_api, messages_api
+from .auth import auth_middleware
+from .config import SimulatorConfig
+from .errors import error_middleware
+from .faults import fault_middleware
+from .state import config_key, reporter_key, rng_key, store_key
+from .status_reporter import StatusReporter
+from .store import MessageStore
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8090
+
+
+def init_app(config: SimulatorConfig | None = None) -> web.Application:
+    config = config or SimulatorConfig()
+    app = web.Application(middlewares=[error_middleware, auth_middleware, fault_middleware])
+    app[config_key] = config
+    app[control_api.initial_config_key] = dataclasses.replace(config)
+    app[store_key] = MessageStore()
+    app[rng_key] = random.Random(config.seed)
+    app.cleanup_ctx.append(status_reporter_ctx)
+    app.add_routes(messages_api.routes)
+    app.add_routes(control_api.routes)
+    return app
+
+
+async def status_reporter_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession and worker pool for all callbacks, for the app's lifetime."""
+    config = app[config_key]
+    connector = aiohttp.TCPConnector(limit=config.callback_concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        reporter = StatusReporter(config, app[rng_key], session)
+        app[reporter_key] = reporter
+        yield
+        await reporter.close()
+
+
+def run(
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, config: SimulatorConfig | None = None
+) -> None:
+    """Serve the simulator until interrupted (``python -m twilio_sim``, ``creditq twilio-sim``)."""
+    logging.basicConfig(level=logging.INFO)
+    web.run_app(init_app(config), host=host, port=port, access_log=None)

@@ -1,0 +1,160 @@
+"""The simulator's knobs: one mutable dataclass, settable from env, CLI flags and the control API.
+
+It is mutable on purpose: e2e tests change the behaviour of a running simulator through
+``POST /_sim/config``, and every handler reads the current values on each request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_ACCOUNT_SID = "AC" + "51" * 16  # a valid-looking sid (AC + 32 hex), easy to spot
+DEFAULT_AUTH_TOKEN = "simulator-auth-token"
+ENV_PREFIX = "TWILIO_SIM_"
+OUTCOMES = ("delivered", "undelivered", "failed")
+
+
+class ConfigError(ValueError):
+    """A knob was given a value the simulator cannot use."""
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    auth_token: str = DEFAULT_AUTH_TOKEN
+    latency_ms: int = 0
+    """Added to every Twilio API request before it is answered."""
+    rate_429: float = 0.0
+    """Share of Twilio API requests refused with 429 / 20429."""
+    retry_after_s: int = 1
+    rate_5xx: float = 0.0
+    """Share of Twilio API requests failing with 500 / 20500 (nothing is created)."""
+    duplicate_callback_rate: float = 0.0
+    """Chance that each status callback is delivered twice."""
+    out_of_order_rate: float = 0.0
+    """Chance that a message's final callback is delivered before its intermediate one."""
+    outcomes: dict[str, float] = field(default_factory=lambda: {"delivered": 1.0})
+    """Relative weights of the final status: delivered / undelivered / failed."""
+    num_segments_override: int | None = None
+    """Report this many segments for every message instead of counting them."""
+    price_per_segment: Decimal = Decimal("0.00790")
+    callback_delay_ms: int = 50
+    """Time between a message's status changes (and so between its callbacks)."""
+    callback_retries: int = 5
+    callback_retry_delay_ms: int = 200
+    """First retry delay; it doubles on each further attempt."""
+    callback_timeout_s: float = 5.0
+    callback_concurrency: int = 64
+    """Fixed at start-up: the size of the callback worker pool and connection pool."""
+    seed: int | None = None
+    """Seeds the simulator's randomness, for reproducible fault injection."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SimulatorConfig:
+        """Defaults overridden by ``TWILIO_SIM_<FIELD>`` variables (e.g. ``TWILIO_SIM_RATE_429``)."""
+        config = cls()
+        config.apply(
+            {
+                name: environ[ENV_PREFIX + name.upper()]
+                for name in _PARSERS
+                if ENV_PREFIX + name.upper() in environ
+            }
+        )
+        return config
+
+    def apply(self, changes: Mapping[str, Any]) -> None:
+        """Validate every change first, then set them all: a bad request changes nothing."""
+        unknown = set(changes) - set(_PARSERS)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        parsed = {}
+        for name, value in changes.items():
+            try:
+                parsed[name] = _PARSERS[name](value)
+            except (TypeError, ValueError, ArithmeticError) as error:
+                raise ConfigError(f"{name}: {error}") from None
+        for name, value in parsed.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view, the shape ``apply`` accepts."""
+        values = dataclasses.asdict(self)
+        values["price_per_segment"] = str(self.price_per_segment)
+        return values
+
+
+def _rate(value: Any) -> float:
+    rate = float(value)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return rate
+
+
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value in (None, "", "none", "None") else parse(value)
+
+
+def _outcomes(value: Any) -> dict[str, float]:
+    """Accepts a mapping or the CLI/env form ``delivered=0.9,undelivered=0.08,failed=0.02``."""
+    if isinstance(value, str):
+        value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+    weights = {name.strip(): float(weight) for name, weight in dict(value).items()}
+    if set(weights) - set(OUTCOMES):
+        raise ValueError(f"outcomes are {', '.join(OUTCOMES)}")
+    if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError("weights must be >= 0 and not all zero")
+    return weights
+
+
+def _account_sid(value: Any) -> str:
+    sid = str(value)
+    if len(sid) != 34 or not sid.startswith("AC") or not all(c in "0123456789abcdefABCDEF" for c in sid[2:]):
+        raise ValueError("must be AC followed by 32 hex digits")
+    return sid
+
+
+def _token(value: Any) -> str:
+    token = str(value)
+    if not token:
+        raise ValueError("must not be empty")
+    return token
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "account_sid": _account_sid,
+    "auth_token": _token,
+    "latency_ms": _non_negative_int,
+    "rate_429": _rate,
+    "retry_after_s": _non_negative_int,
+    "rate_5xx": _rate,
+    "duplicate_callback_rate": _rate,
+    "out_of_order_rate": _rate,
+    "outcomes": _outcomes,
+    "num_segments_override": _optional(_positive_int),
+    "price_per_segment": lambda value: Decimal(str(value)),
+    "callback_delay_ms": _non_negative_int,
+    "callback_retries": _non_negative_int,
+    "callback_retry_delay_ms": _non_negative_int,
+    "callback_timeout_s": float,
+    "callback_concurrency": _positive_int,
+    "seed": _optional(int),
+}
