@@ -14,14 +14,32 @@ import psycopg
 
 
 def find_bin_dir() -> Path:
-    """The directory holding initdb and pg_ctl: PATH first, then Debian's versioned directories."""
+    """initdb and pg_ctl: CREDITQ_POSTGRES_BIN, PATH, Debian's directories, else the pgserver wheel's own build."""
+    if os.environ.get("CREDITQ_POSTGRES_BIN"):
+        return Path(os.environ["CREDITQ_POSTGRES_BIN"])
     initdb = shutil.which("initdb")
     if initdb:
         return Path(os.path.realpath(initdb)).parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
-    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package")
+    try:
+        import pgserver
+    except ImportError:
+        raise RuntimeError("no PostgreSQL server binaries: pip install pgserver, or apt-get install postgresql") from None
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def _server_user() -> pwd.struct_passwd:
+    """PostgreSQL refuses to run as root: use the `postgres` account, or make a system user for it."""
+    for name in ("postgres", "creditq-pg"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "creditq-pg"],
+                   check=True, capture_output=True)
+    return pwd.getpwnam("creditq-pg")
 
 
 def _free_port() -> int:
@@ -41,13 +59,13 @@ class TemporaryPostgres:
         self.data = self.directory / "data"
         self._run_as = None
         if os.geteuid() == 0:
-            self._run_as = pwd.getpwnam("postgres")
+            self._run_as = _server_user()
             os.chown(self.directory, self._run_as.pw_uid, self._run_as.pw_gid)
 
     def _command(self, *args: str) -> list[str]:
         command = [str(self.bin_dir / args[0]), *args[1:]]
         if self._run_as is not None:
-            return ["runuser", "-u", "postgres", "--", *command]
+            return ["runuser", "-u", self._run_as.pw_name, "--", *command]
         return command
 
     @property
