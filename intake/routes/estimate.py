@@ -1,0 +1,119 @@
+"""POST /v1/estimate: what a message will cost, for the compose box; creates nothing."""
+
+import asyncio
+
+from aiohttp import web
+
+from shared.db import Database
+from shared.estimate import CHANNELS, MAX_MEDIA_URLS, MAX_RECIPIENTS, Estimate, estimate_message, sender_type_of
+from shared.rates import SENDER_TYPES, default_rate_card
+from shared.segments import MAX_BODY_CHARACTERS
+
+from ..appkeys import DATABASE, PRINCIPAL
+from ..bodies import json_response, read_json
+from ..errors import Problem
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/estimate")
+async def estimate(request: web.Request) -> web.Response:
+    payload = await read_json(request)
+    sender = payload.get("from")
+    smart_encoding = payload.get("smart_encoding", False)
+    if sender is not None and not isinstance(sender, str):
+        raise Problem(422, "Validation failed", "from must be a phone number string.",
+                      errors={"from": "must be a string"})
+    if not isinstance(smart_encoding, bool):
+        raise Problem(422, "Validation failed", "smart_encoding must be true or false.",
+                      errors={"smart_encoding": "must be a boolean"})
+    result = await asyncio.to_thread(_estimate, request.app[DATABASE], request[PRINCIPAL].account_id, payload,
+                                     sender, smart_encoding)
+    return json_response(result.as_dict())
+
+
+def _estimate(database: Database, account_id: str | None, payload: dict, sender: str | None,
+              smart_encoding: bool) -> Estimate:
+    sender_type = "long_code"
+    if sender:
+        with database.unit_of_work() as session:
+            sender_type = sender_type_of(session, sender, account_id=account_id)
+    return estimate_message(
+        payload.get("body", ""),
+        to=payload.get("to"),
+        recipients=payload.get("recipients"),
+        sender_type=sender_type,
+        channel=payload.get("channel"),
+        media_urls=payload.get("media_urls"),
+        smart_encoding=smart_encoding,
+        rate_card=default_rate_card(),
+    )
+
+
+_CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["1.5"]}
+
+OPENAPI_PATHS = {
+    "/v1/estimate": {
+        "post": {
+            "summary": "Estimate what a message costs, individually or for a group",
+            "description": (
+                "Counts SMS segments the way Twilio does (GSM-7: 160 septets, 153 per concatenated segment, "
+                "extension characters cost two; one character outside GSM-7 makes the message UCS-2: 70 UTF-16 "
+                "units, 67 per segment) and prices them from the deployment's rate card, carrier fees "
+                "included. MMS is priced per recipient. Creates nothing; any authenticated caller may use it."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {
+                        "body": {"type": "string", "maxLength": MAX_BODY_CHARACTERS,
+                                 "description": "The text; may be empty only when media_urls are given."},
+                        "to": {"type": "array", "minItems": 1,
+                               "items": {"type": "string", "examples": ["+14155550100"]},
+                               "description": "Recipients in E.164; each is priced by its country."},
+                        "recipients": {"type": "integer", "minimum": 1, "maximum": MAX_RECIPIENTS,
+                                       "description": "A recipient count in the rate card's home country, "
+                                                      "instead of `to` (or equal to its length)."},
+                        "from": {"type": "string", "description": "A sender number of the account: its type "
+                                                                  "(long code, toll-free, short code) picks the rate. "
+                                                                  "Otherwise long-code rates apply."},
+                        "channel": {"type": "string", "enum": list(CHANNELS),
+                                    "description": "Default: mms when media_urls are given, else sms."},
+                        "media_urls": {"type": "array", "maxItems": MAX_MEDIA_URLS,
+                                       "items": {"type": "string", "format": "uri"}},
+                        "smart_encoding": {"type": "boolean", "default": False,
+                                           "description": "Apply Twilio's Smart Encoding substitutions first."},
+                    },
+                }}},
+            },
+            "responses": {
+                "200": {"description": "The estimate", "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "required": ["characters", "encoding", "segments", "credits_per_recipient", "recipients",
+                                 "credits_total", "non_gsm_characters"],
+                    "properties": {
+                        "characters": {"type": "integer", "description": "Characters (code points) in the body."},
+                        "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
+                        "segments": {"type": "integer", "description": "SMS segments per recipient (1 for MMS)."},
+                        "credits_per_recipient": {**_CREDITS, "description": "Highest price of one recipient."},
+                        "recipients": {"type": "integer"},
+                        "credits_total": _CREDITS,
+                        "non_gsm_characters": {"type": "array", "items": {"type": "string"},
+                                               "description": "Characters that forced UCS-2, each once."},
+                        "channel": {"type": "string", "enum": list(CHANNELS)},
+                        "sender_type": {"type": "string", "enum": list(SENDER_TYPES)},
+                    },
+                }}}},
+                "400": {"description": "Not a JSON object", "content": {"application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
+                "401": {"description": "No or wrong API key", "content": {"application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
+                "422": {"description": "Empty body without media, body over 1,600 characters, an invalid or "
+                                       "unpriced number; `errors` names each field (`to[2]`, `body`, ...)",
+                        "content": {"application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}}}},
+            },
+        },
+    },
+}
