@@ -58,8 +58,14 @@ class Account(Base):
     spam: Mapped[bool] = mapped_column(Boolean, default=False)
     balance: Mapped[int] = mapped_column(Millicredits, default=0)
     held: Mapped[int] = mapped_column(Millicredits, default=0)
+    # The users' share of balance/held, so the company pool (balance - allocated) is checked in one UPDATE.
+    allocated: Mapped[int] = mapped_column(Millicredits, default=0)
+    allocated_held: Mapped[int] = mapped_column(Millicredits, default=0)
     help_text: Mapped[str | None] = mapped_column(Text)
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
+    # The account's own Twilio (sub)account; None sends with the deployment's credentials.
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
+    twilio_auth_token: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -88,6 +94,8 @@ class User(Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     role: Mapped[str] = mapped_column(String(16), default="user")
     monthly_credits: Mapped[int | None] = mapped_column(Millicredits)
+    balance: Mapped[int] = mapped_column(Millicredits, default=0)  # the user's own credits (total_credits)
+    held: Mapped[int] = mapped_column(Millicredits, default=0)
     low_balance_notified_on: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deleted_at: Mapped[datetime | None]
@@ -109,6 +117,7 @@ class Lot(Base):
     granted_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     reference: Mapped[str | None] = mapped_column(String(100))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
 
 
 class Hold(Base):
@@ -121,6 +130,7 @@ class Hold(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     amount: Mapped[int] = mapped_column(Millicredits)
+    from_allocation: Mapped[bool] = mapped_column(Boolean, default=False)  # drawn on user_id's own credits
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reference: Mapped[str | None] = mapped_column(String(100), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -159,6 +169,7 @@ class PhoneNumber(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     phone: Mapped[str] = mapped_column(String(20))
     type: Mapped[str] = mapped_column(String(16))
+    monthly_cost: Mapped[int] = mapped_column(Millicredits, default=0)  # rate card price when it was added
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -224,3 +235,215 @@ class IdempotencyRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Payment(Base):
+    """One charge of a payment method: a credit purchase (credits > 0) or a bill (credits 0), pending until the
+    gateway answers. The gateway's idempotency key is `id:attempt`, so a replay never charges twice."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_status_created_at", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # api | auto_recharge | dunning
+    idempotency_key: Mapped[str] = mapped_column(String(250), unique=True)
+    credits: Mapped[int] = mapped_column(Millicredits)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_method: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | declined | error
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    charge_id: Mapped[str | None] = mapped_column(String(100))
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(String(500))
+    lot_id: Mapped[int | None] = mapped_column(BigInteger)
+    dunning_run_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AutoRecharge(Base):
+    """An account's auto-recharge settings and state; its payment method is the account's card on file.
+
+    `in_flight_payment_id` is the claim: set by one conditional UPDATE, so one recharge at a time."""
+
+    __tablename__ = "auto_recharges"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold: Mapped[int] = mapped_column(Millicredits, default=0)
+    credits: Mapped[int] = mapped_column(Millicredits, default=0)
+    payment_method: Mapped[str | None] = mapped_column(String(100))
+    in_flight_payment_id: Mapped[str | None] = mapped_column(String(40))
+    claimed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # numbers the payments' keys
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    last_payment_id: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime]
+
+
+class DunningSchedule(Base):
+    """An account's dunning steps (day offsets with email/SMS Liquid templates) and the last step's action."""
+
+    __tablename__ = "dunning_schedules"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), default="default")
+    steps: Mapped[list] = mapped_column(JSON)
+    final_action: Mapped[str] = mapped_column(String(16), default="suspend")
+    update_url: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime]
+
+
+class DunningRun(Base):
+    """Reminders and retries for one unpaid amount. `unpaid_account_id` is set while unpaid: one per account."""
+
+    __tablename__ = "dunning_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    unpaid_account_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    reason: Mapped[str] = mapped_column(String(16))  # auto_recharge | month_end
+    references: Mapped[list] = mapped_column(JSON)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    credits: Mapped[int] = mapped_column(Millicredits, default=0)  # granted when paid (a failed recharge's bucket)
+    payment_method: Mapped[str | None] = mapped_column(String(100))
+    steps: Mapped[list] = mapped_column(JSON)  # the schedule as it was when the run started
+    site: Mapped[str] = mapped_column(String(64))
+    final_action: Mapped[str] = mapped_column(String(16))
+    update_url: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))  # open | exhausted | recovered
+    next_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_step_at: Mapped[datetime | None] = mapped_column(index=True)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class DunningStep(Base):
+    """What one step of a run did; (run, step) is unique, and each send is marked before it is made."""
+
+    __tablename__ = "dunning_steps"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("dunning_runs.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    email_status: Mapped[str | None] = mapped_column(String(200))
+    sms_status: Mapped[str | None] = mapped_column(String(200))
+    sms_sid: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class DunningIntegration(Base):
+    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved."""
+
+    __tablename__ = "dunning_integrations"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_sid: Mapped[str] = mapped_column(String(34))
+    auth_token: Mapped[str] = mapped_column(String(100))
+    from_number: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | broken
+    broken_reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime]
+
+
+class BillingRun(Base):
+    """One month-end step of one account for one period; the unique key makes each step happen once.
+
+    step `close` (expire, reset, fees, grant, allocations: one transaction) goes enqueued -> completed;
+    step `bill` (collecting the reset debt through the payment gateway) goes pending -> paid | declined.
+    """
+
+    __tablename__ = "billing_runs"
+    __table_args__ = (
+        UniqueConstraint("account_id", "period", "step"),
+        Index("ix_billing_runs_step_status", "step", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    period: Mapped[str] = mapped_column(String(7))  # the local month that ended, "2021-08"
+    step: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Millicredits, default=0)  # bill: the debt reset and charged
+    amount_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference: Mapped[str | None] = mapped_column(String(100))  # bill: charge id or decline code
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+class Campaign(Base):
+    """One send to many recipients: a first step and optional drip steps, each a Liquid body.
+
+    status: scheduled -> running, or paused / canceled by the customer (the API shows a running campaign with
+    every step fanned out and nothing waiting as completed).
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    from_: Mapped[str] = mapped_column("from", String(20))
+    status: Mapped[str] = mapped_column(String(16))
+    quiet_start: Mapped[str] = mapped_column(String(5), default="08:00")
+    quiet_end: Mapped[str] = mapped_column(String(5), default="21:00")
+    recipients: Mapped[int] = mapped_column(Integer, default=0)  # rows in campaign_recipients
+    credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)  # every step, every sendable recipient
+    send_at: Mapped[datetime]  # when the first step starts
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CampaignStep(Base):
+    """Step 0 is the campaign's body; each drip step starts `delay_days` after the campaign starts."""
+
+    __tablename__ = "campaign_steps"
+    __table_args__ = (UniqueConstraint("campaign_id", "step"), Index("ix_campaign_steps_status_starts_at",
+                                                                      "status", "starts_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    delay_days: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | fanning_out | done
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    starts_at: Mapped[datetime]
+
+
+class CampaignRecipient(Base):
+    """A recipient row in the order given; `skip_reason` set means no (further) message goes to it."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based; chunks are position ranges
+    to: Mapped[str] = mapped_column(String(32))
+    fields: Mapped[dict] = mapped_column(JSON)
+    skip_reason: Mapped[str | None] = mapped_column(String(16))  # opted_out | do_not_contact | duplicate | invalid_number
+
+
+class CampaignChunk(Base):
+    """One chunk of one step fanned out: its unique key makes the fan-out of that chunk happen once."""
+
+    __tablename__ = "campaign_chunks"
+    __table_args__ = (UniqueConstraint("campaign_id", "step", "chunk"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    chunk: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    credits_held: Mapped[int] = mapped_column(Millicredits, default=0)  # 0 when the chunk parked
+    created_at: Mapped[datetime]

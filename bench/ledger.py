@@ -1,0 +1,122 @@
+"""Ledger throughput on PostgreSQL: reserve+settle pairs per second beside the raw conditional UPDATE ceiling.
+
+    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000]
+
+Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schema, then measures with
+N threads, each on its own pooled connection:
+  raw UPDATE   autocommit `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
+               AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
+  ledger       reserve (one transaction) then settle (another), as a send does, counted in pairs.
+Both on one hot account, then spread over --accounts accounts. No assertions: figures only.
+"""
+
+import argparse
+import random
+import shlex
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text  # noqa: E402
+
+from shared import accounts, ledger  # noqa: E402
+from shared.db import Database  # noqa: E402
+from shared.models import Base  # noqa: E402
+from tests.support.postgres import TemporaryPostgres  # noqa: E402
+
+NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
+RAW_UPDATE = text(
+    "UPDATE accounts SET held = held + 1 WHERE id = :id AND status = 'active'"
+    " AND (overdraft_policy = 'postpaid' OR (balance - allocated) - (held - allocated_held) - 1 >= -overdraft_limit)"
+)
+
+
+def open_accounts(database: Database, count: int) -> list[str]:
+    ids = []
+    with database.unit_of_work() as session:
+        for index in range(count):
+            account, _ = accounts.create_account(
+                session, name=f"bench {index}", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+                plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
+            ledger.grant(session, account.id, 10**12, "purchase", granted_at=NOW, idempotency_key=f"seed-{account.id}")
+            ids.append(account.id)
+    return ids
+
+
+def run_threads(threads: int, seconds: float, work) -> float:
+    """Run `work(thread_index, counter_index)` in a loop on each thread for `seconds`; operations per second."""
+    counts = [0] * threads
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+
+    def loop(index: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            work(index, counts[index])
+            counts[index] += 1
+
+    workers = [threading.Thread(target=loop, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def raw_rate(database: Database, account_ids: list[str], threads: int, seconds: float) -> float:
+    connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") for _ in range(threads)]
+    try:
+        return run_threads(threads, seconds, lambda index, _n: connections[index].execute(
+            RAW_UPDATE, {"id": random.choice(account_ids)}))
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def ledger_rate(database: Database, account_ids: list[str], threads: int, seconds: float, label: str) -> float:
+    def pair(index: int, n: int) -> None:
+        key = f"{label}-{index}-{n}"
+        with database.unit_of_work() as session:
+            hold = ledger.reserve(session, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
+                                  ttl_seconds=900, now=NOW)
+        with database.unit_of_work() as session:
+            ledger.settle(session, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
+
+    return run_threads(threads, seconds, pair)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--accounts", type=int, default=1000)
+    args = parser.parse_args()
+    with TemporaryPostgres() as server:
+        database = Database(server.create_database("bench_ledger"), pool_size=args.threads)
+        Base.metadata.create_all(database.engine)
+        hot = open_accounts(database, 1)
+        spread = open_accounts(database, args.accounts)
+        ledger_rate(database, hot, args.threads, 1.0, "warmup")
+        rows = []
+        for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
+            raw = raw_rate(database, ids, args.threads, args.seconds)
+            pairs = ledger_rate(database, ids, args.threads, args.seconds, name.split()[0])
+            rows.append((name, raw, pairs))
+        database.dispose()
+    print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
+    print(f"PostgreSQL (fsync off), {args.threads} threads/connections, {args.seconds:g} s per figure")
+    print(f"{'scenario':<16} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
+    for name, raw, pairs in rows:
+        print(f"{name:<16} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

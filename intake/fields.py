@@ -1,0 +1,113 @@
+"""Typed fields out of a JSON body, collecting one message per bad field so a 422 lists them all."""
+
+from datetime import datetime
+
+from shared.errors import ValidationFailed
+from shared.money import InvalidAmount, parse_credits
+
+_MISSING = object()
+
+
+class Fields:
+    """`fields.credits("limit")` etc. return the value (or None when absent); `done()` raises if any was bad."""
+
+    def __init__(self, body: dict, *, prefix: str = "", errors: dict[str, str] | None = None):
+        self.body = body
+        self.prefix = prefix
+        self.errors: dict[str, str] = {} if errors is None else errors
+        self._known: set[str] = set()
+
+    def _raw(self, name: str, required: bool):
+        self._known.add(name)
+        value = self.body.get(name, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                self.fail(name, "is required")
+            return _MISSING
+        return value
+
+    def fail(self, name: str, reason: str) -> None:
+        self.errors.setdefault(self.prefix + name, reason)
+
+    def text(self, name: str, *, required: bool = False, max_length: int = 200) -> str | None:
+        value = self._raw(name, required)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(name, "must be a non-empty string")
+        elif len(value) > max_length:
+            self.fail(name, f"must be at most {max_length} characters")
+        else:
+            return value.strip()
+        return None
+
+    def credits(self, name: str, *, required: bool = False) -> int | None:
+        """A non-negative decimal string of credits ("12.5") in millicredits."""
+        value = self._raw(name, required)
+        if value is _MISSING:
+            return None
+        try:
+            return parse_credits(value)
+        except InvalidAmount as error:
+            self.fail(name, str(error))
+            return None
+
+    def integer(self, name: str, *, minimum: int, maximum: int) -> int | None:
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.fail(name, f"must be a whole number from {minimum} to {maximum}")
+            return None
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
+        value = self._raw(name, required)
+        if value is _MISSING:
+            return None
+        if value not in choices:
+            self.fail(name, f"must be one of {', '.join(choices)}")
+            return None
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, bool):
+            self.fail(name, "must be true or false")
+            return None
+        return value
+
+    def instant(self, name: str) -> datetime | None:
+        """ISO-8601 with a UTC offset ("2026-01-31T09:00:00-05:00"); a time without one names no instant."""
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            self.fail(name, "must be an ISO-8601 time with a UTC offset, such as 2026-01-31T09:00:00Z")
+            return None
+        return parsed
+
+    def obj(self, name: str, *, required: bool = False) -> "Fields | None":
+        value = self._raw(name, required)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            self.fail(name, "must be an object")
+            return None
+        return Fields(value, prefix=f"{self.prefix}{name}.", errors=self.errors)
+
+    def done(self, *nested: "Fields | None") -> None:
+        """Unknown fields are errors too (a typo must not be silently ignored); raise if anything failed."""
+        for fields in (self, *nested):
+            if fields is not None:
+                for name in set(fields.body) - fields._known:
+                    fields.fail(name, "is not a known field")
+        if self.errors:
+            summary = "; ".join(f"{field} {reason}" for field, reason in sorted(self.errors.items()))
+            raise ValidationFailed(f"Invalid request: {summary}", errors=dict(sorted(self.errors.items())))

@@ -1,0 +1,267 @@
+"""Accounts (operator): create with an API key, read, change plan/overdraft/flags/threshold, grant credits."""
+
+import asyncio
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from shared import accounts, ledger
+from shared.burn_order import KINDS
+from shared.db import Database
+from shared.expiry import CYCLE_MONTHS, utc
+from shared.ids import new_id
+from shared.models import Account
+from shared.money import format_credits
+
+from ..appkeys import DATABASE, PRINCIPAL
+from ..auth import require_access, require_operator
+from ..bodies import json_response, read_json
+from ..fields import Fields
+from ..idempotency import idempotent
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/accounts")
+@idempotent
+async def create_account(request: web.Request) -> web.Response:
+    require_operator(request)
+    fields = Fields(await read_json(request))
+    name = fields.text("name", required=True)
+    tz = fields.text("timezone", max_length=64) or "UTC"
+    plan = fields.obj("plan")
+    monthly, cycle, rollover = _plan(plan)
+    overdraft_fields = fields.obj("overdraft")
+    overdraft = _overdraft(overdraft_fields) or accounts.Overdraft("prepaid")
+    threshold = fields.credits("low_balance_threshold") or 0
+    fields.done(plan, overdraft_fields)
+
+    def create(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            account, api_key = accounts.create_account(
+                session, name=name, timezone=tz, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
+                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold)
+            return {"id": account.id, "api_key": api_key, **account_json(account)}
+
+    return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
+
+
+@routes.get("/v1/accounts/{account_id}")
+async def get_account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            return account_json(accounts.get_account(session, account_id))
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+@routes.patch("/v1/accounts/{account_id}")
+async def patch_account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    require_operator(request)
+    fields = Fields(await read_json(request))
+    name = fields.text("name")
+    plan = fields.obj("plan")
+    monthly, cycle, rollover = _plan(plan)
+    overdraft_fields = fields.obj("overdraft")
+    overdraft = _overdraft(overdraft_fields)
+    threshold = fields.credits("low_balance_threshold")
+    flag_fields = fields.obj("flags")
+    flags = {}
+    if flag_fields is not None:
+        flags = {flag: value for flag in accounts.FLAGS if (value := flag_fields.boolean(flag)) is not None}
+    fields.done(plan, overdraft_fields, flag_fields)
+    now = datetime.now(timezone.utc)
+
+    def patch(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            account = accounts.update_account(
+                session, account_id, now=now, name=name, plan_monthly_credits=monthly, plan_cycle=cycle,
+                plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
+            return account_json(account)
+
+    return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
+
+
+@routes.post("/v1/accounts/{account_id}/grants")
+@idempotent
+async def create_grant(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    require_operator(request)
+    body = await read_json(request)
+    fields = Fields(body)
+    amount = fields.credits("credits", required=True)
+    kind = fields.choice("kind", KINDS, required=True)
+    granted_at = fields.instant("granted_at") or datetime.now(timezone.utc)
+    expires_at = fields.instant("expires_at")
+    never_expires = "expires_at" in body and body["expires_at"] is None
+    user_id = fields.text("user_id", max_length=40)
+    priority = fields.integer("priority", minimum=0, maximum=1000)
+    reference = fields.text("reference", max_length=100)
+    fields.done()
+    if amount == 0:
+        fields.fail("credits", "must be more than zero")
+        fields.done()
+    header_key = request.headers.get("Idempotency-Key")
+    key = f"grant:{request[PRINCIPAL].name}:{header_key}" if header_key else new_id("grant")
+
+    def give(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            lot = ledger.grant(session, account_id, amount, kind, granted_at=granted_at,
+                               expires_at=None if never_expires else expires_at or ledger.DEFAULT_EXPIRY,
+                               user_id=user_id, priority=priority, reference=reference, idempotency_key=key)
+            return lot_json(lot)
+
+    return json_response(await asyncio.to_thread(give, request.app[DATABASE]), status=201)
+
+
+def _plan(plan: Fields | None) -> tuple[int | None, str | None, str | None]:
+    if plan is None:
+        return None, None, None
+    return (plan.credits("monthly_credits"), plan.choice("cycle", tuple(CYCLE_MONTHS)),
+            plan.choice("rollover", accounts.ROLLOVER_POLICIES))
+
+
+def _overdraft(overdraft: Fields | None) -> accounts.Overdraft | None:
+    if overdraft is None:
+        return None
+    policy = overdraft.choice("policy", accounts.OVERDRAFT_POLICIES, required=True)
+    limit = overdraft.credits("limit") or 0
+    return accounts.Overdraft(policy or "prepaid", limit)
+
+
+def account_json(account: Account) -> dict:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "status": account.status,
+        "status_reason": account.status_reason,
+        "timezone": account.timezone,
+        "plan": {
+            "monthly_credits": format_credits(account.plan_monthly_credits),
+            "cycle": account.plan_cycle,
+            "rollover": account.plan_rollover,
+            "next_monthly_credits": None if account.next_plan_monthly_credits is None
+            else format_credits(account.next_plan_monthly_credits),
+        },
+        "overdraft": {"policy": account.overdraft_policy, "limit": format_credits(account.overdraft_limit)},
+        "low_balance_threshold": format_credits(account.low_balance_threshold),
+        "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
+        "balance": format_credits(account.balance),
+        "held": format_credits(account.held),
+        "available": format_credits(account.balance - account.held),
+        "created_at": utc(account.created_at).isoformat(),
+    }
+
+
+def lot_json(lot: ledger.LotView) -> dict:
+    return {
+        "id": str(lot.id),
+        "kind": lot.kind,
+        "credits": format_credits(lot.amount),
+        "remaining": format_credits(lot.remaining),
+        "priority": lot.priority,
+        "granted_at": lot.granted_at.isoformat(),
+        "expires_at": None if lot.expires_at is None else lot.expires_at.isoformat(),
+        "user_id": lot.user_id,
+        "reference": lot.reference,
+    }
+
+
+_CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["12.5"]}
+_SIGNED_CREDITS = {"type": "string", "pattern": r"^-?\d+(\.\d{1,3})?$", "examples": ["-2.5"]}
+_INSTANT = {"type": "string", "format": "date-time"}
+_PLAN = {"type": "object", "additionalProperties": False, "properties": {
+    "monthly_credits": {**_CREDITS, "description": "Credits granted each month (on PATCH: from the next cycle)."},
+    "cycle": {"type": "string", "enum": list(CYCLE_MONTHS), "description": "Billing cycle; default monthly."},
+    "rollover": {"type": "string", "enum": list(accounts.ROLLOVER_POLICIES),
+                 "description": "fifo_12m: unused subscription credits roll over and expire 12 months after their grant."},
+}}
+_OVERDRAFT = {"type": "object", "additionalProperties": False, "required": ["policy"], "properties": {
+    "policy": {"type": "string", "enum": list(accounts.OVERDRAFT_POLICIES),
+               "description": "prepaid: holds must fit the available credits; overdraft: down to -limit; "
+                              "postpaid: no limit."},
+    "limit": {**_CREDITS, "description": "Only for policy overdraft."},
+}}
+_FLAGS = {"type": "object", "additionalProperties": False, "properties": {
+    "credit_hold": {"type": "boolean", "description": "No new plan credits while set."},
+    "rollover_protection": {"type": "boolean", "description": "Plan credits do not expire at cycle end."},
+    "spam": {"type": "boolean", "description": "Setting it removes the purchased credits (an adjustment entry)."},
+}}
+ACCOUNT_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"},
+    "status": {"type": "string", "enum": ["active", "locked", "suspended"]},
+    "status_reason": {"type": ["string", "null"]}, "timezone": {"type": "string"},
+    "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
+        "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
+    "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
+    "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
+}}
+LOT_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)}, "credits": _CREDITS,
+    "remaining": _CREDITS, "priority": {"type": "integer"}, "granted_at": _INSTANT,
+    "expires_at": {**_INSTANT, "type": ["string", "null"]}, "user_id": {"type": ["string", "null"]},
+    "reference": {"type": ["string", "null"]},
+}}
+_ACCOUNT_PATH = {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+OPENAPI_PATHS = {
+    "/v1/accounts": {"post": {
+        "summary": "Create an account (operator); its API key is in this answer only",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+        "requestBody": {"required": True, **_json({"type": "object", "required": ["name"], "additionalProperties": False,
+                                                   "properties": {
+            "name": {"type": "string", "maxLength": 200},
+            "timezone": {"type": "string", "description": "IANA zone (default UTC): month ends and expiries are local."},
+            "plan": _PLAN, "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS}})},
+        "responses": {"201": {"description": "created", **_json({**ACCOUNT_SCHEMA, "properties": {
+            **ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}})},
+            "403": {"description": "not the operator", **_PROBLEM}, "422": {"description": "invalid", **_PROBLEM}},
+    }},
+    "/v1/accounts/{account_id}": {
+        "parameters": [_ACCOUNT_PATH],
+        "get": {"summary": "An account (its own key or the operator)",
+                "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
+                              "404": {"description": "no such account", **_PROBLEM}}},
+        "patch": {"summary": "Change plan (from the next cycle), overdraft, flags or threshold (operator)",
+                  "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                                                             "properties": {
+                      "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
+                      "low_balance_threshold": _CREDITS}})},
+                  "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
+                                "403": {"description": "not the operator", **_PROBLEM},
+                                "422": {"description": "invalid", **_PROBLEM}}},
+    },
+    "/v1/accounts/{account_id}/grants": {"parameters": [_ACCOUNT_PATH], "post": {
+        "summary": "Grant credits as a lot (operator)",
+        "description": "A pool in debt is repaid first; a locked account back at >= 0 is unlocked. "
+                       "Plan credits are refused (409) while the account has a credit hold.",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+        "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "kind"],
+                                                   "additionalProperties": False, "properties": {
+            "credits": _CREDITS, "kind": {"type": "string", "enum": list(KINDS)},
+            "granted_at": {**_INSTANT, "description": "Default now."},
+            "expires_at": {**_INSTANT, "type": ["string", "null"],
+                           "description": "Default by kind: plan at cycle end, rollover 12 months after the grant "
+                                          "(local midnight), purchase and bonus never; null = never."},
+            "user_id": {"type": "string", "description": "A role-user user's own credits instead of the pool."},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 1000,
+                         "description": "Burn order: lower first (defaults plan 10, rollover/bonus 20, purchase 30)."},
+            "reference": {"type": "string", "maxLength": 100}}})},
+        "responses": {"201": {"description": "the lot", **_json(LOT_SCHEMA)},
+                      "403": {"description": "not the operator", **_PROBLEM},
+                      "409": {"description": "credit hold", **_PROBLEM},
+                      "422": {"description": "invalid", **_PROBLEM}},
+    }},
+}

@@ -1,0 +1,121 @@
+"""An account's balance (lots, users, what expires this month) and its transactions, newest first."""
+
+import asyncio
+import base64
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from shared import ledger
+from shared.accounts import get_account
+from shared.db import Database
+from shared.expiry import utc
+from shared.money import format_credits
+
+from ..appkeys import DATABASE
+from ..auth import require_access
+from ..bodies import json_response, query_limit
+from ..errors import Problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
+from .users import USER_CREDITS_SCHEMA, user_credits_json
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/accounts/{account_id}/balance")
+async def get_balance(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    now = datetime.now(timezone.utc)
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            view = ledger.balance(session, account_id, now=now)
+        return {
+            "balance": format_credits(view.balance),
+            "held": format_credits(view.held),
+            "available": format_credits(view.available),
+            "pool_available": format_credits(view.pool_available),
+            "status": view.status,
+            "expiring_end_of_month": format_credits(view.expiring_end_of_month),
+            "lots": [lot_json(lot) for lot in view.lots],
+            "users": [user_credits_json(user) for user in view.users],
+        }
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+@routes.get("/v1/accounts/{account_id}/transactions")
+async def list_transactions(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    limit = query_limit(request)
+    before_id = _decode_cursor(request.query.get("cursor"))
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            get_account(session, account_id)
+            rows = ledger.transactions(session, account_id, limit=limit + 1, before_id=before_id)
+        page = rows[:limit]
+        return {"data": [_entry_json(row) for row in page],
+                "next_cursor": _encode_cursor(page[-1].id) if len(rows) > limit else None}
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+def _entry_json(row) -> dict:
+    return {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind, "credits": format_credits(row.amount),
+            "balance_after": format_credits(row.balance_after), "reference": row.reference, "user_id": row.user_id,
+            "memo": row.memo}
+
+
+def _encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{entry_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, entry_id = text.partition(":")
+        if prefix == "before" and entry_id.isdigit():
+            return int(entry_id)
+    except ValueError:
+        pass
+    raise Problem(422, "Validation failed", "cursor is not one this API returned.", errors={"cursor": "is not valid"})
+
+
+ENTRY_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"}, "at": _INSTANT,
+    "kind": {"type": "string", "enum": ["grant", "purchase", "usage", "carrier_fee", "refund", "expiry", "allocation",
+                                        "month_end_charge", "reset", "adjustment"]},
+    "credits": {**_SIGNED_CREDITS, "description": "Signed: what this entry added to the balance."},
+    "balance_after": {**_SIGNED_CREDITS, "description": "The account's balance right after this entry."},
+    "reference": {"type": ["string", "null"], "description": "Message, campaign or invoice."},
+    "user_id": {"type": ["string", "null"]}, "memo": {"type": ["string", "null"]},
+}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/balance": {"parameters": [_ACCOUNT_PATH], "get": {
+        "summary": "Balance, held and available credits, open lots in burn order, users' credits",
+        "responses": {"200": {"description": "the balance", **_json({"type": "object", "properties": {
+            "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS,
+            "pool_available": {**_SIGNED_CREDITS, "description": "What owners and admins can still spend."},
+            "status": {"type": "string"},
+            "expiring_end_of_month": {**_CREDITS, "description": "Credits that expire before this local month ends."},
+            "lots": {"type": "array", "items": LOT_SCHEMA},
+            "users": {"type": "array", "items": USER_CREDITS_SCHEMA}}})},
+            "404": {"description": "no such account", **_PROBLEM}},
+    }},
+    "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": {
+        "summary": "Ledger entries, newest first",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                        "description": "next_cursor of the previous page."}],
+        "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
+            "data": {"type": "array", "items": ENTRY_SCHEMA},
+            "next_cursor": {"type": ["string", "null"]}}})},
+            "404": {"description": "no such account", **_PROBLEM}, "422": {"description": "bad cursor", **_PROBLEM}},
+    }},
+}

@@ -1,0 +1,105 @@
+"""An account's sender numbers: add, list, remove."""
+
+import asyncio
+
+from aiohttp import web
+
+from shared import senders
+from shared.accounts import get_account
+from shared.db import Database
+from shared.expiry import utc
+from shared.models import PhoneNumber
+from shared.money import format_credits
+from shared.rates import SENDER_TYPES
+
+from ..appkeys import DATABASE
+from ..auth import require_access
+from ..bodies import json_response, read_json
+from ..fields import Fields
+from ..idempotency import idempotent
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/accounts/{account_id}/numbers")
+@idempotent
+async def add_number(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    fields = Fields(await read_json(request))
+    phone = fields.text("phone", required=True, max_length=40)
+    number_type = fields.choice("type", SENDER_TYPES, required=True)
+    fields.done()
+
+    def add(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            return number_json(senders.add_number(session, account_id, phone, number_type))
+
+    return json_response(await asyncio.to_thread(add, request.app[DATABASE]), status=201)
+
+
+@routes.get("/v1/accounts/{account_id}/numbers")
+async def list_numbers(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            get_account(session, account_id)
+            return {"data": [number_json(number) for number in senders.list_numbers(session, account_id)],
+                    "next_cursor": None}
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+@routes.delete("/v1/accounts/{account_id}/numbers/{phone}")
+async def remove_number(request: web.Request) -> web.Response:
+    account_id, phone = request.match_info["account_id"], request.match_info["phone"]
+    require_access(request, account_id)
+
+    def remove(database: Database) -> None:
+        with database.unit_of_work() as session:
+            senders.remove_number(session, account_id, phone)
+
+    await asyncio.to_thread(remove, request.app[DATABASE])
+    return web.Response(status=204)
+
+
+def number_json(number: PhoneNumber) -> dict:
+    return {"phone": number.phone, "type": number.type, "monthly_credits": format_credits(number.monthly_cost),
+            "created_at": utc(number.created_at).isoformat()}
+
+
+NUMBER_SCHEMA = {"type": "object", "properties": {
+    "phone": {"type": "string", "description": "E.164"}, "type": {"type": "string", "enum": list(SENDER_TYPES)},
+    "monthly_credits": {**_CREDITS, "description": "What the number costs per month (rate card, when added)."},
+    "created_at": _INSTANT,
+}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/numbers": {
+        "parameters": [_ACCOUNT_PATH],
+        "get": {"summary": "The account's sender numbers",
+                "responses": {"200": {"description": "all numbers", **_json({"type": "object", "properties": {
+                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})}}},
+        "post": {
+            "summary": "Add a sender number; its type picks the rate and the throughput limit",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, **_json({"type": "object", "required": ["phone", "type"],
+                                                       "additionalProperties": False, "properties": {
+                "phone": {"type": "string", "examples": ["+14155550100"]},
+                "type": {"type": "string", "enum": list(SENDER_TYPES)}}})},
+            "responses": {"201": {"description": "the number", **_json(NUMBER_SCHEMA)},
+                          "409": {"description": "already added", **_PROBLEM},
+                          "422": {"description": "invalid", **_PROBLEM}},
+        },
+    },
+    "/v1/accounts/{account_id}/numbers/{phone}": {
+        "parameters": [_ACCOUNT_PATH, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string"},
+                                       "description": "E.164, with + encoded as %2B"}],
+        "delete": {"summary": "Remove a sender number",
+                   "responses": {"204": {"description": "removed"}, "404": {"description": "not a number of the account",
+                                                                          **_PROBLEM}}},
+    },
+}

@@ -1,0 +1,191 @@
+"""Users of an account and their credits: owners and admins share the pool, users get their own."""
+
+import asyncio
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from shared import allocations
+from shared.accounts import get_account
+from shared.db import Database
+from shared.errors import ValidationFailed
+from shared.expiry import utc
+from shared.models import User
+from shared.money import format_credits
+from shared.phone_numbers import parse_e164
+
+from ..appkeys import DATABASE
+from ..auth import require_access
+from ..bodies import json_response, read_json
+from ..fields import Fields
+from ..idempotency import idempotent
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+
+routes = web.RouteTableDef()
+SHARED = "shared"
+
+
+@routes.get("/v1/accounts/{account_id}/users")
+async def list_users(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            get_account(session, account_id)
+            return {"data": [user_json(user) for user in allocations.list_users(session, account_id)],
+                    "next_cursor": None}
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+@routes.post("/v1/accounts/{account_id}/users")
+@idempotent
+async def create_user(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    body = await read_json(request)
+    fields = Fields(body)
+    name = fields.text("name", required=True)
+    email = fields.text("email", required=True, max_length=320)
+    if email is not None and "@" not in email:
+        fields.fail("email", "must be an email address")
+    phone = _phone(fields)
+    role = fields.choice("role", allocations.ROLES, required=True)
+    monthly = None if body.get("monthly_credits") == SHARED else fields.credits("monthly_credits")
+    fields.done()
+    now = datetime.now(timezone.utc)
+
+    def create(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            return user_json(allocations.create_user(session, account_id, name=name, email=email, phone=phone,
+                                                     role=role, monthly_credits=monthly, now=now))
+
+    return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
+
+
+@routes.get("/v1/accounts/{account_id}/users/{user_id}")
+async def get_user(request: web.Request) -> web.Response:
+    account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
+    require_access(request, account_id)
+
+    def read(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            return user_json(allocations.get_user(session, account_id, user_id))
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+@routes.patch("/v1/accounts/{account_id}/users/{user_id}")
+async def patch_user(request: web.Request) -> web.Response:
+    account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
+    require_access(request, account_id)
+    fields = Fields(await read_json(request))
+    monthly = fields.credits("monthly_credits")
+    total = fields.credits("total_credits")
+    fields.done()
+    now = datetime.now(timezone.utc)
+
+    def patch(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            return user_json(allocations.update_user(session, account_id, user_id, now=now, monthly_credits=monthly,
+                                                     total_credits=total))
+
+    return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
+
+
+@routes.delete("/v1/accounts/{account_id}/users/{user_id}")
+async def delete_user(request: web.Request) -> web.Response:
+    account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
+    require_access(request, account_id)
+    now = datetime.now(timezone.utc)
+
+    def delete(database: Database) -> None:
+        with database.unit_of_work() as session:
+            allocations.delete_user(session, account_id, user_id, now=now)
+
+    await asyncio.to_thread(delete, request.app[DATABASE])
+    return web.Response(status=204)
+
+
+def _phone(fields: Fields) -> str | None:
+    raw = fields.text("phone", max_length=40)
+    if raw is None:
+        return None
+    try:
+        return parse_e164(raw, field="phone")
+    except ValidationFailed as error:
+        fields.fail("phone", error.errors.get("phone", str(error)))
+        return None
+
+
+def user_credits_json(user) -> dict:
+    """The credits part of a user (a User row or ledger.UserCredits)."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "monthly_credits": SHARED if user.monthly_credits is None else format_credits(user.monthly_credits),
+        "total_credits": format_credits(user.balance),
+        "held": format_credits(user.held),
+        "available": format_credits(user.balance - user.held),
+    }
+
+
+def user_json(user: User) -> dict:
+    return {**user_credits_json(user), "email": user.email, "phone": user.phone,
+            "created_at": utc(user.created_at).isoformat()}
+
+
+_MONTHLY = {"oneOf": [_CREDITS, {"const": SHARED}],
+            "description": "Credits the user gets each cycle; \"shared\" for owners and admins (the pool)."}
+USER_CREDITS_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string", "enum": list(allocations.ROLES)},
+    "monthly_credits": _MONTHLY,
+    "total_credits": {**_CREDITS, "description": "The user's own credits now (held included)."},
+    "held": _CREDITS, "available": _CREDITS,
+}}
+USER_SCHEMA = {"type": "object", "properties": {
+    **USER_CREDITS_SCHEMA["properties"], "email": {"type": "string"}, "phone": {"type": ["string", "null"]},
+    "created_at": _INSTANT,
+}}
+_USER_PATH = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/users": {
+        "parameters": [_ACCOUNT_PATH],
+        "get": {"summary": "The account's users",
+                "responses": {"200": {"description": "all users", **_json({"type": "object", "properties": {
+                    "data": {"type": "array", "items": USER_SCHEMA}, "next_cursor": {"type": "null"}}})}}},
+        "post": {
+            "summary": "Add a user",
+            "description": "monthly_credits can be at most the plan's monthly credits minus the phone numbers' "
+                           "monthly cost minus the other users' monthly credits (422 names the maximum).",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, **_json({"type": "object", "required": ["name", "email", "role"],
+                                                       "additionalProperties": False, "properties": {
+                "name": {"type": "string"}, "email": {"type": "string"},
+                "phone": {"type": "string", "description": "E.164"},
+                "role": {"type": "string", "enum": list(allocations.ROLES)}, "monthly_credits": _MONTHLY}})},
+            "responses": {"201": {"description": "the user", **_json(USER_SCHEMA)},
+                          "422": {"description": "invalid, or more than can be assigned", **_PROBLEM}},
+        },
+    },
+    "/v1/accounts/{account_id}/users/{user_id}": {
+        "parameters": [_ACCOUNT_PATH, _USER_PATH],
+        "get": {"summary": "A user", "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
+                                                   "404": {"description": "no such user", **_PROBLEM}}},
+        "patch": {
+            "summary": "Change a user's monthly credits, or move credits so it holds total_credits now",
+            "description": "total_credits can be at most the user's credits plus the pool's available credits; "
+                           "422 names the maximum.",
+            "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False, "properties": {
+                "monthly_credits": _CREDITS, "total_credits": _CREDITS}})},
+            "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
+                          "422": {"description": "more than can be assigned", **_PROBLEM}},
+        },
+        "delete": {"summary": "Delete a user; its remaining credits return to the pool",
+                   "responses": {"204": {"description": "deleted"},
+                                 "409": {"description": "its sends still hold credits", **_PROBLEM}}},
+    },
+}

@@ -1,0 +1,80 @@
+"""When credits expire: local midnights in the account's time zone, returned as aware UTC instants.
+
+A lot lives through whole local days. Rollover credits granted on 2020-09-01 last through 2021-08-31
+and expire at 2021-09-01T00:00 local; plan credits expire when their cycle ends.
+"""
+
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ROLLOVER_MONTHS = 12
+CYCLE_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone; ValueError for a name that is not one."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone such as 'America/New_York'") from None
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later; a day the target month lacks (Jan 31 + 1, Feb 29 + 12) becomes the 1st after.
+
+    So a lot never loses a day: granted on Feb 29 2020, rollover credits last through Feb 28 2021.
+    """
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    try:
+        return date(year, month + 1, day.day)
+    except ValueError:
+        year, month = divmod(index + 1, 12)
+        return date(year, month + 1, 1)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """Start of `day` in `tz` as an aware UTC datetime (a midnight skipped by DST maps to the first instant after)."""
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(timezone.utc)
+
+
+def local_date(instant: datetime, tz: ZoneInfo) -> date:
+    return instant.astimezone(tz).date()
+
+
+def expires_after_months(granted_at: datetime, tz_name: str, months: int) -> datetime:
+    """Local midnight that starts the day `months` after the grant's local date."""
+    tz = zone(tz_name)
+    return local_midnight(add_months(local_date(granted_at, tz), months), tz)
+
+
+def rollover_expiry(granted_at: datetime, tz_name: str) -> datetime:
+    return expires_after_months(granted_at, tz_name, ROLLOVER_MONTHS)
+
+
+def cycle_end(cycle_start: datetime, tz_name: str, cycle: str) -> datetime:
+    """When plan credits granted at `cycle_start` expire: the start of the next cycle."""
+    return expires_after_months(cycle_start, tz_name, CYCLE_MONTHS[cycle])
+
+
+def end_of_month(now: datetime, tz_name: str) -> datetime:
+    """The instant the account's current local month ends (the next month's first midnight)."""
+    tz = zone(tz_name)
+    today = local_date(now, tz)
+    return local_midnight(add_months(today.replace(day=1), 1), tz)
+
+
+def default_expiry(kind: str, granted_at: datetime, tz_name: str, cycle: str) -> datetime | None:
+    """plan: end of its cycle; rollover: 12 months; purchase and bonus: never."""
+    if kind == "plan":
+        return cycle_end(granted_at, tz_name, cycle)
+    if kind == "rollover":
+        return rollover_expiry(granted_at, tz_name)
+    return None
+
+
+def utc(instant: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is read as UTC (SQLite hands back what was stored, minus the offset)."""
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=timezone.utc)
+    return instant.astimezone(timezone.utc)
