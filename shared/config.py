@@ -4,7 +4,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
@@ -12,6 +12,17 @@ SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
 
 class ConfigError(ValueError):
     """Raised with a message fit to print as the single line a failed start-up shows."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where email goes when SMTP_URL is set: smtp:// (plain), smtp+starttls://, smtps:// (TLS from the start)."""
+
+    host: str
+    port: int
+    security: str  # "none" | "starttls" | "tls"
+    username: str | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,9 @@ class Settings:
     worker_processes: int = 1
     worker_threads: int = 8
     hold_ttl_seconds: int = 900
+    smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
+    email_from: str = "creditq@localhost"
+    payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.payments.gateway_from_settings
     extra: dict = field(default_factory=dict)
 
 
@@ -71,6 +85,30 @@ def _database_url(raw: str) -> str:
     return url
 
 
+_SMTP_SCHEMES = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def _smtp(raw: str) -> SmtpSettings:
+    parsed = urlparse(raw)
+    if parsed.scheme not in _SMTP_SCHEMES:
+        raise ConfigError(f"SMTP_URL={raw!r} must be a URL starting with one of: "
+                          f"{', '.join(s + '://' for s in _SMTP_SCHEMES)}")
+    if not parsed.hostname:
+        raise ConfigError(f"SMTP_URL={raw!r} has no host")
+    security, default_port = _SMTP_SCHEMES[parsed.scheme]
+    try:
+        port = parsed.port or default_port
+    except ValueError:
+        raise ConfigError(f"SMTP_URL={raw!r} has a bad port") from None
+    return SmtpSettings(
+        host=parsed.hostname,
+        port=port,
+        security=security,
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+    )
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; defaults give a working single-machine stack."""
     env = os.environ if environ is None else environ
@@ -93,6 +131,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     public_base_url = _url(
         "PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{web_port}"), ("http", "https")
     ).rstrip("/")
+    smtp = _smtp(env["SMTP_URL"]) if env.get("SMTP_URL") else None
+    email_from = env.get("EMAIL_FROM", "creditq@localhost")
+    if "@" not in email_from:
+        raise ConfigError(f"EMAIL_FROM={email_from!r} is not an email address")
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
@@ -111,6 +153,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
         hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
+        smtp=smtp,
+        email_from=email_from,
+        payment_gateway=env.get("PAYMENT_GATEWAY", "simulated"),
     )
 
 

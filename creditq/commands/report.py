@@ -1,0 +1,47 @@
+"""`creditq report expiring [--json]`: per account, the credits that expire when its month ends."""
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.config import load_settings
+from shared.db import Database
+from shared.money import format_credits
+from shared.reports import all_expiring
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="reports over all accounts")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    expiring_parser = actions.add_parser("expiring", help="credits that expire at the end of this month")
+    expiring_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    expiring_parser.set_defaults(run=run_expiring)
+
+
+def run_expiring(args: argparse.Namespace) -> int:
+    database = Database(load_settings().database_url)
+    try:
+        rows = all_expiring(database.unit_of_work, datetime.now(UTC))
+        if args.json:
+            for row in rows:
+                print(json.dumps({"account_id": row.account_id, "name": row.name, "timezone": row.timezone,
+                                  "month_ends_at": row.month_ends_at.isoformat(),
+                                  "expiring_end_of_month": format_credits(row.credits)}))
+            return 0
+        table = Table(title="credits expiring at the end of this month")
+        for column in ("account", "name", "time zone", "month ends at"):
+            table.add_column(column)
+        table.add_column("credits", justify="right")
+        total = 0
+        for row in rows:
+            total += row.credits
+            table.add_row(row.account_id, row.name, row.timezone, row.month_ends_at.isoformat(),
+                          format_credits(row.credits))
+        table.add_row("total", "", "", "", format_credits(total))
+        Console().print(table)
+        return 0
+    finally:
+        database.dispose()

@@ -1,0 +1,77 @@
+"""Operator jobs over HTTP: `POST /v1/admin/month-end` runs the scheduler's month-end for a period."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from shared import month_end
+from shared.calendar import Period
+from shared.money import format_credits
+from shared.payments import gateway_from_settings
+
+from ..appkeys import DATABASE, SETTINGS
+from ..auth import require_operator
+from ..bodies import json_response, read_json
+from ..errors import Problem
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/admin/month-end")
+async def run_month_end(request: web.Request) -> web.Response:
+    """Idempotent by nature (each account closes a period once), so it needs no Idempotency-Key."""
+    require_operator(request)
+    body = await read_json(request)
+    try:
+        period = Period.parse(body.get("period"))
+    except ValueError as error:
+        raise Problem(422, "Validation failed", str(error), errors={"period": "must be YYYY-MM, such as 2026-11"})
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise Problem(422, "Validation failed", "dry_run must be true or false", errors={"dry_run": "must be a boolean"})
+    gateway = None if dry_run else gateway_from_settings(request.app[SETTINGS])
+    summary = await asyncio.to_thread(month_end.run, request.app[DATABASE], gateway, period,
+                                      now=datetime.now(UTC), dry_run=dry_run)
+    return json_response(summary_body(summary))
+
+
+def summary_body(summary: month_end.Summary) -> dict:
+    return {
+        "period": summary.period, "dry_run": summary.dry_run, "accounts": summary.accounts,
+        "closed": summary.closed, "already_closed": summary.already_closed, "not_ended": summary.not_ended,
+        "failed": summary.failed,
+        "credits": {name: format_credits(getattr(summary, name))
+                    for name in ("expired", "billed", "number_fees", "granted", "allocated")},
+        "payments": {"succeeded": summary.payments_succeeded, "declined": summary.payments_declined,
+                     "pending": summary.payments_pending},
+    }
+
+
+_CREDITS = {"type": "string", "description": "credits as a decimal string"}
+OPENAPI_PATHS = {
+    "/v1/admin/month-end": {"post": {
+        "summary": "Run month-end for a period (operator): the scheduler's job, by hand",
+        "description": "Closes the period for every account whose local month has ended: expires lots, bills and "
+                       "resets negative overdraft/postpaid balances, charges phone numbers' monthly credits, grants "
+                       "the next cycle's plan credits and gives users their monthly credits. Running it again "
+                       "changes nothing; a dry run writes and charges nothing.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["period"],
+            "properties": {"period": {"type": "string", "pattern": "^\\d{4}-\\d{2}$", "examples": ["2026-11"]},
+                           "dry_run": {"type": "boolean", "default": False}}}}}},
+        "responses": {
+            "200": {"description": "what was done (or would be, in a dry run)", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {
+                    "period": {"type": "string"}, "dry_run": {"type": "boolean"},
+                    "accounts": {"type": "integer"}, "closed": {"type": "integer",
+                                                                "description": "periods closed (catch-up included)"},
+                    "already_closed": {"type": "integer"}, "not_ended": {"type": "integer"},
+                    "failed": {"type": "array", "items": {"type": "string"}},
+                    "credits": {"type": "object", "properties": {k: _CREDITS for k in (
+                        "expired", "billed", "number_fees", "granted", "allocated")}},
+                    "payments": {"type": "object", "properties": {k: {"type": "integer"} for k in (
+                        "succeeded", "declined", "pending")}}}}}}},
+            "401": {"description": "no or wrong key"}, "403": {"description": "not the operator key"},
+            "422": {"description": "bad period or dry_run"}}}},
+}
