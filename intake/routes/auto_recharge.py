@@ -1,0 +1,106 @@
+"""PUT/GET /v1/accounts/{id}/auto-recharge: settings, and the state (failures, backoff, disabled_reason)."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy import select
+
+from shared import auto_recharge
+from shared.db import Database
+from shared.models import DunningRun
+from shared.money import format_credits, parse_credits
+
+from ..appkeys import DATABASE, ENQUEUER
+from ..auth import require_access
+from ..bodies import json_response, read_json
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/v1/accounts/{account_id}/auto-recharge")
+async def put_auto_recharge(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    body = await read_json(request)
+    threshold = parse_credits(body.get("threshold", "0"))
+    credits = parse_credits(body.get("credits"))
+
+    def save(database: Database) -> tuple[auto_recharge.AutoRechargeView, str | None]:
+        with database.unit_of_work() as session:
+            view = auto_recharge.configure(session, account_id, enabled=body.get("enabled"), threshold_mc=threshold,
+                                           credits_mc=credits, payment_method=body.get("payment_method"),
+                                           now=datetime.now(UTC))
+            unpaid = session.scalar(select(DunningRun.id).where(DunningRun.unpaid_account_id == account_id))
+        return view, unpaid if body.get("payment_method") is not None else None
+
+    view, unpaid_run = await asyncio.to_thread(save, request.app[DATABASE])
+    if unpaid_run is not None:
+        await request.app[ENQUEUER].send("retry_dunning_payment", unpaid_run)
+    return json_response(view_json(view))
+
+
+@routes.get("/v1/accounts/{account_id}/auto-recharge")
+async def get_auto_recharge(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+
+    def read(database: Database) -> auto_recharge.AutoRechargeView:
+        with database.unit_of_work() as session:
+            return auto_recharge.get_settings(session, account_id)
+
+    return json_response(view_json(await asyncio.to_thread(read, request.app[DATABASE])))
+
+
+def view_json(view: auto_recharge.AutoRechargeView) -> dict:
+    return {
+        "enabled": view.enabled,
+        "threshold": format_credits(view.threshold),
+        "credits": format_credits(view.credits),
+        "payment_method": view.payment_method,
+        "state": "disabled" if view.disabled_reason else "in_flight" if view.in_flight else
+                 "backing_off" if view.next_attempt_at else "ready" if view.enabled else "off",
+        "consecutive_failures": view.consecutive_failures,
+        "next_attempt_at": view.next_attempt_at.isoformat() if view.next_attempt_at else None,
+        "disabled_reason": view.disabled_reason,
+        "last_payment_id": view.last_payment_id,
+    }
+
+
+_VIEW = {"type": "object", "properties": {
+    "enabled": {"type": "boolean"},
+    "threshold": {**_CREDITS, "description": "Recharge when available credits fall under this."},
+    "credits": {**_CREDITS, "description": "The bucket bought each time."},
+    "payment_method": {"type": ["string", "null"], "description": "The card on file (also used by dunning)."},
+    "state": {"type": "string", "enum": ["off", "ready", "in_flight", "backing_off", "disabled"]},
+    "consecutive_failures": {"type": "integer"},
+    "next_attempt_at": {**_INSTANT, "type": ["string", "null"], "description": "Backoff after a decline."},
+    "disabled_reason": {"type": ["string", "null"],
+                        "description": f"Set after {auto_recharge.MAX_FAILURES} declines in a row; saving a "
+                                       "payment_method clears it."},
+    "last_payment_id": {"type": ["string", "null"]},
+}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/auto-recharge": {
+        "parameters": [_ACCOUNT_PATH],
+        "put": {
+            "summary": "Configure auto-recharge",
+            "description": ("After a settlement leaves available credits under `threshold`, one payment buys the "
+                            "`credits` bucket (one at a time per account). A decline backs off and starts dunning; "
+                            "repeated declines disable it until a payment_method is saved again, which also "
+                            "retries an unpaid dunning run."),
+            "requestBody": {"required": True, **_json({"type": "object", "required": ["enabled", "credits"],
+                                                        "properties": {
+                "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
+                "payment_method": {"type": "string", "examples": ["pm_card_visa"]}}})},
+            "responses": {"200": {"description": "Saved", **_json(_VIEW)},
+                          "404": {"description": "No such account", **_PROBLEM},
+                          "422": {"description": "Not a bucket, or no payment method to enable with", **_PROBLEM}},
+        },
+        "get": {"summary": "Auto-recharge settings and state",
+                "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},
+                              "404": {"description": "No such account", **_PROBLEM}}},
+    },
+}

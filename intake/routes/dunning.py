@@ -1,0 +1,173 @@
+"""Dunning: an account's schedule of steps (with template warnings), its runs, and each site's Twilio credentials."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from shared import dunning, dunning_sms
+from shared.db import Database
+
+from ..appkeys import DATABASE, SETTINGS
+from ..auth import require_access, require_operator
+from ..bodies import json_response, query_limit, read_json
+from .accounts import _ACCOUNT_PATH, _INSTANT, _PROBLEM, _json
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/v1/accounts/{account_id}/dunning")
+async def put_schedule(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    body = await read_json(request)
+    public_base_url = request.app[SETTINGS].public_base_url
+
+    def save(database: Database) -> dunning.ScheduleView:
+        with database.unit_of_work() as session:
+            return dunning.set_schedule(session, account_id, steps=body.get("steps"),
+                                        final_action=body.get("final_action", "suspend"),
+                                        site=body.get("site", "default"), update_url=body.get("update_url"),
+                                        public_base_url=public_base_url, now=datetime.now(UTC))
+
+    return json_response(_schedule_json(await asyncio.to_thread(save, request.app[DATABASE])))
+
+
+@routes.get("/v1/accounts/{account_id}/dunning")
+async def get_schedule(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    public_base_url = request.app[SETTINGS].public_base_url
+
+    def read(database: Database) -> dunning.ScheduleView:
+        with database.unit_of_work() as session:
+            return dunning.get_schedule(session, account_id, public_base_url=public_base_url)
+
+    return json_response(_schedule_json(await asyncio.to_thread(read, request.app[DATABASE])))
+
+
+@routes.get("/v1/accounts/{account_id}/dunning/runs")
+async def list_runs(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    limit = query_limit(request)
+
+    def read(database: Database) -> list[dict]:
+        with database.unit_of_work() as session:
+            return [_run_json(run, steps) for run, steps in dunning.list_runs(session, account_id, limit=limit)]
+
+    return json_response({"data": await asyncio.to_thread(read, request.app[DATABASE]), "next_cursor": None})
+
+
+@routes.put("/v1/dunning/integrations/{site}")
+async def put_integration(request: web.Request) -> web.Response:
+    require_operator(request)
+    site = request.match_info["site"]
+    body = await read_json(request)
+
+    def save(database: Database) -> dunning_sms.IntegrationView:
+        with database.unit_of_work() as session:
+            return dunning_sms.set_integration(session, site, account_sid=body.get("account_sid"),
+                                               auth_token=body.get("auth_token"), from_number=body.get("from"),
+                                               now=datetime.now(UTC))
+
+    return json_response(_integration_json(await asyncio.to_thread(save, request.app[DATABASE])))
+
+
+@routes.get("/v1/dunning/integrations/{site}")
+async def get_integration(request: web.Request) -> web.Response:
+    require_operator(request)
+    site = request.match_info["site"]
+
+    def read(database: Database) -> dunning_sms.IntegrationView:
+        with database.unit_of_work() as session:
+            return dunning_sms.get_integration(session, site)
+
+    return json_response(_integration_json(await asyncio.to_thread(read, request.app[DATABASE])))
+
+
+def _schedule_json(view: dunning.ScheduleView) -> dict:
+    return {"site": view.site, "steps": view.steps, "final_action": view.final_action, "update_url": view.update_url,
+            "is_default": view.is_default, "warnings": view.warnings}
+
+
+def _run_json(run, steps) -> dict:
+    return {
+        "id": run.id, "status": run.status, "reason": run.reason, "references": run.references,
+        "amount_cents": run.amount_cents, "currency": run.currency, "next_step": run.next_step,
+        "next_step_at": run.next_step_at.isoformat() if run.next_step_at else None,
+        "started_at": run.started_at.isoformat(), "ended_at": run.ended_at.isoformat() if run.ended_at else None,
+        "ended_reason": run.ended_reason, "final_action": run.final_action,
+        "steps": [{"step": s.step, "payment_id": s.payment_id, "email": s.email_status, "sms": s.sms_status,
+                   "started_at": s.started_at.isoformat(),
+                   "finished_at": s.finished_at.isoformat() if s.finished_at else None} for s in steps],
+    }
+
+
+def _integration_json(view: dunning_sms.IntegrationView) -> dict:
+    return {"site": view.site, "account_sid": view.account_sid, "from": view.from_number, "status": view.status,
+            "broken_reason": view.broken_reason, "updated_at": view.updated_at.isoformat()}
+
+
+_TEMPLATE = {"type": "string", "description": f"Liquid; variables: {', '.join(dunning.VARIABLES)}"}
+_STEP = {"type": "object", "required": ["day"], "properties": {
+    "day": {"type": "integer", "minimum": 0, "maximum": 365, "description": "Days after the failed payment."},
+    "retry": {"type": "boolean", "default": True, "description": "Retry the payment first."},
+    "email": {"type": ["object", "null"], "properties": {"subject": _TEMPLATE, "body": _TEMPLATE}},
+    "sms": {"type": ["object", "null"], "properties": {"body": {
+        **_TEMPLATE, "description": "Liquid; one segment with STOP and HELP wording, or the step is saved "
+                                    "with a warning"}}},
+}}
+_SCHEDULE_IN = {"type": "object", "required": ["steps"], "properties": {
+    "steps": {"type": "array", "minItems": 1, "maxItems": dunning.MAX_STEPS, "items": _STEP},
+    "final_action": {"type": "string", "enum": list(dunning.FINAL_ACTIONS),
+                     "description": "After the last step: `suspend` the account (lifted when paid) or `none`."},
+    "site": {"type": "string", "default": "default", "description": "Whose Twilio credentials send the texts."},
+    "update_url": {"type": ["string", "null"], "format": "uri", "description": "The `update_link`."},
+}}
+_SCHEDULE_OUT = {"type": "object", "properties": {
+    **_SCHEDULE_IN["properties"], "is_default": {"type": "boolean"},
+    "warnings": {"type": "array", "items": {"type": "string"},
+                 "description": "Texts without STOP/HELP wording or longer than one segment."}}}
+_RUN = {"type": "object", "properties": {
+    "id": {"type": "string"}, "status": {"type": "string", "enum": ["open", "exhausted", "recovered"]},
+    "reason": {"type": "string", "enum": ["auto_recharge", "month_end"]}, "amount_cents": {"type": "integer"},
+    "next_step": {"type": "integer"}, "next_step_at": {**_INSTANT, "type": ["string", "null"]},
+    "steps": {"type": "array", "items": {"type": "object"}}}}
+_INTEGRATION = {"type": "object", "properties": {
+    "site": {"type": "string"}, "account_sid": {"type": "string"}, "from": {"type": "string"},
+    "status": {"type": "string", "enum": ["ok", "broken"]}, "broken_reason": {"type": ["string", "null"]},
+    "updated_at": _INSTANT}}
+_SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/dunning": {
+        "parameters": [_ACCOUNT_PATH],
+        "put": {"summary": "Set the dunning schedule",
+                "requestBody": {"required": True, **_json(_SCHEDULE_IN)},
+                "responses": {"200": {"description": "Saved, with warnings", **_json(_SCHEDULE_OUT)},
+                              "422": {"description": "Invalid steps or templates", **_PROBLEM}}},
+        "get": {"summary": "The dunning schedule (the default one until set)",
+                "responses": {"200": {"description": "The schedule", **_json(_SCHEDULE_OUT)}}},
+    },
+    "/v1/accounts/{account_id}/dunning/runs": {
+        "get": {"summary": "Dunning runs, newest first", "parameters": [_ACCOUNT_PATH],
+                "responses": {"200": {"description": "Runs and what each step did", **_json(
+                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN}}})}}},
+    },
+    "/v1/dunning/integrations/{site}": {
+        "parameters": [_SITE_PATH],
+        "put": {"summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
+                "requestBody": {"required": True, **_json({"type": "object",
+                                                            "required": ["account_sid", "auth_token", "from"],
+                                                            "properties": {"account_sid": {"type": "string"},
+                                                                           "auth_token": {"type": "string"},
+                                                                           "from": {"type": "string"}}})},
+                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION)},
+                              "403": {"description": "Not the operator", **_PROBLEM},
+                              "422": {"description": "Invalid credentials or number", **_PROBLEM}}},
+        "get": {"summary": "A site's dunning integration and its status (operator)",
+                "responses": {"200": {"description": "The integration", **_json(_INTEGRATION)},
+                              "404": {"description": "None saved", **_PROBLEM}}},
+    },
+}

@@ -1,0 +1,100 @@
+"""POST /v1/accounts/{id}/purchases: buy a bucket of credits; they land only when the payment succeeds."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from shared.models import Payment
+from shared.money import format_credits, parse_credits
+from shared.payments import gateway_from_settings
+from shared.purchases import PaymentDeclined, PaymentUnavailable, purchase
+
+from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
+from ..auth import require_access
+from ..bodies import json_response, read_json
+from ..errors import Problem
+from ..idempotency import idempotent
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/accounts/{account_id}/purchases")
+@idempotent
+async def create_purchase(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    body = await read_json(request)
+    credits = parse_credits(body.get("credits"))
+    key = request.headers.get("Idempotency-Key")
+    scoped_key = f"api:{request[PRINCIPAL].name}:{account_id}:{key}" if key else None
+    try:
+        payment = await asyncio.to_thread(purchase, request.app[DATABASE], gateway_from_settings(request.app[SETTINGS]),
+                                          account_id, credits, body.get("payment_method"), idempotency_key=scoped_key,
+                                          now=datetime.now(UTC))
+    except PaymentDeclined as declined:
+        raise Problem(402, "Payment declined", str(declined), decline_code=declined.payment.decline_code,
+                      payment=payment_json(declined.payment)) from None
+    except PaymentUnavailable as unavailable:
+        raise Problem(503, "Payment gateway unavailable", f"{unavailable} Retry with the same Idempotency-Key.",
+                      decline_code=unavailable.payment.decline_code, payment=payment_json(unavailable.payment)) from None
+    return json_response(payment_json(payment), status=201)
+
+
+def payment_json(payment: Payment) -> dict:
+    return {
+        "id": payment.id,
+        "status": payment.status,
+        "credits": format_credits(payment.credits),
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "payment_method": payment.payment_method,
+        "charge_id": payment.charge_id,
+        "decline_code": payment.decline_code,
+        "failure_message": payment.failure_message,
+        "lot_id": payment.lot_id,
+        "source": payment.source,
+        "created_at": payment.created_at.isoformat(),
+    }
+
+
+PAYMENT_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"},
+    "status": {"type": "string", "enum": ["pending", "succeeded", "declined", "error"]},
+    "credits": {**_CREDITS, "description": "Credits bought; 0 for a payment of an amount due."},
+    "amount_cents": {"type": "integer", "description": "The price charged, in the currency's cents."},
+    "currency": {"type": "string", "examples": ["usd"]},
+    "payment_method": {"type": "string"},
+    "charge_id": {"type": ["string", "null"]},
+    "decline_code": {"type": ["string", "null"], "examples": ["insufficient_funds"]},
+    "failure_message": {"type": ["string", "null"]},
+    "lot_id": {"type": ["integer", "null"], "description": "The purchased lot, once the payment succeeded."},
+    "source": {"type": "string", "enum": ["api", "auto_recharge", "dunning"]},
+    "created_at": _INSTANT,
+}}
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/purchases": {
+        "post": {
+            "summary": "Buy a bucket of credits",
+            "description": ("Charges the payment method for one of the plan's credit buckets (shared/price_list.json) "
+                            "and grants `purchase` credits (they never expire) only when the payment succeeds. "
+                            "Send an Idempotency-Key: a retry never charges twice."),
+            "parameters": [_ACCOUNT_PATH],
+            "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "payment_method"],
+                                                        "properties": {
+                "credits": {**_CREDITS, "description": "One of the plan's buckets, e.g. \"500\"."},
+                "payment_method": {"type": "string", "examples": ["pm_card_visa"],
+                                   "description": "A payment gateway token."}}})},
+            "responses": {
+                "201": {"description": "Paid; the credits are in the balance", **_json(PAYMENT_SCHEMA)},
+                "402": {"description": "Declined: `decline_code` and `payment` say why; no credits", **_PROBLEM},
+                "404": {"description": "No such account", **_PROBLEM},
+                "409": {"description": "Idempotency key reused, or the account cannot buy (spam)", **_PROBLEM},
+                "422": {"description": "Not a bucket of the plan, or no payment method", **_PROBLEM},
+                "503": {"description": "The gateway could not process it and took nothing; retry", **_PROBLEM},
+            },
+        },
+    },
+}
