@@ -27,7 +27,9 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
+    # transaction (retried by its caller, as every step is idempotent) and is then replaced.
+    return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 class Database:
