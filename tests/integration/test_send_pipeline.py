@@ -1,0 +1,336 @@
+"""The send pipeline's domain steps against the in-process Twilio simulator, on SQLite and PostgreSQL.
+
+Every step is run twice somewhere to show a replay changes nothing.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import pytest
+from sqlalchemy import func, select
+
+from shared import ledger, sweeper
+from shared.accounts import Overdraft, create_account
+from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
+from shared.message_status import record_status
+from shared.messages import MessageRequest, accept_message
+from shared.models import Account, Entry, Hold, Message, OptOut, PhoneNumber
+from shared.opt_outs import opt_out
+from shared.rates import default_rate_card
+from shared.sender_throttle import SenderThrottle
+from shared.sending import SendLater, send_message
+from shared.settlement import settle_message
+from shared.twilio_credentials import set_twilio_credentials
+from shared.twilio_gateway import TwilioGateway
+from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401
+from tests.twilio_sim_fixtures import _callback_receiver_server, _simulator_server  # noqa: F401
+
+SENDER = "+14155550000"
+RECIPIENT = "+14155550100"
+CARD = default_rate_card()
+FAST = {"long_code": 10_000.0, "toll_free": 10_000.0, "short_code": 10_000.0}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def throttle():
+    return SenderThrottle(fakeredis.FakeRedis(), FAST)
+
+
+@pytest.fixture
+def gateways(simulator, callback_receiver):  # noqa: F811
+    """gateway_for(sid, token) on the simulator; callbacks go to the receiver, not to us."""
+    made = {}
+
+    def gateway_for(account_sid=None, auth_token=None):
+        key = (account_sid or simulator.account_sid, auth_token or simulator.auth_token)
+        if key not in made:
+            made[key] = TwilioGateway(*key, simulator.url, callback_receiver.status_url)
+        return made[key]
+
+    yield gateway_for
+    for gateway in made.values():
+        gateway.close()
+
+
+def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
+    with database.unit_of_work() as session:
+        account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
+        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+        if credits:
+            ledger.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
+                         idempotency_key=f"seed:{account.id}")
+        return account.id
+
+
+def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", **fields) -> str:
+    with database.unit_of_work() as session:
+        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=SENDER, body=body, **fields),
+                                    rate_card=CARD, now=now())
+        return message.id
+
+
+def send(database, message_id: str, gateways, throttle, **options) -> str:
+    return send_message(database, message_id, gateway_for=gateways, throttle=throttle, hold_ttl_seconds=900,
+                        **options)
+
+
+def message(database, message_id: str) -> Message:
+    with database.unit_of_work() as session:
+        return session.get(Message, message_id)
+
+
+def account(database, account_id: str) -> Account:
+    with database.unit_of_work() as session:
+        return session.get(Account, account_id)
+
+
+def report(database, message_id: str, status: str, segments: int | None = None) -> None:
+    with database.unit_of_work() as session:
+        record_status(session, sid=message(database, message_id).twilio_sid, status=status, num_segments=segments,
+                      now=now())
+
+
+def settle(database, message_id: str) -> str:
+    with database.unit_of_work() as session:
+        return settle_message(session, message_id, rate_card=CARD, now=now())
+
+
+def usage_entries(database, message_id: str) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Entry).where(Entry.reference == message_id))
+
+
+# --- intake ----------------------------------------------------------------------------------------
+
+def test_accept_persists_an_accepted_message_with_its_estimate(database):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id, body="ж" * 71)  # UCS-2, two segments
+    stored = message(database, message_id)
+    assert (stored.status, stored.segments, stored.encoding, stored.credits_estimated) == ("accepted", 2, "UCS-2", 2000)
+
+
+def test_accept_names_every_bad_field(database):
+    account_id = make_account(database, 10)
+    with pytest.raises(ValidationFailed) as refused:
+        with database.unit_of_work() as session:
+            accept_message(session, account_id, MessageRequest(to="12", from_="+14155559999", body="",
+                                                               send_at="tomorrow"), rate_card=CARD, now=now())
+    assert set(refused.value.errors) == {"to", "from", "send_at"}
+
+
+def test_accept_refuses_an_opted_out_recipient(database):
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, "api")
+    with pytest.raises(OptedOut):
+        accept(database, account_id)
+
+
+def test_accept_refuses_what_the_account_cannot_pay(database):
+    account_id = make_account(database, 1)
+    with pytest.raises(InsufficientCredits) as refused:
+        accept(database, account_id, body="ж" * 71)
+    assert (refused.value.available, refused.value.required) == (1000, 2000)
+
+
+def test_accept_refuses_a_locked_account(database):
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+    with pytest.raises(AccountLocked):
+        accept(database, account_id)
+
+
+def test_send_at_in_the_future_schedules_and_the_sweeper_releases_it_when_due(database, gateways):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id, send_at=(now() + timedelta(seconds=1)).isoformat())
+    assert message(database, message_id).status == "scheduled"
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert enqueued == []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+    assert enqueued == [message_id] and message(database, message_id).status == "accepted"
+
+
+# --- send ------------------------------------------------------------------------------------------
+
+def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    assert send(database, message_id, gateways, throttle) == "queued"
+    assert send(database, message_id, gateways, throttle) == "skipped"  # a replayed job
+    stored = message(database, message_id)
+    assert stored.twilio_sid.startswith("SM") and stored.twilio_segments == 1
+    assert len(simulator.sent()["messages"]) == 1
+    assert account(database, account_id).held == 1000
+
+
+def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+
+    class Killed(BaseException):
+        pass
+
+    def dies_after_create(*credentials):
+        gateway = gateways(*credentials)
+
+        class Dying:
+            def send(self, **message):
+                gateway.send(**message)
+                raise Killed
+
+        return Dying()
+
+    with pytest.raises(Killed):
+        send_message(database, message_id, gateway_for=dies_after_create, throttle=throttle, hold_ttl_seconds=1)
+    assert send(database, message_id, gateways, throttle) == "skipped"
+    assert message(database, message_id).status == "sending"
+    assert len(simulator.sent()["messages"]) == 1
+    # After the hold's TTL the sweeper gives up on it without charging; still nothing resent.
+    result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                           now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
+    assert result.reconciled == {message_id: "voided: outcome unknown"}
+    assert message(database, message_id).credits_charged == 0
+    assert account(database, account_id).held == 0 and account(database, account_id).balance == 10_000
+    assert len(simulator.sent()["messages"]) == 1
+
+
+def test_transient_errors_release_the_hold_and_ask_for_a_retry(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    simulator.configure(rate_429=1.0, retry_after_s=3)
+    with pytest.raises(SendLater) as later:
+        send(database, message_id, gateways, throttle)
+    assert later.value.delay_seconds == 3 and not later.value.slot_booked
+    assert message(database, message_id).status == "accepted" and account(database, account_id).held == 0
+    simulator.configure(rate_429=0.0)
+    assert send(database, message_id, gateways, throttle) == "queued"
+
+
+def test_a_busy_sender_books_a_slot_and_defers_without_booking_twice(database, gateways, simulator):  # noqa: F811
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.5, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "queued"
+    with pytest.raises(SendLater) as later:
+        send(database, second, gateways, throttle)
+    assert later.value.slot_booked and 1 < later.value.delay_seconds <= 2
+    assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
+
+
+def test_permanent_errors_fail_without_charge_and_21610_records_the_opt_out(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    invalid, unsubscribed = accept(database, account_id, to="+15005550001"), accept(database, account_id,
+                                                                                     to="+15005550004")
+    assert send(database, invalid, gateways, throttle) == "failed"
+    assert send(database, unsubscribed, gateways, throttle) == "failed"
+    assert (message(database, invalid).error_code, message(database, unsubscribed).error_code) == (21211, 21610)
+    with database.unit_of_work() as session:
+        assert session.scalar(select(OptOut.source).where(OptOut.phone == "+15005550004")) == "twilio_21610"
+    assert account(database, account_id).held == 0 and account(database, account_id).balance == 10_000
+
+
+def test_rejected_credentials_park_the_account_until_they_are_replaced(database, gateways, throttle,
+                                                                      simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, simulator.account_sid, "wrong-token", now=now())
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "parked"
+    assert "20003" in account(database, account_id).sending_blocked_reason
+    assert [message(database, m).status for m in (first, second)] == ["parked", "parked"]
+    assert accept(database, account_id) and message(database, first).error_message.startswith("Twilio rejected")
+    with database.unit_of_work() as session:
+        released = set_twilio_credentials(session, account_id, simulator.account_sid, simulator.auth_token, now=now())
+    assert first in released and second in released
+    assert send(database, first, gateways, throttle) == "queued"
+
+
+# --- settle ----------------------------------------------------------------------------------------
+
+def test_settlement_charges_twilios_segments_once(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "delivered", segments=3)
+    assert settle(database, message_id) == "settled"
+    assert settle(database, message_id) == "skipped"  # a replayed job, a duplicate callback
+    report(database, message_id, "sent")  # late and out of order
+    assert settle(database, message_id) == "skipped"
+    assert message(database, message_id).credits_charged == 3000
+    assert (account(database, account_id).balance, account(database, account_id).held) == (7000, 0)
+    assert usage_entries(database, message_id) == 1
+
+
+def test_a_message_failed_before_sending_is_not_charged(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "failed")
+    assert settle(database, message_id) == "voided"
+    assert settle(database, message_id) == "skipped"
+    assert (account(database, account_id).balance, account(database, account_id).held) == (10_000, 0)
+    with database.unit_of_work() as session:
+        assert session.scalar(select(Hold.status)) == "voided"
+
+
+def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(database, gateways, throttle):
+    account_id = make_account(database, 3)
+    ids = [accept(database, account_id) for _ in range(6)]
+    statuses = [send(database, message_id, gateways, throttle) for message_id in ids]
+    assert statuses == ["queued"] * 3 + ["parked"] * 3  # the holds ran out
+    for message_id in ids[:3]:
+        report(database, message_id, "delivered", segments=2)
+        settle(database, message_id)
+    locked = account(database, account_id)
+    assert (locked.status, locked.balance) == ("locked", -3000)  # every in-flight message charged in full
+    assert [message(database, m).credits_charged for m in ids[:3]] == [2000] * 3
+    with pytest.raises(AccountLocked):
+        accept(database, account_id)
+    # A purchase unlocks it; the sweeper releases the parked messages, which then go out.
+    with database.unit_of_work() as session:
+        ledger.grant(session, account_id, 10_000, "purchase", granted_at=now(), idempotency_key="top-up")
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert sorted(enqueued) == sorted(ids[3:])
+    assert [send(database, message_id, gateways, throttle) for message_id in ids[3:]] == ["queued"] * 3
+
+
+# --- sweeper ---------------------------------------------------------------------------------------
+
+def test_sweeper_enqueues_accepted_messages_whose_job_was_lost(database, gateways):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert enqueued == []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=61), stale_after=timedelta(seconds=60))
+    assert enqueued == [message_id]
+
+
+def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, throttle, callback_receiver):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    later = now() + timedelta(seconds=901)
+    for _ in range(2):
+        result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=later,
+                               stale_after=timedelta(seconds=60))
+    assert result.reconciled == {}  # the second pass finds nothing left to do
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert stored.twilio_price is not None
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)

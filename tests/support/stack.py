@@ -1,0 +1,146 @@
+"""The real creditq processes (web, worker, Twilio simulator) on a fresh PostgreSQL database and a real Redis.
+
+Used by tests/e2e and bench/: each process is started as a user would (`python -m creditq ...`), in its
+own process group, so it and its children can be killed -9 or stopped together.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dramatiq
+import requests
+from dramatiq.brokers.redis import RedisBroker
+
+from shared.embedded_redis import EmbeddedRedis
+
+ADMIN_KEY = "e2e-operator-key-0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Stack:
+    """`with Stack(postgres_server, tmp_dir) as stack:` — everything torn down on exit."""
+
+    def __init__(self, postgres_server, directory: Path, *, database_name: str = "e2e", worker_processes: int = 2,
+                 worker_threads: int = 8, env: dict[str, str] | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.postgres_server = postgres_server
+        self.database_name = database_name
+        self.worker_processes = worker_processes
+        self.worker_threads = worker_threads
+        self.web_port, self.simulator_port = free_port(), free_port()
+        self.redis = EmbeddedRedis(self.directory / "redis")
+        self.extra_env = env or {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.simulator_port}"
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.redis.start()
+        self.database_url = self.postgres_server.create_database(self.database_name)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis.url,
+            "TWILIO_API_BASE": self.simulator_url,
+            "PUBLIC_BASE_URL": self.url,
+            "PORT": str(self.web_port),
+            "CREDITQ_SIMULATOR_PORT": str(self.simulator_port),
+            "CREDITQ_ADMIN_KEY": ADMIN_KEY,
+            "CREDITQ_DATA_DIR": str(self.directory / "data"),
+            **self.extra_env,
+        }
+        subprocess.run([sys.executable, "-m", "creditq", "db", "upgrade"], env=self.env, cwd=ROOT, check=True,
+                       capture_output=True)
+        self._spawn("twilio-sim", "twilio-sim")
+        self._spawn("web", "web")
+        self.start_worker()
+        self._wait_for(f"{self.url}/healthz", "web")
+        self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
+
+    def start_worker(self) -> None:
+        self._spawn("worker", "worker", "--processes", str(self.worker_processes),
+                    "--threads", str(self.worker_threads))
+
+    def kill_worker(self) -> None:
+        """kill -9 the worker's whole process group: the parent and every forked worker process."""
+        process = self.processes.pop("worker")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def broker(self) -> RedisBroker:
+        """A client-side broker on the stack's Redis, to enqueue by actor name without importing the actors."""
+        return RedisBroker(url=self.redis.url)
+
+    def enqueue(self, broker: RedisBroker, actor_name: str, *args, queue_name: str = "default") -> None:
+        broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={},
+                                        options={}))
+
+    def stop(self) -> None:
+        for name, process in reversed(list(self.processes.items())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self.processes.values():
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        self.redis.stop()
+
+    def log(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")
+
+    def _spawn(self, name: str, *command: str) -> None:
+        log = open(self.directory / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "creditq", *command], env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+
+    def _wait_for(self, url: str, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}:\n{self.log(name)[-3000:]}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f}s:\n{self.log(name)[-3000:]}")
+            time.sleep(0.1)

@@ -1,0 +1,62 @@
+"""What the actors of one worker process share: built once, lazily, from the environment.
+
+Tests install their own with `use(Resources(...))` before running actors.
+"""
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+import redis
+
+from shared.config import load_settings
+from shared.db import Database
+from shared.rates import RateCard, default_rate_card
+from shared.sender_throttle import SenderThrottle, rates_from_environment
+from shared.twilio_gateway import gateway_for
+
+
+@dataclass
+class Resources:
+    database: Database
+    gateway_for: Callable  # (account_sid | None, auth_token | None) -> TwilioGateway
+    throttle: SenderThrottle
+    rate_card: RateCard
+    hold_ttl_seconds: int
+    stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
+
+
+_resources: Resources | None = None
+_lock = threading.Lock()
+
+
+def current() -> Resources:
+    global _resources
+    with _lock:
+        if _resources is None:
+            _resources = _from_environment()
+        return _resources
+
+
+def use(resources: Resources | None) -> None:
+    """Install (or with None, forget) the process's resources."""
+    global _resources
+    with _lock:
+        _resources = resources
+
+
+def _from_environment() -> Resources:
+    settings = load_settings()
+    # REDIS_URL is exported by `creditq worker` before the actors are imported.
+    throttle = SenderThrottle(redis.Redis.from_url(os.environ["REDIS_URL"]), rates_from_environment())
+    return Resources(
+        database=Database(settings.database_url, pool_size=settings.worker_threads),
+        gateway_for=partial(gateway_for, settings),
+        throttle=throttle,
+        rate_card=default_rate_card(),
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+        stale_after=timedelta(seconds=int(os.environ.get("CREDITQ_SWEEP_STALE_SECONDS", "60"))),
+    )

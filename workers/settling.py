@@ -1,0 +1,22 @@
+"""settle_message: charge (or void) a message Twilio has finished with; enqueued by the status webhook."""
+
+from datetime import UTC, datetime
+
+import dramatiq
+
+from shared.auto_recharge import due_after_settling
+from shared.settlement import settle_message as settle
+
+from . import resources
+from .payments import auto_recharge
+
+
+@dramatiq.actor(queue_name="settle", max_retries=20)
+def settle_message(message_id: str) -> None:
+    r = resources.current()
+    now = datetime.now(UTC)
+    with r.database.unit_of_work() as session:
+        settled = settle(session, message_id, rate_card=r.rate_card, now=now) == "settled"
+        recharge_account = settled and due_after_settling(session, message_id, now=now)
+    if recharge_account:
+        auto_recharge.send(recharge_account)  # lost if we die here: the dunning tick catches up
