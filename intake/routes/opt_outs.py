@@ -1,0 +1,234 @@
+"""/v1/opt-outs: the recipients an account must not text, and its do-not-contact imports.
+
+An account key acts on its own account; the operator names one with `?account_id=`.
+"""
+
+import asyncio
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlalchemy.orm import Session
+
+from shared import opt_outs
+from shared.db import Database
+from shared.errors import NotFound, ValidationFailed
+from shared.models import Account, OptOut
+from shared.phone_numbers import parse_e164
+
+from ..appkeys import DATABASE, PRINCIPAL
+from ..auth import require_access
+from ..bodies import json_response, query_limit, read_json
+from ..errors import Problem
+from ..fields import Fields
+from ..idempotency import idempotent
+
+MAX_INVALID_ROWS_SHOWN = 1000
+
+routes = web.RouteTableDef()
+
+
+def _account_id(request: web.Request) -> str:
+    principal = request[PRINCIPAL]
+    named = request.query.get("account_id")
+    if principal.is_operator:
+        if not named:
+            raise ValidationFailed("The operator key must name the account: ?account_id=.",
+                                   errors={"account_id": "is required with the operator key"})
+        return named
+    if named is not None:
+        require_access(request, named)
+    return principal.account_id
+
+
+def _check_account(session: Session, account_id: str) -> None:
+    if session.get(Account, account_id) is None:
+        raise NotFound(f"No account {account_id}.")
+
+
+def _as_dict(opt: OptOut) -> dict:
+    created_at = opt.created_at if opt.created_at.tzinfo else opt.created_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    return {"phone": opt.phone, "source": opt.source, "created_at": created_at.isoformat()}
+
+
+def _cursor_id(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not one this API returned.", errors={"cursor": "is not valid"}) from None
+
+
+def _cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+@routes.get("/v1/opt-outs")
+async def list_opt_outs(request: web.Request) -> web.Response:
+    account_id = _account_id(request)
+    limit = query_limit(request)
+    before_id = _cursor_id(request.query.get("cursor"))
+    database: Database = request.app[DATABASE]
+
+    def page() -> tuple[list[dict], int | None]:
+        with database.unit_of_work() as session:
+            _check_account(session, account_id)
+            rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return [_as_dict(row) for row in rows], (rows[-1].id if more else None)
+
+    data, last_id = await asyncio.to_thread(page)
+    return json_response({"data": data, "next_cursor": _cursor(last_id) if last_id is not None else None})
+
+
+@routes.post("/v1/opt-outs")
+@idempotent
+async def add_opt_out(request: web.Request) -> web.Response:
+    account_id = _account_id(request)
+    fields = Fields(await read_json(request))
+    raw_phone = fields.text("phone", required=True, max_length=40)
+    fields.done()
+    phone = parse_e164(raw_phone, field="phone")
+    database: Database = request.app[DATABASE]
+
+    def add() -> tuple[bool, dict]:
+        with database.unit_of_work() as session:
+            _check_account(session, account_id)
+            created = opt_outs.opt_out(session, account_id, phone, opt_outs.FROM_API)
+            return created, _as_dict(opt_outs.get_opt_out(session, account_id, phone))
+
+    created, opt = await asyncio.to_thread(add)
+    return json_response(opt, status=201 if created else 200)
+
+
+@routes.delete("/v1/opt-outs/{phone}")
+async def remove_opt_out(request: web.Request) -> web.Response:
+    account_id = _account_id(request)
+    phone = parse_e164(request.match_info["phone"], field="phone")
+    database: Database = request.app[DATABASE]
+
+    def remove() -> bool:
+        with database.unit_of_work() as session:
+            _check_account(session, account_id)
+            return opt_outs.opt_in(session, account_id, phone, by_recipient=False)
+
+    if not await asyncio.to_thread(remove):
+        raise NotFound(f"{phone} is not opted out.")
+    return web.Response(status=204)
+
+
+@routes.post("/v1/opt-outs/import")
+@idempotent
+async def import_do_not_contact(request: web.Request) -> web.Response:
+    account_id = _account_id(request)
+    csv_text = await _csv_body(request)
+    database: Database = request.app[DATABASE]
+
+    def import_list() -> tuple[int, list[opt_outs.InvalidRow]]:
+        with database.unit_of_work() as session:
+            _check_account(session, account_id)
+            return opt_outs.import_do_not_contact(session, account_id, csv_text)
+
+    added, invalid = await asyncio.to_thread(import_list)
+    return json_response({
+        "added": added,
+        "invalid_count": len(invalid),
+        "invalid_rows": [{"line": row.line, "value": row.value, "reason": row.reason}
+                         for row in invalid[:MAX_INVALID_ROWS_SHOWN]],
+    })
+
+
+async def _csv_body(request: web.Request) -> str:
+    """The CSV as text: the whole body (text/csv) or the `file` part of a multipart form."""
+    if request.content_type in ("text/csv", "text/plain"):
+        raw = await request.read()
+    elif request.content_type == "multipart/form-data":
+        upload = (await request.post()).get("file")
+        if upload is None:
+            raise Problem(422, "Validation failed", "The multipart form needs a 'file' part holding the CSV.",
+                          errors={"file": "is required"})
+        raw = upload.file.read() if isinstance(upload, web.FileField) else upload.encode()
+    else:
+        raise Problem(415, "Unsupported Media Type",
+                      "Send the CSV as text/csv or as the 'file' part of multipart/form-data.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Problem(422, "Validation failed", "The CSV must be UTF-8 text.", errors={"csv": "is not UTF-8"}) from None
+
+
+_ACCOUNT_ID = {"name": "account_id", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "Required with the operator key; an account key may only name its own account"}
+_OPT_OUT = {"type": "object", "required": ["phone", "source", "created_at"], "properties": {
+    "phone": {"type": "string", "description": "E.164", "examples": ["+14155550100"]},
+    "source": {"type": "string", "enum": [opt_outs.FROM_STOP_KEYWORD, opt_outs.FROM_TWILIO_21610, opt_outs.FROM_API,
+                                          opt_outs.FROM_IMPORT],
+               "description": "stop_keyword: the recipient texted STOP; twilio_21610: Twilio reported them "
+                              "unsubscribed; api / import: the customer"},
+    "created_at": {"type": "string", "format": "date-time"}}}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_JSON = "application/json"
+
+OPENAPI_PATHS = {
+    "/v1/opt-outs": {
+        "get": {
+            "summary": "List the account's opt-outs, newest first",
+            "parameters": [_ACCOUNT_ID,
+                           {"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                           {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "a page", "content": {_JSON: {"schema": {
+                "type": "object", "properties": {"data": {"type": "array", "items": _OPT_OUT},
+                                                 "next_cursor": {"type": ["string", "null"]}}}}}},
+                          "404": {"description": "no such account", "content": _PROBLEM},
+                          "422": {"description": "bad limit, cursor or missing account_id", "content": _PROBLEM}},
+        },
+        "post": {
+            "summary": "Opt a recipient out: the account's messages to them are refused (409)",
+            "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                "type": "object", "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
+            "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
+                          "200": {"description": "already opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
+                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+        },
+    },
+    "/v1/opt-outs/{phone}": {
+        "delete": {
+            "summary": "Lift an opt-out the customer made (api or import)",
+            "description": "A recipient who texted STOP (or whom Twilio reports unsubscribed) can only opt back "
+                           "in by texting START: removing theirs answers 409.",
+            "parameters": [_ACCOUNT_ID, {"name": "phone", "in": "path", "required": True,
+                                         "schema": {"type": "string"}, "description": "E.164, '+' as %2B"}],
+            "responses": {"204": {"description": "removed"},
+                          "404": {"description": "not opted out", "content": _PROBLEM},
+                          "409": {"description": "the recipient's own opt-out", "content": _PROBLEM},
+                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+        },
+    },
+    "/v1/opt-outs/import": {
+        "post": {
+            "summary": "Import a do-not-contact list",
+            "description": "One phone per row: the first column, or the column headed phone, phone_number, number, "
+                           "to or mobile. Valid rows are added even when others are not; re-importing adds nothing.",
+            "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"}}}}}},
+            "responses": {"200": {"description": "imported", "content": {_JSON: {"schema": {
+                "type": "object", "properties": {
+                    "added": {"type": "integer", "description": "phones newly opted out"},
+                    "invalid_count": {"type": "integer"},
+                    "invalid_rows": {"type": "array", "description": f"the first {MAX_INVALID_ROWS_SHOWN}",
+                                     "items": {"type": "object", "properties": {
+                                         "line": {"type": "integer"}, "value": {"type": "string"},
+                                         "reason": {"type": "string"}}}}}}}}},
+                          "415": {"description": "neither text/csv nor multipart", "content": _PROBLEM},
+                          "422": {"description": "empty list or not UTF-8", "content": _PROBLEM}},
+        },
+    },
+}

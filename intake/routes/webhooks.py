@@ -1,0 +1,141 @@
+"""Twilio's webhooks: message status callbacks and inbound messages, both verified by X-Twilio-Signature.
+
+Twilio retries what it gets no 2xx for, so these answer quickly and treat a repeat as harmless.
+"""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aiohttp import web
+from multidict import MultiDictProxy
+from twilio.twiml.messaging_response import MessagingResponse
+
+from shared.inbound_messages import Inbound, receive_inbound
+from shared.message_status import record_status
+from shared.twilio_signatures import signed_by_twilio, signing_tokens
+
+from ..appkeys import DATABASE, ENQUEUER, SETTINGS
+from ..errors import Problem
+
+log = logging.getLogger(__name__)
+
+SETTLE_ACTOR = "settle_message"  # the workers' actor that charges or voids a finished message
+MAX_MEDIA = 10
+
+routes = web.RouteTableDef()
+
+
+async def _verified_form(request: web.Request) -> MultiDictProxy:
+    """The form Twilio posted, once its signature matches the public URL it was sent to; else 403."""
+    form = await request.post()
+    signature = request.headers.get("X-Twilio-Signature")
+    settings = request.app[SETTINGS]
+    url = settings.public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our own host
+    account_sid = str(form.get("AccountSid") or "")
+    tokens = [settings.twilio_auth_token]
+    if signature and account_sid and account_sid != settings.twilio_account_sid:
+        database = request.app[DATABASE]
+
+        def lookup() -> list[str]:
+            with database.unit_of_work() as session:
+                return signing_tokens(session, account_sid, default_sid=settings.twilio_account_sid,
+                                      default_token=settings.twilio_auth_token)
+
+        tokens = await asyncio.to_thread(lookup)
+    if not signed_by_twilio(url, form, signature, tokens):
+        log.warning("rejected a Twilio webhook on %s: %s signature", request.path, "bad" if signature else "no")
+        raise Problem(403, "Forbidden", "The X-Twilio-Signature header does not match this request.")
+    return form
+
+
+def _required(form: MultiDictProxy, *names: str) -> list[str]:
+    missing = [name for name in names if not form.get(name)]
+    if missing:
+        raise Problem(400, "Bad Request", f"Missing form fields: {', '.join(missing)}.")
+    return [str(form[name]) for name in names]
+
+
+def _int_or_none(raw) -> int | None:
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+@routes.post("/webhooks/twilio/status")
+async def status_callback(request: web.Request) -> web.Response:
+    form = await _verified_form(request)
+    sid, status = _required(form, "MessageSid", "MessageStatus")
+    report = dict(
+        sid=sid, status=status, num_segments=_int_or_none(form.get("NumSegments")),
+        price=form.get("Price") or None, price_unit=form.get("PriceUnit") or None,
+        error_code=_int_or_none(form.get("ErrorCode")), error_message=(form.get("ErrorMessage") or None),
+    )
+    database = request.app[DATABASE]
+
+    def record():
+        with database.unit_of_work() as session:
+            return record_status(session, **report, now=datetime.now(UTC))
+
+    change = await asyncio.to_thread(record)
+    if change is not None and change.became_final:
+        # Only this request saw the message become final, so a failure here is logged loudly: a repeat
+        # of the callback will not enqueue it again, and the hold sweeper has to settle the message.
+        try:
+            await request.app[ENQUEUER].send(SETTLE_ACTOR, change.message_id)
+        except Exception:
+            log.exception("could not enqueue %s for %s; the hold sweeper will settle it", SETTLE_ACTOR,
+                          change.message_id)
+    return web.Response(status=200)
+
+
+@routes.post("/webhooks/twilio/inbound")
+async def inbound_message(request: web.Request) -> web.Response:
+    form = await _verified_form(request)
+    sid, from_, to = _required(form, "MessageSid", "From", "To")
+    media_count = min(_int_or_none(form.get("NumMedia")) or 0, MAX_MEDIA)
+    inbound = Inbound(
+        sid=sid, from_=from_, to=to, body=str(form.get("Body", "")),
+        num_segments=_int_or_none(form.get("NumSegments")),
+        media_urls=tuple(str(form[f"MediaUrl{n}"]) for n in range(media_count) if form.get(f"MediaUrl{n}")),
+    )
+    database = request.app[DATABASE]
+
+    def receive():
+        with database.unit_of_work() as session:
+            return receive_inbound(session, inbound, now=datetime.now(UTC))
+
+    received = await asyncio.to_thread(receive)
+    twiml = MessagingResponse()
+    if received is not None and received.reply:
+        twiml.message(received.reply)  # STOP gets Twilio's own confirmation, so nothing from us
+    return web.Response(text=str(twiml), content_type="text/xml")
+
+
+_FORM = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
+_SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+              "description": ("HMAC-SHA1 of the full public URL and the sorted form fields, keyed by the auth "
+                             "token of the (sub)account named by AccountSid")}
+_FORBIDDEN = {"description": "signature missing or wrong (problem+json); nothing was recorded"}
+
+OPENAPI_PATHS = {
+    "/webhooks/twilio/status": {"post": {
+        "summary": "Twilio message status callback",
+        "description": ("Records MessageStatus (with NumSegments, ErrorCode, Price when present) for the message "
+                        "with MessageSid. Statuses only move forward; duplicates and late ones change nothing. "
+                        "The report that makes a message final enqueues its settlement. An unknown sid is "
+                        "answered 200 too: reconciliation picks the message up."),
+        "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
+        "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
+                      "400": {"description": "MessageSid or MessageStatus missing"}, "403": _FORBIDDEN},
+    }},
+    "/webhooks/twilio/inbound": {"post": {
+        "summary": "Twilio inbound message webhook",
+        "description": ("Stores the message (free, also for a locked account) on the account owning the To "
+                        "number, with status 'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, "
+                        "END, QUIT, REVOKE or OPTOUT opts the sender out; START, YES or UNSTOP opts them back "
+                        "in; HELP or INFO is answered with the account's help_text."),
+        "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
+        "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
+                              "content": {"text/xml": {"schema": {"type": "string"}}}},
+                      "400": {"description": "MessageSid, From or To missing"}, "403": _FORBIDDEN},
+    }},
+}

@@ -1,0 +1,309 @@
+"""Twilio's webhooks through the real app: signatures, status bookkeeping, settlement enqueue, inbound keywords."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import dramatiq
+import pytest
+from sqlalchemy import func, select
+
+from intake.app import init_app
+from intake.routes.webhooks import SETTLE_ACTOR
+from shared.config import load_settings
+from shared.models import Account, Entry, Message, OptOut, PhoneNumber
+from shared.twilio_gateway import STATUS_CALLBACK_PATH, TwilioGateway
+from tests.support.ports import free_port
+from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
+    _simulator_server,
+    background_loop,
+    simulator,
+)
+from twilio_sim.signature import twilio_signature
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SID = "SM" + "a" * 32
+OUR_NUMBER = "+14155550199"
+CONTACT = "+14155550100"
+STATUS_PATH = "/webhooks/twilio/status"
+INBOUND_PATH = "/webhooks/twilio/inbound"
+
+
+class EnqueueRecorder(dramatiq.Middleware):
+    def __init__(self):
+        self.messages: list[dramatiq.Message] = []
+
+    def after_enqueue(self, broker, message, delay):
+        self.messages.append(message)
+
+
+@pytest.fixture
+def enqueued(fake_broker) -> list[dramatiq.Message]:
+    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
+    import workers  # noqa: F401  (declares settle_message and the other actors on the installed broker)
+
+    recorder = EnqueueRecorder()
+    fake_broker.add_middleware(recorder)
+    return recorder.messages
+
+
+@pytest.fixture
+def database(sqlite_database):
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty", balance=5_000,
+                            help_text="Realty Co: call 415-555-0199. Reply STOP to opt out."))
+        session.flush()
+        session.add(PhoneNumber(account_id="acct_1", phone=OUR_NUMBER, type="long_code"))
+        session.add(Message(id="msg_1", account_id="acct_1", to=CONTACT, from_=OUR_NUMBER, body="Open house Sunday",
+                            status="sent", twilio_sid=SID, twilio_status="queued", created_at=T0, updated_at=T0))
+    return sqlite_database
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings, database, fake_broker, enqueued):
+    return await aiohttp_client(init_app(settings, database=database, broker=fake_broker))
+
+
+def signed(settings, path: str, params: dict, *, token: str | None = None, base: str | None = None) -> dict:
+    url = (base or settings.public_base_url) + path
+    return {"X-Twilio-Signature": twilio_signature(token or settings.twilio_auth_token, url, params)}
+
+
+async def post_status(client, settings, status: str, *, sid: str = SID, **extra) -> int:
+    params = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "AccountSid": settings.twilio_account_sid,
+              "To": CONTACT, "From": OUR_NUMBER, **extra}
+    response = await client.post(STATUS_PATH, data=params, headers=signed(settings, STATUS_PATH, params))
+    return response.status
+
+
+def stored(database, message_id="msg_1") -> Message:
+    with database.unit_of_work() as session:
+        return session.get(Message, message_id)
+
+
+# --- status callbacks -----------------------------------------------------------------------------
+
+
+async def test_a_signed_final_status_is_recorded_and_settlement_enqueued(client, settings, database, enqueued,
+                                                                        fake_broker):
+    status = await post_status(client, settings, "delivered", NumSegments="1")
+
+    assert status == 200
+    assert (stored(database).status, stored(database).twilio_status, stored(database).twilio_segments) == \
+        ("delivered", "delivered", 1)
+    assert [(m.actor_name, m.args) for m in enqueued] == [(SETTLE_ACTOR, ("msg_1",))]
+    assert enqueued[0].queue_name == fake_broker.get_actor(SETTLE_ACTOR).queue_name
+
+
+async def test_an_intermediate_status_is_recorded_without_settlement(client, settings, database, enqueued):
+    assert await post_status(client, settings, "sent") == 200
+
+    assert stored(database).twilio_status == "sent" and enqueued == []
+
+
+async def test_an_undelivered_status_keeps_twilios_error_code(client, settings, database, enqueued):
+    assert await post_status(client, settings, "undelivered", ErrorCode="30003") == 200
+
+    assert (stored(database).status, stored(database).error_code) == ("undelivered", 30003)
+    assert len(enqueued) == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong token", "other url", "tampered field"])
+async def test_unsigned_or_forged_callbacks_are_refused_and_change_nothing(client, settings, database, enqueued, case):
+    params = {"MessageSid": SID, "MessageStatus": "delivered"}
+    headers = {
+        "missing": {},
+        "wrong token": signed(settings, STATUS_PATH, params, token="guessed-token"),
+        "other url": signed(settings, STATUS_PATH, params, base="http://internal.example:9999"),
+        "tampered field": signed(settings, STATUS_PATH, {**params, "MessageStatus": "sent"}),
+    }[case]
+
+    response = await client.post(STATUS_PATH, data=params, headers=headers)
+
+    assert response.status == 403
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["status"] == 403
+    assert (stored(database).status, stored(database).twilio_status) == ("sent", "queued")
+    assert enqueued == []
+
+
+async def test_the_query_string_is_part_of_what_twilio_signs(client, settings, database, enqueued):
+    path = STATUS_PATH + "?attempt=2"
+    params = {"MessageSid": SID, "MessageStatus": "delivered"}
+
+    response = await client.post(path, data=params, headers=signed(settings, path, params))
+    forged = await client.post(path, data=params, headers=signed(settings, STATUS_PATH, params))
+
+    assert (response.status, forged.status) == (200, 403)
+
+
+async def test_duplicate_and_out_of_order_callbacks_settle_once(client, settings, database, enqueued):
+    # when Twilio sends delivered, delivered again, then a late sent, then delivered once more
+    statuses = [await post_status(client, settings, s) for s in ("delivered", "delivered", "sent", "delivered")]
+
+    # then every one is acknowledged, the message stays delivered, and one settlement was enqueued
+    assert statuses == [200, 200, 200, 200]
+    assert stored(database).status == "delivered"
+    assert [m.args for m in enqueued] == [("msg_1",)]
+
+
+async def test_a_callback_for_an_unknown_sid_is_acknowledged(client, settings, enqueued):
+    assert await post_status(client, settings, "delivered", sid="SM" + "f" * 32) == 200
+    assert enqueued == []
+
+
+async def test_a_signed_callback_without_a_status_is_a_bad_request(client, settings, enqueued):
+    params = {"MessageSid": SID}
+
+    response = await client.post(STATUS_PATH, data=params, headers=signed(settings, STATUS_PATH, params))
+
+    assert response.status == 400 and enqueued == []
+
+
+async def test_a_callback_for_an_account_with_its_own_twilio_credentials_is_signed_with_its_token(
+        client, settings, database, enqueued):
+    # given the account sends through its own Twilio subaccount
+    subaccount = "AC" + "5" * 32
+    with database.unit_of_work() as session:
+        account = session.get(Account, "acct_1")
+        account.twilio_account_sid, account.twilio_auth_token = subaccount, "subaccount-token"
+    params = {"MessageSid": SID, "MessageStatus": "delivered", "AccountSid": subaccount}
+
+    # when Twilio signs its callback with the subaccount's token (and a forger tries the deployment's name)
+    forged = await client.post(STATUS_PATH, data=params,
+                               headers=signed(settings, STATUS_PATH, params, token="guessed-token"))
+    genuine = await client.post(STATUS_PATH, data=params,
+                                headers=signed(settings, STATUS_PATH, params, token="subaccount-token"))
+
+    # then only the genuine one is accepted
+    assert (forged.status, genuine.status) == (403, 200)
+    assert [m.args for m in enqueued] == [("msg_1",)]
+
+
+# --- inbound messages -----------------------------------------------------------------------------
+
+
+async def post_inbound(client, settings, body: str, *, sid: str = "SM" + "b" * 32, to: str = OUR_NUMBER):
+    params = {"MessageSid": sid, "SmsSid": sid, "AccountSid": settings.twilio_account_sid, "From": CONTACT, "To": to,
+              "Body": body, "NumSegments": "1", "NumMedia": "0"}
+    return await client.post(INBOUND_PATH, data=params, headers=signed(settings, INBOUND_PATH, params))
+
+
+def opt_outs_of(database) -> list[tuple[str, str]]:
+    with database.unit_of_work() as session:
+        return [(o.phone, o.source) for o in session.scalars(select(OptOut).where(OptOut.account_id == "acct_1"))]
+
+
+def inbound_rows(database) -> list[Message]:
+    with database.unit_of_work() as session:
+        return list(session.scalars(select(Message).where(Message.direction == "inbound")))
+
+
+async def test_an_inbound_stop_opts_the_sender_out_and_lets_twilio_confirm(client, settings, database):
+    response = await post_inbound(client, settings, " Stop ")
+
+    assert response.status == 200 and response.content_type == "text/xml"
+    assert "<Message" not in await response.text()
+    assert opt_outs_of(database) == [(CONTACT, "stop_keyword")]
+    [row] = inbound_rows(database)
+    assert (row.account_id, row.from_, row.to, row.body, row.status) == \
+        ("acct_1", CONTACT, OUR_NUMBER, " Stop ", "received")
+
+
+async def test_an_inbound_start_opts_the_sender_back_in(client, settings, database):
+    await post_inbound(client, settings, "STOP", sid="SM" + "1" * 32)
+
+    response = await post_inbound(client, settings, "start", sid="SM" + "2" * 32)
+
+    assert response.status == 200 and opt_outs_of(database) == []
+
+
+async def test_a_retried_stop_after_start_does_not_opt_out_again(client, settings, database):
+    await post_inbound(client, settings, "STOP", sid="SM" + "1" * 32)
+    await post_inbound(client, settings, "START", sid="SM" + "2" * 32)
+
+    retried = await post_inbound(client, settings, "STOP", sid="SM" + "1" * 32)
+
+    assert retried.status == 200
+    assert opt_outs_of(database) == [] and len(inbound_rows(database)) == 2
+
+
+async def test_an_inbound_help_is_answered_with_the_accounts_help_text(client, settings):
+    response = await post_inbound(client, settings, "help")
+
+    text = await response.text()
+    assert response.status == 200 and response.content_type == "text/xml"
+    assert "<Message>Realty Co: call 415-555-0199. Reply STOP to opt out.</Message>" in text
+
+
+async def test_an_ordinary_reply_is_stored_without_an_answer(client, settings, database):
+    response = await post_inbound(client, settings, "Is the house still for sale?")
+
+    assert "<Message" not in await response.text()
+    assert [row.body for row in inbound_rows(database)] == ["Is the house still for sale?"]
+    assert opt_outs_of(database) == []
+
+
+async def test_inbound_for_a_locked_account_is_stored_and_free(client, settings, database):
+    # given an account locked with a negative balance
+    with database.unit_of_work() as session:
+        account = session.get(Account, "acct_1")
+        account.status, account.balance = "locked", -2_000
+
+    response = await post_inbound(client, settings, "Hello?")
+
+    # then the message is stored, and nothing was charged
+    assert response.status == 200
+    [row] = inbound_rows(database)
+    assert (row.credits_charged, row.hold_id) == (0, None)
+    with database.unit_of_work() as session:
+        assert session.get(Account, "acct_1").balance == -2_000
+        assert session.scalar(select(func.count()).select_from(Entry)) == 0
+
+
+async def test_inbound_to_a_number_no_account_has_is_acknowledged_and_dropped(client, settings, database):
+    response = await post_inbound(client, settings, "STOP", to="+14155550000")
+
+    assert response.status == 200 and inbound_rows(database) == [] and opt_outs_of(database) == []
+
+
+async def test_a_forged_inbound_stop_is_refused(client, settings, database):
+    params = {"MessageSid": "SM" + "b" * 32, "From": CONTACT, "To": OUR_NUMBER, "Body": "STOP"}
+
+    response = await client.post(INBOUND_PATH, data=params,
+                                 headers=signed(settings, INBOUND_PATH, params, token="guessed-token"))
+
+    assert response.status == 403 and opt_outs_of(database) == [] and inbound_rows(database) == []
+
+
+# --- the simulator's own signed callbacks, over real HTTP ----------------------------------------------
+
+
+async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_server, tmp_path, sqlite_database,
+                                                                    fake_broker, enqueued, simulator):
+    # given the intake served where PUBLIC_BASE_URL says, and a message sent through the gateway
+    port = free_port()
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "CREDITQ_ADMIN_KEY": "k" * 20,
+                              "DATABASE_URL": sqlite_database.url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                              "TWILIO_AUTH_TOKEN": simulator.auth_token})
+    await aiohttp_server(init_app(settings, database=sqlite_database, broker=fake_broker), port=port)
+    simulator.configure(callback_delay_ms=200)  # time to store the sid before the first callback
+    gateway = TwilioGateway(simulator.account_sid, simulator.auth_token, simulator.url,
+                            settings.public_base_url + STATUS_CALLBACK_PATH)
+    sent = await asyncio.to_thread(gateway.send, to=CONTACT, from_="+15005550006", body="Open house Sunday")
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+        session.flush()
+        session.add(Message(id="msg_1", account_id="acct_1", to=CONTACT, from_="+15005550006", body="Open house Sunday",
+                            status="sent", twilio_sid=sent.sid, twilio_status=sent.status,
+                            created_at=T0, updated_at=T0))
+
+    # when the simulator reports sent and delivered to the webhook
+    for _ in range(500):
+        if enqueued:
+            break
+        await asyncio.sleep(0.01)
+
+    # then its signatures were accepted and the message settled once
+    assert stored(sqlite_database).status == "delivered"
+    assert [m.args for m in enqueued] == [("msg_1",)]
+    gateway.close()
