@@ -14,9 +14,11 @@ from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .metrics import metrics_middleware
 from .openapi import build_document
-from .routes import operations
+from .routes import (accounts, admin, auto_recharge, balance, dunning, estimate, messages, numbers, operations,
+                     opt_outs, purchases, twilio_credentials, users, webhooks)
 
-ROUTE_MODULES = [operations]
+ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, users, numbers, messages,
+                 twilio_credentials, purchases, auto_recharge, dunning, admin]
 
 
 def init_app(settings: Settings, *, database: Database | None = None,

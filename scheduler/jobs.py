@@ -1,10 +1,13 @@
 """The calendar: which actor is enqueued when. Jobs only enqueue; the work happens in workers/."""
 
 from dataclasses import dataclass
+from datetime import timezone
 
 import dramatiq
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,14 @@ class ScheduledJob:
     actor_name: str
 
 
-SCHEDULE: list[ScheduledJob] = []
+SCHEDULE: list[ScheduledJob] = [
+    ScheduledJob("sweep", IntervalTrigger(seconds=15), "sweep"),  # lost jobs, due scheduled sends, overdue holds
+    ScheduledJob("dunning_tick", IntervalTrigger(minutes=1), "dunning_tick"),  # dunning steps, recharges, purchases
+    # month-ends due in each account's zone and not closed yet (catch-up after downtime too), pending bills
+    ScheduledJob("billing_tick", IntervalTrigger(minutes=1, timezone=timezone.utc), "billing_tick"),
+    # at most one email per user per local day, so checking hourly tells each zone the same day
+    ScheduledJob("low_balance_notices", CronTrigger(minute=7, timezone=timezone.utc), "send_low_balance_notices"),
+]
 
 
 def install_jobs(scheduler: BackgroundScheduler, broker: dramatiq.Broker, schedule: list[ScheduledJob]) -> None:

@@ -7,3 +7,5 @@ broker on REDIS_URL (or to the one a test installed first).
 from shared.broker import broker_from_environment
 
 broker = broker_from_environment()
+
+from . import billing, payments, sending, settling, sweeping  # noqa: E402,F401  (declare the actors on `broker`)
