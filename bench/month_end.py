@@ -11,8 +11,8 @@ monthly credits (allocation).
 """
 
 import argparse
-import io
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -106,23 +106,36 @@ def _close_batch(batch: list[str]) -> month_end.Summary:
 
 
 class PeakRss:
-    """Samples the summed RSS of this process and its children, and of the PostgreSQL server's processes."""
+    """Samples the summed RSS of this process and its children, and of the PostgreSQL server's processes,
+    and the CPU seconds each side used (other sessions' load moves wall time; CPU time barely moves)."""
 
     def __init__(self, postgres_pids: list[int]):
         self.ours = self.postgres = 0
         self.postgres_pids = postgres_pids
+        self._cpu: dict[str, dict[int, float]] = {"ours": {}, "postgres": {}}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            ours = sum(_rss(p) for p in [me, *me.children(recursive=True)])
-            postgres = sum(_rss(p) for pid in self.postgres_pids for p in _tree(pid))
+            ours_tree = [me, *me.children(recursive=True)]
+            postgres_tree = [p for pid in self.postgres_pids for p in _tree(pid)]
+            ours = sum(_rss(p) for p in ours_tree)
+            postgres = sum(_rss(p) for p in postgres_tree)
             self.ours, self.postgres = max(self.ours, ours), max(self.postgres, postgres)
+            for side, tree in (("ours", ours_tree), ("postgres", postgres_tree)):
+                for process in tree:
+                    self._cpu[side][process.pid] = _cpu(process, self._cpu[side].get(process.pid, 0.0))
             self._stop.wait(0.05)
 
+    def cpu_seconds(self, side: str) -> float:
+        """CPU used by that side's processes during the run (each process's last sample less its first)."""
+        return sum(cpu - self._baseline.get(pid, 0.0) for pid, cpu in self._cpu[side].items())
+
     def __enter__(self) -> "PeakRss":
+        me = psutil.Process()
+        self._baseline = {p.pid: _cpu(p, 0.0) for p in [me, *[p for pid in self.postgres_pids for p in _tree(pid)]]}
         self._thread.start()
         return self
 
@@ -136,6 +149,14 @@ def _rss(process: psutil.Process) -> int:
         return process.memory_info().rss
     except psutil.Error:
         return 0
+
+
+def _cpu(process: psutil.Process, last: float) -> float:
+    try:
+        times = process.cpu_times()
+        return times.user + times.system
+    except psutil.Error:
+        return last
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -183,6 +204,8 @@ def main() -> None:
         ("accounts/s", f"{total.closed / wall:,.0f}"),
         ("peak RSS, Python processes (sum)", f"{peak.ours / mb:,.0f} MB"),
         ("peak RSS, PostgreSQL (sum)", f"{peak.postgres / mb:,.0f} MB"),
+        ("CPU seconds, Python / PostgreSQL", f"{peak.cpu_seconds('ours'):.1f} / {peak.cpu_seconds('postgres'):.1f}"),
+        ("load average (1, 5, 15 min) at the end", ", ".join(f"{load:.2f}" for load in os.getloadavg())),
         ("closed / failed", f"{total.closed:,} / {len(total.failed)}"),
         ("credits expired", f"{total.expired // 1000:,}"),
         ("credits billed / payments", f"{total.billed // 1000:,} / {total.payments_succeeded:,}"),

@@ -18,7 +18,7 @@ from .payments import billing
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # accounts per month-end message: one transaction each
+BATCH = 1000  # accounts per month-end message: one transaction each, closed set-wise
 
 
 @dramatiq.actor(queue_name="billing", max_retries=10, time_limit=600_000)
