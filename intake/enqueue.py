@@ -20,5 +20,8 @@ class Enqueuer:
         return self._broker
 
     async def send(self, actor_name: str, *args, delay_ms: int | None = None) -> None:
-        actor = self.broker.get_actor(actor_name)
-        await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms)
+        await asyncio.to_thread(self.send_blocking, actor_name, *args, delay_ms=delay_ms)
+
+    def send_blocking(self, actor_name: str, *args, delay_ms: int | None = None) -> None:
+        """For code already off the loop (in a thread), so it needs no second hop to one."""
+        self.broker.get_actor(actor_name).send_with_options(args=args, delay=delay_ms)

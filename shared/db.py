@@ -39,6 +39,8 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL: the pool plus its overflow; SQLite queues writers anyway.
+        self.max_connections = 2 * pool_size
 
     @property
     def is_postgres(self) -> bool:

@@ -4,16 +4,23 @@ Twilio's callbacks arrive late, twice, or out of order ("sent" after "delivered"
 are kept apart: `twilio_status` is Twilio's word, `status` is ours (API.md). A report only moves a
 message forward, and one conditional UPDATE decides it, so of two concurrent reports of the same
 final status exactly one sees `became_final` and enqueues the settlement.
+
+A callback may also beat the worker storing the sid (Twilio answers the create and reports at once),
+and Twilio does not reliably retry callbacks: such a report is kept as an EarlyStatus and applied in
+the unit of work that stores the sid. Both sides take a lock on the sid (PostgreSQL: an advisory
+transaction lock; SQLite serializes writers anyway), so a report is either seen by the storing
+transaction or finds the stored sid itself.
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from .models import Message
+from .models import EarlyStatus, Message
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +65,19 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
                   error_message: str | None = None, now: datetime) -> StatusChange | None:
     """Apply one report of Twilio's `status` for the message with this sid; None when no message has the sid.
 
-    An unknown sid is normal for a moment: the callback may beat the worker storing the sid;
-    reconciliation catches up with the message, so callers still answer Twilio with success.
+    An unknown sid is normal for a moment: the callback may beat the worker storing the sid. The report
+    is then kept (EarlyStatus) for `apply_early_statuses`, so callers still answer Twilio with success.
     """
-    row = session.execute(select(Message.id, Message.account_id).where(Message.twilio_sid == sid)).one_or_none()
+    row = _message_with_sid(session, sid)
     if row is None:
-        log.info("status %r for unknown sid %s: left to reconciliation", status, sid)
+        _lock_sid(session, sid)  # the worker storing this sid now either committed it or will see our row
+        row = _message_with_sid(session, sid)
+    if row is None:
+        if status in TWILIO_RANK:
+            session.add(EarlyStatus(sid=sid, status=status, num_segments=num_segments, price=price,
+                                    price_unit=price_unit, error_code=error_code, error_message=error_message,
+                                    received_at=now))
+        log.info("status %r for a sid not stored yet (%s): kept until it is", status, sid)
         return None
     message_id, account_id = row
     if status not in TWILIO_RANK:
@@ -96,3 +110,42 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
     )
     changed = result.rowcount == 1
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
+
+
+def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | None:
+    """Apply the reports that arrived before `sid` was stored; call it in the unit of work that stores the sid.
+
+    Returns the message's status afterwards, or None when no report was waiting. A final status returned
+    here was reached in this unit of work alone (as `became_final`): its caller enqueues the settlement.
+    """
+    session.flush()  # the sid must be in the database for the reports to find it
+    _lock_sid(session, sid)
+    reports = session.execute(
+        delete(EarlyStatus).where(EarlyStatus.sid == sid)
+        .returning(EarlyStatus.status, EarlyStatus.num_segments, EarlyStatus.price, EarlyStatus.price_unit,
+                   EarlyStatus.error_code, EarlyStatus.error_message)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not reports:
+        return None
+    for report in sorted(reports, key=lambda report: TWILIO_RANK[report.status]):
+        record_status(session, sid=sid, **report._asdict(), now=now)
+    return session.scalar(select(Message.status).where(Message.twilio_sid == sid))
+
+
+def purge_early_statuses(session: Session, *, before: datetime) -> int:
+    """Forget reports no stored sid claimed (texts sent outside the pipeline); returns how many."""
+    result = session.execute(delete(EarlyStatus).where(EarlyStatus.received_at < before)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+def _message_with_sid(session: Session, sid: str):
+    return session.execute(select(Message.id, Message.account_id).where(Message.twilio_sid == sid)).one_or_none()
+
+
+def _lock_sid(session: Session, sid: str) -> None:
+    """Serialize the storing of `sid` with reports of it, until the transaction ends (PostgreSQL only)."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -7,16 +7,15 @@ that follows fails, the sweeper finds the `accepted` row and enqueues it.
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Row, literal, select
 from sqlalchemy.orm import Session
 
 from . import ledger
 from .errors import InsufficientCredits, NotFound, OptedOut, ValidationFailed
 from .estimate import Estimate, estimate_message
 from .ids import new_id
-from .models import Account, Message, PhoneNumber, User
+from .models import Account, Message, OptOut, PhoneNumber, User
 from .money import format_credits
-from .opt_outs import is_opted_out
 from .parking import blocked_reason
 from .phone_numbers import parse_e164
 from .rates import RateCard
@@ -25,6 +24,8 @@ from .rates import RateCard
 WAITING_STATUSES = ("accepted", "scheduled", "queued", "parked")
 FINAL_STATUSES = ("delivered", "undelivered", "failed", "canceled")
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
+# RedisBroker takes delays under 7 days; a message scheduled further ahead waits for the sweeper.
+MAX_SEND_DELAY = timedelta(days=7) - timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,23 @@ def accept_message(session: Session, account_id: str, request: MessageRequest, *
 
     The credit check here is a quick one without a hold; the worker's hold is authoritative.
     """
-    account = session.get(Account, account_id)
-    if account is None:
+    errors: dict[str, str] = {}
+    to, from_ = _parse_number("to", request.to, errors), _parse_number("from", request.from_, errors)
+    facts = _facts(session, account_id, to, from_)
+    if facts is None:
         raise NotFound(f"No account {account_id}.")
-    to, from_, sender_type, user_id, send_at = _check_fields(session, account_id, request, now)
+    to, from_, sender_type, user_id, send_at = _check_fields(session, account_id, request, to, from_,
+                                                             facts.sender_type, errors, now)
     try:
         estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
                                     rate_card=rate_card)
     except ValidationFailed as error:
         errors = {("to" if field == "to[0]" else field): reason for field, reason in error.errors.items()}
         raise ValidationFailed(str(error).replace("to[0]", "to"), errors=errors) from None
-    if is_opted_out(session, account_id, to):
+    if facts.opted_out:
         raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
     _pre_check(session, account_id, user_id, estimate.credits_total)
-    reason = blocked_reason(account)
+    reason = blocked_reason(facts)
     message = Message(
         id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=request.body,
         media_urls=request.media_urls or None,
@@ -70,25 +74,36 @@ def accept_message(session: Session, account_id: str, request: MessageRequest, *
     return message, estimate
 
 
-def _check_fields(session: Session, account_id: str, request: MessageRequest,
+def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None:
+    try:
+        return parse_e164(raw, field=field)
+    except ValidationFailed as error:
+        errors.update(error.errors)
+        return None
+
+
+def _facts(session: Session, account_id: str, to: str | None, from_: str | None) -> Row | None:
+    """What intake reads about the account in one query: why it may not send, the sender's type, the opt-out.
+
+    None when there is no such account. The columns are those `blocked_reason` reads.
+    """
+    sender_type = (select(PhoneNumber.type).where(PhoneNumber.account_id == account_id, PhoneNumber.phone == from_)
+                   .scalar_subquery() if from_ is not None else literal(None))
+    opted_out = (select(OptOut.id).where(OptOut.account_id == account_id, OptOut.phone == to).exists()
+                 if to is not None else literal(False))
+    return session.execute(
+        select(Account.sending_blocked_reason, Account.status, Account.status_reason,
+               sender_type.label("sender_type"), opted_out.label("opted_out"))
+        .where(Account.id == account_id)
+    ).first()
+
+
+def _check_fields(session: Session, account_id: str, request: MessageRequest, to: str | None, from_: str | None,
+                  number_type: str | None, errors: dict[str, str],
                   now: datetime) -> tuple[str, str, str, str | None, datetime | None]:
-    """Every field problem at once, as one ValidationFailed naming each field."""
-    errors: dict[str, str] = {}
-    to = from_ = None
-    for field, raw in (("to", request.to), ("from", request.from_)):
-        try:
-            parsed = parse_e164(raw, field=field)
-        except ValidationFailed as error:
-            errors.update(error.errors)
-            continue
-        if field == "to":
-            to = parsed
-        else:
-            from_ = parsed
+    """Every field problem at once (`errors` holds those of the numbers), as one ValidationFailed naming each field."""
     sender_type = "long_code"
     if from_ is not None:
-        number_type = session.scalar(select(PhoneNumber.type).where(PhoneNumber.account_id == account_id,
-                                                                    PhoneNumber.phone == from_))
         if number_type is None:
             errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
         else:
@@ -119,6 +134,19 @@ def _parse_send_at(raw: object, now: datetime, errors: dict[str, str]) -> dateti
         errors["send_at"] = "is more than a year ahead"
         return None
     return send_at if send_at > now else None
+
+
+def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:
+    """How long to delay the job that releases a scheduled message, so it goes out on time.
+
+    None when it is too far ahead for the broker: the sweeper releases it when its time comes.
+    """
+    if send_at is None:
+        return 0
+    ahead = (send_at if send_at.tzinfo else send_at.replace(tzinfo=UTC)) - now  # naive: SQLite's UTC
+    if ahead > MAX_SEND_DELAY:
+        return None
+    return max(int(ahead.total_seconds() * 1000), 0)
 
 
 def _pre_check(session: Session, account_id: str, user_id: str | None, required: int) -> None:

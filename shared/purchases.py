@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger
+from . import ledger, parking
 from .db import Database
 from .errors import Conflict, DomainError, NotFound, ValidationFailed
 from .ids import new_id
@@ -110,7 +110,9 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
             current.lot_id = lot.id
         if then is not None:
             then(session, current)
-        return current
+    if current.status == "succeeded" and current.credits:
+        parking.credits_added(database, current.account_id)  # an unlocked account's parked messages go out now
+    return current
 
 
 def purchase(database: Database, gateway: PaymentGateway, account_id: str, credits_mc: int, payment_method: str, *,

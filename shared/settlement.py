@@ -26,8 +26,8 @@ def settle_message(session: Session, message_id: str, *, rate_card: RateCard, no
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.hold_id is None or message.credits_charged is not None:
         return "skipped"
-    hold = session.get(Hold, message.hold_id)
     if message.status in VOIDED_STATUSES:
+        hold = session.get(Hold, message.hold_id)
         if hold.status == "pending":
             ledger.void(session, hold.id, now=now)
         message.credits_charged = 0
@@ -42,7 +42,7 @@ def settle_message(session: Session, message_id: str, *, rate_card: RateCard, no
         channel="mms" if message.media_urls else "sms",
         rate_card=rate_card,
     )
-    settlement = ledger.settle(session, hold.id, charge.usage, carrier_fee_mc=charge.carrier_fee,
+    settlement = ledger.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
                                reference=message.id, idempotency_key=f"message:{message.id}:usage", now=now)
     message.credits_charged = settlement.charged
     message.updated_at = now

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -30,9 +31,12 @@ from .twilio_errors import (
     TransientTwilioError,
 )
 
+log = logging.getLogger(__name__)
+
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 DEFAULT_TIMEOUT_SECONDS = 15.0  # TwilioHttpClient's default is None: a hung connection would hang the worker
 DEFAULT_POOL_SIZE = 64  # connections kept per host; >= the threads of one worker process
+FIND_LIMIT = 100  # messages listed per find: one sender to one recipient since a given day
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class TwilioMessage:
     price_unit: str | None
     error_code: int | None
     error_message: str | None
+    date_created: datetime | None = None
 
 
 class PooledHttpClient(TwilioHttpClient):
@@ -150,15 +155,22 @@ class TwilioGateway:
             raise self._classify(error) from error
         except requests.RequestException as error:
             raise TransientTwilioError(f"could not fetch {sid} from Twilio: {error}") from error
-        return TwilioMessage(
-            sid=message.sid,
-            status=message.status,
-            num_segments=_int_or_none(message.num_segments),
-            price=message.price,
-            price_unit=message.price_unit,
-            error_code=message.error_code,
-            error_message=message.error_message,
-        )
+        return _twilio_message(message)
+
+    def find(self, *, to: str, from_: str, body: str, sent_after: datetime) -> list[TwilioMessage]:
+        """Twilio's messages from `from_` to `to` with this body created since `sent_after`, oldest first.
+
+        For a create whose answer was lost: the sid Twilio gave it. Twilio's DateSent> filter only
+        counts days (and skips messages not sent yet), so the creation time is checked here.
+        """
+        try:
+            listed = self._messages.list(to=to, from_=from_, date_sent_after=sent_after, limit=FIND_LIMIT)
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not list messages to {to} from Twilio: {error}") from error
+        return [_twilio_message(message) for message in reversed(listed)
+                if message.body == body and (message.date_created is None or message.date_created >= sent_after)]
 
     def close(self) -> None:
         self.http_client.close()
@@ -188,7 +200,7 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
     """
     sid = account_sid or settings.twilio_account_sid
     token = auth_token or settings.twilio_auth_token
-    api_base = settings.twilio_api_base or f"http://127.0.0.1:{settings.simulator_port}"
+    api_base = settings.twilio_api_base or simulator_url(settings)
     callback_url = settings.public_base_url + STATUS_CALLBACK_PATH
     key = (sid, token, api_base, callback_url)
     with _gateways_lock:
@@ -196,6 +208,33 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
         if gateway is None:
             gateway = _gateways[key] = TwilioGateway(sid, token, api_base, callback_url)
         return gateway
+
+
+def _twilio_message(message) -> TwilioMessage:
+    return TwilioMessage(
+        sid=message.sid,
+        status=message.status,
+        num_segments=_int_or_none(message.num_segments),
+        price=message.price,
+        price_unit=message.price_unit,
+        error_code=message.error_code,
+        error_message=message.error_message,
+        date_created=message.date_created,
+    )
+
+
+def simulator_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.simulator_port}"
+
+
+def warn_if_simulated(settings: Settings) -> None:
+    """At start-up of `creditq web|worker`: without TWILIO_API_BASE nothing reaches Twilio; say so plainly.
+
+    `creditq dev` and the tests set TWILIO_API_BASE to their simulator, so they stay quiet.
+    """
+    if settings.twilio_api_base is None:
+        log.warning("TWILIO_API_BASE is not set: messages go to the Twilio simulator at %s, not to Twilio. "
+                    "Set TWILIO_API_BASE=https://api.twilio.com to send real messages.", simulator_url(settings))
 
 
 def _never_left(error: requests.RequestException) -> bool:

@@ -6,6 +6,7 @@ validates these responses against it.
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -83,13 +84,16 @@ async def list_messages(request: web.Request) -> web.Response:
     client pages through do not shift later pages.
     """
     query = request.query
-    filters = {name: query[name] for name in ("To", "From") if query.get(name)}
+    filters = {name: query[name] for name in ("To", "From", "DateSent>") if query.get(name)}
     try:
         page_size = min(max(int(query.get("PageSize", DEFAULT_PAGE_SIZE)), 1), MAX_PAGE_SIZE)
         page = max(int(query.get("Page", 0)), 0)
     except ValueError:
         raise TwilioError(400, 20001, "Invalid paging parameters") from None
     matches = request.app[store_key].newest_first(to=filters.get("To"), from_=filters.get("From"))
+    if "DateSent>" in filters:
+        sent_since = _gmt_date(filters["DateSent>"])
+        matches = [m for m in matches if m.date_sent is not None and m.date_sent.date() >= sent_since]
     start = _page_start(matches, query.get("PageToken"), page * page_size)
     messages = matches[start : start + page_size]
 
@@ -113,6 +117,15 @@ async def list_messages(request: web.Request) -> web.Response:
             "messages": [message.as_resource() for message in messages],
         }
     )
+
+
+def _gmt_date(raw: str) -> date:
+    """DateSent> counts whole GMT days, inclusive: `2026-03-01` or a time on that day (the twilio package
+    sends `2026-03-01T12:00:00Z`) both mean messages sent on or after March 1."""
+    try:
+        return date.fromisoformat(raw[:10])
+    except ValueError:
+        raise TwilioError(400, 20001, f"Invalid DateSent> filter: {raw}") from None
 
 
 def _page_start(matches: list[Message], page_token: str | None, offset: int) -> int:

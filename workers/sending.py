@@ -3,8 +3,10 @@
 import dramatiq
 
 from shared import sending
+from shared.message_status import FINAL_STATUSES
 
 from . import resources
+from .settling import settle_message
 
 
 @dramatiq.actor(queue_name="send", max_retries=20)
@@ -12,8 +14,8 @@ def send_message(message_id: str, slot_booked: bool = False) -> None:
     """Transient Twilio failures retry with backoff (or Twilio's Retry-After); permanent ones do not raise."""
     r = resources.current()
     try:
-        sending.send_message(r.database, message_id, gateway_for=r.gateway_for, throttle=r.throttle,
-                             hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked)
+        status = sending.send_message(r.database, message_id, gateway_for=r.gateway_for, throttle=r.throttle,
+                                      hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked)
     except sending.SendLater as later:
         delay_ms = None if later.delay_seconds is None else int(later.delay_seconds * 1000)
         if later.slot_booked:
@@ -21,3 +23,5 @@ def send_message(message_id: str, slot_booked: bool = False) -> None:
             send_message.send_with_options(args=(message_id, True), delay=delay_ms)
             return
         raise dramatiq.Retry(str(later), delay=delay_ms) from later
+    if status in FINAL_STATUSES:  # early callbacks made it final as the sid was stored (lost: the sweeper's job)
+        settle_message.send(message_id)

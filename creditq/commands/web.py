@@ -18,8 +18,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from intake.app import init_app
+    from shared.twilio_gateway import warn_if_simulated
 
     settings = load_settings()
+    warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
     try:

@@ -18,11 +18,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.twilio_gateway import warn_if_simulated
+
     settings = load_settings()
+    warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
-    argv = ["workers", "--processes", str(args.processes or settings.worker_processes),
-            "--threads", str(args.threads or settings.worker_threads)]
+    threads = args.threads or settings.worker_threads
+    os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
+    argv = ["workers", "--processes", str(args.processes or settings.worker_processes), "--threads", str(threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
     try:

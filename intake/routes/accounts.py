@@ -1,11 +1,12 @@
 """Accounts (operator): create with an API key, read, change plan/overdraft/flags/threshold, grant credits."""
 
 import asyncio
+import logging
 from datetime import datetime, timezone
 
 from aiohttp import web
 
-from shared import accounts, ledger
+from shared import accounts, ledger, parking
 from shared.burn_order import KINDS
 from shared.db import Database
 from shared.expiry import CYCLE_MONTHS, utc
@@ -13,11 +14,15 @@ from shared.ids import new_id
 from shared.models import Account
 from shared.money import format_credits
 
-from ..appkeys import DATABASE, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..auth import require_access, require_operator
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
+
+log = logging.getLogger(__name__)
+
+RELEASE_ACTOR = "release_parked"  # the workers' actor that sends an account's parked messages again
 
 routes = web.RouteTableDef()
 
@@ -110,14 +115,20 @@ async def create_grant(request: web.Request) -> web.Response:
     header_key = request.headers.get("Idempotency-Key")
     key = f"grant:{request[PRINCIPAL].name}:{header_key}" if header_key else new_id("grant")
 
-    def give(database: Database) -> dict:
+    def give(database: Database) -> tuple[dict, bool]:
         with database.unit_of_work() as session:
             lot = ledger.grant(session, account_id, amount, kind, granted_at=granted_at,
                                expires_at=None if never_expires else expires_at or ledger.DEFAULT_EXPIRY,
                                user_id=user_id, priority=priority, reference=reference, idempotency_key=key)
-            return lot_json(lot)
+            return lot_json(lot), parking.has_releasable(session, account_id)
 
-    return json_response(await asyncio.to_thread(give, request.app[DATABASE]), status=201)
+    lot, release = await asyncio.to_thread(give, request.app[DATABASE])
+    if release:  # the grant may have unlocked the account: its parked messages go out now
+        try:
+            await request.app[ENQUEUER].send(RELEASE_ACTOR, account_id)
+        except Exception:
+            log.exception("could not enqueue %s for %s; the sweeper will release them", RELEASE_ACTOR, account_id)
+    return json_response(lot, status=201)
 
 
 def _plan(plan: Fields | None) -> tuple[int | None, str | None, str | None]:

@@ -7,18 +7,20 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from shared.db import Database
-from shared.messages import MessageRequest, accept_message, get_message, message_view
+from shared.messages import MessageRequest, accept_message, get_message, message_view, send_delay_ms
 from shared.money import format_credits
 from shared.rates import default_rate_card
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..bodies import json_response, read_json
+from ..enqueue import Enqueuer
 from ..errors import Problem
 from ..idempotency import idempotent
 
 log = logging.getLogger(__name__)
 
 SEND_ACTOR = "send_message"
+RELEASE_ACTOR = "release_scheduled"  # a scheduled message's job, delayed until its send_at
 
 routes = web.RouteTableDef()
 
@@ -34,26 +36,30 @@ async def create_message(request: web.Request) -> web.Response:
     message_request = MessageRequest(to=payload.get("to"), from_=payload.get("from"), body=payload.get("body"),
                                      media_urls=payload.get("media_urls"), user_id=payload.get("user_id"),
                                      send_at=payload.get("send_at"))
-    answer = await asyncio.to_thread(_accept, request.app[DATABASE], account_id, message_request)
-    if answer["status"] == "accepted":
-        try:
-            await request.app[ENQUEUER].send(SEND_ACTOR, answer["id"])
-        except Exception:
-            # The message is committed: the sweeper enqueues accepted messages whose job never came.
-            log.exception("could not enqueue %s for %s; the sweeper will", SEND_ACTOR, answer["id"])
+    answer = await asyncio.to_thread(_accept, request.app[DATABASE], request.app[ENQUEUER], account_id,
+                                     message_request)
     return json_response(answer, status=202)
 
 
-def _accept(database: Database, account_id: str, message_request: MessageRequest) -> dict:
+def _accept(database: Database, enqueuer: Enqueuer, account_id: str, message_request: MessageRequest) -> dict:
+    """Commit the message, then enqueue its send from the same thread (one hop off the loop, not two)."""
     with database.unit_of_work() as session:
         message, estimate = accept_message(session, account_id, message_request, rate_card=default_rate_card(),
                                            now=datetime.now(UTC))
-        return {
-            "id": message.id,
-            "status": message.status,
-            "estimate": {"segments": estimate.segments, "encoding": estimate.encoding,
-                         "credits": format_credits(estimate.credits_total)},
-        }
+    delay_ms = send_delay_ms(message.send_at, datetime.now(UTC))
+    if message.status in ("accepted", "scheduled") and delay_ms is not None:
+        actor = SEND_ACTOR if message.status == "accepted" else RELEASE_ACTOR
+        try:
+            enqueuer.send_blocking(actor, message.id, delay_ms=delay_ms or None)
+        except Exception:
+            # The message is committed: the sweeper enqueues accepted messages whose job never came.
+            log.exception("could not enqueue %s for %s; the sweeper will", actor, message.id)
+    return {
+        "id": message.id,
+        "status": message.status,
+        "estimate": {"segments": estimate.segments, "encoding": estimate.encoding,
+                     "credits": format_credits(estimate.credits_total)},
+    }
 
 
 @routes.get("/v1/messages/{message_id}")
@@ -82,8 +88,9 @@ OPENAPI_PATHS = {
             "the message and checks the account can pay, then stores it before answering 202: an accepted message "
             "is never lost. A worker then holds the credits, sends it through Twilio and charges the actual "
             "segments once Twilio reports the final status. With `send_at` in the future it waits as `scheduled` "
-            "(released within the sweeper's interval of that time). Messages of a locked account, or of one "
-            "whose Twilio credentials were rejected, wait as `parked` and go out once it may send again."),
+            "and is released at that time (more than 7 days ahead: within the sweeper's interval of it). "
+            "Messages of a locked account, or of one whose Twilio credentials were rejected, wait as `parked` "
+            "and go out once it may send again."),
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
                         "description": "The same key and body answer the first response again; another body 409."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {

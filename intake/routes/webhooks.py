@@ -78,12 +78,11 @@ async def status_callback(request: web.Request) -> web.Response:
     change = await asyncio.to_thread(record)
     if change is not None and change.became_final:
         # Only this request saw the message become final, so a failure here is logged loudly: a repeat
-        # of the callback will not enqueue it again, and the hold sweeper has to settle the message.
+        # of the callback will not enqueue it again; the sweeper finds final messages with a pending hold.
         try:
             await request.app[ENQUEUER].send(SETTLE_ACTOR, change.message_id)
         except Exception:
-            log.exception("could not enqueue %s for %s; the hold sweeper will settle it", SETTLE_ACTOR,
-                          change.message_id)
+            log.exception("could not enqueue %s for %s; the sweeper will", SETTLE_ACTOR, change.message_id)
     return web.Response(status=200)
 
 
@@ -121,8 +120,9 @@ OPENAPI_PATHS = {
         "summary": "Twilio message status callback",
         "description": ("Records MessageStatus (with NumSegments, ErrorCode, Price when present) for the message "
                         "with MessageSid. Statuses only move forward; duplicates and late ones change nothing. "
-                        "The report that makes a message final enqueues its settlement. An unknown sid is "
-                        "answered 200 too: reconciliation picks the message up."),
+                        "The report that makes a message final enqueues its settlement. A sid not stored yet "
+                        "(the callback beat the worker) is answered 200 too: the report is kept and applied "
+                        "when the sid is stored."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
                       "400": {"description": "MessageSid or MessageStatus missing"}, "403": _FORBIDDEN},

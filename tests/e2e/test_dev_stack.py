@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 
 import psutil
@@ -15,17 +15,26 @@ from tests.support.ports import free_port
 pytestmark = pytest.mark.e2e
 
 
-def _wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise AssertionError(f"{url} did not answer 200 within {timeout}s")
+def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    """What the process printed up to and including the line with `marker`."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"no {marker!r} within {timeout}s:\n{''.join(lines)}"
+    return "".join(lines)
+
+
+def _answers_200(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status == 200
 
 
 def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
@@ -40,8 +49,9 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
     dev = subprocess.Popen([sys.executable, "-m", "creditq", "dev"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(f"http://127.0.0.1:{web_port}/healthz", dev, timeout=60)
-        _wait_for(f"http://127.0.0.1:{simulator_port}/_sim/config", dev, timeout=30)
+        banner = _read_until(dev, "Ctrl-C stops everything.", timeout=60)
+        assert _answers_200(f"http://127.0.0.1:{web_port}/healthz")
+        assert _answers_200(f"http://127.0.0.1:{simulator_port}/_sim/config")
         descendants = psutil.Process(dev.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in descendants)
 
@@ -59,5 +69,5 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
     assert dev.returncode == 0, output
     gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
-    assert "operator key" in output and "curl" in output
+    assert "operator key" in banner and "curl" in banner
     assert not (tmp_path / ".creditq" / "redis" / "redis.sock").exists()

@@ -3,24 +3,26 @@
 Every step is run twice somewhere to show a replay changes nothing.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import fakeredis
 import pytest
 from sqlalchemy import func, select
 
-from shared import ledger, sweeper
+from shared import ledger, parking, sweeper
 from shared.accounts import Overdraft, create_account
 from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
 from shared.message_status import record_status
-from shared.messages import MessageRequest, accept_message
-from shared.models import Account, Entry, Hold, Message, OptOut, PhoneNumber
+from shared.messages import MessageRequest, accept_message, send_delay_ms
+from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
 from shared.opt_outs import opt_out
 from shared.rates import default_rate_card
 from shared.sender_throttle import SenderThrottle
 from shared.sending import SendLater, send_message
 from shared.settlement import settle_message
 from shared.twilio_credentials import set_twilio_credentials
+from shared.twilio_errors import OutcomeUnknown
 from shared.twilio_gateway import TwilioGateway
 from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401
 from tests.twilio_sim_fixtures import _callback_receiver_server, _simulator_server  # noqa: F401
@@ -98,6 +100,14 @@ def report(database, message_id: str, status: str, segments: int | None = None) 
 def settle(database, message_id: str) -> str:
     with database.unit_of_work() as session:
         return settle_message(session, message_id, rate_card=CARD, now=now())
+
+
+def wait_until_sent(simulator, timeout: float = 5.0) -> None:  # noqa: F811
+    """Twilio's list only shows a message once it has a sent date."""
+    deadline = time.monotonic() + timeout
+    while any(m["status"] in ("queued", "accepted") for m in simulator.sent()["messages"]):
+        assert time.monotonic() < deadline, "the simulator never sent its messages"
+        time.sleep(0.01)
 
 
 def usage_entries(database, message_id: str) -> int:
@@ -194,12 +204,50 @@ def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways,
     assert send(database, message_id, gateways, throttle) == "skipped"
     assert message(database, message_id).status == "sending"
     assert len(simulator.sent()["messages"]) == 1
-    # After the hold's TTL the sweeper gives up on it without charging; still nothing resent.
+    # After the hold's TTL the sweeper finds it in Twilio's list: it gets its sid and is charged once.
+    [sent] = simulator.sent()["messages"]
+    wait_until_sent(simulator)
+    for _ in range(2):
+        result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                               now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
+    stored = message(database, message_id)
+    assert (stored.twilio_sid, stored.credits_charged) == (sent["sid"], 1000)
+    assert stored.status in ("sent", "delivered") and result.reconciled == {}
+    assert account(database, account_id).held == 0 and account(database, account_id).balance == 9_000
+    assert len(simulator.sent()["messages"]) == 1
+
+
+def test_an_unknown_outcome_twilio_never_saw_fails_after_the_ttl_without_charge(database, gateways, throttle,
+                                                                                simulator):  # noqa: F811
+    # given a create whose answer was lost and that never reached Twilio, and the same text sent before it
+    account_id = make_account(database, 10)
+    earlier = accept(database, account_id)
+    send(database, earlier, gateways, throttle)
+    message_id = accept(database, account_id)
+
+    def answer_lost(*credentials):
+        class Lost:
+            def send(self, **message):
+                raise OutcomeUnknown("read timed out")
+
+            def find(self, **lookup):
+                return gateways(*credentials).find(**lookup)
+
+        return Lost()
+
+    assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
+                        hold_ttl_seconds=1) == "sending"
+    wait_until_sent(simulator)
+
+    # when the sweeper reconciles it after the hold's TTL
     result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
                            now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
+
+    # then the other message's sid is not taken for it: it failed, and only the earlier one is held
     assert result.reconciled == {message_id: "voided: outcome unknown"}
-    assert message(database, message_id).credits_charged == 0
-    assert account(database, account_id).held == 0 and account(database, account_id).balance == 10_000
+    stored = message(database, message_id)
+    assert (stored.status, stored.twilio_sid, stored.credits_charged) == ("failed", None, 0)
+    assert (account(database, account_id).held, account(database, account_id).balance) == (1000, 10_000)
     assert len(simulator.sent()["messages"]) == 1
 
 
@@ -334,3 +382,114 @@ def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, thro
     assert (stored.status, stored.credits_charged) == ("delivered", 1000)
     assert stored.twilio_price is not None
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
+# --- early callbacks, lost settlements, scheduled releases ---------------------------------------
+
+def early_statuses(database) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(EarlyStatus))
+
+
+def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle):
+    # given Twilio reports the message delivered before the worker stored its sid
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    changes = []
+
+    def reports_before_the_answer(*credentials):
+        class Racing:
+            def send(self, **fields):
+                sent = gateways(*credentials).send(**fields)
+                for status in ("sent", "delivered", "delivered"):  # with a duplicate
+                    with database.unit_of_work() as session:
+                        changes.append(record_status(session, sid=sent.sid, status=status, num_segments=2,
+                                                     now=now()))
+                return sent
+
+        return Racing()
+
+    # when the worker stores the sid
+    status = send_message(database, message_id, gateway_for=reports_before_the_answer, throttle=throttle,
+                          hold_ttl_seconds=900)
+
+    # then the reports were kept, and applied in that unit of work: the message is final for its caller to settle
+    assert changes == [None, None, None]
+    assert status == "delivered" and early_statuses(database) == 0
+    assert (message(database, message_id).status, message(database, message_id).twilio_segments) == ("delivered", 2)
+    # and a late repeat of the callback does not make it final a second time
+    with database.unit_of_work() as session:
+        repeat = record_status(session, sid=message(database, message_id).twilio_sid, status="delivered", now=now())
+    assert not repeat.became_final
+    assert settle(database, message_id) == "settled" and message(database, message_id).credits_charged == 2000
+
+
+def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways):
+    with database.unit_of_work() as session:
+        assert record_status(session, sid="SM" + "e" * 32, status="delivered", now=now()) is None
+    assert early_statuses(database) == 1
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert early_statuses(database) == 1
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(days=1, seconds=1), stale_after=timedelta(seconds=60))
+    assert early_statuses(database) == 0
+
+
+def test_sweeper_hands_back_final_messages_whose_settlement_was_lost(database, gateways, throttle):
+    # given a delivered message whose settle job never ran (the webhook's enqueue failed)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "delivered")
+
+    def sweep_at(when: datetime) -> list[str]:
+        return sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=when,
+                             stale_after=timedelta(seconds=60)).to_settle
+
+    # then the sweeper leaves it to its job for a while, then hands it back to settle, once settled never again
+    assert sweep_at(now()) == []
+    assert sweep_at(now() + timedelta(seconds=61)) == [message_id]
+    settle(database, message_id)
+    assert sweep_at(now() + timedelta(seconds=61)) == []
+
+
+def test_a_scheduled_message_is_released_by_its_own_job_when_due(database):
+    account_id = make_account(database, 10)
+    send_at = now() + timedelta(seconds=30)
+    message_id = accept(database, account_id, send_at=send_at.isoformat())
+    with database.unit_of_work() as session:
+        early = sweeper.release_scheduled(session, message_id, now=send_at - timedelta(seconds=2))
+    assert 1000 <= early <= 2000 and message(database, message_id).status == "scheduled"
+    with database.unit_of_work() as session:
+        assert sweeper.release_scheduled(session, message_id, now=send_at) == 0
+    assert message(database, message_id).status == "accepted"
+    with database.unit_of_work() as session:
+        assert sweeper.release_scheduled(session, message_id, now=send_at) is None  # a replayed job
+
+
+def test_send_delay_is_bounded_by_the_brokers_maximum():
+    at = now()
+    assert send_delay_ms(None, at) == 0
+    assert send_delay_ms(at + timedelta(seconds=90), at) == 90_000
+    assert send_delay_ms(at - timedelta(seconds=1), at) == 0
+    assert send_delay_ms(at + timedelta(days=8), at) is None  # the sweeper releases it
+
+
+def test_credits_added_asks_for_the_release_only_when_there_is_something_to_release(database, gateways,
+                                                                                    throttle, monkeypatch):
+    asked = []
+    monkeypatch.setattr(parking, "_release_listeners", [asked.append])
+    account_id = make_account(database, 1)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+        parking.park_account(session, account_id, "locked", now=now())
+    parking.credits_added(database, account_id)
+    assert asked == []  # still locked
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "active"
+    parking.credits_added(database, account_id)
+    assert asked == [account_id]
+    with database.unit_of_work() as session:
+        assert parking.release_parked(session, account_id, now=now()) == [message_id]

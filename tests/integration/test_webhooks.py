@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from intake.app import init_app
 from intake.routes.webhooks import SETTLE_ACTOR
 from shared.config import load_settings
+from shared.message_status import apply_early_statuses
 from shared.models import Account, Entry, Message, OptOut, PhoneNumber
 from shared.twilio_gateway import STATUS_CALLBACK_PATH, TwilioGateway
 from tests.support.ports import free_port
@@ -149,6 +150,22 @@ async def test_duplicate_and_out_of_order_callbacks_settle_once(client, settings
 async def test_a_callback_for_an_unknown_sid_is_acknowledged(client, settings, enqueued):
     assert await post_status(client, settings, "delivered", sid="SM" + "f" * 32) == 200
     assert enqueued == []
+
+
+async def test_a_callback_that_beats_the_stored_sid_is_kept_for_it(client, settings, database, enqueued):
+    # given a message whose sid the worker has not stored yet
+    early_sid = "SM" + "c" * 32
+
+    # when Twilio reports it sent and delivered first
+    statuses = [await post_status(client, settings, s, sid=early_sid, NumSegments="2") for s in ("sent", "delivered")]
+
+    # then both are acknowledged and kept, nothing is settled yet, and storing the sid applies them
+    assert statuses == [200, 200] and enqueued == []
+    with database.unit_of_work() as session:
+        session.add(Message(id="msg_2", account_id="acct_1", to=CONTACT, from_=OUR_NUMBER, body="Hi", status="sending",
+                            twilio_sid=early_sid, created_at=T0, updated_at=T0))
+        assert apply_early_statuses(session, early_sid, now=T0) == "delivered"
+    assert (stored(database, "msg_2").twilio_status, stored(database, "msg_2").twilio_segments) == ("delivered", 2)
 
 
 async def test_a_signed_callback_without_a_status_is_a_bad_request(client, settings, enqueued):

@@ -4,6 +4,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -222,3 +223,49 @@ def test_requests_are_not_logged_at_info(gateway, caplog):
 
     # then the package's per-request lines stay out of it
     assert not [r for r in caplog.records if r.name.startswith("twilio")]
+
+
+# --- find: the sid of a create whose answer was lost ------------------------------------------------
+
+
+def test_find_lists_the_matching_messages_sent_since_oldest_first(gateway, simulator):
+    # given two sends of the same text to the recipient, and others that differ in body, To or From
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    first = gateway.send(to=RECIPIENT, from_=TEST_FROM, body="open house")
+    second = gateway.send(to=RECIPIENT, from_=TEST_FROM, body="open house")
+    gateway.send(to=RECIPIENT, from_=TEST_FROM, body="another text")
+    gateway.send(to="+15558675311", from_=TEST_FROM, body="open house")
+    gateway.send(to=RECIPIENT, from_="+15005550010", body="open house")
+    wait_for(lambda: all(m["status"] != "queued" for m in simulator.sent()["messages"]))
+
+    # when looking for the text
+    found = gateway.find(to=RECIPIENT, from_=TEST_FROM, body="open house", sent_after=since)
+
+    # then only the two matches come back, oldest first, with their status
+    assert [m.sid for m in found] == [first.sid, second.sid]
+    assert all(m.status in ("sent", "delivered") and m.date_created >= since for m in found)
+
+
+def test_find_skips_messages_created_before_the_given_time(gateway, simulator):
+    # given a message sent earlier today (DateSent> only counts days)
+    gateway.send(to=RECIPIENT, from_=TEST_FROM, body="open house")
+    wait_for(lambda: all(m["status"] != "queued" for m in simulator.sent()["messages"]))
+
+    # when looking for one sent after it
+    found = gateway.find(to=RECIPIENT, from_=TEST_FROM, body="open house",
+                         sent_after=datetime.now(UTC) + timedelta(seconds=1))
+
+    # then there is none
+    assert found == []
+
+
+def test_the_simulators_date_sent_filter_counts_whole_days(simulator):
+    # given a message sent today
+    client = simulator.client()
+    client.messages.create(to=RECIPIENT, from_=TEST_FROM, body="hello")
+    wait_for(lambda: all(m["status"] != "queued" for m in simulator.sent()["messages"]))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    # then DateSent> today (any time of it) finds it, and tomorrow does not
+    assert len(client.messages.list(to=RECIPIENT, date_sent_after=today + timedelta(hours=23))) == 1
+    assert client.messages.list(to=RECIPIENT, date_sent_after=today + timedelta(days=1)) == []
