@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from .burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from .errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from .expiry import default_expiry, end_of_month, utc
+from .ledger_pg import RESERVE as PG_RESERVE, SETTLE as PG_SETTLE
 from .models import Account, Entry, Hold, Lot, User
 
 accounts = Account.__table__
@@ -119,10 +120,20 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
     """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
 
     Raises InsufficientCredits, AccountLocked (status not active) or NotFound. Replaying the key
-    returns the first hold, whatever the balance is now.
+    returns the first hold, whatever the balance is now. On PostgreSQL: one call of ledger_reserve.
     """
     _require(amount_mc > 0, "amount", "must be more than zero")
     now = utc(now)
+    if _on_postgres(session):
+        row = _sql(session).execute(PG_RESERVE, dict(
+            account_id=account_id, user_id=user_id, amount=amount_mc, reference=reference,
+            idempotency_key=idempotency_key, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds))).one()
+        if row.outcome == "no_user":
+            raise NotFound(f"No user {user_id} in account {account_id}.")
+        if row.outcome == "refused":
+            raise _refusal(session, account_id, _wallet_of(session, account_id, user_id) if user_id is not None else None,
+                           amount_mc)
+        return _hold_view(row)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
     if not _claim(session, account_id, wallet, amount_mc):
         if (existing := _hold_where(session, holds.c.idempotency_key == idempotency_key)) is not None:
@@ -141,6 +152,45 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
     values.pop("created_at")
     return HoldView(id=hold_id, settled_amount=None, **values)
 
+@dataclass(frozen=True)
+class HoldRequest:
+    """One hold of a `reserve_many` batch."""
+
+    idempotency_key: str
+    amount: int
+    reference: str | None
+    expires_at: datetime
+
+
+def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime) -> list[HoldView]:
+    """Hold a batch from the pool, all or nothing: one conditional UPDATE of the account row, one INSERT.
+
+    For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
+    own), but the hot account row is hit once per batch. Raises InsufficientCredits or AccountLocked
+    for the batch's total; keys already held are answered with their first hold, not held again.
+    """
+    _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
+    now = utc(now)
+    _lock_account(session, account_id)
+    keys = [request.idempotency_key for request in requests]
+    existing = {row.idempotency_key: _hold_view(row)
+                for row in session.execute(select(holds).where(holds.c.idempotency_key.in_(keys)))}
+    new = [request for request in requests if request.idempotency_key not in existing]
+    total = sum(request.amount for request in new)
+    if new:
+        if not _claim(session, account_id, None, total):
+            raise _refusal(session, account_id, None, total)
+        inserted = session.execute(
+            insert(holds).returning(holds.c.id, holds.c.idempotency_key, sort_by_parameter_order=True), [
+            dict(account_id=account_id, user_id=None, amount=request.amount, from_allocation=False, status="pending",
+                 reference=request.reference, idempotency_key=request.idempotency_key, created_at=now,
+                 expires_at=utc(request.expires_at)) for request in new])
+        for (hold_id, key), request in zip(inserted, new):
+            existing[key] = HoldView(id=hold_id, account_id=account_id, user_id=None, amount=request.amount,
+                                     from_allocation=False, status="pending", reference=request.reference,
+                                     idempotency_key=key, expires_at=utc(request.expires_at), settled_amount=None)
+    return [existing[key] for key in keys]
+
 
 def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
            reference: str | None = None, idempotency_key: str, now: datetime) -> Settlement:
@@ -149,12 +199,21 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
     `hold` is its id or its idempotency key. Writes a `usage` entry (and `carrier_fee` when non-zero),
     burns lots in burn order, and locks a prepaid account whose pool ends below zero. An expired hold
     can still be settled once (reconciliation found the message was sent). Replays return the first
-    settlement; settling a voided hold, or again under another key, is a Conflict.
+    settlement; settling a voided hold, or again under another key, is a Conflict. On PostgreSQL: one call
+    of ledger_settle.
     """
     _require(actual_mc >= 0, "actual", "must not be negative")
     _require(carrier_fee_mc >= 0, "carrier_fee", "must not be negative")
     now = utc(now)
     charge = actual_mc + carrier_fee_mc
+    if _on_postgres(session):
+        row = _sql(session).execute(PG_SETTLE, dict(
+            hold_id=hold if isinstance(hold, int) else None, hold_key=hold if isinstance(hold, str) else None,
+            actual=actual_mc, carrier_fee=carrier_fee_mc, reference=reference, idempotency_key=idempotency_key,
+            now=now, lock_reason=LOCK_REASON)).one()
+        if row.outcome == "replay":
+            return _settlement_replay(session, hold, idempotency_key)
+        return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
     resolution = dict(status="settled", resolved_at=now, settled_amount=charge)
     row = _resolve(session, hold, "pending", resolution)
     released = True
@@ -451,6 +510,11 @@ def lock_account(session: Session, account_id: str) -> Row:
 def _require(condition: bool, field: str, reason: str) -> None:
     if not condition:
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+
+
+def _on_postgres(session: Session) -> bool:
+    """PostgreSQL runs reserve and settle as the functions of ledger_pg (same effects, one round trip)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _insert(session: Session, table):

@@ -447,3 +447,23 @@ class CampaignChunk(Base):
     messages: Mapped[int] = mapped_column(Integer, default=0)
     credits_held: Mapped[int] = mapped_column(Millicredits, default=0)  # 0 when the chunk parked
     created_at: Mapped[datetime]
+
+
+class EarlyStatus(Base):
+    """A status callback that arrived before its message's sid was stored: applied when the sid is stored.
+
+    One row per callback (no upsert race between concurrent callbacks); rows nobody claims (messages not
+    sent through the pipeline) are purged by the sweeper after a day.
+    """
+
+    __tablename__ = "early_statuses"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sid: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    num_segments: Mapped[int | None] = mapped_column(Integer)
+    price: Mapped[str | None] = mapped_column(String(20))
+    price_unit: Mapped[str | None] = mapped_column(String(8))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    received_at: Mapped[datetime] = mapped_column(index=True)

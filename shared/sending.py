@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import ledger
@@ -19,13 +20,15 @@ from .errors import AccountLocked, InsufficientCredits
 from .campaigns import gate_campaign_message
 from .estimate import sender_type_of
 from .models import Account, Hold, Message
-from .message_status import OUR_STATUS_FOR_TWILIO
+from .message_status import OUR_STATUS_FOR_TWILIO, apply_early_statuses
 from .opt_outs import FROM_TWILIO_21610, opt_out
 from .parking import blocked_reason, park_account
 from .twilio_errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
+SENDER_TYPE_TTL_SECONDS = 60.0
+_SENDER_TYPES: dict[tuple[str, str], tuple[str, float]] = {}  # (account, phone) -> (type, expiry)
 
 
 class SendLater(Exception):
@@ -50,8 +53,6 @@ class Claim:
     from_: str
     body: str
     media_urls: list[str] | None
-    sender_type: str
-    segments: int
     twilio_account_sid: str | None
     twilio_auth_token: str | None
 
@@ -69,19 +70,9 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     credentials (None, None: the deployment's).
     """
     with database.unit_of_work() as session:
-        claim = _sender_of(session, message_id)
-    if claim is None:
-        return "skipped"
-    if not slot_booked:
-        wait = throttle.reserve(claim.from_, claim.sender_type, claim.segments)
-        if wait > MAX_THROTTLE_SLEEP_SECONDS:
-            raise SendLater(f"sender {claim.from_} is at its throughput limit", wait, slot_booked=True)
-        if wait > 0:
-            time.sleep(wait)
-    with database.unit_of_work() as session:
-        status = _claim(session, message_id, hold_ttl_seconds, now())
-    if status != "sending":
-        return status
+        claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    if isinstance(claim, str):
+        return claim
     gateway = gateway_for(claim.twilio_account_sid, claim.twilio_auth_token)
     try:
         sent = gateway.send(to=claim.to, from_=claim.from_, body=claim.body, media_urls=claim.media_urls)
@@ -103,16 +94,15 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
         return _store_sid(session, message_id, sent, now())
 
 
-def _sender_of(session: Session, message_id: str) -> Claim | None:
-    """Read-only look before taking throughput: is the message sendable, and from which sender."""
-    message = session.get(Message, message_id)
-    if message is None or not _sendable(message):
-        return None
-    account = session.get(Account, message.account_id)
-    sender_type = sender_type_of(session, message.from_, account_id=message.account_id)
-    return Claim(account_id=account.id, to=message.to, from_=message.from_, body=message.body,
-                 media_urls=message.media_urls, sender_type=sender_type, segments=message.segments,
-                 twilio_account_sid=account.twilio_account_sid, twilio_auth_token=account.twilio_auth_token)
+def _sender_type(session: Session, phone: str, account_id: str) -> str:
+    """The sender number's type (it sets the throttle rate), remembered for a minute: it practically never changes."""
+    key = (account_id, phone)
+    cached = _SENDER_TYPES.get(key)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    sender_type = sender_type_of(session, phone, account_id=account_id)
+    _SENDER_TYPES[key] = (sender_type, time.monotonic() + SENDER_TYPE_TTL_SECONDS)
+    return sender_type
 
 
 def _sendable(message: Message) -> bool:
@@ -120,17 +110,31 @@ def _sendable(message: Message) -> bool:
     return message.status == "accepted" and message.twilio_sid is None
 
 
-def _claim(session: Session, message_id: str, hold_ttl_seconds: int, now: datetime) -> str:
-    """Hold the estimate and mark the message `sending`, or park it; one transaction."""
-    message = session.get(Message, message_id, with_for_update=True)
-    if message is None or not _sendable(message):
+def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
+           clock: Callable[[], datetime]) -> Claim | str:
+    """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
+    message `sending`: one transaction. Else the status it stays in (or is parked in).
+
+    Raises SendLater, changing nothing, when the sender's next slot is too far ahead to sleep off.
+    """
+    row = session.execute(select(Message, Account).join(Account, Account.id == Message.account_id)
+                          .where(Message.id == message_id).with_for_update(of=Message)).first()
+    if row is None or not _sendable(row.Message):
         return "skipped"
-    account = session.get(Account, message.account_id)
+    message, account = row
+    now = clock()
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
     if waiting := gate_campaign_message(session, message, now=now):
         return waiting
+    if throttle is not None:
+        wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
+        if wait > MAX_THROTTLE_SLEEP_SECONDS:
+            raise SendLater(f"sender {message.from_} is at its throughput limit", wait, slot_booked=True)
+        if wait > 0:
+            time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
+            now = clock()
     hold = _reserved_hold(session, message)
     try:
         hold = hold or ledger.reserve(session, message.account_id, message.credits_estimated, user_id=message.user_id,
@@ -144,7 +148,9 @@ def _claim(session: Session, message_id: str, hold_ttl_seconds: int, now: dateti
     message.attempts += 1
     message.error_code = message.error_message = None
     message.updated_at = now
-    return "sending"
+    return Claim(account_id=account.id, to=message.to, from_=message.from_, body=message.body,
+                 media_urls=message.media_urls, twilio_account_sid=account.twilio_account_sid,
+                 twilio_auth_token=account.twilio_auth_token)
 
 
 def _reserved_hold(session: Session, message: Message) -> Hold | None:
@@ -217,7 +223,7 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     if message.status == "sending":
         message.status = OUR_STATUS_FOR_TWILIO.get(sent.status, "queued")
     message.updated_at = now
-    return message.status
+    return apply_early_statuses(session, sent.sid, now=now) or message.status  # final: the caller settles it
 
 
 def _void_hold(session: Session, message: Message, now: datetime) -> None:

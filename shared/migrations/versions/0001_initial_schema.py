@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 01:49:43.238126
+Create Date: 2026-11-22 02:39:58.800916
 """
 from alembic import op
 import sqlalchemy as sa
@@ -34,12 +34,42 @@ def upgrade() -> None:
     sa.Column('spam', sa.Boolean(), nullable=False),
     sa.Column('balance', sa.BigInteger(), nullable=False),
     sa.Column('held', sa.BigInteger(), nullable=False),
+    sa.Column('allocated', sa.BigInteger(), nullable=False),
+    sa.Column('allocated_held', sa.BigInteger(), nullable=False),
     sa.Column('help_text', sa.Text(), nullable=True),
     sa.Column('sending_blocked_reason', sa.String(length=500), nullable=True),
+    sa.Column('twilio_account_sid', sa.String(length=34), nullable=True),
+    sa.Column('twilio_auth_token', sa.String(length=100), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts'))
     )
+    op.create_table('dunning_integrations',
+    sa.Column('site', sa.String(length=64), nullable=False),
+    sa.Column('account_sid', sa.String(length=34), nullable=False),
+    sa.Column('auth_token', sa.String(length=100), nullable=False),
+    sa.Column('from_number', sa.String(length=20), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('broken_reason', sa.String(length=500), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('site', name=op.f('pk_dunning_integrations'))
+    )
+    op.create_table('early_statuses',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('sid', sa.String(length=40), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('num_segments', sa.Integer(), nullable=True),
+    sa.Column('price', sa.String(length=20), nullable=True),
+    sa.Column('price_unit', sa.String(length=8), nullable=True),
+    sa.Column('error_code', sa.Integer(), nullable=True),
+    sa.Column('error_message', sa.String(length=500), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_early_statuses'))
+    )
+    with op.batch_alter_table('early_statuses', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_early_statuses_received_at'), ['received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_early_statuses_sid'), ['sid'], unique=False)
+
     op.create_table('idempotency_records',
     sa.Column('principal', sa.String(length=60), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
@@ -62,6 +92,98 @@ def upgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_keys_account_id'), ['account_id'], unique=False)
 
+    op.create_table('auto_recharges',
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('threshold', sa.BigInteger(), nullable=False),
+    sa.Column('credits', sa.BigInteger(), nullable=False),
+    sa.Column('payment_method', sa.String(length=100), nullable=True),
+    sa.Column('in_flight_payment_id', sa.String(length=40), nullable=True),
+    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('consecutive_failures', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('disabled_reason', sa.String(length=500), nullable=True),
+    sa.Column('last_payment_id', sa.String(length=40), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_auto_recharges_account_id_accounts')),
+    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_auto_recharges'))
+    )
+    op.create_table('billing_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('period', sa.String(length=7), nullable=False),
+    sa.Column('step', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('amount_cents', sa.BigInteger(), nullable=False),
+    sa.Column('reference', sa.String(length=100), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_billing_runs_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_billing_runs')),
+    sa.UniqueConstraint('account_id', 'period', 'step', name=op.f('uq_billing_runs_account_id'))
+    )
+    with op.batch_alter_table('billing_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_billing_runs_step_status', ['step', 'status'], unique=False)
+
+    op.create_table('campaigns',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('from', sa.String(length=20), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('quiet_start', sa.String(length=5), nullable=False),
+    sa.Column('quiet_end', sa.String(length=5), nullable=False),
+    sa.Column('recipients', sa.Integer(), nullable=False),
+    sa.Column('credits_estimated', sa.BigInteger(), nullable=False),
+    sa.Column('send_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_campaigns_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaigns'))
+    )
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_campaigns_account_id'), ['account_id'], unique=False)
+
+    op.create_table('dunning_runs',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('unpaid_account_id', sa.String(length=40), nullable=True),
+    sa.Column('reason', sa.String(length=16), nullable=False),
+    sa.Column('references', sa.JSON(), nullable=False),
+    sa.Column('amount_cents', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('credits', sa.BigInteger(), nullable=False),
+    sa.Column('payment_method', sa.String(length=100), nullable=True),
+    sa.Column('steps', sa.JSON(), nullable=False),
+    sa.Column('site', sa.String(length=64), nullable=False),
+    sa.Column('final_action', sa.String(length=16), nullable=False),
+    sa.Column('update_url', sa.String(length=500), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('next_step', sa.Integer(), nullable=False),
+    sa.Column('next_step_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ended_reason', sa.String(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_dunning_runs_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dunning_runs')),
+    sa.UniqueConstraint('unpaid_account_id', name=op.f('uq_dunning_runs_unpaid_account_id'))
+    )
+    with op.batch_alter_table('dunning_runs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dunning_runs_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_dunning_runs_next_step_at'), ['next_step_at'], unique=False)
+
+    op.create_table('dunning_schedules',
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('site', sa.String(length=64), nullable=False),
+    sa.Column('steps', sa.JSON(), nullable=False),
+    sa.Column('final_action', sa.String(length=16), nullable=False),
+    sa.Column('update_url', sa.String(length=500), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_dunning_schedules_account_id_accounts')),
+    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_dunning_schedules'))
+    )
     op.create_table('opt_outs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('account_id', sa.String(length=40), nullable=False),
@@ -72,11 +194,38 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_opt_outs')),
     sa.UniqueConstraint('account_id', 'phone', name=op.f('uq_opt_outs_account_id'))
     )
+    op.create_table('payments',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=250), nullable=False),
+    sa.Column('credits', sa.BigInteger(), nullable=False),
+    sa.Column('amount_cents', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('payment_method', sa.String(length=100), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('charge_id', sa.String(length=100), nullable=True),
+    sa.Column('decline_code', sa.String(length=64), nullable=True),
+    sa.Column('failure_message', sa.String(length=500), nullable=True),
+    sa.Column('lot_id', sa.BigInteger(), nullable=True),
+    sa.Column('dunning_run_id', sa.String(length=40), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_payments_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payments')),
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_payments_idempotency_key'))
+    )
+    with op.batch_alter_table('payments', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_payments_account_id'), ['account_id'], unique=False)
+        batch_op.create_index('ix_payments_status_created_at', ['status', 'created_at'], unique=False)
+
     op.create_table('phone_numbers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('account_id', sa.String(length=40), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('type', sa.String(length=16), nullable=False),
+    sa.Column('monthly_cost', sa.BigInteger(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_phone_numbers_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_phone_numbers')),
@@ -90,6 +239,8 @@ def upgrade() -> None:
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('monthly_credits', sa.BigInteger(), nullable=True),
+    sa.Column('balance', sa.BigInteger(), nullable=False),
+    sa.Column('held', sa.BigInteger(), nullable=False),
     sa.Column('low_balance_notified_on', sa.String(length=10), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
@@ -99,11 +250,65 @@ def upgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_users_account_id'), ['account_id'], unique=False)
 
+    op.create_table('campaign_chunks',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('campaign_id', sa.String(length=40), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('chunk', sa.Integer(), nullable=False),
+    sa.Column('messages', sa.Integer(), nullable=False),
+    sa.Column('credits_held', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_chunks_campaign_id_campaigns')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_chunks')),
+    sa.UniqueConstraint('campaign_id', 'step', 'chunk', name=op.f('uq_campaign_chunks_campaign_id'))
+    )
+    op.create_table('campaign_recipients',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('campaign_id', sa.String(length=40), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('to', sa.String(length=32), nullable=False),
+    sa.Column('fields', sa.JSON(), nullable=False),
+    sa.Column('skip_reason', sa.String(length=16), nullable=True),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_recipients_campaign_id_campaigns')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_recipients')),
+    sa.UniqueConstraint('campaign_id', 'position', name=op.f('uq_campaign_recipients_campaign_id'))
+    )
+    op.create_table('campaign_steps',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('campaign_id', sa.String(length=40), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('delay_days', sa.Integer(), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('chunks', sa.Integer(), nullable=False),
+    sa.Column('starts_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_steps_campaign_id_campaigns')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_steps')),
+    sa.UniqueConstraint('campaign_id', 'step', name=op.f('uq_campaign_steps_campaign_id'))
+    )
+    with op.batch_alter_table('campaign_steps', schema=None) as batch_op:
+        batch_op.create_index('ix_campaign_steps_status_starts_at', ['status', 'starts_at'], unique=False)
+
+    op.create_table('dunning_steps',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('run_id', sa.String(length=40), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('payment_id', sa.String(length=40), nullable=True),
+    sa.Column('email_status', sa.String(length=200), nullable=True),
+    sa.Column('sms_status', sa.String(length=200), nullable=True),
+    sa.Column('sms_sid', sa.String(length=40), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['dunning_runs.id'], name=op.f('fk_dunning_steps_run_id_dunning_runs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dunning_steps')),
+    sa.UniqueConstraint('run_id', 'step', name=op.f('uq_dunning_steps_run_id'))
+    )
     op.create_table('holds',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('account_id', sa.String(length=40), nullable=False),
     sa.Column('user_id', sa.String(length=40), nullable=True),
     sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('from_allocation', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reference', sa.String(length=100), nullable=True),
     sa.Column('idempotency_key', sa.String(length=200), nullable=False),
@@ -132,9 +337,11 @@ def upgrade() -> None:
     sa.Column('granted_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('reference', sa.String(length=100), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_lots_account_id_accounts')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_lots_user_id_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_lots'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_lots')),
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_lots_idempotency_key'))
     )
     with op.batch_alter_table('lots', schema=None) as batch_op:
         batch_op.create_index('ix_lots_burn_order', ['account_id', 'user_id', 'priority', 'expires_at', 'granted_at'], unique=False)
@@ -224,16 +431,49 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_holds_account_id'))
 
     op.drop_table('holds')
+    op.drop_table('dunning_steps')
+    with op.batch_alter_table('campaign_steps', schema=None) as batch_op:
+        batch_op.drop_index('ix_campaign_steps_status_starts_at')
+
+    op.drop_table('campaign_steps')
+    op.drop_table('campaign_recipients')
+    op.drop_table('campaign_chunks')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_users_account_id'))
 
     op.drop_table('users')
     op.drop_table('phone_numbers')
+    with op.batch_alter_table('payments', schema=None) as batch_op:
+        batch_op.drop_index('ix_payments_status_created_at')
+        batch_op.drop_index(batch_op.f('ix_payments_account_id'))
+
+    op.drop_table('payments')
     op.drop_table('opt_outs')
+    op.drop_table('dunning_schedules')
+    with op.batch_alter_table('dunning_runs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dunning_runs_next_step_at'))
+        batch_op.drop_index(batch_op.f('ix_dunning_runs_account_id'))
+
+    op.drop_table('dunning_runs')
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_campaigns_account_id'))
+
+    op.drop_table('campaigns')
+    with op.batch_alter_table('billing_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_billing_runs_step_status')
+
+    op.drop_table('billing_runs')
+    op.drop_table('auto_recharges')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_keys_account_id'))
 
     op.drop_table('api_keys')
     op.drop_table('idempotency_records')
+    with op.batch_alter_table('early_statuses', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_early_statuses_sid'))
+        batch_op.drop_index(batch_op.f('ix_early_statuses_received_at'))
+
+    op.drop_table('early_statuses')
+    op.drop_table('dunning_integrations')
     op.drop_table('accounts')
     # ### end Alembic commands ###

@@ -1,0 +1,163 @@
+"""A 100,000-recipient campaign through the real processes (`python bench/campaign.py [recipients]`).
+
+Real PostgreSQL (tests.support.postgres) and Redis (the embedded server); `creditq web` and
+`creditq worker` (campaigns queue only, so the send jobs stay in Redis to be counted) as
+subprocesses. Reports seconds to accept the POST, seconds until every send job is enqueued, the
+peak RSS of the web process and of the worker (parent and forked processes summed), beside the
+one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run.
+Prints figures only; nothing here passes or fails.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import dramatiq  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+import requests  # noqa: E402
+from dramatiq.brokers.redis import RedisBroker  # noqa: E402
+
+from shared import ledger  # noqa: E402
+from shared.accounts import Overdraft, create_account  # noqa: E402
+from shared.db import Database  # noqa: E402
+from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from shared.models import Base, PhoneNumber  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.postgres import TemporaryPostgres  # noqa: E402
+
+ADMIN_KEY = "bench-operator-key-0123456789"
+SENDER = "+14155550000"
+WORKER_PROCESSES = int(os.environ.get("BENCH_WORKER_PROCESSES", "4"))
+ONE_AT_A_TIME = 5_000
+
+
+class PeakRss(threading.Thread):
+    """Samples a process tree's summed RSS every 50 ms."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+
+def main(recipients: int) -> None:
+    with TemporaryPostgres() as postgres, tempfile.TemporaryDirectory() as directory:
+        redis_server = EmbeddedRedis(Path(directory) / "redis").start()
+        database_url = postgres.create_database("bench_campaign")
+        database = Database(database_url)
+        Base.metadata.create_all(database.engine)
+        account_id = seed(database, recipients)
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
+               "PORT": str(port), "CREDITQ_ADMIN_KEY": ADMIN_KEY, "CREDITQ_DATA_DIR": str(Path(directory) / "data")}
+        processes = {
+            "web": spawn(env, directory, "web"),
+            "worker": spawn(env, directory, "worker", "--processes", str(WORKER_PROCESSES), "--threads", "4",
+                            "--queues", "campaigns"),
+        }
+        meters = {name: PeakRss(process.pid) for name, process in processes.items()}
+        for meter in meters.values():
+            meter.start()
+        try:
+            wait_for(f"http://127.0.0.1:{port}/healthz")
+            time.sleep(3)  # the worker processes import the actors
+            client = redis.Redis.from_url(redis_server.url)
+            rate = one_at_a_time_rate(redis_server.url)
+            csv_text = "to,first_name,agent\n" + "".join(
+                f"+1212{200 + index // 10_000}{index % 10_000:04d},Name{index},Agent{index % 50}\n"
+                for index in range(recipients))
+            started = time.monotonic()
+            response = requests.post(
+                f"http://127.0.0.1:{port}/v1/campaigns", timeout=600, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                json={"name": "bench", "from": SENDER, "account_id": account_id, "csv": csv_text,
+                      "quiet_hours": {"start": "00:00", "end": "00:00"},  # whatever the clock says, send now
+                      "body": "Hi {{ first_name }}, {{ agent }} here: open house Sunday 2pm. Reply STOP to opt out."})
+            accepted = time.monotonic() - started
+            response.raise_for_status()
+            sendable = response.json()["estimate"]["sendable"]
+            while client.hlen("dramatiq:send.msgs") < sendable and time.monotonic() - started < 600:
+                time.sleep(0.05)
+            enqueued = time.monotonic() - started
+            queued = client.hlen("dramatiq:send.msgs")
+            time.sleep(0.5)
+        finally:
+            for meter in meters.values():
+                meter.running = False
+            for process in processes.values():
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+            redis_server.stop()
+            database.dispose()
+    print(f"campaign of {recipients:,} recipients ({sendable:,} sendable), worker {WORKER_PROCESSES} processes x 4 threads")
+    print(f"  accepted (POST answered 202):      {accepted:6.2f} s")
+    print(f"  fully enqueued ({queued:,} send jobs): {enqueued:6.2f} s after the POST")
+    print(f"  campaign enqueue rate:             {queued / max(enqueued - accepted, 1e-9):9,.0f} messages/s (fan-out)")
+    print(f"  one-at-a-time enqueue (same run):  {rate:9,.0f} messages/s (broker.enqueue per message)")
+    print(f"  peak RSS web:                      {meters['web'].peak / 2**20:6.0f} MB")
+    print(f"  peak RSS worker (all processes):   {meters['worker'].peak / 2**20:6.0f} MB")
+
+
+def seed(database: Database, recipients: int) -> str:
+    now = datetime.now(UTC)
+    with database.unit_of_work() as session:
+        account, _ = create_account(session, name="Bench realty", timezone="America/New_York", plan_monthly_credits=0,
+                                    plan_cycle="monthly", plan_rollover="none", overdraft=Overdraft("prepaid"),
+                                    low_balance_threshold=0)
+        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+        ledger.grant(session, account.id, recipients * 10_000, "purchase", granted_at=now, idempotency_key="bench")
+        return account.id
+
+
+def one_at_a_time_rate(redis_url: str) -> float:
+    """What intake's per-message enqueue manages: one broker.enqueue (one Redis round trip) per message."""
+    broker = RedisBroker(url=redis_url)
+    started = time.monotonic()
+    for index in range(ONE_AT_A_TIME):
+        broker.enqueue(dramatiq.Message(queue_name="bench", actor_name="send_message", args=(f"msg_{index}",),
+                                        kwargs={}, options={}))
+    rate = ONE_AT_A_TIME / (time.monotonic() - started)
+    broker.flush("bench")
+    broker.close()
+    return rate
+
+
+def spawn(env: dict, directory: str, *command: str) -> subprocess.Popen:
+    log = open(Path(directory) / f"{command[0]}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "creditq", *command], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)

@@ -1,0 +1,189 @@
+"""Campaigns: POST /v1/campaigns (validate, estimate, store, start the fan-out), GET, cancel, pause, resume."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from shared.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, get_campaign,
+                              pause_campaign, resume_campaign)
+from shared.db import Database
+from shared.rates import default_rate_card
+
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..bodies import json_response, read_json
+from ..errors import Problem
+from ..idempotency import idempotent
+
+log = logging.getLogger(__name__)
+
+FAN_OUT_ACTOR = "fan_out_campaign"
+SEND_ACTOR = "send_message"
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/campaigns")
+@idempotent
+async def create(request: web.Request) -> web.Response:
+    """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
+    if request.content_type == "text/csv":
+        payload = dict(request.query)
+        payload["csv"] = (await request.read()).decode("utf-8", errors="replace")
+    else:
+        payload = await read_json(request)
+    account_id = request[PRINCIPAL].account_id or payload.get("account_id")
+    if not isinstance(account_id, str):
+        raise Problem(422, "Validation failed", "The operator key must name the account_id to send for.",
+                      errors={"account_id": "is required with the operator key"})
+    campaign_request = CampaignRequest(
+        name=payload.get("name"), from_=payload.get("from"), body=payload.get("body"),
+        recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
+        quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
+    answer = await asyncio.to_thread(_create, request.app[DATABASE], account_id, campaign_request)
+    if answer["status"] == "running":
+        try:
+            await request.app[ENQUEUER].send(FAN_OUT_ACTOR, answer["id"], 0)
+        except Exception:
+            # The campaign is committed: the scheduler's campaign_steps job starts due steps.
+            log.exception("could not enqueue %s for %s; the scheduler will", FAN_OUT_ACTOR, answer["id"])
+    return json_response(answer, status=202)
+
+
+def _create(database: Database, account_id: str, campaign_request: CampaignRequest) -> dict:
+    with database.unit_of_work() as session:
+        campaign, estimate = create_campaign(session, account_id, campaign_request, rate_card=default_rate_card(),
+                                             now=datetime.now(UTC))
+        return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
+
+
+@routes.get("/v1/campaigns/{campaign_id}")
+async def read(request: web.Request) -> web.Response:
+    campaign_id = request.match_info["campaign_id"]
+    account_id = request[PRINCIPAL].account_id
+    database = request.app[DATABASE]
+
+    def view() -> dict:
+        with database.unit_of_work() as session:
+            return campaign_view(session, get_campaign(session, campaign_id, account_id=account_id))
+
+    return json_response(await asyncio.to_thread(view))
+
+
+@routes.post("/v1/campaigns/{campaign_id}/{action:cancel|pause|resume}")
+async def steer(request: web.Request) -> web.Response:
+    campaign_id, action = request.match_info["campaign_id"], request.match_info["action"]
+    account_id = request[PRINCIPAL].account_id
+    database = request.app[DATABASE]
+
+    def apply() -> tuple[dict, list[str]]:
+        now = datetime.now(UTC)
+        to_enqueue: list[str] = []
+        with database.unit_of_work() as session:
+            if action == "cancel":
+                campaign = cancel_campaign(session, campaign_id, account_id=account_id, now=now)
+            elif action == "pause":
+                campaign = pause_campaign(session, campaign_id, account_id=account_id, now=now)
+            else:
+                campaign, to_enqueue = resume_campaign(session, campaign_id, account_id=account_id, now=now)
+            return campaign_view(session, campaign), to_enqueue
+
+    view, to_enqueue = await asyncio.to_thread(apply)
+    enqueuer = request.app[ENQUEUER]
+    if to_enqueue:  # lost ones are re-enqueued by the sweeper (accepted and stale)
+        from workers.campaigns import enqueue_many  # the workers' broker, bound on first use like the Enqueuer's
+
+        actor = enqueuer.broker.get_actor(SEND_ACTOR)
+        await asyncio.to_thread(enqueue_many, actor, [(message_id,) for message_id in to_enqueue])
+    if action == "resume" and view["status"] == "running":
+        await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on
+    return json_response(view)
+
+
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_ID = [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_CREDITS = {"type": "string", "examples": ["1500.5"]}
+_VIEW = {"type": "object", "properties": {
+    "id": {"type": "string"}, "name": {"type": "string"}, "from": {"type": "string"},
+    "status": {"type": "string", "enum": ["scheduled", "running", "paused", "canceled", "completed"],
+               "description": "completed: every step fanned out and no message waiting to be sent"},
+    "counts": {"type": "object", "description": "Messages of every step by where they are; total is recipients",
+               "properties": {name: {"type": "integer"} for name in (
+                   "total", "queued", "sent", "delivered", "failed", "canceled", "parked", "skipped")}},
+    "skip_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
+                     "description": "invalid_number, duplicate, opted_out, do_not_contact, unsupported_country"},
+    "credits_estimated": _CREDITS, "credits_charged": _CREDITS,
+    "quiet_hours": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
+    "steps": {"type": "array", "items": {"type": "object", "properties": {
+        "step": {"type": "integer"}, "delay_days": {"type": "integer"},
+        "status": {"type": "string", "enum": ["pending", "fanning_out", "done", "canceled"]},
+        "starts_at": {"type": "string", "format": "date-time"}}}},
+    "send_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+}}
+
+OPENAPI_PATHS = {
+    "/v1/campaigns": {"post": {
+        "summary": "Send a Liquid-templated body (and drip steps) to many recipients",
+        "description": (
+            "Recipients come inline (`recipients: [{to, fields}]`), as CSV text in `csv` (a header row with a `to` "
+            "column; every other column is a field), or as a `text/csv` body with the other fields in the query "
+            "string. `body` and each step's body are Liquid templates rendered per recipient with its fields and "
+            "`to`; an unknown field or a syntax error is refused (422) naming the template and the line. "
+            "Recipients that are duplicates, opted out, on the do-not-contact list, or whose numbers are not E.164 "
+            "are skipped with a reason; numbers are fully validated when their chunk fans out. Messages reach "
+            "recipients only inside `quiet_hours` of their local time (zone from the number; default "
+            "08:00-21:00; equal start and end turn them off); outside it they wait as `scheduled`. Credits are held per chunk of 1,000 recipients; "
+            "on a prepaid account a chunk that does not fit waits as `parked` until credits are added."),
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["name", "from", "body"],
+                "properties": {
+                    "name": {"type": "string", "maxLength": 200},
+                    "from": {"type": "string", "description": "One of the account's sender numbers"},
+                    "body": {"type": "string", "description": "Liquid template, e.g. 'Hi {{ first_name }}'"},
+                    "recipients": {"type": "array", "maxItems": 250000, "items": {
+                        "type": "object", "required": ["to"],
+                        "properties": {"to": {"type": "string"}, "fields": {"type": "object"}}}},
+                    "csv": {"type": "string", "description": "Instead of recipients: CSV text with a `to` column"},
+                    "send_at": {"type": "string", "format": "date-time", "description": "Start later"},
+                    "quiet_hours": {"type": "object", "properties": {
+                        "start": {"type": "string", "examples": ["08:00"]},
+                        "end": {"type": "string", "examples": ["21:00"]}}},
+                    "steps": {"type": "array", "maxItems": 10, "items": {
+                        "type": "object", "required": ["delay_days", "body"],
+                        "properties": {"delay_days": {"type": "integer", "minimum": 1,
+                                                      "description": "Days after the campaign starts"},
+                                       "body": {"type": "string"}}}},
+                    "account_id": {"type": "string", "description": "Only with the operator key"},
+                }}},
+            "text/csv": {"schema": {"type": "string"}}}},
+        "responses": {
+            "202": {"description": "Accepted", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"type": "string", "enum": ["running", "scheduled"]},
+                    "estimate": {"type": "object", "properties": {
+                        "recipients": {"type": "integer"}, "sendable": {"type": "integer"},
+                        "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "messages": {"type": "integer"}, "segments": {"type": "integer"},
+                        "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
+            "422": {"description": "Invalid field, CSV or template; `errors` names each", **_PROBLEM},
+            "423": {"description": "The account is locked", **_PROBLEM},
+        },
+    }},
+    "/v1/campaigns/{campaign_id}": {"get": {
+        "summary": "A campaign and its progress", "parameters": _ID,
+        "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
+                      "404": {"description": "No such campaign", **_PROBLEM}}}},
+    **{f"/v1/campaigns/{{campaign_id}}/{action}": {"post": {
+        "summary": summary, "parameters": _ID,
+        "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
+                      "404": {"description": "No such campaign", **_PROBLEM},
+                      "409": {"description": "The campaign is canceled", **_PROBLEM}}}}
+       for action, summary in (
+           ("cancel", "Cancel: waiting messages are canceled and their credits released"),
+           ("pause", "Pause: messages not yet sent wait (as scheduled, without a time) until resumed"),
+           ("resume", "Resume a paused campaign"))},
+}

@@ -1,0 +1,41 @@
+"""Liquid bodies: strict about fields, precise about where a template is wrong."""
+
+import pytest
+
+from shared.errors import ValidationFailed
+from shared.templates import compile_template, render
+
+
+def test_a_body_renders_each_recipients_fields():
+    template = compile_template("Hi {{ first_name | capitalize }}!", known_fields={"first_name", "to"})
+    assert render(template, {"first_name": "ann"}, recipient="csv line 2") == "Hi Ann!"
+
+
+def test_an_unknown_field_is_refused_naming_the_line_and_the_field():
+    with pytest.raises(ValidationFailed) as refused:
+        compile_template("Hi {{ first_name }},\nyour visit is {{ when }}", known_fields={"first_name", "to"})
+    reason = refused.value.errors["body"]
+    assert "line 2" in reason and "'when'" in reason
+
+
+def test_a_syntax_error_is_refused_naming_the_line():
+    with pytest.raises(ValidationFailed) as refused:
+        compile_template("Hello\n{% if vip %}VIP{% endfor %}", field="steps[0].body", known_fields={"vip"})
+    assert "line 2" in refused.value.errors["steps[0].body"]
+
+
+def test_a_recipient_without_a_field_is_refused_naming_the_recipient():
+    template = compile_template("Hi {{ first_name }}", known_fields={"first_name"})
+    with pytest.raises(ValidationFailed) as refused:
+        render(template, {}, recipient="recipients[3]")
+    assert "recipients[3]" in refused.value.errors["body"] and "line 1" in refused.value.errors["body"]
+
+
+def test_loops_and_assignments_are_not_unknown_fields():
+    template = compile_template("{% assign n = name | upcase %}{{ n }}", known_fields={"name"})
+    assert render(template, {"name": "bo"}, recipient="r") == "BO"
+
+
+def test_an_empty_body_is_refused():
+    with pytest.raises(ValidationFailed):
+        compile_template("  ")
