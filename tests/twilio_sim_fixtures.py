@@ -78,6 +78,9 @@ class SimulatorHandle:
     def sent(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/_sim/messages", timeout=10).json()
 
+    def faults(self) -> dict[str, int]:
+        return requests.get(f"{self.url}/_sim/faults", timeout=10).json()
+
     def reset(self) -> None:
         requests.post(f"{self.url}/_sim/reset", timeout=10).raise_for_status()
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,7 +17,7 @@ from .auth import auth_middleware
 from .config import SimulatorConfig
 from .errors import error_middleware
 from .faults import fault_middleware
-from .state import config_key, reporter_key, rng_key, store_key
+from .state import config_key, faults_key, reporter_key, rng_key, store_key
 from .status_reporter import StatusReporter
 from .store import MessageStore
 
@@ -29,6 +30,7 @@ def init_app(config: SimulatorConfig | None = None) -> web.Application:
     app[config_key] = config
     app[control_api.initial_config_key] = dataclasses.replace(config)
     app[store_key] = MessageStore()
+    app[faults_key] = Counter()
     app[rng_key] = random.Random(config.seed)
     app.cleanup_ctx.append(status_reporter_ctx)
     app.add_routes(messages_api.routes)

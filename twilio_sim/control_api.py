@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import ConfigError, SimulatorConfig
-from .state import config_key, reporter_key, rng_key, store_key
+from .state import config_key, faults_key, reporter_key, rng_key, store_key
 
 STARTUP_ONLY = frozenset({"callback_concurrency"})
 
@@ -64,10 +64,17 @@ async def sent_messages(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/_sim/faults")
+async def injected_faults(request: web.Request) -> web.Response:
+    """How many injected errors were served, by kind: lets a test wait until a fault really happened."""
+    return web.json_response(dict(request.app[faults_key]))
+
+
 @routes.post("/_sim/reset")
 async def reset(request: web.Request) -> web.Response:
     """Forget all messages and pending callbacks, and restore the start-up configuration."""
     request.app[store_key].clear()
+    request.app[faults_key].clear()
     request.app[reporter_key].forget_all()
     _apply(request.app, request.app[initial_config_key].as_dict())
     return web.json_response(request.app[config_key].as_dict())

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 
 from .auth import TWILIO_API_PREFIX
 from .errors import internal_error, too_many_requests
-from .state import config_key, rng_key
+from .state import config_key, faults_key, rng_key
 
 
 @web.middleware
@@ -23,7 +23,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         await asyncio.sleep(config.latency_ms / 1000)
     roll = request.app[rng_key].random()
     if roll < config.rate_429:
+        request.app[faults_key]["429"] += 1
         raise too_many_requests(config.retry_after_s)
     if roll < config.rate_429 + config.rate_5xx:
+        request.app[faults_key]["5xx"] += 1
         raise internal_error()
     return await handler(request)

@@ -1,6 +1,7 @@
 """Typed keys for what the application holds (aiohttp ``AppKey``s)."""
 
 import random
+from collections import Counter
 
 from aiohttp import web
 
@@ -12,3 +13,4 @@ config_key = web.AppKey("config", SimulatorConfig)
 store_key = web.AppKey("store", MessageStore)
 rng_key = web.AppKey("rng", random.Random)
 reporter_key = web.AppKey("reporter", StatusReporter)
+faults_key = web.AppKey("faults", Counter)  # injected errors served so far, by kind ("429", "5xx")

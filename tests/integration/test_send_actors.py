@@ -53,7 +53,7 @@ def test_a_429_is_retried_by_the_broker_until_twilio_takes_it(sqlite_database, w
     simulator.configure(rate_429=1.0, retry_after_s=0)
     worker_resources.sending.send_message.send(message_id)
     deadline = time.monotonic() + 10
-    while message(sqlite_database, message_id).attempts == 0 and time.monotonic() < deadline:
+    while not simulator.faults().get("429") and time.monotonic() < deadline:
         time.sleep(0.01)
     simulator.configure(rate_429=0.0)  # the first attempt was refused; the broker's retry gets through
     fake_broker.join("send", timeout=30_000)

@@ -259,6 +259,20 @@ def test_injected_429s_carry_20429_and_retry_after_and_create_nothing(simulator)
     assert simulator.sent()["count"] == 0
 
 
+def test_served_faults_are_counted_until_reset(simulator):
+    # given one refused and one failed request
+    client = simulator.client()
+    for knobs in ({"rate_429": 1.0}, {"rate_429": 0.0, "rate_5xx": 1.0}):
+        simulator.configure(**knobs)
+        with pytest.raises(TwilioRestException):
+            client.messages.create(to=RECIPIENT, from_=TEST_FROM, body="hi")
+
+    # then the control API counts them by kind, and a reset forgets them
+    assert simulator.faults() == {"429": 1, "5xx": 1}
+    simulator.reset()
+    assert simulator.faults() == {}
+
+
 def test_injected_5xx_fail_with_20500(simulator):
     # given a simulator failing every request
     simulator.configure(rate_5xx=1.0)
