@@ -1,9 +1,12 @@
 """Settled messages per second through the real processes, beside dramatiq's no-op jobs per second on the
-same Redis with the same worker processes and threads, and POST /v1/messages latency at a fixed open-loop
-rate (measured from each request's scheduled time, so queueing in the client counts too). Also the peak
-RSS of each process and the load average, since the machine may be shared. Prints a table; asserts nothing.
+same Redis with the same worker processes and threads; then the intake alone: POST /v1/messages latency at
+fixed open-loop rates (measured from each request's scheduled time, so queueing in the client counts too)
+with the worker stopped, so only the web process, PostgreSQL and Redis work and the send jobs pile up in
+Redis. Also the peak RSS of each process and the load average, since the machine may be shared. Prints a
+table; asserts nothing.
 
-    PYTHONPATH=. /work/venv/bin/python bench/pipeline.py [--messages 2000] [--rate 500] [--seconds 10]
+    PYTHONPATH=. /work/venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
+        [--intake-only]   # skip the no-op and end-to-end phases
 """
 
 import argparse
@@ -158,11 +161,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--noop-jobs", type=int, default=10000)
-    parser.add_argument("--rate", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rates", default="100,300,500", help="open-loop POST rates (req/s), comma-separated")
+    parser.add_argument("--seconds", type=float, default=10, help="per open-loop rate")
+    parser.add_argument("--intake-only", action="store_true", help="only the intake phase")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
 
     with TemporaryPostgres() as postgres, tempfile.TemporaryDirectory() as directory, \
@@ -170,41 +175,60 @@ def main() -> int:
                   worker_threads=args.threads, env=ENV) as stack:
         database = Database(stack.database_url, pool_size=2)
         rss = PeakRss(stack.processes)
-        noop = noop_throughput(stack, args.noop_jobs)
-        load["after no-op"] = os.getloadavg()
+        if not args.intake_only:
+            noop = noop_throughput(stack, args.noop_jobs)
+            load["after no-op"] = os.getloadavg()
 
         async def drive():
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
                 senders = await create_accounts(session, stack.url, 10)
-                started = time.perf_counter()
-                await post_all(session, stack.url, senders, args.messages, "pipeline")
-                posted = time.perf_counter() - started
-                while settled_count(database, "pipeline") < args.messages:
-                    if time.perf_counter() - started > 180:
-                        raise SystemExit("the pipeline did not settle every message within 3 minutes")
-                    await asyncio.sleep(0.1)
-                settled = args.messages / (time.perf_counter() - started)
-                load["after pipeline"] = os.getloadavg()
+                if args.intake_only:
+                    posted = settled = None
+                else:
+                    posted, settled = await pipeline(session, senders)
+                    load["after pipeline"] = os.getloadavg()
+                # The intake alone: no worker takes the jobs, so nothing but the accept competes for the CPUs.
+                stack.kill_worker()
+                await post_all(session, stack.url, senders, 200, "warm-up")  # connections, key cache
+            by_rate = {}
+            for rate in rates:
                 # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
                 # and that wait counts, since latency runs from each request's scheduled time.
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
-                    latencies, errors = await open_loop_latency(open_loop, stack.url, senders, args.rate,
-                                                                args.seconds)
-                load["after open loop"] = os.getloadavg()
-                return posted, settled, latencies, errors
+                    by_rate[rate] = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                load[f"after {rate} req/s"] = os.getloadavg()
+            return posted, settled, by_rate
 
-        posted, settled, latencies, errors = asyncio.run(drive())
+        async def pipeline(session, senders):
+            started = time.perf_counter()
+            await post_all(session, stack.url, senders, args.messages, "pipeline")
+            posted = time.perf_counter() - started
+            while settled_count(database, "pipeline") < args.messages:
+                if time.perf_counter() - started > 180:
+                    raise SystemExit("the pipeline did not settle every message within 3 minutes")
+                await asyncio.sleep(0.1)
+            return posted, args.messages / (time.perf_counter() - started)
+
+        posted, settled, by_rate = asyncio.run(drive())
         peaks = rss.stop()
         database.dispose()
 
-    rows = [
-        ("dramatiq no-op jobs/s (same Redis, same workers)", f"{noop:.0f}"),
-        (f"settled messages/s end to end ({args.messages} messages)", f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
-        ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
-        *((f"POST /v1/messages p{p} at {args.rate} req/s open loop, {args.seconds:g} s (ms)",
-           f"{percentile(latencies, p) * 1000:.1f}") for p in (50, 95, 99)),
-        ("  POSTs not answered 202", str(errors)),
+    rows = []
+    if not args.intake_only:
+        rows += [
+            ("dramatiq no-op jobs/s (same Redis, same workers)", f"{noop:.0f}"),
+            (f"settled messages/s end to end ({args.messages} messages)",
+             f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
+            ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
+        ]
+    for rate, (latencies, errors) in by_rate.items():
+        rows += [
+            (f"intake alone (worker stopped): POST /v1/messages at {rate} req/s, {args.seconds:g} s", ""),
+            *((f"  p{p} (ms)", f"{percentile(latencies, p) * 1000:.1f}") for p in (50, 95, 99)),
+            ("  POSTs not answered 202", f"{errors} of {len(latencies)}"),
+        ]
+    rows += [
         *((f"peak RSS {name} (MiB)", f"{peak / 2**20:.0f}") for name, peak in sorted(peaks.items())),
         *((f"load average 1/5/15 min, {phase}", " ".join(f"{v:.2f}" for v in values))
           for phase, values in load.items()),

@@ -37,6 +37,7 @@ def init_app(settings: Settings, *, database: Database | None = None,
     else:
         app.cleanup_ctx.append(_database_ctx)
     app[ENQUEUER] = Enqueuer(broker)
+    app.cleanup_ctx.append(messages.accept_batcher_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

@@ -4,6 +4,8 @@ import asyncio
 
 import dramatiq
 
+from shared.broker import enqueue_many
+
 
 class Enqueuer:
     """Sends actor messages by name, binding to the workers' broker on first use."""
@@ -20,8 +22,9 @@ class Enqueuer:
         return self._broker
 
     async def send(self, actor_name: str, *args, delay_ms: int | None = None) -> None:
-        await asyncio.to_thread(self.send_blocking, actor_name, *args, delay_ms=delay_ms)
+        await asyncio.to_thread(self.send_many_blocking, actor_name, [args], delays_ms=[delay_ms])
 
-    def send_blocking(self, actor_name: str, *args, delay_ms: int | None = None) -> None:
-        """For code already off the loop (in a thread), so it needs no second hop to one."""
-        self.broker.get_actor(actor_name).send_with_options(args=args, delay=delay_ms)
+    def send_many_blocking(self, actor_name: str, args_list: list[tuple], *,
+                           delays_ms: list[int | None] | None = None) -> None:
+        """Jobs of one actor in one Redis round trip, for code already off the loop (in a thread)."""
+        enqueue_many(self.broker.get_actor(actor_name), args_list, delays=delays_ms)

@@ -4,14 +4,15 @@ The message row is written before the answer, so nothing accepted is ever lost: 
 that follows fails, the sweeper finds the `accepted` row and enqueues it.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Row, literal, select
+from sqlalchemy import Row, Select, String, bindparam, cast, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from . import ledger
-from .errors import InsufficientCredits, NotFound, OptedOut, ValidationFailed
+from .errors import AccountLocked, DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
 from .estimate import Estimate, estimate_message
 from .ids import new_id
 from .models import Account, Message, OptOut, PhoneNumber, User
@@ -42,17 +43,44 @@ class MessageRequest:
 
 def accept_message(session: Session, account_id: str, request: MessageRequest, *, rate_card: RateCard,
                    now: datetime) -> tuple[Message, Estimate]:
-    """Validate, price and pre-check a message, then insert it `accepted` (or `scheduled`).
+    """Validate, price and pre-check a message, then insert it `accepted` (or `scheduled`); raises its DomainError."""
+    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now)[0]
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
-    The credit check here is a quick one without a hold; the worker's hold is authoritative.
+
+def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]], *, rate_card: RateCard,
+                    now: datetime) -> list[tuple[Message, Estimate] | DomainError]:
+    """`accept_message` for many (account_id, request) at once: one read of the facts, one INSERT.
+
+    Each message gets its own outcome, in order: a bad one is its DomainError and does not stop
+    the others. The credit check is a quick one without a hold; the worker's hold is authoritative.
     """
-    errors: dict[str, str] = {}
-    to, from_ = _parse_number("to", request.to, errors), _parse_number("from", request.from_, errors)
-    facts = _facts(session, account_id, to, from_)
+    numbers = []
+    for _, request in requests:
+        errors: dict[str, str] = {}
+        numbers.append((_parse_number("to", request.to, errors), _parse_number("from", request.from_, errors), errors))
+    facts = _facts(session, [(account_id, to, from_, request.user_id)
+                             for (account_id, request), (to, from_, _) in zip(requests, numbers)])
+    outcomes: list[tuple[Message, Estimate] | DomainError] = []
+    for (account_id, request), (to, from_, errors), row in zip(requests, numbers, facts):
+        try:
+            outcomes.append(_accept_one(account_id, request, to, from_, errors, row, rate_card, now))
+        except DomainError as error:
+            outcomes.append(error)
+    accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)]
+    if accepted:  # one round trip for all the rows; Core skips the ORM's bookkeeping per object
+        session.connection().execute(insert(Message.__table__), [
+            {column: getattr(message, attribute) for attribute, column in _INSERTED.items()} for message in accepted])
+    return outcomes
+
+
+def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
+                facts: Row | None, rate_card: RateCard, now: datetime) -> tuple[Message, Estimate]:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
-    to, from_, sender_type, user_id, send_at = _check_fields(session, account_id, request, to, from_,
-                                                             facts.sender_type, errors, now)
+    to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
     try:
         estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
                                     rate_card=rate_card)
@@ -61,17 +89,21 @@ def accept_message(session: Session, account_id: str, request: MessageRequest, *
         raise ValidationFailed(str(error).replace("to[0]", "to"), errors=errors) from None
     if facts.opted_out:
         raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
-    _pre_check(session, account_id, user_id, estimate.credits_total)
+    _pre_check(account_id, facts, estimate.credits_total)
     reason = blocked_reason(facts)
-    message = Message(
+    message = Message(  # the answer; accept_messages inserts its _INSERTED attributes
         id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=request.body,
         media_urls=request.media_urls or None,
         status="parked" if reason else ("scheduled" if send_at else "accepted"),
         error_message=reason, segments=estimate.segments, encoding=estimate.encoding,
         credits_estimated=estimate.credits_total, send_at=send_at, created_at=now, updated_at=now,
     )
-    session.add(message)
     return message, estimate
+
+
+_INSERTED = {attribute: Message.__mapper__.attrs[attribute].columns[0].key for attribute in (
+    "id", "account_id", "user_id", "to", "from_", "body", "media_urls", "status", "error_message", "segments",
+    "encoding", "credits_estimated", "send_at", "created_at", "updated_at")}  # attribute -> column
 
 
 def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None:
@@ -82,37 +114,59 @@ def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None
         return None
 
 
-def _facts(session: Session, account_id: str, to: str | None, from_: str | None) -> Row | None:
-    """What intake reads about the account in one query: why it may not send, the sender's type, the opt-out.
+def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, object]]) -> list[Row | None]:
+    """What intake reads for each (account_id, to, from, user_id), in one query for them all: why the account
+    may not send (the columns `blocked_reason` reads), the sender's type, the opt-out, the user's role and
+    what the account or user could hold.
 
-    None when there is no such account. The columns are those `blocked_reason` reads.
+    None for a message whose account does not exist.
     """
-    sender_type = (select(PhoneNumber.type).where(PhoneNumber.account_id == account_id, PhoneNumber.phone == from_)
-                   .scalar_subquery() if from_ is not None else literal(None))
-    opted_out = (select(OptOut.id).where(OptOut.account_id == account_id, OptOut.phone == to).exists()
-                 if to is not None else literal(False))
-    return session.execute(
-        select(Account.sending_blocked_reason, Account.status, Account.status_reason,
-               sender_type.label("sender_type"), opted_out.label("opted_out"))
-        .where(Account.id == account_id)
-    ).first()
+    parameters = {}
+    for i, (account_id, to, from_, user_id) in enumerate(wanted):
+        parameters.update({f"account_id_{i}": account_id, f"to_{i}": to, f"from__{i}": from_,
+                           f"user_id_{i}": user_id if isinstance(user_id, str) else None})
+    rows = session.connection().execute(_facts_query(len(wanted)), parameters).all()
+    found = {row.i: row for row in rows}
+    return [found.get(i) for i in range(len(wanted))]
 
 
-def _check_fields(session: Session, account_id: str, request: MessageRequest, to: str | None, from_: str | None,
-                  number_type: str | None, errors: dict[str, str],
+_ASKED = (("account_id", String()), ("to", String()), ("from_", String()), ("user_id", String()))
+
+
+@functools.lru_cache(maxsize=256)
+def _facts_query(count: int) -> Select:
+    """The statement for `count` messages, built once: SQLAlchemy then reuses its compiled form and
+    PostgreSQL its plan (the batch's values are bound parameters)."""
+    asked = [select(literal(i).label("i"),
+                    *(cast(bindparam(f"{name}_{i}"), type_).label(name) for name, type_ in _ASKED))
+             for i in range(count)]
+    ask = (union_all(*asked) if count > 1 else asked[0]).subquery("ask")
+    return (
+        select(ask.c.i, Account.sending_blocked_reason, Account.status, Account.status_reason,
+               Account.overdraft_policy, Account.overdraft_limit, ledger.POOL_AVAILABLE.label("pool"),
+               select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
+                                               PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
+               select(OptOut.id).where(OptOut.account_id == ask.c.account_id, OptOut.phone == ask.c.to)
+               .exists().label("opted_out"),
+               select(User.role).where(User.id == ask.c.user_id, User.account_id == ask.c.account_id,
+                                       User.deleted_at.is_(None)).scalar_subquery().label("role"),
+               select(User.balance - User.held).where(User.id == ask.c.user_id).scalar_subquery().label("own"))
+        .select_from(ask.join(Account, Account.id == ask.c.account_id))
+    )
+
+
+def _check_fields(request: MessageRequest, to: str | None, from_: str | None, facts: Row, errors: dict[str, str],
                   now: datetime) -> tuple[str, str, str, str | None, datetime | None]:
     """Every field problem at once (`errors` holds those of the numbers), as one ValidationFailed naming each field."""
     sender_type = "long_code"
     if from_ is not None:
-        if number_type is None:
+        if facts.sender_type is None:
             errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
         else:
-            sender_type = number_type
+            sender_type = facts.sender_type
     user_id = request.user_id
-    if user_id is not None:
-        user = session.get(User, user_id) if isinstance(user_id, str) else None
-        if user is None or user.account_id != account_id or user.deleted_at is not None:
-            errors["user_id"] = "is not a user of this account"
+    if user_id is not None and facts.role is None:  # no such user, another account's, or deleted
+        errors["user_id"] = "is not a user of this account"
     send_at = _parse_send_at(request.send_at, now, errors)
     if errors:
         raise ValidationFailed("Invalid message: " + "; ".join(f"{f} {r}" for f, r in errors.items()), errors=errors)
@@ -149,10 +203,20 @@ def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:
     return max(int(ahead.total_seconds() * 1000), 0)
 
 
-def _pre_check(session: Session, account_id: str, user_id: str | None, required: int) -> None:
-    """Refuse early what the hold would refuse later (a locked account raises AccountLocked here)."""
-    available = ledger.available_for(session, account_id, user_id)
-    if available is not None and available < required:
+def _pre_check(account_id: str, facts: Row, required: int) -> None:
+    """Refuse early what the hold would refuse later: a locked account, or one (or a user) that cannot pay.
+
+    What a hold could take is `ledger.available_for`'s rule, on the columns `_facts` read for it.
+    """
+    if facts.status != "active":
+        raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
+    if facts.role == "user":
+        available = facts.own
+    elif facts.overdraft_policy == "postpaid":
+        return
+    else:
+        available = facts.pool + facts.overdraft_limit
+    if available < required:
         raise InsufficientCredits(
             f"This message needs {format_credits(required)} credits;"
             f" {format_credits(max(available, 0))} are available.",

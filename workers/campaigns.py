@@ -6,20 +6,16 @@ a replay only enqueues again what may be missing (the send step ignores a messag
 
 import logging
 from datetime import UTC, datetime
-from uuid import uuid4
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
 
+from shared.broker import enqueue_many
 from shared.fan_out import due_steps, fan_out_chunk as make_chunk, start_step
 
 from . import resources
 from .sending import send_message
 
 log = logging.getLogger(__name__)
-
-PIPELINE_BATCH = 1000  # messages per Redis round trip
 
 
 @dramatiq.actor(queue_name="campaigns", max_retries=20)
@@ -50,32 +46,3 @@ def start_due_campaign_steps() -> None:
     enqueue_many(fan_out_campaign, due)
     if due:
         log.info("campaigns: %d steps due", len(due))
-
-
-def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple]) -> None:
-    """`actor.send(*args)` for each args, in Redis pipelines of PIPELINE_BATCH: one round trip per batch.
-
-    Runs the RedisBroker's own enqueue (message copy with a fresh redis_message_id, middleware
-    hooks, the dispatch script) so the messages are indistinguishable from `actor.send`'s.
-    Other brokers (the StubBroker) enqueue one by one.
-    """
-    broker = actor.broker
-    if not isinstance(broker, RedisBroker):
-        for args in args_list:
-            actor.send(*args)
-        return
-    dispatch = broker.scripts["dispatch"]
-    for start in range(0, len(args_list), PIPELINE_BATCH):
-        pipeline = broker.client.pipeline(transaction=False)
-        sent = []
-        for args in args_list[start:start + PIPELINE_BATCH]:
-            message = actor.message(*args).copy(options={"redis_message_id": str(uuid4())})
-            broker.emit_before("enqueue", message, None)
-            dispatch(keys=[broker.namespace], client=pipeline, args=[
-                "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
-                broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
-                message.options["redis_message_id"], message.encode()])
-            sent.append(message)
-        pipeline.execute()
-        for message in sent:
-            broker.emit_after("enqueue", message, None)
