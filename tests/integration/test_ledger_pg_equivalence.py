@@ -172,6 +172,13 @@ class TwinLedgers(RuleBasedStateMachine):
                                 priority=priority, user_id=twin.users[0] if to_user else None, idempotency_key=key)
         self.keyed(operation)
 
+    @rule(amount=credits, to_user=st.booleans())
+    def crossing_lots(self, amount, to_user):
+        """Two lots of one priority whose grant order and expiry order disagree: only the burn order decides."""
+        self.grant(amount, "bonus", to_user=to_user, days=400, priority=15)
+        self.now += timedelta(minutes=1)
+        self.grant(amount, "bonus", to_user=to_user, days=20, priority=15)
+
     @rule(amount=credits, sender=st.sampled_from([None, 0, 1, 2, "stranger"]))
     def reserve(self, amount, sender):
         self.hold(amount, sender)
