@@ -4,7 +4,8 @@ Closing a period, in one transaction under the account lock, at the instant the 
 1. expire lots due by then (plan credits of the ended cycle unless `rollover_protection`, rollover
    lots whose 12 months are up);
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
-3. charge the phone numbers' monthly credits (a `month_end_charge` entry);
+3. charge the phone numbers' monthly credits (a `month_end_charge` entry); an account on the credit
+   hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
 4. when a cycle ends: apply a pending plan change, grant the next cycle's credits (none while
    `credit_hold`): `plan` lots, or `rollover` lots on a fifo_12m plan;
 5. give each role-`user` user its monthly credits from the pool (as much as the pool holds).
@@ -70,6 +71,7 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     expired: int = 0
     billed: int = 0
+    credit_hold_fee_cents: int = 0
     number_fees: int = 0
     granted: int = 0
     allocated: int = 0
@@ -136,7 +138,7 @@ def run(database: Database, gateway: PaymentGateway | None, period: Period, *, n
     summary = Summary(str(period), dry_run=dry_run)
     for batch in account_batches(database, batch_size):
         done = close_accounts(database, batch, period, now=now, dry_run=dry_run)
-        if not dry_run and gateway is not None and done.billed:
+        if not dry_run and gateway is not None and (done.billed or done.credit_hold_fee_cents):
             done.add(collect_batch(database, gateway, batch, now=now))
         summary.add(done)
         if progress is not None:
@@ -317,6 +319,7 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime)
         close.expire()
         close.reset_debt()
         close.charge_numbers(int(fees.get(close.account.id) or 0))  # PostgreSQL sums to Decimal
+        close.charge_credit_hold_fee()
         close.grant_next_cycle()
     _insert_grant_lots(session, [close for close in closes if close.grant_lot is not None])
     for close in closes:
@@ -411,6 +414,11 @@ class _Close:
         self._take(fees, partial=True)
         self._entry(None, "month_end_charge", -fees, f"numbers:{self.period}", f"{self.key}:numbers", None)
         self.summary.number_fees = fees
+
+    def charge_credit_hold_fee(self) -> None:
+        """The credit hold plan keeps accumulated credits usable for a small monthly fee, billed in money."""
+        if self.account.credit_hold:
+            self.summary.credit_hold_fee_cents = default_price_list().credit_hold_monthly_fee_cents
 
     def grant_next_cycle(self) -> None:
         """When a cycle ends: a pending plan change applies, then ledger.grant of the next cycle's credits."""
@@ -519,10 +527,12 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
     ), [dict(account_key=close.account.id, new_balance=close.balance, new_allocated=close.allocated,
              new_status=close.status, new_reason=close.status_reason, new_plan=close.plan_monthly,
              new_next_plan=close.next_plan) for close in closes])
-    if bills := [close for close in closes if close.summary.billed]:
+    if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents]:
         session.execute(_insert(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",
-                 amount=close.summary.billed, amount_cents=bill_cents(close.summary.billed), created_at=utc(now))
+                 amount=close.summary.billed,
+                 amount_cents=bill_cents(close.summary.billed) + close.summary.credit_hold_fee_cents,
+                 created_at=utc(now))
             for close in bills])
 
 

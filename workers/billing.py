@@ -26,7 +26,7 @@ def run_month_end(period: str, account_ids: list[str]) -> None:
     """Close `period` (and any earlier period missed) for each account, then collect their bills."""
     database, now = resources.current().database, datetime.now(UTC)
     summary = month_end.close_accounts(database, account_ids, Period.parse(period), now=now)
-    if summary.billed:
+    if summary.billed or summary.credit_hold_fee_cents:
         month_end.collect_batch(database, billing().payments, account_ids, now=now)
     if summary.failed:
         log.error("month-end %s failed for %s", period, ", ".join(summary.failed))

@@ -11,6 +11,7 @@ from shared.ids import new_id
 from shared.ledger_verify import verify
 from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User
 from shared.payments import SimulatedGateway
+from shared.price_list import default_price_list
 
 CREDIT = 1000
 
@@ -128,6 +129,26 @@ def test_postpaid_debt_is_billed_reset_and_charged_once(database):
     with database.unit_of_work() as session:
         bill = session.scalar(select(BillingRun).where(BillingRun.step == "bill"))
         assert (bill.status, bill.amount) == ("paid", 12500)
+
+
+def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_once(database):
+    # given an account on the credit hold plan with 70 accumulated credits and a card on file
+    account_id = make_account(database, monthly=100, credit_hold=True, card="pm_card_visa")
+    with database.unit_of_work() as session:
+        ledger.grant(session, account_id, 70 * CREDIT, "purchase", granted_at=local("UTC", 2020, 8, 16),
+                     idempotency_key="bought")
+    gateway = SimulatedGateway()
+
+    # when August closes, twice
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1, 1))
+
+    # then no plan credits came, the 70 stay usable, and the fee was charged once
+    fee = default_price_list().credit_hold_monthly_fee_cents
+    assert (summary.granted, summary.credit_hold_fee_cents, summary.payments_succeeded) == (0, fee, 1)
+    assert balance(database, account_id).available == 70 * CREDIT
+    assert [charge.amount_cents for charge in gateway.charges(account_id)] == [fee]
+    assert_ledger_consistent(database)
 
 
 def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
