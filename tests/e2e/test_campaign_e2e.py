@@ -1,0 +1,76 @@
+"""A campaign over the real processes: web, worker, Twilio simulator, Redis, PostgreSQL."""
+
+import time
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from shared.db import Database
+from shared.models import Entry
+from tests.e2e.test_send_pipeline_e2e import OPERATOR, ledger_verify, new_account, simulated
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_server, tmp_path_factory):
+    env = {"CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",
+           "TWILIO_SIM_CALLBACK_DELAY_MS": "50"}
+    with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_campaign", env=env) as running:
+        yield running
+
+
+def campaign(stack, headers: dict, campaign_id: str) -> dict:
+    response = requests.get(f"{stack.url}/v1/campaigns/{campaign_id}", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_campaign_reaches_every_valid_recipient_once_and_charges_what_twilio_sent(stack):
+    # given a prepaid account with 200 credits, a number on its do-not-contact list, and a list with a duplicate
+    # and an invalid number among 60 recipients
+    account_id, headers, sender = new_account(stack, 9001, "200")
+    requests.post(f"{stack.url}/v1/opt-outs", headers=headers, json={"phone": "+14155550207"},
+                  timeout=10).raise_for_status()
+    recipients = [{"to": f"+1415555{200 + n:04d}", "fields": {"first_name": f"Member{n}"}} for n in range(58)]
+    recipients += [{"to": "+14155550201", "fields": {"first_name": "Again"}},
+                   {"to": "12", "fields": {"first_name": "Nobody"}}]
+
+    # when the campaign is posted (the body is a Liquid template rendered per recipient)
+    response = requests.post(f"{stack.url}/v1/campaigns", headers=headers, timeout=30, json={
+        "name": "Easter service", "from": sender, "recipients": recipients,
+        "body": "Hi {{ first_name }}, Easter service is at 10am. Reply STOP to opt out.",
+        "quiet_hours": {"start": "00:00", "end": "00:00"}})
+    assert response.status_code == 202, response.text
+    campaign_id = response.json()["id"]
+
+    # then every valid recipient gets exactly one text, and the skips carry their reasons
+    deadline = time.monotonic() + 120
+    while (view := campaign(stack, headers, campaign_id))["counts"]["delivered"] < 57:
+        assert time.monotonic() < deadline, view
+        time.sleep(0.5)
+    assert view["counts"]["skipped"] == 3
+    assert view["skip_reasons"] == {"do_not_contact": 1, "duplicate": 1, "invalid_number": 1}
+    sent = [m for m in simulated(stack)["messages"] if m["from"] == sender]
+    assert len(sent) == 57 and {m["creates"] for m in sent} == {1}
+    assert "+14155550207" not in {m["to"] for m in sent}
+    assert any(m["body"] == "Hi Member3, Easter service is at 10am. Reply STOP to opt out." for m in sent)
+
+    # and, once settled, the account paid exactly Twilio's segments, with a clean ledger
+    expected = sum(m["num_segments"] for m in sent) * 1000
+    while campaign(stack, headers, campaign_id)["credits_charged"] != str(expected // 1000):
+        assert time.monotonic() < deadline, campaign(stack, headers, campaign_id)
+        time.sleep(0.5)
+    database = Database(stack.database_url, pool_size=1)
+    try:
+        with database.unit_of_work() as session:
+            usage = session.scalar(select(func.sum(Entry.amount)).where(Entry.account_id == account_id,
+                                                                        Entry.kind == "usage"))
+    finally:
+        database.dispose()
+    assert -usage == expected
+    assert ledger_verify(stack).returncode == 0
+    balance = requests.get(f"{stack.url}/v1/accounts/{account_id}/balance", headers=OPERATOR, timeout=10).json()
+    assert balance["balance"] == str(200 - expected // 1000) and balance["held"] == "0"
