@@ -480,15 +480,23 @@ def available_for(session: Session, account_id: str, user_id: str | None = None)
     ).first()
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    if account.status != "active":
-        raise AccountLocked(f"account {account_id} is {account.status}: {account.status_reason or 'no reason given'}")
-    if user_id is not None and account.role is None:
+    if user_id is not None and account.role is None and account.status == "active":
         raise NotFound(f"No user {user_id} in account {account_id}.")
-    if account.role == "user":
-        return account.own
-    if account.overdraft_policy == "postpaid":
+    return holdable(account_id, account)
+
+
+def holdable(account_id: str, facts) -> int | None:
+    """What a hold could take, from an account's status, policy, limit, `pool` and the sender's `role` and `own`.
+
+    None means no limit (postpaid pool). Raises AccountLocked when holds are refused.
+    """
+    if facts.status != "active":
+        raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
+    if facts.role == "user":
+        return facts.own
+    if facts.overdraft_policy == "postpaid":
         return None
-    return account.pool + account.overdraft_limit
+    return facts.pool + facts.overdraft_limit
 
 
 def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[Row]:

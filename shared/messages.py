@@ -12,7 +12,7 @@ from sqlalchemy import Row, Select, String, bindparam, cast, insert, literal, se
 from sqlalchemy.orm import Session
 
 from . import ledger
-from .errors import AccountLocked, DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
+from .errors import DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
 from .estimate import Estimate, estimate_message
 from .ids import new_id
 from .models import Account, Message, OptOut, PhoneNumber, User
@@ -204,18 +204,10 @@ def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:
 
 
 def _pre_check(account_id: str, facts: Row, required: int) -> None:
-    """Refuse early what the hold would refuse later: a locked account, or one (or a user) that cannot pay.
-
-    What a hold could take is `ledger.available_for`'s rule, on the columns `_facts` read for it.
-    """
-    if facts.status != "active":
-        raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
-    if facts.role == "user":
-        available = facts.own
-    elif facts.overdraft_policy == "postpaid":
+    """Refuse early what the hold would refuse later: a locked account, or one (or a user) that cannot pay."""
+    available = ledger.holdable(account_id, facts)
+    if available is None:
         return
-    else:
-        available = facts.pool + facts.overdraft_limit
     if available < required:
         raise InsufficientCredits(
             f"This message needs {format_credits(required)} credits;"

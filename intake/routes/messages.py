@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy.exc import DataError, IntegrityError
 
 from shared.db import Database
 from shared.errors import DomainError
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 SEND_ACTOR = "send_message"
 RELEASE_ACTOR = "release_scheduled"  # a scheduled message's job, delayed until its send_at
 MAX_BATCH = 200  # messages per unit of work
-WRITERS = int(__import__("os").environ.get("XW", "4"))  # units of work in flight at once; beyond that, requests gather into the next batches
+# Units of work in flight at once; requests arriving meanwhile gather into the next batch. Two, so a batch
+# waiting on a row lock (an account's, held by a ledger step) does not stop the intake; more only adds
+# GIL contention and smaller batches.
+WRITERS = 2
 
 routes = web.RouteTableDef()
 
@@ -130,12 +134,16 @@ def _accept_batch(database: Database, enqueuer: Enqueuer,
     try:
         with database.unit_of_work() as session:
             outcomes = accept_messages(session, requests, rate_card=default_rate_card(), now=datetime.now(UTC))
-    except Exception as error:
+    except (IntegrityError, DataError) as error:
         if len(requests) == 1:
             return [error]
-        # A failure no check foresaw (a constraint, the connection): alone, each request meets only its own.
-        log.warning("a batch of %d messages failed (%r); accepting them one by one", len(requests), error)
+        # A row the database refused (a user deleted meanwhile...), before any commit: alone, each request
+        # meets only its own fate. Other failures (the connection, even at COMMIT) are not retried: the
+        # batch may have been committed, and a retry would store its messages twice.
+        log.warning("a batch of %d messages was refused (%r); accepting them one by one", len(requests), error)
         return [outcome for request in requests for outcome in _accept_batch(database, enqueuer, [request])]
+    except Exception as error:
+        return [error] * len(requests)
     _enqueue(enqueuer, [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)])
     return [outcome if isinstance(outcome, DomainError) else _answer(*outcome) for outcome in outcomes]
 
