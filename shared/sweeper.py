@@ -74,13 +74,18 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
 
 
 def _stale_waiting(session: Session, now: datetime, before: datetime) -> list[str]:
-    """Scheduled messages whose time has come (now `accepted`) and accepted ones waiting since `before`."""
-    due = list(session.scalars(
+    """Scheduled messages whose time has come (now `accepted`) and accepted ones waiting since `before`.
+
+    Every due message is released, batch after batch: a campaign held back by quiet hours goes out
+    when its recipients' window opens, not a batch per sweep.
+    """
+    due: list[str] = []
+    while batch := list(session.scalars(
         select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
-    ))
-    if due:
-        session.execute(update(Message).where(Message.id.in_(due), Message.status == "scheduled")
+    )):
+        session.execute(update(Message).where(Message.id.in_(batch), Message.status == "scheduled")
                         .values(status="accepted", updated_at=now).execution_options(synchronize_session=False))
+        due += batch
     stale = session.scalars(
         select(Message.id).where(Message.status == "accepted", Message.updated_at <= before)
         .order_by(Message.updated_at).limit(BATCH)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared import parking
+from shared.broker import enqueue_many
 from shared.sweeper import release_scheduled as release_if_due
 from shared.sweeper import sweep as sweep_once
 
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 def sweep() -> None:
     """Not retried: the next scheduled sweep does the same work."""
     r = resources.current()
-    report = sweep_once(r.database, enqueue=send_message.send, gateway_for=r.gateway_for, rate_card=r.rate_card,
+    to_send: list[str] = []
+    report = sweep_once(r.database, enqueue=to_send.append, gateway_for=r.gateway_for, rate_card=r.rate_card,
                         now=datetime.now(UTC), stale_after=r.stale_after)
+    enqueue_many(send_message, [(message_id,) for message_id in to_send])  # a round trip per batch, not per message
     for message_id in report.to_settle:
         settle_message.send(message_id)
     if report.enqueued or report.reconciled or report.unparked or report.to_settle:

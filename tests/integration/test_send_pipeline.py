@@ -169,6 +169,22 @@ def test_send_at_in_the_future_schedules_and_the_sweeper_releases_it_when_due(da
     assert enqueued == [message_id] and message(database, message_id).status == "accepted"
 
 
+def test_one_sweep_releases_every_due_message_not_just_a_batch(database, gateways):
+    # given more scheduled messages than a sweeper batch whose time has come (a quiet-hours window opening)
+    account_id = make_account(database, 2000)
+    ids = [accept(database, account_id, body=f"n{n}", send_at=(now() + timedelta(seconds=1)).isoformat())
+           for n in range(sweeper.BATCH + 20)]
+
+    # when one sweep runs after their time
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+
+    # then all of them are released and enqueued
+    assert sorted(enqueued) == sorted(ids)
+    assert {message(database, message_id).status for message_id in ids} == {"accepted"}
+
+
 # --- send ------------------------------------------------------------------------------------------
 
 def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, simulator):  # noqa: F811
