@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--rates", default="100,300,500", help="open-loop POST rates (req/s), comma-separated")
     parser.add_argument("--seconds", type=float, default=10, help="per open-loop rate")
     parser.add_argument("--intake-only", action="store_true", help="only the intake phase")
+    parser.add_argument("--accounts", type=int, default=10, help="sending accounts (each its own hot row)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
@@ -182,7 +183,7 @@ def main() -> int:
         async def drive():
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
-                senders = await create_accounts(session, stack.url, 10)
+                senders = await create_accounts(session, stack.url, args.accounts)
                 if args.intake_only:
                     posted = settled = None
                 else:
@@ -218,7 +219,7 @@ def main() -> int:
     if not args.intake_only:
         rows += [
             ("dramatiq no-op jobs/s (same Redis, same workers)", f"{noop:.0f}"),
-            (f"settled messages/s end to end ({args.messages} messages)",
+            (f"settled messages/s end to end ({args.messages} messages, {args.accounts} accounts)",
              f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
             ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
         ]
