@@ -13,11 +13,32 @@ async def read_json(request: web.Request) -> dict:
         raise Problem(400, "Bad Request", "The request needs a JSON object body.")
     try:
         body = json.loads(raw)
+        _check_text(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise Problem(400, "Bad Request", f"The body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, "Bad Request", "The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "The body must be a JSON object.")
     return body
+
+
+def _check_text(value) -> None:
+    """Text the database can store: no NUL character, no unpaired UTF-16 surrogate (a lone \\ud800)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise Problem(400, "Bad Request", "The body contains a NUL character (\\u0000).")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Problem(400, "Bad Request", "The body contains an unpaired surrogate (\\ud800-\\udfff alone).") from None
 
 
 def json_response(data, status: int = 200) -> web.Response:

@@ -94,8 +94,13 @@ def _set_overdraft(account: Account, overdraft: Overdraft) -> None:
     account.overdraft_limit = overdraft.limit
 
 
+HOST_DEPENDENT_ZONES = ("localtime", "posixrules", "Factory")  # files in the zone database, not places
+
+
 def _check_timezone(name: str) -> None:
     try:
+        if name in HOST_DEPENDENT_ZONES:
+            raise ValueError(f"{name!r} is not an IANA time zone such as 'America/New_York'")
         zone(name)
     except ValueError as error:
         raise ValidationFailed(f"timezone: {error}", errors={"timezone": str(error)}) from None

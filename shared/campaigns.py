@@ -434,6 +434,8 @@ def cancel_campaign(session: Session, campaign_id: str, *, account_id: str | Non
     campaign = get_campaign(session, campaign_id, account_id=account_id)
     if campaign.status == "canceled":
         return campaign
+    if campaign_view(session, campaign)["status"] == "completed":
+        raise Conflict(f"campaign {campaign_id} has completed: there is nothing left to cancel")
     campaign.status, campaign.updated_at = "canceled", now
     session.execute(update(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
                                                CampaignStep.status == "pending").values(status="canceled"))

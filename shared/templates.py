@@ -1,19 +1,29 @@
 """Message bodies as Liquid templates (python-liquid), rendered once per recipient with their fields.
 
 Undefined is strict: a template that names a field a recipient does not have is refused when the
-campaign is created, never sent with a hole in it. Every refusal names the template's field
-(`body`, `steps[1].body`) and the line in it.
+campaign is created, never sent with a hole in it (unless it says `| default: "..."`). Every refusal
+names the template's field (`body`, `steps[1].body`) and the line in it. A body is a text message:
+no includes, and loops and output are capped so one template cannot tie up a process.
 """
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from liquid import Environment, StrictUndefined
+from liquid import Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError, UndefinedError
 
 from .errors import ValidationFailed
 
-ENVIRONMENT = Environment(undefined=StrictUndefined)
+
+
+class MessageEnvironment(Environment):
+    loop_iteration_limit = 1_000
+    output_stream_limit = 10_000  # characters; a message body may not exceed 1,600 anyway
+
+
+ENVIRONMENT = MessageEnvironment(undefined=StrictDefaultUndefined)
+for _tag in ("include", "render"):  # nothing to include: a body is one template
+    ENVIRONMENT.tags.pop(_tag, None)
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def render(template: MessageTemplate, fields: Mapping[str, object], *, recipient
     try:
         return template.render(fields)
     except UndefinedError as error:
-        raise _refusal(template.field, error, f"{recipient} has no field for {error.message}") from None
+        raise _refusal(template.field, error, f"{recipient} lacks a field it uses ({error.message})") from None
     except LiquidError as error:
         raise _refusal(template.field, error, f"cannot be rendered for {recipient}: {error.message}") from None
 

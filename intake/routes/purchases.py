@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from shared.expiry import utc
 from shared.models import Payment
 from shared.money import format_credits, parse_credits
 from shared.payments import gateway_from_settings
@@ -55,7 +56,7 @@ def payment_json(payment: Payment) -> dict:
         "failure_message": payment.failure_message,
         "lot_id": payment.lot_id,
         "source": payment.source,
-        "created_at": payment.created_at.isoformat(),
+        "created_at": utc(payment.created_at).isoformat(),
     }
 
 

@@ -74,3 +74,9 @@ def test_a_campaign_reaches_every_valid_recipient_once_and_charges_what_twilio_s
     assert ledger_verify(stack).returncode == 0
     balance = requests.get(f"{stack.url}/v1/accounts/{account_id}/balance", headers=OPERATOR, timeout=10).json()
     assert balance["balance"] == str(200 - expected // 1000) and balance["held"] == "0"
+
+    # and a completed campaign cannot be canceled after the fact
+    assert campaign(stack, headers, campaign_id)["status"] == "completed"
+    cancel = requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=headers, timeout=10)
+    assert cancel.status_code == 409 and cancel.headers["Content-Type"].startswith("application/problem+json")
+    assert campaign(stack, headers, campaign_id)["status"] == "completed"

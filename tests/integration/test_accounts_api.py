@@ -53,6 +53,7 @@ async def test_operator_creates_an_account_whose_key_sees_only_it(client):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"timezone": "localtime"}, "timezone"),
     ({"plan": {"monthly_credits": "10", "cycle": "weekly"}}, "plan.cycle"),
     ({"plan": {"monthly_credits": "-10"}}, "plan.monthly_credits"),
     ({"plan": {"monthly_credits": 1.5}}, "plan.monthly_credits"),

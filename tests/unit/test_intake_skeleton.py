@@ -126,7 +126,8 @@ async def test_without_a_key_every_post_runs(aiohttp_client, settings, sqlite_da
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b"\xff\xfe", b'{"a": "\\ud800"}',
+                                 b'{"a": ["x\\u0000"]}', b'{"\\udfff": 1}', b"[" * 100_000 + b"]" * 100_000])
 async def test_malformed_bodies_are_400_problems(aiohttp_client, settings, sqlite_database, fake_broker, raw):
     app, calls = _app_with_counting_route(settings, sqlite_database, fake_broker)
     client = await aiohttp_client(app)

@@ -39,3 +39,25 @@ def test_loops_and_assignments_are_not_unknown_fields():
 def test_an_empty_body_is_refused():
     with pytest.raises(ValidationFailed):
         compile_template("  ")
+
+
+def test_default_fills_a_field_a_recipient_lacks():
+    template = compile_template('Hi {{ name }}, see you {{ day | default: "Sunday" }}', known_fields={"name", "day"})
+
+    assert render(template, {"name": "Ann"}, recipient="recipients[0]") == "Hi Ann, see you Sunday"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('{% include "/etc/passwd" %}', "unexpected tag 'include'"),
+    ('{% render "other" %}', "unexpected tag 'render'"),
+])
+def test_a_body_cannot_include_other_templates(body, reason):
+    with pytest.raises(ValidationFailed, match=reason):
+        compile_template(body, known_fields=set())
+
+
+def test_a_runaway_loop_is_stopped_and_refused():
+    template = compile_template("{% for i in (1..100000000) %}x{% endfor %}", known_fields=set())
+
+    with pytest.raises(ValidationFailed, match="loop iteration limit"):
+        render(template, {}, recipient="recipients[0]")
