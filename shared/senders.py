@@ -21,8 +21,11 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
         raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
     monthly_cost = default_rate_card().price("phone_number", country=country_of(phone), sender_type=number_type)
     ledger.lock_account(session, account_id)
-    if _find(session, account_id, phone) is not None:
+    owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
+    if owner == account_id:
         raise Conflict(f"{phone} is already a number of account {account_id}")
+    if owner is not None:  # inbound texts and callbacks on a number must name one account
+        raise Conflict(f"{phone} is a number of another account")
     number = PhoneNumber(account_id=account_id, phone=phone, type=number_type, monthly_cost=monthly_cost)
     session.add(number)
     session.flush()

@@ -194,3 +194,22 @@ async def test_numbers_are_validated_listed_and_removed(client):
     assert [(n["phone"], n["type"]) for n in listed["data"]] == [("+14155550100", "toll_free")]
     assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 204
     assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 404
+
+
+async def test_a_number_belongs_to_one_account_only(client):
+    # given a number that account A sends from
+    first, own_first = await create_account(client)
+    second, own_second = await create_account(client)
+    assert (await client.post(f"/v1/accounts/{first}/numbers", json={"phone": "+14155550123", "type": "long_code"},
+                              headers=own_first)).status == 201
+
+    # when account B claims it too
+    response = await client.post(f"/v1/accounts/{second}/numbers", json={"phone": "+14155550123",
+                                                                       "type": "long_code"}, headers=own_second)
+
+    # then it is refused without naming the owner, and B cannot send from it
+    assert response.status == 409
+    assert first not in (await response.json())["detail"]
+    sent = await client.post("/v1/messages", json={"to": "+14155550100", "from": "+14155550123", "body": "hi"},
+                             headers=own_second)
+    assert sent.status == 422
