@@ -21,13 +21,13 @@ from liquid.exceptions import LiquidError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger
+from . import auto_recharge, ledger
 from .db import Database
 from .dunning_sms import DunningTexter, SmsOutcome
 from .email import Email, EmailSender
 from .errors import NotFound, ValidationFailed
 from .ids import new_id
-from .models import Account, AutoRecharge, DunningRun, DunningSchedule, DunningStep, Payment, User
+from .models import Account, DunningRun, DunningSchedule, DunningStep, Payment, User
 from .opt_outs import is_opted_out
 from .payments import PaymentGateway
 from .purchases import charge_payment, open_payment, retry
@@ -242,7 +242,7 @@ def start_dunning(session: Session, account_id: str, *, reason: str, amount_cent
     schedule = session.get(DunningSchedule, account_id)
     steps = schedule.steps if schedule else DEFAULT_STEPS
     if payment_method is None:
-        payment_method = session.scalar(select(AutoRecharge.payment_method).where(AutoRecharge.account_id == account_id))
+        payment_method = auto_recharge.payment_method_on_file(session, account_id)
     run = DunningRun(id=new_id("dun"), account_id=account_id, unpaid_account_id=account_id, reason=reason,
                      references=[reference], amount_cents=amount_cents, currency=currency, credits=credits_mc,
                      payment_method=payment_method, steps=steps, site=schedule.site if schedule else "default",

@@ -151,13 +151,6 @@ def retry(session: Session, payment: Payment, *, now: datetime) -> None:
     payment.updated_at = now
 
 
-def get_payment(session: Session, account_id: str, payment_id: str) -> Payment:
-    payment = session.get(Payment, payment_id)
-    if payment is None or payment.account_id != account_id:
-        raise NotFound(f"No payment {payment_id}.")
-    return payment
-
-
 def stale_payments(session: Session, *, source: str, now: datetime, older_than: timedelta) -> list[str]:
     """Payments still pending well after they were opened: a process died before recording the outcome."""
     return list(session.scalars(select(Payment.id).where(
