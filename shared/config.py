@@ -2,7 +2,7 @@
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -44,7 +44,6 @@ class Settings:
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
     payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.payments.gateway_from_settings
-    extra: dict = field(default_factory=dict)
 
 
 def _port(name: str, raw: str) -> int:
