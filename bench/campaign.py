@@ -27,8 +27,8 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from shared import ledger  # noqa: E402
-from shared.accounts import Overdraft, create_account  # noqa: E402
+from shared.ledger import book  # noqa: E402
+from shared.ledger.accounts import Overdraft, create_account  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.models import Base, PhoneNumber  # noqa: E402
@@ -124,7 +124,7 @@ def seed(database: Database, recipients: int) -> str:
                                     plan_cycle="monthly", plan_rollover="none", overdraft=Overdraft("prepaid"),
                                     low_balance_threshold=0)
         session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
-        ledger.grant(session, account.id, recipients * 10_000, "purchase", granted_at=now, idempotency_key="bench")
+        book.grant(session, account.id, recipients * 10_000, "purchase", granted_at=now, idempotency_key="bench")
         return account.id
 
 

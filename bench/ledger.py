@@ -8,7 +8,7 @@ N threads, each on its own pooled connection:
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), as a send does, counted in pairs.
 Both on one hot account, then spread over --accounts accounts. No assertions: figures only. On
-PostgreSQL reserve and settle are one call each of the functions in shared/ledger_pg.py. The machine
+PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
 may be shared: the load average is printed before and after, compare ratios from one run only.
 """
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text  # noqa: E402
 
-from shared import accounts, ledger  # noqa: E402
+from shared.ledger import accounts, book  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.models import Base  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
@@ -45,7 +45,7 @@ def open_accounts(database: Database, count: int) -> list[str]:
             account, _ = accounts.create_account(
                 session, name=f"bench {index}", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
                 plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
-            ledger.grant(session, account.id, 10**12, "purchase", granted_at=NOW, idempotency_key=f"seed-{account.id}")
+            book.grant(session, account.id, 10**12, "purchase", granted_at=NOW, idempotency_key=f"seed-{account.id}")
             ids.append(account.id)
     return ids
 
@@ -88,10 +88,10 @@ def ledger_rate(database: Database, account_ids: list[str], threads: int, second
     def pair(index: int, n: int) -> None:
         key = f"{label}-{index}-{n}"
         with database.unit_of_work() as session:
-            hold = ledger.reserve(session, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
+            hold = book.reserve(session, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
                                   ttl_seconds=900, now=NOW)
         with database.unit_of_work() as session:
-            ledger.settle(session, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
+            book.settle(session, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
     return run_threads(threads, seconds, pair)
 

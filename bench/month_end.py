@@ -1,5 +1,5 @@
 """Month-end for 100,000 accounts on PostgreSQL, the way production runs it: batches of accounts, each
-batch one transaction through shared.month_end.close_accounts, spread over worker processes. Prints wall
+batch one transaction through shared.billing.month_end.close_accounts, spread over worker processes. Prints wall
 time, accounts/s and peak RSS (the Python processes together, and PostgreSQL's); asserts nothing.
 
     PYTHONPATH=. /work/venv/bin/python bench/month_end.py [--accounts 100000] [--processes 2] [--batch 500]
@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from shared import month_end  # noqa: E402
-from shared.calendar import Period, period_end  # noqa: E402
+from shared.billing import month_end  # noqa: E402
+from shared.billing.calendar import Period, period_end  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.models import Base  # noqa: E402
-from shared.payments import SimulatedGateway  # noqa: E402
+from shared.billing.payments import SimulatedGateway  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 
 PERIOD = Period(2026, 1)

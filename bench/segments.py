@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.segments import count_segments  # noqa: E402
+from shared.messaging.segments import count_segments  # noqa: E402
 
 BODIES = {
     "short GSM (24 chars)": "Open house Sunday at 2pm",

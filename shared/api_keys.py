@@ -6,7 +6,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import ApiKey
+from shared.models import ApiKey
 
 KEY_PREFIX = "cq_live_"
 

@@ -8,7 +8,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from .config import ConfigError
+from shared.config import ConfigError
 
 PIPELINE_BATCH = 1000  # messages per Redis round trip
 

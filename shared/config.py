@@ -43,7 +43,7 @@ class Settings:
     hold_ttl_seconds: int = 900
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
-    payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.payments.gateway_from_settings
+    payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
 
 
 def _port(name: str, raw: str) -> int:

@@ -16,7 +16,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Protocol
 
-from .config import Settings, SmtpSettings
+from shared.config import Settings, SmtpSettings
 
 
 @dataclass(frozen=True)

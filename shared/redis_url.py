@@ -1,7 +1,7 @@
 """Where Redis is: REDIS_URL, or the embedded server kept in the data directory."""
 
-from .config import Settings
-from .embedded_redis import EmbeddedRedis
+from shared.config import Settings
+from shared.embedded_redis import EmbeddedRedis
 
 
 def embedded_redis_for(settings: Settings) -> EmbeddedRedis:

@@ -1,6 +1,6 @@
 """How many SMS segments Twilio bills for a body (GSM-7 or UCS-2 encoding).
 
-Deliberately independent of the product's own counter (shared/segments.py): the simulator
+Deliberately independent of the product's own counter (shared/messaging/segments.py): the simulator
 imitates an external service, so it must not share the product's mistakes.
 """
 

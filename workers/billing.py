@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from shared import low_balance, month_end
-from shared.calendar import Period
+from shared.billing import low_balance, month_end
+from shared.billing.calendar import Period
 
 from . import resources
 from .payments import billing

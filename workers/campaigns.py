@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared.broker import enqueue_many
-from shared.fan_out import due_steps, fan_out_chunk as make_chunk, start_step
+from shared.campaigns.fan_out import due_steps, fan_out_chunk as make_chunk, start_step
 
 from . import resources
 from .sending import send_message

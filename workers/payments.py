@@ -1,4 +1,4 @@
-"""Payment actors: auto-recharge, the dunning tick and its steps (shared.auto_recharge, shared.dunning).
+"""Payment actors: auto-recharge, the dunning tick and its steps (shared.billing.auto_recharge, shared.billing.dunning).
 
 Each actor is safe to replay: a recharge resumes its claimed payment, a step its (run, step) row.
 """
@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from shared import auto_recharge as recharges
-from shared import dunning
+from shared.billing import auto_recharge as recharges
+from shared.billing import dunning
 from shared.config import load_settings
-from shared.dunning_sms import DunningTexter
+from shared.billing.dunning_texts import DunningTexter
 from shared.email import EmailSender, email_sender
-from shared.payments import PaymentGateway, gateway_from_settings
-from shared.purchases import complete_stale_purchases
+from shared.billing.payments import PaymentGateway, gateway_from_settings
+from shared.billing.purchases import complete_stale_purchases
 
 from . import resources
 

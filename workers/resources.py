@@ -14,9 +14,9 @@ import redis
 
 from shared.config import load_settings
 from shared.db import Database
-from shared.rates import RateCard, default_rate_card
-from shared.sender_throttle import SenderThrottle, rates_from_environment
-from shared.twilio_gateway import gateway_for
+from shared.messaging.rates import RateCard, default_rate_card
+from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
+from shared.twilio.gateway import gateway_for
 
 
 @dataclass

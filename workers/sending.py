@@ -1,9 +1,9 @@
-"""send_message: one message to Twilio (shared.sending does the work)."""
+"""send_message: one message to Twilio (shared.messaging.sending does the work)."""
 
 import dramatiq
 
-from shared import sending
-from shared.message_status import FINAL_STATUSES
+from shared.messaging import sending
+from shared.messaging.statuses import FINAL_STATUSES
 
 from . import resources
 from .settling import settle_message

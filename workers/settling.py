@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from shared.auto_recharge import due_after_settling
-from shared.settlement import settle_message as settle
+from shared.billing.auto_recharge import due_after_settling
+from shared.messaging.settlement import settle_message as settle
 
 from . import resources
 from .payments import auto_recharge

@@ -1,4 +1,4 @@
-"""sweep: the scheduler's periodic safety net (shared.sweeper); and the jobs that make it rarely needed:
+"""sweep: the scheduler's periodic safety net (shared.messaging.sweeper); and the jobs that make it rarely needed:
 release_parked when credits land, release_scheduled when a scheduled message's time comes."""
 
 import logging
@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from shared import parking
+from shared.messaging import parking
 from shared.broker import enqueue_many
-from shared.sweeper import release_scheduled as release_if_due
-from shared.sweeper import sweep as sweep_once
+from shared.messaging.sweeper import release_scheduled as release_if_due
+from shared.messaging.sweeper import sweep as sweep_once
 
 from . import resources
 from .sending import send_message
@@ -36,7 +36,7 @@ def sweep() -> None:
 
 @dramatiq.actor(queue_name="default", max_retries=20)
 def release_parked(account_id: str) -> None:
-    """Enqueued when credits land on an account (shared.parking.credits_added, the grants endpoint)."""
+    """Enqueued when credits land on an account (shared.messaging.parking.credits_added, the grants endpoint)."""
     r = resources.current()
     with r.database.unit_of_work() as session:
         released = parking.release_parked(session, account_id, now=datetime.now(UTC))

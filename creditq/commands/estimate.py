@@ -6,9 +6,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from shared.estimate import CHANNELS, Estimate, estimate_message
+from shared.messaging.estimate import CHANNELS, Estimate, estimate_message
 from shared.money import format_credits
-from shared.rates import SENDER_TYPES, default_rate_card
+from shared.messaging.rates import SENDER_TYPES, default_rate_card
 
 
 def register(subparsers) -> None:

@@ -4,7 +4,7 @@ import argparse
 
 from shared.config import load_settings
 from shared.db import Database
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 
 
 def register(subparsers) -> None:

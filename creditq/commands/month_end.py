@@ -7,12 +7,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared import month_end
-from shared.calendar import Period
+from shared.billing import month_end
+from shared.billing.calendar import Period
 from shared.config import ConfigError, load_settings
 from shared.db import Database
 from shared.money import format_credits
-from shared.payments import gateway_from_settings
+from shared.billing.payments import gateway_from_settings
 
 
 def register(subparsers) -> None:

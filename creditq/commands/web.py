@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from intake.app import init_app
-    from shared.twilio_gateway import warn_if_simulated
+    from shared.twilio.gateway import warn_if_simulated
 
     settings = load_settings()
     warn_if_simulated(settings)

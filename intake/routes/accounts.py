@@ -6,10 +6,12 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from shared import accounts, ledger, parking
-from shared.burn_order import KINDS
+from shared.ledger import accounts, book
+
+from shared.messaging import parking
+from shared.ledger.burn_order import KINDS
 from shared.db import Database
-from shared.expiry import CYCLE_MONTHS, utc
+from shared.ledger.expiry import CYCLE_MONTHS, utc
 from shared.ids import new_id
 from shared.models import Account
 from shared.money import format_credits
@@ -117,8 +119,8 @@ async def create_grant(request: web.Request) -> web.Response:
 
     def give(database: Database) -> tuple[dict, bool]:
         with database.unit_of_work() as session:
-            lot = ledger.grant(session, account_id, amount, kind, granted_at=granted_at,
-                               expires_at=None if never_expires else expires_at or ledger.DEFAULT_EXPIRY,
+            lot = book.grant(session, account_id, amount, kind, granted_at=granted_at,
+                               expires_at=None if never_expires else expires_at or book.DEFAULT_EXPIRY,
                                user_id=user_id, priority=priority, reference=reference, idempotency_key=key)
             return lot_json(lot), parking.has_releasable(session, account_id)
 
@@ -170,7 +172,7 @@ def account_json(account: Account) -> dict:
     }
 
 
-def lot_json(lot: ledger.LotView) -> dict:
+def lot_json(lot: book.LotView) -> dict:
     return {
         "id": str(lot.id),
         "kind": lot.kind,

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared import month_end
-from shared.calendar import Period
+from shared.billing import month_end
+from shared.billing.calendar import Period
 from shared.money import format_credits
-from shared.payments import gateway_from_settings
+from shared.billing.payments import gateway_from_settings
 
 from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_operator

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy import select
 
-from shared import auto_recharge
+from shared.billing import auto_recharge
 from shared.db import Database
 from shared.models import DunningRun
 from shared.money import format_credits, parse_credits

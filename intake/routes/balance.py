@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from shared import ledger
-from shared.accounts import get_account
+from shared.ledger import book
+from shared.ledger.accounts import get_account
 from shared.db import Database
-from shared.expiry import utc
+from shared.ledger.expiry import utc
 from shared.money import format_credits
 
 from ..appkeys import DATABASE
@@ -30,7 +30,7 @@ async def get_balance(request: web.Request) -> web.Response:
 
     def read(database: Database) -> dict:
         with database.unit_of_work() as session:
-            view = ledger.balance(session, account_id, now=now)
+            view = book.balance(session, account_id, now=now)
         return {
             "balance": format_credits(view.balance),
             "held": format_credits(view.held),
@@ -55,7 +55,7 @@ async def list_transactions(request: web.Request) -> web.Response:
     def read(database: Database) -> dict:
         with database.unit_of_work() as session:
             get_account(session, account_id)
-            rows = ledger.transactions(session, account_id, limit=limit + 1, before_id=before_id)
+            rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id)
         page = rows[:limit]
         return {"data": [_entry_json(row) for row in page],
                 "next_cursor": _encode_cursor(page[-1].id) if len(rows) > limit else None}

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, get_campaign,
+from shared.campaigns.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, get_campaign,
                               pause_campaign, resume_campaign)
 from shared.db import Database
-from shared.rates import default_rate_card
+from shared.messaging.rates import default_rate_card
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..bodies import json_response, read_json

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared import dunning, dunning_sms
+from shared.billing import dunning, dunning_texts
 from shared.db import Database
 
 from ..appkeys import DATABASE, SETTINGS
@@ -65,9 +65,9 @@ async def put_integration(request: web.Request) -> web.Response:
     site = request.match_info["site"]
     body = await read_json(request)
 
-    def save(database: Database) -> dunning_sms.IntegrationView:
+    def save(database: Database) -> dunning_texts.IntegrationView:
         with database.unit_of_work() as session:
-            return dunning_sms.set_integration(session, site, account_sid=body.get("account_sid"),
+            return dunning_texts.set_integration(session, site, account_sid=body.get("account_sid"),
                                                auth_token=body.get("auth_token"), from_number=body.get("from"),
                                                now=datetime.now(UTC))
 
@@ -79,9 +79,9 @@ async def get_integration(request: web.Request) -> web.Response:
     require_operator(request)
     site = request.match_info["site"]
 
-    def read(database: Database) -> dunning_sms.IntegrationView:
+    def read(database: Database) -> dunning_texts.IntegrationView:
         with database.unit_of_work() as session:
-            return dunning_sms.get_integration(session, site)
+            return dunning_texts.get_integration(session, site)
 
     return json_response(_integration_json(await asyncio.to_thread(read, request.app[DATABASE])))
 
@@ -104,7 +104,7 @@ def _run_json(run, steps) -> dict:
     }
 
 
-def _integration_json(view: dunning_sms.IntegrationView) -> dict:
+def _integration_json(view: dunning_texts.IntegrationView) -> dict:
     return {"site": view.site, "account_sid": view.account_sid, "from": view.from_number, "status": view.status,
             "broken_reason": view.broken_reason, "updated_at": view.updated_at.isoformat()}
 

@@ -5,9 +5,9 @@ import asyncio
 from aiohttp import web
 
 from shared.db import Database
-from shared.estimate import CHANNELS, MAX_MEDIA_URLS, MAX_RECIPIENTS, Estimate, estimate_message, sender_type_of
-from shared.rates import SENDER_TYPES, default_rate_card
-from shared.segments import MAX_BODY_CHARACTERS
+from shared.messaging.estimate import CHANNELS, MAX_MEDIA_URLS, MAX_RECIPIENTS, Estimate, estimate_message, sender_type_of
+from shared.messaging.rates import SENDER_TYPES, default_rate_card
+from shared.messaging.segments import MAX_BODY_CHARACTERS
 
 from ..appkeys import DATABASE, PRINCIPAL
 from ..bodies import json_response, read_json

@@ -4,13 +4,13 @@ import asyncio
 
 from aiohttp import web
 
-from shared import senders
-from shared.accounts import get_account
+from shared.messaging import senders
+from shared.ledger.accounts import get_account
 from shared.db import Database
-from shared.expiry import utc
+from shared.ledger.expiry import utc
 from shared.models import PhoneNumber
 from shared.money import format_credits
-from shared.rates import SENDER_TYPES
+from shared.messaging.rates import SENDER_TYPES
 
 from ..appkeys import DATABASE
 from ..auth import require_access

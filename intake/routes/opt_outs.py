@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from shared import opt_outs
+from shared.messaging import opt_outs
 from shared.db import Database
 from shared.errors import NotFound, ValidationFailed
 from shared.models import Account, OptOut
-from shared.phone_numbers import parse_e164
+from shared.messaging.phone_numbers import parse_e164
 
 from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import require_access

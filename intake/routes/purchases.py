@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared.expiry import utc
+from shared.ledger.expiry import utc
 from shared.models import Payment
 from shared.money import format_credits, parse_credits
-from shared.payments import gateway_from_settings
-from shared.purchases import PaymentDeclined, PaymentUnavailable, purchase
+from shared.billing.payments import gateway_from_settings
+from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..auth import require_access
@@ -79,7 +79,7 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/purchases": {
         "post": {
             "summary": "Buy a bucket of credits",
-            "description": ("Charges the payment method for one of the plan's credit buckets (shared/price_list.json) "
+            "description": ("Charges the payment method for one of the plan's credit buckets (shared/billing/price_list.json) "
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
                             "Send an Idempotency-Key: a retry never charges twice."),
             "parameters": [_ACCOUNT_PATH],

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared.twilio_credentials import set_twilio_credentials
+from shared.messaging.credentials import set_twilio_credentials
 
 from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access

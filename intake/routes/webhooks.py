@@ -11,9 +11,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
-from shared.inbound_messages import Inbound, receive_inbound
-from shared.message_status import record_status
-from shared.twilio_signatures import signed_by_twilio, signing_tokens
+from shared.messaging.inbound import Inbound, receive_inbound
+from shared.messaging.statuses import record_status
+from shared.twilio.signatures import signed_by_twilio, signing_tokens
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..errors import Problem

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from shared.db import Database
 from shared.models import Account, Entry, Message
-from shared.sweeper import UNKNOWN_OUTCOME
+from shared.messaging.sweeper import UNKNOWN_OUTCOME
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,9 @@ from intake.app import init_app
 from intake.enqueue import Enqueuer
 from intake.routes.messages import AcceptBatcher
 from shared.errors import InsufficientCredits, NotFound, OptedOut, ValidationFailed
-from shared.messages import MessageRequest
+from shared.messaging.messages import MessageRequest
 from shared.models import Message
-from shared.opt_outs import opt_out
+from shared.messaging.opt_outs import opt_out
 from tests.integration.test_send_pipeline import RECIPIENT, SENDER, make_account, message
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
@@ -96,7 +96,7 @@ async def test_a_row_the_database_refuses_fails_alone(database, broker, monkeypa
     async with running(database, Enqueuer(broker)) as batcher:
         taken = (await batcher.accept(account_id, request()))["id"]
     ids = iter([taken, "msg_b1", "msg_b2", taken, "msg_s1", "msg_s2"])  # the batch, then one by one
-    monkeypatch.setattr("shared.messages.new_id", lambda prefix: next(ids))
+    monkeypatch.setattr("shared.messaging.messages.new_id", lambda prefix: next(ids))
 
     # when the three arrive together
     async with running(database, Enqueuer(broker)) as batcher:

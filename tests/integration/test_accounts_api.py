@@ -4,7 +4,7 @@ import pytest
 
 from intake.app import init_app
 from shared.money import format_credits
-from shared.rates import default_rate_card
+from shared.messaging.rates import default_rate_card
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 ACCOUNT_BODY = {"name": "Acme Realty", "timezone": "America/New_York",

@@ -6,7 +6,7 @@ import pytest
 
 from intake.app import init_app
 from shared.api_keys import issue_key
-from shared.calendar import Period, last_ended
+from shared.billing.calendar import Period, last_ended
 from shared.models import Account
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared import auto_recharge
-from shared.payments import SimulatedGateway
+from shared.billing import auto_recharge
+from shared.billing.payments import SimulatedGateway
 from tests.unit.test_auto_recharge import NOW, account_with_recharge, spend, state
 from tests.unit.test_purchases import balance_of
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.models import Message
-from shared.sender_throttle import SenderThrottle
+from shared.messaging.sender_throttle import SenderThrottle
 from tests.integration.test_campaigns import ANN, BO, create
 from tests.integration.test_send_pipeline import CARD, FAST, gateways, make_account  # noqa: F401
 from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401

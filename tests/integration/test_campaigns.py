@@ -8,16 +8,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, select
 
-from shared import fan_out, ledger, sweeper
-from shared.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, pause_campaign,
+from shared.campaigns import fan_out
+
+from shared.ledger import book
+
+from shared.messaging import sweeper
+from shared.campaigns.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, pause_campaign,
                               resume_campaign)
 from shared.errors import ValidationFailed
-from shared.ledger_verify import verify
-from shared.message_status import record_status
+from shared.ledger.verify import verify
+from shared.messaging.statuses import record_status
 from shared.models import Campaign, Hold, Message
-from shared.opt_outs import FROM_API, FROM_STOP_KEYWORD, opt_out
-from shared.sending import send_message
-from shared.settlement import settle_message
+from shared.messaging.opt_outs import FROM_API, FROM_STOP_KEYWORD, opt_out
+from shared.messaging.sending import send_message
+from shared.messaging.settlement import settle_message
 from tests.integration.test_send_pipeline import CARD, SENDER, gateways, make_account, throttle  # noqa: F401
 from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401
 from tests.twilio_sim_fixtures import _callback_receiver_server, _simulator_server  # noqa: F401
@@ -71,7 +75,7 @@ def messages_of(database, campaign_id: str) -> list[Message]:
 
 def held(database, account_id: str) -> int:
     with database.unit_of_work() as session:
-        return ledger.balance(session, account_id, now=NOON_NEW_YORK).held
+        return book.balance(session, account_id, now=NOON_NEW_YORK).held
 
 
 def assert_ledger_clean(database):
@@ -223,8 +227,8 @@ def test_credits_running_out_mid_campaign_park_the_rest_until_a_top_up(database,
         send(database, message_id, gateways, throttle)
         deliver(database, message_id)
     with database.unit_of_work() as session:
-        assert ledger.balance(session, account_id, now=NOON_NEW_YORK).balance == 1000  # never below zero
-        ledger.grant(session, account_id, 5000, "purchase", granted_at=NOON_NEW_YORK, idempotency_key="top-up")
+        assert book.balance(session, account_id, now=NOON_NEW_YORK).balance == 1000  # never below zero
+        book.grant(session, account_id, 5000, "purchase", granted_at=NOON_NEW_YORK, idempotency_key="top-up")
     report = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
                            now=NOON_NEW_YORK, stale_after=timedelta(minutes=1))
     assert len(report.unparked) == 2

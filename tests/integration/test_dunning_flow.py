@@ -5,15 +5,15 @@ from functools import partial
 
 import pytest
 
-from shared import auto_recharge, dunning, dunning_sms
+from shared.billing import auto_recharge, dunning, dunning_texts
 from shared.config import load_settings
-from shared.dunning_sms import DunningTexter
+from shared.billing.dunning_texts import DunningTexter
 from shared.email import FileOutbox
 from shared.ids import new_id
 from shared.models import Account, DunningIntegration, DunningRun, User
-from shared.opt_outs import opt_out
-from shared.payments import SimulatedGateway
-from shared.twilio_gateway import gateway_for
+from shared.messaging.opt_outs import opt_out
+from shared.billing.payments import SimulatedGateway
+from shared.twilio.gateway import gateway_for
 from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     _callback_receiver_server,
     _simulator_server,
@@ -52,7 +52,7 @@ def customer(world, card="pm_card_chargeDeclined", steps=None) -> tuple[str, str
                                  now=NOW)
         if session.get(DunningIntegration, "default") is None:
             sim = world["simulator"]
-            dunning_sms.set_integration(session, "default", account_sid=sim.account_sid, auth_token=sim.auth_token,
+            dunning_texts.set_integration(session, "default", account_sid=sim.account_sid, auth_token=sim.auth_token,
                                         from_number=SITE_FROM, now=NOW)
         run = dunning.start_dunning(session, account_id, reason="month_end", amount_cents=1234,
                                     reference="invoice-2026-10", now=NOW)
@@ -151,7 +151,7 @@ def test_rejected_credentials_stop_texts_until_new_ones_are_saved(world):
 
     first = step(world, run_id, 0)
     with world["database"].unit_of_work() as session:
-        broken = dunning_sms.get_integration(session, "default")
+        broken = dunning_texts.get_integration(session, "default")
     assert first.sms_status.startswith("failed: Twilio rejected") and first.email_status == "sent to dana@example.com"
     assert broken.status == "broken" and "20003" in broken.broken_reason
 
@@ -160,7 +160,7 @@ def test_rejected_credentials_stop_texts_until_new_ones_are_saved(world):
     assert second.email_status == "sent to dana@example.com" and texts(world) == []
 
     with world["database"].unit_of_work() as session:
-        dunning_sms.set_integration(session, "default", account_sid=sim.account_sid, auth_token="rotated-token",
+        dunning_texts.set_integration(session, "default", account_sid=sim.account_sid, auth_token="rotated-token",
                                     from_number=SITE_FROM, now=NOW)
     third = step(world, run_id, 2, NOW + timedelta(days=7))
     assert third.sms_status == f"sent to {OWNER_PHONE}" and len(texts(world)) == 1

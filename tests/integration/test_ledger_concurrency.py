@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared import accounts, ledger
+from shared.ledger import accounts, book
 from shared.db import Database
 from shared.errors import InsufficientCredits
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 
 PROCESSES = 2
 THREADS_PER_PROCESS = 32
@@ -26,9 +26,9 @@ def race(url: str, account_id: str, process_index: int, start) -> list[tuple[str
         ready.wait()
         try:
             with database.unit_of_work() as session:
-                ledger.reserve(session, account_id, 1_000, idempotency_key=f"race-{process_index}-{thread_index}",
+                book.reserve(session, account_id, 1_000, idempotency_key=f"race-{process_index}-{thread_index}",
                                ttl_seconds=600, now=NOW)
-                available = ledger.balance(session, account_id, now=NOW).available
+                available = book.balance(session, account_id, now=NOW).available
             outcomes.append(("held", available))
         except InsufficientCredits as refused:
             outcomes.append(("refused", refused.available))
@@ -51,7 +51,7 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, requ
         account, _ = accounts.create_account(
             session, name="Race", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
             overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
-        ledger.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
+        book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
 
     # When 64 threads spread over 2 processes each reserve 1 credit at once
     context = multiprocessing.get_context("spawn")
@@ -66,6 +66,6 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, requ
     assert sum(1 for kind, _ in outcomes if kind == "held") == 10
     assert min(available for _, available in outcomes) >= 0
     with database.unit_of_work() as session:
-        view = ledger.balance(session, account.id, now=NOW)
+        view = book.balance(session, account.id, now=NOW)
         assert (view.balance, view.held, view.available) == (10_000, 10_000, 0)
         assert verify(session) == []

@@ -18,9 +18,9 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  run_state_machine_as_test)
 from sqlalchemy import select
 
-from shared import accounts, allocations, ledger
+from shared.ledger import accounts, allocations, book
 from shared.errors import DomainError
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 from shared.models import Account, Entry, Hold, Lot, User
 
 pytestmark = pytest.mark.postgres
@@ -43,12 +43,12 @@ class Twin:
 
         `lots` (from lot_names) must be given inside a unit of work: SQLite allows one writer at a time.
         """
-        if isinstance(value, ledger.HoldView):
+        if isinstance(value, book.HoldView):
             return {**vars(value), "id": f"hold#{self.holds.index(value.id)}", "account_id": "acct",
                     "user_id": self.normalize(value.user_id, lots)}
-        if isinstance(value, ledger.Settlement):
+        if isinstance(value, book.Settlement):
             return {**vars(value), "hold": self.normalize(value.hold, lots)}
-        if isinstance(value, ledger.LotView):
+        if isinstance(value, book.LotView):
             lots = self.lot_names() if lots is None else lots
             return {**vars(value), "id": lots[value.id], "account_id": "acct",
                     "user_id": self.normalize(value.user_id, lots)}
@@ -78,7 +78,7 @@ class Twin:
         except DomainError as error:
             return ("error", type(error).__name__, self.normalize(str(error)),
                     {key: self.normalize(value) for key, value in vars(error).items()})
-        if isinstance(result, ledger.HoldView) and result.id not in self.holds:
+        if isinstance(result, book.HoldView) and result.id not in self.holds:
             self.holds.append(result.id)
         return ("ok", self.normalize(result))
 
@@ -165,10 +165,10 @@ class TwinLedgers(RuleBasedStateMachine):
     def grant(self, amount, kind, to_user, days, priority):
         """Explicit expiries and priorities too, so that the burn order decides which lot burns."""
         key, now = self.key("grant"), self.now
-        expires_at = ledger.DEFAULT_EXPIRY if days is None else now + timedelta(days=days)
+        expires_at = book.DEFAULT_EXPIRY if days is None else now + timedelta(days=days)
 
         def operation(session, twin):
-            return ledger.grant(session, twin.account_id, amount, kind, granted_at=now, expires_at=expires_at,
+            return book.grant(session, twin.account_id, amount, kind, granted_at=now, expires_at=expires_at,
                                 priority=priority, user_id=twin.users[0] if to_user else None, idempotency_key=key)
         self.keyed(operation)
 
@@ -189,7 +189,7 @@ class TwinLedgers(RuleBasedStateMachine):
 
         def operation(session, twin):
             user_id = "user_missing" if sender == "stranger" else None if sender is None else twin.users[sender]
-            return ledger.reserve(session, twin.account_id, amount, user_id=user_id, reference=f"msg-{key}",
+            return book.reserve(session, twin.account_id, amount, user_id=user_id, reference=f"msg-{key}",
                                   idempotency_key=key, ttl_seconds=3600, now=now)
         if self.keyed(operation)[0] != "ok":
             return False
@@ -205,8 +205,8 @@ class TwinLedgers(RuleBasedStateMachine):
 
         def operation(session, twin):
             hold_id = twin.holds[index]
-            hold = ledger.get_hold(session, hold_id)
-            return ledger.settle(session, hold.idempotency_key if by_key else hold_id, int(hold.amount * ratio),
+            hold = book.get_hold(session, hold_id)
+            return book.settle(session, hold.idempotency_key if by_key else hold_id, int(hold.amount * ratio),
                                  carrier_fee_mc=fee, reference=reference, idempotency_key=key, now=now)
         self.keyed(operation)
 
@@ -220,7 +220,7 @@ class TwinLedgers(RuleBasedStateMachine):
 
         def operation(session, twin):
             hold = twin.holds[index]
-            return ledger.settle(session, hold, int(ledger.get_hold(session, hold).amount * ratio),
+            return book.settle(session, hold, int(book.get_hold(session, hold).amount * ratio),
                                  carrier_fee_mc=fee, idempotency_key=key, now=now)
         self.keyed(operation)
 
@@ -229,7 +229,7 @@ class TwinLedgers(RuleBasedStateMachine):
     def void(self, data):
         index = data.draw(st.integers(0, self.hold_count - 1), label="hold")
         now = self.now
-        operation = lambda session, twin: ledger.void(session, twin.holds[index], now=now)  # noqa: E731
+        operation = lambda session, twin: book.void(session, twin.holds[index], now=now)  # noqa: E731
         self.keyed(operation)
 
     @rule(hours=st.integers(1, 24 * 45))
@@ -239,9 +239,9 @@ class TwinLedgers(RuleBasedStateMachine):
         now = self.now
 
         def operation(session, twin):
-            expired = [twin.normalize(ledger.expire(session, hold_id, now=now), {})
-                       for hold_id in ledger.due_holds(session, now) if hold_id in twin.holds]  # not other examples'
-            return expired, ledger.expire_lots(session, twin.account_id, now=now)
+            expired = [twin.normalize(book.expire(session, hold_id, now=now), {})
+                       for hold_id in book.due_holds(session, now) if hold_id in twin.holds]  # not other examples'
+            return expired, book.expire_lots(session, twin.account_id, now=now)
         self.both(operation)
 
     @rule(user=st.sampled_from([0, 1]), total=st.integers(0, 30_000))

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from shared import ledger, month_end
-from shared.calendar import Period
+from shared.ledger import book
+
+from shared.billing import month_end
+from shared.billing.calendar import Period
 from shared.db import Database
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 from shared.models import Account, AutoRecharge, Base, BillingRun, Entry, Lot, PhoneNumber, User
 
 pytestmark = pytest.mark.postgres
@@ -58,24 +60,24 @@ def populate(database: Database, accounts: int, seed: int = 7) -> list[str]:
             at = created + timedelta(hours=1)
             for n in range(rng.choice((0, 1, 2, 3))):
                 kind = rng.choice(("plan", "rollover", "purchase", "bonus"))
-                expires = rng.choice((ledger.DEFAULT_EXPIRY, created + timedelta(days=rng.randint(2, 200))))
+                expires = rng.choice((book.DEFAULT_EXPIRY, created + timedelta(days=rng.randint(2, 200))))
                 if kind == "plan" and session.get(Account, account_id).credit_hold:
                     kind = "bonus"
-                ledger.grant(session, account_id, rng.choice((10, 75, 200)) * CREDIT, kind, granted_at=at,
+                book.grant(session, account_id, rng.choice((10, 75, 200)) * CREDIT, kind, granted_at=at,
                              expires_at=expires, idempotency_key=f"setup:{account_id}:grant:{n}")
             own = [seat for seat in seats if session.get(User, seat).role == "user" and session.get(User, seat).deleted_at is None]
-            pool = ledger.balance(session, account_id, now=at).pool_available
+            pool = book.balance(session, account_id, now=at).pool_available
             if own and pool >= 10 * CREDIT:
-                ledger.transfer(session, account_id, own[0], 10 * CREDIT, now=at,
+                book.transfer(session, account_id, own[0], 10 * CREDIT, now=at,
                                 idempotency_key=f"setup:{account_id}:transfer")
             if rng.random() < 0.4:  # usage beyond the balance: debt, and a lock for prepaid accounts
-                ledger.charge_pool(session, account_id, rng.choice((5, 150, 400)) * CREDIT, kind="usage",
+                book.charge_pool(session, account_id, rng.choice((5, 150, 400)) * CREDIT, kind="usage",
                                    idempotency_key=f"setup:{account_id}:usage", now=at)
             if rng.random() < 0.2 and session.get(Account, account_id).status == "active":
                 try:
-                    ledger.reserve(session, account_id, 3 * CREDIT, idempotency_key=f"setup:{account_id}:hold",
+                    book.reserve(session, account_id, 3 * CREDIT, idempotency_key=f"setup:{account_id}:hold",
                                    ttl_seconds=10**8, now=at)
-                except ledger.InsufficientCredits:
+                except book.InsufficientCredits:
                     pass
     return ids
 

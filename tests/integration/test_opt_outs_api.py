@@ -6,7 +6,7 @@ import pytest
 from intake.app import init_app
 from shared.api_keys import issue_key
 from shared.models import Account
-from shared.opt_outs import FROM_STOP_KEYWORD, opt_out
+from shared.messaging.opt_outs import FROM_STOP_KEYWORD, opt_out
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 ALICE = "+14155550100"

@@ -5,7 +5,7 @@ import pytest
 from intake.app import init_app
 from shared.api_keys import issue_key
 from shared.models import Account
-from shared.payments import gateway_from_settings
+from shared.billing.payments import gateway_from_settings
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 

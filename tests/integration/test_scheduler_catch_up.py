@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from scheduler.jobs import ScheduledJob, install_jobs
 from scheduler.lease import RedisLease
 from scheduler.service import SchedulerService
-from shared.calendar import last_ended, period_of
+from shared.billing.calendar import last_ended, period_of
 from shared.email import FileOutbox
 from shared.models import Account, BillingRun, Entry
-from shared.payments import SimulatedGateway
+from shared.billing.payments import SimulatedGateway
 from tests.support.brokers import install_broker
 
 pytestmark = pytest.mark.redis

@@ -7,7 +7,7 @@ import dramatiq
 import fakeredis
 import pytest
 
-from shared.sender_throttle import SenderThrottle
+from shared.messaging.sender_throttle import SenderThrottle
 from tests.integration.test_send_pipeline import (CARD, FAST, accept, account, gateways, make_account,  # noqa: F401
                                                   message, report, throttle)
 from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401

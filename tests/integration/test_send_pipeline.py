@@ -10,20 +10,22 @@ import fakeredis
 import pytest
 from sqlalchemy import func, select
 
-from shared import ledger, parking, sweeper
-from shared.accounts import Overdraft, create_account
+from shared.ledger import book
+
+from shared.messaging import parking, sweeper
+from shared.ledger.accounts import Overdraft, create_account
 from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
-from shared.message_status import record_status
-from shared.messages import MessageRequest, accept_message, send_delay_ms
+from shared.messaging.statuses import record_status
+from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
-from shared.opt_outs import opt_out
-from shared.rates import default_rate_card
-from shared.sender_throttle import SenderThrottle
-from shared.sending import SendLater, send_message
-from shared.settlement import settle_message
-from shared.twilio_credentials import set_twilio_credentials
-from shared.twilio_errors import OutcomeUnknown
-from shared.twilio_gateway import TwilioGateway
+from shared.messaging.opt_outs import opt_out
+from shared.messaging.rates import default_rate_card
+from shared.messaging.sender_throttle import SenderThrottle
+from shared.messaging.sending import SendLater, send_message
+from shared.messaging.settlement import settle_message
+from shared.messaging.credentials import set_twilio_credentials
+from shared.twilio.errors import OutcomeUnknown
+from shared.twilio.gateway import TwilioGateway
 from tests.twilio_sim_fixtures import background_loop, callback_receiver, simulator  # noqa: F401
 from tests.twilio_sim_fixtures import _callback_receiver_server, _simulator_server  # noqa: F401
 
@@ -64,7 +66,7 @@ def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
                                     plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
         session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
         if credits:
-            ledger.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
+            book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
                          idempotency_key=f"seed:{account.id}")
         return account.id
 
@@ -361,7 +363,7 @@ def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(
         accept(database, account_id)
     # A purchase unlocks it; the sweeper releases the parked messages, which then go out.
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 10_000, "purchase", granted_at=now(), idempotency_key="top-up")
+        book.grant(session, account_id, 10_000, "purchase", granted_at=now(), idempotency_key="top-up")
     enqueued = []
     sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
                   stale_after=timedelta(seconds=60))

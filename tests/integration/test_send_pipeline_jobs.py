@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from intake.app import init_app
-from shared.message_status import record_status
+from shared.messaging.statuses import record_status
 from shared.models import Account
-from shared.parking import park_account
-from shared.payments import SimulatedGateway
-from shared.purchases import purchase
+from shared.messaging.parking import park_account
+from shared.billing.payments import SimulatedGateway
+from shared.billing.purchases import purchase
 from tests.integration.test_send_actors import worker_resources  # noqa: F401  (fixture)
 from tests.integration.test_send_pipeline import (SENDER, accept, account, gateways,  # noqa: F401
                                                   make_account, message, report)

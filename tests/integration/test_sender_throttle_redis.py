@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from shared.sender_throttle import SenderThrottle
+from shared.messaging.sender_throttle import SenderThrottle
 
 pytestmark = pytest.mark.redis
 

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from intake.app import init_app
 from intake.routes.webhooks import SETTLE_ACTOR
 from shared.config import load_settings
-from shared.message_status import apply_early_statuses
+from shared.messaging.statuses import apply_early_statuses
 from shared.models import Account, Entry, Message, OptOut, PhoneNumber
-from shared.twilio_gateway import STATUS_CALLBACK_PATH, TwilioGateway
+from shared.twilio.gateway import STATUS_CALLBACK_PATH, TwilioGateway
 from tests.support.ports import free_port
 from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     _simulator_server,

@@ -4,10 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import auto_recharge, ledger
+from shared.billing import auto_recharge
+
+from shared.ledger import book
 from shared.errors import ValidationFailed
 from shared.models import DunningRun
-from shared.payments import SimulatedGateway
+from shared.billing.payments import SimulatedGateway
 from tests.unit.test_purchases import CrashAfterCharge, balance_of, new_account
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -16,15 +18,15 @@ NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 def spend(database, account_id, credits_mc, key):
     """A send that settled: the settlement that may leave the account under its threshold."""
     with database.unit_of_work() as session:
-        hold = ledger.reserve(session, account_id, credits_mc, idempotency_key=f"hold:{key}", ttl_seconds=900, now=NOW)
-        ledger.settle(session, hold.id, credits_mc, idempotency_key=f"settle:{key}", now=NOW)
+        hold = book.reserve(session, account_id, credits_mc, idempotency_key=f"hold:{key}", ttl_seconds=900, now=NOW)
+        book.settle(session, hold.id, credits_mc, idempotency_key=f"settle:{key}", now=NOW)
 
 
 def account_with_recharge(database, payment_method="pm_card_visa", *, credits=150_000) -> str:
     """150 credits, recharge 100 when under 100 — then 60 credits spent: 90 available, under the threshold."""
     account_id = new_account(database)
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, credits, "bonus", granted_at=NOW, idempotency_key=f"seed:{account_id}")
+        book.grant(session, account_id, credits, "bonus", granted_at=NOW, idempotency_key=f"seed:{account_id}")
         auto_recharge.configure(session, account_id, enabled=True, threshold_mc=100_000, credits_mc=100_000,
                                 payment_method=payment_method, now=NOW)
     spend(database, account_id, 60_000, "first")

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import ledger
-from shared.accounts import Overdraft, create_account
-from shared.burn_order import burn_key
+from shared.ledger import book
+from shared.ledger.accounts import Overdraft, create_account
+from shared.ledger.burn_order import burn_key
 from shared.db import Database
 from shared.models import Base
 
@@ -43,21 +43,21 @@ def new_account(session, **overrides) -> str:
 
 
 def spend(session, account_id, amount, key, now=T0):
-    hold = ledger.reserve(session, account_id, amount, idempotency_key=f"r-{key}", ttl_seconds=600, now=now)
-    ledger.settle(session, hold.id, amount, idempotency_key=f"s-{key}", now=now)
+    hold = book.reserve(session, account_id, amount, idempotency_key=f"r-{key}", ttl_seconds=600, now=now)
+    book.settle(session, hold.id, amount, idempotency_key=f"s-{key}", now=now)
 
 
 def remaining_by_kind(session, account_id, now=T0):
     return {(lot.kind, lot.granted_at.date().isoformat()): lot.remaining
-            for lot in ledger.balance(session, account_id, now=now).lots}
+            for lot in book.balance(session, account_id, now=now).lots}
 
 
 def test_plan_credits_burn_before_purchased_credits(database):
     # Given 100 plan credits and 50 purchased
     with database.unit_of_work() as session:
         account_id = new_account(session)
-        ledger.grant(session, account_id, 100_000, "plan", granted_at=T0, idempotency_key="plan")
-        ledger.grant(session, account_id, 50_000, "purchase", granted_at=T0, idempotency_key="purchase")
+        book.grant(session, account_id, 100_000, "plan", granted_at=T0, idempotency_key="plan")
+        book.grant(session, account_id, 50_000, "purchase", granted_at=T0, idempotency_key="purchase")
     # When 120 are spent
     with database.unit_of_work() as session:
         spend(session, account_id, 120_000, "a")
@@ -72,13 +72,13 @@ def test_rollover_lots_burn_oldest_first_and_expire_twelve_months_later_local(da
     october = datetime(2020, 10, 1, 4, tzinfo=UTC)
     with database.unit_of_work() as session:
         account_id = new_account(session)
-        ledger.grant(session, account_id, 300_000, "rollover", granted_at=october, idempotency_key="oct")
-        september_lot = ledger.grant(session, account_id, 300_000, "rollover", granted_at=september,
+        book.grant(session, account_id, 300_000, "rollover", granted_at=october, idempotency_key="oct")
+        september_lot = book.grant(session, account_id, 300_000, "rollover", granted_at=september,
                                      idempotency_key="sep")
     # When 100 are spent
     with database.unit_of_work() as session:
         spend(session, account_id, 100_000, "a", now=october)
-        left = {lot.granted_at: lot.remaining for lot in ledger.balance(session, account_id, now=october).lots}
+        left = {lot.granted_at: lot.remaining for lot in book.balance(session, account_id, now=october).lots}
     # Then the September lot paid, and it expires at the end of 2021-08-31 in New York
     assert left == {september: 200_000, october: 300_000}
     assert september_lot.expires_at == datetime(2021, 9, 1, 4, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_the_single_update_burn_matches_sorting_by_burn_key(burn_database, lots,
         account_id = new_account(session, overdraft=Overdraft("postpaid"))
         granted = []
         for index, (priority, expiry_days, granted_days, credits) in enumerate(lots):
-            granted.append(ledger.grant(
+            granted.append(book.grant(
                 session, account_id, credits * 1000, "bonus", granted_at=T0 + timedelta(days=granted_days),
                 expires_at=None if expiry_days is None else T0 + timedelta(days=10 + expiry_days),
                 priority=priority, idempotency_key=f"{account_id}-{index}"))
@@ -113,7 +113,7 @@ def test_the_single_update_burn_matches_sorting_by_burn_key(burn_database, lots,
     # When some amount is spent
     with burn_database.unit_of_work() as session:
         spend(session, account_id, amount, account_id)
-        after = {lot.id: lot.remaining for lot in ledger.balance(session, account_id, now=T0).lots}
+        after = {lot.id: lot.remaining for lot in book.balance(session, account_id, now=T0).lots}
     # Then the lots are emptied exactly in burn_key order
     expected, left = {}, amount
     for g in sorted(granted, key=burn_key):

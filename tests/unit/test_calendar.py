@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.calendar import Period, ends_cycle, last_ended, period_end, period_of, period_start
+from shared.billing.calendar import Period, ends_cycle, last_ended, period_end, period_of, period_start
 
 ZONES = ["UTC", "Pacific/Auckland", "America/Los_Angeles", "Europe/Berlin", "Australia/Lord_Howe",
          "America/Santiago", "Asia/Kolkata", "Pacific/Chatham", "America/St_Johns"]

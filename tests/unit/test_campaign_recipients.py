@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.campaigns import looks_like_e164, parse_csv, parse_inline
+from shared.campaigns.campaigns import looks_like_e164, parse_csv, parse_inline
 from shared.errors import ValidationFailed
 
 

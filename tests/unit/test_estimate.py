@@ -5,9 +5,9 @@ import json
 import pytest
 
 from shared.errors import ValidationFailed
-from shared.estimate import Charge, charge_for, estimate_message, sender_type_of
+from shared.messaging.estimate import Charge, charge_for, estimate_message, sender_type_of
 from shared.models import Account, PhoneNumber
-from shared.rates import BUNDLED_RATE_CARD, load_rate_card, parse_rate_card
+from shared.messaging.rates import BUNDLED_RATE_CARD, load_rate_card, parse_rate_card
 
 US = load_rate_card(BUNDLED_RATE_CARD)
 TWO_SEGMENTS = "a" * 161

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from creditq.cli import main
-from shared.rates import default_rate_card
+from shared.messaging.rates import default_rate_card
 
 
 @pytest.fixture(autouse=True)

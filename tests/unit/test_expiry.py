@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.expiry import add_months, cycle_end, default_expiry, end_of_month, rollover_expiry, zone
+from shared.ledger.expiry import add_months, cycle_end, default_expiry, end_of_month, rollover_expiry, zone
 
 UTC = timezone.utc
 

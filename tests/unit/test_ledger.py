@@ -4,9 +4,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import accounts, allocations, ledger
+from shared.ledger import accounts, allocations, book
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 from shared.models import Account, Entry
 
 UTC = timezone.utc
@@ -19,23 +19,23 @@ def new_account(database, *, policy="prepaid", limit=0, credits=0, kind="purchas
             session, name="Acme", timezone="UTC", plan_monthly_credits=plan, plan_cycle="monthly",
             plan_rollover="none", overdraft=accounts.Overdraft(policy, limit), low_balance_threshold=0)
         if credits:
-            ledger.grant(session, account.id, credits, kind, granted_at=NOW, idempotency_key=f"seed-{account.id}")
+            book.grant(session, account.id, credits, kind, granted_at=NOW, idempotency_key=f"seed-{account.id}")
         return account.id
 
 
 def reserve(database, account_id, amount, key, **kwargs):
     with database.unit_of_work() as session:
-        return ledger.reserve(session, account_id, amount, idempotency_key=key, ttl_seconds=600, now=NOW, **kwargs)
+        return book.reserve(session, account_id, amount, idempotency_key=key, ttl_seconds=600, now=NOW, **kwargs)
 
 
 def settle(database, hold, actual, key, **kwargs):
     with database.unit_of_work() as session:
-        return ledger.settle(session, hold, actual, idempotency_key=key, now=NOW, **kwargs)
+        return book.settle(session, hold, actual, idempotency_key=key, now=NOW, **kwargs)
 
 
-def view(database, account_id) -> ledger.BalanceView:
+def view(database, account_id) -> book.BalanceView:
     with database.unit_of_work() as session:
-        return ledger.balance(session, account_id, now=NOW)
+        return book.balance(session, account_id, now=NOW)
 
 
 def assert_clean(database):
@@ -54,7 +54,7 @@ def test_reserve_then_settle_less_than_the_hold(database):
     balance = view(database, account_id)
     assert (balance.balance, balance.held, balance.available) == (7_500, 0, 7_500)
     with database.unit_of_work() as session:
-        kinds = [(row.kind, row.amount, row.balance_after) for row in ledger.transactions(session, account_id, limit=10)]
+        kinds = [(row.kind, row.amount, row.balance_after) for row in book.transactions(session, account_id, limit=10)]
     assert kinds == [("carrier_fee", -500, 7_500), ("usage", -2_000, 8_000), ("purchase", 10_000, 10_000)]
     assert_clean(database)
 
@@ -67,12 +67,12 @@ def test_every_operation_replayed_with_its_key_changes_nothing(database):
     assert settle(database, "r1", 3_500, "s1") == first
     assert reserve(database, account_id, 3_000, "r1").id == hold.id  # even after it was settled
     with database.unit_of_work() as session:
-        lot = ledger.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="g")
-        assert ledger.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="g") == lot
+        lot = book.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="g")
+        assert book.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="g") == lot
     other = reserve(database, account_id, 1_000, "r2")
     with database.unit_of_work() as session:
-        ledger.void(session, other.id, now=NOW)
-        assert ledger.void(session, other.id, now=NOW).status == "voided"
+        book.void(session, other.id, now=NOW)
+        assert book.void(session, other.id, now=NOW).status == "voided"
 
     balance = view(database, account_id)
     assert (balance.balance, balance.held) == (10_000 - 3_500 + 1_000, 0)
@@ -88,10 +88,10 @@ def test_a_hold_is_resolved_exactly_once(database):
     with pytest.raises(Conflict):
         settle(database, hold.id, 1_000, "s-other")
     with database.unit_of_work() as session, pytest.raises(Conflict):
-        ledger.void(session, hold.id, now=NOW)
+        book.void(session, hold.id, now=NOW)
     voided = reserve(database, account_id, 1_000, "r2")
     with database.unit_of_work() as session:
-        ledger.void(session, voided.id, now=NOW)
+        book.void(session, voided.id, now=NOW)
     with pytest.raises(Conflict):
         settle(database, voided.id, 1_000, "s2")
     assert view(database, account_id).balance == 9_000
@@ -102,11 +102,11 @@ def test_expired_hold_releases_and_can_still_be_settled_once_by_reconciliation(d
     account_id = new_account(database, credits=10_000)
     hold = reserve(database, account_id, 4_000, "r1")
     with database.unit_of_work() as session:
-        assert ledger.expire(session, hold.id, now=NOW).status == "pending"  # not due yet: no-op
+        assert book.expire(session, hold.id, now=NOW).status == "pending"  # not due yet: no-op
         later = NOW + timedelta(seconds=601)
-        assert ledger.due_holds(session, later) == [hold.id]
-        assert ledger.expire(session, hold.id, now=later).status == "expired"
-        assert ledger.expire(session, hold.id, now=later).status == "expired"
+        assert book.due_holds(session, later) == [hold.id]
+        assert book.expire(session, hold.id, now=later).status == "expired"
+        assert book.expire(session, hold.id, now=later).status == "expired"
     assert view(database, account_id).held == 0
 
     settle(database, hold.id, 1_000, "late")
@@ -142,13 +142,13 @@ def test_settling_above_the_hold_below_zero_locks_a_prepaid_account_until_credit
     with pytest.raises(AccountLocked):
         reserve(database, account_id, 1, "r2")
     with database.unit_of_work() as session, pytest.raises(AccountLocked):
-        ledger.available_for(session, account_id)
+        book.available_for(session, account_id)
     # A grant that leaves it still negative keeps it locked; one that reaches zero unlocks it
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="p1")
+        book.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="p1")
         assert session.get(Account, account_id).status == "locked"
     with database.unit_of_work() as session:
-        lot = ledger.grant(session, account_id, 5_000, "purchase", granted_at=NOW, idempotency_key="p2")
+        lot = book.grant(session, account_id, 5_000, "purchase", granted_at=NOW, idempotency_key="p2")
     # And the debt was repaid first: the lot keeps only what is left
     assert lot.remaining == 4_000
     balance = view(database, account_id)
@@ -162,14 +162,14 @@ def test_overdraft_allows_holds_down_to_minus_the_limit_and_postpaid_has_no_limi
     with pytest.raises(InsufficientCredits):
         reserve(database, overdraft, 1, "o2")
     with database.unit_of_work() as session:
-        assert ledger.available_for(session, overdraft) == 0
+        assert book.available_for(session, overdraft) == 0
 
     postpaid = new_account(database, policy="postpaid")
     hold = reserve(database, postpaid, 1_000_000, "p1")
     result = settle(database, hold.id, 2_000_000, "p2")
     assert (result.balance, result.status) == (-2_000_000, "active")  # only prepaid accounts lock
     with database.unit_of_work() as session:
-        assert ledger.available_for(session, postpaid) is None
+        assert book.available_for(session, postpaid) is None
     assert_clean(database)
 
 
@@ -178,29 +178,29 @@ def test_credit_hold_refuses_plan_credits_only(database):
     with database.unit_of_work() as session:
         accounts.update_account(session, account_id, now=NOW, flags={"credit_hold": True})
     with database.unit_of_work() as session, pytest.raises(Conflict):
-        ledger.grant(session, account_id, 1_000, "plan", granted_at=NOW, idempotency_key="plan")
+        book.grant(session, account_id, 1_000, "plan", granted_at=NOW, idempotency_key="plan")
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="buy")
+        book.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="buy")
     assert view(database, account_id).balance == 1_000
 
 
 def test_expiry_writes_off_due_lots_and_rollover_protection_keeps_plan_credits(database):
     account_id = new_account(database)
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 1_000, "plan", granted_at=datetime(2021, 3, 1, tzinfo=UTC),
+        book.grant(session, account_id, 1_000, "plan", granted_at=datetime(2021, 3, 1, tzinfo=UTC),
                      idempotency_key="plan")  # its cycle ends when March does
-        ledger.grant(session, account_id, 2_000, "bonus", granted_at=NOW, expires_at=NOW + timedelta(days=1),
+        book.grant(session, account_id, 2_000, "bonus", granted_at=NOW, expires_at=NOW + timedelta(days=1),
                      idempotency_key="bonus")
-        ledger.grant(session, account_id, 4_000, "purchase", granted_at=NOW, idempotency_key="buy")
-        assert ledger.balance(session, account_id, now=NOW).expiring_end_of_month == 3_000
+        book.grant(session, account_id, 4_000, "purchase", granted_at=NOW, idempotency_key="buy")
+        assert book.balance(session, account_id, now=NOW).expiring_end_of_month == 3_000
         accounts.update_account(session, account_id, now=NOW, flags={"rollover_protection": True})
-        assert ledger.balance(session, account_id, now=NOW).expiring_end_of_month == 2_000
+        assert book.balance(session, account_id, now=NOW).expiring_end_of_month == 2_000
     later = datetime(2021, 5, 1, tzinfo=UTC)
     with database.unit_of_work() as session:
-        assert ledger.expire_lots(session, account_id, now=later) == 2_000
-        assert ledger.expire_lots(session, account_id, now=later) == 0
+        assert book.expire_lots(session, account_id, now=later) == 2_000
+        assert book.expire_lots(session, account_id, now=later) == 0
         accounts.update_account(session, account_id, now=later, flags={"rollover_protection": False})
-        assert ledger.expire_lots(session, account_id, now=later) == 1_000
+        assert book.expire_lots(session, account_id, now=later) == 1_000
     assert view(database, account_id).balance == 4_000
     assert_clean(database)
 
@@ -208,10 +208,10 @@ def test_expiry_writes_off_due_lots_and_rollover_protection_keeps_plan_credits(d
 def test_spam_flag_removes_purchased_credits_with_an_entry(database):
     account_id = new_account(database, credits=5_000)
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="bonus")
+        book.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="bonus")
         account = accounts.update_account(session, account_id, now=NOW, flags={"spam": True})
         assert (account.spam, account.balance) == (True, 1_000)
-        entry = ledger.transactions(session, account_id, limit=1)[0]
+        entry = book.transactions(session, account_id, limit=1)[0]
     assert (entry.kind, entry.amount, entry.balance_after) == ("adjustment", -5_000, 1_000)
     assert_clean(database)
 
@@ -234,8 +234,8 @@ def test_users_credits_are_theirs_alone_and_return_to_the_pool_when_deleted(data
         reserve(database, account_id, 6_001, "o1", user_id=owner.id)
     owner_hold = reserve(database, account_id, 6_000, "o2", user_id=owner.id)
     with database.unit_of_work() as session:
-        assert ledger.available_for(session, account_id, user.id) == 1_000
-        assert ledger.available_for(session, account_id, owner.id) == 0
+        assert book.available_for(session, account_id, user.id) == 1_000
+        assert book.available_for(session, account_id, owner.id) == 0
     settle(database, user_hold.id, 2_000, "su")
     settle(database, owner_hold.id, 1_000, "so")
     with database.unit_of_work() as session:
@@ -284,12 +284,12 @@ def test_settlement_overrun_of_a_users_credits_spills_into_the_pool(database):
 
 def test_unknown_account_and_user(database):
     with database.unit_of_work() as session, pytest.raises(NotFound):
-        ledger.reserve(session, "acct_missing", 1, idempotency_key="x", ttl_seconds=1, now=NOW)
+        book.reserve(session, "acct_missing", 1, idempotency_key="x", ttl_seconds=1, now=NOW)
     account_id = new_account(database, credits=1_000)
     with database.unit_of_work() as session, pytest.raises(NotFound):
-        ledger.reserve(session, account_id, 1, user_id="user_missing", idempotency_key="y", ttl_seconds=1, now=NOW)
+        book.reserve(session, account_id, 1, user_id="user_missing", idempotency_key="y", ttl_seconds=1, now=NOW)
     with database.unit_of_work() as session, pytest.raises(ValidationFailed):
-        ledger.reserve(session, account_id, 0, idempotency_key="z", ttl_seconds=1, now=NOW)
+        book.reserve(session, account_id, 0, idempotency_key="z", ttl_seconds=1, now=NOW)
 
 
 def test_verify_reports_a_hand_edited_balance(database):

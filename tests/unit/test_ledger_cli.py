@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from shared import accounts, ledger
+from shared.ledger import accounts, book
 from shared.models import Account, Lot
 
 from creditq.cli import main
@@ -15,9 +15,9 @@ def funded_account(database) -> str:
         account, _ = accounts.create_account(
             session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
             overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
-        ledger.grant(session, account.id, 5_000, "purchase", granted_at=NOW, idempotency_key="seed")
-        hold = ledger.reserve(session, account.id, 1_000, idempotency_key="r", ttl_seconds=60, now=NOW)
-        ledger.settle(session, hold.id, 1_000, idempotency_key="s", now=NOW)
+        book.grant(session, account.id, 5_000, "purchase", granted_at=NOW, idempotency_key="seed")
+        hold = book.reserve(session, account.id, 1_000, idempotency_key="r", ttl_seconds=60, now=NOW)
+        book.settle(session, hold.id, 1_000, idempotency_key="s", now=NOW)
         return account.id
 
 

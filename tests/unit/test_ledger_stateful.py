@@ -9,10 +9,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 
-from shared import accounts, allocations, ledger
+from shared.ledger import accounts, allocations, book
 from shared.db import Database
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, ValidationFailed
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 from shared.models import Base
 
 _DIRECTORY = tempfile.TemporaryDirectory(prefix="creditq-stateful-")
@@ -47,7 +47,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def snapshot(self) -> tuple:
         with DATABASE.unit_of_work() as session:
-            view = ledger.balance(session, self.account_id, now=self.now)
+            view = book.balance(session, self.account_id, now=self.now)
             return view.balance, view.held, view.status, [(u.id, u.balance, u.held) for u in view.users]
 
     @rule(target=replays, amount=credits, kind=st.sampled_from(["plan", "rollover", "purchase", "bonus"]),
@@ -55,7 +55,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def grant(self, amount, kind, to_user):
         key = self.key("grant")
         user_id = self.users[0] if to_user else None
-        call = lambda session: ledger.grant(session, self.account_id, amount, kind, granted_at=self.now,  # noqa: E731
+        call = lambda session: book.grant(session, self.account_id, amount, kind, granted_at=self.now,  # noqa: E731
                                             user_id=user_id, idempotency_key=key)
         try:
             with DATABASE.unit_of_work() as session:
@@ -71,14 +71,14 @@ class LedgerMachine(RuleBasedStateMachine):
         user_id = None if sender is None else self.users[sender]
         try:
             with DATABASE.unit_of_work() as session:
-                hold = ledger.reserve(session, self.account_id, amount, user_id=user_id, idempotency_key=key,
+                hold = book.reserve(session, self.account_id, amount, user_id=user_id, idempotency_key=key,
                                       ttl_seconds=3600, now=self.now)
         except (InsufficientCredits, AccountLocked):
             return multiple()
         # Replaying the reservation returns the same hold and changes nothing.
         before = self.snapshot()
         with DATABASE.unit_of_work() as session:
-            again = ledger.reserve(session, self.account_id, amount, user_id=user_id, idempotency_key=key,
+            again = book.reserve(session, self.account_id, amount, user_id=user_id, idempotency_key=key,
                                    ttl_seconds=3600, now=self.now)
         assert again == hold and self.snapshot() == before
         return hold
@@ -88,31 +88,31 @@ class LedgerMachine(RuleBasedStateMachine):
     def settle(self, hold, ratio, fee):
         key = self.key("settle")
         actual = int(hold.amount * ratio)
-        call = lambda session: ledger.settle(session, hold.id, actual, carrier_fee_mc=fee,  # noqa: E731
+        call = lambda session: book.settle(session, hold.id, actual, carrier_fee_mc=fee,  # noqa: E731
                                              idempotency_key=key, now=self.now)
         with DATABASE.unit_of_work() as session:
             result = call(session)
         if self.policy == "prepaid" and result.status == "locked":
             with DATABASE.unit_of_work() as session:
-                account = ledger.lock_account(session, self.account_id)
+                account = book.lock_account(session, self.account_id)
                 assert account.balance - account.allocated < 0
         return call
 
     @rule(hold=consumes(holds))
     def void(self, hold):
         with DATABASE.unit_of_work() as session:
-            first = ledger.void(session, hold.id, now=self.now)  # an expired hold stays expired
+            first = book.void(session, hold.id, now=self.now)  # an expired hold stays expired
             assert first.status in ("voided", "expired")
-            assert ledger.void(session, hold.id, now=self.now) == first
+            assert book.void(session, hold.id, now=self.now) == first
 
     @rule(hours=st.integers(1, 24 * 45))
     def time_passes(self, hours):
         """Holds past their TTL are swept and lots past their expiry written off."""
         self.now += timedelta(hours=hours)
         with DATABASE.unit_of_work() as session:
-            for hold_id in ledger.due_holds(session, self.now):
-                ledger.expire(session, hold_id, now=self.now)
-            ledger.expire_lots(session, self.account_id, now=self.now)
+            for hold_id in book.due_holds(session, self.now):
+                book.expire(session, hold_id, now=self.now)
+            book.expire_lots(session, self.account_id, now=self.now)
 
     @rule(user=st.sampled_from([0, 1]), total=st.integers(0, 30_000))
     def allocate(self, user, total):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import low_balance
+from shared.billing import low_balance
 from shared.config import ConfigError, load_settings
 from shared.email import Email, FileOutbox, SmtpEmailSender, email_sender
 from shared.models import Account, User

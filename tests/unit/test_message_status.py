@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.message_status import record_status
+from shared.messaging.statuses import record_status
 from shared.models import Account, Message
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,13 +5,15 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from shared import ledger, month_end
-from shared.calendar import Period, period_end
+from shared.ledger import book
+
+from shared.billing import month_end
+from shared.billing.calendar import Period, period_end
 from shared.ids import new_id
-from shared.ledger_verify import verify
+from shared.ledger.verify import verify
 from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User
-from shared.payments import SimulatedGateway
-from shared.price_list import default_price_list
+from shared.billing.payments import SimulatedGateway
+from shared.billing.price_list import default_price_list
 
 CREDIT = 1000
 
@@ -38,9 +40,9 @@ def close(database, account_id, period: str, now: datetime) -> month_end.Summary
     return month_end.close_accounts(database, [account_id], Period.parse(period), now=now)
 
 
-def balance(database, account_id, now=datetime(2030, 1, 1, tzinfo=UTC)) -> ledger.BalanceView:
+def balance(database, account_id, now=datetime(2030, 1, 1, tzinfo=UTC)) -> book.BalanceView:
     with database.unit_of_work() as session:
-        return ledger.balance(session, account_id, now=now)
+        return book.balance(session, account_id, now=now)
 
 
 def entry_count(database) -> int:
@@ -67,7 +69,7 @@ def test_rollover_credits_granted_sep_1_are_usable_until_aug_31_and_gone_at_sep_
     view = balance(database, account_id, just_before)
     assert view.balance == 300 * CREDIT and view.expiring_end_of_month == 300 * CREDIT
     with database.unit_of_work() as session:
-        assert ledger.available_for(session, account_id) == 300 * CREDIT
+        assert book.available_for(session, account_id) == 300 * CREDIT
 
     # when August 2021 closes at 2021-09-01 00:00 local
     summary = close(database, account_id, "2021-08", local(tz, 2021, 9, 1))
@@ -99,7 +101,7 @@ def test_running_month_end_twice_changes_nothing_the_second_time(database):
     account_id = make_account(database, monthly=100, policy="postpaid", card="pm_card_visa")
     gateway = SimulatedGateway()
     with database.unit_of_work() as session:
-        ledger.charge_pool(session, account_id, 40 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+        book.charge_pool(session, account_id, 40 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
     now = local("UTC", 2020, 9, 1, 0, 5)
 
     first = month_end.run(database, gateway, Period(2020, 8), now=now)
@@ -118,7 +120,7 @@ def test_postpaid_debt_is_billed_reset_and_charged_once(database):
     account_id = make_account(database, policy="overdraft", limit=100 * CREDIT, card="pm_card_visa")
     gateway = SimulatedGateway()
     with database.unit_of_work() as session:
-        ledger.charge_pool(session, account_id, 12500, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+        book.charge_pool(session, account_id, 12500, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
 
     summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
 
@@ -135,7 +137,7 @@ def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_onc
     # given an account on the credit hold plan with 70 accumulated credits and a card on file
     account_id = make_account(database, monthly=100, credit_hold=True, card="pm_card_visa")
     with database.unit_of_work() as session:
-        ledger.grant(session, account_id, 70 * CREDIT, "purchase", granted_at=local("UTC", 2020, 8, 16),
+        book.grant(session, account_id, 70 * CREDIT, "purchase", granted_at=local("UTC", 2020, 8, 16),
                      idempotency_key="bought")
     gateway = SimulatedGateway()
 
@@ -155,7 +157,7 @@ def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
     account_id = make_account(database, policy="postpaid", card="pm_card_chargeDeclined")
     gateway = SimulatedGateway()
     with database.unit_of_work() as session:
-        ledger.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+        book.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
 
     summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
     month_end.collect_bills(database, gateway, account_id, now=local("UTC", 2020, 9, 2))
@@ -172,7 +174,7 @@ def test_a_transient_gateway_error_leaves_the_bill_pending_for_a_retry(database)
     account_id = make_account(database, policy="postpaid", card="pm_card_chargeDeclinedProcessingError")
     gateway = SimulatedGateway()
     with database.unit_of_work() as session:
-        ledger.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+        book.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
 
     summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
 
@@ -281,5 +283,5 @@ def test_month_end_over_a_dst_change_and_a_leap_day(database):
 
     assert summary.expired == 10 * CREDIT
     with database.unit_of_work() as session:
-        lot = session.execute(select(ledger.lots).where(ledger.lots.c.remaining > 0)).one()
+        lot = session.execute(select(book.lots).where(book.lots.c.remaining > 0)).one()
     assert lot.expires_at.replace(tzinfo=UTC) == local(tz, 2024, 4, 1) == datetime(2024, 3, 31, 22, tzinfo=UTC)

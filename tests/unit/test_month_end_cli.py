@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from creditq.cli import main
-from shared.calendar import last_ended
+from shared.billing.calendar import last_ended
 from shared.db import Database
 from shared.models import Account, Base
 

@@ -4,7 +4,7 @@ import pytest
 
 from shared.errors import Conflict, ValidationFailed
 from shared.models import Account
-from shared.opt_outs import (
+from shared.messaging.opt_outs import (
     FROM_API,
     FROM_STOP_KEYWORD,
     FROM_TWILIO_21610,

@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import ValidationFailed
-from shared.phone_numbers import country_of, parse_e164, time_zones_of
+from shared.messaging.phone_numbers import country_of, parse_e164, time_zones_of
 
 
 @pytest.mark.parametrize(

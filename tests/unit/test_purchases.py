@@ -4,12 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import ledger
-from shared.accounts import Overdraft, create_account
+from shared.ledger import book
+from shared.ledger.accounts import Overdraft, create_account
 from shared.errors import ValidationFailed
 from shared.models import Payment
-from shared.payments import SimulatedGateway
-from shared.purchases import PaymentDeclined, PaymentUnavailable, complete_stale_purchases, purchase
+from shared.billing.payments import SimulatedGateway
+from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, complete_stale_purchases, purchase
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
@@ -24,7 +24,7 @@ def new_account(database, **plan) -> str:
 
 def balance_of(database, account_id) -> int:
     with database.unit_of_work() as session:
-        return ledger.balance(session, account_id, now=NOW).balance
+        return book.balance(session, account_id, now=NOW).balance
 
 
 class CrashAfterCharge(SimulatedGateway):
@@ -55,7 +55,7 @@ def test_a_successful_payment_grants_purchase_credits_at_the_plan_price(database
     assert [c.amount_cents for c in gateway.charges(account_id)] == [2250]
     assert balance_of(database, account_id) == 500_000
     with database.unit_of_work() as session:
-        [lot] = ledger.balance(session, account_id, now=NOW).lots
+        [lot] = book.balance(session, account_id, now=NOW).lots
     assert lot.kind == "purchase" and lot.expires_at is None
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import ValidationFailed
-from shared.quiet_hours import Window, next_allowed, parse_window, zones
+from shared.messaging.quiet_hours import Window, next_allowed, parse_window, zones
 
 NEW_YORK = (ZoneInfo("America/New_York"),)
 DEFAULT = Window()

@@ -7,7 +7,7 @@ import pytest
 
 from shared.config import ConfigError
 from shared.errors import ValidationFailed
-from shared.rates import (
+from shared.messaging.rates import (
     BUNDLED_RATE_CARD,
     ITEMS,
     SENDER_TYPES,

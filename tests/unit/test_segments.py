@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.segments import GSM_BASIC, GSM_EXTENDED, SMART_ENCODING, count_segments
+from shared.messaging.segments import GSM_BASIC, GSM_EXTENDED, SMART_ENCODING, count_segments
 
 EMOJI = "😀"  # U+1F600: outside the Basic Multilingual Plane, a surrogate pair
 ALL_GSM = GSM_BASIC + GSM_EXTENDED

@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 
 from shared.config import ConfigError
-from shared.sender_throttle import DEFAULT_RATES, KEY_PREFIX, SenderThrottle, rates_from_environment
+from shared.messaging.sender_throttle import DEFAULT_RATES, KEY_PREFIX, SenderThrottle, rates_from_environment
 
 SENDER = "+14155550100"
 CLOCK_SLACK = 0.05  # Redis' clock moves on between two calls of a test

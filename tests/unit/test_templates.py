@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import ValidationFailed
-from shared.templates import compile_template, render
+from shared.campaigns.templates import compile_template, render
 
 
 def test_a_body_renders_each_recipients_fields():

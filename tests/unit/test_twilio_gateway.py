@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
-from shared.twilio_errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
-from shared.twilio_gateway import TwilioGateway, gateway_for
+from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
+from shared.twilio.gateway import TwilioGateway, gateway_for
 from tests.support.ports import free_port
 from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     _callback_receiver_server,

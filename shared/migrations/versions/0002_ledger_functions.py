@@ -1,11 +1,11 @@
-"""ledger functions: reserve and settle in PL/pgSQL on PostgreSQL (shared/ledger_pg.py)
+"""ledger functions: reserve and settle in PL/pgSQL on PostgreSQL (shared/ledger/plpgsql.py)
 
 Revision ID: 0002
 Revises: 0001
 """
 from alembic import op
 
-from shared.ledger_pg import install
+from shared.ledger.plpgsql import install
 
 revision = '0002'
 down_revision = '0001'

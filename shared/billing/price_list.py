@@ -1,0 +1,63 @@
+"""What credits cost in money: buckets of credits with a price per plan tier, in integer cents.
+
+The account's tier is the highest one whose `min_monthly_credits` its plan reaches. Only listed
+buckets can be bought (by hand or by auto-recharge), so every price is a number someone chose.
+"""
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from shared.errors import ValidationFailed
+from shared.money import format_credits, parse_credits
+
+BUNDLED_PRICE_LIST = Path(__file__).parent / "price_list.json"
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    min_monthly_credits: int  # millicredits
+    buckets: dict[int, int]  # millicredits -> price in cents
+
+
+@dataclass(frozen=True)
+class PriceList:
+    currency: str
+    credit_hold_monthly_fee_cents: int
+    tiers: tuple[Tier, ...]  # by min_monthly_credits ascending
+
+    def tier_for(self, plan_monthly_credits: int) -> Tier:
+        return [t for t in self.tiers if t.min_monthly_credits <= plan_monthly_credits][-1]
+
+    def price_cents(self, plan_monthly_credits: int, credits_mc: int, *, field: str = "credits") -> int:
+        """The price of a bucket on this plan; anything but a listed bucket is a ValidationFailed naming them."""
+        tier = self.tier_for(plan_monthly_credits)
+        if credits_mc not in tier.buckets:
+            offered = ", ".join(format_credits(c) for c in sorted(tier.buckets))
+            reason = f"must be one of the {tier.name} plan's buckets: {offered}"
+            raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+        return tier.buckets[credits_mc]
+
+
+def parse_price_list(data: dict) -> PriceList:
+    tiers = []
+    for plan in data["plans"]:
+        buckets = {parse_credits(b["credits"]): _cents(b["price_cents"]) for b in plan["buckets"]}
+        tiers.append(Tier(plan["name"], parse_credits(plan["min_monthly_credits"]), buckets))
+    tiers.sort(key=lambda t: t.min_monthly_credits)
+    if not tiers or tiers[0].min_monthly_credits != 0:
+        raise ValueError("the price list needs a tier starting at 0 monthly credits")
+    return PriceList(data["currency"], _cents(data["credit_hold_monthly_fee_cents"]), tuple(tiers))
+
+
+def _cents(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"prices are whole cents, not {value!r}")
+    return value
+
+
+@cache
+def default_price_list() -> PriceList:
+    return parse_price_list(json.loads(BUNDLED_PRICE_LIST.read_text(encoding="utf-8")))

@@ -1,0 +1,176 @@
+"""Paying for credits: a Payment row first, then the charge, then (only on success) the purchased lot.
+
+Three steps, each safe to die after:
+1. open: a `pending` Payment under its idempotency key (a replay finds it);
+2. charge the gateway with the key `<payment id>:<attempt>` — outside any transaction, never holding a lock;
+3. one transaction records the outcome and, on success, grants the `purchase` lot (ledger key `payment:<id>`).
+A process killed between 2 and 3 leaves the payment `pending`; completing it charges again with the same
+key, so the gateway answers the first result instead of charging twice, and the grant follows.
+An `error` (the gateway took nothing) ends the attempt; replaying the purchase starts attempt + 1.
+
+Auto-recharge and dunning pay through the same steps, passing `then` to act on the outcome in the
+transaction of step 3.
+"""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+
+from shared.messaging import parking
+from shared.db import Database
+from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
+from shared.ids import new_id
+from shared.models import Account, Payment
+from shared.money import format_credits
+from shared.billing.payments import PaymentGateway
+from shared.billing.price_list import PriceList, default_price_list
+
+SOURCES = ("api", "auto_recharge", "dunning")
+MAX_PAYMENT_METHOD_LENGTH = 100
+
+Outcome = Callable[[Session, Payment], None]
+
+
+class PaymentDeclined(DomainError):
+    """The card said no. Carries the payment for the edge to show its decline code."""
+
+    title = "Payment declined"
+
+    def __init__(self, payment: Payment):
+        super().__init__(payment.failure_message or "The payment was declined.")
+        self.payment = payment
+
+
+class PaymentUnavailable(DomainError):
+    """The gateway could not process the payment and took nothing: the same request may succeed later."""
+
+    title = "Payment gateway unavailable"
+
+    def __init__(self, payment: Payment):
+        super().__init__(payment.failure_message or "The payment could not be processed; try again later.")
+        self.payment = payment
+
+
+def check_payment_method(value: object, field: str = "payment_method") -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PAYMENT_METHOD_LENGTH:
+        reason = f"must be a payment method token of 1 to {MAX_PAYMENT_METHOD_LENGTH} characters, e.g. pm_card_visa"
+        raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+    return value.strip()
+
+
+def open_payment(session: Session, account_id: str, *, source: str, idempotency_key: str, credits_mc: int,
+                 amount_cents: int, currency: str, payment_method: str, now: datetime,
+                 dunning_run_id: str | None = None, payment_id: str | None = None) -> Payment:
+    """The payment under this key: the existing one (same terms, else Conflict), or a new pending one."""
+    existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+    if existing is not None:
+        if (existing.account_id, existing.credits, existing.payment_method) != (account_id, credits_mc, payment_method):
+            raise Conflict("This idempotency key was used for a different payment.")
+        return existing
+    payment = Payment(id=payment_id or new_id("pay"), account_id=account_id, source=source, idempotency_key=idempotency_key,
+                      credits=credits_mc, amount_cents=amount_cents, currency=currency, payment_method=payment_method,
+                      status="pending", attempt=0, dunning_run_id=dunning_run_id, created_at=now, updated_at=now)
+    session.add(payment)
+    session.flush()
+    return payment
+
+
+def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str, *, now: datetime,
+                   then: Outcome | None = None) -> Payment:
+    """Charge a pending payment and record the outcome (granting its credits on success); idempotent.
+
+    A payment no longer pending is returned as it is. A gateway exception (outcome unknown) propagates and
+    leaves the payment pending for a replay with the same key.
+    """
+    with database.unit_of_work() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None:
+            raise NotFound(f"No payment {payment_id}.")
+    if payment.status != "pending":
+        return payment
+    result = gateway.charge(account_id=payment.account_id, amount_cents=payment.amount_cents,
+                            currency=payment.currency, payment_method=payment.payment_method,
+                            idempotency_key=f"{payment.id}:{payment.attempt}",
+                            description=_description(payment))
+    with database.unit_of_work() as session:
+        book.lock_account(session, payment.account_id)  # account before payment and run: one lock order
+        current = session.get(Payment, payment_id, with_for_update=True)
+        if current.status != "pending" or current.attempt != payment.attempt:
+            return current  # a twin recorded this attempt first
+        current.status = result.status
+        current.charge_id = result.charge_id
+        current.decline_code = result.decline_code
+        current.failure_message = result.message
+        current.updated_at = now
+        if result.succeeded and current.credits:
+            lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
+                               reference=current.id, idempotency_key=f"payment:{current.id}")
+            current.lot_id = lot.id
+        if then is not None:
+            then(session, current)
+    if current.status == "succeeded" and current.credits:
+        parking.credits_added(database, current.account_id)  # an unlocked account's parked messages go out now
+    return current
+
+
+def purchase(database: Database, gateway: PaymentGateway, account_id: str, credits_mc: int, payment_method: str, *,
+             idempotency_key: str | None, now: datetime, price_list: PriceList | None = None) -> Payment:
+    """Buy a bucket of credits; they land only when the charge succeeds.
+
+    Raises PaymentDeclined (402 at the edge) or PaymentUnavailable (503; replaying the same key retries).
+    """
+    price_list = price_list or default_price_list()
+    payment_method = check_payment_method(payment_method)
+    with database.unit_of_work() as session:
+        account = session.get(Account, account_id)
+        if account is None:
+            raise NotFound(f"No account {account_id}.")
+        if account.spam:
+            raise Conflict(f"Account {account_id} is flagged as spam: it cannot buy credits.")
+        amount_cents = price_list.price_cents(account.plan_monthly_credits, credits_mc)
+        payment = open_payment(session, account_id, source="api", idempotency_key=idempotency_key or new_id("buy"),
+                               credits_mc=credits_mc, amount_cents=amount_cents, currency=price_list.currency,
+                               payment_method=payment_method, now=now)
+        if payment.status == "error":
+            retry(session, payment, now=now)
+    payment = charge_payment(database, gateway, payment.id, now=now)
+    if payment.status == "declined":
+        raise PaymentDeclined(payment)
+    if payment.status == "error":
+        raise PaymentUnavailable(payment)
+    return payment
+
+
+def retry(session: Session, payment: Payment, *, now: datetime) -> None:
+    """Start the next attempt of a payment whose last attempt took nothing (`error`)."""
+    payment.status = "pending"
+    payment.attempt += 1
+    payment.charge_id = payment.decline_code = payment.failure_message = None
+    payment.updated_at = now
+
+
+def stale_payments(session: Session, *, source: str, now: datetime, older_than: timedelta) -> list[str]:
+    """Payments still pending well after they were opened: a process died before recording the outcome."""
+    return list(session.scalars(select(Payment.id).where(
+        Payment.source == source, Payment.status == "pending", Payment.updated_at <= now - older_than,
+    ).order_by(Payment.created_at).limit(500)))
+
+
+def complete_stale_purchases(database: Database, gateway: PaymentGateway, *, now: datetime,
+                             older_than: timedelta = timedelta(minutes=5)) -> int:
+    """Finish API purchases left pending by a crash: same key, so at most one charge, then the grant."""
+    with database.unit_of_work() as session:
+        ids = stale_payments(session, source="api", now=now, older_than=older_than)
+    for payment_id in ids:
+        charge_payment(database, gateway, payment_id, now=now)
+    return len(ids)
+
+
+def _description(payment: Payment) -> str:
+    if payment.credits:
+        return f"creditq: {format_credits(payment.credits)} credits ({payment.source})"
+    return f"creditq: amount due ({payment.source})"

@@ -1,0 +1,211 @@
+"""Fan-out: a campaign step becomes messages, one chunk of recipients at a time.
+
+A step is claimed once (pending -> fanning_out) and split into chunks of CHUNK_SIZE recipient
+positions. Each chunk, in one unit of work keyed by (campaign, step, chunk): validates its numbers
+fully, skips late opt-outs, renders and prices each body, decides when each message may go (quiet
+hours), holds the credits of the whole chunk with one `book.reserve_many` (one UPDATE of the
+account row per chunk, not per recipient) and inserts the messages set-wise. The caller enqueues
+the ids returned, in bulk, after the commit; if it dies first, the sweeper enqueues `accepted`
+messages whose job never came, as it does for single messages.
+
+When the chunk's hold does not fit a prepaid account, the chunk is inserted `parked`: the sweeper
+releases parked messages once a top-up makes room, and the send step reserves for each then. So a
+campaign never overspends by more than one chunk's settlement overage.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import phonenumbers
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+from shared.campaigns.campaigns import PAUSED, Pricer, opt_out_sources, render_body, skip_reason_for, window_of
+from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
+from shared.messaging.estimate import sender_type_of
+from shared.ledger.expiry import utc
+from shared.ids import new_id
+from shared.models import Account, Campaign, CampaignChunk, CampaignRecipient, CampaignStep, Message
+from shared.messaging.parking import blocked_reason
+from shared.messaging.phone_numbers import time_zones_of
+from shared.messaging.quiet_hours import next_allowed, zones
+from shared.messaging.rates import RateCard
+from shared.campaigns.templates import compile_template
+
+CHUNK_SIZE = 1000
+_ZONE_PREFIX = 10  # "+" and libphonenumber's longest time-zone prefix (9 digits): numbers sharing it share zones
+
+
+@dataclass(frozen=True)
+class StepStart:
+    campaign_id: str
+    step: int
+    chunks: int
+
+
+def due_steps(session: Session, now: datetime) -> list[tuple[str, int]]:
+    """Steps whose time has come, of campaigns neither paused nor canceled."""
+    return list(session.execute(
+        select(CampaignStep.campaign_id, CampaignStep.step).join(Campaign, Campaign.id == CampaignStep.campaign_id)
+        .where(CampaignStep.status == "pending", CampaignStep.starts_at <= now,
+               Campaign.status.in_(("scheduled", "running")))
+        .order_by(CampaignStep.starts_at).limit(100)).all())
+
+
+def start_step(session: Session, campaign_id: str, step: int, *, now: datetime) -> StepStart | None:
+    """Claim a due step and say how many chunks it has; a step already fanning out answers again (replay)."""
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    row = session.scalar(select(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
+                                                    CampaignStep.step == step))
+    if campaign is None or row is None or campaign.status in ("paused", "canceled"):
+        return None
+    if row.status == "pending":
+        if utc(row.starts_at) > now:
+            return None
+        row.status = "fanning_out"
+        row.chunks = max(1, -(-campaign.recipients // CHUNK_SIZE))
+        if campaign.status == "scheduled":
+            campaign.status, campaign.updated_at = "running", now
+    if row.status != "fanning_out":
+        return None
+    return StepStart(campaign_id, step, row.chunks)
+
+
+def fan_out_chunk(session: Session, campaign_id: str, step: int, chunk: int, *, rate_card: RateCard,
+                  hold_ttl_seconds: int, now: datetime) -> list[str]:
+    """Make the chunk's messages; returns the ids to enqueue now. A replayed chunk returns []."""
+    if not _claim_chunk(session, campaign_id, step, chunk, now):
+        return []
+    campaign = session.get(Campaign, campaign_id)
+    step_row = session.scalar(select(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
+                                                         CampaignStep.step == step))
+    ids: list[str] = []
+    if campaign.status != "canceled":
+        ids = _make_messages(session, campaign, step_row, chunk, rate_card, hold_ttl_seconds, now)
+    done = session.scalar(select(func.count()).select_from(CampaignChunk).where(
+        CampaignChunk.campaign_id == campaign_id, CampaignChunk.step == step))
+    if done >= step_row.chunks and step_row.status == "fanning_out":
+        step_row.status = "done"
+    return ids
+
+
+def _claim_chunk(session: Session, campaign_id: str, step: int, chunk: int, now: datetime) -> bool:
+    """Insert the chunk's row first: a twin waits on the unique key, then finds it and does nothing."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(CampaignChunk).values(campaign_id=campaign_id, step=step, chunk=chunk, messages=0,
+                                             credits_held=0, created_at=now)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "step", "chunk"]).returning(CampaignChunk.id)
+    ).scalar()
+    return inserted is not None
+
+
+def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep, chunk: int, rate_card: RateCard,
+                   hold_ttl_seconds: int, now: datetime) -> list[str]:
+    first = chunk * CHUNK_SIZE
+    recipients = list(session.execute(
+        select(CampaignRecipient.id, CampaignRecipient.to, CampaignRecipient.fields)
+        .where(CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.skip_reason.is_(None),
+               CampaignRecipient.position >= first, CampaignRecipient.position < first + CHUNK_SIZE)
+        .order_by(CampaignRecipient.position)))
+    template = compile_template(step_row.body, field=f"step {step_row.step}")
+    sender_type = sender_type_of(session, campaign.from_, account_id=campaign.account_id)
+    pricer = Pricer(rate_card, sender_type)
+    window = window_of(campaign)
+    sources = opt_out_sources(session, campaign.account_id, {r.to for r in recipients})
+    account_zone = session.scalar(select(Account.timezone).where(Account.id == campaign.account_id))
+    skips: dict[str, list[int]] = {}
+    zones_by_prefix: dict[str, tuple] = {}
+    numbers = NumberCheck()
+    rows: list[dict] = []
+    for recipient in recipients:
+        country = numbers.country(recipient.to)
+        reason = ("invalid_number" if country is None else
+                  "unsupported_country" if not rate_card.prices_country(country) else
+                  skip_reason_for(sources[recipient.to]) if recipient.to in sources else None)
+        if reason:
+            skips.setdefault(reason, []).append(recipient.id)
+            continue
+        try:
+            body = render_body(template, {**recipient.fields, "to": recipient.to}, recipient=recipient.to)
+        except ValidationFailed:  # checked at creation; a body that still fails is not sent
+            skips.setdefault("invalid_number", []).append(recipient.id)
+            continue
+        priced = pricer.price(body, recipient.to, country)
+        prefix = recipient.to[:_ZONE_PREFIX]
+        if prefix not in zones_by_prefix:
+            zones_by_prefix[prefix] = zones(time_zones_of(recipient.to), account_zone)
+        allowed = next_allowed(now, zones_by_prefix[prefix], window)
+        paused = campaign.status == "paused"
+        rows.append(dict(
+            id=new_id("msg"), account_id=campaign.account_id, user_id=None, campaign_id=campaign.id,
+            direction="outbound", to=recipient.to, from_=campaign.from_, body=body, media_urls=None,
+            status="scheduled" if paused or allowed > now else "accepted", segments=priced.segments,
+            encoding=priced.encoding, credits_estimated=priced.credits, credits_charged=None, hold_id=None,
+            error_message=PAUSED if paused else None, send_at=None if paused or allowed <= now else allowed,
+            attempts=0, created_at=now, updated_at=now,
+        ))
+    for reason, recipient_ids in skips.items():
+        session.execute(update(CampaignRecipient).where(CampaignRecipient.id.in_(recipient_ids))
+                        .values(skip_reason=reason).execution_options(synchronize_session=False))
+    held = _hold_chunk(session, campaign, rows, hold_ttl_seconds, now)
+    if rows:
+        session.execute(insert(Message), rows)
+    session.execute(update(CampaignChunk).where(CampaignChunk.campaign_id == campaign.id,
+                                                CampaignChunk.step == step_row.step, CampaignChunk.chunk == chunk)
+                    .values(messages=len(rows), credits_held=held))
+    return [row["id"] for row in rows if row["status"] == "accepted"]
+
+
+def _hold_chunk(session: Session, campaign: Campaign, rows: list[dict], hold_ttl_seconds: int,
+                now: datetime) -> int:
+    """One reservation for the chunk (a hold per message, so each settles on its own); parks it if it does not fit."""
+    if not rows:
+        return 0
+    account = session.get(Account, campaign.account_id)
+    reason = blocked_reason(account)
+    if reason is None:
+        requests = [book.HoldRequest(
+            idempotency_key=f"campaign:{campaign.id}:message:{row['id']}:hold", amount=row["credits_estimated"],
+            reference=row["id"],
+            expires_at=(row["send_at"] or now) + timedelta(seconds=hold_ttl_seconds)) for row in rows]
+        try:
+            holds = book.reserve_many(session, campaign.account_id, requests, now=now)
+        except (InsufficientCredits, AccountLocked) as error:
+            reason = f"Not enough credits for the campaign's next chunk: {error}"
+        else:
+            for row, hold in zip(rows, holds):
+                row["hold_id"] = hold.id
+            return sum(request.amount for request in requests)
+    for row in rows:
+        row.update(status="parked", error_message=reason[:500])
+    return 0
+
+
+class NumberCheck:
+    """libphonenumber's validity and country of E.164 numbers, fast for North America.
+
+    A NANP number ('+1' and ten digits) is built without parsing, and its region, which its area code
+    decides, is looked up once per area code; every number is still checked against its region's patterns.
+    """
+
+    def __init__(self):
+        self._nanp_regions: dict[str, str | None] = {}
+
+    def country(self, number: str) -> str | None:
+        """The number's country when it is a valid number, else None."""
+        if len(number) == 12 and number.startswith("+1") and number[2:].isdigit():
+            parsed = phonenumbers.PhoneNumber(country_code=1, national_number=int(number[2:]))
+            area = number[:5]
+            if area not in self._nanp_regions:
+                self._nanp_regions[area] = phonenumbers.region_code_for_number(parsed)
+            region = self._nanp_regions[area]
+        else:
+            try:
+                parsed = phonenumbers.parse(number, None)
+            except phonenumbers.NumberParseException:
+                return None
+            region = phonenumbers.region_code_for_number(parsed)
+        return region if region and phonenumbers.is_valid_number_for_region(parsed, region) else None

@@ -1,0 +1,74 @@
+"""Message bodies as Liquid templates (python-liquid), rendered once per recipient with their fields.
+
+Undefined is strict: a template that names a field a recipient does not have is refused when the
+campaign is created, never sent with a hole in it (unless it says `| default: "..."`). Every refusal
+names the template's field (`body`, `steps[1].body`) and the line in it. A body is a text message:
+no includes, and loops and output are capped so one template cannot tie up a process.
+"""
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from liquid import Environment, StrictDefaultUndefined
+from liquid.exceptions import LiquidError, UndefinedError
+
+from shared.errors import ValidationFailed
+
+
+
+class MessageEnvironment(Environment):
+    loop_iteration_limit = 1_000
+    output_stream_limit = 10_000  # characters; a message body may not exceed 1,600 anyway
+
+
+ENVIRONMENT = MessageEnvironment(undefined=StrictDefaultUndefined)
+for _tag in ("include", "render"):  # nothing to include: a body is one template
+    ENVIRONMENT.tags.pop(_tag, None)
+
+
+@dataclass(frozen=True)
+class MessageTemplate:
+    source: str
+    field: str  # where the template came from, for error messages
+    compiled: object  # liquid.BoundTemplate
+    names: frozenset[str]  # the top-level variables it reads
+
+    def render(self, fields: Mapping[str, object]) -> str:
+        return self.compiled.render(**fields)
+
+
+def compile_template(source: object, *, field: str = "body", known_fields: Collection[str] | None = None
+                     ) -> MessageTemplate:
+    """Parse `source`; with `known_fields`, refuse any variable outside them. Raises ValidationFailed."""
+    if not isinstance(source, str) or not source.strip():
+        raise ValidationFailed(f"{field} is required: the message text", errors={field: "is required"})
+    try:
+        compiled = ENVIRONMENT.from_string(source)
+    except LiquidError as error:
+        raise _refusal(field, error, f"is not a valid template: {error.message}") from None
+    analysis = compiled.analyze()
+    if known_fields is not None:
+        for name, uses in analysis.globals.items():
+            if name not in known_fields:
+                line, _column = uses[0].span.line_col(source)
+                known = ", ".join(sorted(known_fields)) or "none"
+                reason = f"line {line}: unknown field {name!r} (the recipients have: {known})"
+                raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+    return MessageTemplate(source=source, field=field, compiled=compiled, names=frozenset(analysis.globals))
+
+
+def render(template: MessageTemplate, fields: Mapping[str, object], *, recipient: str) -> str:
+    """The body for one recipient; a field it lacks raises ValidationFailed naming the recipient, field and line."""
+    try:
+        return template.render(fields)
+    except UndefinedError as error:
+        raise _refusal(template.field, error, f"{recipient} lacks a field it uses ({error.message})") from None
+    except LiquidError as error:
+        raise _refusal(template.field, error, f"cannot be rendered for {recipient}: {error.message}") from None
+
+
+def _refusal(field: str, error: LiquidError, reason: str) -> ValidationFailed:
+    context = error.context()
+    if context is not None:
+        reason = f"line {context[0]}: {reason}"
+    return ValidationFailed(f"{field} {reason}", errors={field: reason})

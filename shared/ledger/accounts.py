@@ -1,0 +1,112 @@
+"""Accounts: creation (with their API key), plan, overdraft policy, flags and threshold.
+
+Plan changes take effect at the next cycle (`next_plan_monthly_credits`); the calendar applies them.
+Raising the `spam` flag takes the account's purchased credits back (book.remove_purchased).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+from shared.api_keys import issue_key
+from shared.errors import NotFound, ValidationFailed
+from shared.ledger.expiry import CYCLE_MONTHS, zone
+from shared.ids import new_id
+from shared.models import Account
+
+ROLLOVER_POLICIES = ("none", "fifo_12m")
+OVERDRAFT_POLICIES = ("prepaid", "overdraft", "postpaid")
+FLAGS = ("credit_hold", "rollover_protection", "spam")
+
+
+@dataclass(frozen=True)
+class Overdraft:
+    policy: str
+    limit: int = 0  # millicredits below zero an `overdraft` account may reach; 0 for the others
+
+
+def create_account(session: Session, *, name: str, timezone: str, plan_monthly_credits: int, plan_cycle: str,
+                   plan_rollover: str, overdraft: Overdraft, low_balance_threshold: int) -> tuple[Account, str]:
+    """A new active account and its API key (the only time the plain key exists)."""
+    _check_timezone(timezone)
+    _check_choice("plan.cycle", plan_cycle, tuple(CYCLE_MONTHS))
+    _check_choice("plan.rollover", plan_rollover, ROLLOVER_POLICIES)
+    account = Account(id=new_id("acct"), name=name, timezone=timezone, plan_monthly_credits=plan_monthly_credits,
+                      plan_cycle=plan_cycle, plan_rollover=plan_rollover, low_balance_threshold=low_balance_threshold,
+                      status="active", credit_hold=False, rollover_protection=False, spam=False,
+                      balance=0, held=0, allocated=0, allocated_held=0)
+    _set_overdraft(account, overdraft)
+    session.add(account)
+    session.flush()
+    return account, issue_key(session, account.id)
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    return account
+
+
+def update_account(session: Session, account_id: str, *, now: datetime, name: str | None = None,
+                   plan_monthly_credits: int | None = None, plan_cycle: str | None = None,
+                   plan_rollover: str | None = None, overdraft: Overdraft | None = None,
+                   low_balance_threshold: int | None = None, flags: dict[str, bool] | None = None) -> Account:
+    """Apply the given changes (None = unchanged) under the account lock."""
+    book.lock_account(session, account_id)
+    account = get_account(session, account_id)
+    if name is not None:
+        account.name = name
+    if plan_monthly_credits is not None:
+        account.next_plan_monthly_credits = plan_monthly_credits
+    if plan_cycle is not None:
+        _check_choice("plan.cycle", plan_cycle, tuple(CYCLE_MONTHS))
+        account.plan_cycle = plan_cycle
+    if plan_rollover is not None:
+        _check_choice("plan.rollover", plan_rollover, ROLLOVER_POLICIES)
+        account.plan_rollover = plan_rollover
+    if overdraft is not None:
+        _set_overdraft(account, overdraft)
+    if low_balance_threshold is not None:
+        account.low_balance_threshold = low_balance_threshold
+    newly_spam = False
+    for flag, value in (flags or {}).items():
+        _check_choice("flags", flag, FLAGS)
+        newly_spam |= flag == "spam" and value and not account.spam
+        setattr(account, flag, value)
+    session.flush()
+    if newly_spam:
+        book.remove_purchased(session, account_id, now=now)
+        session.refresh(account)
+    return account
+
+
+def _set_overdraft(account: Account, overdraft: Overdraft) -> None:
+    _check_choice("overdraft.policy", overdraft.policy, OVERDRAFT_POLICIES)
+    if overdraft.limit < 0:
+        raise ValidationFailed("overdraft.limit must not be negative", errors={"overdraft.limit": "must not be negative"})
+    if overdraft.policy != "overdraft" and overdraft.limit:
+        reason = f"only the overdraft policy takes a limit ({overdraft.policy} has none)"
+        raise ValidationFailed(f"overdraft.limit: {reason}", errors={"overdraft.limit": reason})
+    account.overdraft_policy = overdraft.policy
+    account.overdraft_limit = overdraft.limit
+
+
+HOST_DEPENDENT_ZONES = ("localtime", "posixrules", "Factory")  # files in the zone database, not places
+
+
+def _check_timezone(name: str) -> None:
+    try:
+        if name in HOST_DEPENDENT_ZONES:
+            raise ValueError(f"{name!r} is not an IANA time zone such as 'America/New_York'")
+        zone(name)
+    except ValueError as error:
+        raise ValidationFailed(f"timezone: {error}", errors={"timezone": str(error)}) from None
+
+
+def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        reason = f"must be one of {', '.join(choices)}"
+        raise ValidationFailed(f"{field} {value!r} {reason}", errors={field: reason})

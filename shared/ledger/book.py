@@ -1,0 +1,719 @@
+"""The credit ledger: lots burn down, holds reserve before a send, entries record every movement.
+
+Every function takes the caller's Session and never commits: it runs inside the caller's unit of
+work (`Database.unit_of_work()`), so a send can reserve and mark itself `sending` in one transaction.
+Amounts are integer millicredits; instants are aware datetimes, stored as UTC. `now` always comes
+from the caller.
+
+Wallets: lots with `user_id` NULL are the company pool (shared by owners and admins); lots with a
+`user_id` are that user's own credits (role `user`). `accounts.balance`/`held` are the totals,
+`accounts.allocated`/`allocated_held` the users' share, so the pool is `balance - allocated` and a
+pool reservation is one conditional UPDATE. A pool below zero is debt: its lots are empty and the
+next grant into the pool repays it before it adds to a lot.
+
+Lock order, everywhere: hold -> account -> user -> lots. The account row serializes every change to
+its users and lots, so lots are burned by one UPDATE in burn order without locking them one by one.
+Every operation is keyed: replaying it with its idempotency key changes nothing.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
+from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
+from shared.ledger.expiry import default_expiry, end_of_month, utc
+from shared.ledger.plpgsql import RESERVE as PG_RESERVE, SETTLE as PG_SETTLE
+from shared.models import Account, Entry, Hold, Lot, User
+
+accounts = Account.__table__
+users = User.__table__
+lots = Lot.__table__
+holds = Hold.__table__
+entries = Entry.__table__
+
+LOCK_REASON = "balance below zero after a settlement; add credits to unlock"
+POOL_AVAILABLE = (accounts.c.balance - accounts.c.allocated) - (accounts.c.held - accounts.c.allocated_held)
+
+
+class _DefaultExpiry:
+    def __repr__(self) -> str:
+        return "DEFAULT_EXPIRY"
+
+
+DEFAULT_EXPIRY = _DefaultExpiry()  # grant(): the kind's usual expiry (see expiry.default_expiry)
+
+
+@dataclass(frozen=True)
+class HoldView:
+    id: int
+    account_id: str
+    user_id: str | None
+    amount: int
+    from_allocation: bool  # drawn on user_id's own credits rather than the pool
+    status: str  # pending, settled, voided, expired
+    reference: str | None
+    idempotency_key: str
+    expires_at: datetime
+    settled_amount: int | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    hold: HoldView
+    charged: int  # actual + carrier fee
+    balance: int  # the account's balance after this settlement
+    status: str  # the account's status after it: `locked` when a prepaid pool went below zero
+
+
+@dataclass(frozen=True)
+class LotView:
+    id: int
+    account_id: str
+    user_id: str | None
+    kind: str
+    amount: int
+    remaining: int
+    priority: int
+    granted_at: datetime
+    expires_at: datetime | None
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class UserCredits:
+    id: str
+    name: str
+    role: str
+    monthly_credits: int | None  # None: shares the pool
+    balance: int
+    held: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    account_id: str
+    status: str
+    balance: int
+    held: int
+    pool_available: int  # what owners and admins can still reserve, before any overdraft limit
+    expiring_end_of_month: int
+    lots: list[LotView]
+    users: list[UserCredits]
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+# --- holds -----------------------------------------------------------------------------------------
+
+def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str | None = None,
+            reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime) -> HoldView:
+    """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
+
+    Raises InsufficientCredits, AccountLocked (status not active) or NotFound. Replaying the key
+    returns the first hold, whatever the balance is now. On PostgreSQL: one call of ledger_reserve.
+    """
+    _require(amount_mc > 0, "amount", "must be more than zero")
+    now = utc(now)
+    if _on_postgres(session):
+        expires_at = now + timedelta(seconds=ttl_seconds)
+        row = _sql(session).exec_driver_sql(
+            PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at)).one()
+        if row.outcome == "no_user":
+            raise NotFound(f"No user {user_id} in account {account_id}.")
+        if row.outcome == "refused":
+            wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+            raise _refusal(session, account_id, wallet, amount_mc)
+        return _hold_view(row)
+    wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+    if not _claim(session, account_id, wallet, amount_mc):
+        if (existing := _hold_where(session, holds.c.idempotency_key == idempotency_key)) is not None:
+            return existing
+        raise _refusal(session, account_id, wallet, amount_mc)
+    values = dict(account_id=account_id, user_id=user_id, amount=amount_mc, from_allocation=wallet is not None,
+                  status="pending", reference=reference, idempotency_key=idempotency_key, created_at=now,
+                  expires_at=now + timedelta(seconds=ttl_seconds))
+    hold_id = _sql(session).execute(
+        _insert(session, holds).values(**values)
+        .on_conflict_do_nothing(index_elements=[holds.c.idempotency_key]).returning(holds.c.id)
+    ).scalar()
+    if hold_id is None:  # a replay that found room again: give the room back, answer with the first hold
+        _release(session, account_id, wallet, amount_mc)
+        return _hold_where(session, holds.c.idempotency_key == idempotency_key)
+    values.pop("created_at")
+    return HoldView(id=hold_id, settled_amount=None, **values)
+
+@dataclass(frozen=True)
+class HoldRequest:
+    """One hold of a `reserve_many` batch."""
+
+    idempotency_key: str
+    amount: int
+    reference: str | None
+    expires_at: datetime
+
+
+def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime) -> list[HoldView]:
+    """Hold a batch from the pool, all or nothing: one conditional UPDATE of the account row, one INSERT.
+
+    For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
+    own), but the hot account row is hit once per batch. Raises InsufficientCredits or AccountLocked
+    for the batch's total; keys already held are answered with their first hold, not held again.
+    """
+    _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
+    now = utc(now)
+    _lock_account(session, account_id)
+    keys = [request.idempotency_key for request in requests]
+    existing = {row.idempotency_key: _hold_view(row)
+                for row in session.execute(select(holds).where(holds.c.idempotency_key.in_(keys)))}
+    new = [request for request in requests if request.idempotency_key not in existing]
+    total = sum(request.amount for request in new)
+    if new:
+        if not _claim(session, account_id, None, total):
+            raise _refusal(session, account_id, None, total)
+        inserted = session.execute(
+            insert(holds).returning(holds.c.id, holds.c.idempotency_key, sort_by_parameter_order=True), [
+            dict(account_id=account_id, user_id=None, amount=request.amount, from_allocation=False, status="pending",
+                 reference=request.reference, idempotency_key=request.idempotency_key, created_at=now,
+                 expires_at=utc(request.expires_at)) for request in new])
+        for (hold_id, key), request in zip(inserted, new):
+            existing[key] = HoldView(id=hold_id, account_id=account_id, user_id=None, amount=request.amount,
+                                     from_allocation=False, status="pending", reference=request.reference,
+                                     idempotency_key=key, expires_at=utc(request.expires_at), settled_amount=None)
+    return [existing[key] for key in keys]
+
+
+def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
+           reference: str | None = None, idempotency_key: str, now: datetime) -> Settlement:
+    """Charge what the send really cost (more or less than the hold) and release the hold.
+
+    `hold` is its id or its idempotency key. Writes a `usage` entry (and `carrier_fee` when non-zero),
+    burns lots in burn order, and locks a prepaid account whose pool ends below zero. An expired hold
+    can still be settled once (reconciliation found the message was sent). Replays return the first
+    settlement; settling a voided hold, or again under another key, is a Conflict. On PostgreSQL: one call
+    of ledger_settle.
+    """
+    _require(actual_mc >= 0, "actual", "must not be negative")
+    _require(carrier_fee_mc >= 0, "carrier_fee", "must not be negative")
+    now = utc(now)
+    charge = actual_mc + carrier_fee_mc
+    if _on_postgres(session):
+        row = _sql(session).exec_driver_sql(PG_SETTLE, (
+            hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
+            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON)).one()
+        if row.outcome == "replay":
+            return _settlement_replay(session, hold, idempotency_key)
+        return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+    resolution = dict(status="settled", resolved_at=now, settled_amount=charge)
+    row = _resolve(session, hold, "pending", resolution)
+    released = True
+    if row is None:
+        row = _resolve(session, hold, "expired", resolution)
+        released = False
+        if row is None:
+            return _settlement_replay(session, hold, idempotency_key)
+    held_release = row.amount if released else 0
+    from_user = 0
+    if row.from_allocation:
+        _lock_account(session, row.account_id)
+        user_balance = _sql(session).scalar(select(users.c.balance).where(users.c.id == row.user_id))
+        from_user = min(charge, max(user_balance, 0))
+        _sql(session).execute(update(users).where(users.c.id == row.user_id)
+                        .values(held=users.c.held - held_release, balance=users.c.balance - from_user))
+    from_pool = charge - from_user
+    goes_negative = and_(accounts.c.status == "active", accounts.c.overdraft_policy == "prepaid",
+                         accounts.c.balance - accounts.c.allocated - from_pool < 0)
+    account = _sql(session).execute(
+        update(accounts).where(accounts.c.id == row.account_id).values(
+            held=accounts.c.held - held_release,
+            allocated_held=accounts.c.allocated_held - (held_release if row.from_allocation else 0),
+            allocated=accounts.c.allocated - from_user,
+            balance=accounts.c.balance - charge,
+            status=case((goes_negative, "locked"), else_=accounts.c.status),
+            status_reason=case((goes_negative, LOCK_REASON), else_=accounts.c.status_reason),
+        ).returning(accounts.c.balance, accounts.c.status)
+    ).one()
+    if from_user:
+        _burn(session, row.account_id, row.user_id, from_user)
+    if from_pool:
+        _burn(session, row.account_id, None, from_pool)
+    common = dict(account_id=row.account_id, user_id=row.user_id, at=now, reference=reference or row.reference,
+                  hold_id=row.id, memo=None)
+    lines = [dict(common, kind="usage", amount=-actual_mc, balance_after=account.balance + carrier_fee_mc,
+                  idempotency_key=idempotency_key)]
+    if carrier_fee_mc:
+        lines.append(dict(common, kind="carrier_fee", amount=-carrier_fee_mc, balance_after=account.balance,
+                          idempotency_key=f"{idempotency_key}:carrier_fee"))
+    _write(session, lines)
+    return Settlement(hold=_hold_view(row), charged=charge, balance=account.balance, status=account.status)
+
+
+def void(session: Session, hold: int | str, *, now: datetime) -> HoldView:
+    """Release a hold without charging (the send failed for good). Voiding again, or an expired hold, is a no-op."""
+    row = _resolve(session, hold, "pending", dict(status="voided", resolved_at=utc(now)))
+    if row is None:
+        current = _existing_hold(session, hold)
+        if current.status == "settled":
+            raise Conflict(f"hold {current.id} was already settled")
+        return current
+    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount)
+    return _hold_view(row)
+
+
+def expire(session: Session, hold: int | str, *, now: datetime) -> HoldView:
+    """Release a pending hold past its TTL (the sweeper then reconciles with Twilio); otherwise a no-op."""
+    now = utc(now)
+    row = _resolve(session, hold, "pending", dict(status="expired", resolved_at=now), holds.c.expires_at <= now)
+    if row is None:
+        return _existing_hold(session, hold)
+    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount)
+    return _hold_view(row)
+
+
+def due_holds(session: Session, now: datetime, *, limit: int = 500) -> list[int]:
+    """Ids of pending holds past their TTL, oldest first, for the sweeper."""
+    return list(_sql(session).scalars(
+        select(holds.c.id).where(holds.c.status == "pending", holds.c.expires_at <= utc(now))
+        .order_by(holds.c.expires_at).limit(limit)
+    ))
+
+
+def get_hold(session: Session, hold: int | str) -> HoldView:
+    return _existing_hold(session, hold)
+
+
+# --- lots ------------------------------------------------------------------------------------------
+
+def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, granted_at: datetime,
+          expires_at: datetime | None | _DefaultExpiry = DEFAULT_EXPIRY, user_id: str | None = None,
+          priority: int | None = None, reference: str | None = None, idempotency_key: str) -> LotView:
+    """Add a lot (into the pool, or a role-`user` user's own credits) and a `grant`/`purchase` entry.
+
+    A pool in debt is repaid first (the lot keeps only what is left); a `locked` account whose pool
+    is back to >= 0 is unlocked. `credit_hold` refuses plan credits (Conflict). Replays return the lot.
+    """
+    _require(amount_mc > 0, "credits", "must be more than zero")
+    _require(kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
+    account = _lock_account(session, account_id)
+    if (existing := _sql(session).execute(select(lots).where(lots.c.idempotency_key == idempotency_key)).first()):
+        return _lot_view(existing)
+    if kind == "plan" and account.credit_hold:
+        raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
+    granted_at = utc(granted_at)
+    if isinstance(expires_at, _DefaultExpiry):
+        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle)
+    elif expires_at is not None:
+        expires_at = utc(expires_at)
+        _require(expires_at > granted_at, "expires_at", "must be after granted_at")
+    wallet = None
+    if user_id is not None:
+        wallet = _wallet_of(session, account_id, user_id)
+        _require(wallet is not None, "user_id", "owners and admins share the pool: grant to the pool instead")
+    pool = account.balance - account.allocated
+    repaid = 0 if wallet else min(amount_mc, max(0, -pool))
+    unlocks = account.status == "locked" and pool + (0 if wallet else amount_mc) >= 0
+    lot_values = dict(account_id=account_id, user_id=wallet, kind=kind, amount=amount_mc,
+                      remaining=amount_mc - repaid, priority=DEFAULT_PRIORITY[kind] if priority is None else priority,
+                      granted_at=granted_at, expires_at=expires_at, reference=reference,
+                      idempotency_key=idempotency_key)
+    lot_id = _sql(session).execute(insert(lots).values(**lot_values).returning(lots.c.id)).scalar_one()
+    balance = _apply(session, account_id, amount_mc, wallet, unlock=unlocks)
+    _write(session, [dict(account_id=account_id, user_id=wallet, at=granted_at,
+                          kind="purchase" if kind == "purchase" else "grant", amount=amount_mc,
+                          balance_after=balance, reference=reference, hold_id=None,
+                          idempotency_key=idempotency_key, memo=f"{kind} lot {lot_id}")])
+    return LotView(id=lot_id, **{k: v for k, v in lot_values.items() if k != "idempotency_key"})
+
+
+def expire_lots(session: Session, account_id: str, *, now: datetime) -> int:
+    """Write off lots past their expiry (plan lots stay while `rollover_protection` is set); returns mc expired."""
+    now = utc(now)
+    account = _lock_account(session, account_id)
+    due = and_(lots.c.expires_at.is_not(None), lots.c.expires_at <= now)
+    if account.rollover_protection:
+        due = and_(due, lots.c.kind != "plan")
+    return _write_off(session, account_id, due, kind="expiry", key_prefix="expiry", memo="expired", now=now)
+
+
+def remove_purchased(session: Session, account_id: str, *, now: datetime) -> int:
+    """Spam: purchased credits are taken back, each lot with an `adjustment` entry; returns mc removed."""
+    _lock_account(session, account_id)
+    return _write_off(session, account_id, lots.c.kind == "purchase", kind="adjustment", key_prefix="spam",
+                      memo="purchased credits removed: account flagged as spam", now=utc(now))
+
+
+def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str, reference: str | None = None,
+                idempotency_key: str, now: datetime) -> int:
+    """Take credits from the pool without a hold (month-end fees such as phone numbers); returns the balance.
+
+    Burns pool lots in burn order and may leave the pool below zero, which locks a prepaid account
+    exactly as a settlement does. Replaying the key changes nothing.
+    """
+    _require(amount_mc > 0, "amount", "must be more than zero")
+    now = utc(now)
+    account = _lock_account(session, account_id)
+    if _sql(session).execute(select(entries.c.id).where(entries.c.idempotency_key == idempotency_key)).first():
+        return account.balance
+    goes_negative = and_(accounts.c.status == "active", accounts.c.overdraft_policy == "prepaid",
+                         accounts.c.balance - accounts.c.allocated - amount_mc < 0)
+    balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+        balance=accounts.c.balance - amount_mc,
+        status=case((goes_negative, "locked"), else_=accounts.c.status),
+        status_reason=case((goes_negative, LOCK_REASON), else_=accounts.c.status_reason),
+    ).returning(accounts.c.balance)).scalar_one()
+    _burn(session, account_id, None, amount_mc)
+    _write(session, [dict(account_id=account_id, user_id=None, at=now, kind=kind, amount=-amount_mc,
+                          balance_after=balance, reference=reference, hold_id=None,
+                          idempotency_key=idempotency_key, memo=None)])
+    return balance
+
+
+def reset_debt(session: Session, account_id: str, *, reference: str | None = None, idempotency_key: str,
+               now: datetime) -> int:
+    """Bring a pool below zero back to zero because the debt was billed: one `reset` entry; returns mc reset."""
+    account = _lock_account(session, account_id)
+    if (first := _sql(session).execute(select(entries.c.amount).where(entries.c.idempotency_key == idempotency_key))
+            .first()) is not None:
+        return first.amount
+    debt = max(0, account.allocated - account.balance)
+    if not debt:
+        return 0
+    balance = _apply(session, account_id, debt, None, unlock=account.status == "locked")
+    _write(session, [dict(account_id=account_id, user_id=None, at=utc(now), kind="reset", amount=debt,
+                          balance_after=balance, reference=reference, hold_id=None,
+                          idempotency_key=idempotency_key, memo="negative balance billed and reset to zero")])
+    return debt
+
+
+def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *, now: datetime,
+             idempotency_key: str) -> None:
+    """Move credits between the pool and a user's own credits (positive: to the user; negative: back).
+
+    The moved pieces keep their lot's kind, expiry and priority. Two `allocation` entries (pool side,
+    user side) leave the balance unchanged. Callers check the limits first; this only refuses what
+    would break the ledger (InsufficientCredits).
+    """
+    if amount_mc == 0:
+        return
+    now = utc(now)
+    account = _lock_account(session, account_id)
+    if _sql(session).execute(select(entries.c.id).where(entries.c.idempotency_key == f"{idempotency_key}:pool")).first():
+        return
+    user = _sql(session).execute(select(users).where(users.c.id == user_id, users.c.account_id == account_id)).first()
+    if user is None:
+        raise NotFound(f"No user {user_id} in account {account_id}.")
+    pool = account.balance - account.allocated
+    if amount_mc > 0:
+        room = pool - (account.held - account.allocated_held)
+        if amount_mc > room:
+            raise InsufficientCredits(f"the pool has {room} mc available", available=max(room, 0), required=amount_mc)
+        pieces = _take(session, account_id, None, amount_mc)
+        destination, repay = user_id, 0
+    else:
+        if -amount_mc > user.balance - user.held:
+            raise InsufficientCredits(f"the user has {user.balance - user.held} mc available",
+                                      available=user.balance - user.held, required=-amount_mc)
+        pieces = _take(session, account_id, user_id, -amount_mc)
+        destination, repay = None, max(0, -pool)
+    new_lots = []
+    for lot, taken in pieces:
+        kept = taken - min(taken, repay)
+        repay -= taken - kept
+        if kept:
+            new_lots.append(dict(account_id=account_id, user_id=destination, kind=lot.kind, amount=kept, remaining=kept,
+                                 priority=lot.priority, granted_at=lot.granted_at, expires_at=lot.expires_at,
+                                 reference=lot.reference, idempotency_key=f"{idempotency_key}:lot:{lot.id}"))
+    if new_lots:
+        _sql(session).execute(insert(lots), new_lots)
+    _sql(session).execute(update(users).where(users.c.id == user_id).values(balance=users.c.balance + amount_mc))
+    _sql(session).execute(update(accounts).where(accounts.c.id == account_id)
+                    .values(allocated=accounts.c.allocated + amount_mc))
+    common = dict(account_id=account_id, at=now, kind="allocation", reference=None, hold_id=None,
+                  memo=f"allocation to user {user_id}" if amount_mc > 0 else f"returned by user {user_id}")
+    _write(session, [dict(common, user_id=None, amount=-amount_mc, balance_after=account.balance - amount_mc,
+                          idempotency_key=f"{idempotency_key}:pool"),
+                     dict(common, user_id=user_id, amount=amount_mc, balance_after=account.balance,
+                          idempotency_key=f"{idempotency_key}:user")])
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+def balance(session: Session, account_id: str, *, now: datetime) -> BalanceView:
+    account = _sql(session).execute(select(accounts).where(accounts.c.id == account_id)).first()
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    open_lots = [_lot_view(row) for row in _sql(session).execute(
+        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql()))]
+    month_end = end_of_month(utc(now), account.timezone)
+    expiring = sum(lot.remaining for lot in open_lots if lot.expires_at is not None and lot.expires_at <= month_end
+                   and not (lot.kind == "plan" and account.rollover_protection))
+    seats = [UserCredits(id=row.id, name=row.name, role=row.role, monthly_credits=row.monthly_credits,
+                         balance=row.balance, held=row.held)
+             for row in _sql(session).execute(select(users).where(users.c.account_id == account_id,
+                                                            users.c.deleted_at.is_(None)).order_by(users.c.id))]
+    return BalanceView(account_id=account_id, status=account.status, balance=account.balance, held=account.held,
+                       pool_available=account.balance - account.allocated - account.held + account.allocated_held,
+                       expiring_end_of_month=expiring, lots=open_lots, users=seats)
+
+
+def available_for(session: Session, account_id: str, user_id: str | None = None) -> int | None:
+    """What a hold for this sender could take right now: one read, for intake's quick pre-check.
+
+    None means no limit (postpaid pool). Raises NotFound, or AccountLocked when holds are refused.
+    """
+    account = _sql(session).execute(
+        select(accounts.c.status, accounts.c.status_reason, accounts.c.overdraft_policy,
+               accounts.c.overdraft_limit, POOL_AVAILABLE.label("pool"),
+               select(users.c.role).where(users.c.id == user_id, users.c.account_id == account_id,
+                                            users.c.deleted_at.is_(None)).scalar_subquery().label("role"),
+               select(users.c.balance - users.c.held).where(users.c.id == user_id).scalar_subquery().label("own"))
+        .where(accounts.c.id == account_id)
+    ).first()
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    if user_id is not None and account.role is None and account.status == "active":
+        raise NotFound(f"No user {user_id} in account {account_id}.")
+    return holdable(account_id, account)
+
+
+def holdable(account_id: str, facts) -> int | None:
+    """What a hold could take, from an account's status, policy, limit, `pool` and the sender's `role` and `own`.
+
+    None means no limit (postpaid pool). Raises AccountLocked when holds are refused.
+    """
+    if facts.status != "active":
+        raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
+    if facts.role == "user":
+        return facts.own
+    if facts.overdraft_policy == "postpaid":
+        return None
+    return facts.pool + facts.overdraft_limit
+
+
+def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[Row]:
+    """Entries newest first; page on with the last id returned as `before_id`."""
+    query = select(entries).where(entries.c.account_id == account_id)
+    if before_id is not None:
+        query = query.where(entries.c.id < before_id)
+    return list(_sql(session).execute(query.order_by(entries.c.id.desc()).limit(limit)))
+
+
+def lock_account(session: Session, account_id: str) -> Row:
+    """Take the account's row lock (the first lock of any credit change); NotFound if there is none."""
+    return _lock_account(session, account_id)
+
+
+# --- internals -------------------------------------------------------------------------------------
+
+def _require(condition: bool, field: str, reason: str) -> None:
+    if not condition:
+        raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+
+
+def _on_postgres(session: Session) -> bool:
+    """PostgreSQL runs reserve and settle as the functions of ledger_pg (same effects, one round trip)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert(session: Session, table):
+    """INSERT that understands ON CONFLICT on both databases."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _lock_account(session: Session, account_id: str) -> Row:
+    account = _sql(session).execute(select(accounts).where(accounts.c.id == account_id).with_for_update()).first()
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    return account
+
+
+def _wallet_of(session: Session, account_id: str, user_id: str) -> str | None:
+    """The user whose own credits a send draws on: the user for role `user`, None (the pool) for owners/admins."""
+    role = _sql(session).scalar(select(users.c.role).where(users.c.id == user_id, users.c.account_id == account_id,
+                                                     users.c.deleted_at.is_(None)))
+    if role is None:
+        raise NotFound(f"No user {user_id} in account {account_id}.")
+    return user_id if role == "user" else None
+
+
+def _claim(session: Session, account_id: str, wallet: str | None, amount: int) -> bool:
+    """Add to `held` if the hold fits; the account row stays locked until the caller's transaction ends."""
+    active = and_(accounts.c.id == account_id, accounts.c.status == "active")
+    if wallet is None:
+        fits = or_(accounts.c.overdraft_policy == "postpaid", POOL_AVAILABLE - amount >= -accounts.c.overdraft_limit)
+        return _sql(session).execute(update(accounts).where(active, fits).values(held=accounts.c.held + amount)
+                               .returning(accounts.c.id)).first() is not None
+    if _sql(session).execute(update(accounts).where(active).values(held=accounts.c.held + amount,
+                                                             allocated_held=accounts.c.allocated_held + amount)
+                       .returning(accounts.c.id)).first() is None:
+        return False
+    if _sql(session).execute(update(users).where(users.c.id == wallet, users.c.balance - users.c.held >= amount)
+                       .values(held=users.c.held + amount).returning(users.c.id)).first() is not None:
+        return True
+    _sql(session).execute(update(accounts).where(accounts.c.id == account_id)
+                    .values(held=accounts.c.held - amount, allocated_held=accounts.c.allocated_held - amount))
+    return False
+
+
+def _release(session: Session, account_id: str, wallet: str | None, amount: int) -> None:
+    _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+        held=accounts.c.held - amount,
+        allocated_held=accounts.c.allocated_held - (amount if wallet is not None else 0)))
+    if wallet is not None:
+        _sql(session).execute(update(users).where(users.c.id == wallet).values(held=users.c.held - amount))
+
+
+def _refusal(session: Session, account_id: str, wallet: str | None, amount: int) -> Exception:
+    account = _sql(session).execute(select(accounts, POOL_AVAILABLE.label("pool")).where(accounts.c.id == account_id)).first()
+    if account is None:
+        return NotFound(f"No account {account_id}.")
+    if account.status != "active":
+        return AccountLocked(f"account {account_id} is {account.status}: {account.status_reason or 'no reason given'}")
+    if wallet is not None:
+        available = _sql(session).scalar(select(users.c.balance - users.c.held).where(users.c.id == wallet))
+        owner = f"user {wallet}"
+    else:
+        available = account.pool + account.overdraft_limit
+        owner = f"account {account_id}"
+    return InsufficientCredits(f"{owner} has {max(available, 0)} mc available, {amount} mc required",
+                               available=max(available, 0), required=amount)
+
+
+def _resolve(session: Session, hold: int | str, from_status: str, values: dict, *conditions) -> Row | None:
+    """Move a hold out of `from_status` exactly once; None when it was not in that status."""
+    return _sql(session).execute(update(holds).where(_hold_ref(hold), holds.c.status == from_status, *conditions)
+                           .values(**values).returning(*holds.c)).first()
+
+
+def _hold_ref(hold: int | str):
+    return holds.c.id == hold if isinstance(hold, int) else holds.c.idempotency_key == hold
+
+
+def _hold_where(session: Session, condition) -> HoldView | None:
+    row = _sql(session).execute(select(holds).where(condition)).first()
+    return None if row is None else _hold_view(row)
+
+
+def _existing_hold(session: Session, hold: int | str) -> HoldView:
+    if (view := _hold_where(session, _hold_ref(hold))) is None:
+        raise NotFound(f"No hold {hold}.")
+    return view
+
+
+def _hold_view(row: Row) -> HoldView:
+    return HoldView(id=row.id, account_id=row.account_id, user_id=row.user_id, amount=row.amount,
+                    from_allocation=row.from_allocation, status=row.status, reference=row.reference,
+                    idempotency_key=row.idempotency_key, expires_at=utc(row.expires_at),
+                    settled_amount=row.settled_amount)
+
+
+def _settlement_replay(session: Session, hold: int | str, idempotency_key: str) -> Settlement:
+    current = _existing_hold(session, hold)
+    first = _sql(session).execute(select(entries).where(entries.c.idempotency_key == idempotency_key)).first()
+    if current.status != "settled" or first is None or first.hold_id != current.id:
+        raise Conflict(f"hold {current.id} is {current.status}; it cannot be settled under key {idempotency_key!r}")
+    last = _sql(session).execute(select(entries.c.balance_after).where(entries.c.hold_id == current.id)
+                           .order_by(entries.c.id.desc()).limit(1)).scalar_one()
+    status = _sql(session).scalar(select(accounts.c.status).where(accounts.c.id == current.account_id))
+    return Settlement(hold=current, charged=current.settled_amount, balance=last, status=status)
+
+
+def _burn(session: Session, account_id: str, wallet: str | None, amount: int) -> None:
+    """Take `amount` from the wallet's lots in burn order, in one UPDATE; lots stop at zero.
+
+    Each lot keeps max(0, running_total - amount), where running_total sums it and every lot
+    burned before it. The caller holds the account lock, so the totals cannot move underneath.
+    """
+    ordered = (select(lots.c.id, lots.c.remaining,
+                      func.sum(lots.c.remaining).over(order_by=burn_order_sql()).label("running"))
+               .where(lots.c.account_id == account_id, _wallet_lots(wallet), lots.c.remaining > 0)
+               .subquery())
+    _sql(session).execute(update(lots).where(lots.c.id == ordered.c.id, ordered.c.running - ordered.c.remaining < amount)
+                    .values(remaining=case((ordered.c.running <= amount, 0), else_=ordered.c.running - amount)))
+
+
+def _take(session: Session, account_id: str, wallet: str | None, amount: int) -> list[tuple[Row, int]]:
+    """Like _burn, but returns each (lot, taken) piece, for moves that re-create the pieces elsewhere."""
+    pieces = []
+    for lot in _sql(session).execute(select(lots).where(lots.c.account_id == account_id, _wallet_lots(wallet),
+                                                  lots.c.remaining > 0).order_by(*burn_order_sql())):
+        if amount == 0:
+            break
+        taken = min(amount, lot.remaining)
+        pieces.append((lot, taken))
+        amount -= taken
+    if amount:
+        raise InsufficientCredits("the lots do not hold the credits to move", available=0, required=amount)
+    _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
+                    .values(remaining=lots.c.remaining - bindparam("taken")),
+                    [{"lot_id": lot.id, "taken": taken} for lot, taken in pieces])
+    return pieces
+
+
+def _write_off(session: Session, account_id: str, which, *, kind: str, key_prefix: str, memo: str,
+               now: datetime) -> int:
+    """Empty the matching lots, one entry each; the caller holds the account lock. Returns mc written off."""
+    doomed = list(_sql(session).execute(select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0, which)
+                                  .order_by(*burn_order_sql())))
+    if not doomed:
+        return 0
+    _sql(session).execute(update(lots).where(lots.c.id.in_([lot.id for lot in doomed])).values(remaining=0))
+    total = sum(lot.remaining for lot in doomed)
+    by_user: dict[str, int] = {}
+    for lot in doomed:
+        if lot.user_id is not None:
+            by_user[lot.user_id] = by_user.get(lot.user_id, 0) + lot.remaining
+    for user_id, amount in by_user.items():
+        _sql(session).execute(update(users).where(users.c.id == user_id).values(balance=users.c.balance - amount))
+    balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+        balance=accounts.c.balance - total, allocated=accounts.c.allocated - sum(by_user.values()),
+    ).returning(accounts.c.balance)).scalar_one() + total
+    lines = []
+    for lot in doomed:
+        balance -= lot.remaining
+        lines.append(dict(account_id=account_id, user_id=lot.user_id, at=now, kind=kind, amount=-lot.remaining,
+                          balance_after=balance, reference=lot.reference, hold_id=None,
+                          idempotency_key=f"{key_prefix}:lot:{lot.id}", memo=f"{memo}: {lot.kind} lot {lot.id}"))
+    _write(session, lines)
+    return total
+
+
+def _apply(session: Session, account_id: str, amount: int, wallet: str | None, *, unlock: bool) -> int:
+    """Add credits to the account's totals (and the user's); returns the new balance."""
+    values = dict(balance=accounts.c.balance + amount)
+    if wallet is not None:
+        values["allocated"] = accounts.c.allocated + amount
+        _sql(session).execute(update(users).where(users.c.id == wallet).values(balance=users.c.balance + amount))
+    if unlock:
+        values.update(status="active", status_reason=None)
+    return _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(**values)
+                           .returning(accounts.c.balance)).scalar_one()
+
+
+def _write(session: Session, lines: list[dict]) -> None:
+    _sql(session).execute(insert(entries), lines)
+
+
+def _wallet_lots(wallet: str | None):
+    return lots.c.user_id.is_(None) if wallet is None else lots.c.user_id == wallet
+
+
+def _lot_view(row: Row) -> LotView:
+    return LotView(id=row.id, account_id=row.account_id, user_id=row.user_id, kind=row.kind, amount=row.amount,
+                   remaining=row.remaining, priority=row.priority, granted_at=utc(row.granted_at),
+                   expires_at=None if row.expires_at is None else utc(row.expires_at), reference=row.reference)
+
+
+def _sql(session: Session) -> Connection:
+    """The session's connection: Core statements skip the ORM's execution layer (a third of a round trip each)."""
+    return session.connection()

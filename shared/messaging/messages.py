@@ -1,0 +1,255 @@
+"""Accepting a message: everything intake checks before it promises (202) to send it, in one unit of work.
+
+The message row is written before the answer, so nothing accepted is ever lost: if the enqueue
+that follows fails, the sweeper finds the `accepted` row and enqueues it.
+"""
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Row, Select, String, bindparam, cast, insert, literal, select, union_all
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+from shared.errors import DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
+from shared.messaging.estimate import Estimate, estimate_message
+from shared.ids import new_id
+from shared.models import Account, Message, OptOut, PhoneNumber, User
+from shared.money import format_credits
+from shared.messaging.parking import blocked_reason
+from shared.messaging.phone_numbers import parse_e164
+from shared.messaging.rates import RateCard
+
+# The statuses a message can sit in before the send step claims it.
+WAITING_STATUSES = ("accepted", "scheduled", "queued", "parked")
+FINAL_STATUSES = ("delivered", "undelivered", "failed", "canceled")
+MAX_SCHEDULE_AHEAD = timedelta(days=366)
+# RedisBroker takes delays under 7 days; a message scheduled further ahead waits for the sweeper.
+MAX_SEND_DELAY = timedelta(days=7) - timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    """A POST /v1/messages body, still unchecked."""
+
+    to: object
+    from_: object
+    body: object
+    media_urls: object = None
+    user_id: object = None
+    send_at: object = None
+
+
+def accept_message(session: Session, account_id: str, request: MessageRequest, *, rate_card: RateCard,
+                   now: datetime) -> tuple[Message, Estimate]:
+    """Validate, price and pre-check a message, then insert it `accepted` (or `scheduled`); raises its DomainError."""
+    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now)[0]
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]], *, rate_card: RateCard,
+                    now: datetime) -> list[tuple[Message, Estimate] | DomainError]:
+    """`accept_message` for many (account_id, request) at once: one read of the facts, one INSERT.
+
+    Each message gets its own outcome, in order: a bad one is its DomainError and does not stop
+    the others. The credit check is a quick one without a hold; the worker's hold is authoritative.
+    """
+    numbers = []
+    for _, request in requests:
+        errors: dict[str, str] = {}
+        numbers.append((_parse_number("to", request.to, errors), _parse_number("from", request.from_, errors), errors))
+    facts = _facts(session, [(account_id, to, from_, request.user_id)
+                             for (account_id, request), (to, from_, _) in zip(requests, numbers)])
+    outcomes: list[tuple[Message, Estimate] | DomainError] = []
+    for (account_id, request), (to, from_, errors), row in zip(requests, numbers, facts):
+        try:
+            outcomes.append(_accept_one(account_id, request, to, from_, errors, row, rate_card, now))
+        except DomainError as error:
+            outcomes.append(error)
+    accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)]
+    if accepted:  # one round trip for all the rows; Core skips the ORM's bookkeeping per object
+        session.connection().execute(insert(Message.__table__), [
+            {column: getattr(message, attribute) for attribute, column in _INSERTED.items()} for message in accepted])
+    return outcomes
+
+
+def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
+                facts: Row | None, rate_card: RateCard, now: datetime) -> tuple[Message, Estimate]:
+    if facts is None:
+        raise NotFound(f"No account {account_id}.")
+    to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
+    try:
+        estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
+                                    rate_card=rate_card)
+    except ValidationFailed as error:
+        errors = {("to" if field == "to[0]" else field): reason for field, reason in error.errors.items()}
+        raise ValidationFailed(str(error).replace("to[0]", "to"), errors=errors) from None
+    if facts.opted_out:
+        raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
+    _pre_check(account_id, facts, estimate.credits_total)
+    reason = blocked_reason(facts)
+    message = Message(  # the answer; accept_messages inserts its _INSERTED attributes
+        id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=request.body,
+        media_urls=request.media_urls or None,
+        status="parked" if reason else ("scheduled" if send_at else "accepted"),
+        error_message=reason, segments=estimate.segments, encoding=estimate.encoding,
+        credits_estimated=estimate.credits_total, send_at=send_at, created_at=now, updated_at=now,
+    )
+    return message, estimate
+
+
+_INSERTED = {attribute: Message.__mapper__.attrs[attribute].columns[0].key for attribute in (
+    "id", "account_id", "user_id", "to", "from_", "body", "media_urls", "status", "error_message", "segments",
+    "encoding", "credits_estimated", "send_at", "created_at", "updated_at")}  # attribute -> column
+
+
+def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None:
+    try:
+        return parse_e164(raw, field=field)
+    except ValidationFailed as error:
+        errors.update(error.errors)
+        return None
+
+
+def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, object]]) -> list[Row | None]:
+    """What intake reads for each (account_id, to, from, user_id), in one query for them all: why the account
+    may not send (the columns `blocked_reason` reads), the sender's type, the opt-out, the user's role and
+    what the account or user could hold.
+
+    None for a message whose account does not exist.
+    """
+    parameters = {}
+    for i, (account_id, to, from_, user_id) in enumerate(wanted):
+        parameters.update({f"account_id_{i}": account_id, f"to_{i}": to, f"from__{i}": from_,
+                           f"user_id_{i}": user_id if isinstance(user_id, str) else None})
+    rows = session.connection().execute(_facts_query(len(wanted)), parameters).all()
+    found = {row.i: row for row in rows}
+    return [found.get(i) for i in range(len(wanted))]
+
+
+_ASKED = (("account_id", String()), ("to", String()), ("from_", String()), ("user_id", String()))
+
+
+@functools.lru_cache(maxsize=256)
+def _facts_query(count: int) -> Select:
+    """The statement for `count` messages, built once: SQLAlchemy then reuses its compiled form and
+    PostgreSQL its plan (the batch's values are bound parameters)."""
+    asked = [select(literal(i).label("i"),
+                    *(cast(bindparam(f"{name}_{i}"), type_).label(name) for name, type_ in _ASKED))
+             for i in range(count)]
+    ask = (union_all(*asked) if count > 1 else asked[0]).subquery("ask")
+    return (
+        select(ask.c.i, Account.sending_blocked_reason, Account.status, Account.status_reason,
+               Account.overdraft_policy, Account.overdraft_limit, book.POOL_AVAILABLE.label("pool"),
+               select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
+                                               PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
+               select(OptOut.id).where(OptOut.account_id == ask.c.account_id, OptOut.phone == ask.c.to)
+               .exists().label("opted_out"),
+               select(User.role).where(User.id == ask.c.user_id, User.account_id == ask.c.account_id,
+                                       User.deleted_at.is_(None)).scalar_subquery().label("role"),
+               select(User.balance - User.held).where(User.id == ask.c.user_id).scalar_subquery().label("own"))
+        .select_from(ask.join(Account, Account.id == ask.c.account_id))
+    )
+
+
+def _check_fields(request: MessageRequest, to: str | None, from_: str | None, facts: Row, errors: dict[str, str],
+                  now: datetime) -> tuple[str, str, str, str | None, datetime | None]:
+    """Every field problem at once (`errors` holds those of the numbers), as one ValidationFailed naming each field."""
+    sender_type = "long_code"
+    if from_ is not None:
+        if facts.sender_type is None:
+            errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
+        else:
+            sender_type = facts.sender_type
+    user_id = request.user_id
+    if user_id is not None and facts.role is None:  # no such user, another account's, or deleted
+        errors["user_id"] = "is not a user of this account"
+    send_at = _parse_send_at(request.send_at, now, errors)
+    if errors:
+        raise ValidationFailed("Invalid message: " + "; ".join(f"{f} {r}" for f, r in errors.items()), errors=errors)
+    return to, from_, sender_type, user_id, send_at
+
+
+def _parse_send_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime | None:
+    """None for 'now'; a time already past also means now."""
+    if raw is None:
+        return None
+    try:
+        send_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        send_at = None
+    if send_at is None or send_at.tzinfo is None:
+        errors["send_at"] = "must be an ISO-8601 time with an offset, such as 2026-11-02T09:00:00-05:00"
+        return None
+    if send_at - now > MAX_SCHEDULE_AHEAD:
+        errors["send_at"] = "is more than a year ahead"
+        return None
+    return send_at if send_at > now else None
+
+
+def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:
+    """How long to delay the job that releases a scheduled message, so it goes out on time.
+
+    None when it is too far ahead for the broker: the sweeper releases it when its time comes.
+    """
+    if send_at is None:
+        return 0
+    ahead = (send_at if send_at.tzinfo else send_at.replace(tzinfo=UTC)) - now  # naive: SQLite's UTC
+    if ahead > MAX_SEND_DELAY:
+        return None
+    return max(int(ahead.total_seconds() * 1000), 0)
+
+
+def _pre_check(account_id: str, facts: Row, required: int) -> None:
+    """Refuse early what the hold would refuse later: a locked account, or one (or a user) that cannot pay."""
+    available = book.holdable(account_id, facts)
+    if available is None:
+        return
+    if available < required:
+        raise InsufficientCredits(
+            f"This message needs {format_credits(required)} credits;"
+            f" {format_credits(max(available, 0))} are available.",
+            available=max(available, 0), required=required,
+        )
+
+
+def get_message(session: Session, message_id: str, *, account_id: str | None) -> Message:
+    """The message, if `account_id` (None: the operator) may see it."""
+    message = session.get(Message, message_id)
+    if message is None or (account_id is not None and message.account_id != account_id):
+        raise NotFound(f"No message {message_id}.")
+    return message
+
+
+def message_view(message: Message) -> dict:
+    """The API's shape of a message: credits as decimal strings, times ISO-8601."""
+    return {
+        "id": message.id,
+        "status": message.status,
+        "to": message.to,
+        "from": message.from_,
+        "body": message.body,
+        "media_urls": message.media_urls or [],
+        "user_id": message.user_id,
+        "segments": message.twilio_segments or message.segments,
+        "encoding": message.encoding,
+        "credits_estimated": format_credits(message.credits_estimated),
+        "credits_charged": None if message.credits_charged is None else format_credits(message.credits_charged),
+        "twilio_sid": message.twilio_sid,
+        "twilio_price": message.twilio_price,
+        "error_code": message.error_code,
+        "error_message": message.error_message,
+        "send_at": _iso(message.send_at),
+        "created_at": _iso(message.created_at),
+        "updated_at": _iso(message.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    """SQLite hands back naive datetimes; every time creditq stores is UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()

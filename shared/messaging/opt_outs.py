@@ -1,0 +1,159 @@
+"""Who an account must not text: recipients who replied STOP, whom Twilio reports unsubscribed (21610),
+or whom the customer listed (API, do-not-contact import).
+
+A recipient's own STOP is also enforced by Twilio itself until they text START, so only the recipient
+can lift it: the API may remove the opt-outs the customer made, not the recipient's.
+"""
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import OptOut
+from shared.messaging.phone_numbers import parse_e164
+
+# Where an opt-out came from (OptOut.source).
+FROM_STOP_KEYWORD = "stop_keyword"
+FROM_TWILIO_21610 = "twilio_21610"
+FROM_API = "api"
+FROM_IMPORT = "import"
+RECIPIENT_SOURCES = frozenset({FROM_STOP_KEYWORD, FROM_TWILIO_21610})
+
+# Twilio's default opt-out handling keywords (https://help.twilio.com/articles/223134027).
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+_CHUNK = 500  # phones per statement: below every database's bound-parameter limit
+_PHONE_HEADERS = ("phone", "phone_number", "number", "to", "mobile")
+
+Keyword = Literal["opt_out", "opt_in", "help"]
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    line: int  # 1-based line of the CSV
+    value: str
+    reason: str
+
+
+def classify_inbound(body: str) -> Keyword | None:
+    """What an inbound message asks for, when the whole trimmed message is one of Twilio's keywords."""
+    word = (body or "").strip().upper()
+    if word in OPT_OUT_KEYWORDS:
+        return "opt_out"
+    if word in OPT_IN_KEYWORDS:
+        return "opt_in"
+    if word in HELP_KEYWORDS:
+        return "help"
+    return None
+
+
+def is_opted_out(session: Session, account_id: str, phone: str) -> bool:
+    return session.scalar(
+        select(OptOut.id).where(OptOut.account_id == account_id, OptOut.phone == phone).limit(1)
+    ) is not None
+
+
+def opted_out_among(session: Session, account_id: str, phones: Iterable[str]) -> set[str]:
+    """The phones of `phones` this account must not text, in one query per 500 phones."""
+    unique = list(dict.fromkeys(phones))
+    found: set[str] = set()
+    for start in range(0, len(unique), _CHUNK):
+        found.update(session.scalars(
+            select(OptOut.phone).where(OptOut.account_id == account_id, OptOut.phone.in_(unique[start:start + _CHUNK]))
+        ))
+    return found
+
+
+def opt_out(session: Session, account_id: str, phone: str, source: str) -> bool:
+    """Record that the account must not text `phone`; True if it was new. Replays and races change nothing."""
+    return _insert_ignoring_existing(session, account_id, [phone], source) == 1
+
+
+def opt_in(session: Session, account_id: str, phone: str, *, by_recipient: bool) -> bool:
+    """Lift the opt-out of `phone`; True if there was one.
+
+    `by_recipient` (they texted START) lifts any opt-out. The customer (by_recipient=False) may only lift
+    its own, else Conflict: Twilio keeps refusing a recipient who said STOP (21610) until they say START.
+    """
+    source = session.scalar(select(OptOut.source).where(OptOut.account_id == account_id, OptOut.phone == phone))
+    if source is None:
+        return False
+    if not by_recipient and source in RECIPIENT_SOURCES:
+        raise Conflict(f"{phone} opted out themselves ({source}); only they can opt back in, by texting START.")
+    session.execute(delete(OptOut).where(OptOut.account_id == account_id, OptOut.phone == phone))
+    return True
+
+
+def get_opt_out(session: Session, account_id: str, phone: str) -> OptOut:
+    opt = session.scalar(select(OptOut).where(OptOut.account_id == account_id, OptOut.phone == phone))
+    if opt is None:
+        raise NotFound(f"{phone} is not opted out.")
+    return opt
+
+
+def list_opt_outs(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[OptOut]:
+    """Newest first; `before_id` continues after the last row of the previous page."""
+    query = select(OptOut).where(OptOut.account_id == account_id)
+    if before_id is not None:
+        query = query.where(OptOut.id < before_id)
+    return list(session.scalars(query.order_by(OptOut.id.desc()).limit(limit)))
+
+
+def import_do_not_contact(session: Session, account_id: str, csv_text: str) -> tuple[int, list[InvalidRow]]:
+    """Opt out every phone of a CSV (one per row: the first column, or a column headed phone/number/...).
+
+    Returns how many were new and the rows that are not valid E.164 numbers; valid rows are added
+    even when others are invalid, and importing the same list again adds nothing.
+    """
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    if not any(any(cell.strip() for cell in row) for row in rows):
+        raise ValidationFailed("The do-not-contact list is empty.", errors={"csv": "has no rows"})
+    column, first = _phone_column(rows[0])
+    phones: list[str] = []
+    invalid: list[InvalidRow] = []
+    for line, row in enumerate(rows[first:], start=first + 1):
+        value = row[column].strip() if column < len(row) else ""
+        if not value and not any(cell.strip() for cell in row):
+            continue  # blank line
+        try:
+            phones.append(parse_e164(value, field="phone"))
+        except ValidationFailed as error:
+            invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
+    unique = list(dict.fromkeys(phones))
+    added = sum(
+        _insert_ignoring_existing(session, account_id, unique[start:start + _CHUNK], FROM_IMPORT)
+        for start in range(0, len(unique), _CHUNK)
+    )
+    return added, invalid
+
+
+def _phone_column(header: list[str]) -> tuple[int, int]:
+    """(column index, index of the first data row): a header names the phone column, else column 0, no header."""
+    names = [cell.strip().lower() for cell in header]
+    for name in _PHONE_HEADERS:
+        if name in names:
+            return names.index(name), 1
+    return 0, 0
+
+
+def _insert_ignoring_existing(session: Session, account_id: str, phones: list[str], source: str) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING on (account_id, phone): the number of rows actually added."""
+    if not phones:
+        return 0
+    dialect = session.get_bind().dialect.name
+    statement = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if statement is None:
+        raise NotImplementedError(f"opt-outs need an upsert on {dialect}")
+    rows = [{"account_id": account_id, "phone": phone, "source": source} for phone in phones]
+    added = session.scalars(statement(OptOut).values(rows).on_conflict_do_nothing(
+        index_elements=[OptOut.account_id, OptOut.phone]).returning(OptOut.id))
+    return len(added.all())

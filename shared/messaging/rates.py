@@ -1,0 +1,168 @@
+"""The rate card: what each billable item costs, per destination country and sender type, as data.
+
+A deployment prices its traffic in a JSON file (shared/messaging/rate_cards/us.json is the default; set
+RATE_CARD_PATH to use another). Shape:
+
+    {"name": "...", "home_country": "US",
+     "countries": {"US": {"rates": {"sms": {"long_code": "1", "toll_free": "1.5", "short_code": "1"},
+                                    "mms": "2", ...every item in ITEMS...},
+                          "carrier_fees": {"sms": "0", "mms": "0"}},
+                   "default": {...optional, same shape...}}}
+
+A price is a credits string (the same for every sender type) or an object giving one per sender
+type. Countries the card does not list use its "default" entry when it has one; otherwise sending
+there is refused (NoRate, a 422), because pricing a foreign destination at home rates would
+undercharge. The bundled US card has no default. `home_country` prices estimates that only give a
+recipient count. Receiving is free, so no inbound item exists. Carrier fees pass through per
+segment (per message for MMS) and are booked as their own ledger entry.
+"""
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import ConfigError
+from shared.errors import ValidationFailed
+from shared.money import InvalidAmount, parse_credits
+
+BUNDLED_RATE_CARD = Path(__file__).parent / "rate_cards" / "us.json"
+RATE_CARD_PATH_VARIABLE = "RATE_CARD_PATH"
+
+SENDER_TYPES = ("long_code", "toll_free", "short_code")
+# Each item and the unit its price is for.
+ITEMS = {
+    "sms": "segment",
+    "mms": "message",
+    "call_outgoing": "minute",
+    "voice_broadcast": "minute",
+    "answering_machine_detection": "number",
+    "call_forwarding": "minute",
+    "voicemail": "voicemail",
+    "transcription": "transcription",
+    "phone_number": "month",
+}
+CARRIER_FEE_CHANNELS = ("sms", "mms")
+DEFAULT_COUNTRY = "default"
+_COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+
+
+class NoRate(ValidationFailed):
+    """The card does not price this destination."""
+
+    title = "Destination not priced"
+
+
+@dataclass(frozen=True)
+class RateCard:
+    """Prices in integer millicredits, keyed (country, item, sender_type)."""
+
+    name: str
+    home_country: str
+    prices: dict[tuple[str, str, str], int]
+    carrier_fees: dict[tuple[str, str, str], int]
+    countries: frozenset[str]
+
+    def price(self, item: str, *, country: str, sender_type: str = "long_code") -> int:
+        """Millicredits for one unit of `item` (see ITEMS) to `country` from a `sender_type` number."""
+        return self.prices[self._key(country, item, sender_type)]
+
+    def carrier_fee(self, channel: str, *, country: str, sender_type: str = "long_code") -> int:
+        """Millicredits passed through per segment (sms) or per message (mms)."""
+        return self.carrier_fees[self._key(country, channel, sender_type)]
+
+    def prices_country(self, country: str) -> bool:
+        return country in self.countries or DEFAULT_COUNTRY in self.countries
+
+    def _key(self, country: str, item: str, sender_type: str) -> tuple[str, str, str]:
+        if sender_type not in SENDER_TYPES:
+            raise ValidationFailed(f"sender_type {sender_type!r} is not one of {', '.join(SENDER_TYPES)}",
+                                   errors={"sender_type": f"must be one of {', '.join(SENDER_TYPES)}"})
+        if country not in self.countries:
+            if DEFAULT_COUNTRY not in self.countries:
+                reason = f"the rate card {self.name!r} has no rates for country {country}"
+                raise NoRate(reason, errors={"country": reason})
+            country = DEFAULT_COUNTRY
+        return country, item, sender_type
+
+
+def parse_rate_card(data: object, *, source: str) -> RateCard:
+    """Validate a decoded card; any problem is a ConfigError naming `source` and the offending key."""
+
+    def fail(where: str, reason: str) -> ConfigError:
+        return ConfigError(f"rate card {source}: {where}: {reason}")
+
+    def mapping(value: object, where: str, allowed: set[str], required: set[str]) -> dict:
+        if not isinstance(value, dict):
+            raise fail(where, "must be an object")
+        if unknown := set(value) - allowed:
+            raise fail(where, f"unknown keys {', '.join(sorted(unknown))}")
+        if missing := required - set(value):
+            raise fail(where, f"missing keys {', '.join(sorted(missing))}")
+        return value
+
+    def credits(value: object, where: str) -> int:
+        try:
+            return parse_credits(value)
+        except InvalidAmount as error:
+            raise fail(where, str(error)) from None
+
+    def per_sender_type(value: object, where: str) -> dict[str, int]:
+        if isinstance(value, dict):
+            value = mapping(value, where, set(SENDER_TYPES), set(SENDER_TYPES))
+            return {sender_type: credits(value[sender_type], f"{where}.{sender_type}") for sender_type in SENDER_TYPES}
+        amount = credits(value, where)
+        return dict.fromkeys(SENDER_TYPES, amount)
+
+    card = mapping(data, "top level", {"name", "home_country", "countries"}, {"name", "home_country", "countries"})
+    name = card["name"]
+    if not isinstance(name, str) or not name:
+        raise fail("name", "must be a non-empty string")
+    countries = card["countries"]
+    if not isinstance(countries, dict) or not countries:
+        raise fail("countries", "must be an object pricing at least one country")
+    prices: dict[tuple[str, str, str], int] = {}
+    carrier_fees: dict[tuple[str, str, str], int] = {}
+    for country, entry in countries.items():
+        if country != DEFAULT_COUNTRY and not _COUNTRY_CODE.fullmatch(country):
+            raise fail(f"countries.{country}", "must be an ISO 3166 alpha-2 code such as US, or 'default'")
+        entry = mapping(entry, f"countries.{country}", {"rates", "carrier_fees"}, {"rates"})
+        rates = mapping(entry["rates"], f"countries.{country}.rates", set(ITEMS), set(ITEMS))
+        fees = mapping(entry.get("carrier_fees", {}), f"countries.{country}.carrier_fees",
+                       set(CARRIER_FEE_CHANNELS), set())
+        for item in ITEMS:
+            for sender_type, amount in per_sender_type(rates[item], f"countries.{country}.rates.{item}").items():
+                prices[country, item, sender_type] = amount
+        for channel in CARRIER_FEE_CHANNELS:
+            amounts = per_sender_type(fees.get(channel, "0"), f"countries.{country}.carrier_fees.{channel}")
+            for sender_type, amount in amounts.items():
+                carrier_fees[country, channel, sender_type] = amount
+    home_country = card["home_country"]
+    if home_country not in countries:
+        raise fail("home_country", f"{home_country!r} is not priced in countries")
+    return RateCard(name=name, home_country=home_country, prices=prices, carrier_fees=carrier_fees,
+                    countries=frozenset(countries))
+
+
+def load_rate_card(path: str | Path) -> RateCard:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"rate card {path}: cannot be read: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ConfigError(f"rate card {path}: is not valid JSON: {error}") from None
+    return parse_rate_card(data, source=str(path))
+
+
+@functools.cache
+def default_rate_card() -> RateCard:
+    """This deployment's card: RATE_CARD_PATH when set, else the bundled US card. Read once per process."""
+    path = os.environ.get(RATE_CARD_PATH_VARIABLE)
+    if not path:
+        return load_rate_card(BUNDLED_RATE_CARD)
+    try:
+        return load_rate_card(path)
+    except ConfigError as error:
+        raise ConfigError(f"{RATE_CARD_PATH_VARIABLE}={path}: {error}") from None

@@ -1,0 +1,50 @@
+"""An account's sender numbers: their type picks the rate and throughput, and each costs credits per month.
+
+The monthly cost is taken from the rate card when the number is added and kept on the row, so what
+users may be allocated (allocations.assignable_monthly) does not move when the card changes mid-cycle.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import PhoneNumber
+from shared.messaging.phone_numbers import country_of, parse_e164
+from shared.messaging.rates import SENDER_TYPES, default_rate_card
+
+
+def add_number(session: Session, account_id: str, raw_phone: str, number_type: str) -> PhoneNumber:
+    phone = parse_e164(raw_phone, field="phone")
+    if number_type not in SENDER_TYPES:
+        reason = f"must be one of {', '.join(SENDER_TYPES)}"
+        raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
+    monthly_cost = default_rate_card().price("phone_number", country=country_of(phone), sender_type=number_type)
+    book.lock_account(session, account_id)
+    owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
+    if owner == account_id:
+        raise Conflict(f"{phone} is already a number of account {account_id}")
+    if owner is not None:  # inbound texts and callbacks on a number must name one account
+        raise Conflict(f"{phone} is a number of another account")
+    number = PhoneNumber(account_id=account_id, phone=phone, type=number_type, monthly_cost=monthly_cost)
+    session.add(number)
+    session.flush()
+    return number
+
+
+def list_numbers(session: Session, account_id: str) -> list[PhoneNumber]:
+    return list(session.scalars(select(PhoneNumber).where(PhoneNumber.account_id == account_id)
+                                .order_by(PhoneNumber.id)))
+
+
+def remove_number(session: Session, account_id: str, raw_phone: str) -> None:
+    phone = parse_e164(raw_phone, field="phone")
+    book.lock_account(session, account_id)
+    number = _find(session, account_id, phone)
+    if number is None:
+        raise NotFound(f"{phone} is not a number of account {account_id}")
+    session.delete(number)
+
+
+def _find(session: Session, account_id: str, phone: str) -> PhoneNumber | None:
+    return session.scalar(select(PhoneNumber).where(PhoneNumber.account_id == account_id, PhoneNumber.phone == phone))

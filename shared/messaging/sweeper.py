@@ -1,0 +1,199 @@
+"""The sweeper: the periodic safety net that makes every accepted message end final.
+
+- Scheduled messages whose `send_at` has come are released (`accepted`) and enqueued; accepted
+  messages whose job was lost (intake's enqueue failed, a worker died holding it) are enqueued
+  again. The send step is idempotent, so a spare job is harmless.
+- Holds past their TTL are expired and reconciled with Twilio: the message is fetched, its status
+  recorded, and it is settled or voided. A `sending` message without a sid (the worker died after
+  asking Twilio, or Twilio's answer was lost) is looked up in Twilio's list: found, it gets its sid
+  and status; not found, it failed and is not charged.
+- Final messages whose hold is still pending lost their settle job: they are handed back to settle.
+- Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
+  released.
+- Status callbacks kept for a sid that never got stored are forgotten after a day.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.ledger import book
+from shared.db import Database
+from shared.ledger.expiry import utc
+from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
+from shared.messaging.messages import send_delay_ms
+from shared.models import Account, Hold, Message
+from shared.messaging.parking import accounts_with_parked_messages, release_parked
+from shared.messaging.rates import RateCard
+from shared.messaging.settlement import CHARGED_STATUSES, VOIDED_STATUSES, settle_message
+from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
+from shared.twilio.gateway import TwilioMessage
+
+BATCH = 500
+UNKNOWN_OUTCOME = ("The send's outcome was unknown (the worker stopped after asking Twilio, or Twilio's answer"
+                   " was lost) and Twilio lists no such message. Not charged.")
+CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
+KEEP_EARLY_STATUSES = timedelta(days=1)
+
+
+@dataclass
+class SweepReport:
+    enqueued: list[str] = field(default_factory=list)
+    reconciled: dict[str, str] = field(default_factory=dict)  # message id -> what reconciliation did
+    unparked: list[str] = field(default_factory=list)
+    to_settle: list[str] = field(default_factory=list)  # final messages whose settle job was lost: enqueue it
+
+
+def sweep(database: Database, *, enqueue: Callable[[str], None],
+          gateway_for: Callable[[str | None, str | None], object], rate_card: RateCard, now: datetime,
+          stale_after: timedelta) -> SweepReport:
+    """One pass. `enqueue(message_id)` sends the send job; `stale_after` is how long a waiting message may wait.
+
+    The caller enqueues the settle job of each message in `report.to_settle`.
+    """
+    report = SweepReport()
+    with database.unit_of_work() as session:
+        report.enqueued = _stale_waiting(session, now, now - stale_after)
+        report.to_settle = _final_but_unsettled(session, now - stale_after)
+    for hold_id, message_id in _overdue_holds(database, now):
+        report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
+                                                  rate_card=rate_card, now=now)
+    with database.unit_of_work() as session:
+        account_ids = accounts_with_parked_messages(session)
+    for account_id in account_ids:
+        with database.unit_of_work() as session:
+            report.unparked += release_parked(session, account_id, now=now)
+    with database.unit_of_work() as session:
+        purge_early_statuses(session, before=now - KEEP_EARLY_STATUSES)
+    for message_id in report.enqueued + report.unparked:
+        enqueue(message_id)
+    return report
+
+
+def _stale_waiting(session: Session, now: datetime, before: datetime) -> list[str]:
+    """Scheduled messages whose time has come (now `accepted`) and accepted ones waiting since `before`.
+
+    Every due message is released, batch after batch: a campaign held back by quiet hours goes out
+    when its recipients' window opens, not a batch per sweep.
+    """
+    due: list[str] = []
+    while batch := list(session.scalars(
+        select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
+    )):
+        session.execute(update(Message).where(Message.id.in_(batch), Message.status == "scheduled")
+                        .values(status="accepted", updated_at=now).execution_options(synchronize_session=False))
+        due += batch
+    stale = session.scalars(
+        select(Message.id).where(Message.status == "accepted", Message.updated_at <= before)
+        .order_by(Message.updated_at).limit(BATCH)
+    )
+    return due + list(stale)
+
+
+def release_scheduled(session: Session, message_id: str, *, now: datetime) -> int | None:
+    """The delayed job of one scheduled message: make it `accepted` once its time has come.
+
+    Returns 0 when released (the caller enqueues its send), the milliseconds still to wait when the job
+    came early, and None when there is nothing to do (not scheduled any more, or the sweeper's to release).
+    """
+    message = session.get(Message, message_id, with_for_update=True)
+    if message is None or message.status != "scheduled":
+        return None
+    wait_ms = send_delay_ms(message.send_at, now)
+    if wait_ms == 0:
+        message.status = "accepted"
+        message.updated_at = now
+    return wait_ms
+
+
+def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
+    """Messages final for a while whose hold is still pending: their settle job was never enqueued or was lost."""
+    return list(session.scalars(
+        select(Message.id).join(Hold, Message.hold_id == Hold.id)
+        .where(Hold.status == "pending", Message.status.in_(FINAL_STATUSES), Message.credits_charged.is_(None),
+               Message.updated_at <= before)
+        .limit(BATCH)
+    ))
+
+
+def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str]]:
+    """(hold, message) pairs whose hold outlived its TTL and whose message is not settled yet."""
+    with database.unit_of_work() as session:
+        return [tuple(row) for row in session.execute(
+            select(Hold.id, Message.id).join(Message, Message.hold_id == Hold.id)
+            .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now,
+                   Message.credits_charged.is_(None))
+            .order_by(Hold.expires_at).limit(BATCH)
+        )]
+
+
+def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for, rate_card: RateCard,
+              now: datetime) -> str:
+    """Expire the hold, ask Twilio what became of the message, then settle or void it."""
+    with database.unit_of_work() as session:
+        book.expire(session, hold_id, now=now)
+        message = session.get(Message, message_id)
+        account = session.get(Account, message.account_id)
+        sid, status = message.twilio_sid, message.status
+        credentials = (account.twilio_account_sid, account.twilio_auth_token)
+        lookup = dict(to=message.to, from_=message.from_, body=message.body,
+                      sent_after=utc(message.updated_at) - CLOCK_SKEW)  # updated when it was claimed for sending
+    if status not in CHARGED_STATUSES + VOIDED_STATUSES:
+        if sid is None:
+            if status != "sending":
+                return "waiting"
+            try:
+                found = gateway_for(*credentials).find(**lookup)
+            except TransientTwilioError:
+                return "retry later"
+            except (PermanentTwilioError, CredentialsRejected) as error:
+                return f"find refused: {error}"
+            with database.unit_of_work() as session:
+                if not _adopt(session, message_id, found, now):
+                    return "voided: outcome unknown"
+        else:
+            try:
+                fetched = gateway_for(*credentials).fetch(sid)
+            except TransientTwilioError:
+                return "retry later"
+            except (PermanentTwilioError, CredentialsRejected) as error:
+                return f"fetch refused: {error}"
+            with database.unit_of_work() as session:
+                _record(session, fetched, now)
+    with database.unit_of_work() as session:
+        return settle_message(session, message_id, rate_card=rate_card, now=now)
+
+
+def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
+    record_status(session, sid=fetched.sid, status=fetched.status, num_segments=fetched.num_segments,
+                  error_code=fetched.error_code, error_message=fetched.error_message,
+                  price=fetched.price, price_unit=fetched.price_unit, now=now)
+
+
+def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: datetime) -> bool:
+    """Give a `sending` message without a sid the first of Twilio's matches no other message has; False when
+    there is none: Twilio never took it, so it failed and is not charged (its hold has expired)."""
+    message = session.get(Message, message_id, with_for_update=True)
+    if message.status != "sending" or message.twilio_sid is not None:
+        return True  # something else settled its fate meanwhile
+    taken = set(session.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([m.sid for m in found]))))
+    match = next((candidate for candidate in found if candidate.sid not in taken), None)
+    if match is None:
+        _give_up_unknown(message, now)
+        return False
+    message.twilio_sid = match.sid
+    message.updated_at = now
+    apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
+    _record(session, match, now)
+    return True
+
+
+def _give_up_unknown(message: Message, now: datetime) -> None:
+    message.status = "failed"
+    message.error_message = UNKNOWN_OUTCOME
+    message.credits_charged = 0
+    message.updated_at = now
+

@@ -1,0 +1,267 @@
+"""The only place that talks to Twilio: the official `twilio` package, failures classified into shared.twilio.errors.
+
+One gateway per set of credentials, shared by every worker thread of a process: its requests.Session keeps a
+pool of keep-alive connections (urllib3's pool is thread-safe), so a send does not pay a TCP+TLS handshake.
+"""
+
+import email.utils
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+from requests.adapters import HTTPAdapter
+from twilio.base import values
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from shared.config import Settings
+from shared.twilio.errors import (
+    BAD_CREDENTIALS,
+    TRANSIENT_CODES,
+    CredentialsRejected,
+    OutcomeUnknown,
+    PermanentTwilioError,
+    TransientTwilioError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+DEFAULT_TIMEOUT_SECONDS = 15.0  # TwilioHttpClient's default is None: a hung connection would hang the worker
+DEFAULT_POOL_SIZE = 64  # connections kept per host; >= the threads of one worker process
+FIND_LIMIT = 100  # messages listed per find: one sender to one recipient since a given day
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """Twilio's answer to a create. `price` is Twilio's decimal string (negative, in price_unit), often None yet."""
+
+    sid: str
+    status: str
+    num_segments: int | None
+    price: str | None
+    price_unit: str | None
+
+
+@dataclass(frozen=True)
+class TwilioMessage:
+    """A message as Twilio sees it now (fetch), for reconciliation."""
+
+    sid: str
+    status: str
+    num_segments: int | None
+    price: str | None
+    price_unit: str | None
+    error_code: int | None
+    error_message: str | None
+    date_created: datetime | None = None
+
+
+class PooledHttpClient(TwilioHttpClient):
+    """TwilioHttpClient with a bounded timeout, a connection pool sized for many threads, and no retries.
+
+    TwilioHttpClient only mounts a sized adapter for https:// and leaves the timeout unset; requests'
+    own adapter for http:// (the simulator) keeps 10 connections. Retry(0, read=False) is requests'
+    default spelled out: a POST is never resent by the HTTP layer — a resent create is a second text.
+    It also remembers each thread's last response, because TwilioRestException drops the headers
+    (Retry-After), and keeps the package's per-request logging for DEBUG.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = DEFAULT_POOL_SIZE):
+        super().__init__(pool_connections=True, timeout=timeout)
+        adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=0, read=False))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self._last = threading.local()
+
+    def request(self, *args, **kwargs) -> Response:
+        self._last.response = None
+        response = super().request(*args, **kwargs)
+        self._last.response = response
+        return response
+
+    def log_request(self, kwargs) -> None:
+        # The package logs ~8 INFO lines per request; at hundreds of sends a second only DEBUG may ask for them.
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code, response) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super().log_response(status_code, response)
+
+    def last_response(self) -> Response | None:
+        """The response the calling thread received last, if its last request got one."""
+        return getattr(self._last, "response", None)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class TwilioGateway:
+    """Sends and fetches messages for one Twilio account (or subaccount).
+
+    `api_base` None means Twilio itself; any other URL (the simulator) replaces the Api domain's base
+    URL, so paths, auth, form encoding and error parsing stay the twilio package's own.
+    """
+
+    def __init__(self, account_sid: str, auth_token: str, api_base: str | None, status_callback_url: str, *,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = DEFAULT_POOL_SIZE):
+        self.account_sid = account_sid
+        self.status_callback_url = status_callback_url
+        self.http_client = PooledHttpClient(timeout=timeout, pool_size=pool_size)
+        client = Client(account_sid, auth_token, http_client=self.http_client)
+        if api_base is not None:
+            client.edge = client.region = None  # they would rewrite the host into api.<edge>.<region>.twilio.com
+            client.api.base_url = api_base.rstrip("/")
+        # Resolved once here: the package builds these lazily, which is not worth racing over in threads.
+        self._messages = client.api.account.messages
+
+    def send(self, *, to: str, from_: str, body: str, media_urls: list[str] | None = None) -> SentMessage:
+        """Create the message at Twilio, with our status callback. Raises only shared.twilio.errors classes.
+
+        OutcomeUnknown means the request may have reached Twilio: do not send it again.
+        """
+        try:
+            message = self._messages.create(
+                to=to, from_=from_, body=body, media_url=media_urls or values.unset,
+                status_callback=self.status_callback_url,
+            )
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            if _never_left(error):
+                raise TransientTwilioError(f"could not reach Twilio: {error}") from error
+            raise OutcomeUnknown(f"no answer from Twilio to a create, it may have been sent: {error}") from error
+        return SentMessage(
+            sid=message.sid,
+            status=message.status,
+            num_segments=_int_or_none(message.num_segments),
+            price=message.price,
+            price_unit=message.price_unit,
+        )
+
+    def fetch(self, sid: str) -> TwilioMessage:
+        """Twilio's current view of a message; an unknown sid is PermanentTwilioError(20404)."""
+        try:
+            message = self._messages(sid).fetch()
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not fetch {sid} from Twilio: {error}") from error
+        return _twilio_message(message)
+
+    def find(self, *, to: str, from_: str, body: str, sent_after: datetime) -> list[TwilioMessage]:
+        """Twilio's messages from `from_` to `to` with this body created since `sent_after`, oldest first.
+
+        For a create whose answer was lost: the sid Twilio gave it. Twilio's DateSent> filter only
+        counts days (and skips messages not sent yet), so the creation time is checked here.
+        """
+        try:
+            listed = self._messages.list(to=to, from_=from_, date_sent_after=sent_after, limit=FIND_LIMIT)
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not list messages to {to} from Twilio: {error}") from error
+        return [_twilio_message(message) for message in reversed(listed)
+                if message.body == body and (message.date_created is None or message.date_created >= sent_after)]
+
+    def close(self) -> None:
+        self.http_client.close()
+
+    def _classify(self, error: TwilioRestException | TwilioServiceException) -> Exception:
+        status = error.status
+        code = error.code if isinstance(error.code, int) else None
+        message = getattr(error, "msg", None) or getattr(error, "detail", None) or getattr(error, "title", "")
+        if code == BAD_CREDENTIALS or status == 401:
+            return CredentialsRejected(self.account_sid, message)
+        if status == 429 or status >= 500 or code in TRANSIENT_CODES:
+            return TransientTwilioError(
+                f"Twilio answered {status} ({code}): {message}", status=status, code=code,
+                retry_after=_retry_after(self.http_client.last_response()),
+            )
+        return PermanentTwilioError(code or status, message, status=status)
+
+
+_gateways: dict[tuple, TwilioGateway] = {}
+_gateways_lock = threading.Lock()
+
+
+def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: str | None = None) -> TwilioGateway:
+    """The process's gateway for these credentials (the settings' own by default), made once and reused.
+
+    Settings without TWILIO_API_BASE mean the simulator that `creditq dev` runs on simulator_port.
+    """
+    sid = account_sid or settings.twilio_account_sid
+    token = auth_token or settings.twilio_auth_token
+    api_base = settings.twilio_api_base or simulator_url(settings)
+    callback_url = settings.public_base_url + STATUS_CALLBACK_PATH
+    key = (sid, token, api_base, callback_url)
+    with _gateways_lock:
+        gateway = _gateways.get(key)
+        if gateway is None:
+            gateway = _gateways[key] = TwilioGateway(sid, token, api_base, callback_url)
+        return gateway
+
+
+def _twilio_message(message) -> TwilioMessage:
+    return TwilioMessage(
+        sid=message.sid,
+        status=message.status,
+        num_segments=_int_or_none(message.num_segments),
+        price=message.price,
+        price_unit=message.price_unit,
+        error_code=message.error_code,
+        error_message=message.error_message,
+        date_created=message.date_created,
+    )
+
+
+def simulator_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.simulator_port}"
+
+
+def warn_if_simulated(settings: Settings) -> None:
+    """At start-up of `creditq web|worker`: without TWILIO_API_BASE nothing reaches Twilio; say so plainly.
+
+    `creditq dev` and the tests set TWILIO_API_BASE to their simulator, so they stay quiet.
+    """
+    if settings.twilio_api_base is None:
+        log.warning("TWILIO_API_BASE is not set: messages go to the Twilio simulator at %s, not to Twilio. "
+                    "Set TWILIO_API_BASE=https://api.twilio.com to send real messages.", simulator_url(settings))
+
+
+def _never_left(error: requests.RequestException) -> bool:
+    """True when the request surely did not reach Twilio (no connection was made), so resending is safe."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
+
+
+def _retry_after(response: Response | None) -> float | None:
+    """Retry-After in seconds: a number of seconds or an HTTP date."""
+    raw = (response.headers or {}).get("Retry-After") if response is not None else None
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(email.utils.parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(raw) -> int | None:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
