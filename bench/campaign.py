@@ -27,10 +27,10 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from shared.ledger import book  # noqa: E402
-from shared.ledger.accounts import Overdraft, create_account  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from shared.ledger import book  # noqa: E402
+from shared.ledger.accounts import Overdraft, create_account  # noqa: E402
 from shared.models import Base, PhoneNumber  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402

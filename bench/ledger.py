@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text  # noqa: E402
 
-from shared.ledger import accounts, book  # noqa: E402
 from shared.db import Database  # noqa: E402
+from shared.ledger import accounts, book  # noqa: E402
 from shared.models import Base  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 

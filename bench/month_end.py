@@ -26,9 +26,9 @@ import psycopg  # noqa: E402
 
 from shared.billing import month_end  # noqa: E402
 from shared.billing.calendar import Period, period_end  # noqa: E402
+from shared.billing.payments import SimulatedGateway  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.models import Base  # noqa: E402
-from shared.billing.payments import SimulatedGateway  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 
 PERIOD = Period(2026, 1)

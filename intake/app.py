@@ -16,9 +16,23 @@ from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .metrics import metrics_middleware
 from .openapi import build_document
-from .routes import admin, auto_recharge, dunning, purchases
-from .routes import (accounts, balance, campaigns, estimate, messages, numbers, operations, opt_outs,
-                     twilio_credentials, users, webhooks)
+from .routes import (
+    accounts,
+    admin,
+    auto_recharge,
+    balance,
+    campaigns,
+    dunning,
+    estimate,
+    messages,
+    numbers,
+    operations,
+    opt_outs,
+    purchases,
+    twilio_credentials,
+    users,
+    webhooks,
+)
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, users, numbers, messages,
                  twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]

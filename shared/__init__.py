@@ -1,1 +1,12 @@
-"""The domain core of creditq: ledger, pricing, persistence and adapters. Free of web and queue frameworks."""
+"""The domain core of creditq, one package per bounded context over a small root. No web or queue framework.
+
+    campaigns/  billing/     what customers schedule and pay for          (may import everything below)
+    messaging/               one message's life, from estimate to settled  (may import twilio, ledger, root)
+    twilio/     ledger/      the Twilio edge; the credits and their rules  (may import the root only)
+    root                     config, db, models, migrations, broker, redis, email, ids, money, errors,
+                             API keys: what every context needs, importing none of them
+
+Imports point down only and never in a circle: tests/unit/test_layers.py checks it with import-linter
+(the contracts are in pyproject.toml). intake/, workers/, scheduler/ and creditq/ are thin adapters
+that call into these packages.
+"""

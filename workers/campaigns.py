@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared.broker import enqueue_many
-from shared.campaigns.fan_out import due_steps, fan_out_chunk as make_chunk, start_step
+from shared.campaigns.fan_out import due_steps, start_step
+from shared.campaigns.fan_out import fan_out_chunk as make_chunk
 
 from . import resources
 from .sending import send_message

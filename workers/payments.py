@@ -12,11 +12,11 @@ import dramatiq
 
 from shared.billing import auto_recharge as recharges
 from shared.billing import dunning
-from shared.config import load_settings
 from shared.billing.dunning_texts import DunningTexter
-from shared.email import EmailSender, email_sender
 from shared.billing.payments import PaymentGateway, gateway_from_settings
 from shared.billing.purchases import complete_stale_purchases
+from shared.config import load_settings
+from shared.email import EmailSender, email_sender
 
 from . import resources
 

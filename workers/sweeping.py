@@ -2,13 +2,12 @@
 release_parked when credits land, release_scheduled when a scheduled message's time comes."""
 
 import logging
-
 from datetime import UTC, datetime
 
 import dramatiq
 
-from shared.messaging import parking
 from shared.broker import enqueue_many
+from shared.messaging import parking
 from shared.messaging.sweeper import release_scheduled as release_if_due
 from shared.messaging.sweeper import sweep as sweep_once
 

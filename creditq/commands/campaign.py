@@ -110,7 +110,7 @@ class _Direct:
         self.database = Database(load_settings().database_url)
 
     def create(self, payload: dict) -> dict:
-        from shared.campaigns.campaigns import CampaignRequest, create_campaign
+        from shared.campaigns.creation import CampaignRequest, create_campaign
         from shared.messaging.rates import default_rate_card
 
         with self.database.unit_of_work() as session:
@@ -128,7 +128,7 @@ class _Direct:
         return answer
 
     def read(self, campaign_id: str) -> dict:
-        from shared.campaigns.campaigns import campaign_view, get_campaign
+        from shared.campaigns.steering import campaign_view, get_campaign
 
         with self.database.unit_of_work() as session:
             return campaign_view(session, get_campaign(session, campaign_id, account_id=self.account_id))

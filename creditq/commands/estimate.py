@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.messaging.estimate import CHANNELS, Estimate, estimate_message
-from shared.money import format_credits
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
+from shared.money import format_credits
 
 
 def register(subparsers) -> None:

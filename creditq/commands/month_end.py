@@ -9,10 +9,10 @@ from rich.table import Table
 
 from shared.billing import month_end
 from shared.billing.calendar import Period
+from shared.billing.payments import gateway_from_settings
 from shared.config import ConfigError, load_settings
 from shared.db import Database
 from shared.money import format_credits
-from shared.billing.payments import gateway_from_settings
 
 
 def register(subparsers) -> None:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.table import Table
 
+from shared.billing.reports import all_expiring
 from shared.config import load_settings
 from shared.db import Database
 from shared.money import format_credits
-from shared.billing.reports import all_expiring
 
 
 def register(subparsers) -> None:

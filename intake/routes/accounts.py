@@ -6,13 +6,12 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from shared.ledger import accounts, book
-
-from shared.messaging import parking
-from shared.ledger.burn_order import KINDS
 from shared.db import Database
-from shared.ledger.expiry import CYCLE_MONTHS, utc
 from shared.ids import new_id
+from shared.ledger import accounts, book
+from shared.ledger.burn_order import KINDS
+from shared.ledger.expiry import CYCLE_MONTHS, utc
+from shared.messaging import parking
 from shared.models import Account
 from shared.money import format_credits
 

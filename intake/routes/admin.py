@@ -7,8 +7,8 @@ from aiohttp import web
 
 from shared.billing import month_end
 from shared.billing.calendar import Period
-from shared.money import format_credits
 from shared.billing.payments import gateway_from_settings
+from shared.money import format_credits
 
 from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_operator

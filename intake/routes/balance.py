@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
+from shared.db import Database
 from shared.ledger import book
 from shared.ledger.accounts import get_account
-from shared.db import Database
 from shared.ledger.expiry import utc
 from shared.money import format_credits
 

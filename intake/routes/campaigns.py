@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared.campaigns.campaigns import (CampaignRequest, campaign_view, cancel_campaign, create_campaign, get_campaign,
-                              pause_campaign, resume_campaign)
+from shared.campaigns.creation import CampaignRequest, create_campaign
+from shared.campaigns.steering import campaign_view, cancel_campaign, get_campaign, pause_campaign, resume_campaign
 from shared.db import Database
 from shared.messaging.rates import default_rate_card
 

@@ -5,7 +5,14 @@ import asyncio
 from aiohttp import web
 
 from shared.db import Database
-from shared.messaging.estimate import CHANNELS, MAX_MEDIA_URLS, MAX_RECIPIENTS, Estimate, estimate_message, sender_type_of
+from shared.messaging.estimate import (
+    CHANNELS,
+    MAX_MEDIA_URLS,
+    MAX_RECIPIENTS,
+    Estimate,
+    estimate_message,
+    sender_type_of,
+)
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
 from shared.messaging.segments import MAX_BODY_CHARACTERS
 

@@ -12,9 +12,9 @@ from shared.db import Database
 from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
+from shared.messaging.rates import default_rate_card
 from shared.models import Message
 from shared.money import format_credits
-from shared.messaging.rates import default_rate_card
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..bodies import json_response, read_json

@@ -4,13 +4,13 @@ import asyncio
 
 from aiohttp import web
 
-from shared.messaging import senders
-from shared.ledger.accounts import get_account
 from shared.db import Database
+from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
+from shared.messaging import senders
+from shared.messaging.rates import SENDER_TYPES
 from shared.models import PhoneNumber
 from shared.money import format_credits
-from shared.messaging.rates import SENDER_TYPES
 
 from ..appkeys import DATABASE
 from ..auth import require_access

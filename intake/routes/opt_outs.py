@@ -6,16 +6,16 @@ An account key acts on its own account; the operator names one with `?account_id
 import asyncio
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import UTC
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from shared.messaging import opt_outs
 from shared.db import Database
 from shared.errors import NotFound, ValidationFailed
-from shared.models import Account, OptOut
+from shared.messaging import opt_outs
 from shared.messaging.phone_numbers import parse_e164
+from shared.models import Account, OptOut
 
 from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import require_access

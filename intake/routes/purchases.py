@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from shared.billing.payments import gateway_from_settings
+from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
 from shared.ledger.expiry import utc
 from shared.models import Payment
 from shared.money import format_credits, parse_credits
-from shared.billing.payments import gateway_from_settings
-from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..auth import require_access

@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from shared.ledger import allocations
-from shared.ledger.accounts import get_account
 from shared.db import Database
 from shared.errors import ValidationFailed
+from shared.ledger import allocations
+from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
+from shared.messaging.phone_numbers import parse_e164
 from shared.models import User
 from shared.money import format_credits
-from shared.messaging.phone_numbers import parse_e164
 
 from ..appkeys import DATABASE
 from ..auth import require_access

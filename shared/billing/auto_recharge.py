@@ -16,15 +16,15 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.billing import dunning
-from shared.db import Database
-from shared.errors import NotFound, ValidationFailed
-from shared.ledger.expiry import utc
-from shared.ids import new_id
-from shared.ledger.book import POOL_AVAILABLE
-from shared.models import Account, AutoRecharge, Message, Payment
 from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.billing.purchases import charge_payment, check_payment_method, open_payment
+from shared.db import Database
+from shared.errors import NotFound, ValidationFailed
+from shared.ids import new_id
+from shared.ledger.book import POOL_AVAILABLE
+from shared.ledger.expiry import utc
+from shared.models import Account, AutoRecharge, Message, Payment
 
 MAX_FAILURES = 3
 BACKOFF = (timedelta(hours=1), timedelta(hours=6))  # wait after the 1st and 2nd decline in a row
@@ -85,10 +85,6 @@ def get_settings(session: Session, account_id: str) -> AutoRechargeView:
     if row is None:
         return AutoRechargeView(account_id, False, 0, 0, None, False, 0, None, None, None)
     return _view(row)
-
-
-def payment_method_on_file(session: Session, account_id: str) -> str | None:
-    return session.scalar(select(recharges.c.payment_method).where(recharges.c.account_id == account_id))
 
 
 def _ready(now: datetime):

@@ -21,19 +21,17 @@ from liquid.exceptions import LiquidError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.billing import auto_recharge
-
-from shared.ledger import book
-from shared.db import Database
 from shared.billing.dunning_texts import DunningTexter, SmsOutcome
+from shared.billing.payments import PaymentGateway
+from shared.billing.purchases import charge_payment, open_payment, payment_method_on_file, retry
+from shared.db import Database
 from shared.email import Email, EmailSender
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.models import Account, DunningRun, DunningSchedule, DunningStep, Payment, User
+from shared.ledger import book
 from shared.messaging.opt_outs import is_opted_out
-from shared.billing.payments import PaymentGateway
-from shared.billing.purchases import charge_payment, open_payment, retry
 from shared.messaging.segments import count_segments
+from shared.models import Account, DunningRun, DunningSchedule, DunningStep, Payment, User
 
 FINAL_ACTIONS = ("suspend", "none")
 MAX_STEPS = 10
@@ -244,7 +242,7 @@ def start_dunning(session: Session, account_id: str, *, reason: str, amount_cent
     schedule = session.get(DunningSchedule, account_id)
     steps = schedule.steps if schedule else DEFAULT_STEPS
     if payment_method is None:
-        payment_method = auto_recharge.payment_method_on_file(session, account_id)
+        payment_method = payment_method_on_file(session, account_id)
     run = DunningRun(id=new_id("dun"), account_id=account_id, unpaid_account_id=account_id, reason=reason,
                      references=[reference], amount_cents=amount_cents, currency=currency, credits=credits_mc,
                      payment_method=payment_method, steps=steps, site=schedule.site if schedule else "default",

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.errors import NotFound, ValidationFailed
-from shared.models import DunningIntegration
 from shared.messaging.phone_numbers import parse_e164
+from shared.models import DunningIntegration
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 BROKEN_REASON = "Twilio rejected these credentials (20003): save new credentials to resume dunning texts"

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.email import Email, EmailSender
-from shared.ledger.expiry import utc, zone
 from shared.ledger.book import POOL_AVAILABLE
+from shared.ledger.expiry import utc, zone
 from shared.models import Account, User
 from shared.money import format_credits
 

@@ -37,16 +37,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.billing import dunning, purchases
-
-from shared.ledger import book
-from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of
-from shared.db import Database
-from shared.errors import InsufficientCredits, NotFound
-from shared.ledger.expiry import default_expiry, utc
-from shared.models import Account, AutoRecharge, BillingRun, Entry, Lot, PhoneNumber, User
 from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import default_price_list
+from shared.db import Database
+from shared.errors import InsufficientCredits, NotFound
+from shared.ledger import book
+from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
+from shared.ledger.expiry import default_expiry, utc
+from shared.models import Account, AutoRecharge, BillingRun, Entry, Lot, PhoneNumber, User
 
 accounts = Account.__table__
 runs = BillingRun.__table__

@@ -18,16 +18,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
-
-from shared.messaging import parking
+from shared.billing.payments import PaymentGateway
+from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.models import Account, Payment
+from shared.ledger import book
+from shared.messaging import parking
+from shared.models import Account, AutoRecharge, Payment
 from shared.money import format_credits
-from shared.billing.payments import PaymentGateway
-from shared.billing.price_list import PriceList, default_price_list
 
 SOURCES = ("api", "auto_recharge", "dunning")
 MAX_PAYMENT_METHOD_LENGTH = 100
@@ -60,6 +59,11 @@ def check_payment_method(value: object, field: str = "payment_method") -> str:
         reason = f"must be a payment method token of 1 to {MAX_PAYMENT_METHOD_LENGTH} characters, e.g. pm_card_visa"
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
     return value.strip()
+
+
+def payment_method_on_file(session: Session, account_id: str) -> str | None:
+    """The card on file: the one saved with the auto-recharge settings, charged by recharges and dunning."""
+    return session.scalar(select(AutoRecharge.payment_method).where(AutoRecharge.account_id == account_id))
 
 
 def open_payment(session: Session, account_id: str, *, source: str, idempotency_key: str, credits_mc: int,

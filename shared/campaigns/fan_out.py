@@ -21,18 +21,20 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
-from shared.campaigns.campaigns import PAUSED, Pricer, opt_out_sources, render_body, skip_reason_for, window_of
+from shared.campaigns.creation import Pricer, render_body
+from shared.campaigns.recipients import opt_out_sources, skip_reason_for
+from shared.campaigns.templates import compile_template
 from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
-from shared.messaging.estimate import sender_type_of
-from shared.ledger.expiry import utc
 from shared.ids import new_id
-from shared.models import Account, Campaign, CampaignChunk, CampaignRecipient, CampaignStep, Message
+from shared.ledger import book
+from shared.ledger.expiry import utc
+from shared.messaging.estimate import sender_type_of
 from shared.messaging.parking import blocked_reason
 from shared.messaging.phone_numbers import time_zones_of
 from shared.messaging.quiet_hours import next_allowed, zones
 from shared.messaging.rates import RateCard
-from shared.campaigns.templates import compile_template
+from shared.messaging.send_policy import PAUSED, window_of
+from shared.models import Account, Campaign, CampaignChunk, CampaignRecipient, CampaignStep, Message
 
 CHUNK_SIZE = 1000
 _ZONE_PREFIX = 10  # "+" and libphonenumber's longest time-zone prefix (9 digits): numbers sharing it share zones

@@ -15,7 +15,6 @@ from liquid.exceptions import LiquidError, UndefinedError
 from shared.errors import ValidationFailed
 
 
-
 class MessageEnvironment(Environment):
     loop_iteration_limit = 1_000
     output_stream_limit = 10_000  # characters; a message body may not exceed 1,600 anyway

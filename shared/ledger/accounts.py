@@ -9,11 +9,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.api_keys import issue_key
 from shared.errors import NotFound, ValidationFailed
-from shared.ledger.expiry import CYCLE_MONTHS, zone
 from shared.ids import new_id
+from shared.ledger import book
+from shared.ledger.expiry import CYCLE_MONTHS, zone
 from shared.models import Account
 
 ROLLOVER_POLICIES = ("none", "fifo_12m")

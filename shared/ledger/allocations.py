@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
+from shared.ledger import book
 from shared.models import PhoneNumber, User
 from shared.money import format_credits
 

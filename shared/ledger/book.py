@@ -23,10 +23,11 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
+from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from shared.ledger.expiry import default_expiry, end_of_month, utc
-from shared.ledger.plpgsql import RESERVE as PG_RESERVE, SETTLE as PG_SETTLE
+from shared.ledger.plpgsql import RESERVE as PG_RESERVE
+from shared.ledger.plpgsql import SETTLE as PG_SETTLE
 from shared.models import Account, Entry, Hold, Lot, User
 
 accounts = Account.__table__

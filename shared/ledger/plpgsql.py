@@ -3,7 +3,7 @@
 The hot account's row lock is held from the first UPDATE to COMMIT, so every round trip (and the
 Python between them) inside that window caps the account's throughput. These functions do exactly
 what ledger.reserve / ledger.settle do in Python on SQLite, statement for statement and in the same
-lock order (hold -> account -> user -> lots); tests/integration/test_ledger_pg_equivalence.py runs
+lock order (hold -> account -> user -> lots); tests/integration/ledger/test_plpgsql_equivalence.py runs
 random workloads through both and compares every row. They never raise for a business outcome: they
 answer `outcome` and the caller raises the domain error, so the caller's transaction stays usable.
 

@@ -2,10 +2,10 @@
 
 from datetime import datetime
 
-from shared.ledger import book
 from shared.errors import ValidationFailed
-from shared.models import Account
+from shared.ledger import book
 from shared.messaging.parking import unpark_account
+from shared.models import Account
 
 
 def set_twilio_credentials(session, account_id: str, account_sid: str | None, auth_token: str | None, *,

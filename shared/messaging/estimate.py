@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import ValidationFailed
-from shared.models import PhoneNumber
-from shared.money import format_credits
 from shared.messaging.phone_numbers import country_of, parse_e164
 from shared.messaging.rates import SENDER_TYPES, RateCard
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
+from shared.models import PhoneNumber
+from shared.money import format_credits
 
 CHANNELS = ("sms", "mms")
 MAX_MEDIA_URLS = 10  # Twilio's limit per MMS

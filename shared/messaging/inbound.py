@@ -13,10 +13,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.ids import new_id
-from shared.messaging.statuses import INBOUND_STATUS
-from shared.models import Account, Message, PhoneNumber
 from shared.messaging.opt_outs import FROM_STOP_KEYWORD, Keyword, classify_inbound, opt_in, opt_out
 from shared.messaging.segments import count_segments
+from shared.messaging.statuses import INBOUND_STATUS
+from shared.models import Account, Message, PhoneNumber
 
 log = logging.getLogger(__name__)
 

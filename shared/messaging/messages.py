@@ -11,15 +11,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Row, Select, String, bindparam, cast, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.errors import DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
-from shared.messaging.estimate import Estimate, estimate_message
 from shared.ids import new_id
-from shared.models import Account, Message, OptOut, PhoneNumber, User
-from shared.money import format_credits
+from shared.ledger import book
+from shared.messaging.estimate import Estimate, estimate_message
 from shared.messaging.parking import blocked_reason
 from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.rates import RateCard
+from shared.models import Account, Message, OptOut, PhoneNumber, User
+from shared.money import format_credits
 
 # The statuses a message can sit in before the send step claims it.
 WAITING_STATUSES = ("accepted", "scheduled", "queued", "parked")

@@ -16,8 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import OptOut
 from shared.messaging.phone_numbers import parse_e164
+from shared.models import OptOut
 
 # Where an opt-out came from (OptOut.source).
 FROM_STOP_KEYWORD = "stop_keyword"

@@ -16,9 +16,9 @@ from datetime import datetime
 from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.db import Database
 from shared.errors import AccountLocked, NotFound
+from shared.ledger import book
 from shared.models import Account, Message
 
 log = logging.getLogger(__name__)

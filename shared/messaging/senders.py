@@ -7,11 +7,11 @@ users may be allocated (allocations.assignable_monthly) does not move when the c
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import PhoneNumber
+from shared.ledger import book
 from shared.messaging.phone_numbers import country_of, parse_e164
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
+from shared.models import PhoneNumber
 
 
 def add_number(session: Session, account_id: str, raw_phone: str, number_type: str) -> PhoneNumber:

@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.db import Database
 from shared.errors import AccountLocked, InsufficientCredits
-from shared.campaigns.campaigns import gate_campaign_message
+from shared.ledger import book
 from shared.messaging.estimate import sender_type_of
-from shared.models import Account, Hold, Message
-from shared.messaging.statuses import OUR_STATUS_FOR_TWILIO, apply_early_statuses
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
+from shared.messaging.send_policy import gate_message
+from shared.messaging.statuses import OUR_STATUS_FOR_TWILIO, apply_early_statuses
+from shared.models import Account, Hold, Message
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
@@ -126,7 +126,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
-    if waiting := gate_campaign_message(session, message, now=now):
+    if waiting := gate_message(session, message, now=now):
         return waiting
     if throttle is not None:
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)

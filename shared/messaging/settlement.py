@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from shared.ledger import book
 from shared.messaging.estimate import charge_for, sender_type_of
-from shared.models import Hold, Message
 from shared.messaging.parking import park_account
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import RateCard
+from shared.models import Hold, Message
 
 CHARGED_STATUSES = ("sent", "delivered", "undelivered")
 VOIDED_STATUSES = ("failed", "canceled")

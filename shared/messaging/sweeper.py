@@ -20,15 +20,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.ledger import book
 from shared.db import Database
+from shared.ledger import book
 from shared.ledger.expiry import utc
-from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
 from shared.messaging.messages import send_delay_ms
-from shared.models import Account, Hold, Message
 from shared.messaging.parking import accounts_with_parked_messages, release_parked
 from shared.messaging.rates import RateCard
 from shared.messaging.settlement import CHARGED_STATUSES, VOIDED_STATUSES, settle_message
+from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
+from shared.models import Account, Hold, Message
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
 

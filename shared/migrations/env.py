@@ -1,7 +1,6 @@
 """Alembic environment: the URL comes from the caller's config (creditq db upgrade) or DATABASE_URL."""
 
 from alembic import context
-from sqlalchemy import pool
 
 from shared.config import load_settings
 from shared.db import make_engine

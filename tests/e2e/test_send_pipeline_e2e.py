@@ -8,16 +8,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from sqlalchemy import select
 
 from shared.db import Database
-from shared.models import Account, Entry, Message
 from shared.messaging.sweeper import UNKNOWN_OUTCOME
+from shared.models import Account, Entry, Message
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,239 @@
+"""Creating a campaign: one Liquid body (and optional drip steps) sent to many recipients.
+
+Creation checks everything that can be checked before a send, in one unit of work: the sender, the
+templates against the recipients' fields (strict: a missing field is refused, naming the line), the
+skip reasons (invalid number, duplicate, opted out, do not contact), and a group estimate from every
+recipient's own rendered body. Recipients are stored set-wise; messages are made later, chunk by
+chunk, by the fan-out (shared.campaigns.fan_out), so accepting 100,000 recipients stays a matter of seconds.
+
+Creation only checks that numbers look like E.164 (libphonenumber costs ~80 us a number, too much for
+the web request); the fan-out validates each one fully and skips the invalid ones as `invalid_number`.
+"""
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from shared.campaigns.recipients import Recipient, looks_like_e164, parse_csv, parse_inline, skip_reasons
+from shared.campaigns.templates import MessageTemplate, compile_template, render
+from shared.errors import NotFound, ValidationFailed
+from shared.ids import new_id
+from shared.ledger import book
+from shared.messaging.estimate import charge_for
+from shared.messaging.phone_numbers import country_of
+from shared.messaging.quiet_hours import parse_window
+from shared.messaging.rates import RateCard
+from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
+from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
+from shared.money import format_credits
+
+MAX_RECIPIENTS = 250_000
+MAX_STEPS = 10
+MAX_DELAY_DAYS = 365
+
+
+@dataclass(frozen=True)
+class CampaignRequest:
+    """A POST /v1/campaigns body, still unchecked. `csv` is the recipients as CSV text (header row, a `to` column)."""
+
+    name: object
+    from_: object
+    body: object
+    recipients: object = None
+    csv: object = None
+    send_at: object = None
+    quiet_hours: object = None
+    steps: object = None
+
+
+
+@dataclass
+class GroupEstimate:
+    """What the whole campaign (every step) should cost, priced from each recipient's rendered body."""
+
+    recipients: int = 0
+    sendable: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    messages: int = 0
+    segments: int = 0
+    credits_total: int = 0
+    ucs2_messages: int = 0
+
+    def as_dict(self) -> dict:
+        return {"recipients": self.recipients, "sendable": self.sendable, "skipped": dict(self.skipped),
+                "messages": self.messages, "segments": self.segments, "ucs2_messages": self.ucs2_messages,
+                "credits_total": format_credits(self.credits_total)}
+
+
+
+def create_campaign(session: Session, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
+                    now: datetime) -> tuple[Campaign, GroupEstimate]:
+    """Validate, estimate and store a campaign and its recipients; the fan-out sends it from `send_at`."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    book.available_for(session, account_id)  # a locked or suspended account cannot start one (423)
+    errors: dict[str, str] = {}
+    name = request.name if isinstance(request.name, str) and request.name.strip() else None
+    if name is None or len(name) > 200:
+        errors["name"] = "is required, at most 200 characters"
+    from_, sender_type = _sender(session, account_id, request.from_, errors)
+    send_at = _send_at(request.send_at, now, errors)
+    window = _collect(errors, lambda: parse_window(request.quiet_hours))
+    delays = _steps(request.steps, errors)
+    recipients = _collect(errors, lambda: _recipients(request))
+    if errors:
+        raise ValidationFailed("Invalid campaign: " + "; ".join(f"{f} {r}" for f, r in errors.items()),
+                               errors=errors)
+    known = {"to"}.union(*(recipient.fields for recipient in recipients))
+    templates = [compile_template(request.body, field="body", known_fields=known)]
+    templates += [compile_template(step.get("body"), field=f"steps[{index}].body", known_fields=known)
+                  for index, step in enumerate(request.steps or [])]
+    numbers, skips = skip_reasons(session, account_id, recipients)
+    estimate = GroupEstimate(recipients=len(recipients), skipped=Counter(r for r in skips if r))
+    pricer = Pricer(rate_card, sender_type)
+    for recipient, number, skip in zip(recipients, numbers, skips):
+        if skip:
+            continue
+        estimate.sendable += 1
+        fields = {**recipient.fields, "to": number}
+        for template in templates:
+            priced = pricer.price(render_body(template, fields, recipient=recipient.where), number)
+            estimate.messages += 1
+            estimate.segments += priced.segments
+            estimate.credits_total += priced.credits
+            estimate.ucs2_messages += priced.encoding == "UCS-2"
+    start = send_at or now
+    campaign = Campaign(id=new_id("cmp"), account_id=account_id, name=name.strip(), from_=from_,
+                        status="scheduled" if send_at else "running", quiet_start=window.as_dict()["start"],
+                        quiet_end=window.as_dict()["end"], recipients=len(recipients),
+                        credits_estimated=estimate.credits_total, send_at=start, created_at=now, updated_at=now)
+    session.add(campaign)
+    session.flush()
+    session.execute(insert(CampaignStep), [
+        {"campaign_id": campaign.id, "step": index, "delay_days": delay, "body": template.source,
+         "status": "pending", "chunks": 0, "starts_at": start + timedelta(days=delay)}
+        for index, (template, delay) in enumerate(zip(templates, [0, *delays]))
+    ])
+    session.execute(insert(CampaignRecipient), [
+        {"campaign_id": campaign.id, "position": position, "to": number or recipient.to[:32],
+         "fields": recipient.fields, "skip_reason": skip}
+        for position, (recipient, number, skip) in enumerate(zip(recipients, numbers, skips))
+    ])
+    return campaign, estimate
+
+
+def _collect(errors: dict[str, str], check):
+    try:
+        return check()
+    except ValidationFailed as error:
+        errors.update(error.errors or {"request": str(error)})
+        return None
+
+
+def _recipients(request: CampaignRequest) -> list[Recipient]:
+    if (request.recipients is None) == (request.csv is None):
+        reason = "give recipients (a list) or csv (text), not both"
+        raise ValidationFailed(reason, errors={"recipients": reason})
+    recipients = parse_csv(request.csv) if request.csv is not None else parse_inline(request.recipients)
+    if not recipients:
+        raise ValidationFailed("the campaign has no recipients", errors={"recipients": "is empty"})
+    if len(recipients) > MAX_RECIPIENTS:
+        reason = f"has {len(recipients):,} recipients; a campaign takes at most {MAX_RECIPIENTS:,}"
+        raise ValidationFailed(f"recipients {reason}", errors={"recipients": reason})
+    return recipients
+
+
+def _sender(session: Session, account_id: str, raw: object, errors: dict[str, str]) -> tuple[str | None, str]:
+    phone = looks_like_e164(raw) if isinstance(raw, str) else None
+    sender_type = session.scalar(select(PhoneNumber.type).where(PhoneNumber.account_id == account_id,
+                                                                PhoneNumber.phone == (phone or raw)))
+    if sender_type is None:
+        errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
+    return phone or raw, sender_type or "long_code"
+
+
+def _send_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        send_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        send_at = None
+    if send_at is None or send_at.tzinfo is None:
+        errors["send_at"] = "must be an ISO-8601 time with an offset, such as 2026-11-02T09:00:00-05:00"
+        return None
+    if send_at - now > timedelta(days=366):
+        errors["send_at"] = "is more than a year ahead"
+        return None
+    return send_at.astimezone(UTC) if send_at > now else None
+
+
+def _steps(raw: object, errors: dict[str, str]) -> list[int]:
+    """The drip steps' delays, in days after the campaign starts: whole numbers, not decreasing."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_STEPS:
+        errors["steps"] = f"must be a list of at most {MAX_STEPS} {{delay_days, body}}"
+        return []
+    delays = []
+    for index, step in enumerate(raw):
+        delay = step.get("delay_days") if isinstance(step, dict) else None
+        if isinstance(delay, bool) or not isinstance(delay, int) or not 1 <= delay <= MAX_DELAY_DAYS \
+                or (delays and delay < delays[-1]):
+            errors[f"steps[{index}].delay_days"] = (f"must be a whole number of days from 1 to {MAX_DELAY_DAYS}, "
+                                                    "counted from the start, not less than the step before")
+        delays.append(delay if isinstance(delay, int) else 0)
+    return delays
+
+
+
+def render_body(template: MessageTemplate, fields: Mapping[str, object], *, recipient: str) -> str:
+    body = render(template, fields, recipient=recipient)
+    if len(body) > MAX_BODY_CHARACTERS:
+        reason = f"renders to {len(body):,} characters for {recipient}; Twilio sends at most {MAX_BODY_CHARACTERS:,}"
+        raise ValidationFailed(f"{template.field} {reason}", errors={template.field: reason})
+    return body
+
+
+@dataclass(frozen=True)
+class Priced:
+    segments: int
+    encoding: str
+    credits: int  # usage + carrier fee: what a hold must cover
+
+
+class Pricer:
+    """Prices bodies for one sender; segment counts and countries are memoized (many bodies and prefixes repeat)."""
+
+    def __init__(self, rate_card: RateCard, sender_type: str):
+        self.rate_card = rate_card
+        self.sender_type = sender_type
+        self._segments: dict[str, tuple[int, str]] = {}
+        self._countries: dict[str, str] = {}
+
+    def price(self, body: str, number: str, country: str | None = None) -> Priced:
+        counted = self._segments.get(body)
+        if counted is None:
+            result = count_segments(body)
+            counted = self._segments[body] = (result.segments, result.encoding)
+        country = country or self.country(number)
+        charge = charge_for(counted[0], country=country, sender_type=self.sender_type, channel="sms",
+                            rate_card=self.rate_card)
+        return Priced(counted[0], counted[1], sum(charge))
+
+    def country(self, number: str) -> str:
+        """The country an estimate prices a number in: its dialling prefix decides, its validity is not checked."""
+        prefix = number[:7]
+        if prefix not in self._countries:
+            try:
+                found = country_of(number)
+            except Exception:  # noqa: BLE001 - phonenumbers raises on nonsense; price it at home
+                found = None
+            self._countries[prefix] = found if found and self.rate_card.prices_country(found) \
+                else self.rate_card.home_country
+        return self._countries[prefix]

@@ -1,0 +1,215 @@
+"""The accounts, grants, balance, transactions, users and numbers endpoints over HTTP."""
+
+import pytest
+
+from intake.app import init_app
+from shared.messaging.rates import default_rate_card
+from shared.money import format_credits
+
+OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
+ACCOUNT_BODY = {"name": "Acme Realty", "timezone": "America/New_York",
+                "plan": {"monthly_credits": "100", "cycle": "monthly", "rollover": "fifo_12m"},
+                "overdraft": {"policy": "prepaid"}, "low_balance_threshold": "5"}
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings, sqlite_database):
+    return await aiohttp_client(init_app(settings, database=sqlite_database))
+
+
+async def create_account(client, **overrides) -> tuple[str, dict]:
+    response = await client.post("/v1/accounts", json={**ACCOUNT_BODY, **overrides}, headers=OPERATOR)
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    return body["id"], {"Authorization": f"Bearer {body['api_key']}"}
+
+
+async def grant(client, account_id, credits, kind, **extra) -> dict:
+    response = await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": credits, "kind": kind, **extra},
+                                 headers=OPERATOR)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def test_operator_creates_an_account_whose_key_sees_only_it(client):
+    response = await client.post("/v1/accounts", json=ACCOUNT_BODY, headers=OPERATOR)
+    assert response.status == 201
+    body = await response.json()
+    assert body["api_key"].startswith("cq_live_")
+    assert body["plan"] == {"monthly_credits": "100", "cycle": "monthly", "rollover": "fifo_12m",
+                            "next_monthly_credits": None}
+    assert (body["status"], body["balance"], body["flags"]["spam"]) == ("active", "0", False)
+    own = {"Authorization": f"Bearer {body['api_key']}"}
+
+    assert (await client.get(f"/v1/accounts/{body['id']}", headers=own)).status == 200
+    other_id, _ = await create_account(client)
+    assert (await client.get(f"/v1/accounts/{other_id}", headers=own)).status == 404
+    assert (await client.get(f"/v1/accounts/{other_id}/balance", headers=own)).status == 404
+    assert (await client.post("/v1/accounts", json=ACCOUNT_BODY, headers=own)).status == 403
+    assert (await client.patch(f"/v1/accounts/{body['id']}", json={"name": "x"}, headers=own)).status == 403
+    assert (await client.post(f"/v1/accounts/{body['id']}/grants", json={"credits": "1", "kind": "bonus"},
+                              headers=own)).status == 403
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"timezone": "localtime"}, "timezone"),
+    ({"plan": {"monthly_credits": "10", "cycle": "weekly"}}, "plan.cycle"),
+    ({"plan": {"monthly_credits": "-10"}}, "plan.monthly_credits"),
+    ({"plan": {"monthly_credits": 1.5}}, "plan.monthly_credits"),
+    ({"overdraft": {"policy": "prepaid", "limit": "10"}}, "overdraft.limit"),
+    ({"overdraft": {"policy": "credit"}}, "overdraft.policy"),
+    ({"low_balance_threshold": "0.0001"}, "low_balance_threshold"),
+    ({"name": ""}, "name"),
+    ({"colour": "red"}, "colour"),
+])
+async def test_invalid_account_fields_are_422_naming_the_field(client, change, field):
+    response = await client.post("/v1/accounts", json={**ACCOUNT_BODY, **change}, headers=OPERATOR)
+
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert field in (await response.json())["errors"]
+
+
+async def test_patch_plan_applies_next_cycle_and_spam_removes_purchased_credits(client):
+    account_id, _ = await create_account(client)
+    await grant(client, account_id, "30", "purchase")
+    await grant(client, account_id, "5", "bonus")
+
+    response = await client.patch(f"/v1/accounts/{account_id}", headers=OPERATOR, json={
+        "plan": {"monthly_credits": "200"}, "overdraft": {"policy": "overdraft", "limit": "50"},
+        "flags": {"spam": True}, "low_balance_threshold": "1.5"})
+
+    assert response.status == 200
+    body = await response.json()
+    assert (body["plan"]["monthly_credits"], body["plan"]["next_monthly_credits"]) == ("100", "200")
+    assert body["overdraft"] == {"policy": "overdraft", "limit": "50"}
+    assert (body["flags"]["spam"], body["balance"], body["low_balance_threshold"]) == (True, "5", "1.5")
+    bad = await client.patch(f"/v1/accounts/{account_id}", headers=OPERATOR, json={"flags": {"spam": "yes"}})
+    assert (bad.status, list((await bad.json())["errors"])) == (422, ["flags.spam"])
+
+
+async def test_grants_balance_and_transactions_newest_first_with_cursor_paging(client):
+    account_id, own = await create_account(client)
+    lot = await grant(client, account_id, "300", "rollover", granted_at="2020-09-01T00:00:00-04:00")
+    assert lot["expires_at"] == "2021-09-01T04:00:00+00:00"
+    for credits in ("1", "2", "3"):
+        await grant(client, account_id, credits, "purchase")
+    bad = await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "0", "kind": "bonus"},
+                            headers=OPERATOR)
+    assert bad.status == 422
+
+    balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
+    assert (balance["balance"], balance["held"], balance["available"]) == ("306", "0", "306")
+    assert [x["kind"] for x in balance["lots"]] == ["rollover", "purchase", "purchase", "purchase"]
+
+    first = await (await client.get(f"/v1/accounts/{account_id}/transactions?limit=3", headers=own)).json()
+    assert [e["credits"] for e in first["data"]] == ["3", "2", "1"]
+    assert [e["balance_after"] for e in first["data"]] == ["306", "303", "301"]
+    second = await (await client.get(f"/v1/accounts/{account_id}/transactions?limit=3&cursor={first['next_cursor']}",
+                                     headers=own)).json()
+    assert ([e["credits"] for e in second["data"]], second["next_cursor"]) == (["300"], None)
+    assert (await client.get(f"/v1/accounts/{account_id}/transactions?cursor=bogus", headers=own)).status == 422
+
+
+async def test_grant_replayed_with_its_idempotency_key_grants_once(client):
+    account_id, own = await create_account(client)
+    headers = {**OPERATOR, "Idempotency-Key": "grant-1"}
+    first = await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "7", "kind": "bonus"},
+                              headers=headers)
+    again = await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "7", "kind": "bonus"},
+                              headers=headers)
+
+    assert (first.status, again.status) == (201, 201)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert (await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json())["balance"] == "7"
+
+
+async def test_users_allocations_are_capped_with_the_maximum_named_and_return_on_delete(client):
+    # Given a plan of what a long code costs a month plus 100 credits, and a long code
+    number_cost = default_rate_card().price("phone_number", country="US", sender_type="long_code")
+    plan = {"monthly_credits": format_credits(number_cost + 100_000), "cycle": "monthly", "rollover": "none"}
+    account_id, own = await create_account(client, plan=plan)
+    await grant(client, account_id, "40", "purchase")
+    numbers = await client.post(f"/v1/accounts/{account_id}/numbers", json={"phone": "+14155550100",
+                                                                             "type": "long_code"}, headers=own)
+    assert numbers.status == 201
+
+    owner = await client.post(f"/v1/accounts/{account_id}/users", headers=own,
+                              json={"name": "Olive", "email": "o@acme.test", "role": "owner"})
+    assert (await owner.json())["monthly_credits"] == "shared"
+    too_much = await client.post(f"/v1/accounts/{account_id}/users", headers=own, json={
+        "name": "Ursula", "email": "u@acme.test", "role": "user", "monthly_credits": "100.5"})
+    assert too_much.status == 422
+    assert "at most 100" in (await too_much.json())["detail"]
+    created = await client.post(f"/v1/accounts/{account_id}/users", headers=own, json={
+        "name": "Ursula", "email": "u@acme.test", "role": "user", "monthly_credits": "60", "phone": "+14155550101"})
+    assert created.status == 201
+    user_id = (await created.json())["id"]
+
+    over = await client.patch(f"/v1/accounts/{account_id}/users/{user_id}", headers=own,
+                              json={"total_credits": "41"})
+    assert over.status == 422
+    assert "at most 40" in (await over.json())["detail"]
+    patched = await client.patch(f"/v1/accounts/{account_id}/users/{user_id}", headers=own,
+                                 json={"total_credits": "25"})
+    assert (await patched.json())["total_credits"] == "25"
+    balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
+    assert (balance["balance"], balance["pool_available"]) == ("40", "15")
+
+    deleted = await client.delete(f"/v1/accounts/{account_id}/users/{user_id}", headers=own)
+    assert deleted.status == 204
+    balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
+    assert (balance["pool_available"], [u["name"] for u in balance["users"]]) == ("40", ["Olive"])
+    assert (await client.get(f"/v1/accounts/{account_id}/users/{user_id}", headers=own)).status == 404
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"name": "A", "email": "nope", "role": "user"}, "email"),
+    ({"name": "A", "email": "a@x.test", "role": "boss"}, "role"),
+    ({"name": "A", "email": "a@x.test", "role": "user", "monthly_credits": "-1"}, "monthly_credits"),
+    ({"name": "A", "email": "a@x.test", "role": "user", "phone": "12"}, "phone"),
+    ({"name": "A", "email": "a@x.test", "role": "admin", "monthly_credits": "5"}, "monthly_credits"),
+])
+async def test_invalid_user_fields_are_422(client, body, field):
+    account_id, own = await create_account(client)
+
+    response = await client.post(f"/v1/accounts/{account_id}/users", json=body, headers=own)
+
+    assert response.status == 422
+    assert field in (await response.json())["errors"]
+
+
+async def test_numbers_are_validated_listed_and_removed(client):
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}/numbers"
+    assert (await client.post(path, json={"phone": "+1 415 555 0100", "type": "toll_free"}, headers=own)).status == 201
+    assert (await client.post(path, json={"phone": "+14155550100", "type": "toll_free"}, headers=own)).status == 409
+    bad_type = await client.post(path, json={"phone": "+14155550102", "type": "fax"}, headers=own)
+    assert "type" in (await bad_type.json())["errors"]
+    bad_phone = await client.post(path, json={"phone": "555", "type": "long_code"}, headers=own)
+    assert (bad_phone.status, list((await bad_phone.json())["errors"])) == (422, ["phone"])
+
+    listed = await (await client.get(path, headers=own)).json()
+    assert [(n["phone"], n["type"]) for n in listed["data"]] == [("+14155550100", "toll_free")]
+    assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 204
+    assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 404
+
+
+async def test_a_number_belongs_to_one_account_only(client):
+    # given a number that account A sends from
+    first, own_first = await create_account(client)
+    second, own_second = await create_account(client)
+    assert (await client.post(f"/v1/accounts/{first}/numbers", json={"phone": "+14155550123", "type": "long_code"},
+                              headers=own_first)).status == 201
+
+    # when account B claims it too
+    response = await client.post(f"/v1/accounts/{second}/numbers", json={"phone": "+14155550123",
+                                                                       "type": "long_code"}, headers=own_second)
+
+    # then it is refused without naming the owner, and B cannot send from it
+    assert response.status == 409
+    assert first not in (await response.json())["detail"]
+    sent = await client.post("/v1/messages", json={"to": "+14155550100", "from": "+14155550123", "body": "hi"},
+                             headers=own_second)
+    assert sent.status == 422

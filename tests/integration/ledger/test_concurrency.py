@@ -1,0 +1,71 @@
+"""64 threads in 2 processes race to reserve 1 credit each from a prepaid account holding 10."""
+
+import multiprocessing
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.db import Database
+from shared.errors import InsufficientCredits
+from shared.ledger import accounts, book
+from shared.ledger.verify import verify
+
+PROCESSES = 2
+THREADS_PER_PROCESS = 32
+NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
+
+
+def race(url: str, account_id: str, process_index: int, start) -> list[tuple[str, int]]:
+    """One process: its own engine, THREADS_PER_PROCESS threads released together; (outcome, available) each."""
+    database = Database(url, pool_size=THREADS_PER_PROCESS)
+    outcomes: list[tuple[str, int]] = []
+    ready = threading.Barrier(THREADS_PER_PROCESS)
+
+    def reserve_one(thread_index: int) -> None:
+        ready.wait()
+        try:
+            with database.unit_of_work() as session:
+                book.reserve(session, account_id, 1_000, idempotency_key=f"race-{process_index}-{thread_index}",
+                               ttl_seconds=600, now=NOW)
+                available = book.balance(session, account_id, now=NOW).available
+            outcomes.append(("held", available))
+        except InsufficientCredits as refused:
+            outcomes.append(("refused", refused.available))
+
+    start.wait()
+    threads = [threading.Thread(target=reserve_one, args=(index,)) for index in range(THREADS_PER_PROCESS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    database.dispose()
+    return outcomes
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, request):
+    # Given a prepaid account holding 10 credits
+    database = request.getfixturevalue(f"{backend}_database")
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name="Race", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
+        book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
+
+    # When 64 threads spread over 2 processes each reserve 1 credit at once
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        start = manager.Barrier(PROCESSES)
+        with context.Pool(PROCESSES) as pool:
+            results = pool.starmap(race, [(database.url, account.id, index, start) for index in range(PROCESSES)])
+    outcomes = [outcome for result in results for outcome in result]
+
+    # Then exactly 10 holds exist, available never went negative and the ledger verifies clean
+    assert len(outcomes) == PROCESSES * THREADS_PER_PROCESS
+    assert sum(1 for kind, _ in outcomes if kind == "held") == 10
+    assert min(available for _, available in outcomes) >= 0
+    with database.unit_of_work() as session:
+        view = book.balance(session, account.id, now=NOW)
+        assert (view.balance, view.held, view.available) == (10_000, 10_000, 0)
+        assert verify(session) == []

@@ -1,0 +1,517 @@
+"""The send pipeline's domain steps against the in-process Twilio simulator, on SQLite and PostgreSQL.
+
+Every step is run twice somewhere to show a replay changes nothing.
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import pytest
+from sqlalchemy import func, select
+
+from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
+from shared.ledger import book
+from shared.ledger.accounts import Overdraft, create_account
+from shared.messaging import parking, sweeper
+from shared.messaging.credentials import set_twilio_credentials
+from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
+from shared.messaging.opt_outs import opt_out
+from shared.messaging.rates import default_rate_card
+from shared.messaging.sender_throttle import SenderThrottle
+from shared.messaging.sending import SendLater, send_message
+from shared.messaging.settlement import settle_message
+from shared.messaging.statuses import record_status
+from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
+from shared.twilio.errors import OutcomeUnknown
+from shared.twilio.gateway import TwilioGateway
+from tests.twilio_sim_fixtures import (  # noqa: F401
+    _callback_receiver_server,
+    _simulator_server,
+    background_loop,
+    callback_receiver,
+    simulator,
+)
+
+SENDER = "+14155550000"
+RECIPIENT = "+14155550100"
+CARD = default_rate_card()
+FAST = {"long_code": 10_000.0, "toll_free": 10_000.0, "short_code": 10_000.0}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def throttle():
+    return SenderThrottle(fakeredis.FakeRedis(), FAST)
+
+
+@pytest.fixture
+def gateways(simulator, callback_receiver):  # noqa: F811
+    """gateway_for(sid, token) on the simulator; callbacks go to the receiver, not to us."""
+    made = {}
+
+    def gateway_for(account_sid=None, auth_token=None):
+        key = (account_sid or simulator.account_sid, auth_token or simulator.auth_token)
+        if key not in made:
+            made[key] = TwilioGateway(*key, simulator.url, callback_receiver.status_url)
+        return made[key]
+
+    yield gateway_for
+    for gateway in made.values():
+        gateway.close()
+
+
+def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
+    with database.unit_of_work() as session:
+        account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
+        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+        if credits:
+            book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
+                         idempotency_key=f"seed:{account.id}")
+        return account.id
+
+
+def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", **fields) -> str:
+    with database.unit_of_work() as session:
+        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=SENDER, body=body, **fields),
+                                    rate_card=CARD, now=now())
+        return message.id
+
+
+def send(database, message_id: str, gateways, throttle, **options) -> str:
+    return send_message(database, message_id, gateway_for=gateways, throttle=throttle, hold_ttl_seconds=900,
+                        **options)
+
+
+def message(database, message_id: str) -> Message:
+    with database.unit_of_work() as session:
+        return session.get(Message, message_id)
+
+
+def account(database, account_id: str) -> Account:
+    with database.unit_of_work() as session:
+        return session.get(Account, account_id)
+
+
+def report(database, message_id: str, status: str, segments: int | None = None) -> None:
+    with database.unit_of_work() as session:
+        record_status(session, sid=message(database, message_id).twilio_sid, status=status, num_segments=segments,
+                      now=now())
+
+
+def settle(database, message_id: str) -> str:
+    with database.unit_of_work() as session:
+        return settle_message(session, message_id, rate_card=CARD, now=now())
+
+
+def wait_until_sent(simulator, timeout: float = 5.0) -> None:  # noqa: F811
+    """Twilio's list only shows a message once it has a sent date."""
+    deadline = time.monotonic() + timeout
+    while any(m["status"] in ("queued", "accepted") for m in simulator.sent()["messages"]):
+        assert time.monotonic() < deadline, "the simulator never sent its messages"
+        time.sleep(0.01)
+
+
+def usage_entries(database, message_id: str) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Entry).where(Entry.reference == message_id))
+
+
+# --- intake ----------------------------------------------------------------------------------------
+
+def test_accept_persists_an_accepted_message_with_its_estimate(database):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id, body="ж" * 71)  # UCS-2, two segments
+    stored = message(database, message_id)
+    assert (stored.status, stored.segments, stored.encoding, stored.credits_estimated) == ("accepted", 2, "UCS-2", 2000)
+
+
+def test_accept_names_every_bad_field(database):
+    account_id = make_account(database, 10)
+    with pytest.raises(ValidationFailed) as refused:
+        with database.unit_of_work() as session:
+            accept_message(session, account_id, MessageRequest(to="12", from_="+14155559999", body="",
+                                                               send_at="tomorrow"), rate_card=CARD, now=now())
+    assert set(refused.value.errors) == {"to", "from", "send_at"}
+
+
+def test_accept_refuses_an_opted_out_recipient(database):
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, "api")
+    with pytest.raises(OptedOut):
+        accept(database, account_id)
+
+
+def test_accept_refuses_what_the_account_cannot_pay(database):
+    account_id = make_account(database, 1)
+    with pytest.raises(InsufficientCredits) as refused:
+        accept(database, account_id, body="ж" * 71)
+    assert (refused.value.available, refused.value.required) == (1000, 2000)
+
+
+def test_accept_refuses_a_locked_account(database):
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+    with pytest.raises(AccountLocked):
+        accept(database, account_id)
+
+
+def test_send_at_in_the_future_schedules_and_the_sweeper_releases_it_when_due(database, gateways):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id, send_at=(now() + timedelta(seconds=1)).isoformat())
+    assert message(database, message_id).status == "scheduled"
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert enqueued == []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+    assert enqueued == [message_id] and message(database, message_id).status == "accepted"
+
+
+def test_one_sweep_releases_every_due_message_not_just_a_batch(database, gateways):
+    # given more scheduled messages than a sweeper batch whose time has come (a quiet-hours window opening)
+    account_id = make_account(database, 2000)
+    ids = [accept(database, account_id, body=f"n{n}", send_at=(now() + timedelta(seconds=1)).isoformat())
+           for n in range(sweeper.BATCH + 20)]
+
+    # when one sweep runs after their time
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+
+    # then all of them are released and enqueued
+    assert sorted(enqueued) == sorted(ids)
+    assert {message(database, message_id).status for message_id in ids} == {"accepted"}
+
+
+# --- send ------------------------------------------------------------------------------------------
+
+def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    assert send(database, message_id, gateways, throttle) == "queued"
+    assert send(database, message_id, gateways, throttle) == "skipped"  # a replayed job
+    stored = message(database, message_id)
+    assert stored.twilio_sid.startswith("SM") and stored.twilio_segments == 1
+    assert len(simulator.sent()["messages"]) == 1
+    assert account(database, account_id).held == 1000
+
+
+def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+
+    class Killed(BaseException):
+        pass
+
+    def dies_after_create(*credentials):
+        gateway = gateways(*credentials)
+
+        class Dying:
+            def send(self, **message):
+                gateway.send(**message)
+                raise Killed
+
+        return Dying()
+
+    with pytest.raises(Killed):
+        send_message(database, message_id, gateway_for=dies_after_create, throttle=throttle, hold_ttl_seconds=1)
+    assert send(database, message_id, gateways, throttle) == "skipped"
+    assert message(database, message_id).status == "sending"
+    assert len(simulator.sent()["messages"]) == 1
+    # After the hold's TTL the sweeper finds it in Twilio's list: it gets its sid and is charged once.
+    [sent] = simulator.sent()["messages"]
+    wait_until_sent(simulator)
+    for _ in range(2):
+        result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                               now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
+    stored = message(database, message_id)
+    assert (stored.twilio_sid, stored.credits_charged) == (sent["sid"], 1000)
+    assert stored.status in ("sent", "delivered") and result.reconciled == {}
+    assert account(database, account_id).held == 0 and account(database, account_id).balance == 9_000
+    assert len(simulator.sent()["messages"]) == 1
+
+
+def test_an_unknown_outcome_twilio_never_saw_fails_after_the_ttl_without_charge(database, gateways, throttle,
+                                                                                simulator):  # noqa: F811
+    # given a create whose answer was lost and that never reached Twilio, and the same text sent before it
+    account_id = make_account(database, 10)
+    earlier = accept(database, account_id)
+    send(database, earlier, gateways, throttle)
+    message_id = accept(database, account_id)
+
+    def answer_lost(*credentials):
+        class Lost:
+            def send(self, **message):
+                raise OutcomeUnknown("read timed out")
+
+            def find(self, **lookup):
+                return gateways(*credentials).find(**lookup)
+
+        return Lost()
+
+    assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
+                        hold_ttl_seconds=1) == "sending"
+    wait_until_sent(simulator)
+
+    # when the sweeper reconciles it after the hold's TTL
+    result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                           now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
+
+    # then the other message's sid is not taken for it: it failed, and only the earlier one is held
+    assert result.reconciled == {message_id: "voided: outcome unknown"}
+    stored = message(database, message_id)
+    assert (stored.status, stored.twilio_sid, stored.credits_charged) == ("failed", None, 0)
+    assert (account(database, account_id).held, account(database, account_id).balance) == (1000, 10_000)
+    assert len(simulator.sent()["messages"]) == 1
+
+
+def test_transient_errors_release_the_hold_and_ask_for_a_retry(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    simulator.configure(rate_429=1.0, retry_after_s=3)
+    with pytest.raises(SendLater) as later:
+        send(database, message_id, gateways, throttle)
+    assert later.value.delay_seconds == 3 and not later.value.slot_booked
+    assert message(database, message_id).status == "accepted" and account(database, account_id).held == 0
+    simulator.configure(rate_429=0.0)
+    assert send(database, message_id, gateways, throttle) == "queued"
+
+
+def test_a_busy_sender_books_a_slot_and_defers_without_booking_twice(database, gateways, simulator):  # noqa: F811
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.5, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "queued"
+    with pytest.raises(SendLater) as later:
+        send(database, second, gateways, throttle)
+    assert later.value.slot_booked and 1 < later.value.delay_seconds <= 2
+    assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
+
+
+def test_permanent_errors_fail_without_charge_and_21610_records_the_opt_out(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    invalid, unsubscribed = accept(database, account_id, to="+15005550001"), accept(database, account_id,
+                                                                                     to="+15005550004")
+    assert send(database, invalid, gateways, throttle) == "failed"
+    assert send(database, unsubscribed, gateways, throttle) == "failed"
+    assert (message(database, invalid).error_code, message(database, unsubscribed).error_code) == (21211, 21610)
+    with database.unit_of_work() as session:
+        assert session.scalar(select(OptOut.source).where(OptOut.phone == "+15005550004")) == "twilio_21610"
+    assert account(database, account_id).held == 0 and account(database, account_id).balance == 10_000
+
+
+def test_rejected_credentials_park_the_account_until_they_are_replaced(database, gateways, throttle,
+                                                                      simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, simulator.account_sid, "wrong-token", now=now())
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "parked"
+    assert "20003" in account(database, account_id).sending_blocked_reason
+    assert [message(database, m).status for m in (first, second)] == ["parked", "parked"]
+    assert accept(database, account_id) and message(database, first).error_message.startswith("Twilio rejected")
+    with database.unit_of_work() as session:
+        released = set_twilio_credentials(session, account_id, simulator.account_sid, simulator.auth_token, now=now())
+    assert first in released and second in released
+    assert send(database, first, gateways, throttle) == "queued"
+
+
+# --- settle ----------------------------------------------------------------------------------------
+
+def test_settlement_charges_twilios_segments_once(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "delivered", segments=3)
+    assert settle(database, message_id) == "settled"
+    assert settle(database, message_id) == "skipped"  # a replayed job, a duplicate callback
+    report(database, message_id, "sent")  # late and out of order
+    assert settle(database, message_id) == "skipped"
+    assert message(database, message_id).credits_charged == 3000
+    assert (account(database, account_id).balance, account(database, account_id).held) == (7000, 0)
+    assert usage_entries(database, message_id) == 1
+
+
+def test_a_message_failed_before_sending_is_not_charged(database, gateways, throttle):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "failed")
+    assert settle(database, message_id) == "voided"
+    assert settle(database, message_id) == "skipped"
+    assert (account(database, account_id).balance, account(database, account_id).held) == (10_000, 0)
+    with database.unit_of_work() as session:
+        assert session.scalar(select(Hold.status)) == "voided"
+
+
+def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(database, gateways, throttle):
+    account_id = make_account(database, 3)
+    ids = [accept(database, account_id) for _ in range(6)]
+    statuses = [send(database, message_id, gateways, throttle) for message_id in ids]
+    assert statuses == ["queued"] * 3 + ["parked"] * 3  # the holds ran out
+    for message_id in ids[:3]:
+        report(database, message_id, "delivered", segments=2)
+        settle(database, message_id)
+    locked = account(database, account_id)
+    assert (locked.status, locked.balance) == ("locked", -3000)  # every in-flight message charged in full
+    assert [message(database, m).credits_charged for m in ids[:3]] == [2000] * 3
+    with pytest.raises(AccountLocked):
+        accept(database, account_id)
+    # A purchase unlocks it; the sweeper releases the parked messages, which then go out.
+    with database.unit_of_work() as session:
+        book.grant(session, account_id, 10_000, "purchase", granted_at=now(), idempotency_key="top-up")
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert sorted(enqueued) == sorted(ids[3:])
+    assert [send(database, message_id, gateways, throttle) for message_id in ids[3:]] == ["queued"] * 3
+
+
+# --- sweeper ---------------------------------------------------------------------------------------
+
+def test_sweeper_enqueues_accepted_messages_whose_job_was_lost(database, gateways):
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert enqueued == []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=61), stale_after=timedelta(seconds=60))
+    assert enqueued == [message_id]
+
+
+def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, throttle, callback_receiver):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    later = now() + timedelta(seconds=901)
+    for _ in range(2):
+        result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=later,
+                               stale_after=timedelta(seconds=60))
+    assert result.reconciled == {}  # the second pass finds nothing left to do
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert stored.twilio_price is not None
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
+# --- early callbacks, lost settlements, scheduled releases ---------------------------------------
+
+def early_statuses(database) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(EarlyStatus))
+
+
+def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle):
+    # given Twilio reports the message delivered before the worker stored its sid
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    changes = []
+
+    def reports_before_the_answer(*credentials):
+        class Racing:
+            def send(self, **fields):
+                sent = gateways(*credentials).send(**fields)
+                for status in ("sent", "delivered", "delivered"):  # with a duplicate
+                    with database.unit_of_work() as session:
+                        changes.append(record_status(session, sid=sent.sid, status=status, num_segments=2,
+                                                     now=now()))
+                return sent
+
+        return Racing()
+
+    # when the worker stores the sid
+    status = send_message(database, message_id, gateway_for=reports_before_the_answer, throttle=throttle,
+                          hold_ttl_seconds=900)
+
+    # then the reports were kept, and applied in that unit of work: the message is final for its caller to settle
+    assert changes == [None, None, None]
+    assert status == "delivered" and early_statuses(database) == 0
+    assert (message(database, message_id).status, message(database, message_id).twilio_segments) == ("delivered", 2)
+    # and a late repeat of the callback does not make it final a second time
+    with database.unit_of_work() as session:
+        repeat = record_status(session, sid=message(database, message_id).twilio_sid, status="delivered", now=now())
+    assert not repeat.became_final
+    assert settle(database, message_id) == "settled" and message(database, message_id).credits_charged == 2000
+
+
+def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways):
+    with database.unit_of_work() as session:
+        assert record_status(session, sid="SM" + "e" * 32, status="delivered", now=now()) is None
+    assert early_statuses(database) == 1
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=now(),
+                  stale_after=timedelta(seconds=60))
+    assert early_statuses(database) == 1
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(days=1, seconds=1), stale_after=timedelta(seconds=60))
+    assert early_statuses(database) == 0
+
+
+def test_sweeper_hands_back_final_messages_whose_settlement_was_lost(database, gateways, throttle):
+    # given a delivered message whose settle job never ran (the webhook's enqueue failed)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    report(database, message_id, "delivered")
+
+    def sweep_at(when: datetime) -> list[str]:
+        return sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=when,
+                             stale_after=timedelta(seconds=60)).to_settle
+
+    # then the sweeper leaves it to its job for a while, then hands it back to settle, once settled never again
+    assert sweep_at(now()) == []
+    assert sweep_at(now() + timedelta(seconds=61)) == [message_id]
+    settle(database, message_id)
+    assert sweep_at(now() + timedelta(seconds=61)) == []
+
+
+def test_a_scheduled_message_is_released_by_its_own_job_when_due(database):
+    account_id = make_account(database, 10)
+    send_at = now() + timedelta(seconds=30)
+    message_id = accept(database, account_id, send_at=send_at.isoformat())
+    with database.unit_of_work() as session:
+        early = sweeper.release_scheduled(session, message_id, now=send_at - timedelta(seconds=2))
+    assert 1000 <= early <= 2000 and message(database, message_id).status == "scheduled"
+    with database.unit_of_work() as session:
+        assert sweeper.release_scheduled(session, message_id, now=send_at) == 0
+    assert message(database, message_id).status == "accepted"
+    with database.unit_of_work() as session:
+        assert sweeper.release_scheduled(session, message_id, now=send_at) is None  # a replayed job
+
+
+def test_send_delay_is_bounded_by_the_brokers_maximum():
+    at = now()
+    assert send_delay_ms(None, at) == 0
+    assert send_delay_ms(at + timedelta(seconds=90), at) == 90_000
+    assert send_delay_ms(at - timedelta(seconds=1), at) == 0
+    assert send_delay_ms(at + timedelta(days=8), at) is None  # the sweeper releases it
+
+
+def test_credits_added_asks_for_the_release_only_when_there_is_something_to_release(database, gateways,
+                                                                                    throttle, monkeypatch):
+    asked = []
+    monkeypatch.setattr(parking, "_release_listeners", [asked.append])
+    account_id = make_account(database, 1)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+        parking.park_account(session, account_id, "locked", now=now())
+    parking.credits_added(database, account_id)
+    assert asked == []  # still locked
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "active"
+    parking.credits_added(database, account_id)
+    assert asked == [account_id]
+    with database.unit_of_work() as session:
+        assert parking.release_parked(session, account_id, now=now()) == [message_id]

@@ -1,0 +1,286 @@
+"""Month-end on SQLite and PostgreSQL with a controlled clock: expiry, billing, fees, grants, allocations."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from shared.billing import month_end
+from shared.billing.calendar import Period, period_end
+from shared.billing.payments import SimulatedGateway
+from shared.billing.price_list import default_price_list
+from shared.ids import new_id
+from shared.ledger import book
+from shared.ledger.verify import verify
+from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User
+
+CREDIT = 1000
+
+
+def local(tz: str, *args) -> datetime:
+    return datetime(*args, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def make_account(database, *, tz="UTC", created=None, monthly=0, cycle="monthly", rollover="none",
+                 policy="prepaid", limit=0, card=None, **flags) -> str:
+    created = created or local(tz, 2020, 8, 15)
+    account_id = new_id("acct")
+    with database.unit_of_work() as session:
+        session.add(Account(id=account_id, name="Acme", timezone=tz, plan_monthly_credits=monthly * CREDIT,
+                            plan_cycle=cycle, plan_rollover=rollover, overdraft_policy=policy, overdraft_limit=limit,
+                            status="active", balance=0, held=0, allocated=0, allocated_held=0, created_at=created,
+                            **flags))
+        if card:
+            session.add(AutoRecharge(account_id=account_id, enabled=False, payment_method=card, updated_at=created))
+    return account_id
+
+
+def close(database, account_id, period: str, now: datetime) -> month_end.Summary:
+    return month_end.close_accounts(database, [account_id], Period.parse(period), now=now)
+
+
+def balance(database, account_id, now=datetime(2030, 1, 1, tzinfo=UTC)) -> book.BalanceView:
+    with database.unit_of_work() as session:
+        return book.balance(session, account_id, now=now)
+
+
+def entry_count(database) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Entry))
+
+
+def assert_ledger_consistent(database):
+    with database.unit_of_work() as session:
+        assert verify(session) == []
+
+
+def test_rollover_credits_granted_sep_1_are_usable_until_aug_31_and_gone_at_sep_1_local(database):
+    tz = "America/Los_Angeles"
+    # given a 300-credit rollover plan whose August 2020 month-end granted 300 credits on 2020-09-01
+    account_id = make_account(database, tz=tz, monthly=300, rollover="fifo_12m")
+    close(database, account_id, "2020-08", local(tz, 2020, 9, 1))
+    with database.unit_of_work() as session:  # later months grant nothing, so only that lot is left
+        session.get(Account, account_id).next_plan_monthly_credits = 0
+    close(database, account_id, "2021-07", local(tz, 2021, 8, 1))
+
+    # then at 2021-08-31 23:59 local the 300 credits are still usable, and expire at the end of the month
+    just_before = local(tz, 2021, 8, 31, 23, 59)
+    view = balance(database, account_id, just_before)
+    assert view.balance == 300 * CREDIT and view.expiring_end_of_month == 300 * CREDIT
+    with database.unit_of_work() as session:
+        assert book.available_for(session, account_id) == 300 * CREDIT
+
+    # when August 2021 closes at 2021-09-01 00:00 local
+    summary = close(database, account_id, "2021-08", local(tz, 2021, 9, 1))
+
+    # then they are gone
+    assert summary.expired == 300 * CREDIT
+    assert balance(database, account_id).balance == 0
+    assert_ledger_consistent(database)
+
+
+def test_auckland_closes_august_hours_before_los_angeles(database):
+    auckland = make_account(database, tz="Pacific/Auckland", monthly=100, created=datetime(2021, 8, 2, tzinfo=UTC))
+    los_angeles = make_account(database, tz="America/Los_Angeles", monthly=100, created=datetime(2021, 8, 2, tzinfo=UTC))
+    assert auckland < los_angeles
+    instant = datetime(2021, 8, 31, 12, 30, tzinfo=UTC)  # Sep 1 00:30 in Auckland, Aug 31 05:30 in LA
+
+    summary = month_end.run(database, None, Period(2021, 8), now=instant)
+
+    assert (summary.closed, summary.not_ended) == (1, 1)
+    assert balance(database, auckland).balance == 100 * CREDIT
+    assert balance(database, los_angeles).balance == 0
+    with database.unit_of_work() as session:
+        assert month_end.due_accounts(session, instant) == []
+        later = period_end(Period(2021, 8), "America/Los_Angeles")
+        assert month_end.due_accounts(session, later) == [(los_angeles, Period(2021, 8))]
+
+
+def test_running_month_end_twice_changes_nothing_the_second_time(database):
+    account_id = make_account(database, monthly=100, policy="postpaid", card="pm_card_visa")
+    gateway = SimulatedGateway()
+    with database.unit_of_work() as session:
+        book.charge_pool(session, account_id, 40 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+    now = local("UTC", 2020, 9, 1, 0, 5)
+
+    first = month_end.run(database, gateway, Period(2020, 8), now=now)
+    entries_after_first = entry_count(database)
+    second = month_end.run(database, gateway, Period(2020, 8), now=now)
+
+    assert (first.closed, first.billed, first.granted) == (1, 40 * CREDIT, 100 * CREDIT)
+    assert (second.closed, second.already_closed, second.billed, second.granted) == (0, 1, 0, 0)
+    assert entry_count(database) == entries_after_first
+    assert len(gateway.charges(account_id)) == 1
+    assert balance(database, account_id).balance == 100 * CREDIT
+    assert_ledger_consistent(database)
+
+
+def test_postpaid_debt_is_billed_reset_and_charged_once(database):
+    account_id = make_account(database, policy="overdraft", limit=100 * CREDIT, card="pm_card_visa")
+    gateway = SimulatedGateway()
+    with database.unit_of_work() as session:
+        book.charge_pool(session, account_id, 12500, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+
+    assert summary.billed == 12500 and summary.payments_succeeded == 1
+    assert balance(database, account_id).balance == 0
+    [charge] = gateway.charges(account_id)
+    assert charge.amount_cents == month_end.bill_cents(12500) == 13
+    with database.unit_of_work() as session:
+        bill = session.scalar(select(BillingRun).where(BillingRun.step == "bill"))
+        assert (bill.status, bill.amount) == ("paid", 12500)
+
+
+def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_once(database):
+    # given an account on the credit hold plan with 70 accumulated credits and a card on file
+    account_id = make_account(database, monthly=100, credit_hold=True, card="pm_card_visa")
+    with database.unit_of_work() as session:
+        book.grant(session, account_id, 70 * CREDIT, "purchase", granted_at=local("UTC", 2020, 8, 16),
+                     idempotency_key="bought")
+    gateway = SimulatedGateway()
+
+    # when August closes, twice
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1, 1))
+
+    # then no plan credits came, the 70 stay usable, and the fee was charged once
+    fee = default_price_list().credit_hold_monthly_fee_cents
+    assert (summary.granted, summary.credit_hold_fee_cents, summary.payments_succeeded) == (0, fee, 1)
+    assert balance(database, account_id).available == 70 * CREDIT
+    assert [charge.amount_cents for charge in gateway.charges(account_id)] == [fee]
+    assert_ledger_consistent(database)
+
+
+def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
+    account_id = make_account(database, policy="postpaid", card="pm_card_chargeDeclined")
+    gateway = SimulatedGateway()
+    with database.unit_of_work() as session:
+        book.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    month_end.collect_bills(database, gateway, account_id, now=local("UTC", 2020, 9, 2))
+
+    assert summary.payments_declined == 1
+    assert len(gateway.charges(account_id)) == 1
+    with database.unit_of_work() as session:
+        assert session.scalar(select(BillingRun.status).where(BillingRun.step == "bill")) == "declined"
+        run = session.scalar(select(DunningRun).where(DunningRun.account_id == account_id))
+        assert (run.reason, run.amount_cents, run.status) == ("month_end", 5, "open")
+
+
+def test_a_transient_gateway_error_leaves_the_bill_pending_for_a_retry(database):
+    account_id = make_account(database, policy="postpaid", card="pm_card_chargeDeclinedProcessingError")
+    gateway = SimulatedGateway()
+    with database.unit_of_work() as session:
+        book.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
+
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+
+    assert summary.payments_pending == 1
+    with database.unit_of_work() as session:
+        assert month_end.pending_bills(session) == [(account_id, "2020-08")]
+        session.get(AutoRecharge, account_id).payment_method = "pm_card_visa"
+    retried = month_end.collect_bills(database, gateway, account_id, now=local("UTC", 2020, 9, 1, 1))
+    assert retried.payments_succeeded == 1
+    assert len(gateway.charges(account_id, status="succeeded")) == 1
+
+
+def test_plan_credits_expire_with_their_cycle_unless_rollover_protected(database):
+    plain = make_account(database, monthly=100)
+    protected = make_account(database, monthly=100, rollover_protection=True)
+    for period, now in (("2020-08", local("UTC", 2020, 9, 1)), ("2020-09", local("UTC", 2020, 10, 1))):
+        for account_id in (plain, protected):
+            close(database, account_id, period, now)
+
+    assert balance(database, plain).balance == 100 * CREDIT  # September's expired, October's granted
+    assert balance(database, protected).balance == 200 * CREDIT
+    assert_ledger_consistent(database)
+
+
+def test_credit_hold_grants_nothing_and_a_downgrade_takes_effect_at_the_next_cycle(database):
+    held = make_account(database, monthly=100, credit_hold=True)
+    downgraded = make_account(database, monthly=100)
+    with database.unit_of_work() as session:
+        session.get(Account, downgraded).next_plan_monthly_credits = 40 * CREDIT
+
+    month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+
+    assert balance(database, held).balance == 0
+    assert balance(database, downgraded).balance == 40 * CREDIT
+    with database.unit_of_work() as session:
+        account = session.get(Account, downgraded)
+        assert (account.plan_monthly_credits, account.next_plan_monthly_credits) == (40 * CREDIT, None)
+
+
+def test_a_quarterly_plan_grants_three_months_when_its_cycle_ends(database):
+    # created in August 2020: cycles Aug-Oct, Nov-Jan, ...
+    account_id = make_account(database, monthly=100, cycle="quarterly", created=local("UTC", 2020, 8, 3))
+
+    granted = [close(database, account_id, p, local("UTC", 2021, 2, 1)).granted
+               for p in ("2020-08", "2020-09", "2020-10", "2020-11", "2020-12", "2021-01")]
+
+    assert granted == [0, 0, 300 * CREDIT, 0, 0, 300 * CREDIT]
+    assert balance(database, account_id).balance == 300 * CREDIT  # Nov-Jan's credits expired on Feb 1
+    assert_ledger_consistent(database)
+
+
+def test_phone_numbers_are_charged_and_users_get_their_monthly_credits(database):
+    account_id = make_account(database, monthly=100)
+    with database.unit_of_work() as session:
+        session.add(PhoneNumber(account_id=account_id, phone="+14155550100", type="long_code", monthly_cost=2 * CREDIT))
+        for name, monthly in (("ana", 30), ("bo", 10)):
+            session.add(User(id=f"user_{name}", account_id=account_id, name=name, email=f"{name}@example.com",
+                             role="user", monthly_credits=monthly * CREDIT, balance=0, held=0,
+                             created_at=local("UTC", 2020, 8, 1)))
+
+    summary = close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
+
+    assert (summary.number_fees, summary.granted, summary.allocated) == (2 * CREDIT, 100 * CREDIT, 40 * CREDIT)
+    view = balance(database, account_id)
+    assert view.balance == 98 * CREDIT
+    assert {u.id: u.balance for u in view.users} == {"user_ana": 30 * CREDIT, "user_bo": 10 * CREDIT}
+    assert_ledger_consistent(database)
+
+
+def test_a_missed_month_end_is_caught_up_in_order(database):
+    account_id = make_account(database, monthly=100)
+    close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
+
+    # when the scheduler comes back in December and closes November
+    summary = close(database, account_id, "2020-11", local("UTC", 2020, 12, 3))
+
+    # then September and October were closed first
+    assert summary.closed == 3 and summary.granted == 300 * CREDIT and summary.expired == 300 * CREDIT
+    with database.unit_of_work() as session:
+        periods = session.scalars(select(BillingRun.period).where(BillingRun.step == "close")
+                                  .order_by(BillingRun.id)).all()
+    assert periods == ["2020-08", "2020-09", "2020-10", "2020-11"]
+    assert balance(database, account_id).balance == 100 * CREDIT
+
+
+def test_a_dry_run_reports_without_writing(database):
+    account_id = make_account(database, monthly=100)
+
+    dry = month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1), dry_run=True)
+
+    assert (dry.closed, dry.granted) == (1, 100 * CREDIT)
+    assert balance(database, account_id).balance == 0
+    assert entry_count(database) == 0
+    real = month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    assert real.closed == 1
+
+
+def test_month_end_over_a_dst_change_and_a_leap_day(database):
+    # Berlin's October ends on a day of 25 hours; a grant on 2024-02-29 (leap) expires on Mar 1 local
+    tz = "Europe/Berlin"
+    account_id = make_account(database, tz=tz, monthly=10, created=local(tz, 2024, 1, 10))
+    close(database, account_id, "2024-01", local(tz, 2024, 2, 1))
+    assert balance(database, account_id, local(tz, 2024, 2, 29, 23, 59)).expiring_end_of_month == 10 * CREDIT
+
+    summary = close(database, account_id, "2024-02", local(tz, 2024, 3, 1))
+
+    assert summary.expired == 10 * CREDIT
+    with database.unit_of_work() as session:
+        lot = session.execute(select(book.lots).where(book.lots.c.remaining > 0)).one()
+    assert lot.expires_at.replace(tzinfo=UTC) == local(tz, 2024, 4, 1) == datetime(2024, 3, 31, 22, tzinfo=UTC)

@@ -1,0 +1,141 @@
+"""Purchases: credits land only when the payment succeeds; replays and crashes never charge twice."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.billing.payments import SimulatedGateway
+from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, complete_stale_purchases, purchase
+from shared.errors import ValidationFailed
+from shared.ledger import book
+from shared.ledger.accounts import Overdraft, create_account
+from shared.models import Payment
+
+NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+
+def new_account(database, **plan) -> str:
+    with database.unit_of_work() as session:
+        account, _ = create_account(session, name="Acme Realty", timezone="UTC",
+                                    plan_monthly_credits=plan.get("monthly", 0), plan_cycle="monthly",
+                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+        return account.id
+
+
+def balance_of(database, account_id) -> int:
+    with database.unit_of_work() as session:
+        return book.balance(session, account_id, now=NOW).balance
+
+
+class CrashAfterCharge(SimulatedGateway):
+    """Charges, then dies before the caller learns the outcome: the crash between charge and grant."""
+
+    def __init__(self):
+        super().__init__()
+        self.crash = True
+
+    def charge(self, **kwargs):
+        result = super().charge(**kwargs)
+        if self.crash:
+            self.crash = False
+            raise ConnectionError("worker killed after the gateway charged")
+        return result
+
+
+def test_a_successful_payment_grants_purchase_credits_at_the_plan_price(database):
+    # given an account on the starter plan
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+
+    # when it buys the 500-credit bucket with a good card
+    payment = purchase(database, gateway, account_id, 500_000, "pm_card_visa", idempotency_key="k1", now=NOW)
+
+    # then it is charged the starter price once and the credits never expire
+    assert payment.status == "succeeded" and payment.amount_cents == 2250
+    assert [c.amount_cents for c in gateway.charges(account_id)] == [2250]
+    assert balance_of(database, account_id) == 500_000
+    with database.unit_of_work() as session:
+        [lot] = book.balance(session, account_id, now=NOW).lots
+    assert lot.kind == "purchase" and lot.expires_at is None
+
+
+def test_a_bigger_plan_pays_less_for_the_same_bucket(database):
+    account_id = new_account(database, monthly=10_000_000)
+    payment = purchase(database, SimulatedGateway(), account_id, 500_000, "pm_card_visa", idempotency_key="k",
+                       now=NOW)
+    assert payment.amount_cents == 1750
+
+
+@pytest.mark.parametrize("token, code", [("pm_card_chargeDeclined", "generic_decline"),
+                                         ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds")])
+def test_a_declined_payment_grants_nothing(database, token, code):
+    account_id = new_account(database)
+    with pytest.raises(PaymentDeclined) as declined:
+        purchase(database, SimulatedGateway(), account_id, 100_000, token, idempotency_key="k", now=NOW)
+    assert declined.value.payment.decline_code == code
+    assert balance_of(database, account_id) == 0
+
+
+def test_only_listed_buckets_can_be_bought(database):
+    account_id = new_account(database)
+    with pytest.raises(ValidationFailed) as refused:
+        purchase(database, SimulatedGateway(), account_id, 123_000, "pm_card_visa", idempotency_key="k", now=NOW)
+    assert "100, 500, 1000, 5000" in refused.value.errors["credits"]
+
+
+def test_replaying_a_purchase_returns_it_without_charging_again(database):
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+    first = purchase(database, gateway, account_id, 100_000, "pm_card_visa", idempotency_key="same", now=NOW)
+
+    again = purchase(database, gateway, account_id, 100_000, "pm_card_visa", idempotency_key="same", now=NOW)
+
+    assert again.id == first.id
+    assert len(gateway.charges(account_id)) == 1
+    assert balance_of(database, account_id) == 100_000
+
+
+def test_a_crash_after_the_charge_is_completed_by_the_sweep_with_one_charge(database):
+    # given a purchase whose process died after the gateway charged, before the grant
+    account_id = new_account(database)
+    gateway = CrashAfterCharge()
+    with pytest.raises(ConnectionError):
+        purchase(database, gateway, account_id, 100_000, "pm_card_visa", idempotency_key="k", now=NOW)
+    assert balance_of(database, account_id) == 0
+    with database.unit_of_work() as session:
+        assert session.query(Payment).one().status == "pending"
+
+    # when the sweep finds it later
+    completed = complete_stale_purchases(database, gateway, now=NOW + timedelta(minutes=10))
+
+    # then the credits land and the card was charged once
+    assert completed == 1
+    assert balance_of(database, account_id) == 100_000
+    assert len(gateway.charges(account_id)) == 1
+
+
+def test_a_gateway_error_charges_nothing_and_a_replay_tries_again(database):
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+    with pytest.raises(PaymentUnavailable):
+        purchase(database, gateway, account_id, 100_000, "pm_card_chargeDeclinedProcessingError",
+                 idempotency_key="k", now=NOW)
+    assert gateway.charges(account_id) == [] and balance_of(database, account_id) == 0
+
+    with database.unit_of_work() as session:
+        payment = session.query(Payment).one()
+        payment.payment_method = "pm_card_visa"  # the processor recovered (same key, next attempt)
+    payment = purchase(database, gateway, account_id, 100_000, "pm_card_visa", idempotency_key="k", now=NOW)
+
+    assert payment.status == "succeeded" and payment.attempt == 1
+    assert balance_of(database, account_id) == 100_000
+
+
+def test_the_simulated_gateway_charges_once_per_key():
+    gateway = SimulatedGateway()
+    results = {gateway.charge(account_id="a", amount_cents=500, payment_method="pm_card_visa",
+                              idempotency_key="same", description="x").charge_id for _ in range(3)}
+    assert len(results) == 1 and len(gateway.charges()) == 1
+    with pytest.raises(ValueError):
+        gateway.charge(account_id="a", amount_cents=5.0, payment_method="pm_card_visa", idempotency_key="f",
+                       description="floats are not money")

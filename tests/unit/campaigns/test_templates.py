@@ -1,0 +1,63 @@
+"""Liquid bodies: strict about fields, precise about where a template is wrong."""
+
+import pytest
+
+from shared.campaigns.templates import compile_template, render
+from shared.errors import ValidationFailed
+
+
+def test_a_body_renders_each_recipients_fields():
+    template = compile_template("Hi {{ first_name | capitalize }}!", known_fields={"first_name", "to"})
+    assert render(template, {"first_name": "ann"}, recipient="csv line 2") == "Hi Ann!"
+
+
+def test_an_unknown_field_is_refused_naming_the_line_and_the_field():
+    with pytest.raises(ValidationFailed) as refused:
+        compile_template("Hi {{ first_name }},\nyour visit is {{ when }}", known_fields={"first_name", "to"})
+    reason = refused.value.errors["body"]
+    assert "line 2" in reason and "'when'" in reason
+
+
+def test_a_syntax_error_is_refused_naming_the_line():
+    with pytest.raises(ValidationFailed) as refused:
+        compile_template("Hello\n{% if vip %}VIP{% endfor %}", field="steps[0].body", known_fields={"vip"})
+    assert "line 2" in refused.value.errors["steps[0].body"]
+
+
+def test_a_recipient_without_a_field_is_refused_naming_the_recipient():
+    template = compile_template("Hi {{ first_name }}", known_fields={"first_name"})
+    with pytest.raises(ValidationFailed) as refused:
+        render(template, {}, recipient="recipients[3]")
+    assert "recipients[3]" in refused.value.errors["body"] and "line 1" in refused.value.errors["body"]
+
+
+def test_loops_and_assignments_are_not_unknown_fields():
+    template = compile_template("{% assign n = name | upcase %}{{ n }}", known_fields={"name"})
+    assert render(template, {"name": "bo"}, recipient="r") == "BO"
+
+
+def test_an_empty_body_is_refused():
+    with pytest.raises(ValidationFailed):
+        compile_template("  ")
+
+
+def test_default_fills_a_field_a_recipient_lacks():
+    template = compile_template('Hi {{ name }}, see you {{ day | default: "Sunday" }}', known_fields={"name", "day"})
+
+    assert render(template, {"name": "Ann"}, recipient="recipients[0]") == "Hi Ann, see you Sunday"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('{% include "/etc/passwd" %}', "unexpected tag 'include'"),
+    ('{% render "other" %}', "unexpected tag 'render'"),
+])
+def test_a_body_cannot_include_other_templates(body, reason):
+    with pytest.raises(ValidationFailed, match=reason):
+        compile_template(body, known_fields=set())
+
+
+def test_a_runaway_loop_is_stopped_and_refused():
+    template = compile_template("{% for i in (1..100000000) %}x{% endfor %}", known_fields=set())
+
+    with pytest.raises(ValidationFailed, match="loop iteration limit"):
+        render(template, {}, recipient="recipients[0]")
