@@ -1,8 +1,9 @@
 """The intake application factory."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import dramatiq
 from aiohttp import web
@@ -10,15 +11,17 @@ from aiohttp import web
 from shared.config import Settings
 from shared.db import Database
 
-from .appkeys import DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
+from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
 from .auth import auth_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
+from .key_cache import KeyCache
 from .metrics import metrics_middleware
 from .openapi import build_document
 from .routes import (
     accounts,
     admin,
+    api_keys,
     auto_recharge,
     balance,
     campaigns,
@@ -34,17 +37,18 @@ from .routes import (
     webhooks,
 )
 
-ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, users, numbers, messages,
+ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
                  twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]
 
 
-def init_app(settings: Settings, *, database: Database | None = None,
-             broker: dramatiq.Broker | None = None) -> web.Application:
+def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,
+             clock: Callable[[], datetime] | None = None) -> web.Application:
     """Build the app; a database or broker passed in (tests) is used as is and not disposed."""
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware],
                           client_max_size=20 * 1024 * 1024)
     app[SETTINGS] = settings
-    app[KEY_CACHE] = {}
+    app[CLOCK] = clock or _utc_now
+    app[KEY_CACHE] = KeyCache()
     app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES)
     if database is not None:
         app[DATABASE] = database
@@ -55,6 +59,10 @@ def init_app(settings: Settings, *, database: Database | None = None,
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
