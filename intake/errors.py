@@ -24,19 +24,22 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
 
 
 class Problem(Exception):
-    """Raised by handlers to answer with a specific problem document."""
+    """Raised by handlers to answer with a specific problem document (and headers, such as Retry-After)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", **extra):
+    def __init__(self, status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                 **extra):
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
-def problem_response(status: int, title: str, detail: str = "", **extra) -> web.Response:
+def problem_response(status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                     **extra) -> web.Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail or title, **extra}
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
 def _from_domain_error(error: Exception) -> web.Response:
@@ -61,7 +64,7 @@ def is_domain_error(error: Exception) -> bool:
 def render_error(error: Exception) -> web.Response:
     """The response an expected failure becomes (a Problem or a domain error)."""
     if isinstance(error, Problem):
-        return problem_response(error.status, error.title, error.detail, **error.extra)
+        return problem_response(error.status, error.title, error.detail, headers=error.headers, **error.extra)
     return _from_domain_error(error)
 
 

@@ -44,6 +44,7 @@ class Settings:
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
     payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
+    idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
 
 
 def _port(name: str, raw: str) -> int:
@@ -155,6 +156,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         smtp=smtp,
         email_from=email_from,
         payment_gateway=env.get("PAYMENT_GATEWAY", "simulated"),
+        idempotency_claim_timeout_seconds=_positive_int(
+            "CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", env.get("CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", "60")),
     )
 
 

@@ -233,7 +233,10 @@ class Message(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body."""
+    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body (shared.idempotency).
+
+    `created_at` is when the key was claimed: it dates a claim still in progress and the record's purge.
+    """
 
     __tablename__ = "idempotency_records"
 
@@ -242,7 +245,7 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class Payment(Base):

@@ -60,3 +60,13 @@ def test_a_bad_value_stops_a_process_with_one_line_and_a_non_zero_exit(tmp_path)
         "creditq: DATABASE_URL='mysql://db/x' must be a URL starting with one of: sqlite://, postgresql://, "
         "postgresql+psycopg://, postgres://"
     ]
+
+
+
+def test_an_idempotency_claim_is_released_after_a_minute_by_default(tmp_path):
+    assert load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).idempotency_claim_timeout_seconds == 60
+
+
+def test_a_claim_timeout_below_a_second_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS='0' must be at least 1"):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS": "0"})
