@@ -11,11 +11,13 @@ from shared.db import Database
 from .enqueue import Enqueuer
 from .key_cache import KeyCache
 from .principal import Principal
+from .rate_limit import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 PRINCIPAL = web.RequestKey("principal", Principal)
 KEY_CACHE = web.AppKey("api_key_cache", KeyCache)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLOCK = web.AppKey("clock", Callable[[], datetime])  # aware UTC now; tests pass their own
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)

@@ -1,4 +1,4 @@
-"""Bearer authentication: the operator key, or a live stored key looked up by its digest."""
+"""Bearer authentication (the operator key, or a live stored key looked up by its digest), then the key's rate limit."""
 
 import asyncio
 import hmac
@@ -7,7 +7,7 @@ from aiohttp import web
 
 from shared.api_keys import authenticate, hash_key
 
-from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, SETTINGS
+from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
 from .principal import OPERATOR, Principal
 
@@ -23,7 +23,9 @@ async def auth_middleware(request: web.Request, handler):
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <key>'.")
-    request[PRINCIPAL] = await _principal_for(request.app, key.strip())
+    principal = await _principal_for(request.app, key.strip())
+    await request.app[RATE_LIMITER].check(principal)
+    request[PRINCIPAL] = principal
     return await handler(request)
 
 

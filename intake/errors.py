@@ -20,6 +20,7 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.Conflict, 409),
     (errors.InsufficientCredits, 402),
     (errors.AccountLocked, 423),
+    (errors.SendLimitReached, 429),
 ]
 
 
@@ -45,13 +46,18 @@ def problem_response(status: int, title: str, detail: str = "", *, headers: dict
 def _from_domain_error(error: Exception) -> web.Response:
     status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(error, cls))
     extra: dict = {}
+    headers = {}
     if isinstance(error, errors.ValidationFailed) and error.errors:
         extra["errors"] = error.errors
     if isinstance(error, errors.InsufficientCredits):
         extra["available"] = format_credits(error.available)
         extra["required"] = format_credits(error.required)
+    if isinstance(error, errors.SendLimitReached):
+        extra["limit"] = error.limit
+        extra["resets_at"] = error.resets_at.isoformat()
+        headers["Retry-After"] = str(error.retry_after_seconds)
     title = getattr(error, "title", "Invalid amount")
-    return problem_response(status, title, str(error), **extra)
+    return problem_response(status, title, str(error), headers=headers, **extra)
 
 
 _DOMAIN_ERRORS = tuple(cls for cls, _ in _STATUS_BY_ERROR)

@@ -133,8 +133,9 @@ OPENAPI_PATHS = {
                 "403": {"description": "the scope asked for is wider than the calling key's", **_PROBLEM},
                 "404": {"description": "no such account (or another account's)", **_PROBLEM},
                 "409": {"description": "the Idempotency-Key was used with another body, or its first request is "
-                                       "still running", **_PROBLEM},
+                                       "still running (Retry-After)", **_PROBLEM},
                 "422": {"description": "invalid name or scope; `errors` names each field", **_PROBLEM},
+                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
             },
         },
         "get": {
@@ -145,6 +146,7 @@ OPENAPI_PATHS = {
                     "data": {"type": "array", "items": API_KEY_SCHEMA}, "next_cursor": {"type": "null"}}})},
                 "401": {"description": "no key, or an unknown or revoked one", **_PROBLEM},
                 "404": {"description": "no such account (or another account's)", **_PROBLEM},
+                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
             },
         },
     },
@@ -160,6 +162,7 @@ OPENAPI_PATHS = {
                 "204": {"description": "revoked"},
                 "401": {"description": "no key, or an unknown or revoked one", **_PROBLEM},
                 "404": {"description": "no such key on this account (or another account's)", **_PROBLEM},
+                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
             },
         },
     },

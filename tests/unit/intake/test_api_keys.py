@@ -225,6 +225,6 @@ async def test_the_key_operations_are_in_the_contract_with_their_errors(client):
 
     assert {operation["operationId"] for operation in operations.values()} == {
         "createApiKey", "listApiKeys", "revokeApiKey"}
-    assert {"401", "403", "404", "409", "422"} <= set(operations["post", "/v1/accounts/{account_id}/api-keys"]
+    assert {"401", "403", "404", "409", "422", "429"} <= set(operations["post", "/v1/accounts/{account_id}/api-keys"]
                                                             ["responses"])
     assert {"401", "404"} <= set(operations["delete", "/v1/accounts/{account_id}/api-keys/{key_id}"]["responses"])
