@@ -69,7 +69,8 @@ def main(recipients: int) -> None:
         account_id = seed(database, recipients)
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
-               "PORT": str(port), "CREDITQ_ADMIN_KEY": ADMIN_KEY, "CREDITQ_DATA_DIR": str(Path(directory) / "data")}
+               "PORT": str(port), "CREDITQ_ADMIN_KEY": ADMIN_KEY, "CREDITQ_DATA_DIR": str(Path(directory) / "data"),
+               "CREDITQ_NEW_ACCOUNT_DAYS": "0"}  # the account is minutes old: no new-account cap
         processes = {
             "web": spawn(env, directory, "web"),
             "worker": spawn(env, directory, "worker", "--processes", str(WORKER_PROCESSES), "--threads", "4",

@@ -13,6 +13,8 @@ PROBLEM_SCHEMA = {
         "errors": {"type": "object", "additionalProperties": {"type": "string"}},
         "available": {"type": "string"},
         "required": {"type": "string"},
+        "limit": {"type": "integer", "description": "429 from a daily send cap: messages a day"},
+        "resets_at": {"type": "string", "format": "date-time", "description": "429 from a daily send cap"},
     },
 }
 

@@ -1,5 +1,6 @@
 """Settings come from the environment (12-factor); a bad value stops start-up with one clear line."""
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """Requests a key may make: `per_second` on average, up to `burst` at once."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     redis_url: str | None  # None: start the embedded redis-server
@@ -44,6 +53,11 @@ class Settings:
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
     payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
+    key_rate_limit: RateLimit | None = RateLimit(100.0, 200)  # per account key; None: not limited
+    operator_rate_limit: RateLimit | None = None  # the operator's key; None: exempt
+    idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
+    new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
+    new_account_daily_messages: int = 500  # the cap: messages per local day
 
 
 def _port(name: str, raw: str) -> int:
@@ -64,6 +78,29 @@ def _positive_int(name: str, raw: str) -> int:
     if value < 1:
         raise ConfigError(f"{name}={raw!r} must be at least 1")
     return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 or more")
+    return value
+
+
+def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) -> RateLimit | None:
+    """A rate (requests per second, decimals allowed) and a burst; a rate of 0 means no limit."""
+    raw_rate, raw_burst = env.get(rate_name, default[0]), env.get(burst_name, default[1])
+    try:
+        rate = float(raw_rate)
+    except ValueError:
+        raise ConfigError(f"{rate_name}={raw_rate!r} is not a number of requests per second") from None
+    if not 0 <= rate < math.inf:
+        raise ConfigError(f"{rate_name}={raw_rate!r} must be 0 (no limit) or more")
+    burst = _positive_int(burst_name, raw_burst)
+    return RateLimit(rate, burst) if rate > 0 else None
 
 
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
@@ -155,6 +192,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         smtp=smtp,
         email_from=email_from,
         payment_gateway=env.get("PAYMENT_GATEWAY", "simulated"),
+        key_rate_limit=_rate_limit(env, "CREDITQ_KEY_RATE_LIMIT", "CREDITQ_KEY_RATE_BURST", ("100", "200")),
+        operator_rate_limit=_rate_limit(env, "CREDITQ_OPERATOR_RATE_LIMIT", "CREDITQ_OPERATOR_RATE_BURST",
+                                        ("0", "200")),
+        idempotency_claim_timeout_seconds=_positive_int(
+            "CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", env.get("CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", "60")),
+        new_account_days=_non_negative_int("CREDITQ_NEW_ACCOUNT_DAYS", env.get("CREDITQ_NEW_ACCOUNT_DAYS", "7")),
+        new_account_daily_messages=_positive_int(
+            "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
     )
 
 

@@ -71,14 +71,22 @@ class Account(Base):
 
 
 class ApiKey(Base):
-    """An account's bearer key; only its SHA-256 is stored, the key itself is shown once."""
+    """An account's bearer key; only its SHA-256 is stored, the key itself is shown once (shared.api_keys).
+
+    `scope` bounds what the key may do and which keys it may mint; `prefix` (the first characters)
+    lets a person recognise it in a list without being able to use it.
+    """
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str | None] = mapped_column(String(16))  # None for keys issued before prefixes were kept
+    scope: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]  # to the minute: written at most once a minute per key
     revoked_at: Mapped[datetime | None]
 
 
@@ -225,7 +233,10 @@ class Message(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body."""
+    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body (shared.idempotency).
+
+    `created_at` is when the key was claimed: it dates a claim still in progress and the record's purge.
+    """
 
     __tablename__ = "idempotency_records"
 
@@ -234,7 +245,7 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class Payment(Base):

@@ -10,8 +10,9 @@ from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.campaigns.steering import campaign_view, cancel_campaign, get_campaign, pause_campaign, resume_campaign
 from shared.db import Database
 from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
 
-from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..idempotency import idempotent
@@ -41,7 +42,8 @@ async def create(request: web.Request) -> web.Response:
         name=payload.get("name"), from_=payload.get("from"), body=payload.get("body"),
         recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
         quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
-    answer = await asyncio.to_thread(_create, request.app[DATABASE], account_id, campaign_request)
+    answer = await asyncio.to_thread(_create, request.app[DATABASE], SendCap.from_settings(request.app[SETTINGS]),
+                                     account_id, campaign_request)
     if answer["status"] == "running":
         try:
             await request.app[ENQUEUER].send(FAN_OUT_ACTOR, answer["id"], 0)
@@ -51,10 +53,10 @@ async def create(request: web.Request) -> web.Response:
     return json_response(answer, status=202)
 
 
-def _create(database: Database, account_id: str, campaign_request: CampaignRequest) -> dict:
+def _create(database: Database, cap: SendCap, account_id: str, campaign_request: CampaignRequest) -> dict:
     with database.unit_of_work() as session:
         campaign, estimate = create_campaign(session, account_id, campaign_request, rate_card=default_rate_card(),
-                                             now=datetime.now(UTC))
+                                             now=datetime.now(UTC), cap=cap)
         return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
 
 
@@ -171,6 +173,9 @@ OPENAPI_PATHS = {
                         "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
             "422": {"description": "Invalid field, CSV or template; `errors` names each", **_PROBLEM},
             "423": {"description": "The account is locked", **_PROBLEM},
+            "429": {"description": "The key's request rate limit, or a new account's daily send cap, which the "
+                                   "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
+                                   "Retry-After", **_PROBLEM},
         },
     }},
     "/v1/campaigns/{campaign_id}": {"get": {

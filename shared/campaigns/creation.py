@@ -27,6 +27,7 @@ from shared.messaging.estimate import charge_for
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
+from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
 from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
 from shared.money import format_credits
@@ -71,8 +72,11 @@ class GroupEstimate:
 
 
 def create_campaign(session: Session, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
-                    now: datetime) -> tuple[Campaign, GroupEstimate]:
-    """Validate, estimate and store a campaign and its recipients; the fan-out sends it from `send_at`."""
+                    now: datetime, cap: SendCap) -> tuple[Campaign, GroupEstimate]:
+    """Validate, estimate and store a campaign and its recipients; the fan-out sends it from `send_at`.
+
+    Its sendable recipients count against a new account's daily cap (shared.messaging.send_cap).
+    """
     account = session.get(Account, account_id)
     if account is None:
         raise NotFound(f"No account {account_id}.")
@@ -107,6 +111,9 @@ def create_campaign(session: Session, account_id: str, request: CampaignRequest,
             estimate.segments += priced.segments
             estimate.credits_total += priced.credits
             estimate.ucs2_messages += priced.encoding == "UCS-2"
+    if estimate.sendable:
+        DailySends(session, cap, now).take(account_id, created_at=account.created_at, timezone=account.timezone,
+                                           count=estimate.sendable)
     start = send_at or now
     campaign = Campaign(id=new_id("cmp"), account_id=account_id, name=name.strip(), from_=from_,
                         status="scheduled" if send_at else "running", quiet_start=window.as_dict()["start"],

@@ -88,6 +88,14 @@ class Stack:
         self._wait_for(f"{self.url}/healthz", "web")
         self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
 
+    def start_web(self, name: str) -> str:
+        """Another `creditq web` on the same database and Redis, on a port of its own; its URL."""
+        port = free_port()
+        self._spawn(name, "web", env={"PORT": str(port)})
+        url = f"http://127.0.0.1:{port}"
+        self._wait_for(f"{url}/healthz", name)
+        return url
+
     def start_worker(self) -> None:
         self._spawn("worker", "worker", "--processes", str(self.worker_processes),
                     "--threads", str(self.worker_threads))
@@ -123,10 +131,11 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.directory / f"{name}.log").read_text(errors="replace")
 
-    def _spawn(self, name: str, *command: str) -> None:
+    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
         log = open(self.directory / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "creditq", *command], env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "creditq", *command], env={**self.env, **(env or {})}, cwd=ROOT,
+            stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

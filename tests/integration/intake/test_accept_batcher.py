@@ -15,7 +15,7 @@ from shared.errors import InsufficientCredits, NotFound, OptedOut, ValidationFai
 from shared.messaging.messages import MessageRequest
 from shared.messaging.opt_outs import opt_out
 from shared.models import Message
-from tests.integration.messaging.test_send_pipeline import RECIPIENT, SENDER, make_account, message
+from tests.integration.messaging.test_send_pipeline import RECIPIENT, SENDER, UNCAPPED, make_account, message
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 
@@ -29,7 +29,7 @@ def broker(fake_broker):
 
 @asynccontextmanager
 async def running(database, enqueuer: Enqueuer):
-    batcher = AcceptBatcher(database, enqueuer, writers=1)
+    batcher = AcceptBatcher(database, enqueuer, cap=UNCAPPED, writers=1)
     batcher.start()
     try:
         yield batcher

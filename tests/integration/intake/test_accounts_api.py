@@ -13,8 +13,8 @@ ACCOUNT_BODY = {"name": "Acme Realty", "timezone": "America/New_York",
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings, sqlite_database):
-    return await aiohttp_client(init_app(settings, database=sqlite_database))
+async def client(aiohttp_client, settings, sqlite_database, fake_broker):
+    return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
 
 
 async def create_account(client, **overrides) -> tuple[str, dict]:

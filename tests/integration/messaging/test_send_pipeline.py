@@ -18,6 +18,7 @@ from shared.messaging.credentials import set_twilio_credentials
 from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
 from shared.messaging.opt_outs import opt_out
 from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.messaging.sending import SendLater, send_message
 from shared.messaging.settlement import settle_message
@@ -36,6 +37,7 @@ from tests.twilio_sim_fixtures import (  # noqa: F401
 SENDER = "+14155550000"
 RECIPIENT = "+14155550100"
 CARD = default_rate_card()
+UNCAPPED = SendCap(young_days=0, per_day=1)  # no account is new enough for the daily cap
 FAST = {"long_code": 10_000.0, "toll_free": 10_000.0, "short_code": 10_000.0}
 
 
@@ -78,7 +80,7 @@ def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
 def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", **fields) -> str:
     with database.unit_of_work() as session:
         message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=SENDER, body=body, **fields),
-                                    rate_card=CARD, now=now())
+                                    rate_card=CARD, now=now(), cap=UNCAPPED)
         return message.id
 
 
@@ -135,7 +137,8 @@ def test_accept_names_every_bad_field(database):
     with pytest.raises(ValidationFailed) as refused:
         with database.unit_of_work() as session:
             accept_message(session, account_id, MessageRequest(to="12", from_="+14155559999", body="",
-                                                               send_at="tomorrow"), rate_card=CARD, now=now())
+                                                               send_at="tomorrow"), rate_card=CARD, now=now(),
+                           cap=UNCAPPED)
     assert set(refused.value.errors) == {"to", "from", "send_at"}
 
 
