@@ -20,6 +20,7 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.Conflict, 409),
     (errors.InsufficientCredits, 402),
     (errors.AccountLocked, 423),
+    (errors.CallbackRejected, 403),
 ]
 
 

@@ -40,3 +40,9 @@ class AccountLocked(DomainError):
 
 class OptedOut(DomainError):
     title = "Recipient opted out"
+
+
+class CallbackRejected(DomainError):
+    """A webhook that does not name, or is not signed with, the credentials of the resource it is about."""
+
+    title = "Forbidden"

@@ -1,6 +1,9 @@
 """Twilio's webhooks: message status callbacks and inbound messages, both verified by X-Twilio-Signature.
 
-Twilio retries what it gets no 2xx for, so these answer quickly and treat a repeat as harmless.
+The domain finds the resource a callback is about (the message by MessageSid, the number by To) and
+checks the form against the credentials of that resource alone (shared.twilio.signatures); a mismatch
+is a 403 that changed nothing. Twilio retries what it gets no 2xx for, so these answer quickly and
+treat a repeat as harmless.
 """
 
 import asyncio
@@ -12,8 +15,8 @@ from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.messaging.inbound import Inbound, receive_inbound
-from shared.messaging.statuses import record_status
-from shared.twilio.signatures import signed_by_twilio, signing_tokens
+from shared.messaging.statuses import record_callback
+from shared.twilio.signatures import Credentials, SignedForm
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..errors import Problem
@@ -26,27 +29,20 @@ MAX_MEDIA = 10
 routes = web.RouteTableDef()
 
 
-async def _verified_form(request: web.Request) -> MultiDictProxy:
-    """The form Twilio posted, once its signature matches the public URL it was sent to; else 403."""
+async def _signed_form(request: web.Request) -> SignedForm:
+    """The form Twilio posted with what its signature covers; 403 at once when there is no signature."""
     form = await request.post()
     signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        log.warning("rejected a Twilio webhook on %s: no signature", request.path)
+        raise Problem(403, "Forbidden", "The X-Twilio-Signature header is missing.")
+    url = request.app[SETTINGS].public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our host
+    return SignedForm(url, form, signature)
+
+
+def _deployment(request: web.Request) -> Credentials:
     settings = request.app[SETTINGS]
-    url = settings.public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our own host
-    account_sid = str(form.get("AccountSid") or "")
-    tokens = [settings.twilio_auth_token]
-    if signature and account_sid and account_sid != settings.twilio_account_sid:
-        database = request.app[DATABASE]
-
-        def lookup() -> list[str]:
-            with database.unit_of_work() as session:
-                return signing_tokens(session, account_sid, default_sid=settings.twilio_account_sid,
-                                      default_token=settings.twilio_auth_token)
-
-        tokens = await asyncio.to_thread(lookup)
-    if not signed_by_twilio(url, form, signature, tokens):
-        log.warning("rejected a Twilio webhook on %s: %s signature", request.path, "bad" if signature else "no")
-        raise Problem(403, "Forbidden", "The X-Twilio-Signature header does not match this request.")
-    return form
+    return Credentials(settings.twilio_account_sid, settings.twilio_auth_token)
 
 
 def _required(form: MultiDictProxy, *names: str) -> list[str]:
@@ -62,18 +58,19 @@ def _int_or_none(raw) -> int | None:
 
 @routes.post("/webhooks/twilio/status")
 async def status_callback(request: web.Request) -> web.Response:
-    form = await _verified_form(request)
+    signed = await _signed_form(request)
+    form = signed.params
     sid, status = _required(form, "MessageSid", "MessageStatus")
     report = dict(
         sid=sid, status=status, num_segments=_int_or_none(form.get("NumSegments")),
         price=form.get("Price") or None, price_unit=form.get("PriceUnit") or None,
         error_code=_int_or_none(form.get("ErrorCode")), error_message=(form.get("ErrorMessage") or None),
     )
-    database = request.app[DATABASE]
+    database, deployment = request.app[DATABASE], _deployment(request)
 
     def record():
         with database.unit_of_work() as session:
-            return record_status(session, **report, now=datetime.now(UTC))
+            return record_callback(session, signed, deployment=deployment, **report, now=datetime.now(UTC))
 
     change = await asyncio.to_thread(record)
     if change is not None and change.became_final:
@@ -88,7 +85,8 @@ async def status_callback(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/twilio/inbound")
 async def inbound_message(request: web.Request) -> web.Response:
-    form = await _verified_form(request)
+    signed = await _signed_form(request)
+    form = signed.params
     sid, from_, to = _required(form, "MessageSid", "From", "To")
     media_count = min(_int_or_none(form.get("NumMedia")) or 0, MAX_MEDIA)
     inbound = Inbound(
@@ -96,11 +94,11 @@ async def inbound_message(request: web.Request) -> web.Response:
         num_segments=_int_or_none(form.get("NumSegments")),
         media_urls=tuple(str(form[f"MediaUrl{n}"]) for n in range(media_count) if form.get(f"MediaUrl{n}")),
     )
-    database = request.app[DATABASE]
+    database, deployment = request.app[DATABASE], _deployment(request)
 
     def receive():
         with database.unit_of_work() as session:
-            return receive_inbound(session, inbound, now=datetime.now(UTC))
+            return receive_inbound(session, inbound, signed, deployment=deployment, now=datetime.now(UTC))
 
     received = await asyncio.to_thread(receive)
     twiml = MessagingResponse()

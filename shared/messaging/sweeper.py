@@ -185,6 +185,7 @@ def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: d
         _give_up_unknown(message, now)
         return False
     message.twilio_sid = match.sid
+    message.twilio_account_sid = match.account_sid
     message.updated_at = now
     apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
     _record(session, match, now)
