@@ -109,28 +109,41 @@ async def inbound_message(request: web.Request) -> web.Response:
 
 _FORM = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
 _SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True, "schema": {"type": "string"},
-              "description": ("HMAC-SHA1 of the full public URL and the sorted form fields, keyed by the auth "
-                             "token of the (sub)account named by AccountSid")}
-_FORBIDDEN = {"description": "signature missing or wrong (problem+json); nothing was recorded"}
+              "description": ("HMAC-SHA1 of the full public URL (PUBLIC_BASE_URL + path + query) and the sorted form "
+                              "fields, keyed by the auth token of the Twilio (sub)account that owns the resource the "
+                              "callback is about; the form's AccountSid must name that account")}
+_FORBIDDEN = {"description": ("no signature, or the form does not name the Twilio account of the resource it is "
+                              "about, or is not signed with that account's token (problem+json); nothing changed"),
+              "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 OPENAPI_PATHS = {
     "/webhooks/twilio/status": {"post": {
         "summary": "Twilio message status callback",
-        "description": ("Records MessageStatus (with NumSegments, ErrorCode, Price when present) for the message "
-                        "with MessageSid. Statuses only move forward; duplicates and late ones change nothing. "
-                        "The report that makes a message final enqueues its settlement. A sid not stored yet "
-                        "(the callback beat the worker) is answered 200 too: the report is kept and applied "
-                        "when the sid is stored."),
+        "description": ("Verified against the message it is about: the message with MessageSid is found first, "
+                        "then the credentials it was sent with (the deployment's TWILIO_ACCOUNT_SID, or its "
+                        "account's own Twilio subaccount as they were when it was sent); AccountSid must name "
+                        "them and X-Twilio-Signature must be signed with their token, else 403 and nothing "
+                        "changes. Then records MessageStatus (with NumSegments, ErrorCode, Price when present). "
+                        "Statuses only move forward; duplicates and late ones change nothing. The report that "
+                        "makes a message final enqueues its settlement. A sid not stored yet (the callback beat "
+                        "the worker) is answered 200 when it is signed with the token of credentials creditq "
+                        "holds for its AccountSid (the deployment's, an account's own, a dunning site's): the "
+                        "report is kept with that AccountSid and applied when the sid is stored, only if the "
+                        "message was sent with that account."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
                       "400": {"description": "MessageSid or MessageStatus missing"}, "403": _FORBIDDEN},
     }},
     "/webhooks/twilio/inbound": {"post": {
         "summary": "Twilio inbound message webhook",
-        "description": ("Stores the message (free, also for a locked account) on the account owning the To "
-                        "number, with status 'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, "
-                        "END, QUIT, REVOKE or OPTOUT opts the sender out; START, YES or UNSTOP opts them back "
-                        "in; HELP or INFO is answered with the account's help_text."),
+        "description": ("Verified against the number it is about: the account owning the To number is found "
+                        "first; AccountSid must name that account's own Twilio subaccount (or the deployment's "
+                        "when it has none) and X-Twilio-Signature must be signed with its token, else 403 and "
+                        "nothing changes. Then stores the message (free, also for a locked account) with status "
+                        "'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or "
+                        "OPTOUT opts the sender out of that account; START, YES or UNSTOP opts them back in; HELP "
+                        "or INFO is answered with the account's help_text. To a number no account has: answered "
+                        "200 when signed by credentials creditq holds for its AccountSid, and nothing is stored."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},

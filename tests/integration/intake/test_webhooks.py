@@ -197,6 +197,30 @@ async def test_a_callback_for_an_account_with_its_own_twilio_credentials_is_sign
     assert [m.args for m in enqueued] == [("msg_1",)]
 
 
+@pytest.fixture
+def other_tenant(database) -> tuple[str, str]:
+    """Another account that stored Twilio credentials of its own: (AccountSid, token)."""
+    credentials = ("AC" + "7" * 32, "other-tenants-token")
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_2", name="Other", twilio_account_sid=credentials[0],
+                            twilio_auth_token=credentials[1]))
+    return credentials
+
+
+async def test_a_status_signed_with_another_tenants_token_is_refused(client, settings, database, enqueued,
+                                                                     other_tenant):
+    # given the other tenant signs a "delivered, 40 segments" for acct_1's message, naming its own account
+    sid, token = other_tenant
+    params = {"MessageSid": SID, "MessageStatus": "delivered", "NumSegments": "40", "AccountSid": sid}
+
+    response = await client.post(STATUS_PATH, data=params, headers=signed(settings, STATUS_PATH, params, token=token))
+
+    # then it is refused and the message is as it was, with no settlement enqueued
+    assert response.status == 403 and response.content_type == "application/problem+json"
+    assert (stored(database).status, stored(database).twilio_segments) == ("sent", None)
+    assert enqueued == []
+
+
 # --- inbound messages -----------------------------------------------------------------------------
 
 
@@ -325,3 +349,13 @@ async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_ser
     assert stored(sqlite_database).status == "delivered"
     assert [m.args for m in enqueued] == [("msg_1",)]
     gateway.close()
+
+
+async def test_an_inbound_stop_signed_with_another_tenants_token_is_refused(client, settings, database, other_tenant):
+    sid, token = other_tenant
+    params = {"MessageSid": "SM" + "b" * 32, "AccountSid": sid, "From": CONTACT, "To": OUR_NUMBER, "Body": "STOP"}
+
+    response = await client.post(INBOUND_PATH, data=params,
+                                 headers=signed(settings, INBOUND_PATH, params, token=token))
+
+    assert response.status == 403 and opt_outs_of(database) == [] and inbound_rows(database) == []

@@ -429,6 +429,28 @@ def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, thro
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
 
 
+def test_sweeper_reconciles_a_message_with_the_credentials_it_was_sent_with(database, gateways, throttle,
+                                                                           callback_receiver, simulator):  # noqa: F811
+    # given a message sent with the deployment's credentials, after which its account brings its own subaccount
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, subaccount["sid"], subaccount["auth_token"], now=now())
+
+    # when its hold is overdue and the sweeper asks Twilio about it
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
+
+    # then it asked the account that owns the message (the subaccount would not know it) and settled it
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:
