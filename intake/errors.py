@@ -21,6 +21,7 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.InsufficientCredits, 402),
     (errors.AccountLocked, 423),
     (errors.SendLimitReached, 429),
+    (errors.CallbackRejected, 403),
 ]
 
 

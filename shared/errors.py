@@ -55,3 +55,9 @@ class SendLimitReached(DomainError):
         self.limit = limit
         self.resets_at = resets_at
         self.retry_after_seconds = max(math.ceil((resets_at - now).total_seconds()), 1)
+
+
+class CallbackRejected(DomainError):
+    """A webhook that does not name, or is not signed with, the credentials of the resource it is about."""
+
+    title = "Forbidden"

@@ -63,8 +63,9 @@ class Account(Base):
     allocated_held: Mapped[int] = mapped_column(Millicredits, default=0)
     help_text: Mapped[str | None] = mapped_column(Text)
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
-    # The account's own Twilio (sub)account; None sends with the deployment's credentials.
-    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
+    # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status
+    # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
     twilio_auth_token: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
@@ -168,10 +169,14 @@ class Entry(Base):
 
 
 class PhoneNumber(Base):
-    """A sender number of an account; its type picks the rate and the throughput limit."""
+    """A sender number of an account; its type picks the rate and the throughput limit.
+
+    A number is active while its row exists (removing it deletes the row), and the unique phone gives
+    each active number one owner: inbound texts and callbacks to it name one account.
+    """
 
     __tablename__ = "phone_numbers"
-    __table_args__ = (UniqueConstraint("account_id", "phone"),)
+    __table_args__ = (UniqueConstraint("phone"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
@@ -219,6 +224,9 @@ class Message(Base):
     credits_charged: Mapped[int | None] = mapped_column(Millicredits)
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
     twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # The Twilio (sub)account the message was sent with, stored with its sid: its callbacks must name it
+    # and be signed with its token. None on messages sent before it was recorded (and on inbound ones).
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
     twilio_status: Mapped[str | None] = mapped_column(String(16))
     twilio_price: Mapped[str | None] = mapped_column(String(20))
     twilio_price_unit: Mapped[str | None] = mapped_column(String(8))
@@ -461,7 +469,8 @@ class CampaignChunk(Base):
 
 
 class EarlyStatus(Base):
-    """A status callback that arrived before its message's sid was stored: applied when the sid is stored.
+    """A status callback that arrived before its message's sid was stored: applied when the sid is stored,
+    only if the message was sent with the Twilio account whose token signed the callback (`account_sid`).
 
     One row per callback (no upsert race between concurrent callbacks); rows nobody claims (messages not
     sent through the pipeline) are purged by the sweeper after a day.
@@ -471,6 +480,7 @@ class EarlyStatus(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sid: Mapped[str] = mapped_column(String(40), index=True)
+    account_sid: Mapped[str] = mapped_column(String(34))
     status: Mapped[str] = mapped_column(String(16))
     num_segments: Mapped[int | None] = mapped_column(Integer)
     price: Mapped[str | None] = mapped_column(String(20))

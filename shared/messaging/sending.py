@@ -1,4 +1,5 @@
-"""The send step: hold the credits, mark the message `sending`, ask Twilio once, store the sid.
+"""The send step: hold the credits, mark the message `sending`, ask Twilio once, store the sid (and the Twilio
+account that owns the message, whose token alone may sign its callbacks).
 
 Each database step is its own unit of work keyed by the message id, so a replayed job changes
 nothing. The one step that cannot be undone, Twilio's create, happens only after the message is
@@ -217,6 +218,7 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     if message is None or message.twilio_sid is not None:
         return "skipped"
     message.twilio_sid = sent.sid
+    message.twilio_account_sid = sent.account_sid  # its callbacks must come signed by this account
     message.twilio_status = message.twilio_status or sent.status
     if sent.num_segments:
         message.twilio_segments = message.twilio_segments or sent.num_segments

@@ -138,7 +138,10 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
         message = session.get(Message, message_id)
         account = session.get(Account, message.account_id)
         sid, status = message.twilio_sid, message.status
-        credentials = (account.twilio_account_sid, account.twilio_auth_token)
+        # Ask the Twilio account that owns the message: the account's own unless the message records
+        # another (it went out with the deployment's before the account brought its own; (None, None)).
+        own = message.twilio_account_sid in (None, account.twilio_account_sid)
+        credentials = (account.twilio_account_sid, account.twilio_auth_token) if own else (None, None)
         lookup = dict(to=message.to, from_=message.from_, body=message.body,
                       sent_after=utc(message.updated_at) - CLOCK_SKEW)  # updated when it was claimed for sending
     if status not in CHARGED_STATUSES + VOIDED_STATUSES:
@@ -185,6 +188,7 @@ def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: d
         _give_up_unknown(message, now)
         return False
     message.twilio_sid = match.sid
+    message.twilio_account_sid = match.account_sid
     message.updated_at = now
     apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
     _record(session, match, now)

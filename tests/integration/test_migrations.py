@@ -1,10 +1,11 @@
 """Alembic migrations build the schema the models describe, on SQLite and on a real PostgreSQL."""
 
+import logging
 import subprocess
 import sys
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from shared.migrate import check, upgrade
 from shared.models import Base
@@ -47,3 +48,49 @@ def test_db_upgrade_command(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'creditq.db'}")
     assert "accounts" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def _upgrade_with_numbers_shared_by_accounts(url: str, caplog) -> list[tuple]:
+    """Given three accounts that claimed one number (allowed before 0003), when the database is upgraded."""
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for account in ("acct_first", "acct_second", "acct_third"):
+            connection.execute(text("INSERT INTO accounts (id, name, timezone, plan_monthly_credits, plan_cycle, "
+                                    "plan_rollover, overdraft_policy, overdraft_limit, low_balance_threshold, status, "
+                                    "credit_hold, rollover_protection, spam, balance, held, allocated, allocated_held) "
+                                    "VALUES (:id, :id, 'UTC', 0, 'monthly', 'none', 'prepaid', 0, 0, 'active', "
+                                    "false, false, false, 0, 0, 0, 0)"), {"id": account})
+        claims = [("acct_first", "+14155550101"), ("acct_second", "+14155550101"), ("acct_third", "+14155550101"),
+                  ("acct_second", "+14155550102")]
+        for account, phone in claims:
+            connection.execute(text("INSERT INTO phone_numbers (account_id, phone, type, monthly_cost) "
+                                    "VALUES (:account, :phone, 'long_code', 0)"), {"account": account, "phone": phone})
+    with caplog.at_level(logging.WARNING):
+        upgrade(url)
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT account_id, phone FROM phone_numbers ORDER BY id")).all()
+    engine.dispose()
+    check(url)
+    return [tuple(row) for row in kept]
+
+
+def _released(caplog) -> list[str]:
+    return [record.getMessage().split(" (")[0] for record in caplog.records if "released number" in record.getMessage()]
+
+
+def test_upgrading_keeps_the_earliest_claim_of_a_shared_number_and_logs_each_release(tmp_path, caplog):
+    kept = _upgrade_with_numbers_shared_by_accounts(f"sqlite:///{tmp_path / 'shared.db'}", caplog)
+
+    # then the first claim keeps the number, the later ones are released and logged, other numbers stay
+    assert kept == [("acct_first", "+14155550101"), ("acct_second", "+14155550102")]
+    assert _released(caplog) == ["released number +14155550101 from account acct_second",
+                                 "released number +14155550101 from account acct_third"]
+
+
+@pytest.mark.postgres
+def test_upgrading_releases_shared_numbers_on_postgres(postgres_server, caplog):
+    kept = _upgrade_with_numbers_shared_by_accounts(postgres_server.create_database("migrations_shared"), caplog)
+
+    assert kept == [("acct_first", "+14155550101"), ("acct_second", "+14155550102")]
+    assert len(_released(caplog)) == 2

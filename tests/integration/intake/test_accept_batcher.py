@@ -55,13 +55,16 @@ def stored_count(database) -> int:
         return session.scalar(select(func.count()).select_from(Message))
 
 
-def request(body: str = "hello", to: str = RECIPIENT) -> MessageRequest:
-    return MessageRequest(to=to, from_=SENDER, body=body)
+POOR_SENDER = "+14155550001"
+
+
+def request(body: str = "hello", to: str = RECIPIENT, from_: str = SENDER) -> MessageRequest:
+    return MessageRequest(to=to, from_=from_, body=body)
 
 
 async def test_each_request_of_a_batch_gets_its_own_answer(database, broker, monkeypatch):
     # given an account that can pay, one that cannot pay two segments, and an opted-out recipient
-    rich, poor = make_account(database, 10), make_account(database, 1)
+    rich, poor = make_account(database, 10), make_account(database, 1, sender=POOR_SENDER)
     with database.unit_of_work() as session:
         opt_out(session, rich, "+14155550199", "api")
     opened = units_of_work(database, monkeypatch)
@@ -72,7 +75,7 @@ async def test_each_request_of_a_batch_gets_its_own_answer(database, broker, mon
             batcher.accept(rich, request()),
             batcher.accept(rich, request(to="12")),
             batcher.accept(rich, request(to="+14155550199")),
-            batcher.accept(poor, request(body="ж" * 71)),
+            batcher.accept(poor, request(body="ж" * 71, from_=POOR_SENDER)),
             batcher.accept("acct_missing", request()),
             return_exceptions=True)
 

@@ -1,8 +1,12 @@
 """The accounts, grants, balance, transactions, users and numbers endpoints over HTTP."""
 
+import asyncio
+import threading
+
 import pytest
 
 from intake.app import init_app
+from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.money import format_credits
 
@@ -213,3 +217,35 @@ async def test_a_number_belongs_to_one_account_only(client):
     sent = await client.post("/v1/messages", json={"to": "+14155550100", "from": "+14155550123", "body": "hi"},
                              headers=own_second)
     assert sent.status == 422
+
+
+@pytest.mark.postgres
+async def test_two_accounts_claiming_one_number_at_once_get_one_201_and_one_409(aiohttp_client, settings,
+                                                                                postgres_database, monkeypatch):
+    # given two accounts on PostgreSQL, whose claims both pass the "is it taken?" check before either inserts:
+    # each waits, holding its own account's lock, until the other holds its own
+    client = await aiohttp_client(init_app(settings, database=postgres_database))
+    (first, own_first), (second, own_second) = await create_account(client), await create_account(client)
+    both_checking = threading.Barrier(2, timeout=10)
+    lock_account = book.lock_account
+
+    def lock_and_wait_for_the_other(session, account_id):
+        row = lock_account(session, account_id)
+        both_checking.wait()
+        return row
+
+    monkeypatch.setattr(book, "lock_account", lock_and_wait_for_the_other)
+
+    # when both claim +14155550123 concurrently
+    number = {"phone": "+14155550123", "type": "long_code"}
+    answers = await asyncio.gather(client.post(f"/v1/accounts/{first}/numbers", json=number, headers=own_first),
+                                   client.post(f"/v1/accounts/{second}/numbers", json=number, headers=own_second))
+
+    # then the database lets exactly one have it, and the other gets a conflict, not an error
+    assert sorted(answer.status for answer in answers) == [201, 409]
+    loser = next(answer for answer in answers if answer.status == 409)
+    assert loser.content_type == "application/problem+json"
+    monkeypatch.undo()
+    owners = [[n["phone"] for n in (await (await client.get(f"/v1/accounts/{account}/numbers", headers=own)).json())
+               ["data"]] for account, own in ((first, own_first), (second, own_second))]
+    assert sorted(owners) == [[], ["+14155550123"]]

@@ -26,6 +26,8 @@ from shared.messaging.statuses import record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
 from shared.twilio.errors import OutcomeUnknown
 from shared.twilio.gateway import TwilioGateway
+from shared.twilio.signatures import Credentials
+from tests.support.callbacks import twilio_reports
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -66,20 +68,21 @@ def gateways(simulator, callback_receiver):  # noqa: F811
         gateway.close()
 
 
-def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
+def make_account(database, credits: int, *, policy: str = "prepaid", sender: str = SENDER) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
                                     plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
-        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+        session.add(PhoneNumber(account_id=account.id, phone=sender, type="long_code"))
         if credits:
             book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
                          idempotency_key=f"seed:{account.id}")
         return account.id
 
 
-def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", **fields) -> str:
+def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", *, sender: str = SENDER,
+           **fields) -> str:
     with database.unit_of_work() as session:
-        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=SENDER, body=body, **fields),
+        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=sender, body=body, **fields),
                                     rate_card=CARD, now=now(), cap=UNCAPPED)
         return message.id
 
@@ -236,7 +239,8 @@ def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways,
         result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
                                now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
     stored = message(database, message_id)
-    assert (stored.twilio_sid, stored.credits_charged) == (sent["sid"], 1000)
+    assert (stored.twilio_sid, stored.twilio_account_sid, stored.credits_charged) == (sent["sid"], sent["account_sid"],
+                                                                                     1000)
     assert stored.status in ("sent", "delivered") and result.reconciled == {}
     assert account(database, account_id).held == 0 and account(database, account_id).balance == 9_000
     assert len(simulator.sent()["messages"]) == 1
@@ -327,6 +331,25 @@ def test_rejected_credentials_park_the_account_until_they_are_replaced(database,
     assert send(database, first, gateways, throttle) == "queued"
 
 
+def test_each_message_records_the_twilio_account_it_was_sent_with(database, gateways, throttle,
+                                                                  simulator):  # noqa: F811
+    # given one account sending with the deployment's credentials, and one with its own Twilio subaccount
+    plain, own = make_account(database, 10), make_account(database, 10, sender="+14155550001")
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, own, subaccount["sid"], subaccount["auth_token"], now=now())
+    plain_message, own_message = accept(database, plain), accept(database, own, sender="+14155550001")
+
+    # when both are sent
+    assert send(database, plain_message, gateways, throttle) == send(database, own_message, gateways, throttle) == "queued"
+
+    # then each stored, with its sid, the account Twilio says owns it: the one whose token signs its callbacks
+    assert message(database, plain_message).twilio_account_sid == simulator.account_sid
+    assert message(database, own_message).twilio_account_sid == subaccount["sid"]
+    owners = {m["sid"]: m["account_sid"] for m in simulator.sent()["messages"]}
+    assert owners[message(database, own_message).twilio_sid] == subaccount["sid"]
+
+
 # --- settle ----------------------------------------------------------------------------------------
 
 def test_settlement_charges_twilios_segments_once(database, gateways, throttle):
@@ -409,6 +432,28 @@ def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, thro
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
 
 
+def test_sweeper_reconciles_a_message_with_the_credentials_it_was_sent_with(database, gateways, throttle,
+                                                                           callback_receiver, simulator):  # noqa: F811
+    # given a message sent with the deployment's credentials, after which its account brings its own subaccount
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, subaccount["sid"], subaccount["auth_token"], now=now())
+
+    # when its hold is overdue and the sweeper asks Twilio about it
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
+
+    # then it asked the account that owns the message (the subaccount would not know it) and settled it
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:
@@ -416,8 +461,10 @@ def early_statuses(database) -> int:
         return session.scalar(select(func.count()).select_from(EarlyStatus))
 
 
-def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle):
+def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle,
+                                                                                simulator):  # noqa: F811
     # given Twilio reports the message delivered before the worker stored its sid
+    simulator_credentials = Credentials(simulator.account_sid, simulator.auth_token)
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
     changes = []
@@ -427,9 +474,7 @@ def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(
             def send(self, **fields):
                 sent = gateways(*credentials).send(**fields)
                 for status in ("sent", "delivered", "delivered"):  # with a duplicate
-                    with database.unit_of_work() as session:
-                        changes.append(record_status(session, sid=sent.sid, status=status, num_segments=2,
-                                                     now=now()))
+                    changes.append(twilio_reports(database, simulator_credentials, sent.sid, status, num_segments=2))
                 return sent
 
         return Racing()
@@ -449,9 +494,9 @@ def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(
     assert settle(database, message_id) == "settled" and message(database, message_id).credits_charged == 2000
 
 
-def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways):
-    with database.unit_of_work() as session:
-        assert record_status(session, sid="SM" + "e" * 32, status="delivered", now=now()) is None
+def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways, simulator):  # noqa: F811
+    credentials = Credentials(simulator.account_sid, simulator.auth_token)
+    assert twilio_reports(database, credentials, "SM" + "e" * 32, "delivered") is None
     assert early_statuses(database) == 1
     sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=now(),
                   stale_after=timedelta(seconds=60))

@@ -10,8 +10,9 @@ from intake.app import init_app
 from shared.billing.payments import SimulatedGateway
 from shared.billing.purchases import purchase
 from shared.messaging.parking import park_account
-from shared.messaging.statuses import record_status
 from shared.models import Account
+from shared.twilio.signatures import Credentials
+from tests.support.callbacks import twilio_reports
 from tests.integration.messaging.test_send_actors import worker_resources  # noqa: F401  (fixture)
 from tests.integration.messaging.test_send_pipeline import SENDER, accept, account, gateways, make_account, message, report  # noqa: F401
 from tests.twilio_sim_fixtures import (  # noqa: F401
@@ -42,7 +43,8 @@ def wait_for(check, timeout: float = 10.0):
 
 
 def test_a_callback_before_the_sid_is_stored_settles_the_message_promptly(sqlite_database, worker_resources,
-                                                                          fake_broker, gateways):  # noqa: F811
+                                                                          fake_broker, gateways,
+                                                                          simulator):  # noqa: F811
     # given Twilio's delivered callback reaches us before the worker stores the sid (twice: a duplicate)
     from workers import resources
 
@@ -51,9 +53,8 @@ def test_a_callback_before_the_sid_is_stored_settles_the_message_promptly(sqlite
             def send(self, **fields):
                 sent = gateways(*credentials).send(**fields)
                 for _ in range(2):
-                    with sqlite_database.unit_of_work() as session:
-                        record_status(session, sid=sent.sid, status="delivered", num_segments=2,
-                                      now=datetime.now(UTC))
+                    twilio_reports(sqlite_database, Credentials(simulator.account_sid, simulator.auth_token), sent.sid,
+                                   "delivered", num_segments=2)
                 return sent
 
         return Racing()
