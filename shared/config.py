@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from shared.private_files import written_once
+
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
 
@@ -160,11 +162,4 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def _dev_admin_key(data_dir: Path) -> str:
     """Without CREDITQ_ADMIN_KEY, a key is made once per data dir so dev restarts keep it."""
-    path = data_dir / "admin_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = "cq_admin_" + secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+    return written_once(data_dir / "admin_key", lambda: "cq_admin_" + secrets.token_urlsafe(24))
