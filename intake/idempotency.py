@@ -1,13 +1,17 @@
-"""Idempotency-Key on POSTs that create: the same key and body get the first answer again; another body, 409."""
+"""Idempotency-Key on POSTs that create: the same key and body get the first answer again; another body, 409.
+
+The first answer is stored encrypted (IdempotencyRecord.body) and the request only as a keyed digest: the
+database holds neither the API key a creation answered with nor what a refused request carried.
+"""
 
 import asyncio
 import functools
-import hashlib
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared import secrets
 from shared.db import Database
 from shared.models import IdempotencyRecord
 
@@ -30,10 +34,10 @@ def idempotent(handler):
             raise Problem(400, "Bad Request", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
         database = request.app[DATABASE]
         principal = request[PRINCIPAL].name
-        digest = hashlib.sha256(request.method.encode() + request.path.encode() + await request.read()).hexdigest()
-        previous = await asyncio.to_thread(_claim, database, principal, key, digest)
+        fingerprint = request.method.encode() + request.path.encode() + await request.read()
+        previous = await asyncio.to_thread(_claim, database, principal, key, secrets.digest(fingerprint))
         if previous is not None:
-            return _replay(previous, digest)
+            return _replay(previous, fingerprint)
         try:
             response = await handler(request)
         except Exception as error:
@@ -52,8 +56,8 @@ def idempotent(handler):
     return wrapper
 
 
-def _replay(record: IdempotencyRecord, digest: str) -> web.Response:
-    if record.request_hash != digest:
+def _replay(record: IdempotencyRecord, fingerprint: bytes) -> web.Response:
+    if not secrets.digest_matches(fingerprint, record.request_hash):
         raise Problem(409, "Idempotency key reused", "This Idempotency-Key was used with a different request.")
     if record.status == IN_PROGRESS:
         raise Problem(409, "Request in progress", "A request with this Idempotency-Key is still being processed.")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from cryptography.fernet import Fernet
+
 from shared.private_files import written_once
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
@@ -37,6 +39,8 @@ class Settings:
     public_base_url: str
     admin_key: str
     data_dir: Path
+    # CREDITQ_SECRET_KEY: Fernet keys, the first encrypts and all decrypt (shared.secrets)
+    secret_keys: tuple[str, ...]
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     simulator_port: int = 8081
@@ -110,6 +114,18 @@ def _smtp(raw: str) -> SmtpSettings:
     )
 
 
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys; a bad one is named by its position, never echoed."""
+    keys = tuple(key.strip() for key in raw.split(","))
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(f"CREDITQ_SECRET_KEY: key {position} of {len(keys)} is not a Fernet key (32 url-safe "
+                              "base64-encoded bytes; e.g. from Fernet.generate_key())") from None
+    return keys
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; defaults give a working single-machine stack."""
     env = os.environ if environ is None else environ
@@ -139,6 +155,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
+    secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -148,6 +165,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         public_base_url=public_base_url,
         admin_key=admin_key,
         data_dir=data_dir,
+        secret_keys=secret_keys,
         web_host=env.get("HOST", "127.0.0.1"),
         web_port=web_port,
         simulator_port=simulator_port,
@@ -163,3 +181,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 def _dev_admin_key(data_dir: Path) -> str:
     """Without CREDITQ_ADMIN_KEY, a key is made once per data dir so dev restarts keep it."""
     return written_once(data_dir / "admin_key", lambda: "cq_admin_" + secrets.token_urlsafe(24))
+
+
+def _dev_secret_key(data_dir: Path) -> str:
+    """Without CREDITQ_SECRET_KEY, one is made once per data dir: every process of the stack reads the same."""
+    return written_once(data_dir / "secret_key", lambda: Fernet.generate_key().decode())

@@ -45,7 +45,8 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/twilio-credentials": {"put": {
         "summary": "Set the account's own Twilio credentials (null for the deployment's)",
         "description": ("Replacing the credentials lifts a block set when Twilio rejected the old ones (20003) "
-                        "and releases the messages parked by it. The auth token is never shown again."),
+                        "and releases the messages parked by it. The auth token is stored encrypted "
+                        "(CREDITQ_SECRET_KEY) and never shown again."),
         "parameters": [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object",

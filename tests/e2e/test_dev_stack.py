@@ -43,7 +43,7 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
     web_port, simulator_port = free_port(), free_port()
     env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / ".creditq"), PORT=str(web_port),
                CREDITQ_SIMULATOR_PORT=str(simulator_port))
-    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY"):
+    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
         env.pop(name, None)
 
     # when `creditq dev` runs
@@ -60,10 +60,10 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         # then web, worker, scheduler, the simulator and Redis all run
         for part in ("creditq web", "creditq worker", "creditq scheduler", "creditq twilio-sim", "redis-server"):
             assert part in names
-        # and what it keeps is its owner's alone: the data dir 0700, the database and the generated key 0600
+        # and what it keeps is its owner's alone: the data dir 0700, the database and the generated keys 0600
         data = tmp_path / ".creditq"
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
-        for name in ("creditq.db", "admin_key"):
+        for name in ("creditq.db", "admin_key", "secret_key"):
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
 
         # and Ctrl-C stops every one of them

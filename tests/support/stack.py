@@ -19,6 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 from shared.embedded_redis import EmbeddedRedis
 
 ADMIN_KEY = "e2e-operator-key-0123456789abcdef"
+SECRET_KEY = "3Ixpz7tWvY2bqJw3GsWk0M9cB2f5pVh8lQeTjR1nXoA="  # CREDITQ_SECRET_KEY of the stacks and the test session
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,6 +78,7 @@ class Stack:
             "PORT": str(self.web_port),
             "CREDITQ_SIMULATOR_PORT": str(self.simulator_port),
             "CREDITQ_ADMIN_KEY": ADMIN_KEY,
+            "CREDITQ_SECRET_KEY": SECRET_KEY,
             "CREDITQ_DATA_DIR": str(self.directory / "data"),
             **self.extra_env,
         }

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 
 from shared.config import ConfigError, load_settings
 
@@ -60,3 +61,21 @@ def test_a_bad_value_stops_a_process_with_one_line_and_a_non_zero_exit(tmp_path)
         "creditq: DATABASE_URL='mysql://db/x' must be a URL starting with one of: sqlite://, postgresql://, "
         "postgresql+psycopg://, postgres://"
     ]
+
+
+def test_a_generated_secret_key_survives_restarts_and_a_configured_list_keeps_its_order(tmp_path):
+    first = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    second = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    configured = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": f"{new}, {old}"})
+
+    assert first == second and len(first) == 1
+    assert configured.secret_keys == (new, old)
+
+
+@pytest.mark.parametrize("value", ["not-a-key", "{key},", "{key},0123456789abcdef0123456789abcdef0123456789="])
+def test_a_bad_secret_key_is_refused_by_position_without_repeating_it(tmp_path, value):
+    value = value.format(key=Fernet.generate_key().decode())
+    with pytest.raises(ConfigError, match=r"^CREDITQ_SECRET_KEY: key \d of \d is not a Fernet key") as refused:
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": value})
+    assert not any(part and part in str(refused.value) for part in value.split(","))

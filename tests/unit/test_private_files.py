@@ -24,16 +24,17 @@ def permissive_umask():
     os.umask(before)
 
 
-def test_a_fresh_data_dir_and_its_generated_key_are_private(tmp_path, permissive_umask):
-    # given no data dir yet and no key in the environment; when settings are loaded
+def test_a_fresh_data_dir_and_its_generated_keys_are_private(tmp_path, permissive_umask):
+    # given no data dir yet and no keys in the environment; when settings are loaded
     data_dir = tmp_path / "deep" / "data"
     settings = load_settings({"CREDITQ_DATA_DIR": str(data_dir)})
 
-    # then the data dir (and the parent made for it) is 0700, the key file 0600 and holds the key in use
+    # then the data dir (and the parent made for it) is 0700, each key file 0600 and holds the key in use
     assert mode(data_dir) == 0o700 and mode(data_dir.parent) == 0o700
-    assert mode(data_dir / "admin_key") == 0o600
+    assert mode(data_dir / "admin_key") == 0o600 and mode(data_dir / "secret_key") == 0o600
     assert (data_dir / "admin_key").read_text().strip() == settings.admin_key
-    assert sorted(path.name for path in data_dir.iterdir()) == ["admin_key"]
+    assert (data_dir / "secret_key").read_text().strip() == settings.secret_keys[0]
+    assert sorted(path.name for path in data_dir.iterdir()) == ["admin_key", "secret_key"]
 
 
 def test_the_sqlite_file_and_its_wal_are_private(tmp_path, permissive_umask):
