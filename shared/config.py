@@ -122,7 +122,7 @@ def _secret_keys(raw: str) -> tuple[str, ...]:
             Fernet(key)
         except ValueError:
             raise ConfigError(f"CREDITQ_SECRET_KEY: key {position} of {len(keys)} is not a Fernet key (32 url-safe "
-                              "base64-encoded bytes; e.g. from Fernet.generate_key())") from None
+                              "base64-encoded bytes; `creditq secrets new-key` makes one)") from None
     return keys
 
 
