@@ -2,7 +2,7 @@
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -26,7 +26,7 @@ class SmtpSettings:
     port: int
     security: str  # "none" | "starttls" | "tls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,13 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: start the embedded redis-server
     twilio_account_sid: str
-    twilio_auth_token: str
+    twilio_auth_token: str = field(repr=False)  # secrets stay out of any repr that reaches a log
     twilio_api_base: str | None  # None: the simulator started by `creditq dev`
     public_base_url: str
-    admin_key: str
+    admin_key: str = field(repr=False)
     data_dir: Path
     # CREDITQ_SECRET_KEY: Fernet keys, the first encrypts and all decrypt (shared.secrets)
-    secret_keys: tuple[str, ...]
+    secret_keys: tuple[str, ...] = field(repr=False)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     simulator_port: int = 8081

@@ -79,3 +79,11 @@ def test_a_bad_secret_key_is_refused_by_position_without_repeating_it(tmp_path, 
     with pytest.raises(ConfigError, match=r"^CREDITQ_SECRET_KEY: key \d of \d is not a Fernet key") as refused:
         load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": value})
     assert not any(part and part in str(refused.value) for part in value.split(","))
+
+
+def test_settings_never_show_their_secrets_in_a_repr(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_ADMIN_KEY": "operator-key-0123456789",
+                              "TWILIO_AUTH_TOKEN": "deployment-token-0123", "SMTP_URL": "smtps://u:mail-pass@mx"})
+    shown = repr(settings)
+    assert "operator-key" not in shown and "deployment-token" not in shown and "mail-pass" not in shown
+    assert settings.secret_keys[0] not in shown
