@@ -3,17 +3,19 @@
 The records live in shared.idempotency: a key is claimed before the handler runs; a retry while the
 first request is still running gets 409 with Retry-After (when the claim of a process that died would
 be released); records are purged after 24 h.
+
+The first answer is stored encrypted (IdempotencyRecord.body) and the request only as a keyed digest: the
+database holds neither the API key a creation answered with nor what a refused request carried.
 """
 
 import asyncio
 import functools
-import hashlib
 import math
 from datetime import timedelta
 
 from aiohttp import web
 
-from shared import idempotency
+from shared import idempotency, secrets
 from shared.models import IdempotencyRecord
 
 from .appkeys import CLOCK, DATABASE, PRINCIPAL, SETTINGS
@@ -34,12 +36,13 @@ def idempotent(handler):
             raise Problem(400, "Bad Request", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
         database = request.app[DATABASE]
         principal = request[PRINCIPAL].name
-        digest = hashlib.sha256(request.method.encode() + request.path.encode() + await request.read()).hexdigest()
+        fingerprint = request.method.encode() + request.path.encode() + await request.read()
+        digest = secrets.digest(fingerprint)
         now = request.app[CLOCK]()
         timeout = timedelta(seconds=request.app[SETTINGS].idempotency_claim_timeout_seconds)
         holder = await asyncio.to_thread(idempotency.claim, database, principal, key, digest, now=now, timeout=timeout)
         if holder is not None:
-            return _replay(holder, digest, idempotency.retry_after(holder, now=now, timeout=timeout))
+            return _replay(holder, fingerprint, idempotency.retry_after(holder, now=now, timeout=timeout))
 
         async def keep(answer: web.StreamResponse | None) -> None:
             """Remember an answer worth replaying (bad input is one); give the key back otherwise: after a
@@ -61,8 +64,8 @@ def idempotent(handler):
     return wrapper
 
 
-def _replay(record: IdempotencyRecord, digest: str, wait: timedelta) -> web.Response:
-    if record.request_hash != digest:
+def _replay(record: IdempotencyRecord, fingerprint: bytes, wait: timedelta) -> web.Response:
+    if not secrets.digest_matches(fingerprint, record.request_hash):
         raise Problem(409, "Idempotency key reused", "This Idempotency-Key was used with a different request.")
     if record.status == idempotency.IN_PROGRESS:
         seconds = max(math.ceil(wait.total_seconds()), 1)

@@ -3,9 +3,13 @@
 import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from cryptography.fernet import Fernet
+
+from shared.private_files import written_once
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
@@ -23,7 +27,7 @@ class SmtpSettings:
     port: int
     security: str  # "none" | "starttls" | "tls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,13 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: start the embedded redis-server
     twilio_account_sid: str
-    twilio_auth_token: str
+    twilio_auth_token: str = field(repr=False)  # secrets stay out of any repr that reaches a log
     twilio_api_base: str | None  # None: the simulator started by `creditq dev`
     public_base_url: str
-    admin_key: str
+    admin_key: str = field(repr=False)
     data_dir: Path
+    # CREDITQ_SECRET_KEY: Fernet keys, the first encrypts and all decrypt (shared.secrets)
+    secret_keys: tuple[str, ...] = field(repr=False)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     simulator_port: int = 8081
@@ -145,6 +151,18 @@ def _smtp(raw: str) -> SmtpSettings:
     )
 
 
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys; a bad one is named by its position, never echoed."""
+    keys = tuple(key.strip() for key in raw.split(","))
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(f"CREDITQ_SECRET_KEY: key {position} of {len(keys)} is not a Fernet key (32 url-safe "
+                              "base64-encoded bytes; `creditq secrets new-key` makes one)") from None
+    return keys
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; defaults give a working single-machine stack."""
     env = os.environ if environ is None else environ
@@ -174,6 +192,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
+    secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -183,6 +202,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         public_base_url=public_base_url,
         admin_key=admin_key,
         data_dir=data_dir,
+        secret_keys=secret_keys,
         web_host=env.get("HOST", "127.0.0.1"),
         web_port=web_port,
         simulator_port=simulator_port,
@@ -205,11 +225,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def _dev_admin_key(data_dir: Path) -> str:
     """Without CREDITQ_ADMIN_KEY, a key is made once per data dir so dev restarts keep it."""
-    path = data_dir / "admin_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = "cq_admin_" + secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+    return written_once(data_dir / "admin_key", lambda: "cq_admin_" + secrets.token_urlsafe(24))
+
+
+def _dev_secret_key(data_dir: Path) -> str:
+    """Without CREDITQ_SECRET_KEY, one is made once per data dir: every process of the stack reads the same."""
+    return written_once(data_dir / "secret_key", lambda: Fernet.generate_key().decode())

@@ -2,14 +2,23 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.private_files import private_file
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
-    """SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so concurrent writers queue instead of failing."""
+    """SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so concurrent writers queue instead of failing.
+
+    A SQLite file is created 0600 in a 0700 directory before SQLite opens it; its -wal and -shm files
+    take the same mode from it."""
     if database_url.startswith("sqlite"):
+        path = make_url(database_url).database
+        if path and path != ":memory:":
+            private_file(Path(path))
         engine = create_engine(database_url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

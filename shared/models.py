@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.secrets import EncryptedText
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Millicredits = BigInteger
@@ -66,7 +68,7 @@ class Account(Base):
     # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status
     # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.
     twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
-    twilio_auth_token: Mapped[str | None] = mapped_column(String(100))
+    twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -244,6 +246,8 @@ class IdempotencyRecord(Base):
     """The first answer to a POST with an Idempotency-Key, replayed for the same key and body (shared.idempotency).
 
     `created_at` is when the key was claimed: it dates a claim still in progress and the record's purge.
+    The answer may hold a secret shown once (a new account's API key), so it is encrypted; the request is
+    kept only as a keyed digest (it may hold what was refused, e.g. a card number).
     """
 
     __tablename__ = "idempotency_records"
@@ -252,7 +256,7 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
@@ -361,13 +365,17 @@ class DunningStep(Base):
 
 
 class DunningIntegration(Base):
-    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved."""
+    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved.
+
+    `credential_version` goes up on every save: a failure is pinned to the credentials it was sent with by
+    their version (the encrypted token is different on every write, so it cannot be compared)."""
 
     __tablename__ = "dunning_integrations"
 
     site: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_sid: Mapped[str] = mapped_column(String(34))
-    auth_token: Mapped[str] = mapped_column(String(100))
+    auth_token: Mapped[str] = mapped_column(EncryptedText)
+    credential_version: Mapped[int] = mapped_column(Integer, default=1)
     from_number: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | broken
     broken_reason: Mapped[str | None] = mapped_column(String(500))

@@ -15,6 +15,7 @@ from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from .purchases import PAYMENT_METHOD
 
 routes = web.RouteTableDef()
 
@@ -94,10 +95,11 @@ OPENAPI_PATHS = {
             "requestBody": {"required": True, **_json({"type": "object", "required": ["enabled", "credits"],
                                                         "properties": {
                 "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
-                "payment_method": {"type": "string", "examples": ["pm_card_visa"]}}})},
+                "payment_method": PAYMENT_METHOD}})},
             "responses": {"200": {"description": "Saved", **_json(_VIEW)},
                           "404": {"description": "No such account", **_PROBLEM},
-                          "422": {"description": "Not a bucket, or no payment method to enable with", **_PROBLEM}},
+                          "422": {"description": "Not a bucket, no payment method to enable with, or one that is "
+                                                 "not a gateway token (a card number)", **_PROBLEM}},
         },
         "get": {"summary": "Auto-recharge settings and state",
                 "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},

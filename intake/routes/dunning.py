@@ -140,6 +140,8 @@ _INTEGRATION = {"type": "object", "properties": {
     "updated_at": _INSTANT}}
 _SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_AUTH_TOKEN = {"type": "string", "description": "Stored encrypted (CREDITQ_SECRET_KEY); never shown again."}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/dunning": {
         "parameters": [_ACCOUNT_PATH],
@@ -161,7 +163,7 @@ OPENAPI_PATHS = {
                 "requestBody": {"required": True, **_json({"type": "object",
                                                             "required": ["account_sid", "auth_token", "from"],
                                                             "properties": {"account_sid": {"type": "string"},
-                                                                           "auth_token": {"type": "string"},
+                                                                           "auth_token": _AUTH_TOKEN,
                                                                            "from": {"type": "string"}}})},
                 "responses": {"200": {"description": "Saved", **_json(_INTEGRATION)},
                               "403": {"description": "Not the operator", **_PROBLEM},

@@ -55,8 +55,8 @@ OPENAPI_PATHS = {
                         "messages and numbers are then believed only when they name this account_sid and are "
                         "signed with this token; messages already sent keep answering to the credentials they "
                         "were sent with. Replacing the credentials lifts a block set when Twilio rejected the old "
-                        "ones (20003) and releases the messages parked by it. The auth token is never shown "
-                        "again."),
+                        "ones (20003) and releases the messages parked by it. The auth token is stored "
+                        "encrypted (CREDITQ_SECRET_KEY) and never shown again."),
         "parameters": [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object",

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 
 from shared.config import ConfigError, load_settings
 
@@ -84,3 +85,29 @@ def test_limits_have_working_defaults(tmp_path):
 def test_bad_limits_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_settings({"CREDITQ_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_a_generated_secret_key_survives_restarts_and_a_configured_list_keeps_its_order(tmp_path):
+    first = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    second = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    configured = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": f"{new}, {old}"})
+
+    assert first == second and len(first) == 1
+    assert configured.secret_keys == (new, old)
+
+
+@pytest.mark.parametrize("value", ["not-a-key", "{key},", "{key},0123456789abcdef0123456789abcdef0123456789="])
+def test_a_bad_secret_key_is_refused_by_position_without_repeating_it(tmp_path, value):
+    value = value.format(key=Fernet.generate_key().decode())
+    with pytest.raises(ConfigError, match=r"^CREDITQ_SECRET_KEY: key \d of \d is not a Fernet key") as refused:
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": value})
+    assert not any(part and part in str(refused.value) for part in value.split(","))
+
+
+def test_settings_never_show_their_secrets_in_a_repr(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_ADMIN_KEY": "operator-key-0123456789",
+                              "TWILIO_AUTH_TOKEN": "deployment-token-0123", "SMTP_URL": "smtps://u:mail-pass@mx"})
+    shown = repr(settings)
+    assert "operator-key" not in shown and "deployment-token" not in shown and "mail-pass" not in shown
+    assert settings.secret_keys[0] not in shown

@@ -5,13 +5,13 @@ Keys issued before this revision are named "initial" (each was its account's key
 `account` scope, and have no prefix: only their digest was ever stored.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
