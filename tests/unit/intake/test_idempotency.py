@@ -1,7 +1,6 @@
 """Idempotency-Key claims left by a process that died: 409 with Retry-After until the timeout, then released."""
 
 import dataclasses
-import hashlib
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -10,7 +9,7 @@ from intake.app import init_app
 from intake.bodies import json_response, read_json
 from intake.errors import Problem
 from intake.idempotency import idempotent
-from shared import idempotency
+from shared import idempotency, secrets
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -43,7 +42,7 @@ def app_with_counting_route(settings, database, broker, clock):
 
 
 def digest_of(body: bytes) -> str:
-    return hashlib.sha256(b"POST" + b"/v1/things" + body).hexdigest()
+    return secrets.digest(b"POST" + b"/v1/things" + body)
 
 
 async def test_a_claim_left_by_a_dead_process_is_409_with_retry_after_until_the_timeout_then_released(
