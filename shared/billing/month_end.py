@@ -69,6 +69,7 @@ class Summary:
     closed: int = 0  # periods closed now (catch-up can close more than one per account)
     already_closed: int = 0
     not_ended: int = 0  # the period has not ended yet in the account's time zone
+    not_opened: int = 0  # the account was created after the period: nothing of it is ever closed
     failed: list[str] = field(default_factory=list)
     expired: int = 0
     billed: int = 0
@@ -102,6 +103,8 @@ def close_batch(session: Session, account_ids: Iterable[str], through: Period, *
         summary.accounts += 1
         if period_end(through, account.timezone) > utc(now):
             summary.not_ended += 1
+        elif through < period_of(utc(account.created_at), account.timezone):
+            summary.not_opened += 1
         elif periods := _unclosed(account, through):
             pending[account.id] = periods
         else:
@@ -283,11 +286,12 @@ def _lock(session: Session, account_ids: Iterable[str]) -> list[Row]:
 
 
 def _unclosed(account: Row, through: Period) -> list[Period]:
-    """The periods to close, oldest first: after the last closed one (or from the account's first month)."""
+    """The periods to close, oldest first: after the last closed one, or from the month the account was created
+    in; never one before it."""
     if account.last_closed is not None:
         start = Period.parse(account.last_closed).shift(1)
     else:
-        start = min(period_of(utc(account.created_at), account.timezone), through)
+        start = period_of(utc(account.created_at), account.timezone)
     return [Period.from_index(i) for i in range(start.index, through.index + 1)]
 
 

@@ -96,6 +96,43 @@ def test_auckland_closes_august_hours_before_los_angeles(database):
         assert month_end.due_accounts(session, later) == [(los_angeles, Period(2021, 8))]
 
 
+def test_a_period_before_the_account_existed_is_never_closed(database):
+    # given an account created in November 2026 with a 1,000-credit plan and a number
+    created = local("UTC", 2026, 11, 10)
+    account_id = make_account(database, monthly=1000, rollover="fifo_12m", created=created)
+    with database.unit_of_work() as session:
+        session.add(PhoneNumber(account_id=account_id, phone="+14155550111", type="long_code",
+                                monthly_cost=1 * CREDIT, created_at=created))
+    entries_before = entry_count(database)
+
+    # when an operator runs month-end for January 2025
+    summary = month_end.run(database, None, Period(2025, 1), now=local("UTC", 2026, 11, 28))
+
+    # then nothing was closed, granted or charged, and no close is recorded for it
+    assert (summary.closed, summary.not_opened, summary.granted, summary.number_fees) == (0, 1, 0, 0)
+    assert entry_count(database) == entries_before
+    assert balance(database, account_id).balance == 0
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(BillingRun)) == 0
+
+
+def test_a_catch_up_after_a_mistaken_old_period_starts_at_the_month_the_account_was_created(database):
+    # given an account created on 2026-10-15 with a 1,000-credit plan, and a month-end run by mistake for 2025-01
+    account_id = make_account(database, monthly=1000, created=local("UTC", 2026, 10, 15))
+    close(database, account_id, "2025-01", local("UTC", 2026, 10, 20))
+
+    # when month-end runs through October 2026
+    summary = close(database, account_id, "2026-10", local("UTC", 2026, 11, 1, 0, 5))
+
+    # then only October closed: one cycle's grant, not one for every month since 2025
+    assert (summary.closed, summary.granted) == (1, 1000 * CREDIT)
+    with database.unit_of_work() as session:
+        periods = session.scalars(select(BillingRun.period).where(BillingRun.account_id == account_id,
+                                                                  BillingRun.step == "close")).all()
+    assert periods == ["2026-10"]
+    assert_ledger_consistent(database)
+
+
 def test_running_month_end_twice_changes_nothing_the_second_time(database):
     account_id = make_account(database, monthly=100, policy="postpaid", card="pm_card_visa")
     gateway = SimulatedGateway()
