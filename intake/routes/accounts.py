@@ -202,8 +202,10 @@ _OVERDRAFT = {"type": "object", "additionalProperties": False, "required": ["pol
 }}
 _FLAGS = {"type": "object", "additionalProperties": False, "properties": {
     "credit_hold": {"type": "boolean", "description": "No new plan credits while set."},
-    "rollover_protection": {"type": "boolean", "description": "Plan credits do not expire at cycle end."},
-    "spam": {"type": "boolean", "description": "Setting it removes the purchased credits (an adjustment entry)."},
+    "rollover_protection": {"type": "boolean", "description": ("Plan and rollover credits do not expire while it is on "
+                                                                   "(purchased credits never do).")},
+    "spam": {"type": "boolean", "description": ("Setting it removes the never-expiring credits, purchased "
+                                                 "and bonus (an adjustment entry per lot).")},
 }}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},

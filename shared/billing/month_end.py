@@ -1,8 +1,8 @@
 """Month-end: what happens to an account's credits when one of its local months ends.
 
 Closing a period, in one transaction under the account lock, at the instant the period ended:
-1. expire lots due by then (plan credits of the ended cycle unless `rollover_protection`, rollover
-   lots whose 12 months are up);
+1. expire lots due by then (plan credits of the ended cycle, rollover lots whose 12 months are up;
+   neither while `rollover_protection` is on);
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
 3. charge the phone numbers' monthly credits (a `month_end_charge` entry); an account on the credit
    hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
@@ -44,7 +44,7 @@ from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
-from shared.ledger.expiry import default_expiry, utc
+from shared.ledger.expiry import PROTECTED_KINDS, default_expiry, utc
 from shared.models import Account, AutoRecharge, BillingRun, Entry, Lot, PhoneNumber, User
 
 accounts = Account.__table__
@@ -382,7 +382,8 @@ class _Close:
     def expire(self) -> None:
         """book.expire_lots at the period's end: one `expiry` entry per lot, in burn order."""
         due = sorted((lot for lot in self.lots if lot.remaining > 0 and lot.expires_at is not None
-                      and lot.expires_at <= self.ended and not (self.account.rollover_protection and lot.kind == "plan")),
+                      and lot.expires_at <= self.ended
+                      and not (self.account.rollover_protection and lot.kind in PROTECTED_KINDS)),
                      key=burn_key)
         for lot in due:
             amount, lot.remaining = lot.remaining, 0

@@ -1,7 +1,8 @@
 """Accounts: creation (with their API key), plan, overdraft policy, flags and threshold.
 
 Plan changes take effect at the next cycle (`next_plan_monthly_credits`); the calendar applies them.
-Raising the `spam` flag takes the account's purchased credits back (book.remove_purchased).
+Raising the `spam` flag takes the account's never-expiring credits back, purchased and bonus
+(book.remove_never_expiring).
 """
 
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def update_account(session: Session, account_id: str, *, now: datetime, name: st
         setattr(account, flag, value)
     session.flush()
     if newly_spam:
-        book.remove_purchased(session, account_id, now=now)
+        book.remove_never_expiring(session, account_id, now=now)
         session.refresh(account)
     return account
 

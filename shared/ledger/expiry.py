@@ -8,6 +8,8 @@ from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROLLOVER_MONTHS = 12
+PROTECTED_KINDS = ("plan", "rollover")  # what rollover protection keeps from expiring while it is on
+NEVER_EXPIRING_KINDS = ("purchase", "bonus")  # what stays through everything but a spam flag
 CYCLE_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
 
 

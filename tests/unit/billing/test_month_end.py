@@ -235,6 +235,22 @@ def test_plan_credits_expire_with_their_cycle_unless_rollover_protected(database
     assert_ledger_consistent(database)
 
 
+def test_rollover_protection_keeps_twelve_month_rollover_lots_at_month_end(database):
+    # given a protected fifo_12m plan whose August 2020 month-end granted 300 rollover credits
+    account_id = make_account(database, monthly=300, rollover="fifo_12m", rollover_protection=True)
+    close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).next_plan_monthly_credits = 0
+
+    # when month-end runs through August 2021, when those credits' 12 months are up
+    summary = close(database, account_id, "2021-08", local("UTC", 2021, 9, 1))
+
+    # then nothing expired
+    assert summary.expired == 0
+    assert balance(database, account_id).balance == 300 * CREDIT
+    assert_ledger_consistent(database)
+
+
 def test_credit_hold_grants_nothing_and_a_downgrade_takes_effect_at_the_next_cycle(database):
     held = make_account(database, monthly=100, credit_hold=True)
     downgraded = make_account(database, monthly=100)
