@@ -46,7 +46,8 @@ async def create_account(request: web.Request) -> web.Response:
         with database.unit_of_work() as session:
             account, api_key = accounts.create_account(
                 session, name=name, timezone=tz, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
-                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold)
+                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold,
+                now=datetime.now(timezone.utc))
             return {"id": account.id, "api_key": api_key, **account_json(account)}
 
     return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)

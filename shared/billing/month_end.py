@@ -442,7 +442,8 @@ class _Close:
         self.grant_lot = _Lot(id=None, user_id=None, kind=kind, amount=amount,
                               remaining=amount - min(amount, max(0, -pool)),  # a pool in debt is repaid first
                               priority=DEFAULT_PRIORITY[kind], granted_at=self.ended,
-                              expires_at=default_expiry(kind, self.ended, account.timezone, account.plan_cycle),
+                              expires_at=default_expiry(kind, self.ended, account.timezone, account.plan_cycle,
+                                                        utc(account.created_at)),
                               reference=f"plan:{self.period.shift(1)}", stored=None)
         self.lots.append(self.grant_lot)
         self.balance += amount

@@ -311,7 +311,7 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
         raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
     granted_at = utc(granted_at)
     if isinstance(expires_at, _DefaultExpiry):
-        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle)
+        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle, utc(account.created_at))
     elif expires_at is not None:
         expires_at = utc(expires_at)
         _require(expires_at > granted_at, "expires_at", "must be after granted_at")

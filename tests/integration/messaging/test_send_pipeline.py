@@ -67,7 +67,8 @@ def gateways(simulator, callback_receiver):  # noqa: F811
 def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0,
+                                    now=now())
         session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
         if credits:
             book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),

@@ -16,8 +16,9 @@ NOW = datetime(2021, 3, 10, 12, tzinfo=UTC)
 def new_account(database, *, policy="prepaid", limit=0, credits=0, kind="purchase", plan=0) -> str:
     with database.unit_of_work() as session:
         account, _ = accounts.create_account(
-            session, name="Acme", timezone="UTC", plan_monthly_credits=plan, plan_cycle="monthly",
-            plan_rollover="none", overdraft=accounts.Overdraft(policy, limit), low_balance_threshold=0)
+            session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+            plan_rollover="none", overdraft=accounts.Overdraft(policy, limit), low_balance_threshold=0, now=NOW)
+        account.plan_monthly_credits = plan  # the plan without its first cycle's grant: `credits` is the whole pool
         if credits:
             book.grant(session, account.id, credits, kind, granted_at=NOW, idempotency_key=f"seed-{account.id}")
         return account.id
