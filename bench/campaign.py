@@ -123,7 +123,7 @@ def seed(database: Database, recipients: int) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Bench realty", timezone="America/New_York", plan_monthly_credits=0,
                                     plan_cycle="monthly", plan_rollover="none", overdraft=Overdraft("prepaid"),
-                                    low_balance_threshold=0)
+                                    low_balance_threshold=0, now=datetime.now(UTC))
         session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
         book.grant(session, account.id, recipients * 10_000, "purchase", granted_at=now, idempotency_key="bench")
         return account.id

@@ -46,7 +46,8 @@ async def create_account(request: web.Request) -> web.Response:
         with database.unit_of_work() as session:
             account, api_key = accounts.create_account(
                 session, name=name, timezone=tz, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
-                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold)
+                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold,
+                now=datetime.now(timezone.utc))
             return {"id": account.id, "api_key": api_key, **account_json(account)}
 
     return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
@@ -202,8 +203,10 @@ _OVERDRAFT = {"type": "object", "additionalProperties": False, "required": ["pol
 }}
 _FLAGS = {"type": "object", "additionalProperties": False, "properties": {
     "credit_hold": {"type": "boolean", "description": "No new plan credits while set."},
-    "rollover_protection": {"type": "boolean", "description": "Plan credits do not expire at cycle end."},
-    "spam": {"type": "boolean", "description": "Setting it removes the purchased credits (an adjustment entry)."},
+    "rollover_protection": {"type": "boolean", "description": ("Plan and rollover credits do not expire while it is on "
+                                                                   "(purchased credits never do).")},
+    "spam": {"type": "boolean", "description": ("Setting it removes the never-expiring credits, purchased "
+                                                 "and bonus (an adjustment entry per lot).")},
 }}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},

@@ -10,7 +10,7 @@ its status callback or for the sweeper's reconciliation with Twilio.
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,6 +30,14 @@ from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentT
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
 SENDER_TYPE_TTL_SECONDS = 60.0
 _SENDER_TYPES: dict[tuple[str, str], tuple[str, float]] = {}  # (account, phone) -> (type, expiry)
+
+
+@dataclass(frozen=True)
+class _SlotBooked:
+    """The throttle booked this send a slot too far ahead to sleep off; the message row records it."""
+
+    seconds: float
+    sender: str
 
 
 class SendLater(Exception):
@@ -72,6 +80,8 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     """
     with database.unit_of_work() as session:
         claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    if isinstance(claim, _SlotBooked):  # committed first, so the sweeper knows this message's job is delayed
+        raise SendLater(f"sender {claim.sender} is at its throughput limit", claim.seconds, slot_booked=True)
     if isinstance(claim, str):
         return claim
     gateway = gateway_for(claim.twilio_account_sid, claim.twilio_auth_token)
@@ -112,11 +122,13 @@ def _sendable(message: Message) -> bool:
 
 
 def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
-           clock: Callable[[], datetime]) -> Claim | str:
+           clock: Callable[[], datetime]) -> Claim | _SlotBooked | str:
     """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
     message `sending`: one transaction. Else the status it stays in (or is parked in).
 
-    Raises SendLater, changing nothing, when the sender's next slot is too far ahead to sleep off.
+    When the sender's next slot is too far ahead to sleep off, the slot is recorded on the message
+    (`slot_at`) and nothing else changes: the job runs again then, and the sweeper leaves the message
+    alone until that slot has passed, so no second slot is ever booked for it.
     """
     row = session.execute(select(Message, Account).join(Account, Account.id == Message.account_id)
                           .where(Message.id == message_id).with_for_update(of=Message)).first()
@@ -132,7 +144,8 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     if throttle is not None:
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
         if wait > MAX_THROTTLE_SLEEP_SECONDS:
-            raise SendLater(f"sender {message.from_} is at its throughput limit", wait, slot_booked=True)
+            message.slot_at = now + timedelta(seconds=wait)
+            return _SlotBooked(wait, message.from_)
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
             now = clock()
@@ -145,6 +158,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     except (InsufficientCredits, AccountLocked) as error:
         return _park(message, str(error), now)
     message.status = "sending"
+    message.slot_at = None
     message.hold_id = hold.id
     message.attempts += 1
     message.error_code = message.error_message = None

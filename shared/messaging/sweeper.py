@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -86,8 +86,9 @@ def _stale_waiting(session: Session, now: datetime, before: datetime) -> list[st
         session.execute(update(Message).where(Message.id.in_(batch), Message.status == "scheduled")
                         .values(status="accepted", updated_at=now).execution_options(synchronize_session=False))
         due += batch
-    stale = session.scalars(
-        select(Message.id).where(Message.status == "accepted", Message.updated_at <= before)
+    stale = session.scalars(  # a message waiting for a booked sender slot is stale only once that slot has passed
+        select(Message.id).where(Message.status == "accepted", Message.updated_at <= before,
+                                 or_(Message.slot_at.is_(None), Message.slot_at <= before))
         .order_by(Message.updated_at).limit(BATCH)
     )
     return due + list(stale)

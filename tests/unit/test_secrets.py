@@ -28,7 +28,8 @@ def keys(secret_keys):
 def new_account(database, name="Grace Church") -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name=name, timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0,
+                                    now=datetime.now(UTC))
         return account.id
 
 

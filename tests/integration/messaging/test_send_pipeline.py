@@ -71,7 +71,8 @@ def gateways(simulator, callback_receiver):  # noqa: F811
 def make_account(database, credits: int, *, policy: str = "prepaid", sender: str = SENDER) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0,
+                                    now=now())
         session.add(PhoneNumber(account_id=account.id, phone=sender, type="long_code"))
         if credits:
             book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
@@ -399,6 +400,34 @@ def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(
                   stale_after=timedelta(seconds=60))
     assert sorted(enqueued) == sorted(ids[3:])
     assert [send(database, message_id, gateways, throttle) for message_id in ids[3:]] == ["queued"] * 3
+
+
+def test_a_message_waiting_for_its_sender_slot_is_left_alone_by_the_sweeper(database, gateways,  # noqa: F811
+                                                                          simulator):
+    # given a long code allowed one segment every 100 s, and a second text that had to book a slot ~100 s ahead
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.01, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "queued"
+    with pytest.raises(SendLater) as later:
+        send(database, second, gateways, throttle)
+    assert later.value.slot_booked and 99 < later.value.delay_seconds <= 100
+
+    # when the sweeper runs while the slot is still ahead, even long past its staleness limit
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=90), stale_after=timedelta(seconds=60))
+
+    # then it does not send the job again, so no second slot is booked
+    assert enqueued == []
+    assert message(database, second).status == "accepted"
+
+    # and once the slot has passed long enough for its job to count as lost, the sweeper hands it back
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=170), stale_after=timedelta(seconds=60))
+    assert enqueued == [second]
+    assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
+    assert message(database, second).slot_at is None
 
 
 # --- sweeper ---------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ def new_account(database, **plan) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme Realty", timezone="UTC",
                                     plan_monthly_credits=plan.get("monthly", 0), plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0,
+                                    now=NOW)
         return account.id
 
 
