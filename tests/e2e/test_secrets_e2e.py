@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
 DEPLOYMENT_TOKEN = "deployment-token-" + secrets.token_hex(12)
 ACCOUNT_TOKEN = "account-token-" + secrets.token_hex(12)
+OWN_ACCOUNT_SID = "AC" + secrets.token_hex(16)  # the account's own subaccount, made known to the simulator
 SITE_TOKEN = "site-token-" + secrets.token_hex(12)
 CARD_NUMBERS = ("4242 4242 4242 4242", "4000-0566-5566-5556", "5555555555554444")
 FINAL = ("delivered", "undelivered", "failed")
@@ -83,8 +84,11 @@ def _drive(stack: Stack) -> Run:
                               json={"credits": "100", "kind": "purchase"})
         assert grant.status_code == 201, grant.text
 
+    subaccount = requests.post(f"{stack.simulator_url}/_sim/accounts", timeout=10,
+                               json={"sid": OWN_ACCOUNT_SID, "auth_token": ACCOUNT_TOKEN})
+    assert subaccount.status_code == 201, subaccount.text
     credentials = requests.put(f"{url}/v1/accounts/{own_id}/twilio-credentials", headers=own, timeout=10,
-                               json={"account_sid": SIMULATOR_ACCOUNT_SID, "auth_token": ACCOUNT_TOKEN})
+                               json={"account_sid": OWN_ACCOUNT_SID, "auth_token": ACCOUNT_TOKEN})
     assert credentials.status_code == 200, credentials.text
     site = requests.put(f"{url}/v1/dunning/integrations/default", headers=OPERATOR, timeout=10,
                         json={"from": "+15005550006", "account_sid": SIMULATOR_ACCOUNT_SID,
@@ -101,7 +105,9 @@ def _drive(stack: Stack) -> Run:
     result.paid = requests.post(f"{url}/v1/accounts/{own_id}/purchases", headers=own, timeout=10,
                                 json={"credits": "100", "payment_method": "pm_card_visa"})
 
-    # the account's own token is not the simulator's: Twilio answers 20003 and the account is blocked
+    # the account's own subaccount is then closed at Twilio (the simulator forgets it): sending with its token
+    # gets 20003 and the account is blocked, which proves the stored token was decrypted and really used
+    assert requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).status_code == 200
     rejected = requests.post(f"{url}/v1/messages", headers=own, timeout=10,
                              json={"to": "+14155550199", "from": "+14155550100", "body": "Service at 11"})
     sent = requests.post(f"{url}/v1/messages", timeout=10, headers={"Authorization": f"Bearer {other_key}"},
