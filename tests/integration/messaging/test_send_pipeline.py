@@ -211,6 +211,26 @@ def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, 
     assert account(database, account_id).held == 1000
 
 
+@pytest.mark.parametrize("source", ["stop_keyword", "import"])  # the recipient's STOP; the do-not-contact list
+def test_a_single_text_whose_recipient_opted_out_after_it_was_accepted_is_canceled_uncharged(
+        database, gateways, throttle, simulator, source):  # noqa: F811
+    # given a text accepted for a recipient who then opts out (or is listed as do-not-contact)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, source)
+
+    # when its send job runs
+    status = send(database, message_id, gateways, throttle)
+
+    # then it is canceled with the reason, Twilio never sees it and nothing is held or charged
+    canceled = message(database, message_id)
+    assert (status, canceled.status, canceled.credits_charged) == ("canceled", "canceled", None)
+    assert "opted out" in canceled.error_message
+    assert simulator.sent()["messages"] == []
+    assert (account(database, account_id).held, account(database, account_id).balance) == (0, 10_000)
+
+
 def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways, throttle, simulator):  # noqa: F811
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
