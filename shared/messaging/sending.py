@@ -141,7 +141,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
-    if waiting := gate_message(session, message, recipient_opted_out=recipient_opted_out, now=now):
+    if waiting := gate_message(session, message, account, recipient_opted_out=recipient_opted_out, now=now):
         return waiting
     if throttle is not None:
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
