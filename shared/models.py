@@ -64,6 +64,11 @@ class Account(Base):
     allocated: Mapped[int] = mapped_column(Millicredits, default=0)
     allocated_held: Mapped[int] = mapped_column(Millicredits, default=0)
     help_text: Mapped[str | None] = mapped_column(Text)
+    # Quiet hours for its automated texts, in the recipient's local time ("HH:MM"; None: 08:00-21:00);
+    # `quiet_hours_scope` "all" holds immediate single sends too.
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    quiet_hours_scope: Mapped[str] = mapped_column(String(16), default="automated", server_default="automated")
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
     # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status
     # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.

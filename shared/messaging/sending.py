@@ -23,7 +23,7 @@ from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
 from shared.messaging.statuses import OUR_STATUS_FOR_TWILIO, apply_early_statuses
-from shared.models import Account, Hold, Message
+from shared.models import Account, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
@@ -130,16 +130,18 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     (`slot_at`) and nothing else changes: the job runs again then, and the sweeper leaves the message
     alone until that slot has passed, so no second slot is ever booked for it.
     """
-    row = session.execute(select(Message, Account).join(Account, Account.id == Message.account_id)
+    opted_out = (select(OptOut.id).where(OptOut.account_id == Message.account_id, OptOut.phone == Message.to)
+                 .exists().label("opted_out"))  # read with the row: no round trip of its own
+    row = session.execute(select(Message, Account, opted_out).join(Account, Account.id == Message.account_id)
                           .where(Message.id == message_id).with_for_update(of=Message)).first()
     if row is None or not _sendable(row.Message):
         return "skipped"
-    message, account = row
+    message, account, recipient_opted_out = row
     now = clock()
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
-    if waiting := gate_message(session, message, now=now):
+    if waiting := gate_message(session, message, account, recipient_opted_out=recipient_opted_out, now=now):
         return waiting
     if throttle is not None:
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)

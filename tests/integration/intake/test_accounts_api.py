@@ -267,3 +267,32 @@ async def test_two_accounts_claiming_one_number_at_once_get_one_201_and_one_409(
     owners = [[n["phone"] for n in (await (await client.get(f"/v1/accounts/{account}/numbers", headers=own)).json())
                ["data"]] for account, own in ((first, own_first), (second, own_second))]
     assert sorted(owners) == [[], ["+14155550123"]]
+
+
+async def test_the_account_key_sets_its_threshold_and_quiet_hours_but_not_its_plan(client):
+    # given an account and its own key
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}"
+
+    # when the owner sets the low-credit threshold, its quiet hours and their scope
+    changed = await client.patch(path, headers=own, json={"low_balance_threshold": "25",
+                                                          "quiet_hours": {"start": "09:00", "end": "20:00"},
+                                                          "quiet_hours_scope": "all"})
+
+    # then they are the account's
+    assert changed.status == 200, await changed.text()
+    body = await changed.json()
+    assert (body["low_balance_threshold"], body["quiet_hours"], body["quiet_hours_scope"]) == (
+        "25", {"start": "09:00", "end": "20:00"}, "all")
+
+    # and the plan, flags and overdraft stay the operator's: 403, nothing changed
+    refused = await client.patch(path, headers=own, json={"plan": {"monthly_credits": "1000"}, "quiet_hours": None})
+    assert refused.status == 403
+    assert (await (await client.get(path, headers=own)).json())["quiet_hours"] == {"start": "09:00", "end": "20:00"}
+
+    # a bad window is a 422 naming the field; null goes back to the TCPA default
+    bad = await client.patch(path, headers=own, json={"quiet_hours": {"start": "9am"}})
+    assert (bad.status, list((await bad.json())["errors"])) == (422, ["quiet_hours.start"])
+    reset = await client.patch(path, headers=own, json={"quiet_hours": None, "quiet_hours_scope": "automated"})
+    assert ((await reset.json())["quiet_hours"], (await reset.json())["quiet_hours_scope"]) == (
+        {"start": "08:00", "end": "21:00"}, "automated")

@@ -17,8 +17,10 @@ from shared.messaging import parking, sweeper
 from shared.messaging.credentials import set_twilio_credentials
 from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
 from shared.messaging.opt_outs import opt_out
+from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
+from shared.messaging.send_policy import set_quiet_hours
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.messaging.sending import SendLater, send_message
 from shared.messaging.settlement import settle_message
@@ -209,6 +211,91 @@ def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, 
     assert stored.twilio_sid.startswith("SM") and stored.twilio_segments == 1
     assert len(simulator.sent()["messages"]) == 1
     assert account(database, account_id).held == 1000
+
+
+@pytest.mark.parametrize("source", ["stop_keyword", "import"])  # the recipient's STOP; the do-not-contact list
+def test_a_single_text_whose_recipient_opted_out_after_it_was_accepted_is_canceled_uncharged(
+        database, gateways, throttle, simulator, source):  # noqa: F811
+    # given a text accepted for a recipient who then opts out (or is listed as do-not-contact)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, source)
+
+    # when its send job runs
+    status = send(database, message_id, gateways, throttle)
+
+    # then it is canceled with the reason, Twilio never sees it and nothing is held or charged
+    canceled = message(database, message_id)
+    assert (status, canceled.status, canceled.credits_charged) == ("canceled", "canceled", None)
+    assert "opted out" in canceled.error_message
+    assert simulator.sent()["messages"] == []
+    assert (account(database, account_id).held, account(database, account_id).balance) == (0, 10_000)
+
+
+LATE_EVENING_IN_SAN_FRANCISCO = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)  # 21:30 PST, the recipient's time
+NEXT_MORNING_IN_SAN_FRANCISCO = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 08:00 PST
+
+
+def released_scheduled_send(database, account_id: str) -> str:
+    """A single send scheduled for later whose time has come (the sweeper made it `accepted`)."""
+    message_id = accept(database, account_id, send_at=(now() + timedelta(minutes=5)).isoformat())
+    with database.unit_of_work() as session:
+        session.get(Message, message_id).status = "accepted"
+    return message_id
+
+
+def test_a_scheduled_text_due_at_night_waits_for_eight_in_the_morning_recipient_time(database, gateways, throttle,
+                                                                                    simulator):  # noqa: F811
+    # given a scheduled single send to a San Francisco number that comes due at 21:30 there
+    account_id = make_account(database, 10)
+    message_id = released_scheduled_send(database, account_id)
+
+    # when its send job runs then
+    status = send(database, message_id, gateways, throttle, now=lambda: LATE_EVENING_IN_SAN_FRANCISCO)
+
+    # then it waits, scheduled for 08:00 the next morning there, with nothing sent or held
+    waiting = message(database, message_id)
+    assert (status, waiting.status) == ("scheduled", "scheduled")
+    assert waiting.send_at.replace(tzinfo=UTC) == NEXT_MORNING_IN_SAN_FRANCISCO
+    assert simulator.sent()["messages"] == [] and account(database, account_id).held == 0
+
+
+def test_an_immediate_reply_at_night_goes_at_once_unless_the_account_holds_all_sends(database, gateways, throttle,
+                                                                                   simulator):  # noqa: F811
+    # given two immediate single sends at 21:30 recipient time, one from an account whose scope is `all`
+    replies = make_account(database, 10)
+    strict = make_account(database, 10, sender="+14155550001")
+    with database.unit_of_work() as session:
+        set_quiet_hours(session, strict, window=None, scope="all")
+    reply, held_back = accept(database, replies), accept(database, strict, sender="+14155550001")
+
+    # when their send jobs run
+    late = lambda: LATE_EVENING_IN_SAN_FRANCISCO  # noqa: E731
+
+    # then the reply goes now and the other waits for the morning
+    assert send(database, reply, gateways, throttle, now=late) == "queued"
+    assert send(database, held_back, gateways, throttle, now=late) == "scheduled"
+    assert message(database, held_back).send_at.replace(tzinfo=UTC) == NEXT_MORNING_IN_SAN_FRANCISCO
+
+
+def test_an_account_window_of_its_own_and_an_empty_one(database, gateways, throttle, simulator):  # noqa: F811
+    # given accounts whose quiet hours are 09:00-17:00, and none at all (equal start and end)
+    office = make_account(database, 10)
+    always = make_account(database, 10, sender="+14155550001")
+    with database.unit_of_work() as session:
+        set_quiet_hours(session, office, window=parse_window({"start": "09:00", "end": "17:00"}), scope=None)
+        set_quiet_hours(session, always, window=parse_window({"start": "00:00", "end": "00:00"}), scope=None)
+    office_text = released_scheduled_send(database, office)
+    always_text = accept(database, always, sender="+14155550001", send_at=(now() + timedelta(minutes=5)).isoformat())
+    with database.unit_of_work() as session:
+        session.get(Message, always_text).status = "accepted"
+
+    # when both come due at 21:30 recipient time, then the office's waits for 09:00 and the other goes
+    late = lambda: LATE_EVENING_IN_SAN_FRANCISCO  # noqa: E731
+    assert send(database, office_text, gateways, throttle, now=late) == "scheduled"
+    assert message(database, office_text).send_at.replace(tzinfo=UTC) == datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
+    assert send(database, always_text, gateways, throttle, now=late) == "queued"
 
 
 def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways, throttle, simulator):  # noqa: F811
@@ -402,8 +489,8 @@ def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(
     assert [send(database, message_id, gateways, throttle) for message_id in ids[3:]] == ["queued"] * 3
 
 
-def test_a_message_waiting_for_its_sender_slot_is_left_alone_by_the_sweeper(database, gateways,  # noqa: F811
-                                                                          simulator):
+def test_a_message_waiting_for_its_sender_slot_is_left_alone_by_the_sweeper(
+        database, gateways, simulator):  # noqa: F811
     # given a long code allowed one segment every 100 s, and a second text that had to book a slot ~100 s ahead
     throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.01, "toll_free": 1.0, "short_code": 1.0})
     account_id = make_account(database, 10)

@@ -10,11 +10,21 @@ from intake.app import init_app
 from shared.billing.payments import SimulatedGateway
 from shared.billing.purchases import purchase
 from shared.messaging.parking import park_account
+from shared.messaging.quiet_hours import parse_window
+from shared.messaging.send_policy import set_quiet_hours
 from shared.models import Account
 from shared.twilio.signatures import Credentials
-from tests.support.callbacks import twilio_reports
 from tests.integration.messaging.test_send_actors import worker_resources  # noqa: F401  (fixture)
-from tests.integration.messaging.test_send_pipeline import SENDER, accept, account, gateways, make_account, message, report  # noqa: F401
+from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
+    SENDER,
+    accept,
+    account,
+    gateways,
+    make_account,
+    message,
+    report,
+)
+from tests.support.callbacks import twilio_reports
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -129,8 +139,10 @@ async def test_a_grant_through_the_api_releases_parked_messages_at_once(aiohttp_
 
 async def test_a_scheduled_message_goes_out_at_its_time_without_a_sweep(aiohttp_client, settings, sqlite_database,
                                                                        worker_resources, fake_broker):
-    # given a message scheduled a second ahead
+    # given a message scheduled a second ahead, from an account without quiet hours (it may be night in San Francisco)
     account_id = make_account(sqlite_database, 10)
+    with sqlite_database.unit_of_work() as session:
+        set_quiet_hours(session, account_id, window=parse_window({"start": "00:00", "end": "00:00"}), scope=None)
     client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
     send_at = datetime.now(UTC) + timedelta(seconds=1)
 
