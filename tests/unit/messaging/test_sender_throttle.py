@@ -9,11 +9,30 @@ from shared.config import ConfigError
 from shared.messaging.sender_throttle import DEFAULT_RATES, KEY_PREFIX, SenderThrottle, rates_from_environment
 
 SENDER = "+14155550100"
-CLOCK_SLACK = 0.05  # Redis' clock moves on between two calls of a test
+
+
+class Clock:
+    """Redis's clock (fakeredis reads time.time), standing still until a test moves it: no test waits or races."""
+
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture
-def redis_client():
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(time, "time", clock)
+    return clock
+
+
+@pytest.fixture
+def redis_client(clock):
     return fakeredis.FakeRedis()
 
 
@@ -29,8 +48,8 @@ def test_a_long_code_books_one_segment_per_second(redis_client):
 
     # then each starts after the previous one's segments have had their seconds
     assert waits[0] == 0.0
-    assert waits[1] == pytest.approx(1.0, abs=CLOCK_SLACK)
-    assert waits[2] == pytest.approx(4.0, abs=CLOCK_SLACK)
+    assert waits[1] == pytest.approx(1.0)
+    assert waits[2] == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize(("sender_type", "spacing"), [("toll_free", 1 / 3), ("short_code", 1 / 100)])
@@ -39,7 +58,7 @@ def test_each_sender_type_has_its_rate(redis_client, sender_type, spacing):
 
     waits = [throttle.reserve(SENDER, sender_type, 1) for _ in range(4)]
 
-    assert waits == pytest.approx([0.0, spacing, 2 * spacing, 3 * spacing], abs=CLOCK_SLACK)
+    assert waits == pytest.approx([0.0, spacing, 2 * spacing, 3 * spacing], abs=1e-5)  # microsecond slots
 
 
 def test_senders_do_not_share_throughput(redis_client):
@@ -49,12 +68,12 @@ def test_senders_do_not_share_throughput(redis_client):
     assert throttle.reserve("+14155550199", "long_code", 1) == 0.0
 
 
-def test_a_sender_is_free_again_once_its_booked_time_has_passed(redis_client):
-    # given a sender fast enough (50 segments/s) that its booking passes within the test
+def test_a_sender_is_free_again_once_its_booked_time_has_passed(redis_client, clock):
+    # given a sender (50 segments/s) whose two segments occupy it for 40 ms
     throttle = SenderThrottle(redis_client, {"long_code": 50})
-    throttle.reserve(SENDER, "long_code", 2)  # occupies 40 ms
+    throttle.reserve(SENDER, "long_code", 2)
 
-    time.sleep(0.1)
+    clock.advance(0.1)
 
     assert throttle.reserve(SENDER, "long_code", 1) == 0.0
 
@@ -71,7 +90,7 @@ def test_configured_rates_replace_the_defaults(redis_client):
     throttle = SenderThrottle(redis_client, {**DEFAULT_RATES, "long_code": 4})
     throttle.reserve(SENDER, "long_code", 1)
 
-    assert throttle.reserve(SENDER, "long_code", 1) == pytest.approx(0.25, abs=CLOCK_SLACK)
+    assert throttle.reserve(SENDER, "long_code", 1) == pytest.approx(0.25, abs=1e-6)
 
 
 @pytest.mark.parametrize(("sender_type", "segments"), [("carrier_pigeon", 1), ("long_code", 0)])
