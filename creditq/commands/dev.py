@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+        signal.signal(stop_signal, request_stop)
     try:
         upgrade(settings.database_url)
         env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=settings.database_url,

@@ -47,6 +47,7 @@ def create_account(session: Session, *, name: str, timezone: str, plan_monthly_c
     session.add(account)
     session.flush()
     grant_first_cycle(session, account, now=now)
+    session.refresh(account)  # the grant moved the totals with Core statements
     return account, issue_key(session, account.id)
 
 

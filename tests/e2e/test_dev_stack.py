@@ -70,10 +70,39 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         dev.send_signal(signal.SIGINT)
         output, _ = dev.communicate(timeout=60)
     finally:
-        if dev.poll() is None:
+        if dev.poll() is None:  # a failed test must not leave the stack behind: its children have their own groups
+            for child in psutil.Process(dev.pid).children(recursive=True):
+                child.kill()
             dev.kill()
     assert dev.returncode == 0, output
     gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
     assert "operator key" in banner and "curl" in banner
     assert not (tmp_path / ".creditq" / "redis" / "redis.sock").exists()
+
+
+def test_closing_the_terminal_stops_every_process_of_dev(tmp_path):
+    # given `creditq dev` running
+    web_port, simulator_port = free_port(), free_port()
+    env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / ".creditq"), PORT=str(web_port),
+               CREDITQ_SIMULATOR_PORT=str(simulator_port))
+    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
+        env.pop(name, None)
+    dev = subprocess.Popen([sys.executable, "-m", "creditq", "dev"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _read_until(dev, "Ctrl-C stops everything.", timeout=60)
+        descendants = psutil.Process(dev.pid).children(recursive=True)
+
+        # when its terminal goes away (SIGHUP)
+        dev.send_signal(signal.SIGHUP)
+        dev.communicate(timeout=60)
+    finally:
+        if dev.poll() is None:
+            for child in psutil.Process(dev.pid).children(recursive=True):
+                child.kill()
+            dev.kill()
+
+    # then nothing of the stack is left running
+    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == []

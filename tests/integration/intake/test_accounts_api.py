@@ -80,10 +80,14 @@ async def test_invalid_account_fields_are_422_naming_the_field(client, change, f
 
 async def test_creating_an_account_with_a_plan_grants_its_first_cycle_until_that_cycle_ends(client):
     # when an account on a 100-credit monthly plan is created (New York)
-    account_id, own = await create_account(client, plan={"monthly_credits": "100", "cycle": "monthly",
-                                                         "rollover": "none"})
+    response = await client.post("/v1/accounts", headers=OPERATOR, json={
+        **ACCOUNT_BODY, "plan": {"monthly_credits": "100", "cycle": "monthly", "rollover": "none"}})
+    created = await response.json()
+    account_id, own = created["id"], {"Authorization": f"Bearer {created['api_key']}"}
 
-    # then its 100 credits are there at once, and expire when its first month ends, not a month after today
+    # then its 100 credits are there at once (the answer to the creation says so too), and expire when its
+    # first month ends, not a month after today
+    assert (response.status, created["balance"], created["available"]) == (201, "100", "100")
     balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
     [lot] = balance["lots"]
     assert (balance["balance"], lot["credits"], lot["kind"]) == ("100", "100", "plan")
