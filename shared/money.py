@@ -1,9 +1,11 @@
 """Credits travel as decimal strings at the edges and as integer millicredits inside."""
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 MILLICREDITS_PER_CREDIT = 1000
 MAX_CREDITS = 10**12  # far above any real balance, far below BIGINT's 9.2e18 millicredits
+_DECIMAL = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?", re.ASCII)
 
 
 class InvalidAmount(ValueError):
@@ -11,22 +13,24 @@ class InvalidAmount(ValueError):
 
 
 def parse_credits(value: str | int, *, allow_negative: bool = False) -> int:
-    """Turn "1.5" (or 2) into 1500 millicredits; refuse floats and sub-millicredit precision."""
+    """Turn "1.5" (or 2) into 1500 millicredits; refuse floats and sub-millicredit precision.
+
+    Only ASCII digits with an optional sign and fraction (around them, spaces are forgiven): no
+    exponents, underscores or other scripts' digits, all of which Python's Decimal would quietly accept.
+    """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidAmount("credits must be a decimal string such as \"12.5\"")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise InvalidAmount(f"{value!r} is not a decimal number of credits") from None
-    if not amount.is_finite():
-        raise InvalidAmount(f"{value!r} is not a finite number of credits")
+        raise InvalidAmount("must be a decimal string such as \"12.5\"")
+    text = str(value).strip()
+    if not _DECIMAL.fullmatch(text):
+        raise InvalidAmount(f"must be a decimal string such as \"12.5\", not {text[:40]!r}")
+    amount = Decimal(text)
     if abs(amount) > MAX_CREDITS:
-        raise InvalidAmount(f"{value!r} is beyond the largest amount, {MAX_CREDITS} credits")
+        raise InvalidAmount(f"{text!r} is beyond the largest amount, {MAX_CREDITS} credits")
     millicredits = amount * MILLICREDITS_PER_CREDIT
     if millicredits != millicredits.to_integral_value():
-        raise InvalidAmount(f"{value!r} has more precision than a thousandth of a credit")
+        raise InvalidAmount(f"{text!r} has more precision than a thousandth of a credit")
     if millicredits < 0 and not allow_negative:
-        raise InvalidAmount(f"{value!r} is negative")
+        raise InvalidAmount(f"{text!r} is negative")
     return int(millicredits)
 
 

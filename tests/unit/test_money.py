@@ -14,7 +14,8 @@ def test_parsing_decimal_strings(text, millicredits):
     assert parse_credits(text) == millicredits
 
 
-@pytest.mark.parametrize("bad", ["0.0001", "abc", "", "NaN", "Infinity", "-1", 1.5, None, True, "1e400000"])
+@pytest.mark.parametrize("bad", ["0.0001", "abc", "", "NaN", "Infinity", "-1", 1.5, None, True, "1e400000",
+                                 "\u0665", "\uff11", "1_000", "1e3", "+5", "5.", ".5", "1 000"])
 def test_bad_amounts_are_refused(bad):
     with pytest.raises(InvalidAmount):
         parse_credits(bad)
