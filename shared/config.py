@@ -13,6 +13,7 @@ from shared.private_files import written_once
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")  # where a simulator may run with its own well-known credentials
 
 
 class ConfigError(ValueError):
@@ -182,6 +183,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     token = env.get("TWILIO_AUTH_TOKEN", SIMULATOR_AUTH_TOKEN)
     if not token:
         raise ConfigError("TWILIO_AUTH_TOKEN is empty")
+    if twilio_api_base is not None and urlparse(twilio_api_base).hostname not in _LOOPBACK and (
+            "TWILIO_ACCOUNT_SID" not in env or "TWILIO_AUTH_TOKEN" not in env or token == SIMULATOR_AUTH_TOKEN):
+        # the simulator's well-known token would make every callback checked against it forgeable
+        raise ConfigError("TWILIO_API_BASE names a real Twilio: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN too")
     public_base_url = _url(
         "PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL", f"http://127.0.0.1:{web_port}"), ("http", "https")
     ).rstrip("/")

@@ -111,3 +111,21 @@ def test_settings_never_show_their_secrets_in_a_repr(tmp_path):
     shown = repr(settings)
     assert "operator-key" not in shown and "deployment-token" not in shown and "mail-pass" not in shown
     assert settings.secret_keys[0] not in shown
+
+
+@pytest.mark.parametrize("twilio", [
+    {"TWILIO_API_BASE": "https://api.twilio.com"},
+    {"TWILIO_API_BASE": "https://api.twilio.com", "TWILIO_ACCOUNT_SID": "AC" + "1" * 32},
+    {"TWILIO_API_BASE": "https://api.twilio.com", "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+     "TWILIO_AUTH_TOKEN": "simulator-auth-token"},
+])
+def test_a_real_twilio_without_its_own_credentials_is_refused(tmp_path, twilio):
+    # the simulator's well-known token would make the deployment's callbacks forgeable
+    with pytest.raises(ConfigError, match="set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN too"):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **twilio})
+
+
+def test_a_simulator_on_this_host_keeps_its_own_credentials(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "TWILIO_API_BASE": "http://127.0.0.1:8081"})
+
+    assert settings.twilio_auth_token == "simulator-auth-token"
