@@ -58,7 +58,7 @@ async def get_account(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return account_json(accounts.get_account(session, account_id))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))

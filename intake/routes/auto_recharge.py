@@ -47,7 +47,7 @@ async def get_auto_recharge(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> auto_recharge.AutoRechargeView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return auto_recharge.get_settings(session, account_id)
 
     return json_response(view_json(await asyncio.to_thread(read, request.app[DATABASE])))

@@ -40,7 +40,7 @@ async def get_schedule(request: web.Request) -> web.Response:
     public_base_url = request.app[SETTINGS].public_base_url
 
     def read(database: Database) -> dunning.ScheduleView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return dunning.get_schedule(session, account_id, public_base_url=public_base_url)
 
     return json_response(_schedule_json(await asyncio.to_thread(read, request.app[DATABASE])))
@@ -53,7 +53,7 @@ async def list_runs(request: web.Request) -> web.Response:
     limit = query_limit(request)
 
     def read(database: Database) -> list[dict]:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return [_run_json(run, steps) for run, steps in dunning.list_runs(session, account_id, limit=limit)]
 
     return json_response({"data": await asyncio.to_thread(read, request.app[DATABASE]), "next_cursor": None})
@@ -80,7 +80,7 @@ async def get_integration(request: web.Request) -> web.Response:
     site = request.match_info["site"]
 
     def read(database: Database) -> dunning_texts.IntegrationView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return dunning_texts.get_integration(session, site)
 
     return json_response(_integration_json(await asyncio.to_thread(read, request.app[DATABASE])))

@@ -43,7 +43,7 @@ def _estimate(database: Database, account_id: str | None, payload: dict, sender:
               smart_encoding: bool) -> Estimate:
     sender_type = "long_code"
     if sender:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             sender_type = sender_type_of(session, sender, account_id=account_id)
     return estimate_message(
         payload.get("body", ""),

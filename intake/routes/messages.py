@@ -184,7 +184,7 @@ async def read_message(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
     def read() -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return message_view(get_message(session, message_id, account_id=account_id))
 
     return json_response(await asyncio.to_thread(read))

@@ -45,7 +45,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             return {"data": [number_json(number) for number in senders.list_numbers(session, account_id)],
                     "next_cursor": None}

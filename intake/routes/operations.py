@@ -17,8 +17,8 @@ async def healthz(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
     def ping() -> None:
-        with database.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with database.read_only() as session:  # never waits for a writer
+            session.execute(text("SELECT 1"))
 
     await asyncio.to_thread(ping)
     return json_response({"status": "ok"})

@@ -31,7 +31,7 @@ async def list_users(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             return {"data": [user_json(user) for user in allocations.list_users(session, account_id)],
                     "next_cursor": None}
@@ -70,7 +70,7 @@ async def get_user(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return user_json(allocations.get_user(session, account_id, user_id))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
