@@ -12,6 +12,7 @@ from shared.db import Database
 
 from .appkeys import DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
 from .auth import auth_middleware
+from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .metrics import metrics_middleware
@@ -33,6 +34,7 @@ from .routes import (
     users,
     webhooks,
 )
+from .text import text_middleware
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, users, numbers, messages,
                  twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]
@@ -41,8 +43,9 @@ ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, us
 def init_app(settings: Settings, *, database: Database | None = None,
              broker: dramatiq.Broker | None = None) -> web.Application:
     """Build the app; a database or broker passed in (tests) is used as is and not disposed."""
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware],
-                          client_max_size=20 * 1024 * 1024)
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
+                                       text_middleware, auth_middleware],
+                          client_max_size=MAX_BULK_BODY_BYTES)
     app[SETTINGS] = settings
     app[KEY_CACHE] = {}
     app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES)

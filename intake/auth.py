@@ -24,6 +24,8 @@ async def auth_middleware(request: web.Request, handler):
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <key>'.")
+    if not key.isascii():  # keys are ASCII; other bytes arrive as surrogates no digest or query can take
+        raise Problem(401, "Unauthorized", "The API key is not valid.")
     request[PRINCIPAL] = await _principal_for(request.app, key.strip())
     return await handler(request)
 
@@ -37,7 +39,7 @@ async def _principal_for(app: web.Application, key: str) -> Principal:
         database = app[DATABASE]
 
         def lookup() -> str | None:
-            with database.unit_of_work() as session:
+            with database.read_only() as session:
                 return account_for_key(session, key)
 
         account_id = await asyncio.to_thread(lookup)

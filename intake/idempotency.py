@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Database
+from shared.ids import keyed_id
 from shared.models import IdempotencyRecord
 
 from .appkeys import DATABASE, PRINCIPAL
@@ -26,11 +27,12 @@ def idempotent(handler):
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return await handler(request)
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise Problem(400, "Bad Request", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+            raise Problem(400, "Bad Request",
+                          f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
         database = request.app[DATABASE]
         principal = request[PRINCIPAL].name
-        digest = hashlib.sha256(request.method.encode() + request.path.encode() + await request.read()).hexdigest()
+        digest = await _request_digest(request)
         previous = await asyncio.to_thread(_claim, database, principal, key, digest)
         if previous is not None:
             return _replay(previous, digest)
@@ -50,6 +52,21 @@ def idempotent(handler):
         return response
 
     return wrapper
+
+
+async def resumable_id(request: web.Request, prefix: str) -> str | None:
+    """The id of what this request creates, the same on every retry of it (same caller, Idempotency-Key and
+    body; None without a key): a retry after a crash finds the work its first try began and finishes it."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    return keyed_id(prefix, f"{request[PRINCIPAL].name}\n{key}\n{await _request_digest(request)}")
+
+
+async def _request_digest(request: web.Request) -> str:
+    """The request as the key binds it: method, path with its query string (a text/csv campaign names itself
+    there), body."""
+    return hashlib.sha256(request.method.encode() + request.path_qs.encode() + await request.read()).hexdigest()
 
 
 def _replay(record: IdempotencyRecord, digest: str) -> web.Response:

@@ -1,7 +1,6 @@
 """An account's balance (lots, users, what expires this month) and its transactions, newest first."""
 
 import asyncio
-import base64
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -15,7 +14,7 @@ from shared.money import format_credits
 from ..appkeys import DATABASE
 from ..auth import require_access
 from ..bodies import json_response, query_limit
-from ..errors import Problem
+from ..cursors import decode_cursor, encode_cursor
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
 
@@ -29,7 +28,7 @@ async def get_balance(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             view = book.balance(session, account_id, now=now)
         return {
             "balance": format_credits(view.balance),
@@ -50,15 +49,15 @@ async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = _decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request.query.get("cursor"))
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id)
         page = rows[:limit]
         return {"data": [_entry_json(row) for row in page],
-                "next_cursor": _encode_cursor(page[-1].id) if len(rows) > limit else None}
+                "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -67,23 +66,6 @@ def _entry_json(row) -> dict:
     return {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind, "credits": format_credits(row.amount),
             "balance_after": format_credits(row.balance_after), "reference": row.reference, "user_id": row.user_id,
             "memo": row.memo}
-
-
-def _encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"before:{entry_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, entry_id = text.partition(":")
-        if prefix == "before" and entry_id.isdigit():
-            return int(entry_id)
-    except ValueError:
-        pass
-    raise Problem(422, "Validation failed", "cursor is not one this API returned.", errors={"cursor": "is not valid"})
 
 
 ENTRY_SCHEMA = {"type": "object", "properties": {

@@ -16,19 +16,22 @@ from shared.messaging.statuses import record_status
 from shared.twilio.signatures import signed_by_twilio, signing_tokens
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
+from ..bodies import read_form
 from ..errors import Problem
+from ..fields import whole_number
 
 log = logging.getLogger(__name__)
 
 SETTLE_ACTOR = "settle_message"  # the workers' actor that charges or voids a finished message
 MAX_MEDIA = 10
+MAX_FORM_NUMBER = 2**31 - 1
 
 routes = web.RouteTableDef()
 
 
 async def _verified_form(request: web.Request) -> MultiDictProxy:
     """The form Twilio posted, once its signature matches the public URL it was sent to; else 403."""
-    form = await request.post()
+    form = await read_form(request)
     signature = request.headers.get("X-Twilio-Signature")
     settings = request.app[SETTINGS]
     url = settings.public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our own host
@@ -57,7 +60,8 @@ def _required(form: MultiDictProxy, *names: str) -> list[str]:
 
 
 def _int_or_none(raw) -> int | None:
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+    """A count or code Twilio sends as digits; anything else (or past a 32-bit column) is taken as absent."""
+    return whole_number(raw, maximum=MAX_FORM_NUMBER) if isinstance(raw, str) else None
 
 
 @routes.post("/webhooks/twilio/status")
