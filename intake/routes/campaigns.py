@@ -12,9 +12,9 @@ from shared.db import Database
 from shared.messaging.rates import default_rate_card
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
-from ..bodies import json_response, read_json
+from ..bodies import json_response, read_csv, read_json
 from ..errors import Problem
-from ..idempotency import idempotent
+from ..idempotency import idempotent, resumable_id
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
     if request.content_type == "text/csv":
         payload = dict(request.query)
-        payload["csv"] = (await request.read()).decode("utf-8", errors="replace")
+        payload["csv"] = await read_csv(request)
     else:
         payload = await read_json(request)
     account_id = request[PRINCIPAL].account_id or payload.get("account_id")
@@ -41,7 +41,8 @@ async def create(request: web.Request) -> web.Response:
         name=payload.get("name"), from_=payload.get("from"), body=payload.get("body"),
         recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
         quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
-    answer = await asyncio.to_thread(_create, request.app[DATABASE], account_id, campaign_request)
+    answer = await asyncio.to_thread(_create, request.app[DATABASE], account_id, campaign_request,
+                                     await resumable_id(request, "cmp"))
     if answer["status"] == "running":
         try:
             await request.app[ENQUEUER].send(FAN_OUT_ACTOR, answer["id"], 0)
@@ -51,11 +52,10 @@ async def create(request: web.Request) -> web.Response:
     return json_response(answer, status=202)
 
 
-def _create(database: Database, account_id: str, campaign_request: CampaignRequest) -> dict:
-    with database.unit_of_work() as session:
-        campaign, estimate = create_campaign(session, account_id, campaign_request, rate_card=default_rate_card(),
-                                             now=datetime.now(UTC))
-        return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
+def _create(database: Database, account_id: str, campaign_request: CampaignRequest, campaign_id: str | None) -> dict:
+    campaign, estimate = create_campaign(database, account_id, campaign_request, rate_card=default_rate_card(),
+                                         now=datetime.now(UTC), campaign_id=campaign_id)
+    return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
 
 
 @routes.get("/v1/campaigns/{campaign_id}")
@@ -65,7 +65,7 @@ async def read(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
     def view() -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return campaign_view(session, get_campaign(session, campaign_id, account_id=account_id))
 
     return json_response(await asyncio.to_thread(view))

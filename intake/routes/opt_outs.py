@@ -4,8 +4,6 @@ An account key acts on its own account; the operator names one with `?account_id
 """
 
 import asyncio
-import base64
-import binascii
 from datetime import UTC
 
 from aiohttp import web
@@ -19,8 +17,8 @@ from shared.models import Account, OptOut
 
 from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import require_access
-from ..bodies import json_response, query_limit, read_json
-from ..errors import Problem
+from ..bodies import json_response, query_limit, read_csv, read_json
+from ..cursors import decode_cursor, encode_cursor
 from ..fields import Fields
 from ..idempotency import idempotent
 
@@ -52,28 +50,15 @@ def _as_dict(opt: OptOut) -> dict:
     return {"phone": opt.phone, "source": opt.source, "created_at": created_at.isoformat()}
 
 
-def _cursor_id(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not one this API returned.", errors={"cursor": "is not valid"}) from None
-
-
-def _cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
 @routes.get("/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
     account_id = _account_id(request)
     limit = query_limit(request)
-    before_id = _cursor_id(request.query.get("cursor"))
+    before_id = decode_cursor(request.query.get("cursor"))
     database: Database = request.app[DATABASE]
 
     def page() -> tuple[list[dict], int | None]:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             _check_account(session, account_id)
             rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id)
             more = len(rows) > limit
@@ -81,7 +66,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
             return [_as_dict(row) for row in rows], (rows[-1].id if more else None)
 
     data, last_id = await asyncio.to_thread(page)
-    return json_response({"data": data, "next_cursor": _cursor(last_id) if last_id is not None else None})
+    return json_response({"data": data, "next_cursor": encode_cursor(last_id) if last_id is not None else None})
 
 
 @routes.post("/v1/opt-outs")
@@ -124,40 +109,15 @@ async def remove_opt_out(request: web.Request) -> web.Response:
 @idempotent
 async def import_do_not_contact(request: web.Request) -> web.Response:
     account_id = _account_id(request)
-    csv_text = await _csv_body(request)
-    database: Database = request.app[DATABASE]
-
-    def import_list() -> tuple[int, list[opt_outs.InvalidRow]]:
-        with database.unit_of_work() as session:
-            _check_account(session, account_id)
-            return opt_outs.import_do_not_contact(session, account_id, csv_text)
-
-    added, invalid = await asyncio.to_thread(import_list)
+    csv_text = await read_csv(request)
+    added, invalid = await asyncio.to_thread(opt_outs.import_do_not_contact, request.app[DATABASE], account_id,
+                                             csv_text)
     return json_response({
         "added": added,
         "invalid_count": len(invalid),
         "invalid_rows": [{"line": row.line, "value": row.value, "reason": row.reason}
                          for row in invalid[:MAX_INVALID_ROWS_SHOWN]],
     })
-
-
-async def _csv_body(request: web.Request) -> str:
-    """The CSV as text: the whole body (text/csv) or the `file` part of a multipart form."""
-    if request.content_type in ("text/csv", "text/plain"):
-        raw = await request.read()
-    elif request.content_type == "multipart/form-data":
-        upload = (await request.post()).get("file")
-        if upload is None:
-            raise Problem(422, "Validation failed", "The multipart form needs a 'file' part holding the CSV.",
-                          errors={"file": "is required"})
-        raw = upload.file.read() if isinstance(upload, web.FileField) else upload.encode()
-    else:
-        raise Problem(415, "Unsupported Media Type",
-                      "Send the CSV as text/csv or as the 'file' part of multipart/form-data.")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Problem(422, "Validation failed", "The CSV must be UTF-8 text.", errors={"csv": "is not UTF-8"}) from None
 
 
 _ACCOUNT_ID = {"name": "account_id", "in": "query", "required": False, "schema": {"type": "string"},

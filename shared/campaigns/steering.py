@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.campaigns.creation import CREATING
 from shared.errors import Conflict, NotFound
 from shared.ledger import book
 from shared.messaging.send_policy import CANCELED, PAUSED
@@ -115,8 +116,10 @@ def cancel_campaign(session: Session, campaign_id: str, *, account_id: str | Non
 
 
 def _steerable(session: Session, campaign_id: str, account_id: str | None) -> Campaign:
+    """A campaign that may be paused or resumed: not canceled, and not still being created (that would start it
+    before its recipients are all written)."""
     campaign = get_campaign(session, campaign_id, account_id=account_id)
-    if campaign.status == "canceled":
+    if campaign.status in ("canceled", CREATING):
         raise Conflict(f"Campaign {campaign_id} is {campaign.status}.")
     return campaign
 
