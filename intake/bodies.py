@@ -4,6 +4,7 @@ import asyncio
 import json
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from .errors import Problem
@@ -38,8 +39,8 @@ async def read_form(request: web.Request) -> MultiDictProxy:
     """A urlencoded or multipart form; a multipart body without a boundary (or broken) is a 400."""
     try:
         form = await request.post()
-    except ValueError as error:  # aiohttp: "boundary missed for Content-Type", bad part headers, ...
-        raise Problem(400, "Bad Request", f"The form cannot be read: {error}") from None
+    except (ValueError, HttpProcessingError) as error:  # "boundary missed for Content-Type", a bad part header...
+        raise Problem(400, "Bad Request", f"The form cannot be read: {str(error).strip()}") from None
     for name, value in form.items():
         check_text(name, "The form")
         if isinstance(value, str):

@@ -20,6 +20,7 @@ from ..auth import require_access, require_operator
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,14 @@ LOT_SCHEMA = {"type": "object", "properties": {
     "reference": {"type": ["string", "null"]},
 }}
 _ACCOUNT_PATH = {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+# What a client does next with a new account (OpenAPI links: clients and the contract tests follow them).
+_ACCOUNT_LINKS = {operation_id: {"operationId": operation_id, "parameters": {"account_id": "$response.body#/id"}}
+                  for operation_id in ("getAccount", "updateAccount", "grantCredits", "getBalance", "listTransactions",
+                                       "listUsers", "createUser", "listNumbers", "addNumber", "createPurchase",
+                                       "getAutoRecharge", "setAutoRecharge", "getDunningSchedule", "setDunningSchedule",
+                                       "listDunningRuns", "setTwilioCredentials")}
 
 
 def _json(schema: dict) -> dict:
@@ -230,6 +238,7 @@ def _json(schema: dict) -> dict:
 
 OPENAPI_PATHS = {
     "/v1/accounts": {"post": {
+        "operationId": "createAccount",
         "summary": "Create an account (operator); its API key is in this answer only",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
         "requestBody": {"required": True, **_json({"type": "object", "required": ["name"], "additionalProperties": False,
@@ -238,24 +247,28 @@ OPENAPI_PATHS = {
             "timezone": {"type": "string", "description": "IANA zone (default UTC): month ends and expiries are local."},
             "plan": _PLAN, "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS}})},
         "responses": {"201": {"description": "created", **_json({**ACCOUNT_SCHEMA, "properties": {
-            **ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}})},
-            "403": {"description": "not the operator", **_PROBLEM}, "422": {"description": "invalid", **_PROBLEM}},
+            **ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}}), "links": _ACCOUNT_LINKS},
+            "403": problem(403, "not the operator"), "409": problem(409, "Idempotency-Key reused"),
+            "422": problem(422, "invalid")},
     }},
     "/v1/accounts/{account_id}": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"summary": "An account (its own key or the operator)",
+        "get": {"operationId": "getAccount", "summary": "An account (its own key or the operator)",
                 "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
-                              "404": {"description": "no such account", **_PROBLEM}}},
-        "patch": {"summary": "Change plan (from the next cycle), overdraft, flags or threshold (operator)",
+                              "404": problem(404, "no such account")}},
+        "patch": {"operationId": "updateAccount",
+                  "summary": "Change plan (from the next cycle), overdraft, flags or threshold (operator)",
                   "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
                       "low_balance_threshold": _CREDITS}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
-                                "403": {"description": "not the operator", **_PROBLEM},
-                                "422": {"description": "invalid", **_PROBLEM}}},
+                                "403": problem(403, "not the operator"),
+                                "404": problem(404, "no such account"),
+                                "422": problem(422, "invalid")}},
     },
     "/v1/accounts/{account_id}/grants": {"parameters": [_ACCOUNT_PATH], "post": {
+        "operationId": "grantCredits",
         "summary": "Grant credits as a lot (operator)",
         "description": "A pool in debt is repaid first; a locked account back at >= 0 is unlocked. "
                        "Plan credits are refused (409) while the account has a credit hold.",
@@ -272,8 +285,9 @@ OPENAPI_PATHS = {
                          "description": "Burn order: lower first (defaults plan 10, rollover/bonus 20, purchase 30)."},
             "reference": {"type": "string", "maxLength": 100}}})},
         "responses": {"201": {"description": "the lot", **_json(LOT_SCHEMA)},
-                      "403": {"description": "not the operator", **_PROBLEM},
-                      "409": {"description": "credit hold", **_PROBLEM},
-                      "422": {"description": "invalid", **_PROBLEM}},
+                      "403": problem(403, "not the operator"),
+                      "404": problem(404, "no such account (or user)"),
+                      "409": problem(409, "credit hold, or Idempotency-Key reused"),
+                      "422": problem(422, "invalid")},
     }},
 }

@@ -14,6 +14,7 @@ from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_operator
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..openapi import problem
 
 routes = web.RouteTableDef()
 
@@ -51,6 +52,7 @@ def summary_body(summary: month_end.Summary) -> dict:
 _CREDITS = {"type": "string", "description": "credits as a decimal string"}
 OPENAPI_PATHS = {
     "/v1/admin/month-end": {"post": {
+        "operationId": "runMonthEnd",
         "summary": "Run month-end for a period (operator): the scheduler's job, by hand",
         "description": "Closes the period for every account whose local month has ended: expires lots, bills and "
                        "resets negative overdraft/postpaid balances, charges phone numbers' monthly credits, grants "
@@ -72,6 +74,5 @@ OPENAPI_PATHS = {
                         "expired", "billed", "number_fees", "granted", "allocated")}},
                     "payments": {"type": "object", "properties": {k: {"type": "integer"} for k in (
                         "succeeded", "declined", "pending")}}}}}}},
-            "401": {"description": "no or wrong key"}, "403": {"description": "not the operator key"},
-            "422": {"description": "bad period or dry_run"}}}},
+            "403": problem(403, "not the operator key"), "422": problem(422, "bad period or dry_run")}}},
 }

@@ -14,7 +14,8 @@ from shared.money import format_credits, parse_credits
 from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access
 from ..bodies import json_response, read_json
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -86,6 +87,7 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/auto-recharge": {
         "parameters": [_ACCOUNT_PATH],
         "put": {
+            "operationId": "setAutoRecharge",
             "summary": "Configure auto-recharge",
             "description": ("After a settlement leaves available credits under `threshold`, one payment buys the "
                             "`credits` bucket (one at a time per account). A decline backs off and starts dunning; "
@@ -96,11 +98,11 @@ OPENAPI_PATHS = {
                 "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
                 "payment_method": {"type": "string", "examples": ["pm_card_visa"]}}})},
             "responses": {"200": {"description": "Saved", **_json(_VIEW)},
-                          "404": {"description": "No such account", **_PROBLEM},
-                          "422": {"description": "Not a bucket, or no payment method to enable with", **_PROBLEM}},
+                          "404": problem(404, "No such account"),
+                          "422": problem(422, "Not a bucket, or no payment method to enable with")},
         },
-        "get": {"summary": "Auto-recharge settings and state",
+        "get": {"operationId": "getAutoRecharge", "summary": "Auto-recharge settings and state",
                 "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},
-                              "404": {"description": "No such account", **_PROBLEM}}},
+                              "404": problem(404, "No such account")}},
     },
 }

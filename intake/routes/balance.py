@@ -15,7 +15,8 @@ from ..appkeys import DATABASE
 from ..auth import require_access
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, encode_cursor
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
 
 routes = web.RouteTableDef()
@@ -80,6 +81,7 @@ ENTRY_SCHEMA = {"type": "object", "properties": {
 
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/balance": {"parameters": [_ACCOUNT_PATH], "get": {
+        "operationId": "getBalance",
         "summary": "Balance, held and available credits, open lots in burn order, users' credits",
         "responses": {"200": {"description": "the balance", **_json({"type": "object", "properties": {
             "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS,
@@ -88,9 +90,10 @@ OPENAPI_PATHS = {
             "expiring_end_of_month": {**_CREDITS, "description": "Credits that expire before this local month ends."},
             "lots": {"type": "array", "items": LOT_SCHEMA},
             "users": {"type": "array", "items": USER_CREDITS_SCHEMA}}})},
-            "404": {"description": "no such account", **_PROBLEM}},
+            "404": problem(404, "no such account")},
     }},
     "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": {
+        "operationId": "listTransactions",
         "summary": "Ledger entries, newest first",
         "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                        {"name": "cursor", "in": "query", "schema": {"type": "string"},
@@ -98,6 +101,6 @@ OPENAPI_PATHS = {
         "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
             "data": {"type": "array", "items": ENTRY_SCHEMA},
             "next_cursor": {"type": ["string", "null"]}}})},
-            "404": {"description": "no such account", **_PROBLEM}, "422": {"description": "bad cursor", **_PROBLEM}},
+            "404": problem(404, "no such account"), "422": problem(422, "bad limit or cursor")},
     }},
 }

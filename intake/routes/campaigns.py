@@ -15,6 +15,7 @@ from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..bodies import json_response, read_csv, read_json
 from ..errors import Problem
 from ..idempotency import idempotent, resumable_id
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,14 @@ async def steer(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _ID = [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _CREDITS = {"type": "string", "examples": ["1500.5"]}
 _VIEW = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "from": {"type": "string"},
-    "status": {"type": "string", "enum": ["scheduled", "running", "paused", "canceled", "completed"],
-               "description": "completed: every step fanned out and no message waiting to be sent"},
+    "status": {"type": "string", "enum": ["creating", "scheduled", "running", "paused", "canceled", "completed"],
+               "description": "creating: its recipients are still being written (a creation that died half-way "
+                              "stays so until retried with its Idempotency-Key); completed: every step fanned "
+                              "out and no message waiting to be sent"},
     "counts": {"type": "object", "description": "Messages of every step by where they are; total is recipients",
                "properties": {name: {"type": "integer"} for name in (
                    "total", "queued", "sent", "delivered", "failed", "canceled", "parked", "skipped")}},
@@ -125,6 +127,7 @@ _VIEW = {"type": "object", "properties": {
 
 OPENAPI_PATHS = {
     "/v1/campaigns": {"post": {
+        "operationId": "createCampaign",
         "summary": "Send a Liquid-templated body (and drip steps) to many recipients",
         "description": (
             "Recipients come inline (`recipients: [{to, fields}]`), as CSV text in `csv` (a header row with a `to` "
@@ -161,7 +164,10 @@ OPENAPI_PATHS = {
                 }}},
             "text/csv": {"schema": {"type": "string"}}}},
         "responses": {
-            "202": {"description": "Accepted", "content": {"application/json": {"schema": {
+            "202": {"description": "Accepted", "links": {
+                operation_id: {"operationId": operation_id, "parameters": {"campaign_id": "$response.body#/id"}}
+                for operation_id in ("getCampaign", "pauseCampaign", "resumeCampaign", "cancelCampaign")},
+                "content": {"application/json": {"schema": {
                 "type": "object", "properties": {
                     "id": {"type": "string"}, "status": {"type": "string", "enum": ["running", "scheduled"]},
                     "estimate": {"type": "object", "properties": {
@@ -169,19 +175,22 @@ OPENAPI_PATHS = {
                         "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "messages": {"type": "integer"}, "segments": {"type": "integer"},
                         "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
-            "422": {"description": "Invalid field, CSV or template; `errors` names each", **_PROBLEM},
-            "423": {"description": "The account is locked", **_PROBLEM},
+            "404": problem(404, "No such account (operator key)"),
+            "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),
+            "422": problem(422, "Invalid field, CSV or template; `errors` names each"),
+            "423": problem(423, "The account is locked"),
         },
     }},
     "/v1/campaigns/{campaign_id}": {"get": {
-        "summary": "A campaign and its progress", "parameters": _ID,
+        "operationId": "getCampaign", "summary": "A campaign and its progress", "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": {"description": "No such campaign", **_PROBLEM}}}},
+                      "404": problem(404, "No such campaign")}}},
     **{f"/v1/campaigns/{{campaign_id}}/{action}": {"post": {
-        "summary": summary, "parameters": _ID,
+        "operationId": f"{action}Campaign", "summary": summary, "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": {"description": "No such campaign", **_PROBLEM},
-                      "409": {"description": "The campaign is canceled", **_PROBLEM}}}}
+                      "404": problem(404, "No such campaign"),
+                      "409": problem(409, "The campaign is canceled, completed (cancel) or still being "
+                                          "created")}}}
        for action, summary in (
            ("cancel", "Cancel: waiting messages are canceled and their credits released"),
            ("pause", "Pause: messages not yet sent wait (as scheduled, without a time) until resumed"),

@@ -11,7 +11,8 @@ from shared.db import Database
 from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_access, require_operator
 from ..bodies import json_response, query_limit, read_json
-from .accounts import _ACCOUNT_PATH, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -143,31 +144,42 @@ _SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type":
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/dunning": {
         "parameters": [_ACCOUNT_PATH],
-        "put": {"summary": "Set the dunning schedule",
+        "put": {"operationId": "setDunningSchedule", "summary": "Set the dunning schedule",
                 "requestBody": {"required": True, **_json(_SCHEDULE_IN)},
                 "responses": {"200": {"description": "Saved, with warnings", **_json(_SCHEDULE_OUT)},
-                              "422": {"description": "Invalid steps or templates", **_PROBLEM}}},
-        "get": {"summary": "The dunning schedule (the default one until set)",
-                "responses": {"200": {"description": "The schedule", **_json(_SCHEDULE_OUT)}}},
+                              "404": problem(404, "No such account"),
+                              "422": problem(422, "Invalid steps or templates")}},
+        "get": {"operationId": "getDunningSchedule", "summary": "The dunning schedule (the default one until set)",
+                "responses": {"200": {"description": "The schedule", **_json(_SCHEDULE_OUT)},
+                              "404": problem(404, "No such account")}},
     },
     "/v1/accounts/{account_id}/dunning/runs": {
-        "get": {"summary": "Dunning runs, newest first", "parameters": [_ACCOUNT_PATH],
+        "get": {"operationId": "listDunningRuns", "summary": "Dunning runs, newest first",
+                "parameters": [_ACCOUNT_PATH, {"name": "limit", "in": "query",
+                                               "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
                 "responses": {"200": {"description": "Runs and what each step did", **_json(
-                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN}}})}}},
+                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN},
+                                                      "next_cursor": {"type": "null"}}})},
+                              "404": problem(404, "No such account"),
+                              "422": problem(422, "Bad limit")}},
     },
     "/v1/dunning/integrations/{site}": {
         "parameters": [_SITE_PATH],
-        "put": {"summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
+        "put": {"operationId": "setDunningIntegration",
+                "summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
                 "requestBody": {"required": True, **_json({"type": "object",
                                                             "required": ["account_sid", "auth_token", "from"],
                                                             "properties": {"account_sid": {"type": "string"},
                                                                            "auth_token": {"type": "string"},
                                                                            "from": {"type": "string"}}})},
-                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION)},
-                              "403": {"description": "Not the operator", **_PROBLEM},
-                              "422": {"description": "Invalid credentials or number", **_PROBLEM}}},
-        "get": {"summary": "A site's dunning integration and its status (operator)",
+                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION), "links": {"getDunningIntegration": {
+                    "operationId": "getDunningIntegration", "parameters": {"site": "$request.path.site"}}}},
+                              "403": problem(403, "Not the operator"),
+                              "422": problem(422, "Invalid credentials or number")}},
+        "get": {"operationId": "getDunningIntegration",
+                "summary": "A site's dunning integration and its status (operator)",
                 "responses": {"200": {"description": "The integration", **_json(_INTEGRATION)},
-                              "404": {"description": "None saved", **_PROBLEM}}},
+                              "403": problem(403, "Not the operator"),
+                              "404": problem(404, "None saved")}},
     },
 }

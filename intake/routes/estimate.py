@@ -19,6 +19,7 @@ from shared.messaging.segments import MAX_BODY_CHARACTERS
 from ..appkeys import DATABASE, PRINCIPAL
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..openapi import problem
 
 routes = web.RouteTableDef()
 
@@ -62,6 +63,7 @@ _CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["1.5
 OPENAPI_PATHS = {
     "/v1/estimate": {
         "post": {
+            "operationId": "estimateMessage",
             "summary": "Estimate what a message costs, individually or for a group",
             "description": (
                 "Counts SMS segments the way Twilio does (GSM-7: 160 septets, 153 per concatenated segment, "
@@ -112,14 +114,8 @@ OPENAPI_PATHS = {
                         "sender_type": {"type": "string", "enum": list(SENDER_TYPES)},
                     },
                 }}}},
-                "400": {"description": "Not a JSON object", "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
-                "401": {"description": "No or wrong API key", "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
-                "422": {"description": "Empty body without media, body over 1,600 characters, an invalid or "
-                                       "unpriced number; `errors` names each field (`to[2]`, `body`, ...)",
-                        "content": {"application/problem+json": {
-                            "schema": {"$ref": "#/components/schemas/Problem"}}}},
+                "422": problem(422, "Empty body without media, body over 1,600 characters, an invalid or unpriced "
+                                    "number; `errors` names each field (`to[2]`, `body`, ...)"),
             },
         },
     },

@@ -21,6 +21,7 @@ from ..bodies import json_response, read_json
 from ..enqueue import Enqueuer
 from ..errors import Problem
 from ..idempotency import idempotent
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,12 @@ async def read_message(request: web.Request) -> web.Response:
 
 
 _CREDITS = {"type": "string", "examples": ["1.5"]}
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _STATUSES = ["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled",
              "parked"]
 
 OPENAPI_PATHS = {
     "/v1/messages": {"post": {
+        "operationId": "sendMessage",
         "summary": "Send one message",
         "description": (
             "Validates the numbers (E.164) and the body, refuses opted-out and do-not-contact recipients, prices "
@@ -221,7 +222,9 @@ OPENAPI_PATHS = {
                 "account_id": {"type": "string", "description": "Only with the operator key: the account to send for"},
             }}}}},
         "responses": {
-            "202": {"description": "Accepted", "content": {"application/json": {"schema": {
+            "202": {"description": "Accepted", "links": {"getMessage": {
+                "operationId": "getMessage", "parameters": {"message_id": "$response.body#/id"}}},
+                "content": {"application/json": {"schema": {
                 "type": "object", "required": ["id", "status", "estimate"],
                 "properties": {
                     "id": {"type": "string"}, "status": {"type": "string", "enum": ["accepted", "scheduled", "parked"]},
@@ -229,14 +232,16 @@ OPENAPI_PATHS = {
                         "segments": {"type": "integer"}, "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
                         "credits": _CREDITS}},
                 }}}}},
-            "402": {"description": "The account cannot pay: `available` and `required` credits", **_PROBLEM},
-            "409": {"description": "The recipient opted out or is on the do-not-contact list", **_PROBLEM},
-            "422": {"description": "Invalid number, body, media, user or send_at; `errors` names each field",
-                    **_PROBLEM},
-            "423": {"description": "The account is locked (its balance went below zero)", **_PROBLEM},
+            "402": problem(402, "The account cannot pay: `available` and `required` credits"),
+            "404": problem(404, "No such account (operator key) or user"),
+            "409": problem(409, "The recipient opted out or is on the do-not-contact list, or the Idempotency-Key "
+                                "was used with another request"),
+            "422": problem(422, "Invalid number, body, media, user or send_at; `errors` names each field"),
+            "423": problem(423, "The account is locked (its balance went below zero)"),
         },
     }},
     "/v1/messages/{message_id}": {"get": {
+        "operationId": "getMessage",
         "summary": "A message and where it is in its life",
         "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
@@ -259,7 +264,7 @@ OPENAPI_PATHS = {
                     "created_at": {"type": "string", "format": "date-time"},
                     "updated_at": {"type": "string", "format": "date-time"},
                 }}}}},
-            "404": {"description": "No such message (or another account's)", **_PROBLEM},
+            "404": problem(404, "No such message (or another account's)"),
         },
     }},
 }

@@ -17,7 +17,8 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -80,26 +81,31 @@ NUMBER_SCHEMA = {"type": "object", "properties": {
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/numbers": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"summary": "The account's sender numbers",
+        "get": {"operationId": "listNumbers", "summary": "The account's sender numbers",
                 "responses": {"200": {"description": "all numbers", **_json({"type": "object", "properties": {
-                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})}}},
+                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})},
+                    "404": problem(404, "no such account")}},
         "post": {
+            "operationId": "addNumber",
             "summary": "Add a sender number; its type picks the rate and the throughput limit",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, **_json({"type": "object", "required": ["phone", "type"],
                                                        "additionalProperties": False, "properties": {
                 "phone": {"type": "string", "examples": ["+14155550100"]},
                 "type": {"type": "string", "enum": list(SENDER_TYPES)}}})},
-            "responses": {"201": {"description": "the number", **_json(NUMBER_SCHEMA)},
-                          "409": {"description": "already added", **_PROBLEM},
-                          "422": {"description": "invalid", **_PROBLEM}},
+            "responses": {"201": {"description": "the number", **_json(NUMBER_SCHEMA), "links": {"removeNumber": {
+                "operationId": "removeNumber", "parameters": {"account_id": "$request.path.account_id",
+                                                              "phone": "$response.body#/phone"}}}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "already added (here or by another account), or Idempotency-Key reused"),
+                          "422": problem(422, "invalid")},
         },
     },
     "/v1/accounts/{account_id}/numbers/{phone}": {
         "parameters": [_ACCOUNT_PATH, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string"},
                                        "description": "E.164, with + encoded as %2B"}],
-        "delete": {"summary": "Remove a sender number",
-                   "responses": {"204": {"description": "removed"}, "404": {"description": "not a number of the account",
-                                                                          **_PROBLEM}}},
+        "delete": {"operationId": "removeNumber", "summary": "Remove a sender number",
+                   "responses": {"204": {"description": "removed"}, "404": problem(404, "not a number of the account"),
+                                 "422": problem(422, "not an E.164 phone number")}},
     },
 }

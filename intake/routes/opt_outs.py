@@ -21,6 +21,7 @@ from ..bodies import json_response, query_limit, read_csv, read_json
 from ..cursors import decode_cursor, encode_cursor
 from ..fields import Fields
 from ..idempotency import idempotent
+from ..openapi import problem
 
 MAX_INVALID_ROWS_SHOWN = 1000
 
@@ -129,12 +130,12 @@ _OPT_OUT = {"type": "object", "required": ["phone", "source", "created_at"], "pr
                "description": "stop_keyword: the recipient texted STOP; twilio_21610: Twilio reported them "
                               "unsubscribed; api / import: the customer"},
     "created_at": {"type": "string", "format": "date-time"}}}
-_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _JSON = "application/json"
 
 OPENAPI_PATHS = {
     "/v1/opt-outs": {
         "get": {
+            "operationId": "listOptOuts",
             "summary": "List the account's opt-outs, newest first",
             "parameters": [_ACCOUNT_ID,
                            {"name": "limit", "in": "query",
@@ -143,34 +144,40 @@ OPENAPI_PATHS = {
             "responses": {"200": {"description": "a page", "content": {_JSON: {"schema": {
                 "type": "object", "properties": {"data": {"type": "array", "items": _OPT_OUT},
                                                  "next_cursor": {"type": ["string", "null"]}}}}}},
-                          "404": {"description": "no such account", "content": _PROBLEM},
-                          "422": {"description": "bad limit, cursor or missing account_id", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "422": problem(422, "bad limit, cursor or missing account_id")},
         },
         "post": {
+            "operationId": "addOptOut",
             "summary": "Opt a recipient out: the account's messages to them are refused (409)",
             "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {_JSON: {"schema": {
                 "type": "object", "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
-            "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
+            "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}, "links": {
+                "removeOptOut": {"operationId": "removeOptOut", "parameters": {"phone": "$response.body#/phone"}}}},
                           "200": {"description": "already opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
-                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "Idempotency-Key reused"),
+                          "422": problem(422, "not an E.164 phone number, or no account_id with the operator key")},
         },
     },
     "/v1/opt-outs/{phone}": {
         "delete": {
+            "operationId": "removeOptOut",
             "summary": "Lift an opt-out the customer made (api or import)",
             "description": "A recipient who texted STOP (or whom Twilio reports unsubscribed) can only opt back "
                            "in by texting START: removing theirs answers 409.",
             "parameters": [_ACCOUNT_ID, {"name": "phone", "in": "path", "required": True,
                                          "schema": {"type": "string"}, "description": "E.164, '+' as %2B"}],
             "responses": {"204": {"description": "removed"},
-                          "404": {"description": "not opted out", "content": _PROBLEM},
-                          "409": {"description": "the recipient's own opt-out", "content": _PROBLEM},
-                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+                          "404": problem(404, "not opted out, or no such account"),
+                          "409": problem(409, "the recipient's own opt-out"),
+                          "422": problem(422, "not an E.164 phone number")},
         },
     },
     "/v1/opt-outs/import": {
         "post": {
+            "operationId": "importDoNotContact",
             "summary": "Import a do-not-contact list",
             "description": "One phone per row: the first column, or the column headed phone, phone_number, number, "
                            "to or mobile. Valid rows are added even when others are not; re-importing adds nothing.",
@@ -187,8 +194,10 @@ OPENAPI_PATHS = {
                                      "items": {"type": "object", "properties": {
                                          "line": {"type": "integer"}, "value": {"type": "string"},
                                          "reason": {"type": "string"}}}}}}}}},
-                          "415": {"description": "neither text/csv nor multipart", "content": _PROBLEM},
-                          "422": {"description": "empty list or not UTF-8", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "Idempotency-Key reused, or its first request still running"),
+                          "415": problem(415, "neither text/csv nor multipart"),
+                          "422": problem(422, "empty list, not UTF-8, or no account_id with the operator key")},
         },
     },
 }

@@ -16,7 +16,8 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -78,6 +79,7 @@ PAYMENT_SCHEMA = {"type": "object", "properties": {
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/purchases": {
         "post": {
+            "operationId": "createPurchase",
             "summary": "Buy a bucket of credits",
             "description": ("Charges the payment method for one of the plan's credit buckets (shared/billing/price_list.json) "
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
@@ -90,11 +92,11 @@ OPENAPI_PATHS = {
                                    "description": "A payment gateway token."}}})},
             "responses": {
                 "201": {"description": "Paid; the credits are in the balance", **_json(PAYMENT_SCHEMA)},
-                "402": {"description": "Declined: `decline_code` and `payment` say why; no credits", **_PROBLEM},
-                "404": {"description": "No such account", **_PROBLEM},
-                "409": {"description": "Idempotency key reused, or the account cannot buy (spam)", **_PROBLEM},
-                "422": {"description": "Not a bucket of the plan, or no payment method", **_PROBLEM},
-                "503": {"description": "The gateway could not process it and took nothing; retry", **_PROBLEM},
+                "402": problem(402, "Declined: `decline_code` and `payment` say why; no credits"),
+                "404": problem(404, "No such account"),
+                "409": problem(409, "Idempotency key reused, or the account cannot buy (spam)"),
+                "422": problem(422, "Not a bucket of the plan, or no payment method"),
+                "503": problem(503, "The gateway could not process it and took nothing; retry"),
             },
         },
     },

@@ -11,6 +11,7 @@ from shared.messaging.credentials import set_twilio_credentials
 from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access
 from ..bodies import json_response, read_json
+from ..openapi import problem
 from .messages import SEND_ACTOR
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ async def put_twilio_credentials(request: web.Request) -> web.Response:
 
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/twilio-credentials": {"put": {
+        "operationId": "setTwilioCredentials",
         "summary": "Set the account's own Twilio credentials (null for the deployment's)",
         "description": ("Replacing the credentials lifts a block set when Twilio rejected the old ones (20003) "
                         "and releases the messages parked by it. The auth token is never shown again."),
@@ -57,10 +59,8 @@ OPENAPI_PATHS = {
                                                  "account_sid": {"type": ["string", "null"]},
                                                  "sending_blocked_reason": {"type": "null"},
                                                  "released_messages": {"type": "integer"}}}}}},
-            "404": {"description": "No such account", "content": {"application/problem+json": {
-                "schema": {"$ref": "#/components/schemas/Problem"}}}},
-            "422": {"description": "Only one of the two, or a malformed account_sid", "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+            "404": problem(404, "No such account"),
+            "422": problem(422, "Only one of the two, or a malformed account_sid"),
         },
     }},
 }

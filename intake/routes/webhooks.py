@@ -19,6 +19,7 @@ from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..bodies import read_form
 from ..errors import Problem
 from ..fields import whole_number
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,11 @@ _FORM = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "o
 _SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True, "schema": {"type": "string"},
               "description": ("HMAC-SHA1 of the full public URL and the sorted form fields, keyed by the auth "
                              "token of the (sub)account named by AccountSid")}
-_FORBIDDEN = {"description": "signature missing or wrong (problem+json); nothing was recorded"}
+_FORBIDDEN = problem(403, "signature missing or wrong; nothing was recorded")
 
 OPENAPI_PATHS = {
     "/webhooks/twilio/status": {"post": {
+        "operationId": "receiveTwilioStatus",
         "summary": "Twilio message status callback",
         "description": ("Records MessageStatus (with NumSegments, ErrorCode, Price when present) for the message "
                         "with MessageSid. Statuses only move forward; duplicates and late ones change nothing. "
@@ -129,9 +131,11 @@ OPENAPI_PATHS = {
                         "when the sid is stored."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
-                      "400": {"description": "MessageSid or MessageStatus missing"}, "403": _FORBIDDEN},
+                      "400": problem(400, "MessageSid or MessageStatus missing, or a form that cannot be read"),
+                      "403": _FORBIDDEN},
     }},
     "/webhooks/twilio/inbound": {"post": {
+        "operationId": "receiveTwilioInbound",
         "summary": "Twilio inbound message webhook",
         "description": ("Stores the message (free, also for a locked account) on the account owning the To "
                         "number, with status 'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, "
@@ -140,6 +144,7 @@ OPENAPI_PATHS = {
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},
-                      "400": {"description": "MessageSid, From or To missing"}, "403": _FORBIDDEN},
+                      "400": problem(400, "MessageSid, From or To missing, or a form that cannot be read"),
+                      "403": _FORBIDDEN},
     }},
 }

@@ -113,7 +113,7 @@ async def test_a_dunning_step_missing_a_text_is_a_422_and_the_schedule_stays_as_
     assert count(sqlite_database, DunningSchedule) == 0
 
 
-# --- multipart bodies without a boundary --------------------------------------------------------------
+# --- multipart bodies without a boundary, or broken ---------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/v1/opt-outs/import?account_id=acct_1", "/webhooks/twilio/status",
                                   "/webhooks/twilio/inbound"])
@@ -123,6 +123,14 @@ async def test_a_multipart_body_without_a_boundary_is_a_400_and_changes_nothing(
 
     assert "boundary" in (await assert_problem(response, 400))["detail"]
     assert count(sqlite_database, OptOut) == count(sqlite_database, Message) == 0
+
+
+async def test_a_multipart_part_without_headers_is_a_400_and_imports_nothing(client, sqlite_database):
+    response = await client.post("/v1/opt-outs/import?account_id=acct_1", data=b"--x\r\nNone--x--\r\n",
+                                 headers={**OPERATOR, "Content-Type": "multipart/form-data; boundary=x"})
+
+    await assert_problem(response, 400)
+    assert count(sqlite_database, OptOut) == 0
 
 
 async def test_a_twilio_count_in_other_digits_is_read_as_absent_not_a_500(client, settings):
