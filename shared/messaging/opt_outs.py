@@ -7,6 +7,7 @@ can lift it: the API may remove the opt-outs the customer made, not the recipien
 
 import csv
 import io
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -121,26 +122,31 @@ class DoNotContactList:
 def parse_do_not_contact(csv_text: str) -> DoNotContactList:
     """One phone per row: the first column, or a column headed phone/number/...; no database needed.
 
+    Rows are read one at a time and dropped once parsed, so a list of 200,000 rows never holds 200,000
+    row objects for the garbage collector to walk (a full collection would pause every thread).
     Raises ValidationFailed when the list has no rows at all.
     """
+    reader = csv.reader(io.StringIO(csv_text))
+    phones: list[str] = []
+    invalid: list[InvalidRow] = []
     try:
-        rows = list(csv.reader(io.StringIO(csv_text)))
+        header = next(reader, [])
+        column, first = _phone_column(header)
+        has_rows = any(cell.strip() for cell in header)
+        for line, row in enumerate(itertools.chain([header][:1 - first], reader), start=first + 1):
+            value = row[column].strip() if column < len(row) else ""
+            if not value and not any(cell.strip() for cell in row):
+                continue  # blank line
+            has_rows = True
+            try:
+                phones.append(parse_e164(value, field="phone"))
+            except ValidationFailed as error:
+                invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
     except csv.Error as error:  # a field past the csv module's limit (131,072 characters), ...
         raise ValidationFailed(f"The do-not-contact list is not valid CSV: {error}",
                                errors={"csv": f"is not valid CSV: {error}"}) from None
-    if not any(any(cell.strip() for cell in row) for row in rows):
+    if not has_rows:
         raise ValidationFailed("The do-not-contact list is empty.", errors={"csv": "has no rows"})
-    column, first = _phone_column(rows[0])
-    phones: list[str] = []
-    invalid: list[InvalidRow] = []
-    for line, row in enumerate(rows[first:], start=first + 1):
-        value = row[column].strip() if column < len(row) else ""
-        if not value and not any(cell.strip() for cell in row):
-            continue  # blank line
-        try:
-            phones.append(parse_e164(value, field="phone"))
-        except ValidationFailed as error:
-            invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
     return DoNotContactList(list(dict.fromkeys(phones)), invalid)
 
 
