@@ -287,7 +287,7 @@ def _unclosed(account: Row, through: Period) -> list[Period]:
     if account.last_closed is not None:
         start = Period.parse(account.last_closed).shift(1)
     else:
-        start = min(period_of(utc(account.created_at), account.timezone), through)
+        start = period_of(utc(account.created_at), account.timezone)
     return [Period.from_index(i) for i in range(start.index, through.index + 1)]
 
 
