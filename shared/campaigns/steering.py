@@ -34,7 +34,7 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
             select(Message.status, func.count(), func.coalesce(func.sum(Message.credits_charged), 0))
             .where(Message.campaign_id == campaign.id).group_by(Message.status)):
         counts[_COUNT_OF_STATUS.get(status, "queued")] += number
-        charged += credits
+        charged += int(credits)  # PostgreSQL's SUM of BIGINT is a numeric
     skipped = dict(session.execute(
         select(CampaignRecipient.skip_reason, func.count()).where(
             CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.skip_reason.is_not(None))
