@@ -236,12 +236,20 @@ def _json(schema: dict) -> dict:
     return {"content": {"application/json": {"schema": schema}}}
 
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NEW_ACCOUNT_EXAMPLE = {"name": "Grace Church", "timezone": "America/Chicago",
+                        "plan": {"monthly_credits": "1000", "cycle": "monthly", "rollover": "fifo_12m"},
+                        "overdraft": {"policy": "prepaid", "limit": "0"}, "low_balance_threshold": "50"}
+_ACCOUNT_CHANGE_EXAMPLE = {"low_balance_threshold": "25", "overdraft": {"policy": "overdraft", "limit": "100"}}
+_GRANT_EXAMPLE = {"credits": "100", "kind": "purchase"}
+
 OPENAPI_PATHS = {
     "/v1/accounts": {"post": {
         "operationId": "createAccount",
         "summary": "Create an account (operator); its API key is in this answer only",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-        "requestBody": {"required": True, **_json({"type": "object", "required": ["name"], "additionalProperties": False,
+        "requestBody": {"required": True, **_json({"type": "object", "examples": [_NEW_ACCOUNT_EXAMPLE],
+                                                   "required": ["name"], "additionalProperties": False,
                                                    "properties": {
             "name": {"type": "string", "maxLength": 200},
             "timezone": {"type": "string", "description": "IANA zone (default UTC): month ends and expiries are local."},
@@ -258,7 +266,8 @@ OPENAPI_PATHS = {
                               "404": problem(404, "no such account")}},
         "patch": {"operationId": "updateAccount",
                   "summary": "Change plan (from the next cycle), overdraft, flags or threshold (operator)",
-                  "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                  "requestBody": {"required": True, **_json({"type": "object", "examples": [_ACCOUNT_CHANGE_EXAMPLE],
+                                                             "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
                       "low_balance_threshold": _CREDITS}})},
@@ -273,7 +282,8 @@ OPENAPI_PATHS = {
         "description": "A pool in debt is repaid first; a locked account back at >= 0 is unlocked. "
                        "Plan credits are refused (409) while the account has a credit hold.",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-        "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "kind"],
+        "requestBody": {"required": True, **_json({"type": "object", "examples": [_GRANT_EXAMPLE],
+                                                   "required": ["credits", "kind"],
                                                    "additionalProperties": False, "properties": {
             "credits": _CREDITS, "kind": {"type": "string", "enum": list(KINDS)},
             "granted_at": {**_INSTANT, "description": "Default now."},

@@ -50,6 +50,9 @@ def summary_body(summary: month_end.Summary) -> dict:
 
 
 _CREDITS = {"type": "string", "description": "credits as a decimal string"}
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PERIOD_EXAMPLE = {"period": "2026-01", "dry_run": True}
+
 OPENAPI_PATHS = {
     "/v1/admin/month-end": {"post": {
         "operationId": "runMonthEnd",
@@ -59,7 +62,7 @@ OPENAPI_PATHS = {
                        "the next cycle's plan credits and gives users their monthly credits. Running it again "
                        "changes nothing; a dry run writes and charges nothing.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["period"],
+            "type": "object", "examples": [_PERIOD_EXAMPLE], "required": ["period"],
             "properties": {"period": {"type": "string", "pattern": "^\\d{4}-\\d{2}$", "examples": ["2026-11"]},
                            "dry_run": {"type": "boolean", "default": False}}}}}},
         "responses": {

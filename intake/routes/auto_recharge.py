@@ -83,6 +83,9 @@ _VIEW = {"type": "object", "properties": {
     "last_payment_id": {"type": ["string", "null"]},
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_SETTINGS_EXAMPLE = {"enabled": True, "threshold": "10", "credits": "100", "payment_method": "pm_card_visa"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/auto-recharge": {
         "parameters": [_ACCOUNT_PATH],
@@ -93,7 +96,8 @@ OPENAPI_PATHS = {
                             "`credits` bucket (one at a time per account). A decline backs off and starts dunning; "
                             "repeated declines disable it until a payment_method is saved again, which also "
                             "retries an unpaid dunning run."),
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["enabled", "credits"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_SETTINGS_EXAMPLE],
+                                                       "required": ["enabled", "credits"],
                                                         "properties": {
                 "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
                 "payment_method": {"type": "string", "examples": ["pm_card_visa"]}}})},

@@ -125,6 +125,11 @@ _VIEW = {"type": "object", "properties": {
     "updated_at": {"type": "string", "format": "date-time"},
 }}
 
+# What a request looks like (clients copy it, the contract tests send it).
+_CAMPAIGN_EXAMPLE = {"name": "Open house", "from": "+14155550199", "body": "Hi {{ name }}, open house Sunday at 2pm.",
+                     "recipients": [{"to": "+14155550100", "fields": {"name": "Ann"}}],
+                     "quiet_hours": {"start": "00:00", "end": "00:00"}}
+
 OPENAPI_PATHS = {
     "/v1/campaigns": {"post": {
         "operationId": "createCampaign",
@@ -142,7 +147,7 @@ OPENAPI_PATHS = {
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {
-                "type": "object", "required": ["name", "from", "body"],
+                "type": "object", "examples": [_CAMPAIGN_EXAMPLE], "required": ["name", "from", "body"],
                 "properties": {
                     "name": {"type": "string", "maxLength": 200},
                     "from": {"type": "string", "description": "One of the account's sender numbers"},
@@ -162,7 +167,7 @@ OPENAPI_PATHS = {
                                        "body": {"type": "string"}}}},
                     "account_id": {"type": "string", "description": "Only with the operator key"},
                 }}},
-            "text/csv": {"schema": {"type": "string"}}}},
+            "text/csv": {"schema": {"type": "string", "examples": ["to,name\n+14155550100,Ann\n"]}}}},
         "responses": {
             "202": {"description": "Accepted", "links": {
                 operation_id: {"operationId": operation_id, "parameters": {"campaign_id": "$response.body#/id"}}

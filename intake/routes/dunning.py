@@ -141,11 +141,18 @@ _INTEGRATION = {"type": "object", "properties": {
     "updated_at": _INSTANT}}
 _SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type": "string"}}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_SITE_CREDENTIALS_EXAMPLE = {"account_sid": "AC" + "0" * 32, "auth_token": "site-auth-token", "from": "+14155550199"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/dunning": {
         "parameters": [_ACCOUNT_PATH],
         "put": {"operationId": "setDunningSchedule", "summary": "Set the dunning schedule",
-                "requestBody": {"required": True, **_json(_SCHEDULE_IN)},
+                "requestBody": {"required": True, **_json({**_SCHEDULE_IN, "examples": [{"steps": [
+                    {"day": 0, "email": {"subject": "Payment of {{ amount_due }} failed",
+                                         "body": "Update your card: {{ update_link }}"}},
+                    {"day": 3, "sms": {"body": "{{ amount_due }} is due: {{ update_link }} Reply HELP for help, "
+                                               "STOP to opt out."}}]}]})},
                 "responses": {"200": {"description": "Saved, with warnings", **_json(_SCHEDULE_OUT)},
                               "404": problem(404, "No such account"),
                               "422": problem(422, "Invalid steps or templates")}},
@@ -167,13 +174,14 @@ OPENAPI_PATHS = {
         "parameters": [_SITE_PATH],
         "put": {"operationId": "setDunningIntegration",
                 "summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
-                "requestBody": {"required": True, **_json({"type": "object",
+                "requestBody": {"required": True, **_json({"type": "object", "examples": [_SITE_CREDENTIALS_EXAMPLE],
                                                             "required": ["account_sid", "auth_token", "from"],
                                                             "properties": {"account_sid": {"type": "string"},
                                                                            "auth_token": {"type": "string"},
                                                                            "from": {"type": "string"}}})},
-                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION), "links": {"getDunningIntegration": {
-                    "operationId": "getDunningIntegration", "parameters": {"site": "$request.path.site"}}}},
+                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION), "links": {
+                    "getDunningIntegration": {"operationId": "getDunningIntegration",
+                                              "parameters": {"site": "$request.path.site"}}}},
                               "403": problem(403, "Not the operator"),
                               "422": problem(422, "Invalid credentials or number")}},
         "get": {"operationId": "getDunningIntegration",

@@ -74,7 +74,7 @@ OPENAPI_PATHS = {
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {
-                    "type": "object",
+                    "type": "object", "examples": [{"body": "Open house Sunday at 2pm", "to": ["+14155550100"]}],
                     "properties": {
                         "body": {"type": "string", "maxLength": MAX_BODY_CHARACTERS,
                                  "description": "The text; may be empty only when media_urls are given."},

@@ -195,6 +195,9 @@ _CREDITS = {"type": "string", "examples": ["1.5"]}
 _STATUSES = ["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled",
              "parked"]
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_MESSAGE_EXAMPLE = {"to": "+14155550100", "from": "+14155550199", "body": "Open house Sunday at 2pm"}
+
 OPENAPI_PATHS = {
     "/v1/messages": {"post": {
         "operationId": "sendMessage",
@@ -210,7 +213,7 @@ OPENAPI_PATHS = {
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
                         "description": "The same key and body answer the first response again; another body 409."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["to", "from", "body"],
+            "type": "object", "examples": [_MESSAGE_EXAMPLE], "required": ["to", "from", "body"],
             "properties": {
                 "to": {"type": "string", "examples": ["+14155550100"], "description": "E.164 recipient"},
                 "from": {"type": "string", "description": "One of the account's sender numbers"},

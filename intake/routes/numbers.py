@@ -78,6 +78,9 @@ NUMBER_SCHEMA = {"type": "object", "properties": {
     "created_at": _INSTANT,
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NUMBER_EXAMPLE = {"phone": "+14155550123", "type": "long_code"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/numbers": {
         "parameters": [_ACCOUNT_PATH],
@@ -89,7 +92,8 @@ OPENAPI_PATHS = {
             "operationId": "addNumber",
             "summary": "Add a sender number; its type picks the rate and the throughput limit",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["phone", "type"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_NUMBER_EXAMPLE],
+                                                       "required": ["phone", "type"],
                                                        "additionalProperties": False, "properties": {
                 "phone": {"type": "string", "examples": ["+14155550100"]},
                 "type": {"type": "string", "enum": list(SENDER_TYPES)}}})},

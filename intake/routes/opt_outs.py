@@ -132,6 +132,9 @@ _OPT_OUT = {"type": "object", "required": ["phone", "source", "created_at"], "pr
     "created_at": {"type": "string", "format": "date-time"}}}
 _JSON = "application/json"
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PHONE_EXAMPLE = {"phone": "+14155550100"}
+
 OPENAPI_PATHS = {
     "/v1/opt-outs": {
         "get": {
@@ -152,7 +155,8 @@ OPENAPI_PATHS = {
             "summary": "Opt a recipient out: the account's messages to them are refused (409)",
             "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {_JSON: {"schema": {
-                "type": "object", "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
+                "type": "object", "examples": [_PHONE_EXAMPLE],
+                "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
             "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}, "links": {
                 "removeOptOut": {"operationId": "removeOptOut", "parameters": {"phone": "$response.body#/phone"}}}},
                           "200": {"description": "already opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
@@ -183,7 +187,7 @@ OPENAPI_PATHS = {
                            "to or mobile. Valid rows are added even when others are not; re-importing adds nothing.",
             "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "examples": ["phone\n+14155550100\n+14155550101\n"]}},
                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary"}}}}}},
             "responses": {"200": {"description": "imported", "content": {_JSON: {"schema": {

@@ -76,6 +76,9 @@ PAYMENT_SCHEMA = {"type": "object", "properties": {
     "created_at": _INSTANT,
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PURCHASE_EXAMPLE = {"credits": "100", "payment_method": "pm_card_visa"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/purchases": {
         "post": {
@@ -85,7 +88,8 @@ OPENAPI_PATHS = {
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
                             "Send an Idempotency-Key: a retry never charges twice."),
             "parameters": [_ACCOUNT_PATH],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "payment_method"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],
+                                                       "required": ["credits", "payment_method"],
                                                         "properties": {
                 "credits": {**_CREDITS, "description": "One of the plan's buckets, e.g. \"500\"."},
                 "payment_method": {"type": "string", "examples": ["pm_card_visa"],

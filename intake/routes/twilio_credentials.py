@@ -42,6 +42,9 @@ async def put_twilio_credentials(request: web.Request) -> web.Response:
                           "sending_blocked_reason": None, "released_messages": len(released)})
 
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_DEPLOYMENT_CREDENTIALS_EXAMPLE = {"account_sid": None, "auth_token": None}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/twilio-credentials": {"put": {
         "operationId": "setTwilioCredentials",
@@ -50,7 +53,7 @@ OPENAPI_PATHS = {
                         "and releases the messages parked by it. The auth token is never shown again."),
         "parameters": [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object",
+            "type": "object", "examples": [_DEPLOYMENT_CREDENTIALS_EXAMPLE],
             "properties": {"account_sid": {"type": ["string", "null"], "pattern": "^AC.{32}$"},
                            "auth_token": {"type": ["string", "null"]}}}}}},
         "responses": {

@@ -152,6 +152,10 @@ USER_SCHEMA = {"type": "object", "properties": {
 }}
 _USER_PATH = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NEW_USER_EXAMPLE = {"name": "Ada", "email": "ada@example.com", "role": "user", "monthly_credits": "0"}
+_USER_CHANGE_EXAMPLE = {"monthly_credits": "0"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/users": {
         "parameters": [_ACCOUNT_PATH],
@@ -165,7 +169,8 @@ OPENAPI_PATHS = {
             "description": "monthly_credits can be at most the plan's monthly credits minus the phone numbers' "
                            "monthly cost minus the other users' monthly credits (422 names the maximum).",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["name", "email", "role"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_NEW_USER_EXAMPLE],
+                                                       "required": ["name", "email", "role"],
                                                        "additionalProperties": False, "properties": {
                 "name": {"type": "string"}, "email": {"type": "string"},
                 "phone": {"type": "string", "description": "E.164"},
@@ -181,14 +186,16 @@ OPENAPI_PATHS = {
     },
     "/v1/accounts/{account_id}/users/{user_id}": {
         "parameters": [_ACCOUNT_PATH, _USER_PATH],
-        "get": {"operationId": "getUser", "summary": "A user", "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
-                                                   "404": problem(404, "no such user")}},
+        "get": {"operationId": "getUser", "summary": "A user",
+                "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
+                              "404": problem(404, "no such user")}},
         "patch": {
             "operationId": "updateUser",
             "summary": "Change a user's monthly credits, or move credits so it holds total_credits now",
             "description": "total_credits can be at most the user's credits plus the pool's available credits; "
                            "422 names the maximum.",
-            "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False, "properties": {
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_USER_CHANGE_EXAMPLE],
+                                                       "additionalProperties": False, "properties": {
                 "monthly_credits": _CREDITS, "total_credits": _CREDITS}})},
             "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
                           "404": problem(404, "no such user"),
