@@ -69,7 +69,8 @@ def main(recipients: int) -> None:
         account_id = seed(database, recipients)
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
-               "PORT": str(port), "CREDITQ_ADMIN_KEY": ADMIN_KEY, "CREDITQ_DATA_DIR": str(Path(directory) / "data")}
+               "PORT": str(port), "CREDITQ_ADMIN_KEY": ADMIN_KEY, "CREDITQ_DATA_DIR": str(Path(directory) / "data"),
+               "CREDITQ_NEW_ACCOUNT_DAYS": "0"}  # the account is minutes old: no new-account cap
         processes = {
             "web": spawn(env, directory, "web"),
             "worker": spawn(env, directory, "worker", "--processes", str(WORKER_PROCESSES), "--threads", "4",
@@ -122,7 +123,7 @@ def seed(database: Database, recipients: int) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Bench realty", timezone="America/New_York", plan_monthly_credits=0,
                                     plan_cycle="monthly", plan_rollover="none", overdraft=Overdraft("prepaid"),
-                                    low_balance_threshold=0)
+                                    low_balance_threshold=0, now=datetime.now(UTC))
         session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
         book.grant(session, account.id, recipients * 10_000, "purchase", granted_at=now, idempotency_key="bench")
         return account.id

@@ -44,7 +44,7 @@ def open_accounts(database: Database, count: int) -> list[str]:
         for index in range(count):
             account, _ = accounts.create_account(
                 session, name=f"bench {index}", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
+                plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
             book.grant(session, account.id, 10**12, "purchase", granted_at=NOW, idempotency_key=f"seed-{account.id}")
             ids.append(account.id)
     return ids

@@ -4,6 +4,7 @@ import argparse
 import logging
 import sys
 
+from shared import log_redaction
 from shared.config import ConfigError
 from shared.errors import DomainError
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_redaction.install()
     try:
         return args.run(args) or 0
     except (ConfigError, DomainError) as error:

@@ -1,8 +1,9 @@
 """The intake application factory."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import dramatiq
 from aiohttp import web
@@ -10,16 +11,19 @@ from aiohttp import web
 from shared.config import Settings
 from shared.db import Database
 
-from .appkeys import DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, SETTINGS
+from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RATE_LIMITER, SETTINGS
 from .auth import auth_middleware
 from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
+from .key_cache import KeyCache
 from .metrics import metrics_middleware
 from .openapi import build_document
+from .rate_limit import RateLimiter
 from .routes import (
     accounts,
     admin,
+    api_keys,
     auto_recharge,
     balance,
     campaigns,
@@ -36,28 +40,38 @@ from .routes import (
 )
 from .text import text_middleware
 
-ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, balance, users, numbers, messages,
+ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
                  twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]
 
 
-def init_app(settings: Settings, *, database: Database | None = None,
-             broker: dramatiq.Broker | None = None) -> web.Application:
-    """Build the app; a database or broker passed in (tests) is used as is and not disposed."""
+def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,
+             clock: Callable[[], datetime] | None = None) -> web.Application:
+    """Build the app; a database or broker passed in (tests) is used as is and not disposed.
+
+    The rate limits use the broker's Redis, the one every web process shares.
+    """
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, auth_middleware],
                           client_max_size=MAX_BULK_BODY_BYTES)
     app[SETTINGS] = settings
-    app[KEY_CACHE] = {}
+    app[CLOCK] = clock or _utc_now
+    app[KEY_CACHE] = KeyCache()
     app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES)
     if database is not None:
         app[DATABASE] = database
     else:
         app.cleanup_ctx.append(_database_ctx)
-    app[ENQUEUER] = Enqueuer(broker)
+    enqueuer = app[ENQUEUER] = Enqueuer(broker)
+    app[RATE_LIMITER] = RateLimiter(lambda: enqueuer.broker.client, keys=settings.key_rate_limit,
+                                    operator=settings.operator_rate_limit)
     app.cleanup_ctx.append(messages.accept_batcher_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,19 +1,18 @@
-"""Bearer authentication: the operator key, or an account key looked up by its digest."""
+"""Bearer authentication (the operator key, or a live stored key looked up by its digest), then the key's rate limit."""
 
 import asyncio
 import hmac
 
 from aiohttp import web
 
-from shared.api_keys import account_for_key
+from shared.api_keys import authenticate, hash_key
 
-from .appkeys import DATABASE, KEY_CACHE, PRINCIPAL, SETTINGS
+from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
 from .principal import OPERATOR, Principal
 
 PUBLIC_PATHS = ("/healthz", "/metrics", "/v1/openapi.json")
 PUBLIC_PREFIXES = ("/webhooks/",)
-_KEY_CACHE_SIZE = 10_000
 
 
 @web.middleware
@@ -26,29 +25,30 @@ async def auth_middleware(request: web.Request, handler):
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <key>'.")
     if not key.isascii():  # keys are ASCII; other bytes arrive as surrogates no digest or query can take
         raise Problem(401, "Unauthorized", "The API key is not valid.")
-    request[PRINCIPAL] = await _principal_for(request.app, key.strip())
+    principal = await _principal_for(request.app, key.strip())
+    await request.app[RATE_LIMITER].check(principal)
+    request[PRINCIPAL] = principal
     return await handler(request)
 
 
 async def _principal_for(app: web.Application, key: str) -> Principal:
     if hmac.compare_digest(key.encode(), app[SETTINGS].admin_key.encode()):
         return OPERATOR
-    cache = app[KEY_CACHE]
-    account_id = cache.get(key)
-    if account_id is None:
-        database = app[DATABASE]
+    digest = hash_key(key)
+    principal = app[KEY_CACHE].get(digest)
+    if principal is None:
+        database, now = app[DATABASE], app[CLOCK]()
 
-        def lookup() -> str | None:
-            with database.read_only() as session:
-                return account_for_key(session, key)
+        def lookup() -> Principal | None:
+            with database.unit_of_work() as session:
+                live = authenticate(session, key, now=now)
+            return None if live is None else Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
 
-        account_id = await asyncio.to_thread(lookup)
-        if account_id is None:
-            raise Problem(401, "Unauthorized", "The API key is not valid.")
-        if len(cache) >= _KEY_CACHE_SIZE:
-            cache.clear()
-        cache[key] = account_id
-    return Principal(account_id=account_id)
+        principal = await asyncio.to_thread(lookup)
+        if principal is None:
+            raise Problem(401, "Unauthorized", "The API key is not valid (unknown or revoked).")
+        app[KEY_CACHE].put(digest, principal)
+    return principal
 
 
 def require_access(request: web.Request, account_id: str) -> Principal:

@@ -20,35 +20,45 @@ _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.Conflict, 409),
     (errors.InsufficientCredits, 402),
     (errors.AccountLocked, 423),
+    (errors.SendLimitReached, 429),
+    (errors.CallbackRejected, 403),
 ]
 
 
 class Problem(Exception):
-    """Raised by handlers to answer with a specific problem document."""
+    """Raised by handlers to answer with a specific problem document (and headers, such as Retry-After)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", **extra):
+    def __init__(self, status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                 **extra):
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
-def problem_response(status: int, title: str, detail: str = "", **extra) -> web.Response:
+def problem_response(status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                     **extra) -> web.Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail or title, **extra}
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
 def _from_domain_error(error: Exception) -> web.Response:
     status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(error, cls))
     extra: dict = {}
+    headers = {}
     if isinstance(error, errors.ValidationFailed) and error.errors:
         extra["errors"] = error.errors
     if isinstance(error, errors.InsufficientCredits):
         extra["available"] = format_credits(error.available)
         extra["required"] = format_credits(error.required)
+    if isinstance(error, errors.SendLimitReached):
+        extra["limit"] = error.limit
+        extra["resets_at"] = error.resets_at.isoformat()
+        headers["Retry-After"] = str(error.retry_after_seconds)
     title = getattr(error, "title", "Invalid amount")
-    return problem_response(status, title, str(error), **extra)
+    return problem_response(status, title, str(error), headers=headers, **extra)
 
 
 _DOMAIN_ERRORS = tuple(cls for cls, _ in _STATUS_BY_ERROR)
@@ -61,7 +71,7 @@ def is_domain_error(error: Exception) -> bool:
 def render_error(error: Exception) -> web.Response:
     """The response an expected failure becomes (a Problem or a domain error)."""
     if isinstance(error, Problem):
-        return problem_response(error.status, error.title, error.detail, **error.extra)
+        return problem_response(error.status, error.title, error.detail, headers=error.headers, **error.extra)
     return _from_domain_error(error)
 
 

@@ -5,6 +5,7 @@ import re
 from datetime import datetime
 
 from shared.errors import ValidationFailed
+from shared.messaging.quiet_hours import Window, parse_window
 from shared.money import InvalidAmount, parse_credits
 
 _MISSING = object()
@@ -108,6 +109,18 @@ class Fields:
             self.fail(name, "must be an ISO-8601 time with a UTC offset, such as 2026-01-31T09:00:00Z")
             return None
         return parsed
+
+    def window(self, name: str) -> Window | None:
+        """A daily local-time window {"start": "08:00", "end": "21:00"}; None when absent or null."""
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        try:
+            return parse_window(value, field=self.prefix + name)
+        except ValidationFailed as error:
+            for field, reason in (error.errors or {}).items():
+                self.errors.setdefault(field, reason)
+            return None
 
     def obj(self, name: str, *, required: bool = False) -> "Fields | None":
         value = self._raw(name, required)

@@ -3,8 +3,8 @@
 Every error is the one `Problem` schema, and each status has one shared answer under
 `#/components/responses`; an operation lists the ones it can give by reference (`problem(404, "when")`).
 The answers the frame gives on its own are added here to every operation they apply to, so no module
-can forget them: 400 (text with NUL, an unreadable body), 401 (no or a wrong key, where a key is
-needed) and 413 (a body over its route's limit, where there is a body).
+can forget them: 400 (text with NUL, an unreadable body), 401 and 429 (no or a wrong key, and the
+key's rate limit, where a key is needed) and 413 (a body over its route's limit, where there is a body).
 """
 
 from types import ModuleType
@@ -24,6 +24,8 @@ PROBLEM_SCHEMA = {
         "available": {"type": "string", "description": "402: the credits the account can spend"},
         "required": {"type": "string", "description": "402: the credits the request needs"},
         "max_bytes": {"type": "integer", "description": "413: the largest body the route takes"},
+        "limit": {"type": "integer", "description": "429 from a daily send cap: messages a day"},
+        "resets_at": {"type": "string", "format": "date-time", "description": "429 from a daily send cap"},
     },
 }
 
@@ -44,6 +46,8 @@ ERROR_RESPONSES = {
     415: ("UnsupportedMediaType", "The body's Content-Type is not one the operation takes"),
     422: ("ValidationFailed", "A field is missing or invalid; `errors` names each one"),
     423: ("Locked", "The account is locked (its balance went below zero) or suspended"),
+    429: ("TooManyRequests", "The key's request rate limit (or a new account's daily send cap) is reached; "
+                             "Retry-After says when to try again"),
     503: ("ServiceUnavailable", "A service this request needs is not answering; try again later"),
 }
 
@@ -86,8 +90,9 @@ def build_document(modules: list[ModuleType]) -> dict:
 
 def _with_frame_answers(operation: dict) -> dict:
     responses = {"400": problem(400), **operation["responses"]}
-    if operation.get("security") != []:
+    if operation.get("security") != []:  # every key has a request rate limit
         responses.setdefault("401", problem(401))
+        responses.setdefault("429", problem(429))
     if "requestBody" in operation:
         responses.setdefault("413", problem(413))
     return {**operation, "responses": dict(sorted(responses.items()))}

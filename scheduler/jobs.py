@@ -25,6 +25,8 @@ SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("billing_tick", IntervalTrigger(minutes=1, timezone=timezone.utc), "billing_tick"),
     # at most one email per user per local day, so checking hourly tells each zone the same day
     ScheduledJob("low_balance_notices", CronTrigger(minute=7, timezone=timezone.utc), "send_low_balance_notices"),
+    # stored Idempotency-Key answers live 24 h, then go in batches
+    ScheduledJob("idempotency_purge", IntervalTrigger(minutes=10), "purge_idempotency_records"),
 ]
 
 

@@ -1,14 +1,43 @@
-"""Account API keys: shown once at creation, stored only as a SHA-256 digest."""
+"""API keys: shown once at creation, stored only as a SHA-256 digest, listed by name and prefix, revoked by id.
+
+Every key has a scope, from the widest down (SCOPES): the operator's key (CREDITQ_ADMIN_KEY, from the
+environment, never stored) and account keys. A key mints only keys of its own scope or narrower, so
+adding a narrower scope later (a user's key) is one more entry at the end, and it can never mint an
+owner's key. An account may hold several live keys at once: a client swaps to a new key, then revokes
+the old one, without downtime. Revoking the last live key is allowed; the operator can mint another.
+"""
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import ApiKey
+from shared.errors import NotFound
+from shared.models import Account, ApiKey
 
 KEY_PREFIX = "cq_live_"
+# What a list shows: the fixed prefix and 6 of the 43 random characters (36 of 256 bits), enough to tell
+# keys apart, far too few to use one.
+SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 6
+OPERATOR = "operator"
+ACCOUNT = "account"
+SCOPES = (OPERATOR, ACCOUNT)  # widest first
+STORED_SCOPES = (ACCOUNT,)  # the operator's key lives in the environment only
+INITIAL_KEY_NAME = "initial"  # the key an account is created with
+# last_used_at is written at most this often per key, so using a key is not a write per request.
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    """What authenticating with a key grants."""
+
+    id: int
+    account_id: str
+    scope: str
 
 
 def generate_key() -> str:
@@ -19,14 +48,61 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_key(session: Session, account_id: str) -> str:
-    """Create and store a new key for the account; the plain key is returned only here."""
+def may_mint(minter_scope: str, scope: str) -> bool:
+    """A key mints only keys of its own scope or narrower."""
+    return SCOPES.index(scope) >= SCOPES.index(minter_scope)
+
+
+def issue_key(session: Session, account_id: str, *, name: str = INITIAL_KEY_NAME, scope: str = ACCOUNT) -> str:
+    """Create and store a new live key for the account; the plain key is returned only here."""
+    if scope not in STORED_SCOPES:
+        raise ValueError(f"{scope!r} keys are not stored; stored scopes: {', '.join(STORED_SCOPES)}")
     key = generate_key()
-    session.add(ApiKey(account_id=account_id, key_hash=hash_key(key)))
+    session.add(ApiKey(account_id=account_id, key_hash=hash_key(key), name=name, prefix=key[:SHOWN_PREFIX_LENGTH],
+                       scope=scope))
+    session.flush()
     return key
 
 
-def account_for_key(session: Session, key: str) -> str | None:
-    return session.scalar(
-        select(ApiKey.account_id).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    )
+def find_key(session: Session, key: str) -> ApiKey | None:
+    """The stored row of a plain key, live or revoked."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+
+
+def authenticate(session: Session, key: str, *, now: datetime) -> LiveKey | None:
+    """The live key behind a bearer token, or None; notes its use at most once per LAST_USED_PRECISION."""
+    row = session.execute(
+        select(ApiKey.id, ApiKey.account_id, ApiKey.scope, ApiKey.last_used_at)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        return None
+    cutoff = now - LAST_USED_PRECISION
+    if row.last_used_at is None or _utc(row.last_used_at) <= cutoff:
+        # Conditional, so web processes refreshing the same key in the same minute write it once.
+        session.execute(update(ApiKey).where(ApiKey.id == row.id, or_(ApiKey.last_used_at.is_(None),
+                                                                     ApiKey.last_used_at <= cutoff))
+                        .values(last_used_at=now))
+    return LiveKey(id=row.id, account_id=row.account_id, scope=row.scope)
+
+
+def list_keys(session: Session, account_id: str) -> list[ApiKey]:
+    """The account's keys, revoked ones included, newest first."""
+    if session.get(Account, account_id) is None:
+        raise NotFound(f"No account {account_id}.")
+    return list(session.scalars(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id.desc())))
+
+
+def revoke_key(session: Session, account_id: str, key_id: int, *, now: datetime) -> ApiKey:
+    """Revoke one of the account's keys; revoking a revoked key changes nothing."""
+    key = session.get(ApiKey, key_id)
+    if key is None or key.account_id != account_id:
+        raise NotFound(f"No API key {key_id} on account {account_id}.")
+    if key.revoked_at is None:
+        key.revoked_at = now
+    return key
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time creditq stores is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,10 +1,15 @@
 """Settings come from the environment (12-factor); a bad value stops start-up with one clear line."""
 
+import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from cryptography.fernet import Fernet
+
+from shared.private_files import written_once
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
@@ -22,7 +27,15 @@ class SmtpSettings:
     port: int
     security: str  # "none" | "starttls" | "tls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests a key may make: `per_second` on average, up to `burst` at once."""
+
+    per_second: float
+    burst: int
 
 
 @dataclass(frozen=True)
@@ -30,11 +43,13 @@ class Settings:
     database_url: str
     redis_url: str | None  # None: start the embedded redis-server
     twilio_account_sid: str
-    twilio_auth_token: str
+    twilio_auth_token: str = field(repr=False)  # secrets stay out of any repr that reaches a log
     twilio_api_base: str | None  # None: the simulator started by `creditq dev`
     public_base_url: str
-    admin_key: str
+    admin_key: str = field(repr=False)
     data_dir: Path
+    # CREDITQ_SECRET_KEY: Fernet keys, the first encrypts and all decrypt (shared.secrets)
+    secret_keys: tuple[str, ...] = field(repr=False)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     simulator_port: int = 8081
@@ -44,6 +59,11 @@ class Settings:
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
     payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
+    key_rate_limit: RateLimit | None = RateLimit(100.0, 200)  # per account key; None: not limited
+    operator_rate_limit: RateLimit | None = None  # the operator's key; None: exempt
+    idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
+    new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
+    new_account_daily_messages: int = 500  # the cap: messages per local day
 
 
 def _port(name: str, raw: str) -> int:
@@ -64,6 +84,29 @@ def _positive_int(name: str, raw: str) -> int:
     if value < 1:
         raise ConfigError(f"{name}={raw!r} must be at least 1")
     return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 or more")
+    return value
+
+
+def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) -> RateLimit | None:
+    """A rate (requests per second, decimals allowed) and a burst; a rate of 0 means no limit."""
+    raw_rate, raw_burst = env.get(rate_name, default[0]), env.get(burst_name, default[1])
+    try:
+        rate = float(raw_rate)
+    except ValueError:
+        raise ConfigError(f"{rate_name}={raw_rate!r} is not a number of requests per second") from None
+    if not 0 <= rate < math.inf:
+        raise ConfigError(f"{rate_name}={raw_rate!r} must be 0 (no limit) or more")
+    burst = _positive_int(burst_name, raw_burst)
+    return RateLimit(rate, burst) if rate > 0 else None
 
 
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
@@ -108,6 +151,18 @@ def _smtp(raw: str) -> SmtpSettings:
     )
 
 
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys; a bad one is named by its position, never echoed."""
+    keys = tuple(key.strip() for key in raw.split(","))
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(f"CREDITQ_SECRET_KEY: key {position} of {len(keys)} is not a Fernet key (32 url-safe "
+                              "base64-encoded bytes; `creditq secrets new-key` makes one)") from None
+    return keys
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; defaults give a working single-machine stack."""
     env = os.environ if environ is None else environ
@@ -137,6 +192,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
+    secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -146,6 +202,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         public_base_url=public_base_url,
         admin_key=admin_key,
         data_dir=data_dir,
+        secret_keys=secret_keys,
         web_host=env.get("HOST", "127.0.0.1"),
         web_port=web_port,
         simulator_port=simulator_port,
@@ -155,16 +212,22 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         smtp=smtp,
         email_from=email_from,
         payment_gateway=env.get("PAYMENT_GATEWAY", "simulated"),
+        key_rate_limit=_rate_limit(env, "CREDITQ_KEY_RATE_LIMIT", "CREDITQ_KEY_RATE_BURST", ("100", "200")),
+        operator_rate_limit=_rate_limit(env, "CREDITQ_OPERATOR_RATE_LIMIT", "CREDITQ_OPERATOR_RATE_BURST",
+                                        ("0", "200")),
+        idempotency_claim_timeout_seconds=_positive_int(
+            "CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", env.get("CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", "60")),
+        new_account_days=_non_negative_int("CREDITQ_NEW_ACCOUNT_DAYS", env.get("CREDITQ_NEW_ACCOUNT_DAYS", "7")),
+        new_account_daily_messages=_positive_int(
+            "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
     )
 
 
 def _dev_admin_key(data_dir: Path) -> str:
     """Without CREDITQ_ADMIN_KEY, a key is made once per data dir so dev restarts keep it."""
-    path = data_dir / "admin_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = "cq_admin_" + secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+    return written_once(data_dir / "admin_key", lambda: "cq_admin_" + secrets.token_urlsafe(24))
+
+
+def _dev_secret_key(data_dir: Path) -> str:
+    """Without CREDITQ_SECRET_KEY, one is made once per data dir: every process of the stack reads the same."""
+    return written_once(data_dir / "secret_key", lambda: Fernet.generate_key().decode())

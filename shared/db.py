@@ -10,9 +10,12 @@ a chunk, not for the whole.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.private_files import private_file
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the write lock before "database is locked"
 _READ_ONLY = "creditq_read_only"  # execution option of a read_only() session's connection
@@ -20,8 +23,14 @@ _READ_ONLY = "creditq_read_only"  # execution option of a read_only() session's 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     """SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE for writers and BEGIN for reads, so concurrent
-    writers queue instead of failing and readers never wait for them."""
+    writers queue instead of failing and readers never wait for them.
+
+    A SQLite file is created 0600 in a 0700 directory before SQLite opens it; its -wal and -shm files
+    take the same mode from it."""
     if database_url.startswith("sqlite"):
+        path = make_url(database_url).database
+        if path and path != ":memory:":
+            private_file(Path(path))
         engine = create_engine(database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                                            "check_same_thread": False})
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.config import Settings, SmtpSettings
+from shared.private_files import private_directory
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class FileOutbox:
         self.sender = sender
 
     def send(self, email: Email) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.directory)
         path = self.directory / f"{_safe_name(email.key)}.eml"
         partial = path.with_suffix(".eml.partial")
         partial.write_bytes(bytes(_message(email, self.sender)))

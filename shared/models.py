@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.secrets import EncryptedText
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Millicredits = BigInteger
@@ -62,23 +64,37 @@ class Account(Base):
     allocated: Mapped[int] = mapped_column(Millicredits, default=0)
     allocated_held: Mapped[int] = mapped_column(Millicredits, default=0)
     help_text: Mapped[str | None] = mapped_column(Text)
+    # Quiet hours for its automated texts, in the recipient's local time ("HH:MM"; None: 08:00-21:00);
+    # `quiet_hours_scope` "all" holds immediate single sends too.
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    quiet_hours_scope: Mapped[str] = mapped_column(String(16), default="automated", server_default="automated")
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
-    # The account's own Twilio (sub)account; None sends with the deployment's credentials.
-    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
-    twilio_auth_token: Mapped[str | None] = mapped_column(String(100))
+    # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status
+    # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
+    twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
 class ApiKey(Base):
-    """An account's bearer key; only its SHA-256 is stored, the key itself is shown once."""
+    """An account's bearer key; only its SHA-256 is stored, the key itself is shown once (shared.api_keys).
+
+    `scope` bounds what the key may do and which keys it may mint; `prefix` (the first characters)
+    lets a person recognise it in a list without being able to use it.
+    """
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str | None] = mapped_column(String(16))  # None for keys issued before prefixes were kept
+    scope: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]  # to the minute: written at most once a minute per key
     revoked_at: Mapped[datetime | None]
 
 
@@ -160,10 +176,14 @@ class Entry(Base):
 
 
 class PhoneNumber(Base):
-    """A sender number of an account; its type picks the rate and the throughput limit."""
+    """A sender number of an account; its type picks the rate and the throughput limit.
+
+    A number is active while its row exists (removing it deletes the row), and the unique phone gives
+    each active number one owner: inbound texts and callbacks to it name one account.
+    """
 
     __tablename__ = "phone_numbers"
-    __table_args__ = (UniqueConstraint("account_id", "phone"),)
+    __table_args__ = (UniqueConstraint("phone"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
@@ -211,6 +231,9 @@ class Message(Base):
     credits_charged: Mapped[int | None] = mapped_column(Millicredits)
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
     twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # The Twilio (sub)account the message was sent with, stored with its sid: its callbacks must name it
+    # and be signed with its token. None on messages sent before it was recorded (and on inbound ones).
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
     twilio_status: Mapped[str | None] = mapped_column(String(16))
     twilio_price: Mapped[str | None] = mapped_column(String(20))
     twilio_price_unit: Mapped[str | None] = mapped_column(String(8))
@@ -218,6 +241,7 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(String(500))
     send_at: Mapped[datetime | None]
+    slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it: its job is delayed until then
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
@@ -225,7 +249,12 @@ class Message(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body."""
+    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body (shared.idempotency).
+
+    `created_at` is when the key was claimed: it dates a claim still in progress and the record's purge.
+    The answer may hold a secret shown once (a new account's API key), so it is encrypted; the request is
+    kept only as a keyed digest (it may hold what was refused, e.g. a card number).
+    """
 
     __tablename__ = "idempotency_records"
 
@@ -233,8 +262,8 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
-    body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    body: Mapped[str] = mapped_column(EncryptedText)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class Payment(Base):
@@ -342,13 +371,17 @@ class DunningStep(Base):
 
 
 class DunningIntegration(Base):
-    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved."""
+    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved.
+
+    `credential_version` goes up on every save: a failure is pinned to the credentials it was sent with by
+    their version (the encrypted token is different on every write, so it cannot be compared)."""
 
     __tablename__ = "dunning_integrations"
 
     site: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_sid: Mapped[str] = mapped_column(String(34))
-    auth_token: Mapped[str] = mapped_column(String(100))
+    auth_token: Mapped[str] = mapped_column(EncryptedText)
+    credential_version: Mapped[int] = mapped_column(Integer, default=1)
     from_number: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | broken
     broken_reason: Mapped[str | None] = mapped_column(String(500))
@@ -450,7 +483,8 @@ class CampaignChunk(Base):
 
 
 class EarlyStatus(Base):
-    """A status callback that arrived before its message's sid was stored: applied when the sid is stored.
+    """A status callback that arrived before its message's sid was stored: applied when the sid is stored,
+    only if the message was sent with the Twilio account whose token signed the callback (`account_sid`).
 
     One row per callback (no upsert race between concurrent callbacks); rows nobody claims (messages not
     sent through the pipeline) are purged by the sweeper after a day.
@@ -460,6 +494,7 @@ class EarlyStatus(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sid: Mapped[str] = mapped_column(String(40), index=True)
+    account_sid: Mapped[str] = mapped_column(String(34))
     status: Mapped[str] = mapped_column(String(16))
     num_segments: Mapped[int | None] = mapped_column(Integer)
     price: Mapped[str | None] = mapped_column(String(20))

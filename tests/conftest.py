@@ -1,6 +1,7 @@
 """Shared fixtures: databases (SQLite file, real PostgreSQL), the embedded Redis, settings."""
 
 import itertools
+import os
 
 import pytest
 
@@ -8,9 +9,26 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.embedded_redis import EmbeddedRedis
 from shared.models import Base
+from shared.secrets import use_keys
 from tests.support.postgres import TemporaryPostgres
+from tests.support.stack import SECRET_KEY
 
 _database_names = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_keys():
+    """Secrets at rest are encrypted in every test, under the key the e2e stacks run with; commands run
+    in-process read it from the environment instead of generating one into ./.creditq."""
+    before = os.environ.get("CREDITQ_SECRET_KEY")
+    os.environ["CREDITQ_SECRET_KEY"] = SECRET_KEY
+    use_keys([SECRET_KEY])
+    yield [SECRET_KEY]
+    use_keys(None)
+    if before is None:
+        os.environ.pop("CREDITQ_SECRET_KEY")
+    else:
+        os.environ["CREDITQ_SECRET_KEY"] = before
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,12 @@ class SimulatorHandle:
         response.raise_for_status()
         return response.json()
 
+    def add_account(self, **fields: str) -> dict[str, Any]:
+        """A new subaccount (its sid and auth_token among the fields), as ``POST /_sim/accounts`` answers it."""
+        response = requests.post(f"{self.url}/_sim/accounts", json=fields, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
     def sent(self) -> dict[str, Any]:
         return requests.get(f"{self.url}/_sim/messages", timeout=10).json()
 

@@ -1,4 +1,4 @@
-"""The simulator application: Twilio's Messages API plus the ``/_sim`` control API."""
+"""The simulator application: Twilio's Accounts and Messages APIs plus the ``/_sim`` control API."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import control_api, messages_api
+from . import accounts_api, control_api, messages_api
+from .accounts import AccountRegistry
 from .auth import auth_middleware
 from .config import SimulatorConfig
 from .errors import error_middleware
 from .faults import fault_middleware
-from .state import config_key, faults_key, reporter_key, rng_key, store_key
+from .state import accounts_key, config_key, faults_key, reporter_key, rng_key, store_key
 from .status_reporter import StatusReporter
 from .store import MessageStore
 
@@ -29,10 +30,12 @@ def init_app(config: SimulatorConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware, fault_middleware])
     app[config_key] = config
     app[control_api.initial_config_key] = dataclasses.replace(config)
+    app[accounts_key] = AccountRegistry(config)
     app[store_key] = MessageStore()
     app[faults_key] = Counter()
     app[rng_key] = random.Random(config.seed)
     app.cleanup_ctx.append(status_reporter_ctx)
+    app.add_routes(accounts_api.routes)
     app.add_routes(messages_api.routes)
     app.add_routes(control_api.routes)
     return app
@@ -43,7 +46,7 @@ async def status_reporter_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
     connector = aiohttp.TCPConnector(limit=config.callback_concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        reporter = StatusReporter(config, app[rng_key], session)
+        reporter = StatusReporter(config, app[accounts_key], app[rng_key], session)
         app[reporter_key] = reporter
         yield
         await reporter.close()

@@ -125,7 +125,7 @@ def _outcomes(value: Any) -> dict[str, float]:
     return weights
 
 
-def _account_sid(value: Any) -> str:
+def parse_account_sid(value: Any) -> str:
     sid = str(value)
     if len(sid) != 34 or not sid.startswith("AC") or not all(c in "0123456789abcdefABCDEF" for c in sid[2:]):
         raise ValueError("must be AC followed by 32 hex digits")
@@ -140,7 +140,7 @@ def _token(value: Any) -> str:
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "account_sid": _account_sid,
+    "account_sid": parse_account_sid,
     "auth_token": _token,
     "latency_ms": _non_negative_int,
     "rate_429": _rate,

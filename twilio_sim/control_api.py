@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import ConfigError, SimulatorConfig
-from .state import config_key, faults_key, reporter_key, rng_key, store_key
+from .accounts import ACCOUNT_STATUSES
+from .config import ConfigError, SimulatorConfig, parse_account_sid
+from .state import accounts_key, config_key, faults_key, reporter_key, rng_key, store_key
 
 STARTUP_ONLY = frozenset({"callback_concurrency"})
 
@@ -45,6 +46,7 @@ async def sent_messages(request: web.Request) -> web.Response:
     messages = [
         {
             "sid": message.sid,
+            "account_sid": message.account_sid,
             "to": message.to,
             "from": message.from_,
             "body": message.body,
@@ -64,6 +66,34 @@ async def sent_messages(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/_sim/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    """The main account and every subaccount, with their auth tokens."""
+    return web.json_response({"accounts": [account.as_resource() for account in request.app[accounts_key]]})
+
+
+@routes.post("/_sim/accounts")
+async def add_account(request: web.Request) -> web.Response:
+    """Add a subaccount of the main account: ``{}`` or ``{"friendly_name", "sid", "auth_token", "status"}``.
+
+    Answers the account with its auth token, which then authenticates API requests and signs the
+    callbacks of the messages it sends.
+    """
+    try:
+        fields = await request.json()
+        if (not isinstance(fields, dict) or set(fields) - {"friendly_name", "sid", "auth_token", "status"}
+                or not all(isinstance(value, str) and value for value in fields.values())):
+            raise ConfigError("expected a JSON object of strings: friendly_name, sid, auth_token, status")
+        if fields.get("status", "active") not in ACCOUNT_STATUSES:
+            raise ConfigError(f"status is one of {', '.join(ACCOUNT_STATUSES)}")
+        if "sid" in fields:
+            parse_account_sid(fields["sid"])
+        account = request.app[accounts_key].add(**fields)
+    except (ValueError, ConfigError) as error:
+        return web.json_response({"error": str(error)}, status=400)
+    return web.json_response(account.as_resource(), status=201)
+
+
 @routes.get("/_sim/faults")
 async def injected_faults(request: web.Request) -> web.Response:
     """How many injected errors were served, by kind: lets a test wait until a fault really happened."""
@@ -72,8 +102,9 @@ async def injected_faults(request: web.Request) -> web.Response:
 
 @routes.post("/_sim/reset")
 async def reset(request: web.Request) -> web.Response:
-    """Forget all messages and pending callbacks, and restore the start-up configuration."""
+    """Forget all messages, pending callbacks and subaccounts, and restore the start-up configuration."""
     request.app[store_key].clear()
+    request.app[accounts_key].clear()
     request.app[faults_key].clear()
     request.app[reporter_key].forget_all()
     _apply(request.app, request.app[initial_config_key].as_dict())

@@ -50,7 +50,7 @@ async def create_message(request: web.Request) -> web.Response:
     num_segments = config.num_segments_override or (1 if media_urls else count_segments(body))
     message = Message(
         sid=new_sid("MM" if media_urls else "SM"),
-        account_sid=config.account_sid,
+        account_sid=request.match_info["account_sid"],
         to=to,
         from_=from_,
         body=body,
@@ -71,7 +71,7 @@ async def create_message(request: web.Request) -> web.Response:
 @routes.get(f"{ACCOUNT}/Messages/{{sid}}.json")
 async def fetch_message(request: web.Request) -> web.Response:
     message = request.app[store_key].get(request.match_info["sid"])
-    if message is None:
+    if message is None or message.account_sid != request.match_info["account_sid"]:
         raise not_found(request.path)
     return web.json_response(message.as_resource())
 
@@ -90,7 +90,8 @@ async def list_messages(request: web.Request) -> web.Response:
         page = max(int(query.get("Page", 0)), 0)
     except ValueError:
         raise TwilioError(400, 20001, "Invalid paging parameters") from None
-    matches = request.app[store_key].newest_first(to=filters.get("To"), from_=filters.get("From"))
+    matches = request.app[store_key].newest_first(request.match_info["account_sid"], to=filters.get("To"),
+                                                  from_=filters.get("From"))
     if "DateSent>" in filters:
         sent_since = _gmt_date(filters["DateSent>"])
         matches = [m for m in matches if m.date_sent is not None and m.date_sent.date() >= sent_since]

@@ -4,6 +4,8 @@ Deliberately independent of the product's own counter (shared/messaging/segments
 imitates an external service, so it must not share the product's mistakes.
 """
 
+import regex
+
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
@@ -12,6 +14,7 @@ GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
 """Sent as escape + character: two septets, never split across segments."""
 
 GSM7_SINGLE, GSM7_PART = 160, 153
+_CLUSTER = regex.compile(r"\r(?=\n)|\X")  # CR LF: two characters, as Twilio's calculator counts
 UCS2_SINGLE, UCS2_PART = 70, 67
 
 
@@ -20,8 +23,9 @@ def count_segments(body: str) -> int:
     if all(char in GSM7_BASIC or char in GSM7_EXTENDED for char in body):
         units = [2 if char in GSM7_EXTENDED else 1 for char in body]
         return _pack(units, GSM7_SINGLE, GSM7_PART)
-    # UCS-2 counts UTF-16 code units; a surrogate pair (e.g. an emoji) stays in one segment.
-    units = [2 if ord(char) > 0xFFFF else 1 for char in body]
+    # UCS-2 counts UTF-16 code units, and a user-perceived character (a grapheme cluster: an emoji
+    # with its modifiers and joiners, a flag, a letter with its accents) stays in one segment.
+    units = [len(cluster.encode("utf-16-le", "surrogatepass")) // 2 for cluster in _CLUSTER.findall(body)]
     return _pack(units, UCS2_SINGLE, UCS2_PART)
 
 
@@ -31,7 +35,9 @@ def _pack(units: list[int], single_limit: int, part_limit: int) -> int:
         return 1
     segments, used = 1, 0
     for size in units:
-        if used + size > part_limit:
+        if used + size > part_limit and used:
             segments, used = segments + 1, 0
+        while size > part_limit:  # a cluster longer than a segment cannot stay whole
+            segments, size = segments + 1, size - part_limit
         used += size
     return segments

@@ -5,11 +5,13 @@ from collections import Counter
 
 from aiohttp import web
 
+from .accounts import AccountRegistry
 from .config import SimulatorConfig
 from .status_reporter import StatusReporter
 from .store import MessageStore
 
 config_key = web.AppKey("config", SimulatorConfig)
+accounts_key = web.AppKey("accounts", AccountRegistry)
 store_key = web.AppKey("store", MessageStore)
 rng_key = web.AppKey("rng", random.Random)
 reporter_key = web.AppKey("reporter", StatusReporter)

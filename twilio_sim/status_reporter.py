@@ -3,7 +3,8 @@
 Nothing here runs inside the create request: ``track`` only arms a timer. Callbacks go out
 from a fixed pool of workers sharing one ClientSession, one message's callbacks one after
 another (so "in order" really is in order), with bounded, backed-off retries while the
-receiver is down, as Twilio does.
+receiver is down, as Twilio does. Each callback is signed with the auth token of the account
+that sent the message, as Twilio signs them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from .accounts import AccountRegistry
 from .config import SimulatorConfig
 from .message import API_VERSION, Message
 from .signature import twilio_signature
@@ -39,9 +41,14 @@ class _Report:
 
 class StatusReporter:
     def __init__(
-        self, config: SimulatorConfig, rng: random.Random, session: aiohttp.ClientSession
+        self,
+        config: SimulatorConfig,
+        accounts: AccountRegistry,
+        rng: random.Random,
+        session: aiohttp.ClientSession,
     ) -> None:
         self._config = config
+        self._accounts = accounts
         self._rng = rng
         self._session = session
         self._loop = asyncio.get_running_loop()
@@ -116,8 +123,11 @@ class StatusReporter:
         """POST one callback; False when it should be retried (receiver down, 5xx or 429)."""
         url = report.message.status_callback
         assert url is not None
+        sender = self._accounts.get(report.message.account_sid)
+        if sender is None:  # the subaccount was forgotten (a reset): nobody could sign for it
+            return True
         params = callback_params(report.message, report.status)
-        headers = {"X-Twilio-Signature": twilio_signature(self._config.auth_token, url, params)}
+        headers = {"X-Twilio-Signature": twilio_signature(sender.auth_token, url, params)}
         timeout = aiohttp.ClientTimeout(total=self._config.callback_timeout_s)
         try:
             async with self._session.post(url, data=params, headers=headers, timeout=timeout) as response:

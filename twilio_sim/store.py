@@ -23,12 +23,14 @@ class MessageStore:
     def get(self, sid: str) -> Message | None:
         return self._messages.get(sid)
 
-    def newest_first(self, *, to: str | None = None, from_: str | None = None) -> list[Message]:
-        """Twilio lists messages most recent first, optionally filtered by To / From."""
+    def newest_first(self, account_sid: str, *, to: str | None = None, from_: str | None = None) -> list[Message]:
+        """An account's messages, most recent first as Twilio lists them, optionally filtered by To / From."""
         return [
             message
             for message in reversed(self._messages.values())
-            if (to is None or message.to == to) and (from_ is None or message.from_ == from_)
+            if message.account_sid == account_sid
+            and (to is None or message.to == to)
+            and (from_ is None or message.from_ == from_)
         ]
 
     def creates_of(self, message: Message) -> int:

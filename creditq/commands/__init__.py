@@ -1,5 +1,5 @@
 """The subcommands, in the order `creditq --help` lists them."""
 
-from . import campaign, db, dev, estimate, ledger, month_end, report, scheduler, twilio_sim, web, worker
+from . import campaign, db, dev, estimate, ledger, month_end, report, scheduler, secrets, twilio_sim, web, worker
 
-COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, estimate, ledger, month_end, report, campaign]
+COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign]

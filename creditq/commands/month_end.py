@@ -52,6 +52,7 @@ def summary_table(summary: month_end.Summary) -> Table:
     table.add_column("", justify="right")
     rows = [("accounts", summary.accounts), ("periods closed", summary.closed),
             ("already closed", summary.already_closed), ("not ended yet", summary.not_ended),
+            ("created after the period", summary.not_opened),
             ("failed", len(summary.failed)), ("credits expired", format_credits(summary.expired)),
             ("credits billed", format_credits(summary.billed)),
             ("phone number credits", format_credits(summary.number_fees)),

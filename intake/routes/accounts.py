@@ -12,12 +12,14 @@ from shared.ledger import accounts, book
 from shared.ledger.burn_order import KINDS
 from shared.ledger.expiry import CYCLE_MONTHS, utc
 from shared.messaging import parking
+from shared.messaging.send_policy import SCOPES, account_window, set_quiet_hours
 from shared.models import Account
 from shared.money import format_credits
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
 from ..auth import require_access, require_operator
 from ..bodies import json_response, read_json
+from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
@@ -47,7 +49,8 @@ async def create_account(request: web.Request) -> web.Response:
         with database.unit_of_work() as session:
             account, api_key = accounts.create_account(
                 session, name=name, timezone=tz, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
-                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold)
+                plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold,
+                now=datetime.now(timezone.utc))
             return {"id": account.id, "api_key": api_key, **account_json(account)}
 
     return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
@@ -65,12 +68,18 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
+OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope")  # what an account key may change
+
+
 @routes.patch("/v1/accounts/{account_id}")
 async def patch_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    require_access(request, account_id)
-    require_operator(request)
-    fields = Fields(await read_json(request))
+    principal = require_access(request, account_id)
+    body = await read_json(request)
+    if not principal.is_operator and isinstance(body, dict) and set(body) - set(OWNER_FIELDS):
+        raise Problem(403, "Forbidden", f"An account key may change only {', '.join(OWNER_FIELDS)}; "
+                                        "the rest is the operator's.")
+    fields = Fields(body)
     name = fields.text("name")
     plan = fields.obj("plan")
     monthly, cycle, rollover = _plan(plan)
@@ -81,6 +90,9 @@ async def patch_account(request: web.Request) -> web.Response:
     flags = {}
     if flag_fields is not None:
         flags = {flag: value for flag in accounts.FLAGS if (value := flag_fields.boolean(flag)) is not None}
+    scope = fields.choice("quiet_hours_scope", SCOPES)
+    window = fields.window("quiet_hours")
+    clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
     fields.done(plan, overdraft_fields, flag_fields)
     now = datetime.now(timezone.utc)
 
@@ -89,6 +101,8 @@ async def patch_account(request: web.Request) -> web.Response:
             account = accounts.update_account(
                 session, account_id, now=now, name=name, plan_monthly_credits=monthly, plan_cycle=cycle,
                 plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
+            if window is not None or clear_window or scope is not None:
+                account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
             return account_json(account)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
@@ -164,6 +178,8 @@ def account_json(account: Account) -> dict:
         },
         "overdraft": {"policy": account.overdraft_policy, "limit": format_credits(account.overdraft_limit)},
         "low_balance_threshold": format_credits(account.low_balance_threshold),
+        "quiet_hours": account_window(account).as_dict(),
+        "quiet_hours_scope": account.quiet_hours_scope,
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance),
         "held": format_credits(account.held),
@@ -203,9 +219,18 @@ _OVERDRAFT = {"type": "object", "additionalProperties": False, "required": ["pol
 }}
 _FLAGS = {"type": "object", "additionalProperties": False, "properties": {
     "credit_hold": {"type": "boolean", "description": "No new plan credits while set."},
-    "rollover_protection": {"type": "boolean", "description": "Plan credits do not expire at cycle end."},
-    "spam": {"type": "boolean", "description": "Setting it removes the purchased credits (an adjustment entry)."},
+    "rollover_protection": {"type": "boolean", "description": ("Plan and rollover credits do not expire while it is on "
+                                                                   "(purchased credits never do).")},
+    "spam": {"type": "boolean", "description": ("Setting it removes the never-expiring credits, purchased "
+                                                 "and bonus (an adjustment entry per lot).")},
 }}
+_QUIET_HOURS = {"type": ["object", "null"], "additionalProperties": False, "properties": {
+    "start": {"type": "string", "example": "08:00"}, "end": {"type": "string", "example": "21:00"}},
+    "description": ("The recipient-local window automated texts keep to; null: the TCPA default 08:00-21:00; "
+                    "equal start and end: none; the end is exclusive.")}
+_QUIET_SCOPE = {"type": "string", "enum": ["automated", "all"],
+                "description": ("automated (default): campaigns, drips and scheduled sends keep to quiet hours; "
+                                "all: immediate single sends too.")}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
     "status": {"type": "string", "enum": ["active", "locked", "suspended"]},
@@ -213,6 +238,7 @@ ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
     "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
     "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
 }}
 LOT_SCHEMA = {"type": "object", "properties": {
@@ -265,14 +291,16 @@ OPENAPI_PATHS = {
                 "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                               "404": problem(404, "no such account")}},
         "patch": {"operationId": "updateAccount",
-                  "summary": "Change plan (from the next cycle), overdraft, flags or threshold (operator)",
+                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold and "
+                              "quiet hours (the account's own key too)"),
                   "requestBody": {"required": True, **_json({"type": "object", "examples": [_ACCOUNT_CHANGE_EXAMPLE],
                                                              "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
-                      "low_balance_threshold": _CREDITS}})},
+                      "low_balance_threshold": _CREDITS, "quiet_hours": _QUIET_HOURS,
+                      "quiet_hours_scope": _QUIET_SCOPE}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
-                                "403": problem(403, "not the operator"),
+                                "403": problem(403, "an account key changing what only the operator may"),
                                 "404": problem(404, "no such account"),
                                 "422": problem(422, "invalid")}},
     },

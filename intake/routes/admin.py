@@ -41,7 +41,7 @@ def summary_body(summary: month_end.Summary) -> dict:
     return {
         "period": summary.period, "dry_run": summary.dry_run, "accounts": summary.accounts,
         "closed": summary.closed, "already_closed": summary.already_closed, "not_ended": summary.not_ended,
-        "failed": summary.failed,
+        "not_opened": summary.not_opened, "failed": summary.failed,
         "credits": {name: format_credits(getattr(summary, name))
                     for name in ("expired", "billed", "number_fees", "granted", "allocated")},
         "payments": {"succeeded": summary.payments_succeeded, "declined": summary.payments_declined,
@@ -72,6 +72,8 @@ OPENAPI_PATHS = {
                     "accounts": {"type": "integer"}, "closed": {"type": "integer",
                                                                 "description": "periods closed (catch-up included)"},
                     "already_closed": {"type": "integer"}, "not_ended": {"type": "integer"},
+                    "not_opened": {"type": "integer", "description": "accounts created after the period: "
+                                                                      "nothing before an account's creation is closed"},
                     "failed": {"type": "array", "items": {"type": "string"}},
                     "credits": {"type": "object", "properties": {k: _CREDITS for k in (
                         "expired", "billed", "number_fees", "granted", "allocated")}},

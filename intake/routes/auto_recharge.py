@@ -16,6 +16,7 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..openapi import problem
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
+from .purchases import PAYMENT_METHOD
 
 routes = web.RouteTableDef()
 
@@ -100,10 +101,11 @@ OPENAPI_PATHS = {
                                                        "required": ["enabled", "credits"],
                                                         "properties": {
                 "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
-                "payment_method": {"type": "string", "examples": ["pm_card_visa"]}}})},
+                "payment_method": PAYMENT_METHOD}})},
             "responses": {"200": {"description": "Saved", **_json(_VIEW)},
                           "404": problem(404, "No such account"),
-                          "422": problem(422, "Not a bucket, or no payment method to enable with")},
+                          "422": problem(422, "Not a bucket, no payment method to enable with, or one that is not "
+                                              "a gateway token (a card number)")},
         },
         "get": {"operationId": "getAutoRecharge", "summary": "Auto-recharge settings and state",
                 "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},

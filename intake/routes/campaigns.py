@@ -10,8 +10,9 @@ from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.campaigns.steering import campaign_view, cancel_campaign, get_campaign, pause_campaign, resume_campaign
 from shared.db import Database
 from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
 
-from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_csv, read_json
 from ..errors import Problem
 from ..idempotency import idempotent, resumable_id
@@ -42,8 +43,8 @@ async def create(request: web.Request) -> web.Response:
         name=payload.get("name"), from_=payload.get("from"), body=payload.get("body"),
         recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
         quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
-    answer = await asyncio.to_thread(_create, request.app[DATABASE], account_id, campaign_request,
-                                     await resumable_id(request, "cmp"))
+    answer = await asyncio.to_thread(_create, request.app[DATABASE], SendCap.from_settings(request.app[SETTINGS]),
+                                     account_id, campaign_request, await resumable_id(request, "cmp"))
     if answer["status"] == "running":
         try:
             await request.app[ENQUEUER].send(FAN_OUT_ACTOR, answer["id"], 0)
@@ -53,9 +54,10 @@ async def create(request: web.Request) -> web.Response:
     return json_response(answer, status=202)
 
 
-def _create(database: Database, account_id: str, campaign_request: CampaignRequest, campaign_id: str | None) -> dict:
+def _create(database: Database, cap: SendCap, account_id: str, campaign_request: CampaignRequest,
+            campaign_id: str | None) -> dict:
     campaign, estimate = create_campaign(database, account_id, campaign_request, rate_card=default_rate_card(),
-                                         now=datetime.now(UTC), campaign_id=campaign_id)
+                                         now=datetime.now(UTC), cap=cap, campaign_id=campaign_id)
     return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
 
 
@@ -184,6 +186,9 @@ OPENAPI_PATHS = {
             "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),
             "422": problem(422, "Invalid field, CSV or template; `errors` names each"),
             "423": problem(423, "The account is locked"),
+            "429": problem(429, "The key's request rate limit, or a new account's daily send cap, which the "
+                                "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
+                                "Retry-After"),
         },
     }},
     "/v1/campaigns/{campaign_id}": {"get": {

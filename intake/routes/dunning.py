@@ -141,6 +141,8 @@ _INTEGRATION = {"type": "object", "properties": {
     "updated_at": _INSTANT}}
 _SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_AUTH_TOKEN = {"type": "string", "description": "Stored encrypted (CREDITQ_SECRET_KEY); never shown again."}
+
 # What a request looks like: the document's examples (clients copy them, the contract tests send them).
 _SITE_CREDENTIALS_EXAMPLE = {"account_sid": "AC" + "0" * 32, "auth_token": "site-auth-token", "from": "+14155550199"}
 
@@ -177,7 +179,7 @@ OPENAPI_PATHS = {
                 "requestBody": {"required": True, **_json({"type": "object", "examples": [_SITE_CREDENTIALS_EXAMPLE],
                                                             "required": ["account_sid", "auth_token", "from"],
                                                             "properties": {"account_sid": {"type": "string"},
-                                                                           "auth_token": {"type": "string"},
+                                                                           "auth_token": _AUTH_TOKEN,
                                                                            "from": {"type": "string"}}})},
                 "responses": {"200": {"description": "Saved", **_json(_INTEGRATION), "links": {
                     "getDunningIntegration": {"operationId": "getDunningIntegration",

@@ -13,10 +13,11 @@ from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
 from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
 from shared.models import Message
 from shared.money import format_credits
 
-from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..enqueue import Enqueuer
 from ..errors import Problem
@@ -59,9 +60,9 @@ class AcceptBatcher:
     Each request gets its own answer (202 body or DomainError), only once its message is committed.
     """
 
-    def __init__(self, database: Database, enqueuer: Enqueuer, *, max_batch: int = MAX_BATCH,
+    def __init__(self, database: Database, enqueuer: Enqueuer, *, cap: SendCap, max_batch: int = MAX_BATCH,
                  writers: int = WRITERS):
-        self._database, self._enqueuer, self._max_batch = database, enqueuer, max_batch
+        self._database, self._enqueuer, self._cap, self._max_batch = database, enqueuer, cap, max_batch
         self._writers = asyncio.Semaphore(writers)
         self._queue: asyncio.Queue[tuple[str, MessageRequest, asyncio.Future]] = asyncio.Queue()
         self._writing: set[asyncio.Task] = set()
@@ -102,7 +103,7 @@ class AcceptBatcher:
 
     async def _write(self, batch: list[tuple[str, MessageRequest, asyncio.Future]]) -> None:
         try:
-            outcomes = await asyncio.to_thread(_accept_batch, self._database, self._enqueuer,
+            outcomes = await asyncio.to_thread(_accept_batch, self._database, self._enqueuer, self._cap,
                                                [(account_id, request) for account_id, request, _ in batch])
         except asyncio.CancelledError:  # the loop is going away: the answers are unknown
             for _, _, answer in batch:
@@ -122,19 +123,20 @@ ACCEPT_BATCHER = web.AppKey("accept_batcher", AcceptBatcher)
 
 async def accept_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The batcher's writer runs as long as the app serves."""
-    batcher = AcceptBatcher(app[DATABASE], app[ENQUEUER])
+    batcher = AcceptBatcher(app[DATABASE], app[ENQUEUER], cap=SendCap.from_settings(app[SETTINGS]))
     app[ACCEPT_BATCHER] = batcher
     batcher.start()
     yield
     await batcher.close()
 
 
-def _accept_batch(database: Database, enqueuer: Enqueuer,
+def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap,
                   requests: list[tuple[str, MessageRequest]]) -> list[dict | BaseException]:
     """Commit the batch's messages, then enqueue their jobs from the same thread: the answers, in order."""
     try:
         with database.unit_of_work() as session:
-            outcomes = accept_messages(session, requests, rate_card=default_rate_card(), now=datetime.now(UTC))
+            outcomes = accept_messages(session, requests, rate_card=default_rate_card(), now=datetime.now(UTC),
+                                       cap=cap)
     except (IntegrityError, DataError) as error:
         if len(requests) == 1:
             return [error]
@@ -142,7 +144,7 @@ def _accept_batch(database: Database, enqueuer: Enqueuer,
         # meets only its own fate. Other failures (the connection, even at COMMIT) are not retried: the
         # batch may have been committed, and a retry would store its messages twice.
         log.warning("a batch of %d messages was refused (%r); accepting them one by one", len(requests), error)
-        return [outcome for request in requests for outcome in _accept_batch(database, enqueuer, [request])]
+        return [outcome for request in requests for outcome in _accept_batch(database, enqueuer, cap, [request])]
     except Exception as error:
         return [error] * len(requests)
     _enqueue(enqueuer, [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)])
@@ -241,6 +243,8 @@ OPENAPI_PATHS = {
                                 "was used with another request"),
             "422": problem(422, "Invalid number, body, media, user or send_at; `errors` names each field"),
             "423": problem(423, "The account is locked (its balance went below zero)"),
+            "429": problem(429, "The key's request rate limit, or a new account's daily send cap (`limit`, "
+                                "`resets_at`: the account's next local midnight); both with Retry-After"),
         },
     }},
     "/v1/messages/{message_id}": {"get": {

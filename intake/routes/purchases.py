@@ -61,6 +61,11 @@ def payment_json(payment: Payment) -> dict:
     }
 
 
+PAYMENT_METHOD = {"type": "string", "pattern": "^(pm|tok|card)_[A-Za-z0-9_]+$", "maxLength": 100,
+                  "examples": ["pm_card_visa"],
+                  "description": "A payment gateway token (pm_..., tok_... or card_...). Anything else, a card number "
+                                 "above all, is refused with 422 without being stored or repeated."}
+
 PAYMENT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"},
     "status": {"type": "string", "enum": ["pending", "succeeded", "declined", "error"]},
@@ -92,14 +97,14 @@ OPENAPI_PATHS = {
                                                        "required": ["credits", "payment_method"],
                                                         "properties": {
                 "credits": {**_CREDITS, "description": "One of the plan's buckets, e.g. \"500\"."},
-                "payment_method": {"type": "string", "examples": ["pm_card_visa"],
-                                   "description": "A payment gateway token."}}})},
+                "payment_method": PAYMENT_METHOD}})},
             "responses": {
                 "201": {"description": "Paid; the credits are in the balance", **_json(PAYMENT_SCHEMA)},
                 "402": problem(402, "Declined: `decline_code` and `payment` say why; no credits"),
                 "404": problem(404, "No such account"),
                 "409": problem(409, "Idempotency key reused, or the account cannot buy (spam)"),
-                "422": problem(422, "Not a bucket of the plan, or no payment method"),
+                "422": problem(422, "Not a bucket of the plan, or no payment method, or one that is not a gateway "
+                                    "token (a card number)"),
                 "503": problem(503, "The gateway could not process it and took nothing; retry"),
             },
         },

@@ -1,16 +1,20 @@
-"""PUT /v1/accounts/{id}/twilio-credentials: the account's own Twilio (sub)account; fixes a 20003 block."""
+"""PUT /v1/accounts/{id}/twilio-credentials: the account's own Twilio (sub)account, proven with Twilio once."""
 
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 
 from aiohttp import web
 
-from shared.messaging.credentials import set_twilio_credentials
+from shared.messaging.credentials import replace_twilio_credentials
+from shared.twilio.errors import TransientTwilioError
+from shared.twilio.gateway import account_status
 
-from ..appkeys import DATABASE, ENQUEUER
+from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, read_json
+from ..errors import Problem
 from ..openapi import problem
 from .messages import SEND_ACTOR
 
@@ -24,14 +28,14 @@ async def put_twilio_credentials(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     payload = await read_json(request)
-    database = request.app[DATABASE]
-
-    def store() -> list[str]:
-        with database.unit_of_work() as session:
-            return set_twilio_credentials(session, account_id, payload.get("account_sid"),
-                                          payload.get("auth_token"), now=datetime.now(UTC))
-
-    released = await asyncio.to_thread(store)
+    try:
+        released = await asyncio.to_thread(
+            replace_twilio_credentials, request.app[DATABASE], account_id, payload.get("account_sid"),
+            payload.get("auth_token"), account_status=partial(account_status, request.app[SETTINGS]),
+            now=datetime.now(UTC))
+    except TransientTwilioError:
+        raise Problem(503, "Twilio unavailable", "Twilio could not confirm the credentials just now; nothing was "
+                      "stored. Try again.") from None
     for message_id in released:
         try:
             await request.app[ENQUEUER].send(SEND_ACTOR, message_id)
@@ -49,8 +53,15 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/twilio-credentials": {"put": {
         "operationId": "setTwilioCredentials",
         "summary": "Set the account's own Twilio credentials (null for the deployment's)",
-        "description": ("Replacing the credentials lifts a block set when Twilio rejected the old ones (20003) "
-                        "and releases the messages parked by it. The auth token is never shown again."),
+        "description": ("The credentials are proven once before they are stored: Twilio is asked for the account "
+                        "account_sid names, with auth_token (a fetch of the Account resource). A made-up "
+                        "account_sid, a wrong token or an account that is not active is refused with 422; when "
+                        "Twilio cannot answer, 503 and nothing is stored. Twilio callbacks about this account's "
+                        "messages and numbers are then believed only when they name this account_sid and are "
+                        "signed with this token; messages already sent keep answering to the credentials they "
+                        "were sent with. Replacing the credentials lifts a block set when Twilio rejected the old "
+                        "ones (20003) and releases the messages parked by it. The auth token is stored "
+                        "encrypted (CREDITQ_SECRET_KEY) and never shown again."),
         "parameters": [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "examples": [_DEPLOYMENT_CREDENTIALS_EXAMPLE],
@@ -63,7 +74,9 @@ OPENAPI_PATHS = {
                                                  "sending_blocked_reason": {"type": "null"},
                                                  "released_messages": {"type": "integer"}}}}}},
             "404": problem(404, "No such account"),
-            "422": problem(422, "Only one of the two, or a malformed account_sid"),
+            "422": problem(422, "Only one of the two, a malformed account_sid, or credentials Twilio does not accept "
+                                "(unknown account_sid, wrong auth_token, account not active)"),
+            "503": problem(503, "Twilio could not be asked; nothing was stored, try again"),
         },
     }},
 }

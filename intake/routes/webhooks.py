@@ -1,6 +1,9 @@
 """Twilio's webhooks: message status callbacks and inbound messages, both verified by X-Twilio-Signature.
 
-Twilio retries what it gets no 2xx for, so these answer quickly and treat a repeat as harmless.
+The domain finds the resource a callback is about (the message by MessageSid, the number by To) and
+checks the form against the credentials of that resource alone (shared.twilio.signatures); a mismatch
+is a 403 that changed nothing. Twilio retries what it gets no 2xx for, so these answer quickly and
+treat a repeat as harmless.
 """
 
 import asyncio
@@ -12,8 +15,8 @@ from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.messaging.inbound import Inbound, receive_inbound
-from shared.messaging.statuses import record_status
-from shared.twilio.signatures import signed_by_twilio, signing_tokens
+from shared.messaging.statuses import record_callback
+from shared.twilio.signatures import Credentials, SignedForm
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..bodies import read_form
@@ -30,27 +33,20 @@ MAX_FORM_NUMBER = 2**31 - 1
 routes = web.RouteTableDef()
 
 
-async def _verified_form(request: web.Request) -> MultiDictProxy:
-    """The form Twilio posted, once its signature matches the public URL it was sent to; else 403."""
+async def _signed_form(request: web.Request) -> SignedForm:
+    """The form Twilio posted with what its signature covers; 403 at once when there is no signature."""
     form = await read_form(request)
     signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        log.warning("rejected a Twilio webhook on %s: no signature", request.path)
+        raise Problem(403, "Forbidden", "The X-Twilio-Signature header is missing.")
+    url = request.app[SETTINGS].public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our host
+    return SignedForm(url, form, signature)
+
+
+def _deployment(request: web.Request) -> Credentials:
     settings = request.app[SETTINGS]
-    url = settings.public_base_url + request.raw_path  # what Twilio signed: behind a proxy, not our own host
-    account_sid = str(form.get("AccountSid") or "")
-    tokens = [settings.twilio_auth_token]
-    if signature and account_sid and account_sid != settings.twilio_account_sid:
-        database = request.app[DATABASE]
-
-        def lookup() -> list[str]:
-            with database.unit_of_work() as session:
-                return signing_tokens(session, account_sid, default_sid=settings.twilio_account_sid,
-                                      default_token=settings.twilio_auth_token)
-
-        tokens = await asyncio.to_thread(lookup)
-    if not signed_by_twilio(url, form, signature, tokens):
-        log.warning("rejected a Twilio webhook on %s: %s signature", request.path, "bad" if signature else "no")
-        raise Problem(403, "Forbidden", "The X-Twilio-Signature header does not match this request.")
-    return form
+    return Credentials(settings.twilio_account_sid, settings.twilio_auth_token)
 
 
 def _required(form: MultiDictProxy, *names: str) -> list[str]:
@@ -67,18 +63,19 @@ def _int_or_none(raw) -> int | None:
 
 @routes.post("/webhooks/twilio/status")
 async def status_callback(request: web.Request) -> web.Response:
-    form = await _verified_form(request)
+    signed = await _signed_form(request)
+    form = signed.params
     sid, status = _required(form, "MessageSid", "MessageStatus")
     report = dict(
         sid=sid, status=status, num_segments=_int_or_none(form.get("NumSegments")),
         price=form.get("Price") or None, price_unit=form.get("PriceUnit") or None,
         error_code=_int_or_none(form.get("ErrorCode")), error_message=(form.get("ErrorMessage") or None),
     )
-    database = request.app[DATABASE]
+    database, deployment = request.app[DATABASE], _deployment(request)
 
     def record():
         with database.unit_of_work() as session:
-            return record_status(session, **report, now=datetime.now(UTC))
+            return record_callback(session, signed, deployment=deployment, **report, now=datetime.now(UTC))
 
     change = await asyncio.to_thread(record)
     if change is not None and change.became_final:
@@ -93,7 +90,8 @@ async def status_callback(request: web.Request) -> web.Response:
 
 @routes.post("/webhooks/twilio/inbound")
 async def inbound_message(request: web.Request) -> web.Response:
-    form = await _verified_form(request)
+    signed = await _signed_form(request)
+    form = signed.params
     sid, from_, to = _required(form, "MessageSid", "From", "To")
     media_count = min(_int_or_none(form.get("NumMedia")) or 0, MAX_MEDIA)
     inbound = Inbound(
@@ -101,11 +99,11 @@ async def inbound_message(request: web.Request) -> web.Response:
         num_segments=_int_or_none(form.get("NumSegments")),
         media_urls=tuple(str(form[f"MediaUrl{n}"]) for n in range(media_count) if form.get(f"MediaUrl{n}")),
     )
-    database = request.app[DATABASE]
+    database, deployment = request.app[DATABASE], _deployment(request)
 
     def receive():
         with database.unit_of_work() as session:
-            return receive_inbound(session, inbound, now=datetime.now(UTC))
+            return receive_inbound(session, inbound, signed, deployment=deployment, now=datetime.now(UTC))
 
     received = await asyncio.to_thread(receive)
     twiml = MessagingResponse()
@@ -116,19 +114,27 @@ async def inbound_message(request: web.Request) -> web.Response:
 
 _FORM = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
 _SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True, "schema": {"type": "string"},
-              "description": ("HMAC-SHA1 of the full public URL and the sorted form fields, keyed by the auth "
-                             "token of the (sub)account named by AccountSid")}
-_FORBIDDEN = problem(403, "signature missing or wrong; nothing was recorded")
+              "description": ("HMAC-SHA1 of the full public URL (PUBLIC_BASE_URL + path + query) and the sorted form "
+                              "fields, keyed by the auth token of the Twilio (sub)account that owns the resource the "
+                              "callback is about; the form's AccountSid must name that account")}
+_FORBIDDEN = problem(403, "no signature, or the form does not name the Twilio account of the resource it is about, "
+                          "or is not signed with that account's token; nothing changed")
 
 OPENAPI_PATHS = {
     "/webhooks/twilio/status": {"post": {
         "operationId": "receiveTwilioStatus",
         "summary": "Twilio message status callback",
-        "description": ("Records MessageStatus (with NumSegments, ErrorCode, Price when present) for the message "
-                        "with MessageSid. Statuses only move forward; duplicates and late ones change nothing. "
-                        "The report that makes a message final enqueues its settlement. A sid not stored yet "
-                        "(the callback beat the worker) is answered 200 too: the report is kept and applied "
-                        "when the sid is stored."),
+        "description": ("Verified against the message it is about: the message with MessageSid is found first, "
+                        "then the credentials it was sent with (the deployment's TWILIO_ACCOUNT_SID, or its "
+                        "account's own Twilio subaccount as they were when it was sent); AccountSid must name "
+                        "them and X-Twilio-Signature must be signed with their token, else 403 and nothing "
+                        "changes. Then records MessageStatus (with NumSegments, ErrorCode, Price when present). "
+                        "Statuses only move forward; duplicates and late ones change nothing. The report that "
+                        "makes a message final enqueues its settlement. A sid not stored yet (the callback beat "
+                        "the worker) is answered 200 when it is signed with the token of credentials creditq "
+                        "holds for its AccountSid (the deployment's, an account's own, a dunning site's): the "
+                        "report is kept with that AccountSid and applied when the sid is stored, only if the "
+                        "message was sent with that account."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
                       "400": problem(400, "MessageSid or MessageStatus missing, or a form that cannot be read"),
@@ -137,10 +143,14 @@ OPENAPI_PATHS = {
     "/webhooks/twilio/inbound": {"post": {
         "operationId": "receiveTwilioInbound",
         "summary": "Twilio inbound message webhook",
-        "description": ("Stores the message (free, also for a locked account) on the account owning the To "
-                        "number, with status 'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, "
-                        "END, QUIT, REVOKE or OPTOUT opts the sender out; START, YES or UNSTOP opts them back "
-                        "in; HELP or INFO is answered with the account's help_text."),
+        "description": ("Verified against the number it is about: the account owning the To number is found "
+                        "first; AccountSid must name that account's own Twilio subaccount (or the deployment's "
+                        "when it has none) and X-Twilio-Signature must be signed with its token, else 403 and "
+                        "nothing changes. Then stores the message (free, also for a locked account) with status "
+                        "'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or "
+                        "OPTOUT opts the sender out of that account; START, YES or UNSTOP opts them back in; HELP "
+                        "or INFO is answered with the account's help_text. To a number no account has: answered "
+                        "200 when signed by credentials creditq holds for its AccountSid, and nothing is stored."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},

@@ -1,7 +1,8 @@
 """Dunning texts go out through each site's own Twilio credentials (a DunningIntegration).
 
 When Twilio rejects them (20003) the integration is marked `broken` with the reason: dunning stops
-texting for that site (emails go on) until new credentials are saved, which marks it `ok` again.
+texting for that site (emails go on) until new credentials are saved, which marks it `ok` again. The
+mark names the credentials by their version, never by the token (stored encrypted, shared.secrets).
 """
 
 from collections.abc import Callable
@@ -52,8 +53,9 @@ def set_integration(session: Session, site: str, *, account_sid: object, auth_to
     phone = parse_e164(from_number, field="from")
     integration = session.get(DunningIntegration, site, with_for_update=True)
     if integration is None:
-        integration = DunningIntegration(site=site)
+        integration = DunningIntegration(site=site, credential_version=0)
         session.add(integration)
+    integration.credential_version += 1
     integration.account_sid, integration.auth_token, integration.from_number = account_sid, auth_token, phone
     integration.status, integration.broken_reason, integration.updated_at = "ok", None, now
     session.flush()
@@ -85,10 +87,11 @@ class DunningTexter:
         with database.unit_of_work() as session:
             integration = session.get(DunningIntegration, site)
             sid, token, from_number = integration.account_sid, integration.auth_token, integration.from_number
+            version = integration.credential_version
         try:
             sent = self._gateway_for(sid, token).send(to=to, from_=from_number, body=body)
         except CredentialsRejected:
-            self._mark_broken(database, site, token, now)
+            self._mark_broken(database, site, version, now)
             return SmsOutcome("failed: Twilio rejected the site's credentials (20003)")
         except OutcomeUnknown:
             return SmsOutcome("unknown: Twilio did not answer; not sent again")
@@ -99,11 +102,11 @@ class DunningTexter:
         return SmsOutcome(f"sent to {to}", sid=sent.sid)
 
     @staticmethod
-    def _mark_broken(database: Database, site: str, token: str, now: datetime) -> None:
-        """Only the credentials that failed: a save that landed meanwhile stays `ok`."""
+    def _mark_broken(database: Database, site: str, version: int, now: datetime) -> None:
+        """Only the credentials that failed: a save that landed meanwhile (even of the same token) stays `ok`."""
         with database.unit_of_work() as session:
             session.execute(update(DunningIntegration).where(DunningIntegration.site == site,
-                                                             DunningIntegration.auth_token == token)
+                                                             DunningIntegration.credential_version == version)
                             .values(status="broken", broken_reason=BROKEN_REASON, updated_at=now))
 
 

@@ -1,11 +1,12 @@
 """Month-end: what happens to an account's credits when one of its local months ends.
 
 Closing a period, in one transaction under the account lock, at the instant the period ended:
-1. expire lots due by then (plan credits of the ended cycle unless `rollover_protection`, rollover
-   lots whose 12 months are up);
+1. expire lots due by then (plan credits of the ended cycle, rollover lots whose 12 months are up;
+   neither while `rollover_protection` is on);
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
 3. charge the phone numbers' monthly credits (a `month_end_charge` entry); an account on the credit
    hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
+   debt is billed at its plan tier's `debt_cents_per_credit`, rounded up once per bill;
 4. when a cycle ends: apply a pending plan change, grant the next cycle's credits (none while
    `credit_hold`): `plan` lots, or `rollover` lots on a fifo_12m plan;
 5. give each role-`user` user its monthly credits from the pool (as much as the pool holds).
@@ -26,7 +27,6 @@ close committed, keyed by (account, period), and a transient gateway error leave
 retry. A declined bill starts dunning; the credits were already reset.
 """
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -39,12 +39,12 @@ from sqlalchemy.orm import Session
 from shared.billing import dunning, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of
 from shared.billing.payments import PaymentGateway
-from shared.billing.price_list import default_price_list
+from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
-from shared.ledger.expiry import default_expiry, utc
+from shared.ledger.expiry import PROTECTED_KINDS, default_expiry, utc
 from shared.models import Account, AutoRecharge, BillingRun, Entry, Lot, PhoneNumber, User
 
 accounts = Account.__table__
@@ -55,7 +55,6 @@ lots = Lot.__table__
 entries = Entry.__table__
 
 BILLED_POLICIES = ("overdraft", "postpaid")
-CENTS_PER_CREDIT = 1  # what a credit of negative balance is billed at
 CHARGE_THREADS = 4  # bills of a batch charged at once
 
 
@@ -69,6 +68,7 @@ class Summary:
     closed: int = 0  # periods closed now (catch-up can close more than one per account)
     already_closed: int = 0
     not_ended: int = 0  # the period has not ended yet in the account's time zone
+    not_opened: int = 0  # the account was created after the period: nothing of it is ever closed
     failed: list[str] = field(default_factory=list)
     expired: int = 0
     billed: int = 0
@@ -90,7 +90,8 @@ class Summary:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def close_batch(session: Session, account_ids: Iterable[str], through: Period, *, now: datetime) -> Summary:
+def close_batch(session: Session, account_ids: Iterable[str], through: Period, *, now: datetime,
+                price_list: PriceList | None = None) -> Summary:
     """Close, for each account, every period not yet closed up to and including `through`, oldest first.
 
     The accounts are locked in id order; then each round closes the next pending period of every account
@@ -102,26 +103,30 @@ def close_batch(session: Session, account_ids: Iterable[str], through: Period, *
         summary.accounts += 1
         if period_end(through, account.timezone) > utc(now):
             summary.not_ended += 1
+        elif through < period_of(utc(account.created_at), account.timezone):
+            summary.not_opened += 1
         elif periods := _unclosed(account, through):
             pending[account.id] = periods
         else:
             summary.already_closed += 1
     for index in range(max(map(len, pending.values()), default=0)):
         summary.add(_close_round(session, {account_id: periods[index] for account_id, periods in pending.items()
-                                           if index < len(periods)}, now=now))
+                                           if index < len(periods)}, now=now,
+                                 price_list=price_list or default_price_list()))
     return summary
 
 
 def close_accounts(database: Database, account_ids: list[str], through: Period, *, now: datetime,
-                   dry_run: bool = False) -> Summary:
+                   dry_run: bool = False, price_list: PriceList | None = None) -> Summary:
     """Close a batch in one transaction (fast path); if any account fails, each in its own, to isolate it."""
     summary = Summary(str(through), dry_run=dry_run)
     try:
-        summary.add(_in_transaction(database, account_ids, through, now=now, dry_run=dry_run))
+        summary.add(_in_transaction(database, account_ids, through, now=now, dry_run=dry_run, price_list=price_list))
     except Exception:
         for account_id in account_ids:
             try:
-                summary.add(_in_transaction(database, [account_id], through, now=now, dry_run=dry_run))
+                summary.add(_in_transaction(database, [account_id], through, now=now, dry_run=dry_run,
+                                            price_list=price_list))
             except Exception:
                 summary.accounts += 1
                 summary.failed.append(account_id)
@@ -129,8 +134,8 @@ def close_accounts(database: Database, account_ids: list[str], through: Period, 
 
 
 def run(database: Database, gateway: PaymentGateway | None, period: Period, *, now: datetime,
-        dry_run: bool = False, batch_size: int = 500,
-        progress: Callable[[Summary], None] | None = None) -> Summary:
+        dry_run: bool = False, batch_size: int = 500, progress: Callable[[Summary], None] | None = None,
+        price_list: PriceList | None = None) -> Summary:
     """Month-end of `period` for every account, in id order, one transaction per batch; then collect bills.
 
     The same use case as the scheduler's; `progress` is told after each batch. A dry run writes
@@ -138,7 +143,7 @@ def run(database: Database, gateway: PaymentGateway | None, period: Period, *, n
     """
     summary = Summary(str(period), dry_run=dry_run)
     for batch in account_batches(database, batch_size):
-        done = close_accounts(database, batch, period, now=now, dry_run=dry_run)
+        done = close_accounts(database, batch, period, now=now, dry_run=dry_run, price_list=price_list)
         if not dry_run and gateway is not None and (done.billed or done.credit_hold_fee_cents):
             done.add(collect_batch(database, gateway, batch, now=now))
         summary.add(done)
@@ -245,11 +250,6 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
     return summary
 
 
-def bill_cents(amount_mc: int) -> int:
-    """Credits of debt in cents, rounded up to a whole cent."""
-    return math.ceil(amount_mc * CENTS_PER_CREDIT / 1000)
-
-
 # --- internals -------------------------------------------------------------------------------------
 
 class _Rollback(Exception):
@@ -258,10 +258,10 @@ class _Rollback(Exception):
 
 
 def _in_transaction(database: Database, account_ids: Iterable[str], through: Period, *, now: datetime,
-                    dry_run: bool) -> Summary:
+                    dry_run: bool, price_list: PriceList | None) -> Summary:
     try:
         with database.unit_of_work() as session:
-            summary = close_batch(session, account_ids, through, now=now)
+            summary = close_batch(session, account_ids, through, now=now, price_list=price_list)
             summary.dry_run = dry_run
             if dry_run:
                 raise _Rollback(summary)
@@ -283,7 +283,8 @@ def _lock(session: Session, account_ids: Iterable[str]) -> list[Row]:
 
 
 def _unclosed(account: Row, through: Period) -> list[Period]:
-    """The periods to close, oldest first: after the last closed one (or from the account's first month)."""
+    """The periods to close, oldest first: after the last closed one, or from the month the account was created
+    in; never one before it."""
     if account.last_closed is not None:
         start = Period.parse(account.last_closed).shift(1)
     else:
@@ -291,7 +292,7 @@ def _unclosed(account: Row, through: Period) -> list[Period]:
     return [Period.from_index(i) for i in range(start.index, through.index + 1)]
 
 
-def _close_round(session: Session, targets: dict[str, Period], *, now: datetime) -> Summary:
+def _close_round(session: Session, targets: dict[str, Period], *, now: datetime, price_list: PriceList) -> Summary:
     """Close one period per account (the accounts are locked): a few statements for the whole round.
 
     Claim the (account, period, close) rows; read the accounts' open lots, number fees and seats;
@@ -314,7 +315,7 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime)
             users.c.account_id.in_(ids), users.c.role == "user", users.c.deleted_at.is_(None),
             users.c.monthly_credits > 0).order_by(users.c.id)):
         seats[seat.account_id].append(seat)
-    closes = [_Close(account, targets[account.id], open_lots[account.id])
+    closes = [_Close(account, targets[account.id], open_lots[account.id], price_list)
               for account in session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id))]
     for close in closes:
         close.expire()
@@ -361,8 +362,8 @@ class _Close:
     account: the account row is locked, so nothing moves underneath.
     """
 
-    def __init__(self, account: Row, period: Period, open_lots: list[_Lot]):
-        self.account, self.period, self.lots = account, period, open_lots
+    def __init__(self, account: Row, period: Period, open_lots: list[_Lot], price_list: PriceList):
+        self.account, self.period, self.lots, self.price_list = account, period, open_lots, price_list
         self.ended = period_end(period, account.timezone)
         self.key = f"month-end:{account.id}:{period}"
         self.balance, self.allocated = account.balance, account.allocated
@@ -374,11 +375,13 @@ class _Close:
         self.user_deltas: dict[str, int] = {}
         self.entries: list[dict] = []
         self.summary = Summary(str(period), closed=1)
+        self.debt_cents = 0  # what the reset debt is billed at, on the ended period's plan
 
     def expire(self) -> None:
         """book.expire_lots at the period's end: one `expiry` entry per lot, in burn order."""
         due = sorted((lot for lot in self.lots if lot.remaining > 0 and lot.expires_at is not None
-                      and lot.expires_at <= self.ended and not (self.account.rollover_protection and lot.kind == "plan")),
+                      and lot.expires_at <= self.ended
+                      and not (self.account.rollover_protection and lot.kind in PROTECTED_KINDS)),
                      key=burn_key)
         for lot in due:
             amount, lot.remaining = lot.remaining, 0
@@ -403,6 +406,7 @@ class _Close:
         self._entry(None, "reset", debt, f"bill:{self.period}", f"{self.key}:reset",
                     "negative balance billed and reset to zero")
         self.summary.billed = debt
+        self.debt_cents = self.price_list.debt_cents(self.plan_monthly, debt)
 
     def charge_numbers(self, fees: int) -> None:
         """book.charge_pool of the phone numbers' monthly credits: burns pool lots, may lock a prepaid pool."""
@@ -419,7 +423,7 @@ class _Close:
     def charge_credit_hold_fee(self) -> None:
         """The credit hold plan keeps accumulated credits usable for a small monthly fee, billed in money."""
         if self.account.credit_hold:
-            self.summary.credit_hold_fee_cents = default_price_list().credit_hold_monthly_fee_cents
+            self.summary.credit_hold_fee_cents = self.price_list.credit_hold_monthly_fee_cents
 
     def grant_next_cycle(self) -> None:
         """When a cycle ends: a pending plan change applies, then book.grant of the next cycle's credits."""
@@ -438,7 +442,8 @@ class _Close:
         self.grant_lot = _Lot(id=None, user_id=None, kind=kind, amount=amount,
                               remaining=amount - min(amount, max(0, -pool)),  # a pool in debt is repaid first
                               priority=DEFAULT_PRIORITY[kind], granted_at=self.ended,
-                              expires_at=default_expiry(kind, self.ended, account.timezone, account.plan_cycle),
+                              expires_at=default_expiry(kind, self.ended, account.timezone, account.plan_cycle,
+                                                        utc(account.created_at)),
                               reference=f"plan:{self.period.shift(1)}", stored=None)
         self.lots.append(self.grant_lot)
         self.balance += amount
@@ -532,7 +537,7 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
         session.execute(_insert(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",
                  amount=close.summary.billed,
-                 amount_cents=bill_cents(close.summary.billed) + close.summary.credit_hold_fee_cents,
+                 amount_cents=close.debt_cents + close.summary.credit_hold_fee_cents,
                  created_at=utc(now))
             for close in bills])
 

@@ -20,6 +20,7 @@ class Tier:
     name: str
     min_monthly_credits: int  # millicredits
     buckets: dict[int, int]  # millicredits -> price in cents
+    debt_millicents_per_credit: int  # what a credit of negative balance is billed at, in thousandths of a cent
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,29 @@ class PriceList:
             raise ValidationFailed(f"{field} {reason}", errors={field: reason})
         return tier.buckets[credits_mc]
 
+    def debt_cents(self, plan_monthly_credits: int, debt_mc: int) -> int:
+        """A month's debt in cents at the plan tier's rate, rounded up once, for the whole bill."""
+        rate = self.tier_for(plan_monthly_credits).debt_millicents_per_credit
+        return -(-debt_mc * rate // 1_000_000)
+
 
 def parse_price_list(data: dict) -> PriceList:
     tiers = []
     for plan in data["plans"]:
         buckets = {parse_credits(b["credits"]): _cents(b["price_cents"]) for b in plan["buckets"]}
-        tiers.append(Tier(plan["name"], parse_credits(plan["min_monthly_credits"]), buckets))
+        tiers.append(Tier(plan["name"], parse_credits(plan["min_monthly_credits"]), buckets,
+                          _thousandths(plan["debt_cents_per_credit"])))
     tiers.sort(key=lambda t: t.min_monthly_credits)
     if not tiers or tiers[0].min_monthly_credits != 0:
         raise ValueError("the price list needs a tier starting at 0 monthly credits")
     return PriceList(data["currency"], _cents(data["credit_hold_monthly_fee_cents"]), tuple(tiers))
+
+
+def _thousandths(value: object) -> int:
+    """'4.5' (cents) -> 4500: decimal strings with at most three places, like credits, never floats."""
+    if not isinstance(value, str):
+        raise ValueError(f"debt_cents_per_credit is a decimal string such as \"4.5\", not {value!r}")
+    return parse_credits(value)
 
 
 def _cents(value: object) -> int:

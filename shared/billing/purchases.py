@@ -12,6 +12,7 @@ Auto-recharge and dunning pay through the same steps, passing `then` to act on t
 transaction of step 3.
 """
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -30,6 +31,8 @@ from shared.money import format_credits
 
 SOURCES = ("api", "auto_recharge", "dunning")
 MAX_PAYMENT_METHOD_LENGTH = 100
+_PAYMENT_TOKEN = re.compile(rf"(?:pm|tok|card)_[A-Za-z0-9_]{{1,{MAX_PAYMENT_METHOD_LENGTH - 5}}}", re.ASCII)
+_CARD_DIGITS = re.compile(r"[0-9]{12}")  # card numbers are 12 to 19 digits; gateway ids never run so long
 
 Outcome = Callable[[Session, Payment], None]
 
@@ -55,10 +58,17 @@ class PaymentUnavailable(DomainError):
 
 
 def check_payment_method(value: object, field: str = "payment_method") -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PAYMENT_METHOD_LENGTH:
-        reason = f"must be a payment method token of 1 to {MAX_PAYMENT_METHOD_LENGTH} characters, e.g. pm_card_visa"
+    """A gateway token (pm_..., tok_..., card_...) or ValidationFailed; the refusal never repeats the value.
+
+    Card data never enters creditq: anything else — a card number above all — is refused before it can be
+    stored, charged, logged or echoed. A long run of digits is refused even inside a token's shape.
+    """
+    token = value.strip() if isinstance(value, str) else ""
+    if not _PAYMENT_TOKEN.fullmatch(token) or _CARD_DIGITS.search(token):
+        reason = (f"must be a payment gateway token (pm_..., tok_... or card_..., at most {MAX_PAYMENT_METHOD_LENGTH} "
+                  "characters, e.g. pm_card_visa); card numbers are never accepted")
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
-    return value.strip()
+    return token
 
 
 def payment_method_on_file(session: Session, account_id: str) -> str | None:

@@ -8,7 +8,7 @@ from sqlalchemy import and_, func, not_, select
 from sqlalchemy.orm import Session
 
 from shared.billing.calendar import period_end, period_of
-from shared.ledger.expiry import utc
+from shared.ledger.expiry import PROTECTED_KINDS, utc
 from shared.models import Account, Lot
 
 accounts = Account.__table__
@@ -27,12 +27,12 @@ class Expiring:
 def expiring(session: Session, now: datetime, *, after: str = "", limit: int = 1000) -> list[Expiring]:
     """Accounts with credits expiring by the end of their current month (id order, keyset paged).
 
-    Plan lots of a `rollover_protection` account are left out, as month-end keeps them.
+    Plan and rollover lots of a `rollover_protection` account are left out, as month-end keeps them.
     """
     rows = []
     by_zone = {tz: period_end(period_of(utc(now), tz), tz)
                for tz in session.scalars(select(accounts.c.timezone).distinct())}
-    protected = and_(lots.c.kind == "plan", accounts.c.rollover_protection)
+    protected = and_(lots.c.kind.in_(PROTECTED_KINDS), accounts.c.rollover_protection)
     for tz, ends in by_zone.items():
         rows.extend(session.execute(
             select(accounts.c.id, accounts.c.name, accounts.c.timezone, func.sum(lots.c.remaining).label("credits"))

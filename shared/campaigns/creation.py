@@ -30,6 +30,7 @@ from shared.messaging.estimate import charge_for
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
+from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
 from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
 from shared.money import format_credits
@@ -93,8 +94,11 @@ class _Plan:
 
 
 def create_campaign(database: Database, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
-                    now: datetime, campaign_id: str | None = None) -> tuple[Campaign, GroupEstimate]:
+                    now: datetime, cap: SendCap, campaign_id: str | None = None) -> tuple[Campaign, GroupEstimate]:
     """Validate, estimate and store a campaign and its recipients; the fan-out sends it from `send_at`.
+
+    Its sendable recipients count against a new account's daily cap (shared.messaging.send_cap), taken
+    with the campaign row, once.
 
     Everything is checked and priced before the first write, reading in a read-only transaction (no
     write lock). Then short units of work: the campaign row as `creating` (not startable: it has no
@@ -109,7 +113,7 @@ def create_campaign(database: Database, account_id: str, request: CampaignReques
     estimate = _estimate(plan, rate_card)
     campaign_id = campaign_id or new_id("cmp")
     with database.unit_of_work() as session:
-        campaign = _begin(session, campaign_id, account_id, plan, estimate, now)
+        campaign = _begin(session, campaign_id, account_id, plan, estimate, cap, now)
     if campaign.status != CREATING:
         return campaign, estimate
     for start in range(0, len(plan.recipients), RECIPIENT_CHUNK):
@@ -166,13 +170,18 @@ def _estimate(plan: _Plan, rate_card: RateCard) -> GroupEstimate:
 
 
 def _begin(session: Session, campaign_id: str, account_id: str, plan: _Plan, estimate: GroupEstimate,
-           now: datetime) -> Campaign:
-    """The campaign row, `creating`; a retry finds the one its first try began (or finished)."""
+           cap: SendCap, now: datetime) -> Campaign:
+    """The campaign row, `creating`, and the daily cap taken; a retry finds the one its first try began (or
+    finished), and takes nothing again."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is not None:
         if campaign.account_id != account_id:
             raise Conflict(f"Campaign {campaign_id} belongs to another account.")
         return campaign
+    if estimate.sendable:
+        account = session.get(Account, account_id)
+        DailySends(session, cap, now).take(account_id, created_at=account.created_at, timezone=account.timezone,
+                                           count=estimate.sendable)
     campaign = Campaign(id=campaign_id, account_id=account_id, name=plan.name, from_=plan.from_, status=CREATING,
                         quiet_start=plan.window["start"], quiet_end=plan.window["end"],
                         recipients=len(plan.recipients), credits_estimated=estimate.credits_total,

@@ -1,7 +1,8 @@
 """Accounts: creation (with their API key), plan, overdraft policy, flags and threshold.
 
 Plan changes take effect at the next cycle (`next_plan_monthly_credits`); the calendar applies them.
-Raising the `spam` flag takes the account's purchased credits back (book.remove_purchased).
+Raising the `spam` flag takes the account's never-expiring credits back, purchased and bonus
+(book.remove_never_expiring).
 """
 
 from dataclasses import dataclass
@@ -28,19 +29,33 @@ class Overdraft:
 
 
 def create_account(session: Session, *, name: str, timezone: str, plan_monthly_credits: int, plan_cycle: str,
-                   plan_rollover: str, overdraft: Overdraft, low_balance_threshold: int) -> tuple[Account, str]:
-    """A new active account and its API key (the only time the plain key exists)."""
+                   plan_rollover: str, overdraft: Overdraft, low_balance_threshold: int,
+                   now: datetime) -> tuple[Account, str]:
+    """A new active account and its API key (the only time the plain key exists).
+
+    The first cycle's plan credits come with the plan, in full (not prorated), and expire when that
+    first cycle ends; month-end grants every later cycle, so the two never overlap.
+    """
     _check_timezone(timezone)
     _check_choice("plan.cycle", plan_cycle, tuple(CYCLE_MONTHS))
     _check_choice("plan.rollover", plan_rollover, ROLLOVER_POLICIES)
     account = Account(id=new_id("acct"), name=name, timezone=timezone, plan_monthly_credits=plan_monthly_credits,
                       plan_cycle=plan_cycle, plan_rollover=plan_rollover, low_balance_threshold=low_balance_threshold,
                       status="active", credit_hold=False, rollover_protection=False, spam=False,
-                      balance=0, held=0, allocated=0, allocated_held=0)
+                      balance=0, held=0, allocated=0, allocated_held=0, created_at=now)
     _set_overdraft(account, overdraft)
     session.add(account)
     session.flush()
+    grant_first_cycle(session, account, now=now)
     return account, issue_key(session, account.id)
+
+
+def grant_first_cycle(session: Session, account: Account, *, now: datetime) -> None:
+    """The plan's credits for the cycle `now` falls in, in full, expiring when it ends; keyed, so a replay grants nothing."""
+    amount = account.plan_monthly_credits * CYCLE_MONTHS[account.plan_cycle]
+    if amount and not account.credit_hold:
+        book.grant(session, account.id, amount, "rollover" if account.plan_rollover == "fifo_12m" else "plan",
+                   granted_at=now, reference="plan:first-cycle", idempotency_key=f"plan:{account.id}:first-cycle")
 
 
 def get_account(session: Session, account_id: str) -> Account:
@@ -78,7 +93,7 @@ def update_account(session: Session, account_id: str, *, now: datetime, name: st
         setattr(account, flag, value)
     session.flush()
     if newly_spam:
-        book.remove_purchased(session, account_id, now=now)
+        book.remove_never_expiring(session, account_id, now=now)
         session.refresh(account)
     return account
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
-from shared.ledger.expiry import default_expiry, end_of_month, utc
+from shared.ledger.expiry import NEVER_EXPIRING_KINDS, PROTECTED_KINDS, default_expiry, end_of_month, utc
 from shared.ledger.plpgsql import RESERVE as PG_RESERVE
 from shared.ledger.plpgsql import SETTLE as PG_SETTLE
 from shared.models import Account, Entry, Hold, Lot, User
@@ -311,7 +311,7 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
         raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
     granted_at = utc(granted_at)
     if isinstance(expires_at, _DefaultExpiry):
-        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle)
+        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle, utc(account.created_at))
     elif expires_at is not None:
         expires_at = utc(expires_at)
         _require(expires_at > granted_at, "expires_at", "must be after granted_at")
@@ -336,20 +336,22 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
 
 
 def expire_lots(session: Session, account_id: str, *, now: datetime) -> int:
-    """Write off lots past their expiry (plan lots stay while `rollover_protection` is set); returns mc expired."""
+    """Write off lots past their expiry (plan and rollover lots stay while `rollover_protection` is set);
+    returns mc expired."""
     now = utc(now)
     account = _lock_account(session, account_id)
     due = and_(lots.c.expires_at.is_not(None), lots.c.expires_at <= now)
     if account.rollover_protection:
-        due = and_(due, lots.c.kind != "plan")
+        due = and_(due, lots.c.kind.not_in(PROTECTED_KINDS))
     return _write_off(session, account_id, due, kind="expiry", key_prefix="expiry", memo="expired", now=now)
 
 
-def remove_purchased(session: Session, account_id: str, *, now: datetime) -> int:
-    """Spam: purchased credits are taken back, each lot with an `adjustment` entry; returns mc removed."""
+def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -> int:
+    """Spam: the credits that would never expire (purchased and bonus) are taken back, each lot with an
+    `adjustment` entry; returns mc removed."""
     _lock_account(session, account_id)
-    return _write_off(session, account_id, lots.c.kind == "purchase", kind="adjustment", key_prefix="spam",
-                      memo="purchased credits removed: account flagged as spam", now=utc(now))
+    return _write_off(session, account_id, lots.c.kind.in_(NEVER_EXPIRING_KINDS), kind="adjustment",
+                      key_prefix="spam", memo="never-expiring credits removed: account flagged as spam", now=utc(now))
 
 
 def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str, reference: str | None = None,
@@ -456,7 +458,7 @@ def balance(session: Session, account_id: str, *, now: datetime) -> BalanceView:
         select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql()))]
     month_end = end_of_month(utc(now), account.timezone)
     expiring = sum(lot.remaining for lot in open_lots if lot.expires_at is not None and lot.expires_at <= month_end
-                   and not (lot.kind == "plan" and account.rollover_protection))
+                   and not (lot.kind in PROTECTED_KINDS and account.rollover_protection))
     seats = [UserCredits(id=row.id, name=row.name, role=row.role, monthly_credits=row.monthly_credits,
                          balance=row.balance, held=row.held)
              for row in _sql(session).execute(select(users).where(users.c.account_id == account_id,

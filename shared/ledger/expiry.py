@@ -1,13 +1,17 @@
 """When credits expire: local midnights in the account's time zone, returned as aware UTC instants.
 
 A lot lives through whole local days. Rollover credits granted on 2020-09-01 last through 2021-08-31
-and expire at 2021-09-01T00:00 local; plan credits expire when their cycle ends.
+and expire at 2021-09-01T00:00 local; plan credits expire when their cycle ends. Cycles count from the
+local month the account was created in (its anchor), so plan credits granted on the 10th of that
+month, with the plan, expire at the end of that first cycle, not a month after the grant.
 """
 
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROLLOVER_MONTHS = 12
+PROTECTED_KINDS = ("plan", "rollover")  # what rollover protection keeps from expiring while it is on
+NEVER_EXPIRING_KINDS = ("purchase", "bonus")  # what stays through everything but a spam flag
 CYCLE_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
 
 
@@ -52,9 +56,15 @@ def rollover_expiry(granted_at: datetime, tz_name: str) -> datetime:
     return expires_after_months(granted_at, tz_name, ROLLOVER_MONTHS)
 
 
-def cycle_end(cycle_start: datetime, tz_name: str, cycle: str) -> datetime:
-    """When plan credits granted at `cycle_start` expire: the start of the next cycle."""
-    return expires_after_months(cycle_start, tz_name, CYCLE_MONTHS[cycle])
+def cycle_end(granted_at: datetime, anchor: datetime, tz_name: str, cycle: str) -> datetime:
+    """When plan credits granted at `granted_at` expire: the end of the cycle they were granted in, cycles
+    counted from the local month of `anchor` (the account's creation)."""
+    tz = zone(tz_name)
+    first = local_date(anchor, tz).replace(day=1)
+    granted = local_date(granted_at, tz)
+    months = (granted.year - first.year) * 12 + granted.month - first.month
+    length = CYCLE_MONTHS[cycle]
+    return local_midnight(add_months(first, (months // length + 1) * length), tz)
 
 
 def end_of_month(now: datetime, tz_name: str) -> datetime:
@@ -64,10 +74,11 @@ def end_of_month(now: datetime, tz_name: str) -> datetime:
     return local_midnight(add_months(today.replace(day=1), 1), tz)
 
 
-def default_expiry(kind: str, granted_at: datetime, tz_name: str, cycle: str) -> datetime | None:
-    """plan: end of its cycle; rollover: 12 months; purchase and bonus: never."""
+def default_expiry(kind: str, granted_at: datetime, tz_name: str, cycle: str, anchor: datetime) -> datetime | None:
+    """plan: end of its cycle (counted from `anchor`, the account's creation); rollover: 12 months;
+    purchase and bonus: never."""
     if kind == "plan":
-        return cycle_end(granted_at, tz_name, cycle)
+        return cycle_end(granted_at, anchor, tz_name, cycle)
     if kind == "rollover":
         return rollover_expiry(granted_at, tz_name)
     return None

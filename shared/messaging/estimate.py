@@ -109,6 +109,9 @@ def estimate_message(
         raise ValidationFailed(f"Invalid estimate: {summary}", errors=errors)
 
     counted = count_segments(body, smart_encoding=smart_encoding)
+    if not counted.code_units and not media_urls:  # e.g. only zero-width spaces, which Smart Encoding drops
+        reason = "is empty after Smart Encoding; a message needs text or media"
+        raise ValidationFailed(f"Invalid estimate: body {reason}", errors={"body": reason})
     segments = 1 if channel == "mms" else counted.segments
     per_country = {
         country: sum(charge_for(segments, country=country, sender_type=sender_type, channel=channel,

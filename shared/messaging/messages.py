@@ -18,6 +18,7 @@ from shared.messaging.estimate import Estimate, estimate_message
 from shared.messaging.parking import blocked_reason
 from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.rates import RateCard
+from shared.messaging.send_cap import DailySends, SendCap
 from shared.models import Account, Message, OptOut, PhoneNumber, User
 from shared.money import format_credits
 
@@ -42,20 +43,21 @@ class MessageRequest:
 
 
 def accept_message(session: Session, account_id: str, request: MessageRequest, *, rate_card: RateCard,
-                   now: datetime) -> tuple[Message, Estimate]:
+                   now: datetime, cap: SendCap) -> tuple[Message, Estimate]:
     """Validate, price and pre-check a message, then insert it `accepted` (or `scheduled`); raises its DomainError."""
-    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now)[0]
+    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now, cap=cap)[0]
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
 
 def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]], *, rate_card: RateCard,
-                    now: datetime) -> list[tuple[Message, Estimate] | DomainError]:
+                    now: datetime, cap: SendCap) -> list[tuple[Message, Estimate] | DomainError]:
     """`accept_message` for many (account_id, request) at once: one read of the facts, one INSERT.
 
     Each message gets its own outcome, in order: a bad one is its DomainError and does not stop
     the others. The credit check is a quick one without a hold; the worker's hold is authoritative.
+    Last comes the daily cap of new accounts (shared.messaging.send_cap).
     """
     numbers = []
     for _, request in requests:
@@ -64,9 +66,10 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
     facts = _facts(session, [(account_id, to, from_, request.user_id)
                              for (account_id, request), (to, from_, _) in zip(requests, numbers)])
     outcomes: list[tuple[Message, Estimate] | DomainError] = []
+    daily_sends = DailySends(session, cap, now)
     for (account_id, request), (to, from_, errors), row in zip(requests, numbers, facts):
         try:
-            outcomes.append(_accept_one(account_id, request, to, from_, errors, row, rate_card, now))
+            outcomes.append(_accept_one(account_id, request, to, from_, errors, row, rate_card, now, daily_sends))
         except DomainError as error:
             outcomes.append(error)
     accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)]
@@ -77,7 +80,8 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
 
 
 def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
-                facts: Row | None, rate_card: RateCard, now: datetime) -> tuple[Message, Estimate]:
+                facts: Row | None, rate_card: RateCard, now: datetime,
+                daily_sends: DailySends) -> tuple[Message, Estimate]:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
@@ -90,6 +94,7 @@ def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_:
     if facts.opted_out:
         raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
     _pre_check(account_id, facts, estimate.credits_total)
+    daily_sends.take(account_id, created_at=facts.account_created_at, timezone=facts.timezone)
     reason = blocked_reason(facts)
     message = Message(  # the answer; accept_messages inserts its _INSERTED attributes
         id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=request.body,
@@ -116,8 +121,8 @@ def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None
 
 def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, object]]) -> list[Row | None]:
     """What intake reads for each (account_id, to, from, user_id), in one query for them all: why the account
-    may not send (the columns `blocked_reason` reads), the sender's type, the opt-out, the user's role and
-    what the account or user could hold.
+    may not send (the columns `blocked_reason` reads), the sender's type, the opt-out, the user's role,
+    what the account or user could hold, and the account's age and time zone (for the new accounts' cap).
 
     None for a message whose account does not exist.
     """
@@ -144,6 +149,7 @@ def _facts_query(count: int) -> Select:
     return (
         select(ask.c.i, Account.sending_blocked_reason, Account.status, Account.status_reason,
                Account.overdraft_policy, Account.overdraft_limit, book.POOL_AVAILABLE.label("pool"),
+               Account.created_at.label("account_created_at"), Account.timezone,
                select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
                                                PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
                select(OptOut.id).where(OptOut.account_id == ask.c.account_id, OptOut.phone == ask.c.to)

@@ -1,8 +1,14 @@
 """Whether a message may go now: the send step asks with the message row locked, just before it holds credits.
 
 Messaging owns this rule, so the send step needs nothing from the packages above it: a campaign's
-message reads its campaign's own row (paused, canceled, its quiet hours) and the recipient's opt-out,
-which may have arrived after the campaign was created. Messages sent one by one always go.
+message reads its campaign's own row (paused, canceled, its quiet hours). Every text, campaign or not,
+is checked against the recipient's opt-out and the account's do-not-contact list once more, since
+either may have arrived after the message was accepted or scheduled.
+
+Quiet hours (TCPA): automated texts (campaigns and drips, and single sends scheduled for later) reach
+a recipient only inside the account's window of the recipient's local time, 08:00-21:00 unless the
+account set its own (equal start and end: none; the end is exclusive). An immediate single send, a
+person replying in a conversation, goes at once, unless the account's `quiet_hours_scope` is `all`.
 """
 
 from datetime import datetime, time
@@ -10,42 +16,80 @@ from datetime import datetime, time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.errors import NotFound, ValidationFailed
 from shared.ledger import book
 from shared.messaging.phone_numbers import time_zones_of
 from shared.messaging.quiet_hours import Window, next_allowed, zones
-from shared.models import Account, Campaign, Hold, Message, OptOut
+from shared.models import Account, Campaign, Hold, Message
 
 PAUSED = "The campaign is paused; its messages wait until it is resumed."
 CANCELED = "The campaign was canceled."
-OPTED_OUT = "The recipient opted out after the campaign was created."
+OPTED_OUT = "The recipient opted out (or was listed as do-not-contact) after the message was accepted."
 
 
-def gate_message(session: Session, message: Message, *, now: datetime) -> str | None:
+SCOPES = ("automated", "all")
+
+
+def gate_message(session: Session, message: Message, account: Account, *, recipient_opted_out: bool,
+                 now: datetime) -> str | None:
     """Called by the send step with the message locked: None to send it now, else the status it waits in.
 
-    A paused campaign's message waits unscheduled; a canceled campaign's, or one whose recipient has
-    opted out since, is canceled (its hold released); one outside the recipient's quiet hours is
-    scheduled for the window's next opening.
+    A message to a recipient on the account's opt-out or do-not-contact list is canceled, not charged
+    (its hold released). A paused campaign's message waits unscheduled; a canceled campaign's is
+    canceled; one outside the recipient's quiet hours is scheduled for the window's next opening.
     """
+    if recipient_opted_out:
+        return _cancel(session, message, OPTED_OUT, now)
     if message.campaign_id is None:
-        return None
+        automated = message.send_at is not None  # scheduled for later, not a reply typed now
+        if not automated and account.quiet_hours_scope != "all":
+            return None
+        allowed = next_allowed(now, zones(time_zones_of(message.to), account.timezone), account_window(account))
+        return _wait(message, allowed, None, now) if allowed > now else None
     campaign = session.get(Campaign, message.campaign_id)
     if campaign.status == "paused":
         return _wait(message, None, PAUSED, now)
-    opted_out = session.scalar(select(OptOut.id).where(OptOut.account_id == message.account_id,
-                                                       OptOut.phone == message.to).limit(1)) is not None
-    if campaign.status == "canceled" or opted_out:
-        hold = session.get(Hold, message.hold_id) if message.hold_id else None
-        if hold is not None and hold.status == "pending":
-            book.void(session, hold.id, now=now)
-        message.status, message.error_message, message.updated_at = "canceled", OPTED_OUT if opted_out else CANCELED, now
-        message.credits_charged = 0 if hold is not None else None
-        return "canceled"
+    if campaign.status == "canceled":
+        return _cancel(session, message, CANCELED, now)
     account_zone = session.scalar(select(Account.timezone).where(Account.id == message.account_id))
     allowed = next_allowed(now, zones(time_zones_of(message.to), account_zone), window_of(campaign))
     if allowed > now:
         return _wait(message, allowed, None, now)
     return None
+
+
+def _cancel(session: Session, message: Message, reason: str, now: datetime) -> str:
+    hold = session.get(Hold, message.hold_id) if message.hold_id else None
+    if hold is not None and hold.status == "pending":
+        book.void(session, hold.id, now=now)
+    message.status, message.error_message, message.updated_at = "canceled", reason, now
+    message.credits_charged = 0 if hold is not None else None
+    return "canceled"
+
+
+def account_window(account: Account) -> Window:
+    """The account's quiet-hours window; the TCPA's 08:00-21:00 unless it set its own."""
+    if account.quiet_start is None:
+        return Window()
+    return Window(time.fromisoformat(account.quiet_start), time.fromisoformat(account.quiet_end))
+
+
+def set_quiet_hours(session: Session, account_id: str, *, window: Window | None, scope: str | None,
+                    clear: bool = False) -> Account:
+    """Set the account's window (`clear`: back to 08:00-21:00) and/or scope; None leaves either as it is."""
+    account = session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    if scope is not None:
+        if scope not in SCOPES:
+            raise ValidationFailed(f"quiet_hours_scope must be one of {', '.join(SCOPES)}",
+                                   errors={"quiet_hours_scope": f"must be one of {', '.join(SCOPES)}"})
+        account.quiet_hours_scope = scope
+    if clear:
+        account.quiet_start = account.quiet_end = None
+    elif window is not None:
+        account.quiet_start, account.quiet_end = window.as_dict()["start"], window.as_dict()["end"]
+    return account
 
 
 def window_of(campaign: Campaign) -> Window:

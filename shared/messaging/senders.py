@@ -2,9 +2,12 @@
 
 The monthly cost is taken from the rate card when the number is added and kept on the row, so what
 users may be allocated (allocations.assignable_monthly) does not move when the card changes mid-cycle.
+A number has one owner, enforced by the database's unique phone: of two accounts claiming it at once,
+each under its own account lock, the second insert fails on the index and is answered as a conflict.
 """
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -28,7 +31,10 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
         raise Conflict(f"{phone} is a number of another account")
     number = PhoneNumber(account_id=account_id, phone=phone, type=number_type, monthly_cost=monthly_cost)
     session.add(number)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # claimed by another account meanwhile; the unit of work rolls back
+        raise Conflict(f"{phone} is a number of another account") from None
     return number
 
 

@@ -1,4 +1,5 @@
-"""The send step: hold the credits, mark the message `sending`, ask Twilio once, store the sid.
+"""The send step: hold the credits, mark the message `sending`, ask Twilio once, store the sid (and the Twilio
+account that owns the message, whose token alone may sign its callbacks).
 
 Each database step is its own unit of work keyed by the message id, so a replayed job changes
 nothing. The one step that cannot be undone, Twilio's create, happens only after the message is
@@ -9,7 +10,7 @@ its status callback or for the sweeper's reconciliation with Twilio.
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,13 +23,21 @@ from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
 from shared.messaging.statuses import OUR_STATUS_FOR_TWILIO, apply_early_statuses
-from shared.models import Account, Hold, Message
+from shared.models import Account, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
 SENDER_TYPE_TTL_SECONDS = 60.0
 _SENDER_TYPES: dict[tuple[str, str], tuple[str, float]] = {}  # (account, phone) -> (type, expiry)
+
+
+@dataclass(frozen=True)
+class _SlotBooked:
+    """The throttle booked this send a slot too far ahead to sleep off; the message row records it."""
+
+    seconds: float
+    sender: str
 
 
 class SendLater(Exception):
@@ -71,6 +80,8 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     """
     with database.unit_of_work() as session:
         claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    if isinstance(claim, _SlotBooked):  # committed first, so the sweeper knows this message's job is delayed
+        raise SendLater(f"sender {claim.sender} is at its throughput limit", claim.seconds, slot_booked=True)
     if isinstance(claim, str):
         return claim
     gateway = gateway_for(claim.twilio_account_sid, claim.twilio_auth_token)
@@ -111,27 +122,32 @@ def _sendable(message: Message) -> bool:
 
 
 def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
-           clock: Callable[[], datetime]) -> Claim | str:
+           clock: Callable[[], datetime]) -> Claim | _SlotBooked | str:
     """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
     message `sending`: one transaction. Else the status it stays in (or is parked in).
 
-    Raises SendLater, changing nothing, when the sender's next slot is too far ahead to sleep off.
+    When the sender's next slot is too far ahead to sleep off, the slot is recorded on the message
+    (`slot_at`) and nothing else changes: the job runs again then, and the sweeper leaves the message
+    alone until that slot has passed, so no second slot is ever booked for it.
     """
-    row = session.execute(select(Message, Account).join(Account, Account.id == Message.account_id)
+    opted_out = (select(OptOut.id).where(OptOut.account_id == Message.account_id, OptOut.phone == Message.to)
+                 .exists().label("opted_out"))  # read with the row: no round trip of its own
+    row = session.execute(select(Message, Account, opted_out).join(Account, Account.id == Message.account_id)
                           .where(Message.id == message_id).with_for_update(of=Message)).first()
     if row is None or not _sendable(row.Message):
         return "skipped"
-    message, account = row
+    message, account, recipient_opted_out = row
     now = clock()
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
-    if waiting := gate_message(session, message, now=now):
+    if waiting := gate_message(session, message, account, recipient_opted_out=recipient_opted_out, now=now):
         return waiting
     if throttle is not None:
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
         if wait > MAX_THROTTLE_SLEEP_SECONDS:
-            raise SendLater(f"sender {message.from_} is at its throughput limit", wait, slot_booked=True)
+            message.slot_at = now + timedelta(seconds=wait)
+            return _SlotBooked(wait, message.from_)
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
             now = clock()
@@ -144,6 +160,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     except (InsufficientCredits, AccountLocked) as error:
         return _park(message, str(error), now)
     message.status = "sending"
+    message.slot_at = None
     message.hold_id = hold.id
     message.attempts += 1
     message.error_code = message.error_message = None
@@ -217,6 +234,7 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     if message is None or message.twilio_sid is not None:
         return "skipped"
     message.twilio_sid = sent.sid
+    message.twilio_account_sid = sent.account_sid  # its callbacks must come signed by this account
     message.twilio_status = message.twilio_status or sent.status
     if sent.num_segments:
         message.twilio_segments = message.twilio_segments or sent.num_segments

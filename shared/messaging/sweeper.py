@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -86,8 +86,9 @@ def _stale_waiting(session: Session, now: datetime, before: datetime) -> list[st
         session.execute(update(Message).where(Message.id.in_(batch), Message.status == "scheduled")
                         .values(status="accepted", updated_at=now).execution_options(synchronize_session=False))
         due += batch
-    stale = session.scalars(
-        select(Message.id).where(Message.status == "accepted", Message.updated_at <= before)
+    stale = session.scalars(  # a message waiting for a booked sender slot is stale only once that slot has passed
+        select(Message.id).where(Message.status == "accepted", Message.updated_at <= before,
+                                 or_(Message.slot_at.is_(None), Message.slot_at <= before))
         .order_by(Message.updated_at).limit(BATCH)
     )
     return due + list(stale)
@@ -138,7 +139,10 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
         message = session.get(Message, message_id)
         account = session.get(Account, message.account_id)
         sid, status = message.twilio_sid, message.status
-        credentials = (account.twilio_account_sid, account.twilio_auth_token)
+        # Ask the Twilio account that owns the message: the account's own unless the message records
+        # another (it went out with the deployment's before the account brought its own; (None, None)).
+        own = message.twilio_account_sid in (None, account.twilio_account_sid)
+        credentials = (account.twilio_account_sid, account.twilio_auth_token) if own else (None, None)
         lookup = dict(to=message.to, from_=message.from_, body=message.body,
                       sent_after=utc(message.updated_at) - CLOCK_SKEW)  # updated when it was claimed for sending
     if status not in CHARGED_STATUSES + VOIDED_STATUSES:
@@ -185,6 +189,7 @@ def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: d
         _give_up_unknown(message, now)
         return False
     message.twilio_sid = match.sid
+    message.twilio_account_sid = match.account_sid
     message.updated_at = now
     apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
     _record(session, match, now)

@@ -41,9 +41,13 @@ FIND_LIMIT = 100  # messages listed per find: one sender to one recipient since 
 
 @dataclass(frozen=True)
 class SentMessage:
-    """Twilio's answer to a create. `price` is Twilio's decimal string (negative, in price_unit), often None yet."""
+    """Twilio's answer to a create. `price` is Twilio's decimal string (negative, in price_unit), often None yet.
+
+    `account_sid` is the (sub)account that owns the message: its callbacks are signed with that account's token.
+    """
 
     sid: str
+    account_sid: str
     status: str
     num_segments: int | None
     price: str | None
@@ -55,6 +59,7 @@ class TwilioMessage:
     """A message as Twilio sees it now (fetch), for reconciliation."""
 
     sid: str
+    account_sid: str
     status: str
     num_segments: int | None
     price: str | None
@@ -105,7 +110,7 @@ class PooledHttpClient(TwilioHttpClient):
 
 
 class TwilioGateway:
-    """Sends and fetches messages for one Twilio account (or subaccount).
+    """Sends and fetches messages for one Twilio account (or subaccount), and proves its credentials.
 
     `api_base` None means Twilio itself; any other URL (the simulator) replaces the Api domain's base
     URL, so paths, auth, form encoding and error parsing stay the twilio package's own.
@@ -122,6 +127,7 @@ class TwilioGateway:
             client.api.base_url = api_base.rstrip("/")
         # Resolved once here: the package builds these lazily, which is not worth racing over in threads.
         self._messages = client.api.account.messages
+        self._account = client.api.v2010.accounts(account_sid)
 
     def send(self, *, to: str, from_: str, body: str, media_urls: list[str] | None = None) -> SentMessage:
         """Create the message at Twilio, with our status callback. Raises only shared.twilio.errors classes.
@@ -141,6 +147,7 @@ class TwilioGateway:
             raise OutcomeUnknown(f"no answer from Twilio to a create, it may have been sent: {error}") from error
         return SentMessage(
             sid=message.sid,
+            account_sid=message.account_sid,
             status=message.status,
             num_segments=_int_or_none(message.num_segments),
             price=message.price,
@@ -172,6 +179,19 @@ class TwilioGateway:
         return [_twilio_message(message) for message in reversed(listed)
                 if message.body == body and (message.date_created is None or message.date_created >= sent_after)]
 
+    def account_status(self) -> str:
+        """Twilio's status of this gateway's own account ('active', 'suspended', 'closed').
+
+        Twilio answers only to the account's own auth token: a made-up sid or a wrong token is
+        CredentialsRejected. A plain GET, so a network error is only TransientTwilioError.
+        """
+        try:
+            return self._account.fetch().status
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not reach Twilio: {error}") from error
+
     def close(self) -> None:
         self.http_client.close()
 
@@ -200,19 +220,38 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
     """
     sid = account_sid or settings.twilio_account_sid
     token = auth_token or settings.twilio_auth_token
-    api_base = settings.twilio_api_base or simulator_url(settings)
-    callback_url = settings.public_base_url + STATUS_CALLBACK_PATH
-    key = (sid, token, api_base, callback_url)
+    key = (sid, token, _api_base(settings), _callback_url(settings))
     with _gateways_lock:
         gateway = _gateways.get(key)
         if gateway is None:
-            gateway = _gateways[key] = TwilioGateway(sid, token, api_base, callback_url)
+            gateway = _gateways[key] = TwilioGateway(*key)
         return gateway
+
+
+def account_status(settings: Settings, account_sid: str, auth_token: str) -> str:
+    """Twilio's status of the account these credentials open (TwilioGateway.account_status), asked once.
+
+    A gateway of its own, closed afterwards: credentials nobody proved yet are not kept in the shared pool.
+    """
+    gateway = TwilioGateway(account_sid, auth_token, _api_base(settings), _callback_url(settings))
+    try:
+        return gateway.account_status()
+    finally:
+        gateway.close()
+
+
+def _api_base(settings: Settings) -> str:
+    return settings.twilio_api_base or simulator_url(settings)
+
+
+def _callback_url(settings: Settings) -> str:
+    return settings.public_base_url + STATUS_CALLBACK_PATH
 
 
 def _twilio_message(message) -> TwilioMessage:
     return TwilioMessage(
         sid=message.sid,
+        account_sid=message.account_sid,
         status=message.status,
         num_segments=_int_or_none(message.num_segments),
         price=message.price,

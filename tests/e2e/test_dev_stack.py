@@ -2,6 +2,7 @@
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -42,11 +43,12 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
     web_port, simulator_port = free_port(), free_port()
     env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / ".creditq"), PORT=str(web_port),
                CREDITQ_SIMULATOR_PORT=str(simulator_port))
-    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY"):
+    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
         env.pop(name, None)
 
     # when `creditq dev` runs
-    dev = subprocess.Popen([sys.executable, "-m", "creditq", "dev"], cwd=tmp_path, env=env,
+    # (under the usual umask 022, which alone would leave what it creates readable by everyone)
+    dev = subprocess.Popen([sys.executable, "-m", "creditq", "dev"], cwd=tmp_path, env=env, umask=0o022,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = _read_until(dev, "Ctrl-C stops everything.", timeout=60)
@@ -58,7 +60,11 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         # then web, worker, scheduler, the simulator and Redis all run
         for part in ("creditq web", "creditq worker", "creditq scheduler", "creditq twilio-sim", "redis-server"):
             assert part in names
-        assert (tmp_path / ".creditq" / "creditq.db").exists()
+        # and what it keeps is its owner's alone: the data dir 0700, the database and the generated keys 0600
+        data = tmp_path / ".creditq"
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for name in ("creditq.db", "admin_key", "secret_key"):
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
 
         # and Ctrl-C stops every one of them
         dev.send_signal(signal.SIGINT)

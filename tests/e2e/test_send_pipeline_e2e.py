@@ -196,6 +196,9 @@ def test_a_prepaid_account_running_dry_is_locked_parked_and_resumed_by_a_purchas
     # Given 10 credits and 30 one-segment messages that Twilio sends as two segments each
     sim(num_segments_override=2)
     account_id, headers, sender = new_account(stack, 300, "10")
+    no_quiet_hours = requests.patch(f"{stack.url}/v1/accounts/{account_id}", headers=headers, timeout=10,
+                                    json={"quiet_hours": {"start": "00:00", "end": "00:00"}})  # night in San Francisco
+    assert no_quiet_hours.status_code == 200, no_quiet_hours.text
     send_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()  # queued together, before any hold
     session = requests.Session()
     ids = []

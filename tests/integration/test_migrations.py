@@ -1,13 +1,17 @@
 """Alembic migrations build the schema the models describe, on SQLite and on a real PostgreSQL."""
 
+import logging
 import subprocess
 import sys
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from alembic import command
+from sqlalchemy import create_engine, inspect, text
 
-from shared.migrate import check, upgrade
-from shared.models import Base
+from shared.db import Database
+from shared.migrate import alembic_config, check, upgrade
+from shared.models import Account, Base, DunningIntegration
+from shared.secrets import decrypt
 
 
 def _assert_migrated(url: str) -> None:
@@ -47,3 +51,99 @@ def test_db_upgrade_command(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'creditq.db'}")
     assert "accounts" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def _upgrade_with_numbers_shared_by_accounts(url: str, caplog) -> list[tuple]:
+    """Given three accounts that claimed one number (allowed before 0003), when the database is upgraded."""
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for account in ("acct_first", "acct_second", "acct_third"):
+            connection.execute(text("INSERT INTO accounts (id, name, timezone, plan_monthly_credits, plan_cycle, "
+                                    "plan_rollover, overdraft_policy, overdraft_limit, low_balance_threshold, status, "
+                                    "credit_hold, rollover_protection, spam, balance, held, allocated, allocated_held) "
+                                    "VALUES (:id, :id, 'UTC', 0, 'monthly', 'none', 'prepaid', 0, 0, 'active', "
+                                    "false, false, false, 0, 0, 0, 0)"), {"id": account})
+        claims = [("acct_first", "+14155550101"), ("acct_second", "+14155550101"), ("acct_third", "+14155550101"),
+                  ("acct_second", "+14155550102")]
+        for account, phone in claims:
+            connection.execute(text("INSERT INTO phone_numbers (account_id, phone, type, monthly_cost) "
+                                    "VALUES (:account, :phone, 'long_code', 0)"), {"account": account, "phone": phone})
+    with caplog.at_level(logging.WARNING):
+        upgrade(url)
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT account_id, phone FROM phone_numbers ORDER BY id")).all()
+    engine.dispose()
+    check(url)
+    return [tuple(row) for row in kept]
+
+
+def _released(caplog) -> list[str]:
+    return [record.getMessage().split(" (")[0] for record in caplog.records if "released number" in record.getMessage()]
+
+
+def test_upgrading_keeps_the_earliest_claim_of_a_shared_number_and_logs_each_release(tmp_path, caplog):
+    kept = _upgrade_with_numbers_shared_by_accounts(f"sqlite:///{tmp_path / 'shared.db'}", caplog)
+
+    # then the first claim keeps the number, the later ones are released and logged, other numbers stay
+    assert kept == [("acct_first", "+14155550101"), ("acct_second", "+14155550102")]
+    assert _released(caplog) == ["released number +14155550101 from account acct_second",
+                                 "released number +14155550101 from account acct_third"]
+
+
+@pytest.mark.postgres
+def test_upgrading_releases_shared_numbers_on_postgres(postgres_server, caplog):
+    kept = _upgrade_with_numbers_shared_by_accounts(postgres_server.create_database("migrations_shared"), caplog)
+
+    assert kept == [("acct_first", "+14155550101"), ("acct_second", "+14155550102")]
+    assert len(_released(caplog)) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_encrypts_the_secrets_already_stored_and_downgrading_restores_them(backend, tmp_path, request):
+    # given a database at 0002 holding plain-text tokens and an answer with an API key
+    url = (f"sqlite:///{tmp_path / 'creditq.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_server").create_database("migrations_secrets"))
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO accounts (id, name, timezone, plan_monthly_credits, plan_cycle, plan_rollover, "
+            "overdraft_policy, overdraft_limit, low_balance_threshold, status, credit_hold, rollover_protection, "
+            "spam, balance, held, allocated, allocated_held, twilio_account_sid, twilio_auth_token) VALUES "
+            "('acct_1', 'Grace', 'UTC', 0, 'monthly', 'none', 'prepaid', 0, 0, 'active', false, false, false, "
+            "0, 0, 0, 0, :sid, 'account-token'), "
+            "('acct_2', 'Harbor', 'UTC', 0, 'monthly', 'none', 'prepaid', 0, 0, 'active', false, false, false, "
+            "0, 0, 0, 0, NULL, NULL)"), {"sid": "AC" + "1" * 32})
+        connection.execute(text(
+            "INSERT INTO dunning_integrations (site, account_sid, auth_token, from_number, status, updated_at) "
+            "VALUES ('default', :sid, 'site-token', '+15005550006', 'ok', CURRENT_TIMESTAMP)"),
+            {"sid": "AC" + "1" * 32})
+        connection.execute(text(
+            "INSERT INTO idempotency_records (principal, key, request_hash, status, body) "
+            "VALUES ('operator', 'create-1', :hash, 201, '{\"api_key\": \"cq_live_secret\"}')"), {"hash": "0" * 64})
+
+    def stored() -> list:
+        with engine.connect() as connection:
+            return [*connection.execute(text("SELECT twilio_auth_token FROM accounts ORDER BY id")).scalars(),
+                    *connection.execute(text("SELECT auth_token FROM dunning_integrations")).scalars(),
+                    *connection.execute(text("SELECT body FROM idempotency_records")).scalars()]
+
+    try:
+        # when it is upgraded: each value is a token of the deployment key, NULL stays NULL
+        upgrade(url)
+        encrypted = stored()
+        assert encrypted[1] is None
+        assert [decrypt(value) for value in encrypted if value is not None] == [
+            "account-token", "site-token", '{"api_key": "cq_live_secret"}']
+        database = Database(url)
+        with database.unit_of_work() as session:
+            assert session.get(DunningIntegration, "default").credential_version == 1
+            assert session.get(Account, "acct_1").twilio_auth_token == "account-token"
+        database.dispose()
+
+        # and when it is downgraded again: the plain values come back
+        command.downgrade(alembic_config(url), "0002")
+        assert stored() == ["account-token", None, "site-token", '{"api_key": "cq_live_secret"}']
+    finally:
+        engine.dispose()

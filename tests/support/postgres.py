@@ -98,6 +98,15 @@ class TemporaryPostgres:
             connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
+    def dump(self, name: str) -> bytes:
+        """pg_dump of one database (data and schema, as SQL), with the pg_dump beside the server binaries."""
+        pg_dump = self.bin_dir / "pg_dump"
+        command = str(pg_dump) if pg_dump.exists() else shutil.which("pg_dump")
+        if command is None:
+            raise RuntimeError(f"no pg_dump beside {self.bin_dir} or on PATH")
+        return subprocess.run([command, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                              check=True, capture_output=True).stdout
+
     def stop(self) -> None:
         subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"),
                        capture_output=True)

@@ -1,7 +1,9 @@
 """The real creditq processes (web, worker, Twilio simulator) on a fresh PostgreSQL database and a real Redis.
 
 Used by tests/e2e and bench/: each process is started as a user would (`python -m creditq ...`), in its
-own process group, so it and its children can be killed -9 or stopped together.
+own process group, so it and its children can be killed -9 or stopped together. Without a PostgreSQL
+server the stack runs on a SQLite file in its data dir, as `creditq dev` does. Every process writes its
+output to `<name>.log` in the stack's directory (`log`, `logs`).
 """
 
 import os
@@ -19,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from shared.embedded_redis import EmbeddedRedis
 
 ADMIN_KEY = "e2e-operator-key-0123456789abcdef"
+SECRET_KEY = "3Ixpz7tWvY2bqJw3GsWk0M9cB2f5pVh8lQeTjR1nXoA="  # CREDITQ_SECRET_KEY of the stacks and the test session
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,7 +32,7 @@ def free_port() -> int:
 
 
 class Stack:
-    """`with Stack(postgres_server, tmp_dir) as stack:` — everything torn down on exit."""
+    """`with Stack(postgres_server, tmp_dir) as stack:` — everything torn down on exit; None: on SQLite."""
 
     def __init__(self, postgres_server, directory: Path, *, database_name: str = "e2e", worker_processes: int = 2,
                  worker_threads: int = 8, env: dict[str, str] | None = None):
@@ -66,7 +69,10 @@ class Stack:
 
     def start(self) -> None:
         self.redis.start()
-        self.database_url = self.postgres_server.create_database(self.database_name)
+        if self.postgres_server is not None:
+            self.database_url = self.postgres_server.create_database(self.database_name)
+        else:
+            self.database_url = f"sqlite:///{self.sqlite_path}"
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -77,16 +83,26 @@ class Stack:
             "PORT": str(self.web_port),
             "CREDITQ_SIMULATOR_PORT": str(self.simulator_port),
             "CREDITQ_ADMIN_KEY": ADMIN_KEY,
+            "CREDITQ_SECRET_KEY": SECRET_KEY,
             "CREDITQ_DATA_DIR": str(self.directory / "data"),
             **self.extra_env,
         }
-        subprocess.run([sys.executable, "-m", "creditq", "db", "upgrade"], env=self.env, cwd=ROOT, check=True,
-                       capture_output=True)
+        with open(self.directory / "db-upgrade.log", "ab") as log:
+            subprocess.run([sys.executable, "-m", "creditq", "db", "upgrade"], env=self.env, cwd=ROOT, check=True,
+                           stdout=log, stderr=subprocess.STDOUT)
         self._spawn("twilio-sim", "twilio-sim")
         self._spawn("web", "web")
         self.start_worker()
         self._wait_for(f"{self.url}/healthz", "web")
         self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
+
+    def start_web(self, name: str) -> str:
+        """Another `creditq web` on the same database and Redis, on a port of its own; its URL."""
+        port = free_port()
+        self._spawn(name, "web", env={"PORT": str(port)})
+        url = f"http://127.0.0.1:{port}"
+        self._wait_for(f"{url}/healthz", name)
+        return url
 
     def start_worker(self) -> None:
         self._spawn("worker", "worker", "--processes", str(self.worker_processes),
@@ -120,13 +136,31 @@ class Stack:
         self.processes.clear()
         self.redis.stop()
 
+    @property
+    def sqlite_path(self) -> Path:
+        return self.directory / "data" / "creditq.db"
+
     def log(self, name: str) -> str:
         return (self.directory / f"{name}.log").read_text(errors="replace")
 
-    def _spawn(self, name: str, *command: str) -> None:
+    def logs(self) -> dict[str, str]:
+        """Everything every process of the stack has written so far, by process name (and `redis`)."""
+        paths = sorted(self.directory.glob("*.log")) + sorted(self.directory.glob("redis/*.log"))
+        return {path.stem if path.parent == self.directory else path.parent.name: path.read_text(errors="replace")
+                for path in paths}
+
+    def dump(self) -> bytes:
+        """What someone who copies the database gets: pg_dump's SQL, or the SQLite file with its WAL and shm."""
+        if self.postgres_server is not None:
+            return self.postgres_server.dump(self.database_name)
+        parts = [self.sqlite_path.with_name(self.sqlite_path.name + suffix) for suffix in ("", "-wal", "-shm")]
+        return b"".join(part.read_bytes() for part in parts if part.exists())
+
+    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
         log = open(self.directory / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "creditq", *command], env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "creditq", *command], env={**self.env, **(env or {})}, cwd=ROOT,
+            stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 
 from shared.config import ConfigError, load_settings
 
@@ -60,3 +61,53 @@ def test_a_bad_value_stops_a_process_with_one_line_and_a_non_zero_exit(tmp_path)
         "creditq: DATABASE_URL='mysql://db/x' must be a URL starting with one of: sqlite://, postgresql://, "
         "postgresql+psycopg://, postgres://"
     ]
+
+
+def test_limits_have_working_defaults(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)})
+
+    assert (settings.key_rate_limit.per_second, settings.key_rate_limit.burst) == (100.0, 200)
+    assert settings.operator_rate_limit is None  # the operator key is exempt
+    assert (settings.new_account_days, settings.new_account_daily_messages) == (7, 500)
+    assert settings.idempotency_claim_timeout_seconds == 60
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("CREDITQ_KEY_RATE_LIMIT", "fast", "CREDITQ_KEY_RATE_LIMIT='fast' is not a number of requests per second"),
+    ("CREDITQ_KEY_RATE_LIMIT", "-1", "must be 0 (no limit) or more"),
+    ("CREDITQ_KEY_RATE_LIMIT", "inf", "must be 0 (no limit) or more"),
+    ("CREDITQ_KEY_RATE_BURST", "0", "CREDITQ_KEY_RATE_BURST='0' must be at least 1"),
+    ("CREDITQ_OPERATOR_RATE_LIMIT", "nan", "must be 0 (no limit) or more"),
+    ("CREDITQ_NEW_ACCOUNT_DAYS", "-1", "CREDITQ_NEW_ACCOUNT_DAYS='-1' must be 0 or more"),
+    ("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "many", "is not a whole number"),
+    ("CREDITQ_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", "0", "must be at least 1"),
+])
+def test_bad_limits_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_a_generated_secret_key_survives_restarts_and_a_configured_list_keeps_its_order(tmp_path):
+    first = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    second = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).secret_keys
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    configured = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": f"{new}, {old}"})
+
+    assert first == second and len(first) == 1
+    assert configured.secret_keys == (new, old)
+
+
+@pytest.mark.parametrize("value", ["not-a-key", "{key},", "{key},0123456789abcdef0123456789abcdef0123456789="])
+def test_a_bad_secret_key_is_refused_by_position_without_repeating_it(tmp_path, value):
+    value = value.format(key=Fernet.generate_key().decode())
+    with pytest.raises(ConfigError, match=r"^CREDITQ_SECRET_KEY: key \d of \d is not a Fernet key") as refused:
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_SECRET_KEY": value})
+    assert not any(part and part in str(refused.value) for part in value.split(","))
+
+
+def test_settings_never_show_their_secrets_in_a_repr(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_ADMIN_KEY": "operator-key-0123456789",
+                              "TWILIO_AUTH_TOKEN": "deployment-token-0123", "SMTP_URL": "smtps://u:mail-pass@mx"})
+    shown = repr(settings)
+    assert "operator-key" not in shown and "deployment-token" not in shown and "mail-pass" not in shown
+    assert settings.secret_keys[0] not in shown

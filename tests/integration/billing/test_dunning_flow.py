@@ -35,7 +35,8 @@ def world(sqlite_database, simulator, tmp_path):
                               "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789"})
     simulator.reset()
     return dict(database=sqlite_database, simulator=simulator, gateway=SimulatedGateway(),
-                outbox=FileOutbox(tmp_path / "outbox"), texter=DunningTexter(partial(gateway_for, settings)))
+                outbox=FileOutbox(tmp_path / "outbox"), texter=DunningTexter(partial(gateway_for, settings)),
+                gateway_for=partial(gateway_for, settings))
 
 
 def customer(world, card="pm_card_chargeDeclined", steps=None) -> tuple[str, str]:
@@ -164,6 +165,32 @@ def test_rejected_credentials_stop_texts_until_new_ones_are_saved(world):
                                     from_number=SITE_FROM, now=NOW)
     third = step(world, run_id, 2, NOW + timedelta(days=7))
     assert third.sms_status == f"sent to {OWNER_PHONE}" and len(texts(world)) == 1
+
+
+def test_a_token_saved_again_while_its_text_fails_is_told_apart_by_version_and_stays_ok(world):
+    # given a site whose saved token Twilio now rejects
+    account_id, run_id = customer(world)
+    sim, database = world["simulator"], world["database"]
+    sim.configure(auth_token="rotated-token")
+
+    # and the operator saving the very same token again while a text is on its way (a new version)
+    def save_again_then_send(sid, token):
+        with database.unit_of_work() as session:
+            dunning_texts.set_integration(session, "default", account_sid=sid, auth_token=token,
+                                          from_number=SITE_FROM, now=NOW)
+        return world["gateway_for"](sid, token)
+
+    world["texter"] = DunningTexter(save_again_then_send)
+
+    # when the text fails with 20003
+    outcome = step(world, run_id, 0)
+
+    # then only the version it was sent with counts as broken: the save that landed meanwhile stays ok
+    with database.unit_of_work() as session:
+        integration = session.get(DunningIntegration, "default")
+    assert outcome.sms_status.startswith("failed: Twilio rejected")
+    assert integration.status == "ok" and integration.broken_reason is None
+    assert integration.credential_version == 2
 
 
 def test_risky_texts_are_saved_with_warnings(sqlite_database):

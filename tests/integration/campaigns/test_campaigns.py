@@ -20,7 +20,14 @@ from shared.messaging.sending import send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import record_status
 from shared.models import Campaign, CampaignRecipient, Hold, Message
-from tests.integration.messaging.test_send_pipeline import CARD, SENDER, gateways, make_account, throttle  # noqa: F401
+from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
+    CARD,
+    SENDER,
+    UNCAPPED,
+    gateways,
+    make_account,
+    throttle,
+)
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -38,7 +45,7 @@ def create(database, account_id: str, *, at: datetime = NOON_NEW_YORK, body: str
            campaign_id: str | None = None, **request):
     request.setdefault("recipients", [{"to": ANN, "fields": {"name": "Ann"}}, {"to": BO, "fields": {"name": "Bo"}}])
     campaign, estimate = create_campaign(database, account_id, CampaignRequest(
-        name="Spring open house", from_=SENDER, body=body, **request), rate_card=CARD, now=at,
+        name="Spring open house", from_=SENDER, body=body, **request), rate_card=CARD, now=at, cap=UNCAPPED,
         campaign_id=campaign_id)
     return campaign.id, estimate
 

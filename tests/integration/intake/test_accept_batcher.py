@@ -15,7 +15,7 @@ from shared.errors import InsufficientCredits, NotFound, OptedOut, ValidationFai
 from shared.messaging.messages import MessageRequest
 from shared.messaging.opt_outs import opt_out
 from shared.models import Message
-from tests.integration.messaging.test_send_pipeline import RECIPIENT, SENDER, make_account, message
+from tests.integration.messaging.test_send_pipeline import RECIPIENT, SENDER, UNCAPPED, make_account, message
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 
@@ -29,7 +29,7 @@ def broker(fake_broker):
 
 @asynccontextmanager
 async def running(database, enqueuer: Enqueuer):
-    batcher = AcceptBatcher(database, enqueuer, writers=1)
+    batcher = AcceptBatcher(database, enqueuer, cap=UNCAPPED, writers=1)
     batcher.start()
     try:
         yield batcher
@@ -55,13 +55,16 @@ def stored_count(database) -> int:
         return session.scalar(select(func.count()).select_from(Message))
 
 
-def request(body: str = "hello", to: str = RECIPIENT) -> MessageRequest:
-    return MessageRequest(to=to, from_=SENDER, body=body)
+POOR_SENDER = "+14155550001"
+
+
+def request(body: str = "hello", to: str = RECIPIENT, from_: str = SENDER) -> MessageRequest:
+    return MessageRequest(to=to, from_=from_, body=body)
 
 
 async def test_each_request_of_a_batch_gets_its_own_answer(database, broker, monkeypatch):
     # given an account that can pay, one that cannot pay two segments, and an opted-out recipient
-    rich, poor = make_account(database, 10), make_account(database, 1)
+    rich, poor = make_account(database, 10), make_account(database, 1, sender=POOR_SENDER)
     with database.unit_of_work() as session:
         opt_out(session, rich, "+14155550199", "api")
     opened = units_of_work(database, monkeypatch)
@@ -72,7 +75,7 @@ async def test_each_request_of_a_batch_gets_its_own_answer(database, broker, mon
             batcher.accept(rich, request()),
             batcher.accept(rich, request(to="12")),
             batcher.accept(rich, request(to="+14155550199")),
-            batcher.accept(poor, request(body="ж" * 71)),
+            batcher.accept(poor, request(body="ж" * 71, from_=POOR_SENDER)),
             batcher.accept("acct_missing", request()),
             return_exceptions=True)
 

@@ -1,8 +1,14 @@
 """The accounts, grants, balance, transactions, users and numbers endpoints over HTTP."""
 
+import asyncio
+import threading
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from intake.app import init_app
+from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.money import format_credits
 
@@ -10,11 +16,12 @@ OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 ACCOUNT_BODY = {"name": "Acme Realty", "timezone": "America/New_York",
                 "plan": {"monthly_credits": "100", "cycle": "monthly", "rollover": "fifo_12m"},
                 "overdraft": {"policy": "prepaid"}, "low_balance_threshold": "5"}
+NO_PLAN = {"monthly_credits": "0", "cycle": "monthly", "rollover": "none"}  # an account that starts with no credits
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings, sqlite_database):
-    return await aiohttp_client(init_app(settings, database=sqlite_database))
+async def client(aiohttp_client, settings, sqlite_database, fake_broker):
+    return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
 
 
 async def create_account(client, **overrides) -> tuple[str, dict]:
@@ -71,7 +78,21 @@ async def test_invalid_account_fields_are_422_naming_the_field(client, change, f
     assert field in (await response.json())["errors"]
 
 
-async def test_patch_plan_applies_next_cycle_and_spam_removes_purchased_credits(client):
+async def test_creating_an_account_with_a_plan_grants_its_first_cycle_until_that_cycle_ends(client):
+    # when an account on a 100-credit monthly plan is created (New York)
+    account_id, own = await create_account(client, plan={"monthly_credits": "100", "cycle": "monthly",
+                                                         "rollover": "none"})
+
+    # then its 100 credits are there at once, and expire when its first month ends, not a month after today
+    balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
+    [lot] = balance["lots"]
+    assert (balance["balance"], lot["credits"], lot["kind"]) == ("100", "100", "plan")
+    granted = datetime.fromisoformat(lot["granted_at"]).astimezone(ZoneInfo("America/New_York"))
+    next_month = (granted.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    assert datetime.fromisoformat(lot["expires_at"]) == next_month
+
+
+async def test_patch_plan_applies_next_cycle_and_spam_removes_never_expiring_credits(client):
     account_id, _ = await create_account(client)
     await grant(client, account_id, "30", "purchase")
     await grant(client, account_id, "5", "bonus")
@@ -84,13 +105,14 @@ async def test_patch_plan_applies_next_cycle_and_spam_removes_purchased_credits(
     body = await response.json()
     assert (body["plan"]["monthly_credits"], body["plan"]["next_monthly_credits"]) == ("100", "200")
     assert body["overdraft"] == {"policy": "overdraft", "limit": "50"}
-    assert (body["flags"]["spam"], body["balance"], body["low_balance_threshold"]) == (True, "5", "1.5")
+    # the purchased 30 and the bonus 5 are gone; the first cycle's 100 plan (rollover) credits stay
+    assert (body["flags"]["spam"], body["balance"], body["low_balance_threshold"]) == (True, "100", "1.5")
     bad = await client.patch(f"/v1/accounts/{account_id}", headers=OPERATOR, json={"flags": {"spam": "yes"}})
     assert (bad.status, list((await bad.json())["errors"])) == (422, ["flags.spam"])
 
 
 async def test_grants_balance_and_transactions_newest_first_with_cursor_paging(client):
-    account_id, own = await create_account(client)
+    account_id, own = await create_account(client, plan=NO_PLAN)
     lot = await grant(client, account_id, "300", "rollover", granted_at="2020-09-01T00:00:00-04:00")
     assert lot["expires_at"] == "2021-09-01T04:00:00+00:00"
     for credits in ("1", "2", "3"):
@@ -113,7 +135,7 @@ async def test_grants_balance_and_transactions_newest_first_with_cursor_paging(c
 
 
 async def test_grant_replayed_with_its_idempotency_key_grants_once(client):
-    account_id, own = await create_account(client)
+    account_id, own = await create_account(client, plan=NO_PLAN)
     headers = {**OPERATOR, "Idempotency-Key": "grant-1"}
     first = await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "7", "kind": "bonus"},
                               headers=headers)
@@ -126,11 +148,11 @@ async def test_grant_replayed_with_its_idempotency_key_grants_once(client):
 
 
 async def test_users_allocations_are_capped_with_the_maximum_named_and_return_on_delete(client):
-    # Given a plan of what a long code costs a month plus 100 credits, and a long code
+    # Given a plan of what a long code costs a month plus 100 credits (its first cycle is the pool), and a long code
     number_cost = default_rate_card().price("phone_number", country="US", sender_type="long_code")
-    plan = {"monthly_credits": format_credits(number_cost + 100_000), "cycle": "monthly", "rollover": "none"}
+    pool = number_cost + 100_000
+    plan = {"monthly_credits": format_credits(pool), "cycle": "monthly", "rollover": "none"}
     account_id, own = await create_account(client, plan=plan)
-    await grant(client, account_id, "40", "purchase")
     numbers = await client.post(f"/v1/accounts/{account_id}/numbers", json={"phone": "+14155550100",
                                                                              "type": "long_code"}, headers=own)
     assert numbers.status == 201
@@ -148,19 +170,19 @@ async def test_users_allocations_are_capped_with_the_maximum_named_and_return_on
     user_id = (await created.json())["id"]
 
     over = await client.patch(f"/v1/accounts/{account_id}/users/{user_id}", headers=own,
-                              json={"total_credits": "41"})
+                              json={"total_credits": format_credits(pool + 1)})
     assert over.status == 422
-    assert "at most 40" in (await over.json())["detail"]
+    assert f"at most {format_credits(pool)}" in (await over.json())["detail"]
     patched = await client.patch(f"/v1/accounts/{account_id}/users/{user_id}", headers=own,
                                  json={"total_credits": "25"})
     assert (await patched.json())["total_credits"] == "25"
     balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
-    assert (balance["balance"], balance["pool_available"]) == ("40", "15")
+    assert (balance["balance"], balance["pool_available"]) == (format_credits(pool), format_credits(pool - 25_000))
 
     deleted = await client.delete(f"/v1/accounts/{account_id}/users/{user_id}", headers=own)
     assert deleted.status == 204
     balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
-    assert (balance["pool_available"], [u["name"] for u in balance["users"]]) == ("40", ["Olive"])
+    assert (balance["pool_available"], [u["name"] for u in balance["users"]]) == (format_credits(pool), ["Olive"])
     assert (await client.get(f"/v1/accounts/{account_id}/users/{user_id}", headers=own)).status == 404
 
 
@@ -213,3 +235,64 @@ async def test_a_number_belongs_to_one_account_only(client):
     sent = await client.post("/v1/messages", json={"to": "+14155550100", "from": "+14155550123", "body": "hi"},
                              headers=own_second)
     assert sent.status == 422
+
+
+@pytest.mark.postgres
+async def test_two_accounts_claiming_one_number_at_once_get_one_201_and_one_409(aiohttp_client, settings,
+                                                                                postgres_database, monkeypatch):
+    # given two accounts on PostgreSQL, whose claims both pass the "is it taken?" check before either inserts:
+    # each waits, holding its own account's lock, until the other holds its own
+    client = await aiohttp_client(init_app(settings, database=postgres_database))
+    (first, own_first), (second, own_second) = await create_account(client), await create_account(client)
+    both_checking = threading.Barrier(2, timeout=10)
+    lock_account = book.lock_account
+
+    def lock_and_wait_for_the_other(session, account_id):
+        row = lock_account(session, account_id)
+        both_checking.wait()
+        return row
+
+    monkeypatch.setattr(book, "lock_account", lock_and_wait_for_the_other)
+
+    # when both claim +14155550123 concurrently
+    number = {"phone": "+14155550123", "type": "long_code"}
+    answers = await asyncio.gather(client.post(f"/v1/accounts/{first}/numbers", json=number, headers=own_first),
+                                   client.post(f"/v1/accounts/{second}/numbers", json=number, headers=own_second))
+
+    # then the database lets exactly one have it, and the other gets a conflict, not an error
+    assert sorted(answer.status for answer in answers) == [201, 409]
+    loser = next(answer for answer in answers if answer.status == 409)
+    assert loser.content_type == "application/problem+json"
+    monkeypatch.undo()
+    owners = [[n["phone"] for n in (await (await client.get(f"/v1/accounts/{account}/numbers", headers=own)).json())
+               ["data"]] for account, own in ((first, own_first), (second, own_second))]
+    assert sorted(owners) == [[], ["+14155550123"]]
+
+
+async def test_the_account_key_sets_its_threshold_and_quiet_hours_but_not_its_plan(client):
+    # given an account and its own key
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}"
+
+    # when the owner sets the low-credit threshold, its quiet hours and their scope
+    changed = await client.patch(path, headers=own, json={"low_balance_threshold": "25",
+                                                          "quiet_hours": {"start": "09:00", "end": "20:00"},
+                                                          "quiet_hours_scope": "all"})
+
+    # then they are the account's
+    assert changed.status == 200, await changed.text()
+    body = await changed.json()
+    assert (body["low_balance_threshold"], body["quiet_hours"], body["quiet_hours_scope"]) == (
+        "25", {"start": "09:00", "end": "20:00"}, "all")
+
+    # and the plan, flags and overdraft stay the operator's: 403, nothing changed
+    refused = await client.patch(path, headers=own, json={"plan": {"monthly_credits": "1000"}, "quiet_hours": None})
+    assert refused.status == 403
+    assert (await (await client.get(path, headers=own)).json())["quiet_hours"] == {"start": "09:00", "end": "20:00"}
+
+    # a bad window is a 422 naming the field; null goes back to the TCPA default
+    bad = await client.patch(path, headers=own, json={"quiet_hours": {"start": "9am"}})
+    assert (bad.status, list((await bad.json())["errors"])) == (422, ["quiet_hours.start"])
+    reset = await client.patch(path, headers=own, json={"quiet_hours": None, "quiet_hours_scope": "automated"})
+    assert ((await reset.json())["quiet_hours"], (await reset.json())["quiet_hours_scope"]) == (
+        {"start": "08:00", "end": "21:00"}, "automated")

@@ -93,3 +93,29 @@ async def test_only_the_operator_saves_dunning_twilio_credentials(client, key):
     assert refused.status == 403 and saved.status == 200
     shown = await saved.json()
     assert shown["status"] == "ok" and "auth_token" not in shown
+
+
+async def test_a_card_number_as_payment_method_is_a_422_that_neither_repeats_nor_keeps_it(client, key,
+                                                                                          sqlite_database):
+    # given a customer who types a card number where a token belongs, with an Idempotency-Key
+    card = "4242 4242 4242 4242"
+    headers = {**key, "Idempotency-Key": "buy-with-card"}
+
+    # when the purchase and the auto-recharge settings are sent
+    bought = await client.post("/v1/accounts/acct_pay/purchases", headers=headers,
+                               json={"credits": "100", "payment_method": card})
+    saved = await client.put("/v1/accounts/acct_pay/auto-recharge", headers=key,
+                             json={"enabled": True, "threshold": "50", "credits": "100", "payment_method": card})
+
+    # then both are 422 problems naming the field and not the number
+    for response in (bought, saved):
+        text = await response.text()
+        assert response.status == 422 and response.content_type == "application/problem+json"
+        assert "payment_method" in (await response.json())["errors"]
+        assert "4242" not in text
+    # and no row holds it: no payment, no card on file, and the remembered answer only as digest and ciphertext
+    with sqlite_database.engine.connect() as connection:
+        rows = [" ".join(map(str, row)) for table in ("payments", "auto_recharges", "idempotency_records")
+                for row in connection.exec_driver_sql(f"SELECT * FROM {table}")]
+    assert len(rows) == 1 and not any(card in row or card.replace(" ", "") in row for row in rows)
+    assert await balance(client, key) == "0"

@@ -129,7 +129,7 @@ async def test_unsigned_or_forged_callbacks_are_refused_and_change_nothing(clien
 
 async def test_the_query_string_is_part_of_what_twilio_signs(client, settings, database, enqueued):
     path = STATUS_PATH + "?attempt=2"
-    params = {"MessageSid": SID, "MessageStatus": "delivered"}
+    params = {"MessageSid": SID, "MessageStatus": "delivered", "AccountSid": settings.twilio_account_sid}
 
     response = await client.post(path, data=params, headers=signed(settings, path, params))
     forged = await client.post(path, data=params, headers=signed(settings, STATUS_PATH, params))
@@ -163,7 +163,8 @@ async def test_a_callback_that_beats_the_stored_sid_is_kept_for_it(client, setti
     assert statuses == [200, 200] and enqueued == []
     with database.unit_of_work() as session:
         session.add(Message(id="msg_2", account_id="acct_1", to=CONTACT, from_=OUR_NUMBER, body="Hi", status="sending",
-                            twilio_sid=early_sid, created_at=T0, updated_at=T0))
+                            twilio_sid=early_sid, twilio_account_sid=settings.twilio_account_sid,
+                            created_at=T0, updated_at=T0))
         assert apply_early_statuses(session, early_sid, now=T0) == "delivered"
     assert (stored(database, "msg_2").twilio_status, stored(database, "msg_2").twilio_segments) == ("delivered", 2)
 
@@ -194,6 +195,30 @@ async def test_a_callback_for_an_account_with_its_own_twilio_credentials_is_sign
     # then only the genuine one is accepted
     assert (forged.status, genuine.status) == (403, 200)
     assert [m.args for m in enqueued] == [("msg_1",)]
+
+
+@pytest.fixture
+def other_tenant(database) -> tuple[str, str]:
+    """Another account that stored Twilio credentials of its own: (AccountSid, token)."""
+    credentials = ("AC" + "7" * 32, "other-tenants-token")
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_2", name="Other", twilio_account_sid=credentials[0],
+                            twilio_auth_token=credentials[1]))
+    return credentials
+
+
+async def test_a_status_signed_with_another_tenants_token_is_refused(client, settings, database, enqueued,
+                                                                     other_tenant):
+    # given the other tenant signs a "delivered, 40 segments" for acct_1's message, naming its own account
+    sid, token = other_tenant
+    params = {"MessageSid": SID, "MessageStatus": "delivered", "NumSegments": "40", "AccountSid": sid}
+
+    response = await client.post(STATUS_PATH, data=params, headers=signed(settings, STATUS_PATH, params, token=token))
+
+    # then it is refused and the message is as it was, with no settlement enqueued
+    assert response.status == 403 and response.content_type == "application/problem+json"
+    assert (stored(database).status, stored(database).twilio_segments) == ("sent", None)
+    assert enqueued == []
 
 
 # --- inbound messages -----------------------------------------------------------------------------
@@ -301,7 +326,7 @@ async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_ser
     port = free_port()
     settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "CREDITQ_ADMIN_KEY": "k" * 20,
                               "DATABASE_URL": sqlite_database.url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-                              "TWILIO_AUTH_TOKEN": simulator.auth_token})
+                              "TWILIO_ACCOUNT_SID": simulator.account_sid, "TWILIO_AUTH_TOKEN": simulator.auth_token})
     await aiohttp_server(init_app(settings, database=sqlite_database, broker=fake_broker), port=port)
     simulator.configure(callback_delay_ms=200)  # time to store the sid before the first callback
     gateway = TwilioGateway(simulator.account_sid, simulator.auth_token, simulator.url,
@@ -311,8 +336,8 @@ async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_ser
         session.add(Account(id="acct_1", name="Realty"))
         session.flush()
         session.add(Message(id="msg_1", account_id="acct_1", to=CONTACT, from_="+15005550006", body="Open house Sunday",
-                            status="sent", twilio_sid=sent.sid, twilio_status=sent.status,
-                            created_at=T0, updated_at=T0))
+                            status="sent", twilio_sid=sent.sid, twilio_account_sid=sent.account_sid,
+                            twilio_status=sent.status, created_at=T0, updated_at=T0))
 
     # when the simulator reports sent and delivered to the webhook
     for _ in range(500):
@@ -324,3 +349,13 @@ async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_ser
     assert stored(sqlite_database).status == "delivered"
     assert [m.args for m in enqueued] == [("msg_1",)]
     gateway.close()
+
+
+async def test_an_inbound_stop_signed_with_another_tenants_token_is_refused(client, settings, database, other_tenant):
+    sid, token = other_tenant
+    params = {"MessageSid": "SM" + "b" * 32, "AccountSid": sid, "From": CONTACT, "To": OUR_NUMBER, "Body": "STOP"}
+
+    response = await client.post(INBOUND_PATH, data=params,
+                                 headers=signed(settings, INBOUND_PATH, params, token=token))
+
+    assert response.status == 403 and opt_outs_of(database) == [] and inbound_rows(database) == []

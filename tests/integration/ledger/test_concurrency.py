@@ -50,7 +50,7 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, requ
     with database.unit_of_work() as session:
         account, _ = accounts.create_account(
             session, name="Race", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
         book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
 
     # When 64 threads spread over 2 processes each reserve 1 credit at once

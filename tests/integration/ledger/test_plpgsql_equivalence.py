@@ -155,7 +155,7 @@ class TwinLedgers(RuleBasedStateMachine):
                     session, name="twin", timezone="America/Chicago", plan_monthly_credits=100_000,
                     plan_cycle="monthly", plan_rollover="fifo_12m",
                     overdraft=accounts.Overdraft(policy, 5_000 if policy == "overdraft" else 0),
-                    low_balance_threshold=0)
+                    low_balance_threshold=0, now=self.now)
                 twin.account_id = account.id
                 twin.users = [allocations.create_user(session, account.id, name=f"u{n}", email="u@x", phone=None,
                                                       role="user", monthly_credits=10_000, now=self.now).id

@@ -17,7 +17,10 @@ from shared.messaging import parking, sweeper
 from shared.messaging.credentials import set_twilio_credentials
 from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
 from shared.messaging.opt_outs import opt_out
+from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
+from shared.messaging.send_policy import set_quiet_hours
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.messaging.sending import SendLater, send_message
 from shared.messaging.settlement import settle_message
@@ -25,6 +28,8 @@ from shared.messaging.statuses import record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
 from shared.twilio.errors import OutcomeUnknown
 from shared.twilio.gateway import TwilioGateway
+from shared.twilio.signatures import Credentials
+from tests.support.callbacks import twilio_reports
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -36,6 +41,7 @@ from tests.twilio_sim_fixtures import (  # noqa: F401
 SENDER = "+14155550000"
 RECIPIENT = "+14155550100"
 CARD = default_rate_card()
+UNCAPPED = SendCap(young_days=0, per_day=1)  # no account is new enough for the daily cap
 FAST = {"long_code": 10_000.0, "toll_free": 10_000.0, "short_code": 10_000.0}
 
 
@@ -64,21 +70,23 @@ def gateways(simulator, callback_receiver):  # noqa: F811
         gateway.close()
 
 
-def make_account(database, credits: int, *, policy: str = "prepaid") -> str:
+def make_account(database, credits: int, *, policy: str = "prepaid", sender: str = SENDER) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0)
-        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+                                    plan_rollover="none", overdraft=Overdraft(policy), low_balance_threshold=0,
+                                    now=now())
+        session.add(PhoneNumber(account_id=account.id, phone=sender, type="long_code"))
         if credits:
             book.grant(session, account.id, credits * 1000, "purchase", granted_at=now(),
                          idempotency_key=f"seed:{account.id}")
         return account.id
 
 
-def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", **fields) -> str:
+def accept(database, account_id: str, to: str = RECIPIENT, body: str = "hello", *, sender: str = SENDER,
+           **fields) -> str:
     with database.unit_of_work() as session:
-        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=SENDER, body=body, **fields),
-                                    rate_card=CARD, now=now())
+        message, _ = accept_message(session, account_id, MessageRequest(to=to, from_=sender, body=body, **fields),
+                                    rate_card=CARD, now=now(), cap=UNCAPPED)
         return message.id
 
 
@@ -135,7 +143,8 @@ def test_accept_names_every_bad_field(database):
     with pytest.raises(ValidationFailed) as refused:
         with database.unit_of_work() as session:
             accept_message(session, account_id, MessageRequest(to="12", from_="+14155559999", body="",
-                                                               send_at="tomorrow"), rate_card=CARD, now=now())
+                                                               send_at="tomorrow"), rate_card=CARD, now=now(),
+                           cap=UNCAPPED)
     assert set(refused.value.errors) == {"to", "from", "send_at"}
 
 
@@ -204,6 +213,91 @@ def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, 
     assert account(database, account_id).held == 1000
 
 
+@pytest.mark.parametrize("source", ["stop_keyword", "import"])  # the recipient's STOP; the do-not-contact list
+def test_a_single_text_whose_recipient_opted_out_after_it_was_accepted_is_canceled_uncharged(
+        database, gateways, throttle, simulator, source):  # noqa: F811
+    # given a text accepted for a recipient who then opts out (or is listed as do-not-contact)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, source)
+
+    # when its send job runs
+    status = send(database, message_id, gateways, throttle)
+
+    # then it is canceled with the reason, Twilio never sees it and nothing is held or charged
+    canceled = message(database, message_id)
+    assert (status, canceled.status, canceled.credits_charged) == ("canceled", "canceled", None)
+    assert "opted out" in canceled.error_message
+    assert simulator.sent()["messages"] == []
+    assert (account(database, account_id).held, account(database, account_id).balance) == (0, 10_000)
+
+
+LATE_EVENING_IN_SAN_FRANCISCO = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)  # 21:30 PST, the recipient's time
+NEXT_MORNING_IN_SAN_FRANCISCO = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 08:00 PST
+
+
+def released_scheduled_send(database, account_id: str) -> str:
+    """A single send scheduled for later whose time has come (the sweeper made it `accepted`)."""
+    message_id = accept(database, account_id, send_at=(now() + timedelta(minutes=5)).isoformat())
+    with database.unit_of_work() as session:
+        session.get(Message, message_id).status = "accepted"
+    return message_id
+
+
+def test_a_scheduled_text_due_at_night_waits_for_eight_in_the_morning_recipient_time(database, gateways, throttle,
+                                                                                    simulator):  # noqa: F811
+    # given a scheduled single send to a San Francisco number that comes due at 21:30 there
+    account_id = make_account(database, 10)
+    message_id = released_scheduled_send(database, account_id)
+
+    # when its send job runs then
+    status = send(database, message_id, gateways, throttle, now=lambda: LATE_EVENING_IN_SAN_FRANCISCO)
+
+    # then it waits, scheduled for 08:00 the next morning there, with nothing sent or held
+    waiting = message(database, message_id)
+    assert (status, waiting.status) == ("scheduled", "scheduled")
+    assert waiting.send_at.replace(tzinfo=UTC) == NEXT_MORNING_IN_SAN_FRANCISCO
+    assert simulator.sent()["messages"] == [] and account(database, account_id).held == 0
+
+
+def test_an_immediate_reply_at_night_goes_at_once_unless_the_account_holds_all_sends(database, gateways, throttle,
+                                                                                   simulator):  # noqa: F811
+    # given two immediate single sends at 21:30 recipient time, one from an account whose scope is `all`
+    replies = make_account(database, 10)
+    strict = make_account(database, 10, sender="+14155550001")
+    with database.unit_of_work() as session:
+        set_quiet_hours(session, strict, window=None, scope="all")
+    reply, held_back = accept(database, replies), accept(database, strict, sender="+14155550001")
+
+    # when their send jobs run
+    late = lambda: LATE_EVENING_IN_SAN_FRANCISCO  # noqa: E731
+
+    # then the reply goes now and the other waits for the morning
+    assert send(database, reply, gateways, throttle, now=late) == "queued"
+    assert send(database, held_back, gateways, throttle, now=late) == "scheduled"
+    assert message(database, held_back).send_at.replace(tzinfo=UTC) == NEXT_MORNING_IN_SAN_FRANCISCO
+
+
+def test_an_account_window_of_its_own_and_an_empty_one(database, gateways, throttle, simulator):  # noqa: F811
+    # given accounts whose quiet hours are 09:00-17:00, and none at all (equal start and end)
+    office = make_account(database, 10)
+    always = make_account(database, 10, sender="+14155550001")
+    with database.unit_of_work() as session:
+        set_quiet_hours(session, office, window=parse_window({"start": "09:00", "end": "17:00"}), scope=None)
+        set_quiet_hours(session, always, window=parse_window({"start": "00:00", "end": "00:00"}), scope=None)
+    office_text = released_scheduled_send(database, office)
+    always_text = accept(database, always, sender="+14155550001", send_at=(now() + timedelta(minutes=5)).isoformat())
+    with database.unit_of_work() as session:
+        session.get(Message, always_text).status = "accepted"
+
+    # when both come due at 21:30 recipient time, then the office's waits for 09:00 and the other goes
+    late = lambda: LATE_EVENING_IN_SAN_FRANCISCO  # noqa: E731
+    assert send(database, office_text, gateways, throttle, now=late) == "scheduled"
+    assert message(database, office_text).send_at.replace(tzinfo=UTC) == datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
+    assert send(database, always_text, gateways, throttle, now=late) == "queued"
+
+
 def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways, throttle, simulator):  # noqa: F811
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
@@ -233,7 +327,8 @@ def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways,
         result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
                                now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
     stored = message(database, message_id)
-    assert (stored.twilio_sid, stored.credits_charged) == (sent["sid"], 1000)
+    assert (stored.twilio_sid, stored.twilio_account_sid, stored.credits_charged) == (sent["sid"], sent["account_sid"],
+                                                                                     1000)
     assert stored.status in ("sent", "delivered") and result.reconciled == {}
     assert account(database, account_id).held == 0 and account(database, account_id).balance == 9_000
     assert len(simulator.sent()["messages"]) == 1
@@ -324,6 +419,25 @@ def test_rejected_credentials_park_the_account_until_they_are_replaced(database,
     assert send(database, first, gateways, throttle) == "queued"
 
 
+def test_each_message_records_the_twilio_account_it_was_sent_with(database, gateways, throttle,
+                                                                  simulator):  # noqa: F811
+    # given one account sending with the deployment's credentials, and one with its own Twilio subaccount
+    plain, own = make_account(database, 10), make_account(database, 10, sender="+14155550001")
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, own, subaccount["sid"], subaccount["auth_token"], now=now())
+    plain_message, own_message = accept(database, plain), accept(database, own, sender="+14155550001")
+
+    # when both are sent
+    assert send(database, plain_message, gateways, throttle) == send(database, own_message, gateways, throttle) == "queued"
+
+    # then each stored, with its sid, the account Twilio says owns it: the one whose token signs its callbacks
+    assert message(database, plain_message).twilio_account_sid == simulator.account_sid
+    assert message(database, own_message).twilio_account_sid == subaccount["sid"]
+    owners = {m["sid"]: m["account_sid"] for m in simulator.sent()["messages"]}
+    assert owners[message(database, own_message).twilio_sid] == subaccount["sid"]
+
+
 # --- settle ----------------------------------------------------------------------------------------
 
 def test_settlement_charges_twilios_segments_once(database, gateways, throttle):
@@ -375,6 +489,34 @@ def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(
     assert [send(database, message_id, gateways, throttle) for message_id in ids[3:]] == ["queued"] * 3
 
 
+def test_a_message_waiting_for_its_sender_slot_is_left_alone_by_the_sweeper(
+        database, gateways, simulator):  # noqa: F811
+    # given a long code allowed one segment every 100 s, and a second text that had to book a slot ~100 s ahead
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.01, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "queued"
+    with pytest.raises(SendLater) as later:
+        send(database, second, gateways, throttle)
+    assert later.value.slot_booked and 99 < later.value.delay_seconds <= 100
+
+    # when the sweeper runs while the slot is still ahead, even long past its staleness limit
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=90), stale_after=timedelta(seconds=60))
+
+    # then it does not send the job again, so no second slot is booked
+    assert enqueued == []
+    assert message(database, second).status == "accepted"
+
+    # and once the slot has passed long enough for its job to count as lost, the sweeper hands it back
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=170), stale_after=timedelta(seconds=60))
+    assert enqueued == [second]
+    assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
+    assert message(database, second).slot_at is None
+
+
 # --- sweeper ---------------------------------------------------------------------------------------
 
 def test_sweeper_enqueues_accepted_messages_whose_job_was_lost(database, gateways):
@@ -406,6 +548,28 @@ def test_sweeper_reconciles_an_overdue_hold_from_twilio(database, gateways, thro
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
 
 
+def test_sweeper_reconciles_a_message_with_the_credentials_it_was_sent_with(database, gateways, throttle,
+                                                                           callback_receiver, simulator):  # noqa: F811
+    # given a message sent with the deployment's credentials, after which its account brings its own subaccount
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, subaccount["sid"], subaccount["auth_token"], now=now())
+
+    # when its hold is overdue and the sweeper asks Twilio about it
+    sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
+
+    # then it asked the account that owns the message (the subaccount would not know it) and settled it
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:
@@ -413,8 +577,10 @@ def early_statuses(database) -> int:
         return session.scalar(select(func.count()).select_from(EarlyStatus))
 
 
-def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle):
+def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(database, gateways, throttle,
+                                                                                simulator):  # noqa: F811
     # given Twilio reports the message delivered before the worker stored its sid
+    simulator_credentials = Credentials(simulator.account_sid, simulator.auth_token)
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
     changes = []
@@ -424,9 +590,7 @@ def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(
             def send(self, **fields):
                 sent = gateways(*credentials).send(**fields)
                 for status in ("sent", "delivered", "delivered"):  # with a duplicate
-                    with database.unit_of_work() as session:
-                        changes.append(record_status(session, sid=sent.sid, status=status, num_segments=2,
-                                                     now=now()))
+                    changes.append(twilio_reports(database, simulator_credentials, sent.sid, status, num_segments=2))
                 return sent
 
         return Racing()
@@ -446,9 +610,9 @@ def test_a_callback_that_beats_the_stored_sid_is_applied_when_the_sid_is_stored(
     assert settle(database, message_id) == "settled" and message(database, message_id).credits_charged == 2000
 
 
-def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways):
-    with database.unit_of_work() as session:
-        assert record_status(session, sid="SM" + "e" * 32, status="delivered", now=now()) is None
+def test_reports_for_a_sid_nobody_stores_are_forgotten_after_a_day(database, gateways, simulator):  # noqa: F811
+    credentials = Credentials(simulator.account_sid, simulator.auth_token)
+    assert twilio_reports(database, credentials, "SM" + "e" * 32, "delivered") is None
     assert early_statuses(database) == 1
     sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=now(),
                   stale_after=timedelta(seconds=60))

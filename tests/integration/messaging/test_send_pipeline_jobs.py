@@ -10,10 +10,21 @@ from intake.app import init_app
 from shared.billing.payments import SimulatedGateway
 from shared.billing.purchases import purchase
 from shared.messaging.parking import park_account
-from shared.messaging.statuses import record_status
+from shared.messaging.quiet_hours import parse_window
+from shared.messaging.send_policy import set_quiet_hours
 from shared.models import Account
+from shared.twilio.signatures import Credentials
 from tests.integration.messaging.test_send_actors import worker_resources  # noqa: F401  (fixture)
-from tests.integration.messaging.test_send_pipeline import SENDER, accept, account, gateways, make_account, message, report  # noqa: F401
+from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
+    SENDER,
+    accept,
+    account,
+    gateways,
+    make_account,
+    message,
+    report,
+)
+from tests.support.callbacks import twilio_reports
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -42,7 +53,8 @@ def wait_for(check, timeout: float = 10.0):
 
 
 def test_a_callback_before_the_sid_is_stored_settles_the_message_promptly(sqlite_database, worker_resources,
-                                                                          fake_broker, gateways):  # noqa: F811
+                                                                          fake_broker, gateways,
+                                                                          simulator):  # noqa: F811
     # given Twilio's delivered callback reaches us before the worker stores the sid (twice: a duplicate)
     from workers import resources
 
@@ -51,9 +63,8 @@ def test_a_callback_before_the_sid_is_stored_settles_the_message_promptly(sqlite
             def send(self, **fields):
                 sent = gateways(*credentials).send(**fields)
                 for _ in range(2):
-                    with sqlite_database.unit_of_work() as session:
-                        record_status(session, sid=sent.sid, status="delivered", num_segments=2,
-                                      now=datetime.now(UTC))
+                    twilio_reports(sqlite_database, Credentials(simulator.account_sid, simulator.auth_token), sent.sid,
+                                   "delivered", num_segments=2)
                 return sent
 
         return Racing()
@@ -128,8 +139,10 @@ async def test_a_grant_through_the_api_releases_parked_messages_at_once(aiohttp_
 
 async def test_a_scheduled_message_goes_out_at_its_time_without_a_sweep(aiohttp_client, settings, sqlite_database,
                                                                        worker_resources, fake_broker):
-    # given a message scheduled a second ahead
+    # given a message scheduled a second ahead, from an account without quiet hours (it may be night in San Francisco)
     account_id = make_account(sqlite_database, 10)
+    with sqlite_database.unit_of_work() as session:
+        set_quiet_hours(session, account_id, window=parse_window({"start": "00:00", "end": "00:00"}), scope=None)
     client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
     send_at = datetime.now(UTC) + timedelta(seconds=1)
 

@@ -16,6 +16,7 @@ from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     callback_receiver,
     simulator,
 )
+from twilio_sim.client import simulated_client
 
 TEST_FROM = "+15005550006"
 RECIPIENT = "+15558675310"
@@ -238,6 +239,88 @@ def test_another_accounts_path_is_not_found(simulator):
 
     # then it does not exist for this account
     assert (response.status_code, response.json()["code"]) == (404, 20404)
+
+
+# --- Subaccounts ---------------------------------------------------------------------------
+
+
+def test_a_subaccount_authenticates_with_its_own_token_only(simulator):
+    # given a subaccount added through the control API
+    sub = simulator.add_account(friendly_name="Grace Church")
+
+    # when it fetches itself with its token, with the main account's token, and a made-up sid tries
+    own = simulator.client().api.v2010.accounts(sub["sid"])
+    fetched = simulated_client(simulator.url, sub["sid"], sub["auth_token"]).api.v2010.accounts(sub["sid"]).fetch()
+    with pytest.raises(TwilioRestException) as wrong_token:
+        simulated_client(simulator.url, sub["sid"], simulator.auth_token).api.v2010.accounts(sub["sid"]).fetch()
+    made_up = "AC" + "e" * 32
+    with pytest.raises(TwilioRestException) as unknown:
+        simulated_client(simulator.url, made_up, "any-token").api.v2010.accounts(made_up).fetch()
+
+    # then only its own token opens it (its parent reaches it too), and nobody opens a made-up account
+    assert (fetched.sid, fetched.status, fetched.owner_account_sid) == (sub["sid"], "active", simulator.account_sid)
+    assert own.fetch().friendly_name == "Grace Church"
+    assert (wrong_token.value.status, wrong_token.value.code) == (401, 20003)
+    assert (unknown.value.status, unknown.value.code) == (401, 20003)
+
+
+def test_a_subaccounts_messages_are_its_own_and_its_callbacks_carry_its_signature(simulator, callback_receiver):
+    # given a subaccount that sends a message with a status callback
+    sub = simulator.add_account()
+    client = simulated_client(simulator.url, sub["sid"], sub["auth_token"])
+    message = client.messages.create(
+        to=RECIPIENT, from_=TEST_FROM, body="from the subaccount", status_callback=callback_receiver.status_url
+    )
+
+    # when its callbacks arrive, and the main account and the subaccount look the message up
+    callbacks = callback_receiver.wait_for(message.sid, lambda cbs: len(cbs) == 2)
+    main_sees = [m.sid for m in simulator.client().messages.list()]
+
+    # then the message is the subaccount's, signed with the subaccount's token and not the main one's
+    assert message.account_sid == sub["sid"] and message.sid not in main_sees
+    assert client.messages(message.sid).fetch().account_sid == sub["sid"]
+    for callback in callbacks:
+        assert callback.form["AccountSid"] == sub["sid"]
+        assert RequestValidator(sub["auth_token"]).validate(callback.url, callback.form, callback.signature)
+        assert not RequestValidator(simulator.auth_token).validate(callback.url, callback.form, callback.signature)
+
+
+def test_a_subaccount_cannot_reach_another_accounts_messages(simulator):
+    # given a message of the main account and a subaccount
+    sent = simulator.client().messages.create(to=RECIPIENT, from_=TEST_FROM, body="main's")
+    sub = simulator.add_account()
+
+    # when the subaccount asks for it under the main account's path and under its own
+    response = requests.get(f"{simulator.url}/2010-04-01/Accounts/{simulator.account_sid}/Messages/{sent.sid}.json",
+                            auth=(sub["sid"], sub["auth_token"]), timeout=10)
+    own_path = requests.get(f"{simulator.url}/2010-04-01/Accounts/{sub['sid']}/Messages/{sent.sid}.json",
+                            auth=(sub["sid"], sub["auth_token"]), timeout=10)
+
+    # then it exists for neither
+    assert (response.status_code, own_path.status_code) == (404, 404)
+
+
+def test_reset_forgets_the_subaccounts(simulator):
+    # given a subaccount
+    sub = simulator.add_account()
+
+    # when the simulator is reset
+    simulator.reset()
+
+    # then its credentials no longer open anything, and only the main account is listed
+    response = requests.get(f"{simulator.url}/2010-04-01/Accounts/{sub['sid']}.json",
+                            auth=(sub["sid"], sub["auth_token"]), timeout=10)
+    assert response.status_code == 401
+    listed = requests.get(f"{simulator.url}/_sim/accounts", timeout=10).json()["accounts"]
+    assert [account["sid"] for account in listed] == [simulator.account_sid]
+
+
+@pytest.mark.parametrize("fields", [{"status": "asleep"}, {"sid": "AC123"}, {"auth_token": 5}, {"colour": "red"}])
+def test_invalid_subaccounts_are_refused(simulator, fields):
+    response = requests.post(f"{simulator.url}/_sim/accounts", json=fields, timeout=10)
+
+    assert response.status_code == 400 and response.json()["error"]
+    assert len(requests.get(f"{simulator.url}/_sim/accounts", timeout=10).json()["accounts"]) == 1
 
 
 # --- Injected faults ----------------------------------------------------------------------
@@ -507,7 +590,7 @@ def test_control_api_counts_creates_per_recipient_and_body(simulator):
     assert [m["creates"] for m in sent["messages"]] == [2, 2, 1]
     assert {(m["to"], m["body"]) for m in sent["duplicates"]} == {(RECIPIENT, "same")}
     assert set(sent["messages"][0]) == {
-        "sid", "to", "from", "body", "num_segments", "status", "error_code", "creates",
+        "sid", "account_sid", "to", "from", "body", "num_segments", "status", "error_code", "creates",
     }
 
 

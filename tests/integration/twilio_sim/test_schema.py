@@ -1,4 +1,4 @@
-"""The simulator's Messages responses checked against Twilio's own OpenAPI description.
+"""The simulator's Messages and Account responses checked against Twilio's own OpenAPI description.
 
 So the simulator cannot drift from the real API: every field Twilio documents is present,
 no field Twilio does not document is added, and each value has the documented type.
@@ -25,6 +25,7 @@ from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
 SPEC_PATH = Path(__file__).resolve().parents[3] / ".." / "shared" / "twilio" / "twilio_api_v2010.json"
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 MESSAGE = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
+ACCOUNT = "/2010-04-01/Accounts/{Sid}.json"
 RFC_2822_FIELDS = ("date_created", "date_updated", "date_sent")
 FINAL = {"delivered", "undelivered", "failed"}
 
@@ -130,6 +131,29 @@ def test_create_fetch_and_list_responses_match_twilios_schemas(simulator, spec):
     assert set(page) == set(list_schema["properties"])
     for resource in page["messages"]:
         assert_matches_twilio(resource, list_schema["properties"]["messages"]["items"])
+
+
+def test_account_fetches_match_twilios_schema(simulator, spec):
+    # given the main account and a subaccount of it
+    sub = simulator.add_account(friendly_name="Grace Church")
+
+    # when each fetches itself (as creditq does to prove credentials), and the parent its subaccount
+    fetches = [
+        twilio_request(simulator, "get", f"/2010-04-01/Accounts/{simulator.account_sid}.json"),
+        requests.get(f"{simulator.url}/2010-04-01/Accounts/{sub['sid']}.json", auth=(sub["sid"], sub["auth_token"]),
+                     timeout=10),
+        twilio_request(simulator, "get", f"/2010-04-01/Accounts/{sub['sid']}.json"),
+    ]
+
+    # then each answer is the Account resource Twilio publishes
+    schema = response_schema(spec, ACCOUNT, "get", "200")
+    for fetch in fetches:
+        assert fetch.status_code == 200
+        jsonschema.validate(fetch.json(), schema)
+        assert set(fetch.json()) == set(schema["properties"]), "fields differ from Twilio's"
+        for field in ("date_created", "date_updated"):
+            assert parsedate_to_datetime(fetch.json()[field]).utcoffset().total_seconds() == 0
+    assert [fetch.json()["owner_account_sid"] for fetch in fetches] == [simulator.account_sid] * 3
 
 
 def test_error_bodies_have_twilios_error_fields(simulator):

@@ -136,3 +136,17 @@ def test_enabling_needs_a_payment_method(database):
     with database.unit_of_work() as session, pytest.raises(ValidationFailed):
         auto_recharge.configure(session, account_id, enabled=True, threshold_mc=1, credits_mc=100_000,
                                 payment_method=None, now=NOW)
+
+
+def test_a_card_number_is_never_saved_as_the_card_on_file(database):
+    # given an account with a token on file
+    account_id = account_with_recharge(database)
+
+    # when the settings are saved with a card number instead
+    with pytest.raises(ValidationFailed) as refused, database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=100_000, credits_mc=100_000,
+                                payment_method="4000 0566 5566 5556", now=NOW)
+
+    # then nothing changed and the refusal does not repeat it
+    assert "5556" not in str(refused.value) and set(refused.value.errors) == {"payment_method"}
+    assert state(database, account_id).payment_method == "pm_card_visa"

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from shared.billing import month_end
 from shared.billing.calendar import Period, period_end
 from shared.billing.payments import SimulatedGateway
-from shared.billing.price_list import default_price_list
+from shared.billing.price_list import default_price_list, parse_price_list
 from shared.ids import new_id
 from shared.ledger import book
 from shared.ledger.verify import verify
@@ -33,6 +33,15 @@ def make_account(database, *, tz="UTC", created=None, monthly=0, cycle="monthly"
         if card:
             session.add(AutoRecharge(account_id=account_id, enabled=False, payment_method=card, updated_at=created))
     return account_id
+
+
+TEST_PRICES = parse_price_list({  # not the bundled list: the bills below come from these numbers
+    "currency": "usd", "credit_hold_monthly_fee_cents": 100,
+    "plans": [{"name": "small", "min_monthly_credits": "0", "debt_cents_per_credit": "2.5",
+               "buckets": [{"credits": "100", "price_cents": 300}]},
+              {"name": "large", "min_monthly_credits": "1000", "debt_cents_per_credit": "0.75",
+               "buckets": [{"credits": "100", "price_cents": 100}]}],
+})
 
 
 def close(database, account_id, period: str, now: datetime) -> month_end.Summary:
@@ -96,6 +105,43 @@ def test_auckland_closes_august_hours_before_los_angeles(database):
         assert month_end.due_accounts(session, later) == [(los_angeles, Period(2021, 8))]
 
 
+def test_a_period_before_the_account_existed_is_never_closed(database):
+    # given an account created in November 2026 with a 1,000-credit plan and a number
+    created = local("UTC", 2026, 11, 10)
+    account_id = make_account(database, monthly=1000, rollover="fifo_12m", created=created)
+    with database.unit_of_work() as session:
+        session.add(PhoneNumber(account_id=account_id, phone="+14155550111", type="long_code",
+                                monthly_cost=1 * CREDIT, created_at=created))
+    entries_before = entry_count(database)
+
+    # when an operator runs month-end for January 2025
+    summary = month_end.run(database, None, Period(2025, 1), now=local("UTC", 2026, 11, 28))
+
+    # then nothing was closed, granted or charged, and no close is recorded for it
+    assert (summary.closed, summary.not_opened, summary.granted, summary.number_fees) == (0, 1, 0, 0)
+    assert entry_count(database) == entries_before
+    assert balance(database, account_id).balance == 0
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(BillingRun)) == 0
+
+
+def test_a_catch_up_after_a_mistaken_old_period_starts_at_the_month_the_account_was_created(database):
+    # given an account created on 2026-10-15 with a 1,000-credit plan, and a month-end run by mistake for 2025-01
+    account_id = make_account(database, monthly=1000, created=local("UTC", 2026, 10, 15))
+    close(database, account_id, "2025-01", local("UTC", 2026, 10, 20))
+
+    # when month-end runs through October 2026
+    summary = close(database, account_id, "2026-10", local("UTC", 2026, 11, 1, 0, 5))
+
+    # then only October closed: one cycle's grant, not one for every month since 2025
+    assert (summary.closed, summary.granted) == (1, 1000 * CREDIT)
+    with database.unit_of_work() as session:
+        periods = session.scalars(select(BillingRun.period).where(BillingRun.account_id == account_id,
+                                                                  BillingRun.step == "close")).all()
+    assert periods == ["2026-10"]
+    assert_ledger_consistent(database)
+
+
 def test_running_month_end_twice_changes_nothing_the_second_time(database):
     account_id = make_account(database, monthly=100, policy="postpaid", card="pm_card_visa")
     gateway = SimulatedGateway()
@@ -121,15 +167,35 @@ def test_postpaid_debt_is_billed_reset_and_charged_once(database):
     with database.unit_of_work() as session:
         book.charge_pool(session, account_id, 12500, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
 
-    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
 
     assert summary.billed == 12500 and summary.payments_succeeded == 1
     assert balance(database, account_id).balance == 0
     [charge] = gateway.charges(account_id)
-    assert charge.amount_cents == month_end.bill_cents(12500) == 13
+    assert charge.amount_cents == 32  # 12.5 credits at the small tier's 2.5 cents: 31.25, rounded up once
     with database.unit_of_work() as session:
         bill = session.scalar(select(BillingRun).where(BillingRun.step == "bill"))
         assert (bill.status, bill.amount) == ("paid", 12500)
+
+
+def test_debt_is_billed_at_the_plan_tiers_rate_rounded_up_once_per_bill(database):
+    # given a postpaid account on the large tier (1,000 credits a month) that used 1,001 credits past its pool
+    account_id = make_account(database, monthly=1000, policy="postpaid", card="pm_card_visa")
+    gateway = SimulatedGateway()
+    with database.unit_of_work() as session:
+        for n in range(7):  # seven uses of 143 credits: 1,001 credits of debt, billed as one amount
+            book.charge_pool(session, account_id, 143 * CREDIT, kind="usage", idempotency_key=f"use-{n}",
+                             now=local("UTC", 2020, 8, 20))
+
+    # when August closes with the test price list
+    month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
+
+    # then the bill is 1,001 credits x 0.75 cents = 750.75, rounded up once to 751
+    assert [charge.amount_cents for charge in gateway.charges(account_id)] == [751]
+
+
+def test_the_bundled_credit_hold_plan_costs_a_dollar_a_month():
+    assert default_price_list().credit_hold_monthly_fee_cents == 100
 
 
 def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_once(database):
@@ -141,14 +207,13 @@ def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_onc
     gateway = SimulatedGateway()
 
     # when August closes, twice
-    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
-    month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1, 1))
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
+    month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1, 1), price_list=TEST_PRICES)
 
-    # then no plan credits came, the 70 stay usable, and the fee was charged once
-    fee = default_price_list().credit_hold_monthly_fee_cents
-    assert (summary.granted, summary.credit_hold_fee_cents, summary.payments_succeeded) == (0, fee, 1)
+    # then no plan credits came, the 70 stay usable, and the price list's $1 fee was charged once
+    assert (summary.granted, summary.credit_hold_fee_cents, summary.payments_succeeded) == (0, 100, 1)
     assert balance(database, account_id).available == 70 * CREDIT
-    assert [charge.amount_cents for charge in gateway.charges(account_id)] == [fee]
+    assert [charge.amount_cents for charge in gateway.charges(account_id)] == [100]
     assert_ledger_consistent(database)
 
 
@@ -158,7 +223,7 @@ def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
     with database.unit_of_work() as session:
         book.charge_pool(session, account_id, 5 * CREDIT, kind="usage", idempotency_key="use", now=local("UTC", 2020, 8, 20))
 
-    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1))
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
     month_end.collect_bills(database, gateway, account_id, now=local("UTC", 2020, 9, 2))
 
     assert summary.payments_declined == 1
@@ -166,7 +231,7 @@ def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
     with database.unit_of_work() as session:
         assert session.scalar(select(BillingRun.status).where(BillingRun.step == "bill")) == "declined"
         run = session.scalar(select(DunningRun).where(DunningRun.account_id == account_id))
-        assert (run.reason, run.amount_cents, run.status) == ("month_end", 5, "open")
+        assert (run.reason, run.amount_cents, run.status) == ("month_end", 13, "open")  # 5 credits x 2.5 cents
 
 
 def test_a_transient_gateway_error_leaves_the_bill_pending_for_a_retry(database):
@@ -195,6 +260,22 @@ def test_plan_credits_expire_with_their_cycle_unless_rollover_protected(database
 
     assert balance(database, plain).balance == 100 * CREDIT  # September's expired, October's granted
     assert balance(database, protected).balance == 200 * CREDIT
+    assert_ledger_consistent(database)
+
+
+def test_rollover_protection_keeps_twelve_month_rollover_lots_at_month_end(database):
+    # given a protected fifo_12m plan whose August 2020 month-end granted 300 rollover credits
+    account_id = make_account(database, monthly=300, rollover="fifo_12m", rollover_protection=True)
+    close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).next_plan_monthly_credits = 0
+
+    # when month-end runs through August 2021, when those credits' 12 months are up
+    summary = close(database, account_id, "2021-08", local("UTC", 2021, 9, 1))
+
+    # then nothing expired
+    assert summary.expired == 0
+    assert balance(database, account_id).balance == 300 * CREDIT
     assert_ledger_consistent(database)
 
 

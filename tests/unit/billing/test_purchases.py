@@ -18,7 +18,8 @@ def new_account(database, **plan) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme Realty", timezone="UTC",
                                     plan_monthly_credits=plan.get("monthly", 0), plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0,
+                                    now=NOW)
         return account.id
 
 
@@ -139,3 +140,22 @@ def test_the_simulated_gateway_charges_once_per_key():
     with pytest.raises(ValueError):
         gateway.charge(account_id="a", amount_cents=5.0, payment_method="pm_card_visa", idempotency_key="f",
                        description="floats are not money")
+
+
+@pytest.mark.parametrize("card", ["4242 4242 4242 4242", "4242-4242-4242-4242", "4242424242424242",
+                                  "pm_4242424242424242", "visa ending 4242", " "])
+def test_a_payment_method_that_is_not_a_gateway_token_is_refused_without_being_stored_or_repeated(database, card):
+    # given an account; when a purchase names a card number (or anything not shaped like pm_/tok_/card_)
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+    with pytest.raises(ValidationFailed) as refused:
+        purchase(database, gateway, account_id, 100_000, card, idempotency_key="buy-card", now=NOW)
+
+    # then it is refused naming the field, never the value; nothing is charged or stored
+    digits = card.replace(" ", "").replace("-", "")
+    assert set(refused.value.errors) == {"payment_method"}
+    assert all(digits not in text for text in (str(refused.value), *refused.value.errors.values()) if digits)
+    assert gateway.charges(account_id) == []
+    with database.unit_of_work() as session:
+        assert session.query(Payment).count() == 0
+    assert balance_of(database, account_id) == 0

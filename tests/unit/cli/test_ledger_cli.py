@@ -13,7 +13,7 @@ def funded_account(database) -> str:
     with database.unit_of_work() as session:
         account, _ = accounts.create_account(
             session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0)
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
         book.grant(session, account.id, 5_000, "purchase", granted_at=NOW, idempotency_key="seed")
         hold = book.reserve(session, account.id, 1_000, idempotency_key="r", ttl_seconds=60, now=NOW)
         book.settle(session, hold.id, 1_000, idempotency_key="s", now=NOW)

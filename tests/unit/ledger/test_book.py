@@ -16,8 +16,9 @@ NOW = datetime(2021, 3, 10, 12, tzinfo=UTC)
 def new_account(database, *, policy="prepaid", limit=0, credits=0, kind="purchase", plan=0) -> str:
     with database.unit_of_work() as session:
         account, _ = accounts.create_account(
-            session, name="Acme", timezone="UTC", plan_monthly_credits=plan, plan_cycle="monthly",
-            plan_rollover="none", overdraft=accounts.Overdraft(policy, limit), low_balance_threshold=0)
+            session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+            plan_rollover="none", overdraft=accounts.Overdraft(policy, limit), low_balance_threshold=0, now=NOW)
+        account.plan_monthly_credits = plan  # the plan without its first cycle's grant: `credits` is the whole pool
         if credits:
             book.grant(session, account.id, credits, kind, granted_at=NOW, idempotency_key=f"seed-{account.id}")
         return account.id
@@ -205,14 +206,41 @@ def test_expiry_writes_off_due_lots_and_rollover_protection_keeps_plan_credits(d
     assert_clean(database)
 
 
-def test_spam_flag_removes_purchased_credits_with_an_entry(database):
+def test_spam_flag_removes_purchased_and_bonus_credits_each_with_an_entry(database):
+    # given 5 purchased credits, 1 bonus credit and 2 plan credits
     account_id = new_account(database, credits=5_000)
     with database.unit_of_work() as session:
         book.grant(session, account_id, 1_000, "bonus", granted_at=NOW, idempotency_key="bonus")
+        book.grant(session, account_id, 2_000, "plan", granted_at=NOW, idempotency_key="plan")
+
+        # when the account is flagged as spam
         account = accounts.update_account(session, account_id, now=NOW, flags={"spam": True})
-        assert (account.spam, account.balance) == (True, 1_000)
-        entry = book.transactions(session, account_id, limit=1)[0]
-    assert (entry.kind, entry.amount, entry.balance_after) == ("adjustment", -5_000, 1_000)
+
+        # then only the plan credits are left, and each removed lot has its own adjustment entry
+        assert (account.spam, account.balance) == (True, 2_000)
+        removed = [(e.kind, e.amount) for e in book.transactions(session, account_id, limit=2)]
+    assert sorted(removed) == [("adjustment", -5_000), ("adjustment", -1_000)]
+    assert_clean(database)
+
+
+def test_rollover_protection_keeps_rollover_lots_past_their_twelve_months(database):
+    # given a rollover lot granted 2020-09-01 (it expires 2021-09-01) on a protected account
+    account_id = new_account(database)
+    with database.unit_of_work() as session:
+        book.grant(session, account_id, 3_000, "rollover", granted_at=datetime(2020, 9, 1, tzinfo=UTC),
+                   idempotency_key="rollover")
+        accounts.update_account(session, account_id, now=NOW, flags={"rollover_protection": True})
+    past_expiry = datetime(2021, 10, 1, tzinfo=UTC)
+
+    # when lots are expired after its expiry, then nothing goes while protected
+    with database.unit_of_work() as session:
+        assert book.expire_lots(session, account_id, now=past_expiry) == 0
+        assert book.balance(session, account_id, now=past_expiry).expiring_end_of_month == 0
+
+    # and it expires once protection is lifted
+    with database.unit_of_work() as session:
+        accounts.update_account(session, account_id, now=past_expiry, flags={"rollover_protection": False})
+        assert book.expire_lots(session, account_id, now=past_expiry) == 3_000
     assert_clean(database)
 
 

@@ -15,7 +15,8 @@ NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 def account_with(database, credits_mc: int) -> str:
     with database.unit_of_work() as session:
         account, _ = create_account(session, name="Acme", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+                                    plan_rollover="none", overdraft=Overdraft("prepaid"), low_balance_threshold=0,
+                                    now=NOW)
         book.grant(session, account.id, credits_mc, "purchase", granted_at=NOW, idempotency_key=f"g:{account.id}")
         return account.id
 

@@ -33,7 +33,8 @@ class LedgerMachine(RuleBasedStateMachine):
             account, _ = accounts.create_account(
                 session, name="stateful", timezone="America/Chicago", plan_monthly_credits=100_000,
                 plan_cycle="monthly", plan_rollover="fifo_12m",
-                overdraft=accounts.Overdraft(policy, 5_000 if policy == "overdraft" else 0), low_balance_threshold=0)
+                overdraft=accounts.Overdraft(policy, 5_000 if policy == "overdraft" else 0), low_balance_threshold=0,
+                now=self.now)
             self.account_id = account.id
             self.policy = policy
             self.users = [allocations.create_user(session, account.id, name=f"u{n}", email="u@x", phone=None,

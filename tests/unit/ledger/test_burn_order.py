@@ -37,7 +37,7 @@ def test_burn_key_orders_priority_then_expiry_with_never_last_then_grant_time_th
 
 def new_account(session, **overrides) -> str:
     options = dict(name="Acme", timezone="America/New_York", plan_monthly_credits=0, plan_cycle="monthly",
-                   plan_rollover="fifo_12m", overdraft=Overdraft("prepaid"), low_balance_threshold=0)
+                   plan_rollover="fifo_12m", overdraft=Overdraft("prepaid"), low_balance_threshold=0, now=T0)
     account, _ = create_account(session, **{**options, **overrides})
     return account.id
 

@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.ledger.expiry import add_months, cycle_end, default_expiry, end_of_month, rollover_expiry, zone
+from shared.ledger.expiry import (add_months, cycle_end, default_expiry, end_of_month, expires_after_months,
+                                  rollover_expiry, zone)
 
 UTC = timezone.utc
 
@@ -52,7 +53,7 @@ def test_midnight_follows_daylight_saving_time():
 
 def test_a_midnight_skipped_by_dst_maps_to_the_first_instant_of_that_day():
     # Sao Paulo moved clocks from 00:00 to 01:00 on 2018-11-04.
-    expires = cycle_end(datetime(2018, 10, 4, 12, tzinfo=UTC), "America/Sao_Paulo", "monthly")
+    expires = expires_after_months(datetime(2018, 10, 4, 12, tzinfo=UTC), "America/Sao_Paulo", 1)
 
     local = expires.astimezone(ZoneInfo("America/Sao_Paulo"))
     assert (local.date(), local.hour) == (date(2018, 11, 4), 1)
@@ -66,15 +67,37 @@ def test_a_midnight_skipped_by_dst_maps_to_the_first_instant_of_that_day():
 def test_plan_credits_expire_when_their_cycle_ends(cycle, expected):
     cycle_start = datetime(2021, 1, 1, tzinfo=ZoneInfo("America/New_York"))
 
-    assert cycle_end(cycle_start, "America/New_York", cycle) == expected
+    assert cycle_end(cycle_start, cycle_start, "America/New_York", cycle) == expected
+
+
+@pytest.mark.parametrize(("cycle", "expected"), [
+    ("monthly", datetime(2026, 12, 1, 5, tzinfo=UTC)),
+    ("quarterly", datetime(2027, 2, 1, 5, tzinfo=UTC)),
+    ("yearly", datetime(2027, 11, 1, 4, tzinfo=UTC)),
+])
+def test_plan_credits_granted_mid_month_with_the_plan_expire_when_the_first_cycle_ends(cycle, expected):
+    # given an account created on 2026-11-10 in New York, its first plan credits granted then
+    created = datetime(2026, 11, 10, 15, tzinfo=UTC)
+
+    # then they expire when the first cycle, counted from November, ends: not a month after the grant
+    assert cycle_end(created, created, "America/New_York", cycle) == expected
+
+
+def test_a_later_grant_expires_with_the_cycle_it_falls_in():
+    created = datetime(2026, 11, 10, 15, tzinfo=UTC)
+    in_the_second_quarter = datetime(2027, 3, 20, tzinfo=UTC)
+
+    assert cycle_end(in_the_second_quarter, created, "America/New_York", "quarterly") == datetime(2027, 5, 1, 4, tzinfo=UTC)
 
 
 def test_default_expiry_by_kind():
     granted = datetime(2020, 9, 1, 4, tzinfo=UTC)
-    assert default_expiry("plan", granted, "America/New_York", "monthly") == datetime(2020, 10, 1, 4, tzinfo=UTC)
-    assert default_expiry("rollover", granted, "America/New_York", "monthly") == datetime(2021, 9, 1, 4, tzinfo=UTC)
-    assert default_expiry("purchase", granted, "America/New_York", "monthly") is None
-    assert default_expiry("bonus", granted, "America/New_York", "monthly") is None
+    created = datetime(2020, 8, 15, tzinfo=UTC)
+    assert default_expiry("plan", granted, "America/New_York", "monthly", created) == datetime(2020, 10, 1, 4, tzinfo=UTC)
+    assert default_expiry("rollover", granted, "America/New_York", "monthly", created) == datetime(2021, 9, 1, 4,
+                                                                                                   tzinfo=UTC)
+    assert default_expiry("purchase", granted, "America/New_York", "monthly", created) is None
+    assert default_expiry("bonus", granted, "America/New_York", "monthly", created) is None
 
 
 def test_end_of_month_is_local():

@@ -86,6 +86,16 @@ class TestEstimate:
         assert estimate_message(body, rate_card=US).credits_total == 3000
         assert estimate_message(body, smart_encoding=True, rate_card=US).credits_total == 1000
 
+    def test_a_body_that_smart_encoding_empties_is_refused_like_an_empty_one(self):
+        # given a body of zero-width characters only, which Smart Encoding drops
+        body = "\u200b\u200c\ufeff"
+
+        # when / then
+        with pytest.raises(ValidationFailed) as refused:
+            estimate_message(body, smart_encoding=True, rate_card=US)
+        assert "empty" in refused.value.errors["body"]
+        assert estimate_message(body, rate_card=US).segments == 1  # sent as is, they are UCS-2 text
+
     def test_mms_is_per_recipient_not_per_segment(self):
         estimate = estimate_message("a" * 800, to=["+14155550100", "+12125551234"],
                                     media_urls=["https://example.com/house.jpg"], rate_card=US)

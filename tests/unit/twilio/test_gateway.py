@@ -135,6 +135,35 @@ def test_rotated_credentials_are_rejected_for_send_and_fetch(gateway, simulator)
         assert raised.value.account_sid == simulator.account_sid
 
 
+def test_a_subaccount_gateway_sends_as_the_subaccount_and_proves_its_credentials(simulator, callback_receiver):
+    # given a subaccount's own credentials, and the same sid with a guessed token
+    sub = simulator.add_account()
+    own = TwilioGateway(sub["sid"], sub["auth_token"], simulator.url, callback_receiver.status_url)
+    guessed = TwilioGateway(sub["sid"], "guessed-token", simulator.url, callback_receiver.status_url)
+
+    # when each asks Twilio for its account, and the subaccount sends
+    status = own.account_status()
+    with pytest.raises(CredentialsRejected):
+        guessed.account_status()
+    sent = own.send(to=RECIPIENT, from_=TEST_FROM, body="from the subaccount")
+
+    # then the message is the subaccount's, and so is what a later fetch says
+    assert status == "active"
+    assert sent.account_sid == own.fetch(sent.sid).account_sid == sub["sid"]
+    own.close()
+    guessed.close()
+
+
+def test_an_unreachable_twilio_cannot_prove_credentials(simulator):
+    # given nothing listens where Twilio should be
+    gateway = TwilioGateway(simulator.account_sid, simulator.auth_token, f"http://127.0.0.1:{free_port()}", "http://x/")
+
+    # then asking for the account is a transient failure, not a verdict on the credentials
+    with pytest.raises(TransientTwilioError):
+        gateway.account_status()
+    gateway.close()
+
+
 def test_fetching_an_unknown_sid_is_permanent_20404(gateway):
     with pytest.raises(PermanentTwilioError) as raised:
         gateway.fetch("SM" + "0" * 32)
