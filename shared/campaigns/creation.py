@@ -239,7 +239,10 @@ def _recipients(request: CampaignRequest) -> list[Recipient]:
 
 
 def _sender(session: Session, account_id: str, raw: object, errors: dict[str, str]) -> tuple[str | None, str]:
-    phone = looks_like_e164(raw) if isinstance(raw, str) else None
+    if not isinstance(raw, str):  # PostgreSQL refuses to compare a number (or a list) with a phone's text
+        errors["from"] = "must be a sender number of this account, as text (POST /v1/accounts/{id}/numbers)"
+        return None, "long_code"
+    phone = looks_like_e164(raw)
     sender_type = session.scalar(select(PhoneNumber.type).where(PhoneNumber.account_id == account_id,
                                                                 PhoneNumber.phone == (phone or raw)))
     if sender_type is None:

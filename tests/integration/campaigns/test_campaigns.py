@@ -108,6 +108,18 @@ def test_creation_skips_with_a_reason_and_estimates_the_rest(database):
     assert view(database, campaign_id)["skip_reasons"] == dict(estimate.skipped)
 
 
+@pytest.mark.parametrize("sender", [249745, ["+14155550199"], {"phone": "+14155550199"}])
+def test_a_sender_that_is_not_text_is_refused_naming_from(database, sender):
+    account_id = make_account(database, 100)
+
+    with pytest.raises(ValidationFailed) as refused:
+        create_campaign(database, account_id, CampaignRequest(
+            name="Spring open house", from_=sender, body="Hi", recipients=[{"to": ANN, "fields": {}}]),
+            rate_card=CARD, now=NOON_NEW_YORK, cap=UNCAPPED)
+
+    assert "from" in refused.value.errors
+
+
 def test_an_unknown_field_is_refused_at_creation_naming_the_line_and_the_field(database):
     account_id = make_account(database, 100)
     with pytest.raises(ValidationFailed) as refused:
