@@ -5,6 +5,7 @@
 every phase (the schema's examples, boundary values, random data with NUL characters and other scripts'
 digits, and stateful chains along the document's links). Every answer must be documented, match its
 schema and content type, and none may be a 5xx. Bounded: a fixed seed and a few examples per operation.
+One worker: with two, Hypothesis' source parsing in threads trips a CPython 3.11 AST bug now and then.
 """
 
 import subprocess
@@ -44,7 +45,7 @@ def schemathesis(stack, tmp_path: Path, authorization: str, parameters: dict[str
     return subprocess.run(
         [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "--no-color", "run",
          f"{stack.url}/v1/openapi.json", "--header", f"Authorization: {authorization}",
-         "--checks", ",".join(CHECKS), "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
+         "--checks", ",".join(CHECKS), "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
          "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "30",
          "--report", "junit", "--report-dir", str(tmp_path / "report")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
