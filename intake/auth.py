@@ -5,7 +5,7 @@ import hmac
 
 from aiohttp import web
 
-from shared.api_keys import authenticate, hash_key
+from shared.api_keys import find_live_key, hash_key, note_use
 
 from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
@@ -40,9 +40,14 @@ async def _principal_for(app: web.Application, key: str) -> Principal:
         database, now = app[DATABASE], app[CLOCK]()
 
         def lookup() -> Principal | None:
-            with database.unit_of_work() as session:
-                live = authenticate(session, key, now=now)
-            return None if live is None else Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
+            with database.read_only() as session:  # a lookup never waits for another tenant's bulk write
+                live = find_live_key(session, key, now=now)
+            if live is None:
+                return None
+            if live.use_to_note:  # at most once a minute per key
+                with database.unit_of_work() as session:
+                    note_use(session, live.id, now=now)
+            return Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
 
         principal = await asyncio.to_thread(lookup)
         if principal is None:

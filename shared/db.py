@@ -8,6 +8,7 @@ recipients) are cut into short units of work of their own, so a writer queued be
 a chunk, not for the whole.
 """
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.private_files import private_file
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the write lock before "database is locked"
+SQLITE_LONGEST_RETRY_SECONDS = 0.1  # SQLite's busy handler sleeps at most this long between two tries
 _READ_ONLY = "creditq_read_only"  # execution option of a read_only() session's connection
 
 
@@ -98,6 +100,17 @@ class Database:
             yield session
         finally:
             session.close()
+
+    def yield_to_writers(self) -> None:
+        """Between two units of work of a bulk write: on SQLite, leave the write lock free for a moment.
+
+        SQLite's busy handler is not fair: a writer waiting for the lock sleeps up to 100 ms between
+        tries, and a loop that begins its next chunk the moment it commits starved such a writer (another
+        tenant's key lookup, a message) for seconds. A pause as long as that sleep lets every waiting
+        writer in. PostgreSQL locks rows, not the database: no pause.
+        """
+        if not self.is_postgres:
+            time.sleep(SQLITE_LONGEST_RETRY_SECONDS)
 
     def dispose(self) -> None:
         self.engine.dispose()

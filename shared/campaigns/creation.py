@@ -117,6 +117,7 @@ def create_campaign(database: Database, account_id: str, request: CampaignReques
     if campaign.status != CREATING:
         return campaign, estimate
     for start in range(0, len(plan.recipients), RECIPIENT_CHUNK):
+        database.yield_to_writers()
         with database.unit_of_work() as session:
             _write_recipients(session, campaign_id, plan, start)
     with database.unit_of_work() as session:

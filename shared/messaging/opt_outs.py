@@ -154,8 +154,8 @@ def import_do_not_contact(database: Database, account_id: str, csv_text: str) ->
     """Opt out every valid phone of a CSV; returns how many were new and the rows that are not valid numbers.
 
     The list is parsed and validated before any transaction, then written IMPORT_CHUNK phones per unit
-    of work: a 10 MB list never holds the write lock for more than one chunk, so other tenants' writes
-    wait a chunk at most. Each chunk inserts only what is missing, so an import stopped half-way (a
+    of work, yielding the write lock between chunks: a 10 MB list never holds it for more than one
+    chunk, so other tenants' writes wait a chunk at most. Each chunk inserts only what is missing, so an import stopped half-way (a
     crash, a lost connection) is finished by sending the same list again, and a repeat adds nothing.
     """
     with database.read_only() as session:
@@ -164,6 +164,8 @@ def import_do_not_contact(database: Database, account_id: str, csv_text: str) ->
     parsed = parse_do_not_contact(csv_text)
     added = 0
     for start in range(0, len(parsed.phones), IMPORT_CHUNK):
+        if start:
+            database.yield_to_writers()
         with database.unit_of_work() as session:
             added += _opt_out_all(session, account_id, parsed.phones[start:start + IMPORT_CHUNK], FROM_IMPORT)
     return added, parsed.invalid
