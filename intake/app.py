@@ -13,6 +13,7 @@ from shared.db import Database
 
 from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RATE_LIMITER, SETTINGS
 from .auth import auth_middleware
+from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .key_cache import KeyCache
@@ -37,6 +38,7 @@ from .routes import (
     users,
     webhooks,
 )
+from .text import text_middleware
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
                  twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]
@@ -48,8 +50,9 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
 
     The rate limits use the broker's Redis, the one every web process shares.
     """
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware],
-                          client_max_size=20 * 1024 * 1024)
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
+                                       text_middleware, auth_middleware],
+                          client_max_size=MAX_BULK_BODY_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock or _utc_now
     app[KEY_CACHE] = KeyCache()

@@ -5,7 +5,7 @@ import hmac
 
 from aiohttp import web
 
-from shared.api_keys import authenticate, hash_key
+from shared.api_keys import find_live_key, hash_key, note_use
 
 from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
@@ -23,6 +23,8 @@ async def auth_middleware(request: web.Request, handler):
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <key>'.")
+    if not key.isascii():  # keys are ASCII; other bytes arrive as surrogates no digest or query can take
+        raise Problem(401, "Unauthorized", "The API key is not valid.")
     principal = await _principal_for(request.app, key.strip())
     await request.app[RATE_LIMITER].check(principal)
     request[PRINCIPAL] = principal
@@ -38,9 +40,14 @@ async def _principal_for(app: web.Application, key: str) -> Principal:
         database, now = app[DATABASE], app[CLOCK]()
 
         def lookup() -> Principal | None:
-            with database.unit_of_work() as session:
-                live = authenticate(session, key, now=now)
-            return None if live is None else Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
+            with database.read_only() as session:  # a lookup never waits for another tenant's bulk write
+                live = find_live_key(session, key, now=now)
+            if live is None:
+                return None
+            if live.use_to_note:  # at most once a minute per key
+                with database.unit_of_work() as session:
+                    note_use(session, live.id, now=now)
+            return Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
 
         principal = await asyncio.to_thread(lookup)
         if principal is None:

@@ -1,44 +1,75 @@
-"""Reading request bodies into plain dicts, with problem+json for anything malformed."""
+"""Reading request bodies (JSON, forms, CSV) and query parameters, with problem+json for anything malformed."""
 
+import asyncio
 import json
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 
 from .errors import Problem
+from .fields import whole_number
+from .text import check_json_text, check_text
+
+PARSE_IN_THREAD_BYTES = 256 * 1024  # larger JSON bodies are parsed off the event loop, which serves everyone
 
 
 async def read_json(request: web.Request) -> dict:
     raw = await request.read()
     if not raw:
         raise Problem(400, "Bad Request", "The request needs a JSON object body.")
-    try:
-        body = json.loads(raw)
-        _check_text(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Problem(400, "Bad Request", f"The body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise Problem(400, "Bad Request", "The body is nested too deeply.") from None
+    body = await asyncio.to_thread(_parse_json, raw) if len(raw) > PARSE_IN_THREAD_BYTES else _parse_json(raw)
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "The body must be a JSON object.")
     return body
 
 
-def _check_text(value) -> None:
-    """Text the database can store: no NUL character, no unpaired UTF-16 surrogate (a lone \\ud800)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_text(key)
-            _check_text(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_text(item)
-    elif isinstance(value, str):
-        if "\x00" in value:
-            raise Problem(400, "Bad Request", "The body contains a NUL character (\\u0000).")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Problem(400, "Bad Request", "The body contains an unpaired surrogate (\\ud800-\\udfff alone).") from None
+def _parse_json(raw: bytes):
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Problem(400, "Bad Request", f"The body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, "Bad Request", "The body is nested too deeply.") from None
+    check_json_text(body)
+    return body
+
+
+async def read_form(request: web.Request) -> MultiDictProxy:
+    """A urlencoded or multipart form; a multipart body without a boundary (or broken) is a 400."""
+    try:
+        form = await request.post()
+    except (ValueError, HttpProcessingError) as error:  # "boundary missed for Content-Type", a bad part header...
+        raise Problem(400, "Bad Request", f"The form cannot be read: {str(error).strip()}") from None
+    for name, value in form.items():
+        check_text(name, "The form")
+        if isinstance(value, str):
+            check_text(value, "The form")
+    return form
+
+
+async def read_csv(request: web.Request) -> str:
+    """The CSV as text: the whole body (text/csv) or the `file` part of a multipart form; UTF-8, no NUL."""
+    if request.content_type in ("text/csv", "text/plain"):
+        raw = await request.read()
+    elif request.content_type == "multipart/form-data":
+        upload = (await read_form(request)).get("file")
+        if upload is None:
+            raise Problem(422, "Validation failed", "The multipart form needs a 'file' part holding the CSV.",
+                          errors={"file": "is required"})
+        raw = upload.file.read() if isinstance(upload, web.FileField) else upload.encode()
+    else:
+        raise Problem(415, "Unsupported Media Type",
+                      "Send the CSV as text/csv or as the 'file' part of multipart/form-data.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Problem(422, "Validation failed", "The CSV must be UTF-8 text.", errors={"csv": "is not UTF-8"}) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise Problem(400, "Bad Request", f"The CSV contains a NUL character (\\u0000) on line "
+                                          f"{text.count(chr(10), 0, nul) + 1}.")
+    return text
 
 
 def json_response(data, status: int = 200) -> web.Response:
@@ -46,8 +77,11 @@ def json_response(data, status: int = 200) -> web.Response:
 
 
 def query_limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
-    raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    limit = whole_number(raw, maximum=maximum)
+    if limit is None or limit < 1:
         raise Problem(422, "Validation failed", f"limit must be a whole number from 1 to {maximum}.",
                       errors={"limit": f"must be 1..{maximum}"})
-    return int(raw)
+    return limit

@@ -1,5 +1,7 @@
-"""Typed fields out of a JSON body, collecting one message per bad field so a 422 lists them all."""
+"""Typed fields out of a JSON body, collecting one message per bad field so a 422 lists them all; whole
+numbers out of query strings, cursors and forms."""
 
+import re
 from datetime import datetime
 
 from shared.errors import ValidationFailed
@@ -7,6 +9,20 @@ from shared.messaging.quiet_hours import Window, parse_window
 from shared.money import InvalidAmount, parse_credits
 
 _MISSING = object()
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+MAX_BIGINT = 2**63 - 1  # the largest id a BIGINT column holds
+
+
+def whole_number(raw: str, *, maximum: int) -> int | None:
+    """The number `raw` spells in ASCII digits, if it is at most `maximum`; else None.
+
+    Not `int()` or `str.isdigit()`: both take other scripts' digits ("²", "٣"), and `int()` takes
+    signs, spaces and underscores; a number past `maximum` would overflow a 64-bit column.
+    """
+    if not _ASCII_DIGITS.fullmatch(raw) or len(raw) > len(str(maximum)):
+        return None
+    value = int(raw)
+    return value if value <= maximum else None
 
 
 class Fields:

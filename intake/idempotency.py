@@ -10,12 +10,14 @@ database holds neither the API key a creation answered with nor what a refused r
 
 import asyncio
 import functools
+import hashlib
 import math
 from datetime import timedelta
 
 from aiohttp import web
 
 from shared import idempotency, secrets
+from shared.ids import keyed_id
 from shared.models import IdempotencyRecord
 
 from .appkeys import CLOCK, DATABASE, PRINCIPAL, SETTINGS
@@ -32,11 +34,12 @@ def idempotent(handler):
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return await handler(request)
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise Problem(400, "Bad Request", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+            raise Problem(400, "Bad Request",
+                          f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
         database = request.app[DATABASE]
         principal = request[PRINCIPAL].name
-        fingerprint = request.method.encode() + request.path.encode() + await request.read()
+        fingerprint = await _fingerprint(request)
         digest = secrets.digest(fingerprint)
         now = request.app[CLOCK]()
         timeout = timedelta(seconds=request.app[SETTINGS].idempotency_claim_timeout_seconds)
@@ -62,6 +65,22 @@ def idempotent(handler):
         return response
 
     return wrapper
+
+
+async def resumable_id(request: web.Request, prefix: str) -> str | None:
+    """The id of what this request creates, the same on every retry of it (same caller, Idempotency-Key and
+    request; None without a key): a retry after a crash finds the work its first try began and finishes it."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    request_hash = hashlib.sha256(await _fingerprint(request)).hexdigest()
+    return keyed_id(prefix, f"{request[PRINCIPAL].name}\n{key}\n{request_hash}")
+
+
+async def _fingerprint(request: web.Request) -> bytes:
+    """The request as the key binds it: method, path with its query string (a text/csv campaign names itself
+    there), body."""
+    return request.method.encode() + request.path_qs.encode() + await request.read()
 
 
 def _replay(record: IdempotencyRecord, fingerprint: bytes, wait: timedelta) -> web.Response:

@@ -1,6 +1,15 @@
-"""The served OpenAPI document, assembled from the paths each route module declares."""
+"""The served OpenAPI document, assembled from the paths each route module declares.
+
+Every error is the one `Problem` schema, and each status has one shared answer under
+`#/components/responses`; an operation lists the ones it can give by reference (`problem(404, "when")`).
+The answers the frame gives on its own are added here to every operation they apply to, so no module
+can forget them: 400 (text with NUL, an unreadable body), 401 and 429 (no or a wrong key, and the
+key's rate limit, where a key is needed) and 413 (a body over its route's limit, where there is a body).
+"""
 
 from types import ModuleType
+
+from .body_limits import MAX_BODY_BYTES, MAX_BULK_BODY_BYTES
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -10,32 +19,80 @@ PROBLEM_SCHEMA = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "errors": {"type": "object", "additionalProperties": {"type": "string"}},
-        "available": {"type": "string"},
-        "required": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "422: what is wrong with each field, by its name (`plan.cycle`, `steps[0].day`)"},
+        "available": {"type": "string", "description": "402: the credits the account can spend"},
+        "required": {"type": "string", "description": "402: the credits the request needs"},
+        "max_bytes": {"type": "integer", "description": "413: the largest body the route takes"},
         "limit": {"type": "integer", "description": "429 from a daily send cap: messages a day"},
         "resets_at": {"type": "string", "format": "date-time", "description": "429 from a daily send cap"},
     },
 }
+
+# status -> (component name, what it means wherever it is given)
+ERROR_RESPONSES = {
+    400: ("BadRequest", "The request cannot be read: a body that is not a JSON object (or a form or CSV that "
+                        "cannot be parsed, a multipart body without a boundary), or text holding a NUL "
+                        "character or an unpaired surrogate in the path, the query string or the body"),
+    401: ("Unauthorized", "No `Authorization: Bearer` key, or one that is not valid"),
+    402: ("PaymentRequired", "The account cannot pay: `available` and `required` credits"),
+    403: ("Forbidden", "The key may not do this (only the operator key may), or a webhook's signature is wrong"),
+    404: ("NotFound", "No such resource, or one that belongs to another account"),
+    409: ("Conflict", "The resource's state refuses the request, or the Idempotency-Key was used with another "
+                      "request (or its first request is still running)"),
+    413: ("ContentTooLarge", f"The body is over the route's limit: {MAX_BODY_BYTES // 2**20} MiB, or "
+                            f"{MAX_BULK_BODY_BYTES // 2**20} MiB for the bulk routes (do-not-contact imports and "
+                            "campaigns); answered before the body is read"),
+    415: ("UnsupportedMediaType", "The body's Content-Type is not one the operation takes"),
+    422: ("ValidationFailed", "A field is missing or invalid; `errors` names each one"),
+    423: ("Locked", "The account is locked (its balance went below zero) or suspended"),
+    429: ("TooManyRequests", "The key's request rate limit (or a new account's daily send cap) is reached; "
+                             "Retry-After says when to try again"),
+    503: ("ServiceUnavailable", "A service this request needs is not answering; try again later"),
+}
+
+
+def problem(status: int, description: str | None = None) -> dict:
+    """The shared answer for `status`, with this operation's own words on when it comes."""
+    reference = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
+    return {**reference, "description": description} if description else reference
 
 
 def build_document(modules: list[ModuleType]) -> dict:
     paths: dict = {}
     for module in modules:
         for path, operations in module.OPENAPI_PATHS.items():
-            paths.setdefault(path, {}).update(operations)
+            paths.setdefault(path, {}).update({
+                method: operation if method == "parameters" else _with_frame_answers(operation)
+                for method, operation in operations.items()})
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "creditq",
             "version": "1",
-            "description": "Credit-metered messaging. Credits are decimal strings; errors are application/problem+json.",
+            "description": ("Credit-metered messaging. Credits are decimal strings; errors are "
+                            "application/problem+json. Request bodies are limited to "
+                            f"{MAX_BODY_BYTES // 2**20} MiB, {MAX_BULK_BODY_BYTES // 2**20} MiB for do-not-contact "
+                            "imports and campaigns (413 above it)."),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Problem": PROBLEM_SCHEMA},
+            "responses": {name: {"description": description, "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+                for name, description in ERROR_RESPONSES.values()},
         },
         "paths": dict(sorted(paths.items())),
     }
+
+
+def _with_frame_answers(operation: dict) -> dict:
+    responses = {"400": problem(400), **operation["responses"]}
+    if operation.get("security") != []:  # every key has a request rate limit
+        responses.setdefault("401", problem(401))
+        responses.setdefault("429", problem(429))
+    if "requestBody" in operation:
+        responses.setdefault("413", problem(413))
+    return {**operation, "responses": dict(sorted(responses.items()))}

@@ -38,6 +38,7 @@ class LiveKey:
     id: int
     account_id: str
     scope: str
+    use_to_note: bool = False  # its last use is older than LAST_USED_PRECISION
 
 
 def generate_key() -> str:
@@ -69,21 +70,25 @@ def find_key(session: Session, key: str) -> ApiKey | None:
     return session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
 
 
-def authenticate(session: Session, key: str, *, now: datetime) -> LiveKey | None:
-    """The live key behind a bearer token, or None; notes its use at most once per LAST_USED_PRECISION."""
+def find_live_key(session: Session, key: str, *, now: datetime) -> LiveKey | None:
+    """The live key behind a bearer token, or None, and whether its last use is due to be noted (`note_use`,
+    at most once per LAST_USED_PRECISION). Reads only, so a lookup may run in a read-only transaction."""
     row = session.execute(
         select(ApiKey.id, ApiKey.account_id, ApiKey.scope, ApiKey.last_used_at)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).one_or_none()
     if row is None:
         return None
+    due = row.last_used_at is None or _utc(row.last_used_at) <= now - LAST_USED_PRECISION
+    return LiveKey(id=row.id, account_id=row.account_id, scope=row.scope, use_to_note=due)
+
+
+def note_use(session: Session, key_id: int, *, now: datetime) -> None:
+    # Conditional, so web processes refreshing the same key in the same minute write it once.
     cutoff = now - LAST_USED_PRECISION
-    if row.last_used_at is None or _utc(row.last_used_at) <= cutoff:
-        # Conditional, so web processes refreshing the same key in the same minute write it once.
-        session.execute(update(ApiKey).where(ApiKey.id == row.id, or_(ApiKey.last_used_at.is_(None),
-                                                                     ApiKey.last_used_at <= cutoff))
-                        .values(last_used_at=now))
-    return LiveKey(id=row.id, account_id=row.account_id, scope=row.scope)
+    session.execute(update(ApiKey).where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None),
+                                                                 ApiKey.last_used_at <= cutoff))
+                    .values(last_used_at=now))
 
 
 def list_keys(session: Session, account_id: str) -> list[ApiKey]:

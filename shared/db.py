@@ -1,5 +1,14 @@
-"""Engines and the unit of work: one transaction around each use case, on SQLite or PostgreSQL."""
+"""Engines and the unit of work: one transaction around each use case, on SQLite or PostgreSQL.
 
+Writers and readers take different transactions on SQLite. A unit of work begins IMMEDIATE, so
+concurrent writers queue on the busy timeout instead of failing half-way; a read (`read_only`)
+begins DEFERRED and, in WAL mode, reads its snapshot without ever waiting for the write lock, so a
+long write never stalls other tenants' reads or `/healthz`. Bulk writes (imports, campaign
+recipients) are cut into short units of work of their own, so a writer queued behind one waits for
+a chunk, not for the whole.
+"""
+
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,9 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.private_files import private_file
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the write lock before "database is locked"
+SQLITE_LONGEST_RETRY_SECONDS = 0.1  # SQLite's busy handler sleeps at most this long between two tries
+_READ_ONLY = "creditq_read_only"  # execution option of a read_only() session's connection
+
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
-    """SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so concurrent writers queue instead of failing.
+    """SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE for writers and BEGIN for reads, so concurrent
+    writers queue instead of failing and readers never wait for them.
 
     A SQLite file is created 0600 in a 0700 directory before SQLite opens it; its -wal and -shm files
     take the same mode from it."""
@@ -19,7 +33,8 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         path = make_url(database_url).database
         if path and path != ":memory:":
             private_file(Path(path))
-        engine = create_engine(database_url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                                           "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -28,12 +43,17 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = connection.get_execution_options().get(_READ_ONLY, False)
+            info = connection.connection.info  # lives as long as the pooled connection
+            if info.get(_READ_ONLY, False) != read_only:  # a write in a read fails instead of being dropped
+                connection.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+                info[_READ_ONLY] = read_only
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
@@ -42,12 +62,14 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
 
 
 class Database:
-    """Owns the engine and hands out units of work."""
+    """Owns the engine and hands out units of work (writes) and read-only sessions."""
 
     def __init__(self, database_url: str, *, pool_size: int = 10):
         self.url = database_url
         self.engine = make_engine(database_url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL: BEGIN READ ONLY (psycopg sends it with the first statement: no extra round trip).
+        self._read_options = {_READ_ONLY: True, **({"postgresql_readonly": True} if self.is_postgres else {})}
         # PostgreSQL: the pool plus its overflow; SQLite queues writers anyway.
         self.max_connections = 2 * pool_size
 
@@ -67,6 +89,28 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def read_only(self) -> Iterator[Session]:
+        """A read-only transaction: on SQLite it neither takes nor waits for the write lock. A write in it
+        fails (it is never silently dropped); nothing is committed."""
+        session = self._sessions()
+        try:
+            session.connection(execution_options=self._read_options)
+            yield session
+        finally:
+            session.close()
+
+    def yield_to_writers(self) -> None:
+        """Between two units of work of a bulk write: on SQLite, leave the write lock free for a moment.
+
+        SQLite's busy handler is not fair: a writer waiting for the lock sleeps up to 100 ms between
+        tries, and a loop that begins its next chunk the moment it commits starved such a writer (another
+        tenant's key lookup, a message) for seconds. A pause as long as that sleep lets every waiting
+        writer in. PostgreSQL locks rows, not the database: no pause.
+        """
+        if not self.is_postgres:
+            time.sleep(SQLITE_LONGEST_RETRY_SECONDS)
 
     def dispose(self) -> None:
         self.engine.dispose()

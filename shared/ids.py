@@ -1,5 +1,6 @@
 """Opaque, time-ordered identifiers: sortable like the rows they name, so cursors can page by id."""
 
+import hashlib
 import os
 import time
 
@@ -8,7 +9,16 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 def new_id(prefix: str) -> str:
     """prefix_ + 48 bits of milliseconds + 80 random bits, base32: 26 characters after the prefix."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return _encode(prefix, (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def keyed_id(prefix: str, key: str) -> str:
+    """The id `key` always gives (shaped like new_id's, not time-ordered): for a row a retry must find again,
+    such as a campaign created under an Idempotency-Key."""
+    return _encode(prefix, int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big"))
+
+
+def _encode(prefix: str, value: int) -> str:
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)

@@ -115,12 +115,11 @@ class _Direct:
         from shared.messaging.rates import default_rate_card
         from shared.messaging.send_cap import SendCap
 
-        with self.database.unit_of_work() as session:
-            campaign, estimate = create_campaign(session, self.account_id, CampaignRequest(
-                name=payload["name"], from_=payload["from"], body=payload["body"], csv=payload["csv"],
-                send_at=payload["send_at"]), rate_card=default_rate_card(), now=datetime.now(UTC),
-                cap=SendCap.from_settings(self.settings))
-            answer = {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
+        campaign, estimate = create_campaign(self.database, self.account_id, CampaignRequest(
+            name=payload["name"], from_=payload["from"], body=payload["body"], csv=payload["csv"],
+            send_at=payload["send_at"]), rate_card=default_rate_card(), now=datetime.now(UTC),
+            cap=SendCap.from_settings(self.settings))
+        answer = {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
         if answer["status"] == "running":
             try:
                 from workers.campaigns import fan_out_campaign

@@ -22,6 +22,7 @@ from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ async def get_account(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return account_json(accounts.get_account(session, account_id))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
@@ -247,49 +248,70 @@ LOT_SCHEMA = {"type": "object", "properties": {
     "reference": {"type": ["string", "null"]},
 }}
 _ACCOUNT_PATH = {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+# What a client does next with a new account (OpenAPI links: clients and the contract tests follow them).
+_ACCOUNT_LINKS = {operation_id: {"operationId": operation_id, "parameters": {"account_id": "$response.body#/id"}}
+                  for operation_id in ("getAccount", "updateAccount", "grantCredits", "getBalance", "listTransactions",
+                                       "listUsers", "createUser", "listNumbers", "addNumber", "createPurchase",
+                                       "getAutoRecharge", "setAutoRecharge", "getDunningSchedule", "setDunningSchedule",
+                                       "listDunningRuns", "setTwilioCredentials")}
 
 
 def _json(schema: dict) -> dict:
     return {"content": {"application/json": {"schema": schema}}}
 
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NEW_ACCOUNT_EXAMPLE = {"name": "Grace Church", "timezone": "America/Chicago",
+                        "plan": {"monthly_credits": "1000", "cycle": "monthly", "rollover": "fifo_12m"},
+                        "overdraft": {"policy": "prepaid", "limit": "0"}, "low_balance_threshold": "50"}
+_ACCOUNT_CHANGE_EXAMPLE = {"low_balance_threshold": "25", "overdraft": {"policy": "overdraft", "limit": "100"}}
+_GRANT_EXAMPLE = {"credits": "100", "kind": "purchase"}
+
 OPENAPI_PATHS = {
     "/v1/accounts": {"post": {
+        "operationId": "createAccount",
         "summary": "Create an account (operator); its API key is in this answer only",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-        "requestBody": {"required": True, **_json({"type": "object", "required": ["name"], "additionalProperties": False,
+        "requestBody": {"required": True, **_json({"type": "object", "examples": [_NEW_ACCOUNT_EXAMPLE],
+                                                   "required": ["name"], "additionalProperties": False,
                                                    "properties": {
             "name": {"type": "string", "maxLength": 200},
             "timezone": {"type": "string", "description": "IANA zone (default UTC): month ends and expiries are local."},
             "plan": _PLAN, "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS}})},
         "responses": {"201": {"description": "created", **_json({**ACCOUNT_SCHEMA, "properties": {
-            **ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}})},
-            "403": {"description": "not the operator", **_PROBLEM}, "422": {"description": "invalid", **_PROBLEM}},
+            **ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}}), "links": _ACCOUNT_LINKS},
+            "403": problem(403, "not the operator"), "409": problem(409, "Idempotency-Key reused"),
+            "422": problem(422, "invalid")},
     }},
     "/v1/accounts/{account_id}": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"summary": "An account (its own key or the operator)",
+        "get": {"operationId": "getAccount", "summary": "An account (its own key or the operator)",
                 "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
-                              "404": {"description": "no such account", **_PROBLEM}}},
-        "patch": {"summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold and "
+                              "404": problem(404, "no such account")}},
+        "patch": {"operationId": "updateAccount",
+                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold and "
                               "quiet hours (the account's own key too)"),
-                  "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                  "requestBody": {"required": True, **_json({"type": "object", "examples": [_ACCOUNT_CHANGE_EXAMPLE],
+                                                             "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
                       "low_balance_threshold": _CREDITS, "quiet_hours": _QUIET_HOURS,
                       "quiet_hours_scope": _QUIET_SCOPE}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
-                                "403": {"description": "an account key changing what only the operator may",
-                                        **_PROBLEM},
-                                "422": {"description": "invalid", **_PROBLEM}}},
+                                "403": problem(403, "an account key changing what only the operator may"),
+                                "404": problem(404, "no such account"),
+                                "422": problem(422, "invalid")}},
     },
     "/v1/accounts/{account_id}/grants": {"parameters": [_ACCOUNT_PATH], "post": {
+        "operationId": "grantCredits",
         "summary": "Grant credits as a lot (operator)",
         "description": "A pool in debt is repaid first; a locked account back at >= 0 is unlocked. "
                        "Plan credits are refused (409) while the account has a credit hold.",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-        "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "kind"],
+        "requestBody": {"required": True, **_json({"type": "object", "examples": [_GRANT_EXAMPLE],
+                                                   "required": ["credits", "kind"],
                                                    "additionalProperties": False, "properties": {
             "credits": _CREDITS, "kind": {"type": "string", "enum": list(KINDS)},
             "granted_at": {**_INSTANT, "description": "Default now."},
@@ -301,8 +323,9 @@ OPENAPI_PATHS = {
                          "description": "Burn order: lower first (defaults plan 10, rollover/bonus 20, purchase 30)."},
             "reference": {"type": "string", "maxLength": 100}}})},
         "responses": {"201": {"description": "the lot", **_json(LOT_SCHEMA)},
-                      "403": {"description": "not the operator", **_PROBLEM},
-                      "409": {"description": "credit hold", **_PROBLEM},
-                      "422": {"description": "invalid", **_PROBLEM}},
+                      "403": problem(403, "not the operator"),
+                      "404": problem(404, "no such account (or user)"),
+                      "409": problem(409, "credit hold, or Idempotency-Key reused"),
+                      "422": problem(422, "invalid")},
     }},
 }

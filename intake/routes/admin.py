@@ -14,6 +14,7 @@ from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_operator
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..openapi import problem
 
 routes = web.RouteTableDef()
 
@@ -49,15 +50,19 @@ def summary_body(summary: month_end.Summary) -> dict:
 
 
 _CREDITS = {"type": "string", "description": "credits as a decimal string"}
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PERIOD_EXAMPLE = {"period": "2026-01", "dry_run": True}
+
 OPENAPI_PATHS = {
     "/v1/admin/month-end": {"post": {
+        "operationId": "runMonthEnd",
         "summary": "Run month-end for a period (operator): the scheduler's job, by hand",
         "description": "Closes the period for every account whose local month has ended: expires lots, bills and "
                        "resets negative overdraft/postpaid balances, charges phone numbers' monthly credits, grants "
                        "the next cycle's plan credits and gives users their monthly credits. Running it again "
                        "changes nothing; a dry run writes and charges nothing.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["period"],
+            "type": "object", "examples": [_PERIOD_EXAMPLE], "required": ["period"],
             "properties": {"period": {"type": "string", "pattern": "^\\d{4}-\\d{2}$", "examples": ["2026-11"]},
                            "dry_run": {"type": "boolean", "default": False}}}}}},
         "responses": {
@@ -74,6 +79,5 @@ OPENAPI_PATHS = {
                         "expired", "billed", "number_fees", "granted", "allocated")}},
                     "payments": {"type": "object", "properties": {k: {"type": "integer"} for k in (
                         "succeeded", "declined", "pending")}}}}}}},
-            "401": {"description": "no or wrong key"}, "403": {"description": "not the operator key"},
-            "422": {"description": "bad period or dry_run"}}}},
+            "403": problem(403, "not the operator key"), "422": problem(422, "bad period or dry_run")}}},
 }

@@ -16,7 +16,8 @@ from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -128,14 +129,14 @@ OPENAPI_PATHS = {
                     *API_KEY_SCHEMA["required"], "key"], "properties": {
                     **API_KEY_SCHEMA["properties"], "key": {"type": "string", "examples": ["cq_live_..."],
                                                             "description": "The bearer key; shown only here."}}})},
-                "400": {"description": "the body is not a JSON object", **_PROBLEM},
-                "401": {"description": "no key, or an unknown or revoked one", **_PROBLEM},
-                "403": {"description": "the scope asked for is wider than the calling key's", **_PROBLEM},
-                "404": {"description": "no such account (or another account's)", **_PROBLEM},
-                "409": {"description": "the Idempotency-Key was used with another body, or its first request is "
-                                       "still running (Retry-After)", **_PROBLEM},
-                "422": {"description": "invalid name or scope; `errors` names each field", **_PROBLEM},
-                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
+                "400": problem(400, "the body is not a JSON object"),
+                "401": problem(401, "no key, or an unknown or revoked one"),
+                "403": problem(403, "the scope asked for is wider than the calling key's"),
+                "404": problem(404, "no such account (or another account's)"),
+                "409": problem(409, "the Idempotency-Key was used with another body, or its first request is "
+                                    "still running (Retry-After)"),
+                "422": problem(422, "invalid name or scope; `errors` names each field"),
+                "429": problem(429, "the calling key's rate limit (Retry-After)"),
             },
         },
         "get": {
@@ -144,9 +145,9 @@ OPENAPI_PATHS = {
             "responses": {
                 "200": {"description": "every key", **_json({"type": "object", "properties": {
                     "data": {"type": "array", "items": API_KEY_SCHEMA}, "next_cursor": {"type": "null"}}})},
-                "401": {"description": "no key, or an unknown or revoked one", **_PROBLEM},
-                "404": {"description": "no such account (or another account's)", **_PROBLEM},
-                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
+                "401": problem(401, "no key, or an unknown or revoked one"),
+                "404": problem(404, "no such account (or another account's)"),
+                "429": problem(429, "the calling key's rate limit (Retry-After)"),
             },
         },
     },
@@ -160,9 +161,9 @@ OPENAPI_PATHS = {
                 "an account may be revoked: the operator can then create a new one for it."),
             "responses": {
                 "204": {"description": "revoked"},
-                "401": {"description": "no key, or an unknown or revoked one", **_PROBLEM},
-                "404": {"description": "no such key on this account (or another account's)", **_PROBLEM},
-                "429": {"description": "the calling key's rate limit (Retry-After)", **_PROBLEM},
+                "401": problem(401, "no key, or an unknown or revoked one"),
+                "404": problem(404, "no such key on this account (or another account's)"),
+                "429": problem(429, "the calling key's rate limit (Retry-After)"),
             },
         },
     },

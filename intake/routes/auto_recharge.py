@@ -14,7 +14,8 @@ from shared.money import format_credits, parse_credits
 from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access
 from ..bodies import json_response, read_json
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 from .purchases import PAYMENT_METHOD
 
 routes = web.RouteTableDef()
@@ -48,7 +49,7 @@ async def get_auto_recharge(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> auto_recharge.AutoRechargeView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return auto_recharge.get_settings(session, account_id)
 
     return json_response(view_json(await asyncio.to_thread(read, request.app[DATABASE])))
@@ -83,26 +84,31 @@ _VIEW = {"type": "object", "properties": {
     "last_payment_id": {"type": ["string", "null"]},
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_SETTINGS_EXAMPLE = {"enabled": True, "threshold": "10", "credits": "100", "payment_method": "pm_card_visa"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/auto-recharge": {
         "parameters": [_ACCOUNT_PATH],
         "put": {
+            "operationId": "setAutoRecharge",
             "summary": "Configure auto-recharge",
             "description": ("After a settlement leaves available credits under `threshold`, one payment buys the "
                             "`credits` bucket (one at a time per account). A decline backs off and starts dunning; "
                             "repeated declines disable it until a payment_method is saved again, which also "
                             "retries an unpaid dunning run."),
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["enabled", "credits"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_SETTINGS_EXAMPLE],
+                                                       "required": ["enabled", "credits"],
                                                         "properties": {
                 "enabled": {"type": "boolean"}, "threshold": _CREDITS, "credits": _CREDITS,
                 "payment_method": PAYMENT_METHOD}})},
             "responses": {"200": {"description": "Saved", **_json(_VIEW)},
-                          "404": {"description": "No such account", **_PROBLEM},
-                          "422": {"description": "Not a bucket, no payment method to enable with, or one that is "
-                                                 "not a gateway token (a card number)", **_PROBLEM}},
+                          "404": problem(404, "No such account"),
+                          "422": problem(422, "Not a bucket, no payment method to enable with, or one that is not "
+                                              "a gateway token (a card number)")},
         },
-        "get": {"summary": "Auto-recharge settings and state",
+        "get": {"operationId": "getAutoRecharge", "summary": "Auto-recharge settings and state",
                 "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},
-                              "404": {"description": "No such account", **_PROBLEM}}},
+                              "404": problem(404, "No such account")}},
     },
 }

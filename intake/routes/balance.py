@@ -1,7 +1,6 @@
 """An account's balance (lots, users, what expires this month) and its transactions, newest first."""
 
 import asyncio
-import base64
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -15,8 +14,9 @@ from shared.money import format_credits
 from ..appkeys import DATABASE
 from ..auth import require_access
 from ..bodies import json_response, query_limit
-from ..errors import Problem
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
+from ..cursors import decode_cursor, encode_cursor
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
 
 routes = web.RouteTableDef()
@@ -29,7 +29,7 @@ async def get_balance(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             view = book.balance(session, account_id, now=now)
         return {
             "balance": format_credits(view.balance),
@@ -50,15 +50,15 @@ async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = _decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request.query.get("cursor"))
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id)
         page = rows[:limit]
         return {"data": [_entry_json(row) for row in page],
-                "next_cursor": _encode_cursor(page[-1].id) if len(rows) > limit else None}
+                "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -67,23 +67,6 @@ def _entry_json(row) -> dict:
     return {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind, "credits": format_credits(row.amount),
             "balance_after": format_credits(row.balance_after), "reference": row.reference, "user_id": row.user_id,
             "memo": row.memo}
-
-
-def _encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"before:{entry_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, entry_id = text.partition(":")
-        if prefix == "before" and entry_id.isdigit():
-            return int(entry_id)
-    except ValueError:
-        pass
-    raise Problem(422, "Validation failed", "cursor is not one this API returned.", errors={"cursor": "is not valid"})
 
 
 ENTRY_SCHEMA = {"type": "object", "properties": {
@@ -98,6 +81,7 @@ ENTRY_SCHEMA = {"type": "object", "properties": {
 
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/balance": {"parameters": [_ACCOUNT_PATH], "get": {
+        "operationId": "getBalance",
         "summary": "Balance, held and available credits, open lots in burn order, users' credits",
         "responses": {"200": {"description": "the balance", **_json({"type": "object", "properties": {
             "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS,
@@ -106,9 +90,10 @@ OPENAPI_PATHS = {
             "expiring_end_of_month": {**_CREDITS, "description": "Credits that expire before this local month ends."},
             "lots": {"type": "array", "items": LOT_SCHEMA},
             "users": {"type": "array", "items": USER_CREDITS_SCHEMA}}})},
-            "404": {"description": "no such account", **_PROBLEM}},
+            "404": problem(404, "no such account")},
     }},
     "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": {
+        "operationId": "listTransactions",
         "summary": "Ledger entries, newest first",
         "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                        {"name": "cursor", "in": "query", "schema": {"type": "string"},
@@ -116,6 +101,6 @@ OPENAPI_PATHS = {
         "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
             "data": {"type": "array", "items": ENTRY_SCHEMA},
             "next_cursor": {"type": ["string", "null"]}}})},
-            "404": {"description": "no such account", **_PROBLEM}, "422": {"description": "bad cursor", **_PROBLEM}},
+            "404": problem(404, "no such account"), "422": problem(422, "bad limit or cursor")},
     }},
 }

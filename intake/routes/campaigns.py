@@ -13,9 +13,10 @@ from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
-from ..bodies import json_response, read_json
+from ..bodies import json_response, read_csv, read_json
 from ..errors import Problem
-from ..idempotency import idempotent
+from ..idempotency import idempotent, resumable_id
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
     if request.content_type == "text/csv":
         payload = dict(request.query)
-        payload["csv"] = (await request.read()).decode("utf-8", errors="replace")
+        payload["csv"] = await read_csv(request)
     else:
         payload = await read_json(request)
     account_id = request[PRINCIPAL].account_id or payload.get("account_id")
@@ -43,7 +44,7 @@ async def create(request: web.Request) -> web.Response:
         recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
         quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
     answer = await asyncio.to_thread(_create, request.app[DATABASE], SendCap.from_settings(request.app[SETTINGS]),
-                                     account_id, campaign_request)
+                                     account_id, campaign_request, await resumable_id(request, "cmp"))
     if answer["status"] == "running":
         try:
             await request.app[ENQUEUER].send(FAN_OUT_ACTOR, answer["id"], 0)
@@ -53,11 +54,11 @@ async def create(request: web.Request) -> web.Response:
     return json_response(answer, status=202)
 
 
-def _create(database: Database, cap: SendCap, account_id: str, campaign_request: CampaignRequest) -> dict:
-    with database.unit_of_work() as session:
-        campaign, estimate = create_campaign(session, account_id, campaign_request, rate_card=default_rate_card(),
-                                             now=datetime.now(UTC), cap=cap)
-        return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
+def _create(database: Database, cap: SendCap, account_id: str, campaign_request: CampaignRequest,
+            campaign_id: str | None) -> dict:
+    campaign, estimate = create_campaign(database, account_id, campaign_request, rate_card=default_rate_card(),
+                                         now=datetime.now(UTC), cap=cap, campaign_id=campaign_id)
+    return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
 
 
 @routes.get("/v1/campaigns/{campaign_id}")
@@ -67,7 +68,7 @@ async def read(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
     def view() -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return campaign_view(session, get_campaign(session, campaign_id, account_id=account_id))
 
     return json_response(await asyncio.to_thread(view))
@@ -103,13 +104,14 @@ async def steer(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _ID = [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _CREDITS = {"type": "string", "examples": ["1500.5"]}
 _VIEW = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "from": {"type": "string"},
-    "status": {"type": "string", "enum": ["scheduled", "running", "paused", "canceled", "completed"],
-               "description": "completed: every step fanned out and no message waiting to be sent"},
+    "status": {"type": "string", "enum": ["creating", "scheduled", "running", "paused", "canceled", "completed"],
+               "description": "creating: its recipients are still being written (a creation that died half-way "
+                              "stays so until retried with its Idempotency-Key); completed: every step fanned "
+                              "out and no message waiting to be sent"},
     "counts": {"type": "object", "description": "Messages of every step by where they are; total is recipients",
                "properties": {name: {"type": "integer"} for name in (
                    "total", "queued", "sent", "delivered", "failed", "canceled", "parked", "skipped")}},
@@ -125,8 +127,14 @@ _VIEW = {"type": "object", "properties": {
     "updated_at": {"type": "string", "format": "date-time"},
 }}
 
+# What a request looks like (clients copy it, the contract tests send it).
+_CAMPAIGN_EXAMPLE = {"name": "Open house", "from": "+14155550199", "body": "Hi {{ name }}, open house Sunday at 2pm.",
+                     "recipients": [{"to": "+14155550100", "fields": {"name": "Ann"}}],
+                     "quiet_hours": {"start": "00:00", "end": "00:00"}}
+
 OPENAPI_PATHS = {
     "/v1/campaigns": {"post": {
+        "operationId": "createCampaign",
         "summary": "Send a Liquid-templated body (and drip steps) to many recipients",
         "description": (
             "Recipients come inline (`recipients: [{to, fields}]`), as CSV text in `csv` (a header row with a `to` "
@@ -141,7 +149,7 @@ OPENAPI_PATHS = {
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {
-                "type": "object", "required": ["name", "from", "body"],
+                "type": "object", "examples": [_CAMPAIGN_EXAMPLE], "required": ["name", "from", "body"],
                 "properties": {
                     "name": {"type": "string", "maxLength": 200},
                     "from": {"type": "string", "description": "One of the account's sender numbers"},
@@ -161,9 +169,12 @@ OPENAPI_PATHS = {
                                        "body": {"type": "string"}}}},
                     "account_id": {"type": "string", "description": "Only with the operator key"},
                 }}},
-            "text/csv": {"schema": {"type": "string"}}}},
+            "text/csv": {"schema": {"type": "string", "examples": ["to,name\n+14155550100,Ann\n"]}}}},
         "responses": {
-            "202": {"description": "Accepted", "content": {"application/json": {"schema": {
+            "202": {"description": "Accepted", "links": {
+                operation_id: {"operationId": operation_id, "parameters": {"campaign_id": "$response.body#/id"}}
+                for operation_id in ("getCampaign", "pauseCampaign", "resumeCampaign", "cancelCampaign")},
+                "content": {"application/json": {"schema": {
                 "type": "object", "properties": {
                     "id": {"type": "string"}, "status": {"type": "string", "enum": ["running", "scheduled"]},
                     "estimate": {"type": "object", "properties": {
@@ -171,22 +182,25 @@ OPENAPI_PATHS = {
                         "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "messages": {"type": "integer"}, "segments": {"type": "integer"},
                         "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
-            "422": {"description": "Invalid field, CSV or template; `errors` names each", **_PROBLEM},
-            "423": {"description": "The account is locked", **_PROBLEM},
-            "429": {"description": "The key's request rate limit, or a new account's daily send cap, which the "
-                                   "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
-                                   "Retry-After", **_PROBLEM},
+            "404": problem(404, "No such account (operator key)"),
+            "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),
+            "422": problem(422, "Invalid field, CSV or template; `errors` names each"),
+            "423": problem(423, "The account is locked"),
+            "429": problem(429, "The key's request rate limit, or a new account's daily send cap, which the "
+                                "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
+                                "Retry-After"),
         },
     }},
     "/v1/campaigns/{campaign_id}": {"get": {
-        "summary": "A campaign and its progress", "parameters": _ID,
+        "operationId": "getCampaign", "summary": "A campaign and its progress", "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": {"description": "No such campaign", **_PROBLEM}}}},
+                      "404": problem(404, "No such campaign")}}},
     **{f"/v1/campaigns/{{campaign_id}}/{action}": {"post": {
-        "summary": summary, "parameters": _ID,
+        "operationId": f"{action}Campaign", "summary": summary, "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": {"description": "No such campaign", **_PROBLEM},
-                      "409": {"description": "The campaign is canceled", **_PROBLEM}}}}
+                      "404": problem(404, "No such campaign"),
+                      "409": problem(409, "The campaign is canceled, completed (cancel) or still being "
+                                          "created")}}}
        for action, summary in (
            ("cancel", "Cancel: waiting messages are canceled and their credits released"),
            ("pause", "Pause: messages not yet sent wait (as scheduled, without a time) until resumed"),

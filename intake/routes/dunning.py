@@ -11,7 +11,8 @@ from shared.db import Database
 from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_access, require_operator
 from ..bodies import json_response, query_limit, read_json
-from .accounts import _ACCOUNT_PATH, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -40,7 +41,7 @@ async def get_schedule(request: web.Request) -> web.Response:
     public_base_url = request.app[SETTINGS].public_base_url
 
     def read(database: Database) -> dunning.ScheduleView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return dunning.get_schedule(session, account_id, public_base_url=public_base_url)
 
     return json_response(_schedule_json(await asyncio.to_thread(read, request.app[DATABASE])))
@@ -53,7 +54,7 @@ async def list_runs(request: web.Request) -> web.Response:
     limit = query_limit(request)
 
     def read(database: Database) -> list[dict]:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return [_run_json(run, steps) for run, steps in dunning.list_runs(session, account_id, limit=limit)]
 
     return json_response({"data": await asyncio.to_thread(read, request.app[DATABASE]), "next_cursor": None})
@@ -80,7 +81,7 @@ async def get_integration(request: web.Request) -> web.Response:
     site = request.match_info["site"]
 
     def read(database: Database) -> dunning_texts.IntegrationView:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return dunning_texts.get_integration(session, site)
 
     return json_response(_integration_json(await asyncio.to_thread(read, request.app[DATABASE])))
@@ -142,34 +143,53 @@ _SITE_PATH = {"name": "site", "in": "path", "required": True, "schema": {"type":
 
 _AUTH_TOKEN = {"type": "string", "description": "Stored encrypted (CREDITQ_SECRET_KEY); never shown again."}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_SITE_CREDENTIALS_EXAMPLE = {"account_sid": "AC" + "0" * 32, "auth_token": "site-auth-token", "from": "+14155550199"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/dunning": {
         "parameters": [_ACCOUNT_PATH],
-        "put": {"summary": "Set the dunning schedule",
-                "requestBody": {"required": True, **_json(_SCHEDULE_IN)},
+        "put": {"operationId": "setDunningSchedule", "summary": "Set the dunning schedule",
+                "requestBody": {"required": True, **_json({**_SCHEDULE_IN, "examples": [{"steps": [
+                    {"day": 0, "email": {"subject": "Payment of {{ amount_due }} failed",
+                                         "body": "Update your card: {{ update_link }}"}},
+                    {"day": 3, "sms": {"body": "{{ amount_due }} is due: {{ update_link }} Reply HELP for help, "
+                                               "STOP to opt out."}}]}]})},
                 "responses": {"200": {"description": "Saved, with warnings", **_json(_SCHEDULE_OUT)},
-                              "422": {"description": "Invalid steps or templates", **_PROBLEM}}},
-        "get": {"summary": "The dunning schedule (the default one until set)",
-                "responses": {"200": {"description": "The schedule", **_json(_SCHEDULE_OUT)}}},
+                              "404": problem(404, "No such account"),
+                              "422": problem(422, "Invalid steps or templates")}},
+        "get": {"operationId": "getDunningSchedule", "summary": "The dunning schedule (the default one until set)",
+                "responses": {"200": {"description": "The schedule", **_json(_SCHEDULE_OUT)},
+                              "404": problem(404, "No such account")}},
     },
     "/v1/accounts/{account_id}/dunning/runs": {
-        "get": {"summary": "Dunning runs, newest first", "parameters": [_ACCOUNT_PATH],
+        "get": {"operationId": "listDunningRuns", "summary": "Dunning runs, newest first",
+                "parameters": [_ACCOUNT_PATH, {"name": "limit", "in": "query",
+                                               "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
                 "responses": {"200": {"description": "Runs and what each step did", **_json(
-                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN}}})}}},
+                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN},
+                                                      "next_cursor": {"type": "null"}}})},
+                              "404": problem(404, "No such account"),
+                              "422": problem(422, "Bad limit")}},
     },
     "/v1/dunning/integrations/{site}": {
         "parameters": [_SITE_PATH],
-        "put": {"summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
-                "requestBody": {"required": True, **_json({"type": "object",
+        "put": {"operationId": "setDunningIntegration",
+                "summary": "Save a site's Twilio credentials for dunning texts (operator); clears `broken`",
+                "requestBody": {"required": True, **_json({"type": "object", "examples": [_SITE_CREDENTIALS_EXAMPLE],
                                                             "required": ["account_sid", "auth_token", "from"],
                                                             "properties": {"account_sid": {"type": "string"},
                                                                            "auth_token": _AUTH_TOKEN,
                                                                            "from": {"type": "string"}}})},
-                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION)},
-                              "403": {"description": "Not the operator", **_PROBLEM},
-                              "422": {"description": "Invalid credentials or number", **_PROBLEM}}},
-        "get": {"summary": "A site's dunning integration and its status (operator)",
+                "responses": {"200": {"description": "Saved", **_json(_INTEGRATION), "links": {
+                    "getDunningIntegration": {"operationId": "getDunningIntegration",
+                                              "parameters": {"site": "$request.path.site"}}}},
+                              "403": problem(403, "Not the operator"),
+                              "422": problem(422, "Invalid credentials or number")}},
+        "get": {"operationId": "getDunningIntegration",
+                "summary": "A site's dunning integration and its status (operator)",
                 "responses": {"200": {"description": "The integration", **_json(_INTEGRATION)},
-                              "404": {"description": "None saved", **_PROBLEM}}},
+                              "403": problem(403, "Not the operator"),
+                              "404": problem(404, "None saved")}},
     },
 }

@@ -19,6 +19,7 @@ from shared.messaging.segments import MAX_BODY_CHARACTERS
 from ..appkeys import DATABASE, PRINCIPAL
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..openapi import problem
 
 routes = web.RouteTableDef()
 
@@ -43,7 +44,7 @@ def _estimate(database: Database, account_id: str | None, payload: dict, sender:
               smart_encoding: bool) -> Estimate:
     sender_type = "long_code"
     if sender:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             sender_type = sender_type_of(session, sender, account_id=account_id)
     return estimate_message(
         payload.get("body", ""),
@@ -62,6 +63,7 @@ _CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["1.5
 OPENAPI_PATHS = {
     "/v1/estimate": {
         "post": {
+            "operationId": "estimateMessage",
             "summary": "Estimate what a message costs, individually or for a group",
             "description": (
                 "Counts SMS segments the way Twilio does (GSM-7: 160 septets, 153 per concatenated segment, "
@@ -72,7 +74,7 @@ OPENAPI_PATHS = {
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {
-                    "type": "object",
+                    "type": "object", "examples": [{"body": "Open house Sunday at 2pm", "to": ["+14155550100"]}],
                     "properties": {
                         "body": {"type": "string", "maxLength": MAX_BODY_CHARACTERS,
                                  "description": "The text; may be empty only when media_urls are given."},
@@ -112,14 +114,8 @@ OPENAPI_PATHS = {
                         "sender_type": {"type": "string", "enum": list(SENDER_TYPES)},
                     },
                 }}}},
-                "400": {"description": "Not a JSON object", "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
-                "401": {"description": "No or wrong API key", "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}},
-                "422": {"description": "Empty body without media, body over 1,600 characters, an invalid or "
-                                       "unpriced number; `errors` names each field (`to[2]`, `body`, ...)",
-                        "content": {"application/problem+json": {
-                            "schema": {"$ref": "#/components/schemas/Problem"}}}},
+                "422": problem(422, "Empty body without media, body over 1,600 characters, an invalid or unpriced "
+                                    "number; `errors` names each field (`to[2]`, `body`, ...)"),
             },
         },
     },

@@ -22,6 +22,7 @@ from ..bodies import json_response, read_json
 from ..enqueue import Enqueuer
 from ..errors import Problem
 from ..idempotency import idempotent
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +187,22 @@ async def read_message(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
     def read() -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return message_view(get_message(session, message_id, account_id=account_id))
 
     return json_response(await asyncio.to_thread(read))
 
 
 _CREDITS = {"type": "string", "examples": ["1.5"]}
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _STATUSES = ["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled",
              "parked"]
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_MESSAGE_EXAMPLE = {"to": "+14155550100", "from": "+14155550199", "body": "Open house Sunday at 2pm"}
+
 OPENAPI_PATHS = {
     "/v1/messages": {"post": {
+        "operationId": "sendMessage",
         "summary": "Send one message",
         "description": (
             "Validates the numbers (E.164) and the body, refuses opted-out and do-not-contact recipients, prices "
@@ -211,7 +215,7 @@ OPENAPI_PATHS = {
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
                         "description": "The same key and body answer the first response again; another body 409."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["to", "from", "body"],
+            "type": "object", "examples": [_MESSAGE_EXAMPLE], "required": ["to", "from", "body"],
             "properties": {
                 "to": {"type": "string", "examples": ["+14155550100"], "description": "E.164 recipient"},
                 "from": {"type": "string", "description": "One of the account's sender numbers"},
@@ -223,7 +227,9 @@ OPENAPI_PATHS = {
                 "account_id": {"type": "string", "description": "Only with the operator key: the account to send for"},
             }}}}},
         "responses": {
-            "202": {"description": "Accepted", "content": {"application/json": {"schema": {
+            "202": {"description": "Accepted", "links": {"getMessage": {
+                "operationId": "getMessage", "parameters": {"message_id": "$response.body#/id"}}},
+                "content": {"application/json": {"schema": {
                 "type": "object", "required": ["id", "status", "estimate"],
                 "properties": {
                     "id": {"type": "string"}, "status": {"type": "string", "enum": ["accepted", "scheduled", "parked"]},
@@ -231,17 +237,18 @@ OPENAPI_PATHS = {
                         "segments": {"type": "integer"}, "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
                         "credits": _CREDITS}},
                 }}}}},
-            "402": {"description": "The account cannot pay: `available` and `required` credits", **_PROBLEM},
-            "409": {"description": "The recipient opted out or is on the do-not-contact list", **_PROBLEM},
-            "422": {"description": "Invalid number, body, media, user or send_at; `errors` names each field",
-                    **_PROBLEM},
-            "423": {"description": "The account is locked (its balance went below zero)", **_PROBLEM},
-            "429": {"description": "The key's request rate limit, or a new account's daily send cap (`limit`, "
-                                   "`resets_at`: the account's next local midnight); both with Retry-After",
-                    **_PROBLEM},
+            "402": problem(402, "The account cannot pay: `available` and `required` credits"),
+            "404": problem(404, "No such account (operator key) or user"),
+            "409": problem(409, "The recipient opted out or is on the do-not-contact list, or the Idempotency-Key "
+                                "was used with another request"),
+            "422": problem(422, "Invalid number, body, media, user or send_at; `errors` names each field"),
+            "423": problem(423, "The account is locked (its balance went below zero)"),
+            "429": problem(429, "The key's request rate limit, or a new account's daily send cap (`limit`, "
+                                "`resets_at`: the account's next local midnight); both with Retry-After"),
         },
     }},
     "/v1/messages/{message_id}": {"get": {
+        "operationId": "getMessage",
         "summary": "A message and where it is in its life",
         "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
@@ -264,7 +271,7 @@ OPENAPI_PATHS = {
                     "created_at": {"type": "string", "format": "date-time"},
                     "updated_at": {"type": "string", "format": "date-time"},
                 }}}}},
-            "404": {"description": "No such message (or another account's)", **_PROBLEM},
+            "404": problem(404, "No such message (or another account's)"),
         },
     }},
 }

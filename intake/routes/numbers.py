@@ -17,7 +17,8 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             return {"data": [number_json(number) for number in senders.list_numbers(session, account_id)],
                     "next_cursor": None}
@@ -77,29 +78,38 @@ NUMBER_SCHEMA = {"type": "object", "properties": {
     "created_at": _INSTANT,
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NUMBER_EXAMPLE = {"phone": "+14155550123", "type": "long_code"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/numbers": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"summary": "The account's sender numbers",
+        "get": {"operationId": "listNumbers", "summary": "The account's sender numbers",
                 "responses": {"200": {"description": "all numbers", **_json({"type": "object", "properties": {
-                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})}}},
+                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})},
+                    "404": problem(404, "no such account")}},
         "post": {
+            "operationId": "addNumber",
             "summary": "Add a sender number; its type picks the rate and the throughput limit",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["phone", "type"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_NUMBER_EXAMPLE],
+                                                       "required": ["phone", "type"],
                                                        "additionalProperties": False, "properties": {
                 "phone": {"type": "string", "examples": ["+14155550100"]},
                 "type": {"type": "string", "enum": list(SENDER_TYPES)}}})},
-            "responses": {"201": {"description": "the number", **_json(NUMBER_SCHEMA)},
-                          "409": {"description": "already added", **_PROBLEM},
-                          "422": {"description": "invalid", **_PROBLEM}},
+            "responses": {"201": {"description": "the number", **_json(NUMBER_SCHEMA), "links": {"removeNumber": {
+                "operationId": "removeNumber", "parameters": {"account_id": "$request.path.account_id",
+                                                              "phone": "$response.body#/phone"}}}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "already added (here or by another account), or Idempotency-Key reused"),
+                          "422": problem(422, "invalid")},
         },
     },
     "/v1/accounts/{account_id}/numbers/{phone}": {
         "parameters": [_ACCOUNT_PATH, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string"},
                                        "description": "E.164, with + encoded as %2B"}],
-        "delete": {"summary": "Remove a sender number",
-                   "responses": {"204": {"description": "removed"}, "404": {"description": "not a number of the account",
-                                                                          **_PROBLEM}}},
+        "delete": {"operationId": "removeNumber", "summary": "Remove a sender number",
+                   "responses": {"204": {"description": "removed"}, "404": problem(404, "not a number of the account"),
+                                 "422": problem(422, "not an E.164 phone number")}},
     },
 }

@@ -4,8 +4,6 @@ An account key acts on its own account; the operator names one with `?account_id
 """
 
 import asyncio
-import base64
-import binascii
 from datetime import UTC
 
 from aiohttp import web
@@ -19,10 +17,11 @@ from shared.models import Account, OptOut
 
 from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import require_access
-from ..bodies import json_response, query_limit, read_json
-from ..errors import Problem
+from ..bodies import json_response, query_limit, read_csv, read_json
+from ..cursors import decode_cursor, encode_cursor
 from ..fields import Fields
 from ..idempotency import idempotent
+from ..openapi import problem
 
 MAX_INVALID_ROWS_SHOWN = 1000
 
@@ -52,28 +51,15 @@ def _as_dict(opt: OptOut) -> dict:
     return {"phone": opt.phone, "source": opt.source, "created_at": created_at.isoformat()}
 
 
-def _cursor_id(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not one this API returned.", errors={"cursor": "is not valid"}) from None
-
-
-def _cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
 @routes.get("/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
     account_id = _account_id(request)
     limit = query_limit(request)
-    before_id = _cursor_id(request.query.get("cursor"))
+    before_id = decode_cursor(request.query.get("cursor"))
     database: Database = request.app[DATABASE]
 
     def page() -> tuple[list[dict], int | None]:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             _check_account(session, account_id)
             rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id)
             more = len(rows) > limit
@@ -81,7 +67,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
             return [_as_dict(row) for row in rows], (rows[-1].id if more else None)
 
     data, last_id = await asyncio.to_thread(page)
-    return json_response({"data": data, "next_cursor": _cursor(last_id) if last_id is not None else None})
+    return json_response({"data": data, "next_cursor": encode_cursor(last_id) if last_id is not None else None})
 
 
 @routes.post("/v1/opt-outs")
@@ -124,40 +110,15 @@ async def remove_opt_out(request: web.Request) -> web.Response:
 @idempotent
 async def import_do_not_contact(request: web.Request) -> web.Response:
     account_id = _account_id(request)
-    csv_text = await _csv_body(request)
-    database: Database = request.app[DATABASE]
-
-    def import_list() -> tuple[int, list[opt_outs.InvalidRow]]:
-        with database.unit_of_work() as session:
-            _check_account(session, account_id)
-            return opt_outs.import_do_not_contact(session, account_id, csv_text)
-
-    added, invalid = await asyncio.to_thread(import_list)
+    csv_text = await read_csv(request)
+    added, invalid = await asyncio.to_thread(opt_outs.import_do_not_contact, request.app[DATABASE], account_id,
+                                             csv_text)
     return json_response({
         "added": added,
         "invalid_count": len(invalid),
         "invalid_rows": [{"line": row.line, "value": row.value, "reason": row.reason}
                          for row in invalid[:MAX_INVALID_ROWS_SHOWN]],
     })
-
-
-async def _csv_body(request: web.Request) -> str:
-    """The CSV as text: the whole body (text/csv) or the `file` part of a multipart form."""
-    if request.content_type in ("text/csv", "text/plain"):
-        raw = await request.read()
-    elif request.content_type == "multipart/form-data":
-        upload = (await request.post()).get("file")
-        if upload is None:
-            raise Problem(422, "Validation failed", "The multipart form needs a 'file' part holding the CSV.",
-                          errors={"file": "is required"})
-        raw = upload.file.read() if isinstance(upload, web.FileField) else upload.encode()
-    else:
-        raise Problem(415, "Unsupported Media Type",
-                      "Send the CSV as text/csv or as the 'file' part of multipart/form-data.")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Problem(422, "Validation failed", "The CSV must be UTF-8 text.", errors={"csv": "is not UTF-8"}) from None
 
 
 _ACCOUNT_ID = {"name": "account_id", "in": "query", "required": False, "schema": {"type": "string"},
@@ -169,12 +130,15 @@ _OPT_OUT = {"type": "object", "required": ["phone", "source", "created_at"], "pr
                "description": "stop_keyword: the recipient texted STOP; twilio_21610: Twilio reported them "
                               "unsubscribed; api / import: the customer"},
     "created_at": {"type": "string", "format": "date-time"}}}
-_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _JSON = "application/json"
+
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PHONE_EXAMPLE = {"phone": "+14155550100"}
 
 OPENAPI_PATHS = {
     "/v1/opt-outs": {
         "get": {
+            "operationId": "listOptOuts",
             "summary": "List the account's opt-outs, newest first",
             "parameters": [_ACCOUNT_ID,
                            {"name": "limit", "in": "query",
@@ -183,40 +147,47 @@ OPENAPI_PATHS = {
             "responses": {"200": {"description": "a page", "content": {_JSON: {"schema": {
                 "type": "object", "properties": {"data": {"type": "array", "items": _OPT_OUT},
                                                  "next_cursor": {"type": ["string", "null"]}}}}}},
-                          "404": {"description": "no such account", "content": _PROBLEM},
-                          "422": {"description": "bad limit, cursor or missing account_id", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "422": problem(422, "bad limit, cursor or missing account_id")},
         },
         "post": {
+            "operationId": "addOptOut",
             "summary": "Opt a recipient out: the account's messages to them are refused (409)",
             "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {_JSON: {"schema": {
-                "type": "object", "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
-            "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
+                "type": "object", "examples": [_PHONE_EXAMPLE],
+                "required": ["phone"], "properties": {"phone": {"type": "string"}}}}}},
+            "responses": {"201": {"description": "opted out", "content": {_JSON: {"schema": _OPT_OUT}}, "links": {
+                "removeOptOut": {"operationId": "removeOptOut", "parameters": {"phone": "$response.body#/phone"}}}},
                           "200": {"description": "already opted out", "content": {_JSON: {"schema": _OPT_OUT}}},
-                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "Idempotency-Key reused"),
+                          "422": problem(422, "not an E.164 phone number, or no account_id with the operator key")},
         },
     },
     "/v1/opt-outs/{phone}": {
         "delete": {
+            "operationId": "removeOptOut",
             "summary": "Lift an opt-out the customer made (api or import)",
             "description": "A recipient who texted STOP (or whom Twilio reports unsubscribed) can only opt back "
                            "in by texting START: removing theirs answers 409.",
             "parameters": [_ACCOUNT_ID, {"name": "phone", "in": "path", "required": True,
                                          "schema": {"type": "string"}, "description": "E.164, '+' as %2B"}],
             "responses": {"204": {"description": "removed"},
-                          "404": {"description": "not opted out", "content": _PROBLEM},
-                          "409": {"description": "the recipient's own opt-out", "content": _PROBLEM},
-                          "422": {"description": "not an E.164 phone number", "content": _PROBLEM}},
+                          "404": problem(404, "not opted out, or no such account"),
+                          "409": problem(409, "the recipient's own opt-out"),
+                          "422": problem(422, "not an E.164 phone number")},
         },
     },
     "/v1/opt-outs/import": {
         "post": {
+            "operationId": "importDoNotContact",
             "summary": "Import a do-not-contact list",
             "description": "One phone per row: the first column, or the column headed phone, phone_number, number, "
                            "to or mobile. Valid rows are added even when others are not; re-importing adds nothing.",
             "parameters": [_ACCOUNT_ID, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {
-                "text/csv": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "examples": ["phone\n+14155550100\n+14155550101\n"]}},
                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary"}}}}}},
             "responses": {"200": {"description": "imported", "content": {_JSON: {"schema": {
@@ -227,8 +198,10 @@ OPENAPI_PATHS = {
                                      "items": {"type": "object", "properties": {
                                          "line": {"type": "integer"}, "value": {"type": "string"},
                                          "reason": {"type": "string"}}}}}}}}},
-                          "415": {"description": "neither text/csv nor multipart", "content": _PROBLEM},
-                          "422": {"description": "empty list or not UTF-8", "content": _PROBLEM}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "Idempotency-Key reused, or its first request still running"),
+                          "415": problem(415, "neither text/csv nor multipart"),
+                          "422": problem(422, "empty list, not UTF-8, or no account_id with the operator key")},
         },
     },
 }

@@ -16,7 +16,8 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
@@ -80,26 +81,31 @@ PAYMENT_SCHEMA = {"type": "object", "properties": {
     "created_at": _INSTANT,
 }}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_PURCHASE_EXAMPLE = {"credits": "100", "payment_method": "pm_card_visa"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/purchases": {
         "post": {
+            "operationId": "createPurchase",
             "summary": "Buy a bucket of credits",
             "description": ("Charges the payment method for one of the plan's credit buckets (shared/billing/price_list.json) "
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
                             "Send an Idempotency-Key: a retry never charges twice."),
             "parameters": [_ACCOUNT_PATH],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["credits", "payment_method"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],
+                                                       "required": ["credits", "payment_method"],
                                                         "properties": {
                 "credits": {**_CREDITS, "description": "One of the plan's buckets, e.g. \"500\"."},
                 "payment_method": PAYMENT_METHOD}})},
             "responses": {
                 "201": {"description": "Paid; the credits are in the balance", **_json(PAYMENT_SCHEMA)},
-                "402": {"description": "Declined: `decline_code` and `payment` say why; no credits", **_PROBLEM},
-                "404": {"description": "No such account", **_PROBLEM},
-                "409": {"description": "Idempotency key reused, or the account cannot buy (spam)", **_PROBLEM},
-                "422": {"description": "Not a bucket of the plan, or no payment method, or one that is not a gateway "
-                                       "token (a card number)", **_PROBLEM},
-                "503": {"description": "The gateway could not process it and took nothing; retry", **_PROBLEM},
+                "402": problem(402, "Declined: `decline_code` and `payment` say why; no credits"),
+                "404": problem(404, "No such account"),
+                "409": problem(409, "Idempotency key reused, or the account cannot buy (spam)"),
+                "422": problem(422, "Not a bucket of the plan, or no payment method, or one that is not a gateway "
+                                    "token (a card number)"),
+                "503": problem(503, "The gateway could not process it and took nothing; retry"),
             },
         },
     },

@@ -15,6 +15,7 @@ from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..openapi import problem
 from .messages import SEND_ACTOR
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ async def put_twilio_credentials(request: web.Request) -> web.Response:
                           "sending_blocked_reason": None, "released_messages": len(released)})
 
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_DEPLOYMENT_CREDENTIALS_EXAMPLE = {"account_sid": None, "auth_token": None}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/twilio-credentials": {"put": {
+        "operationId": "setTwilioCredentials",
         "summary": "Set the account's own Twilio credentials (null for the deployment's)",
         "description": ("The credentials are proven once before they are stored: Twilio is asked for the account "
                         "account_sid names, with auth_token (a fetch of the Account resource). A made-up "
@@ -59,7 +64,7 @@ OPENAPI_PATHS = {
                         "encrypted (CREDITQ_SECRET_KEY) and never shown again."),
         "parameters": [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object",
+            "type": "object", "examples": [_DEPLOYMENT_CREDENTIALS_EXAMPLE],
             "properties": {"account_sid": {"type": ["string", "null"], "pattern": "^AC.{32}$"},
                            "auth_token": {"type": ["string", "null"]}}}}}},
         "responses": {
@@ -68,13 +73,10 @@ OPENAPI_PATHS = {
                                                  "account_sid": {"type": ["string", "null"]},
                                                  "sending_blocked_reason": {"type": "null"},
                                                  "released_messages": {"type": "integer"}}}}}},
-            "404": {"description": "No such account", "content": {"application/problem+json": {
-                "schema": {"$ref": "#/components/schemas/Problem"}}}},
-            "422": {"description": ("Only one of the two, a malformed account_sid, or credentials Twilio does not "
-                                    "accept (unknown account_sid, wrong auth_token, account not active)"), "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
-            "503": {"description": "Twilio could not be asked; nothing was stored, try again", "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+            "404": problem(404, "No such account"),
+            "422": problem(422, "Only one of the two, a malformed account_sid, or credentials Twilio does not accept "
+                                "(unknown account_sid, wrong auth_token, account not active)"),
+            "503": problem(503, "Twilio could not be asked; nothing was stored, try again"),
         },
     }},
 }

@@ -19,7 +19,8 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _PROBLEM, _json
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 SHARED = "shared"
@@ -31,7 +32,7 @@ async def list_users(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             get_account(session, account_id)
             return {"data": [user_json(user) for user in allocations.list_users(session, account_id)],
                     "next_cursor": None}
@@ -70,7 +71,7 @@ async def get_user(request: web.Request) -> web.Response:
     require_access(request, account_id)
 
     def read(database: Database) -> dict:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             return user_json(allocations.get_user(session, account_id, user_id))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
@@ -151,41 +152,57 @@ USER_SCHEMA = {"type": "object", "properties": {
 }}
 _USER_PATH = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+# What a request looks like: the document's examples (clients copy them, the contract tests send them).
+_NEW_USER_EXAMPLE = {"name": "Ada", "email": "ada@example.com", "role": "user", "monthly_credits": "0"}
+_USER_CHANGE_EXAMPLE = {"monthly_credits": "0"}
+
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/users": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"summary": "The account's users",
+        "get": {"operationId": "listUsers", "summary": "The account's users",
                 "responses": {"200": {"description": "all users", **_json({"type": "object", "properties": {
-                    "data": {"type": "array", "items": USER_SCHEMA}, "next_cursor": {"type": "null"}}})}}},
+                    "data": {"type": "array", "items": USER_SCHEMA}, "next_cursor": {"type": "null"}}})},
+                    "404": problem(404, "no such account")}},
         "post": {
+            "operationId": "createUser",
             "summary": "Add a user",
             "description": "monthly_credits can be at most the plan's monthly credits minus the phone numbers' "
                            "monthly cost minus the other users' monthly credits (422 names the maximum).",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-            "requestBody": {"required": True, **_json({"type": "object", "required": ["name", "email", "role"],
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_NEW_USER_EXAMPLE],
+                                                       "required": ["name", "email", "role"],
                                                        "additionalProperties": False, "properties": {
                 "name": {"type": "string"}, "email": {"type": "string"},
                 "phone": {"type": "string", "description": "E.164"},
                 "role": {"type": "string", "enum": list(allocations.ROLES)}, "monthly_credits": _MONTHLY}})},
-            "responses": {"201": {"description": "the user", **_json(USER_SCHEMA)},
-                          "422": {"description": "invalid, or more than can be assigned", **_PROBLEM}},
+            "responses": {"201": {"description": "the user", **_json(USER_SCHEMA), "links": {
+                operation_id: {"operationId": operation_id, "parameters": {
+                    "account_id": "$request.path.account_id", "user_id": "$response.body#/id"}}
+                for operation_id in ("getUser", "updateUser", "deleteUser")}},
+                          "404": problem(404, "no such account"),
+                          "409": problem(409, "Idempotency-Key reused"),
+                          "422": problem(422, "invalid, or more than can be assigned")},
         },
     },
     "/v1/accounts/{account_id}/users/{user_id}": {
         "parameters": [_ACCOUNT_PATH, _USER_PATH],
-        "get": {"summary": "A user", "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
-                                                   "404": {"description": "no such user", **_PROBLEM}}},
+        "get": {"operationId": "getUser", "summary": "A user",
+                "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
+                              "404": problem(404, "no such user")}},
         "patch": {
+            "operationId": "updateUser",
             "summary": "Change a user's monthly credits, or move credits so it holds total_credits now",
             "description": "total_credits can be at most the user's credits plus the pool's available credits; "
                            "422 names the maximum.",
-            "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False, "properties": {
+            "requestBody": {"required": True, **_json({"type": "object", "examples": [_USER_CHANGE_EXAMPLE],
+                                                       "additionalProperties": False, "properties": {
                 "monthly_credits": _CREDITS, "total_credits": _CREDITS}})},
             "responses": {"200": {"description": "the user", **_json(USER_SCHEMA)},
-                          "422": {"description": "more than can be assigned", **_PROBLEM}},
+                          "404": problem(404, "no such user"),
+                          "422": problem(422, "more than can be assigned")},
         },
-        "delete": {"summary": "Delete a user; its remaining credits return to the pool",
-                   "responses": {"204": {"description": "deleted"},
-                                 "409": {"description": "its sends still hold credits", **_PROBLEM}}},
+        "delete": {"operationId": "deleteUser", "summary": "Delete a user; its remaining credits return to the pool",
+                   "responses": {"204": {"description": "deleted"}, "404": problem(404, "no such user"),
+                                 "409": problem(409, "its sends still hold credits")}},
     },
 }

@@ -19,19 +19,23 @@ from shared.messaging.statuses import record_callback
 from shared.twilio.signatures import Credentials, SignedForm
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
+from ..bodies import read_form
 from ..errors import Problem
+from ..fields import whole_number
+from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
 SETTLE_ACTOR = "settle_message"  # the workers' actor that charges or voids a finished message
 MAX_MEDIA = 10
+MAX_FORM_NUMBER = 2**31 - 1
 
 routes = web.RouteTableDef()
 
 
 async def _signed_form(request: web.Request) -> SignedForm:
     """The form Twilio posted with what its signature covers; 403 at once when there is no signature."""
-    form = await request.post()
+    form = await read_form(request)
     signature = request.headers.get("X-Twilio-Signature")
     if not signature:
         log.warning("rejected a Twilio webhook on %s: no signature", request.path)
@@ -53,7 +57,8 @@ def _required(form: MultiDictProxy, *names: str) -> list[str]:
 
 
 def _int_or_none(raw) -> int | None:
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+    """A count or code Twilio sends as digits; anything else (or past a 32-bit column) is taken as absent."""
+    return whole_number(raw, maximum=MAX_FORM_NUMBER) if isinstance(raw, str) else None
 
 
 @routes.post("/webhooks/twilio/status")
@@ -112,12 +117,12 @@ _SIGNATURE = {"name": "X-Twilio-Signature", "in": "header", "required": True, "s
               "description": ("HMAC-SHA1 of the full public URL (PUBLIC_BASE_URL + path + query) and the sorted form "
                               "fields, keyed by the auth token of the Twilio (sub)account that owns the resource the "
                               "callback is about; the form's AccountSid must name that account")}
-_FORBIDDEN = {"description": ("no signature, or the form does not name the Twilio account of the resource it is "
-                              "about, or is not signed with that account's token (problem+json); nothing changed"),
-              "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_FORBIDDEN = problem(403, "no signature, or the form does not name the Twilio account of the resource it is about, "
+                          "or is not signed with that account's token; nothing changed")
 
 OPENAPI_PATHS = {
     "/webhooks/twilio/status": {"post": {
+        "operationId": "receiveTwilioStatus",
         "summary": "Twilio message status callback",
         "description": ("Verified against the message it is about: the message with MessageSid is found first, "
                         "then the credentials it was sent with (the deployment's TWILIO_ACCOUNT_SID, or its "
@@ -132,9 +137,11 @@ OPENAPI_PATHS = {
                         "message was sent with that account."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
-                      "400": {"description": "MessageSid or MessageStatus missing"}, "403": _FORBIDDEN},
+                      "400": problem(400, "MessageSid or MessageStatus missing, or a form that cannot be read"),
+                      "403": _FORBIDDEN},
     }},
     "/webhooks/twilio/inbound": {"post": {
+        "operationId": "receiveTwilioInbound",
         "summary": "Twilio inbound message webhook",
         "description": ("Verified against the number it is about: the account owning the To number is found "
                         "first; AccountSid must name that account's own Twilio subaccount (or the deployment's "
@@ -147,6 +154,7 @@ OPENAPI_PATHS = {
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},
-                      "400": {"description": "MessageSid, From or To missing"}, "403": _FORBIDDEN},
+                      "400": problem(400, "MessageSid, From or To missing, or a form that cannot be read"),
+                      "403": _FORBIDDEN},
     }},
 }

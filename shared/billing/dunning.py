@@ -139,25 +139,25 @@ def _check_steps(steps: object) -> list[dict]:
         email, sms = step.get("email"), step.get("sms")
         if email is None and sms is None and not retry:
             errors[where] = "does nothing: give an email, an sms or retry"
-        if email is not None:
-            if not isinstance(email, dict):
-                errors[f"{where}.email"] = "must be an object with subject and body"
-            else:
-                for part in ("subject", "body"):
-                    _check_template(email.get(part), f"{where}.email.{part}", errors)
-        if sms is not None:
-            if not isinstance(sms, dict):
-                errors[f"{where}.sms"] = "must be an object with a body"
-            else:
-                _check_template(sms.get("body"), f"{where}.sms.body", errors)
         normalized.append({"day": day, "retry": retry,
-                           "email": {"subject": email["subject"], "body": email["body"]} if isinstance(email, dict)
-                           else None,
-                           "sms": {"body": sms["body"]} if isinstance(sms, dict) else None})
+                           "email": _message(email, ("subject", "body"), f"{where}.email", errors),
+                           "sms": _message(sms, ("body",), f"{where}.sms", errors)})
     if errors:
         raise ValidationFailed("The dunning schedule is not valid: " + "; ".join(f"{k} {v}" for k, v in errors.items()),
                                errors=errors)
     return normalized
+
+
+def _message(raw: object, parts: tuple[str, ...], where: str, errors: dict[str, str]) -> dict | None:
+    """An email ({subject, body}) or a text ({body}) of a step, each part a valid template (else an error)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        errors[where] = f"must be an object with {' and '.join(parts)}"
+        return None
+    for part in parts:
+        _check_template(raw.get(part), f"{where}.{part}", errors)
+    return {part: raw.get(part) for part in parts}
 
 
 def _check_template(source: object, field: str, errors: dict[str, str]) -> None:

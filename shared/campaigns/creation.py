@@ -1,10 +1,11 @@
 """Creating a campaign: one Liquid body (and optional drip steps) sent to many recipients.
 
-Creation checks everything that can be checked before a send, in one unit of work: the sender, the
-templates against the recipients' fields (strict: a missing field is refused, naming the line), the
+Creation checks everything that can be checked before a send, before it writes anything: the sender,
+the templates against the recipients' fields (strict: a missing field is refused, naming the line), the
 skip reasons (invalid number, duplicate, opted out, do not contact), and a group estimate from every
-recipient's own rendered body. Recipients are stored set-wise; messages are made later, chunk by
-chunk, by the fan-out (shared.campaigns.fan_out), so accepting 100,000 recipients stays a matter of seconds.
+recipient's own rendered body. Recipients are stored set-wise, in chunks of their own units of work;
+messages are made later, chunk by chunk, by the fan-out (shared.campaigns.fan_out), so accepting
+100,000 recipients stays a matter of seconds and never stalls other tenants.
 
 Creation only checks that numbers look like E.164 (libphonenumber costs ~80 us a number, too much for
 the web request); the fan-out validates each one fully and skips the invalid ones as `invalid_number`.
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.campaigns.recipients import Recipient, looks_like_e164, parse_csv, parse_inline, skip_reasons
 from shared.campaigns.templates import MessageTemplate, compile_template, render
-from shared.errors import NotFound, ValidationFailed
+from shared.db import Database
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging.estimate import charge_for
@@ -33,6 +36,8 @@ from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, Ph
 from shared.money import format_credits
 
 MAX_RECIPIENTS = 250_000
+RECIPIENT_CHUNK = 10_000  # recipients per unit of work while creating: a short hold of the write lock
+CREATING = "creating"  # a campaign whose recipients are still being written: never started
 MAX_STEPS = 10
 MAX_DELAY_DAYS = 365
 
@@ -71,12 +76,56 @@ class GroupEstimate:
 
 
 
-def create_campaign(session: Session, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
-                    now: datetime, cap: SendCap) -> tuple[Campaign, GroupEstimate]:
+@dataclass
+class _Plan:
+    """A checked campaign, ready to write: everything creation computes before its first write."""
+
+    name: str
+    from_: str
+    sender_type: str
+    start: datetime
+    scheduled: bool
+    window: dict
+    delays: list[int]
+    templates: list[MessageTemplate]
+    recipients: list[Recipient]
+    numbers: list[str | None]
+    skips: list[str | None]
+
+
+def create_campaign(database: Database, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
+                    now: datetime, cap: SendCap, campaign_id: str | None = None) -> tuple[Campaign, GroupEstimate]:
     """Validate, estimate and store a campaign and its recipients; the fan-out sends it from `send_at`.
 
-    Its sendable recipients count against a new account's daily cap (shared.messaging.send_cap).
+    Its sendable recipients count against a new account's daily cap (shared.messaging.send_cap), taken
+    with the campaign row, once.
+
+    Everything is checked and priced before the first write, reading in a read-only transaction (no
+    write lock). Then short units of work: the campaign row as `creating` (not startable: it has no
+    steps, the fan-out skips it and it cannot be paused or resumed), its recipients RECIPIENT_CHUNK at a
+    time, and last the steps with the status that starts it. So 230,000 recipients never hold SQLite's
+    write lock for more than one chunk, and a creation stopped half-way sends nothing. Given the same
+    `campaign_id` again (the caller derives it from its Idempotency-Key) it picks up where it stopped:
+    each chunk inserts only the positions not written yet, and a finished campaign is returned as is.
     """
+    with database.read_only() as session:
+        plan = _plan(session, account_id, request, now)
+    estimate = _estimate(plan, rate_card)
+    campaign_id = campaign_id or new_id("cmp")
+    with database.unit_of_work() as session:
+        campaign = _begin(session, campaign_id, account_id, plan, estimate, cap, now)
+    if campaign.status != CREATING:
+        return campaign, estimate
+    for start in range(0, len(plan.recipients), RECIPIENT_CHUNK):
+        database.yield_to_writers()
+        with database.unit_of_work() as session:
+            _write_recipients(session, campaign_id, plan, start)
+    with database.unit_of_work() as session:
+        return _finish(session, campaign_id, plan, now), estimate
+
+
+def _plan(session: Session, account_id: str, request: CampaignRequest, now: datetime) -> _Plan:
+    """Every check, with the reads they need (the sender, the account's state, opt-outs)."""
     account = session.get(Account, account_id)
     if account is None:
         raise NotFound(f"No account {account_id}.")
@@ -98,40 +147,75 @@ def create_campaign(session: Session, account_id: str, request: CampaignRequest,
     templates += [compile_template(step.get("body"), field=f"steps[{index}].body", known_fields=known)
                   for index, step in enumerate(request.steps or [])]
     numbers, skips = skip_reasons(session, account_id, recipients)
-    estimate = GroupEstimate(recipients=len(recipients), skipped=Counter(r for r in skips if r))
-    pricer = Pricer(rate_card, sender_type)
-    for recipient, number, skip in zip(recipients, numbers, skips):
+    return _Plan(name=name.strip(), from_=from_, sender_type=sender_type, start=send_at or now,
+                 scheduled=send_at is not None, window=window.as_dict(), delays=delays, templates=templates,
+                 recipients=recipients, numbers=numbers, skips=skips)
+
+
+def _estimate(plan: _Plan, rate_card: RateCard) -> GroupEstimate:
+    """Price every sendable recipient's own rendered bodies (CPU only: no transaction is open)."""
+    estimate = GroupEstimate(recipients=len(plan.recipients), skipped=Counter(r for r in plan.skips if r))
+    pricer = Pricer(rate_card, plan.sender_type)
+    for recipient, number, skip in zip(plan.recipients, plan.numbers, plan.skips):
         if skip:
             continue
         estimate.sendable += 1
         fields = {**recipient.fields, "to": number}
-        for template in templates:
+        for template in plan.templates:
             priced = pricer.price(render_body(template, fields, recipient=recipient.where), number)
             estimate.messages += 1
             estimate.segments += priced.segments
             estimate.credits_total += priced.credits
             estimate.ucs2_messages += priced.encoding == "UCS-2"
+    return estimate
+
+
+def _begin(session: Session, campaign_id: str, account_id: str, plan: _Plan, estimate: GroupEstimate,
+           cap: SendCap, now: datetime) -> Campaign:
+    """The campaign row, `creating`, and the daily cap taken; a retry finds the one its first try began (or
+    finished), and takes nothing again."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is not None:
+        if campaign.account_id != account_id:
+            raise Conflict(f"Campaign {campaign_id} belongs to another account.")
+        return campaign
     if estimate.sendable:
+        account = session.get(Account, account_id)
         DailySends(session, cap, now).take(account_id, created_at=account.created_at, timezone=account.timezone,
                                            count=estimate.sendable)
-    start = send_at or now
-    campaign = Campaign(id=new_id("cmp"), account_id=account_id, name=name.strip(), from_=from_,
-                        status="scheduled" if send_at else "running", quiet_start=window.as_dict()["start"],
-                        quiet_end=window.as_dict()["end"], recipients=len(recipients),
-                        credits_estimated=estimate.credits_total, send_at=start, created_at=now, updated_at=now)
+    campaign = Campaign(id=campaign_id, account_id=account_id, name=plan.name, from_=plan.from_, status=CREATING,
+                        quiet_start=plan.window["start"], quiet_end=plan.window["end"],
+                        recipients=len(plan.recipients), credits_estimated=estimate.credits_total,
+                        send_at=plan.start, created_at=now, updated_at=now)
     session.add(campaign)
-    session.flush()
+    return campaign
+
+
+def _write_recipients(session: Session, campaign_id: str, plan: _Plan, start: int) -> None:
+    """Positions start .. start + RECIPIENT_CHUNK; those already written (a retried chunk) are left as they are."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    rows = [{"campaign_id": campaign_id, "position": position, "to": number or recipient.to[:32],
+             "fields": recipient.fields, "skip_reason": skip}
+            for position, recipient, number, skip in zip(
+                range(start, start + RECIPIENT_CHUNK), plan.recipients[start:start + RECIPIENT_CHUNK],
+                plan.numbers[start:start + RECIPIENT_CHUNK], plan.skips[start:start + RECIPIENT_CHUNK])]
+    session.execute(dialect.insert(CampaignRecipient).on_conflict_do_nothing(
+        index_elements=[CampaignRecipient.campaign_id, CampaignRecipient.position]), rows)
+
+
+def _finish(session: Session, campaign_id: str, plan: _Plan, now: datetime) -> Campaign:
+    """Every recipient is written: add the steps and make the campaign startable, once."""
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign.status != CREATING:  # a twin finished it, or it was canceled meanwhile
+        return campaign
     session.execute(insert(CampaignStep), [
-        {"campaign_id": campaign.id, "step": index, "delay_days": delay, "body": template.source,
-         "status": "pending", "chunks": 0, "starts_at": start + timedelta(days=delay)}
-        for index, (template, delay) in enumerate(zip(templates, [0, *delays]))
+        {"campaign_id": campaign_id, "step": index, "delay_days": delay, "body": template.source,
+         "status": "pending", "chunks": 0, "starts_at": plan.start + timedelta(days=delay)}
+        for index, (template, delay) in enumerate(zip(plan.templates, [0, *plan.delays]))
     ])
-    session.execute(insert(CampaignRecipient), [
-        {"campaign_id": campaign.id, "position": position, "to": number or recipient.to[:32],
-         "fields": recipient.fields, "skip_reason": skip}
-        for position, (recipient, number, skip) in enumerate(zip(recipients, numbers, skips))
-    ])
-    return campaign, estimate
+    campaign.status = "scheduled" if plan.scheduled else "running"
+    campaign.updated_at = now
+    return campaign
 
 
 def _collect(errors: dict[str, str], check):
@@ -156,7 +240,10 @@ def _recipients(request: CampaignRequest) -> list[Recipient]:
 
 
 def _sender(session: Session, account_id: str, raw: object, errors: dict[str, str]) -> tuple[str | None, str]:
-    phone = looks_like_e164(raw) if isinstance(raw, str) else None
+    if not isinstance(raw, str):  # PostgreSQL refuses to compare a number (or a list) with a phone's text
+        errors["from"] = "must be a sender number of this account, as text (POST /v1/accounts/{id}/numbers)"
+        return None, "long_code"
+    phone = looks_like_e164(raw)
     sender_type = session.scalar(select(PhoneNumber.type).where(PhoneNumber.account_id == account_id,
                                                                 PhoneNumber.phone == (phone or raw)))
     if sender_type is None:

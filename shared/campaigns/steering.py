@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.campaigns.creation import CREATING
 from shared.errors import Conflict, NotFound
 from shared.ledger import book
 from shared.messaging.send_policy import CANCELED, PAUSED
@@ -33,7 +34,7 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
             select(Message.status, func.count(), func.coalesce(func.sum(Message.credits_charged), 0))
             .where(Message.campaign_id == campaign.id).group_by(Message.status)):
         counts[_COUNT_OF_STATUS.get(status, "queued")] += number
-        charged += credits
+        charged += int(credits)  # PostgreSQL's SUM of BIGINT is a numeric
     skipped = dict(session.execute(
         select(CampaignRecipient.skip_reason, func.count()).where(
             CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.skip_reason.is_not(None))
@@ -115,8 +116,10 @@ def cancel_campaign(session: Session, campaign_id: str, *, account_id: str | Non
 
 
 def _steerable(session: Session, campaign_id: str, account_id: str | None) -> Campaign:
+    """A campaign that may be paused or resumed: not canceled, and not still being created (that would start it
+    before its recipients are all written)."""
     campaign = get_campaign(session, campaign_id, account_id=account_id)
-    if campaign.status == "canceled":
+    if campaign.status in ("canceled", CREATING):
         raise Conflict(f"Campaign {campaign_id} is {campaign.status}.")
     return campaign
 

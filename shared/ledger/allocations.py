@@ -102,7 +102,7 @@ def assignable_monthly(session: Session, account_id: str, excluding_user_id: str
         User.account_id == account_id, User.deleted_at.is_(None), User.role == "user")
     if excluding_user_id is not None:
         others = others.where(User.id != excluding_user_id)
-    return max(0, plan - numbers - session.scalar(others))
+    return max(0, plan - int(numbers) - int(session.scalar(others)))  # PostgreSQL's SUM of BIGINT is a numeric
 
 
 def _check_monthly(session: Session, account_id: str, user_id: str | None, monthly_credits: int) -> None:

@@ -7,6 +7,7 @@ can lift it: the API may remove the opt-outs the customer made, not the recipien
 
 import csv
 import io
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -15,9 +16,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import Database
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.messaging.phone_numbers import parse_e164
-from shared.models import OptOut
+from shared.models import Account, OptOut
 
 # Where an opt-out came from (OptOut.source).
 FROM_STOP_KEYWORD = "stop_keyword"
@@ -32,6 +34,7 @@ OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 
 _CHUNK = 500  # phones per statement: below every database's bound-parameter limit
+IMPORT_CHUNK = 5_000  # phones per unit of work of an import: ~50 ms of write lock on SQLite
 _PHONE_HEADERS = ("phone", "phone_number", "number", "to", "mobile")
 
 Keyword = Literal["opt_out", "opt_in", "help"]
@@ -108,32 +111,70 @@ def list_opt_outs(session: Session, account_id: str, *, limit: int, before_id: i
     return list(session.scalars(query.order_by(OptOut.id.desc()).limit(limit)))
 
 
-def import_do_not_contact(session: Session, account_id: str, csv_text: str) -> tuple[int, list[InvalidRow]]:
-    """Opt out every phone of a CSV (one per row: the first column, or a column headed phone/number/...).
+@dataclass(frozen=True)
+class DoNotContactList:
+    """A parsed do-not-contact CSV: its valid phones (E.164, each once, in order) and the rows that are not."""
 
-    Returns how many were new and the rows that are not valid E.164 numbers; valid rows are added
-    even when others are invalid, and importing the same list again adds nothing.
+    phones: list[str]
+    invalid: list[InvalidRow]
+
+
+def parse_do_not_contact(csv_text: str) -> DoNotContactList:
+    """One phone per row: the first column, or a column headed phone/number/...; no database needed.
+
+    Rows are read one at a time and dropped once parsed, so a list of 200,000 rows never holds 200,000
+    row objects for the garbage collector to walk (a full collection would pause every thread).
+    Raises ValidationFailed when the list has no rows at all.
     """
-    rows = list(csv.reader(io.StringIO(csv_text)))
-    if not any(any(cell.strip() for cell in row) for row in rows):
-        raise ValidationFailed("The do-not-contact list is empty.", errors={"csv": "has no rows"})
-    column, first = _phone_column(rows[0])
+    reader = csv.reader(io.StringIO(csv_text))
     phones: list[str] = []
     invalid: list[InvalidRow] = []
-    for line, row in enumerate(rows[first:], start=first + 1):
-        value = row[column].strip() if column < len(row) else ""
-        if not value and not any(cell.strip() for cell in row):
-            continue  # blank line
-        try:
-            phones.append(parse_e164(value, field="phone"))
-        except ValidationFailed as error:
-            invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
-    unique = list(dict.fromkeys(phones))
-    added = sum(
-        _insert_ignoring_existing(session, account_id, unique[start:start + _CHUNK], FROM_IMPORT)
-        for start in range(0, len(unique), _CHUNK)
-    )
-    return added, invalid
+    try:
+        header = next(reader, [])
+        column, first = _phone_column(header)
+        has_rows = any(cell.strip() for cell in header)
+        for line, row in enumerate(itertools.chain([header][:1 - first], reader), start=first + 1):
+            value = row[column].strip() if column < len(row) else ""
+            if not value and not any(cell.strip() for cell in row):
+                continue  # blank line
+            has_rows = True
+            try:
+                phones.append(parse_e164(value, field="phone"))
+            except ValidationFailed as error:
+                invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
+    except csv.Error as error:  # a field past the csv module's limit (131,072 characters), ...
+        raise ValidationFailed(f"The do-not-contact list is not valid CSV: {error}",
+                               errors={"csv": f"is not valid CSV: {error}"}) from None
+    if not has_rows:
+        raise ValidationFailed("The do-not-contact list is empty.", errors={"csv": "has no rows"})
+    return DoNotContactList(list(dict.fromkeys(phones)), invalid)
+
+
+def import_do_not_contact(database: Database, account_id: str, csv_text: str) -> tuple[int, list[InvalidRow]]:
+    """Opt out every valid phone of a CSV; returns how many were new and the rows that are not valid numbers.
+
+    The list is parsed and validated before any transaction, then written IMPORT_CHUNK phones per unit
+    of work, yielding the write lock between chunks: a 10 MB list never holds it for more than one
+    chunk, so other tenants' writes wait a chunk at most. Each chunk inserts only what is missing, so an import stopped half-way (a
+    crash, a lost connection) is finished by sending the same list again, and a repeat adds nothing.
+    """
+    with database.read_only() as session:
+        if session.get(Account, account_id) is None:
+            raise NotFound(f"No account {account_id}.")
+    parsed = parse_do_not_contact(csv_text)
+    added = 0
+    for start in range(0, len(parsed.phones), IMPORT_CHUNK):
+        if start:
+            database.yield_to_writers()
+        with database.unit_of_work() as session:
+            added += _opt_out_all(session, account_id, parsed.phones[start:start + IMPORT_CHUNK], FROM_IMPORT)
+    return added, parsed.invalid
+
+
+def _opt_out_all(session: Session, account_id: str, phones: list[str], source: str) -> int:
+    """Opt out each of `phones` not opted out yet, _CHUNK per statement; how many were new."""
+    return sum(_insert_ignoring_existing(session, account_id, phones[start:start + _CHUNK], source)
+               for start in range(0, len(phones), _CHUNK))
 
 
 def _phone_column(header: list[str]) -> tuple[int, int]:

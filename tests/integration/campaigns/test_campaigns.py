@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, select
 
-from shared.campaigns import fan_out
+from shared.campaigns import creation, fan_out
 from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.campaigns.steering import campaign_view, cancel_campaign, pause_campaign, resume_campaign
-from shared.errors import ValidationFailed
+from shared.errors import Conflict, ValidationFailed
 from shared.ledger import book
 from shared.ledger.verify import verify
 from shared.messaging import sweeper
@@ -19,7 +19,7 @@ from shared.messaging.opt_outs import FROM_API, FROM_STOP_KEYWORD, opt_out
 from shared.messaging.sending import send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import record_status
-from shared.models import Campaign, Hold, Message
+from shared.models import Campaign, CampaignRecipient, Hold, Message
 from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
     CARD,
     SENDER,
@@ -41,12 +41,13 @@ NIGHT_NEW_YORK = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)  # 03:00 EST
 ANN, BO, CY = "+12125550101", "+12125550102", "+12125550103"  # New York numbers
 
 
-def create(database, account_id: str, *, at: datetime = NOON_NEW_YORK, body: str = "Hi {{ name }}", **request):
+def create(database, account_id: str, *, at: datetime = NOON_NEW_YORK, body: str = "Hi {{ name }}",
+           campaign_id: str | None = None, **request):
     request.setdefault("recipients", [{"to": ANN, "fields": {"name": "Ann"}}, {"to": BO, "fields": {"name": "Bo"}}])
-    with database.unit_of_work() as session:
-        campaign, estimate = create_campaign(session, account_id, CampaignRequest(
-            name="Spring open house", from_=SENDER, body=body, **request), rate_card=CARD, now=at, cap=UNCAPPED)
-        return campaign.id, estimate
+    campaign, estimate = create_campaign(database, account_id, CampaignRequest(
+        name="Spring open house", from_=SENDER, body=body, **request), rate_card=CARD, now=at, cap=UNCAPPED,
+        campaign_id=campaign_id)
+    return campaign.id, estimate
 
 
 def fan_out_step(database, campaign_id: str, step: int = 0, *, at: datetime = NOON_NEW_YORK) -> list[str]:
@@ -107,6 +108,18 @@ def test_creation_skips_with_a_reason_and_estimates_the_rest(database):
     assert view(database, campaign_id)["skip_reasons"] == dict(estimate.skipped)
 
 
+@pytest.mark.parametrize("sender", [249745, ["+14155550199"], {"phone": "+14155550199"}])
+def test_a_sender_that_is_not_text_is_refused_naming_from(database, sender):
+    account_id = make_account(database, 100)
+
+    with pytest.raises(ValidationFailed) as refused:
+        create_campaign(database, account_id, CampaignRequest(
+            name="Spring open house", from_=sender, body="Hi", recipients=[{"to": ANN, "fields": {}}]),
+            rate_card=CARD, now=NOON_NEW_YORK, cap=UNCAPPED)
+
+    assert "from" in refused.value.errors
+
+
 def test_an_unknown_field_is_refused_at_creation_naming_the_line_and_the_field(database):
     account_id = make_account(database, 100)
     with pytest.raises(ValidationFailed) as refused:
@@ -119,6 +132,47 @@ def test_a_recipient_missing_a_field_another_has_is_refused_naming_it(database):
     with pytest.raises(ValidationFailed) as refused:
         create(database, account_id, recipients=[{"to": ANN, "fields": {"name": "Ann"}}, {"to": BO}])
     assert "recipients[1]" in refused.value.errors["body"]
+
+
+def test_a_creation_that_died_half_way_sends_nothing_and_its_retry_finishes_the_same_campaign(database, monkeypatch):
+    monkeypatch.setattr(creation, "RECIPIENT_CHUNK", 2)
+    account_id = make_account(database, 100)
+    recipients = [{"to": f"+1212555{index:04d}", "fields": {"name": "x"}} for index in range(200, 205)]
+    write_chunk = creation._write_recipients
+    chunks_written = []
+
+    def dies_on_the_second_chunk(session, *args):
+        if chunks_written:
+            raise ConnectionError("the web process died")
+        chunks_written.append(write_chunk(session, *args))
+
+    with monkeypatch.context() as crash:
+        crash.setattr(creation, "_write_recipients", dies_on_the_second_chunk)
+        with pytest.raises(ConnectionError):
+            create(database, account_id, recipients=recipients, campaign_id="cmp_retried")
+    assert view(database, "cmp_retried")["status"] == "creating"
+    assert positions(database, "cmp_retried") == [0, 1]
+    with database.unit_of_work() as session:
+        assert fan_out.due_steps(session, NOON_NEW_YORK + timedelta(days=400)) == []
+        assert fan_out.start_step(session, "cmp_retried", 0, now=NOON_NEW_YORK) is None
+        with pytest.raises(Conflict):
+            resume_campaign(session, "cmp_retried", account_id=account_id, now=NOON_NEW_YORK)
+
+    campaign_id, estimate = create(database, account_id, recipients=recipients, campaign_id="cmp_retried")
+
+    assert (campaign_id, estimate.sendable) == ("cmp_retried", 5)
+    assert view(database, campaign_id)["status"] == "running"
+    assert positions(database, campaign_id) == [0, 1, 2, 3, 4]
+    assert len(fan_out_step(database, campaign_id)) == 5
+    again, _ = create(database, account_id, recipients=recipients, campaign_id="cmp_retried")
+    assert (again, positions(database, campaign_id), len(messages_of(database, campaign_id))) == (
+        "cmp_retried", [0, 1, 2, 3, 4], 5)
+
+
+def positions(database, campaign_id: str) -> list[int]:
+    with database.read_only() as session:
+        return list(session.scalars(select(CampaignRecipient.position).where(
+            CampaignRecipient.campaign_id == campaign_id).order_by(CampaignRecipient.position)))
 
 
 # --- fan-out and sending ---------------------------------------------------------------------------

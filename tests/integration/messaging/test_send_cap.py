@@ -36,10 +36,9 @@ def send(database, account_id: str, *, at: datetime, count: int = 1) -> list:
 
 
 def campaign(database, account_id: str, recipients: list[str], *, at: datetime):
-    with database.unit_of_work() as session:
-        return create_campaign(session, account_id, CampaignRequest(
-            name="Open house", from_=SENDER, body="Open house Sunday",
-            recipients=[{"to": to, "fields": {}} for to in recipients]), rate_card=CARD, now=at, cap=CAP)
+    return create_campaign(database, account_id, CampaignRequest(
+        name="Open house", from_=SENDER, body="Open house Sunday",
+        recipients=[{"to": to, "fields": {}} for to in recipients]), rate_card=CARD, now=at, cap=CAP)
 
 
 def refused(outcomes: list) -> list[bool]:

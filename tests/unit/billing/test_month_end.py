@@ -340,6 +340,20 @@ def test_a_missed_month_end_is_caught_up_in_order(database):
     assert balance(database, account_id).balance == 100 * CREDIT
 
 
+def test_a_period_before_the_account_existed_closes_nothing_so_the_next_month_end_closes_one_month(database):
+    # given an account created in August 2020
+    account_id = make_account(database, monthly=100)
+
+    # when an operator runs month-end for a period centuries before it (a typo, or a fuzzer)
+    ancient = close(database, account_id, "0216-10", local("UTC", 2020, 9, 1))
+
+    # then nothing is closed for it, and August's month-end closes August alone, not 1,800 years of months
+    assert ancient.closed == 0
+    assert close(database, account_id, "2020-08", local("UTC", 2020, 9, 1)).closed == 1
+    with database.unit_of_work() as session:
+        assert session.scalars(select(BillingRun.period).where(BillingRun.step == "close")).all() == ["2020-08"]
+
+
 def test_a_dry_run_reports_without_writing(database):
     account_id = make_account(database, monthly=100)
 

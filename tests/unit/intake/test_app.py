@@ -1,9 +1,12 @@
 """The intake's frame: auth, problem+json errors, health, metrics, OpenAPI, Idempotency-Key."""
 
+import asyncio
 import json
+import threading
 
 import pytest
 from aiohttp import web
+from sqlalchemy import update
 
 from intake.app import init_app
 from intake.bodies import json_response, read_json
@@ -137,3 +140,34 @@ async def test_malformed_bodies_are_400_problems(aiohttp_client, settings, sqlit
     assert response.status == 400
     assert json.loads(await response.text())["status"] == 400
     assert calls == []
+
+
+async def test_health_and_another_tenants_balance_answer_while_a_bulk_write_holds_the_write_lock(
+        aiohttp_client, app, sqlite_database):
+    with sqlite_database.unit_of_work() as session:
+        session.add_all([Account(id="acct_1", name="Importer"), Account(id="acct_2", name="Reader", balance=5000)])
+        session.flush()
+        reader_key = issue_key(session, "acct_2")
+    client = await aiohttp_client(app)
+    await client.get("/v1/accounts/acct_2/balance", headers={"Authorization": f"Bearer {reader_key}"})
+    writing, answered = threading.Event(), threading.Event()
+
+    def bulk_write():  # one tenant's long unit of work, holding SQLite's write lock until the reads are done
+        with sqlite_database.unit_of_work() as session:
+            session.execute(update(Account).where(Account.id == "acct_1").values(name="Importing"))
+            session.flush()
+            writing.set()
+            answered.wait(timeout=120)
+
+    writer = threading.Thread(target=bulk_write)
+    writer.start()
+    await asyncio.to_thread(writing.wait, 60)
+    try:
+        health = await client.get("/healthz")
+        balance = await client.get("/v1/accounts/acct_2/balance", headers={"Authorization": f"Bearer {reader_key}"})
+        health_status, balance_status, body = health.status, balance.status, await balance.json()
+    finally:
+        answered.set()
+        await asyncio.to_thread(writer.join)
+
+    assert (health_status, balance_status, body["balance"]) == (200, 200, "5")

@@ -295,6 +295,20 @@ def test_allocations_are_capped_and_the_refusal_names_the_maximum(database):
     assert_clean(database)
 
 
+def test_the_refusal_names_a_maximum_with_a_fraction_of_a_credit(database):
+    # given a 10-credit plan of which a user already has 6.5 credits a month
+    account_id = new_account(database, plan=10_000)
+    with database.unit_of_work() as session:
+        allocations.create_user(session, account_id, name="A", email="a@x", phone=None, role="user",
+                                monthly_credits=6_500, now=NOW)
+
+    # when another user asks for 3.501, then the refusal names 3.5 (PostgreSQL sums BIGINTs as numerics)
+    with database.unit_of_work() as session, pytest.raises(ValidationFailed, match=r"at most 3\.5 ") as refused:
+        allocations.create_user(session, account_id, name="B", email="b@x", phone=None, role="user",
+                                monthly_credits=3_501, now=NOW)
+    assert "monthly_credits" in refused.value.errors
+
+
 def test_settlement_overrun_of_a_users_credits_spills_into_the_pool(database):
     account_id = new_account(database, credits=10_000, plan=10_000)
     with database.unit_of_work() as session:

@@ -3,6 +3,7 @@
 import pytest
 
 from shared.errors import Conflict, ValidationFailed
+from shared.messaging import opt_outs
 from shared.messaging.opt_outs import (
     FROM_API,
     FROM_STOP_KEYWORD,
@@ -111,8 +112,7 @@ def test_an_import_adds_the_valid_rows_and_reports_the_others(accounts):
     csv_text = ("name,Phone\nAlice,+1 (415) 555-0100\nBob,not a number\n\n"
                 "Carol,+14155550102\nAlice again,+14155550100\nDan,\n")
 
-    with accounts.unit_of_work() as session:
-        added, invalid = import_do_not_contact(session, "acct_1", csv_text)
+    added, invalid = import_do_not_contact(accounts, "acct_1", csv_text)
 
     assert added == 2
     assert [(row.line, row.value) for row in invalid] == [(3, "not a number"), (7, "")]
@@ -122,8 +122,7 @@ def test_an_import_adds_the_valid_rows_and_reports_the_others(accounts):
 
 
 def test_an_import_without_a_header_reads_the_first_column(accounts):
-    with accounts.unit_of_work() as session:
-        added, invalid = import_do_not_contact(session, "acct_1", f"{ALICE},Alice\r\n{BOB},Bob\r\n")
+    added, invalid = import_do_not_contact(accounts, "acct_1", f"{ALICE},Alice\r\n{BOB},Bob\r\n")
 
     assert (added, invalid) == (2, [])
 
@@ -131,10 +130,9 @@ def test_an_import_without_a_header_reads_the_first_column(accounts):
 def test_importing_the_same_list_again_adds_nothing(accounts):
     with accounts.unit_of_work() as session:
         opt_out(session, "acct_1", ALICE, FROM_STOP_KEYWORD)
-        import_do_not_contact(session, "acct_1", f"phone\n{BOB}\n")
+    import_do_not_contact(accounts, "acct_1", f"phone\n{BOB}\n")
 
-    with accounts.unit_of_work() as session:
-        added, _ = import_do_not_contact(session, "acct_1", f"phone\n{ALICE}\n{BOB}\n")
+    added, _ = import_do_not_contact(accounts, "acct_1", f"phone\n{ALICE}\n{BOB}\n")
 
     assert added == 0
     with accounts.unit_of_work() as session:
@@ -145,8 +143,7 @@ def test_importing_the_same_list_again_adds_nothing(accounts):
 @pytest.mark.parametrize("csv_text", ["", "\n\n", " , \n"])
 def test_an_empty_import_is_refused(accounts, csv_text):
     with pytest.raises(ValidationFailed):
-        with accounts.unit_of_work() as session:
-            import_do_not_contact(session, "acct_1", csv_text)
+        import_do_not_contact(accounts, "acct_1", csv_text)
 
 
 def test_opt_outs_list_newest_first_in_pages(accounts):
@@ -160,3 +157,30 @@ def test_opt_outs_list_newest_first_in_pages(accounts):
         second = list_opt_outs(session, "acct_1", limit=3, before_id=first[-1].id)
 
     assert [row.phone for row in first + second] == list(reversed(phones))
+
+
+def test_an_import_that_died_after_its_first_chunk_is_finished_by_sending_the_list_again(accounts, monkeypatch):
+    phones = [f"+1415555{n:04d}" for n in range(12)]
+    csv_text = "phone\n" + "\n".join(phones) + "\n"
+    monkeypatch.setattr(opt_outs, "IMPORT_CHUNK", 5)
+    write_chunk = opt_outs._opt_out_all
+    chunks_written = []
+
+    def dies_on_the_second_chunk(session, *args):
+        if len(chunks_written) == 1:
+            raise ConnectionError("the web process died")
+        chunks_written.append(write_chunk(session, *args))
+        return chunks_written[-1]
+
+    with monkeypatch.context() as crash:
+        crash.setattr(opt_outs, "_opt_out_all", dies_on_the_second_chunk)
+        with pytest.raises(ConnectionError):
+            import_do_not_contact(accounts, "acct_1", csv_text)
+    with accounts.read_only() as session:
+        assert opted_out_among(session, "acct_1", phones) == set(phones[:5])  # the first chunk, whole
+
+    added, invalid = import_do_not_contact(accounts, "acct_1", csv_text)
+
+    assert (added, invalid) == (7, [])
+    with accounts.read_only() as session:
+        assert sorted(row.phone for row in list_opt_outs(session, "acct_1", limit=100)) == phones

@@ -1,0 +1,63 @@
+"""Units of work and read-only sessions on SQLite and PostgreSQL: a read never waits for a writer, and a
+write inside a read fails loudly instead of being dropped."""
+
+import threading
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+
+from shared.models import Account
+
+
+@pytest.fixture
+def accounts(database):
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+    return database
+
+
+def test_a_read_sees_the_last_commit_while_a_writer_holds_its_transaction_open(accounts):
+    writing, reader_done = threading.Event(), threading.Event()
+    reader_finished_first = []
+
+    def long_writer():
+        with accounts.unit_of_work() as session:
+            session.execute(update(Account).values(name="Renamed, not committed yet"))
+            session.flush()
+            writing.set()
+            reader_done.wait(timeout=60)
+            reader_finished_first.append(reader_done.is_set())
+
+    writer = threading.Thread(target=long_writer)
+    writer.start()
+    writing.wait(timeout=60)
+    with accounts.read_only() as session:
+        name = session.scalar(select(Account.name))
+    reader_done.set()
+    writer.join()
+
+    assert name == "Realty"
+    assert reader_finished_first == [True]  # the read did not queue behind the open write
+    with accounts.read_only() as session:
+        assert session.scalar(select(Account.name)) == "Renamed, not committed yet"
+
+
+def test_a_write_inside_a_read_fails_and_changes_nothing(accounts):
+    with pytest.raises(DBAPIError, match="read.?only"):
+        with accounts.read_only() as session:
+            session.execute(update(Account).values(name="Sneaked in"))
+
+    with accounts.read_only() as session:
+        assert session.scalar(select(Account.name)) == "Realty"
+
+
+def test_a_unit_of_work_after_a_read_on_the_same_connection_writes(accounts):
+    for name in ("First", "Second"):
+        with accounts.read_only() as session:
+            session.scalar(select(Account.name))
+        with accounts.unit_of_work() as session:
+            session.execute(update(Account).values(name=name))
+
+    with accounts.read_only() as session:
+        assert session.scalar(select(Account.name)) == "Second"

@@ -1,0 +1,210 @@
+"""Bad input is a 4xx problem+json and writes nothing: digits of other scripts, cursors past 64 bits, broken
+dunning steps, multipart bodies without a boundary, keys that are not ASCII, NUL wherever text enters."""
+
+import asyncio
+import base64
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from intake.app import init_app
+from shared.api_keys import issue_key
+from shared.models import Account, Campaign, DunningSchedule, IdempotencyRecord, Message, OptOut, PhoneNumber
+from twilio_sim.signature import twilio_signature
+
+OPERATOR_KEY = "test-operator-key-0123456789"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+SENDER = "+14155550199"
+
+
+@pytest.fixture
+def account_key(sqlite_database) -> str:
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty", balance=100_000))
+        session.flush()
+        session.add(PhoneNumber(account_id="acct_1", phone=SENDER, type="long_code"))
+        return issue_key(session, "acct_1")
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings, sqlite_database, fake_broker, account_key):
+    return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
+
+
+def count(database, model) -> int:
+    with database.read_only() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+async def assert_problem(response, status: int) -> dict:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    problem = await response.json()
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    return problem
+
+
+async def raw_request(client, head: bytes) -> tuple[int, bytes]:
+    """Send bytes no HTTP client library would send (a header that is not UTF-8); the status and the body."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# --- numbers in query strings and cursors ----------------------------------------------------------
+
+LISTS = ["/v1/opt-outs?account_id=acct_1", "/v1/accounts/acct_1/transactions", "/v1/accounts/acct_1/dunning/runs"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("limit", ["²", "٣", "１０", "1_0", " 5", "+5", "-1", "0", "501", "9" * 30])
+async def test_a_limit_that_is_not_ascii_digits_in_range_is_a_422_naming_limit(client, path, limit):
+    separator = "&" if "?" in path else "?"
+
+    response = await client.get(f"{path}{separator}limit={limit}", headers=OPERATOR)
+
+    assert (await assert_problem(response, 422))["errors"] == {"limit": "must be 1..500"}
+
+
+@pytest.mark.parametrize("path", LISTS[:2])
+@pytest.mark.parametrize("cursor", [cursor_of(f"before:{2**63}"), cursor_of(f"before:{10**30}"),
+                                    cursor_of("before:²"), cursor_of(f"{2**64}"), "%%%", "é"])
+async def test_a_cursor_past_64_bits_or_not_from_the_api_is_a_422(client, path, cursor):
+    separator = "&" if "?" in path else "?"
+
+    response = await client.get(f"{path}{separator}cursor={cursor}", headers=OPERATOR)
+
+    assert (await assert_problem(response, 422))["errors"] == {"cursor": "is not valid"}
+
+
+async def test_a_cursor_the_api_returned_still_pages(client, sqlite_database):
+    for phone in ("+14155550100", "+14155550101", "+14155550102"):
+        await client.post("/v1/opt-outs?account_id=acct_1", json={"phone": phone}, headers=OPERATOR)
+
+    first = await (await client.get("/v1/opt-outs?account_id=acct_1&limit=2", headers=OPERATOR)).json()
+    second = await (await client.get(f"/v1/opt-outs?account_id=acct_1&limit=2&cursor={first['next_cursor']}",
+                                     headers=OPERATOR)).json()
+
+    assert [o["phone"] for o in first["data"] + second["data"]] == ["+14155550102", "+14155550101", "+14155550100"]
+
+
+# --- dunning steps ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("step", "field"), [
+    ({"day": 0, "sms": {}}, "steps[0].sms.body"),
+    ({"day": 0, "email": {"body": "Please pay {{ amount_due }}"}}, "steps[0].email.subject"),
+    ({"day": 0, "email": {"subject": "Payment failed"}}, "steps[0].email.body"),
+    ({"day": 0, "email": {}}, "steps[0].email.subject"),
+])
+async def test_a_dunning_step_missing_a_text_is_a_422_and_the_schedule_stays_as_it_was(client, sqlite_database, step,
+                                                                                       field):
+    response = await client.put("/v1/accounts/acct_1/dunning", json={"steps": [step]}, headers=OPERATOR)
+
+    assert field in (await assert_problem(response, 422))["errors"]
+    assert count(sqlite_database, DunningSchedule) == 0
+
+
+# --- multipart bodies without a boundary, or broken ---------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/opt-outs/import?account_id=acct_1", "/webhooks/twilio/status",
+                                  "/webhooks/twilio/inbound"])
+async def test_a_multipart_body_without_a_boundary_is_a_400_and_changes_nothing(client, sqlite_database, path):
+    response = await client.post(path, data=b"--x\r\n\r\n+14155550100\r\n--x--\r\n",
+                                 headers={**OPERATOR, "Content-Type": "multipart/form-data"})
+
+    assert "boundary" in (await assert_problem(response, 400))["detail"]
+    assert count(sqlite_database, OptOut) == count(sqlite_database, Message) == 0
+
+
+async def test_a_multipart_part_without_headers_is_a_400_and_imports_nothing(client, sqlite_database):
+    response = await client.post("/v1/opt-outs/import?account_id=acct_1", data=b"--x\r\nNone--x--\r\n",
+                                 headers={**OPERATOR, "Content-Type": "multipart/form-data; boundary=x"})
+
+    await assert_problem(response, 400)
+    assert count(sqlite_database, OptOut) == 0
+
+
+async def test_a_twilio_count_in_other_digits_is_read_as_absent_not_a_500(client, settings):
+    params = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "delivered", "NumSegments": "²",
+              "ErrorCode": "9" * 30, "AccountSid": settings.twilio_account_sid}
+    signature = twilio_signature(settings.twilio_auth_token, settings.public_base_url + "/webhooks/twilio/status",
+                                 params)
+
+    response = await client.post("/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": signature})
+
+    assert response.status == 200  # kept for when the sid is stored, like any early report
+
+
+# --- headers that are not ASCII --------------------------------------------------------------------
+
+@pytest.mark.parametrize("token", ["cl\xe9".encode("latin-1"), "clé".encode(), b"\xff\xfe"])
+async def test_a_bearer_token_that_is_not_ascii_is_a_401_problem(client, token):
+    status, body = await raw_request(client, b"GET /v1/accounts/acct_1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                             b"Authorization: Bearer " + token + b"\r\n\r\n")
+
+    assert status == 401 and b'"Unauthorized"' in body
+
+
+async def test_an_idempotency_key_that_is_not_ascii_is_a_400_and_creates_nothing(client, sqlite_database):
+    body = b'{"phone": "+14155550100"}'
+    status, _ = await raw_request(
+        client, b"POST /v1/opt-outs?account_id=acct_1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + OPERATOR_KEY.encode() + b"\r\nIdempotency-Key: cl\xe9\r\n"
+                b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    assert status == 400
+    assert count(sqlite_database, OptOut) == count(sqlite_database, IdempotencyRecord) == 0
+
+
+# --- NUL wherever text enters -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/opt-outs?account_id=acct%00_1", "/v1/opt-outs?account_id=acct_1&cursor=%00",
+                                  "/v1/accounts/acct%00_1", "/v1/accounts/acct_1/balance?x%00=1",
+                                  "/v1/messages/msg%00_1"])
+async def test_nul_in_the_path_or_the_query_string_is_a_400(client, path):
+    await assert_problem(await client.get(path, headers=OPERATOR), 400)
+
+
+async def test_nul_in_a_csv_field_is_a_400_naming_the_line_and_nothing_is_imported(client, sqlite_database):
+    response = await client.post("/v1/opt-outs/import?account_id=acct_1",
+                                 data="phone\n+14155550100\n+1415555\x000101\n".encode(),
+                                 headers={**OPERATOR, "Content-Type": "text/csv"})
+
+    assert "line 3" in (await assert_problem(response, 400))["detail"]
+    assert count(sqlite_database, OptOut) == 0
+
+
+async def test_nul_in_a_multipart_csv_is_a_400_and_nothing_is_imported(client, sqlite_database):
+    form = aiohttp.FormData()
+    form.add_field("file", b"phone\n+14155550100\x00\n", filename="dnc.csv", content_type="text/csv")
+
+    response = await client.post("/v1/opt-outs/import?account_id=acct_1", data=form, headers=OPERATOR)
+
+    await assert_problem(response, 400)
+    assert count(sqlite_database, OptOut) == 0
+
+
+async def test_nul_in_a_campaign_csv_is_a_400_and_no_campaign_is_made(client, sqlite_database, account_key):
+    response = await client.post(f"/v1/campaigns?name=Spring&from=%2B{SENDER[1:]}&body=Hi",
+                                 data="to\n+14155550100\x00\n".encode(),
+                                 headers={"Authorization": f"Bearer {account_key}", "Content-Type": "text/csv"})
+
+    await assert_problem(response, 400)
+    assert count(sqlite_database, Campaign) == 0
+
+
+async def test_nul_in_a_json_key_or_value_is_a_400_and_nothing_is_written(client, sqlite_database):
+    for body in ({"phone": "+14155550100\x00"}, {"ph\x00one": "+14155550100"}):
+        response = await client.post("/v1/opt-outs?account_id=acct_1", json=body, headers=OPERATOR)
+        await assert_problem(response, 400)
+
+    assert count(sqlite_database, OptOut) == 0
