@@ -62,7 +62,7 @@ def receive_inbound(session: Session, inbound: Inbound, form: SignedForm, *, dep
     if owner is None:
         if not any(map(form.signed_by, known_credentials(session, form.account_sid, deployment=deployment))):
             raise _rejected(inbound, form)
-        log.warning("inbound %s to %s: no account has that number", inbound.sid, inbound.to)
+        log.warning("inbound %r to %r: no account has that number", inbound.sid, inbound.to)
         return None
     account_id, help_text, own_sid, own_token = owner
     number_credentials = credentials_of(own_sid or deployment.account_sid, own_sid=own_sid, own_token=own_token,
@@ -98,6 +98,6 @@ def receive_inbound(session: Session, inbound: Inbound, form: SignedForm, *, dep
 
 
 def _rejected(inbound: Inbound, form: SignedForm) -> CallbackRejected:
-    log.warning("rejected an inbound webhook to %s naming AccountSid %r: not signed by the number's Twilio account",
+    log.warning("rejected an inbound webhook to %r naming AccountSid %r: not signed by the number's Twilio account",
                 inbound.to, form.account_sid)
     return CallbackRejected("The webhook is not signed by the Twilio account of the number it is about.")

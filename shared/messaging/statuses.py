@@ -103,7 +103,7 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
         if status in TWILIO_RANK:
             session.add(EarlyStatus(sid=sid, account_sid=form.account_sid, status=status, **reported,
                                     received_at=now))
-        log.info("status %r for a sid not stored yet (%s): kept until it is", status, sid)
+        log.info("status %r for a sid not stored yet (%r): kept until it is", status, sid)
         return None
     sent_with = credentials_of(owner.sent_with or deployment.account_sid, own_sid=owner.own_sid,
                                own_token=owner.own_token, deployment=deployment)
@@ -128,7 +128,7 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
 def _apply(session: Session, message_id: str, account_id: str, sid: str, status: str, reported: dict,
            now: datetime) -> StatusChange:
     if status not in TWILIO_RANK:
-        log.warning("unknown Twilio status %r for %s (%s): ignored", status, sid, message_id)
+        log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
 
     rank = TWILIO_RANK[status]
@@ -160,7 +160,7 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
 
 
 def _rejected(sid: str, form: SignedForm) -> CallbackRejected:
-    log.warning("rejected a status callback for %s naming AccountSid %r: not signed by the credentials it was "
+    log.warning("rejected a status callback for %r naming AccountSid %r: not signed by the credentials it was "
                 "sent with", sid, form.account_sid)
     return CallbackRejected("The callback is not signed by the Twilio account of the message it is about.")
 

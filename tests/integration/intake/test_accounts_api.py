@@ -45,7 +45,7 @@ async def test_operator_creates_an_account_whose_key_sees_only_it(client):
     assert body["api_key"].startswith("cq_live_")
     assert body["plan"] == {"monthly_credits": "100", "cycle": "monthly", "rollover": "fifo_12m",
                             "next_monthly_credits": None}
-    assert (body["status"], body["balance"], body["flags"]["spam"]) == ("active", "0", False)
+    assert (body["status"], body["balance"], body["flags"]["spam"]) == ("active", "100", False)  # the first cycle
     own = {"Authorization": f"Bearer {body['api_key']}"}
 
     assert (await client.get(f"/v1/accounts/{body['id']}", headers=own)).status == 200
