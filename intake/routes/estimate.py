@@ -8,6 +8,7 @@ from shared.db import Database
 from shared.messaging.estimate import (
     CHANNELS,
     MAX_MEDIA_URLS,
+    MAX_NUMBERS,
     MAX_RECIPIENTS,
     Estimate,
     estimate_message,
@@ -78,7 +79,7 @@ OPENAPI_PATHS = {
                     "properties": {
                         "body": {"type": "string", "maxLength": MAX_BODY_CHARACTERS,
                                  "description": "The text; may be empty only when media_urls are given."},
-                        "to": {"type": "array", "minItems": 1,
+                        "to": {"type": "array", "minItems": 1, "maxItems": MAX_NUMBERS,
                                "items": {"type": "string", "examples": ["+14155550100"]},
                                "description": "Recipients in E.164; each is priced by its country."},
                         "recipients": {"type": "integer", "minimum": 1, "maximum": MAX_RECIPIENTS,

@@ -53,7 +53,11 @@ async def create_user(request: web.Request) -> web.Response:
         fields.fail("email", "must be an email address")
     phone = _phone(fields)
     role = fields.choice("role", allocations.ROLES, required=True)
-    monthly = None if body.get("monthly_credits") == SHARED else fields.credits("monthly_credits")
+    if body.get("monthly_credits") == SHARED:  # as the API shows owners and admins: they share the pool
+        fields.text("monthly_credits")
+        monthly = None
+    else:
+        monthly = fields.credits("monthly_credits")
     fields.done()
     now = datetime.now(timezone.utc)
 

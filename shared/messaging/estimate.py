@@ -22,6 +22,7 @@ from shared.money import format_credits
 CHANNELS = ("sms", "mms")
 MAX_MEDIA_URLS = 10  # Twilio's limit per MMS
 MAX_RECIPIENTS = 10_000_000
+MAX_NUMBERS = 10_000  # numbers listed in `to`: each one is parsed
 
 
 class Charge(NamedTuple):
@@ -177,6 +178,9 @@ def _destination_countries(to: object, recipients: object, rate_card: RateCard, 
         return Counter({rate_card.home_country: recipients or 1})
     if not isinstance(to, list) or not to:
         errors["to"] = "must be a non-empty list of phone numbers"
+        return Counter()
+    if len(to) > MAX_NUMBERS:  # each is parsed with libphonenumber; a count prices more at no cost
+        errors["to"] = f"lists {len(to):,} numbers; an estimate prices at most {MAX_NUMBERS:,} (or give recipients)"
         return Counter()
     if recipients is not None and recipients != len(to):
         errors["recipients"] = f"is {recipients} but to lists {len(to)} numbers; give one or the other"

@@ -300,3 +300,16 @@ async def test_the_account_key_sets_its_threshold_and_quiet_hours_but_not_its_pl
     reset = await client.patch(path, headers=own, json={"quiet_hours": None, "quiet_hours_scope": "automated"})
     assert ((await reset.json())["quiet_hours"], (await reset.json())["quiet_hours_scope"]) == (
         {"start": "08:00", "end": "21:00"}, "automated")
+
+
+async def test_an_owner_created_with_shared_monthly_credits_shares_the_pool(client):
+    # given the value the API shows for owners and admins
+    account_id, own = await create_account(client)
+
+    # when an owner is created with it
+    created = await client.post(f"/v1/accounts/{account_id}/users", headers=own, json={
+        "name": "Olive", "email": "o@acme.test", "role": "owner", "monthly_credits": "shared"})
+
+    # then it is accepted and shown the same way
+    assert created.status == 201, await created.text()
+    assert (await created.json())["monthly_credits"] == "shared"

@@ -206,3 +206,13 @@ class TestSenderType:
 
     def test_the_operator_sees_every_accounts_numbers(self, session):
         assert sender_type_of(session, "+18885550100", account_id=None) == "toll_free"
+
+
+def test_a_list_of_numbers_is_capped_and_a_count_prices_more():
+    numbers = ["+14155550100"] * 10_001
+
+    with pytest.raises(ValidationFailed) as refused:
+        estimate_message("hi", to=numbers, rate_card=US)
+
+    assert "at most 10,000" in refused.value.errors["to"]
+    assert estimate_message("hi", recipients=10_001, rate_card=US).credits_total == 10_001_000
