@@ -284,7 +284,7 @@ def due_holds(session: Session, now: datetime, *, limit: int = 500) -> list[int]
     """Ids of pending holds past their TTL, oldest first, for the sweeper."""
     return list(_sql(session).scalars(
         select(holds.c.id).where(holds.c.status == "pending", holds.c.expires_at <= utc(now))
-        .order_by(holds.c.expires_at).limit(limit)
+        .order_by(holds.c.expires_at, holds.c.id).limit(limit)
     ))
 
 
