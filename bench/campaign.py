@@ -10,7 +10,6 @@ Prints figures only; nothing here passes or fails.
 
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
+from bench.processes import spawn, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.ledger import book  # noqa: E402
@@ -140,24 +140,6 @@ def one_at_a_time_rate(redis_url: str) -> float:
     broker.flush("bench")
     broker.close()
     return rate
-
-
-def spawn(env: dict, directory: str, *command: str) -> subprocess.Popen:
-    log = open(Path(directory) / f"{command[0]}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "creditq", *command], env=env, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
+from bench.processes import spawn, wait_for  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
@@ -143,24 +144,6 @@ def account(url: str, name: str, *, key: bool = False):
     response = requests.post(f"{url}/v1/accounts", headers=OPERATOR, json={"name": name}, timeout=10)
     response.raise_for_status()
     return (response.json()["id"], response.json()["api_key"]) if key else response.json()["id"]
-
-
-def spawn(env: dict, directory: str, *command: str) -> subprocess.Popen:
-    log = open(Path(directory) / f"{command[0]}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "creditq", *command], env=env, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -8,28 +8,12 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from intake.app import init_app
-from shared.api_keys import issue_key
-from shared.models import Account, Campaign, DunningSchedule, IdempotencyRecord, Message, OptOut, PhoneNumber
+from shared.models import Campaign, DunningSchedule, IdempotencyRecord, Message, OptOut
+from tests.support.realty import SENDER, account_key, client  # noqa: F401  (fixtures)
 from twilio_sim.signature import twilio_signature
 
 OPERATOR_KEY = "test-operator-key-0123456789"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-SENDER = "+14155550199"
-
-
-@pytest.fixture
-def account_key(sqlite_database) -> str:
-    with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty", balance=100_000))
-        session.flush()
-        session.add(PhoneNumber(account_id="acct_1", phone=SENDER, type="long_code"))
-        return issue_key(session, "acct_1")
-
-
-@pytest.fixture
-async def client(aiohttp_client, settings, sqlite_database, fake_broker, account_key):
-    return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
 
 
 def count(database, model) -> int:

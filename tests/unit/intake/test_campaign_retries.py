@@ -1,28 +1,10 @@
 """POST /v1/campaigns under an Idempotency-Key: a creation that died half-way is finished by the client's retry."""
 
-import pytest
 from sqlalchemy import func, select
 
-from intake.app import init_app
-from shared.api_keys import issue_key
 from shared.campaigns import creation
-from shared.models import Account, Campaign, CampaignRecipient, PhoneNumber
-
-SENDER = "+14155550199"
-
-
-@pytest.fixture
-def account_key(sqlite_database) -> str:
-    with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty", balance=100_000))
-        session.flush()
-        session.add(PhoneNumber(account_id="acct_1", phone=SENDER, type="long_code"))
-        return issue_key(session, "acct_1")
-
-
-@pytest.fixture
-async def client(aiohttp_client, settings, sqlite_database, fake_broker, account_key):
-    return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
+from shared.models import Campaign, CampaignRecipient
+from tests.support.realty import SENDER, account_key, client  # noqa: F401  (fixtures)
 
 
 async def test_a_retry_with_the_same_key_finishes_the_campaign_its_first_try_began(client, sqlite_database,

@@ -1,0 +1,30 @@
+"""The creditq processes a bench starts as a user would (`python -m creditq ...`), each in its own session."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(env: dict, directory: str, *command: str) -> subprocess.Popen:
+    """`creditq <command>` with its output in <directory>/<command>.log; its own session, so it can be killed whole."""
+    log = open(Path(directory) / f"{command[0]}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "creditq", *command], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    """Until `url` answers 200; RuntimeError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
