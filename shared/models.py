@@ -63,6 +63,9 @@ class Account(Base):
     # The users' share of balance/held, so the company pool (balance - allocated) is checked in one UPDATE.
     allocated: Mapped[int] = mapped_column(Millicredits, default=0)
     allocated_held: Mapped[int] = mapped_column(Millicredits, default=0)
+    # The soonest `expires_at` among its lots that can still lapse (None: none can). A reservation checks
+    # it in its one conditional UPDATE; the first ledger operation at or after it writes the expiries.
+    next_expiry_at: Mapped[datetime | None]
     help_text: Mapped[str | None] = mapped_column(Text)
     # Quiet hours for its automated texts, in the recipient's local time ("HH:MM"; None: 08:00-21:00);
     # `quiet_hours_scope` "all" holds immediate single sends too.
@@ -140,10 +143,11 @@ class Hold(Base):
     """A reservation made before a send; resolved exactly once by settle, void or expire."""
 
     __tablename__ = "holds"
-    __table_args__ = (Index("ix_holds_pending_expiry", "status", "expires_at"),)
+    __table_args__ = (Index("ix_holds_pending_expiry", "status", "expires_at"),
+                      Index("ix_holds_account_status", "account_id", "status"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     amount: Mapped[int] = mapped_column(Millicredits)
     from_allocation: Mapped[bool] = mapped_column(Boolean, default=False)  # drawn on user_id's own credits

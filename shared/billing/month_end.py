@@ -2,7 +2,9 @@
 
 Closing a period, in one transaction under the account lock, at the instant the period ended:
 1. expire lots due by then (plan credits of the ended cycle, rollover lots whose 12 months are up;
-   neither while `rollover_protection` is on);
+   neither while `rollover_protection` is on), as the first ledger operation after their expiry would
+   (book._lapse_due): dated `expires_at`, less what holds taken before it still need. Usually an
+   operation got there first; a month-end that runs late changes nothing a customer could spend;
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
 3. charge the phone numbers' monthly credits (a `month_end_charge` entry); an account on the credit
    hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
@@ -44,14 +46,15 @@ from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
-from shared.ledger.expiry import PROTECTED_KINDS, default_expiry, utc
-from shared.models import Account, AutoRecharge, BillingRun, Entry, Lot, PhoneNumber, User
+from shared.ledger.expiry import PendingHold, default_expiry, lapsing, next_expiry, utc
+from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, PhoneNumber, User
 
 accounts = Account.__table__
 runs = BillingRun.__table__
 users = User.__table__
 numbers = PhoneNumber.__table__
 lots = Lot.__table__
+holds = Hold.__table__
 entries = Entry.__table__
 
 BILLED_POLICIES = ("overdraft", "postpaid")
@@ -308,6 +311,11 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
     open_lots: dict[str, list[_Lot]] = {account_id: [] for account_id in ids}
     for row in session.execute(select(lots).where(lots.c.account_id.in_(ids), lots.c.remaining > 0)):
         open_lots[row.account_id].append(_Lot.of(row))
+    pending: dict[str, list[PendingHold]] = {account_id: [] for account_id in ids}
+    for row in session.execute(select(holds.c.account_id, holds.c.user_id, holds.c.from_allocation, holds.c.created_at,
+                                      holds.c.amount).where(holds.c.account_id.in_(ids), holds.c.status == "pending")):
+        pending[row.account_id].append(PendingHold(wallet=row.user_id if row.from_allocation else None,
+                                                   created_at=row.created_at, amount=row.amount))
     fees = dict(session.execute(select(numbers.c.account_id, func.sum(numbers.c.monthly_cost))
                                 .where(numbers.c.account_id.in_(ids)).group_by(numbers.c.account_id)).all())
     seats: dict[str, list[Row]] = {account_id: [] for account_id in ids}
@@ -315,7 +323,7 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
             users.c.account_id.in_(ids), users.c.role == "user", users.c.deleted_at.is_(None),
             users.c.monthly_credits > 0).order_by(users.c.id)):
         seats[seat.account_id].append(seat)
-    closes = [_Close(account, targets[account.id], open_lots[account.id], price_list)
+    closes = [_Close(account, targets[account.id], open_lots[account.id], pending[account.id], price_list)
               for account in session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id))]
     for close in closes:
         close.expire()
@@ -353,6 +361,13 @@ class _Lot:
                    expires_at=None if row.expires_at is None else utc(row.expires_at), reference=row.reference,
                    stored=row.remaining)
 
+    @classmethod
+    def given(cls, piece: dict) -> "_Lot":
+        """A piece of a lot allocated to a user, as the row it is inserted as."""
+        return cls(id=None, user_id=piece["user_id"], kind=piece["kind"], amount=piece["amount"],
+                   remaining=piece["remaining"], priority=piece["priority"], granted_at=piece["granted_at"],
+                   expires_at=piece["expires_at"], reference=piece["reference"], stored=None)
+
 
 class _Close:
     """One account's close of one period, worked out in memory from its locked rows.
@@ -362,8 +377,10 @@ class _Close:
     account: the account row is locked, so nothing moves underneath.
     """
 
-    def __init__(self, account: Row, period: Period, open_lots: list[_Lot], price_list: PriceList):
+    def __init__(self, account: Row, period: Period, open_lots: list[_Lot], pending: list[PendingHold],
+                 price_list: PriceList):
         self.account, self.period, self.lots, self.price_list = account, period, open_lots, price_list
+        self.pending = pending
         self.ended = period_end(period, account.timezone)
         self.key = f"month-end:{account.id}:{period}"
         self.balance, self.allocated = account.balance, account.allocated
@@ -378,20 +395,24 @@ class _Close:
         self.debt_cents = 0  # what the reset debt is billed at, on the ended period's plan
 
     def expire(self) -> None:
-        """book.expire_lots at the period's end: one `expiry` entry per lot, in burn order."""
-        due = sorted((lot for lot in self.lots if lot.remaining > 0 and lot.expires_at is not None
-                      and lot.expires_at <= self.ended
-                      and not (self.account.rollover_protection and lot.kind in PROTECTED_KINDS)),
-                     key=burn_key)
-        for lot in due:
-            amount, lot.remaining = lot.remaining, 0
+        """book._lapse_due at the period's end: one `expiry` entry per lot, dated its expiry, in expiry order."""
+        pieces = lapsing(sorted(self.lots, key=burn_key), self.pending, self.ended,
+                         protected=self.account.rollover_protection)
+        for lot, amount in sorted(pieces, key=lambda piece: (piece[0].expires_at, piece[0].id)):
+            lot.remaining -= amount
             self.balance -= amount
             if lot.user_id is not None:
                 self.allocated -= amount
                 self.user_deltas[lot.user_id] = self.user_deltas.get(lot.user_id, 0) - amount
-            self._entry(lot.user_id, "expiry", -amount, lot.reference, f"expiry:lot:{lot.id}",
-                        f"expired: {lot.kind} lot {lot.id}")
+            self._entry(lot.user_id, "expiry", -amount, lot.reference, f"expiry:lot:{lot.id}:{lot.remaining}",
+                        f"expired: {lot.kind} lot {lot.id}", at=lot.expires_at)
             self.summary.expired += amount
+
+    def next_expiry(self) -> datetime | None:
+        """accounts.next_expiry_at after the close: the pool's lots and the pieces users were given."""
+        left = [(lot, lot.remaining) for lot in self.lots]
+        left += [(_Lot.given(piece), piece["remaining"]) for piece in self.user_lots]
+        return next_expiry(left, self.account.rollover_protection)
 
     def reset_debt(self) -> None:
         """book.reset_debt for overdraft/postpaid accounts: the pool's debt back to zero, a bill for it."""
@@ -487,8 +508,8 @@ class _Close:
         return pieces
 
     def _entry(self, user_id: str | None, kind: str, amount: int, reference: str | None, key: str, memo: str | None,
-               *, balance_after: int | None = None) -> dict:
-        entry = dict(account_id=self.account.id, user_id=user_id, at=self.ended, kind=kind, amount=amount,
+               *, balance_after: int | None = None, at: datetime | None = None) -> dict:
+        entry = dict(account_id=self.account.id, user_id=user_id, at=at or self.ended, kind=kind, amount=amount,
                      balance_after=self.balance if balance_after is None else balance_after, reference=reference,
                      hold_id=None, idempotency_key=key, memo=memo)
         self.entries.append(entry)
@@ -529,10 +550,10 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
     session.execute(update(accounts).where(accounts.c.id == bindparam("account_key")).values(
         balance=bindparam("new_balance"), allocated=bindparam("new_allocated"), status=bindparam("new_status"),
         status_reason=bindparam("new_reason"), plan_monthly_credits=bindparam("new_plan"),
-        next_plan_monthly_credits=bindparam("new_next_plan"),
+        next_plan_monthly_credits=bindparam("new_next_plan"), next_expiry_at=bindparam("new_next_expiry"),
     ), [dict(account_key=close.account.id, new_balance=close.balance, new_allocated=close.allocated,
              new_status=close.status, new_reason=close.status_reason, new_plan=close.plan_monthly,
-             new_next_plan=close.next_plan) for close in closes])
+             new_next_plan=close.next_plan, new_next_expiry=close.next_expiry()) for close in closes])
     if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents]:
         session.execute(_insert(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",

@@ -27,7 +27,8 @@ class Expiring:
 def expiring(session: Session, now: datetime, *, after: str = "", limit: int = 1000) -> list[Expiring]:
     """Accounts with credits expiring by the end of their current month (id order, keyset paged).
 
-    Plan and rollover lots of a `rollover_protection` account are left out, as month-end keeps them.
+    Plan and rollover lots of a `rollover_protection` account are left out, as month-end keeps them; lots
+    already past their expiry are gone, not expiring, whether or not their expiry entry is written yet.
     """
     rows = []
     by_zone = {tz: period_end(period_of(utc(now), tz), tz)
@@ -38,7 +39,7 @@ def expiring(session: Session, now: datetime, *, after: str = "", limit: int = 1
             select(accounts.c.id, accounts.c.name, accounts.c.timezone, func.sum(lots.c.remaining).label("credits"))
             .join(lots, lots.c.account_id == accounts.c.id)
             .where(accounts.c.timezone == tz, accounts.c.id > after, lots.c.remaining > 0,
-                   lots.c.expires_at.is_not(None), lots.c.expires_at <= ends, not_(protected))
+                   lots.c.expires_at > utc(now), lots.c.expires_at <= ends, not_(protected))
             .group_by(accounts.c.id, accounts.c.name, accounts.c.timezone).order_by(accounts.c.id).limit(limit)))
     rows.sort(key=lambda r: r.id)
     return [Expiring(r.id, r.name, r.timezone, by_zone[r.timezone], r.credits) for r in rows[:limit]]

@@ -87,14 +87,19 @@ def update_account(session: Session, account_id: str, *, now: datetime, name: st
         _set_overdraft(account, overdraft)
     if low_balance_threshold is not None:
         account.low_balance_threshold = low_balance_threshold
-    newly_spam = False
+    newly_spam = protection_changed = False
     for flag, value in (flags or {}).items():
         _check_choice("flags", flag, FLAGS)
         newly_spam |= flag == "spam" and value and not account.spam
+        protection_changed |= flag == "rollover_protection" and value != account.rollover_protection
         setattr(account, flag, value)
     session.flush()
+    if protection_changed:  # lots it kept past their expiry lapse as soon as it is off
+        book.refresh_next_expiry(session, account_id)
+        book.expire_lots(session, account_id, now=now)
     if newly_spam:
         book.remove_never_expiring(session, account_id, now=now)
+    if protection_changed or newly_spam:
         session.refresh(account)
     return account
 

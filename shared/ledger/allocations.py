@@ -58,8 +58,9 @@ def create_user(session: Session, account_id: str, *, name: str, email: str, pho
 
 def update_user(session: Session, account_id: str, user_id: str, *, now: datetime, monthly_credits: int | None = None,
                 total_credits: int | None = None) -> User:
-    """Set a user's monthly credits and/or move credits so that it holds `total_credits` now."""
-    book.lock_account(session, account_id)
+    """Set a user's monthly credits and/or move credits so that it holds `total_credits` now (the limits are
+    checked on credits as they stand at `now`: what expired is written off first)."""
+    book.expire_lots(session, account_id, now=now)
     user = get_user(session, account_id, user_id)
     if (monthly_credits is not None or total_credits is not None) and user.role != "user":
         reason = f"a{'n' if user.role == 'admin' else ''} {user.role} shares the pool and has no credits of its own"
@@ -79,7 +80,7 @@ def update_user(session: Session, account_id: str, user_id: str, *, now: datetim
 
 def delete_user(session: Session, account_id: str, user_id: str, *, now: datetime) -> None:
     """The user's remaining credits go back to the pool; refused while its sends still hold credits."""
-    book.lock_account(session, account_id)
+    book.expire_lots(session, account_id, now=now)
     user = get_user(session, account_id, user_id)
     if user.held:
         raise Conflict(f"user {user_id} has {format_credits(user.held)} credits held by sends in flight;"

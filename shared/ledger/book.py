@@ -11,12 +11,17 @@ Wallets: lots with `user_id` NULL are the company pool (shared by owners and adm
 pool reservation is one conditional UPDATE. A pool below zero is debt: its lots are empty and the
 next grant into the pool repays it before it adds to a lot.
 
+Expiry happens at spend time: the first operation on an account at or after a lot's `expires_at`
+writes the lot's `expiry` entry, dated `expires_at` (`_lapse_due`), and reads never count an expired
+lot (`lapsed`). `accounts.next_expiry_at` says when that is next needed, so a reservation stays one
+conditional UPDATE; credits a pending hold took before the expiry stay for it (expiry.lapsing).
+
 Lock order, everywhere: hold -> account -> user -> lots. The account row serializes every change to
 its users and lots, so lots are burned by one UPDATE in burn order without locking them one by one.
 Every operation is keyed: replaying it with its idempotency key changes nothing.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
@@ -25,7 +30,17 @@ from sqlalchemy.orm import Session
 
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
-from shared.ledger.expiry import NEVER_EXPIRING_KINDS, PROTECTED_KINDS, default_expiry, end_of_month, utc
+from shared.ledger.expiry import (
+    NEVER_EXPIRING_KINDS,
+    PROTECTED_KINDS,
+    PendingHold,
+    can_lapse,
+    default_expiry,
+    end_of_month,
+    lapsing,
+    next_expiry,
+    utc,
+)
 from shared.ledger.plpgsql import RESERVE as PG_RESERVE
 from shared.ledger.plpgsql import SETTLE as PG_SETTLE
 from shared.models import Account, Entry, Hold, Lot, User
@@ -127,8 +142,12 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
     now = utc(now)
     if _on_postgres(session):
         expires_at = now + timedelta(seconds=ttl_seconds)
-        row = _sql(session).exec_driver_sql(
-            PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at)).one()
+        call = lambda gate: _sql(session).exec_driver_sql(  # noqa: E731
+            PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate)).one()
+        row = call(True)
+        if row.outcome == "expiry_due":
+            _lapse_due(session, _lock_account(session, account_id), now)
+            row = call(False)
         if row.outcome == "no_user":
             raise NotFound(f"No user {user_id} in account {account_id}.")
         if row.outcome == "refused":
@@ -136,7 +155,11 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
             raise _refusal(session, account_id, wallet, amount_mc)
         return _hold_view(row)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
-    if not _claim(session, account_id, wallet, amount_mc):
+    claimed = _claim(session, account_id, wallet, amount_mc, gate=now)
+    if not claimed and _expiry_due(session, account_id, now):
+        _lapse_due(session, _lock_account(session, account_id), now)
+        claimed = _claim(session, account_id, wallet, amount_mc, gate=None)
+    if not claimed:
         if (existing := _hold_where(session, holds.c.idempotency_key == idempotency_key)) is not None:
             return existing
         raise _refusal(session, account_id, wallet, amount_mc)
@@ -148,7 +171,7 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
         .on_conflict_do_nothing(index_elements=[holds.c.idempotency_key]).returning(holds.c.id)
     ).scalar()
     if hold_id is None:  # a replay that found room again: give the room back, answer with the first hold
-        _release(session, account_id, wallet, amount_mc)
+        _release(session, account_id, wallet, amount_mc, now=now)
         return _hold_where(session, holds.c.idempotency_key == idempotency_key)
     values.pop("created_at")
     return HoldView(id=hold_id, settled_amount=None, **values)
@@ -172,14 +195,14 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
-    _lock_account(session, account_id)
+    _lapse_due(session, _lock_account(session, account_id), now)
     keys = [request.idempotency_key for request in requests]
     existing = {row.idempotency_key: _hold_view(row)
                 for row in session.execute(select(holds).where(holds.c.idempotency_key.in_(keys)))}
     new = [request for request in requests if request.idempotency_key not in existing]
     total = sum(request.amount for request in new)
     if new:
-        if not _claim(session, account_id, None, total):
+        if not _claim(session, account_id, None, total, gate=None):
             raise _refusal(session, account_id, None, total)
         inserted = session.execute(
             insert(holds).returning(holds.c.id, holds.c.idempotency_key, sort_by_parameter_order=True), [
@@ -208,12 +231,19 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
     now = utc(now)
     charge = actual_mc + carrier_fee_mc
     if _on_postgres(session):
-        row = _sql(session).exec_driver_sql(PG_SETTLE, (
+        call = lambda gate: _sql(session).exec_driver_sql(PG_SETTLE, (  # noqa: E731
             hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
-            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON)).one()
+            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate)).one()
+        row = call(True)
+        if row.outcome == "expiry_due":
+            _lapse_before_settling(session, hold, now)
+            row = call(False)
         if row.outcome == "replay":
             return _settlement_replay(session, hold, idempotency_key)
+        if _due(row.next_expiry_at, now):  # what the hold did not use of an expired lot lapses now
+            _lapse_due(session, _lock_account(session, row.account_id), now)
         return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+    _lapse_before_settling(session, hold, now)
     resolution = dict(status="settled", resolved_at=now, settled_amount=charge)
     row = _resolve(session, hold, "pending", resolution)
     released = True
@@ -241,7 +271,7 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
             balance=accounts.c.balance - charge,
             status=case((goes_negative, "locked"), else_=accounts.c.status),
             status_reason=case((goes_negative, LOCK_REASON), else_=accounts.c.status_reason),
-        ).returning(accounts.c.balance, accounts.c.status)
+        ).returning(accounts.c.balance, accounts.c.status, accounts.c.next_expiry_at)
     ).one()
     if from_user:
         _burn(session, row.account_id, row.user_id, from_user)
@@ -255,6 +285,8 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
         lines.append(dict(common, kind="carrier_fee", amount=-carrier_fee_mc, balance_after=account.balance,
                           idempotency_key=f"{idempotency_key}:carrier_fee"))
     _write(session, lines)
+    if _due(account.next_expiry_at, now):
+        _lapse_due(session, _lock_account(session, row.account_id), now)
     return Settlement(hold=_hold_view(row), charged=charge, balance=account.balance, status=account.status)
 
 
@@ -266,7 +298,7 @@ def void(session: Session, hold: int | str, *, now: datetime) -> HoldView:
         if current.status == "settled":
             raise Conflict(f"hold {current.id} was already settled")
         return current
-    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount)
+    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount, now=utc(now))
     return _hold_view(row)
 
 
@@ -276,7 +308,7 @@ def expire(session: Session, hold: int | str, *, now: datetime) -> HoldView:
     row = _resolve(session, hold, "pending", dict(status="expired", resolved_at=now), holds.c.expires_at <= now)
     if row is None:
         return _existing_hold(session, hold)
-    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount)
+    _release(session, row.account_id, row.user_id if row.from_allocation else None, row.amount, now=now)
     return _hold_view(row)
 
 
@@ -307,6 +339,7 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
     account = _lock_account(session, account_id)
     if (existing := _sql(session).execute(select(lots).where(lots.c.idempotency_key == idempotency_key)).first()):
         return _lot_view(existing)
+    account = _lapse_due(session, account, utc(granted_at))
     if kind == "plan" and account.credit_hold:
         raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
     granted_at = utc(granted_at)
@@ -328,6 +361,8 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
                       idempotency_key=idempotency_key)
     lot_id = _sql(session).execute(insert(lots).values(**lot_values).returning(lots.c.id)).scalar_one()
     balance = _apply(session, account_id, amount_mc, wallet, unlock=unlocks)
+    if lot_values["remaining"] and expires_at is not None:
+        refresh_next_expiry(session, account_id)
     _write(session, [dict(account_id=account_id, user_id=wallet, at=granted_at,
                           kind="purchase" if kind == "purchase" else "grant", amount=amount_mc,
                           balance_after=balance, reference=reference, hold_id=None,
@@ -336,20 +371,36 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
 
 
 def expire_lots(session: Session, account_id: str, *, now: datetime) -> int:
-    """Write off lots past their expiry (plan and rollover lots stay while `rollover_protection` is set);
-    returns mc expired."""
+    """Write the expiry of every lot past its `expires_at` (plan and rollover lots stay while
+    `rollover_protection` is set), less what pending holds still need; returns mc expired.
+
+    Every ledger operation does this first when it is due; this is for callers that only want it done.
+    """
     now = utc(now)
     account = _lock_account(session, account_id)
-    due = and_(lots.c.expires_at.is_not(None), lots.c.expires_at <= now)
-    if account.rollover_protection:
-        due = and_(due, lots.c.kind.not_in(PROTECTED_KINDS))
-    return _write_off(session, account_id, due, kind="expiry", key_prefix="expiry", memo="expired", now=now)
+    return account.balance - _lapse_due(session, account, now).balance
+
+
+def lapsed(session: Session, account_id: str, *, now: datetime) -> dict[str | None, int]:
+    """Read-only: mc per wallet (None: the pool) that has expired by `now` but is not written off yet.
+
+    Reads subtract it, so a balance, an estimate's pre-check or a report never counts an expired lot,
+    whether or not an operation has written the expiry since. Empty when nothing is due.
+    """
+    account = _sql(session).execute(select(accounts.c.next_expiry_at, accounts.c.rollover_protection)
+                                    .where(accounts.c.id == account_id)).first()
+    if account is None or not _due(account.next_expiry_at, utc(now)):
+        return {}
+    totals: dict[str | None, int] = {}
+    for lot, amount in _lapsing(session, account_id, account.rollover_protection, utc(now)):
+        totals[lot.user_id] = totals.get(lot.user_id, 0) + amount
+    return totals
 
 
 def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -> int:
     """Spam: the credits that would never expire (purchased and bonus) are taken back, each lot with an
     `adjustment` entry; returns mc removed."""
-    _lock_account(session, account_id)
+    _lapse_due(session, _lock_account(session, account_id), utc(now))
     return _write_off(session, account_id, lots.c.kind.in_(NEVER_EXPIRING_KINDS), kind="adjustment",
                       key_prefix="spam", memo="never-expiring credits removed: account flagged as spam", now=utc(now))
 
@@ -366,6 +417,7 @@ def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str,
     account = _lock_account(session, account_id)
     if _sql(session).execute(select(entries.c.id).where(entries.c.idempotency_key == idempotency_key)).first():
         return account.balance
+    _lapse_due(session, account, now)
     goes_negative = and_(accounts.c.status == "active", accounts.c.overdraft_policy == "prepaid",
                          accounts.c.balance - accounts.c.allocated - amount_mc < 0)
     balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
@@ -387,6 +439,7 @@ def reset_debt(session: Session, account_id: str, *, reference: str | None = Non
     if (first := _sql(session).execute(select(entries.c.amount).where(entries.c.idempotency_key == idempotency_key))
             .first()) is not None:
         return first.amount
+    account = _lapse_due(session, account, utc(now))
     debt = max(0, account.allocated - account.balance)
     if not debt:
         return 0
@@ -411,6 +464,7 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
     account = _lock_account(session, account_id)
     if _sql(session).execute(select(entries.c.id).where(entries.c.idempotency_key == f"{idempotency_key}:pool")).first():
         return
+    account = _lapse_due(session, account, now)
     user = _sql(session).execute(select(users).where(users.c.id == user_id, users.c.account_id == account_id)).first()
     if user is None:
         raise NotFound(f"No user {user_id} in account {account_id}.")
@@ -451,30 +505,44 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
 # --- reads -----------------------------------------------------------------------------------------
 
 def balance(session: Session, account_id: str, *, now: datetime) -> BalanceView:
+    """The account's credits as they stand at `now`: expired lots are not counted, written off yet or not."""
+    now = utc(now)
     account = _sql(session).execute(select(accounts).where(accounts.c.id == account_id)).first()
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    open_lots = [_lot_view(row) for row in _sql(session).execute(
-        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql()))]
-    month_end = end_of_month(utc(now), account.timezone)
-    expiring = sum(lot.remaining for lot in open_lots if lot.expires_at is not None and lot.expires_at <= month_end
-                   and not (lot.kind in PROTECTED_KINDS and account.rollover_protection))
+    rows = list(_sql(session).execute(
+        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    gone: dict[int, int] = {}
+    if _due(account.next_expiry_at, now):
+        pending = _pending_holds(session, account_id)
+        gone = {lot.id: amount for lot, amount in lapsing(rows, pending, now, protected=account.rollover_protection)}
+    open_lots = [replace(_lot_view(row), remaining=row.remaining - gone.get(row.id, 0))
+                 for row in rows if row.remaining > gone.get(row.id, 0)]
+    gone_from: dict[str | None, int] = {}
+    for row in rows:
+        gone_from[row.user_id] = gone_from.get(row.user_id, 0) + gone.get(row.id, 0)
+    month_end = end_of_month(now, account.timezone)
+    expiring = sum(lot.remaining for lot in open_lots
+                   if can_lapse(lot, account.rollover_protection) and now < lot.expires_at <= month_end)
     seats = [UserCredits(id=row.id, name=row.name, role=row.role, monthly_credits=row.monthly_credits,
-                         balance=row.balance, held=row.held)
+                         balance=row.balance - gone_from.get(row.id, 0), held=row.held)
              for row in _sql(session).execute(select(users).where(users.c.account_id == account_id,
                                                             users.c.deleted_at.is_(None)).order_by(users.c.id))]
-    return BalanceView(account_id=account_id, status=account.status, balance=account.balance, held=account.held,
-                       pool_available=account.balance - account.allocated - account.held + account.allocated_held,
+    return BalanceView(account_id=account_id, status=account.status, balance=account.balance - sum(gone.values()),
+                       held=account.held,
+                       pool_available=account.balance - account.allocated - account.held + account.allocated_held
+                       - gone_from.get(None, 0),
                        expiring_end_of_month=expiring, lots=open_lots, users=seats)
 
 
-def available_for(session: Session, account_id: str, user_id: str | None = None) -> int | None:
-    """What a hold for this sender could take right now: one read, for intake's quick pre-check.
+def available_for(session: Session, account_id: str, user_id: str | None = None, *, now: datetime) -> int | None:
+    """What a hold for this sender could take at `now`: one read (two when a lot has just expired), for
+    intake's quick pre-check.
 
     None means no limit (postpaid pool). Raises NotFound, or AccountLocked when holds are refused.
     """
     account = _sql(session).execute(
-        select(accounts.c.status, accounts.c.status_reason, accounts.c.overdraft_policy,
+        select(accounts.c.status, accounts.c.status_reason, accounts.c.overdraft_policy, accounts.c.next_expiry_at,
                accounts.c.overdraft_limit, POOL_AVAILABLE.label("pool"),
                select(users.c.role).where(users.c.id == user_id, users.c.account_id == account_id,
                                             users.c.deleted_at.is_(None)).scalar_subquery().label("role"),
@@ -485,21 +553,23 @@ def available_for(session: Session, account_id: str, user_id: str | None = None)
         raise NotFound(f"No account {account_id}.")
     if user_id is not None and account.role is None and account.status == "active":
         raise NotFound(f"No user {user_id} in account {account_id}.")
-    return holdable(account_id, account)
+    return holdable(session, account_id, account, user_id=user_id, now=now)
 
 
-def holdable(account_id: str, facts) -> int | None:
-    """What a hold could take, from an account's status, policy, limit, `pool` and the sender's `role` and `own`.
+def holdable(session: Session, account_id: str, facts, *, user_id: str | None, now: datetime) -> int | None:
+    """What a hold could take, from an account's status, policy, limit, `pool`, `next_expiry_at` and the
+    sender's `role` and `own` (credits that expired and are not written off yet are left out).
 
     None means no limit (postpaid pool). Raises AccountLocked when holds are refused.
     """
     if facts.status != "active":
         raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
-    if facts.role == "user":
-        return facts.own
-    if facts.overdraft_policy == "postpaid":
+    if facts.role != "user" and facts.overdraft_policy == "postpaid":
         return None
-    return facts.pool + facts.overdraft_limit
+    gone = lapsed(session, account_id, now=now) if _due(facts.next_expiry_at, utc(now)) else {}
+    if facts.role == "user":
+        return facts.own - gone.get(user_id, 0)
+    return facts.pool - gone.get(None, 0) + facts.overdraft_limit
 
 
 def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[Row]:
@@ -549,9 +619,15 @@ def _wallet_of(session: Session, account_id: str, user_id: str) -> str | None:
     return user_id if role == "user" else None
 
 
-def _claim(session: Session, account_id: str, wallet: str | None, amount: int) -> bool:
-    """Add to `held` if the hold fits; the account row stays locked until the caller's transaction ends."""
+def _claim(session: Session, account_id: str, wallet: str | None, amount: int, *, gate: datetime | None) -> bool:
+    """Add to `held` if the hold fits; the account row stays locked until the caller's transaction ends.
+
+    With `gate`, it also refuses while an expiry is due at that instant (the caller writes it, then claims
+    again without the gate).
+    """
     active = and_(accounts.c.id == account_id, accounts.c.status == "active")
+    if gate is not None:
+        active = and_(active, or_(accounts.c.next_expiry_at.is_(None), accounts.c.next_expiry_at > gate))
     if wallet is None:
         fits = or_(accounts.c.overdraft_policy == "postpaid", POOL_AVAILABLE - amount >= -accounts.c.overdraft_limit)
         return _sql(session).execute(update(accounts).where(active, fits).values(held=accounts.c.held + amount)
@@ -568,12 +644,95 @@ def _claim(session: Session, account_id: str, wallet: str | None, amount: int) -
     return False
 
 
-def _release(session: Session, account_id: str, wallet: str | None, amount: int) -> None:
-    _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+def _release(session: Session, account_id: str, wallet: str | None, amount: int, *, now: datetime) -> None:
+    """Give a hold's credits back; what of them an expired lot held lapses now."""
+    next_expiry_at = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
         held=accounts.c.held - amount,
-        allocated_held=accounts.c.allocated_held - (amount if wallet is not None else 0)))
+        allocated_held=accounts.c.allocated_held - (amount if wallet is not None else 0),
+    ).returning(accounts.c.next_expiry_at)).scalar_one()
     if wallet is not None:
         _sql(session).execute(update(users).where(users.c.id == wallet).values(held=users.c.held - amount))
+    if _due(next_expiry_at, now):
+        _lapse_due(session, _lock_account(session, account_id), now)
+
+
+def _due(next_expiry_at: datetime | None, now: datetime) -> bool:
+    return next_expiry_at is not None and utc(next_expiry_at) <= now
+
+
+def _expiry_due(session: Session, account_id: str, now: datetime) -> bool:
+    return _due(_sql(session).scalar(select(accounts.c.next_expiry_at).where(accounts.c.id == account_id)), now)
+
+
+def _pending_holds(session: Session, account_id: str) -> list[PendingHold]:
+    return [PendingHold(wallet=row.user_id if row.from_allocation else None, created_at=row.created_at,
+                        amount=row.amount)
+            for row in _sql(session).execute(
+                select(holds.c.user_id, holds.c.from_allocation, holds.c.created_at, holds.c.amount)
+                .where(holds.c.account_id == account_id, holds.c.status == "pending"))]
+
+
+def _lapsing(session: Session, account_id: str, protected: bool, now: datetime) -> list[tuple[Row, int]]:
+    rows = list(_sql(session).execute(
+        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    return lapsing(rows, _pending_holds(session, account_id), now, protected=protected)
+
+
+def _lapse_due(session: Session, account: Row, now: datetime) -> Row:
+    """Write off what expired by `now` (the caller holds the account lock): one `expiry` entry per lot, dated
+    its `expires_at`, and the next expiry set; returns the account row as it is after. A no-op when none is due.
+    """
+    if not _due(account.next_expiry_at, now):
+        return account
+    rows = list(_sql(session).execute(
+        select(lots).where(lots.c.account_id == account.id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    pieces = lapsing(rows, _pending_holds(session, account.id), now, protected=account.rollover_protection)
+    gone = {lot.id: amount for lot, amount in pieces}
+    if pieces:
+        _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
+                              .values(remaining=lots.c.remaining - bindparam("gone")),
+                              [{"lot_id": lot.id, "gone": amount} for lot, amount in pieces])
+        by_user: dict[str, int] = {}
+        for lot, amount in pieces:
+            if lot.user_id is not None:
+                by_user[lot.user_id] = by_user.get(lot.user_id, 0) + amount
+        if by_user:
+            _sql(session).execute(update(users).where(users.c.id == bindparam("user_key"))
+                                  .values(balance=users.c.balance - bindparam("gone")),
+                                  [{"user_key": user_id, "gone": amount} for user_id, amount in by_user.items()])
+        balance = account.balance
+        lines = []
+        for lot, amount in sorted(pieces, key=lambda piece: (utc(piece[0].expires_at), piece[0].id)):
+            balance -= amount
+            left = lot.remaining - amount
+            lines.append(dict(account_id=account.id, user_id=lot.user_id, at=utc(lot.expires_at), kind="expiry",
+                              amount=-amount, balance_after=balance, reference=lot.reference, hold_id=None,
+                              idempotency_key=f"expiry:lot:{lot.id}:{left}", memo=f"expired: {lot.kind} lot {lot.id}"))
+        _write(session, lines)
+    return _sql(session).execute(update(accounts).where(accounts.c.id == account.id).values(
+        balance=accounts.c.balance - sum(gone.values()),
+        allocated=accounts.c.allocated - sum(amount for lot, amount in pieces if lot.user_id is not None),
+        next_expiry_at=next_expiry(((row, row.remaining - gone.get(row.id, 0)) for row in rows),
+                                   account.rollover_protection),
+    ).returning(*accounts.c)).one()
+
+
+def _lapse_before_settling(session: Session, hold: int | str, now: datetime) -> None:
+    """Before a settlement burns lots: write what expired, in lock order (the hold, then its account)."""
+    current = _sql(session).execute(select(holds.c.account_id, holds.c.status).where(_hold_ref(hold))
+                                    .with_for_update()).first()
+    if current is not None and current.status in ("pending", "expired"):
+        _lapse_due(session, _lock_account(session, current.account_id), now)
+
+
+def refresh_next_expiry(session: Session, account_id: str) -> None:
+    """Set `next_expiry_at` from the lots as they are: after a grant, or when rollover protection changes
+    (the caller then runs expire_lots, so credits it no longer keeps lapse at once)."""
+    protected = and_(lots.c.kind.in_(PROTECTED_KINDS), accounts.c.rollover_protection)
+    soonest = (select(func.min(lots.c.expires_at))
+               .where(lots.c.account_id == accounts.c.id, lots.c.remaining > 0, lots.c.expires_at.is_not(None),
+                      ~protected).scalar_subquery())
+    _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(next_expiry_at=soonest))
 
 
 def _refusal(session: Session, account_id: str, wallet: str | None, amount: int) -> Exception:

@@ -6,7 +6,10 @@ local month the account was created in (its anchor), so plan credits granted on 
 month, with the plan, expire at the end of that first cycle, not a month after the grant.
 """
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROLLOVER_MONTHS = 12
@@ -82,6 +85,59 @@ def default_expiry(kind: str, granted_at: datetime, tz_name: str, cycle: str, an
     if kind == "rollover":
         return rollover_expiry(granted_at, tz_name)
     return None
+
+
+class LotLike(Protocol):
+    user_id: str | None
+    kind: str
+    remaining: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PendingHold:
+    """What lapsing needs of a pending hold: whose credits it draws on (None: the pool), since when, how much."""
+
+    wallet: str | None
+    created_at: datetime
+    amount: int
+
+
+def can_lapse(lot: LotLike, protected: bool) -> bool:
+    """Whether the lot expires at all: it has an expiry, and rollover protection does not keep it."""
+    return lot.expires_at is not None and not (protected and lot.kind in PROTECTED_KINDS)
+
+
+def lapsing(open_lots: Sequence[LotLike], pending: Iterable[PendingHold], now: datetime, *,
+            protected: bool) -> list[tuple[LotLike, int]]:
+    """(lot, mc) of every lot past its expiry by `now`: what lapses, less what pending holds still need.
+
+    `open_lots` are in burn order. A hold taken before a lot expired may still be paid from it (held at
+    23:59, settled at 00:01): each wallet's holds are laid over its lots in burn order, and a lot keeps
+    the part that the holds taken before its `expires_at` cover. Holds taken later never keep an
+    expired lot, because the reservation that took them first wrote the expiry.
+    """
+    holds_of: dict[str | None, list[PendingHold]] = {}
+    for hold in pending:
+        holds_of.setdefault(hold.wallet, []).append(hold)
+    covered: dict[str | None, int] = {}
+    pieces = []
+    for lot in open_lots:
+        wallet = lot.user_id
+        expires_at = None if lot.expires_at is None else utc(lot.expires_at)
+        promised = sum(hold.amount for hold in holds_of.get(wallet, ())
+                       if expires_at is None or utc(hold.created_at) < expires_at)
+        kept = min(lot.remaining, max(0, promised - covered.get(wallet, 0)))
+        covered[wallet] = covered.get(wallet, 0) + kept
+        if can_lapse(lot, protected) and expires_at <= now and lot.remaining > kept:
+            pieces.append((lot, lot.remaining - kept))
+    return pieces
+
+
+def next_expiry(lots_left: Iterable[tuple[LotLike, int]], protected: bool) -> datetime | None:
+    """The soonest expiry among (lot, remaining) pairs that can still lapse; None when none can."""
+    return min((utc(lot.expires_at) for lot, remaining in lots_left if remaining > 0 and can_lapse(lot, protected)),
+               default=None)
 
 
 def utc(instant: datetime) -> datetime:

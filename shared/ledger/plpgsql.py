@@ -10,7 +10,7 @@ answer `outcome` and the caller raises the domain error, so the caller's transac
 Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTED, so the lot burn
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
-Installed by the migration 0002 and, for schemas made with `Base.metadata.create_all`, by the
+Installed by the migrations 0002 and 0008 (which added the expiry gate) and, for schemas made with `Base.metadata.create_all`, by the
 `after_create` hook below.
 """
 
@@ -18,16 +18,19 @@ from sqlalchemy import Connection, event
 
 from shared.models import Base
 
-# (outcome, hold) -- outcome: held | replay (the key's first hold) | refused | no_user
+# (outcome, hold) -- outcome: held | replay (the key's first hold) | refused | no_user | expiry_due (with
+# p_gate: a lot expired by p_created_at and its expiry is not written yet; the caller writes it, then calls
+# again without the gate)
 RESERVE_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_reserve(
     p_account_id text, p_user_id text, p_amount bigint, p_reference text, p_idempotency_key text,
-    p_created_at timestamptz, p_expires_at timestamptz, OUT outcome text, OUT hold holds)
+    p_created_at timestamptz, p_expires_at timestamptz, p_gate boolean, OUT outcome text, OUT hold holds)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_role text;
     v_wallet text;
     v_claimed boolean;
+    v_due boolean;
 BEGIN
     IF p_user_id IS NOT NULL THEN
         SELECT u.role INTO v_role FROM users u
@@ -43,13 +46,15 @@ BEGIN
     IF v_wallet IS NULL THEN
         UPDATE accounts a SET held = a.held + p_amount, updated_at = now()
          WHERE a.id = p_account_id AND a.status = 'active'
+           AND (NOT p_gate OR a.next_expiry_at IS NULL OR a.next_expiry_at > p_created_at)
            AND (a.overdraft_policy = 'postpaid'
                 OR (a.balance - a.allocated) - (a.held - a.allocated_held) - p_amount >= -a.overdraft_limit);
         v_claimed := FOUND;
     ELSE
         UPDATE accounts a SET held = a.held + p_amount, allocated_held = a.allocated_held + p_amount,
                               updated_at = now()
-         WHERE a.id = p_account_id AND a.status = 'active';
+         WHERE a.id = p_account_id AND a.status = 'active'
+           AND (NOT p_gate OR a.next_expiry_at IS NULL OR a.next_expiry_at > p_created_at);
         v_claimed := FOUND;
         IF v_claimed THEN
             UPDATE users u SET held = u.held + p_amount WHERE u.id = v_wallet AND u.balance - u.held >= p_amount;
@@ -81,6 +86,13 @@ BEGIN
             UPDATE users u SET held = u.held - p_amount WHERE u.id = v_wallet;
         END IF;
     END IF;
+    IF NOT v_claimed AND p_gate THEN
+        SELECT a.next_expiry_at <= p_created_at INTO v_due FROM accounts a WHERE a.id = p_account_id;
+        IF v_due THEN
+            outcome := 'expiry_due';
+            RETURN;
+        END IF;
+    END IF;
     SELECT h.* INTO hold FROM holds h WHERE h.idempotency_key = p_idempotency_key;
     outcome := CASE WHEN FOUND THEN 'replay' ELSE 'refused' END;
 END
@@ -105,15 +117,19 @@ END
 $$
 """
 
-# (outcome, hold, new_balance, account_status) -- outcome: settled | replay (not pending nor expired:
-# the caller answers the first settlement or a Conflict)
+# (outcome, hold, new_balance, account_status, next_expiry_at) -- outcome: settled | replay (not pending nor
+# expired: the caller answers the first settlement or a Conflict) | expiry_due (with p_gate: the hold's account
+# has an expiry to write first; the caller writes it, then calls again without the gate). After `settled`, a
+# next_expiry_at at or before p_now means what the hold did not use of an expired lot is to lapse.
 SETTLE_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_settle(
     p_hold_id bigint, p_hold_key text, p_actual bigint, p_carrier_fee bigint, p_reference text,
-    p_idempotency_key text, p_now timestamptz, p_lock_reason text,
-    OUT outcome text, OUT hold holds, OUT new_balance bigint, OUT account_status text)
+    p_idempotency_key text, p_now timestamptz, p_lock_reason text, p_gate boolean,
+    OUT outcome text, OUT hold holds, OUT new_balance bigint, OUT account_status text,
+    OUT next_expiry_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    v_due boolean;
     v_hold_id bigint := p_hold_id;
     v_charge bigint := p_actual + p_carrier_fee;
     v_release bigint;
@@ -123,6 +139,15 @@ DECLARE
 BEGIN
     IF v_hold_id IS NULL THEN
         SELECT h.id INTO v_hold_id FROM holds h WHERE h.idempotency_key = p_hold_key;
+    END IF;
+    IF p_gate THEN
+        SELECT a.next_expiry_at <= p_now INTO v_due
+          FROM holds h JOIN accounts a ON a.id = h.account_id
+         WHERE h.id = v_hold_id AND h.status IN ('pending', 'expired');
+        IF v_due THEN
+            outcome := 'expiry_due';
+            RETURN;
+        END IF;
     END IF;
     UPDATE holds h SET status = 'settled', resolved_at = p_now, settled_amount = v_charge
      WHERE h.id = v_hold_id AND h.status = 'pending'
@@ -159,7 +184,7 @@ BEGIN
                              ELSE a.status_reason END,
         updated_at = now()
      WHERE a.id = hold.account_id
-    RETURNING a.balance, a.status INTO new_balance, account_status;
+    RETURNING a.balance, a.status, a.next_expiry_at INTO new_balance, account_status, next_expiry_at;
     IF v_from_user <> 0 THEN
         PERFORM ledger_burn(hold.account_id, hold.user_id, v_from_user);
     END IF;
@@ -186,9 +211,9 @@ FUNCTIONS = (RESERVE_FUNCTION, BURN_FUNCTION, SETTLE_FUNCTION)
 
 # The calls, in psycopg's own parameter style: run with Connection.exec_driver_sql, which skips
 # SQLAlchemy's statement compilation (a little faster: ~10% more pairs/s in one A/B on a loaded machine).
-RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s) r"
-SETTLE = ("SELECT r.outcome, r.new_balance, r.account_status, (r.hold).*"
-          " FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s) r")
+RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s, %s) r"
+SETTLE = ("SELECT r.outcome, r.new_balance, r.account_status, r.next_expiry_at, (r.hold).*"
+          " FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s) r")
 
 
 def install(connection: Connection) -> None:

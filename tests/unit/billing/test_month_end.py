@@ -11,6 +11,7 @@ from shared.billing.payments import SimulatedGateway
 from shared.billing.price_list import default_price_list, parse_price_list
 from shared.ids import new_id
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.ledger.verify import verify
 from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User
 
@@ -48,7 +49,7 @@ def close(database, account_id, period: str, now: datetime) -> month_end.Summary
     return month_end.close_accounts(database, [account_id], Period.parse(period), now=now)
 
 
-def balance(database, account_id, now=datetime(2030, 1, 1, tzinfo=UTC)) -> book.BalanceView:
+def balance(database, account_id, now: datetime) -> book.BalanceView:
     with database.unit_of_work() as session:
         return book.balance(session, account_id, now=now)
 
@@ -77,14 +78,14 @@ def test_rollover_credits_granted_sep_1_are_usable_until_aug_31_and_gone_at_sep_
     view = balance(database, account_id, just_before)
     assert view.balance == 300 * CREDIT and view.expiring_end_of_month == 300 * CREDIT
     with database.unit_of_work() as session:
-        assert book.available_for(session, account_id) == 300 * CREDIT
+        assert book.available_for(session, account_id, now=just_before) == 300 * CREDIT
 
     # when August 2021 closes at 2021-09-01 00:00 local
     summary = close(database, account_id, "2021-08", local(tz, 2021, 9, 1))
 
     # then they are gone
     assert summary.expired == 300 * CREDIT
-    assert balance(database, account_id).balance == 0
+    assert balance(database, account_id, local(tz, 2021, 9, 1)).balance == 0
     assert_ledger_consistent(database)
 
 
@@ -97,8 +98,8 @@ def test_auckland_closes_august_hours_before_los_angeles(database):
     summary = month_end.run(database, None, Period(2021, 8), now=instant)
 
     assert (summary.closed, summary.not_ended) == (1, 1)
-    assert balance(database, auckland).balance == 100 * CREDIT
-    assert balance(database, los_angeles).balance == 0
+    assert balance(database, auckland, instant).balance == 100 * CREDIT
+    assert balance(database, los_angeles, instant).balance == 0
     with database.unit_of_work() as session:
         assert month_end.due_accounts(session, instant) == []
         later = period_end(Period(2021, 8), "America/Los_Angeles")
@@ -120,7 +121,7 @@ def test_a_period_before_the_account_existed_is_never_closed(database):
     # then nothing was closed, granted or charged, and no close is recorded for it
     assert (summary.closed, summary.not_opened, summary.granted, summary.number_fees) == (0, 1, 0, 0)
     assert entry_count(database) == entries_before
-    assert balance(database, account_id).balance == 0
+    assert balance(database, account_id, local("UTC", 2026, 11, 28)).balance == 0
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(BillingRun)) == 0
 
@@ -157,7 +158,7 @@ def test_running_month_end_twice_changes_nothing_the_second_time(database):
     assert (second.closed, second.already_closed, second.billed, second.granted) == (0, 1, 0, 0)
     assert entry_count(database) == entries_after_first
     assert len(gateway.charges(account_id)) == 1
-    assert balance(database, account_id).balance == 100 * CREDIT
+    assert balance(database, account_id, now).balance == 100 * CREDIT
     assert_ledger_consistent(database)
 
 
@@ -170,7 +171,7 @@ def test_postpaid_debt_is_billed_reset_and_charged_once(database):
     summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
 
     assert summary.billed == 12500 and summary.payments_succeeded == 1
-    assert balance(database, account_id).balance == 0
+    assert balance(database, account_id, local("UTC", 2020, 9, 1)).balance == 0
     [charge] = gateway.charges(account_id)
     assert charge.amount_cents == 32  # 12.5 credits at the small tier's 2.5 cents: 31.25, rounded up once
     with database.unit_of_work() as session:
@@ -212,7 +213,7 @@ def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_onc
 
     # then no plan credits came, the 70 stay usable, and the price list's $1 fee was charged once
     assert (summary.granted, summary.credit_hold_fee_cents, summary.payments_succeeded) == (0, 100, 1)
-    assert balance(database, account_id).available == 70 * CREDIT
+    assert balance(database, account_id, local("UTC", 2020, 9, 1, 1)).available == 70 * CREDIT
     assert [charge.amount_cents for charge in gateway.charges(account_id)] == [100]
     assert_ledger_consistent(database)
 
@@ -258,8 +259,8 @@ def test_plan_credits_expire_with_their_cycle_unless_rollover_protected(database
         for account_id in (plain, protected):
             close(database, account_id, period, now)
 
-    assert balance(database, plain).balance == 100 * CREDIT  # September's expired, October's granted
-    assert balance(database, protected).balance == 200 * CREDIT
+    assert balance(database, plain, local("UTC", 2020, 10, 1)).balance == 100 * CREDIT  # September's expired, October's granted
+    assert balance(database, protected, local("UTC", 2020, 10, 1)).balance == 200 * CREDIT
     assert_ledger_consistent(database)
 
 
@@ -275,7 +276,7 @@ def test_rollover_protection_keeps_twelve_month_rollover_lots_at_month_end(datab
 
     # then nothing expired
     assert summary.expired == 0
-    assert balance(database, account_id).balance == 300 * CREDIT
+    assert balance(database, account_id, local("UTC", 2021, 9, 1)).balance == 300 * CREDIT
     assert_ledger_consistent(database)
 
 
@@ -287,8 +288,8 @@ def test_credit_hold_grants_nothing_and_a_downgrade_takes_effect_at_the_next_cyc
 
     month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1))
 
-    assert balance(database, held).balance == 0
-    assert balance(database, downgraded).balance == 40 * CREDIT
+    assert balance(database, held, local("UTC", 2020, 9, 1)).balance == 0
+    assert balance(database, downgraded, local("UTC", 2020, 9, 1)).balance == 40 * CREDIT
     with database.unit_of_work() as session:
         account = session.get(Account, downgraded)
         assert (account.plan_monthly_credits, account.next_plan_monthly_credits) == (40 * CREDIT, None)
@@ -302,7 +303,7 @@ def test_a_quarterly_plan_grants_three_months_when_its_cycle_ends(database):
                for p in ("2020-08", "2020-09", "2020-10", "2020-11", "2020-12", "2021-01")]
 
     assert granted == [0, 0, 300 * CREDIT, 0, 0, 300 * CREDIT]
-    assert balance(database, account_id).balance == 300 * CREDIT  # Nov-Jan's credits expired on Feb 1
+    assert balance(database, account_id, local("UTC", 2021, 2, 1)).balance == 300 * CREDIT  # Nov-Jan's credits expired on Feb 1
     assert_ledger_consistent(database)
 
 
@@ -318,7 +319,7 @@ def test_phone_numbers_are_charged_and_users_get_their_monthly_credits(database)
     summary = close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
 
     assert (summary.number_fees, summary.granted, summary.allocated) == (2 * CREDIT, 100 * CREDIT, 40 * CREDIT)
-    view = balance(database, account_id)
+    view = balance(database, account_id, local("UTC", 2020, 9, 1))
     assert view.balance == 98 * CREDIT
     assert {u.id: u.balance for u in view.users} == {"user_ana": 30 * CREDIT, "user_bo": 10 * CREDIT}
     assert_ledger_consistent(database)
@@ -337,7 +338,7 @@ def test_a_missed_month_end_is_caught_up_in_order(database):
         periods = session.scalars(select(BillingRun.period).where(BillingRun.step == "close")
                                   .order_by(BillingRun.id)).all()
     assert periods == ["2020-08", "2020-09", "2020-10", "2020-11"]
-    assert balance(database, account_id).balance == 100 * CREDIT
+    assert balance(database, account_id, local("UTC", 2020, 12, 3)).balance == 100 * CREDIT
 
 
 def test_a_period_before_the_account_existed_closes_nothing_so_the_next_month_end_closes_one_month(database):
@@ -360,7 +361,7 @@ def test_a_dry_run_reports_without_writing(database):
     dry = month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1), dry_run=True)
 
     assert (dry.closed, dry.granted) == (1, 100 * CREDIT)
-    assert balance(database, account_id).balance == 0
+    assert balance(database, account_id, local("UTC", 2020, 9, 1)).balance == 0
     assert entry_count(database) == 0
     real = month_end.run(database, None, Period(2020, 8), now=local("UTC", 2020, 9, 1))
     assert real.closed == 1
@@ -379,3 +380,30 @@ def test_month_end_over_a_dst_change_and_a_leap_day(database):
     with database.unit_of_work() as session:
         lot = session.execute(select(book.lots).where(book.lots.c.remaining > 0)).one()
     assert lot.expires_at.replace(tzinfo=UTC) == local(tz, 2024, 4, 1) == datetime(2024, 3, 31, 22, tzinfo=UTC)
+
+
+def test_a_month_end_a_week_late_changes_no_balance_a_customer_saw(database):
+    tz = "America/Chicago"
+    # given 300 rollover credits granted 2020-09-01 in Chicago and 50 purchased ones, and no month-end since
+    account_id = make_account(database, tz=tz, created=local(tz, 2020, 8, 20))
+    with database.unit_of_work() as session:
+        book.grant(session, account_id, 300 * CREDIT, "rollover", granted_at=local(tz, 2020, 9, 1),
+                   idempotency_key="rollover")
+        book.grant(session, account_id, 50 * CREDIT, "purchase", granted_at=local(tz, 2020, 9, 1),
+                   idempotency_key="purchase")
+    week_late = local(tz, 2021, 9, 8)
+    seen = balance(database, account_id, week_late)
+    assert (seen.balance, seen.available) == (50 * CREDIT, 50 * CREDIT)
+
+    # when August 2021's month-end runs a week late
+    summary = close(database, account_id, "2021-08", week_late)
+
+    # then it wrote the expiry, dated when the lot expired, and the customer sees exactly what they saw
+    assert summary.expired == 300 * CREDIT
+    after = balance(database, account_id, week_late)
+    assert (after.balance, after.available, after.lots) == (seen.balance, seen.available, seen.lots)
+    with database.unit_of_work() as session:
+        assert [(utc(row.at), row.amount) for row in session.execute(
+            select(Entry.at, Entry.amount).where(Entry.account_id == account_id, Entry.kind == "expiry"))] == [
+            (local(tz, 2021, 9, 1), -300 * CREDIT)]
+    assert_ledger_consistent(database)

@@ -143,7 +143,7 @@ def test_settling_above_the_hold_below_zero_locks_a_prepaid_account_until_credit
     with pytest.raises(AccountLocked):
         reserve(database, account_id, 1, "r2")
     with database.unit_of_work() as session, pytest.raises(AccountLocked):
-        book.available_for(session, account_id)
+        book.available_for(session, account_id, now=NOW)
     # A grant that leaves it still negative keeps it locked; one that reaches zero unlocks it
     with database.unit_of_work() as session:
         book.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="p1")
@@ -163,14 +163,14 @@ def test_overdraft_allows_holds_down_to_minus_the_limit_and_postpaid_has_no_limi
     with pytest.raises(InsufficientCredits):
         reserve(database, overdraft, 1, "o2")
     with database.unit_of_work() as session:
-        assert book.available_for(session, overdraft) == 0
+        assert book.available_for(session, overdraft, now=NOW) == 0
 
     postpaid = new_account(database, policy="postpaid")
     hold = reserve(database, postpaid, 1_000_000, "p1")
     result = settle(database, hold.id, 2_000_000, "p2")
     assert (result.balance, result.status) == (-2_000_000, "active")  # only prepaid accounts lock
     with database.unit_of_work() as session:
-        assert book.available_for(session, postpaid) is None
+        assert book.available_for(session, postpaid, now=NOW) is None
     assert_clean(database)
 
 
@@ -200,8 +200,10 @@ def test_expiry_writes_off_due_lots_and_rollover_protection_keeps_plan_credits(d
     with database.unit_of_work() as session:
         assert book.expire_lots(session, account_id, now=later) == 2_000
         assert book.expire_lots(session, account_id, now=later) == 0
+        # when protection is lifted, the plan credits it kept past their expiry lapse at once
         accounts.update_account(session, account_id, now=later, flags={"rollover_protection": False})
-        assert book.expire_lots(session, account_id, now=later) == 1_000
+        assert book.balance(session, account_id, now=later).balance == 4_000
+        assert book.expire_lots(session, account_id, now=later) == 0
     assert view(database, account_id).balance == 4_000
     assert_clean(database)
 
@@ -240,7 +242,8 @@ def test_rollover_protection_keeps_rollover_lots_past_their_twelve_months(databa
     # and it expires once protection is lifted
     with database.unit_of_work() as session:
         accounts.update_account(session, account_id, now=past_expiry, flags={"rollover_protection": False})
-        assert book.expire_lots(session, account_id, now=past_expiry) == 3_000
+        assert book.balance(session, account_id, now=past_expiry).balance == 0
+        assert book.expire_lots(session, account_id, now=past_expiry) == 0
     assert_clean(database)
 
 
@@ -262,8 +265,8 @@ def test_users_credits_are_theirs_alone_and_return_to_the_pool_when_deleted(data
         reserve(database, account_id, 6_001, "o1", user_id=owner.id)
     owner_hold = reserve(database, account_id, 6_000, "o2", user_id=owner.id)
     with database.unit_of_work() as session:
-        assert book.available_for(session, account_id, user.id) == 1_000
-        assert book.available_for(session, account_id, owner.id) == 0
+        assert book.available_for(session, account_id, user.id, now=NOW) == 1_000
+        assert book.available_for(session, account_id, owner.id, now=NOW) == 0
     settle(database, user_hold.id, 2_000, "su")
     settle(database, owner_hold.id, 1_000, "so")
     with database.unit_of_work() as session:
