@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from shared.api_keys import ACCOUNT, OPERATOR as OPERATOR_SCOPE
+from shared.api_keys import ACCOUNT
+from shared.api_keys import OPERATOR as OPERATOR_SCOPE
 
 
 @dataclass(frozen=True)

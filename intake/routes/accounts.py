@@ -5,6 +5,7 @@ import logging
 from datetime import datetime, timezone
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.ids import new_id
@@ -51,7 +52,7 @@ async def create_account(request: web.Request) -> web.Response:
                 session, name=name, timezone=tz, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
                 plan_rollover=rollover or "none", overdraft=overdraft, low_balance_threshold=threshold,
                 now=datetime.now(timezone.utc))
-            return {"id": account.id, "api_key": api_key, **account_json(account)}
+            return {"id": account.id, "api_key": api_key, **account_json(session, account, now=account.created_at)}
 
     return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
 
@@ -63,7 +64,7 @@ async def get_account(request: web.Request) -> web.Response:
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
-            return account_json(accounts.get_account(session, account_id))
+            return account_json(session, accounts.get_account(session, account_id), now=datetime.now(timezone.utc))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -103,7 +104,7 @@ async def patch_account(request: web.Request) -> web.Response:
                 plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
             if window is not None or clear_window or scope is not None:
                 account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
-            return account_json(account)
+            return account_json(session, account, now=now)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
 
@@ -162,7 +163,9 @@ def _overdraft(overdraft: Fields | None) -> accounts.Overdraft | None:
     return accounts.Overdraft(policy or "prepaid", limit)
 
 
-def account_json(account: Account) -> dict:
+def account_json(session: Session, account: Account, *, now: datetime) -> dict:
+    """The account as the API shows it; its balance never counts credits that expired by `now`."""
+    expired = sum(book.lapsed(session, account.id, now=now).values())
     return {
         "id": account.id,
         "name": account.name,
@@ -181,9 +184,9 @@ def account_json(account: Account) -> dict:
         "quiet_hours": account_window(account).as_dict(),
         "quiet_hours_scope": account.quiet_hours_scope,
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
-        "balance": format_credits(account.balance),
+        "balance": format_credits(account.balance - expired),
         "held": format_credits(account.held),
-        "available": format_credits(account.balance - account.held),
+        "available": format_credits(account.balance - expired - account.held),
         "created_at": utc(account.created_at).isoformat(),
     }
 

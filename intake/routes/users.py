@@ -7,7 +7,7 @@ from aiohttp import web
 
 from shared.db import Database
 from shared.errors import ValidationFailed
-from shared.ledger import allocations
+from shared.ledger import allocations, book
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.messaging.phone_numbers import parse_e164
@@ -34,7 +34,9 @@ async def list_users(request: web.Request) -> web.Response:
     def read(database: Database) -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
-            return {"data": [user_json(user) for user in allocations.list_users(session, account_id)],
+            expired = book.lapsed(session, account_id, now=datetime.now(timezone.utc))
+            return {"data": [user_json(user, expired=expired.get(user.id, 0))
+                             for user in allocations.list_users(session, account_id)],
                     "next_cursor": None}
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
@@ -76,7 +78,8 @@ async def get_user(request: web.Request) -> web.Response:
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
-            return user_json(allocations.get_user(session, account_id, user_id))
+            expired = book.lapsed(session, account_id, now=datetime.now(timezone.utc))
+            return user_json(allocations.get_user(session, account_id, user_id), expired=expired.get(user_id, 0))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -124,21 +127,23 @@ def _phone(fields: Fields) -> str | None:
         return None
 
 
-def user_credits_json(user) -> dict:
-    """The credits part of a user (a User row or ledger.UserCredits)."""
+def user_credits_json(user, *, expired: int = 0) -> dict:
+    """The credits part of a user (a User row, less what of it `expired` and is not written off yet, or a
+    ledger.UserCredits, which already leaves that out)."""
     return {
         "id": user.id,
         "name": user.name,
         "role": user.role,
         "monthly_credits": SHARED if user.monthly_credits is None else format_credits(user.monthly_credits),
-        "total_credits": format_credits(user.balance),
+        "total_credits": format_credits(user.balance - expired),
         "held": format_credits(user.held),
-        "available": format_credits(user.balance - user.held),
+        "available": format_credits(user.balance - expired - user.held),
     }
 
 
-def user_json(user: User) -> dict:
-    return {**user_credits_json(user), "email": user.email, "phone": user.phone,
+def user_json(user: User, *, expired: int = 0) -> dict:
+    """A user as the API shows it; `expired`: its credits that expired and are not written off yet."""
+    return {**user_credits_json(user, expired=expired), "email": user.email, "phone": user.phone,
             "created_at": utc(user.created_at).isoformat()}
 
 

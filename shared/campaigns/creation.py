@@ -30,8 +30,8 @@ from shared.messaging.estimate import charge_for
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
-from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
+from shared.messaging.send_cap import DailySends, SendCap
 from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
 from shared.money import format_credits
 
@@ -129,7 +129,7 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
     account = session.get(Account, account_id)
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    book.available_for(session, account_id)  # a locked or suspended account cannot start one (423)
+    book.available_for(session, account_id, now=now)  # a locked or suspended account cannot start one (423)
     errors: dict[str, str] = {}
     name = request.name if isinstance(request.name, str) and request.name.strip() else None
     if name is None or len(name) > 200:

@@ -69,7 +69,7 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
     daily_sends = DailySends(session, cap, now)
     for (account_id, request), (to, from_, errors), row in zip(requests, numbers, facts):
         try:
-            outcomes.append(_accept_one(account_id, request, to, from_, errors, row, rate_card, now, daily_sends))
+            outcomes.append(_accept_one(session, account_id, request, to, from_, errors, row, rate_card, now, daily_sends))
         except DomainError as error:
             outcomes.append(error)
     accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)]
@@ -79,7 +79,7 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
     return outcomes
 
 
-def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
+def _accept_one(session: Session, account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
                 facts: Row | None, rate_card: RateCard, now: datetime,
                 daily_sends: DailySends) -> tuple[Message, Estimate]:
     if facts is None:
@@ -93,7 +93,7 @@ def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_:
         raise ValidationFailed(str(error).replace("to[0]", "to"), errors=errors) from None
     if facts.opted_out:
         raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
-    _pre_check(account_id, facts, estimate.credits_total)
+    _pre_check(session, account_id, facts, estimate.credits_total, user_id=user_id, now=now)
     daily_sends.take(account_id, created_at=facts.account_created_at, timezone=facts.timezone)
     reason = blocked_reason(facts)
     message = Message(  # the answer; accept_messages inserts its _INSERTED attributes
@@ -148,7 +148,7 @@ def _facts_query(count: int) -> Select:
     ask = (union_all(*asked) if count > 1 else asked[0]).subquery("ask")
     return (
         select(ask.c.i, Account.sending_blocked_reason, Account.status, Account.status_reason,
-               Account.overdraft_policy, Account.overdraft_limit, book.POOL_AVAILABLE.label("pool"),
+               Account.overdraft_policy, Account.overdraft_limit, Account.next_expiry_at, book.POOL_AVAILABLE.label("pool"),
                Account.created_at.label("account_created_at"), Account.timezone,
                select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
                                                PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
@@ -209,9 +209,10 @@ def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:
     return max(int(ahead.total_seconds() * 1000), 0)
 
 
-def _pre_check(account_id: str, facts: Row, required: int) -> None:
+def _pre_check(session: Session, account_id: str, facts: Row, required: int, *, user_id: str | None,
+               now: datetime) -> None:
     """Refuse early what the hold would refuse later: a locked account, or one (or a user) that cannot pay."""
-    available = book.holdable(account_id, facts)
+    available = book.holdable(session, account_id, facts, user_id=user_id, now=now)
     if available is None:
         return
     if available < required:

@@ -81,7 +81,7 @@ def accounts_with_parked_messages(session: Session) -> list[str]:
 
 def release_parked(session: Session, account_id: str, *, now: datetime) -> list[str]:
     """Unpark the account's messages if it may send and can pay for at least one; returns the ids to enqueue."""
-    if not _can_afford_a_parked_message(session, account_id):
+    if not _can_afford_a_parked_message(session, account_id, now):
         return []
     return unpark_account(session, account_id, now=now)
 
@@ -113,7 +113,7 @@ def credits_added(database: Database, account_id: str) -> None:
             log.exception("could not ask for the release of %s's parked messages; the sweeper will", account_id)
 
 
-def _can_afford_a_parked_message(session: Session, account_id: str) -> bool:
+def _can_afford_a_parked_message(session: Session, account_id: str, now: datetime) -> bool:
     """Do not release messages that would only park again for want of credits."""
     account = session.get(Account, account_id)
     if account is None or blocked_reason(account):
@@ -121,7 +121,7 @@ def _can_afford_a_parked_message(session: Session, account_id: str) -> bool:
     cheapest = session.scalar(select(Message.credits_estimated).where(
         Message.account_id == account_id, Message.status == "parked").order_by(Message.credits_estimated).limit(1))
     try:
-        available = book.available_for(session, account_id, None)
+        available = book.available_for(session, account_id, None, now=now)
     except (AccountLocked, NotFound):
         return False
     return cheapest is not None and (available is None or available >= cheapest)

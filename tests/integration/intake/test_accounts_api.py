@@ -125,16 +125,18 @@ async def test_grants_balance_and_transactions_newest_first_with_cursor_paging(c
                             headers=OPERATOR)
     assert bad.status == 422
 
+    # the rollover credits expired in 2021: the first purchase wrote their expiry, dated when they expired
     balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
-    assert (balance["balance"], balance["held"], balance["available"]) == ("306", "0", "306")
-    assert [x["kind"] for x in balance["lots"]] == ["rollover", "purchase", "purchase", "purchase"]
+    assert (balance["balance"], balance["held"], balance["available"]) == ("6", "0", "6")
+    assert [x["kind"] for x in balance["lots"]] == ["purchase", "purchase", "purchase"]
 
     first = await (await client.get(f"/v1/accounts/{account_id}/transactions?limit=3", headers=own)).json()
     assert [e["credits"] for e in first["data"]] == ["3", "2", "1"]
-    assert [e["balance_after"] for e in first["data"]] == ["306", "303", "301"]
+    assert [e["balance_after"] for e in first["data"]] == ["6", "3", "1"]
     second = await (await client.get(f"/v1/accounts/{account_id}/transactions?limit=3&cursor={first['next_cursor']}",
                                      headers=own)).json()
-    assert ([e["credits"] for e in second["data"]], second["next_cursor"]) == (["300"], None)
+    assert ([e["credits"] for e in second["data"]], second["next_cursor"]) == (["-300", "300"], None)
+    assert (second["data"][0]["kind"], second["data"][0]["at"]) == ("expiry", "2021-09-01T04:00:00+00:00")
     assert (await client.get(f"/v1/accounts/{account_id}/transactions?cursor=bogus", headers=own)).status == 422
 
 
@@ -313,3 +315,26 @@ async def test_an_owner_created_with_shared_monthly_credits_shares_the_pool(clie
     # then it is accepted and shown the same way
     assert created.status == 201, await created.text()
     assert (await created.json())["monthly_credits"] == "shared"
+
+
+async def test_credits_past_their_expiry_are_never_shown_even_before_anything_writes_their_expiry(client):
+    # given 300 rollover credits granted in 2020 (expired since 2021) and nothing that touched the account since
+    account_id, own = await create_account(client, plan=NO_PLAN)
+    await grant(client, account_id, "300", "rollover", granted_at="2020-09-01T00:00:00-04:00")
+
+    # then the account, its balance and the expiring report leave them out, and nothing was written by reading
+    account = await (await client.get(f"/v1/accounts/{account_id}", headers=own)).json()
+    assert (account["balance"], account["available"]) == ("0", "0")
+    balance = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=own)).json()
+    assert (balance["balance"], balance["available"], balance["lots"], balance["expiring_end_of_month"]) == (
+        "0", "0", [], "0")
+    entries = await (await client.get(f"/v1/accounts/{account_id}/transactions", headers=own)).json()
+    assert [e["kind"] for e in entries["data"]] == ["grant"]
+
+    # and a send is refused for want of credits (402), as the hold would be
+    number = await client.post(f"/v1/accounts/{account_id}/numbers", json={"phone": "+14155550100",
+                                                                        "type": "long_code"}, headers=own)
+    assert number.status == 201, await number.text()
+    send = await client.post("/v1/messages", json={"to": "+14155550199", "from": "+14155550100",
+                                                   "body": "Open house at 2"}, headers=own)
+    assert send.status == 402, await send.text()
