@@ -70,7 +70,7 @@ class Account(Base):
     quiet_start: Mapped[str | None] = mapped_column(String(5))
     quiet_end: Mapped[str | None] = mapped_column(String(5))
     quiet_hours_scope: Mapped[str] = mapped_column(String(16), default="automated", server_default="automated")
-    # A text filtered on a local number (30007, 30034) goes once more from its toll-free number (messaging.reprocessing).
+    # A text filtered on a local number (30007, 30034) goes once more from a toll-free number (messaging.reprocessing).
     toll_free_reprocessing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
     # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status

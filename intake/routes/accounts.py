@@ -243,7 +243,7 @@ _SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
         "Default false. When on, a text sent from a local (long code) number that ends undelivered or failed "
         "with Twilio error 30007 (filtered by the carrier) or 30034 (unregistered 10DLC sender) is sent again, "
         "once, from the account's toll-free number (reprocessed_from / reprocessed_as link the two messages). "
-        "The original is charged as any undelivered text; the resend holds and costs 1 credit per started 160 "
+        "The original settles as it would anyway; the resend holds and costs 1 credit per started 160 "
         "characters of the body, and waits parked like any send when the account cannot pay it. MMS, "
         "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")},
 }}

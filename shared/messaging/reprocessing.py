@@ -1,4 +1,4 @@
-"""Toll-free reprocessing: a text carriers filtered on a local number goes once more, from the account's toll-free number.
+"""Toll-free reprocessing: a text carriers filtered on a local number goes once more, from a toll-free number.
 
 The rule (the account's `toll_free_reprocessing` setting, off by default): an outbound SMS sent from a
 long code that ends `undelivered` or `failed` with Twilio's 30007 (message filtered) or 30034
@@ -9,8 +9,9 @@ original from a toll-free number or a short code, another error, or a resend its
 The original settles as any message does. The resend is a new message (`reprocessed_from` names the
 original) that goes through the whole pipeline, so opt-outs, the account's status and its credits
 apply at its send step as to any send: one the account cannot pay waits `parked` until credits land,
-and the original stays as it is. It holds and is charged TOLL_FREE_RESEND by its body's length, not
-segments x rate.
+and the original stays as it is. The resend of an automated text (a campaign's, a scheduled one)
+keeps to the account's quiet hours as automated texts do. It holds and is charged TOLL_FREE_RESEND
+by its body's length, not segments x rate.
 
 Once only: the resend is made in the settle step's unit of work, with the original's row locked, and
 the unique `reprocessed_from` admits one resend per original; a duplicated or reordered callback, or a
@@ -47,8 +48,9 @@ def resend_from_toll_free(session: Session, message_id: str, *, now: datetime) -
     """Make the toll-free resend of a qualifying message, once; the id of its resend while that still waits for its
     first send job (the caller enqueues it after the commit, again on a replay), else None."""
     original = session.get(Message, message_id, with_for_update=True)
-    if original is None:
-        return None
+    if (original is None or original.status not in FILTERED_STATUSES
+            or original.error_code not in FILTERED_ON_LOCAL_NUMBER):
+        return None  # most settlements stop here, without a query more (a final status and its code never change)
     resend = session.scalar(select(Message).where(Message.reprocessed_from == message_id))
     if resend is not None:
         return resend.id if resend.status == "accepted" and resend.slot_at is None else None
@@ -61,10 +63,12 @@ def resend_from_toll_free(session: Session, message_id: str, *, now: datetime) -
     if toll_free is None:
         return None
     counted = count_segments(original.body)
+    automated = original.campaign_id is not None or original.send_at is not None  # it keeps to quiet hours
     resend = Message(id=new_id("msg"), account_id=account.id, user_id=original.user_id, to=original.to,
                      from_=toll_free, body=original.body, status="accepted", segments=counted.segments,
                      encoding=counted.encoding, credits_estimated=TOLL_FREE_RESEND.price(original.body),
-                     reprocessed_from=original.id, created_at=now, updated_at=now)
+                     send_at=now if automated else None, reprocessed_from=original.id, created_at=now,
+                     updated_at=now)
     session.add(resend)
     return resend.id
 

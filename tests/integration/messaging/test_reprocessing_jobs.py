@@ -2,13 +2,14 @@
 on SQLite and PostgreSQL: a filtered text is resent once, whatever Twilio and the broker deliver twice."""
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import fakeredis
 import pytest
 from sqlalchemy import func, select
 
+from shared.messaging import sweeper
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.models import Account, Entry, Message, PhoneNumber
 from shared.twilio.signatures import Credentials
@@ -170,3 +171,25 @@ def test_with_the_setting_off_a_filtered_text_is_not_resent(database, actors, fa
     assert len(simulator.sent()["messages"]) == 1
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 1
+
+
+def test_a_filtered_text_whose_callbacks_were_lost_is_resent_by_the_reconciliation(database, actors, fake_broker,
+                                                                                  gateways, simulator):  # noqa: F811
+    # given a filtered text whose callbacks never reached us
+    simulator.configure(sender_outcomes={SENDER: FILTERED})
+    account_id = reprocessing_account(database, 10)
+    original = accept(database, account_id)
+    actors.sending.send_message.send(original)
+    run(fake_broker, "send")
+    twilio_finished(simulator, message(database, original).twilio_sid)
+
+    # when the sweeper finds its hold past its TTL, asks Twilio, and settles it
+    to_send: list[str] = []
+    sweeper.sweep(database, enqueue=to_send.append, gateway_for=gateways, rate_card=CARD,
+                  now=datetime.now(UTC) + timedelta(hours=1), stale_after=timedelta(hours=2))
+
+    # then the original is settled as undelivered and its toll-free resend is handed out to be sent
+    [resend] = resends_of(database, original)
+    assert to_send == [resend.id] and resend.from_ == TOLL_FREE
+    stored = message(database, original)
+    assert (stored.status, stored.error_code, stored.credits_charged) == ("undelivered", 30007, 1000)

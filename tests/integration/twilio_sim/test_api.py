@@ -443,7 +443,7 @@ def test_outcome_mix_decides_the_final_status_and_error(simulator, callback_rece
 
 @pytest.mark.parametrize(("outcome", "status", "code"),
                          [("undelivered:30007", "undelivered", 30007), ("failed:30034", "failed", 30034)])
-def test_an_outcome_can_name_its_error_code(simulator, callback_receiver, outcome, status, code):
+def test_an_outcome_can_name_its_error_code(simulator, callback_receiver, outcome, status, code):  # noqa: F811
     # given every message is set to end with one named Twilio error
     simulator.configure(outcomes={outcome: 1})
     client = simulator.client()
@@ -462,7 +462,7 @@ def test_an_outcome_can_name_its_error_code(simulator, callback_receiver, outcom
     assert callbacks[-1].form["ErrorCode"] == str(code)
 
 
-def test_carriers_can_filter_one_sender_and_not_another(simulator):
+def test_carriers_can_filter_one_sender_and_not_another(simulator):  # noqa: F811
     # given the texts of one local number are filtered (30007) and everyone else's delivered
     local, toll_free = "+14155550123", "+18005550199"
     simulator.configure(sender_outcomes={local: {"undelivered:30007": 1}})

@@ -1,4 +1,4 @@
-"""Toll-free reprocessing: which finished texts are resent from the account's toll-free number, once, and at what price."""
+"""Toll-free reprocessing: which finished texts are resent from the account's toll-free number, once, at what price."""
 
 from datetime import UTC, datetime
 
@@ -152,3 +152,17 @@ def test_the_database_admits_one_resend_per_original(sqlite_database, account):
         session.add(Message(id="msg_3", account_id="acct_1", to=RECIPIENT, from_=TOLL_FREE, body=BODY,
                             status="accepted", reprocessed_from=original, created_at=T0, updated_at=T0))
     assert messages(sqlite_database) == 2
+
+
+def test_the_resend_of_an_automated_text_keeps_to_quiet_hours_and_a_reply_goes_at_once(sqlite_database, account):
+    # given a filtered campaign text and a filtered text typed now
+    campaign_text = finished(sqlite_database, campaign_id="cmp_1")
+    reply = finished(sqlite_database, message_id="msg_2")
+
+    # when both are resent
+    with sqlite_database.unit_of_work() as session:
+        automated = session.get(Message, resend_from_toll_free(session, campaign_text, now=T0))
+        immediate = session.get(Message, resend_from_toll_free(session, reply, now=T0))
+
+        # then the campaign's resend is automated (the send step holds it to quiet hours), the reply's is not
+        assert (automated.send_at.replace(tzinfo=UTC), immediate.send_at) == (T0, None)
