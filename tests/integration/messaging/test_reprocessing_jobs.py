@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.messaging import sweeper
+from shared.messaging.opt_outs import FROM_STOP_KEYWORD, opt_out
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.models import Account, Entry, Message, PhoneNumber
 from shared.twilio.signatures import Credentials
 from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
     CARD,
     FAST,
+    RECIPIENT,
     SENDER,
     accept,
     gateways,
@@ -193,3 +195,25 @@ def test_a_filtered_text_whose_callbacks_were_lost_is_resent_by_the_reconciliati
     assert to_send == [resend.id] and resend.from_ == TOLL_FREE
     stored = message(database, original)
     assert (stored.status, stored.error_code, stored.credits_charged) == ("undelivered", 30007, 1000)
+
+
+def test_a_recipient_who_opted_out_meanwhile_gets_no_resend(database, actors, fake_broker, simulator):  # noqa: F811
+    # given a filtered text whose recipient texted STOP before it was settled
+    simulator.configure(sender_outcomes={SENDER: FILTERED})
+    account_id = reprocessing_account(database, 10)
+    original = accept(database, account_id)
+    actors.sending.send_message.send(original)
+    run(fake_broker, "send")
+    with database.unit_of_work() as session:
+        opt_out(session, account_id, RECIPIENT, FROM_STOP_KEYWORD)
+
+    # when it is settled and its resend's send job runs
+    callbacks_twice(database, simulator, actors, original)
+    run(fake_broker, "settle", "send")
+
+    # then the resend is canceled at its send step, as any text to an opted-out recipient: never sent, not charged
+    [resend] = resends_of(database, original)
+    assert (resend.status, resend.credits_charged) == ("canceled", None)
+    assert len(simulator.sent()["messages"]) == 1
+    with database.unit_of_work() as session:
+        assert (session.get(Account, account_id).balance, session.get(Account, account_id).held) == (9000, 0)
