@@ -5,9 +5,9 @@
   again. The send step is idempotent, so a spare job is harmless.
 - Holds past their TTL are expired and reconciled with Twilio: the message is fetched, its status
   recorded, and it is settled or voided (and resent from toll-free when it qualifies, as the settle
-  job does). A `sending` message without a sid (the worker died after
-  asking Twilio, or Twilio's answer was lost) is looked up in Twilio's list: found, it gets its sid
-  and status; not found, it failed and is not charged.
+  job does). A `sending` message without a sid (the worker died after asking Twilio, or Twilio's
+  answer was lost) is looked up in Twilio's list: found, it gets its sid and status; not found, it
+  failed and is not charged.
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
