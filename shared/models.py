@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +73,8 @@ class Account(Base):
     quiet_start: Mapped[str | None] = mapped_column(String(5))
     quiet_end: Mapped[str | None] = mapped_column(String(5))
     quiet_hours_scope: Mapped[str] = mapped_column(String(16), default="automated", server_default="automated")
+    # A text filtered on a local number (30007, 30034) goes once more from a toll-free number (messaging.reprocessing).
+    toll_free_reprocessing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     sending_blocked_reason: Mapped[str | None] = mapped_column(String(500))
     # The account's own Twilio (sub)account; None sends with the deployment's credentials. Indexed: a status
     # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.
@@ -248,6 +251,8 @@ class Message(Base):
     slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it: its job is delayed until then
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A toll-free resend names the original it resends; unique: an original is resent at most once.
+    reprocessed_from: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), unique=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

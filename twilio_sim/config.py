@@ -7,16 +7,18 @@ It is mutable on purpose: e2e tests change the behaviour of a running simulator 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .delivery_errors import split_outcome
+
 DEFAULT_ACCOUNT_SID = "AC" + "51" * 16  # a valid-looking sid (AC + 32 hex), easy to spot
 DEFAULT_AUTH_TOKEN = "simulator-auth-token"
 ENV_PREFIX = "TWILIO_SIM_"
-OUTCOMES = ("delivered", "undelivered", "failed")
 
 
 class ConfigError(ValueError):
@@ -39,7 +41,11 @@ class SimulatorConfig:
     out_of_order_rate: float = 0.0
     """Chance that a message's final callback is delivered before its intermediate one."""
     outcomes: dict[str, float] = field(default_factory=lambda: {"delivered": 1.0})
-    """Relative weights of the final status: delivered / undelivered / failed."""
+    """Relative weights of the final status: delivered / undelivered / failed, the last two with a random error
+    code of theirs or the one named (``undelivered:30007``, ``failed:30034``)."""
+    sender_outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Outcome weights for the messages of one From number, instead of ``outcomes``: carriers filter a sender
+    (``{"+14155550123": {"undelivered:30007": 1}}``; from the environment, that object as JSON)."""
     num_segments_override: int | None = None
     """Report this many segments for every message instead of counting them."""
     price_per_segment: Decimal = Decimal("0.00790")
@@ -114,15 +120,22 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _outcomes(value: Any) -> dict[str, float]:
-    """Accepts a mapping or the CLI/env form ``delivered=0.9,undelivered=0.08,failed=0.02``."""
+    """Accepts a mapping or the CLI/env form ``delivered=0.9,undelivered=0.08,failed:30034=0.02``."""
     if isinstance(value, str):
         value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
     weights = {name.strip(): float(weight) for name, weight in dict(value).items()}
-    if set(weights) - set(OUTCOMES):
-        raise ValueError(f"outcomes are {', '.join(OUTCOMES)}")
+    for outcome in weights:
+        split_outcome(outcome)
     if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError("weights must be >= 0 and not all zero")
     return weights
+
+
+def _sender_outcomes(value: Any) -> dict[str, dict[str, float]]:
+    """A mapping of From number to outcome weights, or that mapping as JSON (the CLI/env form)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    return {str(sender): _outcomes(weights) for sender, weights in dict(value).items()}
 
 
 def parse_account_sid(value: Any) -> str:
@@ -149,6 +162,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "duplicate_callback_rate": _rate,
     "out_of_order_rate": _rate,
     "outcomes": _outcomes,
+    "sender_outcomes": _sender_outcomes,
     "num_segments_override": _optional(_positive_int),
     "price_per_segment": lambda value: Decimal(str(value)),
     "callback_delay_ms": _non_negative_int,

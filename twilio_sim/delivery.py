@@ -1,7 +1,7 @@
 """What will happen to a message after Twilio accepts it: its statuses and final error, if any.
 
-Decided once, at creation, from the configured outcome mix, so the message's statuses and its
-callbacks tell the same story.
+Decided once, at creation, from the configured outcome mix (the one for its From number, if it has
+one), so the message's statuses and its callbacks tell the same story.
 """
 
 from __future__ import annotations
@@ -10,19 +10,8 @@ import random
 from dataclasses import dataclass
 
 from .config import SimulatorConfig
+from .delivery_errors import ERROR_MESSAGES, RANDOM_ERRORS, split_outcome
 
-UNDELIVERED_ERRORS: dict[int, str] = {
-    30003: "Unreachable destination handset",
-    30004: "Message blocked",
-    30005: "Unknown destination handset",
-    30006: "Landline or unreachable carrier",
-    30007: "Carrier violation",
-    30008: "Unknown error",
-}
-FAILED_ERRORS: dict[int, str] = {
-    30001: "Queue overflow",
-    30002: "Account suspended",
-}
 FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 
 
@@ -38,13 +27,13 @@ class DeliveryPlan:
         return self.statuses[-1]
 
 
-def plan_delivery(config: SimulatorConfig, rng: random.Random) -> DeliveryPlan:
-    outcomes = list(config.outcomes)
-    outcome = rng.choices(outcomes, weights=[config.outcomes[o] for o in outcomes])[0]
-    if outcome == "delivered":
+def plan_delivery(config: SimulatorConfig, rng: random.Random, from_: str | None) -> DeliveryPlan:
+    weights = config.sender_outcomes.get(from_ or "", config.outcomes)
+    outcomes = list(weights)
+    status, code = split_outcome(rng.choices(outcomes, weights=[weights[o] for o in outcomes])[0])
+    if status == "delivered":
         return DeliveryPlan(("sent", "delivered"))
-    if outcome == "undelivered":
-        code = rng.choice(list(UNDELIVERED_ERRORS))
-        return DeliveryPlan(("sent", "undelivered"), code, UNDELIVERED_ERRORS[code])
-    code = rng.choice(list(FAILED_ERRORS))
-    return DeliveryPlan(("failed",), code, FAILED_ERRORS[code])
+    if code is None:
+        code = rng.choice(list(RANDOM_ERRORS[status]))
+    statuses = ("sent", "undelivered") if status == "undelivered" else ("failed",)
+    return DeliveryPlan(statuses, code, ERROR_MESSAGES[code])

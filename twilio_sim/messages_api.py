@@ -58,7 +58,7 @@ async def create_message(request: web.Request) -> web.Response:
         num_media=len(media_urls),
         num_segments=num_segments,
         cost=num_segments * config.price_per_segment,
-        plan=plan_delivery(config, request.app[rng_key]),
+        plan=plan_delivery(config, request.app[rng_key], from_),
         status_callback=str(form.get("StatusCallback", "")) or None,
         # Through a Messaging Service without a From, Twilio first answers "accepted".
         status="queued" if from_ else "accepted",

@@ -1,10 +1,12 @@
-"""settle_message: charge (or void) a message Twilio has finished with; enqueued by the status webhook."""
+"""settle_message: charge (or void) a message Twilio has finished with, and make its toll-free resend when it
+qualifies (shared.messaging.reprocessing); enqueued by the status webhook."""
 
 from datetime import UTC, datetime
 
 import dramatiq
 
 from shared.billing.auto_recharge import due_after_settling
+from shared.messaging.reprocessing import resend_from_toll_free
 from shared.messaging.settlement import settle_message as settle
 
 from . import resources
@@ -17,6 +19,11 @@ def settle_message(message_id: str) -> None:
     now = datetime.now(UTC)
     with r.database.unit_of_work() as session:
         settled = settle(session, message_id, rate_card=r.rate_card, now=now) == "settled"
+        resend = resend_from_toll_free(session, message_id, now=now)
         recharge_account = settled and due_after_settling(session, message_id, now=now)
+    if resend is not None:  # lost if we die here: this job's redelivery enqueues it again, or the sweeper does
+        from .sending import send_message  # here, not at the top: workers.sending imports this module
+
+        send_message.send(resend)
     if recharge_account:
         auto_recharge.send(recharge_account)  # lost if we die here: the dunning tick catches up

@@ -13,6 +13,7 @@ from shared.ledger import accounts, book
 from shared.ledger.burn_order import KINDS
 from shared.ledger.expiry import CYCLE_MONTHS, utc
 from shared.messaging import parking
+from shared.messaging.reprocessing import set_toll_free_reprocessing
 from shared.messaging.send_policy import SCOPES, account_window, set_quiet_hours
 from shared.models import Account
 from shared.money import format_credits
@@ -69,7 +70,8 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope")  # what an account key may change
+# What an account key may change.
+OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "settings")
 
 
 @routes.patch("/v1/accounts/{account_id}")
@@ -94,7 +96,9 @@ async def patch_account(request: web.Request) -> web.Response:
     scope = fields.choice("quiet_hours_scope", SCOPES)
     window = fields.window("quiet_hours")
     clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
-    fields.done(plan, overdraft_fields, flag_fields)
+    settings_fields = fields.obj("settings")
+    toll_free_reprocessing = None if settings_fields is None else settings_fields.boolean("toll_free_reprocessing")
+    fields.done(plan, overdraft_fields, flag_fields, settings_fields)
     now = datetime.now(timezone.utc)
 
     def patch(database: Database) -> dict:
@@ -104,6 +108,8 @@ async def patch_account(request: web.Request) -> web.Response:
                 plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
             if window is not None or clear_window or scope is not None:
                 account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
+            if toll_free_reprocessing is not None:
+                account = set_toll_free_reprocessing(session, account_id, enabled=toll_free_reprocessing)
             return account_json(session, account, now=now)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
@@ -183,6 +189,7 @@ def account_json(session: Session, account: Account, *, now: datetime) -> dict:
         "low_balance_threshold": format_credits(account.low_balance_threshold),
         "quiet_hours": account_window(account).as_dict(),
         "quiet_hours_scope": account.quiet_hours_scope,
+        "settings": {"toll_free_reprocessing": account.toll_free_reprocessing},
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance - expired),
         "held": format_credits(account.held),
@@ -234,6 +241,15 @@ _QUIET_HOURS = {"type": ["object", "null"], "additionalProperties": False, "prop
 _QUIET_SCOPE = {"type": "string", "enum": ["automated", "all"],
                 "description": ("automated (default): campaigns, drips and scheduled sends keep to quiet hours; "
                                 "all: immediate single sends too.")}
+_SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
+    "toll_free_reprocessing": {"type": "boolean", "description": (
+        "Default false. When on, a text sent from a local (long code) number that ends undelivered or failed "
+        "with Twilio error 30007 (filtered by the carrier) or 30034 (unregistered 10DLC sender) is sent again, "
+        "once, from the account's toll-free number (reprocessed_from / reprocessed_as link the two messages). "
+        "The original settles as it would anyway; the resend holds and costs 1 credit per started 160 "
+        "characters of the body, and waits parked like any send when the account cannot pay it. MMS, "
+        "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")},
+}}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
     "status": {"type": "string", "enum": ["active", "locked", "suspended"]},
@@ -241,7 +257,7 @@ ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
     "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
-    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS,
     "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
 }}
 LOT_SCHEMA = {"type": "object", "properties": {
@@ -294,14 +310,14 @@ OPENAPI_PATHS = {
                 "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                               "404": problem(404, "no such account")}},
         "patch": {"operationId": "updateAccount",
-                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold and "
-                              "quiet hours (the account's own key too)"),
+                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold, "
+                              "quiet hours and settings (the account's own key too)"),
                   "requestBody": {"required": True, **_json({"type": "object", "examples": [_ACCOUNT_CHANGE_EXAMPLE],
                                                              "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
                       "low_balance_threshold": _CREDITS, "quiet_hours": _QUIET_HOURS,
-                      "quiet_hours_scope": _QUIET_SCOPE}})},
+                      "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                                 "403": problem(403, "an account key changing what only the operator may"),
                                 "404": problem(404, "no such account"),

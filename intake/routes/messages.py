@@ -13,6 +13,7 @@ from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
 from shared.messaging.rates import default_rate_card
+from shared.messaging.reprocessing import resend_of
 from shared.messaging.send_cap import SendCap
 from shared.models import Message
 from shared.money import format_credits
@@ -188,7 +189,8 @@ async def read_message(request: web.Request) -> web.Response:
 
     def read() -> dict:
         with database.read_only() as session:
-            return message_view(get_message(session, message_id, account_id=account_id))
+            message = get_message(session, message_id, account_id=account_id)
+            return message_view(message, reprocessed_as=resend_of(session, message.id))
 
     return json_response(await asyncio.to_thread(read))
 
@@ -267,6 +269,13 @@ OPENAPI_PATHS = {
                     "error_code": {"type": ["integer", "null"]},
                     "error_message": {"type": ["string", "null"],
                                       "description": "Also why a parked message waits"},
+                    "reprocessed_as": {"type": ["string", "null"], "description": (
+                        "The id of this message's toll-free resend: a text from a local number filtered by "
+                        "carriers (Twilio 30007 or 30034), sent again once from the account's toll-free number "
+                        "because its toll_free_reprocessing setting is on")},
+                    "reprocessed_from": {"type": ["string", "null"], "description": (
+                        "On a toll-free resend: the id of the message it resends. It costs 1 credit per started "
+                        "160 characters of its body, whatever its segments")},
                     "send_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "updated_at": {"type": "string", "format": "date-time"},

@@ -231,8 +231,9 @@ def get_message(session: Session, message_id: str, *, account_id: str | None) ->
     return message
 
 
-def message_view(message: Message) -> dict:
-    """The API's shape of a message: credits as decimal strings, times ISO-8601."""
+def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict:
+    """The API's shape of a message: credits as decimal strings, times ISO-8601; `reprocessed_as` is the id of its
+    toll-free resend (shared.messaging.reprocessing.resend_of)."""
     return {
         "id": message.id,
         "status": message.status,
@@ -249,6 +250,8 @@ def message_view(message: Message) -> dict:
         "twilio_price": message.twilio_price,
         "error_code": message.error_code,
         "error_message": message.error_message,
+        "reprocessed_as": reprocessed_as,
+        "reprocessed_from": message.reprocessed_from,
         "send_at": _iso(message.send_at),
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),

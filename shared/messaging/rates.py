@@ -15,6 +15,9 @@ there is refused (NoRate, a 422), because pricing a foreign destination at home 
 undercharge. The bundled US card has no default. `home_country` prices estimates that only give a
 recipient count. Receiving is free, so no inbound item exists. Carrier fees pass through per
 segment (per message for MMS) and are booked as their own ledger entry.
+
+One price is not on the card, because it is the product's and the same everywhere: a toll-free resend
+(shared.messaging.reprocessing) costs TOLL_FREE_RESEND, by the body's length instead of its segments.
 """
 
 import functools
@@ -47,6 +50,22 @@ ITEMS = {
 CARRIER_FEE_CHANNELS = ("sms", "mms")
 DEFAULT_COUNTRY = "default"
 _COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+
+
+@dataclass(frozen=True)
+class PerCharacters:
+    """A flat price for each started block of `characters` of a body (its code points, as estimates count them)."""
+
+    millicredits: int
+    characters: int
+
+    def price(self, body: str) -> int:
+        return -(-len(body) // self.characters) * self.millicredits
+
+
+# What a text resent from the account's toll-free number costs, hold and charge, instead of segments x rate:
+# 1 credit per 160 characters (161 characters: 2 credits), no carrier fee.
+TOLL_FREE_RESEND = PerCharacters(millicredits=1000, characters=160)
 
 
 class NoRate(ValidationFailed):

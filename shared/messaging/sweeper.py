@@ -4,9 +4,10 @@
   messages whose job was lost (intake's enqueue failed, a worker died holding it) are enqueued
   again. The send step is idempotent, so a spare job is harmless.
 - Holds past their TTL are expired and reconciled with Twilio: the message is fetched, its status
-  recorded, and it is settled or voided. A `sending` message without a sid (the worker died after
-  asking Twilio, or Twilio's answer was lost) is looked up in Twilio's list: found, it gets its sid
-  and status; not found, it failed and is not charged.
+  recorded, and it is settled or voided (and resent from toll-free when it qualifies, as the settle
+  job does). A `sending` message without a sid (the worker died after asking Twilio, or Twilio's
+  answer was lost) is looked up in Twilio's list: found, it gets its sid and status; not found, it
+  failed and is not charged.
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
@@ -26,6 +27,7 @@ from shared.ledger.expiry import utc
 from shared.messaging.messages import send_delay_ms
 from shared.messaging.parking import accounts_with_parked_messages, release_parked
 from shared.messaging.rates import RateCard
+from shared.messaging.reprocessing import resend_from_toll_free
 from shared.messaging.settlement import CHARGED_STATUSES, VOIDED_STATUSES, settle_message
 from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
 from shared.models import Account, Hold, Message
@@ -60,7 +62,7 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         report.to_settle = _final_but_unsettled(session, now - stale_after)
     for hold_id, message_id in _overdue_holds(database, now):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
-                                                  rate_card=rate_card, now=now)
+                                                  rate_card=rate_card, now=now, enqueue=enqueue)
     with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
     for account_id in account_ids:
@@ -132,8 +134,9 @@ def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str]]:
 
 
 def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for, rate_card: RateCard,
-              now: datetime) -> str:
-    """Expire the hold, ask Twilio what became of the message, then settle or void it."""
+              now: datetime, enqueue: Callable[[str], None]) -> str:
+    """Expire the hold, ask Twilio what became of the message, then settle or void it; `enqueue` sends the job of
+    its toll-free resend, if it gets one."""
     with database.unit_of_work() as session:
         book.expire(session, hold_id, now=now)
         message = session.get(Message, message_id)
@@ -168,7 +171,11 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             with database.unit_of_work() as session:
                 _record(session, fetched, now)
     with database.unit_of_work() as session:
-        return settle_message(session, message_id, rate_card=rate_card, now=now)
+        outcome = settle_message(session, message_id, rate_card=rate_card, now=now)
+        resend = resend_from_toll_free(session, message_id, now=now)
+    if resend is not None:
+        enqueue(resend)
+    return outcome
 
 
 def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:

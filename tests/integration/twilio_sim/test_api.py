@@ -17,6 +17,7 @@ from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     simulator,
 )
 from twilio_sim.client import simulated_client
+from twilio_sim.delivery_errors import ERROR_MESSAGES
 
 TEST_FROM = "+15005550006"
 RECIPIENT = "+15558675310"
@@ -440,6 +441,42 @@ def test_outcome_mix_decides_the_final_status_and_error(simulator, callback_rece
         assert [cb.form["MessageStatus"] for cb in callbacks] == ["failed"]
 
 
+@pytest.mark.parametrize(("outcome", "status", "code"),
+                         [("undelivered:30007", "undelivered", 30007), ("failed:30034", "failed", 30034)])
+def test_an_outcome_can_name_its_error_code(simulator, callback_receiver, outcome, status, code):  # noqa: F811
+    # given every message is set to end with one named Twilio error
+    simulator.configure(outcomes={outcome: 1})
+    client = simulator.client()
+
+    # when a message is sent
+    message = client.messages.create(
+        to=RECIPIENT, from_=TEST_FROM, body="filtered", status_callback=callback_receiver.status_url
+    )
+    final = wait_for_status(client, message.sid, status)
+
+    # then the resource and the final callback carry that code
+    assert (final.error_code, final.error_message) == (code, ERROR_MESSAGES[code])
+    callbacks = callback_receiver.wait_for(
+        message.sid, lambda cbs: any(cb.form["MessageStatus"] == status for cb in cbs)
+    )
+    assert callbacks[-1].form["ErrorCode"] == str(code)
+
+
+def test_carriers_can_filter_one_sender_and_not_another(simulator):  # noqa: F811
+    # given the texts of one local number are filtered (30007) and everyone else's delivered
+    local, toll_free = "+14155550123", "+18005550199"
+    simulator.configure(sender_outcomes={local: {"undelivered:30007": 1}})
+    client = simulator.client()
+
+    # when each sends a text
+    filtered = client.messages.create(to=RECIPIENT, from_=local, body="from local")
+    passed = client.messages.create(to=RECIPIENT, from_=toll_free, body="from toll-free")
+
+    # then only the local number's ends undelivered, with 30007
+    assert wait_for_status(client, filtered.sid, "undelivered").error_code == 30007
+    assert wait_for_status(client, passed.sid, "delivered").error_code is None
+
+
 # --- Status callbacks ---------------------------------------------------------------------
 
 
@@ -610,7 +647,9 @@ def test_reset_forgets_messages_and_restores_the_start_up_config(simulator):
 
 @pytest.mark.parametrize(
     "changes",
-    [{"rate_429": 2}, {"no_such_knob": 1}, {"outcomes": {"lost": 1}}, {"callback_concurrency": 8}],
+    [{"rate_429": 2}, {"no_such_knob": 1}, {"outcomes": {"lost": 1}}, {"callback_concurrency": 8},
+     {"outcomes": {"undelivered:99999": 1}}, {"outcomes": {"delivered:30007": 1}},
+     {"sender_outcomes": {"+14155550123": {"lost": 1}}}],
 )
 def test_invalid_config_changes_are_refused_and_change_nothing(simulator, changes):
     # given the start-up configuration

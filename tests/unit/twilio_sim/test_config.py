@@ -13,6 +13,7 @@ def test_environment_variables_override_defaults():
     environ = {
         "TWILIO_SIM_RATE_429": "0.25",
         "TWILIO_SIM_OUTCOMES": "delivered=9,undelivered=1",
+        "TWILIO_SIM_SENDER_OUTCOMES": '{"+14155550123": "undelivered:30007=1"}',
         "TWILIO_SIM_NUM_SEGMENTS_OVERRIDE": "2",
         "TWILIO_SIM_PRICE_PER_SEGMENT": "0.0083",
         "UNRELATED": "x",
@@ -24,6 +25,7 @@ def test_environment_variables_override_defaults():
     # then they are parsed to the knobs' types
     assert config.rate_429 == 0.25
     assert config.outcomes == {"delivered": 9.0, "undelivered": 1.0}
+    assert config.sender_outcomes == {"+14155550123": {"undelivered:30007": 1.0}}
     assert config.num_segments_override == 2
     assert config.price_per_segment == Decimal("0.0083")
     assert config.latency_ms == 0
@@ -54,6 +56,8 @@ def test_a_bad_flag_value_stops_the_cli():
         {"rate_5xx": -0.1},
         {"account_sid": "ACnot-hex"},
         {"outcomes": "delivered=0"},
+        {"outcomes": "undelivered:30099=1"},
+        {"sender_outcomes": "not json"},
         {"num_segments_override": 0},
         {"latency_ms": "soon"},
     ],
@@ -72,7 +76,8 @@ def test_invalid_values_are_refused_without_partial_changes(changes):
 
 def test_as_dict_round_trips_through_apply():
     # given a customised configuration
-    config = SimulatorConfig(rate_429=0.5, price_per_segment=Decimal("0.01"), seed=3)
+    config = SimulatorConfig(rate_429=0.5, price_per_segment=Decimal("0.01"), seed=3,
+                             sender_outcomes={"+14155550123": {"failed:30034": 1.0}})
 
     # when its dict form is applied to a fresh one
     copy = SimulatorConfig()
