@@ -4,19 +4,25 @@ from datetime import UTC, datetime
 
 import dramatiq
 
+from shared.billing import low_balance
 from shared.billing.auto_recharge import due_after_settling
 from shared.messaging.settlement import settle_message as settle
 
 from . import resources
-from .payments import auto_recharge
+from .payments import auto_recharge, billing
 
 
 @dramatiq.actor(queue_name="settle", max_retries=20)
 def settle_message(message_id: str) -> None:
+    """The low-credit notices a settlement owes are written with it and sent after the commit; a replay
+    (settle answers `skipped`) sends those a killed run left unsent, and never one twice."""
     r = resources.current()
     now = datetime.now(UTC)
     with r.database.unit_of_work() as session:
-        settled = settle(session, message_id, rate_card=r.rate_card, now=now) == "settled"
-        recharge_account = settled and due_after_settling(session, message_id, now=now)
+        outcome = settle(session, message_id, rate_card=r.rate_card, now=now)
+        noticed = outcome == "settled" and low_balance.note_settlement(session, message_id, now=now) > 0
+        recharge_account = outcome == "settled" and due_after_settling(session, message_id, now=now)
+    if noticed or outcome == "skipped":
+        low_balance.send_pending(r.database, billing().email, message_id=message_id, now=now)
     if recharge_account:
         auto_recharge.send(recharge_account)  # lost if we die here: the dunning tick catches up
