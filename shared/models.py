@@ -240,7 +240,7 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(String(500))
     send_at: Mapped[datetime | None]
-    slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it: its job is delayed until then
+    slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it (its job waits until then)
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
