@@ -1,8 +1,9 @@
 """Billing calendar actors: month-end per batch of accounts, the tick that finds what is due, notices.
 
-The scheduler only enqueues `billing_tick` (every minute) and `send_low_balance_notices` (every 5 minutes,
-the notices settle jobs wrote and could not send); the tick reads the database for month-ends that are due and not closed, so a month-end missed while
-everything was down runs when the tick next runs (catch-up comes from the database, not APScheduler).
+The scheduler only enqueues `billing_tick` (every minute) and `send_low_balance_notices` (every 5 minutes:
+the notices settle jobs wrote and could not send); the tick reads the database for month-ends that are
+due and not closed, so a month-end missed while everything was down runs when the tick next runs
+(catch-up comes from the database, not APScheduler).
 """
 
 import logging

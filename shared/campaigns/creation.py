@@ -29,10 +29,10 @@ from shared.ledger import book
 from shared.messaging.estimate import charge_for
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.quiet_hours import parse_window
-from shared.messaging.send_policy import account_window
 from shared.messaging.rates import RateCard
-from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
+from shared.messaging.send_cap import DailySends, SendCap
+from shared.messaging.send_policy import account_window
 from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
 from shared.money import format_credits
 
