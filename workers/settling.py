@@ -20,9 +20,11 @@ def settle_message(message_id: str) -> None:
     now = datetime.now(UTC)
     with r.database.unit_of_work() as session:
         outcome = settle(session, message_id, rate_card=r.rate_card, now=now)
-        noticed = outcome == "settled" and low_balance.note_settlement(session, message_id, now=now) > 0
-        recharge_account = outcome == "settled" and due_after_settling(session, message_id, now=now)
-    if noticed or outcome == "skipped":
+        settled = outcome == "settled"
+        to_notify = (low_balance.note_settlement(session, message_id, now=now) > 0 if settled
+                     else outcome == "skipped" and low_balance.unsent(session, message_id))
+        recharge_account = settled and due_after_settling(session, message_id, now=now)
+    if to_notify:
         low_balance.send_pending(r.database, billing().email, message_id=message_id, now=now)
     if recharge_account:
         auto_recharge.send(recharge_account)  # lost if we die here: the dunning tick catches up

@@ -67,6 +67,12 @@ def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
     return len(written.all())
 
 
+def unsent(session: Session, message_id: str) -> bool:
+    """Whether notices this message's settlement wrote are still to send (a replayed settle job asks)."""
+    return session.scalar(select(notices.c.id).where(notices.c.message_id == message_id,
+                                                     notices.c.sent_at.is_(None)).limit(1)) is not None
+
+
 def send_pending(database: Database, sender: EmailSender, *, now: datetime, message_id: str | None = None) -> int:
     """Send the notices not sent yet (only those `message_id`'s settlement wrote, if given); how many went out."""
     sent, after = 0, 0

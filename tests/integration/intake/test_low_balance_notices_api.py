@@ -5,7 +5,7 @@ simulator; the emails land in the project's file outbox. The same-day and next-d
 lost sends are tests/unit/billing/test_low_balance.py's (they need a clock the test holds).
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import fakeredis
@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from intake.app import init_app
+from shared.billing import low_balance
 from shared.billing.payments import SimulatedGateway
 from shared.email import FileOutbox
 from shared.messaging.sender_throttle import SenderThrottle
+from shared.messaging.settlement import settle_message
 from shared.models import Message
 from tests.integration.messaging.test_send_pipeline import CARD, FAST, gateways, report  # noqa: F401
 from tests.twilio_sim_fixtures import (  # noqa: F401
@@ -133,6 +135,31 @@ async def test_a_text_sent_with_the_account_key_emails_the_owner_only(client, sq
 
     # then only the owner is emailed
     assert mailed(outbox) == [("olive@example.com", "creditq: low balance (9 credits)")]
+
+
+async def test_a_settle_job_killed_before_its_email_is_replayed_and_sends_it_once(client, sqlite_database,
+                                                                                  fake_broker, worker, outbox):
+    # given a text settled under the owner's threshold by a job killed after its commit, before the email
+    account_id, own = await new_account(client, "10")
+    await client.patch(f"/v1/accounts/{account_id}", headers=own, json={"low_balance_threshold": "9.5"})
+    accepted = await client.post("/v1/messages", headers=own,
+                                 json={"to": "+14155550100", "from": SENDER, "body": "Choir at 7"})
+    message_id = (await accepted.json())["id"]
+    fake_broker.join("send", timeout=10_000)
+    report(sqlite_database, message_id, "delivered", segments=1)
+    with sqlite_database.unit_of_work() as session:
+        assert settle_message(session, message_id, rate_card=CARD, now=datetime.now(UTC)) == "settled"
+        assert low_balance.note_settlement(session, message_id, now=datetime.now(UTC)) == 1
+
+    # when the settle job is delivered again, twice
+    for _ in range(2):
+        worker.settling.settle_message.send(message_id)
+    fake_broker.join("settle", timeout=10_000)
+
+    # then the owner's email goes out once, and nothing is charged again
+    assert mailed(outbox) == [("olive@example.com", "creditq: low balance (9 credits)")]
+    with sqlite_database.unit_of_work() as session:
+        assert session.scalar(select(Message.credits_charged).where(Message.id == message_id)) == 1000
 
 
 async def test_another_tenants_key_cannot_set_the_threshold(client):
