@@ -6,7 +6,6 @@ from datetime import timezone
 import dramatiq
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 
@@ -23,8 +22,8 @@ SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("dunning_tick", IntervalTrigger(minutes=1), "dunning_tick"),  # dunning steps, recharges, purchases
     # month-ends due in each account's zone and not closed yet (catch-up after downtime too), pending bills
     ScheduledJob("billing_tick", IntervalTrigger(minutes=1, timezone=timezone.utc), "billing_tick"),
-    # at most one email per user per local day, so checking hourly tells each zone the same day
-    ScheduledJob("low_balance_notices", CronTrigger(minute=7, timezone=timezone.utc), "send_low_balance_notices"),
+    # low-credit notices a settle job wrote and could not send (settle jobs send their own at once)
+    ScheduledJob("low_balance_notices", IntervalTrigger(minutes=5), "send_low_balance_notices"),
     # stored Idempotency-Key answers live 24 h, then go in batches
     ScheduledJob("idempotency_purge", IntervalTrigger(minutes=10), "purge_idempotency_records"),
 ]

@@ -118,7 +118,6 @@ class User(Base):
     monthly_credits: Mapped[int | None] = mapped_column(Millicredits)
     balance: Mapped[int] = mapped_column(Millicredits, default=0)  # the user's own credits (total_credits)
     held: Mapped[int] = mapped_column(Millicredits, default=0)
-    low_balance_notified_on: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deleted_at: Mapped[datetime | None]
 
@@ -248,7 +247,7 @@ class Message(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(String(500))
     send_at: Mapped[datetime | None]
-    slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it: its job is delayed until then
+    slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it (its job waits until then)
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # A toll-free resend names the original it resends; unique: an original is resent at most once.
@@ -489,6 +488,29 @@ class CampaignChunk(Base):
     messages: Mapped[int] = mapped_column(Integer, default=0)
     credits_held: Mapped[int] = mapped_column(Millicredits, default=0)  # 0 when the chunk parked
     created_at: Mapped[datetime]
+
+
+class LowBalanceNotice(Base):
+    """A low-credit email owed to a user, written by the settlement that left a wallet under the threshold.
+
+    Unique per (user, the account's local day): at most one a day per user. `claimed_at` is set just
+    before the email is handed over, `sent_at` once it was; a claim older than a lease is taken again.
+    """
+
+    __tablename__ = "low_balance_notices"
+    __table_args__ = (UniqueConstraint("user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    day: Mapped[str] = mapped_column(String(10))  # the account's local date, "2026-11-03"
+    message_id: Mapped[str] = mapped_column(String(40), index=True)  # the settled message that crossed
+    pool: Mapped[bool] = mapped_column(Boolean)  # about the company pool, else the user's own credits
+    available: Mapped[int] = mapped_column(Millicredits)  # the wallet right after that settlement
+    threshold: Mapped[int] = mapped_column(Millicredits)
+    created_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class EarlyStatus(Base):

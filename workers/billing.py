@@ -1,8 +1,9 @@
 """Billing calendar actors: month-end per batch of accounts, the tick that finds what is due, notices.
 
-The scheduler only enqueues `billing_tick` (every minute) and `send_low_balance_notices` (daily);
-the tick reads the database for month-ends that are due and not closed, so a month-end missed while
-everything was down runs when the tick next runs (catch-up comes from the database, not APScheduler).
+The scheduler only enqueues `billing_tick` (every minute) and `send_low_balance_notices` (every 5 minutes:
+the notices settle jobs wrote and could not send); the tick reads the database for month-ends that are
+due and not closed, so a month-end missed while everything was down runs when the tick next runs
+(catch-up comes from the database, not APScheduler).
 """
 
 import logging
@@ -68,5 +69,7 @@ def billing_tick() -> None:
 
 @dramatiq.actor(queue_name="billing", max_retries=3, time_limit=600_000)
 def send_low_balance_notices() -> None:
-    sent = low_balance.send_notices(resources.current().database, billing().email, now=datetime.now(UTC))
-    log.info("low-balance notices: %d sent", sent)
+    """The notices settle jobs wrote and did not send (a failed send, a killed worker): send them now."""
+    sent = low_balance.send_pending(resources.current().database, billing().email, now=datetime.now(UTC))
+    if sent:
+        log.info("low-balance notices: %d sent by the catch-up", sent)

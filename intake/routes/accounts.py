@@ -213,6 +213,8 @@ def lot_json(lot: book.LotView) -> dict:
 
 
 _CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["12.5"]}
+_THRESHOLD_NOTE = ("A settlement that leaves the wallet it charged under this emails the user who sent the text and,"
+                   " for the company pool, the owners: at most once per user per local day; 0: never")
 _SIGNED_CREDITS = {"type": "string", "pattern": r"^-?\d+(\.\d{1,3})?$", "examples": ["-2.5"]}
 _INSTANT = {"type": "string", "format": "date-time"}
 _PLAN = {"type": "object", "additionalProperties": False, "properties": {
@@ -316,8 +318,8 @@ OPENAPI_PATHS = {
                                                              "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
-                      "low_balance_threshold": _CREDITS, "quiet_hours": _QUIET_HOURS,
-                      "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS}})},
+                      "low_balance_threshold": {**_CREDITS, "description": _THRESHOLD_NOTE},
+                      "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                                 "403": problem(403, "an account key changing what only the operator may"),
                                 "404": problem(404, "no such account"),

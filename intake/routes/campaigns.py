@@ -143,8 +143,9 @@ OPENAPI_PATHS = {
             "`to`; an unknown field or a syntax error is refused (422) naming the template and the line. "
             "Recipients that are duplicates, opted out, on the do-not-contact list, or whose numbers are not E.164 "
             "are skipped with a reason; numbers are fully validated when their chunk fans out. Messages reach "
-            "recipients only inside `quiet_hours` of their local time (zone from the number; default "
-            "08:00-21:00; equal start and end turn them off); outside it they wait as `scheduled`. Credits are held per chunk of 1,000 recipients; "
+            "recipients only inside `quiet_hours` of their local time (zone from the number; default: the "
+            "account's window, 08:00-21:00 unless it set another; equal start and end turn them off); outside it "
+            "they wait as `scheduled`. Credits are held per chunk of 1,000 recipients; "
             "on a prepaid account a chunk that does not fit waits as `parked` until credits are added."),
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}],
         "requestBody": {"required": True, "content": {

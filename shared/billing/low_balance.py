@@ -1,107 +1,123 @@
-"""Low-balance notices: a daily email to each user whose credits fell under the account's threshold.
+"""Low-credit notices: when a settlement leaves a wallet under the account's threshold, email who should know.
 
-Owners and admins are told about the company pool, a role-`user` user about its own credits. At most
-one email per user per local day: the day is claimed on the user row (`low_balance_notified_on`) by a
-conditional UPDATE that commits before the email is sent, so two runs, or a retry, cannot both send.
-A failed send gives the day back, so the next run tries again.
+The threshold is the account's `low_balance_threshold` (the owner sets it with the account key; 0: no
+notices). The wallet the settled message was charged to decides who is told, as it always has:
+- the company pool (a message sent with the account key, or by an owner or admin): the user who sent it,
+  if any, and every owner;
+- a role-`user` user's own credits: that user alone, about its own credits (the pool did not move).
+
+At most one email per user per calendar day of the account's time zone (not a rolling 24 h): the
+settlement's own transaction writes the notices it owes, unique per (user, local day), so a second
+crossing that day, a replayed settlement or a duplicate job writes nothing. After the commit,
+`send_pending` hands each notice to the email adapter: a conditional UPDATE claims it first (two jobs
+cannot both send it), `sent_at` records the handover, and a failed send gives the claim back. A worker
+killed between the handover and `sent_at` leaves a claim that the scheduled catch-up takes again after
+CLAIM_LEASE: that email may go twice, with the same Message-ID (`Email.key`), but it is never lost.
 """
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Row, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.email import Email, EmailSender
 from shared.ledger.book import POOL_AVAILABLE
 from shared.ledger.expiry import utc, zone
-from shared.models import Account, User
+from shared.models import Account, Hold, LowBalanceNotice, Message, User
 from shared.money import format_credits
+
+CLAIM_LEASE = timedelta(minutes=10)  # a claim this old lost its worker: the catch-up sends it again
+BATCH = 500
 
 accounts = Account.__table__
 users = User.__table__
+notices = LowBalanceNotice.__table__
 
 
-@dataclass(frozen=True)
-class Notice:
-    user_id: str
-    email: str
-    name: str
-    account_id: str
-    account_name: str
-    available: int  # millicredits
-    threshold: int
-    day: str  # the account's local date, "2026-11-03"
-    previous_day: str | None  # what to give back if the send fails
-    pool: bool  # about the company pool (owners/admins) rather than the user's own credits
+def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
+    """In the transaction that settled the message: write the notices it owes; returns how many are new."""
+    settled = session.execute(
+        select(Message.account_id, Message.user_id, Hold.from_allocation, accounts.c.timezone,
+               accounts.c.low_balance_threshold.label("threshold"), POOL_AVAILABLE.label("pool_available"))
+        .join(Hold, Hold.id == Message.hold_id).join(accounts, accounts.c.id == Message.account_id)
+        .where(Message.id == message_id)).first()
+    if settled is None or settled.threshold <= 0:
+        return 0
+    if settled.from_allocation:
+        available = session.scalar(select(users.c.balance - users.c.held).where(users.c.id == settled.user_id))
+        told = users.c.id == settled.user_id
+    else:
+        available = settled.pool_available
+        told = or_(users.c.id == settled.user_id, users.c.role == "owner")
+    if available >= settled.threshold:
+        return 0
+    day = utc(now).astimezone(zone(settled.timezone)).date().isoformat()
+    recipients = session.scalars(select(users.c.id).where(
+        users.c.account_id == settled.account_id, users.c.deleted_at.is_(None), users.c.email != "", told))
+    rows = [dict(account_id=settled.account_id, user_id=user_id, day=day, message_id=message_id,
+                 pool=not settled.from_allocation, available=available, threshold=settled.threshold,
+                 created_at=now) for user_id in recipients]
+    if not rows:
+        return 0
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    written = session.execute(dialect.insert(notices).values(rows)
+                              .on_conflict_do_nothing(index_elements=["user_id", "day"]).returning(notices.c.id))
+    return len(written.all())
 
 
-def notices_due(session: Session, now: datetime, *, after: str = "", limit: int = 500) -> tuple[list[Notice], str]:
-    """Notices for the next `limit` accounts (id order) with a threshold; returns them and the last account id."""
-    page = list(session.execute(
-        select(accounts.c.id, accounts.c.name, accounts.c.timezone, accounts.c.low_balance_threshold,
-               POOL_AVAILABLE.label("pool"))
-        .where(accounts.c.id > after, accounts.c.low_balance_threshold > 0).order_by(accounts.c.id).limit(limit)))
-    if not page:
-        return [], ""
-    by_id = {a.id: a for a in page}
-    days = {a.id: utc(now).astimezone(zone(a.timezone)).date().isoformat() for a in page}
-    seats = session.execute(select(users).where(users.c.account_id.in_(by_id), users.c.deleted_at.is_(None),
-                                                users.c.email != "").order_by(users.c.account_id, users.c.id))
-    notices = []
-    for seat in seats:
-        account = by_id[seat.account_id]
-        pool = seat.role != "user"
-        available = account.pool if pool else seat.balance - seat.held
-        if available >= account.low_balance_threshold or seat.low_balance_notified_on == days[account.id]:
-            continue
-        notices.append(Notice(seat.id, seat.email, seat.name, account.id, account.name, available,
-                              account.low_balance_threshold, days[account.id], seat.low_balance_notified_on, pool))
-    return notices, page[-1].id
+def unsent(session: Session, message_id: str) -> bool:
+    """Whether notices this message's settlement wrote are still to send (a replayed settle job asks)."""
+    return session.scalar(select(notices.c.id).where(notices.c.message_id == message_id,
+                                                     notices.c.sent_at.is_(None)).limit(1)) is not None
 
 
-def claim(session: Session, notice: Notice) -> bool:
-    """Mark today's notice as sent for the user; False when another run already did."""
-    not_today = or_(users.c.low_balance_notified_on.is_(None), users.c.low_balance_notified_on != notice.day)
-    return session.execute(update(users).where(and_(users.c.id == notice.user_id, not_today))
-                           .values(low_balance_notified_on=notice.day).returning(users.c.id)).first() is not None
-
-
-def email_for(notice: Notice) -> Email:
-    whose = "Your company's shared credits are" if notice.pool else "Your credits are"
-    body = (f"Hello {notice.name},\n\n{whose} running low on {notice.account_name}: "
-            f"{format_credits(notice.available)} available, under the {format_credits(notice.threshold)} "
-            f"you asked to be told about.\n\nBuy credits or turn on auto-recharge to keep sending.\n")
-    return Email(to=notice.email, subject=f"creditq: low balance ({format_credits(notice.available)} credits)",
-                 body=body, key=f"low-balance:{notice.user_id}:{notice.day}")
-
-
-def send_notices(database: Database, sender: EmailSender, *, now: datetime, batch_size: int = 500) -> int:
-    """Claim and send every due notice; returns how many emails went out."""
-    sent = 0
-    for notice in _due(database, now, batch_size):
-        with database.unit_of_work() as session:
-            if not claim(session, notice):
-                continue
-        try:
-            sender.send(email_for(notice))
-        except Exception:
-            with database.unit_of_work() as session:  # give the day back: the next run retries
-                session.execute(update(users).where(users.c.id == notice.user_id,
-                                                    users.c.low_balance_notified_on == notice.day)
-                                .values(low_balance_notified_on=notice.previous_day))
-            raise
-        sent += 1
-    return sent
-
-
-def _due(database: Database, now: datetime, batch_size: int) -> Iterator[Notice]:
-    after = ""
+def send_pending(database: Database, sender: EmailSender, *, now: datetime, message_id: str | None = None) -> int:
+    """Send the notices not sent yet (only those `message_id`'s settlement wrote, if given); how many went out."""
+    sent, after = 0, 0
     while True:
         with database.unit_of_work() as session:
-            notices, after = notices_due(session, now, after=after, limit=batch_size)
-        if not after:
-            return
-        yield from notices
+            due = list(session.scalars(select(notices.c.id).where(
+                notices.c.id > after, notices.c.sent_at.is_(None), _claimable(now),
+                notices.c.message_id == message_id if message_id else true()).order_by(notices.c.id).limit(BATCH)))
+        if not due:
+            return sent
+        for notice_id in due:
+            sent += _send(database, sender, notice_id, now)
+        after = due[-1]
+
+
+def _claimable(now: datetime):
+    return or_(notices.c.claimed_at.is_(None), notices.c.claimed_at <= now - CLAIM_LEASE)
+
+
+def _send(database: Database, sender: EmailSender, notice_id: int, now: datetime) -> int:
+    with database.unit_of_work() as session:
+        claimed = session.execute(update(notices).where(notices.c.id == notice_id, notices.c.sent_at.is_(None),
+                                                        _claimable(now))
+                                  .values(claimed_at=now).returning(notices.c.id)).first()
+        if claimed is None:
+            return 0  # another job has it, or sent it
+        notice = session.execute(
+            select(notices, users.c.email, users.c.name, accounts.c.name.label("account_name"))
+            .join(users, users.c.id == notices.c.user_id).join(accounts, accounts.c.id == notices.c.account_id)
+            .where(notices.c.id == notice_id)).one()
+    try:
+        sender.send(email_for(notice))
+    except Exception:
+        with database.unit_of_work() as session:  # give the claim back: a retry or the catch-up sends it
+            session.execute(update(notices).where(notices.c.id == notice_id).values(claimed_at=None))
+        raise
+    with database.unit_of_work() as session:
+        session.execute(update(notices).where(notices.c.id == notice_id).values(sent_at=now))
+    return 1
+
+
+def email_for(notice: Row) -> Email:
+    whose = "Your company's shared credits are" if notice.pool else "Your credits are"
+    body = (f"Hello {notice.name},\n\n{whose} running low on {notice.account_name}: "
+            f"{format_credits(notice.available)} available, under the account's low-credit "
+            f"threshold of {format_credits(notice.threshold)}.\n\nBuy credits or turn on auto-recharge to keep sending.\n")
+    return Email(to=notice.email, subject=f"creditq: low balance ({format_credits(notice.available)} credits)",
+                 body=body, key=f"low-balance:{notice.user_id}:{notice.day}")

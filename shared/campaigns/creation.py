@@ -32,6 +32,7 @@ from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
 from shared.messaging.send_cap import DailySends, SendCap
+from shared.messaging.send_policy import account_window
 from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
 from shared.money import format_credits
 
@@ -136,7 +137,9 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
         errors["name"] = "is required, at most 200 characters"
     from_, sender_type = _sender(session, account_id, request.from_, errors)
     send_at = _send_at(request.send_at, now, errors)
-    window = _collect(errors, lambda: parse_window(request.quiet_hours))
+    # without a window of its own a campaign keeps the account's (the TCPA's 08:00-21:00 unless it set another)
+    window = account_window(account) if request.quiet_hours is None else _collect(
+        errors, lambda: parse_window(request.quiet_hours))
     delays = _steps(request.steps, errors)
     recipients = _collect(errors, lambda: _recipients(request))
     if errors:

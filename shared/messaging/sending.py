@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from shared.db import Database
 from shared.errors import AccountLocked, InsufficientCredits
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.messaging.estimate import sender_type_of
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
@@ -126,9 +127,10 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
     message `sending`: one transaction. Else the status it stays in (or is parked in).
 
-    When the sender's next slot is too far ahead to sleep off, the slot is recorded on the message
-    (`slot_at`) and nothing else changes: the job runs again then, and the sweeper leaves the message
-    alone until that slot has passed, so no second slot is ever booked for it.
+    The booked slot is recorded on the message (`slot_at`). When it is too far ahead to sleep off, nothing
+    else changes: the job runs again then, and the sweeper leaves the message alone until that slot has
+    passed. A spare job (a redelivery, a second enqueue) that finds the slot still ahead waits for it too
+    instead of booking another, so a message holds at most one future slot of its sender.
     """
     opted_out = (select(OptOut.id).where(OptOut.account_id == Message.account_id, OptOut.phone == Message.to)
                  .exists().label("opted_out"))  # read with the row: no round trip of its own
@@ -144,9 +146,11 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     if waiting := gate_message(session, message, account, recipient_opted_out=recipient_opted_out, now=now):
         return waiting
     if throttle is not None:
+        if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
+            return _SlotBooked((utc(message.slot_at) - now).total_seconds(), message.from_)
         wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
+        message.slot_at = now + timedelta(seconds=wait)
         if wait > MAX_THROTTLE_SLEEP_SECONDS:
-            message.slot_at = now + timedelta(seconds=wait)
             return _SlotBooked(wait, message.from_)
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
@@ -160,7 +164,6 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     except (InsufficientCredits, AccountLocked) as error:
         return _park(message, str(error), now)
     message.status = "sending"
-    message.slot_at = None
     message.hold_id = hold.id
     message.attempts += 1
     message.error_code = message.error_message = None

@@ -16,6 +16,8 @@ from shared.ledger import book
 from shared.ledger.verify import verify
 from shared.messaging import sweeper
 from shared.messaging.opt_outs import FROM_API, FROM_STOP_KEYWORD, opt_out
+from shared.messaging.quiet_hours import parse_window
+from shared.messaging.send_policy import set_quiet_hours
 from shared.messaging.sending import send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import record_status
@@ -244,6 +246,21 @@ def test_quiet_hours_hold_messages_until_eight_local_then_send_them(database, ga
     assert len(report.enqueued) == 2
     assert {send(database, message_id, gateways, throttle, at=eight_am) for message_id in report.enqueued} == {
         "queued"}
+
+
+def test_a_campaign_without_a_window_of_its_own_waits_for_the_accounts(database):
+    # given an account whose texts may go 10:00-20:00 recipient-local, and a campaign created at 09:00 New York
+    account_id = make_account(database, 100)
+    with database.unit_of_work() as session:
+        set_quiet_hours(session, account_id, window=parse_window({"start": "10:00", "end": "20:00"}), scope=None)
+    nine_am = datetime(2026, 11, 10, 14, 0, tzinfo=UTC)
+    campaign_id, _ = create(database, account_id, at=nine_am)
+
+    # when it fans out at 09:00, then its messages wait for 10:00 there, and the campaign shows the account's window
+    assert fan_out_step(database, campaign_id, at=nine_am) == []
+    assert {(m.status, m.send_at.replace(tzinfo=UTC)) for m in messages_of(database, campaign_id)} == {
+        ("scheduled", datetime(2026, 11, 10, 15, 0, tzinfo=UTC))}
+    assert view(database, campaign_id)["quiet_hours"] == {"start": "10:00", "end": "20:00"}
 
 
 def test_a_message_whose_send_is_delayed_past_the_window_waits_again(database, gateways, throttle,  # noqa: F811

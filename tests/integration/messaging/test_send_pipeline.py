@@ -391,6 +391,40 @@ def test_a_busy_sender_books_a_slot_and_defers_without_booking_twice(database, g
     assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
 
 
+def test_a_spare_job_for_a_message_whose_slot_is_booked_waits_for_it_and_books_no_other(
+        database, gateways, simulator):  # noqa: F811
+    # given a long code allowed one segment every 2 s: a first text sent, a second booked ~2 s ahead
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 0.5, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second, third = (accept(database, account_id) for _ in range(3))
+    assert send(database, first, gateways, throttle) == "queued"
+    with pytest.raises(SendLater):
+        send(database, second, gateways, throttle)
+    booked = message(database, second).slot_at
+
+    # when a spare job of the second (redelivered, or enqueued twice) runs before that slot
+    with pytest.raises(SendLater) as spare:
+        send(database, second, gateways, throttle)
+
+    # then it waits for the same slot, booked once: the next text gets the slot right after it, ~4 s ahead
+    assert spare.value.slot_booked and 0 < spare.value.delay_seconds <= 2
+    assert message(database, second).slot_at == booked
+    with pytest.raises(SendLater) as next_one:
+        send(database, third, gateways, throttle)
+    assert 3 < next_one.value.delay_seconds <= 4
+
+
+def test_a_message_sent_at_once_records_the_slot_it_was_booked(database, gateways, throttle, simulator):  # noqa: F811
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    before = now()
+
+    assert send(database, message_id, gateways, throttle) == "queued"
+
+    slot = message(database, message_id).slot_at.replace(tzinfo=UTC)
+    assert before <= slot <= now()
+
+
 def test_permanent_errors_fail_without_charge_and_21610_records_the_opt_out(database, gateways, throttle):
     account_id = make_account(database, 10)
     invalid, unsubscribed = accept(database, account_id, to="+15005550001"), accept(database, account_id,
@@ -513,8 +547,9 @@ def test_a_message_waiting_for_its_sender_slot_is_left_alone_by_the_sweeper(
     sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
                   now=now() + timedelta(seconds=170), stale_after=timedelta(seconds=60))
     assert enqueued == [second]
+    booked = message(database, second).slot_at
     assert send(database, second, gateways, throttle, slot_booked=True) == "queued"
-    assert message(database, second).slot_at is None
+    assert message(database, second).slot_at == booked  # what it was booked stays on record
 
 
 # --- sweeper ---------------------------------------------------------------------------------------

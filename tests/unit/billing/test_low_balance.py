@@ -1,33 +1,83 @@
-"""Low-balance notices and the email adapter: at most one email per user per local day."""
+"""Low-credit notices written by the settlement that leaves a wallet under the threshold, and the email adapter."""
 
 import socketserver
 import threading
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import update
 
 from shared.billing import low_balance
 from shared.config import ConfigError, load_settings
 from shared.email import Email, FileOutbox, SmtpEmailSender, email_sender
-from shared.models import Account, User
+from shared.ledger import book
+from shared.messaging.messages import MessageRequest, accept_message
+from shared.messaging.rates import default_rate_card
+from shared.messaging.send_cap import SendCap
+from shared.messaging.settlement import settle_message
+from shared.models import Account, LowBalanceNotice, Message, PhoneNumber, User
+
+SENDER = "+14155550000"
+CARD = default_rate_card()
+UNCAPPED = SendCap(young_days=0, per_day=1)
+MORNING = datetime(2026, 3, 3, 20, tzinfo=UTC)  # Mar 4 09:00 in Auckland
+EVENING = datetime(2026, 3, 4, 9, tzinfo=UTC)  # Mar 4 22:00 there: the same local day
+NEXT_DAY = datetime(2026, 3, 4, 12, tzinfo=UTC)  # Mar 5 01:00 there
 
 
-def seat(user_id, role, balance=0, email=None):
-    return User(id=user_id, account_id="acct_low", name=user_id, email=email or f"{user_id}@example.com", role=role,
-                monthly_credits=None if role != "user" else 10_000, balance=balance, held=0,
+def seat(user_id, role, email=None):
+    return User(id=user_id, account_id="acct_low", name=user_id, email=f"{user_id}@example.com" if email is None
+                else email, role=role, monthly_credits=None if role != "user" else 10_000, balance=0, held=0,
                 created_at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture
 def account(database):
-    # a pool of 4 credits under a 5-credit threshold; one user with 20 credits of its own, one with 1
+    """An Auckland account with a 5-credit threshold: a pool of 8 credits, a user with 6 credits of its own."""
     with database.unit_of_work() as session:
         session.add(Account(id="acct_low", name="Low Co", timezone="Pacific/Auckland", low_balance_threshold=5_000,
-                            status="active", balance=25_000, held=0, allocated=21_000, allocated_held=0))
+                            status="active", balance=0, held=0, allocated=0, allocated_held=0,
+                            overdraft_policy="prepaid", overdraft_limit=0))
+        session.add(PhoneNumber(account_id="acct_low", phone=SENDER, type="long_code"))
         session.flush()
-        session.add_all([seat("user_owner", "owner"), seat("user_admin", "admin"),
-                         seat("user_rich", "user", 20_000), seat("user_poor", "user", 1_000)])
+        session.add_all([seat("user_owner", "owner"), seat("user_owner2", "owner"), seat("user_admin", "admin"),
+                         seat("user_admin2", "admin"), seat("user_own", "user"), seat("user_silent", "owner", "")])
+        session.flush()
+        book.grant(session, "acct_low", 8_000, "purchase", granted_at=MORNING, idempotency_key="seed:pool")
+        book.transfer(session, "acct_low", "user_own", 6_000, now=MORNING, idempotency_key="seed:own")
+        book.grant(session, "acct_low", 6_000, "purchase", granted_at=MORNING, idempotency_key="seed:pool2")
     return "acct_low"
+
+
+def settled_send(database, outbox, user_id, now, *, segments=2):
+    """A message of `segments` credits sent by `user_id` (None: with the account key), delivered and settled
+    the way the settle job does it: the notices are written in the settlement's transaction, sent after it."""
+    with database.unit_of_work() as session:
+        message, _ = accept_message(session, "acct_low", MessageRequest(to="+14155550100", from_=SENDER,
+                                                                        body="ж" * 67 * segments, user_id=user_id),
+                                    rate_card=CARD, now=now, cap=UNCAPPED)
+        hold = book.reserve(session, "acct_low", message.credits_estimated, user_id=user_id, reference=message.id,
+                            idempotency_key=f"message:{message.id}:hold", ttl_seconds=900, now=now)
+        session.execute(update(Message).where(Message.id == message.id).values(hold_id=hold.id, status="delivered"))
+        message_id = message.id
+    settle_and_notify(database, outbox, message_id, now)
+    return message_id
+
+
+def settle_and_notify(database, outbox, message_id, now):
+    with database.unit_of_work() as session:
+        if settle_message(session, message_id, rate_card=CARD, now=now) == "settled":
+            low_balance.note_settlement(session, message_id, now=now)
+    return low_balance.send_pending(database, outbox, message_id=message_id, now=now)
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    return FileOutbox(tmp_path / "outbox")
+
+
+def recipients(outbox):
+    return sorted(m["To"] for m in outbox.messages())
 
 
 class FailingSender:
@@ -35,29 +85,94 @@ class FailingSender:
         raise OSError("smtp down")
 
 
-def test_owners_admins_and_users_under_the_threshold_get_one_email_a_day(database, account, tmp_path):
-    outbox = FileOutbox(tmp_path)
-    morning = datetime(2026, 3, 3, 20, tzinfo=UTC)  # Mar 4 09:00 in Auckland
+def test_an_admin_whose_send_takes_the_pool_under_the_threshold_and_the_owners_get_one_email_a_day(
+        database, account, outbox):
+    # given a pool of 8 credits over a 5-credit threshold
+    # when an admin's send of 2 credits leaves 6 (over), then a second one leaves 4 (under)
+    settled_send(database, outbox, "user_admin", MORNING)
+    assert outbox.messages() == []
+    settled_send(database, outbox, "user_admin", MORNING)
 
-    sent = low_balance.send_notices(database, outbox, now=morning)
-    again_that_day = low_balance.send_notices(database, outbox, now=morning.replace(hour=23))
-    next_day = low_balance.send_notices(database, outbox, now=datetime(2026, 3, 4, 12, tzinfo=UTC))
-
-    assert (sent, again_that_day, next_day) == (3, 0, 3)
-    recipients = sorted(m["To"] for m in outbox.messages())
-    assert recipients == sorted(["user_admin@example.com", "user_owner@example.com", "user_poor@example.com"] * 2)
+    # then the admin and both owners are told once, about the company's shared credits
+    assert recipients(outbox) == ["user_admin@example.com", "user_owner2@example.com", "user_owner@example.com"]
     owner_mail = next(m for m in outbox.messages() if m["To"] == "user_owner@example.com")
     assert "shared credits" in owner_mail.get_content() and "4 available" in owner_mail.get_content()
 
+    # and another send the same local day (22:00 in Auckland) tells nobody again
+    settled_send(database, outbox, "user_admin", EVENING)
+    assert len(outbox.messages()) == 3
 
-def test_a_failed_send_gives_the_day_back_so_the_next_run_sends(database, account, tmp_path):
-    now = datetime(2026, 3, 3, 20, tzinfo=UTC)
 
+def test_another_user_crossing_the_next_day_gets_its_own_and_the_owners_theirs(database, account, outbox):
+    # given the admin and the owners were told today
+    settled_send(database, outbox, "user_admin", MORNING, segments=4)
+    # when another admin sends later that day, then on the next local day
+    settled_send(database, outbox, "user_admin2", EVENING, segments=1)
+    that_day = recipients(outbox)
+    settled_send(database, outbox, "user_admin2", NEXT_DAY, segments=1)
+
+    # then the second admin is told once that day (the owners were already), and the owners again the next day
+    assert that_day == ["user_admin2@example.com", "user_admin@example.com", "user_owner2@example.com",
+                        "user_owner@example.com"]
+    assert len(outbox.messages()) == 4 + 3
+    assert {m["Subject"] for m in outbox.messages() if m["To"] == "user_admin2@example.com"} == {
+        "creditq: low balance (3 credits)", "creditq: low balance (2 credits)"}
+
+
+def test_a_send_with_the_account_key_tells_the_owners_only(database, account, outbox):
+    settled_send(database, outbox, None, MORNING, segments=4)
+
+    assert recipients(outbox) == ["user_owner2@example.com", "user_owner@example.com"]
+
+
+def test_a_user_with_its_own_credits_is_told_about_its_own_wallet_alone(database, account, outbox):
+    # given a role-user user with 6 credits of its own (the pool has 8)
+    # when its send of 2 credits leaves 4 of its own
+    settled_send(database, outbox, "user_own", MORNING)
+
+    # then it alone is told, about its own credits
+    [mail] = outbox.messages()
+    assert mail["To"] == "user_own@example.com"
+    assert "Your credits are" in mail.get_content() and "4 available" in mail.get_content()
+
+
+def test_a_replayed_settlement_sends_nothing_more(database, account, outbox):
+    message_id = settled_send(database, outbox, "user_admin", MORNING, segments=4)
+
+    replayed = settle_and_notify(database, outbox, message_id, MORNING)
+
+    assert replayed == 0 and len(outbox.messages()) == 3
+
+
+def test_a_failed_send_gives_the_notice_back_and_a_killed_claim_is_taken_again_after_its_lease(
+        database, account, outbox):
+    # given a settlement whose emails could not be handed over
+    with database.unit_of_work() as session:
+        message, _ = accept_message(session, "acct_low", MessageRequest(to="+14155550100", from_=SENDER,
+                                                                        body="ж" * 67 * 4), rate_card=CARD,
+                                    now=MORNING, cap=UNCAPPED)
+        hold = book.reserve(session, "acct_low", message.credits_estimated, reference=message.id,
+                            idempotency_key="hold", ttl_seconds=900, now=MORNING)
+        session.execute(update(Message).where(Message.id == message.id).values(hold_id=hold.id, status="delivered"))
+        message_id = message.id
+    with database.unit_of_work() as session:
+        settle_message(session, message_id, rate_card=CARD, now=MORNING)
+        assert low_balance.note_settlement(session, message_id, now=MORNING) == 2
     with pytest.raises(OSError):
-        low_balance.send_notices(database, FailingSender(), now=now)
-    outbox = FileOutbox(tmp_path)
+        low_balance.send_pending(database, FailingSender(), message_id=message_id, now=MORNING)
 
-    assert low_balance.send_notices(database, outbox, now=now) == 3
+    # and one whose worker died after claiming it (the claim is left, nothing was sent)
+    with database.unit_of_work() as session:
+        session.execute(update(LowBalanceNotice).where(LowBalanceNotice.user_id == "user_owner2")
+                        .values(claimed_at=MORNING))
+
+    # when the catch-up runs at once, then after the lease
+    at_once = low_balance.send_pending(database, outbox, now=MORNING)
+    after_lease = low_balance.send_pending(database, outbox, now=MORNING + low_balance.CLAIM_LEASE)
+
+    # then the given-back notice goes at once, the dead claim after its lease, each once
+    assert (at_once, after_lease) == (1, 1)
+    assert recipients(outbox) == ["user_owner2@example.com", "user_owner@example.com"]
 
 
 def test_the_file_outbox_writes_one_eml_per_key_and_a_resend_overwrites_it(tmp_path):
