@@ -1,10 +1,9 @@
 """Low-credit notices: when a settlement leaves a wallet under the account's threshold, email who should know.
 
 The threshold is the account's `low_balance_threshold` (the owner sets it with the account key; 0: no
-notices). The wallet the settled message was charged to decides who is told, as it always has:
-- the company pool (a message sent with the account key, or by an owner or admin): the user who sent it,
-  if any, and every owner;
-- a role-`user` user's own credits: that user alone, about its own credits (the pool did not move).
+notices). The wallet the settled message was charged to is the one measured: the company pool (a
+message sent with the account key, or by an owner or admin) or a role-`user` user's own credits. The
+user who sent the message is told, and so is every owner (about that user's credits, when it was them).
 
 At most one email per user per calendar day of the account's time zone (not a rolling 24 h): the
 settlement's own transaction writes the notices it owes, unique per (user, local day), so a second
@@ -47,10 +46,9 @@ def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
         return 0
     if settled.from_allocation:
         available = session.scalar(select(users.c.balance - users.c.held).where(users.c.id == settled.user_id))
-        told = users.c.id == settled.user_id
     else:
         available = settled.pool_available
-        told = or_(users.c.id == settled.user_id, users.c.role == "owner")
+    told = or_(users.c.id == settled.user_id, users.c.role == "owner")
     if available >= settled.threshold:
         return 0
     day = utc(now).astimezone(zone(settled.timezone)).date().isoformat()
@@ -99,9 +97,13 @@ def _send(database: Database, sender: EmailSender, notice_id: int, now: datetime
                                   .values(claimed_at=now).returning(notices.c.id)).first()
         if claimed is None:
             return 0  # another job has it, or sent it
+        by = users.alias("by")  # who sent the message that crossed the threshold
         notice = session.execute(
-            select(notices, users.c.email, users.c.name, accounts.c.name.label("account_name"))
+            select(notices, users.c.email, users.c.name, accounts.c.name.label("account_name"),
+                   Message.user_id.label("sender_id"), by.c.name.label("sender_name"))
             .join(users, users.c.id == notices.c.user_id).join(accounts, accounts.c.id == notices.c.account_id)
+            .outerjoin(Message, Message.id == notices.c.message_id)
+            .outerjoin(by, by.c.id == Message.user_id)
             .where(notices.c.id == notice_id)).one()
     try:
         sender.send(email_for(notice))
@@ -115,7 +117,12 @@ def _send(database: Database, sender: EmailSender, notice_id: int, now: datetime
 
 
 def email_for(notice: Row) -> Email:
-    whose = "Your company's shared credits are" if notice.pool else "Your credits are"
+    if notice.pool:
+        whose = "Your company's shared credits are"
+    elif notice.sender_id == notice.user_id:
+        whose = "Your credits are"
+    else:
+        whose = f"{notice.sender_name}'s own credits are"
     body = (f"Hello {notice.name},\n\n{whose} running low on {notice.account_name}: "
             f"{format_credits(notice.available)} available, under the account's low-credit "
             f"threshold of {format_credits(notice.threshold)}.\n\nBuy credits or turn on auto-recharge to keep sending.\n")

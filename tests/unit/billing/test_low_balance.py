@@ -125,15 +125,16 @@ def test_a_send_with_the_account_key_tells_the_owners_only(database, account, ou
     assert recipients(outbox) == ["user_owner2@example.com", "user_owner@example.com"]
 
 
-def test_a_user_with_its_own_credits_is_told_about_its_own_wallet_alone(database, account, outbox):
+def test_a_user_with_its_own_credits_is_told_about_its_own_wallet_and_so_are_the_owners(database, account, outbox):
     # given a role-user user with 6 credits of its own (the pool has 8)
     # when its send of 2 credits leaves 4 of its own
     settled_send(database, outbox, "user_own", MORNING)
 
-    # then it alone is told, about its own credits
-    [mail] = outbox.messages()
-    assert mail["To"] == "user_own@example.com"
-    assert "Your credits are" in mail.get_content() and "4 available" in mail.get_content()
+    # then it is told about its own credits, and each owner about that user's
+    mails = {mail["To"]: mail.get_content() for mail in outbox.messages()}
+    assert "Your credits are" in mails.pop("user_own@example.com")
+    assert mails and all("own credits are" in body and "4 available" in body for body in mails.values())
+    assert not any(to.startswith("user_admin") for to in mails)
 
 
 def test_a_replayed_settlement_sends_nothing_more(database, account, outbox):
