@@ -311,7 +311,8 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
         raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
     granted_at = utc(granted_at)
     if isinstance(expires_at, _DefaultExpiry):
-        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle, utc(account.created_at))
+        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle,
+                                    utc(account.cycle_anchor_at))
     elif expires_at is not None:
         expires_at = utc(expires_at)
         _require(expires_at > granted_at, "expires_at", "must be after granted_at")
@@ -352,6 +353,51 @@ def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -
     _lock_account(session, account_id)
     return _write_off(session, account_id, lots.c.kind.in_(NEVER_EXPIRING_KINDS), kind="adjustment",
                       key_prefix="spam", memo="never-expiring credits removed: account flagged as spam", now=utc(now))
+
+
+def expire_now(session: Session, account_id: str, *, kinds: tuple[str, ...], now: datetime, reason: str) -> int:
+    """Write off now what is left of the lots of `kinds` (pool and users' lots), one `expiry` entry per lot; returns
+    mc written off.
+
+    Each wallet keeps what its pending holds still need (the pool's: held - allocated_held; a user's: its held),
+    attributed to its lots in burn order as the settlements will burn them: a message already with Twilio is
+    still paid for. Keyed by lot and instant; what is already written off is not there to write off again.
+    """
+    now = utc(now)
+    account = _lock_account(session, account_id)
+    needs = {None: account.held - account.allocated_held}
+    needs.update(_sql(session).execute(select(users.c.id, users.c.held).where(users.c.account_id == account_id)).all())
+    pieces: list[tuple[Row, int]] = []
+    for lot in _sql(session).execute(select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0)
+                                     .order_by(*burn_order_sql())):
+        kept = min(lot.remaining, max(needs.get(lot.user_id, 0), 0))
+        needs[lot.user_id] = needs.get(lot.user_id, 0) - kept
+        if lot.kind in kinds and lot.remaining > kept:
+            pieces.append((lot, lot.remaining - kept))
+    if not pieces:
+        return 0
+    _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
+                          .values(remaining=lots.c.remaining - bindparam("taken")),
+                          [{"lot_id": lot.id, "taken": taken} for lot, taken in pieces])
+    by_user: dict[str, int] = {}
+    for lot, taken in pieces:
+        if lot.user_id is not None:
+            by_user[lot.user_id] = by_user.get(lot.user_id, 0) + taken
+    for user_id, amount in by_user.items():
+        _sql(session).execute(update(users).where(users.c.id == user_id).values(balance=users.c.balance - amount))
+    total = sum(taken for _, taken in pieces)
+    balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+        balance=accounts.c.balance - total, allocated=accounts.c.allocated - sum(by_user.values()),
+    ).returning(accounts.c.balance)).scalar_one() + total
+    lines = []
+    for lot, taken in pieces:
+        balance -= taken
+        lines.append(dict(account_id=account_id, user_id=lot.user_id, at=now, kind="expiry", amount=-taken,
+                          balance_after=balance, reference=lot.reference, hold_id=None,
+                          idempotency_key=f"expire-now:lot:{lot.id}:{now.isoformat()}",
+                          memo=f"{reason}: {lot.kind} lot {lot.id}"))
+    _write(session, lines)
+    return total
 
 
 def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str, reference: str | None = None,

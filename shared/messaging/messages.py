@@ -151,7 +151,8 @@ def _facts_query(count: int) -> Select:
                Account.overdraft_policy, Account.overdraft_limit, book.POOL_AVAILABLE.label("pool"),
                Account.created_at.label("account_created_at"), Account.timezone,
                select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
-                                               PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
+                                               PhoneNumber.phone == ask.c.from_, PhoneNumber.released_at.is_(None))
+               .scalar_subquery().label("sender_type"),
                select(OptOut.id).where(OptOut.account_id == ask.c.account_id, OptOut.phone == ask.c.to)
                .exists().label("opted_out"),
                select(User.role).where(User.id == ask.c.user_id, User.account_id == ask.c.account_id,
