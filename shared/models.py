@@ -1,6 +1,6 @@
 """The persistent shape of creditq. Amounts are integer millicredits (BigInteger) everywhere."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -75,10 +75,16 @@ class Account(Base):
     twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
     twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    # Where its cycles count from: its creation, or its last reactivation (plan cycles restart there).
-    cycle_anchor_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Where its cycles count from: its creation (the default), or its last reactivation (its cycles restart there).
+    cycle_anchor_at: Mapped[datetime] = mapped_column(default=lambda context: _created_at(context),
+                                                      server_default=func.now())
     canceled_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+def _created_at(context) -> datetime:
+    """The inserted row's created_at (now when the database sets it): a new account's cycles start with it."""
+    return context.get_current_parameters().get("created_at") or datetime.now(UTC)
 
 
 class AccountEvent(Base):

@@ -430,9 +430,10 @@ class _Close:
     def grant_next_cycle(self) -> None:
         """When a cycle ends: a pending plan change applies, then book.grant of the next cycle's credits."""
         account = self.account
-        if self.status == "canceled":  # a canceled account's plan grants stop
+        anchor = period_of(utc(account.cycle_anchor_at), account.timezone)
+        if self.status == "canceled" or self.period < anchor:  # canceled, or before its cycles (re)started
             return
-        if not ends_cycle(self.period, period_of(utc(account.cycle_anchor_at), account.timezone), account.plan_cycle):
+        if not ends_cycle(self.period, anchor, account.plan_cycle):
             return
         if self.next_plan is not None:  # an upgrade or downgrade starts with the new cycle
             self.plan_monthly, self.next_plan = self.next_plan, None

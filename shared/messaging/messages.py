@@ -84,6 +84,8 @@ def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_:
                 daily_sends: DailySends) -> tuple[Message, Estimate]:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
+    if facts.status == "canceled":  # its numbers went with it: the refusal names the account, not the sender
+        book.holdable(account_id, facts)
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
     try:
         estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
