@@ -5,9 +5,10 @@ before its messages, a message before its hold, a hold before the account): the 
 locked; its messages Twilio never had end `canceled` and their holds are voided; its campaigns and drips
 are canceled; then, under the account lock, the account becomes `canceled` (no hold is taken any more),
 its plan and rollover credits are written off but for what the holds of messages already with Twilio
-still need, its numbers are released and its keys revoked. Messages with Twilio settle as usual when their
-callbacks come; a send step that finds a message of a canceled account ends it `canceled` (sending._claim).
-Canceling a canceled account changes nothing, so a retried request is harmless.
+still need, its numbers are released, its auto-recharge stopped and its keys revoked. Messages with
+Twilio settle as usual when their callbacks come; a send step that finds a message of a canceled account
+ends it `canceled` (sending._claim). Canceling a canceled account changes nothing, so a retried request
+is harmless.
 """
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.api_keys import issue_key, revoke_account_keys
+from shared.billing import auto_recharge
 from shared.campaigns.steering import cancel_account_campaigns
 from shared.ledger import account_events, accounts
 from shared.messaging.parking import cancel_unsent
@@ -48,6 +50,7 @@ def cancel_account(session: Session, account_id: str, *, actor: str, now: dateti
     if expired is None:  # a concurrent cancel won the account lock: it did all of this
         return Canceled(accounts.get_account(session, account_id), changed=False, revoked_key_ids=[])
     numbers = release_numbers(session, account_id, now=now)
+    auto_recharge.disable(session, account_id, reason=f"account canceled: {reason}", now=now)
     revoked = revoke_account_keys(session, account_id, now=now)
     account_events.record(session, account_id, action, actor=actor, now=now, detail={
         "reason": reason, "messages_canceled": messages, "campaigns_canceled": campaigns, "credits_expired": expired,

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from shared.api_keys import find_live_key
-from shared.billing import month_end
+from shared.billing import auto_recharge, month_end
 from shared.billing.calendar import Period
 from shared.errors import AccountLocked, Conflict
 from shared.ledger import account_events, accounts, book
@@ -171,6 +171,23 @@ def test_cancel_cancels_running_campaigns_releases_numbers_and_revokes_keys(sqli
         assert session.scalar(select(PhoneNumber.released_at).where(PhoneNumber.phone == SENDER)) is not None
         assert senders.list_numbers(session, account_id) == []
         assert find_live_key(session, key, now=CANCELED) is None
+
+
+def test_cancel_stops_auto_recharge_so_the_card_is_not_charged(sqlite_database):
+    # given auto-recharge of 100 credits under a 200-credit threshold
+    account_id, _ = new_account(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=200 * CREDIT, credits_mc=100 * CREDIT,
+                                payment_method="pm_card_visa", now=CREATED)
+
+    # when the account is canceled (its plan credits gone, the pool far under the threshold)
+    cancel(sqlite_database, account_id)
+
+    # then no recharge is due, and the settings say why
+    with sqlite_database.unit_of_work() as session:
+        assert auto_recharge.due(session, account_id, now=CANCELED) is False
+        assert auto_recharge.get_settings(session, account_id).disabled_reason == (
+            "account canceled: canceled by the operator")
 
 
 def test_inbound_texts_to_a_released_number_still_land_in_the_account(sqlite_database):
