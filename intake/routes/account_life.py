@@ -120,7 +120,7 @@ _OPERATOR_ONLY = problem(404, "no such account, or an account key (these routes 
 
 
 def _action(operation_id: str, summary: str, description: str, *, body: dict | None = None,
-            answer: dict = ACCOUNT_SCHEMA, extra: dict | None = None) -> dict:
+            answer: dict = ACCOUNT_SCHEMA, extra: dict | None = None, parameters: list | None = None) -> dict:
     operation = {
         "operationId": operation_id, "summary": summary, "description": description,
         "responses": {"200": {"description": "the account", **_json(answer)},
@@ -129,6 +129,8 @@ def _action(operation_id: str, summary: str, description: str, *, body: dict | N
     }
     if body is not None:
         operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
     return operation
 
 
@@ -157,9 +159,11 @@ OPENAPI_PATHS = {
                                                                 "rollover": "none"}}],
                                          "properties": {"plan": _PLAN}})},
         answer={**ACCOUNT_SCHEMA, "properties": {**ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}},
-        extra={"400": problem(400, "the body is not a JSON object"),
+        extra={"400": problem(400, "the body is not a JSON object, or a malformed Idempotency-Key"),
                "409": problem(409, "the account is not canceled, or the Idempotency-Key was reused"),
-               "422": problem(422, "invalid plan")})},
+               "422": problem(422, "invalid plan")},
+        parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
+                     "description": "The same key and body answer the first response (and key) again."}])},
     "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": {
         "operationId": "listAccountEvents",
         "summary": "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest first",
