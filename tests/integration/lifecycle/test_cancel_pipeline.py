@@ -4,10 +4,13 @@ import pytest
 from sqlalchemy import select
 
 from creditq.cli import main
+from shared.campaigns import fan_out
 from shared.ledger import book
 from shared.lifecycle import account_life
-from shared.models import Entry, Hold, Message
+from shared.models import Account, Entry, Hold, Message
+from tests.integration.campaigns.test_campaigns import NOON_NEW_YORK, create
 from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
+    CARD,
     accept,
     account,
     gateways,
@@ -103,3 +106,22 @@ def test_a_message_accepted_as_the_account_was_canceled_is_canceled_by_the_send_
     with database.unit_of_work() as session:
         assert session.scalar(select(Hold.id).where(Hold.reference == "msg_late")) is None
     assert account(database, account_id).held == 0
+
+
+def test_a_campaign_chunk_fanned_out_as_the_account_was_canceled_makes_canceled_messages_not_parked_ones(database):
+    # given a started campaign whose chunk job read it as running before its account's cancel committed
+    account_id = make_account(database, 10)
+    campaign_id, _ = create(database, account_id)
+    with database.unit_of_work() as session:
+        chunks = fan_out.start_step(session, campaign_id, 0, now=NOON_NEW_YORK).chunks
+        session.get(Account, account_id).status = "canceled"
+
+    # when the chunk is fanned out
+    with database.unit_of_work() as session:
+        enqueued = fan_out.fan_out_chunk(session, campaign_id, 0, chunks - 1, rate_card=CARD, hold_ttl_seconds=900,
+                                         now=NOON_NEW_YORK)
+
+    # then its messages end canceled, nothing enqueued or held, so a reactivation never releases them
+    with database.unit_of_work() as session:
+        statuses = set(session.scalars(select(Message.status).where(Message.campaign_id == campaign_id)))
+    assert (enqueued, statuses, account(database, account_id).held) == ([], {"canceled"}, 0)
