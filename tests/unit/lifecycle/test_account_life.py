@@ -9,7 +9,7 @@ from twilio.request_validator import RequestValidator
 from shared.api_keys import find_live_key
 from shared.billing import auto_recharge, month_end
 from shared.billing.calendar import Period
-from shared.errors import AccountLocked, Conflict
+from shared.errors import AccountLocked, Conflict, ValidationFailed
 from shared.ledger import account_events, accounts, book
 from shared.ledger.verify import verify
 from shared.lifecycle import account_life
@@ -262,6 +262,25 @@ def test_reactivation_anchors_the_cycle_grants_the_first_one_in_full_and_issues_
         assert summary.granted == granted, period
     assert [action for action, _ in events(sqlite_database, account_id)] == ["reactivate", "cancel"]
     assert_clean(sqlite_database)
+
+
+def test_a_released_number_cannot_be_sent_from_after_reactivation_until_it_is_added_again(sqlite_database):
+    # given an account canceled (its number released) and reactivated
+    account_id, _ = new_account(sqlite_database)
+    cancel(sqlite_database, account_id)
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=100 * CREDIT, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=REACTIVATED)
+
+    # when it sends from its old number, it is refused naming `from`
+    with pytest.raises(ValidationFailed) as refused:
+        accept(sqlite_database, account_id)
+    assert list(refused.value.errors) == ["from"]
+
+    # and once it adds the number again, the number is its sender again
+    with sqlite_database.unit_of_work() as session:
+        senders.add_number(session, account_id, SENDER, "long_code")
+    assert get(sqlite_database, Message, accept(sqlite_database, account_id)).status == "accepted"
 
 
 def test_only_a_canceled_account_is_reactivated(sqlite_database):
