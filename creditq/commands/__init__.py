@@ -16,4 +16,5 @@ from . import (
     worker,
 )
 
-COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign, account]
+COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign,
+            account]

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def run_cancel(args: argparse.Namespace) -> int:
     canceled = _in_unit_of_work(lambda session, now: account_life.cancel_account(
         session, args.account_id, actor=ACTOR, now=now, reason=args.reason))
-    print(f"account {args.account_id} canceled" if canceled.changed else f"account {args.account_id} was canceled already")
+    print(f"account {args.account_id} {'canceled' if canceled.changed else 'was canceled already'}")
     return 0
 
 

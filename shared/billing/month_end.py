@@ -4,8 +4,9 @@ Closing a period, in one transaction under the account lock, at the instant the 
 1. expire lots due by then (plan credits of the ended cycle, rollover lots whose 12 months are up;
    neither while `rollover_protection` is on);
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
-3. charge the phone numbers' monthly credits (a `month_end_charge` entry; released numbers cost nothing); an account on the credit
-   hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
+3. charge the phone numbers' monthly credits (a `month_end_charge` entry; released numbers cost
+   nothing); an account on the credit hold plan (`credit_hold`) owes the price list's small monthly
+   fee, added to the period's bill;
    debt is billed at its plan tier's `debt_cents_per_credit`, rounded up once per bill;
 4. when a cycle ends (cycles count from `cycle_anchor_at`): apply a pending plan change, grant the next
    cycle's credits (none while `credit_hold`, none to a canceled account): `plan` lots, or `rollover`

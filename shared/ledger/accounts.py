@@ -141,8 +141,8 @@ def reopen_account(session: Session, account_id: str, *, plan_monthly_credits: i
     if account.status != "canceled":
         raise Conflict(f"account {account_id} is {account.status}: only a canceled account can be reactivated")
     account.status, account.status_reason, account.canceled_at = "active", None, None
-    account.plan_monthly_credits, account.plan_cycle, account.plan_rollover = plan_monthly_credits, plan_cycle, plan_rollover
-    account.next_plan_monthly_credits = None
+    account.plan_monthly_credits, account.next_plan_monthly_credits = plan_monthly_credits, None
+    account.plan_cycle, account.plan_rollover = plan_cycle, plan_rollover
     account.cycle_anchor_at = now
     session.flush()
     grant_first_cycle(session, account, now=now, key=f"reactivated:{utc(now).isoformat()}")

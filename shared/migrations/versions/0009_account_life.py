@@ -14,8 +14,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('accounts') as batch:
-        batch.add_column(sa.Column('cycle_anchor_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'),
-                                   nullable=False))
+        batch.add_column(sa.Column('cycle_anchor_at', sa.DateTime(timezone=True),
+                                   server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False))
         batch.add_column(sa.Column('canceled_at', sa.DateTime(timezone=True), nullable=True))
     op.execute('UPDATE accounts SET cycle_anchor_at = created_at')  # cycles have counted from the creation so far
     with op.batch_alter_table('phone_numbers') as batch:
