@@ -1,11 +1,14 @@
 """Canceling an account while its messages move through the send pipeline, against the Twilio simulator."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from creditq.cli import main
 from shared.campaigns import fan_out
 from shared.ledger import book
+from shared.ledger.verify import verify
 from shared.lifecycle import account_life
 from shared.models import Account, Entry, Hold, Message
 from tests.integration.campaigns.test_campaigns import NOON_NEW_YORK, create
@@ -125,3 +128,33 @@ def test_a_campaign_chunk_fanned_out_as_the_account_was_canceled_makes_canceled_
     with database.unit_of_work() as session:
         statuses = set(session.scalars(select(Message.status).where(Message.campaign_id == campaign_id)))
     assert (enqueued, statuses, account(database, account_id).held) == ([], {"canceled"}, 0)
+
+
+@pytest.mark.postgres
+def test_a_cancel_racing_send_workers_leaves_each_message_canceled_or_with_twilio_and_the_ledger_whole(
+        postgres_database, gateways, throttle):  # noqa: F811
+    database = postgres_database
+    # given 30 accepted messages of an account
+    account_id = make_account(database, 100)
+    ids = [accept(database, account_id, body=f"n{n}") for n in range(30)]
+
+    # when five threads send them and the operator's cancel comes among them, a third of the way through
+    with ThreadPoolExecutor(5) as pool:
+        sends = [pool.submit(send, database, message_id, gateways, throttle) for message_id in ids[:10]]
+        canceled = pool.submit(cancel, database, account_id)
+        sends += [pool.submit(send, database, message_id, gateways, throttle) for message_id in ids[10:]]
+        canceled.result()
+        outcomes = [future.result() for future in sends]
+
+    # then every message is either with Twilio (it has a sid and a pending hold) or canceled and uncharged
+    assert set(outcomes) <= {"queued", "sent", "canceled", "skipped"}
+    for message_id in ids:
+        stored = message(database, message_id)
+        assert (stored.twilio_sid is not None) != (stored.status == "canceled"), stored.status
+        if stored.status == "canceled":
+            assert not stored.credits_charged and usage_entries(database, message_id) == 0
+    with database.unit_of_work() as session:
+        assert verify(session) == []
+        pending = session.scalar(select(func.coalesce(func.sum(Hold.amount), 0)).where(
+            Hold.account_id == account_id, Hold.status == "pending"))
+    assert account(database, account_id).held == pending
