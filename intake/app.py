@@ -21,6 +21,7 @@ from .metrics import metrics_middleware
 from .openapi import build_document
 from .rate_limit import RateLimiter
 from .routes import (
+    account_life,
     accounts,
     admin,
     api_keys,
@@ -41,7 +42,7 @@ from .routes import (
 from .text import text_middleware
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns]
+                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

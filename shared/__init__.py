@@ -1,5 +1,6 @@
 """The domain core of creditq, one package per bounded context over a small root. No web or queue framework.
 
+    lifecycle/               an account's life: cancel, reactivate, spam   (may import everything below)
     campaigns/  billing/     what customers schedule and pay for          (may import everything below)
     messaging/               one message's life, from estimate to settled  (may import twilio, ledger, root)
     twilio/     ledger/      the Twilio edge; the credits and their rules  (may import the root only)

@@ -108,6 +108,15 @@ def revoke_key(session: Session, account_id: str, key_id: int, *, now: datetime)
     return key
 
 
+def revoke_account_keys(session: Session, account_id: str, *, now: datetime) -> list[int]:
+    """Revoke every live key of the account (it was canceled); returns their ids, for caches to forget."""
+    ids = list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))))
+    if ids:
+        session.execute(update(ApiKey).where(ApiKey.id.in_(ids)).values(revoked_at=now)
+                        .execution_options(synchronize_session=False))
+    return ids
+
+
 def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; every time creditq stores is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)

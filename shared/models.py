@@ -1,6 +1,6 @@
 """The persistent shape of creditq. Amounts are integer millicredits (BigInteger) everywhere."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -81,7 +81,31 @@ class Account(Base):
     twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
     twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Where its cycles count from: its creation (the default), or its last reactivation (its cycles restart there).
+    cycle_anchor_at: Mapped[datetime] = mapped_column(default=lambda context: _created_at(context),
+                                                      server_default=func.now())
+    canceled_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+def _created_at(context) -> datetime:
+    """The inserted row's created_at (now when the database sets it): a new account's cycles start with it."""
+    return context.get_current_parameters().get("created_at") or datetime.now(UTC)
+
+
+class AccountEvent(Base):
+    """One change of an account's life or settings (cancel, reactivate, mark spam, plan, flags), written in the
+    transaction of the change: who did what, when, with what detail."""
+
+    __tablename__ = "account_events"
+    __table_args__ = (Index("ix_account_events_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(60))
+    detail: Mapped[dict] = mapped_column(JSON)
 
 
 class ApiKey(Base):
@@ -185,7 +209,8 @@ class PhoneNumber(Base):
     """A sender number of an account; its type picks the rate and the throughput limit.
 
     A number is active while its row exists (removing it deletes the row), and the unique phone gives
-    each active number one owner: inbound texts and callbacks to it name one account.
+    each active number one owner: inbound texts and callbacks to it name one account. Canceling the account
+    releases its numbers (`released_at`): no fee, no sending from them, but inbound texts still land there.
     """
 
     __tablename__ = "phone_numbers"
@@ -197,6 +222,7 @@ class PhoneNumber(Base):
     type: Mapped[str] = mapped_column(String(16))
     monthly_cost: Mapped[int] = mapped_column(Millicredits, default=0)  # rate card price when it was added
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    released_at: Mapped[datetime | None]
 
 
 class OptOut(Base):

@@ -1,5 +1,20 @@
 """The subcommands, in the order `creditq --help` lists them."""
 
-from . import campaign, db, dev, estimate, ledger, month_end, report, scheduler, secrets, twilio_sim, web, worker
+from . import (
+    account,
+    campaign,
+    db,
+    dev,
+    estimate,
+    ledger,
+    month_end,
+    report,
+    scheduler,
+    secrets,
+    twilio_sim,
+    web,
+    worker,
+)
 
-COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign]
+COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign,
+            account]

@@ -105,7 +105,8 @@ async def patch_account(request: web.Request) -> web.Response:
         with database.unit_of_work() as session:
             account = accounts.update_account(
                 session, account_id, now=now, name=name, plan_monthly_credits=monthly, plan_cycle=cycle,
-                plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
+                plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags,
+                actor=principal.name)
             if window is not None or clear_window or scope is not None:
                 account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
             if toll_free_reprocessing is not None:
@@ -195,6 +196,7 @@ def account_json(session: Session, account: Account, *, now: datetime) -> dict:
         "held": format_credits(account.held),
         "available": format_credits(account.balance - expired - account.held),
         "created_at": utc(account.created_at).isoformat(),
+        "canceled_at": None if account.canceled_at is None else utc(account.canceled_at).isoformat(),
     }
 
 
@@ -254,13 +256,14 @@ _SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
 }}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
-    "status": {"type": "string", "enum": ["active", "locked", "suspended"]},
+    "status": {"type": "string", "enum": ["active", "locked", "suspended", "canceled"]},
     "status_reason": {"type": ["string", "null"]}, "timezone": {"type": "string"},
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
     "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
     "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS,
     "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
+    "canceled_at": {**_INSTANT, "type": ["string", "null"], "description": "Set while the account is canceled."},
 }}
 LOT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)}, "credits": _CREDITS,
@@ -276,7 +279,7 @@ _ACCOUNT_LINKS = {operation_id: {"operationId": operation_id, "parameters": {"ac
                   for operation_id in ("getAccount", "updateAccount", "grantCredits", "getBalance", "listTransactions",
                                        "listUsers", "createUser", "listNumbers", "addNumber", "createPurchase",
                                        "getAutoRecharge", "setAutoRecharge", "getDunningSchedule", "setDunningSchedule",
-                                       "listDunningRuns", "setTwilioCredentials")}
+                                       "listDunningRuns", "setTwilioCredentials", "listAccountEvents")}
 
 
 def _json(schema: dict) -> dict:

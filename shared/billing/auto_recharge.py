@@ -78,6 +78,14 @@ def configure(session: Session, account_id: str, *, enabled: bool, threshold_mc:
     return _view(row)
 
 
+def disable(session: Session, account_id: str, *, reason: str, now: datetime) -> bool:
+    """Stop recharging (a canceled account's card is not charged), with a `disabled_reason` that saving a payment
+    method again clears; True when it was on. A recharge already in flight finishes."""
+    return session.execute(update(recharges).where(recharges.c.account_id == account_id, recharges.c.enabled.is_(True),
+                                                   recharges.c.disabled_reason.is_(None))
+                           .values(disabled_reason=reason, updated_at=now)).rowcount > 0
+
+
 def get_settings(session: Session, account_id: str) -> AutoRechargeView:
     if session.get(Account, account_id) is None:
         raise NotFound(f"No account {account_id}.")

@@ -6,11 +6,13 @@ Closing a period, in one transaction under the account lock, at the instant the 
    (book._lapse_due): dated `expires_at`, less what holds taken before it still need. Usually an
    operation got there first; a month-end that runs late changes nothing a customer could spend;
 2. overdraft/postpaid accounts: reset a pool below zero to zero and open a `bill` for it;
-3. charge the phone numbers' monthly credits (a `month_end_charge` entry); an account on the credit
-   hold plan (`credit_hold`) owes the price list's small monthly fee, added to the period's bill;
+3. charge the phone numbers' monthly credits (a `month_end_charge` entry; released numbers cost
+   nothing); an account on the credit hold plan (`credit_hold`) owes the price list's small monthly
+   fee, added to the period's bill;
    debt is billed at its plan tier's `debt_cents_per_credit`, rounded up once per bill;
-4. when a cycle ends: apply a pending plan change, grant the next cycle's credits (none while
-   `credit_hold`): `plan` lots, or `rollover` lots on a fifo_12m plan;
+4. when a cycle ends (cycles count from `cycle_anchor_at`): apply a pending plan change, grant the next
+   cycle's credits (none while `credit_hold`, none to a canceled account): `plan` lots, or `rollover`
+   lots on a fifo_12m plan;
 5. give each role-`user` user its monthly credits from the pool (as much as the pool holds).
 
 A completed `close` row in billing_runs, written in the same transaction, makes the close happen
@@ -317,7 +319,8 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
         pending[row.account_id].append(PendingHold(wallet=row.user_id if row.from_allocation else None,
                                                    created_at=row.created_at, amount=row.amount))
     fees = dict(session.execute(select(numbers.c.account_id, func.sum(numbers.c.monthly_cost))
-                                .where(numbers.c.account_id.in_(ids)).group_by(numbers.c.account_id)).all())
+                                .where(numbers.c.account_id.in_(ids), numbers.c.released_at.is_(None))
+                                .group_by(numbers.c.account_id)).all())
     seats: dict[str, list[Row]] = {account_id: [] for account_id in ids}
     for seat in session.execute(select(users.c.id, users.c.account_id, users.c.monthly_credits).where(
             users.c.account_id.in_(ids), users.c.role == "user", users.c.deleted_at.is_(None),
@@ -449,7 +452,10 @@ class _Close:
     def grant_next_cycle(self) -> None:
         """When a cycle ends: a pending plan change applies, then book.grant of the next cycle's credits."""
         account = self.account
-        if not ends_cycle(self.period, period_of(utc(account.created_at), account.timezone), account.plan_cycle):
+        anchor = period_of(utc(account.cycle_anchor_at), account.timezone)
+        if self.status == "canceled" or self.period < anchor:  # canceled, or before its cycles (re)started
+            return
+        if not ends_cycle(self.period, anchor, account.plan_cycle):
             return
         if self.next_plan is not None:  # an upgrade or downgrade starts with the new cycle
             self.plan_monthly, self.next_plan = self.next_plan, None
@@ -464,7 +470,7 @@ class _Close:
                               remaining=amount - min(amount, max(0, -pool)),  # a pool in debt is repaid first
                               priority=DEFAULT_PRIORITY[kind], granted_at=self.ended,
                               expires_at=default_expiry(kind, self.ended, account.timezone, account.plan_cycle,
-                                                        utc(account.created_at)),
+                                                        utc(account.cycle_anchor_at)),
                               reference=f"plan:{self.period.shift(1)}", stored=None)
         self.lots.append(self.grant_lot)
         self.balance += amount

@@ -163,7 +163,8 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
 
 def _hold_chunk(session: Session, campaign: Campaign, rows: list[dict], hold_ttl_seconds: int,
                 now: datetime) -> int:
-    """One reservation for the chunk (a hold per message, so each settles on its own); parks it if it does not fit."""
+    """One reservation for the chunk (a hold per message, so each settles on its own); parks it if it does not fit,
+    or cancels it when the account was canceled (this chunk read its campaign before the cancel committed)."""
     if not rows:
         return 0
     account = session.get(Account, campaign.account_id)
@@ -176,13 +177,15 @@ def _hold_chunk(session: Session, campaign: Campaign, rows: list[dict], hold_ttl
         try:
             holds = book.reserve_many(session, campaign.account_id, requests, now=now)
         except (InsufficientCredits, AccountLocked) as error:
-            reason = f"Not enough credits for the campaign's next chunk: {error}"
+            session.refresh(account)  # canceled while this waited for the account's lock?
+            reason = blocked_reason(account) if account.status == "canceled" else (
+                f"Not enough credits for the campaign's next chunk: {error}")
         else:
             for row, hold in zip(rows, holds):
                 row["hold_id"] = hold.id
             return sum(request.amount for request in requests)
     for row in rows:
-        row.update(status="parked", error_message=reason[:500])
+        row.update(status="canceled" if account.status == "canceled" else "parked", error_message=reason[:500])
     return 0
 
 

@@ -115,6 +115,19 @@ def cancel_campaign(session: Session, campaign_id: str, *, account_id: str | Non
     return campaign
 
 
+def cancel_account_campaigns(session: Session, account_id: str, *, now: datetime) -> list[str]:
+    """The account was canceled: its campaigns and drips that could still send are canceled; returns their ids."""
+    canceled = []
+    for campaign_id in list(session.scalars(select(Campaign.id).where(
+            Campaign.account_id == account_id, Campaign.status != "canceled").order_by(Campaign.id))):
+        try:
+            cancel_campaign(session, campaign_id, account_id=account_id, now=now)
+        except Conflict:  # completed: nothing of it is left to send
+            continue
+        canceled.append(campaign_id)
+    return canceled
+
+
 def _steerable(session: Session, campaign_id: str, account_id: str | None) -> Campaign:
     """A campaign that may be paused or resumed: not canceled, and not still being created (that would start it
     before its recipients are all written)."""

@@ -1,8 +1,11 @@
-"""Accounts: creation (with their API key), plan, overdraft policy, flags and threshold.
+"""Accounts: creation (with their API key), plan, overdraft policy, flags and threshold; closing and reopening.
 
 Plan changes take effect at the next cycle (`next_plan_monthly_credits`); the calendar applies them.
 Raising the `spam` flag takes the account's never-expiring credits back, purchased and bonus
-(book.remove_never_expiring).
+(book.remove_never_expiring). A closed (`canceled`) account takes no holds; its plan and rollover
+credits are written off at once (book.expire_now) but for what its messages with Twilio still need.
+Reopening it restarts its cycles (`cycle_anchor_at`) with a full first cycle of the plan given.
+The operator's changes are recorded as account events (account_events) in the same transaction.
 """
 
 from dataclasses import dataclass
@@ -11,10 +14,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from shared.api_keys import issue_key
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.ledger import book
-from shared.ledger.expiry import CYCLE_MONTHS, zone
+from shared.ledger import account_events, book
+from shared.ledger.expiry import CYCLE_MONTHS, PROTECTED_KINDS, utc, zone
 from shared.models import Account
 
 ROLLOVER_POLICIES = ("none", "fifo_12m")
@@ -42,7 +45,7 @@ def create_account(session: Session, *, name: str, timezone: str, plan_monthly_c
     account = Account(id=new_id("acct"), name=name, timezone=timezone, plan_monthly_credits=plan_monthly_credits,
                       plan_cycle=plan_cycle, plan_rollover=plan_rollover, low_balance_threshold=low_balance_threshold,
                       status="active", credit_hold=False, rollover_protection=False, spam=False,
-                      balance=0, held=0, allocated=0, allocated_held=0, created_at=now)
+                      balance=0, held=0, allocated=0, allocated_held=0, created_at=now, cycle_anchor_at=now)
     _set_overdraft(account, overdraft)
     session.add(account)
     session.flush()
@@ -51,12 +54,13 @@ def create_account(session: Session, *, name: str, timezone: str, plan_monthly_c
     return account, issue_key(session, account.id)
 
 
-def grant_first_cycle(session: Session, account: Account, *, now: datetime) -> None:
-    """The plan's credits for the cycle `now` falls in, in full, expiring when it ends; keyed, so a replay grants nothing."""
+def grant_first_cycle(session: Session, account: Account, *, now: datetime, key: str = "first-cycle") -> None:
+    """The plan's credits for the cycle `now` falls in (cycles counted from `cycle_anchor_at`), in full, expiring
+    when it ends; keyed, so a replay grants nothing."""
     amount = account.plan_monthly_credits * CYCLE_MONTHS[account.plan_cycle]
     if amount and not account.credit_hold:
         book.grant(session, account.id, amount, "rollover" if account.plan_rollover == "fifo_12m" else "plan",
-                   granted_at=now, reference="plan:first-cycle", idempotency_key=f"plan:{account.id}:first-cycle")
+                   granted_at=now, reference="plan:first-cycle", idempotency_key=f"plan:{account.id}:{key}")
 
 
 def get_account(session: Session, account_id: str) -> Account:
@@ -69,8 +73,10 @@ def get_account(session: Session, account_id: str) -> Account:
 def update_account(session: Session, account_id: str, *, now: datetime, name: str | None = None,
                    plan_monthly_credits: int | None = None, plan_cycle: str | None = None,
                    plan_rollover: str | None = None, overdraft: Overdraft | None = None,
-                   low_balance_threshold: int | None = None, flags: dict[str, bool] | None = None) -> Account:
-    """Apply the given changes (None = unchanged) under the account lock."""
+                   low_balance_threshold: int | None = None, flags: dict[str, bool] | None = None,
+                   actor: str = "operator") -> Account:
+    """Apply the given changes (None = unchanged) under the account lock; plan, overdraft and flag changes are
+    recorded as one `update` event."""
     book.lock_account(session, account_id)
     account = get_account(session, account_id)
     if name is not None:
@@ -97,10 +103,56 @@ def update_account(session: Session, account_id: str, *, now: datetime, name: st
     if protection_changed:  # lots it kept past their expiry lapse as soon as it is off
         book.refresh_next_expiry(session, account_id)
         book.expire_lots(session, account_id, now=now)
-    if newly_spam:
-        book.remove_never_expiring(session, account_id, now=now)
+    removed = book.remove_never_expiring(session, account_id, now=now) if newly_spam else 0
     if protection_changed or newly_spam:
         session.refresh(account)
+    detail = {name: value for name, value in (
+        ("plan", {"monthly_credits": plan_monthly_credits, "cycle": plan_cycle, "rollover": plan_rollover}),
+        ("overdraft", overdraft and {"policy": overdraft.policy, "limit": overdraft.limit}),
+        ("flags", flags or None)) if value and any(v is not None for v in value.values())}
+    if detail:
+        if removed:
+            detail["never_expiring_removed"] = removed
+        account_events.record(session, account_id, "update", actor=actor, detail=detail, now=now)
+    return account
+
+
+def close_account(session: Session, account_id: str, *, reason: str, now: datetime) -> int | None:
+    """Cancel the account: no more holds, its plan and rollover credits written off at once but for what pending
+    holds still need (book.expire_now); never-expiring credits stay. Returns mc written off; None if it was
+    canceled already (nothing changes)."""
+    book.lock_account(session, account_id)
+    account = get_account(session, account_id)
+    if account.status == "canceled":
+        return None
+    # rollover protection is a plan's: it ends with the account, so nothing keeps its credits from expiring
+    account.status, account.status_reason, account.canceled_at = "canceled", reason, now
+    account.rollover_protection = False
+    session.flush()
+    expired = book.expire_now(session, account_id, kinds=PROTECTED_KINDS, now=now)
+    session.refresh(account)
+    return expired
+
+
+def reopen_account(session: Session, account_id: str, *, plan_monthly_credits: int, plan_cycle: str,
+                   plan_rollover: str, now: datetime) -> Account:
+    """Reactivate a canceled account on the plan given: its cycles restart now, the first one granted in full.
+
+    Conflict unless it is canceled; the never-expiring credits it kept are spendable again.
+    """
+    _check_choice("plan.cycle", plan_cycle, tuple(CYCLE_MONTHS))
+    _check_choice("plan.rollover", plan_rollover, ROLLOVER_POLICIES)
+    book.lock_account(session, account_id)
+    account = get_account(session, account_id)
+    if account.status != "canceled":
+        raise Conflict(f"account {account_id} is {account.status}: only a canceled account can be reactivated")
+    account.status, account.status_reason, account.canceled_at = "active", None, None
+    account.plan_monthly_credits, account.next_plan_monthly_credits = plan_monthly_credits, None
+    account.plan_cycle, account.plan_rollover = plan_cycle, plan_rollover
+    account.cycle_anchor_at = now
+    session.flush()
+    grant_first_cycle(session, account, now=now, key=f"reactivated:{utc(now).isoformat()}")
+    session.refresh(account)
     return account
 
 

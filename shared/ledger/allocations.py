@@ -98,7 +98,7 @@ def assignable_monthly(session: Session, account_id: str, excluding_user_id: str
     if account.next_plan_monthly_credits is not None:
         plan = min(plan, account.next_plan_monthly_credits)
     numbers = session.scalar(select(func.coalesce(func.sum(PhoneNumber.monthly_cost), 0))
-                             .where(PhoneNumber.account_id == account_id))
+                             .where(PhoneNumber.account_id == account_id, PhoneNumber.released_at.is_(None)))
     others = select(func.coalesce(func.sum(User.monthly_credits), 0)).where(
         User.account_id == account_id, User.deleted_at.is_(None), User.role == "user")
     if excluding_user_id is not None:

@@ -344,7 +344,8 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
         raise Conflict(f"account {account_id} has a credit hold: no new plan credits")
     granted_at = utc(granted_at)
     if isinstance(expires_at, _DefaultExpiry):
-        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle, utc(account.created_at))
+        expires_at = default_expiry(kind, granted_at, account.timezone, account.plan_cycle,
+                                    utc(account.cycle_anchor_at))
     elif expires_at is not None:
         expires_at = utc(expires_at)
         _require(expires_at > granted_at, "expires_at", "must be after granted_at")
@@ -403,6 +404,22 @@ def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -
     _lapse_due(session, _lock_account(session, account_id), utc(now))
     return _write_off(session, account_id, lots.c.kind.in_(NEVER_EXPIRING_KINDS), kind="adjustment",
                       key_prefix="spam", memo="never-expiring credits removed: account flagged as spam", now=utc(now))
+
+
+def expire_now(session: Session, account_id: str, *, kinds: tuple[str, ...], now: datetime) -> int:
+    """Bring the expiry of the account's open lots of `kinds` forward to `now` and write what lapses (account
+    canceled); returns mc expired.
+
+    It is expiry like any other (`_lapse_due`): what pending holds took before now stays for them, so a
+    message already with Twilio is still paid for, and what they leave lapses when they settle or are voided.
+    """
+    now = utc(now)
+    _lock_account(session, account_id)
+    _sql(session).execute(update(lots).where(
+        lots.c.account_id == account_id, lots.c.kind.in_(kinds), lots.c.remaining > 0,
+        or_(lots.c.expires_at.is_(None), lots.c.expires_at > now)).values(expires_at=now))
+    refresh_next_expiry(session, account_id)
+    return expire_lots(session, account_id, now=now)
 
 
 def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str, reference: str | None = None,

@@ -2,8 +2,9 @@
 
 A lot lives through whole local days. Rollover credits granted on 2020-09-01 last through 2021-08-31
 and expire at 2021-09-01T00:00 local; plan credits expire when their cycle ends. Cycles count from the
-local month the account was created in (its anchor), so plan credits granted on the 10th of that
-month, with the plan, expire at the end of that first cycle, not a month after the grant.
+local month of the account's cycle anchor (its creation, or its last reactivation), so plan credits
+granted on the 10th of that month, with the plan, expire at the end of that first cycle, not a month
+after the grant.
 """
 
 from collections.abc import Iterable, Sequence
@@ -61,7 +62,7 @@ def rollover_expiry(granted_at: datetime, tz_name: str) -> datetime:
 
 def cycle_end(granted_at: datetime, anchor: datetime, tz_name: str, cycle: str) -> datetime:
     """When plan credits granted at `granted_at` expire: the end of the cycle they were granted in, cycles
-    counted from the local month of `anchor` (the account's creation)."""
+    counted from the local month of `anchor` (the account's cycle anchor)."""
     tz = zone(tz_name)
     first = local_date(anchor, tz).replace(day=1)
     granted = local_date(granted_at, tz)
@@ -78,7 +79,7 @@ def end_of_month(now: datetime, tz_name: str) -> datetime:
 
 
 def default_expiry(kind: str, granted_at: datetime, tz_name: str, cycle: str, anchor: datetime) -> datetime | None:
-    """plan: end of its cycle (counted from `anchor`, the account's creation); rollover: 12 months;
+    """plan: end of its cycle (counted from `anchor`, the account's cycle anchor); rollover: 12 months;
     purchase and bonus: never."""
     if kind == "plan":
         return cycle_end(granted_at, anchor, tz_name, cycle)

@@ -84,6 +84,8 @@ def _accept_one(session: Session, account_id: str, request: MessageRequest, to: 
                 daily_sends: DailySends) -> tuple[Message, Estimate]:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
+    if facts.status == "canceled":  # its numbers went with it: the refusal names the account, not the sender
+        book.holdable(account_id, facts)
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
     try:
         estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
@@ -151,7 +153,8 @@ def _facts_query(count: int) -> Select:
                Account.overdraft_policy, Account.overdraft_limit, Account.next_expiry_at, book.POOL_AVAILABLE.label("pool"),
                Account.created_at.label("account_created_at"), Account.timezone,
                select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
-                                               PhoneNumber.phone == ask.c.from_).scalar_subquery().label("sender_type"),
+                                               PhoneNumber.phone == ask.c.from_, PhoneNumber.released_at.is_(None))
+               .scalar_subquery().label("sender_type"),
                select(OptOut.id).where(OptOut.account_id == ask.c.account_id, OptOut.phone == ask.c.to)
                .exists().label("opted_out"),
                select(User.role).where(User.id == ask.c.user_id, User.account_id == ask.c.account_id,

@@ -1,4 +1,5 @@
-"""Parking: messages of an account that may not send right now wait, neither sent nor lost.
+"""Parking: messages of an account that may not send right now wait, neither sent nor lost; a canceled
+account's unsent messages are canceled instead (`cancel_unsent`), never charged.
 
 An account parks when it is locked (a prepaid balance went below zero), when Twilio rejected its
 credentials (20003), or a single message parks when its hold did not fit. Unparking puts the
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.db import Database
 from shared.errors import AccountLocked, NotFound
 from shared.ledger import book
-from shared.models import Account, Message
+from shared.models import Account, Hold, Message
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 _release_listeners: list[Callable[[str], None]] = []
 
 PARKABLE_STATUSES = ("accepted", "scheduled")
+UNSENT_STATUSES = ("accepted", "scheduled", "queued", "parked")  # with no sid: Twilio never had them
 
 
 def blocked_reason(account: Account) -> str | None:
@@ -49,6 +51,28 @@ def park_account(session: Session, account_id: str, reason: str, *, now: datetim
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def cancel_unsent(session: Session, account_id: str, reason: str, *, now: datetime) -> int:
+    """End `canceled` every outbound message of the account Twilio never had, releasing its hold; returns how many.
+
+    The messages are updated before any hold is voided (which locks the account row): the send step locks a
+    message, then the account, so taking them in that order cannot deadlock with it. A message with a sid is
+    with Twilio: it is left to its callback and settles as usual.
+    """
+    unsent = (Message.account_id == account_id, Message.direction == "outbound",
+              Message.status.in_(UNSENT_STATUSES), Message.twilio_sid.is_(None))
+    held = list(session.scalars(select(Message.hold_id).join(Hold, Hold.id == Message.hold_id)
+                                .where(*unsent, Hold.status == "pending").with_for_update(of=Message)))
+    count = session.execute(
+        update(Message).where(*unsent)
+        .values(status="canceled", error_message=reason[:500], updated_at=now,
+                credits_charged=case((Message.hold_id.is_(None), None), else_=0))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    for hold_id in held:
+        book.void(session, hold_id, now=now)
+    return count
 
 
 def unpark_account(session: Session, account_id: str, *, now: datetime) -> list[str]:

@@ -4,9 +4,13 @@ The monthly cost is taken from the rate card when the number is added and kept o
 users may be allocated (allocations.assignable_monthly) does not move when the card changes mid-cycle.
 A number has one owner, enforced by the database's unique phone: of two accounts claiming it at once,
 each under its own account lock, the second insert fails on the index and is answered as a conflict.
+Canceling an account releases its numbers: they cost nothing more and cannot be sent from, but stay
+its own, so inbound texts to them still land in it; adding one again takes it back.
 """
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +30,11 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
     book.lock_account(session, account_id)
     owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
     if owner == account_id:
-        raise Conflict(f"{phone} is already a number of account {account_id}")
+        number = _find(session, account_id, phone)
+        if number.released_at is None:
+            raise Conflict(f"{phone} is already a number of account {account_id}")
+        number.released_at, number.type, number.monthly_cost = None, number_type, monthly_cost
+        return number
     if owner is not None:  # inbound texts and callbacks on a number must name one account
         raise Conflict(f"{phone} is a number of another account")
     number = PhoneNumber(account_id=account_id, phone=phone, type=number_type, monthly_cost=monthly_cost)
@@ -39,15 +47,24 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
 
 
 def list_numbers(session: Session, account_id: str) -> list[PhoneNumber]:
-    return list(session.scalars(select(PhoneNumber).where(PhoneNumber.account_id == account_id)
+    """The account's sender numbers; released ones are not among them."""
+    return list(session.scalars(select(PhoneNumber).where(PhoneNumber.account_id == account_id,
+                                                          PhoneNumber.released_at.is_(None))
                                 .order_by(PhoneNumber.id)))
+
+
+def release_numbers(session: Session, account_id: str, *, now: datetime) -> int:
+    """Release every number of the account (it was canceled); returns how many were released now."""
+    return session.execute(update(PhoneNumber).where(PhoneNumber.account_id == account_id,
+                                                     PhoneNumber.released_at.is_(None))
+                           .values(released_at=now).execution_options(synchronize_session=False)).rowcount
 
 
 def remove_number(session: Session, account_id: str, raw_phone: str) -> None:
     phone = parse_e164(raw_phone, field="phone")
     book.lock_account(session, account_id)
     number = _find(session, account_id, phone)
-    if number is None:
+    if number is None or number.released_at is not None:
         raise NotFound(f"{phone} is not a number of account {account_id}")
     session.delete(number)
 

@@ -140,6 +140,8 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
         return "skipped"
     message, account, recipient_opted_out = row
     now = clock()
+    if account.status == "canceled":
+        return _cancel(session, message, account, now)
     reason = blocked_reason(account)
     if reason:
         return _park(message, reason, now)
@@ -162,6 +164,9 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
                                       idempotency_key=f"message:{message.id}:hold:{message.attempts}",
                                       ttl_seconds=hold_ttl_seconds, now=now)
     except (InsufficientCredits, AccountLocked) as error:
+        session.refresh(account)  # canceled while this step waited for the account's lock?
+        if account.status == "canceled":
+            return _cancel(session, message, account, now)
         return _park(message, str(error), now)
     message.status = "sending"
     message.hold_id = hold.id
@@ -177,6 +182,16 @@ def _reserved_hold(session: Session, message: Message) -> Hold | None:
     """The hold a campaign chunk reserved for this message, while it is still pending."""
     hold = session.get(Hold, message.hold_id) if message.hold_id else None
     return hold if hold is not None and hold.status == "pending" else None
+
+
+def _cancel(session: Session, message: Message, account: Account, now: datetime) -> str:
+    """The account was canceled after this message was accepted: it is never sent nor charged."""
+    _void_hold(session, message, now)
+    message.status = "canceled"
+    message.error_message = f"Account is canceled: {account.status_reason or 'no reason given'}."[:500]
+    message.credits_charged = 0 if message.hold_id else None
+    message.updated_at = now
+    return "canceled"
 
 
 def _park(message: Message, reason: str, now: datetime) -> str:

@@ -147,3 +147,31 @@ def test_upgrading_encrypts_the_secrets_already_stored_and_downgrading_restores_
         assert stored() == ["account-token", None, "site-token", '{"api_key": "cq_live_secret"}']
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_anchors_the_cycles_of_existing_accounts_at_their_creation(backend, tmp_path, request):
+    # given an account created on 2025-07-14, stored before cycles had an anchor of their own
+    url = (f"sqlite:///{tmp_path / 'creditq.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_server").create_database("migrations_anchor"))
+    upgrade(url, "0007")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO accounts (id, name, timezone, plan_monthly_credits, plan_cycle, plan_rollover, "
+            "overdraft_policy, overdraft_limit, low_balance_threshold, status, credit_hold, rollover_protection, "
+            "spam, balance, held, allocated, allocated_held, created_at) VALUES ('acct_old', 'Grace', 'UTC', 0, "
+            "'quarterly', 'none', 'prepaid', 0, 0, 'active', false, false, false, 0, 0, 0, 0, :created)"),
+            {"created": "2025-07-14 09:30:00+00:00"})
+
+    # when the database is upgraded, then its cycles still count from its creation
+    upgrade(url)
+    database = Database(url)
+    try:
+        with database.unit_of_work() as session:
+            account = session.get(Account, "acct_old")
+            assert account.cycle_anchor_at == account.created_at
+            assert account.canceled_at is None
+    finally:
+        database.dispose()
+        engine.dispose()

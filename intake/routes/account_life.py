@@ -1,0 +1,180 @@
+"""An account's life (operator): cancel, reactivate, mark spam; and its history of changes (GET .../events).
+
+The three actions are the operator's alone: to an account key, even for its own account, they do not
+exist (404), like any route it may not use, so the key learns nothing.
+"""
+
+import asyncio
+
+from aiohttp import web
+
+from shared.db import Database
+from shared.ledger import account_events, accounts
+from shared.ledger.expiry import utc
+from shared.lifecycle import account_life
+from shared.models import AccountEvent
+
+from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
+from ..auth import require_access
+from ..bodies import json_response, query_limit, read_json
+from ..cursors import decode_cursor, encode_cursor
+from ..errors import Problem
+from ..fields import Fields
+from ..idempotency import idempotent
+from ..openapi import problem
+from .accounts import _ACCOUNT_PATH, _INSTANT, _PLAN, ACCOUNT_SCHEMA, _json, _plan, account_json
+
+routes = web.RouteTableDef()
+
+
+def _require_operator_route(request: web.Request, account_id: str) -> None:
+    require_access(request, account_id)
+    if not request[PRINCIPAL].is_operator:
+        raise Problem(404, "Not found", "No such route for an account key.")
+
+
+@routes.post("/v1/accounts/{account_id}/cancel")
+async def cancel_account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    _require_operator_route(request, account_id)
+    fields = Fields(await read_json(request) if await request.read() else {})
+    reason = fields.text("reason", max_length=200) or account_life.CANCELED_BY_OPERATOR
+    fields.done()
+    return await _end(request, account_id, lambda session, now: account_life.cancel_account(
+        session, account_id, actor=request[PRINCIPAL].name, now=now, reason=reason))
+
+
+@routes.post("/v1/accounts/{account_id}/mark-spam")
+async def mark_spam(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    _require_operator_route(request, account_id)
+    return await _end(request, account_id, lambda session, now: account_life.mark_spam(
+        session, account_id, actor=request[PRINCIPAL].name, now=now))
+
+
+async def _end(request: web.Request, account_id: str, action) -> web.Response:
+    now = request.app[CLOCK]()
+
+    def apply(database: Database) -> tuple[dict, list[int]]:
+        with database.unit_of_work() as session:
+            canceled = action(session, now)
+            return account_json(canceled.account), canceled.revoked_key_ids
+
+    body, revoked = await asyncio.to_thread(apply, request.app[DATABASE])
+    for key_id in revoked:  # this process at once; the others within the key cache's TTL
+        request.app[KEY_CACHE].forget_key(key_id)
+    return json_response(body)
+
+
+@routes.post("/v1/accounts/{account_id}/reactivate")
+@idempotent
+async def reactivate_account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    _require_operator_route(request, account_id)
+    fields = Fields(await read_json(request))
+    plan = fields.obj("plan", required=True)
+    monthly, cycle, rollover = _plan(plan)
+    fields.done(plan)
+    now = request.app[CLOCK]()
+
+    def apply(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            account, api_key = account_life.reactivate_account(
+                session, account_id, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
+                plan_rollover=rollover or "none", actor=request[PRINCIPAL].name, now=now)
+            return {"api_key": api_key, **account_json(account)}
+
+    return json_response(await asyncio.to_thread(apply, request.app[DATABASE]))
+
+
+@routes.get("/v1/accounts/{account_id}/events")
+async def list_events(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"))
+
+    def read(database: Database) -> dict:
+        with database.read_only() as session:
+            accounts.get_account(session, account_id)
+            rows = account_events.list_events(session, account_id, limit=limit + 1, before_id=before_id)
+            page = rows[:limit]
+            return {"data": [event_json(event) for event in page],
+                    "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
+def event_json(event: AccountEvent) -> dict:
+    return {"id": str(event.id), "at": utc(event.at).isoformat(), "action": event.action,
+            "actor": event.actor, "detail": event.detail}
+
+
+EVENT_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "string"}, "at": _INSTANT,
+    "action": {"type": "string", "enum": ["cancel", "reactivate", "mark_spam", "update"]},
+    "actor": {"type": "string", "description": "operator, or the account id of the key that made the change."},
+    "detail": {"type": "object", "description": "What changed (credits in millicredits)."},
+}}
+_OPERATOR_ONLY = problem(404, "no such account, or an account key (these routes are the operator's)")
+
+
+def _action(operation_id: str, summary: str, description: str, *, body: dict | None = None,
+            answer: dict = ACCOUNT_SCHEMA, extra: dict | None = None, parameters: list | None = None) -> dict:
+    operation = {
+        "operationId": operation_id, "summary": summary, "description": description,
+        "responses": {"200": {"description": "the account", **_json(answer)},
+                      "401": problem(401, "no key, or an unknown or revoked one"), "404": _OPERATOR_ONLY,
+                      "429": problem(429, "the calling key's rate limit (Retry-After)"), **(extra or {})},
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/cancel": {"parameters": [_ACCOUNT_PATH], "post": _action(
+        "cancelAccount", "Cancel an account (operator): it stops sending; canceling again changes nothing",
+        "No more holds (sends answer 423 with the reason); messages Twilio never had end canceled, uncharged; "
+        "messages with Twilio settle as usual; campaigns and drips are canceled; plan and rollover credits "
+        "expire at once but for what those in-flight messages still need; purchased and bonus credits stay; "
+        "numbers are released (no fee, no sending from them; inbound texts still land); every API key is "
+        "revoked; debt is billed at month-end as usual.",
+        body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {
+            "reason": {"type": "string", "maxLength": 200, "description": "The account's status_reason."}}})},
+        extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "invalid reason")})},
+    "/v1/accounts/{account_id}/mark-spam": {"parameters": [_ACCOUNT_PATH], "post": _action(
+        "markAccountAsSpam", "Flag an account as spam (operator) and cancel it",
+        "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot), and cancels "
+        "the account as POST .../cancel does. Marking a spam account again changes nothing.")},
+    "/v1/accounts/{account_id}/reactivate": {"parameters": [_ACCOUNT_PATH], "post": _action(
+        "reactivateAccount", "Reactivate a canceled account (operator) on a plan, with a new API key",
+        "Only a canceled account (409 otherwise). Its cycles restart now: the first cycle's plan credits are "
+        "granted in full and expire when that cycle ends. Its kept purchased and bonus credits are spendable "
+        "again; its numbers stay released until added again. The answer carries a new owner key, shown only here.",
+        body={"required": True, **_json({"type": "object", "required": ["plan"], "additionalProperties": False,
+                                         "examples": [{"plan": {"monthly_credits": "500", "cycle": "monthly",
+                                                                "rollover": "none"}}],
+                                         "properties": {"plan": _PLAN}})},
+        answer={**ACCOUNT_SCHEMA, "properties": {**ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}},
+        extra={"400": problem(400, "the body is not a JSON object, or a malformed Idempotency-Key"),
+               "409": problem(409, "the account is not canceled, or the Idempotency-Key was reused"),
+               "422": problem(422, "invalid plan")},
+        parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
+                     "description": "The same key and body answer the first response (and key) again."}])},
+    "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": {
+        "operationId": "listAccountEvents",
+        "summary": "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest first",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                        "description": "next_cursor of the previous page."}],
+        "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
+            "data": {"type": "array", "items": EVENT_SCHEMA}, "next_cursor": {"type": ["string", "null"]}}})},
+            "401": problem(401, "no key, or an unknown or revoked one"),
+            "404": problem(404, "no such account (or another account's)"),
+            "422": problem(422, "bad limit or cursor"),
+            "429": problem(429, "the calling key's rate limit (Retry-After)")},
+    }},
+}
