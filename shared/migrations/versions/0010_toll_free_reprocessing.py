@@ -1,13 +1,13 @@
 """toll-free reprocessing: the account's setting, and the link from a resend to the original it resends
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
