@@ -1,6 +1,6 @@
 """Every money rule at once: random interleavings of grants, holds, settlements, clock jumps across expiries,
 month-end runs (on time, late, twice, for periods before the account existed), plan changes, rollover
-protection and the spam flag, on SQLite (the Python path) and on PostgreSQL (the ledger functions).
+protection, cancel, reactivate and mark-spam, on SQLite (the Python path) and on PostgreSQL (the ledger functions).
 
 After every step:
 - reads never count an expired lot: what a balance shows equals what it shows once every due expiry is
@@ -28,10 +28,11 @@ from sqlalchemy import select
 
 from shared.billing import month_end
 from shared.billing.calendar import Period, last_ended
-from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
+from shared.errors import AccountLocked, Conflict, InsufficientCredits, ValidationFailed
 from shared.ledger import accounts, allocations, book
 from shared.ledger.expiry import NEVER_EXPIRING_KINDS, can_lapse
 from shared.ledger.verify import verify
+from shared.lifecycle import account_life
 from shared.models import Account, Entry, Lot
 
 CREDIT = 1_000
@@ -173,13 +174,43 @@ class MoneyRules(RuleBasedStateMachine):
         with self.database.unit_of_work() as session:
             accounts.update_account(session, self.account_id, now=self.now, flags={"rollover_protection": value})
 
+    @rule()
+    def cancel(self):
+        """Plan and rollover credits expire at once (but for what pending holds took); never-expiring ones stay."""
+        before = self.never_expiring()
+        with self.database.unit_of_work() as session:
+            account_life.cancel_account(session, self.account_id, actor="operator", now=self.now)
+        assert self.never_expiring() == before
+        assert self.view().status == "canceled"
+
+    @rule(monthly=st.sampled_from([0, 100]))
+    def reactivate(self, monthly):
+        """Only a canceled account reopens; its first cycle comes with the plan, never-expiring credits are back."""
+        before = self.never_expiring()
+        try:
+            with self.database.unit_of_work() as session:
+                account_life.reactivate_account(session, self.account_id, plan_monthly_credits=monthly * CREDIT,
+                                                plan_cycle="monthly", plan_rollover="none", actor="operator",
+                                                now=self.now)
+        except Conflict:
+            assert self.view().status != "canceled"
+            return
+        view = self.view()
+        assert view.status == "active" and self.never_expiring() == before
+        if monthly and not self.spam:
+            assert any(lot.kind == "plan" and lot.granted_at == self.now for lot in view.lots)
+
     @precondition(lambda self: not self.spam)
     @rule()
     def mark_spam(self):
         with self.database.unit_of_work() as session:
-            accounts.update_account(session, self.account_id, now=self.now, flags={"spam": True})
-            assert not [lot for lot in self.view(session).lots if lot.kind in NEVER_EXPIRING_KINDS]
+            account_life.mark_spam(session, self.account_id, actor="operator", now=self.now)
+        assert self.never_expiring() == 0
         self.spam = True
+
+    def never_expiring(self) -> int:
+        """What is left of the purchased and bonus credits (pool and users)."""
+        return sum(lot.remaining for lot in self.view().lots if lot.kind in NEVER_EXPIRING_KINDS)
 
     # --- the rules, after every step ---------------------------------------------------------------------
 
