@@ -7,16 +7,17 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from shared.db import Database
+from shared.errors import ValidationFailed
 from shared.ids import new_id
 from shared.ledger import accounts, book
 from shared.ledger.burn_order import KINDS
 from shared.ledger.expiry import CYCLE_MONTHS, utc
-from shared.messaging import parking
+from shared.messaging import parking, shared_short_code
 from shared.messaging.send_policy import SCOPES, account_window, set_quiet_hours
 from shared.models import Account
 from shared.money import format_credits
 
-from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..auth import require_access, require_operator
 from ..bodies import json_response, read_json
 from ..errors import Problem
@@ -68,7 +69,8 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope")  # what an account key may change
+# what an account key may change
+OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "settings")
 
 
 @routes.patch("/v1/accounts/{account_id}")
@@ -93,8 +95,13 @@ async def patch_account(request: web.Request) -> web.Response:
     scope = fields.choice("quiet_hours_scope", SCOPES)
     window = fields.window("quiet_hours")
     clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
-    fields.done(plan, overdraft_fields, flag_fields)
+    settings = fields.obj("settings")
+    short_code = settings.obj("shared_short_code") if settings is not None else None
+    keyword = _keyword(short_code)
+    release_keyword = settings is not None and settings.body.get("shared_short_code", False) is None
+    fields.done(plan, overdraft_fields, flag_fields, settings, short_code)
     now = datetime.now(timezone.utc)
+    code = request.app[SETTINGS].shared_short_code
 
     def patch(database: Database) -> dict:
         with database.unit_of_work() as session:
@@ -103,6 +110,8 @@ async def patch_account(request: web.Request) -> web.Response:
                 plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags)
             if window is not None or clear_window or scope is not None:
                 account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
+            if keyword is not None or release_keyword:
+                account = shared_short_code.set_keyword(session, account_id, keyword, code=code)
             return account_json(account)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
@@ -154,6 +163,20 @@ def _plan(plan: Fields | None) -> tuple[int | None, str | None, str | None]:
             plan.choice("rollover", accounts.ROLLOVER_POLICIES))
 
 
+def _keyword(setting: Fields | None) -> str | None:
+    """settings.shared_short_code.keyword, in capitals; None when absent or invalid (then an error is recorded)."""
+    if setting is None:
+        return None
+    raw = setting.text("keyword", required=True, max_length=100)
+    if raw is None:
+        return None
+    try:
+        return shared_short_code.parse_keyword(raw)
+    except ValidationFailed as error:
+        setting.fail("keyword", error.errors[shared_short_code.FIELD])
+        return None
+
+
 def _overdraft(overdraft: Fields | None) -> accounts.Overdraft | None:
     if overdraft is None:
         return None
@@ -180,6 +203,7 @@ def account_json(account: Account) -> dict:
         "low_balance_threshold": format_credits(account.low_balance_threshold),
         "quiet_hours": account_window(account).as_dict(),
         "quiet_hours_scope": account.quiet_hours_scope,
+        "settings": {"shared_short_code": shared_short_code.setting(account)},
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance),
         "held": format_credits(account.held),
@@ -231,6 +255,23 @@ _QUIET_HOURS = {"type": ["object", "null"], "additionalProperties": False, "prop
 _QUIET_SCOPE = {"type": "string", "enum": ["automated", "all"],
                 "description": ("automated (default): campaigns, drips and scheduled sends keep to quiet hours; "
                                 "all: immediate single sends too.")}
+_KEYWORD = {"type": "string", "pattern": "^[A-Za-z0-9]{2,15}$", "examples": ["ACME"],
+            "description": ("Letters and digits, unique across accounts whatever the case (shown in capitals); not "
+                            "STOP, START, HELP, UNSTOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, INFO, YES and their "
+                            "like.")}
+_SHARED_SHORT_CODE = {
+    "type": ["object", "null"], "additionalProperties": False, "required": ["keyword"],
+    "properties": {"keyword": _KEYWORD},
+    "description": ("The deployment's shared short code (SHARED_SHORT_CODE), under this keyword: the account may "
+                    "send from the code, each text as `KEYWORD: body` at short-code rates, and texts to the code "
+                    "starting with the keyword land in the account. Costs the price list's monthly fee, billed at "
+                    "month-end. null releases the keyword. 409 when the keyword is taken, or the deployment has "
+                    "no shared short code.")}
+_SETTINGS = {"type": "object", "additionalProperties": False, "properties": {"shared_short_code": _SHARED_SHORT_CODE}}
+_SETTINGS_SHOWN = {"type": "object", "properties": {"shared_short_code": {
+    **_SHARED_SHORT_CODE, "required": ["keyword", "code"],
+    "properties": {"keyword": _KEYWORD,
+                   "code": {"type": "string", "description": "The shared short code to send from."}}}}}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
     "status": {"type": "string", "enum": ["active", "locked", "suspended"]},
@@ -238,7 +279,7 @@ ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
     "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
-    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS_SHOWN,
     "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
 }}
 LOT_SCHEMA = {"type": "object", "properties": {
@@ -291,17 +332,19 @@ OPENAPI_PATHS = {
                 "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                               "404": problem(404, "no such account")}},
         "patch": {"operationId": "updateAccount",
-                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold and "
-                              "quiet hours (the account's own key too)"),
+                  "summary": ("Change plan (from the next cycle), overdraft, flags (operator); threshold, "
+                              "quiet hours and settings (the account's own key too)"),
                   "requestBody": {"required": True, **_json({"type": "object", "examples": [_ACCOUNT_CHANGE_EXAMPLE],
                                                              "additionalProperties": False,
                                                              "properties": {
                       "name": {"type": "string"}, "plan": _PLAN, "overdraft": _OVERDRAFT, "flags": _FLAGS,
                       "low_balance_threshold": _CREDITS, "quiet_hours": _QUIET_HOURS,
-                      "quiet_hours_scope": _QUIET_SCOPE}})},
+                      "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS}})},
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                                 "403": problem(403, "an account key changing what only the operator may"),
                                 "404": problem(404, "no such account"),
+                                "409": problem(409, "the shared short code keyword is taken, or the deployment has "
+                                                    "no shared short code"),
                                 "422": problem(422, "invalid")}},
     },
     "/v1/accounts/{account_id}/grants": {"parameters": [_ACCOUNT_PATH], "post": {
