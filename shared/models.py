@@ -75,7 +75,8 @@ class Account(Base):
     twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
     twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
     # The deployment's shared short code the account sends from under its keyword (shared.messaging.shared_short_code):
-    # the code it was set on, and the keyword in capitals, unique, since inbound texts to the code are routed by it.
+    # the code it was set on (kept after a release: texts in flight still settle as short-code ones), and the keyword
+    # in capitals, unique, since inbound texts to the code are routed by it.
     shared_short_code: Mapped[str | None] = mapped_column(String(6))
     shared_short_code_keyword: Mapped[str | None] = mapped_column(String(15), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

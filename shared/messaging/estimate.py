@@ -134,14 +134,13 @@ def estimate_message(
 
 def sender_type_of(session: Session, phone: str, *, account_id: str | None) -> str:
     """The type of the sender number `phone` (of `account_id`, or of any account for the operator): its own number's,
-    short code for the shared short code its keyword is on; else long code."""
+    short code for the shared short code it has (or had) a keyword on; else long code."""
     try:
         phone = parse_e164(phone, field="from")
     except ValidationFailed:
         phone = phone.strip()  # a short code is not an E.164 number
     query = select(PhoneNumber.type).where(PhoneNumber.phone == phone)
-    shared = select(Account.id).where(Account.shared_short_code == phone,
-                                      Account.shared_short_code_keyword.is_not(None))
+    shared = select(Account.id).where(Account.shared_short_code == phone)
     if account_id is not None:
         query = query.where(PhoneNumber.account_id == account_id)
         shared = shared.where(Account.id == account_id)

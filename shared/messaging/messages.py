@@ -92,7 +92,7 @@ def _accept_one(account_id: str, request: MessageRequest, to: str | None, from_:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
-    body = prefixed(facts.keyword if facts.keyword_code == from_ else None, request.body)
+    body = prefixed(facts.keyword if from_ == facts.keyword_code else None, request.body)
     try:
         estimate = estimate_message(body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
                                     rate_card=rate_card)
@@ -176,7 +176,7 @@ def _check_fields(request: MessageRequest, to: str | None, from_: str | None, fa
     """Every field problem at once (`errors` holds those of the numbers), as one ValidationFailed naming each field."""
     sender_type = "long_code"
     if from_ is not None:
-        if facts.sender_type is None and facts.keyword_code == from_:
+        if facts.sender_type is None and facts.keyword is not None and from_ == facts.keyword_code:
             sender_type = "short_code"  # the shared short code, under the account's keyword
         elif facts.sender_type is None:
             errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"

@@ -6,7 +6,8 @@ can never hold one keyword in any case: of two claiming it at once, the second i
 index and is answered as a conflict that names the keyword, never its holder. Reserved words (Twilio's
 opt-out, opt-in and help keywords and their like) are refused, since a recipient's STOP must never
 reach an account as a keyword. The account row also keeps the code the keyword was set on, so the send
-step, the throttle and settlement see a short-code sender without reading the deployment's settings.
+step, the throttle and settlement see a short-code sender without reading the deployment's settings; the
+code stays after the keyword is released, so a text sent before still settles at the short-code rate.
 
 Every text sent through the code carries its keyword in front (`ACME: body`), and that prefixed body
 is what is estimated, held, sent and charged. An inbound text is routed by its first word (`ACME ...`);
@@ -56,7 +57,7 @@ def set_keyword(session: Session, account_id: str, keyword: str | None, *, code:
     if account is None:
         raise NotFound(f"No account {account_id}.")
     if keyword is None:
-        account.shared_short_code = account.shared_short_code_keyword = None
+        account.shared_short_code_keyword = None  # the code stays: texts sent from it may still be settling
         return account
     if code is None:
         raise Conflict(OFF)
@@ -94,7 +95,7 @@ def keyword_for(session: Session, account_id: str, from_: str, *, code: str | No
     if code is None or from_ != code:
         return None
     return session.scalar(select(Account.shared_short_code_keyword)
-                          .where(Account.id == account_id, Account.shared_short_code == code))
+                          .where(Account.id == account_id, Account.shared_short_code == code))  # None once released
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,16 @@ def test_the_shared_code_is_a_short_code_sender_only_for_an_account_with_a_keywo
         assert sender_type_of(session, CODE, account_id=None) == "short_code"  # the operator's estimate
 
 
+def test_texts_sent_before_a_release_still_settle_as_short_code_ones(db):
+    # given ACME sent from the shared code, then released its keyword while a text was in flight
+    keyword(db, "acct_acme", "ACME")
+    keyword(db, "acct_acme", None)
+
+    # then the text's sender is still a short code for the throttle and settlement
+    with db.unit_of_work() as session:
+        assert sender_type_of(session, CODE, account_id="acct_acme") == "short_code"
+
+
 @pytest.mark.parametrize(("environ", "code"), [({}, None), ({"SHARED_SHORT_CODE": ""}, None),
                                                ({"SHARED_SHORT_CODE": "12345"}, "12345"),
                                                ({"SHARED_SHORT_CODE": "123456"}, "123456")])
