@@ -12,7 +12,8 @@ code stays after the keyword is released, so a text sent before still settles at
 Every text sent through the code carries its keyword in front (`ACME: body`), and that prefixed body
 is what is estimated, held, sent and charged. An inbound text is routed by its first word (`ACME ...`);
 `STOP ACME` opts the sender out of that account alone, a bare opt-out word out of every account with a
-keyword on the code; a text naming no keyword goes to the account that last texted the sender from it.
+keyword on the code (a bare START lifts those again, never an account's do-not-contact list); a text
+naming no keyword goes to the account that last texted the sender from it.
 """
 
 import re
@@ -24,8 +25,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.messaging.opt_outs import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, Keyword, classify_inbound
-from shared.models import Account, Message
+from shared.messaging.opt_outs import (
+    HELP_KEYWORDS,
+    OPT_IN_KEYWORDS,
+    OPT_OUT_KEYWORDS,
+    RECIPIENT_SOURCES,
+    Keyword,
+    classify_inbound,
+)
+from shared.models import Account, Message, OptOut
 
 FIELD = "settings.shared_short_code.keyword"
 MIN_LENGTH, MAX_LENGTH = 2, 15
@@ -138,9 +146,12 @@ def resolve(session: Session, body: str, sender: str, *, code: str) -> Routed:
         return Routed(found, holders[found.keyword], (holders[found.keyword],) if found.action else ())
     last = _last_texted(session, sender, code)
     if found.every_account:
-        every = tuple(session.scalars(select(Account.id).where(Account.shared_short_code == code,
-                                                               Account.shared_short_code_keyword.is_not(None))))
-        return Routed(found, last, every)
+        every = select(Account.id).where(Account.shared_short_code == code,
+                                         Account.shared_short_code_keyword.is_not(None))
+        if found.action == "opt_in":  # lifts what recipients asked for, never an account's own do-not-contact list
+            every = every.where(select(OptOut.id).where(OptOut.account_id == Account.id, OptOut.phone == sender,
+                                                        OptOut.source.in_(RECIPIENT_SOURCES)).exists())
+        return Routed(found, last, tuple(session.scalars(every)))
     return Routed(found, last, (last,) if last and found.action else ())
 
 

@@ -11,6 +11,7 @@ from shared.config import ConfigError, load_settings
 from shared.errors import CallbackRejected, Conflict, ValidationFailed
 from shared.messaging.estimate import sender_type_of
 from shared.messaging.inbound import Inbound, receive_inbound
+from shared.messaging.opt_outs import FROM_IMPORT, opt_out
 from shared.messaging.shared_short_code import (
     FIELD,
     Route,
@@ -234,6 +235,22 @@ def test_stop_with_a_keyword_opts_out_of_that_account_and_a_bare_stop_out_of_eve
 
     inbound(db, "START ACME", sid="SM" + "3" * 32)
     assert opt_outs(db) == {("acct_acme", OTHER_CONTACT), ("acct_zen", OTHER_CONTACT)}
+
+
+def test_a_bare_start_lifts_the_recipients_own_stops_but_never_an_accounts_do_not_contact_list(db):
+    # given Acme's contact texted a bare STOP, and Zen listed them as do-not-contact
+    keyword(db, "acct_acme", "ACME")
+    keyword(db, "acct_zen", "ZEN")
+    with db.unit_of_work() as session:
+        opt_out(session, "acct_zen", CONTACT, FROM_IMPORT)
+    inbound(db, "STOP", sid="SM" + "8" * 32)
+    assert opt_outs(db) == {("acct_acme", CONTACT), ("acct_zen", CONTACT)}
+
+    # when they text a bare START
+    inbound(db, "START", sid="SM" + "9" * 32)
+
+    # then Acme may text them again; Zen's list stands
+    assert opt_outs(db) == {("acct_zen", CONTACT)}
 
 
 def test_a_keyword_text_lands_in_its_account_and_help_is_answered_with_that_accounts_text(db):
