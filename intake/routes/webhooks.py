@@ -155,9 +155,10 @@ OPENAPI_PATHS = {
                         "To the deployment's shared short code (SHARED_SHORT_CODE; signed with the deployment's "
                         "credentials): routed by its first word, an account's keyword (`ACME hi`, `ACME STOP`); "
                         "`STOP ACME` opts the sender out of that account only, a bare STOP (or another opt-out "
-                        "word) out of every account with a keyword on the code, a bare START back into them; a "
-                        "text naming no keyword goes to the account that last texted the sender from the code, "
-                        "and when there is none it is answered 200 and stored nowhere."),
+                        "word) out of every account with a keyword on the code, a bare START back into them (never "
+                        "lifting an account's do-not-contact list); a text naming no keyword goes to the account "
+                        "that last texted the sender from the code, and when there is none it is answered 200 and "
+                        "stored nowhere."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},

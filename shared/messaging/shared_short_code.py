@@ -2,7 +2,7 @@
 it under a keyword, and texts to it are routed to an account by that keyword.
 
 An account's keyword is letters and digits, stored in capitals under a unique index, so two accounts
-can never hold one keyword in any case: of two claiming it at once, the second insert fails on the
+can never hold one keyword in any case: of two claiming it at once, the second write fails on the
 index and is answered as a conflict that names the keyword, never its holder. Reserved words (Twilio's
 opt-out, opt-in and help keywords and their like) are refused, since a recipient's STOP must never
 reach an account as a keyword. The account row also keeps the code the keyword was set on, so the send
@@ -37,9 +37,9 @@ from shared.models import Account, Message, OptOut
 
 FIELD = "settings.shared_short_code.keyword"
 MIN_LENGTH, MAX_LENGTH = 2, 15
-# Twilio's keywords and the words carriers' short code rules (CTIA) treat the same way.
+# Twilio's keywords and other words recipients answer a short code with to mean the same (ARRET: French STOP).
 RESERVED = OPT_OUT_KEYWORDS | OPT_IN_KEYWORDS | HELP_KEYWORDS | frozenset(
-    {"NO", "SUBSCRIBE", "OPTIN", "RESUME", "CONTINUE", "ARRET", "STOPP", "HALT"})
+    {"NO", "SUBSCRIBE", "OPTIN", "RESUME", "CONTINUE", "ARRET"})
 _KEYWORD = re.compile(rf"[A-Z0-9]{{{MIN_LENGTH},{MAX_LENGTH}}}")
 OFF = "This deployment has no shared short code (SHARED_SHORT_CODE is not set)."
 
