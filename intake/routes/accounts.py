@@ -69,7 +69,7 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-# what an account key may change
+# What an account key may change.
 OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "settings")
 
 
@@ -95,11 +95,11 @@ async def patch_account(request: web.Request) -> web.Response:
     scope = fields.choice("quiet_hours_scope", SCOPES)
     window = fields.window("quiet_hours")
     clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
-    settings = fields.obj("settings")
-    short_code = settings.obj("shared_short_code") if settings is not None else None
+    settings_fields = fields.obj("settings")
+    short_code = None if settings_fields is None else settings_fields.obj("shared_short_code")
     keyword = _keyword(short_code)
-    release_keyword = settings is not None and settings.body.get("shared_short_code", False) is None
-    fields.done(plan, overdraft_fields, flag_fields, settings, short_code)
+    release_keyword = settings_fields is not None and settings_fields.body.get("shared_short_code", False) is None
+    fields.done(plan, overdraft_fields, flag_fields, settings_fields, short_code)
     now = datetime.now(timezone.utc)
     code = request.app[SETTINGS].shared_short_code
 
