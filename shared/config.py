@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class Settings:
     idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
     new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
     new_account_daily_messages: int = 500  # the cap: messages per local day
+    shared_short_code: str | None = None  # SHARED_SHORT_CODE: accounts send from it under a keyword; None: off
 
 
 def _port(name: str, raw: str) -> int:
@@ -95,6 +97,13 @@ def _non_negative_int(name: str, raw: str) -> int:
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or more")
     return value
+
+
+def _short_code(raw: str) -> str:
+    """A US short code: five or six digits, as Twilio writes it in From and To."""
+    if not re.fullmatch(r"[0-9]{5,6}", raw):
+        raise ConfigError(f"SHARED_SHORT_CODE={raw!r} must be a short code of 5 or 6 digits, such as 12345")
+    return raw
 
 
 def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) -> RateLimit | None:
@@ -225,6 +234,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         new_account_days=_non_negative_int("CREDITQ_NEW_ACCOUNT_DAYS", env.get("CREDITQ_NEW_ACCOUNT_DAYS", "7")),
         new_account_daily_messages=_positive_int(
             "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
+        shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
     )
 
 

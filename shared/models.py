@@ -80,6 +80,11 @@ class Account(Base):
     # callback for a sid not stored yet is checked against the tokens of the AccountSid it names.
     twilio_account_sid: Mapped[str | None] = mapped_column(String(34), index=True)
     twilio_auth_token: Mapped[str | None] = mapped_column(EncryptedText)
+    # The deployment's shared short code the account sends from under its keyword (shared.messaging.shared_short_code):
+    # the code it was set on (kept after a release: texts in flight still settle as short-code ones), and the keyword
+    # in capitals, unique, since inbound texts to the code are routed by it.
+    shared_short_code: Mapped[str | None] = mapped_column(String(6))
+    shared_short_code_keyword: Mapped[str | None] = mapped_column(String(15), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # Where its cycles count from: its creation (the default), or its last reactivation (its cycles restart there).
     cycle_anchor_at: Mapped[datetime] = mapped_column(default=lambda context: _created_at(context),
@@ -245,6 +250,8 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_status_updated_at", "status", "updated_at"),
         Index("ix_messages_account_id_id", "account_id", "id"),
+        # who last texted a phone from a sender: an inbound text to the shared short code naming no keyword
+        Index("ix_messages_to_from", "to", "from", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -8,17 +8,18 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from shared.db import Database
+from shared.errors import ValidationFailed
 from shared.ids import new_id
 from shared.ledger import accounts, book
 from shared.ledger.burn_order import KINDS
 from shared.ledger.expiry import CYCLE_MONTHS, utc
-from shared.messaging import parking
+from shared.messaging import parking, shared_short_code
 from shared.messaging.reprocessing import set_toll_free_reprocessing
 from shared.messaging.send_policy import SCOPES, account_window, set_quiet_hours
 from shared.models import Account
 from shared.money import format_credits
 
-from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL
+from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..auth import require_access, require_operator
 from ..bodies import json_response, read_json
 from ..errors import Problem
@@ -98,8 +99,12 @@ async def patch_account(request: web.Request) -> web.Response:
     clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
     settings_fields = fields.obj("settings")
     toll_free_reprocessing = None if settings_fields is None else settings_fields.boolean("toll_free_reprocessing")
-    fields.done(plan, overdraft_fields, flag_fields, settings_fields)
+    short_code = None if settings_fields is None else settings_fields.obj("shared_short_code")
+    keyword = _keyword(short_code)
+    release_keyword = settings_fields is not None and settings_fields.body.get("shared_short_code", False) is None
+    fields.done(plan, overdraft_fields, flag_fields, settings_fields, short_code)
     now = datetime.now(timezone.utc)
+    code = request.app[SETTINGS].shared_short_code
 
     def patch(database: Database) -> dict:
         with database.unit_of_work() as session:
@@ -111,6 +116,8 @@ async def patch_account(request: web.Request) -> web.Response:
                 account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
             if toll_free_reprocessing is not None:
                 account = set_toll_free_reprocessing(session, account_id, enabled=toll_free_reprocessing)
+            if keyword is not None or release_keyword:
+                account = shared_short_code.set_keyword(session, account_id, keyword, code=code)
             return account_json(session, account, now=now)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
@@ -162,6 +169,20 @@ def _plan(plan: Fields | None) -> tuple[int | None, str | None, str | None]:
             plan.choice("rollover", accounts.ROLLOVER_POLICIES))
 
 
+def _keyword(setting: Fields | None) -> str | None:
+    """settings.shared_short_code.keyword, in capitals; None when absent or invalid (then an error is recorded)."""
+    if setting is None:
+        return None
+    raw = setting.text("keyword", required=True, max_length=100)
+    if raw is None:
+        return None
+    try:
+        return shared_short_code.parse_keyword(raw)
+    except ValidationFailed as error:
+        setting.fail("keyword", error.errors[shared_short_code.FIELD])
+        return None
+
+
 def _overdraft(overdraft: Fields | None) -> accounts.Overdraft | None:
     if overdraft is None:
         return None
@@ -190,7 +211,8 @@ def account_json(session: Session, account: Account, *, now: datetime) -> dict:
         "low_balance_threshold": format_credits(account.low_balance_threshold),
         "quiet_hours": account_window(account).as_dict(),
         "quiet_hours_scope": account.quiet_hours_scope,
-        "settings": {"toll_free_reprocessing": account.toll_free_reprocessing},
+        "settings": {"toll_free_reprocessing": account.toll_free_reprocessing,
+                     "shared_short_code": shared_short_code.setting(account)},
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance - expired),
         "held": format_credits(account.held),
@@ -245,15 +267,32 @@ _QUIET_HOURS = {"type": ["object", "null"], "additionalProperties": False, "prop
 _QUIET_SCOPE = {"type": "string", "enum": ["automated", "all"],
                 "description": ("automated (default): campaigns, drips and scheduled sends keep to quiet hours; "
                                 "all: immediate single sends too.")}
-_SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
-    "toll_free_reprocessing": {"type": "boolean", "description": (
+_KEYWORD = {"type": "string", "pattern": "^[A-Za-z0-9]{2,15}$", "examples": ["ACME"],
+            "description": ("Letters and digits, unique across accounts whatever the case (shown in capitals); not "
+                            "STOP, START, HELP, UNSTOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, INFO, YES and their "
+                            "like.")}
+_SHARED_SHORT_CODE = {
+    "type": ["object", "null"], "additionalProperties": False, "required": ["keyword"],
+    "properties": {"keyword": _KEYWORD},
+    "description": ("The deployment's shared short code (SHARED_SHORT_CODE), under this keyword: the account may "
+                    "send from the code, each text as `KEYWORD: body` at short-code rates, and texts to the code "
+                    "starting with the keyword land in the account. Costs the price list's monthly fee, billed at "
+                    "month-end. null releases the keyword. 409 when the keyword is taken, or the deployment has "
+                    "no shared short code.")}
+_TOLL_FREE_REPROCESSING = {"type": "boolean", "description": (
         "Default false. When on, a text sent from a local (long code) number that ends undelivered or failed "
         "with Twilio error 30007 (filtered by the carrier) or 30034 (unregistered 10DLC sender) is sent again, "
         "once, from the account's toll-free number (reprocessed_from / reprocessed_as link the two messages). "
         "The original settles as it would anyway; the resend holds and costs 1 credit per started 160 "
         "characters of the body, and waits parked like any send when the account cannot pay it. MMS, "
-        "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")},
-}}
+        "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")}
+_SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
+    "toll_free_reprocessing": _TOLL_FREE_REPROCESSING, "shared_short_code": _SHARED_SHORT_CODE}}
+_SETTINGS_SHOWN = {"type": "object", "properties": {
+    "toll_free_reprocessing": _TOLL_FREE_REPROCESSING,
+    "shared_short_code": {**_SHARED_SHORT_CODE, "required": ["keyword", "code"],
+                          "properties": {"keyword": _KEYWORD,
+                                         "code": {"type": "string", "description": "The shared short code to send from."}}}}}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
     "status": {"type": "string", "enum": ["active", "locked", "suspended", "canceled"]},
@@ -261,7 +300,7 @@ ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
     "overdraft": _OVERDRAFT, "low_balance_threshold": _CREDITS, "flags": _FLAGS,
-    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS,
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE, "settings": _SETTINGS_SHOWN,
     "balance": _SIGNED_CREDITS, "held": _CREDITS, "available": _SIGNED_CREDITS, "created_at": _INSTANT,
     "canceled_at": {**_INSTANT, "type": ["string", "null"], "description": "Set while the account is canceled."},
 }}
@@ -326,6 +365,8 @@ OPENAPI_PATHS = {
                   "responses": {"200": {"description": "the account", **_json(ACCOUNT_SCHEMA)},
                                 "403": problem(403, "an account key changing what only the operator may"),
                                 "404": problem(404, "no such account"),
+                                "409": problem(409, "the shared short code keyword is taken, or the deployment has "
+                                                    "no shared short code"),
                                 "422": problem(422, "invalid")}},
     },
     "/v1/accounts/{account_id}/grants": {"parameters": [_ACCOUNT_PATH], "post": {

@@ -16,8 +16,9 @@ from shared.messaging.estimate import (
 )
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
 from shared.messaging.segments import MAX_BODY_CHARACTERS
+from shared.messaging.shared_short_code import keyword_for, prefixed
 
-from ..appkeys import DATABASE, PRINCIPAL
+from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..openapi import problem
@@ -37,18 +38,20 @@ async def estimate(request: web.Request) -> web.Response:
         raise Problem(422, "Validation failed", "smart_encoding must be true or false.",
                       errors={"smart_encoding": "must be a boolean"})
     result = await asyncio.to_thread(_estimate, request.app[DATABASE], request[PRINCIPAL].account_id, payload,
-                                     sender, smart_encoding)
+                                     sender, smart_encoding, request.app[SETTINGS].shared_short_code)
     return json_response(result.as_dict())
 
 
 def _estimate(database: Database, account_id: str | None, payload: dict, sender: str | None,
-              smart_encoding: bool) -> Estimate:
-    sender_type = "long_code"
+              smart_encoding: bool, shared_short_code: str | None) -> Estimate:
+    sender_type, keyword = "long_code", None
     if sender:
         with database.read_only() as session:
             sender_type = sender_type_of(session, sender, account_id=account_id)
+            if account_id is not None:
+                keyword = keyword_for(session, account_id, sender, code=shared_short_code)
     return estimate_message(
-        payload.get("body", ""),
+        prefixed(keyword, payload.get("body", "")),  # what the shared short code sends, and charges for
         to=payload.get("to"),
         recipients=payload.get("recipients"),
         sender_type=sender_type,
@@ -87,6 +90,9 @@ OPENAPI_PATHS = {
                                                       "instead of `to` (or equal to its length)."},
                         "from": {"type": "string", "description": "A sender number of the account: its type "
                                                                   "(long code, toll-free, short code) picks the rate. "
+                                                                  "The shared short code, for an account with a "
+                                                                  "keyword on it: short-code rates, and the body "
+                                                                  "counted with its `KEYWORD: ` prefix. "
                                                                   "Otherwise long-code rates apply."},
                         "channel": {"type": "string", "enum": list(CHANNELS),
                                     "description": "Default: mms when media_urls are given, else sms."},

@@ -61,9 +61,10 @@ class AcceptBatcher:
     Each request gets its own answer (202 body or DomainError), only once its message is committed.
     """
 
-    def __init__(self, database: Database, enqueuer: Enqueuer, *, cap: SendCap, max_batch: int = MAX_BATCH,
-                 writers: int = WRITERS):
+    def __init__(self, database: Database, enqueuer: Enqueuer, *, cap: SendCap, shared_short_code: str | None = None,
+                 max_batch: int = MAX_BATCH, writers: int = WRITERS):
         self._database, self._enqueuer, self._cap, self._max_batch = database, enqueuer, cap, max_batch
+        self._shared_short_code = shared_short_code
         self._writers = asyncio.Semaphore(writers)
         self._queue: asyncio.Queue[tuple[str, MessageRequest, asyncio.Future]] = asyncio.Queue()
         self._writing: set[asyncio.Task] = set()
@@ -105,6 +106,7 @@ class AcceptBatcher:
     async def _write(self, batch: list[tuple[str, MessageRequest, asyncio.Future]]) -> None:
         try:
             outcomes = await asyncio.to_thread(_accept_batch, self._database, self._enqueuer, self._cap,
+                                               self._shared_short_code,
                                                [(account_id, request) for account_id, request, _ in batch])
         except asyncio.CancelledError:  # the loop is going away: the answers are unknown
             for _, _, answer in batch:
@@ -124,20 +126,21 @@ ACCEPT_BATCHER = web.AppKey("accept_batcher", AcceptBatcher)
 
 async def accept_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The batcher's writer runs as long as the app serves."""
-    batcher = AcceptBatcher(app[DATABASE], app[ENQUEUER], cap=SendCap.from_settings(app[SETTINGS]))
+    batcher = AcceptBatcher(app[DATABASE], app[ENQUEUER], cap=SendCap.from_settings(app[SETTINGS]),
+                            shared_short_code=app[SETTINGS].shared_short_code)
     app[ACCEPT_BATCHER] = batcher
     batcher.start()
     yield
     await batcher.close()
 
 
-def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap,
+def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap, shared_short_code: str | None,
                   requests: list[tuple[str, MessageRequest]]) -> list[dict | BaseException]:
     """Commit the batch's messages, then enqueue their jobs from the same thread: the answers, in order."""
     try:
         with database.unit_of_work() as session:
             outcomes = accept_messages(session, requests, rate_card=default_rate_card(), now=datetime.now(UTC),
-                                       cap=cap)
+                                       cap=cap, shared_short_code=shared_short_code)
     except (IntegrityError, DataError) as error:
         if len(requests) == 1:
             return [error]
@@ -145,7 +148,8 @@ def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap,
         # meets only its own fate. Other failures (the connection, even at COMMIT) are not retried: the
         # batch may have been committed, and a retry would store its messages twice.
         log.warning("a batch of %d messages was refused (%r); accepting them one by one", len(requests), error)
-        return [outcome for request in requests for outcome in _accept_batch(database, enqueuer, cap, [request])]
+        return [outcome for request in requests for outcome in _accept_batch(database, enqueuer, cap, shared_short_code,
+                                                                               [request])]
     except Exception as error:
         return [error] * len(requests)
     _enqueue(enqueuer, [outcome[0] for outcome in outcomes if not isinstance(outcome, DomainError)])
@@ -220,7 +224,10 @@ OPENAPI_PATHS = {
             "type": "object", "examples": [_MESSAGE_EXAMPLE], "required": ["to", "from", "body"],
             "properties": {
                 "to": {"type": "string", "examples": ["+14155550100"], "description": "E.164 recipient"},
-                "from": {"type": "string", "description": "One of the account's sender numbers"},
+                "from": {"type": "string", "description": (
+                    "One of the account's sender numbers, or the deployment's shared short code when the account "
+                    "has a keyword on it (settings.shared_short_code): the body is then sent as "
+                    "`KEYWORD: body`, and priced, held and charged so, at short-code rates")},
                 "body": {"type": "string", "maxLength": 1600, "description": "May be empty with media_urls"},
                 "media_urls": {"type": "array", "maxItems": 10, "items": {"type": "string", "format": "uri"},
                                "description": "Makes it an MMS"},
@@ -243,7 +250,9 @@ OPENAPI_PATHS = {
             "404": problem(404, "No such account (operator key) or user"),
             "409": problem(409, "The recipient opted out or is on the do-not-contact list, or the Idempotency-Key "
                                 "was used with another request"),
-            "422": problem(422, "Invalid number, body, media, user or send_at; `errors` names each field"),
+            "422": problem(422, "Invalid number, body, media, user or send_at, or a `from` that is not the "
+                                "account's (the shared short code without a keyword on it); `errors` names each "
+                                "field"),
             "423": problem(423, "The account is locked (its balance went below zero)"),
             "429": problem(429, "The key's request rate limit, or a new account's daily send cap (`limit`, "
                                 "`resets_at`: the account's next local midnight); both with Retry-After"),

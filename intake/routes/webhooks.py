@@ -103,7 +103,8 @@ async def inbound_message(request: web.Request) -> web.Response:
 
     def receive():
         with database.unit_of_work() as session:
-            return receive_inbound(session, inbound, signed, deployment=deployment, now=datetime.now(UTC))
+            return receive_inbound(session, inbound, signed, deployment=deployment, now=datetime.now(UTC),
+                                   shared_short_code=request.app[SETTINGS].shared_short_code)
 
     received = await asyncio.to_thread(receive)
     twiml = MessagingResponse()
@@ -150,7 +151,14 @@ OPENAPI_PATHS = {
                         "'received'. The whole message STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or "
                         "OPTOUT opts the sender out of that account; START, YES or UNSTOP opts them back in; HELP "
                         "or INFO is answered with the account's help_text. To a number no account has: answered "
-                        "200 when signed by credentials creditq holds for its AccountSid, and nothing is stored."),
+                        "200 when signed by credentials creditq holds for its AccountSid, and nothing is stored. "
+                        "To the deployment's shared short code (SHARED_SHORT_CODE; signed with the deployment's "
+                        "credentials): routed by its first word, an account's keyword (`ACME hi`, `ACME STOP`); "
+                        "`STOP ACME` opts the sender out of that account only, a bare STOP (or another opt-out "
+                        "word) out of every account with a keyword on the code, a bare START back into them (never "
+                        "lifting an account's do-not-contact list); a text naming no keyword goes to the account "
+                        "that last texted the sender from the code, and when there is none it is answered 200 and "
+                        "stored nowhere."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "TwiML; a <Message> only for HELP/INFO",
                               "content": {"text/xml": {"schema": {"type": "string"}}}},

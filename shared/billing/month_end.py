@@ -78,6 +78,7 @@ class Summary:
     expired: int = 0
     billed: int = 0
     credit_hold_fee_cents: int = 0
+    shared_short_code_fee_cents: int = 0
     number_fees: int = 0
     granted: int = 0
     allocated: int = 0
@@ -149,7 +150,8 @@ def run(database: Database, gateway: PaymentGateway | None, period: Period, *, n
     summary = Summary(str(period), dry_run=dry_run)
     for batch in account_batches(database, batch_size):
         done = close_accounts(database, batch, period, now=now, dry_run=dry_run, price_list=price_list)
-        if not dry_run and gateway is not None and (done.billed or done.credit_hold_fee_cents):
+        if not dry_run and gateway is not None and (done.billed or done.credit_hold_fee_cents
+                                                    or done.shared_short_code_fee_cents):
             done.add(collect_batch(database, gateway, batch, now=now))
         summary.add(done)
         if progress is not None:
@@ -333,6 +335,7 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
         close.reset_debt()
         close.charge_numbers(int(fees.get(close.account.id) or 0))  # PostgreSQL sums to Decimal
         close.charge_credit_hold_fee()
+        close.charge_shared_short_code_fee()
         close.grant_next_cycle()
     _insert_grant_lots(session, [close for close in closes if close.grant_lot is not None])
     for close in closes:
@@ -449,6 +452,11 @@ class _Close:
         if self.account.credit_hold:
             self.summary.credit_hold_fee_cents = self.price_list.credit_hold_monthly_fee_cents
 
+    def charge_shared_short_code_fee(self) -> None:
+        """A keyword on the shared short code costs the price list's monthly fee, billed in money like credit hold's."""
+        if self.account.shared_short_code_keyword is not None:
+            self.summary.shared_short_code_fee_cents = self.price_list.shared_short_code_monthly_fee_cents
+
     def grant_next_cycle(self) -> None:
         """When a cycle ends: a pending plan change applies, then book.grant of the next cycle's credits."""
         account = self.account
@@ -560,11 +568,13 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
     ), [dict(account_key=close.account.id, new_balance=close.balance, new_allocated=close.allocated,
              new_status=close.status, new_reason=close.status_reason, new_plan=close.plan_monthly,
              new_next_plan=close.next_plan, new_next_expiry=close.next_expiry()) for close in closes])
-    if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents]:
+    if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents
+                 or close.summary.shared_short_code_fee_cents]:
         session.execute(_insert(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",
                  amount=close.summary.billed,
-                 amount_cents=close.debt_cents + close.summary.credit_hold_fee_cents,
+                 amount_cents=(close.debt_cents + close.summary.credit_hold_fee_cents
+                               + close.summary.shared_short_code_fee_cents),
                  created_at=utc(now))
             for close in bills])
 

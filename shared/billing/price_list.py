@@ -27,6 +27,7 @@ class Tier:
 class PriceList:
     currency: str
     credit_hold_monthly_fee_cents: int
+    shared_short_code_monthly_fee_cents: int  # an account with a keyword on the shared short code, per month
     tiers: tuple[Tier, ...]  # by min_monthly_credits ascending
 
     def tier_for(self, plan_monthly_credits: int) -> Tier:
@@ -56,7 +57,8 @@ def parse_price_list(data: dict) -> PriceList:
     tiers.sort(key=lambda t: t.min_monthly_credits)
     if not tiers or tiers[0].min_monthly_credits != 0:
         raise ValueError("the price list needs a tier starting at 0 monthly credits")
-    return PriceList(data["currency"], _cents(data["credit_hold_monthly_fee_cents"]), tuple(tiers))
+    return PriceList(data["currency"], _cents(data["credit_hold_monthly_fee_cents"]),
+                     _cents(data["shared_short_code_monthly_fee_cents"]), tuple(tiers))
 
 
 def _thousandths(value: object) -> int:

@@ -16,7 +16,7 @@ from shared.errors import ValidationFailed
 from shared.messaging.phone_numbers import country_of, parse_e164
 from shared.messaging.rates import SENDER_TYPES, RateCard
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
-from shared.models import PhoneNumber
+from shared.models import Account, PhoneNumber
 from shared.money import format_credits
 
 CHANNELS = ("sms", "mms")
@@ -133,15 +133,21 @@ def estimate_message(
 
 
 def sender_type_of(session: Session, phone: str, *, account_id: str | None) -> str:
-    """The type of the sender number `phone` (of `account_id`, or of any account for the operator); else long code."""
+    """The type of the sender number `phone` (of `account_id`, or of any account for the operator): its own number's,
+    short code for the shared short code it has (or had) a keyword on; else long code."""
     try:
         phone = parse_e164(phone, field="from")
     except ValidationFailed:
         phone = phone.strip()  # a short code is not an E.164 number
     query = select(PhoneNumber.type).where(PhoneNumber.phone == phone)
+    shared = select(Account.id).where(Account.shared_short_code == phone)
     if account_id is not None:
         query = query.where(PhoneNumber.account_id == account_id)
-    return session.scalars(query.limit(1)).first() or "long_code"
+        shared = shared.where(Account.id == account_id)
+    own = session.scalars(query.limit(1)).first()
+    if own is not None:
+        return own
+    return "short_code" if session.scalar(shared.limit(1)) is not None else "long_code"
 
 
 def _check_body(body: object, has_media: bool, errors: dict[str, str]) -> None:

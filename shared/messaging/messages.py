@@ -19,6 +19,7 @@ from shared.messaging.parking import blocked_reason
 from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.rates import RateCard
 from shared.messaging.send_cap import DailySends, SendCap
+from shared.messaging.shared_short_code import prefixed
 from shared.models import Account, Message, OptOut, PhoneNumber, User
 from shared.money import format_credits
 
@@ -43,26 +44,32 @@ class MessageRequest:
 
 
 def accept_message(session: Session, account_id: str, request: MessageRequest, *, rate_card: RateCard,
-                   now: datetime, cap: SendCap) -> tuple[Message, Estimate]:
+                   now: datetime, cap: SendCap, shared_short_code: str | None = None) -> tuple[Message, Estimate]:
     """Validate, price and pre-check a message, then insert it `accepted` (or `scheduled`); raises its DomainError."""
-    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now, cap=cap)[0]
+    outcome = accept_messages(session, [(account_id, request)], rate_card=rate_card, now=now, cap=cap,
+                              shared_short_code=shared_short_code)[0]
     if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
 
 def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]], *, rate_card: RateCard,
-                    now: datetime, cap: SendCap) -> list[tuple[Message, Estimate] | DomainError]:
+                    now: datetime, cap: SendCap,
+                    shared_short_code: str | None = None) -> list[tuple[Message, Estimate] | DomainError]:
     """`accept_message` for many (account_id, request) at once: one read of the facts, one INSERT.
 
     Each message gets its own outcome, in order: a bad one is its DomainError and does not stop
     the others. The credit check is a quick one without a hold; the worker's hold is authoritative.
-    Last comes the daily cap of new accounts (shared.messaging.send_cap).
+    Last comes the daily cap of new accounts (shared.messaging.send_cap). `from` may be the
+    deployment's `shared_short_code` for an account with a keyword on it: the body then carries the
+    keyword in front, and is priced, held and sent so.
     """
     numbers = []
     for _, request in requests:
         errors: dict[str, str] = {}
-        numbers.append((_parse_number("to", request.to, errors), _parse_number("from", request.from_, errors), errors))
+        from_ = (request.from_ if shared_short_code is not None and request.from_ == shared_short_code
+                 else _parse_number("from", request.from_, errors))
+        numbers.append((_parse_number("to", request.to, errors), from_, errors))
     facts = _facts(session, [(account_id, to, from_, request.user_id)
                              for (account_id, request), (to, from_, _) in zip(requests, numbers)])
     outcomes: list[tuple[Message, Estimate] | DomainError] = []
@@ -87,8 +94,9 @@ def _accept_one(session: Session, account_id: str, request: MessageRequest, to: 
     if facts.status == "canceled":  # its numbers went with it: the refusal names the account, not the sender
         book.holdable(account_id, facts)
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
+    body = prefixed(facts.keyword if from_ == facts.keyword_code else None, request.body)
     try:
-        estimate = estimate_message(request.body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
+        estimate = estimate_message(body, to=[to], sender_type=sender_type, media_urls=request.media_urls,
                                     rate_card=rate_card)
     except ValidationFailed as error:
         errors = {("to" if field == "to[0]" else field): reason for field, reason in error.errors.items()}
@@ -99,7 +107,7 @@ def _accept_one(session: Session, account_id: str, request: MessageRequest, to: 
     daily_sends.take(account_id, created_at=facts.account_created_at, timezone=facts.timezone)
     reason = blocked_reason(facts)
     message = Message(  # the answer; accept_messages inserts its _INSERTED attributes
-        id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=request.body,
+        id=new_id("msg"), account_id=account_id, user_id=user_id, to=to, from_=from_, body=body,
         media_urls=request.media_urls or None,
         status="parked" if reason else ("scheduled" if send_at else "accepted"),
         error_message=reason, segments=estimate.segments, encoding=estimate.encoding,
@@ -124,7 +132,8 @@ def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None
 def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, object]]) -> list[Row | None]:
     """What intake reads for each (account_id, to, from, user_id), in one query for them all: why the account
     may not send (the columns `blocked_reason` reads), the sender's type, the opt-out, the user's role,
-    what the account or user could hold, and the account's age and time zone (for the new accounts' cap).
+    what the account or user could hold, the account's age and time zone (for the new accounts' cap), and
+    its keyword on the shared short code with the code it is on.
 
     None for a message whose account does not exist.
     """
@@ -152,6 +161,7 @@ def _facts_query(count: int) -> Select:
         select(ask.c.i, Account.sending_blocked_reason, Account.status, Account.status_reason,
                Account.overdraft_policy, Account.overdraft_limit, Account.next_expiry_at, book.POOL_AVAILABLE.label("pool"),
                Account.created_at.label("account_created_at"), Account.timezone,
+               Account.shared_short_code.label("keyword_code"), Account.shared_short_code_keyword.label("keyword"),
                select(PhoneNumber.type).where(PhoneNumber.account_id == ask.c.account_id,
                                                PhoneNumber.phone == ask.c.from_, PhoneNumber.released_at.is_(None))
                .scalar_subquery().label("sender_type"),
@@ -169,7 +179,9 @@ def _check_fields(request: MessageRequest, to: str | None, from_: str | None, fa
     """Every field problem at once (`errors` holds those of the numbers), as one ValidationFailed naming each field."""
     sender_type = "long_code"
     if from_ is not None:
-        if facts.sender_type is None:
+        if facts.sender_type is None and facts.keyword is not None and from_ == facts.keyword_code:
+            sender_type = "short_code"  # the shared short code, under the account's keyword
+        elif facts.sender_type is None:
             errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
         else:
             sender_type = facts.sender_type

@@ -28,7 +28,7 @@ SEED = 20261
 @pytest.fixture(scope="module")
 def stack(postgres_server, tmp_path_factory):
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_contract",
-               worker_processes=1, worker_threads=2) as running:
+               worker_processes=1, worker_threads=2, env={"SHARED_SHORT_CODE": "12345"}) as running:
         yield running
 
 

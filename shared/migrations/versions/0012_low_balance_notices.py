@@ -2,13 +2,13 @@
 local day; they replace the day claimed on the user row (`users.low_balance_notified_on`)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

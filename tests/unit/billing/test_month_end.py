@@ -37,7 +37,7 @@ def make_account(database, *, tz="UTC", created=None, monthly=0, cycle="monthly"
 
 
 TEST_PRICES = parse_price_list({  # not the bundled list: the bills below come from these numbers
-    "currency": "usd", "credit_hold_monthly_fee_cents": 100,
+    "currency": "usd", "credit_hold_monthly_fee_cents": 100, "shared_short_code_monthly_fee_cents": 700,
     "plans": [{"name": "small", "min_monthly_credits": "0", "debt_cents_per_credit": "2.5",
                "buckets": [{"credits": "100", "price_cents": 300}]},
               {"name": "large", "min_monthly_credits": "1000", "debt_cents_per_credit": "0.75",
