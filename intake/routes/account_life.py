@@ -58,7 +58,7 @@ async def _end(request: web.Request, account_id: str, action) -> web.Response:
     def apply(database: Database) -> tuple[dict, list[int]]:
         with database.unit_of_work() as session:
             canceled = action(session, now)
-            return account_json(canceled.account), canceled.revoked_key_ids
+            return account_json(session, canceled.account, now=now), canceled.revoked_key_ids
 
     body, revoked = await asyncio.to_thread(apply, request.app[DATABASE])
     for key_id in revoked:  # this process at once; the others within the key cache's TTL
@@ -82,7 +82,7 @@ async def reactivate_account(request: web.Request) -> web.Response:
             account, api_key = account_life.reactivate_account(
                 session, account_id, plan_monthly_credits=monthly or 0, plan_cycle=cycle or "monthly",
                 plan_rollover=rollover or "none", actor=request[PRINCIPAL].name, now=now)
-            return {"api_key": api_key, **account_json(account)}
+            return {"api_key": api_key, **account_json(session, account, now=now)}
 
     return json_response(await asyncio.to_thread(apply, request.app[DATABASE]))
 

@@ -86,13 +86,13 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
     return outcomes
 
 
-def _accept_one(session: Session, account_id: str, request: MessageRequest, to: str | None, from_: str | None, errors: dict[str, str],
-                facts: Row | None, rate_card: RateCard, now: datetime,
+def _accept_one(session: Session, account_id: str, request: MessageRequest, to: str | None, from_: str | None,
+                errors: dict[str, str], facts: Row | None, rate_card: RateCard, now: datetime,
                 daily_sends: DailySends) -> tuple[Message, Estimate]:
     if facts is None:
         raise NotFound(f"No account {account_id}.")
     if facts.status == "canceled":  # its numbers went with it: the refusal names the account, not the sender
-        book.holdable(account_id, facts)
+        book.holdable(session, account_id, facts, user_id=request.user_id, now=now)
     to, from_, sender_type, user_id, send_at = _check_fields(request, to, from_, facts, errors, now)
     body = prefixed(facts.keyword if from_ == facts.keyword_code else None, request.body)
     try:

@@ -62,7 +62,7 @@ async def test_the_owner_sets_its_keyword_with_its_own_key_and_reads_it_under_se
     response = await set_keyword(client, acme_id, acme, {"keyword": "acme"})
 
     assert response.status == 200
-    assert (await response.json())["settings"] == {"shared_short_code": {"keyword": "ACME", "code": CODE}}
+    assert (await response.json())["settings"]["shared_short_code"] == {"keyword": "ACME", "code": CODE}
     assert await shown(client, acme_id, acme) == {"keyword": "ACME", "code": CODE}
 
 

@@ -249,7 +249,7 @@ def test_reactivation_anchors_the_cycle_grants_the_first_one_in_full_and_issues_
         # then it is active, the purchased credits spendable, and its first quarter granted in full,
         # expiring when the quarter that starts in June ends (Sep 1), not on the creation's quarters
         assert (account.status, account.canceled_at, account.balance) == ("active", None, 650 * CREDIT)
-        assert book.available_for(session, account_id) == 650 * CREDIT
+        assert book.available_for(session, account_id, now=REACTIVATED) == 650 * CREDIT
         assert plan_lot.remaining == 600 * CREDIT
         assert plan_lot.expires_at == datetime(2026, 9, 1, tzinfo=UTC)
         assert find_live_key(session, new_key, now=REACTIVATED).account_id == account_id
