@@ -94,10 +94,13 @@ async def patch_account(request: web.Request) -> web.Response:
     flags = {}
     if flag_fields is not None:
         flags = {flag: value for flag in accounts.FLAGS if (value := flag_fields.boolean(flag)) is not None}
-    scope = fields.choice("quiet_hours_scope", SCOPES)
-    window = fields.window("quiet_hours")
-    clear_window = "quiet_hours" in body and body["quiet_hours"] is None  # null: back to the TCPA default
     settings_fields = fields.obj("settings")
+    # API.md puts quiet hours under `settings`; the top-level fields came first and stay accepted
+    where = settings_fields if settings_fields is not None and {"quiet_hours", "quiet_hours_scope"} & set(
+        settings_fields.body) else fields
+    scope = where.choice("quiet_hours_scope", SCOPES)
+    window = where.window("quiet_hours")
+    clear_window = "quiet_hours" in where.body and where.body["quiet_hours"] is None  # null: the TCPA default
     toll_free_reprocessing = None if settings_fields is None else settings_fields.boolean("toll_free_reprocessing")
     short_code = None if settings_fields is None else settings_fields.obj("shared_short_code")
     keyword = _keyword(short_code)
@@ -211,7 +214,8 @@ def account_json(session: Session, account: Account, *, now: datetime) -> dict:
         "low_balance_threshold": format_credits(account.low_balance_threshold),
         "quiet_hours": account_window(account).as_dict(),
         "quiet_hours_scope": account.quiet_hours_scope,
-        "settings": {"toll_free_reprocessing": account.toll_free_reprocessing,
+        "settings": {"quiet_hours": account_window(account).as_dict(), "quiet_hours_scope": account.quiet_hours_scope,
+                     "toll_free_reprocessing": account.toll_free_reprocessing,
                      "shared_short_code": shared_short_code.setting(account)},
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance - expired),
@@ -287,8 +291,10 @@ _TOLL_FREE_REPROCESSING = {"type": "boolean", "description": (
         "characters of the body, and waits parked like any send when the account cannot pay it. MMS, "
         "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")}
 _SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
     "toll_free_reprocessing": _TOLL_FREE_REPROCESSING, "shared_short_code": _SHARED_SHORT_CODE}}
 _SETTINGS_SHOWN = {"type": "object", "properties": {
+    "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
     "toll_free_reprocessing": _TOLL_FREE_REPROCESSING,
     "shared_short_code": {**_SHARED_SHORT_CODE, "required": ["keyword", "code"],
                           "properties": {"keyword": _KEYWORD,

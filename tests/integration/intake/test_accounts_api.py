@@ -304,6 +304,29 @@ async def test_the_account_key_sets_its_threshold_and_quiet_hours_but_not_its_pl
         {"start": "08:00", "end": "21:00"}, "automated")
 
 
+async def test_quiet_hours_are_settings_as_the_api_contract_has_them(client):
+    # given an account and its own key
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}"
+
+    # when the owner sets its quiet hours and their scope under `settings`
+    changed = await client.patch(path, headers=own, json={"settings": {
+        "quiet_hours": {"start": "10:00", "end": "19:30"}, "quiet_hours_scope": "all"}})
+
+    # then the account keeps to them, shown under settings (and where they were first shown)
+    assert changed.status == 200, await changed.text()
+    body = await (await client.get(path, headers=own)).json()
+    assert (body["settings"]["quiet_hours"], body["settings"]["quiet_hours_scope"]) == (
+        {"start": "10:00", "end": "19:30"}, "all")
+    assert body["quiet_hours"] == body["settings"]["quiet_hours"]
+
+    # and a bad one is a 422 naming the field under settings; null is the TCPA default again
+    bad = await client.patch(path, headers=own, json={"settings": {"quiet_hours": {"start": "25:00", "end": "08:00"}}})
+    assert (bad.status, list((await bad.json())["errors"])) == (422, ["settings.quiet_hours.start"])
+    reset = await client.patch(path, headers=own, json={"settings": {"quiet_hours": None}})
+    assert (await reset.json())["settings"]["quiet_hours"] == {"start": "08:00", "end": "21:00"}
+
+
 async def test_an_owner_created_with_shared_monthly_credits_shares_the_pool(client):
     # given the value the API shows for owners and admins
     account_id, own = await create_account(client)
