@@ -8,7 +8,7 @@ its event and no event without its change.
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.ledger.expiry import utc
@@ -26,3 +26,9 @@ def list_events(session: Session, account_id: str, *, limit: int, before_id: int
     if before_id is not None:
         query = query.where(AccountEvent.id < before_id)
     return list(session.scalars(query.order_by(AccountEvent.id.desc()).limit(limit)))
+
+
+def count(session: Session, account_id: str, action: str) -> int:
+    """How many times the account went through `action` (its reactivations number their first cycles' grants)."""
+    return session.scalar(select(func.count()).select_from(AccountEvent)
+                          .where(AccountEvent.account_id == account_id, AccountEvent.action == action))

@@ -151,7 +151,9 @@ def reopen_account(session: Session, account_id: str, *, plan_monthly_credits: i
     account.plan_cycle, account.plan_rollover = plan_cycle, plan_rollover
     account.cycle_anchor_at = now
     session.flush()
-    grant_first_cycle(session, account, now=now, key=f"reactivated:{utc(now).isoformat()}")
+    # keyed by which reactivation this is: the status check under the lock makes each happen once
+    grant_first_cycle(session, account, now=now,
+                      key=f"reactivated:{account_events.count(session, account_id, 'reactivate') + 1}")
     session.refresh(account)
     return account
 

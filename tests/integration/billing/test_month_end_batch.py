@@ -86,9 +86,12 @@ def snapshot(database: Database) -> dict:
     with database.unit_of_work() as session:
         lot_keys = dict(session.execute(select(Lot.id, Lot.idempotency_key)).all())
 
-        def renumbered(key):  # "...:lot:<id>" names the lot by its key instead
+        def renumbered(key):  # "...:lot:<id>" (an expiry's "...:lot:<id>:<left>") names the lot by its key instead
             head, _, tail = key.rpartition(":lot:")
-            return f"{head}:lot:{renumbered(lot_keys.get(int(tail)) or '')}" if head and tail.isdigit() else key
+            lot_id, _, left = tail.partition(":")
+            if not (head and lot_id.isdigit()):
+                return key
+            return f"{head}:lot:{renumbered(lot_keys.get(int(lot_id)) or '')}" + (f":{left}" if left else "")
 
         def unnumbered(memo):
             if memo and " lot " in memo:
