@@ -4,7 +4,7 @@ A step is claimed once (pending -> fanning_out) and split into chunks of CHUNK_S
 positions. Each chunk, in one unit of work keyed by (campaign, step, chunk): validates its numbers
 fully, skips late opt-outs, renders and prices each body, decides when each message may go (quiet
 hours), then holds the credits of the whole chunk with one `book.reserve_many`: the holds and the
-messages are inserted first (executemany of one prepared statement each), and the account row is
+messages are inserted first (COPY on PostgreSQL), and the account row is
 updated once, last, so concurrent chunks (jobs of their own, on any worker process) insert side by
 side and queue on that row only from its UPDATE to their commit. The caller enqueues the ids
 returned, in bulk, after the commit; if it dies first, the sweeper enqueues `accepted` messages
@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import phonenumbers
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.campaigns.creation import Pricer, render_body
 from shared.campaigns.recipients import opt_out_sources, skip_reason_for
 from shared.campaigns.templates import compile_template
+from shared.db import copy_rows
 from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -142,14 +143,15 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
             zones_by_prefix[prefix] = zones(time_zones_of(recipient.to), account_zone)
         allowed = next_allowed(now, zones_by_prefix[prefix], window)
         paused = campaign.status == "paused"
-        rows.append(dict(
-            id=new_id("msg"), account_id=campaign.account_id, user_id=None, campaign_id=campaign.id,
-            direction="outbound", to=recipient.to, from_=campaign.from_, body=body, media_urls=None,
-            status="scheduled" if paused or allowed > now else "accepted", segments=priced.segments,
-            encoding=priced.encoding, credits_estimated=priced.credits, credits_charged=None, hold_id=None,
-            error_message=PAUSED if paused else None, send_at=None if paused or allowed <= now else allowed,
-            attempts=0, created_at=now, updated_at=now,
-        ))
+        rows.append({  # keyed by column name, for copy_rows
+            "id": new_id("msg"), "account_id": campaign.account_id, "user_id": None, "campaign_id": campaign.id,
+            "direction": "outbound", "to": recipient.to, "from": campaign.from_, "body": body, "media_urls": None,
+            "status": "scheduled" if paused or allowed > now else "accepted", "segments": priced.segments,
+            "encoding": priced.encoding, "credits_estimated": priced.credits, "credits_charged": None,
+            "hold_id": None, "error_message": PAUSED if paused else None,
+            "send_at": None if paused or allowed <= now else allowed, "attempts": 0, "created_at": now,
+            "updated_at": now,
+        })
     for reason, recipient_ids in skips.items():
         session.execute(update(CampaignRecipient).where(CampaignRecipient.id.in_(recipient_ids))
                         .values(skip_reason=reason).execution_options(synchronize_session=False))
@@ -189,9 +191,8 @@ def _insert_chunk(session: Session, campaign: Campaign, step: int, chunk: int, r
 
 def _insert_messages(session: Session, campaign_id: str, step: int, chunk: int, rows: list[dict], *,
                      held: int) -> None:
-    """One executemany of one INSERT (psycopg pipelines it, prepared once), and the chunk's counts."""
-    if rows:
-        session.execute(insert(Message), rows)
+    """The messages in one COPY (see shared.db.copy_rows), and the chunk's counts."""
+    copy_rows(session, Message.__table__, rows)
     session.execute(update(CampaignChunk).where(CampaignChunk.campaign_id == campaign_id, CampaignChunk.step == step,
                                                 CampaignChunk.chunk == chunk)
                     .values(messages=len(rows), credits_held=held))

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, any_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import copy_rows
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from shared.ledger.expiry import (
@@ -216,22 +217,21 @@ def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], 
     """Insert the batch's new holds and `alongside`'s writes, then claim their total, in a savepoint that a
     refusal rolls back; returns the holds, the total of the new ones and whether it was claimed."""
     savepoint = session.begin_nested()
-    statement = (_insert(session, holds).on_conflict_do_nothing(index_elements=[holds.c.idempotency_key])
-                 .returning(holds.c.id, holds.c.idempotency_key))
-    inserted = {key: hold_id for hold_id, key in _insert_many(session, statement, [
-        dict(account_id=account_id, user_id=None, amount=request.amount, from_allocation=False, status="pending",
-             reference=request.reference, idempotency_key=request.idempotency_key, created_at=now,
-             expires_at=utc(request.expires_at)) for request in requests])}
-    views = {request.idempotency_key: HoldView(
-        id=inserted[request.idempotency_key], account_id=account_id, user_id=None, amount=request.amount,
-        from_allocation=False, status="pending", reference=request.reference, idempotency_key=request.idempotency_key,
-        expires_at=utc(request.expires_at), settled_amount=None) for request in requests
-        if request.idempotency_key in inserted}
-    if missing := [request.idempotency_key for request in requests if request.idempotency_key not in inserted]:
-        views.update((row.idempotency_key, _hold_view(row))
-                     for row in _sql(session).execute(select(holds).where(holds.c.idempotency_key.in_(missing))))
-    batch = [views[request.idempotency_key] for request in requests]
-    total = sum(request.amount for request in requests if request.idempotency_key in inserted)
+    keys = [request.idempotency_key for request in requests]
+    views = {row.idempotency_key: _hold_view(row)
+             for row in _sql(session).execute(select(holds).where(_any_of(session, holds.c.idempotency_key, keys)))}
+    new = [request for request in requests if request.idempotency_key not in views]
+    for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
+        views[request.idempotency_key] = HoldView(
+            id=hold_id, account_id=account_id, user_id=None, amount=request.amount, from_allocation=False,
+            status="pending", reference=request.reference, idempotency_key=request.idempotency_key,
+            expires_at=utc(request.expires_at), settled_amount=None)
+    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=None,
+                                    amount=request.amount, from_allocation=False, status="pending",
+                                    reference=request.reference, idempotency_key=request.idempotency_key,
+                                    created_at=now, expires_at=utc(request.expires_at)) for request in new])
+    batch = [views[key] for key in keys]
+    total = sum(request.amount for request in new)
     if alongside is not None:
         alongside(batch)
     if total == 0 or _claim(session, account_id, None, total, gate=gate):
@@ -645,23 +645,23 @@ def _insert(session: Session, table):
     return dialect.insert(table)
 
 
-def _insert_many(session: Session, statement, rows: list[dict]) -> list[tuple]:
-    """What an INSERT ... RETURNING returns for many rows, run as executemany of one prepared statement.
+def _any_of(session: Session, column, values: list):
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter, so the statement stays one prepared statement."""
+    if _on_postgres(session):
+        return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
-    On PostgreSQL psycopg pipelines it: one round trip, one parse. SQLAlchemy would inline each page of
-    rows into one multi-VALUES statement of thousands of parameters, parsed anew every time. The values
-    must be ones psycopg adapts as they are (no JSON).
-    """
-    connection = _sql(session)
-    if connection.dialect.name != "postgresql" or not rows:
-        return list(connection.execute(statement, rows)) if rows else []
-    compiled = statement.compile(dialect=connection.dialect, column_keys=list(rows[0]))
-    with connection.connection.driver_connection.cursor() as cursor:
-        cursor.executemany(str(compiled), rows, returning=True)
-        returned = list(cursor.fetchall())
-        while cursor.nextset():
-            returned += cursor.fetchall()
-    return returned
+
+def _new_hold_ids(session: Session, count: int) -> list[int]:
+    """Ids for holds inserted by COPY: from the table's own sequence on PostgreSQL, after the largest on SQLite
+    (whose write lock the caller holds)."""
+    if not count:
+        return []
+    if _on_postgres(session):
+        return list(_sql(session).scalars(
+            select(func.nextval(func.pg_get_serial_sequence("holds", "id"))).select_from(func.generate_series(1, count))))
+    last = _sql(session).scalar(select(func.coalesce(func.max(holds.c.id), 0)))
+    return list(range(last + 1, last + 1 + count))
 
 
 def _lock_account(session: Session, account_id: str) -> Row:
