@@ -80,7 +80,7 @@ class LoadAverage(threading.Thread):
             time.sleep(1)
 
 
-CHUNK_LINE = re.compile(r"^\[(?P<at>[^\]]+)\] \[PID (?P<pid>\d+)\].* chunk \d+: \d+ sends enqueued in (?P<ms>\d+) ms")
+CHUNK_LINE = re.compile(r"^(?P<at>\S+ \S+) .* chunk \d+: \d+ sends enqueued in (?P<ms>\d+) ms \(process (?P<pid>\d+)\)")
 
 
 def chunk_spread(log: Path) -> tuple[dict[int, int], int]:
