@@ -4,11 +4,11 @@ A step is claimed once (pending -> fanning_out) and split into chunks of CHUNK_S
 positions. Each chunk, in one unit of work keyed by (campaign, step, chunk): validates its numbers
 fully, skips late opt-outs, renders and prices each body, decides when each message may go (quiet
 hours), then holds the credits of the whole chunk with one `book.reserve_many`: the holds and the
-messages are inserted first (COPY on PostgreSQL), and the account row is
-updated once, last, so concurrent chunks (jobs of their own, on any worker process) insert side by
-side and queue on that row only from its UPDATE to their commit. The caller enqueues the ids
-returned, in bulk, after the commit; if it dies first, the sweeper enqueues `accepted` messages
-whose job never came, as it does for single messages.
+messages are inserted first (COPY on PostgreSQL), and the account row is updated once, last, so
+concurrent chunks (jobs of their own, on any worker process) insert side by side and queue on that
+row only from its UPDATE to their commit. The caller enqueues the ids returned, in bulk, after the
+commit; if it dies first, the sweeper enqueues `accepted` messages whose job never came, as it does
+for single messages.
 
 When the chunk's hold does not fit a prepaid account, the chunk is inserted `parked`: the sweeper
 releases parked messages once a top-up makes room, and the send step reserves for each then. So a

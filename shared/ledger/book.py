@@ -197,8 +197,9 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
     own), but the hot account row is hit once per batch and concurrent batches insert side by side.
     `alongside(holds)` writes what belongs with the holds (the chunk's messages) before the row is
     locked; a refusal rolls its writes back with the holds. Raises InsufficientCredits or AccountLocked
-    for the batch's total; keys already held are answered with their first hold, not held again. An
-    expiry due at `now` is written before the batch holds: the UPDATE refuses while one is due.
+    for the batch's total; keys already held are answered with their first hold, not held again (a
+    twin batch running at the same moment fails on the unique key instead, and its retry is answered
+    so). An expiry due at `now` is written before the batch holds: the UPDATE refuses while one is due.
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
