@@ -3,18 +3,20 @@
 Real PostgreSQL (tests.support.postgres) and Redis (the embedded server); `creditq web` and
 `creditq worker` (campaigns queue only, so the send jobs stay in Redis to be counted) as
 subprocesses. Reports seconds to accept the POST, seconds until every send job is enqueued, the
-peak RSS of the web process and of the worker (parent and forked processes summed), beside the
-one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run.
+peak RSS of each process (and of the worker's processes summed), the load average, how many chunks
+each worker process fanned out and how many ran at once (from the workers' chunk log lines), beside
+the one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run.
 Prints figures only; nothing here passes or fails.
 """
 
 import os
+import re
 import signal
 import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,22 +44,62 @@ ONE_AT_A_TIME = 5_000
 
 
 class PeakRss(threading.Thread):
-    """Samples a process tree's summed RSS every 50 ms."""
+    """Samples a process tree every 50 ms: each process's own peak RSS and the tree's summed peak."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
         self.peak = 0
+        self.peaks: dict[int, int] = {}
         self.running = True
 
     def run(self) -> None:
         while self.running:
             try:
                 tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                rss = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
+                self.peak = max(self.peak, sum(rss.values()))
+                for pid, value in rss.items():
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), value)
             except psutil.Error:
                 pass
             time.sleep(0.05)
+
+
+class LoadAverage(threading.Thread):
+    """The 1-minute load average, sampled every second: the highest seen."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = os.getloadavg()[0]
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, os.getloadavg()[0])
+            time.sleep(1)
+
+
+CHUNK_LINE = re.compile(r"^(?P<at>\S+ \S+) .* chunk \d+: \d+ sends enqueued in (?P<ms>\d+) ms \(process (?P<pid>\d+)\)")
+
+
+def chunk_spread(log: Path) -> tuple[dict[int, int], int]:
+    """Chunks fanned out per worker process, and the most that ran at the same moment, from the chunk log lines."""
+    per_process: dict[int, int] = {}
+    spans = []
+    for line in log.read_text(errors="replace").splitlines():
+        if (match := CHUNK_LINE.match(line)) is None:
+            continue
+        pid = int(match["pid"])
+        per_process[pid] = per_process.get(pid, 0) + 1
+        end = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f")
+        spans.append((end - timedelta(milliseconds=int(match["ms"])), end))
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    return per_process, most
 
 
 def main(recipients: int) -> None:
@@ -77,11 +119,13 @@ def main(recipients: int) -> None:
                             "--queues", "campaigns"),
         }
         meters = {name: PeakRss(process.pid) for name, process in processes.items()}
-        for meter in meters.values():
+        load = LoadAverage()
+        for meter in [*meters.values(), load]:
             meter.start()
         try:
             wait_for(f"http://127.0.0.1:{port}/healthz")
             time.sleep(3)  # the worker processes import the actors
+            load_at_start = os.getloadavg()[0]
             client = redis.Redis.from_url(redis_server.url)
             rate = one_at_a_time_rate(redis_server.url)
             csv_text = "to,first_name,agent\n" + "".join(
@@ -102,13 +146,14 @@ def main(recipients: int) -> None:
             queued = client.hlen("dramatiq:send.msgs")
             time.sleep(0.5)
         finally:
-            for meter in meters.values():
+            for meter in [*meters.values(), load]:
                 meter.running = False
             for process in processes.values():
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=30)
             redis_server.stop()
             database.dispose()
+        chunks_per_process, most_at_once = chunk_spread(Path(directory) / "worker.log")
     print(f"campaign of {recipients:,} recipients ({sendable:,} sendable), worker {WORKER_PROCESSES} processes x 4 threads")
     print(f"  accepted (POST answered 202):      {accepted:6.2f} s")
     print(f"  fully enqueued ({queued:,} send jobs): {enqueued:6.2f} s after the POST")
@@ -116,6 +161,11 @@ def main(recipients: int) -> None:
     print(f"  one-at-a-time enqueue (same run):  {rate:9,.0f} messages/s (broker.enqueue per message)")
     print(f"  peak RSS web:                      {meters['web'].peak / 2**20:6.0f} MB")
     print(f"  peak RSS worker (all processes):   {meters['worker'].peak / 2**20:6.0f} MB")
+    print("  peak RSS per process:              " + ", ".join(
+        f"{name} {pid} {peak / 2**20:.0f} MB" for name, meter in meters.items() for pid, peak in meter.peaks.items()))
+    print(f"  chunks per worker process:         {dict(sorted(chunks_per_process.items()))}; "
+          f"at most {most_at_once} running at once")
+    print(f"  load average (1 min):              {load_at_start:.1f} at the POST, {load.peak:.1f} at most")
 
 
 def seed(database: Database, recipients: int) -> str:

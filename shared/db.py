@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, Table, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.private_files import private_file
@@ -59,6 +59,28 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
     # transaction (retried by its caller, as every step is idempotent) and is then replaced.
     return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+
+
+def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """Insert many rows in the session's transaction: COPY on PostgreSQL, executemany on SQLite.
+
+    COPY parses no statement and streams the rows in one round trip; for a campaign chunk's 1,000
+    holds and messages it took half the time of psycopg's pipelined executemany of one prepared
+    statement, and a quarter of SQLAlchemy's multi-VALUES pages. Rows are keyed by column name, their
+    values ones psycopg adapts as they are (JSON only as null); a duplicate key fails the whole COPY.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(table.insert(), rows)
+        return
+    names = list(rows[0])
+    quote = connection.dialect.identifier_preparer.quote
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(
+            f"COPY {quote(table.name)} ({', '.join(quote(name) for name in names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in names])
 
 
 class Database:

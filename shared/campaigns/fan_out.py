@@ -3,10 +3,12 @@
 A step is claimed once (pending -> fanning_out) and split into chunks of CHUNK_SIZE recipient
 positions. Each chunk, in one unit of work keyed by (campaign, step, chunk): validates its numbers
 fully, skips late opt-outs, renders and prices each body, decides when each message may go (quiet
-hours), holds the credits of the whole chunk with one `book.reserve_many` (one UPDATE of the
-account row per chunk, not per recipient) and inserts the messages set-wise. The caller enqueues
-the ids returned, in bulk, after the commit; if it dies first, the sweeper enqueues `accepted`
-messages whose job never came, as it does for single messages.
+hours), then holds the credits of the whole chunk with one `book.reserve_many`: the holds and the
+messages are inserted first (COPY on PostgreSQL), and the account row is updated once, last, so
+concurrent chunks (jobs of their own, on any worker process) insert side by side and queue on that
+row only from its UPDATE to their commit. The caller enqueues the ids returned, in bulk, after the
+commit; if it dies first, the sweeper enqueues `accepted` messages whose job never came, as it does
+for single messages.
 
 When the chunk's hold does not fit a prepaid account, the chunk is inserted `parked`: the sweeper
 releases parked messages once a top-up makes room, and the send step reserves for each then. So a
@@ -17,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import phonenumbers
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.campaigns.creation import Pricer, render_body
 from shared.campaigns.recipients import opt_out_sources, skip_reason_for
 from shared.campaigns.templates import compile_template
+from shared.db import copy_rows
 from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -83,14 +86,13 @@ def fan_out_chunk(session: Session, campaign_id: str, step: int, chunk: int, *, 
     campaign = session.get(Campaign, campaign_id)
     step_row = session.scalar(select(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
                                                          CampaignStep.step == step))
-    ids: list[str] = []
-    if campaign.status != "canceled":
-        ids = _make_messages(session, campaign, step_row, chunk, rate_card, hold_ttl_seconds, now)
     done = session.scalar(select(func.count()).select_from(CampaignChunk).where(
         CampaignChunk.campaign_id == campaign_id, CampaignChunk.step == step))
     if done >= step_row.chunks and step_row.status == "fanning_out":
         step_row.status = "done"
-    return ids
+    if campaign.status == "canceled":
+        return []
+    return _make_messages(session, campaign, step_row, chunk, rate_card, hold_ttl_seconds, now)
 
 
 def _claim_chunk(session: Session, campaign_id: str, step: int, chunk: int, now: datetime) -> bool:
@@ -141,52 +143,59 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
             zones_by_prefix[prefix] = zones(time_zones_of(recipient.to), account_zone)
         allowed = next_allowed(now, zones_by_prefix[prefix], window)
         paused = campaign.status == "paused"
-        rows.append(dict(
-            id=new_id("msg"), account_id=campaign.account_id, user_id=None, campaign_id=campaign.id,
-            direction="outbound", to=recipient.to, from_=campaign.from_, body=body, media_urls=None,
-            status="scheduled" if paused or allowed > now else "accepted", segments=priced.segments,
-            encoding=priced.encoding, credits_estimated=priced.credits, credits_charged=None, hold_id=None,
-            error_message=PAUSED if paused else None, send_at=None if paused or allowed <= now else allowed,
-            attempts=0, created_at=now, updated_at=now,
-        ))
+        rows.append({  # keyed by column name, for copy_rows
+            "id": new_id("msg"), "account_id": campaign.account_id, "user_id": None, "campaign_id": campaign.id,
+            "direction": "outbound", "to": recipient.to, "from": campaign.from_, "body": body, "media_urls": None,
+            "status": "scheduled" if paused or allowed > now else "accepted", "segments": priced.segments,
+            "encoding": priced.encoding, "credits_estimated": priced.credits, "credits_charged": None,
+            "hold_id": None, "error_message": PAUSED if paused else None,
+            "send_at": None if paused or allowed <= now else allowed, "attempts": 0, "created_at": now,
+            "updated_at": now,
+        })
     for reason, recipient_ids in skips.items():
         session.execute(update(CampaignRecipient).where(CampaignRecipient.id.in_(recipient_ids))
                         .values(skip_reason=reason).execution_options(synchronize_session=False))
-    held = _hold_chunk(session, campaign, rows, hold_ttl_seconds, now)
-    if rows:
-        session.execute(insert(Message), rows)
-    session.execute(update(CampaignChunk).where(CampaignChunk.campaign_id == campaign.id,
-                                                CampaignChunk.step == step_row.step, CampaignChunk.chunk == chunk)
-                    .values(messages=len(rows), credits_held=held))
+    _insert_chunk(session, campaign, step_row.step, chunk, rows, hold_ttl_seconds, now)
     return [row["id"] for row in rows if row["status"] == "accepted"]
 
 
-def _hold_chunk(session: Session, campaign: Campaign, rows: list[dict], hold_ttl_seconds: int,
-                now: datetime) -> int:
-    """One reservation for the chunk (a hold per message, so each settles on its own); parks it if it does not fit,
-    or cancels it when the account was canceled (this chunk read its campaign before the cancel committed)."""
-    if not rows:
-        return 0
+def _insert_chunk(session: Session, campaign: Campaign, step: int, chunk: int, rows: list[dict],
+                  hold_ttl_seconds: int, now: datetime) -> None:
+    """The chunk's messages with one reservation (a hold per message, so each settles on its own): holds and
+    messages are inserted before the account row is locked, by the reservation's last statement. Parks the
+    chunk if it does not fit, or cancels it when the account was canceled (this chunk read its campaign
+    before the cancel committed)."""
     account = session.get(Account, campaign.account_id)
-    reason = blocked_reason(account)
-    if reason is None:
+    reason = blocked_reason(account) if rows else None
+    if rows and reason is None:
         requests = [book.HoldRequest(
             idempotency_key=f"campaign:{campaign.id}:message:{row['id']}:hold", amount=row["credits_estimated"],
             reference=row["id"],
             expires_at=(row["send_at"] or now) + timedelta(seconds=hold_ttl_seconds)) for row in rows]
+
+        def insert_held(holds: list[book.HoldView]) -> None:
+            _insert_messages(session, campaign.id, step, chunk, [
+                {**row, "hold_id": hold.id} for row, hold in zip(rows, holds)], held=sum(h.amount for h in holds))
+
         try:
-            holds = book.reserve_many(session, campaign.account_id, requests, now=now)
+            book.reserve_many(session, campaign.account_id, requests, now=now, alongside=insert_held)
+            return
         except (InsufficientCredits, AccountLocked) as error:
-            session.refresh(account)  # canceled while this waited for the account's lock?
+            session.refresh(account)  # canceled since this chunk read it?
             reason = blocked_reason(account) if account.status == "canceled" else (
                 f"Not enough credits for the campaign's next chunk: {error}")
-        else:
-            for row, hold in zip(rows, holds):
-                row["hold_id"] = hold.id
-            return sum(request.amount for request in requests)
     for row in rows:
         row.update(status="canceled" if account.status == "canceled" else "parked", error_message=reason[:500])
-    return 0
+    _insert_messages(session, campaign.id, step, chunk, rows, held=0)
+
+
+def _insert_messages(session: Session, campaign_id: str, step: int, chunk: int, rows: list[dict], *,
+                     held: int) -> None:
+    """The messages in one COPY (see shared.db.copy_rows), and the chunk's counts."""
+    copy_rows(session, Message.__table__, rows)
+    session.execute(update(CampaignChunk).where(CampaignChunk.campaign_id == campaign_id, CampaignChunk.step == step,
+                                                CampaignChunk.chunk == chunk)
+                    .values(messages=len(rows), credits_held=held))
 
 
 class NumberCheck:

@@ -21,13 +21,15 @@ its users and lots, so lots are burned by one UPDATE in burn order without locki
 Every operation is keyed: replaying it with its idempotency key changes nothing.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, any_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import copy_rows
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from shared.ledger.expiry import (
@@ -186,34 +188,58 @@ class HoldRequest:
     expires_at: datetime
 
 
-def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime) -> list[HoldView]:
-    """Hold a batch from the pool, all or nothing: one conditional UPDATE of the account row, one INSERT.
+def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime,
+                 alongside: Callable[[list[HoldView]], None] | None = None) -> list[HoldView]:
+    """Hold a batch from the pool, all or nothing: the holds inserted first, then one conditional UPDATE of the
+    account row last, so the row is locked only from that UPDATE to the caller's commit.
 
     For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
-    own), but the hot account row is hit once per batch. Raises InsufficientCredits or AccountLocked
-    for the batch's total; keys already held are answered with their first hold, not held again.
+    own), but the hot account row is hit once per batch and concurrent batches insert side by side.
+    `alongside(holds)` writes what belongs with the holds (the chunk's messages) before the row is
+    locked; a refusal rolls its writes back with the holds. Raises InsufficientCredits or AccountLocked
+    for the batch's total; keys already held are answered with their first hold, not held again (a
+    twin batch running at the same moment fails on the unique key instead, and its retry is answered
+    so). An expiry due at `now` is written before the batch holds: the UPDATE refuses while one is due.
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
-    _lapse_due(session, _lock_account(session, account_id), now)
+    views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=now)
+    if not claimed and _expiry_due(session, account_id, now):
+        _lapse_due(session, _lock_account(session, account_id), now)
+        views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=None)
+    if not claimed:
+        raise _refusal(session, account_id, None, total)
+    return views
+
+
+def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], now: datetime,
+                alongside: Callable[[list[HoldView]], None] | None, *, gate: datetime | None,
+                ) -> tuple[list[HoldView], int, bool]:
+    """Insert the batch's new holds and `alongside`'s writes, then claim their total, in a savepoint that a
+    refusal rolls back; returns the holds, the total of the new ones and whether it was claimed."""
+    savepoint = session.begin_nested()
     keys = [request.idempotency_key for request in requests]
-    existing = {row.idempotency_key: _hold_view(row)
-                for row in session.execute(select(holds).where(holds.c.idempotency_key.in_(keys)))}
-    new = [request for request in requests if request.idempotency_key not in existing]
+    views = {row.idempotency_key: _hold_view(row)
+             for row in _sql(session).execute(select(holds).where(_any_of(session, holds.c.idempotency_key, keys)))}
+    new = [request for request in requests if request.idempotency_key not in views]
+    for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
+        views[request.idempotency_key] = HoldView(
+            id=hold_id, account_id=account_id, user_id=None, amount=request.amount, from_allocation=False,
+            status="pending", reference=request.reference, idempotency_key=request.idempotency_key,
+            expires_at=utc(request.expires_at), settled_amount=None)
+    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=None,
+                                    amount=request.amount, from_allocation=False, status="pending",
+                                    reference=request.reference, idempotency_key=request.idempotency_key,
+                                    created_at=now, expires_at=utc(request.expires_at)) for request in new])
+    batch = [views[key] for key in keys]
     total = sum(request.amount for request in new)
-    if new:
-        if not _claim(session, account_id, None, total, gate=None):
-            raise _refusal(session, account_id, None, total)
-        inserted = session.execute(
-            insert(holds).returning(holds.c.id, holds.c.idempotency_key, sort_by_parameter_order=True), [
-            dict(account_id=account_id, user_id=None, amount=request.amount, from_allocation=False, status="pending",
-                 reference=request.reference, idempotency_key=request.idempotency_key, created_at=now,
-                 expires_at=utc(request.expires_at)) for request in new])
-        for (hold_id, key), request in zip(inserted, new):
-            existing[key] = HoldView(id=hold_id, account_id=account_id, user_id=None, amount=request.amount,
-                                     from_allocation=False, status="pending", reference=request.reference,
-                                     idempotency_key=key, expires_at=utc(request.expires_at), settled_amount=None)
-    return [existing[key] for key in keys]
+    if alongside is not None:
+        alongside(batch)
+    if total == 0 or _claim(session, account_id, None, total, gate=gate):
+        savepoint.commit()
+        return batch, total, True
+    savepoint.rollback()
+    return batch, total, False
 
 
 def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
@@ -618,6 +644,25 @@ def _insert(session: Session, table):
     """INSERT that understands ON CONFLICT on both databases."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def _any_of(session: Session, column, values: list):
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter, so the statement stays one prepared statement."""
+    if _on_postgres(session):
+        return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _new_hold_ids(session: Session, count: int) -> list[int]:
+    """Ids for holds inserted by COPY: from the table's own sequence on PostgreSQL, after the largest on SQLite
+    (whose write lock the caller holds)."""
+    if not count:
+        return []
+    if _on_postgres(session):
+        return list(_sql(session).scalars(
+            select(func.nextval(func.pg_get_serial_sequence("holds", "id"))).select_from(func.generate_series(1, count))))
+    last = _sql(session).scalar(select(func.coalesce(func.max(holds.c.id), 0)))
+    return list(range(last + 1, last + 1 + count))
 
 
 def _lock_account(session: Session, account_id: str) -> Row:
