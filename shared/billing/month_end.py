@@ -453,8 +453,9 @@ class _Close:
             self.summary.credit_hold_fee_cents = self.price_list.credit_hold_monthly_fee_cents
 
     def charge_shared_short_code_fee(self) -> None:
-        """A keyword on the shared short code costs the price list's monthly fee, billed in money like credit hold's."""
-        if self.account.shared_short_code_keyword is not None:
+        """A keyword on the shared short code costs the price list's monthly fee, billed in money like credit hold's;
+        a canceled account keeps its keyword (texts naming it still land there) but, as for its numbers, pays no fee."""
+        if self.account.shared_short_code_keyword is not None and self.status != "canceled":
             self.summary.shared_short_code_fee_cents = self.price_list.shared_short_code_monthly_fee_cents
 
     def grant_next_cycle(self) -> None:
