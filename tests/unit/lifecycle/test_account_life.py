@@ -9,6 +9,7 @@ from twilio.request_validator import RequestValidator
 from shared.api_keys import find_live_key
 from shared.billing import auto_recharge, month_end
 from shared.billing.calendar import Period
+from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.errors import AccountLocked, Conflict, ValidationFailed
 from shared.ledger import account_events, accounts, book
 from shared.ledger.verify import verify
@@ -281,6 +282,31 @@ def test_a_released_number_cannot_be_sent_from_after_reactivation_until_it_is_ad
     with sqlite_database.unit_of_work() as session:
         senders.add_number(session, account_id, SENDER, "long_code")
     assert get(sqlite_database, Message, accept(sqlite_database, account_id)).status == "accepted"
+
+
+def test_a_released_number_cannot_send_a_campaign_after_reactivation_until_it_is_added_again(sqlite_database):
+    # given an account canceled (its number released) and reactivated
+    account_id, _ = new_account(sqlite_database)
+    cancel(sqlite_database, account_id)
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=100 * CREDIT, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=REACTIVATED)
+
+    # when it creates a campaign from its old number, it is refused naming `from`, and nothing is held
+    with pytest.raises(ValidationFailed) as refused:
+        create_campaign(sqlite_database, account_id, CampaignRequest(
+            name="Open house", from_=SENDER, body="Open house Sunday", recipients=[{"to": RECIPIENT}]),
+            rate_card=CARD, now=REACTIVATED, cap=UNCAPPED)
+    assert list(refused.value.errors) == ["from"]
+    assert get(sqlite_database, Account, account_id).held == 0
+
+    # and once it adds the number again, the campaign is made
+    with sqlite_database.unit_of_work() as session:
+        senders.add_number(session, account_id, SENDER, "long_code")
+    campaign, _ = create_campaign(sqlite_database, account_id, CampaignRequest(
+        name="Open house", from_=SENDER, body="Open house Sunday", recipients=[{"to": RECIPIENT}]),
+        rate_card=CARD, now=REACTIVATED, cap=UNCAPPED)
+    assert campaign.from_ == SENDER
 
 
 def test_only_a_canceled_account_is_reactivated(sqlite_database):
