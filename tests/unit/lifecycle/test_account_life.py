@@ -191,6 +191,32 @@ def test_cancel_stops_auto_recharge_so_the_card_is_not_charged(sqlite_database):
             "account canceled: canceled by the operator")
 
 
+def test_a_card_saved_again_while_canceled_is_not_charged_until_reactivation(sqlite_database):
+    # given auto-recharge of 100 credits under a 200-credit threshold, stopped by a cancel
+    account_id, _ = new_account(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=200 * CREDIT, credits_mc=100 * CREDIT,
+                                payment_method="pm_card_visa", now=CREATED)
+    cancel(sqlite_database, account_id)
+
+    # when a payment method is saved again while the account is canceled (a setup page finished late)
+    with sqlite_database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=200 * CREDIT, credits_mc=100 * CREDIT,
+                                payment_method="pm_card_visa", now=CANCELED)
+
+    # then no recharge is due nor claimed: a canceled account's card is not charged, by the settle path or the sweep
+    with sqlite_database.unit_of_work() as session:
+        assert auto_recharge.due(session, account_id, now=CANCELED) is False
+        assert account_id not in auto_recharge.accounts_due(session, now=CANCELED)
+        assert auto_recharge.claim(session, account_id, now=CANCELED) is None
+
+    # and once it is reactivated on a plan that leaves it under the threshold, the saved card recharges it again
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=10 * CREDIT, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=REACTIVATED)
+        assert auto_recharge.due(session, account_id, now=REACTIVATED) is True
+
+
 def test_inbound_texts_to_a_released_number_still_land_in_the_account(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     cancel(sqlite_database, account_id)
