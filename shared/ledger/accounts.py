@@ -11,14 +11,15 @@ The operator's changes are recorded as account events (account_events) in the sa
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.api_keys import issue_key
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import account_events, book
-from shared.ledger.expiry import CYCLE_MONTHS, PROTECTED_KINDS, utc, zone
-from shared.models import Account
+from shared.ledger.expiry import CYCLE_MONTHS, PROTECTED_KINDS, zone
+from shared.models import Account, AccountEvent
 
 ROLLOVER_POLICIES = ("none", "fifo_12m")
 OVERDRAFT_POLICIES = ("prepaid", "overdraft", "postpaid")
@@ -151,7 +152,11 @@ def reopen_account(session: Session, account_id: str, *, plan_monthly_credits: i
     account.plan_cycle, account.plan_rollover = plan_cycle, plan_rollover
     account.cycle_anchor_at = now
     session.flush()
-    grant_first_cycle(session, account, now=now, key=f"reactivated:{utc(now).isoformat()}")
+    # keyed by how many reactivations came before (its event follows in this unit of work), not by the clock:
+    # two reactivations at one instant each grant their cycle, and a rolled-back one grants nothing
+    earlier = session.scalar(select(func.count()).select_from(AccountEvent).where(
+        AccountEvent.account_id == account_id, AccountEvent.action == "reactivate"))
+    grant_first_cycle(session, account, now=now, key=f"reactivated:{earlier + 1}")
     session.refresh(account)
     return account
 

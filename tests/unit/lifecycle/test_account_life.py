@@ -335,6 +335,23 @@ def test_a_released_number_cannot_send_a_campaign_after_reactivation_until_it_is
     assert campaign.from_ == SENDER
 
 
+def test_each_reactivation_grants_its_first_cycle_even_at_the_same_instant_as_the_last(sqlite_database):
+    # given an account canceled and reactivated, then canceled again, all at one instant of the clock
+    account_id, _ = new_account(sqlite_database, monthly=0, purchased=0)
+    for _ in range(2):
+        cancel(sqlite_database, account_id, now=REACTIVATED)
+        with sqlite_database.unit_of_work() as session:
+            account_life.reactivate_account(session, account_id, plan_monthly_credits=100 * CREDIT,
+                                            plan_cycle="monthly", plan_rollover="none", actor="operator",
+                                            now=REACTIVATED)
+
+    # then the second reactivation granted its own first cycle: 100 plan credits to spend, not a replay of the first
+    with sqlite_database.unit_of_work() as session:
+        view = book.balance(session, account_id, now=REACTIVATED)
+    assert [(lot.kind, lot.remaining) for lot in view.lots] == [("plan", 100 * CREDIT)]
+    assert_clean(sqlite_database)
+
+
 def test_only_a_canceled_account_is_reactivated(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     with pytest.raises(Conflict, match="only a canceled account"):
