@@ -74,6 +74,8 @@ async def reactivate_account(request: web.Request) -> web.Response:
     fields = Fields(await read_json(request))
     plan = fields.obj("plan", required=True)
     monthly, cycle, rollover = _plan(plan)
+    if plan is not None and monthly is None:  # a reactivation names its plan's credits, even "0", never by default
+        plan.fail("monthly_credits", "is required")
     fields.done(plan)
     now = request.app[CLOCK]()
 
@@ -151,13 +153,14 @@ OPENAPI_PATHS = {
         "the account as POST .../cancel does. Marking a spam account again changes nothing.")},
     "/v1/accounts/{account_id}/reactivate": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "reactivateAccount", "Reactivate a canceled account (operator) on a plan, with a new API key",
-        "Only a canceled account (409 otherwise). Its cycles restart now: the first cycle's plan credits are "
-        "granted in full and expire when that cycle ends. Its kept purchased and bonus credits are spendable "
-        "again; its numbers stay released until added again. The answer carries a new owner key, shown only here.",
+        "Only a canceled account (409 otherwise), on the plan given (monthly_credits required; \"0\" for none). "
+        "Its cycles restart now: the first cycle's plan credits are granted in full and expire when that cycle "
+        "ends. Its kept purchased and bonus credits are spendable again; its numbers stay released until added "
+        "again. The answer carries a new owner key, shown only here.",
         body={"required": True, **_json({"type": "object", "required": ["plan"], "additionalProperties": False,
                                          "examples": [{"plan": {"monthly_credits": "500", "cycle": "monthly",
                                                                 "rollover": "none"}}],
-                                         "properties": {"plan": _PLAN}})},
+                                         "properties": {"plan": {**_PLAN, "required": ["monthly_credits"]}}})},
         answer={**ACCOUNT_SCHEMA, "properties": {**ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}},
         extra={"400": problem(400, "the body is not a JSON object, or a malformed Idempotency-Key"),
                "409": problem(409, "the account is not canceled, or the Idempotency-Key was reused"),
