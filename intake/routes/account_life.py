@@ -48,6 +48,7 @@ async def cancel_account(request: web.Request) -> web.Response:
 async def mark_spam(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     _require_operator_route(request, account_id)
+    Fields(await read_json(request) if await request.read() else {}).done()  # no fields: a typo is refused, not lost
     return await _end(request, account_id, lambda session, now: account_life.mark_spam(
         session, account_id, actor=request[PRINCIPAL].name, now=now))
 
@@ -150,7 +151,9 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/mark-spam": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "markAccountAsSpam", "Flag an account as spam (operator) and cancel it",
         "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot), and cancels "
-        "the account as POST .../cancel does. Marking a spam account again changes nothing.")},
+        "the account as POST .../cancel does. Marking a spam account again changes nothing.",
+        body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {}})},
+        extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "a field it does not take")})},
     "/v1/accounts/{account_id}/reactivate": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "reactivateAccount", "Reactivate a canceled account (operator) on a plan, with a new API key",
         "Only a canceled account (409 otherwise), on the plan given (monthly_credits required; \"0\" for none). "

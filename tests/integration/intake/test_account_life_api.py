@@ -131,3 +131,20 @@ async def test_reactivate_without_the_plans_monthly_credits_is_refused_and_the_a
     assert list((await response.json())["errors"]) == ["plan.monthly_credits"]
     shown = await (await client.get(f"/v1/accounts/{account_id}", headers=OPERATOR)).json()
     assert (shown["status"], shown["balance"]) == ("canceled", "0")
+
+
+@pytest.mark.parametrize(("body", "status"), [({"reason": "bulk spam"}, 422), ([1], 400), ("not json", 400)])
+async def test_mark_spam_with_a_body_it_does_not_take_is_refused_and_changes_nothing(client, body, status):
+    # given an active account with 30 purchased credits
+    account_id, _ = await create_account(client)
+    await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "30", "kind": "purchase"},
+                      headers=OPERATOR)
+
+    # when the operator marks it as spam with a body it does not take (it has no fields)
+    sent = {"data": body} if isinstance(body, str) else {"json": body}
+    response = await client.post(f"/v1/accounts/{account_id}/mark-spam", headers=OPERATOR, **sent)
+
+    # then it is refused as problem+json, and the account is still active with every credit
+    assert (response.status, response.content_type) == (status, "application/problem+json")
+    shown = await (await client.get(f"/v1/accounts/{account_id}", headers=OPERATOR)).json()
+    assert (shown["status"], shown["flags"]["spam"], shown["balance"]) == ("active", False, "130")
