@@ -150,8 +150,9 @@ OPENAPI_PATHS = {
         extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "invalid reason")})},
     "/v1/accounts/{account_id}/mark-spam": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "markAccountAsSpam", "Flag an account as spam (operator) and cancel it",
-        "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot), and cancels "
-        "the account as POST .../cancel does. Marking a spam account again changes nothing.",
+        "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot) but for what "
+        "messages with Twilio hold (paid from it, and what they leave expires as they settle), and cancels the "
+        "account as POST .../cancel does. Marking a spam account again changes nothing.",
         body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {}})},
         extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "a field it does not take")})},
     "/v1/accounts/{account_id}/reactivate": {"parameters": [_ACCOUNT_PATH], "post": _action(

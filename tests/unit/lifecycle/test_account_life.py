@@ -380,6 +380,34 @@ def test_mark_spam_takes_every_credit_but_what_in_flight_messages_need_and_cance
     assert_clean(sqlite_database)
 
 
+@pytest.mark.parametrize("charged", [pytest.param(CREDIT, id="delivered"), pytest.param(0, id="failed")])
+def test_mark_spam_keeps_the_purchased_credit_a_message_with_twilio_holds_so_it_is_not_paid_twice(
+        sqlite_database, charged):
+    # given an account with only 50 purchased credits and a 1-credit message with Twilio held from them
+    account_id, _ = new_account(sqlite_database, monthly=0)
+    in_flight = with_twilio(sqlite_database, account_id)
+
+    # when the account is marked as spam
+    with sqlite_database.unit_of_work() as session:
+        account_life.mark_spam(session, account_id, actor="operator", now=CANCELED)
+
+    # then 49 purchased credits are removed (one adjustment entry) and the message's credit is kept for it
+    assert lots_by_kind(sqlite_database, account_id) == {"purchase": 1 * CREDIT}
+    with sqlite_database.unit_of_work() as session:
+        adjustments = list(session.scalars(select(Entry.amount).where(Entry.account_id == account_id,
+                                                                      Entry.kind == "adjustment")))
+    assert adjustments == [-49 * CREDIT]
+
+    # and when the message settles, it is paid from that credit and what it did not use lapses: no debt to bill
+    with sqlite_database.unit_of_work() as session:
+        book.settle(session, get(sqlite_database, Message, in_flight).hold_id, charged,
+                    idempotency_key=f"settle:{in_flight}", now=CANCELED + timedelta(minutes=1))
+    account = get(sqlite_database, Account, account_id)
+    assert (account.balance, account.held) == (0, 0)
+    assert lots_by_kind(sqlite_database, account_id) == {}
+    assert_clean(sqlite_database)
+
+
 def test_plan_and_flag_changes_are_recorded_with_who_made_them(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     with sqlite_database.unit_of_work() as session:
