@@ -38,7 +38,7 @@ async def cancel_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     _require_operator_route(request, account_id)
     fields = Fields(await read_json(request) if await request.read() else {})
-    reason = fields.text("reason", max_length=200) or account_life.CANCELED_BY_OPERATOR
+    reason = fields.text("reason", max_length=account_life.REASON_MAX_LENGTH) or account_life.CANCELED_BY_OPERATOR
     fields.done()
     return await _end(request, account_id, lambda session, now: account_life.cancel_account(
         session, account_id, actor=request[PRINCIPAL].name, now=now, reason=reason))
@@ -146,7 +146,8 @@ OPENAPI_PATHS = {
         "numbers are released (no fee, no sending from them; inbound texts still land); every API key is "
         "revoked; debt is billed at month-end as usual.",
         body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {
-            "reason": {"type": "string", "maxLength": 200, "description": "The account's status_reason."}}})},
+            "reason": {"type": "string", "maxLength": account_life.REASON_MAX_LENGTH,
+                       "description": "The account's status_reason."}}})},
         extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "invalid reason")})},
     "/v1/accounts/{account_id}/mark-spam": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "markAccountAsSpam", "Flag an account as spam (operator) and cancel it",
