@@ -509,13 +509,13 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
         room = pool - (account.held - account.allocated_held)
         if amount_mc > room:
             raise InsufficientCredits(f"the pool has {room} mc available", available=max(room, 0), required=amount_mc)
-        pieces = _take(session, account_id, None, amount_mc)
+        pieces = _take(session, account_id, None, amount_mc, now=now, protected=account.rollover_protection)
         destination, repay = user_id, 0
     else:
         if -amount_mc > user.balance - user.held:
             raise InsufficientCredits(f"the user has {user.balance - user.held} mc available",
                                       available=user.balance - user.held, required=-amount_mc)
-        pieces = _take(session, account_id, user_id, -amount_mc)
+        pieces = _take(session, account_id, user_id, -amount_mc, now=now, protected=account.rollover_protection)
         destination, repay = None, max(0, -pool)
     new_lots = []
     for lot, taken in pieces:
@@ -840,13 +840,20 @@ def _burn(session: Session, account_id: str, wallet: str | None, amount: int) ->
                     .values(remaining=case((ordered.c.running <= amount, 0), else_=ordered.c.running - amount)))
 
 
-def _take(session: Session, account_id: str, wallet: str | None, amount: int) -> list[tuple[Row, int]]:
-    """Like _burn, but returns each (lot, taken) piece, for moves that re-create the pieces elsewhere."""
+def _take(session: Session, account_id: str, wallet: str | None, amount: int, *, now: datetime,
+          protected: bool) -> list[tuple[Row, int]]:
+    """Like _burn, but returns each (lot, taken) piece, for moves that re-create the pieces elsewhere.
+
+    A lot past its expiry is left where it is: what is left of it (after _lapse_due) belongs to the pending
+    holds that took it before it expired, and moved it would only lapse in the other wallet.
+    """
     pieces = []
     for lot in _sql(session).execute(select(lots).where(lots.c.account_id == account_id, _wallet_lots(wallet),
                                                   lots.c.remaining > 0).order_by(*burn_order_sql())):
         if amount == 0:
             break
+        if can_lapse(lot, protected) and utc(lot.expires_at) <= now:
+            continue
         taken = min(amount, lot.remaining)
         pieces.append((lot, taken))
         amount -= taken
