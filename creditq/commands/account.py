@@ -36,8 +36,11 @@ def register(subparsers) -> None:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if not 0 < len(reason) <= account_life.REASON_MAX_LENGTH:  # as POST .../cancel takes it, before any change
+        raise ConfigError(f"--reason must be 1 to {account_life.REASON_MAX_LENGTH} characters")
     canceled = _in_unit_of_work(lambda session, now: account_life.cancel_account(
-        session, args.account_id, actor=ACTOR, now=now, reason=args.reason))
+        session, args.account_id, actor=ACTOR, now=now, reason=reason))
     print(f"account {args.account_id} {'canceled' if canceled.changed else 'was canceled already'}")
     return 0
 

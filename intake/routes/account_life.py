@@ -38,7 +38,7 @@ async def cancel_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     _require_operator_route(request, account_id)
     fields = Fields(await read_json(request) if await request.read() else {})
-    reason = fields.text("reason", max_length=200) or account_life.CANCELED_BY_OPERATOR
+    reason = fields.text("reason", max_length=account_life.REASON_MAX_LENGTH) or account_life.CANCELED_BY_OPERATOR
     fields.done()
     return await _end(request, account_id, lambda session, now: account_life.cancel_account(
         session, account_id, actor=request[PRINCIPAL].name, now=now, reason=reason))
@@ -48,6 +48,7 @@ async def cancel_account(request: web.Request) -> web.Response:
 async def mark_spam(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     _require_operator_route(request, account_id)
+    Fields(await read_json(request) if await request.read() else {}).done()  # no fields: a typo is refused, not lost
     return await _end(request, account_id, lambda session, now: account_life.mark_spam(
         session, account_id, actor=request[PRINCIPAL].name, now=now))
 
@@ -74,6 +75,8 @@ async def reactivate_account(request: web.Request) -> web.Response:
     fields = Fields(await read_json(request))
     plan = fields.obj("plan", required=True)
     monthly, cycle, rollover = _plan(plan)
+    if plan is not None and monthly is None:  # a reactivation names its plan's credits, even "0", never by default
+        plan.fail("monthly_credits", "is required")
     fields.done(plan)
     now = request.app[CLOCK]()
 
@@ -143,21 +146,26 @@ OPENAPI_PATHS = {
         "numbers are released (no fee, no sending from them; inbound texts still land); every API key is "
         "revoked; debt is billed at month-end as usual.",
         body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {
-            "reason": {"type": "string", "maxLength": 200, "description": "The account's status_reason."}}})},
+            "reason": {"type": "string", "maxLength": account_life.REASON_MAX_LENGTH,
+                       "description": "The account's status_reason."}}})},
         extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "invalid reason")})},
     "/v1/accounts/{account_id}/mark-spam": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "markAccountAsSpam", "Flag an account as spam (operator) and cancel it",
-        "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot), and cancels "
-        "the account as POST .../cancel does. Marking a spam account again changes nothing.")},
+        "Sets flags.spam, which removes the never-expiring credits (an adjustment entry per lot) but for what "
+        "messages with Twilio hold (paid from it, and what they leave expires as they settle), and cancels the "
+        "account as POST .../cancel does. Marking a spam account again changes nothing.",
+        body={"required": False, **_json({"type": "object", "additionalProperties": False, "properties": {}})},
+        extra={"400": problem(400, "the body is not a JSON object"), "422": problem(422, "a field it does not take")})},
     "/v1/accounts/{account_id}/reactivate": {"parameters": [_ACCOUNT_PATH], "post": _action(
         "reactivateAccount", "Reactivate a canceled account (operator) on a plan, with a new API key",
-        "Only a canceled account (409 otherwise). Its cycles restart now: the first cycle's plan credits are "
-        "granted in full and expire when that cycle ends. Its kept purchased and bonus credits are spendable "
-        "again; its numbers stay released until added again. The answer carries a new owner key, shown only here.",
+        "Only a canceled account (409 otherwise), on the plan given (monthly_credits required; \"0\" for none). "
+        "Its cycles restart now: the first cycle's plan credits are granted in full and expire when that cycle "
+        "ends. Its kept purchased and bonus credits are spendable again; its numbers stay released until added "
+        "again. The answer carries a new owner key, shown only here.",
         body={"required": True, **_json({"type": "object", "required": ["plan"], "additionalProperties": False,
                                          "examples": [{"plan": {"monthly_credits": "500", "cycle": "monthly",
                                                                 "rollover": "none"}}],
-                                         "properties": {"plan": _PLAN}})},
+                                         "properties": {"plan": {**_PLAN, "required": ["monthly_credits"]}}})},
         answer={**ACCOUNT_SCHEMA, "properties": {**ACCOUNT_SCHEMA["properties"], "api_key": {"type": "string"}}},
         extra={"400": problem(400, "the body is not a JSON object, or a malformed Idempotency-Key"),
                "409": problem(409, "the account is not canceled, or the Idempotency-Key was reused"),

@@ -96,8 +96,10 @@ def get_settings(session: Session, account_id: str) -> AutoRechargeView:
 
 
 def _ready(now: datetime):
-    """Enabled, not disabled, nothing in flight, not backing off, and the pool under the threshold."""
-    below = select(POOL_AVAILABLE).where(accounts.c.id == recharges.c.account_id).scalar_subquery()
+    """Enabled, not disabled, nothing in flight, not backing off, and the pool of an account that is not canceled
+    under the threshold (a card saved again while canceled waits for the reactivation)."""
+    below = select(POOL_AVAILABLE).where(accounts.c.id == recharges.c.account_id,  # canceled: NULL, never below
+                                         accounts.c.status != "canceled").scalar_subquery()
     return and_(recharges.c.enabled.is_(True), recharges.c.disabled_reason.is_(None),
                 recharges.c.in_flight_payment_id.is_(None),
                 or_(recharges.c.next_attempt_at.is_(None), recharges.c.next_attempt_at <= now),

@@ -4,6 +4,7 @@ The threshold is the account's `low_balance_threshold` (the owner sets it with t
 notices). The wallet the settled message was charged to is the one measured: the company pool (a
 message sent with the account key, or by an owner or admin) or a role-`user` user's own credits. The
 user who sent the message is told, and so is every owner (about that user's credits, when it was them).
+A canceled account's messages that settle after the cancel tell nobody: it can neither buy nor send.
 
 At most one email per user per calendar day of the account's time zone (not a rolling 24 h): the
 settlement's own transaction writes the notices it owes, unique per (user, local day), so a second
@@ -38,11 +39,11 @@ notices = LowBalanceNotice.__table__
 def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
     """In the transaction that settled the message: write the notices it owes; returns how many are new."""
     settled = session.execute(
-        select(Message.account_id, Message.user_id, Hold.from_allocation, accounts.c.timezone,
+        select(Message.account_id, Message.user_id, Hold.from_allocation, accounts.c.timezone, accounts.c.status,
                accounts.c.low_balance_threshold.label("threshold"), POOL_AVAILABLE.label("pool_available"))
         .join(Hold, Hold.id == Message.hold_id).join(accounts, accounts.c.id == Message.account_id)
         .where(Message.id == message_id)).first()
-    if settled is None or settled.threshold <= 0:
+    if settled is None or settled.threshold <= 0 or settled.status == "canceled":  # canceled: nothing to buy for
         return 0
     if settled.from_allocation:
         available = session.scalar(select(users.c.balance - users.c.held).where(users.c.id == settled.user_id))

@@ -48,7 +48,7 @@ from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
-from shared.ledger.expiry import PendingHold, default_expiry, lapsing, next_expiry, utc
+from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, next_expiry, utc
 from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, PhoneNumber, User
 
 accounts = Account.__table__
@@ -453,8 +453,9 @@ class _Close:
             self.summary.credit_hold_fee_cents = self.price_list.credit_hold_monthly_fee_cents
 
     def charge_shared_short_code_fee(self) -> None:
-        """A keyword on the shared short code costs the price list's monthly fee, billed in money like credit hold's."""
-        if self.account.shared_short_code_keyword is not None:
+        """A keyword on the shared short code costs the price list's monthly fee, billed in money like credit hold's;
+        a canceled account keeps its keyword (texts naming it still land there) but, as for its numbers, pays no fee."""
+        if self.account.shared_short_code_keyword is not None and self.status != "canceled":
             self.summary.shared_short_code_fee_cents = self.price_list.shared_short_code_monthly_fee_cents
 
     def grant_next_cycle(self) -> None:
@@ -508,11 +509,17 @@ class _Close:
             self.summary.allocated += amount
 
     def _take(self, amount: int, *, partial: bool) -> list[tuple[_Lot, int]]:
-        """Take `amount` from the pool's lots in burn order; `partial`: what they lack stays as debt."""
+        """Take `amount` from the pool's lots in burn order; `partial`: what they lack stays as debt.
+
+        A move to a user (not `partial`) leaves an expired lot alone: what is left of it belongs to the pending
+        holds that took it before it expired, and moved it would only lapse in the user's wallet.
+        """
         pieces = []
         for lot in sorted((lot for lot in self.lots if lot.user_id is None and lot.remaining > 0), key=burn_key):
             if amount == 0:
                 break
+            if not partial and can_lapse(lot, self.account.rollover_protection) and lot.expires_at <= self.ended:
+                continue
             taken = min(amount, lot.remaining)
             lot.remaining -= taken
             amount -= taken

@@ -247,8 +247,8 @@ def _sender(session: Session, account_id: str, raw: object, errors: dict[str, st
         errors["from"] = "must be a sender number of this account, as text (POST /v1/accounts/{id}/numbers)"
         return None, "long_code"
     phone = looks_like_e164(raw)
-    sender_type = session.scalar(select(PhoneNumber.type).where(PhoneNumber.account_id == account_id,
-                                                                PhoneNumber.phone == (phone or raw)))
+    sender_type = session.scalar(select(PhoneNumber.type).where(  # a released number is no sender until added again
+        PhoneNumber.account_id == account_id, PhoneNumber.phone == (phone or raw), PhoneNumber.released_at.is_(None)))
     if sender_type is None:
         errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
     return phone or raw, sender_type or "long_code"

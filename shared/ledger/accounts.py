@@ -1,8 +1,8 @@
 """Accounts: creation (with their API key), plan, overdraft policy, flags and threshold; closing and reopening.
 
 Plan changes take effect at the next cycle (`next_plan_monthly_credits`); the calendar applies them.
-Raising the `spam` flag takes the account's never-expiring credits back, purchased and bonus
-(book.remove_never_expiring). A closed (`canceled`) account takes no holds; its plan and rollover
+Raising the `spam` flag takes the account's never-expiring credits back, purchased and bonus, but
+for what pending holds took from them (book.remove_never_expiring). A closed (`canceled`) account takes no holds; its plan and rollover
 credits are written off at once (book.expire_now) but for what its messages with Twilio still need.
 Reopening it restarts its cycles (`cycle_anchor_at`) with a full first cycle of the plan given.
 The operator's changes are recorded as account events (account_events) in the same transaction.
@@ -17,7 +17,7 @@ from shared.api_keys import issue_key
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import account_events, book
-from shared.ledger.expiry import CYCLE_MONTHS, PROTECTED_KINDS, utc, zone
+from shared.ledger.expiry import CYCLE_MONTHS, PROTECTED_KINDS, zone
 from shared.models import Account
 
 ROLLOVER_POLICIES = ("none", "fifo_12m")

@@ -24,6 +24,7 @@ Every operation is keyed: replaying it with its idempotency key changes nothing.
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import Connection, Row, and_, any_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -426,10 +427,28 @@ def lapsed(session: Session, account_id: str, *, now: datetime) -> dict[str | No
 
 def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -> int:
     """Spam: the credits that would never expire (purchased and bonus) are taken back, each lot with an
-    `adjustment` entry; returns mc removed."""
-    _lapse_due(session, _lock_account(session, account_id), utc(now))
-    return _write_off(session, account_id, lots.c.kind.in_(NEVER_EXPIRING_KINDS), kind="adjustment",
-                      key_prefix="spam", memo="never-expiring credits removed: account flagged as spam", now=utc(now))
+    `adjustment` entry; returns mc removed.
+
+    What pending holds took from them stays for those holds, so a message already with Twilio is paid once, from
+    the credits held for it, never again as debt; that part expires now, so what the holds leave lapses when
+    they settle or are voided (expiry at spend time).
+    """
+    now = utc(now)
+    account = _lapse_due(session, _lock_account(session, account_id), now)
+    rows = list(_sql(session).execute(
+        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    as_if_expired = [SimpleNamespace(**{**row._asdict(), "expires_at": now}) if row.kind in NEVER_EXPIRING_KINDS
+                     else row for row in rows]
+    pieces = [(lot, amount) for lot, amount in lapsing(as_if_expired, _pending_holds(session, account_id), now,
+                                                         protected=account.rollover_protection)
+              if lot.kind in NEVER_EXPIRING_KINDS]
+    gone = {lot.id: amount for lot, amount in pieces}
+    kept = [row.id for row in rows if row.kind in NEVER_EXPIRING_KINDS and row.remaining > gone.get(row.id, 0)]
+    if kept:
+        _sql(session).execute(update(lots).where(lots.c.id.in_(kept)).values(expires_at=now))
+        refresh_next_expiry(session, account_id)
+    return _write_off(session, account_id, pieces, kind="adjustment", key_prefix="spam",
+                      memo="never-expiring credits removed: account flagged as spam", now=now)
 
 
 def expire_now(session: Session, account_id: str, *, kinds: tuple[str, ...], now: datetime) -> int:
@@ -516,13 +535,13 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
         room = pool - (account.held - account.allocated_held)
         if amount_mc > room:
             raise InsufficientCredits(f"the pool has {room} mc available", available=max(room, 0), required=amount_mc)
-        pieces = _take(session, account_id, None, amount_mc)
+        pieces = _take(session, account_id, None, amount_mc, now=now, protected=account.rollover_protection)
         destination, repay = user_id, 0
     else:
         if -amount_mc > user.balance - user.held:
             raise InsufficientCredits(f"the user has {user.balance - user.held} mc available",
                                       available=user.balance - user.held, required=-amount_mc)
-        pieces = _take(session, account_id, user_id, -amount_mc)
+        pieces = _take(session, account_id, user_id, -amount_mc, now=now, protected=account.rollover_protection)
         destination, repay = None, max(0, -pool)
     new_lots = []
     for lot, taken in pieces:
@@ -866,13 +885,20 @@ def _burn(session: Session, account_id: str, wallet: str | None, amount: int) ->
                     .values(remaining=case((ordered.c.running <= amount, 0), else_=ordered.c.running - amount)))
 
 
-def _take(session: Session, account_id: str, wallet: str | None, amount: int) -> list[tuple[Row, int]]:
-    """Like _burn, but returns each (lot, taken) piece, for moves that re-create the pieces elsewhere."""
+def _take(session: Session, account_id: str, wallet: str | None, amount: int, *, now: datetime,
+          protected: bool) -> list[tuple[Row, int]]:
+    """Like _burn, but returns each (lot, taken) piece, for moves that re-create the pieces elsewhere.
+
+    A lot past its expiry is left where it is: what is left of it (after _lapse_due) belongs to the pending
+    holds that took it before it expired, and moved it would only lapse in the other wallet.
+    """
     pieces = []
     for lot in _sql(session).execute(select(lots).where(lots.c.account_id == account_id, _wallet_lots(wallet),
                                                   lots.c.remaining > 0).order_by(*burn_order_sql())):
         if amount == 0:
             break
+        if can_lapse(lot, protected) and utc(lot.expires_at) <= now:
+            continue
         taken = min(amount, lot.remaining)
         pieces.append((lot, taken))
         amount -= taken
@@ -884,28 +910,29 @@ def _take(session: Session, account_id: str, wallet: str | None, amount: int) ->
     return pieces
 
 
-def _write_off(session: Session, account_id: str, which, *, kind: str, key_prefix: str, memo: str,
-               now: datetime) -> int:
-    """Empty the matching lots, one entry each; the caller holds the account lock. Returns mc written off."""
-    doomed = list(_sql(session).execute(select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0, which)
-                                  .order_by(*burn_order_sql())))
-    if not doomed:
+def _write_off(session: Session, account_id: str, pieces: list[tuple[Row, int]], *, kind: str, key_prefix: str,
+               memo: str, now: datetime) -> int:
+    """Take each (lot, mc) piece off its lot, one entry each; the caller holds the account lock. Returns mc written
+    off."""
+    if not pieces:
         return 0
-    _sql(session).execute(update(lots).where(lots.c.id.in_([lot.id for lot in doomed])).values(remaining=0))
-    total = sum(lot.remaining for lot in doomed)
+    _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
+                          .values(remaining=lots.c.remaining - bindparam("gone")),
+                          [{"lot_id": lot.id, "gone": amount} for lot, amount in pieces])
+    total = sum(amount for _, amount in pieces)
     by_user: dict[str, int] = {}
-    for lot in doomed:
+    for lot, amount in pieces:
         if lot.user_id is not None:
-            by_user[lot.user_id] = by_user.get(lot.user_id, 0) + lot.remaining
+            by_user[lot.user_id] = by_user.get(lot.user_id, 0) + amount
     for user_id, amount in by_user.items():
         _sql(session).execute(update(users).where(users.c.id == user_id).values(balance=users.c.balance - amount))
     balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
         balance=accounts.c.balance - total, allocated=accounts.c.allocated - sum(by_user.values()),
     ).returning(accounts.c.balance)).scalar_one() + total
     lines = []
-    for lot in doomed:
-        balance -= lot.remaining
-        lines.append(dict(account_id=account_id, user_id=lot.user_id, at=now, kind=kind, amount=-lot.remaining,
+    for lot, amount in pieces:
+        balance -= amount
+        lines.append(dict(account_id=account_id, user_id=lot.user_id, at=now, kind=kind, amount=-amount,
                           balance_after=balance, reference=lot.reference, hold_id=None,
                           idempotency_key=f"{key_prefix}:lot:{lot.id}", memo=f"{memo}: {lot.kind} lot {lot.id}"))
     _write(session, lines)

@@ -27,6 +27,7 @@ from shared.models import Account, Campaign, CampaignStep
 
 REACTIVATED_KEY_NAME = "reactivated"
 CANCELED_BY_OPERATOR = "canceled by the operator"
+REASON_MAX_LENGTH = 200  # a cancel's reason becomes the status_reason and the auto-recharge's disabled_reason
 MARKED_AS_SPAM = "marked as spam"
 
 

@@ -3,8 +3,9 @@
 The rule (the account's `toll_free_reprocessing` setting, off by default): an outbound SMS sent from a
 long code that ends `undelivered` or `failed` with Twilio's 30007 (message filtered) or 30034
 (unregistered 10DLC sender) is resent once, to the same recipient with the same body, from the
-account's toll-free number (its first, when it has several). An account without one, an MMS, an
-original from a toll-free number or a short code, another error, or a resend itself: no resend.
+account's toll-free number (its first, when it has several; a released one is none). An account without
+one, an MMS, an original from a toll-free number or a short code, another error, or a resend itself: no
+resend.
 
 The original settles as any message does. The resend is a new message (`reprocessed_from` names the
 original) that goes through the whole pipeline, so opt-outs, the account's status and its credits
@@ -58,8 +59,9 @@ def resend_from_toll_free(session: Session, message_id: str, *, now: datetime) -
     sender_type = sender_type_of(session, original.from_, account_id=account.id)
     if not qualifies(original, enabled=account.toll_free_reprocessing, sender_type=sender_type):
         return None
-    toll_free = session.scalar(select(PhoneNumber.phone).where(
-        PhoneNumber.account_id == account.id, PhoneNumber.type == "toll_free").order_by(PhoneNumber.id).limit(1))
+    toll_free = session.scalar(select(PhoneNumber.phone).where(  # a released number (account canceled) is no sender
+        PhoneNumber.account_id == account.id, PhoneNumber.type == "toll_free", PhoneNumber.released_at.is_(None))
+        .order_by(PhoneNumber.id).limit(1))
     if toll_free is None:
         return None
     counted = count_segments(original.body)

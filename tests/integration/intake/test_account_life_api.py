@@ -115,3 +115,36 @@ async def test_events_list_every_change_newest_first_paged_and_the_account_sees_
     assert second["next_cursor"] is None
     assert {event["actor"] for event in first["data"] + second["data"]} == {"operator"}
     assert first["data"][1]["detail"]["credits_expired"] == 100_000
+
+
+@pytest.mark.parametrize("plan", [{}, {"cycle": "monthly", "rollover": "none"}])
+async def test_reactivate_without_the_plans_monthly_credits_is_refused_and_the_account_stays_canceled(client, plan):
+    # given a canceled account
+    account_id, _ = await create_account(client)
+    await client.post(f"/v1/accounts/{account_id}/cancel", headers=OPERATOR)
+
+    # when the operator reactivates it with a plan that does not say its monthly credits
+    response = await client.post(f"/v1/accounts/{account_id}/reactivate", json={"plan": plan}, headers=OPERATOR)
+
+    # then 422 names the field, and the account is still canceled, with no new key and no credits
+    assert (response.status, response.content_type) == (422, "application/problem+json")
+    assert list((await response.json())["errors"]) == ["plan.monthly_credits"]
+    shown = await (await client.get(f"/v1/accounts/{account_id}", headers=OPERATOR)).json()
+    assert (shown["status"], shown["balance"]) == ("canceled", "0")
+
+
+@pytest.mark.parametrize(("body", "status"), [({"reason": "bulk spam"}, 422), ([1], 400), ("not json", 400)])
+async def test_mark_spam_with_a_body_it_does_not_take_is_refused_and_changes_nothing(client, body, status):
+    # given an active account with 30 purchased credits
+    account_id, _ = await create_account(client)
+    await client.post(f"/v1/accounts/{account_id}/grants", json={"credits": "30", "kind": "purchase"},
+                      headers=OPERATOR)
+
+    # when the operator marks it as spam with a body it does not take (it has no fields)
+    sent = {"data": body} if isinstance(body, str) else {"json": body}
+    response = await client.post(f"/v1/accounts/{account_id}/mark-spam", headers=OPERATOR, **sent)
+
+    # then it is refused as problem+json, and the account is still active with every credit
+    assert (response.status, response.content_type) == (status, "application/problem+json")
+    shown = await (await client.get(f"/v1/accounts/{account_id}", headers=OPERATOR)).json()
+    assert (shown["status"], shown["flags"]["spam"], shown["balance"]) == ("active", False, "130")

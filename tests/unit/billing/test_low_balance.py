@@ -11,6 +11,7 @@ from shared.billing import low_balance
 from shared.config import ConfigError, load_settings
 from shared.email import Email, FileOutbox, SmtpEmailSender, email_sender
 from shared.ledger import book
+from shared.lifecycle import account_life
 from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
@@ -76,6 +77,13 @@ def outbox(tmp_path):
     return FileOutbox(tmp_path / "outbox")
 
 
+def get_message(database, message_id) -> Message:
+    with database.unit_of_work() as session:
+        message = session.get(Message, message_id)
+        session.expunge(message)
+        return message
+
+
 def recipients(outbox):
     return sorted(m["To"] for m in outbox.messages())
 
@@ -135,6 +143,29 @@ def test_a_user_with_its_own_credits_is_told_about_its_own_wallet_and_so_are_the
     assert "Your credits are" in mails.pop("user_own@example.com")
     assert mails and all("own credits are" in body and "4 available" in body for body in mails.values())
     assert not any(to.startswith("user_admin") for to in mails)
+
+
+def test_a_message_that_settles_after_its_account_was_canceled_tells_nobody_to_buy_credits(
+        database, account, outbox):
+    # given an admin's 4-credit message with Twilio, held from the 8-credit pool
+    with database.unit_of_work() as session:
+        message, _ = accept_message(session, "acct_low", MessageRequest(to="+14155550100", from_=SENDER,
+                                                                        body="ж" * 67 * 4, user_id="user_admin"),
+                                    rate_card=CARD, now=MORNING, cap=UNCAPPED)
+        hold = book.reserve(session, "acct_low", message.credits_estimated, user_id="user_admin",
+                            reference=message.id, idempotency_key=f"message:{message.id}:hold", ttl_seconds=900,
+                            now=MORNING)
+        session.execute(update(Message).where(Message.id == message.id).values(hold_id=hold.id, status="delivered"))
+        message_id = message.id
+
+    # when the account is canceled, then the message settles and leaves the pool under the threshold
+    with database.unit_of_work() as session:
+        account_life.cancel_account(session, "acct_low", actor="operator", now=MORNING)
+    settle_and_notify(database, outbox, message_id, EVENING)
+
+    # then the message is charged, but nobody is emailed: the account can neither buy nor send any more
+    assert get_message(database, message_id).credits_charged == 4_000
+    assert outbox.messages() == []
 
 
 def test_a_replayed_settlement_sends_nothing_more(database, account, outbox):

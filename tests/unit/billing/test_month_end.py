@@ -325,6 +325,31 @@ def test_phone_numbers_are_charged_and_users_get_their_monthly_credits(database)
     assert_ledger_consistent(database)
 
 
+def test_a_users_monthly_credits_never_come_from_what_a_message_in_flight_at_midnight_kept_of_an_expired_lot(
+        database):
+    # given August's 100 plan credits expiring at midnight, a 10-credit send held at 23:59, a user given 30 a month
+    account_id = make_account(database, monthly=100)
+    with database.unit_of_work() as session:
+        session.add(User(id="user_ana", account_id=account_id, name="ana", email="ana@example.com", role="user",
+                         monthly_credits=30 * CREDIT, balance=0, held=0, created_at=local("UTC", 2020, 8, 1)))
+        session.flush()
+        book.grant(session, account_id, 100 * CREDIT, "plan", granted_at=local("UTC", 2020, 8, 15),
+                   expires_at=local("UTC", 2020, 9, 1), idempotency_key="august")
+        hold = book.reserve(session, account_id, 10 * CREDIT, idempotency_key="in-flight", ttl_seconds=900,
+                            now=local("UTC", 2020, 8, 31, 23, 59))
+
+    # when August closes just after midnight, and the send then settles in full
+    close(database, account_id, "2020-08", local("UTC", 2020, 9, 1, 0, 1))
+    with database.unit_of_work() as session:
+        book.settle(session, hold.id, 10 * CREDIT, idempotency_key="settled", now=local("UTC", 2020, 9, 1, 0, 2))
+
+    # then the user has its 30 credits of September, spendable, and the pool the other 70
+    view = balance(database, account_id, local("UTC", 2020, 9, 1, 0, 3))
+    assert {user.id: user.balance for user in view.users} == {"user_ana": 30 * CREDIT}
+    assert view.balance == 100 * CREDIT
+    assert_ledger_consistent(database)
+
+
 def test_a_missed_month_end_is_caught_up_in_order(database):
     account_id = make_account(database, monthly=100)
     close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))

@@ -71,3 +71,20 @@ def test_the_fee_adds_to_the_debt_billed_on_the_same_bill(database):
 
     # then one bill holds both: 25 cents of debt and the 700-cent fee
     assert [charge.amount_cents for charge in gateway.charges("acct_keyword")] == [725]
+
+
+def test_a_canceled_account_keeping_its_keyword_pays_no_fee(database):
+    # given an account canceled in August that still holds its keyword (inbound texts naming it still land there)
+    make_account(database, "acct_canceled", keyword="ACME")
+    with database.unit_of_work() as session:
+        account = session.get(Account, "acct_canceled")
+        account.status, account.canceled_at = "canceled", datetime(2020, 8, 20, tzinfo=UTC)
+    gateway = SimulatedGateway()
+
+    # when August closes
+    summary = month_end.run(database, gateway, Period(2020, 8), now=CLOSED, price_list=TEST_PRICES)
+
+    # then, as for its released numbers, no monthly fee: nothing billed, nothing charged to its card
+    assert summary.shared_short_code_fee_cents == 0
+    assert bills(database) == {}
+    assert gateway.charges("acct_canceled") == []

@@ -52,8 +52,11 @@ def test_mark_spam_flags_and_cancels(sqlite_database, account_id):
     (["account", "cancel", "acct_nobody"], "No account acct_nobody."),
     (["account", "reactivate", "{account}", "--monthly-credits", "10"], "only a canceled account can be reactivated"),
     (["account", "reactivate", "{account}", "--monthly-credits", "ten"], "--monthly-credits must be a decimal"),
+    (["account", "cancel", "{account}", "--reason", "x" * 201], "--reason must be 1 to 200 characters"),
+    (["account", "cancel", "{account}", "--reason", " "], "--reason must be 1 to 200 characters"),
 ])
-def test_bad_input_exits_non_zero_with_a_one_line_reason(account_id, capsys, argv, reason):
+def test_bad_input_exits_non_zero_with_a_one_line_reason(sqlite_database, account_id, capsys, argv, reason):
     assert main([arg.replace("{account}", account_id) for arg in argv]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and reason in err
+    assert status(sqlite_database, account_id)[0] == "active"  # refused before any change

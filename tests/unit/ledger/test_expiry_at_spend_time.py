@@ -194,3 +194,28 @@ def test_the_account_row_keeps_the_next_expiry_so_a_reservation_stays_one_condit
     reserve(database, account_id, 1, MIDNIGHT + timedelta(days=1), "after")
     with database.unit_of_work() as session:
         assert session.get(Account, account_id).next_expiry_at is None  # only never-expiring credits are left
+
+
+def test_credits_given_to_a_user_after_an_expiry_never_come_from_what_a_pending_hold_kept_of_the_expired_lot(
+        database):
+    # given 300 rollover credits expiring at midnight and 20 purchased ones, and a 10-credit pool hold from 23:59
+    account_id = rollover_account(database, purchased=20)
+    hold = reserve(database, account_id, 10, LAST_MINUTE, "held-before")
+    with database.unit_of_work() as session:
+        user = allocations.create_user(session, account_id, name="Agent", email="a@example.com", phone=None,
+                                       role="user", monthly_credits=0, now=GRANTED)
+
+    # when, after midnight, the user is given 10 credits, and the hold then settles in full
+    after = MIDNIGHT + timedelta(minutes=5)
+    with database.unit_of_work() as session:
+        book.transfer(session, account_id, user.id, 10 * CREDIT, now=after, idempotency_key="to-agent")
+    with database.unit_of_work() as session:
+        book.settle(session, hold.id, 10 * CREDIT, idempotency_key="settle", now=after)
+
+    # then the user keeps 10 spendable purchased credits (not expired ones), the hold was paid from the lot it was
+    # held from, and only the rollover credits nobody held expired
+    view = balance(database, account_id, after + timedelta(minutes=1))
+    assert [(seat.balance, seat.held) for seat in view.users] == [(10 * CREDIT, 0)]
+    assert view.balance == 20 * CREDIT
+    assert expiries(database, account_id) == [(MIDNIGHT, -290 * CREDIT)]
+    assert_clean(database, account_id)

@@ -9,6 +9,7 @@ from twilio.request_validator import RequestValidator
 from shared.api_keys import find_live_key
 from shared.billing import auto_recharge, month_end
 from shared.billing.calendar import Period
+from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.errors import AccountLocked, Conflict, ValidationFailed
 from shared.ledger import account_events, accounts, book
 from shared.ledger.verify import verify
@@ -190,6 +191,32 @@ def test_cancel_stops_auto_recharge_so_the_card_is_not_charged(sqlite_database):
             "account canceled: canceled by the operator")
 
 
+def test_a_card_saved_again_while_canceled_is_not_charged_until_reactivation(sqlite_database):
+    # given auto-recharge of 100 credits under a 200-credit threshold, stopped by a cancel
+    account_id, _ = new_account(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=200 * CREDIT, credits_mc=100 * CREDIT,
+                                payment_method="pm_card_visa", now=CREATED)
+    cancel(sqlite_database, account_id)
+
+    # when a payment method is saved again while the account is canceled (a setup page finished late)
+    with sqlite_database.unit_of_work() as session:
+        auto_recharge.configure(session, account_id, enabled=True, threshold_mc=200 * CREDIT, credits_mc=100 * CREDIT,
+                                payment_method="pm_card_visa", now=CANCELED)
+
+    # then no recharge is due nor claimed: a canceled account's card is not charged, by the settle path or the sweep
+    with sqlite_database.unit_of_work() as session:
+        assert auto_recharge.due(session, account_id, now=CANCELED) is False
+        assert account_id not in auto_recharge.accounts_due(session, now=CANCELED)
+        assert auto_recharge.claim(session, account_id, now=CANCELED) is None
+
+    # and once it is reactivated on a plan that leaves it under the threshold, the saved card recharges it again
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=10 * CREDIT, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=REACTIVATED)
+        assert auto_recharge.due(session, account_id, now=REACTIVATED) is True
+
+
 def test_inbound_texts_to_a_released_number_still_land_in_the_account(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     cancel(sqlite_database, account_id)
@@ -283,6 +310,48 @@ def test_a_released_number_cannot_be_sent_from_after_reactivation_until_it_is_ad
     assert get(sqlite_database, Message, accept(sqlite_database, account_id)).status == "accepted"
 
 
+def test_a_released_number_cannot_send_a_campaign_after_reactivation_until_it_is_added_again(sqlite_database):
+    # given an account canceled (its number released) and reactivated
+    account_id, _ = new_account(sqlite_database)
+    cancel(sqlite_database, account_id)
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=100 * CREDIT, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=REACTIVATED)
+
+    # when it creates a campaign from its old number, it is refused naming `from`, and nothing is held
+    with pytest.raises(ValidationFailed) as refused:
+        create_campaign(sqlite_database, account_id, CampaignRequest(
+            name="Open house", from_=SENDER, body="Open house Sunday", recipients=[{"to": RECIPIENT}]),
+            rate_card=CARD, now=REACTIVATED, cap=UNCAPPED)
+    assert list(refused.value.errors) == ["from"]
+    assert get(sqlite_database, Account, account_id).held == 0
+
+    # and once it adds the number again, the campaign is made
+    with sqlite_database.unit_of_work() as session:
+        senders.add_number(session, account_id, SENDER, "long_code")
+    campaign, _ = create_campaign(sqlite_database, account_id, CampaignRequest(
+        name="Open house", from_=SENDER, body="Open house Sunday", recipients=[{"to": RECIPIENT}]),
+        rate_card=CARD, now=REACTIVATED, cap=UNCAPPED)
+    assert campaign.from_ == SENDER
+
+
+def test_each_reactivation_grants_its_first_cycle_even_at_the_same_instant_as_the_last(sqlite_database):
+    # given an account canceled and reactivated, then canceled again, all at one instant of the clock
+    account_id, _ = new_account(sqlite_database, monthly=0, purchased=0)
+    for _ in range(2):
+        cancel(sqlite_database, account_id, now=REACTIVATED)
+        with sqlite_database.unit_of_work() as session:
+            account_life.reactivate_account(session, account_id, plan_monthly_credits=100 * CREDIT,
+                                            plan_cycle="monthly", plan_rollover="none", actor="operator",
+                                            now=REACTIVATED)
+
+    # then the second reactivation granted its own first cycle: 100 plan credits to spend, not a replay of the first
+    with sqlite_database.unit_of_work() as session:
+        view = book.balance(session, account_id, now=REACTIVATED)
+    assert [(lot.kind, lot.remaining) for lot in view.lots] == [("plan", 100 * CREDIT)]
+    assert_clean(sqlite_database)
+
+
 def test_only_a_canceled_account_is_reactivated(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     with pytest.raises(Conflict, match="only a canceled account"):
@@ -308,6 +377,34 @@ def test_mark_spam_takes_every_credit_but_what_in_flight_messages_need_and_cance
     with sqlite_database.unit_of_work() as session:
         again = account_life.mark_spam(session, account_id, actor="operator", now=CANCELED)
     assert again.changed is False and len(events(sqlite_database, account_id)) == 2
+    assert_clean(sqlite_database)
+
+
+@pytest.mark.parametrize("charged", [pytest.param(CREDIT, id="delivered"), pytest.param(0, id="failed")])
+def test_mark_spam_keeps_the_purchased_credit_a_message_with_twilio_holds_so_it_is_not_paid_twice(
+        sqlite_database, charged):
+    # given an account with only 50 purchased credits and a 1-credit message with Twilio held from them
+    account_id, _ = new_account(sqlite_database, monthly=0)
+    in_flight = with_twilio(sqlite_database, account_id)
+
+    # when the account is marked as spam
+    with sqlite_database.unit_of_work() as session:
+        account_life.mark_spam(session, account_id, actor="operator", now=CANCELED)
+
+    # then 49 purchased credits are removed (one adjustment entry) and the message's credit is kept for it
+    assert lots_by_kind(sqlite_database, account_id) == {"purchase": 1 * CREDIT}
+    with sqlite_database.unit_of_work() as session:
+        adjustments = list(session.scalars(select(Entry.amount).where(Entry.account_id == account_id,
+                                                                      Entry.kind == "adjustment")))
+    assert adjustments == [-49 * CREDIT]
+
+    # and when the message settles, it is paid from that credit and what it did not use lapses: no debt to bill
+    with sqlite_database.unit_of_work() as session:
+        book.settle(session, get(sqlite_database, Message, in_flight).hold_id, charged,
+                    idempotency_key=f"settle:{in_flight}", now=CANCELED + timedelta(minutes=1))
+    account = get(sqlite_database, Account, account_id)
+    assert (account.balance, account.held) == (0, 0)
+    assert lots_by_kind(sqlite_database, account_id) == {}
     assert_clean(sqlite_database)
 
 

@@ -112,6 +112,24 @@ def test_nothing_is_resent_without_a_toll_free_number(sqlite_database, account):
     assert messages(sqlite_database) == 1
 
 
+def test_a_released_toll_free_number_sends_no_resend_and_a_live_one_does(sqlite_database, account):
+    # given the account's first toll-free number released (as a cancel leaves it, until added again)
+    with sqlite_database.unit_of_work() as session:
+        session.execute(PhoneNumber.__table__.update().where(PhoneNumber.phone == TOLL_FREE).values(released_at=T0))
+    original = finished(sqlite_database)
+
+    # when a filtered text settles, nothing is resent from the released number
+    assert resend(sqlite_database, original) is None
+    assert messages(sqlite_database) == 1
+
+    # and when the account has a live toll-free number besides, the next filtered text goes from that one
+    with sqlite_database.unit_of_work() as session:
+        session.add(PhoneNumber(account_id=account, phone="+18885550100", type="toll_free"))
+    second = finished(sqlite_database, message_id="msg_2")
+    with sqlite_database.unit_of_work() as session:
+        assert session.get(Message, resend(sqlite_database, second)).from_ == "+18885550100"
+
+
 def test_a_resend_filtered_in_turn_is_not_resent_again(sqlite_database, account):
     # given a resend that itself ended filtered (as if sent from a local number)
     original = finished(sqlite_database)
