@@ -5,19 +5,19 @@ Each key has a "theoretical arrival time" (TAT) in Redis, like the sender thrott
 intervals ahead of now, and moves it on by one interval (1 / rate). So a key may make `burst` requests
 at once and `rate` a second after that; a refused request does not move the TAT, and its Retry-After
 says when the next one will pass. The script reads Redis' own clock, so web processes on different
-machines share one timeline; one EVALSHA is the whole cost, one round trip.
+machines share one timeline; one EVALSHA is the whole cost, one round trip, awaited on the event loop through the
+web process's asyncio Redis pool (intake/asyncio_redis.py): no thread, no connection opened per request.
 
 The limit is a guard, not a ledger: when Redis cannot be reached the request is let through and a
 warning logged (at most once a minute), rather than the API going down with it.
 """
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import redis
+import redis.asyncio
 
 from shared.config import RateLimit
 
@@ -50,10 +50,9 @@ return '0'
 class RateLimiter:
     """Refuses a principal's request past its limit with 429 and Retry-After (seconds, rounded up)."""
 
-    def __init__(self, client: Callable[[], redis.Redis], *, keys: RateLimit | None, operator: RateLimit | None):
-        """`client` gives the Redis client on first use (the broker's, bound lazily like the Enqueuer's)."""
-        self._client, self._keys, self._operator = client, keys, operator
-        self._take = None
+    def __init__(self, client: redis.asyncio.Redis, *, keys: RateLimit | None, operator: RateLimit | None):
+        self._keys, self._operator = keys, operator
+        self._take = client.register_script(_TAKE)  # EVALSHA, loading the script once if the server lacks it
         self._warned_at = -math.inf
 
     async def check(self, principal: Principal) -> None:
@@ -63,7 +62,7 @@ class RateLimiter:
         bucket = KEY_PREFIX + ("operator" if principal.is_operator else f"key:{principal.key_id}")
         interval = math.ceil(MICROSECONDS / limit.per_second)
         try:
-            wait = int(await asyncio.to_thread(self._script(), keys=[bucket], args=[interval, limit.burst]))
+            wait = int(await self._take(keys=[bucket], args=[interval, limit.burst]))
         except redis.RedisError:
             self._warn()
             return
@@ -72,11 +71,6 @@ class RateLimiter:
             raise Problem(429, "Too Many Requests",
                           f"This key may make {limit.per_second:g} requests a second (bursts of {limit.burst}); "
                           f"retry in {retry_after} s.", headers={"Retry-After": str(retry_after)})
-
-    def _script(self):
-        if self._take is None:
-            self._take = self._client().register_script(_TAKE)
-        return self._take
 
     def _warn(self) -> None:
         now = time.monotonic()
