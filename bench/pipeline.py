@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared.db import Database
 from shared.models import Message
@@ -166,6 +166,12 @@ def settled_count(database: Database, tag: str) -> int:
             Message.body.like(f"{tag} %"), Message.credits_charged.is_not(None)))
 
 
+def sessions_opened(database: Database) -> int:
+    """PostgreSQL sessions ever opened on the bench database (each is a new connection's start-up cost)."""
+    with database.unit_of_work() as session:
+        return session.scalar(text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -210,13 +216,18 @@ def main() -> int:
                     stack.kill_worker()
                 await post_all(session, stack.url, senders, 200, "warm-up")  # connections, key cache
             by_rate = {}
+            web = psutil.Process(stack.processes["web"].pid)
             load["before intake"] = os.getloadavg()
             profiler = profile_web(stack, args.profile) if args.profile else None
             for rate in rates:
                 # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
                 # and that wait counts, since latency runs from each request's scheduled time.
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
-                    by_rate[rate] = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                    cpu, sessions = web.cpu_times(), sessions_opened(database)
+                    latencies, errors = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                    spent, opened = web.cpu_times(), sessions_opened(database) - sessions
+                by_rate[rate] = (latencies, errors, (spent.user + spent.system - cpu.user - cpu.system) / len(latencies),
+                                 opened)
                 load[f"after {rate} req/s"] = os.getloadavg()
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -245,12 +256,14 @@ def main() -> int:
              f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
             ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
         ]
-    for rate, (latencies, errors) in by_rate.items():
+    for rate, (latencies, errors, cpu_per_post, opened) in by_rate.items():
         rows += [
             (f"intake ({'workers running' if args.with_workers else 'worker stopped'}): POST /v1/messages at "
              f"{rate} req/s, {args.seconds:g} s", ""),
             *((f"  p{p} (ms)", f"{percentile(latencies, p) * 1000:.1f}") for p in (50, 95, 99)),
             ("  POSTs not answered 202", f"{errors} of {len(latencies)}"),
+            ("  web process CPU per POST (ms; with workers: and callbacks)", f"{cpu_per_post * 1000:.2f}"),
+            ("  PostgreSQL sessions opened meanwhile (every process)", f"{opened}"),
         ]
     rows += [
         *((f"peak RSS {name} (MiB)", f"{peak / 2**20:.0f}") for name, peak in sorted(peaks.items())),
