@@ -88,8 +88,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     """CREDITQ_WEB_THREADS threads for `asyncio.to_thread`, and a pool of as many connections.
 
     Every database call of the web process runs in one of these threads, one session at a time, so a pool of that
-    size keeps a connection for each and never opens one under load (a pool smaller than its threads opened and
-    closed an overflow connection for about 1 message in 5). The loop's default executor would have
+    size keeps a connection for each and never opens one under load (10 kept under 20 threads opened and closed its
+    overflow connections, each a new PostgreSQL session, over and over). The loop's default executor would have
     min(32, CPUs + 4) threads: 6 on two cores, too few for the accept batches, key lookups and webhooks at once.
     """
     threads = app[SETTINGS].web_threads
