@@ -79,8 +79,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The asyncio Redis pool on the broker's server, and the rate limiter that uses it."""
     client = app[REDIS] = asyncio_redis_like(app[ENQUEUER].broker.client)
     settings = app[SETTINGS]
-    app[RATE_LIMITER] = RateLimiter(client, keys=settings.key_rate_limit, operator=settings.operator_rate_limit)
+    limiter = app[RATE_LIMITER] = RateLimiter(client, keys=settings.key_rate_limit,
+                                              operator=settings.operator_rate_limit)
     yield
+    await limiter.close()
     await client.aclose(close_connection_pool=True)
 
 

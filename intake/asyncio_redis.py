@@ -9,9 +9,9 @@ counterpart of its connection class.
 import redis
 import redis.asyncio
 
-# Connections open at most: a request holds one for a single script call (well under a millisecond), so even a few
-# hundred requests a second keep only a handful busy. Past this many at once a request waits for one to come back.
-MAX_CONNECTIONS = 16
+# Connections open at most, opened as needed and kept: the rate limiter keeps one round trip out at a time, so it
+# holds one. Past this many at once a caller waits for one to come back.
+MAX_CONNECTIONS = 4
 
 # The synchronous connection classes and their asyncio counterparts; a client library with connection classes of its
 # own adds its pair (the unit tests' fakeredis, tests/support/brokers.py).
