@@ -2,16 +2,20 @@
 same Redis with the same worker processes and threads; then the intake alone: POST /v1/messages latency at
 fixed open-loop rates (measured from each request's scheduled time, so queueing in the client counts too)
 with the worker stopped, so only the web process, PostgreSQL and Redis work and the send jobs pile up in
-Redis. Also the peak RSS of each process and the load average, since the machine may be shared. Prints a
-table; asserts nothing.
+Redis; with --with-workers the workers keep sending meanwhile, so the web process also answers their
+Twilio status callbacks, as in production. Also the peak RSS of each process and the load average, since
+the machine may be shared. Prints a table; asserts nothing.
 
     PYTHONPATH=. /work/venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
         [--intake-only]   # skip the no-op and end-to-end phases
+        [--with-workers]  # the intake phase with the workers running
+        [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
 """
 
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared.db import Database
 from shared.models import Message
@@ -148,10 +152,24 @@ async def open_loop_latency(session, url: str, senders, rate: int, seconds: floa
     return latencies, errors
 
 
+def profile_web(stack: Stack, output: Path) -> subprocess.Popen:
+    """py-spy sampling the web process (only threads holding the GIL) until SIGINT; collapsed stacks to `output`."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--gil", "--format", "raw", "--rate", "200", "--nonblocking",
+                             "--output", str(output), "--pid", str(stack.processes["web"].pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def settled_count(database: Database, tag: str) -> int:
     with database.unit_of_work() as session:
         return session.scalar(select(func.count()).select_from(Message).where(
             Message.body.like(f"{tag} %"), Message.credits_charged.is_not(None)))
+
+
+def sessions_opened(database: Database) -> int:
+    """PostgreSQL sessions ever opened on the bench database (each is a new connection's start-up cost)."""
+    with database.unit_of_work() as session:
+        return session.scalar(text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -169,6 +187,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=10, help="sending accounts (each its own hot row)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--with-workers", action="store_true", help="keep the workers running in the intake phase")
+    parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the web process, intake phase")
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
@@ -191,16 +211,27 @@ def main() -> int:
                 else:
                     posted, settled = await pipeline(session, senders)
                     load["after pipeline"] = os.getloadavg()
-                # The intake alone: no worker takes the jobs, so nothing but the accept competes for the CPUs.
-                stack.kill_worker()
+                if not args.with_workers:
+                    # The intake alone: no worker takes the jobs, so nothing but the accept competes for the CPUs.
+                    stack.kill_worker()
                 await post_all(session, stack.url, senders, 200, "warm-up")  # connections, key cache
             by_rate = {}
+            web = psutil.Process(stack.processes["web"].pid)
+            load["before intake"] = os.getloadavg()
+            profiler = profile_web(stack, args.profile) if args.profile else None
             for rate in rates:
                 # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
                 # and that wait counts, since latency runs from each request's scheduled time.
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
-                    by_rate[rate] = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                    cpu, sessions = web.cpu_times(), sessions_opened(database)
+                    latencies, errors = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                    spent, opened = web.cpu_times(), sessions_opened(database) - sessions
+                by_rate[rate] = (latencies, errors, (spent.user + spent.system - cpu.user - cpu.system) / len(latencies),
+                                 opened)
                 load[f"after {rate} req/s"] = os.getloadavg()
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait()
             return posted, settled, by_rate
 
         async def pipeline(session, senders):
@@ -225,11 +256,14 @@ def main() -> int:
              f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
             ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
         ]
-    for rate, (latencies, errors) in by_rate.items():
+    for rate, (latencies, errors, cpu_per_post, opened) in by_rate.items():
         rows += [
-            (f"intake alone (worker stopped): POST /v1/messages at {rate} req/s, {args.seconds:g} s", ""),
+            (f"intake ({'workers running' if args.with_workers else 'worker stopped'}): POST /v1/messages at "
+             f"{rate} req/s, {args.seconds:g} s", ""),
             *((f"  p{p} (ms)", f"{percentile(latencies, p) * 1000:.1f}") for p in (50, 95, 99)),
             ("  POSTs not answered 202", f"{errors} of {len(latencies)}"),
+            ("  web process CPU per POST (ms; with workers: and callbacks)", f"{cpu_per_post * 1000:.2f}"),
+            ("  PostgreSQL sessions opened meanwhile (every process)", f"{opened}"),
         ]
     rows += [
         *((f"peak RSS {name} (MiB)", f"{peak / 2**20:.0f}") for name, peak in sorted(peaks.items())),

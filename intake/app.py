@@ -11,7 +11,8 @@ from aiohttp import web
 from shared.config import Settings
 from shared.db import Database
 
-from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RATE_LIMITER, SETTINGS
+from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RATE_LIMITER, REDIS, SETTINGS
+from .asyncio_redis import asyncio_redis_like
 from .auth import auth_middleware
 from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
 from .enqueue import Enqueuer
@@ -49,7 +50,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
              clock: Callable[[], datetime] | None = None) -> web.Application:
     """Build the app; a database or broker passed in (tests) is used as is and not disposed.
 
-    The rate limits use the broker's Redis, the one every web process shares.
+    The rate limits use the broker's Redis, the one every web process shares, through an asyncio pool of their own.
     """
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, auth_middleware],
@@ -62,9 +63,8 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
         app[DATABASE] = database
     else:
         app.cleanup_ctx.append(_database_ctx)
-    enqueuer = app[ENQUEUER] = Enqueuer(broker)
-    app[RATE_LIMITER] = RateLimiter(lambda: enqueuer.broker.client, keys=settings.key_rate_limit,
-                                    operator=settings.operator_rate_limit)
+    app[ENQUEUER] = Enqueuer(broker)
+    app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(messages.accept_batcher_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
@@ -75,15 +75,28 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The pool, and as many threads for `asyncio.to_thread` as it has connections.
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The asyncio Redis pool on the broker's server, and the rate limiter that uses it."""
+    client = app[REDIS] = asyncio_redis_like(app[ENQUEUER].broker.client)
+    settings = app[SETTINGS]
+    limiter = app[RATE_LIMITER] = RateLimiter(client, keys=settings.key_rate_limit,
+                                              operator=settings.operator_rate_limit)
+    yield
+    await limiter.close()
+    await client.aclose(close_connection_pool=True)
 
-    The loop's default executor has min(32, CPUs + 4) threads: 6 on two cores, so at a few hundred
-    requests a second most requests queued for a thread while connections sat idle.
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """CREDITQ_WEB_THREADS threads for `asyncio.to_thread`, and a pool of as many connections.
+
+    Every database call of the web process runs in one of these threads, one session at a time, so a pool of that
+    size keeps a connection for each and never opens one under load (10 kept under 20 threads opened and closed its
+    overflow connections, each a new PostgreSQL session, over and over). The loop's default executor would have
+    min(32, CPUs + 4) threads: 6 on two cores, too few for the accept batches, key lookups and webhooks at once.
     """
-    database = Database(app[SETTINGS].database_url)
+    threads = app[SETTINGS].web_threads
+    database = Database(app[SETTINGS].database_url, pool_size=threads)
     app[DATABASE] = database
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=database.max_connections, thread_name_prefix="db"))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="db"))
     yield
     database.dispose()

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from datetime import datetime
 
+import redis.asyncio
 from aiohttp import web
 
 from shared.config import Settings
@@ -18,6 +19,7 @@ DATABASE = web.AppKey("database", Database)
 PRINCIPAL = web.RequestKey("principal", Principal)
 KEY_CACHE = web.AppKey("api_key_cache", KeyCache)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+REDIS = web.AppKey("redis", redis.asyncio.Redis)  # the broker's server, for what the event loop awaits itself
 CLOCK = web.AppKey("clock", Callable[[], datetime])  # aware UTC now; tests pass their own
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)

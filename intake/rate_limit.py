@@ -5,19 +5,23 @@ Each key has a "theoretical arrival time" (TAT) in Redis, like the sender thrott
 intervals ahead of now, and moves it on by one interval (1 / rate). So a key may make `burst` requests
 at once and `rate` a second after that; a refused request does not move the TAT, and its Retry-After
 says when the next one will pass. The script reads Redis' own clock, so web processes on different
-machines share one timeline; one EVALSHA is the whole cost, one round trip.
+machines share one timeline; one EVALSHA is the whole cost, awaited on the event loop through the web process's
+asyncio Redis pool (intake/asyncio_redis.py): no thread, no connection opened per request. The checks made while a
+round trip is out go together in the next, as one pipeline of EVALSHAs: under load a round trip and its client-side
+overhead serve many requests, and a request waits for at most two.
 
 The limit is a guard, not a ledger: when Redis cannot be reached the request is let through and a
 warning logged (at most once a minute), rather than the API going down with it.
 """
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import redis
+import redis.asyncio
 
 from shared.config import RateLimit
 
@@ -50,10 +54,11 @@ return '0'
 class RateLimiter:
     """Refuses a principal's request past its limit with 429 and Retry-After (seconds, rounded up)."""
 
-    def __init__(self, client: Callable[[], redis.Redis], *, keys: RateLimit | None, operator: RateLimit | None):
-        """`client` gives the Redis client on first use (the broker's, bound lazily like the Enqueuer's)."""
+    def __init__(self, client: redis.asyncio.Redis, *, keys: RateLimit | None, operator: RateLimit | None):
         self._client, self._keys, self._operator = client, keys, operator
-        self._take = None
+        self._sha = hashlib.sha1(_TAKE.encode()).hexdigest()
+        self._queued: list[tuple[tuple[str, int, int], asyncio.Future]] = []
+        self._sending: asyncio.Task | None = None
         self._warned_at = -math.inf
 
     async def check(self, principal: Principal) -> None:
@@ -62,8 +67,12 @@ class RateLimiter:
             return
         bucket = KEY_PREFIX + ("operator" if principal.is_operator else f"key:{principal.key_id}")
         interval = math.ceil(MICROSECONDS / limit.per_second)
+        answer = asyncio.get_running_loop().create_future()
+        self._queued.append(((bucket, interval, limit.burst), answer))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
         try:
-            wait = int(await asyncio.to_thread(self._script(), keys=[bucket], args=[interval, limit.burst]))
+            wait = int(await answer)
         except redis.RedisError:
             self._warn()
             return
@@ -73,10 +82,49 @@ class RateLimiter:
                           f"This key may make {limit.per_second:g} requests a second (bursts of {limit.burst}); "
                           f"retry in {retry_after} s.", headers={"Retry-After": str(retry_after)})
 
-    def _script(self):
-        if self._take is None:
-            self._take = self._client().register_script(_TAKE)
-        return self._take
+    async def close(self) -> None:
+        """Let the round trip out finish, so every check made gets its answer."""
+        if self._sending is not None:
+            await self._sending
+
+    async def _send(self) -> None:
+        """Round trips one after another, each carrying every check queued by then, until none is left."""
+        batch = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    results = await self._take([call for call, _ in batch])
+                except Exception as error:  # Redis down (the requests pass) or a fault (they fail): never unanswered
+                    results = [error] * len(batch)
+                for (_, answer), result in zip(batch, results):
+                    if answer.done():  # its request went away
+                        continue
+                    if isinstance(result, BaseException):
+                        answer.set_exception(result)
+                    else:
+                        answer.set_result(result)
+        finally:
+            self._sending = None
+            for _, answer in batch:  # cancelled mid-trip (the loop is closing): the answers are unknown
+                answer.cancel()
+
+    async def _take(self, calls: list[tuple[str, int, int]]) -> list:
+        """The script's answer (or its error) for each call; the script is loaded when the server lacks it (a fresh or
+        restarted Redis), and only the calls it refused for that are made again."""
+        results = await self._pipeline(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if missing:
+            await self._client.script_load(_TAKE)
+            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, calls: list[tuple[str, int, int]]) -> list:
+        async with self._client.pipeline(transaction=False) as pipeline:
+            for bucket, interval, burst in calls:
+                pipeline.evalsha(self._sha, 1, bucket, interval, burst)
+            return await pipeline.execute(raise_on_error=False)
 
     def _warn(self) -> None:
         now = time.monotonic()

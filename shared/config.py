@@ -57,6 +57,7 @@ class Settings:
     simulator_port: int = 8081
     worker_processes: int = 1
     worker_threads: int = 8
+    web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
@@ -222,6 +223,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
+        web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
         smtp=smtp,
         email_from=email_from,

@@ -58,6 +58,9 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
     # transaction (retried by its caller, as every step is idempotent) and is then replaced.
+    # `pool_size` is the number of threads using the engine, each holding one session at a time: they all keep a
+    # connection, so none is opened under load. The overflow serves only a thread that holds two sessions at once;
+    # such a connection is closed when given back.
     return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
@@ -87,13 +90,12 @@ class Database:
     """Owns the engine and hands out units of work (writes) and read-only sessions."""
 
     def __init__(self, database_url: str, *, pool_size: int = 10):
+        """`pool_size`: the threads that will use it (PostgreSQL keeps that many connections open)."""
         self.url = database_url
         self.engine = make_engine(database_url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # PostgreSQL: BEGIN READ ONLY (psycopg sends it with the first statement: no extra round trip).
         self._read_options = {_READ_ONLY: True, **({"postgresql_readonly": True} if self.is_postgres else {})}
-        # PostgreSQL: the pool plus its overflow; SQLite queues writers anyway.
-        self.max_connections = 2 * pool_size
 
     @property
     def is_postgres(self) -> bool:

@@ -4,7 +4,11 @@ import dramatiq
 import fakeredis
 from dramatiq import broker as global_state
 
+from intake.asyncio_redis import ASYNCIO_CONNECTION_CLASSES
 from shared.broker import make_broker
+
+# The web app's asyncio pool on a fakeredis broker reaches the same fake server.
+ASYNCIO_CONNECTION_CLASSES[fakeredis.FakeRedisConnection] = fakeredis.FakeAsyncRedisConnection
 
 
 def install_broker(client) -> dramatiq.Broker:

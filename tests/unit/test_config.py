@@ -41,6 +41,7 @@ def test_postgres_urls_use_psycopg(tmp_path):
     ("TWILIO_API_BASE", "ftp://twilio", "TWILIO_API_BASE='ftp://twilio' must be a URL"),
     ("CREDITQ_ADMIN_KEY", "short", "at least 16 characters"),
     ("CREDITQ_WORKER_THREADS", "0", "must be at least 1"),
+    ("CREDITQ_WEB_THREADS", "none", "CREDITQ_WEB_THREADS"),
 ])
 def test_bad_values_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):

@@ -1,5 +1,7 @@
 """Per-key request rate limits in Redis (fakeredis with Lua here; tests/integration has the real server)."""
 
+import asyncio
+
 import fakeredis
 import pytest
 
@@ -47,6 +49,35 @@ async def test_a_key_past_its_burst_gets_429_with_retry_after_and_other_keys_are
     assert (await refused.json())["status"] == 429
     # ... while the other key still has its own burst
     assert await statuses(client, second, 2, "acct_2") == [200, 200]
+
+
+async def test_requests_checked_together_share_the_burst_exactly(aiohttp_client, tmp_path, sqlite_database,
+                                                                 fake_broker):
+    # given a burst of 5 and one key
+    settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.001", CREDITQ_KEY_RATE_BURST="5")
+    client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
+    key, _ = two_keys(sqlite_database)
+
+    # when 12 of its requests arrive at once (their checks travel to Redis together)
+    answers = await asyncio.gather(*(client.get("/v1/accounts/acct_1", headers=key) for _ in range(12)))
+
+    # then exactly 5 pass and the other 7 are told when to come back
+    assert sorted(answer.status for answer in answers) == [200] * 5 + [429] * 7
+
+
+async def test_a_redis_that_lost_the_script_is_given_it_again(aiohttp_client, tmp_path, sqlite_database, fake_broker):
+    # given a burst of 2, one request counted, then a Redis that forgot its scripts (a restart, SCRIPT FLUSH)
+    settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.001", CREDITQ_KEY_RATE_BURST="2")
+    client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
+    key, _ = two_keys(sqlite_database)
+    first = await statuses(client, key, 1)
+    fake_broker.client.script_flush()
+
+    # when the key asks twice more
+    then = await statuses(client, key, 2)
+
+    # then the limit still counts: the burst's second request passes, the third is refused
+    assert first + then == [200, 200, 429]
 
 
 async def test_the_operator_key_is_exempt_unless_limited_on_its_own(aiohttp_client, tmp_path, sqlite_database,
