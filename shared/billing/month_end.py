@@ -448,8 +448,9 @@ class _Close:
         self.summary.number_fees = fees
 
     def charge_credit_hold_fee(self) -> None:
-        """The credit hold plan keeps accumulated credits usable for a small monthly fee, billed in money."""
-        if self.account.credit_hold:
+        """The credit hold plan keeps accumulated credits usable for a small monthly fee, billed in money; a
+        canceled account has no plan, so it pays none (its purchased credits stay without it)."""
+        if self.account.credit_hold and self.status != "canceled":
             self.summary.credit_hold_fee_cents = self.price_list.credit_hold_monthly_fee_cents
 
     def charge_shared_short_code_fee(self) -> None:

@@ -12,15 +12,16 @@ code stays after the keyword is released, so a text sent before still settles at
 Every text sent through the code carries its keyword in front (`ACME: body`), and that prefixed body
 is what is estimated, held, sent and charged. An inbound text is routed by its first word (`ACME ...`);
 `STOP ACME` opts the sender out of that account alone, a bare opt-out word out of every account with a
-keyword on the code (a bare START lifts those again, never an account's do-not-contact list); a text
-naming no keyword goes to the account that last texted the sender from it.
+keyword on the code and every account that texted the sender from it (a bare START lifts those again,
+never an account's do-not-contact list); a text naming no keyword goes to the account that last texted
+the sender from it.
 """
 
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -146,8 +147,13 @@ def resolve(session: Session, body: str, sender: str, *, code: str) -> Routed:
         return Routed(found, holders[found.keyword], (holders[found.keyword],) if found.action else ())
     last = _last_texted(session, sender, code)
     if found.every_account:
-        every = select(Account.id).where(Account.shared_short_code == code,
-                                         Account.shared_short_code_keyword.is_not(None))
+        # every account on the code now, and every one that texted this sender from it (a released keyword's
+        # texts may still be in flight): the sender asked the code, not a program on it, to stop
+        texted = select(Message.account_id).where(Message.to == sender, Message.from_ == code,
+                                                  Message.direction == "outbound")
+        every = select(Account.id).where(or_(
+            and_(Account.shared_short_code == code, Account.shared_short_code_keyword.is_not(None)),
+            Account.id.in_(texted)))
         if found.action == "opt_in":  # lifts what recipients asked for, never an account's own do-not-contact list
             every = every.where(select(OptOut.id).where(OptOut.account_id == Account.id, OptOut.phone == sender,
                                                         OptOut.source.in_(RECIPIENT_SOURCES)).exists())

@@ -218,6 +218,22 @@ def test_the_credit_hold_plan_keeps_credits_usable_for_a_monthly_fee_charged_onc
     assert_ledger_consistent(database)
 
 
+def test_a_canceled_account_on_the_credit_hold_plan_pays_no_monthly_fee(database):
+    # given an account on the credit hold plan with a card on file, canceled in August
+    account_id = make_account(database, monthly=100, credit_hold=True, card="pm_card_visa")
+    with database.unit_of_work() as session:
+        account = session.get(Account, account_id)
+        account.status, account.canceled_at = "canceled", local("UTC", 2020, 8, 20)
+    gateway = SimulatedGateway()
+
+    # when August closes
+    summary = month_end.run(database, gateway, Period(2020, 8), now=local("UTC", 2020, 9, 1), price_list=TEST_PRICES)
+
+    # then the plan ended with the account: no fee, no charge
+    assert (summary.closed, summary.credit_hold_fee_cents) == (1, 0)
+    assert gateway.charges(account_id) == []
+
+
 def test_a_declined_bill_is_left_for_dunning_and_not_charged_again(database):
     account_id = make_account(database, policy="postpaid", card="pm_card_chargeDeclined")
     gateway = SimulatedGateway()

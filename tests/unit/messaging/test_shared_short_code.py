@@ -237,6 +237,20 @@ def test_stop_with_a_keyword_opts_out_of_that_account_and_a_bare_stop_out_of_eve
     assert opt_outs(db) == {("acct_acme", OTHER_CONTACT), ("acct_zen", OTHER_CONTACT)}
 
 
+def test_a_bare_stop_also_reaches_an_account_that_texted_the_sender_from_the_code_and_released_its_keyword(db):
+    # given Acme texted the contact from the code, then released its keyword (its texts may still be in flight)
+    keyword(db, "acct_acme", "ACME")
+    keyword(db, "acct_zen", "ZEN")
+    sent(db, "acct_acme", CONTACT, T0)
+    keyword(db, "acct_acme", None)
+
+    # when the contact texts a bare STOP to the code
+    inbound(db, "STOP", sid="SM" + "7" * 32)
+
+    # then neither Zen nor Acme may text them again; Rogue, which never used the code, is untouched
+    assert opt_outs(db) == {("acct_acme", CONTACT), ("acct_zen", CONTACT)}
+
+
 def test_a_bare_start_lifts_the_recipients_own_stops_but_never_an_accounts_do_not_contact_list(db):
     # given Acme's contact texted a bare STOP, and Zen listed them as do-not-contact
     keyword(db, "acct_acme", "ACME")
