@@ -28,7 +28,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from bench.processes import spawn, wait_for  # noqa: E402
+from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.ledger import book  # noqa: E402
@@ -64,20 +64,6 @@ class PeakRss(threading.Thread):
             except psutil.Error:
                 pass
             time.sleep(0.05)
-
-
-class LoadAverage(threading.Thread):
-    """The 1-minute load average, sampled every second: the highest seen."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = os.getloadavg()[0]
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, os.getloadavg()[0])
-            time.sleep(1)
 
 
 CHUNK_LINE = re.compile(r"^(?P<at>\S+ \S+) .* chunk \d+: \d+ sends enqueued in (?P<ms>\d+) ms \(process (?P<pid>\d+)\)")

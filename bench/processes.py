@@ -1,7 +1,10 @@
-"""The creditq processes a bench starts as a user would (`python -m creditq ...`), each in its own session."""
+"""The creditq processes a bench starts as a user would (`python -m creditq ...`), each in its own session, and
+the machine's load while they run (every figure is printed beside it)."""
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,3 +31,17 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer")
+
+
+class LoadAverage(threading.Thread):
+    """The highest 1-minute load average seen while running (sampled twice a second); stop with `running = False`."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = os.getloadavg()[0]
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, os.getloadavg()[0])
+            time.sleep(0.5)

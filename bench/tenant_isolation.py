@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from bench.processes import spawn, wait_for  # noqa: E402
+from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
@@ -64,20 +64,6 @@ class Poller(threading.Thread):
         self.running = False
         self.join()
         return self
-
-
-class LoadAverage(threading.Thread):
-    """The highest 1-minute load average seen while running."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = os.getloadavg()[0]
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, os.getloadavg()[0])
-            time.sleep(0.5)
 
 
 def do_not_contact_csv(megabytes: float) -> bytes:

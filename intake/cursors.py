@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 
 from .errors import Problem
 from .fields import MAX_BIGINT, whole_number
@@ -25,3 +26,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise Problem(422, "Validation failed", "cursor is not one this API returned.",
                       errors={"cursor": "is not valid"})
     return before
+
+
+def page_of(rows: Sequence, limit: int, shown: Callable[[object], dict]) -> dict:
+    """`{data, next_cursor}` of rows read with `limit + 1`: one more than the page says whether another follows."""
+    page = rows[:limit]
+    return {"data": [shown(row) for row in page],
+            "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}

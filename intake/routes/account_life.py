@@ -17,7 +17,7 @@ from shared.models import AccountEvent
 from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
-from ..cursors import decode_cursor, encode_cursor
+from ..cursors import decode_cursor, page_of
 from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
@@ -101,9 +101,7 @@ async def list_events(request: web.Request) -> web.Response:
         with database.read_only() as session:
             accounts.get_account(session, account_id)
             rows = account_events.list_events(session, account_id, limit=limit + 1, before_id=before_id)
-            page = rows[:limit]
-            return {"data": [event_json(event) for event in page],
-                    "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}
+            return page_of(rows, limit, event_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

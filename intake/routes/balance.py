@@ -14,7 +14,7 @@ from shared.money import format_credits
 from ..appkeys import DATABASE
 from ..auth import require_access
 from ..bodies import json_response, query_limit
-from ..cursors import decode_cursor, encode_cursor
+from ..cursors import decode_cursor, page_of
 from ..openapi import problem
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
@@ -56,9 +56,7 @@ async def list_transactions(request: web.Request) -> web.Response:
         with database.read_only() as session:
             get_account(session, account_id)
             rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id)
-        page = rows[:limit]
-        return {"data": [_entry_json(row) for row in page],
-                "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None}
+        return page_of(rows, limit, _entry_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

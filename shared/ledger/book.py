@@ -435,8 +435,7 @@ def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -
     """
     now = utc(now)
     account = _lapse_due(session, _lock_account(session, account_id), now)
-    rows = list(_sql(session).execute(
-        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    rows = _open_lots(session, account_id)  # in burn order as it was when the holds were taken
     as_if_expired = [SimpleNamespace(**{**row._asdict(), "expires_at": now}) if row.kind in NEVER_EXPIRING_KINDS
                      else row for row in rows]
     pieces = [(lot, amount) for lot, amount in lapsing(as_if_expired, _pending_holds(session, account_id), now,
@@ -447,8 +446,9 @@ def remove_never_expiring(session: Session, account_id: str, *, now: datetime) -
     if kept:
         _sql(session).execute(update(lots).where(lots.c.id.in_(kept)).values(expires_at=now))
         refresh_next_expiry(session, account_id)
-    return _write_off(session, account_id, pieces, kind="adjustment", key_prefix="spam",
-                      memo="never-expiring credits removed: account flagged as spam", now=now)
+    return _write_off(session, account_id, pieces, kind="adjustment", entry=lambda lot, left: dict(
+        at=now, idempotency_key=f"spam:lot:{lot.id}",
+        memo=f"never-expiring credits removed: account flagged as spam: {lot.kind} lot {lot.id}"))
 
 
 def expire_now(session: Session, account_id: str, *, kinds: tuple[str, ...], now: datetime) -> int:
@@ -572,8 +572,7 @@ def balance(session: Session, account_id: str, *, now: datetime) -> BalanceView:
     account = _sql(session).execute(select(accounts).where(accounts.c.id == account_id)).first()
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    rows = list(_sql(session).execute(
-        select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    rows = _open_lots(session, account_id)
     gone: dict[int, int] = {}
     if _due(account.next_expiry_at, now):
         pending = _pending_holds(session, account_id)
@@ -753,10 +752,14 @@ def _pending_holds(session: Session, account_id: str) -> list[PendingHold]:
                 .where(holds.c.account_id == account_id, holds.c.status == "pending"))]
 
 
-def _lapsing(session: Session, account_id: str, protected: bool, now: datetime) -> list[tuple[Row, int]]:
-    rows = list(_sql(session).execute(
+def _open_lots(session: Session, account_id: str) -> list[Row]:
+    """The account's lots with credits left (pool and users'), in burn order."""
+    return list(_sql(session).execute(
         select(lots).where(lots.c.account_id == account_id, lots.c.remaining > 0).order_by(*burn_order_sql())))
-    return lapsing(rows, _pending_holds(session, account_id), now, protected=protected)
+
+
+def _lapsing(session: Session, account_id: str, protected: bool, now: datetime) -> list[tuple[Row, int]]:
+    return lapsing(_open_lots(session, account_id), _pending_holds(session, account_id), now, protected=protected)
 
 
 def _lapse_due(session: Session, account: Row, now: datetime) -> Row:
@@ -765,34 +768,14 @@ def _lapse_due(session: Session, account: Row, now: datetime) -> Row:
     """
     if not _due(account.next_expiry_at, now):
         return account
-    rows = list(_sql(session).execute(
-        select(lots).where(lots.c.account_id == account.id, lots.c.remaining > 0).order_by(*burn_order_sql())))
+    rows = _open_lots(session, account.id)
     pieces = lapsing(rows, _pending_holds(session, account.id), now, protected=account.rollover_protection)
+    _write_off(session, account.id, sorted(pieces, key=lambda piece: (utc(piece[0].expires_at), piece[0].id)),
+               kind="expiry", entry=lambda lot, left: dict(
+                   at=utc(lot.expires_at), idempotency_key=f"expiry:lot:{lot.id}:{left}",
+                   memo=f"expired: {lot.kind} lot {lot.id}"))
     gone = {lot.id: amount for lot, amount in pieces}
-    if pieces:
-        _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
-                              .values(remaining=lots.c.remaining - bindparam("gone")),
-                              [{"lot_id": lot.id, "gone": amount} for lot, amount in pieces])
-        by_user: dict[str, int] = {}
-        for lot, amount in pieces:
-            if lot.user_id is not None:
-                by_user[lot.user_id] = by_user.get(lot.user_id, 0) + amount
-        if by_user:
-            _sql(session).execute(update(users).where(users.c.id == bindparam("user_key"))
-                                  .values(balance=users.c.balance - bindparam("gone")),
-                                  [{"user_key": user_id, "gone": amount} for user_id, amount in by_user.items()])
-        balance = account.balance
-        lines = []
-        for lot, amount in sorted(pieces, key=lambda piece: (utc(piece[0].expires_at), piece[0].id)):
-            balance -= amount
-            left = lot.remaining - amount
-            lines.append(dict(account_id=account.id, user_id=lot.user_id, at=utc(lot.expires_at), kind="expiry",
-                              amount=-amount, balance_after=balance, reference=lot.reference, hold_id=None,
-                              idempotency_key=f"expiry:lot:{lot.id}:{left}", memo=f"expired: {lot.kind} lot {lot.id}"))
-        _write(session, lines)
     return _sql(session).execute(update(accounts).where(accounts.c.id == account.id).values(
-        balance=accounts.c.balance - sum(gone.values()),
-        allocated=accounts.c.allocated - sum(amount for lot, amount in pieces if lot.user_id is not None),
         next_expiry_at=next_expiry(((row, row.remaining - gone.get(row.id, 0)) for row in rows),
                                    account.rollover_protection),
     ).returning(*accounts.c)).one()
@@ -910,10 +893,11 @@ def _take(session: Session, account_id: str, wallet: str | None, amount: int, *,
     return pieces
 
 
-def _write_off(session: Session, account_id: str, pieces: list[tuple[Row, int]], *, kind: str, key_prefix: str,
-               memo: str, now: datetime) -> int:
-    """Take each (lot, mc) piece off its lot, one entry each; the caller holds the account lock. Returns mc written
-    off."""
+def _write_off(session: Session, account_id: str, pieces: list[tuple[Row, int]], *, kind: str,
+               entry: Callable[[Row, int], dict]) -> int:
+    """Take each (lot, mc) piece off its lot, one `kind` entry each, in the pieces' order; the caller holds the
+    account lock. `entry(lot, left)` gives the entry's `at`, `idempotency_key` and `memo` (`left`: what the lot
+    keeps). Returns mc written off."""
     if not pieces:
         return 0
     _sql(session).execute(update(lots).where(lots.c.id == bindparam("lot_id"))
@@ -932,9 +916,9 @@ def _write_off(session: Session, account_id: str, pieces: list[tuple[Row, int]],
     lines = []
     for lot, amount in pieces:
         balance -= amount
-        lines.append(dict(account_id=account_id, user_id=lot.user_id, at=now, kind=kind, amount=-amount,
+        lines.append(dict(account_id=account_id, user_id=lot.user_id, kind=kind, amount=-amount,
                           balance_after=balance, reference=lot.reference, hold_id=None,
-                          idempotency_key=f"{key_prefix}:lot:{lot.id}", memo=f"{memo}: {lot.kind} lot {lot.id}"))
+                          **entry(lot, lot.remaining - amount)))
     _write(session, lines)
     return total
 

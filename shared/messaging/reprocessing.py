@@ -14,9 +14,9 @@ and the original stays as it is. The resend of an automated text (a campaign's, 
 keeps to the account's quiet hours as automated texts do. It holds and is charged TOLL_FREE_RESEND
 by its body's length, not segments x rate.
 
-Once only: the resend is made in the settle step's unit of work, with the original's row locked, and
-the unique `reprocessed_from` admits one resend per original; a duplicated or reordered callback, or a
-replayed job, finds the resend already made and makes none.
+Once only: the resend is made in the settle step's unit of work, with the original's row locked (by the
+settlement), and the unique `reprocessed_from` admits one resend per original; a duplicated or reordered
+callback, or a replayed job, finds the resend already made and makes none.
 """
 
 from datetime import datetime
@@ -47,8 +47,11 @@ def qualifies(original: Message, *, enabled: bool, sender_type: str) -> bool:
 
 def resend_from_toll_free(session: Session, message_id: str, *, now: datetime) -> str | None:
     """Make the toll-free resend of a qualifying message, once; the id of its resend while that still waits for its
-    first send job (the caller enqueues it after the commit, again on a replay), else None."""
-    original = session.get(Message, message_id, with_for_update=True)
+    first send job (the caller enqueues it after the commit, again on a replay), else None.
+
+    Called right after settlement.settle_message in its unit of work, which locked the message: reading it
+    again comes from the session, without a statement."""
+    original = session.get(Message, message_id)
     if (original is None or original.status not in FILTERED_STATUSES
             or original.error_code not in FILTERED_ON_LOCAL_NUMBER):
         return None  # most settlements stop here, without a query more (a final status and its code never change)

@@ -19,7 +19,6 @@ import requests
 from sqlalchemy import select
 
 from shared.config import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN
-from shared.db import Database
 from shared.models import Account, EarlyStatus, Message, OptOut
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 from twilio_sim.signature import twilio_signature
@@ -46,13 +45,6 @@ def stack(postgres_server, tmp_path_factory):
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_attacks", worker_processes=1,
                worker_threads=4, env={"TWILIO_SIM_CALLBACK_DELAY_MS": "100"}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def database(stack):
-    database = Database(stack.database_url, pool_size=2)
-    yield database
-    database.dispose()
 
 
 def sim(stack, path: str, **body) -> dict:

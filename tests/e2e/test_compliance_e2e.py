@@ -17,7 +17,6 @@ import requests
 from sqlalchemy import select
 
 from shared.config import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN
-from shared.db import Database
 from shared.ledger.expiry import utc
 from shared.messaging.opt_outs import FROM_STOP_KEYWORD
 from shared.messaging.send_policy import OPTED_OUT
@@ -42,20 +41,6 @@ def stack(postgres_server, tmp_path_factory):
     }
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_compliance", env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def database(stack):
-    database = Database(stack.database_url, pool_size=2)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(scope="module")
-def broker(stack):
-    broker = stack.broker()
-    yield broker
-    broker.close()
 
 
 def set_account(stack, account_id: str, headers: dict, **settings) -> None:

@@ -15,7 +15,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared.db import Database
 from shared.messaging.sweeper import UNKNOWN_OUTCOME
 from shared.models import Account, Entry, Message
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
@@ -36,20 +35,6 @@ def stack(postgres_server, tmp_path_factory):
     }
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_pipeline", env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def database(stack):
-    database = Database(stack.database_url, pool_size=4)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(scope="module")
-def broker(stack):
-    broker = stack.broker()
-    yield broker
-    broker.close()
 
 
 @pytest.fixture

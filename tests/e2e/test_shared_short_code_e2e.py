@@ -9,7 +9,6 @@ import requests
 from sqlalchemy import select
 
 from shared.config import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN
-from shared.db import Database
 from shared.models import Account, Message, OptOut
 from tests.support.stack import ADMIN_KEY, Stack
 from twilio_sim.signature import twilio_signature
@@ -38,13 +37,6 @@ def stack(postgres_server, tmp_path_factory):
     with Stack(postgres_server, directory, database_name="e2e_shared_short_code", worker_processes=1,
                worker_threads=2, env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def database(stack):
-    database = Database(stack.database_url, pool_size=2)
-    yield database
-    database.dispose()
 
 
 def account_with_keyword(stack, name: str, keyword: str) -> tuple[str, dict]:

@@ -7,7 +7,6 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared.db import Database
 from shared.models import Message
 from tests.e2e.test_send_pipeline_e2e import ledger_verify, new_account, simulated
 from tests.support.stack import Stack
@@ -27,13 +26,6 @@ def stack(postgres_server, tmp_path_factory):
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_reprocessing", env=env,
                worker_processes=1) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def database(stack):
-    database = Database(stack.database_url, pool_size=2)
-    yield database
-    database.dispose()
 
 
 def reprocessing_account(stack, n: int, *, enabled: bool) -> tuple[str, dict, str, str]:
