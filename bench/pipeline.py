@@ -3,10 +3,12 @@ same Redis with the same worker processes and threads; then the intake alone: PO
 fixed open-loop rates (measured from each request's scheduled time, so queueing in the client counts too)
 with the worker stopped, so only the web process, PostgreSQL and Redis work and the send jobs pile up in
 Redis; with --with-workers the workers keep sending meanwhile, so the web process also answers their
-Twilio status callbacks, as in production. Also the peak RSS of each process and the load average, since
-the machine may be shared. Prints a table; asserts nothing.
+Twilio status callbacks, as in production. For the end-to-end phase, the CPU each process spent per settled
+message (web, worker, PostgreSQL and Redis, each with its children; the simulator apart, since Twilio is not
+ours to run) and PostgreSQL's transactions per message. Also the peak RSS of each process and the load
+average, since the machine may be shared. Prints a table; asserts nothing.
 
-    PYTHONPATH=. /work/venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
+    PYTHONPATH=. .venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
         [--intake-only]   # skip the no-op and end-to-end phases
         [--with-workers]  # the intake phase with the workers running
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
@@ -27,6 +29,7 @@ import aiohttp
 import psutil
 from sqlalchemy import func, select, text
 
+from bench.processes import cpu_seconds
 from shared.db import Database
 from shared.models import Message
 from tests.support.postgres import TemporaryPostgres
@@ -166,6 +169,20 @@ def settled_count(database: Database, tag: str) -> int:
             Message.body.like(f"{tag} %"), Message.credits_charged.is_not(None)))
 
 
+def transactions(database: Database) -> int:
+    """Transactions committed or rolled back on the bench database so far (pg_stat_database)."""
+    with database.unit_of_work() as session:
+        return session.scalar(text("SELECT xact_commit + xact_rollback FROM pg_stat_database"
+                                   " WHERE datname = current_database()"))
+
+
+def pipeline_pids(stack: Stack, postgres: TemporaryPostgres) -> dict[str, int]:
+    """The processes whose CPU a settled message costs, by name: the postmaster stands for PostgreSQL's backends."""
+    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    return {"web": stack.processes["web"].pid, "worker": stack.processes["worker"].pid, "PostgreSQL": postmaster,
+            "Redis": stack.redis.process.pid, "twilio-sim": stack.processes["twilio-sim"].pid}
+
+
 def sessions_opened(database: Database) -> int:
     """PostgreSQL sessions ever opened on the bench database (each is a new connection's start-up cost)."""
     with database.unit_of_work() as session:
@@ -192,6 +209,7 @@ def main() -> int:
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
+    per_message: dict[str, float] = {}  # the pipeline's CPU ms per settled message by process, and transactions
 
     with TemporaryPostgres() as postgres, tempfile.TemporaryDirectory() as directory, \
             Stack(postgres, Path(directory), database_name="bench", worker_processes=args.processes,
@@ -235,6 +253,9 @@ def main() -> int:
             return posted, settled, by_rate
 
         async def pipeline(session, senders):
+            pids = pipeline_pids(stack, postgres)
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            transactions_before = transactions(database)
             started = time.perf_counter()
             await post_all(session, stack.url, senders, args.messages, "pipeline")
             posted = time.perf_counter() - started
@@ -242,7 +263,12 @@ def main() -> int:
                 if time.perf_counter() - started > 180:
                     raise SystemExit("the pipeline did not settle every message within 3 minutes")
                 await asyncio.sleep(0.1)
-            return posted, args.messages / (time.perf_counter() - started)
+            rate = args.messages / (time.perf_counter() - started)
+            # the bench's own reads (settled_count, this one) are a few transactions in thousands
+            per_message["transactions"] = (transactions(database) - transactions_before) / args.messages
+            for name, pid in pids.items():
+                per_message[name] = (cpu_seconds(pid) - cpu_before[name]) * 1000 / args.messages
+            return posted, rate
 
         posted, settled, by_rate = asyncio.run(drive())
         peaks = rss.stop()
@@ -255,6 +281,11 @@ def main() -> int:
             (f"settled messages/s end to end ({args.messages} messages, {args.accounts} accounts)",
              f"{settled:.0f}   ({settled / noop:.2f} x no-op)"),
             ("  of which POSTing them took (s)", f"{posted:.1f}   ({args.messages / posted:.0f} POST/s)"),
+            *((f"  CPU per settled message, {name} (ms)", f"{per_message[name]:.2f}")
+              for name in ("web", "worker", "PostgreSQL", "Redis", "twilio-sim")),
+            ("  CPU per settled message, all but the simulator (ms)",
+             f"{sum(per_message[name] for name in ('web', 'worker', 'PostgreSQL', 'Redis')):.2f}"),
+            ("  PostgreSQL transactions per settled message", f"{per_message['transactions']:.1f}"),
         ]
     for rate, (latencies, errors, cpu_per_post, opened) in by_rate.items():
         rows += [

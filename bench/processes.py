@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +46,20 @@ class LoadAverage(threading.Thread):
         while self.running:
             self.peak = max(self.peak, os.getloadavg()[0])
             time.sleep(0.5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU a process and its whole tree have used so far: the living ones, and children already reaped."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in tree:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
