@@ -12,6 +12,7 @@ average, since the machine may be shared. Prints a table; asserts nothing.
         [--intake-only]   # skip the no-op and end-to-end phases
         [--with-workers]  # the intake phase with the workers running
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
+        [--profile-pipeline DIR]  # py-spy record --gil of web and worker processes in the end-to-end phase
 """
 
 import argparse
@@ -155,12 +156,20 @@ async def open_loop_latency(session, url: str, senders, rate: int, seconds: floa
     return latencies, errors
 
 
-def profile_web(stack: Stack, output: Path) -> subprocess.Popen:
-    """py-spy sampling the web process (only threads holding the GIL) until SIGINT; collapsed stacks to `output`."""
+def profile(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy sampling a process and its children (only threads holding the GIL) until SIGINT; collapsed
+    stacks to `output`."""
     py_spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen([str(py_spy), "record", "--gil", "--format", "raw", "--rate", "200", "--nonblocking",
-                             "--output", str(output), "--pid", str(stack.processes["web"].pid)],
+                             "--subprocesses", "--output", str(output), "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiling(profilers: list[subprocess.Popen]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for profiler in profilers:
+        profiler.wait()
 
 
 def settled_count(database: Database, tag: str) -> int:
@@ -206,6 +215,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--with-workers", action="store_true", help="keep the workers running in the intake phase")
     parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the web process, intake phase")
+    parser.add_argument("--profile-pipeline", type=Path,
+                        help="a directory for py-spy's collapsed stacks of web and worker, end-to-end phase")
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
@@ -236,7 +247,7 @@ def main() -> int:
             by_rate = {}
             web = psutil.Process(stack.processes["web"].pid)
             load["before intake"] = os.getloadavg()
-            profiler = profile_web(stack, args.profile) if args.profile else None
+            profilers = [profile(stack.processes["web"].pid, args.profile)] if args.profile else []
             for rate in rates:
                 # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
                 # and that wait counts, since latency runs from each request's scheduled time.
@@ -247,15 +258,17 @@ def main() -> int:
                 by_rate[rate] = (latencies, errors, (spent.user + spent.system - cpu.user - cpu.system) / len(latencies),
                                  opened)
                 load[f"after {rate} req/s"] = os.getloadavg()
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                profiler.wait()
+            stop_profiling(profilers)
             return posted, settled, by_rate
 
         async def pipeline(session, senders):
             pids = pipeline_pids(stack, postgres)
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             transactions_before = transactions(database)
+            profilers = []
+            if args.profile_pipeline:
+                args.profile_pipeline.mkdir(parents=True, exist_ok=True)
+                profilers = [profile(pids[name], args.profile_pipeline / f"{name}.txt") for name in ("web", "worker")]
             started = time.perf_counter()
             await post_all(session, stack.url, senders, args.messages, "pipeline")
             posted = time.perf_counter() - started
@@ -264,6 +277,7 @@ def main() -> int:
                     raise SystemExit("the pipeline did not settle every message within 3 minutes")
                 await asyncio.sleep(0.1)
             rate = args.messages / (time.perf_counter() - started)
+            stop_profiling(profilers)
             # the bench's own reads (settled_count, this one) are a few transactions in thousands
             per_message["transactions"] = (transactions(database) - transactions_before) / args.messages
             for name, pid in pids.items():
