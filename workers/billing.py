@@ -1,7 +1,7 @@
 """Billing calendar actors: month-end per batch of accounts, the tick that finds what is due, notices.
 
 The scheduler only enqueues `billing_tick` (every minute) and `send_low_balance_notices` (every 5 minutes:
-the notices settle jobs wrote and could not send); the tick reads the database for month-ends that are
+the notices settlements wrote and could not send); the tick reads the database for month-ends that are
 due and not closed, so a month-end missed while everything was down runs when the tick next runs
 (catch-up comes from the database, not APScheduler).
 """
@@ -68,8 +68,10 @@ def billing_tick() -> None:
 
 
 @dramatiq.actor(queue_name="billing", max_retries=3, time_limit=600_000)
-def send_low_balance_notices() -> None:
-    """The notices settle jobs wrote and did not send (a failed send, a killed worker): send them now."""
-    sent = low_balance.send_pending(resources.current().database, billing().email, now=datetime.now(UTC))
-    if sent:
+def send_low_balance_notices(message_id: str | None = None) -> None:
+    """The notices `message_id`'s settlement wrote, enqueued after its commit; without one, the catch-up of every
+    notice not sent yet (a failed send, a killed worker)."""
+    sent = low_balance.send_pending(resources.current().database, billing().email, now=datetime.now(UTC),
+                                    message_id=message_id)
+    if sent and message_id is None:
         log.info("low-balance notices: %d sent by the catch-up", sent)

@@ -1,37 +1,33 @@
-"""settle_message: charge (or void) a message Twilio has finished with, and make its toll-free resend when it
-qualifies (shared.messaging.reprocessing); enqueued by the status webhook."""
+"""settle_message: settle (or void) a message Twilio has finished with, then enqueue what follows it
+(shared.billing.settling). The status webhook and the send step settle in their own transactions; this job is
+the sweeper's, for a final message whose settlement was lost."""
 
 from datetime import UTC, datetime
 
 import dramatiq
+from sqlalchemy.orm import Session
 
-from shared.billing import low_balance
-from shared.billing.auto_recharge import due_after_settling
-from shared.messaging.reprocessing import resend_from_toll_free
-from shared.messaging.settlement import settle_message as settle
+from shared.billing.settling import Followups, settle_finished
+from shared.broker import enqueue_many
 
 from . import resources
-from .payments import auto_recharge, billing
 
 
 @dramatiq.actor(queue_name="settle", max_retries=20)
 def settle_message(message_id: str) -> None:
-    """The low-credit notices a settlement owes are written with it and sent after the commit; a replay
-    (settle answers `skipped`) sends those a killed run left unsent, and never one twice."""
-    r = resources.current()
-    now = datetime.now(UTC)
-    with r.database.unit_of_work() as session:
-        outcome = settle(session, message_id, rate_card=r.rate_card, now=now)
-        settled = outcome == "settled"
-        resend = resend_from_toll_free(session, message_id, now=now)
-        to_notify = (low_balance.note_settlement(session, message_id, now=now) > 0 if settled
-                     else outcome == "skipped" and low_balance.unsent(session, message_id))
-        recharge_account = settled and due_after_settling(session, message_id, now=now)
-    if resend is not None:  # lost if we die here: this job's redelivery enqueues it again, or the sweeper does
-        from .sending import send_message  # here, not at the top: workers.sending imports this module
+    with resources.current().database.unit_of_work() as session:
+        followups = settle_here(session, message_id)
+    enqueue_followups(followups)
 
-        send_message.send(resend)
-    if to_notify:
-        low_balance.send_pending(r.database, billing().email, message_id=message_id, now=now)
-    if recharge_account:
-        auto_recharge.send(recharge_account)  # lost if we die here: the dunning tick catches up
+
+def settle_here(session: Session, message_id: str) -> Followups:
+    """Settle the message in the caller's unit of work."""
+    r = resources.current()
+    return settle_finished(session, [message_id], rate_card=r.rate_card, now=datetime.now(UTC))
+
+
+def enqueue_followups(followups: Followups) -> None:
+    """After the commit (lost if we die first: shared.billing.settling says who finds them again)."""
+    broker = dramatiq.get_broker()
+    for actor_name, args_list in followups.jobs().items():
+        enqueue_many(broker.get_actor(actor_name), args_list)

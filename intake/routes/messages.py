@@ -1,6 +1,7 @@
 """POST /v1/messages (accept, persist, then enqueue) and GET /v1/messages/{id}."""
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..enqueue import Enqueuer
 from ..errors import Problem
+from ..group_commit import GroupCommit
 from ..idempotency import idempotent
 from ..openapi import problem
 
@@ -30,10 +32,7 @@ log = logging.getLogger(__name__)
 SEND_ACTOR = "send_message"
 RELEASE_ACTOR = "release_scheduled"  # a scheduled message's job, delayed until its send_at
 MAX_BATCH = 200  # messages per unit of work
-# Units of work in flight at once; requests arriving meanwhile gather into the next batch. Two, so a batch
-# waiting on a row lock (an account's, held by a ledger step) does not stop the intake; more only adds
-# GIL contention and smaller batches.
-WRITERS = 2
+WRITERS = 2  # units of work in flight at once (see GroupCommit)
 
 routes = web.RouteTableDef()
 
@@ -53,72 +52,19 @@ async def create_message(request: web.Request) -> web.Response:
     return json_response(answer, status=202)
 
 
-class AcceptBatcher:
-    """Group commit for POST /v1/messages: the requests that arrive while the writers are busy are accepted
-    together, in one unit of work (one read of their facts, one INSERT, one commit), and their send jobs
-    enqueued in one Redis round trip. Under light load a batch is one request, so nothing waits for company.
-
-    Each request gets its own answer (202 body or DomainError), only once its message is committed.
-    """
+class AcceptBatcher(GroupCommit[tuple[str, MessageRequest], dict]):
+    """Group commit for POST /v1/messages: the requests gathered in a batch are accepted in one unit of work
+    (one read of their facts, one INSERT, one commit), and their send jobs enqueued in one Redis round trip.
+    Each request gets its 202 body or its DomainError."""
 
     def __init__(self, database: Database, enqueuer: Enqueuer, *, cap: SendCap, shared_short_code: str | None = None,
                  max_batch: int = MAX_BATCH, writers: int = WRITERS):
-        self._database, self._enqueuer, self._cap, self._max_batch = database, enqueuer, cap, max_batch
-        self._shared_short_code = shared_short_code
-        self._writers = asyncio.Semaphore(writers)
-        self._queue: asyncio.Queue[tuple[str, MessageRequest, asyncio.Future]] = asyncio.Queue()
-        self._writing: set[asyncio.Task] = set()
+        super().__init__(functools.partial(_accept_batch, database, enqueuer, cap, shared_short_code),
+                         max_batch=max_batch, writers=writers)
 
     async def accept(self, account_id: str, message_request: MessageRequest) -> dict:
         """The 202 body; raises the message's DomainError."""
-        answer = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((account_id, message_request, answer))
-        return await answer
-
-    def start(self) -> None:
-        self._runner = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        """Stop taking batches; write what is still queued and let the batches in flight finish, so every
-        request taken gets its answer."""
-        self._runner.cancel()
-        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-        if left:
-            await self._write(left)
-        if self._writing:
-            await asyncio.wait(set(self._writing))
-
-    async def _run(self) -> None:
-        """Take a writer, then everything queued by then (up to max_batch), and write it as one batch."""
-        while True:
-            await self._writers.acquire()
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            task = asyncio.create_task(self._write(batch))
-            self._writing.add(task)
-            task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task) -> None:
-        self._writing.discard(task)
-        self._writers.release()
-
-    async def _write(self, batch: list[tuple[str, MessageRequest, asyncio.Future]]) -> None:
-        try:
-            outcomes = await asyncio.to_thread(_accept_batch, self._database, self._enqueuer, self._cap,
-                                               self._shared_short_code,
-                                               [(account_id, request) for account_id, request, _ in batch])
-        except asyncio.CancelledError:  # the loop is going away: the answers are unknown
-            for _, _, answer in batch:
-                answer.cancel()
-            raise
-        for (_, _, answer), outcome in zip(batch, outcomes):
-            if answer.done():  # its request went away; the message stands
-                continue
-            if isinstance(outcome, BaseException):
-                answer.set_exception(outcome)
-            else:
-                answer.set_result(outcome)
+        return await self.submit((account_id, message_request))
 
 
 ACCEPT_BATCHER = web.AppKey("accept_batcher", AcceptBatcher)

@@ -8,25 +8,32 @@ treat a repeat as harmless.
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from aiohttp import web
 from multidict import MultiDictProxy
+from sqlalchemy.exc import SQLAlchemyError
 from twilio.twiml.messaging_response import MessagingResponse
 
+from shared.billing.settling import Followups, settle_finished
+from shared.db import Database
 from shared.messaging.inbound import Inbound, receive_inbound
-from shared.messaging.statuses import record_callback
+from shared.messaging.rates import default_rate_card
+from shared.messaging.statuses import Callback, StatusChange, record_callbacks
 from shared.twilio.signatures import Credentials, SignedForm
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..bodies import read_form
+from ..enqueue import Enqueuer
 from ..errors import Problem
 from ..fields import whole_number
+from ..group_commit import GroupCommit
 from ..openapi import problem
 
 log = logging.getLogger(__name__)
 
-SETTLE_ACTOR = "settle_message"  # the workers' actor that charges or voids a finished message
+MAX_CALLBACK_BATCH = 200
 MAX_MEDIA = 10
 MAX_FORM_NUMBER = 2**31 - 1
 
@@ -66,26 +73,77 @@ async def status_callback(request: web.Request) -> web.Response:
     signed = await _signed_form(request)
     form = signed.params
     sid, status = _required(form, "MessageSid", "MessageStatus")
-    report = dict(
-        sid=sid, status=status, num_segments=_int_or_none(form.get("NumSegments")),
+    callback = Callback(
+        signed, sid=sid, status=status, num_segments=_int_or_none(form.get("NumSegments")),
         price=form.get("Price") or None, price_unit=form.get("PriceUnit") or None,
         error_code=_int_or_none(form.get("ErrorCode")), error_message=(form.get("ErrorMessage") or None),
     )
-    database, deployment = request.app[DATABASE], _deployment(request)
-
-    def record():
-        with database.unit_of_work() as session:
-            return record_callback(session, signed, deployment=deployment, **report, now=datetime.now(UTC))
-
-    change = await asyncio.to_thread(record)
-    if change is not None and change.became_final:
-        # Only this request saw the message become final, so a failure here is logged loudly: a repeat
-        # of the callback will not enqueue it again; the sweeper finds final messages with a pending hold.
-        try:
-            await request.app[ENQUEUER].send(SETTLE_ACTOR, change.message_id)
-        except Exception:
-            log.exception("could not enqueue %s for %s; the sweeper will", SETTLE_ACTOR, change.message_id)
+    await request.app[CALLBACK_BATCHER].submit(callback)
     return web.Response(status=200)
+
+
+class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
+    """Group commit for status callbacks: the callbacks gathered in a batch are applied in one unit of work, and
+    the messages they made final are settled in it too (no job of their own); what the settlements bring
+    (resends, notices, recharges) is enqueued after the commit.
+
+    Each callback meets its own fate (an unknown sid is kept for later, a duplicate or a late report changes
+    nothing, a forged one is refused with 403); a batch the database refuses is applied again one callback at
+    a time: callbacks are idempotent, so that is safe even when the failure came at COMMIT.
+    """
+
+    def __init__(self, database: Database, enqueuer: Enqueuer, deployment: Credentials, *,
+                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2):
+        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers)
+        self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
+
+    def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | None | BaseException]:
+        try:
+            outcomes, followups = self._commit(callbacks)
+        except SQLAlchemyError as error:
+            if len(callbacks) == 1:
+                raise
+            log.warning("a batch of %d status callbacks failed (%r); applying them one by one", len(callbacks), error)
+            return [outcome for callback in callbacks for outcome in self._one(callback)]
+        self._enqueue(followups)
+        return outcomes  # a CallbackRejected is raised to its request alone: 403
+
+    def _one(self, callback: Callback) -> list[StatusChange | None | BaseException]:
+        try:
+            return self.apply_batch([callback])
+        except Exception as error:  # a 500: Twilio retries the callback
+            return [error]
+
+    def _commit(self, callbacks: list[Callback]) -> tuple[list, Followups]:
+        now = datetime.now(UTC)
+        with self._database.unit_of_work() as session:
+            outcomes = record_callbacks(session, callbacks, deployment=self._deployment, now=now)
+            finished = sorted({(change.account_id, change.message_id) for change in outcomes
+                               if isinstance(change, StatusChange) and change.became_final})
+            followups = settle_finished(session, [message_id for _, message_id in finished],
+                                        rate_card=default_rate_card(), now=now)
+        return outcomes, followups
+
+    def _enqueue(self, followups: Followups) -> None:
+        for actor_name, args_list in followups.jobs().items():
+            try:
+                self._enqueuer.send_many_blocking(actor_name, args_list)
+            except Exception:  # committed: found again from the database (shared.billing.settling)
+                log.exception("could not enqueue %d %s jobs; the sweeper will", len(args_list), actor_name)
+
+
+CALLBACK_BATCHER = web.AppKey("callback_batcher", CallbackBatcher)
+
+
+async def callback_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The batcher's writer runs as long as the app serves."""
+    settings = app[SETTINGS]
+    batcher = CallbackBatcher(app[DATABASE], app[ENQUEUER],
+                              Credentials(settings.twilio_account_sid, settings.twilio_auth_token))
+    app[CALLBACK_BATCHER] = batcher
+    batcher.start()
+    yield
+    await batcher.close()
 
 
 @routes.post("/webhooks/twilio/inbound")

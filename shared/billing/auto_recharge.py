@@ -24,7 +24,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger.book import POOL_AVAILABLE
 from shared.ledger.expiry import utc
-from shared.models import Account, AutoRecharge, Message, Payment
+from shared.models import Account, AutoRecharge, Payment
 
 MAX_FAILURES = 3
 BACKOFF = (timedelta(hours=1), timedelta(hours=6))  # wait after the 1st and 2nd decline in a row
@@ -185,9 +185,3 @@ def _view(row: AutoRecharge) -> AutoRechargeView:
                             row.in_flight_payment_id is not None, row.consecutive_failures,
                             row.next_attempt_at and utc(row.next_attempt_at),
                             row.disabled_reason, row.last_payment_id)
-
-
-def due_after_settling(session: Session, message_id: str, *, now: datetime) -> str | None:
-    """The settled message's account when its recharge is due (enqueue `auto_recharge` for it), else None."""
-    account_id = session.scalar(select(Message.account_id).where(Message.id == message_id))
-    return account_id if account_id is not None and due(session, account_id, now=now) else None

@@ -1,5 +1,7 @@
 """Phone numbers in E.164, as Twilio wants them, checked with Google's libphonenumber metadata."""
 
+import functools
+
 import phonenumbers
 from phonenumbers import timezone as phonenumber_timezones
 
@@ -27,6 +29,7 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+@functools.lru_cache(maxsize=4096)  # every settlement asks; parsing is the costly part
 def country_of(e164: str) -> str:
     """ISO 3166 region of a valid E.164 number ('+14155550100' -> 'US'); '001' for non-geographic numbers."""
     return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))

@@ -29,6 +29,7 @@ from shared.ids import new_id
 from shared.messaging.estimate import sender_type_of
 from shared.messaging.rates import TOLL_FREE_RESEND
 from shared.messaging.segments import count_segments
+from shared.messaging.settlement import Settled
 from shared.models import Account, Message, PhoneNumber
 
 # Twilio's errors for a text that a toll-free number may still get through: 30007 message filtered by the
@@ -45,16 +46,15 @@ def qualifies(original: Message, *, enabled: bool, sender_type: str) -> bool:
             and original.status in FILTERED_STATUSES and original.error_code in FILTERED_ON_LOCAL_NUMBER)
 
 
-def resend_from_toll_free(session: Session, message_id: str, *, now: datetime) -> str | None:
+def resend_from_toll_free(session: Session, settled: Settled, *, now: datetime) -> str | None:
     """Make the toll-free resend of a qualifying message, once; the id of its resend while that still waits for its
     first send job (the caller enqueues it after the commit, again on a replay), else None.
 
-    Called right after settlement.settle_message in its unit of work, which locked the message: reading it
-    again comes from the session, without a statement."""
+    Called right after settlement.settle_message in its unit of work, which locked the message."""
+    if settled.status not in FILTERED_STATUSES or settled.error_code not in FILTERED_ON_LOCAL_NUMBER:
+        return None  # most settlements stop here, without a query (a final status and its code never change)
+    message_id = settled.message_id
     original = session.get(Message, message_id)
-    if (original is None or original.status not in FILTERED_STATUSES
-            or original.error_code not in FILTERED_ON_LOCAL_NUMBER):
-        return None  # most settlements stop here, without a query more (a final status and its code never change)
     resend = session.scalar(select(Message).where(Message.reprocessed_from == message_id))
     if resend is not None:
         return resend.id if resend.status == "accepted" and resend.slot_at is None else None

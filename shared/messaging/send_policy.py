@@ -13,14 +13,14 @@ person replying in a conversation, goes at once, unless the account's `quiet_hou
 
 from datetime import datetime, time
 
-from sqlalchemy import select
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound, ValidationFailed
 from shared.ledger import book
 from shared.messaging.phone_numbers import time_zones_of
 from shared.messaging.quiet_hours import Window, next_allowed, zones
-from shared.models import Account, Campaign, Hold, Message
+from shared.models import Account, Campaign
 
 PAUSED = "The campaign is paused; its messages wait until it is resumed."
 CANCELED = "The campaign was canceled."
@@ -30,9 +30,10 @@ OPTED_OUT = "The recipient opted out (or was listed as do-not-contact) after the
 SCOPES = ("automated", "all")
 
 
-def gate_message(session: Session, message: Message, account: Account, *, recipient_opted_out: bool,
-                 now: datetime) -> str | None:
-    """Called by the send step with the message locked: None to send it now, else the status it waits in.
+def gate_message(session: Session, message: Row, account, *, recipient_opted_out: bool,
+                 now: datetime) -> dict | None:
+    """Called by the send step with the message row locked (`message`, with its hold's `hold_status`): None to
+    send it now, else the message's new columns (the caller writes them): the status it waits in, and why.
 
     A message to a recipient on the account's opt-out or do-not-contact list is canceled, not charged
     (its hold released). A paused campaign's message waits unscheduled; a canceled campaign's is
@@ -45,26 +46,23 @@ def gate_message(session: Session, message: Message, account: Account, *, recipi
         if not automated and account.quiet_hours_scope != "all":
             return None
         allowed = next_allowed(now, zones(time_zones_of(message.to), account.timezone), account_window(account))
-        return _wait(message, allowed, None, now) if allowed > now else None
+        return _wait(allowed, None, now) if allowed > now else None
     campaign = session.get(Campaign, message.campaign_id)
     if campaign.status == "paused":
-        return _wait(message, None, PAUSED, now)
+        return _wait(None, PAUSED, now)
     if campaign.status == "canceled":
         return _cancel(session, message, CANCELED, now)
-    account_zone = session.scalar(select(Account.timezone).where(Account.id == message.account_id))
-    allowed = next_allowed(now, zones(time_zones_of(message.to), account_zone), window_of(campaign))
+    allowed = next_allowed(now, zones(time_zones_of(message.to), account.timezone), window_of(campaign))
     if allowed > now:
-        return _wait(message, allowed, None, now)
+        return _wait(allowed, None, now)
     return None
 
 
-def _cancel(session: Session, message: Message, reason: str, now: datetime) -> str:
-    hold = session.get(Hold, message.hold_id) if message.hold_id else None
-    if hold is not None and hold.status == "pending":
-        book.void(session, hold.id, now=now)
-    message.status, message.error_message, message.updated_at = "canceled", reason, now
-    message.credits_charged = 0 if hold is not None else None
-    return "canceled"
+def _cancel(session: Session, message: Row, reason: str, now: datetime) -> dict:
+    if message.hold_status == "pending":
+        book.void(session, message.hold_id, now=now)
+    return dict(status="canceled", error_message=reason, updated_at=now,
+                credits_charged=0 if message.hold_status is not None else None)
 
 
 def account_window(account: Account) -> Window:
@@ -96,6 +94,5 @@ def window_of(campaign: Campaign) -> Window:
     return Window(time.fromisoformat(campaign.quiet_start), time.fromisoformat(campaign.quiet_end))
 
 
-def _wait(message: Message, until: datetime | None, reason: str | None, now: datetime) -> str:
-    message.status, message.send_at, message.error_message, message.updated_at = "scheduled", until, reason, now
-    return "scheduled"
+def _wait(until: datetime | None, reason: str | None, now: datetime) -> dict:
+    return dict(status="scheduled", send_at=until, error_message=reason, updated_at=now)

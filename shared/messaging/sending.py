@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Integer, Row, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -23,10 +23,11 @@ from shared.messaging.estimate import sender_type_of
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
-from shared.messaging.statuses import OUR_STATUS_FOR_TWILIO, apply_early_statuses
+from shared.messaging.statuses import FINAL_STATUSES, OUR_STATUS_FOR_TWILIO, apply_early_statuses
 from shared.models import Account, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
+messages = Message.__table__
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
 SENDER_TYPE_TTL_SECONDS = 60.0
@@ -73,11 +74,14 @@ def utcnow() -> datetime:
 
 def send_message(database: Database, message_id: str, *, gateway_for: Callable[[str | None, str | None], object],
                  throttle, hold_ttl_seconds: int, slot_booked: bool = False,
+                 settle_final: Callable[[Session, str], None] | None = None,
                  now: Callable[[], datetime] = utcnow) -> str:
     """Send one message; returns the status it is left in. Raises SendLater when it must run again.
 
     `gateway_for(account_sid, auth_token)` gives the gateway for the account's own Twilio
-    credentials (None, None: the deployment's).
+    credentials (None, None: the deployment's). When reports that beat the sid made the message final,
+    `settle_final(session, message_id)` settles it in the transaction that stores the sid (None: the
+    caller settles it).
     """
     with database.unit_of_work() as session:
         claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
@@ -103,7 +107,10 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
             _fail(session, message_id, error, now())
         return "failed"
     with database.unit_of_work() as session:
-        return _store_sid(session, message_id, sent, now())
+        status = _store_sid(session, message_id, sent, now())
+        if status in FINAL_STATUSES and settle_final is not None:
+            settle_final(session, message_id)
+    return status
 
 
 def _sender_type(session: Session, phone: str, account_id: str) -> str:
@@ -117,9 +124,43 @@ def _sender_type(session: Session, phone: str, account_id: str) -> str:
     return sender_type
 
 
-def _sendable(message: Message) -> bool:
-    """Only `accepted` messages are sent; the sweeper makes scheduled ones `accepted` when their time comes."""
-    return message.status == "accepted" and message.twilio_sid is None
+accounts, holds = Account.__table__, Hold.__table__
+# Prebuilt: it runs for every message. The message (locked), what the send step needs of its account, whether
+# the recipient opted out, and the state of a hold a campaign chunk already reserved: one statement.
+_CLAIMING = (
+    select(messages.c.id, messages.c.account_id, messages.c.user_id, messages.c.status, messages.c.twilio_sid,
+           messages.c.to, messages.c["from"].label("from_"), messages.c.body, messages.c.media_urls,
+           messages.c.campaign_id, messages.c.send_at, messages.c.slot_at, messages.c.hold_id, messages.c.attempts,
+           messages.c.segments, messages.c.credits_estimated,
+           accounts.c.status.label("account_status"), accounts.c.status_reason, accounts.c.sending_blocked_reason,
+           accounts.c.quiet_hours_scope, accounts.c.timezone, accounts.c.quiet_start, accounts.c.quiet_end,
+           accounts.c.twilio_account_sid, accounts.c.twilio_auth_token,
+           holds.c.status.label("hold_status"),
+           select(OptOut.id).where(OptOut.account_id == messages.c.account_id, OptOut.phone == messages.c.to)
+           .exists().label("opted_out"))
+    .join(accounts, accounts.c.id == messages.c.account_id)
+    .outerjoin(holds, holds.c.id == messages.c.hold_id)
+    .where(messages.c.id == bindparam("message_id"))
+    .with_for_update(of=messages)
+)
+_SENDING = update(messages).where(messages.c.id == bindparam("message_id")).values(
+    status="sending", hold_id=bindparam("hold_id"), attempts=messages.c.attempts + 1, error_code=None,
+    error_message=None, updated_at=bindparam("now"))
+_SLOT_BOOKED = update(messages).where(messages.c.id == bindparam("message_id")).values(slot_at=bindparam("slot_at"))
+_ACCOUNT_STATUS = select(accounts.c.status, accounts.c.status_reason).where(accounts.c.id == bindparam("account_id"))
+
+
+@dataclass(frozen=True)
+class _Account:
+    """The account columns the send policy and `blocked_reason` read, from the claiming row."""
+
+    status: str
+    status_reason: str | None
+    sending_blocked_reason: str | None
+    quiet_hours_scope: str
+    timezone: str
+    quiet_start: str | None
+    quiet_end: str | None
 
 
 def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
@@ -132,73 +173,65 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     passed. A spare job (a redelivery, a second enqueue) that finds the slot still ahead waits for it too
     instead of booking another, so a message holds at most one future slot of its sender.
     """
-    opted_out = (select(OptOut.id).where(OptOut.account_id == Message.account_id, OptOut.phone == Message.to)
-                 .exists().label("opted_out"))  # read with the row: no round trip of its own
-    row = session.execute(select(Message, Account, opted_out).join(Account, Account.id == Message.account_id)
-                          .where(Message.id == message_id).with_for_update(of=Message)).first()
-    if row is None or not _sendable(row.Message):
-        return "skipped"
-    message, account, recipient_opted_out = row
+    connection = session.connection()
+    message = connection.execute(_CLAIMING, {"message_id": message_id}).one_or_none()
+    if message is None or message.status != "accepted" or message.twilio_sid is not None:
+        return "skipped"  # only `accepted` messages are sent; the sweeper makes scheduled ones `accepted`
+    account = _Account(message.account_status, message.status_reason, message.sending_blocked_reason,
+                       message.quiet_hours_scope, message.timezone, message.quiet_start, message.quiet_end)
     now = clock()
     if account.status == "canceled":
         return _cancel(session, message, account, now)
     reason = blocked_reason(account)
     if reason:
-        return _park(message, reason, now)
-    if waiting := gate_message(session, message, account, recipient_opted_out=recipient_opted_out, now=now):
-        return waiting
+        return _park(session, message_id, reason, now)
+    if waiting := gate_message(session, message, account, recipient_opted_out=message.opted_out, now=now):
+        return _write(session, message_id, waiting)
     if throttle is not None:
         if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
             return _SlotBooked((utc(message.slot_at) - now).total_seconds(), message.from_)
-        wait = throttle.reserve(message.from_, _sender_type(session, message.from_, account.id), message.segments)
-        message.slot_at = now + timedelta(seconds=wait)
+        wait = throttle.reserve(message.from_, _sender_type(session, message.from_, message.account_id),
+                                message.segments)
+        connection.execute(_SLOT_BOOKED, {"message_id": message_id, "slot_at": now + timedelta(seconds=wait)})
         if wait > MAX_THROTTLE_SLEEP_SECONDS:
             return _SlotBooked(wait, message.from_)
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
             now = clock()
-    hold = _reserved_hold(session, message)
+    hold_id = message.hold_id if message.hold_status == "pending" else None  # reserved by a campaign chunk
     try:
-        hold = hold or book.reserve(session, message.account_id, message.credits_estimated, user_id=message.user_id,
-                                      reference=message.id,
-                                      idempotency_key=f"message:{message.id}:hold:{message.attempts}",
-                                      ttl_seconds=hold_ttl_seconds, now=now)
+        hold_id = hold_id or book.reserve(
+            session, message.account_id, message.credits_estimated, user_id=message.user_id, reference=message_id,
+            idempotency_key=f"message:{message_id}:hold:{message.attempts}", ttl_seconds=hold_ttl_seconds,
+            now=now).id
     except (InsufficientCredits, AccountLocked) as error:
-        session.refresh(account)  # canceled while this step waited for the account's lock?
-        if account.status == "canceled":
-            return _cancel(session, message, account, now)
-        return _park(message, str(error), now)
-    message.status = "sending"
-    message.hold_id = hold.id
-    message.attempts += 1
-    message.error_code = message.error_message = None
-    message.updated_at = now
-    return Claim(account_id=account.id, to=message.to, from_=message.from_, body=message.body,
-                 media_urls=message.media_urls, twilio_account_sid=account.twilio_account_sid,
-                 twilio_auth_token=account.twilio_auth_token)
+        latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
+        if latest.status == "canceled":  # canceled while this step waited for the account's lock
+            return _cancel(session, message, latest, now)
+        return _park(session, message_id, str(error), now)
+    connection.execute(_SENDING, {"message_id": message_id, "hold_id": hold_id, "now": now})
+    return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
+                 media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
+                 twilio_auth_token=message.twilio_auth_token)
 
 
-def _reserved_hold(session: Session, message: Message) -> Hold | None:
-    """The hold a campaign chunk reserved for this message, while it is still pending."""
-    hold = session.get(Hold, message.hold_id) if message.hold_id else None
-    return hold if hold is not None and hold.status == "pending" else None
+def _write(session: Session, message_id: str, changes: dict) -> str:
+    """Write a decision about the claimed message (its status and why); returns the status."""
+    session.connection().execute(update(messages).where(messages.c.id == message_id).values(**changes))
+    return changes["status"]
 
 
-def _cancel(session: Session, message: Message, account: Account, now: datetime) -> str:
+def _cancel(session: Session, message: Row, account, now: datetime) -> str:
     """The account was canceled after this message was accepted: it is never sent nor charged."""
-    _void_hold(session, message, now)
-    message.status = "canceled"
-    message.error_message = f"Account is canceled: {account.status_reason or 'no reason given'}."[:500]
-    message.credits_charged = 0 if message.hold_id else None
-    message.updated_at = now
-    return "canceled"
+    if message.hold_status == "pending":
+        book.void(session, message.hold_id, now=now)
+    return _write(session, message.id, dict(
+        status="canceled", error_message=f"Account is canceled: {account.status_reason or 'no reason given'}."[:500],
+        credits_charged=0 if message.hold_id else None, updated_at=now))
 
 
-def _park(message: Message, reason: str, now: datetime) -> str:
-    message.status = "parked"
-    message.error_message = reason
-    message.updated_at = now
-    return "parked"
+def _park(session: Session, message_id: str, reason: str, now: datetime) -> str:
+    return _write(session, message_id, dict(status="parked", error_message=reason, updated_at=now))
 
 
 def _sending(session: Session, message_id: str) -> Message | None:
@@ -247,19 +280,27 @@ def _block_account(session: Session, message_id: str, reason: str, now: datetime
     park_account(session, account.id, account.sending_blocked_reason, now=now)
 
 
+_STORE_SID = (
+    update(messages).where(messages.c.id == bindparam("message_id"), messages.c.twilio_sid.is_(None))
+    .values(twilio_sid=bindparam("sid"), twilio_account_sid=bindparam("account_sid"),
+            twilio_status=func.coalesce(messages.c.twilio_status, bindparam("twilio_status")),
+            twilio_segments=func.coalesce(messages.c.twilio_segments, bindparam("num_segments", type_=Integer)),
+            status=case((messages.c.status == "sending", bindparam("ours")), else_=messages.c.status),
+            updated_at=bindparam("now"))
+    .returning(messages.c.status)
+)
+
+
 def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
-    message = session.get(Message, message_id, with_for_update=True)
-    if message is None or message.twilio_sid is not None:
+    """Store the sid and the Twilio account that owns the message (its callbacks must come signed by it), then
+    apply the reports that beat it; the status the message is left in (final: the caller settles it)."""
+    stored = session.connection().execute(_STORE_SID, dict(
+        message_id=message_id, sid=sent.sid, account_sid=sent.account_sid, twilio_status=sent.status,
+        num_segments=sent.num_segments or None, ours=OUR_STATUS_FOR_TWILIO.get(sent.status, "queued"), now=now,
+    )).one_or_none()
+    if stored is None:
         return "skipped"
-    message.twilio_sid = sent.sid
-    message.twilio_account_sid = sent.account_sid  # its callbacks must come signed by this account
-    message.twilio_status = message.twilio_status or sent.status
-    if sent.num_segments:
-        message.twilio_segments = message.twilio_segments or sent.num_segments
-    if message.status == "sending":
-        message.status = OUR_STATUS_FOR_TWILIO.get(sent.status, "queued")
-    message.updated_at = now
-    return apply_early_statuses(session, sent.sid, now=now) or message.status  # final: the caller settles it
+    return apply_early_statuses(session, sent.sid, now=now) or stored.status
 
 
 def _void_hold(session: Session, message: Message, now: datetime) -> None:

@@ -7,50 +7,86 @@ replayed job or a duplicate callback charges nothing more. A settlement that tak
 below zero locks it; its waiting messages are parked.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.ledger import book
-from shared.messaging.estimate import Charge, charge_for, sender_type_of
+from shared.messaging.estimate import Charge, charge_for
 from shared.messaging.parking import park_account
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import TOLL_FREE_RESEND, RateCard
-from shared.models import Hold, Message
+from shared.models import Account, Hold, Message, PhoneNumber
 
 CHARGED_STATUSES = ("sent", "delivered", "undelivered")
 VOIDED_STATUSES = ("failed", "canceled")
 
+messages, holds, accounts = Message.__table__, Hold.__table__, Account.__table__
+# Prebuilt: it runs for every message. Locks the message and reads with it the hold's state and the sender's
+# type (its number's; the shared short code it has a keyword on; else long code), as sender_type_of does.
+_SETTLING = (
+    select(messages.c.id, messages.c.account_id, messages.c.status, messages.c.error_code, messages.c.hold_id,
+           messages.c.credits_charged,
+           messages.c.reprocessed_from, messages.c.body, messages.c.to, messages.c.media_urls,
+           func.coalesce(messages.c.twilio_segments, messages.c.segments).label("segments"),
+           holds.c.status.label("hold_status"),
+           func.coalesce(
+               select(PhoneNumber.type).where(PhoneNumber.account_id == messages.c.account_id,
+                                              PhoneNumber.phone == messages.c["from"]).limit(1).scalar_subquery(),
+               case((accounts.c.shared_short_code == messages.c["from"], "short_code"), else_="long_code"),
+           ).label("sender_type"))
+    .join(accounts, accounts.c.id == messages.c.account_id)
+    .outerjoin(holds, holds.c.id == messages.c.hold_id)
+    .where(messages.c.id == bindparam("message_id"))
+    .with_for_update(of=messages)
+)
+_CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
+    credits_charged=bindparam("charged"), updated_at=bindparam("now"))
 
-def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> str:
-    """Settle or void the message's hold according to its status; returns what happened."""
-    message = session.get(Message, message_id, with_for_update=True)
-    if message is None or message.hold_id is None or message.credits_charged is not None:
+
+@dataclass(frozen=True)
+class Settled:
+    """What settling a message did (`outcome`: settled, voided or skipped), with what its followers need to know
+    of the message, so they need not read it again."""
+
+    outcome: str
+    message_id: str
+    account_id: str | None = None
+    status: str | None = None
+    error_code: int | None = None
+
+
+def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> Settled:
+    """Settle or void the message's hold according to its status."""
+    connection = session.connection()
+    message = connection.execute(_SETTLING, {"message_id": message_id}).one_or_none()
+    if message is None:
+        return Settled("skipped", message_id)
+    outcome = _settle(session, connection, message, rate_card, now)
+    return Settled(outcome, message_id, message.account_id, message.status, message.error_code)
+
+
+def _settle(session: Session, connection, message, rate_card: RateCard, now: datetime) -> str:
+    message_id = message.id
+    if message.hold_id is None or message.credits_charged is not None:
         return "skipped"
     if message.status in VOIDED_STATUSES:
-        hold = session.get(Hold, message.hold_id)
-        if hold.status == "pending":
-            book.void(session, hold.id, now=now)
-        message.credits_charged = 0
-        message.updated_at = now
+        if message.hold_status == "pending":
+            book.void(session, message.hold_id, now=now)
+        connection.execute(_CHARGED, {"message_id": message_id, "charged": 0, "now": now})
         return "voided"
     if message.status not in CHARGED_STATUSES:
         return "skipped"
     if message.reprocessed_from is not None:
         charge = Charge(TOLL_FREE_RESEND.price(message.body), carrier_fee=0)
     else:
-        charge = charge_for(
-            message.twilio_segments or message.segments,
-            country=country_of(message.to),
-            sender_type=sender_type_of(session, message.from_, account_id=message.account_id),
-            channel="mms" if message.media_urls else "sms",
-            rate_card=rate_card,
-        )
+        charge = charge_for(message.segments, country=country_of(message.to), sender_type=message.sender_type,
+                            channel="mms" if message.media_urls else "sms", rate_card=rate_card)
     settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
-                               reference=message.id, idempotency_key=f"message:{message.id}:usage", now=now)
-    message.credits_charged = settlement.charged
-    message.updated_at = now
+                               reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now)
+    connection.execute(_CHARGED, {"message_id": message_id, "charged": settlement.charged, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
     return "settled"
-

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Integer, String, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.errors import CallbackRejected
@@ -67,23 +67,93 @@ class StatusChange:
     changed: bool  # False for a duplicate, a late (out-of-order) or an unknown-to-us status
 
 
-# Prebuilt: they run for every callback. The callback's one lookup also reads the credentials that may
-# have sent the message (a message stored before they were recorded counts as sent with its account's).
-_MESSAGE_BY_SID = select(Message.id, Message.account_id).where(Message.twilio_sid == bindparam("sid"))
+@dataclass(frozen=True)
+class Callback:
+    """A status callback as Twilio posted it: the signed form, and what it reports (None: not in this report)."""
+
+    form: SignedForm
+    sid: str
+    status: str
+    num_segments: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+
+    def reported(self) -> dict:
+        return dict(num_segments=self.num_segments, price=self.price, price_unit=self.price_unit,
+                    error_code=self.error_code, error_message=self.error_message)
+
+
+messages = Message.__table__
+# Prebuilt Core statements: they run for every callback, so they are compiled once and skip the ORM. The
+# callback's one lookup also reads the credentials that may have sent the message (a message stored
+# before they were recorded counts as sent with its account's).
+_MESSAGE_BY_SID = select(messages.c.id, messages.c.account_id).where(messages.c.twilio_sid == bindparam("sid"))
 _CALLBACK_OWNER = (
-    select(Message.id, Message.account_id,
-           func.coalesce(Message.twilio_account_sid, Account.twilio_account_sid).label("sent_with"),
+    select(messages.c.id, messages.c.account_id,
+           func.coalesce(messages.c.twilio_account_sid, Account.twilio_account_sid).label("sent_with"),
            Account.twilio_account_sid.label("own_sid"), Account.twilio_auth_token.label("own_token"))
-    .join(Account, Account.id == Message.account_id)
-    .where(Message.twilio_sid == bindparam("sid"))
+    .join(Account, Account.id == messages.c.account_id)
+    .where(messages.c.twilio_sid == bindparam("sid"))
 )
+# A report moves the message forward only: its Twilio status must rank above the stored one (none ranks
+# lowest), and a final message never changes. Our status follows when it is behind (we say "sent" once the
+# create returned; Twilio may still say "queued"). A field the report lacks keeps what an earlier one said.
+_APPLY_REPORT = (
+    update(messages)
+    .where(messages.c.id == bindparam("message_id"),
+           messages.c.status.not_in(FINAL_STATUSES),
+           case(TWILIO_RANK, value=messages.c.twilio_status, else_=-1) < bindparam("rank"))
+    .values(
+        twilio_status=bindparam("twilio_status"),
+        status=case((case(STATUS_RANK, value=messages.c.status, else_=0) < bindparam("our_rank"), bindparam("ours")),
+                    else_=messages.c.status),
+        twilio_segments=func.coalesce(bindparam("num_segments", type_=Integer), messages.c.twilio_segments),
+        twilio_price=func.coalesce(bindparam("price", type_=String), messages.c.twilio_price),
+        twilio_price_unit=func.coalesce(bindparam("price_unit", type_=String), messages.c.twilio_price_unit),
+        error_code=func.coalesce(bindparam("error_code", type_=Integer), messages.c.error_code),
+        error_message=func.coalesce(bindparam("error_message", type_=String), messages.c.error_message),
+        updated_at=bindparam("now"),
+    )
+)
+_KEEP_EARLY = insert(EarlyStatus.__table__)
+
+
+def record_callbacks(session: Session, callbacks: list[Callback], *, deployment: Credentials,
+                     now: datetime) -> list[StatusChange | None | CallbackRejected]:
+    """Apply many status callbacks in one unit of work, each meeting its own fate: its StatusChange, None (a sid
+    not stored yet), or CallbackRejected (nothing of it applied).
+
+    They are applied in sid order (each sid's reports in the order they came), so two batches that share
+    messages lock their rows in the same order and never deadlock.
+    """
+    order = sorted(range(len(callbacks)), key=lambda i: callbacks[i].sid)
+    outcomes: list = [None] * len(callbacks)
+    connection = session.connection()
+    for i in order:
+        try:
+            outcomes[i] = _record(connection, callbacks[i], deployment, now)
+        except CallbackRejected as rejected:
+            outcomes[i] = rejected
+    return outcomes
 
 
 def record_callback(session: Session, form: SignedForm, *, deployment: Credentials, sid: str, status: str,
                     num_segments: int | None = None, price: str | None = None, price_unit: str | None = None,
                     error_code: int | None = None, error_message: str | None = None,
                     now: datetime) -> StatusChange | None:
-    """Apply a status callback for the message with this sid, once it is proven to be Twilio's for that message.
+    """Apply one status callback (see `_record`); raises CallbackRejected."""
+    outcome = record_callbacks(session, [Callback(form, sid, status, num_segments, price, price_unit, error_code,
+                                                  error_message)], deployment=deployment, now=now)[0]
+    if isinstance(outcome, CallbackRejected):
+        raise outcome
+    return outcome
+
+
+def _record(connection: Connection, callback: Callback, deployment: Credentials,
+            now: datetime) -> StatusChange | None:
+    """Apply a status callback for the message with its sid, once it is proven to be Twilio's for that message.
 
     The form must name the Twilio account the message was sent with and be signed with that account's token
     (`deployment` when it went out with the deployment's credentials); else CallbackRejected, and nothing
@@ -91,25 +161,25 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
     (EarlyStatus) if it is signed with the token of credentials we know for its AccountSid, and None is
     returned, so callers still answer Twilio with success.
     """
-    owner = session.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
+    sid, form = callback.sid, callback.form
+    owner = connection.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
-        _lock_sid(session, sid)  # the worker storing this sid now either committed it or will see our row
-        owner = session.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
-    reported = dict(num_segments=num_segments, price=price, price_unit=price_unit, error_code=error_code,
-                    error_message=error_message)
+        _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
+        owner = connection.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
-        if not any(map(form.signed_by, known_credentials(session, form.account_sid, deployment=deployment))):
+        known = known_credentials(connection, form.account_sid, deployment=deployment)
+        if not any(map(form.signed_by, known)):
             raise _rejected(sid, form)
-        if status in TWILIO_RANK:
-            session.add(EarlyStatus(sid=sid, account_sid=form.account_sid, status=status, **reported,
-                                    received_at=now))
-        log.info("status %r for a sid not stored yet (%r): kept until it is", status, sid)
+        if callback.status in TWILIO_RANK:
+            connection.execute(_KEEP_EARLY, dict(sid=sid, account_sid=form.account_sid, status=callback.status,
+                                                 **callback.reported(), received_at=now))
+        log.info("status %r for a sid not stored yet (%r): kept until it is", callback.status, sid)
         return None
     sent_with = credentials_of(owner.sent_with or deployment.account_sid, own_sid=owner.own_sid,
                                own_token=owner.own_token, deployment=deployment)
     if not form.signed_by(sent_with):
         raise _rejected(sid, form)
-    return _apply(session, owner.id, owner.account_id, sid, status, reported, now)
+    return _apply(connection, owner.id, owner.account_id, sid, callback.status, callback.reported(), now)
 
 
 def record_status(session: Session, *, sid: str, status: str, num_segments: int | None = None,
@@ -117,44 +187,24 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
                   error_message: str | None = None, now: datetime) -> StatusChange | None:
     """Apply a report known to be Twilio's (fetched from Twilio, or a callback verified when it was kept) for the
     message with this sid; None when no message has the sid."""
-    row = session.execute(_MESSAGE_BY_SID, {"sid": sid}).one_or_none()
+    connection = session.connection()
+    row = connection.execute(_MESSAGE_BY_SID, {"sid": sid}).one_or_none()
     if row is None:
         return None
     reported = dict(num_segments=num_segments, price=price, price_unit=price_unit, error_code=error_code,
                     error_message=error_message)
-    return _apply(session, row.id, row.account_id, sid, status, reported, now)
+    return _apply(connection, row.id, row.account_id, sid, status, reported, now)
 
 
-def _apply(session: Session, message_id: str, account_id: str, sid: str, status: str, reported: dict,
+def _apply(connection: Connection, message_id: str, account_id: str, sid: str, status: str, reported: dict,
            now: datetime) -> StatusChange:
     if status not in TWILIO_RANK:
         log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
-
-    rank = TWILIO_RANK[status]
     ours = OUR_STATUS_FOR_TWILIO[status]
-    earlier_twilio_statuses = [name for name, r in TWILIO_RANK.items() if r < rank]
-    our_rank = case(STATUS_RANK, value=Message.status, else_=0)
-    values = {
-        "twilio_status": status,
-        # Twilio may be behind us (we say "sent" once the create returned; it still says "queued").
-        "status": case((our_rank < STATUS_RANK[ours], ours), else_=Message.status),
-        "updated_at": now,
-    }
-    # None means "not in this report" (callbacks carry no price): keep what an earlier report said.
-    columns = {"num_segments": "twilio_segments", "price": "twilio_price", "price_unit": "twilio_price_unit",
-               "error_code": "error_code", "error_message": "error_message"}
-    values.update({columns[name]: value for name, value in reported.items() if value is not None})
-    result = session.execute(
-        update(Message)
-        .where(
-            Message.id == message_id,
-            Message.status.not_in(FINAL_STATUSES),
-            or_(Message.twilio_status.is_(None), Message.twilio_status.in_(earlier_twilio_statuses)),
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    result = connection.execute(_APPLY_REPORT, dict(
+        message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
+        now=now, **reported))
     changed = result.rowcount == 1
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
 
@@ -171,19 +221,15 @@ def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | 
 
     Only reports verified with the token of the account the message was sent with are applied; the others
     are dropped. Returns the message's status afterwards, or None when no report was waiting. A final status
-    returned here was reached in this unit of work alone (as `became_final`): its caller enqueues the settlement.
+    returned here was reached in this unit of work alone (as `became_final`): its caller settles it.
     """
     session.flush()  # the sid must be in the database for the reports to find it
-    _lock_sid(session, sid)
-    reports = session.execute(
-        delete(EarlyStatus).where(EarlyStatus.sid == sid)
-        .returning(EarlyStatus.account_sid, EarlyStatus.status, EarlyStatus.num_segments, EarlyStatus.price,
-                   EarlyStatus.price_unit, EarlyStatus.error_code, EarlyStatus.error_message)
-        .execution_options(synchronize_session=False)
-    ).all()
+    connection = session.connection()
+    _lock_sid(connection, sid)
+    reports = connection.execute(_CLAIM_EARLY, {"sid": sid}).all()
     if not reports:
         return None
-    sent_with = session.scalar(select(Message.twilio_account_sid).where(Message.twilio_sid == sid))
+    sent_with = connection.scalar(select(messages.c.twilio_account_sid).where(messages.c.twilio_sid == sid))
     for report in sorted(reports, key=lambda report: TWILIO_RANK[report.status]):
         fields = report._asdict()
         if fields.pop("account_sid") != sent_with:
@@ -191,7 +237,13 @@ def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | 
                         report.status, sid, report.account_sid, sent_with)
             continue
         record_status(session, sid=sid, **fields, now=now)
-    return session.scalar(select(Message.status).where(Message.twilio_sid == sid))
+    return connection.scalar(select(messages.c.status).where(messages.c.twilio_sid == sid))
+
+
+_early = EarlyStatus.__table__
+_CLAIM_EARLY = delete(_early).where(_early.c.sid == bindparam("sid")).returning(
+    _early.c.account_sid, _early.c.status, _early.c.num_segments, _early.c.price, _early.c.price_unit,
+    _early.c.error_code, _early.c.error_message)
 
 
 def purge_early_statuses(session: Session, *, before: datetime) -> int:
@@ -201,8 +253,11 @@ def purge_early_statuses(session: Session, *, before: datetime) -> int:
     return result.rowcount
 
 
-def _lock_sid(session: Session, sid: str) -> None:
+def _lock_sid(connection: Connection, sid: str) -> None:
     """Serialize the storing of `sid` with reports of it, until the transaction ends (PostgreSQL only)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        connection.execute(_ADVISORY_LOCK, {"key": key})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")

@@ -171,11 +171,11 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             with database.unit_of_work() as session:
                 _record(session, fetched, now)
     with database.unit_of_work() as session:
-        outcome = settle_message(session, message_id, rate_card=rate_card, now=now)
-        resend = resend_from_toll_free(session, message_id, now=now)
+        settled = settle_message(session, message_id, rate_card=rate_card, now=now)
+        resend = resend_from_toll_free(session, settled, now=now)
     if resend is not None:
         enqueue(resend)
-    return outcome
+    return settled.outcome
 
 
 def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:

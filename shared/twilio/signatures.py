@@ -14,7 +14,7 @@ AccountSid is only ever checked with the deployment's token, whatever an account
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select, union_all
+from sqlalchemy import Connection, select, union_all
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
@@ -62,7 +62,8 @@ def credentials_of(account_sid: str, *, own_sid: str | None, own_token: str | No
     return None
 
 
-def known_credentials(session: Session, account_sid: str, *, deployment: Credentials) -> list[Credentials]:
+def known_credentials(session: Session | Connection, account_sid: str, *,
+                      deployment: Credentials) -> list[Credentials]:
     """Every set of credentials we hold for `account_sid`: the deployment's, or accounts' own and dunning sites'."""
     if not account_sid:
         return []

@@ -73,7 +73,7 @@ def deliver(database, message_id: str, at=NOON_NEW_YORK) -> str:
         sid = session.get(Message, message_id).twilio_sid
         record_status(session, sid=sid, status="delivered", num_segments=1, now=at)
     with database.unit_of_work() as session:
-        return settle_message(session, message_id, rate_card=CARD, now=at)
+        return settle_message(session, message_id, rate_card=CARD, now=at).outcome
 
 
 def view(database, campaign_id: str) -> dict:

@@ -85,7 +85,8 @@ async def new_user(client, account_id: str, own: dict, name: str, email: str, ro
 
 
 async def send_and_settle(client, own: dict, database, fake_broker, worker, **fields) -> str:
-    """POST /v1/messages; the send job takes it to Twilio, Twilio reports it delivered, the settle job charges it."""
+    """POST /v1/messages; the send job takes it to Twilio, Twilio reports it delivered, the settle job (the
+sweeper's) charges it and enqueues the notices it wrote."""
     accepted = await client.post("/v1/messages", headers=own,
                                  json={"to": "+14155550100", "from": SENDER, "body": "Choir at 7", **fields})
     assert accepted.status == 202, await accepted.text()
@@ -94,6 +95,7 @@ async def send_and_settle(client, own: dict, database, fake_broker, worker, **fi
     report(database, message_id, "delivered", segments=1)
     worker.settling.settle_message.send(message_id)
     fake_broker.join("settle", timeout=10_000)
+    fake_broker.join("billing", timeout=10_000)  # the notices the settlement wrote, sent by their own job
     with database.unit_of_work() as session:
         assert session.scalar(select(Message.credits_charged).where(Message.id == message_id)) == 1000
     return message_id
@@ -148,13 +150,14 @@ async def test_a_settle_job_killed_before_its_email_is_replayed_and_sends_it_onc
     fake_broker.join("send", timeout=10_000)
     report(sqlite_database, message_id, "delivered", segments=1)
     with sqlite_database.unit_of_work() as session:
-        assert settle_message(session, message_id, rate_card=CARD, now=datetime.now(UTC)) == "settled"
+        assert settle_message(session, message_id, rate_card=CARD, now=datetime.now(UTC)).outcome == "settled"
         assert low_balance.note_settlement(session, message_id, now=datetime.now(UTC)) == 1
 
     # when the settle job is delivered again, twice
     for _ in range(2):
         worker.settling.settle_message.send(message_id)
     fake_broker.join("settle", timeout=10_000)
+    fake_broker.join("billing", timeout=10_000)
 
     # then the owner's email goes out once, and nothing is charged again
     assert mailed(outbox) == [("olive@example.com", "creditq: low balance (9 credits)")]

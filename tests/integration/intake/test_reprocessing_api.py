@@ -6,6 +6,7 @@ import pytest
 
 from intake.app import init_app
 from shared.messaging.reprocessing import resend_from_toll_free
+from shared.messaging.settlement import Settled
 from shared.models import Message, PhoneNumber
 from tests.integration.intake.test_accounts_api import OPERATOR, create_account
 
@@ -76,7 +77,8 @@ async def test_a_filtered_text_and_its_resend_name_each_other(client, sqlite_dat
                          Message(id="msg_original", account_id=account_id, to=RECIPIENT, from_=LOCAL, body="Hi",
                                  status="undelivered", error_code=30007, created_at=now, updated_at=now)])
     with sqlite_database.unit_of_work() as session:
-        resend_id = resend_from_toll_free(session, "msg_original", now=now)
+        resend_id = resend_from_toll_free(session, Settled("settled", "msg_original", account_id, "undelivered", 30007),
+                                          now=now)
 
     # when the owner reads both
     original = await (await client.get("/v1/messages/msg_original", headers=own)).json()

@@ -1,4 +1,4 @@
-"""Twilio's webhooks through the real app: signatures, status bookkeeping, settlement enqueue, inbound keywords."""
+"""Twilio's webhooks through the real app: signatures, status bookkeeping, settlement, inbound keywords."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -8,11 +8,16 @@ import pytest
 from sqlalchemy import func, select
 
 from intake.app import init_app
-from intake.routes.webhooks import SETTLE_ACTOR
+from intake.enqueue import Enqueuer
+from intake.routes.webhooks import CallbackBatcher
 from shared.config import load_settings
-from shared.messaging.statuses import apply_early_statuses
-from shared.models import Account, Entry, Message, OptOut, PhoneNumber
+from shared.errors import CallbackRejected
+from shared.ledger import book
+from shared.messaging.rates import default_rate_card
+from shared.messaging.statuses import Callback, StatusChange, apply_early_statuses
+from shared.models import Account, EarlyStatus, Entry, Message, OptOut, PhoneNumber
 from shared.twilio.gateway import STATUS_CALLBACK_PATH, TwilioGateway
+from shared.twilio.signatures import Credentials, SignedForm
 from tests.support.ports import free_port
 from tests.twilio_sim_fixtures import (  # noqa: F401  (fixtures)
     _simulator_server,
@@ -27,6 +32,7 @@ OUR_NUMBER = "+14155550199"
 CONTACT = "+14155550100"
 STATUS_PATH = "/webhooks/twilio/status"
 INBOUND_PATH = "/webhooks/twilio/inbound"
+CARD = default_rate_card()
 
 
 class EnqueueRecorder(dramatiq.Middleware):
@@ -54,8 +60,11 @@ def database(sqlite_database):
                             help_text="Realty Co: call 415-555-0199. Reply STOP to opt out."))
         session.flush()
         session.add(PhoneNumber(account_id="acct_1", phone=OUR_NUMBER, type="long_code"))
+        hold = book.reserve(session, "acct_1", 1_000, reference="msg_1", idempotency_key="message:msg_1:hold:0",
+                            ttl_seconds=900, now=T0)
         session.add(Message(id="msg_1", account_id="acct_1", to=CONTACT, from_=OUR_NUMBER, body="Open house Sunday",
-                            status="sent", twilio_sid=SID, twilio_status="queued", created_at=T0, updated_at=T0))
+                            status="sent", twilio_sid=SID, twilio_status="queued", hold_id=hold.id,
+                            credits_estimated=1_000, created_at=T0, updated_at=T0))
     return sqlite_database
 
 
@@ -81,31 +90,39 @@ def stored(database, message_id="msg_1") -> Message:
         return session.get(Message, message_id)
 
 
+def usage_entries(database, message_id="msg_1") -> int:
+    """How many times the message was charged."""
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage",
+                                                                            Entry.reference == message_id))
+
+
 # --- status callbacks -----------------------------------------------------------------------------
 
 
-async def test_a_signed_final_status_is_recorded_and_settlement_enqueued(client, settings, database, enqueued,
-                                                                        fake_broker):
-    status = await post_status(client, settings, "delivered", NumSegments="1")
+async def test_a_signed_final_status_is_recorded_and_settled_in_the_same_transaction(client, settings, database,
+                                                                                     enqueued):
+    status = await post_status(client, settings, "delivered", NumSegments="2")
 
     assert status == 200
-    assert (stored(database).status, stored(database).twilio_status, stored(database).twilio_segments) == \
-        ("delivered", "delivered", 1)
-    assert [(m.actor_name, m.args) for m in enqueued] == [(SETTLE_ACTOR, ("msg_1",))]
-    assert enqueued[0].queue_name == fake_broker.get_actor(SETTLE_ACTOR).queue_name
+    message = stored(database)
+    assert (message.status, message.twilio_status, message.twilio_segments) == ("delivered", "delivered", 2)
+    assert message.credits_charged == 2 * CARD.price("sms", country="US", sender_type="long_code")
+    assert usage_entries(database) == 1 and enqueued == []  # no settle job: nothing left to do
 
 
 async def test_an_intermediate_status_is_recorded_without_settlement(client, settings, database, enqueued):
     assert await post_status(client, settings, "sent") == 200
 
-    assert stored(database).twilio_status == "sent" and enqueued == []
+    assert stored(database).twilio_status == "sent" and stored(database).credits_charged is None
+    assert usage_entries(database) == 0 and enqueued == []
 
 
 async def test_an_undelivered_status_keeps_twilios_error_code(client, settings, database, enqueued):
     assert await post_status(client, settings, "undelivered", ErrorCode="30003") == 200
 
     assert (stored(database).status, stored(database).error_code) == ("undelivered", 30003)
-    assert len(enqueued) == 1
+    assert usage_entries(database) == 1  # Twilio charges what it sent, delivered or not
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong token", "other url", "tampered field"])
@@ -124,7 +141,7 @@ async def test_unsigned_or_forged_callbacks_are_refused_and_change_nothing(clien
     assert response.content_type == "application/problem+json"
     assert (await response.json())["status"] == 403
     assert (stored(database).status, stored(database).twilio_status) == ("sent", "queued")
-    assert enqueued == []
+    assert usage_entries(database) == 0 and enqueued == []
 
 
 async def test_the_query_string_is_part_of_what_twilio_signs(client, settings, database, enqueued):
@@ -141,10 +158,10 @@ async def test_duplicate_and_out_of_order_callbacks_settle_once(client, settings
     # when Twilio sends delivered, delivered again, then a late sent, then delivered once more
     statuses = [await post_status(client, settings, s) for s in ("delivered", "delivered", "sent", "delivered")]
 
-    # then every one is acknowledged, the message stays delivered, and one settlement was enqueued
+    # then every one is acknowledged, the message stays delivered, and it was charged once
     assert statuses == [200, 200, 200, 200]
     assert stored(database).status == "delivered"
-    assert [m.args for m in enqueued] == [("msg_1",)]
+    assert usage_entries(database) == 1
 
 
 async def test_a_callback_for_an_unknown_sid_is_acknowledged(client, settings, enqueued):
@@ -194,7 +211,7 @@ async def test_a_callback_for_an_account_with_its_own_twilio_credentials_is_sign
 
     # then only the genuine one is accepted
     assert (forged.status, genuine.status) == (403, 200)
-    assert [m.args for m in enqueued] == [("msg_1",)]
+    assert usage_entries(database) == 1
 
 
 @pytest.fixture
@@ -215,10 +232,10 @@ async def test_a_status_signed_with_another_tenants_token_is_refused(client, set
 
     response = await client.post(STATUS_PATH, data=params, headers=signed(settings, STATUS_PATH, params, token=token))
 
-    # then it is refused and the message is as it was, with no settlement enqueued
+    # then it is refused and the message is as it was, not charged
     assert response.status == 403 and response.content_type == "application/problem+json"
     assert (stored(database).status, stored(database).twilio_segments) == ("sent", None)
-    assert enqueued == []
+    assert usage_entries(database) == 0
 
 
 # --- inbound messages -----------------------------------------------------------------------------
@@ -333,21 +350,23 @@ async def test_the_simulators_signed_callbacks_settle_a_sent_message(aiohttp_ser
                             settings.public_base_url + STATUS_CALLBACK_PATH)
     sent = await asyncio.to_thread(gateway.send, to=CONTACT, from_="+15005550006", body="Open house Sunday")
     with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty"))
+        session.add(Account(id="acct_1", name="Realty", balance=5_000))
         session.flush()
+        hold = book.reserve(session, "acct_1", 1_000, reference="msg_1", idempotency_key="message:msg_1:hold:0",
+                            ttl_seconds=900, now=T0)
         session.add(Message(id="msg_1", account_id="acct_1", to=CONTACT, from_="+15005550006", body="Open house Sunday",
-                            status="sent", twilio_sid=sent.sid, twilio_account_sid=sent.account_sid,
+                            status="sent", twilio_sid=sent.sid, twilio_account_sid=sent.account_sid, hold_id=hold.id,
                             twilio_status=sent.status, created_at=T0, updated_at=T0))
 
     # when the simulator reports sent and delivered to the webhook
     for _ in range(500):
-        if enqueued:
+        if stored(sqlite_database).credits_charged is not None:
             break
         await asyncio.sleep(0.01)
 
     # then its signatures were accepted and the message settled once
     assert stored(sqlite_database).status == "delivered"
-    assert [m.args for m in enqueued] == [("msg_1",)]
+    assert usage_entries(sqlite_database) == 1
     gateway.close()
 
 
@@ -359,3 +378,47 @@ async def test_an_inbound_stop_signed_with_another_tenants_token_is_refused(clie
                                  headers=signed(settings, INBOUND_PATH, params, token=token))
 
     assert response.status == 403 and opt_outs_of(database) == [] and inbound_rows(database) == []
+
+
+# --- callbacks applied in group commits ----------------------------------------------------------------
+
+
+def callback(settings, status: str, *, sid: str = SID, token: str | None = None, **report) -> Callback:
+    params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": settings.twilio_account_sid}
+    url = settings.public_base_url + STATUS_PATH
+    form = SignedForm(url, params, twilio_signature(token or settings.twilio_auth_token, url, params))
+    return Callback(form, sid=sid, status=status, **report)
+
+
+def test_a_batch_of_callbacks_gives_each_its_own_fate_and_commits_the_rest(settings, database, fake_broker, enqueued):
+    # given a second message already delivered and settled
+    delivered_sid = "SM" + "d" * 32
+    with database.unit_of_work() as session:
+        session.add(Message(id="msg_2", account_id="acct_1", to=CONTACT, from_=OUR_NUMBER, body="Hi", status="delivered",
+                            twilio_sid=delivered_sid, twilio_status="delivered", credits_charged=1_000,
+                            created_at=T0, updated_at=T0))
+    batcher = CallbackBatcher(database, Enqueuer(fake_broker),
+                              Credentials(settings.twilio_account_sid, settings.twilio_auth_token))
+
+    # when one batch brings: msg_1 delivered, an unknown sid, msg_1 delivered again, a regression of msg_2 to
+    # "sent", and a forged "undelivered" for msg_2
+    outcomes = batcher.apply_batch([
+        callback(settings, "delivered"),
+        callback(settings, "delivered", sid="SM" + "e" * 32),
+        callback(settings, "delivered"),
+        callback(settings, "sent", sid=delivered_sid),
+        callback(settings, "undelivered", sid=delivered_sid, token="guessed-token"),
+    ])
+
+    # then the first delivers and settles msg_1, the unknown sid is kept for later, the duplicate and the
+    # regression change nothing, the forgery is refused, and all of it in the one commit
+    first, unknown, duplicate, regression, forged = outcomes
+    assert first == StatusChange("msg_1", "acct_1", became_final=True, changed=True)
+    assert unknown is None
+    assert duplicate == StatusChange("msg_1", "acct_1", became_final=False, changed=False)
+    assert regression == StatusChange("msg_2", "acct_1", became_final=False, changed=False)
+    assert isinstance(forged, CallbackRejected)
+    assert (stored(database).status, usage_entries(database)) == ("delivered", 1)
+    assert (stored(database, "msg_2").status, stored(database, "msg_2").twilio_status) == ("delivered", "delivered")
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 1

@@ -113,7 +113,7 @@ def report(database, message_id: str, status: str, segments: int | None = None) 
 
 def settle(database, message_id: str) -> str:
     with database.unit_of_work() as session:
-        return settle_message(session, message_id, rate_card=CARD, now=now())
+        return settle_message(session, message_id, rate_card=CARD, now=now()).outcome
 
 
 def wait_until_sent(simulator, timeout: float = 5.0) -> None:  # noqa: F811

@@ -121,7 +121,7 @@ def test_a_text_from_the_shared_code_reaches_twilio_with_its_keyword_and_is_char
     twilio_reports(database, Credentials(simulator.account_sid, simulator.auth_token), sid, "delivered",
                    num_segments=int(delivered.form["NumSegments"]))
     with database.unit_of_work() as session:
-        assert settle_message(session, first, rate_card=CARD, now=now()) == "settled"
+        assert settle_message(session, first, rate_card=CARD, now=now()).outcome == "settled"
 
     # then it cost Twilio's 2 segments at the short-code rate: 5 credits, the prefix included
     assert stored(database, Message, first).credits_charged == 5000

@@ -67,7 +67,7 @@ def settled_send(database, outbox, user_id, now, *, segments=2):
 
 def settle_and_notify(database, outbox, message_id, now):
     with database.unit_of_work() as session:
-        if settle_message(session, message_id, rate_card=CARD, now=now) == "settled":
+        if settle_message(session, message_id, rate_card=CARD, now=now).outcome == "settled":
             low_balance.note_settlement(session, message_id, now=now)
     return low_balance.send_pending(database, outbox, message_id=message_id, now=now)
 

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.messaging.rates import TOLL_FREE_RESEND
 from shared.messaging.reprocessing import resend_from_toll_free, resend_of
+from shared.messaging.settlement import Settled
 from shared.models import Account, Message, PhoneNumber
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -38,7 +39,13 @@ def finished(database, *, message_id="msg_1", status="undelivered", error_code=3
 
 def resend(database, message_id="msg_1") -> str | None:
     with database.unit_of_work() as session:
-        return resend_from_toll_free(session, message_id, now=T0)
+        return resend_from_toll_free(session, settled(session, message_id), now=T0)
+
+
+def settled(session, message_id: str) -> Settled:
+    """What the settlement of a finished message tells the resend."""
+    message = session.get(Message, message_id)
+    return Settled("settled", message.id, message.account_id, message.status, message.error_code)
 
 
 def messages(database) -> int:
@@ -179,8 +186,8 @@ def test_the_resend_of_an_automated_text_keeps_to_quiet_hours_and_a_reply_goes_a
 
     # when both are resent
     with sqlite_database.unit_of_work() as session:
-        automated = session.get(Message, resend_from_toll_free(session, campaign_text, now=T0))
-        immediate = session.get(Message, resend_from_toll_free(session, reply, now=T0))
+        automated = session.get(Message, resend_from_toll_free(session, settled(session, campaign_text), now=T0))
+        immediate = session.get(Message, resend_from_toll_free(session, settled(session, reply), now=T0))
 
         # then the campaign's resend is automated (the send step holds it to quiet hours), the reply's is not
         assert (automated.send_at.replace(tzinfo=UTC), immediate.send_at) == (T0, None)

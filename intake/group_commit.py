@@ -1,0 +1,80 @@
+"""Group commit: requests that arrive while the writers are busy are written together, in one unit of work.
+
+Under light load a batch is one request, so nothing waits for company; under load one commit (and one
+Redis round trip for the jobs it owes) serves many requests. Each request still gets its own answer,
+and only once what it asked for is committed.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+
+
+class GroupCommit(Generic[Item, Answer]):
+    """Feeds batches of submitted items to `write`, run in a thread: it returns one answer per item, in order,
+    an exception instance for an item that failed (raised to that item's caller alone).
+
+    Two writers by default, so a batch waiting on a row lock does not stop the rest; more only adds GIL
+    contention and smaller batches.
+    """
+
+    def __init__(self, write: Callable[[list[Item]], list[Answer | BaseException]], *, max_batch: int = 200,
+                 writers: int = 2):
+        self._write_batch, self._max_batch = write, max_batch
+        self._writers = asyncio.Semaphore(writers)
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] = asyncio.Queue()
+        self._writing: set[asyncio.Task] = set()
+
+    async def submit(self, item: Item) -> Answer:
+        """The item's answer, once its batch is written; raises the item's exception."""
+        answer = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, answer))
+        return await answer
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop taking batches; write what is still queued and let the batches in flight finish, so every
+        item taken gets its answer."""
+        self._runner.cancel()
+        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        if left:
+            await self._write(left)
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+
+    async def _run(self) -> None:
+        """Take a writer, then everything queued by then (up to max_batch), and write it as one batch."""
+        while True:
+            await self._writers.acquire()
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            task = asyncio.create_task(self._write(batch))
+            self._writing.add(task)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        self._writing.discard(task)
+        self._writers.release()
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+        try:
+            outcomes = await asyncio.to_thread(self._write_batch, [item for item, _ in batch])
+        except asyncio.CancelledError:  # the loop is going away: the answers are unknown
+            for _, answer in batch:
+                answer.cancel()
+            raise
+        except Exception as error:  # a bug in `write`: every item of the batch meets it
+            outcomes = [error] * len(batch)
+        for (_, answer), outcome in zip(batch, outcomes):
+            if answer.done():  # its request went away; what it asked for stands
+                continue
+            if isinstance(outcome, BaseException):
+                answer.set_exception(outcome)
+            else:
+                answer.set_result(outcome)

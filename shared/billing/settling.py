@@ -1,0 +1,55 @@
+"""Settling the messages Twilio has finished with, and what each settlement brings with it, in the same
+transaction: the toll-free resend it qualifies for, the low-credit notices it owes, and whether the
+account's auto-recharge is now due.
+
+The caller commits, then enqueues `Followups.jobs()`. A job lost between the two is found again from the
+database: the sweeper sends accepted messages, the billing schedule sends pending notices and starts due
+recharges. A replayed settlement (`skipped`) hands back the notices a killed run left unsent.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from shared.billing import auto_recharge, low_balance
+from shared.messaging.rates import RateCard
+from shared.messaging.reprocessing import resend_from_toll_free
+from shared.messaging.settlement import settle_message
+
+SEND_ACTOR = "send_message"
+NOTICES_ACTOR = "send_low_balance_notices"
+RECHARGE_ACTOR = "auto_recharge"
+
+
+@dataclass
+class Followups:
+    """What to enqueue once the settlements are committed."""
+
+    resends: list[str] = field(default_factory=list)  # toll-free resends waiting for their send job
+    notices: list[str] = field(default_factory=list)  # messages whose settlement wrote notices to send
+    recharges: list[str] = field(default_factory=list)  # accounts whose auto-recharge is due
+
+    def jobs(self) -> dict[str, list[tuple]]:
+        """Each actor's argument tuples, for one Redis round trip per actor."""
+        wanted = {SEND_ACTOR: self.resends, NOTICES_ACTOR: self.notices,
+                  RECHARGE_ACTOR: list(dict.fromkeys(self.recharges))}
+        return {actor: [(argument,) for argument in arguments] for actor, arguments in wanted.items() if arguments}
+
+
+def settle_finished(session: Session, message_ids: list[str], *, rate_card: RateCard, now: datetime) -> Followups:
+    """Settle (or void) each message, in the order given: callers order them by account, so two transactions
+    settling messages of the same accounts take the account rows in the same order."""
+    followups = Followups()
+    for message_id in message_ids:
+        settled = settle_message(session, message_id, rate_card=rate_card, now=now)
+        if (resend := resend_from_toll_free(session, settled, now=now)) is not None:
+            followups.resends.append(resend)
+        if settled.outcome == "settled":
+            if low_balance.note_settlement(session, message_id, now=now):
+                followups.notices.append(message_id)
+            if auto_recharge.due(session, settled.account_id, now=now):
+                followups.recharges.append(settled.account_id)
+        elif settled.outcome == "skipped" and low_balance.unsent(session, message_id):
+            followups.notices.append(message_id)
+    return followups
