@@ -12,7 +12,7 @@ The row's payment method is also the account's card on file (month-end bills and
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.billing import dunning
@@ -95,7 +95,7 @@ def get_settings(session: Session, account_id: str) -> AutoRechargeView:
     return _view(row)
 
 
-def _ready(now: datetime):
+def _ready(now):
     """Enabled, not disabled, nothing in flight, not backing off, and the pool of an account that is not canceled
     under the threshold (a card saved again while canceled waits for the reactivation)."""
     below = select(POOL_AVAILABLE).where(accounts.c.id == recharges.c.account_id,  # canceled: NULL, never below
@@ -106,19 +106,27 @@ def _ready(now: datetime):
                 below < recharges.c.threshold)
 
 
-def _stale(now: datetime):
-    return and_(recharges.c.in_flight_payment_id.is_not(None), recharges.c.claimed_at <= now - STALE_CLAIM_AFTER)
+def _stale(claimed_before):
+    """A recharge in flight whose claim is older than `claimed_before` (its worker died)."""
+    return and_(recharges.c.in_flight_payment_id.is_not(None), recharges.c.claimed_at <= claimed_before)
+
+
+# Prebuilt: every settlement asks. `now` and `stale_before` are bound, so the statement is built once.
+_DUE = select(recharges.c.account_id).where(
+    recharges.c.account_id == bindparam("account_id"),
+    or_(_ready(bindparam("now")), _stale(bindparam("stale_before"))))
 
 
 def due(session: Session, account_id: str, *, now: datetime) -> bool:
     """Whether a recharge should be enqueued for this account now (the settle path's cheap check)."""
-    return session.scalar(select(recharges.c.account_id).where(
-        recharges.c.account_id == account_id, or_(_ready(now), _stale(now)))) is not None
+    return session.connection().scalar(_DUE, {"account_id": account_id, "now": now,
+                                              "stale_before": now - STALE_CLAIM_AFTER}) is not None
 
 
 def accounts_due(session: Session, *, now: datetime, limit: int = 1000) -> list[str]:
     """Accounts whose recharge is due or whose claim went stale: the periodic sweep's catch-up."""
-    return list(session.scalars(select(recharges.c.account_id).where(or_(_ready(now), _stale(now))).limit(limit)))
+    return list(session.scalars(select(recharges.c.account_id)
+                                .where(or_(_ready(now), _stale(now - STALE_CLAIM_AFTER))).limit(limit)))
 
 
 def claim(session: Session, account_id: str, *, now: datetime, price_list: PriceList | None = None) -> Payment | None:
@@ -172,7 +180,7 @@ def run(database: Database, gateway: PaymentGateway, account_id: str, *, now: da
     """The actor's body: resume a stale claim, or claim and pay. None when there was nothing to do."""
     with database.unit_of_work() as session:
         stale = session.scalar(select(recharges.c.in_flight_payment_id).where(
-            recharges.c.account_id == account_id, _stale(now)))
+            recharges.c.account_id == account_id, _stale(now - STALE_CLAIM_AFTER)))
         payment = None if stale else claim(session, account_id, now=now, price_list=price_list)
     payment_id = stale or (payment.id if payment else None)
     if payment_id is None:

@@ -17,7 +17,7 @@ CLAIM_LEASE: that email may go twice, with the same Message-ID (`Email.key`), bu
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, or_, select, true, update
+from sqlalchemy import Row, bindparam, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,13 +36,18 @@ users = User.__table__
 notices = LowBalanceNotice.__table__
 
 
+# Prebuilt: every settlement asks. The wallet the message was charged to, and the account's threshold.
+_SETTLED = (
+    select(Message.account_id, Message.user_id, Hold.from_allocation, accounts.c.timezone, accounts.c.status,
+           accounts.c.low_balance_threshold.label("threshold"), POOL_AVAILABLE.label("pool_available"))
+    .join(Hold, Hold.id == Message.hold_id).join(accounts, accounts.c.id == Message.account_id)
+    .where(Message.id == bindparam("message_id"))
+)
+
+
 def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
     """In the transaction that settled the message: write the notices it owes; returns how many are new."""
-    settled = session.execute(
-        select(Message.account_id, Message.user_id, Hold.from_allocation, accounts.c.timezone, accounts.c.status,
-               accounts.c.low_balance_threshold.label("threshold"), POOL_AVAILABLE.label("pool_available"))
-        .join(Hold, Hold.id == Message.hold_id).join(accounts, accounts.c.id == Message.account_id)
-        .where(Message.id == message_id)).first()
+    settled = session.connection().execute(_SETTLED, {"message_id": message_id}).first()
     if settled is None or settled.threshold <= 0 or settled.status == "canceled":  # canceled: nothing to buy for
         return 0
     if settled.from_allocation:

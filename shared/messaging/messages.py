@@ -137,11 +137,13 @@ def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, obj
 
     None for a message whose account does not exist.
     """
+    size = 1 << (len(wanted) - 1).bit_length()  # padded to a power of two: a few statements serve every batch
+    padded = wanted + [(None, None, None, None)] * (size - len(wanted))  # no account: a row that joins nothing
     parameters = {}
-    for i, (account_id, to, from_, user_id) in enumerate(wanted):
+    for i, (account_id, to, from_, user_id) in enumerate(padded):
         parameters.update({f"account_id_{i}": account_id, f"to_{i}": to, f"from__{i}": from_,
                            f"user_id_{i}": user_id if isinstance(user_id, str) else None})
-    rows = session.connection().execute(_facts_query(len(wanted)), parameters).all()
+    rows = session.connection().execute(_facts_query(size), parameters).all()
     found = {row.i: row for row in rows}
     return [found.get(i) for i in range(len(wanted))]
 
@@ -149,10 +151,10 @@ def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, obj
 _ASKED = (("account_id", String()), ("to", String()), ("from_", String()), ("user_id", String()))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16)
 def _facts_query(count: int) -> Select:
-    """The statement for `count` messages, built once: SQLAlchemy then reuses its compiled form and
-    PostgreSQL its plan (the batch's values are bound parameters)."""
+    """The statement for `count` messages, built once: SQLAlchemy then reuses its compiled form, and with
+    one statement per power of two, psycopg's cache of parsed statements is not flooded by batch sizes."""
     asked = [select(literal(i).label("i"),
                     *(cast(bindparam(f"{name}_{i}"), type_).label(name) for name, type_ in _ASKED))
              for i in range(count)]

@@ -22,7 +22,20 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Integer, String, bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from shared.errors import CallbackRejected
@@ -100,14 +113,21 @@ _CALLBACK_OWNER = (
 # A report moves the message forward only: its Twilio status must rank above the stored one (none ranks
 # lowest), and a final message never changes. Our status follows when it is behind (we say "sent" once the
 # create returned; Twilio may still say "queued"). A field the report lacks keeps what an earlier one said.
+def _rank_of(column, ranks: dict[str, int], otherwise: int):
+    """CASE column WHEN 'name' THEN rank ... END with the names and ranks as constants in the SQL: the statement
+    then has only the report's own parameters, and is the same text every time."""
+    return case({literal_column(f"'{name}'"): literal_column(str(rank)) for name, rank in ranks.items()},
+                value=column, else_=literal_column(str(otherwise)))
+
+
 _APPLY_REPORT = (
     update(messages)
     .where(messages.c.id == bindparam("message_id"),
-           messages.c.status.not_in(FINAL_STATUSES),
-           case(TWILIO_RANK, value=messages.c.twilio_status, else_=-1) < bindparam("rank"))
+           _rank_of(messages.c.status, STATUS_RANK, 0) < literal_column(str(STATUS_RANK["delivered"])),  # not final
+           _rank_of(messages.c.twilio_status, TWILIO_RANK, -1) < bindparam("rank"))
     .values(
         twilio_status=bindparam("twilio_status"),
-        status=case((case(STATUS_RANK, value=messages.c.status, else_=0) < bindparam("our_rank"), bindparam("ours")),
+        status=case((_rank_of(messages.c.status, STATUS_RANK, 0) < bindparam("our_rank"), bindparam("ours")),
                     else_=messages.c.status),
         twilio_segments=func.coalesce(bindparam("num_segments", type_=Integer), messages.c.twilio_segments),
         twilio_price=func.coalesce(bindparam("price", type_=String), messages.c.twilio_price),
