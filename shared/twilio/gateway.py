@@ -69,6 +69,9 @@ class TwilioMessage:
     date_created: datetime | None = None
 
 
+TWILIO_API_BASE = "https://api.twilio.com"
+
+
 class PooledHttpClient(TwilioHttpClient):
     """TwilioHttpClient with a bounded timeout, a connection pool sized for many threads, and no retries.
 
@@ -79,8 +82,13 @@ class PooledHttpClient(TwilioHttpClient):
     (Retry-After), and keeps the package's per-request logging for DEBUG.
     """
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = DEFAULT_POOL_SIZE):
-        super().__init__(pool_connections=True, timeout=timeout)
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = DEFAULT_POOL_SIZE,
+                 api_base: str = TWILIO_API_BASE):
+        # The proxies the environment asks for (HTTPS_PROXY, NO_PROXY...) are read once, for the one host this
+        # client calls, instead of requests reading the environment again on every create.
+        super().__init__(pool_connections=True, timeout=timeout,
+                         proxy=requests.utils.get_environ_proxies(api_base))
+        self.session.trust_env = False
         adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=0, read=False))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
@@ -120,7 +128,7 @@ class TwilioGateway:
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, pool_size: int = DEFAULT_POOL_SIZE):
         self.account_sid = account_sid
         self.status_callback_url = status_callback_url
-        self.http_client = PooledHttpClient(timeout=timeout, pool_size=pool_size)
+        self.http_client = PooledHttpClient(timeout=timeout, pool_size=pool_size, api_base=api_base or TWILIO_API_BASE)
         client = Client(account_sid, auth_token, http_client=self.http_client)
         if api_base is not None:
             client.edge = client.region = None  # they would rewrite the host into api.<edge>.<region>.twilio.com

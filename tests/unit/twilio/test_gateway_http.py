@@ -1,0 +1,25 @@
+"""The gateway's HTTP client reads the environment's proxies once, for the host it calls."""
+
+from shared.twilio.gateway import PooledHttpClient
+
+
+def test_a_proxy_the_environment_names_is_used_for_twilio(monkeypatch):
+    # given an HTTPS proxy in the environment
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    # when the client for Twilio itself is made
+    client = PooledHttpClient(api_base="https://api.twilio.com")
+
+    # then its requests go through that proxy, and requests does not read the environment again per request
+    assert client.proxy == {"https": "http://proxy.internal:3128"}
+    assert client.session.trust_env is False
+
+
+def test_a_host_the_environment_exempts_is_called_directly(monkeypatch):
+    # given a proxy for everything but the local simulator
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    # when the client for the simulator is made, its requests use no proxy
+    assert PooledHttpClient(api_base="http://127.0.0.1:8081").proxy == {}
