@@ -35,6 +35,9 @@ _lock = threading.Lock()
 
 def current() -> Resources:
     global _resources
+    resources = _resources  # every job asks: no lock once they exist
+    if resources is not None:
+        return resources
     with _lock:
         if _resources is None:
             _resources = _from_environment()

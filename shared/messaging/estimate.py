@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from shared.errors import ValidationFailed
@@ -129,6 +129,16 @@ def estimate_message(
         credits_per_recipient=max(per_country.values()),
         recipients=countries.total(),
         credits_total=sum(per_country[country] * count for country, count in countries.items()),
+    )
+
+
+def sender_type_of_message(messages, accounts):
+    """`sender_type_of` as a column of a statement over `messages` joined to their `accounts` (the tables), so the
+    steps that run for every message read it with the message row: no statement, no cache of their own."""
+    return func.coalesce(
+        select(PhoneNumber.type).where(PhoneNumber.account_id == messages.c.account_id,
+                                       PhoneNumber.phone == messages.c["from"]).limit(1).scalar_subquery(),
+        case((accounts.c.shared_short_code == messages.c["from"], "short_code"), else_="long_code"),
     )
 
 

@@ -19,7 +19,7 @@ from shared.db import Database
 from shared.errors import AccountLocked, InsufficientCredits
 from shared.ledger import book
 from shared.ledger.expiry import utc
-from shared.messaging.estimate import sender_type_of
+from shared.messaging.estimate import sender_type_of_message
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
@@ -30,8 +30,6 @@ from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentT
 messages = Message.__table__
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
-SENDER_TYPE_TTL_SECONDS = 60.0
-_SENDER_TYPES: dict[tuple[str, str], tuple[str, float]] = {}  # (account, phone) -> (type, expiry)
 
 
 @dataclass(frozen=True)
@@ -113,17 +111,6 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     return status
 
 
-def _sender_type(session: Session, phone: str, account_id: str) -> str:
-    """The sender number's type (it sets the throttle rate), remembered for a minute: it practically never changes."""
-    key = (account_id, phone)
-    cached = _SENDER_TYPES.get(key)
-    if cached is not None and cached[1] > time.monotonic():
-        return cached[0]
-    sender_type = sender_type_of(session, phone, account_id=account_id)
-    _SENDER_TYPES[key] = (sender_type, time.monotonic() + SENDER_TYPE_TTL_SECONDS)
-    return sender_type
-
-
 accounts, holds = Account.__table__, Hold.__table__
 # Prebuilt: it runs for every message. The message (locked), what the send step needs of its account, whether
 # the recipient opted out, and the state of a hold a campaign chunk already reserved: one statement.
@@ -135,7 +122,7 @@ _CLAIMING = (
            accounts.c.status.label("account_status"), accounts.c.status_reason, accounts.c.sending_blocked_reason,
            accounts.c.quiet_hours_scope, accounts.c.timezone, accounts.c.quiet_start, accounts.c.quiet_end,
            accounts.c.twilio_account_sid, accounts.c.twilio_auth_token,
-           holds.c.status.label("hold_status"),
+           holds.c.status.label("hold_status"), sender_type_of_message(messages, accounts).label("sender_type"),
            select(OptOut.id).where(OptOut.account_id == messages.c.account_id, OptOut.phone == messages.c.to)
            .exists().label("opted_out"))
     .join(accounts, accounts.c.id == messages.c.account_id)
@@ -190,8 +177,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     if throttle is not None:
         if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
             return _SlotBooked((utc(message.slot_at) - now).total_seconds(), message.from_)
-        wait = throttle.reserve(message.from_, _sender_type(session, message.from_, message.account_id),
-                                message.segments)
+        wait = throttle.reserve(message.from_, message.sender_type, message.segments)
         connection.execute(_SLOT_BOOKED, {"message_id": message_id, "slot_at": now + timedelta(seconds=wait)})
         if wait > MAX_THROTTLE_SLEEP_SECONDS:
             return _SlotBooked(wait, message.from_)

@@ -10,33 +10,28 @@ below zero locks it; its waiting messages are parked.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.ledger import book
-from shared.messaging.estimate import Charge, charge_for
+from shared.messaging.estimate import Charge, charge_for, sender_type_of_message
 from shared.messaging.parking import park_account
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import TOLL_FREE_RESEND, RateCard
-from shared.models import Account, Hold, Message, PhoneNumber
+from shared.models import Account, Hold, Message
 
 CHARGED_STATUSES = ("sent", "delivered", "undelivered")
 VOIDED_STATUSES = ("failed", "canceled")
 
 messages, holds, accounts = Message.__table__, Hold.__table__, Account.__table__
-# Prebuilt: it runs for every message. Locks the message and reads with it the hold's state and the sender's
-# type (its number's; the shared short code it has a keyword on; else long code), as sender_type_of does.
+# Prebuilt: it runs for every message. Locks the message and reads with it the hold's state and the sender's type.
 _SETTLING = (
     select(messages.c.id, messages.c.account_id, messages.c.status, messages.c.error_code, messages.c.hold_id,
            messages.c.credits_charged,
            messages.c.reprocessed_from, messages.c.body, messages.c.to, messages.c.media_urls,
            func.coalesce(messages.c.twilio_segments, messages.c.segments).label("segments"),
            holds.c.status.label("hold_status"),
-           func.coalesce(
-               select(PhoneNumber.type).where(PhoneNumber.account_id == messages.c.account_id,
-                                              PhoneNumber.phone == messages.c["from"]).limit(1).scalar_subquery(),
-               case((accounts.c.shared_short_code == messages.c["from"], "short_code"), else_="long_code"),
-           ).label("sender_type"))
+           sender_type_of_message(messages, accounts).label("sender_type"))
     .join(accounts, accounts.c.id == messages.c.account_id)
     .outerjoin(holds, holds.c.id == messages.c.hold_id)
     .where(messages.c.id == bindparam("message_id"))

@@ -229,11 +229,13 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
     sid = account_sid or settings.twilio_account_sid
     token = auth_token or settings.twilio_auth_token
     key = (sid, token, _api_base(settings), _callback_url(settings))
-    with _gateways_lock:
-        gateway = _gateways.get(key)
-        if gateway is None:
-            gateway = _gateways[key] = TwilioGateway(*key)
-        return gateway
+    gateway = _gateways.get(key)  # every send asks: no lock once it exists
+    if gateway is None:
+        with _gateways_lock:
+            gateway = _gateways.get(key)
+            if gateway is None:
+                gateway = _gateways[key] = TwilioGateway(*key)
+    return gateway
 
 
 def account_status(settings: Settings, account_sid: str, auth_token: str) -> str:
