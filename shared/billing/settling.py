@@ -45,11 +45,12 @@ def settle_finished(session: Session, message_ids: list[str], *, rate_card: Rate
         settled = settle_message(session, message_id, rate_card=rate_card, now=now)
         if (resend := resend_from_toll_free(session, settled, now=now)) is not None:
             followups.resends.append(resend)
+        wants_notices = settled.low_balance_threshold > 0  # read with the message: most accounts ask nothing more
         if settled.outcome == "settled":
-            if low_balance.note_settlement(session, message_id, now=now):
+            if wants_notices and low_balance.note_settlement(session, message_id, now=now):
                 followups.notices.append(message_id)
-            if auto_recharge.due(session, settled.account_id, now=now):
+            if settled.has_auto_recharge and auto_recharge.due(session, settled.account_id, now=now):
                 followups.recharges.append(settled.account_id)
-        elif settled.outcome == "skipped" and low_balance.unsent(session, message_id):
+        elif settled.outcome == "skipped" and wants_notices and low_balance.unsent(session, message_id):
             followups.notices.append(message_id)
     return followups

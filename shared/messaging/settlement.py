@@ -18,7 +18,7 @@ from shared.messaging.estimate import Charge, charge_for, sender_type_of_message
 from shared.messaging.parking import park_account
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import TOLL_FREE_RESEND, RateCard
-from shared.models import Account, Hold, Message
+from shared.models import Account, AutoRecharge, Hold, Message
 
 CHARGED_STATUSES = ("sent", "delivered", "undelivered")
 VOIDED_STATUSES = ("failed", "canceled")
@@ -31,7 +31,10 @@ _SETTLING = (
            messages.c.reprocessed_from, messages.c.body, messages.c.to, messages.c.media_urls,
            func.coalesce(messages.c.twilio_segments, messages.c.segments).label("segments"),
            holds.c.status.label("hold_status"),
-           sender_type_of_message(messages, accounts).label("sender_type"))
+           sender_type_of_message(messages, accounts).label("sender_type"),
+           accounts.c.low_balance_threshold,
+           select(AutoRecharge.account_id).where(AutoRecharge.account_id == messages.c.account_id)
+           .exists().label("has_auto_recharge"))
     .join(accounts, accounts.c.id == messages.c.account_id)
     .outerjoin(holds, holds.c.id == messages.c.hold_id)
     .where(messages.c.id == bindparam("message_id"))
@@ -51,6 +54,8 @@ class Settled:
     account_id: str | None = None
     status: str | None = None
     error_code: int | None = None
+    low_balance_threshold: int = 0  # 0: the account wants no low-credit notices
+    has_auto_recharge: bool = False  # whether the account ever set up auto-recharge
 
 
 def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> Settled:
@@ -60,7 +65,8 @@ def settle_message(session: Session, message_id: str, *, rate_card: RateCard, no
     if message is None:
         return Settled("skipped", message_id)
     outcome = _settle(session, connection, message, rate_card, now)
-    return Settled(outcome, message_id, message.account_id, message.status, message.error_code)
+    return Settled(outcome, message_id, message.account_id, message.status, message.error_code,
+                   message.low_balance_threshold, message.has_auto_recharge)
 
 
 def _settle(session: Session, connection, message, rate_card: RateCard, now: datetime) -> str:
