@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from shared.events.outbox import account_locked
 from shared.ledger import book
 from shared.messaging.estimate import Charge, charge_for, sender_type_of
 from shared.messaging.parking import park_account
@@ -52,5 +53,6 @@ def settle_message(session: Session, message_id: str, *, rate_card: RateCard, no
     message.updated_at = now
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
+        account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)
     return "settled"
 

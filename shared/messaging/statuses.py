@@ -26,6 +26,8 @@ from sqlalchemy import bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.errors import CallbackRejected
+from shared.events.outbox import message_event
+from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
 from shared.models import Account, EarlyStatus, Message
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
 
@@ -156,6 +158,8 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
         .execution_options(synchronize_session=False)
     )
     changed = result.rowcount == 1
+    if changed and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:  # the one report that made it final
+        message_event(session, MESSAGE_EVENT_FOR_FINAL_STATUS[ours], message_id, now=now)
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
 
 
