@@ -44,7 +44,8 @@ class Target:
 
 
 def resolve(host: str, port: int) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    """Every address of `host`, in the system's order of preference (the first is the one connected to)."""
+    return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
 def check_url(url: str, *, development: bool, resolver: Resolver = resolve) -> Target:
