@@ -128,20 +128,23 @@ async def test_patch_changes_types_and_disables(client):
     assert (changed["events"], changed["enabled"], changed["disabled_reason"]) == (["payment.failed"], False, None)
 
 
-def given_a_delivery(database, account_id: str, endpoint_id: str) -> str:
+def given_a_delivery(database, account_id: str, endpoint_id: str) -> tuple[str, str]:
+    """An event written by a transaction of the web process, and its delivery: (event id, delivery id)."""
     now = datetime.now(UTC)
     with database.unit_of_work() as session:
         event_id = outbox.emit(session, "message.received", account_id=account_id, key="k1", data={"id": "msg_1"},
                                now=now)
     with database.unit_of_work() as session:
         [delivery_id] = delivery.dispatch(session, event_id, settings=WebhookSettings(), now=now)
-    return delivery_id
+    return event_id, delivery_id
 
 
 async def test_the_delivery_log_lists_deliveries_and_a_replay_queues_one_again(client, sqlite_database, enqueued):
     account_id, headers = await new_account(client, "Grace Church")
     created = await (await create_endpoint(client, account_id, headers)).json()
-    delivery_id = given_a_delivery(sqlite_database, account_id, created["id"])
+    event_id, delivery_id = given_a_delivery(sqlite_database, account_id, created["id"])
+    # the web process handed the committed event to its fan-out job at once
+    assert ("dispatch_webhook_event", (event_id,)) in [(m.actor_name, m.args) for m in enqueued]
     base = f"/v1/accounts/{account_id}/webhook-endpoints/{created['id']}/deliveries"
     log = await (await client.get(base, headers=headers)).json()
     assert [(row["id"], row["event_type"], row["status"], row["attempts"]) for row in log["data"]] == [
@@ -156,7 +159,7 @@ async def test_another_tenant_can_neither_read_change_replay_nor_delete_an_accou
     # given Grace Church's endpoint, with a delivery
     grace, grace_headers = await new_account(client, "Grace Church")
     created = await (await create_endpoint(client, grace, grace_headers)).json()
-    delivery_id = given_a_delivery(sqlite_database, grace, created["id"])
+    _, delivery_id = given_a_delivery(sqlite_database, grace, created["id"])
     _, other_headers = await new_account(client, "Acme Realty")
     other, _ = await new_account(client, "Unused")
     endpoint = f"/v1/accounts/{grace}/webhook-endpoints/{created['id']}"
