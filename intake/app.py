@@ -10,6 +10,7 @@ from aiohttp import web
 
 from shared.config import Settings
 from shared.db import Database
+from shared.events import outbox
 
 from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RATE_LIMITER, REDIS, SETTINGS
 from .asyncio_redis import asyncio_redis_like
@@ -38,12 +39,14 @@ from .routes import (
     purchases,
     twilio_credentials,
     users,
+    webhook_endpoints,
     webhooks,
 )
 from .text import text_middleware
 
+DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life]
+                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life, webhook_endpoints]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,
@@ -64,6 +67,9 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     else:
         app.cleanup_ctx.append(_database_ctx)
     app[ENQUEUER] = Enqueuer(broker)
+    enqueuer = app[ENQUEUER]
+    # events committed by this process's transactions (an inbound text's message.received) go out at once
+    outbox.on_written(lambda event_ids: enqueuer.send_many_blocking(DISPATCH_ACTOR, [(i,) for i in event_ids]))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(messages.accept_batcher_ctx)
     app.cleanup_ctx.append(webhooks.callback_batcher_ctx)

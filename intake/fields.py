@@ -87,6 +87,16 @@ class Fields:
             return None
         return value
 
+    def strings(self, name: str, *, required: bool = False, max_items: int = 100) -> list[str] | None:
+        """A non-empty list of strings."""
+        value = self._raw(name, required)
+        if value is _MISSING:
+            return None
+        if not (isinstance(value, list) and 0 < len(value) <= max_items and all(isinstance(v, str) for v in value)):
+            self.fail(name, f"must be a list of 1 to {max_items} strings")
+            return None
+        return value
+
     def boolean(self, name: str) -> bool | None:
         value = self._raw(name, False)
         if value is _MISSING:

@@ -18,6 +18,8 @@ class ScheduledJob:
 
 SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("sweep", IntervalTrigger(seconds=15), "sweep"),  # lost jobs, due scheduled sends, overdue holds
+    # webhook events and deliveries whose job was lost, completed campaigns, the month's expiring credits
+    ScheduledJob("sweep_webhooks", IntervalTrigger(seconds=15), "sweep_webhooks"),
     ScheduledJob("campaign_steps", IntervalTrigger(seconds=30), "start_due_campaign_steps"),  # send_at, drip steps
     ScheduledJob("dunning_tick", IntervalTrigger(minutes=1), "dunning_tick"),  # dunning steps, recharges, purchases
     # month-ends due in each account's zone and not closed yet (catch-up after downtime too), pending bills

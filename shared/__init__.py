@@ -5,7 +5,8 @@
     messaging/               one message's life, from estimate to settled  (may import twilio, ledger, root)
     twilio/     ledger/      the Twilio edge; the credits and their rules  (may import the root only)
     root                     config, db, models, migrations, broker, redis, email, ids, money, errors,
-                             API keys, idempotency records: what every context needs, importing none of them
+                             API keys, idempotency records, events (the outbox and webhook deliveries, which
+                             every context writes through): what every context needs, importing none of them
 
 Imports point down only and never in a circle: tests/unit/test_layers.py checks it with import-linter
 (the contracts are in pyproject.toml). intake/, workers/, scheduler/ and creditq/ are thin adapters

@@ -68,6 +68,27 @@ class Settings:
     new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
     new_account_daily_messages: int = 500  # the cap: messages per local day
     shared_short_code: str | None = None  # SHARED_SHORT_CODE: accounts send from it under a keyword; None: off
+    environment: str = "production"  # CREDITQ_ENV; `creditq dev` runs "development", where webhooks may go anywhere
+    webhooks: "WebhookSettings" = field(default_factory=lambda: WebhookSettings())
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+
+ENVIRONMENTS = ("production", "development")
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How events are delivered to webhook endpoints (shared.events.delivery): each attempt waits `timeout_seconds`;
+    a failed one is retried after `retry_base_seconds`, doubling up to `retry_max_seconds`, until
+    `retry_window_seconds` after the first try."""
+
+    timeout_seconds: float = 10.0
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 8 * 3600.0
+    retry_window_seconds: float = 3 * 24 * 3600.0
 
 
 def _port(name: str, raw: str) -> int:
@@ -98,6 +119,32 @@ def _non_negative_int(name: str, raw: str) -> int:
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or more")
     return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 seconds")
+    return value
+
+
+def _webhooks(env) -> WebhookSettings:
+    defaults = WebhookSettings()
+    read = {name: _positive_seconds(variable, env[variable]) if env.get(variable) else getattr(defaults, name)
+            for name, variable in (("timeout_seconds", "CREDITQ_WEBHOOK_TIMEOUT_SECONDS"),
+                                   ("retry_base_seconds", "CREDITQ_WEBHOOK_RETRY_BASE_SECONDS"),
+                                   ("retry_max_seconds", "CREDITQ_WEBHOOK_RETRY_MAX_SECONDS"),
+                                   ("retry_window_seconds", "CREDITQ_WEBHOOK_RETRY_WINDOW_SECONDS"))}
+    return WebhookSettings(**read)
+
+
+def _environment(raw: str) -> str:
+    if raw not in ENVIRONMENTS:
+        raise ConfigError(f"CREDITQ_ENV={raw!r} must be one of: {', '.join(ENVIRONMENTS)}")
+    return raw
 
 
 def _short_code(raw: str) -> str:
@@ -237,6 +284,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         new_account_daily_messages=_positive_int(
             "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
         shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
+        environment=_environment(env.get("CREDITQ_ENV") or "production"),
+        webhooks=_webhooks(env),
     )
 
 

@@ -475,6 +475,8 @@ class Campaign(Base):
     send_at: Mapped[datetime]  # when the first step starts
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When it was found completed (every step fanned out, nothing waiting) and its campaign.completed was written.
+    completed_at: Mapped[datetime | None]
 
 
 class CampaignStep(Base):
@@ -566,3 +568,85 @@ class EarlyStatus(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(String(500))
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookEndpoint(Base):
+    """Where an account wants its events (shared.events): a URL, the types it takes, a signing secret.
+
+    The secret (`whsec_...`, Standard Webhooks) is shown once and kept encrypted. An endpoint whose deliveries
+    failed for the whole retry window is disabled with `disabled_reason`; enabling it again clears that.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(200))
+    secret: Mapped[str] = mapped_column(EncryptedText)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    last_success_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class WebhookSubscription(Base):
+    """One event type (or "*") an endpoint takes, with its account: the outbox asks one indexed question of it
+    ("does an enabled endpoint of this account take this type?") before it writes an event."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (UniqueConstraint("endpoint_id", "event_type"),
+                      Index("ix_webhook_subscriptions_account_id_event_type", "account_id", "event_type"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    event_type: Mapped[str] = mapped_column(String(40))
+
+
+class WebhookEvent(Base):
+    """The outbox: an event written in the transaction of the change it describes, with its stable id.
+
+    `key` names the change (`message.delivered:msg_...`), unique, so a replayed step writes no second event.
+    `dispatched_at` is set once its deliveries exist; the sweeper dispatches events left without.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_account_id_type", "account_id", "type"),
+                      Index("ix_webhook_events_dispatched_at_created_at", "dispatched_at", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: attempted until it succeeds or its retry window ends.
+
+    status: pending -> succeeded | failed. `next_attempt_at` is also the lease of an attempt under way (set past
+    the request's timeout when it starts), so the sweeper re-enqueues only deliveries whose job was lost.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "endpoint_id"),
+                      Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+                      Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    retry_until: Mapped[datetime]  # the end of its retry window (3 days from its first try, or from a replay)
+    last_attempt_at: Mapped[datetime | None]
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -12,7 +12,7 @@ from functools import partial
 
 import redis
 
-from shared.config import load_settings
+from shared.config import WebhookSettings, load_settings
 from shared.db import Database
 from shared.messaging.rates import RateCard, default_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
@@ -27,6 +27,8 @@ class Resources:
     rate_card: RateCard
     hold_ttl_seconds: int
     stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
+    webhooks: WebhookSettings = WebhookSettings()
+    development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
 
 
 _resources: Resources | None = None
@@ -62,4 +64,6 @@ def _from_environment() -> Resources:
         rate_card=default_rate_card(),
         hold_ttl_seconds=settings.hold_ttl_seconds,
         stale_after=timedelta(seconds=int(os.environ.get("CREDITQ_SWEEP_STALE_SECONDS", "60"))),
+        webhooks=settings.webhooks,
+        development=settings.development,
     )

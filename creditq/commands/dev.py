@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         upgrade(settings.database_url)
         env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=settings.database_url,
                    CREDITQ_ADMIN_KEY=settings.admin_key, CREDITQ_SECRET_KEY=",".join(settings.secret_keys),
-                   CREDITQ_DATA_DIR=str(settings.data_dir),
+                   CREDITQ_DATA_DIR=str(settings.data_dir), CREDITQ_ENV="development",
                    TWILIO_API_BASE=settings.twilio_api_base or f"http://127.0.0.1:{settings.simulator_port}")
         for name in PROCESSES:
             # Each child leads its own process group, so stopping it also stops what it forked.

@@ -324,7 +324,8 @@ _ACCOUNT_LINKS = {operation_id: {"operationId": operation_id, "parameters": {"ac
                   for operation_id in ("getAccount", "updateAccount", "grantCredits", "getBalance", "listTransactions",
                                        "listUsers", "createUser", "listNumbers", "addNumber", "createPurchase",
                                        "getAutoRecharge", "setAutoRecharge", "getDunningSchedule", "setDunningSchedule",
-                                       "listDunningRuns", "setTwilioCredentials", "listAccountEvents")}
+                                       "listDunningRuns", "setTwilioCredentials", "listAccountEvents",
+                                       "listWebhookEndpoints", "createWebhookEndpoint")}
 
 
 def _json(schema: dict) -> dict:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.email import Email, EmailSender
+from shared.events.outbox import emit
 from shared.ledger.book import POOL_AVAILABLE
 from shared.ledger.expiry import utc, zone
 from shared.models import Account, Hold, LowBalanceNotice, Message, User
@@ -58,6 +59,11 @@ def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
     if available >= settled.threshold:
         return 0
     day = utc(now).astimezone(zone(settled.timezone)).date().isoformat()
+    wallet = settled.user_id if settled.from_allocation else None
+    emit(session, "balance.low", account_id=settled.account_id, key=f"balance.low:{settled.account_id}:{wallet}:{day}",
+         now=now, data={"account_id": settled.account_id, "wallet": "user" if wallet else "pool", "user_id": wallet,
+                        "available": format_credits(available), "threshold": format_credits(settled.threshold),
+                        "message_id": message_id})
     recipients = session.scalars(select(users.c.id).where(
         users.c.account_id == settled.account_id, users.c.deleted_at.is_(None), users.c.email != "", told))
     rows = [dict(account_id=settled.account_id, user_id=user_id, day=day, message_id=message_id,

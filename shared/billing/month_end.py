@@ -46,6 +46,7 @@ from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
+from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, next_expiry, utc
@@ -576,6 +577,11 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
     ), [dict(account_key=close.account.id, new_balance=close.balance, new_allocated=close.allocated,
              new_status=close.status, new_reason=close.status_reason, new_plan=close.plan_monthly,
              new_next_plan=close.next_plan, new_next_expiry=close.next_expiry()) for close in closes])
+    for close in closes:  # the few whose lock changed: their account.locked / account.unlocked
+        if close.status == "locked" and close.account.status == "active":
+            account_locked(session, close.account.id, reason=close.status_reason, balance=close.balance, now=now)
+        elif close.status == "active" and close.account.status == "locked":
+            account_unlocked(session, close.account.id, balance=close.balance, now=now)
     if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents
                  or close.summary.shared_short_code_fee_cents]:
         session.execute(_insert(session, runs).on_conflict_do_nothing(), [

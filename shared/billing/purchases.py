@@ -23,6 +23,7 @@ from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
+from shared.events.outbox import emit
 from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging import parking
@@ -124,6 +125,8 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
             lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
                                reference=current.id, idempotency_key=f"payment:{current.id}")
             current.lot_id = lot.id
+        emit(session, "payment.succeeded" if result.succeeded else "payment.failed", account_id=current.account_id,
+             key=f"payment:{current.id}:{current.attempt}", data=payment_data(current), now=now)
         if then is not None:
             then(session, current)
     if current.status == "succeeded" and current.credits:
@@ -182,6 +185,14 @@ def complete_stale_purchases(database: Database, gateway: PaymentGateway, *, now
     for payment_id in ids:
         charge_payment(database, gateway, payment_id, now=now)
     return len(ids)
+
+
+def payment_data(payment: Payment) -> dict:
+    """A payment as its payment.succeeded / payment.failed event shows it."""
+    return {"id": payment.id, "account_id": payment.account_id, "status": payment.status, "source": payment.source,
+            "credits": format_credits(payment.credits), "amount_cents": payment.amount_cents,
+            "currency": payment.currency, "charge_id": payment.charge_id, "decline_code": payment.decline_code,
+            "failure_message": payment.failure_message, "lot_id": payment.lot_id}
 
 
 def _description(payment: Payment) -> str:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import copy_rows
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
+from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
 from shared.ledger.expiry import (
     NEVER_EXPIRING_KINDS,
@@ -389,6 +390,8 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
                       idempotency_key=idempotency_key)
     lot_id = _sql(session).execute(insert(lots).values(**lot_values).returning(lots.c.id)).scalar_one()
     balance = _apply(session, account_id, amount_mc, wallet, unlock=unlocks)
+    if unlocks:
+        account_unlocked(session, account_id, balance=balance, now=granted_at)
     if lot_values["remaining"] and expires_at is not None:
         refresh_next_expiry(session, account_id)
     _write(session, [dict(account_id=account_id, user_id=wallet, at=granted_at,
@@ -482,11 +485,13 @@ def charge_pool(session: Session, account_id: str, amount_mc: int, *, kind: str,
     _lapse_due(session, account, now)
     goes_negative = and_(accounts.c.status == "active", accounts.c.overdraft_policy == "prepaid",
                          accounts.c.balance - accounts.c.allocated - amount_mc < 0)
-    balance = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
+    balance, status = _sql(session).execute(update(accounts).where(accounts.c.id == account_id).values(
         balance=accounts.c.balance - amount_mc,
         status=case((goes_negative, "locked"), else_=accounts.c.status),
         status_reason=case((goes_negative, LOCK_REASON), else_=accounts.c.status_reason),
-    ).returning(accounts.c.balance)).scalar_one()
+    ).returning(accounts.c.balance, accounts.c.status)).one()
+    if status == "locked":
+        account_locked(session, account_id, reason=LOCK_REASON, balance=balance, now=now)
     _burn(session, account_id, None, amount_mc)
     _write(session, [dict(account_id=account_id, user_id=None, at=now, kind=kind, amount=-amount_mc,
                           balance_after=balance, reference=reference, hold_id=None,
@@ -506,6 +511,8 @@ def reset_debt(session: Session, account_id: str, *, reference: str | None = Non
     if not debt:
         return 0
     balance = _apply(session, account_id, debt, None, unlock=account.status == "locked")
+    if account.status == "locked":
+        account_unlocked(session, account_id, balance=balance, now=utc(now))
     _write(session, [dict(account_id=account_id, user_id=None, at=utc(now), kind="reset", amount=debt,
                           balance_after=balance, reference=reference, hold_id=None,
                           idempotency_key=idempotency_key, memo="negative balance billed and reset to zero")])

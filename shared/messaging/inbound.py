@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.errors import CallbackRejected
+from shared.events.outbox import message_event
 from shared.ids import new_id
 from shared.messaging.opt_outs import FROM_STOP_KEYWORD, Keyword, classify_inbound, opt_in, opt_out
 from shared.messaging.segments import count_segments
@@ -126,6 +127,8 @@ def _store(session: Session, inbound: Inbound, account_id: str, now: datetime) -
     first_delivery = session.scalar(
         insert(Message).values(**row).on_conflict_do_nothing(index_elements=[Message.twilio_sid]).returning(Message.id)
     ) is not None
+    if first_delivery:
+        message_event(session, "message.received", message_id, now=now)
     return message_id if first_delivery else None
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.errors import AccountLocked, InsufficientCredits
+from shared.events.outbox import message_event
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.estimate import sender_type_of_message
@@ -249,6 +250,7 @@ def _fail(session: Session, message_id: str, error: PermanentTwilioError, now: d
     message.error_message = error.message[:500]
     message.credits_charged = 0
     message.updated_at = now
+    message_event(session, "message.failed", message_id, now=now)
     if error.recipient_opted_out:
         opt_out(session, message.account_id, message.to, FROM_TWILIO_21610)
 
@@ -286,6 +288,7 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     )).one_or_none()
     if stored is None:
         return "skipped"
+    message_event(session, "message.sent", message_id, now=now)
     return apply_early_statuses(session, sent.sid, now=now) or stored.status
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.events.outbox import account_locked
 from shared.ledger import book
 from shared.messaging.estimate import Charge, charge_for, sender_type_of_message
 from shared.messaging.parking import park_account
@@ -90,4 +91,5 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
     connection.execute(_CHARGED, {"message_id": message_id, "charged": settlement.charged, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
+        account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)
     return "settled"

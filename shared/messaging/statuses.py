@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from shared.errors import CallbackRejected
+from shared.events.outbox import message_event
+from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
 from shared.models import Account, EarlyStatus, Message
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
 
@@ -150,10 +152,9 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
     """
     order = sorted(range(len(callbacks)), key=lambda i: callbacks[i].sid)
     outcomes: list = [None] * len(callbacks)
-    connection = session.connection()
     for i in order:
         try:
-            outcomes[i] = _record(connection, callbacks[i], deployment, now)
+            outcomes[i] = _record(session, callbacks[i], deployment, now)
         except CallbackRejected as rejected:
             outcomes[i] = rejected
     return outcomes
@@ -171,7 +172,7 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
     return outcome
 
 
-def _record(connection: Connection, callback: Callback, deployment: Credentials,
+def _record(session: Session, callback: Callback, deployment: Credentials,
             now: datetime) -> StatusChange | None:
     """Apply a status callback for the message with its sid, once it is proven to be Twilio's for that message.
 
@@ -182,6 +183,7 @@ def _record(connection: Connection, callback: Callback, deployment: Credentials,
     returned, so callers still answer Twilio with success.
     """
     sid, form = callback.sid, callback.form
+    connection = session.connection()
     owner = connection.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
         _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
@@ -199,7 +201,7 @@ def _record(connection: Connection, callback: Callback, deployment: Credentials,
                                own_token=owner.own_token, deployment=deployment)
     if not form.signed_by(sent_with):
         raise _rejected(sid, form)
-    return _apply(connection, owner.id, owner.account_id, sid, callback.status, callback.reported(), now)
+    return _apply(session, owner.id, owner.account_id, sid, callback.status, callback.reported(), now)
 
 
 def record_status(session: Session, *, sid: str, status: str, num_segments: int | None = None,
@@ -213,19 +215,21 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
         return None
     reported = dict(num_segments=num_segments, price=price, price_unit=price_unit, error_code=error_code,
                     error_message=error_message)
-    return _apply(connection, row.id, row.account_id, sid, status, reported, now)
+    return _apply(session, row.id, row.account_id, sid, status, reported, now)
 
 
-def _apply(connection: Connection, message_id: str, account_id: str, sid: str, status: str, reported: dict,
+def _apply(session: Session, message_id: str, account_id: str, sid: str, status: str, reported: dict,
            now: datetime) -> StatusChange:
     if status not in TWILIO_RANK:
         log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
     ours = OUR_STATUS_FOR_TWILIO[status]
-    result = connection.execute(_APPLY_REPORT, dict(
+    result = session.connection().execute(_APPLY_REPORT, dict(
         message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
         now=now, **reported))
     changed = result.rowcount == 1
+    if changed and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:  # the one report that made it final
+        message_event(session, MESSAGE_EVENT_FOR_FINAL_STATUS[ours], message_id, now=now)
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
 
 

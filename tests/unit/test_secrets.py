@@ -113,7 +113,8 @@ def test_rotating_again_changes_nothing(database, keys):
     assert (summary.re_encrypted, summary.already_current) == (0, 3)
     assert stored(database) == rotated and read_secrets(database, account_id) == PLAIN
     assert summary.line() == ("secrets rotate: 0 values re-encrypted under the first key, 3 already were "
-                              "(accounts.twilio_auth_token, dunning_integrations.auth_token, idempotency_records.body)")
+                              "(accounts.twilio_auth_token, dunning_integrations.auth_token, idempotency_records.body, "
+                              "webhook_endpoints.secret)")
 
 
 def test_rotation_walks_every_batch(database, keys):
@@ -185,6 +186,6 @@ def test_the_rotate_command_prints_one_line_and_refuses_a_wrong_or_missing_key_w
     assert main(["secrets", "rotate"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "secrets rotate: 3 values re-encrypted under the first key, 0 already were (accounts.twilio_auth_token, "
-        "dunning_integrations.auth_token, idempotency_records.body)"]
+        "dunning_integrations.auth_token, idempotency_records.body, webhook_endpoints.secret)"]
     keys(NEW)
     assert read_secrets(sqlite_database, account_id) == PLAIN
