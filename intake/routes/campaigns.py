@@ -112,12 +112,20 @@ _VIEW = {"type": "object", "properties": {
                "description": "creating: its recipients are still being written (a creation that died half-way "
                               "stays so until retried with its Idempotency-Key); completed: every step fanned "
                               "out and no message waiting to be sent"},
-    "counts": {"type": "object", "description": "Messages of every step by where they are; total is recipients",
+    "counts": {"type": "object", "description": (
+        "Messages of every step by where they are; total is recipients. scheduled: waiting for a time (outside "
+        "the recipients' quiet hours, until next_send_at, or paused); queued: on their way to Twilio"),
                "properties": {name: {"type": "integer"} for name in (
-                   "total", "queued", "sent", "delivered", "failed", "canceled", "parked", "skipped")}},
+                   "total", "queued", "scheduled", "sent", "delivered", "failed", "canceled", "parked",
+                   "skipped")}},
+    "next_send_at": {"type": ["string", "null"], "format": "date-time", "description": (
+        "When the next waiting message is due: the soonest time of its scheduled messages (e.g. 08:00 local when "
+        "quiet hours hold them), else the start of its next step; null when nothing waits for a time")},
     "skip_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
                      "description": "invalid_number, duplicate, opted_out, do_not_contact, unsupported_country"},
-    "credits_estimated": _CREDITS, "credits_charged": _CREDITS,
+    "credits_estimated": {**_CREDITS, "description": "Every step, every sendable recipient, priced at creation"},
+    "credits_held": {**_CREDITS, "description": "Held now for its messages not yet settled"},
+    "credits_charged": {**_CREDITS, "description": "Spent: charged for its settled messages"},
     "quiet_hours": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
     "steps": {"type": "array", "items": {"type": "object", "properties": {
         "step": {"type": "integer"}, "delay_days": {"type": "integer"},
