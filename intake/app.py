@@ -31,6 +31,7 @@ from .routes import (
     campaigns,
     dunning,
     estimate,
+    message_search,
     messages,
     numbers,
     operations,
@@ -43,7 +44,7 @@ from .routes import (
 from .text import text_middleware
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life]
+                 message_search, twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

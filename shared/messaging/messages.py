@@ -255,12 +255,14 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
     toll-free resend (shared.messaging.reprocessing.resend_of)."""
     return {
         "id": message.id,
+        "direction": message.direction,
         "status": message.status,
         "to": message.to,
         "from": message.from_,
         "body": message.body,
         "media_urls": message.media_urls or [],
         "user_id": message.user_id,
+        "campaign_id": message.campaign_id,
         "segments": message.twilio_segments or message.segments,
         "encoding": message.encoding,
         "credits_estimated": format_credits(message.credits_estimated),
