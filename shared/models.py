@@ -250,18 +250,18 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_status_updated_at", "status", "updated_at"),
-        Index("ix_messages_account_id_id", "account_id", "id"),
         # who last texted a phone from a sender: an inbound text to the shared short code naming no keyword
         Index("ix_messages_to_from", "to", "from", "created_at"),
-        # GET /v1/messages: a filter each (shared.messaging.search), newest first within it; `to` uses the one above
-        Index("ix_messages_account_id_status_id", "account_id", "status", "id"),
-        Index("ix_messages_account_id_from_id", "account_id", "from", "id"),
-        Index("ix_messages_account_id_created_at", "account_id", "created_at"),
-        Index("ix_messages_campaign_id_id", "campaign_id", "id"),
-        Index("ix_messages_user_id_id", "user_id", "id"),
+        # GET /v1/messages: one per filter, each in the list's order, newest first (shared.messaging.search);
+        # `to` is served by the one above (a recipient's messages are few: they are sorted)
+        Index("ix_messages_account_created", "account_id", "created_at", "id"),
+        Index("ix_messages_account_status_created", "account_id", "status", "created_at", "id"),
+        Index("ix_messages_account_from_created", "account_id", "from", "created_at", "id"),
+        Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
+        Index("ix_messages_user_created", "user_id", "created_at", "id"),
         # replies are few among the sends: only they are indexed, so the sends' inserts pay nothing for it
-        Index("ix_messages_inbound", "account_id", "id", postgresql_where=text("direction = 'inbound'"),
-              sqlite_where=text("direction = 'inbound'")),
+        Index("ix_messages_inbound_created", "account_id", "created_at", "id",
+              postgresql_where=text("direction = 'inbound'"), sqlite_where=text("direction = 'inbound'")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

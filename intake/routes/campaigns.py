@@ -121,8 +121,8 @@ async def list_recipients(request: web.Request) -> web.Response:
 
     def read() -> dict:
         with database.read_only() as session:
-            get_campaign(session, campaign_id, account_id=account_id)
-            rows = find_recipients(session, campaign_id, limit=limit + 1, before_id=before_id, **wanted)
+            campaign = get_campaign(session, campaign_id, account_id=account_id)
+            rows = find_recipients(session, campaign, limit=limit + 1, before_id=before_id, **wanted)
             return page_of(rows, limit, _recipient_json)
 
     return json_response(await asyncio.to_thread(read))
@@ -282,7 +282,9 @@ OPENAPI_PATHS = {
     "/v1/campaigns/{campaign_id}/recipients": {"parameters": _ID, "get": list_operation(
         "listCampaignRecipients", "A campaign's recipients, each with where its messages are", _RECIPIENT,
         not_found="no such campaign (or another account's)",
-        filters=[query_filter("status", "Where the recipient is.", {"type": "string", "enum": list(RECIPIENT_STATUSES)}),
+        filters=[query_filter("status", "Where the recipient is. The recipients are read until the page is full: "
+                                       "on a big campaign, a status few of them have takes longer.",
+                              {"type": "string", "enum": list(RECIPIENT_STATUSES)}),
                  query_filter("skip_reason", "Why it is skipped.", {"type": "string", "enum": list(SKIP_REASONS)})])},
     "/v1/campaigns/{campaign_id}": {"get": {
         "operationId": "getCampaign", "summary": "A campaign and its progress", "parameters": _ID,

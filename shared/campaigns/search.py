@@ -8,7 +8,7 @@ to it.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, and_, select
+from sqlalchemy import Row, Select, and_, select
 from sqlalchemy.orm import Session, aliased
 
 from shared.campaigns.creation import CREATING
@@ -48,14 +48,25 @@ class RecipientRow:
     message_id: str | None
 
 
-def find_recipients(session: Session, campaign_id: str, *, status: str | None = None,
+def find_recipients(session: Session, campaign: Campaign, *, status: str | None = None,
                     skip_reason: str | None = None, limit: int, before_id: int | None = None) -> list[RecipientRow]:
-    """The campaign's recipients in descending id order, each with its latest message (found through the
-    recipient's number: one index probe per row of the page)."""
+    """The campaign's recipients in descending id order, each with its latest message."""
+    query = recipients_query(campaign.id, campaign.from_, status=status, skip_reason=skip_reason, limit=limit,
+                             before_id=before_id)
+    return [_recipient(row) for row in session.execute(query)]
+
+
+def recipients_query(campaign_id: str, sender: str, *, status: str | None = None, skip_reason: str | None = None,
+                     limit: int, before_id: int | None = None) -> Select:
+    """find_recipients' one statement (its plan is what the index test reads). A recipient's latest message is
+    found by (to, from), one probe of ix_messages_to_from: the campaign's messages all go from its sender. A
+    status filter reads recipients until the page is full: on a big campaign, a status few of them have reads
+    more of it."""
     latest = aliased(Message)
-    latest_id = (select(Message.id).where(Message.campaign_id == CampaignRecipient.campaign_id,
-                                          Message.to == CampaignRecipient.to)
-                 .order_by(Message.id.desc()).limit(1).correlate(CampaignRecipient).scalar_subquery())
+    latest_id = (select(Message.id).where(Message.to == CampaignRecipient.to, Message.from_ == sender,
+                                          Message.campaign_id == CampaignRecipient.campaign_id)
+                 .order_by(Message.created_at.desc(), Message.id.desc()).limit(1)
+                 .correlate(CampaignRecipient).scalar_subquery())
     query = (select(CampaignRecipient, latest.id, latest.status)
              .outerjoin(latest, latest.id == latest_id)
              .where(CampaignRecipient.campaign_id == campaign_id))
@@ -69,7 +80,7 @@ def find_recipients(session: Session, campaign_id: str, *, status: str | None = 
         query = query.where(and_(CampaignRecipient.skip_reason.is_(None), latest.status == status))
     if before_id is not None:
         query = query.where(CampaignRecipient.id < before_id)
-    return [_recipient(row) for row in session.execute(query.order_by(CampaignRecipient.id.desc()).limit(limit))]
+    return query.order_by(CampaignRecipient.id.desc()).limit(limit)
 
 
 def _recipient(row: Row) -> RecipientRow:

@@ -12,6 +12,8 @@ from shared.models import (
     Account,
     Campaign,
     CampaignRecipient,
+    DunningRun,
+    DunningStep,
     Message,
     OptOut,
     Payment,
@@ -93,11 +95,17 @@ def world(database) -> dict:
                                 credits=credits, amount_cents=credits // 100, currency="usd",
                                 payment_method="pm_card_visa", status=status, created_at=DAY + timedelta(days=day),
                                 updated_at=DAY))
+        runs = [new_id("dun") for _ in range(3)]
+        session.add_all([DunningRun(id=run_id, account_id=acme, reason="month_end", references=[], amount_cents=500,
+                                    currency="usd", steps=[], site="default", final_action="suspend", status="exhausted",
+                                    started_at=DAY + timedelta(days=n)) for n, run_id in enumerate(runs)])
+        session.flush()
+        session.add(DunningStep(run_id=runs[0], step=0, email_status="sent", started_at=DAY))
         session.get(Account, grace).balance = -5_000
         session.get(Account, grace).status = "locked"
         return {"acme": acme, "grace": grace, "acme_key": acme_key, "grace_key": grace_key, "ann": ann.id,
                 "boss": boss.id, "campaign": campaign.id, "quiet": quiet.id, "messages": messages,
-                "payments": payments}
+                "payments": payments, "runs": runs}
 
 
 @pytest.fixture
@@ -149,8 +157,8 @@ async def test_messages_are_found_by_each_filter_newest_first(client, world, par
     # when Acme lists its messages with the filter, page by page
     rows = await every_page(client, "/v1/messages", world["acme_key"], query)
 
-    # then exactly the matching ones come back in descending id order (ids are time-ordered: newest first)
-    assert [row["id"] for row in rows] == sorted((world["messages"][name] for name in expected), reverse=True)
+    # then exactly the matching ones come back, newest first
+    assert [row["id"] for row in rows] == [world["messages"][name] for name in expected]
     reply = next((row for row in rows if row["id"] == world["messages"]["reply"]), None)
     if reply is not None:
         assert (reply["direction"], reply["status"], reply["from"]) == ("inbound", "received", ANN)
@@ -289,6 +297,13 @@ async def test_users_are_listed_by_role(client, world, params, expected):
     assert [row["id"] for row in rows] == sorted((world[name] for name in expected), reverse=True)
 
 
+async def test_dunning_runs_page_newest_first_with_their_steps(client, world):
+    rows = await every_page(client, f"/v1/accounts/{world['acme']}/dunning/runs", world["acme_key"], limit=2)
+
+    assert [row["id"] for row in rows] == sorted(world["runs"], reverse=True)
+    assert [[step["email"] for step in row["steps"]] for row in rows if row["id"] == world["runs"][0]] == [["sent"]]
+
+
 # --- accounts (operator) --------------------------------------------------------------------------------------
 
 
@@ -317,11 +332,13 @@ async def test_another_account_key_lists_only_its_own_and_gets_404_for_acmes(cli
         world["messages"]["grace"], world["messages"]["grace_reply"]}
     assert world["campaign"] not in {row["id"] for row in await every_page(client, "/v1/campaigns", grace)}
     assert [row["phone"] for row in await every_page(client, "/v1/opt-outs", grace)] == [ANN]
+    for params in ({"campaign_id": world["campaign"]}, {"user_id": world["ann"]}):  # Acme's campaign, Acme's user
+        assert await every_page(client, "/v1/messages", grace, params) == []
 
     # and naming Acme, or one of Acme's resources, answers 404 as if it did not exist
     acme = world["acme"]
     for path, params in [("/v1/messages", {"account_id": acme}), ("/v1/campaigns", {"account_id": acme}),
-                         ("/v1/opt-outs", {"account_id": acme}),
+                         ("/v1/opt-outs", {"account_id": acme}), (f"/v1/accounts/{acme}/dunning/runs", {}),
                          (f"/v1/campaigns/{world['campaign']}/recipients", {}),
                          (f"/v1/accounts/{acme}/purchases", {}), (f"/v1/accounts/{acme}/payments", {}),
                          (f"/v1/accounts/{acme}/numbers", {}), (f"/v1/accounts/{acme}/users", {}),
