@@ -1,8 +1,9 @@
 """Opaque page cursors: `next_cursor` names the last row of a page; the next page starts before it.
 
-Every list pages the same way: rows in descending id order, `limit + 1` read to know whether another page
-follows (`page_of`), the next page's rows `id < before`. Ids are bigints or the strings of shared.ids
-(`text_ids=True`); either way a page is a range of ids below the last one shown, so rows inserted while a
+Every list pages the same way: rows newest first, `limit + 1` read to know whether another page follows
+(`page_of`), the next page's rows below the last one shown: `id < before` (messages, kept in `created_at`
+order: below its (created_at, id), shared.messaging.search). Ids are bigints or the strings of shared.ids
+(`text_ids=True`). Either way a page is a range of keys below the last one shown, so rows inserted while a
 client pages never shift the pages still to come: each row that was there is listed once.
 """
 

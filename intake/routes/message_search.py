@@ -50,7 +50,7 @@ OPENAPI_PATHS = {
     "/v1/messages": {"get": list_operation(
         "listMessages", "Search the account's messages, sent and received", MESSAGE_SCHEMA,
         description=("Outbound messages and inbound ones (texts people sent to the account's numbers: replies, "
-                     "STOP, HELP), with the same fields as GET /v1/messages/{message_id}."),
+                     "STOP, HELP), with the same fields as GET /v1/messages/{message_id}, by `created_at` then id."),
         filters=[
             query_filter("account_id", "Required with the operator key; an account key may only name its own."),
             query_filter("direction", "outbound, or inbound (replies).", {"type": "string", "enum": list(DIRECTIONS)}),

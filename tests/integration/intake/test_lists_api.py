@@ -1,6 +1,7 @@
 """Every list of the API, each filter, paging (also while rows are inserted) and the tenant who tries another's,
 on SQLite and PostgreSQL."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -206,6 +207,35 @@ async def test_paging_while_messages_arrive_lists_each_message_once_and_skips_no
             break
 
     # then every message that was there is listed exactly once, nothing is listed twice, nothing of Grace's
+    assert len(seen) == len(set(seen))
+    assert before <= set(seen) <= before | arrived
+
+
+async def test_paging_while_another_writer_inserts_without_pause_lists_each_message_once(client, world, database):
+    # given 30 more messages of Acme's, and a writer that keeps adding messages to Acme and Grace meanwhile
+    with database.unit_of_work() as session:
+        for n in range(30):
+            _message(session, world["acme"], to=ANN, day=10 + n)
+    with database.unit_of_work() as session:
+        before = {message.id for message in session.query(Message).filter_by(account_id=world["acme"])}
+    stop, arrived = threading.Event(), set()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with database.unit_of_work() as session:
+                arrived.add(_message(session, world["acme"], to=BO, day=50))
+                _message(session, world["grace"], day=50)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        # when Acme pages through its messages 3 at a time
+        seen = [row["id"] for row in await every_page(client, "/v1/messages", world["acme_key"], limit=3)]
+    finally:
+        stop.set()
+        thread.join()
+
+    # then each message that was there is listed exactly once, and nothing else but what the writer added
     assert len(seen) == len(set(seen))
     assert before <= set(seen) <= before | arrived
 
