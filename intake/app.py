@@ -32,6 +32,7 @@ from .routes import (
     campaigns,
     dunning,
     estimate,
+    message_search,
     messages,
     numbers,
     operations,
@@ -46,7 +47,8 @@ from .text import text_middleware
 
 DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life, webhook_endpoints]
+                 message_search, twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life,
+                 webhook_endpoints]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

@@ -67,3 +67,18 @@ def require_access(request: web.Request, account_id: str) -> Principal:
 def require_operator(request: web.Request) -> None:
     if not request[PRINCIPAL].is_operator:
         raise Problem(403, "Forbidden", "Only the operator key may do this.")
+
+
+def listed_account(request: web.Request) -> str:
+    """The account a top-level route (/v1/messages, /v1/campaigns, /v1/opt-outs) acts on: the key's own; the
+    operator names one with `?account_id=` (an account key naming another account gets 404)."""
+    principal = request[PRINCIPAL]
+    named = request.query.get("account_id")
+    if principal.is_operator:
+        if not named:
+            raise Problem(422, "Validation failed", "The operator key must name the account: ?account_id=.",
+                          errors={"account_id": "is required with the operator key"})
+        return named
+    if named is not None:
+        require_access(request, named)
+    return principal.account_id

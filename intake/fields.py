@@ -1,15 +1,17 @@
-"""Typed fields out of a JSON body, collecting one message per bad field so a 422 lists them all; whole
-numbers out of query strings, cursors and forms."""
+"""Typed fields out of a JSON body (or a list's query string), collecting one message per bad field so a 422
+lists them all; whole numbers out of query strings, cursors and forms."""
 
 import re
 from datetime import datetime
 
 from shared.errors import ValidationFailed
+from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.quiet_hours import Window, parse_window
 from shared.money import InvalidAmount, parse_credits
 
 _MISSING = object()
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+_SHORT_CODE = re.compile(r"[0-9]{5,6}")
 MAX_BIGINT = 2**63 - 1  # the largest id a BIGINT column holds
 
 
@@ -150,3 +152,35 @@ class Fields:
         if self.errors:
             summary = "; ".join(f"{field} {reason}" for field, reason in sorted(self.errors.items()))
             raise ValidationFailed(f"Invalid request: {summary}", errors=dict(sorted(self.errors.items())))
+
+
+class QueryFilters(Fields):
+    """A list's filters out of its query string (every value a string), checked as a body's fields are: a bad
+    or unknown one is a 422 naming it. `limit` and `cursor` are the page's (intake.cursors, bodies.query_limit)."""
+
+    def __init__(self, query, *, page_names: tuple[str, ...] = ("limit", "cursor")):
+        super().__init__(dict(query))
+        self._known.update(page_names)
+
+    def flag(self, name: str) -> bool | None:
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        if value not in ("true", "false"):
+            self.fail(name, "must be true or false")
+            return None
+        return value == "true"
+
+    def phone(self, name: str) -> str | None:
+        """An E.164 number as people write it ("+1 (415) 555-0100" is +14155550100; a `+` left unescaped in a
+        query string arrives as a space, and is read as the `+` it was), or a short code's 5 or 6 digits."""
+        value = self._raw(name, False)
+        if value is _MISSING:
+            return None
+        if _SHORT_CODE.fullmatch(value):
+            return value
+        try:
+            return parse_e164("+" + value.strip().removeprefix("+"), field=name)
+        except ValidationFailed as error:
+            self.fail(name, error.errors.get(name, "must be a phone number in E.164 form, such as +14155550100"))
+            return None

@@ -96,3 +96,44 @@ def _with_frame_answers(operation: dict) -> dict:
     if "requestBody" in operation:
         responses.setdefault("413", problem(413))
     return {**operation, "responses": dict(sorted(responses.items()))}
+
+
+def list_operation(operation_id: str, summary: str, item: dict, *, filters: list[dict], description: str = "",
+                   not_found: str = "no such account (or another account's)", maximum: int = 500,
+                   responses: dict | None = None) -> dict:
+    """A list's operation: `limit`, `cursor` and its filters, answering `{data, next_cursor}` newest first.
+
+    Every list pages the one way intake.cursors does; a filter that is not valid, or one the list does not
+    take, is a 422 naming it."""
+    return {
+        "operationId": operation_id, "summary": summary,
+        "description": (description + " " if description else "") + (
+            "Newest first, paged: `next_cursor` is null on the last page, else passed as `cursor` for the next; "
+            "rows inserted while paging never move a row to another page. Filters combine (AND)."),
+        "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": maximum},
+             "description": "Rows per page (default 50)."},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"},
+             "description": "next_cursor of the previous page."},
+            *filters],
+        "responses": {
+            "200": {"description": "a page", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["data", "next_cursor"], "properties": {
+                    "data": {"type": "array", "items": item}, "next_cursor": {"type": ["string", "null"]}}}}}},
+            "404": problem(404, not_found),
+            "422": problem(422, "a bad limit, cursor or filter, or one the list does not take; `errors` names it"),
+            **(responses or {}),
+        },
+    }
+
+
+def query_filter(name: str, description: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "schema": schema or {"type": "string"}, "description": description}
+
+
+CREATED_RANGE = [
+    query_filter("created_after", "Created at or after this time (ISO-8601 with an offset).",
+                 {"type": "string", "format": "date-time"}),
+    query_filter("created_before", "Created before this time (ISO-8601 with an offset).",
+                 {"type": "string", "format": "date-time"}),
+]

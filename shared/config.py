@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from cryptography.fernet import Fernet
 
@@ -167,17 +167,21 @@ def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) 
     return RateLimit(rate, burst) if rate > 0 else None
 
 
-def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+def _url(name: str, raw: str, schemes: tuple[str, ...], *, host_in_query: bool = False) -> str:
+    """`host_in_query`: the host may be the `host` query parameter instead, as libpq takes a unix-socket
+    directory (`postgresql://user@/db?host=/run/postgresql`)."""
     parsed = urlparse(raw)
     if parsed.scheme not in schemes:
         raise ConfigError(f"{name}={raw!r} must be a URL starting with one of: {', '.join(s + '://' for s in schemes)}")
-    if parsed.scheme not in ("sqlite", "unix") and not parsed.hostname:
-        raise ConfigError(f"{name}={raw!r} has no host")
+    queried_host = host_in_query and any(parse_qs(parsed.query).get("host", []))
+    if parsed.scheme not in ("sqlite", "unix") and not parsed.hostname and not queried_host:
+        raise ConfigError(f"{name}={raw!r} has no host" + (
+            " (a unix socket is named as ?host=/run/postgresql)" if host_in_query else ""))
     return raw
 
 
 def _database_url(raw: str) -> str:
-    url = _url("DATABASE_URL", raw, ("sqlite", "postgresql", "postgresql+psycopg", "postgres"))
+    url = _url("DATABASE_URL", raw, ("sqlite", "postgresql", "postgresql+psycopg", "postgres"), host_in_query=True)
     if url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url[len("postgres://"):]
     elif url.startswith("postgresql://"):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -249,15 +250,24 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_status_updated_at", "status", "updated_at"),
-        Index("ix_messages_account_id_id", "account_id", "id"),
         # who last texted a phone from a sender: an inbound text to the shared short code naming no keyword
         Index("ix_messages_to_from", "to", "from", "created_at"),
+        # GET /v1/messages: one per filter, each in the list's order, newest first (shared.messaging.search);
+        # `to` is served by the one above (a recipient's messages are few: they are sorted)
+        Index("ix_messages_account_created", "account_id", "created_at", "id"),
+        Index("ix_messages_account_status_created", "account_id", "status", "created_at", "id"),
+        Index("ix_messages_account_from_created", "account_id", "from", "created_at", "id"),
+        Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
+        Index("ix_messages_user_created", "user_id", "created_at", "id"),
+        # replies are few among the sends: only they are indexed, so the sends' inserts pay nothing for it
+        Index("ix_messages_inbound_created", "account_id", "created_at", "id",
+              postgresql_where=text("direction = 'inbound'"), sqlite_where=text("direction = 'inbound'")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(40))
     direction: Mapped[str] = mapped_column(String(8), default="outbound")
     to: Mapped[str] = mapped_column(String(20))
     from_: Mapped[str] = mapped_column("from", String(20))
@@ -500,7 +510,8 @@ class CampaignRecipient(Base):
     """A recipient row in the order given; `skip_reason` set means no (further) message goes to it."""
 
     __tablename__ = "campaign_recipients"
-    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),
+                      Index("ix_campaign_recipients_campaign_id_id", "campaign_id", "id"))  # its list's pages
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))

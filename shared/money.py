@@ -41,3 +41,8 @@ def format_credits(millicredits: int) -> str:
     if not fraction:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{fraction:03d}".rstrip("0")
+
+
+def credits_phrase(millicredits: int) -> str:
+    """1000 -> "1 credit", 1500 -> "1.5 credits": an amount as a sentence says it."""
+    return f"{format_credits(millicredits)} credit{'' if millicredits == MILLICREDITS_PER_CREDIT else 's'}"

@@ -13,20 +13,30 @@ from .app import DEFAULT_HOST, DEFAULT_PORT, run
 from .config import ConfigError, SimulatorConfig
 
 
-def parse_args(argv: list[str]) -> tuple[str, int, SimulatorConfig]:
-    parser = argparse.ArgumentParser(prog="twilio_sim", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser, *, default_port: int | None = DEFAULT_PORT) -> None:
+    """--host, --port and a flag per knob: `python -m twilio_sim` and `creditq twilio-sim` take the same ones."""
     parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=default_port)
     for knob in dataclasses.fields(SimulatorConfig):
         parser.add_argument("--" + knob.name.replace("_", "-"), dest=knob.name, metavar="VALUE")
-    args = vars(parser.parse_args(argv))
-    host, port = args.pop("host"), args.pop("port")
+
+
+def config_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SimulatorConfig:
+    """The environment's knobs with the flags given on top; a bad value is the parser's error."""
     config = SimulatorConfig.from_env()
     try:
-        config.apply({name: value for name, value in args.items() if value is not None})
+        config.apply({knob.name: getattr(args, knob.name) for knob in dataclasses.fields(SimulatorConfig)
+                      if getattr(args, knob.name) is not None})
     except ConfigError as error:
         parser.error(str(error))
-    return host, port, config
+    return config
+
+
+def parse_args(argv: list[str]) -> tuple[str, int, SimulatorConfig]:
+    parser = argparse.ArgumentParser(prog="twilio_sim", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return args.host, args.port, config_from(parser, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             view = client.read(answer["id"])
             counts = view["counts"]
             progress.update(task, completed=sum(counts[name] for name in DONE_COUNTS),
-                            description=f"{view['status']} (queued {counts['queued']}, parked {counts['parked']})")
+                            description=f"{view['status']} (queued {counts['queued']}, scheduled {counts['scheduled']}, "
+                                        f"parked {counts['parked']})")
             if view["status"] in ("completed", "canceled"):
                 break
             time.sleep(1)

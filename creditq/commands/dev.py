@@ -12,6 +12,8 @@ from shared.config import load_settings
 from shared.migrate import upgrade
 from shared.redis_url import resolve_redis_url
 
+from .ports import refuse_if_taken
+
 PROCESSES = ("twilio-sim", "web", "worker", "scheduler")
 
 
@@ -22,6 +24,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    refuse_if_taken(settings.web_host, settings.web_port, "PORT")
+    refuse_if_taken("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT")
     redis_url, embedded = resolve_redis_url(settings)
     children: dict[str, subprocess.Popen] = {}
     stopping = False

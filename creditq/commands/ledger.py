@@ -4,6 +4,7 @@ import argparse
 
 from shared.config import load_settings
 from shared.db import Database
+from shared.ledger.accounts import get_account
 from shared.ledger.verify import verify
 
 
@@ -19,6 +20,8 @@ def run_verify(args: argparse.Namespace) -> int:
     database = Database(load_settings().database_url)
     try:
         with database.unit_of_work() as session:
+            if args.account is not None:  # an unknown account has no drift, but "clean" would mislead
+                get_account(session, args.account)
             drifts = verify(session, args.account)
     finally:
         database.dispose()

@@ -17,22 +17,23 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="reports over all accounts")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     expiring_parser = actions.add_parser("expiring", help="credits that expire at the end of this month")
-    expiring_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    expiring_parser.add_argument("--json", action="store_true", help="one JSON array of accounts ([] when none)")
     expiring_parser.set_defaults(run=run_expiring)
 
 
 def run_expiring(args: argparse.Namespace) -> int:
     database = Database(load_settings().database_url)
     try:
-        rows = all_expiring(database.unit_of_work, datetime.now(UTC))
+        rows = list(all_expiring(database.unit_of_work, datetime.now(UTC)))
         if args.json:
-            for row in rows:
-                print(json.dumps({"account_id": row.account_id, "name": row.name, "timezone": row.timezone,
-                                  "month_ends_at": row.month_ends_at.isoformat(),
-                                  "expiring_end_of_month": format_credits(row.credits)}))
+            print(json.dumps([{"account_id": row.account_id, "name": row.name, "timezone": row.timezone,
+                               "month_ends_at": row.month_ends_at.isoformat(),
+                               "expiring_end_of_month": format_credits(row.credits)} for row in rows]))
             return 0
         table = Table(title="credits expiring at the end of this month")
-        for column in ("account", "name", "time zone", "month ends at"):
+        # an id is copied from here: its column is never cut, however narrow the terminal
+        table.add_column("account", no_wrap=True, min_width=max((len(row.account_id) for row in rows), default=None))
+        for column in ("name", "time zone", "month ends at"):
             table.add_column(column)
         table.add_column("credits", justify="right")
         total = 0

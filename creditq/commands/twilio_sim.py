@@ -1,27 +1,30 @@
-"""`creditq twilio-sim`: the Twilio simulator on the account sid and token creditq is configured with."""
+"""`creditq twilio-sim [--port N] [--rate-429 0.1 ...]`: the Twilio simulator on creditq's account sid and token."""
 
 import argparse
 import os
 
 from shared.config import load_settings
 
+from .ports import listening_on
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "twilio-sim", help="serve the Twilio simulator (knobs: `creditq twilio-sim -- --help`)", add_help=False,
-    )
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="simulator flags, e.g. --port 8081 --rate-429 0.1")
-    parser.set_defaults(run=run)
+    from twilio_sim.__main__ import add_arguments
+
+    parser = subparsers.add_parser("twilio-sim", help="serve the Twilio simulator (knobs: `creditq twilio-sim --help`)")
+    add_arguments(parser, default_port=None)  # None: CREDITQ_SIMULATOR_PORT
+    parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from twilio_sim.__main__ import main
+    from twilio_sim.__main__ import config_from
+    from twilio_sim.app import run as serve
 
     settings = load_settings()
     os.environ.setdefault("TWILIO_SIM_ACCOUNT_SID", settings.twilio_account_sid)
     os.environ.setdefault("TWILIO_SIM_AUTH_TOKEN", settings.twilio_auth_token)
-    options = [option for option in args.options if option != "--"]
-    if "--port" not in options:
-        options += ["--port", str(settings.simulator_port)]
-    main(options)
+    config = config_from(args.parser, args)
+    port = args.port or settings.simulator_port
+    with listening_on(args.host, port, "--port or CREDITQ_SIMULATOR_PORT"):
+        serve(args.host, port, config)
     return 0

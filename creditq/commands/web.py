@@ -8,6 +8,8 @@ from aiohttp import web
 from shared.config import load_settings
 from shared.redis_url import resolve_redis_url
 
+from .ports import listening_on
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("web", help="serve the HTTP API and Twilio webhooks")
@@ -24,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
+    host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
-        web.run_app(init_app(settings), host=args.host or settings.web_host, port=args.port or settings.web_port,
-                    access_log=None, print=None)
+        with listening_on(host, port, "--port or PORT"):
+            web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -21,11 +21,12 @@ from shared.money import format_credits
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..auth import require_access, require_operator
-from ..bodies import json_response, read_json
+from ..bodies import json_response, query_limit, read_json
+from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import Fields
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem, query_filter
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,25 @@ async def create_account(request: web.Request) -> web.Response:
             return {"id": account.id, "api_key": api_key, **account_json(session, account, now=account.created_at)}
 
     return json_response(await asyncio.to_thread(create, request.app[DATABASE]), status=201)
+
+
+@routes.get("/v1/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    require_operator(request)
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    filters = QueryFilters(request.query)
+    wanted = {"name": filters.text("q"), "status": filters.choice("status", accounts.STATUSES),
+              "locked": filters.flag("locked"), "negative": filters.flag("negative")}
+    filters.done()
+    now = datetime.now(timezone.utc)
+
+    def read(database: Database) -> dict:
+        with database.read_only() as session:
+            rows = accounts.find_accounts(session, limit=limit + 1, before_id=before_id, **wanted)
+            return page_of(rows, limit, lambda account: account_json(session, account, now=now))
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
 @routes.get("/v1/accounts/{account_id}")
@@ -301,7 +321,7 @@ _SETTINGS_SHOWN = {"type": "object", "properties": {
                                          "code": {"type": "string", "description": "The shared short code to send from."}}}}}
 ACCOUNT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"},
-    "status": {"type": "string", "enum": ["active", "locked", "suspended", "canceled"]},
+    "status": {"type": "string", "enum": list(accounts.STATUSES)},
     "status_reason": {"type": ["string", "null"]}, "timezone": {"type": "string"},
     "plan": {"type": "object", "properties": {**_PLAN["properties"], "next_monthly_credits": {
         "type": ["string", "null"], "description": "Set by a plan change; applies from the next cycle."}}},
@@ -340,7 +360,16 @@ _ACCOUNT_CHANGE_EXAMPLE = {"low_balance_threshold": "25", "overdraft": {"policy"
 _GRANT_EXAMPLE = {"credits": "100", "kind": "purchase"}
 
 OPENAPI_PATHS = {
-    "/v1/accounts": {"post": {
+    "/v1/accounts": {"get": list_operation(
+        "listAccounts", "Find accounts (operator)", ACCOUNT_SCHEMA, responses={"403": problem(403, "not the operator")},
+        filters=[
+            query_filter("q", "A part of the account's name, in any case."),
+            query_filter("status", "Accounts in this state.", {"type": "string", "enum": list(accounts.STATUSES)}),
+            query_filter("locked", "true: locked accounts (their balance went below what they may spend; sends "
+                                   "answer 423 until credits are added); false: the others.", {"type": "boolean"}),
+            query_filter("negative", "true: accounts whose balance is below zero; false: the others.",
+                         {"type": "boolean"})]),
+                     "post": {
         "operationId": "createAccount",
         "summary": "Create an account (operator); its API key is in this answer only",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],

@@ -7,21 +7,34 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from shared.campaigns.creation import CampaignRequest, create_campaign
+from shared.campaigns.search import (
+    CAMPAIGN_STATUSES,
+    RECIPIENT_STATUSES,
+    SKIP_REASONS,
+    RecipientRow,
+    find_campaigns,
+    find_recipients,
+)
 from shared.campaigns.steering import campaign_view, cancel_campaign, get_campaign, pause_campaign, resume_campaign
 from shared.db import Database
+from shared.ledger.accounts import get_account
 from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
-from ..bodies import json_response, read_csv, read_json
+from ..auth import listed_account
+from ..bodies import json_response, query_limit, read_csv, read_json
+from ..cursors import decode_cursor, page_of
 from ..errors import Problem
+from ..fields import QueryFilters
 from ..idempotency import idempotent, resumable_id
-from ..openapi import problem
+from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 
 log = logging.getLogger(__name__)
 
 FAN_OUT_ACTOR = "fan_out_campaign"
 SEND_ACTOR = "send_message"
+MAX_CAMPAIGNS_PER_PAGE = 100  # each is shown with its progress: a few indexed counts per campaign
 
 routes = web.RouteTableDef()
 
@@ -74,6 +87,52 @@ async def read(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(view))
 
 
+@routes.get("/v1/campaigns")
+async def list_campaigns(request: web.Request) -> web.Response:
+    account_id = listed_account(request)
+    limit = query_limit(request, maximum=MAX_CAMPAIGNS_PER_PAGE)
+    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
+    wanted = {"status": filters.choice("status", CAMPAIGN_STATUSES), "created_after": filters.instant("created_after"),
+              "created_before": filters.instant("created_before")}
+    filters.done()
+    database = request.app[DATABASE]
+
+    def read() -> dict:
+        with database.read_only() as session:
+            get_account(session, account_id)
+            rows = find_campaigns(session, account_id, limit=limit + 1, before_id=before_id, **wanted)
+            return page_of(rows, limit, lambda campaign: campaign_view(session, campaign))
+
+    return json_response(await asyncio.to_thread(read))
+
+
+@routes.get("/v1/campaigns/{campaign_id}/recipients")
+async def list_recipients(request: web.Request) -> web.Response:
+    campaign_id = request.match_info["campaign_id"]
+    account_id = request[PRINCIPAL].account_id
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"))
+    filters = QueryFilters(request.query)
+    wanted = {"status": filters.choice("status", RECIPIENT_STATUSES),
+              "skip_reason": filters.choice("skip_reason", SKIP_REASONS)}
+    filters.done()
+    database = request.app[DATABASE]
+
+    def read() -> dict:
+        with database.read_only() as session:
+            campaign = get_campaign(session, campaign_id, account_id=account_id)
+            rows = find_recipients(session, campaign, limit=limit + 1, before_id=before_id, **wanted)
+            return page_of(rows, limit, _recipient_json)
+
+    return json_response(await asyncio.to_thread(read))
+
+
+def _recipient_json(row: RecipientRow) -> dict:
+    return {"id": str(row.id), "position": row.position, "to": row.to, "fields": row.fields, "status": row.status,
+            "skip_reason": row.skip_reason, "message_id": row.message_id}
+
+
 @routes.post("/v1/campaigns/{campaign_id}/{action:cancel|pause|resume}")
 async def steer(request: web.Request) -> web.Response:
     campaign_id, action = request.match_info["campaign_id"], request.match_info["action"]
@@ -112,12 +171,20 @@ _VIEW = {"type": "object", "properties": {
                "description": "creating: its recipients are still being written (a creation that died half-way "
                               "stays so until retried with its Idempotency-Key); completed: every step fanned "
                               "out and no message waiting to be sent"},
-    "counts": {"type": "object", "description": "Messages of every step by where they are; total is recipients",
+    "counts": {"type": "object", "description": (
+        "Messages of every step by where they are; total is recipients. scheduled: waiting for a time (outside "
+        "the recipients' quiet hours, until next_send_at, or paused); queued: on their way to Twilio"),
                "properties": {name: {"type": "integer"} for name in (
-                   "total", "queued", "sent", "delivered", "failed", "canceled", "parked", "skipped")}},
+                   "total", "queued", "scheduled", "sent", "delivered", "failed", "canceled", "parked",
+                   "skipped")}},
+    "next_send_at": {"type": ["string", "null"], "format": "date-time", "description": (
+        "When the next waiting message is due: the soonest time of its scheduled messages (e.g. 08:00 local when "
+        "quiet hours hold them), else the start of its next step; null when nothing waits for a time")},
     "skip_reasons": {"type": "object", "additionalProperties": {"type": "integer"},
                      "description": "invalid_number, duplicate, opted_out, do_not_contact, unsupported_country"},
-    "credits_estimated": _CREDITS, "credits_charged": _CREDITS,
+    "credits_estimated": {**_CREDITS, "description": "Every step, every sendable recipient, priced at creation"},
+    "credits_held": {**_CREDITS, "description": "Held now for its messages not yet settled"},
+    "credits_charged": {**_CREDITS, "description": "Spent: charged for its settled messages"},
     "quiet_hours": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
     "steps": {"type": "array", "items": {"type": "object", "properties": {
         "step": {"type": "integer"}, "delay_days": {"type": "integer"},
@@ -132,8 +199,28 @@ _CAMPAIGN_EXAMPLE = {"name": "Open house", "from": "+14155550199", "body": "Hi {
                      "recipients": [{"to": "+14155550100", "fields": {"name": "Ann"}}],
                      "quiet_hours": {"start": "00:00", "end": "00:00"}}
 
+_RECIPIENT = {"type": "object", "properties": {
+    "id": {"type": "string"}, "position": {"type": "integer", "description": "0-based, in the order given"},
+    "to": {"type": "string"}, "fields": {"type": "object", "description": "Its template fields"},
+    "status": {"type": "string", "enum": list(RECIPIENT_STATUSES), "description": (
+        "Where its latest message is (one per step); skipped: it has a skip_reason; pending: no step fanned out to "
+        "it yet")},
+    "skip_reason": {"type": ["string", "null"], "enum": [*SKIP_REASONS, None]},
+    "message_id": {"type": ["string", "null"], "description": "Its latest message (GET /v1/messages/{message_id})"},
+}}
+
 OPENAPI_PATHS = {
-    "/v1/campaigns": {"post": {
+    "/v1/campaigns": {"get": list_operation(
+        "listCampaigns", "List the account's campaigns, each with its progress", _VIEW,
+        maximum=MAX_CAMPAIGNS_PER_PAGE,
+        description="Each as GET /v1/campaigns/{campaign_id} shows it.",
+        filters=[
+            query_filter("account_id", "Required with the operator key; an account key may only name its own."),
+            query_filter("status", "The stored status: a completed campaign is among `running` ones (completed "
+                                   "is shown once every step fanned out and nothing waits).",
+                         {"type": "string", "enum": list(CAMPAIGN_STATUSES)}),
+            *CREATED_RANGE]),
+                     "post": {
         "operationId": "createCampaign",
         "summary": "Send a Liquid-templated body (and drip steps) to many recipients",
         "description": (
@@ -192,6 +279,13 @@ OPENAPI_PATHS = {
                                 "Retry-After"),
         },
     }},
+    "/v1/campaigns/{campaign_id}/recipients": {"parameters": _ID, "get": list_operation(
+        "listCampaignRecipients", "A campaign's recipients, each with where its messages are", _RECIPIENT,
+        not_found="no such campaign (or another account's)",
+        filters=[query_filter("status", "Where the recipient is. The recipients are read until the page is full: "
+                                       "on a big campaign, a status few of them have takes longer.",
+                              {"type": "string", "enum": list(RECIPIENT_STATUSES)}),
+                 query_filter("skip_reason", "Why it is skipped.", {"type": "string", "enum": list(SKIP_REASONS)})])},
     "/v1/campaigns/{campaign_id}": {"get": {
         "operationId": "getCampaign", "summary": "A campaign and its progress", "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},

@@ -11,7 +11,9 @@ from shared.db import Database
 from ..appkeys import DATABASE, SETTINGS
 from ..auth import require_access, require_operator
 from ..bodies import json_response, query_limit, read_json
-from ..openapi import problem
+from ..cursors import decode_cursor, page_of
+from ..fields import QueryFilters
+from ..openapi import list_operation, problem
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -52,12 +54,16 @@ async def list_runs(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    QueryFilters(request.query).done()
 
-    def read(database: Database) -> list[dict]:
+    def read(database: Database) -> dict:
         with database.read_only() as session:
-            return [_run_json(run, steps) for run, steps in dunning.list_runs(session, account_id, limit=limit)]
+            runs = dunning.list_runs(session, account_id, limit=limit + 1, before_id=before_id)
+            steps = dunning.steps_of(session, [run.id for run in runs[:limit]])
+            return page_of(runs, limit, lambda run: _run_json(run, steps[run.id]))
 
-    return json_response({"data": await asyncio.to_thread(read, request.app[DATABASE]), "next_cursor": None})
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
 @routes.put("/v1/dunning/integrations/{site}")
@@ -163,14 +169,8 @@ OPENAPI_PATHS = {
                               "404": problem(404, "No such account")}},
     },
     "/v1/accounts/{account_id}/dunning/runs": {
-        "get": {"operationId": "listDunningRuns", "summary": "Dunning runs, newest first",
-                "parameters": [_ACCOUNT_PATH, {"name": "limit", "in": "query",
-                                               "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
-                "responses": {"200": {"description": "Runs and what each step did", **_json(
-                    {"type": "object", "properties": {"data": {"type": "array", "items": _RUN},
-                                                      "next_cursor": {"type": "null"}}})},
-                              "404": problem(404, "No such account"),
-                              "422": problem(422, "Bad limit")}},
+        "parameters": [_ACCOUNT_PATH],
+        "get": list_operation("listDunningRuns", "Dunning runs and what each step did", _RUN, filters=[]),
     },
     "/v1/dunning/integrations/{site}": {
         "parameters": [_SITE_PATH],

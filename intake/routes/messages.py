@@ -147,7 +147,38 @@ async def read_message(request: web.Request) -> web.Response:
 
 _CREDITS = {"type": "string", "examples": ["1.5"]}
 _STATUSES = ["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled",
-             "parked"]
+             "parked", "received"]
+
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"}, "status": {"type": "string", "enum": _STATUSES},
+        "direction": {"type": "string", "enum": ["outbound", "inbound"],
+                      "description": "inbound: a text someone sent to one of the account's numbers (a reply)"},
+        "campaign_id": {"type": ["string", "null"], "description": "The campaign that sent it"},
+        "to": {"type": "string"}, "from": {"type": "string"}, "body": {"type": "string"},
+        "media_urls": {"type": "array", "items": {"type": "string"}},
+        "user_id": {"type": ["string", "null"]},
+        "segments": {"type": "integer", "description": "Twilio's count once known, else the estimate"},
+        "encoding": {"type": "string"}, "credits_estimated": _CREDITS,
+        "credits_charged": {"type": ["string", "null"], "description": "Set once settled (0: voided)"},
+        "twilio_sid": {"type": ["string", "null"]},
+        "twilio_price": {"type": ["string", "null"], "description": "Twilio's price, for reconciliation"},
+        "error_code": {"type": ["integer", "null"]},
+        "error_message": {"type": ["string", "null"],
+                          "description": "Also why a parked message waits"},
+        "reprocessed_as": {"type": ["string", "null"], "description": (
+            "The id of this message's toll-free resend: a text from a local number filtered by "
+            "carriers (Twilio 30007 or 30034), sent again once from the account's toll-free number "
+            "because its toll_free_reprocessing setting is on")},
+        "reprocessed_from": {"type": ["string", "null"], "description": (
+            "On a toll-free resend: the id of the message it resends. It costs 1 credit per started "
+            "160 characters of its body, whatever its segments")},
+        "send_at": {"type": ["string", "null"], "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
 
 # What a request looks like: the document's examples (clients copy them, the contract tests send them).
 _MESSAGE_EXAMPLE = {"to": "+14155550100", "from": "+14155550199", "body": "Open house Sunday at 2pm"}
@@ -209,32 +240,7 @@ OPENAPI_PATHS = {
         "summary": "A message and where it is in its life",
         "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
-            "200": {"description": "The message", "content": {"application/json": {"schema": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"}, "status": {"type": "string", "enum": _STATUSES},
-                    "to": {"type": "string"}, "from": {"type": "string"}, "body": {"type": "string"},
-                    "media_urls": {"type": "array", "items": {"type": "string"}},
-                    "user_id": {"type": ["string", "null"]},
-                    "segments": {"type": "integer", "description": "Twilio's count once known, else the estimate"},
-                    "encoding": {"type": "string"}, "credits_estimated": _CREDITS,
-                    "credits_charged": {"type": ["string", "null"], "description": "Set once settled (0: voided)"},
-                    "twilio_sid": {"type": ["string", "null"]},
-                    "twilio_price": {"type": ["string", "null"], "description": "Twilio's price, for reconciliation"},
-                    "error_code": {"type": ["integer", "null"]},
-                    "error_message": {"type": ["string", "null"],
-                                      "description": "Also why a parked message waits"},
-                    "reprocessed_as": {"type": ["string", "null"], "description": (
-                        "The id of this message's toll-free resend: a text from a local number filtered by "
-                        "carriers (Twilio 30007 or 30034), sent again once from the account's toll-free number "
-                        "because its toll_free_reprocessing setting is on")},
-                    "reprocessed_from": {"type": ["string", "null"], "description": (
-                        "On a toll-free resend: the id of the message it resends. It costs 1 credit per started "
-                        "160 characters of its body, whatever its segments")},
-                    "send_at": {"type": ["string", "null"], "format": "date-time"},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "updated_at": {"type": "string", "format": "date-time"},
-                }}}}},
+            "200": {"description": "The message", "content": {"application/json": {"schema": MESSAGE_SCHEMA}}},
             "404": problem(404, "No such message (or another account's)"),
         },
     }},

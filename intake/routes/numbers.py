@@ -14,10 +14,11 @@ from shared.money import format_credits
 
 from ..appkeys import DATABASE
 from ..auth import require_access
-from ..bodies import json_response, read_json
-from ..fields import Fields
+from ..bodies import json_response, query_limit, read_json
+from ..cursors import decode_cursor, page_of
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem, query_filter
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -44,12 +45,18 @@ async def add_number(request: web.Request) -> web.Response:
 async def list_numbers(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"))
+    filters = QueryFilters(request.query)
+    number_type, released = filters.choice("type", SENDER_TYPES), filters.flag("released")
+    filters.done()
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
-            return {"data": [number_json(number) for number in senders.list_numbers(session, account_id)],
-                    "next_cursor": None}
+            rows = senders.list_numbers(session, account_id, number_type=number_type, released=bool(released),
+                                        limit=limit + 1, before_id=before_id)
+            return page_of(rows, limit, number_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -68,14 +75,17 @@ async def remove_number(request: web.Request) -> web.Response:
 
 
 def number_json(number: PhoneNumber) -> dict:
-    return {"phone": number.phone, "type": number.type, "monthly_credits": format_credits(number.monthly_cost),
-            "created_at": utc(number.created_at).isoformat()}
+    return {"phone": number.phone, "type": number.type,
+            "monthly_credits": format_credits(number.monthly_cost), "created_at": utc(number.created_at).isoformat(),
+            "released_at": None if number.released_at is None else utc(number.released_at).isoformat()}
 
 
 NUMBER_SCHEMA = {"type": "object", "properties": {
     "phone": {"type": "string", "description": "E.164"}, "type": {"type": "string", "enum": list(SENDER_TYPES)},
     "monthly_credits": {**_CREDITS, "description": "What the number costs per month (rate card, when added)."},
     "created_at": _INSTANT,
+    "released_at": {"type": ["string", "null"], "format": "date-time",
+                    "description": "When the account's cancel released it; null while it is the account's sender."},
 }}
 
 # What a request looks like: the document's examples (clients copy them, the contract tests send them).
@@ -84,10 +94,11 @@ _NUMBER_EXAMPLE = {"phone": "+14155550123", "type": "long_code"}
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/numbers": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"operationId": "listNumbers", "summary": "The account's sender numbers",
-                "responses": {"200": {"description": "all numbers", **_json({"type": "object", "properties": {
-                    "data": {"type": "array", "items": NUMBER_SCHEMA}, "next_cursor": {"type": "null"}}})},
-                    "404": problem(404, "no such account")}},
+        "get": list_operation("listNumbers", "The account's sender numbers", NUMBER_SCHEMA, filters=[
+            query_filter("type", "Numbers of this type.", {"type": "string", "enum": list(SENDER_TYPES)}),
+            query_filter("released", "true: instead the numbers released when the account was canceled (they "
+                                     "send nothing and cost nothing; inbound texts to them still land).",
+                         {"type": "boolean"})]),
         "post": {
             "operationId": "addNumber",
             "summary": "Add a sender number; its type picks the rate and the throughput limit",

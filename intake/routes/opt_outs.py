@@ -10,35 +10,22 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from shared.db import Database
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import NotFound
 from shared.messaging import opt_outs
 from shared.messaging.phone_numbers import parse_e164
 from shared.models import Account, OptOut
 
-from ..appkeys import DATABASE, PRINCIPAL
-from ..auth import require_access
+from ..appkeys import DATABASE
+from ..auth import listed_account
 from ..bodies import json_response, query_limit, read_csv, read_json
-from ..cursors import decode_cursor, encode_cursor
-from ..fields import Fields
+from ..cursors import decode_cursor, page_of
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 
 MAX_INVALID_ROWS_SHOWN = 1000
 
 routes = web.RouteTableDef()
-
-
-def _account_id(request: web.Request) -> str:
-    principal = request[PRINCIPAL]
-    named = request.query.get("account_id")
-    if principal.is_operator:
-        if not named:
-            raise ValidationFailed("The operator key must name the account: ?account_id=.",
-                                   errors={"account_id": "is required with the operator key"})
-        return named
-    if named is not None:
-        require_access(request, named)
-    return principal.account_id
 
 
 def _check_account(session: Session, account_id: str) -> None:
@@ -53,27 +40,28 @@ def _as_dict(opt: OptOut) -> dict:
 
 @routes.get("/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
-    account_id = _account_id(request)
+    account_id = listed_account(request)
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"))
+    filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
+    wanted = {"source": filters.choice("source", opt_outs.SOURCES), "phone": filters.phone("phone"),
+              "created_after": filters.instant("created_after"), "created_before": filters.instant("created_before")}
+    filters.done()
     database: Database = request.app[DATABASE]
 
-    def page() -> tuple[list[dict], int | None]:
+    def page() -> dict:
         with database.read_only() as session:
             _check_account(session, account_id)
-            rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id)
-            more = len(rows) > limit
-            rows = rows[:limit]
-            return [_as_dict(row) for row in rows], (rows[-1].id if more else None)
+            rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id, **wanted)
+            return page_of(rows, limit, _as_dict)
 
-    data, last_id = await asyncio.to_thread(page)
-    return json_response({"data": data, "next_cursor": encode_cursor(last_id) if last_id is not None else None})
+    return json_response(await asyncio.to_thread(page))
 
 
 @routes.post("/v1/opt-outs")
 @idempotent
 async def add_opt_out(request: web.Request) -> web.Response:
-    account_id = _account_id(request)
+    account_id = listed_account(request)
     fields = Fields(await read_json(request))
     raw_phone = fields.text("phone", required=True, max_length=40)
     fields.done()
@@ -92,7 +80,7 @@ async def add_opt_out(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/opt-outs/{phone}")
 async def remove_opt_out(request: web.Request) -> web.Response:
-    account_id = _account_id(request)
+    account_id = listed_account(request)
     phone = parse_e164(request.match_info["phone"], field="phone")
     database: Database = request.app[DATABASE]
 
@@ -109,7 +97,7 @@ async def remove_opt_out(request: web.Request) -> web.Response:
 @routes.post("/v1/opt-outs/import")
 @idempotent
 async def import_do_not_contact(request: web.Request) -> web.Response:
-    account_id = _account_id(request)
+    account_id = listed_account(request)
     csv_text = await read_csv(request)
     added, invalid = await asyncio.to_thread(opt_outs.import_do_not_contact, request.app[DATABASE], account_id,
                                              csv_text)
@@ -137,19 +125,11 @@ _PHONE_EXAMPLE = {"phone": "+14155550100"}
 
 OPENAPI_PATHS = {
     "/v1/opt-outs": {
-        "get": {
-            "operationId": "listOptOuts",
-            "summary": "List the account's opt-outs, newest first",
-            "parameters": [_ACCOUNT_ID,
-                           {"name": "limit", "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                           {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "a page", "content": {_JSON: {"schema": {
-                "type": "object", "properties": {"data": {"type": "array", "items": _OPT_OUT},
-                                                 "next_cursor": {"type": ["string", "null"]}}}}}},
-                          "404": problem(404, "no such account"),
-                          "422": problem(422, "bad limit, cursor or missing account_id")},
-        },
+        "get": list_operation("listOptOuts", "List the account's opt-outs", _OPT_OUT, filters=[
+            _ACCOUNT_ID,
+            query_filter("source", "Where the opt-out came from.", {"type": "string", "enum": list(opt_outs.SOURCES)}),
+            query_filter("phone", "The recipient, E.164 (`+` as %2B, or left out).", {"type": "string"}),
+            *CREATED_RANGE]),
         "post": {
             "operationId": "addOptOut",
             "summary": "Opt a recipient out: the account's messages to them are refused (409)",

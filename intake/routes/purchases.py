@@ -1,4 +1,5 @@
-"""POST /v1/accounts/{id}/purchases: buy a bucket of credits; they land only when the payment succeeds."""
+"""POST /v1/accounts/{id}/purchases: buy a bucket of credits; they land only when the payment succeeds. GET lists
+them, and /payments every payment of the account (purchases, bills, dunning)."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -6,17 +7,28 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from shared.billing.payments import gateway_from_settings
-from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
+from shared.billing.purchases import (
+    PAYMENT_STATUSES,
+    SOURCES,
+    PaymentDeclined,
+    PaymentUnavailable,
+    find_payments,
+    purchase,
+)
+from shared.db import Database
+from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.models import Payment
 from shared.money import format_credits, parse_credits
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..auth import require_access
-from ..bodies import json_response, read_json
+from ..bodies import json_response, query_limit, read_json
+from ..cursors import decode_cursor, page_of
 from ..errors import Problem
+from ..fields import QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -44,6 +56,28 @@ async def create_purchase(request: web.Request) -> web.Response:
     return json_response(payment_json(payment), status=201)
 
 
+@routes.get(r"/v1/accounts/{account_id}/{listed:purchases|payments}")
+async def list_payments(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    require_access(request, account_id)
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    filters = QueryFilters(request.query)
+    wanted = {"status": filters.choice("status", PAYMENT_STATUSES), "source": filters.choice("source", SOURCES),
+              "created_after": filters.instant("created_after"), "created_before": filters.instant("created_before")}
+    filters.done()
+    purchases_only = request.match_info["listed"] == "purchases"
+
+    def read(database: Database) -> dict:
+        with database.read_only() as session:
+            get_account(session, account_id)
+            rows = find_payments(session, account_id, purchases_only=purchases_only, limit=limit + 1,
+                                 before_id=before_id, **wanted)
+            return page_of(rows, limit, payment_json)
+
+    return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
+
+
 def payment_json(payment: Payment) -> dict:
     return {
         "id": payment.id,
@@ -68,7 +102,7 @@ PAYMENT_METHOD = {"type": "string", "pattern": "^(pm|tok|card)_[A-Za-z0-9_]+$", 
 
 PAYMENT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"},
-    "status": {"type": "string", "enum": ["pending", "succeeded", "declined", "error"]},
+    "status": {"type": "string", "enum": list(PAYMENT_STATUSES)},
     "credits": {**_CREDITS, "description": "Credits bought; 0 for a payment of an amount due."},
     "amount_cents": {"type": "integer", "description": "The price charged, in the currency's cents."},
     "currency": {"type": "string", "examples": ["usd"]},
@@ -77,22 +111,33 @@ PAYMENT_SCHEMA = {"type": "object", "properties": {
     "decline_code": {"type": ["string", "null"], "examples": ["insufficient_funds"]},
     "failure_message": {"type": ["string", "null"]},
     "lot_id": {"type": ["integer", "null"], "description": "The purchased lot, once the payment succeeded."},
-    "source": {"type": "string", "enum": ["api", "auto_recharge", "dunning"]},
+    "source": {"type": "string", "enum": list(SOURCES)},
     "created_at": _INSTANT,
 }}
 
 # What a request looks like: the document's examples (clients copy them, the contract tests send them).
 _PURCHASE_EXAMPLE = {"credits": "100", "payment_method": "pm_card_visa"}
 
+_PAYMENT_FILTERS = [
+    query_filter("status", "Where the payment is.", {"type": "string", "enum": list(PAYMENT_STATUSES)}),
+    query_filter("source", "api: bought through the API; auto_recharge; dunning: a retry of an unpaid amount.",
+                 {"type": "string", "enum": list(SOURCES)}),
+    *CREATED_RANGE]
+
 OPENAPI_PATHS = {
+    "/v1/accounts/{account_id}/payments": {"parameters": [_ACCOUNT_PATH], "get": list_operation(
+        "listPayments", "Every payment of the account: purchases, auto-recharges, bills and dunning retries",
+        PAYMENT_SCHEMA, filters=_PAYMENT_FILTERS)},
     "/v1/accounts/{account_id}/purchases": {
+        "parameters": [_ACCOUNT_PATH],
+        "get": list_operation("listPurchases", "The account's credit purchases (payments that buy credits)",
+                              PAYMENT_SCHEMA, filters=_PAYMENT_FILTERS),
         "post": {
             "operationId": "createPurchase",
             "summary": "Buy a bucket of credits",
             "description": ("Charges the payment method for one of the plan's credit buckets (shared/billing/price_list.json) "
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
                             "Send an Idempotency-Key: a retry never charges twice."),
-            "parameters": [_ACCOUNT_PATH],
             "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],
                                                        "required": ["credits", "payment_method"],
                                                         "properties": {

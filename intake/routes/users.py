@@ -16,10 +16,11 @@ from shared.money import format_credits
 
 from ..appkeys import DATABASE
 from ..auth import require_access
-from ..bodies import json_response, read_json
-from ..fields import Fields
+from ..bodies import json_response, query_limit, read_json
+from ..cursors import decode_cursor, page_of
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem, query_filter
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -30,14 +31,18 @@ SHARED = "shared"
 async def list_users(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
+    limit = query_limit(request)
+    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    filters = QueryFilters(request.query)
+    role = filters.choice("role", allocations.ROLES)
+    filters.done()
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
             expired = book.lapsed(session, account_id, now=datetime.now(timezone.utc))
-            return {"data": [user_json(user, expired=expired.get(user.id, 0))
-                             for user in allocations.list_users(session, account_id)],
-                    "next_cursor": None}
+            rows = allocations.list_users(session, account_id, role=role, limit=limit + 1, before_id=before_id)
+            return page_of(rows, limit, lambda user: user_json(user, expired=expired.get(user.id, 0)))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -168,10 +173,8 @@ _USER_CHANGE_EXAMPLE = {"monthly_credits": "0"}
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/users": {
         "parameters": [_ACCOUNT_PATH],
-        "get": {"operationId": "listUsers", "summary": "The account's users",
-                "responses": {"200": {"description": "all users", **_json({"type": "object", "properties": {
-                    "data": {"type": "array", "items": USER_SCHEMA}, "next_cursor": {"type": "null"}}})},
-                    "404": problem(404, "no such account")}},
+        "get": list_operation("listUsers", "The account's users", USER_SCHEMA, filters=[
+            query_filter("role", "Users of this role.", {"type": "string", "enum": list(allocations.ROLES)})]),
         "post": {
             "operationId": "createUser",
             "summary": "Add a user",

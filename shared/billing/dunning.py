@@ -261,12 +261,22 @@ def due_steps(session: Session, *, now: datetime, limit: int = 500) -> list[tupl
     return [(row.id, row.next_step) for row in rows]
 
 
-def list_runs(session: Session, account_id: str, *, limit: int = 50) -> list[tuple[DunningRun, list[DunningStep]]]:
+def list_runs(session: Session, account_id: str, *, limit: int = 50, before_id: str | None = None) -> list[DunningRun]:
+    """The account's runs, newest first (descending id); `steps_of` gives what each step did."""
     _account(session, account_id)
-    runs = list(session.scalars(select(DunningRun).where(DunningRun.account_id == account_id)
-                                .order_by(DunningRun.started_at.desc()).limit(limit)))
-    return [(run, list(session.scalars(select(DunningStep).where(DunningStep.run_id == run.id)
-                                       .order_by(DunningStep.step)))) for run in runs]
+    query = select(DunningRun).where(DunningRun.account_id == account_id)
+    if before_id is not None:
+        query = query.where(DunningRun.id < before_id)
+    return list(session.scalars(query.order_by(DunningRun.id.desc()).limit(limit)))
+
+
+def steps_of(session: Session, run_ids: list[str]) -> dict[str, list[DunningStep]]:
+    """run id -> its steps in order, for every run named (one query)."""
+    steps: dict[str, list[DunningStep]] = {run_id: [] for run_id in run_ids}
+    for step in session.scalars(select(DunningStep).where(DunningStep.run_id.in_(run_ids))
+                                .order_by(DunningStep.run_id, DunningStep.step)):
+        steps[step.run_id].append(step)
+    return steps
 
 
 def payment_method_updated(session: Session, account_id: str, payment_method: str, *, now: datetime) -> str | None:

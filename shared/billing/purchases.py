@@ -199,3 +199,27 @@ def _description(payment: Payment) -> str:
     if payment.credits:
         return f"creditq: {format_credits(payment.credits)} credits ({payment.source})"
     return f"creditq: amount due ({payment.source})"
+
+
+PAYMENT_STATUSES = ("pending", "succeeded", "declined", "error")
+
+
+def find_payments(session: Session, account_id: str, *, purchases_only: bool = False, status: str | None = None,
+                  source: str | None = None, created_after: datetime | None = None,
+                  created_before: datetime | None = None, limit: int, before_id: str | None = None) -> list[Payment]:
+    """The account's payments in descending id order; `purchases_only`: those buying credits (a bill's
+    payment buys none)."""
+    query = select(Payment).where(Payment.account_id == account_id)
+    if purchases_only:
+        query = query.where(Payment.credits > 0)
+    if status is not None:
+        query = query.where(Payment.status == status)
+    if source is not None:
+        query = query.where(Payment.source == source)
+    if created_after is not None:
+        query = query.where(Payment.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Payment.created_at < created_before)
+    if before_id is not None:
+        query = query.where(Payment.id < before_id)
+    return list(session.scalars(query.order_by(Payment.id.desc()).limit(limit)))

@@ -14,7 +14,7 @@ from shared.money import format_credits
 
 WAITING = ("accepted", "scheduled", "parked")
 _QUERY_CHUNK = 1000  # ids per IN (...): below every database's bound-parameter limit
-_COUNT_OF_STATUS = {"accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "queued",
+_COUNT_OF_STATUS = {"accepted": "queued", "scheduled": "scheduled", "queued": "queued", "sending": "queued",
                     "sent": "sent", "delivered": "delivered", "undelivered": "failed", "failed": "failed",
                     "canceled": "canceled", "parked": "parked"}
 
@@ -27,14 +27,25 @@ def get_campaign(session: Session, campaign_id: str, *, account_id: str | None) 
 
 
 def campaign_view(session: Session, campaign: Campaign) -> dict:
-    """The API's shape: counts of messages by where they are, skips by reason, credits as decimal strings."""
-    counts = dict.fromkeys(("queued", "sent", "delivered", "failed", "canceled", "parked", "skipped"), 0)
+    """The API's shape: counts of messages by where they are, skips by reason, credits as decimal strings.
+
+    `scheduled` counts the messages waiting for a time (quiet hours, a pause); `next_send_at` is when the next
+    one is due: the soonest of their times, else the start of the next step that has not fanned out.
+    """
+    counts = dict.fromkeys(("queued", "scheduled", "sent", "delivered", "failed", "canceled", "parked", "skipped"), 0)
     charged = 0
-    for status, number, credits in session.execute(
-            select(Message.status, func.count(), func.coalesce(func.sum(Message.credits_charged), 0))
+    next_send_at = None
+    for status, number, credits, soonest in session.execute(
+            select(Message.status, func.count(), func.coalesce(func.sum(Message.credits_charged), 0),
+                   func.min(Message.send_at))
             .where(Message.campaign_id == campaign.id).group_by(Message.status)):
         counts[_COUNT_OF_STATUS.get(status, "queued")] += number
         charged += int(credits)  # PostgreSQL's SUM of BIGINT is a numeric
+        if status == "scheduled":
+            next_send_at = soonest
+    held = int(session.scalar(
+        select(func.coalesce(func.sum(Hold.amount), 0)).join(Message, Message.hold_id == Hold.id)
+        .where(Message.campaign_id == campaign.id, Hold.status == "pending")))
     skipped = dict(session.execute(
         select(CampaignRecipient.skip_reason, func.count()).where(
             CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.skip_reason.is_not(None))
@@ -43,7 +54,10 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
     steps = session.scalars(select(CampaignStep).where(CampaignStep.campaign_id == campaign.id)
                             .order_by(CampaignStep.step))
     steps = list(steps)
-    finished = all(step.status == "done" for step in steps) and not (counts["queued"] or counts["parked"])
+    finished = all(step.status == "done" for step in steps) and not (
+        counts["queued"] or counts["scheduled"] or counts["parked"])
+    if next_send_at is None and campaign.status in ("scheduled", "running"):
+        next_send_at = min((step.starts_at for step in steps if step.status == "pending"), default=None)
     return {
         "id": campaign.id,
         "name": campaign.name,
@@ -51,7 +65,9 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
         "from": campaign.from_,
         "counts": {"total": campaign.recipients, **counts},
         "skip_reasons": skipped,
+        "next_send_at": _iso(next_send_at),
         "credits_estimated": format_credits(campaign.credits_estimated),
+        "credits_held": format_credits(held),
         "credits_charged": format_credits(charged),
         "quiet_hours": {"start": campaign.quiet_start, "end": campaign.quiet_end},
         "steps": [{"step": step.step, "delay_days": step.delay_days, "status": step.status,

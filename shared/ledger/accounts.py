@@ -11,6 +11,7 @@ The operator's changes are recorded as account events (account_events) in the sa
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.api_keys import issue_key
@@ -61,6 +62,28 @@ def grant_first_cycle(session: Session, account: Account, *, now: datetime, key:
     if amount and not account.credit_hold:
         book.grant(session, account.id, amount, "rollover" if account.plan_rollover == "fifo_12m" else "plan",
                    granted_at=now, reference="plan:first-cycle", idempotency_key=f"plan:{account.id}:{key}")
+
+
+STATUSES = ("active", "locked", "suspended", "canceled")
+
+
+def find_accounts(session: Session, *, name: str | None = None, status: str | None = None,
+                  locked: bool | None = None, negative: bool | None = None, limit: int,
+                  before_id: str | None = None) -> list[Account]:
+    """Accounts in descending id order (newest first): `name` is a part of the name, any case; `locked`: its
+    balance went below what it may spend (status locked); `negative`: a balance below zero."""
+    query = select(Account)
+    if name is not None:
+        query = query.where(func.lower(Account.name).contains(name.lower(), autoescape=True))
+    if status is not None:
+        query = query.where(Account.status == status)
+    if locked is not None:
+        query = query.where((Account.status == "locked") if locked else (Account.status != "locked"))
+    if negative is not None:
+        query = query.where((Account.balance < 0) if negative else (Account.balance >= 0))
+    if before_id is not None:
+        query = query.where(Account.id < before_id)
+    return list(session.scalars(query.order_by(Account.id.desc()).limit(limit)))
 
 
 def get_account(session: Session, account_id: str) -> Account:

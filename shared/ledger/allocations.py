@@ -23,9 +23,15 @@ from shared.money import format_credits
 ROLES = ("owner", "admin", "user")
 
 
-def list_users(session: Session, account_id: str) -> list[User]:
-    return list(session.scalars(select(User).where(User.account_id == account_id, User.deleted_at.is_(None))
-                                .order_by(User.id)))
+def list_users(session: Session, account_id: str, *, role: str | None = None, limit: int | None = None,
+               before_id: str | None = None) -> list[User]:
+    """The account's users (not deleted ones), newest first."""
+    query = select(User).where(User.account_id == account_id, User.deleted_at.is_(None))
+    if role is not None:
+        query = query.where(User.role == role)
+    if before_id is not None:
+        query = query.where(User.id < before_id)
+    return list(session.scalars(query.order_by(User.id.desc()).limit(limit)))
 
 
 def get_user(session: Session, account_id: str, user_id: str) -> User:

@@ -209,6 +209,7 @@ def _destination_countries(to: object, recipients: object, rate_card: RateCard, 
             errors.update(error.errors)
             continue
         if not rate_card.prices_country(country):
-            errors[field] = f"is in {country}, which the rate card {rate_card.name!r} does not price"
+            errors[field] = (f"is in {country}, where messages cannot be sent "
+                             f"(the rate card {rate_card.name!r} has no price there)")
         countries[country] += 1
     return countries

@@ -21,7 +21,7 @@ from shared.messaging.rates import RateCard
 from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.shared_short_code import prefixed
 from shared.models import Account, Message, OptOut, PhoneNumber, User
-from shared.money import format_credits
+from shared.money import MILLICREDITS_PER_CREDIT, credits_phrase, format_credits
 
 # The statuses a message can sit in before the send step claims it.
 WAITING_STATUSES = ("accepted", "scheduled", "queued", "parked")
@@ -100,7 +100,8 @@ def _accept_one(session: Session, account_id: str, request: MessageRequest, to: 
                                     rate_card=rate_card)
     except ValidationFailed as error:
         errors = {("to" if field == "to[0]" else field): reason for field, reason in error.errors.items()}
-        raise ValidationFailed(str(error).replace("to[0]", "to"), errors=errors) from None
+        raise ValidationFailed("Invalid message: " + "; ".join(f"{f} {r}" for f, r in errors.items()),
+                               errors=errors) from None
     if facts.opted_out:
         raise OptedOut(f"{to} has opted out of messages from this account or is on its do-not-contact list.")
     _pre_check(session, account_id, facts, estimate.credits_total, user_id=user_id, now=now)
@@ -233,10 +234,11 @@ def _pre_check(session: Session, account_id: str, facts: Row, required: int, *, 
     if available is None:
         return
     if available < required:
+        spendable = max(available, 0)
         raise InsufficientCredits(
-            f"This message needs {format_credits(required)} credits;"
-            f" {format_credits(max(available, 0))} are available.",
-            available=max(available, 0), required=required,
+            f"This message needs {credits_phrase(required)}; {format_credits(spendable)} "
+            f"{'is' if spendable == MILLICREDITS_PER_CREDIT else 'are'} available.",
+            available=spendable, required=required,
         )
 
 
@@ -253,12 +255,14 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
     toll-free resend (shared.messaging.reprocessing.resend_of)."""
     return {
         "id": message.id,
+        "direction": message.direction,
         "status": message.status,
         "to": message.to,
         "from": message.from_,
         "body": message.body,
         "media_urls": message.media_urls or [],
         "user_id": message.user_id,
+        "campaign_id": message.campaign_id,
         "segments": message.twilio_segments or message.segments,
         "encoding": message.encoding,
         "credits_estimated": format_credits(message.credits_estimated),

@@ -10,6 +10,7 @@ import io
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import delete, select
@@ -26,6 +27,7 @@ FROM_STOP_KEYWORD = "stop_keyword"
 FROM_TWILIO_21610 = "twilio_21610"
 FROM_API = "api"
 FROM_IMPORT = "import"
+SOURCES = (FROM_STOP_KEYWORD, FROM_TWILIO_21610, FROM_API, FROM_IMPORT)
 RECIPIENT_SOURCES = frozenset({FROM_STOP_KEYWORD, FROM_TWILIO_21610})
 
 # Twilio's default opt-out handling keywords (https://help.twilio.com/articles/223134027).
@@ -103,9 +105,20 @@ def get_opt_out(session: Session, account_id: str, phone: str) -> OptOut:
     return opt
 
 
-def list_opt_outs(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[OptOut]:
-    """Newest first; `before_id` continues after the last row of the previous page."""
+def list_opt_outs(session: Session, account_id: str, *, limit: int, before_id: int | None = None,
+                  source: str | None = None, phone: str | None = None, created_after: datetime | None = None,
+                  created_before: datetime | None = None) -> list[OptOut]:
+    """Newest first, those matching every filter given; `before_id` continues after the last row of the previous
+    page. Created after is inclusive, before exclusive."""
     query = select(OptOut).where(OptOut.account_id == account_id)
+    if source is not None:
+        query = query.where(OptOut.source == source)
+    if phone is not None:
+        query = query.where(OptOut.phone == phone)
+    if created_after is not None:
+        query = query.where(OptOut.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(OptOut.created_at < created_before)
     if before_id is not None:
         query = query.where(OptOut.id < before_id)
     return list(session.scalars(query.order_by(OptOut.id.desc()).limit(limit)))

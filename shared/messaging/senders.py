@@ -46,11 +46,17 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
     return number
 
 
-def list_numbers(session: Session, account_id: str) -> list[PhoneNumber]:
-    """The account's sender numbers; released ones are not among them."""
-    return list(session.scalars(select(PhoneNumber).where(PhoneNumber.account_id == account_id,
-                                                          PhoneNumber.released_at.is_(None))
-                                .order_by(PhoneNumber.id)))
+def list_numbers(session: Session, account_id: str, *, number_type: str | None = None, released: bool = False,
+                 limit: int | None = None, before_id: int | None = None) -> list[PhoneNumber]:
+    """The account's sender numbers, newest first; `released`: instead the numbers its cancel released."""
+    query = select(PhoneNumber).where(PhoneNumber.account_id == account_id,
+                                      PhoneNumber.released_at.is_not(None) if released
+                                      else PhoneNumber.released_at.is_(None))
+    if number_type is not None:
+        query = query.where(PhoneNumber.type == number_type)
+    if before_id is not None:
+        query = query.where(PhoneNumber.id < before_id)
+    return list(session.scalars(query.order_by(PhoneNumber.id.desc()).limit(limit)))
 
 
 def release_numbers(session: Session, account_id: str, *, now: datetime) -> int:

@@ -4,9 +4,11 @@ write inside a read fails loudly instead of being dropped."""
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from shared.config import load_settings
+from shared.db import Database
 from shared.models import Account
 
 
@@ -61,3 +63,18 @@ def test_a_unit_of_work_after_a_read_on_the_same_connection_writes(accounts):
 
     with accounts.read_only() as session:
         assert session.scalar(select(Account.name)) == "Second"
+
+
+@pytest.mark.postgres
+def test_a_database_url_naming_a_unix_socket_directory_connects_as_libpq_would(postgres_server, tmp_path):
+    # given DATABASE_URL with no host but the server's socket directory in ?host=, as libpq takes it
+    url = f"postgresql://postgres@/postgres?host={postgres_server.directory}&port={postgres_server.port}"
+
+    # when creditq reads its settings and opens the database
+    database = Database(load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "DATABASE_URL": url}).database_url)
+    try:
+        with database.read_only() as session:
+            # then it talks to the server over the socket
+            assert session.scalar(text("SELECT inet_server_addr() IS NULL")) is True  # no TCP address: the socket
+    finally:
+        database.dispose()

@@ -31,6 +31,13 @@ def test_postgres_urls_use_psycopg(tmp_path):
     assert settings.database_url == "postgresql+psycopg://u:p@db/creditq"
 
 
+def test_a_postgres_url_may_name_a_unix_socket_directory_as_libpq_takes_it(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path),
+                              "DATABASE_URL": "postgresql://creditq@/creditq?host=/run/postgresql"})
+
+    assert settings.database_url == "postgresql+psycopg://creditq@/creditq?host=/run/postgresql"
+
+
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("DATABASE_URL", "mysql://db/x", "DATABASE_URL='mysql://db/x' must be a URL"),
     ("DATABASE_URL", "postgresql:///nohost", "has no host"),

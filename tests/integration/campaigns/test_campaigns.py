@@ -248,6 +248,34 @@ def test_quiet_hours_hold_messages_until_eight_local_then_send_them(database, ga
         "queued"}
 
 
+def test_a_campaign_held_by_quiet_hours_shows_its_messages_scheduled_until_eight_with_the_credits_held(
+        database, gateways, throttle, simulator):  # noqa: F811
+    # given a two-recipient campaign fanned out at 03:00 New York: both messages wait for 08:00 there
+    account_id = make_account(database, 100)
+    campaign_id, _ = create(database, account_id, at=NIGHT_NEW_YORK)
+    fan_out_step(database, campaign_id, at=NIGHT_NEW_YORK)
+    eight_am = datetime(2026, 11, 10, 13, 0, tzinfo=UTC)
+
+    # then the campaign counts them as scheduled (not queued), says when they go, and shows the credits
+    # estimated and held for them, none spent yet
+    waiting = view(database, campaign_id)
+    assert (waiting["counts"]["scheduled"], waiting["counts"]["queued"]) == (2, 0)
+    assert waiting["next_send_at"] == eight_am.isoformat() and waiting["status"] == "running"
+    assert (waiting["credits_estimated"], waiting["credits_held"], waiting["credits_charged"]) == ("2", "2", "0")
+
+    # when 08:00 comes and both are sent and delivered
+    report = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+                           now=eight_am, stale_after=timedelta(minutes=1))
+    for message_id in report.enqueued:
+        send(database, message_id, gateways, throttle, at=eight_am)
+        deliver(database, message_id, at=eight_am)
+
+    # then nothing waits, nothing is held, and the credits spent are the estimate
+    done = view(database, campaign_id)
+    assert (done["counts"]["scheduled"], done["counts"]["delivered"], done["next_send_at"]) == (0, 2, None)
+    assert (done["credits_held"], done["credits_charged"], done["status"]) == ("0", "2", "completed")
+
+
 def test_a_campaign_without_a_window_of_its_own_waits_for_the_accounts(database):
     # given an account whose texts may go 10:00-20:00 recipient-local, and a campaign created at 09:00 New York
     account_id = make_account(database, 100)

@@ -40,3 +40,18 @@ def test_verify_is_clean_then_reports_each_drift_and_exits_1(sqlite_database, mo
     assert any("held 7 != pending holds 0" in line for line in out)
     assert any("lot 1 remaining 9000 outside 0..5000" in line for line in out)
     assert out[-1].endswith("3 drift(s)")
+
+
+def test_verify_of_an_account_that_does_not_exist_exits_non_zero_with_one_line(sqlite_database, monkeypatch, capsys):
+    # given a ledger without acct_nope
+    funded_account(sqlite_database)
+    monkeypatch.setenv("DATABASE_URL", sqlite_database.url)
+    monkeypatch.setenv("CREDITQ_ADMIN_KEY", "test-operator-key-0123456789")
+
+    # when it is verified
+    code = main(["ledger", "verify", "--account", "acct_nope"])
+
+    # then the command fails with one line saying why, and claims nothing is clean
+    output = capsys.readouterr()
+    assert code == 2 and "clean" not in output.out
+    assert output.err.strip().splitlines() == ["creditq: No account acct_nope."]

@@ -1,5 +1,6 @@
 """`creditq month-end run` and `creditq report expiring` against a SQLite file."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from creditq.cli import main
 from shared.billing.calendar import last_ended
 from shared.db import Database
+from shared.ids import new_id
 from shared.models import Account, Base
 
 
@@ -58,5 +60,29 @@ def test_report_expiring_lists_what_the_month_end_will_expire(env, capsys):
 
     assert main(["report", "expiring", "--json"]) == 0
 
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and '"account_id": "acct_cli"' in lines[0] and '"expiring_end_of_month": "100"' in lines[0]
+    report = json.loads(capsys.readouterr().out)
+    assert [(row["account_id"], row["expiring_end_of_month"]) for row in report] == [("acct_cli", "100")]
+
+
+def test_report_expiring_as_json_is_an_empty_array_when_nothing_expires(env, capsys):
+    # given an account with no credits at all
+    assert main(["report", "expiring", "--json"]) == 0
+
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_the_report_table_never_cuts_an_account_id_in_a_narrow_terminal(env, capsys, monkeypatch):
+    # given an account id as creditq makes them (31 characters) with credits expiring, and a terminal 40 columns wide
+    account_id = new_id("acct")
+    with env.unit_of_work() as session:
+        session.add(Account(id=account_id, name="A name long enough to need wrapping in a narrow table",
+                            timezone="UTC", plan_monthly_credits=100_000, plan_cycle="monthly", status="active",
+                            balance=0, held=0, allocated=0, allocated_held=0,
+                            created_at=datetime.now(UTC).replace(day=1) - timedelta(days=20)))
+    assert main(["month-end", "run", "--period", str(last_ended(datetime.now(UTC), "UTC"))]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "40")
+
+    assert main(["report", "expiring"]) == 0
+
+    assert account_id in capsys.readouterr().out

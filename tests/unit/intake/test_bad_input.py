@@ -46,7 +46,11 @@ def cursor_of(text: str) -> str:
 
 # --- numbers in query strings and cursors ----------------------------------------------------------
 
-LISTS = ["/v1/opt-outs?account_id=acct_1", "/v1/accounts/acct_1/transactions", "/v1/accounts/acct_1/dunning/runs"]
+LISTS = ["/v1/opt-outs?account_id=acct_1", "/v1/accounts/acct_1/transactions", "/v1/accounts/acct_1/numbers",
+         "/v1/accounts/acct_1/dunning/runs", "/v1/messages?account_id=acct_1", "/v1/campaigns?account_id=acct_1",
+         "/v1/campaigns/cmp_1/recipients", "/v1/accounts", "/v1/accounts/acct_1/payments",
+         "/v1/accounts/acct_1/purchases", "/v1/accounts/acct_1/users"]
+TEXT_ID_LISTS = LISTS[4:]  # paged by the ids of shared.ids (prefix_ and base32)
 
 
 @pytest.mark.parametrize("path", LISTS)
@@ -56,10 +60,22 @@ async def test_a_limit_that_is_not_ascii_digits_in_range_is_a_422_naming_limit(c
 
     response = await client.get(f"{path}{separator}limit={limit}", headers=OPERATOR)
 
-    assert (await assert_problem(response, 422))["errors"] == {"limit": "must be 1..500"}
+    most = 100 if path.startswith("/v1/campaigns?") else 500  # campaigns come with their progress
+    assert (await assert_problem(response, 422))["errors"] == {"limit": f"must be 1..{most}"}
 
 
-@pytest.mark.parametrize("path", LISTS[:2])
+@pytest.mark.parametrize("path", [path for path in TEXT_ID_LISTS if "recipients" not in path])
+@pytest.mark.parametrize("cursor", [cursor_of("before:msg_01 OR 1=1"), cursor_of("before:" + "a" * 60),
+                                    cursor_of("before:MSG_01ABC"), cursor_of("after:msg_01abc"), "%%%", "é"])
+async def test_a_cursor_that_names_no_id_of_ours_is_a_422(client, path, cursor):
+    separator = "&" if "?" in path else "?"
+
+    response = await client.get(f"{path}{separator}cursor={cursor}", headers=OPERATOR)
+
+    assert (await assert_problem(response, 422))["errors"] == {"cursor": "is not valid"}
+
+
+@pytest.mark.parametrize("path", LISTS[:4])
 @pytest.mark.parametrize("cursor", [cursor_of(f"before:{2**63}"), cursor_of(f"before:{10**30}"),
                                     cursor_of("before:²"), cursor_of(f"{2**64}"), "%%%", "é"])
 async def test_a_cursor_past_64_bits_or_not_from_the_api_is_a_422(client, path, cursor):

@@ -1,0 +1,41 @@
+"""`creditq campaign send` as the README shows it: a CSV, a sender, a body and the account, straight into the
+database."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from creditq.cli import main
+from shared.ledger import accounts
+from shared.models import Campaign, CampaignRecipient, PhoneNumber
+
+SENDER = "+14155550100"
+
+
+def test_campaign_send_as_the_readme_shows_it_stores_the_campaign(sqlite_database, monkeypatch, tmp_path, capsys):
+    # given an account with a sender number and credits, and a CSV of two recipients
+    monkeypatch.setenv("DATABASE_URL", sqlite_database.url)
+    monkeypatch.setenv("CREDITQ_ADMIN_KEY", "test-operator-key-0123456789")
+    with sqlite_database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name="Acme", timezone="UTC", plan_monthly_credits=100_000, plan_cycle="monthly",
+            plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0,
+            now=datetime.now(UTC))
+        session.add(PhoneNumber(account_id=account.id, phone=SENDER, type="long_code"))
+        account_id = account.id
+    csv = tmp_path / "open-house.csv"
+    csv.write_text("to,name\n+14155550101,Ann\n+14155550102,Bo\n")
+    send_at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+
+    # when `creditq campaign send --csv FILE --from NUMBER --body TEXT --account ID` runs (starting tomorrow)
+    code = main(["campaign", "send", "--csv", str(csv), "--from", SENDER, "--body", "Hi {{ name }}",
+                 "--account", account_id, "--send-at", send_at, "--no-wait"])
+
+    # then the campaign is stored with both recipients, named after the file, and printed as JSON
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    with sqlite_database.unit_of_work() as session:
+        campaign = session.get(Campaign, printed["id"])
+        recipients = session.query(CampaignRecipient).filter_by(campaign_id=campaign.id).count()
+        assert (campaign.account_id, campaign.name, campaign.status, recipients) == (
+            account_id, "open-house.csv", "scheduled", 2)
+    assert printed["estimate"]["credits_total"] == "2"

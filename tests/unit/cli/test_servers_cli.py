@@ -1,0 +1,74 @@
+"""The servers' commands as the README shows them: flags without `--`, and a taken port as one line naming it."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.support.ports import free_port
+
+
+def _env(tmp_path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / "data"), DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}",
+               CREDITQ_ADMIN_KEY="test-operator-key-0123456789", **extra)
+    env.pop("REDIS_URL", None)
+    return env
+
+
+@pytest.fixture
+def taken_port():
+    """A port some other process listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_twilio_sim_takes_its_port_and_knobs_without_a_double_dash(tmp_path):
+    # given a free port
+    port = free_port()
+
+    # when the simulator starts with --port and a knob as plain flags
+    process = subprocess.Popen([sys.executable, "-m", "creditq", "twilio-sim", "--port", str(port),
+                                "--rate-429", "0"], env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        # then it serves on that port
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/messages", timeout=1) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.1)
+        else:
+            pytest.fail("the simulator never answered on --port")
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.parametrize(("command", "port_env", "setting"), [
+    (["web"], "PORT", "PORT"),
+    (["twilio-sim"], "CREDITQ_SIMULATOR_PORT", "CREDITQ_SIMULATOR_PORT"),
+    (["dev"], "PORT", "PORT"),
+    (["dev"], "CREDITQ_SIMULATOR_PORT", "CREDITQ_SIMULATOR_PORT"),
+])
+def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, command, port_env, setting):
+    # given another process listening on the port the command would use
+    ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()), port_env: str(taken_port)}
+
+    # when the command starts
+    result = subprocess.run([sys.executable, "-m", "creditq", *command], env=_env(tmp_path, **ports),
+                            capture_output=True, text=True, timeout=120)
+
+    # then it exits non-zero with one line naming the port and the setting that moves it, no traceback
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[-1].startswith(f"creditq: port {taken_port} on 127.0.0.1 is already in use")
+    assert setting in lines[-1] and "Traceback" not in result.stderr
