@@ -20,12 +20,13 @@ from shared.models import Account
 from shared.money import format_credits
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
-from ..auth import require_access, require_operator
+from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import BILLING, OPERATE, READ_ACCOUNT, action
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts")
+@action(OPERATE)
 @idempotent
 async def create_account(request: web.Request) -> web.Response:
-    require_operator(request)
     fields = Fields(await read_json(request))
     name = fields.text("name", required=True)
     tz = fields.text("timezone", max_length=64) or "UTC"
@@ -60,6 +61,7 @@ async def create_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}")
+@action(READ_ACCOUNT)
 async def get_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -76,6 +78,7 @@ OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "se
 
 
 @routes.patch("/v1/accounts/{account_id}")
+@action(BILLING)
 async def patch_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     principal = require_access(request, account_id)
@@ -127,11 +130,11 @@ async def patch_account(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/grants")
+@action(OPERATE)
 @idempotent
 async def create_grant(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
-    require_operator(request)
     body = await read_json(request)
     fields = Fields(body)
     amount = fields.credits("credits", required=True)

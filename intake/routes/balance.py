@@ -16,6 +16,7 @@ from ..auth import require_access
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, page_of
 from ..openapi import problem
+from ..policy import READ_ACCOUNT, READ_ACTIVITY, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
 
@@ -23,6 +24,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/v1/accounts/{account_id}/balance")
+@action(READ_ACCOUNT)
 async def get_balance(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -46,6 +48,7 @@ async def get_balance(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/transactions")
+@action(READ_ACTIVITY)
 async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)

@@ -17,6 +17,7 @@ from ..bodies import json_response, read_csv, read_json
 from ..errors import Problem
 from ..idempotency import idempotent, resumable_id
 from ..openapi import problem
+from ..policy import READ_ACTIVITY, SEND, action
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/v1/campaigns")
+@action(SEND)
 @idempotent
 async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
@@ -62,6 +64,7 @@ def _create(database: Database, cap: SendCap, account_id: str, campaign_request:
 
 
 @routes.get("/v1/campaigns/{campaign_id}")
+@action(READ_ACTIVITY)
 async def read(request: web.Request) -> web.Response:
     campaign_id = request.match_info["campaign_id"]
     account_id = request[PRINCIPAL].account_id
@@ -75,6 +78,7 @@ async def read(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/campaigns/{campaign_id}/{action:cancel|pause|resume}")
+@action(SEND)
 async def steer(request: web.Request) -> web.Response:
     campaign_id, action = request.match_info["campaign_id"], request.match_info["action"]
     account_id = request[PRINCIPAL].account_id

@@ -9,15 +9,17 @@ from shared.billing import dunning, dunning_texts
 from shared.db import Database
 
 from ..appkeys import DATABASE, SETTINGS
-from ..auth import require_access, require_operator
+from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..openapi import problem
+from ..policy import CONFIGURE, OPERATE, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.put("/v1/accounts/{account_id}/dunning")
+@action(CONFIGURE)
 async def put_schedule(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -35,6 +37,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/dunning")
+@action(CONFIGURE)
 async def get_schedule(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -48,6 +51,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/dunning/runs")
+@action(CONFIGURE)
 async def list_runs(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -61,8 +65,8 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 @routes.put("/v1/dunning/integrations/{site}")
+@action(OPERATE)
 async def put_integration(request: web.Request) -> web.Response:
-    require_operator(request)
     site = request.match_info["site"]
     body = await read_json(request)
 
@@ -76,8 +80,8 @@ async def put_integration(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/dunning/integrations/{site}")
+@action(OPERATE)
 async def get_integration(request: web.Request) -> web.Response:
-    require_operator(request)
     site = request.match_info["site"]
 
     def read(database: Database) -> dunning_texts.IntegrationView:

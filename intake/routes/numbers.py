@@ -18,12 +18,14 @@ from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import CONFIGURE, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts/{account_id}/numbers")
+@action(CONFIGURE)
 @idempotent
 async def add_number(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
@@ -41,6 +43,7 @@ async def add_number(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/numbers")
+@action(CONFIGURE)
 async def list_numbers(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -55,6 +58,7 @@ async def list_numbers(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{account_id}/numbers/{phone}")
+@action(CONFIGURE)
 async def remove_number(request: web.Request) -> web.Response:
     account_id, phone = request.match_info["account_id"], request.match_info["phone"]
     require_access(request, account_id)

@@ -22,6 +22,7 @@ from ..cursors import decode_cursor, encode_cursor
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import CONFIGURE, READ_ACTIVITY, SEND, action
 
 MAX_INVALID_ROWS_SHOWN = 1000
 
@@ -52,6 +53,7 @@ def _as_dict(opt: OptOut) -> dict:
 
 
 @routes.get("/v1/opt-outs")
+@action(READ_ACTIVITY)
 async def list_opt_outs(request: web.Request) -> web.Response:
     account_id = _account_id(request)
     limit = query_limit(request)
@@ -71,6 +73,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/opt-outs")
+@action(SEND)
 @idempotent
 async def add_opt_out(request: web.Request) -> web.Response:
     account_id = _account_id(request)
@@ -91,6 +94,7 @@ async def add_opt_out(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/opt-outs/{phone}")
+@action(CONFIGURE)
 async def remove_opt_out(request: web.Request) -> web.Response:
     account_id = _account_id(request)
     phone = parse_e164(request.match_info["phone"], field="phone")
@@ -107,6 +111,7 @@ async def remove_opt_out(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/opt-outs/import")
+@action(CONFIGURE)
 @idempotent
 async def import_do_not_contact(request: web.Request) -> web.Response:
     account_id = _account_id(request)

@@ -17,12 +17,14 @@ from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts/{account_id}/purchases")
+@action(BILLING)
 @idempotent
 async def create_purchase(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]

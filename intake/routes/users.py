@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
+from shared import api_keys
 from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.ledger import allocations, book
@@ -14,12 +15,13 @@ from shared.messaging.phone_numbers import parse_e164
 from shared.models import User
 from shared.money import format_credits
 
-from ..appkeys import DATABASE
+from ..appkeys import DATABASE, KEY_CACHE
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import MANAGE_USERS, action, may_manage_user
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -27,6 +29,7 @@ SHARED = "shared"
 
 
 @routes.get("/v1/accounts/{account_id}/users")
+@action(MANAGE_USERS)
 async def list_users(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -43,10 +46,11 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/users")
+@action(MANAGE_USERS)
 @idempotent
 async def create_user(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     body = await read_json(request)
     fields = Fields(body)
     name = fields.text("name", required=True)
@@ -61,6 +65,7 @@ async def create_user(request: web.Request) -> web.Response:
     else:
         monthly = fields.credits("monthly_credits")
     fields.done()
+    may_manage_user(principal, role)
     now = datetime.now(timezone.utc)
 
     def create(database: Database) -> dict:
@@ -72,6 +77,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def get_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
     require_access(request, account_id)
@@ -85,9 +91,10 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def patch_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     fields = Fields(await read_json(request))
     monthly = fields.credits("monthly_credits")
     total = fields.credits("total_credits")
@@ -96,6 +103,7 @@ async def patch_user(request: web.Request) -> web.Response:
 
     def patch(database: Database) -> dict:
         with database.unit_of_work() as session:
+            may_manage_user(principal, allocations.get_user(session, account_id, user_id).role)
             return user_json(allocations.update_user(session, account_id, user_id, now=now, monthly_credits=monthly,
                                                      total_credits=total))
 
@@ -103,16 +111,20 @@ async def patch_user(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def delete_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     now = datetime.now(timezone.utc)
 
-    def delete(database: Database) -> None:
+    def delete(database: Database) -> list[int]:
         with database.unit_of_work() as session:
+            may_manage_user(principal, allocations.get_user(session, account_id, user_id).role)
             allocations.delete_user(session, account_id, user_id, now=now)
+            return api_keys.revoke_account_keys(session, account_id, now=now, user_id=user_id)
 
-    await asyncio.to_thread(delete, request.app[DATABASE])
+    for key_id in await asyncio.to_thread(delete, request.app[DATABASE]):
+        request.app[KEY_CACHE].forget_key(key_id)  # this process at once; the others within the cache's TTL
     return web.Response(status=204)
 
 
@@ -210,7 +222,8 @@ OPENAPI_PATHS = {
                           "404": problem(404, "no such user"),
                           "422": problem(422, "more than can be assigned")},
         },
-        "delete": {"operationId": "deleteUser", "summary": "Delete a user; its remaining credits return to the pool",
+        "delete": {"operationId": "deleteUser", "summary": "Delete a user; its remaining credits return to the pool "
+                                                           "(or the pool pays its debt) and its API keys are revoked",
                    "responses": {"204": {"description": "deleted"}, "404": problem(404, "no such user"),
                                  "409": problem(409, "its sends still hold credits")}},
     },
