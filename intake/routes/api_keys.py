@@ -45,8 +45,8 @@ async def create_api_key(request: web.Request) -> web.Response:
         raise Problem(422, "Validation failed", "The operator key is CREDITQ_ADMIN_KEY, set in the environment; "
                                                 "this API creates account and user keys only.",
                       errors={"scope": f"must be one of {', '.join(api_keys.STORED_SCOPES)}"})
-    if user_id is None and (scope == api_keys.USER or principal.user_id is not None):
-        user_id = principal.user_id  # a user key makes keys for its own user
+    if user_id is None and scope != api_keys.ACCOUNT:
+        user_id = principal.user_id  # a user key makes keys for its own user unless asked for an account key
     if user_id is None and scope == api_keys.USER:
         raise Problem(422, "Validation failed", "A user key names its user.",
                       errors={"user_id": "is required for a key of scope user"})

@@ -46,6 +46,7 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
     finished = all(step.status == "done" for step in steps) and not (counts["queued"] or counts["parked"])
     return {
         "id": campaign.id,
+        "user_id": campaign.user_id,
         "name": campaign.name,
         "status": "completed" if campaign.status == "running" and finished else campaign.status,
         "from": campaign.from_,

@@ -191,8 +191,9 @@ class HoldRequest:
 
 
 def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime,
-                 alongside: Callable[[list[HoldView]], None] | None = None) -> list[HoldView]:
-    """Hold a batch from the pool, all or nothing: the holds inserted first, then one conditional UPDATE of the
+                 alongside: Callable[[list[HoldView]], None] | None = None,
+                 user_id: str | None = None) -> list[HoldView]:
+    """Hold a batch for `user_id` (from its own credits if its role is `user`, else the pool), all or nothing: the holds inserted first, then one conditional UPDATE of the
     account row last, so the row is locked only from that UPDATE to the caller's commit.
 
     For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
@@ -205,18 +206,19 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
-    views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=now)
+    wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+    views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=now)
     if not claimed and _expiry_due(session, account_id, now):
         _lapse_due(session, _lock_account(session, account_id), now)
-        views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=None)
+        views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=None)
     if not claimed:
-        raise _refusal(session, account_id, None, total)
+        raise _refusal(session, account_id, wallet, total)
     return views
 
 
-def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], now: datetime,
-                alongside: Callable[[list[HoldView]], None] | None, *, gate: datetime | None,
-                ) -> tuple[list[HoldView], int, bool]:
+def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: str | None,
+                requests: list[HoldRequest], now: datetime, alongside: Callable[[list[HoldView]], None] | None, *,
+                gate: datetime | None) -> tuple[list[HoldView], int, bool]:
     """Insert the batch's new holds and `alongside`'s writes, then claim their total, in a savepoint that a
     refusal rolls back; returns the holds, the total of the new ones and whether it was claimed."""
     savepoint = session.begin_nested()
@@ -226,18 +228,19 @@ def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], 
     new = [request for request in requests if request.idempotency_key not in views]
     for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
         views[request.idempotency_key] = HoldView(
-            id=hold_id, account_id=account_id, user_id=None, amount=request.amount, from_allocation=False,
+            id=hold_id, account_id=account_id, user_id=user_id, amount=request.amount,
+            from_allocation=wallet is not None,
             status="pending", reference=request.reference, idempotency_key=request.idempotency_key,
             expires_at=utc(request.expires_at), settled_amount=None)
-    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=None,
-                                    amount=request.amount, from_allocation=False, status="pending",
+    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=user_id,
+                                    amount=request.amount, from_allocation=wallet is not None, status="pending",
                                     reference=request.reference, idempotency_key=request.idempotency_key,
                                     created_at=now, expires_at=utc(request.expires_at)) for request in new])
     batch = [views[key] for key in keys]
     total = sum(request.amount for request in new)
     if alongside is not None:
         alongside(batch)
-    if total == 0 or _claim(session, account_id, None, total, gate=gate):
+    if total == 0 or _claim(session, account_id, wallet, total, gate=gate):
         savepoint.commit()
         return batch, total, True
     savepoint.rollback()
@@ -641,9 +644,12 @@ def holdable(session: Session, account_id: str, facts, *, user_id: str | None, n
     return facts.pool - gone.get(None, 0) + facts.overdraft_limit
 
 
-def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[Row]:
-    """Entries newest first; page on with the last id returned as `before_id`."""
+def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None,
+                 user_id: str | None = None) -> list[Row]:
+    """Entries newest first (only `user_id`'s, if given); page on with the last id returned as `before_id`."""
     query = select(entries).where(entries.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(entries.c.user_id == user_id)
     if before_id is not None:
         query = query.where(entries.c.id < before_id)
     return list(_sql(session).execute(query.order_by(entries.c.id.desc()).limit(limit)))
