@@ -22,7 +22,7 @@ from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
 from ..policy import MANAGE_USERS, action, may_manage_user
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, _json
 
 routes = web.RouteTableDef()
 SHARED = "shared"
@@ -150,6 +150,7 @@ def user_credits_json(user, *, expired: int = 0) -> dict:
         "total_credits": format_credits(user.balance - expired),
         "held": format_credits(user.held),
         "available": format_credits(user.balance - expired - user.held),
+        "locked": user.balance - expired < 0,
     }
 
 
@@ -164,8 +165,12 @@ _MONTHLY = {"oneOf": [_CREDITS, {"const": SHARED}],
 USER_CREDITS_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string", "enum": list(allocations.ROLES)},
     "monthly_credits": _MONTHLY,
-    "total_credits": {**_CREDITS, "description": "The user's own credits now (held included)."},
-    "held": _CREDITS, "available": _CREDITS,
+    "total_credits": {**_SIGNED_CREDITS, "description": "The user's own credits now (held included); below zero "
+                                                        "while it is locked."},
+    "held": _CREDITS, "available": _SIGNED_CREDITS,
+    "locked": {"type": "boolean", "description": (
+        "A role-`user` user whose own credits went below zero (a settlement cost more than its hold): its sends "
+        "answer 423 until an owner or admin gives it credits back to zero or above.")},
 }}
 USER_SCHEMA = {"type": "object", "properties": {
     **USER_CREDITS_SCHEMA["properties"], "email": {"type": "string"}, "phone": {"type": ["string", "null"]},
