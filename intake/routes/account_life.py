@@ -1,7 +1,7 @@
 """An account's life (operator): cancel, reactivate, mark spam; and its history of changes (GET .../events).
 
-The three actions are the operator's alone: to an account key, even for its own account, they do not
-exist (404), like any route it may not use, so the key learns nothing.
+The three actions are the operator's alone (intake.policy.ACCOUNT_LIFE): to an account or user key, even for its
+own account, they do not exist (404), so the key learns nothing.
 """
 
 import asyncio

@@ -73,7 +73,7 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-# What an account key may change.
+# What an owner may change (intake.policy.BILLING); the rest is the operator's.
 OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "settings")
 
 
