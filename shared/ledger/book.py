@@ -193,8 +193,9 @@ class HoldRequest:
 def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime,
                  alongside: Callable[[list[HoldView]], None] | None = None,
                  user_id: str | None = None) -> list[HoldView]:
-    """Hold a batch for `user_id` (from its own credits if its role is `user`, else the pool), all or nothing: the holds inserted first, then one conditional UPDATE of the
-    account row last, so the row is locked only from that UPDATE to the caller's commit.
+    """Hold a batch for `user_id` (from its own credits if its role is `user`, else the pool), all or nothing:
+    the holds inserted first, then one conditional UPDATE of the account row last, so the row is locked only
+    from that UPDATE to the caller's commit.
 
     For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
     own), but the hot account row is hit once per batch and concurrent batches insert side by side.
@@ -523,8 +524,8 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
     """Move credits between the pool and a user's own credits (positive: to the user; negative: back).
 
     The moved pieces keep their lot's kind, expiry and priority; what a side in debt receives repays it
-    first (no lot). Two `allocation` entries (pool side, user side) leave the balance unchanged. Callers check the limits first; this only refuses what
-    would break the ledger (InsufficientCredits).
+    first (no lot). Two `allocation` entries (pool side, user side) leave the balance unchanged. Callers
+    check the limits first; this only refuses what would break the ledger (InsufficientCredits).
     """
     if amount_mc == 0:
         return
