@@ -102,11 +102,13 @@ async def send(client, key: dict, body: str = ONE_SEGMENT, **fields):
 
 
 def deliver(database, fake_broker, worker, message_id: str, *, segments: int) -> None:
-    """The send job takes it to Twilio, Twilio reports it delivered with `segments`, the settle job charges it."""
+    """The send job takes it to Twilio, Twilio reports it delivered with `segments`, the settle job (the sweeper's)
+    charges it, and the job of the low-credit emails it wrote sends them."""
     fake_broker.join("send", timeout=10_000)
     report(database, message_id, "delivered", segments=segments)
     worker.settling.settle_message.send(message_id)
     fake_broker.join("settle", timeout=10_000)
+    fake_broker.join("billing", timeout=10_000)
 
 
 async def wallets(client, team: dict) -> tuple[str, str]:
