@@ -21,6 +21,7 @@ from .errors import problem_middleware
 from .key_cache import KeyCache
 from .metrics import metrics_middleware
 from .openapi import build_document
+from .policy import action_for_path, check_declared
 from .rate_limit import RateLimiter
 from .routes import (
     account_life,
@@ -63,7 +64,6 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     app[SETTINGS] = settings
     app[CLOCK] = clock or _utc_now
     app[KEY_CACHE] = KeyCache()
-    app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES)
     if database is not None:
         app[DATABASE] = database
     else:
@@ -77,6 +77,8 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     app.cleanup_ctx.append(webhooks.callback_batcher_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
+    check_declared(app)
+    app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES, action_for_path(app))
     return app
 
 

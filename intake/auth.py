@@ -1,4 +1,5 @@
-"""Bearer authentication (the operator key, or a live stored key looked up by its digest), then the key's rate limit."""
+"""Bearer authentication (the operator key, or a live stored key looked up by its digest), then the key's rate limit,
+then the role policy (intake.policy): the route's declared action, for the key's role and account."""
 
 import asyncio
 import hmac
@@ -9,16 +10,16 @@ from shared.api_keys import find_live_key, hash_key, note_use
 
 from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
-from .principal import OPERATOR, Principal
-
-PUBLIC_PATHS = ("/healthz", "/metrics", "/v1/openapi.json")
-PUBLIC_PREFIXES = ("/webhooks/",)
+from .policy import action_of, authorize
+from .principal import OPERATOR, OWNER, Principal
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
-    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
-        return await handler(request)
+    declared = action_of(request)
+    if declared is not None and declared.public or isinstance(request.match_info.http_exception,
+                                                                web.HTTPMethodNotAllowed):
+        return await handler(request)  # a wrong method is answered 405 to anyone: the document lists every route
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -28,6 +29,8 @@ async def auth_middleware(request: web.Request, handler):
     principal = await _principal_for(request.app, key.strip())
     await request.app[RATE_LIMITER].check(principal)
     request[PRINCIPAL] = principal
+    if declared is not None:  # else no route: aiohttp's 404
+        authorize(principal, declared, request.match_info.get("account_id"))
     return await handler(request)
 
 
@@ -47,7 +50,8 @@ async def _principal_for(app: web.Application, key: str) -> Principal:
             if live.use_to_note:  # at most once a minute per key
                 with database.unit_of_work() as session:
                     note_use(session, live.id, now=now)
-            return Principal(account_id=live.account_id, key_id=live.id, scope=live.scope)
+            return Principal(account_id=live.account_id, key_id=live.id, scope=live.scope, user_id=live.user_id,
+                             role=live.role or OWNER)
 
         principal = await asyncio.to_thread(lookup)
         if principal is None:
@@ -62,11 +66,6 @@ def require_access(request: web.Request, account_id: str) -> Principal:
     if not principal.can_access(account_id):
         raise Problem(404, "Not found", f"No account {account_id}.")
     return principal
-
-
-def require_operator(request: web.Request) -> None:
-    if not request[PRINCIPAL].is_operator:
-        raise Problem(403, "Forbidden", "Only the operator key may do this.")
 
 
 def listed_account(request: web.Request) -> str:

@@ -7,9 +7,12 @@ can forget them: 400 (text with NUL, an unreadable body), 401 and 429 (no or a w
 key's rate limit, where a key is needed) and 413 (a body over its route's limit, where there is a body).
 """
 
+from collections.abc import Callable
 from types import ModuleType
 
 from .body_limits import MAX_BODY_BYTES, MAX_BULK_BODY_BYTES
+from .policy import ROLES_TABLE, Action
+from .principal import OPERATOR_ROLE, ROLES
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -36,7 +39,8 @@ ERROR_RESPONSES = {
                         "character or an unpaired surrogate in the path, the query string or the body"),
     401: ("Unauthorized", "No `Authorization: Bearer` key, or one that is not valid"),
     402: ("PaymentRequired", "The account cannot pay: `available` and `required` credits"),
-    403: ("Forbidden", "The key may not do this (only the operator key may), or a webhook's signature is wrong"),
+    403: ("Forbidden", "The key's role may not do this (see each operation's Who, and the roles above), or a "
+                       "webhook's signature is wrong"),
     404: ("NotFound", "No such resource, or one that belongs to another account"),
     409: ("Conflict", "The resource's state refuses the request, or the Idempotency-Key was used with another "
                       "request (or its first request is still running)"),
@@ -58,12 +62,14 @@ def problem(status: int, description: str | None = None) -> dict:
     return {**reference, "description": description} if description else reference
 
 
-def build_document(modules: list[ModuleType]) -> dict:
+def build_document(modules: list[ModuleType], action_for: Callable[[str, str], Action | None]) -> dict:
+    """`action_for(path, method)`: the action the route declares (intake.policy), shown as who may call it."""
     paths: dict = {}
     for module in modules:
         for path, operations in module.OPENAPI_PATHS.items():
             paths.setdefault(path, {}).update({
-                method: operation if method == "parameters" else _with_frame_answers(operation)
+                method: operation if method == "parameters" else _with_frame_answers(
+                    _with_roles(operation, action_for(path, method)))
                 for method, operation in operations.items()})
     return {
         "openapi": "3.1.0",
@@ -73,7 +79,7 @@ def build_document(modules: list[ModuleType]) -> dict:
             "description": ("Credit-metered messaging. Credits are decimal strings; errors are "
                             "application/problem+json. Request bodies are limited to "
                             f"{MAX_BODY_BYTES // 2**20} MiB, {MAX_BULK_BODY_BYTES // 2**20} MiB for do-not-contact "
-                            "imports and campaigns (413 above it)."),
+                            "imports and campaigns (413 above it).\n\n" + ROLES_TABLE),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
@@ -86,6 +92,21 @@ def build_document(modules: list[ModuleType]) -> dict:
         },
         "paths": dict(sorted(paths.items())),
     }
+
+
+def _with_roles(operation: dict, action: Action | None) -> dict:
+    """Who may call it (x-creditq-action, x-creditq-roles and a line of the description), and the refusal the
+    others get."""
+    if action is None or action.public:
+        return operation
+    roles = [role for role in ROLES if role == OPERATOR_ROLE or role in action.roles]
+    who = f"Who: {', '.join(roles)} ({action.name}: {action.what})."
+    described = {**operation, "x-creditq-action": action.name, "x-creditq-roles": roles,
+                 "description": f"{operation['description']}\n\n{who}" if operation.get("description") else who}
+    if len(roles) < len(ROLES):
+        refusal = problem(action.denied, "the calling key's role may not do this (see Who)")
+        described["responses"] = {str(action.denied): refusal, **operation["responses"]}
+    return described
 
 
 def _with_frame_answers(operation: dict) -> dict:

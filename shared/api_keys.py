@@ -1,10 +1,12 @@
 """API keys: shown once at creation, stored only as a SHA-256 digest, listed by name and prefix, revoked by id.
 
 Every key has a scope, from the widest down (SCOPES): the operator's key (CREDITQ_ADMIN_KEY, from the
-environment, never stored) and account keys. A key mints only keys of its own scope or narrower, so
-adding a narrower scope later (a user's key) is one more entry at the end, and it can never mint an
-owner's key. An account may hold several live keys at once: a client swaps to a new key, then revokes
-the old one, without downtime. Revoking the last live key is allowed; the operator can mint another.
+environment, never stored), account keys (acting as the account's owner) and user keys (acting as one
+user of the account, with that user's role; its sends are charged to that user). A key mints only keys
+of its own scope or narrower, and which users' keys it may touch is the role policy's (intake.policy).
+An account may hold several live keys at once: a client swaps to a new key, then revokes the old one,
+without downtime. Revoking the last live key is allowed; the operator can mint another. A deleted
+user's keys are revoked with it, and a key whose user is gone is never live.
 """
 
 import hashlib
@@ -16,7 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound
-from shared.models import Account, ApiKey
+from shared.models import Account, ApiKey, User
 
 KEY_PREFIX = "cq_live_"
 # What a list shows: the fixed prefix and 6 of the 43 random characters (36 of 256 bits), enough to tell
@@ -24,8 +26,9 @@ KEY_PREFIX = "cq_live_"
 SHOWN_PREFIX_LENGTH = len(KEY_PREFIX) + 6
 OPERATOR = "operator"
 ACCOUNT = "account"
-SCOPES = (OPERATOR, ACCOUNT)  # widest first
-STORED_SCOPES = (ACCOUNT,)  # the operator's key lives in the environment only
+USER = "user"
+SCOPES = (OPERATOR, ACCOUNT, USER)  # widest first
+STORED_SCOPES = (ACCOUNT, USER)  # the operator's key lives in the environment only
 INITIAL_KEY_NAME = "initial"  # the key an account is created with
 # last_used_at is written at most this often per key, so using a key is not a write per request.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -38,6 +41,8 @@ class LiveKey:
     id: int
     account_id: str
     scope: str
+    user_id: str | None = None  # a user key's user
+    role: str | None = None  # that user's role (owner, admin, user); None for an account key
     use_to_note: bool = False  # its last use is older than LAST_USED_PRECISION
 
 
@@ -54,13 +59,12 @@ def may_mint(minter_scope: str, scope: str) -> bool:
     return SCOPES.index(scope) >= SCOPES.index(minter_scope)
 
 
-def issue_key(session: Session, account_id: str, *, name: str = INITIAL_KEY_NAME, scope: str = ACCOUNT) -> str:
-    """Create and store a new live key for the account; the plain key is returned only here."""
-    if scope not in STORED_SCOPES:
-        raise ValueError(f"{scope!r} keys are not stored; stored scopes: {', '.join(STORED_SCOPES)}")
+def issue_key(session: Session, account_id: str, *, name: str = INITIAL_KEY_NAME, user_id: str | None = None) -> str:
+    """Create and store a new live key for the account (an account key, or `user_id`'s user key: the caller checked
+    the user is the account's); the plain key is returned only here."""
     key = generate_key()
     session.add(ApiKey(account_id=account_id, key_hash=hash_key(key), name=name, prefix=key[:SHOWN_PREFIX_LENGTH],
-                       scope=scope))
+                       scope=ACCOUNT if user_id is None else USER, user_id=user_id))
     session.flush()
     return key
 
@@ -74,13 +78,16 @@ def find_live_key(session: Session, key: str, *, now: datetime) -> LiveKey | Non
     """The live key behind a bearer token, or None, and whether its last use is due to be noted (`note_use`,
     at most once per LAST_USED_PRECISION). Reads only, so a lookup may run in a read-only transaction."""
     row = session.execute(
-        select(ApiKey.id, ApiKey.account_id, ApiKey.scope, ApiKey.last_used_at)
+        select(ApiKey.id, ApiKey.account_id, ApiKey.scope, ApiKey.user_id, ApiKey.last_used_at, User.role,
+               User.deleted_at)
+        .outerjoin(User, User.id == ApiKey.user_id)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).one_or_none()
-    if row is None:
+    if row is None or (row.user_id is not None and (row.role is None or row.deleted_at is not None)):
         return None
     due = row.last_used_at is None or _utc(row.last_used_at) <= now - LAST_USED_PRECISION
-    return LiveKey(id=row.id, account_id=row.account_id, scope=row.scope, use_to_note=due)
+    return LiveKey(id=row.id, account_id=row.account_id, scope=row.scope, user_id=row.user_id, role=row.role,
+                   use_to_note=due)
 
 
 def note_use(session: Session, key_id: int, *, now: datetime) -> None:
@@ -108,9 +115,11 @@ def revoke_key(session: Session, account_id: str, key_id: int, *, now: datetime)
     return key
 
 
-def revoke_account_keys(session: Session, account_id: str, *, now: datetime) -> list[int]:
-    """Revoke every live key of the account (it was canceled); returns their ids, for caches to forget."""
-    ids = list(session.scalars(select(ApiKey.id).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))))
+def revoke_account_keys(session: Session, account_id: str, *, now: datetime, user_id: str | None = None) -> list[int]:
+    """Revoke every live key of the account (it was canceled), or only `user_id`'s (the user was deleted); returns
+    their ids, for caches to forget."""
+    live = select(ApiKey.id).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+    ids = list(session.scalars(live if user_id is None else live.where(ApiKey.user_id == user_id)))
     if ids:
         session.execute(update(ApiKey).where(ApiKey.id.in_(ids)).values(revoked_at=now)
                         .execution_options(synchronize_session=False))

@@ -118,7 +118,8 @@ class ApiKey(Base):
     """An account's bearer key; only its SHA-256 is stored, the key itself is shown once (shared.api_keys).
 
     `scope` bounds what the key may do and which keys it may mint; `prefix` (the first characters)
-    lets a person recognise it in a list without being able to use it.
+    lets a person recognise it in a list without being able to use it. A key with a `user_id` acts as that
+    user: its role's rights, its sends charged to its wallet.
     """
 
     __tablename__ = "api_keys"
@@ -129,6 +130,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str | None] = mapped_column(String(16))  # None for keys issued before prefixes were kept
     scope: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_used_at: Mapped[datetime | None]  # to the minute: written at most once a minute per key
     revoked_at: Mapped[datetime | None]
@@ -475,6 +477,7 @@ class Campaign(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))  # whose own credits it draws on (role user)
     name: Mapped[str] = mapped_column(String(200))
     from_: Mapped[str] = mapped_column("from", String(20))
     status: Mapped[str] = mapped_column(String(16))

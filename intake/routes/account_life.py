@@ -1,7 +1,7 @@
 """An account's life (operator): cancel, reactivate, mark spam; and its history of changes (GET .../events).
 
-The three actions are the operator's alone: to an account key, even for its own account, they do not
-exist (404), like any route it may not use, so the key learns nothing.
+The three actions are the operator's alone (intake.policy.ACCOUNT_LIFE): to an account or user key, even for its
+own account, they do not exist (404), so the key learns nothing.
 """
 
 import asyncio
@@ -18,25 +18,19 @@ from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
-from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import ACCOUNT_LIFE, READ_ACCOUNT, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _PLAN, ACCOUNT_SCHEMA, _json, _plan, account_json
 
 routes = web.RouteTableDef()
 
 
-def _require_operator_route(request: web.Request, account_id: str) -> None:
-    require_access(request, account_id)
-    if not request[PRINCIPAL].is_operator:
-        raise Problem(404, "Not found", "No such route for an account key.")
-
-
 @routes.post("/v1/accounts/{account_id}/cancel")
+@action(ACCOUNT_LIFE)
 async def cancel_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    _require_operator_route(request, account_id)
     fields = Fields(await read_json(request) if await request.read() else {})
     reason = fields.text("reason", max_length=account_life.REASON_MAX_LENGTH) or account_life.CANCELED_BY_OPERATOR
     fields.done()
@@ -45,9 +39,9 @@ async def cancel_account(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/mark-spam")
+@action(ACCOUNT_LIFE)
 async def mark_spam(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    _require_operator_route(request, account_id)
     Fields(await read_json(request) if await request.read() else {}).done()  # no fields: a typo is refused, not lost
     return await _end(request, account_id, lambda session, now: account_life.mark_spam(
         session, account_id, actor=request[PRINCIPAL].name, now=now))
@@ -68,10 +62,10 @@ async def _end(request: web.Request, account_id: str, action) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/reactivate")
+@action(ACCOUNT_LIFE)
 @idempotent
 async def reactivate_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    _require_operator_route(request, account_id)
     fields = Fields(await read_json(request))
     plan = fields.obj("plan", required=True)
     monthly, cycle, rollover = _plan(plan)
@@ -91,6 +85,7 @@ async def reactivate_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/events")
+@action(READ_ACCOUNT)
 async def list_events(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)

@@ -20,13 +20,14 @@ from shared.models import Account
 from shared.money import format_credits
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
-from ..auth import require_access, require_operator
+from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import list_operation, problem, query_filter
+from ..policy import BILLING, OPERATE, READ_ACCOUNT, action
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts")
+@action(OPERATE)
 @idempotent
 async def create_account(request: web.Request) -> web.Response:
-    require_operator(request)
     fields = Fields(await read_json(request))
     name = fields.text("name", required=True)
     tz = fields.text("timezone", max_length=64) or "UTC"
@@ -61,8 +62,8 @@ async def create_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts")
+@action(OPERATE)
 async def list_accounts(request: web.Request) -> web.Response:
-    require_operator(request)
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
     filters = QueryFilters(request.query)
@@ -80,6 +81,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}")
+@action(READ_ACCOUNT)
 async def get_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -91,11 +93,12 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-# What an account key may change.
+# What an owner may change (intake.policy.BILLING); the rest is the operator's.
 OWNER_FIELDS = ("low_balance_threshold", "quiet_hours", "quiet_hours_scope", "settings")
 
 
 @routes.patch("/v1/accounts/{account_id}")
+@action(BILLING)
 async def patch_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     principal = require_access(request, account_id)
@@ -147,11 +150,11 @@ async def patch_account(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/grants")
+@action(OPERATE)
 @idempotent
 async def create_grant(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
-    require_operator(request)
     body = await read_json(request)
     fields = Fields(body)
     amount = fields.credits("credits", required=True)

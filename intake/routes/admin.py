@@ -11,18 +11,18 @@ from shared.billing.payments import gateway_from_settings
 from shared.money import format_credits
 
 from ..appkeys import DATABASE, SETTINGS
-from ..auth import require_operator
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..openapi import problem
+from ..policy import OPERATE, action
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/admin/month-end")
+@action(OPERATE)
 async def run_month_end(request: web.Request) -> web.Response:
     """Idempotent by nature (each account closes a period once), so it needs no Idempotency-Key."""
-    require_operator(request)
     body = await read_json(request)
     try:
         period = Period.parse(body.get("period"))

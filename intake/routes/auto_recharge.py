@@ -15,6 +15,7 @@ from ..appkeys import DATABASE, ENQUEUER
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..openapi import problem
+from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 from .purchases import PAYMENT_METHOD
 
@@ -22,6 +23,7 @@ routes = web.RouteTableDef()
 
 
 @routes.put("/v1/accounts/{account_id}/auto-recharge")
+@action(BILLING)
 async def put_auto_recharge(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -44,6 +46,7 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/auto-recharge")
+@action(BILLING)
 async def get_auto_recharge(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)

@@ -16,6 +16,7 @@ from ..auth import require_access
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, page_of
 from ..openapi import problem
+from ..policy import READ_ACCOUNT, READ_ACTIVITY, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
 
@@ -23,6 +24,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/v1/accounts/{account_id}/balance")
+@action(READ_ACCOUNT)
 async def get_balance(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -46,16 +48,17 @@ async def get_balance(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/transactions")
+@action(READ_ACTIVITY)
 async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    require_access(request, account_id)
+    own_only = require_access(request, account_id).own_only
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"))
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
-            rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id)
+            rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only)
         return page_of(rows, limit, _entry_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
@@ -92,7 +95,7 @@ OPENAPI_PATHS = {
     }},
     "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": {
         "operationId": "listTransactions",
-        "summary": "Ledger entries, newest first",
+        "summary": "Ledger entries, newest first (to a role-`user` key: that user's own only)",
         "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                        {"name": "cursor", "in": "query", "schema": {"type": "string"},
                         "description": "next_cursor of the previous page."}],

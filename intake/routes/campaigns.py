@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.campaigns.search import (
@@ -17,9 +18,11 @@ from shared.campaigns.search import (
 )
 from shared.campaigns.steering import campaign_view, cancel_campaign, get_campaign, pause_campaign, resume_campaign
 from shared.db import Database
+from shared.errors import NotFound
 from shared.ledger.accounts import get_account
 from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
+from shared.models import Campaign
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..auth import listed_account
@@ -29,6 +32,8 @@ from ..errors import Problem
 from ..fields import QueryFilters
 from ..idempotency import idempotent, resumable_id
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
+from ..policy import READ_ACTIVITY, SEND, acting_user, action
+from ..principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/v1/campaigns")
+@action(SEND)
 @idempotent
 async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
@@ -52,10 +58,13 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(account_id, str):
         raise Problem(422, "Validation failed", "The operator key must name the account_id to send for.",
                       errors={"account_id": "is required with the operator key"})
+    user_id = acting_user(request[PRINCIPAL], payload.get("user_id"))
+    if user_id is not None and not isinstance(user_id, str):
+        raise Problem(422, "Validation failed", "user_id must be a user's id.", errors={"user_id": "must be a string"})
     campaign_request = CampaignRequest(
         name=payload.get("name"), from_=payload.get("from"), body=payload.get("body"),
         recipients=payload.get("recipients"), csv=payload.get("csv"), send_at=payload.get("send_at"),
-        quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"))
+        quiet_hours=payload.get("quiet_hours"), steps=payload.get("steps"), user_id=user_id)
     answer = await asyncio.to_thread(_create, request.app[DATABASE], SendCap.from_settings(request.app[SETTINGS]),
                                      account_id, campaign_request, await resumable_id(request, "cmp"))
     if answer["status"] == "running":
@@ -75,21 +84,24 @@ def _create(database: Database, cap: SendCap, account_id: str, campaign_request:
 
 
 @routes.get("/v1/campaigns/{campaign_id}")
+@action(READ_ACTIVITY)
 async def read(request: web.Request) -> web.Response:
     campaign_id = request.match_info["campaign_id"]
-    account_id = request[PRINCIPAL].account_id
+    principal = request[PRINCIPAL]
     database = request.app[DATABASE]
 
     def view() -> dict:
         with database.read_only() as session:
-            return campaign_view(session, get_campaign(session, campaign_id, account_id=account_id))
+            return campaign_view(session, own_campaign(session, campaign_id, principal))
 
     return json_response(await asyncio.to_thread(view))
 
 
 @routes.get("/v1/campaigns")
+@action(READ_ACTIVITY)
 async def list_campaigns(request: web.Request) -> web.Response:
     account_id = listed_account(request)
+    own_only = request[PRINCIPAL].own_only
     limit = query_limit(request, maximum=MAX_CAMPAIGNS_PER_PAGE)
     before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
     filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
@@ -101,16 +113,18 @@ async def list_campaigns(request: web.Request) -> web.Response:
     def read() -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
-            rows = find_campaigns(session, account_id, limit=limit + 1, before_id=before_id, **wanted)
+            rows = find_campaigns(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only,
+                                  **wanted)
             return page_of(rows, limit, lambda campaign: campaign_view(session, campaign))
 
     return json_response(await asyncio.to_thread(read))
 
 
 @routes.get("/v1/campaigns/{campaign_id}/recipients")
+@action(READ_ACTIVITY)
 async def list_recipients(request: web.Request) -> web.Response:
     campaign_id = request.match_info["campaign_id"]
-    account_id = request[PRINCIPAL].account_id
+    principal = request[PRINCIPAL]
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"))
     filters = QueryFilters(request.query)
@@ -121,7 +135,7 @@ async def list_recipients(request: web.Request) -> web.Response:
 
     def read() -> dict:
         with database.read_only() as session:
-            campaign = get_campaign(session, campaign_id, account_id=account_id)
+            campaign = own_campaign(session, campaign_id, principal)
             rows = find_recipients(session, campaign, limit=limit + 1, before_id=before_id, **wanted)
             return page_of(rows, limit, _recipient_json)
 
@@ -134,15 +148,18 @@ def _recipient_json(row: RecipientRow) -> dict:
 
 
 @routes.post("/v1/campaigns/{campaign_id}/{action:cancel|pause|resume}")
+@action(SEND)
 async def steer(request: web.Request) -> web.Response:
     campaign_id, action = request.match_info["campaign_id"], request.match_info["action"]
-    account_id = request[PRINCIPAL].account_id
+    principal = request[PRINCIPAL]
+    account_id = principal.account_id
     database = request.app[DATABASE]
 
     def apply() -> tuple[dict, list[str]]:
         now = datetime.now(UTC)
         to_enqueue: list[str] = []
         with database.unit_of_work() as session:
+            own_campaign(session, campaign_id, principal)  # a user steers its own campaigns only
             if action == "cancel":
                 campaign = cancel_campaign(session, campaign_id, account_id=account_id, now=now)
             elif action == "pause":
@@ -163,10 +180,19 @@ async def steer(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+def own_campaign(session: Session, campaign_id: str, principal: Principal) -> Campaign:
+    """The campaign, if the caller may see it: its account's, and to a role-`user` key only its own."""
+    campaign = get_campaign(session, campaign_id, account_id=principal.account_id)
+    if principal.own_only is not None and campaign.user_id != principal.own_only:
+        raise NotFound(f"No campaign {campaign_id}.")
+    return campaign
+
+
 _ID = [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _CREDITS = {"type": "string", "examples": ["1500.5"]}
 _VIEW = {"type": "object", "properties": {
-    "id": {"type": "string"}, "name": {"type": "string"}, "from": {"type": "string"},
+    "id": {"type": "string"}, "name": {"type": "string"},
+    "user_id": {"type": ["string", "null"], "description": "The user it was sent as"}, "from": {"type": "string"},
     "status": {"type": "string", "enum": ["creating", "scheduled", "running", "paused", "canceled", "completed"],
                "description": "creating: its recipients are still being written (a creation that died half-way "
                               "stays so until retried with its Idempotency-Key); completed: every step fanned "
@@ -256,6 +282,10 @@ OPENAPI_PATHS = {
                                                       "description": "Days after the campaign starts"},
                                        "body": {"type": "string"}}}},
                     "account_id": {"type": "string", "description": "Only with the operator key"},
+                    "user_id": {"type": "string", "description": (
+                        "The user sending: a role-`user` user's campaign is held and charged from its own "
+                        "credits. Left out with a user key: that key's user; a role-`user` key may name no "
+                        "other (403)")},
                 }}},
             "text/csv": {"schema": {"type": "string", "examples": ["to,name\n+14155550100,Ann\n"]}}}},
         "responses": {
@@ -270,10 +300,11 @@ OPENAPI_PATHS = {
                         "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "messages": {"type": "integer"}, "segments": {"type": "integer"},
                         "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
-            "404": problem(404, "No such account (operator key)"),
+            "403": problem(403, "A role-`user` key named another user"),
+            "404": problem(404, "No such account (operator key) or user"),
             "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),
             "422": problem(422, "Invalid field, CSV or template; `errors` names each"),
-            "423": problem(423, "The account is locked"),
+            "423": problem(423, "The account is locked, or the sending user is (its own credits went below zero)"),
             "429": problem(429, "The key's request rate limit, or a new account's daily send cap, which the "
                                 "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
                                 "Retry-After"),
@@ -289,11 +320,11 @@ OPENAPI_PATHS = {
     "/v1/campaigns/{campaign_id}": {"get": {
         "operationId": "getCampaign", "summary": "A campaign and its progress", "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": problem(404, "No such campaign")}}},
+                      "404": problem(404, "No such campaign (or, to a role-`user` key, another user's)")}}},
     **{f"/v1/campaigns/{{campaign_id}}/{action}": {"post": {
         "operationId": f"{action}Campaign", "summary": summary, "parameters": _ID,
         "responses": {"200": {"description": "The campaign", "content": {"application/json": {"schema": _VIEW}}},
-                      "404": problem(404, "No such campaign"),
+                      "404": problem(404, "No such campaign (or, to a role-`user` key, another user's)"),
                       "409": problem(409, "The campaign is canceled, completed (cancel) or still being "
                                           "created")}}}
        for action, summary in (

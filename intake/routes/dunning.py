@@ -9,17 +9,19 @@ from shared.billing import dunning, dunning_texts
 from shared.db import Database
 
 from ..appkeys import DATABASE, SETTINGS
-from ..auth import require_access, require_operator
+from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..fields import QueryFilters
 from ..openapi import list_operation, problem
+from ..policy import CONFIGURE, OPERATE, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.put("/v1/accounts/{account_id}/dunning")
+@action(CONFIGURE)
 async def put_schedule(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -37,6 +39,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/dunning")
+@action(CONFIGURE)
 async def get_schedule(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -50,6 +53,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/dunning/runs")
+@action(CONFIGURE)
 async def list_runs(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -67,8 +71,8 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 @routes.put("/v1/dunning/integrations/{site}")
+@action(OPERATE)
 async def put_integration(request: web.Request) -> web.Response:
-    require_operator(request)
     site = request.match_info["site"]
     body = await read_json(request)
 
@@ -82,8 +86,8 @@ async def put_integration(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/dunning/integrations/{site}")
+@action(OPERATE)
 async def get_integration(request: web.Request) -> web.Response:
-    require_operator(request)
     site = request.match_info["site"]
 
     def read(database: Database) -> dunning_texts.IntegrationView:

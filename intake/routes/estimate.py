@@ -22,11 +22,13 @@ from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..openapi import problem
+from ..policy import SEND, action
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/estimate")
+@action(SEND)
 async def estimate(request: web.Request) -> web.Response:
     payload = await read_json(request)
     sender = payload.get("from")

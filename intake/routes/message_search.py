@@ -4,6 +4,7 @@ Apart from intake/routes/messages.py, whose POST is the hot path: this one only 
 """
 
 import asyncio
+import dataclasses
 
 from aiohttp import web
 
@@ -12,20 +13,24 @@ from shared.ledger.accounts import get_account
 from shared.messaging.messages import message_view
 from shared.messaging.search import DIRECTIONS, STATUSES, MessageFilter, find_messages, resends_of
 
-from ..appkeys import DATABASE
+from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import listed_account
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, page_of
+from ..errors import Problem
 from ..fields import QueryFilters
 from ..openapi import CREATED_RANGE, list_operation, query_filter
+from ..policy import READ_ACTIVITY, action
 from .messages import MESSAGE_SCHEMA
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/messages")
+@action(READ_ACTIVITY)
 async def list_messages(request: web.Request) -> web.Response:
     account_id = listed_account(request)
+    own_only = request[PRINCIPAL].own_only
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
     filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
@@ -35,6 +40,10 @@ async def list_messages(request: web.Request) -> web.Response:
         to=filters.phone("to"), from_=filters.phone("from"),
         created_after=filters.instant("created_after"), created_before=filters.instant("created_before"))
     filters.done()
+    if own_only is not None:  # a role-`user` key reads its own messages only
+        if wanted.user_id not in (None, own_only):
+            raise Problem(404, "Not found", f"No user {wanted.user_id}.")
+        wanted = dataclasses.replace(wanted, user_id=own_only)
 
     def read(database: Database) -> dict:
         with database.read_only() as session:

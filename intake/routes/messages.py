@@ -26,6 +26,7 @@ from ..errors import Problem
 from ..group_commit import GroupCommit
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import READ_ACTIVITY, SEND, acting_user, action
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/v1/messages")
+@action(SEND)
 @idempotent
 async def create_message(request: web.Request) -> web.Response:
     payload = await read_json(request)
@@ -46,7 +48,8 @@ async def create_message(request: web.Request) -> web.Response:
         raise Problem(422, "Validation failed", "The operator key must name the account_id to send for.",
                       errors={"account_id": "is required with the operator key"})
     message_request = MessageRequest(to=payload.get("to"), from_=payload.get("from"), body=payload.get("body"),
-                                     media_urls=payload.get("media_urls"), user_id=payload.get("user_id"),
+                                     media_urls=payload.get("media_urls"),
+                                     user_id=acting_user(request[PRINCIPAL], payload.get("user_id")),
                                      send_at=payload.get("send_at"))
     answer = await request.app[ACCEPT_BATCHER].accept(account_id, message_request)
     return json_response(answer, status=202)
@@ -132,14 +135,15 @@ def _answer(message: Message, estimate: Estimate) -> dict:
 
 
 @routes.get("/v1/messages/{message_id}")
+@action(READ_ACTIVITY)
 async def read_message(request: web.Request) -> web.Response:
     message_id = request.match_info["message_id"]
-    account_id = request[PRINCIPAL].account_id
+    principal = request[PRINCIPAL]
     database = request.app[DATABASE]
 
     def read() -> dict:
         with database.read_only() as session:
-            message = get_message(session, message_id, account_id=account_id)
+            message = get_message(session, message_id, account_id=principal.account_id, user_id=principal.own_only)
             return message_view(message, reprocessed_as=resend_of(session, message.id))
 
     return json_response(await asyncio.to_thread(read))
@@ -208,7 +212,9 @@ OPENAPI_PATHS = {
                 "body": {"type": "string", "maxLength": 1600, "description": "May be empty with media_urls"},
                 "media_urls": {"type": "array", "maxItems": 10, "items": {"type": "string", "format": "uri"},
                                "description": "Makes it an MMS"},
-                "user_id": {"type": "string", "description": "The user sending (draws on their own credits)"},
+                "user_id": {"type": "string", "description": (
+                    "The user sending: a role-`user` user's message is charged to its own credits. Left out with "
+                    "a user key: that key's user; a role-`user` key may name no other (403)")},
                 "send_at": {"type": "string", "format": "date-time", "description": "ISO-8601 with offset"},
                 "account_id": {"type": "string", "description": "Only with the operator key: the account to send for"},
             }}}}},
@@ -223,14 +229,17 @@ OPENAPI_PATHS = {
                         "segments": {"type": "integer"}, "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
                         "credits": _CREDITS}},
                 }}}}},
-            "402": problem(402, "The account cannot pay: `available` and `required` credits"),
+            "402": problem(402, "The account (or the sending user, from its own credits) cannot pay: `available` "
+                                "and `required` credits"),
+            "403": problem(403, "A role-`user` key named another user"),
             "404": problem(404, "No such account (operator key) or user"),
             "409": problem(409, "The recipient opted out or is on the do-not-contact list, or the Idempotency-Key "
                                 "was used with another request"),
             "422": problem(422, "Invalid number, body, media, user or send_at, or a `from` that is not the "
                                 "account's (the shared short code without a keyword on it); `errors` names each "
                                 "field"),
-            "423": problem(423, "The account is locked (its balance went below zero)"),
+            "423": problem(423, "The account is locked (its balance went below zero), or the sending user is (its "
+                                "own credits went below zero: until an owner or admin gives it more)"),
             "429": problem(429, "The key's request rate limit, or a new account's daily send cap (`limit`, "
                                 "`resets_at`: the account's next local midnight); both with Retry-After"),
         },
@@ -241,7 +250,8 @@ OPENAPI_PATHS = {
         "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
             "200": {"description": "The message", "content": {"application/json": {"schema": MESSAGE_SCHEMA}}},
-            "404": problem(404, "No such message (or another account's)"),
+            "404": problem(404, "No such message (or another account's, or, to a role-`user` key, another "
+                                "user's)"),
         },
     }},
 }

@@ -19,12 +19,14 @@ from ..cursors import decode_cursor, page_of
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import list_operation, problem, query_filter
+from ..policy import CONFIGURE, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts/{account_id}/numbers")
+@action(CONFIGURE)
 @idempotent
 async def add_number(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
@@ -42,6 +44,7 @@ async def add_number(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/numbers")
+@action(CONFIGURE)
 async def list_numbers(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -62,6 +65,7 @@ async def list_numbers(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{account_id}/numbers/{phone}")
+@action(CONFIGURE)
 async def remove_number(request: web.Request) -> web.Response:
     account_id, phone = request.match_info["account_id"], request.match_info["phone"]
     require_access(request, account_id)

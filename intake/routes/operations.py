@@ -8,11 +8,13 @@ from sqlalchemy import text
 
 from ..appkeys import DATABASE, OPENAPI_DOCUMENT
 from ..bodies import json_response
+from ..policy import PUBLIC, action
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@action(PUBLIC)
 async def healthz(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
 
@@ -25,6 +27,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@action(PUBLIC)
 async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=generate_latest())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -32,6 +35,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/openapi.json")
+@action(PUBLIC)
 async def openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI_DOCUMENT])
 

@@ -22,6 +22,7 @@ from ..cursors import decode_cursor, page_of
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
+from ..policy import CONFIGURE, READ_ACTIVITY, SEND, action
 
 MAX_INVALID_ROWS_SHOWN = 1000
 
@@ -39,6 +40,7 @@ def _as_dict(opt: OptOut) -> dict:
 
 
 @routes.get("/v1/opt-outs")
+@action(READ_ACTIVITY)
 async def list_opt_outs(request: web.Request) -> web.Response:
     account_id = listed_account(request)
     limit = query_limit(request)
@@ -59,6 +61,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/opt-outs")
+@action(SEND)
 @idempotent
 async def add_opt_out(request: web.Request) -> web.Response:
     account_id = listed_account(request)
@@ -79,6 +82,7 @@ async def add_opt_out(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/opt-outs/{phone}")
+@action(CONFIGURE)
 async def remove_opt_out(request: web.Request) -> web.Response:
     account_id = listed_account(request)
     phone = parse_e164(request.match_info["phone"], field="phone")
@@ -95,6 +99,7 @@ async def remove_opt_out(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/opt-outs/import")
+@action(CONFIGURE)
 @idempotent
 async def import_do_not_contact(request: web.Request) -> web.Response:
     account_id = listed_account(request)

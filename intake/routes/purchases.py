@@ -29,12 +29,14 @@ from ..errors import Problem
 from ..fields import QueryFilters
 from ..idempotency import idempotent
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
+from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts/{account_id}/purchases")
+@action(BILLING)
 @idempotent
 async def create_purchase(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
@@ -57,6 +59,7 @@ async def create_purchase(request: web.Request) -> web.Response:
 
 
 @routes.get(r"/v1/accounts/{account_id}/{listed:purchases|payments}")
+@action(BILLING)
 async def list_payments(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)

@@ -16,6 +16,7 @@ from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
 from ..openapi import problem
+from ..policy import CONFIGURE, action
 from .messages import SEND_ACTOR
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ routes = web.RouteTableDef()
 
 
 @routes.put("/v1/accounts/{account_id}/twilio-credentials")
+@action(CONFIGURE)
 async def put_twilio_credentials(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
+from shared import api_keys
 from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.ledger import allocations, book
@@ -14,20 +15,22 @@ from shared.messaging.phone_numbers import parse_e164
 from shared.models import User
 from shared.money import format_credits
 
-from ..appkeys import DATABASE
+from ..appkeys import DATABASE, KEY_CACHE
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import list_operation, problem, query_filter
-from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
+from ..policy import MANAGE_USERS, action, may_manage_user
+from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, _json
 
 routes = web.RouteTableDef()
 SHARED = "shared"
 
 
 @routes.get("/v1/accounts/{account_id}/users")
+@action(MANAGE_USERS)
 async def list_users(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -48,10 +51,11 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/users")
+@action(MANAGE_USERS)
 @idempotent
 async def create_user(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     body = await read_json(request)
     fields = Fields(body)
     name = fields.text("name", required=True)
@@ -66,6 +70,7 @@ async def create_user(request: web.Request) -> web.Response:
     else:
         monthly = fields.credits("monthly_credits")
     fields.done()
+    may_manage_user(principal, role)
     now = datetime.now(timezone.utc)
 
     def create(database: Database) -> dict:
@@ -77,6 +82,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def get_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
     require_access(request, account_id)
@@ -90,9 +96,10 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def patch_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     fields = Fields(await read_json(request))
     monthly = fields.credits("monthly_credits")
     total = fields.credits("total_credits")
@@ -101,6 +108,7 @@ async def patch_user(request: web.Request) -> web.Response:
 
     def patch(database: Database) -> dict:
         with database.unit_of_work() as session:
+            may_manage_user(principal, allocations.get_user(session, account_id, user_id).role)
             return user_json(allocations.update_user(session, account_id, user_id, now=now, monthly_credits=monthly,
                                                      total_credits=total))
 
@@ -108,16 +116,20 @@ async def patch_user(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{account_id}/users/{user_id}")
+@action(MANAGE_USERS)
 async def delete_user(request: web.Request) -> web.Response:
     account_id, user_id = request.match_info["account_id"], request.match_info["user_id"]
-    require_access(request, account_id)
+    principal = require_access(request, account_id)
     now = datetime.now(timezone.utc)
 
-    def delete(database: Database) -> None:
+    def delete(database: Database) -> list[int]:
         with database.unit_of_work() as session:
+            may_manage_user(principal, allocations.get_user(session, account_id, user_id).role)
             allocations.delete_user(session, account_id, user_id, now=now)
+            return api_keys.revoke_account_keys(session, account_id, now=now, user_id=user_id)
 
-    await asyncio.to_thread(delete, request.app[DATABASE])
+    for key_id in await asyncio.to_thread(delete, request.app[DATABASE]):
+        request.app[KEY_CACHE].forget_key(key_id)  # this process at once; the others within the cache's TTL
     return web.Response(status=204)
 
 
@@ -143,6 +155,7 @@ def user_credits_json(user, *, expired: int = 0) -> dict:
         "total_credits": format_credits(user.balance - expired),
         "held": format_credits(user.held),
         "available": format_credits(user.balance - expired - user.held),
+        "locked": user.balance - expired < 0,
     }
 
 
@@ -157,8 +170,12 @@ _MONTHLY = {"oneOf": [_CREDITS, {"const": SHARED}],
 USER_CREDITS_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string", "enum": list(allocations.ROLES)},
     "monthly_credits": _MONTHLY,
-    "total_credits": {**_CREDITS, "description": "The user's own credits now (held included)."},
-    "held": _CREDITS, "available": _CREDITS,
+    "total_credits": {**_SIGNED_CREDITS, "description": "The user's own credits now (held included); below zero "
+                                                        "while it is locked."},
+    "held": _CREDITS, "available": _SIGNED_CREDITS,
+    "locked": {"type": "boolean", "description": (
+        "A role-`user` user whose own credits went below zero (a settlement cost more than its hold): its sends "
+        "answer 423 until an owner or admin gives it credits back to zero or above.")},
 }}
 USER_SCHEMA = {"type": "object", "properties": {
     **USER_CREDITS_SCHEMA["properties"], "email": {"type": "string"}, "phone": {"type": ["string", "null"]},
@@ -213,7 +230,8 @@ OPENAPI_PATHS = {
                           "404": problem(404, "no such user"),
                           "422": problem(422, "more than can be assigned")},
         },
-        "delete": {"operationId": "deleteUser", "summary": "Delete a user; its remaining credits return to the pool",
+        "delete": {"operationId": "deleteUser", "summary": "Delete a user; its remaining credits return to the pool "
+                                                           "(or the pool pays its debt) and its API keys are revoked",
                    "responses": {"204": {"description": "deleted"}, "404": problem(404, "no such user"),
                                  "409": problem(409, "its sends still hold credits")}},
     },

@@ -25,6 +25,7 @@ from ..errors import Problem
 from ..fields import Fields
 from ..idempotency import idempotent
 from ..openapi import problem
+from ..policy import CONFIGURE, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ _DELIVERY_ID = re.compile(r"whd_[0-9a-z]{26}")
 
 
 @routes.post("/v1/accounts/{account_id}/webhook-endpoints")
+@action(CONFIGURE)
 @idempotent
 async def create_webhook_endpoint(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
@@ -60,6 +62,7 @@ async def create_webhook_endpoint(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/webhook-endpoints")
+@action(CONFIGURE)
 async def list_webhook_endpoints(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
@@ -74,6 +77,7 @@ async def list_webhook_endpoints(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}")
+@action(CONFIGURE)
 async def get_webhook_endpoint(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
 
@@ -86,6 +90,7 @@ async def get_webhook_endpoint(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}")
+@action(CONFIGURE)
 async def update_webhook_endpoint(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     fields = Fields(await read_json(request))
@@ -108,6 +113,7 @@ async def update_webhook_endpoint(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}")
+@action(CONFIGURE)
 async def delete_webhook_endpoint(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     now = request.app[CLOCK]()
@@ -121,6 +127,7 @@ async def delete_webhook_endpoint(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}/rotate-secret")
+@action(CONFIGURE)
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     now = request.app[CLOCK]()
@@ -134,6 +141,7 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}/deliveries")
+@action(CONFIGURE)
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     limit = query_limit(request)
@@ -151,6 +159,7 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay")
+@action(CONFIGURE)
 async def replay_webhook_delivery(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     delivery_id = request.match_info["delivery_id"]

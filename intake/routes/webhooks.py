@@ -30,6 +30,7 @@ from ..errors import Problem
 from ..fields import whole_number
 from ..group_commit import GroupCommit
 from ..openapi import problem
+from ..policy import PUBLIC, action
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def _int_or_none(raw) -> int | None:
 
 
 @routes.post("/webhooks/twilio/status")
+@action(PUBLIC)
 async def status_callback(request: web.Request) -> web.Response:
     signed = await _signed_form(request)
     form = signed.params
@@ -147,6 +149,7 @@ async def callback_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 @routes.post("/webhooks/twilio/inbound")
+@action(PUBLIC)
 async def inbound_message(request: web.Request) -> web.Response:
     signed = await _signed_form(request)
     form = signed.params

@@ -135,8 +135,10 @@ def email_for(notice: Row) -> Email:
         whose = "Your credits are"
     else:
         whose = f"{notice.sender_name}'s own credits are"
+    remedy = ("Buy credits or turn on auto-recharge to keep sending." if notice.pool else
+              "An owner or admin of the account can give more credits; below zero, sending stops until they do.")
     body = (f"Hello {notice.name},\n\n{whose} running low on {notice.account_name}: "
             f"{format_credits(notice.available)} available, under the account's low-credit "
-            f"threshold of {format_credits(notice.threshold)}.\n\nBuy credits or turn on auto-recharge to keep sending.\n")
+            f"threshold of {format_credits(notice.threshold)}.\n\n{remedy}\n")
     return Email(to=notice.email, subject=f"creditq: low balance ({format_credits(notice.available)} credits)",
                  body=body, key=f"low-balance:{notice.user_id}:{notice.day}")

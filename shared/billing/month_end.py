@@ -325,7 +325,7 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
                                 .where(numbers.c.account_id.in_(ids), numbers.c.released_at.is_(None))
                                 .group_by(numbers.c.account_id)).all())
     seats: dict[str, list[Row]] = {account_id: [] for account_id in ids}
-    for seat in session.execute(select(users.c.id, users.c.account_id, users.c.monthly_credits).where(
+    for seat in session.execute(select(users.c.id, users.c.account_id, users.c.monthly_credits, users.c.balance).where(
             users.c.account_id.in_(ids), users.c.role == "user", users.c.deleted_at.is_(None),
             users.c.monthly_credits > 0).order_by(users.c.id)):
         seats[seat.account_id].append(seat)
@@ -498,7 +498,13 @@ class _Close:
             if not amount:
                 continue
             key = f"{self.key}:allocation:{seat.id}"
+            repay = max(0, -seat.balance)  # a user in debt is repaid first, as book.transfer does
             for lot, taken in self._take(amount, partial=False):
+                repaid = min(taken, repay)
+                repay -= repaid
+                taken -= repaid
+                if not taken:
+                    continue
                 self.user_lots.append(dict(account_id=self.account.id, user_id=seat.id, kind=lot.kind, amount=taken,
                                            remaining=taken, priority=lot.priority, granted_at=lot.granted_at,
                                            expires_at=lot.expires_at, reference=lot.reference,

@@ -55,6 +55,7 @@ class CampaignRequest:
     send_at: object = None
     quiet_hours: object = None
     steps: object = None
+    user_id: str | None = None  # the user sending: a role-`user` user's campaign draws on its own credits
 
 
 
@@ -92,6 +93,7 @@ class _Plan:
     recipients: list[Recipient]
     numbers: list[str | None]
     skips: list[str | None]
+    user_id: str | None
 
 
 def create_campaign(database: Database, account_id: str, request: CampaignRequest, *, rate_card: RateCard,
@@ -130,7 +132,8 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
     account = session.get(Account, account_id)
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    book.available_for(session, account_id, now=now)  # a locked or suspended account cannot start one (423)
+    # a locked or suspended account, or a locked user, cannot start one (423); an unknown user is a 404
+    book.available_for(session, account_id, request.user_id, now=now)
     errors: dict[str, str] = {}
     name = request.name if isinstance(request.name, str) and request.name.strip() else None
     if name is None or len(name) > 200:
@@ -152,7 +155,7 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
     numbers, skips = skip_reasons(session, account_id, recipients)
     return _Plan(name=name.strip(), from_=from_, sender_type=sender_type, start=send_at or now,
                  scheduled=send_at is not None, window=window.as_dict(), delays=delays, templates=templates,
-                 recipients=recipients, numbers=numbers, skips=skips)
+                 recipients=recipients, numbers=numbers, skips=skips, user_id=request.user_id)
 
 
 def _estimate(plan: _Plan, rate_card: RateCard) -> GroupEstimate:
@@ -186,7 +189,8 @@ def _begin(session: Session, campaign_id: str, account_id: str, plan: _Plan, est
         account = session.get(Account, account_id)
         DailySends(session, cap, now).take(account_id, created_at=account.created_at, timezone=account.timezone,
                                            count=estimate.sendable)
-    campaign = Campaign(id=campaign_id, account_id=account_id, name=plan.name, from_=plan.from_, status=CREATING,
+    campaign = Campaign(id=campaign_id, account_id=account_id, user_id=plan.user_id, name=plan.name, from_=plan.from_,
+                        status=CREATING,
                         quiet_start=plan.window["start"], quiet_end=plan.window["end"],
                         recipients=len(plan.recipients), credits_estimated=estimate.credits_total,
                         send_at=plan.start, created_at=now, updated_at=now)

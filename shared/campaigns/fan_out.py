@@ -144,8 +144,8 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
         allowed = next_allowed(now, zones_by_prefix[prefix], window)
         paused = campaign.status == "paused"
         rows.append({  # keyed by column name, for copy_rows
-            "id": new_id("msg"), "account_id": campaign.account_id, "user_id": None, "campaign_id": campaign.id,
-            "direction": "outbound", "to": recipient.to, "from": campaign.from_, "body": body, "media_urls": None,
+            "id": new_id("msg"), "account_id": campaign.account_id, "user_id": campaign.user_id,
+            "campaign_id": campaign.id, "direction": "outbound", "to": recipient.to, "from": campaign.from_, "body": body, "media_urls": None,
             "status": "scheduled" if paused or allowed > now else "accepted", "segments": priced.segments,
             "encoding": priced.encoding, "credits_estimated": priced.credits, "credits_charged": None,
             "hold_id": None, "error_message": PAUSED if paused else None,
@@ -178,7 +178,8 @@ def _insert_chunk(session: Session, campaign: Campaign, step: int, chunk: int, r
                 {**row, "hold_id": hold.id} for row, hold in zip(rows, holds)], held=sum(h.amount for h in holds))
 
         try:
-            book.reserve_many(session, campaign.account_id, requests, now=now, alongside=insert_held)
+            book.reserve_many(session, campaign.account_id, requests, now=now, alongside=insert_held,
+                              user_id=campaign.user_id)
             return
         except (InsufficientCredits, AccountLocked) as error:
             session.refresh(account)  # canceled since this chunk read it?

@@ -22,10 +22,13 @@ SKIP_REASONS = ("invalid_number", "duplicate", "opted_out", "do_not_contact", "u
 
 def find_campaigns(session: Session, account_id: str, *, status: str | None = None,
                    created_after: datetime | None = None, created_before: datetime | None = None, limit: int,
-                   before_id: str | None = None) -> list[Campaign]:
-    """The account's campaigns in descending id order; `status` is the stored one (a completed campaign is
-    `running` there: every step fanned out and nothing waiting, which campaign_view works out)."""
+                   before_id: str | None = None, user_id: str | None = None) -> list[Campaign]:
+    """The account's campaigns (only `user_id`'s, if given) in descending id order; `status` is the stored one (a
+    completed campaign is `running` there: every step fanned out and nothing waiting, which campaign_view works
+    out)."""
     query = select(Campaign).where(Campaign.account_id == account_id)
+    if user_id is not None:
+        query = query.where(Campaign.user_id == user_id)
     if status is not None:
         query = query.where(Campaign.status == status)
     if created_after is not None:

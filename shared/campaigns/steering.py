@@ -60,6 +60,7 @@ def campaign_view(session: Session, campaign: Campaign) -> dict:
         next_send_at = min((step.starts_at for step in steps if step.status == "pending"), default=None)
     return {
         "id": campaign.id,
+        "user_id": campaign.user_id,
         "name": campaign.name,
         "status": "completed" if campaign.status == "running" and finished else campaign.status,
         "from": campaign.from_,

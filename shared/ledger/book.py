@@ -56,6 +56,7 @@ holds = Hold.__table__
 entries = Entry.__table__
 
 LOCK_REASON = "balance below zero after a settlement; add credits to unlock"
+USER_LOCK_REASON = "its own credits went below zero after a settlement; an owner or admin must give it more credits"
 POOL_AVAILABLE = (accounts.c.balance - accounts.c.allocated) - (accounts.c.held - accounts.c.allocated_held)
 
 
@@ -191,9 +192,11 @@ class HoldRequest:
 
 
 def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime,
-                 alongside: Callable[[list[HoldView]], None] | None = None) -> list[HoldView]:
-    """Hold a batch from the pool, all or nothing: the holds inserted first, then one conditional UPDATE of the
-    account row last, so the row is locked only from that UPDATE to the caller's commit.
+                 alongside: Callable[[list[HoldView]], None] | None = None,
+                 user_id: str | None = None) -> list[HoldView]:
+    """Hold a batch for `user_id` (from its own credits if its role is `user`, else the pool), all or nothing:
+    the holds inserted first, then one conditional UPDATE of the account row last, so the row is locked only
+    from that UPDATE to the caller's commit.
 
     For a campaign chunk: each message still gets its own hold (settled, voided or expired on its
     own), but the hot account row is hit once per batch and concurrent batches insert side by side.
@@ -205,18 +208,19 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
-    views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=now)
+    wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+    views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=now)
     if not claimed and _expiry_due(session, account_id, now):
         _lapse_due(session, _lock_account(session, account_id), now)
-        views, total, claimed = _hold_batch(session, account_id, requests, now, alongside, gate=None)
+        views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=None)
     if not claimed:
-        raise _refusal(session, account_id, None, total)
+        raise _refusal(session, account_id, wallet, total)
     return views
 
 
-def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], now: datetime,
-                alongside: Callable[[list[HoldView]], None] | None, *, gate: datetime | None,
-                ) -> tuple[list[HoldView], int, bool]:
+def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: str | None,
+                requests: list[HoldRequest], now: datetime, alongside: Callable[[list[HoldView]], None] | None, *,
+                gate: datetime | None) -> tuple[list[HoldView], int, bool]:
     """Insert the batch's new holds and `alongside`'s writes, then claim their total, in a savepoint that a
     refusal rolls back; returns the holds, the total of the new ones and whether it was claimed."""
     savepoint = session.begin_nested()
@@ -226,18 +230,19 @@ def _hold_batch(session: Session, account_id: str, requests: list[HoldRequest], 
     new = [request for request in requests if request.idempotency_key not in views]
     for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
         views[request.idempotency_key] = HoldView(
-            id=hold_id, account_id=account_id, user_id=None, amount=request.amount, from_allocation=False,
+            id=hold_id, account_id=account_id, user_id=user_id, amount=request.amount,
+            from_allocation=wallet is not None,
             status="pending", reference=request.reference, idempotency_key=request.idempotency_key,
             expires_at=utc(request.expires_at), settled_amount=None)
-    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=None,
-                                    amount=request.amount, from_allocation=False, status="pending",
+    copy_rows(session, holds, [dict(id=views[request.idempotency_key].id, account_id=account_id, user_id=user_id,
+                                    amount=request.amount, from_allocation=wallet is not None, status="pending",
                                     reference=request.reference, idempotency_key=request.idempotency_key,
                                     created_at=now, expires_at=utc(request.expires_at)) for request in new])
     batch = [views[key] for key in keys]
     total = sum(request.amount for request in new)
     if alongside is not None:
         alongside(batch)
-    if total == 0 or _claim(session, account_id, None, total, gate=gate):
+    if total == 0 or _claim(session, account_id, wallet, total, gate=gate):
         savepoint.commit()
         return batch, total, True
     savepoint.rollback()
@@ -249,7 +254,9 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
     """Charge what the send really cost (more or less than the hold) and release the hold.
 
     `hold` is its id or its idempotency key. Writes a `usage` entry (and `carrier_fee` when non-zero),
-    burns lots in burn order, and locks a prepaid account whose pool ends below zero. An expired hold
+    burns lots in burn order, and locks a prepaid account whose pool ends below zero. A hold on a user's
+    own credits is paid from them alone, even past zero: that user is then locked (USER_LOCK_REASON) until
+    credits bring it back to zero, while the pool and the other users go on. An expired hold
     can still be settled once (reconciliation found the message was sent). Replays return the first
     settlement; settling a voided hold, or again under another key, is a Conflict. On PostgreSQL: one call
     of ledger_settle.
@@ -282,10 +289,9 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
             return _settlement_replay(session, hold, idempotency_key)
     held_release = row.amount if released else 0
     from_user = 0
-    if row.from_allocation:
+    if row.from_allocation:  # the user's own credits pay all of it, below zero if need be (the user is then locked)
         _lock_account(session, row.account_id)
-        user_balance = _sql(session).scalar(select(users.c.balance).where(users.c.id == row.user_id))
-        from_user = min(charge, max(user_balance, 0))
+        from_user = charge
         _sql(session).execute(update(users).where(users.c.id == row.user_id)
                         .values(held=users.c.held - held_release, balance=users.c.balance - from_user))
     from_pool = charge - from_user
@@ -359,7 +365,7 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
           priority: int | None = None, reference: str | None = None, idempotency_key: str) -> LotView:
     """Add a lot (into the pool, or a role-`user` user's own credits) and a `grant`/`purchase` entry.
 
-    A pool in debt is repaid first (the lot keeps only what is left); a `locked` account whose pool
+    A pool or user in debt is repaid first (the lot keeps only what is left); a `locked` account whose pool
     is back to >= 0 is unlocked. `credit_hold` refuses plan credits (Conflict). Replays return the lot.
     """
     _require(amount_mc > 0, "credits", "must be more than zero")
@@ -382,7 +388,8 @@ def grant(session: Session, account_id: str, amount_mc: int, kind: str, *, grant
         wallet = _wallet_of(session, account_id, user_id)
         _require(wallet is not None, "user_id", "owners and admins share the pool: grant to the pool instead")
     pool = account.balance - account.allocated
-    repaid = 0 if wallet else min(amount_mc, max(0, -pool))
+    debt = -_user_balance(session, wallet) if wallet else -pool
+    repaid = min(amount_mc, max(0, debt))
     unlocks = account.status == "locked" and pool + (0 if wallet else amount_mc) >= 0
     lot_values = dict(account_id=account_id, user_id=wallet, kind=kind, amount=amount_mc,
                       remaining=amount_mc - repaid, priority=DEFAULT_PRIORITY[kind] if priority is None else priority,
@@ -523,9 +530,9 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
              idempotency_key: str) -> None:
     """Move credits between the pool and a user's own credits (positive: to the user; negative: back).
 
-    The moved pieces keep their lot's kind, expiry and priority. Two `allocation` entries (pool side,
-    user side) leave the balance unchanged. Callers check the limits first; this only refuses what
-    would break the ledger (InsufficientCredits).
+    The moved pieces keep their lot's kind, expiry and priority; what a side in debt receives repays it
+    first (no lot). Two `allocation` entries (pool side, user side) leave the balance unchanged. Callers
+    check the limits first; this only refuses what would break the ledger (InsufficientCredits).
     """
     if amount_mc == 0:
         return
@@ -543,7 +550,7 @@ def transfer(session: Session, account_id: str, user_id: str, amount_mc: int, *,
         if amount_mc > room:
             raise InsufficientCredits(f"the pool has {room} mc available", available=max(room, 0), required=amount_mc)
         pieces = _take(session, account_id, None, amount_mc, now=now, protected=account.rollover_protection)
-        destination, repay = user_id, 0
+        destination, repay = user_id, max(0, -user.balance)
     else:
         if -amount_mc > user.balance - user.held:
             raise InsufficientCredits(f"the user has {user.balance - user.held} mc available",
@@ -614,7 +621,8 @@ def available_for(session: Session, account_id: str, user_id: str | None = None,
                accounts.c.overdraft_limit, POOL_AVAILABLE.label("pool"),
                select(users.c.role).where(users.c.id == user_id, users.c.account_id == account_id,
                                             users.c.deleted_at.is_(None)).scalar_subquery().label("role"),
-               select(users.c.balance - users.c.held).where(users.c.id == user_id).scalar_subquery().label("own"))
+               select(users.c.balance - users.c.held).where(users.c.id == user_id).scalar_subquery().label("own"),
+               select(users.c.balance).where(users.c.id == user_id).scalar_subquery().label("own_balance"))
         .where(accounts.c.id == account_id)
     ).first()
     if account is None:
@@ -626,9 +634,11 @@ def available_for(session: Session, account_id: str, user_id: str | None = None,
 
 def holdable(session: Session, account_id: str, facts, *, user_id: str | None, now: datetime) -> int | None:
     """What a hold could take, from an account's status, policy, limit, `pool`, `next_expiry_at` and the
-    sender's `role` and `own` (credits that expired and are not written off yet are left out).
+    sender's `role`, `own` (available) and `own_balance` (credits that expired and are not written off yet
+    are left out).
 
-    None means no limit (postpaid pool). Raises AccountLocked when holds are refused.
+    None means no limit (postpaid pool). Raises AccountLocked when holds are refused: the account is not
+    active, or the sender is a role-`user` user whose own credits are below zero.
     """
     if facts.status != "active":
         raise AccountLocked(f"account {account_id} is {facts.status}: {facts.status_reason or 'no reason given'}")
@@ -636,13 +646,18 @@ def holdable(session: Session, account_id: str, facts, *, user_id: str | None, n
         return None
     gone = lapsed(session, account_id, now=now) if _due(facts.next_expiry_at, utc(now)) else {}
     if facts.role == "user":
+        if facts.own_balance < 0:
+            raise AccountLocked(f"user {user_id} is locked: {USER_LOCK_REASON}")
         return facts.own - gone.get(user_id, 0)
     return facts.pool - gone.get(None, 0) + facts.overdraft_limit
 
 
-def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None) -> list[Row]:
-    """Entries newest first; page on with the last id returned as `before_id`."""
+def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None,
+                 user_id: str | None = None) -> list[Row]:
+    """Entries newest first (only `user_id`'s, if given); page on with the last id returned as `before_id`."""
     query = select(entries).where(entries.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(entries.c.user_id == user_id)
     if before_id is not None:
         query = query.where(entries.c.id < before_id)
     return list(_sql(session).execute(query.order_by(entries.c.id.desc()).limit(limit)))
@@ -704,6 +719,10 @@ def _wallet_of(session: Session, account_id: str, user_id: str) -> str | None:
     if role is None:
         raise NotFound(f"No user {user_id} in account {account_id}.")
     return user_id if role == "user" else None
+
+
+def _user_balance(session: Session, user_id: str) -> int:
+    return _sql(session).scalar(select(users.c.balance).where(users.c.id == user_id))
 
 
 def _claim(session: Session, account_id: str, wallet: str | None, amount: int, *, gate: datetime | None) -> bool:
@@ -813,7 +832,10 @@ def _refusal(session: Session, account_id: str, wallet: str | None, amount: int)
     if account.status != "active":
         return AccountLocked(f"account {account_id} is {account.status}: {account.status_reason or 'no reason given'}")
     if wallet is not None:
-        available = _sql(session).scalar(select(users.c.balance - users.c.held).where(users.c.id == wallet))
+        user = _sql(session).execute(select(users.c.balance, users.c.held).where(users.c.id == wallet)).one()
+        if user.balance < 0:
+            return AccountLocked(f"user {wallet} is locked: {USER_LOCK_REASON}")
+        available = user.balance - user.held
         owner = f"user {wallet}"
     else:
         available = account.pool + account.overdraft_limit

@@ -133,7 +133,6 @@ DECLARE
     v_hold_id bigint := p_hold_id;
     v_charge bigint := p_actual + p_carrier_fee;
     v_release bigint;
-    v_user_balance bigint;
     v_from_user bigint := 0;
     v_from_pool bigint;
 BEGIN
@@ -167,8 +166,7 @@ BEGIN
     END IF;
     IF hold.from_allocation THEN
         PERFORM 1 FROM accounts a WHERE a.id = hold.account_id FOR UPDATE;
-        SELECT u.balance INTO v_user_balance FROM users u WHERE u.id = hold.user_id;
-        v_from_user := LEAST(v_charge, GREATEST(v_user_balance, 0));
+        v_from_user := v_charge;  -- all of it, below zero if need be: the user is then locked
         UPDATE users u SET held = u.held - v_release, balance = u.balance - v_from_user WHERE u.id = hold.user_id;
     END IF;
     v_from_pool := v_charge - v_from_user;

@@ -2,7 +2,7 @@
 
 - balance = sum of entries, and each entry's balance_after is the running sum up to it;
 - the pool's lots hold exactly the pool's balance when it is not negative (nothing while in debt);
-  each user's lots hold exactly the user's balance, which is never negative;
+  each user's lots hold exactly the user's balance when it is not negative (nothing while in debt);
   allocated / allocated_held = the users' balances / holds;
 - held = sum of pending holds (per account and per user);
 - no lot below zero or above its amount;
@@ -74,7 +74,7 @@ def verify(session: Session, account_id: str | None = None) -> list[str]:
             select(User.id, User.account_id, User.balance, User.held,
                    func.coalesce(user_lots.c.total, 0).label("lots"), func.coalesce(user_holds.c.total, 0).label("pending"))
             .outerjoin(user_lots, user_lots.c.user_id == User.id).outerjoin(user_holds, user_holds.c.user_id == User.id)
-            .where(or_(User.balance != func.coalesce(user_lots.c.total, 0), User.balance < 0,
+            .where(or_(case((User.balance < 0, 0), else_=User.balance) != func.coalesce(user_lots.c.total, 0),
                        User.held != func.coalesce(user_holds.c.total, 0)))
             .order_by(User.id), User.account_id)):
         drifts.append(f"account {row.account_id}: user {row.id} balance {row.balance} (lots hold {row.lots}),"

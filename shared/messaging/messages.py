@@ -172,7 +172,8 @@ def _facts_query(count: int) -> Select:
                .exists().label("opted_out"),
                select(User.role).where(User.id == ask.c.user_id, User.account_id == ask.c.account_id,
                                        User.deleted_at.is_(None)).scalar_subquery().label("role"),
-               select(User.balance - User.held).where(User.id == ask.c.user_id).scalar_subquery().label("own"))
+               select(User.balance - User.held).where(User.id == ask.c.user_id).scalar_subquery().label("own"),
+               select(User.balance).where(User.id == ask.c.user_id).scalar_subquery().label("own_balance"))
         .select_from(ask.join(Account, Account.id == ask.c.account_id))
     )
 
@@ -242,10 +243,11 @@ def _pre_check(session: Session, account_id: str, facts: Row, required: int, *, 
         )
 
 
-def get_message(session: Session, message_id: str, *, account_id: str | None) -> Message:
-    """The message, if `account_id` (None: the operator) may see it."""
+def get_message(session: Session, message_id: str, *, account_id: str | None, user_id: str | None = None) -> Message:
+    """The message, if `account_id` (None: the operator) may see it, and, with `user_id`, if that user sent it."""
     message = session.get(Message, message_id)
-    if message is None or (account_id is not None and message.account_id != account_id):
+    if (message is None or (account_id is not None and message.account_id != account_id)
+            or (user_id is not None and message.user_id != user_id)):
         raise NotFound(f"No message {message_id}.")
     return message
 

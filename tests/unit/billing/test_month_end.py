@@ -341,6 +341,31 @@ def test_phone_numbers_are_charged_and_users_get_their_monthly_credits(database)
     assert_ledger_consistent(database)
 
 
+def test_a_user_below_zero_is_repaid_first_from_its_monthly_credits_and_unlocked(database):
+    # given a user given 10 credits a month whose send overran its last 1 credit by 4 (it is locked)
+    account_id = make_account(database, monthly=100)
+    with database.unit_of_work() as session:
+        session.add(User(id="user_ana", account_id=account_id, name="ana", email="ana@example.com", role="user",
+                         monthly_credits=10 * CREDIT, balance=0, held=0, created_at=local("UTC", 2020, 8, 1)))
+        session.flush()
+        book.grant(session, account_id, 1 * CREDIT, "bonus", granted_at=local("UTC", 2020, 8, 15),
+                   user_id="user_ana", idempotency_key="ana's credit")
+        hold = book.reserve(session, account_id, 1 * CREDIT, user_id="user_ana", idempotency_key="h", ttl_seconds=900,
+                            now=local("UTC", 2020, 8, 20))
+        book.settle(session, hold.id, 5 * CREDIT, idempotency_key="s", now=local("UTC", 2020, 8, 20))
+
+    # when August closes and September's 100 plan credits are granted
+    close(database, account_id, "2020-08", local("UTC", 2020, 9, 1))
+
+    # then her 10 monthly credits repay the 4 she owes first: she holds 6 and may send again
+    view = balance(database, account_id, local("UTC", 2020, 9, 1))
+    assert {user.id: user.balance for user in view.users} == {"user_ana": 6 * CREDIT}
+    assert view.pool_available == 90 * CREDIT
+    with database.unit_of_work() as session:
+        assert book.available_for(session, account_id, "user_ana", now=local("UTC", 2020, 9, 1)) == 6 * CREDIT
+    assert_ledger_consistent(database)
+
+
 def test_a_users_monthly_credits_never_come_from_what_a_message_in_flight_at_midnight_kept_of_an_expired_lot(
         database):
     # given August's 100 plan credits expiring at midnight, a 10-credit send held at 23:59, a user given 30 a month

@@ -312,18 +312,57 @@ def test_the_refusal_names_a_maximum_with_a_fraction_of_a_credit(database):
     assert "monthly_credits" in refused.value.errors
 
 
-def test_settlement_overrun_of_a_users_credits_spills_into_the_pool(database):
+def test_a_settlement_overrun_of_a_users_credits_locks_that_user_alone_until_it_is_given_more(database):
+    # given a 10-credit pool of which a user holds 1 credit, and an admin sharing the pool
+    account_id = new_account(database, credits=10_000, plan=10_000)
+    with database.unit_of_work() as session:
+        user = allocations.create_user(session, account_id, name="U", email="u@x", phone=None, role="user",
+                                       monthly_credits=1_000, now=NOW)
+        admin = allocations.create_user(session, account_id, name="A", email="a@x", phone=None, role="admin",
+                                        monthly_credits=None, now=NOW)
+        allocations.update_user(session, account_id, user.id, now=NOW, total_credits=1_000)
+    hold = reserve(database, account_id, 1_000, "u1", user_id=user.id)
+
+    # when its send settles at 2.5 credits (more segments than estimated)
+    settle(database, hold.id, 2_500, "s1")
+
+    # then the user's own credits pay all of it and go below zero; the pool is untouched and the account active
+    balance = view(database, account_id)
+    assert (balance.balance, balance.pool_available, balance.status) == (7_500, 9_000, "active")
+    assert [(seat.id, seat.balance) for seat in balance.users if seat.role == "user"] == [(user.id, -1_500)]
+    assert_clean(database)
+    # and that user is locked (not merely short of credits), while the admin still spends from the pool
+    with pytest.raises(AccountLocked, match=f"user {user.id} is locked"):
+        reserve(database, account_id, 1, "u2", user_id=user.id)
+    with database.unit_of_work() as session, pytest.raises(AccountLocked, match="locked"):
+        book.available_for(session, account_id, user.id, now=NOW)
+    assert reserve(database, account_id, 1_000, "a1", user_id=admin.id).from_allocation is False
+
+    # when an admin gives the user 2 credits: 1.5 repay its debt, 0.5 is left to spend, and it is unlocked
+    with database.unit_of_work() as session:
+        allocations.update_user(session, account_id, user.id, now=NOW, total_credits=500)
+    assert reserve(database, account_id, 500, "u3", user_id=user.id).from_allocation is True
+    assert [seat.balance for seat in view(database, account_id).users if seat.role == "user"] == [500]
+    assert_clean(database)
+
+
+def test_a_grant_to_a_user_in_debt_repays_the_debt_before_its_lot_keeps_anything(database):
+    # given a user whose send overran its 1 credit by 1.5
     account_id = new_account(database, credits=10_000, plan=10_000)
     with database.unit_of_work() as session:
         user = allocations.create_user(session, account_id, name="U", email="u@x", phone=None, role="user",
                                        monthly_credits=1_000, now=NOW)
         allocations.update_user(session, account_id, user.id, now=NOW, total_credits=1_000)
-    hold = reserve(database, account_id, 1_000, "u1", user_id=user.id)
+    settle(database, reserve(database, account_id, 1_000, "u1", user_id=user.id).id, 2_500, "s1")
 
-    settle(database, hold.id, 2_500, "s1")
+    # when the operator grants the user 2 bonus credits
+    with database.unit_of_work() as session:
+        lot = book.grant(session, account_id, 2_000, "bonus", granted_at=NOW, user_id=user.id, idempotency_key="g")
 
-    balance = view(database, account_id)
-    assert (balance.balance, balance.pool_available, balance.users[0].balance) == (7_500, 7_500, 0)
+    # then its lot keeps what is left after the debt, and the user may send again
+    assert (lot.amount, lot.remaining) == (2_000, 500)
+    assert [seat.balance for seat in view(database, account_id).users if seat.role == "user"] == [500]
+    assert reserve(database, account_id, 500, "u2", user_id=user.id).amount == 500
     assert_clean(database)
 
 
