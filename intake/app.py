@@ -35,6 +35,7 @@ from .routes import (
     numbers,
     operations,
     opt_outs,
+    payment_method,
     purchases,
     twilio_credentials,
     users,
@@ -43,7 +44,7 @@ from .routes import (
 from .text import text_middleware
 
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life]
+                 twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin, campaigns, account_life]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

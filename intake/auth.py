@@ -12,7 +12,7 @@ from .errors import Problem
 from .principal import OPERATOR, Principal
 
 PUBLIC_PATHS = ("/healthz", "/metrics", "/v1/openapi.json")
-PUBLIC_PREFIXES = ("/webhooks/",)
+PUBLIC_PREFIXES = ("/webhooks/", "/billing/")  # signed by their sender, or pages for a customer's browser
 
 
 @web.middleware

@@ -12,11 +12,12 @@ from shared.config import load_settings
 from shared.migrate import upgrade
 from shared.redis_url import resolve_redis_url
 
-PROCESSES = ("twilio-sim", "web", "worker", "scheduler")
+PROCESSES = ("twilio-sim", "stripe-sim", "web", "worker", "scheduler")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("dev", help="run web, worker, scheduler, Twilio simulator and Redis together")
+    parser = subparsers.add_parser("dev", help="run web, worker, scheduler, the Twilio simulator, the Stripe stand-in "
+                                               "and Redis together")
     parser.set_defaults(run=run)
 
 
@@ -38,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
                    CREDITQ_ADMIN_KEY=settings.admin_key, CREDITQ_SECRET_KEY=",".join(settings.secret_keys),
                    CREDITQ_DATA_DIR=str(settings.data_dir),
                    TWILIO_API_BASE=settings.twilio_api_base or f"http://127.0.0.1:{settings.simulator_port}")
-        for name in PROCESSES:
+        stand_in = settings.payment_gateway == "stripe" and not os.environ.get("STRIPE_API_BASE")
+        for name in (name for name in PROCESSES if name != "stripe-sim" or stand_in):
             # Each child leads its own process group, so stopping it also stops what it forked.
             children[name] = subprocess.Popen([sys.executable, "-m", "creditq", name], env=env,
                                               start_new_session=True, stdin=subprocess.DEVNULL)
         base = f"http://{settings.web_host}:{settings.web_port}"
         if _wait_healthy(f"{base}/healthz", children, lambda: stopping):
-            _print_banner(base, settings.admin_key, settings.simulator_port, redis_url)
+            _print_banner(base, settings, redis_url)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -85,12 +87,16 @@ def _stop_all(children, grace: float = 10) -> None:
             child.wait()
 
 
-def _print_banner(base: str, admin_key: str, simulator_port: int, redis_url: str) -> None:
+def _print_banner(base: str, settings, redis_url: str) -> None:
+    admin_key = settings.admin_key
+    stripe = (f"{settings.stripe_api_base}   (PaymentIntents: /_sim/payment_intents, events: /_sim/events)"
+              if settings.payment_gateway == "stripe" else f"PAYMENT_GATEWAY={settings.payment_gateway}")
     print(f"""
 creditq is running
   API          {base}   (OpenAPI: {base}/v1/openapi.json)
   metrics      {base}/metrics
-  Twilio sim   http://127.0.0.1:{simulator_port}   (sent messages: /_sim/messages)
+  Twilio sim   http://127.0.0.1:{settings.simulator_port}   (sent messages: /_sim/messages)
+  Stripe       {stripe}
   Redis        {redis_url}
   operator key {admin_key}
 
