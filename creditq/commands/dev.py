@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             children[name] = subprocess.Popen([sys.executable, "-m", "creditq", name], env=env,
                                               start_new_session=True, stdin=subprocess.DEVNULL)
         base = f"http://{settings.web_host}:{settings.web_port}"
-        if _wait_healthy(f"{base}/healthz", children, lambda: stopping):
+        ready = [f"{base}/healthz"] + ([f"{settings.stripe_api_base}/_sim/config"] if stand_in else [])
+        if all(_wait_healthy(url, children, lambda: stopping) for url in ready):
             _print_banner(base, settings, redis_url)
         while not stopping:
             for name, child in children.items():
