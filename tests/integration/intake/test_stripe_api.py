@@ -1,18 +1,25 @@
 """Stripe over HTTP, against the stand-in: the signed webhook (forged, stale and replayed events change nothing),
 purchases with 3-D Secure, another account's card, the card setup page and the card on file, the dunning link."""
 
+import asyncio
 import json
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import dramatiq
 import pytest
+from sqlalchemy import select
 
 from intake.app import init_app
 from shared.api_keys import issue_key
-from shared.billing import payment_links
+from shared.billing import auto_recharge, dunning, payment_links
+from shared.billing.dunning_texts import DunningTexter
 from shared.config import load_settings
-from shared.models import Account, GatewayEvent, Payment
+from shared.email import FileOutbox
+from shared.models import Account, DunningRun, GatewayEvent, Payment, User
 from stripe_sim.delivery import signature_header
+from tests.integration.intake.test_webhooks import EnqueueRecorder
 from tests.stripe_sim_fixtures import background_loop, stripe_stand_in  # noqa: F401  (fixtures)
 
 
@@ -37,7 +44,17 @@ def keys(sqlite_database) -> dict:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings, sqlite_database, fake_broker, keys):
+def enqueued(fake_broker) -> list[dramatiq.Message]:
+    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
+    import workers  # noqa: F401  (declares the actors on the installed broker)
+
+    recorder = EnqueueRecorder()
+    fake_broker.add_middleware(recorder)
+    return recorder.messages
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings, sqlite_database, fake_broker, keys, enqueued):
     return await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
 
 
@@ -156,3 +173,45 @@ async def test_the_dunning_link_opens_a_fresh_setup_page_and_a_forged_or_expired
     assert [answer.status for answer in followed] == [303, 303]
     assert followed[0].headers["Location"] != followed[1].headers["Location"]  # a fresh Checkout Session each time
     assert (forged.status, old.status) == (404, 404)
+
+
+async def test_the_dunning_emails_link_opens_a_setup_page_whose_card_resumes_auto_recharge(
+        client, keys, stripe_stand_in, sqlite_database, settings, tmp_path, enqueued):
+    # given an account whose saved card is declined three times in a row: auto-recharge disabled, dunning started
+    database, gateway = sqlite_database, stripe_stand_in.gateway()
+    with database.unit_of_work() as session:
+        session.add(User(id="usr_owner", account_id="acct_a", name="Dana Whitfield", email="dana@example.com",
+                         role="owner"))
+    saved = await client.put("/v1/accounts/acct_a/auto-recharge", headers=keys["acct_a"], json={
+        "enabled": True, "threshold": "50", "credits": "100", "payment_method": "pm_card_chargeCustomerFail"})
+    assert saved.status == 200, await saved.text()
+    start = datetime.now(UTC)
+    for wait in (timedelta(0), timedelta(hours=1, seconds=1), timedelta(hours=7, seconds=2)):
+        await asyncio.to_thread(auto_recharge.run, database, gateway, "acct_a", now=start + wait)
+    with database.unit_of_work() as session:
+        assert auto_recharge.get_settings(session, "acct_a").disabled_reason is not None
+        run_id = session.scalar(select(DunningRun.id).where(DunningRun.unpaid_account_id == "acct_a"))
+    outbox = FileOutbox(tmp_path / "outbox")
+    await asyncio.to_thread(dunning.run_step, database, gateway=gateway, email_sender=outbox,
+                            texter=DunningTexter(None), public_base_url=settings.public_base_url, run_id=run_id,
+                            step=0, now=start)
+
+    # when the owner follows the email's link and saves a card on the page it opens
+    [email] = outbox.messages()
+    link = re.search(rf"{re.escape(settings.public_base_url)}(/billing/card/\S+)", email.get_content()).group(1)
+    followed = await client.get(link, allow_redirects=False)
+    assert followed.status == 303
+    assert stripe_stand_in.complete_checkout(followed.headers["Location"], "pm_card_visa").status_code == 303
+    for event in stripe_stand_in.events():
+        payload, headers = signed(event, stripe_stand_in.config.webhook_secret)
+        assert (await client.post("/webhooks/stripe", data=payload, headers=headers)).status == 200
+
+    # then auto-recharge is ready again with the new card, and the unpaid run pays with it
+    state = await (await client.get("/v1/accounts/acct_a/auto-recharge", headers=keys["acct_a"])).json()
+    shown = await (await client.get("/v1/accounts/acct_a/payment-method", headers=keys["acct_a"])).json()
+    assert (state["state"], state["disabled_reason"], state["consecutive_failures"]) == ("ready", None, 0)
+    assert state["payment_method"] == shown["payment_method"] and shown["last4"] == "4242"
+    with database.unit_of_work() as session:
+        assert session.get(DunningRun, run_id).payment_method == shown["payment_method"]
+    assert [(m.actor_name, m.args) for m in enqueued if m.actor_name == "retry_dunning_payment"][:1] == [
+        ("retry_dunning_payment", (run_id,))]
