@@ -180,3 +180,21 @@ def test_kill_9_of_the_worker_between_payment_intent_created_and_recorded(stack,
     one_intent_per_key(stack)
     assert len(intents(stack)) == before + 1
     assert ledger_verify(stack).returncode == 0
+
+
+def test_a_refund_takes_the_credits_back_with_a_ledger_entry(stack):
+    # given 100 credits bought with pm_card_visa
+    account_id, headers = new_account(stack, 7)
+    bought = buy(stack, account_id, headers, "pm_card_visa")
+    assert bought.status_code == 201, bought.text
+
+    # when the charge is refunded in full at Stripe (the webhook comes to the web process)
+    refund = requests.post(f"{stack.stripe_url}/v1/refunds", data={"payment_intent": bought.json()["intent_id"]},
+                           headers={"Authorization": "Bearer sk_test_creditq_stand_in"}, timeout=10)
+    assert refund.status_code == 200, refund.text
+
+    # then the credits are taken back once, with a `refund` entry
+    eventually(lambda: balance(stack, account_id, headers) == "0", "the refund taken back", stack)
+    entries = requests.get(f"{stack.url}/v1/accounts/{account_id}/transactions", headers=headers, timeout=10).json()
+    assert [(e["kind"], e["credits"]) for e in entries["data"]][:1] == [("refund", "-100")]
+    assert ledger_verify(stack).returncode == 0
