@@ -30,6 +30,7 @@ from shared.db import Database
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.messaging import parking
 from shared.models import Account, AutoRecharge, BillingCustomer, Payment
 from shared.money import format_credits
@@ -137,7 +138,7 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
         return record_outcome(database, payment.id, result, now=now, then=then) if result else payment
     customer = customer_of(database, gateway, payment.account_id, now=now)
     intent_id = payment.intent_id
-    if intent_id is None and now - payment.updated_at.replace(tzinfo=now.tzinfo) > KEYS_FORGOTTEN_AFTER:
+    if intent_id is None and utc(now) - utc(payment.updated_at) > KEYS_FORGOTTEN_AFTER:
         found = gateway.find_intent(payment_id=payment.id, intent_id=None)
         intent_id = found.intent_id if found else None
     if intent_id is None:
