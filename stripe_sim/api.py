@@ -171,8 +171,8 @@ async def create_setup_intent(request):
         customer_id = params.get("customer")
         if customer_id is not None:
             _get(store, customer_id, "customer")
-        intent = r.setup_intent(customer_id=customer_id, payment_method_id=None, usage=params.get("usage", "off_session"),
-                                metadata=params.get("metadata", {}))
+        intent = r.setup_intent(customer_id=customer_id, payment_method_id=None,
+                                usage=params.get("usage", "off_session"), metadata=params.get("metadata", {}))
         if params.get("payment_method"):
             method, card = resolve_payment_method(store, params["payment_method"], customer_id)
             intent["payment_method"], intent["status"] = method["id"], "requires_confirmation"
@@ -184,7 +184,7 @@ async def create_setup_intent(request):
 
 def confirm_setup(store: Store, request, intent: dict, method: dict, card: r.TestCard) -> dict:
     """Save the card for later: a card that is always declined fails here, as at Stripe; the rest attach."""
-    if card.outcome == "decline" and card.last4 != r.TEST_CARDS["pm_card_chargeCustomerFail"].last4:
+    if card.refused_at_setup:
         intent["status"] = "requires_payment_method"
         intent["last_setup_error"] = {"type": "card_error", "code": "card_declined", "decline_code": card.decline_code,
                                       "message": card.message}
@@ -233,7 +233,8 @@ async def confirm_payment_intent(request):
     def work(store, params, key, request):
         intent = _get(store, request.match_info["id"], "payment_intent")
         if params.get("payment_method"):
-            intent["payment_method"] = resolve_payment_method(store, params["payment_method"], intent["customer"])[0]["id"]
+            method, _ = resolve_payment_method(store, params["payment_method"], intent["customer"])
+            intent["payment_method"] = method["id"]
         return confirm_payment(store, request, intent, params)
     return await handle(request, work)
 

@@ -23,25 +23,32 @@ class TestCard:
     outcome: str  # succeed | decline | authenticate | dispute | processing_error
     decline_code: str | None = None
     message: str | None = None
+    refused_at_setup: bool = False  # the bank refuses to save it, as it refuses to charge it
 
 
 _DECLINED = "Your card was declined."
+
+
+def _refused(last4: str, code: str, message: str = _DECLINED) -> TestCard:
+    """A card its bank declines, to charge and to save alike."""
+    return TestCard("visa", last4, "decline", code, message, refused_at_setup=True)
+
+
 TEST_CARDS = {
     "pm_card_visa": TestCard("visa", "4242", "succeed"),
     "pm_card_mastercard": TestCard("mastercard", "4444", "succeed"),
     "pm_card_amex": TestCard("amex", "8431", "succeed"),
     "pm_card_discover": TestCard("discover", "1117", "succeed"),
     "pm_card_us": TestCard("visa", "4242", "succeed"),
-    "pm_card_chargeDeclined": TestCard("visa", "0002", "decline", "generic_decline", _DECLINED),
-    "pm_card_chargeDeclinedInsufficientFunds": TestCard("visa", "9995", "decline", "insufficient_funds",
+    "pm_card_chargeDeclined": _refused("0002", "generic_decline"),
+    "pm_card_chargeDeclinedInsufficientFunds": _refused("9995", "insufficient_funds",
                                                         "Your card has insufficient funds."),
-    "pm_card_chargeDeclinedLostCard": TestCard("visa", "9987", "decline", "lost_card", _DECLINED),
-    "pm_card_chargeDeclinedStolenCard": TestCard("visa", "9979", "decline", "stolen_card", _DECLINED),
-    "pm_card_chargeDeclinedExpiredCard": TestCard("visa", "0069", "decline", "expired_card", "Your card has expired."),
-    "pm_card_chargeDeclinedIncorrectCvc": TestCard("visa", "0127", "decline", "incorrect_cvc",
-                                                   "Your card's security code is incorrect."),
-    "pm_card_chargeDeclinedFraudulent": TestCard("visa", "0019", "decline", "fraudulent", _DECLINED),
-    "pm_card_chargeCustomerFail": TestCard("visa", "0341", "decline", "generic_decline", _DECLINED),
+    "pm_card_chargeDeclinedLostCard": _refused("9987", "lost_card"),
+    "pm_card_chargeDeclinedStolenCard": _refused("9979", "stolen_card"),
+    "pm_card_chargeDeclinedExpiredCard": _refused("0069", "expired_card", "Your card has expired."),
+    "pm_card_chargeDeclinedIncorrectCvc": _refused("0127", "incorrect_cvc", "Your card's security code is incorrect."),
+    "pm_card_chargeDeclinedFraudulent": _refused("0019", "fraudulent"),
+    "pm_card_chargeCustomerFail": TestCard("visa", "0341", "decline", "generic_decline", _DECLINED),  # saves fine
     "pm_card_chargeDeclinedProcessingError": TestCard("visa", "0119", "processing_error", None,
                                                       "An error occurred while processing your card. "
                                                       "Try again in a little bit."),

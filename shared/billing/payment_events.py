@@ -26,7 +26,7 @@ from shared.db import Database
 from shared.ledger import book
 from shared.models import BillingCustomer, GatewayEvent, Payment
 
-SWEEP_AFTER = timedelta(minutes=2)  # CREDITQ_PAYMENT_SWEEP_SECONDS: an open payment untouched this long lost its webhook or worker
+SWEEP_AFTER = timedelta(minutes=2)  # CREDITQ_PAYMENT_SWEEP_SECONDS: an open payment this old lost its webhook or worker
 ACTION_WAITS = timedelta(days=1)  # a payment waiting for 3-D Secure is asked about for this long
 _PAID = ("succeeded", "refunded", "disputed")
 

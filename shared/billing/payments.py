@@ -109,6 +109,11 @@ class PaymentGateway(Protocol):
         ...
 
     def setup_session(self, *, customer: str, account_id: str, success_url: str, cancel_url: str) -> SetupSession:
+        """A hosted page where the customer saves a card (Checkout in setup mode)."""
+        ...
+
+    def saved_by_setup(self, setup_intent_id: str) -> tuple[str, str] | None:
+        """(customer, payment method) a succeeded SetupIntent saved, else None."""
         ...
 
 
@@ -233,15 +238,11 @@ class SimulatedGateway:
         intent = found[0]
         return intent.result or PaymentResult("processing", None, intent_id=intent.id)
 
-    def complete_authentication(self, intent_id: str) -> PaymentResult:
-        """The customer passed 3-D Secure: the intent succeeds (the webhook would say so)."""
-        with self._lock:
-            intent = self._intents[intent_id]
-            intent.result = PaymentResult("succeeded", new_id("ch"), intent_id=intent_id)
-            return intent.result
-
     def setup_session(self, *, customer: str, account_id: str, success_url: str, cancel_url: str) -> SetupSession:
         raise GatewayUnavailable("The simulated gateway has no hosted pages; use the Stripe stand-in.")
+
+    def saved_by_setup(self, setup_intent_id: str) -> tuple[str, str] | None:
+        return None  # it makes no SetupIntents of its own
 
     def charges(self, account_id: str | None = None, *, status: PaymentStatus | None = None) -> list[Charge]:
         """Every confirmation answered, oldest first; tests assert "charged once" with this."""

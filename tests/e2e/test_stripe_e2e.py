@@ -66,7 +66,8 @@ def eventually(check, what: str, stack, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not seen after {timeout:.0f}s\n{stack.log('worker')[-2000:]}\n{stack.log('web')[-2000:]}")
+            pytest.fail(f"{what} not seen after {timeout:.0f}s\n{stack.log('worker')[-2000:]}\n"
+                        f"{stack.log('web')[-2000:]}")
         time.sleep(0.2)
     return result
 

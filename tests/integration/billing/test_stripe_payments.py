@@ -117,7 +117,8 @@ def test_a_worker_killed_between_stripe_and_recorded_is_finished_by_the_sweeper_
     assert reconcile_open(database, stripe_stand_in.gateway(), now=now() + timedelta(minutes=5)) == 1
 
     # then the credits landed once and Stripe holds one PaymentIntent for the payment
-    [payment] = [payment_row(database, p["object"]["metadata"]["payment_id"]) for p in stripe_stand_in.payment_intents()]
+    [payment] = [payment_row(database, intent["object"]["metadata"]["payment_id"])
+                 for intent in stripe_stand_in.payment_intents()]
     assert payment.status == "succeeded" and balance(database, account_id) == 100_000
 
 
@@ -174,7 +175,8 @@ def test_refunds_take_back_pro_rata_disputes_take_the_rest_and_a_won_dispute_giv
     stripe_stand_in.post("/v1/refunds", payment_intent=payment.intent_id, amount="1125").raise_for_status()
     deliver(database, gateway, stripe_stand_in.events("charge.refunded"), times=2)
     after_refund = balance(database, account_id)
-    dispute = requests.post(f"{stripe_stand_in.url}/_sim/disputes", json={"charge": payment.charge_id}, timeout=10).json()
+    dispute = requests.post(f"{stripe_stand_in.url}/_sim/disputes", json={"charge": payment.charge_id},
+                            timeout=10).json()
     deliver(database, gateway, stripe_stand_in.events("charge.dispute.created"), times=2)
     after_dispute = balance(database, account_id)
     requests.post(f"{stripe_stand_in.url}/_sim/disputes/{dispute['id']}/close", json={"status": "won"}, timeout=10)
