@@ -12,8 +12,9 @@ from shared.billing.purchases import PaymentDeclined, charge_payment, customer_o
 from shared.billing.stripe_gateway import StripeGateway
 from shared.errors import ValidationFailed
 from shared.ledger import book
-from shared.models import AutoRecharge, Entry, Payment
+from shared.models import AutoRecharge, DunningRun, Entry, Payment
 from tests.stripe_sim_fixtures import background_loop, stripe_stand_in  # noqa: F401  (fixtures)
+from tests.unit.billing.test_auto_recharge import NOW, account_with_recharge, state
 from tests.unit.billing.test_purchases import new_account
 
 
@@ -214,3 +215,24 @@ def test_a_card_saved_on_the_setup_page_becomes_the_card_on_file_and_resumes_aut
     card = gateway.card(view.payment_method)
     assert card.last4 == "4242" and view.disabled_reason is None and view.enabled
     assert details.count("replayed: handled before") == len(details) // 2
+
+
+def test_a_recharge_declined_by_webhook_backs_off_and_starts_dunning(sqlite_database, stripe_stand_in):
+    # given an auto-recharge whose worker died right after Stripe declined its confirmation (no answer recorded)
+    database = sqlite_database
+    account_id = account_with_recharge(database, "pm_card_chargeCustomerFail")
+    crashing = CrashAfter(stripe_stand_in.config.api_key, stripe_stand_in.url, "confirm_intent")
+    with pytest.raises(ConnectionError):
+        auto_recharge.run(database, crashing, account_id, now=NOW)
+    assert state(database, account_id).in_flight
+
+    # when Stripe's payment_intent.payment_failed arrives (twice)
+    deliver(database, stripe_stand_in.gateway(), stripe_stand_in.events("payment_intent.payment_failed"), times=2)
+
+    # then the claim is released, the next try backs off, and one dunning run is open for the amount
+    view = state(database, account_id)
+    assert (view.in_flight, view.consecutive_failures) == (False, 1) and view.next_attempt_at is not None
+    with database.unit_of_work() as session:
+        [run] = session.query(DunningRun).filter(DunningRun.account_id == account_id).all()
+        assert run.status == "open" and run.reason == "auto_recharge"
+    assert balance(database, account_id) == 90_000
