@@ -165,10 +165,10 @@ def test_another_accounts_payment_method_is_refused_and_nothing_is_charged(sqlit
         assert session.query(Payment).count() == 0
 
 
-def test_refunds_take_back_pro_rata_disputes_take_the_rest_and_a_won_dispute_gives_it_back(sqlite_database,
+def test_refunds_take_back_pro_rata_disputes_take_the_rest_and_a_won_dispute_gives_it_back(database,
                                                                                           stripe_stand_in):
-    # given 500 credits bought for $22.50
-    database, gateway = sqlite_database, stripe_stand_in.gateway()
+    # given 500 credits bought for $22.50 (on SQLite and on PostgreSQL)
+    gateway = stripe_stand_in.gateway()
     account_id = new_account(database)
     payment = purchase(database, gateway, account_id, 500_000, "pm_card_visa", idempotency_key="buy", now=now())
 
