@@ -30,7 +30,7 @@ def stand_in_defaults(stack):
     yield
     if "stripe-sim" in stack.processes:
         configure(stack, event_duplicates=1, event_reorder=False, event_delay_ms=0, event_loss_rate=0.0,
-                  response_delay_ms=0)
+                  event_failure_rate=0.0, response_delay_ms=0)
 
 
 def configure(stack, **knobs) -> None:
@@ -78,9 +78,9 @@ def one_intent_per_key(stack) -> None:
 
 
 def test_pm_card_visa_lands_credits_once_with_every_event_delivered_three_times_out_of_order(stack):
-    # given Stripe delivering each event three times, newest first, late
+    # given Stripe delivering each event three times, newest first, late, and failing half its attempts (retried)
     account_id, headers = new_account(stack, 1)
-    configure(stack, event_duplicates=3, event_reorder=True, event_delay_ms=300)
+    configure(stack, event_duplicates=3, event_reorder=True, event_delay_ms=300, event_failure_rate=0.5)
 
     # when the account buys 100 credits with pm_card_visa
     response = buy(stack, account_id, headers, "pm_card_visa", key="buy-visa")
