@@ -166,8 +166,8 @@ def record_outcome(database: Database, payment_id: str, result: PaymentResult, *
         current = session.get(Payment, payment_id, with_for_update=True)
         if current.status not in OPEN_STATUSES or result.intent_id != current.intent_id:
             return current  # decided already, or about an attempt that is over
-        if result.status == "processing":
-            return current
+        if result.status == "processing" or result.status == current.status:
+            return current  # nothing new: a payment waiting for 3-D Secure keeps its age for the sweeper
         current.status = result.status
         current.charge_id = result.charge_id
         current.decline_code = result.decline_code

@@ -165,3 +165,23 @@ def test_a_payment_method_that_is_not_a_gateway_token_is_refused_without_being_s
     with database.unit_of_work() as session:
         assert session.query(Payment).count() == 0
     assert balance_of(database, account_id) == 0
+
+
+def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_left_to_its_webhook(database):
+    # given a purchase whose card asks for 3-D Secure, never completed
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+    payment = purchase(database, gateway, account_id, 100_000, "pm_card_authenticationRequired",
+                       idempotency_key="k", now=NOW)
+    assert payment.status == "requires_action" and payment.action_url
+
+    # when the sweeper runs through the day it was made, and after
+    asked = [reconcile_open(database, gateway, now=NOW + later)
+             for later in (timedelta(minutes=5), timedelta(hours=23), timedelta(days=1, minutes=10))]
+
+    # then it asked for a day from when the payment began waiting (asking does not make it younger), then
+    # stopped; nothing was charged or granted
+    assert asked == [1, 1, 0]
+    with database.unit_of_work() as session:
+        assert session.query(Payment).one().status == "requires_action"
+    assert balance_of(database, account_id) == 0
