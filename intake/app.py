@@ -38,6 +38,7 @@ from .routes import (
     numbers,
     operations,
     opt_outs,
+    payment_method,
     purchases,
     twilio_credentials,
     users,
@@ -48,8 +49,8 @@ from .text import text_middleware
 
 DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 message_search, twilio_credentials, purchases, auto_recharge, dunning, admin, campaigns, account_life,
-                 webhook_endpoints]
+                 message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin, campaigns,
+                 account_life, webhook_endpoints]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

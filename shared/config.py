@@ -14,6 +14,9 @@ from shared.private_files import written_once
 
 SIMULATOR_ACCOUNT_SID = "AC" + "0" * 32
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
+STAND_IN_STRIPE_API_KEY = "sk_test_creditq_stand_in"  # the Stripe stand-in's well-known key and webhook secret
+STAND_IN_STRIPE_WEBHOOK_SECRET = "whsec_creditq_stand_in"
+PAYMENT_GATEWAYS = ("stripe", "simulated")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")  # where a simulator may run with its own well-known credentials
 
 
@@ -61,14 +64,21 @@ class Settings:
     hold_ttl_seconds: int = 900
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
-    payment_gateway: str = "simulated"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
+    payment_gateway: str = "stripe"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
+    stripe_api_key: str = field(default=STAND_IN_STRIPE_API_KEY, repr=False)
+    stripe_webhook_secret: str = field(default=STAND_IN_STRIPE_WEBHOOK_SECRET, repr=False)
+    stripe_api_base: str = "http://127.0.0.1:8082"  # STRIPE_API_BASE; the stand-in (`creditq stripe-sim`) by default
+    stripe_sim_port: int = 8082
+    payment_sweep_seconds: int = 120  # a payment open this long is reconciled with the gateway
     key_rate_limit: RateLimit | None = RateLimit(100.0, 200)  # per account key; None: not limited
     operator_rate_limit: RateLimit | None = None  # the operator's key; None: exempt
     idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
     new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
     new_account_daily_messages: int = 500  # the cap: messages per local day
     shared_short_code: str | None = None  # SHARED_SHORT_CODE: accounts send from it under a keyword; None: off
-    environment: str = "production"  # CREDITQ_ENV; `creditq dev` runs "development", where webhooks may go anywhere
+    # CREDITQ_ENV: "production" refuses webhook endpoints on private addresses or over http, the simulated payment
+    # gateway and the Stripe stand-in's well-known key and webhook secret; "development" (`creditq dev`) allows them
+    environment: str = "development"
     webhooks: "WebhookSettings" = field(default_factory=lambda: WebhookSettings())
 
     @property
@@ -259,6 +269,23 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
     secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
+    environment = _environment(env.get("CREDITQ_ENV") or "development")
+    payment_gateway = env.get("PAYMENT_GATEWAY", "stripe")
+    if payment_gateway not in PAYMENT_GATEWAYS:
+        raise ConfigError(f"PAYMENT_GATEWAY={payment_gateway!r} is not one of: {', '.join(PAYMENT_GATEWAYS)}")
+    if payment_gateway == "simulated" and environment == "production":
+        raise ConfigError("PAYMENT_GATEWAY=simulated is for tests only: refused when CREDITQ_ENV=production")
+    stripe_sim_port = _port("CREDITQ_STRIPE_SIM_PORT", env.get("CREDITQ_STRIPE_SIM_PORT", "8082"))
+    stripe_api_base = _url("STRIPE_API_BASE", env.get("STRIPE_API_BASE") or f"http://127.0.0.1:{stripe_sim_port}",
+                           ("http", "https")).rstrip("/")
+    stripe_api_key = env.get("STRIPE_API_KEY", STAND_IN_STRIPE_API_KEY)
+    stripe_webhook_secret = env.get("STRIPE_WEBHOOK_SECRET", STAND_IN_STRIPE_WEBHOOK_SECRET)
+    if payment_gateway == "stripe" and (environment == "production" or urlparse(stripe_api_base).hostname
+                                        not in _LOOPBACK) and (stripe_api_key == STAND_IN_STRIPE_API_KEY or
+                                                               stripe_webhook_secret == STAND_IN_STRIPE_WEBHOOK_SECRET):
+        # the stand-in's well-known webhook secret would make every Stripe event forgeable
+        raise ConfigError("a real Stripe (CREDITQ_ENV=production or STRIPE_API_BASE not on this host) needs "
+                          "STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -278,7 +305,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
         smtp=smtp,
         email_from=email_from,
-        payment_gateway=env.get("PAYMENT_GATEWAY", "simulated"),
+        payment_gateway=payment_gateway,
+        environment=environment,
+        stripe_api_key=stripe_api_key,
+        stripe_webhook_secret=stripe_webhook_secret,
+        stripe_api_base=stripe_api_base,
+        stripe_sim_port=stripe_sim_port,
+        payment_sweep_seconds=_positive_int("CREDITQ_PAYMENT_SWEEP_SECONDS",
+                                            env.get("CREDITQ_PAYMENT_SWEEP_SECONDS", "120")),
         key_rate_limit=_rate_limit(env, "CREDITQ_KEY_RATE_LIMIT", "CREDITQ_KEY_RATE_BURST", ("100", "200")),
         operator_rate_limit=_rate_limit(env, "CREDITQ_OPERATOR_RATE_LIMIT", "CREDITQ_OPERATOR_RATE_BURST",
                                         ("0", "200")),
@@ -288,7 +322,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         new_account_daily_messages=_positive_int(
             "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
         shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
-        environment=_environment(env.get("CREDITQ_ENV") or "production"),
         webhooks=_webhooks(env),
     )
 

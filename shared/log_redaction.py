@@ -2,8 +2,9 @@
 
 Code never logs a secret on purpose; this is the net under an exception message, a repr or a library's
 debug line that carries one by accident. It masks, in the message, its arguments and the traceback text:
-the secrets this process is configured with (CREDITQ_ADMIN_KEY, TWILIO_AUTH_TOKEN, CREDITQ_SECRET_KEY),
-anything shaped like a creditq key (cq_live_..., cq_admin_...) or a Fernet key, the credential of an
+the secrets this process is configured with (CREDITQ_ADMIN_KEY, TWILIO_AUTH_TOKEN, CREDITQ_SECRET_KEY,
+STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET), anything shaped like a creditq key (cq_live_..., cq_admin_...), a Stripe
+secret key (sk_live_..., rk_live_...), a Stripe webhook secret (whsec_...) or a Fernet key, the credential of an
 `Authorization: Bearer/Basic` header, the password of a URL, the value of a field named like a secret
 (auth_token=..., "password": "..."), and card numbers (12 to 19 digits that pass the Luhn check).
 """
@@ -18,6 +19,7 @@ _MIN_KNOWN_LENGTH = 8  # shorter configured values would mask ordinary words
 
 _PATTERNS = (
     (re.compile(r"\b(cq_(?:live|admin)_)[A-Za-z0-9_-]+"), rf"\1{MASK}"),
+    (re.compile(r"\b((?:sk|rk)_(?:live|test)_|whsec_)[A-Za-z0-9_]+"), rf"\1{MASK}"),
     (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}="), MASK),  # a Fernet key: 32 bytes, url-safe base64
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+"), rf"\1\2{MASK}"),
     (re.compile(r"(://[^/\s:@]*:)[^/\s@]+@"), rf"\1{MASK}@"),
@@ -71,7 +73,8 @@ def configured_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The secret values the environment hands this process."""
     env = os.environ if environ is None else environ
     keys = env.get("CREDITQ_SECRET_KEY", "").split(",")
-    return [env.get("CREDITQ_ADMIN_KEY", ""), env.get("TWILIO_AUTH_TOKEN", ""), *(key.strip() for key in keys)]
+    return [env.get("CREDITQ_ADMIN_KEY", ""), env.get("TWILIO_AUTH_TOKEN", ""), env.get("STRIPE_API_KEY", ""),
+            env.get("STRIPE_WEBHOOK_SECRET", ""), *(key.strip() for key in keys)]
 
 
 def install(logger: logging.Logger | None = None) -> None:

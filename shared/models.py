@@ -320,8 +320,10 @@ class IdempotencyRecord(Base):
 
 
 class Payment(Base):
-    """One charge of a payment method: a credit purchase (credits > 0) or a bill (credits 0), pending until the
-    gateway answers. The gateway's idempotency key is `id:attempt`, so a replay never charges twice."""
+    """One charge of a payment method: a credit purchase (credits > 0) or a bill (credits 0), and its life at the
+    gateway: pending (created here), processing (its PaymentIntent exists: `intent_id`), then succeeded, declined,
+    error (took nothing), requires_action (3-D Secure at `action_url`), refunded or disputed. The gateway's
+    idempotency keys start with `id:attempt`, so a replay never charges twice."""
 
     __tablename__ = "payments"
     __table_args__ = (Index("ix_payments_status_created_at", "status", "created_at"),)
@@ -334,8 +336,12 @@ class Payment(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     payment_method: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | declined | error
+    status: Mapped[str] = mapped_column(String(16))  # see the class docstring
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    intent_id: Mapped[str | None] = mapped_column(String(100), index=True)  # the gateway's PaymentIntent
+    action_url: Mapped[str | None] = mapped_column(String(500))  # where the customer finishes 3-D Secure
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    clawed_back: Mapped[int] = mapped_column(Millicredits, default=0, server_default="0")  # mc taken back
     charge_id: Mapped[str | None] = mapped_column(String(100))
     decline_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))
@@ -343,6 +349,26 @@ class Payment(Base):
     dunning_run_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class BillingCustomer(Base):
+    """An account's Customer at the payment gateway (Stripe's `cus_...`): its cards are saved there."""
+
+    __tablename__ = "billing_customers"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime]
+
+
+class GatewayEvent(Base):
+    """A webhook event already handled, by the gateway's event id: a replay of it changes nothing."""
+
+    __tablename__ = "gateway_events"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
 
 
 class AutoRecharge(Base):

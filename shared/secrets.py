@@ -86,6 +86,11 @@ def digest(data: bytes) -> str:
     return hmac.new(_current().digest_keys[0], data, hashlib.sha256).hexdigest()
 
 
+def digests(data: bytes) -> list[str]:
+    """The digest of `data` under every key, first key first: what a digest made before a rotation may be."""
+    return [hmac.new(key, data, hashlib.sha256).hexdigest() for key in _current().digest_keys]
+
+
 def digest_matches(data: bytes, expected: str) -> bool:
     """Whether `expected` is the digest of `data` under any key, so digests survive a rotation."""
     return any(hmac.compare_digest(hmac.new(key, data, hashlib.sha256).hexdigest(), expected)

@@ -72,6 +72,8 @@ def settings(tmp_path) -> Settings:
         "CREDITQ_DATA_DIR": str(tmp_path / "data"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'creditq.db'}",
         "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789",
+        "PAYMENT_GATEWAY": "simulated",
+        "CREDITQ_ENV": "development",
     })
 
 

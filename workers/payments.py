@@ -6,15 +6,16 @@ Each actor is safe to replay: a recharge resumes its claimed payment, a step its
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 
 from shared.billing import auto_recharge as recharges
 from shared.billing import dunning
 from shared.billing.dunning_texts import DunningTexter
-from shared.billing.payments import PaymentGateway, gateway_from_settings
-from shared.billing.purchases import complete_stale_purchases
+from shared.billing.gateways import gateway_from_settings
+from shared.billing.payment_events import reconcile_open
+from shared.billing.payments import PaymentGateway
 from shared.config import load_settings
 from shared.email import EmailSender, email_sender
 
@@ -30,6 +31,7 @@ class Billing:
     payments: PaymentGateway
     email: EmailSender
     public_base_url: str
+    payment_sweep_after: timedelta = timedelta(minutes=2)
 
 
 _billing: Billing | None = None
@@ -41,7 +43,8 @@ def billing() -> Billing:
     with _lock:
         if _billing is None:
             settings = load_settings()
-            _billing = Billing(gateway_from_settings(settings), email_sender(settings), settings.public_base_url)
+            _billing = Billing(gateway_from_settings(settings), email_sender(settings), settings.public_base_url,
+                               timedelta(seconds=settings.payment_sweep_seconds))
         return _billing
 
 
@@ -78,8 +81,9 @@ def retry_dunning_payment(run_id: str) -> None:
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=300_000)
 def dunning_tick() -> None:
-    """Every minute: due dunning steps, due or stale recharges, purchases a crash left pending. Not retried:
-    the next tick does the same work."""
+    """Every minute: due dunning steps, due or stale recharges, and payments left open (a lost webhook, a crash
+    between "PaymentIntent created" and "recorded") reconciled with the gateway. Not retried: the next tick does
+    the same work."""
     database = resources.current().database
     now = datetime.now(UTC)
     with database.unit_of_work() as session:
@@ -89,4 +93,4 @@ def dunning_tick() -> None:
         run_dunning_step.send(run_id, step)
     for account_id in accounts:
         auto_recharge.send(account_id)
-    complete_stale_purchases(database, billing().payments, now=now)
+    reconcile_open(database, billing().payments, now=now, older_than=billing().payment_sweep_after)

@@ -11,10 +11,11 @@ from . import (
     report,
     scheduler,
     secrets,
+    stripe_sim,
     twilio_sim,
     web,
     worker,
 )
 
-COMMANDS = [dev, web, worker, scheduler, twilio_sim, db, secrets, estimate, ledger, month_end, report, campaign,
+COMMANDS = [dev, web, worker, scheduler, twilio_sim, stripe_sim, db, secrets, estimate, ledger, month_end, report, campaign,
             account]

@@ -14,18 +14,23 @@ from shared.redis_url import resolve_redis_url
 
 from .ports import refuse_if_taken
 
-PROCESSES = ("twilio-sim", "web", "worker", "scheduler")
+PROCESSES = ("twilio-sim", "stripe-sim", "web", "worker", "scheduler")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("dev", help="run web, worker, scheduler, Twilio simulator and Redis together")
+    parser = subparsers.add_parser("dev", help="run web, worker, scheduler, the Twilio simulator, the Stripe stand-in "
+                                               "and Redis together")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    os.environ["CREDITQ_ENV"] = "development"  # the stand-ins and their well-known secrets, webhooks to localhost
     settings = load_settings()
     refuse_if_taken(settings.web_host, settings.web_port, "PORT")
     refuse_if_taken("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT")
+    stand_in = settings.payment_gateway == "stripe" and not os.environ.get("STRIPE_API_BASE")
+    if stand_in:
+        refuse_if_taken("127.0.0.1", settings.stripe_sim_port, "CREDITQ_STRIPE_SIM_PORT")
     redis_url, embedded = resolve_redis_url(settings)
     children: dict[str, subprocess.Popen] = {}
     stopping = False
@@ -42,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
                    CREDITQ_ADMIN_KEY=settings.admin_key, CREDITQ_SECRET_KEY=",".join(settings.secret_keys),
                    CREDITQ_DATA_DIR=str(settings.data_dir), CREDITQ_ENV="development",
                    TWILIO_API_BASE=settings.twilio_api_base or f"http://127.0.0.1:{settings.simulator_port}")
-        for name in PROCESSES:
+        for name in (name for name in PROCESSES if name != "stripe-sim" or stand_in):
             # Each child leads its own process group, so stopping it also stops what it forked.
             children[name] = subprocess.Popen([sys.executable, "-m", "creditq", name], env=env,
                                               start_new_session=True, stdin=subprocess.DEVNULL)
         base = f"http://{settings.web_host}:{settings.web_port}"
-        if _wait_healthy(f"{base}/healthz", children, lambda: stopping):
-            _print_banner(base, settings.admin_key, settings.simulator_port, redis_url)
+        ready = [f"{base}/healthz"] + ([f"{settings.stripe_api_base}/_sim/config"] if stand_in else [])
+        if all(_wait_healthy(url, children, lambda: stopping) for url in ready):
+            _print_banner(base, settings, redis_url)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -89,12 +95,16 @@ def _stop_all(children, grace: float = 10) -> None:
             child.wait()
 
 
-def _print_banner(base: str, admin_key: str, simulator_port: int, redis_url: str) -> None:
+def _print_banner(base: str, settings, redis_url: str) -> None:
+    admin_key = settings.admin_key
+    stripe = (f"{settings.stripe_api_base}   (PaymentIntents: /_sim/payment_intents, events: /_sim/events)"
+              if settings.payment_gateway == "stripe" else f"PAYMENT_GATEWAY={settings.payment_gateway}")
     print(f"""
 creditq is running
   API          {base}   (OpenAPI: {base}/v1/openapi.json)
   metrics      {base}/metrics
-  Twilio sim   http://127.0.0.1:{simulator_port}   (sent messages: /_sim/messages)
+  Twilio sim   http://127.0.0.1:{settings.simulator_port}   (sent messages: /_sim/messages)
+  Stripe       {stripe}
   Redis        {redis_url}
   operator key {admin_key}
 

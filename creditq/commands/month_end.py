@@ -9,7 +9,7 @@ from rich.table import Table
 
 from shared.billing import month_end
 from shared.billing.calendar import Period
-from shared.billing.payments import gateway_from_settings
+from shared.billing.gateways import gateway_from_settings
 from shared.config import ConfigError, load_settings
 from shared.db import Database
 from shared.money import format_credits

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from shared.billing import month_end
 from shared.billing.calendar import Period
-from shared.billing.payments import gateway_from_settings
+from shared.billing.gateways import gateway_from_settings
 from shared.money import format_credits
 
 from ..appkeys import DATABASE, SETTINGS

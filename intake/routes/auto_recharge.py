@@ -7,13 +7,19 @@ from aiohttp import web
 from sqlalchemy import select
 
 from shared.billing import auto_recharge
+from shared.billing.gateways import gateway_from_settings
+from shared.billing.payments import CardRefused, GatewayUnavailable
+from shared.billing.purchases import check_payment_method, customer_of
 from shared.db import Database
-from shared.models import DunningRun
+from shared.errors import NotFound
+from shared.ids import new_id
+from shared.models import Account, DunningRun
 from shared.money import format_credits, parse_credits
 
-from ..appkeys import DATABASE, ENQUEUER
+from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, read_json
+from ..errors import Problem
 from ..openapi import problem
 from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
@@ -31,15 +37,30 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
     threshold = parse_credits(body.get("threshold", "0"))
     credits = parse_credits(body.get("credits"))
 
+    gateway = gateway_from_settings(request.app[SETTINGS])
+
     def save(database: Database) -> tuple[auto_recharge.AutoRechargeView, str | None]:
+        card = body.get("payment_method")
+        if card is not None:  # saved to the account's Customer first (a SetupIntent): the saved one is charged
+            card = check_payment_method(card)
+            with database.read_only() as session:
+                if session.get(Account, account_id) is None:
+                    raise NotFound(f"No account {account_id}.")
+            customer = customer_of(database, gateway, account_id, now=datetime.now(UTC))
+            card = gateway.save_card(customer=customer, payment_method=card, idempotency_key=new_id("setup")
+                                     ).payment_method
         with database.unit_of_work() as session:
             view = auto_recharge.configure(session, account_id, enabled=body.get("enabled"), threshold_mc=threshold,
-                                           credits_mc=credits, payment_method=body.get("payment_method"),
-                                           now=datetime.now(UTC))
+                                           credits_mc=credits, payment_method=card, now=datetime.now(UTC))
             unpaid = session.scalar(select(DunningRun.id).where(DunningRun.unpaid_account_id == account_id))
-        return view, unpaid if body.get("payment_method") is not None else None
+        return view, unpaid if card is not None else None
 
-    view, unpaid_run = await asyncio.to_thread(save, request.app[DATABASE])
+    try:
+        view, unpaid_run = await asyncio.to_thread(save, request.app[DATABASE])
+    except CardRefused as refused:
+        raise Problem(402, "Card declined", str(refused), decline_code=refused.decline_code) from None
+    except GatewayUnavailable as unavailable:
+        raise Problem(503, "Payment gateway unavailable", f"{unavailable} Try again.") from None
     if unpaid_run is not None:
         await request.app[ENQUEUER].send("retry_dunning_payment", unpaid_run)
     return json_response(view_json(view))
@@ -77,7 +98,9 @@ _VIEW = {"type": "object", "properties": {
     "enabled": {"type": "boolean"},
     "threshold": {**_CREDITS, "description": "Recharge when available credits fall under this."},
     "credits": {**_CREDITS, "description": "The bucket bought each time."},
-    "payment_method": {"type": ["string", "null"], "description": "The card on file (also used by dunning)."},
+    "payment_method": {"type": ["string", "null"],
+                       "description": "The card on file, saved to the account's Stripe Customer (also used by "
+                                      "dunning and month-end bills)."},
     "state": {"type": "string", "enum": ["off", "ready", "in_flight", "backing_off", "disabled"]},
     "consecutive_failures": {"type": "integer"},
     "next_attempt_at": {**_INSTANT, "type": ["string", "null"], "description": "Backoff after a decline."},
@@ -107,8 +130,10 @@ OPENAPI_PATHS = {
                 "payment_method": PAYMENT_METHOD}})},
             "responses": {"200": {"description": "Saved", **_json(_VIEW)},
                           "404": problem(404, "No such account"),
-                          "422": problem(422, "Not a bucket, no payment method to enable with, or one that is not "
-                                              "a gateway token (a card number)")},
+                          "402": problem(402, "The card could not be saved (declined by its bank)"),
+                          "422": problem(422, "Not a bucket, no payment method to enable with, one that is not "
+                                              "a gateway token (a card number), or one saved by another account"),
+                          "503": problem(503, "Stripe did not answer; try again")},
         },
         "get": {"operationId": "getAutoRecharge", "summary": "Auto-recharge settings and state",
                 "responses": {"200": {"description": "Settings and state", **_json(_VIEW)},

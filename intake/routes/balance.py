@@ -73,7 +73,8 @@ def _entry_json(row) -> dict:
 ENTRY_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "at": _INSTANT,
     "kind": {"type": "string", "enum": ["grant", "purchase", "usage", "carrier_fee", "refund", "expiry", "allocation",
-                                        "month_end_charge", "reset", "adjustment"]},
+                                        "month_end_charge", "reset", "adjustment", "dispute"],
+             "description": "refund and dispute: credits taken back when a payment is refunded or disputed at Stripe."},
     "credits": {**_SIGNED_CREDITS, "description": "Signed: what this entry added to the balance."},
     "balance_after": {**_SIGNED_CREDITS, "description": "The account's balance right after this entry."},
     "reference": {"type": ["string", "null"], "description": "Message, campaign or invoice."},

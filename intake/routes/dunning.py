@@ -47,7 +47,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 
     def read(database: Database) -> dunning.ScheduleView:
         with database.read_only() as session:
-            return dunning.get_schedule(session, account_id, public_base_url=public_base_url)
+            return dunning.get_schedule(session, account_id, public_base_url=public_base_url, now=datetime.now(UTC))
 
     return json_response(_schedule_json(await asyncio.to_thread(read, request.app[DATABASE])))
 

@@ -59,23 +59,37 @@ def configure(session: Session, account_id: str, *, enabled: bool, threshold_mc:
     if not isinstance(enabled, bool):
         raise ValidationFailed("enabled must be true or false", errors={"enabled": "must be a boolean"})
     price_list.price_cents(account.plan_monthly_credits, credits_mc)
-    row = session.get(AutoRecharge, account_id, with_for_update=True)
-    if row is None:
-        row = AutoRecharge(account_id=account_id, enabled=False, threshold=0, credits=0, attempts=0,
-                           consecutive_failures=0, updated_at=now)
-        session.add(row)
+    row = _row(session, account_id, now)
     if payment_method is not None:
-        row.payment_method = check_payment_method(payment_method)
-        row.consecutive_failures = 0
-        row.next_attempt_at = None
-        row.disabled_reason = None
-        dunning.payment_method_updated(session, account_id, row.payment_method, now=now)
+        card_saved(session, account_id, check_payment_method(payment_method), now=now)
     if enabled and row.payment_method is None:
         raise ValidationFailed("payment_method is required to enable auto-recharge",
                                errors={"payment_method": "is required when enabled"})
     row.enabled, row.threshold, row.credits, row.updated_at = enabled, threshold_mc, credits_mc, now
     session.flush()
     return _view(row)
+
+
+def card_saved(session: Session, account_id: str, payment_method: str, *, now: datetime) -> str | None:
+    """A new card on file (saved with these settings, or by the setup page): failures are forgotten, a disabled
+    recharge resumes, and an unpaid dunning run pays with it; returns that run's id so the caller retries it now."""
+    row = _row(session, account_id, now)
+    row.payment_method = payment_method
+    row.consecutive_failures = 0
+    row.next_attempt_at = None
+    row.disabled_reason = None
+    row.updated_at = now
+    session.flush()
+    return dunning.payment_method_updated(session, account_id, payment_method, now=now)
+
+
+def _row(session: Session, account_id: str, now: datetime) -> AutoRecharge:
+    row = session.get(AutoRecharge, account_id, with_for_update=True)
+    if row is None:
+        row = AutoRecharge(account_id=account_id, enabled=False, threshold=0, credits=0, attempts=0,
+                           consecutive_failures=0, updated_at=now)
+        session.add(row)
+    return row
 
 
 def disable(session: Session, account_id: str, *, reason: str, now: datetime) -> bool:

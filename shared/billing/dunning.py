@@ -21,6 +21,7 @@ from liquid.exceptions import LiquidError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.billing import payment_links
 from shared.billing.dunning_texts import DunningTexter, SmsOutcome
 from shared.billing.payments import PaymentGateway
 from shared.billing.purchases import charge_payment, open_payment, payment_method_on_file, retry
@@ -92,7 +93,7 @@ def set_schedule(session: Session, account_id: str, *, steps: object, final_acti
     if update_url is not None and not (isinstance(update_url, str) and update_url.startswith(("http://", "https://"))
                                        and len(update_url) <= 500):
         raise ValidationFailed("update_url must be an http(s) URL", errors={"update_url": "must be an http(s) URL"})
-    warnings = _warnings(session, account, normalized, final_action, update_url, public_base_url)
+    warnings = _warnings(session, account, normalized, final_action, update_url, public_base_url, now)
     schedule = session.get(DunningSchedule, account_id)
     if schedule is None:
         schedule = DunningSchedule(account_id=account_id)
@@ -103,15 +104,15 @@ def set_schedule(session: Session, account_id: str, *, steps: object, final_acti
     return ScheduleView(account_id, site, normalized, final_action, update_url, warnings, False)
 
 
-def get_schedule(session: Session, account_id: str, *, public_base_url: str) -> ScheduleView:
+def get_schedule(session: Session, account_id: str, *, public_base_url: str, now: datetime) -> ScheduleView:
     account = _account(session, account_id)
     schedule = session.get(DunningSchedule, account_id)
     if schedule is None:
         return ScheduleView(account_id, "default", DEFAULT_STEPS, "suspend", None,
-                            _warnings(session, account, DEFAULT_STEPS, "suspend", None, public_base_url), True)
+                            _warnings(session, account, DEFAULT_STEPS, "suspend", None, public_base_url, now), True)
     return ScheduleView(account_id, schedule.site, schedule.steps, schedule.final_action, schedule.update_url,
                         _warnings(session, account, schedule.steps, schedule.final_action, schedule.update_url,
-                                  public_base_url), False)
+                                  public_base_url, now), False)
 
 
 def _check_steps(steps: object) -> list[dict]:
@@ -171,10 +172,10 @@ def _check_template(source: object, field: str, errors: dict[str, str]) -> None:
 
 
 def _warnings(session: Session, account: Account, steps: list[dict], final_action: str, update_url: str | None,
-              public_base_url: str) -> list[str]:
+              public_base_url: str, now: datetime) -> list[str]:
     """What to fix in the texts: judged on this account's real name and link and a four-digit amount."""
     context = _context(session, account, amount_cents=123456, currency="usd", step=1, steps=len(steps),
-                       final_action=final_action, update_url=update_url, public_base_url=public_base_url)
+                       final_action=final_action, update_url=update_url, public_base_url=public_base_url, now=now)
     warnings = []
     for i, step in enumerate(steps):
         if not step.get("sms"):
@@ -195,13 +196,13 @@ def render(source: str, context: dict) -> str:
 
 
 def _context(session: Session, account: Account, *, amount_cents: int, currency: str, step: int, steps: int,
-             final_action: str, update_url: str | None, public_base_url: str) -> dict:
+             final_action: str, update_url: str | None, public_base_url: str, now: datetime) -> dict:
     owner = _owner(session, account.id)
     return {
         "customer_name": owner.name if owner else account.name,
         "account_name": account.name,
         "amount_due": format_money(amount_cents, currency),
-        "update_link": update_url or f"{public_base_url}/billing/{account.id}/payment-method",
+        "update_link": update_url or payment_links.update_link(public_base_url, account.id, now=now),
         "step": step,
         "steps": steps,
         "final_action": final_action,
@@ -346,7 +347,7 @@ def run_step(database: Database, *, gateway: PaymentGateway, email_sender: Email
         owner = _owner(session, run.account_id)
         context = _context(session, account, amount_cents=run.amount_cents, currency=run.currency, step=step + 1,
                            steps=len(run.steps), final_action=run.final_action, update_url=run.update_url,
-                           public_base_url=public_base_url)
+                           public_base_url=public_base_url, now=now)
     email_status = _email(database, email_sender, run_id, step, spec, owner, context)
     sms_status = _sms(database, texter, run, step, spec, owner, context, now)
     status = _advance(database, run_id, step, now)

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from shared.billing import dunning, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of
-from shared.billing.payments import PaymentGateway
+from shared.billing.payments import GatewayUnavailable, PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
@@ -50,7 +50,7 @@ from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, next_expiry, utc
-from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, PhoneNumber, User
+from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, Payment, PhoneNumber, User
 
 accounts = Account.__table__
 runs = BillingRun.__table__
@@ -236,10 +236,15 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
             if payment.status == "error":
                 purchases.retry(session, payment, now=utc(now))
             payments[bill.id] = payment.id
+    def charge(payment_id: str) -> Payment:
+        try:
+            return purchases.charge_payment(database, gateway, payment_id, now=utc(now))
+        except GatewayUnavailable:  # outcome unknown: the bill stays pending, the next collection asks again
+            with database.unit_of_work() as session:
+                return session.get(Payment, payment_id)
+
     with ThreadPoolExecutor(CHARGE_THREADS) as pool:  # the gateway's latency, not our CPU, is the cost of a charge
-        charged = dict(zip(payments, pool.map(
-            lambda payment_id: purchases.charge_payment(database, gateway, payment_id, now=utc(now)),
-            payments.values())))
+        charged = dict(zip(payments, pool.map(charge, payments.values())))
     outcomes: list[tuple[Row, str, str]] = []
     for bill in bills:
         if bill.id not in payments:
@@ -247,7 +252,7 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
             summary.payments_declined += 1
             continue
         payment = charged[bill.id]
-        if payment.status in ("pending", "error"):
+        if payment.status in (*purchases.OPEN_STATUSES, "error"):
             summary.payments_pending += 1
             continue
         paid = payment.status == "succeeded"

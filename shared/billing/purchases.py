@@ -1,15 +1,19 @@
-"""Paying for credits: a Payment row first, then the charge, then (only on success) the purchased lot.
+"""Paying for credits: a Payment row first, then the PaymentIntent, then (only on success) the purchased lot.
 
-Three steps, each safe to die after:
+Four steps, each safe to die after:
 1. open: a `pending` Payment under its idempotency key (a replay finds it);
-2. charge the gateway with the key `<payment id>:<attempt>` — outside any transaction, never holding a lock;
-3. one transaction records the outcome and, on success, grants the `purchase` lot (ledger key `payment:<id>`).
-A process killed between 2 and 3 leaves the payment `pending`; completing it charges again with the same
-key, so the gateway answers the first result instead of charging twice, and the grant follows.
+2. create the PaymentIntent at the gateway with the key `<payment id>:<attempt>:create` and metadata.payment_id,
+   and store its id (`processing`) — outside any transaction, never holding a lock;
+3. confirm it with the key `<payment id>:<attempt>:confirm`;
+4. one transaction records the outcome and, on success, grants the `purchase` lot (ledger key `payment:<id>`).
+A process killed anywhere leaves the payment `pending` or `processing`; completing it repeats the same calls with
+the same keys, so the gateway answers the first result instead of charging twice, and the grant follows. A payment
+whose keys the gateway may have forgotten (Stripe keeps them 24 hours) is first looked up by metadata.payment_id.
 An `error` (the gateway took nothing) ends the attempt; replaying the purchase starts attempt + 1.
 
-Auto-recharge and dunning pay through the same steps, passing `then` to act on the outcome in the
-transaction of step 3.
+The outcome may also arrive later, by webhook (shared.billing.payment_events): `record_outcome` is the one place
+an outcome is written, whoever learns it first. Auto-recharge and dunning pay through the same steps, passing
+`then` to act on the outcome in the transaction of step 4.
 """
 
 import re
@@ -17,20 +21,25 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.billing.payments import PaymentGateway
+from shared.billing.payments import GatewayUnavailable, PaymentGateway, PaymentResult
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.events.outbox import emit
 from shared.ids import new_id
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.messaging import parking
-from shared.models import Account, AutoRecharge, Payment
+from shared.models import Account, AutoRecharge, BillingCustomer, Payment
 from shared.money import format_credits
 
-SOURCES = ("api", "auto_recharge", "dunning")
+SOURCES = ("api", "auto_recharge", "dunning", "month_end")
+STATUSES = ("pending", "processing", "requires_action", "succeeded", "declined", "error", "refunded", "disputed")
+OPEN_STATUSES = ("pending", "processing", "requires_action")  # the outcome is not known yet
+KEYS_FORGOTTEN_AFTER = timedelta(hours=1)  # well inside Stripe's 24 hours: look the PaymentIntent up instead
 MAX_PAYMENT_METHOD_LENGTH = 100
 _PAYMENT_TOKEN = re.compile(rf"(?:pm|tok|card)_[A-Za-z0-9_]{{1,{MAX_PAYMENT_METHOD_LENGTH - 5}}}", re.ASCII)
 _CARD_DIGITS = re.compile(r"[0-9]{12}")  # card numbers are 12 to 19 digits; gateway ids never run so long
@@ -53,8 +62,9 @@ class PaymentUnavailable(DomainError):
 
     title = "Payment gateway unavailable"
 
-    def __init__(self, payment: Payment):
-        super().__init__(payment.failure_message or "The payment could not be processed; try again later.")
+    def __init__(self, payment: Payment | None, detail: str | None = None):
+        super().__init__(detail or (payment and payment.failure_message)
+                         or "The payment could not be processed; try again later.")
         self.payment = payment
 
 
@@ -94,36 +104,82 @@ def open_payment(session: Session, account_id: str, *, source: str, idempotency_
     return payment
 
 
-def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str, *, now: datetime,
-                   then: Outcome | None = None) -> Payment:
-    """Charge a pending payment and record the outcome (granting its credits on success); idempotent.
+def customer_of(database: Database, gateway: PaymentGateway, account_id: str, *, now: datetime) -> str:
+    """The account's Customer at the gateway, made once (the same key answers the same Customer to a twin)."""
+    with database.unit_of_work() as session:
+        customer = session.scalar(select(BillingCustomer.customer_id).where(BillingCustomer.account_id == account_id))
+    if customer is not None:
+        return customer
+    customer = gateway.create_customer(account_id=account_id, idempotency_key=f"customer:{account_id}")
+    try:
+        with database.unit_of_work() as session:
+            session.add(BillingCustomer(account_id=account_id, customer_id=customer, created_at=now))
+    except IntegrityError:
+        pass  # a twin stored it first
+    with database.unit_of_work() as session:
+        return session.scalar(select(BillingCustomer.customer_id).where(BillingCustomer.account_id == account_id))
 
-    A payment no longer pending is returned as it is. A gateway exception (outcome unknown) propagates and
-    leaves the payment pending for a replay with the same key.
+
+def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str, *, now: datetime,
+                   then: Outcome | None = None, return_url: str = "") -> Payment:
+    """Create, confirm and record a payment whose outcome is not known yet; idempotent.
+
+    A payment already decided is returned as it is; one waiting for 3-D Secure is read back, not confirmed
+    again. GatewayUnavailable (outcome unknown) propagates and leaves the payment open for a retry with the
+    same keys.
     """
     with database.unit_of_work() as session:
         payment = session.get(Payment, payment_id)
         if payment is None:
             raise NotFound(f"No payment {payment_id}.")
-    if payment.status != "pending":
+    if payment.status not in OPEN_STATUSES:
         return payment
-    result = gateway.charge(account_id=payment.account_id, amount_cents=payment.amount_cents,
-                            currency=payment.currency, payment_method=payment.payment_method,
-                            idempotency_key=f"{payment.id}:{payment.attempt}",
-                            description=_description(payment))
+    if payment.status == "requires_action":
+        result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
+        return record_outcome(database, payment.id, result, now=now, then=then) if result else payment
+    customer = customer_of(database, gateway, payment.account_id, now=now)
+    intent_id = payment.intent_id
+    if intent_id is None and utc(now) - utc(payment.updated_at) > KEYS_FORGOTTEN_AFTER:
+        found = gateway.find_intent(payment_id=payment.id, intent_id=None)
+        intent_id = found.intent_id if found else None
+    if intent_id is None:
+        intent_id = gateway.create_intent(payment_id=payment.id, customer=customer, amount_cents=payment.amount_cents,
+                                          currency=payment.currency, payment_method=payment.payment_method,
+                                          description=_description(payment),
+                                          idempotency_key=f"{payment.id}:{payment.attempt}:create")
     with database.unit_of_work() as session:
-        book.lock_account(session, payment.account_id)  # account before payment and run: one lock order
         current = session.get(Payment, payment_id, with_for_update=True)
-        if current.status != "pending" or current.attempt != payment.attempt:
-            return current  # a twin recorded this attempt first
+        if current.attempt != payment.attempt or current.status not in ("pending", "processing"):
+            return current  # a twin moved on
+        current.intent_id, current.status, current.updated_at = intent_id, "processing", now
+    result = gateway.confirm_intent(intent_id, off_session=payment.source != "api", return_url=return_url,
+                                    idempotency_key=f"{payment.id}:{payment.attempt}:confirm")
+    return record_outcome(database, payment.id, result, now=now, then=then)
+
+
+def record_outcome(database: Database, payment_id: str, result: PaymentResult, *, now: datetime,
+                   then: Outcome | None = None) -> Payment:
+    """Write what the gateway says of the payment's PaymentIntent, once: the confirmation's answer, a webhook and
+    the sweeper all come here, in any order and as often as they like. A success grants the credits."""
+    with database.unit_of_work() as session:
+        account_id = session.scalar(select(Payment.account_id).where(Payment.id == payment_id))
+        book.lock_account(session, account_id)  # account before payment and run: one lock order
+        current = session.get(Payment, payment_id, with_for_update=True)
+        if current.status not in OPEN_STATUSES or result.intent_id != current.intent_id:
+            return current  # decided already, or about an attempt that is over
+        if result.status == "processing" or result.status == current.status:
+            return current  # nothing new: a payment waiting for 3-D Secure keeps its age for the sweeper
         current.status = result.status
         current.charge_id = result.charge_id
         current.decline_code = result.decline_code
         current.failure_message = result.message
+        current.action_url = result.action_url
         current.updated_at = now
+        if result.status == "requires_action":
+            return current  # the customer finishes it; the webhook brings the outcome
         if result.succeeded and current.credits:
             lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
-                               reference=current.id, idempotency_key=f"payment:{current.id}")
+                             reference=current.id, idempotency_key=f"payment:{current.id}")
             current.lot_id = lot.id
         emit(session, "payment.succeeded" if result.succeeded else "payment.failed", account_id=current.account_id,
              key=f"payment:{current.id}:{current.attempt}", data=payment_data(current), now=now)
@@ -135,10 +191,12 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
 
 
 def purchase(database: Database, gateway: PaymentGateway, account_id: str, credits_mc: int, payment_method: str, *,
-             idempotency_key: str | None, now: datetime, price_list: PriceList | None = None) -> Payment:
-    """Buy a bucket of credits; they land only when the charge succeeds.
+             idempotency_key: str | None, now: datetime, price_list: PriceList | None = None,
+             return_url: str = "") -> Payment:
+    """Buy a bucket of credits; they land only when the charge succeeds (at once, or after 3-D Secure).
 
-    Raises PaymentDeclined (402 at the edge) or PaymentUnavailable (503; replaying the same key retries).
+    Raises PaymentDeclined (402 at the edge), PaymentUnavailable (503; replaying the same key retries) or
+    ValidationFailed for another account's payment method (nothing is charged).
     """
     price_list = price_list or default_price_list()
     payment_method = check_payment_method(payment_method)
@@ -149,12 +207,21 @@ def purchase(database: Database, gateway: PaymentGateway, account_id: str, credi
         if account.spam:
             raise Conflict(f"Account {account_id} is flagged as spam: it cannot buy credits.")
         amount_cents = price_list.price_cents(account.plan_monthly_credits, credits_mc)
+    try:
+        customer = customer_of(database, gateway, account_id, now=now)
+        gateway.check_payment_method(customer=customer, payment_method=payment_method)
+    except GatewayUnavailable as unavailable:
+        raise PaymentUnavailable(None, str(unavailable)) from None
+    with database.unit_of_work() as session:
         payment = open_payment(session, account_id, source="api", idempotency_key=idempotency_key or new_id("buy"),
                                credits_mc=credits_mc, amount_cents=amount_cents, currency=price_list.currency,
                                payment_method=payment_method, now=now)
         if payment.status == "error":
             retry(session, payment, now=now)
-    payment = charge_payment(database, gateway, payment.id, now=now)
+    try:
+        payment = charge_payment(database, gateway, payment.id, now=now, return_url=return_url)
+    except GatewayUnavailable as unavailable:
+        raise PaymentUnavailable(payment, str(unavailable)) from None
     if payment.status == "declined":
         raise PaymentDeclined(payment)
     if payment.status == "error":
@@ -166,25 +233,8 @@ def retry(session: Session, payment: Payment, *, now: datetime) -> None:
     """Start the next attempt of a payment whose last attempt took nothing (`error`)."""
     payment.status = "pending"
     payment.attempt += 1
-    payment.charge_id = payment.decline_code = payment.failure_message = None
+    payment.charge_id = payment.decline_code = payment.failure_message = payment.intent_id = None
     payment.updated_at = now
-
-
-def stale_payments(session: Session, *, source: str, now: datetime, older_than: timedelta) -> list[str]:
-    """Payments still pending well after they were opened: a process died before recording the outcome."""
-    return list(session.scalars(select(Payment.id).where(
-        Payment.source == source, Payment.status == "pending", Payment.updated_at <= now - older_than,
-    ).order_by(Payment.created_at).limit(500)))
-
-
-def complete_stale_purchases(database: Database, gateway: PaymentGateway, *, now: datetime,
-                             older_than: timedelta = timedelta(minutes=5)) -> int:
-    """Finish API purchases left pending by a crash: same key, so at most one charge, then the grant."""
-    with database.unit_of_work() as session:
-        ids = stale_payments(session, source="api", now=now, older_than=older_than)
-    for payment_id in ids:
-        charge_payment(database, gateway, payment_id, now=now)
-    return len(ids)
 
 
 def payment_data(payment: Payment) -> dict:
@@ -199,9 +249,6 @@ def _description(payment: Payment) -> str:
     if payment.credits:
         return f"creditq: {format_credits(payment.credits)} credits ({payment.source})"
     return f"creditq: amount due ({payment.source})"
-
-
-PAYMENT_STATUSES = ("pending", "succeeded", "declined", "error")
 
 
 def find_payments(session: Session, account_id: str, *, purchases_only: bool = False, status: str | None = None,

@@ -40,10 +40,11 @@ def _answers_200(url: str) -> bool:
 
 def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
     # given a fresh directory and free ports
-    web_port, simulator_port = free_port(), free_port()
+    web_port, simulator_port, stripe_port = free_port(), free_port(), free_port()
     env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / ".creditq"), PORT=str(web_port),
-               CREDITQ_SIMULATOR_PORT=str(simulator_port))
-    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
+               CREDITQ_SIMULATOR_PORT=str(simulator_port), CREDITQ_STRIPE_SIM_PORT=str(stripe_port))
+    for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY",
+                 "PAYMENT_GATEWAY", "STRIPE_API_BASE"):
         env.pop(name, None)
 
     # when `creditq dev` runs
@@ -54,11 +55,13 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         banner = _read_until(dev, "Ctrl-C stops everything.", timeout=60)
         assert _answers_200(f"http://127.0.0.1:{web_port}/healthz")
         assert _answers_200(f"http://127.0.0.1:{simulator_port}/_sim/config")
+        assert _answers_200(f"http://127.0.0.1:{stripe_port}/_sim/config")
         descendants = psutil.Process(dev.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in descendants)
 
-        # then web, worker, scheduler, the simulator and Redis all run
-        for part in ("creditq web", "creditq worker", "creditq scheduler", "creditq twilio-sim", "redis-server"):
+        # then web, worker, scheduler, the Twilio simulator, the Stripe stand-in and Redis all run
+        for part in ("creditq web", "creditq worker", "creditq scheduler", "creditq twilio-sim", "creditq stripe-sim",
+                     "redis-server"):
             assert part in names
         # and what it keeps is its owner's alone: the data dir 0700, the database and the generated keys 0600
         data = tmp_path / ".creditq"
@@ -85,7 +88,7 @@ def test_closing_the_terminal_stops_every_process_of_dev(tmp_path):
     # given `creditq dev` running
     web_port, simulator_port = free_port(), free_port()
     env = dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / ".creditq"), PORT=str(web_port),
-               CREDITQ_SIMULATOR_PORT=str(simulator_port))
+               CREDITQ_SIMULATOR_PORT=str(simulator_port), CREDITQ_STRIPE_SIM_PORT=str(free_port()))
     for name in ("DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE", "CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
         env.pop(name, None)
     dev = subprocess.Popen([sys.executable, "-m", "creditq", "dev"], cwd=tmp_path, env=env,

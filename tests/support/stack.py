@@ -1,4 +1,4 @@
-"""The real creditq processes (web, worker, Twilio simulator) on a fresh PostgreSQL database and a real Redis.
+"""The real creditq processes (web, worker, Twilio simulator, Stripe stand-in) on a fresh PostgreSQL database and a real Redis.
 
 Used by tests/e2e and bench/: each process is started as a user would (`python -m creditq ...`), in its
 own process group, so it and its children can be killed -9 or stopped together. Without a PostgreSQL
@@ -42,7 +42,7 @@ class Stack:
         self.database_name = database_name
         self.worker_processes = worker_processes
         self.worker_threads = worker_threads
-        self.web_port, self.simulator_port = free_port(), free_port()
+        self.web_port, self.simulator_port, self.stripe_port = free_port(), free_port(), free_port()
         self.redis = EmbeddedRedis(self.directory / "redis")
         self.extra_env = env or {}
         self.processes: dict[str, subprocess.Popen] = {}
@@ -55,6 +55,10 @@ class Stack:
     @property
     def simulator_url(self) -> str:
         return f"http://127.0.0.1:{self.simulator_port}"
+
+    @property
+    def stripe_url(self) -> str:
+        return f"http://127.0.0.1:{self.stripe_port}"
 
     def __enter__(self) -> "Stack":
         try:
@@ -82,6 +86,9 @@ class Stack:
             "PUBLIC_BASE_URL": self.url,
             "PORT": str(self.web_port),
             "CREDITQ_SIMULATOR_PORT": str(self.simulator_port),
+            "CREDITQ_STRIPE_SIM_PORT": str(self.stripe_port),
+            "PAYMENT_GATEWAY": "stripe",
+            "CREDITQ_ENV": "development",  # the stand-ins' well-known secrets, receivers on this machine
             "CREDITQ_ADMIN_KEY": ADMIN_KEY,
             "CREDITQ_SECRET_KEY": SECRET_KEY,
             "CREDITQ_DATA_DIR": str(self.directory / "data"),
@@ -91,10 +98,12 @@ class Stack:
             subprocess.run([sys.executable, "-m", "creditq", "db", "upgrade"], env=self.env, cwd=ROOT, check=True,
                            stdout=log, stderr=subprocess.STDOUT)
         self._spawn("twilio-sim", "twilio-sim")
+        self.start_stripe_sim()
         self._spawn("web", "web")
         self.start_worker()
         self._wait_for(f"{self.url}/healthz", "web")
         self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
+        self._wait_for(f"{self.stripe_url}/_sim/config", "stripe-sim")
 
     def start_web(self, name: str) -> str:
         """Another `creditq web` on the same database and Redis, on a port of its own; its URL."""
@@ -107,6 +116,20 @@ class Stack:
     def start_worker(self) -> None:
         self._spawn("worker", "worker", "--processes", str(self.worker_processes),
                     "--threads", str(self.worker_threads))
+
+    def start_stripe_sim(self) -> None:
+        """The Stripe stand-in; its state (a SQLite file in the data dir) outlives a kill."""
+        self._spawn("stripe-sim", "stripe-sim")
+
+    def kill_stripe_sim(self) -> None:
+        """kill -9 the Stripe stand-in, mid-request or not."""
+        process = self.processes.pop("stripe-sim")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def restart_stripe_sim(self) -> None:
+        self.start_stripe_sim()
+        self._wait_for(f"{self.stripe_url}/_sim/config", "stripe-sim")
 
     def kill_worker(self) -> None:
         """kill -9 the worker's whole process group: the parent and every forked worker process."""

@@ -137,3 +137,32 @@ def test_a_simulator_on_this_host_keeps_its_own_credentials(tmp_path):
     settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "TWILIO_API_BASE": "http://127.0.0.1:8081"})
 
     assert settings.twilio_auth_token == "simulator-auth-token"
+
+
+def test_payments_go_to_the_stripe_stand_in_on_this_host_by_default(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_STRIPE_SIM_PORT": "9999"})
+
+    assert (settings.payment_gateway, settings.stripe_api_base) == ("stripe", "http://127.0.0.1:9999")
+    assert "sk_test" not in repr(settings) and "whsec" not in repr(settings)
+
+
+def test_production_refuses_the_simulated_gateway(tmp_path):
+    with pytest.raises(ConfigError, match="PAYMENT_GATEWAY=simulated is for tests only"):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_ENV": "production", "PAYMENT_GATEWAY": "simulated"})
+
+
+@pytest.mark.parametrize("stripe", [
+    {"CREDITQ_ENV": "production"},
+    {"STRIPE_API_BASE": "https://api.stripe.com"},
+    {"STRIPE_API_BASE": "https://api.stripe.com", "STRIPE_API_KEY": "sk_live_x"},
+    {"CREDITQ_ENV": "production", "STRIPE_WEBHOOK_SECRET": "whsec_live"},
+])
+def test_a_real_stripe_without_its_own_key_and_webhook_secret_is_refused(tmp_path, stripe):
+    # the stand-in's well-known webhook secret would make every Stripe event forgeable
+    with pytest.raises(ConfigError, match="needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET"):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **stripe})
+
+
+def test_an_unknown_payment_gateway_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="PAYMENT_GATEWAY='paypal'"):
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "PAYMENT_GATEWAY": "paypal"})

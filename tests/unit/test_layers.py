@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("shared", "intake", "workers", "scheduler", "creditq", "twilio_sim")
+PACKAGES = ("shared", "intake", "workers", "scheduler", "creditq", "twilio_sim", "stripe_sim")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess:

@@ -24,7 +24,8 @@ def logged():
     handler = Collect()
     logger.addHandler(handler)
     environ = {"CREDITQ_ADMIN_KEY": "operator-key-0123456789", "TWILIO_AUTH_TOKEN": "deployment-token-0123",
-               "CREDITQ_SECRET_KEY": f"{FERNET_KEY}, {Fernet.generate_key().decode()}"}
+               "CREDITQ_SECRET_KEY": f"{FERNET_KEY}, {Fernet.generate_key().decode()}",
+               "STRIPE_API_KEY": "stripe-configured-key-0123", "STRIPE_WEBHOOK_SECRET": "stripe-endpoint-secret-99"}
     handler.addFilter(RedactSecrets(configured_secrets(environ)))
     yield logger, lines
     logger.removeHandler(handler)
@@ -46,6 +47,10 @@ def logged():
     ("payment_method %s", ("4242 4242 4242 4242",), "4242 4242 4242 4242"),
     ("payment_method %s", ("4000-0566-5566-5556",), "5566-5556"),
     ("payment_method %s", ("5555555555554444",), "5555555555554444"),
+    ("stripe %s", ("stripe-configured-key-0123",), "stripe-configured-key-0123"),
+    ("webhook %s", ("stripe-endpoint-secret-99",), "stripe-endpoint-secret-99"),
+    ("stripe error for sk_live_51AbCdEfGh123", (), "51AbCdEfGh123"),
+    ("verifying with whsec_AbC123xyz", (), "AbC123xyz"),
 ])
 def test_a_secret_in_a_message_or_its_arguments_is_masked(logged, message, args, secret):
     logger, lines = logged

@@ -5,7 +5,7 @@ from functools import partial
 
 import pytest
 
-from shared.billing import auto_recharge, dunning, dunning_texts
+from shared.billing import auto_recharge, dunning, dunning_texts, payment_links
 from shared.billing.dunning_texts import DunningTexter
 from shared.billing.payments import SimulatedGateway
 from shared.config import load_settings
@@ -89,8 +89,12 @@ def test_decline_then_recovery_when_the_card_is_updated(world):
     # then the retry is declined, and the owner gets an email and one text with the amount and the link
     assert (outcome.status, outcome.payment_status) == ("advanced", "declined")
     [text] = texts(world)
-    assert text == (f"creditq: payment of $12.34 failed. Update your card: {BASE}/billing/{account_id}/payment-method "
-                    "Reply HELP for help, STOP to opt out.")
+    prefix, suffix = "creditq: payment of $12.34 failed. Update your card: ", " Reply HELP for help, STOP to opt out."
+    assert text.startswith(prefix) and text.endswith(suffix)
+    link = text[len(prefix):-len(suffix)]  # signed for this account, not made from its id alone
+    assert link.startswith(f"{BASE}{payment_links.PATH}")
+    assert payment_links.account_of(link.rsplit("/", 1)[1], now=NOW) == account_id
+    assert payment_links.account_of(f"{account_id}.zzzzzz.forged", now=NOW) is None
     [email] = world["outbox"].messages()
     assert email["To"] == "dana@example.com" and "Hi Dana Whitfield" in email.get_content()
 

@@ -4,7 +4,7 @@ import pytest
 
 from intake.app import init_app
 from shared.api_keys import issue_key
-from shared.billing.payments import gateway_from_settings
+from shared.billing.gateways import gateway_from_settings
 from shared.models import Account
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}

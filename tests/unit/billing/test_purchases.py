@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.billing.payment_events import reconcile_open
 from shared.billing.payments import SimulatedGateway
-from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, complete_stale_purchases, purchase
+from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
 from shared.errors import ValidationFailed
 from shared.ledger import book
 from shared.ledger.accounts import Overdraft, create_account
@@ -35,8 +36,8 @@ class CrashAfterCharge(SimulatedGateway):
         super().__init__()
         self.crash = True
 
-    def charge(self, **kwargs):
-        result = super().charge(**kwargs)
+    def confirm_intent(self, intent_id, **kwargs):
+        result = super().confirm_intent(intent_id, **kwargs)
         if self.crash:
             self.crash = False
             raise ConnectionError("worker killed after the gateway charged")
@@ -104,10 +105,10 @@ def test_a_crash_after_the_charge_is_completed_by_the_sweep_with_one_charge(data
         purchase(database, gateway, account_id, 100_000, "pm_card_visa", idempotency_key="k", now=NOW)
     assert balance_of(database, account_id) == 0
     with database.unit_of_work() as session:
-        assert session.query(Payment).one().status == "pending"
+        assert session.query(Payment).one().status == "processing"
 
     # when the sweep finds it later
-    completed = complete_stale_purchases(database, gateway, now=NOW + timedelta(minutes=10))
+    completed = reconcile_open(database, gateway, now=NOW + timedelta(minutes=10))
 
     # then the credits land and the card was charged once
     assert completed == 1
@@ -132,14 +133,19 @@ def test_a_gateway_error_charges_nothing_and_a_replay_tries_again(database):
     assert balance_of(database, account_id) == 100_000
 
 
-def test_the_simulated_gateway_charges_once_per_key():
+def test_the_simulated_gateway_makes_one_intent_and_one_charge_per_key():
     gateway = SimulatedGateway()
-    results = {gateway.charge(account_id="a", amount_cents=500, payment_method="pm_card_visa",
-                              idempotency_key="same", description="x").charge_id for _ in range(3)}
+    customer = gateway.create_customer(account_id="a", idempotency_key="customer:a")
+    intents = {gateway.create_intent(payment_id="pay_1", customer=customer, amount_cents=500, currency="usd",
+                                     payment_method="pm_card_visa", description="x", idempotency_key="same")
+               for _ in range(3)}
+    [intent] = intents
+    results = {gateway.confirm_intent(intent, off_session=True, return_url="", idempotency_key="c").charge_id
+               for _ in range(3)}
     assert len(results) == 1 and len(gateway.charges()) == 1
     with pytest.raises(ValueError):
-        gateway.charge(account_id="a", amount_cents=5.0, payment_method="pm_card_visa", idempotency_key="f",
-                       description="floats are not money")
+        gateway.create_intent(payment_id="pay_2", customer=customer, amount_cents=5.0, currency="usd",
+                              payment_method="pm_card_visa", description="floats are not money", idempotency_key="f")
 
 
 @pytest.mark.parametrize("card", ["4242 4242 4242 4242", "4242-4242-4242-4242", "4242424242424242",
@@ -158,4 +164,24 @@ def test_a_payment_method_that_is_not_a_gateway_token_is_refused_without_being_s
     assert gateway.charges(account_id) == []
     with database.unit_of_work() as session:
         assert session.query(Payment).count() == 0
+    assert balance_of(database, account_id) == 0
+
+
+def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_left_to_its_webhook(database):
+    # given a purchase whose card asks for 3-D Secure, never completed
+    account_id = new_account(database)
+    gateway = SimulatedGateway()
+    payment = purchase(database, gateway, account_id, 100_000, "pm_card_authenticationRequired",
+                       idempotency_key="k", now=NOW)
+    assert payment.status == "requires_action" and payment.action_url
+
+    # when the sweeper runs through the day it was made, and after
+    asked = [reconcile_open(database, gateway, now=NOW + later)
+             for later in (timedelta(minutes=5), timedelta(hours=23), timedelta(days=1, minutes=10))]
+
+    # then it asked for a day from when the payment began waiting (asking does not make it younger), then
+    # stopped; nothing was charged or granted
+    assert asked == [1, 1, 0]
+    with database.unit_of_work() as session:
+        assert session.query(Payment).one().status == "requires_action"
     assert balance_of(database, account_id) == 0

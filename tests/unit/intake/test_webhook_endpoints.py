@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from intake.app import init_app
-from shared.config import WebhookSettings
+from shared.config import Settings, WebhookSettings, load_settings
 from shared.events import delivery, outbox
 from shared.models import WebhookEndpoint
 
@@ -37,6 +37,14 @@ def enqueued(fake_broker) -> list[dramatiq.Message]:
     recorder = EnqueueRecorder()
     fake_broker.add_middleware(recorder)
     return recorder.messages
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """A production deployment: endpoints must be https and on public addresses."""
+    return load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
+                          "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789", "CREDITQ_ENV": "production",
+                          "STRIPE_API_KEY": "sk_test_production", "STRIPE_WEBHOOK_SECRET": "whsec_production"})
 
 
 @pytest.fixture
