@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             children[name] = subprocess.Popen([sys.executable, "-m", "creditq", name], env=env,
                                               start_new_session=True, stdin=subprocess.DEVNULL)
         base = f"http://{settings.web_host}:{settings.web_port}"
-        ready = [f"{base}/healthz"] + ([f"{settings.stripe_api_base}/_sim/config"] if stand_in else [])
+        ready = [f"{base}/healthz", f"http://127.0.0.1:{settings.simulator_port}/_sim/config"]  # then the banner
+        ready += [f"{settings.stripe_api_base}/_sim/config"] if stand_in else []
         if all(_wait_healthy(url, children, lambda: stopping) for url in ready):
             _print_banner(base, settings, redis_url)
         while not stopping:
