@@ -133,7 +133,8 @@ _CLAIMING = (
 )
 _SENDING = update(messages).where(messages.c.id == bindparam("message_id")).values(
     status="sending", hold_id=bindparam("hold_id"), attempts=messages.c.attempts + 1, error_code=None,
-    error_message=None, updated_at=bindparam("now"))
+    error_message=None, slot_at=func.coalesce(bindparam("slot_at", type_=messages.c.slot_at.type), messages.c.slot_at),
+    updated_at=bindparam("now"))
 _SLOT_BOOKED = update(messages).where(messages.c.id == bindparam("message_id")).values(slot_at=bindparam("slot_at"))
 _ACCOUNT_STATUS = select(accounts.c.status, accounts.c.status_reason).where(accounts.c.id == bindparam("account_id"))
 
@@ -175,12 +176,14 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
         return _park(session, message_id, reason, now)
     if waiting := gate_message(session, message, account, recipient_opted_out=message.opted_out, now=now):
         return _write(session, message_id, waiting)
+    slot_at = None  # the sender's slot this send took, recorded with it (None: booked by an earlier run)
     if throttle is not None:
         if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
             return _SlotBooked((utc(message.slot_at) - now).total_seconds(), message.from_)
         wait = throttle.reserve(message.from_, message.sender_type, message.segments)
-        connection.execute(_SLOT_BOOKED, {"message_id": message_id, "slot_at": now + timedelta(seconds=wait)})
-        if wait > MAX_THROTTLE_SLEEP_SECONDS:
+        slot_at = now + timedelta(seconds=wait)
+        if wait > MAX_THROTTLE_SLEEP_SECONDS:  # committed alone, so the sweeper knows this job is delayed
+            connection.execute(_SLOT_BOOKED, {"message_id": message_id, "slot_at": slot_at})
             return _SlotBooked(wait, message.from_)
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
@@ -196,7 +199,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
         if latest.status == "canceled":  # canceled while this step waited for the account's lock
             return _cancel(session, message, latest, now)
         return _park(session, message_id, str(error), now)
-    connection.execute(_SENDING, {"message_id": message_id, "hold_id": hold_id, "now": now})
+    connection.execute(_SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
     return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
                  media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
                  twilio_auth_token=message.twilio_auth_token)
