@@ -1,5 +1,6 @@
 """The servers' commands as the README shows them: flags without `--`, and a taken port as one line naming it."""
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from creditq.cli import build_parser
 from tests.support.ports import free_port
 
 
@@ -28,20 +30,23 @@ def taken_port():
         yield listener.getsockname()[1]
 
 
-def test_twilio_sim_takes_its_port_and_knobs_without_a_double_dash(tmp_path):
+@pytest.mark.parametrize(("command", "knob", "setting"), [
+    ("twilio-sim", ["--rate-429", "0.5"], {"rate_429": 0.5}),
+    ("stripe-sim", ["--event-duplicates", "2"], {"event_duplicates": 2}),
+])
+def test_a_simulator_takes_its_port_and_knobs_without_a_double_dash(tmp_path, command, knob, setting):
     # given a free port
     port = free_port()
 
     # when the simulator starts with --port and a knob as plain flags
-    process = subprocess.Popen([sys.executable, "-m", "creditq", "twilio-sim", "--port", str(port),
-                                "--rate-429", "0"], env=_env(tmp_path), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "creditq", command, "--port", str(port), *knob],
+                               env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # then it serves on that port
+        # then it serves on that port, with the knob set
         for _ in range(600):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/messages", timeout=1) as response:
-                    assert response.status == 200
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/config", timeout=1) as response:
+                    assert setting.items() <= json.load(response).items()
                     break
             except OSError:
                 assert process.poll() is None, process.stderr.read()
@@ -72,3 +77,13 @@ def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, comma
     assert result.returncode == 2, result.stderr
     assert lines[-1].startswith(f"creditq: port {taken_port} on 127.0.0.1 is already in use")
     assert setting in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_the_stripe_stand_ins_usage_names_the_creditq_command(capsys):
+    # when its help is asked for
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stripe-sim", "--help"])
+
+    # then the usage line is the command one types, with its flags
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: creditq stripe-sim ") and "--event-duplicates" in usage
