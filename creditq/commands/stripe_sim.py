@@ -7,6 +7,8 @@ import os
 
 from shared.config import load_settings
 
+from .ports import listening_on
+
 
 def register(subparsers) -> None:
     from stripe_sim.__main__ import add_arguments
@@ -33,5 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.database is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = args.database or settings.data_dir / "stripe-sim.db"
-    serve(args.host, args.port or settings.stripe_sim_port, config, database)
+    port = args.port or settings.stripe_sim_port
+    with listening_on(args.host, port, "--port or CREDITQ_STRIPE_SIM_PORT"):
+        serve(args.host, port, config, database)
     return 0
