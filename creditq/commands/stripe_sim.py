@@ -1,11 +1,13 @@
 """`creditq stripe-sim [--port N] [--event-duplicates 3 ...]`: the Stripe stand-in, with the key and webhook
-secret creditq is configured with, its state in `$CREDITQ_DATA_DIR/stripe-sim.db`, delivering events to
-`$PUBLIC_BASE_URL/webhooks/stripe`."""
+secret creditq is configured with, its state in `$CREDITQ_DATA_DIR/stripe-sim.db` (0600, as every data file),
+delivering events to `$PUBLIC_BASE_URL/webhooks/stripe`."""
 
 import argparse
 import os
+from pathlib import Path
 
 from shared.config import load_settings
+from shared.private_files import private_file
 
 from .ports import listening_on
 
@@ -32,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("STRIPE_SIM_WEBHOOK_SECRET", settings.stripe_webhook_secret)
     os.environ.setdefault("STRIPE_SIM_WEBHOOK_URL", f"{settings.public_base_url}/webhooks/stripe")
     config = config_from(args.parser, args)
-    if args.database is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = args.database or settings.data_dir / "stripe-sim.db"
+    database = private_file(Path(args.database) if args.database else settings.data_dir / "stripe-sim.db")
     port = args.port or settings.stripe_sim_port
     with listening_on(args.host, port, "--port or CREDITQ_STRIPE_SIM_PORT"):
         serve(args.host, port, config, database)

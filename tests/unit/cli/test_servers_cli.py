@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -43,19 +44,43 @@ def test_a_simulator_takes_its_port_and_knobs_without_a_double_dash(tmp_path, co
                                env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # then it serves on that port, with the knob set
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/config", timeout=1) as response:
-                    assert setting.items() <= json.load(response).items()
-                    break
-            except OSError:
-                assert process.poll() is None, process.stderr.read()
-                time.sleep(0.1)
-        else:
-            pytest.fail("the simulator never answered on --port")
+        assert setting.items() <= _config_served(process, port).items()
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_the_stripe_stand_ins_database_is_private(tmp_path):
+    # given the loosest umask a host may have, and a free port
+    port = free_port()
+
+    # when the stand-in starts with its state in the data dir
+    process = subprocess.Popen([sys.executable, "-m", "creditq", "stripe-sim", "--port", str(port)],
+                               env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               umask=0)
+    try:
+        _config_served(process, port)
+
+        # then its SQLite file and the write-ahead files beside it are the owner's alone
+        data_dir = tmp_path / "data"
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in ("stripe-sim.db", "stripe-sim.db-wal", "stripe-sim.db-shm"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _config_served(process: subprocess.Popen, port: int) -> dict:
+    """The simulator's /_sim/config once it answers on `port` (the test fails if the process ends first)."""
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/config", timeout=1) as response:
+                return json.load(response)
+        except OSError:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.1)
+    pytest.fail(f"the simulator never answered on port {port}")
 
 
 @pytest.mark.parametrize(("command", "port_env", "setting"), [
