@@ -114,3 +114,18 @@ def test_the_stripe_stand_ins_usage_names_the_creditq_command(capsys):
     # then the usage line is the command one types, with its flags
     usage = capsys.readouterr().out
     assert usage.startswith("usage: creditq stripe-sim ") and "--event-duplicates" in usage
+
+
+@pytest.mark.parametrize(("flags", "reason"), [
+    (["--event-failure-rate", "5"], "event_failure_rate: must be between 0 and 1"),
+    (["--", "--event-loss-rate", "-0.5"], "event_loss_rate: must be between 0 and 1"),
+    (["--event-duplicates", "-1"], "event_duplicates: must be >= 0"),
+])
+def test_a_stripe_stand_in_knob_out_of_range_says_what_it_takes(tmp_path, flags, reason):
+    # when the stand-in is started with a knob it cannot use
+    result = subprocess.run([sys.executable, "-m", "creditq", "stripe-sim", "--port", str(free_port()), *flags],
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+    # then it exits 2 saying what the knob takes
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(reason)
