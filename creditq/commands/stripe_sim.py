@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args.parser, args)
     database = private_file(Path(args.database) if args.database else settings.data_dir / "stripe-sim.db")
     port = args.port or settings.stripe_sim_port
-    with listening_on(args.host, port, "--port or CREDITQ_STRIPE_SIM_PORT"):
+    with listening_on(args.host, port, "--port or CREDITQ_STRIPE_SIM_PORT", "--host"):
         serve(args.host, port, config, database)
     return 0

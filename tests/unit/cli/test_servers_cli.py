@@ -129,3 +129,24 @@ def test_a_stripe_stand_in_knob_out_of_range_says_what_it_takes(tmp_path, flags,
     # then it exits 2 saying what the knob takes
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(reason)
+
+
+@pytest.mark.parametrize("command", ["web", "twilio-sim", "stripe-sim"])
+@pytest.mark.parametrize(("flags", "reason", "flag"), [
+    (["--port", "99999"], "port 99999 is out of the port range 0-65535", "--port"),
+    (["--host", "999.1.1.1"], "cannot listen on host '999.1.1.1'", "--host"),
+    (["--host", "nosuchhost.invalid"], "cannot listen on host 'nosuchhost.invalid'", "--host"),
+])
+def test_an_address_it_cannot_listen_on_is_one_line_naming_the_flag(tmp_path, command, flags, reason, flag):
+    # given a port or a host no server can listen on
+    other_ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()),
+                   "CREDITQ_STRIPE_SIM_PORT": str(free_port())}
+
+    # when the server is started on it
+    result = subprocess.run([sys.executable, "-m", "creditq", command, *flags], env=_env(tmp_path, **other_ports),
+                            capture_output=True, text=True, timeout=120)
+
+    # then it exits 2 with one line saying why and naming the flag that chooses another, no traceback
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr
+    assert last_line.startswith(f"creditq: {reason}") and flag in last_line and "Traceback" not in result.stderr
