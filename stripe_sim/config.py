@@ -68,13 +68,13 @@ def _parse(name: str, kind: str, raw: object) -> object:
         if kind == "int":
             value = int(raw)
             if value < 0:
-                raise ValueError
+                raise ValueError("must be >= 0")
             return value
         if kind == "float":
             value = float(raw)
             if not 0 <= value <= 1:
-                raise ValueError
+                raise ValueError("must be between 0 and 1")
             return value
         return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name}: {error}") from None

@@ -1,4 +1,5 @@
-"""A port another process already listens on stops a server with one line naming it, not a traceback."""
+"""An address a server cannot listen on stops it with one line naming the setting that chooses another, not a
+traceback: a port out of range, a host that does not resolve, a port another process already listens on."""
 
 import errno
 import socket
@@ -7,16 +8,24 @@ from contextlib import contextmanager
 
 from shared.config import ConfigError
 
+PORT_RANGE = range(0, 65536)
+
 
 @contextmanager
-def listening_on(host: str, port: int, setting: str) -> Iterator[None]:
-    """Around the call that binds: EADDRINUSE becomes a ConfigError naming the port and how to choose another."""
+def listening_on(host: str, port: int, port_setting: str, host_setting: str) -> Iterator[None]:
+    """Around the call that binds: what makes it fail on the address given becomes a ConfigError naming the
+    setting (`port_setting` or `host_setting`) that chooses another."""
+    if port not in PORT_RANGE:
+        raise ConfigError(f"port {port} is out of the port range 0-65535; choose another with {port_setting}")
     try:
         yield
+    except socket.gaierror as error:
+        raise ConfigError(f"cannot listen on host {host!r} ({error.strerror}); choose another with {host_setting}"
+                          ) from None
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise
-        raise ConfigError(in_use(host, port, setting)) from None
+        raise ConfigError(in_use(host, port, port_setting)) from None
 
 
 def refuse_if_taken(host: str, port: int, setting: str) -> None:

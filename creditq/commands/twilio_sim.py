@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TWILIO_SIM_AUTH_TOKEN", settings.twilio_auth_token)
     config = config_from(args.parser, args)
     port = args.port or settings.simulator_port
-    with listening_on(args.host, port, "--port or CREDITQ_SIMULATOR_PORT"):
+    with listening_on(args.host, port, "--port or CREDITQ_SIMULATOR_PORT", "--host"):
         serve(args.host, port, config)
     return 0

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ["REDIS_URL"] = redis_url
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
-        with listening_on(host, port, "--port or PORT"):
+        with listening_on(host, port, "--port or PORT", "--host or HOST"):
             web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None)
     finally:
         if embedded is not None:

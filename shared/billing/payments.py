@@ -74,8 +74,10 @@ class GatewayUnavailable(DomainError):
     title = "Payment gateway unavailable"
 
 
-def foreign_payment_method() -> ValidationFailed:
-    reason = "belongs to another account"
+def unusable_payment_method() -> ValidationFailed:
+    """Another account's card and an id the gateway does not know answer alike: no account learns whether
+    another's card id exists."""
+    reason = "is not a payment method of this account"
     return ValidationFailed(f"payment_method {reason}", errors={"payment_method": reason})
 
 
@@ -186,7 +188,7 @@ class SimulatedGateway:
         with self._lock:
             owner = self._saved.get(payment_method, (None,))[0]
         if owner is not None and owner != customer:
-            raise foreign_payment_method()
+            raise unusable_payment_method()
 
     def save_card(self, *, customer: str, payment_method: str, idempotency_key: str) -> Card:
         self.check_payment_method(customer=customer, payment_method=payment_method)

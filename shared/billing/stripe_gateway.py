@@ -16,9 +16,8 @@ from shared.billing.payments import (
     GatewayUnavailable,
     PaymentResult,
     SetupSession,
-    foreign_payment_method,
+    unusable_payment_method,
 )
-from shared.errors import ValidationFailed
 
 NETWORK_RETRIES = 2
 _UNANSWERED = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError, stripe.IdempotencyError)
@@ -52,9 +51,9 @@ class StripeGateway:
             with _answered():
                 method = self._stripe.payment_methods.retrieve(payment_method)
         except stripe.InvalidRequestError:
-            raise _no_such_payment_method() from None
+            raise unusable_payment_method() from None
         if method.customer is not None and method.customer != customer:
-            raise foreign_payment_method()
+            raise unusable_payment_method()
 
     def save_card(self, *, customer: str, payment_method: str, idempotency_key: str) -> Card:
         self.check_payment_method(customer=customer, payment_method=payment_method)
@@ -89,7 +88,7 @@ class StripeGateway:
                 }, options={"idempotency_key": idempotency_key}).id
         except stripe.InvalidRequestError as error:
             if error.param == "payment_method":
-                raise _no_such_payment_method() from None
+                raise unusable_payment_method() from None
             raise
 
     def confirm_intent(self, intent_id: str, *, off_session: bool, return_url: str,
@@ -154,11 +153,6 @@ def _result(intent) -> PaymentResult:
         return PaymentResult("error", None, intent.cancellation_reason, "The payment was canceled.",
                              intent_id=intent.id)
     return PaymentResult("processing", None, intent_id=intent.id)
-
-
-def _no_such_payment_method() -> ValidationFailed:
-    reason = "is not a payment method of this gateway"
-    return ValidationFailed(f"payment_method {reason}", errors={"payment_method": reason})
 
 
 class _answered:

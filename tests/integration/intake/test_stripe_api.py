@@ -125,8 +125,16 @@ async def test_account_a_paying_with_account_bs_saved_card_is_a_422_and_no_charg
                                  json={"credits": "100", "payment_method": card_of_b})
 
     # then 422 on payment_method, and Stripe made no PaymentIntent
-    assert response.status == 422 and "payment_method" in (await response.json())["errors"]
+    refusal = await response.json()
+    assert response.status == 422 and "payment_method" in refusal["errors"]
     assert stripe_stand_in.payment_intents() == []
+
+    # and a card id that exists nowhere answers alike: A cannot tell B's card from no card at all
+    unknown = await client.post("/v1/accounts/acct_a/purchases", headers=keys["acct_a"],
+                                json={"credits": "100", "payment_method": "pm_1NoSuchCardAnywhere0000"})
+    unknown_refusal = await unknown.json()
+    assert unknown.status == 422
+    assert (unknown_refusal["detail"], unknown_refusal["errors"]) == (refusal["detail"], refusal["errors"])
 
 
 async def test_a_declined_purchase_is_a_402_with_stripes_decline_code(client, keys):

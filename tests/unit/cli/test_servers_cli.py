@@ -1,7 +1,9 @@
 """The servers' commands as the README shows them: flags without `--`, and a taken port as one line naming it."""
 
+import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from creditq.cli import build_parser
 from tests.support.ports import free_port
 
 
@@ -28,40 +31,69 @@ def taken_port():
         yield listener.getsockname()[1]
 
 
-def test_twilio_sim_takes_its_port_and_knobs_without_a_double_dash(tmp_path):
+@pytest.mark.parametrize(("command", "knob", "setting"), [
+    ("twilio-sim", ["--rate-429", "0.5"], {"rate_429": 0.5}),
+    ("stripe-sim", ["--event-duplicates", "2"], {"event_duplicates": 2}),
+])
+def test_a_simulator_takes_its_port_and_knobs_without_a_double_dash(tmp_path, command, knob, setting):
     # given a free port
     port = free_port()
 
     # when the simulator starts with --port and a knob as plain flags
-    process = subprocess.Popen([sys.executable, "-m", "creditq", "twilio-sim", "--port", str(port),
-                                "--rate-429", "0"], env=_env(tmp_path), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "creditq", command, "--port", str(port), *knob],
+                               env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # then it serves on that port
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/messages", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert process.poll() is None, process.stderr.read()
-                time.sleep(0.1)
-        else:
-            pytest.fail("the simulator never answered on --port")
+        # then it serves on that port, with the knob set
+        assert setting.items() <= _config_served(process, port).items()
     finally:
         process.terminate()
         process.wait(30)
 
 
+def test_the_stripe_stand_ins_database_is_private(tmp_path):
+    # given the loosest umask a host may have, and a free port
+    port = free_port()
+
+    # when the stand-in starts with its state in the data dir
+    process = subprocess.Popen([sys.executable, "-m", "creditq", "stripe-sim", "--port", str(port)],
+                               env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               umask=0)
+    try:
+        _config_served(process, port)
+
+        # then its SQLite file and the write-ahead files beside it are the owner's alone
+        data_dir = tmp_path / "data"
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in ("stripe-sim.db", "stripe-sim.db-wal", "stripe-sim.db-shm"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _config_served(process: subprocess.Popen, port: int) -> dict:
+    """The simulator's /_sim/config once it answers on `port` (the test fails if the process ends first)."""
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/config", timeout=1) as response:
+                return json.load(response)
+        except OSError:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.1)
+    pytest.fail(f"the simulator never answered on port {port}")
+
+
 @pytest.mark.parametrize(("command", "port_env", "setting"), [
     (["web"], "PORT", "PORT"),
     (["twilio-sim"], "CREDITQ_SIMULATOR_PORT", "CREDITQ_SIMULATOR_PORT"),
+    (["stripe-sim"], "CREDITQ_STRIPE_SIM_PORT", "CREDITQ_STRIPE_SIM_PORT"),
     (["dev"], "PORT", "PORT"),
     (["dev"], "CREDITQ_SIMULATOR_PORT", "CREDITQ_SIMULATOR_PORT"),
 ])
 def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, command, port_env, setting):
     # given another process listening on the port the command would use
-    ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()), port_env: str(taken_port)}
+    ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()),
+             "CREDITQ_STRIPE_SIM_PORT": str(free_port()), port_env: str(taken_port)}
 
     # when the command starts
     result = subprocess.run([sys.executable, "-m", "creditq", *command], env=_env(tmp_path, **ports),
@@ -72,3 +104,49 @@ def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, comma
     assert result.returncode == 2, result.stderr
     assert lines[-1].startswith(f"creditq: port {taken_port} on 127.0.0.1 is already in use")
     assert setting in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_the_stripe_stand_ins_usage_names_the_creditq_command(capsys):
+    # when its help is asked for
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stripe-sim", "--help"])
+
+    # then the usage line is the command one types, with its flags
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: creditq stripe-sim ") and "--event-duplicates" in usage
+
+
+@pytest.mark.parametrize(("flags", "reason"), [
+    (["--event-failure-rate", "5"], "event_failure_rate: must be between 0 and 1"),
+    (["--", "--event-loss-rate", "-0.5"], "event_loss_rate: must be between 0 and 1"),
+    (["--event-duplicates", "-1"], "event_duplicates: must be >= 0"),
+])
+def test_a_stripe_stand_in_knob_out_of_range_says_what_it_takes(tmp_path, flags, reason):
+    # when the stand-in is started with a knob it cannot use
+    result = subprocess.run([sys.executable, "-m", "creditq", "stripe-sim", "--port", str(free_port()), *flags],
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+    # then it exits 2 saying what the knob takes
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(reason)
+
+
+@pytest.mark.parametrize("command", ["web", "twilio-sim", "stripe-sim"])
+@pytest.mark.parametrize(("flags", "reason", "flag"), [
+    (["--port", "99999"], "port 99999 is out of the port range 0-65535", "--port"),
+    (["--host", "999.1.1.1"], "cannot listen on host '999.1.1.1'", "--host"),
+    (["--host", "nosuchhost.invalid"], "cannot listen on host 'nosuchhost.invalid'", "--host"),
+])
+def test_an_address_it_cannot_listen_on_is_one_line_naming_the_flag(tmp_path, command, flags, reason, flag):
+    # given a port or a host no server can listen on
+    other_ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()),
+                   "CREDITQ_STRIPE_SIM_PORT": str(free_port())}
+
+    # when the server is started on it
+    result = subprocess.run([sys.executable, "-m", "creditq", command, *flags], env=_env(tmp_path, **other_ports),
+                            capture_output=True, text=True, timeout=120)
+
+    # then it exits 2 with one line saying why and naming the flag that chooses another, no traceback
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr
+    assert last_line.startswith(f"creditq: {reason}") and flag in last_line and "Traceback" not in result.stderr
