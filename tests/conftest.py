@@ -85,3 +85,14 @@ def fake_broker():
     broker = fake_redis_broker()
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def enqueued(fake_broker) -> list:
+    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
+    import workers  # noqa: F401  (declares the actors on the installed broker)
+    from tests.support.brokers import EnqueueRecorder
+
+    recorder = EnqueueRecorder()
+    fake_broker.add_middleware(recorder)
+    return recorder.messages

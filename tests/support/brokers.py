@@ -24,3 +24,13 @@ def install_broker(client) -> dramatiq.Broker:
 
 def fake_redis_broker() -> dramatiq.Broker:
     return install_broker(fakeredis.FakeRedis())
+
+
+class EnqueueRecorder(dramatiq.Middleware):
+    """Keeps every message enqueued on the broker it is added to."""
+
+    def __init__(self):
+        self.messages: list[dramatiq.Message] = []
+
+    def after_enqueue(self, broker, message, delay):
+        self.messages.append(message)

@@ -7,7 +7,6 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-import dramatiq
 import pytest
 from sqlalchemy import select
 
@@ -19,7 +18,6 @@ from shared.config import load_settings
 from shared.email import FileOutbox
 from shared.models import Account, DunningRun, GatewayEvent, Payment, User
 from stripe_sim.delivery import signature_header
-from tests.integration.intake.test_webhooks import EnqueueRecorder
 from tests.stripe_sim_fixtures import background_loop, stripe_stand_in  # noqa: F401  (fixtures)
 
 
@@ -41,16 +39,6 @@ def keys(sqlite_database) -> dict:
             session.flush()
             keys[account_id] = {"Authorization": f"Bearer {issue_key(session, account_id)}"}
         return keys
-
-
-@pytest.fixture
-def enqueued(fake_broker) -> list[dramatiq.Message]:
-    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
-    import workers  # noqa: F401  (declares the actors on the installed broker)
-
-    recorder = EnqueueRecorder()
-    fake_broker.add_middleware(recorder)
-    return recorder.messages
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import asyncio
 from datetime import UTC, datetime
 
-import dramatiq
 import pytest
 from sqlalchemy import func, select
 
@@ -35,22 +34,6 @@ INBOUND_PATH = "/webhooks/twilio/inbound"
 CARD = default_rate_card()
 
 
-class EnqueueRecorder(dramatiq.Middleware):
-    def __init__(self):
-        self.messages: list[dramatiq.Message] = []
-
-    def after_enqueue(self, broker, message, delay):
-        self.messages.append(message)
-
-
-@pytest.fixture
-def enqueued(fake_broker) -> list[dramatiq.Message]:
-    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
-    import workers  # noqa: F401  (declares settle_message and the other actors on the installed broker)
-
-    recorder = EnqueueRecorder()
-    fake_broker.add_middleware(recorder)
-    return recorder.messages
 
 
 @pytest.fixture

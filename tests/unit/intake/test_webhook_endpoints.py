@@ -4,7 +4,6 @@ log and replay, and another tenant who can neither read, replay nor change an ac
 import logging
 from datetime import UTC, datetime
 
-import dramatiq
 import pytest
 from sqlalchemy import text
 
@@ -21,22 +20,6 @@ def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-class EnqueueRecorder(dramatiq.Middleware):
-    def __init__(self):
-        self.messages: list[dramatiq.Message] = []
-
-    def after_enqueue(self, broker, message, delay):
-        self.messages.append(message)
-
-
-@pytest.fixture
-def enqueued(fake_broker) -> list[dramatiq.Message]:
-    """What the app enqueues on the test broker, which carries the workers' real actors (none of them runs)."""
-    import workers  # noqa: F401  (declares the actors on the installed broker)
-
-    recorder = EnqueueRecorder()
-    fake_broker.add_middleware(recorder)
-    return recorder.messages
 
 
 @pytest.fixture
