@@ -5,20 +5,16 @@ The web app, the send and settle actors (a real dramatiq Worker on fakeredis) an
 simulator, on SQLite and on a real PostgreSQL; emails land in the project's file outbox.
 """
 
-from datetime import timedelta
 
-import dramatiq
-import fakeredis
 import pytest
 from sqlalchemy import select
 
 from intake.app import init_app
-from shared.billing.payments import SimulatedGateway
 from shared.email import FileOutbox
 from shared.ledger.verify import verify
-from shared.messaging.sender_throttle import SenderThrottle
 from shared.models import Message, User
 from tests.integration.messaging.test_send_pipeline import CARD, FAST, gateways, report  # noqa: F401
+from tests.support.in_process_worker import in_process_worker
 from tests.twilio_sim_fixtures import (  # noqa: F401
     _callback_receiver_server,
     _simulator_server,
@@ -44,20 +40,8 @@ def outbox(tmp_path):
 
 @pytest.fixture
 def worker(database, gateways, fake_broker, outbox):  # noqa: F811
-    import workers
-    from workers import resources
-    from workers.payments import Billing, use_billing
-
-    resources.use(resources.Resources(
-        database=database, gateway_for=gateways, throttle=SenderThrottle(fakeredis.FakeRedis(), FAST),
-        rate_card=CARD, hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
-    use_billing(Billing(SimulatedGateway(), outbox, "http://127.0.0.1"))
-    running = dramatiq.Worker(fake_broker, worker_timeout=100)
-    running.start()
-    yield workers
-    running.stop()
-    resources.use(None)
-    use_billing(None)
+    with in_process_worker(database, gateways, fake_broker, outbox) as workers:
+        yield workers
 
 
 @pytest.fixture
