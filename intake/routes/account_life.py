@@ -18,9 +18,9 @@ from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
-from ..fields import Fields
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem
 from ..policy import ACCOUNT_LIFE, READ_ACCOUNT, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _PLAN, ACCOUNT_SCHEMA, _json, _plan, account_json
 
@@ -91,6 +91,7 @@ async def list_events(request: web.Request) -> web.Response:
     require_access(request, account_id)
     limit = query_limit(request)
     before_id = decode_cursor(request.query.get("cursor"))
+    QueryFilters(request.query).done()  # it takes none: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
@@ -165,17 +166,7 @@ OPENAPI_PATHS = {
                "422": problem(422, "invalid plan")},
         parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
                      "description": "The same key and body answer the first response (and key) again."}])},
-    "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": {
-        "operationId": "listAccountEvents",
-        "summary": "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest first",
-        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                       {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                        "description": "next_cursor of the previous page."}],
-        "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
-            "data": {"type": "array", "items": EVENT_SCHEMA}, "next_cursor": {"type": ["string", "null"]}}})},
-            "401": problem(401, "no key, or an unknown or revoked one"),
-            "404": problem(404, "no such account (or another account's)"),
-            "422": problem(422, "bad limit or cursor"),
-            "429": problem(429, "the calling key's rate limit (Retry-After)")},
-    }},
+    "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": list_operation(
+        "listAccountEvents", "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest "
+        "first", EVENT_SCHEMA, filters=[])},
 }

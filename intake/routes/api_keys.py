@@ -18,7 +18,7 @@ from ..appkeys import CLOCK, DATABASE, KEY_CACHE
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
-from ..fields import Fields
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import problem
 from ..policy import MANAGE_KEYS, action, may_manage_key
@@ -72,6 +72,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     principal = require_access(request, account_id)
+    QueryFilters(request.query, page_names=()).done()  # one page, no filters: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
@@ -201,6 +202,7 @@ OPENAPI_PATHS = {
                     "data": {"type": "array", "items": API_KEY_SCHEMA}, "next_cursor": {"type": "null"}}})},
                 "401": problem(401, "no key, or an unknown or revoked one"),
                 "404": problem(404, "no such account (or another account's)"),
+                "422": problem(422, "a query parameter: the list takes none (one page, no filters)"),
                 "429": problem(429, "the calling key's rate limit (Retry-After)"),
             },
         },
