@@ -59,3 +59,18 @@ async def test_transactions_filter_by_kind_and_another_account_cannot_list_them(
     other = await (await client.post("/v1/accounts", json={"name": "Other"}, headers=OPERATOR)).json()
     stranger = {"Authorization": f"Bearer {other['api_key']}"}
     assert (await client.get("/v1/accounts/acct_1/transactions?kind=purchase", headers=stranger)).status == 404
+
+
+async def test_a_filter_given_twice_is_a_422_naming_it_not_one_value_dropped(client):
+    response = await client.get("/v1/accounts/acct_1/payments?status=declined&status=succeeded", headers=OPERATOR)
+
+    assert (await problem_of(response, 422))["errors"] == {"status": "is given more than once"}
+
+
+@pytest.mark.parametrize("path", [path for path in EVERY_LIST if not path.endswith(("api-keys", "endpoints"))])
+async def test_a_page_size_given_twice_is_a_422_naming_it_on_every_paged_list(client, path):
+    separator = "&" if "?" in path else "?"
+
+    response = await client.get(f"{path}{separator}limit=2&limit=3", headers=OPERATOR)
+
+    assert (await problem_of(response, 422))["errors"] == {"limit": "is given more than once"}
