@@ -90,14 +90,14 @@ async def list_events(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
     QueryFilters(request.query).done()  # it takes none: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             accounts.get_account(session, account_id)
             rows = account_events.list_events(session, account_id, limit=limit + 1, before_id=before_id)
-            return page_of(rows, limit, event_json)
+            return page_of(request, rows, limit, event_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

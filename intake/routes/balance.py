@@ -54,7 +54,7 @@ async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     own_only = require_access(request, account_id).own_only
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
     filters = QueryFilters(request.query)
     kind = filters.choice("kind", ENTRY_KINDS)
     filters.done()
@@ -64,7 +64,7 @@ async def list_transactions(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only,
                                      kind=kind)
-        return page_of(rows, limit, _entry_json)
+        return page_of(request, rows, limit, _entry_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

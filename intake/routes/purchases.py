@@ -68,7 +68,7 @@ async def list_payments(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query)
     wanted = {"status": filters.choice("status", STATUSES), "source": filters.choice("source", SOURCES),
               "created_after": filters.instant("created_after"), "created_before": filters.instant("created_before")}
@@ -80,7 +80,7 @@ async def list_payments(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = find_payments(session, account_id, purchases_only=purchases_only, limit=limit + 1,
                                  before_id=before_id, **wanted)
-            return page_of(rows, limit, payment_json)
+            return page_of(request, rows, limit, payment_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

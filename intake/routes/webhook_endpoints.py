@@ -2,10 +2,7 @@
 delete, rotate the secret; each endpoint's delivery log and replay."""
 
 import asyncio
-import base64
-import binascii
 import logging
-import re
 
 from aiohttp import web
 
@@ -21,7 +18,7 @@ from shared.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from ..appkeys import CLOCK, DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
-from ..errors import Problem
+from ..cursors import decode_cursor, encode_cursor
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import list_operation, problem, query_filter
@@ -33,7 +30,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 DELIVER_ACTOR = "deliver_webhook"
-_DELIVERY_ID = re.compile(r"whd_[0-9a-z]{26}")
 
 
 @routes.post("/v1/accounts/{account_id}/webhook-endpoints")
@@ -146,7 +142,7 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     limit = query_limit(request)
-    before = _decode_cursor(request.query.get("cursor"))
+    before = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query)
     status = filters.choice("status", DELIVERY_STATUSES)
     filters.done()
@@ -157,7 +153,7 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
             rows = deliveries.list_deliveries(session, endpoint_id, limit=limit + 1, before=before, status=status)
         page = rows[:limit]
         return {"data": [delivery_json(row, event_type) for row, event_type in page],
-                "next_cursor": _encode_cursor(page[-1][0].id) if len(rows) > limit else None}
+                "next_cursor": encode_cursor(request, page[-1][0].id) if len(rows) > limit else None}
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -196,23 +192,6 @@ async def _checked(request: web.Request, url: str | None) -> None:
         return
     development = request.app[SETTINGS].development
     await asyncio.to_thread(check_url, url, development=development)
-
-
-def _encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(f"before:{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        text = ""
-    prefix, _, last_id = text.partition(":")
-    if prefix != "before" or not _DELIVERY_ID.fullmatch(last_id):
-        raise Problem(422, "Validation failed", "cursor is not one this API returned.", errors={"cursor": "is not valid"})
-    return last_id
 
 
 def _iso(instant) -> str | None:
