@@ -22,6 +22,7 @@ from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import problem
 from ..policy import MANAGE_KEYS, action, may_manage_key
+from ..principal import USER
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -45,8 +46,9 @@ async def create_api_key(request: web.Request) -> web.Response:
         raise Problem(422, "Validation failed", "The operator key is CREDITQ_ADMIN_KEY, set in the environment; "
                                                 "this API creates account and user keys only.",
                       errors={"scope": f"must be one of {', '.join(api_keys.STORED_SCOPES)}"})
-    if user_id is None and scope != api_keys.ACCOUNT:
-        user_id = principal.user_id  # a user key makes keys for its own user unless asked for an account key
+    if user_id is None and scope != api_keys.ACCOUNT and principal.role == USER:
+        user_id = principal.user_id  # a role-user key makes keys for its own user only; anyone else naming no user
+        # asks for an account key, which an admin may not make (403 below)
     if user_id is None and scope == api_keys.USER:
         raise Problem(422, "Validation failed", "A user key names its user.",
                       errors={"user_id": "is required for a key of scope user"})
@@ -176,7 +178,8 @@ OPENAPI_PATHS = {
                     "`account` (no user) or `user` (with user_id); follows from user_id when left out. The "
                     "operator key is CREDITQ_ADMIN_KEY, never created here.")},
                 "user_id": {"type": "string", "maxLength": 40, "description": (
-                    "The user the key acts as. Left out with a user key: the calling key's own user.")}}})},
+                    "The user the key acts as. Left out: an account key (which an admin may not make: 403), or, "
+                    "with a role-`user` key, a key of the calling key's own user.")}}})},
             "responses": {
                 "201": {"description": "the key", **_json({**API_KEY_SCHEMA, "required": [
                     *API_KEY_SCHEMA["required"], "key"], "properties": {

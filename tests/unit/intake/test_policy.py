@@ -201,6 +201,21 @@ async def test_each_role_makes_only_the_keys_the_policy_allows(client):
     assert listed[OWNER] == {None, users[OWNER], users[ADMIN], users[USER]}
 
 
+async def test_an_admin_asking_for_a_key_without_a_user_gets_403_not_a_key_of_its_own(client):
+    # given an account whose admin holds a key
+    account_id, keys = await new_team(client)
+    path = f"/v1/accounts/{account_id}/api-keys"
+    before = [key["id"] for key in (await (await client.get(path, headers=keys[OWNER])).json())["data"]]
+
+    # when the admin asks for a key naming no user (that is, an account key)
+    response = await client.post(path, headers=keys[ADMIN], json={"name": "x"})
+
+    # then it is refused with 403 and no key was made
+    assert response.status == 403, await response.text()
+    assert "account key" in (await response.json())["detail"]
+    assert [key["id"] for key in (await (await client.get(path, headers=keys[OWNER])).json())["data"]] == before
+
+
 async def test_a_deleted_users_keys_stop_working_at_once(client):
     # given a user with a key that works
     account_id, keys = await new_team(client)
