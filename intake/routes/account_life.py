@@ -13,6 +13,7 @@ from shared.ledger import account_events, accounts
 from shared.ledger.expiry import utc
 from shared.lifecycle import account_life
 from shared.models import AccountEvent
+from shared.money import format_credits
 
 from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
@@ -102,16 +103,30 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
+# What an event's detail keeps in millicredits (shared.ledger.accounts, shared.lifecycle.account_life).
+_DETAIL_CREDITS = frozenset({"monthly_credits", "limit", "credits_expired", "never_expiring_removed"})
+
+
 def event_json(event: AccountEvent) -> dict:
     return {"id": str(event.id), "at": utc(event.at).isoformat(), "action": event.action,
-            "actor": event.actor, "detail": event.detail}
+            "actor": event.actor, "detail": _detail_json(event.detail)}
+
+
+def _detail_json(detail: dict) -> dict:
+    """The detail as stored, its credits as decimal strings like every other amount the API shows."""
+    return {name: _detail_json(value) if isinstance(value, dict)
+            else format_credits(value) if name in _DETAIL_CREDITS and isinstance(value, int)
+            and not isinstance(value, bool) else value
+            for name, value in detail.items()}
 
 
 EVENT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "at": _INSTANT,
     "action": {"type": "string", "enum": ["cancel", "reactivate", "mark_spam", "update"]},
     "actor": {"type": "string", "description": "operator, or the account id of the key that made the change."},
-    "detail": {"type": "object", "description": "What changed (credits in millicredits)."},
+    "detail": {"type": "object", "description": "What changed; its credits (`plan.monthly_credits`, "
+                                                "`overdraft.limit`, `credits_expired`, `never_expiring_removed`) "
+                                                "are decimal strings."},
 }}
 _OPERATOR_ONLY = problem(404, "no such account, or an account key (these routes are the operator's)")
 
