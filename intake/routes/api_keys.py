@@ -22,7 +22,7 @@ from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import problem
 from ..policy import MANAGE_KEYS, action, may_manage_key
-from ..principal import USER
+from ..principal import USER, with_article
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -61,8 +61,8 @@ async def create_api_key(request: web.Request) -> web.Response:
             get_account(session, account_id)
             role = None if user_id is None else _role_of(session, account_id, user_id)
             if not may_manage_key(principal, user_id, role):
-                raise Problem(403, "Forbidden", f"A{'n' if principal.role == 'admin' else ''} {principal.role} key "
-                                                f"may not create {_whose(user_id, role)} key.")
+                raise Problem(403, "Forbidden", f"{with_article(principal.role).capitalize()} key may not create "
+                                                f"{_whose(user_id, role)} key.")
             key = api_keys.issue_key(session, account_id, name=name, user_id=user_id)
             return {**key_json(api_keys.find_key(session, key)), "key": key}
 
@@ -121,7 +121,7 @@ def _role_of(session: Session, account_id: str, user_id: str) -> str:
 
 
 def _whose(user_id: str | None, role: str | None) -> str:
-    return "an account" if user_id is None else f"{'an' if role in ('owner', 'admin') else 'a'} {role}'s"
+    return "an account" if user_id is None else f"{with_article(role)}'s"
 
 
 def key_json(key: ApiKey) -> dict:
