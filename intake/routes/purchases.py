@@ -19,14 +19,14 @@ from shared.db import Database
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.models import Payment
-from shared.money import format_credits, parse_credits
+from shared.money import format_credits
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import QueryFilters
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 from ..policy import BILLING, action
@@ -43,7 +43,9 @@ async def create_purchase(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     body = await read_json(request)
-    credits = parse_credits(body.get("credits"))
+    amount = Fields({"credits": body.get("credits")})  # the amount is checked here, the card by purchase()
+    credits = amount.credits("credits", required=True)
+    amount.done()
     key = request.headers.get("Idempotency-Key")
     scoped_key = f"api:{request[PRINCIPAL].name}:{account_id}:{key}" if key else None
     settings = request.app[SETTINGS]

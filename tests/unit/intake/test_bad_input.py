@@ -117,6 +117,21 @@ async def test_a_cursor_made_by_hand_or_returned_by_another_list_is_a_422(client
         assert (await assert_problem(response, 422))["errors"] == {"cursor": "is not valid"}, path
 
 
+# --- amounts ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "method", "body", "field"), [
+    ("/v1/accounts/acct_1/purchases", "POST", {"credits": "-100", "payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/purchases", "POST", {"credits": "1e400", "payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/purchases", "POST", {"payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/auto-recharge", "PUT", {"enabled": True, "credits": "1e400"}, "credits"),
+    ("/v1/accounts/acct_1/auto-recharge", "PUT", {"enabled": True, "threshold": "-1", "credits": "500"}, "threshold"),
+])
+async def test_a_bad_amount_is_a_422_naming_its_field(client, path, method, body, field):
+    response = await client.request(method, path, json=body, headers=OPERATOR)
+
+    assert list((await assert_problem(response, 422))["errors"]) == [field]
+
+
 # --- dunning steps ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("step", "field"), [
