@@ -58,7 +58,9 @@ async def create_purchase(request: web.Request) -> web.Response:
                       payment=payment_json(declined.payment)) from None
     except PaymentUnavailable as unavailable:
         paid = unavailable.payment
-        raise Problem(503, "Payment gateway unavailable", f"{unavailable} Retry with the same Idempotency-Key.",
+        retry = ("Retry with the same Idempotency-Key." if key else
+                 "Retry (send an Idempotency-Key so a retry never charges twice).")
+        raise Problem(503, "Payment gateway unavailable", f"{unavailable} {retry}",
                       decline_code=paid.decline_code if paid else None,
                       payment=payment_json(paid) if paid else None) from None
     return json_response(payment_json(payment), status=201 if payment.status == "succeeded" else 202)
