@@ -4,6 +4,8 @@ lists them all; whole numbers out of query strings, cursors and forms."""
 import re
 from datetime import datetime
 
+from multidict import MultiMapping
+
 from shared.errors import ValidationFailed
 from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.quiet_hours import Window, parse_window
@@ -155,12 +157,16 @@ class Fields:
 
 
 class QueryFilters(Fields):
-    """A list's filters out of its query string (every value a string), checked as a body's fields are: a bad
-    or unknown one is a 422 naming it. `limit` and `cursor` are the page's (intake.cursors, bodies.query_limit)."""
+    """A list's filters out of its query string (every value a string), checked as a body's fields are: a bad,
+    unknown or repeated one is a 422 naming it. `limit` and `cursor` are the page's (intake.cursors,
+    bodies.query_limit)."""
 
-    def __init__(self, query, *, page_names: tuple[str, ...] = ("limit", "cursor")):
+    def __init__(self, query: MultiMapping[str], *, page_names: tuple[str, ...] = ("limit", "cursor")):
         super().__init__(dict(query))
         self._known.update(page_names)
+        for name in self.body:
+            if len(query.getall(name)) > 1:  # one value of the two would be dropped without a word
+                self.fail(name, "is given more than once")
 
     def flag(self, name: str) -> bool | None:
         value = self._raw(name, False)

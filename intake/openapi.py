@@ -124,8 +124,8 @@ def list_operation(operation_id: str, summary: str, item: dict, *, filters: list
                    responses: dict | None = None) -> dict:
     """A list's operation: `limit`, `cursor` and its filters, answering `{data, next_cursor}` newest first.
 
-    Every list pages the one way intake.cursors does; a filter that is not valid, or one the list does not
-    take, is a 422 naming it."""
+    Every list pages the one way intake.cursors does; a filter that is not valid, one the list does not take,
+    or one given twice, is a 422 naming it."""
     return {
         "operationId": operation_id, "summary": summary,
         "description": (description + " " if description else "") + (
@@ -142,7 +142,8 @@ def list_operation(operation_id: str, summary: str, item: dict, *, filters: list
                 "type": "object", "required": ["data", "next_cursor"], "properties": {
                     "data": {"type": "array", "items": item}, "next_cursor": {"type": ["string", "null"]}}}}}},
             "404": problem(404, not_found),
-            "422": problem(422, "a bad limit, cursor or filter, or one the list does not take; `errors` names it"),
+            "422": problem(422, "a bad limit, cursor or filter, one the list does not take, or one given twice; "
+                                "`errors` names it"),
             **(responses or {}),
         },
     }

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .errors import Problem
-from .principal import ADMIN, OWNER, USER, Principal
+from .principal import ADMIN, OWNER, USER, Principal, with_article
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def authorize(principal: Principal, declared: Action, account_id: str | None) ->
     if declared.denied == 404:
         raise Problem(404, "Not found", "No such route for this key.")
     who = "only the operator" if not declared.roles else ", ".join(sorted(declared.roles)) + " keys"
-    raise Problem(403, "Forbidden", f"A{'n' if principal.role[0] in 'aeiou' else ''} {principal.role} key may not "
-                                    f"{declared.what}: {who} may.")
+    raise Problem(403, "Forbidden", f"{with_article(principal.role).capitalize()} key may not {declared.what}: "
+                                    f"{who} may.")
 
 
 def acting_user(principal: Principal, asked: object) -> object:

@@ -10,6 +10,11 @@ OPERATOR_ROLE, OWNER, ADMIN, USER = "operator", "owner", "admin", "user"
 ROLES = (OPERATOR_ROLE, OWNER, ADMIN, USER)  # widest first
 
 
+def with_article(role: str) -> str:
+    """"a user", "an admin", "an owner", "an operator": the article as the word is spoken, not spelled."""
+    return f"{'a' if role == USER else 'an'} {role}"
+
+
 @dataclass(frozen=True)
 class Principal:
     account_id: str | None  # None for the operator

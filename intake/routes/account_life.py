@@ -13,14 +13,15 @@ from shared.ledger import account_events, accounts
 from shared.ledger.expiry import utc
 from shared.lifecycle import account_life
 from shared.models import AccountEvent
+from shared.money import format_credits
 
 from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
-from ..fields import Fields
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem
 from ..policy import ACCOUNT_LIFE, READ_ACCOUNT, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _PLAN, ACCOUNT_SCHEMA, _json, _plan, account_json
 
@@ -90,27 +91,42 @@ async def list_events(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
+    QueryFilters(request.query).done()  # it takes none: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             accounts.get_account(session, account_id)
             rows = account_events.list_events(session, account_id, limit=limit + 1, before_id=before_id)
-            return page_of(rows, limit, event_json)
+            return page_of(request, rows, limit, event_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
+# What an event's detail keeps in millicredits (shared.ledger.accounts, shared.lifecycle.account_life).
+_DETAIL_CREDITS = frozenset({"monthly_credits", "limit", "credits_expired", "never_expiring_removed"})
+
+
 def event_json(event: AccountEvent) -> dict:
     return {"id": str(event.id), "at": utc(event.at).isoformat(), "action": event.action,
-            "actor": event.actor, "detail": event.detail}
+            "actor": event.actor, "detail": _detail_json(event.detail)}
+
+
+def _detail_json(detail: dict) -> dict:
+    """The detail as stored, its credits as decimal strings like every other amount the API shows."""
+    return {name: _detail_json(value) if isinstance(value, dict)
+            else format_credits(value) if name in _DETAIL_CREDITS and isinstance(value, int)
+            and not isinstance(value, bool) else value
+            for name, value in detail.items()}
 
 
 EVENT_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "at": _INSTANT,
     "action": {"type": "string", "enum": ["cancel", "reactivate", "mark_spam", "update"]},
     "actor": {"type": "string", "description": "operator, or the account id of the key that made the change."},
-    "detail": {"type": "object", "description": "What changed (credits in millicredits)."},
+    "detail": {"type": "object", "description": "What changed; its credits (`plan.monthly_credits`, "
+                                                "`overdraft.limit`, `credits_expired`, `never_expiring_removed`) "
+                                                "are decimal strings."},
 }}
 _OPERATOR_ONLY = problem(404, "no such account, or an account key (these routes are the operator's)")
 
@@ -165,17 +181,7 @@ OPENAPI_PATHS = {
                "422": problem(422, "invalid plan")},
         parameters=[{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
                      "description": "The same key and body answer the first response (and key) again."}])},
-    "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": {
-        "operationId": "listAccountEvents",
-        "summary": "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest first",
-        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                       {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                        "description": "next_cursor of the previous page."}],
-        "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
-            "data": {"type": "array", "items": EVENT_SCHEMA}, "next_cursor": {"type": ["string", "null"]}}})},
-            "401": problem(401, "no key, or an unknown or revoked one"),
-            "404": problem(404, "no such account (or another account's)"),
-            "422": problem(422, "bad limit or cursor"),
-            "429": problem(429, "the calling key's rate limit (Retry-After)")},
-    }},
+    "/v1/accounts/{account_id}/events": {"parameters": [_ACCOUNT_PATH], "get": list_operation(
+        "listAccountEvents", "The account's changes (cancel, reactivate, mark spam, plan, overdraft, flags), newest "
+        "first", EVENT_SCHEMA, filters=[])},
 }

@@ -65,7 +65,7 @@ async def create_account(request: web.Request) -> web.Response:
 @action(OPERATE)
 async def list_accounts(request: web.Request) -> web.Response:
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query)
     wanted = {"name": filters.text("q"), "status": filters.choice("status", accounts.STATUSES),
               "locked": filters.flag("locked"), "negative": filters.flag("negative")}
@@ -75,7 +75,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     def read(database: Database) -> dict:
         with database.read_only() as session:
             rows = accounts.find_accounts(session, limit=limit + 1, before_id=before_id, **wanted)
-            return page_of(rows, limit, lambda account: account_json(session, account, now=now))
+            return page_of(request, rows, limit, lambda account: account_json(session, account, now=now))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

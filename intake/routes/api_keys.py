@@ -18,10 +18,11 @@ from ..appkeys import CLOCK, DATABASE, KEY_CACHE
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
-from ..fields import Fields
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import problem
 from ..policy import MANAGE_KEYS, action, may_manage_key
+from ..principal import USER, with_article
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
 routes = web.RouteTableDef()
@@ -45,8 +46,9 @@ async def create_api_key(request: web.Request) -> web.Response:
         raise Problem(422, "Validation failed", "The operator key is CREDITQ_ADMIN_KEY, set in the environment; "
                                                 "this API creates account and user keys only.",
                       errors={"scope": f"must be one of {', '.join(api_keys.STORED_SCOPES)}"})
-    if user_id is None and scope != api_keys.ACCOUNT:
-        user_id = principal.user_id  # a user key makes keys for its own user unless asked for an account key
+    if user_id is None and scope != api_keys.ACCOUNT and principal.role == USER:
+        user_id = principal.user_id  # a role-user key makes keys for its own user only; anyone else naming no user
+        # asks for an account key, which an admin may not make (403 below)
     if user_id is None and scope == api_keys.USER:
         raise Problem(422, "Validation failed", "A user key names its user.",
                       errors={"user_id": "is required for a key of scope user"})
@@ -59,8 +61,8 @@ async def create_api_key(request: web.Request) -> web.Response:
             get_account(session, account_id)
             role = None if user_id is None else _role_of(session, account_id, user_id)
             if not may_manage_key(principal, user_id, role):
-                raise Problem(403, "Forbidden", f"A{'n' if principal.role == 'admin' else ''} {principal.role} key "
-                                                f"may not create {_whose(user_id, role)} key.")
+                raise Problem(403, "Forbidden", f"{with_article(principal.role).capitalize()} key may not create "
+                                                f"{_whose(user_id, role)} key.")
             key = api_keys.issue_key(session, account_id, name=name, user_id=user_id)
             return {**key_json(api_keys.find_key(session, key)), "key": key}
 
@@ -72,6 +74,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     principal = require_access(request, account_id)
+    QueryFilters(request.query, page_names=()).done()  # one page, no filters: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
@@ -118,7 +121,7 @@ def _role_of(session: Session, account_id: str, user_id: str) -> str:
 
 
 def _whose(user_id: str | None, role: str | None) -> str:
-    return "an account" if user_id is None else f"{'an' if role in ('owner', 'admin') else 'a'} {role}'s"
+    return "an account" if user_id is None else f"{with_article(role)}'s"
 
 
 def key_json(key: ApiKey) -> dict:
@@ -175,7 +178,8 @@ OPENAPI_PATHS = {
                     "`account` (no user) or `user` (with user_id); follows from user_id when left out. The "
                     "operator key is CREDITQ_ADMIN_KEY, never created here.")},
                 "user_id": {"type": "string", "maxLength": 40, "description": (
-                    "The user the key acts as. Left out with a user key: the calling key's own user.")}}})},
+                    "The user the key acts as. Left out: an account key (which an admin may not make: 403), or, "
+                    "with a role-`user` key, a key of the calling key's own user.")}}})},
             "responses": {
                 "201": {"description": "the key", **_json({**API_KEY_SCHEMA, "required": [
                     *API_KEY_SCHEMA["required"], "key"], "properties": {
@@ -201,6 +205,7 @@ OPENAPI_PATHS = {
                     "data": {"type": "array", "items": API_KEY_SCHEMA}, "next_cursor": {"type": "null"}}})},
                 "401": problem(401, "no key, or an unknown or revoked one"),
                 "404": problem(404, "no such account (or another account's)"),
+                "422": problem(422, "a query parameter: the list takes none (one page, no filters)"),
                 "429": problem(429, "the calling key's rate limit (Retry-After)"),
             },
         },

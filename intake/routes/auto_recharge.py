@@ -14,12 +14,13 @@ from shared.db import Database
 from shared.errors import NotFound
 from shared.ids import new_id
 from shared.models import Account, DunningRun
-from shared.money import format_credits, parse_credits
+from shared.money import format_credits
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, read_json
 from ..errors import Problem
+from ..fields import Fields
 from ..openapi import problem
 from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
@@ -34,8 +35,9 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     body = await read_json(request)
-    threshold = parse_credits(body.get("threshold", "0"))
-    credits = parse_credits(body.get("credits"))
+    amounts = Fields({name: body.get(name) for name in ("threshold", "credits")})  # the card is checked below
+    threshold, credits = amounts.credits("threshold") or 0, amounts.credits("credits", required=True)
+    amounts.done()
 
     gateway = gateway_from_settings(request.app[SETTINGS])
 

@@ -15,7 +15,8 @@ from ..appkeys import DATABASE
 from ..auth import require_access
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, page_of
-from ..openapi import problem
+from ..fields import QueryFilters
+from ..openapi import list_operation, problem, query_filter
 from ..policy import READ_ACCOUNT, READ_ACTIVITY, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _SIGNED_CREDITS, LOT_SCHEMA, _json, lot_json
 from .users import USER_CREDITS_SCHEMA, user_credits_json
@@ -53,13 +54,17 @@ async def list_transactions(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     own_only = require_access(request, account_id).own_only
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
+    filters = QueryFilters(request.query)
+    kind = filters.choice("kind", ENTRY_KINDS)
+    filters.done()
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             get_account(session, account_id)
-            rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only)
-        return page_of(rows, limit, _entry_json)
+            rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only,
+                                     kind=kind)
+        return page_of(request, rows, limit, _entry_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -70,10 +75,11 @@ def _entry_json(row) -> dict:
             "memo": row.memo}
 
 
+ENTRY_KINDS = ("grant", "purchase", "usage", "carrier_fee", "refund", "expiry", "allocation", "month_end_charge", "reset",
+               "adjustment", "dispute")
 ENTRY_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "at": _INSTANT,
-    "kind": {"type": "string", "enum": ["grant", "purchase", "usage", "carrier_fee", "refund", "expiry", "allocation",
-                                        "month_end_charge", "reset", "adjustment", "dispute"],
+    "kind": {"type": "string", "enum": list(ENTRY_KINDS),
              "description": "refund and dispute: credits taken back when a payment is refunded or disputed at Stripe."},
     "credits": {**_SIGNED_CREDITS, "description": "Signed: what this entry added to the balance."},
     "balance_after": {**_SIGNED_CREDITS, "description": "The account's balance right after this entry."},
@@ -94,15 +100,7 @@ OPENAPI_PATHS = {
             "users": {"type": "array", "items": USER_CREDITS_SCHEMA}}})},
             "404": problem(404, "no such account")},
     }},
-    "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": {
-        "operationId": "listTransactions",
-        "summary": "Ledger entries, newest first (to a role-`user` key: that user's own only)",
-        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                       {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                        "description": "next_cursor of the previous page."}],
-        "responses": {"200": {"description": "a page", **_json({"type": "object", "properties": {
-            "data": {"type": "array", "items": ENTRY_SCHEMA},
-            "next_cursor": {"type": ["string", "null"]}}})},
-            "404": problem(404, "no such account"), "422": problem(422, "bad limit or cursor")},
-    }},
+    "/v1/accounts/{account_id}/transactions": {"parameters": [_ACCOUNT_PATH], "get": list_operation(
+        "listTransactions", "Ledger entries, newest first (to a role-`user` key: that user's own only)", ENTRY_SCHEMA,
+        filters=[query_filter("kind", "Only entries of this kind.", {"type": "string", "enum": list(ENTRY_KINDS)})])},
 }

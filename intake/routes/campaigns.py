@@ -103,7 +103,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
     account_id = listed_account(request)
     own_only = request[PRINCIPAL].own_only
     limit = query_limit(request, maximum=MAX_CAMPAIGNS_PER_PAGE)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
     wanted = {"status": filters.choice("status", CAMPAIGN_STATUSES), "created_after": filters.instant("created_after"),
               "created_before": filters.instant("created_before")}
@@ -115,7 +115,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = find_campaigns(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only,
                                   **wanted)
-            return page_of(rows, limit, lambda campaign: campaign_view(session, campaign))
+            return page_of(request, rows, limit, lambda campaign: campaign_view(session, campaign))
 
     return json_response(await asyncio.to_thread(read))
 
@@ -126,7 +126,7 @@ async def list_recipients(request: web.Request) -> web.Response:
     campaign_id = request.match_info["campaign_id"]
     principal = request[PRINCIPAL]
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
     filters = QueryFilters(request.query)
     wanted = {"status": filters.choice("status", RECIPIENT_STATUSES),
               "skip_reason": filters.choice("skip_reason", SKIP_REASONS)}
@@ -137,7 +137,7 @@ async def list_recipients(request: web.Request) -> web.Response:
         with database.read_only() as session:
             campaign = own_campaign(session, campaign_id, principal)
             rows = find_recipients(session, campaign, limit=limit + 1, before_id=before_id, **wanted)
-            return page_of(rows, limit, _recipient_json)
+            return page_of(request, rows, limit, _recipient_json)
 
     return json_response(await asyncio.to_thread(read))
 

@@ -58,14 +58,14 @@ async def list_runs(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     QueryFilters(request.query).done()
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             runs = dunning.list_runs(session, account_id, limit=limit + 1, before_id=before_id)
             steps = dunning.steps_of(session, [run.id for run in runs[:limit]])
-            return page_of(runs, limit, lambda run: _run_json(run, steps[run.id]))
+            return page_of(request, runs, limit, lambda run: _run_json(run, steps[run.id]))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

@@ -32,7 +32,7 @@ async def list_messages(request: web.Request) -> web.Response:
     account_id = listed_account(request)
     own_only = request[PRINCIPAL].own_only
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
     wanted = MessageFilter(
         direction=filters.choice("direction", DIRECTIONS), status=filters.choice("status", STATUSES),
@@ -50,7 +50,8 @@ async def list_messages(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = find_messages(session, account_id, wanted, limit=limit + 1, before_id=before_id)
             resent = resends_of(session, [row.id for row in rows[:limit]])
-            return page_of(rows, limit, lambda message: message_view(message, reprocessed_as=resent.get(message.id)))
+            return page_of(request, rows, limit,
+                           lambda message: message_view(message, reprocessed_as=resent.get(message.id)))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

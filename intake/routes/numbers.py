@@ -49,7 +49,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
     filters = QueryFilters(request.query)
     number_type, released = filters.choice("type", SENDER_TYPES), filters.flag("released")
     filters.done()
@@ -59,7 +59,7 @@ async def list_numbers(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = senders.list_numbers(session, account_id, number_type=number_type, released=bool(released),
                                         limit=limit + 1, before_id=before_id)
-            return page_of(rows, limit, number_json)
+            return page_of(request, rows, limit, number_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

@@ -44,7 +44,7 @@ def _as_dict(opt: OptOut) -> dict:
 async def list_opt_outs(request: web.Request) -> web.Response:
     account_id = listed_account(request)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"))
+    before_id = decode_cursor(request)
     filters = QueryFilters(request.query, page_names=("limit", "cursor", "account_id"))
     wanted = {"source": filters.choice("source", opt_outs.SOURCES), "phone": filters.phone("phone"),
               "created_after": filters.instant("created_after"), "created_before": filters.instant("created_before")}
@@ -55,7 +55,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
         with database.read_only() as session:
             _check_account(session, account_id)
             rows = opt_outs.list_opt_outs(session, account_id, limit=limit + 1, before_id=before_id, **wanted)
-            return page_of(rows, limit, _as_dict)
+            return page_of(request, rows, limit, _as_dict)
 
     return json_response(await asyncio.to_thread(page))
 

@@ -19,14 +19,14 @@ from shared.db import Database
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.models import Payment
-from shared.money import format_credits, parse_credits
+from shared.money import format_credits
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import QueryFilters
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 from ..policy import BILLING, action
@@ -43,7 +43,9 @@ async def create_purchase(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     body = await read_json(request)
-    credits = parse_credits(body.get("credits"))
+    amount = Fields({"credits": body.get("credits")})  # the amount is checked here, the card by purchase()
+    credits = amount.credits("credits", required=True)
+    amount.done()
     key = request.headers.get("Idempotency-Key")
     scoped_key = f"api:{request[PRINCIPAL].name}:{account_id}:{key}" if key else None
     settings = request.app[SETTINGS]
@@ -56,7 +58,9 @@ async def create_purchase(request: web.Request) -> web.Response:
                       payment=payment_json(declined.payment)) from None
     except PaymentUnavailable as unavailable:
         paid = unavailable.payment
-        raise Problem(503, "Payment gateway unavailable", f"{unavailable} Retry with the same Idempotency-Key.",
+        retry = ("Retry with the same Idempotency-Key." if key else
+                 "Retry (send an Idempotency-Key so a retry never charges twice).")
+        raise Problem(503, "Payment gateway unavailable", f"{unavailable} {retry}",
                       decline_code=paid.decline_code if paid else None,
                       payment=payment_json(paid) if paid else None) from None
     return json_response(payment_json(payment), status=201 if payment.status == "succeeded" else 202)
@@ -68,7 +72,7 @@ async def list_payments(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query)
     wanted = {"status": filters.choice("status", STATUSES), "source": filters.choice("source", SOURCES),
               "created_after": filters.instant("created_after"), "created_before": filters.instant("created_before")}
@@ -80,7 +84,7 @@ async def list_payments(request: web.Request) -> web.Response:
             get_account(session, account_id)
             rows = find_payments(session, account_id, purchases_only=purchases_only, limit=limit + 1,
                                  before_id=before_id, **wanted)
-            return page_of(rows, limit, payment_json)
+            return page_of(request, rows, limit, payment_json)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

@@ -35,7 +35,7 @@ async def list_users(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     limit = query_limit(request)
-    before_id = decode_cursor(request.query.get("cursor"), text_ids=True)
+    before_id = decode_cursor(request, text_ids=True)
     filters = QueryFilters(request.query)
     role = filters.choice("role", allocations.ROLES)
     filters.done()
@@ -45,7 +45,7 @@ async def list_users(request: web.Request) -> web.Response:
             get_account(session, account_id)
             expired = book.lapsed(session, account_id, now=datetime.now(timezone.utc))
             rows = allocations.list_users(session, account_id, role=role, limit=limit + 1, before_id=before_id)
-            return page_of(rows, limit, lambda user: user_json(user, expired=expired.get(user.id, 0)))
+            return page_of(request, rows, limit, lambda user: user_json(user, expired=expired.get(user.id, 0)))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 

@@ -2,10 +2,7 @@
 delete, rotate the secret; each endpoint's delivery log and replay."""
 
 import asyncio
-import base64
-import binascii
 import logging
-import re
 
 from aiohttp import web
 
@@ -21,10 +18,10 @@ from shared.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from ..appkeys import CLOCK, DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
-from ..errors import Problem
-from ..fields import Fields
+from ..cursors import decode_cursor, encode_cursor
+from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import list_operation, problem, query_filter
 from ..policy import CONFIGURE, action
 from .accounts import _ACCOUNT_PATH, _INSTANT, _json
 
@@ -33,7 +30,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 DELIVER_ACTOR = "deliver_webhook"
-_DELIVERY_ID = re.compile(r"whd_[0-9a-z]{26}")
 
 
 @routes.post("/v1/accounts/{account_id}/webhook-endpoints")
@@ -66,6 +62,7 @@ async def create_webhook_endpoint(request: web.Request) -> web.Response:
 async def list_webhook_endpoints(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
+    QueryFilters(request.query, page_names=()).done()  # one page, no filters: a typo is refused, not lost
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
@@ -145,15 +142,18 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     account_id, endpoint_id = _ids(request)
     limit = query_limit(request)
-    before = _decode_cursor(request.query.get("cursor"))
+    before = decode_cursor(request, text_ids=True)
+    filters = QueryFilters(request.query)
+    status = filters.choice("status", DELIVERY_STATUSES)
+    filters.done()
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
             endpoints.get_endpoint(session, account_id, endpoint_id)
-            rows = deliveries.list_deliveries(session, endpoint_id, limit=limit + 1, before=before)
+            rows = deliveries.list_deliveries(session, endpoint_id, limit=limit + 1, before=before, status=status)
         page = rows[:limit]
         return {"data": [delivery_json(row, event_type) for row, event_type in page],
-                "next_cursor": _encode_cursor(page[-1][0].id) if len(rows) > limit else None}
+                "next_cursor": encode_cursor(request, page[-1][0].id) if len(rows) > limit else None}
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -194,23 +194,6 @@ async def _checked(request: web.Request, url: str | None) -> None:
     await asyncio.to_thread(check_url, url, development=development)
 
 
-def _encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(f"before:{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        text = ""
-    prefix, _, last_id = text.partition(":")
-    if prefix != "before" or not _DELIVERY_ID.fullmatch(last_id):
-        raise Problem(422, "Validation failed", "cursor is not one this API returned.", errors={"cursor": "is not valid"})
-    return last_id
-
-
 def _iso(instant) -> str | None:
     return None if instant is None else utc(instant).isoformat()
 
@@ -230,6 +213,7 @@ def delivery_json(row: WebhookDelivery, event_type: str) -> dict:
             "response_status": row.response_status, "error": row.error, "created_at": _iso(row.created_at)}
 
 
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 _NULLABLE_INSTANT = {**_INSTANT, "type": ["string", "null"]}
 _EVENT_TYPE_NAMES = [*EVENT_TYPES, ALL]
 ENDPOINT_SCHEMA = {"type": "object", "required": ["id", "account_id", "url", "description", "events", "enabled",
@@ -257,7 +241,7 @@ DELIVERY_SCHEMA = {"type": "object", "required": ["id", "event_id", "event_type"
     "event_id": {"type": "string", "description": "The `webhook-id` header and the body's `id`: the same on every "
                                                   "attempt and replay, to de-duplicate by."},
     "event_type": {"type": "string", "enum": list(EVENT_TYPES)},
-    "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+    "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
     "attempts": {"type": "integer", "minimum": 0},
     "next_attempt_at": _NULLABLE_INSTANT,
     "retry_until": {**_INSTANT, "description": "The end of its retry window: it ends `failed` after it."},
@@ -322,6 +306,7 @@ OPENAPI_PATHS = {
                 "200": {"description": "every endpoint", **_json({"type": "object", "properties": {
                     "data": {"type": "array", "items": ENDPOINT_SCHEMA}, "next_cursor": {"type": "null"}}})},
                 "404": problem(404, "no such account (or another account's)"),
+                "422": problem(422, "a query parameter: the list takes none (one page, no filters)"),
                 "401": _COMMON["401"], "429": _COMMON["429"],
             },
         },
@@ -354,18 +339,11 @@ OPENAPI_PATHS = {
     },
     "/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}/deliveries": {
         "parameters": [_ACCOUNT_PATH, _ENDPOINT_PATH],
-        "get": {
-            "operationId": "listWebhookDeliveries",
-            "summary": "The endpoint's delivery log, newest first",
-            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                       "maximum": 500, "default": 50}},
-                           {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                            "description": "`next_cursor` of the page before."}],
-            "responses": {"200": {"description": "a page of deliveries", **_json({"type": "object", "properties": {
-                "data": {"type": "array", "items": DELIVERY_SCHEMA},
-                "next_cursor": {"type": ["string", "null"]}}})},
-                          "422": problem(422, "a limit out of range or a cursor this API did not return"), **_COMMON},
-        },
+        "get": list_operation(
+            "listWebhookDeliveries", "The endpoint's delivery log, newest first", DELIVERY_SCHEMA,
+            filters=[query_filter("status", "Only deliveries in this status (`failed`: the ones to replay).",
+                                  {"type": "string", "enum": list(DELIVERY_STATUSES)})],
+            not_found="no such endpoint on this account (or another account's)"),
     },
     "/v1/accounts/{account_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay": {
         "parameters": [_ACCOUNT_PATH, _ENDPOINT_PATH,

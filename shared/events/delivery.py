@@ -171,11 +171,14 @@ def get_delivery(session: Session, account_id: str, endpoint_id: str, delivery_i
     return row
 
 
-def list_deliveries(session: Session, endpoint_id: str, *, limit: int,
-                    before: str | None = None) -> list[tuple[WebhookDelivery, str]]:
-    """The endpoint's deliveries with their event types, newest first; page on with the last id as `before`."""
+def list_deliveries(session: Session, endpoint_id: str, *, limit: int, before: str | None = None,
+                    status: str | None = None) -> list[tuple[WebhookDelivery, str]]:
+    """The endpoint's deliveries (in `status`, if given) with their event types, newest first; page on with the
+    last id as `before`."""
     query = (select(WebhookDelivery, WebhookEvent.type).join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
              .where(WebhookDelivery.endpoint_id == endpoint_id))
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
     if before is not None:
         query = query.where(WebhookDelivery.id < before)
     return [(row[0], row[1]) for row in session.execute(query.order_by(WebhookDelivery.id.desc()).limit(limit))]

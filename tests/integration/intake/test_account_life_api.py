@@ -99,7 +99,8 @@ async def test_mark_spam_flags_and_cancels_the_account(client):
 async def test_events_list_every_change_newest_first_paged_and_the_account_sees_its_own(client):
     # given a plan change by the operator, then a cancel and a reactivation
     account_id, own = await create_account(client)
-    await client.patch(f"/v1/accounts/{account_id}", json={"plan": {"monthly_credits": "300"}}, headers=OPERATOR)
+    await client.patch(f"/v1/accounts/{account_id}", headers=OPERATOR, json={
+        "plan": {"monthly_credits": "300"}, "overdraft": {"policy": "overdraft", "limit": "50.5"}})
     own_view = await client.get(f"/v1/accounts/{account_id}/events", headers=own)
     assert [event["action"] for event in (await own_view.json())["data"]] == ["update"]
     await client.post(f"/v1/accounts/{account_id}/cancel", headers=OPERATOR)
@@ -114,7 +115,11 @@ async def test_events_list_every_change_newest_first_paged_and_the_account_sees_
     assert [event["action"] for event in first["data"] + second["data"]] == ["reactivate", "cancel", "update"]
     assert second["next_cursor"] is None
     assert {event["actor"] for event in first["data"] + second["data"]} == {"operator"}
-    assert first["data"][1]["detail"]["credits_expired"] == 100_000
+    # and its credits are decimal strings, as everywhere in the API
+    assert first["data"][0]["detail"]["plan"]["monthly_credits"] == "200"
+    assert first["data"][1]["detail"]["credits_expired"] == "100"
+    assert second["data"][0]["detail"]["plan"]["monthly_credits"] == "300"
+    assert second["data"][0]["detail"]["overdraft"] == {"policy": "overdraft", "limit": "50.5"}
 
 
 @pytest.mark.parametrize("plan", [{}, {"cycle": "monthly", "rollover": "none"}])

@@ -27,6 +27,22 @@ async def balance(client, key) -> str:
     return (await (await client.get("/v1/accounts/acct_pay/balance", headers=key)).json())["balance"]
 
 
+async def test_a_gateway_that_does_not_answer_is_a_503_telling_how_to_retry_without_paying_twice(client, key):
+    body = {"credits": "500", "payment_method": "pm_card_chargeDeclinedProcessingError"}
+
+    # when the gateway fails a purchase sent with an Idempotency-Key, and one sent without
+    keyed = await client.post("/v1/accounts/acct_pay/purchases", json=body,
+                              headers={**key, "Idempotency-Key": "buy-503"})
+    unkeyed = await client.post("/v1/accounts/acct_pay/purchases", json=body, headers=key)
+
+    # then both are 503s; the first says to retry with its key, the second to send one
+    assert (keyed.status, unkeyed.status) == (503, 503)
+    assert (await keyed.json())["detail"].endswith(" Retry with the same Idempotency-Key.")
+    detail = (await unkeyed.json())["detail"]
+    assert detail.endswith(" Retry (send an Idempotency-Key so a retry never charges twice).")
+    assert "same Idempotency-Key" not in detail
+
+
 async def test_a_purchase_lands_credits_and_replays_without_a_second_charge(client, key, settings):
     headers = {**key, "Idempotency-Key": "buy-1"}
     body = {"credits": "500", "payment_method": "pm_card_visa"}

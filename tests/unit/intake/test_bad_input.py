@@ -97,6 +97,41 @@ async def test_a_cursor_the_api_returned_still_pages(client, sqlite_database):
     assert [o["phone"] for o in first["data"] + second["data"]] == ["+14155550102", "+14155550101", "+14155550100"]
 
 
+async def test_a_cursor_made_by_hand_or_returned_by_another_list_is_a_422(client, sqlite_database, account_key):
+    # given a page of opt-outs, whose next_cursor names a row id
+    for phone in ("+14155550100", "+14155550101", "+14155550102"):
+        await client.post("/v1/opt-outs?account_id=acct_1", json={"phone": phone}, headers=OPERATOR)
+    first = await (await client.get("/v1/opt-outs?account_id=acct_1&limit=2", headers=OPERATOR)).json()
+    assert first["next_cursor"] is not None
+    with sqlite_database.read_only() as session:
+        newest = session.scalar(select(func.max(OptOut.id)))
+    own = {"Authorization": f"Bearer {account_key}"}
+
+    # when that cursor is passed to another list, and one is made by hand out of a real id
+    for path, cursor in [("/v1/accounts/acct_1/transactions", first["next_cursor"]),
+                         ("/v1/accounts/acct_1/events", first["next_cursor"]),
+                         ("/v1/opt-outs", cursor_of(f"before:{newest}"))]:
+        response = await client.get(path, params={"cursor": cursor}, headers=own)
+
+        # then each is a 422 naming the cursor, not an empty page
+        assert (await assert_problem(response, 422))["errors"] == {"cursor": "is not valid"}, path
+
+
+# --- amounts ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "method", "body", "field"), [
+    ("/v1/accounts/acct_1/purchases", "POST", {"credits": "-100", "payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/purchases", "POST", {"credits": "1e400", "payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/purchases", "POST", {"payment_method": "pm_card_visa"}, "credits"),
+    ("/v1/accounts/acct_1/auto-recharge", "PUT", {"enabled": True, "credits": "1e400"}, "credits"),
+    ("/v1/accounts/acct_1/auto-recharge", "PUT", {"enabled": True, "threshold": "-1", "credits": "500"}, "threshold"),
+])
+async def test_a_bad_amount_is_a_422_naming_its_field(client, path, method, body, field):
+    response = await client.request(method, path, json=body, headers=OPERATOR)
+
+    assert list((await assert_problem(response, 422))["errors"]) == [field]
+
+
 # --- dunning steps ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("step", "field"), [

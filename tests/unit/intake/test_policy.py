@@ -201,6 +201,39 @@ async def test_each_role_makes_only_the_keys_the_policy_allows(client):
     assert listed[OWNER] == {None, users[OWNER], users[ADMIN], users[USER]}
 
 
+async def test_a_refusal_names_the_role_with_the_article_it_is_said_with(client):
+    # given an account whose admin and user each hold a key
+    account_id, keys = await new_team(client)
+
+    # when each asks for what only an owner may do (the purchases), and the user for another user's key
+    refused = {role: await client.get(f"/v1/accounts/{account_id}/purchases", headers=keys[role])
+               for role in (ADMIN, USER)}
+    users = (await (await client.get(f"/v1/accounts/{account_id}/users", headers=keys[OWNER])).json())["data"]
+    owner = next(user["id"] for user in users if user["role"] == OWNER)
+    key_refused = await client.post(f"/v1/accounts/{account_id}/api-keys", headers=keys[USER],
+                                    json={"name": "x", "user_id": owner})
+
+    # then each 403 says "A user", "An admin", "an owner's" as they are spoken
+    assert (await refused[USER].json())["detail"].startswith("A user key may not ")
+    assert (await refused[ADMIN].json())["detail"].startswith("An admin key may not ")
+    assert (await key_refused.json())["detail"] == "A user key may not create an owner's key."
+
+
+async def test_an_admin_asking_for_a_key_without_a_user_gets_403_not_a_key_of_its_own(client):
+    # given an account whose admin holds a key
+    account_id, keys = await new_team(client)
+    path = f"/v1/accounts/{account_id}/api-keys"
+    before = [key["id"] for key in (await (await client.get(path, headers=keys[OWNER])).json())["data"]]
+
+    # when the admin asks for a key naming no user (that is, an account key)
+    response = await client.post(path, headers=keys[ADMIN], json={"name": "x"})
+
+    # then it is refused with 403 and no key was made
+    assert response.status == 403, await response.text()
+    assert "account key" in (await response.json())["detail"]
+    assert [key["id"] for key in (await (await client.get(path, headers=keys[OWNER])).json())["data"]] == before
+
+
 async def test_a_deleted_users_keys_stop_working_at_once(client):
     # given a user with a key that works
     account_id, keys = await new_team(client)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from intake.app import init_app
 from shared.config import Settings, WebhookSettings, load_settings
 from shared.events import delivery, outbox
-from shared.models import WebhookEndpoint
+from shared.models import WebhookDelivery, WebhookEndpoint
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 PUBLIC_URL = "https://93.184.215.14/creditq-hooks"  # an address literal: public, and no DNS needed
@@ -175,3 +175,29 @@ async def test_another_tenant_can_neither_read_change_replay_nor_delete_an_accou
     assert still["url"] == PUBLIC_URL and still["enabled"] is True
     with sqlite_database.unit_of_work() as session:
         assert session.get(WebhookEndpoint, created["id"]).secret == created["secret"]
+
+
+async def test_the_delivery_log_filters_by_status_and_refuses_a_filter_it_does_not_take(client, sqlite_database):
+    # given an endpoint with a delivery that succeeded and one that failed
+    account_id, headers = await new_account(client, "Grace Church")
+    created = await (await create_endpoint(client, account_id, headers)).json()
+    now = datetime.now(UTC)
+    ids = {}
+    for key, status in (("k1", "succeeded"), ("k2", "failed")):
+        with sqlite_database.unit_of_work() as session:
+            event_id = outbox.emit(session, "message.received", account_id=account_id, key=key, data={"id": key},
+                                   now=now)
+        with sqlite_database.unit_of_work() as session:
+            [ids[status]] = delivery.dispatch(session, event_id, settings=WebhookSettings(), now=now)
+            session.get(WebhookDelivery, ids[status]).status = status
+    base = f"/v1/accounts/{account_id}/webhook-endpoints/{created['id']}/deliveries"
+
+    # when the account lists its failed deliveries, a status that is none, and a filter the log does not take
+    failed = await client.get(f"{base}?status=failed", headers=headers)
+    lost = await client.get(f"{base}?status=lost", headers=headers)
+    bogus = await client.get(f"{base}?bogus=1", headers=headers)
+
+    # then only the failed one comes back, and the other two are 422s naming their filter
+    assert [(row["id"], row["status"]) for row in (await failed.json())["data"]] == [(ids["failed"], "failed")]
+    assert (lost.status, list((await lost.json())["errors"])) == (422, ["status"])
+    assert (bogus.status, (await bogus.json())["errors"]) == (422, {"bogus": "is not a known field"})
