@@ -5,6 +5,7 @@ in the middle of a payment never charges twice."""
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -19,7 +20,8 @@ OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture(scope="module")
 def stack(postgres_server, tmp_path_factory):
-    env = {"CREDITQ_PAYMENT_SWEEP_SECONDS": "1", "STRIPE_SIM_EVENT_RETRY_MS": "100"}
+    env = {"CREDITQ_PAYMENT_SWEEP_SECONDS": "1", "STRIPE_SIM_EVENT_RETRY_MS": "100",
+           "CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000", "CREDITQ_KEY_RATE_LIMIT": "0"}
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_stripe", env=env,
                worker_processes=1, worker_threads=4) as running:
         yield running
@@ -198,4 +200,50 @@ def test_a_refund_takes_the_credits_back_with_a_ledger_entry(stack):
     eventually(lambda: balance(stack, account_id, headers) == "0", "the refund taken back", stack)
     entries = requests.get(f"{stack.url}/v1/accounts/{account_id}/transactions", headers=headers, timeout=10).json()
     assert [(e["kind"], e["credits"]) for e in entries["data"]][:1] == [("refund", "-100")]
+    assert ledger_verify(stack).returncode == 0
+
+
+def test_200_sends_settling_across_the_auto_recharge_threshold_make_one_payment_intent(stack):
+    # given an account with 250 credits that recharges 100 with pm_card_visa when under 100, and a Stripe slow to
+    # answer, so the recharge is still in flight while the other settlements cross the threshold too
+    account_id, headers = new_account(stack, 9)
+    granted = requests.post(f"{stack.url}/v1/accounts/{account_id}/grants", headers=OPERATOR, timeout=10,
+                            json={"credits": "250", "kind": "purchase"})
+    assert granted.status_code == 201, granted.text
+    number = requests.post(f"{stack.url}/v1/accounts/{account_id}/numbers", headers=OPERATOR, timeout=10,
+                           json={"phone": "+14155550777", "type": "long_code"})
+    assert number.status_code == 201, number.text
+    recharge = requests.put(f"{stack.url}/v1/accounts/{account_id}/auto-recharge", headers=headers, timeout=30,
+                            json={"enabled": True, "threshold": "100", "credits": "100", "payment_method": "pm_card_visa"})
+    assert recharge.status_code == 200, recharge.text
+    configure(stack, response_delay_ms=300)
+    spent_before = balance(stack, account_id, headers)
+
+    # when 200 texts are sent at once and Twilio reports each delivered (their settlements land in the web's
+    # callback batches, each seeing the pool under the threshold from the 151st on)
+    def send(i: int) -> int:
+        return requests.post(f"{stack.url}/v1/messages", headers=headers, timeout=60,
+                             json={"to": "+14155550100", "from": "+14155550777", "body": f"race {i}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        assert set(pool.map(send, range(200))) == {202}
+
+    def settled() -> bool:
+        page = requests.get(f"{stack.url}/v1/messages", headers=headers, timeout=10, params={"limit": 500}).json()
+        return sum(message["credits_charged"] is not None for message in page["data"]) == 200
+
+    eventually(settled, "200 settled texts", stack, timeout=120)
+
+    def recharges() -> list[dict]:
+        payments = requests.get(f"{stack.url}/v1/accounts/{account_id}/payments", headers=headers, timeout=10,
+                                params={"source": "auto_recharge"}).json()["data"]
+        return payments if payments and all(p["status"] not in ("pending", "processing") for p in payments) else []
+
+    payments = eventually(recharges, "the auto-recharge's outcome", stack)
+
+    # then one recharge was made, one PaymentIntent charged for it, and the credits are right to the credit
+    assert [payment["status"] for payment in payments] == ["succeeded"]
+    made = [i for i in intents(stack) if i["object"]["metadata"].get("payment_id") == payments[0]["id"]]
+    assert len(made) == 1 and made[0]["object"]["status"] == "succeeded"
+    assert (spent_before, balance(stack, account_id, headers)) == ("250", "150")
     assert ledger_verify(stack).returncode == 0
