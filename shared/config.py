@@ -81,9 +81,9 @@ class Settings:
     environment: str = "development"
     webhooks: "WebhookSettings" = field(default_factory=lambda: WebhookSettings())
 
-    @property
-    def development(self) -> bool:
-        return self.environment == "development"
+    # Webhook endpoints may be http and on this machine's or private addresses only when CREDITQ_ENV=development is
+    # set (`creditq dev`, the test stacks): a deployment that says nothing keeps them to https on public addresses
+    development: bool = False
 
 
 ENVIRONMENTS = ("production", "development")
@@ -307,6 +307,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         email_from=email_from,
         payment_gateway=payment_gateway,
         environment=environment,
+        development=env.get("CREDITQ_ENV") == "development",
         stripe_api_key=stripe_api_key,
         stripe_webhook_secret=stripe_webhook_secret,
         stripe_api_base=stripe_api_base,

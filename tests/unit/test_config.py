@@ -166,3 +166,15 @@ def test_a_real_stripe_without_its_own_key_and_webhook_secret_is_refused(tmp_pat
 def test_an_unknown_payment_gateway_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="PAYMENT_GATEWAY='paypal'"):
         load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "PAYMENT_GATEWAY": "paypal"})
+
+
+@pytest.mark.parametrize(("environment", "private_webhooks"), [(None, False), ("production", False),
+                                                              ("development", True)])
+def test_webhooks_may_reach_private_addresses_only_when_development_is_said(tmp_path, environment, private_webhooks):
+    # given a deployment that says nothing of its environment, says production, or says development (creditq dev)
+    env = {"CREDITQ_DATA_DIR": str(tmp_path), **({"CREDITQ_ENV": environment} if environment else {})}
+    if environment == "production":
+        env.update(STRIPE_API_KEY="sk_test_x", STRIPE_WEBHOOK_SECRET="whsec_x")
+
+    # then only the last lets webhook endpoints be http or on private addresses
+    assert load_settings(env).development is private_webhooks
