@@ -2,26 +2,21 @@
 
 import dramatiq
 
-from shared.billing.settling import Followups
 from shared.messaging import sending
 
 from . import resources
-from .settling import enqueue_followups, settle_here
+from .settling import settle_here
 
 
 @dramatiq.actor(queue_name="send", max_retries=20)
 def send_message(message_id: str, slot_booked: bool = False) -> None:
     """Transient Twilio failures retry with backoff (or Twilio's Retry-After); permanent ones do not raise."""
     r = resources.current()
-    followups = Followups()
-
-    def settle_final(session, message_id: str) -> None:  # early callbacks made it final as the sid was stored
-        nonlocal followups
-        followups = settle_here(session, message_id)
-
+    settled = []  # what settling brought, when early callbacks made the message final as its sid was stored
     try:
         sending.send_message(r.database, message_id, gateway_for=r.gateway_for, throttle=r.throttle,
-                             hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked, settle_final=settle_final)
+                             hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked,
+                             settle_final=lambda session, message_id: settled.append(settle_here(session, message_id)))
     except sending.SendLater as later:
         delay_ms = None if later.delay_seconds is None else int(later.delay_seconds * 1000)
         if later.slot_booked:
@@ -29,4 +24,5 @@ def send_message(message_id: str, slot_booked: bool = False) -> None:
             send_message.send_with_options(args=(message_id, True), delay=delay_ms)
             return
         raise dramatiq.Retry(str(later), delay=delay_ms) from later
-    enqueue_followups(followups)
+    for followups in settled:
+        followups.enqueue(dramatiq.get_broker())

@@ -8,7 +8,6 @@ import dramatiq
 from sqlalchemy.orm import Session
 
 from shared.billing.settling import Followups, settle_finished
-from shared.broker import enqueue_many
 
 from . import resources
 
@@ -17,17 +16,10 @@ from . import resources
 def settle_message(message_id: str) -> None:
     with resources.current().database.unit_of_work() as session:
         followups = settle_here(session, message_id)
-    enqueue_followups(followups)
+    followups.enqueue(dramatiq.get_broker())
 
 
 def settle_here(session: Session, message_id: str) -> Followups:
     """Settle the message in the caller's unit of work."""
     r = resources.current()
     return settle_finished(session, [message_id], rate_card=r.rate_card, now=datetime.now(UTC))
-
-
-def enqueue_followups(followups: Followups) -> None:
-    """After the commit (lost if we die first: shared.billing.settling says who finds them again)."""
-    broker = dramatiq.get_broker()
-    for actor_name, args_list in followups.jobs().items():
-        enqueue_many(broker.get_actor(actor_name), args_list)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.billing.settling import Followups, settle_finished
+from shared.config import Settings
 from shared.db import Database
 from shared.messaging.inbound import Inbound, receive_inbound
 from shared.messaging.rates import default_rate_card
@@ -52,8 +53,7 @@ async def _signed_form(request: web.Request) -> SignedForm:
     return SignedForm(url, form, signature)
 
 
-def _deployment(request: web.Request) -> Credentials:
-    settings = request.app[SETTINGS]
+def _deployment(settings: Settings) -> Credentials:
     return Credentials(settings.twilio_account_sid, settings.twilio_auth_token)
 
 
@@ -107,7 +107,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
                 raise
             log.warning("a batch of %d status callbacks failed (%r); applying them one by one", len(callbacks), error)
             return [outcome for callback in callbacks for outcome in self._one(callback)]
-        self._enqueue(followups)
+        followups.enqueue(self._enqueuer.broker)
         return outcomes  # a CallbackRejected is raised to its request alone: 403
 
     def _one(self, callback: Callback) -> list[StatusChange | None | BaseException]:
@@ -126,22 +126,13 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
                                         rate_card=default_rate_card(), now=now)
         return outcomes, followups
 
-    def _enqueue(self, followups: Followups) -> None:
-        for actor_name, args_list in followups.jobs().items():
-            try:
-                self._enqueuer.send_many_blocking(actor_name, args_list)
-            except Exception:  # committed: found again from the database (shared.billing.settling)
-                log.exception("could not enqueue %d %s jobs; the sweeper will", len(args_list), actor_name)
-
 
 CALLBACK_BATCHER = web.AppKey("callback_batcher", CallbackBatcher)
 
 
 async def callback_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The batcher's writer runs as long as the app serves."""
-    settings = app[SETTINGS]
-    batcher = CallbackBatcher(app[DATABASE], app[ENQUEUER],
-                              Credentials(settings.twilio_account_sid, settings.twilio_auth_token))
+    batcher = CallbackBatcher(app[DATABASE], app[ENQUEUER], _deployment(app[SETTINGS]))
     app[CALLBACK_BATCHER] = batcher
     batcher.start()
     yield
@@ -160,7 +151,7 @@ async def inbound_message(request: web.Request) -> web.Response:
         num_segments=_int_or_none(form.get("NumSegments")),
         media_urls=tuple(str(form[f"MediaUrl{n}"]) for n in range(media_count) if form.get(f"MediaUrl{n}")),
     )
-    database, deployment = request.app[DATABASE], _deployment(request)
+    database, deployment = request.app[DATABASE], _deployment(request.app[SETTINGS])
 
     def receive():
         with database.unit_of_work() as session:

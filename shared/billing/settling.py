@@ -2,20 +2,25 @@
 transaction: the toll-free resend it qualifies for, the low-credit notices it owes, and whether the
 account's auto-recharge is now due.
 
-The caller commits, then enqueues `Followups.jobs()`. A job lost between the two is found again from the
+The caller commits, then calls `Followups.enqueue`. A job lost between the two is found again from the
 database: the sweeper sends accepted messages, the billing schedule sends pending notices and starts due
 recharges. A replayed settlement (`skipped`) hands back the notices a killed run left unsent.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import dramatiq
 from sqlalchemy.orm import Session
 
 from shared.billing import auto_recharge, low_balance
+from shared.broker import enqueue_many
 from shared.messaging.rates import RateCard
 from shared.messaging.reprocessing import resend_from_toll_free
 from shared.messaging.settlement import settle_message
+
+log = logging.getLogger(__name__)
 
 SEND_ACTOR = "send_message"
 NOTICES_ACTOR = "send_low_balance_notices"
@@ -30,11 +35,18 @@ class Followups:
     notices: list[str] = field(default_factory=list)  # messages whose settlement wrote notices to send
     recharges: list[str] = field(default_factory=list)  # accounts whose auto-recharge is due
 
-    def jobs(self) -> dict[str, list[tuple]]:
-        """Each actor's argument tuples, for one Redis round trip per actor."""
+    def enqueue(self, broker: dramatiq.Broker) -> None:
+        """After the commit: one Redis round trip per actor. A failure is logged, not raised: the settlements are
+        committed, and what their jobs would do is found again from the database."""
         wanted = {SEND_ACTOR: self.resends, NOTICES_ACTOR: self.notices,
                   RECHARGE_ACTOR: list(dict.fromkeys(self.recharges))}
-        return {actor: [(argument,) for argument in arguments] for actor, arguments in wanted.items() if arguments}
+        for actor_name, arguments in wanted.items():
+            if not arguments:
+                continue
+            try:
+                enqueue_many(broker.get_actor(actor_name), [(argument,) for argument in arguments])
+            except Exception:
+                log.exception("could not enqueue %d %s jobs; the sweeper will", len(arguments), actor_name)
 
 
 def settle_finished(session: Session, message_ids: list[str], *, rate_card: RateCard, now: datetime) -> Followups:
