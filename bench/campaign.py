@@ -1,4 +1,4 @@
-"""A 100,000-recipient campaign through the real processes (`python bench/campaign.py [recipients]`).
+"""A 100,000-recipient campaign through the real processes (`python bench/campaign.py [recipients] [--profile DIR]`).
 
 Real PostgreSQL (tests.support.postgres) and Redis (the embedded server); `creditq web` and
 `creditq worker` (campaigns queue only, so the send jobs stay in Redis to be counted) as
@@ -6,9 +6,11 @@ subprocesses. Reports seconds to accept the POST, seconds until every send job i
 peak RSS of each process (and of the worker's processes summed), the load average, how many chunks
 each worker process fanned out and how many ran at once (from the workers' chunk log lines), beside
 the one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run.
-Prints figures only; nothing here passes or fails.
+With --profile DIR, py-spy's collapsed stacks of web and worker (GIL holders) from the POST until every send is
+enqueued. Prints figures only; nothing here passes or fails.
 """
 
+import argparse
 import os
 import re
 import signal
@@ -28,7 +30,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
+from bench.processes import LoadAverage, profile, spawn, stop_profiling, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.ledger import book  # noqa: E402
@@ -88,7 +90,7 @@ def chunk_spread(log: Path) -> tuple[dict[int, int], int]:
     return per_process, most
 
 
-def main(recipients: int) -> None:
+def main(recipients: int, profile_dir: Path | None) -> None:
     with TemporaryPostgres() as postgres, tempfile.TemporaryDirectory() as directory:
         redis_server = EmbeddedRedis(Path(directory) / "redis").start()
         database_url = postgres.create_database("bench_campaign")
@@ -117,6 +119,10 @@ def main(recipients: int) -> None:
             csv_text = "to,first_name,agent\n" + "".join(
                 f"+1212{200 + index // 10_000}{index % 10_000:04d},Name{index},Agent{index % 50}\n"
                 for index in range(recipients))
+            profilers = []
+            if profile_dir:
+                profile_dir.mkdir(parents=True, exist_ok=True)
+                profilers = [profile(process.pid, profile_dir / f"{name}.txt") for name, process in processes.items()]
             started = time.monotonic()
             response = requests.post(
                 f"http://127.0.0.1:{port}/v1/campaigns", timeout=600, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
@@ -129,6 +135,7 @@ def main(recipients: int) -> None:
             while client.hlen("dramatiq:send.msgs") < sendable and time.monotonic() - started < 600:
                 time.sleep(0.05)
             enqueued = time.monotonic() - started
+            stop_profiling(profilers)
             queued = client.hlen("dramatiq:send.msgs")
             time.sleep(0.5)
         finally:
@@ -179,4 +186,8 @@ def one_at_a_time_rate(redis_url: str) -> float:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipients", type=int, nargs="?", default=100_000)
+    parser.add_argument("--profile", type=Path, help="a directory for py-spy's collapsed stacks of web and worker")
+    arguments = parser.parse_args()
+    main(arguments.recipients, arguments.profile)

@@ -18,7 +18,6 @@ average, since the machine may be shared. Prints a table; asserts nothing.
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import aiohttp
 import psutil
 from sqlalchemy import func, select, text
 
-from bench.processes import cpu_seconds
+from bench.processes import cpu_seconds, profile, stop_profiling
 from shared.db import Database
 from shared.models import Message
 from tests.support.postgres import TemporaryPostgres
@@ -154,22 +153,6 @@ async def open_loop_latency(session, url: str, senders, rate: int, seconds: floa
         tasks.append(asyncio.create_task(one(i, scheduled)))
     await asyncio.gather(*tasks)
     return latencies, errors
-
-
-def profile(pid: int, output: Path) -> subprocess.Popen:
-    """py-spy sampling a process and its children (only threads holding the GIL) until SIGINT; collapsed
-    stacks to `output`."""
-    py_spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(py_spy), "record", "--gil", "--format", "raw", "--rate", "200", "--nonblocking",
-                             "--subprocesses", "--output", str(output), "--pid", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop_profiling(profilers: list[subprocess.Popen]) -> None:
-    for profiler in profilers:
-        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-    for profiler in profilers:
-        profiler.wait()
 
 
 def settled_count(database: Database, tag: str) -> int:

@@ -2,6 +2,7 @@
 the machine's load while they run (every figure is printed beside it)."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -63,3 +64,19 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def profile(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy sampling a process and its children (only threads holding the GIL) until SIGINT; collapsed
+    stacks to `output`."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--gil", "--format", "raw", "--rate", "200", "--nonblocking",
+                             "--subprocesses", "--output", str(output), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiling(profilers: list[subprocess.Popen]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for profiler in profilers:
+        profiler.wait()

@@ -8,12 +8,14 @@ recipients) are cut into short units of work of their own, so a writer queued be
 a chunk, not for the whole.
 """
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, Table, create_engine, event, make_url
+from sqlalchemy import JSON, Engine, Table, any_, bindparam, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.private_files import private_file
@@ -70,7 +72,7 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
     COPY parses no statement and streams the rows in one round trip; for a campaign chunk's 1,000
     holds and messages it took half the time of psycopg's pipelined executemany of one prepared
     statement, and a quarter of SQLAlchemy's multi-VALUES pages. Rows are keyed by column name, their
-    values ones psycopg adapts as they are (JSON only as null); a duplicate key fails the whole COPY.
+    values ones psycopg adapts as they are, dicts and lists for JSON columns; a duplicate key fails the whole COPY.
     """
     if not rows:
         return
@@ -80,10 +82,21 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
         return
     names = list(rows[0])
     quote = connection.dialect.identifier_preparer.quote
+    as_json = [name for name in names if isinstance(table.c[name].type, JSON)]
     with connection.connection.driver_connection.cursor() as cursor, cursor.copy(
             f"COPY {quote(table.name)} ({', '.join(quote(name) for name in names)}) FROM STDIN") as copy:
         for row in rows:
+            if as_json:
+                row = {**row, **{name: None if row[name] is None else json.dumps(row[name]) for name in as_json}}
             copy.write_row([row[name] for name in names])
+
+
+def any_of(session: Session, column, values: list):
+    """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so the statement is the same (and prepared
+    once) whatever the number of values, and no bound-parameter limit applies."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 class Database:

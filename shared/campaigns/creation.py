@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.campaigns.recipients import Recipient, looks_like_e164, parse_csv, parse_inline, skip_reasons
 from shared.campaigns.templates import MessageTemplate, compile_template, render
-from shared.db import Database
+from shared.db import Database, copy_rows
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -199,15 +198,21 @@ def _begin(session: Session, campaign_id: str, account_id: str, plan: _Plan, est
 
 
 def _write_recipients(session: Session, campaign_id: str, plan: _Plan, start: int) -> None:
-    """Positions start .. start + RECIPIENT_CHUNK; those already written (a retried chunk) are left as they are."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    rows = [{"campaign_id": campaign_id, "position": position, "to": number or recipient.to[:32],
-             "fields": recipient.fields, "skip_reason": skip}
-            for position, recipient, number, skip in zip(
-                range(start, start + RECIPIENT_CHUNK), plan.recipients[start:start + RECIPIENT_CHUNK],
-                plan.numbers[start:start + RECIPIENT_CHUNK], plan.skips[start:start + RECIPIENT_CHUNK])]
-    session.execute(dialect.insert(CampaignRecipient).on_conflict_do_nothing(
-        index_elements=[CampaignRecipient.campaign_id, CampaignRecipient.position]), rows)
+    """Positions start .. start + RECIPIENT_CHUNK in one COPY, unless a try before (a retried request) wrote them.
+
+    A chunk is written whole or not at all (its own unit of work), so its first position tells; the campaign's
+    row lock makes a twin request running at the same moment wait for this one's commit, then skip.
+    """
+    session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
+    if session.scalar(select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign_id,
+                                                         CampaignRecipient.position == start)) is not None:
+        return
+    copy_rows(session, CampaignRecipient.__table__, [
+        {"campaign_id": campaign_id, "position": position, "to": number or recipient.to[:32],
+         "fields": recipient.fields, "skip_reason": skip}
+        for position, recipient, number, skip in zip(
+            range(start, start + RECIPIENT_CHUNK), plan.recipients[start:start + RECIPIENT_CHUNK],
+            plan.numbers[start:start + RECIPIENT_CHUNK], plan.skips[start:start + RECIPIENT_CHUNK])])
 
 
 def _finish(session: Session, campaign_id: str, plan: _Plan, now: datetime) -> Campaign:

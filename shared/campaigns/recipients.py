@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.db import any_of
 from shared.errors import ValidationFailed
 from shared.messaging.opt_outs import RECIPIENT_SOURCES
 from shared.models import OptOut
@@ -111,7 +112,7 @@ def opt_out_sources(session: Session, account_id: str, phones: set[str]) -> dict
     found: dict[str, str] = {}
     for start in range(0, len(ordered), _QUERY_CHUNK):
         found.update(session.execute(select(OptOut.phone, OptOut.source).where(
-            OptOut.account_id == account_id, OptOut.phone.in_(ordered[start:start + _QUERY_CHUNK]))).all())
+            OptOut.account_id == account_id, any_of(session, OptOut.phone, ordered[start:start + _QUERY_CHUNK]))).all())
     return found
 
 

@@ -6,11 +6,13 @@ names the template's field (`body`, `steps[1].body`) and the line in it. A body 
 no includes, and loops and output are capped so one template cannot tie up a process.
 """
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from liquid import Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError, UndefinedError
+from liquid.stringify import to_liquid_string
 
 from shared.errors import ValidationFailed
 
@@ -25,14 +27,27 @@ for _tag in ("include", "render"):  # nothing to include: a body is one template
     ENVIRONMENT.tags.pop(_tag, None)
 
 
+_LITERALS = frozenset({"true", "false", "nil", "null", "empty", "blank"})  # Liquid prints these, not a field
+_PLAIN_OUTPUT = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
+
+
 @dataclass(frozen=True)
 class MessageTemplate:
     source: str
     field: str  # where the template came from, for error messages
     compiled: object  # liquid.BoundTemplate
     names: frozenset[str]  # the top-level variables it reads
+    plain: tuple[str, ...] | None = None  # text and bare `{{ name }}` only: text, name, text, name, ..., text
 
     def render(self, fields: Mapping[str, object]) -> str:
+        """Most campaign bodies are text with bare fields: joined as Liquid would print them, in a tenth of
+        Liquid's time. Anything else, or a field missing (Liquid's error names it), renders through Liquid."""
+        if self.plain is not None:
+            try:
+                return "".join(piece if index % 2 == 0 else to_liquid_string(fields[piece], False)
+                               for index, piece in enumerate(self.plain))
+            except KeyError:
+                pass
         return self.compiled.render(**fields)
 
 
@@ -53,7 +68,16 @@ def compile_template(source: object, *, field: str = "body", known_fields: Colle
                 known = ", ".join(sorted(known_fields)) or "none"
                 reason = f"line {line}: unknown field {name!r} (the recipients have: {known})"
                 raise ValidationFailed(f"{field} {reason}", errors={field: reason})
-    return MessageTemplate(source=source, field=field, compiled=compiled, names=frozenset(analysis.globals))
+    return MessageTemplate(source=source, field=field, compiled=compiled, names=frozenset(analysis.globals),
+                           plain=_plain_pieces(source))
+
+
+def _plain_pieces(source: str) -> tuple[str, ...] | None:
+    """Text and bare outputs split apart (re.split keeps the names at odd places); None when there is more."""
+    pieces = tuple(_PLAIN_OUTPUT.split(source))
+    if any("{{" in text or "{%" in text for text in pieces[::2]) or not _LITERALS.isdisjoint(pieces[1::2]):
+        return None
+    return pieces
 
 
 def render(template: MessageTemplate, fields: Mapping[str, object], *, recipient: str) -> str:

@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import Connection, Row, and_, any_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import copy_rows
+from shared.db import any_of, copy_rows
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
@@ -226,7 +226,7 @@ def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: 
     savepoint = session.begin_nested()
     keys = [request.idempotency_key for request in requests]
     views = {row.idempotency_key: _hold_view(row)
-             for row in _sql(session).execute(select(holds).where(_any_of(session, holds.c.idempotency_key, keys)))}
+             for row in _sql(session).execute(select(holds).where(any_of(session, holds.c.idempotency_key, keys)))}
     new = [request for request in requests if request.idempotency_key not in views]
     for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
         views[request.idempotency_key] = HoldView(
@@ -687,13 +687,6 @@ def _insert(session: Session, table):
     """INSERT that understands ON CONFLICT on both databases."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
-
-
-def _any_of(session: Session, column, values: list):
-    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter, so the statement stays one prepared statement."""
-    if _on_postgres(session):
-        return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
-    return column.in_(values)
 
 
 def _new_hold_ids(session: Session, count: int) -> list[int]:

@@ -1,6 +1,9 @@
 """Liquid bodies: strict about fields, precise about where a template is wrong."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from liquid.exceptions import LiquidError
 
 from shared.campaigns.templates import compile_template, render
 from shared.errors import ValidationFailed
@@ -61,3 +64,30 @@ def test_a_runaway_loop_is_stopped_and_refused():
 
     with pytest.raises(ValidationFailed, match="loop iteration limit"):
         render(template, {}, recipient="recipients[0]")
+
+
+_NAMES = st.sampled_from(["first_name", "agent", "to", "x", "true", "nil", "empty", "_n1"])
+_TEXT = st.text(alphabet="ab {}%-|:\n😀é", max_size=12)
+_VALUES = st.one_of(st.text(max_size=8), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
+                    st.lists(st.text(max_size=3), max_size=3))
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.tuples(_TEXT, _NAMES, st.sampled_from(["{{ %s }}", "{{%s}}", "{{  %s }}", "{{- %s }}",
+                                                                    "{{ %s | upcase }}"])), max_size=4),
+       tail=_TEXT, fields=st.dictionaries(_NAMES, _VALUES))
+def test_every_body_renders_exactly_as_liquid_renders_it(parts, tail, fields):
+    # given any body made of text and outputs (plain ones take a shortcut, the rest go through Liquid)
+    source = "".join(text + output % name for text, name, output in parts) + tail
+    try:
+        template = compile_template(source)
+    except ValidationFailed:
+        return  # not a template Liquid accepts
+    # when it is rendered, then the result, or the refusal, is Liquid's own
+    try:
+        expected = template.compiled.render(**fields)
+    except LiquidError:
+        with pytest.raises(ValidationFailed):
+            render(template, fields, recipient="r")
+        return
+    assert render(template, fields, recipient="r") == expected
