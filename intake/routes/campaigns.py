@@ -242,8 +242,8 @@ OPENAPI_PATHS = {
         description="Each as GET /v1/campaigns/{campaign_id} shows it.",
         filters=[
             query_filter("account_id", "Required with the operator key; an account key may only name its own."),
-            query_filter("status", "The stored status: a completed campaign is among `running` ones (completed "
-                                   "is shown once every step fanned out and nothing waits).",
+            query_filter("status", "`completed` lists the campaigns the sweeper found finished (every step fanned "
+                                   "out and nothing waiting; found within a minute), `running` the others running.",
                          {"type": "string", "enum": list(CAMPAIGN_STATUSES)}),
             *CREATED_RANGE]),
                      "post": {

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from shared.campaigns.creation import CREATING
 from shared.models import Campaign, CampaignRecipient, Message
 
-CAMPAIGN_STATUSES = (CREATING, "scheduled", "running", "paused", "canceled")
+CAMPAIGN_STATUSES = (CREATING, "scheduled", "running", "paused", "canceled", "completed")
 RECIPIENT_STATUSES = ("pending", "skipped", "accepted", "scheduled", "queued", "sending", "sent", "delivered",
                       "undelivered", "failed", "canceled", "parked")
 SKIP_REASONS = ("invalid_number", "duplicate", "opted_out", "do_not_contact", "unsupported_country")
@@ -23,13 +23,16 @@ SKIP_REASONS = ("invalid_number", "duplicate", "opted_out", "do_not_contact", "u
 def find_campaigns(session: Session, account_id: str, *, status: str | None = None,
                    created_after: datetime | None = None, created_before: datetime | None = None, limit: int,
                    before_id: str | None = None, user_id: str | None = None) -> list[Campaign]:
-    """The account's campaigns (only `user_id`'s, if given) in descending id order; `status` is the stored one (a
-    completed campaign is `running` there: every step fanned out and nothing waiting, which campaign_view works
-    out)."""
+    """The account's campaigns (only `user_id`'s, if given) in descending id order. A completed campaign is stored
+    `running` and stamped `completed_at` by the sweeper (shared.campaigns.completion): `completed` finds the stamped
+    ones, `running` the others."""
     query = select(Campaign).where(Campaign.account_id == account_id)
     if user_id is not None:
         query = query.where(Campaign.user_id == user_id)
-    if status is not None:
+    if status in ("running", "completed"):
+        stamped = Campaign.completed_at.is_not(None) if status == "completed" else Campaign.completed_at.is_(None)
+        query = query.where(Campaign.status == "running", stamped)
+    elif status is not None:
         query = query.where(Campaign.status == status)
     if created_after is not None:
         query = query.where(Campaign.created_at >= created_after)
@@ -87,7 +90,8 @@ def recipients_query(campaign_id: str, sender: str, *, status: str | None = None
 
 
 def _recipient(row: Row) -> RecipientRow:
+    """A duplicate shares its number's latest message with the recipient it repeats: that message is not its own."""
     recipient, message_id, message_status = row
     status = "skipped" if recipient.skip_reason else (message_status or "pending")
     return RecipientRow(recipient.id, recipient.position, recipient.to, recipient.fields, status,
-                        recipient.skip_reason, message_id)
+                        recipient.skip_reason, None if recipient.skip_reason == "duplicate" else message_id)

@@ -64,13 +64,17 @@ def world(database) -> dict:
                             recipients=4, credits_estimated=2000, send_at=DAY, created_at=DAY, updated_at=DAY)
         quiet = Campaign(id=new_id("cmp"), account_id=acme, name="Later", from_=SENDER, status="paused",
                          recipients=0, send_at=DAY, created_at=DAY + timedelta(days=3), updated_at=DAY)
-        session.add_all([campaign, quiet, Campaign(id=new_id("cmp"), account_id=grace, name="Choir", from_=SENDER,
+        done = Campaign(id=new_id("cmp"), account_id=acme, name="Last week", from_=SENDER, status="running",
+                        recipients=0, send_at=DAY, created_at=DAY + timedelta(hours=1), updated_at=DAY,
+                        completed_at=DAY + timedelta(hours=2))
+        session.add_all([campaign, quiet, done, Campaign(id=new_id("cmp"), account_id=grace, name="Choir", from_=SENDER,
                                                    status="running", send_at=DAY, created_at=DAY, updated_at=DAY)])
         session.add_all([CampaignRecipient(campaign_id=campaign.id, position=n, to=to, fields={"name": name},
                                            skip_reason=reason)
                          for n, (to, name, reason) in enumerate([(ANN, "Ann", None), (BO, "Bo", None),
                                                                  ("+14155550103", "Cy", "opted_out"),
-                                                                 ("+14155550104", "Di", None)])])
+                                                                 ("+14155550104", "Di", None),
+                                                                 (ANN, "Ann again", "duplicate")])])
         session.flush()
         messages = {
             "delivered": _message(session, acme, campaign_id=campaign.id, to=ANN, day=0),
@@ -105,7 +109,7 @@ def world(database) -> dict:
         session.get(Account, grace).balance = -5_000
         session.get(Account, grace).status = "locked"
         return {"acme": acme, "grace": grace, "acme_key": acme_key, "grace_key": grace_key, "ann": ann.id,
-                "boss": boss.id, "campaign": campaign.id, "quiet": quiet.id, "messages": messages,
+                "boss": boss.id, "campaign": campaign.id, "quiet": quiet.id, "done": done.id, "messages": messages,
                 "payments": payments, "runs": runs}
 
 
@@ -244,11 +248,12 @@ async def test_paging_while_another_writer_inserts_without_pause_lists_each_mess
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ({}, ["quiet", "campaign"]),
+    ({}, ["quiet", "campaign", "done"]),
     ({"status": "running"}, ["campaign"]),
+    ({"status": "completed"}, ["done"]),
     ({"status": "paused"}, ["quiet"]),
     ({"created_after": (DAY + timedelta(days=1)).isoformat()}, ["quiet"]),
-    ({"created_before": (DAY + timedelta(days=1)).isoformat()}, ["campaign"]),
+    ({"created_before": (DAY + timedelta(days=1)).isoformat()}, ["campaign", "done"]),
 ])
 async def test_campaigns_are_listed_by_status_and_creation_with_their_progress(client, world, params, expected):
     rows = await every_page(client, "/v1/campaigns", world["acme_key"], params, limit=1)
@@ -257,26 +262,28 @@ async def test_campaigns_are_listed_by_status_and_creation_with_their_progress(c
     if "campaign" in expected:
         shown = next(row for row in rows if row["id"] == world["campaign"])
         assert (shown["counts"]["delivered"], shown["counts"]["scheduled"], shown["skip_reasons"]) == (
-            1, 1, {"opted_out": 1})
+            1, 1, {"opted_out": 1, "duplicate": 1})
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ({}, [("+14155550104", "pending", None), ("+14155550103", "skipped", "opted_out"), (BO, "scheduled", None),
-          (ANN, "delivered", None)]),
+    ({}, [(ANN, "skipped", "duplicate"), ("+14155550104", "pending", None), ("+14155550103", "skipped", "opted_out"),
+          (BO, "scheduled", None), (ANN, "delivered", None)]),
     ({"status": "delivered"}, [(ANN, "delivered", None)]),
     ({"status": "scheduled"}, [(BO, "scheduled", None)]),
     ({"status": "pending"}, [("+14155550104", "pending", None)]),
-    ({"status": "skipped"}, [("+14155550103", "skipped", "opted_out")]),
+    ({"status": "skipped"}, [(ANN, "skipped", "duplicate"), ("+14155550103", "skipped", "opted_out")]),
     ({"skip_reason": "opted_out"}, [("+14155550103", "skipped", "opted_out")]),
-    ({"skip_reason": "duplicate"}, []),
+    ({"skip_reason": "duplicate"}, [(ANN, "skipped", "duplicate")]),
 ])
 async def test_a_campaigns_recipients_show_where_each_is_and_why_one_is_skipped(client, world, params, expected):
     rows = await every_page(client, f"/v1/campaigns/{world['campaign']}/recipients", world["acme_key"], params)
 
     assert [(row["to"], row["status"], row["skip_reason"]) for row in rows] == expected
-    messages = {row["to"]: row["message_id"] for row in rows}
-    if ANN in messages:
-        assert messages[ANN] == world["messages"]["delivered"]
+    messages = {(row["to"], row["skip_reason"]): row["message_id"] for row in rows}
+    if (ANN, None) in messages:  # the message went to the first; the duplicate has none of its own
+        assert messages[ANN, None] == world["messages"]["delivered"]
+    if (ANN, "duplicate") in messages:
+        assert messages[ANN, "duplicate"] is None
 
 
 # --- an account's purchases, payments, opt-outs, numbers and users -------------------------------------------
