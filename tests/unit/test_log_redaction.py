@@ -1,5 +1,6 @@
 """No secret in a log line: the filter on the log handlers masks secrets wherever a record carries them."""
 
+import base64
 import logging
 
 import pytest
@@ -7,7 +8,8 @@ from cryptography.fernet import Fernet
 
 from shared.log_redaction import MASK, RedactSecrets, configured_secrets, install
 
-FERNET_KEY = Fernet.generate_key().decode()
+FERNET_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()  # fixed: test ids are the same in every xdist worker
+ANOTHER_FERNET_KEY = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def logged():
     ("started with key %s", ("operator-key-0123456789",), "operator-key-0123456789"),
     ("twilio %r", ({"token": "deployment-token-0123"},), "deployment-token-0123"),
     ("key ring %s", (FERNET_KEY,), FERNET_KEY),
-    ("another fernet key %s", (Fernet.generate_key().decode(),), None),
+    ("another fernet key %s", (ANOTHER_FERNET_KEY,), None),
     ("created %s", ('{"id": "acct_1", "api_key": "cq_live_AbC-123_xyz"}',), "cq_live_AbC-123_xyz"),
     ("dev key cq_admin_s3cr3tValue", (), "s3cr3tValue"),
     ("headers %s", ("Authorization: Bearer sk_abcdef123456",), "sk_abcdef123456"),
