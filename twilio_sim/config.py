@@ -28,12 +28,15 @@ class ConfigError(ValueError):
 @dataclass(slots=True)
 class SimulatorConfig:
     account_sid: str = DEFAULT_ACCOUNT_SID
+    """The account sid requests must be made for (and callbacks are signed as)."""
     auth_token: str = DEFAULT_AUTH_TOKEN
+    """The auth token requests are checked against and callbacks signed with."""
     latency_ms: int = 0
     """Added to every Twilio API request before it is answered."""
     rate_429: float = 0.0
     """Share of Twilio API requests refused with 429 / 20429."""
     retry_after_s: int = 1
+    """The Retry-After of a 429, in seconds."""
     rate_5xx: float = 0.0
     """Share of Twilio API requests failing with 500 / 20500 (nothing is created)."""
     duplicate_callback_rate: float = 0.0
@@ -49,12 +52,15 @@ class SimulatorConfig:
     num_segments_override: int | None = None
     """Report this many segments for every message instead of counting them."""
     price_per_segment: Decimal = Decimal("0.00790")
+    """The price a message reports per segment, in US dollars."""
     callback_delay_ms: int = 50
     """Time between a message's status changes (and so between its callbacks)."""
     callback_retries: int = 5
+    """How often a callback answered with an error or not at all is tried again."""
     callback_retry_delay_ms: int = 200
     """First retry delay; it doubles on each further attempt."""
     callback_timeout_s: float = 5.0
+    """How long a callback waits for the app's answer, in seconds."""
     callback_concurrency: int = 64
     """Fixed at start-up: the size of the callback worker pool and connection pool."""
     seed: int | None = None

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     from twilio_sim.__main__ import add_arguments
 
     parser = subparsers.add_parser("twilio-sim", help="serve the Twilio simulator (knobs: `creditq twilio-sim --help`)")
-    add_arguments(parser, default_port=None)  # None: CREDITQ_SIMULATOR_PORT
+    add_arguments(parser, default_port=None, defaults={  # None: CREDITQ_SIMULATOR_PORT
+        "port": "CREDITQ_SIMULATOR_PORT", "account_sid": "TWILIO_ACCOUNT_SID", "auth_token": "TWILIO_AUTH_TOKEN"})
     parser.set_defaults(run=run, parser=parser)
 
 

@@ -1,10 +1,12 @@
 """The simulator's knobs, from the environment and from command-line flags."""
 
+import argparse
+import dataclasses
 from decimal import Decimal
 
 import pytest
 
-from twilio_sim.__main__ import parse_args
+from twilio_sim.__main__ import add_arguments, knob_descriptions, parse_args
 from twilio_sim.config import ConfigError, SimulatorConfig
 
 
@@ -85,3 +87,16 @@ def test_as_dict_round_trips_through_apply():
 
     # then they are equal
     assert copy == config
+
+
+def test_every_knob_says_what_it_does_in_help():
+    # given the simulator's command line, as `python -m twilio_sim` and `creditq twilio-sim` build it
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    # when its help is written, then each knob's flag carries its own description and its variable
+    described = knob_descriptions()
+    assert {knob.name for knob in dataclasses.fields(SimulatorConfig)} <= set(described)
+    help_text = " ".join(parser.format_help().split())
+    for name, description in described.items():
+        assert f"--{name.replace('_', '-')} VALUE {description} (default: " in help_text
+        assert f"env TWILIO_SIM_{name.upper()})" in help_text
