@@ -209,6 +209,13 @@ def _warnings(steps: list[dict], account_name: str, site: str, update_url: str |
     return warnings
 
 
+class _BlankWhenMissing(dict):
+    """A customer's `fields` in a step: a field this customer was not given renders empty, never stops the step."""
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
 class _AnyField(dict):
     """A sample customer's `fields`: every name a template asks for has a short value."""
 
@@ -230,7 +237,7 @@ def context_for(customer: dict, *, account_name: str, amount_cents: int, currenc
                 step: int, steps: int, final_action: str) -> dict:
     """What a step's templates see."""
     return {
-        "customer": {"id": customer["id"], "name": customer["name"], "fields": customer.get("fields") or {}},
+        "customer": {"id": customer["id"], "name": customer["name"], "fields": customer.get("fields", {})},
         "customer_name": customer["name"],
         "account_name": account_name,
         "amount_due": format_money(amount_cents, currency),
@@ -525,7 +532,8 @@ def run_step(database: Database, *, gateway: PaymentGateway, email_sender: Email
             return StepOutcome(run.status)
         account = session.get(Account, run.account_id)
         if run.reason == "customer":
-            customer, update_url = run.customer, run.update_url
+            customer = {**run.customer, "fields": _BlankWhenMissing(run.customer.get("fields") or {})}
+            update_url = run.update_url
             email_to, phone = customer.get("email"), customer.get("phone")
         else:
             owner = _owner(session, run.account_id)
