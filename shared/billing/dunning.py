@@ -21,6 +21,7 @@ replayed step never charges or texts twice. A text whose outcome is unknown (the
 is not sent again.
 """
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -399,7 +400,8 @@ def _check_customer(raw: object, errors: dict[str, str]) -> dict:
         errors["customer"] = "needs a phone or an email"
     fields = raw.get("fields") or {}
     if not (isinstance(fields, dict) and len(fields) <= 50
-            and all(isinstance(v, str | int | float | bool) or v is None for v in fields.values())):
+            and all(isinstance(v, str | int | bool) or v is None or (isinstance(v, float) and math.isfinite(v))
+                    for v in fields.values())):
         errors["customer.fields"] = "must be an object of at most 50 plain values"
     customer.update(phone=phone, email=email, fields=fields)
     return customer
@@ -410,8 +412,8 @@ def _cents(raw: object, errors: dict[str, str]) -> int:
         amount = Decimal(raw) if isinstance(raw, str) else None
     except InvalidOperation:
         amount = None
-    if amount is None or not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")) \
-            or amount >= 10 ** 12:
+    if amount is None or not amount.is_finite() or not 0 < amount < 10 ** 12 \
+            or amount != amount.quantize(Decimal("0.01")):
         errors["amount_due"] = "must be a positive decimal string with at most two decimals, such as \"49.90\""
         return 0
     return int(amount * 100)
