@@ -65,6 +65,8 @@ def save_integration(database: Database, site: object, *, account_id: str | None
     then stored. The built-in site (account_id None) is the operator's and is stored as given."""
     _check_credentials(account_sid, auth_token)
     if account_id is not None:
+        with database.read_only() as session:  # what needs no Twilio is refused before Twilio is asked
+            _check_sender(session, account_id, check_site_name(site), parse_e164(from_number, field="from"))
         prove_credentials(account_sid, auth_token, account_status)
     with database.unit_of_work() as session:
         return set_integration(session, site, account_id=account_id, account_sid=account_sid, auth_token=auth_token,
