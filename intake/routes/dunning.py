@@ -299,10 +299,14 @@ _SITE_CREDENTIALS_EXAMPLE = {"account_sid": "AC" + "0" * 32, "auth_token": "site
                              "help_text": "Downtown Gym billing: call 415-555-0199. Reply STOP to opt out."}
 
 
+_RUN_REFUSALS = {"403": problem(403, "Not allowed to configure the account"),
+                 "404": problem(404, "No such run of this account"),
+                 "422": problem(422, "The operator key names no account (`?account_id=`)")}
+
+
 def _end_operation(operation_id: str, summary: str) -> dict:
     return {"operationId": operation_id, "summary": summary,
-            "responses": {"200": {"description": "The run", **_json(_CUSTOMER_RUN)},
-                          "404": problem(404, "No such run of this account")}}
+            "responses": {"200": {"description": "The run", **_json(_CUSTOMER_RUN)}, **_RUN_REFUSALS}}
 
 OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/dunning": {
@@ -369,6 +373,7 @@ OPENAPI_PATHS = {
                                                             "examples": [_CUSTOMER_RUN_EXAMPLE]})},
                  "responses": {"201": {"description": "Opened", **_json(_CUSTOMER_RUN), "links": {
                      "getDunningRun": {"operationId": "getDunningRun", "parameters": {"run_id": "$response.body#/id"}}}},
+                     "403": problem(403, "Not allowed to configure the account"),
                      "404": problem(404, "No such account"),
                      "409": problem(409, "The customer already has an open run on this site"),
                      "422": problem(422, "Invalid customer, amount, site or URL, or no schedule saved")}},
@@ -376,8 +381,7 @@ OPENAPI_PATHS = {
     "/v1/dunning/runs/{run_id}": {
         "parameters": [_RUN_PATH, _OPERATOR_ACCOUNT],
         "get": {"operationId": "getDunningRun", "summary": "A customer's run: each step, what was sent and when",
-                "responses": {"200": {"description": "The run", **_json(_CUSTOMER_RUN)},
-                              "404": problem(404, "No such run of this account")}},
+                "responses": {"200": {"description": "The run", **_json(_CUSTOMER_RUN)}, **_RUN_REFUSALS}},
     },
     "/v1/dunning/runs/{run_id}/resolve": {
         "parameters": [_RUN_PATH, _OPERATOR_ACCOUNT],
