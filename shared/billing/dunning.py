@@ -32,6 +32,7 @@ import phonenumbers
 from liquid import Environment, StrictUndefined
 from liquid.exceptions import LiquidError
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.billing import payment_links
@@ -339,8 +340,11 @@ def open_customer_run(session: Session, account_id: str, *, site: object, custom
                      open_customer_key=key, references=[], amount_cents=amount_cents, currency=currency.lower(),
                      credits=0, steps=steps, site=site, final_action="none", update_url=update_url, status="open",
                      next_step=0, next_step_at=started + timedelta(days=steps[0]["day"]), started_at=started)
-    session.add(run)
-    session.flush()
+    try:
+        with session.begin_nested():  # a run opened for the same customer at the same moment: its key is taken
+            session.add(run)
+    except IntegrityError:
+        raise Conflict(f"Customer {customer['id']} already has an open run on site {site!r}.") from None
     return run
 
 
