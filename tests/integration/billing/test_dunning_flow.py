@@ -32,7 +32,7 @@ BASE = "https://app.example.com"
 
 
 @pytest.fixture
-def world(sqlite_database, simulator, tmp_path):
+def world(sqlite_database, simulator, tmp_path):  # noqa: F811
     settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "TWILIO_API_BASE": simulator.url,
                               "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789"})
     simulator.reset()
