@@ -297,6 +297,7 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # A toll-free resend names the original it resends; unique: an original is resent at most once.
     reprocessed_from: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), unique=True)
+    dunning_site_id: Mapped[str | None] = mapped_column(String(40))  # sent from that site's number and credentials
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -414,7 +415,9 @@ class DunningRun(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     unpaid_account_id: Mapped[str | None] = mapped_column(String(40), unique=True)
-    reason: Mapped[str] = mapped_column(String(16))  # auto_recharge | month_end
+    reason: Mapped[str] = mapped_column(String(16))  # auto_recharge | month_end | customer
+    customer: Mapped[dict | None] = mapped_column(JSON)  # a customer run's {id, name, phone, email, fields}
+    open_customer_key: Mapped[str | None] = mapped_column(String(200), unique=True)  # one open run per customer
     references: Mapped[list] = mapped_column(JSON)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
@@ -424,7 +427,7 @@ class DunningRun(Base):
     site: Mapped[str] = mapped_column(String(64))
     final_action: Mapped[str] = mapped_column(String(16))
     update_url: Mapped[str | None] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(16))  # open | exhausted | recovered
+    status: Mapped[str] = mapped_column(String(16))  # open | exhausted | recovered | resolved | canceled
     next_step: Mapped[int] = mapped_column(Integer, default=0)
     next_step_at: Mapped[datetime | None] = mapped_column(index=True)
     started_at: Mapped[datetime]
@@ -445,26 +448,43 @@ class DunningStep(Base):
     email_status: Mapped[str | None] = mapped_column(String(200))
     sms_status: Mapped[str | None] = mapped_column(String(200))
     sms_sid: Mapped[str | None] = mapped_column(String(40))
+    sms_message_id: Mapped[str | None] = mapped_column(String(40))  # a customer run's text, sent by the pipeline
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
 
 
 class DunningIntegration(Base):
-    """A site's own Twilio credentials for dunning SMS; 20003 marks it broken until new ones are saved.
+    """A dunning site: its Twilio number and credentials for dunning SMS; 20003 marks it broken until new ones are saved.
 
-    `credential_version` goes up on every save: a failure is pinned to the credentials it was sent with by
-    their version (the encrypted token is different on every write, so it cannot be compared)."""
+    A site belongs to an account (its customers' runs text from it, through the message pipeline) or, with no
+    account, to creditq itself (its own dunning of accounts). `credential_version` goes up on every save: a
+    failure is pinned to the credentials it was sent with by their version (the encrypted token is different on
+    every write, so it cannot be compared)."""
 
     __tablename__ = "dunning_integrations"
+    __table_args__ = (UniqueConstraint("account_id", "site"),)
 
-    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))  # None: creditq's built-in site
+    site: Mapped[str] = mapped_column(String(64))
     account_sid: Mapped[str] = mapped_column(String(34))
     auth_token: Mapped[str] = mapped_column(EncryptedText)
     credential_version: Mapped[int] = mapped_column(Integer, default=1)
-    from_number: Mapped[str] = mapped_column(String(20))
+    from_number: Mapped[str] = mapped_column(String(20), index=True)
+    help_text: Mapped[str | None] = mapped_column(String(320))
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | broken
     broken_reason: Mapped[str | None] = mapped_column(String(500))
     updated_at: Mapped[datetime]
+
+
+class DunningSiteOptOut(Base):
+    """A customer who texted STOP to a site's number: no more texts from that site (other sites and e-mail go on)."""
+
+    __tablename__ = "dunning_site_opt_outs"
+
+    site_id: Mapped[str] = mapped_column(ForeignKey("dunning_integrations.id"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    created_at: Mapped[datetime]
 
 
 class BillingRun(Base):

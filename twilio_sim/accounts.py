@@ -89,6 +89,13 @@ class AccountRegistry:
         self._subaccounts[sid] = account
         return account
 
+    def regenerate_token(self, sid: str) -> Account | None:
+        """A new auth token for a subaccount, as Twilio's console does: the old one is refused (20003) from now on."""
+        account = self._subaccounts.get(sid)
+        if account is not None:
+            account.auth_token = os.urandom(16).hex()
+        return account
+
     def clear(self) -> None:
         """Forget the subaccounts (a reset)."""
         self._subaccounts.clear()

@@ -94,6 +94,15 @@ async def add_account(request: web.Request) -> web.Response:
     return web.json_response(account.as_resource(), status=201)
 
 
+@routes.post("/_sim/accounts/{sid}/regenerate-token")
+async def regenerate_token(request: web.Request) -> web.Response:
+    """Regenerate a subaccount's auth token: requests with the old one get 401 / 20003. Answers the account."""
+    account = request.app[accounts_key].regenerate_token(request.match_info["sid"])
+    if account is None:
+        return web.json_response({"error": "no such subaccount"}, status=404)
+    return web.json_response(account.as_resource())
+
+
 @routes.get("/_sim/faults")
 async def injected_faults(request: web.Request) -> web.Response:
     """How many injected errors were served, by kind: lets a test wait until a fault really happened."""

@@ -18,8 +18,10 @@ from shared.billing.payment_events import reconcile_open
 from shared.billing.payments import PaymentGateway
 from shared.config import load_settings
 from shared.email import EmailSender, email_sender
+from shared.messaging.send_cap import SendCap
 
 from . import resources
+from .sending import send_message
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Billing:
     email: EmailSender
     public_base_url: str
     payment_sweep_after: timedelta = timedelta(minutes=2)
+    send_cap: SendCap = SendCap(young_days=0, per_day=0)  # new accounts' daily cap on customers' dunning texts
 
 
 _billing: Billing | None = None
@@ -44,7 +47,7 @@ def billing() -> Billing:
         if _billing is None:
             settings = load_settings()
             _billing = Billing(gateway_from_settings(settings), email_sender(settings), settings.public_base_url,
-                               timedelta(seconds=settings.payment_sweep_seconds))
+                               timedelta(seconds=settings.payment_sweep_seconds), SendCap.from_settings(settings))
         return _billing
 
 
@@ -68,7 +71,9 @@ def run_dunning_step(run_id: str, step: int) -> None:
     b = billing()
     r = resources.current()
     outcome = dunning.run_step(r.database, gateway=b.payments, email_sender=b.email,
-                               texter=DunningTexter(r.gateway_for), public_base_url=b.public_base_url,
+                               texter=DunningTexter(r.gateway_for),
+                               pipeline=dunning.Pipeline(r.rate_card, b.send_cap, send_message.send),
+                               public_base_url=b.public_base_url,
                                run_id=run_id, step=step, now=datetime.now(UTC))
     log.info("dunning %s step %d: %s", run_id, step, outcome)
 

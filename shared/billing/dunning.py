@@ -1,43 +1,65 @@
-"""Dunning: when a recharge or a month-end bill is not paid, remind the customer and retry on a schedule.
+"""Dunning: remind someone who owes money on a schedule of steps (day offsets from the failure), by e-mail and
+text, until it is paid. One machine, two users:
 
-A run follows the account's schedule of steps (day offsets from the failure). Each step retries the
-payment, then emails and/or texts the account's owner — Liquid templates rendered with the customer's
-name, the amount due and the link to update the card. A successful payment (a step's retry, or a retry
-after the card is updated) ends the run and lifts a dunning suspension; after the last step the run is
-`exhausted` and its final action (`suspend`) applies.
+- An account's customers (`reason` customer): its billing system opens a run for a customer whose payment
+  failed, on the account's schedule and one of its sites (shared.billing.dunning_texts); each step's text
+  goes through the message pipeline from the site's number with the site's credentials, metered against
+  the account, quiet hours and opt-outs applied, and its e-mail through the deployment's sender. The
+  integration ends the run (`resolve` when paid, `cancel`) and hears of each step by events
+  (`dunning.step_sent`, `dunning.exhausted`).
+- creditq's own accounts (`reason` auto_recharge or month_end): a failed recharge or bill is chased on the
+  built-in schedule from creditq's built-in site: each step retries the payment, then reminds the owner;
+  these texts are creditq's, sent straight through Twilio, never charged to nor parked by the account they
+  chase. A payment ends the run and lifts a dunning suspension; after the last step the run is `exhausted`
+  and its final action (`suspend`) applies.
 
+Templates are Liquid: `customer.id`, `customer.name`, `customer.fields.*`, `amount_due`, `currency`,
+`update_url`, `site` (and the older `customer_name`, `update_link`, `account_name`, `step`, `steps`).
 Every step is idempotent per (run, step): its row records the payment it made and each send, marked
-before the send, so a replayed step never charges or texts twice. A text whose outcome is unknown
-(the worker died mid-request) is not sent again.
+before the send (a customer's text: its message, created in the same transaction as the mark), so a
+replayed step never charges or texts twice. A text whose outcome is unknown (the worker died mid-request)
+is not sent again.
 """
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 import phonenumbers
 from liquid import Environment, StrictUndefined
 from liquid.exceptions import LiquidError
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.billing import payment_links
-from shared.billing.dunning_texts import DunningTexter, SmsOutcome
+from shared.billing.dunning_texts import BUILT_IN_SITE, DunningTexter, SmsOutcome, check_site_name
 from shared.billing.payments import PaymentGateway
 from shared.billing.purchases import charge_payment, open_payment, payment_method_on_file, retry
 from shared.db import Database
 from shared.email import Email, EmailSender
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
+from shared.events.outbox import emit
 from shared.ids import new_id
 from shared.ledger import book
+from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.opt_outs import is_opted_out
+from shared.messaging.phone_numbers import parse_e164
+from shared.messaging.rates import RateCard
 from shared.messaging.segments import count_segments
-from shared.models import Account, DunningRun, DunningSchedule, DunningStep, Payment, User
+from shared.messaging.send_cap import SendCap
+from shared.messaging.sites import is_opted_out_of_site
+from shared.models import Account, DunningIntegration, DunningRun, DunningSchedule, DunningStep, Message, Payment, User
 
 FINAL_ACTIONS = ("suspend", "none")
 MAX_STEPS = 10
 SUSPENSION_PREFIX = "dunning: "
-VARIABLES = ("customer_name", "account_name", "amount_due", "update_link", "step", "steps", "final_action")
+VARIABLES = ("customer.id", "customer.name", "customer.fields.*", "amount_due", "currency", "update_url", "site",
+             "customer_name", "account_name", "update_link", "step", "steps", "final_action")
+CUSTOMER_ENDINGS = ("resolved", "canceled")  # how the account's integration ends a customer's run
 _STOP = re.compile(r"\bSTOP\b")
 _HELP = re.compile(r"\bHELP\b")
 
@@ -79,21 +101,20 @@ class ScheduleView:
 # --- the schedule ----------------------------------------------------------------------------------
 
 def set_schedule(session: Session, account_id: str, *, steps: object, final_action: object = "suspend",
-                 site: object = "default", update_url: object = None, public_base_url: str,
-                 now: datetime) -> ScheduleView:
-    """Validate and save; a text template that is valid but risky (no STOP/HELP, over one segment) is
-    saved with a warning rather than refused."""
+                 site: object = BUILT_IN_SITE, update_url: object = None, now: datetime) -> ScheduleView:
+    """Validate and save the schedule of the account's customers' runs (`site` and `update_url`: what a run that
+    names none uses); a text template that is valid but risky (no STOP/HELP, over one segment) is saved with a
+    warning rather than refused."""
     account = _account(session, account_id)
     normalized = _check_steps(steps)
     if final_action not in FINAL_ACTIONS:
         raise ValidationFailed(f"final_action must be one of {', '.join(FINAL_ACTIONS)}",
                                errors={"final_action": f"must be one of {', '.join(FINAL_ACTIONS)}"})
-    if not isinstance(site, str) or not 0 < len(site) <= 64:
-        raise ValidationFailed("site must be a name of 1 to 64 characters", errors={"site": "must be 1-64 characters"})
+    check_site_name(site)
     if update_url is not None and not (isinstance(update_url, str) and update_url.startswith(("http://", "https://"))
                                        and len(update_url) <= 500):
         raise ValidationFailed("update_url must be an http(s) URL", errors={"update_url": "must be an http(s) URL"})
-    warnings = _warnings(session, account, normalized, final_action, update_url, public_base_url, now)
+    warnings = _warnings(normalized, account.name, site, update_url)
     schedule = session.get(DunningSchedule, account_id)
     if schedule is None:
         schedule = DunningSchedule(account_id=account_id)
@@ -104,15 +125,14 @@ def set_schedule(session: Session, account_id: str, *, steps: object, final_acti
     return ScheduleView(account_id, site, normalized, final_action, update_url, warnings, False)
 
 
-def get_schedule(session: Session, account_id: str, *, public_base_url: str, now: datetime) -> ScheduleView:
+def get_schedule(session: Session, account_id: str) -> ScheduleView:
     account = _account(session, account_id)
     schedule = session.get(DunningSchedule, account_id)
     if schedule is None:
-        return ScheduleView(account_id, "default", DEFAULT_STEPS, "suspend", None,
-                            _warnings(session, account, DEFAULT_STEPS, "suspend", None, public_base_url, now), True)
+        return ScheduleView(account_id, BUILT_IN_SITE, DEFAULT_STEPS, "suspend", None,
+                            _warnings(DEFAULT_STEPS, account.name, BUILT_IN_SITE, None), True)
     return ScheduleView(account_id, schedule.site, schedule.steps, schedule.final_action, schedule.update_url,
-                        _warnings(session, account, schedule.steps, schedule.final_action, schedule.update_url,
-                                  public_base_url, now), False)
+                        _warnings(schedule.steps, account.name, schedule.site, schedule.update_url), False)
 
 
 def _check_steps(steps: object) -> list[dict]:
@@ -166,16 +186,15 @@ def _check_template(source: object, field: str, errors: dict[str, str]) -> None:
         errors[field] = "must be a Liquid template of 1 to 5000 characters"
         return
     try:
-        _liquid.from_string(source).render(**{name: "x" for name in VARIABLES})
+        render(source, _sample_context("x", "x", None))
     except LiquidError as error:
         errors[field] = f"is not a valid template ({str(error).splitlines()[0]}); variables: {', '.join(VARIABLES)}"
 
 
-def _warnings(session: Session, account: Account, steps: list[dict], final_action: str, update_url: str | None,
-              public_base_url: str, now: datetime) -> list[str]:
-    """What to fix in the texts: judged on this account's real name and link and a four-digit amount."""
-    context = _context(session, account, amount_cents=123456, currency="usd", step=1, steps=len(steps),
-                       final_action=final_action, update_url=update_url, public_base_url=public_base_url, now=now)
+def _warnings(steps: list[dict], account_name: str, site: str, update_url: str | None) -> list[str]:
+    """What to fix in the texts, judged on a sample customer with a four-digit amount: no STOP or HELP wording, or
+    more than one segment (with the encoding that made it so, as the estimate counts them)."""
+    context = _sample_context(account_name, site, update_url)
     warnings = []
     for i, step in enumerate(steps):
         if not step.get("sms"):
@@ -185,24 +204,49 @@ def _warnings(session: Session, account: Account, steps: list[dict], final_actio
         if missing:
             warnings.append(f"steps[{i}].sms.body lacks {' and '.join(missing)} wording "
                             f"(e.g. \"Reply HELP for help, STOP to opt out.\")")
-        segments = count_segments(body).segments
-        if segments > 1:
-            warnings.append(f"steps[{i}].sms.body renders to {segments} segments; keep it to one")
+        counted = count_segments(body)
+        if counted.segments > 1:
+            warnings.append(f"steps[{i}].sms.body renders to {counted.segments} segments ({counted.encoding}, "
+                            f"{counted.characters} characters) for a sample customer; keep it to one")
     return warnings
+
+
+class _BlankWhenMissing(dict):
+    """A customer's `fields` in a step: a field this customer was not given renders empty, never stops the step."""
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
+class _AnyField(dict):
+    """A sample customer's `fields`: every name a template asks for has a short value."""
+
+    def __missing__(self, name: str) -> str:
+        return "Gold"
+
+
+def _sample_context(account_name: str, site: str, update_url: str | None) -> dict:
+    return context_for({"id": "cus_8412", "name": "Dana Whitfield", "fields": _AnyField()}, account_name=account_name,
+                       amount_cents=123456, currency="usd", update_url=update_url or "https://pay.example.com/u/8412",
+                       site=site, step=1, steps=1, final_action="none")
 
 
 def render(source: str, context: dict) -> str:
     return _liquid.from_string(source).render(**context)
 
 
-def _context(session: Session, account: Account, *, amount_cents: int, currency: str, step: int, steps: int,
-             final_action: str, update_url: str | None, public_base_url: str, now: datetime) -> dict:
-    owner = _owner(session, account.id)
+def context_for(customer: dict, *, account_name: str, amount_cents: int, currency: str, update_url: str, site: str,
+                step: int, steps: int, final_action: str) -> dict:
+    """What a step's templates see."""
     return {
-        "customer_name": owner.name if owner else account.name,
-        "account_name": account.name,
+        "customer": {"id": customer["id"], "name": customer["name"], "fields": customer.get("fields", {})},
+        "customer_name": customer["name"],
+        "account_name": account_name,
         "amount_due": format_money(amount_cents, currency),
-        "update_link": update_url or payment_links.update_link(public_base_url, account.id, now=now),
+        "currency": currency.upper(),
+        "update_url": update_url,
+        "update_link": update_url,
+        "site": site,
         "step": step,
         "steps": steps,
         "final_action": final_action,
@@ -221,7 +265,8 @@ def format_money(cents: int, currency: str) -> str:
 def start_dunning(session: Session, account_id: str, *, reason: str, amount_cents: int, currency: str = "usd",
                   credits_mc: int = 0, payment_method: str | None = None, reference: str,
                   now: datetime) -> DunningRun:
-    """Start a run for an unpaid amount (idempotent per reference), in the caller's transaction.
+    """Start creditq's own run for an account's unpaid amount (idempotent per reference), in the caller's
+    transaction: the built-in schedule, texted from the built-in site.
 
     One unpaid run per account: a further unpaid bill (credits_mc 0) with a new reference adds its amount
     to it; a further failed recharge changes nothing. The payment method defaults to the card on file.
@@ -240,19 +285,155 @@ def start_dunning(session: Session, account_id: str, *, reason: str, amount_cent
                              .order_by(DunningRun.started_at.desc()).limit(1))
     if earlier is not None and reference in earlier.references:
         return earlier  # a replay of a start whose run is already over
-    schedule = session.get(DunningSchedule, account_id)
-    steps = schedule.steps if schedule else DEFAULT_STEPS
     if payment_method is None:
         payment_method = payment_method_on_file(session, account_id)
     run = DunningRun(id=new_id("dun"), account_id=account_id, unpaid_account_id=account_id, reason=reason,
                      references=[reference], amount_cents=amount_cents, currency=currency, credits=credits_mc,
-                     payment_method=payment_method, steps=steps, site=schedule.site if schedule else "default",
-                     final_action=schedule.final_action if schedule else "suspend",
-                     update_url=schedule.update_url if schedule else None, status="open", next_step=0,
-                     next_step_at=now + timedelta(days=steps[0]["day"]), started_at=now)
+                     payment_method=payment_method, steps=DEFAULT_STEPS, site=BUILT_IN_SITE, final_action="suspend",
+                     update_url=None, status="open", next_step=0,
+                     next_step_at=now + timedelta(days=DEFAULT_STEPS[0]["day"]), started_at=now)
     session.add(run)
     session.flush()
     return run
+
+
+# --- runs for an account's customers ---------------------------------------------------------------
+
+MAX_BACKDATE = timedelta(days=365)
+
+
+def open_customer_run(session: Session, account_id: str, *, site: object, customer: object, amount_due: object,
+                      currency: object, update_url: object = None, started_at: object = None,
+                      now: datetime) -> DunningRun:
+    """Open a run on the account's schedule for a customer whose payment failed, texting from the account's
+    `site`. One open run per (site, customer id): a second is a Conflict naming the first. `started_at` (when the
+    payment failed; default now) anchors the steps' days."""
+    _account(session, account_id)
+    schedule = session.get(DunningSchedule, account_id)
+    if schedule is None:
+        raise ValidationFailed("Save the dunning schedule first (PUT /v1/accounts/{id}/dunning).",
+                               errors={"site": "the account has no dunning schedule"})
+    errors: dict[str, str] = {}
+    site = site if site is not None else schedule.site
+    site_row = session.scalar(select(DunningIntegration).where(DunningIntegration.account_id == account_id,
+                                                               DunningIntegration.site == site)) \
+        if isinstance(site, str) else None
+    if site_row is None:
+        errors["site"] = "is not a dunning site of this account (PUT /v1/dunning/integrations/{site})"
+    customer = _check_customer(customer, errors)
+    amount_cents = _cents(amount_due, errors)
+    if not (isinstance(currency, str) and re.fullmatch(r"[A-Za-z]{3}", currency)):
+        errors["currency"] = "must be a three-letter ISO 4217 code"
+    update_url = update_url if update_url is not None else schedule.update_url
+    if not (isinstance(update_url, str) and update_url.startswith(("http://", "https://")) and len(update_url) <= 500):
+        errors["update_url"] = "must be an http(s) URL (or the schedule's update_url)"
+    started = _started_at(started_at, now, errors)
+    if errors:
+        raise ValidationFailed("Invalid dunning run: " + "; ".join(f"{k} {v}" for k, v in errors.items()),
+                               errors=errors)
+    key = f"{account_id}:{site_row.id}:{customer['id']}"
+    running = session.scalar(select(DunningRun.id).where(DunningRun.open_customer_key == key))
+    if running is not None:
+        raise Conflict(f"Customer {customer['id']} already has an open run on site {site!r}: {running}.")
+    steps = schedule.steps
+    run = DunningRun(id=new_id("dun"), account_id=account_id, reason="customer", customer=customer,
+                     open_customer_key=key, references=[], amount_cents=amount_cents, currency=currency.lower(),
+                     credits=0, steps=steps, site=site, final_action="none", update_url=update_url, status="open",
+                     next_step=0, next_step_at=started + timedelta(days=steps[0]["day"]), started_at=started)
+    try:
+        with session.begin_nested():  # a run opened for the same customer at the same moment: its key is taken
+            session.add(run)
+    except IntegrityError:
+        raise Conflict(f"Customer {customer['id']} already has an open run on site {site!r}.") from None
+    return run
+
+
+def end_customer_run(session: Session, account_id: str, run_id: str, ending: str, *, now: datetime) -> DunningRun:
+    """`resolved` (the customer paid) or `canceled`: no later step runs. A run already over stays as it is."""
+    assert ending in CUSTOMER_ENDINGS, ending
+    run = session.get(DunningRun, run_id, with_for_update=True)
+    if run is None or run.account_id != account_id or run.reason != "customer":
+        raise NotFound(f"No dunning run {run_id}.")
+    if run.status == "open":
+        run.status, run.next_step_at, run.open_customer_key = ending, None, None
+        run.ended_at, run.ended_reason = now, f"{ending} by the account"
+    return run
+
+
+def get_customer_run(session: Session, account_id: str, run_id: str) -> tuple[DunningRun, list[dict]]:
+    """The run and each step: when it is due, and what its e-mail and text did (the text as the pipeline has it)."""
+    run = session.get(DunningRun, run_id)
+    if run is None or run.account_id != account_id or run.reason != "customer":
+        raise NotFound(f"No dunning run {run_id}.")
+    done = {row.step: row for row in steps_of(session, [run.id])[run.id]}
+    message_ids = [row.sms_message_id for row in done.values() if row.sms_message_id]
+    messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(message_ids)))} \
+        if message_ids else {}
+    views = []
+    for number, spec in enumerate(run.steps):
+        row = done.get(number)
+        message = messages.get(row.sms_message_id) if row and row.sms_message_id else None
+        views.append({
+            "step": number, "day": spec["day"], "due_at": run.started_at + timedelta(days=spec["day"]),
+            "email": row.email_status if row else None, "sms": row.sms_status if row else None,
+            "message": message, "started_at": row.started_at if row else None,
+            "finished_at": row.finished_at if row else None})
+    return run, views
+
+
+def _check_customer(raw: object, errors: dict[str, str]) -> dict:
+    if not isinstance(raw, dict):
+        errors["customer"] = "must be an object {id, name, phone, email, fields}"
+        return {}
+    customer: dict = {}
+    for name, limit in (("id", 100), ("name", 200)):
+        value = raw.get(name)
+        if not (isinstance(value, str) and 0 < len(value) <= limit):
+            errors[f"customer.{name}"] = f"must be 1 to {limit} characters"
+        customer[name] = value
+    phone, email = raw.get("phone"), raw.get("email")
+    if phone is not None:
+        try:
+            phone = parse_e164(phone, field="customer.phone")
+        except ValidationFailed as error:
+            errors.update(error.errors)
+    if email is not None and not (isinstance(email, str) and re.fullmatch(r"[^@\s]+@[^@\s]+", email)
+                                  and len(email) <= 320):
+        errors["customer.email"] = "must be an e-mail address"
+    if phone is None and email is None:
+        errors["customer"] = "needs a phone or an email"
+    fields = raw.get("fields") or {}
+    if not (isinstance(fields, dict) and len(fields) <= 50
+            and all(isinstance(v, str | int | bool) or v is None or (isinstance(v, float) and math.isfinite(v))
+                    for v in fields.values())):
+        errors["customer.fields"] = "must be an object of at most 50 plain values"
+    customer.update(phone=phone, email=email, fields=fields)
+    return customer
+
+
+def _cents(raw: object, errors: dict[str, str]) -> int:
+    try:
+        amount = Decimal(raw) if isinstance(raw, str) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or not 0 < amount < 10 ** 12 \
+            or amount != amount.quantize(Decimal("0.01")):
+        errors["amount_due"] = "must be a positive decimal string with at most two decimals, such as \"49.90\""
+        return 0
+    return int(amount * 100)
+
+
+def _started_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime:
+    if raw is None:
+        return now
+    try:
+        started = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        started = None
+    if started is None or started.tzinfo is None or not now - MAX_BACKDATE <= started <= now:
+        errors["started_at"] = "must be an ISO-8601 time with an offset, in the past year"
+        return now
+    return started
 
 
 def due_steps(session: Session, *, now: datetime, limit: int = 500) -> list[tuple[str, int]]:
@@ -321,9 +502,21 @@ class StepOutcome:
     sms_status: str | None = None
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """How a customer run's texts enter the message pipeline: priced by `rate_card`, counted against `cap`, and each
+    message's send job enqueued by `enqueue(message_id)` (if that is lost, the sweeper enqueues it)."""
+
+    rate_card: RateCard
+    cap: SendCap
+    enqueue: Callable[[str], None]
+
+
 def run_step(database: Database, *, gateway: PaymentGateway, email_sender: EmailSender, texter: DunningTexter,
-             public_base_url: str, run_id: str, step: int, now: datetime) -> StepOutcome:
-    """Retry the payment, then remind by email and text, then move on (or take the final action)."""
+             pipeline: Pipeline | None = None, public_base_url: str, run_id: str, step: int,
+             now: datetime) -> StepOutcome:
+    """Retry the payment (creditq's own runs), then remind by email and text, then move on (or take the final
+    action). A customer run's text goes through `pipeline`; creditq's own through `texter`."""
     with database.unit_of_work() as session:
         run = session.get(DunningRun, run_id, with_for_update=True)
         if run is None or run.status != "open" or run.next_step != step:
@@ -342,14 +535,25 @@ def run_step(database: Database, *, gateway: PaymentGateway, email_sender: Email
     with database.unit_of_work() as session:
         run = session.get(DunningRun, run_id)
         if run.status != "open":
-            return StepOutcome("recovered")
+            return StepOutcome(run.status)
         account = session.get(Account, run.account_id)
-        owner = _owner(session, run.account_id)
-        context = _context(session, account, amount_cents=run.amount_cents, currency=run.currency, step=step + 1,
-                           steps=len(run.steps), final_action=run.final_action, update_url=run.update_url,
-                           public_base_url=public_base_url, now=now)
-    email_status = _email(database, email_sender, run_id, step, spec, owner, context)
-    sms_status = _sms(database, texter, run, step, spec, owner, context, now)
+        if run.reason == "customer":
+            customer = {**run.customer, "fields": _BlankWhenMissing(run.customer.get("fields") or {})}
+            update_url = run.update_url
+            email_to, phone = customer.get("email"), customer.get("phone")
+        else:
+            owner = _owner(session, run.account_id)
+            customer = {"id": account.id, "name": owner.name if owner else account.name}
+            email_to, phone = (owner.email, owner.phone) if owner else (None, None)
+            update_url = payment_links.update_link(public_base_url, account.id, now=now)
+        context = context_for(customer, account_name=account.name, amount_cents=run.amount_cents,
+                              currency=run.currency, update_url=update_url, site=run.site, step=step + 1,
+                              steps=len(run.steps), final_action=run.final_action)
+    email_status = _email(database, email_sender, run, step, spec, email_to, context)
+    if run.reason == "customer":
+        sms_status = _customer_sms(database, pipeline, run, step, spec, phone, context, now)
+    else:
+        sms_status = _sms(database, texter, run, step, spec, phone, context, now)
     status = _advance(database, run_id, step, now)
     return StepOutcome(status, payment.status if payment else None, email_status, sms_status)
 
@@ -385,26 +589,73 @@ def _current(database: Database, run_id: str, step: int, column: str) -> str | N
         return getattr(row, column)
 
 
-def _email(database: Database, sender: EmailSender, run_id: str, step: int, spec: dict, owner: User | None,
+def _email(database: Database, sender: EmailSender, run: DunningRun, step: int, spec: dict, to: str | None,
            context: dict) -> str | None:
     """Emails are resent when their outcome is unknown: the same key gives the same Message-ID."""
     if not spec.get("email"):
         return None
-    done = _current(database, run_id, step, "email_status")
+    done = _current(database, run.id, step, "email_status")
     if done is not None and done != "sending":
         return done
-    if owner is None or not owner.email:
-        status = "skipped: the account has no owner with an email address"
+    if not to:
+        status = ("skipped: the customer has no email address" if run.reason == "customer"
+                  else "skipped: the account has no owner with an email address")
     else:
-        _mark(database, run_id, step, email_status="sending")
-        sender.send(Email(to=owner.email, subject=render(spec["email"]["subject"], context),
-                          body=render(spec["email"]["body"], context), key=f"dunning:{run_id}:{step}"))
-        status = f"sent to {owner.email}"
-    _mark(database, run_id, step, email_status=status)
+        _mark(database, run.id, step, email_status="sending")
+        sender.send(Email(to=to, subject=render(spec["email"]["subject"], context),
+                          body=render(spec["email"]["body"], context), key=f"dunning:{run.id}:{step}"))
+        status = f"sent to {to}"
+    _mark(database, run.id, step, email_status=status)
     return status
 
 
-def _sms(database: Database, texter: DunningTexter, run: DunningRun, step: int, spec: dict, owner: User | None,
+def _customer_sms(database: Database, pipeline: Pipeline, run: DunningRun, step: int, spec: dict, phone: str | None,
+                  context: dict, now: datetime) -> str | None:
+    """The step's text becomes a message of the account, from the site's number, in the transaction that records
+    it on the step row (locked): a replay finds the message and only enqueues it again (the send step skips a
+    message already sent). Not sent while the site is broken or the customer texted STOP to it."""
+    if not spec.get("sms"):
+        return None
+    with database.unit_of_work() as session:
+        row = session.scalar(select(DunningStep).where(DunningStep.run_id == run.id, DunningStep.step == step)
+                             .with_for_update())
+        if row.sms_status is not None and row.sms_message_id is None:
+            return row.sms_status
+        if row.sms_message_id is None:
+            site = session.scalar(select(DunningIntegration).where(DunningIntegration.account_id == run.account_id,
+                                                                   DunningIntegration.site == run.site))
+            if site is None:
+                row.sms_status = f"skipped: the account has no site {run.site!r}"
+            elif site.status != "ok":
+                row.sms_status = f"blocked: the site's Twilio credentials are broken ({site.broken_reason})"[:200]
+            elif not phone:
+                row.sms_status = "skipped: the customer has no phone number"
+            elif is_opted_out_of_site(session, site.id, phone):
+                row.sms_status = "skipped: the customer texted STOP to this site"
+            else:
+                _accept_text(session, pipeline, run, row, site, phone, render(spec["sms"]["body"], context), now)
+        message_id, status = row.sms_message_id, row.sms_status
+    if message_id is not None:
+        pipeline.enqueue(message_id)
+    return status
+
+
+def _accept_text(session: Session, pipeline: Pipeline, run: DunningRun, row: DunningStep, site: DunningIntegration,
+                 phone: str, body: str, now: datetime) -> None:
+    """Accept the text as any message (priced, checked against the account's credits and opt-outs); it is sent
+    with the site's credentials and counts as automated (`send_at`), so quiet hours apply."""
+    try:
+        message, _ = accept_message(session, run.account_id, MessageRequest(to=phone, from_=site.from_number,
+                                                                            body=body),
+                                    rate_card=pipeline.rate_card, now=now, cap=pipeline.cap)
+    except DomainError as error:
+        row.sms_status = f"not sent: {error}"[:200]
+        return
+    session.execute(update(Message).where(Message.id == message.id).values(dunning_site_id=site.id, send_at=now))
+    row.sms_message_id, row.sms_status = message.id, f"{message.status}: {message.id}"
+
+
+def _sms(database: Database, texter: DunningTexter, run: DunningRun, step: int, spec: dict, phone: str | None,
          context: dict, now: datetime) -> str | None:
     if not spec.get("sms"):
         return None
@@ -416,7 +667,6 @@ def _sms(database: Database, texter: DunningTexter, run: DunningRun, step: int, 
     if done is not None:
         return done
     with database.unit_of_work() as session:
-        phone = owner.phone if owner else None
         if not phone or not _is_mobile(phone):
             status = "skipped: the owner has no mobile number"
         elif is_opted_out(session, run.account_id, phone):
@@ -443,12 +693,21 @@ def _advance(database: Database, run_id: str, step: int, now: datetime) -> str:
             return "skipped"
         row = _step_row(session, run, step, now)
         row.finished_at = now
+        if run.reason == "customer":
+            emit(session, "dunning.step_sent", account_id=run.account_id, key=f"dunning.step_sent:{run.id}:{step}",
+                 data={"run_id": run.id, "step": step, "site": run.site, "customer_id": run.customer["id"],
+                       "email": row.email_status, "sms": row.sms_status, "message_id": row.sms_message_id}, now=now)
         if step + 1 < len(run.steps):
             run.next_step = step + 1
             run.next_step_at = run.started_at + timedelta(days=run.steps[step + 1]["day"])
             return "advanced"
-        run.status, run.next_step_at, run.ended_at = "exhausted", None, now
+        run.status, run.next_step_at, run.ended_at, run.open_customer_key = "exhausted", None, now, None
         run.ended_reason = f"unpaid after {len(run.steps)} steps; final action: {run.final_action}"
+        if run.reason == "customer":
+            emit(session, "dunning.exhausted", account_id=run.account_id, key=f"dunning.exhausted:{run.id}",
+                 data={"run_id": run.id, "site": run.site, "customer_id": run.customer["id"],
+                       "amount_due": str(Decimal(run.amount_cents) / 100), "currency": run.currency.upper(),
+                       "steps": len(run.steps)}, now=now)
         if run.final_action == "suspend":
             account = session.get(Account, run.account_id)
             account.status = "suspended"

@@ -15,6 +15,9 @@ EVENT_TYPES: dict[str, str] = {
     "campaign.completed": "Every step of a campaign fanned out and none of its messages is waiting any more.",
     "payment.succeeded": "A payment (a purchase, an auto-recharge, a bill) was taken.",
     "payment.failed": "A payment was declined or failed.",
+    "dunning.step_sent": "A step of a customer's dunning run did its sends: what its e-mail and its text did "
+                         "(the text's message id, whose own events follow it).",
+    "dunning.exhausted": "A customer's dunning run went through its last step and is still unpaid.",
 }
 # A message's final status, and the event that tells it (canceled is the customer's or creditq's doing: none).
 MESSAGE_EVENT_FOR_FINAL_STATUS = {"delivered": "message.delivered", "undelivered": "message.failed",

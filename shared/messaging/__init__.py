@@ -7,5 +7,6 @@ short code (accounts' keywords on it, and routing texts to it), new accounts' da
 account's own Twilio credentials (saving them releases its parked messages). Every
 step is keyed by the message id, so a job delivered twice changes nothing the second time.
 
-May import twilio, ledger and the root; never campaigns or billing, which call into it.
+May import twilio, ledger and the root; never campaigns or billing, which call into it. Messages from an
+account's dunning site go with the site's number and credentials and obey its STOPs (sites.py).
 """

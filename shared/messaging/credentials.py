@@ -26,7 +26,7 @@ def replace_twilio_credentials(database: Database, account_id: str, account_sid:
     """
     _check_shape(account_sid, auth_token)
     if account_sid is not None:
-        _prove(account_sid, auth_token, account_status)
+        prove_credentials(account_sid, auth_token, account_status)
     with database.unit_of_work() as session:
         return set_twilio_credentials(session, account_id, account_sid, auth_token, now=now)
 
@@ -55,7 +55,9 @@ def _check_shape(account_sid: object, auth_token: object) -> None:
         raise ValidationFailed("auth_token must be a non-empty string.", errors={"auth_token": "must be a string"})
 
 
-def _prove(account_sid: str, auth_token: str, account_status: Callable[[str, str], str]) -> None:
+def prove_credentials(account_sid: str, auth_token: str, account_status: Callable[[str, str], str]) -> None:
+    """ValidationFailed unless Twilio opens an active account to these credentials (and only then are they believed
+    for callbacks); called outside any transaction."""
     try:
         status = account_status(account_sid, auth_token)
     except CredentialsRejected:

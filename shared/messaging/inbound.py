@@ -21,6 +21,7 @@ from shared.ids import new_id
 from shared.messaging.opt_outs import FROM_STOP_KEYWORD, Keyword, classify_inbound, opt_in, opt_out
 from shared.messaging.segments import count_segments
 from shared.messaging.shared_short_code import resolve
+from shared.messaging.sites import SiteNumber, opt_in_to_site, opt_out_of_site, site_of_number
 from shared.messaging.statuses import INBOUND_STATUS
 from shared.models import Account, Message, PhoneNumber
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
@@ -63,6 +64,9 @@ def receive_inbound(session: Session, inbound: Inbound, form: SignedForm, *, dep
     the deployment's `shared_short_code` answers to the deployment's credentials and is routed by keyword
     (shared.messaging.shared_short_code).
     """
+    site = site_of_number(session, inbound.to)
+    if site is not None:
+        return _receive_on_site(session, inbound, form, site, now=now)
     owner = session.execute(_NUMBER_OWNER, {"to": inbound.to}).one_or_none()
     if owner is None and shared_short_code is not None and inbound.to == shared_short_code:
         return _receive_on_shared_code(session, inbound, form, deployment=deployment, now=now)
@@ -87,6 +91,22 @@ def receive_inbound(session: Session, inbound: Inbound, form: SignedForm, *, dep
         keyword=keyword,
         reply=help_text if keyword == "help" and help_text else None,
     )
+
+
+def _receive_on_site(session: Session, inbound: Inbound, form: SignedForm, site: SiteNumber, *,
+                     now: datetime) -> Received:
+    """A text to a dunning site's number, signed by the site's credentials: stored on its account; STOP and START
+    apply to that site's texts only, HELP is answered with the site's help text."""
+    if not form.signed_by(Credentials(site.account_sid, site.auth_token)):
+        raise _rejected(inbound, form)
+    first_delivery = _store(session, inbound, site.account_id, now)
+    keyword = classify_inbound(inbound.body)
+    if first_delivery and keyword == "opt_out":
+        opt_out_of_site(session, site.id, inbound.from_, now=now)
+    elif first_delivery and keyword == "opt_in":
+        opt_in_to_site(session, site.id, inbound.from_)
+    return Received(account_id=site.account_id, message_id=first_delivery, keyword=keyword,
+                    reply=site.help_text if keyword == "help" and site.help_text else None)
 
 
 def _receive_on_shared_code(session: Session, inbound: Inbound, form: SignedForm, *, deployment: Credentials,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, Row, bindparam, case, func, select, update
+from sqlalchemy import Integer, Row, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -24,8 +24,9 @@ from shared.messaging.estimate import sender_type_of_message
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
+from shared.messaging.sites import reject_site_credentials
 from shared.messaging.statuses import FINAL_STATUSES, OUR_STATUS_FOR_TWILIO, apply_early_statuses
-from shared.models import Account, Hold, Message, OptOut
+from shared.models import Account, DunningIntegration, DunningSiteOptOut, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 messages = Message.__table__
@@ -99,8 +100,7 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
         raise SendLater(f"Twilio is unavailable: {error}", error.retry_after) from error
     except CredentialsRejected as error:
         with database.unit_of_work() as session:
-            _block_account(session, message_id, str(error), now())
-        return "parked"
+            return _block_account(session, message_id, str(error), now())
     except PermanentTwilioError as error:
         with database.unit_of_work() as session:
             _fail(session, message_id, error, now())
@@ -112,9 +112,10 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     return status
 
 
-accounts, holds = Account.__table__, Hold.__table__
+accounts, holds, sites = Account.__table__, Hold.__table__, DunningIntegration.__table__
 # Prebuilt: it runs for every message. The message (locked), what the send step needs of its account, whether
-# the recipient opted out, and the state of a hold a campaign chunk already reserved: one statement.
+# the recipient opted out, and the state of a hold a campaign chunk already reserved: one statement. A message
+# from a dunning site goes with the site's credentials, and its recipient's STOP to that site counts too.
 _CLAIMING = (
     select(messages.c.id, messages.c.account_id, messages.c.user_id, messages.c.status, messages.c.twilio_sid,
            messages.c.to, messages.c["from"].label("from_"), messages.c.body, messages.c.media_urls,
@@ -122,11 +123,18 @@ _CLAIMING = (
            messages.c.segments, messages.c.credits_estimated,
            accounts.c.status.label("account_status"), accounts.c.status_reason, accounts.c.sending_blocked_reason,
            accounts.c.quiet_hours_scope, accounts.c.timezone, accounts.c.quiet_start, accounts.c.quiet_end,
-           accounts.c.twilio_account_sid, accounts.c.twilio_auth_token,
+           case((sites.c.id.is_not(None), sites.c.account_sid), else_=accounts.c.twilio_account_sid)
+           .label("twilio_account_sid"),
+           case((sites.c.id.is_not(None), sites.c.auth_token), else_=accounts.c.twilio_auth_token)
+           .label("twilio_auth_token"),
            holds.c.status.label("hold_status"), sender_type_of_message(messages, accounts).label("sender_type"),
-           select(OptOut.id).where(OptOut.account_id == messages.c.account_id, OptOut.phone == messages.c.to)
-           .exists().label("opted_out"))
+           or_(select(OptOut.id).where(OptOut.account_id == messages.c.account_id, OptOut.phone == messages.c.to)
+               .exists(),
+               select(DunningSiteOptOut.phone).where(DunningSiteOptOut.site_id == messages.c.dunning_site_id,
+                                                     DunningSiteOptOut.phone == messages.c.to).exists())
+           .label("opted_out"))
     .join(accounts, accounts.c.id == messages.c.account_id)
+    .outerjoin(sites, sites.c.id == messages.c.dunning_site_id)
     .outerjoin(holds, holds.c.id == messages.c.hold_id)
     .where(messages.c.id == bindparam("message_id"))
     .with_for_update(of=messages)
@@ -258,17 +266,26 @@ def _fail(session: Session, message_id: str, error: PermanentTwilioError, now: d
         opt_out(session, message.account_id, message.to, FROM_TWILIO_21610)
 
 
-def _block_account(session: Session, message_id: str, reason: str, now: datetime) -> None:
-    """20003: the account's Twilio credentials are wrong; nothing of it sends until they are replaced."""
+def _block_account(session: Session, message_id: str, reason: str, now: datetime) -> str:
+    """20003: the account's Twilio credentials are wrong; nothing of it sends until they are replaced. A dunning
+    site's message fails instead, uncharged, and marks only that site broken (shared.messaging.sites)."""
     message = _sending(session, message_id)
     if message is None:
-        return
+        return "parked"
     _void_hold(session, message, now)
+    if message.dunning_site_id is not None:
+        site = session.get(DunningIntegration, message.dunning_site_id, with_for_update=True)
+        reject_site_credentials(session, site.id, site.credential_version, now=now)
+        message.status, message.error_code, message.credits_charged, message.updated_at = "failed", 20003, 0, now
+        message.error_message = f"Twilio rejected the site's credentials (20003: {reason})."[:500]
+        message_event(session, "message.failed", message_id, now=now)
+        return "failed"
     message.status = "accepted"
     account = session.get(Account, message.account_id, with_for_update=True)
     account.sending_blocked_reason = (f"Twilio rejected the account's credentials (20003: {reason})."
                                       " Sending resumes when they are updated.")[:500]
     park_account(session, account.id, account.sending_blocked_reason, now=now)
+    return "parked"
 
 
 _STORE_SID = (

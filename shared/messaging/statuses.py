@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from shared.errors import CallbackRejected
 from shared.events.outbox import message_event
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
-from shared.models import Account, EarlyStatus, Message
+from shared.models import Account, DunningIntegration, EarlyStatus, Message
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,15 @@ messages = Message.__table__
 # callback's one lookup also reads the credentials that may have sent the message (a message stored
 # before they were recorded counts as sent with its account's).
 _MESSAGE_BY_SID = select(messages.c.id, messages.c.account_id).where(messages.c.twilio_sid == bindparam("sid"))
+_SENDER_SID = case((DunningIntegration.id.is_not(None), DunningIntegration.account_sid),
+                   else_=Account.twilio_account_sid)  # a dunning site's message: the site's credentials
 _CALLBACK_OWNER = (
     select(messages.c.id, messages.c.account_id,
-           func.coalesce(messages.c.twilio_account_sid, Account.twilio_account_sid).label("sent_with"),
-           Account.twilio_account_sid.label("own_sid"), Account.twilio_auth_token.label("own_token"))
+           func.coalesce(messages.c.twilio_account_sid, _SENDER_SID).label("sent_with"), _SENDER_SID.label("own_sid"),
+           case((DunningIntegration.id.is_not(None), DunningIntegration.auth_token),
+                else_=Account.twilio_auth_token).label("own_token"))
     .join(Account, Account.id == messages.c.account_id)
+    .outerjoin(DunningIntegration, DunningIntegration.id == messages.c.dunning_site_id)
     .where(messages.c.twilio_sid == bindparam("sid"))
 )
 # A report moves the message forward only: its Twilio status must rank above the stored one (none ranks

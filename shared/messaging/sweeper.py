@@ -29,6 +29,7 @@ from shared.messaging.parking import accounts_with_parked_messages, release_park
 from shared.messaging.rates import RateCard
 from shared.messaging.reprocessing import resend_from_toll_free
 from shared.messaging.settlement import CHARGED_STATUSES, VOIDED_STATUSES, settle_message
+from shared.messaging.sites import site_credentials
 from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
 from shared.models import Account, Hold, Message
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
@@ -146,6 +147,8 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
         # another (it went out with the deployment's before the account brought its own; (None, None)).
         own = message.twilio_account_sid in (None, account.twilio_account_sid)
         credentials = (account.twilio_account_sid, account.twilio_auth_token) if own else (None, None)
+        if message.dunning_site_id is not None:  # a dunning site's message is the site's Twilio account's
+            credentials = site_credentials(session, message.dunning_site_id)
         lookup = dict(to=message.to, from_=message.from_, body=message.body,
                       sent_after=utc(message.updated_at) - CLOCK_SKEW)  # updated when it was claimed for sending
     if status not in CHARGED_STATUSES + VOIDED_STATUSES:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from shared.db import Database
 from shared.migrate import alembic_config, check, upgrade
@@ -138,7 +138,8 @@ def test_upgrading_encrypts_the_secrets_already_stored_and_downgrading_restores_
             "account-token", "site-token", '{"api_key": "cq_live_secret"}']
         database = Database(url)
         with database.unit_of_work() as session:
-            assert session.get(DunningIntegration, "default").credential_version == 1
+            site = session.scalar(select(DunningIntegration).where(DunningIntegration.site == "default"))
+            assert site.account_id is None and site.credential_version == 1  # creditq's own, built-in site
             assert session.get(Account, "acct_1").twilio_auth_token == "account-token"
         database.dispose()
 

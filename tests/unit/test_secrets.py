@@ -10,7 +10,7 @@ from creditq.cli import main
 from shared.billing import dunning_texts
 from shared.ledger.accounts import Overdraft, create_account
 from shared.messaging.credentials import set_twilio_credentials
-from shared.models import Account, Base, DunningIntegration, IdempotencyRecord
+from shared.models import Account, Base, IdempotencyRecord
 from shared.secrets import WrongSecretKey, digest, digest_matches, rotate, use_keys
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -48,7 +48,7 @@ def store_secrets(database) -> str:
 def read_secrets(database, account_id) -> tuple:
     with database.unit_of_work() as session:
         return (session.get(Account, account_id).twilio_auth_token,
-                session.get(DunningIntegration, "default").auth_token,
+                dunning_texts.site_of(session, None, "default").auth_token,
                 session.get(IdempotencyRecord, ("operator", "create-1")).body)
 
 
@@ -113,7 +113,7 @@ def test_rotating_again_changes_nothing(database, keys):
     assert (summary.re_encrypted, summary.already_current) == (0, 3)
     assert stored(database) == rotated and read_secrets(database, account_id) == PLAIN
     assert summary.line() == ("secrets rotate: 0 values re-encrypted under the first key, 3 already were "
-                              "(accounts.twilio_auth_token, dunning_integrations.auth_token, idempotency_records.body, "
+                              "(accounts.twilio_auth_token, idempotency_records.body, dunning_integrations.auth_token, "
                               "webhook_endpoints.secret)")
 
 
@@ -186,6 +186,6 @@ def test_the_rotate_command_prints_one_line_and_refuses_a_wrong_or_missing_key_w
     assert main(["secrets", "rotate"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "secrets rotate: 3 values re-encrypted under the first key, 0 already were (accounts.twilio_auth_token, "
-        "dunning_integrations.auth_token, idempotency_records.body, webhook_endpoints.secret)"]
+        "idempotency_records.body, dunning_integrations.auth_token, webhook_endpoints.secret)"]
     keys(NEW)
     assert read_secrets(sqlite_database, account_id) == PLAIN

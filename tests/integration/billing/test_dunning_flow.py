@@ -1,9 +1,11 @@
-"""Dunning end to end with the simulated gateway and the in-process Twilio simulator."""
+"""creditq's own dunning of its accounts end to end with the simulated gateway and the in-process Twilio simulator:
+the built-in schedule, texted from the built-in site."""
 
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
+from sqlalchemy import select
 
 from shared.billing import auto_recharge, dunning, dunning_texts, payment_links
 from shared.billing.dunning_texts import DunningTexter
@@ -30,7 +32,7 @@ BASE = "https://app.example.com"
 
 
 @pytest.fixture
-def world(sqlite_database, simulator, tmp_path):
+def world(sqlite_database, simulator, tmp_path):  # noqa: F811
     settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "TWILIO_API_BASE": simulator.url,
                               "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789"})
     simulator.reset()
@@ -40,7 +42,8 @@ def world(sqlite_database, simulator, tmp_path):
 
 
 def customer(world, card="pm_card_chargeDeclined", steps=None) -> tuple[str, str]:
-    """An account whose owner has a mobile number, a card on file that declines, and an unpaid bill."""
+    """An account whose owner has a mobile number, a card on file that declines, and an unpaid bill; `steps`: the
+    schedule the account set for its own customers (creditq's own dunning of it does not use it)."""
     database = world["database"]
     account_id = new_account(database)
     with database.unit_of_work() as session:
@@ -49,9 +52,8 @@ def customer(world, card="pm_card_chargeDeclined", steps=None) -> tuple[str, str
         auto_recharge.configure(session, account_id, enabled=False, threshold_mc=0, credits_mc=100_000,
                                 payment_method=card, now=NOW)
         if steps is not None:
-            dunning.set_schedule(session, account_id, steps=steps, final_action="suspend", public_base_url=BASE,
-                                 now=NOW)
-        if session.get(DunningIntegration, "default") is None:
+            dunning.set_schedule(session, account_id, steps=steps, final_action="suspend", now=NOW)
+        if session.scalar(select(DunningIntegration).where(DunningIntegration.site == "default")) is None:
             sim = world["simulator"]
             dunning_texts.set_integration(session, "default", account_sid=sim.account_sid, auth_token=sim.auth_token,
                                         from_number=SITE_FROM, now=NOW)
@@ -117,17 +119,20 @@ def test_a_step_that_succeeds_ends_the_run_without_reminders(world):
     assert texts(world) == [] and world["outbox"].messages() == []
 
 
-def test_decline_through_every_step_suspends_the_account_until_paid(world):
-    steps = [{"day": 0, "sms": {"body": "Hi {{ customer_name }}, {{ amount_due }} is due. HELP for help, STOP to end."}},
-             {"day": 2, "sms": {"body": "Last notice {{ customer_name }}: {{ amount_due }}. HELP for help, STOP to end."}}]
+def test_decline_through_every_built_in_step_suspends_the_account_until_paid_whatever_its_customers_schedule(world):
+    # given an account whose own customers' schedule says something else entirely
+    steps = [{"day": 0, "sms": {"body": "Hi {{ customer.name }}, pay Acme Gym. HELP for help, STOP to end."}}]
     account_id, run_id = customer(world, steps=steps)
 
+    # when creditq's own run goes through its built-in days 0, 3 and 7 unpaid
     assert step(world, run_id, 0).status == "advanced"
-    assert run_of(world, run_id).next_step_at.replace(tzinfo=UTC) == NOW + timedelta(days=2)
-    assert step(world, run_id, 1, NOW + timedelta(days=2)).status == "exhausted"
+    assert run_of(world, run_id).next_step_at.replace(tzinfo=UTC) == NOW + timedelta(days=3)
+    assert step(world, run_id, 1, NOW + timedelta(days=3)).status == "advanced"
+    assert step(world, run_id, 2, NOW + timedelta(days=7)).status == "exhausted"
 
-    assert texts(world) == ["Hi Dana Whitfield, $12.34 is due. HELP for help, STOP to end.",
-                            "Last notice Dana Whitfield: $12.34. HELP for help, STOP to end."]
+    # then the owner got creditq's texts, never the account's customer texts, and the account is suspended
+    sent = texts(world)
+    assert [text.split(":")[0] for text in sent] == ["creditq"] * 3 and "$12.34" in sent[2]
     account = account_of(world, account_id)
     assert account.status == "suspended" and account.status_reason.startswith("dunning: $12.34 unpaid")
 
@@ -156,7 +161,7 @@ def test_rejected_credentials_stop_texts_until_new_ones_are_saved(world):
 
     first = step(world, run_id, 0)
     with world["database"].unit_of_work() as session:
-        broken = dunning_texts.get_integration(session, "default")
+        broken = dunning_texts.get_integration(session, "default")  # the built-in site
     assert first.sms_status.startswith("failed: Twilio rejected") and first.email_status == "sent to dana@example.com"
     assert broken.status == "broken" and "20003" in broken.broken_reason
 
@@ -191,7 +196,7 @@ def test_a_token_saved_again_while_its_text_fails_is_told_apart_by_version_and_s
 
     # then only the version it was sent with counts as broken: the save that landed meanwhile stays ok
     with database.unit_of_work() as session:
-        integration = session.get(DunningIntegration, "default")
+        integration = session.scalar(select(DunningIntegration).where(DunningIntegration.site == "default"))
     assert outcome.sms_status.startswith("failed: Twilio rejected")
     assert integration.status == "ok" and integration.broken_reason is None
     assert integration.credential_version == 2
@@ -200,9 +205,10 @@ def test_a_token_saved_again_while_its_text_fails_is_told_apart_by_version_and_s
 def test_risky_texts_are_saved_with_warnings(sqlite_database):
     account_id = new_account(sqlite_database)
     with sqlite_database.unit_of_work() as session:
-        view = dunning.set_schedule(session, account_id, public_base_url=BASE, now=NOW, steps=[
+        view = dunning.set_schedule(session, account_id, now=NOW, steps=[
             {"day": 0, "sms": {"body": "Pay {{ amount_due }} now"}},
             {"day": 1, "sms": {"body": "Pay {{ amount_due }}. " + "x" * 200 + " HELP for help, STOP to end."}}])
     assert len(view.steps) == 2
     assert view.warnings == ["steps[0].sms.body lacks STOP and HELP wording (e.g. \"Reply HELP for help, STOP to opt out.\")",
-                             "steps[1].sms.body renders to 2 segments; keep it to one"]
+                             "steps[1].sms.body renders to 2 segments (GSM-7, 243 characters) for a sample "
+                             "customer; keep it to one"]

@@ -102,13 +102,17 @@ async def test_an_unknown_template_variable_is_a_422(client, key):
     assert response.status == 422 and "steps[0].sms.body" in (await response.json())["errors"]
 
 
-async def test_only_the_operator_saves_dunning_twilio_credentials(client, key):
+async def test_the_operator_saves_the_built_in_site_and_an_account_key_only_sites_of_its_own_from_its_numbers(
+        client, key):
     body = {"account_sid": "AC" + "1" * 32, "auth_token": "secret", "from": "+15005550006"}
+    # an account key names a site of its own: from a number it does not have, it is refused before Twilio is asked
     refused = await client.put("/v1/dunning/integrations/default", json=body, headers=key)
     saved = await client.put("/v1/dunning/integrations/default", json=body, headers=OPERATOR)
-    assert refused.status == 403 and saved.status == 200
+    assert refused.status == 422 and "from" in (await refused.json())["errors"] and saved.status == 200
     shown = await saved.json()
     assert shown["status"] == "ok" and "auth_token" not in shown
+    # and the operator's built-in site is not the account's
+    assert (await client.get("/v1/dunning/integrations/default", headers=key)).status == 404
 
 
 async def test_a_card_number_as_payment_method_is_a_422_that_neither_repeats_nor_keeps_it(client, key,

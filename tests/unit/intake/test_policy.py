@@ -36,7 +36,7 @@ DENIED_WITH_404 = {"account_life"}
 RESOURCES = [
     ("/webhook-endpoints", None, "configure"), ("/twilio-credentials", None, "configure"),
     ("/numbers", None, "configure"), ("/v1/accounts/{account_id}/dunning", None, "configure"),
-    ("/v1/dunning/integrations", None, "operate"), ("/users", None, "manage_users"), ("/api-keys", None, "manage_keys"),
+    ("/v1/dunning/integrations", None, "configure"), ("/v1/dunning/runs", None, "configure"), ("/users", None, "manage_users"), ("/api-keys", None, "manage_keys"),
     ("/purchases", "POST", "billing"), ("/payment-method", None, "billing"), ("/auto-recharge", None, "billing"),
     ("/grants", None, "operate"), ("/v1/admin/", None, "operate"), ("/transactions", None, "read_activity"), ("/v1/messages", "POST", "send"), ("/v1/messages", "GET", "read_activity"),
     ("/v1/calls", "POST", "send"), ("/v1/calls", "GET", "read_activity"), ("/v1/campaigns", "GET", "read_activity"),

@@ -37,8 +37,8 @@ def db(database):
             Account(id="acct_own", name="Own", twilio_account_sid=OWN.account_sid, twilio_auth_token=OWN.auth_token),
             Account(id="acct_rogue", name="Rogue", twilio_account_sid=ROGUE.account_sid,
                     twilio_auth_token=ROGUE.auth_token),
-            DunningIntegration(site="default", account_sid=SITE.account_sid, auth_token=SITE.auth_token,
-                               from_number="+15005550006", updated_at=T0),
+            DunningIntegration(id="site_builtin_default", site="default", account_sid=SITE.account_sid,
+                               auth_token=SITE.auth_token, from_number="+15005550006", updated_at=T0),
         ])
         session.flush()
         session.add_all([
