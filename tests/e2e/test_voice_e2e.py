@@ -10,15 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
 
-from shared.models import Account, Call
+from shared.config import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN
+from shared.models import Account, Call, Entry
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 
 pytestmark = pytest.mark.e2e
 
 OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
-SIM_TOKEN = "simulator-auth-token"
+SIM_SID, SIM_TOKEN = SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN  # the deployment's credentials in the stack
 NO_QUIET_HOURS = {"start": "00:00", "end": "00:00"}
 _numbers = iter(range(1000, 9999))
 
@@ -183,3 +185,162 @@ def test_another_account_cannot_read_a_call(stack, sim):
     # when another account's key asks for it, then it does not exist for that key
     assert requests.get(f"{stack.url}/v1/calls/{call_id}", headers=other, timeout=10).status_code == 404
     assert requests.get(f"{stack.url}/v1/calls/{call_id}", headers=headers, timeout=10).status_code == 200
+
+
+
+
+def post_signed(stack, path: str, form: dict, *, token: str = SIM_TOKEN) -> requests.Response:
+    """POST a webhook as Twilio would, signed with `token` over the stack's public URL."""
+    url = f"{stack.url}{path}"
+    signature = RequestValidator(token).compute_signature(url, form)
+    return requests.post(url, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+
+def test_duplicated_and_reordered_callbacks_charge_each_call_once(stack, database, broker, sim):
+    # given every callback delivered twice and a call's callbacks sent last first (completed before ringing)
+    sim(duplicate_callback_rate=1, out_of_order_rate=1, call_min_seconds=30, call_max_seconds=150)
+    account_id, headers, number = new_account(stack, "500")
+
+    # when 20 calls are placed
+    ids = [place(stack, headers, number, f"+1415558{i:04d}", max_minutes=5) for i in range(20)]
+    calls = wait_for_calls(database, stack, broker, ids, lambda cs: settled(cs) and all(
+        c.status == "completed" for c in cs))
+
+    # then each ended completed (a late ringing moved nothing back) and was charged once, its minutes exactly
+    by_sid = {c["sid"]: c for c in simulated_calls(stack)["calls"]}
+    total = sum(-(-by_sid[c.twilio_sid]["duration"] // 60) * 2000 for c in calls.values())
+    assert sum(c.credits_charged for c in calls.values()) == total
+    assert balance_of(database, account_id) == (500_000 - total, 0, "active")
+    with database.unit_of_work() as session:
+        charges = session.scalar(select(func.count()).select_from(Entry).where(Entry.reference.in_(ids)))
+    assert charges == 20
+    verified = ledger_verify(stack)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_final_report_before_ringing_and_again_after_settles_once(stack, database, broker, sim):
+    # given a placed call whose simulator never answers on its own
+    sim(ring_seconds=100000)
+    account_id, headers, number = new_account(stack, "50")
+    call_id = place(stack, headers, number, "+14155550121", max_minutes=5)
+    call = wait_for_calls(database, stack, broker, [call_id], lambda cs: all(c.twilio_sid for c in cs))[call_id]
+    path = f"/webhooks/twilio/call-status?call={call_id}"
+    report = {"AccountSid": SIM_SID, "CallSid": call.twilio_sid, "CallStatus": "completed", "CallDuration": "61"}
+
+    # when `completed` comes, then `ringing`, then `completed` again
+    answers = [post_signed(stack, path, form).status_code
+               for form in (report, {**report, "CallStatus": "ringing", "CallDuration": "0"}, report)]
+
+    # then the call is completed and charged 2 minutes once
+    assert answers == [200, 200, 200]
+    call = wait_for_calls(database, stack, broker, [call_id], settled)[call_id]
+    assert (call.status, call.minutes_billed, call.credits_charged) == ("completed", 2, 4000)
+    assert balance_of(database, account_id) == (46_000, 0, "active")
+
+
+def test_forged_call_callbacks_are_refused_and_change_nothing(stack, database, broker, sim):
+    # given a placed call still ringing, and another Twilio account creditq knows nothing of
+    sim(ring_seconds=100000)
+    account_id, headers, number = new_account(stack, "50")
+    call_id = place(stack, headers, number, "+14155550122", max_minutes=5)
+    call = wait_for_calls(database, stack, broker, [call_id], lambda cs: all(c.twilio_sid for c in cs))[call_id]
+    path = f"/webhooks/twilio/call-status?call={call_id}"
+    report = {"AccountSid": SIM_SID, "CallSid": call.twilio_sid, "CallStatus": "completed", "CallDuration": "3000"}
+
+    # when reports come signed with a wrong token, naming another account, about another sid, or unsigned
+    forged = [post_signed(stack, path, report, token="not-the-token"),
+              post_signed(stack, path, {**report, "AccountSid": "AC" + "99" * 16}, token="not-the-token"),
+              post_signed(stack, path, {**report, "CallSid": "CA" + "0" * 32}),
+              requests.post(f"{stack.url}{path}", data=report, timeout=10)]
+
+    # then each is a 403 and the call is as it was: nothing charged, its hold still pending
+    assert [response.status_code for response in forged] == [403, 403, 403, 403]
+    with database.unit_of_work() as session:
+        untouched = session.get(Call, call_id)
+        assert (untouched.status, untouched.credits_charged) == (call.status, None)
+    balance, held, _ = balance_of(database, account_id)
+    assert (balance, held) == (50_000, 5 * 2000)
+
+
+def configure_number(stack, account_id: str, number: str, **fields) -> None:
+    response = requests.patch(f"{stack.url}/v1/accounts/{account_id}/numbers/{number.replace('+', '%2B')}",
+                              headers=OPERATOR, json=fields, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def ring(stack, number: str, **fields) -> str:
+    response = requests.post(f"{stack.simulator_url}/_sim/calls/inbound", timeout=10, json={
+        "from": "+14155550131", "to": number, "url": f"{stack.url}/webhooks/twilio/voice",
+        "status_callback": f"{stack.url}/webhooks/twilio/call-status", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["sid"]
+
+
+def inbound_call(database, sid: str, done, *, timeout: float = 30.0) -> Call:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.unit_of_work() as session:
+            call = session.scalars(select(Call).where(Call.twilio_sid == sid)).first()
+            if call is not None and done(call):
+                return call
+        time.sleep(0.2)
+    pytest.fail(f"inbound call {sid} not done: {call and (call.status, call.credits_charged)}")
+
+
+def test_a_forwarded_call_with_voicemail_and_transcription_costs_three_a_minute_plus_one_plus_four(
+        stack, database, sim):
+    # given a number forwarding to a phone, with voicemail and transcription
+    account_id, headers, number = new_account(stack, "100")
+    configure_number(stack, account_id, number, forward_to="+14155550132", voicemail=True, transcribe=True)
+
+    # when a caller is forwarded, talks 150 s, the call is dropped... and a second caller finds the phone busy and
+    # leaves a 20 s voicemail
+    talked = ring(stack, number, forwarded_seconds=150)
+    messaged = ring(stack, number, forwarded_outcome="busy", voicemail_seconds=20)
+
+    # then the first costs 3 minutes x 3 credits, the second 1 (voicemail) + 4 (transcription), shown on the call
+    first = inbound_call(database, talked, lambda c: c.status == "completed" and c.credits_charged)
+    second = inbound_call(database, messaged, lambda c: c.status == "completed" and c.credits_charged == 5000)
+    assert (first.direction, first.minutes_billed, first.credits_charged) == ("inbound", 3, 9000)
+    assert second.transcription and second.recording_url
+    assert balance_of(database, account_id)[0] == 100_000 - 9000 - 5000
+    shown = requests.get(f"{stack.url}/v1/calls/{second.id}", headers=headers, timeout=10).json()
+    assert shown["voicemail"]["transcription"] == second.transcription and shown["credits_charged"] == "5"
+
+
+def test_a_forwarded_call_with_voicemail_and_transcription_in_one_call(stack, database, sim):
+    # given a number forwarding to a phone, with voicemail and transcription, whose callbacks come twice and last
+    # first (the transcription before the recording)
+    sim(duplicate_callback_rate=1, out_of_order_rate=1)
+    account_id, _, number = new_account(stack, "100")
+    configure_number(stack, account_id, number, forward_to="+14155550133", voicemail=True, transcribe=True)
+
+    # when the forwarded phone is not answered and the caller leaves a voicemail
+    sid = ring(stack, number, forwarded_outcome="no-answer", voicemail_seconds=40)
+
+    # then the voicemail and its transcription are charged once each: 1 + 4
+    call = inbound_call(database, sid, lambda c: c.credits_charged == 5000 and c.transcription)
+    assert call.minutes_billed == 0
+    time.sleep(1)  # the duplicates have had their chance
+    assert balance_of(database, account_id)[0] == 95_000
+
+
+def test_an_inbound_call_to_a_locked_account_still_rings_through_for_the_grace_minutes(stack, database, sim):
+    # given a prepaid account below zero (locked) whose number forwards
+    account_id, _, number = new_account(stack, "0")
+    configure_number(stack, account_id, number, forward_to="+14155550134")
+    charged = requests.post(f"{stack.url}/v1/accounts/{account_id}/grants", headers=OPERATOR, timeout=10,
+                            json={"credits": "1", "kind": "purchase"})
+    assert charged.status_code == 201
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+
+    # when someone calls and talks 10 minutes
+    sid = ring(stack, number, forwarded_seconds=600)
+
+    # then the call is forwarded anyway, cut at the grace (5 minutes), and charged: the account goes negative
+    call = inbound_call(database, sid, lambda c: c.status == "completed" and c.credits_charged)
+    legs = [c for c in simulated_calls(stack)["calls"] if c["parent_call_sid"] == sid]
+    assert [(leg["to"], leg["time_limit"], leg["duration"]) for leg in legs] == [("+14155550134", 300, 300)]
+    assert (call.minutes_billed, call.credits_charged) == (5, 15000)
+    assert balance_of(database, account_id) == (1000 - 15000, 0, "locked")
