@@ -344,3 +344,134 @@ def test_an_inbound_call_to_a_locked_account_still_rings_through_for_the_grace_m
     assert [(leg["to"], leg["time_limit"], leg["duration"]) for leg in legs] == [("+14155550134", 300, 300)]
     assert (call.minutes_billed, call.credits_charged) == (5, 15000)
     assert balance_of(database, account_id) == (1000 - 15000, 0, "locked")
+
+
+def create_broadcast(stack, headers: dict, number: str, recipients: list[str], **fields) -> dict:
+    response = requests.post(f"{stack.url}/v1/voice-broadcasts", headers=headers, timeout=60, json={
+        "name": "Reminder", "from": number, "say": "Service is at ten", "quiet_hours": NO_QUIET_HOURS,
+        "recipients": [{"to": to} for to in recipients], **fields})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def broadcast_calls(database, broadcast_id: str) -> list[Call]:
+    with database.unit_of_work() as session:
+        return list(session.scalars(select(Call).where(Call.broadcast_id == broadcast_id)))
+
+
+def wait_for_broadcast(database, stack, broker, broadcast_id: str, *, timeout: float = 120.0) -> list[Call]:
+    ids = [call.id for call in broadcast_calls(database, broadcast_id)]
+    calls = wait_for_calls(database, stack, broker, ids, settled, timeout=timeout)
+    return list(calls.values())
+
+
+def test_a_broadcast_to_500_numbers_with_detection_counts_answers_and_charges_them(stack, database, broker, sim):
+    # given callees answered by people, machines, or not at all, and an opted-out number among 500
+    sim(call_min_seconds=5, call_max_seconds=100, call_outcomes={"completed": 8, "busy": 1, "no-answer": 1},
+        answered_by={"human": 3, "machine_end_beep": 2, "fax": 1})
+    account_id, headers, number = new_account(stack, "10000")
+    recipients = [f"+1415559{i:04d}" for i in range(500)]
+    opted = requests.post(f"{stack.url}/v1/opt-outs", headers=headers, json={"phone": recipients[7]}, timeout=10)
+    assert opted.status_code in (200, 201), opted.text
+    estimate = requests.post(f"{stack.url}/v1/estimate", headers=headers, timeout=10, json={
+        "channel": "voice_broadcast", "recipients": 500, "expected_minutes": 2, "machine_detection": True}).json()
+
+    # when a broadcast with machine detection calls them
+    created = create_broadcast(stack, headers, number, recipients, machine_detection=True, expected_minutes=2)
+    calls = wait_for_broadcast(database, stack, broker, created["id"])
+
+    # then its counts follow AnsweredBy and the outcomes, and each number called cost its minutes x 2 + 0.5
+    assert estimate["credits"] == "2250" == str(500 * (2 * 2 + 0.5)).removesuffix(".0")
+    by_sid = {c["sid"]: c for c in simulated_calls(stack)["calls"]}
+    assert simulated_calls(stack)["duplicates"] == []
+    expected = Counter()
+    total = 0
+    for call in calls:
+        if call.status == "skipped":
+            expected["skipped"] += 1
+            continue
+        twilio = by_sid[call.twilio_sid]
+        key = {"busy": "busy", "no-answer": "no_answer"}.get(call.status) or (
+            "human" if twilio["answered_by"] == "human" else "machine")
+        expected[key] += 1
+        assert call.credits_charged == -(-twilio["duration"] // 60) * 2000 + 500
+        total += call.credits_charged
+    view = requests.get(f"{stack.url}/v1/voice-broadcasts/{created['id']}", headers=headers, timeout=10).json()
+    assert view["status"] == "completed" and view["counts"]["total"] == 500
+    assert {k: v for k, v in view["counts"].items() if v and k != "total"} == dict(expected)
+    assert expected["skipped"] == 1 and expected["machine"] and expected["human"] and expected["busy"]
+    assert balance_of(database, account_id) == (10_000_000 - total, 0, "active")
+    verified = ledger_verify(stack)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_pause_holds_the_calls_not_placed_resume_places_them_and_cancel_ends_them(stack, database, broker, sim):
+    # given a broadcast created while paused at once (the worker has not taken its calls yet: Twilio is slow)
+    sim(latency_ms=300, call_min_seconds=5, call_max_seconds=5)
+    _, headers, number = new_account(stack, "1000")
+    created = create_broadcast(stack, headers, number, [f"+1415550{i:04d}" for i in range(60)])
+    url = f"{stack.url}/v1/voice-broadcasts/{created['id']}"
+    paused = requests.post(f"{url}/pause", headers=headers, timeout=10)
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+    sim(latency_ms=0)
+
+    # when it is resumed, every waiting number is called; a second broadcast is canceled while paused
+    resumed = requests.post(f"{url}/resume", headers=headers, timeout=10)
+    calls = wait_for_broadcast(database, stack, broker, created["id"])
+    other = create_broadcast(stack, headers, number, [f"+1415551{i:04d}" for i in range(3)])
+    other_url = f"{stack.url}/v1/voice-broadcasts/{other['id']}"
+    requests.post(f"{other_url}/pause", headers=headers, timeout=10)
+    canceled = requests.post(f"{other_url}/cancel", headers=headers, timeout=10)
+    again = requests.post(f"{other_url}/resume", headers=headers, timeout=10)
+
+    # then the first completed with every call placed once, the second ended, and steering it further is a 409
+    assert resumed.status_code == 200
+    assert {c.status for c in calls} == {"completed"} and simulated_calls(stack)["duplicates"] == []
+    assert canceled.json()["status"] == "canceled" and again.status_code == 409
+    ended = wait_for_broadcast(database, stack, broker, other["id"])
+    assert all(c.status in ("canceled", "completed") for c in ended)
+    assert sum(c.credits_charged for c in ended) == 2000 * sum(c.status == "completed" for c in ended)
+
+
+def test_another_account_cannot_see_or_steer_a_broadcast(stack, sim):
+    _, headers, number = new_account(stack, "100")
+    created = create_broadcast(stack, headers, number, ["+14155550141"])
+    _, other, _ = new_account(stack, "100")
+    url = f"{stack.url}/v1/voice-broadcasts/{created['id']}"
+    assert requests.get(url, headers=other, timeout=10).status_code == 404
+    assert requests.post(f"{url}/cancel", headers=other, timeout=10).status_code == 404
+    assert requests.get(url, headers=headers, timeout=10).status_code == 200
+
+
+def test_a_worker_killed_mid_broadcast_places_and_charges_no_call_twice(stack, database, broker, sim):
+    # given a broadcast of 300 numbers whose calls Twilio answers slowly
+    sim(latency_ms=20, call_min_seconds=10, call_max_seconds=200)
+    account_id, headers, number = new_account(stack, "5000")
+    created = create_broadcast(stack, headers, number, [f"+1415552{i:04d}" for i in range(300)])
+
+    # when the worker is killed -9 while placing them, and started again
+    deadline = time.monotonic() + 60
+    while sum(c.twilio_sid is not None for c in broadcast_calls(database, created["id"])) < 30:
+        assert time.monotonic() < deadline, "the broadcast never started"
+        time.sleep(0.05)
+    stack.kill_worker()
+    sim(latency_ms=0)
+    stack.start_worker()
+    calls = wait_for_broadcast(database, stack, broker, created["id"])
+
+    # then Twilio saw each number called once, and each call was charged once, its minutes exactly
+    placed = simulated_calls(stack)
+    assert placed["duplicates"] == []
+    by_sid = {c["sid"]: c for c in placed["calls"]}
+    total = 0
+    for call in calls:
+        if call.twilio_sid is None:  # claimed when the worker died, never reached Twilio: failed, free
+            assert call.status == "failed" and call.credits_charged == 0
+            continue
+        assert call.credits_charged == -(-by_sid[call.twilio_sid]["duration"] // 60) * 2000
+        total += call.credits_charged
+    assert sum(c["to"].startswith("+1415552") for c in placed["calls"]) == sum(c.twilio_sid is not None
+                                                                              for c in calls)
+    assert balance_of(database, account_id) == (5_000_000 - total, 0, "active")
+    verified = ledger_verify(stack)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
