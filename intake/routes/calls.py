@@ -260,7 +260,8 @@ OPENAPI_PATHS = {
                 "402": problem(402, "The account cannot pay for one minute of the call"),
                 "403": problem(403, "A role-`user` key named another user"),
                 "404": problem(404, "No such account (operator key)"),
-                "409": problem(409, "The number called opted out or is on the do-not-contact list"),
+                "409": problem(409, "The number called opted out or is on the do-not-contact list, or the "
+                                    "Idempotency-Key was used with another request"),
                 "422": problem(422, "Invalid number, content or max_minutes, or a `from` that is not the "
                                     "account's; `errors` names each field"),
                 "423": problem(423, "The account is locked"),
@@ -308,6 +309,7 @@ OPENAPI_PATHS = {
                 "schema": BROADCAST_SCHEMA}}},
             "402": problem(402, "The account cannot pay for one minute of one call"),
             "404": problem(404, "No such account (operator key)"),
+            "409": problem(409, "The Idempotency-Key was used with another request"),
             "422": problem(422, "Invalid name, from, content, numbers or minutes; `errors` names each field"),
             "423": problem(423, "The account is locked"),
         },
