@@ -33,7 +33,7 @@ def place_call(call_id: str) -> None:
         raise dramatiq.Retry(str(later), delay=delay_ms) from later
 
 
-@dramatiq.actor(queue_name="calls", max_retries=20)
+@dramatiq.actor(queue_name="broadcasts", max_retries=20)  # its own queue: never behind the place jobs it makes
 def fan_out_broadcast(broadcast_id: str) -> None:
     """Enqueue the place job of every call of the broadcast not placed yet; run again on resume. Enqueueing a call
     twice is harmless: its second job finds it taken."""

@@ -81,7 +81,9 @@ class TwilioCall:
     date_created: datetime | None = None
 
 
-CALL_PROGRESS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# The progress creditq follows: answered (in-progress) and the end; initiated and ringing would double the
+# callbacks of every call and change nothing a call costs.
+CALL_PROGRESS_EVENTS = ["answered", "completed"]
 TWILIO_API_BASE = "https://api.twilio.com"
 
 
@@ -208,7 +210,7 @@ class TwilioGateway:
 
     def place_call(self, *, to: str, from_: str, twiml: str, status_callback: str, time_limit: int | None,
                    machine_detection: bool) -> TwilioCall:
-        """Create the call at Twilio with its TwiML, every progress callback and the TimeLimit its hold covers.
+        """Create the call at Twilio with its TwiML, its progress callbacks and the TimeLimit its hold covers.
 
         Raises only shared.twilio.errors classes; OutcomeUnknown means Twilio may have placed it: do not again.
         """

@@ -75,8 +75,10 @@ def apply_report(session: Session, call_id: str, report: CallReport, *, rate_car
         call.answered_by = report.answered_by
     if _RANK.get(report.status, 0) > _RANK[call.status]:
         call.status, call.updated_at = report.status, now
-        if report.status in TWILIO_FINAL:
+        if report.status in TWILIO_FINAL and call.direction == "outbound":
             call.duration_seconds = report.duration or 0
+        elif report.status in TWILIO_FINAL:  # inbound: its parts were charged as they came
+            _ended(session, call, now)
     if call.status in TWILIO_FINAL and call.credits_charged is None and call.direction == "outbound":
         settle_call(session, call, rate_card=rate_card, now=now)
     return call.status
@@ -93,6 +95,11 @@ def settle_call(session: Session, call: Call, *, rate_card: RateCard, now: datet
         else:
             book.void(session, call.hold_id, now=now)
     call.minutes_billed, call.credits_charged, call.updated_at = minutes, charge, now
+    _ended(session, call, now)
+
+
+def _ended(session: Session, call: Call, now: datetime) -> None:
+    session.flush()
     emit(session, "call.completed", account_id=call.account_id, key=f"call.completed:{call.id}",
          data=call_view(call), now=now)
 

@@ -1,5 +1,7 @@
 """What keeps every call moving when a job or a report is lost.
 
+- `parked` calls of an account that may pay again are made `accepted` and enqueued (the place step parks them
+  again if it still cannot pay a minute).
 - `accepted` calls left waiting (a place job lost with a killed worker, a failed enqueue) are enqueued again,
   unless their broadcast is paused; the place step skips any that another job took meanwhile.
 - `queued` calls without a sid whose create may have been lost are looked for at Twilio by To and From: adopted
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -40,8 +42,8 @@ class CallSweep:
 def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCard, now: datetime,
                 stale_after: timedelta) -> CallSweep:
     report = CallSweep()
-    with database.read_only() as session:
-        report.enqueued = _waiting(session, now - stale_after)
+    with database.unit_of_work() as session:
+        report.enqueued = _unparked(session, now - stale_after, now) + _waiting(session, now - stale_after)
         overdue = _overdue(session, now, stale_after)
     for call_id in overdue:
         try:
@@ -50,6 +52,18 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
         except TransientTwilioError as error:
             log.warning("could not reconcile call %s: %s", call_id, error)
     return report
+
+
+def _unparked(session: Session, before: datetime, now: datetime) -> list[str]:
+    """Parked calls of accounts that may send again (credits came, the lock lifted) go back to `accepted`."""
+    ids = list(session.scalars(
+        select(Call.id).join(Account, Account.id == Call.account_id)
+        .where(Call.status == "parked", Call.direction == "outbound", Call.updated_at < before,
+               Account.status == "active").order_by(Call.updated_at).limit(BATCH)))
+    if ids:
+        session.execute(update(Call).where(Call.id.in_(ids), Call.status == "parked")
+                        .values(status="accepted", error_message=None, updated_at=now))
+    return ids
 
 
 def _waiting(session: Session, before: datetime) -> list[str]:

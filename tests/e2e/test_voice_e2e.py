@@ -239,7 +239,7 @@ def test_a_final_report_before_ringing_and_again_after_settles_once(stack, datab
 
 
 def test_forged_call_callbacks_are_refused_and_change_nothing(stack, database, broker, sim):
-    # given a placed call still ringing, and another Twilio account creditq knows nothing of
+    # given a placed call not answered yet (it reports nothing before it is), and another Twilio account
     sim(ring_seconds=100000)
     account_id, headers, number = new_account(stack, "50")
     call_id = place(stack, headers, number, "+14155550122", max_minutes=5)
@@ -475,3 +475,24 @@ def test_a_worker_killed_mid_broadcast_places_and_charges_no_call_twice(stack, d
     assert balance_of(database, account_id) == (5_000_000 - total, 0, "active")
     verified = ledger_verify(stack)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_call_parked_while_its_account_was_locked_is_placed_once_it_may_pay_again(stack, database, broker, sim):
+    # given an accepted call whose account is locked before the worker takes it
+    sim(call_min_seconds=30, call_max_seconds=30)
+    account_id, headers, number = new_account(stack, "20")
+    stack.kill_worker()
+    call_id = place(stack, headers, number, "+14155550151", max_minutes=2)
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "locked"
+    stack.start_worker()
+    wait_for_calls(database, stack, broker, [call_id], lambda cs: all(c.status == "parked" for c in cs))
+
+    # when the account is unlocked (credits brought it back) and the sweep comes round
+    with database.unit_of_work() as session:
+        session.get(Account, account_id).status = "active"
+    call = wait_for_calls(database, stack, broker, [call_id], settled)[call_id]
+
+    # then the call was placed once and charged its one minute
+    assert (call.status, call.credits_charged) == ("completed", 2000)
+    assert [c["to"] for c in simulated_calls(stack)["calls"]].count("+14155550151") == 1
