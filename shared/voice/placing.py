@@ -101,7 +101,8 @@ def _claim(session: Session, call_id: str, gateway_for: Callable, rate_card: Rat
         if is_opted_out(session, call.account_id, call.to):
             return _end(call, "skipped", "opted out or on the do-not-contact list", now)
         opens = _quiet_until(call.to, broadcast, account.timezone, now)
-        if opens is not None:
+        if opens is not None:  # its job waits for the window; dated then, so the sweeper does not enqueue another
+            call.updated_at = opens
             return PlaceLater("quiet hours at the number called", (opens - now).total_seconds())
     price = call_price_of(call, rate_card)
     try:

@@ -7,6 +7,8 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -496,3 +498,25 @@ def test_a_call_parked_while_its_account_was_locked_is_placed_once_it_may_pay_ag
     # then the call was placed once and charged its one minute
     assert (call.status, call.credits_charged) == ("completed", 2000)
     assert [c["to"] for c in simulated_calls(stack)["calls"]].count("+14155550151") == 1
+
+
+def test_a_broadcast_inside_the_numbers_quiet_hours_calls_nobody_until_they_end(stack, database, broker, sim):
+    # given a window that opens two hours from now at the numbers called (Pacific time)
+    _, headers, number = new_account(stack, "100")
+    local = datetime.now(ZoneInfo("America/Los_Angeles"))
+    window = {"start": (local + timedelta(hours=2)).strftime("%H:00"),
+              "end": (local + timedelta(hours=3)).strftime("%H:00")}
+
+    # when a broadcast is created with it
+    created = create_broadcast(stack, headers, number, ["+14155550161", "+14155550162"], quiet_hours=window)
+    time.sleep(2)
+
+    # then its calls wait for the window, unplaced and uncharged (the sweeper leaves them to their job), and Twilio
+    # saw none
+    stack.enqueue(broker, "sweep_calls")
+    calls = broadcast_calls(database, created["id"])
+    assert {(c.status, c.twilio_sid, c.hold_id) for c in calls} == {("accepted", None, None)}
+    assert all(c.updated_at > datetime.now(UTC) + timedelta(minutes=59) for c in calls)
+    assert not [c for c in simulated_calls(stack)["calls"] if c["to"] in ("+14155550161", "+14155550162")]
+    view = requests.get(f"{stack.url}/v1/voice-broadcasts/{created['id']}", headers=headers, timeout=10).json()
+    assert (view["status"], view["counts"]["queued"], view["quiet_hours"]) == ("running", 2, window)
