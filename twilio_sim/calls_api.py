@@ -60,9 +60,9 @@ async def fetch_call(request: web.Request) -> web.Response:
 
 @routes.get(f"{ACCOUNT}/Calls.json")
 async def list_calls(request: web.Request) -> web.Response:
-    """Newest first, filtered by To, From and Status, paged by PageSize and Page."""
+    """Newest first, filtered by To, From, Status and ParentCallSid, paged by PageSize and Page."""
     query = request.query
-    filters = {name: query[name] for name in ("To", "From", "Status") if query.get(name)}
+    filters = {name: query[name] for name in ("To", "From", "Status", "ParentCallSid") if query.get(name)}
     try:
         page_size = min(max(int(query.get("PageSize", DEFAULT_PAGE_SIZE)), 1), MAX_PAGE_SIZE)
         page = max(int(query.get("Page", 0)), 0)
@@ -70,7 +70,7 @@ async def list_calls(request: web.Request) -> web.Response:
         raise TwilioError(400, 20001, "Invalid paging parameters") from None
     matches = request.app[call_store_key].newest_first(
         request.match_info["account_sid"], to=filters.get("To"), from_=filters.get("From"),
-        status=filters.get("Status"))
+        status=filters.get("Status"), parent_call_sid=filters.get("ParentCallSid"))
     start = page * page_size
     calls = matches[start:start + page_size]
 

@@ -43,10 +43,11 @@ class CallStore:
         return self._calls.get(sid)
 
     def newest_first(self, account_sid: str, *, to: str | None = None, from_: str | None = None,
-                     status: str | None = None) -> list[Call]:
+                     status: str | None = None, parent_call_sid: str | None = None) -> list[Call]:
         return [call for call in reversed(self._calls.values())
                 if call.account_sid == account_sid and (to is None or call.to == to)
-                and (from_ is None or call.from_ == from_) and (status is None or call.status == status)]
+                and (from_ is None or call.from_ == from_) and (status is None or call.status == status)
+                and (parent_call_sid is None or call.parent_call_sid == parent_call_sid)]
 
     def clear(self) -> None:
         self._calls.clear()

@@ -249,6 +249,15 @@ class TwilioGateway:
         return [_twilio_call(call) for call in reversed(listed)
                 if call.date_created is None or call.date_created >= placed_after]
 
+    def legs_of(self, parent_sid: str) -> list[TwilioCall]:
+        """The calls a call's <Dial> made (its forwarded legs)."""
+        try:
+            return [_twilio_call(call) for call in self._calls.list(parent_call_sid=parent_sid, limit=FIND_LIMIT)]
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not list the legs of {parent_sid} from Twilio: {error}") from error
+
     def account_status(self) -> str:
         """Twilio's status of this gateway's own account ('active', 'suspended', 'closed').
 

@@ -20,6 +20,7 @@ from shared.ledger import book
 from shared.messaging.phone_numbers import country_of, parse_e164
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, Entry, PhoneNumber
+from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
 from shared.voice import twiml
 from shared.voice.calls import MAX_CALL_MINUTES
@@ -63,8 +64,9 @@ def dialed(session: Session, call_id: str, signed: SignedForm, *, deployment: Cr
     status = str(signed.params.get("DialCallStatus", ""))
     seconds = _seconds(signed.params.get("DialCallDuration"))
     minutes = started_minutes(seconds)
-    _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
-    call.duration_seconds, call.minutes_billed = seconds, minutes
+    if call.minutes_billed is None:  # the sweeper's reconciliation may have charged the legs already
+        _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
+        call.duration_seconds, call.minutes_billed = seconds, minutes
     number = session.scalars(select(PhoneNumber).where(PhoneNumber.phone == call.to)).first()
     if status == "completed" or number is None:
         return twiml.hang_up()
@@ -82,6 +84,21 @@ def recorded(session: Session, call_id: str, signed: SignedForm, *, deployment: 
         call.recording_url = str(signed.params.get("RecordingUrl") or "") or None
         item, key = "voicemail", f"call:{call.id}:voicemail"
     _charge(session, call, rate_card.price(item, country=country_of(call.to)), key, now)
+
+
+def reconcile_forwarded(session: Session, call_id: str, parent: TwilioCall, legs: list[TwilioCall],
+                        now: datetime) -> str:
+    """For an inbound call whose <Dial> action never came: charge its forwarded legs' started minutes from Twilio's
+    own record (under the key the action uses, so one of the two charges) and take Twilio's status."""
+    call = session.get(Call, call_id, with_for_update=True)
+    seconds = sum(leg.duration or 0 for leg in legs if leg.status == "completed")
+    if call.minutes_billed is None:
+        minutes = started_minutes(seconds)
+        _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
+        call.duration_seconds, call.minutes_billed = seconds, minutes
+    if parent.status in ("completed", "busy", "no-answer", "failed", "canceled"):
+        call.status, call.updated_at = parent.status, now
+    return call.status
 
 
 def set_call_minutes(session: Session, account_id: str, *, call_max_minutes: int | None = None,

@@ -8,6 +8,8 @@
   when Twilio has one since the claim, else failed and their hold released (Twilio never placed them).
 - placed calls still not final long after their time limit are fetched from Twilio and their status applied,
   so a call whose final report never came is still settled, once.
+- inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
+  legs talked is charged under the key the <Dial> action uses, so once whichever comes.
 """
 
 import logging
@@ -24,8 +26,10 @@ from shared.ledger.expiry import utc
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
 from shared.twilio.errors import PermanentTwilioError, TransientTwilioError
+from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
 from shared.voice.progress import apply_report, early_report
+from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -45,6 +49,12 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
     with database.unit_of_work() as session:
         report.enqueued = _unparked(session, now - stale_after, now) + _waiting(session, now - stale_after)
         overdue = _overdue(session, now, stale_after)
+        unreported = _unreported_inbound(session, now, stale_after)
+    for call_id in unreported:
+        try:
+            report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for, now=now)
+        except TransientTwilioError as error:
+            log.warning("could not reconcile inbound call %s: %s", call_id, error)
     for call_id in overdue:
         try:
             report.reconciled[call_id] = reconcile(database, call_id, gateway_for=gateway_for, rate_card=rate_card,
@@ -82,6 +92,28 @@ def _overdue(session: Session, now: datetime, stale_after: timedelta) -> list[st
         .order_by(Call.claimed_at).limit(BATCH)).all()
     return [row.id for row in candidates if row.twilio_sid is None or utc(row.claimed_at) + timedelta(
         seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after < now]
+
+
+def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
+    """Inbound calls still talking long after their forwarded leg's time limit could have ended."""
+    rows = session.execute(
+        select(Call.id, Call.created_at, Call.time_limit)
+        .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after)
+        .order_by(Call.created_at).limit(BATCH)).all()
+    return [row.id for row in rows if utc(row.created_at) + timedelta(
+        seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
+
+
+def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, now: datetime) -> str:
+    """Fetch an inbound call and its forwarded legs from Twilio; charge what the legs talked, once."""
+    with database.read_only() as session:
+        call = session.get(Call, call_id)
+        account = session.get(Account, call.account_id)
+        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+        sid = call.twilio_sid
+    parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+    with database.unit_of_work() as session:
+        return inbound.reconcile_forwarded(session, call_id, parent, legs, now)
 
 
 def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard, now: datetime) -> str:

@@ -193,6 +193,7 @@ def test_inbound_call_dials_then_records_a_voicemail_with_its_transcription(simu
     calls = requests.get(f"{simulator.url}/_sim/calls", timeout=10).json()["calls"]
     legs = [call for call in calls if call["parent_call_sid"] == sid]
     assert [(leg["to"], leg["duration"], leg["time_limit"]) for leg in legs] == [(FORWARD_TO, 90, 90)]
+    assert [leg.sid for leg in simulator.client().calls.list(parent_call_sid=sid)] == [legs[0]["sid"]]
 
 
 def test_inbound_call_whose_forward_is_busy_reports_it_to_the_dial_action(simulator, receiver):

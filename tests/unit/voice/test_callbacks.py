@@ -10,6 +10,7 @@ from shared.errors import CallbackRejected
 from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.models import Account, Call, Entry, PhoneNumber
+from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm
 from shared.voice import inbound
 from shared.voice.progress import CallReport, record_callback
@@ -149,3 +150,27 @@ def test_a_transcription_before_its_recording_and_each_twice_is_charged_once_eac
         call = session.get(Call, call_id)
         assert (call.credits_charged, call.transcription, call.recording_url) == (5000, "Call me", "https://r.example/RE")
         assert session.get(Account, "acct_own").balance == 5_000
+
+
+def test_a_forwarded_leg_reconciled_from_twilio_then_reported_late_is_charged_once(db):
+    # given a forwarded call whose <Dial> action never came
+    ring(db)
+    with db.unit_of_work() as session:
+        call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
+    parent = TwilioCall("CA" + "b" * 32, OWN.account_sid, "completed", 200, None)
+    legs = [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130, None)]
+
+    # when the sweeper reconciles it from Twilio, and then the action arrives after all
+    with db.unit_of_work() as session:
+        status = inbound.reconcile_forwarded(session, call_id, parent, legs, T0)
+    action = signed({"CallSid": "CA" + "b" * 32, "DialCallStatus": "completed", "DialCallDuration": "130"}, OWN,
+                    url=f"https://creditq.example/webhooks/twilio/voice?call={call_id}&step=dialed")
+    with db.unit_of_work() as session:
+        inbound.dialed(session, call_id, action, deployment=DEPLOYMENT, base_url="https://creditq.example", now=T0)
+
+    # then the leg's 3 started minutes were charged once, at the forwarding rate
+    assert status == "completed"
+    with db.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        assert (call.minutes_billed, call.credits_charged) == (3, 9000)
+        assert session.get(Account, "acct_own").balance == 1_000
