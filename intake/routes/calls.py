@@ -1,6 +1,7 @@
 """Calls and voice broadcasts: POST /v1/calls, GET /v1/calls[/{id}], and /v1/voice-broadcasts with its steering."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from ..idempotency import idempotent
 from ..openapi import list_operation, problem, query_filter
 from ..policy import READ_ACTIVITY, SEND, acting_user, action
 
+log = logging.getLogger(__name__)
 PLACE_ACTOR = "place_call"
 FAN_OUT_ACTOR = "fan_out_broadcast"
 routes = web.RouteTableDef()
@@ -56,8 +58,16 @@ async def create_call(request: web.Request) -> web.Response:
                                  "credits_per_minute": format_credits(price.per_minute)}}
 
     answer = await asyncio.to_thread(accept, request.app[DATABASE])
-    await asyncio.to_thread(request.app[ENQUEUER].send_many_blocking, PLACE_ACTOR, [(answer["id"],)])
+    await _enqueue(request, PLACE_ACTOR, answer["id"])
     return json_response(answer, status=202)
+
+
+async def _enqueue(request: web.Request, actor: str, argument: str) -> None:
+    """The call (or broadcast) is committed: if Redis cannot take its job now, the call sweep enqueues its calls."""
+    try:
+        await asyncio.to_thread(request.app[ENQUEUER].send_many_blocking, actor, [(argument,)])
+    except Exception:
+        log.exception("could not enqueue %s(%s); the call sweep will", actor, argument)
 
 
 @routes.get("/v1/calls/{call_id}")
@@ -115,8 +125,7 @@ async def create_broadcast(request: web.Request) -> web.Response:
             return broadcasts.broadcast_view(session, broadcast)
 
     view = await asyncio.to_thread(create, request.app[DATABASE])
-    # lost if this fails: the call sweeper enqueues accepted calls left waiting
-    await asyncio.to_thread(request.app[ENQUEUER].send_many_blocking, FAN_OUT_ACTOR, [(view["id"],)])
+    await _enqueue(request, FAN_OUT_ACTOR, view["id"])
     return json_response({**view, "estimate": {"credits": view["credits_estimated"]}}, status=202)
 
 
@@ -145,7 +154,7 @@ async def _steer(request: web.Request, verb: str) -> web.Response:
 
     view = await asyncio.to_thread(steer, request.app[DATABASE])
     if verb == "resume":
-        await asyncio.to_thread(request.app[ENQUEUER].send_many_blocking, FAN_OUT_ACTOR, [(view["id"],)])
+        await _enqueue(request, FAN_OUT_ACTOR, view["id"])
     return json_response(view)
 
 
@@ -203,6 +212,8 @@ BROADCAST_SCHEMA = {"type": "object", "properties": {
     "max_minutes": {"type": "integer"}, "counts": _COUNTS,
     "quiet_hours": {"type": ["object", "null"]},
     "credits_estimated": _CREDITS, "credits_charged": _CREDITS,
+    "estimate": {"type": "object", "properties": {"credits": _CREDITS},
+                 "description": "On the create's answer: numbers x expected_minutes x rate + detection"},
     "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
 }}
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
