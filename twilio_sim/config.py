@@ -69,14 +69,16 @@ class SimulatorConfig:
     ring_seconds: int = 5
     """How long a call rings before it is answered (or given up as busy, no-answer, failed)."""
     call_min_seconds: int = 5
+    """The shortest an answered call lasts, in simulated seconds (before its TimeLimit)."""
     call_max_seconds: int = 180
-    """An answered call lasts a whole number of seconds drawn evenly from this range, cut at its TimeLimit."""
+    """The longest an answered call lasts: its seconds are drawn evenly from the range, then cut at its TimeLimit."""
     call_outcomes: dict[str, float] = field(default_factory=lambda: {"completed": 1.0})
     """Relative weights of how a call ends: completed / busy / no-answer / failed."""
     answered_by: dict[str, float] = field(default_factory=lambda: {"human": 1.0})
     """With MachineDetection, relative weights of its AnsweredBy: human, machine_start, machine_end_beep,
     machine_end_silence, machine_end_other, fax, unknown."""
     price_per_minute: Decimal = Decimal("0.01400")
+    """The price a call reports per started minute, in US dollars."""
     transcription_text: str = "Hi, this is a message for you. Please call me back."
     """What every voicemail's transcription says."""
     seed: int | None = None
