@@ -30,6 +30,7 @@ from .routes import (
     api_keys,
     auto_recharge,
     balance,
+    calls,
     campaigns,
     dunning,
     estimate,
@@ -42,6 +43,7 @@ from .routes import (
     purchases,
     twilio_credentials,
     users,
+    voice_webhooks,
     webhook_endpoints,
     webhooks,
 )
@@ -50,7 +52,7 @@ from .text import text_middleware
 DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
                  message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin, campaigns,
-                 account_life, webhook_endpoints]
+                 account_life, webhook_endpoints, calls, voice_webhooks]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

@@ -11,7 +11,8 @@ from .errors import Problem
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: any JSON body or form of this API is far smaller
 MAX_BULK_BODY_BYTES = 20 * 1024 * 1024  # 20 MiB: a do-not-contact import, a campaign of 250,000 recipients
-BULK_ROUTES = frozenset({("POST", "/v1/opt-outs/import"), ("POST", "/v1/campaigns")})
+BULK_ROUTES = frozenset({("POST", "/v1/opt-outs/import"), ("POST", "/v1/campaigns"),
+                         ("POST", "/v1/voice-broadcasts")})  # 100,000 numbers are some 3 MB
 
 
 def body_limit(method: str, path_template: str) -> int:

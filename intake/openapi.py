@@ -45,8 +45,8 @@ ERROR_RESPONSES = {
     409: ("Conflict", "The resource's state refuses the request, or the Idempotency-Key was used with another "
                       "request (or its first request is still running)"),
     413: ("ContentTooLarge", f"The body is over the route's limit: {MAX_BODY_BYTES // 2**20} MiB, or "
-                            f"{MAX_BULK_BODY_BYTES // 2**20} MiB for the bulk routes (do-not-contact imports and "
-                            "campaigns); answered before the body is read"),
+                            f"{MAX_BULK_BODY_BYTES // 2**20} MiB for the bulk routes (do-not-contact imports, "
+                            "campaigns and voice broadcasts); answered before the body is read"),
     415: ("UnsupportedMediaType", "The body's Content-Type is not one the operation takes"),
     422: ("ValidationFailed", "A field is missing or invalid; `errors` names each one"),
     423: ("Locked", "The account is locked (its balance went below zero) or suspended"),

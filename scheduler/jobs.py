@@ -19,6 +19,7 @@ class ScheduledJob:
 SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("sweep", IntervalTrigger(seconds=15), "sweep"),  # lost jobs, due scheduled sends, overdue holds
     # webhook events and deliveries whose job was lost, completed campaigns, the month's expiring credits
+    ScheduledJob("sweep_calls", IntervalTrigger(seconds=15), "sweep_calls"),  # lost place jobs, calls never reported
     ScheduledJob("sweep_webhooks", IntervalTrigger(seconds=15), "sweep_webhooks"),
     ScheduledJob("campaign_steps", IntervalTrigger(seconds=30), "start_due_campaign_steps"),  # send_at, drip steps
     ScheduledJob("dunning_tick", IntervalTrigger(minutes=1), "dunning_tick"),  # dunning steps, recharges, purchases

@@ -2,6 +2,7 @@
 
     lifecycle/               an account's life: cancel, reactivate, spam   (may import everything below)
     campaigns/  billing/     what customers schedule and pay for          (may import everything below)
+    voice/                   calls, broadcasts, forwarding, voicemail      (may import everything below)
     messaging/               one message's life, from estimate to settled  (may import twilio, ledger, root)
     twilio/     ledger/      the Twilio edge; the credits and their rules  (may import the root only)
     root                     config, db, models, migrations, broker, redis, email, ids, money, errors,

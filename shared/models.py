@@ -92,6 +92,10 @@ class Account(Base):
                                                       server_default=func.now())
     canceled_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # Voice: the minutes an outgoing call holds when it names none, and the minutes past what its overdraft policy
+    # allows that a forwarded inbound call may still talk (inbound calls always ring through).
+    call_max_minutes: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    inbound_grace_minutes: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
 
 
 def _created_at(context) -> datetime:
@@ -231,6 +235,10 @@ class PhoneNumber(Base):
     monthly_cost: Mapped[int] = mapped_column(Millicredits, default=0)  # rate card price when it was added
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     released_at: Mapped[datetime | None]
+    # Inbound calls: forwarded to this phone (None: straight to voicemail, if on), then a voicemail, transcribed.
+    forward_to: Mapped[str | None] = mapped_column(String(20))
+    voicemail: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    transcribe: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class OptOut(Base):
@@ -298,6 +306,83 @@ class Message(Base):
     # A toll-free resend names the original it resends; unique: an original is resent at most once.
     reprocessed_from: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), unique=True)
     dunning_site_id: Mapped[str | None] = mapped_column(String(40))  # sent from that site's number and credentials
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Call(Base):
+    """One phone call: placed by the account (a call, a click-to-call bridge, a voice broadcast's number) or to one
+    of its numbers (forwarded, voicemail). Its id keys every idempotent step of its life, its hold and its charges.
+
+    `minutes_held` is what the hold covers and `time_limit` what Twilio was told (so a call never talks past its
+    hold); `legs` is 2 for a bridge (both phones are called at the outgoing rate). `credits_charged` is set once,
+    when it is settled.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_account_created", "account_id", "created_at", "id"),
+        Index("ix_calls_status_updated_at", "status", "updated_at"),
+        Index("ix_calls_broadcast_status", "broadcast_id", "status"),
+        UniqueConstraint("broadcast_id", "to", name="uq_calls_broadcast_id_to"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    broadcast_id: Mapped[str | None] = mapped_column(String(40))
+    direction: Mapped[str] = mapped_column(String(8), default="outbound")
+    to: Mapped[str] = mapped_column(String(20))
+    from_: Mapped[str] = mapped_column("from", String(20))
+    say: Mapped[str | None] = mapped_column(Text)
+    play_url: Mapped[str | None] = mapped_column(String(500))
+    connect_to: Mapped[str | None] = mapped_column(String(20))
+    machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_minutes: Mapped[int] = mapped_column(Integer, default=0)
+    minutes_held: Mapped[int | None] = mapped_column(Integer)
+    time_limit: Mapped[int | None] = mapped_column(Integer)
+    legs: Mapped[int] = mapped_column(Integer, default=1)
+    rate: Mapped[int] = mapped_column(Millicredits, default=0)  # per minute and leg
+    status: Mapped[str] = mapped_column(String(16))
+    skip_reason: Mapped[str | None] = mapped_column(String(200))
+    answered_by: Mapped[str | None] = mapped_column(String(24))
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    minutes_billed: Mapped[int | None] = mapped_column(Integer)
+    credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)
+    credits_charged: Mapped[int | None] = mapped_column(Millicredits)
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
+    twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # The Twilio (sub)account the call was placed with: its callbacks must name it and be signed with its token.
+    twilio_account_sid: Mapped[str | None] = mapped_column(String(34))
+    recording_url: Mapped[str | None] = mapped_column(String(500))
+    transcription: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    claimed_at: Mapped[datetime | None]  # when the worker marked it for Twilio's create (reconciliation looks after)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far: each one's hold has its own key
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class VoiceBroadcast(Base):
+    """One recording or text to many numbers; each number is a Call with its broadcast_id."""
+
+    __tablename__ = "voice_broadcasts"
+    __table_args__ = (Index("ix_voice_broadcasts_account_created", "account_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    from_: Mapped[str] = mapped_column("from", String(20))
+    say: Mapped[str | None] = mapped_column(Text)
+    play_url: Mapped[str | None] = mapped_column(String(500))
+    machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
+    expected_minutes: Mapped[int] = mapped_column(Integer, default=1)
+    max_minutes: Mapped[int] = mapped_column(Integer, default=1)
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    status: Mapped[str] = mapped_column(String(16))  # running, paused, canceled, completed
+    credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

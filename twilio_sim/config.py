@@ -63,6 +63,24 @@ class SimulatorConfig:
     """How long a callback waits for the app's answer, in seconds."""
     callback_concurrency: int = 64
     """Fixed at start-up: the size of the callback worker pool and connection pool."""
+    call_minute_ms: int = 60_000
+    """Simulated time for calls: how many real milliseconds one call-minute takes (60000: real time; a few
+    milliseconds let hundreds of calls fit in a test)."""
+    ring_seconds: int = 5
+    """How long a call rings before it is answered (or given up as busy, no-answer, failed)."""
+    call_min_seconds: int = 5
+    """The shortest an answered call lasts, in simulated seconds (before its TimeLimit)."""
+    call_max_seconds: int = 180
+    """The longest an answered call lasts: its seconds are drawn evenly from the range, then cut at its TimeLimit."""
+    call_outcomes: dict[str, float] = field(default_factory=lambda: {"completed": 1.0})
+    """Relative weights of how a call ends: completed / busy / no-answer / failed."""
+    answered_by: dict[str, float] = field(default_factory=lambda: {"human": 1.0})
+    """With MachineDetection, relative weights of its AnsweredBy: human, machine_start, machine_end_beep,
+    machine_end_silence, machine_end_other, fax, unknown."""
+    price_per_minute: Decimal = Decimal("0.01400")
+    """The price a call reports per started minute, in US dollars."""
+    transcription_text: str = "Hi, this is a message for you. Please call me back."
+    """What every voicemail's transcription says."""
     seed: int | None = None
     """Seeds the simulator's randomness, for reproducible fault injection."""
 
@@ -97,6 +115,7 @@ class SimulatorConfig:
         """JSON-ready view, the shape ``apply`` accepts."""
         values = dataclasses.asdict(self)
         values["price_per_segment"] = str(self.price_per_segment)
+        values["price_per_minute"] = str(self.price_per_minute)
         return values
 
 
@@ -135,6 +154,25 @@ def _outcomes(value: Any) -> dict[str, float]:
     if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError("weights must be >= 0 and not all zero")
     return weights
+
+
+CALL_OUTCOMES = ("completed", "busy", "no-answer", "failed")
+ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax",
+               "unknown")
+
+
+def _weights_of(names: tuple[str, ...]) -> Callable[[Any], dict[str, float]]:
+    """Weights over `names`: a mapping, or the CLI/env form ``completed=0.8,busy=0.2``."""
+    def parse(value: Any) -> dict[str, float]:
+        if isinstance(value, str):
+            value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+        weights = {name.strip(): float(weight) for name, weight in dict(value).items()}
+        if unknown := set(weights) - set(names):
+            raise ValueError(f"unknown {', '.join(sorted(unknown))}; one of {', '.join(names)}")
+        if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        return weights
+    return parse
 
 
 def _sender_outcomes(value: Any) -> dict[str, dict[str, float]]:
@@ -176,5 +214,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "callback_retry_delay_ms": _non_negative_int,
     "callback_timeout_s": float,
     "callback_concurrency": _positive_int,
+    "call_minute_ms": _non_negative_int,
+    "ring_seconds": _non_negative_int,
+    "call_min_seconds": _non_negative_int,
+    "call_max_seconds": _non_negative_int,
+    "call_outcomes": _weights_of(CALL_OUTCOMES),
+    "answered_by": _weights_of(ANSWERED_BY),
+    "price_per_minute": lambda value: Decimal(str(value)),
+    "transcription_text": str,
     "seed": _optional(int),
 }

@@ -11,7 +11,17 @@ from aiohttp import web
 
 from .accounts import ACCOUNT_STATUSES
 from .config import ConfigError, SimulatorConfig, parse_account_sid
-from .state import accounts_key, config_key, faults_key, reporter_key, rng_key, store_key
+from .state import (
+    accounts_key,
+    call_runner_key,
+    call_store_key,
+    config_key,
+    faults_key,
+    reporter_key,
+    rng_key,
+    store_key,
+)
+from .voice import InboundCall
 
 STARTUP_ONLY = frozenset({"callback_concurrency"})
 
@@ -66,6 +76,56 @@ async def sent_messages(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/_sim/calls")
+async def placed_calls(request: web.Request) -> web.Response:
+    """Every call, oldest first: outbound ones with how many creates shared their To and From, forwarded legs
+    (``parent_call_sid``), and the recordings (with transcriptions) callers left."""
+    calls = list(request.app[call_store_key])
+    creates: dict[tuple[str, str], int] = {}
+    for call in calls:
+        if call.direction == "outbound-api":
+            creates[(call.to, call.from_)] = creates.get((call.to, call.from_), 0) + 1
+    listed = [
+        {
+            "sid": call.sid, "account_sid": call.account_sid, "direction": call.direction, "to": call.to,
+            "from": call.from_, "status": call.status, "duration": call.duration, "answered_by": call.answered_by,
+            "time_limit": call.time_limit, "twiml": call.twiml, "parent_call_sid": call.parent_call_sid,
+            "recordings": call.recordings, "creates": creates.get((call.to, call.from_), 0),
+        }
+        for call in calls
+    ]
+    return web.json_response({"count": len(listed), "calls": listed,
+                              "duplicates": [c for c in listed if c["direction"] == "outbound-api"
+                                             and c["creates"] > 1]})
+
+
+@routes.post("/_sim/calls/inbound")
+async def inbound_call(request: web.Request) -> web.Response:
+    """Someone calls one of an account's numbers: ``{"from", "to", "url"}`` and optionally ``account_sid`` (the
+    number's owner; the main account by default), ``status_callback``, ``forwarded_outcome`` (completed, busy,
+    no-answer, failed), ``forwarded_seconds`` and ``voicemail_seconds``. Answers the call's sid at once; the
+    voice URL is then asked for TwiML and its <Dial> and <Record> are played, with their callbacks."""
+    try:
+        fields = await request.json()
+        if not isinstance(fields, dict) or not all(isinstance(fields.get(name), str) and fields[name]
+                                                   for name in ("from", "to", "url")):
+            raise ConfigError("expected a JSON object with from, to and url")
+        account_sid = fields.get("account_sid") or request.app[accounts_key].main().sid
+        if request.app[accounts_key].get(account_sid) is None:
+            raise ConfigError(f"no account {account_sid}")
+        outcome = fields.get("forwarded_outcome", "completed")
+        if outcome not in ("completed", "busy", "no-answer", "failed"):
+            raise ConfigError("forwarded_outcome is one of completed, busy, no-answer, failed")
+        inbound = InboundCall(account_sid=account_sid, from_=fields["from"], to=fields["to"], url=fields["url"],
+                              status_callback=fields.get("status_callback") or None, forwarded_outcome=outcome,
+                              forwarded_seconds=int(fields.get("forwarded_seconds", 60)),
+                              voicemail_seconds=int(fields.get("voicemail_seconds", 0)))
+    except (ValueError, TypeError, ConfigError) as error:
+        return web.json_response({"error": str(error)}, status=400)
+    call = request.app[call_runner_key].receive(inbound)
+    return web.json_response({"sid": call.sid}, status=201)
+
+
 @routes.get("/_sim/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
     """The main account and every subaccount, with their auth tokens."""
@@ -111,8 +171,10 @@ async def injected_faults(request: web.Request) -> web.Response:
 
 @routes.post("/_sim/reset")
 async def reset(request: web.Request) -> web.Response:
-    """Forget all messages, pending callbacks and subaccounts, and restore the start-up configuration."""
+    """Forget all messages and calls, pending callbacks and subaccounts, and restore the start-up configuration."""
     request.app[store_key].clear()
+    await request.app[call_runner_key].forget_all()
+    request.app[call_store_key].clear()
     request.app[accounts_key].clear()
     request.app[faults_key].clear()
     request.app[reporter_key].forget_all()

@@ -1,4 +1,5 @@
-"""`creditq estimate "text"`: segments, encoding and credits for a message, from this deployment's rate card."""
+"""`creditq estimate "text"`: segments, encoding and credits for a message, from this deployment's rate card;
+`creditq estimate --voice-broadcast --recipients N`: what a voice broadcast costs."""
 
 import argparse
 import json
@@ -6,14 +7,17 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from shared.errors import ValidationFailed
 from shared.messaging.estimate import CHANNELS, Estimate, estimate_message
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
 from shared.money import format_credits
+from shared.voice.broadcasts import Estimate as BroadcastEstimate
+from shared.voice.broadcasts import estimate_broadcast
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("estimate", help="what a message costs: segments, encoding and credits")
-    parser.add_argument("body", help="the message text")
+    parser = subparsers.add_parser("estimate", help="what a message (or a voice broadcast) costs")
+    parser.add_argument("body", nargs="?", help="the message text (not with --voice-broadcast)")
     parser.add_argument("--to", action="extend", nargs="+", default=None, metavar="NUMBER",
                         help="recipient in E.164, e.g. +14155550100 (repeatable; each priced by its country)")
     parser.add_argument("--recipients", type=int, help="price this many recipients in the rate card's home country")
@@ -22,11 +26,27 @@ def register(subparsers) -> None:
     parser.add_argument("--channel", choices=CHANNELS, help="default: mms with --media-url, else sms")
     parser.add_argument("--media-url", action="append", dest="media_urls", metavar="URL", help="attach media (MMS)")
     parser.add_argument("--smart-encoding", action="store_true", help="apply Twilio's Smart Encoding substitutions")
+    parser.add_argument("--voice-broadcast", action="store_true",
+                        help="a voice broadcast to --recipients numbers: numbers x expected minutes x rate + detection")
+    parser.add_argument("--expected-minutes", type=int, default=1, help="voice broadcast: minutes per answered call")
+    parser.add_argument("--machine-detection", action="store_true", help="voice broadcast: with machine detection")
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.voice_broadcast:
+        if args.body is not None:
+            raise ValidationFailed("a voice broadcast's estimate takes no message text", errors={"body": "not taken"})
+        broadcast = estimate_broadcast(args.recipients, args.expected_minutes, args.machine_detection,
+                                       rate_card=default_rate_card())
+        if args.json:
+            print(json.dumps(broadcast.as_dict()))
+        else:
+            Console().print(_broadcast_table(broadcast))
+        return 0
+    if args.body is None:
+        raise ValidationFailed("the message text is required", errors={"body": "is required"})
     estimate = estimate_message(
         args.body,
         to=args.to,
@@ -42,6 +62,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         Console().print(_table(estimate))
     return 0
+
+
+def _broadcast_table(estimate: BroadcastEstimate) -> Table:
+    table = Table(title="Voice broadcast estimate", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Numbers", str(estimate.numbers))
+    table.add_row("Expected minutes each", str(estimate.expected_minutes))
+    table.add_row("Credits per minute", format_credits(estimate.per_minute))
+    table.add_row("Detection per number", format_credits(estimate.detection))
+    table.add_row("Credits total", format_credits(estimate.credits))
+    return table
 
 
 def _table(estimate: Estimate) -> Table:

@@ -18,6 +18,8 @@ from shared.messaging.reprocessing import set_toll_free_reprocessing
 from shared.messaging.send_policy import SCOPES, account_window, set_quiet_hours
 from shared.models import Account
 from shared.money import format_credits
+from shared.voice.calls import MAX_CALL_MINUTES
+from shared.voice.inbound import set_call_minutes
 
 from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..auth import require_access
@@ -128,6 +130,10 @@ async def patch_account(request: web.Request) -> web.Response:
     short_code = None if settings_fields is None else settings_fields.obj("shared_short_code")
     keyword = _keyword(short_code)
     release_keyword = settings_fields is not None and settings_fields.body.get("shared_short_code", False) is None
+    call_minutes = {} if settings_fields is None else {
+        name: value for name in ("call_max_minutes", "inbound_grace_minutes")
+        if (value := settings_fields.integer(name, minimum=0 if name == "inbound_grace_minutes" else 1,
+                                             maximum=MAX_CALL_MINUTES)) is not None}
     fields.done(plan, overdraft_fields, flag_fields, settings_fields, short_code)
     now = datetime.now(timezone.utc)
     code = request.app[SETTINGS].shared_short_code
@@ -144,6 +150,8 @@ async def patch_account(request: web.Request) -> web.Response:
                 account = set_toll_free_reprocessing(session, account_id, enabled=toll_free_reprocessing)
             if keyword is not None or release_keyword:
                 account = shared_short_code.set_keyword(session, account_id, keyword, code=code)
+            if call_minutes:
+                account = set_call_minutes(session, account_id, **call_minutes)
             return account_json(session, account, now=now)
 
     return json_response(await asyncio.to_thread(patch, request.app[DATABASE]))
@@ -239,7 +247,9 @@ def account_json(session: Session, account: Account, *, now: datetime) -> dict:
         "quiet_hours_scope": account.quiet_hours_scope,
         "settings": {"quiet_hours": account_window(account).as_dict(), "quiet_hours_scope": account.quiet_hours_scope,
                      "toll_free_reprocessing": account.toll_free_reprocessing,
-                     "shared_short_code": shared_short_code.setting(account)},
+                     "shared_short_code": shared_short_code.setting(account),
+                     "call_max_minutes": account.call_max_minutes,
+                     "inbound_grace_minutes": account.inbound_grace_minutes},
         "flags": {flag: getattr(account, flag) for flag in accounts.FLAGS},
         "balance": format_credits(account.balance - expired),
         "held": format_credits(account.held),
@@ -313,12 +323,19 @@ _TOLL_FREE_REPROCESSING = {"type": "boolean", "description": (
         "The original settles as it would anyway; the resend holds and costs 1 credit per started 160 "
         "characters of the body, and waits parked like any send when the account cannot pay it. MMS, "
         "toll-free and short-code originals, other errors, and accounts without a toll-free number: no resend.")}
+_CALL_MAX_MINUTES = {"type": "integer", "minimum": 1, "maximum": MAX_CALL_MINUTES, "description": (
+    "Default 10: the minutes an outgoing call holds (and may last) when it names no max_minutes.")}
+_INBOUND_GRACE = {"type": "integer", "minimum": 0, "maximum": MAX_CALL_MINUTES, "description": (
+    "Default 5: the minutes a forwarded inbound call may talk past what the overdraft policy allows (inbound "
+    "calls always ring through); the debt this leaves is bounded by them.")}
 _SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
     "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
-    "toll_free_reprocessing": _TOLL_FREE_REPROCESSING, "shared_short_code": _SHARED_SHORT_CODE}}
+    "toll_free_reprocessing": _TOLL_FREE_REPROCESSING, "shared_short_code": _SHARED_SHORT_CODE,
+    "call_max_minutes": _CALL_MAX_MINUTES, "inbound_grace_minutes": _INBOUND_GRACE}}
 _SETTINGS_SHOWN = {"type": "object", "properties": {
     "quiet_hours": _QUIET_HOURS, "quiet_hours_scope": _QUIET_SCOPE,
     "toll_free_reprocessing": _TOLL_FREE_REPROCESSING,
+    "call_max_minutes": _CALL_MAX_MINUTES, "inbound_grace_minutes": _INBOUND_GRACE,
     "shared_short_code": {**_SHARED_SHORT_CODE, "required": ["keyword", "code"],
                           "properties": {"keyword": _KEYWORD,
                                          "code": {"type": "string", "description": "The shared short code to send from."}}}}}

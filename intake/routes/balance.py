@@ -10,6 +10,7 @@ from shared.ledger import book
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.money import format_credits
+from shared.voice.calls import CALL_REFERENCE, MINUTES_ENTRY_SUFFIXES, call_minutes
 
 from ..appkeys import DATABASE
 from ..auth import require_access
@@ -63,24 +64,38 @@ async def list_transactions(request: web.Request) -> web.Response:
         with database.read_only() as session:
             get_account(session, account_id)
             rows = book.transactions(session, account_id, limit=limit + 1, before_id=before_id, user_id=own_only,
-                                     kind=kind)
-        return page_of(request, rows, limit, _entry_json)
+                                     kind="usage" if kind == "call" else kind,
+                                     reference_prefix=CALL_REFERENCE if kind == "call" else None)
+            minutes = call_minutes(session, [row.reference for row in rows[:limit] if _of_a_call(row)])
+        return page_of(request, rows, limit, lambda row: _entry_json(row, minutes))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
 
-def _entry_json(row) -> dict:
-    return {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind, "credits": format_credits(row.amount),
-            "balance_after": format_credits(row.balance_after), "reference": row.reference, "user_id": row.user_id,
-            "memo": row.memo}
+def _of_a_call(row) -> bool:
+    return row.kind == "usage" and (row.reference or "").startswith(CALL_REFERENCE)
 
 
-ENTRY_KINDS = ("grant", "purchase", "usage", "carrier_fee", "refund", "expiry", "allocation", "month_end_charge", "reset",
-               "adjustment", "dispute")
+def _entry_json(row, minutes: dict[str, int | None]) -> dict:
+    """A call's usage is shown as kind `call`, with the minutes it charged (its minutes entry only: not a
+    voicemail's or a transcription's)."""
+    shown = {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind,
+             "credits": format_credits(row.amount), "balance_after": format_credits(row.balance_after),
+             "reference": row.reference, "user_id": row.user_id, "memo": row.memo}
+    if _of_a_call(row):
+        shown["kind"] = "call"
+        shown["minutes"] = minutes.get(row.reference) if row.idempotency_key.endswith(MINUTES_ENTRY_SUFFIXES) else None
+    return shown
+
+
+ENTRY_KINDS = ("grant", "purchase", "usage", "call", "carrier_fee", "refund", "expiry", "allocation",
+               "month_end_charge", "reset", "adjustment", "dispute")
 ENTRY_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "string"}, "at": _INSTANT,
     "kind": {"type": "string", "enum": list(ENTRY_KINDS),
-             "description": "refund and dispute: credits taken back when a payment is refunded or disputed at Stripe."},
+             "description": "refund and dispute: credits taken back when a payment is refunded or disputed at Stripe. "
+                            "call: what a call cost (its reference is the call's id)."},
+    "minutes": {"type": ["integer", "null"], "description": "A call's entry for its minutes: the minutes billed."},
     "credits": {**_SIGNED_CREDITS, "description": "Signed: what this entry added to the balance."},
     "balance_after": {**_SIGNED_CREDITS, "description": "The account's balance right after this entry."},
     "reference": {"type": ["string", "null"], "description": "Message, campaign or invoice."},

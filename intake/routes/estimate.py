@@ -17,6 +17,8 @@ from shared.messaging.estimate import (
 from shared.messaging.rates import SENDER_TYPES, default_rate_card
 from shared.messaging.segments import MAX_BODY_CHARACTERS
 from shared.messaging.shared_short_code import keyword_for, prefixed
+from shared.voice.broadcasts import MAX_RECIPIENTS as MAX_CALL_RECIPIENTS
+from shared.voice.broadcasts import estimate_broadcast
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
@@ -24,6 +26,7 @@ from ..errors import Problem
 from ..openapi import problem
 from ..policy import SEND, action
 
+VOICE_BROADCAST = "voice_broadcast"
 routes = web.RouteTableDef()
 
 
@@ -31,6 +34,14 @@ routes = web.RouteTableDef()
 @action(SEND)
 async def estimate(request: web.Request) -> web.Response:
     payload = await read_json(request)
+    if payload.get("channel") == VOICE_BROADCAST:
+        unknown = set(payload) - {"channel", "recipients", "expected_minutes", "machine_detection"}
+        if unknown:
+            raise Problem(422, "Validation failed", f"Not known for a voice broadcast: {', '.join(sorted(unknown))}.",
+                          errors={name: "is not a known field for a voice broadcast" for name in sorted(unknown)})
+        return json_response(estimate_broadcast(payload.get("recipients"), payload.get("expected_minutes"),
+                                                payload.get("machine_detection", False),
+                                                rate_card=default_rate_card()).as_dict())
     sender = payload.get("from")
     smart_encoding = payload.get("smart_encoding", False)
     if sender is not None and not isinstance(sender, str):
@@ -66,6 +77,10 @@ def _estimate(database: Database, account_id: str | None, payload: dict, sender:
 
 _CREDITS = {"type": "string", "pattern": r"^\d+(\.\d{1,3})?$", "examples": ["1.5"]}
 
+_BROADCAST_ESTIMATE = {"type": "object", "required": ["numbers", "expected_minutes", "credits"], "properties": {
+    "numbers": {"type": "integer", "maximum": MAX_CALL_RECIPIENTS}, "expected_minutes": {"type": "integer"},
+    "credits_per_minute": _CREDITS, "detection_per_number": _CREDITS, "credits": _CREDITS}}
+
 OPENAPI_PATHS = {
     "/v1/estimate": {
         "post": {
@@ -96,8 +111,16 @@ OPENAPI_PATHS = {
                                                                   "keyword on it: short-code rates, and the body "
                                                                   "counted with its `KEYWORD: ` prefix. "
                                                                   "Otherwise long-code rates apply."},
-                        "channel": {"type": "string", "enum": list(CHANNELS),
-                                    "description": "Default: mms when media_urls are given, else sms."},
+                        "channel": {"type": "string", "enum": [*CHANNELS, VOICE_BROADCAST],
+                                    "description": "Default: mms when media_urls are given, else sms. "
+                                                   "voice_broadcast: a voice broadcast to `recipients` numbers, "
+                                                   "which then takes only expected_minutes and "
+                                                   "machine_detection."},
+                        "expected_minutes": {"type": "integer", "minimum": 1, "maximum": 240,
+                                             "description": "voice_broadcast: minutes each answered call lasts "
+                                                            "(default 1)."},
+                        "machine_detection": {"type": "boolean",
+                                              "description": "voice_broadcast: the detection charge per number."},
                         "media_urls": {"type": "array", "maxItems": MAX_MEDIA_URLS,
                                        "items": {"type": "string", "format": "uri"}},
                         "smart_encoding": {"type": "boolean", "default": False,
@@ -106,7 +129,9 @@ OPENAPI_PATHS = {
                 }}},
             },
             "responses": {
-                "200": {"description": "The estimate", "content": {"application/json": {"schema": {
+                "200": {"description": "The estimate: a message's, or a voice broadcast's (numbers x "
+                                       "expected_minutes x the broadcast rate + the detection charge per number)",
+                        "content": {"application/json": {"schema": {"anyOf": [_BROADCAST_ESTIMATE, {
                     "type": "object",
                     "required": ["characters", "encoding", "segments", "credits_per_recipient", "recipients",
                                  "credits_total", "non_gsm_characters"],
@@ -122,7 +147,7 @@ OPENAPI_PATHS = {
                         "channel": {"type": "string", "enum": list(CHANNELS)},
                         "sender_type": {"type": "string", "enum": list(SENDER_TYPES)},
                     },
-                }}}},
+                }]}}}},
                 "422": problem(422, "Empty body without media, body over 1,600 characters, an invalid or unpriced "
                                     "number; `errors` names each field (`to[2]`, `body`, ...)"),
             },

@@ -11,6 +11,7 @@ from shared.messaging import senders
 from shared.messaging.rates import SENDER_TYPES
 from shared.models import PhoneNumber
 from shared.money import format_credits
+from shared.voice import inbound
 
 from ..appkeys import DATABASE
 from ..auth import require_access
@@ -78,8 +79,30 @@ async def remove_number(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.patch("/v1/accounts/{account_id}/numbers/{phone}")
+@action(CONFIGURE)
+async def configure_number(request: web.Request) -> web.Response:
+    account_id, phone = request.match_info["account_id"], request.match_info["phone"]
+    require_access(request, account_id)
+    body = await read_json(request)
+    fields = Fields(body)
+    forward_to = fields.text("forward_to", max_length=40)
+    voicemail, transcribe = fields.boolean("voicemail"), fields.boolean("transcribe")
+    fields.done()
+    forward = None if "forward_to" in body and body["forward_to"] is None else forward_to or inbound.UNCHANGED
+
+    def configure(database: Database) -> dict:
+        with database.unit_of_work() as session:
+            get_account(session, account_id)
+            return number_json(inbound.set_number_voice(session, account_id, phone, forward_to=forward,
+                                                        voicemail=voicemail, transcribe=transcribe))
+
+    return json_response(await asyncio.to_thread(configure, request.app[DATABASE]))
+
+
 def number_json(number: PhoneNumber) -> dict:
-    return {"phone": number.phone, "type": number.type,
+    return {"phone": number.phone, "type": number.type, "forward_to": number.forward_to,
+            "voicemail": number.voicemail, "transcribe": number.transcribe,
             "monthly_credits": format_credits(number.monthly_cost), "created_at": utc(number.created_at).isoformat(),
             "released_at": None if number.released_at is None else utc(number.released_at).isoformat()}
 
@@ -87,6 +110,9 @@ def number_json(number: PhoneNumber) -> dict:
 NUMBER_SCHEMA = {"type": "object", "properties": {
     "phone": {"type": "string", "description": "E.164"}, "type": {"type": "string", "enum": list(SENDER_TYPES)},
     "monthly_credits": {**_CREDITS, "description": "What the number costs per month (rate card, when added)."},
+    "forward_to": {"type": ["string", "null"], "description": "Inbound calls ring this phone first."},
+    "voicemail": {"type": "boolean", "description": "Callers nobody answered may leave a voicemail (1 credit)."},
+    "transcribe": {"type": "boolean", "description": "Voicemails are transcribed (4 credits)."},
     "created_at": _INSTANT,
     "released_at": {"type": ["string", "null"], "format": "date-time",
                     "description": "When the account's cancel released it; null while it is the account's sender."},
@@ -123,6 +149,21 @@ OPENAPI_PATHS = {
     "/v1/accounts/{account_id}/numbers/{phone}": {
         "parameters": [_ACCOUNT_PATH, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string"},
                                        "description": "E.164, with + encoded as %2B"}],
+        "patch": {"operationId": "configureNumber", "summary": "Forward the number's inbound calls, take voicemail",
+                  "description": (
+                      "Inbound calls to the number are always answered: forwarded to `forward_to` (null: not "
+                      "forwarded) for as long as the overdraft policy allows plus the account's grace minutes, at "
+                      "the forwarding rate (3 credits a minute), then, if nobody answered and `voicemail` is on, "
+                      "recorded (1 credit) and, with `transcribe`, transcribed (4 credits)."),
+                  "requestBody": {"required": True, **_json({"type": "object", "additionalProperties": False,
+                                                             "examples": [{"forward_to": "+14155550123",
+                                                                           "voicemail": True, "transcribe": True}],
+                                                             "properties": {
+                      "forward_to": {"type": ["string", "null"]}, "voicemail": {"type": "boolean"},
+                      "transcribe": {"type": "boolean"}}})},
+                  "responses": {"200": {"description": "the number", **_json(NUMBER_SCHEMA)},
+                                "404": problem(404, "not a number of the account"),
+                                "422": problem(422, "not an E.164 phone number, or a bad field")}},
         "delete": {"operationId": "removeNumber", "summary": "Remove a sender number",
                    "responses": {"204": {"description": "removed"}, "404": problem(404, "not a number of the account"),
                                  "422": problem(422, "not an E.164 phone number")}},

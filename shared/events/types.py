@@ -5,7 +5,8 @@ EVENT_TYPES: dict[str, str] = {
     "message.delivered": "The carrier reported an outbound message delivered.",
     "message.failed": "An outbound message ended undelivered or failed (Twilio refused it, or the carrier did).",
     "message.received": "Someone texted one of the account's numbers (an inbound reply).",
-    "call.completed": "A call ended. Reserved: voice is not built yet, so nothing writes it.",
+    "call.completed": "A call ended and was charged (outgoing, bridged, broadcast or inbound): the call as GET "
+                      "/v1/calls/{id} shows it.",
     "balance.low": "A settlement left a wallet (the company pool or a user's credits) under the account's "
                    "low_balance_threshold; at most once a day per user told, as the low-credit email.",
     "account.locked": "A charge took a prepaid account's pool below zero: no new sends until credits land.",

@@ -653,14 +653,16 @@ def holdable(session: Session, account_id: str, facts, *, user_id: str | None, n
 
 
 def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None,
-                 user_id: str | None = None, kind: str | None = None) -> list[Row]:
-    """Entries newest first (only `user_id`'s, of `kind`, if given); page on with the last id returned as
-    `before_id`."""
+                 user_id: str | None = None, kind: str | None = None, reference_prefix: str | None = None) -> list[Row]:
+    """Entries newest first (only `user_id`'s, of `kind`, whose reference starts with `reference_prefix`, if given);
+    page on with the last id returned as `before_id`."""
     query = select(entries).where(entries.c.account_id == account_id)
     if user_id is not None:
         query = query.where(entries.c.user_id == user_id)
     if kind is not None:
         query = query.where(entries.c.kind == kind)
+    if reference_prefix is not None:
+        query = query.where(entries.c.reference.startswith(reference_prefix, autoescape=True))
     if before_id is not None:
         query = query.where(entries.c.id < before_id)
     return list(_sql(session).execute(query.order_by(entries.c.id.desc()).limit(limit)))

@@ -1,4 +1,4 @@
-"""The only place that talks to Twilio: the official `twilio` package, failures classified into shared.twilio.errors.
+"""The only place that talks to Twilio (messages and calls): the official `twilio` package, failures classified into shared.twilio.errors.
 
 One gateway per set of credentials, shared by every worker thread of a process: its requests.Session keeps a
 pool of keep-alive connections (urllib3's pool is thread-safe), so a send does not pay a TCP+TLS handshake.
@@ -69,6 +69,21 @@ class TwilioMessage:
     date_created: datetime | None = None
 
 
+@dataclass(frozen=True)
+class TwilioCall:
+    """A call as Twilio sees it (create's answer, fetch, list): `duration` in seconds once it has ended."""
+
+    sid: str
+    account_sid: str
+    status: str
+    duration: int | None
+    answered_by: str | None
+    date_created: datetime | None = None
+
+
+# The progress creditq follows: answered (in-progress) and the end; initiated and ringing would double the
+# callbacks of every call and change nothing a call costs.
+CALL_PROGRESS_EVENTS = ["answered", "completed"]
 TWILIO_API_BASE = "https://api.twilio.com"
 
 
@@ -135,6 +150,7 @@ class TwilioGateway:
             client.api.base_url = api_base.rstrip("/")
         # Resolved once here: the package builds these lazily, which is not worth racing over in threads.
         self._messages = client.api.account.messages
+        self._calls = client.api.account.calls
         self._account = client.api.v2010.accounts(account_sid)
 
     def send(self, *, to: str, from_: str, body: str, media_urls: list[str] | None = None) -> SentMessage:
@@ -186,6 +202,61 @@ class TwilioGateway:
             raise TransientTwilioError(f"could not list messages to {to} from Twilio: {error}") from error
         return [_twilio_message(message) for message in reversed(listed)
                 if message.body == body and (message.date_created is None or message.date_created >= sent_after)]
+
+    @property
+    def public_base_url(self) -> str:
+        """Where Twilio reaches creditq: the base of every callback URL."""
+        return self.status_callback_url.removesuffix(STATUS_CALLBACK_PATH)
+
+    def place_call(self, *, to: str, from_: str, twiml: str, status_callback: str, time_limit: int | None,
+                   machine_detection: bool) -> TwilioCall:
+        """Create the call at Twilio with its TwiML, its progress callbacks and the TimeLimit its hold covers.
+
+        Raises only shared.twilio.errors classes; OutcomeUnknown means Twilio may have placed it: do not again.
+        """
+        try:
+            call = self._calls.create(
+                to=to, from_=from_, twiml=twiml, status_callback=status_callback,
+                status_callback_event=CALL_PROGRESS_EVENTS, time_limit=values.unset if time_limit is None else time_limit,
+                machine_detection="DetectMessageEnd" if machine_detection else values.unset,
+            )
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            if _never_left(error):
+                raise TransientTwilioError(f"could not reach Twilio: {error}") from error
+            raise OutcomeUnknown(f"no answer from Twilio to a call create, it may have been placed: {error}") from error
+        return _twilio_call(call)
+
+    def fetch_call(self, sid: str) -> TwilioCall:
+        """Twilio's current view of a call; an unknown sid is PermanentTwilioError(20404)."""
+        try:
+            return _twilio_call(self._calls(sid).fetch())
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not fetch {sid} from Twilio: {error}") from error
+
+    def find_calls(self, *, to: str, from_: str, placed_after: datetime) -> list[TwilioCall]:
+        """Twilio's calls from `from_` to `to` created since `placed_after`, oldest first: for a create whose
+        answer was lost."""
+        try:
+            listed = self._calls.list(to=to, from_=from_, limit=FIND_LIMIT)
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not list calls to {to} from Twilio: {error}") from error
+        return [_twilio_call(call) for call in reversed(listed)
+                if call.date_created is None or call.date_created >= placed_after]
+
+    def legs_of(self, parent_sid: str) -> list[TwilioCall]:
+        """The calls a call's <Dial> made (its forwarded legs)."""
+        try:
+            return [_twilio_call(call) for call in self._calls.list(parent_call_sid=parent_sid, limit=FIND_LIMIT)]
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise self._classify(error) from error
+        except requests.RequestException as error:
+            raise TransientTwilioError(f"could not list the legs of {parent_sid} from Twilio: {error}") from error
 
     def account_status(self) -> str:
         """Twilio's status of this gateway's own account ('active', 'suspended', 'closed').
@@ -270,6 +341,12 @@ def _twilio_message(message) -> TwilioMessage:
         error_message=message.error_message,
         date_created=message.date_created,
     )
+
+
+def _twilio_call(call) -> TwilioCall:
+    return TwilioCall(sid=call.sid, account_sid=call.account_sid, status=call.status,
+                      duration=_int_or_none(call.duration), answered_by=call.answered_by,
+                      date_created=call.date_created)
 
 
 def simulator_url(settings: Settings) -> str:

@@ -26,7 +26,7 @@ SPEC_PATH = Path(__file__).resolve().parents[3] / ".." / "shared" / "twilio" / "
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 MESSAGE = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
 ACCOUNT = "/2010-04-01/Accounts/{Sid}.json"
-RFC_2822_FIELDS = ("date_created", "date_updated", "date_sent")
+RFC_2822_FIELDS = ("date_created", "date_updated", "date_sent", "start_time", "end_time")
 FINAL = {"delivered", "undelivered", "failed"}
 
 
@@ -67,7 +67,7 @@ def assert_matches_twilio(resource: dict[str, Any], schema: dict[str, Any]) -> N
     jsonschema.validate(resource, schema)
     assert set(resource) == set(schema["properties"]), "fields differ from Twilio's"
     for field in RFC_2822_FIELDS:
-        if resource[field] is not None:
+        if resource.get(field) is not None:
             assert parsedate_to_datetime(resource[field]).utcoffset().total_seconds() == 0
 
 

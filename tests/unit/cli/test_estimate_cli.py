@@ -81,3 +81,16 @@ def test_a_broken_rate_card_path_is_one_line(capsys, monkeypatch, tmp_path):
     assert code == 2
     assert captured.err.startswith(f"creditq: RATE_CARD_PATH={path}: ")
     assert captured.err.count("\n") == 1
+
+
+def test_a_voice_broadcast_estimate_is_numbers_times_minutes_times_rate_plus_detection(capsys):
+    code = main(["estimate", "--voice-broadcast", "--recipients", "500", "--expected-minutes", "2",
+                 "--machine-detection", "--json"])
+
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == {"numbers": 500, "expected_minutes": 2, "credits_per_minute": "2",
+                                                   "detection_per_number": "0.5", "credits": "2250"}
+
+
+def test_a_voice_broadcast_estimate_takes_no_message_text(capsys):
+    assert main(["estimate", "Hello", "--voice-broadcast", "--recipients", "5"]) == 2

@@ -62,6 +62,10 @@ def test_a_bad_flag_value_stops_the_cli():
         {"sender_outcomes": "not json"},
         {"num_segments_override": 0},
         {"latency_ms": "soon"},
+        {"call_outcomes": "answered=1"},
+        {"answered_by": "robot=1"},
+        {"call_outcomes": "busy=0"},
+        {"call_minute_ms": -1},
     ],
 )
 def test_invalid_values_are_refused_without_partial_changes(changes):
@@ -100,3 +104,19 @@ def test_every_knob_says_what_it_does_in_help():
     for name, description in described.items():
         assert f"--{name.replace('_', '-')} VALUE {description} (default: " in help_text
         assert f"env TWILIO_SIM_{name.upper()})" in help_text
+
+
+def test_voice_knobs_come_from_the_environment_and_round_trip():
+    # given the voice knobs in the environment, the clock compressed to 5 ms a call-minute
+    config = SimulatorConfig.from_env({"TWILIO_SIM_CALL_MINUTE_MS": "5", "TWILIO_SIM_CALL_OUTCOMES": "completed=8,busy=2",
+                                       "TWILIO_SIM_ANSWERED_BY": "human=1,machine_end_beep=1",
+                                       "TWILIO_SIM_PRICE_PER_MINUTE": "0.013"})
+
+    # when read, and copied through their dict form
+    copy = SimulatorConfig()
+    copy.apply(config.as_dict())
+
+    # then they have the knobs' types and survive the copy
+    assert (config.call_minute_ms, config.call_outcomes) == (5, {"completed": 8.0, "busy": 2.0})
+    assert config.answered_by == {"human": 1.0, "machine_end_beep": 1.0}
+    assert copy == config

@@ -1,0 +1,110 @@
+"""Twilio's reports of a call's progress: verified, applied in any order and any number of times, and the call
+settled once, on the first report that says it ended.
+
+A status only moves forward (a `ringing` after a `completed` changes nothing); the final one settles: started
+minutes of CallDuration x the rate per leg (+ the flat machine-detection charge of a number called), the rest of
+the hold released. The settlement's ledger key is the call's, so a repeated report never charges twice.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.errors import CallbackRejected
+from shared.events.outbox import emit
+from shared.ledger import book
+from shared.messaging.phone_numbers import country_of
+from shared.messaging.rates import RateCard
+from shared.models import Account, Call
+from shared.twilio.gateway import TwilioCall
+from shared.twilio.signatures import Credentials, SignedForm, credentials_of
+from shared.voice.calls import FINAL_STATUSES, call_view
+from shared.voice.pricing import CallPrice
+
+_RANK = {"accepted": 0, "parked": 0, "queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4,
+         **dict.fromkeys(FINAL_STATUSES, 5)}
+TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True)
+class CallReport:
+    """What Twilio says of a call: in a status callback, a create's answer or a fetch."""
+
+    call_sid: str
+    account_sid: str
+    status: str
+    duration: int | None = None
+    answered_by: str | None = None
+
+
+def early_report(call: TwilioCall) -> CallReport:
+    return CallReport(call.sid, call.account_sid, call.status, call.duration, call.answered_by)
+
+
+def record_callback(session: Session, call_id: str | None, report: CallReport, signed: SignedForm, *,
+                    deployment: Credentials, rate_card: RateCard, now: datetime) -> str | None:
+    """Apply a status callback about our call `call_id` (from the URL we gave Twilio; None: found by CallSid).
+
+    Raises CallbackRejected unless the form names the Twilio account the call was placed with (the deployment's or
+    the account's own) and is signed with its token, and is about that call's sid. None: a call we do not know,
+    answered quietly when signed by credentials we hold for it.
+    """
+    call = (session.get(Call, call_id, with_for_update=True) if call_id
+            else session.scalars(select(Call).where(Call.twilio_sid == report.call_sid).with_for_update()).first())
+    if call is None:
+        return None
+    account = session.get(Account, call.account_id)
+    credentials = credentials_of(signed.account_sid, own_sid=account.twilio_account_sid,
+                                 own_token=account.twilio_auth_token, deployment=deployment)
+    if (not signed.signed_by(credentials) or (call.twilio_account_sid not in (None, signed.account_sid))
+            or call.twilio_sid not in (None, report.call_sid)):
+        raise CallbackRejected("The callback does not come from the Twilio account this call was placed with.")
+    return apply_report(session, call.id, report, rate_card=rate_card, now=now)
+
+
+def apply_report(session: Session, call_id: str, report: CallReport, *, rate_card: RateCard,
+                 now: datetime) -> str:
+    """Store the sid if it is the first we hear of it, move the status forward, settle on a final one; the call's
+    status after it."""
+    call = session.get(Call, call_id, with_for_update=True)
+    if call.twilio_sid is None:
+        call.twilio_sid, call.twilio_account_sid = report.call_sid, report.account_sid
+    if report.answered_by:
+        call.answered_by = report.answered_by
+    if _RANK.get(report.status, 0) > _RANK[call.status]:
+        call.status, call.updated_at = report.status, now
+        if report.status in TWILIO_FINAL and call.direction == "outbound":
+            call.duration_seconds = report.duration or 0
+        elif report.status in TWILIO_FINAL:  # inbound: its parts were charged as they came
+            _ended(session, call, now)
+    if call.status in TWILIO_FINAL and call.credits_charged is None and call.direction == "outbound":
+        settle_call(session, call, rate_card=rate_card, now=now)
+    return call.status
+
+
+def settle_call(session: Session, call: Call, *, rate_card: RateCard, now: datetime) -> None:
+    """Charge what the call talked (the sweeper also calls this for a call Twilio never placed), release the rest."""
+    minutes, charge = call_price_of(call, rate_card).charge(call.duration_seconds or 0,
+                                                            placed=call.twilio_sid is not None)
+    if call.hold_id is not None:
+        if charge > 0:
+            book.settle(session, call.hold_id, charge, reference=call.id, idempotency_key=f"call:{call.id}:charge",
+                        now=now)
+        else:
+            book.void(session, call.hold_id, now=now)
+    call.minutes_billed, call.credits_charged, call.updated_at = minutes, charge, now
+    _ended(session, call, now)
+
+
+def _ended(session: Session, call: Call, now: datetime) -> None:
+    session.flush()
+    emit(session, "call.completed", account_id=call.account_id, key=f"call.completed:{call.id}",
+         data=call_view(call), now=now)
+
+
+def call_price_of(call: Call, rate_card: RateCard) -> CallPrice:
+    """The price the call was accepted at (its stored rate), with today's flat machine-detection charge."""
+    flat = rate_card.price("answering_machine_detection", country=country_of(call.to)) if call.machine_detection else 0
+    return CallPrice(per_minute=call.rate * call.legs, flat=flat)

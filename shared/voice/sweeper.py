@@ -1,0 +1,150 @@
+"""What keeps every call moving when a job or a report is lost.
+
+- `parked` calls of an account that may pay again are made `accepted` and enqueued (the place step parks them
+  again if it still cannot pay a minute).
+- `accepted` calls left waiting (a place job lost with a killed worker, a failed enqueue) are enqueued again,
+  unless their broadcast is paused; the place step skips any that another job took meanwhile.
+- `queued` calls without a sid whose create may have been lost are looked for at Twilio by To and From: adopted
+  when Twilio has one since the claim, else failed and their hold released (Twilio never placed them).
+- placed calls still not final long after their time limit are fetched from Twilio and their status applied,
+  so a call whose final report never came is still settled, once.
+- inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
+  legs talked is charged under the key the <Dial> action uses, so once whichever comes.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import Database
+from shared.ledger import book
+from shared.ledger.expiry import utc
+from shared.messaging.rates import RateCard
+from shared.models import Account, Call, VoiceBroadcast
+from shared.twilio.errors import PermanentTwilioError, TransientTwilioError
+from shared.voice import inbound
+from shared.voice.placing import RING_ALLOWANCE_SECONDS
+from shared.voice.progress import apply_report, early_report
+from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
+
+log = logging.getLogger(__name__)
+BATCH = 500
+IN_FLIGHT = ("queued", "initiated", "ringing", "in-progress")
+NEVER_PLACED = "Twilio has no record of this call: it was never placed, and nothing was charged."
+
+
+@dataclass
+class CallSweep:
+    enqueued: list[str] = field(default_factory=list)
+    reconciled: dict[str, str] = field(default_factory=dict)
+
+
+def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCard, now: datetime,
+                stale_after: timedelta) -> CallSweep:
+    report = CallSweep()
+    with database.unit_of_work() as session:
+        report.enqueued = _unparked(session, now - stale_after, now) + _waiting(session, now - stale_after)
+        overdue = _overdue(session, now, stale_after)
+        unreported = _unreported_inbound(session, now, stale_after)
+    for call_id in unreported:
+        try:
+            report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for, now=now)
+        except TransientTwilioError as error:
+            log.warning("could not reconcile inbound call %s: %s", call_id, error)
+    for call_id in overdue:
+        try:
+            report.reconciled[call_id] = reconcile(database, call_id, gateway_for=gateway_for, rate_card=rate_card,
+                                                   now=now)
+        except TransientTwilioError as error:
+            log.warning("could not reconcile call %s: %s", call_id, error)
+    return report
+
+
+def _unparked(session: Session, before: datetime, now: datetime) -> list[str]:
+    """Parked calls of accounts that may send again (credits came, the lock lifted) go back to `accepted`."""
+    ids = list(session.scalars(
+        select(Call.id).join(Account, Account.id == Call.account_id)
+        .where(Call.status == "parked", Call.direction == "outbound", Call.updated_at < before,
+               Account.status == "active").order_by(Call.updated_at).limit(BATCH)))
+    if ids:
+        session.execute(update(Call).where(Call.id.in_(ids), Call.status == "parked")
+                        .values(status="accepted", error_message=None, updated_at=now))
+    return ids
+
+
+def _waiting(session: Session, before: datetime) -> list[str]:
+    paused = select(VoiceBroadcast.id).where(VoiceBroadcast.status != "running").scalar_subquery()
+    return list(session.scalars(
+        select(Call.id).where(Call.status == "accepted", Call.direction == "outbound", Call.updated_at < before,
+                              or_(Call.broadcast_id.is_(None), Call.broadcast_id.not_in(paused)))
+        .order_by(Call.updated_at).limit(BATCH)))
+
+
+def _overdue(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
+    """Calls without a sid claimed more than `stale_after` ago, and placed calls long past their time limit."""
+    candidates = session.execute(
+        select(Call.id, Call.twilio_sid, Call.claimed_at, Call.time_limit)
+        .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after)
+        .order_by(Call.claimed_at).limit(BATCH)).all()
+    return [row.id for row in candidates if row.twilio_sid is None or utc(row.claimed_at) + timedelta(
+        seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after < now]
+
+
+def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
+    """Inbound calls still talking long after their forwarded leg's time limit could have ended."""
+    rows = session.execute(
+        select(Call.id, Call.created_at, Call.time_limit)
+        .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after)
+        .order_by(Call.created_at).limit(BATCH)).all()
+    return [row.id for row in rows if utc(row.created_at) + timedelta(
+        seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
+
+
+def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, now: datetime) -> str:
+    """Fetch an inbound call and its forwarded legs from Twilio; charge what the legs talked, once."""
+    with database.read_only() as session:
+        call = session.get(Call, call_id)
+        account = session.get(Account, call.account_id)
+        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+        sid = call.twilio_sid
+    parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+    with database.unit_of_work() as session:
+        return inbound.reconcile_forwarded(session, call_id, parent, legs, now)
+
+
+def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard, now: datetime) -> str:
+    """Ask Twilio what became of the call and apply it; the call's status after it."""
+    with database.read_only() as session:
+        call = session.get(Call, call_id)
+        account = session.get(Account, call.account_id)
+        sid, claimed_at, to, from_ = call.twilio_sid, utc(call.claimed_at), call.connect_to or call.to, call.from_
+        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+    if sid is not None:
+        try:
+            found = [gateway.fetch_call(sid)]
+        except PermanentTwilioError:
+            found = []
+    else:  # Twilio's list dates have whole seconds
+        found = gateway.find_calls(to=to, from_=from_, placed_after=claimed_at.replace(microsecond=0))
+    with database.unit_of_work() as session:
+        taken = set(session.scalars(select(Call.twilio_sid).where(Call.twilio_sid.in_([c.sid for c in found]),
+                                                                  Call.id != call_id)))
+        found = [placed for placed in found if placed.sid not in taken]
+        if found:
+            return apply_report(session, call_id, early_report(found[0]), rate_card=rate_card, now=now)
+        return _never_placed(session, call_id, now)
+
+
+def _never_placed(session: Session, call_id: str, now: datetime) -> str:
+    call = session.get(Call, call_id, with_for_update=True)
+    if call.status not in IN_FLIGHT or call.credits_charged is not None:
+        return call.status
+    if call.hold_id is not None:
+        book.void(session, call.hold_id, now=now)
+    call.status, call.error_message, call.credits_charged, call.minutes_billed = "failed", NEVER_PLACED, 0, 0
+    call.updated_at = now
+    return call.status

@@ -1,0 +1,176 @@
+"""Call callbacks answer to the Twilio account the call was placed with (or its number's account), settle once in
+any order, and an inbound call's parts are each charged once, whichever comes first."""
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.errors import CallbackRejected
+from shared.ledger import book
+from shared.messaging.rates import default_rate_card
+from shared.models import Account, Call, Entry, PhoneNumber
+from shared.twilio.gateway import TwilioCall
+from shared.twilio.signatures import Credentials, SignedForm
+from shared.voice import inbound
+from shared.voice.progress import CallReport, record_callback
+from twilio_sim.signature import twilio_signature
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+URL = "https://creditq.example/webhooks/twilio/call-status?call=call_own"
+DEPLOYMENT = Credentials("AC" + "d" * 32, "deployment-token")
+OWN = Credentials("AC" + "1" * 32, "own-token")  # acct_own's subaccount
+ROGUE = Credentials("AC" + "9" * 32, "rogue-token")  # what another tenant stored as its own
+SID = "CA" + "a" * 32
+NUMBER, CALLER = "+14155550111", "+14155550100"
+
+
+@pytest.fixture
+def db(database):
+    """acct_own places calls with its subaccount and holds 10 credits; acct_rogue stored credentials of its own."""
+    with database.unit_of_work() as session:
+        session.add_all([
+            Account(id="acct_own", name="Own", twilio_account_sid=OWN.account_sid, twilio_auth_token=OWN.auth_token),
+            Account(id="acct_rogue", name="Rogue", twilio_account_sid=ROGUE.account_sid,
+                    twilio_auth_token=ROGUE.auth_token)])
+        session.flush()
+        book.grant(session, "acct_own", 10_000, "purchase", granted_at=T0, idempotency_key="grant")
+        hold = book.reserve(session, "acct_own", 10_000, reference="call_own", idempotency_key="call:call_own:hold:0",
+                            ttl_seconds=900, now=T0)
+        session.add_all([
+            PhoneNumber(account_id="acct_own", phone=NUMBER, type="long_code", forward_to="+14155550199",
+                        voicemail=True, transcribe=True),
+            Call(id="call_own", account_id="acct_own", direction="outbound", to=CALLER, from_=NUMBER, say="Hi",
+                 machine_detection=False, max_minutes=5, minutes_held=5, time_limit=300, legs=1, rate=2000,
+                 status="queued", credits_estimated=10_000, hold_id=hold.id, twilio_sid=SID,
+                 twilio_account_sid=OWN.account_sid, attempts=1, created_at=T0, updated_at=T0)])
+    return database
+
+
+def signed(params: dict, signer: Credentials, *, url: str = URL, naming: str | None = None) -> SignedForm:
+    params = {**params, "AccountSid": naming or signer.account_sid}
+    return SignedForm(url, params, twilio_signature(signer.auth_token, url, params))
+
+
+def report(status: str, duration: int | None = None, signer: Credentials = OWN) -> tuple[CallReport, SignedForm]:
+    params = {"CallSid": SID, "CallStatus": status, **({"CallDuration": str(duration)} if duration is not None else {})}
+    form = signed(params, signer)
+    return CallReport(SID, form.account_sid, status, duration), form
+
+
+def apply(db, call_id: str | None, status: str, duration: int | None = None, signer: Credentials = OWN):
+    the_report, form = report(status, duration, signer)
+    with db.unit_of_work() as session:
+        return record_callback(session, call_id, the_report, form, deployment=DEPLOYMENT,
+                               rate_card=default_rate_card(), now=T0)
+
+
+def money(db, account_id: str) -> tuple[int, int, int]:
+    with db.unit_of_work() as session:
+        account = session.get(Account, account_id)
+        charges = session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage"))
+        return account.balance, account.held, charges
+
+
+@pytest.mark.parametrize("signer", [DEPLOYMENT, ROGUE])
+def test_a_call_callback_signed_by_another_twilio_account_is_refused(db, signer):
+    # given a call placed with acct_own's subaccount
+    # when its report comes signed by the deployment's or another tenant's credentials
+    with pytest.raises(CallbackRejected):
+        apply(db, "call_own", "completed", 61, signer)
+
+    # then nothing changed: the hold is still pending, nothing charged
+    assert money(db, "acct_own") == (10_000, 10_000, 0)
+
+
+def test_completed_before_ringing_and_repeated_settles_once(db):
+    # given the final report first, then a late ringing, then the final one again (found by its sid)
+    statuses = [apply(db, "call_own", "completed", 61), apply(db, "call_own", "ringing"),
+                apply(db, None, "completed", 61)]
+
+    # then the call stays completed and is charged 2 minutes once; the rest of the hold is released
+    assert statuses == ["completed", "completed", "completed"]
+    assert money(db, "acct_own") == (6_000, 0, 1)
+    with db.unit_of_work() as session:
+        call = session.get(Call, "call_own")
+        assert (call.duration_seconds, call.minutes_billed, call.credits_charged) == (61, 2, 4000)
+
+
+def test_a_busy_call_releases_its_whole_hold(db):
+    apply(db, "call_own", "busy", 0)
+
+    assert money(db, "acct_own") == (10_000, 0, 0)
+
+
+def test_a_report_about_a_call_creditq_does_not_know_changes_nothing(db):
+    assert apply(db, "call_unknown", "completed", 61) is None
+    assert money(db, "acct_own") == (10_000, 10_000, 0)
+
+
+def ring(db, signer: Credentials = OWN) -> str:
+    form = signed({"CallSid": "CA" + "b" * 32, "From": CALLER, "To": NUMBER}, signer,
+                  url="https://creditq.example/webhooks/twilio/voice")
+    with db.unit_of_work() as session:
+        return inbound.answer(session, inbound.Ringing("CA" + "b" * 32, CALLER, NUMBER), form, deployment=DEPLOYMENT,
+                              rate_card=default_rate_card(), base_url="https://creditq.example", now=T0)
+
+
+def test_an_inbound_call_is_forwarded_for_what_the_account_can_pay_plus_the_grace(db):
+    # given acct_own has 10 credits, all held for a call: nothing available
+    # when someone calls its number
+    twiml = ring(db)
+
+    # then the call is forwarded for the 5 grace minutes, with a dial action naming the call
+    assert 'timeLimit="300"' in twiml and "+14155550199</Dial>" in twiml and "step=dialed" in twiml
+
+
+def test_an_inbound_call_signed_by_another_account_is_refused(db):
+    with pytest.raises(CallbackRejected):
+        ring(db, ROGUE)
+
+
+def test_a_transcription_before_its_recording_and_each_twice_is_charged_once_each(db):
+    # given a forwarded call nobody answered
+    ring(db)
+    with db.unit_of_work() as session:
+        call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
+    url = f"https://creditq.example/webhooks/twilio/recording?call={call_id}"
+    base = {"CallSid": "CA" + "b" * 32, "RecordingSid": "RE" + "c" * 32, "RecordingUrl": "https://r.example/RE"}
+    transcription = signed({**base, "TranscriptionSid": "TR" + "d" * 32, "TranscriptionText": "Call me"}, OWN,
+                           url=url)
+    recording = signed(base, OWN, url=url)
+
+    # when the transcription comes first, then the recording, then both again
+    for form in (transcription, recording, transcription, recording):
+        with db.unit_of_work() as session:
+            inbound.recorded(session, call_id, form, deployment=DEPLOYMENT, rate_card=default_rate_card(), now=T0)
+
+    # then the voicemail (1) and the transcription (4) are charged once each
+    with db.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        assert (call.credits_charged, call.transcription, call.recording_url) == (5000, "Call me", "https://r.example/RE")
+        assert session.get(Account, "acct_own").balance == 5_000
+
+
+def test_a_forwarded_leg_reconciled_from_twilio_then_reported_late_is_charged_once(db):
+    # given a forwarded call whose <Dial> action never came
+    ring(db)
+    with db.unit_of_work() as session:
+        call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
+    parent = TwilioCall("CA" + "b" * 32, OWN.account_sid, "completed", 200, None)
+    legs = [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130, None)]
+
+    # when the sweeper reconciles it from Twilio, and then the action arrives after all
+    with db.unit_of_work() as session:
+        status = inbound.reconcile_forwarded(session, call_id, parent, legs, T0)
+    action = signed({"CallSid": "CA" + "b" * 32, "DialCallStatus": "completed", "DialCallDuration": "130"}, OWN,
+                    url=f"https://creditq.example/webhooks/twilio/voice?call={call_id}&step=dialed")
+    with db.unit_of_work() as session:
+        inbound.dialed(session, call_id, action, deployment=DEPLOYMENT, base_url="https://creditq.example", now=T0)
+
+    # then the leg's 3 started minutes were charged once, at the forwarding rate
+    assert status == "completed"
+    with db.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        assert (call.minutes_billed, call.credits_charged) == (3, 9000)
+        assert session.get(Account, "acct_own").balance == 1_000
