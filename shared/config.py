@@ -17,6 +17,7 @@ SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
 STAND_IN_STRIPE_API_KEY = "sk_test_creditq_stand_in"  # the Stripe stand-in's well-known key and webhook secret
 STAND_IN_STRIPE_WEBHOOK_SECRET = "whsec_creditq_stand_in"
 PAYMENT_GATEWAYS = ("stripe", "simulated")
+BROKERS = ("redis", "rabbitmq")  # CREDITQ_BROKER: where the dramatiq jobs queue; Redis serves the rest either way
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")  # where a simulator may run with its own well-known credentials
 
 
@@ -75,6 +76,8 @@ class Settings:
     idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
     new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
     new_account_daily_messages: int = 500  # the cap: messages per local day
+    broker: str = "redis"  # CREDITQ_BROKER, read by shared.broker.broker_for
+    amqp_url: str | None = field(default=None, repr=False)  # AMQP_URL: RabbitMQ's, when the broker is "rabbitmq"
     shared_short_code: str | None = None  # SHARED_SHORT_CODE: accounts send from it under a keyword; None: off
     # CREDITQ_ENV: "production" refuses webhook endpoints on private addresses or over http, the simulated payment
     # gateway and the Stripe stand-in's well-known key and webhook secret; "development" (`creditq dev`) allows them
@@ -177,6 +180,22 @@ def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) 
     return RateLimit(rate, burst) if rate > 0 else None
 
 
+def broker_choice(env) -> tuple[str, str | None]:
+    """CREDITQ_BROKER (default redis) and, for rabbitmq, AMQP_URL; read by every process before it binds its actors."""
+    broker = env.get("CREDITQ_BROKER") or "redis"
+    if broker not in BROKERS:
+        raise ConfigError(f"CREDITQ_BROKER={broker!r} is not one of: {', '.join(BROKERS)}")
+    if broker == "redis":
+        return broker, None
+    amqp_url = env.get("AMQP_URL") or None
+    if amqp_url is None:
+        raise ConfigError("CREDITQ_BROKER=rabbitmq needs AMQP_URL (amqp://user:password@host:5672/vhost)")
+    parsed = urlparse(amqp_url)
+    if parsed.scheme not in ("amqp", "amqps") or not parsed.hostname:  # the URL is not echoed: it holds a password
+        raise ConfigError("AMQP_URL must be a URL starting with amqp:// or amqps://, with a host")
+    return broker, amqp_url
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...], *, host_in_query: bool = False) -> str:
     """`host_in_query`: the host may be the `host` query parameter instead, as libpq takes a unix-socket
     directory (`postgresql://user@/db?host=/run/postgresql`)."""
@@ -243,6 +262,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     redis_url = env.get("REDIS_URL") or None
     if redis_url is not None:
         _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+    broker, amqp_url = broker_choice(env)
     web_port = _port("PORT", env.get("PORT", "8080"))
     simulator_port = _port("CREDITQ_SIMULATOR_PORT", env.get("CREDITQ_SIMULATOR_PORT", "8081"))
     twilio_api_base = env.get("TWILIO_API_BASE") or None
@@ -289,6 +309,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
+        broker=broker,
+        amqp_url=amqp_url,
         twilio_account_sid=sid,
         twilio_auth_token=token,
         twilio_api_base=twilio_api_base,

@@ -178,3 +178,33 @@ def test_webhooks_may_reach_private_addresses_only_when_development_is_said(tmp_
 
     # then only the last lets webhook endpoints be http or on private addresses
     assert load_settings(env).development is private_webhooks
+
+
+def test_the_broker_is_redis_unless_rabbitmq_is_chosen(tmp_path):
+    default = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)})
+    chosen = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_BROKER": "rabbitmq",
+                            "AMQP_URL": "amqp://creditq:s3cret@mq.internal:5672/creditq"})
+
+    assert (default.broker, default.amqp_url) == ("redis", None)
+    assert (chosen.broker, chosen.amqp_url) == ("rabbitmq", "amqp://creditq:s3cret@mq.internal:5672/creditq")
+    assert "s3cret" not in repr(chosen)
+
+
+@pytest.mark.parametrize(("process", "env", "line"), [
+    ("web", {"CREDITQ_BROKER": "kafka"}, "creditq: CREDITQ_BROKER='kafka' is not one of: redis, rabbitmq"),
+    ("worker", {"CREDITQ_BROKER": "rabbitmq"},
+     "creditq: CREDITQ_BROKER=rabbitmq needs AMQP_URL (amqp://user:password@host:5672/vhost)"),
+    ("scheduler", {"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": "http://guest:s3cret@mq.internal"},
+     "creditq: AMQP_URL must be a URL starting with amqp:// or amqps://, with a host"),
+])
+def test_a_bad_broker_choice_stops_a_process_with_one_line(tmp_path, process, env, line):
+    # given a broker choice that cannot work
+    env = {"PATH": "/usr/bin:/bin", "CREDITQ_DATA_DIR": str(tmp_path), **env}
+
+    # when a process starts
+    result = subprocess.run([sys.executable, "-m", "creditq", process], env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    # then it exits non-zero with a single line naming the setting (and never the URL's password)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [line]
