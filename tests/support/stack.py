@@ -46,7 +46,8 @@ class Stack:
         self.web_port, self.simulator_port, self.stripe_port = free_port(), free_port(), free_port()
         self.redis = EmbeddedRedis(self.directory / "redis")
         self.extra_env = env or {}
-        self.broker_env = {"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": amqp_url} if amqp_url else {"CREDITQ_BROKER": "redis"}
+        self.broker_env = ({"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": amqp_url} if amqp_url
+                           else {"CREDITQ_BROKER": "redis"})
         self.processes: dict[str, subprocess.Popen] = {}
         self.env: dict[str, str] = {}
 
