@@ -29,16 +29,26 @@ def default_middleware() -> list:
     ]
 
 
+class RabbitmqBesideRedis(RabbitmqBroker):
+    """dramatiq's RabbitmqBroker, knowing the Redis that throttles, leases and rate limits use beside it."""
+
+    def __init__(self, *, redis_url: str, **kwargs):
+        super().__init__(**kwargs)
+        self.redis_url = redis_url
+
+
 def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,
                 install: bool = True) -> dramatiq.Broker:
-    """A RabbitmqBroker on `amqp_url`, else a RedisBroker on a URL (real Redis) or an existing client (fakeredis in
-    unit tests); made the global broker unless `install` is false (a client that only enqueues, in a test).
+    """A RabbitmqBroker on `amqp_url` (beside the Redis on `redis_url`), else a RedisBroker on a URL (real Redis) or
+    an existing client (fakeredis in unit tests); made the global broker unless `install` is false (a client that
+    only enqueues, in a test).
 
     RabbitMQ confirms each publish, so an enqueue that returns is on the server (an unconfirmed one could vanish
     with its connection, leaving the message to wait for the sweeper).
     """
     if amqp_url is not None:
-        broker = RabbitmqBroker(url=amqp_url, confirm_delivery=True, middleware=default_middleware())
+        broker = RabbitmqBesideRedis(url=amqp_url, redis_url=redis_url, confirm_delivery=True,
+                                     middleware=default_middleware())
     else:
         broker = RedisBroker(url=redis_url, client=client, middleware=default_middleware())
     if install:
@@ -70,10 +80,10 @@ def broker_from_environment() -> dramatiq.Broker:
 
 def redis_beside(broker: dramatiq.Broker) -> redis.Redis:
     """The Redis that throttles, leases and rate limits use: the broker's own client when it queues on Redis (the
-    same server, or a test's fakeredis), else a client on REDIS_URL."""
+    same server, or a test's fakeredis), else a client on the REDIS_URL the RabbitMQ broker was made with."""
     if isinstance(broker, RedisBroker):
         return broker.client
-    return redis.Redis.from_url(os.environ["REDIS_URL"])
+    return redis.Redis.from_url(broker.redis_url)
 
 
 def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[int | None] | None = None) -> None:
