@@ -58,7 +58,8 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
              clock: Callable[[], datetime] | None = None) -> web.Application:
     """Build the app; a database or broker passed in (tests) is used as is and not disposed.
 
-    The rate limits use the Redis every web process shares (the broker's, or REDIS_URL's beside RabbitMQ), through an asyncio pool of their own.
+    The rate limits use the Redis every web process shares (the broker's, or REDIS_URL's beside RabbitMQ), through an
+    asyncio pool of their own.
     """
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, auth_middleware],

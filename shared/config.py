@@ -76,8 +76,6 @@ class Settings:
     idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
     new_account_days: int = 7  # accounts younger than this have a daily send cap (0: no account has one)
     new_account_daily_messages: int = 500  # the cap: messages per local day
-    broker: str = "redis"  # CREDITQ_BROKER, read by shared.broker.broker_for
-    amqp_url: str | None = field(default=None, repr=False)  # AMQP_URL: RabbitMQ's, when the broker is "rabbitmq"
     shared_short_code: str | None = None  # SHARED_SHORT_CODE: accounts send from it under a keyword; None: off
     # CREDITQ_ENV: "production" refuses webhook endpoints on private addresses or over http, the simulated payment
     # gateway and the Stripe stand-in's well-known key and webhook secret; "development" (`creditq dev`) allows them
@@ -262,7 +260,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     redis_url = env.get("REDIS_URL") or None
     if redis_url is not None:
         _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
-    broker, amqp_url = broker_choice(env)
+    broker_choice(env)  # shared.broker reads it again when it binds the actors; a bad choice stops start-up here
     web_port = _port("PORT", env.get("PORT", "8080"))
     simulator_port = _port("CREDITQ_SIMULATOR_PORT", env.get("CREDITQ_SIMULATOR_PORT", "8081"))
     twilio_api_base = env.get("TWILIO_API_BASE") or None
@@ -309,8 +307,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
-        broker=broker,
-        amqp_url=amqp_url,
         twilio_account_sid=sid,
         twilio_auth_token=token,
         twilio_api_base=twilio_api_base,
