@@ -2,6 +2,7 @@
 RabbitMQ (CREDITQ_BROKER=rabbitmq, AMQP_URL) where one already runs. Redis is needed either way: the sender
 throttles, the scheduler lease and the rate limits live there."""
 
+import logging
 import os
 from uuid import uuid4
 
@@ -35,6 +36,8 @@ class RabbitmqBesideRedis(RabbitmqBroker):
     def __init__(self, *, redis_url: str, **kwargs):
         super().__init__(**kwargs)
         self.redis_url = redis_url
+        # pika logs each connection and channel it opens (one per thread) at INFO: five lines, nothing to act on
+        logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,
