@@ -70,6 +70,19 @@ def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing_on_rab
     check_money(database, stack, messages, {account_id: 1_000_000 for account_id, _, _ in accounts})
 
 
+def wait_until_final_without_sweeping(database, stack, ids: list[str]) -> dict[str, Message]:
+    deadline = time.monotonic() + 90
+    while True:
+        with database.unit_of_work() as unit:
+            messages = {m.id: m for m in unit.scalars(select(Message).where(Message.id.in_(ids)))}
+        if all_final(messages.values()):
+            return messages
+        if time.monotonic() > deadline:
+            pytest.fail(f"messages not done: {dict(Counter(m.status for m in messages.values()))}\n"
+                        f"{stack.log('worker')[-3000:]}")
+        time.sleep(0.3)
+
+
 def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_sweep(stack, database, sim):
     # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker)
     account_id, headers, sender = new_account(stack, 200, "100")
@@ -83,15 +96,25 @@ def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_s
         assert response.status_code == 202 and response.json()["status"] == "scheduled", response.text
         ids.append(response.json()["id"])
     # When their time comes, with no sweep enqueued (no scheduler runs in the stack)
-    deadline = time.monotonic() + 90
-    while True:
-        with database.unit_of_work() as unit:
-            messages = {m.id: m for m in unit.scalars(select(Message).where(Message.id.in_(ids)))}
-        if all_final(messages.values()):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"scheduled messages not done: {dict(Counter(m.status for m in messages.values()))}\n"
-                        f"{stack.log('worker')[-3000:]}")
-        time.sleep(0.3)
+    messages = wait_until_final_without_sweeping(database, stack, ids)
     # Then the delayed jobs released every one: each sent once and charged once
+    check_money(database, stack, messages, {account_id: 100_000})
+
+
+def test_the_scheduler_on_rabbitmq_sweeps_up_send_jobs_the_broker_lost(stack, database, broker, sim):
+    # Given messages accepted while no worker runs, whose send jobs are then lost from RabbitMQ
+    account_id, headers, sender = new_account(stack, 300, "100")
+    stack.kill_worker()
+    ids = post_messages(stack, [(headers, sender, f"rabbit lost {i}") for i in range(20)])
+    assert broker.get_queue_message_counts("send")[0] == 20
+    broker.flush("send")
+    # When the worker comes back and the scheduler runs (its jobs on RabbitMQ, its lease in Redis)
+    stack.start_worker()
+    stack.start_scheduler()
+    try:
+        messages = wait_until_final_without_sweeping(database, stack, ids)
+        assert redis.Redis.from_url(stack.redis.url).get("creditq:scheduler:lease") is not None
+    finally:
+        stack.stop_scheduler()
+    # Then the scheduler's sweep enqueued them again from the database: each sent once and charged once
     check_money(database, stack, messages, {account_id: 100_000})

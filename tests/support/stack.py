@@ -141,6 +141,15 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def start_scheduler(self) -> None:
+        """`creditq scheduler` (its sweeps every 15 s and the billing calendar); the stack runs none until asked."""
+        self._spawn("scheduler", "scheduler")
+
+    def stop_scheduler(self) -> None:
+        process = self.processes.pop("scheduler")
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+
     def broker(self) -> dramatiq.Broker:
         """A client-side broker like the processes', to enqueue by actor name without importing the actors."""
         return broker_for(self.env, install=False)
