@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import dramatiq
 from aiohttp import web
 
+from shared.broker import redis_beside
 from shared.config import Settings
 from shared.db import Database
 from shared.events import outbox
@@ -59,7 +60,8 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
              clock: Callable[[], datetime] | None = None) -> web.Application:
     """Build the app; a database or broker passed in (tests) is used as is and not disposed.
 
-    The rate limits use the broker's Redis, the one every web process shares, through an asyncio pool of their own.
+    The rate limits use the Redis every web process shares (the broker's, or REDIS_URL's beside RabbitMQ), through an
+    asyncio pool of their own.
     """
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, auth_middleware],
@@ -90,8 +92,8 @@ def _utc_now() -> datetime:
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The asyncio Redis pool on the broker's server, and the rate limiter that uses it."""
-    client = app[REDIS] = asyncio_redis_like(app[ENQUEUER].broker.client)
+    """The asyncio Redis pool on the shared Redis (`redis_beside` the broker), and the rate limiter that uses it."""
+    client = app[REDIS] = asyncio_redis_like(redis_beside(app[ENQUEUER].broker))
     settings = app[SETTINGS]
     limiter = app[RATE_LIMITER] = RateLimiter(client, keys=settings.key_rate_limit,
                                               operator=settings.operator_rate_limit)

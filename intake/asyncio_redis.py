@@ -1,9 +1,9 @@
-"""The web process's asyncio Redis: a pool on the broker's server, so what a request asks of Redis itself (its
+"""The web process's asyncio Redis: a pool on the shared Redis, so what a request asks of Redis itself (its
 rate limit) is awaited on the event loop, never run in a thread.
 
-The pool is made from the broker's synchronous client, so the two always reach the same server, database and
-credentials (REDIS_URL, or the client a test passes in): the same connection settings, through the asyncio
-counterpart of its connection class.
+The pool is made from a synchronous client (the broker's, when it queues on Redis), so the two always reach the
+same server, database and credentials (REDIS_URL, or the client a test passes in): the same connection settings,
+through the asyncio counterpart of its connection class.
 """
 
 import redis

@@ -1,4 +1,4 @@
-"""Enqueueing from the event loop: the broker's Redis calls run in a thread, never on the loop."""
+"""Enqueueing from the event loop: the broker's calls (Redis or RabbitMQ) run in a thread, never on the loop."""
 
 import asyncio
 
@@ -16,7 +16,7 @@ class Enqueuer:
     @property
     def broker(self) -> dramatiq.Broker:
         if self._broker is None:
-            import workers  # declares every actor on the broker at REDIS_URL
+            import workers  # declares every actor on the broker the environment names
 
             self._broker = workers.broker
         return self._broker
@@ -26,5 +26,5 @@ class Enqueuer:
 
     def send_many_blocking(self, actor_name: str, args_list: list[tuple], *,
                            delays_ms: list[int | None] | None = None) -> None:
-        """Jobs of one actor in one Redis round trip, for code already off the loop (in a thread)."""
+        """Jobs of one actor (in one round trip on Redis), for code already off the loop (in a thread)."""
         enqueue_many(self.broker.get_actor(actor_name), args_list, delays=delays_ms)

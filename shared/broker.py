@@ -1,14 +1,19 @@
-"""The dramatiq broker on Redis, shared by the intake (enqueue only), the workers and the scheduler."""
+"""The dramatiq broker, shared by the intake (enqueue only), the workers and the scheduler: Redis by default, or
+RabbitMQ (CREDITQ_BROKER=rabbitmq, AMQP_URL) where one already runs. Redis is needed either way: the sender
+throttles, the scheduler lease and the rate limits live there."""
 
+import logging
 import os
 from uuid import uuid4
 
 import dramatiq
+import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from shared.config import ConfigError
+from shared.config import ConfigError, broker_choice
 
 PIPELINE_BATCH = 1000  # messages per Redis round trip
 
@@ -25,27 +30,63 @@ def default_middleware() -> list:
     ]
 
 
-def make_broker(redis_url: str | None = None, *, client=None) -> RedisBroker:
-    """A RedisBroker on a URL (real Redis) or an existing client (fakeredis in unit tests), made global."""
-    broker = RedisBroker(url=redis_url, client=client, middleware=default_middleware())
-    dramatiq.set_broker(broker)
+class RabbitmqBesideRedis(RabbitmqBroker):
+    """dramatiq's RabbitmqBroker, knowing the Redis that throttles, leases and rate limits use beside it."""
+
+    def __init__(self, *, redis_url: str, **kwargs):
+        super().__init__(**kwargs)
+        self.redis_url = redis_url
+        # pika logs each connection and channel it opens (one per thread) at INFO: five lines, nothing to act on
+        logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,
+                install: bool = True) -> dramatiq.Broker:
+    """A RabbitmqBroker on `amqp_url` (beside the Redis on `redis_url`), else a RedisBroker on a URL (real Redis) or
+    an existing client (fakeredis in unit tests); made the global broker unless `install` is false (a client that
+    only enqueues, in a test).
+
+    RabbitMQ confirms each publish, so an enqueue that returns is on the server (an unconfirmed one could vanish
+    with its connection, leaving the message to wait for the sweeper).
+    """
+    if amqp_url is not None:
+        broker = RabbitmqBesideRedis(url=amqp_url, redis_url=redis_url, confirm_delivery=True,
+                                     middleware=default_middleware())
+    else:
+        broker = RedisBroker(url=redis_url, client=client, middleware=default_middleware())
+    if install:
+        dramatiq.set_broker(broker)
     return broker
 
 
+def broker_for(environ, *, install: bool = True) -> dramatiq.Broker:
+    """The broker CREDITQ_BROKER names: RabbitMQ on AMQP_URL, or Redis on REDIS_URL (required either way)."""
+    redis_url = environ.get("REDIS_URL")
+    if not redis_url:
+        raise ConfigError("REDIS_URL is not set: start processes with `creditq worker|web|scheduler` or set it")
+    _, amqp_url = broker_choice(environ)
+    return make_broker(redis_url, amqp_url=amqp_url, install=install)
+
+
 def broker_from_environment() -> dramatiq.Broker:
-    """The broker a process entry point already installed, else one on REDIS_URL.
+    """The broker a process entry point already installed, else the one the environment names (`broker_for`).
 
     `creditq worker|web|scheduler` export REDIS_URL (starting the embedded server when needed)
-    before anything imports the actors, so every process, parent or forked, finds the same Redis.
+    before anything imports the actors, so every process, parent or forked, finds the same Redis and broker.
     """
     from dramatiq import broker as global_state
 
     if global_state.global_broker is not None:
         return global_state.global_broker
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        raise ConfigError("REDIS_URL is not set: start processes with `creditq worker|web|scheduler` or set it")
-    return make_broker(url)
+    return broker_for(os.environ)
+
+
+def redis_beside(broker: dramatiq.Broker) -> redis.Redis:
+    """The Redis that throttles, leases and rate limits use: the broker's own client when it queues on Redis (the
+    same server, or a test's fakeredis), else a client on the REDIS_URL the RabbitMQ broker was made with."""
+    if isinstance(broker, RedisBroker):
+        return broker.client
+    return redis.Redis.from_url(broker.redis_url)
 
 
 def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[int | None] | None = None) -> None:
@@ -54,7 +95,8 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
 
     Runs the RedisBroker's own enqueue (message copy with a fresh redis_message_id, the delay queue and
     eta of a delayed one, middleware hooks, the dispatch script) so the messages are indistinguishable
-    from `actor.send`'s. Other brokers (the StubBroker) enqueue one by one.
+    from `actor.send`'s. Other brokers enqueue one by one: dramatiq's RabbitmqBroker has no batch publish (each
+    publish waits for its confirm), and the StubBroker's enqueue is in memory.
     """
     delays = delays or [None] * len(args_list)
     broker = actor.broker

@@ -17,6 +17,7 @@ SIMULATOR_AUTH_TOKEN = "simulator-auth-token"
 STAND_IN_STRIPE_API_KEY = "sk_test_creditq_stand_in"  # the Stripe stand-in's well-known key and webhook secret
 STAND_IN_STRIPE_WEBHOOK_SECRET = "whsec_creditq_stand_in"
 PAYMENT_GATEWAYS = ("stripe", "simulated")
+BROKERS = ("redis", "rabbitmq")  # CREDITQ_BROKER: where the dramatiq jobs queue; Redis serves the rest either way
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")  # where a simulator may run with its own well-known credentials
 
 
@@ -177,6 +178,22 @@ def _rate_limit(env, rate_name: str, burst_name: str, default: tuple[str, str]) 
     return RateLimit(rate, burst) if rate > 0 else None
 
 
+def broker_choice(env) -> tuple[str, str | None]:
+    """CREDITQ_BROKER (default redis) and, for rabbitmq, AMQP_URL; read by every process before it binds its actors."""
+    broker = env.get("CREDITQ_BROKER") or "redis"
+    if broker not in BROKERS:
+        raise ConfigError(f"CREDITQ_BROKER={broker!r} is not one of: {', '.join(BROKERS)}")
+    if broker == "redis":
+        return broker, None
+    amqp_url = env.get("AMQP_URL") or None
+    if amqp_url is None:
+        raise ConfigError("CREDITQ_BROKER=rabbitmq needs AMQP_URL (amqp://user:password@host:5672/vhost)")
+    parsed = urlparse(amqp_url)
+    if parsed.scheme not in ("amqp", "amqps") or not parsed.hostname:  # the URL is not echoed: it holds a password
+        raise ConfigError("AMQP_URL must be a URL starting with amqp:// or amqps://, with a host")
+    return broker, amqp_url
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...], *, host_in_query: bool = False) -> str:
     """`host_in_query`: the host may be the `host` query parameter instead, as libpq takes a unix-socket
     directory (`postgresql://user@/db?host=/run/postgresql`)."""
@@ -243,6 +260,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     redis_url = env.get("REDIS_URL") or None
     if redis_url is not None:
         _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+    broker_choice(env)  # shared.broker reads it again when it binds the actors; a bad choice stops start-up here
     web_port = _port("PORT", env.get("PORT", "8080"))
     simulator_port = _port("CREDITQ_SIMULATOR_PORT", env.get("CREDITQ_SIMULATOR_PORT", "8081"))
     twilio_api_base = env.get("TWILIO_API_BASE") or None

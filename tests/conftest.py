@@ -1,4 +1,4 @@
-"""Shared fixtures: databases (SQLite file, real PostgreSQL), the embedded Redis, settings."""
+"""Shared fixtures: databases (SQLite file, real PostgreSQL), the embedded Redis, a RabbitMQ node, settings."""
 
 import itertools
 import os
@@ -11,6 +11,7 @@ from shared.embedded_redis import EmbeddedRedis
 from shared.models import Base
 from shared.secrets import use_keys
 from tests.support.postgres import TemporaryPostgres
+from tests.support.rabbitmq import TemporaryRabbitmq
 from tests.support.stack import SECRET_KEY
 
 _database_names = itertools.count()
@@ -63,6 +64,13 @@ def database(request) -> Database:
 @pytest.fixture(scope="session")
 def embedded_redis(tmp_path_factory):
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server():
+    """A RabbitMQ node of this test process's own (each pytest-xdist worker starts one), stopped at the end."""
+    with TemporaryRabbitmq() as server:
         yield server
 
 

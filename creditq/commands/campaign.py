@@ -1,7 +1,7 @@
 """`creditq campaign send --csv FILE --from NUMBER --body TEXT`: a campaign from a CSV, with a progress bar.
 
 Through the HTTP API (`--api URL --key KEY`) or, without them, straight into DATABASE_URL with the
-fan-out enqueued on REDIS_URL. The bar follows the campaign until every sendable recipient's message
+fan-out enqueued on the broker (CREDITQ_BROKER). The bar follows the campaign until every sendable recipient's message
 has left the queue (sent, delivered, failed, canceled or skipped) or `--no-wait`.
 """
 
@@ -100,7 +100,7 @@ class _Api:
 
 
 class _Direct:
-    """The database on DATABASE_URL and the broker on REDIS_URL, as `creditq worker` would use them."""
+    """The database on DATABASE_URL and the broker CREDITQ_BROKER names, as `creditq worker` would use them."""
 
     def __init__(self, account_id: str | None):
         if not account_id:

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ["CREDITQ_ENV"] = "development"  # the stand-ins and their well-known secrets, webhooks to localhost
+    os.environ["CREDITQ_BROKER"] = "redis"  # one machine: its embedded Redis queues the jobs too
     settings = load_settings()
     refuse_if_taken(settings.web_host, settings.web_port, "PORT")
     refuse_if_taken("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT")

@@ -15,7 +15,7 @@ def database(stack):
 
 @pytest.fixture(scope="module")
 def broker(stack):
-    """The stack's Redis broker, to see and put jobs as the processes do."""
+    """The stack's broker (Redis or RabbitMQ), to see and put jobs as the processes do."""
     broker = stack.broker()
     yield broker
     broker.close()

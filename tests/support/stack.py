@@ -1,4 +1,5 @@
-"""The real creditq processes (web, worker, Twilio simulator, Stripe stand-in) on a fresh PostgreSQL database and a real Redis.
+"""The real creditq processes (web, worker, Twilio simulator, Stripe stand-in) on a fresh PostgreSQL database and a real Redis,
+the jobs queued on that Redis or on a RabbitMQ node (`amqp_url`, CREDITQ_BROKER=rabbitmq).
 
 Used by tests/e2e and bench/: each process is started as a user would (`python -m creditq ...`), in its
 own process group, so it and its children can be killed -9 or stopped together. Without a PostgreSQL
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import dramatiq
 import requests
-from dramatiq.brokers.redis import RedisBroker
 
+from shared.broker import broker_for
 from shared.embedded_redis import EmbeddedRedis
 
 ADMIN_KEY = "e2e-operator-key-0123456789abcdef"
@@ -35,7 +36,7 @@ class Stack:
     """`with Stack(postgres_server, tmp_dir) as stack:` — everything torn down on exit; None: on SQLite."""
 
     def __init__(self, postgres_server, directory: Path, *, database_name: str = "e2e", worker_processes: int = 2,
-                 worker_threads: int = 8, env: dict[str, str] | None = None):
+                 worker_threads: int = 8, env: dict[str, str] | None = None, amqp_url: str | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.postgres_server = postgres_server
@@ -45,6 +46,8 @@ class Stack:
         self.web_port, self.simulator_port, self.stripe_port = free_port(), free_port(), free_port()
         self.redis = EmbeddedRedis(self.directory / "redis")
         self.extra_env = env or {}
+        self.broker_env = ({"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": amqp_url} if amqp_url
+                           else {"CREDITQ_BROKER": "redis"})
         self.processes: dict[str, subprocess.Popen] = {}
         self.env: dict[str, str] = {}
 
@@ -92,6 +95,7 @@ class Stack:
             "CREDITQ_ADMIN_KEY": ADMIN_KEY,
             "CREDITQ_SECRET_KEY": SECRET_KEY,
             "CREDITQ_DATA_DIR": str(self.directory / "data"),
+            **self.broker_env,
             **self.extra_env,
         }
         with open(self.directory / "db-upgrade.log", "ab") as log:
@@ -137,11 +141,20 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
-    def broker(self) -> RedisBroker:
-        """A client-side broker on the stack's Redis, to enqueue by actor name without importing the actors."""
-        return RedisBroker(url=self.redis.url)
+    def start_scheduler(self) -> None:
+        """`creditq scheduler` (its sweeps every 15 s and the billing calendar); the stack runs none until asked."""
+        self._spawn("scheduler", "scheduler")
 
-    def enqueue(self, broker: RedisBroker, actor_name: str, *args, queue_name: str = "default") -> None:
+    def stop_scheduler(self) -> None:
+        process = self.processes.pop("scheduler")
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+
+    def broker(self) -> dramatiq.Broker:
+        """A client-side broker like the processes', to enqueue by actor name without importing the actors."""
+        return broker_for(self.env, install=False)
+
+    def enqueue(self, broker: dramatiq.Broker, actor_name: str, *args, queue_name: str = "default") -> None:
         broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={},
                                         options={}))
 

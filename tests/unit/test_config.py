@@ -6,7 +6,7 @@ import sys
 import pytest
 from cryptography.fernet import Fernet
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, broker_choice, load_settings
 
 
 def test_defaults_give_a_sqlite_file_embedded_redis_and_the_simulator(tmp_path):
@@ -178,3 +178,30 @@ def test_webhooks_may_reach_private_addresses_only_when_development_is_said(tmp_
 
     # then only the last lets webhook endpoints be http or on private addresses
     assert load_settings(env).development is private_webhooks
+
+
+def test_the_broker_is_redis_unless_rabbitmq_is_chosen():
+    assert broker_choice({}) == ("redis", None)
+    assert broker_choice({"AMQP_URL": "amqp://mq.internal"}) == ("redis", None)
+    assert broker_choice({"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": "amqps://creditq:s3cret@mq.internal/creditq"}) == (
+        "rabbitmq", "amqps://creditq:s3cret@mq.internal/creditq")
+
+
+@pytest.mark.parametrize(("process", "env", "line"), [
+    ("web", {"CREDITQ_BROKER": "kafka"}, "creditq: CREDITQ_BROKER='kafka' is not one of: redis, rabbitmq"),
+    ("worker", {"CREDITQ_BROKER": "rabbitmq"},
+     "creditq: CREDITQ_BROKER=rabbitmq needs AMQP_URL (amqp://user:password@host:5672/vhost)"),
+    ("scheduler", {"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": "http://guest:s3cret@mq.internal"},
+     "creditq: AMQP_URL must be a URL starting with amqp:// or amqps://, with a host"),
+])
+def test_a_bad_broker_choice_stops_a_process_with_one_line(tmp_path, process, env, line):
+    # given a broker choice that cannot work
+    env = {"PATH": "/usr/bin:/bin", "CREDITQ_DATA_DIR": str(tmp_path), **env}
+
+    # when a process starts
+    result = subprocess.run([sys.executable, "-m", "creditq", process], env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    # then it exits non-zero with a single line naming the setting (and never the URL's password)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [line]

@@ -1,0 +1,120 @@
+"""The send pipeline's end-to-end checks with the jobs queued on RabbitMQ (CREDITQ_BROKER=rabbitmq): web, worker,
+Twilio simulator, a RabbitMQ node of the test session's, PostgreSQL, and Redis for the throttles and rate limits only.
+
+The checks are the Redis pipeline module's own (tests/e2e/test_send_pipeline_e2e.py), on fewer messages: each
+message sent once and charged once against the simulator's log, and `creditq ledger verify` clean.
+"""
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+import requests
+from sqlalchemy import select
+
+from shared.models import Message
+from tests.e2e.test_send_pipeline_e2e import all_final, check_money, new_account, post_messages, wait_until
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_server, rabbitmq_server, tmp_path_factory):
+    env = {
+        "CREDITQ_HOLD_TTL_SECONDS": "15",
+        "CREDITQ_SWEEP_STALE_SECONDS": "10",
+        "CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",
+        "TWILIO_SIM_CALLBACK_DELAY_MS": "100",
+    }
+    with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_rabbitmq", env=env,
+               amqp_url=rabbitmq_server.url) as running:
+        yield running
+
+
+@pytest.fixture
+def sim(stack):
+    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
+    yield lambda **knobs: requests.post(f"{stack.simulator_url}/_sim/config", json=knobs,
+                                        timeout=10).raise_for_status()
+    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
+
+
+def test_messages_with_messy_callbacks_are_sent_once_and_charged_once_through_rabbitmq(stack, database, broker, sim):
+    # Given four accounts and a Twilio that duplicates and reorders callbacks and fails some messages
+    sim(duplicate_callback_rate=0.2, out_of_order_rate=0.2,
+        outcomes={"delivered": 0.9, "undelivered": 0.05, "failed": 0.05})
+    accounts = [new_account(stack, n, "1000") for n in range(4)]
+    # When 200 messages are posted
+    ids = post_messages(stack, [(headers, sender, f"rabbit {i} to {account_id}")
+                                for i in range(50) for account_id, headers, sender in accounts])
+    # Then every one ends final and every account paid exactly Twilio's segments, once
+    messages = wait_until(database, stack, broker, ids, all_final)
+    check_money(database, stack, messages, {account_id: 1_000_000 for account_id, _, _ in accounts})
+    # And the jobs went through RabbitMQ: Redis holds no dramatiq queue
+    assert redis.Redis.from_url(stack.redis.url).keys("dramatiq:*") == []
+
+
+def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing_on_rabbitmq(stack, database, broker, sim):
+    accounts = [new_account(stack, 100 + n, "1000") for n in range(4)]
+    ids = post_messages(stack, [(headers, sender, f"rabbit killed {i} to {account_id}")
+                                for i in range(50) for account_id, headers, sender in accounts])
+    # When a worker is killed -9 while messages are in flight (RabbitMQ requeues what it had not acked), then restarted
+    wait_until(database, stack, broker, ids, lambda ms: sum(m.twilio_sid is not None for m in ms) >= 40)
+    stack.kill_worker()
+    stack.start_worker()
+    # Then every message still ends final, none reached Twilio twice, none was charged twice
+    messages = wait_until(database, stack, broker, ids, all_final, timeout=120)
+    check_money(database, stack, messages, {account_id: 1_000_000 for account_id, _, _ in accounts})
+
+
+def wait_until_final_without_sweeping(database, stack, ids: list[str]) -> dict[str, Message]:
+    deadline = time.monotonic() + 90
+    while True:
+        with database.unit_of_work() as unit:
+            messages = {m.id: m for m in unit.scalars(select(Message).where(Message.id.in_(ids)))}
+        if all_final(messages.values()):
+            return messages
+        if time.monotonic() > deadline:
+            pytest.fail(f"messages not done: {dict(Counter(m.status for m in messages.values()))}\n"
+                        f"{stack.log('worker')[-3000:]}")
+        time.sleep(0.3)
+
+
+def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_sweep(stack, database, sim):
+    # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker)
+    account_id, headers, sender = new_account(stack, 200, "100")
+    send_at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    session = requests.Session()
+    ids = []
+    for i in range(10):
+        response = session.post(f"{stack.url}/v1/messages", headers=headers, timeout=30,
+                                json={"to": "+14155550100", "from": sender, "body": f"rabbit later {i}",
+                                      "send_at": send_at})
+        assert response.status_code == 202 and response.json()["status"] == "scheduled", response.text
+        ids.append(response.json()["id"])
+    # When their time comes, with no sweep enqueued (no scheduler runs in the stack)
+    messages = wait_until_final_without_sweeping(database, stack, ids)
+    # Then the delayed jobs released every one: each sent once and charged once
+    check_money(database, stack, messages, {account_id: 100_000})
+
+
+def test_the_scheduler_on_rabbitmq_sweeps_up_send_jobs_the_broker_lost(stack, database, broker, sim):
+    # Given messages accepted while no worker runs, whose send jobs are then lost from RabbitMQ
+    account_id, headers, sender = new_account(stack, 300, "100")
+    stack.kill_worker()
+    ids = post_messages(stack, [(headers, sender, f"rabbit lost {i}") for i in range(20)])
+    assert broker.get_queue_message_counts("send")[0] == 20
+    broker.flush("send")
+    # When the worker comes back and the scheduler runs (its jobs on RabbitMQ, its lease in Redis)
+    stack.start_worker()
+    stack.start_scheduler()
+    try:
+        messages = wait_until_final_without_sweeping(database, stack, ids)
+        assert redis.Redis.from_url(stack.redis.url).get("creditq:scheduler:lease") is not None
+    finally:
+        stack.stop_scheduler()
+    # Then the scheduler's sweep enqueued them again from the database: each sent once and charged once
+    check_money(database, stack, messages, {account_id: 100_000})
