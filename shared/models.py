@@ -567,6 +567,8 @@ class CampaignStep(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | fanning_out | done
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     starts_at: Mapped[datetime]
+    # what the step's messages should cost, priced at creation: forecasts count the steps not fanned out yet
+    credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0, server_default="0")
 
 
 class CampaignRecipient(Base):

@@ -15,7 +15,7 @@ the highest id now.
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, text, update
@@ -31,8 +31,9 @@ messages = Message.__table__
 accounts = Account.__table__
 
 TEXTS, MMS, CARRIER_FEES, OTHER_FEES = "texts", "mms", "carrier_fees", "other_fees"
-KINDS = (TEXTS, MMS, CARRIER_FEES, OTHER_FEES)
-SPENDING_ENTRY_KINDS = ("usage", "carrier_fee", "month_end_charge")  # what using the product costs
+KINDS = (TEXTS, MMS, CARRIER_FEES, OTHER_FEES)  # spending: what using the product cost
+EXPIRED = "expired"  # credits that lapsed unspent, on the last day they could be spent (plan advice reads them)
+FOLDED_ENTRY_KINDS = ("usage", "carrier_fee", "month_end_charge", "expiry")
 POOL = ""  # daily_usage.user_id of the company pool's spending
 FOLD_ROW = 1
 FOLD_LIMIT = 20_000
@@ -82,14 +83,15 @@ def usage_by_day(session: Session, account_id: str, *, since: date, until: date,
     totals: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0])
     query = select(daily_usage.c.day, daily_usage.c.kind, func.sum(daily_usage.c.millicredits),
                    func.sum(daily_usage.c.count)).where(
-        daily_usage.c.account_id == account_id, daily_usage.c.day >= since, daily_usage.c.day <= until)
+        daily_usage.c.account_id == account_id, daily_usage.c.day >= since, daily_usage.c.day <= until,
+        daily_usage.c.kind.in_(KINDS))
     if user_id is not None:
         query = query.where(daily_usage.c.user_id == user_id)
     for day, kind, millicredits, count in session.execute(query.group_by(daily_usage.c.day, daily_usage.c.kind)):
         totals[(day, kind)][0] += int(millicredits)
         totals[(day, kind)][1] += int(count)
-    for (_, day, user, kind), (millicredits, count) in _unfolded(session, account_id).items():
-        if since <= day <= until and (user_id is None or user == user_id):
+    for (_, day, user, kind), (millicredits, count) in _unfolded(session, [account_id]).items():
+        if since <= day <= until and kind in KINDS and (user_id is None or user == user_id):
             totals[(day, kind)][0] += millicredits
             totals[(day, kind)][1] += count
     return [DailyUsage(day, kind, millicredits, count)
@@ -100,14 +102,32 @@ def usage_by_user(session: Session, account_id: str, *, since: date, until: date
     """Millicredits spent per user `since` to `until` inclusive; None is the company pool."""
     totals: dict[str | None, int] = defaultdict(int)
     rows = session.execute(select(daily_usage.c.user_id, func.sum(daily_usage.c.millicredits)).where(
-        daily_usage.c.account_id == account_id, daily_usage.c.day >= since, daily_usage.c.day <= until)
-        .group_by(daily_usage.c.user_id))
+        daily_usage.c.account_id == account_id, daily_usage.c.day >= since, daily_usage.c.day <= until,
+        daily_usage.c.kind.in_(KINDS)).group_by(daily_usage.c.user_id))
     for user, millicredits in rows:
         totals[user or None] += int(millicredits)
-    for (_, day, user, _kind), (millicredits, _count) in _unfolded(session, account_id).items():
-        if since <= day <= until:
+    for (_, day, user, kind), (millicredits, _count) in _unfolded(session, [account_id]).items():
+        if since <= day <= until and kind in KINDS:
             totals[user or None] += millicredits
     return dict(totals)
+
+
+def daily_totals(session: Session, account_ids: list[str], *, since_by_account: dict[str, date],
+                 kinds: tuple[str, ...] = KINDS) -> dict[str, dict[date, int]]:
+    """Set-wise, for a batch: per account, millicredits of `kinds` per local day from its `since` on (the whole
+    account, pool and users). Two statements, whatever the batch's size."""
+    since = min(since_by_account.values(), default=date.max)
+    totals: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    rows = session.execute(select(daily_usage.c.account_id, daily_usage.c.day, func.sum(daily_usage.c.millicredits))
+                           .where(daily_usage.c.account_id.in_(account_ids), daily_usage.c.day >= since,
+                                  daily_usage.c.kind.in_(kinds))
+                           .group_by(daily_usage.c.account_id, daily_usage.c.day))
+    unfolded = ((account, day, millicredits) for (account, day, _user, kind), (millicredits, _count)
+                in _unfolded(session, account_ids).items() if kind in kinds)
+    for account, day, millicredits in [*rows, *unfolded]:
+        if day >= since_by_account[account]:
+            totals[account][day] += int(millicredits)
+    return {account: dict(days) for account, days in totals.items()}
 
 
 def _lock_marker(session: Session):
@@ -129,26 +149,27 @@ def _next_xid(session: Session) -> int:
     return session.execute(text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")).scalar_one()
 
 
-def _unfolded(session: Session, account_id: str) -> dict[tuple[str, date, str, str], list[int]]:
-    """The account's spending in entries the folds have not reached yet."""
+def _unfolded(session: Session, account_ids: list[str]) -> dict[tuple[str, date, str, str], list[int]]:
+    """The accounts' entries the folds have not reached yet, summed as a fold would."""
     folded = select(folds.c.folded_through).where(folds.c.id == FOLD_ROW).scalar_subquery()
-    return _spending(session, entries.c.account_id == account_id,
-                     entries.c.id > func.coalesce(folded, 0))
+    return _spending(session, entries.c.account_id.in_(account_ids), entries.c.id > func.coalesce(folded, 0))
 
 
 def _spending(session: Session, *conditions) -> dict[tuple[str, date, str, str], list[int]]:
-    """Spending entries matching `conditions`, summed per (account, local day, user, kind): [millicredits, count]."""
+    """Folded entries matching `conditions`, summed per (account, local day, user, kind): [millicredits, count]."""
     rows = session.execute(
         select(entries.c.account_id, entries.c.user_id, entries.c.at, entries.c.kind, entries.c.amount,
                accounts.c.timezone, messages.c.id.label("message_id"), messages.c.media_urls)
         .join(accounts, accounts.c.id == entries.c.account_id)
         .outerjoin(messages, messages.c.id == entries.c.reference)
-        .where(entries.c.kind.in_(SPENDING_ENTRY_KINDS), *conditions))
+        .where(entries.c.kind.in_(FOLDED_ENTRY_KINDS), *conditions))
     zones: dict[str, ZoneInfo] = {}
     totals: dict[tuple[str, date, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
         zone = zones.get(row.timezone) or zones.setdefault(row.timezone, ZoneInfo(row.timezone))
-        key = (row.account_id, _local_day(row.at, zone), row.user_id or POOL, _kind(row))
+        # an expiry is dated the instant its lot lapsed (a local midnight): it counts on the day before, its last
+        at = row.at - timedelta(microseconds=1) if row.kind == "expiry" else row.at
+        key = (row.account_id, _local_day(at, zone), row.user_id or POOL, _kind(row))
         totals[key][0] -= row.amount
         totals[key][1] += 1
     return totals
@@ -161,6 +182,8 @@ def _local_day(at: datetime, zone: ZoneInfo) -> date:
 
 
 def _kind(row) -> str:
+    if row.kind == "expiry":
+        return EXPIRED
     if row.kind == "carrier_fee":
         return CARRIER_FEES
     if row.kind == "usage" and row.message_id is not None:

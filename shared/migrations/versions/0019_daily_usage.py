@@ -1,5 +1,6 @@
 """daily usage: what each account and user spent per local day and kind, folded from the entries after they
-are written, and the marker of how far the fold got
+are written, and the marker of how far the fold got; each campaign step's own estimate (forecasts count the
+steps not sent yet), backfilled as the campaign's estimate shared evenly by its steps
 
 Revision ID: 0019
 Revises: 0017
@@ -33,8 +34,15 @@ def upgrade() -> None:
         sa.Column('horizon_xid', sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_daily_usage_folds')),
     )
+    with op.batch_alter_table('campaign_steps') as batch:
+        batch.add_column(sa.Column('credits_estimated', sa.BigInteger(), server_default='0', nullable=False))
+    op.execute("UPDATE campaign_steps SET credits_estimated = (SELECT campaigns.credits_estimated / "
+               "(SELECT count(*) FROM campaign_steps AS siblings WHERE siblings.campaign_id = campaigns.id) "
+               "FROM campaigns WHERE campaigns.id = campaign_steps.campaign_id)")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('campaign_steps') as batch:
+        batch.drop_column('credits_estimated')
     op.drop_table('daily_usage_folds')
     op.drop_table('daily_usage')
