@@ -62,6 +62,7 @@ class Advice:
 
     def as_dict(self) -> dict:
         return {"account_id": self.account_id, "currency": self.currency, "rollover_trend": self.rollover_trend,
+                "changes": self.changes,
                 "cycles": [{"period": str(c.period), "used": format_credits(c.used),
                             "expired": format_credits(c.expired), "unused": format_credits(c.unused)}
                            for c in self.cycles],
@@ -101,14 +102,17 @@ def advice_for(session: Session, account_id: str, *, now: datetime, price_list: 
     account = session.get(Account, account_id)
     if account is None:
         raise NotFound(f"No account {account_id}.")
-    return advice_many(session, [account], now=now, price_list=price_list)[account_id]
+    last = period_of(utc(now), account.timezone).shift(-1)
+    return advice_many(session, [account], through={account_id: last}, price_list=price_list)[account_id]
 
 
-def advice_many(session: Session, accounts: list, *, now: datetime,
+def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
                 price_list: PriceList | None = None) -> dict[str, Advice]:
-    """Set-wise for a batch (month-end): one read of the daily usage for all of them."""
+    """Set-wise for a batch (month-end): each account's CYCLES months up to its `through`, from two reads of the
+    daily usage for all of them."""
     price_list = price_list or default_price_list()
-    periods = {account.id: _last_cycles(now, account.timezone) for account in accounts}
+    periods = {account.id: [through[account.id].shift(offset - CYCLES + 1) for offset in range(CYCLES)]
+               for account in accounts}
     since = {account.id: _first_day(periods[account.id][0], account.timezone) for account in accounts}
     ids = [account.id for account in accounts]
     spent = daily_usage.daily_totals(session, ids, since_by_account=since)
@@ -122,11 +126,6 @@ def advice_many(session: Session, accounts: list, *, now: datetime,
                                 max(0, account.plan_monthly_credits - used)))
         answers[account.id] = advise(account, cycles, price_list)
     return answers
-
-
-def _last_cycles(now: datetime, timezone: str) -> list[Period]:
-    last = period_of(utc(now), timezone).shift(-1)
-    return [last.shift(offset - CYCLES + 1) for offset in range(CYCLES)]
 
 
 def _first_day(period: Period, timezone: str) -> date:

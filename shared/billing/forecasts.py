@@ -18,10 +18,13 @@ weeks of history whose days stray from the fitted model by at most a quarter of 
 and at most half, `low` otherwise, `none` with no spending in the history (nothing to project).
 """
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cache
+from itertools import accumulate
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -95,25 +98,40 @@ class DailyModel:
         self.history = list(history[-HISTORY_DAYS:])
         self.yesterday = yesterday
         n = len(self.history)
-        first = yesterday - timedelta(days=n - 1)
+        first_weekday = (yesterday.weekday() - (n - 1)) % 7  # the weekday of history[0]
         self.weekday_ppm = [PPM] * 7
         season = self.history[-SEASON_DAYS:]
         if n >= SEASON_DAYS and sum(season):
             per_weekday = [0] * 7
-            for offset, spent in enumerate(season):
-                per_weekday[(first + timedelta(days=n - SEASON_DAYS + offset)).weekday()] += spent
+            for t in range(n - SEASON_DAYS, n):
+                per_weekday[(first_weekday + t) % 7] += self.history[t]
             self.weekday_ppm = [7 * PPM * spent // sum(season) for spent in per_weekday]
         start = max(0, n - TREND_DAYS)
+        self.trend_weekday = (first_weekday + start) % 7  # the weekday of the trend's t = 0
         self.points = [(t - start, self.history[t] * PPM // factor) for t in range(start, n)
-                       if (factor := self.weekday_ppm[(first + timedelta(days=t)).weekday()])]
+                       if (factor := self.weekday_ppm[(first_weekday + t) % 7])]
         self.last_t = n - start - 1
         self.a, self.b, self.c = _least_squares(self.points)
 
     def day(self, day: date) -> int:
         """Projected spending on a local day after yesterday."""
-        t = self.last_t + min((day - self.yesterday).days, TREND_DAYS)
-        level = max(0, (self.a + self.b * t) // self.c) if self.c else 0
-        return level * self.weekday_ppm[day.weekday()] // PPM
+        return self.days((day - self.yesterday).days - 1, 1)[0]
+
+    def days(self, first: int, count: int) -> list[int]:
+        """Projected spending on `count` days from `first` days after today (0: today, whole). The trend stops
+        TREND_DAYS past its data, so from then on each week repeats the one before: those are copied."""
+        if not self.c:
+            return [0] * count
+        moving = max(0, min(count, TREND_DAYS + 6 - first))  # days computed one by one, the last week flat
+        spending = []
+        for offset in range(first, first + moving):
+            t = self.last_t + 1 + min(offset, TREND_DAYS - 1)
+            level = max(0, (self.a + self.b * t) // self.c)
+            spending.append(level * self.weekday_ppm[(self.trend_weekday + self.last_t + 1 + offset) % 7] // PPM)
+        if moving < count:
+            week = spending[-7:] if len(spending) >= 7 else self.days(first + moving - 7, 7)
+            spending += (week * (1 + (count - moving) // 7))[:count - moving]
+        return spending
 
     def confidence(self) -> str:
         """How far the history strays from the fitted model (see the module docstring)."""
@@ -121,10 +139,9 @@ class DailyModel:
         if not spent or not self.c:
             return "none"
         trend = self.history[-TREND_DAYS:]
-        first = self.yesterday - timedelta(days=len(trend) - 1)
         squares = 0
         for t, actual in enumerate(trend):  # the trend's points are at t = 0 .. len(trend) - 1
-            fitted = (self.a + self.b * t) * self.weekday_ppm[(first + timedelta(days=t)).weekday()]  # x c x PPM
+            fitted = (self.a + self.b * t) * self.weekday_ppm[(self.trend_weekday + t) % 7]  # x c x PPM
             squares += (actual * self.c * PPM - fitted) ** 2
         total = sum(trend) * self.c * PPM
         days = len(self.history)
@@ -153,115 +170,151 @@ def _least_squares(points: list[tuple[int, int]]) -> tuple[int, int, int]:
 
 
 def project(model: DailyModel, wallet: _Wallet, *, now: datetime, timezone: str, today_spent: int,
-            sends: Iterable[tuple[datetime, int]]) -> Forecast:
-    """Walk the days ahead (see the module docstring)."""
+            sends: Iterable[tuple[datetime, int]], detailed: bool = True) -> Forecast:
+    """Walk the days ahead (see the module docstring). `detailed` False (month-end) wants only the run-out: the
+    walk stops there, and neither the walk with auto-recharges nor the week's rate is worked out."""
     now = utc(now)
     tz = zone(timezone)
     today = local_date(now, tz)
-    sends = sorted((utc(at), amount) for at, amount in sends)
-    walk = _Walk(wallet, now, tz, recharge=None)
-    for offset in range(HORIZON_DAYS):
-        day = today + timedelta(days=offset)
-        spend = model.day(day) - (today_spent if offset == 0 else 0)
-        walk.day(day, max(0, spend), sends)
-    with_recharges = _Walk(wallet, now, tz, recharge=wallet.recharge)
-    if wallet.recharge is not None:
-        for offset in range(RECHARGE_DAYS):
-            day = today + timedelta(days=offset)
-            with_recharges.day(day, max(0, model.day(day) - (today_spent if offset == 0 else 0)), sends)
-    week = [model.day(today + timedelta(days=offset)) for offset in range(1, 8)]
+    sends = [(utc(at), amount) for at, amount in sends]
+    spending = model.days(0, HORIZON_DAYS)
+    spending[0] = max(0, spending[0] - today_spent)
+    walk = _Walk(wallet, now, sends, _midnights(timezone, today, HORIZON_DAYS), spending, recharge=None)
+    walk.run(stop_when_out=not detailed)
+    recharges = 0
+    if detailed and wallet.recharge is not None:
+        with_recharges = _Walk(wallet, now, sends, _midnights(timezone, today, RECHARGE_DAYS),
+                               spending[:RECHARGE_DAYS], recharge=wallet.recharge)
+        with_recharges.run(stop_when_out=False)
+        recharges = with_recharges.recharges
     return Forecast(
-        runs_out_at=walk.runs_out_at and walk.runs_out_at.astimezone(tz), daily_rate=sum(week) // 7,
-        scheduled_credits=sum(amount for at, amount in sends), expiring=walk.expired,
-        confidence=model.confidence(), history_days=len(model.history),
-        low_balance_at=walk.low_at and walk.low_at.astimezone(tz), auto_recharges_expected=with_recharges.recharges)
+        runs_out_at=walk.runs_out_at and walk.runs_out_at.astimezone(tz),
+        daily_rate=sum(spending[1:8]) // 7 if detailed else 0,
+        scheduled_credits=sum(amount for _, amount in sends),
+        expiring=[Expiring(at.astimezone(tz), credits) for at, credits in walk.expired],
+        confidence=model.confidence() if detailed else "", history_days=len(model.history),
+        low_balance_at=walk.low_at and walk.low_at.astimezone(tz), auto_recharges_expected=recharges)
+
+
+@cache
+def _midnights(timezone: str, first: date, days: int) -> tuple[datetime, ...]:
+    """The UTC instants of the local midnights starting each of `days` days, and the one ending the last: the same
+    for every account of a zone on a day, so a batch computes them once."""
+    tz = zone(timezone)
+    return tuple(local_midnight(first + timedelta(days=offset), tz) for offset in range(days + 1))
 
 
 class _Walk:
     """The wallet moved through time: spending burns lots in burn order, expiries lapse what is left of a lot,
-    grants add one; notes when available reaches the threshold and zero, and the recharges that fire."""
+    grants add one; notes when available reaches the threshold and zero, and the recharges that fire.
 
-    def __init__(self, wallet: _Wallet, now: datetime, tz, *, recharge: tuple[int, int] | None):
+    Every event is known before the walk (sends, the lots' expiries, the plan's grants and their expiries), so it is
+    one sorted list consumed in order. Between two events the spending is read off its running total (each day's
+    spread evenly over it), and the instant a level is crossed is found by bisection: the walk costs its events,
+    not its days. Lots are burned only when an expiry needs to know what is left of one."""
+
+    SEND, LAPSE, GRANT = 0, 1, 2
+
+    def __init__(self, wallet: _Wallet, now: datetime, sends: list[tuple[datetime, int]],
+                 midnights: tuple[datetime, ...], spending: list[int], *, recharge: tuple[int, int] | None):
         self.lots = sorted((_SimLot(**vars(lot)) for lot in wallet.lots), key=burn_key)
-        self.available, self.protected, self.threshold = wallet.available, wallet.protected, wallet.threshold
-        self.grants = sorted(wallet.plan_grants, key=lambda grant: grant[0])
-        self.now, self.tz, self.recharge = now, tz, recharge
+        granted = [(at, _SimLot(**vars(lot))) for at, lot in wallet.plan_grants]
+        self.available, self.threshold, self.now, self.recharge = wallet.available, wallet.threshold, now, recharge
+        self.bounds = (now, *midnights[1:])  # day i is spent over [bounds[i], bounds[i + 1])
+        self.spending = spending
+        self.total = list(accumulate(spending, initial=0))  # spent before day i starts
         self.runs_out_at = now if self.available <= 0 else None
         self.low_at: datetime | None = None
         self.low_pending = self.threshold > 0 and self.available >= self.threshold
-        self.expired: list[Expiring] = []
+        self.expired: list[tuple[datetime, int]] = []
         self.recharges = 0
-
-    def day(self, day: date, spend: int, sends: list[tuple[datetime, int]]) -> None:
-        start = max(self.now, local_midnight(day, self.tz))
-        end = local_midnight(day + timedelta(days=1), self.tz)
-        if end <= start:
-            return
-        events: list[tuple[datetime, int, object]] = []
-        events += [(at, 0, amount) for at, amount in sends if start <= at < end]
-        events += [(lot.expires_at, 1, lot) for lot in self.lots
-                   if lot.expires_at is not None and start <= lot.expires_at < end and can_lapse(lot, self.protected)]
-        events += [(at, 2, lot) for at, lot in self.grants if start <= at < end]
+        self.unburned = 0  # spent but not yet taken from the lots
+        end = self.bounds[-1]
+        events = [(at, self.SEND, amount) for at, amount in sends if now <= at < end]
+        events += [(at, self.GRANT, lot) for at, lot in granted if now <= at < end]
+        events += [(lot.expires_at, self.LAPSE, lot) for lot in [*self.lots, *(lot for _, lot in granted)]
+                   if lot.expires_at is not None and now <= lot.expires_at < end and can_lapse(lot, wallet.protected)]
         events.sort(key=lambda event: (event[0], event[1]))
-        length = _microseconds(end - start)
-        cursor, left = start, spend
-        for at, kind, what in [*events, (end, 3, None)]:
-            share = left if at == end else min(left, spend * _microseconds(at - cursor) // length)
-            self._spend(share, cursor, at)
-            left -= share
-            cursor = at
-            if kind == 0:
-                self._spend(what, at, at)
-            elif kind == 1:
-                self._lapse(what)
-            elif kind == 2:
-                self.lots.append(_SimLot(**vars(what)))
+        self.events = events
+
+    def run(self, *, stop_when_out: bool) -> None:
+        spent = 0
+        for at, kind, what in [*self.events, (self.bounds[-1], None, None)]:
+            position = self._position(at)
+            self._spend(position - spent, spent)
+            spent = position
+            if stop_when_out and self.runs_out_at is not None:
+                return
+            if kind == self.SEND:
+                self._drop(what, at)
+                self.unburned += what
+            elif kind == self.LAPSE:
+                self._burn()
+                if what.remaining > 0:
+                    gone, what.remaining = what.remaining, 0
+                    self.expired.append((at, gone))
+                    self._drop(gone, at)
+            elif kind == self.GRANT:
+                self._burn()
+                self.lots.append(what)
                 self.lots.sort(key=burn_key)
                 self.available += what.remaining
 
-    def _spend(self, amount: int, start: datetime, end: datetime) -> None:
+    def _position(self, at: datetime) -> int:
+        """What the days spend from the start of the walk to `at`."""
+        day = bisect_right(self.bounds, at) - 1
+        if day >= len(self.spending):
+            return self.total[-1]
+        start, end = self.bounds[day], self.bounds[day + 1]
+        return self.total[day] + self.spending[day] * _microseconds(at - start) // _microseconds(end - start)
+
+    def _instant(self, position: int) -> datetime:
+        """The first instant by which the days have spent `position` (0 < position <= the walk's total)."""
+        day = bisect_left(self.total, position) - 1
+        start, end = self.bounds[day], self.bounds[day + 1]
+        return start + (end - start) * (position - self.total[day]) // self.spending[day]
+
+    def _spend(self, amount: int, spent: int) -> None:
+        """The days' spending of `amount`, from running total `spent` on."""
         if amount <= 0:
+            return
+        self.unburned += amount
+        if self.recharge is not None:  # the walk that counts recharges: each one fires when available dips under
+            threshold, credits = self.recharge
+            while credits > 0 and self.available - amount < threshold:
+                self.recharges += 1
+                self.available += credits
+            self.available -= amount
             return
         before = self.available
         self.available -= amount
         if self.low_pending and self.available < self.threshold:
-            self.low_at = _crossing(before, amount, self.threshold - 1, start, end)
-            self.low_pending = False
+            self.low_at, self.low_pending = self._instant(spent + before - self.threshold + 1), False
         if self.runs_out_at is None and self.available <= 0:
-            self.runs_out_at = _crossing(before, amount, 0, start, end)
-        for lot in self.lots:
-            taken = min(lot.remaining, amount)
-            lot.remaining -= taken
-            amount -= taken
-            if not amount:
-                break
-        if self.recharge is not None and self.available < self.recharge[0] and self.recharge[1] > 0:
-            self.recharges += 1
-            self.available += self.recharge[1]
-            self.lots.append(_SimLot(id=0, user_id=None, kind="purchase", remaining=self.recharge[1],
-                                     priority=DEFAULT_PRIORITY["purchase"], granted_at=end, expires_at=None))
+            self.runs_out_at = self._instant(spent + before)
 
-    def _lapse(self, lot: _SimLot) -> None:
-        if lot.remaining <= 0:
-            return
-        gone, lot.remaining = lot.remaining, 0
-        self.expired.append(Expiring(lot.expires_at.astimezone(self.tz), gone))
-        self._spend_without_burning(gone, lot.expires_at)
-
-    def _spend_without_burning(self, amount: int, at: datetime) -> None:
+    def _drop(self, amount: int, at: datetime) -> None:
+        """Available falls by `amount` at one instant (a send, an expiry)."""
         before = self.available
         self.available -= amount
+        if self.recharge is not None:
+            while self.recharge[1] > 0 and self.available < self.recharge[0]:
+                self.recharges += 1
+                self.available += self.recharge[1]
+            return
         if self.low_pending and self.available < self.threshold:
             self.low_at, self.low_pending = at, False
         if self.runs_out_at is None and self.available <= 0 < before:
             self.runs_out_at = at
 
-
-def _crossing(before: int, amount: int, level: int, start: datetime, end: datetime) -> datetime:
-    """The instant in [start, end] at which `before` spent evenly by `amount` reaches `level`."""
-    if end <= start or before <= level:
-        return start
-    return start + (end - start) * (before - level) // amount
+    def _burn(self) -> None:
+        """Take what was spent since the last burn from the lots, in burn order."""
+        for lot in self.lots:
+            if not self.unburned:
+                return
+            taken = min(lot.remaining, self.unburned)
+            lot.remaining -= taken
+            self.unburned -= taken
 
 
 def _microseconds(span: timedelta) -> int:
@@ -321,15 +374,13 @@ def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime) 
         tz = zone(account.timezone)
         today = local_date(now, tz)
         spent = days.get(account.id, {})
-        if not spent and not sends.get(account.id):
-            answers[account.id] = None if account.balance - account.held > 0 else now.astimezone(tz)
-            continue
         model = DailyModel(_history(spent, today, _history_start(account, tz, today)), today - timedelta(days=1))
         wallet = _Wallet(available=account.balance - account.held, lots=_burn_held(open_lots[account.id], account.held),
                          plan_grants=_plan_grants(account, now), protected=account.rollover_protection,
                          threshold=0, recharge=None)
         answers[account.id] = project(model, wallet, now=now, timezone=account.timezone,
-                                      today_spent=spent.get(today, 0), sends=sends.get(account.id, [])).runs_out_at
+                                      today_spent=spent.get(today, 0), sends=sends.get(account.id, []),
+                                      detailed=False).runs_out_at
     return answers
 
 

@@ -4,10 +4,15 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
+from shared.billing import month_end
 from shared.billing.advice import Cycle, advice_for, advise
 from shared.billing.calendar import Period, period_end, period_start
 from shared.billing.price_list import default_price_list
+from shared.events.endpoints import create_endpoint
 from shared.ledger import accounts, book
+from shared.models import WebhookEvent
 from shared.reporting import daily_usage
 from tests.support.spending import send
 
@@ -63,3 +68,35 @@ def test_an_account_that_buys_what_its_plan_lacks_every_month_is_advised_the_big
     assert advice.current.cost_cents == 3 * prices.subscription(500_000).monthly_price_cents + 2250 + 4 * 500 + 2250
     assert (advice.recommended.kind, advice.recommended.monthly_credits) == ("plan", 1_000_000)
     assert advice.saving_cents == advice.current.cost_cents - 3 * prices.subscription(1_000_000).monthly_price_cents
+
+
+def test_month_end_tells_the_advice_in_its_summary_and_a_plan_advice_event(sqlite_database):
+    with sqlite_database.unit_of_work() as session:
+        # given the seeds' account on a 1,000-credit plan from June, with an endpoint that takes plan.advice
+        account, _ = accounts.create_account(
+            session, name="Seeds", timezone=CHICAGO, plan_monthly_credits=1_000_000, plan_cycle="monthly",
+            plan_rollover="none", overdraft=accounts.Overdraft("prepaid", 0), low_balance_threshold=0,
+            now=period_start(JUNE, CHICAGO))
+        create_endpoint(session, account.id, url="https://hooks.example.com/creditq", events=["plan.advice"],
+                        description=None, now=period_start(JUNE, CHICAGO))
+    summaries = []
+    for month in range(3):  # spending 700 a month, each month closed by month-end
+        period = JUNE.shift(month)
+        with sqlite_database.unit_of_work() as session:
+            for text in range(7):
+                send(session, account.id, f"msg_{period}_{text}", at=period_start(period, CHICAGO)
+                     + timedelta(days=2 + text), usage=100_000)
+        summaries.append(month_end.close_accounts(sqlite_database, [account.id], period,
+                                                  now=period_end(period, CHICAGO) + timedelta(hours=1)))
+
+    with sqlite_database.read_only() as session:
+        events = list(session.scalars(select(WebhookEvent).where(WebhookEvent.type == "plan.advice")
+                                      .order_by(WebhookEvent.created_at)))
+    august = events[-1].data
+    # then August's close advises the 750-credit plan, saving what the price list says, in the summary and the event
+    assert (summaries[-1].expired, summaries[-1].advised, summaries[-1].advice_saving_cents) == (300_000, 1, 2400)
+    assert [event.key for event in events] == [f"plan.advice:{account.id}:2021-0{m}" for m in (6, 7, 8)]
+    assert august["recommended"] == {"kind": "plan", "monthly_credits": "750", "cost_cents": 9000}
+    assert august["current"] == {"kind": "plan", "monthly_credits": "1000", "cost_cents": 11400}
+    assert [cycle["expired"] for cycle in august["cycles"]] == ["300", "300", "300"]
+    assert (august["saving_cents"], august["period"], august["changes"]) == (2400, "2021-08", True)
