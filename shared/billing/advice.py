@@ -10,14 +10,17 @@ hold plan (its monthly fee, every credit bought) and the current plan with rollo
 names the cheapest; ties go to the current option, then to the fewer monthly credits.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from math import gcd
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.billing.calendar import Period, period_end, period_of, period_start
 from shared.billing.price_list import PriceList, Tier, default_price_list
+from shared.db import Database
 from shared.errors import NotFound
 from shared.ledger.expiry import local_date, utc, zone
 from shared.models import Account
@@ -25,6 +28,8 @@ from shared.money import format_credits
 from shared.reporting import daily_usage
 
 CYCLES = 3
+
+accounts = Account.__table__
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,12 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
     """Set-wise for a batch (month-end): each account's CYCLES months up to its `through`, from two reads of the
     daily usage for all of them."""
     price_list = price_list or default_price_list()
-    periods = {account.id: [through[account.id].shift(offset - CYCLES + 1) for offset in range(CYCLES)]
-               for account in accounts}
-    since = {account.id: _first_day(periods[account.id][0], account.timezone) for account in accounts}
+    periods = {account.id: [period for offset in range(CYCLES)
+                            if (period := through[account.id].shift(offset - CYCLES + 1))
+                            >= period_of(utc(account.created_at), account.timezone)]
+               for account in accounts}  # the months it existed in (none: too new to advise on)
+    since = {account.id: _first_day((periods[account.id] or [through[account.id]])[0], account.timezone)
+             for account in accounts}
     ids = [account.id for account in accounts]
     spent = daily_usage.daily_totals(session, ids, since_by_account=since)
     lapsed = daily_usage.daily_totals(session, ids, since_by_account=since, kinds=(daily_usage.EXPIRED,))
@@ -126,6 +134,22 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
                                 max(0, account.plan_monthly_credits - used)))
         answers[account.id] = advise(account, cycles, price_list)
     return answers
+
+
+def advised_accounts(database: Database, *, now: datetime, batch_size: int = 1000) -> Iterator[Advice]:
+    """Every account advised a change over its last CYCLES ended months, in id order; a batch of accounts per
+    read-only transaction, each batch advised set-wise."""
+    after = ""
+    while True:
+        with database.read_only() as session:
+            rows = list(session.execute(select(accounts).where(accounts.c.id > after).order_by(accounts.c.id)
+                                        .limit(batch_size)))
+            if not rows:
+                return
+            advised = advice_many(session, rows, through={
+                row.id: period_of(utc(now), row.timezone).shift(-1) for row in rows})
+        yield from (advice for advice in advised.values() if advice.changes)
+        after = rows[-1].id
 
 
 def _first_day(period: Period, timezone: str) -> date:
