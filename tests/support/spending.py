@@ -12,7 +12,8 @@ def new_account(session, *, timezone: str = "UTC", credits: int = 1_000_000, now
     account, _ = accounts.create_account(
         session, name="Acme", timezone=timezone, plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
         overdraft=accounts.Overdraft(policy, 0), low_balance_threshold=0, now=now)
-    book.grant(session, account.id, credits, "purchase", granted_at=now, idempotency_key=f"seed-{account.id}")
+    if credits:
+        book.grant(session, account.id, credits, "purchase", granted_at=now, idempotency_key=f"seed-{account.id}")
     return account.id
 
 

@@ -2,7 +2,7 @@
 
 from datetime import date, datetime, timezone
 
-from shared.ledger import allocations
+from shared.ledger import allocations, book
 from shared.models import Entry
 from shared.reporting import daily_usage
 from shared.reporting.daily_usage import DailyUsage
@@ -96,3 +96,21 @@ def test_usage_by_user_splits_the_pool_from_each_users_own_spending(sqlite_datab
                                                user_id=agent)
     assert by_user == {None: 1000, agent: 2500}
     assert agents_days == [DailyUsage(date(2021, 3, 3), "texts", 2000, 1), DailyUsage(date(2021, 3, 4), "texts", 500, 1)]
+
+
+def test_expired_credits_count_on_their_last_local_day_apart_from_spending(sqlite_database):
+    with sqlite_database.unit_of_work() as session:
+        account = new_account(session, timezone="America/Chicago", credits=0, now=NOW)
+        # a plan lot that lapses at midnight starting April 1 in Chicago, 300 of its credits unspent
+        book.grant(session, account, 1_000_000, "plan", granted_at=NOW, idempotency_key="plan",
+                   expires_at=datetime(2021, 4, 1, 5, tzinfo=UTC))
+        send(session, account, "m1", at=datetime(2021, 3, 15, 18, tzinfo=UTC), usage=700_000)
+        book.expire_lots(session, account, now=datetime(2021, 4, 1, 6, tzinfo=UTC))
+    fold_all(sqlite_database)
+
+    with sqlite_database.read_only() as session:
+        spending = daily_usage.usage_by_day(session, account, since=date(2021, 3, 1), until=date(2021, 4, 30))
+        expired = daily_usage.daily_totals(session, [account], since_by_account={account: date(2021, 3, 1)},
+                                           kinds=(daily_usage.EXPIRED,))
+    assert spending == [DailyUsage(date(2021, 3, 15), "texts", 700_000, 1)]
+    assert expired == {account: {date(2021, 3, 31): 300_000}}
