@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     expiring_parser = actions.add_parser("expiring", help="credits that expire at the end of this month")
     expiring_parser.add_argument("--json", action="store_true", help="one JSON array of accounts ([] when none)")
     expiring_parser.set_defaults(run=run_expiring)
-    advice_parser = actions.add_parser("advice", help="accounts a cheaper plan (or credit hold, or rollover protection) "
-                                                      "would have served over their last three months")
+    advice_parser = actions.add_parser("advice", help="accounts a cheaper plan (or credit hold, or rollover "
+                                                      "protection) would have served over their last three months")
     advice_parser.add_argument("--json", action="store_true", help="one JSON array of advice ([] when none)")
     advice_parser.set_defaults(run=run_advice)
 

@@ -3,8 +3,8 @@
 In the last NOTICE_DAYS of an account's local month, the credits that expire when it ends (the balance's
 `expiring_end_of_month`) are written as one credits.expiring event, keyed by the account and the month, so
 the sweeper asking again (it does, every few seconds) writes nothing more. The event carries the plan advice
-over the last three ended months (shared.billing.advice): what to change before the credits lapse again. Only accounts with an enabled
-endpoint taking the type are looked at; an account with nothing expiring gets no event.
+over the last three ended months (shared.billing.advice): what to change before the credits lapse again. Only
+accounts with an enabled endpoint taking the type are looked at; an account with nothing expiring gets no event.
 """
 
 from datetime import datetime, timedelta

@@ -196,7 +196,8 @@ def _estimate(plan: _Plan, rate_card: RateCard) -> GroupEstimate:
 def _preflight(session: Session, account_id: str, plan: _Plan, estimate: GroupEstimate, now: datetime) -> None:
     """Refuse (prepaid) or warn (overdraft, postpaid) when the campaign does not fit; see the module docstring."""
     spendable = book.available_for(session, account_id, plan.user_id, now=now)  # a hold's room; None: no limit
-    own_credits = plan.user_id is not None and session.scalar(select(User.role).where(User.id == plan.user_id)) == "user"
+    own_credits = (plan.user_id is not None
+                   and session.scalar(select(User.role).where(User.id == plan.user_id)) == "user")
     last_step = plan.start + timedelta(days=max([0, *plan.delays]))
     others = sum(credits for _, credits in scheduled_sends(
         session, [account_id], until=last_step + timedelta(microseconds=1),

@@ -95,7 +95,8 @@ def test_usage_by_user_splits_the_pool_from_each_users_own_spending(sqlite_datab
         agents_days = daily_usage.usage_by_day(session, account, since=date(2021, 3, 1), until=date(2021, 3, 31),
                                                user_id=agent)
     assert by_user == {None: 1000, agent: 2500}
-    assert agents_days == [DailyUsage(date(2021, 3, 3), "texts", 2000, 1), DailyUsage(date(2021, 3, 4), "texts", 500, 1)]
+    assert agents_days == [DailyUsage(date(2021, 3, 3), "texts", 2000, 1),
+                           DailyUsage(date(2021, 3, 4), "texts", 500, 1)]
 
 
 def test_expired_credits_count_on_their_last_local_day_apart_from_spending(sqlite_database):
