@@ -7,7 +7,9 @@ time, accounts/s and peak RSS (the Python processes together, and PostgreSQL's);
 The data: accounts across four time zones; every account has a plan lot of the ended month (expires),
 70% monthly plans, 20% fifo_12m rollover plans with an older rollover lot, 10% postpaid in debt (billed
 through the simulated gateway); half own a phone number (monthly credits); every fifth has a user with
-monthly credits (allocation).
+monthly credits (allocation). Every account has a daily usage of texts for each day since it was created (less on
+weekends), so the month-end's plan advice and run-out forecasts (shared.billing.advice, .forecasts) have a
+history to work on.
 """
 
 import argparse
@@ -16,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -86,7 +88,19 @@ def populate(url: str, accounts: int) -> None:
         _copy(connection, "phone_numbers", ("account_id", "phone", "type", "monthly_cost", "created_at"), number_rows)
         _copy(connection, "auto_recharges", ("account_id", "enabled", "threshold", "credits", "payment_method",
                                              "attempts", "consecutive_failures", "updated_at"), card_rows)
+        _copy(connection, "daily_usage", ("account_id", "day", "user_id", "kind", "millicredits", "count"),
+              _daily_usage(accounts))
         connection.execute("ANALYZE")
+
+
+def _daily_usage(accounts: int):
+    """Texts every day from the accounts' creation to the end of the period, a tenth of it on weekends."""
+    days = [CREATED.date() + timedelta(days=offset) for offset in range((NOW.date() - CREATED.date()).days)]
+    for i in range(accounts):
+        per_day = 5_000 + (i % 40) * 1_000
+        for day in days:
+            spent = per_day // 10 if day.weekday() >= 5 else per_day
+            yield (f"acct_{i:08d}", day, "", "texts", spent, spent // 1_000)
 
 
 _database: Database | None = None
@@ -212,6 +226,8 @@ def main() -> None:
         ("number credits charged", f"{total.number_fees // 1000:,}"),
         ("credits granted", f"{total.granted // 1000:,}"),
         ("credits allocated", f"{total.allocated // 1000:,}"),
+        ("advised a cheaper plan / saving", f"{total.advised:,} / {total.advice_saving_cents // 100:,} USD"),
+        ("forecast to run out before next month-end", f"{total.running_out:,}"),
         ("second run of 1,000 accounts", f"{repeat.already_closed} already closed, {again:.2f} s"),
     ]
     width = max(len(name) for name, _ in rows)

@@ -35,6 +35,7 @@ from .routes import (
     campaigns,
     dunning,
     estimate,
+    forecasts,
     message_search,
     messages,
     numbers,
@@ -51,9 +52,9 @@ from .routes import (
 from .text import text_middleware
 
 DISPATCH_ACTOR = "dispatch_webhook_event"
-ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
-                 message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin, campaigns,
-                 account_life, webhook_endpoints, calls, voice_webhooks]
+ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, forecasts, users, numbers,
+                 messages, message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin,
+                 campaigns, account_life, webhook_endpoints, calls, voice_webhooks]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

@@ -53,6 +53,8 @@ def _from_domain_error(error: Exception) -> web.Response:
     if isinstance(error, errors.InsufficientCredits):
         extra["available"] = format_credits(error.available)
         extra["required"] = format_credits(error.required)
+        if error.stops_at is not None:
+            extra["stops_at"] = error.stops_at
     if isinstance(error, errors.SendLimitReached):
         extra["limit"] = error.limit
         extra["resets_at"] = error.resets_at.isoformat()

@@ -31,10 +31,11 @@ class Conflict(DomainError):
 class InsufficientCredits(DomainError):
     title = "Insufficient credits"
 
-    def __init__(self, detail: str, *, available: int, required: int):
+    def __init__(self, detail: str, *, available: int, required: int, stops_at: dict | None = None):
         super().__init__(detail)
         self.available = available
         self.required = required
+        self.stops_at = stops_at  # a campaign's pre-flight: {step, position, to} of the send it would stop at
 
 
 class AccountLocked(DomainError):

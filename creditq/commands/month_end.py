@@ -59,7 +59,10 @@ def summary_table(summary: month_end.Summary) -> Table:
             ("credits granted", format_credits(summary.granted)),
             ("credits allocated to users", format_credits(summary.allocated)),
             ("payments succeeded", summary.payments_succeeded), ("payments declined", summary.payments_declined),
-            ("payments to retry", summary.payments_pending)]
+            ("payments to retry", summary.payments_pending),
+            ("accounts advised a cheaper plan", summary.advised),
+            ("their saving over three months (cents)", summary.advice_saving_cents),
+            ("accounts running out before next month-end", summary.running_out)]
     for name, value in rows:
         table.add_row(name, str(value))
     for account_id in summary.failed:

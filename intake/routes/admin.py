@@ -46,6 +46,8 @@ def summary_body(summary: month_end.Summary) -> dict:
                     for name in ("expired", "billed", "number_fees", "granted", "allocated")},
         "payments": {"succeeded": summary.payments_succeeded, "declined": summary.payments_declined,
                      "pending": summary.payments_pending},
+        "advice": {"advised": summary.advised, "saving_cents": summary.advice_saving_cents,
+                   "running_out": summary.running_out},
     }
 
 
@@ -59,8 +61,8 @@ OPENAPI_PATHS = {
         "summary": "Run month-end for a period (operator): the scheduler's job, by hand",
         "description": "Closes the period for every account whose local month has ended: expires lots, bills and "
                        "resets negative overdraft/postpaid balances, charges phone numbers' monthly credits, grants "
-                       "the next cycle's plan credits and gives users their monthly credits. Running it again "
-                       "changes nothing; a dry run writes and charges nothing.",
+                       "the next cycle's plan credits and gives users their monthly credits, then advises each "
+                       "account on its plan. Running it again changes nothing; a dry run writes and charges nothing.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "examples": [_PERIOD_EXAMPLE], "required": ["period"],
             "properties": {"period": {"type": "string", "pattern": "^\\d{4}-\\d{2}$", "examples": ["2026-11"]},
@@ -78,6 +80,12 @@ OPENAPI_PATHS = {
                     "credits": {"type": "object", "properties": {k: _CREDITS for k in (
                         "expired", "billed", "number_fees", "granted", "allocated")}},
                     "payments": {"type": "object", "properties": {k: {"type": "integer"} for k in (
-                        "succeeded", "declined", "pending")}}}}}}},
+                        "succeeded", "declined", "pending")}},
+                    "advice": {"type": "object", "description": (
+                        "Plan advice over each closed account's last three months (GET .../advice): how many were "
+                        "advised a cheaper option, what those would have saved (cents, the price list's currency), "
+                        "and how many are forecast to run out of credits before their next month-end"),
+                        "properties": {k: {"type": "integer"}
+                                       for k in ("advised", "saving_cents", "running_out")}}}}}}},
             "403": problem(403, "not the operator key"), "422": problem(422, "bad period or dry_run")}}},
 }

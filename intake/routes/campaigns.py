@@ -299,7 +299,14 @@ OPENAPI_PATHS = {
                         "recipients": {"type": "integer"}, "sendable": {"type": "integer"},
                         "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
                         "messages": {"type": "integer"}, "segments": {"type": "integer"},
-                        "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS}}}}}}},
+                        "ucs2_messages": {"type": "integer"}, "credits_total": _CREDITS,
+                        "warnings": {"type": "array", "items": {"type": "string"}, "description": (
+                            "The pre-flight's, for an overdraft or postpaid account the campaign does not fit "
+                            "(after the sends already scheduled before its last step): the recipient at which the "
+                            "balance would go below zero, and the one the overdraft limit would stop it at")}}}}}}}},
+            "402": problem(402, "Pre-flight: a prepaid account (or a role-`user` user's own credits) cannot pay for "
+                                "every step after the sends already scheduled before its last step; `stops_at` "
+                                "names the send it would stop at: `{step, position (0-based in the list), to}`"),
             "403": problem(403, "A role-`user` key named another user"),
             "404": problem(404, "No such account (operator key) or user"),
             "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),

@@ -2,8 +2,9 @@
 
 In the last NOTICE_DAYS of an account's local month, the credits that expire when it ends (the balance's
 `expiring_end_of_month`) are written as one credits.expiring event, keyed by the account and the month, so
-the sweeper asking again (it does, every few seconds) writes nothing more. Only accounts with an enabled
-endpoint taking the type are looked at; an account with nothing expiring gets no event.
+the sweeper asking again (it does, every few seconds) writes nothing more. The event carries the plan advice
+over the last three ended months (shared.billing.advice): what to change before the credits lapse again. Only
+accounts with an enabled endpoint taking the type are looked at; an account with nothing expiring gets no event.
 """
 
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
+from shared.billing.advice import advice_for
 from shared.billing.calendar import period_end, period_of
 from shared.events.outbox import emit
 from shared.events.types import ALL
@@ -40,8 +42,9 @@ def note_expiring(session: Session, *, now: datetime) -> list[str]:
         expiring = book.balance(session, account_id, now=now).expiring_end_of_month
         if not expiring:
             continue
+        advice = advice_for(session, account_id, now=now).as_dict()
         if emit(session, "credits.expiring", account_id=account_id, key=f"credits.expiring:{account_id}:{period}",
                 now=now, data={"account_id": account_id, "period": str(period), "credits": format_credits(expiring),
-                               "expires_at": ends.isoformat()}):
+                               "expires_at": ends.isoformat(), "advice": advice}):
             told.append(account_id)
     return told

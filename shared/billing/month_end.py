@@ -13,7 +13,10 @@ Closing a period, in one transaction under the account lock, at the instant the 
 4. when a cycle ends (cycles count from `cycle_anchor_at`): apply a pending plan change, grant the next
    cycle's credits (none while `credit_hold`, none to a canceled account): `plan` lots, or `rollover`
    lots on a fifo_12m plan;
-5. give each role-`user` user its monthly credits from the pool (as much as the pool holds).
+5. give each role-`user` user its monthly credits from the pool (as much as the pool holds);
+6. advise: the plan that would have cost least over the last three months (shared.billing.advice) and when the
+   credits are forecast to run out (shared.billing.forecasts), counted in the summary and told in a plan.advice
+   event to the accounts that take it.
 
 A completed `close` row in billing_runs, written in the same transaction, makes the close happen
 once per (account, period): a second run, a second scheduler or a retried message finds it and
@@ -40,12 +43,13 @@ from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.billing import dunning, purchases
+from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
+from shared.events import outbox
 from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
@@ -86,6 +90,9 @@ class Summary:
     payments_succeeded: int = 0
     payments_declined: int = 0
     payments_pending: int = 0
+    advised: int = 0  # accounts a cheaper plan (or credit hold, or rollover protection) was advised to
+    advice_saving_cents: int = 0  # what those would have saved over their last three months
+    running_out: int = 0  # accounts forecast to run out of credits before their next month-end
 
     def add(self, other: "Summary") -> None:
         for f in fields(self):
@@ -348,6 +355,32 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
         close.allocate(seats[close.account.id])
         summary.add(close.summary)
     _write(session, closes, now)
+    summary.add(_advise(session, closes, now=now, price_list=price_list))
+    return summary
+
+
+def _advise(session: Session, closes: list["_Close"], *, now: datetime, price_list: PriceList) -> Summary:
+    """After the closes are written, set-wise: each account's plan advice over the three months up to the one
+    closed and its run-out forecast from now; a plan.advice event to each account that takes it (one statement
+    finds them, so the others cost nothing)."""
+    summary = Summary("")
+    ids = [close.account.id for close in closes]
+    rows = list(session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)))
+    advised = advice.advice_many(session, rows, through={close.account.id: close.period for close in closes},
+                                 price_list=price_list)
+    runs_out = forecasts.runs_out_by_account(session, rows, now=now)
+    told = outbox.takers(session, ids, "plan.advice")
+    for close in closes:
+        account_id, advice_now, out = close.account.id, advised[close.account.id], runs_out[close.account.id]
+        if advice_now.changes:
+            summary.advised += 1
+            summary.advice_saving_cents += advice_now.saving_cents
+        if out is not None and out < period_end(close.period.shift(1), close.account.timezone):
+            summary.running_out += 1
+        if account_id in told:
+            outbox.emit(session, "plan.advice", account_id=account_id, key=f"plan.advice:{account_id}:{close.period}",
+                        now=utc(now), data={**advice_now.as_dict(), "period": str(close.period),
+                                            "runs_out_at": out and out.isoformat()})
     return summary
 
 

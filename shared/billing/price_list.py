@@ -2,6 +2,8 @@
 
 The account's tier is the highest one whose `min_monthly_credits` its plan reaches. Only listed
 buckets can be bought (by hand or by auto-recharge), so every price is a number someone chose.
+`subscriptions` are the plans sold, each with its monthly price, and rollover protection has a monthly
+price of its own: plan advice (shared.billing.advice) compares them, never figures of its own.
 """
 
 import json
@@ -24,11 +26,23 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    monthly_credits: int  # millicredits
+    monthly_price_cents: int
+
+
+@dataclass(frozen=True)
 class PriceList:
     currency: str
     credit_hold_monthly_fee_cents: int
     shared_short_code_monthly_fee_cents: int  # an account with a keyword on the shared short code, per month
     tiers: tuple[Tier, ...]  # by min_monthly_credits ascending
+    subscriptions: tuple[Subscription, ...] = ()  # the plans sold, by monthly_credits ascending
+    rollover_protection_monthly_fee_cents: int | None = None  # None: not sold
+
+    def subscription(self, monthly_credits: int) -> Subscription | None:
+        """The plan sold with these monthly credits (None: not one the price list sells)."""
+        return next((s for s in self.subscriptions if s.monthly_credits == monthly_credits), None)
 
     def tier_for(self, plan_monthly_credits: int) -> Tier:
         return [t for t in self.tiers if t.min_monthly_credits <= plan_monthly_credits][-1]
@@ -57,8 +71,12 @@ def parse_price_list(data: dict) -> PriceList:
     tiers.sort(key=lambda t: t.min_monthly_credits)
     if not tiers or tiers[0].min_monthly_credits != 0:
         raise ValueError("the price list needs a tier starting at 0 monthly credits")
+    subscriptions = sorted((Subscription(parse_credits(s["monthly_credits"]), _cents(s["monthly_price_cents"]))
+                            for s in data.get("subscriptions", ())), key=lambda s: s.monthly_credits)
+    protection = data.get("rollover_protection_monthly_fee_cents")
     return PriceList(data["currency"], _cents(data["credit_hold_monthly_fee_cents"]),
-                     _cents(data["shared_short_code_monthly_fee_cents"]), tuple(tiers))
+                     _cents(data["shared_short_code_monthly_fee_cents"]), tuple(tiers), tuple(subscriptions),
+                     None if protection is None else _cents(protection))
 
 
 def _thousandths(value: object) -> int:

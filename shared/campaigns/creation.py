@@ -7,6 +7,12 @@ recipient's own rendered body. Recipients are stored set-wise, in chunks of thei
 messages are made later, chunk by chunk, by the fan-out (shared.campaigns.fan_out), so accepting
 100,000 recipients stays a matter of seconds and never stalls other tenants.
 
+Pre-flight: before anything is written, the campaign (every step) is laid over what the sender can spend,
+less every other send scheduled to go before its last step (shared.reporting.scheduled). A prepaid wallet that
+cannot pay for all of it is refused up front (402), naming the recipient and step where it would stop; an
+overdraft or postpaid account is accepted with warnings saying where its balance would go below zero (and,
+with a limit, where the limit would stop it).
+
 Creation only checks that numbers look like E.164 (libphonenumber costs ~80 us a number, too much for
 the web request); the fan-out validates each one fully and skips the invalid ones as `invalid_number`.
 """
@@ -22,7 +28,7 @@ from sqlalchemy.orm import Session
 from shared.campaigns.recipients import Recipient, looks_like_e164, parse_csv, parse_inline, skip_reasons
 from shared.campaigns.templates import MessageTemplate, compile_template, render
 from shared.db import Database, copy_rows
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging.estimate import charge_for
@@ -32,8 +38,9 @@ from shared.messaging.rates import RateCard
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
 from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.send_policy import account_window
-from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber
+from shared.models import Account, Campaign, CampaignRecipient, CampaignStep, PhoneNumber, User
 from shared.money import format_credits
+from shared.reporting.scheduled import scheduled_sends
 
 MAX_RECIPIENTS = 250_000
 RECIPIENT_CHUNK = 10_000  # recipients per unit of work while creating: a short hold of the write lock
@@ -69,11 +76,15 @@ class GroupEstimate:
     segments: int = 0
     credits_total: int = 0
     ucs2_messages: int = 0
+    step_credits: list[int] = field(default_factory=list)  # per step, in step order
+    # per step, (position, to, credits) of each sendable recipient in the order the fan-out sends them
+    sends: list[list[tuple[int, str, int]]] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list)  # the pre-flight's, for an overdraft or postpaid account
 
     def as_dict(self) -> dict:
         return {"recipients": self.recipients, "sendable": self.sendable, "skipped": dict(self.skipped),
                 "messages": self.messages, "segments": self.segments, "ucs2_messages": self.ucs2_messages,
-                "credits_total": format_credits(self.credits_total)}
+                "credits_total": format_credits(self.credits_total), "warnings": self.warnings}
 
 
 
@@ -114,6 +125,9 @@ def create_campaign(database: Database, account_id: str, request: CampaignReques
         plan = _plan(session, account_id, request, now)
     estimate = _estimate(plan, rate_card)
     campaign_id = campaign_id or new_id("cmp")
+    with database.read_only() as session:
+        if session.get(Campaign, campaign_id) is None:  # a retry of one already begun was checked the first time
+            _preflight(session, account_id, plan, estimate, now)
     with database.unit_of_work() as session:
         campaign = _begin(session, campaign_id, account_id, plan, estimate, cap, now)
     if campaign.status != CREATING:
@@ -123,7 +137,7 @@ def create_campaign(database: Database, account_id: str, request: CampaignReques
         with database.unit_of_work() as session:
             _write_recipients(session, campaign_id, plan, start)
     with database.unit_of_work() as session:
-        return _finish(session, campaign_id, plan, now), estimate
+        return _finish(session, campaign_id, plan, estimate.step_credits, now), estimate
 
 
 def _plan(session: Session, account_id: str, request: CampaignRequest, now: datetime) -> _Plan:
@@ -159,20 +173,65 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
 
 def _estimate(plan: _Plan, rate_card: RateCard) -> GroupEstimate:
     """Price every sendable recipient's own rendered bodies (CPU only: no transaction is open)."""
-    estimate = GroupEstimate(recipients=len(plan.recipients), skipped=Counter(r for r in plan.skips if r))
+    estimate = GroupEstimate(recipients=len(plan.recipients), skipped=Counter(r for r in plan.skips if r),
+                             step_credits=[0] * len(plan.templates), sends=[[] for _ in plan.templates])
     pricer = Pricer(rate_card, plan.sender_type)
-    for recipient, number, skip in zip(plan.recipients, plan.numbers, plan.skips):
+    for position, (recipient, number, skip) in enumerate(zip(plan.recipients, plan.numbers, plan.skips)):
         if skip:
             continue
         estimate.sendable += 1
         fields = {**recipient.fields, "to": number}
-        for template in plan.templates:
+        for step, template in enumerate(plan.templates):
             priced = pricer.price(render_body(template, fields, recipient=recipient.where), number)
             estimate.messages += 1
             estimate.segments += priced.segments
             estimate.credits_total += priced.credits
+            estimate.step_credits[step] += priced.credits
+            estimate.sends[step].append((position, number, priced.credits))
             estimate.ucs2_messages += priced.encoding == "UCS-2"
     return estimate
+
+
+def _preflight(session: Session, account_id: str, plan: _Plan, estimate: GroupEstimate, now: datetime) -> None:
+    """Refuse (prepaid) or warn (overdraft, postpaid) when the campaign does not fit; see the module docstring."""
+    spendable = book.available_for(session, account_id, plan.user_id, now=now)  # a hold's room; None: no limit
+    own_credits = (plan.user_id is not None
+                   and session.scalar(select(User.role).where(User.id == plan.user_id)) == "user")
+    last_step = plan.start + timedelta(days=max([0, *plan.delays]))
+    others = sum(credits for _, credits in scheduled_sends(
+        session, [account_id], until=last_step + timedelta(microseconds=1),
+        user_id=plan.user_id if own_credits else None).get(account_id, []))
+    total = estimate.credits_total
+    if own_credits or session.get(Account, account_id).overdraft_policy == "prepaid":
+        if total > spendable - others:
+            stop = _stop(estimate, spendable - others)
+            raise InsufficientCredits(
+                f"The campaign needs {format_credits(total)} credits and {format_credits(max(spendable - others, 0))} "
+                f"are available after the sends already scheduled: it would stop at {_where(stop)}.",
+                available=max(spendable - others, 0), required=total, stops_at=stop)
+        return
+    above_zero = book.balance(session, account_id, now=now).pool_available - others
+    if total > above_zero:
+        estimate.warnings.append(f"the balance would go below zero at {_where(_stop(estimate, above_zero))}: "
+                                 "the rest is charged to the overdraft")
+    if spendable is not None and total > spendable - others:
+        estimate.warnings.append(f"the overdraft limit would stop it at {_where(_stop(estimate, spendable - others))}: "
+                                 "the rest parks until credits are added")
+
+
+def _where(stop: dict) -> str:
+    return f"recipient {stop['position'] + 1} ({stop['to']}) of step {stop['step']}"
+
+
+def _stop(estimate: GroupEstimate, budget: int) -> dict:
+    """The first send, in the fan-out's order, that the budget no longer covers."""
+    spent = 0
+    for step, sends in enumerate(estimate.sends):
+        for position, to, credits in sends:
+            spent += credits
+            if spent > budget:
+                return {"step": step, "position": position, "to": to}
+    raise AssertionError("the campaign fits the budget")
 
 
 def _begin(session: Session, campaign_id: str, account_id: str, plan: _Plan, estimate: GroupEstimate,
@@ -215,15 +274,16 @@ def _write_recipients(session: Session, campaign_id: str, plan: _Plan, start: in
             plan.numbers[start:start + RECIPIENT_CHUNK], plan.skips[start:start + RECIPIENT_CHUNK])])
 
 
-def _finish(session: Session, campaign_id: str, plan: _Plan, now: datetime) -> Campaign:
+def _finish(session: Session, campaign_id: str, plan: _Plan, step_credits: list[int], now: datetime) -> Campaign:
     """Every recipient is written: add the steps and make the campaign startable, once."""
     campaign = session.get(Campaign, campaign_id, with_for_update=True)
     if campaign.status != CREATING:  # a twin finished it, or it was canceled meanwhile
         return campaign
     session.execute(insert(CampaignStep), [
         {"campaign_id": campaign_id, "step": index, "delay_days": delay, "body": template.source,
-         "status": "pending", "chunks": 0, "starts_at": plan.start + timedelta(days=delay)}
-        for index, (template, delay) in enumerate(zip(plan.templates, [0, *plan.delays]))
+         "status": "pending", "chunks": 0, "starts_at": plan.start + timedelta(days=delay),
+         "credits_estimated": credits}
+        for index, (template, delay, credits) in enumerate(zip(plan.templates, [0, *plan.delays], step_credits))
     ])
     campaign.status = "scheduled" if plan.scheduled else "running"
     campaign.updated_at = now

@@ -44,6 +44,15 @@ def emit(session: Session, event_type: str, *, account_id: str, key: str, data: 
     return _insert(session, columns.where(_taken(literal(account_id, String()), event_type)))
 
 
+def takers(session: Session, account_ids: list[str], event_type: str) -> set[str]:
+    """Of these accounts, those with an enabled endpoint taking `event_type`: one statement for a batch, so a
+    set-wise job emits only where an event would be written."""
+    return set(session.scalars(select(WebhookSubscription.account_id).distinct().join(
+        WebhookEndpoint, WebhookEndpoint.id == WebhookSubscription.endpoint_id).where(
+        WebhookSubscription.account_id.in_(account_ids), WebhookSubscription.event_type.in_([event_type, ALL]),
+        WebhookEndpoint.enabled == true())))
+
+
 def message_event(session: Session, event_type: str, message_id: str, *, now: datetime) -> str | None:
     """The message's event (message.sent, .delivered, .failed, .received) with the message as it is now in this
     transaction: one statement that reads the row, checks the account's endpoints and writes the event."""

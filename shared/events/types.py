@@ -12,7 +12,9 @@ EVENT_TYPES: dict[str, str] = {
     "account.locked": "A charge took a prepaid account's pool below zero: no new sends until credits land.",
     "account.unlocked": "Credits brought a locked account's pool back to zero or above.",
     "credits.expiring": "The month's report: credits that expire when the account's local month ends, sent once "
-                        "a month in its last 7 days.",
+                        "a month in its last 7 days, with the plan advice for the last three months.",
+    "plan.advice": "Month-end: which plan (or credit hold, or rollover protection) would have cost least for the "
+                   "last three months' usage, with the saving, and when the credits are forecast to run out.",
     "campaign.completed": "Every step of a campaign fanned out and none of its messages is waiting any more.",
     "payment.succeeded": "A payment (a purchase, an auto-recharge, a bill) was taken.",
     "payment.failed": "A payment was declined or failed.",

@@ -5,13 +5,13 @@ The sites stored so far were global, set by the operator for creditq's own dunni
 sites (no account), keyed by a new id.
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0020'
-down_revision = '0018'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 

@@ -327,9 +327,12 @@ def test_an_opt_out_mid_campaign_stops_the_rest_for_that_recipient(database, gat
 def test_credits_running_out_mid_campaign_park_the_rest_until_a_top_up(database, gateways, throttle,  # noqa: F811
                                                                        simulator, monkeypatch):  # noqa: F811
     monkeypatch.setattr(fan_out, "CHUNK_SIZE", 2)
-    account_id = make_account(database, 3)
+    account_id = make_account(database, 5)
     recipients = [{"to": f"+1212555{index:04d}", "fields": {"name": "x"}} for index in range(300, 304)]
-    campaign_id, estimate = create(database, account_id, recipients=recipients)
+    campaign_id, estimate = create(database, account_id, recipients=recipients)  # 4 credits: it fits when accepted
+    with database.unit_of_work() as session:  # then a number fee leaves 3 before it fans out
+        book.charge_pool(session, account_id, 2000, kind="month_end_charge", idempotency_key="fee",
+                         now=NOON_NEW_YORK)
     ids = fan_out_step(database, campaign_id)
     assert (len(ids), view(database, campaign_id)["counts"]["parked"]) == (2, 2)  # the second chunk did not fit
     for message_id in ids:

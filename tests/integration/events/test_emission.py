@@ -160,5 +160,8 @@ def test_the_months_expiring_credits_are_told_once_in_its_last_week(database):
         with database.unit_of_work() as session:
             note_expiring(session, now=day)
     [event] = events_of(database, account_id)
+    advice = event.data.pop("advice")  # with the plan advice over the months before (GET .../advice)
     assert event.data == {"account_id": account_id, "period": "2026-11", "credits": "40",
                           "expires_at": month_end.isoformat()}
+    assert (advice["account_id"], advice["currency"]) == (account_id, "usd")
+    assert {"cycles", "current", "recommended", "saving_cents", "rollover_trend"} <= set(advice)

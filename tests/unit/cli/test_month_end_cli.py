@@ -1,4 +1,4 @@
-"""`creditq month-end run` and `creditq report expiring` against a SQLite file."""
+"""`creditq month-end run`, `creditq report expiring` and `creditq report advice` against a SQLite file."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -7,6 +7,7 @@ import pytest
 
 from creditq.cli import main
 from shared.billing.calendar import last_ended
+from shared.billing.price_list import default_price_list
 from shared.db import Database
 from shared.ids import new_id
 from shared.models import Account, Base
@@ -86,3 +87,20 @@ def test_the_report_table_never_cuts_an_account_id_in_a_narrow_terminal(env, cap
     assert main(["report", "expiring"]) == 0
 
     assert account_id in capsys.readouterr().out
+
+
+def test_report_advice_names_the_accounts_a_cheaper_option_would_have_served(env, capsys):
+    # given an account on the 100-credit plan that sent nothing since it was created last month
+    prices = default_price_list()
+
+    assert main(["report", "advice", "--json"]) == 0
+    [advice] = json.loads(capsys.readouterr().out)
+    assert main(["report", "advice"]) == 0
+    table = capsys.readouterr().out
+
+    # then credit hold would have cost its fee alone: the saving is the price list's difference for each month it had
+    assert advice["account_id"] == "acct_cli" and advice["recommended"]["kind"] == "credit_hold"
+    assert [cycle["used"] for cycle in advice["cycles"]] == ["0"]  # created last month: one month to judge by
+    assert advice["saving_cents"] == prices.subscription(100_000).monthly_price_cents \
+        - prices.credit_hold_monthly_fee_cents == 400
+    assert "acct_cli" in table and "credit hold" in table and "4.00 USD" in table
