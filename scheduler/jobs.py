@@ -28,6 +28,8 @@ SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("low_balance_notices", IntervalTrigger(minutes=5), "send_low_balance_notices"),
     # stored Idempotency-Key answers live 24 h, then go in batches
     ScheduledJob("idempotency_purge", IntervalTrigger(minutes=10), "purge_idempotency_records"),
+    # the ledger's new entries into the daily usage that forecasts and the console read
+    ScheduledJob("daily_usage", IntervalTrigger(minutes=1), "fold_daily_usage"),
 ]
 
 

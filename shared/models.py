@@ -1,11 +1,12 @@
 """The persistent shape of creditq. Amounts are integer millicredits (BigInteger) everywhere."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -211,6 +212,39 @@ class Entry(Base):
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     memo: Mapped[str | None] = mapped_column(String(500))
+
+
+class UsageDay(Base):
+    """What an account (and each of its users) spent on one local day, by kind: the entries folded after they
+    were written (shared.reporting.daily_usage), so a forecast or the console never reads the whole history.
+
+    `user_id` is "" for the company pool (a key column cannot be NULL); `kind` is one of daily_usage.KINDS.
+    """
+
+    __tablename__ = "daily_usage"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    millicredits: Mapped[int] = mapped_column(Millicredits)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageFold(Base):
+    """The one row saying how far the entries are folded into daily_usage, and the next stretch that may be.
+
+    Entries up to `folded_through` are in daily_usage. Entries up to `horizon_id` may be folded once every
+    transaction that was running when the horizon was taken has ended (on PostgreSQL: the oldest running
+    transaction id reached `horizon_xid`), since one of them may still hold a lower entry id.
+    """
+
+    __tablename__ = "daily_usage_folds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    folded_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    horizon_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    horizon_xid: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PhoneNumber(Base):

@@ -8,4 +8,4 @@ from shared.broker import broker_from_environment
 
 broker = broker_from_environment()
 
-from . import billing, campaigns, idempotency, payments, sending, settling, sweeping, webhooks  # noqa: E402,F401  (declare the actors on `broker`)
+from . import billing, campaigns, idempotency, payments, reporting, sending, settling, sweeping, webhooks  # noqa: E402,F401  (declare the actors on `broker`)
