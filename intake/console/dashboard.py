@@ -1,13 +1,17 @@
 """The dashboard (balance by kind, held, what expires this month, banners) and the expiring report."""
 
 import asyncio
+from datetime import timedelta
 
 from aiohttp import web
 
+from shared.ledger.expiry import local_date, zone
 from shared.money import format_credits
+from shared.reporting.daily_usage import usage_by_day, usage_by_user
 
 from ..appkeys import CLOCK, DATABASE, PRINCIPAL
 from ..policy import READ_ACCOUNT, action
+from .charts import PERIODS, usage_chart
 from .render import page
 from .wallets import LOT_KINDS, wallet_for
 
@@ -17,15 +21,27 @@ routes = web.RouteTableDef()
 @routes.get("/accounts/{account_id}")
 @action(READ_ACCOUNT)
 async def dashboard(request: web.Request) -> web.Response:
+    """?days=30 (the default) or 90: the usage chart's span."""
     account_id, principal, now = request.match_info["account_id"], request[PRINCIPAL], request.app[CLOCK]()
+    days = int(request.query["days"]) if request.query.get("days") in {str(p) for p in PERIODS} else PERIODS[0]
 
     def read(database):
         with database.read_only() as session:
-            return wallet_for(session, principal, account_id, now=now)
+            account, wallet, view = wallet_for(session, principal, account_id, now=now)
+            until = local_date(now, zone(account.timezone))
+            since = until - timedelta(days=days - 1)
+            usage = usage_by_day(session, account_id, since=since, until=until, user_id=principal.own_only)
+            per_user = {} if principal.own_only else usage_by_user(session, account_id, since=since, until=until)
+        return account, wallet, view, usage, per_user, until
 
-    account, wallet, _ = await asyncio.to_thread(read, request.app[DATABASE])
+    account, wallet, view, usage, per_user, until = await asyncio.to_thread(read, request.app[DATABASE])
+    names = {user.id: user.name for user in view.users}
+    spenders = sorted(((names.get(user_id, user_id) if user_id else "Company pool (owners and admins)", spent)
+                       for user_id, spent in per_user.items() if spent), key=lambda pair: -pair[1])
     return page(request, "dashboard.html", {"account": account, "wallet": wallet, "kinds": LOT_KINDS,
-                                            "banners": banners(account, wallet, principal)})
+                                            "banners": banners(account, wallet, principal),
+                                            "chart": usage_chart(usage, until=until, days=days),
+                                            "periods": PERIODS, "spenders": spenders})
 
 
 @routes.get("/accounts/{account_id}/expiring")
