@@ -22,6 +22,7 @@ from ..policy import READ_ACTIVITY, SEND, action
 from ..routes.balance import ENTRY_KINDS
 from ..routes.campaigns import steer_campaign
 from .render import page
+from .session import SECURITY_HEADERS
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
@@ -97,7 +98,7 @@ async def transactions_csv(request: web.Request) -> web.StreamResponse:
             return filters.read(session, account_id, limit=CSV_BATCH, before_id=before_id)
 
     response = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
+        **SECURITY_HEADERS, "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="transactions-{account_id}.csv"'})
     await response.prepare(request)
     await response.write(_csv_lines([("id", "at", "kind", "credits", "balance_after", "user_id", "reference",

@@ -54,7 +54,7 @@ def figure(html: str, element_id: str) -> str:
     return re.search(rf'id="{element_id}"[^>]*>([^<]*)<', html).group(1).strip()
 
 
-async def test_signing_in_sets_an_encrypted_http_only_cookie_that_holds_no_key(client, team):
+async def test_signing_in_sets_an_encrypted_http_only_cookie_that_holds_no_key_and_pages_load_only_their_own(client, team):
     # when the owner signs in
     form = await (await client.get("/sign-in")).text()
     signed_in = await client.post("/sign-in", data={"key": team["key"], "csrf_token": TOKEN.search(form).group(1)},
@@ -67,6 +67,9 @@ async def test_signing_in_sets_an_encrypted_http_only_cookie_that_holds_no_key(c
     assert team["key"] not in cookie.value and api_keys.hash_key(team["key"]) not in cookie.value
     home = await client.get("/")
     assert str(home.url).endswith(f"/accounts/{team['account_id']}")
+    # and the pages load only the console's own scripts and cannot be framed
+    assert "default-src 'self'" in home.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in home.headers["Content-Security-Policy"]
 
 
 async def test_a_wrong_key_does_not_sign_in(client, team):
