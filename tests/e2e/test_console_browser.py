@@ -255,3 +255,36 @@ def test_a_session_ends_within_5_seconds_of_its_key_being_revoked(stack, browser
     assert browser.current_url == f"{stack.url}/sign-in"
     assert browser.find_element(By.ID, "key")
     assert re.search("Sign in", browser.find_element(By.TAG_NAME, "h1").text)
+
+
+UNLABELLED = """
+return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(control => !(control.labels && control.labels.length) && !control.getAttribute('aria-label')
+                     && !(control.tagName === 'BUTTON' && control.textContent.trim()))
+  .map(control => control.outerHTML.slice(0, 120));
+"""
+
+
+def test_every_control_of_every_page_has_a_label_and_no_page_is_wider_than_a_phone(stack, browser):
+    # given an account with a user, signed in as its owner, then as the operator
+    account_id, key = new_account(stack, "Labels")
+    api(stack, "POST", f"/v1/accounts/{account_id}/users", bearer(key),
+        json={"name": "Ada", "email": "ada@example.com", "role": "user", "monthly_credits": "0"})
+    pages = {key: ["", "/compose", "/users", "/transactions", "/messages", "/campaigns", "/billing", "/expiring"],
+             ADMIN_KEY: ["/operator/accounts", "/operator/month-end", "/operator/dunning"]}
+    found, too_wide = {}, {}
+    for signing_key, paths in pages.items():
+        browser.delete_all_cookies()
+        sign_in(browser, stack, signing_key)
+        for path in paths:
+            # when each page is opened on a phone-sized screen
+            browser.get(f"{stack.url}/accounts/{account_id}{path}" if not path.startswith("/operator")
+                        else f"{stack.url}{path}")
+            found[path or "/dashboard"] = browser.execute_script(UNLABELLED)
+            width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            if width[0] > width[1]:
+                too_wide[path or "/dashboard"] = width
+
+    # then every control is labelled, and only tables scroll sideways, inside their own box
+    assert {path: controls for path, controls in found.items() if controls} == {}
+    assert too_wide == {}
