@@ -2,16 +2,20 @@
 code as the API — the usage chart from daily usage, transactions with their filters and CSV."""
 
 import csv
+import html
 import io
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from intake.app import init_app
 from intake.console.session import COOKIE_NAME
 from shared import api_keys
 from shared.ledger import allocations
+from shared.messaging import senders
+from shared.models import Account, Message
 from shared.reporting import daily_usage
 from tests.support.spending import new_account, send
 
@@ -182,3 +186,62 @@ async def test_a_user_sees_only_its_own_transactions_and_none_of_the_owners_page
     assert usage == ["-2"]
     assert (await client.get(f"/accounts/{team['account_id']}/users")).status == 403
     assert (await client.get(f"/accounts/{team['account_id']}/billing")).status == 403
+
+
+async def test_a_group_text_is_accepted_once_per_recipient_and_charged_as_the_api_charges(client, team, sqlite_database,
+                                                                                        enqueued):
+    # given the owner on the compose page of an account with a sender number
+    with sqlite_database.unit_of_work() as session:
+        senders.add_number(session, team["account_id"], "+14155550123", "long_code")
+    token = await sign_in(client, team["key"])
+
+    # when a text goes to two numbers, one of them twice, and another to a number that is not one
+    sent = await client.post(f"/accounts/{team['account_id']}/compose", data={
+        "to": "+14155550100, +14155550101\n+14155550100", "from": "+14155550123", "body": "Open house Sunday",
+        "csrf_token": token})
+    refused = await client.post(f"/accounts/{team['account_id']}/compose", data={
+        "to": "555", "from": "+14155550123", "body": "Open house Sunday", "csrf_token": token})
+
+    # then two messages were accepted, each priced as the API prices it, and their send jobs enqueued
+    page = await sent.text()
+    assert sent.status == 200, re.findall(r'banner danger" role="alert">([^<]*)<', page)
+    assert page.count("accepted (1 credits)") == 2
+    assert sorted(message.actor_name for message in enqueued) == ["send_message", "send_message"]
+    with sqlite_database.read_only() as session:
+        stored = session.execute(select(Message.to, Message.from_, Message.credits_estimated, Message.status)
+                                 .where(Message.account_id == team["account_id"]).order_by(Message.to)).all()
+    assert [tuple(row) for row in stored] == [("+14155550100", "+14155550123", 1000, "accepted"),
+                                               ("+14155550101", "+14155550123", 1000, "accepted")]
+    # and the bad number is refused with the API's reason
+    assert refused.status == 422
+    assert "555: Invalid message: to" in html.unescape(await refused.text())
+
+
+@pytest.mark.parametrize("role_key, next_step", [("key", "Buy credits or turn on auto-recharge on the Billing page."),
+                                                 ("ada_key", None)])
+async def test_a_balance_under_the_threshold_shows_a_banner_saying_what_to_do(client, team, sqlite_database, role_key,
+                                                                              next_step):
+    # given an account whose 900 pool credits are under its 950 threshold
+    patched = await client.patch(f"/v1/accounts/{team['account_id']}", json={"low_balance_threshold": "1950"},
+                                 headers={"Authorization": f"Bearer {team['key']}"})
+    assert patched.status == 200, await patched.text()
+
+    # when the owner, then a user, opens the dashboard
+    await sign_in(client, team[role_key])
+    page = await (await client.get(f"/accounts/{team['account_id']}")).text()
+
+    # then the owner is told the balance is low and what to do; a user's own wallet has no such banner
+    if next_step:
+        assert "Credits are running low: 1000 left, under the 1950 threshold." in page and next_step in page
+    else:
+        assert "running low" not in page
+
+
+async def test_a_locked_account_shows_why_and_what_to_do(client, team, sqlite_database):
+    with sqlite_database.unit_of_work() as session:
+        account = session.get(Account, team["account_id"])
+        account.status, account.status_reason = "locked", "the balance went below zero"
+    await sign_in(client, team["key"])
+    page = await (await client.get(f"/accounts/{team['account_id']}")).text()
+    assert ("The account is locked: the balance went below zero. Buy credits on the Billing page to unlock it."
+            in page)
