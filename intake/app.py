@@ -17,6 +17,7 @@ from .appkeys import CLOCK, DATABASE, ENQUEUER, KEY_CACHE, OPENAPI_DOCUMENT, RAT
 from .asyncio_redis import asyncio_redis_like
 from .auth import auth_middleware
 from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
+from .console import add_console, console_middleware, console_session_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .key_cache import KeyCache
@@ -65,7 +66,8 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     asyncio pool of their own.
     """
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
-                                       text_middleware, auth_middleware],
+                                       text_middleware, console_session_middleware(settings), auth_middleware,
+                                       console_middleware],
                           client_max_size=MAX_BULK_BODY_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock or _utc_now
@@ -83,6 +85,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     app.cleanup_ctx.append(webhooks.callback_batcher_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
+    add_console(app)
     check_declared(app)
     app[OPENAPI_DOCUMENT] = build_document(ROUTE_MODULES, action_for_path(app))
     return app

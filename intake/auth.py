@@ -6,17 +6,19 @@ import hmac
 
 from aiohttp import web
 
-from shared.api_keys import find_live_key, hash_key, note_use
+from shared.api_keys import find_live_digest, hash_key, note_use
 
 from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
 from .errors import Problem
-from .policy import action_of, authorize
+from .policy import action_of, authorize, is_page
 from .principal import OPERATOR, OWNER, Principal
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     declared = action_of(request)
+    if is_page(request):
+        return await handler(request)  # a console page: signed in by its session (intake.console.session)
     if declared is not None and declared.public or isinstance(request.match_info.http_exception,
                                                                 web.HTTPMethodNotAllowed):
         return await handler(request)  # a wrong method is answered 405 to anyone: the document lists every route
@@ -26,7 +28,7 @@ async def auth_middleware(request: web.Request, handler):
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <key>'.")
     if not key.isascii():  # keys are ASCII; other bytes arrive as surrogates no digest or query can take
         raise Problem(401, "Unauthorized", "The API key is not valid.")
-    principal = await _principal_for(request.app, key.strip())
+    principal = await principal_for(request.app, key.strip())
     await request.app[RATE_LIMITER].check(principal)
     request[PRINCIPAL] = principal
     if declared is not None:  # else no route: aiohttp's 404
@@ -34,17 +36,26 @@ async def auth_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-async def _principal_for(app: web.Application, key: str) -> Principal:
+async def principal_for(app: web.Application, key: str) -> Principal:
+    """The principal a bearer key authenticates (the operator's, or a live stored key's); 401 otherwise."""
     if hmac.compare_digest(key.encode(), app[SETTINGS].admin_key.encode()):
         return OPERATOR
-    digest = hash_key(key)
+    return await principal_for_digest(app, hash_key(key))
+
+
+async def principal_for_digest(app: web.Application, digest: str) -> Principal:
+    """The same by the key's SHA-256 digest (a console session keeps only that): the operator's while the
+    operator key is still the one configured, else a stored key that is still live, through the key cache, so a
+    revoked key stops within the cache's TTL here as for the API; 401 otherwise."""
+    if hmac.compare_digest(digest.encode(), hash_key(app[SETTINGS].admin_key).encode()):
+        return OPERATOR
     principal = app[KEY_CACHE].get(digest)
     if principal is None:
         database, now = app[DATABASE], app[CLOCK]()
 
         def lookup() -> Principal | None:
             with database.read_only() as session:  # a lookup never waits for another tenant's bulk write
-                live = find_live_key(session, key, now=now)
+                live = find_live_digest(session, digest, now=now)
             if live is None:
                 return None
             if live.use_to_note:  # at most once a minute per key

@@ -48,6 +48,7 @@ ACTIONS = (PUBLIC, SEND, READ_ACTIVITY, READ_ACCOUNT, MANAGE_USERS, MANAGE_KEYS,
            ACCOUNT_LIFE)
 
 _ACTION_ATTRIBUTE = "creditq_action"
+_PAGE_ATTRIBUTE = "creditq_console_page"
 
 
 def _roles_table() -> str:
@@ -70,6 +71,22 @@ def action(declared: Action) -> Callable:
         setattr(handler, _ACTION_ATTRIBUTE, declared)
         return handler
     return declare
+
+
+def mark_pages(routes: web.RouteTableDef) -> web.RouteTableDef:
+    """Make these routes console pages: signed in by the console's session cookie (intake.console.session), not
+    by an Authorization header; their declared actions are authorized all the same."""
+    for route in routes:
+        setattr(route.handler, _PAGE_ATTRIBUTE, True)
+    return routes
+
+
+def is_page(request: web.Request) -> bool:
+    return is_page_handler(request.match_info.handler)
+
+
+def is_page_handler(handler: Callable) -> bool:
+    return getattr(handler, _PAGE_ATTRIBUTE, False)
 
 
 def action_of(request: web.Request) -> Action | None:

@@ -77,11 +77,16 @@ def find_key(session: Session, key: str) -> ApiKey | None:
 def find_live_key(session: Session, key: str, *, now: datetime) -> LiveKey | None:
     """The live key behind a bearer token, or None, and whether its last use is due to be noted (`note_use`,
     at most once per LAST_USED_PRECISION). Reads only, so a lookup may run in a read-only transaction."""
+    return find_live_digest(session, hash_key(key), now=now)
+
+
+def find_live_digest(session: Session, digest: str, *, now: datetime) -> LiveKey | None:
+    """find_live_key by the key's digest: what a console session keeps instead of the key itself."""
     row = session.execute(
         select(ApiKey.id, ApiKey.account_id, ApiKey.scope, ApiKey.user_id, ApiKey.last_used_at, User.role,
                User.deleted_at)
         .outerjoin(User, User.id == ApiKey.user_id)
-        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
     ).one_or_none()
     if row is None or (row.user_id is not None and (row.role is None or row.deleted_at is not None)):
         return None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import webbrowser
 
 from shared.config import load_settings
 from shared.migrate import upgrade
@@ -20,6 +21,7 @@ PROCESSES = ("twilio-sim", "stripe-sim", "web", "worker", "scheduler")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("dev", help="run web, worker, scheduler, the Twilio simulator, the Stripe stand-in "
                                                "and Redis together")
+    parser.add_argument("--open", action="store_true", help="open the web console in the default browser once ready")
     parser.set_defaults(run=run)
 
 
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         ready += [f"{settings.stripe_api_base}/_sim/config"] if stand_in else []
         if all(_wait_healthy(url, children, lambda: stopping) for url in ready):
             _print_banner(base, settings, redis_url)
+            if args.open:
+                webbrowser.open(f"{base}/")
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -103,6 +107,7 @@ def _print_banner(base: str, settings, redis_url: str) -> None:
               if settings.payment_gateway == "stripe" else f"PAYMENT_GATEWAY={settings.payment_gateway}")
     print(f"""
 creditq is running
+  console      {base}/   (sign in with the operator key below, or an account or user key)
   API          {base}   (OpenAPI: {base}/v1/openapi.json)
   metrics      {base}/metrics
   Twilio sim   http://127.0.0.1:{settings.simulator_port}   (sent messages: /_sim/messages)

@@ -150,10 +150,15 @@ def _recipient_json(row: RecipientRow) -> dict:
 @routes.post("/v1/campaigns/{campaign_id}/{action:cancel|pause|resume}")
 @action(SEND)
 async def steer(request: web.Request) -> web.Response:
-    campaign_id, action = request.match_info["campaign_id"], request.match_info["action"]
-    principal = request[PRINCIPAL]
+    view = await steer_campaign(request.app, request[PRINCIPAL], request.match_info["campaign_id"],
+                                request.match_info["action"])
+    return json_response(view)
+
+
+async def steer_campaign(app: web.Application, principal: Principal, campaign_id: str, action: str) -> dict:
+    """Cancel, pause or resume a campaign the principal may see (the API's and the console's): its view after."""
     account_id = principal.account_id
-    database = request.app[DATABASE]
+    database = app[DATABASE]
 
     def apply() -> tuple[dict, list[str]]:
         now = datetime.now(UTC)
@@ -169,15 +174,14 @@ async def steer(request: web.Request) -> web.Response:
             return campaign_view(session, campaign), to_enqueue
 
     view, to_enqueue = await asyncio.to_thread(apply)
-    enqueuer = request.app[ENQUEUER]
+    enqueuer = app[ENQUEUER]
     if to_enqueue:  # lost ones are re-enqueued by the sweeper (accepted and stale)
         from workers.campaigns import enqueue_many  # the workers' broker, bound on first use like the Enqueuer's
-
         actor = enqueuer.broker.get_actor(SEND_ACTOR)
         await asyncio.to_thread(enqueue_many, actor, [(message_id,) for message_id in to_enqueue])
     if action == "resume" and view["status"] == "running":
         await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on
-    return json_response(view)
+    return view
 
 
 def own_campaign(session: Session, campaign_id: str, principal: Principal) -> Campaign:

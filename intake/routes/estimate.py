@@ -50,13 +50,14 @@ async def estimate(request: web.Request) -> web.Response:
     if not isinstance(smart_encoding, bool):
         raise Problem(422, "Validation failed", "smart_encoding must be true or false.",
                       errors={"smart_encoding": "must be a boolean"})
-    result = await asyncio.to_thread(_estimate, request.app[DATABASE], request[PRINCIPAL].account_id, payload,
+    result = await asyncio.to_thread(estimate_for, request.app[DATABASE], request[PRINCIPAL].account_id, payload,
                                      sender, smart_encoding, request.app[SETTINGS].shared_short_code)
     return json_response(result.as_dict())
 
 
-def _estimate(database: Database, account_id: str | None, payload: dict, sender: str | None,
-              smart_encoding: bool, shared_short_code: str | None) -> Estimate:
+def estimate_for(database: Database, account_id: str | None, payload: dict, sender: str | None,
+                 smart_encoding: bool, shared_short_code: str | None) -> Estimate:
+    """The estimate POST /v1/estimate answers (and the console's compose ticker shows)."""
     sender_type, keyword = "long_code", None
     if sender:
         with database.read_only() as session:

@@ -443,10 +443,16 @@ def due_steps(session: Session, *, now: datetime, limit: int = 500) -> list[tupl
     return [(row.id, row.next_step) for row in rows]
 
 
-def list_runs(session: Session, account_id: str, *, limit: int = 50, before_id: str | None = None) -> list[DunningRun]:
-    """The account's runs, newest first (descending id); `steps_of` gives what each step did."""
-    _account(session, account_id)
-    query = select(DunningRun).where(DunningRun.account_id == account_id)
+def list_runs(session: Session, account_id: str | None, *, limit: int = 50, before_id: str | None = None,
+              status: str | None = None) -> list[DunningRun]:
+    """The account's runs (None: every account's, the operator's view), of `status` if given, newest first
+    (descending id); `steps_of` gives what each step did."""
+    query = select(DunningRun)
+    if account_id is not None:
+        _account(session, account_id)
+        query = query.where(DunningRun.account_id == account_id)
+    if status is not None:
+        query = query.where(DunningRun.status == status)
     if before_id is not None:
         query = query.where(DunningRun.id < before_id)
     return list(session.scalars(query.order_by(DunningRun.id.desc()).limit(limit)))

@@ -147,6 +147,39 @@ def close_accounts(database: Database, account_ids: list[str], through: Period, 
     return summary
 
 
+@dataclass(frozen=True)
+class PeriodRuns:
+    """What month-end did for one period, from its billing_runs rows: the operator's history."""
+
+    period: str
+    closed: int  # accounts whose period is closed
+    billed: int  # bills collected for it, by outcome below
+    paid: int
+    declined: int
+    pending: int
+    billed_credits: int  # millicredits of debt billed
+
+
+def recent_periods(session: Session, *, limit: int = 12) -> list[PeriodRuns]:
+    """The latest `limit` periods month-end ran for, newest first (one grouped read of billing_runs)."""
+    periods = list(session.scalars(select(BillingRun.period).distinct().order_by(BillingRun.period.desc())
+                                   .limit(limit)))
+    counts: dict[str, dict[str, int]] = {period: {} for period in periods}
+    for period, step, status, number, amount in session.execute(
+            select(BillingRun.period, BillingRun.step, BillingRun.status, func.count(),
+                   func.coalesce(func.sum(BillingRun.amount), 0))
+            .where(BillingRun.period.in_(periods)).group_by(BillingRun.period, BillingRun.step, BillingRun.status)):
+        tally = counts[period]
+        tally[f"{step}:{status}"] = tally.get(f"{step}:{status}", 0) + number
+        if step == "bill":
+            tally["bill"] = tally.get("bill", 0) + number
+            tally["credits"] = tally.get("credits", 0) + int(amount)  # PostgreSQL's SUM of BIGINT is a numeric
+    return [PeriodRuns(period, closed=tally.get("close:completed", 0), billed=tally.get("bill", 0),
+                       paid=tally.get("bill:paid", 0), declined=tally.get("bill:declined", 0),
+                       pending=tally.get("bill:pending", 0), billed_credits=tally.get("credits", 0))
+            for period, tally in counts.items()]
+
+
 def run(database: Database, gateway: PaymentGateway | None, period: Period, *, now: datetime,
         dry_run: bool = False, batch_size: int = 500, progress: Callable[[Summary], None] | None = None,
         price_list: PriceList | None = None) -> Summary:

@@ -653,9 +653,10 @@ def holdable(session: Session, account_id: str, facts, *, user_id: str | None, n
 
 
 def transactions(session: Session, account_id: str, *, limit: int, before_id: int | None = None,
-                 user_id: str | None = None, kind: str | None = None, reference_prefix: str | None = None) -> list[Row]:
-    """Entries newest first (only `user_id`'s, of `kind`, whose reference starts with `reference_prefix`, if given);
-    page on with the last id returned as `before_id`."""
+                 user_id: str | None = None, kind: str | None = None, reference_prefix: str | None = None,
+                 at_from: datetime | None = None, at_before: datetime | None = None) -> list[Row]:
+    """Entries newest first (only `user_id`'s, of `kind`, whose reference starts with `reference_prefix`, written in
+    [at_from, at_before), if given); page on with the last id returned as `before_id`."""
     query = select(entries).where(entries.c.account_id == account_id)
     if user_id is not None:
         query = query.where(entries.c.user_id == user_id)
@@ -663,6 +664,10 @@ def transactions(session: Session, account_id: str, *, limit: int, before_id: in
         query = query.where(entries.c.kind == kind)
     if reference_prefix is not None:
         query = query.where(entries.c.reference.startswith(reference_prefix, autoescape=True))
+    if at_from is not None:
+        query = query.where(entries.c.at >= at_from)
+    if at_before is not None:
+        query = query.where(entries.c.at < at_before)
     if before_id is not None:
         query = query.where(entries.c.id < before_id)
     return list(_sql(session).execute(query.order_by(entries.c.id.desc()).limit(limit)))

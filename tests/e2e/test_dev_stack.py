@@ -56,6 +56,8 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         assert _answers_200(f"http://127.0.0.1:{web_port}/healthz")
         assert _answers_200(f"http://127.0.0.1:{simulator_port}/_sim/config")
         assert _answers_200(f"http://127.0.0.1:{stripe_port}/_sim/config")
+        assert f"console      http://127.0.0.1:{web_port}/ " in banner
+        assert _answers_200(f"http://127.0.0.1:{web_port}/")  # the console's sign-in form
         descendants = psutil.Process(dev.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in descendants)
 

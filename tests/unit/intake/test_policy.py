@@ -4,13 +4,15 @@ The walk enumerates `app.router`, so a route added later is walked with no chang
 no action stops the app from being built at all.
 """
 
+import html
 import itertools
+import re
 
 import pytest
 from aiohttp import web
 
 from intake.app import init_app
-from intake.policy import check_declared
+from intake.policy import check_declared, is_page_handler
 from intake.principal import ADMIN, OWNER, USER
 
 OPERATOR_KEY = {"Authorization": "Bearer test-operator-key-0123456789"}
@@ -103,6 +105,27 @@ def concrete_path(route: web.AbstractRoute, account_id: str) -> str:
     raise AssertionError(f"no placeholder fits {route.resource.canonical}")
 
 
+async def console_session(client, headers: dict) -> dict:
+    """Sign the client in to the console with the key of these headers: the headers its forms send (CSRF)."""
+    client.session.cookie_jar.clear()
+    form = await (await client.get("/sign-in")).text()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    home = await client.post("/sign-in", data={"key": headers["Authorization"].removeprefix("Bearer "),
+                                               "csrf_token": token})
+    assert home.status == 200, await home.text()
+    return {"X-CSRF-Token": re.search(r'name="csrf_token" value="([^"]+)"', await home.text()).group(1)}
+
+
+async def refusal_detail(response) -> str:
+    """The problem's detail, or a console page's error."""
+    if response.content_type.endswith("json"):
+        return (await response.json()).get("detail", "")
+    if response.content_type == "text/html":
+        found = re.search(r'id="error"[^>]*>([^<]*)<', await response.text())
+        return html.unescape(found.group(1)) if found else ""
+    return ""
+
+
 def walked_routes(app: web.Application) -> list[web.AbstractRoute]:
     return [route for route in app.router.routes() if route.method != "HEAD"]  # HEAD mirrors its GET
 
@@ -120,10 +143,15 @@ async def test_every_route_answers_every_role_as_the_policy_says(client, app):
         path = concrete_path(route, account_id)
         names_account = "{account_id}" in route.resource.canonical
         for role in ROLES:
-            # when the role calls the route (with an empty body: a refusal comes before any field is read)
-            response = await client.request(route.method, path, headers=keys[role],
-                                            json={} if route.method in ("POST", "PUT", "PATCH") else None)
-            detail = (await response.json()).get("detail", "") if response.content_type.endswith("json") else ""
+            # when the role calls the route (with an empty body: a refusal comes before any field is read); a console
+            # page, signed in to the console with the role's key
+            if is_page_handler(route.handler):
+                response = await client.request(route.method, path, headers=await console_session(client, keys[role]),
+                                                data={} if route.method == "POST" else None, allow_redirects=False)
+            else:
+                response = await client.request(route.method, path, headers=keys[role],
+                                                json={} if route.method in ("POST", "PUT", "PATCH") else None)
+            detail = await refusal_detail(response)
             refused_by_policy = response.status in (403, 404) and any(text in detail for text in POLICY_REFUSALS)
             # then another account's owner learns nothing of this account, a role outside the action is refused
             # with the action's answer, and every other call passes the policy (whatever its handler answers)

@@ -1,0 +1,148 @@
+"""Who is signed in to the console, and the forms they may post.
+
+A console session is an encrypted, HttpOnly cookie (aiohttp-session's EncryptedCookieStorage, a Fernet key
+derived from the first CREDITQ_SECRET_KEY) holding the SHA-256 digest of the key signed in with, never the key, and
+the session's CSRF token. Every request of a page turns the digest back into a principal through the API's own
+lookup and key cache (intake.auth.principal_for_digest): a revoked key ends its sessions within the cache's 4 s
+TTL, and a changed operator key ends the operator's. Then the page's declared action is authorized exactly as for
+the API (intake.policy), and every POST must carry the session's CSRF token (a form field or the X-CSRF-Token
+header htmx sends); one that does not is refused with 403 before its handler runs.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session, session_middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
+
+from shared import errors as domain_errors
+from shared.api_keys import hash_key
+from shared.config import Settings
+
+from ..appkeys import PRINCIPAL, RATE_LIMITER
+from ..auth import principal_for, principal_for_digest
+from ..bodies import read_form
+from ..errors import Problem, is_domain_error
+from ..policy import action_of, authorize, is_page
+from ..principal import Principal
+from .render import CSRF_TOKEN, page
+
+COOKIE_NAME = "creditq_console"
+SESSION_SECONDS = 12 * 3600  # a working day; signing in again after it is cheap
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SIGN_IN_PATH = "/sign-in"
+
+
+def console_session_middleware(settings: Settings):
+    """aiohttp-session's middleware over the console's cookie (Secure when the public URL is https)."""
+    key = hmac.new(base64.urlsafe_b64decode(settings.secret_keys[0]), b"creditq console session",
+                   hashlib.sha256).digest()
+    storage = EncryptedCookieStorage(Fernet(base64.urlsafe_b64encode(key)), cookie_name=COOKIE_NAME, max_age=SESSION_SECONDS,
+                                     httponly=True, samesite="Lax",
+                                     secure=settings.public_base_url.startswith("https://"))
+    return session_middleware(storage)
+
+
+async def sign_in(request: web.Request, key: str) -> None:
+    """Start a fresh session (a new cookie and CSRF token, so none set before signing in survives it) for `key`;
+    401 Problem when it authenticates no one."""
+    await principal_for(request.app, key)
+    session = await new_session(request)
+    session["digest"] = hash_key(key)
+    session["csrf"] = request[CSRF_TOKEN] = secrets.token_urlsafe(32)
+
+
+async def signed_in(request: web.Request) -> Principal | None:
+    """The session's principal on a public page (the front door), None when no one is signed in."""
+    return await _principal(request, await get_session(request))
+
+
+async def sign_out(request: web.Request) -> None:
+    (await get_session(request)).invalidate()
+
+
+SECURITY_HEADERS = {
+    # its own scripts and styles only (htmx adds a style element for its indicators), never framed
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler):
+    """For console pages: the session's principal, the page's action, the CSRF token; errors as pages."""
+    if not is_page(request):
+        return await handler(request)
+    try:
+        response = await _page(request, handler)
+    except web.HTTPException as redirect:
+        redirect.headers.update(SECURITY_HEADERS)
+        raise
+    if not response.prepared:  # a streamed CSV sent its headers already
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def _page(request: web.Request, handler) -> web.StreamResponse:
+    session = await get_session(request)
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    request[CSRF_TOKEN] = session["csrf"]
+    try:
+        if request.method == "POST":
+            await _check_csrf(request, session["csrf"])
+        declared = action_of(request)
+        if not declared.public:
+            principal = await _principal(request, session)
+            if principal is None:
+                return _to_sign_in(request)
+            await request.app[RATE_LIMITER].check(principal)
+            request[PRINCIPAL] = principal
+            authorize(principal, declared, request.match_info.get("account_id"))
+        return await handler(request)
+    except Problem as problem:
+        return _error_page(request, problem.status, problem.title, problem.detail)
+    except Exception as error:
+        if not is_domain_error(error):
+            raise
+        status = 404 if isinstance(error, domain_errors.NotFound) else 409
+        return _error_page(request, status, getattr(error, "title", "Refused"), str(error))
+
+
+async def _check_csrf(request: web.Request, expected: str) -> None:
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sent = (await read_form(request)).get(CSRF_FIELD)
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Problem(403, "Forbidden", "This form has expired or did not come from this console: reload the page "
+                                        "and send it again.")
+
+
+async def _principal(request: web.Request, session) -> Principal | None:
+    digest = session.get("digest")
+    if not isinstance(digest, str):
+        return None
+    try:
+        return await principal_for_digest(request.app, digest)
+    except Problem as problem:
+        if problem.status != 401:
+            raise
+        session.invalidate()  # its key was revoked (or the operator key changed): the session ends
+        return None
+
+
+def _to_sign_in(request: web.Request) -> web.Response:
+    if request.headers.get("HX-Request"):  # htmx follows this header with a full page load
+        return web.Response(status=200, headers={"HX-Redirect": SIGN_IN_PATH})
+    raise web.HTTPSeeOther(SIGN_IN_PATH)
+
+
+def _error_page(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+    return page(request, "error.html", {"title": title, "detail": detail}, status=status)
