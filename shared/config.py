@@ -265,11 +265,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     email_from = env.get("EMAIL_FROM", "creditq@localhost")
     if "@" not in email_from:
         raise ConfigError(f"EMAIL_FROM={email_from!r} is not an email address")
+    environment = _environment(env.get("CREDITQ_ENV") or "development")
+    if environment == "production":
+        _refuse_stand_ins(env, twilio_api_base)
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
     secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
-    environment = _environment(env.get("CREDITQ_ENV") or "development")
     payment_gateway = env.get("PAYMENT_GATEWAY", "stripe")
     if payment_gateway not in PAYMENT_GATEWAYS:
         raise ConfigError(f"PAYMENT_GATEWAY={payment_gateway!r} is not one of: {', '.join(PAYMENT_GATEWAYS)}")
@@ -325,6 +327,22 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
         webhooks=_webhooks(env),
     )
+
+
+def _refuse_stand_ins(env, twilio_api_base: str | None) -> None:
+    """A production process shares its keys with every other process of the deployment, so they come from the
+    environment (a key generated into one host's data dir would differ on the next host), and it talks to the real
+    Twilio and a real mail server, never to a stand-in."""
+    for name in ("CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
+        if not env.get(name):
+            raise ConfigError(f"{name} must be set when CREDITQ_ENV=production (every process of a deployment "
+                              "needs the same value)")
+    if twilio_api_base is None or urlparse(twilio_api_base).hostname in _LOOPBACK:
+        raise ConfigError("TWILIO_API_BASE must name the real Twilio (https://api.twilio.com) when "
+                          "CREDITQ_ENV=production, not the simulator")
+    if not env.get("SMTP_URL"):
+        raise ConfigError("SMTP_URL must be set when CREDITQ_ENV=production: the file e-mail outbox is for "
+                          "development only")
 
 
 def _dev_admin_key(data_dir: Path) -> str:
