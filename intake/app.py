@@ -19,6 +19,7 @@ from .body_limits import MAX_BULK_BODY_BYTES, body_limit_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .key_cache import KeyCache
+from .log_context import log_context_middleware
 from .metrics import metrics_middleware
 from .openapi import build_document
 from .policy import action_for_path, check_declared
@@ -59,7 +60,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
 
     The rate limits use the broker's Redis, the one every web process shares, through an asyncio pool of their own.
     """
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
+    app = web.Application(middlewares=[log_context_middleware, metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, auth_middleware],
                           client_max_size=MAX_BULK_BODY_BYTES)
     app[SETTINGS] = settings

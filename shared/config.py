@@ -80,6 +80,11 @@ class Settings:
     # gateway and the Stripe stand-in's well-known key and webhook secret; "development" (`creditq dev`) allows them
     environment: str = "development"
     webhooks: "WebhookSettings" = field(default_factory=lambda: WebhookSettings())
+    metrics_host: str = "127.0.0.1"  # where the worker's and the scheduler's Prometheus servers listen
+    worker_metrics_port: int = 9191
+    scheduler_metrics_port: int = 9192
+    shutdown_timeout_seconds: float = 30.0  # how long a stopping web process lets its requests in flight finish
+    retention_days: int | None = None  # message bodies and recipients' numbers are redacted after this; None: kept
 
     # Webhook endpoints may be http and on this machine's or private addresses only when CREDITQ_ENV=development is
     # set (`creditq dev`, the test stacks): a deployment that says nothing keeps them to https on public addresses
@@ -326,6 +331,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
         shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
         webhooks=_webhooks(env),
+        metrics_host=env.get("CREDITQ_METRICS_HOST", "127.0.0.1"),
+        worker_metrics_port=_port("CREDITQ_WORKER_METRICS_PORT", env.get("CREDITQ_WORKER_METRICS_PORT", "9191")),
+        scheduler_metrics_port=_port("CREDITQ_SCHEDULER_METRICS_PORT",
+                                     env.get("CREDITQ_SCHEDULER_METRICS_PORT", "9192")),
+        shutdown_timeout_seconds=_positive_seconds("CREDITQ_SHUTDOWN_TIMEOUT_SECONDS",
+                                                   env.get("CREDITQ_SHUTDOWN_TIMEOUT_SECONDS", "30")),
+        retention_days=_positive_int("CREDITQ_RETENTION_DAYS", env["CREDITQ_RETENTION_DAYS"])
+        if env.get("CREDITQ_RETENTION_DAYS") else None,
     )
 
 
