@@ -33,6 +33,7 @@ from .routes import (
     balance,
     campaigns,
     dunning,
+    erasures,
     estimate,
     message_search,
     messages,
@@ -51,7 +52,7 @@ from .text import text_middleware
 DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, users, numbers, messages,
                  message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin, campaigns,
-                 account_life, webhook_endpoints]
+                 account_life, webhook_endpoints, erasures]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,

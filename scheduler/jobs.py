@@ -6,6 +6,7 @@ from datetime import timezone
 import dramatiq
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 
@@ -28,6 +29,8 @@ SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("low_balance_notices", IntervalTrigger(minutes=5), "send_low_balance_notices"),
     # stored Idempotency-Key answers live 24 h, then go in batches
     ScheduledJob("idempotency_purge", IntervalTrigger(minutes=10), "purge_idempotency_records"),
+    # message bodies and recipients' numbers past CREDITQ_RETENTION_DAYS, redacted in batches (off when unset)
+    ScheduledJob("retention", CronTrigger(hour=3, minute=17, timezone=timezone.utc), "redact_expired"),
 ]
 
 

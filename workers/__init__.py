@@ -8,7 +8,7 @@ from shared.broker import broker_from_environment
 
 broker = broker_from_environment()
 
-from . import billing, campaigns, idempotency, payments, sending, settling, sweeping, webhooks  # noqa: E402,F401  (declare the actors on `broker`)
+from . import billing, campaigns, idempotency, payments, retention, sending, settling, sweeping, webhooks  # noqa: E402,F401  (declare the actors on `broker`)
 from .warm_up import WarmUp  # noqa: E402
 
 broker.add_middleware(WarmUp())
