@@ -30,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ["REDIS_URL"] = redis_url
     threads = args.threads or settings.worker_threads
     os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
+    # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running
+    # ones finish for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS; one still running then is redelivered when its
+    # process's heartbeat lapses (every step is idempotent)
     argv = ["workers.process", "--processes", str(args.processes or settings.worker_processes),
-            "--threads", str(threads)]
+            "--threads", str(threads), "--worker-shutdown-timeout", str(int(settings.shutdown_timeout_seconds * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
     try:
