@@ -5,6 +5,7 @@ import inspect
 import threading
 
 from dramatiq import Middleware
+from dramatiq.errors import ActorNotFound
 
 from shared import logs
 
@@ -31,12 +32,12 @@ class JobLogContext(Middleware):
     after_skip_message = after_process_message
 
     def _ids_in_arguments(self, broker, message) -> dict[str, str]:
-        signature = self._signatures.get(message.actor_name)
-        if signature is None:
-            signature = self._signatures[message.actor_name] = inspect.signature(
-                broker.get_actor(message.actor_name).fn)
         try:
+            signature = self._signatures.get(message.actor_name)
+            if signature is None:
+                signature = self._signatures[message.actor_name] = inspect.signature(
+                    broker.get_actor(message.actor_name).fn)
             arguments = signature.bind_partial(*message.args, **message.kwargs).arguments
-        except TypeError:
-            return {}  # the actor will refuse these arguments itself
+        except (ActorNotFound, TypeError):
+            return {}  # the worker refuses the job itself, and says why
         return {name: str(arguments[name]) for name in ID_PARAMETERS if arguments.get(name) is not None}

@@ -11,6 +11,7 @@ from shared.operations.metrics import OperationsCollector
 from ..appkeys import DATABASE, ENQUEUER, OPENAPI_DOCUMENT, REDIS
 from ..bodies import json_response
 from ..errors import problem_response
+from ..openapi import problem
 from ..policy import OPERATE, PUBLIC, action
 
 routes = web.RouteTableDef()
@@ -66,7 +67,6 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI_DOCUMENT])
 
 
-_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
 OPENAPI_PATHS = {
     "/livez": {"get": {"operationId": "getLiveness", "summary": "Liveness: answers 200 while the process serves",
                        "description": "Checks nothing outside the process: a restart would not bring back a database "
@@ -82,8 +82,7 @@ OPENAPI_PATHS = {
                                  "type": "object", "properties": {"status": {"const": "ok"},
                                                                   "database": {"const": "ok"},
                                                                   "redis": {"const": "ok"}}}}}},
-                             "503": {"description": "the database or Redis is away (`away` names which)",
-                                     "content": _PROBLEM}}}},
+                             "503": problem(503, "the database or Redis is away (`away` names which)")}}},
     "/metrics": {"get": {"operationId": "getMetrics", "summary": "Prometheus metrics (the operator key)",
                          "description": "This web process's request counts and latencies, and the deployment's "
                                         "gauges: queue depth, holds outstanding, settlement lag, parked messages, "
