@@ -1,10 +1,10 @@
 """`creditq <command>`: each command module registers its own subparser and `run(args) -> int`."""
 
 import argparse
-import logging
+import os
 import sys
 
-from shared import log_redaction
+from shared import log_redaction, logs
 from shared.config import ConfigError
 from shared.errors import DomainError
 
@@ -21,7 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = os.environ.get("CREDITQ_LOG_FORMAT") or "text"
+    if log_format not in logs.LOG_FORMATS:
+        print(f"creditq: CREDITQ_LOG_FORMAT={log_format!r} must be one of: {', '.join(logs.LOG_FORMATS)}",
+              file=sys.stderr)
+        return 2
+    logs.configure(log_format)
     log_redaction.install()
     try:
         return args.run(args) or 0

@@ -21,6 +21,7 @@ from .console import add_console, console_middleware, console_session_middleware
 from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .key_cache import KeyCache
+from .log_context import log_context_middleware
 from .metrics import metrics_middleware
 from .openapi import build_document
 from .policy import action_for_path, check_declared
@@ -35,6 +36,7 @@ from .routes import (
     calls,
     campaigns,
     dunning,
+    erasures,
     estimate,
     forecasts,
     message_search,
@@ -55,7 +57,8 @@ from .text import text_middleware
 DISPATCH_ACTOR = "dispatch_webhook_event"
 ROUTE_MODULES = [operations, estimate, opt_outs, webhooks, accounts, api_keys, balance, forecasts, users, numbers,
                  messages, message_search, twilio_credentials, purchases, auto_recharge, payment_method, dunning, admin,
-                 campaigns, account_life, webhook_endpoints, calls, voice_webhooks]
+                 campaigns, account_life, webhook_endpoints, calls, voice_webhooks,
+                 erasures]
 
 
 def init_app(settings: Settings, *, database: Database | None = None, broker: dramatiq.Broker | None = None,
@@ -65,7 +68,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     The rate limits use the Redis every web process shares (the broker's, or REDIS_URL's beside RabbitMQ), through an
     asyncio pool of their own.
     """
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, body_limit_middleware,
+    app = web.Application(middlewares=[log_context_middleware, metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, console_session_middleware(settings), auth_middleware,
                                        console_middleware],
                           client_max_size=MAX_BULK_BODY_BYTES)

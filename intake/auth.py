@@ -6,6 +6,7 @@ import hmac
 
 from aiohttp import web
 
+from shared import logs
 from shared.api_keys import find_live_digest, hash_key, note_use
 
 from .appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL, RATE_LIMITER, SETTINGS
@@ -31,6 +32,8 @@ async def auth_middleware(request: web.Request, handler):
     principal = await principal_for(request.app, key.strip())
     await request.app[RATE_LIMITER].check(principal)
     request[PRINCIPAL] = principal
+    if principal.account_id is not None and request.match_info.get("account_id") is None:
+        logs.bind(account_id=principal.account_id)  # the request's log context restores it when the request ends
     if declared is not None:  # else no route: aiohttp's 404
         authorize(principal, declared, request.match_info.get("account_id"))
     return await handler(request)

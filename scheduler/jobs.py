@@ -6,6 +6,7 @@ from datetime import timezone
 import dramatiq
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 
@@ -31,6 +32,8 @@ SCHEDULE: list[ScheduledJob] = [
     ScheduledJob("idempotency_purge", IntervalTrigger(minutes=10), "purge_idempotency_records"),
     # the ledger's new entries into the daily usage that forecasts and the console read
     ScheduledJob("daily_usage", IntervalTrigger(minutes=1), "fold_daily_usage"),
+    # message bodies and recipients' numbers past CREDITQ_RETENTION_DAYS, redacted in batches (off when unset)
+    ScheduledJob("retention", CronTrigger(hour=3, minute=17, timezone=timezone.utc), "redact_expired"),
 ]
 
 

@@ -81,6 +81,11 @@ class Settings:
     # gateway and the Stripe stand-in's well-known key and webhook secret; "development" (`creditq dev`) allows them
     environment: str = "development"
     webhooks: "WebhookSettings" = field(default_factory=lambda: WebhookSettings())
+    metrics_host: str = "127.0.0.1"  # where the worker's and the scheduler's Prometheus servers listen
+    worker_metrics_port: int = 9191
+    scheduler_metrics_port: int = 9192
+    shutdown_timeout_seconds: float = 30.0  # how long a stopping web process lets its requests in flight finish
+    retention_days: int | None = None  # message bodies and recipients' numbers are redacted after this; None: kept
 
     # Webhook endpoints may be http and on this machine's or private addresses only when CREDITQ_ENV=development is
     # set (`creditq dev`, the test stacks): a deployment that says nothing keeps them to https on public addresses
@@ -283,11 +288,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     email_from = env.get("EMAIL_FROM", "creditq@localhost")
     if "@" not in email_from:
         raise ConfigError(f"EMAIL_FROM={email_from!r} is not an email address")
+    environment = _environment(env.get("CREDITQ_ENV") or "development")
+    if environment == "production":
+        _refuse_stand_ins(env, twilio_api_base)
     admin_key = env.get("CREDITQ_ADMIN_KEY") or _dev_admin_key(data_dir)
     if len(admin_key) < 16:
         raise ConfigError("CREDITQ_ADMIN_KEY must be at least 16 characters")
     secret_keys = _secret_keys(env.get("CREDITQ_SECRET_KEY") or _dev_secret_key(data_dir))
-    environment = _environment(env.get("CREDITQ_ENV") or "development")
     payment_gateway = env.get("PAYMENT_GATEWAY", "stripe")
     if payment_gateway not in PAYMENT_GATEWAYS:
         raise ConfigError(f"PAYMENT_GATEWAY={payment_gateway!r} is not one of: {', '.join(PAYMENT_GATEWAYS)}")
@@ -342,7 +349,31 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", env.get("CREDITQ_NEW_ACCOUNT_DAILY_MESSAGES", "500")),
         shared_short_code=_short_code(env["SHARED_SHORT_CODE"]) if env.get("SHARED_SHORT_CODE") else None,
         webhooks=_webhooks(env),
+        metrics_host=env.get("CREDITQ_METRICS_HOST", "127.0.0.1"),
+        worker_metrics_port=_port("CREDITQ_WORKER_METRICS_PORT", env.get("CREDITQ_WORKER_METRICS_PORT", "9191")),
+        scheduler_metrics_port=_port("CREDITQ_SCHEDULER_METRICS_PORT",
+                                     env.get("CREDITQ_SCHEDULER_METRICS_PORT", "9192")),
+        shutdown_timeout_seconds=_positive_seconds("CREDITQ_SHUTDOWN_TIMEOUT_SECONDS",
+                                                   env.get("CREDITQ_SHUTDOWN_TIMEOUT_SECONDS", "30")),
+        retention_days=_positive_int("CREDITQ_RETENTION_DAYS", env["CREDITQ_RETENTION_DAYS"])
+        if env.get("CREDITQ_RETENTION_DAYS") else None,
     )
+
+
+def _refuse_stand_ins(env, twilio_api_base: str | None) -> None:
+    """A production process shares its keys with every other process of the deployment, so they come from the
+    environment (a key generated into one host's data dir would differ on the next host), and it talks to the real
+    Twilio and a real mail server, never to a stand-in."""
+    for name in ("CREDITQ_ADMIN_KEY", "CREDITQ_SECRET_KEY"):
+        if not env.get(name):
+            raise ConfigError(f"{name} must be set when CREDITQ_ENV=production (every process of a deployment "
+                              "needs the same value)")
+    if twilio_api_base is None or urlparse(twilio_api_base).hostname in _LOOPBACK:
+        raise ConfigError("TWILIO_API_BASE must name the real Twilio (https://api.twilio.com) when "
+                          "CREDITQ_ENV=production, not the simulator")
+    if not env.get("SMTP_URL"):
+        raise ConfigError("SMTP_URL must be set when CREDITQ_ENV=production: the file e-mail outbox is for "
+                          "development only")
 
 
 def _dev_admin_key(data_dir: Path) -> str:

@@ -7,6 +7,13 @@ from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# Migrations after this revision are additive: `creditq db upgrade` runs while the release before still serves, so
+# an upgrade only adds (tables, nullable or defaulted columns, indexes built concurrently). Dropping or renaming a
+# column or a table waits for a later release, once no process of the old one runs, and is listed here with why
+# (tests/unit/test_migrations_additive.py holds every migration after the marker to this).
+ADDITIVE_SINCE = "0017"
+DESTRUCTIVE_STEPS: dict[str, str] = {}  # revision -> what it drops or renames, and since which release it is unused
+
 
 def alembic_config(database_url: str) -> Config:
     config = Config()

@@ -306,6 +306,9 @@ class Message(Base):
         # replies are few among the sends: only they are indexed, so the sends' inserts pay nothing for it
         Index("ix_messages_inbound_created", "account_id", "created_at", "id",
               postgresql_where=text("direction = 'inbound'"), sqlite_where=text("direction = 'inbound'")),
+        # what the retention job has left to redact (shared.operations.retention), oldest first
+        Index("ix_messages_unredacted_updated_at", "updated_at",
+              postgresql_where=text("redacted_at IS NULL"), sqlite_where=text("redacted_at IS NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -419,6 +422,8 @@ class VoiceBroadcast(Base):
     credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # body, media and the contact's number blanked (retention, erasure); the ledger's rows about it are kept
+    redacted_at: Mapped[datetime | None]
 
 
 class IdempotencyRecord(Base):
@@ -655,6 +660,7 @@ class Campaign(Base):
     updated_at: Mapped[datetime]
     # When it was found completed (every step fanned out, nothing waiting) and its campaign.completed was written.
     completed_at: Mapped[datetime | None]
+    redacted_at: Mapped[datetime | None]  # its recipients' numbers and fields blanked (retention)
 
 
 class CampaignStep(Base):
@@ -796,7 +802,9 @@ class WebhookEvent(Base):
 
     __tablename__ = "webhook_events"
     __table_args__ = (Index("ix_webhook_events_account_id_type", "account_id", "type"),
-                      Index("ix_webhook_events_dispatched_at_created_at", "dispatched_at", "created_at"))
+                      Index("ix_webhook_events_dispatched_at_created_at", "dispatched_at", "created_at"),
+                      Index("ix_webhook_events_unredacted_created_at", "created_at",
+                            postgresql_where=text("redacted_at IS NULL"), sqlite_where=text("redacted_at IS NULL")))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
@@ -805,6 +813,7 @@ class WebhookEvent(Base):
     data: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime]
     dispatched_at: Mapped[datetime | None]
+    redacted_at: Mapped[datetime | None]  # a message's body and the contact's number blanked in `data` (retention)
 
 
 class WebhookDelivery(Base):

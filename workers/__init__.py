@@ -9,7 +9,19 @@ from shared.broker import broker_from_environment
 
 broker = broker_from_environment()
 
-from . import billing, campaigns, idempotency, payments, reporting, sending, settling, sweeping, voice, webhooks  # noqa: E402,F401  (declare the actors on `broker`)
+from . import (  # noqa: E402,F401  (declare the actors on `broker`)
+    billing,
+    campaigns,
+    idempotency,
+    payments,
+    reporting,
+    retention,
+    sending,
+    settling,
+    sweeping,
+    voice,
+    webhooks,
+)
 from .warm_up import WarmUp  # noqa: E402
 
 broker.add_middleware(WarmUp())

@@ -29,6 +29,7 @@ class Resources:
     stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
     webhooks: WebhookSettings = WebhookSettings()
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
+    retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
 
 
 _resources: Resources | None = None
@@ -66,4 +67,5 @@ def _from_environment() -> Resources:
         stale_after=timedelta(seconds=int(os.environ.get("CREDITQ_SWEEP_STALE_SECONDS", "60"))),
         webhooks=settings.webhooks,
         development=settings.development,
+        retention_days=settings.retention_days,
     )

@@ -3,6 +3,7 @@
 from . import (
     account,
     campaign,
+    data,
     db,
     dev,
     estimate,
@@ -18,4 +19,4 @@ from . import (
 )
 
 COMMANDS = [dev, web, worker, scheduler, twilio_sim, stripe_sim, db, secrets, estimate, ledger, month_end, report, campaign,
-            account]
+            account, data]

@@ -109,7 +109,8 @@ def _print_banner(base: str, settings, redis_url: str) -> None:
 creditq is running
   console      {base}/   (sign in with the operator key below, or an account or user key)
   API          {base}   (OpenAPI: {base}/v1/openapi.json)
-  metrics      {base}/metrics
+  metrics      {base}/metrics (operator key); worker and scheduler at {settings.metrics_host}:{settings.worker_metrics_port} \
+and :{settings.scheduler_metrics_port}
   Twilio sim   http://127.0.0.1:{settings.simulator_port}   (sent messages: /_sim/messages)
   Stripe       {stripe}
   Redis        {redis_url}

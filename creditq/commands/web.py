@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
         with listening_on(host, port, "--port or PORT", "--host or HOST"):
-            web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None)
+            # SIGTERM: stop listening, let the requests in flight finish (their accept batches commit and answer)
+            # for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools
+            web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None,
+                        shutdown_timeout=settings.shutdown_timeout_seconds)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -2,6 +2,9 @@
 
 import argparse
 import os
+import shutil
+import sys
+import tempfile
 
 import dramatiq.cli
 
@@ -18,15 +21,20 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    metrics_dir = _export_metrics_settings(settings)
     from shared.twilio.gateway import warn_if_simulated
 
-    settings = load_settings()
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
     threads = args.threads or settings.worker_threads
     os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
-    argv = ["workers", "--processes", str(args.processes or settings.worker_processes), "--threads", str(threads)]
+    # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running
+    # ones finish for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS; one still running then is redelivered when its
+    # process's heartbeat lapses (every step is idempotent)
+    argv = ["workers.process", "--processes", str(args.processes or settings.worker_processes),
+            "--threads", str(threads), "--worker-shutdown-timeout", str(int(settings.shutdown_timeout_seconds * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
     try:
@@ -34,3 +42,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _export_metrics_settings(settings) -> str:
+    """A fresh directory for this run's per-process metric files (a stale one would add old counts to new ones),
+    and where dramatiq's exposition server listens; set before anything imports prometheus_client."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the worker's metrics directory was set")
+    metrics_dir = tempfile.mkdtemp(prefix="creditq-worker-metrics-")
+    os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, dramatiq_prom_db=metrics_dir,
+                      dramatiq_prom_host=settings.metrics_host, dramatiq_prom_port=str(settings.worker_metrics_port))
+    return metrics_dir

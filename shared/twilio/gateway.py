@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import requests
+from prometheus_client import Counter
 from requests.adapters import HTTPAdapter
 from twilio.base import values
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -132,6 +133,13 @@ class PooledHttpClient(TwilioHttpClient):
         self.session.close()
 
 
+# Every create's outcome, by Twilio's error code ("" for none): a worker process counts its own, and `creditq worker`
+# sums its processes' at its metrics port.
+SEND_OUTCOMES = Counter("creditq_twilio_sends_total", "Message creates at Twilio, by outcome and Twilio error code",
+                        ["outcome", "error_code"])
+_OUTCOMES = {TransientTwilioError: "transient", PermanentTwilioError: "permanent", CredentialsRejected: "credentials"}
+
+
 class TwilioGateway:
     """Sends and fetches messages for one Twilio account (or subaccount), and proves its credentials.
 
@@ -164,11 +172,16 @@ class TwilioGateway:
                 status_callback=self.status_callback_url,
             )
         except (TwilioRestException, TwilioServiceException) as error:
-            raise self._classify(error) from error
+            classified = self._classify(error)
+            SEND_OUTCOMES.labels(_OUTCOMES[type(classified)], str(getattr(classified, "code", None) or "")).inc()
+            raise classified from error
         except requests.RequestException as error:
             if _never_left(error):
+                SEND_OUTCOMES.labels("transient", "").inc()
                 raise TransientTwilioError(f"could not reach Twilio: {error}") from error
+            SEND_OUTCOMES.labels("unknown", "").inc()
             raise OutcomeUnknown(f"no answer from Twilio to a create, it may have been sent: {error}") from error
+        SEND_OUTCOMES.labels("accepted", "").inc()
         return SentMessage(
             sid=message.sid,
             account_sid=message.account_sid,

@@ -98,14 +98,25 @@ class TemporaryPostgres:
             connection.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
-    def dump(self, name: str) -> bytes:
-        """pg_dump of one database (data and schema, as SQL), with the pg_dump beside the server binaries."""
-        pg_dump = self.bin_dir / "pg_dump"
-        command = str(pg_dump) if pg_dump.exists() else shutil.which("pg_dump")
-        if command is None:
-            raise RuntimeError(f"no pg_dump beside {self.bin_dir} or on PATH")
-        return subprocess.run([command, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+    def dump(self, name: str, *, archive: bool = False) -> bytes:
+        """pg_dump of one database (data and schema), as SQL or (`archive`) in pg_dump's custom format, which
+        pg_restore reads."""
+        return subprocess.run([self._client("pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                               *(["--format=custom"] if archive else []), name],
                               check=True, capture_output=True).stdout
+
+    def restore(self, name: str, archive: bytes) -> None:
+        """pg_restore a custom-format dump into the existing database `name`; any error fails it."""
+        subprocess.run([self._client("pg_restore"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        "--no-owner", "--exit-on-error", "-d", name], input=archive, check=True, capture_output=True)
+
+    def _client(self, program: str) -> str:
+        """A client program beside the server binaries, else on PATH."""
+        beside = self.bin_dir / program
+        command = str(beside) if beside.exists() else shutil.which(program)
+        if command is None:
+            raise RuntimeError(f"no {program} beside {self.bin_dir} or on PATH")
+        return command
 
     def stop(self) -> None:
         subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"),

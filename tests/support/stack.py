@@ -44,6 +44,7 @@ class Stack:
         self.worker_processes = worker_processes
         self.worker_threads = worker_threads
         self.web_port, self.simulator_port, self.stripe_port = free_port(), free_port(), free_port()
+        self.worker_metrics_port = free_port()
         self.redis = EmbeddedRedis(self.directory / "redis")
         self.extra_env = env or {}
         self.broker_env = ({"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": amqp_url} if amqp_url
@@ -96,6 +97,8 @@ class Stack:
             "CREDITQ_SECRET_KEY": SECRET_KEY,
             "CREDITQ_DATA_DIR": str(self.directory / "data"),
             **self.broker_env,
+            "CREDITQ_WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            "CREDITQ_SCHEDULER_METRICS_PORT": str(free_port()),
             **self.extra_env,
         }
         with open(self.directory / "db-upgrade.log", "ab") as log:
@@ -115,6 +118,14 @@ class Stack:
         self._spawn(name, "web", env={"PORT": str(port)})
         url = f"http://127.0.0.1:{port}"
         self._wait_for(f"{url}/healthz", name)
+        return url
+
+    def start_scheduler(self, name: str = "scheduler") -> str:
+        """A `creditq scheduler` on the stack; the URL of its metrics server."""
+        port = free_port()
+        self._spawn(name, "scheduler", env={"CREDITQ_SCHEDULER_METRICS_PORT": str(port)})
+        url = f"http://127.0.0.1:{port}/metrics"
+        self._wait_for(url, name)
         return url
 
     def start_worker(self) -> None:

@@ -8,6 +8,19 @@ from cryptography.fernet import Fernet
 
 from shared.config import ConfigError, broker_choice, load_settings
 
+# A complete production environment: each refusal test takes one thing away from it.
+PRODUCTION = {
+    "CREDITQ_ENV": "production",
+    "CREDITQ_ADMIN_KEY": "production-operator-key-0123456789",
+    "CREDITQ_SECRET_KEY": Fernet.generate_key().decode(),
+    "TWILIO_API_BASE": "https://api.twilio.com",
+    "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+    "TWILIO_AUTH_TOKEN": "a-production-auth-token",
+    "SMTP_URL": "smtp+starttls://mailer:pw@mail.example.com",
+    "STRIPE_API_KEY": "sk_live_production",
+    "STRIPE_WEBHOOK_SECRET": "whsec_production",
+}
+
 
 def test_defaults_give_a_sqlite_file_embedded_redis_and_the_simulator(tmp_path):
     settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)})
@@ -148,19 +161,20 @@ def test_payments_go_to_the_stripe_stand_in_on_this_host_by_default(tmp_path):
 
 def test_production_refuses_the_simulated_gateway(tmp_path):
     with pytest.raises(ConfigError, match="PAYMENT_GATEWAY=simulated is for tests only"):
-        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_ENV": "production", "PAYMENT_GATEWAY": "simulated"})
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **PRODUCTION, "PAYMENT_GATEWAY": "simulated"})
 
 
 @pytest.mark.parametrize("stripe", [
-    {"CREDITQ_ENV": "production"},
+    {**PRODUCTION, "STRIPE_API_KEY": None, "STRIPE_WEBHOOK_SECRET": None},
     {"STRIPE_API_BASE": "https://api.stripe.com"},
     {"STRIPE_API_BASE": "https://api.stripe.com", "STRIPE_API_KEY": "sk_live_x"},
-    {"CREDITQ_ENV": "production", "STRIPE_WEBHOOK_SECRET": "whsec_live"},
+    {**PRODUCTION, "STRIPE_API_KEY": None},
 ])
 def test_a_real_stripe_without_its_own_key_and_webhook_secret_is_refused(tmp_path, stripe):
     # the stand-in's well-known webhook secret would make every Stripe event forgeable
+    env = {name: value for name, value in stripe.items() if value is not None}
     with pytest.raises(ConfigError, match="needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET"):
-        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **stripe})
+        load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **env})
 
 
 def test_an_unknown_payment_gateway_is_refused(tmp_path):
@@ -174,7 +188,7 @@ def test_webhooks_may_reach_private_addresses_only_when_development_is_said(tmp_
     # given a deployment that says nothing of its environment, says production, or says development (creditq dev)
     env = {"CREDITQ_DATA_DIR": str(tmp_path), **({"CREDITQ_ENV": environment} if environment else {})}
     if environment == "production":
-        env.update(STRIPE_API_KEY="sk_test_x", STRIPE_WEBHOOK_SECRET="whsec_x")
+        env.update(PRODUCTION)
 
     # then only the last lets webhook endpoints be http or on private addresses
     assert load_settings(env).development is private_webhooks
@@ -205,3 +219,45 @@ def test_a_bad_broker_choice_stops_a_process_with_one_line(tmp_path, process, en
     # then it exits non-zero with a single line naming the setting (and never the URL's password)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [line]
+
+
+def test_a_complete_production_environment_starts(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), **PRODUCTION})
+
+    assert settings.environment == "production"
+    assert settings.admin_key == PRODUCTION["CREDITQ_ADMIN_KEY"]
+    assert not (tmp_path / "admin_key").exists() and not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"CREDITQ_ADMIN_KEY": None}, "CREDITQ_ADMIN_KEY must be set when CREDITQ_ENV=production"),
+    ({"CREDITQ_SECRET_KEY": None}, "CREDITQ_SECRET_KEY must be set when CREDITQ_ENV=production"),
+    ({"TWILIO_API_BASE": None}, "TWILIO_API_BASE must name the real Twilio"),
+    ({"TWILIO_API_BASE": "http://127.0.0.1:8081"}, "TWILIO_API_BASE must name the real Twilio"),
+    ({"TWILIO_API_BASE": "http://localhost:8081"}, "TWILIO_API_BASE must name the real Twilio"),
+    ({"SMTP_URL": None}, "SMTP_URL must be set when CREDITQ_ENV=production"),
+])
+def test_production_refuses_generated_keys_the_twilio_simulator_and_the_file_outbox(tmp_path, change, reason):
+    # given a production environment missing one thing (None: unset)
+    env = {"CREDITQ_DATA_DIR": str(tmp_path), **PRODUCTION, **change}
+    env = {name: value for name, value in env.items() if value is not None}
+
+    # then it does not load, and says why in one line
+    with pytest.raises(ConfigError, match=reason) as refused:
+        load_settings(env)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "admin_key").exists() and not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize("command", ["web", "worker", "scheduler"])
+def test_each_process_refuses_to_start_in_production_without_the_operator_key(tmp_path, command):
+    env = {"PATH": "/usr/bin:/bin", "CREDITQ_DATA_DIR": str(tmp_path), **PRODUCTION}
+    del env["CREDITQ_ADMIN_KEY"]
+
+    started = subprocess.run([sys.executable, "-m", "creditq", command], env=env, capture_output=True, text=True,
+                             timeout=60)
+
+    assert started.returncode == 2
+    assert started.stderr.strip().splitlines() == [
+        "creditq: CREDITQ_ADMIN_KEY must be set when CREDITQ_ENV=production (every process of a deployment needs "
+        "the same value)"]

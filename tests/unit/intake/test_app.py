@@ -28,14 +28,14 @@ async def test_healthz_needs_no_key(aiohttp_client, app):
     response = await client.get("/healthz")
 
     assert response.status == 200
-    assert await response.json() == {"status": "ok"}
+    assert await response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
 
 
 async def test_metrics_are_prometheus_text(aiohttp_client, app):
     client = await aiohttp_client(app)
     await client.get("/healthz")
 
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=OPERATOR)
 
     assert response.status == 200
     assert 'creditq_http_requests_total{method="GET",route="/healthz",status="200"}' in await response.text()

@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from intake.app import init_app
@@ -27,7 +28,10 @@ def settings(tmp_path) -> Settings:
     """A production deployment: endpoints must be https and on public addresses."""
     return load_settings({"CREDITQ_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}",
                           "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789", "CREDITQ_ENV": "production",
-                          "STRIPE_API_KEY": "sk_test_production", "STRIPE_WEBHOOK_SECRET": "whsec_production"})
+                          "STRIPE_API_KEY": "sk_test_production", "STRIPE_WEBHOOK_SECRET": "whsec_production",
+                          "CREDITQ_SECRET_KEY": Fernet.generate_key().decode(), "SMTP_URL": "smtp://mail.example.com",
+                          "TWILIO_API_BASE": "https://api.twilio.com", "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+                          "TWILIO_AUTH_TOKEN": "a-production-auth-token"})
 
 
 @pytest.fixture

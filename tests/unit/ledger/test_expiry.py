@@ -5,8 +5,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.ledger.expiry import (add_months, cycle_end, default_expiry, end_of_month, expires_after_months,
-                                  rollover_expiry, zone)
+from shared.ledger.expiry import (
+    add_months,
+    cycle_end,
+    default_expiry,
+    end_of_month,
+    expires_after_months,
+    rollover_expiry,
+    zone,
+)
 
 UTC = timezone.utc
 

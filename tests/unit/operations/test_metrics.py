@@ -1,0 +1,97 @@
+"""The deployment's gauges, read from the database and Redis when Prometheus scrapes."""
+
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+import fakeredis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.models import Account, BillingRun, Hold, Message, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from shared.operations.metrics import OperationsCollector
+from tests.support.brokers import install_broker
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def scrape(collector) -> dict[tuple[str, tuple], float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def message(id_, status, *, hold_id=None, error_code=None, updated=NOW) -> Message:
+    return Message(id=id_, account_id="acct_1", to="+14155550100", from_="+14155550123", body="hi", status=status,
+                   hold_id=hold_id, error_code=error_code, created_at=updated, updated_at=updated)
+
+
+def hold(id_, status, amount) -> Hold:
+    return Hold(id=id_, account_id="acct_1", amount=amount, status=status, idempotency_key=f"hold-{id_}",
+                created_at=NOW, expires_at=NOW + timedelta(minutes=15))
+
+
+def test_a_scrape_shows_the_backlogs_an_operator_watches(sqlite_database):
+    # given an account with two pending holds (one of a delivered message not settled for 90 s), a settled one,
+    # a parked message, a delivered one and an undelivered one (30007) in the last hour, one older failure,
+    # a month-end closed for one of two accounts with a bill pending, and a webhook delivery waiting 10 minutes
+    with sqlite_database.unit_of_work() as session:
+        session.add_all([Account(id="acct_1", name="Grace"), Account(id="acct_2", name="Hope")])
+        session.flush()
+        session.add_all([hold(1, "pending", 1500), hold(2, "pending", 500), hold(3, "settled", 900)])
+        session.flush()
+        session.add_all([
+            message("msg_lagging", "delivered", hold_id=1, updated=NOW - timedelta(seconds=90)),
+            message("msg_parked", "parked"),
+            message("msg_settled", "delivered", hold_id=3),
+            message("msg_undelivered", "undelivered", error_code=30007),
+            message("msg_old", "failed", error_code=21211, updated=NOW - timedelta(hours=3)),
+            BillingRun(account_id="acct_1", period="2026-10", step="close", status="completed", created_at=NOW),
+            BillingRun(account_id="acct_1", period="2026-10", step="bill", status="pending", created_at=NOW),
+            BillingRun(account_id="acct_2", period="2026-09", step="close", status="completed", created_at=NOW),
+            WebhookEndpoint(id="we_1", account_id="acct_1", url="https://example.com/hook", secret="s",
+                            created_at=NOW, updated_at=NOW),
+            WebhookEvent(id="evt_1", account_id="acct_1", type="message.delivered", key="k1", data={},
+                         created_at=NOW, dispatched_at=NOW),
+            WebhookEvent(id="evt_2", account_id="acct_1", type="message.delivered", key="k2", data={},
+                         created_at=NOW),
+        ])
+        session.flush()
+        session.add(WebhookDelivery(id="wd_1", event_id="evt_1", endpoint_id="we_1", status="pending",
+                                    retry_until=NOW + timedelta(days=3), created_at=NOW - timedelta(minutes=10),
+                                    updated_at=NOW))
+    # and three send jobs waiting, one of them delayed
+    client = fakeredis.FakeRedis()
+    broker = install_broker(client)
+    for delay in (None, None, 60_000):
+        broker.enqueue(dramatiq.Message(queue_name="send", actor_name="send_message", args=("m",), kwargs={},
+                                        options={}), delay=delay)
+
+    # when Prometheus scrapes
+    samples = scrape(OperationsCollector(sqlite_database, client, now=lambda: NOW))
+
+    # then each figure is the database's and Redis's
+    assert samples[("creditq_queue_depth", (("queue", "send"),))] == 2
+    assert samples[("creditq_queue_depth", (("queue", "send.DQ"),))] == 1
+    assert samples[("creditq_holds_outstanding", ())] == 2
+    assert samples[("creditq_holds_outstanding_millicredits", ())] == 2000
+    assert samples[("creditq_settlement_lag_seconds", ())] == 90
+    assert samples[("creditq_parked_messages", ())] == 1
+    assert samples[("creditq_messages_final_recent", (("error_code", "30007"), ("status", "undelivered")))] == 1
+    assert samples[("creditq_messages_final_recent", (("error_code", ""), ("status", "delivered")))] == 2
+    assert ("creditq_messages_final_recent", (("error_code", "21211"), ("status", "failed"))) not in samples
+    assert samples[("creditq_accounts", ())] == 2
+    assert samples[("creditq_month_end_closed_accounts", (("period", "2026-10"),))] == 1
+    assert samples[("creditq_month_end_bills_pending", ())] == 1
+    assert samples[("creditq_webhook_events_undispatched", ())] == 1
+    assert samples[("creditq_webhook_deliveries_pending", ())] == 1
+    assert samples[("creditq_webhook_delivery_backlog_seconds", ())] == 600
+
+
+def test_an_idle_deployment_reads_zero_lag_and_no_backlog(sqlite_database):
+    samples = scrape(OperationsCollector(sqlite_database, fakeredis.FakeRedis(), now=lambda: NOW))
+
+    assert samples[("creditq_settlement_lag_seconds", ())] == 0
+    assert samples[("creditq_webhook_delivery_backlog_seconds", ())] == 0
+    assert samples[("creditq_holds_outstanding", ())] == 0
