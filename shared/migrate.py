@@ -12,7 +12,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # column or a table waits for a later release, once no process of the old one runs, and is listed here with why
 # (tests/unit/test_migrations_additive.py holds every migration after the marker to this).
 ADDITIVE_SINCE = "0017"
-DESTRUCTIVE_STEPS: dict[str, str] = {}  # revision -> what it drops or renames, and since which release it is unused
+DESTRUCTIVE_STEPS: dict[str, str] = {  # revision -> what it drops or renames, and why it cannot wait
+    "0020": "dunning_integrations' primary key moves from `site` to a new `id` (sites belong to accounts, so two "
+            "accounts may name a site alike): a process of the release before that saves a dunning integration "
+            "fails (no id) until it is replaced; reading them keeps working",
+}
 
 
 def alembic_config(database_url: str) -> Config:

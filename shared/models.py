@@ -345,6 +345,8 @@ class Message(Base):
     dunning_site_id: Mapped[str | None] = mapped_column(String(40))  # sent from that site's number and credentials
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # body, media and the contact's number blanked (retention, erasure); the ledger's rows about it are kept
+    redacted_at: Mapped[datetime | None]
 
 
 class Call(Base):
@@ -422,8 +424,6 @@ class VoiceBroadcast(Base):
     credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    # body, media and the contact's number blanked (retention, erasure); the ledger's rows about it are kept
-    redacted_at: Mapped[datetime | None]
 
 
 class IdempotencyRecord(Base):
