@@ -7,6 +7,9 @@ import time
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
+CALL_REFERENCE = "call_"  # calls' ids (new_id("call")), the references of the ledger entries of what they cost
+
+
 def new_id(prefix: str) -> str:
     """prefix_ + 48 bits of milliseconds + 80 random bits, base32: 26 characters after the prefix."""
     return _encode(prefix, (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))

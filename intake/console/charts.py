@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from shared.money import MILLICREDITS_PER_CREDIT, format_credits
-from shared.reporting.daily_usage import CARRIER_FEES, MMS, OTHER_FEES, TEXTS, DailyUsage
+from shared.reporting.daily_usage import CALLS, CARRIER_FEES, MMS, OTHER_FEES, TEXTS, DailyUsage
 
-SERIES = ((TEXTS, "Texts", "#0b5cad"), (MMS, "MMS", "#8250df"), (CARRIER_FEES, "Carrier fees", "#bf8700"),
+SERIES = ((TEXTS, "Texts", "#0b5cad"), (MMS, "MMS", "#8250df"), (CALLS, "Calls", "#1a7f37"),
+          (CARRIER_FEES, "Carrier fees", "#bf8700"),
           (OTHER_FEES, "Other fees", "#57606a"))
 WIDTH, HEIGHT = 640, 220
 LEFT, BOTTOM, TOP = 44, 22, 8  # room for the axis labels

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.ids import CALL_REFERENCE
 from shared.models import Account, Entry, Message, UsageDay, UsageFold
 
 daily_usage = UsageDay.__table__
@@ -30,8 +31,8 @@ entries = Entry.__table__
 messages = Message.__table__
 accounts = Account.__table__
 
-TEXTS, MMS, CARRIER_FEES, OTHER_FEES = "texts", "mms", "carrier_fees", "other_fees"
-KINDS = (TEXTS, MMS, CARRIER_FEES, OTHER_FEES)  # spending: what using the product cost
+TEXTS, MMS, CALLS, CARRIER_FEES, OTHER_FEES = "texts", "mms", "calls", "carrier_fees", "other_fees"
+KINDS = (TEXTS, MMS, CALLS, CARRIER_FEES, OTHER_FEES)  # spending: what using the product cost
 EXPIRED = "expired"  # credits that lapsed unspent, on the last day they could be spent (plan advice reads them)
 FOLDED_ENTRY_KINDS = ("usage", "carrier_fee", "month_end_charge", "expiry")
 POOL = ""  # daily_usage.user_id of the company pool's spending
@@ -160,7 +161,7 @@ def _spending(session: Session, *conditions) -> dict[tuple[str, date, str, str],
     """Folded entries matching `conditions`, summed per (account, local day, user, kind): [millicredits, count]."""
     rows = session.execute(
         select(entries.c.account_id, entries.c.user_id, entries.c.at, entries.c.kind, entries.c.amount,
-               accounts.c.timezone, messages.c.id.label("message_id"), messages.c.media_urls)
+               entries.c.reference, accounts.c.timezone, messages.c.id.label("message_id"), messages.c.media_urls)
         .join(accounts, accounts.c.id == entries.c.account_id)
         .outerjoin(messages, messages.c.id == entries.c.reference)
         .where(entries.c.kind.in_(FOLDED_ENTRY_KINDS), *conditions))
@@ -189,6 +190,8 @@ def _kind(row) -> str:
         return CARRIER_FEES
     if row.kind == "usage" and row.message_id is not None:
         return MMS if row.media_urls else TEXTS
+    if row.kind == "usage" and (row.reference or "").startswith(CALL_REFERENCE):
+        return CALLS  # a call's minutes, detection, voicemail and transcription
     return OTHER_FEES
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.errors import InsufficientCredits, NotFound, OptedOut, ValidationFailed
-from shared.ids import new_id
+from shared.ids import CALL_REFERENCE, new_id
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.opt_outs import is_opted_out
@@ -26,7 +26,6 @@ MAX_SAY_CHARACTERS = 4096
 STATUSES = ("accepted", "queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed",
             "canceled", "parked", "skipped")
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled", "skipped"})
-CALL_REFERENCE = "call_"  # the prefix of call ids: the ledger references of what calls cost
 MINUTES_ENTRY_SUFFIXES = (":charge", ":forwarded")  # the ledger keys of a call's minutes (not its voicemail's)
 
 

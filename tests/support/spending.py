@@ -33,3 +33,10 @@ def send(session, account_id: str, message_id: str, *, at: datetime, usage: int,
 def number_fee(session, account_id: str, *, at: datetime, amount: int, period: str) -> None:
     book.charge_pool(session, account_id, amount, kind="month_end_charge", reference=f"numbers:{period}",
                      idempotency_key=f"month-end:{account_id}:{period}:numbers", now=at)
+
+
+def call(session, account_id: str, call_id: str, *, at: datetime, usage: int) -> None:
+    """A call's minutes charged `usage` millicredits at `at`, as voice settles them (its entries name the call)."""
+    hold = book.reserve(session, account_id, usage, reference=call_id, idempotency_key=f"call:{call_id}:hold",
+                        ttl_seconds=600, now=at)
+    book.settle(session, hold.id, usage, reference=call_id, idempotency_key=f"call:{call_id}:charge", now=at)

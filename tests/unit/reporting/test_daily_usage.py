@@ -6,7 +6,7 @@ from shared.ledger import allocations, book
 from shared.models import Entry
 from shared.reporting import daily_usage
 from shared.reporting.daily_usage import DailyUsage
-from tests.support.spending import new_account, number_fee, send
+from tests.support.spending import call, new_account, number_fee, send
 
 UTC = timezone.utc
 NOW = datetime(2021, 3, 1, tzinfo=UTC)
@@ -17,13 +17,14 @@ def fold_all(database) -> None:
         daily_usage.fold_new_entries(session)
 
 
-def test_texts_mms_carrier_and_number_fees_are_folded_per_local_day_and_kind(sqlite_database):
+def test_texts_mms_calls_carrier_and_number_fees_are_folded_per_local_day_and_kind(sqlite_database):
     with sqlite_database.unit_of_work() as session:
         account = new_account(session, timezone="America/Los_Angeles", now=NOW)
         # 05:00 UTC on March 10 is still March 9 in Los Angeles
         send(session, account, "m1", at=datetime(2021, 3, 10, 5, tzinfo=UTC), usage=1000, carrier_fee=3)
         send(session, account, "m2", at=datetime(2021, 3, 10, 9, tzinfo=UTC), usage=1000, carrier_fee=3)
         send(session, account, "m3", at=datetime(2021, 3, 10, 9, tzinfo=UTC), usage=3000, mms=True)
+        call(session, account, "call_01", at=datetime(2021, 3, 10, 9, tzinfo=UTC), usage=4000)
         number_fee(session, account, at=datetime(2021, 4, 1, 6, tzinfo=UTC), amount=1500, period="2021-03")
 
     fold_all(sqlite_database)
@@ -33,6 +34,7 @@ def test_texts_mms_carrier_and_number_fees_are_folded_per_local_day_and_kind(sql
     assert days == [
         DailyUsage(date(2021, 3, 9), "carrier_fees", 3, 1),
         DailyUsage(date(2021, 3, 9), "texts", 1000, 1),
+        DailyUsage(date(2021, 3, 10), "calls", 4000, 1),
         DailyUsage(date(2021, 3, 10), "carrier_fees", 3, 1),
         DailyUsage(date(2021, 3, 10), "mms", 3000, 1),
         DailyUsage(date(2021, 3, 10), "texts", 1000, 1),
