@@ -11,7 +11,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.errors import InsufficientCredits, NotFound, OptedOut, ValidationFailed
-from shared.ids import CALL_REFERENCE, new_id
+from shared.ids import new_id
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.opt_outs import is_opted_out
