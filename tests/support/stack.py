@@ -121,7 +121,8 @@ class Stack:
         return url
 
     def start_scheduler(self, name: str = "scheduler") -> str:
-        """A `creditq scheduler` on the stack; the URL of its metrics server."""
+        """A `creditq scheduler` (its sweeps every 15 s and the billing calendar; the stack runs none until asked),
+        once its metrics server answers; that server's URL."""
         port = free_port()
         self._spawn(name, "scheduler", env={"CREDITQ_SCHEDULER_METRICS_PORT": str(port)})
         url = f"http://127.0.0.1:{port}/metrics"
@@ -151,10 +152,6 @@ class Stack:
         process = self.processes.pop("worker")
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-
-    def start_scheduler(self) -> None:
-        """`creditq scheduler` (its sweeps every 15 s and the billing calendar); the stack runs none until asked."""
-        self._spawn("scheduler", "scheduler")
 
     def stop_scheduler(self) -> None:
         process = self.processes.pop("scheduler")
