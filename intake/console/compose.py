@@ -1,4 +1,5 @@
-"""Compose: a text to one recipient or a group, now or later, with the live estimate ticker.
+"""Compose: a text to one recipient or a group, now or later, with the live estimate ticker; and what a voice
+broadcast would cost.
 
 The ticker is POST /v1/estimate's own code (intake.routes.estimate.estimate_for), asked by htmx as the body
 changes; sending goes through the same accept batches as POST /v1/messages, one message per recipient, charged to
@@ -17,6 +18,8 @@ from shared.ledger.accounts import get_account
 from shared.ledger.expiry import zone
 from shared.messaging import senders
 from shared.messaging.messages import MessageRequest
+from shared.messaging.rates import default_rate_card
+from shared.voice.broadcasts import estimate_broadcast
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
 from ..bodies import read_form
@@ -59,6 +62,27 @@ async def estimate_ticker(request: web.Request) -> web.Response:
     form = await read_form(request)
     estimate, error = await _estimate(request, form)
     return page(request, "ticker.html", {"estimate": estimate, "estimate_error": error})
+
+
+@routes.post("/accounts/{account_id}/compose/voice-estimate")
+@action(SEND)
+async def voice_estimate(request: web.Request) -> web.Response:
+    """A voice broadcast's estimate, as POST /v1/estimate answers channel voice_broadcast: numbers x expected
+    minutes x the broadcast rate, plus the detection charge per number."""
+    form = await read_form(request)
+    estimate, error = None, None
+    try:
+        estimate = estimate_broadcast(_whole(form.get("recipients")), _whole(form.get("expected_minutes")),
+                                      form.get("machine_detection") == "true", rate_card=default_rate_card())
+    except ValidationFailed as invalid:
+        error = "; ".join(f"{name.replace('_', ' ')} {reason}" for name, reason in invalid.errors.items())
+    return page(request, "voice_ticker.html", {"voice": estimate and estimate.as_dict(), "voice_error": error})
+
+
+def _whole(raw: str | None) -> int | str | None:
+    """A form's number as the API's JSON would carry it: digits make an int; anything else stays to be refused."""
+    raw = (raw or "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() else raw or None
 
 
 @routes.post("/accounts/{account_id}/compose")

@@ -6,11 +6,12 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from shared.db import Database
+from shared.ids import CALL_REFERENCE
 from shared.ledger import book
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
 from shared.money import format_credits
-from shared.voice.calls import CALL_REFERENCE, MINUTES_ENTRY_SUFFIXES, call_minutes
+from shared.voice.calls import MINUTES_ENTRY_SUFFIXES, call_minutes
 
 from ..appkeys import DATABASE
 from ..auth import require_access

@@ -245,3 +245,25 @@ async def test_a_locked_account_shows_why_and_what_to_do(client, team, sqlite_da
     page = await (await client.get(f"/accounts/{team['account_id']}")).text()
     assert ("The account is locked: the balance went below zero. Buy credits on the Billing page to unlock it."
             in page)
+
+
+async def test_compose_estimates_a_voice_broadcast_as_the_api_does_and_names_a_bad_figure(client, team):
+    # given an owner on the compose page
+    token = await sign_in(client, team["key"])
+    compose = await (await client.get(f"/accounts/{team['account_id']}/compose")).text()
+    assert 'id="voice-ticker"' in compose and 'for="voice_detection"' in compose
+
+    # when it asks what 500 numbers of 2 minutes with answering-machine detection cost
+    path = f"/accounts/{team['account_id']}/compose/voice-estimate"
+    fragment = await (await client.post(path, data={"recipients": "500", "expected_minutes": "2",
+                                                     "machine_detection": "true", "csrf_token": token})).text()
+
+    # then it shows the API's own figures: 500 x (2 x 2 + 0.5) credits
+    api = await (await client.post("/v1/estimate", headers={"Authorization": f"Bearer {team['key']}"}, json={
+        "channel": "voice_broadcast", "recipients": 500, "expected_minutes": 2, "machine_detection": True})).json()
+    assert figure(fragment, "voice-credits") == api["credits"] == "2250"
+    assert figure(fragment, "voice-detection") == api["detection_per_number"]
+    # and a figure that is not a whole number is named, with nothing estimated
+    refused = await (await client.post(path, data={"recipients": "many", "expected_minutes": "2",
+                                                    "csrf_token": token})).text()
+    assert 'id="voice-credits"' not in refused and "recipients must be a number of recipients" in refused
