@@ -51,6 +51,7 @@ from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
 from shared.events.outbox import account_locked, account_unlocked
+from shared.events.types import LOCK_TYPES
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, next_expiry, utc
@@ -654,10 +655,16 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
     ), [dict(account_key=close.account.id, new_balance=close.balance, new_allocated=close.allocated,
              new_status=close.status, new_reason=close.status_reason, new_plan=close.plan_monthly,
              new_next_plan=close.next_plan, new_next_expiry=close.next_expiry()) for close in closes])
-    for close in closes:  # the few whose lock changed: their account.locked / account.unlocked
-        if close.status == "locked" and close.account.status == "active":
+    # the few whose lock changed: their account.locked / account.unlocked, asked only of the accounts whose endpoints
+    # take one of the pair (for the others nothing would be written: two statements each, for nothing)
+    changed = [close for close in closes if (close.status, close.account.status) in (("locked", "active"),
+                                                                                     ("active", "locked"))]
+    told = set().union(*(outbox.takers(session, [close.account.id for close in changed], event_type)
+                         for event_type in LOCK_TYPES)) if changed else set()
+    for close in (close for close in changed if close.account.id in told):
+        if close.status == "locked":
             account_locked(session, close.account.id, reason=close.status_reason, balance=close.balance, now=now)
-        elif close.status == "active" and close.account.status == "locked":
+        else:
             account_unlocked(session, close.account.id, balance=close.balance, now=now)
     if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents
                  or close.summary.shared_short_code_fee_cents]:

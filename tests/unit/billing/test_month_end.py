@@ -9,11 +9,12 @@ from shared.billing import month_end
 from shared.billing.calendar import Period, period_end
 from shared.billing.payments import SimulatedGateway
 from shared.billing.price_list import default_price_list, parse_price_list
+from shared.events.endpoints import create_endpoint
 from shared.ids import new_id
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.ledger.verify import verify
-from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User
+from shared.models import Account, AutoRecharge, BillingRun, DunningRun, Entry, PhoneNumber, User, WebhookEvent
 
 CREDIT = 1000
 
@@ -473,3 +474,26 @@ def test_a_month_end_a_week_late_changes_no_balance_a_customer_saw(database):
             select(Entry.at, Entry.amount).where(Entry.account_id == account_id, Entry.kind == "expiry"))] == [
             (local(tz, 2021, 9, 1), -300 * CREDIT)]
     assert_ledger_consistent(database)
+
+
+def test_a_month_end_that_locks_accounts_tells_it_only_to_the_endpoints_that_take_the_lock_pair(database):
+    # given three prepaid accounts whose number fee will take them below zero: one with an endpoint taking
+    # account.unlocked (the pair counts as one), one taking only message.delivered, one with no endpoint
+    accounts = {}
+    for name, events in (("pair", ["account.unlocked"]), ("other", ["message.delivered"]), ("none", None)):
+        accounts[name] = make_account(database)
+        with database.unit_of_work() as session:
+            session.add(PhoneNumber(account_id=accounts[name], phone=f"+1415555{len(accounts):04d}", type="long_code",
+                                    monthly_cost=2 * CREDIT))
+            if events:
+                create_endpoint(session, accounts[name], url="https://hooks.example.com/creditq", events=events,
+                                description=None, now=local("UTC", 2020, 8, 20))
+
+    # when month-end closes them together
+    month_end.close_accounts(database, list(accounts.values()), Period.parse("2020-08"), now=local("UTC", 2020, 9, 1))
+
+    # then each is locked, and only the account whose endpoint takes the pair has its account.locked
+    with database.unit_of_work() as session:
+        assert {session.get(Account, account_id).status for account_id in accounts.values()} == {"locked"}
+        told = session.execute(select(WebhookEvent.account_id, WebhookEvent.type)).all()
+    assert told == [(accounts["pair"], "account.locked")]
