@@ -112,9 +112,10 @@ def advice_for(session: Session, account_id: str, *, now: datetime, price_list: 
 
 
 def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
-                price_list: PriceList | None = None) -> dict[str, Advice]:
+                price_list: PriceList | None = None, spent: dict[str, dict[date, int]] | None = None
+                ) -> dict[str, Advice]:
     """Set-wise for a batch (month-end): each account's CYCLES months up to its `through`, from two reads of the
-    daily usage for all of them."""
+    daily usage for all of them (one, when the caller read what was spent, from at least those months on)."""
     price_list = price_list or default_price_list()
     periods = {account.id: [period for offset in range(CYCLES)
                             if (period := through[account.id].shift(offset - CYCLES + 1))
@@ -123,7 +124,8 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
     since = {account.id: _first_day((periods[account.id] or [through[account.id]])[0], account.timezone)
              for account in accounts}
     ids = [account.id for account in accounts]
-    spent = daily_usage.daily_totals(session, ids, since_by_account=since)
+    if spent is None:
+        spent = daily_usage.daily_totals(session, ids, since_by_account=since)
     lapsed = daily_usage.daily_totals(session, ids, since_by_account=since, kinds=(daily_usage.EXPIRED,))
     answers = {}
     for account in accounts:

@@ -355,16 +355,19 @@ def forecast(session: Session, account_id: str, *, now: datetime, user_id: str |
     return result
 
 
-def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime) -> dict[str, datetime | None]:
+def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime,
+                        days: dict[str, dict[date, int]] | None = None) -> dict[str, datetime | None]:
     """Set-wise, for month-end: each account's runs_out_at (account rows with id, timezone, plan fields,
     balance, held, rollover_protection, low_balance_threshold, credit_hold, status, created_at, cycle_anchor_at).
-    A few statements for the whole batch, whatever its size."""
+    A few statements for the whole batch, whatever its size; `days`: what was spent, from at least HISTORY_DAYS
+    ago, when the caller read it already."""
     now = utc(now)
     ids = [account.id for account in accounts]
     if not ids:
         return {}
-    days = daily_usage.daily_totals(session, ids, since_by_account={
-        account.id: local_date(now, zone(account.timezone)) - timedelta(days=HISTORY_DAYS) for account in accounts})
+    if days is None:
+        days = daily_usage.daily_totals(session, ids, since_by_account={
+            account.id: local_date(now, zone(account.timezone)) - timedelta(days=HISTORY_DAYS) for account in accounts})
     open_lots: dict[str, list[_SimLot]] = defaultdict(list)
     for row in session.execute(select(lots_table).where(lots_table.c.account_id.in_(ids), lots_table.c.remaining > 0)):
         open_lots[row.account_id].append(_sim_lot(row))

@@ -37,14 +37,14 @@ retry. A declined bill starts dunning; the credits were already reset.
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.billing import advice, dunning, forecasts, purchases
-from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of
+from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
 from shared.db import Database
@@ -54,8 +54,9 @@ from shared.events.outbox import account_locked, account_unlocked
 from shared.events.types import LOCK_TYPES
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
-from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, next_expiry, utc
+from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, local_date, next_expiry, utc, zone
 from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, Payment, PhoneNumber, User
+from shared.reporting import daily_usage
 
 accounts = Account.__table__
 runs = BillingRun.__table__
@@ -400,9 +401,15 @@ def _advise(session: Session, closes: list["_Close"], *, now: datetime, price_li
     summary = Summary("")
     ids = [close.account.id for close in closes]
     rows = list(session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)))
+    # one read of what each account spent, from the first of the months advised on or the forecast's history
+    spent = daily_usage.daily_totals(session, ids, since_by_account={close.account.id: min(
+        local_date(period_start(close.period.shift(1 - advice.CYCLES), close.account.timezone),
+                   zone(close.account.timezone)),
+        local_date(utc(now), zone(close.account.timezone)) - timedelta(days=forecasts.HISTORY_DAYS))
+        for close in closes})
     advised = advice.advice_many(session, rows, through={close.account.id: close.period for close in closes},
-                                 price_list=price_list)
-    runs_out = forecasts.runs_out_by_account(session, rows, now=now)
+                                 price_list=price_list, spent=spent)
+    runs_out = forecasts.runs_out_by_account(session, rows, now=now, days=spent)
     told = outbox.takers(session, ids, "plan.advice")
     for close in closes:
         account_id, advice_now, out = close.account.id, advised[close.account.id], runs_out[close.account.id]
