@@ -11,6 +11,7 @@ card subscription renews (on its start date), and it keeps month-end work spread
 A plan grants the whole cycle's credits (monthly credits x months in the cycle) when a cycle starts.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -56,8 +57,10 @@ def period_of(instant: datetime, tz_name: str) -> Period:
     return Period(local.year, local.month)
 
 
+@functools.lru_cache(maxsize=4096)
 def period_start(period: Period, tz_name: str) -> datetime:
-    """The first local midnight of the month, as an aware UTC instant."""
+    """The first local midnight of the month, as an aware UTC instant. Remembered: month-end and the forecasts ask it
+    for the same few months and time zones for every account of a batch."""
     return local_midnight(date(period.year, period.month, 1), zone(tz_name))
 
 
