@@ -42,13 +42,19 @@ class MessageTemplate:
     def render(self, fields: Mapping[str, object]) -> str:
         """Most campaign bodies are text with bare fields: joined as Liquid would print them, in a tenth of
         Liquid's time. Anything else, or a field missing (Liquid's error names it), renders through Liquid."""
-        if self.plain is not None:
-            try:
-                return "".join(piece if index % 2 == 0 else to_liquid_string(fields[piece], False)
-                               for index, piece in enumerate(self.plain))
-            except KeyError:
-                pass
+        if self.plain is not None and (body := self._joined(fields)) is not None:
+            return body
         return self.compiled.render(**fields)
+
+    def _joined(self, fields: Mapping[str, object]) -> str | None:
+        """None where Liquid must render: a field missing (its error names it), or a carriage return (Liquid's
+        output turns them into newlines)."""
+        try:
+            body = "".join(piece if index % 2 == 0 else to_liquid_string(fields[piece], False)
+                           for index, piece in enumerate(self.plain))
+        except KeyError:
+            return None
+        return None if "\r" in body else body
 
 
 def compile_template(source: object, *, field: str = "body", known_fields: Collection[str] | None = None
