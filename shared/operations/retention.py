@@ -49,9 +49,9 @@ def redact_expired(database: Database, *, now: datetime, retention_days: int, ba
 
 
 def _messages_batch(session: Session, cutoff: datetime, now: datetime, batch: int) -> int:
-    ids = session.scalars(select(Message.id).where(Message.redacted_at.is_(None), Message.updated_at < cutoff,
+    ids = session.scalars(select(Message.id).where(Message.redacted_at.is_(None), Message.created_at < cutoff,
                                                    Message.status.in_(FINISHED))
-                          .order_by(Message.updated_at).limit(batch)).all()
+                          .order_by(Message.created_at).limit(batch)).all()
     redact_messages(session, ids, now)
     return len(ids)
 

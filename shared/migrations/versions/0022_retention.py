@@ -18,7 +18,7 @@ depends_on = None
 
 UNREDACTED = "redacted_at IS NULL"
 INDEXES = [  # name, table, column
-    ('ix_messages_unredacted_updated_at', 'messages', 'updated_at'),
+    ('ix_messages_unredacted_created_at', 'messages', 'created_at'),  # never updated: status changes stay HOT
     ('ix_webhook_events_unredacted_created_at', 'webhook_events', 'created_at'),
 ]
 
