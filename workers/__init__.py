@@ -22,6 +22,3 @@ from . import (  # noqa: E402,F401  (declare the actors on `broker`)
     voice,
     webhooks,
 )
-from .warm_up import WarmUp  # noqa: E402
-
-broker.add_middleware(WarmUp())

@@ -1,5 +1,5 @@
 """The broker module `creditq worker` hands to dramatiq: the actors, plus what only a worker process adds — dramatiq's
-own Prometheus middleware and the ids on its log lines.
+own Prometheus middleware, the ids on its log lines and its resources built at boot.
 
 The Prometheus middleware keeps each worker process's metrics in files of a directory (PROMETHEUS_MULTIPROC_DIR)
 and serves their sum from a process dramatiq forks for it (`Prometheus.forks`), at dramatiq_prom_host and
@@ -12,9 +12,11 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from workers import broker
 from workers.log_context import JobLogContext
+from workers.warm_up import WarmUp
 
 broker.add_middleware(Prometheus())
 # first in, last out: the ids stay bound while the other middleware log about the job (Retries' "Retrying message")
 broker.add_middleware(JobLogContext(), before=AgeLimit)
+broker.add_middleware(WarmUp())
 
 __all__ = ["broker"]

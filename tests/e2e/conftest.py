@@ -1,6 +1,7 @@
 """What every end-to-end module gets from its own `stack` (the running processes it starts)."""
 
 import pytest
+import requests
 
 from shared.db import Database
 
@@ -19,3 +20,12 @@ def broker(stack):
     broker = stack.broker()
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def sim(stack):
+    """Set the stack's Twilio simulator's knobs (`sim(rate_429=0.5)`); it starts and ends each test reset."""
+    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
+    yield lambda **knobs: requests.post(f"{stack.simulator_url}/_sim/config", json=knobs,
+                                        timeout=10).raise_for_status()
+    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()

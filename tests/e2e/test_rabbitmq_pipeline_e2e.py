@@ -5,16 +5,12 @@ The checks are the Redis pipeline module's own (tests/e2e/test_send_pipeline_e2e
 message sent once and charged once against the simulator's log, and `creditq ledger verify` clean.
 """
 
-import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 import requests
-from sqlalchemy import select
 
-from shared.models import Message
 from tests.e2e.test_send_pipeline_e2e import all_final, check_money, new_account, post_messages, wait_until
 from tests.support.stack import Stack
 
@@ -32,14 +28,6 @@ def stack(postgres_server, rabbitmq_server, tmp_path_factory):
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_rabbitmq", env=env,
                amqp_url=rabbitmq_server.url) as running:
         yield running
-
-
-@pytest.fixture
-def sim(stack):
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
-    yield lambda **knobs: requests.post(f"{stack.simulator_url}/_sim/config", json=knobs,
-                                        timeout=10).raise_for_status()
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
 
 
 def test_messages_with_messy_callbacks_are_sent_once_and_charged_once_through_rabbitmq(stack, database, broker, sim):
@@ -70,19 +58,6 @@ def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing_on_rab
     check_money(database, stack, messages, {account_id: 1_000_000 for account_id, _, _ in accounts})
 
 
-def wait_until_final_without_sweeping(database, stack, ids: list[str]) -> dict[str, Message]:
-    deadline = time.monotonic() + 90
-    while True:
-        with database.unit_of_work() as unit:
-            messages = {m.id: m for m in unit.scalars(select(Message).where(Message.id.in_(ids)))}
-        if all_final(messages.values()):
-            return messages
-        if time.monotonic() > deadline:
-            pytest.fail(f"messages not done: {dict(Counter(m.status for m in messages.values()))}\n"
-                        f"{stack.log('worker')[-3000:]}")
-        time.sleep(0.3)
-
-
 def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_sweep(stack, database, sim):
     # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker)
     account_id, headers, sender = new_account(stack, 200, "100")
@@ -96,7 +71,7 @@ def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_s
         assert response.status_code == 202 and response.json()["status"] == "scheduled", response.text
         ids.append(response.json()["id"])
     # When their time comes, with no sweep enqueued (no scheduler runs in the stack)
-    messages = wait_until_final_without_sweeping(database, stack, ids)
+    messages = wait_until(database, stack, None, ids, all_final, sweep=False)
     # Then the delayed jobs released every one: each sent once and charged once
     check_money(database, stack, messages, {account_id: 100_000})
 
@@ -112,7 +87,7 @@ def test_the_scheduler_on_rabbitmq_sweeps_up_send_jobs_the_broker_lost(stack, da
     stack.start_worker()
     stack.start_scheduler()
     try:
-        messages = wait_until_final_without_sweeping(database, stack, ids)
+        messages = wait_until(database, stack, broker, ids, all_final, sweep=False)
         assert redis.Redis.from_url(stack.redis.url).get("creditq:scheduler:lease") is not None
     finally:
         stack.stop_scheduler()

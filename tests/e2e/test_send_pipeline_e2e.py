@@ -37,14 +37,6 @@ def stack(postgres_server, tmp_path_factory):
         yield running
 
 
-@pytest.fixture
-def sim(stack):
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
-    yield lambda **knobs: requests.post(f"{stack.simulator_url}/_sim/config", json=knobs,
-                                        timeout=10).raise_for_status()
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
-
-
 def new_account(stack, n: int, credits: str, *, policy: str = "prepaid") -> tuple[str, dict, str]:
     """An account with one sender number and `credits` purchased: (id, its auth header, its number)."""
     created = requests.post(f"{stack.url}/v1/accounts", headers=OPERATOR, timeout=10,
@@ -81,8 +73,10 @@ def post_messages(stack, sends: list[tuple[dict, str, str]]) -> list[str]:
         return list(pool.map(post, sends))
 
 
-def wait_until(database, stack, broker, ids: list[str], done, *, timeout: float = 90.0) -> dict[str, Message]:
-    """Poll until done(messages) holds, enqueueing a sweep every few seconds as the scheduler would."""
+def wait_until(database, stack, broker, ids: list[str], done, *, timeout: float = 90.0,
+               sweep: bool = True) -> dict[str, Message]:
+    """Poll until done(messages) holds, enqueueing a sweep every few seconds as the scheduler would (unless
+    `sweep` is False: then only the processes' own jobs, or a scheduler the test runs, move them)."""
     deadline, next_sweep = time.monotonic() + timeout, 0.0
     while True:
         with database.unit_of_work() as session:
@@ -92,7 +86,7 @@ def wait_until(database, stack, broker, ids: list[str], done, *, timeout: float 
         if time.monotonic() > deadline:
             counts = Counter(m.status for m in messages.values())
             pytest.fail(f"messages not done after {timeout:.0f}s: {dict(counts)}\n{stack.log('worker')[-3000:]}")
-        if time.monotonic() > next_sweep:
+        if sweep and time.monotonic() > next_sweep:
             stack.enqueue(broker, "sweep")
             next_sweep = time.monotonic() + 3
         time.sleep(0.3)

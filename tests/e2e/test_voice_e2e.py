@@ -39,14 +39,6 @@ def stack(postgres_server, tmp_path_factory):
         yield running
 
 
-@pytest.fixture
-def sim(stack):
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
-    yield lambda **knobs: requests.post(f"{stack.simulator_url}/_sim/config", json=knobs,
-                                        timeout=10).raise_for_status()
-    requests.post(f"{stack.simulator_url}/_sim/reset", timeout=10).raise_for_status()
-
-
 def new_account(stack, credits: str, *, policy: str = "prepaid") -> tuple[str, dict, str]:
     """An account with one number and `credits` purchased: (id, its auth header, its number)."""
     created = requests.post(f"{stack.url}/v1/accounts", headers=OPERATOR, timeout=10,
