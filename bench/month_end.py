@@ -141,7 +141,7 @@ class PeakRss:
             for side, tree in (("ours", ours_tree), ("postgres", postgres_tree)):
                 for process in tree:
                     self._cpu[side][process.pid] = _cpu(process, self._cpu[side].get(process.pid, 0.0))
-            self._stop.wait(0.05)
+            self._stop.wait(0.25)  # walking the process tree is not free: a few samples a second
 
     def cpu_seconds(self, side: str) -> float:
         """CPU used by that side's processes during the run (each process's last sample less its first)."""

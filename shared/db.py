@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import JSON, Engine, Table, any_, bindparam, create_engine, event, make_url
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.private_files import private_file
@@ -89,6 +89,12 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
             if as_json:
                 row = {**row, **{name: None if row[name] is None else json.dumps(row[name]) for name in as_json}}
             copy.write_row([row[name] for name in names])
+
+
+def insert_or_skip(session: Session, table):
+    """INSERT that understands ON CONFLICT (`.on_conflict_do_nothing()`) on both databases."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def any_of(session: Session, column, values: list):

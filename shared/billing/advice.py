@@ -12,13 +12,13 @@ names the cheapest; ties go to the current option, then to the fewer monthly cre
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from math import gcd
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.billing.calendar import Period, period_end, period_of, period_start
+from shared.billing.calendar import Period, period_of, period_start
 from shared.billing.price_list import PriceList, Tier, default_price_list
 from shared.db import Database
 from shared.errors import NotFound
@@ -129,10 +129,12 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
     lapsed = daily_usage.daily_totals(session, ids, since_by_account=since, kinds=(daily_usage.EXPIRED,))
     answers = {}
     for account in accounts:
+        used_by_month, lapsed_by_month = _by_month(spent.get(account.id, {})), _by_month(lapsed.get(account.id, {}))
         cycles = []
         for period in periods[account.id]:
-            used = _in_period(spent.get(account.id, {}), period, account.timezone)
-            cycles.append(Cycle(period, used, _in_period(lapsed.get(account.id, {}), period, account.timezone),
+            month = (period.year, period.month)
+            used = used_by_month.get(month, 0)
+            cycles.append(Cycle(period, used, lapsed_by_month.get(month, 0),
                                 max(0, account.plan_monthly_credits - used)))
         answers[account.id] = advise(account, cycles, price_list)
     return answers
@@ -158,10 +160,13 @@ def _first_day(period: Period, timezone: str) -> date:
     return local_date(period_start(period, timezone), zone(timezone))
 
 
-def _in_period(days: dict[date, int], period: Period, timezone: str) -> int:
-    first = _first_day(period, timezone)
-    last = local_date(period_end(period, timezone) - timedelta(microseconds=1), zone(timezone))
-    return sum(amount for day, amount in days.items() if first <= day <= last)
+def _by_month(days: dict[date, int]) -> dict[tuple[int, int], int]:
+    """Local days summed per (year, month): a period is its local calendar month (shared.billing.calendar)."""
+    months: dict[tuple[int, int], int] = {}
+    for day, amount in days.items():
+        month = (day.year, day.month)
+        months[month] = months.get(month, 0) + amount
+    return months
 
 
 def _trend(unused: list[int], plan: int) -> str:

@@ -29,7 +29,8 @@ from itertools import accumulate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.billing.calendar import cycle_months, ends_cycle, period_end, period_of
+from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
+from shared.db import any_of
 from shared.errors import NotFound
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
@@ -369,7 +370,8 @@ def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime,
         days = daily_usage.daily_totals(session, ids, since_by_account={
             account.id: local_date(now, zone(account.timezone)) - timedelta(days=HISTORY_DAYS) for account in accounts})
     open_lots: dict[str, list[_SimLot]] = defaultdict(list)
-    for row in session.execute(select(lots_table).where(lots_table.c.account_id.in_(ids), lots_table.c.remaining > 0)):
+    for row in session.execute(select(lots_table).where(any_of(session, lots_table.c.account_id, ids),
+                                                        lots_table.c.remaining > 0)).all():
         open_lots[row.account_id].append(_sim_lot(row))
     sends = scheduled.scheduled_sends(session, ids, until=now + timedelta(days=HORIZON_DAYS))
     answers: dict[str, datetime | None] = {}
@@ -444,15 +446,23 @@ def _plan_grants(account, now: datetime) -> list[tuple[datetime, _SimLot]]:
     if not amount:
         return []
     kind = "rollover" if account.plan_rollover == "fifo_12m" else "plan"
-    anchor = period_of(utc(account.cycle_anchor_at), account.timezone)
-    grants = []
-    period = period_of(now, account.timezone)
-    for _ in range(HORIZON_DAYS // 28):
-        ended = period_end(period, account.timezone)
-        if ends_cycle(period, anchor, account.plan_cycle) and period >= anchor:
-            expires = default_expiry(kind, ended, account.timezone, account.plan_cycle, utc(account.cycle_anchor_at))
-            grants.append((ended, _SimLot(id=-len(grants) - 1, user_id=None, kind=kind, remaining=amount,
-                                          priority=DEFAULT_PRIORITY[kind], granted_at=ended, expires_at=expires)))
-        period = period.shift(1)
-    return grants
+    schedule = _grant_schedule(period_of(now, account.timezone), period_of(utc(account.cycle_anchor_at),
+                                                                           account.timezone),
+                               account.timezone, account.plan_cycle, kind)
+    return [(ended, _SimLot(id=-index - 1, user_id=None, kind=kind, remaining=amount, priority=DEFAULT_PRIORITY[kind],
+                            granted_at=ended, expires_at=expires)) for index, (ended, expires) in enumerate(schedule)]
 
+
+@cache
+def _grant_schedule(first: Period, anchor: Period, timezone: str, cycle: str,
+                    kind: str) -> tuple[tuple[datetime, datetime | None], ...]:
+    """(granted at, expires at) of each grant from the period `first` on: the same for every account of a zone,
+    anchor month, cycle and lot kind, so a batch works them out once."""
+    grants = []
+    period = first
+    for _ in range(HORIZON_DAYS // 28):
+        ended = period_end(period, timezone)
+        if ends_cycle(period, anchor, cycle) and period >= anchor:
+            grants.append((ended, default_expiry(kind, ended, timezone, cycle, period_start(anchor, timezone))))
+        period = period.shift(1)
+    return tuple(grants)

@@ -35,19 +35,17 @@ retry. A declined bill starts dunning; the credits were already reset.
 """
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
-from shared.billing.payments import GatewayUnavailable, PaymentGateway
+from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, default_price_list
-from shared.db import Database
+from shared.db import Database, any_of, insert_or_skip
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
 from shared.events.outbox import account_locked, account_unlocked
@@ -55,7 +53,7 @@ from shared.events.types import LOCK_TYPES
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, local_date, next_expiry, utc, zone
-from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, Payment, PhoneNumber, User
+from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, PhoneNumber, User
 from shared.reporting import daily_usage
 
 accounts = Account.__table__
@@ -254,39 +252,31 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
     The payment's key is `month-end:<account>:<period>:<card>`, so a crash or a second collector never
     charges twice (a new card on file makes a new payment); a gateway `error` leaves the bill pending and
     the next collection retries it (attempt + 1). A bill with no card on file, or declined, is left
-    `declined` for dunning. The payments are opened in one transaction and the outcomes recorded in one;
-    each charge is its own (purchases.charge_payment), since it talks to the gateway.
+    `declined` for dunning. The payments are opened in one transaction, charged together
+    (purchases.charge_payments: a transaction per step for the batch) and the bills finished in one.
     """
     summary = Summary("")
     with database.unit_of_work() as session:
-        bills = list(session.execute(select(runs).where(runs.c.account_id.in_(sorted(set(account_ids))),
+        bills = list(session.execute(select(runs).where(any_of(session, runs.c.account_id, sorted(set(account_ids))),
                                                         runs.c.step == "bill", runs.c.status == "pending")
                                      .order_by(runs.c.account_id, runs.c.period)))
         if not bills:
             return summary
         methods = dict(session.execute(select(AutoRecharge.account_id, AutoRecharge.payment_method).where(
             AutoRecharge.account_id.in_({bill.account_id for bill in bills}))).all())
-        payments: dict[int, str] = {}
-        for bill in bills:
-            if (method := methods.get(bill.account_id)) is None:
-                continue
-            payment = purchases.open_payment(
-                session, bill.account_id, source="month_end",
-                idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{method}", credits_mc=0,
-                amount_cents=bill.amount_cents, currency=default_price_list().currency, payment_method=method,
-                now=utc(now))
+        billed = [bill for bill in bills if methods.get(bill.account_id) is not None]
+        opened = purchases.open_payments(session, [dict(
+            account_id=bill.account_id, source="month_end",
+            idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{methods[bill.account_id]}", credits=0,
+            amount_cents=bill.amount_cents, currency=default_price_list().currency,
+            payment_method=methods[bill.account_id]) for bill in billed], now=utc(now))
+        for payment in opened:
             if payment.status == "error":
                 purchases.retry(session, payment, now=utc(now))
-            payments[bill.id] = payment.id
-    def charge(payment_id: str) -> Payment:
-        try:
-            return purchases.charge_payment(database, gateway, payment_id, now=utc(now))
-        except GatewayUnavailable:  # outcome unknown: the bill stays pending, the next collection asks again
-            with database.unit_of_work() as session:
-                return session.get(Payment, payment_id)
-
-    with ThreadPoolExecutor(CHARGE_THREADS) as pool:  # the gateway's latency, not our CPU, is the cost of a charge
-        charged = dict(zip(payments, pool.map(charge, payments.values())))
+        payments = {bill.id: payment.id for bill, payment in zip(billed, opened)}
+    charged = purchases.charge_payments(database, gateway, list(payments.values()), now=utc(now),
+                                        threads=CHARGE_THREADS)
+    charged = {bill_id: charged[payment_id] for bill_id, payment_id in payments.items()}
     outcomes: list[tuple[Row, str, str]] = []
     for bill in bills:
         if bill.id not in payments:
@@ -331,7 +321,8 @@ def _lock(session: Session, account_ids: Iterable[str]) -> list[Row]:
     last = (select(func.max(runs.c.period)).where(runs.c.account_id == accounts.c.id, runs.c.step == "close")
             .scalar_subquery().label("last_closed"))
     rows = list(session.execute(select(accounts.c.id, accounts.c.timezone, accounts.c.created_at, last)
-                                .where(accounts.c.id.in_(ids)).order_by(accounts.c.id).with_for_update(of=accounts)))
+                                .where(any_of(session, accounts.c.id, ids)).order_by(accounts.c.id)
+                                .with_for_update(of=accounts)).all())
     if len(rows) < len(ids):
         raise NotFound(f"No account {sorted(set(ids) - {row.id for row in rows})[0]}.")
     return rows
@@ -361,23 +352,25 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
                                    for account_id in ids])
     summary = Summary("")
     open_lots: dict[str, list[_Lot]] = {account_id: [] for account_id in ids}
-    for row in session.execute(select(lots).where(lots.c.account_id.in_(ids), lots.c.remaining > 0)):
+    for row in session.execute(select(lots).where(any_of(session, lots.c.account_id, ids), lots.c.remaining > 0)).all():
         open_lots[row.account_id].append(_Lot.of(row))
     pending: dict[str, list[PendingHold]] = {account_id: [] for account_id in ids}
     for row in session.execute(select(holds.c.account_id, holds.c.user_id, holds.c.from_allocation, holds.c.created_at,
-                                      holds.c.amount).where(holds.c.account_id.in_(ids), holds.c.status == "pending")):
+                                      holds.c.amount).where(any_of(session, holds.c.account_id, ids),
+                                                           holds.c.status == "pending")).all():
         pending[row.account_id].append(PendingHold(wallet=row.user_id if row.from_allocation else None,
                                                    created_at=row.created_at, amount=row.amount))
     fees = dict(session.execute(select(numbers.c.account_id, func.sum(numbers.c.monthly_cost))
-                                .where(numbers.c.account_id.in_(ids), numbers.c.released_at.is_(None))
+                                .where(any_of(session, numbers.c.account_id, ids), numbers.c.released_at.is_(None))
                                 .group_by(numbers.c.account_id)).all())
     seats: dict[str, list[Row]] = {account_id: [] for account_id in ids}
     for seat in session.execute(select(users.c.id, users.c.account_id, users.c.monthly_credits, users.c.balance).where(
-            users.c.account_id.in_(ids), users.c.role == "user", users.c.deleted_at.is_(None),
+            any_of(session, users.c.account_id, ids), users.c.role == "user", users.c.deleted_at.is_(None),
             users.c.monthly_credits > 0).order_by(users.c.id)):
         seats[seat.account_id].append(seat)
     closes = [_Close(account, targets[account.id], open_lots[account.id], pending[account.id], price_list)
-              for account in session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id))]
+              for account in session.execute(select(accounts).where(any_of(session, accounts.c.id, ids))
+                                           .order_by(accounts.c.id)).all()]
     for close in closes:
         close.expire()
         close.reset_debt()
@@ -400,7 +393,7 @@ def _advise(session: Session, closes: list["_Close"], *, now: datetime, price_li
     finds them, so the others cost nothing)."""
     summary = Summary("")
     ids = [close.account.id for close in closes]
-    rows = list(session.execute(select(accounts).where(accounts.c.id.in_(ids)).order_by(accounts.c.id)))
+    rows = session.execute(select(accounts).where(any_of(session, accounts.c.id, ids)).order_by(accounts.c.id)).all()
     # one read of what each account spent, from the first of the months advised on or the forecast's history
     spent = daily_usage.daily_totals(session, ids, since_by_account={close.account.id: min(
         local_date(period_start(close.period.shift(1 - advice.CYCLES), close.account.timezone),
@@ -675,7 +668,7 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
             account_unlocked(session, close.account.id, balance=close.balance, now=now)
     if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents
                  or close.summary.shared_short_code_fee_cents]:
-        session.execute(_insert(session, runs).on_conflict_do_nothing(), [
+        session.execute(insert_or_skip(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",
                  amount=close.summary.billed,
                  amount_cents=(close.debt_cents + close.summary.credit_hold_fee_cents
@@ -697,8 +690,3 @@ def _finish_bills(database: Database, outcomes: list[tuple[Row, str, str]], now:
                 dunning.start_dunning(session, bill.account_id, reason="month_end", amount_cents=bill.amount_cents,
                                       currency=default_price_list().currency,
                                       reference=f"month-end:{bill.account_id}:{bill.period}", now=utc(now))
-
-
-def _insert(session: Session, table):
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)

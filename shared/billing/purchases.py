@@ -18,6 +18,7 @@ an outcome is written, whoever learns it first. Auto-recharge and dunning pay th
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from shared.billing.payments import GatewayUnavailable, PaymentGateway, PaymentResult
 from shared.billing.price_list import PriceList, default_price_list
-from shared.db import Database
+from shared.db import Database, any_of, insert_or_skip
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.events.outbox import emit
 from shared.ids import new_id
@@ -91,17 +92,32 @@ def open_payment(session: Session, account_id: str, *, source: str, idempotency_
                  amount_cents: int, currency: str, payment_method: str, now: datetime,
                  dunning_run_id: str | None = None, payment_id: str | None = None) -> Payment:
     """The payment under this key: the existing one (same terms, else Conflict), or a new pending one."""
-    existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
-    if existing is not None:
-        if (existing.account_id, existing.credits, existing.payment_method) != (account_id, credits_mc, payment_method):
+    return open_payments(session, [dict(
+        id=payment_id, account_id=account_id, source=source, idempotency_key=idempotency_key, credits=credits_mc,
+        amount_cents=amount_cents, currency=currency, payment_method=payment_method, dunning_run_id=dunning_run_id)],
+        now=now)[0]
+
+
+def open_payments(session: Session, terms: list[dict], *, now: datetime) -> list[Payment]:
+    """open_payment for a batch (month-end's bills), one read for all their keys: each term a dict of Payment's
+    columns (id None: a new id)."""
+    keys = [term["idempotency_key"] for term in terms]
+    found = {payment.idempotency_key: payment for payment in session.scalars(
+        select(Payment).where(any_of(session, Payment.idempotency_key, keys)))}
+    answers = []
+    for term in terms:
+        payment = found.get(term["idempotency_key"])
+        if payment is None:
+            payment = found[term["idempotency_key"]] = Payment(
+                **{**term, "id": term.get("id") or new_id("pay")}, status="pending", attempt=0, created_at=now,
+                updated_at=now)
+            session.add(payment)
+        elif (payment.account_id, payment.credits, payment.payment_method) != (
+                term["account_id"], term["credits"], term["payment_method"]):
             raise Conflict("This idempotency key was used for a different payment.")
-        return existing
-    payment = Payment(id=payment_id or new_id("pay"), account_id=account_id, source=source, idempotency_key=idempotency_key,
-                      credits=credits_mc, amount_cents=amount_cents, currency=currency, payment_method=payment_method,
-                      status="pending", attempt=0, dunning_run_id=dunning_run_id, created_at=now, updated_at=now)
-    session.add(payment)
+        answers.append(payment)
     session.flush()
-    return payment
+    return answers
 
 
 def customer_of(database: Database, gateway: PaymentGateway, account_id: str, *, now: datetime) -> str:
@@ -157,37 +173,123 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     return record_outcome(database, payment.id, result, now=now, then=then)
 
 
+def charge_payments(database: Database, gateway: PaymentGateway, payment_ids: list[str], *, now: datetime,
+                    threads: int) -> dict[str, Payment]:
+    """charge_payment for a batch (month-end's bills): the same gateway calls under the same keys, `threads` at a
+    time, and each database step one transaction for the whole batch. A payment further along than `pending`
+    with no PaymentIntent (or whose keys the gateway may have forgotten) takes charge_payment's own path. A
+    payment whose call finds the gateway unavailable stays open, as it is, for the next collection."""
+    with database.unit_of_work() as session:
+        found = session.scalars(select(Payment).where(any_of(session, Payment.id, payment_ids))).all()
+        customers = _customers(session, sorted({payment.account_id for payment in found}))
+    fresh = [payment for payment in found if payment.status == "pending" and payment.intent_id is None
+             and utc(now) - utc(payment.updated_at) <= KEYS_FORGOTTEN_AFTER]
+    answers: dict[str, Payment] = {payment.id: payment for payment in found}
+    with ThreadPoolExecutor(threads) as pool:  # the gateway's latency, not our CPU, is the cost of a call
+
+        def each(call, items):
+            return dict(zip(items, pool.map(lambda item: _unless_unavailable(call, item), items)))
+
+        others = [payment.id for payment in found if payment not in fresh]
+        answers.update({payment_id: outcome for payment_id, outcome in each(
+            lambda payment_id: charge_payment(database, gateway, payment_id, now=now), others).items() if outcome})
+        missing = sorted({payment.account_id for payment in fresh} - customers.keys())
+        made = {account_id: customer for account_id, customer in each(
+            lambda account_id: gateway.create_customer(account_id=account_id, idempotency_key=f"customer:{account_id}"),
+            missing).items() if customer}
+        if made:
+            with database.unit_of_work() as session:
+                session.execute(insert_or_skip(session, BillingCustomer.__table__).on_conflict_do_nothing(), [
+                    dict(account_id=account_id, customer_id=customer, created_at=now)
+                    for account_id, customer in made.items()])
+                customers.update(_customers(session, sorted(made)))  # a twin's, where one stored it first
+        intents = {payment.id: intent for payment, intent in each(
+            lambda payment: gateway.create_intent(
+                payment_id=payment.id, customer=customers[payment.account_id], amount_cents=payment.amount_cents,
+                currency=payment.currency, payment_method=payment.payment_method, description=_description(payment),
+                idempotency_key=f"{payment.id}:{payment.attempt}:create"),
+            [payment for payment in fresh if payment.account_id in customers]).items() if intent}
+        with database.unit_of_work() as session:  # step 2's end: the intents stored, `processing`
+            current = session.scalars(select(Payment).where(any_of(session, Payment.id, sorted(intents)))
+                                      .order_by(Payment.id).with_for_update()).all()
+            attempts = {payment.id: payment.attempt for payment in fresh}
+            for payment in current:
+                answers[payment.id] = payment
+                if payment.attempt == attempts[payment.id] and payment.status in ("pending", "processing"):
+                    payment.intent_id, payment.status, payment.updated_at = intents[payment.id], "processing", now
+        processing = [payment for payment in current if payment.status == "processing"
+                      and payment.intent_id == intents[payment.id] and payment.attempt == attempts[payment.id]]
+        confirmed = {payment.id: result for payment, result in each(
+            lambda payment: gateway.confirm_intent(payment.intent_id, off_session=payment.source != "api",
+                                                   return_url="", idempotency_key=f"{payment.id}:{payment.attempt}:confirm"),
+            processing).items() if result}
+    if confirmed:
+        answers.update(record_outcomes(database, list(confirmed.items()), now=now))
+    return answers
+
+
+def _customers(session: Session, account_ids: list[str]) -> dict[str, str]:
+    return dict(session.execute(select(BillingCustomer.account_id, BillingCustomer.customer_id)
+                                .where(any_of(session, BillingCustomer.account_id, account_ids))).all())
+
+
+def _unless_unavailable(call, item):
+    """The call's answer; None when the gateway was unavailable (the outcome is unknown: asked again later)."""
+    try:
+        return call(item)
+    except GatewayUnavailable:
+        return None
+
+
 def record_outcome(database: Database, payment_id: str, result: PaymentResult, *, now: datetime,
                    then: Outcome | None = None) -> Payment:
     """Write what the gateway says of the payment's PaymentIntent, once: the confirmation's answer, a webhook and
     the sweeper all come here, in any order and as often as they like. A success grants the credits."""
+    return record_outcomes(database, [(payment_id, result)], now=now, then=then)[payment_id]
+
+
+def record_outcomes(database: Database, results: list[tuple[str, PaymentResult]], *, now: datetime,
+                    then: Outcome | None = None) -> dict[str, Payment]:
+    """record_outcome for a batch, in one transaction: the accounts locked first, in id order, then the payments
+    (one lock order for every writer)."""
+    ids = [payment_id for payment_id, _ in results]
     with database.unit_of_work() as session:
-        account_id = session.scalar(select(Payment.account_id).where(Payment.id == payment_id))
-        book.lock_account(session, account_id)  # account before payment and run: one lock order
-        current = session.get(Payment, payment_id, with_for_update=True)
-        if current.status not in OPEN_STATUSES or result.intent_id != current.intent_id:
-            return current  # decided already, or about an attempt that is over
-        if result.status == "processing" or result.status == current.status:
-            return current  # nothing new: a payment waiting for 3-D Secure keeps its age for the sweeper
-        current.status = result.status
-        current.charge_id = result.charge_id
-        current.decline_code = result.decline_code
-        current.failure_message = result.message
-        current.action_url = result.action_url
-        current.updated_at = now
-        if result.status == "requires_action":
-            return current  # the customer finishes it; the webhook brings the outcome
-        if result.succeeded and current.credits:
-            lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
-                             reference=current.id, idempotency_key=f"payment:{current.id}")
-            current.lot_id = lot.id
-        emit(session, "payment.succeeded" if result.succeeded else "payment.failed", account_id=current.account_id,
-             key=f"payment:{current.id}:{current.attempt}", data=payment_data(current), now=now)
-        if then is not None:
-            then(session, current)
-    if current.status == "succeeded" and current.credits:
-        parking.credits_added(database, current.account_id)  # an unlocked account's parked messages go out now
+        account_ids = session.scalars(select(Payment.account_id).where(any_of(session, Payment.id, ids))).all()
+        book.lock_accounts(session, account_ids)
+        current = {payment.id: payment for payment in session.scalars(
+            select(Payment).where(any_of(session, Payment.id, ids)).order_by(Payment.id).with_for_update())}
+        if unknown := set(ids) - current.keys():
+            raise NotFound(f"No payment {sorted(unknown)[0]}.")
+        for payment_id, result in results:
+            _record(session, current[payment_id], result, now=now, then=then)
+    for payment in current.values():
+        if payment.status == "succeeded" and payment.credits:
+            parking.credits_added(database, payment.account_id)  # an unlocked account's parked messages go out now
     return current
+
+
+def _record(session: Session, current: Payment, result: PaymentResult, *, now: datetime,
+            then: Outcome | None) -> None:
+    if current.status not in OPEN_STATUSES or result.intent_id != current.intent_id:
+        return  # decided already, or about an attempt that is over
+    if result.status == "processing" or result.status == current.status:
+        return  # nothing new: a payment waiting for 3-D Secure keeps its age for the sweeper
+    current.status = result.status
+    current.charge_id = result.charge_id
+    current.decline_code = result.decline_code
+    current.failure_message = result.message
+    current.action_url = result.action_url
+    current.updated_at = now
+    if result.status == "requires_action":
+        return  # the customer finishes it; the webhook brings the outcome
+    if result.succeeded and current.credits:
+        lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
+                         reference=current.id, idempotency_key=f"payment:{current.id}")
+        current.lot_id = lot.id
+    emit(session, "payment.succeeded" if result.succeeded else "payment.failed", account_id=current.account_id,
+         key=f"payment:{current.id}:{current.attempt}", data=payment_data(current), now=now)
+    if then is not None:
+        then(session, current)
 
 
 def purchase(database: Database, gateway: PaymentGateway, account_id: str, credits_mc: int, payment_method: str, *,

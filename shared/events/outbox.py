@@ -18,6 +18,7 @@ from sqlalchemy import JSON, DateTime, String, bindparam, event, exists, func, l
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import any_of
 from shared.events.types import ALL, EVENT_TYPES, LOCK_TYPES
 from shared.ids import new_id
 from shared.models import Message, WebhookEndpoint, WebhookEvent, WebhookSubscription
@@ -39,9 +40,19 @@ def on_written(dispatcher: Callable[[list[str]], None] | None) -> None:
 def emit(session: Session, event_type: str, *, account_id: str, key: str, data: dict, now: datetime) -> str | None:
     """Write the event if an enabled endpoint of the account takes `event_type`; its id, or None (nobody takes
     it, or `key` was written before)."""
-    columns = select(literal(new_id("evt"), String()), literal(account_id, String()), literal(event_type, String()),
-                     literal(key, String()), literal(data, JSON()), literal(now, DateTime(timezone=True)))
-    return _insert(session, columns.where(_taken(literal(account_id, String()), event_type)))
+    session.flush()  # as a query would: the endpoints it checks may have been added in this transaction
+    return _inserted(session, session.connection().execute(_event(_dialect(session), event_type), dict(
+        event_id=new_id("evt"), account_id=account_id, key=key, data=data, now=now)).scalar_one_or_none())
+
+
+@functools.cache
+def _event(dialect: str, event_type: str):
+    """Prebuilt per dialect and type, its values bound: compiled once, not at every event."""
+    account_id = bindparam("account_id", type_=String())
+    columns = select(bindparam("event_id", type_=String()), account_id, literal(event_type, String()),
+                     bindparam("key", type_=String()), bindparam("data", type_=JSON()),
+                     bindparam("now", type_=DateTime(timezone=True))).where(_taken(account_id, event_type))
+    return _insert_statement(dialect, columns)
 
 
 def takers(session: Session, account_ids: list[str], event_type: str) -> set[str]:
@@ -49,7 +60,7 @@ def takers(session: Session, account_ids: list[str], event_type: str) -> set[str
     set-wise job emits only where an event would be written."""
     return set(session.scalars(select(WebhookSubscription.account_id).distinct().join(
         WebhookEndpoint, WebhookEndpoint.id == WebhookSubscription.endpoint_id).where(
-        WebhookSubscription.account_id.in_(account_ids), WebhookSubscription.event_type.in_([event_type, ALL]),
+        any_of(session, WebhookSubscription.account_id, account_ids), WebhookSubscription.event_type.in_([event_type, ALL]),
         WebhookEndpoint.enabled == true())))
 
 
@@ -88,10 +99,6 @@ def _taken(account_id, event_type: str):
     types = [*(LOCK_TYPES if event_type in LOCK_TYPES else (event_type,)), ALL]
     return exists().where(WebhookSubscription.account_id == account_id, WebhookSubscription.event_type.in_(types),
                           WebhookEndpoint.id == WebhookSubscription.endpoint_id, WebhookEndpoint.enabled == true())
-
-
-def _insert(session: Session, columns) -> str | None:
-    return _inserted(session, session.execute(_insert_statement(_dialect(session), columns)).scalar_one_or_none())
 
 
 def _insert_statement(dialect: str, columns):

@@ -678,6 +678,16 @@ def lock_account(session: Session, account_id: str) -> Row:
     return _lock_account(session, account_id)
 
 
+def lock_accounts(session: Session, account_ids: list[str]) -> None:
+    """Take several accounts' row locks in id order, so two writers locking overlapping sets cannot deadlock;
+    NotFound if one is missing."""
+    ids = sorted(set(account_ids))
+    found = _sql(session).scalars(select(accounts.c.id).where(any_of(session, accounts.c.id, ids))
+                                  .order_by(accounts.c.id).with_for_update()).all()
+    if len(found) < len(ids):
+        raise NotFound(f"No account {sorted(set(ids) - set(found))[0]}.")
+
+
 # --- internals -------------------------------------------------------------------------------------
 
 def _require(condition: bool, field: str, reason: str) -> None:

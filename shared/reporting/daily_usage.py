@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import BigInteger, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import any_of
 from shared.ids import CALL_REFERENCE
 from shared.models import Account, Entry, Message, UsageDay, UsageFold
 
@@ -116,19 +117,23 @@ def usage_by_user(session: Session, account_id: str, *, since: date, until: date
 def daily_totals(session: Session, account_ids: list[str], *, since_by_account: dict[str, date],
                  kinds: tuple[str, ...] = KINDS) -> dict[str, dict[date, int]]:
     """Set-wise, for a batch: per account, millicredits of `kinds` per local day from its `since` on (the whole
-    account, pool and users). Two statements, whatever the batch's size."""
+    account, pool and users). Two statements, whatever the batch's size, their rows fetched at once."""
     since = min(since_by_account.values(), default=date.max)
-    totals: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
-    rows = session.execute(select(daily_usage.c.account_id, daily_usage.c.day, func.sum(daily_usage.c.millicredits))
-                           .where(daily_usage.c.account_id.in_(account_ids), daily_usage.c.day >= since,
+    totals: dict[str, dict[date, int]] = {}
+    rows = session.execute(select(daily_usage.c.account_id, daily_usage.c.day,
+                                  func.sum(daily_usage.c.millicredits).cast(BigInteger))
+                           .where(any_of(session, daily_usage.c.account_id, account_ids), daily_usage.c.day >= since,
                                   daily_usage.c.kind.in_(kinds))
-                           .group_by(daily_usage.c.account_id, daily_usage.c.day))
-    unfolded = ((account, day, millicredits) for (account, day, _user, kind), (millicredits, _count)
-                in _unfolded(session, account_ids).items() if kind in kinds)
-    for account, day, millicredits in [*rows, *unfolded]:
+                           .group_by(daily_usage.c.account_id, daily_usage.c.day)).all()
+    for account, day, millicredits in rows:  # one row per (account, day)
         if day >= since_by_account[account]:
-            totals[account][day] += int(millicredits)
-    return {account: dict(days) for account, days in totals.items()}
+            days = totals.get(account) or totals.setdefault(account, {})
+            days[day] = millicredits
+    for (account, day, _user, kind), (millicredits, _count) in _unfolded(session, account_ids).items():
+        if kind in kinds and day >= since_by_account[account]:
+            days = totals.get(account) or totals.setdefault(account, {})
+            days[day] = days.get(day, 0) + millicredits
+    return totals
 
 
 def _lock_marker(session: Session):
@@ -154,7 +159,7 @@ def _unfolded(session: Session, account_ids: list[str]) -> dict[tuple[str, date,
     """The accounts' entries the folds have not reached yet, summed as a fold would. The marker is read first, so
     the entries are a range of the (account_id, id) index, not a scan."""
     folded = session.execute(select(folds.c.folded_through).where(folds.c.id == FOLD_ROW)).scalar_one_or_none() or 0
-    return _spending(session, entries.c.account_id.in_(account_ids), entries.c.id > folded)
+    return _spending(session, any_of(session, entries.c.account_id, account_ids), entries.c.id > folded)
 
 
 def _spending(session: Session, *conditions) -> dict[tuple[str, date, str, str], list[int]]:

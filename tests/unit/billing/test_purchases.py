@@ -5,8 +5,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.billing.payment_events import reconcile_open
-from shared.billing.payments import SimulatedGateway
-from shared.billing.purchases import PaymentDeclined, PaymentUnavailable, purchase
+from shared.billing.payments import GatewayUnavailable, SimulatedGateway
+from shared.billing.purchases import (
+    PaymentDeclined,
+    PaymentUnavailable,
+    charge_payments,
+    customer_of,
+    open_payment,
+    purchase,
+)
 from shared.errors import ValidationFailed
 from shared.ledger import book
 from shared.ledger.accounts import Overdraft, create_account
@@ -185,3 +192,52 @@ def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_left_to_i
     with database.unit_of_work() as session:
         assert session.query(Payment).one().status == "requires_action"
     assert balance_of(database, account_id) == 0
+
+
+class UnavailableFor(SimulatedGateway):
+    """Times out on one account's calls: the outcome of each is unknown to the caller."""
+
+    def __init__(self, account_id: str):
+        super().__init__()
+        self.account_id = account_id
+
+    def create_customer(self, *, account_id, idempotency_key):
+        if account_id == self.account_id:
+            raise GatewayUnavailable("the gateway timed out")
+        return super().create_customer(account_id=account_id, idempotency_key=idempotency_key)
+
+
+def open_bill(database, account_id: str, key: str) -> str:
+    with database.unit_of_work() as session:
+        return open_payment(session, account_id, source="month_end", idempotency_key=key, credits_mc=0,
+                            amount_cents=500, currency="usd", payment_method="pm_card_visa", now=NOW).id
+
+
+def test_a_batch_of_payments_charges_each_once_whatever_state_each_was_left_in(database):
+    # given four bills: two new, one whose collector died after storing its intent, one on a gateway that times out
+    fresh, stalled, other, unreachable = (new_account(database) for _ in range(4))
+    gateway = UnavailableFor(unreachable)
+    payments = {account_id: open_bill(database, account_id, f"bill:{account_id}")
+                for account_id in (fresh, stalled, other, unreachable)}
+    customer = customer_of(database, gateway, stalled, now=NOW)
+    intent = gateway.create_intent(payment_id=payments[stalled], customer=customer, amount_cents=500, currency="usd",
+                                   payment_method="pm_card_visa", description="bill",
+                                   idempotency_key=f"{payments[stalled]}:0:create")
+    with database.unit_of_work() as session:
+        payment = session.get(Payment, payments[stalled])
+        payment.intent_id, payment.status = intent, "processing"
+
+    # when the batch is charged, twice (a second collector, or a retry)
+    first = charge_payments(database, gateway, list(payments.values()), now=NOW, threads=2)
+    second = charge_payments(database, gateway, list(payments.values()), now=NOW, threads=2)
+
+    # then each reachable bill is charged exactly once and the unreachable one is left open for the next collection
+    for account_id in (fresh, stalled, other):
+        assert first[payments[account_id]].status == second[payments[account_id]].status == "succeeded"
+        assert len(gateway.charges(account_id)) == 1
+    assert first[payments[unreachable]].status == "pending" and gateway.charges(unreachable) == []
+
+    # and once the gateway answers, the next collection charges it once
+    gateway.account_id = None
+    third = charge_payments(database, gateway, [payments[unreachable]], now=NOW, threads=2)
+    assert third[payments[unreachable]].status == "succeeded" and len(gateway.charges(unreachable)) == 1
