@@ -118,9 +118,9 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
     daily usage for all of them (one, when the caller read what was spent, from at least those months on)."""
     price_list = price_list or default_price_list()
     periods = {account.id: [period for offset in range(CYCLES)
-                            if (period := through[account.id].shift(offset - CYCLES + 1))
-                            >= period_of(utc(account.created_at), account.timezone)]
-               for account in accounts}  # the months it existed in (none: too new to advise on)
+                            if (period := through[account.id].shift(offset - CYCLES + 1)) >= created]
+               for account in accounts  # the months it existed in (none: too new to advise on)
+               for created in [period_of(utc(account.created_at), account.timezone)]}
     since = {account.id: _first_day((periods[account.id] or [through[account.id]])[0], account.timezone)
              for account in accounts}
     ids = [account.id for account in accounts]

@@ -171,16 +171,16 @@ def _least_squares(points: list[tuple[int, int]]) -> tuple[int, int, int]:
 
 
 def project(model: DailyModel, wallet: _Wallet, *, now: datetime, timezone: str, today_spent: int,
-            sends: Iterable[tuple[datetime, int]], detailed: bool = True) -> Forecast:
-    """Walk the days ahead (see the module docstring). `detailed` False (month-end) wants only the run-out: the
-    walk stops there, and neither the walk with auto-recharges nor the week's rate is worked out."""
+            sends: Iterable[tuple[datetime, int]], detailed: bool = True, days: int = HORIZON_DAYS) -> Forecast:
+    """Walk the days ahead (see the module docstring), `days` of them. `detailed` False (month-end) wants only the
+    run-out: the walk stops there, and neither the walk with auto-recharges nor the week's rate is worked out."""
     now = utc(now)
     tz = zone(timezone)
     today = local_date(now, tz)
     sends = [(utc(at), amount) for at, amount in sends]
-    spending = model.days(0, HORIZON_DAYS)
+    spending = model.days(0, days)
     spending[0] = max(0, spending[0] - today_spent)
-    walk = _Walk(wallet, now, sends, _midnights(timezone, today, HORIZON_DAYS), spending, recharge=None)
+    walk = _Walk(wallet, now, sends, _midnights(timezone, today, days), spending, recharge=None)
     walk.run(stop_when_out=not detailed)
     recharges = 0
     if detailed and wallet.recharge is not None:
@@ -357,11 +357,13 @@ def forecast(session: Session, account_id: str, *, now: datetime, user_id: str |
 
 
 def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime,
-                        days: dict[str, dict[date, int]] | None = None) -> dict[str, datetime | None]:
+                        days: dict[str, dict[date, int]] | None = None,
+                        horizon: dict[str, int] | None = None) -> dict[str, datetime | None]:
     """Set-wise, for month-end: each account's runs_out_at (account rows with id, timezone, plan fields,
     balance, held, rollover_protection, low_balance_threshold, credit_hold, status, created_at, cycle_anchor_at).
     A few statements for the whole batch, whatever its size; `days`: what was spent, from at least HISTORY_DAYS
-    ago, when the caller read it already."""
+    ago, when the caller read it already; `horizon`: how many days ahead to look for an account (HORIZON_DAYS
+    when not given), for a caller that asks only whether it runs out soon."""
     now = utc(now)
     ids = [account.id for account in accounts]
     if not ids:
@@ -385,7 +387,7 @@ def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime,
                          threshold=0, recharge=None)
         answers[account.id] = project(model, wallet, now=now, timezone=account.timezone,
                                       today_spent=spent.get(today, 0), sends=sends.get(account.id, []),
-                                      detailed=False).runs_out_at
+                                      detailed=False, days=(horizon or {}).get(account.id, HORIZON_DAYS)).runs_out_at
     return answers
 
 

@@ -402,8 +402,11 @@ def _advise(session: Session, closes: list["_Close"], *, now: datetime, price_li
         for close in closes})
     advised = advice.advice_many(session, rows, through={close.account.id: close.period for close in closes},
                                  price_list=price_list, spent=spent)
-    runs_out = forecasts.runs_out_by_account(session, rows, now=now, days=spent)
     told = outbox.takers(session, ids, "plan.advice")
+    # the summary asks only whether each runs out before the next month-end; an event shows its date, a year ahead
+    runs_out = forecasts.runs_out_by_account(session, rows, now=now, days=spent, horizon={
+        close.account.id: max(1, (period_end(close.period.shift(1), close.account.timezone) - utc(now)).days + 2)
+        for close in closes if close.account.id not in told})
     for close in closes:
         account_id, advice_now, out = close.account.id, advised[close.account.id], runs_out[close.account.id]
         if advice_now.changes:

@@ -100,3 +100,36 @@ def test_month_end_tells_the_advice_in_its_summary_and_a_plan_advice_event(sqlit
     assert august["current"] == {"kind": "plan", "monthly_credits": "1000", "cost_cents": 11400}
     assert [cycle["expired"] for cycle in august["cycles"]] == ["300", "300", "300"]
     assert (august["saving_cents"], august["period"], august["changes"]) == (2400, "2021-08", True)
+
+
+def test_month_end_counts_who_runs_out_before_the_next_month_end_and_tells_a_taker_its_date_a_year_ahead(
+        sqlite_database):
+    # given three prepaid accounts spending 20 credits a day through June: one bought 1,000 credits, two bought 3,000,
+    # and one of those two has an endpoint that takes plan.advice
+    june_first = period_start(JUNE, CHICAGO)
+    ids = {}
+    with sqlite_database.unit_of_work() as session:
+        for name, bought in (("short", 1_000_000), ("long", 3_000_000), ("told", 3_000_000)):
+            account, _ = accounts.create_account(
+                session, name=name, timezone=CHICAGO, plan_monthly_credits=0, plan_cycle="monthly",
+                plan_rollover="none", overdraft=accounts.Overdraft("prepaid", 0), low_balance_threshold=0,
+                now=june_first)
+            ids[name] = account.id
+            book.grant(session, account.id, bought, "purchase", granted_at=june_first, idempotency_key=f"buy:{name}")
+            for day in range(30):
+                send(session, account.id, f"msg_{name}_{day}", at=june_first + timedelta(days=day, hours=12),
+                     usage=20_000)
+        create_endpoint(session, ids["told"], url="https://hooks.example.com/creditq", events=["plan.advice"],
+                        description=None, now=june_first)
+
+    # when June closes
+    summary = month_end.close_accounts(sqlite_database, sorted(ids.values()), JUNE,
+                                       now=period_end(JUNE, CHICAGO) + timedelta(hours=1))
+
+    # then only the 400 credits left run out before July ends (in 20 days), and the taker's event says when its
+    # 2,400 left run out: in October, past the next month-end
+    assert summary.running_out == 1
+    with sqlite_database.read_only() as session:
+        [event] = session.scalars(select(WebhookEvent).where(WebhookEvent.type == "plan.advice")).all()
+    runs_out = datetime.fromisoformat(event.data["runs_out_at"])
+    assert (event.account_id, runs_out.year, runs_out.month) == (ids["told"], 2021, 10)
