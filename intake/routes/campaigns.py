@@ -177,7 +177,8 @@ async def steer_campaign(app: web.Application, principal: Principal, campaign_id
     enqueuer = app[ENQUEUER]
     try:
         if to_enqueue:
-            await asyncio.to_thread(enqueuer.send_many_blocking, SEND_ACTOR, [(message_id,) for message_id in to_enqueue])
+            await asyncio.to_thread(enqueuer.send_many_blocking, SEND_ACTOR,
+                                    [(message_id,) for message_id in to_enqueue])
         if action == "resume" and view["status"] == "running":
             await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on
     except Exception:
