@@ -1,6 +1,6 @@
 """The calendar: which actor is enqueued when. Jobs only enqueue; the work happens in workers/."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timezone
 
 import dramatiq
@@ -35,6 +35,19 @@ SCHEDULE: list[ScheduledJob] = [
     # message bodies and recipients' numbers past CREDITQ_RETENTION_DAYS, redacted in batches (off when unset)
     ScheduledJob("retention", CronTrigger(hour=3, minute=17, timezone=timezone.utc), "redact_expired"),
 ]
+
+
+# The jobs that re-drive from the database what a lost job (a Redis restarted empty, a killed worker) left waiting.
+SAFETY_NETS = ("sweep", "sweep_calls", "sweep_webhooks", "campaign_steps", "dunning_tick", "billing_tick")
+
+
+def paced(schedule: list[ScheduledJob], sweep_interval_seconds: int | None) -> list[ScheduledJob]:
+    """The schedule with every safety net run each `sweep_interval_seconds` (CREDITQ_SWEEP_INTERVAL_SECONDS) instead
+    of at its own pace; None leaves it as it is. Each is idempotent, so running it more often only costs queries."""
+    if sweep_interval_seconds is None:
+        return schedule
+    every = IntervalTrigger(seconds=sweep_interval_seconds, timezone=timezone.utc)
+    return [replace(job, trigger=every) if job.name in SAFETY_NETS else job for job in schedule]
 
 
 def install_jobs(scheduler: BackgroundScheduler, broker: dramatiq.Broker, schedule: list[ScheduledJob]) -> None:

@@ -1,9 +1,15 @@
-"""The scheduler process: stand by until the lease is ours, run the calendar while we hold it."""
+"""The scheduler process: stand by until the lease is ours, run the calendar while we hold it.
+
+Redis going away does not end the process: a lease that cannot be renewed counts as lost (the calendar stops, since
+another scheduler may take the lease once Redis answers), and the process keeps trying to take it. A Redis that
+comes back empty has no lease at all: the first scheduler to ask takes it and runs the calendar again.
+"""
 
 import logging
 import threading
 from collections.abc import Callable
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .lease import RedisLease
@@ -29,9 +35,9 @@ class SchedulerService:
         try:
             while not self.stopping.is_set():
                 if scheduler is None:
-                    if self.lease.acquire():
+                    if self._lease_call(self.lease.acquire):
                         scheduler = self._start()
-                elif not self.lease.renew():
+                elif not self._lease_call(self.lease.renew):
                     log.warning("scheduler lease lost; standing by")
                     self._stop(scheduler)
                     scheduler = None
@@ -39,7 +45,16 @@ class SchedulerService:
         finally:
             if scheduler is not None:
                 self._stop(scheduler)
-                self.lease.release()
+                self._lease_call(self.lease.release)  # else it lapses by itself
+
+    @staticmethod
+    def _lease_call(call: Callable[[], bool | None]) -> bool:
+        """The lease's answer; False while Redis does not answer (logged, retried on the next turn)."""
+        try:
+            return bool(call())
+        except redis.RedisError as error:
+            log.warning("scheduler lease: Redis did not answer (%s)", error)
+            return False
 
     def stop(self) -> None:
         self.stopping.set()

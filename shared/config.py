@@ -71,6 +71,7 @@ class Settings:
     stripe_api_base: str = "http://127.0.0.1:8082"  # STRIPE_API_BASE; the stand-in (`creditq stripe-sim`) by default
     stripe_sim_port: int = 8082
     payment_sweep_seconds: int = 120  # a payment open this long is reconciled with the gateway
+    sweep_interval_seconds: int | None = None  # the scheduler's safety nets run this often; None: their own pace
     key_rate_limit: RateLimit | None = RateLimit(100.0, 200)  # per account key; None: not limited
     operator_rate_limit: RateLimit | None = None  # the operator's key; None: exempt
     idempotency_claim_timeout_seconds: int = 60  # a claim whose request never answered is released after this
@@ -339,6 +340,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         stripe_sim_port=stripe_sim_port,
         payment_sweep_seconds=_positive_int("CREDITQ_PAYMENT_SWEEP_SECONDS",
                                             env.get("CREDITQ_PAYMENT_SWEEP_SECONDS", "120")),
+        sweep_interval_seconds=_positive_int("CREDITQ_SWEEP_INTERVAL_SECONDS", env["CREDITQ_SWEEP_INTERVAL_SECONDS"])
+        if env.get("CREDITQ_SWEEP_INTERVAL_SECONDS") else None,
         key_rate_limit=_rate_limit(env, "CREDITQ_KEY_RATE_LIMIT", "CREDITQ_KEY_RATE_BURST", ("100", "200")),
         operator_rate_limit=_rate_limit(env, "CREDITQ_OPERATOR_RATE_LIMIT", "CREDITQ_OPERATOR_RATE_BURST",
                                         ("0", "200")),

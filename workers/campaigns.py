@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared.broker import enqueue_many
-from shared.campaigns.fan_out import due_steps, start_step
+from shared.campaigns.fan_out import due_steps, stalled_steps, start_step
 from shared.campaigns.fan_out import fan_out_chunk as make_chunk
 
 from . import resources
@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 @dramatiq.actor(queue_name="campaigns", max_retries=20)
 def fan_out_campaign(campaign_id: str, step: int = 0) -> None:
-    """Claim the step and enqueue one job per chunk, so chunks fan out in parallel across workers."""
+    """Claim the step and enqueue one job per chunk not made yet, so chunks fan out in parallel across workers."""
     r = resources.current()
     with r.database.unit_of_work() as session:
         started = start_step(session, campaign_id, step, now=datetime.now(UTC))
     if started is not None:
-        enqueue_many(fan_out_chunk, [(campaign_id, step, chunk) for chunk in range(started.chunks)])
+        enqueue_many(fan_out_chunk, [(campaign_id, step, chunk) for chunk in started.missing])
 
 
 @dramatiq.actor(queue_name="campaigns", max_retries=20)
@@ -47,10 +47,13 @@ def fan_out_chunk(campaign_id: str, step: int, chunk: int) -> None:
 
 @dramatiq.actor(queue_name="campaigns", max_retries=0)
 def start_due_campaign_steps() -> None:
-    """Run by the scheduler: first steps sent later (send_at) and drip steps whose day has come."""
+    """Run by the scheduler: first steps sent later (send_at), drip steps whose day has come, and steps whose
+    chunk jobs were lost (stalled: fanning out for longer than a waiting message may wait)."""
     r = resources.current()
+    now = datetime.now(UTC)
     with r.database.unit_of_work() as session:
-        due = due_steps(session, datetime.now(UTC))
-    enqueue_many(fan_out_campaign, due)
-    if due:
-        log.info("campaigns: %d steps due", len(due))
+        due = due_steps(session, now)
+        stalled = stalled_steps(session, now - r.stale_after)
+    enqueue_many(fan_out_campaign, due + stalled)
+    if due or stalled:
+        log.info("campaigns: %d steps due, %d stalled steps fanned out again", len(due), len(stalled))

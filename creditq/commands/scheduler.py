@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY, Gauge, start_http_server
 
     import workers
-    from scheduler.jobs import SCHEDULE, install_jobs
+    from scheduler.jobs import SCHEDULE, install_jobs, paced
     from scheduler.lease import RedisLease
     from scheduler.service import SchedulerService
     from shared.db import Database
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     client = redis.Redis.from_url(redis_url)
     service = SchedulerService(RedisLease(client),
-                               functools.partial(install_jobs, broker=workers.broker, schedule=SCHEDULE))
+                               functools.partial(install_jobs, broker=workers.broker,
+                                                 schedule=paced(SCHEDULE, settings.sweep_interval_seconds)))
     database = Database(settings.database_url, pool_size=1)
     REGISTRY.register(OperationsCollector(database, client))
     Gauge("creditq_scheduler_active", "1 while this scheduler holds the lease and runs the calendar").set_function(

@@ -1,6 +1,7 @@
 """PUT/GET /v1/accounts/{id}/auto-recharge: settings, and the state (failures, backoff, disabled_reason)."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -25,6 +26,8 @@ from ..openapi import problem
 from ..policy import BILLING, action
 from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 from .purchases import PAYMENT_METHOD
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -64,7 +67,10 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
     except GatewayUnavailable as unavailable:
         raise Problem(503, "Payment gateway unavailable", f"{unavailable} Try again.") from None
     if unpaid_run is not None:
-        await request.app[ENQUEUER].send("retry_dunning_payment", unpaid_run)
+        try:
+            await request.app[ENQUEUER].send("retry_dunning_payment", unpaid_run)
+        except Exception:  # committed: the run's next step pays with the new card
+            log.exception("could not enqueue retry_dunning_payment for %s; its next step will pay", unpaid_run)
     return json_response(view_json(view))
 
 

@@ -175,12 +175,15 @@ async def steer_campaign(app: web.Application, principal: Principal, campaign_id
 
     view, to_enqueue = await asyncio.to_thread(apply)
     enqueuer = app[ENQUEUER]
-    if to_enqueue:  # lost ones are re-enqueued by the sweeper (accepted and stale)
-        from workers.campaigns import enqueue_many  # the workers' broker, bound on first use like the Enqueuer's
-        actor = enqueuer.broker.get_actor(SEND_ACTOR)
-        await asyncio.to_thread(enqueue_many, actor, [(message_id,) for message_id in to_enqueue])
-    if action == "resume" and view["status"] == "running":
-        await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on
+    try:
+        if to_enqueue:
+            await asyncio.to_thread(enqueuer.send_many_blocking, SEND_ACTOR,
+                                    [(message_id,) for message_id in to_enqueue])
+        if action == "resume" and view["status"] == "running":
+            await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on
+    except Exception:
+        # Committed: the sweeper sends accepted messages left waiting, the campaign_steps job stalled steps.
+        log.exception("could not enqueue the jobs of campaign %s after %s; the sweepers will", campaign_id, action)
     return view
 
 

@@ -124,7 +124,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         raise Problem(503, "Payment gateway unavailable", f"{unavailable} Stripe delivers the event again.") from None
     log.info("Stripe event %s %s: %s", event.get("type"), event.get("id"), handled.detail)
     if handled.retry_dunning_run is not None:
-        await request.app[ENQUEUER].send("retry_dunning_payment", handled.retry_dunning_run)
+        try:
+            await request.app[ENQUEUER].send("retry_dunning_payment", handled.retry_dunning_run)
+        except Exception:  # handled and committed: the run's next step pays with the new card
+            log.exception("could not enqueue retry_dunning_payment for %s; its next step will pay",
+                          handled.retry_dunning_run)
     return web.json_response({"received": True})
 
 

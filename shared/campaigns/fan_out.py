@@ -13,6 +13,10 @@ for single messages.
 When the chunk's hold does not fit a prepaid account, the chunk is inserted `parked`: the sweeper
 releases parked messages once a top-up makes room, and the send step reserves for each then. So a
 campaign never overspends by more than one chunk's settlement overage.
+
+The chunks' jobs live only in the broker: a Redis that restarts empty, or a worker killed holding one, loses
+them. A step still fanning out a while after it started is `stalled`; its fan-out job, run again, enqueues the
+chunks that have no row yet, and only those.
 """
 
 from dataclasses import dataclass
@@ -48,6 +52,7 @@ class StepStart:
     campaign_id: str
     step: int
     chunks: int
+    missing: tuple[int, ...]  # the chunks not made yet: what the fan-out job enqueues
 
 
 def due_steps(session: Session, now: datetime) -> list[tuple[str, int]]:
@@ -59,8 +64,18 @@ def due_steps(session: Session, now: datetime) -> list[tuple[str, int]]:
         .order_by(CampaignStep.starts_at).limit(100)).all())
 
 
+def stalled_steps(session: Session, before: datetime) -> list[tuple[str, int]]:
+    """Steps fanning out since before `before` (they start at `starts_at`) of campaigns running: some chunk's job
+    may be lost. Indexed by (status, starts_at); a step leaves the list once its last chunk is made."""
+    return list(session.execute(
+        select(CampaignStep.campaign_id, CampaignStep.step).join(Campaign, Campaign.id == CampaignStep.campaign_id)
+        .where(CampaignStep.status == "fanning_out", CampaignStep.starts_at <= before, Campaign.status == "running")
+        .order_by(CampaignStep.starts_at).limit(100)).all())
+
+
 def start_step(session: Session, campaign_id: str, step: int, *, now: datetime) -> StepStart | None:
-    """Claim a due step and say how many chunks it has; a step already fanning out answers again (replay)."""
+    """Claim a due step and say which chunks it still needs; a step already fanning out answers again (replay, or
+    the campaign_steps job re-driving a stalled step)."""
     campaign = session.get(Campaign, campaign_id, with_for_update=True)
     row = session.scalar(select(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
                                                     CampaignStep.step == step))
@@ -75,7 +90,9 @@ def start_step(session: Session, campaign_id: str, step: int, *, now: datetime) 
             campaign.status, campaign.updated_at = "running", now
     if row.status != "fanning_out":
         return None
-    return StepStart(campaign_id, step, row.chunks)
+    made = set(session.scalars(select(CampaignChunk.chunk).where(CampaignChunk.campaign_id == campaign_id,
+                                                                 CampaignChunk.step == step)))
+    return StepStart(campaign_id, step, row.chunks, tuple(c for c in range(row.chunks) if c not in made))
 
 
 def fan_out_chunk(session: Session, campaign_id: str, step: int, chunk: int, *, rate_card: RateCard,

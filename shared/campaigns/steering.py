@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from shared.campaigns.creation import CREATING
 from shared.errors import Conflict, NotFound
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.messaging.send_policy import CANCELED, PAUSED
 from shared.models import Campaign, CampaignRecipient, CampaignStep, Hold, Message
 from shared.money import format_credits
@@ -100,7 +101,7 @@ def resume_campaign(session: Session, campaign_id: str, *, account_id: str | Non
         return campaign, []
     started = session.scalar(select(CampaignStep.status).where(CampaignStep.campaign_id == campaign_id,
                                                                CampaignStep.step == 0)) != "pending"
-    campaign.status = "running" if started or campaign.send_at <= now else "scheduled"
+    campaign.status = "running" if started or utc(campaign.send_at) <= now else "scheduled"  # naive on SQLite
     campaign.updated_at = now
     ids = list(session.scalars(select(Message.id).where(Message.campaign_id == campaign_id,
                                                         Message.status == "scheduled", Message.send_at.is_(None))))

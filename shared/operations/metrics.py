@@ -8,6 +8,7 @@ a scan of pending holds; queue depths are one LLEN per dramatiq queue.
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -42,18 +43,26 @@ class OperationsCollector(Collector):
         depth = GaugeMetricFamily("creditq_queue_depth", "Jobs waiting in each dramatiq queue (.DQ: delayed)",
                                   labels=["queue"])
         dead = GaugeMetricFamily("creditq_queue_dead_letters", "Jobs dramatiq gave up on, per queue", labels=["queue"])
+        up = GaugeMetricFamily("creditq_redis_up", "1 when Redis answered this scrape; 0: no queue gauges this time")
         prefix = f"{DRAMATIQ_NAMESPACE}:"
-        names = sorted({key.decode()[len(prefix):-len(".msgs")]
-                        for key in self.redis.scan_iter(match=f"{prefix}*.msgs", count=1000)})
-        queues = [name for name in names if not name.endswith(".XQ")]
-        pipeline = self.redis.pipeline(transaction=False)
-        for name in queues:
-            pipeline.llen(prefix + name)
-            pipeline.zcard(f"{prefix}{name}.XQ")
-        counts = pipeline.execute()
+        try:  # Redis away is when the database's gauges matter most: they are still read
+            names = sorted({key.decode()[len(prefix):-len(".msgs")]
+                            for key in self.redis.scan_iter(match=f"{prefix}*.msgs", count=1000)})
+            queues = [name for name in names if not name.endswith(".XQ")]
+            pipeline = self.redis.pipeline(transaction=False)
+            for name in queues:
+                pipeline.llen(prefix + name)
+                pipeline.zcard(f"{prefix}{name}.XQ")
+            counts = pipeline.execute()
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
         for position, name in enumerate(queues):
             depth.add_metric([name], counts[2 * position])
             dead.add_metric([name], counts[2 * position + 1])
+        up.add_metric([], 1)
+        yield up
         yield depth
         yield dead
 

@@ -158,6 +158,15 @@ class Stack:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
 
+    def stop_redis(self) -> None:
+        """Stop the stack's Redis (no persistence): its queued jobs, the scheduler lease, throttles and rate limits
+        go with it; the processes keep running."""
+        self.redis.stop()
+
+    def start_redis(self) -> None:
+        """A fresh, empty Redis on the same socket, as after a restart without persistence."""
+        self.redis.start()
+
     def broker(self) -> dramatiq.Broker:
         """A client-side broker like the processes', to enqueue by actor name without importing the actors."""
         return broker_for(self.env, install=False)

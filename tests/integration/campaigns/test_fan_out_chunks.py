@@ -2,6 +2,7 @@
 and one hold."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -86,3 +87,28 @@ def test_chunks_delivered_twice_at_the_same_time_make_each_message_and_hold_once
         thread.join()
     assert sorted(len(ids) for ids in enqueued) == [0, 0, 0, 1, 3, 3]  # each chunk's twin found it made
     assert_each_recipient_once(database, account_id, campaign_id)
+
+
+def test_a_step_whose_chunk_jobs_were_lost_is_found_stalled_and_fans_out_only_its_missing_chunks(database,
+                                                                                                   monkeypatch):
+    # Given a step claimed in three chunks, of which only chunk 1 ran: the jobs of 0 and 2 vanished with Redis
+    monkeypatch.setattr(fan_out, "CHUNK_SIZE", 3)
+    account_id = make_account(database, 100)
+    campaign_id, _ = create(database, account_id, recipients=RECIPIENTS)
+    with database.unit_of_work() as session:
+        assert fan_out.start_step(session, campaign_id, 0, now=NOON_NEW_YORK).missing == (0, 1, 2)
+    made = chunk(database, campaign_id, 1)
+    # When the campaign_steps job looks for steps fanning out since before a minute ago
+    with database.unit_of_work() as session:
+        assert fan_out.stalled_steps(session, NOON_NEW_YORK - timedelta(minutes=1)) == []  # too young to tell
+        stalled = fan_out.stalled_steps(session, NOON_NEW_YORK + timedelta(minutes=1))
+        # Then the step is stalled, and its fan-out job, run again, asks for the lost chunks alone
+        assert stalled == [(campaign_id, 0)]
+        assert fan_out.start_step(session, campaign_id, 0, now=NOON_NEW_YORK).missing == (0, 2)
+    made += chunk(database, campaign_id, 0) + chunk(database, campaign_id, 2)
+    # And once they ran every recipient has one message and one hold, and the step is no longer stalled
+    assert len(made) == len(RECIPIENTS)
+    assert_each_recipient_once(database, account_id, campaign_id)
+    with database.unit_of_work() as session:
+        assert fan_out.stalled_steps(session, NOON_NEW_YORK + timedelta(minutes=1)) == []
+        assert fan_out.start_step(session, campaign_id, 0, now=NOON_NEW_YORK) is None

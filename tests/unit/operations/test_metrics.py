@@ -95,3 +95,21 @@ def test_an_idle_deployment_reads_zero_lag_and_no_backlog(sqlite_database):
     assert samples[("creditq_settlement_lag_seconds", ())] == 0
     assert samples[("creditq_webhook_delivery_backlog_seconds", ())] == 0
     assert samples[("creditq_holds_outstanding", ())] == 0
+
+
+def test_with_redis_away_a_scrape_still_reads_the_database_and_says_redis_is_down(sqlite_database):
+    # Given a deployment with a parked message, and its Redis away
+    server = fakeredis.FakeServer()
+    server.connected = False
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+        session.flush()
+        session.add(message("msg_1", "parked"))
+
+    # When Prometheus scrapes
+    samples = scrape(OperationsCollector(sqlite_database, fakeredis.FakeRedis(server=server), now=lambda: NOW))
+
+    # Then Redis reads as down, without queue gauges, and the database's gauges are all there
+    assert samples[("creditq_redis_up", ())] == 0
+    assert not any(name == "creditq_queue_depth" for name, _ in samples)
+    assert samples[("creditq_parked_messages", ())] == 1

@@ -68,3 +68,33 @@ def test_standby_scheduler_takes_over_when_the_active_one_stops():
     assert installs == ["a", "b"]
     standby.stop()
     threads[1].join(5)
+
+
+def test_a_redis_that_goes_away_and_comes_back_empty_stops_then_resumes_the_calendar():
+    # given the active scheduler, its lease in a Redis
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    installs: list[str] = []
+    service = SchedulerService(RedisLease(client, ttl_ms=300), lambda s: installs.append("calendar"))
+    thread = _start(service)
+    assert service.active.wait(5)
+
+    # when Redis goes away: the lease cannot be renewed
+    server.connected = False
+    deadline = time.monotonic() + 5
+    while service.active.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    # then the calendar stops, but the process stands by instead of ending
+    assert not service.active.is_set() and thread.is_alive()
+
+    # when Redis comes back with nothing in it
+    server.connected = True
+    client.flushall()
+
+    # then the scheduler takes the lease again and runs the calendar
+    assert service.active.wait(5)
+    assert installs == ["calendar", "calendar"]
+    service.stop()
+    thread.join(5)
+    assert not thread.is_alive()
