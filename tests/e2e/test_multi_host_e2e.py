@@ -7,6 +7,7 @@ process of a deployment must have alike). 5,000 messages, a campaign and a month
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from tests.support.stack import ADMIN_KEY, ROOT, SECRET_KEY, Stack, free_port
 pytestmark = pytest.mark.e2e
 
 WEBS, WORKERS, SCHEDULERS = 2, 3, 2
-ACCOUNTS, MESSAGES, CAMPAIGN_RECIPIENTS = 20, 5000, 250
+ACCOUNTS, POSTED, CAMPAIGN_RECIPIENTS = 20, 4000, 1000  # 5,000 messages
 CHARGED = ("sent", "delivered", "undelivered")  # what Twilio bills: it reached the carrier
 
 
@@ -107,24 +108,31 @@ class Hosts(Stack):
             subprocess.run([sys.executable, "-m", "creditq", "db", "upgrade"], env=self.env, cwd=ROOT, check=True,
                            stdout=log, stderr=subprocess.STDOUT)
         self._spawn("twilio-sim", "twilio-sim")
-        self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
+        answering = {"twilio-sim": f"{self.simulator_url}/_sim/messages"}
         for n, port in enumerate(web_ports, 1):
             self._on_host(f"web-{n}", "web", PORT=str(port))
-            self._wait_for(f"http://127.0.0.1:{port}/healthz", f"web-{n}")
+            answering[f"web-{n}"] = f"http://127.0.0.1:{port}/healthz"
         for n in range(1, WORKERS + 1):
             self._on_host(f"worker-{n}", "worker", "--processes", "1", "--threads", "8",
                           CREDITQ_WORKER_METRICS_PORT=str(free_port()))
-        self.scheduler_metrics = []
+        self.schedulers: dict[str, str] = {}  # name: its metrics URL
         for n in range(1, SCHEDULERS + 1):
             port = free_port()
             self._on_host(f"scheduler-{n}", "scheduler", CREDITQ_SCHEDULER_METRICS_PORT=str(port))
-            self._wait_for(f"http://127.0.0.1:{port}/metrics", f"scheduler-{n}")
-            self.scheduler_metrics.append(f"http://127.0.0.1:{port}/metrics")
+            answering[f"scheduler-{n}"] = self.schedulers[f"scheduler-{n}"] = f"http://127.0.0.1:{port}/metrics"
+        for name, url in answering.items():
+            self._wait_for(url, name, timeout=90)
 
     def stop(self) -> None:
         super().stop()
         if getattr(self, "balancer", None) is not None:
             self.balancer.stop()
+
+    def kill(self, name: str) -> None:
+        """kill -9 a process and its children, as when its host goes down."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def _on_host(self, name: str, *command: str, **env: str) -> None:
         """`creditq <command>` with a home, data dir and working directory no other process sees."""
@@ -155,6 +163,10 @@ def wait_for(condition, what: str, stack: Hosts, timeout: float) -> None:
         time.sleep(1)
 
 
+def active_schedulers(stack: Hosts) -> list[str]:
+    return [name for name, url in stack.schedulers.items() if name in stack.processes and scheduler_active(url)]
+
+
 def test_many_of_each_process_send_charge_and_close_each_month_once(stack, database, sim):
     # given accounts whose last month has ended (created 40 days ago), so month-end is due for each of them
     accounts = [new_account(stack, n, "5000") for n in range(ACCOUNTS)]
@@ -164,7 +176,12 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
     sim(duplicate_callback_rate=0.1, out_of_order_rate=0.1,
         outcomes={"delivered": 0.9, "undelivered": 0.05, "failed": 0.05})
 
-    # when 5,000 messages are posted through the balancer to both webs, and one account sends a campaign
+    # and the host of the one active scheduler goes down before the calendar's first billing tick (a minute in)
+    first = active_schedulers(stack)
+    assert len(first) == 1
+    stack.kill(first[0])
+
+    # when 4,000 messages are posted through the balancer to both webs, and one account sends a 1,000-text campaign
     campaign_account, campaign_headers, campaign_sender = accounts[0]
     campaign = requests.post(f"{stack.url}/v1/campaigns", headers=campaign_headers, timeout=60, json={
         "name": "Open house", "from": campaign_sender, "body": "Hi {{ first_name }}, open house Sunday at 2pm.",
@@ -173,14 +190,14 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
         "quiet_hours": {"start": "00:00", "end": "00:00"}})
     assert campaign.status_code == 202, campaign.text
     ids = post_messages(stack, [(headers, sender, f"multi-host {i} from {account_id}")
-                                for i in range(MESSAGES // ACCOUNTS) for account_id, headers, sender in accounts])
-    assert len(set(ids)) == MESSAGES
+                                for i in range(POSTED // ACCOUNTS) for account_id, headers, sender in accounts])
+    assert len(set(ids)) == POSTED
 
     # then every message, the campaign's too, ends final and settled, and every account's month closes
     def settled() -> bool:
         with database.unit_of_work() as session:
             return session.scalar(select(func.count()).select_from(Message).where(
-                Message.status.in_(FINAL), Message.credits_charged.is_not(None))) == MESSAGES + CAMPAIGN_RECIPIENTS
+                Message.status.in_(FINAL), Message.credits_charged.is_not(None))) == POSTED + CAMPAIGN_RECIPIENTS
 
     period = str(last_ended(datetime.now(UTC), "UTC"))
 
@@ -205,7 +222,7 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
         number_charges = Counter(session.scalars(select(Entry.account_id).where(Entry.kind == "month_end_charge")))
         number_costs = dict(session.execute(select(PhoneNumber.account_id, PhoneNumber.monthly_cost)).all())
     by_body = {m["body"]: m for m in twilio["messages"]}
-    assert len(twilio["messages"]) == len(messages) == MESSAGES + CAMPAIGN_RECIPIENTS
+    assert len(twilio["messages"]) == len(messages) == POSTED + CAMPAIGN_RECIPIENTS
     assert {m.body for m in messages} == set(by_body)
     for message in messages:
         sent = by_body[message.body]
@@ -217,10 +234,10 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
         charged[message.account_id] += message.credits_charged
     assert {account: -int(amount) for account, amount in usage_by_account.items()} == +charged
 
-    # and month-end closed each account's month once, charging its number once, though two schedulers ran
+    # and the standby took the calendar over: month-end closed each account's month once, charging its number once
+    assert len(active_schedulers(stack)) == 1 and active_schedulers(stack) != first
     assert closes == {account_id: 1 for account_id, _, _ in accounts}
     assert number_charges == {account_id: 1 for account_id, _, _ in accounts if number_costs[account_id]}
-    assert [scheduler_active(url) for url in stack.scheduler_metrics].count(True) == 1
     # and both webs took requests, and the ledger verifies
     assert len(stack.balancer.connections) == WEBS
     verify = ledger_verify(stack)
