@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -78,6 +79,12 @@ class Hosts(Stack):
     """PostgreSQL, Redis and the Twilio simulator, and creditq processes each started as on a host of its own.
     `url` is the balancer's, which is also the PUBLIC_BASE_URL Twilio's callbacks come back to."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.balancer: RoundRobin | None = None
+        self.homes: dict[str, Path] = {}  # name: the home, data dir and working directory of a process
+        self.schedulers: dict[str, str] = {}  # name: its metrics URL
+
     def start(self) -> None:
         self.redis.start()
         self.database_url = self.postgres_server.create_database(self.database_name)
@@ -100,7 +107,7 @@ class Hosts(Stack):
             "PAYMENT_GATEWAY": "simulated",
             "CREDITQ_NEW_ACCOUNT_DAYS": "0",  # minutes-old accounts sending hundreds each: no new-account cap
             "CREDITQ_SENDER_RATES": "long_code=100000,toll_free=100000,short_code=100000",
-            "CREDITQ_SWEEP_STALE_SECONDS": "20",
+            "CREDITQ_SWEEP_STALE_SECONDS": "20",  # the sweepers re-drive what looks lost, racing the workers
             "TWILIO_SIM_CALLBACK_DELAY_MS": "50",
             "TWILIO_SIM_LOG_LEVEL": "WARNING",
         }
@@ -115,7 +122,6 @@ class Hosts(Stack):
         for n in range(1, WORKERS + 1):
             self._on_host(f"worker-{n}", "worker", "--processes", "1", "--threads", "8",
                           CREDITQ_WORKER_METRICS_PORT=str(free_port()))
-        self.schedulers: dict[str, str] = {}  # name: its metrics URL
         for n in range(1, SCHEDULERS + 1):
             port = free_port()
             self._on_host(f"scheduler-{n}", "scheduler", CREDITQ_SCHEDULER_METRICS_PORT=str(port))
@@ -125,7 +131,7 @@ class Hosts(Stack):
 
     def stop(self) -> None:
         super().stop()
-        if getattr(self, "balancer", None) is not None:
+        if self.balancer is not None:
             self.balancer.stop()
 
     def kill(self, name: str) -> None:
@@ -136,7 +142,7 @@ class Hosts(Stack):
 
     def _on_host(self, name: str, *command: str, **env: str) -> None:
         """`creditq <command>` with a home, data dir and working directory no other process sees."""
-        home = self.directory / name
+        home = self.homes[name] = self.directory / name
         home.mkdir()
         self._spawn(name, *command, cwd=home, env={"HOME": str(home), "CREDITQ_DATA_DIR": str(home / "data"), **env})
 
@@ -176,13 +182,13 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
     sim(duplicate_callback_rate=0.1, out_of_order_rate=0.1,
         outcomes={"delivered": 0.9, "undelivered": 0.05, "failed": 0.05})
 
-    # and the host of the one active scheduler goes down before the calendar's first billing tick (a minute in)
+    # and the host of the one active scheduler goes down as the run begins
     first = active_schedulers(stack)
     assert len(first) == 1
     stack.kill(first[0])
 
     # when 4,000 messages are posted through the balancer to both webs, and one account sends a 1,000-text campaign
-    campaign_account, campaign_headers, campaign_sender = accounts[0]
+    _, campaign_headers, campaign_sender = accounts[0]
     campaign = requests.post(f"{stack.url}/v1/campaigns", headers=campaign_headers, timeout=60, json={
         "name": "Open house", "from": campaign_sender, "body": "Hi {{ first_name }}, open house Sunday at 2pm.",
         "recipients": [{"to": f"+1415666{n:04d}", "fields": {"first_name": f"Guest{n}"}}
@@ -238,6 +244,8 @@ def test_many_of_each_process_send_charge_and_close_each_month_once(stack, datab
     assert len(active_schedulers(stack)) == 1 and active_schedulers(stack) != first
     assert closes == {account_id: 1 for account_id, _, _ in accounts}
     assert number_charges == {account_id: 1 for account_id, _, _ in accounts if number_costs[account_id]}
+    # and no process kept anything on its host: every home, data dir and working directory is still empty
+    assert {name: list(home.rglob("*")) for name, home in stack.homes.items()} == {name: [] for name in stack.homes}
     # and both webs took requests, and the ledger verifies
     assert len(stack.balancer.connections) == WEBS
     verify = ledger_verify(stack)
