@@ -158,15 +158,18 @@ def saturated(run: Run) -> str:
 
 
 def bend(runs: list[Run]) -> str:
-    """Where adding worker processes stops paying (less than 1.25x the rate of the count before), and why."""
+    """Each step's gain, and where adding worker processes first stops paying (less than 1.25x the rate of the
+    count before), with what was at its limit there."""
+    steps = ", ".join(f"{before.processes}->{after.processes}: {after.rate / before.rate:.2f}x"
+                      for before, after in zip(runs, runs[1:]))
     for before, after in zip(runs, runs[1:]):
         if after.rate < before.rate * 1.25:
-            return (f"the curve bends between {before.processes} and {after.processes} worker processes "
-                    f"({before.rate:.0f} -> {after.rate:.0f} settled/s, {after.rate / before.rate:.2f}x); "
-                    f"at its limit with {before.processes}: {saturated(before)}")
+            return (f"gains {steps}; the curve bends between {before.processes} and {after.processes} worker "
+                    f"processes ({before.rate:.0f} -> {after.rate:.0f} settled/s); at its limit with "
+                    f"{before.processes}: {saturated(before)}")
     last = runs[-1]
-    return (f"no bend up to {last.processes} worker processes ({last.rate:.0f} settled/s); at its limit there: "
-            f"{saturated(last)}")
+    return (f"gains {steps}; no bend up to {last.processes} worker processes ({last.rate:.0f} settled/s); at its "
+            f"limit there: {saturated(last)}")
 
 
 def main() -> int:
