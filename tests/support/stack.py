@@ -209,10 +209,10 @@ class Stack:
         parts = [self.sqlite_path.with_name(self.sqlite_path.name + suffix) for suffix in ("", "-wal", "-shm")]
         return b"".join(part.read_bytes() for part in parts if part.exists())
 
-    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         log = open(self.directory / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "creditq", *command], env={**self.env, **(env or {})}, cwd=ROOT,
+            [sys.executable, "-m", "creditq", *command], env={**self.env, **(env or {})}, cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
