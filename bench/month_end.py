@@ -65,7 +65,7 @@ def populate(url: str, accounts: int) -> None:
             balance = sum(lot[1] for lot in lots) - (25_000 if postpaid else 0)
             account_rows.append((account_id, "Bench", tz, monthly, "monthly", "fifo_12m" if rollover else "none",
                                  "postpaid" if postpaid else "prepaid", 0, 0, "active", False, False, False,
-                                 balance, 0, 0, 0, CREATED, CREATED))
+                                 balance, 0, 0, 0, CREATED, CREATED, CREATED))
             for kind, amount, priority, expires in lots:
                 lot_id += 1
                 lot_rows.append((lot_id, account_id, kind, amount, amount, priority, CREATED, expires))
@@ -79,7 +79,7 @@ def populate(url: str, accounts: int) -> None:
         _copy(connection, "accounts", ("id", "name", "timezone", "plan_monthly_credits", "plan_cycle", "plan_rollover",
                                        "overdraft_policy", "overdraft_limit", "low_balance_threshold", "status",
                                        "credit_hold", "rollover_protection", "spam", "balance", "held", "allocated",
-                                       "allocated_held", "created_at", "updated_at"), account_rows)
+                                       "allocated_held", "created_at", "cycle_anchor_at", "updated_at"), account_rows)
         _copy(connection, "lots", ("id", "account_id", "kind", "amount", "remaining", "priority", "granted_at",
                                    "expires_at"), lot_rows)
         connection.execute("SELECT setval(pg_get_serial_sequence('lots', 'id'), %s)", (lot_id,))

@@ -21,9 +21,10 @@ and at most half, `low` otherwise, `none` with no spending in the history (nothi
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from itertools import accumulate
 
 from sqlalchemy import select
@@ -218,10 +219,11 @@ class _Walk:
 
     def __init__(self, wallet: _Wallet, now: datetime, sends: list[tuple[datetime, int]],
                  midnights: tuple[datetime, ...], spending: list[int], *, recharge: tuple[int, int] | None):
-        self.lots = sorted((_SimLot(**vars(lot)) for lot in wallet.lots), key=burn_key)
-        granted = [(at, _SimLot(**vars(lot))) for at, lot in wallet.plan_grants]
-        self.available, self.threshold, self.now, self.recharge = wallet.available, wallet.threshold, now, recharge
         self.bounds = (now, *midnights[1:])  # day i is spent over [bounds[i], bounds[i + 1])
+        end = self.bounds[-1]
+        self.lots = sorted((copy(lot) for lot in wallet.lots), key=burn_key)  # the walk burns its own copies
+        granted = [(at, copy(lot)) for at, lot in wallet.plan_grants if now <= at < end]
+        self.available, self.threshold, self.now, self.recharge = wallet.available, wallet.threshold, now, recharge
         self.spending = spending
         self.total = list(accumulate(spending, initial=0))  # spent before day i starts
         self.runs_out_at = now if self.available <= 0 else None
@@ -230,9 +232,8 @@ class _Walk:
         self.expired: list[tuple[datetime, int]] = []
         self.recharges = 0
         self.unburned = 0  # spent but not yet taken from the lots
-        end = self.bounds[-1]
         events = [(at, self.SEND, amount) for at, amount in sends if now <= at < end]
-        events += [(at, self.GRANT, lot) for at, lot in granted if now <= at < end]
+        events += [(at, self.GRANT, lot) for at, lot in granted]
         events += [(lot.expires_at, self.LAPSE, lot) for lot in [*self.lots, *(lot for _, lot in granted)]
                    if lot.expires_at is not None and now <= lot.expires_at < end and can_lapse(lot, wallet.protected)]
         events.sort(key=lambda event: (event[0], event[1]))
@@ -397,7 +398,13 @@ def _history_start(account, tz, today: date) -> date:
 
 def _history(by_day: dict[date, int], today: date, start: date) -> list[int]:
     """Whole days from `start` to yesterday, oldest first (days without spending count as zero)."""
-    return [by_day.get(start + timedelta(days=offset), 0) for offset in range((today - start).days)]
+    return [by_day.get(day, 0) for day in _days(start, today)]
+
+
+@lru_cache(maxsize=1024)
+def _days(start: date, end: date) -> tuple[date, ...]:
+    """The days from `start` to the day before `end`: the same for most accounts of a batch."""
+    return tuple(start + timedelta(days=offset) for offset in range((end - start).days))
 
 
 def _sim_lot(row) -> _SimLot:
