@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
-from shared.billing.price_list import PriceList, default_price_list
+from shared.billing.price_list import PriceList, current_price_list
 from shared.db import Database
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
@@ -128,7 +128,7 @@ def close_batch(session: Session, account_ids: Iterable[str], through: Period, *
     for index in range(max(map(len, pending.values()), default=0)):
         summary.add(_close_round(session, {account_id: periods[index] for account_id, periods in pending.items()
                                            if index < len(periods)}, now=now,
-                                 price_list=price_list or default_price_list()))
+                                 price_list=price_list or current_price_list(session)))
     return summary
 
 
@@ -273,7 +273,7 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
             payment = purchases.open_payment(
                 session, bill.account_id, source="month_end",
                 idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{method}", credits_mc=0,
-                amount_cents=bill.amount_cents, currency=default_price_list().currency, payment_method=method,
+                amount_cents=bill.amount_cents, currency=current_price_list(session).currency, payment_method=method,
                 now=utc(now))
             if payment.status == "error":
                 purchases.retry(session, payment, now=utc(now))
@@ -695,7 +695,7 @@ def _finish_bills(database: Database, outcomes: list[tuple[Row, str, str]], now:
                                        .returning(runs.c.id)).first()
             if finished and status == "declined":
                 dunning.start_dunning(session, bill.account_id, reason="month_end", amount_cents=bill.amount_cents,
-                                      currency=default_price_list().currency,
+                                      currency=current_price_list(session).currency,
                                       reference=f"month-end:{bill.account_id}:{bill.period}", now=utc(now))
 
 

@@ -269,6 +269,7 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
         "encoding": message.encoding,
         "credits_estimated": format_credits(message.credits_estimated),
         "credits_charged": None if message.credits_charged is None else format_credits(message.credits_charged),
+        "rate_card_version": message.rate_card_version,
         "twilio_sid": message.twilio_sid,
         "twilio_price": message.twilio_price,
         "error_code": message.error_code,
