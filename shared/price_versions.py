@@ -128,7 +128,7 @@ def _insert(session: Session, kind: Kind, version: int, text: str, digest: str, 
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(PriceVersion).values(kind=kind.name, version=version, document=text, digest=digest,
                                                     origin=origin, published_at=now).on_conflict_do_nothing()
-    return session.execute(statement).rowcount == 1
+    return session.execute(statement.returning(PriceVersion.version)).first() is not None
 
 
 class NewestVersions:
