@@ -1,7 +1,7 @@
 """Priced documents (the rate card, the price list) as versioned rows that every process of a deployment reads.
 
 A version is immutable and numbered from 1 per kind; the newest one prices everything from the moment a process
-sees it. `creditq db upgrade` loads the deployment's files (`load_files`): a new version only when a file's content
+sees it. `creditq db upgrade` loads the deployment's files (`load_file`): a new version only when a file's content
 differs from the version that file last loaded, so running it twice, or from two hosts at once, adds nothing, and a
 version an operator published since (`publish`) stays the newest until the file itself changes.
 
@@ -47,7 +47,7 @@ class Kind:
     file: Callable[[], str]  # the path db upgrade loads
 
 
-def canonical(document: Any) -> str:
+def _canonical(document: Any) -> str:
     """The stored text: key order and spacing do not make a new version."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -59,7 +59,7 @@ def publish(session: Session, kind: Kind, document: Any, *, origin: str = PUBLIS
     (not a version an operator published since, which every deploy would otherwise undo). Safe against another
     process adding one at the same moment: an insert of a taken number is skipped and the newest read again.
     """
-    text = canonical(document)
+    text = _canonical(document)
     digest = hashlib.sha256(text.encode()).hexdigest()
     for _ in range(_INSERT_ATTEMPTS):
         current = _newest(session, kind, origin=None)
