@@ -282,6 +282,15 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
     }
 
 
+def rate_card_versions(session: Session, message_ids: list[str]) -> dict[str, int | None]:
+    """The rate card version each of these messages was settled with (for their ledger entries); ids that are not
+    messages' are left out."""
+    if not message_ids:
+        return {}
+    return dict(session.execute(select(Message.id, Message.rate_card_version)
+                                .where(Message.id.in_(set(message_ids)))).all())
+
+
 def _iso(value: datetime | None) -> str | None:
     """SQLite hands back naive datetimes; every time creditq stores is UTC."""
     if value is None:
