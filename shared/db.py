@@ -10,7 +10,7 @@ a chunk, not for the whole.
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,6 +105,20 @@ def any_of(session: Session, column, values: list):
     return column.in_(values)
 
 
+@contextmanager
+def read_only_session(sessions: Callable[[], Session]) -> Iterator[Session]:
+    """A read-only transaction from `sessions` (a sessionmaker, or a Session class bound to an engine): on SQLite it
+    neither takes nor waits for the write lock; on PostgreSQL it is BEGIN READ ONLY (psycopg sends it with the first
+    statement: no extra round trip). A write in it fails (it is never silently dropped); nothing is committed."""
+    session = sessions()
+    try:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        session.connection(execution_options={_READ_ONLY: True, **({"postgresql_readonly": True} if postgres else {})})
+        yield session
+    finally:
+        session.close()
+
+
 class Database:
     """Owns the engine and hands out units of work (writes) and read-only sessions."""
 
@@ -113,8 +127,6 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # PostgreSQL: BEGIN READ ONLY (psycopg sends it with the first statement: no extra round trip).
-        self._read_options = {_READ_ONLY: True, **({"postgresql_readonly": True} if self.is_postgres else {})}
 
     @property
     def is_postgres(self) -> bool:
@@ -137,12 +149,8 @@ class Database:
     def read_only(self) -> Iterator[Session]:
         """A read-only transaction: on SQLite it neither takes nor waits for the write lock. A write in it
         fails (it is never silently dropped); nothing is committed."""
-        session = self._sessions()
-        try:
-            session.connection(execution_options=self._read_options)
+        with read_only_session(self._sessions) as session:
             yield session
-        finally:
-            session.close()
 
     def yield_to_writers(self) -> None:
         """Between two units of work of a bulk write: on SQLite, leave the write lock free for a moment.

@@ -326,6 +326,8 @@ class Message(Base):
     encoding: Mapped[str] = mapped_column(String(8), default="GSM-7")
     credits_estimated: Mapped[int] = mapped_column(Millicredits, default=0)
     credits_charged: Mapped[int | None] = mapped_column(Millicredits)
+    # The rate card version its settlement priced it with (None: not charged by the card, or settled before versions)
+    rate_card_version: Mapped[int | None] = mapped_column(Integer)
     hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
     twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
     # The Twilio (sub)account the message was sent with, stored with its sid: its callbacks must name it
@@ -841,3 +843,21 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class PriceVersion(Base):
+    """One published version of a priced document (`kind`: rate_card or price_list): the newest prices from now on.
+
+    Versions of a kind count up from 1 and are never changed, so a settlement can name the one it used.
+    `origin` says who put it there: `upgrade` (`creditq db upgrade` loading the bundled or RATE_CARD_PATH file)
+    or `publish` (`creditq rates publish`); `digest` (SHA-256 of the canonical JSON) tells a changed file apart.
+    """
+
+    __tablename__ = "price_versions"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(16))
+    published_at: Mapped[datetime]

@@ -14,7 +14,7 @@ import redis
 
 from shared.config import WebhookSettings, load_settings
 from shared.db import Database
-from shared.messaging.rates import RateCard, default_rate_card
+from shared.messaging.rates import RateCard, current_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
 from shared.twilio.gateway import gateway_for
 
@@ -24,12 +24,16 @@ class Resources:
     database: Database
     gateway_for: Callable  # (account_sid | None, auth_token | None) -> TwilioGateway
     throttle: SenderThrottle
-    rate_card: RateCard
     hold_ttl_seconds: int
     stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
     webhooks: WebhookSettings = WebhookSettings()
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
+
+    @property
+    def rate_card(self) -> RateCard:
+        """The newest rate card version, re-checked every few seconds: a published one is used without a restart."""
+        return current_rate_card(self.database.engine)
 
 
 _resources: Resources | None = None
@@ -62,7 +66,6 @@ def _from_environment() -> Resources:
         database=Database(settings.database_url, pool_size=settings.worker_threads),
         gateway_for=partial(gateway_for, settings),
         throttle=throttle,
-        rate_card=default_rate_card(),
         hold_ttl_seconds=settings.hold_ttl_seconds,
         stale_after=timedelta(seconds=int(os.environ.get("CREDITQ_SWEEP_STALE_SECONDS", "60"))),
         webhooks=settings.webhooks,

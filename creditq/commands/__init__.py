@@ -9,6 +9,7 @@ from . import (
     estimate,
     ledger,
     month_end,
+    rates,
     report,
     scheduler,
     secrets,
@@ -18,5 +19,5 @@ from . import (
     worker,
 )
 
-COMMANDS = [dev, web, worker, scheduler, twilio_sim, stripe_sim, db, secrets, estimate, ledger, month_end, report, campaign,
+COMMANDS = [dev, web, worker, scheduler, twilio_sim, stripe_sim, db, rates, secrets, estimate, ledger, month_end, report, campaign,
             account, data]

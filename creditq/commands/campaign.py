@@ -113,12 +113,12 @@ class _Direct:
 
     def create(self, payload: dict) -> dict:
         from shared.campaigns.creation import CampaignRequest, create_campaign
-        from shared.messaging.rates import default_rate_card
+        from shared.messaging.rates import current_rate_card
         from shared.messaging.send_cap import SendCap
 
         campaign, estimate = create_campaign(self.database, self.account_id, CampaignRequest(
             name=payload["name"], from_=payload["from"], body=payload["body"], csv=payload["csv"],
-            send_at=payload["send_at"]), rate_card=default_rate_card(), now=datetime.now(UTC),
+            send_at=payload["send_at"]), rate_card=current_rate_card(self.database.engine), now=datetime.now(UTC),
             cap=SendCap.from_settings(self.settings))
         answer = {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
         if answer["status"] == "running":

@@ -11,7 +11,7 @@ from aiohttp import web
 from shared.billing.auto_recharge import get_settings
 from shared.billing.gateways import gateway_from_settings
 from shared.billing.payments import GatewayUnavailable
-from shared.billing.price_list import default_price_list
+from shared.billing.price_list import current_price_list
 from shared.billing.purchases import (
     PaymentDeclined,
     PaymentUnavailable,
@@ -123,9 +123,10 @@ async def _render(request: web.Request, *, notice: str | None, error: str | None
         return account, recharge, payments, method, card
 
     account, recharge, payments, method, card = await asyncio.to_thread(read)
-    tier = default_price_list().tier_for(account.plan_monthly_credits)
+    prices = await asyncio.to_thread(current_price_list, database.engine)
+    tier = prices.tier_for(account.plan_monthly_credits)
     return page(request, "billing.html", {
         "account": account, "recharge": recharge, "recharge_state": recharge_state(recharge), "payments": payments,
-        "method": method, "card": card, "tier": tier, "currency": default_price_list().currency.upper(),
+        "method": method, "card": card, "tier": tier, "currency": prices.currency.upper(),
         "purchase_key": secrets.token_urlsafe(16), "notice": notice, "error": error, "tz": zone(account.timezone)},
         status=status)

@@ -18,7 +18,7 @@ from shared.ledger.accounts import get_account
 from shared.ledger.expiry import zone
 from shared.messaging import senders
 from shared.messaging.messages import MessageRequest
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.voice.broadcasts import estimate_broadcast
 
 from ..appkeys import DATABASE, PRINCIPAL, SETTINGS
@@ -71,9 +71,10 @@ async def voice_estimate(request: web.Request) -> web.Response:
     minutes x the broadcast rate, plus the detection charge per number."""
     form = await read_form(request)
     estimate, error = None, None
+    rate_card = await asyncio.to_thread(current_rate_card, request.app[DATABASE].engine)
     try:
         estimate = estimate_broadcast(_whole(form.get("recipients")), _whole(form.get("expected_minutes")),
-                                      form.get("machine_detection") == "true", rate_card=default_rate_card())
+                                      form.get("machine_detection") == "true", rate_card=rate_card)
     except ValidationFailed as invalid:
         error = "; ".join(f"{name.replace('_', ' ')} {reason}" for name, reason in invalid.errors.items())
     return page(request, "voice_ticker.html", {"voice": estimate and estimate.as_dict(), "voice_error": error})

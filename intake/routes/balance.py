@@ -10,6 +10,7 @@ from shared.ids import CALL_REFERENCE
 from shared.ledger import book
 from shared.ledger.accounts import get_account
 from shared.ledger.expiry import utc
+from shared.messaging.messages import rate_card_versions
 from shared.money import format_credits
 from shared.voice.calls import MINUTES_ENTRY_SUFFIXES, call_minutes
 
@@ -68,7 +69,8 @@ async def list_transactions(request: web.Request) -> web.Response:
                                      kind="usage" if kind == "call" else kind,
                                      reference_prefix=CALL_REFERENCE if kind == "call" else None)
             minutes = call_minutes(session, [row.reference for row in rows[:limit] if _of_a_call(row)])
-        return page_of(request, rows, limit, lambda row: _entry_json(row, minutes))
+            versions = rate_card_versions(session, [row.reference for row in rows[:limit] if _of_a_text(row)])
+        return page_of(request, rows, limit, lambda row: _entry_json(row, minutes, versions))
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
 
@@ -77,12 +79,17 @@ def _of_a_call(row) -> bool:
     return row.kind == "usage" and (row.reference or "").startswith(CALL_REFERENCE)
 
 
-def _entry_json(row, minutes: dict[str, int | None]) -> dict:
+def _of_a_text(row) -> bool:
+    return row.kind in ("usage", "carrier_fee") and row.reference is not None and not _of_a_call(row)
+
+
+def _entry_json(row, minutes: dict[str, int | None], versions: dict[str, int | None]) -> dict:
     """A call's usage is shown as kind `call`, with the minutes it charged (its minutes entry only: not a
-    voicemail's or a transcription's)."""
+    voicemail's or a transcription's); a text's usage and carrier fee with the rate card version that priced it."""
     shown = {"id": str(row.id), "at": utc(row.at).isoformat(), "kind": row.kind,
              "credits": format_credits(row.amount), "balance_after": format_credits(row.balance_after),
-             "reference": row.reference, "user_id": row.user_id, "memo": row.memo}
+             "reference": row.reference, "user_id": row.user_id, "memo": row.memo,
+             "rate_card_version": versions.get(row.reference) if _of_a_text(row) else None}
     if _of_a_call(row):
         shown["kind"] = "call"
         shown["minutes"] = minutes.get(row.reference) if row.idempotency_key.endswith(MINUTES_ENTRY_SUFFIXES) else None
@@ -97,6 +104,9 @@ ENTRY_SCHEMA = {"type": "object", "properties": {
              "description": "refund and dispute: credits taken back when a payment is refunded or disputed at Stripe. "
                             "call: what a call cost (its reference is the call's id)."},
     "minutes": {"type": ["integer", "null"], "description": "A call's entry for its minutes: the minutes billed."},
+    "rate_card_version": {"type": ["integer", "null"], "description": (
+        "A text's usage and carrier fee entries: the rate card version it was priced with (null for any other entry, "
+        "a toll-free resend, or a text settled before a version was loaded).")},
     "credits": {**_SIGNED_CREDITS, "description": "Signed: what this entry added to the balance."},
     "balance_after": {**_SIGNED_CREDITS, "description": "The account's balance right after this entry."},
     "reference": {"type": ["string", "null"], "description": "Message, campaign or invoice."},

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from shared.db import Database
 from shared.ledger.accounts import get_account
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.money import format_credits
 from shared.voice import broadcasts
 from shared.voice.calls import STATUSES, CallRequest, accept_call, call_view, find_calls, get_call
@@ -51,7 +51,7 @@ async def create_call(request: web.Request) -> web.Response:
 
     def accept(database: Database) -> dict:
         with database.unit_of_work() as session:
-            call, price = accept_call(session, account_id, call_request, rate_card=default_rate_card(),
+            call, price = accept_call(session, account_id, call_request, rate_card=current_rate_card(session),
                                       now=datetime.now(UTC))
             return {"id": call.id, "status": call.status,
                     "estimate": {"minutes": call.max_minutes, "credits": format_credits(call.credits_estimated),
@@ -121,7 +121,7 @@ async def create_broadcast(request: web.Request) -> web.Response:
     def create(database: Database) -> dict:
         with database.unit_of_work() as session:
             broadcast, _ = broadcasts.create_broadcast(session, account_id, broadcast_request,
-                                                       rate_card=default_rate_card(), now=datetime.now(UTC))
+                                                       rate_card=current_rate_card(session), now=datetime.now(UTC))
             return broadcasts.broadcast_view(session, broadcast)
 
     view = await asyncio.to_thread(create, request.app[DATABASE])

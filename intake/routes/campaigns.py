@@ -20,7 +20,7 @@ from shared.campaigns.steering import campaign_view, cancel_campaign, get_campai
 from shared.db import Database
 from shared.errors import NotFound
 from shared.ledger.accounts import get_account
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.messaging.send_cap import SendCap
 from shared.models import Campaign
 
@@ -78,7 +78,7 @@ async def create(request: web.Request) -> web.Response:
 
 def _create(database: Database, cap: SendCap, account_id: str, campaign_request: CampaignRequest,
             campaign_id: str | None) -> dict:
-    campaign, estimate = create_campaign(database, account_id, campaign_request, rate_card=default_rate_card(),
+    campaign, estimate = create_campaign(database, account_id, campaign_request, rate_card=current_rate_card(database.engine),
                                          now=datetime.now(UTC), cap=cap, campaign_id=campaign_id)
     return {"id": campaign.id, "status": campaign.status, "estimate": estimate.as_dict()}
 

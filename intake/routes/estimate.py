@@ -14,7 +14,7 @@ from shared.messaging.estimate import (
     estimate_message,
     sender_type_of,
 )
-from shared.messaging.rates import SENDER_TYPES, default_rate_card
+from shared.messaging.rates import SENDER_TYPES, current_rate_card
 from shared.messaging.segments import MAX_BODY_CHARACTERS
 from shared.messaging.shared_short_code import keyword_for, prefixed
 from shared.voice.broadcasts import MAX_RECIPIENTS as MAX_CALL_RECIPIENTS
@@ -39,9 +39,10 @@ async def estimate(request: web.Request) -> web.Response:
         if unknown:
             raise Problem(422, "Validation failed", f"Not known for a voice broadcast: {', '.join(sorted(unknown))}.",
                           errors={name: "is not a known field for a voice broadcast" for name in sorted(unknown)})
+        rate_card = await asyncio.to_thread(current_rate_card, request.app[DATABASE].engine)
         return json_response(estimate_broadcast(payload.get("recipients"), payload.get("expected_minutes"),
                                                 payload.get("machine_detection", False),
-                                                rate_card=default_rate_card()).as_dict())
+                                                rate_card=rate_card).as_dict())
     sender = payload.get("from")
     smart_encoding = payload.get("smart_encoding", False)
     if sender is not None and not isinstance(sender, str):
@@ -72,7 +73,7 @@ def estimate_for(database: Database, account_id: str | None, payload: dict, send
         channel=payload.get("channel"),
         media_urls=payload.get("media_urls"),
         smart_encoding=smart_encoding,
-        rate_card=default_rate_card(),
+        rate_card=current_rate_card(database.engine),
     )
 
 

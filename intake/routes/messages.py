@@ -13,7 +13,7 @@ from shared.db import Database
 from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.messaging.reprocessing import resend_of
 from shared.messaging.send_cap import SendCap
 from shared.models import Message
@@ -88,7 +88,7 @@ def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap, shared_s
     """Commit the batch's messages, then enqueue their jobs from the same thread: the answers, in order."""
     try:
         with database.unit_of_work() as session:
-            outcomes = accept_messages(session, requests, rate_card=default_rate_card(), now=datetime.now(UTC),
+            outcomes = accept_messages(session, requests, rate_card=current_rate_card(session), now=datetime.now(UTC),
                                        cap=cap, shared_short_code=shared_short_code)
     except (IntegrityError, DataError) as error:
         if len(requests) == 1:
@@ -166,6 +166,9 @@ MESSAGE_SCHEMA = {
         "segments": {"type": "integer", "description": "Twilio's count once known, else the estimate"},
         "encoding": {"type": "string"}, "credits_estimated": _CREDITS,
         "credits_charged": {"type": ["string", "null"], "description": "Set once settled (0: voided)"},
+        "rate_card_version": {"type": ["integer", "null"], "description": (
+            "The rate card version its charge was priced with (null until settled, when voided, for a toll-free "
+            "resend, or when no version had been loaded)")},
         "twilio_sid": {"type": ["string", "null"]},
         "twilio_price": {"type": ["string", "null"], "description": "Twilio's price, for reconciliation"},
         "error_code": {"type": ["integer", "null"]},

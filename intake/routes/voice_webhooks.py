@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.voice import inbound
 from shared.voice.progress import CallReport, record_callback
 
@@ -52,7 +52,7 @@ async def voice(request: web.Request) -> web.Response:
     def answer() -> str:
         with database.unit_of_work() as session:
             return inbound.answer(session, inbound.Ringing(sid, from_, to), signed, deployment=deployment,
-                                  rate_card=default_rate_card(), base_url=base_url, now=now)
+                                  rate_card=current_rate_card(session), base_url=base_url, now=now)
 
     return _twiml(await asyncio.to_thread(answer))
 
@@ -68,7 +68,7 @@ async def call_status(request: web.Request) -> web.Response:
 
     def record() -> None:
         with database.unit_of_work() as session:
-            record_callback(session, call_id, report, signed, deployment=deployment, rate_card=default_rate_card(),
+            record_callback(session, call_id, report, signed, deployment=deployment, rate_card=current_rate_card(session),
                             now=datetime.now(UTC))
 
     await asyncio.to_thread(record)
@@ -87,7 +87,7 @@ async def recording(request: web.Request) -> web.Response:
 
     def record() -> None:
         with database.unit_of_work() as session:
-            inbound.recorded(session, call_id, signed, deployment=deployment, rate_card=default_rate_card(),
+            inbound.recorded(session, call_id, signed, deployment=deployment, rate_card=current_rate_card(session),
                              now=datetime.now(UTC))
 
     await asyncio.to_thread(record)

@@ -20,7 +20,7 @@ from shared.billing.settling import Followups, settle_finished
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.inbound import Inbound, receive_inbound
-from shared.messaging.rates import default_rate_card
+from shared.messaging.rates import current_rate_card
 from shared.messaging.statuses import Callback, StatusChange, record_callbacks
 from shared.twilio.signatures import Credentials, SignedForm
 
@@ -123,7 +123,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
             finished = sorted({(change.account_id, change.message_id) for change in outcomes
                                if isinstance(change, StatusChange) and change.became_final})
             followups = settle_finished(session, [message_id for _, message_id in finished],
-                                        rate_card=default_rate_card(), now=now)
+                                        rate_card=current_rate_card(session), now=now)
         return outcomes, followups
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.billing.calendar import Period, period_of, period_start
-from shared.billing.price_list import PriceList, Tier, default_price_list
+from shared.billing.price_list import PriceList, Tier, current_price_list
 from shared.db import Database
 from shared.errors import NotFound
 from shared.ledger.expiry import local_date, utc, zone
@@ -116,7 +116,7 @@ def advice_many(session: Session, accounts: list, *, through: dict[str, Period],
                 ) -> dict[str, Advice]:
     """Set-wise for a batch (month-end): each account's CYCLES months up to its `through`, from two reads of the
     daily usage for all of them (one, when the caller read what was spent, from at least those months on)."""
-    price_list = price_list or default_price_list()
+    price_list = price_list or current_price_list(session)
     periods = {account.id: [period for offset in range(CYCLES)
                             if (period := through[account.id].shift(offset - CYCLES + 1)) >= created]
                for account in accounts  # the months it existed in (none: too new to advise on)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.billing import dunning
 from shared.billing.payments import PaymentGateway
-from shared.billing.price_list import PriceList, default_price_list
+from shared.billing.price_list import PriceList, current_price_list
 from shared.billing.purchases import charge_payment, check_payment_method, open_payment
 from shared.db import Database
 from shared.errors import NotFound, ValidationFailed
@@ -52,7 +52,7 @@ class AutoRechargeView:
 def configure(session: Session, account_id: str, *, enabled: bool, threshold_mc: int, credits_mc: int,
               payment_method: str | None, now: datetime, price_list: PriceList | None = None) -> AutoRechargeView:
     """Save the settings. A payment method given again (new or re-entered) clears failures and re-enables."""
-    price_list = price_list or default_price_list()
+    price_list = price_list or current_price_list(session)
     account = session.get(Account, account_id, with_for_update=True)
     if account is None:
         raise NotFound(f"No account {account_id}.")
@@ -145,7 +145,7 @@ def accounts_due(session: Session, *, now: datetime, limit: int = 1000) -> list[
 
 def claim(session: Session, account_id: str, *, now: datetime, price_list: PriceList | None = None) -> Payment | None:
     """Start a recharge if one is due and none is in flight: one conditional UPDATE decides, then its payment."""
-    price_list = price_list or default_price_list()
+    price_list = price_list or current_price_list(session)
     payment_id = new_id("pay")
     claimed = session.execute(update(recharges).where(recharges.c.account_id == account_id, _ready(now))
                               .values(in_flight_payment_id=payment_id, claimed_at=now,

@@ -198,7 +198,7 @@ def project(model: DailyModel, wallet: _Wallet, *, now: datetime, timezone: str,
         low_balance_at=walk.low_at and walk.low_at.astimezone(tz), auto_recharges_expected=recharges)
 
 
-@cache
+@lru_cache(maxsize=4096)  # a new day is a new key: unbounded, a long-lived process would keep them all
 def _midnights(timezone: str, first: date, days: int) -> tuple[datetime, ...]:
     """The UTC instants of the local midnights starting each of `days` days, and the one ending the last: the same
     for every account of a zone on a day, so a batch computes them once."""

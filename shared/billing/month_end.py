@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
 from shared.billing.payments import PaymentGateway
-from shared.billing.price_list import PriceList, default_price_list
+from shared.billing.price_list import PriceList, current_price_list
 from shared.db import Database, any_of, insert_or_skip
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
@@ -126,7 +126,7 @@ def close_batch(session: Session, account_ids: Iterable[str], through: Period, *
     for index in range(max(map(len, pending.values()), default=0)):
         summary.add(_close_round(session, {account_id: periods[index] for account_id, periods in pending.items()
                                            if index < len(periods)}, now=now,
-                                 price_list=price_list or default_price_list()))
+                                 price_list=price_list or current_price_list(session)))
     return summary
 
 
@@ -268,7 +268,7 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
         opened = purchases.open_payments(session, [dict(
             account_id=bill.account_id, source="month_end",
             idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{methods[bill.account_id]}", credits=0,
-            amount_cents=bill.amount_cents, currency=default_price_list().currency,
+            amount_cents=bill.amount_cents, currency=current_price_list(session).currency,
             payment_method=methods[bill.account_id]) for bill in billed], now=utc(now))
         for payment in opened:
             if payment.status == "error":
@@ -691,5 +691,5 @@ def _finish_bills(database: Database, outcomes: list[tuple[Row, str, str]], now:
                                        .returning(runs.c.id)).first()
             if finished and status == "declined":
                 dunning.start_dunning(session, bill.account_id, reason="month_end", amount_cents=bill.amount_cents,
-                                      currency=default_price_list().currency,
+                                      currency=current_price_list(session).currency,
                                       reference=f"month-end:{bill.account_id}:{bill.period}", now=utc(now))

@@ -4,6 +4,9 @@ The account's tier is the highest one whose `min_monthly_credits` its plan reach
 buckets can be bought (by hand or by auto-recharge), so every price is a number someone chose.
 `subscriptions` are the plans sold, each with its monthly price, and rollover protection has a monthly
 price of its own: plan advice (shared.billing.advice) compares them, never figures of its own.
+
+Processes use the newest price list version in the database (`current_price_list`, shared.price_versions):
+`creditq db upgrade` loads price_list.json when it changed, `creditq rates publish --price-list FILE` adds one.
 """
 
 import json
@@ -11,8 +14,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from shared import price_versions
+from shared.config import ConfigError
 from shared.errors import ValidationFailed
 from shared.money import format_credits, parse_credits
+from shared.price_versions import Kind
 
 BUNDLED_PRICE_LIST = Path(__file__).parent / "price_list.json"
 
@@ -92,6 +101,24 @@ def _cents(value: object) -> int:
     return value
 
 
+def _checked(data: object, source: str, _version: int | None) -> PriceList:
+    """parse_price_list with any problem as a one-line ConfigError naming where the document came from."""
+    try:
+        return parse_price_list(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+        raise ConfigError(f"price list {source}: {reason}") from None
+
+
+PRICE_LISTS = Kind("price_list", parse=_checked, file=lambda: str(BUNDLED_PRICE_LIST))
+
+
+def current_price_list(bind: Engine | Session) -> PriceList:
+    """The newest price list version as this process sees it (at most CHECK_SECONDS old: shared.price_versions)."""
+    return price_versions.current(bind, PRICE_LISTS)
+
+
 @cache
 def default_price_list() -> PriceList:
+    """The bundled file's price list, read once: what tests price with."""
     return parse_price_list(json.loads(BUNDLED_PRICE_LIST.read_text(encoding="utf-8")))

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.billing.payments import GatewayUnavailable, PaymentGateway, PaymentResult
-from shared.billing.price_list import PriceList, default_price_list
+from shared.billing.price_list import PriceList, current_price_list
 from shared.db import Database, any_of, insert_or_skip
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.events.outbox import emit
@@ -300,7 +300,7 @@ def purchase(database: Database, gateway: PaymentGateway, account_id: str, credi
     Raises PaymentDeclined (402 at the edge), PaymentUnavailable (503; replaying the same key retries) or
     ValidationFailed for another account's payment method (nothing is charged).
     """
-    price_list = price_list or default_price_list()
+    price_list = price_list or current_price_list(database.engine)
     payment_method = check_payment_method(payment_method)
     with database.unit_of_work() as session:
         account = session.get(Account, account_id)

@@ -269,6 +269,7 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
         "encoding": message.encoding,
         "credits_estimated": format_credits(message.credits_estimated),
         "credits_charged": None if message.credits_charged is None else format_credits(message.credits_charged),
+        "rate_card_version": message.rate_card_version,
         "twilio_sid": message.twilio_sid,
         "twilio_price": message.twilio_price,
         "error_code": message.error_code,
@@ -279,6 +280,15 @@ def message_view(message: Message, *, reprocessed_as: str | None = None) -> dict
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
     }
+
+
+def rate_card_versions(session: Session, message_ids: list[str]) -> dict[str, int | None]:
+    """The rate card version each of these messages was settled with (for their ledger entries); ids that are not
+    messages' are left out."""
+    if not message_ids:
+        return {}
+    return dict(session.execute(select(Message.id, Message.rate_card_version)
+                                .where(Message.id.in_(set(message_ids)))).all())
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,7 +1,9 @@
 """The rate card: what each billable item costs, per destination country and sender type, as data.
 
-A deployment prices its traffic in a JSON file (shared/messaging/rate_cards/us.json is the default; set
-RATE_CARD_PATH to use another). Shape:
+A deployment prices its traffic with the newest rate card version in the database (shared.price_versions):
+`creditq db upgrade` loads the JSON file (shared/messaging/rate_cards/us.json, or the one RATE_CARD_PATH names)
+as a version when it changed, and `creditq rates publish FILE` adds one. Processes read it with
+`current_rate_card`, which re-checks the newest version every few seconds. Shape:
 
     {"name": "...", "home_country": "US",
      "countries": {"US": {"rates": {"sms": {"long_code": "1", "toll_free": "1.5", "short_code": "1"},
@@ -27,9 +29,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from shared import price_versions
 from shared.config import ConfigError
 from shared.errors import ValidationFailed
 from shared.money import InvalidAmount, parse_credits
+from shared.price_versions import Kind
 
 BUNDLED_RATE_CARD = Path(__file__).parent / "rate_cards" / "us.json"
 RATE_CARD_PATH_VARIABLE = "RATE_CARD_PATH"
@@ -83,6 +90,7 @@ class RateCard:
     prices: dict[tuple[str, str, str], int]
     carrier_fees: dict[tuple[str, str, str], int]
     countries: frozenset[str]
+    version: int | None = None  # its price_versions number; None: read from the file, no version loaded yet
 
     def price(self, item: str, *, country: str, sender_type: str = "long_code") -> int:
         """Millicredits for one unit of `item` (see ITEMS) to `country` from a `sender_type` number."""
@@ -107,7 +115,7 @@ class RateCard:
         return country, item, sender_type
 
 
-def parse_rate_card(data: object, *, source: str) -> RateCard:
+def parse_rate_card(data: object, *, source: str, version: int | None = None) -> RateCard:
     """Validate a decoded card; any problem is a ConfigError naming `source` and the offending key."""
 
     def fail(where: str, reason: str) -> ConfigError:
@@ -162,7 +170,7 @@ def parse_rate_card(data: object, *, source: str) -> RateCard:
     if home_country not in countries:
         raise fail("home_country", f"{home_country!r} is not priced in countries")
     return RateCard(name=name, home_country=home_country, prices=prices, carrier_fees=carrier_fees,
-                    countries=frozenset(countries))
+                    countries=frozenset(countries), version=version)
 
 
 def load_rate_card(path: str | Path) -> RateCard:
@@ -175,13 +183,27 @@ def load_rate_card(path: str | Path) -> RateCard:
     return parse_rate_card(data, source=str(path))
 
 
+def rate_card_file() -> str:
+    """The file `creditq db upgrade` loads: RATE_CARD_PATH when set, else the bundled US card."""
+    return os.environ.get(RATE_CARD_PATH_VARIABLE) or str(BUNDLED_RATE_CARD)
+
+
+RATE_CARDS = Kind("rate_card", file=rate_card_file,
+                  parse=lambda data, source, version: parse_rate_card(data, source=source, version=version))
+
+
+def current_rate_card(bind: Engine | Session) -> RateCard:
+    """The newest rate card version as this process sees it (at most CHECK_SECONDS old: shared.price_versions)."""
+    return price_versions.current(bind, RATE_CARDS)
+
+
 @functools.cache
 def default_rate_card() -> RateCard:
-    """This deployment's card: RATE_CARD_PATH when set, else the bundled US card. Read once per process."""
-    path = os.environ.get(RATE_CARD_PATH_VARIABLE)
-    if not path:
-        return load_rate_card(BUNDLED_RATE_CARD)
+    """The card in the file db upgrade loads, read once: what tests and a database without versions price with."""
+    path = rate_card_file()
     try:
         return load_rate_card(path)
     except ConfigError as error:
+        if path == str(BUNDLED_RATE_CARD):
+            raise
         raise ConfigError(f"{RATE_CARD_PATH_VARIABLE}={path}: {error}") from None

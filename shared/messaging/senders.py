@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger import book
 from shared.messaging.phone_numbers import country_of, parse_e164
-from shared.messaging.rates import SENDER_TYPES, default_rate_card
+from shared.messaging.rates import SENDER_TYPES, current_rate_card
 from shared.models import PhoneNumber
 
 
@@ -26,7 +26,7 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
     if number_type not in SENDER_TYPES:
         reason = f"must be one of {', '.join(SENDER_TYPES)}"
         raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
-    monthly_cost = default_rate_card().price("phone_number", country=country_of(phone), sender_type=number_type)
+    monthly_cost = current_rate_card(session).price("phone_number", country=country_of(phone), sender_type=number_type)
     book.lock_account(session, account_id)
     owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
     if owner == account_id:

@@ -3,7 +3,8 @@
 Charged statuses (sent, delivered, undelivered) cost Twilio's actual segment count times the rate,
 plus the carrier fee as its own entry (a toll-free resend: TOLL_FREE_RESEND by its body's length, no
 fee); `failed` voids the hold. One settlement per message: the ledger key is the message id, so a
-replayed job or a duplicate callback charges nothing more. A settlement that takes a prepaid account
+replayed job or a duplicate callback charges nothing more. The message keeps the rate card version it was
+priced with (rate_card_version). A settlement that takes a prepaid account
 below zero locks it; its waiting messages are parked.
 """
 
@@ -42,7 +43,7 @@ _SETTLING = (
     .with_for_update(of=messages)
 )
 _CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
-    credits_charged=bindparam("charged"), updated_at=bindparam("now"))
+    credits_charged=bindparam("charged"), rate_card_version=bindparam("rate_card_version"), updated_at=bindparam("now"))
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,21 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
     if message.status in VOIDED_STATUSES:
         if message.hold_status == "pending":
             book.void(session, message.hold_id, now=now)
-        connection.execute(_CHARGED, {"message_id": message_id, "charged": 0, "now": now})
+        connection.execute(_CHARGED, {"message_id": message_id, "charged": 0, "rate_card_version": None, "now": now})
         return "voided"
     if message.status not in CHARGED_STATUSES:
         return "skipped"
+    version = None  # a toll-free resend is priced by the product, not by the card
     if message.reprocessed_from is not None:
         charge = Charge(TOLL_FREE_RESEND.price(message.body), carrier_fee=0)
     else:
+        version = rate_card.version
         charge = charge_for(message.segments, country=country_of(message.to), sender_type=message.sender_type,
                             channel="mms" if message.media_urls else "sms", rate_card=rate_card)
     settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
                                reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now)
-    connection.execute(_CHARGED, {"message_id": message_id, "charged": settlement.charged, "now": now})
+    connection.execute(_CHARGED, {"message_id": message_id, "charged": settlement.charged,
+                                  "rate_card_version": version, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
         account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)

@@ -8,6 +8,7 @@ import email.utils
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -301,8 +302,36 @@ class TwilioGateway:
         return PermanentTwilioError(code or status, message, status=status)
 
 
-_gateways: dict[tuple, TwilioGateway] = {}
-_gateways_lock = threading.Lock()
+MAX_GATEWAYS = 256  # credentials kept per process; one per account with its own Twilio credentials, and rotations
+
+
+class GatewayCache:
+    """The process's gateways by credentials, the least recently used dropped past `max_entries`.
+
+    The key holds the token the caller read from the database for this send, so a token rotated through any
+    process is used by every other one at its next send, with no message between them; the old token's gateway
+    ages out of the bound. A dropped gateway is not closed: a thread may still be sending with it, and its pooled
+    connections close when the last user lets go of it.
+    """
+
+    def __init__(self, max_entries: int = MAX_GATEWAYS):
+        self._max_entries = max_entries
+        self._gateways: OrderedDict[tuple, TwilioGateway] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> TwilioGateway:
+        with self._lock:
+            gateway = self._gateways.get(key)
+            if gateway is None:
+                gateway = self._gateways[key] = TwilioGateway(*key)
+                while len(self._gateways) > self._max_entries:
+                    self._gateways.popitem(last=False)
+            else:
+                self._gateways.move_to_end(key)
+            return gateway
+
+
+_gateways = GatewayCache()
 
 
 def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: str | None = None) -> TwilioGateway:
@@ -312,14 +341,7 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
     """
     sid = account_sid or settings.twilio_account_sid
     token = auth_token or settings.twilio_auth_token
-    key = (sid, token, _api_base(settings), _callback_url(settings))
-    gateway = _gateways.get(key)  # every send asks: no lock once it exists
-    if gateway is None:
-        with _gateways_lock:
-            gateway = _gateways.get(key)
-            if gateway is None:
-                gateway = _gateways[key] = TwilioGateway(*key)
-    return gateway
+    return _gateways.get((sid, token, _api_base(settings), _callback_url(settings)))
 
 
 def account_status(settings: Settings, account_sid: str, auth_token: str) -> str:

@@ -86,7 +86,7 @@ def test_the_scheduled_job_purges_what_is_older_than_a_day(sqlite_database, fake
     now = datetime.now(UTC)
     claim(sqlite_database, "yesterday", now - timedelta(hours=25))
     claim(sqlite_database, "today", now - timedelta(hours=1))
-    resources.use(resources.Resources(database=sqlite_database, gateway_for=None, throttle=None, rate_card=None,
+    resources.use(resources.Resources(database=sqlite_database, gateway_for=None, throttle=None,
                                       hold_ttl_seconds=900, stale_after=timedelta(minutes=1)))
     try:
         # when the scheduler's job runs

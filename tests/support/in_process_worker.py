@@ -9,7 +9,7 @@ import fakeredis
 
 from shared.billing.payments import SimulatedGateway
 from shared.messaging.sender_throttle import SenderThrottle
-from tests.integration.messaging.test_send_pipeline import CARD, FAST
+from tests.integration.messaging.test_send_pipeline import FAST
 
 
 @contextlib.contextmanager
@@ -20,7 +20,7 @@ def in_process_worker(database, gateways, broker, outbox):
 
     resources.use(resources.Resources(
         database=database, gateway_for=gateways, throttle=SenderThrottle(fakeredis.FakeRedis(), FAST),
-        rate_card=CARD, hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
+        hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
     use_billing(Billing(SimulatedGateway(), outbox, "http://127.0.0.1"))
     running = dramatiq.Worker(broker, worker_timeout=100)
     running.start()

@@ -27,7 +27,7 @@ def campaign_workers(sqlite_database, gateways, fake_broker):  # noqa: F811
 
     resources.use(resources.Resources(
         database=sqlite_database, gateway_for=gateways, throttle=SenderThrottle(fakeredis.FakeRedis(), FAST),
-        rate_card=CARD, hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
+        hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
     yield workers
     resources.use(None)
 

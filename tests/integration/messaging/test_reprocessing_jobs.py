@@ -45,7 +45,7 @@ def actors(database, gateways, fake_broker):  # noqa: F811
 
     resources.use(resources.Resources(
         database=database, gateway_for=gateways, throttle=SenderThrottle(fakeredis.FakeRedis(), FAST),
-        rate_card=CARD, hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
+        hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
     worker = dramatiq.Worker(fake_broker, worker_threads=4, worker_timeout=100)
     worker.start()
     yield workers

@@ -34,7 +34,7 @@ def running_workers(embedded_redis, sqlite_database, tmp_path):
     from workers import resources
     from workers.payments import Billing, use_billing
 
-    resources.use(resources.Resources(database=sqlite_database, gateway_for=None, throttle=None, rate_card=None,
+    resources.use(resources.Resources(database=sqlite_database, gateway_for=None, throttle=None,
                                       hold_ttl_seconds=900, stale_after=timedelta(minutes=1)))
     use_billing(Billing(SimulatedGateway(), FileOutbox(tmp_path / "outbox"), "http://127.0.0.1"))
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=2)

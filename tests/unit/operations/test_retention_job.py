@@ -22,7 +22,7 @@ def run_job(database, retention_days):
     from workers import resources
     from workers.retention import redact_expired
 
-    resources.use(resources.Resources(database=database, gateway_for=None, throttle=None, rate_card=None,
+    resources.use(resources.Resources(database=database, gateway_for=None, throttle=None,
                                       hold_ttl_seconds=900, stale_after=timedelta(seconds=60),
                                       retention_days=retention_days))
     try:

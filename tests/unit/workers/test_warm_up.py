@@ -6,7 +6,7 @@ from datetime import timedelta
 import fakeredis
 
 from shared.messaging.sender_throttle import SenderThrottle
-from tests.integration.messaging.test_send_pipeline import CARD, FAST
+from tests.integration.messaging.test_send_pipeline import FAST
 
 
 def test_a_booting_worker_process_opens_its_database_connection_and_imports_the_twilio_resources(
@@ -17,7 +17,7 @@ def test_a_booting_worker_process_opens_its_database_connection_and_imports_the_
     # given a worker process's resources, not yet used, and the twilio package's REST resources not imported
     resources.use(resources.Resources(
         database=sqlite_database, gateway_for=None, throttle=SenderThrottle(fakeredis.FakeRedis(), FAST),
-        rate_card=CARD, hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
+        hold_ttl_seconds=900, stale_after=timedelta(seconds=60)))
     for name in [name for name in sys.modules if name.startswith(_TWILIO_RESOURCES)]:
         monkeypatch.delitem(sys.modules, name)
     sqlite_database.engine.dispose()
