@@ -21,7 +21,6 @@ and at most half, `low` otherwise, `none` with no spending in the history (nothi
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from copy import copy
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache, lru_cache
@@ -60,6 +59,9 @@ class _SimLot:
     priority: int
     granted_at: datetime
     expires_at: datetime | None
+
+    def copy(self) -> "_SimLot":
+        return _SimLot(self.id, self.user_id, self.kind, self.remaining, self.priority, self.granted_at, self.expires_at)
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,8 @@ class _Walk:
                  midnights: tuple[datetime, ...], spending: list[int], *, recharge: tuple[int, int] | None):
         self.bounds = (now, *midnights[1:])  # day i is spent over [bounds[i], bounds[i + 1])
         end = self.bounds[-1]
-        self.lots = sorted((copy(lot) for lot in wallet.lots), key=burn_key)  # the walk burns its own copies
-        granted = [(at, copy(lot)) for at, lot in wallet.plan_grants if now <= at < end]
+        self.lots = sorted((lot.copy() for lot in wallet.lots), key=burn_key)  # the walk burns its own copies
+        granted = [(at, lot.copy()) for at, lot in wallet.plan_grants if now <= at < end]
         self.available, self.threshold, self.now, self.recharge = wallet.available, wallet.threshold, now, recharge
         self.spending = spending
         self.total = list(accumulate(spending, initial=0))  # spent before day i starts

@@ -45,7 +45,7 @@ from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
 from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, current_price_list
-from shared.db import Database, any_of, insert_or_skip
+from shared.db import Database, any_of, copy_rows, insert_or_skip
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
 from shared.events.outbox import account_locked, account_unlocked
@@ -645,12 +645,10 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
              if lot.remaining != lot.stored]
     if moved:
         session.execute(update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left")), moved)
-    if new_lots := [row for close in closes for row in close.user_lots]:
-        session.execute(insert(lots), new_lots)
-    if lines := [line for close in closes for line in close.entries]:
-        # executemany runs one INSERT per line, in list order (psycopg pipelines them): an account's entries get
-        # ascending ids, so balance_after is the running sum in id order.
-        session.execute(insert(entries), lines)
+    copy_rows(session, lots, [row for close in closes for row in close.user_lots])
+    # COPY takes the lines' ids from the sequence in list order: an account's entries get ascending ids, so
+    # balance_after is the running sum in id order.
+    copy_rows(session, entries, [line for close in closes for line in close.entries])
     session.execute(update(accounts).where(accounts.c.id == bindparam("account_key")).values(
         balance=bindparam("new_balance"), allocated=bindparam("new_allocated"), status=bindparam("new_status"),
         status_reason=bindparam("new_reason"), plan_monthly_credits=bindparam("new_plan"),

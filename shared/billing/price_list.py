@@ -11,7 +11,7 @@ Processes use the newest price list version in the database (`current_price_list
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -51,7 +51,12 @@ class PriceList:
 
     def subscription(self, monthly_credits: int) -> Subscription | None:
         """The plan sold with these monthly credits (None: not one the price list sells)."""
-        return next((s for s in self.subscriptions if s.monthly_credits == monthly_credits), None)
+        return self._subscriptions.get(monthly_credits)
+
+    @cached_property
+    def _subscriptions(self) -> dict[int, Subscription]:
+        """By monthly credits: month-end's advice prices every plan for every account."""
+        return {subscription.monthly_credits: subscription for subscription in self.subscriptions}
 
     def tier_for(self, plan_monthly_credits: int) -> Tier:
         return [t for t in self.tiers if t.min_monthly_credits <= plan_monthly_credits][-1]

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import BigInteger, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from shared.db import any_of
 from shared.ids import CALL_REFERENCE
@@ -119,16 +120,23 @@ def daily_totals(session: Session, account_ids: list[str], *, since_by_account: 
     """Set-wise, for a batch: per account, millicredits of `kinds` per local day from its `since` on (the whole
     account, pool and users). Two statements, whatever the batch's size, their rows fetched at once."""
     since = min(since_by_account.values(), default=date.max)
+    per_day = (select(daily_usage.c.account_id, daily_usage.c.day,
+                      func.sum(daily_usage.c.millicredits).cast(BigInteger).label("spent"))
+               .where(any_of(session, daily_usage.c.account_id, account_ids), daily_usage.c.day >= since,
+                      daily_usage.c.kind.in_(kinds))
+               .group_by(daily_usage.c.account_id, daily_usage.c.day))
     totals: dict[str, dict[date, int]] = {}
-    rows = session.execute(select(daily_usage.c.account_id, daily_usage.c.day,
-                                  func.sum(daily_usage.c.millicredits).cast(BigInteger))
-                           .where(any_of(session, daily_usage.c.account_id, account_ids), daily_usage.c.day >= since,
-                                  daily_usage.c.kind.in_(kinds))
-                           .group_by(daily_usage.c.account_id, daily_usage.c.day)).all()
-    for account, day, millicredits in rows:  # one row per (account, day)
-        if day >= since_by_account[account]:
-            days = totals.get(account) or totals.setdefault(account, {})
-            days[day] = millicredits
+    if session.get_bind().dialect.name == "postgresql":  # a row per account, its days in two arrays: fewer rows to make
+        days_of = per_day.subquery()
+        arrays = select(days_of.c.account_id, func.array_agg(days_of.c.day, type_=NullType()),  # lists as psycopg
+                        func.array_agg(days_of.c.spent, type_=NullType()))  # reads them, no pass over each item
+        for account, days, amounts in session.execute(arrays.group_by(days_of.c.account_id)).all():
+            first = since_by_account[account]
+            totals[account] = {day: spent for day, spent in zip(days, amounts) if day >= first}
+    else:
+        for account, day, spent in session.execute(per_day).all():
+            if day >= since_by_account[account]:
+                totals.setdefault(account, {})[day] = spent
     for (account, day, _user, kind), (millicredits, _count) in _unfolded(session, account_ids).items():
         if kind in kinds and day >= since_by_account[account]:
             days = totals.get(account) or totals.setdefault(account, {})

@@ -117,3 +117,25 @@ def test_expired_credits_count_on_their_last_local_day_apart_from_spending(sqlit
                                            kinds=(daily_usage.EXPIRED,))
     assert spending == [DailyUsage(date(2021, 3, 15), "texts", 700_000, 1)]
     assert expired == {account: {date(2021, 3, 31): 300_000}}
+
+
+def test_daily_totals_sums_each_accounts_days_from_its_own_start_folded_or_not(database):
+    # given two accounts spending on three days, the last day's texts not folded yet
+    with database.unit_of_work() as session:
+        early, late = (new_account(session, timezone="UTC", credits=100_000, now=NOW) for _ in range(2))
+        for account in (early, late):
+            for day, usage in ((1, 1_000), (2, 2_000), (2, 500)):
+                send(session, account, f"{account}-{day}-{usage}", at=datetime(2021, 3, day, 12, tzinfo=UTC),
+                     usage=usage)
+    fold_all(database)
+    with database.unit_of_work() as session:
+        send(session, early, "unfolded", at=datetime(2021, 3, 3, 12, tzinfo=UTC), usage=4_000)
+
+    # when the batch's totals are read, the late account only from March 2
+    with database.read_only() as session:
+        totals = daily_usage.daily_totals(session, [early, late], since_by_account={
+            early: date(2021, 3, 1), late: date(2021, 3, 2)})
+
+    # then each day is the sum of its texts, from each account's own start, the unfolded one included
+    assert totals == {early: {date(2021, 3, 1): 1_000, date(2021, 3, 2): 2_500, date(2021, 3, 3): 4_000},
+                      late: {date(2021, 3, 2): 2_500}}
