@@ -375,7 +375,8 @@ def runs_out_by_account(session: Session, accounts: Sequence, *, now: datetime,
         days = daily_usage.daily_totals(session, ids, since_by_account={
             account.id: local_date(now, zone(account.timezone)) - timedelta(days=HISTORY_DAYS) for account in accounts})
     open_lots: dict[str, list[_SimLot]] = defaultdict(list)
-    for row in session.execute(select(lots_table).where(any_of(session, lots_table.c.account_id, ids),
+    for row in session.execute(select(*(lots_table.c[name] for name in _SIM_LOT_COLUMNS))
+                               .where(any_of(session, lots_table.c.account_id, ids),
                                                         lots_table.c.remaining > 0)).all():
         open_lots[row.account_id].append(_sim_lot(row))
     sends = scheduled.scheduled_sends(session, ids, until=now + timedelta(days=HORIZON_DAYS))
@@ -407,6 +408,9 @@ def _history(by_day: dict[date, int], today: date, start: date) -> list[int]:
 def _days(start: date, end: date) -> tuple[date, ...]:
     """The days from `start` to the day before `end`: the same for most accounts of a batch."""
     return tuple(start + timedelta(days=offset) for offset in range((end - start).days))
+
+
+_SIM_LOT_COLUMNS = ("id", "account_id", "user_id", "kind", "remaining", "priority", "granted_at", "expires_at")
 
 
 def _sim_lot(row) -> _SimLot:

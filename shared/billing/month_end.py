@@ -387,13 +387,19 @@ def _close_round(session: Session, targets: dict[str, Period], *, now: datetime,
     return summary
 
 
+_ADVISED_COLUMNS = ("id", "timezone", "created_at", "cycle_anchor_at", "status", "balance", "held", "plan_monthly_credits",
+                    "next_plan_monthly_credits", "plan_cycle", "plan_rollover", "rollover_protection", "credit_hold",
+                    "low_balance_threshold")
+
+
 def _advise(session: Session, closes: list["_Close"], *, now: datetime, price_list: PriceList) -> Summary:
     """After the closes are written, set-wise: each account's plan advice over the three months up to the one
     closed and its run-out forecast from now; a plan.advice event to each account that takes it (one statement
     finds them, so the others cost nothing)."""
     summary = Summary("")
     ids = [close.account.id for close in closes]
-    rows = session.execute(select(accounts).where(any_of(session, accounts.c.id, ids)).order_by(accounts.c.id)).all()
+    rows = session.execute(select(*(accounts.c[name] for name in _ADVISED_COLUMNS))
+                           .where(any_of(session, accounts.c.id, ids)).order_by(accounts.c.id)).all()
     # one read of what each account spent, from the first of the months advised on or the forecast's history
     spent = daily_usage.daily_totals(session, ids, since_by_account={close.account.id: min(
         local_date(period_start(close.period.shift(1 - advice.CYCLES), close.account.timezone),
@@ -625,12 +631,12 @@ def _insert_grant_lots(session: Session, closes: list[_Close]) -> None:
     if not closes:
         return
     by_key = {f"{close.key}:grant": close.grant_lot for close in closes}
-    session.execute(insert(lots), [
+    copy_rows(session, lots, [
         dict(account_id=close.account.id, user_id=None, kind=lot.kind, amount=lot.amount, remaining=lot.remaining,
              priority=lot.priority, granted_at=lot.granted_at, expires_at=lot.expires_at, reference=lot.reference,
              idempotency_key=f"{close.key}:grant") for close in closes for lot in [close.grant_lot]])
     for lot_id, key in session.execute(select(lots.c.id, lots.c.idempotency_key)
-                                       .where(lots.c.idempotency_key.in_(list(by_key)))):
+                                       .where(any_of(session, lots.c.idempotency_key, list(by_key)))).all():
         by_key[key].id, by_key[key].stored = lot_id, by_key[key].remaining
 
 
