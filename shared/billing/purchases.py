@@ -29,7 +29,7 @@ from shared.billing.payments import GatewayUnavailable, PaymentGateway, PaymentR
 from shared.billing.price_list import PriceList, current_price_list
 from shared.db import Database, any_of, insert_or_skip
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
-from shared.events.outbox import emit
+from shared.events.outbox import emit, takers
 from shared.ids import new_id
 from shared.ledger import book
 from shared.ledger.expiry import utc
@@ -40,6 +40,7 @@ from shared.money import format_credits
 SOURCES = ("api", "auto_recharge", "dunning", "month_end")
 STATUSES = ("pending", "processing", "requires_action", "succeeded", "declined", "error", "refunded", "disputed")
 OPEN_STATUSES = ("pending", "processing", "requires_action")  # the outcome is not known yet
+OUTCOME_EVENTS = ("payment.succeeded", "payment.failed")
 KEYS_FORGOTTEN_AFTER = timedelta(hours=1)  # well inside Stripe's 24 hours: look the PaymentIntent up instead
 MAX_PAYMENT_METHOD_LENGTH = 100
 _PAYMENT_TOKEN = re.compile(rf"(?:pm|tok|card)_[A-Za-z0-9_]{{1,{MAX_PAYMENT_METHOD_LENGTH - 5}}}", re.ASCII)
@@ -260,8 +261,9 @@ def record_outcomes(database: Database, results: list[tuple[str, PaymentResult]]
             select(Payment).where(any_of(session, Payment.id, ids)).order_by(Payment.id).with_for_update())}
         if unknown := set(ids) - current.keys():
             raise NotFound(f"No payment {sorted(unknown)[0]}.")
+        told = {event_type: takers(session, account_ids, event_type) for event_type in OUTCOME_EVENTS}
         for payment_id, result in results:
-            _record(session, current[payment_id], result, now=now, then=then)
+            _record(session, current[payment_id], result, now=now, then=then, told=told)
     for payment in current.values():
         if payment.status == "succeeded" and payment.credits:
             parking.credits_added(database, payment.account_id)  # an unlocked account's parked messages go out now
@@ -269,7 +271,7 @@ def record_outcomes(database: Database, results: list[tuple[str, PaymentResult]]
 
 
 def _record(session: Session, current: Payment, result: PaymentResult, *, now: datetime,
-            then: Outcome | None) -> None:
+            then: Outcome | None, told: dict[str, set[str]]) -> None:
     if current.status not in OPEN_STATUSES or result.intent_id != current.intent_id:
         return  # decided already, or about an attempt that is over
     if result.status == "processing" or result.status == current.status:
@@ -286,8 +288,10 @@ def _record(session: Session, current: Payment, result: PaymentResult, *, now: d
         lot = book.grant(session, current.account_id, current.credits, "purchase", granted_at=now,
                          reference=current.id, idempotency_key=f"payment:{current.id}")
         current.lot_id = lot.id
-    emit(session, "payment.succeeded" if result.succeeded else "payment.failed", account_id=current.account_id,
-         key=f"payment:{current.id}:{current.attempt}", data=payment_data(current), now=now)
+    event_type = "payment.succeeded" if result.succeeded else "payment.failed"
+    if current.account_id in told[event_type]:  # asked of the batch at once: most accounts take neither
+        emit(session, event_type, account_id=current.account_id, key=f"payment:{current.id}:{current.attempt}",
+             data=payment_data(current), now=now)
     if then is not None:
         then(session, current)
 
