@@ -131,6 +131,9 @@ def test_a_twilio_failing_and_stalling_for_a_while_sends_everything_once_afterwa
     check_money(database, stack, messages, {account_id: 1_000_000})
 
 
+MONTH_END_ENQUEUED = "billing tick: month-end for"  # the worker's line once a tick has enqueued the batches
+
+
 def scheduler_active(metrics_url: str) -> bool:
     return bool(re.search(r"^creditq_scheduler_active 1\.0$", requests.get(metrics_url, timeout=10).text, re.M))
 
@@ -155,15 +158,17 @@ def closed(database, account_ids: list[str]) -> int:
 
 def test_the_scheduler_killed_during_month_end_is_replaced_by_its_standby_and_closes_each_account_once(
         stack, database, broker, sim):
-    # given 2,000 accounts due for month-end, and an active scheduler with a standby
-    first_wave = add_accounts_due_for_month_end(database, "wave1", 2000)
+    # given 4,000 accounts due for month-end, and an active scheduler with a standby
+    first_wave = add_accounts_due_for_month_end(database, "wave1", 4000)
+    ticks_before = stack.log("worker").count(MONTH_END_ENQUEUED)
     active_url = stack.start_scheduler("scheduler-active")
     wait_until(database, stack, broker, [], lambda _: scheduler_active(active_url), sweep=False)
     standby_url = stack.start_scheduler("scheduler-standby")
     assert not scheduler_active(standby_url)
 
-    # when the active one is killed -9 while the month-end it enqueued is under way
-    wait_until(database, stack, broker, [], lambda _: closed(database, first_wave) > 0, sweep=False)
+    # when the active one is killed -9 once its billing tick has enqueued the month-end, before the batches are done
+    wait_until(database, stack, broker, [], lambda _: stack.log("worker").count(MONTH_END_ENQUEUED) > ticks_before,
+               sweep=False)
     stack.kill("scheduler-active")
     assert closed(database, first_wave) < len(first_wave)
     # and more accounts come due that only a running calendar will close
