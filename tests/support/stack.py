@@ -217,11 +217,12 @@ class Stack:
 
     def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
                clock: str | None = None) -> None:
-        """Start `creditq <command>`; with `clock`, under faketime (its forked children too), whose monotonic clock
-        stays the machine's so that only the wall clock is off."""
+        """Start `creditq <command>`; with `clock`, under faketime (its forked children too), only the wall clock off
+        (tests/support/faketime/sitecustomize.py says why the monotonic clock stays the machine's)."""
         log = open(self.directory / f"{name}.log", "ab")
         faked = ["faketime", "-f", clock] if clock else []
-        clock_env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"} if clock else {}
+        clock_env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                     "PYTHONPATH": f"{ROOT / 'tests' / 'support' / 'faketime'}:{self.env['PYTHONPATH']}"} if clock else {}
         self.processes[name] = subprocess.Popen(
             [*faked, sys.executable, "-m", "creditq", *command], env={**self.env, **clock_env, **(env or {})}, cwd=cwd,
             stdin=subprocess.DEVNULL,
