@@ -158,27 +158,35 @@ def closed(database, account_ids: list[str]) -> int:
 
 def test_the_scheduler_killed_during_month_end_is_replaced_by_its_standby_and_closes_each_account_once(
         stack, database, broker, sim):
-    # given 4,000 accounts due for month-end, and an active scheduler with a standby
-    first_wave = add_accounts_due_for_month_end(database, "wave1", 4000)
+    # given an active scheduler and two on standby
+    urls = {"scheduler-a": stack.start_scheduler("scheduler-a")}
+    wait_until(database, stack, broker, [], lambda _: scheduler_active(urls["scheduler-a"]), sweep=False)
+    urls.update({name: stack.start_scheduler(name) for name in ("scheduler-b", "scheduler-c")})
+    assert not scheduler_active(urls["scheduler-b"]) and not scheduler_active(urls["scheduler-c"])
+    # and 6,000 accounts come due for month-end, which the active one's next tick (a minute away) would enqueue
+    first_wave = add_accounts_due_for_month_end(database, "wave1", 6000)
     ticks_before = stack.log("worker").count(MONTH_END_ENQUEUED)
-    active_url = stack.start_scheduler("scheduler-active")
-    wait_until(database, stack, broker, [], lambda _: scheduler_active(active_url), sweep=False)
-    standby_url = stack.start_scheduler("scheduler-standby")
-    assert not scheduler_active(standby_url)
 
-    # when the active one is killed -9 once its billing tick has enqueued the month-end, before the batches are done
+    # when the active one is killed -9 before that tick
+    stack.kill("scheduler-a")
+    assert closed(database, first_wave) == 0
+    # and the standby that takes its lease is killed -9 too, once its first tick has enqueued the month-end and
+    # while the batches are under way
     wait_until(database, stack, broker, [], lambda _: stack.log("worker").count(MONTH_END_ENQUEUED) > ticks_before,
                sweep=False)
-    stack.kill("scheduler-active")
+    successor, last = (("scheduler-b", "scheduler-c") if scheduler_active(urls["scheduler-b"])
+                       else ("scheduler-c", "scheduler-b"))
+    stack.kill(successor)
     assert closed(database, first_wave) < len(first_wave)
+    standby_url = urls[last]
     # and more accounts come due that only a running calendar will close
     second_wave = add_accounts_due_for_month_end(database, "wave2", 500)
 
-    # then the standby takes the lease and runs the calendar: every account is closed, each exactly once
+    # then the last standby takes the lease and runs the calendar: every account is closed, each exactly once
     everyone = first_wave + second_wave
     wait_until(database, stack, broker, [], lambda _: scheduler_active(standby_url), sweep=False)
     wait_until(database, stack, broker, [], lambda _: closed(database, everyone) == len(everyone), sweep=False)
-    stack.stop_scheduler("scheduler-standby")
+    stack.stop_scheduler(last)
     period = str(last_ended(datetime.now(UTC), "UTC"))
     with database.unit_of_work() as session:
         runs = session.execute(select(BillingRun.account_id, func.count()).where(
