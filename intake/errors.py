@@ -4,6 +4,7 @@ import json
 import logging
 
 from aiohttp import web
+from sqlalchemy import exc as sql_errors
 
 from shared import errors
 from shared.money import InvalidAmount, format_credits
@@ -11,6 +12,10 @@ from shared.money import InvalidAmount, format_credits
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The database is away (restarting, failing over, out of connections) or gave up on the transaction (a deadlock,
+# a serialization failure): nothing was committed, so the same request may simply be made again.
+DATABASE_AWAY = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError)
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 _STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (errors.NotFound, 404),
@@ -90,6 +95,12 @@ async def problem_middleware(request: web.Request, handler):
         response = problem_response(http_error.status, http_error.reason, http_error.text or http_error.reason)
         response.headers.update(headers)
         return response
+    except DATABASE_AWAY as error:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    getattr(error, "orig", None) or error)
+        return problem_response(503, "Service Unavailable", "The database is not answering; nothing was changed. "
+                                f"Try again in {DATABASE_RETRY_AFTER_SECONDS} s.",
+                                headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(500, "Internal Server Error", "The server failed to handle the request; it was logged.")

@@ -4,7 +4,8 @@ Every error is the one `Problem` schema, and each status has one shared answer u
 `#/components/responses`; an operation lists the ones it can give by reference (`problem(404, "when")`).
 The answers the frame gives on its own are added here to every operation they apply to, so no module
 can forget them: 400 (text with NUL, an unreadable body), 401 and 429 (no or a wrong key, and the
-key's rate limit, where a key is needed) and 413 (a body over its route's limit, where there is a body).
+key's rate limit, where a key is needed), 413 (a body over its route's limit, where there is a body) and
+503 with Retry-After (the database is away: nothing was changed).
 """
 
 from collections.abc import Callable
@@ -114,6 +115,8 @@ def _with_roles(operation: dict, action: Action | None) -> dict:
 
 def _with_frame_answers(operation: dict) -> dict:
     responses = {"400": problem(400), **operation["responses"]}
+    responses.setdefault("503", problem(503, "the database is not answering (restarting, failing over): nothing "
+                                             "was changed; Retry-After says when to try again"))
     if operation.get("security") != []:  # every key has a request rate limit
         responses.setdefault("401", problem(401))
         responses.setdefault("429", problem(429))

@@ -1,7 +1,7 @@
 """The calendar: which actor is enqueued when. Jobs only enqueue; the work happens in workers/."""
 
 from dataclasses import dataclass, replace
-from datetime import timezone
+from datetime import datetime, timezone
 
 import dramatiq
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -51,8 +51,14 @@ def paced(schedule: list[ScheduledJob], sweep_interval_seconds: int | None) -> l
 
 
 def install_jobs(scheduler: BackgroundScheduler, broker: dramatiq.Broker, schedule: list[ScheduledJob]) -> None:
-    """Missed runs coalesce into one; downstream every job is idempotent per period."""
+    """Missed runs coalesce into one; downstream every job is idempotent per period.
+
+    The interval jobs run once at once: a scheduler that has just taken the lease (a standby after a failover)
+    finishes what the last one left, a month-end half enqueued included, now rather than an interval later.
+    """
+    now = datetime.now(timezone.utc)
     for job in schedule:
         actor = broker.get_actor(job.actor_name)
+        at_once = {"next_run_time": now} if isinstance(job.trigger, IntervalTrigger) else {}
         scheduler.add_job(actor.send, job.trigger, id=job.name, name=job.name, coalesce=True,
-                          max_instances=1, misfire_grace_time=None, replace_existing=True)
+                          max_instances=1, misfire_grace_time=None, replace_existing=True, **at_once)

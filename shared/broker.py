@@ -14,6 +14,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from shared.config import ConfigError, broker_choice
+from shared.redis_clock import RedisClock, RedisClockEtas
 
 PIPELINE_BATCH = 1000  # messages per Redis round trip
 
@@ -40,6 +41,27 @@ class RabbitmqBesideRedis(RabbitmqBroker):
         logging.getLogger("pika").setLevel(logging.WARNING)
 
 
+class RedisClockBroker(RedisBroker):
+    """dramatiq's RedisBroker stamping each call with Redis's clock, not this process's: the heartbeats that tell a
+    live worker from a dead one are then compared on one timeline, so a worker whose clock is behind is not
+    declared dead (and its jobs handed out again) by one whose clock is ahead."""
+
+    def __init__(self, *, clock: RedisClock | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.clock = clock or RedisClock(self.client)
+
+    def _dispatch(self, command):
+        """RedisBroker._dispatch with the timestamp from `self.clock` (dramatiq passes time.time's)."""
+        dispatch, keys = self.scripts["dispatch"], [self.namespace]
+
+        def do_dispatch(queue_name, *args):
+            return dispatch(keys=keys, args=[
+                command, self.clock.millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, self._should_do_maintenance(command), self._max_unpack_size(), *args])
+
+        return do_dispatch
+
+
 def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,
                 install: bool = True) -> dramatiq.Broker:
     """A RabbitmqBroker on `amqp_url` (beside the Redis on `redis_url`), else a RedisBroker on a URL (real Redis) or
@@ -50,10 +72,13 @@ def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | No
     with its connection, leaving the message to wait for the sweeper).
     """
     if amqp_url is not None:
+        clock = RedisClock(redis.Redis.from_url(redis_url))
         broker = RabbitmqBesideRedis(url=amqp_url, redis_url=redis_url, confirm_delivery=True,
-                                     middleware=default_middleware())
+                                     middleware=[*default_middleware(), RedisClockEtas(clock)])
     else:
-        broker = RedisBroker(url=redis_url, client=client, middleware=default_middleware())
+        client = client or redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url))
+        clock = RedisClock(client)
+        broker = RedisClockBroker(client=client, clock=clock, middleware=[*default_middleware(), RedisClockEtas(clock)])
     if install:
         dramatiq.set_broker(broker)
     return broker
@@ -100,7 +125,7 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
     """
     delays = delays or [None] * len(args_list)
     broker = actor.broker
-    if not isinstance(broker, RedisBroker):
+    if not isinstance(broker, RedisClockBroker):
         for args, delay in zip(args_list, delays):
             actor.send_with_options(args=args, delay=delay)
         return
@@ -115,7 +140,7 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
                                        options={"eta": current_millis() + delay})
             broker.emit_before("enqueue", message, delay)
             dispatch(keys=[broker.namespace], client=pipeline, args=[
-                "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
+                "enqueue", broker.clock.millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
                 broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
                 message.options["redis_message_id"], message.encode()])
             sent.append((message, delay))

@@ -63,6 +63,10 @@ class Settings:
     worker_threads: int = 8
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
+    # how long a Twilio request waits for its answer; a create left unanswered is reconciled, never resent
+    twilio_timeout_seconds: float = 15.0
+    # how long the active scheduler's lease outlives its last renewal: a standby takes over within this
+    scheduler_lease_seconds: float = 15.0
     smtp: SmtpSettings | None = None  # None: emails go to the file outbox under data_dir/outbox
     email_from: str = "creditq@localhost"
     payment_gateway: str = "stripe"  # PAYMENT_GATEWAY, read by shared.billing.payments.gateway_from_settings
@@ -329,6 +333,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
+        twilio_timeout_seconds=_positive_seconds("TWILIO_TIMEOUT_SECONDS", env.get("TWILIO_TIMEOUT_SECONDS", "15")),
+        scheduler_lease_seconds=_positive_seconds("CREDITQ_SCHEDULER_LEASE_SECONDS",
+                                                  env.get("CREDITQ_SCHEDULER_LEASE_SECONDS", "15")),
         smtp=smtp,
         email_from=email_from,
         payment_gateway=payment_gateway,

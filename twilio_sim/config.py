@@ -39,6 +39,14 @@ class SimulatorConfig:
     """The Retry-After of a 429, in seconds."""
     rate_5xx: float = 0.0
     """Share of Twilio API requests failing with 500 / 20500 (nothing is created)."""
+    rate_timeout: float = 0.0
+    """Share of Twilio API requests that hang for ``hang_s`` and then fail with 500 / 20500 (nothing is created):
+    a client that gives up sooner only knows that no answer came."""
+    rate_lost_answer: float = 0.0
+    """Share of message creates that are made (and delivered, with their callbacks) but answered only after
+    ``hang_s``: a client that gives up sooner never learns the sid."""
+    hang_s: float = 30.0
+    """How long a request picked by ``rate_timeout`` or ``rate_lost_answer`` waits for its answer, in seconds."""
     duplicate_callback_rate: float = 0.0
     """Chance that each status callback is delivered twice."""
     out_of_order_rate: float = 0.0
@@ -133,6 +141,13 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _non_negative_seconds(value: Any) -> float:
+    seconds = float(value)
+    if not 0.0 <= seconds < float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return seconds
+
+
 def _positive_int(value: Any) -> int:
     number = int(value)
     if number < 1:
@@ -203,6 +218,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "rate_429": _rate,
     "retry_after_s": _non_negative_int,
     "rate_5xx": _rate,
+    "rate_timeout": _rate,
+    "rate_lost_answer": _rate,
+    "hang_s": _non_negative_seconds,
     "duplicate_callback_rate": _rate,
     "out_of_order_rate": _rate,
     "outcomes": _outcomes,

@@ -64,6 +64,7 @@ async def sent_messages(request: web.Request) -> web.Response:
             "status": message.status,
             "error_code": message.error_code,
             "creates": store.creates_of(message),
+            "created_at": message.date_created.isoformat(),  # to the microsecond, where Twilio's shows the second
         }
         for message in store
     ]

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.operations.metrics import OperationsCollector
 
     client = redis.Redis.from_url(redis_url)
-    service = SchedulerService(RedisLease(client),
+    service = SchedulerService(RedisLease(client, ttl_ms=round(settings.scheduler_lease_seconds * 1000)),
                                functools.partial(install_jobs, broker=workers.broker,
                                                  schedule=paced(SCHEDULE, settings.sweep_interval_seconds)))
     database = Database(settings.database_url, pool_size=1)

@@ -6,8 +6,8 @@
 - Holds past their TTL are expired and reconciled with Twilio: the message is fetched, its status
   recorded, and it is settled or voided (and resent from toll-free when it qualifies, as the settle
   job does). A `sending` message without a sid (the worker died after asking Twilio, or Twilio's
-  answer was lost) is looked up in Twilio's list: found, it gets its sid and status; not found, it
-  failed and is not charged.
+  answer was lost) is looked up in Twilio's list: found, it gets its sid and status; not found, Twilio
+  never took it, so it is `accepted` again and sent afresh (its expired hold charged nothing).
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
@@ -36,8 +36,6 @@ from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, Tran
 from shared.twilio.gateway import TwilioMessage
 
 BATCH = 500
-UNKNOWN_OUTCOME = ("The send's outcome was unknown (the worker stopped after asking Twilio, or Twilio's answer"
-                   " was lost) and Twilio lists no such message. Not charged.")
 CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
 KEEP_EARLY_STATUSES = timedelta(days=1)
 
@@ -162,8 +160,10 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             except (PermanentTwilioError, CredentialsRejected) as error:
                 return f"find refused: {error}"
             with database.unit_of_work() as session:
-                if not _adopt(session, message_id, found, now):
-                    return "voided: outcome unknown"
+                adopted = _adopt(session, message_id, found, now)
+            if not adopted:
+                enqueue(message_id)
+                return "sent again: Twilio never took it"
         else:
             try:
                 fetched = gateway_for(*credentials).fetch(sid)
@@ -189,14 +189,16 @@ def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
 
 def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: datetime) -> bool:
     """Give a `sending` message without a sid the first of Twilio's matches no other message has; False when
-    there is none: Twilio never took it, so it failed and is not charged (its hold has expired)."""
+    there is none: Twilio never took it (the create stalled or failed unanswered, or the worker died before it
+    left), so the message is `accepted` again for a fresh send, its expired hold having charged nothing."""
     message = session.get(Message, message_id, with_for_update=True)
     if message.status != "sending" or message.twilio_sid is not None:
         return True  # something else settled its fate meanwhile
     taken = set(session.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([m.sid for m in found]))))
     match = next((candidate for candidate in found if candidate.sid not in taken), None)
     if match is None:
-        _give_up_unknown(message, now)
+        message.status = "accepted"
+        message.updated_at = now
         return False
     message.twilio_sid = match.sid
     message.twilio_account_sid = match.account_sid
@@ -204,11 +206,3 @@ def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: d
     apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
     _record(session, match, now)
     return True
-
-
-def _give_up_unknown(message: Message, now: datetime) -> None:
-    message.status = "failed"
-    message.error_message = UNKNOWN_OUTCOME
-    message.credits_charged = 0
-    message.updated_at = now
-

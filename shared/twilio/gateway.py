@@ -319,11 +319,12 @@ class GatewayCache:
         self._gateways: OrderedDict[tuple, TwilioGateway] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> TwilioGateway:
+    def get(self, key: tuple, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> TwilioGateway:
+        """The gateway for `key` (sid, token, API base, callback URL); a new one waits `timeout` for each answer."""
         with self._lock:
             gateway = self._gateways.get(key)
             if gateway is None:
-                gateway = self._gateways[key] = TwilioGateway(*key)
+                gateway = self._gateways[key] = TwilioGateway(*key, timeout=timeout)
                 while len(self._gateways) > self._max_entries:
                     self._gateways.popitem(last=False)
             else:
@@ -341,7 +342,8 @@ def gateway_for(settings: Settings, account_sid: str | None = None, auth_token: 
     """
     sid = account_sid or settings.twilio_account_sid
     token = auth_token or settings.twilio_auth_token
-    return _gateways.get((sid, token, _api_base(settings), _callback_url(settings)))
+    return _gateways.get((sid, token, _api_base(settings), _callback_url(settings)),
+                         timeout=settings.twilio_timeout_seconds)
 
 
 def account_status(settings: Settings, account_sid: str, auth_token: str) -> str:
@@ -349,7 +351,8 @@ def account_status(settings: Settings, account_sid: str, auth_token: str) -> str
 
     A gateway of its own, closed afterwards: credentials nobody proved yet are not kept in the shared pool.
     """
-    gateway = TwilioGateway(account_sid, auth_token, _api_base(settings), _callback_url(settings))
+    gateway = TwilioGateway(account_sid, auth_token, _api_base(settings), _callback_url(settings),
+                            timeout=settings.twilio_timeout_seconds)
     try:
         return gateway.account_status()
     finally:

@@ -75,6 +75,10 @@ class TemporaryPostgres:
     def start(self) -> "TemporaryPostgres":
         subprocess.run(self._command("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                                      "--no-sync", "-E", "UTF8"), check=True, capture_output=True)
+        return self.start_server()
+
+    def start_server(self) -> "TemporaryPostgres":
+        """pg_ctl start on the cluster's data dir and port, once it takes connections."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.directory}'"
                    f" -c max_connections={self.max_connections} -c fsync=off -c synchronous_commit=off"
                    f" -c full_page_writes=off -c shared_buffers=256MB")
@@ -117,6 +121,12 @@ class TemporaryPostgres:
         if command is None:
             raise RuntimeError(f"no {program} beside {self.bin_dir} or on PATH")
         return command
+
+    def stop_server(self) -> None:
+        """A restart's first half, keeping the data: pg_ctl's fast stop, which ends every session (their transactions
+        roll back) and writes out what was committed, as an operator's restart does."""
+        subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"), check=True,
+                       capture_output=True)
 
     def stop(self) -> None:
         subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"),

@@ -112,26 +112,30 @@ class Stack:
         self._wait_for(f"{self.simulator_url}/_sim/messages", "twilio-sim")
         self._wait_for(f"{self.stripe_url}/_sim/config", "stripe-sim")
 
-    def start_web(self, name: str) -> str:
-        """Another `creditq web` on the same database and Redis, on a port of its own; its URL."""
+    def start_web(self, name: str, *, clock: str | None = None) -> str:
+        """Another `creditq web` on the same database and Redis, on a port of its own; its URL. `clock`: its clock
+        set off the machine's by Debian's faketime (`"+2m"`, `"-2m"`)."""
         port = free_port()
-        self._spawn(name, "web", env={"PORT": str(port)})
+        self._spawn(name, "web", env={"PORT": str(port)}, clock=clock)
         url = f"http://127.0.0.1:{port}"
         self._wait_for(f"{url}/healthz", name)
         return url
 
-    def start_scheduler(self, name: str = "scheduler") -> str:
+    def start_scheduler(self, name: str = "scheduler", *, clock: str | None = None) -> str:
         """A `creditq scheduler` (its sweeps every 15 s and the billing calendar; the stack runs none until asked),
-        once its metrics server answers; that server's URL."""
+        once its metrics server answers; that server's URL. `clock` as for start_web."""
         port = free_port()
-        self._spawn(name, "scheduler", env={"CREDITQ_SCHEDULER_METRICS_PORT": str(port)})
+        self._spawn(name, "scheduler", env={"CREDITQ_SCHEDULER_METRICS_PORT": str(port)}, clock=clock)
         url = f"http://127.0.0.1:{port}/metrics"
         self._wait_for(url, name)
         return url
 
-    def start_worker(self) -> None:
-        self._spawn("worker", "worker", "--processes", str(self.worker_processes),
-                    "--threads", str(self.worker_threads))
+    def start_worker(self, name: str = "worker", *, clock: str | None = None, env: dict[str, str] | None = None) -> None:
+        """A `creditq worker`; one named other than "worker" serves its metrics on a port of its own. `clock` as for
+        start_web; `env` is added to the stack's for it alone."""
+        own = {} if name == "worker" else {"CREDITQ_WORKER_METRICS_PORT": str(free_port())}
+        self._spawn(name, "worker", "--processes", str(self.worker_processes), "--threads", str(self.worker_threads),
+                    env={**own, **(env or {})}, clock=clock)
 
     def start_stripe_sim(self) -> None:
         """The Stripe stand-in; its state (a SQLite file in the data dir) outlives a kill."""
@@ -139,9 +143,7 @@ class Stack:
 
     def kill_stripe_sim(self) -> None:
         """kill -9 the Stripe stand-in, mid-request or not."""
-        process = self.processes.pop("stripe-sim")
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        self.kill("stripe-sim")
 
     def restart_stripe_sim(self) -> None:
         self.start_stripe_sim()
@@ -149,12 +151,16 @@ class Stack:
 
     def kill_worker(self) -> None:
         """kill -9 the worker's whole process group: the parent and every forked worker process."""
-        process = self.processes.pop("worker")
+        self.kill("worker")
+
+    def kill(self, name: str) -> None:
+        """kill -9 the named process's whole group, mid-whatever it was doing."""
+        process = self.processes.pop(name)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
-    def stop_scheduler(self) -> None:
-        process = self.processes.pop("scheduler")
+    def stop_scheduler(self, name: str = "scheduler") -> None:
+        process = self.processes.pop(name)
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
 
@@ -209,10 +215,16 @@ class Stack:
         parts = [self.sqlite_path.with_name(self.sqlite_path.name + suffix) for suffix in ("", "-wal", "-shm")]
         return b"".join(part.read_bytes() for part in parts if part.exists())
 
-    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+    def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+               clock: str | None = None) -> None:
+        """Start `creditq <command>`; with `clock`, under faketime (its forked children too), only the wall clock off
+        (tests/support/faketime/sitecustomize.py says why the monotonic clock stays the machine's)."""
         log = open(self.directory / f"{name}.log", "ab")
+        faked = ["faketime", "-f", clock] if clock else []
+        clock_env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                     "PYTHONPATH": f"{ROOT / 'tests' / 'support' / 'faketime'}:{self.env['PYTHONPATH']}"} if clock else {}
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "creditq", *command], env={**self.env, **(env or {})}, cwd=cwd,
+            [*faked, sys.executable, "-m", "creditq", *command], env={**self.env, **clock_env, **(env or {})}, cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

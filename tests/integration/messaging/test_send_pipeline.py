@@ -334,7 +334,7 @@ def test_a_worker_killed_after_twilio_accepted_never_resends(database, gateways,
     assert len(simulator.sent()["messages"]) == 1
 
 
-def test_an_unknown_outcome_twilio_never_saw_fails_after_the_ttl_without_charge(database, gateways, throttle,
+def test_an_unknown_outcome_twilio_never_saw_is_sent_again_after_the_ttl_uncharged_by_the_first_try(database, gateways, throttle,
                                                                                 simulator):  # noqa: F811
     # given a create whose answer was lost and that never reached Twilio, and the same text sent before it
     account_id = make_account(database, 10)
@@ -357,15 +357,22 @@ def test_an_unknown_outcome_twilio_never_saw_fails_after_the_ttl_without_charge(
     wait_until_sent(simulator)
 
     # when the sweeper reconciles it after the hold's TTL
-    result = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD,
+    enqueued = []
+    result = sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
                            now=now() + timedelta(seconds=5), stale_after=timedelta(seconds=60))
 
-    # then the other message's sid is not taken for it: it failed, and only the earlier one is held
-    assert result.reconciled == {message_id: "voided: outcome unknown"}
+    # then the other message's sid is not taken for it: it is accepted again, its send enqueued, and only the
+    # earlier one is held
+    assert result.reconciled == {message_id: "sent again: Twilio never took it"} and enqueued == [message_id]
     stored = message(database, message_id)
-    assert (stored.status, stored.twilio_sid, stored.credits_charged) == ("failed", None, 0)
+    assert (stored.status, stored.twilio_sid, stored.credits_charged) == ("accepted", None, None)
     assert (account(database, account_id).held, account(database, account_id).balance) == (1000, 10_000)
     assert len(simulator.sent()["messages"]) == 1
+
+    # and its send goes out once, on a fresh hold
+    assert send(database, message_id, gateways, throttle) == "queued"
+    assert len(simulator.sent()["messages"]) == 2  # the earlier text and this one, each once
+    assert (account(database, account_id).held, account(database, account_id).balance) == (2000, 10_000)
 
 
 def test_transient_errors_release_the_hold_and_ask_for_a_retry(database, gateways, throttle, simulator):  # noqa: F811

@@ -627,8 +627,9 @@ def test_control_api_counts_creates_per_recipient_and_body(simulator):
     assert [m["creates"] for m in sent["messages"]] == [2, 2, 1]
     assert {(m["to"], m["body"]) for m in sent["duplicates"]} == {(RECIPIENT, "same")}
     assert set(sent["messages"][0]) == {
-        "sid", "account_sid", "to", "from", "body", "num_segments", "status", "error_code", "creates",
+        "sid", "account_sid", "to", "from", "body", "num_segments", "status", "error_code", "creates", "created_at",
     }
+    assert [m["created_at"] for m in sent["messages"]] == sorted(m["created_at"] for m in sent["messages"])
 
 
 def test_reset_forgets_messages_and_restores_the_start_up_config(simulator):

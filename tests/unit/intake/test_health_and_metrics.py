@@ -76,3 +76,20 @@ async def test_metrics_are_not_public_nor_an_account_keys(aiohttp_client, settin
     assert operator.status == 200
     assert "creditq_holds_outstanding 0.0" in text and "creditq_accounts 1.0" in text
     assert "creditq_http_requests_total" in text
+
+
+async def test_requests_while_the_database_is_away_get_503_with_retry_after_not_500(aiohttp_client, settings,
+                                                                                   database_away, fake_broker):
+    # given a web process whose database refuses every connection
+    client = await aiohttp_client(init_app(settings, database=database_away, broker=fake_broker))
+
+    # when a key sends a message and the operator creates an account
+    send = await client.post("/v1/messages", headers={"Authorization": "Bearer ck_live_not_checkable_now"},
+                             json={"to": "+14155550100", "from": "+14155550000", "body": "hello"})
+    create = await client.post("/v1/accounts", headers=OPERATOR, json={"name": "Acme", "timezone": "UTC"})
+
+    # then both are told to come back (problem+json, Retry-After), and nothing says the server broke
+    for response in (send, create):
+        assert response.status == 503 and response.content_type == "application/problem+json"
+        assert int(response.headers["Retry-After"]) > 0
+        assert (await response.json())["title"] == "Service Unavailable"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
+from shared.config import load_settings
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioGateway, gateway_for
 from tests.support.ports import free_port
@@ -215,6 +216,47 @@ def test_a_create_without_an_answer_is_an_unknown_outcome_and_never_resent(backg
     # then the caller learns Twilio may have it, and the HTTP layer did not POST it again
     time.sleep(0.5)  # room for a resent POST to arrive, if there were one
     assert twilio.posts == 1
+
+
+def test_a_create_the_simulator_made_but_never_answered_is_unknown_and_found_again(simulator, callback_receiver):  # noqa: F811
+    # given a Twilio that creates every message and answers only after the client gave up
+    simulator.configure(rate_lost_answer=1.0, hang_s=1.0)
+    gateway = TwilioGateway(simulator.account_sid, simulator.auth_token, simulator.url, callback_receiver.status_url,
+                            timeout=0.2)
+    sent_after = datetime.now(UTC) - timedelta(minutes=1)
+
+    # when a message is sent
+    with pytest.raises(OutcomeUnknown):
+        gateway.send(to=RECIPIENT, from_=TEST_FROM, body="answer lost")
+
+    # then Twilio has it once, and a find brings back its sid
+    simulator.configure(rate_lost_answer=0.0)
+    found = gateway.find(to=RECIPIENT, from_=TEST_FROM, body="answer lost", sent_after=sent_after)
+    assert [m.sid for m in found] == [m["sid"] for m in simulator.sent()["messages"]] and len(found) == 1
+    assert simulator.faults() == {"lost_answer": 1}
+    gateway.close()
+
+
+def test_a_request_that_hangs_past_the_timeout_is_unknown_and_creates_nothing(simulator, callback_receiver):  # noqa: F811
+    # given a Twilio that stalls every request and creates nothing
+    simulator.configure(rate_timeout=1.0, hang_s=1.0)
+    gateway = TwilioGateway(simulator.account_sid, simulator.auth_token, simulator.url, callback_receiver.status_url,
+                            timeout=0.2)
+
+    # when a message is sent, the caller cannot tell whether Twilio took it
+    with pytest.raises(OutcomeUnknown):
+        gateway.send(to=RECIPIENT, from_=TEST_FROM, body="stalled")
+
+    # then Twilio has nothing
+    assert simulator.sent()["count"] == 0 and simulator.faults() == {"timeout": 1}
+    gateway.close()
+
+
+def test_gateway_for_waits_as_long_as_twilio_timeout_seconds_says(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "TWILIO_TIMEOUT_SECONDS": "2.5",
+                              "CREDITQ_ADMIN_KEY": "test-operator-key-0123456789", "CREDITQ_ENV": "development"})
+
+    assert gateway_for(settings).http_client.timeout == 2.5
 
 
 def test_threads_share_a_few_pooled_connections(gateway, simulator):
