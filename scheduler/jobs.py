@@ -1,14 +1,21 @@
 """The calendar: which actor is enqueued when. Jobs only enqueue; the work happens in workers/."""
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import dramatiq
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+log = logging.getLogger(__name__)
+
+# What an enqueue raises while the broker is away (Redis restarting, RabbitMQ unreachable)
+BROKER_AWAY = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 @dataclass(frozen=True)
 class ScheduledJob:
@@ -60,5 +67,18 @@ def install_jobs(scheduler: BackgroundScheduler, broker: dramatiq.Broker, schedu
     for job in schedule:
         actor = broker.get_actor(job.actor_name)
         at_once = {"next_run_time": now} if isinstance(job.trigger, IntervalTrigger) else {}
-        scheduler.add_job(actor.send, job.trigger, id=job.name, name=job.name, coalesce=True,
+        scheduler.add_job(_enqueuer(actor, job.name), job.trigger, id=job.name, name=job.name, coalesce=True,
                           max_instances=1, misfire_grace_time=None, replace_existing=True, **at_once)
+
+
+def _enqueuer(actor: dramatiq.Actor, name: str) -> Callable[[], None]:
+    """A job's run. With the broker away it logs one line, not a traceback a run: the next run tries again (and
+    each job is idempotent), while the lease decides whether this scheduler stays the active one."""
+
+    def enqueue() -> None:
+        try:
+            actor.send()
+        except BROKER_AWAY as error:
+            log.warning("%s not enqueued: the broker is away (%s); the next run tries again", name, error)
+
+    return enqueue
