@@ -205,11 +205,12 @@ class TwilioGateway:
     def find(self, *, to: str, from_: str, body: str, sent_after: datetime) -> list[TwilioMessage]:
         """Twilio's messages from `from_` to `to` with this body created since `sent_after`, oldest first.
 
-        For a create whose answer was lost: the sid Twilio gave it. Twilio's DateSent> filter only
-        counts days (and skips messages not sent yet), so the creation time is checked here.
+        For a create whose answer was lost: the sid Twilio gave it. No DateSent> filter: it counts only days
+        and skips a message Twilio took but has not sent yet, which would then look never taken and be sent
+        twice. The newest FIND_LIMIT of the pair are listed and their creation time checked here.
         """
         try:
-            listed = self._messages.list(to=to, from_=from_, date_sent_after=sent_after, limit=FIND_LIMIT)
+            listed = self._messages.list(to=to, from_=from_, limit=FIND_LIMIT)
         except (TwilioRestException, TwilioServiceException) as error:
             raise self._classify(error) from error
         except requests.RequestException as error:

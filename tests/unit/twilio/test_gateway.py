@@ -330,6 +330,20 @@ def test_find_skips_messages_created_before_the_given_time(gateway, simulator):
     assert found == []
 
 
+def test_find_sees_a_message_twilio_took_but_has_not_sent_yet(gateway, simulator):
+    # given a text Twilio has queued and will not send for a minute (no DateSent yet)
+    simulator.configure(callback_delay_ms=60_000)
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    queued = gateway.send(to=RECIPIENT, from_=TEST_FROM, body="open house")
+    assert [m["status"] for m in simulator.sent()["messages"]] == ["queued"]
+
+    # when looking for it, as the sweeper does for a create whose answer was lost
+    found = gateway.find(to=RECIPIENT, from_=TEST_FROM, body="open house", sent_after=since)
+
+    # then it is found, so it is adopted rather than sent a second time
+    assert [m.sid for m in found] == [queued.sid]
+
+
 def test_the_simulators_date_sent_filter_counts_whole_days(simulator):
     # given a message sent today
     client = simulator.client()
