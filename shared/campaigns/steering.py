@@ -113,15 +113,17 @@ def resume_campaign(session: Session, campaign_id: str, *, account_id: str | Non
 
 
 def cancel_campaign(session: Session, campaign_id: str, *, account_id: str | None, now: datetime) -> Campaign:
-    """Nothing more goes out: waiting messages are canceled and their holds released; later steps never start."""
+    """Nothing more goes out: waiting messages are canceled and their holds released; steps not done end."""
     campaign = get_campaign(session, campaign_id, account_id=account_id)
     if campaign.status == "canceled":
         return campaign
     if campaign_view(session, campaign)["status"] == "completed":
         raise Conflict(f"campaign {campaign_id} has completed: there is nothing left to cancel")
     campaign.status, campaign.updated_at = "canceled", now
+    # a step fanning out ends too: its chunks still to come make nothing (and a lost chunk job never would end it)
     session.execute(update(CampaignStep).where(CampaignStep.campaign_id == campaign_id,
-                                               CampaignStep.status == "pending").values(status="canceled"))
+                                               CampaignStep.status.in_(("pending", "fanning_out")))
+                    .values(status="canceled"))
     holds = list(session.scalars(select(Message.hold_id).join(Hold, Hold.id == Message.hold_id).where(
         Message.campaign_id == campaign_id, Message.status.in_(WAITING), Hold.status == "pending")))
     for hold_id in holds:

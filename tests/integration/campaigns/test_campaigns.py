@@ -380,3 +380,23 @@ def test_cancel_releases_the_holds_of_everything_not_sent(database, gateways, th
     with database.unit_of_work() as session:
         assert fan_out.due_steps(session, NOON_NEW_YORK + timedelta(days=2)) == []
     assert_ledger_clean(database)
+
+
+def test_a_step_claimed_whose_chunk_job_was_lost_ends_canceled_with_its_campaign(database):
+    # given a campaign whose step was claimed but whose one chunk job was lost
+    account_id = make_account(database, 100)
+    campaign_id, _ = create(database, account_id)
+    with database.unit_of_work() as session:
+        fan_out.start_step(session, campaign_id, 0, now=NOON_NEW_YORK)
+
+    # when the campaign is canceled, and the lost chunk's job comes back late
+    with database.unit_of_work() as session:
+        cancel_campaign(session, campaign_id, account_id=account_id, now=NOON_NEW_YORK)
+    with database.unit_of_work() as session:
+        late = fan_out.fan_out_chunk(session, campaign_id, 0, 0, rate_card=CARD, hold_ttl_seconds=900,
+                                     now=NOON_NEW_YORK)
+
+    # then the step is canceled, not left fanning out, and nothing was made or held
+    assert late == []
+    assert [step["status"] for step in view(database, campaign_id)["steps"]] == ["canceled"]
+    assert messages_of(database, campaign_id) == [] and held(database, account_id) == 0
