@@ -91,8 +91,8 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
             copy.write_row([row[name] for name in names])
 
 
-def insert_or_skip(session: Session, table):
-    """INSERT that understands ON CONFLICT (`.on_conflict_do_nothing()`) on both databases."""
+def insert_on_conflict(session: Session, table):
+    """INSERT that understands ON CONFLICT (do nothing, do update) on both databases."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from shared.config import ConfigError
-from shared.db import insert_or_skip, read_only_session
+from shared.db import insert_on_conflict, read_only_session
 from shared.models import PriceVersion
 
 CHECK_SECONDS = 2.0
@@ -124,7 +124,7 @@ def _newest(session: Session, kind: Kind, *, origin: str | None) -> PriceVersion
 
 def _insert(session: Session, kind: Kind, version: int, text: str, digest: str, origin: str, now: datetime) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on (kind, version): False when another process took the number."""
-    statement = insert_or_skip(session, PriceVersion.__table__).values(kind=kind.name, version=version, document=text, digest=digest,
+    statement = insert_on_conflict(session, PriceVersion.__table__).values(kind=kind.name, version=version, document=text, digest=digest,
                                                     origin=origin, published_at=now).on_conflict_do_nothing()
     return session.execute(statement.returning(PriceVersion.__table__.c.version)).first() is not None
 

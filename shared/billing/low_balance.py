@@ -18,10 +18,9 @@ CLAIM_LEASE: that email may go twice, with the same Message-ID (`Email.key`), bu
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, bindparam, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import Database
+from shared.db import Database, insert_on_conflict
 from shared.email import Email, EmailSender
 from shared.events.outbox import emit
 from shared.ledger.book import POOL_AVAILABLE
@@ -71,8 +70,7 @@ def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
                  created_at=now) for user_id in recipients]
     if not rows:
         return 0
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    written = session.execute(dialect.insert(notices).values(rows)
+    written = session.execute(insert_on_conflict(session, notices).values(rows)
                               .on_conflict_do_nothing(index_elements=["user_id", "day"]).returning(notices.c.id))
     return len(written.all())
 

@@ -45,7 +45,7 @@ from shared.billing import advice, dunning, forecasts, purchases
 from shared.billing.calendar import Period, cycle_months, ends_cycle, period_end, period_of, period_start
 from shared.billing.payments import PaymentGateway
 from shared.billing.price_list import PriceList, current_price_list
-from shared.db import Database, any_of, copy_rows, insert_or_skip
+from shared.db import Database, any_of, copy_rows, insert_on_conflict
 from shared.errors import InsufficientCredits, NotFound
 from shared.events import outbox
 from shared.events.outbox import account_locked, account_unlocked
@@ -675,7 +675,7 @@ def _write(session: Session, closes: list[_Close], now: datetime) -> None:
             account_unlocked(session, close.account.id, balance=close.balance, now=now)
     if bills := [close for close in closes if close.summary.billed or close.summary.credit_hold_fee_cents
                  or close.summary.shared_short_code_fee_cents]:
-        session.execute(insert_or_skip(session, runs).on_conflict_do_nothing(), [
+        session.execute(insert_on_conflict(session, runs).on_conflict_do_nothing(), [
             dict(account_id=close.account.id, period=str(close.period), step="bill", status="pending",
                  amount=close.summary.billed,
                  amount_cents=(close.debt_cents + close.summary.credit_hold_fee_cents

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from shared.billing.payments import GatewayUnavailable, PaymentGateway, PaymentResult
 from shared.billing.price_list import PriceList, current_price_list
-from shared.db import Database, any_of, insert_or_skip
+from shared.db import Database, any_of, insert_on_conflict
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.events.outbox import emit, takers
 from shared.ids import new_id
@@ -200,7 +200,7 @@ def charge_payments(database: Database, gateway: PaymentGateway, payment_ids: li
             missing).items() if customer}
         if made:
             with database.unit_of_work() as session:
-                session.execute(insert_or_skip(session, BillingCustomer.__table__).on_conflict_do_nothing(), [
+                session.execute(insert_on_conflict(session, BillingCustomer.__table__).on_conflict_do_nothing(), [
                     dict(account_id=account_id, customer_id=customer, created_at=now)
                     for account_id, customer in made.items()])
                 customers.update(_customers(session, sorted(made)))  # a twin's, where one stored it first

@@ -24,13 +24,12 @@ from datetime import datetime, timedelta
 
 import phonenumbers
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.campaigns.creation import Pricer, render_body
 from shared.campaigns.recipients import opt_out_sources, skip_reason_for
 from shared.campaigns.templates import compile_template
-from shared.db import copy_rows
+from shared.db import copy_rows, insert_on_conflict
 from shared.errors import AccountLocked, InsufficientCredits, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -114,9 +113,8 @@ def fan_out_chunk(session: Session, campaign_id: str, step: int, chunk: int, *, 
 
 def _claim_chunk(session: Session, campaign_id: str, step: int, chunk: int, now: datetime) -> bool:
     """Insert the chunk's row first: a twin waits on the unique key, then finds it and does nothing."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = session.execute(
-        dialect.insert(CampaignChunk).values(campaign_id=campaign_id, step=step, chunk=chunk, messages=0,
+        insert_on_conflict(session, CampaignChunk).values(campaign_id=campaign_id, step=step, chunk=chunk, messages=0,
                                              credits_held=0, created_at=now)
         .on_conflict_do_nothing(index_elements=["campaign_id", "step", "chunk"]).returning(CampaignChunk.id)
     ).scalar()

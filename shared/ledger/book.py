@@ -27,10 +27,9 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import any_of, copy_rows
+from shared.db import any_of, copy_rows, insert_on_conflict
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
@@ -172,7 +171,7 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
                   status="pending", reference=reference, idempotency_key=idempotency_key, created_at=now,
                   expires_at=now + timedelta(seconds=ttl_seconds))
     hold_id = _sql(session).execute(
-        _insert(session, holds).values(**values)
+        insert_on_conflict(session, holds).values(**values)
         .on_conflict_do_nothing(index_elements=[holds.c.idempotency_key]).returning(holds.c.id)
     ).scalar()
     if hold_id is None:  # a replay that found room again: give the room back, answer with the first hold
@@ -698,12 +697,6 @@ def _require(condition: bool, field: str, reason: str) -> None:
 def _on_postgres(session: Session) -> bool:
     """PostgreSQL runs reserve and settle as the functions of ledger_pg (same effects, one round trip)."""
     return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: Session, table):
-    """INSERT that understands ON CONFLICT on both databases."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
 
 
 def _new_hold_ids(session: Session, count: int) -> list[int]:

@@ -19,11 +19,10 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
-from shared.db import any_of
+from shared.db import any_of, insert_on_conflict
 from shared.ids import CALL_REFERENCE
 from shared.models import Account, Entry, Message, UsageDay, UsageFold
 
@@ -146,8 +145,7 @@ def daily_totals(session: Session, account_ids: list[str], *, since_by_account: 
 
 def _lock_marker(session: Session):
     """The marker row, locked for this transaction (created on first use)."""
-    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-    session.execute(insert(folds).values(id=FOLD_ROW, folded_through=0, horizon_id=0)
+    session.execute(insert_on_conflict(session, folds).values(id=FOLD_ROW, folded_through=0, horizon_id=0)
                     .on_conflict_do_nothing(index_elements=[folds.c.id]))
     return session.execute(update(folds).where(folds.c.id == FOLD_ROW).values(folded_through=folds.c.folded_through)
                            .returning(folds.c.folded_through, folds.c.horizon_id, folds.c.horizon_xid)).one()
@@ -212,8 +210,7 @@ def _add(session: Session, spending: dict[tuple[str, date, str, str], list[int]]
     """Upsert in key order, so two transactions adding to the same rows lock them in the same order."""
     if not spending:
         return
-    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-    statement = insert(daily_usage)
+    statement = insert_on_conflict(session, daily_usage)
     statement = statement.on_conflict_do_update(
         index_elements=[daily_usage.c.account_id, daily_usage.c.day, daily_usage.c.user_id, daily_usage.c.kind],
         set_=dict(millicredits=daily_usage.c.millicredits + statement.excluded.millicredits,
