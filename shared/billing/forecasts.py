@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cache, lru_cache
+from functools import lru_cache
 from itertools import accumulate
 
 from sqlalchemy import select
@@ -468,7 +468,7 @@ def _plan_grants(account, now: datetime) -> list[tuple[datetime, _SimLot]]:
                             granted_at=ended, expires_at=expires)) for index, (ended, expires) in enumerate(schedule)]
 
 
-@cache
+@lru_cache(maxsize=4096)  # keys grow with every month: bounded, so a long-lived process does not keep them all
 def _grant_schedule(first: Period, anchor: Period, timezone: str, cycle: str,
                     kind: str) -> tuple[tuple[datetime, datetime | None], ...]:
     """(granted at, expires at) of each grant from the period `first` on: the same for every account of a zone,
