@@ -186,8 +186,9 @@ class MoneyRules(RuleBasedStateMachine):
 
     @rule(monthly=st.sampled_from([0, 100]))
     def reactivate(self, monthly):
-        """Only a canceled account reopens; its first cycle comes with the plan, never-expiring credits are back."""
-        before = self.never_expiring()
+        """Only a canceled account reopens; its first cycle comes with the plan (which repays the pool's debt first,
+        as every grant does), never-expiring credits are back."""
+        before, start = self.never_expiring(), self.view()
         try:
             with self.database.unit_of_work() as session:
                 account_life.reactivate_account(session, self.account_id, plan_monthly_credits=monthly * CREDIT,
@@ -200,8 +201,10 @@ class MoneyRules(RuleBasedStateMachine):
         assert view.status == "active"
         # a spam account keeps only what pending holds took, and the new plan credits burn before it
         assert self.never_expiring() <= before if self.spam else self.never_expiring() == before
-        if monthly and not self.spam:
-            assert any(lot.kind == "plan" and lot.granted_at == self.now for lot in view.lots)
+        debt = max(0, sum(seat.balance for seat in start.users) - start.balance)
+        if monthly * CREDIT > debt and not self.spam:
+            assert any(lot.kind == "plan" and lot.granted_at == self.now and lot.remaining == monthly * CREDIT - debt
+                       for lot in view.lots)
 
     @precondition(lambda self: not self.spam)
     @rule()

@@ -352,6 +352,31 @@ def test_each_reactivation_grants_its_first_cycle_even_at_the_same_instant_as_th
     assert_clean(sqlite_database)
 
 
+def test_reactivating_an_account_in_debt_repays_the_debt_from_its_first_cycle_first(sqlite_database):
+    # given a postpaid account without credits that sent 101 credits' worth, then was canceled with that debt
+    account_id, _ = new_account(sqlite_database, monthly=0, purchased=0, policy="postpaid")
+    with sqlite_database.unit_of_work() as session:
+        hold = book.reserve(session, account_id, 101 * CREDIT, idempotency_key="sent", ttl_seconds=900, now=CREATED)
+        book.settle(session, hold.id, 101 * CREDIT, idempotency_key="sent:settle", now=CREATED)
+    cancel(sqlite_database, account_id)
+
+    # when it is reactivated on a 100-credit plan, then again (canceled in between) on a 300-credit one
+    balances = []
+    for monthly in (100, 300):
+        with sqlite_database.unit_of_work() as session:
+            account_life.reactivate_account(session, account_id, plan_monthly_credits=monthly * CREDIT,
+                                            plan_cycle="monthly", plan_rollover="none", actor="operator",
+                                            now=REACTIVATED)
+            view = book.balance(session, account_id, now=REACTIVATED)
+        balances.append((view.balance, [(lot.kind, lot.remaining) for lot in view.lots]))
+        cancel(sqlite_database, account_id, now=REACTIVATED)
+
+    # then the first grant went to the debt whole (1 credit still owed), the second repaid that credit and left
+    # 299 to spend
+    assert balances == [(-1 * CREDIT, []), (299 * CREDIT, [("plan", 299 * CREDIT)])]
+    assert_clean(sqlite_database)
+
+
 def test_only_a_canceled_account_is_reactivated(sqlite_database):
     account_id, _ = new_account(sqlite_database)
     with pytest.raises(Conflict, match="only a canceled account"):
