@@ -5,7 +5,8 @@ Real PostgreSQL (tests.support.postgres) and Redis (the embedded server); `credi
 subprocesses. Reports seconds to accept the POST, seconds until every send job is enqueued, the
 peak RSS of each process (and of the worker's processes summed), the load average, how many chunks
 each worker process fanned out and how many ran at once (from the workers' chunk log lines), beside
-the one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run.
+the one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run, and the CPU
+seconds each process (with its children) spent from the POST until every send was enqueued.
 With --profile DIR, py-spy's collapsed stacks of web and worker (GIL holders) from the POST until every send is
 enqueued. Prints figures only; nothing here passes or fails.
 """
@@ -30,7 +31,7 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from bench.processes import LoadAverage, profile, spawn, stop_profiling, wait_for  # noqa: E402
+from bench.processes import LoadAverage, cpu_seconds, profile, spawn, stop_profiling, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.ledger import book  # noqa: E402
@@ -71,8 +72,9 @@ class PeakRss(threading.Thread):
 CHUNK_LINE = re.compile(r"^(?P<at>\S+ \S+) .* chunk \d+: \d+ sends enqueued in (?P<ms>\d+) ms \(process (?P<pid>\d+)\)")
 
 
-def chunk_spread(log: Path) -> tuple[dict[int, int], int]:
-    """Chunks fanned out per worker process, and the most that ran at the same moment, from the chunk log lines."""
+def chunk_spread(log: Path) -> tuple[dict[int, int], int, list[tuple[datetime, datetime]]]:
+    """Chunks fanned out per worker process, the most that ran at the same moment, and each chunk's (start, end),
+    from the chunk log lines."""
     per_process: dict[int, int] = {}
     spans = []
     for line in log.read_text(errors="replace").splitlines():
@@ -87,7 +89,7 @@ def chunk_spread(log: Path) -> tuple[dict[int, int], int]:
     for _, change in edges:
         running += change
         most = max(most, running)
-    return per_process, most
+    return per_process, most, spans
 
 
 def main(recipients: int, profile_dir: Path | None) -> None:
@@ -123,7 +125,11 @@ def main(recipients: int, profile_dir: Path | None) -> None:
             if profile_dir:
                 profile_dir.mkdir(parents=True, exist_ok=True)
                 profilers = [profile(process.pid, profile_dir / f"{name}.txt") for name, process in processes.items()]
-            started = time.monotonic()
+            pids = {**{name: process.pid for name, process in processes.items()},
+                    "PostgreSQL": int((postgres.data / "postmaster.pid").read_text().split()[0]),
+                    "Redis": redis_server.process.pid}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            started, posted_at = time.monotonic(), datetime.now()  # the log lines' clock: local time
             response = requests.post(
                 f"http://127.0.0.1:{port}/v1/campaigns", timeout=600, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                 json={"name": "bench", "from": SENDER, "account_id": account_id, "csv": csv_text,
@@ -135,6 +141,7 @@ def main(recipients: int, profile_dir: Path | None) -> None:
             while client.hlen("dramatiq:send.msgs") < sendable and time.monotonic() - started < 600:
                 time.sleep(0.05)
             enqueued = time.monotonic() - started
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             stop_profiling(profilers)
             queued = client.hlen("dramatiq:send.msgs")
             time.sleep(0.5)
@@ -146,18 +153,24 @@ def main(recipients: int, profile_dir: Path | None) -> None:
                 process.wait(timeout=30)
             redis_server.stop()
             database.dispose()
-        chunks_per_process, most_at_once = chunk_spread(Path(directory) / "worker.log")
+        chunks_per_process, most_at_once, spans = chunk_spread(Path(directory) / "worker.log")
     print(f"campaign of {recipients:,} recipients ({sendable:,} sendable), worker {WORKER_PROCESSES} processes x 4 threads")
     print(f"  accepted (POST answered 202):      {accepted:6.2f} s")
     print(f"  fully enqueued ({queued:,} send jobs): {enqueued:6.2f} s after the POST")
     print(f"  campaign enqueue rate:             {queued / max(enqueued - accepted, 1e-9):9,.0f} messages/s (fan-out)")
     print(f"  one-at-a-time enqueue (same run):  {rate:9,.0f} messages/s (broker.enqueue per message)")
+    print("  CPU seconds, POST to all enqueued: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+          + f" (two CPUs: {2 * enqueued:.1f} available)")
     print(f"  peak RSS web:                      {meters['web'].peak / 2**20:6.0f} MB")
     print(f"  peak RSS worker (all processes):   {meters['worker'].peak / 2**20:6.0f} MB")
     print("  peak RSS per process:              " + ", ".join(
         f"{name} {pid} {peak / 2**20:.0f} MB" for name, meter in meters.items() for pid, peak in meter.peaks.items()))
     print(f"  chunks per worker process:         {dict(sorted(chunks_per_process.items()))}; "
           f"at most {most_at_once} running at once")
+    durations = sorted((end - start).total_seconds() for start, end in spans)
+    print(f"  chunks ran from {(min(start for start, _ in spans) - posted_at).total_seconds():.2f} s to "
+          f"{(max(end for _, end in spans) - posted_at).total_seconds():.2f} s after the POST; each took "
+          f"{durations[len(durations) // 2]:.2f} s (median), {durations[-1]:.2f} s at most")
     print(f"  load average (1 min):              {load_at_start:.1f} at the POST, {load.peak:.1f} at most")
 
 

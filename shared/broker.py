@@ -7,16 +7,36 @@ import os
 from uuid import uuid4
 
 import dramatiq
+import orjson
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    MiddlewareError,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
 from shared.config import ConfigError, broker_choice
 from shared.redis_clock import RedisClock, RedisClockEtas
 
-PIPELINE_BATCH = 1000  # messages per Redis round trip
+PIPELINE_BATCH = 1000  # messages per Redis round trip: 2,000 arguments to unpack, under Lua's stack of 8,000
+
+# dramatiq's dispatch script's `enqueue` for the messages of one queue at once: each message's data in the queue's
+# hash under its redis_message_id, the ids appended to the queue's list in order. ARGV: id, data, id, data, ...
+_ENQUEUE_BATCH = """
+local ids = {}
+for i = 1, #ARGV, 2 do
+    ids[#ids + 1] = ARGV[i]
+end
+redis.call("hset", KEYS[2], unpack(ARGV))
+redis.call("rpush", KEYS[1], unpack(ids))
+"""
 
 
 def default_middleware() -> list:
@@ -49,6 +69,7 @@ class RedisClockBroker(RedisBroker):
     def __init__(self, *, clock: RedisClock | None = None, **kwargs):
         super().__init__(**kwargs)
         self.clock = clock or RedisClock(self.client)
+        self.scripts["enqueue_batch"] = self.client.register_script(_ENQUEUE_BATCH)
 
     def _dispatch(self, command):
         """RedisBroker._dispatch with the timestamp from `self.clock` (dramatiq passes time.time's)."""
@@ -60,6 +81,28 @@ class RedisClockBroker(RedisBroker):
                 self.dead_message_ttl, self._should_do_maintenance(command), self._max_unpack_size(), *args])
 
         return do_dispatch
+
+
+class FastJSONEncoder(dramatiq.Encoder):
+    """dramatiq's JSON messages, written and read by orjson (a tenth of the json module's time per message, which
+    counts when a campaign enqueues 100,000 at once). The text is the same JSON either way, so processes that use
+    dramatiq's own JSONEncoder read these messages and theirs are read here. What orjson refuses (an integer past
+    64 bits) goes through the json module as before."""
+
+    def encode(self, data: dict) -> bytes:
+        try:
+            return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return _JSON.encode(data)
+
+    def decode(self, data: bytes) -> dict:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _JSON.decode(data)  # raises dramatiq's DecodeError when it is not JSON at all
+
+
+_JSON = dramatiq.JSONEncoder()
 
 
 def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,
@@ -79,6 +122,7 @@ def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | No
         client = client or redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url))
         clock = RedisClock(client)
         broker = RedisClockBroker(client=client, clock=clock, middleware=[*default_middleware(), RedisClockEtas(clock)])
+    dramatiq.set_encoder(FastJSONEncoder())
     if install:
         dramatiq.set_broker(broker)
     return broker
@@ -115,13 +159,13 @@ def redis_beside(broker: dramatiq.Broker) -> redis.Redis:
 
 
 def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[int | None] | None = None) -> None:
-    """`actor.send_with_options(args=args, delay=delay)` for each args, in Redis pipelines of PIPELINE_BATCH:
-    one round trip per batch.
+    """`actor.send_with_options(args=args, delay=delay)` for each args, PIPELINE_BATCH messages per Redis call.
 
-    Runs the RedisBroker's own enqueue (message copy with a fresh redis_message_id, the delay queue and
-    eta of a delayed one, middleware hooks, the dispatch script) so the messages are indistinguishable
-    from `actor.send`'s. Other brokers enqueue one by one: dramatiq's RabbitmqBroker has no batch publish (each
-    publish waits for its confirm), and the StubBroker's enqueue is in memory.
+    The messages are those RedisBroker.enqueue makes (a fresh redis_message_id, the delay queue and eta of a
+    delayed one, the middleware's enqueue hooks) and land where its dispatch script puts them (the queue's hash
+    and list), so they are indistinguishable from `actor.send`'s; only middleware that overrides an enqueue hook
+    is called. Other brokers enqueue one by one: dramatiq's RabbitmqBroker has no batch publish (each publish
+    waits for its confirm), and the StubBroker's enqueue is in memory.
     """
     delays = delays or [None] * len(args_list)
     broker = actor.broker
@@ -129,21 +173,47 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
         for args, delay in zip(args_list, delays):
             actor.send_with_options(args=args, delay=delay)
         return
-    dispatch = broker.scripts["dispatch"]
+    before, after = _enqueue_hooks(broker)
     for start in range(0, len(args_list), PIPELINE_BATCH):
-        pipeline = broker.client.pipeline(transaction=False)
+        by_queue: dict[str, list[str]] = {}
         sent = []
         for args, delay in zip(args_list[start:start + PIPELINE_BATCH], delays[start:start + PIPELINE_BATCH]):
-            message = actor.message(*args).copy(options={"redis_message_id": str(uuid4())})
+            options = {"redis_message_id": str(uuid4())}
+            queue_name = actor.queue_name
             if delay is not None:
-                message = message.copy(queue_name=dq_name(message.queue_name),
-                                       options={"eta": current_millis() + delay})
-            broker.emit_before("enqueue", message, delay)
-            dispatch(keys=[broker.namespace], client=pipeline, args=[
-                "enqueue", broker.clock.millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
-                broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
-                message.options["redis_message_id"], message.encode()])
+                queue_name, options["eta"] = dq_name(queue_name), current_millis() + delay
+            message = dramatiq.Message(queue_name=queue_name, actor_name=actor.actor_name, args=args, kwargs={},
+                                       options=options)
+            for hook in before:
+                _call_hook(broker, hook, message, delay, reraise=MiddlewareError)
+            by_queue.setdefault(queue_name, []).extend((options["redis_message_id"], message.encode()))
             sent.append((message, delay))
+        pipeline = broker.client.pipeline(transaction=False)
+        for queue_name, fields in by_queue.items():
+            queue = f"{broker.namespace}:{queue_name}"
+            broker.scripts["enqueue_batch"](keys=[queue, f"{queue}.msgs"], args=fields, client=pipeline)
         pipeline.execute()
         for message, delay in sent:
-            broker.emit_after("enqueue", message, delay)
+            for hook in after:
+                _call_hook(broker, hook, message, delay, reraise=())
+
+
+def _enqueue_hooks(broker: RedisBroker) -> tuple[list, list]:
+    """The middleware whose before_enqueue / after_enqueue does something, in dramatiq's order (after: reversed)."""
+    def overriding(name: str, middleware: list) -> list:
+        return [getattr(m, name) for m in middleware
+                if getattr(type(m), name) is not getattr(dramatiq.Middleware, name)]
+
+    return (overriding("before_enqueue", broker.middleware),
+            overriding("after_enqueue", list(reversed(broker.middleware))))
+
+
+def _call_hook(broker, hook, message, delay, *, reraise) -> None:
+    """As dramatiq's emit_before / emit_after: a MiddlewareError from a before hook stops the enqueue, any other
+    failure is logged and the rest go on."""
+    try:
+        hook(broker, message, delay)
+    except reraise:
+        raise
+    except Exception:
+        broker.logger.critical("Unexpected failure in %s of %r.", hook.__name__, hook.__self__, exc_info=True)

@@ -192,7 +192,7 @@ class HoldRequest:
 
 def reserve_many(session: Session, account_id: str, requests: list[HoldRequest], *, now: datetime,
                  alongside: Callable[[list[HoldView]], None] | None = None,
-                 user_id: str | None = None) -> list[HoldView]:
+                 user_id: str | None = None, fresh_keys: bool = False) -> list[HoldView]:
     """Hold a batch for `user_id` (from its own credits if its role is `user`, else the pool), all or nothing:
     the holds inserted first, then one conditional UPDATE of the account row last, so the row is locked only
     from that UPDATE to the caller's commit.
@@ -203,15 +203,19 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
     locked; a refusal rolls its writes back with the holds. Raises InsufficientCredits or AccountLocked
     for the batch's total; keys already held are answered with their first hold, not held again (a
     twin batch running at the same moment fails on the unique key instead, and its retry is answered
-    so). An expiry due at `now` is written before the batch holds: the UPDATE refuses while one is due.
+    so). `fresh_keys`: the caller made every key just now (from ids it generated), so there is no first hold to
+    look for; a key used before would still fail on the unique key. An expiry due at `now` is written before the
+    batch holds: the UPDATE refuses while one is due.
     """
     _require(all(request.amount > 0 for request in requests), "amount", "must be more than zero")
     now = utc(now)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
-    views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=now)
+    views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=now,
+                                        fresh_keys=fresh_keys)
     if not claimed and _expiry_due(session, account_id, now):
         _lapse_due(session, _lock_account(session, account_id), now)
-        views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=None)
+        views, total, claimed = _hold_batch(session, account_id, user_id, wallet, requests, now, alongside, gate=None,
+                                            fresh_keys=fresh_keys)
     if not claimed:
         raise _refusal(session, account_id, wallet, total)
     return views
@@ -219,13 +223,14 @@ def reserve_many(session: Session, account_id: str, requests: list[HoldRequest],
 
 def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: str | None,
                 requests: list[HoldRequest], now: datetime, alongside: Callable[[list[HoldView]], None] | None, *,
-                gate: datetime | None) -> tuple[list[HoldView], int, bool]:
+                gate: datetime | None, fresh_keys: bool) -> tuple[list[HoldView], int, bool]:
     """Insert the batch's new holds and `alongside`'s writes, then claim their total, in a savepoint that a
     refusal rolls back; returns the holds, the total of the new ones and whether it was claimed."""
     savepoint = session.begin_nested()
     keys = [request.idempotency_key for request in requests]
-    views = {row.idempotency_key: _hold_view(row)
-             for row in _sql(session).execute(select(holds).where(any_of(session, holds.c.idempotency_key, keys)))}
+    views = {} if fresh_keys else {
+        row.idempotency_key: _hold_view(row)
+        for row in _sql(session).execute(select(holds).where(any_of(session, holds.c.idempotency_key, keys)))}
     new = [request for request in requests if request.idempotency_key not in views]
     for hold_id, request in zip(_new_hold_ids(session, len(new)), new):
         views[request.idempotency_key] = HoldView(

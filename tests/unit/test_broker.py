@@ -1,14 +1,16 @@
 """dramatiq's own RedisBroker runs our jobs on fakeredis[lua], the same code path as on a real Redis."""
 
+import json
+
 import dramatiq
 import fakeredis
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import broker_for, redis_beside
+from shared.broker import PIPELINE_BATCH, FastJSONEncoder, broker_for, enqueue_many, redis_beside
 from shared.config import ConfigError
-from tests.support.brokers import install_broker
+from tests.support.brokers import EnqueueRecorder, install_broker
 
 
 def _run_jobs(broker, count: int) -> list[int]:
@@ -61,3 +63,56 @@ def test_the_environment_chooses_the_broker_and_redis_is_beside_it_either_way():
 def test_rabbitmq_without_redis_is_refused():
     with pytest.raises(ConfigError, match="REDIS_URL is not set"):
         broker_for({"CREDITQ_BROKER": "rabbitmq", "AMQP_URL": "amqp://mq.internal"}, install=False)
+
+
+def test_enqueue_many_stores_what_send_would_in_order_across_batches_and_delayed_ones_on_the_delay_queue():
+    # given a broker whose middleware records each enqueue, and an actor
+    client = fakeredis.FakeRedis()
+    broker = install_broker(client)
+    recorder = EnqueueRecorder()
+    broker.add_middleware(recorder)
+
+    @dramatiq.actor(broker=broker, actor_name="bulk", queue_name="bulk-test")
+    def bulk(n: int) -> None:
+        pass
+
+    # when more than two batches are enqueued at once, every 1,000th of them delayed by a minute, then one sent
+    count = 2 * PIPELINE_BATCH + 500
+    delays = [60_000 if n % 1000 == 999 else None for n in range(count)]
+    enqueue_many(bulk, [(n,) for n in range(count)], delays=delays)
+    single = bulk.send(-1)
+
+    # then the queue holds the undelayed ones in order, then the one sent, each stored as send stores it
+    ids = [raw.decode() for raw in client.lrange("dramatiq:bulk-test", 0, -1)]
+    stored = [json.loads(client.hget("dramatiq:bulk-test.msgs", id_)) for id_ in ids]
+    assert [message["args"] for message in stored] == [[n] for n in range(count) if delays[n] is None] + [[-1]]
+    assert len({tuple(sorted(m)) for m in stored}) == 1 and {tuple(sorted(m["options"])) for m in stored} == {
+        ("redis_message_id",)}
+    assert ids == [m["options"]["redis_message_id"] for m in stored] and len(set(ids)) == len(ids)
+    assert stored[-1]["message_id"] == single.message_id
+    # and the delayed ones wait on the delay queue with their eta a minute away
+    delayed = [json.loads(raw) for raw in client.hvals("dramatiq:bulk-test.DQ.msgs")]
+    assert sorted(m["args"][0] for m in delayed) == [999, 1999]
+    assert all(m["options"]["eta"] - m["message_timestamp"] >= 60_000 for m in delayed)
+    assert client.llen("dramatiq:bulk-test.DQ") == 2
+    # and the middleware saw every one, as it would each send
+    assert len(recorder.messages) == count + 1
+
+
+@pytest.mark.parametrize("args", [("msg_01",), (42, None, "é ✓"), ({"to": "+14155550100", "n": [1, 2]},), (2**70,)])
+def test_messages_read_the_same_by_dramatiqs_json_encoder_and_ours_either_way(args):
+    # given a message, and dramatiq's own JSON encoder beside ours
+    message = dramatiq.Message(queue_name="send", actor_name="send_message", args=args, kwargs={},
+                               options={"redis_message_id": "r1", "retries": 2})
+    ours, theirs = FastJSONEncoder(), dramatiq.JSONEncoder()
+
+    # when each writes it and the other reads it, then each reads back what was written (an integer past 64 bits
+    # too, which orjson refuses to write)
+    expected = json.loads(json.dumps(message.asdict()))
+    assert theirs.decode(ours.encode(message.asdict())) == expected
+    assert ours.decode(theirs.encode(message.asdict())) == expected
+
+
+def test_bytes_that_are_not_json_are_dramatiqs_decode_error():
+    with pytest.raises(dramatiq.errors.DecodeError):
+        FastJSONEncoder().decode(b"\xff not json")

@@ -3,8 +3,10 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 
 from shared.errors import InsufficientCredits
 from shared.ledger import book
@@ -97,6 +99,36 @@ def test_a_replayed_batch_holds_only_the_new_keys_and_answers_the_first_holds(da
     assert [hold.id for hold in again[:2]] == [hold.id for hold in first] and again[2].id not in {h.id for h in first}
     with database.unit_of_work() as session:
         assert book.balance(session, account_id, now=NOW).held == 3000
+        assert verify(session) == []
+
+
+def test_a_batch_of_fresh_keys_holds_without_looking_them_up_and_a_key_used_before_fails_whole(database):
+    # given an account with one hold already taken under the key "m1"
+    account_id = account_with(database, 5000)
+    with database.unit_of_work() as session:
+        book.reserve_many(session, account_id, requests(1000, prefix="old"), now=NOW)
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.lstrip().upper())
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        # when a batch says its keys are fresh, once truly and once with that key among them
+        with database.unit_of_work() as session:
+            held = book.reserve_many(session, account_id, requests(1000, 1000), now=NOW, fresh_keys=True)
+        with pytest.raises((IntegrityError, psycopg.errors.IntegrityError)):  # COPY's own error on PostgreSQL
+            with database.unit_of_work() as session:
+                book.reserve_many(session, account_id, requests(1000, 500, prefix="old"), now=NOW, fresh_keys=True)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    # then the fresh batch held both without reading holds first, and the other changed nothing: no hold is
+    # answered twice and the account holds what the first two batches took
+    assert len({hold.id for hold in held}) == 2
+    assert not any(statement.startswith("SELECT") and "IDEMPOTENCY_KEY" in statement for statement in statements)
+    with database.unit_of_work() as session:
+        assert book.balance(session, account_id, now=NOW).held == 3000
+        assert session.scalar(select(func.count()).select_from(Hold)) == 3
         assert verify(session) == []
 
 
