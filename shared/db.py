@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import JSON, Engine, Table, any_, bindparam, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,8 +88,17 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
             f"COPY {quote(table.name)} ({', '.join(quote(name) for name in names)}) FROM STDIN") as copy:
         for row in rows:
             if as_json:
-                row = {**row, **{name: None if row[name] is None else json.dumps(row[name]) for name in as_json}}
+                row = {**row, **{name: None if row[name] is None else json_text(row[name]) for name in as_json}}
             copy.write_row([row[name] for name in names])
+
+
+def json_text(value) -> str:
+    """`value` as JSON text, by orjson (several times the json module's speed on a 100,000-row COPY); through the
+    json module what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def insert_on_conflict(session: Session, table):

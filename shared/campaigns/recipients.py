@@ -47,7 +47,7 @@ def parse_csv(text: object) -> list[Recipient]:
         raise _csv_error("line 1: column names must be unique and not empty")
     recipients = []
     for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
+        if not "".join(row).strip():  # a blank line, or only separators and spaces
             continue
         if len(row) != len(header):
             raise _csv_error(f"line {line}: {len(row)} columns, the header has {len(header)}")

@@ -2,14 +2,15 @@
 write inside a read fails loudly instead of being dropped."""
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from shared.config import load_settings
-from shared.db import Database
-from shared.models import Account
+from shared.db import Database, copy_rows
+from shared.models import Account, Campaign, CampaignRecipient
 
 
 @pytest.fixture
@@ -78,3 +79,22 @@ def test_a_database_url_naming_a_unix_socket_directory_connects_as_libpq_would(p
             assert session.scalar(text("SELECT inet_server_addr() IS NULL")) is True  # no TCP address: the socket
     finally:
         database.dispose()
+
+
+def test_copied_rows_read_back_as_written_json_of_any_text_and_size_included(database):
+    # given recipients whose fields hold text of every script, quotes, tabs and newlines, and an integer past 64 bits
+    fields = [{"name": "Zoë \"Z\" O'Neil\tjr\n", "city": "東京 ✓", "n": 2**70}, {"empty": ""}, {}]
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+        now = datetime.now(UTC)
+        session.add(Campaign(id="cmp_1", account_id="acct_1", name="c", from_="+14155550000", status="running",
+                             recipients=3, send_at=now, created_at=now, updated_at=now))
+        session.flush()
+        # when they are copied in (COPY on PostgreSQL)
+        copy_rows(session, CampaignRecipient.__table__, [
+            {"campaign_id": "cmp_1", "position": index, "to": f"+1415555010{index}", "fields": value, "skip_reason": None}
+            for index, value in enumerate(fields)])
+
+    # then each reads back equal to what was written
+    with database.unit_of_work() as session:
+        assert list(session.scalars(select(CampaignRecipient.fields).order_by(CampaignRecipient.position))) == fields
