@@ -6,6 +6,10 @@ begins DEFERRED and, in WAL mode, reads its snapshot without ever waiting for th
 long write never stalls other tenants' reads or `/healthz`. Bulk writes (imports, campaign
 recipients) are cut into short units of work of their own, so a writer queued behind one waits for
 a chunk, not for the whole.
+
+A unit of work that is exactly one ledger call (`one_statement`) needs no Session: on PostgreSQL it runs
+in autocommit, so the call is its own transaction, with no BEGIN nor COMMIT round trip and the hot
+account's row lock released as the statement ends rather than after Python has read the result.
 """
 
 import time
@@ -13,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.private_files import private_file
@@ -89,6 +93,21 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A unit of work that is one statement, e.g. a lone `book.reserve` or `book.settle`: a Core connection.
+
+        PostgreSQL: autocommit, the statement is its own transaction (a ledger function that must write an
+        expiry first opens a transaction of its own for that). SQLite: a write transaction, committed when
+        the block ends normally.
+        """
+        if not self.is_postgres:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def read_only(self) -> Iterator[Session]:
