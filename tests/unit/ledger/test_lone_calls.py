@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from shared.db import Database
 from shared.errors import Conflict, InsufficientCredits
 from shared.ledger import book
 from shared.ledger.verify import verify
@@ -117,3 +118,21 @@ def test_a_lone_settle_past_an_expiry_lapses_what_its_hold_did_not_use(database)
     assert (settled.charged, held, available, balance) == (100 * CREDIT, 0, 0, 0)
     assert [kind for kind, *_ in lines].count("expiry") >= 1
     assert ledger(database, lone, later) == ledger(database, unit, later)
+
+
+def test_a_unit_of_work_after_a_lone_call_on_the_same_connection_still_rolls_back(database):
+    # Given one pooled connection, just used for a lone reservation
+    account_id = rollover_account(database)
+    single = Database(database.url, pool_size=1)
+    try:
+        lone_reserve(single, account_id, 10, LAST_MINUTE, "lone")
+
+        # When a unit of work on that connection reserves, then fails
+        with pytest.raises(RuntimeError), single.unit_of_work() as session:
+            book.reserve(session, account_id, 20 * CREDIT, idempotency_key="undone", ttl_seconds=60, now=LAST_MINUTE)
+            raise RuntimeError("the caller fails after the reservation")
+    finally:
+        single.dispose()
+
+    # Then only the lone reservation is held
+    assert ledger(database, account_id, LAST_MINUTE)[1] == 10 * CREDIT
