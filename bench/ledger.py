@@ -6,10 +6,12 @@ Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schem
 N threads, each on its own pooled connection:
   raw UPDATE   autocommit `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
-  ledger       reserve (one transaction) then settle (another), as a send does, counted in pairs.
+  ledger       reserve (one transaction) then settle (another), each alone in its unit of work
+               (`Database.one_statement()`: on PostgreSQL an autocommit call), counted in pairs.
 Both on one hot account, then spread over --accounts accounts. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: the load average is printed before and after, compare ratios from one run only.
+may be shared: raw and ledger take turns in one-second slices (--seconds of each in all), so a change in
+the load hits both alike; the load average is printed before and after, compare ratios from one run only.
 """
 
 import argparse
@@ -87,11 +89,11 @@ def raw_rate(database: Database, account_ids: list[str], threads: int, seconds: 
 def ledger_rate(database: Database, account_ids: list[str], threads: int, seconds: float, label: str) -> float:
     def pair(index: int, n: int) -> None:
         key = f"{label}-{index}-{n}"
-        with database.unit_of_work() as session:
-            hold = book.reserve(session, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
-                                  ttl_seconds=900, now=NOW)
-        with database.unit_of_work() as session:
-            book.settle(session, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
+        with database.one_statement() as connection:
+            hold = book.reserve(connection, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
+                                ttl_seconds=900, now=NOW)
+        with database.one_statement() as connection:
+            book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
     return run_threads(threads, seconds, pair)
 
@@ -110,9 +112,13 @@ def main() -> None:
         spread = open_accounts(database, args.accounts)
         ledger_rate(database, hot, args.threads, 1.0, "warmup")
         rows = []
+        slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            raw = raw_rate(database, ids, args.threads, args.seconds)
-            pairs = ledger_rate(database, ids, args.threads, args.seconds, name.split()[0])
+            raw = pairs = 0.0
+            for turn in range(slices):
+                raw += raw_rate(database, ids, args.threads, args.seconds / slices) / slices
+                pairs += ledger_rate(database, ids, args.threads, args.seconds / slices,
+                                     f"{name.split()[0]}.{turn}") / slices
             rows.append((name, raw, pairs))
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")

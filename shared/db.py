@@ -6,6 +6,10 @@ begins DEFERRED and, in WAL mode, reads its snapshot without ever waiting for th
 long write never stalls other tenants' reads or `/healthz`. Bulk writes (imports, campaign
 recipients) are cut into short units of work of their own, so a writer queued behind one waits for
 a chunk, not for the whole.
+
+A unit of work that is exactly one ledger call (`one_statement`) needs no Session: on PostgreSQL it runs
+in autocommit, so the call is its own transaction, with no BEGIN nor COMMIT round trip and the hot
+account's row lock released as the statement ends rather than after Python has read the result.
 """
 
 import json
@@ -15,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-from sqlalchemy import JSON, Engine, Table, any_, bindparam, create_engine, event, make_url
+from sqlalchemy import JSON, Connection, Engine, Table, any_, bindparam, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -101,16 +105,21 @@ def json_text(value) -> str:
         return json.dumps(value)
 
 
-def insert_on_conflict(session: Session, table):
+def _dialect_name(session: Session | Connection) -> str:
+    """A unit of work's database, or a lone call's (`Database.one_statement`)."""
+    return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
+
+
+def insert_on_conflict(session: Session | Connection, table):
     """INSERT that understands ON CONFLICT (do nothing, do update) on both databases."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if _dialect_name(session) == "postgresql" else sqlite
     return dialect.insert(table)
 
 
-def any_of(session: Session, column, values: list):
+def any_of(session: Session | Connection, column, values: list):
     """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so the statement is the same (and prepared
     once) whatever the number of values, and no bound-parameter limit applies."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect_name(session) == "postgresql":
         return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
     return column.in_(values)
 
@@ -154,6 +163,21 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A unit of work that is one statement, e.g. a lone `book.reserve` or `book.settle`: a Core connection.
+
+        PostgreSQL: autocommit, the statement is its own transaction (a ledger function that must write an
+        expiry first opens a transaction of its own for that). SQLite: a write transaction, committed when
+        the block ends normally.
+        """
+        if not self.is_postgres:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def read_only(self) -> Iterator[Session]:

@@ -2,6 +2,9 @@
 
 Every function takes the caller's Session and never commits: it runs inside the caller's unit of
 work (`Database.unit_of_work()`), so a send can reserve and mark itself `sending` in one transaction.
+`reserve` and `settle` also take the Connection of `Database.one_statement()` when the call is the whole
+unit of work: on PostgreSQL the function call then commits by itself, and only the rare call that must
+write an expiry first wraps its statements in a transaction (`_atomic`).
 Amounts are integer millicredits; instants are aware datetimes, stored as UTC. `now` always comes
 from the caller.
 
@@ -21,11 +24,13 @@ its users and lots, so lots are burned by one UPDATE in burn order without locki
 Every operation is keyed: replaying it with its idempotency key changes nothing.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -135,7 +140,7 @@ class BalanceView:
 
 # --- holds -----------------------------------------------------------------------------------------
 
-def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str | None = None,
+def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, user_id: str | None = None,
             reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime) -> HoldView:
     """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
 
@@ -146,18 +151,15 @@ def reserve(session: Session, account_id: str, amount_mc: int, *, user_id: str |
     now = utc(now)
     if _on_postgres(session):
         expires_at = now + timedelta(seconds=ttl_seconds)
-        call = lambda gate: _sql(session).exec_driver_sql(  # noqa: E731
-            PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate)).one()
+        connection = _sql(session)
+        call = lambda gate: _call_function(  # noqa: E731
+            connection, PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate))
         row = call(True)
-        if row.outcome == "expiry_due":
+        if row.outcome != "expiry_due":
+            return _function_hold(session, row, account_id, user_id, amount_mc)
+        with _atomic(connection):  # the expiry and the reservation, one transaction also for a lone call
             _lapse_due(session, _lock_account(session, account_id), now)
-            row = call(False)
-        if row.outcome == "no_user":
-            raise NotFound(f"No user {user_id} in account {account_id}.")
-        if row.outcome == "refused":
-            wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
-            raise _refusal(session, account_id, wallet, amount_mc)
-        return _hold_view(row)
+            return _function_hold(session, call(False), account_id, user_id, amount_mc)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
     claimed = _claim(session, account_id, wallet, amount_mc, gate=now)
     if not claimed and _expiry_due(session, account_id, now):
@@ -253,7 +255,7 @@ def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: 
     return batch, total, False
 
 
-def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
+def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
            reference: str | None = None, idempotency_key: str, now: datetime) -> Settlement:
     """Charge what the send really cost (more or less than the hold) and release the hold.
 
@@ -270,18 +272,16 @@ def settle(session: Session, hold: int | str, actual_mc: int, *, carrier_fee_mc:
     now = utc(now)
     charge = actual_mc + carrier_fee_mc
     if _on_postgres(session):
-        call = lambda gate: _sql(session).exec_driver_sql(PG_SETTLE, (  # noqa: E731
+        connection = _sql(session)
+        call = lambda gate: _call_function(connection, PG_SETTLE, (  # noqa: E731
             hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
-            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate)).one()
+            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate))
         row = call(True)
-        if row.outcome == "expiry_due":
+        if row.outcome != "expiry_due":
+            return _function_settlement(session, row, hold, idempotency_key, charge, now)
+        with _atomic(connection):  # the expiry and the settlement, one transaction also for a lone call
             _lapse_before_settling(session, hold, now)
-            row = call(False)
-        if row.outcome == "replay":
-            return _settlement_replay(session, hold, idempotency_key)
-        if _due(row.next_expiry_at, now):  # what the hold did not use of an expired lot lapses now
-            _lapse_due(session, _lock_account(session, row.account_id), now)
-        return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+            return _function_settlement(session, call(False), hold, idempotency_key, charge, now)
     _lapse_before_settling(session, hold, now)
     resolution = dict(status="settled", resolved_at=now, settled_amount=charge)
     row = _resolve(session, hold, "pending", resolution)
@@ -699,9 +699,9 @@ def _require(condition: bool, field: str, reason: str) -> None:
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
 
 
-def _on_postgres(session: Session) -> bool:
+def _on_postgres(session: Session | Connection) -> bool:
     """PostgreSQL runs reserve and settle as the functions of ledger_pg (same effects, one round trip)."""
-    return session.get_bind().dialect.name == "postgresql"
+    return (session if isinstance(session, Connection) else session.get_bind()).dialect.name == "postgresql"
 
 
 def _new_hold_ids(session: Session, count: int) -> list[int]:
@@ -714,6 +714,50 @@ def _new_hold_ids(session: Session, count: int) -> list[int]:
             select(func.nextval(func.pg_get_serial_sequence("holds", "id"))).select_from(func.generate_series(1, count))))
     last = _sql(session).scalar(select(func.coalesce(func.max(holds.c.id), 0)))
     return list(range(last + 1, last + 1 + count))
+
+
+def _function_hold(session: Session | Connection, row, account_id: str, user_id: str | None,
+                   amount_mc: int) -> HoldView:
+    """ledger_reserve's answer as reserve's: the hold, or the domain error."""
+    if row.outcome == "no_user":
+        raise NotFound(f"No user {user_id} in account {account_id}.")
+    if row.outcome == "refused":
+        wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
+        raise _refusal(session, account_id, wallet, amount_mc)
+    return _hold_view(row)
+
+
+def _function_settlement(session: Session | Connection, row, hold: int | str, idempotency_key: str, charge: int,
+                         now: datetime) -> Settlement:
+    """ledger_settle's answer as settle's. What the hold did not use of an expired lot lapses now: after a lone
+    call, in a transaction of its own (the settlement is committed; were this lost, the next gate writes it)."""
+    if row.outcome == "replay":
+        return _settlement_replay(session, hold, idempotency_key)
+    if _due(row.next_expiry_at, now):
+        with _atomic(_sql(session)):
+            _lapse_due(session, _lock_account(session, row.account_id), now)
+    return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+
+
+def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:
+    """The one row a ledger function answers, read from the driver's own cursor as a named tuple: SQLAlchemy's
+    result layer (its CursorResult, metadata and Row) cost as much client CPU as the rest of the call. Prepared
+    on the server from its first use on a connection."""
+    with connection.connection.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(call, parameters, prepare=True)
+        return cursor.fetchone()
+
+
+@contextmanager
+def _atomic(connection: Connection) -> Iterator[None]:
+    """Several statements as one transaction (PostgreSQL). In a unit of work they are already; on the
+    autocommit connection of `Database.one_statement()`, psycopg's transaction() wraps them in BEGIN/COMMIT."""
+    driver = connection.connection.driver_connection
+    if not driver.autocommit:
+        yield
+        return
+    with driver.transaction():
+        yield
 
 
 def _lock_account(session: Session, account_id: str) -> Row:
@@ -989,6 +1033,7 @@ def _lot_view(row: Row) -> LotView:
                    expires_at=None if row.expires_at is None else utc(row.expires_at), reference=row.reference)
 
 
-def _sql(session: Session) -> Connection:
-    """The session's connection: Core statements skip the ORM's execution layer (a third of a round trip each)."""
-    return session.connection()
+def _sql(session: Session | Connection) -> Connection:
+    """The session's connection (or the lone call's): Core statements skip the ORM's execution layer (a third of
+    a round trip each)."""
+    return session if isinstance(session, Connection) else session.connection()

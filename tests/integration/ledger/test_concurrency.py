@@ -1,4 +1,5 @@
-"""64 threads in 2 processes race to reserve 1 credit each from a prepaid account holding 10."""
+"""64 threads in 2 processes race to reserve 1 credit each from a prepaid account holding 10, in units of work
+or alone (`Database.one_statement()`: autocommit on PostgreSQL)."""
 
 import multiprocessing
 import threading
@@ -16,7 +17,7 @@ THREADS_PER_PROCESS = 32
 NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
 
 
-def race(url: str, account_id: str, process_index: int, start) -> list[tuple[str, int]]:
+def race(url: str, account_id: str, process_index: int, start, alone: bool) -> list[tuple[str, int]]:
     """One process: its own engine, THREADS_PER_PROCESS threads released together; (outcome, available) each."""
     database = Database(url, pool_size=THREADS_PER_PROCESS)
     outcomes: list[tuple[str, int]] = []
@@ -25,10 +26,16 @@ def race(url: str, account_id: str, process_index: int, start) -> list[tuple[str
     def reserve_one(thread_index: int) -> None:
         ready.wait()
         try:
-            with database.unit_of_work() as session:
-                book.reserve(session, account_id, 1_000, idempotency_key=f"race-{process_index}-{thread_index}",
-                               ttl_seconds=600, now=NOW)
-                available = book.balance(session, account_id, now=NOW).available
+            key = f"race-{process_index}-{thread_index}"
+            if alone:
+                with database.one_statement() as connection:
+                    book.reserve(connection, account_id, 1_000, idempotency_key=key, ttl_seconds=600, now=NOW)
+                with database.read_only() as session:
+                    available = book.balance(session, account_id, now=NOW).available
+            else:
+                with database.unit_of_work() as session:
+                    book.reserve(session, account_id, 1_000, idempotency_key=key, ttl_seconds=600, now=NOW)
+                    available = book.balance(session, account_id, now=NOW).available
             outcomes.append(("held", available))
         except InsufficientCredits as refused:
             outcomes.append(("refused", refused.available))
@@ -43,8 +50,9 @@ def race(url: str, account_id: str, process_index: int, start) -> list[tuple[str
     return outcomes
 
 
+@pytest.mark.parametrize("alone", [False, True], ids=["unit_of_work", "one_statement"])
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, request):
+def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, alone, request):
     # Given a prepaid account holding 10 credits
     database = request.getfixturevalue(f"{backend}_database")
     with database.unit_of_work() as session:
@@ -53,12 +61,13 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, requ
             overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
         book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
 
-    # When 64 threads spread over 2 processes each reserve 1 credit at once
+    # When 64 threads spread over 2 processes each reserve 1 credit at once (in a unit of work, or alone)
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         start = manager.Barrier(PROCESSES)
         with context.Pool(PROCESSES) as pool:
-            results = pool.starmap(race, [(database.url, account.id, index, start) for index in range(PROCESSES)])
+            results = pool.starmap(race, [(database.url, account.id, index, start, alone)
+                                          for index in range(PROCESSES)])
     outcomes = [outcome for result in results for outcome in result]
 
     # Then exactly 10 holds exist, available never went negative and the ledger verifies clean

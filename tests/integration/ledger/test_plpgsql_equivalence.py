@@ -1,7 +1,8 @@
 """reserve/settle have two implementations (Python on SQLite, PL/pgSQL on PostgreSQL): they must be the same ledger.
 
 Each hypothesis example plays one random sequence of grants, reservations, settlements (below and above
-the hold, with carrier fees, by id or by key), voids, expiries (written at once, or at spend time after a
+the hold, with carrier fees, by id or by key; in a unit of work or alone in `Database.one_statement()`,
+autocommit on PostgreSQL), voids, expiries (written at once, or at spend time after a
 clock jump), allocations, flags and replays on both
 databases at once. After every step both answered alike (same result or the same error) and both hold
 the same accounts, users, lots, holds and entries field by field (ids compared by their order, the
@@ -77,10 +78,11 @@ class Twin:
             ids = session.scalars(select(Lot.id).where(Lot.account_id == self.account_id).order_by(Lot.id))
             return {lot_id: f"lot#{rank}" for rank, lot_id in enumerate(ids)}
 
-    def call(self, operation):
-        """(result or error, normalized) of `operation(session, twin)` in one unit of work."""
+    def call(self, operation, alone: bool = False):
+        """(result or error, normalized) of `operation(session, twin)` in one unit of work, or `alone` in
+        `one_statement()` (then `session` is a Core connection)."""
         try:
-            with self.database.unit_of_work() as session:
+            with self.database.one_statement() if alone else self.database.unit_of_work() as session:
                 result = operation(session, self)
         except DomainError as error:
             return ("error", type(error).__name__, self.normalize(str(error)),
@@ -134,15 +136,15 @@ class TwinLedgers(RuleBasedStateMachine):
     def key(self, what: str) -> str:
         return f"eq{self.example}:{what}:{next(self.keys)}"
 
-    def both(self, operation):
+    def both(self, operation, alone: bool = False):
         """Run `operation(session, twin)` on both sides; they must answer alike. Returns the normalized answer."""
-        sqlite_answer, postgres_answer = (twin.call(operation) for twin in self.twins)
+        sqlite_answer, postgres_answer = (twin.call(operation, alone) for twin in self.twins)
         assert sqlite_answer == postgres_answer
         return sqlite_answer
 
-    def keyed(self, operation):
+    def keyed(self, operation, alone: bool = False):
         """both(), and remember an operation that succeeded: replaying it with its key must change nothing."""
-        answer = self.both(operation)
+        answer = self.both(operation, alone)
         if answer[0] == "ok":
             self.calls.append(operation)
         return answer
@@ -186,11 +188,11 @@ class TwinLedgers(RuleBasedStateMachine):
         self.now += timedelta(minutes=1)
         self.grant(amount, "bonus", to_user=to_user, days=20, priority=15)
 
-    @rule(amount=credits, sender=st.sampled_from([None, 0, 1, 2, "stranger"]))
-    def reserve(self, amount, sender):
-        self.hold(amount, sender)
+    @rule(amount=credits, sender=st.sampled_from([None, 0, 1, 2, "stranger"]), alone=st.booleans())
+    def reserve(self, amount, sender, alone):
+        self.hold(amount, sender, alone)
 
-    def hold(self, amount, sender) -> bool:
+    def hold(self, amount, sender, alone: bool = False) -> bool:
         """Reserve on both sides; True when both hold."""
         key, now = self.key("hold"), self.now
 
@@ -198,15 +200,15 @@ class TwinLedgers(RuleBasedStateMachine):
             user_id = "user_missing" if sender == "stranger" else None if sender is None else twin.users[sender]
             return book.reserve(session, twin.account_id, amount, user_id=user_id, reference=f"msg-{key}",
                                   idempotency_key=key, ttl_seconds=3600, now=now)
-        if self.keyed(operation)[0] != "ok":
+        if self.keyed(operation, alone)[0] != "ok":
             return False
         self.hold_count += 1
         return True
 
     @precondition(lambda self: self.hold_count)
     @rule(data=st.data(), ratio=st.sampled_from([0, 0.5, 1, 1.5, 3]), fee=st.sampled_from([0, 0, 7, 500]),
-          by_key=st.booleans(), reference=st.sampled_from([None, "", "ref-override"]))
-    def settle(self, data, ratio, fee, by_key, reference):
+          by_key=st.booleans(), reference=st.sampled_from([None, "", "ref-override"]), alone=st.booleans())
+    def settle(self, data, ratio, fee, by_key, reference, alone):
         index = data.draw(st.integers(0, self.hold_count - 1), label="hold")
         key, now = self.key("settle"), self.now
 
@@ -215,13 +217,13 @@ class TwinLedgers(RuleBasedStateMachine):
             hold = book.get_hold(session, hold_id)
             return book.settle(session, hold.idempotency_key if by_key else hold_id, int(hold.amount * ratio),
                                  carrier_fee_mc=fee, reference=reference, idempotency_key=key, now=now)
-        self.keyed(operation)
+        self.keyed(operation, alone)
 
     @rule(amount=credits, sender=st.sampled_from([None, 0, 2]), ratio=st.sampled_from([0.5, 1, 2, 4]),
-          fee=st.sampled_from([0, 7]))
-    def send(self, amount, sender, ratio, fee):
+          fee=st.sampled_from([0, 7]), alone=st.booleans())
+    def send(self, amount, sender, ratio, fee, alone):
         """A send's usual life: reserve, then settle what it really cost (below or above the hold)."""
-        if not self.hold(amount, sender):
+        if not self.hold(amount, sender, alone):
             return
         key, now, index = self.key("settle"), self.now, self.hold_count - 1
 
@@ -229,7 +231,7 @@ class TwinLedgers(RuleBasedStateMachine):
             hold = twin.holds[index]
             return book.settle(session, hold, int(book.get_hold(session, hold).amount * ratio),
                                  carrier_fee_mc=fee, idempotency_key=key, now=now)
-        self.keyed(operation)
+        self.keyed(operation, alone)
 
     @precondition(lambda self: self.hold_count)
     @rule(data=st.data())
