@@ -43,6 +43,7 @@ from tests.support.postgres import TemporaryPostgres  # noqa: E402
 ADMIN_KEY = "bench-operator-key-0123456789"
 SENDER = "+14155550000"
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKER_PROCESSES", "4"))
+WORKER_THREADS = int(os.environ.get("BENCH_WORKER_THREADS", "4"))
 ONE_AT_A_TIME = 5_000
 
 
@@ -105,7 +106,7 @@ def main(recipients: int, profile_dir: Path | None) -> None:
                "CREDITQ_NEW_ACCOUNT_DAYS": "0"}  # the account is minutes old: no new-account cap
         processes = {
             "web": spawn(env, directory, "web"),
-            "worker": spawn(env, directory, "worker", "--processes", str(WORKER_PROCESSES), "--threads", "4",
+            "worker": spawn(env, directory, "worker", "--processes", str(WORKER_PROCESSES), "--threads", str(WORKER_THREADS),
                             "--queues", "campaigns"),
         }
         meters = {name: PeakRss(process.pid) for name, process in processes.items()}
@@ -154,7 +155,7 @@ def main(recipients: int, profile_dir: Path | None) -> None:
             redis_server.stop()
             database.dispose()
         chunks_per_process, most_at_once, spans = chunk_spread(Path(directory) / "worker.log")
-    print(f"campaign of {recipients:,} recipients ({sendable:,} sendable), worker {WORKER_PROCESSES} processes x 4 threads")
+    print(f"campaign of {recipients:,} recipients ({sendable:,} sendable), worker {WORKER_PROCESSES} processes x {WORKER_THREADS} threads")
     print(f"  accepted (POST answered 202):      {accepted:6.2f} s")
     print(f"  fully enqueued ({queued:,} send jobs): {enqueued:6.2f} s after the POST")
     print(f"  campaign enqueue rate:             {queued / max(enqueued - accepted, 1e-9):9,.0f} messages/s (fan-out)")

@@ -18,7 +18,7 @@ from sqlalchemy import JSON, DateTime, String, bindparam, event, exists, func, l
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import any_of
+from shared.db import any_of, run
 from shared.events.types import ALL, EVENT_TYPES, LOCK_TYPES
 from shared.ids import new_id
 from shared.models import Message, WebhookEndpoint, WebhookEvent, WebhookSubscription
@@ -69,7 +69,7 @@ def message_event(session: Session, event_type: str, message_id: str, *, now: da
     transaction: one statement that reads the row, checks the account's endpoints and writes the event."""
     assert event_type in EVENT_TYPES and event_type not in LOCK_TYPES, event_type
     session.flush()  # the message's pending changes are what the event shows
-    return _inserted(session, session.connection().execute(_message_event(_dialect(session)), dict(
+    return _inserted(session, run(session.connection(), _message_event(_dialect(session)), dict(
         event_id=new_id("evt"), event_type=event_type, key=f"{event_type}:{message_id}", now=now,
         message_id=message_id)).scalar_one_or_none())
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Integer, Row, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import Database
+from shared.db import Database, run
 from shared.errors import AccountLocked, InsufficientCredits
 from shared.events.outbox import message_event
 from shared.ledger import book
@@ -171,7 +171,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     instead of booking another, so a message holds at most one future slot of its sender.
     """
     connection = session.connection()
-    message = connection.execute(_CLAIMING, {"message_id": message_id}).one_or_none()
+    message = run(connection, _CLAIMING, {"message_id": message_id}).one_or_none()
     if message is None or message.status != "accepted" or message.twilio_sid is not None:
         return "skipped"  # only `accepted` messages are sent; the sweeper makes scheduled ones `accepted`
     account = _Account(message.account_status, message.status_reason, message.sending_blocked_reason,
@@ -207,7 +207,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
         if latest.status == "canceled":  # canceled while this step waited for the account's lock
             return _cancel(session, message, latest, now)
         return _park(session, message_id, str(error), now)
-    connection.execute(_SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
+    run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
     return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
                  media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
                  twilio_auth_token=message.twilio_auth_token)
@@ -302,7 +302,7 @@ _STORE_SID = (
 def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     """Store the sid and the Twilio account that owns the message (its callbacks must come signed by it), then
     apply the reports that beat it; the status the message is left in (final: the caller settles it)."""
-    stored = session.connection().execute(_STORE_SID, dict(
+    stored = run(session.connection(), _STORE_SID, dict(
         message_id=message_id, sid=sent.sid, account_sid=sent.account_sid, twilio_status=sent.status,
         num_segments=sent.num_segments or None, ours=OUR_STATUS_FOR_TWILIO.get(sent.status, "queued"), now=now,
     )).one_or_none()

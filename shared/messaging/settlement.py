@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.db import run
 from shared.events.outbox import account_locked
 from shared.ledger import book
 from shared.messaging.estimate import Charge, charge_for, sender_type_of_message
@@ -63,7 +64,7 @@ class Settled:
 def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> Settled:
     """Settle or void the message's hold according to its status."""
     connection = session.connection()
-    message = connection.execute(_SETTLING, {"message_id": message_id}).one_or_none()
+    message = run(connection, _SETTLING, {"message_id": message_id}).one_or_none()
     if message is None:
         return Settled("skipped", message_id)
     outcome = _settle(session, connection, message, rate_card, now)
@@ -78,7 +79,7 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
     if message.status in VOIDED_STATUSES:
         if message.hold_status == "pending":
             book.void(session, message.hold_id, now=now)
-        connection.execute(_CHARGED, {"message_id": message_id, "charged": 0, "rate_card_version": None, "now": now})
+        run(connection, _CHARGED, {"message_id": message_id, "charged": 0, "rate_card_version": None, "now": now})
         return "voided"
     if message.status not in CHARGED_STATUSES:
         return "skipped"
@@ -91,7 +92,7 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
                             channel="mms" if message.media_urls else "sms", rate_card=rate_card)
     settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
                                reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now)
-    connection.execute(_CHARGED, {"message_id": message_id, "charged": settlement.charged,
+    run(connection, _CHARGED, {"message_id": message_id, "charged": settlement.charged,
                                   "rate_card_version": version, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from shared.db import run
 from shared.errors import CallbackRejected
 from shared.events.outbox import message_event
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
@@ -188,10 +189,10 @@ def _record(session: Session, callback: Callback, deployment: Credentials,
     """
     sid, form = callback.sid, callback.form
     connection = session.connection()
-    owner = connection.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
+    owner = run(connection, _CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
         _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
-        owner = connection.execute(_CALLBACK_OWNER, {"sid": sid}).one_or_none()
+        owner = run(connection, _CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
         known = known_credentials(connection, form.account_sid, deployment=deployment)
         if not any(map(form.signed_by, known)):
@@ -214,7 +215,7 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
     """Apply a report known to be Twilio's (fetched from Twilio, or a callback verified when it was kept) for the
     message with this sid; None when no message has the sid."""
     connection = session.connection()
-    row = connection.execute(_MESSAGE_BY_SID, {"sid": sid}).one_or_none()
+    row = run(connection, _MESSAGE_BY_SID, {"sid": sid}).one_or_none()
     if row is None:
         return None
     reported = dict(num_segments=num_segments, price=price, price_unit=price_unit, error_code=error_code,
@@ -228,7 +229,7 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
         log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
     ours = OUR_STATUS_FOR_TWILIO[status]
-    result = session.connection().execute(_APPLY_REPORT, dict(
+    result = run(session.connection(), _APPLY_REPORT, dict(
         message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
         now=now, **reported))
     changed = result.rowcount == 1
@@ -254,7 +255,7 @@ def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | 
     session.flush()  # the sid must be in the database for the reports to find it
     connection = session.connection()
     _lock_sid(connection, sid)
-    reports = connection.execute(_CLAIM_EARLY, {"sid": sid}).all()
+    reports = run(connection, _CLAIM_EARLY, {"sid": sid}).all()
     if not reports:
         return None
     sent_with = connection.scalar(select(messages.c.twilio_account_sid).where(messages.c.twilio_sid == sid))
@@ -285,7 +286,7 @@ def _lock_sid(connection: Connection, sid: str) -> None:
     """Serialize the storing of `sid` with reports of it, until the transaction ends (PostgreSQL only)."""
     if connection.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "big", signed=True)
-        connection.execute(_ADVISORY_LOCK, {"key": key})
+        run(connection, _ADVISORY_LOCK, {"key": key})
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")

@@ -5,11 +5,11 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, event, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.config import load_settings
-from shared.db import Database, copy_rows
+from shared.db import Database, copy_rows, run
 from shared.models import Account, Campaign, CampaignRecipient
 
 
@@ -98,3 +98,42 @@ def test_copied_rows_read_back_as_written_json_of_any_text_and_size_included(dat
     # then each reads back equal to what was written
     with database.unit_of_work() as session:
         assert list(session.scalars(select(CampaignRecipient.fields).order_by(CampaignRecipient.position))) == fields
+
+
+def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(accounts, database):
+    # given prebuilt statements: a read, updates with and without RETURNING, and an update that breaks a NOT NULL
+    table = Account.__table__
+    touch = update(table).where(table.c.id == bindparam("account_id")).values(name=bindparam("new_name"))
+    read = select(table.c.id, table.c.name).where(table.c.id == bindparam("account_id"))
+    rename = (update(table).where(table.c.id == bindparam("account_id")).values(name=bindparam("new_name"))
+              .returning(table.c.name))
+    blank = update(table).where(table.c.id == bindparam("account_id")).values(name=None)
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        # when each runs through `run` in a unit of work
+        with database.unit_of_work() as session:
+            connection = session.connection()
+            found = run(connection, read, {"account_id": "acct_1"}).one()
+            missing = run(connection, read, {"account_id": "acct_none"}).one_or_none()
+            count = run(connection, touch, {"account_id": "acct_1", "new_name": "Touched"}).rowcount
+            none_touched = run(connection, touch, {"account_id": "acct_none", "new_name": "x"}).rowcount
+            row = run(connection, rename, {"account_id": "acct_1", "new_name": "Renamed"}).one()
+        with pytest.raises(IntegrityError):
+            with database.unit_of_work() as session:
+                run(session.connection(), blank, {"account_id": "acct_1"})
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+    # then the answers are SQLAlchemy's: rows by column name, counts, None for no row, its error class
+    assert (found.id, found.name, missing) == ("acct_1", "Realty", None)
+    assert (row.name, count, none_touched) == ("Renamed", 1, 0)
+    with database.unit_of_work() as session:
+        assert session.scalar(select(Account.name).where(Account.id == "acct_1")) == "Renamed"
+    # and on PostgreSQL none of them went through SQLAlchemy's execution (on SQLite all did)
+    ran_through_sqlalchemy = [s for s in seen if s.lstrip().upper().startswith(("SELECT ACCOUNTS", "UPDATE"))]
+    assert len(ran_through_sqlalchemy) == (0 if database.is_postgres else 6)
