@@ -91,25 +91,36 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
     try:
         with connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
             cursor.execute(plan.sql, values, prepare=True)
-            return _Rows(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+            rows = cursor.fetchall() if cursor.description else []
+            rowcount, columns = cursor.rowcount, len(cursor.description or ())
     except psycopg.Error as error:
         raise sql_errors.DBAPIError.instance(plan.sql, values, error, psycopg.Error) from error
+    if plan.processors:
+        assert len(plan.processors) == columns, plan.sql
+        rows = [row._make([value if process is None else process(value)
+                           for process, value in zip(plan.processors, row)]) for row in rows]
+    return _Rows(rows, rowcount)
 
 
 class _Plan:
-    """A statement compiled for PostgreSQL once, when psycopg can take it as it is."""
+    """A statement compiled for PostgreSQL once, when psycopg can take it as it is; `processors`: what a SELECT's
+    column types do to the values read (an encrypted column's decryption), None when none does anything."""
 
-    def __init__(self, compiled):
-        self.compiled, self.sql = compiled, compiled.string
+    def __init__(self, compiled, processors: list | None):
+        self.compiled, self.sql, self.processors = compiled, compiled.string, processors
 
     @classmethod
     def of(cls, statement: Executable, dialect) -> "_Plan | None":
         compiled = statement.compile(dialect=dialect)
-        processed = compiled._bind_processors or any(  # e.g. an encrypted column: decrypted by its type
-            type_._cached_result_processor(dialect, None) is not None for *_, type_ in compiled._result_columns)
-        expanded = compiled.literal_execute_params or compiled.post_compile_params
-        defaulted = compiled.insert_prefetch or compiled.update_prefetch  # Python-side defaults: SQLAlchemy's to fill
-        return None if processed or expanded or defaulted else cls(compiled)
+        processors = [type_._cached_result_processor(dialect, None) for *_, type_ in compiled._result_columns]
+        writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        if compiled._bind_processors or (writes and any(processors)):
+            return None
+        if compiled.literal_execute_params or compiled.post_compile_params:  # expanded at each call
+            return None
+        if compiled.insert_prefetch or compiled.update_prefetch:  # Python-side defaults: SQLAlchemy's to fill
+            return None
+        return cls(compiled, processors if any(processors) else None)
 
 
 class _Rows:

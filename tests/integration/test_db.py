@@ -137,3 +137,21 @@ def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(ac
     # and on PostgreSQL none of them went through SQLAlchemy's execution (on SQLite all did)
     ran_through_sqlalchemy = [s for s in seen if s.lstrip().upper().startswith(("SELECT ACCOUNTS", "UPDATE"))]
     assert len(ran_through_sqlalchemy) == (0 if database.is_postgres else 6)
+
+
+def test_run_reads_an_encrypted_column_as_its_plain_value(accounts, database):
+    # given an account whose Twilio token is stored encrypted
+    with database.unit_of_work() as session:
+        session.get(Account, "acct_1").twilio_auth_token = "token-in-plain"
+    with database.unit_of_work() as session:
+        stored = session.connection().exec_driver_sql(
+            "SELECT twilio_auth_token FROM accounts WHERE id = 'acct_1'").scalar()
+
+    # when a prebuilt statement reads it through `run`
+    table = Account.__table__
+    read = select(table.c.id, table.c.twilio_auth_token).where(table.c.id == bindparam("account_id"))
+    with database.unit_of_work() as session:
+        row = run(session.connection(), read, {"account_id": "acct_1"}).one()
+
+    # then it is the plain token, as SQLAlchemy's own read gives it, though the column holds something else
+    assert stored != "token-in-plain" and row.twilio_auth_token == "token-in-plain"
