@@ -87,7 +87,7 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
         plan = _plans[statement] = _Plan.of(statement, connection.dialect)
     if plan is None:
         return connection.execute(statement, parameters or {})
-    values = plan.compiled.construct_params(parameters or {})
+    values = plan.values(parameters or {})
     try:
         with connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
             cursor.execute(plan.sql, values, prepare=True)
@@ -108,6 +108,15 @@ class _Plan:
 
     def __init__(self, compiled, processors: list | None):
         self.compiled, self.sql, self.processors = compiled, compiled.string, processors
+        self.defaults = compiled.construct_params(_check=False)  # the values written into the statement
+        self.required = frozenset(name for bind, name in compiled.bind_names.items() if bind.required)
+
+    def values(self, parameters: dict) -> dict:
+        """The statement's parameters: SQLAlchemy's construct_params, for the common case without its cost (it
+        runs, and raises as it would, when a required parameter is missing)."""
+        if self.required <= parameters.keys():
+            return {**self.defaults, **parameters}
+        return self.compiled.construct_params(parameters)
 
     @classmethod
     def of(cls, statement: Executable, dialect) -> "_Plan | None":
@@ -119,6 +128,8 @@ class _Plan:
         if compiled.literal_execute_params or compiled.post_compile_params:  # expanded at each call
             return None
         if compiled.insert_prefetch or compiled.update_prefetch:  # Python-side defaults: SQLAlchemy's to fill
+            return None
+        if compiled.escaped_bind_names:  # parameter names rewritten in the SQL: construct_params maps them
             return None
         return cls(compiled, processors if any(processors) else None)
 

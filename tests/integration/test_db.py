@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, event, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, StatementError
 
 from shared.config import load_settings
 from shared.db import Database, copy_rows, run
@@ -129,7 +129,11 @@ def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(ac
     finally:
         event.remove(database.engine, "before_cursor_execute", record)
 
-    # then the answers are SQLAlchemy's: rows by column name, counts, None for no row, its error class
+    with pytest.raises((InvalidRequestError, StatementError), match="account_id"):  # a parameter left out
+        with database.unit_of_work() as session:
+            run(session.connection(), read, {})
+
+    # then the answers are SQLAlchemy's: rows by column name, counts, None for no row, its error classes
     assert (found.id, found.name, missing) == ("acct_1", "Realty", None)
     assert (row.name, count, none_touched) == ("Renamed", 1, 0)
     with database.unit_of_work() as session:
