@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Row, Select, String, bindparam, cast, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from shared.db import run
 from shared.errors import DomainError, InsufficientCredits, NotFound, OptedOut, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -144,7 +145,7 @@ def _facts(session: Session, wanted: list[tuple[str, str | None, str | None, obj
     for i, (account_id, to, from_, user_id) in enumerate(padded):
         parameters.update({f"account_id_{i}": account_id, f"to_{i}": to, f"from__{i}": from_,
                            f"user_id_{i}": user_id if isinstance(user_id, str) else None})
-    rows = session.connection().execute(_facts_query(size), parameters).all()
+    rows = run(session.connection(), _facts_query(size), parameters).all()
     found = {row.i: row for row in rows}
     return [found.get(i) for i in range(len(wanted))]
 
