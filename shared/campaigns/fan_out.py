@@ -189,8 +189,9 @@ def _insert_chunk(session: Session, campaign: Campaign, step: int, chunk: int, r
             expires_at=(row["send_at"] or now) + timedelta(seconds=hold_ttl_seconds)) for row in rows]
 
         def insert_held(holds: list[book.HoldView]) -> None:
-            _insert_messages(session, campaign.id, step, chunk, [
-                {**row, "hold_id": hold.id} for row, hold in zip(rows, holds)], held=sum(h.amount for h in holds))
+            for row, hold in zip(rows, holds):
+                row["hold_id"] = hold.id
+            _insert_messages(session, campaign.id, step, chunk, rows, held=sum(h.amount for h in holds))
 
         try:
             book.reserve_many(session, campaign.account_id, requests, now=now, alongside=insert_held,
@@ -200,8 +201,9 @@ def _insert_chunk(session: Session, campaign: Campaign, step: int, chunk: int, r
             session.refresh(account)  # canceled since this chunk read it?
             reason = blocked_reason(account) if account.status == "canceled" else (
                 f"Not enough credits for the campaign's next chunk: {error}")
-    for row in rows:
-        row.update(status="canceled" if account.status == "canceled" else "parked", error_message=reason[:500])
+    for row in rows:  # no hold: the one a refused reservation gave each was rolled back
+        row.update(status="canceled" if account.status == "canceled" else "parked", error_message=reason[:500],
+                   hold_id=None)
     _insert_messages(session, campaign.id, step, chunk, rows, held=0)
 
 
