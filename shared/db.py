@@ -81,25 +81,41 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
     metadata) cost more client CPU than psycopg's execute itself, about 70 µs a statement. Errors are SQLAlchemy's,
     as they would be. Elsewhere, or when a parameter or a column needs SQLAlchemy's processing, it is that very call.
     The answer has CursorResult's one(), one_or_none(), first(), all(), scalar(), scalar_one_or_none() and
-    rowcount."""
+    rowcount, and nothing more (SQLite's answer is a CursorResult: use no other method, or both must offer it).
+    `statement` is built once, not per call: the compiled form is kept by the statement."""
     plan = _plans.get(statement) if connection.dialect.name == "postgresql" else None
     if plan is None and connection.dialect.name == "postgresql" and statement not in _plans:
-        plan = _plans[statement] = _Plan.of(statement, connection.dialect)
+        plan = _Plan.of(statement, connection.dialect)
+        if len(_plans) < MAX_PLANS:  # past it, statements are being built per call: those are SQLAlchemy's to cache
+            _plans[statement] = plan
     if plan is None:
         return connection.execute(statement, parameters or {})
     values = plan.values(parameters or {})
-    try:
-        with connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(plan.sql, values, prepare=True)
-            rows = cursor.fetchall() if cursor.description else []
-            rowcount, columns = cursor.rowcount, len(cursor.description or ())
-    except psycopg.Error as error:
-        raise sql_errors.DBAPIError.instance(plan.sql, values, error, psycopg.Error) from error
+    with sqlalchemy_errors(connection, plan.sql, values), \
+            connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(plan.sql, values, prepare=True)
+        rows = cursor.fetchall() if cursor.description else []
+        rowcount, columns = cursor.rowcount, len(cursor.description or ())
     if plan.processors:
         assert len(plan.processors) == columns, plan.sql
         rows = [row._make([value if process is None else process(value)
                            for process, value in zip(plan.processors, row)]) for row in rows]
     return _Rows(rows, rowcount)
+
+
+@contextmanager
+def sqlalchemy_errors(connection: Connection, sql: str, parameters) -> Iterator[None]:
+    """Around a statement run on psycopg's own cursor: its errors raised as SQLAlchemy's (what callers catch, e.g.
+    the intake's 503 while the database is away), and a connection that died invalidated, as SQLAlchemy does, so
+    the unit of work's rollback does not try it again and the pool opens a fresh one."""
+    try:
+        yield
+    except psycopg.Error as error:
+        invalidated = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+        if invalidated:
+            connection.invalidate(error)
+        raise sql_errors.DBAPIError.instance(sql, parameters, error, psycopg.Error,
+                                             connection_invalidated=invalidated) from error
 
 
 class _Plan:
@@ -121,7 +137,10 @@ class _Plan:
     @classmethod
     def of(cls, statement: Executable, dialect) -> "_Plan | None":
         compiled = statement.compile(dialect=dialect)
-        processors = [type_._cached_result_processor(dialect, None) for *_, type_ in compiled._result_columns]
+        try:
+            processors = [type_._cached_result_processor(dialect, None) for *_, type_ in compiled._result_columns]
+        except TypeError:  # a type whose processing depends on the column's type code (Numeric): SQLAlchemy's
+            return None
         writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
         if compiled._bind_processors or (writes and any(processors)):
             return None
@@ -166,6 +185,7 @@ class _Rows:
 
 
 _plans: dict = {}  # statement -> its _Plan, or None when SQLAlchemy must run it
+MAX_PLANS = 512  # the hot paths' statements are built once (module constants, cached builders): a few dozen
 
 
 def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:

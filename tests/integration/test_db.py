@@ -2,14 +2,16 @@
 write inside a read fails loudly instead of being dropped."""
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, event, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, StatementError
+from sqlalchemy import bindparam, event, func, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, OperationalError, StatementError
 
 from shared.config import load_settings
 from shared.db import Database, copy_rows, run
+from shared.ledger import book  # its PL/pgSQL functions come with the schema once it is imported
+from shared.ledger.accounts import Overdraft, create_account
 from shared.models import Account, Campaign, CampaignRecipient
 
 
@@ -159,3 +161,40 @@ def test_run_reads_an_encrypted_column_as_its_plain_value(accounts, database):
 
     # then it is the plain token, as SQLAlchemy's own read gives it, though the column holds something else
     assert stored != "token-in-plain" and row.twilio_auth_token == "token-in-plain"
+
+
+@pytest.mark.postgres
+def test_statements_on_psycopgs_cursor_fail_with_sqlalchemys_errors_and_a_dead_connection_is_replaced(
+        postgres_database):
+    database = postgres_database
+    now = datetime.now(UTC)
+    with database.unit_of_work() as session:
+        account, _ = create_account(session, name="Realty", timezone="UTC", plan_monthly_credits=0,
+                                    plan_cycle="monthly", plan_rollover="none", overdraft=Overdraft("postpaid"),
+                                    low_balance_threshold=0, now=now - timedelta(days=1))
+
+    # given the account's row locked by another transaction, and a ledger call that will not wait for it
+    with database.engine.connect() as other:
+        other.execute(text("SELECT 1 FROM accounts WHERE id = :id FOR UPDATE"), {"id": account.id})
+        # when the reservation (the ledger function, on psycopg's cursor) meets the lock
+        with pytest.raises(OperationalError, match="lock"):
+            with database.unit_of_work() as session:
+                session.execute(text("SET LOCAL lock_timeout = '100ms'"))
+                book.reserve(session, account.id, 1000, idempotency_key="k1", ttl_seconds=60, now=now)
+        other.rollback()
+
+    # and when a statement's backend is terminated under it
+    with pytest.raises(OperationalError) as lost:
+        with database.unit_of_work() as session:
+            pid = run(session.connection(), select(func.pg_backend_pid())).scalar()
+            with database.engine.connect() as other:  # and waits until it is gone (the signal is asynchronous)
+                other.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+            run(session.connection(), select(Account.__table__.c.name).where(Account.__table__.c.id == bindparam(
+                "account_id")), {"account_id": account.id})
+
+    # then each is SQLAlchemy's error (what the intake answers 503 for), the dead connection was invalidated, and the
+    # next unit of work runs on a fresh one
+    assert lost.value.connection_invalidated and "terminat" in str(lost.value.orig)  # the statement's own error
+    with database.unit_of_work() as session:
+        assert run(session.connection(), select(func.pg_backend_pid())).scalar() != pid
+        book.reserve(session, account.id, 1000, idempotency_key="k2", ttl_seconds=60, now=now)

@@ -116,3 +116,12 @@ def test_messages_read_the_same_by_dramatiqs_json_encoder_and_ours_either_way(ar
 def test_bytes_that_are_not_json_are_dramatiqs_decode_error():
     with pytest.raises(dramatiq.errors.DecodeError):
         FastJSONEncoder().decode(b"\xff not json")
+
+
+def test_arguments_that_are_not_jsons_own_types_are_refused_as_dramatiqs_encoder_refuses_them():
+    from datetime import UTC, datetime
+
+    message = {"args": [datetime.now(UTC)], "kwargs": {}}
+    for encoder in (dramatiq.JSONEncoder(), FastJSONEncoder()):
+        with pytest.raises(TypeError):
+            encoder.encode(message)
