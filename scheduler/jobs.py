@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # What an enqueue raises while the broker is away (Redis restarting, RabbitMQ unreachable)
 BROKER_AWAY = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
+
 @dataclass(frozen=True)
 class ScheduledJob:
     name: str

@@ -12,13 +12,11 @@ in autocommit, so the call is its own transaction, with no BEGIN nor COMMIT roun
 account's row lock released as the statement ends rather than after Python has read the result.
 """
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import JSON, Connection, Engine, Executable, Table, any_, bindparam, create_engine, event, make_url
@@ -26,6 +24,7 @@ from sqlalchemy import exc as sql_errors
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import fast_json
 from shared.private_files import private_file
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for the write lock before "database is locked"
@@ -83,11 +82,7 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
     The answer has CursorResult's one(), one_or_none(), first(), all(), scalar(), scalar_one_or_none() and
     rowcount, and nothing more (SQLite's answer is a CursorResult: use no other method, or both must offer it).
     `statement` is built once, not per call: the compiled form is kept by the statement."""
-    plan = _plans.get(statement) if connection.dialect.name == "postgresql" else None
-    if plan is None and connection.dialect.name == "postgresql" and statement not in _plans:
-        plan = _Plan.of(statement, connection.dialect)
-        if len(_plans) < MAX_PLANS:  # past it, statements are being built per call: those are SQLAlchemy's to cache
-            _plans[statement] = plan
+    plan = _plan_of(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if plan is None:
         return connection.execute(statement, parameters or {})
     values = plan.values(parameters or {})
@@ -184,7 +179,19 @@ class _Rows:
         return None if row is None else row[0]
 
 
-_plans: dict = {}  # statement -> its _Plan, or None when SQLAlchemy must run it
+def _plan_of(statement: Executable, dialect) -> "_Plan | None":
+    """The statement's plan, made at its first run; None when SQLAlchemy must run it."""
+    plan = _plans.get(statement, _UNSEEN)
+    if plan is not _UNSEEN:
+        return plan
+    plan = _Plan.of(statement, dialect)
+    if len(_plans) < MAX_PLANS:  # past it, statements are being built per call: those are SQLAlchemy's to cache
+        _plans[statement] = plan
+    return plan
+
+
+_plans: dict = {}  # statement -> its _Plan, or None
+_UNSEEN = object()
 MAX_PLANS = 512  # the hot paths' statements are built once (module constants, cached builders): a few dozen
 
 
@@ -209,34 +216,26 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
             f"COPY {quote(table.name)} ({', '.join(quote(name) for name in names)}) FROM STDIN") as copy:
         for row in rows:
             if as_json:
-                row = {**row, **{name: None if row[name] is None else json_text(row[name]) for name in as_json}}
+                row = {**row, **{name: None if row[name] is None else fast_json.dumps(row[name]).decode()
+                                 for name in as_json}}
             copy.write_row([row[name] for name in names])
 
 
-def json_text(value) -> str:
-    """`value` as JSON text, by orjson (several times the json module's speed on a 100,000-row COPY); through the
-    json module what orjson refuses (an integer past 64 bits)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-def _dialect_name(session: Session | Connection) -> str:
+def dialect_name(session: Session | Connection) -> str:
     """A unit of work's database, or a lone call's (`Database.one_statement`)."""
     return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
 
 
 def insert_on_conflict(session: Session | Connection, table):
     """INSERT that understands ON CONFLICT (do nothing, do update) on both databases."""
-    dialect = postgresql if _dialect_name(session) == "postgresql" else sqlite
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
     return dialect.insert(table)
 
 
 def any_of(session: Session | Connection, column, values: list):
     """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so the statement is the same (and prepared
     once) whatever the number of values, and no bound-parameter limit applies."""
-    if _dialect_name(session) == "postgresql":
+    if dialect_name(session) == "postgresql":
         return column == any_(bindparam("values", values, type_=postgresql.ARRAY(column.type)))
     return column.in_(values)
 

@@ -124,8 +124,9 @@ def _newest(session: Session, kind: Kind, *, origin: str | None) -> PriceVersion
 
 def _insert(session: Session, kind: Kind, version: int, text: str, digest: str, origin: str, now: datetime) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on (kind, version): False when another process took the number."""
-    statement = insert_on_conflict(session, PriceVersion.__table__).values(kind=kind.name, version=version, document=text, digest=digest,
-                                                    origin=origin, published_at=now).on_conflict_do_nothing()
+    statement = insert_on_conflict(session, PriceVersion.__table__).values(
+        kind=kind.name, version=version, document=text, digest=digest, origin=origin, published_at=now,
+    ).on_conflict_do_nothing()
     return session.execute(statement.returning(PriceVersion.__table__.c.version)).first() is not None
 
 

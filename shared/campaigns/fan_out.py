@@ -114,8 +114,8 @@ def fan_out_chunk(session: Session, campaign_id: str, step: int, chunk: int, *, 
 def _claim_chunk(session: Session, campaign_id: str, step: int, chunk: int, now: datetime) -> bool:
     """Insert the chunk's row first: a twin waits on the unique key, then finds it and does nothing."""
     inserted = session.execute(
-        insert_on_conflict(session, CampaignChunk).values(campaign_id=campaign_id, step=step, chunk=chunk, messages=0,
-                                             credits_held=0, created_at=now)
+        insert_on_conflict(session, CampaignChunk).values(campaign_id=campaign_id, step=step, chunk=chunk,
+                                                          messages=0, credits_held=0, created_at=now)
         .on_conflict_do_nothing(index_elements=["campaign_id", "step", "chunk"]).returning(CampaignChunk.id)
     ).scalar()
     return inserted is not None

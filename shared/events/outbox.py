@@ -18,7 +18,7 @@ from sqlalchemy import JSON, DateTime, String, bindparam, event, exists, func, l
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import any_of, run
+from shared.db import any_of, dialect_name, run
 from shared.events.types import ALL, EVENT_TYPES, LOCK_TYPES
 from shared.ids import new_id
 from shared.models import Message, WebhookEndpoint, WebhookEvent, WebhookSubscription
@@ -41,7 +41,7 @@ def emit(session: Session, event_type: str, *, account_id: str, key: str, data: 
     """Write the event if an enabled endpoint of the account takes `event_type`; its id, or None (nobody takes
     it, or `key` was written before)."""
     session.flush()  # as a query would: the endpoints it checks may have been added in this transaction
-    return _inserted(session, session.connection().execute(_event(_dialect(session), event_type), dict(
+    return _inserted(session, session.connection().execute(_event(dialect_name(session), event_type), dict(
         event_id=new_id("evt"), account_id=account_id, key=key, data=data, now=now)).scalar_one_or_none())
 
 
@@ -69,7 +69,7 @@ def message_event(session: Session, event_type: str, message_id: str, *, now: da
     transaction: one statement that reads the row, checks the account's endpoints and writes the event."""
     assert event_type in EVENT_TYPES and event_type not in LOCK_TYPES, event_type
     session.flush()  # the message's pending changes are what the event shows
-    return _inserted(session, run(session.connection(), _message_event(_dialect(session)), dict(
+    return _inserted(session, run(session.connection(), _message_event(dialect_name(session)), dict(
         event_id=new_id("evt"), event_type=event_type, key=f"{event_type}:{message_id}", now=now,
         message_id=message_id)).scalar_one_or_none())
 
@@ -142,10 +142,6 @@ def _lock_counts(session: Session, account_id: str) -> tuple[int, int]:
     counts = dict(session.execute(select(WebhookEvent.type, func.count()).where(
         WebhookEvent.account_id == account_id, WebhookEvent.type.in_(LOCK_TYPES)).group_by(WebhookEvent.type)).all())
     return counts.get("account.locked", 0), counts.get("account.unlocked", 0)
-
-
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
 
 
 def written_in(session: Session) -> Sequence[str]:

@@ -34,7 +34,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import any_of, copy_rows, insert_on_conflict, sqlalchemy_errors
+from shared.db import any_of, copy_rows, dialect_name, insert_on_conflict, sqlalchemy_errors
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
@@ -701,7 +701,7 @@ def _require(condition: bool, field: str, reason: str) -> None:
 
 def _on_postgres(session: Session | Connection) -> bool:
     """PostgreSQL runs reserve and settle as the functions of ledger_pg (same effects, one round trip)."""
-    return (session if isinstance(session, Connection) else session.get_bind()).dialect.name == "postgresql"
+    return dialect_name(session) == "postgresql"
 
 
 def _new_hold_ids(session: Session, count: int) -> list[int]:

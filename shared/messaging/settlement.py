@@ -93,7 +93,7 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
     settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
                                reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now)
     run(connection, _CHARGED, {"message_id": message_id, "charged": settlement.charged,
-                                  "rate_card_version": version, "now": now})
+                               "rate_card_version": version, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
         account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)

@@ -5,7 +5,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, event, func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, OperationalError, StatementError
 
 from shared.config import load_settings
@@ -13,6 +13,7 @@ from shared.db import Database, copy_rows, run
 from shared.ledger import book  # its PL/pgSQL functions come with the schema once it is imported
 from shared.ledger.accounts import Overdraft, create_account
 from shared.models import Account, Campaign, CampaignRecipient
+from tests.support.statements import statements_sent
 
 
 @pytest.fixture
@@ -94,8 +95,8 @@ def test_copied_rows_read_back_as_written_json_of_any_text_and_size_included(dat
         session.flush()
         # when they are copied in (COPY on PostgreSQL)
         copy_rows(session, CampaignRecipient.__table__, [
-            {"campaign_id": "cmp_1", "position": index, "to": f"+1415555010{index}", "fields": value, "skip_reason": None}
-            for index, value in enumerate(fields)])
+            {"campaign_id": "cmp_1", "position": index, "to": f"+1415555010{index}", "fields": value,
+             "skip_reason": None} for index, value in enumerate(fields)])
 
     # then each reads back equal to what was written
     with database.unit_of_work() as session:
@@ -110,13 +111,7 @@ def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(ac
     rename = (update(table).where(table.c.id == bindparam("account_id")).values(name=bindparam("new_name"))
               .returning(table.c.name))
     blank = update(table).where(table.c.id == bindparam("account_id")).values(name=None)
-    seen = []
-
-    def record(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(database) as seen:
         # when each runs through `run` in a unit of work
         with database.unit_of_work() as session:
             connection = session.connection()
@@ -128,8 +123,6 @@ def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(ac
         with pytest.raises(IntegrityError):
             with database.unit_of_work() as session:
                 run(session.connection(), blank, {"account_id": "acct_1"})
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
 
     with pytest.raises((InvalidRequestError, StatementError), match="account_id"):  # a parameter left out
         with database.unit_of_work() as session:
@@ -141,7 +134,7 @@ def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(ac
     with database.unit_of_work() as session:
         assert session.scalar(select(Account.name).where(Account.id == "acct_1")) == "Renamed"
     # and on PostgreSQL none of them went through SQLAlchemy's execution (on SQLite all did)
-    ran_through_sqlalchemy = [s for s in seen if s.lstrip().upper().startswith(("SELECT ACCOUNTS", "UPDATE"))]
+    ran_through_sqlalchemy = [s for s in seen if s.startswith(("SELECT ACCOUNTS", "UPDATE"))]
     assert len(ran_through_sqlalchemy) == (0 if database.is_postgres else 6)
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from shared.errors import InsufficientCredits
@@ -14,6 +14,7 @@ from shared.ledger.accounts import Overdraft, create_account
 from shared.ledger.expiry import utc
 from shared.ledger.verify import verify
 from shared.models import Entry, Hold, Message
+from tests.support.statements import statements_sent
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -54,18 +55,9 @@ def count(database, model) -> int:
 
 def test_a_batch_writes_its_companions_then_updates_the_account_row_once_last(database):
     account_id = account_with(database, 5000)
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement.lstrip().upper())
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
-        with database.unit_of_work() as session:
-            holds = book.reserve_many(session, account_id, requests(1000, 2000), now=NOW,
-                                      alongside=message_per_hold(session, account_id))
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
+    with statements_sent(database) as statements, database.unit_of_work() as session:
+        holds = book.reserve_many(session, account_id, requests(1000, 2000), now=NOW,
+                                  alongside=message_per_hold(session, account_id))
     account_updates = [index for index, text in enumerate(statements) if text.startswith("UPDATE ACCOUNTS")]
     message_inserts = [index for index, text in enumerate(statements) if text.startswith("INSERT INTO MESSAGES")]
     assert len(account_updates) == 1 and message_inserts and message_inserts[-1] < account_updates[0]
@@ -103,25 +95,17 @@ def test_a_replayed_batch_holds_only_the_new_keys_and_answers_the_first_holds(da
 
 
 def test_a_batch_of_fresh_keys_holds_without_looking_them_up_and_a_key_used_before_fails_whole(database):
-    # given an account with one hold already taken under the key "m1"
+    # given an account with one hold already taken under the key "old0"
     account_id = account_with(database, 5000)
     with database.unit_of_work() as session:
         book.reserve_many(session, account_id, requests(1000, prefix="old"), now=NOW)
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement.lstrip().upper())
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(database) as statements:
         # when a batch says its keys are fresh, once truly and once with that key among them
         with database.unit_of_work() as session:
             held = book.reserve_many(session, account_id, requests(1000, 1000), now=NOW, fresh_keys=True)
         with pytest.raises((IntegrityError, psycopg.errors.IntegrityError)):  # COPY's own error on PostgreSQL
             with database.unit_of_work() as session:
                 book.reserve_many(session, account_id, requests(1000, 500, prefix="old"), now=NOW, fresh_keys=True)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
     # then the fresh batch held both without reading holds first, and the other changed nothing: no hold is
     # answered twice and the account holds what the first two batches took
     assert len({hold.id for hold in held}) == 2

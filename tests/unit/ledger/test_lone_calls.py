@@ -17,26 +17,32 @@ from shared.models import Entry
 from tests.unit.ledger.test_expiry_at_spend_time import CREDIT, LAST_MINUTE, MIDNIGHT, rollover_account
 
 
-def lone_reserve(database, account_id, credits, now, key) -> book.HoldView:
-    with database.one_statement() as connection:
-        return book.reserve(connection, account_id, credits * CREDIT, reference=f"msg-{key}", idempotency_key=key,
+def reserve_in(unit, account_id, credits, now, key) -> book.HoldView:
+    """book.reserve in `unit` (`Database.one_statement` or `Database.unit_of_work`)."""
+    with unit() as handle:
+        return book.reserve(handle, account_id, credits * CREDIT, reference=f"msg-{key}", idempotency_key=key,
                             ttl_seconds=3600, now=now)
 
 
-def lone_settle(database, hold, credits, now, key, **kwargs) -> book.Settlement:
-    with database.one_statement() as connection:
-        return book.settle(connection, hold, credits * CREDIT, idempotency_key=key, now=now, **kwargs)
+def settle_in(unit, hold, credits, now, key, **kwargs) -> book.Settlement:
+    with unit() as handle:
+        return book.settle(handle, hold, credits * CREDIT, idempotency_key=key, now=now, **kwargs)
 
 
-def unit_reserve(database, account_id, credits, now, key) -> book.HoldView:
-    with database.unit_of_work() as session:
-        return book.reserve(session, account_id, credits * CREDIT, reference=f"msg-{key}", idempotency_key=key,
-                            ttl_seconds=3600, now=now)
+def lone_reserve(database, *args) -> book.HoldView:
+    return reserve_in(database.one_statement, *args)
 
 
-def unit_settle(database, hold, credits, now, key, **kwargs) -> book.Settlement:
-    with database.unit_of_work() as session:
-        return book.settle(session, hold, credits * CREDIT, idempotency_key=key, now=now, **kwargs)
+def lone_settle(database, *args, **kwargs) -> book.Settlement:
+    return settle_in(database.one_statement, *args, **kwargs)
+
+
+def unit_reserve(database, *args) -> book.HoldView:
+    return reserve_in(database.unit_of_work, *args)
+
+
+def unit_settle(database, *args, **kwargs) -> book.Settlement:
+    return settle_in(database.unit_of_work, *args, **kwargs)
 
 
 def ledger(database, account_id, now) -> tuple:

@@ -1,0 +1,19 @@
+"""JSON text by orjson, several times the json module's speed where it counts (a campaign's 100,000 recipients'
+fields, every job message), with the json module's answers where orjson would differ."""
+
+import json
+
+import orjson
+
+# Non-string keys as json writes them; datetimes and dataclasses left to json, which refuses them as before
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def dumps(value) -> bytes:
+    """`value` as compact JSON (UTF-8). What orjson refuses (an integer past 64 bits, a datetime) goes through
+    the json module, which writes the integer and refuses the datetime. orjson writes NaN as null, where json
+    writes a NaN no JSON parser reads."""
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
