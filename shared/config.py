@@ -316,6 +316,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # the stand-in's well-known webhook secret would make every Stripe event forgeable
         raise ConfigError("a real Stripe (CREDITQ_ENV=production or STRIPE_API_BASE not on this host) needs "
                           "STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
+    hold_ttl_seconds = _positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900"))
+    twilio_timeout_seconds = _positive_seconds("TWILIO_TIMEOUT_SECONDS", env.get("TWILIO_TIMEOUT_SECONDS", "15"))
+    if hold_ttl_seconds < 2 * twilio_timeout_seconds:  # connecting and reading may each take the whole timeout
+        raise ConfigError(f"CREDITQ_HOLD_TTL_SECONDS={hold_ttl_seconds} must be at least twice "
+                          f"TWILIO_TIMEOUT_SECONDS={twilio_timeout_seconds:g}: a text still being posted to Twilio "
+                          "would be taken for lost and sent again")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -332,8 +338,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
-        hold_ttl_seconds=_positive_int("CREDITQ_HOLD_TTL_SECONDS", env.get("CREDITQ_HOLD_TTL_SECONDS", "900")),
-        twilio_timeout_seconds=_positive_seconds("TWILIO_TIMEOUT_SECONDS", env.get("TWILIO_TIMEOUT_SECONDS", "15")),
+        hold_ttl_seconds=hold_ttl_seconds,
+        twilio_timeout_seconds=twilio_timeout_seconds,
         scheduler_lease_seconds=_positive_seconds("CREDITQ_SCHEDULER_LEASE_SECONDS",
                                                   env.get("CREDITQ_SCHEDULER_LEASE_SECONDS", "15")),
         smtp=smtp,

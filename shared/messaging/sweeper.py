@@ -139,6 +139,8 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
     with database.unit_of_work() as session:
         book.expire(session, hold_id, now=now)
         message = session.get(Message, message_id)
+        if message.hold_id != hold_id:
+            return "moved on: claimed again since"  # another sweep resent it; its new claim is not this one's
         account = session.get(Account, message.account_id)
         sid, status = message.twilio_sid, message.status
         # Ask the Twilio account that owns the message: the account's own unless the message records
@@ -160,7 +162,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             except (PermanentTwilioError, CredentialsRejected) as error:
                 return f"find refused: {error}"
             with database.unit_of_work() as session:
-                adopted = _adopt(session, message_id, found, now)
+                adopted = _adopt(session, message_id, hold_id, found, now)
             if not adopted:
                 enqueue(message_id)
                 return "sent again: Twilio never took it"
@@ -187,12 +189,16 @@ def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
                   price=fetched.price, price_unit=fetched.price_unit, now=now)
 
 
-def _adopt(session: Session, message_id: str, found: list[TwilioMessage], now: datetime) -> bool:
+def _adopt(session: Session, message_id: str, hold_id: int, found: list[TwilioMessage], now: datetime) -> bool:
     """Give a `sending` message without a sid the first of Twilio's matches no other message has; False when
     there is none: Twilio never took it (the create stalled or failed unanswered, or the worker died before it
-    left), so the message is `accepted` again for a fresh send, its expired hold having charged nothing."""
+    left), so the message is `accepted` again for a fresh send, its expired hold having charged nothing.
+
+    Only the claim whose hold expired is judged: if a concurrent sweep already resent the message, its new
+    claim (a new hold) may be in flight to Twilio right now, missing from `found` but not lost.
+    """
     message = session.get(Message, message_id, with_for_update=True)
-    if message.status != "sending" or message.twilio_sid is not None:
+    if message.status != "sending" or message.twilio_sid is not None or message.hold_id != hold_id:
         return True  # something else settled its fate meanwhile
     taken = set(session.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([m.sid for m in found]))))
     match = next((candidate for candidate in found if candidate.sid not in taken), None)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 def stack(postgres_server, rabbitmq_server, tmp_path_factory):
     env = {
         "CREDITQ_HOLD_TTL_SECONDS": "15",
+        "TWILIO_TIMEOUT_SECONDS": "5",
         "CREDITQ_SWEEP_STALE_SECONDS": "10",
         "CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",
         "TWILIO_SIM_CALLBACK_DELAY_MS": "100",

@@ -28,6 +28,7 @@ OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
 def stack(postgres_server, tmp_path_factory):
     env = {
         "CREDITQ_HOLD_TTL_SECONDS": "15",  # reconciliation within the test's patience
+        "TWILIO_TIMEOUT_SECONDS": "5",  # a hold's TTL is at least twice Twilio's timeout
         "CREDITQ_SWEEP_STALE_SECONDS": "10",
         "CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",
         "TWILIO_SIM_CALLBACK_DELAY_MS": "100",

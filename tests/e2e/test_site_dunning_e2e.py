@@ -43,7 +43,8 @@ SCHEDULE = {"steps": [
 def stack(postgres_server, tmp_path_factory):
     env = {"CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",  # 100 texts in no time
            "CREDITQ_SWEEP_STALE_SECONDS": "2", "TWILIO_SIM_CALLBACK_DELAY_MS": "20",
-           "CREDITQ_HOLD_TTL_SECONDS": "10"}  # a text the kill left without its sid is reconciled soon
+           "CREDITQ_HOLD_TTL_SECONDS": "10", "TWILIO_TIMEOUT_SECONDS": "5"}  # a text the kill left without its sid
+    # is reconciled soon
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_site_dunning", env=env) as running:
         yield running
 

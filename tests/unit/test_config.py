@@ -62,6 +62,8 @@ def test_a_postgres_url_may_name_a_unix_socket_directory_as_libpq_takes_it(tmp_p
     ("CREDITQ_ADMIN_KEY", "short", "at least 16 characters"),
     ("CREDITQ_WORKER_THREADS", "0", "must be at least 1"),
     ("CREDITQ_WEB_THREADS", "none", "CREDITQ_WEB_THREADS"),
+    ("CREDITQ_HOLD_TTL_SECONDS", "29", "CREDITQ_HOLD_TTL_SECONDS=29 must be at least twice TWILIO_TIMEOUT_SECONDS=15"),
+    ("TWILIO_TIMEOUT_SECONDS", "450.5", "CREDITQ_HOLD_TTL_SECONDS=900 must be at least twice TWILIO_TIMEOUT_SECONDS"),
 ])
 def test_bad_values_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):

@@ -375,6 +375,60 @@ def test_an_unknown_outcome_twilio_never_saw_is_sent_again_after_the_ttl_uncharg
     assert (account(database, account_id).held, account(database, account_id).balance) == (2000, 10_000)
 
 
+def test_a_sweep_that_looked_before_another_sweeps_resend_left_does_not_send_it_a_third_time(
+        database, gateways, throttle, simulator):  # noqa: F811
+    # given a text whose create never reached Twilio and whose answer was lost, its hold past its TTL
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+
+    def answer_lost(*credentials):
+        class Lost:
+            def send(self, **message):
+                raise OutcomeUnknown("read timed out")
+
+        return Lost()
+
+    assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
+                        hold_ttl_seconds=1) == "sending"
+    later = now() + timedelta(seconds=5)
+    enqueued = []
+
+    # when a slow sweep reads it, and while it asks Twilio's list another sweep resends it and that resend is
+    # claimed and on its way to Twilio (claimed, no answer yet) when the slow sweep's list comes back empty
+    def racing(*credentials):
+        class Racing:
+            def find(self, **lookup):
+                sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD, now=later,
+                              stale_after=timedelta(seconds=60))
+                assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
+                                    hold_ttl_seconds=900) == "sending"
+                return gateways(*credentials).find(**lookup)
+
+        return Racing()
+
+    slow = sweeper.sweep(database, enqueue=enqueued.append, gateway_for=racing, rate_card=CARD, now=later,
+                         stale_after=timedelta(seconds=60))
+
+    # then only the first sweep resent it: the slow one leaves the resend's claim (its own hold) alone
+    assert enqueued == [message_id] and slow.reconciled == {message_id: "skipped"}
+    stored = message(database, message_id)
+    assert (stored.status, stored.twilio_sid, stored.attempts) == ("sending", None, 2)
+    with database.unit_of_work() as session:
+        assert session.get(Hold, stored.hold_id).status == "pending"
+    assert simulator.sent()["messages"] == []
+
+    # and a sweep that listed the first claim's hold before any of this neither asks Twilio nor resends it
+    with database.unit_of_work() as session:
+        first_hold = session.scalar(select(Hold.id).where(Hold.reference == message_id).order_by(Hold.id))
+
+    def unreachable(*credentials):
+        raise AssertionError("a claim that moved on is not looked up")
+
+    assert sweeper.reconcile(database, message_id, first_hold, gateway_for=unreachable, rate_card=CARD, now=later,
+                             enqueue=enqueued.append) == "moved on: claimed again since"
+    assert enqueued == [message_id] and message(database, message_id).status == "sending"
+
+
 def test_transient_errors_release_the_hold_and_ask_for_a_retry(database, gateways, throttle, simulator):  # noqa: F811
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
