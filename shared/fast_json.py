@@ -17,3 +17,12 @@ def dumps(value) -> bytes:
         return orjson.dumps(value, option=_OPTIONS)
     except TypeError:
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def loads(text: str | bytes):
+    """The value JSON text holds. What orjson refuses and json reads (NaN, an integer past 64 bits) goes through
+    the json module."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

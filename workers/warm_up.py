@@ -9,6 +9,8 @@ import importlib
 
 from dramatiq.middleware import Middleware
 
+from shared.garbage_collection import freeze_startup_heap
+
 from . import resources
 
 # what the twilio package's Client imports on first use of `client.api`
@@ -20,3 +22,4 @@ class WarmUp(Middleware):
         importlib.import_module(_TWILIO_RESOURCES)
         with resources.current().database.engine.connect():
             pass
+        freeze_startup_heap()

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from scheduler.lease import RedisLease
     from scheduler.service import SchedulerService
     from shared.db import Database
+    from shared.garbage_collection import freeze_startup_heap
     from shared.operations.metrics import OperationsCollector
 
     client = redis.Redis.from_url(redis_url)
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         server = None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: service.stop())
+    freeze_startup_heap()
     try:
         service.run()
     finally:

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from intake.app import init_app
+    from shared.garbage_collection import freeze_startup_heap
     from shared.twilio.gateway import warn_if_simulated
 
     settings = load_settings()
@@ -31,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         with listening_on(host, port, "--port or PORT", "--host or HOST"):
             # SIGTERM: stop listening, let the requests in flight finish (their accept batches commit and answer)
             # for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools
-            web.run_app(init_app(settings), host=host, port=port, access_log=None, print=None,
+            app = init_app(settings)
+            freeze_startup_heap()
+            web.run_app(app, host=host, port=port, access_log=None, print=None,
                         shutdown_timeout=settings.shutdown_timeout_seconds)
     finally:
         if embedded is not None:

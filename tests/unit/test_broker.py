@@ -1,6 +1,7 @@
 """dramatiq's own RedisBroker runs our jobs on fakeredis[lua], the same code path as on a real Redis."""
 
 import json
+import uuid
 
 import dramatiq
 import fakeredis
@@ -90,6 +91,10 @@ def test_enqueue_many_stores_what_send_would_in_order_across_batches_and_delayed
         ("redis_message_id",)}
     assert ids == [m["options"]["redis_message_id"] for m in stored] and len(set(ids)) == len(ids)
     assert stored[-1]["message_id"] == single.message_id
+    # and every id, the message's own and Redis's, is a distinct random UUID written as dramatiq writes them
+    every_id = ids + [m["message_id"] for m in stored]
+    assert len(set(every_id)) == len(every_id)
+    assert all(str(uuid.UUID(id_)) == id_ and uuid.UUID(id_).version == 4 for id_ in every_id)
     # and the delayed ones wait on the delay queue with their eta a minute away
     delayed = [json.loads(raw) for raw in client.hvals("dramatiq:bulk-test.DQ.msgs")]
     assert sorted(m["args"][0] for m in delayed) == [999, 1999]
