@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 from aiohttp import web
 
 from shared.config import load_settings
@@ -58,10 +59,14 @@ def test_send_then_fetch_round_trips_through_twilio_wire_format(gateway, callbac
     assert callbacks[0].url == callback_receiver.status_url
 
 
-def test_media_urls_are_sent_as_an_mms(gateway, simulator):
-    sent = gateway.send(to=RECIPIENT, from_=TEST_FROM, body="see this", media_urls=["https://example.com/a.jpg"])
+def test_media_urls_are_sent_as_an_mms_each_url_its_own_field(gateway, simulator):
+    sent = gateway.send(to=RECIPIENT, from_=TEST_FROM, body="see this",
+                        media_urls=["https://example.com/a.jpg", "https://example.com/b.png?size=2&x=%20"])
 
     assert sent.sid.startswith("MM") and sent.num_segments == 1
+    received = requests.get(f"{simulator.url}/2010-04-01/Accounts/{simulator.account_sid}/Messages/{sent.sid}.json",
+                            auth=(simulator.account_sid, simulator.auth_token), timeout=10).json()
+    assert received["num_media"] == "2"
 
 
 def test_a_failed_delivery_is_fetched_with_its_error(gateway, simulator):
@@ -267,7 +272,7 @@ def test_threads_share_a_few_pooled_connections(gateway, simulator):
     # then every message went out once, over at most one keep-alive connection per thread
     sent = simulator.sent()
     assert len(set(sids)) == 80 and sent["count"] == 80 and sent["duplicates"] == []
-    pools = gateway.http_client.session.get_adapter(simulator.url).poolmanager.pools
+    pools = gateway.http_client.pool.pools
     assert 1 <= sum(pools[key].num_connections for key in pools.keys()) <= 8
 
 

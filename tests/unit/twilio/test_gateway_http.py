@@ -1,5 +1,7 @@
 """The gateway's HTTP client reads the environment's proxies once, for the host it calls."""
 
+import urllib3
+
 from shared.twilio.gateway import PooledHttpClient
 
 
@@ -11,9 +13,10 @@ def test_a_proxy_the_environment_names_is_used_for_twilio(monkeypatch):
     # when the client for Twilio itself is made
     client = PooledHttpClient(api_base="https://api.twilio.com")
 
-    # then its requests go through that proxy, and requests does not read the environment again per request
+    # then its requests go through that proxy, read from the environment once
     assert client.proxy == {"https": "http://proxy.internal:3128"}
-    assert client.session.trust_env is False
+    assert isinstance(client.pool, urllib3.ProxyManager) and (client.pool.proxy.host, client.pool.proxy.port) == (
+        "proxy.internal", 3128)
 
 
 def test_a_host_the_environment_exempts_is_called_directly(monkeypatch):
@@ -22,4 +25,5 @@ def test_a_host_the_environment_exempts_is_called_directly(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
     # when the client for the simulator is made, its requests use no proxy
-    assert PooledHttpClient(api_base="http://127.0.0.1:8081").proxy == {}
+    client = PooledHttpClient(api_base="http://127.0.0.1:8081")
+    assert client.proxy == {} and not isinstance(client.pool, urllib3.ProxyManager)
