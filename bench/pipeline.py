@@ -13,6 +13,7 @@ average, since the machine may be shared. Prints a table; asserts nothing.
         [--with-workers]  # the intake phase with the workers running
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
         [--profile-pipeline DIR]  # py-spy record --gil of web and worker processes in the end-to-end phase
+        [--statements 15]  # PostgreSQL's busiest statements of the end-to-end phase (pg_stat_statements)
 """
 
 import argparse
@@ -41,6 +42,9 @@ ENV = {"CREDITQ_SENDER_RATES": "long_code=100000,toll_free=100000,short_code=100
        "TWILIO_SIM_LOG_LEVEL": "WARNING",
        "CREDITQ_NEW_ACCOUNT_DAYS": "0",  # the accounts are minutes old and send thousands: no new-account cap
        "CREDITQ_KEY_RATE_LIMIT": "100000"}  # never refuses, so its Redis round trip is still measured
+
+
+STATEMENT_STATISTICS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
 
 
 class PeakRss:
@@ -181,6 +185,22 @@ def sessions_opened(database: Database) -> int:
         return session.scalar(text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
 
 
+def reset_statements(database: Database) -> None:
+    with database.unit_of_work() as session:
+        session.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        session.execute(text("SELECT pg_stat_statements_reset()"))
+
+
+def busiest_statements(database: Database, count: int) -> list[tuple[str, int, float]]:
+    """(query, calls, total execution seconds) of the bench database's statements with the most execution time,
+    the functions' inner statements included."""
+    with database.unit_of_work() as session:
+        return [(" ".join(row.query.split())[:110], row.calls, row.total / 1000) for row in session.execute(text(
+            "SELECT query, calls, total_exec_time AS total FROM pg_stat_statements WHERE dbid = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY total_exec_time DESC"
+            " LIMIT :count"), {"count": count})]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -200,12 +220,16 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the web process, intake phase")
     parser.add_argument("--profile-pipeline", type=Path,
                         help="a directory for py-spy's collapsed stacks of web and worker, end-to-end phase")
+    parser.add_argument("--statements", type=int, default=0,
+                        help="print PostgreSQL's N statements of the end-to-end phase with the most execution time")
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
     per_message: dict[str, float] = {}  # the pipeline's CPU ms per settled message by process, and transactions
 
-    with TemporaryPostgres() as postgres, tempfile.TemporaryDirectory() as directory, \
+    statements: list = []
+    with TemporaryPostgres(settings=STATEMENT_STATISTICS if args.statements else None) as postgres, \
+            tempfile.TemporaryDirectory() as directory, \
             Stack(postgres, Path(directory), database_name="bench", worker_processes=args.processes,
                   worker_threads=args.threads, env=ENV) as stack:
         database = Database(stack.database_url, pool_size=2)
@@ -248,6 +272,8 @@ def main() -> int:
             pids = pipeline_pids(stack, postgres)
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             transactions_before = transactions(database)
+            if args.statements:
+                reset_statements(database)
             profilers = []
             if args.profile_pipeline:
                 args.profile_pipeline.mkdir(parents=True, exist_ok=True)
@@ -265,6 +291,8 @@ def main() -> int:
             per_message["transactions"] = (transactions(database) - transactions_before) / args.messages
             for name, pid in pids.items():
                 per_message[name] = (cpu_seconds(pid) - cpu_before[name]) * 1000 / args.messages
+            if args.statements:
+                statements.extend(busiest_statements(database, args.statements))
             return posted, rate
 
         posted, settled, by_rate = asyncio.run(drive())
@@ -298,6 +326,10 @@ def main() -> int:
         *((f"load average 1/5/15 min, {phase}", " ".join(f"{v:.2f}" for v in values))
           for phase, values in load.items()),
     ]
+    if statements:  # execution time, lock waits included: a statement queued on a hot row shows here, not in CPU
+        rows += [("PostgreSQL's busiest statements, end to end (execution time per settled message)", "")]
+        rows += [(f"  {total / args.messages * 1e6:9.1f} us  {calls / args.messages:5.2f} calls  {query}", "")
+                 for query, calls, total in statements]
     print("\n$ " + " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"creditq send pipeline ({args.processes} worker processes x {args.threads} threads, "
           f"PostgreSQL, Redis, Twilio simulator; {os.cpu_count()} CPUs)")

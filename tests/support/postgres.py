@@ -51,9 +51,10 @@ def _free_port() -> int:
 class TemporaryPostgres:
     """initdb + pg_ctl in a temp dir; as root the server runs as the `postgres` system user."""
 
-    def __init__(self, *, max_connections: int = 300):
+    def __init__(self, *, max_connections: int = 300, settings: dict[str, str] | None = None):
         self.bin_dir = find_bin_dir()
         self.max_connections = max_connections
+        self.settings = settings or {}  # more server settings, e.g. pg_stat_statements for a bench
         self.port = _free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="creditq-pg-"))
         self.data = self.directory / "data"
@@ -81,7 +82,8 @@ class TemporaryPostgres:
         """pg_ctl start on the cluster's data dir and port, once it takes connections."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.directory}'"
                    f" -c max_connections={self.max_connections} -c fsync=off -c synchronous_commit=off"
-                   f" -c full_page_writes=off -c shared_buffers=256MB")
+                   f" -c full_page_writes=off -c shared_buffers=256MB"
+                   + "".join(f" -c {name}={value}" for name, value in self.settings.items()))
         subprocess.run(self._command("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                                      str(self.directory / "server.log"), "-w", "start"),
                        check=True, capture_output=True)
