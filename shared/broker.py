@@ -7,11 +7,11 @@ import logging
 import os
 
 import dramatiq
-import orjson
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -94,12 +94,10 @@ class FastJSONEncoder(dramatiq.Encoder):
 
     def decode(self, data: bytes) -> dict:
         try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:  # an integer past 64 bits, or not JSON at all: dramatiq's DecodeError
-            return _JSON.decode(data)
+            return fast_json.loads(data)
+        except ValueError as error:  # not UTF-8, or not JSON: what dramatiq's JSONEncoder raises
+            raise DecodeError(f"failed to decode message {data!r}", data, error) from None
 
-
-_JSON = dramatiq.JSONEncoder()
 
 
 def make_broker(redis_url: str | None = None, *, client=None, amqp_url: str | None = None,

@@ -227,14 +227,11 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
 
 
 def _column_types(connection: Connection, table: Table) -> dict[str, int]:
-    """The type oid of each of the table's columns, as the database has them (binary COPY must name them
-    exactly), read once per pooled connection."""
-    known = connection.connection.info.setdefault("column_types", {})
-    if table.name not in known:
-        known[table.name] = dict(connection.exec_driver_sql(
-            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %(table)s::regclass AND attnum > 0"
-            " AND NOT attisdropped", {"table": connection.dialect.identifier_preparer.quote(table.name)}).all())
-    return known[table.name]
+    """The type oid of each of the table's columns, as the database has them now (binary COPY must name them
+    exactly): read at every COPY, one catalog lookup, so a migration that changed a column's type is seen at once."""
+    return dict(connection.exec_driver_sql(
+        "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %(table)s::regclass AND attnum > 0"
+        " AND NOT attisdropped", {"table": connection.dialect.identifier_preparer.quote(table.name)}).all())
 
 
 def dialect_name(session: Session | Connection) -> str:

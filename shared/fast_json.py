@@ -2,6 +2,7 @@
 fields, every job message), with the json module's answers where orjson would differ."""
 
 import json
+import re
 
 import orjson
 
@@ -20,9 +21,15 @@ def dumps(value) -> bytes:
 
 
 def loads(text: str | bytes):
-    """The value JSON text holds. What orjson refuses and json reads (NaN, an integer past 64 bits) goes through
-    the json module."""
+    """The value JSON text holds, as the json module reads it. orjson reads an integer past 64 bits as a float
+    (rounded) and refuses NaN: text with a run of 19 digits or more, or that orjson refuses, goes through json."""
+    if (_LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES).search(text):
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")  # -2**63 - 1 has 19 digits; orjson keeps every integer shorter than that exact
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")

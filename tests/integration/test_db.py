@@ -5,7 +5,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, OperationalError, StatementError
 
 from shared.config import load_settings
@@ -86,7 +86,7 @@ def test_a_database_url_naming_a_unix_socket_directory_connects_as_libpq_would(p
 
 def test_copied_rows_read_back_as_written_json_of_any_text_and_size_included(database):
     # given recipients whose fields hold text of every script, quotes, tabs and newlines, and an integer past 64 bits
-    fields = [{"name": "Zoë \"Z\" O'Neil\tjr\n", "city": "東京 ✓", "n": 2**70}, {"empty": ""}, {}]
+    fields = [{"name": "Zoë \"Z\" O'Neil\tjr\n", "city": "東京 ✓", "n": 2**70 + 1}, {"empty": ""}, {}]
     with database.unit_of_work() as session:
         session.add(Account(id="acct_1", name="Realty"))
         now = datetime.now(UTC)
@@ -101,6 +101,27 @@ def test_copied_rows_read_back_as_written_json_of_any_text_and_size_included(dat
     # then each reads back equal to what was written
     with database.unit_of_work() as session:
         assert list(session.scalars(select(CampaignRecipient.fields).order_by(CampaignRecipient.position))) == fields
+
+
+def test_rows_are_copied_into_a_column_whose_type_a_migration_changed_while_the_process_ran(postgres_database):
+    # given a table written by COPY (binary, typed by the catalog) once, through the pool's connection
+    database = postgres_database
+    table = Table("tallies", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer),
+                  Column("at", DateTime(timezone=True)), Column("note", String(20)))
+    table.create(database.engine)
+    at = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    with database.unit_of_work() as session:
+        copy_rows(session, table, [{"id": 1, "n": 7, "at": at, "note": "first"}])
+
+    # when a migration widens a column while the process runs, and a value only the new type holds is copied
+    with database.unit_of_work() as session:
+        session.execute(text("ALTER TABLE tallies ALTER COLUMN n TYPE BIGINT"))
+    with database.unit_of_work() as session:
+        copy_rows(session, table, [{"id": 2, "n": 2**40, "at": at, "note": None}])
+
+    # then both rows read back as written
+    with database.unit_of_work() as session:
+        assert session.execute(select(table).order_by(table.c.id)).all() == [(1, 7, at, "first"), (2, 2**40, at, None)]
 
 
 def test_run_answers_as_sqlalchemy_does_and_on_postgresql_skips_its_machinery(accounts, database):

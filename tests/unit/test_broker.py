@@ -104,7 +104,8 @@ def test_enqueue_many_stores_what_send_would_in_order_across_batches_and_delayed
     assert len(recorder.messages) == count + 1
 
 
-@pytest.mark.parametrize("args", [("msg_01",), (42, None, "é ✓"), ({"to": "+14155550100", "n": [1, 2]},), (2**70,)])
+@pytest.mark.parametrize("args", [("msg_01",), (42, None, "é ✓"), ({"to": "+14155550100", "n": [1, 2]},), (2**70 + 1,),
+                                  (-(2**63) - 1, 2**64)])
 def test_messages_read_the_same_by_dramatiqs_json_encoder_and_ours_either_way(args):
     # given a message, and dramatiq's own JSON encoder beside ours
     message = dramatiq.Message(queue_name="send", actor_name="send_message", args=args, kwargs={},
