@@ -4,9 +4,9 @@ CPython collects its youngest generation every 700 allocations of containers, an
 of them: in a process that has imported SQLAlchemy, dramatiq, twilio and phonenumbers, a full
 collection walks hundreds of thousands of objects made at startup that will never be garbage. A
 campaign's 100,000 parsed recipients, or a callback batch's rows, pay for those walks again and again.
-So once a process has started, what it made is frozen (never walked again, and left unwritten by the
-collector, so forked workers share its pages), and the young generation is collected ten times less
-often. Reference cycles made afterwards are still found.
+So once a process has started (a worker process: after its fork, once warmed up), what it made is
+frozen (never walked again), and the young generation is collected ten times less often. Reference
+cycles made afterwards are still found.
 """
 
 import gc

@@ -350,6 +350,19 @@ def expire(session: Session, hold: int | str, *, now: datetime) -> HoldView:
     return _hold_view(row)
 
 
+def renew(session: Session | Connection, hold_id: int, *, expires_at: datetime) -> bool:
+    """Keep a pending hold at least until `expires_at`; False when it is no longer pending.
+
+    A campaign's holds are reserved when its chunk is made: a send claimed long after (a throttled sender)
+    renews its hold, so the sweeper does not take the text on its way to Twilio for one left unsent.
+    """
+    until = utc(expires_at)
+    return _sql(session).execute(
+        update(holds).where(holds.c.id == hold_id, holds.c.status == "pending")
+        .values(expires_at=case((holds.c.expires_at < until, until), else_=holds.c.expires_at))
+        .returning(holds.c.id)).first() is not None
+
+
 def due_holds(session: Session, now: datetime, *, limit: int = 500) -> list[int]:
     """Ids of pending holds past their TTL, oldest first, for the sweeper."""
     return list(_sql(session).scalars(

@@ -196,7 +196,10 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
         if wait > 0:
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
             now = clock()
-    hold_id = message.hold_id if message.hold_status == "pending" else None  # reserved by a campaign chunk
+    hold_id = None  # a hold a campaign chunk reserved is used if still pending, its TTL counted from now
+    if message.hold_status == "pending" and book.renew(session, message.hold_id,
+                                                       expires_at=now + timedelta(seconds=hold_ttl_seconds)):
+        hold_id = message.hold_id
     try:
         hold_id = hold_id or book.reserve(
             session, message.account_id, message.credits_estimated, user_id=message.user_id, reference=message_id,

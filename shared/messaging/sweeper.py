@@ -139,8 +139,8 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
     with database.unit_of_work() as session:
         book.expire(session, hold_id, now=now)
         message = session.get(Message, message_id)
-        if message.hold_id != hold_id:
-            return "moved on: claimed again since"  # another sweep resent it; its new claim is not this one's
+        if not _overdue_claim(session, message, hold_id, now):
+            return "moved on: claimed again since"  # resent by another sweep, or a campaign hold renewed by its send
         account = session.get(Account, message.account_id)
         sid, status = message.twilio_sid, message.status
         # Ask the Twilio account that owns the message: the account's own unless the message records
@@ -189,16 +189,24 @@ def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
                   price=fetched.price, price_unit=fetched.price_unit, now=now)
 
 
+def _overdue_claim(session: Session, message: Message, hold_id: int, now: datetime) -> bool:
+    """The message is still in the claim whose hold outlived its TTL: a claim since (a resend, a new hold) or a
+    campaign hold its send renewed (same hold, later expiry) may be on its way to Twilio, missing from its list but
+    not lost."""
+    hold = session.get(Hold, hold_id)
+    return message.hold_id == hold_id and utc(hold.expires_at) <= now
+
+
 def _adopt(session: Session, message_id: str, hold_id: int, found: list[TwilioMessage], now: datetime) -> bool:
     """Give a `sending` message without a sid the first of Twilio's matches no other message has; False when
     there is none: Twilio never took it (the create stalled or failed unanswered, or the worker died before it
     left), so the message is `accepted` again for a fresh send, its expired hold having charged nothing.
 
-    Only the claim whose hold expired is judged: if a concurrent sweep already resent the message, its new
-    claim (a new hold) may be in flight to Twilio right now, missing from `found` but not lost.
+    Only the claim whose hold expired is judged (`_overdue_claim`).
     """
     message = session.get(Message, message_id, with_for_update=True)
-    if message.status != "sending" or message.twilio_sid is not None or message.hold_id != hold_id:
+    if message.status != "sending" or message.twilio_sid is not None or not _overdue_claim(session, message, hold_id,
+                                                                                            now):
         return True  # something else settled its fate meanwhile
     taken = set(session.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([m.sid for m in found]))))
     match = next((candidate for candidate in found if candidate.sid not in taken), None)

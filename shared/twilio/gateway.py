@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import certifi
 import requests
@@ -116,7 +116,7 @@ class PooledHttpClient(HttpClient):
         self.proxy = requests.utils.get_environ_proxies(api_base)
         proxy_url = self.proxy.get(urlsplit(api_base).scheme) or self.proxy.get("all")
         pool = dict(maxsize=pool_size, ca_certs=certifi.where(), retries=False)
-        self.pool = urllib3.ProxyManager(proxy_url, **pool) if proxy_url else urllib3.PoolManager(**pool)
+        self.pool = _through_proxy(proxy_url, pool) if proxy_url else urllib3.PoolManager(**pool)
         self._last = threading.local()
 
     def request(self, method: str, url: str, params: dict | None = None, data: dict | None = None,
@@ -154,6 +154,17 @@ class PooledHttpClient(HttpClient):
 
     def close(self) -> None:
         self.pool.clear()
+
+
+def _through_proxy(proxy_url: str, pool: dict) -> urllib3.ProxyManager:
+    """A pool that goes through the proxy as requests would: `host:port` is http://, and the URL's user and
+    password (percent-encoded there) sign in with Proxy-Authorization."""
+    if "://" not in proxy_url:
+        proxy_url = f"http://{proxy_url}"
+    parts = urlsplit(proxy_url)
+    login = (urllib3.make_headers(proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}")
+             if parts.username else None)
+    return urllib3.ProxyManager(proxy_url, proxy_headers=login, **pool)
 
 
 def _form(values: dict) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
 from shared.ledger import book
 from shared.ledger.accounts import Overdraft, create_account
+from shared.ledger.expiry import utc
 from shared.messaging import parking, sweeper
 from shared.messaging.credentials import set_twilio_credentials
 from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
@@ -427,6 +428,41 @@ def test_a_sweep_that_looked_before_another_sweeps_resend_left_does_not_send_it_
     assert sweeper.reconcile(database, message_id, first_hold, gateway_for=unreachable, rate_card=CARD, now=later,
                              enqueue=enqueued.append) == "moved on: claimed again since"
     assert enqueued == [message_id] and message(database, message_id).status == "sending"
+
+
+def test_a_campaign_text_claimed_after_its_holds_ttl_is_not_taken_for_lost_while_on_its_way_to_twilio(
+        database, gateways, throttle, simulator):  # noqa: F811
+    # given a text whose hold its campaign chunk reserved long ago: past its TTL, still pending, when it is claimed
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    with database.unit_of_work() as session:
+        text = session.get(Message, message_id)
+        hold = book.reserve(session, account_id, text.credits_estimated, reference=message_id,
+                            idempotency_key=f"campaign:c1:message:{message_id}:hold", ttl_seconds=900,
+                            now=now() - timedelta(seconds=1000))
+        text.hold_id = hold.id
+    enqueued, sweeps = [], []
+
+    # when a sweep runs while its create is on its way to Twilio (claimed, no answer yet)
+    def in_flight(*credentials):
+        class Slow:
+            def send(self, **sent):
+                sweeps.append(sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                                            now=now() + timedelta(seconds=1), stale_after=timedelta(seconds=60)))
+                return gateways(*credentials).send(**sent)
+
+        return Slow()
+
+    status = send_message(database, message_id, gateway_for=in_flight, throttle=throttle, hold_ttl_seconds=900)
+
+    # then the sweep leaves it alone, and it is sent once on the campaign's hold, now kept for a TTL from its send
+    assert status == "queued" and enqueued == [] and message_id not in sweeps[0].reconciled
+    assert len(simulator.sent()["messages"]) == 1
+    stored = message(database, message_id)
+    with database.unit_of_work() as session:
+        renewed = session.get(Hold, stored.hold_id)
+    assert stored.hold_id == hold.id and renewed.status == "pending" and utc(renewed.expires_at) > now() + timedelta(
+        seconds=800)
 
 
 def test_transient_errors_release_the_hold_and_ask_for_a_retry(database, gateways, throttle, simulator):  # noqa: F811
