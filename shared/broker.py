@@ -177,11 +177,11 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
         ids = iter(_unique_ids(2 * len(batch)))
         for args, delay in batch:
             options = {"redis_message_id": next(ids)}
-            queue_name = actor.queue_name
-            if delay is not None:
-                queue_name, options["eta"] = dq_name(queue_name), current_millis() + delay
+            queue_name = actor.queue_name if delay is None else dq_name(actor.queue_name)
             message = dramatiq.Message(queue_name=queue_name, actor_name=actor.actor_name, args=args, kwargs={},
                                        options=options, message_id=next(ids))
+            if delay is not None:  # after the message's timestamp, as RedisBroker.enqueue does: eta - timestamp >= delay
+                options["eta"] = current_millis() + delay
             for hook in before:
                 _call_hook(broker, hook, message, delay, reraise=MiddlewareError)
             encoded = encoder.encode({name: getattr(message, name) for name in _MESSAGE_FIELDS})  # Message.encode
