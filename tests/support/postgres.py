@@ -4,13 +4,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+
+from tests.support.ports import free_port
 
 
 def find_bin_dir() -> Path:
@@ -42,12 +43,6 @@ def _server_user() -> pwd.struct_passwd:
     return pwd.getpwnam("creditq-pg")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class TemporaryPostgres:
     """initdb + pg_ctl in a temp dir; as root the server runs as the `postgres` system user."""
 
@@ -55,7 +50,7 @@ class TemporaryPostgres:
         self.bin_dir = find_bin_dir()
         self.max_connections = max_connections
         self.settings = settings or {}  # more server settings, e.g. pg_stat_statements for a bench
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="creditq-pg-"))
         self.data = self.directory / "data"
         self._run_as = None

@@ -9,7 +9,6 @@ output to `<name>.log` in the stack's directory (`log`, `logs`).
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ import requests
 
 from shared.broker import broker_for
 from shared.embedded_redis import EmbeddedRedis
+from tests.support.ports import free_port
 
 ADMIN_KEY = "e2e-operator-key-0123456789abcdef"
 SECRET_KEY = "3Ixpz7tWvY2bqJw3GsWk0M9cB2f5pVh8lQeTjR1nXoA="  # CREDITQ_SECRET_KEY of the stacks and the test session
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Stack:
