@@ -137,9 +137,9 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
     """Expire the hold, ask Twilio what became of the message, then settle or void it; `enqueue` sends the job of
     its toll-free resend, if it gets one."""
     with database.unit_of_work() as session:
-        book.expire(session, hold_id, now=now)
+        hold = book.expire(session, hold_id, now=now)
         message = session.get(Message, message_id)
-        if not _overdue_claim(session, message, hold_id, now):
+        if not _overdue_claim(message, hold, now):
             return "moved on: claimed again since"  # resent by another sweep, or a campaign hold renewed by its send
         account = session.get(Account, message.account_id)
         sid, status = message.twilio_sid, message.status
@@ -189,12 +189,11 @@ def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
                   price=fetched.price, price_unit=fetched.price_unit, now=now)
 
 
-def _overdue_claim(session: Session, message: Message, hold_id: int, now: datetime) -> bool:
+def _overdue_claim(message: Message, hold: book.HoldView, now: datetime) -> bool:
     """The message is still in the claim whose hold outlived its TTL: a claim since (a resend, a new hold) or a
     campaign hold its send renewed (same hold, later expiry) may be on its way to Twilio, missing from its list but
     not lost."""
-    hold = session.get(Hold, hold_id)
-    return message.hold_id == hold_id and utc(hold.expires_at) <= now
+    return message.hold_id == hold.id and utc(hold.expires_at) <= now
 
 
 def _adopt(session: Session, message_id: str, hold_id: int, found: list[TwilioMessage], now: datetime) -> bool:
@@ -205,8 +204,8 @@ def _adopt(session: Session, message_id: str, hold_id: int, found: list[TwilioMe
     Only the claim whose hold expired is judged (`_overdue_claim`).
     """
     message = session.get(Message, message_id, with_for_update=True)
-    if message.status != "sending" or message.twilio_sid is not None or not _overdue_claim(session, message, hold_id,
-                                                                                            now):
+    if (message.status != "sending" or message.twilio_sid is not None
+            or not _overdue_claim(message, book.get_hold(session, hold_id), now)):
         return True  # something else settled its fate meanwhile
     taken = set(session.scalars(select(Message.twilio_sid).where(Message.twilio_sid.in_([m.sid for m in found]))))
     match = next((candidate for candidate in found if candidate.sid not in taken), None)

@@ -23,7 +23,8 @@ from sqlalchemy import func, select, update
 from shared.billing.calendar import last_ended
 from shared.models import Account, BillingRun, Entry, Message, PhoneNumber
 from tests.e2e.test_send_pipeline_e2e import FINAL, ledger_verify, new_account, post_messages, simulated
-from tests.support.stack import ADMIN_KEY, ROOT, SECRET_KEY, Stack, free_port
+from tests.support.ports import free_port
+from tests.support.stack import ADMIN_KEY, ROOT, SECRET_KEY, Stack
 
 pytestmark = pytest.mark.e2e
 

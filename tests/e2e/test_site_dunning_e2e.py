@@ -21,7 +21,8 @@ from shared.billing import dunning
 from shared.email import FileOutbox
 from shared.models import Account, DunningRun, DunningSiteOptOut, Entry, Message, WebhookEvent
 from tests.e2e.test_send_pipeline_e2e import OPERATOR, new_account, simulated
-from tests.support.stack import Stack, free_port
+from tests.support.ports import free_port
+from tests.support.stack import Stack
 from twilio_sim.signature import twilio_signature
 
 pytestmark = pytest.mark.e2e

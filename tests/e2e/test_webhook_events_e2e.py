@@ -20,7 +20,8 @@ from standardwebhooks.webhooks import Webhook
 from shared.config import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN
 from shared.models import Message, WebhookDelivery
 from tests.e2e.test_send_pipeline_e2e import new_account
-from tests.support.stack import Stack, free_port
+from tests.support.ports import free_port
+from tests.support.stack import Stack
 from twilio_sim.signature import twilio_signature
 
 pytestmark = pytest.mark.e2e

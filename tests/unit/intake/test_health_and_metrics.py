@@ -7,7 +7,7 @@ from intake.app import init_app
 from shared.api_keys import issue_key
 from shared.db import Database
 from shared.models import Account
-from tests.support.stack import free_port
+from tests.support.ports import free_port
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
 
