@@ -5,6 +5,7 @@ The checks are the Redis pipeline module's own (tests/e2e/test_send_pipeline_e2e
 message sent once and charged once against the simulator's log, and `creditq ledger verify` clean.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,12 +78,21 @@ def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_s
     check_money(database, stack, messages, {account_id: 100_000})
 
 
+def ready_in_queue(broker, queue_name: str, expected: int, timeout: float = 15.0) -> int:
+    """The queue's ready count once it reaches `expected` (or at the timeout): RabbitMQ may have pushed a job to the
+    killed worker's consumer before it noticed the closed connection, and holds it unacked until then."""
+    deadline = time.monotonic() + timeout
+    while (ready := broker.get_queue_message_counts(queue_name)[0]) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ready
+
+
 def test_the_scheduler_on_rabbitmq_sweeps_up_send_jobs_the_broker_lost(stack, database, broker, sim):
     # Given messages accepted while no worker runs, whose send jobs are then lost from RabbitMQ
     account_id, headers, sender = new_account(stack, 300, "100")
     stack.kill_worker()
     ids = post_messages(stack, [(headers, sender, f"rabbit lost {i}") for i in range(20)])
-    assert broker.get_queue_message_counts("send")[0] == 20
+    assert ready_in_queue(broker, "send", 20) == 20
     broker.flush("send")
     # When the worker comes back and the scheduler runs (its jobs on RabbitMQ, its lease in Redis)
     stack.start_worker()
