@@ -61,6 +61,8 @@ class Settings:
     simulator_port: int = 8081
     worker_processes: int = 1
     worker_threads: int = 8
+    # how far the worker processes step back from the CPU (0-19, shared.cpu_priority): the intake answers first
+    worker_nice: int = 10
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
     # how long a Twilio request waits for its answer; a create left unanswered is reconciled, never resent
@@ -139,6 +141,13 @@ def _non_negative_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or more")
+    return value
+
+
+def _nice(name: str, raw: str) -> int:
+    value = _non_negative_int(name, raw)
+    if value > 19:
+        raise ConfigError(f"{name}={raw!r} must be 19 or less (the lowest CPU priority)")
     return value
 
 
@@ -337,6 +346,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
+        worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "10")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,
         twilio_timeout_seconds=twilio_timeout_seconds,

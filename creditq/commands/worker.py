@@ -9,6 +9,7 @@ import tempfile
 import dramatiq.cli
 
 from shared.config import load_settings
+from shared.cpu_priority import lower_cpu_priority
 from shared.redis_url import resolve_redis_url
 
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
+    lower_cpu_priority(settings.worker_nice)  # after an embedded Redis started: it serves the web as well
     threads = args.threads or settings.worker_threads
     os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
     # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running

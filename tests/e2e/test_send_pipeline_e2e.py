@@ -10,7 +10,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from sqlalchemy import select
@@ -150,6 +152,18 @@ def test_forged_callbacks_are_refused(stack, database):
                            data={"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered"},
                            headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
     assert forged.status_code == 403
+
+
+def test_the_workers_step_back_from_the_cpu_and_the_web_does_not(stack):
+    # Given the stack as it started (CREDITQ_WORKER_NICE unset: 10), each process in a session of its own
+    worker, web = psutil.Process(stack.processes["worker"].pid), psutil.Process(stack.processes["web"].pid)
+    # Then the worker and every process it forked run at nice 10, and so does its session's scheduler autogroup
+    # (where the kernel has autogroups: across sessions only the groups' nice counts); the web runs at 0
+    assert {process.nice() for process in [worker, *worker.children(recursive=True)]} == {10}
+    assert web.nice() == 0
+    if Path(f"/proc/{worker.pid}/autogroup").exists():
+        assert Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1] == "10"
+        assert Path(f"/proc/{web.pid}/autogroup").read_text().split()[-1] == "0"
 
 
 def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing(stack, database, broker, sim):

@@ -1,0 +1,58 @@
+"""lower_cpu_priority: background processes step back from the CPU, session autogroup included."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.cpu_priority import lower_cpu_priority
+
+HAS_AUTOGROUP = Path("/proc/self/autogroup").exists()
+REPORT = ("import os, sys; from pathlib import Path; from shared.cpu_priority import lower_cpu_priority; "
+          "os.nice(int(sys.argv[2])); lower_cpu_priority(int(sys.argv[1])); "
+          "group = Path('/proc/self/autogroup'); "
+          "print(os.getpriority(os.PRIO_PROCESS, 0), group.read_text().split()[-1] if group.exists() else '-')")
+
+
+def run_in_process(nice: int, *, already: int = 0, new_session: bool = True) -> tuple[int, str]:
+    """(the process's nice, its autogroup's nice or '-') after lower_cpu_priority(nice) in a fresh process."""
+    result = subprocess.run([sys.executable, "-c", REPORT, str(nice), str(already)], capture_output=True, text=True,
+                            check=True, start_new_session=new_session, cwd=Path(__file__).resolve().parents[2],
+                            timeout=60)
+    process_nice, group_nice = result.stdout.split()
+    return int(process_nice), group_nice
+
+
+def test_a_process_leading_its_session_runs_at_the_nice_and_so_does_its_autogroup():
+    # When a process in a session of its own lowers its priority to 7
+    process_nice, group_nice = run_in_process(7)
+    # Then it runs at nice 7, and its session's autogroup too, where the kernel has them
+    assert process_nice == 7
+    assert group_nice == ("7" if HAS_AUTOGROUP else "-")
+
+
+def test_a_process_that_does_not_lead_its_session_leaves_the_sessions_autogroup_alone():
+    # Given the test runner's own autogroup
+    before = Path("/proc/self/autogroup").read_text() if HAS_AUTOGROUP else None
+    # When a child in the runner's session lowers its priority
+    process_nice, group_nice = run_in_process(7, new_session=False)
+    # Then the child runs at 7, and the session's autogroup (the runner's) is untouched
+    assert process_nice == 7
+    assert (Path("/proc/self/autogroup").read_text() if HAS_AUTOGROUP else None) == before
+
+
+@pytest.mark.parametrize(("nice", "already", "expected", "expected_group"), [(0, 0, 0, "0"), (5, 12, 12, "5")])
+def test_zero_changes_nothing_and_a_process_already_lower_stays_there(nice, already, expected, expected_group):
+    # When a process at nice `already` lowers its priority to `nice`
+    process_nice, group_nice = run_in_process(nice, already=already)
+    # Then it never runs higher than it did; the autogroup, which a plain nice leaves at 0, takes `nice`
+    assert process_nice == expected
+    assert group_nice == (expected_group if HAS_AUTOGROUP else "-")
+
+
+def test_the_call_in_this_process_at_zero_does_nothing():
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    lower_cpu_priority(0)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
