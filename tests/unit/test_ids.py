@@ -27,6 +27,11 @@ def test_an_id_is_its_values_26_digits(value):
     assert _encode("x", value) == f"x_{digits_of(value)}"
 
 
+def test_random_values_are_their_26_digits():
+    for value in (random.getrandbits(128) for _ in range(10_000)):
+        assert _encode("x", value) == f"x_{digits_of(value)}"
+
+
 def test_keyed_ids_are_the_digits_of_the_keys_hash():
     for key in ["", "a", "campaign:é✓", *(str(random.random()) for _ in range(500))]:
         value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")
