@@ -18,16 +18,14 @@ class GroupCommit(Generic[Item, Answer]):
     an exception instance for an item that failed (raised to that item's caller alone).
 
     Two writers by default, so a batch waiting on a row lock does not stop the rest; more only adds GIL
-    contention and smaller batches. `linger` (seconds) holds a batch's first item that long for company before
-    it is written: for work whose caller can wait (a status callback), fewer and larger commits for the CPU.
+    contention and smaller batches.
     """
 
     def __init__(self, write: Callable[[list[Item]], list[Answer | BaseException]], *, max_batch: int = 200,
-                 writers: int = 2, linger: float = 0.0):
-        self._write_batch, self._max_batch, self._linger = write, max_batch, linger
+                 writers: int = 2):
+        self._write_batch, self._max_batch = write, max_batch
         self._writers = asyncio.Semaphore(writers)
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] = asyncio.Queue()
-        self._gathering: list[tuple[Item, asyncio.Future]] = []  # a batch lingering for company
         self._writing: set[asyncio.Task] = set()
 
     async def submit(self, item: Item) -> Answer:
@@ -43,21 +41,17 @@ class GroupCommit(Generic[Item, Answer]):
         """Stop taking batches; write what is still queued and let the batches in flight finish, so every
         item taken gets its answer."""
         self._runner.cancel()
-        left = self._gathering + [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
         if left:
             await self._write(left)
         if self._writing:
             await asyncio.wait(set(self._writing))
 
     async def _run(self) -> None:
-        """Take a writer, then everything queued by then (up to max_batch, after the linger), and write it as one
-        batch."""
+        """Take a writer, then everything queued by then (up to max_batch), and write it as one batch."""
         while True:
             await self._writers.acquire()
-            self._gathering = [await self._queue.get()]
-            if self._linger:
-                await asyncio.sleep(self._linger)
-            batch, self._gathering = self._gathering, []
+            batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             task = asyncio.create_task(self._write(batch))

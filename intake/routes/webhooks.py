@@ -36,9 +36,6 @@ from ..policy import PUBLIC, action
 log = logging.getLogger(__name__)
 
 MAX_CALLBACK_BATCH = 200
-# how long a status callback waits for others to share its commit: Twilio waits seconds for its answer, and
-# larger batches cost the web less CPU per callback, leaving it to the POSTs
-CALLBACK_LINGER_SECONDS = 0.05
 MAX_MEDIA = 10
 MAX_FORM_NUMBER = 2**31 - 1
 
@@ -98,8 +95,8 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
     """
 
     def __init__(self, database: Database, enqueuer: Enqueuer, deployment: Credentials, *,
-                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2, linger: float = CALLBACK_LINGER_SECONDS):
-        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers, linger=linger)
+                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2):
+        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers)
         self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
 
     def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | None | BaseException]:
