@@ -61,8 +61,8 @@ class Settings:
     simulator_port: int = 8081
     worker_processes: int = 1
     worker_threads: int = 8
-    # how far the worker processes step back from the CPU (0-19, shared.cpu_priority): the intake answers first
-    worker_nice: int = 10
+    # how far the worker processes step back from the CPU (0-19, shared.cpu_priority; 0: not at all)
+    worker_nice: int = 0
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
     # how long a Twilio request waits for its answer; a create left unanswered is reconciled, never resent
@@ -346,7 +346,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
-        worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "10")),
+        worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "0")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,
         twilio_timeout_seconds=twilio_timeout_seconds,

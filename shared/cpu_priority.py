@@ -1,4 +1,4 @@
-"""Background work steps back from the CPU, so a burst of sends never slows the intake's answers.
+"""Workers step back from the CPU when told to (CREDITQ_WORKER_NICE): a burst of sends slows the intake less.
 
 A nice value orders threads only within one scheduler autogroup (Linux's `sched_autogroup`, on by default in
 many kernels): processes of different sessions share the CPU session by session whatever their nice, and every

@@ -154,16 +154,29 @@ def test_forged_callbacks_are_refused(stack, database):
     assert forged.status_code == 403
 
 
-def test_the_workers_step_back_from_the_cpu_and_the_web_does_not(stack):
-    # Given the stack as it started (CREDITQ_WORKER_NICE unset: 10), each process in a session of its own
-    worker, web = psutil.Process(stack.processes["worker"].pid), psutil.Process(stack.processes["web"].pid)
-    # Then the worker and every process it forked run at nice 10, and so does its session's scheduler autogroup
-    # (where the kernel has autogroups: across sessions only the groups' nice counts); the web runs at 0
-    assert {process.nice() for process in [worker, *worker.children(recursive=True)]} == {10}
-    assert web.nice() == 0
-    if Path(f"/proc/{worker.pid}/autogroup").exists():
-        assert Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1] == "10"
-        assert Path(f"/proc/{web.pid}/autogroup").read_text().split()[-1] == "0"
+def test_a_worker_told_to_step_back_from_the_cpu_does_and_the_others_do_not(stack):
+    # Given the stack's worker and web as they started (CREDITQ_WORKER_NICE unset: 0), each in a session of its own
+    # When another worker starts with CREDITQ_WORKER_NICE=10
+    stack.start_worker("stepping-back", env={"CREDITQ_WORKER_NICE": "10"})
+    try:
+        stepping_back = psutil.Process(stack.processes["stepping-back"].pid)
+        deadline = time.monotonic() + 60
+        while len(stepping_back.children()) < stack.worker_processes and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Then it and every process it forked run at nice 10, and so does its session's scheduler autogroup
+        # (where the kernel has autogroups: between sessions only the groups' nice counts)
+        assert len(stepping_back.children()) >= stack.worker_processes
+        assert {process.nice() for process in [stepping_back, *stepping_back.children(recursive=True)]} == {10}
+        if Path(f"/proc/{stepping_back.pid}/autogroup").exists():
+            assert Path(f"/proc/{stepping_back.pid}/autogroup").read_text().split()[-1] == "10"
+        # And the web and the default worker still run at 0
+        for name in ("web", "worker"):
+            process = psutil.Process(stack.processes[name].pid)
+            assert process.nice() == 0
+            if Path(f"/proc/{process.pid}/autogroup").exists():
+                assert Path(f"/proc/{process.pid}/autogroup").read_text().split()[-1] == "0"
+    finally:
+        stack.kill("stepping-back")
 
 
 def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing(stack, database, broker, sim):
