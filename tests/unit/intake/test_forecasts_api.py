@@ -14,13 +14,17 @@ CHICAGO = ZoneInfo("America/Chicago")
 
 
 def spend_daily(database, days: int, credits_a_day: int) -> None:
-    """Realty's last `days` days, each with one text of `credits_a_day` sent at local noon."""
-    now = datetime.now(UTC)
-    with database.unit_of_work() as session:  # created the day its history starts
-        session.execute(update(Account).where(Account.id == "acct_1")
-                        .values(timezone="America/Chicago", created_at=now - timedelta(days=days)))
+    """Realty's last `days` local days, each with one text of `credits_a_day` sent at local noon. Days are counted
+    on Chicago's calendar, not as 24 hours back from now: across a change of UTC offset, two of those could fall on
+    one local day."""
+    today = datetime.now(CHICAGO).date()
+    first = today - timedelta(days=days)
+    with database.unit_of_work() as session:  # created the day its history starts, at local midnight
+        session.execute(update(Account).where(Account.id == "acct_1").values(
+            timezone="America/Chicago",
+            created_at=datetime(first.year, first.month, first.day, tzinfo=CHICAGO).astimezone(UTC)))
         for back in range(days, 0, -1):
-            day = (now - timedelta(days=back)).astimezone(CHICAGO).date()
+            day = today - timedelta(days=back)
             at = datetime(day.year, day.month, day.day, 12, tzinfo=CHICAGO)
             send(session, "acct_1", f"msg_{back}", at=at, usage=credits_a_day * 1000)
 
