@@ -39,13 +39,20 @@ SIGN_IN_PATH = "/sign-in"
 
 
 def console_session_middleware(settings: Settings):
-    """aiohttp-session's middleware over the console's cookie (Secure when the public URL is https)."""
+    """aiohttp-session's middleware over the console's cookie (Secure when the public URL is https), for the
+    console's pages only: an API call or a webhook has no session, and skips its work."""
     key = hmac.new(base64.urlsafe_b64decode(settings.secret_keys[0]), b"creditq console session",
                    hashlib.sha256).digest()
     storage = EncryptedCookieStorage(Fernet(base64.urlsafe_b64encode(key)), cookie_name=COOKIE_NAME, max_age=SESSION_SECONDS,
                                      httponly=True, samesite="Lax",
                                      secure=settings.public_base_url.startswith("https://"))
-    return session_middleware(storage)
+    sessions = session_middleware(storage)
+
+    @web.middleware
+    async def pages_only(request: web.Request, handler):
+        return await sessions(request, handler) if is_page(request) else await handler(request)
+
+    return pages_only
 
 
 async def sign_in(request: web.Request, key: str) -> None:
