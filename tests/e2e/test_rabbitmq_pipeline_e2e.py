@@ -61,8 +61,12 @@ def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing_on_rab
 
 
 def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_sweep(stack, database, sim):
-    # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker)
+    # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker), by an account with no
+    # quiet hours: a scheduled text is held to 08:00 at the recipient's, and it may be night in San Francisco
     account_id, headers, sender = new_account(stack, 200, "100")
+    no_quiet_hours = requests.patch(f"{stack.url}/v1/accounts/{account_id}", headers=headers, timeout=10,
+                                    json={"quiet_hours": {"start": "00:00", "end": "00:00"}})
+    assert no_quiet_hours.status_code == 200, no_quiet_hours.text
     send_at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
     session = requests.Session()
     ids = []
