@@ -10,8 +10,9 @@ answer `outcome` and the caller raises the domain error, so the caller's transac
 Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTED, so the lot burn
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
-Installed by the migrations 0002 and 0008 (which added the expiry gate) and, for schemas made with `Base.metadata.create_all`, by the
-`after_create` hook below.
+Installed by the migrations 0002, 0008 (which added the expiry gate) and 0024 (which inlined the lot burn, a
+nested function call that cost as much as its statement) and, for schemas made with `Base.metadata.create_all`, by
+the `after_create` hook below.
 """
 
 from sqlalchemy import Connection, event
@@ -99,24 +100,6 @@ END
 $$
 """
 
-# Burn `p_amount` from a wallet's lots (NULL: the pool) in burn order: each lot keeps max(0, running - amount).
-# PL/pgSQL rather than SQL: it caches the statement's plan (a SQL function is planned on every call).
-BURN_FUNCTION = """
-CREATE OR REPLACE FUNCTION ledger_burn(p_account_id text, p_wallet text, p_amount bigint) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    UPDATE lots SET remaining = CASE WHEN o.running <= p_amount THEN 0 ELSE o.running - p_amount END
-      FROM (SELECT l.id, l.remaining,
-                   sum(l.remaining) OVER (ORDER BY l.priority, CASE WHEN l.expires_at IS NULL THEN 1 ELSE 0 END,
-                                                   l.expires_at, l.granted_at, l.id) AS running
-              FROM lots l
-             WHERE l.account_id = p_account_id AND l.remaining > 0
-               AND ((p_wallet IS NULL AND l.user_id IS NULL) OR l.user_id = p_wallet)) o
-     WHERE lots.id = o.id AND o.running - o.remaining < p_amount;
-END
-$$
-"""
-
 # (outcome, hold, new_balance, account_status, next_expiry_at) -- outcome: settled | replay (not pending nor
 # expired: the caller answers the first settlement or a Conflict) | expiry_due (with p_gate: the hold's account
 # has an expiry to write first; the caller writes it, then calls again without the gate). After `settled`, a
@@ -135,6 +118,8 @@ DECLARE
     v_release bigint;
     v_from_user bigint := 0;
     v_from_pool bigint;
+    v_burn_wallet text;
+    v_burn bigint;
 BEGIN
     IF v_hold_id IS NULL THEN
         SELECT h.id INTO v_hold_id FROM holds h WHERE h.idempotency_key = p_hold_key;
@@ -183,11 +168,23 @@ BEGIN
         updated_at = now()
      WHERE a.id = hold.account_id
     RETURNING a.balance, a.status, a.next_expiry_at INTO new_balance, account_status, next_expiry_at;
+    -- Burn the charge from its wallet's lots (the user's own, else the pool's) in burn order: each lot keeps
+    -- max(0, running - amount). A hold on a user's credits charges that user alone, so one wallet burns.
     IF v_from_user <> 0 THEN
-        PERFORM ledger_burn(hold.account_id, hold.user_id, v_from_user);
+        v_burn_wallet := hold.user_id;
+        v_burn := v_from_user;
+    ELSE
+        v_burn := v_from_pool;
     END IF;
-    IF v_from_pool <> 0 THEN
-        PERFORM ledger_burn(hold.account_id, NULL, v_from_pool);
+    IF v_burn <> 0 THEN
+        UPDATE lots SET remaining = CASE WHEN o.running <= v_burn THEN 0 ELSE o.running - v_burn END
+          FROM (SELECT l.id, l.remaining,
+                       sum(l.remaining) OVER (ORDER BY l.priority, CASE WHEN l.expires_at IS NULL THEN 1 ELSE 0 END,
+                                                       l.expires_at, l.granted_at, l.id) AS running
+                  FROM lots l
+                 WHERE l.account_id = hold.account_id AND l.remaining > 0
+                   AND ((v_burn_wallet IS NULL AND l.user_id IS NULL) OR l.user_id = v_burn_wallet)) o
+         WHERE lots.id = o.id AND o.running - o.remaining < v_burn;
     END IF;
     INSERT INTO entries (account_id, user_id, at, kind, amount, balance_after, reference, hold_id,
                          idempotency_key, memo)
@@ -205,7 +202,7 @@ END
 $$
 """
 
-FUNCTIONS = (RESERVE_FUNCTION, BURN_FUNCTION, SETTLE_FUNCTION)
+FUNCTIONS = (RESERVE_FUNCTION, SETTLE_FUNCTION)
 
 # The calls, in psycopg's own parameter style: run on the driver's cursor (book._call_function), which skips
 # SQLAlchemy's statement compilation and result layer.

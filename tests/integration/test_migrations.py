@@ -1,17 +1,22 @@
 """Alembic migrations build the schema the models describe, on SQLite and on a real PostgreSQL."""
 
+import importlib
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, select, text
 
 from shared.db import Database
+from shared.ledger import accounts, book
 from shared.migrate import alembic_config, check, upgrade
-from shared.models import Account, Base, DunningIntegration
+from shared.models import Account, Base, DunningIntegration, Lot
 from shared.secrets import decrypt
+
+NOW = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def _assert_migrated(url: str) -> None:
@@ -175,4 +180,57 @@ def test_upgrading_anchors_the_cycles_of_existing_accounts_at_their_creation(bac
             assert account.canceled_at is None
     finally:
         database.dispose()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_lot_burn_moves_into_ledger_settle_and_back_and_settles_alike_at_each_step(postgres_server):
+    # given a database the release before migrated to 0023, where ledger_settle burns lots through ledger_burn (0002
+    # and 0008 install the functions of the code that runs them, so a fresh database needs them put back)
+    url = postgres_server.create_database("migrations_burn")
+    upgrade(url, "0023")
+    engine = create_engine(url)
+    migration = importlib.import_module("shared.migrations.versions.0024_inline_lot_burn")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(migration.BURN_BEFORE_0024)
+        connection.exec_driver_sql(migration.SETTLE_BEFORE_0024)
+
+    def functions() -> dict[str, str]:
+        with engine.connect() as connection:
+            return dict(connection.execute(text(
+                "SELECT proname, prosrc FROM pg_proc WHERE proname IN ('ledger_settle', 'ledger_burn')")).all())
+
+    def settle_one(n: int) -> tuple[int, list[int]]:
+        """A 2-credit hold settled at 1.5 on an account with two lots of 1 credit: its balance and lots after."""
+        database = Database(url)
+        try:
+            with database.unit_of_work() as session:
+                account, _ = accounts.create_account(
+                    session, name=f"burn {n}", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+                    plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+                for lot in range(2):
+                    book.grant(session, account.id, 1000, "purchase", granted_at=NOW + timedelta(seconds=lot),
+                               idempotency_key=f"grant-{n}-{lot}")
+                hold = book.reserve(session, account.id, 2000, reference=f"m{n}", idempotency_key=f"hold-{n}",
+                                    ttl_seconds=600, now=NOW)
+                book.settle(session, hold.id, 1500, idempotency_key=f"settle-{n}", now=NOW)
+            with database.unit_of_work() as session:
+                lots = session.scalars(select(Lot.remaining).where(Lot.account_id == account.id)
+                                       .order_by(Lot.granted_at)).all()
+                return session.get(Account, account.id).balance, list(lots)
+        finally:
+            database.dispose()
+
+    try:
+        assert "ledger_burn" in functions() and "PERFORM ledger_burn" in functions()["ledger_settle"]
+        assert settle_one(1) == (500, [0, 500])
+        # when it is upgraded: the burn is ledger_settle's own statement, ledger_burn is gone, the outcome the same
+        upgrade(url)
+        assert set(functions()) == {"ledger_settle"} and "UPDATE lots" in functions()["ledger_settle"]
+        assert settle_one(2) == (500, [0, 500])
+        # and when it is downgraded: ledger_burn and the call to it are back
+        command.downgrade(alembic_config(url), "0023")
+        assert "PERFORM ledger_burn" in functions()["ledger_settle"]
+        assert settle_one(3) == (500, [0, 500])
+    finally:
         engine.dispose()
