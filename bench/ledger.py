@@ -1,6 +1,6 @@
 """Ledger throughput on PostgreSQL: reserve+settle pairs per second beside the raw conditional UPDATE ceiling.
 
-    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000]
+    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--statements 3000]
 
 Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schema, then measures with
 N threads, each on its own pooled connection:
@@ -12,6 +12,8 @@ Both on one hot account, then spread over --accounts accounts. No assertions: fi
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
 may be shared: raw and ledger take turns in one-second slices (--seconds of each in all), so a change in
 the load hits both alike; the load average is printed before and after, compare ratios from one run only.
+With --statements N, also PostgreSQL's own time per call of each function (pg_stat_statements) over N pairs
+from one thread across the accounts, where no call waits on another's lock: the server's work alone.
 """
 
 import argparse
@@ -86,16 +88,34 @@ def raw_rate(database: Database, account_ids: list[str], threads: int, seconds: 
             connection.close()
 
 
-def ledger_rate(database: Database, account_ids: list[str], threads: int, seconds: float, label: str) -> float:
-    def pair(index: int, n: int) -> None:
-        key = f"{label}-{index}-{n}"
-        with database.one_statement() as connection:
-            hold = book.reserve(connection, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
-                                ttl_seconds=900, now=NOW)
-        with database.one_statement() as connection:
-            book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
+def ledger_pair(database: Database, account_ids: list[str], key: str) -> None:
+    """A reserve, then its settle, each alone in its unit of work."""
+    with database.one_statement() as connection:
+        hold = book.reserve(connection, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
+                            ttl_seconds=900, now=NOW)
+    with database.one_statement() as connection:
+        book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
-    return run_threads(threads, seconds, pair)
+
+def ledger_rate(database: Database, account_ids: list[str], threads: int, seconds: float, label: str) -> float:
+    return run_threads(threads, seconds, lambda index, n: ledger_pair(database, account_ids, f"{label}-{index}-{n}"))
+
+
+STATEMENT_STATISTICS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "top"}
+
+
+def server_time_per_call(database: Database, account_ids: list[str], pairs: int) -> list[tuple[str, float]]:
+    """(function, microseconds of PostgreSQL execution per call) over `pairs` reserve+settle pairs, one thread."""
+    with database.engine.begin() as connection:
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        connection.execute(text("SELECT pg_stat_statements_reset()"))
+    for n in range(pairs):
+        ledger_pair(database, account_ids, f"statements-{n}")
+    with database.engine.begin() as connection:
+        rows = connection.execute(text(
+            "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
+            " WHERE query ~ 'FROM ledger_(reserve|settle)\\(' ORDER BY 1")).all()
+    return [(name, micros) for name, micros in rows]
 
 
 def main() -> None:
@@ -103,9 +123,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--statements", type=int, default=0, help="pairs for PostgreSQL's time per call (0: none)")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    with TemporaryPostgres() as server:
+    per_call: list[tuple[str, float]] = []
+    with TemporaryPostgres(settings=STATEMENT_STATISTICS if args.statements else None) as server:
         database = Database(server.create_database("bench_ledger"), pool_size=args.threads)
         Base.metadata.create_all(database.engine)
         hot = open_accounts(database, 1)
@@ -120,6 +142,8 @@ def main() -> None:
                 pairs += ledger_rate(database, ids, args.threads, args.seconds / slices,
                                      f"{name.split()[0]}.{turn}") / slices
             rows.append((name, raw, pairs))
+        if args.statements:
+            per_call = server_time_per_call(database, spread, args.statements)
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
     print(f"PostgreSQL (fsync off), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
@@ -128,6 +152,8 @@ def main() -> None:
     print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
     for name, raw, pairs in rows:
         print(f"{name:<16} {args.threads:>7} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
+    for function, micros in per_call:
+        print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 
 
 if __name__ == "__main__":
