@@ -9,6 +9,7 @@ instead; the nice then orders this process's threads against its own cgroup only
 
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,30 @@ def lower_cpu_priority(nice: int) -> None:
     if nice > current:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     if os.getsid(0) != os.getpid():
-        return  # the autogroup is the session's: a process that does not lead it leaves it to the session's leader
+        log.info("running at nice %d; this process does not lead its session, so its autogroup is left to the "
+                 "session's leader", nice)
+        return
     try:
         group_nice = int(AUTOGROUP.read_text().split()[-1])  # "/autogroup-123 nice 0"
-        if nice > group_nice:
-            AUTOGROUP.write_text(str(nice))
     except (OSError, ValueError, IndexError) as error:  # no autogroups here: the nice is all there is
         log.debug("no scheduler autogroup to lower (%s)", error)
+        return
+    if nice > group_nice:
+        _write_autogroup(nice)
+
+
+def _write_autogroup(nice: int, attempts: int = 10) -> None:
+    """The kernel takes one autogroup change a machine every 100 ms from a process without CAP_SYS_ADMIN (EAGAIN
+    for the others), so workers started together wait their turn."""
+    for attempt in range(attempts):
+        try:
+            AUTOGROUP.write_text(str(nice))
+            return
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError as error:
+            log.warning("could not lower the scheduler autogroup to nice %d (%s): the worker shares the CPU with "
+                        "other sessions as if at 0", nice, error)
+            return
+    log.warning("could not lower the scheduler autogroup to nice %d after %d tries (the kernel's rate limit): the "
+                "worker shares the CPU with other sessions as if at 0", nice, attempts)

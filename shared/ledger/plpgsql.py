@@ -10,8 +10,8 @@ answer `outcome` and the caller raises the domain error, so the caller's transac
 Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTED, so the lot burn
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
-Installed by the migrations 0002, 0008 (which added the expiry gate) and 0024 (which inlined the lot burn, a
-nested function call that cost as much as its statement) and, for schemas made with `Base.metadata.create_all`, by
+Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits) and 0024 (which
+inlined the lot burn, a nested function call that cost as much as its statement) and, for schemas made with `Base.metadata.create_all`, by
 the `after_create` hook below.
 """
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import cpu_priority
 from shared.cpu_priority import lower_cpu_priority
 
 HAS_AUTOGROUP = Path("/proc/self/autogroup").exists()
@@ -56,3 +57,45 @@ def test_the_call_in_this_process_at_zero_does_nothing():
     before = os.getpriority(os.PRIO_PROCESS, 0)
     lower_cpu_priority(0)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+class RateLimitedAutogroup:
+    """/proc/self/autogroup as the kernel answers a process without CAP_SYS_ADMIN when another session changed its
+    autogroup less than 100 ms ago: EAGAIN, `busy` times, then the write goes through."""
+
+    def __init__(self, busy: int):
+        self.busy, self.written = busy, []
+
+    def read_text(self) -> str:
+        return "/autogroup-1 nice 0"
+
+    def write_text(self, text: str) -> None:
+        if self.busy:
+            self.busy -= 1
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        self.written.append(text)
+
+
+def test_a_worker_started_with_others_waits_for_the_kernels_turn_to_lower_its_autogroup(monkeypatch, caplog):
+    # Given an autogroup that refuses twice (another worker's session changed its own a moment ago)
+    autogroup = RateLimitedAutogroup(busy=2)
+    monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
+    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())  # as a session leader
+    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *_args: None)
+    # When the worker lowers its priority
+    cpu_priority.lower_cpu_priority(10)
+    # Then it tried again until the kernel took it, and said nothing alarming
+    assert autogroup.written == ["10"]
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_an_autogroup_the_kernel_keeps_refusing_is_reported(monkeypatch, caplog):
+    autogroup = RateLimitedAutogroup(busy=100)
+    monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
+    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())
+    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *_args: None)
+    monkeypatch.setattr(cpu_priority.time, "sleep", lambda _seconds: None)
+    cpu_priority.lower_cpu_priority(10)
+    assert autogroup.written == []
+    assert any("could not lower the scheduler autogroup to nice 10" in record.getMessage()
+               for record in caplog.records if record.levelname == "WARNING")

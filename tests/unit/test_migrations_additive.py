@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from shared.migrate import ADDITIVE_SINCE, DESTRUCTIVE_STEPS, alembic_config
 
 DESTRUCTIVE_CALLS = {"drop_column", "drop_table", "rename_table"}
-DESTRUCTIVE_SQL = re.compile(r"\b(DROP\s+(TABLE|COLUMN)|RENAME\s+(TO|COLUMN)|ALTER\s+COLUMN\s+\S+\s+(SET\s+NOT\s+NULL|"
+DESTRUCTIVE_SQL = re.compile(r"\b(DROP\s+(TABLE|COLUMN|FUNCTION)|RENAME\s+(TO|COLUMN)|ALTER\s+COLUMN\s+\S+\s+(SET\s+NOT\s+NULL|"
                              r"TYPE))\b", re.IGNORECASE)
 
 

@@ -2,7 +2,8 @@
 
 PERFORM ledger_burn(...) ran a nested function call for every settlement, about as costly as the burn's own UPDATE
 (pg_stat_statements, track all). The new ledger_settle has the same signature, outcomes and rows; a process of the
-release before calls it alike, so this runs while they serve.
+release before calls it alike, so this runs while they serve. ledger_burn stays until a later release: a settle
+already running the old body when this commits still calls it.
 
 Revision ID: 0024
 Revises: 0023
@@ -20,7 +21,6 @@ depends_on = None
 def upgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         install(op.get_bind())
-        op.execute('DROP FUNCTION IF EXISTS ledger_burn(text, text, bigint)')
 
 
 def downgrade() -> None:
@@ -29,7 +29,8 @@ def downgrade() -> None:
         op.get_bind().exec_driver_sql(SETTLE_BEFORE_0024)
 
 
-# The functions as 0008 installed them, for the downgrade (a migration keeps its own copy: the code moves on).
+# The functions as 0016 installed them, for the downgrade (a migration keeps its own copy: the code moves on); the
+# burn too, which a database made by this release never had.
 BURN_BEFORE_0024 = """CREATE OR REPLACE FUNCTION ledger_burn(p_account_id text, p_wallet text, p_amount bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
