@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from shared.migrate import ADDITIVE_SINCE, DESTRUCTIVE_STEPS, alembic_config
 
 DESTRUCTIVE_CALLS = {"drop_column", "drop_table", "rename_table"}
-DESTRUCTIVE_SQL = re.compile(r"\b(DROP\s+(TABLE|COLUMN|FUNCTION)|RENAME\s+(TO|COLUMN)|ALTER\s+COLUMN\s+\S+\s+(SET\s+NOT\s+NULL|"
-                             r"TYPE))\b", re.IGNORECASE)
+DESTRUCTIVE_SQL = re.compile(r"\b(DROP\s+(TABLE|COLUMN|FUNCTION)|RENAME\s+(TO|COLUMN)|"
+                             r"ALTER\s+COLUMN\s+\S+\s+(SET\s+NOT\s+NULL|TYPE))\b", re.IGNORECASE)
 
 
 def destructive_operations(source: str) -> list[str]:
