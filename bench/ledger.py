@@ -33,7 +33,7 @@ from sqlalchemy import text  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.ledger import accounts, book  # noqa: E402
 from shared.models import Base  # noqa: E402
-from tests.support.postgres import TemporaryPostgres  # noqa: E402
+from tests.support.postgres import STATEMENT_STATISTICS, TemporaryPostgres  # noqa: E402
 
 NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
 RAW_UPDATE = text(
@@ -101,9 +101,6 @@ def ledger_rate(database: Database, account_ids: list[str], threads: int, second
     return run_threads(threads, seconds, lambda index, n: ledger_pair(database, account_ids, f"{label}-{index}-{n}"))
 
 
-STATEMENT_STATISTICS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "top"}
-
-
 def server_time_per_call(database: Database, account_ids: list[str], pairs: int) -> list[tuple[str, float]]:
     """(function, microseconds of PostgreSQL execution per call) over `pairs` reserve+settle pairs, one thread."""
     with database.engine.begin() as connection:
@@ -115,7 +112,7 @@ def server_time_per_call(database: Database, account_ids: list[str], pairs: int)
         rows = connection.execute(text(
             "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
             " WHERE query ~ 'FROM ledger_(reserve|settle)\\(' ORDER BY 1")).all()
-    return [(name, micros) for name, micros in rows]
+    return [tuple(row) for row in rows]
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from sqlalchemy import func, select, text
 from bench.processes import cpu_seconds, profile, stop_profiling
 from shared.db import Database
 from shared.models import Message
-from tests.support.postgres import TemporaryPostgres
+from tests.support.postgres import STATEMENT_STATISTICS, TemporaryPostgres
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 
 OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -42,9 +42,6 @@ ENV = {"CREDITQ_SENDER_RATES": "long_code=100000,toll_free=100000,short_code=100
        "TWILIO_SIM_LOG_LEVEL": "WARNING",
        "CREDITQ_NEW_ACCOUNT_DAYS": "0",  # the accounts are minutes old and send thousands: no new-account cap
        "CREDITQ_KEY_RATE_LIMIT": "100000"}  # never refuses, so its Redis round trip is still measured
-
-
-STATEMENT_STATISTICS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
 
 
 class PeakRss:

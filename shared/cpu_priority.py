@@ -41,7 +41,7 @@ def lower_cpu_priority(nice: int) -> None:
 def _write_autogroup(nice: int, attempts: int = 10) -> None:
     """The kernel takes one autogroup change a machine every 100 ms from a process without CAP_SYS_ADMIN (EAGAIN
     for the others), so workers started together wait their turn."""
-    for attempt in range(attempts):
+    for _ in range(attempts):
         try:
             AUTOGROUP.write_text(str(nice))
             return

@@ -11,8 +11,8 @@ Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTE
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
 Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits) and 0024 (which
-inlined the lot burn, a nested function call that cost as much as its statement) and, for schemas made with `Base.metadata.create_all`, by
-the `after_create` hook below.
+inlined the lot burn, a nested function call that cost as much as its statement) and, for schemas made with
+`Base.metadata.create_all`, by the `after_create` hook below.
 """
 
 from sqlalchemy import Connection, event

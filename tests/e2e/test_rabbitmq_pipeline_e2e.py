@@ -12,7 +12,14 @@ import pytest
 import redis
 import requests
 
-from tests.e2e.test_send_pipeline_e2e import all_final, check_money, new_account, post_messages, wait_until
+from tests.e2e.test_send_pipeline_e2e import (
+    all_final,
+    check_money,
+    new_account,
+    post_messages,
+    wait_until,
+    without_quiet_hours,
+)
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -64,9 +71,7 @@ def test_scheduled_messages_wait_in_rabbitmqs_delay_queue_and_go_out_without_a_s
     # Given messages scheduled a few seconds ahead (their release jobs delayed on the broker), by an account with no
     # quiet hours: a scheduled text is held to 08:00 at the recipient's, and it may be night in San Francisco
     account_id, headers, sender = new_account(stack, 200, "100")
-    no_quiet_hours = requests.patch(f"{stack.url}/v1/accounts/{account_id}", headers=headers, timeout=10,
-                                    json={"quiet_hours": {"start": "00:00", "end": "00:00"}})
-    assert no_quiet_hours.status_code == 200, no_quiet_hours.text
+    without_quiet_hours(stack, account_id, headers)
     send_at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
     session = requests.Session()
     ids = []

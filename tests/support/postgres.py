@@ -13,6 +13,9 @@ import psycopg
 
 from tests.support.ports import free_port
 
+# settings= for a server whose statements a bench reads back (pg_stat_statements): functions' inner statements too
+STATEMENT_STATISTICS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+
 
 def find_bin_dir() -> Path:
     """initdb and pg_ctl: CREDITQ_POSTGRES_BIN, PATH, Debian's directories, else the pgserver wheel's own build."""

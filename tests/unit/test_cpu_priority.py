@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from shared import cpu_priority
-from shared.cpu_priority import lower_cpu_priority
 
 HAS_AUTOGROUP = Path("/proc/self/autogroup").exists()
 REPORT = ("import os, sys; from pathlib import Path; from shared.cpu_priority import lower_cpu_priority; "
@@ -55,7 +54,7 @@ def test_zero_changes_nothing_and_a_process_already_lower_stays_there(nice, alre
 
 def test_the_call_in_this_process_at_zero_does_nothing():
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    lower_cpu_priority(0)
+    cpu_priority.lower_cpu_priority(0)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
@@ -76,12 +75,18 @@ class RateLimitedAutogroup:
         self.written.append(text)
 
 
-def test_a_worker_started_with_others_waits_for_the_kernels_turn_to_lower_its_autogroup(monkeypatch, caplog):
+@pytest.fixture
+def session_leader(monkeypatch):
+    """This process as a session leader whose own nice is left alone: only the autogroup's writes are seen."""
+    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())
+    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *_args: None)
+
+
+def test_a_worker_started_with_others_waits_for_the_kernels_turn_to_lower_its_autogroup(session_leader, monkeypatch,
+                                                                                         caplog):
     # Given an autogroup that refuses twice (another worker's session changed its own a moment ago)
     autogroup = RateLimitedAutogroup(busy=2)
     monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
-    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())  # as a session leader
-    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *_args: None)
     # When the worker lowers its priority
     cpu_priority.lower_cpu_priority(10)
     # Then it tried again until the kernel took it, and said nothing alarming
@@ -89,11 +94,9 @@ def test_a_worker_started_with_others_waits_for_the_kernels_turn_to_lower_its_au
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 
-def test_an_autogroup_the_kernel_keeps_refusing_is_reported(monkeypatch, caplog):
+def test_an_autogroup_the_kernel_keeps_refusing_is_reported(session_leader, monkeypatch, caplog):
     autogroup = RateLimitedAutogroup(busy=100)
     monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
-    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())
-    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *_args: None)
     monkeypatch.setattr(cpu_priority.time, "sleep", lambda _seconds: None)
     cpu_priority.lower_cpu_priority(10)
     assert autogroup.written == []
