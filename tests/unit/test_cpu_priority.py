@@ -16,11 +16,12 @@ REPORT = ("import os, sys; from pathlib import Path; from shared.cpu_priority im
           "print(os.getpriority(os.PRIO_PROCESS, 0), group.read_text().split()[-1] if group.exists() else '-')")
 
 
-def run_in_process(nice: int, *, already: int = 0, new_session: bool = True) -> tuple[int, str]:
-    """(the process's nice, its autogroup's nice or '-') after lower_cpu_priority(nice) in a fresh process."""
+def run_in_process(nice: int, *, already: int = 0) -> tuple[int, str]:
+    """(the process's nice, its autogroup's nice or '-') after lower_cpu_priority(nice) in a fresh process that
+    leads a session of its own, as every creditq process does."""
     result = subprocess.run([sys.executable, "-c", REPORT, str(nice), str(already)], capture_output=True, text=True,
-                            check=True, start_new_session=new_session, cwd=Path(__file__).resolve().parents[2],
-                            timeout=60)
+                            start_new_session=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.returncode == 0, result.stderr
     process_nice, group_nice = result.stdout.split()
     return int(process_nice), group_nice
 
@@ -31,16 +32,6 @@ def test_a_process_leading_its_session_runs_at_the_nice_and_so_does_its_autogrou
     # Then it runs at nice 7, and its session's autogroup too, where the kernel has them
     assert process_nice == 7
     assert group_nice == ("7" if HAS_AUTOGROUP else "-")
-
-
-def test_a_process_that_does_not_lead_its_session_leaves_the_sessions_autogroup_alone():
-    # Given the test runner's own autogroup
-    before = Path("/proc/self/autogroup").read_text() if HAS_AUTOGROUP else None
-    # When a child in the runner's session lowers its priority
-    process_nice, group_nice = run_in_process(7, new_session=False)
-    # Then the child runs at 7, and the session's autogroup (the runner's) is untouched
-    assert process_nice == 7
-    assert (Path("/proc/self/autogroup").read_text() if HAS_AUTOGROUP else None) == before
 
 
 @pytest.mark.parametrize(("nice", "already", "expected", "expected_group"), [(0, 0, 0, "0"), (5, 12, 12, "5")])
@@ -102,3 +93,16 @@ def test_an_autogroup_the_kernel_keeps_refusing_is_reported(session_leader, monk
     assert autogroup.written == []
     assert any("could not lower the scheduler autogroup to nice 10" in record.getMessage()
                for record in caplog.records if record.levelname == "WARNING")
+
+
+def test_a_process_that_does_not_lead_its_session_leaves_the_sessions_autogroup_alone(monkeypatch):
+    # Given a process in a session another process leads
+    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid() + 1)
+    monkeypatch.setattr(cpu_priority.os, "setpriority", lambda *args: niced.append(args[2]))
+    niced, autogroup = [], RateLimitedAutogroup(busy=0)
+    monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
+    # When it lowers its priority
+    cpu_priority.lower_cpu_priority(7)
+    # Then it runs at 7 itself and leaves the session's autogroup (its leader's to set) alone
+    assert niced == [7]
+    assert autogroup.written == []
