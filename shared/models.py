@@ -186,7 +186,10 @@ class Hold(Base):
                       Index("ix_holds_account_status", "account_id", "status"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    # No foreign key (migration 0025): every hold is made by the ledger's reservation, whose UPDATE of this account's
+    # row is its condition, and accounts are never deleted; the check would lock the hottest row of the schema once
+    # more for every hold (shared.ledger.verify reports a hold that names no account).
+    account_id: Mapped[str] = mapped_column(String(40))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     amount: Mapped[int] = mapped_column(Millicredits)
     from_allocation: Mapped[bool] = mapped_column(Boolean, default=False)  # drawn on user_id's own credits
@@ -301,8 +304,11 @@ class Message(Base):
         Index("ix_messages_account_created", "account_id", "created_at", "id"),
         Index("ix_messages_account_status_created", "account_id", "status", "created_at", "id"),
         Index("ix_messages_account_from_created", "account_id", "from", "created_at", "id"),
-        Index("ix_messages_campaign_created", "campaign_id", "created_at", "id"),
-        Index("ix_messages_user_created", "user_id", "created_at", "id"),
+        # a campaign's and a user's messages: most texts have neither, and only the others are indexed (0025)
+        Index("ix_messages_in_campaign_created", "campaign_id", "created_at", "id",
+              postgresql_where=text("campaign_id IS NOT NULL"), sqlite_where=text("campaign_id IS NOT NULL")),
+        Index("ix_messages_by_user_created", "user_id", "created_at", "id",
+              postgresql_where=text("user_id IS NOT NULL"), sqlite_where=text("user_id IS NOT NULL")),
         # replies are few among the sends: only they are indexed, so the sends' inserts pay nothing for it
         Index("ix_messages_inbound_created", "account_id", "created_at", "id",
               postgresql_where=text("direction = 'inbound'"), sqlite_where=text("direction = 'inbound'")),
@@ -310,10 +316,14 @@ class Message(Base):
         # which no update changes, so the status updates of the hot path stay HOT (updated_at would index each)
         Index("ix_messages_unredacted_created_at", "created_at",
               postgresql_where=text("redacted_at IS NULL"), sqlite_where=text("redacted_at IS NULL")),
+        Index("ix_messages_reprocessed_from", "reprocessed_from", unique=True,
+              postgresql_where=text("reprocessed_from IS NOT NULL"), sqlite_where=text("reprocessed_from IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    # No foreign key (0025), as on holds.account_id: the intake and the fan-out write messages of an account whose row
+    # the sends are updating, and each check would take a share lock on it; verify reports a message naming none.
+    account_id: Mapped[str] = mapped_column(String(40))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     campaign_id: Mapped[str | None] = mapped_column(String(40))
     direction: Mapped[str] = mapped_column(String(8), default="outbound")
@@ -328,7 +338,7 @@ class Message(Base):
     credits_charged: Mapped[int | None] = mapped_column(Millicredits)
     # The rate card version its settlement priced it with (None: not charged by the card, or settled before versions)
     rate_card_version: Mapped[int | None] = mapped_column(Integer)
-    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
+    hold_id: Mapped[int | None] = mapped_column(BigId)  # the ledger's hold (no foreign key: 0025; verify checks it)
     twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
     # The Twilio (sub)account the message was sent with, stored with its sid: its callbacks must name it
     # and be signed with its token. None on messages sent before it was recorded (and on inbound ones).
@@ -343,8 +353,9 @@ class Message(Base):
     slot_at: Mapped[datetime | None]  # the sender-throughput slot booked for it (its job waits until then)
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # A toll-free resend names the original it resends; unique: an original is resent at most once.
-    reprocessed_from: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), unique=True)
+    # A toll-free resend names the original it resends; unique (ix_messages_reprocessed_from, which holds only the
+    # resends): an original is resent at most once.
+    reprocessed_from: Mapped[str | None] = mapped_column(ForeignKey("messages.id"))
     dunning_site_id: Mapped[str | None] = mapped_column(String(40))  # sent from that site's number and credentials
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

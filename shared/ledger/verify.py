@@ -7,10 +7,12 @@
 - held = sum of pending holds (per account and per user);
 - no lot below zero or above its amount;
 - each hold charged at most once (one usage entry per settled hold, none otherwise, summing to the
-  settled amount) and each message charged by at most one hold.
+  settled amount) and each message charged by at most one hold;
+- every hold and message names an account, and a message's hold is one of its account's (what foreign keys
+  would check on each write; the hot path goes without them: migration 0025).
 """
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from shared.models import Account, Entry, Hold, Lot, Message, User
@@ -106,4 +108,20 @@ def verify(session: Session, account_id: str | None = None) -> list[str]:
             .where(Hold.status == "settled").group_by(Hold.account_id, Hold.reference)
             .having(func.count() > literal(1)).order_by(Hold.reference), Hold.account_id)):
         drifts.append(f"account {row.account_id}: message {row.reference} charged by {row.n} holds")
+
+    no_account = ~exists().where(Account.id == Hold.account_id)
+    for row in session.execute(scoped(select(Hold.id, Hold.account_id).where(no_account).order_by(Hold.id),
+                                      Hold.account_id)):
+        drifts.append(f"account {row.account_id}: hold {row.id} names an account that does not exist")
+    no_account = ~exists().where(Account.id == Message.account_id)
+    for row in session.execute(scoped(select(Message.id, Message.account_id).where(no_account).order_by(Message.id),
+                                      Message.account_id)):
+        drifts.append(f"account {row.account_id}: message {row.id} names an account that does not exist")
+    for row in session.execute(scoped(
+            select(Message.id, Message.account_id, Message.hold_id, Hold.account_id.label("hold_account_id"))
+            .outerjoin(Hold, Hold.id == Message.hold_id)
+            .where(Message.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != Message.account_id))
+            .order_by(Message.id), Message.account_id)):
+        whose = "does not exist" if row.hold_account_id is None else f"is account {row.hold_account_id}'s"
+        drifts.append(f"account {row.account_id}: message {row.id}'s hold {row.hold_id} {whose}")
     return drifts

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from shared.db import Database
 from shared.ledger import accounts, book
@@ -235,3 +236,53 @@ def test_the_lot_burn_moves_into_ledger_settle_and_back_and_settles_alike_at_eac
         assert settle_one(3) == (500, [0, 500])
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_messages_and_holds_go_without_foreign_keys_to_hot_rows_and_index_only_rows_with_a_value(backend, tmp_path,
+                                                                                                  request):
+    # given a database of the release before (0024), whose foreign keys refuse a message naming no account
+    url = (f"sqlite:///{tmp_path / 'creditq.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_server").create_database("migrations_lean_writes"))
+    upgrade(url, "0024")
+    database = Database(url)
+    orphan = text("INSERT INTO messages (id, account_id, direction, \"to\", \"from\", body, status, segments, encoding,"
+                  " credits_estimated, hold_id, attempts, created_at, updated_at) VALUES (:id, 'acct_gone', 'outbound',"
+                  " '+14155550100', '+14155550199', 'hi', 'accepted', 1, 'GSM-7', 0, :hold, 0, :now, :now)")
+
+    def index_definitions() -> dict[str, str]:
+        query = ("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'messages'" if backend == "postgres"
+                 else "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+        with database.engine.connect() as connection:
+            return {name: definition or "" for name, definition in connection.execute(text(query))}
+
+    try:
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(orphan, {"id": "msg_before", "hold": None, "now": NOW})
+        # when it is upgraded
+        upgrade(url)
+        # then such rows go in (shared.ledger.verify reports them), the campaign's, user's and resend's indexes hold
+        # only the rows that have a value, and a second resend of one original is still refused
+        with database.engine.begin() as connection:
+            connection.execute(orphan, {"id": "msg_orphan", "hold": 10**9, "now": NOW})
+        indexes = index_definitions()
+        for name, column in [("ix_messages_in_campaign_created", "campaign_id"), ("ix_messages_by_user_created",
+                             "user_id"), ("ix_messages_reprocessed_from", "reprocessed_from")]:
+            assert f"{column} IS NOT NULL" in indexes[name].replace('"', "")
+        assert "ix_messages_campaign_created" not in indexes and "ix_messages_user_created" not in indexes
+        resend = text("UPDATE messages SET reprocessed_from = 'msg_orphan' WHERE id = :id")
+        with database.engine.begin() as connection:
+            connection.execute(orphan, {"id": "msg_resend", "hold": None, "now": NOW})
+            connection.execute(orphan, {"id": "msg_resend_2", "hold": None, "now": NOW})
+            connection.execute(resend, {"id": "msg_resend"})
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(resend, {"id": "msg_resend_2"})
+        # and when it is downgraded (the rows naming no account gone first), the foreign keys are back
+        with database.engine.begin() as connection:
+            connection.execute(text("DELETE FROM messages"))
+        command.downgrade(alembic_config(url), "0024")
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(orphan, {"id": "msg_after", "hold": None, "now": NOW})
+        assert "ix_messages_campaign_created" in index_definitions()
+    finally:
+        database.dispose()

@@ -7,7 +7,7 @@ import pytest
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger import accounts, allocations, book
 from shared.ledger.verify import verify
-from shared.models import Account, Entry
+from shared.models import Account, Entry, Hold, Message
 
 UTC = timezone.utc
 NOW = datetime(2021, 3, 10, 12, tzinfo=UTC)
@@ -383,3 +383,28 @@ def test_verify_reports_a_hand_edited_balance(database):
     with database.unit_of_work() as session:
         drifts = verify(session, account_id)
     assert any("balance 1500 != sum of entries 1000" in drift for drift in drifts)
+
+
+def test_verify_reports_holds_and_messages_naming_no_account_and_a_message_holding_another_accounts_hold(database):
+    # Given two accounts, a hold of each, and rows no foreign key guards (migration 0025) written wrong by hand
+    ours, theirs = new_account(database, credits=1_000), new_account(database, credits=1_000)
+    our_hold, their_hold = reserve(database, ours, 100, "ours"), reserve(database, theirs, 100, "theirs")
+    with database.unit_of_work() as session:
+        session.add(Hold(account_id="acct_gone", amount=1, status="voided", idempotency_key="orphan", created_at=NOW,
+                         expires_at=NOW))
+        for message_id, account_id, hold_id in [("msg_orphan", "acct_gone", None), ("msg_own", ours, our_hold.id),
+                                                ("msg_borrowed", ours, their_hold.id), ("msg_lost", ours, 10**9)]:
+            session.add(Message(id=message_id, account_id=account_id, to="+14155550100", from_="+14155550199",
+                                body="hi", status="sending", hold_id=hold_id, created_at=NOW, updated_at=NOW))
+    # When the ledger is verified
+    with database.unit_of_work() as session:
+        drifts = verify(session)
+        ours_only = verify(session, ours)
+    # Then each wrong row is one line, and the message holding its own account's hold is not among them
+    orphan_hold = next(line for line in drifts if "names an account" in line and "hold" in line)
+    assert orphan_hold.startswith("account acct_gone: hold ")
+    assert "account acct_gone: message msg_orphan names an account that does not exist" in drifts
+    assert f"account {ours}: message msg_borrowed's hold {their_hold.id} is account {theirs}'s" in ours_only
+    assert f"account {ours}: message msg_lost's hold {10**9} does not exist" in ours_only
+    assert not [line for line in drifts if "msg_own" in line]
+    assert not [line for line in ours_only if "acct_gone" in line]
