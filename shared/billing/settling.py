@@ -18,7 +18,7 @@ from shared.billing import auto_recharge, low_balance
 from shared.broker import enqueue_many
 from shared.messaging.rates import RateCard
 from shared.messaging.reprocessing import resend_from_toll_free
-from shared.messaging.settlement import settle_message
+from shared.messaging.settlement import settle_messages
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def settle_finished(session: Session, message_ids: list[str], *, rate_card: Rate
     """Settle (or void) each message, in the order given: callers order them by account, so two transactions
     settling messages of the same accounts take the account rows in the same order."""
     followups = Followups()
-    for message_id in message_ids:
-        settled = settle_message(session, message_id, rate_card=rate_card, now=now)
+    for settled in settle_messages(session, message_ids, rate_card=rate_card, now=now):
+        message_id = settled.message_id
         if (resend := resend_from_toll_free(session, settled, now=now)) is not None:
             followups.resends.append(resend)
         wants_notices = settled.low_balance_threshold > 0  # read with the message: most accounts ask nothing more

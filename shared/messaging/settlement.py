@@ -8,10 +8,12 @@ priced with (rate_card_version). A settlement that takes a prepaid account
 below zero locks it; its waiting messages are parked.
 """
 
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import any_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import run
@@ -27,7 +29,8 @@ CHARGED_STATUSES = ("sent", "delivered", "undelivered")
 VOIDED_STATUSES = ("failed", "canceled")
 
 messages, holds, accounts = Message.__table__, Hold.__table__, Account.__table__
-# Prebuilt: it runs for every message. Locks the message and reads with it the hold's state and the sender's type.
+# Prebuilt: it runs for every batch of messages. Locks them (in id order) and reads with each the hold's state and
+# the sender's type.
 _SETTLING = (
     select(messages.c.id, messages.c.account_id, messages.c.status, messages.c.error_code, messages.c.hold_id,
            messages.c.credits_charged,
@@ -40,9 +43,18 @@ _SETTLING = (
            .exists().label("has_auto_recharge"))
     .join(accounts, accounts.c.id == messages.c.account_id)
     .outerjoin(holds, holds.c.id == messages.c.hold_id)
-    .where(messages.c.id == bindparam("message_id"))
+    .order_by(messages.c.id)
     .with_for_update(of=messages)
 )
+
+
+@functools.cache
+def _settling(dialect: str):
+    """_SETTLING for a list of message ids, prebuilt per dialect (on PostgreSQL one untyped array parameter: the
+    same text, prepared once, whatever the number of messages)."""
+    if dialect == "postgresql":
+        return _SETTLING.where(messages.c.id == any_(bindparam("message_ids")))
+    return _SETTLING.where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
 _CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
     credits_charged=bindparam("charged"), rate_card_version=bindparam("rate_card_version"), updated_at=bindparam("now"))
 
@@ -63,13 +75,25 @@ class Settled:
 
 def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> Settled:
     """Settle or void the message's hold according to its status."""
+    return next(settle_messages(session, [message_id], rate_card=rate_card, now=now))
+
+
+def settle_messages(session: Session, message_ids: list[str], *, rate_card: RateCard,
+                    now: datetime) -> Iterator[Settled]:
+    """Settle or void each message's hold according to its status, in the order given, one at each step of the
+    iteration (what the caller does with one answer comes before the next settlement); the messages are read in
+    one statement first."""
     connection = session.connection()
-    message = run(connection, _SETTLING, {"message_id": message_id}).one_or_none()
-    if message is None:
-        return Settled("skipped", message_id)
-    outcome = _settle(session, connection, message, rate_card, now)
-    return Settled(outcome, message_id, message.account_id, message.status, message.error_code,
-                   message.low_balance_threshold, message.has_auto_recharge)
+    found = {row.id: row for row in run(connection, _settling(connection.dialect.name),
+                                        {"message_ids": list(message_ids)}).all()}
+    for message_id in message_ids:
+        message = found.get(message_id)
+        if message is None:
+            yield Settled("skipped", message_id)
+            continue
+        outcome = _settle(session, connection, message, rate_card, now)
+        yield Settled(outcome, message_id, message.account_id, message.status, message.error_code,
+                      message.low_balance_threshold, message.has_auto_recharge)
 
 
 def _settle(session: Session, connection, message, rate_card: RateCard, now: datetime) -> str:

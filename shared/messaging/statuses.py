@@ -17,6 +17,7 @@ transaction lock; SQLite serializes writers anyway), so a report is either seen 
 transaction or finds the stored sid itself.
 """
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from datetime import datetime
 from sqlalchemy import (
     Connection,
     Integer,
+    Row,
     String,
+    any_,
     bindparam,
     case,
     delete,
@@ -108,15 +111,24 @@ messages = Message.__table__
 _MESSAGE_BY_SID = select(messages.c.id, messages.c.account_id).where(messages.c.twilio_sid == bindparam("sid"))
 _SENDER_SID = case((DunningIntegration.id.is_not(None), DunningIntegration.account_sid),
                    else_=Account.twilio_account_sid)  # a dunning site's message: the site's credentials
-_CALLBACK_OWNER = (
-    select(messages.c.id, messages.c.account_id,
+_OWNERS = (
+    select(messages.c.twilio_sid, messages.c.id, messages.c.account_id,
            func.coalesce(messages.c.twilio_account_sid, _SENDER_SID).label("sent_with"), _SENDER_SID.label("own_sid"),
            case((DunningIntegration.id.is_not(None), DunningIntegration.auth_token),
                 else_=Account.twilio_auth_token).label("own_token"))
     .join(Account, Account.id == messages.c.account_id)
     .outerjoin(DunningIntegration, DunningIntegration.id == messages.c.dunning_site_id)
-    .where(messages.c.twilio_sid == bindparam("sid"))
 )
+_CALLBACK_OWNER = _OWNERS.where(messages.c.twilio_sid == bindparam("sid"))
+
+
+@functools.cache
+def _callback_owners(dialect: str):
+    """Prebuilt per dialect: the messages of a batch's sids in one statement (on PostgreSQL with one array
+    parameter, so its text is the same whatever the batch's size; untyped, psycopg sends the list as it is)."""
+    if dialect == "postgresql":
+        return _OWNERS.where(messages.c.twilio_sid == any_(bindparam("sids")))
+    return _OWNERS.where(messages.c.twilio_sid.in_(bindparam("sids", expanding=True)))
 # A report moves the message forward only: its Twilio status must rank above the stored one (none ranks
 # lowest), and a final message never changes. Our status follows when it is behind (we say "sent" once the
 # create returned; Twilio may still say "queued"). A field the report lacks keeps what an earlier one said.
@@ -156,10 +168,14 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
     messages lock their rows in the same order and never deadlock.
     """
     order = sorted(range(len(callbacks)), key=lambda i: callbacks[i].sid)
+    connection = session.connection()
+    sids = sorted({callback.sid for callback in callbacks})
+    owners = {row.twilio_sid: row for row in run(connection, _callback_owners(connection.dialect.name),
+                                                 {"sids": sids}).all()}
     outcomes: list = [None] * len(callbacks)
     for i in order:
         try:
-            outcomes[i] = _record(session, callbacks[i], deployment, now)
+            outcomes[i] = _record(session, callbacks[i], owners.get(callbacks[i].sid), deployment, now)
         except CallbackRejected as rejected:
             outcomes[i] = rejected
     return outcomes
@@ -177,7 +193,7 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
     return outcome
 
 
-def _record(session: Session, callback: Callback, deployment: Credentials,
+def _record(session: Session, callback: Callback, owner: Row | None, deployment: Credentials,
             now: datetime) -> StatusChange | None:
     """Apply a status callback for the message with its sid, once it is proven to be Twilio's for that message.
 
@@ -185,11 +201,11 @@ def _record(session: Session, callback: Callback, deployment: Credentials,
     (`deployment` when it went out with the deployment's credentials); else CallbackRejected, and nothing
     changes. A sid not stored yet is normal for a moment (the callback beat the worker): the report is kept
     (EarlyStatus) if it is signed with the token of credentials we know for its AccountSid, and None is
-    returned, so callers still answer Twilio with success.
+    returned, so callers still answer Twilio with success. `owner` is the message as the batch found it by its sid
+    (None: not found then).
     """
     sid, form = callback.sid, callback.form
     connection = session.connection()
-    owner = run(connection, _CALLBACK_OWNER, {"sid": sid}).one_or_none()
     if owner is None:
         _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
         owner = run(connection, _CALLBACK_OWNER, {"sid": sid}).one_or_none()
