@@ -260,9 +260,10 @@ def _rejected(sid: str, form: SignedForm) -> CallbackRejected:
     return CallbackRejected("The callback is not signed by the Twilio account of the message it is about.")
 
 
-def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | None:
+def apply_early_statuses(session: Session, sid: str, *, now: datetime, locked: bool = False) -> str | None:
     """Apply the reports that arrived before `sid` was stored; call it in the unit of work that stores the sid
-    (and the message's twilio_account_sid).
+    (and the message's twilio_account_sid). `locked`: that unit of work holds the sid's lock already (it took
+    `sid_lock_key(sid)` with the statement that stored the sid).
 
     Only reports verified with the token of the account the message was sent with are applied; the others
     are dropped. Returns the message's status afterwards, or None when no report was waiting. A final status
@@ -270,7 +271,8 @@ def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | 
     """
     session.flush()  # the sid must be in the database for the reports to find it
     connection = session.connection()
-    _lock_sid(connection, sid)
+    if not locked:
+        _lock_sid(connection, sid)
     reports = run(connection, _CLAIM_EARLY, {"sid": sid}).all()
     if not reports:
         return None
@@ -301,8 +303,12 @@ def purge_early_statuses(session: Session, *, before: datetime) -> int:
 def _lock_sid(connection: Connection, sid: str) -> None:
     """Serialize the storing of `sid` with reports of it, until the transaction ends (PostgreSQL only)."""
     if connection.dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "big", signed=True)
-        run(connection, _ADVISORY_LOCK, {"key": key})
+        run(connection, _ADVISORY_LOCK, {"key": sid_lock_key(sid)})
+
+
+def sid_lock_key(sid: str) -> int:
+    """The key of the sid's advisory transaction lock (PostgreSQL's pg_advisory_xact_lock)."""
+    return int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")

@@ -1,0 +1,94 @@
+"""The sid's lock on PostgreSQL: the worker storing a sid and a status callback for it, each in a transaction still
+open when the other begins, never lose the report, whichever takes the lock first."""
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.messaging.sending import _store_sid
+from shared.messaging.statuses import Callback, record_callbacks
+from shared.models import Account, EarlyStatus, Message
+from shared.twilio.gateway import SentMessage
+from shared.twilio.signatures import Credentials, SignedForm
+from twilio_sim.signature import twilio_signature
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DEPLOYMENT = Credentials("AC" + "1" * 32, "deployment-token")
+URL = "https://creditq.example/webhooks/twilio/status"
+SID = "SM" + "7" * 32
+
+
+@pytest.fixture
+def sending(postgres_database):
+    """A message on its way to Twilio: `sending`, no sid yet."""
+    with postgres_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Acme"))
+        session.flush()
+        session.add(Message(id="msg_1", account_id="acct_1", to="+14155550100", from_="+14155550199", body="Hi",
+                            status="sending", segments=1, created_at=T0, updated_at=T0))
+    return postgres_database
+
+
+def delivered() -> Callback:
+    params = {"MessageSid": SID, "MessageStatus": "delivered", "AccountSid": DEPLOYMENT.account_sid}
+    return Callback(SignedForm(URL, params, twilio_signature(DEPLOYMENT.auth_token, URL, params)), sid=SID,
+                    status="delivered", num_segments=1)
+
+
+SENT = SentMessage(sid=SID, account_sid=DEPLOYMENT.account_sid, status="queued", num_segments=1, price=None,
+                   price_unit=None)
+
+
+def store_sid(database, result: list) -> None:
+    with database.unit_of_work() as session:
+        result.append(_store_sid(session, "msg_1", SENT, T0))
+
+
+def outcome(database) -> tuple[str, int]:
+    with database.unit_of_work() as session:
+        return (session.get(Message, "msg_1").status,
+                session.scalar(select(func.count()).select_from(EarlyStatus)))
+
+
+def test_a_report_kept_while_the_sid_is_being_stored_is_applied_by_the_storing_transaction(sending):
+    # Given a callback's transaction that found no sid and kept its report, not committed yet
+    with sending.unit_of_work() as session:
+        assert record_callbacks(session, [delivered()], deployment=DEPLOYMENT, now=T0) == [None]
+        # When the worker stores the sid meanwhile
+        stored: list = []
+        worker = threading.Thread(target=store_sid, args=(sending, stored))
+        worker.start()
+        time.sleep(0.5)
+        # Then it waits for the sid's lock, the callback's transaction holding it
+        assert worker.is_alive() and stored == []
+    worker.join(timeout=30)
+    # and once the callback committed, the worker's transaction found the kept report and applied it
+    assert stored == ["delivered"]
+    assert outcome(sending) == ("delivered", 0)
+
+
+def test_a_report_that_comes_while_the_sid_is_being_stored_waits_for_it_and_finds_it(sending):
+    # Given the worker's transaction that stored the sid, not committed yet
+    with sending.unit_of_work() as session:
+        assert _store_sid(session, "msg_1", SENT, T0) == "queued"
+        # When a report of it comes meanwhile
+        outcomes: list = []
+
+        def report() -> None:
+            with sending.unit_of_work() as callback_session:
+                outcomes.extend(record_callbacks(callback_session, [delivered()], deployment=DEPLOYMENT, now=T0))
+
+        callback = threading.Thread(target=report)
+        callback.start()
+        time.sleep(0.5)
+        # Then it waits for the sid's lock
+        assert callback.is_alive() and outcomes == []
+    callback.join(timeout=30)
+    # and once the sid is committed it finds the message and applies the report itself: nothing is kept
+    assert [change.became_final for change in outcomes] == [True]
+    assert outcome(sending) == ("delivered", 0)
