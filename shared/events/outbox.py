@@ -3,7 +3,8 @@ invented when a process dies between the change and its delivery.
 
 Each event costs its caller one statement, INSERT ... SELECT ... WHERE EXISTS: the row is written only when an
 enabled endpoint of the account takes the type (an indexed lookup of webhook_subscriptions), so an account
-without endpoints pays one index probe and nothing else. `key` names the change; it is unique, so a replayed
+without endpoints pays one index probe and nothing else; the hot message steps ask that with a statement they run
+anyway (`takes_any`) and leave the event's statement out where no endpoint takes it. `key` names the change; it is unique, so a replayed
 step writes nothing twice and keeps the first event's id. The ids written are handed, after the commit, to the
 dispatcher the process registered (`on_written`: the workers' and the web's enqueue of the fan-out job); the
 sweeper dispatches what a crash lost between the commit and that hand-over.
@@ -91,6 +92,15 @@ def _message_event(dialect: str):
                       bindparam("key", type_=String()), snapshot, bindparam("now", type_=DateTime(timezone=True)))
                .where(Message.id == bindparam("message_id"), taken))
     return _insert_statement(dialect, columns)
+
+
+def takes_any(account_id, event_types: Sequence[str]):
+    """Whether an enabled endpoint of the account takes any of the types: a column for a statement a message's step
+    runs anyway, so that a step whose account takes none leaves out `message_event`'s statement (most accounts
+    have no endpoint). The types are constants of the statement: prebuilt, it keeps one text."""
+    types = [literal(event_type, String()) for event_type in sorted({*event_types, ALL})]
+    return exists().where(WebhookSubscription.account_id == account_id, WebhookSubscription.event_type.in_(types),
+                          WebhookEndpoint.id == WebhookSubscription.endpoint_id, WebhookEndpoint.enabled == true())
 
 
 def _taken(account_id, event_type: str):

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, Row, bindparam, case, func, or_, select, update
+from sqlalchemy import Integer, Row, bindparam, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database, run
 from shared.errors import AccountLocked, InsufficientCredits
-from shared.events.outbox import message_event
+from shared.events.outbox import message_event, takes_any
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.estimate import sender_type_of_message
@@ -299,12 +299,16 @@ _STORE_SID = (
             status=case((messages.c.status == "sending", bindparam("ours")), else_=messages.c.status),
             updated_at=bindparam("now"))
 )
-# On PostgreSQL the row it stored also takes the sid's lock (apply_early_statuses): one round trip, not two. The
-# early reports are read by a later statement, whose snapshot sees what a report's transaction committed while
-# this one waited for the lock.
+# On PostgreSQL it also answers whether an endpoint of the account takes message.sent (if none does, no event
+# statement follows), and the row it stored takes the sid's lock (apply_early_statuses): one round trip, not
+# three. The early reports are read by a later statement, whose snapshot sees what a report's transaction
+# committed while this one waited for the lock. SQLite names RETURNING's columns without their tables, which
+# the check's subquery cannot do with: there the event's own statement checks.
 _STORE_SID_RETURNING = {
-    "postgresql": _STORE_SID.returning(messages.c.status, func.pg_advisory_xact_lock(bindparam("lock_key"))),
-    "sqlite": _STORE_SID.returning(messages.c.status),
+    "postgresql": _STORE_SID.returning(messages.c.status,
+                                       takes_any(messages.c.account_id, ["message.sent"]).label("takes_sent"),
+                                       func.pg_advisory_xact_lock(bindparam("lock_key"))),
+    "sqlite": _STORE_SID.returning(messages.c.status, true().label("takes_sent")),
 }
 
 
@@ -319,7 +323,8 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     )).one_or_none()
     if stored is None:
         return "skipped"
-    message_event(session, "message.sent", message_id, now=now)
+    if stored.takes_sent:
+        message_event(session, "message.sent", message_id, now=now)
     return apply_early_statuses(session, sent.sid, now=now, locked=True) or stored.status
 
 

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import run
 from shared.errors import CallbackRejected
-from shared.events.outbox import message_event
+from shared.events.outbox import message_event, takes_any
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
 from shared.models import Account, DunningIntegration, EarlyStatus, Message
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
@@ -115,7 +115,8 @@ _OWNERS = (
     select(messages.c.twilio_sid, messages.c.id, messages.c.account_id,
            func.coalesce(messages.c.twilio_account_sid, _SENDER_SID).label("sent_with"), _SENDER_SID.label("own_sid"),
            case((DunningIntegration.id.is_not(None), DunningIntegration.auth_token),
-                else_=Account.twilio_auth_token).label("own_token"))
+                else_=Account.twilio_auth_token).label("own_token"),
+           takes_any(messages.c.account_id, list(MESSAGE_EVENT_FOR_FINAL_STATUS.values())).label("takes_events"))
     .join(Account, Account.id == messages.c.account_id)
     .outerjoin(DunningIntegration, DunningIntegration.id == messages.c.dunning_site_id)
 )
@@ -222,7 +223,8 @@ def _record(session: Session, callback: Callback, owner: Row | None, deployment:
                                own_token=owner.own_token, deployment=deployment)
     if not form.signed_by(sent_with):
         raise _rejected(sid, form)
-    return _apply(session, owner.id, owner.account_id, sid, callback.status, callback.reported(), now)
+    return _apply(session, owner.id, owner.account_id, sid, callback.status, callback.reported(), now,
+                  takes_events=owner.takes_events)
 
 
 def record_status(session: Session, *, sid: str, status: str, num_segments: int | None = None,
@@ -240,7 +242,9 @@ def record_status(session: Session, *, sid: str, status: str, num_segments: int 
 
 
 def _apply(session: Session, message_id: str, account_id: str, sid: str, status: str, reported: dict,
-           now: datetime) -> StatusChange:
+           now: datetime, *, takes_events: bool = True) -> StatusChange:
+    """Apply the report; `takes_events`: False when the account's endpoints were found to take no final message
+    event, in this transaction, so none is written."""
     if status not in TWILIO_RANK:
         log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
@@ -249,7 +253,7 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
         message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
         now=now, **reported))
     changed = result.rowcount == 1
-    if changed and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:  # the one report that made it final
+    if changed and takes_events and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:  # the one report that made it final
         message_event(session, MESSAGE_EVENT_FOR_FINAL_STATUS[ours], message_id, now=now)
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
 

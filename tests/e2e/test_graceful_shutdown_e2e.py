@@ -41,8 +41,9 @@ def test_a_web_process_told_to_stop_answers_every_request_it_took(postgres_serve
         account_id, headers, sender = new_account(stack, 1, "100")
         libpq = stack.database_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(libpq) as lock, psycopg.connect(libpq, autocommit=True) as watcher:
-            # given the account's row locked, so the web's accept batches wait for it with their requests in flight
-            lock.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
+            # given the messages table locked against writes, so the web's accept batches wait for it with their
+            # requests in flight
+            lock.execute("LOCK TABLE messages IN SHARE MODE")
 
             def post(n: int):
                 try:
@@ -56,7 +57,7 @@ def test_a_web_process_told_to_stop_answers_every_request_it_took(postgres_serve
                 posted = [pool.submit(post, n) for n in range(20)]
                 wait_for(lambda: watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = %s",
-                    (stack.database_name,)).fetchone()[0] > 0, "an accept batch waiting on the account's row")
+                    (stack.database_name,)).fetchone()[0] > 0, "an accept batch waiting on the messages table")
 
                 # when the web is told to stop
                 web = stack.processes["web"]
@@ -65,7 +66,7 @@ def test_a_web_process_told_to_stop_answers_every_request_it_took(postgres_serve
                 # then it stops listening at once, while the requests it took still wait
                 wait_for(lambda: refuses_connections(stack.web_port), "refusing new connections")
                 assert web.poll() is None
-                lock.rollback()  # the row is free again: the batches commit
+                lock.rollback()  # the table is free again: the batches commit
                 results = [future.result() for future in posted]
 
         # and every request it took was answered 202 with a message that exists; none was stored unanswered

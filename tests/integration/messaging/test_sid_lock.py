@@ -1,5 +1,6 @@
-"""The sid's lock on PostgreSQL: the worker storing a sid and a status callback for it, each in a transaction still
-open when the other begins, never lose the report, whichever takes the lock first."""
+"""Storing a sid on PostgreSQL. The sid's lock: the worker storing a sid and a status callback for it, each in a
+transaction still open when the other begins, never lose the report, whichever takes the lock first. The same
+statement tells whether the account takes message.sent: the event's own statement runs only where it does."""
 
 import threading
 import time
@@ -8,9 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
+from shared.events.endpoints import create_endpoint
+from shared.messaging import sending as send_step
 from shared.messaging.sending import _store_sid
 from shared.messaging.statuses import Callback, record_callbacks
-from shared.models import Account, EarlyStatus, Message
+from shared.models import Account, EarlyStatus, Message, WebhookEvent
 from shared.twilio.gateway import SentMessage
 from shared.twilio.signatures import Credentials, SignedForm
 from twilio_sim.signature import twilio_signature
@@ -92,3 +95,32 @@ def test_a_report_that_comes_while_the_sid_is_being_stored_waits_for_it_and_find
     # and once the sid is committed it finds the message and applies the report itself: nothing is kept
     assert [change.became_final for change in outcomes] == [True]
     assert outcome(sending) == ("delivered", 0)
+
+
+def test_storing_a_sid_writes_message_sent_only_for_an_account_whose_endpoint_takes_it(postgres_database,
+                                                                                        monkeypatch):
+    # Given two messages on their way to Twilio, of an account with an endpoint taking message.sent and of one without
+    with postgres_database.unit_of_work() as session:
+        session.add_all([Account(id="acct_hooked", name="Hooked"), Account(id="acct_plain", name="Plain")])
+        session.flush()
+        create_endpoint(session, "acct_hooked", url="https://hooks.example/creditq", events=["message.sent"],
+                        description=None, now=T0)
+        for account_id in ("acct_hooked", "acct_plain"):
+            session.add(Message(id=f"msg_{account_id}", account_id=account_id, to="+14155550100",
+                                from_="+14155550199", body="Hi", status="sending", segments=1, created_at=T0,
+                                updated_at=T0))
+    events_run: list[str] = []
+    write_event = send_step.message_event
+    monkeypatch.setattr(send_step, "message_event", lambda session, event_type, message_id, **kwargs: (
+        events_run.append(message_id), write_event(session, event_type, message_id, **kwargs))[1])
+    # When each one's sid is stored
+    for n, account_id in enumerate(("acct_hooked", "acct_plain")):
+        sent = SentMessage(sid=f"SM{n:032d}", account_sid=DEPLOYMENT.account_sid, status="queued", num_segments=1,
+                           price=None, price_unit=None)
+        with postgres_database.unit_of_work() as session:
+            assert _store_sid(session, f"msg_{account_id}", sent, T0) == "queued"
+    # Then the hooked account's message.sent is written, and the other account's step ran no event statement
+    with postgres_database.unit_of_work() as session:
+        written = session.execute(select(WebhookEvent.account_id, WebhookEvent.type)).all()
+    assert written == [("acct_hooked", "message.sent")]
+    assert events_run == ["msg_acct_hooked"]

@@ -1,5 +1,6 @@
 """A batch of status callbacks reads its messages in one statement, and the messages it finished in one more, however
-many callbacks it holds: each read per callback was a round trip for every one of them."""
+many callbacks it holds: each read per callback was a round trip for every one of them. An account without a webhook
+endpoint costs the batch no event statement."""
 
 from datetime import UTC, datetime
 
@@ -38,10 +39,13 @@ def test_a_batch_reads_its_messages_once_and_the_ones_it_finished_once(sqlite_da
                                 hold_id=hold.id, segments=1, credits_estimated=1_000, created_at=T0, updated_at=T0))
             sids.append(f"SM{n:032d}")
     reads: list[str] = []
+    events: list[str] = []
 
     def count_message_reads(_connection, _cursor, statement, *_args):
         if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
             reads.append(statement)
+        if "INSERT INTO webhook_events" in statement:
+            events.append(statement)
 
     # When one batch brings each a delivery report and an unknown sid's report
     batcher = CallbackBatcher(sqlite_database, Enqueuer(fake_broker), DEPLOYMENT)
@@ -59,3 +63,6 @@ def test_a_batch_reads_its_messages_once_and_the_ones_it_finished_once(sqlite_da
     with sqlite_database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage")) == 12
     assert len(reads) == 3, reads
+    # and the account, which has no webhook endpoint, cost no event statement
+    assert events == []
+
