@@ -117,11 +117,13 @@ def verify(session: Session, account_id: str | None = None) -> list[str]:
     for row in session.execute(scoped(select(Message.id, Message.account_id).where(no_account).order_by(Message.id),
                                       Message.account_id)):
         drifts.append(f"account {row.account_id}: message {row.id} names an account that does not exist")
-    for row in session.execute(scoped(
-            select(Message.id, Message.account_id, Message.hold_id, Hold.account_id.label("hold_account_id"))
-            .outerjoin(Hold, Hold.id == Message.hold_id)
-            .where(Message.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != Message.account_id))
-            .order_by(Message.id), Message.account_id)):
+    borrowed = (select(Message.id, Message.account_id, Message.hold_id, Hold.account_id.label("hold_account_id"))
+                .outerjoin(Hold, Hold.id == Message.hold_id)
+                .where(Message.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != Message.account_id))
+                .order_by(Message.id))
+    if account_id is not None:  # the account of the message, or the one whose hold it names (which pays for it)
+        borrowed = borrowed.where(or_(Message.account_id == account_id, Hold.account_id == account_id))
+    for row in session.execute(borrowed):
         whose = "does not exist" if row.hold_account_id is None else f"is account {row.hold_account_id}'s"
         drifts.append(f"account {row.account_id}: message {row.id}'s hold {row.hold_id} {whose}")
     return drifts

@@ -4,8 +4,11 @@ import importlib
 import logging
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, select, text
@@ -249,6 +252,8 @@ def test_messages_and_holds_go_without_foreign_keys_to_hot_rows_and_index_only_r
     orphan = text("INSERT INTO messages (id, account_id, direction, \"to\", \"from\", body, status, segments, encoding,"
                   " credits_estimated, hold_id, attempts, created_at, updated_at) VALUES (:id, 'acct_gone', 'outbound',"
                   " '+14155550100', '+14155550199', 'hi', 'accepted', 1, 'GSM-7', 0, :hold, 0, :now, :now)")
+    orphan_hold = text("INSERT INTO holds (account_id, amount, from_allocation, status, idempotency_key, created_at,"
+                       " expires_at) VALUES ('acct_gone', 1, false, 'voided', :key, :now, :now)")
 
     def index_definitions() -> dict[str, str]:
         query = ("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'messages'" if backend == "postgres"
@@ -259,12 +264,15 @@ def test_messages_and_holds_go_without_foreign_keys_to_hot_rows_and_index_only_r
     try:
         with pytest.raises(IntegrityError), database.engine.begin() as connection:
             connection.execute(orphan, {"id": "msg_before", "hold": None, "now": NOW})
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(orphan_hold, {"key": "before", "now": NOW})
         # when it is upgraded
         upgrade(url)
         # then such rows go in (shared.ledger.verify reports them), the campaign's, user's and resend's indexes hold
         # only the rows that have a value, and a second resend of one original is still refused
         with database.engine.begin() as connection:
             connection.execute(orphan, {"id": "msg_orphan", "hold": 10**9, "now": NOW})
+            connection.execute(orphan_hold, {"key": "orphan", "now": NOW})
         indexes = index_definitions()
         for name, column in [("ix_messages_in_campaign_created", "campaign_id"), ("ix_messages_by_user_created",
                              "user_id"), ("ix_messages_reprocessed_from", "reprocessed_from")]:
@@ -280,9 +288,72 @@ def test_messages_and_holds_go_without_foreign_keys_to_hot_rows_and_index_only_r
         # and when it is downgraded (the rows naming no account gone first), the foreign keys are back
         with database.engine.begin() as connection:
             connection.execute(text("DELETE FROM messages"))
+            connection.execute(text("DELETE FROM holds"))
         command.downgrade(alembic_config(url), "0024")
         with pytest.raises(IntegrityError), database.engine.begin() as connection:
             connection.execute(orphan, {"id": "msg_after", "hold": None, "now": NOW})
-        assert "ix_messages_campaign_created" in index_definitions()
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(orphan_hold, {"key": "after", "now": NOW})
+        indexes = index_definitions()
+        assert "ix_messages_campaign_created" in indexes and "ix_messages_user_created" in indexes
+        assert "ix_messages_reprocessed_from" not in indexes
+        with database.unit_of_work() as session:  # the full unique constraint is back in its place
+            account, _ = accounts.create_account(
+                session, name="Back", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
+                plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+            account_id = account.id
+        owned = text(str(orphan).replace("'acct_gone'", ":account"))
+        with database.engine.begin() as connection:
+            for message_id in ("msg_original", "msg_one", "msg_two"):
+                connection.execute(owned, {"id": message_id, "hold": None, "now": NOW, "account": account_id})
+            connection.execute(text("UPDATE messages SET reprocessed_from = 'msg_original' WHERE id = 'msg_one'"))
+        with pytest.raises(IntegrityError), database.engine.begin() as connection:
+            connection.execute(text("UPDATE messages SET reprocessed_from = 'msg_original' WHERE id = 'msg_two'"))
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_the_foreign_keys_go_without_holding_the_sends_behind_a_long_transaction_on_accounts(postgres_server):
+    # given a database at 0024 and a long transaction that has read the accounts (a report, a month-end batch)
+    url = postgres_server.create_database("migrations_lean_locks")
+    upgrade(url, "0024")
+    database = Database(url)
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name="Busy", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+        account_id = account.id
+    libpq = url.replace("postgresql+psycopg://", "postgresql://")
+    send = ("INSERT INTO messages (id, account_id, direction, \"to\", \"from\", body, status, segments, encoding,"
+            " credits_estimated, attempts, created_at, updated_at) VALUES (%s, %s, 'outbound', '+14155550100',"
+            " '+14155550199', 'hi', 'accepted', 1, 'GSM-7', 0, 0, now(), now())")
+    try:
+        with psycopg.connect(libpq) as report, psycopg.connect(libpq, autocommit=True) as sender:
+            report.execute("SELECT count(*) FROM accounts")  # its lock on the table lasts until it ends
+            # when the upgrade runs meanwhile
+            upgrading = threading.Thread(target=upgrade, args=(url,))
+            upgrading.start()
+            wait_until = time.monotonic() + 60
+            while not sender.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%%'"
+                                     " AND wait_event_type = 'Lock'").fetchone()[0]:
+                assert time.monotonic() < wait_until, "the upgrade never waited for the report's lock"
+                time.sleep(0.05)
+            # then a send still goes in while the report runs: a waiting ALTER gives the table back within its
+            # lock timeout (in one transaction, it would keep `messages` locked until the report ended)
+            sender.execute("SET statement_timeout = '20s'")
+            for n in range(3):
+                sender.execute(send, (f"msg_during_{n}", account_id))
+                time.sleep(0.3)
+            assert upgrading.is_alive()  # still waiting for the report
+            report.rollback()
+            upgrading.join(timeout=60)
+        # and once the report ended, the upgrade finished: the foreign keys are gone
+        assert not upgrading.is_alive()
+        with psycopg.connect(libpq) as check:
+            keys = {name for (name,) in check.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid IN ('messages'::regclass, 'holds'::regclass)")}
+        assert not keys & {"fk_messages_account_id_accounts", "fk_messages_hold_id_holds",
+                           "fk_holds_account_id_accounts", "uq_messages_reprocessed_from"}
     finally:
         database.dispose()

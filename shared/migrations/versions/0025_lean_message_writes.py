@@ -10,11 +10,16 @@ its campaign's; accounts are never deleted. `shared.ledger.verify` reports a hol
 and a message naming a hold that does not exist.
 
 On PostgreSQL the new indexes are built CONCURRENTLY (as in 0014) before the ones they replace are dropped, so
-listing a campaign's messages never goes without one. The release before runs alike on either schema.
+listing a campaign's messages never goes without one. Dropping a constraint locks its table, and a foreign key's
+the table it names too, outright: each is dropped alone, waiting at most LOCK_TIMEOUT for those locks and tried
+again after a pause, so a long transaction on `accounts` (a report, a month-end batch) never holds the sends queued
+behind a waiting ALTER for longer than that. The release before runs alike on either schema.
 
 Revision ID: 0025
 Revises: 0024
 """
+import time
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,6 +36,9 @@ INDEXES = [  # name, columns, unique, predicate: the rows that have the value
 REPLACED_INDEXES = [('ix_messages_campaign_created', ['campaign_id', 'created_at', 'id']),
                     ('ix_messages_user_created', ['user_id', 'created_at', 'id'])]
 REPLACED_UNIQUE = ('uq_messages_reprocessed_from', ['reprocessed_from'])
+LOCK_TIMEOUT_MS = 500
+ATTEMPTS = 600  # about ten minutes of a transaction that keeps a table busy, then the upgrade gives up
+LOCK_NOT_AVAILABLE = '55P03'
 FOREIGN_KEYS = [  # table, name, column, referred table
     ('messages', 'fk_messages_account_id_accounts', 'account_id', 'accounts'),
     ('messages', 'fk_messages_hold_id_holds', 'hold_id', 'holds'),
@@ -50,9 +58,7 @@ def upgrade() -> None:
                                 if_not_exists=True, postgresql_where=sa.text(where))
             for name, _columns in REPLACED_INDEXES:
                 op.drop_index(name, table_name='messages', postgresql_concurrently=True, if_exists=True)
-        op.drop_constraint(REPLACED_UNIQUE[0], 'messages', type_='unique')
-        for table, name, _column, _referred in FOREIGN_KEYS:
-            op.drop_constraint(name, table, type_='foreignkey')
+            _drop_briefly([('messages', REPLACED_UNIQUE[0]), *((table, name) for table, name, *_ in FOREIGN_KEYS)])
         return
     with op.batch_alter_table('holds') as batch:
         batch.drop_constraint('fk_holds_account_id_accounts', type_='foreignkey')
@@ -65,6 +71,25 @@ def upgrade() -> None:
             batch.drop_index(name)
     for name, columns, unique, where in INDEXES:
         op.create_index(name, 'messages', columns, unique=unique, sqlite_where=sa.text(where))
+
+
+def _drop_briefly(constraints: list[tuple[str, str]]) -> None:
+    """Each constraint in a transaction of its own (the caller's autocommit block), waiting at most LOCK_TIMEOUT_MS
+    for its locks; a wait that times out gives them back and tries again."""
+    bind = op.get_bind()
+    bind.exec_driver_sql(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+    try:
+        for table, name in constraints:
+            for attempt in range(ATTEMPTS):
+                try:
+                    bind.exec_driver_sql(f'ALTER TABLE {table} DROP CONSTRAINT IF EXISTS "{name}"')
+                    break
+                except sa.exc.OperationalError as error:
+                    if getattr(error.orig, 'sqlstate', None) != LOCK_NOT_AVAILABLE or attempt == ATTEMPTS - 1:
+                        raise
+                    time.sleep(LOCK_TIMEOUT_MS / 1000)
+    finally:
+        bind.exec_driver_sql("RESET lock_timeout")
 
 
 def downgrade() -> None:

@@ -399,12 +399,13 @@ def test_verify_reports_holds_and_messages_naming_no_account_and_a_message_holdi
     # When the ledger is verified
     with database.unit_of_work() as session:
         drifts = verify(session)
-        ours_only = verify(session, ours)
+        ours_only, theirs_only = verify(session, ours), verify(session, theirs)
     # Then each wrong row is one line, and the message holding its own account's hold is not among them
     orphan_hold = next(line for line in drifts if "names an account" in line and "hold" in line)
     assert orphan_hold.startswith("account acct_gone: hold ")
     assert "account acct_gone: message msg_orphan names an account that does not exist" in drifts
-    assert f"account {ours}: message msg_borrowed's hold {their_hold.id} is account {theirs}'s" in ours_only
+    borrowed = f"account {ours}: message msg_borrowed's hold {their_hold.id} is account {theirs}'s"
+    assert borrowed in ours_only and borrowed in theirs_only  # the account whose hold it names pays for it
     assert f"account {ours}: message msg_lost's hold {10**9} does not exist" in ours_only
     assert not [line for line in drifts if "msg_own" in line]
     assert not [line for line in ours_only if "acct_gone" in line]
