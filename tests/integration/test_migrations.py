@@ -23,6 +23,15 @@ from shared.secrets import decrypt
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 
 
+def open_account(database: Database, name: str) -> str:
+    """A prepaid account without a plan, made through the models: 0025 leaves `accounts` as 0024 made it."""
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name=name, timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+        return account.id
+
+
 def _assert_migrated(url: str) -> None:
     upgrade(url)
     engine = create_engine(url)
@@ -297,11 +306,7 @@ def test_messages_and_holds_go_without_foreign_keys_to_hot_rows_and_index_only_r
         indexes = index_definitions()
         assert "ix_messages_campaign_created" in indexes and "ix_messages_user_created" in indexes
         assert "ix_messages_reprocessed_from" not in indexes
-        with database.unit_of_work() as session:  # the full unique constraint is back in its place
-            account, _ = accounts.create_account(
-                session, name="Back", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly",
-                plan_rollover="none", overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-            account_id = account.id
+        account_id = open_account(database, "Back")  # the full unique constraint is back in its place
         owned = text(str(orphan).replace("'acct_gone'", ":account"))
         with database.engine.begin() as connection:
             for message_id in ("msg_original", "msg_one", "msg_two"):
@@ -319,11 +324,7 @@ def test_the_foreign_keys_go_without_holding_the_sends_behind_a_long_transaction
     url = postgres_server.create_database("migrations_lean_locks")
     upgrade(url, "0024")
     database = Database(url)
-    with database.unit_of_work() as session:
-        account, _ = accounts.create_account(
-            session, name="Busy", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-        account_id = account.id
+    account_id = open_account(database, "Busy")
     libpq = url.replace("postgresql+psycopg://", "postgresql://")
     send = ("INSERT INTO messages (id, account_id, direction, \"to\", \"from\", body, status, segments, encoding,"
             " credits_estimated, attempts, created_at, updated_at) VALUES (%s, %s, 'outbound', '+14155550100',"
