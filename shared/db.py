@@ -245,6 +245,15 @@ def insert_on_conflict(session: Session | Connection, table):
     return dialect.insert(table)
 
 
+def any_of_parameter(column, name: str, dialect: str):
+    """`column IN :name` for a prebuilt statement, run with a list: on PostgreSQL `= ANY(:name)`, one untyped array
+    parameter (psycopg sends the list as it is), so the text is the same, and prepared once, whatever the list's
+    length; elsewhere an expanding IN."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def any_of(session: Session | Connection, column, values: list):
     """`column IN values`; on PostgreSQL `= ANY(array)`: one parameter, so the statement is the same (and prepared
     once) whatever the number of values, and no bound-parameter limit applies."""

@@ -4,10 +4,10 @@ invented when a process dies between the change and its delivery.
 Each event costs its caller one statement, INSERT ... SELECT ... WHERE EXISTS: the row is written only when an
 enabled endpoint of the account takes the type (an indexed lookup of webhook_subscriptions), so an account
 without endpoints pays one index probe and nothing else; the hot message steps ask that with a statement they run
-anyway (`takes_any`) and leave the event's statement out where no endpoint takes it. `key` names the change; it is unique, so a replayed
-step writes nothing twice and keeps the first event's id. The ids written are handed, after the commit, to the
-dispatcher the process registered (`on_written`: the workers' and the web's enqueue of the fan-out job); the
-sweeper dispatches what a crash lost between the commit and that hand-over.
+anyway (`takes_any`) and leave the event's statement out where no endpoint takes it. `key` names the change; it
+is unique, so a replayed step writes nothing twice and keeps the first event's id. The ids written are handed,
+after the commit, to the dispatcher the process registered (`on_written`: the workers' and the web's enqueue of
+the fan-out job); the sweeper dispatches what a crash lost between the commit and that hand-over.
 """
 
 import functools
@@ -106,9 +106,7 @@ def takes_any(account_id, event_types: Sequence[str]):
 def _taken(account_id, event_type: str):
     """Whether an enabled endpoint of the account takes the type (the lock pair counts as one: see LOCK_TYPES)."""
     assert event_type in EVENT_TYPES, event_type
-    types = [*(LOCK_TYPES if event_type in LOCK_TYPES else (event_type,)), ALL]
-    return exists().where(WebhookSubscription.account_id == account_id, WebhookSubscription.event_type.in_(types),
-                          WebhookEndpoint.id == WebhookSubscription.endpoint_id, WebhookEndpoint.enabled == true())
+    return takes_any(account_id, LOCK_TYPES if event_type in LOCK_TYPES else (event_type,))
 
 
 def _insert_statement(dialect: str, columns):

@@ -109,14 +109,11 @@ def verify(session: Session, account_id: str | None = None) -> list[str]:
             .having(func.count() > literal(1)).order_by(Hold.reference), Hold.account_id)):
         drifts.append(f"account {row.account_id}: message {row.reference} charged by {row.n} holds")
 
-    no_account = ~exists().where(Account.id == Hold.account_id)
-    for row in session.execute(scoped(select(Hold.id, Hold.account_id).where(no_account).order_by(Hold.id),
-                                      Hold.account_id)):
-        drifts.append(f"account {row.account_id}: hold {row.id} names an account that does not exist")
-    no_account = ~exists().where(Account.id == Message.account_id)
-    for row in session.execute(scoped(select(Message.id, Message.account_id).where(no_account).order_by(Message.id),
-                                      Message.account_id)):
-        drifts.append(f"account {row.account_id}: message {row.id} names an account that does not exist")
+    if account_id is None:  # scoped, the account exists: none of its rows can name a missing one
+        for table, what in ((Hold, "hold"), (Message, "message")):
+            for row in session.execute(select(table.id, table.account_id)
+                                       .where(~exists().where(Account.id == table.account_id)).order_by(table.id)):
+                drifts.append(f"account {row.account_id}: {what} {row.id} names an account that does not exist")
     borrowed = (select(Message.id, Message.account_id, Message.hold_id, Hold.account_id.label("hold_account_id"))
                 .outerjoin(Hold, Hold.id == Message.hold_id)
                 .where(Message.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != Message.account_id))

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import any_, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import run
+from shared.db import any_of_parameter, run
 from shared.events.outbox import account_locked
 from shared.ledger import book
 from shared.messaging.estimate import Charge, charge_for, sender_type_of_message
@@ -50,11 +50,10 @@ _SETTLING = (
 
 @functools.cache
 def _settling(dialect: str):
-    """_SETTLING for a list of message ids, prebuilt per dialect (on PostgreSQL one untyped array parameter: the
-    same text, prepared once, whatever the number of messages)."""
-    if dialect == "postgresql":
-        return _SETTLING.where(messages.c.id == any_(bindparam("message_ids")))
-    return _SETTLING.where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
+    """_SETTLING for a list of message ids, prebuilt per dialect."""
+    return _SETTLING.where(any_of_parameter(messages.c.id, "message_ids", dialect))
+
+
 _CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
     credits_charged=bindparam("charged"), rate_card_version=bindparam("rate_card_version"), updated_at=bindparam("now"))
 

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Integer,
     Row,
     String,
-    any_,
     bindparam,
     case,
     delete,
@@ -41,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared.db import run
+from shared.db import any_of_parameter, run
 from shared.errors import CallbackRejected
 from shared.events.outbox import message_event, takes_any
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
@@ -111,6 +110,8 @@ messages = Message.__table__
 _MESSAGE_BY_SID = select(messages.c.id, messages.c.account_id).where(messages.c.twilio_sid == bindparam("sid"))
 _SENDER_SID = case((DunningIntegration.id.is_not(None), DunningIntegration.account_sid),
                    else_=Account.twilio_account_sid)  # a dunning site's message: the site's credentials
+# The messages of a callback batch's sids, each with the credentials that may have sent it and whether an endpoint
+# of its account takes a final message event.
 _OWNERS = (
     select(messages.c.twilio_sid, messages.c.id, messages.c.account_id,
            func.coalesce(messages.c.twilio_account_sid, _SENDER_SID).label("sent_with"), _SENDER_SID.label("own_sid"),
@@ -120,16 +121,14 @@ _OWNERS = (
     .join(Account, Account.id == messages.c.account_id)
     .outerjoin(DunningIntegration, DunningIntegration.id == messages.c.dunning_site_id)
 )
-_CALLBACK_OWNER = _OWNERS.where(messages.c.twilio_sid == bindparam("sid"))
 
 
 @functools.cache
 def _callback_owners(dialect: str):
-    """Prebuilt per dialect: the messages of a batch's sids in one statement (on PostgreSQL with one array
-    parameter, so its text is the same whatever the batch's size; untyped, psycopg sends the list as it is)."""
-    if dialect == "postgresql":
-        return _OWNERS.where(messages.c.twilio_sid == any_(bindparam("sids")))
-    return _OWNERS.where(messages.c.twilio_sid.in_(bindparam("sids", expanding=True)))
+    """Prebuilt per dialect: the messages of a list of sids in one statement."""
+    return _OWNERS.where(any_of_parameter(messages.c.twilio_sid, "sids", dialect))
+
+
 # A report moves the message forward only: its Twilio status must rank above the stored one (none ranks
 # lowest), and a final message never changes. Our status follows when it is behind (we say "sent" once the
 # create returned; Twilio may still say "queued"). A field the report lacks keeps what an earlier one said.
@@ -209,7 +208,7 @@ def _record(session: Session, callback: Callback, owner: Row | None, deployment:
     connection = session.connection()
     if owner is None:
         _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
-        owner = run(connection, _CALLBACK_OWNER, {"sid": sid}).one_or_none()
+        owner = run(connection, _callback_owners(connection.dialect.name), {"sids": [sid]}).one_or_none()
     if owner is None:
         known = known_credentials(connection, form.account_sid, deployment=deployment)
         if not any(map(form.signed_by, known)):
