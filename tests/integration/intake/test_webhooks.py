@@ -405,3 +405,25 @@ def test_a_batch_of_callbacks_gives_each_its_own_fate_and_commits_the_rest(setti
     assert (stored(database, "msg_2").status, stored(database, "msg_2").twilio_status) == ("delivered", "delivered")
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(EarlyStatus)) == 1
+
+
+def test_another_tenants_report_in_the_same_batch_as_the_genuine_one_is_refused_alone(settings, database, fake_broker,
+                                                                                     enqueued, other_tenant):
+    # given one batch bringing, for acct_1's message, the other tenant's "undelivered, 40 segments" signed with its
+    # own token and naming its own account, then Twilio's genuine "delivered" (the batch reads the message once)
+    other_sid, other_token = other_tenant
+    params = {"MessageSid": SID, "MessageStatus": "undelivered", "NumSegments": "40", "AccountSid": other_sid}
+    url = settings.public_base_url + STATUS_PATH
+    forged = Callback(SignedForm(url, params, twilio_signature(other_token, url, params)), sid=SID,
+                      status="undelivered", num_segments=40)
+    batcher = CallbackBatcher(database, Enqueuer(fake_broker),
+                              Credentials(settings.twilio_account_sid, settings.twilio_auth_token))
+
+    # when it is applied
+    refused, genuine = batcher.apply_batch([forged, callback(settings, "delivered", num_segments=1)])
+
+    # then the other tenant's report is refused and changes nothing; the genuine one delivers and charges 1 segment
+    assert isinstance(refused, CallbackRejected)
+    assert genuine == StatusChange("msg_1", "acct_1", became_final=True, changed=True)
+    assert (stored(database).status, stored(database).twilio_segments) == ("delivered", 1)
+    assert usage_entries(database) == 1
