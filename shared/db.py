@@ -92,8 +92,9 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
     with sqlalchemy_errors(connection, plan.sql, values), \
             connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
         cursor.execute(plan.sql, values, prepare=True)
-        rows = cursor.fetchall() if cursor.description else []
-        rowcount, columns = cursor.rowcount, len(cursor.description or ())
+        columns = cursor.pgresult.nfields  # not `description`, which builds a Column object per column each time
+        rows = cursor.fetchall() if columns else []
+        rowcount = cursor.rowcount
     if plan.processors:
         assert len(plan.processors) == columns, plan.sql
         rows = [row._make([value if process is None else process(value)

@@ -141,19 +141,27 @@ class BalanceView:
 # --- holds -----------------------------------------------------------------------------------------
 
 def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, user_id: str | None = None,
-            reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime) -> HoldView:
+            reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime,
+            then: tuple[str, tuple] | None = None) -> HoldView:
     """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
 
     Raises InsufficientCredits, AccountLocked (status not active) or NotFound. Replaying the key
     returns the first hold, whatever the balance is now. On PostgreSQL: one call of ledger_reserve.
+
+    `then` (PostgreSQL only; elsewhere the caller runs its own): a data-modifying statement and its parameters
+    (psycopg's `%s`) that runs in the reservation's round trip, after it, wherever a hold is answered; it reads
+    that hold as the one-row table `held` (the holds columns), and must not write the rows the reservation wrote
+    (its account, user or hold). A claim marks its message sending there, so the account's row, which the
+    reservation locks, is not held through another round trip before COMMIT.
     """
     _require(amount_mc > 0, "amount", "must be more than zero")
     now = utc(now)
     if _on_postgres(session):
         expires_at = now + timedelta(seconds=ttl_seconds)
         connection = _sql(session)
-        call = lambda gate: _call_function(  # noqa: E731
-            connection, PG_RESERVE, (account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate))
+        statement, extra = (PG_RESERVE, ()) if then is None else (_RESERVE_THEN.format(then=then[0]), then[1])
+        call = lambda gate: _call_function(connection, statement, (  # noqa: E731
+            account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate, *extra))
         row = call(True)
         if row.outcome != "expiry_due":
             return _function_hold(session, row, account_id, user_id, amount_mc)
@@ -750,6 +758,13 @@ def _function_settlement(session: Session | Connection, row, hold: int | str, id
         with _atomic(_sql(session)):
             _lapse_due(session, _lock_account(session, row.account_id), now)
     return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+
+
+# ledger_reserve's call with a statement of the caller's after it (reserve's `then`): PostgreSQL runs a
+# data-modifying WITH to its end, whether or not the query reads it.
+_RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
+                 " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
+                 " then_ AS ({then}) SELECT * FROM reserved")
 
 
 def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:

@@ -143,6 +143,12 @@ _SENDING = update(messages).where(messages.c.id == bindparam("message_id")).valu
     status="sending", hold_id=bindparam("hold_id"), attempts=messages.c.attempts + 1, error_code=None,
     error_message=None, slot_at=func.coalesce(bindparam("slot_at", type_=messages.c.slot_at.type), messages.c.slot_at),
     updated_at=bindparam("now"))
+# _SENDING as book.reserve's `then` on PostgreSQL, with the hold it answers (`held`): one round trip for both.
+_SENDING_WITH_HOLD = (
+    "UPDATE messages SET status = 'sending', hold_id = held.id, attempts = messages.attempts + 1, error_code = NULL,"
+    " error_message = NULL, slot_at = coalesce(%s::timestamptz, messages.slot_at), updated_at = %s"
+    " FROM held WHERE messages.id = %s"
+)
 _SLOT_BOOKED = update(messages).where(messages.c.id == bindparam("message_id")).values(slot_at=bindparam("slot_at"))
 _ACCOUNT_STATUS = select(accounts.c.status, accounts.c.status_reason).where(accounts.c.id == bindparam("account_id"))
 
@@ -200,17 +206,23 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     if message.hold_status == "pending" and book.renew(session, message.hold_id,
                                                        expires_at=now + timedelta(seconds=hold_ttl_seconds)):
         hold_id = message.hold_id
+    marked = False  # whether the reservation's round trip marked the message sending (PostgreSQL)
     try:
-        hold_id = hold_id or book.reserve(
-            session, message.account_id, message.credits_estimated, user_id=message.user_id, reference=message_id,
-            idempotency_key=f"message:{message_id}:hold:{message.attempts}", ttl_seconds=hold_ttl_seconds,
-            now=now).id
+        if hold_id is None:
+            on_postgres = connection.dialect.name == "postgresql"
+            hold_id = book.reserve(
+                session, message.account_id, message.credits_estimated, user_id=message.user_id,
+                reference=message_id, idempotency_key=f"message:{message_id}:hold:{message.attempts}",
+                ttl_seconds=hold_ttl_seconds, now=now,
+                then=(_SENDING_WITH_HOLD, (slot_at, now, message_id)) if on_postgres else None).id
+            marked = on_postgres
     except (InsufficientCredits, AccountLocked) as error:
         latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
         if latest.status == "canceled":  # canceled while this step waited for the account's lock
             return _cancel(session, message, latest, now)
         return _park(session, message_id, str(error), now)
-    run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
+    if not marked:
+        run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
     return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
                  media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
                  twilio_auth_token=message.twilio_auth_token)
