@@ -90,3 +90,45 @@ def test_after_an_expiry_is_written_first_the_statement_runs_with_the_hold(postg
         assert (account.balance, account.held) == (5000, 2000)
         assert account.next_expiry_at is None or account.next_expiry_at > NOW
     assert mark_of(postgres_database, account_id) == hold.id
+
+
+def test_with_commit_the_hold_is_committed_in_the_same_round_trip_before_the_unit_of_work_ends(postgres_database):
+    # given an account with 5 credits and its message
+    account_id = account_and_message(postgres_database, 5000)
+
+    # when 2 credits are held with `commit` inside a unit of work that is still open
+    with postgres_database.unit_of_work() as session:
+        hold = book.reserve(session, account_id, 2000, reference="m", idempotency_key="m", ttl_seconds=900, now=NOW,
+                            then=(MARK, (f"msg_{account_id}",)), commit=True)
+        # then another session already sees the hold, the account's held credits and the message's hold: the
+        # transaction ended with the statement, and the account's row is no longer locked
+        with postgres_database.engine.connect() as other:
+            other.exec_driver_sql("SET lock_timeout = '1s'")
+            assert other.exec_driver_sql(
+                "UPDATE accounts SET updated_at = updated_at WHERE id = %(id)s RETURNING held", {"id": account_id}
+            ).scalar() == 2000
+            other.commit()
+        assert mark_of(postgres_database, account_id) == hold.id
+
+    # and the unit of work's own end changed nothing
+    with postgres_database.unit_of_work() as session:
+        assert session.get(Account, account_id).held == 2000
+        assert session.scalars(select(Hold.id)).all() == [hold.id]
+
+
+@pytest.mark.parametrize("amount_mc, expiring_mc", [(9000, 0), (2000, 3000)], ids=["refused", "expiry due"])
+def test_with_commit_no_hold_raises_reserve_again_having_written_nothing(postgres_database, amount_mc, expiring_mc):
+    # given an account with 5 lasting credits (and, for the second case, 3 expired whose expiry is not written)
+    account_id = account_and_message(postgres_database, 5000, expiring_mc=expiring_mc)
+
+    # when more than it has is held with `commit`, or an expiry must be written first
+    with pytest.raises(book.ReserveAgain), postgres_database.unit_of_work() as session:
+        book.reserve(session, account_id, amount_mc, reference="m", idempotency_key="m", ttl_seconds=900, now=NOW,
+                     then=(MARK, (f"msg_{account_id}",)), commit=True)
+
+    # then nothing was held nor marked, and the account is as it was
+    assert mark_of(postgres_database, account_id) is None
+    with postgres_database.unit_of_work() as session:
+        account = session.get(Account, account_id)
+        assert (account.balance, account.held) == (5000 + expiring_mc, 0)
+        assert session.scalars(select(Hold.id)).all() == []

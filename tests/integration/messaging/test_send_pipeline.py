@@ -597,6 +597,25 @@ def test_a_message_failed_before_sending_is_not_charged(database, gateways, thro
         assert session.scalar(select(Hold.status)) == "voided"
 
 
+def test_a_send_after_credits_expired_writes_their_expiry_then_holds_from_what_is_left(database, gateways, throttle):
+    # given an account with 10 lasting credits and 5 that expired an hour ago, their expiry not written yet
+    account_id = make_account(database, 10)
+    with database.unit_of_work() as session:
+        book.grant(session, account_id, 5000, "bonus", granted_at=now() - timedelta(days=2),
+                   expires_at=now() - timedelta(hours=1), idempotency_key=f"bonus:{account_id}")
+    message_id = accept(database, account_id)
+
+    # when the message is sent
+    assert send(database, message_id, gateways, throttle) == "queued"
+
+    # then the expiry was written first, and the hold came from the 10 credits left
+    sent, owner = message(database, message_id), account(database, account_id)
+    assert (owner.balance, owner.held) == (10_000, 1000)
+    assert sent.status == "queued" and sent.attempts == 1 and sent.hold_id is not None
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).where(Entry.account_id == account_id, Entry.kind == "expiry")) == 1
+
+
 def test_in_flight_messages_settle_past_zero_lock_the_account_and_park_the_rest(database, gateways, throttle):
     account_id = make_account(database, 3)
     ids = [accept(database, account_id) for _ in range(6)]
