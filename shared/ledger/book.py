@@ -122,10 +122,6 @@ class UserCredits:
         return self.balance - self.held
 
 
-class ReserveAgain(Exception):
-    """A reservation made with `commit` answered no hold; its transaction has ended (see reserve)."""
-
-
 @dataclass(frozen=True)
 class BalanceView:
     account_id: str
@@ -146,7 +142,7 @@ class BalanceView:
 
 def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, user_id: str | None = None,
             reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime,
-            then: tuple[str, tuple] | None = None, commit: bool = False) -> HoldView:
+            then: tuple[str, tuple] | None = None) -> HoldView:
     """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
 
     Raises InsufficientCredits, AccountLocked (status not active) or NotFound. Replaying the key
@@ -157,12 +153,6 @@ def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, u
     that hold as the one-row table `held` (the holds columns), and must not write the rows the reservation wrote
     (its account, user or hold). A claim marks its message sending there, so the account's row, which the
     reservation locks, is not held through another round trip before COMMIT.
-
-    `commit` (PostgreSQL, in a unit of work; elsewhere ignored): the reservation is the unit of work's last
-    statement, and its COMMIT goes with it in one round trip (psycopg's pipeline), so the account's row is
-    unlocked when the server ends the statement, not after this thread has read the answer and been scheduled
-    again to send COMMIT. Answered no hold (refused, or an expiry to write first), it raises ReserveAgain: the
-    transaction has ended having written nothing here, and the caller makes its unit of work again without it.
     """
     _require(amount_mc > 0, "amount", "must be more than zero")
     now = utc(now)
@@ -170,11 +160,9 @@ def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, u
         expires_at = now + timedelta(seconds=ttl_seconds)
         connection = _sql(session)
         statement, extra = (PG_RESERVE, ()) if then is None else (_RESERVE_THEN.format(then=then[0]), then[1])
-        call = lambda gate, commit=False: _call_function(connection, statement, (  # noqa: E731
-            account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate, *extra), commit=commit)
-        row = call(True, commit)
-        if commit and row.outcome not in ("held", "replay"):
-            raise ReserveAgain(row.outcome)
+        call = lambda gate: _call_function(connection, statement, (  # noqa: E731
+            account_id, user_id, amount_mc, reference, idempotency_key, now, expires_at, gate, *extra))
+        row = call(True)
         if row.outcome != "expiry_due":
             return _function_hold(session, row, account_id, user_id, amount_mc)
         with _atomic(connection):  # the expiry and the reservation, one transaction also for a lone call
@@ -779,19 +767,13 @@ _RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
                  " then_ AS ({then}) SELECT * FROM reserved")
 
 
-def _call_function(connection: Connection, call: str, parameters: tuple, *, commit: bool = False) -> tuple:
+def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:
     """The one row a ledger function answers, read from the driver's own cursor as a named tuple: SQLAlchemy's
     result layer (its CursorResult, metadata and Row) cost as much client CPU as the rest of the call. Prepared
-    on the server from its first use on a connection. `commit`: the transaction's COMMIT is sent with it, in one
-    pipeline; SQLAlchemy's own COMMIT after it then finds psycopg's transaction ended and sends nothing."""
-    driver = connection.connection.driver_connection
-    with sqlalchemy_errors(connection, call, parameters), driver.cursor(row_factory=namedtuple_row) as cursor:
-        if not commit or driver.autocommit:
-            cursor.execute(call, parameters, prepare=True)
-            return cursor.fetchone()
-        with driver.pipeline():
-            cursor.execute(call, parameters, prepare=True)
-            driver.commit()
+    on the server from its first use on a connection."""
+    with sqlalchemy_errors(connection, call, parameters), \
+            connection.connection.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(call, parameters, prepare=True)
         return cursor.fetchone()
 
 

@@ -83,13 +83,8 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     `settle_final(session, message_id)` settles it in the transaction that stores the sid (None: the
     caller settles it).
     """
-    try:
-        with database.unit_of_work() as session:
-            claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now,
-                           commit=database.is_postgres)
-    except book.ReserveAgain:  # no hold, and the lock is gone: decided again, the reservation committed apart
-        with database.unit_of_work() as session:
-            claim = _claim(session, message_id, None, hold_ttl_seconds, now, commit=False)
+    with database.unit_of_work() as session:
+        claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
     if isinstance(claim, _SlotBooked):  # committed first, so the sweeper knows this message's job is delayed
         raise SendLater(f"sender {claim.sender} is at its throughput limit", claim.seconds, slot_booked=True)
     if isinstance(claim, str):
@@ -172,10 +167,9 @@ class _Account:
 
 
 def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
-           clock: Callable[[], datetime], *, commit: bool) -> Claim | _SlotBooked | str:
+           clock: Callable[[], datetime]) -> Claim | _SlotBooked | str:
     """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
-    message `sending`: one transaction. Else the status it stays in (or is parked in). `commit`: a reservation
-    ends the transaction (book.reserve), raising book.ReserveAgain if it made no hold.
+    message `sending`: one transaction. Else the status it stays in (or is parked in).
 
     The booked slot is recorded on the message (`slot_at`). When it is too far ahead to sleep off, nothing
     else changes: the job runs again then, and the sweeper leaves the message alone until that slot has
@@ -220,7 +214,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
                 session, message.account_id, message.credits_estimated, user_id=message.user_id,
                 reference=message_id, idempotency_key=f"message:{message_id}:hold:{message.attempts}",
                 ttl_seconds=hold_ttl_seconds, now=now,
-                then=(_SENDING_WITH_HOLD, (slot_at, now, message_id)) if on_postgres else None, commit=commit).id
+                then=(_SENDING_WITH_HOLD, (slot_at, now, message_id)) if on_postgres else None).id
             marked = on_postgres
     except (InsufficientCredits, AccountLocked) as error:
         latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
