@@ -25,7 +25,13 @@ from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
 from shared.messaging.send_policy import gate_message
 from shared.messaging.sites import reject_site_credentials
-from shared.messaging.statuses import FINAL_STATUSES, OUR_STATUS_FOR_TWILIO, apply_early_statuses, sid_lock_key
+from shared.messaging.statuses import (
+    FINAL_STATUSES,
+    OUR_STATUS_FOR_TWILIO,
+    apply_early_statuses,
+    apply_taken_early_statuses,
+    sid_lock_key,
+)
 from shared.models import Account, DunningIntegration, DunningSiteOptOut, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
@@ -312,14 +318,15 @@ _STORE_SID = (
             updated_at=bindparam("now"))
 )
 # On PostgreSQL it also answers whether an endpoint of the account takes message.sent (if none does, no event
-# statement follows), and the row it stored takes the sid's lock (apply_early_statuses): one round trip, not
-# three. The early reports are read by a later statement, whose snapshot sees what a report's transaction
-# committed while this one waited for the lock. SQLite names RETURNING's columns without their tables, which
-# the check's subquery cannot do with: there the event's own statement checks.
+# statement follows), and the row it stored takes the sid's lock and the reports that beat it
+# (models.TAKE_EARLY_STATUSES): one round trip, not four. SQLite names RETURNING's columns without their tables,
+# which the check's subquery cannot do with: there the event's own statement checks, and apply_early_statuses
+# reads the reports.
 _STORE_SID_RETURNING = {
     "postgresql": _STORE_SID.returning(messages.c.status,
                                        takes_any(messages.c.account_id, ["message.sent"]).label("takes_sent"),
-                                       func.pg_advisory_xact_lock(bindparam("lock_key"))),
+                                       func.take_early_statuses(bindparam("sid"), bindparam("lock_key"))
+                                       .label("early")),
     "sqlite": _STORE_SID.returning(messages.c.status, true().label("takes_sent")),
 }
 
@@ -337,7 +344,9 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
         return "skipped"
     if stored.takes_sent:
         message_event(session, "message.sent", message_id, now=now)
-    return apply_early_statuses(session, sent.sid, now=now, locked=True) or stored.status
+    if connection.dialect.name == "postgresql":
+        return apply_taken_early_statuses(session, sent.sid, stored.early or [], now=now) or stored.status
+    return apply_early_statuses(session, sent.sid, now=now) or stored.status
 
 
 def _void_hold(session: Session, message: Message, now: datetime) -> None:

@@ -263,28 +263,35 @@ def _rejected(sid: str, form: SignedForm) -> CallbackRejected:
     return CallbackRejected("The callback is not signed by the Twilio account of the message it is about.")
 
 
-def apply_early_statuses(session: Session, sid: str, *, now: datetime, locked: bool = False) -> str | None:
+def apply_early_statuses(session: Session, sid: str, *, now: datetime) -> str | None:
     """Apply the reports that arrived before `sid` was stored; call it in the unit of work that stores the sid
-    (and the message's twilio_account_sid). `locked`: that unit of work holds the sid's lock already (it took
-    `sid_lock_key(sid)` with the statement that stored the sid).
+    (and the message's twilio_account_sid). It takes the sid's lock, then the reports (apply_taken_early_statuses).
+    """
+    session.flush()  # the sid must be in the database for the reports to find it
+    connection = session.connection()
+    _lock_sid(connection, sid)
+    return apply_taken_early_statuses(
+        session, sid, [report._asdict() for report in run(connection, _CLAIM_EARLY, {"sid": sid}).all()], now=now)
+
+
+def apply_taken_early_statuses(session: Session, sid: str, reports: list[dict], *, now: datetime) -> str | None:
+    """Apply `reports`, the early_statuses rows of `sid` (without id, sid and received_at) that this unit of work
+    deleted under the sid's lock, after storing the sid: on PostgreSQL the send step takes them in the statement
+    that stores it (models.TAKE_EARLY_STATUSES).
 
     Only reports verified with the token of the account the message was sent with are applied; the others
     are dropped. Returns the message's status afterwards, or None when no report was waiting. A final status
     returned here was reached in this unit of work alone (as `became_final`): its caller settles it.
     """
-    session.flush()  # the sid must be in the database for the reports to find it
-    connection = session.connection()
-    if not locked:
-        _lock_sid(connection, sid)
-    reports = run(connection, _CLAIM_EARLY, {"sid": sid}).all()
     if not reports:
         return None
+    connection = session.connection()
     sent_with = connection.scalar(select(messages.c.twilio_account_sid).where(messages.c.twilio_sid == sid))
-    for report in sorted(reports, key=lambda report: TWILIO_RANK[report.status]):
-        fields = report._asdict()
+    for report in sorted(reports, key=lambda report: TWILIO_RANK[report["status"]]):
+        fields = dict(report)
         if fields.pop("account_sid") != sent_with:
             log.warning("dropped an early %r report for %s: verified for AccountSid %s, sent with %s",
-                        report.status, sid, report.account_sid, sent_with)
+                        report["status"], sid, report["account_sid"], sent_with)
             continue
         record_status(session, sid=sid, **fields, now=now)
     return connection.scalar(select(messages.c.status).where(messages.c.twilio_sid == sid))

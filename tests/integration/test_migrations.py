@@ -358,3 +358,27 @@ def test_the_foreign_keys_go_without_holding_the_sends_behind_a_long_transaction
                            "fk_holds_account_id_accounts", "uq_messages_reprocessed_from"}
     finally:
         database.dispose()
+
+
+@pytest.mark.postgres
+def test_take_early_statuses_comes_with_0026_as_the_models_make_it_and_goes_with_its_downgrade(postgres_server):
+    # given a database upgraded to the head, and one the models made
+    migrated, made = (postgres_server.create_database(name) for name in ("migrations_early", "models_early"))
+    upgrade(migrated)
+    made_engine = create_engine(made)
+    Base.metadata.create_all(made_engine)
+
+    def source(engine) -> str | None:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'take_early_statuses'"))
+
+    engine = create_engine(migrated)
+    try:
+        # then both have the function, alike
+        assert source(engine) is not None and source(engine) == source(made_engine)
+        # and when the migrated one is downgraded to 0025, the function goes
+        command.downgrade(alembic_config(migrated), "0025")
+        assert source(engine) is None
+    finally:
+        engine.dispose()
+        made_engine.dispose()

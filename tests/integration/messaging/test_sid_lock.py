@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -124,3 +125,23 @@ def test_storing_a_sid_writes_message_sent_only_for_an_account_whose_endpoint_ta
         written = session.execute(select(WebhookEvent.account_id, WebhookEvent.type)).all()
     assert written == [("acct_hooked", "message.sent")]
     assert events_run == ["msg_acct_hooked"]
+
+
+def test_storing_a_sid_takes_its_lock_and_the_reports_that_beat_it_in_one_statement(sending, monkeypatch):
+    # Given a report that beat the sid, kept, and every statement psycopg is given recorded
+    with sending.unit_of_work() as session:
+        assert record_callbacks(session, [delivered()], deployment=DEPLOYMENT, now=T0) == [None]
+    statements = []
+    execute = psycopg.Cursor.execute
+    monkeypatch.setattr(psycopg.Cursor, "execute", lambda cursor, query, *args, **kwargs: (
+        statements.append(str(query)), execute(cursor, query, *args, **kwargs))[1])
+
+    # When the worker stores the sid
+    stored: list = []
+    store_sid(sending, stored)
+    storing = list(statements)
+
+    # Then the statement that stored it took the lock and the report, which no later statement looked for again
+    assert stored == ["delivered"] and outcome(sending) == ("delivered", 0)
+    assert "take_early_statuses" in storing[0] and storing[0].startswith("UPDATE messages")
+    assert not [sql for sql in storing[1:] if "early_statuses" in sql or "pg_advisory" in sql]
