@@ -160,6 +160,10 @@ class PooledHttpClient(HttpClient):
         return getattr(self._last, "response", None)
 
     def close(self) -> None:
+        """Close the kept-alive connections; a later request opens new ones."""
+        if self._home is not None:
+            self._home[1].close()
+            self._home = None
         self.pool.clear()
 
 

@@ -53,9 +53,11 @@ def test_requests_reach_the_path_they_name_on_its_own_host_and_on_any_other(monk
     monkeypatch.delenv("http_proxy", raising=False)
 
     class EchoPath(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps the connection open between requests
+
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            answer = f"{self.server.server_port} {self.path} {body.decode()}".encode()
+            answer = f"{self.server.server_port} {self.path} {body.decode()} {self.client_address[1]}".encode()
             self.send_response(201)
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
@@ -74,14 +76,21 @@ def test_requests_reach_the_path_they_name_on_its_own_host_and_on_any_other(monk
         answers = [client.request("POST", f"{home}/2010-04-01/Messages.json", params={"a": "1"}, data={"To": "+1"}),
                    client.request("POST", f"{home}/v1/x", data={"To": "+2"}),
                    client.request("POST", f"{other}/v2/y", data={"To": "+3"})]
+        # and, once closed, to its own host again
+        client.close()
+        answers.append(client.request("POST", f"{home}/v1/z", data={"To": "+4"}))
     finally:
         client.close()
         for server in servers:
             server.shutdown()
             server.server_close()
 
-    # then each reached the host and path it named, with its query and its form
-    assert [(answer.status_code, answer.text) for answer in answers] == [
+    # then each reached the host and path it named, with its query and its form; the first two on one connection,
+    # the last on a new one
+    ports = [answer.text.rsplit(" ", 1)[1] for answer in answers]
+    assert ports[0] == ports[1] and ports[3] != ports[0]
+    assert [(answer.status_code, answer.text.rsplit(" ", 1)[0]) for answer in answers] == [
         (201, f"{home.rsplit(':', 1)[1]} /2010-04-01/Messages.json?a=1 To=%2B1"),
         (201, f"{home.rsplit(':', 1)[1]} /v1/x To=%2B2"),
-        (201, f"{other.rsplit(':', 1)[1]} /v2/y To=%2B3")]
+        (201, f"{other.rsplit(':', 1)[1]} /v2/y To=%2B3"),
+        (201, f"{home.rsplit(':', 1)[1]} /v1/z To=%2B4")]
