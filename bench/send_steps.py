@@ -15,33 +15,22 @@ import os
 import resource
 import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.ledger import NOW, open_accounts  # noqa: E402
 from shared.db import Database  # noqa: E402
-from shared.ledger import accounts, book  # noqa: E402
 from shared.messaging import sending  # noqa: E402
 from shared.models import Base, Message  # noqa: E402
 from shared.twilio.gateway import SentMessage  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 
-NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
-
 
 def cpu_seconds() -> float:
+    """This process's CPU alone (bench.processes.cpu_seconds would count the PostgreSQL it started too)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def open_account(database: Database) -> str:
-    with database.unit_of_work() as session:
-        account, _ = accounts.create_account(
-            session, name="bench", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-        book.grant(session, account.id, 10**12, "purchase", granted_at=NOW, idempotency_key="seed")
-        return account.id
 
 
 def accept(database: Database, account_id: str, ids: list[str]) -> None:
@@ -82,7 +71,7 @@ def main() -> None:
     with TemporaryPostgres() as server:
         database = Database(server.create_database("bench_send_steps"), pool_size=2)
         Base.metadata.create_all(database.engine)
-        account_id = open_account(database)
+        account_id, = open_accounts(database, 1)
         for round_ in range(args.rounds):
             ids = [f"msg_{round_:04d}{index:028d}" for index in range(args.messages)]
             accept(database, account_id, ids)

@@ -212,22 +212,21 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     if message.hold_status == "pending" and book.renew(session, message.hold_id,
                                                        expires_at=now + timedelta(seconds=hold_ttl_seconds)):
         hold_id = message.hold_id
-    marked = False  # whether the reservation's round trip marked the message sending (PostgreSQL)
+    # on PostgreSQL the reservation marks the message sending in its own round trip
+    on_postgres = connection.dialect.name == "postgresql"
+    marking = (_SENDING_WITH_HOLD, (slot_at, now, message_id)) if hold_id is None and on_postgres else None
     try:
         if hold_id is None:
-            on_postgres = connection.dialect.name == "postgresql"
             hold_id = book.reserve(
                 session, message.account_id, message.credits_estimated, user_id=message.user_id,
                 reference=message_id, idempotency_key=f"message:{message_id}:hold:{message.attempts}",
-                ttl_seconds=hold_ttl_seconds, now=now,
-                then=(_SENDING_WITH_HOLD, (slot_at, now, message_id)) if on_postgres else None).id
-            marked = on_postgres
+                ttl_seconds=hold_ttl_seconds, now=now, then=marking).id
     except (InsufficientCredits, AccountLocked) as error:
         latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
         if latest.status == "canceled":  # canceled while this step waited for the account's lock
             return _cancel(session, message, latest, now)
         return _park(session, message_id, str(error), now)
-    if not marked:
+    if marking is None:
         run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
     return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
                  media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,

@@ -120,7 +120,8 @@ class PooledHttpClient(HttpClient):
         # Without a proxy, the one host it calls has its pool looked up once: PoolManager's parse of each URL and
         # its lookup of the pool were a tenth of a create's client CPU.
         origin = "{0}://{1}".format(*urlsplit(api_base))
-        self._home = (origin + "/", self.pool.connection_from_url(origin)) if not proxy_url else None
+        self._home_prefix = origin + "/"
+        self._home_pool = None if proxy_url else self.pool.connection_from_url(origin)
         self._last = threading.local()
 
     def request(self, method: str, url: str, params: dict | None = None, data: dict | None = None,
@@ -141,8 +142,8 @@ class PooledHttpClient(HttpClient):
             headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
         wait = timeout or self.timeout
         pool = self.pool
-        if self._home is not None and url.startswith(self._home[0]):
-            pool, url = self._home[1], url[len(self._home[0]) - 1:]
+        if self._home_pool is not None and url.startswith(self._home_prefix):
+            pool, url = self._home_pool, url[len(self._home_prefix) - 1:]
         try:
             answer = pool.request(method.upper(), url, body=body, headers=headers, redirect=False,
                                   timeout=urllib3.Timeout(connect=wait, read=wait))
@@ -161,9 +162,9 @@ class PooledHttpClient(HttpClient):
 
     def close(self) -> None:
         """Close the kept-alive connections; a later request opens new ones."""
-        if self._home is not None:
-            self._home[1].close()
-            self._home = None
+        if self._home_pool is not None:
+            self._home_pool.close()
+            self._home_pool = None
         self.pool.clear()
 
 
