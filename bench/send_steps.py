@@ -44,8 +44,8 @@ def claim_all(database: Database, ids: list[str]) -> float:
     """Microseconds of CPU per claim."""
     began = cpu_seconds()
     for message_id in ids:
-        with database.unit_of_work() as session:
-            claim = sending._claim(session, message_id, None, 900, lambda: NOW)
+        with database.connection_unit_of_work() as work:
+            claim = sending._claim(work, message_id, None, 900, lambda: NOW)
         assert isinstance(claim, sending.Claim), claim
     return 1e6 * (cpu_seconds() - began) / len(ids)
 
@@ -56,8 +56,8 @@ def store_all(database: Database, ids: list[str]) -> float:
     for message_id in ids:
         sent = SentMessage(sid="SM" + message_id.removeprefix("msg_"), account_sid="AC" + "1" * 32, status="queued",
                            num_segments=1, price=None, price_unit=None)
-        with database.unit_of_work() as session:
-            assert sending._store_sid(session, message_id, sent, NOW) == "queued"
+        with database.connection_unit_of_work() as work:
+            assert sending._store_sid(work, message_id, sent, NOW) == "queued"
     return 1e6 * (cpu_seconds() - began) / len(ids)
 
 

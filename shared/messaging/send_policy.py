@@ -39,12 +39,11 @@ def gate_message(session: Session, message: Row, account, *, recipient_opted_out
     (its hold released). A paused campaign's message waits unscheduled; a canceled campaign's is
     canceled; one outside the recipient's quiet hours is scheduled for the window's next opening.
     """
+    if not gated(message, account, recipient_opted_out=recipient_opted_out):
+        return None
     if recipient_opted_out:
         return _cancel(session, message, OPTED_OUT, now)
-    if message.campaign_id is None:
-        automated = message.send_at is not None  # scheduled for later, not a reply typed now
-        if not automated and account.quiet_hours_scope != "all":
-            return None
+    if message.campaign_id is None:  # automated, or the account's quiet hours cover every text
         allowed = next_allowed(now, zones(time_zones_of(message.to), account.timezone), account_window(account))
         return _wait(allowed, None, now) if allowed > now else None
     campaign = session.get(Campaign, message.campaign_id)
@@ -56,6 +55,15 @@ def gate_message(session: Session, message: Row, account, *, recipient_opted_out
     if allowed > now:
         return _wait(allowed, None, now)
     return None
+
+
+def gated(message: Row, account, *, recipient_opted_out: bool) -> bool:
+    """Whether gate_message may hold the message back at all, whatever the time: not for a text typed now (not
+    scheduled: `send_at` is None), outside any campaign, to a recipient who has not opted out, from an account whose
+    quiet hours cover automated texts only. The send step asks gate_message (with the ORM session it needs) only
+    about a message it may hold back."""
+    return (recipient_opted_out or message.campaign_id is not None or message.send_at is not None  # automated
+            or account.quiet_hours_scope == "all")
 
 
 def _cancel(session: Session, message: Row, reason: str, now: datetime) -> dict:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, Row, bindparam, case, func, or_, select, true, update
+from sqlalchemy import Connection, Integer, Row, bindparam, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from shared.db import Database, run
+from shared.db import ConnectionWork, Database, run
 from shared.errors import AccountLocked, InsufficientCredits
 from shared.events.outbox import message_event, takes_any
 from shared.ledger import book
@@ -23,7 +23,7 @@ from shared.ledger.expiry import utc
 from shared.messaging.estimate import sender_type_of_message
 from shared.messaging.opt_outs import FROM_TWILIO_21610, opt_out
 from shared.messaging.parking import blocked_reason, park_account
-from shared.messaging.send_policy import gate_message
+from shared.messaging.send_policy import gate_message, gated
 from shared.messaging.sites import reject_site_credentials
 from shared.messaging.statuses import (
     FINAL_STATUSES,
@@ -89,8 +89,8 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     `settle_final(session, message_id)` settles it in the transaction that stores the sid (None: the
     caller settles it).
     """
-    with database.unit_of_work() as session:
-        claim = _claim(session, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    with database.connection_unit_of_work() as work:
+        claim = _claim(work, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
     if isinstance(claim, _SlotBooked):  # committed first, so the sweeper knows this message's job is delayed
         raise SendLater(f"sender {claim.sender} is at its throughput limit", claim.seconds, slot_booked=True)
     if isinstance(claim, str):
@@ -111,10 +111,10 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
         with database.unit_of_work() as session:
             _fail(session, message_id, error, now())
         return "failed"
-    with database.unit_of_work() as session:
-        status = _store_sid(session, message_id, sent, now())
+    with database.connection_unit_of_work() as work:
+        status = _store_sid(work, message_id, sent, now())
         if status in FINAL_STATUSES and settle_final is not None:
-            settle_final(session, message_id)
+            settle_final(work.session, message_id)
     return status
 
 
@@ -172,7 +172,7 @@ class _Account:
     quiet_end: str | None
 
 
-def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
+def _claim(work: ConnectionWork, message_id: str, throttle, hold_ttl_seconds: int,
            clock: Callable[[], datetime]) -> Claim | _SlotBooked | str:
     """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
     message `sending`: one transaction. Else the status it stays in (or is parked in).
@@ -182,7 +182,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     passed. A spare job (a redelivery, a second enqueue) that finds the slot still ahead waits for it too
     instead of booking another, so a message holds at most one future slot of its sender.
     """
-    connection = session.connection()
+    connection = work.connection  # an ORM session (work.session) only where a rarer branch needs one
     message = run(connection, _CLAIMING, {"message_id": message_id}).one_or_none()
     if message is None or message.status != "accepted" or message.twilio_sid is not None:
         return "skipped"  # only `accepted` messages are sent; the sweeper makes scheduled ones `accepted`
@@ -190,12 +190,13 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
                        message.quiet_hours_scope, message.timezone, message.quiet_start, message.quiet_end)
     now = clock()
     if account.status == "canceled":
-        return _cancel(session, message, account, now)
+        return _cancel(work.session, message, account, now)
     reason = blocked_reason(account)
     if reason:
-        return _park(session, message_id, reason, now)
-    if waiting := gate_message(session, message, account, recipient_opted_out=message.opted_out, now=now):
-        return _write(session, message_id, waiting)
+        return _park(connection, message_id, reason, now)
+    if gated(message, account, recipient_opted_out=message.opted_out) and (waiting := gate_message(
+            work.session, message, account, recipient_opted_out=message.opted_out, now=now)):
+        return _write(connection, message_id, waiting)
     slot_at = None  # the sender's slot this send took, recorded with it (None: booked by an earlier run)
     if throttle is not None:
         if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
@@ -209,7 +210,7 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
             time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
             now = clock()
     hold_id = None  # a hold a campaign chunk reserved is used if still pending, its TTL counted from now
-    if message.hold_status == "pending" and book.renew(session, message.hold_id,
+    if message.hold_status == "pending" and book.renew(connection, message.hold_id,
                                                        expires_at=now + timedelta(seconds=hold_ttl_seconds)):
         hold_id = message.hold_id
     # on PostgreSQL the reservation marks the message sending in its own round trip
@@ -218,14 +219,14 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
     try:
         if hold_id is None:
             hold_id = book.reserve(
-                session, message.account_id, message.credits_estimated, user_id=message.user_id,
+                connection, message.account_id, message.credits_estimated, user_id=message.user_id,
                 reference=message_id, idempotency_key=f"message:{message_id}:hold:{message.attempts}",
                 ttl_seconds=hold_ttl_seconds, now=now, then=marking).id
     except (InsufficientCredits, AccountLocked) as error:
         latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
         if latest.status == "canceled":  # canceled while this step waited for the account's lock
-            return _cancel(session, message, latest, now)
-        return _park(session, message_id, str(error), now)
+            return _cancel(work.session, message, latest, now)
+        return _park(connection, message_id, str(error), now)
     if marking is None:
         run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
     return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
@@ -233,9 +234,9 @@ def _claim(session: Session, message_id: str, throttle, hold_ttl_seconds: int,
                  twilio_auth_token=message.twilio_auth_token)
 
 
-def _write(session: Session, message_id: str, changes: dict) -> str:
+def _write(connection: Connection, message_id: str, changes: dict) -> str:
     """Write a decision about the claimed message (its status and why); returns the status."""
-    session.connection().execute(update(messages).where(messages.c.id == message_id).values(**changes))
+    connection.execute(update(messages).where(messages.c.id == message_id).values(**changes))
     return changes["status"]
 
 
@@ -243,13 +244,13 @@ def _cancel(session: Session, message: Row, account, now: datetime) -> str:
     """The account was canceled after this message was accepted: it is never sent nor charged."""
     if message.hold_status == "pending":
         book.void(session, message.hold_id, now=now)
-    return _write(session, message.id, dict(
+    return _write(session.connection(), message.id, dict(
         status="canceled", error_message=f"Account is canceled: {account.status_reason or 'no reason given'}."[:500],
         credits_charged=0 if message.hold_id else None, updated_at=now))
 
 
-def _park(session: Session, message_id: str, reason: str, now: datetime) -> str:
-    return _write(session, message_id, dict(status="parked", error_message=reason, updated_at=now))
+def _park(connection: Connection, message_id: str, reason: str, now: datetime) -> str:
+    return _write(connection, message_id, dict(status="parked", error_message=reason, updated_at=now))
 
 
 def _sending(session: Session, message_id: str) -> Message | None:
@@ -330,10 +331,10 @@ _STORE_SID_RETURNING = {
 }
 
 
-def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
+def _store_sid(work: ConnectionWork, message_id: str, sent, now: datetime) -> str:
     """Store the sid and the Twilio account that owns the message (its callbacks must come signed by it), then
     apply the reports that beat it; the status the message is left in (final: the caller settles it)."""
-    connection = session.connection()
+    connection = work.connection
     stored = run(connection, _STORE_SID_RETURNING[connection.dialect.name], dict(
         message_id=message_id, sid=sent.sid, account_sid=sent.account_sid, twilio_status=sent.status,
         num_segments=sent.num_segments or None, ours=OUR_STATUS_FOR_TWILIO.get(sent.status, "queued"), now=now,
@@ -342,10 +343,12 @@ def _store_sid(session: Session, message_id: str, sent, now: datetime) -> str:
     if stored is None:
         return "skipped"
     if stored.takes_sent:
-        message_event(session, "message.sent", message_id, now=now)
-    if connection.dialect.name == "postgresql":
-        return apply_taken_early_statuses(session, sent.sid, stored.early or [], now=now) or stored.status
-    return apply_early_statuses(session, sent.sid, now=now) or stored.status
+        message_event(work.session, "message.sent", message_id, now=now)
+    if connection.dialect.name != "postgresql":
+        return apply_early_statuses(work.session, sent.sid, now=now) or stored.status
+    if stored.early:
+        return apply_taken_early_statuses(work.session, sent.sid, stored.early, now=now) or stored.status
+    return stored.status
 
 
 def _void_hold(session: Session, message: Message, now: datetime) -> None:

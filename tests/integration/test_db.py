@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, OperationalError, StatementError
+from sqlalchemy.orm import Session
 
 from shared.config import load_settings
 from shared.db import Database, copy_rows, run
@@ -212,3 +213,44 @@ def test_statements_on_psycopgs_cursor_fail_with_sqlalchemys_errors_and_a_dead_c
     with database.unit_of_work() as session:
         assert run(session.connection(), select(func.pg_backend_pid())).scalar() != pid
         book.reserve(session, account.id, 1000, idempotency_key="k2", ttl_seconds=60, now=now)
+
+
+def test_a_connection_unit_of_work_commits_its_statements_and_makes_no_session_until_asked(accounts, monkeypatch):
+    # Given a count of the ORM sessions made
+    made = []
+    session_init = Session.__init__
+    monkeypatch.setattr(Session, "__init__", lambda session, *args, **kwargs: (
+        made.append(session), session_init(session, *args, **kwargs))[1])
+
+    # When a step runs a Core statement only
+    with accounts.connection_unit_of_work() as work:
+        work.connection.execute(update(Account).values(name="Renamed"))
+
+    # Then it is committed, and no session was made for it
+    assert made == []
+    with accounts.read_only() as session:
+        assert session.scalar(select(Account.name)) == "Renamed"
+
+
+def test_a_session_asked_for_joins_the_transaction_and_commits_or_rolls_back_with_its_statements(accounts):
+    # Given a step that writes through its connection and through the session it asks for
+    def step(work, *, fail: bool) -> None:
+        work.connection.execute(update(Account).values(name=f"Renamed, fail={fail}"))
+        work.session.add(Account(id=f"acct_{fail}", name="Added"))
+        assert work.session.connection() is work.connection  # one transaction for both
+        if fail:
+            raise RuntimeError("the step failed")
+
+    # When one such step fails, both of its writes are rolled back
+    with pytest.raises(RuntimeError):
+        with accounts.connection_unit_of_work() as work:
+            step(work, fail=True)
+    with accounts.read_only() as session:
+        assert session.execute(select(Account.id, Account.name)).all() == [("acct_1", "Realty")]
+
+    # When it ends normally, both are committed: the session's object flushed as the block ended
+    with accounts.connection_unit_of_work() as work:
+        step(work, fail=False)
+    with accounts.read_only() as session:
+        assert sorted(session.execute(select(Account.id, Account.name)).all()) == [
+            ("acct_1", "Renamed, fail=False"), ("acct_False", "Added")]

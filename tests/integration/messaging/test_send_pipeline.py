@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
 from shared.ledger import book
@@ -211,6 +212,26 @@ def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, 
     stored = message(database, message_id)
     assert stored.twilio_sid.startswith("SM") and stored.twilio_segments == 1
     assert len(simulator.sent()["messages"]) == 1
+    assert account(database, account_id).held == 1000
+
+
+def test_a_plain_send_claims_and_stores_its_sid_on_connections_alone(database, gateways, throttle, simulator,  # noqa: F811
+                                                                       monkeypatch):
+    # Given an immediate text of an account with nothing to hold it back, and a count of the ORM sessions made
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    made = []
+    session_init = Session.__init__
+    monkeypatch.setattr(Session, "__init__", lambda session, *args, **kwargs: (
+        made.append(session), session_init(session, *args, **kwargs))[1])
+
+    # When it is sent
+    assert send(database, message_id, gateways, throttle) == "queued"
+
+    # Then its claim and its sid were written without an ORM session (SQLite takes early reports through one)
+    assert len(made) == (0 if database.is_postgres else 1)
+    stored = message(database, message_id)
+    assert stored.status == "queued" and stored.twilio_sid.startswith("SM") and stored.hold_id is not None
     assert account(database, account_id).held == 1000
 
 

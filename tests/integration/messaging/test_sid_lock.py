@@ -49,8 +49,8 @@ SENT = SentMessage(sid=SID, account_sid=DEPLOYMENT.account_sid, status="queued",
 
 
 def store_sid(database, result: list) -> None:
-    with database.unit_of_work() as session:
-        result.append(_store_sid(session, "msg_1", SENT, T0))
+    with database.connection_unit_of_work() as work:
+        result.append(_store_sid(work, "msg_1", SENT, T0))
 
 
 def outcome(database) -> tuple[str, int]:
@@ -78,8 +78,8 @@ def test_a_report_kept_while_the_sid_is_being_stored_is_applied_by_the_storing_t
 
 def test_a_report_that_comes_while_the_sid_is_being_stored_waits_for_it_and_finds_it(sending):
     # Given the worker's transaction that stored the sid, not committed yet
-    with sending.unit_of_work() as session:
-        assert _store_sid(session, "msg_1", SENT, T0) == "queued"
+    with sending.connection_unit_of_work() as work:
+        assert _store_sid(work, "msg_1", SENT, T0) == "queued"
         # When a report of it comes meanwhile
         outcomes: list = []
 
@@ -118,8 +118,8 @@ def test_storing_a_sid_writes_message_sent_only_for_an_account_whose_endpoint_ta
     for n, account_id in enumerate(("acct_hooked", "acct_plain")):
         sent = SentMessage(sid=f"SM{n:032d}", account_sid=DEPLOYMENT.account_sid, status="queued", num_segments=1,
                            price=None, price_unit=None)
-        with postgres_database.unit_of_work() as session:
-            assert _store_sid(session, f"msg_{account_id}", sent, T0) == "queued"
+        with postgres_database.connection_unit_of_work() as work:
+            assert _store_sid(work, f"msg_{account_id}", sent, T0) == "queued"
     # Then the hooked account's message.sent is written, and the other account's step ran no event statement
     with postgres_database.unit_of_work() as session:
         written = session.execute(select(WebhookEvent.account_id, WebhookEvent.type)).all()
