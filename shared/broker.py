@@ -187,11 +187,11 @@ def enqueue_many(actor: dramatiq.Actor, args_list: list[tuple], *, delays: list[
             encoded = encoder.encode({name: getattr(message, name) for name in _MESSAGE_FIELDS})  # Message.encode
             by_queue.setdefault(queue_name, []).extend((options["redis_message_id"], encoded))
             sent.append((message, delay))
-        pipeline = broker.client.pipeline(transaction=False)
         for queue_name, fields in by_queue.items():
+            # One EVALSHA per queue, called on the client itself: a pipeline would first ask SCRIPT EXISTS, a round
+            # trip more for every batch. The script is loaded only when the server lacks it (a restart, a flush).
             queue = f"{broker.namespace}:{queue_name}"
-            broker.scripts["enqueue_batch"](keys=[queue, f"{queue}.msgs"], args=fields, client=pipeline)
-        pipeline.execute()
+            broker.scripts["enqueue_batch"](keys=[queue, f"{queue}.msgs"], args=fields)
         for message, delay in sent:
             for hook in after:
                 _call_hook(broker, hook, message, delay, reraise=())
