@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import any_of, copy_rows, dialect_name, insert_on_conflict, sqlalchemy_errors
@@ -143,7 +143,8 @@ class BalanceView:
 def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, user_id: str | None = None,
             reference: str | None = None, idempotency_key: str, ttl_seconds: int, now: datetime,
             then: tuple[str, tuple] | None = None) -> HoldView:
-    """Hold `amount_mc` for a send. Two statements: a conditional UPDATE of the account row, an INSERT.
+    """Hold `amount_mc` for a send. Two statements: an INSERT, then a conditional UPDATE of the account row, which
+    stays locked only from there to the commit (a refusal deletes the hold again).
 
     Raises InsufficientCredits, AccountLocked (status not active) or NotFound. Replaying the key
     returns the first hold, whatever the balance is now. On PostgreSQL: one call of ledger_reserve.
@@ -169,26 +170,32 @@ def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, u
             _lapse_due(session, _lock_account(session, account_id), now)
             return _function_hold(session, call(False), account_id, user_id, amount_mc)
     wallet = _wallet_of(session, account_id, user_id) if user_id is not None else None
-    claimed = _claim(session, account_id, wallet, amount_mc, gate=now)
-    if not claimed and _expiry_due(session, account_id, now):
-        _lapse_due(session, _lock_account(session, account_id), now)
-        claimed = _claim(session, account_id, wallet, amount_mc, gate=None)
-    if not claimed:
-        if (existing := _hold_where(session, holds.c.idempotency_key == idempotency_key)) is not None:
-            return existing
-        raise _refusal(session, account_id, wallet, amount_mc)
     values = dict(account_id=account_id, user_id=user_id, amount=amount_mc, from_allocation=wallet is not None,
                   status="pending", reference=reference, idempotency_key=idempotency_key, created_at=now,
                   expires_at=now + timedelta(seconds=ttl_seconds))
+    hold = _hold_then_claim(session, values, wallet, gate=now)
+    if hold is None and _expiry_due(session, account_id, now):
+        _lapse_due(session, _lock_account(session, account_id), now)
+        hold = _hold_then_claim(session, values, wallet, gate=None)
+    if hold is None:
+        raise _refusal(session, account_id, wallet, amount_mc)
+    return hold
+
+
+def _hold_then_claim(session: Session, values: dict, wallet: str | None, *, gate: datetime | None) -> HoldView | None:
+    """ledger_reserve's order: the hold inserted, then the account (and wallet) claimed; a replay answers the key's
+    first hold and claims nothing. None, with the hold deleted again, when there is no room."""
     hold_id = _sql(session).execute(
         insert_on_conflict(session, holds).values(**values)
         .on_conflict_do_nothing(index_elements=[holds.c.idempotency_key]).returning(holds.c.id)
     ).scalar()
-    if hold_id is None:  # a replay that found room again: give the room back, answer with the first hold
-        _release(session, account_id, wallet, amount_mc, now=now)
-        return _hold_where(session, holds.c.idempotency_key == idempotency_key)
-    values.pop("created_at")
-    return HoldView(id=hold_id, settled_amount=None, **values)
+    if hold_id is None:
+        return _hold_where(session, holds.c.idempotency_key == values["idempotency_key"])
+    if not _claim(session, values["account_id"], wallet, values["amount"], gate=gate):
+        _sql(session).execute(delete(holds).where(holds.c.id == hold_id))
+        return None
+    return HoldView(id=hold_id, settled_amount=None, **{key: value for key, value in values.items()
+                                                        if key != "created_at"})
 
 @dataclass(frozen=True)
 class HoldRequest:

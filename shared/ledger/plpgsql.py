@@ -10,8 +10,9 @@ answer `outcome` and the caller raises the domain error, so the caller's transac
 Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTED, so the lot burn
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
-Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits) and 0024 (which
-inlined the lot burn, a nested function call that cost as much as its statement) and, for schemas made with
+Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits), 0024 (which
+inlined the lot burn, a nested function call that cost as much as its statement) and 0027 (the hold inserted
+before the account's row is locked) and, for schemas made with
 `Base.metadata.create_all`, by the `after_create` hook below.
 """
 
@@ -44,6 +45,18 @@ BEGIN
             v_wallet := p_user_id;
         END IF;
     END IF;
+    -- The hold first: the account's row is locked last, from its UPDATE to COMMIT, and a replay never locks it.
+    INSERT INTO holds AS h (account_id, user_id, amount, from_allocation, status, reference, idempotency_key,
+                           created_at, expires_at)
+    VALUES (p_account_id, p_user_id, p_amount, v_wallet IS NOT NULL, 'pending', p_reference,
+            p_idempotency_key, p_created_at, p_expires_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING h.* INTO hold;
+    IF NOT FOUND THEN
+        SELECT h.* INTO hold FROM holds h WHERE h.idempotency_key = p_idempotency_key;
+        outcome := 'replay';
+        RETURN;
+    END IF;
     IF v_wallet IS NULL THEN
         UPDATE accounts a SET held = a.held + p_amount, updated_at = now()
          WHERE a.id = p_account_id AND a.status = 'active'
@@ -68,34 +81,20 @@ BEGIN
         END IF;
     END IF;
     IF v_claimed THEN
-        INSERT INTO holds AS h (account_id, user_id, amount, from_allocation, status, reference, idempotency_key,
-                               created_at, expires_at)
-        VALUES (p_account_id, p_user_id, p_amount, v_wallet IS NOT NULL, 'pending', p_reference,
-                p_idempotency_key, p_created_at, p_expires_at)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING h.* INTO hold;
-        IF FOUND THEN
-            outcome := 'held';
-            RETURN;
-        END IF;
-        -- a replay that found room again: give the room back, answer with the first hold
-        UPDATE accounts a SET held = a.held - p_amount,
-                              allocated_held = a.allocated_held - CASE WHEN v_wallet IS NULL THEN 0 ELSE p_amount END,
-                              updated_at = now()
-         WHERE a.id = p_account_id;
-        IF v_wallet IS NOT NULL THEN
-            UPDATE users u SET held = u.held - p_amount WHERE u.id = v_wallet;
-        END IF;
+        outcome := 'held';
+        RETURN;
     END IF;
-    IF NOT v_claimed AND p_gate THEN
+    -- no room: the hold goes, and the key is free for a later try
+    DELETE FROM holds h WHERE h.id = hold.id;
+    hold := NULL;
+    IF p_gate THEN
         SELECT a.next_expiry_at <= p_created_at INTO v_due FROM accounts a WHERE a.id = p_account_id;
         IF v_due THEN
             outcome := 'expiry_due';
             RETURN;
         END IF;
     END IF;
-    SELECT h.* INTO hold FROM holds h WHERE h.idempotency_key = p_idempotency_key;
-    outcome := CASE WHEN FOUND THEN 'replay' ELSE 'refused' END;
+    outcome := 'refused';
 END
 $$
 """

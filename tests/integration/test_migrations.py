@@ -382,3 +382,30 @@ def test_take_early_statuses_comes_with_0026_as_the_models_make_it_and_goes_with
     finally:
         engine.dispose()
         made_engine.dispose()
+
+
+@pytest.mark.postgres
+def test_ledger_reserve_comes_with_0027_as_the_models_make_it_and_its_downgrade_restores_the_one_before(
+        postgres_server):
+    # given a database upgraded to the head, and one the models made
+    migrated, made = (postgres_server.create_database(name) for name in ("migrations_reserve", "models_reserve"))
+    upgrade(migrated)
+    engines = [create_engine(url) for url in (migrated, made)]
+    Base.metadata.create_all(engines[1])
+
+    def source(engine) -> str:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'ledger_reserve'"))
+
+    def locks_the_account_last(engine) -> bool:
+        return source(engine).index("INSERT INTO holds") < source(engine).index("UPDATE accounts")
+
+    try:
+        # then the head's function is the models' own, which inserts the hold before it updates the account
+        assert source(engines[0]) == source(engines[1]) and locks_the_account_last(engines[0])
+        # and when the head is downgraded to 0026, the function updates the account first again, as it did there
+        command.downgrade(alembic_config(migrated), "0026")
+        assert not locks_the_account_last(engines[0])
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -6,6 +6,8 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from shared.db import Database
 from shared.errors import InsufficientCredits
@@ -77,4 +79,64 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, alon
     with database.unit_of_work() as session:
         view = book.balance(session, account.id, now=NOW)
         assert (view.balance, view.held, view.available) == (10_000, 10_000, 0)
+        assert verify(session) == []
+
+
+@pytest.mark.postgres
+def test_a_replayed_reservation_answers_its_first_hold_without_waiting_for_the_account_row(postgres_database):
+    # Given an account with a hold, and another transaction holding the account's row (a settlement, a month-end)
+    database = postgres_database
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name="Busy", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+        book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
+    with database.one_statement() as connection:
+        first = book.reserve(connection, account.id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+    with database.engine.connect() as other:
+        other.exec_driver_sql("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account.id,))
+
+        # When the same reservation is replayed meanwhile, and a new one is made, each giving up after 2 s of waiting
+        with database.one_statement() as connection:
+            connection.exec_driver_sql("SET lock_timeout = '2s'")
+            replay = book.reserve(connection, account.id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+            with pytest.raises(OperationalError, match="lock timeout"):
+                book.reserve(connection, account.id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
+            connection.exec_driver_sql("RESET lock_timeout")
+        other.rollback()
+
+    # Then the replay answered the first hold at once, and the new one, which must lock the row, waited for it
+    assert replay == first
+    # and once the row is free, the new one holds, with nothing left behind by the try that gave up
+    with database.one_statement() as connection:
+        second = book.reserve(connection, account.id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
+    with database.unit_of_work() as session:
+        assert book.balance(session, account.id, now=NOW).held == 2_000
+        assert session.scalar(text("SELECT count(*) FROM holds")) == 2 and second.id != first.id
+        assert verify(session) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_refused_reservation_leaves_no_hold_and_its_key_holds_once_there_is_room(backend, request):
+    # Given an account holding 1 credit
+    database = request.getfixturevalue(f"{backend}_database")
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name="Short", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+        book.grant(session, account.id, 1_000, "purchase", granted_at=NOW, idempotency_key="seed")
+
+    # When a reservation of 2 credits is refused
+    with pytest.raises(InsufficientCredits), database.unit_of_work() as session:
+        book.reserve(session, account.id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+
+    # Then no hold is left of it
+    with database.unit_of_work() as session:
+        assert session.scalar(text("SELECT count(*) FROM holds")) == 0
+        book.grant(session, account.id, 1_000, "purchase", granted_at=NOW, idempotency_key="top-up")
+    # and once there is room, the same key holds
+    with database.one_statement() as connection:
+        hold = book.reserve(connection, account.id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+    with database.unit_of_work() as session:
+        assert (hold.amount, book.balance(session, account.id, now=NOW).available) == (2_000, 0)
         assert verify(session) == []
