@@ -47,5 +47,6 @@ def test_a_batch_of_sends_for_one_queue_costs_one_command_and_survives_a_server_
     # and when the server lost its scripts (a restart, a flush), the next batch loads the script and lands too
     client.script_flush()
     enqueue_many(bulk, [(n,) for n in range(50, 60)])
-    stored = [json.loads(client.hget("dramatiq:bulk-redis.msgs", id_)) for id_ in client.lrange("dramatiq:bulk-redis", 0, -1)]
+    ids = client.lrange("dramatiq:bulk-redis", 0, -1)
+    stored = [json.loads(client.hget("dramatiq:bulk-redis.msgs", id_)) for id_ in ids]
     assert [message["args"] for message in stored] == [[-1]] + [[n] for n in range(60)]
