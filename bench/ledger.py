@@ -3,11 +3,12 @@
     python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--statements 3000]
 
 Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schema, then measures with
-N threads, each on its own pooled connection:
-  raw UPDATE   autocommit `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
+N threads, each on its own connection, the same one for both (autocommit, as `Database.one_statement()` gives a
+lone ledger call):
+  raw UPDATE   `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
-  ledger       reserve (one transaction) then settle (another), each alone in its unit of work
-               (`Database.one_statement()`: on PostgreSQL an autocommit call), counted in pairs.
+  ledger       reserve (one transaction) then settle (another), each a lone call on that connection, counted in
+               pairs.
 Both on one hot account, then spread over --accounts accounts. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
 may be shared: raw and ledger take turns in one-second slices (--seconds of each in all), so a change in
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import Connection, text  # noqa: E402
 
 from shared.db import Database  # noqa: E402
 from shared.ledger import accounts, book  # noqa: E402
@@ -78,36 +79,31 @@ def run_threads(threads: int, seconds: float, work) -> float:
     return sum(counts) / (time.perf_counter() - began)
 
 
-def raw_rate(database: Database, account_ids: list[str], threads: int, seconds: float) -> float:
-    connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") for _ in range(threads)]
-    try:
-        return run_threads(threads, seconds, lambda index, _n: connections[index].execute(
-            RAW_UPDATE, {"id": random.choice(account_ids)}))
-    finally:
-        for connection in connections:
-            connection.close()
+def raw_rate(connections: list[Connection], account_ids: list[str], seconds: float) -> float:
+    return run_threads(len(connections), seconds, lambda index, _n: connections[index].execute(
+        RAW_UPDATE, {"id": random.choice(account_ids)}))
 
 
-def ledger_pair(database: Database, account_ids: list[str], key: str) -> None:
-    """A reserve, then its settle, each alone in its unit of work."""
-    with database.one_statement() as connection:
-        hold = book.reserve(connection, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
-                            ttl_seconds=900, now=NOW)
-    with database.one_statement() as connection:
-        book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
+def ledger_pair(connection: Connection, account_ids: list[str], key: str) -> None:
+    """A reserve, then its settle, each a lone call (its own transaction)."""
+    hold = book.reserve(connection, random.choice(account_ids), 1_000, reference=key, idempotency_key=key,
+                        ttl_seconds=900, now=NOW)
+    book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
 
-def ledger_rate(database: Database, account_ids: list[str], threads: int, seconds: float, label: str) -> float:
-    return run_threads(threads, seconds, lambda index, n: ledger_pair(database, account_ids, f"{label}-{index}-{n}"))
+def ledger_rate(connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
+    return run_threads(len(connections), seconds,
+                       lambda index, n: ledger_pair(connections[index], account_ids, f"{label}-{index}-{n}"))
 
 
-def server_time_per_call(database: Database, account_ids: list[str], pairs: int) -> list[tuple[str, float]]:
+def server_time_per_call(database: Database, connection: Connection, account_ids: list[str],
+                         pairs: int) -> list[tuple[str, float]]:
     """(function, microseconds of PostgreSQL execution per call) over `pairs` reserve+settle pairs, one thread."""
-    with database.engine.begin() as connection:
-        connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        connection.execute(text("SELECT pg_stat_statements_reset()"))
+    with database.engine.begin() as admin:
+        admin.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        admin.execute(text("SELECT pg_stat_statements_reset()"))
     for n in range(pairs):
-        ledger_pair(database, account_ids, f"statements-{n}")
+        ledger_pair(connection, account_ids, f"statements-{n}")
     with database.engine.begin() as connection:
         rows = connection.execute(text(
             "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
@@ -129,18 +125,21 @@ def main() -> None:
         Base.metadata.create_all(database.engine)
         hot = open_accounts(database, 1)
         spread = open_accounts(database, args.accounts)
-        ledger_rate(database, hot, args.threads, 1.0, "warmup")
+        connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                       for _ in range(args.threads)]
+        ledger_rate(connections, hot, 1.0, "warmup")
         rows = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
             raw = pairs = 0.0
             for turn in range(slices):
-                raw += raw_rate(database, ids, args.threads, args.seconds / slices) / slices
-                pairs += ledger_rate(database, ids, args.threads, args.seconds / slices,
-                                     f"{name.split()[0]}.{turn}") / slices
+                raw += raw_rate(connections, ids, args.seconds / slices) / slices
+                pairs += ledger_rate(connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}") / slices
             rows.append((name, raw, pairs))
         if args.statements:
-            per_call = server_time_per_call(database, spread, args.statements)
+            per_call = server_time_per_call(database, connections[0], spread, args.statements)
+        for connection in connections:
+            connection.close()
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
     print(f"PostgreSQL (fsync off), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
