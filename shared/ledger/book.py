@@ -26,7 +26,7 @@ Every operation is keyed: replaying it with its idempotency key changes nothing.
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -92,6 +92,8 @@ class Settlement:
     charged: int  # actual + carrier fee
     balance: int  # the account's balance after this settlement
     status: str  # the account's status after it: `locked` when a prepaid pool went below zero
+    # the answer of an earlier settlement under the same key, nothing written now; the same settlement all the same
+    replayed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,8 @@ def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: 
 
 
 def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
-           reference: str | None = None, idempotency_key: str, now: datetime) -> Settlement:
+           reference: str | None = None, idempotency_key: str, now: datetime,
+           then: tuple[str, tuple] | None = None) -> Settlement:
     """Charge what the send really cost (more or less than the hold) and release the hold.
 
     `hold` is its id or its idempotency key. Writes a `usage` entry (and `carrier_fee` when non-zero),
@@ -281,6 +284,11 @@ def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, ca
     can still be settled once (reconciliation found the message was sent). Replays return the first
     settlement; settling a voided hold, or again under another key, is a Conflict. On PostgreSQL: one call
     of ledger_settle.
+
+    `then` (PostgreSQL only; elsewhere the caller runs its own): a data-modifying statement and its parameters
+    (psycopg's `%s`) that runs in the settlement's round trip when this call settles the hold; it reads the settled
+    hold as the one-row table `settled` (the holds columns). A replay (`Settlement.replayed`) does not run it: its
+    caller runs its own. A message's settlement writes its charge there, a round trip less.
     """
     _require(actual_mc >= 0, "actual", "must not be negative")
     _require(carrier_fee_mc >= 0, "carrier_fee", "must not be negative")
@@ -288,9 +296,10 @@ def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, ca
     charge = actual_mc + carrier_fee_mc
     if _on_postgres(session):
         connection = _sql(session)
-        call = lambda gate: _call_function(connection, PG_SETTLE, (  # noqa: E731
+        statement, extra = (PG_SETTLE, ()) if then is None else (_SETTLE_THEN.format(then=then[0]), then[1])
+        call = lambda gate: _call_function(connection, statement, (  # noqa: E731
             hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
-            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate))
+            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate, *extra))
         row = call(True)
         if row.outcome != "expiry_due":
             return _function_settlement(session, row, hold, idempotency_key, charge, now)
@@ -772,6 +781,10 @@ def _function_settlement(session: Session | Connection, row, hold: int | str, id
 _RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
                  " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
                  " then_ AS ({then}) SELECT * FROM reserved")
+# ledger_settle's call with the caller's statement after it (settle's `then`), run only when the call settles.
+_SETTLE_THEN = ("WITH settling AS MATERIALIZED (" + PG_SETTLE + "),"
+                " settled AS (SELECT * FROM settling WHERE outcome = 'settled'),"
+                " then_ AS ({then}) SELECT * FROM settling")
 
 
 def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:
@@ -971,7 +984,7 @@ def _settlement_replay(session: Session, hold: int | str, idempotency_key: str) 
     last = _sql(session).execute(select(entries.c.balance_after).where(entries.c.hold_id == current.id)
                            .order_by(entries.c.id.desc()).limit(1)).scalar_one()
     status = _sql(session).scalar(select(accounts.c.status).where(accounts.c.id == current.account_id))
-    return Settlement(hold=current, charged=current.settled_amount, balance=last, status=status)
+    return Settlement(hold=current, charged=current.settled_amount, balance=last, status=status, replayed=True)
 
 
 def _burn(session: Session, account_id: str, wallet: str | None, amount: int) -> None:

@@ -56,6 +56,9 @@ def _settling(dialect: str):
 
 _CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
     credits_charged=bindparam("charged"), rate_card_version=bindparam("rate_card_version"), updated_at=bindparam("now"))
+# _CHARGED as book.settle's `then` on PostgreSQL, with the hold it settled (`settled`): one round trip for both.
+_CHARGED_WITH_SETTLEMENT = ("UPDATE messages SET credits_charged = settled.settled_amount, rate_card_version = %s,"
+                            " updated_at = %s FROM settled WHERE messages.id = %s")
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,15 @@ def _settle(session: Session, connection, message, rate_card: RateCard, now: dat
         version = rate_card.version
         charge = charge_for(message.segments, country=country_of(message.to), sender_type=message.sender_type,
                             channel="mms" if message.media_urls else "sms", rate_card=rate_card)
+    # on PostgreSQL the settlement writes the message's charge in its own round trip
+    charging = ((_CHARGED_WITH_SETTLEMENT, (version, now, message_id)) if connection.dialect.name == "postgresql"
+                else None)
     settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
-                               reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now)
-    run(connection, _CHARGED, {"message_id": message_id, "charged": settlement.charged,
-                               "rate_card_version": version, "now": now})
+                             reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now,
+                             then=charging)
+    if charging is None or settlement.replayed:
+        run(connection, _CHARGED, {"message_id": message_id, "charged": settlement.charged,
+                                   "rate_card_version": version, "now": now})
     if settlement.status == "locked":
         park_account(session, message.account_id, book.LOCK_REASON, now=now)
         account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)
