@@ -199,6 +199,7 @@ def _hold_then_claim(session: Session, values: dict, wallet: str | None, *, gate
     return HoldView(id=hold_id, settled_amount=None, **{key: value for key, value in values.items()
                                                         if key != "created_at"})
 
+
 @dataclass(frozen=True)
 class HoldRequest:
     """One hold of a `reserve_many` batch."""
