@@ -27,13 +27,22 @@ def run_upgrade(args: argparse.Namespace) -> int:
     print(f"database at {settings.database_url.split('@')[-1]} is at revision {args.revision}")
     if args.revision != "head":
         return 0  # an older schema may not have the versions' table yet
-    database = Database(settings.database_url, pool_size=1)
+    for line in load_priced_files(settings.database_url):
+        print(line)
+    return 0
+
+
+def load_priced_files(database_url: str) -> list[str]:
+    """Load the rate card and price list files as new versions where they changed (the schema at head); a line
+    for each saying which version it is. `creditq dev` does this too, so its sends are priced as in production."""
+    database = Database(database_url, pool_size=1)
+    lines = []
     try:
         for kind in (RATE_CARDS, PRICE_LISTS):
             with database.unit_of_work() as session:
                 version, added = load_file(session, kind, now=datetime.now(UTC))
             label = kind.name.replace("_", " ")
-            print(f"{label} {kind.file()}: version {version}" + (" (new)" if added else " (unchanged)"))
+            lines.append(f"{label} {kind.file()}: version {version}" + (" (new)" if added else " (unchanged)"))
     finally:
         database.dispose()
-    return 0
+    return lines

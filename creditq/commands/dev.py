@@ -13,6 +13,7 @@ from shared.config import load_settings
 from shared.migrate import upgrade
 from shared.redis_url import resolve_redis_url
 
+from .db import load_priced_files
 from .ports import refuse_if_taken
 
 PROCESSES = ("twilio-sim", "stripe-sim", "web", "worker", "scheduler")
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(stop_signal, request_stop)
     try:
         upgrade(settings.database_url)
+        load_priced_files(settings.database_url)  # as `creditq db upgrade` does: the sends record the card's version
         env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=settings.database_url,
                    CREDITQ_ADMIN_KEY=settings.admin_key, CREDITQ_SECRET_KEY=",".join(settings.secret_keys),
                    CREDITQ_DATA_DIR=str(settings.data_dir), CREDITQ_ENV="development",

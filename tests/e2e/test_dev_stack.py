@@ -2,11 +2,13 @@
 
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
 import urllib.request
+from contextlib import closing
 
 import psutil
 import pytest
@@ -70,6 +72,10 @@ def test_dev_starts_every_process_and_ctrl_c_stops_them_all(tmp_path):
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         for name in ("creditq.db", "admin_key", "secret_key"):
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+        # and the rate card and price list files are loaded as versions, as `creditq db upgrade` loads them
+        with closing(sqlite3.connect(data / "creditq.db")) as database:
+            assert sorted(database.execute("SELECT kind, version FROM price_versions")) == [
+                ("price_list", 1), ("rate_card", 1)]
 
         # and Ctrl-C stops every one of them
         dev.send_signal(signal.SIGINT)
