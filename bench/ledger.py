@@ -96,18 +96,16 @@ def ledger_rate(connections: list[Connection], account_ids: list[str], seconds: 
                        lambda index, n: ledger_pair(connections[index], account_ids, f"{label}-{index}-{n}"))
 
 
-def server_time_per_call(database: Database, connection: Connection, account_ids: list[str],
-                         pairs: int) -> list[tuple[str, float]]:
-    """(function, microseconds of PostgreSQL execution per call) over `pairs` reserve+settle pairs, one thread."""
-    with database.engine.begin() as admin:
-        admin.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
-        admin.execute(text("SELECT pg_stat_statements_reset()"))
+def server_time_per_call(connection: Connection, account_ids: list[str], pairs: int) -> list[tuple[str, float]]:
+    """(function, microseconds of PostgreSQL execution per call) over `pairs` reserve+settle pairs, one thread, on
+    `connection` (autocommit)."""
+    connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+    connection.execute(text("SELECT pg_stat_statements_reset()"))
     for n in range(pairs):
         ledger_pair(connection, account_ids, f"statements-{n}")
-    with database.engine.begin() as connection:
-        rows = connection.execute(text(
-            "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
-            " WHERE query ~ 'FROM ledger_(reserve|settle)\\(' ORDER BY 1")).all()
+    rows = connection.execute(text(
+        "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
+        " WHERE query ~ 'FROM ledger_(reserve|settle)\\(' ORDER BY 1")).all()
     return [tuple(row) for row in rows]
 
 
@@ -137,7 +135,7 @@ def main() -> None:
                 pairs += ledger_rate(connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}") / slices
             rows.append((name, raw, pairs))
         if args.statements:
-            per_call = server_time_per_call(database, connections[0], spread, args.statements)
+            per_call = server_time_per_call(connections[0], spread, args.statements)
         for connection in connections:
             connection.close()
         database.dispose()

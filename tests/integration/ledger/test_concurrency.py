@@ -19,6 +19,16 @@ THREADS_PER_PROCESS = 32
 NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
 
 
+def prepaid_account(database: Database, name: str, credits_mc: int) -> str:
+    """A prepaid account holding `credits_mc`, with no overdraft."""
+    with database.unit_of_work() as session:
+        account, _ = accounts.create_account(
+            session, name=name, timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
+            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
+        book.grant(session, account.id, credits_mc, "purchase", granted_at=NOW, idempotency_key="seed")
+    return account.id
+
+
 def race(url: str, account_id: str, process_index: int, start, alone: bool) -> list[tuple[str, int]]:
     """One process: its own engine, THREADS_PER_PROCESS threads released together; (outcome, available) each."""
     database = Database(url, pool_size=THREADS_PER_PROCESS)
@@ -57,18 +67,14 @@ def race(url: str, account_id: str, process_index: int, start, alone: bool) -> l
 def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, alone, request):
     # Given a prepaid account holding 10 credits
     database = request.getfixturevalue(f"{backend}_database")
-    with database.unit_of_work() as session:
-        account, _ = accounts.create_account(
-            session, name="Race", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-        book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
+    account_id = prepaid_account(database, "Race", 10_000)
 
     # When 64 threads spread over 2 processes each reserve 1 credit at once (in a unit of work, or alone)
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         start = manager.Barrier(PROCESSES)
         with context.Pool(PROCESSES) as pool:
-            results = pool.starmap(race, [(database.url, account.id, index, start, alone)
+            results = pool.starmap(race, [(database.url, account_id, index, start, alone)
                                           for index in range(PROCESSES)])
     outcomes = [outcome for result in results for outcome in result]
 
@@ -77,7 +83,7 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, alon
     assert sum(1 for kind, _ in outcomes if kind == "held") == 10
     assert min(available for _, available in outcomes) >= 0
     with database.unit_of_work() as session:
-        view = book.balance(session, account.id, now=NOW)
+        view = book.balance(session, account_id, now=NOW)
         assert (view.balance, view.held, view.available) == (10_000, 10_000, 0)
         assert verify(session) == []
 
@@ -86,22 +92,18 @@ def test_exactly_ten_of_sixty_four_concurrent_reservations_succeed(backend, alon
 def test_a_replayed_reservation_answers_its_first_hold_without_waiting_for_the_account_row(postgres_database):
     # Given an account with a hold, and another transaction holding the account's row (a settlement, a month-end)
     database = postgres_database
-    with database.unit_of_work() as session:
-        account, _ = accounts.create_account(
-            session, name="Busy", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-        book.grant(session, account.id, 10_000, "purchase", granted_at=NOW, idempotency_key="seed")
+    account_id = prepaid_account(database, "Busy", 10_000)
     with database.one_statement() as connection:
-        first = book.reserve(connection, account.id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+        first = book.reserve(connection, account_id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
     with database.engine.connect() as other:
-        other.exec_driver_sql("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account.id,))
+        other.exec_driver_sql("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
 
         # When the same reservation is replayed meanwhile, and a new one is made, each giving up after 2 s of waiting
         with database.one_statement() as connection:
             connection.exec_driver_sql("SET lock_timeout = '2s'")
-            replay = book.reserve(connection, account.id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+            replay = book.reserve(connection, account_id, 1_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
             with pytest.raises(OperationalError, match="lock timeout"):
-                book.reserve(connection, account.id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
+                book.reserve(connection, account_id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
             connection.exec_driver_sql("RESET lock_timeout")
         other.rollback()
 
@@ -109,9 +111,9 @@ def test_a_replayed_reservation_answers_its_first_hold_without_waiting_for_the_a
     assert replay == first
     # and once the row is free, the new one holds, with nothing left behind by the try that gave up
     with database.one_statement() as connection:
-        second = book.reserve(connection, account.id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
+        second = book.reserve(connection, account_id, 1_000, idempotency_key="msg-2", ttl_seconds=600, now=NOW)
     with database.unit_of_work() as session:
-        assert book.balance(session, account.id, now=NOW).held == 2_000
+        assert book.balance(session, account_id, now=NOW).held == 2_000
         assert session.scalar(text("SELECT count(*) FROM holds")) == 2 and second.id != first.id
         assert verify(session) == []
 
@@ -120,23 +122,19 @@ def test_a_replayed_reservation_answers_its_first_hold_without_waiting_for_the_a
 def test_a_refused_reservation_leaves_no_hold_and_its_key_holds_once_there_is_room(backend, request):
     # Given an account holding 1 credit
     database = request.getfixturevalue(f"{backend}_database")
-    with database.unit_of_work() as session:
-        account, _ = accounts.create_account(
-            session, name="Short", timezone="UTC", plan_monthly_credits=0, plan_cycle="monthly", plan_rollover="none",
-            overdraft=accounts.Overdraft("prepaid"), low_balance_threshold=0, now=NOW)
-        book.grant(session, account.id, 1_000, "purchase", granted_at=NOW, idempotency_key="seed")
+    account_id = prepaid_account(database, "Short", 1_000)
 
     # When a reservation of 2 credits is refused
     with pytest.raises(InsufficientCredits), database.unit_of_work() as session:
-        book.reserve(session, account.id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+        book.reserve(session, account_id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
 
     # Then no hold is left of it
     with database.unit_of_work() as session:
         assert session.scalar(text("SELECT count(*) FROM holds")) == 0
-        book.grant(session, account.id, 1_000, "purchase", granted_at=NOW, idempotency_key="top-up")
+        book.grant(session, account_id, 1_000, "purchase", granted_at=NOW, idempotency_key="top-up")
     # and once there is room, the same key holds
     with database.one_statement() as connection:
-        hold = book.reserve(connection, account.id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
+        hold = book.reserve(connection, account_id, 2_000, idempotency_key="msg-1", ttl_seconds=600, now=NOW)
     with database.unit_of_work() as session:
-        assert (hold.amount, book.balance(session, account.id, now=NOW).available) == (2_000, 0)
+        assert (hold.amount, book.balance(session, account_id, now=NOW).available) == (2_000, 0)
         assert verify(session) == []

@@ -28,9 +28,9 @@ def held_message(database, *, expiring_mc: int = 0, held_at=NOW) -> tuple[str, i
     return account_id, hold.id
 
 
-def settle(database, account_id: str, hold_id: int, actual_mc: int, *, key: str = "usage") -> book.Settlement:
+def settle(database, account_id: str, hold_id: int, actual_mc: int) -> book.Settlement:
     with database.unit_of_work() as session:
-        return book.settle(session, hold_id, actual_mc, carrier_fee_mc=500, idempotency_key=f"{key}:{account_id}",
+        return book.settle(session, hold_id, actual_mc, carrier_fee_mc=500, idempotency_key=f"usage:{account_id}",
                            now=NOW, then=(CHARGE, (f"msg_{account_id}",)))
 
 
