@@ -98,8 +98,9 @@ def read_json(path: str, kind: Kind) -> Any:
 
 
 def current(bind: Engine | Session, kind: Kind) -> Any:
-    """The newest version of `kind` as this process sees it through `bind`'s engine (see NewestVersions)."""
-    return view_of(bind).current(kind)
+    """The newest version of `kind` as this process sees it through `bind`'s engine (see NewestVersions); a check
+    that falls due reads through `bind` when it is a Session."""
+    return view_of(bind).current(kind, bind if isinstance(bind, Session) else None)
 
 
 def view_of(bind: Engine | Session) -> "NewestVersions":
@@ -133,8 +134,10 @@ def _insert(session: Session, kind: Kind, version: int, text: str, digest: str, 
 class NewestVersions:
     """This process's view of the newest version of each kind, re-checked at most every `check_seconds`.
 
-    Safe to share between threads: readers take no lock while the view is fresh; one thread re-checks. A database
-    where no version was ever loaded (before `creditq db upgrade` ran) prices with the kind's file, version None.
+    Safe to share between threads: readers take no lock while the view is fresh; one thread re-checks. It checks
+    through the caller's session when given one: a check that took a second connection, under the lock, could wait
+    for the pool forever while every connection is held by a thread waiting for that lock. A database where no
+    version was ever loaded (before `creditq db upgrade` ran) prices with the kind's file, version None.
     """
 
     def __init__(self, engine: Engine, *, check_seconds: float = CHECK_SECONDS,
@@ -144,26 +147,31 @@ class NewestVersions:
         self._seen: dict[str, tuple[int | None, Any, float]] = {}  # kind -> (version, object, next check)
         self._lock = threading.Lock()
 
-    def current(self, kind: Kind) -> Any:
+    def current(self, kind: Kind, session: Session | None = None) -> Any:
         seen = self._seen.get(kind.name)
         if seen is not None and self._clock() < seen[2]:
             return seen[1]
         with self._lock:
             seen = self._seen.get(kind.name)
             if seen is None or self._clock() >= seen[2]:
-                seen = self._seen[kind.name] = self._refresh(kind, seen)
+                if session is None:
+                    with read_only_session(partial(Session, self._engine())) as own:
+                        seen = self._refresh(own, kind, seen)
+                else:
+                    seen = self._refresh(session, kind, seen)
+                self._seen[kind.name] = seen
             return seen[1]
 
-    def _refresh(self, kind: Kind, seen: tuple[int | None, Any, float] | None) -> tuple[int | None, Any, float]:
-        with read_only_session(partial(Session, self._engine())) as session:
-            version = session.scalar(select(func.max(PriceVersion.version)).where(PriceVersion.kind == kind.name))
-            if seen is not None and seen[0] == version:
-                priced = seen[1]
-            elif version is None:
-                path = kind.file()
-                priced = kind.parse(read_json(path, kind), path, None)
-            else:
-                document = session.scalar(select(PriceVersion.document).where(PriceVersion.kind == kind.name,
-                                                                             PriceVersion.version == version))
-                priced = kind.parse(json.loads(document), f"version {version}", version)
+    def _refresh(self, session: Session, kind: Kind,
+                 seen: tuple[int | None, Any, float] | None) -> tuple[int | None, Any, float]:
+        version = session.scalar(select(func.max(PriceVersion.version)).where(PriceVersion.kind == kind.name))
+        if seen is not None and seen[0] == version:
+            priced = seen[1]
+        elif version is None:
+            path = kind.file()
+            priced = kind.parse(read_json(path, kind), path, None)
+        else:
+            document = session.scalar(select(PriceVersion.document).where(PriceVersion.kind == kind.name,
+                                                                         PriceVersion.version == version))
+            priced = kind.parse(json.loads(document), f"version {version}", version)
         return version, priced, self._clock() + self._check_seconds

@@ -5,8 +5,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import Session
 
+from shared import price_versions
 from shared.messaging.rates import BUNDLED_RATE_CARD, RATE_CARDS
 from shared.price_versions import NewestVersions, load_file, publish
 
@@ -75,3 +77,19 @@ def test_the_same_document_published_again_is_not_a_new_version(sqlite_database)
 
     assert first == (1, True)
     assert again == (1, False)
+
+
+def test_a_check_reads_through_the_callers_session_and_needs_no_second_connection(sqlite_database):
+    # given a loaded rate card, and a process whose pool has one connection, held by the session that asks for it
+    with sqlite_database.unit_of_work() as session:
+        load_file(session, RATE_CARDS, now=datetime.now(UTC))
+    engine = create_engine(sqlite_database.url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    with Session(engine) as session:
+        session.connection()
+
+        # when the process first prices in that session (its view has a check due)
+        card = price_versions.current(session, RATE_CARDS)
+
+    # then the check read through that session (one of its own would wait for the pool's only connection)
+    assert card.version == 1
+    engine.dispose()
