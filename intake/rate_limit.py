@@ -7,8 +7,8 @@ at once and `rate` a second after that; a refused request does not move the TAT,
 says when the next one will pass. The script reads Redis' own clock, so web processes on different
 machines share one timeline; one EVALSHA is the whole cost, awaited on the event loop through the web process's
 asyncio Redis pool (intake/asyncio_redis.py): no thread, no connection opened per request. The checks made while a
-round trip is out go together in the next, as one pipeline of EVALSHAs: under load a round trip and its client-side
-overhead serve many requests, and a request waits for at most two.
+round trip is out go together in the next, as one EVALSHA over all their keys: under load a round trip and its
+client-side overhead serve many requests, and a request waits for at most two.
 
 The limit is a guard, not a ledger: when Redis cannot be reached the request is let through and a
 warning logged (at most once a minute), rather than the API going down with it.
@@ -34,20 +34,27 @@ KEY_PREFIX = "creditq:rate-limit:"
 MICROSECONDS = 1_000_000
 WARN_EVERY_SECONDS = 60.0
 
-# KEYS[1] the key's TAT (microseconds, Redis clock); ARGV[1] the interval (microseconds), ARGV[2] the burst.
-# Returns 0 when the request may pass, else the microseconds until one may.
+# KEYS[i] a key's TAT (microseconds, Redis clock); ARGV[2i-1] its interval (microseconds), ARGV[2i] its burst.
+# Returns, for each key in order, 0 when its request may pass, else the microseconds until one may. A key named
+# twice is checked twice, the second time after the first moved its TAT.
 _TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local interval = tonumber(ARGV[1])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-local wait = tat - interval * (tonumber(ARGV[2]) - 1) - now
-if wait > 0 then
-    return string.format('%d', wait)
+local answers = {}
+for i, key in ipairs(KEYS) do
+    local interval = tonumber(ARGV[2 * i - 1])
+    local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+    local wait = tat - interval * (tonumber(ARGV[2 * i]) - 1) - now
+    if wait > 0 then
+        answers[i] = string.format('%d', wait)
+    else
+        local new_tat = tat + interval
+        local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
+        redis.call('SET', key, string.format('%d', new_tat), 'PX', string.format('%d', ttl_ms))
+        answers[i] = '0'
+    end
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', math.floor((new_tat - now) / 1000) + 1000))
-return '0'
+return answers
 """
 
 
@@ -110,21 +117,15 @@ class RateLimiter:
                 answer.cancel()
 
     async def _take(self, calls: list[tuple[str, int, int]]) -> list:
-        """The script's answer (or its error) for each call; the script is loaded when the server lacks it (a fresh or
-        restarted Redis), and only the calls it refused for that are made again."""
-        results = await self._pipeline(calls)
-        missing = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
-        if missing:
+        """The script's answer for each call, in one EVALSHA; the script is loaded when the server lacks it (a fresh
+        or restarted Redis) and the call made again."""
+        keys = [bucket for bucket, _, _ in calls]
+        limits = [value for _, interval, burst in calls for value in (interval, burst)]
+        try:
+            return await self._client.evalsha(self._sha, len(keys), *keys, *limits)
+        except redis.exceptions.NoScriptError:
             await self._client.script_load(_TAKE)
-            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
-                results[i] = result
-        return results
-
-    async def _pipeline(self, calls: list[tuple[str, int, int]]) -> list:
-        async with self._client.pipeline(transaction=False) as pipeline:
-            for bucket, interval, burst in calls:
-                pipeline.evalsha(self._sha, 1, bucket, interval, burst)
-            return await pipeline.execute(raise_on_error=False)
+            return await self._client.evalsha(self._sha, len(keys), *keys, *limits)
 
     def _warn(self) -> None:
         now = time.monotonic()

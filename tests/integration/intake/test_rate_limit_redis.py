@@ -1,5 +1,7 @@
 """Per-key rate limits on the real embedded redis-server, shared by two web apps as by two web processes."""
 
+import asyncio
+
 import pytest
 import redis
 
@@ -36,3 +38,20 @@ async def test_a_key_past_its_limit_on_either_process_gets_429_and_other_keys_do
     assert refused.status == 429 and 95 <= int(refused.headers["Retry-After"]) <= 100
     # and the second key is untouched
     assert await statuses(one, second, 3, "acct_2") == [200, 200, 200]
+
+
+async def test_checks_made_together_go_to_redis_as_one_script_call_a_round_trip(aiohttp_client, tmp_path,
+                                                                               sqlite_database, real_broker):
+    # given a burst of 5, one request made (the key is in the web's cache), and Redis' command counts reset
+    settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.001", CREDITQ_KEY_RATE_BURST="5")
+    client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=real_broker))
+    key, _ = two_keys(sqlite_database)
+    assert await statuses(client, key, 1) == [200]
+    real_broker.client.config_resetstat()
+
+    # when 11 more of its requests arrive at once
+    answers = await asyncio.gather(*(client.get("/v1/accounts/acct_1", headers=key) for _ in range(11)))
+
+    # then the burst's 4 left pass, and their checks shared script calls (one EVALSHA carries a round trip's keys)
+    assert sorted(answer.status for answer in answers) == [200] * 4 + [429] * 7
+    assert real_broker.client.info("commandstats")["cmdstat_evalsha"]["calls"] < 11
