@@ -8,6 +8,7 @@ from phonenumbers import timezone as phonenumber_timezones
 from shared.errors import ValidationFailed
 
 _UNKNOWN_TIME_ZONE = "Etc/Unknown"
+_CACHED_UP_TO = 40  # characters: a phone number, however formatted; longer input is parsed, never kept
 
 
 def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None) -> str:
@@ -18,15 +19,22 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
     if not isinstance(raw, str) or not raw.strip():
         reason = "must be a phone number such as +14155550100"
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
+    parse = _e164_or_reason if len(raw) <= _CACHED_UP_TO else _e164_or_reason.__wrapped__
+    e164, reason = parse(raw, default_region)
+    if reason is not None:
+        raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason})
+    return e164
+
+
+@functools.lru_cache(maxsize=8192)  # the same senders (and often recipients) on message after message
+def _e164_or_reason(raw: str, default_region: str | None) -> tuple[str | None, str | None]:
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
-        reason = "is not a phone number in international format, such as +14155550100"
-        raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason}) from None
+        return None, "is not a phone number in international format, such as +14155550100"
     if not phonenumbers.is_valid_number(number):
-        reason = "is not a valid phone number"
-        raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason})
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None, "is not a valid phone number"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
 @functools.lru_cache(maxsize=4096)  # every settlement asks; parsing is the costly part

@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import ValidationFailed
-from shared.messaging.phone_numbers import country_of, parse_e164, time_zones_of
+from shared.messaging.phone_numbers import _e164_or_reason, country_of, parse_e164, time_zones_of
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,26 @@ def test_invalid_numbers_name_the_field(raw):
     assert list(raised.value.errors) == ["to[3]"]
     assert str(raised.value).startswith("to[3]")
 
+
+def test_a_bad_number_seen_before_names_the_field_it_came_in():
+    # given a bad number already refused as a recipient
+    with pytest.raises(ValidationFailed):
+        parse_e164("+1415555", field="to")
+
+    # when the same text comes in as a sender / then the refusal names the sender
+    with pytest.raises(ValidationFailed) as raised:
+        parse_e164("+1415555", field="from")
+    assert list(raised.value.errors) == ["from"] and str(raised.value).startswith("from '+1415555'")
+
+
+def test_long_input_is_refused_and_not_kept():
+    # given a client that sends a number of 10,000 characters
+    kept = _e164_or_reason.cache_info().currsize
+    with pytest.raises(ValidationFailed):
+        parse_e164("+1" + "4" * 9_998)
+
+    # then the parse cache did not keep it
+    assert _e164_or_reason.cache_info().currsize == kept
 
 @pytest.mark.parametrize(
     ("e164", "country"),
