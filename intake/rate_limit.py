@@ -15,7 +15,6 @@ warning logged (at most once a minute), rather than the API going down with it.
 """
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
@@ -63,7 +62,7 @@ class RateLimiter:
 
     def __init__(self, client: redis.asyncio.Redis, *, keys: RateLimit | None, operator: RateLimit | None):
         self._client, self._keys, self._operator = client, keys, operator
-        self._sha = hashlib.sha1(_TAKE.encode()).hexdigest()
+        self._script = client.register_script(_TAKE)  # EVALSHA, loading the script when the server lacks it
         self._queued: list[tuple[tuple[str, int, int], asyncio.Future]] = []
         self._sending: asyncio.Task | None = None
         self._warned_at = -math.inf
@@ -117,15 +116,9 @@ class RateLimiter:
                 answer.cancel()
 
     async def _take(self, calls: list[tuple[str, int, int]]) -> list:
-        """The script's answer for each call, in one EVALSHA; the script is loaded when the server lacks it (a fresh
-        or restarted Redis) and the call made again."""
-        keys = [bucket for bucket, _, _ in calls]
-        limits = [value for _, interval, burst in calls for value in (interval, burst)]
-        try:
-            return await self._client.evalsha(self._sha, len(keys), *keys, *limits)
-        except redis.exceptions.NoScriptError:
-            await self._client.script_load(_TAKE)
-            return await self._client.evalsha(self._sha, len(keys), *keys, *limits)
+        """The script's answer for each call, in one EVALSHA."""
+        return await self._script(keys=[bucket for bucket, _, _ in calls],
+                                  args=[value for _, interval, burst in calls for value in (interval, burst)])
 
     def _warn(self) -> None:
         now = time.monotonic()

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -154,12 +155,9 @@ class NewestVersions:
         with self._lock:
             seen = self._seen.get(kind.name)
             if seen is None or self._clock() >= seen[2]:
-                if session is None:
-                    with read_only_session(partial(Session, self._engine())) as own:
-                        seen = self._refresh(own, kind, seen)
-                else:
-                    seen = self._refresh(session, kind, seen)
-                self._seen[kind.name] = seen
+                with read_only_session(partial(Session, self._engine())) if session is None \
+                        else nullcontext(session) as reader:
+                    seen = self._seen[kind.name] = self._refresh(reader, kind, seen)
             return seen[1]
 
     def _refresh(self, session: Session, kind: Kind,
