@@ -136,7 +136,7 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
     sources = opt_out_sources(session, campaign.account_id, {r.to for r in recipients})
     account_zone = session.scalar(select(Account.timezone).where(Account.id == campaign.account_id))
     skips: dict[str, list[int]] = {}
-    zones_by_prefix: dict[str, tuple] = {}
+    allowed_by_prefix: dict[str, datetime] = {}  # the chunk shares `now` and the window: the prefix decides
     numbers = NumberCheck()
     rows: list[dict] = []
     for recipient in recipients:
@@ -154,13 +154,15 @@ def _make_messages(session: Session, campaign: Campaign, step_row: CampaignStep,
             continue
         priced = pricer.price(body, recipient.to, country)
         prefix = recipient.to[:_ZONE_PREFIX]
-        if prefix not in zones_by_prefix:
-            zones_by_prefix[prefix] = zones(time_zones_of(recipient.to), account_zone)
-        allowed = next_allowed(now, zones_by_prefix[prefix], window)
+        allowed = allowed_by_prefix.get(prefix)
+        if allowed is None:
+            allowed = allowed_by_prefix[prefix] = next_allowed(
+                now, zones(time_zones_of(recipient.to), account_zone), window)
         paused = campaign.status == "paused"
         rows.append({  # keyed by column name, for copy_rows
             "id": new_id("msg"), "account_id": campaign.account_id, "user_id": campaign.user_id,
-            "campaign_id": campaign.id, "direction": "outbound", "to": recipient.to, "from": campaign.from_, "body": body, "media_urls": None,
+            "campaign_id": campaign.id, "direction": "outbound", "to": recipient.to, "from": campaign.from_,
+            "body": body, "media_urls": None,
             "status": "scheduled" if paused or allowed > now else "accepted", "segments": priced.segments,
             "encoding": priced.encoding, "credits_estimated": priced.credits, "credits_charged": None,
             "hold_id": None, "error_message": PAUSED if paused else None,

@@ -248,6 +248,25 @@ def test_quiet_hours_hold_messages_until_eight_local_then_send_them(database, ga
         "queued"}
 
 
+def test_each_recipient_of_a_chunk_waits_for_eight_in_its_own_zone(database):
+    # given a campaign to two New York numbers and one in Los Angeles, fanned out at 09:00 New York (06:00 there)
+    account_id = make_account(database, 100)
+    los_angeles = "+13105550101"
+    nine_am_new_york = datetime(2026, 11, 10, 14, 0, tzinfo=UTC)
+    campaign_id, _ = create(database, account_id, at=nine_am_new_york, recipients=[
+        {"to": ANN, "fields": {"name": "Ann"}}, {"to": los_angeles, "fields": {"name": "Lu"}},
+        {"to": BO, "fields": {"name": "Bo"}}])
+
+    # when its one chunk fans out
+    enqueued = fan_out_step(database, campaign_id, at=nine_am_new_york)
+
+    # then the New York messages go now and the Los Angeles one waits for 08:00 there
+    messages = {m.to: m for m in messages_of(database, campaign_id)}
+    assert sorted(enqueued) == sorted([messages[ANN].id, messages[BO].id])
+    assert [(m.status, m.send_at and m.send_at.replace(tzinfo=UTC)) for m in messages.values()] == [
+        ("accepted", None), ("accepted", None), ("scheduled", datetime(2026, 11, 10, 16, 0, tzinfo=UTC))]
+
+
 def test_a_campaign_held_by_quiet_hours_shows_its_messages_scheduled_until_eight_with_the_credits_held(
         database, gateways, throttle, simulator):  # noqa: F811
     # given a two-recipient campaign fanned out at 03:00 New York: both messages wait for 08:00 there
