@@ -374,23 +374,28 @@ class Priced:
 
 
 class Pricer:
-    """Prices bodies for one sender; segment counts and countries are memoized (many bodies and prefixes repeat)."""
+    """Prices bodies for one sender; segment counts, countries and prices are memoized (many bodies and prefixes
+    repeat, and a campaign's bodies come in a few lengths to a few countries)."""
 
     def __init__(self, rate_card: RateCard, sender_type: str):
         self.rate_card = rate_card
         self.sender_type = sender_type
         self._segments: dict[str, tuple[int, str]] = {}
         self._countries: dict[str, str] = {}
+        self._prices: dict[tuple[int, str, str], Priced] = {}
 
     def price(self, body: str, number: str, country: str | None = None) -> Priced:
         counted = self._segments.get(body)
         if counted is None:
             result = count_segments(body)
             counted = self._segments[body] = (result.segments, result.encoding)
-        country = country or self.country(number)
-        charge = charge_for(counted[0], country=country, sender_type=self.sender_type, channel="sms",
-                            rate_card=self.rate_card)
-        return Priced(counted[0], counted[1], sum(charge))
+        key = (*counted, country or self.country(number))
+        priced = self._prices.get(key)
+        if priced is None:
+            charge = charge_for(counted[0], country=key[2], sender_type=self.sender_type, channel="sms",
+                                rate_card=self.rate_card)
+            priced = self._prices[key] = Priced(counted[0], counted[1], sum(charge))
+        return priced
 
     def country(self, number: str) -> str:
         """The country an estimate prices a number in: its dialling prefix decides, its validity is not checked."""
