@@ -58,6 +58,7 @@ class Settings:
     secret_keys: tuple[str, ...] = field(repr=False)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    web_processes: int = 1  # processes serving the one listening socket (creditq web --processes)
     simulator_port: int = 8081
     worker_processes: int = 1
     worker_threads: int = 8
@@ -343,6 +344,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         secret_keys=secret_keys,
         web_host=env.get("HOST", "127.0.0.1"),
         web_port=web_port,
+        web_processes=_positive_int("CREDITQ_WEB_PROCESSES", env.get("CREDITQ_WEB_PROCESSES", "1")),
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),

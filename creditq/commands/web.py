@@ -1,42 +1,92 @@
 """`creditq web`: the aiohttp intake."""
 
 import argparse
+import asyncio
 import os
+import shutil
+import signal
+import sys
+import tempfile
 
 from aiohttp import web
 
-from shared.config import load_settings
+from shared.config import ConfigError, load_settings
 from shared.redis_url import resolve_redis_url
 
-from .ports import listening_on
+from .ports import listening_on, refuse_if_taken
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("web", help="serve the HTTP API and Twilio webhooks")
     parser.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: PORT or 8080)")
+    parser.add_argument("--processes", type=int,
+                        help="processes serving the port (default: CREDITQ_WEB_PROCESSES or 1; PostgreSQL only)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from intake.app import init_app
-    from shared.garbage_collection import freeze_startup_heap
+    settings = load_settings()
+    processes = settings.web_processes if args.processes is None else args.processes
+    if processes < 1:
+        raise ConfigError(f"--processes must be at least 1, got {processes}")
+    if processes > 1 and settings.database_url.startswith("sqlite"):
+        raise ConfigError("--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL: SQLite lets one process "
+                          "write at a time, so more web processes would only queue on its lock")
+    metrics_dir = _export_metrics_dir() if processes > 1 else None
     from shared.twilio.gateway import warn_if_simulated
 
-    settings = load_settings()
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
+        if processes == 1:
+            with listening_on(host, port, "--port or PORT", "--host or HOST"):
+                _serve(settings, host=host, port=port)
+            return 0
         with listening_on(host, port, "--port or PORT", "--host or HOST"):
-            # SIGTERM: stop listening, let the requests in flight finish (their accept batches commit and answer)
-            # for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools
-            app = init_app(settings)
-            freeze_startup_heap()
-            web.run_app(app, host=host, port=port, access_log=None, print=None,
-                        shutdown_timeout=settings.shutdown_timeout_seconds)
+            refuse_if_taken(host, port, "--port or PORT")
+        from prometheus_client import multiprocess
+
+        from intake.prefork import Prefork
+
+        return Prefork(processes, lambda: _serve(settings, host=host, port=port, reuse_port=True),
+                       on_exit=lambda pid: multiprocess.mark_process_dead(pid, metrics_dir)).run()
     finally:
         if embedded is not None:
             embedded.stop()
-    return 0
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings, **address) -> None:
+    """Serve until SIGTERM or SIGINT: stop listening, let the requests in flight finish (their accept batches commit
+    and answer) for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools. A second signal
+    (the process group's and the parent's, with several processes) leaves that drain to finish."""
+    from intake.app import init_app
+    from shared.garbage_collection import freeze_startup_heap
+
+    app = init_app(settings)
+    freeze_startup_heap()
+    loop = asyncio.new_event_loop()
+
+    def stop() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: None)
+        raise web.GracefulExit()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    web.run_app(app, **address, access_log=None, print=None, shutdown_timeout=settings.shutdown_timeout_seconds,
+                handle_signals=False, loop=loop)
+
+
+def _export_metrics_dir() -> str:
+    """A fresh directory for the web processes' metric files, which /metrics sums (a stale one would add old
+    counts to new ones); set before anything imports prometheus_client."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the web's metrics directory was set")
+    metrics_dir = tempfile.mkdtemp(prefix="creditq-web-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    return metrics_dir

@@ -1,9 +1,10 @@
 """Liveness, readiness, Prometheus metrics (operator key) and the OpenAPI document."""
 
 import asyncio
+import os
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 
 from shared.operations.metrics import OperationsCollector
@@ -49,16 +50,27 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @action(OPERATE)
 async def metrics(request: web.Request) -> web.Response:
-    """This process's own metrics, and the deployment's gauges read from the database and Redis."""
+    """The web's metrics (summed over its processes when it runs several: `creditq web --processes`), and the
+    deployment's gauges read from the database and Redis."""
     deployment = CollectorRegistry(auto_describe=False)
     deployment.register(OperationsCollector(request.app[DATABASE], request.app[ENQUEUER].broker.client))
 
     def render() -> bytes:
-        return generate_latest(REGISTRY) + generate_latest(deployment)
+        return generate_latest(_web_registry()) + generate_latest(deployment)
 
     response = web.Response(body=await asyncio.to_thread(render))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+def _web_registry() -> CollectorRegistry:
+    """This process's registry, or with several processes the sum of the files each writes its metrics to."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir is None:
+        return REGISTRY
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed, metrics_dir)
+    return summed
 
 
 @routes.get("/v1/openapi.json")

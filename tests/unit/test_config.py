@@ -62,6 +62,7 @@ def test_a_postgres_url_may_name_a_unix_socket_directory_as_libpq_takes_it(tmp_p
     ("CREDITQ_ADMIN_KEY", "short", "at least 16 characters"),
     ("CREDITQ_WORKER_THREADS", "0", "must be at least 1"),
     ("CREDITQ_WEB_THREADS", "none", "CREDITQ_WEB_THREADS"),
+    ("CREDITQ_WEB_PROCESSES", "0", "CREDITQ_WEB_PROCESSES='0' must be at least 1"),
     ("CREDITQ_WORKER_NICE", "20", "CREDITQ_WORKER_NICE='20' must be 19 or less"),
     ("CREDITQ_WORKER_NICE", "-5", "CREDITQ_WORKER_NICE='-5' must be 0 or more"),
     ("CREDITQ_HOLD_TTL_SECONDS", "29", "CREDITQ_HOLD_TTL_SECONDS=29 must be at least twice TWILIO_TIMEOUT_SECONDS=15"),

@@ -150,3 +150,27 @@ def test_an_address_it_cannot_listen_on_is_one_line_naming_the_flag(tmp_path, co
     last_line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2, result.stderr
     assert last_line.startswith(f"creditq: {reason}") and flag in last_line and "Traceback" not in result.stderr
+
+
+NO_SUCH_POSTGRES = "postgresql+psycopg://creditq@127.0.0.1:1/creditq"  # never reached: the checks come first
+
+
+@pytest.mark.parametrize(("flags", "database_url", "reason"), [
+    (["--processes", "0"], NO_SUCH_POSTGRES, "--processes must be at least 1, got 0"),
+    (["--processes", "2"], None, "--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL"),
+    (["--processes", "2"], NO_SUCH_POSTGRES, "port {port} on 127.0.0.1 is already in use"),
+])
+def test_web_processes_it_cannot_run_are_one_line_saying_why(tmp_path, taken_port, flags, database_url, reason):
+    # given the port another process listens on, and a database URL (None: the default SQLite file)
+    env = _env(tmp_path, PORT=str(taken_port))
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+
+    # when the web is started as that many processes
+    result = subprocess.run([sys.executable, "-m", "creditq", "web", *flags], env=env, capture_output=True, text=True,
+                            timeout=120)
+
+    # then it exits 2 with one line saying why, before any process is forked
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: {reason.format(port=taken_port)}")
+    assert "Traceback" not in result.stderr
