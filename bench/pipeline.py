@@ -11,6 +11,7 @@ average, since the machine may be shared. Prints a table; asserts nothing.
     PYTHONPATH=. .venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
         [--intake-only]   # skip the no-op and end-to-end phases
         [--with-workers]  # the intake phase with the workers running
+        [--web-processes 2]  # CREDITQ_WEB_PROCESSES (the web's figures are its whole process tree's)
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
         [--profile-pipeline DIR]  # py-spy record --gil of web and worker processes in the end-to-end phase
         [--statements 15]  # PostgreSQL's busiest statements of the end-to-end phase (pg_stat_statements)
@@ -212,6 +213,7 @@ def main() -> int:
     parser.add_argument("--intake-only", action="store_true", help="only the intake phase")
     parser.add_argument("--accounts", type=int, default=10, help="sending accounts (each its own hot row)")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--web-processes", type=int, default=1, help="CREDITQ_WEB_PROCESSES of the web")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--with-workers", action="store_true", help="keep the workers running in the intake phase")
     parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the web process, intake phase")
@@ -228,7 +230,7 @@ def main() -> int:
     with TemporaryPostgres(settings=STATEMENT_STATISTICS if args.statements else None) as postgres, \
             tempfile.TemporaryDirectory() as directory, \
             Stack(postgres, Path(directory), database_name="bench", worker_processes=args.processes,
-                  worker_threads=args.threads, env=ENV) as stack:
+                  worker_threads=args.threads, env={**ENV, "CREDITQ_WEB_PROCESSES": str(args.web_processes)}) as stack:
         database = Database(stack.database_url, pool_size=2)
         rss = PeakRss(stack.processes)
         if not args.intake_only:
@@ -256,11 +258,10 @@ def main() -> int:
                 # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
                 # and that wait counts, since latency runs from each request's scheduled time.
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
-                    cpu, sessions = web.cpu_times(), sessions_opened(database)
+                    cpu, sessions = cpu_seconds(web.pid), sessions_opened(database)
                     latencies, errors = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
-                    spent, opened = web.cpu_times(), sessions_opened(database) - sessions
-                by_rate[rate] = (latencies, errors, (spent.user + spent.system - cpu.user - cpu.system) / len(latencies),
-                                 opened)
+                    spent, opened = cpu_seconds(web.pid) - cpu, sessions_opened(database) - sessions
+                by_rate[rate] = (latencies, errors, spent / len(latencies), opened)
                 load[f"after {rate} req/s"] = os.getloadavg()
             stop_profiling(profilers)
             return posted, settled, by_rate
