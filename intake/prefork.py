@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 EARLY_EXIT_SECONDS = 10.0  # a child failing sooner than this after its fork stops the rest
 _PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Prefork:
@@ -33,7 +34,7 @@ class Prefork:
 
     def run(self) -> int:
         """Fork the children and supervise them until all are gone; 0 after a stop asked for, else 1."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in _STOP_SIGNALS:
             signal.signal(signum, self._stop)
         failed = False
         for _ in range(self.count):
@@ -58,14 +59,20 @@ class Prefork:
         return 1 if failed else 0
 
     def _fork(self) -> None:
+        """A stop signal waits out the fork, so the stop reaches the child just forked too."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid:
             self.children[pid] = time.monotonic()
+            if self.stopping:  # told to stop after deciding to fork
+                os.kill(pid, signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             return
         code = 1
         try:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in _STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)  # the app's own handlers drain it
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() == 1:  # the parent died before the line above
                 return

@@ -1,6 +1,7 @@
 """The web's process supervisor: children that fail at start stop it, SIGTERM stops every child, and no child
 outlives a parent killed -9. Each case runs the supervisor in a process of its own, as `creditq web` does."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import textwrap
 import time
 
 import psutil
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -31,9 +33,23 @@ SUPERVISOR = textwrap.dedent("""
 """)
 
 
-def start(mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SUPERVISOR, mode], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+@pytest.fixture
+def start():
+    """Starts a supervisor (`mode`: "serve" or "fail"); whatever of it is left after the test is killed."""
+    started: list[subprocess.Popen] = []
+
+    def supervisor(mode: str) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", SUPERVISOR, mode], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        started.append(process)
+        return process
+
+    yield supervisor
+    for process in started:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for left in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+                left.kill()
+        process.communicate(timeout=30)
 
 
 def children_of(parent: subprocess.Popen) -> list[int]:
@@ -52,7 +68,7 @@ def gone(pid: int, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_children_failing_at_start_stop_the_supervisor_with_status_1():
+def test_children_failing_at_start_stop_the_supervisor_with_status_1(start):
     # when every child fails as it starts (a database it cannot reach)
     supervisor = start("fail")
     _, errors = supervisor.communicate(timeout=60)
@@ -64,7 +80,7 @@ def test_children_failing_at_start_stop_the_supervisor_with_status_1():
     assert "starting another" not in errors
 
 
-def test_sigterm_stops_every_child_and_the_supervisor_exits_0():
+def test_sigterm_stops_every_child_and_the_supervisor_exits_0(start):
     # given a supervisor with two children serving
     supervisor = start("serve")
     children = children_of(supervisor)
@@ -77,7 +93,7 @@ def test_sigterm_stops_every_child_and_the_supervisor_exits_0():
     assert all(gone(pid) for pid in children)
 
 
-def test_a_child_killed_is_replaced():
+def test_a_child_killed_is_replaced(start):
     # given a supervisor with two children serving
     supervisor = start("serve")
     first, second = children_of(supervisor)
@@ -92,7 +108,7 @@ def test_a_child_killed_is_replaced():
     assert supervisor.wait(timeout=30) == 0
 
 
-def test_no_child_outlives_a_supervisor_killed_9():
+def test_no_child_outlives_a_supervisor_killed_9(start):
     # given a supervisor with two children serving
     supervisor = start("serve")
     children = children_of(supervisor)
