@@ -15,6 +15,8 @@ from shared.redis_url import resolve_redis_url
 
 from .ports import listening_on, refuse_if_taken
 
+MAX_PROCESSES = 256  # a typo's 10,000 forks would take the host down before the first answered
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("web", help="serve the HTTP API and Twilio webhooks")
@@ -28,8 +30,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     processes = settings.web_processes if args.processes is None else args.processes
-    if processes < 1:
-        raise ConfigError(f"--processes must be at least 1, got {processes}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise ConfigError(f"--processes (CREDITQ_WEB_PROCESSES) must be between 1 and {MAX_PROCESSES}, got {processes}")
     if processes > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigError("--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL: SQLite lets one process "
                           "write at a time, so more web processes would only queue on its lock")

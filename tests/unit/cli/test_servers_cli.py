@@ -156,7 +156,8 @@ NO_SUCH_POSTGRES = "postgresql+psycopg://creditq@127.0.0.1:1/creditq"  # never r
 
 
 @pytest.mark.parametrize(("flags", "database_url", "reason"), [
-    (["--processes", "0"], NO_SUCH_POSTGRES, "--processes must be at least 1, got 0"),
+    (["--processes", "0"], NO_SUCH_POSTGRES, "--processes (CREDITQ_WEB_PROCESSES) must be between 1 and 256, got 0"),
+    (["--processes", "10000"], NO_SUCH_POSTGRES, "--processes (CREDITQ_WEB_PROCESSES) must be between 1 and 256"),
     (["--processes", "2"], None, "--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL"),
     (["--processes", "2"], NO_SUCH_POSTGRES, "port {port} on 127.0.0.1 is already in use"),
 ])
