@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if processes > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigError("--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL: SQLite lets one process "
                           "write at a time, so more web processes would only queue on its lock")
-    metrics_dir = _export_metrics_dir() if processes > 1 else None
+    metrics_dir = _export_metrics_dir(processes)
+    owner = os.getpid()  # the cleanup below is the parent's alone, never a child's that got here by mistake
     from shared.twilio.gateway import warn_if_simulated
 
     warn_if_simulated(settings)
@@ -56,16 +57,18 @@ def run(args: argparse.Namespace) -> int:
         return Prefork(processes, lambda: _serve(settings, host=host, port=port, reuse_port=True),
                        on_exit=lambda pid: multiprocess.mark_process_dead(pid, metrics_dir)).run()
     finally:
-        if embedded is not None:
-            embedded.stop()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if os.getpid() == owner:
+            if embedded is not None:
+                embedded.stop()
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _serve(settings, **address) -> None:
     """Serve until SIGTERM or SIGINT: stop listening, let the requests in flight finish (their accept batches commit
-    and answer) for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools. A second signal
-    (the process group's and the parent's, with several processes) leaves that drain to finish."""
+    and answer) for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS, then close the batchers and the pools. Later stop
+    signals (with several processes each child gets the process group's and its parent's) are ignored: the drain
+    goes on, and SIGKILL is what ends one early."""
     from intake.app import init_app
     from shared.garbage_collection import freeze_startup_heap
 
@@ -75,7 +78,8 @@ def _serve(settings, **address) -> None:
 
     def stop() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, lambda: None)
+            loop.remove_signal_handler(signum)  # which restores Python's own handlers: a late SIGINT would raise
+            signal.signal(signum, signal.SIG_IGN)
         raise web.GracefulExit()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -84,11 +88,14 @@ def _serve(settings, **address) -> None:
                 handle_signals=False, loop=loop)
 
 
-def _export_metrics_dir() -> str:
-    """A fresh directory for the web processes' metric files, which /metrics sums (a stale one would add old
-    counts to new ones); set before anything imports prometheus_client."""
+def _export_metrics_dir(processes: int) -> str | None:
+    """With several processes, a fresh directory for their metric files, which /metrics sums (a stale one would add
+    old counts to new ones); with one, none, even if the environment names one (another process's, say): it then
+    reports its own. Set before anything imports prometheus_client."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the web's metrics directory was set")
-    metrics_dir = tempfile.mkdtemp(prefix="creditq-web-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if processes == 1:
+        return None
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="creditq-web-metrics-")
     return metrics_dir

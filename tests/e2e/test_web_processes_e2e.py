@@ -117,9 +117,11 @@ def test_sigterm_drains_every_web_process_and_answers_every_request_they_took(po
                 wait_for(lambda: all(connections_held(children, stack.web_port).values()),
                          "requests in flight in both processes")
 
-                # when the web is told to stop
+                # when the web is told to stop, and each process hears the process group's SIGINT too (Ctrl-C)
                 web = stack.processes["web"]
                 web.send_signal(signal.SIGTERM)
+                for child in children:
+                    child.send_signal(signal.SIGINT)
 
                 # then no process listens any more, while the requests they took still wait
                 wait_for(lambda: refuses_connections(stack.web_port), "refusing new connections")

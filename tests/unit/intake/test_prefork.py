@@ -35,11 +35,12 @@ SUPERVISOR = textwrap.dedent("""
 
 @pytest.fixture
 def start():
-    """Starts a supervisor (`mode`: "serve" or "fail"); whatever of it is left after the test is killed."""
+    """Starts a supervisor (`mode`: "serve" or "fail"; `wrapper`: a command to run it under); whatever of it is left
+    after the test is killed."""
     started: list[subprocess.Popen] = []
 
-    def supervisor(mode: str) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-c", SUPERVISOR, mode], cwd=ROOT, stdout=subprocess.PIPE,
+    def supervisor(mode: str, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+        process = subprocess.Popen([*wrapper, sys.executable, "-c", SUPERVISOR, mode], cwd=ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
         started.append(process)
         return process
@@ -119,3 +120,23 @@ def test_no_child_outlives_a_supervisor_killed_9(start):
 
     # then both children are told to stop by the kernel, and do
     assert all(gone(pid) for pid in children)
+
+
+NEW_PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc")  # the supervisor is its pid 1, as in a container
+
+
+@pytest.mark.skipif(subprocess.run([*NEW_PID_NAMESPACE, "true"], capture_output=True).returncode != 0,
+                    reason="no new pid namespace here (unshare needs root or user namespaces)")
+def test_a_supervisor_that_is_pid_1_keeps_its_children_serving(start):
+    # given a supervisor run as pid 1, as a container's entrypoint is, whose children's parent is therefore pid 1
+    wrapped = start("serve", NEW_PID_NAMESPACE)
+    children_of(wrapped)
+    supervisor = psutil.Process(wrapped.pid).children()[0]
+
+    # then both children go on serving (a parent of pid 1 is not a parent gone)
+    time.sleep(1)
+    assert len(supervisor.children()) == 2 and wrapped.poll() is None
+
+    # and a SIGTERM stops them all, cleanly
+    supervisor.send_signal(signal.SIGTERM)
+    assert wrapped.wait(timeout=30) == 0
