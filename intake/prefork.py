@@ -62,7 +62,9 @@ class Prefork:
             self.on_exit(pid)
             lived = time.monotonic() - forked
             if self.stopping:  # a child still starting when told to stop dies of the SIGTERM itself
-                failed = failed or code not in (0, -signal.SIGTERM)
+                if code not in (0, -signal.SIGTERM):
+                    log.error("web process %d %s while stopping", pid, _ended(code))
+                    failed = True
             elif code > 0 and lived < EARLY_EXIT_SECONDS:
                 log.error("web process %d %s %.1f s after it started; stopping the others", pid, _ended(code), lived)
                 failed = True

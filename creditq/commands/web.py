@@ -75,8 +75,12 @@ def _serve(settings, **address) -> None:
     app = init_app(settings)
     freeze_startup_heap()
     loop = asyncio.new_event_loop()
+    stopped = []
 
     def stop() -> None:
+        if stopped:  # a second signal that came with the first: its call was already queued
+            return
+        stopped.append(True)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)  # which restores Python's own handlers: a late SIGINT would raise
             signal.signal(signum, signal.SIG_IGN)
