@@ -5,14 +5,13 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
-import tempfile
 
 from aiohttp import web
 
 from shared.config import ConfigError, load_settings
 from shared.redis_url import resolve_redis_url
 
+from .metrics_files import fresh_metrics_dir
 from .ports import listening_on, refuse_if_taken
 
 MAX_PROCESSES = 256  # a typo's 10,000 forks would take the host down before the first answered
@@ -93,13 +92,7 @@ def _serve(settings, **address) -> None:
 
 
 def _export_metrics_dir(processes: int) -> str | None:
-    """With several processes, a fresh directory for their metric files, which /metrics sums (a stale one would add
-    old counts to new ones); with one, none, even if the environment names one (another process's, say): it then
-    reports its own. Set before anything imports prometheus_client."""
-    if "prometheus_client" in sys.modules:
-        raise RuntimeError("prometheus_client was imported before the web's metrics directory was set")
+    """With several processes, the directory of their metric files, which /metrics sums; with one, none, even if the
+    environment names one (another process's, say): it then reports its own."""
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if processes == 1:
-        return None
-    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="creditq-web-metrics-")
-    return metrics_dir
+    return fresh_metrics_dir("web") if processes > 1 else None

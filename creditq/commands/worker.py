@@ -3,14 +3,14 @@
 import argparse
 import os
 import shutil
-import sys
-import tempfile
 
 import dramatiq.cli
 
 from shared.config import load_settings
 from shared.cpu_priority import lower_cpu_priority
 from shared.redis_url import resolve_redis_url
+
+from .metrics_files import fresh_metrics_dir
 
 
 def register(subparsers) -> None:
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def _export_metrics_settings(settings) -> str:
     """A fresh directory for this run's per-process metric files (a stale one would add old counts to new ones),
     and where dramatiq's exposition server listens; set before anything imports prometheus_client."""
-    if "prometheus_client" in sys.modules:
-        raise RuntimeError("prometheus_client was imported before the worker's metrics directory was set")
-    metrics_dir = tempfile.mkdtemp(prefix="creditq-worker-metrics-")
-    os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, dramatiq_prom_db=metrics_dir,
-                      dramatiq_prom_host=settings.metrics_host, dramatiq_prom_port=str(settings.worker_metrics_port))
+    metrics_dir = fresh_metrics_dir("worker")
+    os.environ.update(dramatiq_prom_db=metrics_dir, dramatiq_prom_host=settings.metrics_host,
+                      dramatiq_prom_port=str(settings.worker_metrics_port))
     return metrics_dir

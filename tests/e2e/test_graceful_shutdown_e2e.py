@@ -30,6 +30,12 @@ def wait_for(condition, what: str, timeout: float = 60.0):
     return result
 
 
+def stored_messages(libpq: str, account_id: str) -> dict[str, str]:
+    """The account's messages in the database, id by body."""
+    with psycopg.connect(libpq) as check:
+        return dict(check.execute("SELECT body, id FROM messages WHERE account_id = %s", (account_id,)).fetchall())
+
+
 def refuses_connections(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
@@ -73,10 +79,7 @@ def test_a_web_process_told_to_stop_answers_every_request_it_took(postgres_serve
         assert web.wait(timeout=60) == 0
         answered = {n: message_id for n, status, message_id in results if status == 202}
         assert len(answered) >= 1 and all(status in (202, None) for _, status, _ in results)
-        with psycopg.connect(libpq) as check:
-            stored = dict(check.execute("SELECT body, id FROM messages WHERE account_id = %s",
-                                        (account_id,)).fetchall())
-        assert stored == {f"drain {n}": message_id for n, message_id in answered.items()}
+        assert stored_messages(libpq, account_id) == {f"drain {n}": message_id for n, message_id in answered.items()}
         assert "Traceback" not in stack.log("web")
 
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.e2e.test_graceful_shutdown_e2e import FAST_SENDERS, refuses_connections, wait_for
+from tests.e2e.test_graceful_shutdown_e2e import FAST_SENDERS, refuses_connections, stored_messages, wait_for
 from tests.e2e.test_send_pipeline_e2e import new_account
 from tests.support.stack import ADMIN_KEY, Stack
 
@@ -135,8 +135,5 @@ def test_sigterm_drains_every_web_process_and_answers_every_request_they_took(po
         # and every request taken was answered 202 with a message that was stored; none was stored unanswered
         answered = {n: response.json()["id"] for n, response in results if response is not None}
         assert len(answered) >= 2 and all(response.status_code == 202 for _, response in results if response)
-        with psycopg.connect(libpq) as check:
-            stored = dict(check.execute("SELECT body, id FROM messages WHERE account_id = %s",
-                                        (account_id,)).fetchall())
-        assert stored == {f"drain {n}": message_id for n, message_id in answered.items()}
+        assert stored_messages(libpq, account_id) == {f"drain {n}": message_id for n, message_id in answered.items()}
         assert "Traceback" not in stack.log("web")
