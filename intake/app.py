@@ -86,6 +86,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(messages.accept_batcher_ctx)
     app.cleanup_ctx.append(webhooks.callback_batcher_ctx)
+    app.cleanup_ctx.append(operations.deployment_metrics_ctx)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     add_console(app)

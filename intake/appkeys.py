@@ -5,6 +5,7 @@ from datetime import datetime
 
 import redis.asyncio
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from shared.config import Settings
 from shared.db import Database
@@ -23,3 +24,4 @@ REDIS = web.AppKey("redis", redis.asyncio.Redis)  # the broker's server, for wha
 CLOCK = web.AppKey("clock", Callable[[], datetime])  # aware UTC now; tests pass their own
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
+DEPLOYMENT_METRICS = web.AppKey("deployment_metrics", CollectorRegistry)  # the gauges /metrics reads for everyone

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -9,7 +10,7 @@ from sqlalchemy import text
 
 from shared.operations.metrics import OperationsCollector
 
-from ..appkeys import DATABASE, ENQUEUER, OPENAPI_DOCUMENT, REDIS
+from ..appkeys import DATABASE, DEPLOYMENT_METRICS, ENQUEUER, OPENAPI_DOCUMENT, REDIS
 from ..bodies import json_response
 from ..errors import problem_response
 from ..openapi import problem
@@ -52,15 +53,19 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """The web's metrics (summed over its processes when it runs several: `creditq web --processes`), and the
     deployment's gauges read from the database and Redis."""
-    deployment = CollectorRegistry(auto_describe=False)
-    deployment.register(OperationsCollector(request.app[DATABASE], request.app[ENQUEUER].broker.client))
-
     def render() -> bytes:
-        return generate_latest(_web_registry()) + generate_latest(deployment)
+        return generate_latest(_web_registry()) + generate_latest(request.app[DEPLOYMENT_METRICS])
 
     response = web.Response(body=await asyncio.to_thread(render))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+async def deployment_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The deployment's gauges, one collector for the process: scrapes that overlap share its reads."""
+    registry = app[DEPLOYMENT_METRICS] = CollectorRegistry(auto_describe=False)
+    registry.register(OperationsCollector(app[DATABASE], app[ENQUEUER].broker.client))
+    yield
 
 
 def _web_registry() -> CollectorRegistry:

@@ -5,6 +5,8 @@ Each scrape is a handful of counts over indexed columns (message status, deliver
 a scan of pending holds; queue depths are one LLEN per dramatiq queue.
 """
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -34,10 +36,20 @@ class OperationsCollector(Collector):
         self.database = database
         self.redis = redis_client
         self.now = now
+        self._reading = threading.Lock()
+        self._last_read: tuple[float, list[GaugeMetricFamily]] | None = None  # when it began, what it read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield from self._queues()
-        yield from self._database(self.now())
+        """Scrapes that arrive while one is reading (a slow database, a scraper that retries after its timeout)
+        take that read's answer when it began after they asked: one read at a time on the process's few
+        connections, instead of a queue of them that a busy hour lengthens faster than it drains."""
+        asked = time.monotonic()
+        with self._reading:
+            if self._last_read is None or self._last_read[0] < asked:
+                began = time.monotonic()
+                self._last_read = (began, [*self._queues(), *self._database(self.now())])
+            families = self._last_read[1]
+        yield from families
 
     def _queues(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("creditq_queue_depth", "Jobs waiting in each dramatiq queue (.DQ: delayed)",

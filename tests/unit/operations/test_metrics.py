@@ -1,5 +1,7 @@
 """The deployment's gauges, read from the database and Redis when Prometheus scrapes."""
 
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
@@ -8,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.models import Account, BillingRun, Hold, Message, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from shared.operations import metrics
 from shared.operations.metrics import OperationsCollector
 from tests.support.brokers import install_broker
 
@@ -113,3 +116,55 @@ def test_with_redis_away_a_scrape_still_reads_the_database_and_says_redis_is_dow
     assert samples[("creditq_redis_up", ())] == 0
     assert not any(name == "creditq_queue_depth" for name, _ in samples)
     assert samples[("creditq_parked_messages", ())] == 1
+
+
+class SlowDatabase:
+    """The database, whose first read waits until the test lets it go; it counts the reads."""
+
+    def __init__(self, database):
+        self.database = database
+        self.reads = 0
+        self.first_read_began = threading.Event()
+        self.release = threading.Event()
+
+    @contextmanager
+    def read_only(self):
+        self.reads += 1
+        if self.reads == 1:
+            self.first_read_began.set()
+            self.release.wait(10)
+        with self.database.read_only() as session:
+            yield session
+
+
+def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_of_queueing_one_each(
+        sqlite_database, monkeypatch):
+    # given a deployment with a parked message, and a scrape stuck on a slow database read
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+        session.flush()
+        session.add(message("msg_1", "parked"))
+    database = SlowDatabase(sqlite_database)
+    collector = OperationsCollector(database, fakeredis.FakeRedis(), now=lambda: NOW)
+    first = threading.Thread(target=scrape, args=(collector,))
+    first.start()
+    assert database.first_read_began.wait(10)
+
+    # when three more scrapes ask while it reads (each has taken the time it asked at), and then it finishes
+    asked = threading.Semaphore(0)
+    clock = metrics.time.monotonic
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: (asked.release(), clock())[1])
+    answers = []
+    late = [threading.Thread(target=lambda: answers.append(scrape(collector))) for _ in range(3)]
+    for thread in late:
+        thread.start()
+    for _ in late:
+        assert asked.acquire(timeout=10)
+    database.release.set()
+    for thread in (first, *late):
+        thread.join(10)
+
+    # then the database was read twice: the slow read, and one more that all three late scrapes share
+    assert database.reads == 2
+    assert len(answers) == 3
+    assert all(answer[("creditq_parked_messages", ())] == 1 for answer in answers)
