@@ -7,6 +7,7 @@ nothing. The one step that cannot be undone, Twilio's create, happens only after
 its status callback or for the sweeper's reconciliation with Twilio.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from shared.messaging.statuses import (
 from shared.models import Account, DunningIntegration, DunningSiteOptOut, Hold, Message, OptOut
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
+log = logging.getLogger(__name__)
 messages = Message.__table__
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
@@ -98,8 +100,9 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
     gateway = gateway_for(claim.twilio_account_sid, claim.twilio_auth_token)
     try:
         sent = gateway.send(to=claim.to, from_=claim.from_, body=claim.body, media_urls=claim.media_urls)
-    except OutcomeUnknown:
-        return "sending"  # Twilio may have it: the callback or the sweeper's reconciliation decides
+    except OutcomeUnknown as error:  # Twilio may have it: the callback or the sweeper's reconciliation decides
+        log.warning("message %s: %s", message_id, error)
+        return "sending"
     except TransientTwilioError as error:
         with database.unit_of_work() as session:
             _release(session, message_id, now())

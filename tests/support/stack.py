@@ -224,16 +224,27 @@ class Stack:
         )
         log.close()
 
-    def _wait_for(self, url: str, name: str, timeout: float = 30.0) -> None:
+    def _wait_for(self, url: str, name: str, timeout: float = 90.0) -> None:
+        """Until `url` answers 200. The bound is for a process that never will, not a speed check: on a machine busy
+        with the other test workers' stacks a start has taken over 30 s, and one slow answer is waited for."""
         deadline = time.monotonic() + timeout
+        last = "nothing yet"
         while True:
             if self.processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}:\n{self.log(name)[-3000:]}")
+                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}:\n{self._log_ends(name)}")
             try:
-                if requests.get(url, timeout=2).status_code == 200:
+                response = requests.get(url, timeout=10)
+                if response.status_code == 200:
                     return
-            except requests.RequestException:
-                pass
+                last = f"HTTP {response.status_code}"
+            except requests.RequestException as error:
+                last = repr(error)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f}s:\n{self.log(name)[-3000:]}")
+                raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f}s (last: {last}):\n"
+                                   f"{self._log_ends(name)}")
             time.sleep(0.1)
+
+    def _log_ends(self, name: str) -> str:
+        """The start of a process's log (what it said while starting) and its end."""
+        text = self.log(name)
+        return text if len(text) <= 5000 else f"{text[:2000]}\n[...]\n{text[-3000:]}"

@@ -75,11 +75,12 @@ def twilio_finished(simulator, sid: str, timeout: float = 5.0) -> dict:  # noqa:
 def callbacks_twice(database, simulator, actors, message_id: str) -> None:  # noqa: F811
     """Twilio's callbacks for the message, each delivered twice and the final one first; each report that made it
     final enqueues its settlement, as the webhook does, and every settle job is delivered twice."""
-    sid = message(database, message_id).twilio_sid
-    twilio = twilio_finished(simulator, sid)
+    sent = message(database, message_id)
+    assert sent.twilio_sid is not None, f"the send queue is done, the message is {sent.status} without a sid"
+    twilio = twilio_finished(simulator, sent.twilio_sid)
     credentials = Credentials(simulator.account_sid, simulator.auth_token)
     for status in (twilio["status"], twilio["status"], "sent", "sent"):
-        change = twilio_reports(database, credentials, sid, status, num_segments=twilio["num_segments"],
+        change = twilio_reports(database, credentials, sent.twilio_sid, status, num_segments=twilio["num_segments"],
                                 error_code=twilio["error_code"] if status == twilio["status"] else None)
         if change is not None and change.became_final:
             for _ in range(2):

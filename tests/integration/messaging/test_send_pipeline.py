@@ -398,8 +398,9 @@ def test_an_unknown_outcome_twilio_never_saw_is_sent_again_after_the_ttl_uncharg
 
 
 def test_a_sweep_that_looked_before_another_sweeps_resend_left_does_not_send_it_a_third_time(
-        database, gateways, throttle, simulator):  # noqa: F811
-    # given a text whose create never reached Twilio and whose answer was lost, its hold past its TTL
+        database, gateways, throttle, simulator, caplog):  # noqa: F811
+    # given a text whose create never reached Twilio and whose answer was lost (a warning naming it), its hold past
+    # its TTL
     account_id = make_account(database, 10)
     message_id = accept(database, account_id)
 
@@ -410,8 +411,10 @@ def test_a_sweep_that_looked_before_another_sweeps_resend_left_does_not_send_it_
 
         return Lost()
 
-    assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
-                        hold_ttl_seconds=1) == "sending"
+    with caplog.at_level("WARNING", logger="shared.messaging.sending"):
+        assert send_message(database, message_id, gateway_for=answer_lost, throttle=throttle,
+                            hold_ttl_seconds=1) == "sending"
+    assert [record.getMessage() for record in caplog.records] == [f"message {message_id}: read timed out"]
     later = now() + timedelta(seconds=5)
     enqueued = []
 
