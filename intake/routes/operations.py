@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 
+from shared.broker import redis_beside
 from shared.operations.metrics import OperationsCollector
 
 from ..appkeys import DATABASE, DEPLOYMENT_METRICS, ENQUEUER, OPENAPI_DOCUMENT, REDIS
@@ -62,10 +63,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def deployment_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The deployment's gauges, one collector for the process: scrapes that overlap share its reads."""
+    """The deployment's gauges, one collector for the process: scrapes that overlap share its reads. Their Redis is
+    the broker's, or beside RabbitMQ the one REDIS_URL names (whose queues RabbitMQ keeps: no queue gauges then)."""
+    broker = app[ENQUEUER].broker
+    client = redis_beside(broker)
     registry = app[DEPLOYMENT_METRICS] = CollectorRegistry(auto_describe=False)
-    registry.register(OperationsCollector(app[DATABASE], app[ENQUEUER].broker.client))
+    registry.register(OperationsCollector(app[DATABASE], client))
     yield
+    if client is not getattr(broker, "client", None):  # made here, not the broker's own
+        client.close()
 
 
 def _web_registry() -> CollectorRegistry:

@@ -20,7 +20,7 @@ from tests.e2e.test_send_pipeline_e2e import (
     wait_until,
     without_quiet_hours,
 )
-from tests.support.stack import Stack
+from tests.support.stack import ADMIN_KEY, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,11 @@ def test_messages_with_messy_callbacks_are_sent_once_and_charged_once_through_ra
     check_money(database, stack, messages, {account_id: 1_000_000 for account_id, _, _ in accounts})
     # And the jobs went through RabbitMQ: Redis holds no dramatiq queue
     assert redis.Redis.from_url(stack.redis.url).keys("dramatiq:*") == []
+    # And the web's metrics read the deployment's gauges (the four accounts among them) and the Redis beside
+    scraped = requests.get(f"{stack.url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert scraped.status_code == 200, scraped.text
+    gauges = dict(line.rsplit(" ", 1) for line in scraped.text.splitlines() if line.startswith("creditq_"))
+    assert float(gauges["creditq_accounts"]) >= 4 and float(gauges["creditq_redis_up"]) == 1
 
 
 def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing_on_rabbitmq(stack, database, broker, sim):
