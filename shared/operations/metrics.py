@@ -6,7 +6,6 @@ a scan of pending holds; queue depths are one LLEN per dramatiq queue.
 """
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -37,18 +36,20 @@ class OperationsCollector(Collector):
         self.redis = redis_client
         self.now = now
         self._reading = threading.Lock()
-        self._last_read: tuple[float, list[GaugeMetricFamily]] | None = None  # when it began, what it read
+        self._reads_begun = 0
+        self._last_read: list[GaugeMetricFamily] | None = None  # None: the last read failed, or none was made
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Scrapes that arrive while one is reading (a slow database, a scraper that retries after its timeout)
         take that read's answer when it began after they asked: one read at a time on the process's few
         connections, instead of a queue of them that a busy hour lengthens faster than it drains."""
-        asked = time.monotonic()
+        asked = self._reads_begun
         with self._reading:
-            if self._last_read is None or self._last_read[0] < asked:
-                began = time.monotonic()
-                self._last_read = (began, [*self._queues(), *self._database(self.now())])
-            families = self._last_read[1]
+            if self._reads_begun == asked or self._last_read is None:  # none began since it asked, or it failed
+                self._reads_begun += 1
+                self._last_read = None
+                self._last_read = [*self._queues(), *self._database(self.now())]
+            families = self._last_read
         yield from families
 
     def _queues(self) -> Iterator[GaugeMetricFamily]:

@@ -10,7 +10,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.models import Account, BillingRun, Hold, Message, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from shared.operations import metrics
 from shared.operations.metrics import OperationsCollector
 from tests.support.brokers import install_broker
 
@@ -137,8 +136,22 @@ class SlowDatabase:
             yield session
 
 
+class ArrivalsCounted:
+    """A lock that releases `arrived` as each caller comes to it, before it waits for it."""
+
+    def __init__(self, lock, arrived: threading.Semaphore):
+        self.lock, self.arrived = lock, arrived
+
+    def __enter__(self):
+        self.arrived.release()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
 def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_of_queueing_one_each(
-        sqlite_database, monkeypatch):
+        sqlite_database):
     # given a deployment with a parked message, and a scrape stuck on a slow database read
     with sqlite_database.unit_of_work() as session:
         session.add(Account(id="acct_1", name="Realty"))
@@ -150,10 +163,9 @@ def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_
     first.start()
     assert database.first_read_began.wait(10)
 
-    # when three more scrapes ask while it reads (each has taken the time it asked at), and then it finishes
+    # when three more scrapes ask while it reads (each has come to wait for the reading one), and then it finishes
     asked = threading.Semaphore(0)
-    clock = metrics.time.monotonic
-    monkeypatch.setattr(metrics.time, "monotonic", lambda: (asked.release(), clock())[1])
+    collector._reading = ArrivalsCounted(collector._reading, asked)
     answers = []
     late = [threading.Thread(target=lambda: answers.append(scrape(collector))) for _ in range(3)]
     for thread in late:
@@ -168,3 +180,53 @@ def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_
     assert database.reads == 2
     assert len(answers) == 3
     assert all(answer[("creditq_parked_messages", ())] == 1 for answer in answers)
+
+
+def test_a_scrape_that_waited_for_a_read_that_failed_reads_for_itself(sqlite_database):
+    # given a deployment with a parked message, a scrape stuck on a slow database read, and a database whose next
+    # read will fail
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty"))
+        session.flush()
+        session.add(message("msg_1", "parked"))
+    database = SlowDatabase(sqlite_database)
+    collector = OperationsCollector(database, fakeredis.FakeRedis(), now=lambda: NOW)
+    slow_read = database.read_only
+
+    @contextmanager
+    def second_fails():
+        with slow_read() as session:
+            if database.reads == 2:
+                raise RuntimeError("the database went away")
+            yield session
+
+    database.read_only = second_fails
+    first = threading.Thread(target=scrape, args=(collector,))
+    first.start()
+    assert database.first_read_began.wait(10)
+
+    # when two more scrapes ask while it reads, and the read one of them makes after it fails
+    asked = threading.Semaphore(0)
+    collector._reading = ArrivalsCounted(collector._reading, asked)
+    outcomes = []
+
+    def late_scrape():
+        try:
+            outcomes.append(scrape(collector))
+        except RuntimeError as error:
+            outcomes.append(error)
+
+    late = [threading.Thread(target=late_scrape) for _ in range(2)]
+    for thread in late:
+        thread.start()
+    for _ in late:
+        assert asked.acquire(timeout=10)
+    database.release.set()
+    for thread in (first, *late):
+        thread.join(10)
+
+    # then that scrape meets the failure, and the other, not handed a failed read, reads the database itself
+    assert database.reads == 3
+    [failure] = [outcome for outcome in outcomes if isinstance(outcome, RuntimeError)]
+    [answer] = [outcome for outcome in outcomes if not isinstance(outcome, RuntimeError)]
+    assert answer[("creditq_parked_messages", ())] == 1
