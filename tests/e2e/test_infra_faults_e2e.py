@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
@@ -221,6 +222,11 @@ def test_processes_two_minutes_apart_share_leases_throttles_and_delays_on_redis_
     web_behind = stack.start_web("web-behind", clock="-2m")
     urls.update({name: stack.start_scheduler(name, clock=clock)
                  for name, clock in (("scheduler-ahead", "+2m"), ("scheduler-behind", "-2m"))})
+    # (each really keeps its clock: the Date it answers with is two minutes off the machine's)
+    skews = {web_behind + "/healthz": -120, urls["scheduler-ahead"]: 120, urls["scheduler-behind"]: -120}
+    for url, skew in skews.items():
+        answered = parsedate_to_datetime(requests.get(url, timeout=30).headers["Date"])
+        assert abs((answered - datetime.now(UTC)).total_seconds() - skew) < 30, (url, answered)
     account_id, headers, sender = new_account(stack, 600, "1000")
 
     # when 20 messages are posted through the web process behind

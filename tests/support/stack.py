@@ -26,6 +26,14 @@ SECRET_KEY = "3Ixpz7tWvY2bqJw3GsWk0M9cB2f5pVh8lQeTjR1nXoA="  # CREDITQ_SECRET_KE
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def libfaketime() -> Path:
+    """Debian's libfaketime (package `libfaketime`, which `faketime` pulls in), wherever the architecture puts it."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime is not installed: apt-get install faketime")
+    return found[0]
+
+
 class Stack:
     """`with Stack(postgres_server, tmp_dir) as stack:` — everything torn down on exit; None: on SQLite."""
 
@@ -108,7 +116,7 @@ class Stack:
 
     def start_web(self, name: str, *, clock: str | None = None) -> str:
         """Another `creditq web` on the same database and Redis, on a port of its own; its URL. `clock`: its clock
-        set off the machine's by Debian's faketime (`"+2m"`, `"-2m"`)."""
+        set off the machine's by Debian's libfaketime (`"+2m"`, `"-2m"`)."""
         port = free_port()
         self._spawn(name, "web", env={"PORT": str(port)}, clock=clock)
         url = f"http://127.0.0.1:{port}"
@@ -211,14 +219,17 @@ class Stack:
 
     def _spawn(self, name: str, *command: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
                clock: str | None = None) -> None:
-        """Start `creditq <command>`; with `clock`, under faketime (its forked children too), only the wall clock off
-        (tests/support/faketime/sitecustomize.py says why the monotonic clock stays the machine's)."""
+        """Start `creditq <command>`; with `clock`, under libfaketime (its forked children too), only the wall clock
+        off (tests/support/faketime/sitecustomize.py says why the monotonic clock stays the machine's).
+
+        The library is preloaded directly, not through the `faketime` wrapper: the wrapper makes a semaphore and a
+        shared-memory segment named by its pid, which a kill -9 leaves in /dev/shm, and a later wrapper given the same
+        pid then refuses to start ("sem_open: File exists")."""
         log = open(self.directory / f"{name}.log", "ab")
-        faked = ["faketime", "-f", clock] if clock else []
-        clock_env = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        clock_env = {"LD_PRELOAD": str(libfaketime()), "FAKETIME": clock, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                      "PYTHONPATH": f"{ROOT / 'tests' / 'support' / 'faketime'}:{self.env['PYTHONPATH']}"} if clock else {}
         self.processes[name] = subprocess.Popen(
-            [*faked, sys.executable, "-m", "creditq", *command], env={**self.env, **clock_env, **(env or {})}, cwd=cwd,
+            [sys.executable, "-m", "creditq", *command], env={**self.env, **clock_env, **(env or {})}, cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
