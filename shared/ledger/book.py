@@ -982,8 +982,11 @@ def _settlement_replay(session: Session, hold: int | str, idempotency_key: str) 
     first = _sql(session).execute(select(entries).where(entries.c.idempotency_key == idempotency_key)).first()
     if current.status != "settled" or first is None or first.hold_id != current.id:
         raise Conflict(f"hold {current.id} is {current.status}; it cannot be settled under key {idempotency_key!r}")
-    last = _sql(session).execute(select(entries.c.balance_after).where(entries.c.hold_id == current.id)
-                           .order_by(entries.c.id.desc()).limit(1)).scalar_one()
+    # the settlement's last line, by its unique keys: entries has no index on hold_id
+    last = _sql(session).execute(
+        select(entries.c.balance_after)
+        .where(entries.c.idempotency_key.in_((idempotency_key, f"{idempotency_key}:carrier_fee")))
+        .order_by(entries.c.id.desc()).limit(1)).scalar_one()
     status = _sql(session).scalar(select(accounts.c.status).where(accounts.c.id == current.account_id))
     return Settlement(hold=current, charged=current.settled_amount, balance=last, status=status, replayed=True)
 

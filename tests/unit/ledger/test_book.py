@@ -82,6 +82,21 @@ def test_every_operation_replayed_with_its_key_changes_nothing(database):
     assert_clean(database)
 
 
+def test_a_replayed_settlement_answers_the_balance_its_first_run_left_after_its_carrier_fee(database):
+    # given a settlement with a carrier fee, then a later one on the same account
+    account_id = new_account(database, credits=10_000)
+    first = settle(database, reserve(database, account_id, 3_000, "r1").id, 2_000, "s1", carrier_fee_mc=500)
+    settle(database, reserve(database, account_id, 1_000, "r2").id, 1_000, "s2", carrier_fee_mc=250)
+
+    # when the first is replayed
+    replayed = settle(database, "r1", 2_000, "s1", carrier_fee_mc=500)
+
+    # then it answers what it answered, the balance after its own fee, not the account's balance now
+    assert (replayed.charged, replayed.balance, replayed.replayed) == (2_500, 7_500, True)
+    assert first.balance == 7_500
+    assert view(database, account_id).balance == 6_250
+
+
 def test_a_hold_is_resolved_exactly_once(database):
     account_id = new_account(database, credits=10_000)
     hold = reserve(database, account_id, 1_000, "r1")
