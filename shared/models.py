@@ -196,7 +196,7 @@ class Hold(Base):
     amount: Mapped[int] = mapped_column(Millicredits)
     from_allocation: Mapped[bool] = mapped_column(Boolean, default=False)  # drawn on user_id's own credits
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    reference: Mapped[str | None] = mapped_column(String(100), index=True)
+    reference: Mapped[str | None] = mapped_column(String(100))  # not indexed (0028): nothing looks a hold up by it
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]

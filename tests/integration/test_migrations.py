@@ -409,3 +409,26 @@ def test_ledger_reserve_comes_with_0027_as_the_models_make_it_and_its_downgrade_
     finally:
         for engine in engines:
             engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_0028_drops_the_holds_reference_index_and_its_downgrade_restores_it(dialect, tmp_path, request):
+    # given a database upgraded to the head
+    url = (f"sqlite:///{tmp_path / 'holds.db'}" if dialect == "sqlite"
+           else request.getfixturevalue("postgres_server").create_database("migrations_holds"))
+    upgrade(url)
+    engine = create_engine(url)
+
+    def indexes() -> dict[str, list[str]]:
+        return {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("holds")}
+
+    try:
+        # then the holds have no index on their reference, and still the sweep's and the account's
+        assert "ix_holds_reference" not in indexes()
+        assert indexes()["ix_holds_pending_expiry"] == ["status", "expires_at"]
+        # and when it is downgraded to 0027, the reference index is back
+        command.downgrade(alembic_config(url), "0027")
+        engine.dispose()
+        assert indexes()["ix_holds_reference"] == ["reference"]
+    finally:
+        engine.dispose()
