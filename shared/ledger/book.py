@@ -389,9 +389,10 @@ def renew(session: Session | Connection, hold_id: int, *, expires_at: datetime) 
 
 
 def due_holds(session: Session, now: datetime, *, limit: int = 500) -> list[int]:
-    """Ids of pending holds past their TTL, oldest first, for the sweeper."""
+    """Ids of pending holds past their TTL, oldest first, for the sweeper (from the index of unresolved holds)."""
     return list(_sql(session).scalars(
-        select(holds.c.id).where(holds.c.status == "pending", holds.c.expires_at <= utc(now))
+        select(holds.c.id).where(holds.c.resolved_at.is_(None), holds.c.status == "pending",
+                                 holds.c.expires_at <= utc(now))
         .order_by(holds.c.expires_at, holds.c.id).limit(limit)
     ))
 

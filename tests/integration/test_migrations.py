@@ -412,23 +412,29 @@ def test_ledger_reserve_comes_with_0027_as_the_models_make_it_and_its_downgrade_
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
-def test_0028_drops_the_holds_reference_index_and_its_downgrade_restores_it(dialect, tmp_path, request):
+def test_0028_indexes_unresolved_holds_for_the_sweep_drops_the_reference_index_and_its_downgrade_restores_them(
+        dialect, tmp_path, request):
     # given a database upgraded to the head
     url = (f"sqlite:///{tmp_path / 'holds.db'}" if dialect == "sqlite"
            else request.getfixturevalue("postgres_server").create_database("migrations_holds"))
     upgrade(url)
     engine = create_engine(url)
 
-    def indexes() -> dict[str, list[str]]:
-        return {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("holds")}
+    def indexes() -> dict[str, tuple[list[str], str]]:
+        return {index["name"]: (index["column_names"],
+                                str(index.get("dialect_options", {}).get(f"{engine.dialect.name}_where")))
+                for index in inspect(engine).get_indexes("holds")}
 
     try:
-        # then the holds have no index on their reference, and still the sweep's and the account's
-        assert "ix_holds_reference" not in indexes()
-        assert indexes()["ix_holds_pending_expiry"] == ["status", "expires_at"]
-        # and when it is downgraded to 0027, the reference index is back
+        # then the sweep's index has the unresolved holds alone, and neither it nor any other is led by the status
+        columns, where = indexes()["ix_holds_unresolved_expires_at"]
+        assert columns == ["expires_at"] and "resolved_at IS NULL" in where
+        assert [name for name, (columns, _) in indexes().items() if columns[0] in ("status", "reference")] == []
+        # and when it is downgraded to 0027, its indexes are back
         command.downgrade(alembic_config(url), "0027")
         engine.dispose()
-        assert indexes()["ix_holds_reference"] == ["reference"]
+        assert indexes()["ix_holds_pending_expiry"][0] == ["status", "expires_at"]
+        assert indexes()["ix_holds_reference"][0] == ["reference"]
+        assert "ix_holds_unresolved_expires_at" not in indexes()
     finally:
         engine.dispose()
