@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg.rows import tuple_row
 from sqlalchemy import (
     Connection,
     Integer,
@@ -40,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared.db import any_of_parameter, run
+from shared.db import any_of_parameter, run, sqlalchemy_errors
 from shared.errors import CallbackRejected
 from shared.events.outbox import message_event, takes_any
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
@@ -159,13 +160,41 @@ _APPLY_REPORT = (
 _KEEP_EARLY = insert(EarlyStatus.__table__)
 
 
+def _rank_sql(column: str, ranks: dict[str, int], otherwise: int) -> str:
+    """_rank_of as SQL text, for a statement written out."""
+    whens = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in ranks.items())
+    return f"CASE {column} {whens} ELSE {otherwise} END"
+
+
+# _APPLY_REPORT for many messages in one statement (PostgreSQL): one report each, its rules applied row by row. It
+# answers the ids of the messages it changed.
+_APPLY_REPORTS = (
+    "UPDATE messages AS m SET twilio_status = r.twilio_status,"
+    f" status = CASE WHEN {_rank_sql('m.status', STATUS_RANK, 0)} < r.our_rank THEN r.ours ELSE m.status END,"
+    " twilio_segments = coalesce(r.num_segments, m.twilio_segments), twilio_price = coalesce(r.price, m.twilio_price),"
+    " twilio_price_unit = coalesce(r.price_unit, m.twilio_price_unit),"
+    " error_code = coalesce(r.error_code, m.error_code), error_message = coalesce(r.error_message, m.error_message),"
+    " updated_at = %(now)s"
+    " FROM unnest(%(message_id)s::text[], %(rank)s::int[], %(twilio_status)s::text[], %(our_rank)s::int[],"
+    " %(ours)s::text[], %(num_segments)s::int[], %(price)s::text[], %(price_unit)s::text[], %(error_code)s::int[],"
+    " %(error_message)s::text[])"
+    " AS r(message_id, rank, twilio_status, our_rank, ours, num_segments, price, price_unit, error_code, error_message)"
+    f" WHERE m.id = r.message_id AND {_rank_sql('m.status', STATUS_RANK, 0)} < {STATUS_RANK['delivered']}"
+    f" AND {_rank_sql('m.twilio_status', TWILIO_RANK, -1)} < r.rank"
+    " RETURNING m.id"
+)
+
+
 def record_callbacks(session: Session, callbacks: list[Callback], *, deployment: Credentials,
                      now: datetime) -> list[StatusChange | None | CallbackRejected]:
     """Apply many status callbacks in one unit of work, each meeting its own fate: its StatusChange, None (a sid
     not stored yet), or CallbackRejected (nothing of it applied).
 
-    They are applied in sid order (each sid's reports in the order they came), so two batches that share
-    messages lock their rows in the same order and never deadlock.
+    They are verified in sid order, each sid's reports in the order they came. On PostgreSQL the first report of
+    each message is applied in one statement (a statement for each cost the web about 0.15 ms of CPU a report),
+    which takes the messages in their ids' order, and a later report of the same message after it, alone; elsewhere
+    each report is a statement of its own, in sid order. Either way two batches that share messages lock their rows
+    in the same order.
     """
     order = sorted(range(len(callbacks)), key=lambda i: callbacks[i].sid)
     connection = session.connection()
@@ -173,19 +202,58 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
     owners = {row.twilio_sid: row for row in run(connection, _callback_owners(connection.dialect.name),
                                                  {"sids": sids}).all()}
     outcomes: list = [None] * len(callbacks)
+    verified: list[tuple[int, Row]] = []  # the reports to apply, in sid order, each with its message
     for i in order:
         try:
-            outcomes[i] = _record(session, callbacks[i], owners.get(callbacks[i].sid), deployment, now)
+            owner = _verified_owner(session, callbacks[i], owners.get(callbacks[i].sid), deployment, now)
         except CallbackRejected as rejected:
             outcomes[i] = rejected
+            continue
+        if owner is not None:
+            verified.append((i, owner))
+    together: dict[str, tuple[int, Row]] = {}  # on PostgreSQL the first report of each message, in one statement
+    if connection.dialect.name == "postgresql":
+        for i, owner in verified:
+            if callbacks[i].status in TWILIO_RANK:
+                together.setdefault(owner.id, (i, owner))
+    changed = _apply_together(connection, [(callbacks[i], owner.id) for i, owner in together.values()], now)
+    for i, owner in verified:
+        if together.get(owner.id, (None,))[0] == i:
+            outcomes[i] = _applied(session, owner.id, owner.account_id, callbacks[i].status, owner.id in changed,
+                                   now, takes_events=owner.takes_events)
+        else:
+            outcomes[i] = _apply(session, owner.id, owner.account_id, callbacks[i].sid, callbacks[i].status,
+                                 callbacks[i].reported(), now, takes_events=owner.takes_events)
     return outcomes
+
+
+def _apply_together(connection: Connection, reports: list[tuple[Callback, str]], now: datetime) -> set[str]:
+    """Apply each (report, message id), one per message, in one statement; the ids of the messages it changed.
+    The list goes sorted by id, and the plan walks it (a nested loop on the primary key; on a table of a few rows,
+    a scan of it, in one order too): the messages are locked in one order whichever batch takes them."""
+    if not reports:
+        return set()
+    reports = sorted(reports, key=lambda report: report[1])
+    columns = {name: [] for name in ("message_id", "rank", "twilio_status", "our_rank", "ours", "num_segments",
+                                     "price", "price_unit", "error_code", "error_message")}
+    for callback, message_id in reports:
+        ours = OUR_STATUS_FOR_TWILIO[callback.status]
+        row = dict(message_id=message_id, rank=TWILIO_RANK[callback.status], twilio_status=callback.status,
+                   our_rank=STATUS_RANK[ours], ours=ours, **callback.reported())
+        for name, values in columns.items():
+            values.append(row[name])
+    parameters = {"now": now, **columns}
+    with sqlalchemy_errors(connection, _APPLY_REPORTS, parameters), \
+            connection.connection.driver_connection.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(_APPLY_REPORTS, parameters, prepare=True)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def record_callback(session: Session, form: SignedForm, *, deployment: Credentials, sid: str, status: str,
                     num_segments: int | None = None, price: str | None = None, price_unit: str | None = None,
                     error_code: int | None = None, error_message: str | None = None,
                     now: datetime) -> StatusChange | None:
-    """Apply one status callback (see `_record`); raises CallbackRejected."""
+    """Apply one status callback (see `record_callbacks`); raises CallbackRejected."""
     outcome = record_callbacks(session, [Callback(form, sid, status, num_segments, price, price_unit, error_code,
                                                   error_message)], deployment=deployment, now=now)[0]
     if isinstance(outcome, CallbackRejected):
@@ -193,9 +261,9 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
     return outcome
 
 
-def _record(session: Session, callback: Callback, owner: Row | None, deployment: Credentials,
-            now: datetime) -> StatusChange | None:
-    """Apply a status callback for the message with its sid, once it is proven to be Twilio's for that message.
+def _verified_owner(session: Session, callback: Callback, owner: Row | None, deployment: Credentials,
+                    now: datetime) -> Row | None:
+    """The message a status callback is about, once the callback is proven to be Twilio's for that message.
 
     The form must name the Twilio account the message was sent with and be signed with that account's token
     (`deployment` when it went out with the deployment's credentials); else CallbackRejected, and nothing
@@ -222,8 +290,7 @@ def _record(session: Session, callback: Callback, owner: Row | None, deployment:
                                own_token=owner.own_token, deployment=deployment)
     if not form.signed_by(sent_with):
         raise _rejected(sid, form)
-    return _apply(session, owner.id, owner.account_id, sid, callback.status, callback.reported(), now,
-                  takes_events=owner.takes_events)
+    return owner
 
 
 def record_status(session: Session, *, sid: str, status: str, num_segments: int | None = None,
@@ -251,8 +318,14 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
     result = run(session.connection(), _APPLY_REPORT, dict(
         message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
         now=now, **reported))
-    changed = result.rowcount == 1
-    if changed and takes_events and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:  # the one report that made it final
+    return _applied(session, message_id, account_id, status, result.rowcount == 1, now, takes_events=takes_events)
+
+
+def _applied(session: Session, message_id: str, account_id: str, status: str, changed: bool, now: datetime, *,
+             takes_events: bool) -> StatusChange:
+    """What a report did, with its final message event written when it is the one that made the message final."""
+    ours = OUR_STATUS_FOR_TWILIO[status]
+    if changed and takes_events and ours in MESSAGE_EVENT_FOR_FINAL_STATUS:
         message_event(session, MESSAGE_EVENT_FOR_FINAL_STATUS[ours], message_id, now=now)
     return StatusChange(message_id, account_id, became_final=changed and ours in FINAL_STATUSES, changed=changed)
 
