@@ -112,7 +112,8 @@ _MESSAGE_BY_SID = select(messages.c.id, messages.c.account_id).where(messages.c.
 _SENDER_SID = case((DunningIntegration.id.is_not(None), DunningIntegration.account_sid),
                    else_=Account.twilio_account_sid)  # a dunning site's message: the site's credentials
 # The messages of a callback batch's sids, each with the credentials that may have sent it and whether an endpoint
-# of its account takes a final message event.
+# of its account takes a final message event; locked in their ids' order, so that every batch takes its messages'
+# rows in one order, whichever of its reports then changes one (a report that changes nothing locks nothing).
 _OWNERS = (
     select(messages.c.twilio_sid, messages.c.id, messages.c.account_id,
            func.coalesce(messages.c.twilio_account_sid, _SENDER_SID).label("sent_with"), _SENDER_SID.label("own_sid"),
@@ -121,6 +122,8 @@ _OWNERS = (
            takes_any(messages.c.account_id, list(MESSAGE_EVENT_FOR_FINAL_STATUS.values())).label("takes_events"))
     .join(Account, Account.id == messages.c.account_id)
     .outerjoin(DunningIntegration, DunningIntegration.id == messages.c.dunning_site_id)
+    .order_by(messages.c.id)
+    .with_for_update(of=messages)
 )
 
 
@@ -190,11 +193,11 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
     """Apply many status callbacks in one unit of work, each meeting its own fate: its StatusChange, None (a sid
     not stored yet), or CallbackRejected (nothing of it applied).
 
-    They are verified in sid order, each sid's reports in the order they came. On PostgreSQL the first report of
-    each message is applied in one statement (a statement for each cost the web about 0.15 ms of CPU a report),
-    which takes the messages in their ids' order, and a later report of the same message after it, alone; elsewhere
-    each report is a statement of its own, in sid order. Either way two batches that share messages lock their rows
-    in the same order.
+    The batch's messages are read, and locked, in one statement, in their ids' order: two batches that share
+    messages never deadlock, whichever of their reports change them. The reports are verified in sid order, each
+    sid's in the order they came. On PostgreSQL the first report of each message is then applied in one statement (a
+    statement for each cost the web about 0.15 ms of CPU a report), and a later report of the same message after it,
+    alone; elsewhere each report is a statement of its own, in sid order.
     """
     order = sorted(range(len(callbacks)), key=lambda i: callbacks[i].sid)
     connection = session.connection()
@@ -228,12 +231,10 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
 
 
 def _apply_together(connection: Connection, reports: list[tuple[Callback, str]], now: datetime) -> set[str]:
-    """Apply each (report, message id), one per message, in one statement; the ids of the messages it changed.
-    The list goes sorted by id, and the plan walks it (a nested loop on the primary key; on a table of a few rows,
-    a scan of it, in one order too): the messages are locked in one order whichever batch takes them."""
+    """Apply each (report, message id), one per message, in one statement (its messages already locked); the ids of
+    the messages it changed."""
     if not reports:
         return set()
-    reports = sorted(reports, key=lambda report: report[1])
     columns = {name: [] for name in ("message_id", "rank", "twilio_status", "our_rank", "ours", "num_segments",
                                      "price", "price_unit", "error_code", "error_message")}
     for callback, message_id in reports:

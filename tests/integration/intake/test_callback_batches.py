@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from intake.enqueue import Enqueuer
 from intake.routes.webhooks import CallbackBatcher
 from shared.ledger import book
+from shared.messaging import statuses
 from shared.messaging.statuses import Callback, StatusChange
 from shared.models import Account, Entry, Message
 from shared.twilio.signatures import Credentials, SignedForm
@@ -76,3 +77,40 @@ def test_batches_sharing_messages_in_opposite_orders_all_commit_and_settle_each_
         assert session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage")) == len(finals)
         assert session.scalar(select(func.count()).select_from(Message).where(
             Message.status == "delivered", Message.credits_charged.is_not(None))) == len(finals)
+
+
+def test_batches_whose_first_reports_change_nothing_still_take_their_messages_in_one_order(
+        postgres_database, sent_messages, fake_broker, caplog, monkeypatch):
+    # given two batches over the same two messages, each opening one message with a report that changes nothing
+    # (Twilio's "queued" again) and the other with one that finishes it, then finishing the first
+    s1, s2 = sent_messages[:2]
+    first = [callback(s1, "queued"), callback(s1, "delivered"), callback(s2, "delivered")]
+    second = [callback(s1, "delivered"), callback(s2, "queued"), callback(s2, "delivered")]
+    batcher = CallbackBatcher(postgres_database, Enqueuer(fake_broker), DEPLOYMENT)
+    # (both writers held after their batch statement until the other has run its own, if it can)
+    together = threading.Barrier(2)
+    apply_together = statuses._apply_together
+
+    def held_after(*args, **kwargs):
+        changed = apply_together(*args, **kwargs)
+        try:
+            together.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+        return changed
+
+    monkeypatch.setattr(statuses, "_apply_together", held_after)
+    outcomes: list[list] = []
+
+    # when they are applied at the same time
+    threads = [threading.Thread(target=lambda batch=batch: outcomes.append(batcher.apply_batch(batch)))
+               for batch in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then neither deadlocked (which sends a batch back one callback at a time), and each message became final once
+    assert "one by one" not in caplog.text
+    finals = sorted(outcome.message_id for batch in outcomes for outcome in batch if outcome.became_final)
+    assert finals == ["msg_0_0", "msg_0_1"]
