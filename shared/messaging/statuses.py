@@ -39,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.db import any_of_parameter, run, sqlalchemy_errors
@@ -165,8 +166,7 @@ _KEEP_EARLY = insert(EarlyStatus.__table__)
 
 def _rank_sql(column: str, ranks: dict[str, int], otherwise: int) -> str:
     """_rank_of as SQL text, for a statement written out."""
-    whens = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in ranks.items())
-    return f"CASE {column} {whens} ELSE {otherwise} END"
+    return str(_rank_of(literal_column(column), ranks, otherwise).compile(dialect=postgresql.dialect()))
 
 
 # _APPLY_REPORT for many messages in one statement (PostgreSQL): one report each, its rules applied row by row. It
@@ -214,14 +214,14 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
             continue
         if owner is not None:
             verified.append((i, owner))
-    together: dict[str, tuple[int, Row]] = {}  # on PostgreSQL the first report of each message, in one statement
+    together: dict[str, int] = {}  # on PostgreSQL each message's first report, by message: in one statement
     if connection.dialect.name == "postgresql":
         for i, owner in verified:
             if callbacks[i].status in TWILIO_RANK:
-                together.setdefault(owner.id, (i, owner))
-    changed = _apply_together(connection, [(callbacks[i], owner.id) for i, owner in together.values()], now)
+                together.setdefault(owner.id, i)
+    changed = _apply_together(connection, [(callbacks[i], message_id) for message_id, i in together.items()], now)
     for i, owner in verified:
-        if together.get(owner.id, (None,))[0] == i:
+        if together.get(owner.id) == i:
             outcomes[i] = _applied(session, owner.id, owner.account_id, callbacks[i].status, owner.id in changed,
                                    now, takes_events=owner.takes_events)
         else:
@@ -238,9 +238,7 @@ def _apply_together(connection: Connection, reports: list[tuple[Callback, str]],
     columns = {name: [] for name in ("message_id", "rank", "twilio_status", "our_rank", "ours", "num_segments",
                                      "price", "price_unit", "error_code", "error_message")}
     for callback, message_id in reports:
-        ours = OUR_STATUS_FOR_TWILIO[callback.status]
-        row = dict(message_id=message_id, rank=TWILIO_RANK[callback.status], twilio_status=callback.status,
-                   our_rank=STATUS_RANK[ours], ours=ours, **callback.reported())
+        row = _report_parameters(message_id, callback.status, callback.reported())
         for name, values in columns.items():
             values.append(row[name])
     parameters = {"now": now, **columns}
@@ -315,11 +313,15 @@ def _apply(session: Session, message_id: str, account_id: str, sid: str, status:
     if status not in TWILIO_RANK:
         log.warning("unknown Twilio status %r for %r (%s): ignored", status, sid, message_id)
         return StatusChange(message_id, account_id, became_final=False, changed=False)
-    ours = OUR_STATUS_FOR_TWILIO[status]
-    result = run(session.connection(), _APPLY_REPORT, dict(
-        message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours], ours=ours,
-        now=now, **reported))
+    result = run(session.connection(), _APPLY_REPORT, {**_report_parameters(message_id, status, reported), "now": now})
     return _applied(session, message_id, account_id, status, result.rowcount == 1, now, takes_events=takes_events)
+
+
+def _report_parameters(message_id: str, status: str, reported: dict) -> dict:
+    """A report of a status Twilio documents, as _APPLY_REPORT and _APPLY_REPORTS take it."""
+    ours = OUR_STATUS_FOR_TWILIO[status]
+    return dict(message_id=message_id, rank=TWILIO_RANK[status], twilio_status=status, our_rank=STATUS_RANK[ours],
+                ours=ours, **reported)
 
 
 def _applied(session: Session, message_id: str, account_id: str, status: str, changed: bool, now: datetime, *,

@@ -47,7 +47,7 @@ class OperationsCollector(Collector):
         with self._reading:
             if self._reads_begun == asked or self._last_read is None:  # none began since it asked, or it failed
                 self._reads_begun += 1
-                self._last_read = None
+                self._last_read = None  # stays so if the read raises: a failure is never handed on
                 self._last_read = [*self._queues(), *self._database(self.now())]
             families = self._last_read
         yield from families

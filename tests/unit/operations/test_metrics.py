@@ -103,10 +103,7 @@ def test_with_redis_away_a_scrape_still_reads_the_database_and_says_redis_is_dow
     # Given a deployment with a parked message, and its Redis away
     server = fakeredis.FakeServer()
     server.connected = False
-    with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty"))
-        session.flush()
-        session.add(message("msg_1", "parked"))
+    with_a_parked_message(sqlite_database)
 
     # When Prometheus scrapes
     samples = scrape(OperationsCollector(sqlite_database, fakeredis.FakeRedis(server=server), now=lambda: NOW))
@@ -150,24 +147,29 @@ class ArrivalsCounted:
         return self.lock.__exit__(*exc)
 
 
-def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_of_queueing_one_each(
-        sqlite_database):
-    # given a deployment with a parked message, and a scrape stuck on a slow database read
-    with sqlite_database.unit_of_work() as session:
+def with_a_parked_message(database) -> None:
+    with database.unit_of_work() as session:
         session.add(Account(id="acct_1", name="Realty"))
         session.flush()
         session.add(message("msg_1", "parked"))
-    database = SlowDatabase(sqlite_database)
+
+
+def stuck_scrape(database: SlowDatabase) -> tuple[OperationsCollector, threading.Thread]:
+    """A collector on `database`, and a scrape of it that has begun its (slow) read."""
     collector = OperationsCollector(database, fakeredis.FakeRedis(), now=lambda: NOW)
     first = threading.Thread(target=scrape, args=(collector,))
     first.start()
     assert database.first_read_began.wait(10)
+    return collector, first
 
-    # when three more scrapes ask while it reads (each has come to wait for the reading one), and then it finishes
+
+def scrapes_during_the_read(collector: OperationsCollector, database: SlowDatabase, first: threading.Thread,
+                            count: int, scrape_once) -> None:
+    """`count` threads calling `scrape_once`, each come to wait for the stuck read; then that read goes on, and all
+    end."""
     asked = threading.Semaphore(0)
     collector._reading = ArrivalsCounted(collector._reading, asked)
-    answers = []
-    late = [threading.Thread(target=lambda: answers.append(scrape(collector))) for _ in range(3)]
+    late = [threading.Thread(target=scrape_once) for _ in range(count)]
     for thread in late:
         thread.start()
     for _ in late:
@@ -175,6 +177,18 @@ def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_
     database.release.set()
     for thread in (first, *late):
         thread.join(10)
+
+
+def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_of_queueing_one_each(
+        sqlite_database):
+    # given a deployment with a parked message, and a scrape stuck on a slow database read
+    with_a_parked_message(sqlite_database)
+    database = SlowDatabase(sqlite_database)
+    collector, first = stuck_scrape(database)
+
+    # when three more scrapes ask while it reads (each has come to wait for the reading one), and then it finishes
+    answers = []
+    scrapes_during_the_read(collector, database, first, 3, lambda: answers.append(scrape(collector)))
 
     # then the database was read twice: the slow read, and one more that all three late scrapes share
     assert database.reads == 2
@@ -185,12 +199,8 @@ def test_scrapes_that_arrive_during_a_slow_read_share_one_read_after_it_instead_
 def test_a_scrape_that_waited_for_a_read_that_failed_reads_for_itself(sqlite_database):
     # given a deployment with a parked message, a scrape stuck on a slow database read, and a database whose next
     # read will fail
-    with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty"))
-        session.flush()
-        session.add(message("msg_1", "parked"))
+    with_a_parked_message(sqlite_database)
     database = SlowDatabase(sqlite_database)
-    collector = OperationsCollector(database, fakeredis.FakeRedis(), now=lambda: NOW)
     slow_read = database.read_only
 
     @contextmanager
@@ -201,13 +211,9 @@ def test_a_scrape_that_waited_for_a_read_that_failed_reads_for_itself(sqlite_dat
             yield session
 
     database.read_only = second_fails
-    first = threading.Thread(target=scrape, args=(collector,))
-    first.start()
-    assert database.first_read_began.wait(10)
+    collector, first = stuck_scrape(database)
 
     # when two more scrapes ask while it reads, and the read one of them makes after it fails
-    asked = threading.Semaphore(0)
-    collector._reading = ArrivalsCounted(collector._reading, asked)
     outcomes = []
 
     def late_scrape():
@@ -216,14 +222,7 @@ def test_a_scrape_that_waited_for_a_read_that_failed_reads_for_itself(sqlite_dat
         except RuntimeError as error:
             outcomes.append(error)
 
-    late = [threading.Thread(target=late_scrape) for _ in range(2)]
-    for thread in late:
-        thread.start()
-    for _ in late:
-        assert asked.acquire(timeout=10)
-    database.release.set()
-    for thread in (first, *late):
-        thread.join(10)
+    scrapes_during_the_read(collector, database, first, 2, late_scrape)
 
     # then that scrape meets the failure, and the other, not handed a failed read, reads the database itself
     assert database.reads == 3
