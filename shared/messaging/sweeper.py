@@ -56,8 +56,9 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     The caller enqueues the settle job of each message in `report.to_settle`.
     """
     report = SweepReport()
+    report.enqueued = _release_due(database, now)
     with database.unit_of_work() as session:
-        report.enqueued = _stale_waiting(session, now, now - stale_after)
+        report.enqueued += _stale_accepted(session, now - stale_after)
         report.to_settle = _final_but_unsettled(session, now - stale_after)
     for hold_id, message_id in _overdue_holds(database, now):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
@@ -74,25 +75,41 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     return report
 
 
-def _stale_waiting(session: Session, now: datetime, before: datetime) -> list[str]:
-    """Scheduled messages whose time has come (now `accepted`) and accepted ones waiting since `before`.
+def _release_due(database: Database, now: datetime) -> list[str]:
+    """Scheduled messages whose time has come, made `accepted`: every one, batch after batch, so that a campaign held
+    back by quiet hours goes out when its recipients' window opens, not a batch per sweep.
 
-    Every due message is released, batch after batch: a campaign held back by quiet hours goes out
-    when its recipients' window opens, not a batch per sweep.
+    A batch is one statement and its own transaction. Its sub-select locks the messages (checking again a row another
+    transaction changed meanwhile), which it then names by id alone: named by a list of ids and the status, they were
+    taken from the status index, every scheduled message's entry read for each batch, whenever PostgreSQL's
+    statistics took scheduled messages to be few (a big table, a campaign scheduled since it was analyzed). Committed,
+    a batch's old entries are marked dead by the next batch's scan, which reads each of them once; in one transaction
+    every batch read them all again. A message released but not enqueued (the sweep killed meanwhile) is `accepted`
+    and waiting: a later sweep enqueues it as stale.
     """
     due: list[str] = []
-    while batch := list(session.scalars(
-        select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
-    )):
-        session.execute(update(Message).where(Message.id.in_(batch), Message.status == "scheduled")
-                        .values(status="accepted", updated_at=now).execution_options(synchronize_session=False))
+    while True:
+        with database.unit_of_work() as session:
+            batch = list(session.scalars(
+                update(Message).where(Message.id.in_(
+                    select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
+                    .with_for_update()))
+                .values(status="accepted", updated_at=now).returning(Message.id)
+                .execution_options(synchronize_session=False)))
+        if not batch:
+            return due
         due += batch
-    stale = session.scalars(  # a message waiting for a booked sender slot is stale only once that slot has passed
+        database.yield_to_writers()
+
+
+def _stale_accepted(session: Session, before: datetime) -> list[str]:
+    """Accepted messages waiting since `before`: their send job was lost. A message waiting for a booked sender slot
+    is stale only once that slot has passed."""
+    return list(session.scalars(
         select(Message.id).where(Message.status == "accepted", Message.updated_at <= before,
                                  or_(Message.slot_at.is_(None), Message.slot_at <= before))
         .order_by(Message.updated_at).limit(BATCH)
-    )
-    return due + list(stale)
+    ))
 
 
 def release_scheduled(session: Session, message_id: str, *, now: datetime) -> int | None:

@@ -15,22 +15,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.ledger import accounts, book
+from tests.support.index_statistics import flush_statistics, index_counts
 
 pytestmark = pytest.mark.postgres
 NOW = datetime(2021, 3, 1, tzinfo=timezone.utc)
-INDEX_SCANS = text("SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'holds'")
 
 
 def index_scans(reader) -> dict[str, int]:
-    """Scans of each index of holds so far, as the statistics hold them now."""
-    reader.execute(text("SELECT pg_stat_clear_snapshot()"))
-    return dict(reader.execute(INDEX_SCANS).all())
-
-
-def flush_statistics(connection) -> None:
-    """The backend's pending counts go to the shared statistics as its transaction ends, before COMMIT's answer."""
-    connection.execute(text("SELECT pg_stat_force_next_flush()"))
-    connection.commit()
+    return index_counts(reader, "holds", "idx_scan")
 
 
 def test_every_ledger_call_on_one_hold_scans_its_key_and_the_sweep_only_the_unresolved_holds(postgres_database):
