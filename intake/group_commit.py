@@ -18,15 +18,17 @@ class GroupCommit(Generic[Item, Answer]):
     an exception instance for an item that failed (raised to that item's caller alone).
 
     Two writers by default, so a batch waiting on a row lock does not stop the rest; more only adds GIL
-    contention and smaller batches.
+    contention and smaller batches. With `spare_after` (seconds), a writer beyond the first starts a batch only once
+    every batch in flight has run that long: a batch waiting on a lock still does not stop the rest, and the items
+    that come while the batches go quickly wait for one writer, so they make fewer, bigger batches.
     """
 
     def __init__(self, write: Callable[[list[Item]], list[Answer | BaseException]], *, max_batch: int = 200,
-                 writers: int = 2):
-        self._write_batch, self._max_batch = write, max_batch
+                 writers: int = 2, spare_after: float | None = None):
+        self._write_batch, self._max_batch, self._spare_after = write, max_batch, spare_after
         self._writers = asyncio.Semaphore(writers)
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] = asyncio.Queue()
-        self._writing: set[asyncio.Task] = set()
+        self._writing: dict[asyncio.Task, float] = {}  # the batches in flight, with when each started
 
     async def submit(self, item: Item) -> Answer:
         """The item's answer, once its batch is written; raises the item's exception."""
@@ -49,17 +51,22 @@ class GroupCommit(Generic[Item, Answer]):
 
     async def _run(self) -> None:
         """Take a writer, then everything queued by then (up to max_batch), and write it as one batch."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._writers.acquire()
+            if self._spare_after is not None and self._writing:  # a spare writer: only for batches gone slow
+                started = min(self._writing.values())
+                await asyncio.wait(set(self._writing), timeout=max(0.0, started + self._spare_after - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             task = asyncio.create_task(self._write(batch))
-            self._writing.add(task)
+            self._writing[task] = loop.time()
             task.add_done_callback(self._written)
 
     def _written(self, task: asyncio.Task) -> None:
-        self._writing.discard(task)
+        del self._writing[task]
         self._writers.release()
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future]]) -> None:

@@ -36,6 +36,7 @@ from ..policy import PUBLIC, action
 log = logging.getLogger(__name__)
 
 MAX_CALLBACK_BATCH = 200
+SPARE_AFTER = 0.05  # seconds a callback batch runs before a second writer may start another (see GroupCommit)
 MAX_MEDIA = 10
 MAX_FORM_NUMBER = 2**31 - 1
 
@@ -95,8 +96,8 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
     """
 
     def __init__(self, database: Database, enqueuer: Enqueuer, deployment: Credentials, *,
-                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2):
-        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers)
+                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2, spare_after: float | None = SPARE_AFTER):
+        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers, spare_after=spare_after)
         self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
 
     def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | None | BaseException]:
