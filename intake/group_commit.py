@@ -55,7 +55,7 @@ class GroupCommit(Generic[Item, Answer]):
         while True:
             await self._writers.acquire()
             if self._spare_after is not None and self._writing:  # a spare writer: only for batches gone slow
-                started = min(self._writing.values())
+                started = max(self._writing.values())  # the newest batch in flight: every one has run so long
                 await asyncio.wait(set(self._writing), timeout=max(0.0, started + self._spare_after - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
             batch = [await self._queue.get()]

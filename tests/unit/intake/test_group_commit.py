@@ -3,6 +3,7 @@ starts a batch only beside one gone slow."""
 
 import asyncio
 import threading
+import time
 
 from intake.group_commit import GroupCommit
 
@@ -92,3 +93,30 @@ async def test_a_batch_slower_than_spare_after_does_not_stop_the_next():
     release.set()
     assert await first == 2
     await batcher.close()
+
+
+async def test_a_third_writer_waits_until_the_newest_batch_in_flight_has_run_spare_after():
+    # Given three writers, the spares after 300 ms, and batches held until released, each start recorded
+    started: dict[int, float] = {}
+    release = threading.Event()
+
+    def write(items: list[int]) -> list[int]:
+        started[items[0]] = time.monotonic()
+        release.wait(5)
+        return [item * 2 for item in items]
+
+    batcher = GroupCommit(write, writers=3, spare_after=0.3)
+    batcher.start()
+    # When an item comes, a second 50 ms later, and a third 300 ms after that
+    answers = [asyncio.ensure_future(batcher.submit(1))]
+    await asyncio.sleep(0.05)
+    answers.append(asyncio.ensure_future(batcher.submit(2)))
+    await asyncio.sleep(0.3)
+    answers.append(asyncio.ensure_future(batcher.submit(3)))
+    await asyncio.sleep(0.6)
+    release.set()
+    assert await asyncio.gather(*answers) == [2, 4, 6]
+    await batcher.close()
+    # Then the second went once the first had run 300 ms, and the third once the second had too, though the first
+    # had run that long already when it came
+    assert started[2] - started[1] >= 0.25 and started[3] - started[2] >= 0.25
