@@ -14,11 +14,13 @@
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared.db import Database
@@ -34,6 +36,8 @@ from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purg
 from shared.models import Account, Hold, Message
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
+
+log = logging.getLogger(__name__)
 
 BATCH = 500
 CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
@@ -84,22 +88,34 @@ def _release_due(database: Database, now: datetime) -> list[str]:
     taken from the status index, every scheduled message's entry read for each batch, whenever PostgreSQL's
     statistics took scheduled messages to be few (a big table, a campaign scheduled since it was analyzed). Committed,
     a batch's old entries are marked dead by the next batch's scan, which reads each of them once; in one transaction
-    every batch read them all again. A message released but not enqueued (the sweep killed meanwhile) is `accepted`
-    and waiting: a later sweep enqueues it as stale.
+    every batch read them all again. A batch that fails after others ends the release: those are committed, and
+    enqueued by this sweep. A message released but not enqueued (the sweep killed meanwhile) is `accepted` and
+    waiting: a later sweep enqueues it as stale.
     """
     due: list[str] = []
     while True:
-        with database.unit_of_work() as session:
-            batch = list(session.scalars(
-                update(Message).where(Message.id.in_(
-                    select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
-                    .with_for_update()))
-                .values(status="accepted", updated_at=now).returning(Message.id)
-                .execution_options(synchronize_session=False)))
+        try:
+            batch = _release_batch(database, now)
+        except SQLAlchemyError as error:
+            if not due:
+                raise
+            log.warning("releasing scheduled messages stopped after %d (%r): the rest at the next sweep",
+                        len(due), error)
+            return due  # committed: enqueued now rather than found stale
         if not batch:
             return due
         due += batch
         database.yield_to_writers()
+
+
+def _release_batch(database: Database, now: datetime) -> list[str]:
+    with database.unit_of_work() as session:
+        return list(session.scalars(
+            update(Message).where(Message.id.in_(
+                select(Message.id).where(Message.status == "scheduled", Message.send_at <= now).limit(BATCH)
+                .with_for_update()))
+            .values(status="accepted", updated_at=now).returning(Message.id)
+            .execution_options(synchronize_session=False)))
 
 
 def _stale_accepted(session: Session, before: datetime) -> list[str]:

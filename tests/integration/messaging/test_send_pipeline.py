@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
@@ -200,6 +201,48 @@ def test_one_sweep_releases_every_due_message_not_just_a_batch(database, gateway
     # then all of them are released and enqueued
     assert sorted(enqueued) == sorted(ids)
     assert {message(database, message_id).status for message_id in ids} == {"accepted"}
+
+
+def test_a_release_batch_that_fails_after_others_leaves_theirs_released_and_enqueued(database, gateways,
+                                                                                     monkeypatch):
+    # given more due scheduled messages than a sweeper batch, and a database that fails the second batch
+    account_id = make_account(database, 2000)
+    ids = [accept(database, account_id, body=f"n{n}", send_at=(now() + timedelta(seconds=1)).isoformat())
+           for n in range(sweeper.BATCH + 20)]
+    release_batch, calls = sweeper._release_batch, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("UPDATE messages ...", {}, Exception("connection lost"))
+        return release_batch(*args, **kwargs)
+
+    monkeypatch.setattr(sweeper, "_release_batch", failing_second)
+
+    # when one sweep runs after their time
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=gateways, rate_card=CARD,
+                  now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+
+    # then the first batch is released and enqueued by that sweep, and the rest wait, scheduled, for the next
+    statuses = {message_id: message(database, message_id).status for message_id in ids}
+    assert len(enqueued) == sweeper.BATCH and {statuses[message_id] for message_id in enqueued} == {"accepted"}
+    assert sorted(message_id for message_id, status in statuses.items() if status == "scheduled") == \
+        sorted(set(ids) - set(enqueued))
+
+
+def test_a_release_whose_first_batch_fails_fails_the_sweep(database, gateways, monkeypatch):
+    # given a due scheduled message, and a database that fails the release
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id, send_at=(now() + timedelta(seconds=1)).isoformat())
+    monkeypatch.setattr(sweeper, "_release_batch", lambda *args, **kwargs: (_ for _ in ()).throw(
+        OperationalError("UPDATE messages ...", {}, Exception("connection lost"))))
+
+    # when a sweep runs after its time, then it fails, and the message stays scheduled for the next
+    with pytest.raises(OperationalError):
+        sweeper.sweep(database, enqueue=[].append, gateway_for=gateways, rate_card=CARD,
+                      now=now() + timedelta(seconds=2), stale_after=timedelta(seconds=60))
+    assert message(database, message_id).status == "scheduled"
 
 
 # --- send ------------------------------------------------------------------------------------------
