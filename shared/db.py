@@ -88,10 +88,7 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
     plan = _plan_of(statement, connection.dialect) if connection.dialect.name == "postgresql" else None
     if plan is None:
         return connection.execute(statement, parameters or {})
-    values = plan.values(parameters or {})
-    with sqlalchemy_errors(connection, plan.sql, values), \
-            connection.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:
-        cursor.execute(plan.sql, values, prepare=True)
+    with prepared(connection, plan.sql, plan.values(parameters or {})) as cursor:
         columns = cursor.pgresult.nfields  # not `description`, which builds a Column object per column each time
         rows = cursor.fetchall() if columns else []
         rowcount = cursor.rowcount
@@ -100,6 +97,16 @@ def run(connection: Connection, statement: Executable, parameters: dict | None =
         rows = [row._make([value if process is None else process(value)
                            for process, value in zip(plan.processors, row)]) for row in rows]
     return _Rows(rows, rowcount)
+
+
+@contextmanager
+def prepared(connection: Connection, sql: str, parameters, *, row_factory=namedtuple_row) -> Iterator[psycopg.Cursor]:
+    """`sql`, in psycopg's parameter style, run on the driver's own cursor of the connection (PostgreSQL), prepared on
+    the server from its first use there, errors raised as SQLAlchemy's: the cursor, to read its answer from."""
+    with sqlalchemy_errors(connection, sql, parameters), \
+            connection.connection.driver_connection.cursor(row_factory=row_factory) as cursor:
+        cursor.execute(sql, parameters, prepare=True)
+        yield cursor
 
 
 @contextmanager

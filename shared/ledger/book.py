@@ -30,11 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import any_of, copy_rows, dialect_name, insert_on_conflict, sqlalchemy_errors
+from shared.db import any_of, copy_rows, dialect_name, insert_on_conflict, prepared
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.events.outbox import account_locked, account_unlocked
 from shared.ledger.burn_order import DEFAULT_PRIORITY, KINDS, burn_order_sql
@@ -793,9 +792,7 @@ def _call_function(connection: Connection, call: str, parameters: tuple) -> tupl
     """The one row a ledger function answers, read from the driver's own cursor as a named tuple: SQLAlchemy's
     result layer (its CursorResult, metadata and Row) cost as much client CPU as the rest of the call. Prepared
     on the server from its first use on a connection."""
-    with sqlalchemy_errors(connection, call, parameters), \
-            connection.connection.cursor(row_factory=namedtuple_row) as cursor:
-        cursor.execute(call, parameters, prepare=True)
+    with prepared(connection, call, parameters) as cursor:
         return cursor.fetchone()
 
 

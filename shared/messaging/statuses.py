@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from shared.db import any_of_parameter, run, sqlalchemy_errors
+from shared.db import any_of_parameter, prepared, run
 from shared.errors import CallbackRejected
 from shared.events.outbox import message_event, takes_any
 from shared.events.types import MESSAGE_EVENT_FOR_FINAL_STATUS
@@ -241,10 +241,7 @@ def _apply_together(connection: Connection, reports: list[tuple[Callback, str]],
         row = _report_parameters(message_id, callback.status, callback.reported())
         for name, values in columns.items():
             values.append(row[name])
-    parameters = {"now": now, **columns}
-    with sqlalchemy_errors(connection, _APPLY_REPORTS, parameters), \
-            connection.connection.driver_connection.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(_APPLY_REPORTS, parameters, prepare=True)
+    with prepared(connection, _APPLY_REPORTS, {"now": now, **columns}, row_factory=tuple_row) as cursor:
         return {row[0] for row in cursor.fetchall()}
 
 
