@@ -32,6 +32,7 @@ import psutil
 from sqlalchemy import func, select, text
 
 from bench.processes import cpu_seconds, profile, stop_profiling
+from shared.config import Settings
 from shared.db import Database
 from shared.models import Message
 from tests.support.postgres import STATEMENT_STATISTICS, TemporaryPostgres
@@ -212,9 +213,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="per open-loop rate")
     parser.add_argument("--intake-only", action="store_true", help="only the intake phase")
     parser.add_argument("--accounts", type=int, default=10, help="sending accounts (each its own hot row)")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=Settings.worker_processes,
+                        help="worker processes (default: creditq worker's)")
     parser.add_argument("--web-processes", type=int, default=1, help="CREDITQ_WEB_PROCESSES of the web")
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=Settings.worker_threads,
+                        help="threads per worker process (default: creditq worker's)")
     parser.add_argument("--with-workers", action="store_true", help="keep the workers running in the intake phase")
     parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the web process, intake phase")
     parser.add_argument("--profile-pipeline", type=Path,

@@ -61,7 +61,8 @@ class Settings:
     web_processes: int = 1  # processes serving the one listening socket (creditq web --processes)
     simulator_port: int = 8081
     worker_processes: int = 1
-    worker_threads: int = 8
+    # a send waits on Twilio most of its time (100-300 ms a create from outside its network): threads, not cores
+    worker_threads: int = 16
     # how far the worker processes step back from the CPU (0-19, shared.cpu_priority; 0: not at all)
     worker_nice: int = 0
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
@@ -347,7 +348,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         web_processes=_positive_int("CREDITQ_WEB_PROCESSES", env.get("CREDITQ_WEB_PROCESSES", "1")),
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
-        worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "8")),
+        worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "16")),
         worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "0")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,

@@ -16,7 +16,7 @@ from .metrics_files import fresh_metrics_dir
 def register(subparsers) -> None:
     parser = subparsers.add_parser("worker", help="run dramatiq workers (send, settle, fan-out, billing jobs)")
     parser.add_argument("--processes", type=int, help="worker processes (default: CREDITQ_WORKER_PROCESSES or 1)")
-    parser.add_argument("--threads", type=int, help="threads per process (default: CREDITQ_WORKER_THREADS or 8)")
+    parser.add_argument("--threads", type=int, help="threads per process (default: CREDITQ_WORKER_THREADS or 16)")
     parser.add_argument("--queues", nargs="*", help="only these queues")
     parser.set_defaults(run=run)
 

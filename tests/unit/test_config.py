@@ -31,6 +31,13 @@ def test_defaults_give_a_sqlite_file_embedded_redis_and_the_simulator(tmp_path):
     assert settings.public_base_url == "http://127.0.0.1:8080"
 
 
+def test_a_worker_defaults_to_one_process_of_sixteen_threads(tmp_path):
+    settings = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)})
+
+    assert (settings.worker_processes, settings.worker_threads) == (1, 16)
+    assert load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_WORKER_THREADS": "4"}).worker_threads == 4
+
+
 def test_a_generated_admin_key_survives_restarts(tmp_path):
     first = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).admin_key
     second = load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).admin_key
