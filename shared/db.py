@@ -247,6 +247,20 @@ def dialect_name(session: Session | Connection) -> str:
     return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
 
 
+def use_generic_plans(session: Session | Connection) -> None:
+    """On PostgreSQL, the prepared statements of this transaction run on their generic plans, not a plan made
+    for each execution's values (`plan_cache_mode`, until the transaction ends).
+
+    A batch's statements (the intake's facts for a union of one row per message, the status callbacks' lists of
+    sids and ids) were planned afresh at every execution: their custom plans' estimates know the values (the
+    padding rows that join nothing, the length of a list), so PostgreSQL never settled on the generic plan, and
+    planning the facts of 64 messages took longer than running them. The generic plans look the rows up by key
+    as the custom ones do."""
+    if dialect_name(session) == "postgresql":
+        (session if isinstance(session, Connection) else session.connection()).exec_driver_sql(
+            "SET LOCAL plan_cache_mode = force_generic_plan")
+
+
 def insert_on_conflict(session: Session | Connection, table):
     """INSERT that understands ON CONFLICT (do nothing, do update) on both databases."""
     dialect = postgresql if dialect_name(session) == "postgresql" else sqlite

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy.exc import DataError, IntegrityError
 
-from shared.db import Database
+from shared.db import Database, use_generic_plans
 from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
@@ -88,6 +88,7 @@ def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap, shared_s
     """Commit the batch's messages, then enqueue their jobs from the same thread: the answers, in order."""
     try:
         with database.unit_of_work() as session:
+            use_generic_plans(session)
             outcomes = accept_messages(session, requests, rate_card=current_rate_card(session), now=datetime.now(UTC),
                                        cap=cap, shared_short_code=shared_short_code)
     except (IntegrityError, DataError) as error:

@@ -18,7 +18,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.billing.settling import Followups, settle_finished
 from shared.config import Settings
-from shared.db import Database
+from shared.db import Database, use_generic_plans
 from shared.messaging.inbound import Inbound, receive_inbound
 from shared.messaging.rates import current_rate_card
 from shared.messaging.statuses import Callback, StatusChange, record_callbacks
@@ -120,6 +120,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
     def _commit(self, callbacks: list[Callback]) -> tuple[list, Followups]:
         now = datetime.now(UTC)
         with self._database.unit_of_work() as session:
+            use_generic_plans(session)
             outcomes = record_callbacks(session, callbacks, deployment=self._deployment, now=now)
             finished = sorted({(change.account_id, change.message_id) for change in outcomes
                                if isinstance(change, StatusChange) and change.became_final})

@@ -32,9 +32,13 @@ def callback(sid: str, status: str) -> Callback:
 
 @pytest.fixture
 def sent_messages(postgres_database) -> list[str]:
-    """Messages of three accounts, each with its hold, Twilio's sid stored, waiting for their callbacks."""
+    return send_messages(postgres_database)
+
+
+def send_messages(database) -> list[str]:
+    """Messages of three accounts, each with its hold, Twilio's sid stored, waiting for their callbacks; their sids."""
     sids = []
-    with postgres_database.unit_of_work() as session:
+    with database.unit_of_work() as session:
         for a in range(ACCOUNTS):
             session.add(Account(id=f"acct_{a}", name=f"Account {a}", balance=100_000))
         session.flush()
