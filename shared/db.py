@@ -43,8 +43,10 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         path = make_url(database_url).database
         if path and path != ":memory:":
             private_file(Path(path))
-        engine = create_engine(database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                                           "check_same_thread": False})
+        # a connection for each thread, as on PostgreSQL: SQLAlchemy's default of 5 (+10 overflow) made the 16th
+        # worker thread wait for a connection, not for SQLite's lock
+        engine = create_engine(database_url, pool_size=pool_size, max_overflow=pool_size,
+                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -248,8 +250,10 @@ def dialect_name(session: Session | Connection) -> str:
 
 
 def use_generic_plans(session: Session | Connection) -> None:
-    """On PostgreSQL, the prepared statements of this transaction run on their generic plans, not a plan made
-    for each execution's values (`plan_cache_mode`, until the transaction ends).
+    """On PostgreSQL, the prepared statements of this transaction run on their generic plans, not on plans made for
+    each execution's values (`plan_cache_mode`, until the transaction ends); a statement run once, which the driver
+    sends through the same protocol, may be planned without its values too. So it suits transactions whose
+    statements look rows up by key.
 
     A batch's statements (the intake's facts for a union of one row per message, the status callbacks' lists of
     sids and ids) were planned afresh at every execution: their custom plans' estimates know the values (the
@@ -333,7 +337,7 @@ class Database:
     """Owns the engine and hands out units of work (writes) and read-only sessions."""
 
     def __init__(self, database_url: str, *, pool_size: int = 10):
-        """`pool_size`: the threads that will use it (PostgreSQL keeps that many connections open)."""
+        """`pool_size`: the threads that will use it, each keeping a connection."""
         self.url = database_url
         self.engine = make_engine(database_url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
