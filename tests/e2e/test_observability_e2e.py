@@ -57,7 +57,8 @@ def test_metrics_and_json_logs_follow_the_work_across_processes(stack, database,
         assert time.monotonic() < deadline, stack.log("worker")[-3000:]
         time.sleep(0.3)
     retried = [line for line in json_lines(stack.log("worker")) if "Retrying message" in line["message"]]
-    assert all(line["actor"] == "send_message" and line["job_id"] in line["message"] for line in retried)
+    bad = [line for line in retried if not (line["actor"] == "send_message" and line["job_id"] in line["message"])]
+    assert not bad, bad
 
     # and once Twilio answers again, they all go out
     requests.post(f"{stack.simulator_url}/_sim/config", json={"rate_429": 0.0}, timeout=10).raise_for_status()
