@@ -26,7 +26,11 @@ _PATTERNS = (
     (re.compile(r"""(?ix)(["']?\b(?:auth_?token|api_?key|password|passwd|secret(?:_key)?|token|authorization)
                      \b["']?\s*[:=]\s*["']?)([^"'\s,;&)}]+)"""), rf"\1{MASK}"),
 )
-_CARD_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z])")
+# A UUID (dramatiq's job ids, among others) is matched whole and left alone: its last group, or two groups and the
+# hyphen between them, can be 12 to 19 digits that pass the Luhn check (about one UUID in a thousand), which masked
+# part of a job id in the logs.
+_UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+_CARD_CANDIDATE = re.compile(rf"(?<![0-9A-Za-z])(?:(?P<uuid>{_UUID})|[0-9](?:[ -]?[0-9]){{11,18}})(?![0-9A-Za-z])")
 
 
 def _luhn(digits: str) -> bool:
@@ -38,6 +42,8 @@ def _luhn(digits: str) -> bool:
 
 
 def _mask_card(match: re.Match) -> str:
+    if match.group("uuid"):
+        return match.group()
     digits = re.sub(r"[ -]", "", match.group())
     return MASK if _luhn(digits) else match.group()
 

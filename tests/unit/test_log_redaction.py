@@ -77,12 +77,24 @@ def test_a_secret_in_a_traceback_is_masked(logged):
     "inbound SMaaaabbbbccccddddeeeeffff00001111 to +14155550100: no account has that number",
     "auto-recharge pay_01m8gq4322tp940nqenzg799zq for acct_01m8gq4322tp940nqenzg799zq: succeeded",
     "order 4242424242424241 is not a card: its Luhn check fails",
+    "Retrying message '0b8a3c1e-7d2f-4e5a-9c1b-123456789015' in 1000 milliseconds.",  # its last group passes Luhn
     "month-end 2026-10 failed for acct_1, acct_2",
 ])
 def test_ordinary_lines_are_left_alone(logged, message):
     logger, lines = logged
     logger.info(message)
     assert lines == [message]
+
+
+def test_a_card_beside_a_job_id_is_masked_and_the_job_id_left_whole(logged):
+    # given a job id whose last group would pass for a card number, and a real card number after it
+    logger, lines = logged
+
+    # when both are logged on one line
+    logger.info("job 0b8a3c1e-7d2f-4e5a-9c1b-123456789015 charged 4242 4242 4242 4242")
+
+    # then only the card is masked
+    assert lines == [f"job 0b8a3c1e-7d2f-4e5a-9c1b-123456789015 charged {MASK}"]
 
 
 def test_install_guards_every_handler_once(monkeypatch):
