@@ -249,7 +249,7 @@ def dialect_name(session: Session | Connection) -> str:
     return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
 
 
-def use_generic_plans(session: Session | Connection) -> None:
+def use_generic_plans(session: Session) -> None:
     """On PostgreSQL, the prepared statements of this transaction run on their generic plans, not on plans made for
     each execution's values (`plan_cache_mode`, until the transaction ends); a statement run once, which the driver
     sends through the same protocol, may be planned without its values too. So it suits transactions whose
@@ -261,8 +261,7 @@ def use_generic_plans(session: Session | Connection) -> None:
     planning the facts of 64 messages took longer than running them. The generic plans look the rows up by key
     as the custom ones do."""
     if dialect_name(session) == "postgresql":
-        (session if isinstance(session, Connection) else session.connection()).exec_driver_sql(
-            "SET LOCAL plan_cache_mode = force_generic_plan")
+        session.connection().exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
 
 
 def insert_on_conflict(session: Session | Connection, table):

@@ -4,7 +4,6 @@ yet each gets its own answer, only once its message is committed; a failed enque
 import asyncio
 from contextlib import asynccontextmanager
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -18,13 +17,6 @@ from shared.models import Message
 from tests.integration.messaging.test_send_pipeline import RECIPIENT, SENDER, UNCAPPED, make_account, message
 
 OPERATOR = {"Authorization": "Bearer test-operator-key-0123456789"}
-
-
-@pytest.fixture
-def broker(fake_broker):
-    import workers  # noqa: F401  (declares the actors: on this broker, or moved onto it)
-
-    return fake_broker
 
 
 @asynccontextmanager

@@ -39,13 +39,6 @@ def counted(planning_counted, request) -> Database:
     database.dispose()
 
 
-@pytest.fixture
-def broker(fake_broker):
-    import workers  # noqa: F401  (declares the actors: on this broker, or moved onto it)
-
-    return fake_broker
-
-
 def planned(database: Database, fragment: str) -> list[tuple[int, int]]:
     """(times planned, times run) of each statement run on this database whose text holds `fragment`."""
     with database.engine.connect() as connection:
