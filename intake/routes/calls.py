@@ -137,7 +137,7 @@ async def read_broadcast(request: web.Request) -> web.Response:
     def read(database: Database) -> dict:
         with database.read_only() as session:
             broadcast = broadcasts.get_broadcast(session, request.match_info["broadcast_id"],
-                                                 account_id=principal.account_id)
+                                                 account_id=principal.account_id, user_id=principal.own_only)
             return broadcasts.broadcast_view(session, broadcast)
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))
@@ -149,7 +149,8 @@ async def _steer(request: web.Request, verb: str) -> web.Response:
     def steer(database: Database) -> dict:
         with database.unit_of_work() as session:
             broadcast = broadcasts.steer(session, request.match_info["broadcast_id"], verb,
-                                         account_id=principal.account_id, now=datetime.now(UTC))
+                                         account_id=principal.account_id, user_id=principal.own_only,
+                                         now=datetime.now(UTC))
             return broadcasts.broadcast_view(session, broadcast)
 
     view = await asyncio.to_thread(steer, request.app[DATABASE])
@@ -229,7 +230,7 @@ def _steering(verb: str, what: str) -> dict:
         "operationId": f"{verb}VoiceBroadcast", "summary": what, "parameters": [_BROADCAST_PATH],
         "responses": {"200": {"description": "the broadcast", "content": {"application/json": {
             "schema": BROADCAST_SCHEMA}}},
-            "404": problem(404, "no such broadcast (or another account's)"),
+            "404": problem(404, "no such broadcast (or another account's, or, to a role-`user` key, another user's)"),
             "409": problem(409, "the broadcast has ended, or is not in a state this applies to"),
             **({"423": problem(423, "the account is locked")} if verb == "resume" else {})}}}
 
@@ -332,7 +333,8 @@ OPENAPI_PATHS = {
                                              "detection), no_answer, busy, failed, skipped, canceled; queued are "
                                              "still to be placed or talking",
                               "content": {"application/json": {"schema": BROADCAST_SCHEMA}}},
-                      "404": problem(404, "No such broadcast (or another account's)")},
+                      "404": problem(404, "No such broadcast (or another account's, or, to a role-`user` key, "
+                                              "another user's)")},
     }},
     "/v1/voice-broadcasts/{broadcast_id}/pause": _steering("pause", "Pause: calls not placed yet wait"),
     "/v1/voice-broadcasts/{broadcast_id}/resume": _steering("resume", "Resume a paused broadcast"),

@@ -132,9 +132,16 @@ def create_broadcast(session: Session, account_id: str, request: BroadcastReques
     return broadcast, [row["id"] for row in rows if row["status"] == "accepted"]
 
 
-def get_broadcast(session: Session, broadcast_id: str, *, account_id: str | None) -> VoiceBroadcast:
-    broadcast = session.get(VoiceBroadcast, broadcast_id)
-    if broadcast is None or (account_id is not None and broadcast.account_id != account_id):
+def get_broadcast(session: Session, broadcast_id: str, *, account_id: str | None,
+                  user_id: str | None = None) -> VoiceBroadcast:
+    """The broadcast, if `account_id` (None: the operator) may see it, and, with `user_id`, if that user started it."""
+    return _visible(session.get(VoiceBroadcast, broadcast_id), broadcast_id, account_id, user_id)
+
+
+def _visible(broadcast: VoiceBroadcast | None, broadcast_id: str, account_id: str | None,
+             user_id: str | None) -> VoiceBroadcast:
+    if (broadcast is None or (account_id is not None and broadcast.account_id != account_id)
+            or (user_id is not None and broadcast.user_id != user_id)):
         raise NotFound(f"No voice broadcast {broadcast_id}.")
     return broadcast
 
@@ -145,11 +152,12 @@ def waiting_calls(session: Session, broadcast_id: str) -> list[str]:
                                                       Call.status == "accepted").order_by(Call.id)))
 
 
-def steer(session: Session, broadcast_id: str, action: str, *, account_id: str | None, now: datetime) -> VoiceBroadcast:
-    """pause, resume or cancel; a Conflict for a broadcast that has ended (or a resume of one that runs)."""
-    broadcast = session.get(VoiceBroadcast, broadcast_id, with_for_update=True)
-    if broadcast is None or (account_id is not None and broadcast.account_id != account_id):
-        raise NotFound(f"No voice broadcast {broadcast_id}.")
+def steer(session: Session, broadcast_id: str, action: str, *, account_id: str | None, now: datetime,
+          user_id: str | None = None) -> VoiceBroadcast:
+    """pause, resume or cancel; a Conflict for a broadcast that has ended (or a resume of one that runs). With
+    `user_id`, only a broadcast that user started (a user's key steers its own alone)."""
+    broadcast = _visible(session.get(VoiceBroadcast, broadcast_id, with_for_update=True), broadcast_id, account_id,
+                         user_id)
     allowed = {"pause": ("running",), "resume": ("paused",), "cancel": ("running", "paused")}[action]
     if _status(session, broadcast) not in allowed:
         raise Conflict(f"The voice broadcast is {_status(session, broadcast)}: it cannot {action}.")
@@ -180,7 +188,8 @@ def broadcast_view(session: Session, broadcast: VoiceBroadcast) -> dict:
                    "canceled": "canceled"}.get(status, "queued")
         counts[key] += count
     return {
-        "id": broadcast.id, "name": broadcast.name, "status": _status(session, broadcast, counts), "from": broadcast.from_,
+        "id": broadcast.id, "name": broadcast.name, "status": _status(session, broadcast, counts),
+        "from": broadcast.from_,
         "machine_detection": broadcast.machine_detection, "expected_minutes": broadcast.expected_minutes,
         "max_minutes": broadcast.max_minutes, "counts": counts,
         "quiet_hours": ({"start": broadcast.quiet_start, "end": broadcast.quiet_end}

@@ -203,3 +203,33 @@ async def test_a_user_keys_campaign_draws_on_that_users_own_credits(client, data
     assert (await client.get(f"/v1/campaigns/{started['id']}", headers=team["admin_key"])).status == 200
     other = await post(client, "/v1/accounts", OPERATOR, {"name": "Other"})
     assert (await client.get(f"/v1/campaigns/{started['id']}", headers=bearer(other["api_key"]))).status == 404
+
+
+async def test_a_user_key_cannot_read_nor_steer_another_users_voice_broadcast(client, database, fake_broker):
+    # given a team (Uma holding 5 credits of her own: a minute costs 2), a voice broadcast the admin started with her
+    # own key, and one Uma started with hers
+    team = await new_team(client)
+    patched = await client.patch(f"/v1/accounts/{team['account_id']}/users/{team['user']}",
+                                 headers=team["account_key"], json={"total_credits": "5"})
+    assert patched.status == 200, await patched.text()
+    broadcast = {"name": "Reminder", "from": SENDER, "say": "Choir at seven",
+                 "quiet_hours": {"start": "00:00", "end": "00:00"}, "recipients": [{"to": "+14155550100"}]}
+    admins = await post(client, "/v1/voice-broadcasts", team["admin_key"], broadcast, status=202)
+    hers = await post(client, "/v1/voice-broadcasts", team["user_key"], broadcast, status=202)
+
+    # when Uma's key reads, pauses, resumes and cancels the admin's broadcast
+    url = f"/v1/voice-broadcasts/{admins['id']}"
+    answers = [await client.get(url, headers=team["user_key"])]
+    for verb in ("pause", "resume", "cancel"):
+        answers.append(await client.post(f"{url}/{verb}", headers=team["user_key"]))
+
+    # then each is a 404, as for a broadcast that does not exist, and the admin's broadcast still runs
+    assert [answer.status for answer in answers] == [404] * 4
+    view = await (await client.get(url, headers=team["admin_key"])).json()
+    assert view["status"] == "running"
+    # and Uma still reads and steers her own, while the admin, who may act on every broadcast, steers hers too
+    assert (await client.get(f"/v1/voice-broadcasts/{hers['id']}", headers=team["user_key"])).status == 200
+    paused = await client.post(f"/v1/voice-broadcasts/{hers['id']}/pause", headers=team["user_key"])
+    assert (paused.status, (await paused.json())["status"]) == (200, "paused")
+    canceled = await client.post(f"{url}/cancel", headers=team["admin_key"])
+    assert (canceled.status, (await canceled.json())["status"]) == (200, "canceled")
