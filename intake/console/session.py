@@ -2,18 +2,24 @@
 
 A console session is an encrypted, HttpOnly cookie (aiohttp-session's EncryptedCookieStorage, a Fernet key
 derived from the first CREDITQ_SECRET_KEY) holding the SHA-256 digest of the key signed in with, never the key, and
-the session's CSRF token. Every request of a page turns the digest back into a principal through the API's own
-lookup and key cache (intake.auth.principal_for_digest): a revoked key ends its sessions within the cache's 4 s
-TTL, and a changed operator key ends the operator's. Then the page's declared action is authorized exactly as for
-the API (intake.policy), and every POST must carry the session's CSRF token (a form field or the X-CSRF-Token
-header htmx sends); one that does not is refused with 403 before its handler runs.
+the session's CSRF token and a random session id. Every request of a page turns the digest back into a principal
+through the API's own lookup and key cache (intake.auth.principal_for_digest): a revoked key ends its sessions
+within the cache's 4 s TTL, and a changed operator key ends the operator's. Signing out ends the session on the
+server too, not only in the browser: its id is kept in the shared Redis as ended until the cookie would have
+expired, so a copy of the cookie taken before is refused as well. While Redis cannot be reached that check passes
+(as the rate limits do), and a sign-out then ends the browser's cookie alone, with a warning in the log. Then the
+page's declared action is authorized exactly as for the API (intake.policy), and every POST must carry the
+session's CSRF token (a form field or the X-CSRF-Token header htmx sends); one that does not is refused with 403
+before its handler runs.
 """
 
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 
+import redis
 from aiohttp import web
 from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
@@ -23,7 +29,7 @@ from shared import errors as domain_errors
 from shared.api_keys import hash_key
 from shared.config import Settings
 
-from ..appkeys import PRINCIPAL, RATE_LIMITER
+from ..appkeys import PRINCIPAL, RATE_LIMITER, REDIS
 from ..auth import principal_for, principal_for_digest
 from ..bodies import read_form
 from ..errors import Problem, is_domain_error
@@ -31,11 +37,14 @@ from ..policy import action_of, authorize, is_page
 from ..principal import Principal
 from .render import CSRF_TOKEN, page
 
+log = logging.getLogger(__name__)
+
 COOKIE_NAME = "creditq_console"
 SESSION_SECONDS = 12 * 3600  # a working day; signing in again after it is cheap
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SIGN_IN_PATH = "/sign-in"
+ENDED_PREFIX = "creditq:console:ended:"  # + a signed-out session's id, kept SESSION_SECONDS
 
 
 def console_session_middleware(settings: Settings):
@@ -61,6 +70,7 @@ async def sign_in(request: web.Request, key: str) -> None:
     await principal_for(request.app, key)
     session = await new_session(request)
     session["digest"] = hash_key(key)
+    session["id"] = secrets.token_urlsafe(16)
     session["csrf"] = request[CSRF_TOKEN] = secrets.token_urlsafe(32)
 
 
@@ -70,7 +80,15 @@ async def signed_in(request: web.Request) -> Principal | None:
 
 
 async def sign_out(request: web.Request) -> None:
-    (await get_session(request)).invalidate()
+    session = await get_session(request)
+    session_id = session.get("id")
+    if isinstance(session_id, str):
+        try:
+            await request.app[REDIS].set(ENDED_PREFIX + session_id, 1, ex=SESSION_SECONDS)
+        except redis.RedisError as error:
+            log.warning("could not record a console sign-out (%s): a copy of its cookie stays valid until it expires",
+                        error)
+    session.invalidate()
 
 
 SECURITY_HEADERS = {
@@ -133,8 +151,11 @@ async def _check_csrf(request: web.Request, expected: str) -> None:
 
 
 async def _principal(request: web.Request, session) -> Principal | None:
-    digest = session.get("digest")
-    if not isinstance(digest, str):
+    digest, session_id = session.get("digest"), session.get("id")
+    if not isinstance(digest, str) or not isinstance(session_id, str):
+        return None
+    if await _ended(request, session_id):  # a copy of a signed-out session's cookie
+        session.invalidate()
         return None
     try:
         return await principal_for_digest(request.app, digest)
@@ -143,6 +164,15 @@ async def _principal(request: web.Request, session) -> Principal | None:
             raise
         session.invalidate()  # its key was revoked (or the operator key changed): the session ends
         return None
+
+
+async def _ended(request: web.Request, session_id: str) -> bool:
+    """Whether the session was signed out (a copy of its cookie may still come); False while Redis is away."""
+    try:
+        return bool(await request.app[REDIS].exists(ENDED_PREFIX + session_id))
+    except redis.RedisError as error:
+        log.warning("could not check a console session against the signed-out ones (%s); letting it through", error)
+        return False
 
 
 def _to_sign_in(request: web.Request) -> web.Response:

@@ -8,9 +8,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from intake.app import init_app
+from intake.appkeys import REDIS
 from intake.console.session import COOKIE_NAME
 from shared import api_keys
 from shared.ledger import allocations
@@ -107,6 +109,58 @@ async def test_signing_out_ends_the_session(client, team):
     out = await client.post("/sign-out", data={"csrf_token": token})
     assert out.url.path == "/sign-in"
     assert (await client.get(f"/accounts/{team['account_id']}")).url.path == "/sign-in"
+
+
+def console_cookie(client) -> str:
+    return client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE_NAME].value
+
+
+async def test_a_copy_of_the_cookie_taken_before_signing_out_is_refused_too(client, team, sqlite_database):
+    # given a signed-in owner, and a copy of the session's cookie (say, from a shared machine's browser)
+    token = await sign_in(client, team["key"])
+    copied = console_cookie(client)
+
+    # when the owner signs out, and the copy is sent afterwards, to read a page and to post a form
+    await client.post("/sign-out", data={"csrf_token": token})
+    client.session.cookie_jar.clear()
+    with_copy = {"Cookie": f"{COOKIE_NAME}={copied}"}
+    read = await client.get(f"/accounts/{team['account_id']}", headers=with_copy, allow_redirects=False)
+    client.session.cookie_jar.clear()
+    posted = await client.post(f"/accounts/{team['account_id']}/users", headers=with_copy, allow_redirects=False,
+                               data={"name": "Eve", "email": "e@x.io", "role": "admin", "csrf_token": token})
+    client.session.cookie_jar.clear()
+
+    # then both are sent to sign in, and the form changed nothing
+    assert (read.status, read.headers["Location"]) == (303, "/sign-in")
+    assert (posted.status, posted.headers.get("Location")) == (303, "/sign-in"), await posted.text()
+    with sqlite_database.read_only() as session:
+        assert [user.name for user in allocations.list_users(session, team["account_id"])] == ["Ada"]
+    # and signing in again starts a session that works
+    await sign_in(client, team["key"])
+    assert (await client.get(f"/accounts/{team['account_id']}")).status == 200
+
+
+async def test_while_redis_is_away_a_session_still_works_and_signing_out_still_ends_the_browsers_cookie(
+        client, app, team, monkeypatch, caplog):
+    # given a signed-in owner, and then Redis out of reach
+    token = await sign_in(client, team["key"])
+
+    async def unreachable(*_args, **_kwargs):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(app[REDIS], "exists", unreachable)
+    monkeypatch.setattr(app[REDIS], "set", unreachable)
+
+    # when a page is read, then the owner signs out
+    read = await client.get(f"/accounts/{team['account_id']}")
+    out = await client.post("/sign-out", data={"csrf_token": token})
+
+    # then the page loaded (as the rate limits let requests pass), and the sign-out cleared the browser's cookie,
+    # with a warning that a copy of it would stay valid
+    assert read.status == 200
+    assert out.url.path == "/sign-in"
+    assert (await client.get(f"/accounts/{team['account_id']}")).url.path == "/sign-in"
+    assert "could not record a console sign-out" in caplog.text
 
 
 async def test_a_revoked_key_ends_its_session(client, team, sqlite_database):
