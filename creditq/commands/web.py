@@ -11,10 +11,9 @@ from aiohttp import web
 from shared.config import ConfigError, load_settings
 from shared.redis_url import resolve_redis_url
 
+from .concurrency import MAX_PROCESSES, within
 from .metrics_files import fresh_metrics_dir
 from .ports import listening_on, refuse_if_taken
-
-MAX_PROCESSES = 256  # a typo's 10,000 forks would take the host down before the first answered
 
 
 def register(subparsers) -> None:
@@ -28,9 +27,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    processes = settings.web_processes if args.processes is None else args.processes
-    if not 1 <= processes <= MAX_PROCESSES:
-        raise ConfigError(f"--processes (CREDITQ_WEB_PROCESSES) must be between 1 and {MAX_PROCESSES}, got {processes}")
+    processes = within("--processes", "CREDITQ_WEB_PROCESSES",
+                       settings.web_processes if args.processes is None else args.processes, MAX_PROCESSES)
     if processes > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigError("--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL: SQLite lets one process "
                           "write at a time, so more web processes would only queue on its lock")

@@ -10,6 +10,7 @@ from shared.config import load_settings
 from shared.cpu_priority import lower_cpu_priority
 from shared.redis_url import resolve_redis_url
 
+from .concurrency import MAX_PROCESSES, MAX_THREADS, within
 from .metrics_files import fresh_metrics_dir
 
 
@@ -23,6 +24,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    processes = within("--processes", "CREDITQ_WORKER_PROCESSES",
+                       settings.worker_processes if args.processes is None else args.processes, MAX_PROCESSES)
+    threads = within("--threads", "CREDITQ_WORKER_THREADS",
+                     settings.worker_threads if args.threads is None else args.threads, MAX_THREADS)
     metrics_dir = _export_metrics_settings(settings)
     from shared.twilio.gateway import warn_if_simulated
 
@@ -30,12 +35,11 @@ def run(args: argparse.Namespace) -> int:
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
     lower_cpu_priority(settings.worker_nice)  # after an embedded Redis started: it serves the web as well
-    threads = args.threads or settings.worker_threads
     os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
     # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running
     # ones finish for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS; one still running then is redelivered when its
     # process's heartbeat lapses (every step is idempotent)
-    argv = ["workers.process", "--processes", str(args.processes or settings.worker_processes),
+    argv = ["workers.process", "--processes", str(processes),
             "--threads", str(threads), "--worker-shutdown-timeout", str(int(settings.shutdown_timeout_seconds * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]

@@ -175,3 +175,23 @@ def test_web_processes_it_cannot_run_are_one_line_saying_why(tmp_path, taken_por
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: {reason.format(port=taken_port)}")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "env", "reason"), [
+    (["--processes", "100000"], {}, "--processes (CREDITQ_WORKER_PROCESSES) must be between 1 and 256, got 100000"),
+    (["--processes", "0"], {}, "--processes (CREDITQ_WORKER_PROCESSES) must be between 1 and 256, got 0"),
+    (["--processes", "-3"], {}, "--processes (CREDITQ_WORKER_PROCESSES) must be between 1 and 256, got -3"),
+    (["--threads", "100000"], {}, "--threads (CREDITQ_WORKER_THREADS) must be between 1 and 256, got 100000"),
+    (["--threads", "0"], {}, "--threads (CREDITQ_WORKER_THREADS) must be between 1 and 256, got 0"),
+    ([], {"CREDITQ_WORKER_PROCESSES": "5000"}, "--processes (CREDITQ_WORKER_PROCESSES) must be between 1 and 256"),
+])
+def test_worker_processes_or_threads_it_cannot_run_are_one_line_saying_why(tmp_path, flags, env, reason):
+    # when the worker is started with that many processes or threads
+    result = subprocess.run([sys.executable, "-m", "creditq", "worker", *flags], env=_env(tmp_path, **env),
+                            capture_output=True, text=True, timeout=120)
+
+    # then it exits 2 with one line saying why, before any process is forked or Redis started
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: {reason}")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "redis").exists()
