@@ -2,7 +2,7 @@
 lists them all; whole numbers out of query strings, cursors and forms."""
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 from multidict import MultiMapping
 
@@ -15,6 +15,10 @@ _MISSING = object()
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 _SHORT_CODE = re.compile(r"[0-9]{5,6}")
 MAX_BIGINT = 2**63 - 1  # the largest id a BIGINT column holds
+# Instants a body or a query may name: far enough from year 1 and 9999 that local dates, cycles and expiries worked
+# out from them (months and years added, any zone's offset) stay within what Python's datetime holds.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def whole_number(raw: str, *, maximum: int) -> int | None:
@@ -27,6 +31,18 @@ def whole_number(raw: str, *, maximum: int) -> int | None:
         return None
     value = int(raw)
     return value if value <= maximum else None
+
+
+UNKNOWN_FIELD = "is not a known field"
+
+
+def refuse_unknown(body: dict, known: frozenset[str]) -> None:
+    """A 422 naming every field of `body` not in `known`: a typo (sendAt for send_at) must not be silently ignored,
+    least of all on a send, where it would go out at once."""
+    unknown = sorted(name for name in body if name not in known)
+    if unknown:
+        raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {UNKNOWN_FIELD}" for name in unknown),
+                               errors={name: UNKNOWN_FIELD for name in unknown})
 
 
 class Fields:
@@ -122,6 +138,9 @@ class Fields:
         if parsed is None or parsed.tzinfo is None:
             self.fail(name, "must be an ISO-8601 time with a UTC offset, such as 2026-01-31T09:00:00Z")
             return None
+        if not EARLIEST_INSTANT <= parsed < LATEST_INSTANT:
+            self.fail(name, f"must be from {EARLIEST_INSTANT:%Y-%m-%d} up to {LATEST_INSTANT:%Y-%m-%d}")
+            return None
         return parsed
 
     def window(self, name: str) -> Window | None:
@@ -150,7 +169,7 @@ class Fields:
         for fields in (self, *nested):
             if fields is not None:
                 for name in set(fields.body) - fields._known:
-                    fields.fail(name, "is not a known field")
+                    fields.fail(name, UNKNOWN_FIELD)
         if self.errors:
             summary = "; ".join(f"{field} {reason}" for field, reason in sorted(self.errors.items()))
             raise ValidationFailed(f"Invalid request: {summary}", errors=dict(sorted(self.errors.items())))

@@ -155,6 +155,11 @@ def list_operation(operation_id: str, summary: str, item: dict, *, filters: list
     }
 
 
+def request_fields(paths: dict, path: str) -> frozenset[str]:
+    """The fields the JSON body of `path`'s POST may name: those its documented schema lists."""
+    return frozenset(paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"])
+
+
 def query_filter(name: str, description: str, schema: dict | None = None) -> dict:
     return {"name": name, "in": "query", "schema": schema or {"type": "string"}, "description": description}
 

@@ -19,6 +19,15 @@ from typing import Protocol
 from shared.config import Settings, SmtpSettings
 from shared.private_files import private_directory
 
+# One @, something on each side, and nothing a mail header cannot carry (no spaces, no line breaks: a CR or LF would
+# make every email to it fail, or smuggle in a header where a library let it through).
+_ADDRESS = re.compile(r"[^\s@<>\"\x00-\x1f\x7f]+@[^\s@<>\"\x00-\x1f\x7f]+")
+
+
+def is_address(value: str) -> bool:
+    """Whether `value` can be the address an email is sent to."""
+    return len(value) <= 320 and _ADDRESS.fullmatch(value) is not None
+
 
 @dataclass(frozen=True)
 class Email:

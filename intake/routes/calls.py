@@ -18,9 +18,9 @@ from ..auth import listed_account
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import QueryFilters
+from ..fields import QueryFilters, refuse_unknown
 from ..idempotency import idempotent
-from ..openapi import list_operation, problem, query_filter
+from ..openapi import list_operation, problem, query_filter, request_fields
 from ..policy import READ_ACTIVITY, SEND, acting_user, action
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def _account_to_act_for(request: web.Request, payload: dict) -> str:
 @idempotent
 async def create_call(request: web.Request) -> web.Response:
     payload = await read_json(request)
+    refuse_unknown(payload, CALL_FIELDS)
     account_id = _account_to_act_for(request, payload)
     call_request = CallRequest(to=payload.get("to"), from_=payload.get("from"), say=payload.get("say"),
                                play_url=payload.get("play_url"), connect_to=payload.get("connect_to"),
@@ -110,6 +111,7 @@ async def list_calls(request: web.Request) -> web.Response:
 @idempotent
 async def create_broadcast(request: web.Request) -> web.Response:
     payload = await read_json(request)
+    refuse_unknown(payload, BROADCAST_FIELDS)
     account_id = _account_to_act_for(request, payload)
     broadcast_request = broadcasts.BroadcastRequest(
         name=payload.get("name"), from_=payload.get("from"), recipients=payload.get("recipients"),
@@ -251,6 +253,7 @@ OPENAPI_PATHS = {
             "parameters": [_IDEMPOTENCY],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "examples": [_CALL_EXAMPLE], "required": ["to", "from"],
+                "additionalProperties": False,  # an unknown field is a 422 naming it
                 "properties": {
                     "to": {"type": "string", "examples": ["+14155550100"]},
                     "from": {"type": "string", "description": "One of the account's numbers"},
@@ -303,6 +306,7 @@ OPENAPI_PATHS = {
         "parameters": [_IDEMPOTENCY],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "examples": [_BROADCAST_EXAMPLE], "required": ["name", "from", "recipients"],
+            "additionalProperties": False,  # an unknown field is a 422 naming it
             "properties": {
                 "name": {"type": "string", "maxLength": 200}, "from": {"type": "string"},
                 "say": {"type": "string"}, "play_url": {"type": "string", "format": "uri"},
@@ -340,3 +344,5 @@ OPENAPI_PATHS = {
     "/v1/voice-broadcasts/{broadcast_id}/resume": _steering("resume", "Resume a paused broadcast"),
     "/v1/voice-broadcasts/{broadcast_id}/cancel": _steering("cancel", "Cancel: calls not placed yet are canceled"),
 }
+# what a POST may name: its documented schema's
+CALL_FIELDS, BROADCAST_FIELDS = (request_fields(OPENAPI_PATHS, path) for path in ("/v1/calls", "/v1/voice-broadcasts"))

@@ -29,9 +29,9 @@ from ..auth import listed_account
 from ..bodies import json_response, query_limit, read_csv, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import QueryFilters
+from ..fields import QueryFilters, refuse_unknown
 from ..idempotency import idempotent, resumable_id
-from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
+from ..openapi import CREATED_RANGE, list_operation, problem, query_filter, request_fields
 from ..policy import READ_ACTIVITY, SEND, acting_user, action
 from ..principal import Principal
 
@@ -50,10 +50,12 @@ routes = web.RouteTableDef()
 async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
     if request.content_type == "text/csv":
+        refuse_unknown(request.query, CAMPAIGN_FIELDS - {"csv"})
         payload = dict(request.query)
         payload["csv"] = await read_csv(request)
     else:
         payload = await read_json(request)
+        refuse_unknown(payload, CAMPAIGN_FIELDS)
     account_id = request[PRINCIPAL].account_id or payload.get("account_id")
     if not isinstance(account_id, str):
         raise Problem(422, "Validation failed", "The operator key must name the account_id to send for.",
@@ -271,6 +273,7 @@ OPENAPI_PATHS = {
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {
                 "type": "object", "examples": [_CAMPAIGN_EXAMPLE], "required": ["name", "from", "body"],
+                "additionalProperties": False,  # an unknown field is a 422 naming it
                 "properties": {
                     "name": {"type": "string", "maxLength": 200},
                     "from": {"type": "string", "description": "One of the account's sender numbers"},
@@ -346,3 +349,4 @@ OPENAPI_PATHS = {
            ("pause", "Pause: messages not yet sent wait (as scheduled, without a time) until resumed"),
            ("resume", "Resume a paused campaign"))},
 }
+CAMPAIGN_FIELDS = request_fields(OPENAPI_PATHS, "/v1/campaigns")  # what a POST may name: its documented schema's

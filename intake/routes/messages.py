@@ -23,9 +23,10 @@ from ..appkeys import DATABASE, ENQUEUER, PRINCIPAL, SETTINGS
 from ..bodies import json_response, read_json
 from ..enqueue import Enqueuer
 from ..errors import Problem
+from ..fields import refuse_unknown
 from ..group_commit import GroupCommit
 from ..idempotency import idempotent
-from ..openapi import problem
+from ..openapi import problem, request_fields
 from ..policy import READ_ACTIVITY, SEND, acting_user, action
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ routes = web.RouteTableDef()
 @idempotent
 async def create_message(request: web.Request) -> web.Response:
     payload = await read_json(request)
+    refuse_unknown(payload, MESSAGE_FIELDS)
     account_id = request[PRINCIPAL].account_id or payload.get("account_id")
     if not isinstance(account_id, str):
         raise Problem(422, "Validation failed", "The operator key must name the account_id to send for.",
@@ -207,6 +209,7 @@ OPENAPI_PATHS = {
                         "description": "The same key and body answer the first response again; another body 409."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "examples": [_MESSAGE_EXAMPLE], "required": ["to", "from", "body"],
+            "additionalProperties": False,  # an unknown field is a 422 naming it (a typo'd send_at would send now)
             "properties": {
                 "to": {"type": "string", "examples": ["+14155550100"], "description": "E.164 recipient"},
                 "from": {"type": "string", "description": (
@@ -259,3 +262,4 @@ OPENAPI_PATHS = {
         },
     }},
 }
+MESSAGE_FIELDS = request_fields(OPENAPI_PATHS, "/v1/messages")  # what a POST may name: its documented schema's

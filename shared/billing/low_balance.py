@@ -15,6 +15,7 @@ killed between the handover and `sent_at` leaves a claim that the scheduled catc
 CLAIM_LEASE: that email may go twice, with the same Message-ID (`Email.key`), but it is never lost.
 """
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, bindparam, or_, select, true, update
@@ -27,6 +28,8 @@ from shared.ledger.book import POOL_AVAILABLE
 from shared.ledger.expiry import utc, zone
 from shared.models import Account, Hold, LowBalanceNotice, Message, User
 from shared.money import format_credits
+
+log = logging.getLogger(__name__)
 
 CLAIM_LEASE = timedelta(minutes=10)  # a claim this old lost its worker: the catch-up sends it again
 BATCH = 500
@@ -117,6 +120,12 @@ def _send(database: Database, sender: EmailSender, notice_id: int, now: datetime
             .where(notices.c.id == notice_id)).one()
     try:
         sender.send(email_for(notice))
+    except ValueError as error:
+        # This notice's own fault (an address no header can carry, stored before such addresses were refused): it
+        # keeps its claim, so the catch-up tries it again only once the lease lapses, and the notices after it go on.
+        log.warning("low-credit notice %s to user %s could not be made into an email (%s); tried again in %s",
+                    notice_id, notice.user_id, type(error).__name__, CLAIM_LEASE)
+        return 0
     except Exception:
         with database.unit_of_work() as session:  # give the claim back: a retry or the catch-up sends it
             session.execute(update(notices).where(notices.c.id == notice_id).values(claimed_at=None))

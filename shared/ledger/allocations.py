@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.email import is_address
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 from shared.ledger import book
@@ -48,6 +49,9 @@ def create_user(session: Session, account_id: str, *, name: str, email: str, pho
     if role not in ROLES:
         raise ValidationFailed(f"role {role!r} is not one of {', '.join(ROLES)}",
                                errors={"role": f"must be one of {', '.join(ROLES)}"})
+    if not is_address(email):  # its low-credit emails would fail (or, with a line break, carry another header)
+        raise ValidationFailed("email is not an email address",
+                               errors={"email": "must be an email address (name@domain, no spaces or line breaks)"})
     book.lock_account(session, account_id)
     if role == "user":
         monthly_credits = monthly_credits or 0

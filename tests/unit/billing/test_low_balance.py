@@ -176,6 +176,28 @@ def test_a_replayed_settlement_sends_nothing_more(database, account, outbox):
     assert replayed == 0 and len(outbox.messages()) == 3
 
 
+def test_an_address_no_header_can_carry_holds_up_no_other_notice_and_waits_out_its_lease(
+        database, account, outbox, caplog):
+    # given an owner whose address carries a line break, stored before such addresses were refused
+    with database.unit_of_work() as session:
+        session.add(seat("user_broken", "owner", "victim@example.com\r\nBcc: attacker@evil.example"))
+
+    # when an admin's sends take the pool under the threshold, which tells the admin and the three owners
+    settled_send(database, outbox, "user_admin", MORNING)
+    settled_send(database, outbox, "user_admin", MORNING)
+
+    # then every other notice went out, the broken one was left with its claim and a warning naming no address
+    assert recipients(outbox) == ["user_admin@example.com", "user_owner2@example.com", "user_owner@example.com"]
+    assert "notice" in caplog.text and "attacker" not in caplog.text
+    with database.unit_of_work() as session:
+        broken = session.query(LowBalanceNotice).filter_by(user_id="user_broken").one()
+        assert (broken.sent_at, broken.claimed_at is not None) == (None, True)
+    # and the catch-up leaves it alone until the lease has passed, then tries it again, still sending nothing
+    assert low_balance.send_pending(database, outbox, now=MORNING) == 0
+    assert low_balance.send_pending(database, outbox, now=MORNING + low_balance.CLAIM_LEASE) == 0
+    assert len(outbox.messages()) == 3
+
+
 def test_a_failed_send_gives_the_notice_back_and_a_killed_claim_is_taken_again_after_its_lease(
         database, account, outbox):
     # given a settlement whose emails could not be handed over

@@ -8,7 +8,17 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from shared.models import Campaign, DunningSchedule, IdempotencyRecord, Message, OptOut
+from shared.models import (
+    Call,
+    Campaign,
+    DunningSchedule,
+    IdempotencyRecord,
+    Lot,
+    Message,
+    OptOut,
+    User,
+    VoiceBroadcast,
+)
 from tests.support.realty import SENDER, account_key, client  # noqa: F401  (fixtures)
 from twilio_sim.signature import twilio_signature
 
@@ -243,3 +253,76 @@ async def test_nul_in_a_json_key_or_value_is_a_400_and_nothing_is_written(client
         await assert_problem(response, 400)
 
     assert count(sqlite_database, OptOut) == 0
+
+
+# --- unknown fields on the sends ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "body", "unknown"), [
+    ("/v1/messages", {"to": "+14155550100", "from": SENDER, "body": "Open house at 5",
+                      "sendAt": "2030-01-01T09:00:00Z"}, ["sendAt"]),
+    ("/v1/messages", {"to": "+14155550100", "from": SENDER, "body": "Open house", "media_url": "x", "priority": 1},
+     ["media_url", "priority"]),
+    ("/v1/campaigns", {"name": "Spring", "from": SENDER, "body": "Hi", "recipients": [{"to": "+14155550100"}],
+                       "send_time": "2030-01-01T09:00:00Z"}, ["send_time"]),
+    ("/v1/calls", {"to": "+14155550100", "from": SENDER, "say": "Open house at 5", "maxMinutes": 1}, ["maxMinutes"]),
+    ("/v1/voice-broadcasts", {"name": "Spring", "from": SENDER, "say": "Hi", "recipients": [{"to": "+14155550100"}],
+                              "quietHours": {"start": "09:00", "end": "20:00"}}, ["quietHours"]),
+])
+async def test_an_unknown_field_on_a_send_is_a_422_naming_it_and_nothing_is_sent(client, sqlite_database, account_key,
+                                                                                  path, body, unknown):
+    # when a send names a field the API does not know (a typo of send_at would otherwise go out at once)
+    response = await client.post(path, json=body, headers={"Authorization": f"Bearer {account_key}"})
+
+    # then it is a 422 naming each such field, and nothing was made
+    problem = await assert_problem(response, 422)
+    assert problem["errors"] == {name: "is not a known field" for name in unknown}
+    assert [count(sqlite_database, model) for model in (Message, Campaign, Call, VoiceBroadcast)] == [0, 0, 0, 0]
+
+
+async def test_an_unknown_query_field_beside_a_campaign_csv_is_a_422_and_no_campaign_is_made(client, sqlite_database,
+                                                                                            account_key):
+    response = await client.post(f"/v1/campaigns?name=Spring&from=%2B{SENDER[1:]}&body=Hi&sendAt=2030-01-01",
+                                 data=b"to\n+14155550100\n",
+                                 headers={"Authorization": f"Bearer {account_key}", "Content-Type": "text/csv"})
+
+    problem = await assert_problem(response, 422)
+    assert problem["errors"] == {"sendAt": "is not a known field"}
+    assert count(sqlite_database, Campaign) == 0
+
+
+# --- instants near the ends of the calendar -----------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "instant"), [
+    ("granted_at", "9999-12-31T23:59:59+00:00"), ("granted_at", "0001-01-01T00:00:00+00:00"),
+    ("expires_at", "9999-12-31T23:59:59-14:00"), ("granted_at", "1969-12-31T23:59:59+00:00"),
+])
+@pytest.mark.parametrize("kind", ["rollover", "plan", "bonus", "purchase"])
+async def test_a_grant_dated_near_the_ends_of_the_calendar_is_a_422_naming_the_field(client, sqlite_database, field,
+                                                                                   instant, kind):
+    # when the operator grants credits dated at the very start or end of what a date can hold (its local date, cycle
+    # and expiry would overflow once the account's zone or months were added)
+    response = await client.post("/v1/accounts/acct_1/grants", headers=OPERATOR,
+                                 json={"credits": "1", "kind": kind, field: instant})
+
+    # then it is a 422 naming that field, not a 500, and no lot was made
+    problem = await assert_problem(response, 422)
+    assert set(problem["errors"]) == {field}
+    assert count(sqlite_database, Lot) == 0
+
+
+async def test_a_list_filter_before_1970_is_a_422_naming_it(client):
+    response = await client.get("/v1/messages?account_id=acct_1&created_after=0001-01-01T00:00:00Z", headers=OPERATOR)
+
+    problem = await assert_problem(response, 422)
+    assert set(problem["errors"]) == {"created_after"}
+
+
+@pytest.mark.parametrize("email", ["victim@example.com\r\nBcc: attacker@evil.example", "ada@exa\nmple.com",
+                                   "ada lovelace@example.com", "no-at-sign", "@example.com", "ada@", "a@b@c"])
+async def test_a_user_whose_email_no_mail_header_can_carry_is_a_422_and_is_not_made(client, sqlite_database, email):
+    response = await client.post("/v1/accounts/acct_1/users", headers=OPERATOR,
+                                 json={"name": "Evil", "email": email, "role": "owner"})
+
+    problem = await assert_problem(response, 422)
+    assert set(problem["errors"]) == {"email"}
+    assert count(sqlite_database, User) == 0
