@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,9 @@ class _Api:
     def __init__(self, base_url: str, key: str | None):
         if not key:
             raise ConfigError("--api needs --key")
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"--api {base_url!r} is not an http(s) URL such as http://127.0.0.1:8080")
         self.base_url, self.key = base_url.rstrip("/"), key
 
     def create(self, payload: dict) -> dict:

@@ -12,6 +12,7 @@ from shared.redis_url import resolve_redis_url
 
 from .concurrency import MAX_PROCESSES, MAX_THREADS, within
 from .metrics_files import fresh_metrics_dir
+from .ports import refuse_if_taken
 
 
 def register(subparsers) -> None:
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
                        settings.worker_processes if args.processes is None else args.processes, MAX_PROCESSES)
     threads = within("--threads", "CREDITQ_WORKER_THREADS",
                      settings.worker_threads if args.threads is None else args.threads, MAX_THREADS)
+    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT")
     metrics_dir = _export_metrics_settings(settings)
     from shared.twilio.gateway import warn_if_simulated
 

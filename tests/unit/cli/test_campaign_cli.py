@@ -2,7 +2,12 @@
 database."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from creditq.cli import main
 from shared.ledger import accounts
@@ -39,3 +44,21 @@ def test_campaign_send_as_the_readme_shows_it_stores_the_campaign(sqlite_databas
         assert (campaign.account_id, campaign.name, campaign.status, recipients) == (
             account_id, "open-house.csv", "scheduled", 2)
     assert printed["estimate"]["credits_total"] == "2"
+
+
+@pytest.mark.parametrize("api", ["notaurl", "ftp://example.com", "http://", "127.0.0.1:8080"])
+def test_an_api_url_that_is_not_http_is_one_line_naming_it(tmp_path, api):
+    # given a CSV
+    csv = tmp_path / "list.csv"
+    csv.write_text("to\n+14155550101\n")
+
+    # when `creditq campaign send --api` names something that is not an http(s) URL
+    result = subprocess.run([sys.executable, "-m", "creditq", "campaign", "send", "--csv", str(csv), "--from", SENDER,
+                             "--body", "hi", "--api", api, "--key", "cq_live_x", "--no-wait"],
+                            env=dict(os.environ, CREDITQ_DATA_DIR=str(tmp_path / "data")), capture_output=True,
+                            text=True, timeout=120)
+
+    # then it exits 2 with one line naming it, and no traceback
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: --api {api!r} is not an http(s) URL")
+    assert "Traceback" not in result.stderr

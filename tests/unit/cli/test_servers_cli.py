@@ -89,11 +89,14 @@ def _config_served(process: subprocess.Popen, port: int) -> dict:
     (["stripe-sim"], "CREDITQ_STRIPE_SIM_PORT", "CREDITQ_STRIPE_SIM_PORT"),
     (["dev"], "PORT", "PORT"),
     (["dev"], "CREDITQ_SIMULATOR_PORT", "CREDITQ_SIMULATOR_PORT"),
+    (["worker"], "CREDITQ_WORKER_METRICS_PORT", "CREDITQ_WORKER_METRICS_PORT"),
+    (["dev"], "CREDITQ_WORKER_METRICS_PORT", "CREDITQ_WORKER_METRICS_PORT"),
 ])
 def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, command, port_env, setting):
     # given another process listening on the port the command would use
     ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()),
-             "CREDITQ_STRIPE_SIM_PORT": str(free_port()), port_env: str(taken_port)}
+             "CREDITQ_STRIPE_SIM_PORT": str(free_port()), "CREDITQ_WORKER_METRICS_PORT": str(free_port()),
+             port_env: str(taken_port)}
 
     # when the command starts
     result = subprocess.run([sys.executable, "-m", "creditq", *command], env=_env(tmp_path, **ports),
