@@ -22,6 +22,7 @@ from .enqueue import Enqueuer
 from .errors import problem_middleware
 from .key_cache import KeyCache
 from .log_context import log_context_middleware
+from .malformed_requests import quiet_malformed_requests
 from .metrics import metrics_middleware
 from .openapi import build_document
 from .policy import action_for_path, check_declared
@@ -68,6 +69,7 @@ def init_app(settings: Settings, *, database: Database | None = None, broker: dr
     The rate limits use the Redis every web process shares (the broker's, or REDIS_URL's beside RabbitMQ), through an
     asyncio pool of their own.
     """
+    quiet_malformed_requests()
     app = web.Application(middlewares=[log_context_middleware, metrics_middleware, problem_middleware, body_limit_middleware,
                                        text_middleware, console_session_middleware(settings), auth_middleware,
                                        console_middleware],

@@ -326,3 +326,22 @@ async def test_a_user_whose_email_no_mail_header_can_carry_is_a_422_and_is_not_m
     problem = await assert_problem(response, 422)
     assert set(problem["errors"]) == {"email"}
     assert count(sqlite_database, User) == 0
+
+
+# --- requests aiohttp itself cannot parse --------------------------------------------------------------
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cq_live_" + b"s" * 20_000 + b"\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % n for n in range(500)) + b"\r\n",
+    b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+async def test_a_request_too_big_to_parse_is_a_400_logged_as_one_warning_without_its_bytes(client, caplog, head):
+    # when a client sends a header line, a header count or a request line past aiohttp's limits
+    status, _ = await raw_request(client, head)
+
+    # then it is refused with 400, logged as one warning naming the fault, with no traceback and none of its bytes
+    assert status == 400
+    server = [record for record in caplog.records if record.name == "aiohttp.server"]
+    assert [(record.levelname, record.exc_info) for record in server] == [("WARNING", None)]
+    assert "refused a malformed request" in server[0].getMessage()
+    assert "cq_live_" not in caplog.text and "sss" not in caplog.text and "Traceback" not in caplog.text
