@@ -33,7 +33,10 @@ class Recipient:
 
 def parse_csv(text: object) -> list[Recipient]:
     """CSV with a header row: a `to` column, every other column a field. Bad CSV raises ValidationFailed."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise ValidationFailed("csv must be text: a header row and one row per recipient",
+                               errors={"csv": "must be a string"})
+    if not text.strip():
         raise ValidationFailed("csv is empty: a header row and one row per recipient are needed",
                                errors={"csv": "is empty"})
     try:

@@ -345,3 +345,19 @@ async def test_a_request_too_big_to_parse_is_a_400_logged_as_one_warning_without
     assert [(record.levelname, record.exc_info) for record in server] == [("WARNING", None)]
     assert "refused a malformed request" in server[0].getMessage()
     assert "cq_live_" not in caplog.text and "sss" not in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(("extra", "errors"), [
+    ({}, {"recipients": "is required: give recipients (a list) or csv (text)"}),
+    ({"csv": 123}, {"csv": "must be a string"}),
+    ({"csv": "to\n+14155550100\n", "recipients": [{"to": "+14155550100"}]},
+     {"recipients": "give recipients (a list) or csv (text), not both"}),
+])
+async def test_a_campaign_without_one_list_of_recipients_says_which_is_wrong(client, sqlite_database, account_key,
+                                                                            extra, errors):
+    response = await client.post("/v1/campaigns", headers={"Authorization": f"Bearer {account_key}"},
+                                 json={"name": "Spring", "from": SENDER, "body": "Hi", **extra})
+
+    problem = await assert_problem(response, 422)
+    assert problem["errors"] == errors
+    assert count(sqlite_database, Campaign) == 0
