@@ -6,6 +6,7 @@ from decimal import Decimal
 MILLICREDITS_PER_CREDIT = 1000
 MAX_CREDITS = 10**12  # far above any real balance, far below BIGINT's 9.2e18 millicredits
 _DECIMAL = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?", re.ASCII)
+_LONG_DECIMAL = re.compile(r"-?([0-9]+)(\.[0-9]+)?", re.ASCII)  # a decimal with more digits than _DECIMAL reads
 
 
 class InvalidAmount(ValueError):
@@ -22,7 +23,11 @@ def parse_credits(value: str | int, *, allow_negative: bool = False) -> int:
         raise InvalidAmount("must be a decimal string such as \"12.5\"")
     text = str(value).strip()
     if not _DECIMAL.fullmatch(text):
-        raise InvalidAmount(f"must be a decimal string such as \"12.5\", not {text[:40]!r}")
+        if (long := _LONG_DECIMAL.fullmatch(text)) is None:
+            raise InvalidAmount(f"must be a decimal string such as \"12.5\", not {text[:40]!r}")
+        if len(long.group(1)) > 16:
+            raise InvalidAmount(f"{text[:40]!r} is beyond the largest amount, {MAX_CREDITS} credits")
+        raise InvalidAmount(f"{text[:40]!r} has more precision than a thousandth of a credit")
     amount = Decimal(text)
     if abs(amount) > MAX_CREDITS:
         raise InvalidAmount(f"{text!r} is beyond the largest amount, {MAX_CREDITS} credits")

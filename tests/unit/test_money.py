@@ -21,6 +21,18 @@ def test_bad_amounts_are_refused(bad):
         parse_credits(bad)
 
 
+@pytest.mark.parametrize(("text", "reason"), [
+    ("9223372036854775808", "is beyond the largest amount"),
+    ("10000000000000000000000", "is beyond the largest amount"),
+    ("-12345678901234567", "is beyond the largest amount"),
+    ("1.00000000000000001", "has more precision than a thousandth"),
+    ("1000000000001", "is beyond the largest amount"), ("1.0001", "has more precision than a thousandth"),
+])
+def test_an_amount_with_too_many_digits_says_which_way_it_is_too_long(text, reason):
+    with pytest.raises(InvalidAmount, match=reason):
+        parse_credits(text, allow_negative=True)
+
+
 def test_negative_amounts_when_allowed():
     assert parse_credits("-2.5", allow_negative=True) == -2500
 
