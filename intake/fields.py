@@ -34,6 +34,7 @@ def whole_number(raw: str, *, maximum: int) -> int | None:
 
 
 UNKNOWN_FIELD = "is not a known field"
+REPEATED = "is given more than once"  # in a query string: one value of the two would be dropped without a word
 
 
 def refuse_unknown(body: dict, known: frozenset[str]) -> None:
@@ -43,6 +44,14 @@ def refuse_unknown(body: dict, known: frozenset[str]) -> None:
     if unknown:
         raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {UNKNOWN_FIELD}" for name in unknown),
                                errors={name: UNKNOWN_FIELD for name in unknown})
+
+
+def refuse_repeated(query: MultiMapping[str]) -> None:
+    """A 422 naming every name `query` gives more than once."""
+    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
+    if repeated:
+        raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {REPEATED}" for name in repeated),
+                               errors={name: REPEATED for name in repeated})
 
 
 class Fields:
@@ -184,8 +193,8 @@ class QueryFilters(Fields):
         super().__init__(dict(query))
         self._known.update(page_names)
         for name in self.body:
-            if len(query.getall(name)) > 1:  # one value of the two would be dropped without a word
-                self.fail(name, "is given more than once")
+            if len(query.getall(name)) > 1:
+                self.fail(name, REPEATED)
 
     def flag(self, name: str) -> bool | None:
         value = self._raw(name, False)

@@ -29,7 +29,7 @@ from ..auth import listed_account
 from ..bodies import json_response, query_limit, read_csv, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import QueryFilters, refuse_unknown
+from ..fields import QueryFilters, refuse_repeated, refuse_unknown
 from ..idempotency import idempotent, resumable_id
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter, request_fields
 from ..policy import READ_ACTIVITY, SEND, acting_user, action
@@ -51,6 +51,7 @@ async def create(request: web.Request) -> web.Response:
     """JSON body, or the recipients as a text/csv body with the other fields in the query string."""
     if request.content_type == "text/csv":
         refuse_unknown(request.query, CAMPAIGN_FIELDS - {"csv"})
+        refuse_repeated(request.query)
         payload = dict(request.query)
         payload["csv"] = await read_csv(request)
     else:

@@ -290,6 +290,17 @@ async def test_an_unknown_query_field_beside_a_campaign_csv_is_a_422_and_no_camp
     assert count(sqlite_database, Campaign) == 0
 
 
+async def test_a_field_given_twice_beside_a_campaign_csv_is_a_422_and_no_campaign_is_made(client, sqlite_database,
+                                                                                         account_key):
+    response = await client.post(f"/v1/campaigns?name=Spring&from=%2B{SENDER[1:]}&body=Hi&body=Bye",
+                                 data=b"to\n+14155550100\n",
+                                 headers={"Authorization": f"Bearer {account_key}", "Content-Type": "text/csv"})
+
+    problem = await assert_problem(response, 422)
+    assert problem["errors"] == {"body": "is given more than once"}
+    assert count(sqlite_database, Campaign) == 0
+
+
 # --- instants near the ends of the calendar -----------------------------------------------------------
 
 @pytest.mark.parametrize(("field", "instant"), [
