@@ -34,8 +34,6 @@ def _e164_or_reason(raw: str, default_region: str | None) -> tuple[str | None, s
         return None, "is not a phone number in international format, such as +14155550100"
     if not phonenumbers.is_valid_number(number):
         return None, "is not a valid phone number"
-    if number.extension:  # a text or a call reaches the line, never the extension: dropping it would mislead
-        return None, "has an extension, which a text or a call cannot reach; give the number alone"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 

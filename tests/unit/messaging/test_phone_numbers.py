@@ -37,14 +37,6 @@ def test_invalid_numbers_name_the_field(raw):
     assert str(raised.value).startswith("to[3]")
 
 
-@pytest.mark.parametrize("raw", ["+14155550100ext1", "+1 415 555 0100 x 22", "+14155550100;ext=7"])
-def test_a_number_with_an_extension_is_refused_not_sent_to_the_line_without_it(raw):
-    with pytest.raises(ValidationFailed) as raised:
-        parse_e164(raw)
-
-    assert "extension" in raised.value.errors["to"]
-
-
 def test_a_bad_number_seen_before_names_the_field_it_came_in():
     # given a bad number already refused as a recipient
     with pytest.raises(ValidationFailed):
