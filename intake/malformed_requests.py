@@ -8,12 +8,13 @@ import logging
 from aiohttp.http_exceptions import HttpProcessingError
 
 SERVER_LOGGER = "aiohttp.server"
+PARSE_ERROR_MESSAGE = "Error handling request from %s"  # what aiohttp's RequestHandler.handle_error logs
 
 
 class MalformedRequestFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError) and error.code < 500:
+        if record.msg == PARSE_ERROR_MESSAGE and isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg, record.args = "refused a malformed request from %s (%s, %d)", (
                 remote, type(error).__name__, error.code)

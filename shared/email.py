@@ -19,14 +19,15 @@ from typing import Protocol
 from shared.config import Settings, SmtpSettings
 from shared.private_files import private_directory
 
-# One @, something on each side, and nothing a mail header cannot carry (no spaces, no line breaks: a CR or LF would
-# make every email to it fail, or smuggle in a header where a library let it through).
-_ADDRESS = re.compile(r"[^\s@<>\"\x00-\x1f\x7f]+@[^\s@<>\"\x00-\x1f\x7f]+")
+# One @, something on each side, ASCII only (a relay without SMTPUTF8 refuses anything else), and nothing a mail
+# header reads as syntax: no spaces or line breaks (a CR or LF would make every email to it fail, or smuggle in a
+# header where a library let it through), no quotes, brackets, commas, colons or semicolons (a list or a group).
+_ADDRESS = re.compile(r"[^\s@<>()\[\]\\,;:\"\x00-\x1f\x7f]+@[^\s@<>()\[\]\\,;:\"\x00-\x1f\x7f]+")
 
 
 def is_address(value: str) -> bool:
     """Whether `value` can be the address an email is sent to."""
-    return len(value) <= 320 and _ADDRESS.fullmatch(value) is not None
+    return len(value) <= 320 and value.isascii() and _ADDRESS.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from decimal import Decimal
 MILLICREDITS_PER_CREDIT = 1000
 MAX_CREDITS = 10**12  # far above any real balance, far below BIGINT's 9.2e18 millicredits
 _DECIMAL = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?", re.ASCII)
-_LONG_DECIMAL = re.compile(r"-?([0-9]+)(\.[0-9]+)?", re.ASCII)  # a decimal with more digits than _DECIMAL reads
+_LONG_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)  # more digits than _DECIMAL: judged by its value
+MAX_DECIMAL_LENGTH = 64  # characters of such a decimal read at all
 
 
 class InvalidAmount(ValueError):
@@ -22,20 +23,17 @@ def parse_credits(value: str | int, *, allow_negative: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidAmount("must be a decimal string such as \"12.5\"")
     text = str(value).strip()
-    if not _DECIMAL.fullmatch(text):
-        if (long := _LONG_DECIMAL.fullmatch(text)) is None:
-            raise InvalidAmount(f"must be a decimal string such as \"12.5\", not {text[:40]!r}")
-        if len(long.group(1)) > 16:
-            raise InvalidAmount(f"{text[:40]!r} is beyond the largest amount, {MAX_CREDITS} credits")
-        raise InvalidAmount(f"{text[:40]!r} has more precision than a thousandth of a credit")
+    if not (_DECIMAL.fullmatch(text) or len(text) <= MAX_DECIMAL_LENGTH and _LONG_DECIMAL.fullmatch(text)):
+        raise InvalidAmount(f"must be a decimal string such as \"12.5\", not {text[:40]!r}")
     amount = Decimal(text)
+    shown = repr(text[:40])
     if abs(amount) > MAX_CREDITS:
-        raise InvalidAmount(f"{text!r} is beyond the largest amount, {MAX_CREDITS} credits")
+        raise InvalidAmount(f"{shown} is beyond the largest amount, {MAX_CREDITS} credits")
     millicredits = amount * MILLICREDITS_PER_CREDIT
     if millicredits != millicredits.to_integral_value():
-        raise InvalidAmount(f"{text!r} has more precision than a thousandth of a credit")
+        raise InvalidAmount(f"{shown} has more precision than a thousandth of a credit")
     if millicredits < 0 and not allow_negative:
-        raise InvalidAmount(f"{text!r} is negative")
+        raise InvalidAmount(f"{shown} is negative")
     return int(millicredits)
 
 

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     refuse_if_taken(settings.web_host, settings.web_port, "PORT")
     refuse_if_taken("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT")
-    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT")
+    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT",
+                    "CREDITQ_METRICS_HOST")
     stand_in = settings.payment_gateway == "stripe" and not os.environ.get("STRIPE_API_BASE")
     if stand_in:
         refuse_if_taken("127.0.0.1", settings.stripe_sim_port, "CREDITQ_STRIPE_SIM_PORT")

@@ -28,16 +28,12 @@ def listening_on(host: str, port: int, port_setting: str, host_setting: str) -> 
         raise ConfigError(in_use(host, port, port_setting)) from None
 
 
-def refuse_if_taken(host: str, port: int, setting: str) -> None:
+def refuse_if_taken(host: str, port: int, setting: str, host_setting: str = "HOST") -> None:
     """Before starting children that will listen on `port`: one line now rather than a child's exit later."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe, \
+            listening_on(host, port, setting, host_setting):
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no owner
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise ConfigError(in_use(host, port, setting)) from None
+        probe.bind((host, port))
 
 
 def in_use(host: str, port: int, setting: str) -> str:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 _serve(settings, host=host, port=port)
             return 0
         with listening_on(host, port, "--port or PORT", "--host or HOST"):
-            refuse_if_taken(host, port, "--port or PORT")
+            refuse_if_taken(host, port, "--port or PORT", "--host or HOST")
         from prometheus_client import multiprocess
 
         from intake.prefork import Prefork

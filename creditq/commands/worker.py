@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
                        settings.worker_processes if args.processes is None else args.processes, MAX_PROCESSES)
     threads = within("--threads", "CREDITQ_WORKER_THREADS",
                      settings.worker_threads if args.threads is None else args.threads, MAX_THREADS)
-    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT")
+    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT",
+                    "CREDITQ_METRICS_HOST")
     metrics_dir = _export_metrics_settings(settings)
     from shared.twilio.gateway import warn_if_simulated
 

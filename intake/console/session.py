@@ -17,7 +17,9 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import secrets
+import time
 
 import redis
 from aiohttp import web
@@ -35,6 +37,7 @@ from ..bodies import read_form
 from ..errors import Problem, is_domain_error
 from ..policy import action_of, authorize, is_page
 from ..principal import Principal
+from ..rate_limit import WARN_EVERY_SECONDS
 from .render import CSRF_TOKEN, page
 
 log = logging.getLogger(__name__)
@@ -166,12 +169,20 @@ async def _principal(request: web.Request, session) -> Principal | None:
         return None
 
 
+_warned_at = -math.inf  # when _ended last warned that Redis was away
+
+
 async def _ended(request: web.Request, session_id: str) -> bool:
-    """Whether the session was signed out (a copy of its cookie may still come); False while Redis is away."""
+    """Whether the session was signed out (a copy of its cookie may still come); False while Redis is away, with a
+    warning at most every WARN_EVERY_SECONDS, as the rate limits give."""
+    global _warned_at
     try:
         return bool(await request.app[REDIS].exists(ENDED_PREFIX + session_id))
     except redis.RedisError as error:
-        log.warning("could not check a console session against the signed-out ones (%s); letting it through", error)
+        if (now := time.monotonic()) - _warned_at >= WARN_EVERY_SECONDS:
+            _warned_at = now
+            log.warning("could not check console sessions against the signed-out ones (%s); letting them through",
+                        error)
         return False
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import Row, bindparam, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.db import Database, insert_on_conflict
-from shared.email import Email, EmailSender
+from shared.email import Email, EmailSender, is_address
 from shared.events.outbox import emit
 from shared.ledger.book import POOL_AVAILABLE
 from shared.ledger.expiry import utc, zone
@@ -66,11 +66,11 @@ def note_settlement(session: Session, message_id: str, *, now: datetime) -> int:
          now=now, data={"account_id": settled.account_id, "wallet": "user" if wallet else "pool", "user_id": wallet,
                         "available": format_credits(available), "threshold": format_credits(settled.threshold),
                         "message_id": message_id})
-    recipients = session.scalars(select(users.c.id).where(
+    recipients = session.execute(select(users.c.id, users.c.email).where(
         users.c.account_id == settled.account_id, users.c.deleted_at.is_(None), users.c.email != "", told))
-    rows = [dict(account_id=settled.account_id, user_id=user_id, day=day, message_id=message_id,
+    rows = [dict(account_id=settled.account_id, user_id=user.id, day=day, message_id=message_id,
                  pool=not settled.from_allocation, available=available, threshold=settled.threshold,
-                 created_at=now) for user_id in recipients]
+                 created_at=now) for user in recipients if is_address(user.email)]  # none owed where none can go
     if not rows:
         return 0
     written = session.execute(insert_on_conflict(session, notices).values(rows)
@@ -118,14 +118,14 @@ def _send(database: Database, sender: EmailSender, notice_id: int, now: datetime
             .outerjoin(Message, Message.id == notices.c.message_id)
             .outerjoin(by, by.c.id == Message.user_id)
             .where(notices.c.id == notice_id)).one()
+    if not is_address(notice.email):
+        # An address no mail header can carry, stored before such addresses were refused: the notice keeps its
+        # claim, so the catch-up tries it again only once the lease lapses, and the notices after it go on.
+        log.warning("low-credit notice %s: user %s has no address an email can go to; tried again in %s",
+                    notice_id, notice.user_id, CLAIM_LEASE)
+        return 0
     try:
         sender.send(email_for(notice))
-    except ValueError as error:
-        # This notice's own fault (an address no header can carry, stored before such addresses were refused): it
-        # keeps its claim, so the catch-up tries it again only once the lease lapses, and the notices after it go on.
-        log.warning("low-credit notice %s to user %s could not be made into an email (%s); tried again in %s",
-                    notice_id, notice.user_id, type(error).__name__, CLAIM_LEASE)
-        return 0
     except Exception:
         with database.unit_of_work() as session:  # give the claim back: a retry or the catch-up sends it
             session.execute(update(notices).where(notices.c.id == notice_id).values(claimed_at=None))

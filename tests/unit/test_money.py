@@ -27,10 +27,16 @@ def test_bad_amounts_are_refused(bad):
     ("-12345678901234567", "is beyond the largest amount"),
     ("1.00000000000000001", "has more precision than a thousandth"),
     ("1000000000001", "is beyond the largest amount"), ("1.0001", "has more precision than a thousandth"),
+    ("9" * 65, "must be a decimal string"),
 ])
 def test_an_amount_with_too_many_digits_says_which_way_it_is_too_long(text, reason):
     with pytest.raises(InvalidAmount, match=reason):
         parse_credits(text, allow_negative=True)
+
+
+def test_a_long_decimal_is_read_by_its_value():
+    assert parse_credits("00000000000000000001") == 1000
+    assert parse_credits("1.00000000000000000") == 1000
 
 
 def test_negative_amounts_when_allowed():

@@ -11,6 +11,7 @@ from shared.billing import low_balance
 from shared.config import ConfigError, load_settings
 from shared.email import Email, FileOutbox, SmtpEmailSender, email_sender
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.lifecycle import account_life
 from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.rates import default_rate_card
@@ -178,23 +179,34 @@ def test_a_replayed_settlement_sends_nothing_more(database, account, outbox):
 
 def test_an_address_no_header_can_carry_holds_up_no_other_notice_and_waits_out_its_lease(
         database, account, outbox, caplog):
-    # given an owner whose address carries a line break, stored before such addresses were refused
+    # given an owner whose address carries a line break, and a notice to it written before such addresses were
+    # refused (and are no longer owed one)
     with database.unit_of_work() as session:
         session.add(seat("user_broken", "owner", "victim@example.com\r\nBcc: attacker@evil.example"))
+        session.flush()
+        session.add(LowBalanceNotice(account_id="acct_low", user_id="user_broken", day="2026-03-03", message_id="old",
+                                     pool=True, available=4_000, threshold=5_000, created_at=MORNING))
 
-    # when an admin's sends take the pool under the threshold, which tells the admin and the three owners
+    # when an admin's sends take the pool under the threshold, which tells the admin and the two other owners
     settled_send(database, outbox, "user_admin", MORNING)
     settled_send(database, outbox, "user_admin", MORNING)
+    caught_up = low_balance.send_pending(database, outbox, now=MORNING)
 
-    # then every other notice went out, the broken one was left with its claim and a warning naming no address
+    # then every other notice went out, none was written to the broken address, and its old notice kept its claim
+    # with a warning that names no address
     assert recipients(outbox) == ["user_admin@example.com", "user_owner2@example.com", "user_owner@example.com"]
-    assert "notice" in caplog.text and "attacker" not in caplog.text
-    with database.unit_of_work() as session:
-        broken = session.query(LowBalanceNotice).filter_by(user_id="user_broken").one()
-        assert (broken.sent_at, broken.claimed_at is not None) == (None, True)
-    # and the catch-up leaves it alone until the lease has passed, then tries it again, still sending nothing
-    assert low_balance.send_pending(database, outbox, now=MORNING) == 0
+    assert caught_up == 0
+    assert "no address an email can go to" in caplog.text and "attacker" not in caplog.text
+
+    def broken_notices():
+        with database.unit_of_work() as session:
+            return [(notice.day, notice.sent_at, utc(notice.claimed_at)) for notice in
+                    session.query(LowBalanceNotice).filter_by(user_id="user_broken")]
+
+    assert broken_notices() == [("2026-03-03", None, MORNING)]
+    # and the catch-up leaves it alone until the lease has passed, then claims it again, still sending nothing
     assert low_balance.send_pending(database, outbox, now=MORNING + low_balance.CLAIM_LEASE) == 0
+    assert broken_notices() == [("2026-03-03", None, MORNING + low_balance.CLAIM_LEASE)]
     assert len(outbox.messages()) == 3
 
 

@@ -155,6 +155,18 @@ def test_an_address_it_cannot_listen_on_is_one_line_naming_the_flag(tmp_path, co
     assert last_line.startswith(f"creditq: {reason}") and flag in last_line and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["worker", "dev"])
+def test_a_metrics_host_that_does_not_resolve_is_one_line_naming_its_setting(tmp_path, command):
+    result = subprocess.run([sys.executable, "-m", "creditq", command], capture_output=True, text=True, timeout=120,
+                            env=_env(tmp_path, CREDITQ_METRICS_HOST="nosuchhost.invalid", PORT=str(free_port()),
+                                     CREDITQ_SIMULATOR_PORT=str(free_port())))
+
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr
+    assert last_line.startswith("creditq: cannot listen on host 'nosuchhost.invalid'")
+    assert "CREDITQ_METRICS_HOST" in last_line and "Traceback" not in result.stderr
+
+
 NO_SUCH_POSTGRES = "postgresql+psycopg://creditq@127.0.0.1:1/creditq"  # never reached: the checks come first
 
 

@@ -322,6 +322,7 @@ async def test_a_list_filter_before_1970_is_a_422_naming_it(client):
 
 
 @pytest.mark.parametrize("email", ["victim@example.com\r\nBcc: attacker@evil.example", "ada@exa\nmple.com",
+                                   "ü@bücher.de", "group:ada@example.com;", "ada@example.com,eve@example.com",
                                    "ada lovelace@example.com", "no-at-sign", "@example.com", "ada@", "a@b@c"])
 async def test_a_user_whose_email_no_mail_header_can_carry_is_a_422_and_is_not_made(client, sqlite_database, email):
     response = await client.post("/v1/accounts/acct_1/users", headers=OPERATOR,
