@@ -40,18 +40,18 @@ REPEATED = "is given more than once"  # in a query string: one value of the two 
 def refuse_unknown(body: dict, known: frozenset[str]) -> None:
     """A 422 naming every field of `body` not in `known`: a typo (sendAt for send_at) must not be silently ignored,
     least of all on a send, where it would go out at once."""
-    unknown = sorted(name for name in body if name not in known)
-    if unknown:
-        raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {UNKNOWN_FIELD}" for name in unknown),
-                               errors={name: UNKNOWN_FIELD for name in unknown})
+    _refuse(sorted(name for name in body if name not in known), UNKNOWN_FIELD)
 
 
 def refuse_repeated(query: MultiMapping[str]) -> None:
     """A 422 naming every name `query` gives more than once."""
-    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
-    if repeated:
-        raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {REPEATED}" for name in repeated),
-                               errors={name: REPEATED for name in repeated})
+    _refuse(sorted({name for name in query if len(query.getall(name)) > 1}), REPEATED)
+
+
+def _refuse(names: list[str], reason: str) -> None:
+    if names:
+        raise ValidationFailed("Invalid request: " + "; ".join(f"{name} {reason}" for name in names),
+                               errors={name: reason for name in names})
 
 
 class Fields:

@@ -17,12 +17,12 @@ warning logged (at most once a minute), rather than the API going down with it.
 import asyncio
 import logging
 import math
-import time
 
 import redis
 import redis.asyncio
 
 from shared.config import RateLimit
+from shared.logs import Occasionally
 
 from .errors import Problem
 from .principal import Principal
@@ -65,7 +65,7 @@ class RateLimiter:
         self._script = client.register_script(_TAKE)  # EVALSHA, loading the script when the server lacks it
         self._queued: list[tuple[tuple[str, int, int], asyncio.Future]] = []
         self._sending: asyncio.Task | None = None
-        self._warned_at = -math.inf
+        self._redis_away = Occasionally(WARN_EVERY_SECONDS)
 
     async def check(self, principal: Principal) -> None:
         limit = self._operator if principal.is_operator else self._keys
@@ -121,7 +121,5 @@ class RateLimiter:
                                   args=[value for _, interval, burst in calls for value in (interval, burst)])
 
     def _warn(self) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = now
+        if self._redis_away.due():
             log.warning("rate limits are not enforced: Redis did not answer", exc_info=True)

@@ -9,6 +9,8 @@ shared.log_redaction's filter before any line is formatted, JSON lines included.
 
 import json
 import logging
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +21,21 @@ LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"
 
 _context: dict[str, ContextVar[str | None]] = {name: ContextVar(name, default=None) for name in FIELDS}
+
+
+class Occasionally:
+    """`due()` is true at most once every `seconds`: for a warning each request would repeat while a dependency
+    (Redis) is away."""
+
+    def __init__(self, seconds: float):
+        self._seconds, self._last = seconds, -math.inf
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True
 
 
 def bind(**ids: str | None) -> list:

@@ -27,8 +27,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    processes = within("--processes", "CREDITQ_WEB_PROCESSES",
-                       settings.web_processes if args.processes is None else args.processes, MAX_PROCESSES)
+    processes = within("--processes", "CREDITQ_WEB_PROCESSES", args.processes, settings.web_processes, MAX_PROCESSES)
     if processes > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigError("--processes (CREDITQ_WEB_PROCESSES) above 1 needs PostgreSQL: SQLite lets one process "
                           "write at a time, so more web processes would only queue on its lock")
@@ -45,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
             with listening_on(host, port, "--port or PORT", "--host or HOST"):
                 _serve(settings, host=host, port=port)
             return 0
-        with listening_on(host, port, "--port or PORT", "--host or HOST"):
-            refuse_if_taken(host, port, "--port or PORT", "--host or HOST")
+        refuse_if_taken(host, port, "--port or PORT", "--host or HOST")
         from prometheus_client import multiprocess
 
         from intake.prefork import Prefork

@@ -25,10 +25,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    processes = within("--processes", "CREDITQ_WORKER_PROCESSES",
-                       settings.worker_processes if args.processes is None else args.processes, MAX_PROCESSES)
-    threads = within("--threads", "CREDITQ_WORKER_THREADS",
-                     settings.worker_threads if args.threads is None else args.threads, MAX_THREADS)
+    processes = within("--processes", "CREDITQ_WORKER_PROCESSES", args.processes, settings.worker_processes,
+                       MAX_PROCESSES)
+    threads = within("--threads", "CREDITQ_WORKER_THREADS", args.threads, settings.worker_threads, MAX_THREADS)
     refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT",
                     "CREDITQ_METRICS_HOST")
     metrics_dir = _export_metrics_settings(settings)

@@ -17,9 +17,7 @@ import base64
 import hashlib
 import hmac
 import logging
-import math
 import secrets
-import time
 
 import redis
 from aiohttp import web
@@ -30,6 +28,7 @@ from cryptography.fernet import Fernet
 from shared import errors as domain_errors
 from shared.api_keys import hash_key
 from shared.config import Settings
+from shared.logs import Occasionally
 
 from ..appkeys import PRINCIPAL, RATE_LIMITER, REDIS
 from ..auth import principal_for, principal_for_digest
@@ -169,18 +168,16 @@ async def _principal(request: web.Request, session) -> Principal | None:
         return None
 
 
-_warned_at = -math.inf  # when _ended last warned that Redis was away
+_REDIS_AWAY = Occasionally(WARN_EVERY_SECONDS)  # this process's warnings that sessions go unchecked
 
 
 async def _ended(request: web.Request, session_id: str) -> bool:
     """Whether the session was signed out (a copy of its cookie may still come); False while Redis is away, with a
     warning at most every WARN_EVERY_SECONDS, as the rate limits give."""
-    global _warned_at
     try:
         return bool(await request.app[REDIS].exists(ENDED_PREFIX + session_id))
     except redis.RedisError as error:
-        if (now := time.monotonic()) - _warned_at >= WARN_EVERY_SECONDS:
-            _warned_at = now
+        if _REDIS_AWAY.due():
             log.warning("could not check console sessions against the signed-out ones (%s); letting them through",
                         error)
         return False

@@ -299,11 +299,12 @@ def _collect(errors: dict[str, str], check):
 
 
 def _recipients(request: CampaignRequest) -> list[Recipient]:
-    if (request.recipients is None) == (request.csv is None):
-        reason = ("give recipients (a list) or csv (text), not both" if request.recipients is not None
-                  else "is required: give recipients (a list) or csv (text)")
-        raise ValidationFailed(f"recipients {reason}" if request.recipients is None else reason,
-                               errors={"recipients": reason})
+    if request.recipients is None and request.csv is None:
+        reason = "is required: give recipients (a list) or csv (text)"
+        raise ValidationFailed(f"recipients {reason}", errors={"recipients": reason})
+    if request.recipients is not None and request.csv is not None:
+        reason = "give recipients (a list) or csv (text), not both"
+        raise ValidationFailed(reason, errors={"recipients": reason})
     recipients = parse_csv(request.csv) if request.csv is not None else parse_inline(request.recipients)
     if not recipients:
         raise ValidationFailed("the campaign has no recipients", errors={"recipients": "is empty"})
