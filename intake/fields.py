@@ -214,7 +214,7 @@ class QueryFilters(Fields):
         if _SHORT_CODE.fullmatch(value):
             return value
         try:
-            return parse_e164("+" + value.strip().removeprefix("+"), field=name)
+            return parse_e164("+" + value.strip().removeprefix("+"), field=name, drop_extension=True)
         except ValidationFailed as error:
             self.fail(name, error.errors.get(name, "must be a phone number in E.164 form, such as +14155550100"))
             return None

@@ -68,7 +68,7 @@ async def add_opt_out(request: web.Request) -> web.Response:
     fields = Fields(await read_json(request))
     raw_phone = fields.text("phone", required=True, max_length=40)
     fields.done()
-    phone = parse_e164(raw_phone, field="phone")
+    phone = parse_e164(raw_phone, field="phone", drop_extension=True)
     database: Database = request.app[DATABASE]
 
     def add() -> tuple[bool, dict]:
@@ -85,7 +85,7 @@ async def add_opt_out(request: web.Request) -> web.Response:
 @action(CONFIGURE)
 async def remove_opt_out(request: web.Request) -> web.Response:
     account_id = listed_account(request)
-    phone = parse_e164(request.match_info["phone"], field="phone")
+    phone = parse_e164(request.match_info["phone"], field="phone", drop_extension=True)
     database: Database = request.app[DATABASE]
 
     def remove() -> bool:

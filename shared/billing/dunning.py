@@ -394,7 +394,7 @@ def _check_customer(raw: object, errors: dict[str, str]) -> dict:
     phone, email = raw.get("phone"), raw.get("email")
     if phone is not None:
         try:
-            phone = parse_e164(phone, field="customer.phone")
+            phone = parse_e164(phone, field="customer.phone", drop_extension=True)
         except ValidationFailed as error:
             errors.update(error.errors)
     if email is not None and not (isinstance(email, str) and re.fullmatch(r"[^@\s]+@[^@\s]+", email)

@@ -152,7 +152,7 @@ def parse_do_not_contact(csv_text: str) -> DoNotContactList:
                 continue  # blank line
             has_rows = True
             try:
-                phones.append(parse_e164(value, field="phone"))
+                phones.append(parse_e164(value, field="phone", drop_extension=True))
             except ValidationFailed as error:
                 invalid.append(InvalidRow(line, value, error.errors.get("phone", str(error))))
     except csv.Error as error:  # a field past the csv module's limit (131,072 characters), ...

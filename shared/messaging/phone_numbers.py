@@ -11,8 +11,14 @@ _UNKNOWN_TIME_ZONE = "Etc/Unknown"
 _CACHED_UP_TO = 40  # characters: a phone number, however formatted; longer input is parsed, never kept
 
 
-def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None) -> str:
+def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None,
+               drop_extension: bool = False) -> str:
     """'+1 (415) 555-0100' -> '+14155550100'. Without `default_region` the number must start with '+'.
+
+    A number with an extension ('+1 415 555 0100 x22') is refused: creditq texts, calls or sends from the number it
+    is given, and can reach no extension, so a text would go to whoever answers the line. `drop_extension` reads the
+    line alone instead, where the number only names a line: opt-outs, do-not-contact lists, dunning customers'
+    records, search filters.
 
     Raises ValidationFailed whose `errors` names `field`, so callers can point at the bad input.
     """
@@ -20,21 +26,24 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
         reason = "must be a phone number such as +14155550100"
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
     parse = _e164_or_reason if len(raw) <= _CACHED_UP_TO else _e164_or_reason.__wrapped__
-    e164, reason = parse(raw, default_region)
+    e164, reason, extension = parse(raw, default_region)
+    if reason is None and extension and not drop_extension:
+        reason = f"has an extension ({extension}), which a text or a call cannot reach; give the number alone"
     if reason is not None:
         raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason})
     return e164
 
 
 @functools.lru_cache(maxsize=8192)  # the same senders (and often recipients) on message after message
-def _e164_or_reason(raw: str, default_region: str | None) -> tuple[str | None, str | None]:
+def _e164_or_reason(raw: str, default_region: str | None) -> tuple[str | None, str | None, str]:
+    """(E.164, None, the extension or '') or (None, why not, '')."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
-        return None, "is not a phone number in international format, such as +14155550100"
+        return None, "is not a phone number in international format, such as +14155550100", ""
     if not phonenumbers.is_valid_number(number):
-        return None, "is not a valid phone number"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+        return None, "is not a valid phone number", ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None, number.extension or ""
 
 
 @functools.lru_cache(maxsize=4096)  # every settlement asks; parsing is the costly part

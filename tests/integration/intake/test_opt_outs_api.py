@@ -159,3 +159,15 @@ async def test_the_opt_out_paths_are_documented(client):
 
     assert {"get", "post"} <= set(paths["/v1/opt-outs"]) and "delete" in paths["/v1/opt-outs/{phone}"]
     assert "post" in paths["/v1/opt-outs/import"] and "post" in paths["/webhooks/twilio/status"]
+
+
+async def test_an_opt_out_with_an_extension_opts_the_line_out(client, keys):
+    # given a do-not-contact list and an opt-out that name an office line with its extension
+    imported = await client.post("/v1/opt-outs/import", data=b"phone\n+1 415 555 0101 x22\n",
+                                 headers={**keys["acct_1"], "Content-Type": "text/csv"})
+    added = await client.post("/v1/opt-outs", json={"phone": "+1 415 555 0100 ext. 7"}, headers=keys["acct_1"])
+
+    # then each opts the line out: a text cannot reach an extension, so the line is what is kept from texts
+    assert (imported.status, (await imported.json())["added"], added.status) == (200, 1, 201)
+    listed = await (await client.get("/v1/opt-outs", headers=keys["acct_1"])).json()
+    assert sorted(o["phone"] for o in listed["data"]) == [ALICE, "+14155550101"]

@@ -63,3 +63,18 @@ async def test_a_send_to_a_country_without_a_price_says_it_cannot_be_sent_there(
     assert "Invalid estimate" not in problem["detail"]
     assert problem["detail"].startswith("Invalid message: to is in GB, where messages cannot be sent")
     assert problem["errors"]["to"].startswith("is in GB, where messages cannot be sent")
+
+
+async def test_a_send_to_a_number_with_an_extension_is_refused_and_nothing_is_stored(client, sqlite_database):
+    # given an account with credits
+    own = await account_with(client, "10")
+
+    # when a text goes to an office line with an extension, which a text cannot reach
+    send = await client.post("/v1/messages", json={"to": "+1 415 555 0199 x22", "from": SENDER, "body": "Hello"},
+                             headers=own)
+
+    # then the 422 names the extension, and no message was stored to go to the line without it
+    assert send.status == 422, await send.text()
+    assert "extension (22)" in (await send.json())["errors"]["to"]
+    listed = await (await client.get("/v1/messages", params={"to": "+14155550199"}, headers=own)).json()
+    assert listed["data"] == []

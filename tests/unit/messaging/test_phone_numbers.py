@@ -48,6 +48,24 @@ def test_a_bad_number_seen_before_names_the_field_it_came_in():
     assert list(raised.value.errors) == ["from"] and str(raised.value).startswith("from '+1415555'")
 
 
+@pytest.mark.parametrize("raw", ["+14155550100ext1", "+1 415 555 0100 x 22", "+14155550100;ext=7"])
+def test_a_number_with_an_extension_is_refused_not_texted_at_the_line_without_it(raw):
+    # when a number to text, call or send from comes with an extension / then it is refused, naming the extension
+    with pytest.raises(ValidationFailed) as raised:
+        parse_e164(raw, field="to")
+
+    assert "extension" in raised.value.errors["to"]
+
+
+def test_where_a_number_only_names_a_line_its_extension_is_dropped():
+    # given a number seen first where it is to be texted (refused), then on a do-not-contact list
+    with pytest.raises(ValidationFailed):
+        parse_e164("+1 415 555 0100 x22", field="to")
+
+    # when it is read as a record's line / then the line is what it names
+    assert parse_e164("+1 415 555 0100 x22", field="phone", drop_extension=True) == "+14155550100"
+
+
 def test_long_input_is_refused_and_not_kept():
     # given a client that sends a number of 10,000 characters
     kept = _e164_or_reason.cache_info().currsize
