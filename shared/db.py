@@ -33,9 +33,10 @@ SQLITE_LONGEST_RETRY_SECONDS = 0.1  # SQLite's busy handler sleeps at most this 
 _READ_ONLY = "creditq_read_only"  # execution option of a read_only() session's connection
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 10, generic_plans: bool = False) -> Engine:
     """SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE for writers and BEGIN for reads, so concurrent
-    writers queue instead of failing and readers never wait for them.
+    writers queue instead of failing and readers never wait for them. `generic_plans`: see Database.for_batches
+    (PostgreSQL only).
 
     A SQLite file is created 0600 in a 0700 directory before SQLite opens it; its -wal and -shm files
     take the same mode from it."""
@@ -74,8 +75,13 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     # connection, so none is opened under load. The overflow serves only a thread that holds two sessions at once;
     # such a connection is closed when given back.
     # JSON columns are read by orjson (psycopg parses them; a campaign chunk reads 1,000 recipients' fields).
+    options = {}
+    if generic_plans:  # beside any server options the URL gives (?options=...), which connect_args would replace
+        given = make_url(database_url).query.get("options", "")
+        options["connect_args"] = {"options": " ".join(filter(None, [*(given if isinstance(given, tuple) else [given]),
+                                                                     "-c plan_cache_mode=force_generic_plan"]))}
     return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
-                         json_deserializer=fast_json.loads)
+                         json_deserializer=fast_json.loads, **options)
 
 
 def run(connection: Connection, statement: Executable, parameters: dict | None = None):
@@ -249,21 +255,6 @@ def dialect_name(session: Session | Connection) -> str:
     return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
 
 
-def use_generic_plans(session: Session) -> None:
-    """On PostgreSQL, the prepared statements of this transaction run on their generic plans, not on plans made for
-    each execution's values (`plan_cache_mode`, until the transaction ends); a statement run once, which the driver
-    sends through the same protocol, may be planned without its values too. So it suits transactions whose
-    statements look rows up by key.
-
-    A batch's statements (the intake's facts for a union of one row per message, the status callbacks' lists of
-    sids and ids) were planned afresh at every execution: their custom plans' estimates know the values (the
-    padding rows that join nothing, the length of a list), so PostgreSQL never settled on the generic plan, and
-    planning the facts of 64 messages took longer than running them. The generic plans look the rows up by key
-    as the custom ones do."""
-    if dialect_name(session) == "postgresql":
-        session.connection().exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-
-
 def insert_on_conflict(session: Session | Connection, table):
     """INSERT that understands ON CONFLICT (do nothing, do update) on both databases."""
     dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
@@ -335,11 +326,33 @@ class ConnectionWork:
 class Database:
     """Owns the engine and hands out units of work (writes) and read-only sessions."""
 
-    def __init__(self, database_url: str, *, pool_size: int = 10):
-        """`pool_size`: the threads that will use it, each keeping a connection."""
+    def __init__(self, database_url: str, *, pool_size: int = 10, generic_plans: bool = False):
+        """`pool_size`: the threads that will use it, each keeping a connection. `generic_plans`: see for_batches."""
         self.url = database_url
-        self.engine = make_engine(database_url, pool_size=pool_size)
+        self.engine = make_engine(database_url, pool_size=pool_size, generic_plans=generic_plans)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def for_batches(self, pool_size: int) -> Iterator["Database"]:
+        """On PostgreSQL, a database of its own for the web's group commits (the intake's accepts, the status
+        callbacks): a pool of `pool_size` connections, one for each of their writers, whose sessions run every
+        prepared statement on its generic plan (`plan_cache_mode`), not on a plan made for each execution's values.
+        Elsewhere this database itself. Disposed of when the block ends.
+
+        A batch's statements (the intake's facts for a union of one row per message, the status callbacks' lists of
+        sids and ids) were planned afresh at every execution: their custom plans' estimates know the values (the
+        padding rows that join nothing, the length of a list), so PostgreSQL never settled on the generic plan, and
+        planning the facts of 64 messages took longer than running them. The generic plans look the rows up by key
+        as the custom ones do. Set for the connection, not with `SET LOCAL` in each transaction: that was a round
+        trip more a batch, and the other statements of the web keep their custom plans."""
+        if not self.is_postgres:
+            yield self
+            return
+        batches = Database(self.url, pool_size=pool_size, generic_plans=True)
+        try:
+            yield batches
+        finally:
+            batches.dispose()
 
     @property
     def is_postgres(self) -> bool:

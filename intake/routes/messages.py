@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy.exc import DataError, IntegrityError
 
-from shared.db import Database, use_generic_plans
+from shared.db import Database
 from shared.errors import DomainError
 from shared.messaging.estimate import Estimate
 from shared.messaging.messages import MessageRequest, accept_messages, get_message, message_view, send_delay_ms
@@ -76,13 +76,14 @@ ACCEPT_BATCHER = web.AppKey("accept_batcher", AcceptBatcher)
 
 
 async def accept_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The batcher's writer runs as long as the app serves."""
-    batcher = AcceptBatcher(app[DATABASE], app[ENQUEUER], cap=SendCap.from_settings(app[SETTINGS]),
-                            shared_short_code=app[SETTINGS].shared_short_code)
-    app[ACCEPT_BATCHER] = batcher
-    batcher.start()
-    yield
-    await batcher.close()
+    """The batcher's writers run as long as the app serves, each with a connection of their pool (for_batches)."""
+    with app[DATABASE].for_batches(WRITERS) as database:
+        batcher = AcceptBatcher(database, app[ENQUEUER], cap=SendCap.from_settings(app[SETTINGS]),
+                                shared_short_code=app[SETTINGS].shared_short_code)
+        app[ACCEPT_BATCHER] = batcher
+        batcher.start()
+        yield
+        await batcher.close()
 
 
 def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap, shared_short_code: str | None,
@@ -90,7 +91,6 @@ def _accept_batch(database: Database, enqueuer: Enqueuer, cap: SendCap, shared_s
     """Commit the batch's messages, then enqueue their jobs from the same thread: the answers, in order."""
     try:
         with database.unit_of_work() as session:
-            use_generic_plans(session)
             outcomes = accept_messages(session, requests, rate_card=current_rate_card(session), now=datetime.now(UTC),
                                        cap=cap, shared_short_code=shared_short_code)
     except (IntegrityError, DataError) as error:

@@ -18,7 +18,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from shared.billing.settling import Followups, settle_finished
 from shared.config import Settings
-from shared.db import Database, use_generic_plans
+from shared.db import Database
 from shared.messaging.inbound import Inbound, receive_inbound
 from shared.messaging.rates import current_rate_card
 from shared.messaging.statuses import Callback, StatusChange, record_callbacks
@@ -36,6 +36,7 @@ from ..policy import PUBLIC, action
 log = logging.getLogger(__name__)
 
 MAX_CALLBACK_BATCH = 200
+CALLBACK_WRITERS = 2  # units of work in flight at once (see GroupCommit)
 SPARE_AFTER = 0.05  # seconds a callback batch runs before a second writer may start another (see GroupCommit)
 MAX_MEDIA = 10
 MAX_FORM_NUMBER = 2**31 - 1
@@ -96,7 +97,8 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
     """
 
     def __init__(self, database: Database, enqueuer: Enqueuer, deployment: Credentials, *,
-                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = 2, spare_after: float | None = SPARE_AFTER):
+                 max_batch: int = MAX_CALLBACK_BATCH, writers: int = CALLBACK_WRITERS,
+                 spare_after: float | None = SPARE_AFTER):
         super().__init__(self.apply_batch, max_batch=max_batch, writers=writers, spare_after=spare_after)
         self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
 
@@ -120,7 +122,6 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
     def _commit(self, callbacks: list[Callback]) -> tuple[list, Followups]:
         now = datetime.now(UTC)
         with self._database.unit_of_work() as session:
-            use_generic_plans(session)
             outcomes = record_callbacks(session, callbacks, deployment=self._deployment, now=now)
             finished = sorted({(change.account_id, change.message_id) for change in outcomes
                                if isinstance(change, StatusChange) and change.became_final})
@@ -133,12 +134,13 @@ CALLBACK_BATCHER = web.AppKey("callback_batcher", CallbackBatcher)
 
 
 async def callback_batcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The batcher's writer runs as long as the app serves."""
-    batcher = CallbackBatcher(app[DATABASE], app[ENQUEUER], _deployment(app[SETTINGS]))
-    app[CALLBACK_BATCHER] = batcher
-    batcher.start()
-    yield
-    await batcher.close()
+    """The batcher's writers run as long as the app serves, each with a connection of their pool (for_batches)."""
+    with app[DATABASE].for_batches(CALLBACK_WRITERS) as database:
+        batcher = CallbackBatcher(database, app[ENQUEUER], _deployment(app[SETTINGS]), writers=CALLBACK_WRITERS)
+        app[CALLBACK_BATCHER] = batcher
+        batcher.start()
+        yield
+        await batcher.close()
 
 
 @routes.post("/webhooks/twilio/inbound")
