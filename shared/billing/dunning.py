@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from shared.billing import payment_links
 from shared.billing.dunning_texts import BUILT_IN_SITE, DunningTexter, SmsOutcome, check_site_name
 from shared.billing.payments import PaymentGateway
-from shared.billing.purchases import charge_payment, open_payment, payment_method_on_file, retry
+from shared.billing.purchases import charge_payment, in_play, open_payment, payment_method_on_file, retry
 from shared.db import Database
 from shared.email import Email, EmailSender
 from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
@@ -496,8 +496,12 @@ def retry_payment(database: Database, gateway: PaymentGateway, run_id: str, *, n
         run = session.get(DunningRun, run_id, with_for_update=True)
         if run is None or run.status == "recovered" or not run.payment_method:
             return None
-        payment = _open_run_payment(session, run, key=f"dunning:{run.id}:card:{run.payment_method}", now=now)
-    return charge_payment(database, gateway, payment.id, now=now, then=record_payment)
+        card = run.payment_method
+        payment = _open_run_payment(session, run, key=f"dunning:{run.id}:card:{card}", now=now)
+    payment = charge_payment(database, gateway, payment.id, now=now, then=record_payment)
+    if payment.status in ("declined", "error") and payment.payment_method != card:
+        return retry_payment(database, gateway, run_id, now=now)  # that was an earlier card's: now the new one's
+    return payment
 
 
 @dataclass(frozen=True)
@@ -565,9 +569,14 @@ def run_step(database: Database, *, gateway: PaymentGateway, email_sender: Email
 
 
 def _open_run_payment(session: Session, run: DunningRun, *, key: str, now: datetime) -> Payment:
-    payment = open_payment(session, run.account_id, source="dunning", idempotency_key=key, credits_mc=run.credits,
-                           amount_cents=run.amount_cents, currency=run.currency, payment_method=run.payment_method,
-                           now=now, dunning_run_id=run.id)
+    """The run's payment in play (purchases.in_play: a step's whose answer was lost, a new card's), else the one
+    under `key`. Called with the run locked, so a step and a new card's retry at the same moment share one."""
+    payment = session.scalar(select(Payment).where(Payment.dunning_run_id == run.id, in_play(now))
+                             .order_by(Payment.created_at).limit(1))
+    if payment is None:
+        payment = open_payment(session, run.account_id, source="dunning", idempotency_key=key, credits_mc=run.credits,
+                               amount_cents=run.amount_cents, currency=run.currency,
+                               payment_method=run.payment_method, now=now, dunning_run_id=run.id)
     if payment.status == "error":
         retry(session, payment, now=now)
     return payment

@@ -53,7 +53,7 @@ from shared.events.types import LOCK_TYPES
 from shared.ledger import book
 from shared.ledger.burn_order import DEFAULT_PRIORITY, burn_key
 from shared.ledger.expiry import PendingHold, can_lapse, default_expiry, lapsing, local_date, next_expiry, utc, zone
-from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, PhoneNumber, User
+from shared.models import Account, AutoRecharge, BillingRun, Entry, Hold, Lot, Payment, PhoneNumber, User
 from shared.reporting import daily_usage
 
 accounts = Account.__table__
@@ -250,8 +250,9 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
     """Charge the accounts' pending bills through the payments module, one payment per (account, period).
 
     The payment's key is `month-end:<account>:<period>:<card>`, so a crash or a second collector never
-    charges twice (a new card on file makes a new payment); a gateway `error` leaves the bill pending and
-    the next collection retries it (attempt + 1). A bill with no card on file, or declined, is left
+    charges twice; a new card on file makes a new payment only once none of the bill's is in play
+    (purchases.in_play: one whose answer was lost is asked again, on its card); a gateway `error` leaves the bill
+    pending and the next collection retries it (attempt + 1). A bill with no card on file, or declined, is left
     `declined` for dunning. The payments are opened in one transaction, charged together
     (purchases.charge_payments: a transaction per step for the batch) and the bills finished in one.
     """
@@ -265,15 +266,22 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
         methods = dict(session.execute(select(AutoRecharge.account_id, AutoRecharge.payment_method).where(
             AutoRecharge.account_id.in_({bill.account_id for bill in bills}))).all())
         billed = [bill for bill in bills if methods.get(bill.account_id) is not None]
-        opened = purchases.open_payments(session, [dict(
+        # a bill's payment in play (its answer lost, say) is charged again on its own card, whatever is on file now
+        in_play = {payment.idempotency_key.rsplit(":", 1)[0]: payment for payment in session.scalars(
+            select(Payment).where(Payment.source == "month_end", purchases.in_play(utc(now)),
+                                  any_of(session, Payment.account_id, sorted({bill.account_id for bill in billed})))
+            .order_by(Payment.created_at.desc()))}
+        fresh = [bill for bill in billed if f"month-end:{bill.account_id}:{bill.period}" not in in_play]
+        opened = dict(zip([bill.id for bill in fresh], purchases.open_payments(session, [dict(
             account_id=bill.account_id, source="month_end",
             idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{methods[bill.account_id]}", credits=0,
             amount_cents=bill.amount_cents, currency=current_price_list(session).currency,
-            payment_method=methods[bill.account_id]) for bill in billed], now=utc(now))
-        for payment in opened:
+            payment_method=methods[bill.account_id]) for bill in fresh], now=utc(now))))
+        for payment in opened.values():
             if payment.status == "error":
                 purchases.retry(session, payment, now=utc(now))
-        payments = {bill.id: payment.id for bill, payment in zip(billed, opened)}
+        payments = {bill.id: (opened.get(bill.id) or in_play[f"month-end:{bill.account_id}:{bill.period}"]).id
+                    for bill in billed}
     charged = purchases.charge_payments(database, gateway, list(payments.values()), now=utc(now),
                                         threads=CHARGE_THREADS)
     charged = {bill_id: charged[payment_id] for bill_id, payment_id in payments.items()}

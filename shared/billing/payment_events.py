@@ -21,13 +21,12 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.billing import auto_recharge, dunning
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
-from shared.billing.purchases import Outcome, charge_payment, record_outcome
+from shared.billing.purchases import ACTION_WAITS, Outcome, charge_payment, record_outcome
 from shared.db import Database
 from shared.ledger import book
 from shared.models import BillingCustomer, GatewayEvent, Payment
 
 SWEEP_AFTER = timedelta(minutes=2)  # CREDITQ_PAYMENT_SWEEP_SECONDS: an open payment this old lost its webhook or worker
-ACTION_WAITS = timedelta(days=1)  # a payment waiting for 3-D Secure is asked about for this long
 _PAID = ("succeeded", "refunded", "disputed")
 
 

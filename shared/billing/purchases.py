@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from shared.money import format_credits
 SOURCES = ("api", "auto_recharge", "dunning", "month_end")
 STATUSES = ("pending", "processing", "requires_action", "succeeded", "declined", "error", "refunded", "disputed")
 OPEN_STATUSES = ("pending", "processing", "requires_action")  # the outcome is not known yet
+ACTION_WAITS = timedelta(days=1)  # a payment waiting for 3-D Secure is asked about for this long
 OUTCOME_EVENTS = ("payment.succeeded", "payment.failed")
 KEYS_FORGOTTEN_AFTER = timedelta(hours=1)  # well inside Stripe's 24 hours: look the PaymentIntent up instead
 MAX_PAYMENT_METHOD_LENGTH = 100
@@ -119,6 +120,15 @@ def open_payments(session: Session, terms: list[dict], *, now: datetime) -> list
         answers.append(payment)
     session.flush()
     return answers
+
+
+def in_play(now: datetime) -> ColumnElement[bool]:
+    """Payments that took the money or may still take it: succeeded, or their outcome not known yet (one waiting for
+    3-D Secure while the sweeper still asks about it, ACTION_WAITS). What is owed is charged through one such payment
+    at a time: were a new card on file to get a payment of its own while the first card's answer is lost, both
+    would be charged."""
+    return or_(Payment.status.in_(("pending", "processing", "succeeded")),
+               and_(Payment.status == "requires_action", Payment.updated_at > now - ACTION_WAITS))
 
 
 def customer_of(database: Database, gateway: PaymentGateway, account_id: str, *, now: datetime) -> str:
