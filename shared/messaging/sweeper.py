@@ -155,12 +155,17 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
 
 
 def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str]]:
-    """(hold, message) pairs whose hold outlived its TTL and whose message is not settled yet."""
+    """(hold, message) pairs whose hold outlived its TTL and whose message is not settled yet, that reconcile has
+    something to do for. A hold already expired whose message waits unsent (a paused campaign's text, a parked one)
+    is left out: reconcile would only answer "waiting" again, and 500 of them at the front of the queue kept every
+    sweep from reaching a lost send behind them."""
     with database.unit_of_work() as session:
         return [tuple(row) for row in session.execute(
             select(Hold.id, Message.id).join(Message, Message.hold_id == Hold.id)
             .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now,
-                   Message.credits_charged.is_(None))
+                   Message.credits_charged.is_(None),
+                   or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
+                       Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES))))
             .order_by(Hold.expires_at).limit(BATCH)
         )]
 

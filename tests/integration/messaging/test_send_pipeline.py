@@ -897,3 +897,40 @@ def test_credits_added_asks_for_the_release_only_when_there_is_something_to_rele
     assert asked == [account_id]
     with database.unit_of_work() as session:
         assert parking.release_parked(session, account_id, now=now()) == [message_id]
+
+
+class TwilioLosingAnswers:
+    """Twilio whose answer to a create never arrives and that lists nothing it took: a resend is due."""
+
+    def send(self, **_):
+        raise OutcomeUnknown("read timed out")
+
+    def find(self, **_):
+        return []
+
+
+def test_texts_waiting_unsent_with_overdue_holds_do_not_keep_the_sweeper_from_a_lost_send(database, throttle,
+                                                                                        monkeypatch):
+    # given a sweep batch's worth of texts held by their campaign chunk and waiting unsent (the campaign paused),
+    # their holds overdue, and behind them a text whose create got no answer: `sending`, no sid
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    account_id, start = make_account(database, 10), now()
+    for n in range(3):
+        waiting = accept(database, account_id, to=f"+1415555{n:04d}")
+        with database.unit_of_work() as session:
+            hold = book.reserve(session, account_id, 1000, reference=waiting, idempotency_key=f"chunk:{n}",
+                                ttl_seconds=1, now=start)
+            stored = session.get(Message, waiting)
+            stored.hold_id, stored.status = hold.id, "scheduled"
+    lost = accept(database, account_id, to="+14155559999")
+    assert send_message(database, lost, gateway_for=lambda *_: TwilioLosingAnswers(), throttle=throttle,
+                        hold_ttl_seconds=2, now=lambda: start) == "sending"
+
+    # when the sweeper runs, hour after hour, while the campaign stays paused
+    enqueued = []
+    for hours in (1, 2):
+        sweeper.sweep(database, enqueue=enqueued.append, gateway_for=lambda *_: TwilioLosingAnswers(),
+                      rate_card=CARD, now=start + timedelta(hours=hours), stale_after=timedelta(seconds=60))
+
+    # then it reached the lost send: Twilio never took it, so it is `accepted` again and its send job enqueued
+    assert message(database, lost).status == "accepted" and lost in enqueued
