@@ -67,6 +67,9 @@ class Settings:
     worker_nice: int = 0
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
+    # how long an accepted message or a call may wait before the sweeper enqueues it again (a call without a sid:
+    # before it is looked for at Twilio)
+    sweep_stale_seconds: int = 60
     # how long a Twilio request waits for its answer; a create left unanswered is reconciled, never resent
     twilio_timeout_seconds: float = 15.0
     # how long the active scheduler's lease outlives its last renewal: a standby takes over within this
@@ -352,6 +355,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "0")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,
+        sweep_stale_seconds=_positive_int("CREDITQ_SWEEP_STALE_SECONDS", env.get("CREDITQ_SWEEP_STALE_SECONDS", "60")),
         twilio_timeout_seconds=twilio_timeout_seconds,
         scheduler_lease_seconds=_positive_seconds("CREDITQ_SCHEDULER_LEASE_SECONDS",
                                                   env.get("CREDITQ_SCHEDULER_LEASE_SECONDS", "15")),

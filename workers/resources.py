@@ -67,7 +67,7 @@ def _from_environment() -> Resources:
         gateway_for=partial(gateway_for, settings),
         throttle=throttle,
         hold_ttl_seconds=settings.hold_ttl_seconds,
-        stale_after=timedelta(seconds=int(os.environ.get("CREDITQ_SWEEP_STALE_SECONDS", "60"))),
+        stale_after=timedelta(seconds=settings.sweep_stale_seconds),
         webhooks=settings.webhooks,
         development=settings.development,
         retention_days=settings.retention_days,

@@ -72,6 +72,8 @@ def test_a_postgres_url_may_name_a_unix_socket_directory_as_libpq_takes_it(tmp_p
     ("CREDITQ_WEB_PROCESSES", "0", "CREDITQ_WEB_PROCESSES='0' must be at least 1"),
     ("CREDITQ_WORKER_NICE", "20", "CREDITQ_WORKER_NICE='20' must be 19 or less"),
     ("CREDITQ_WORKER_NICE", "-5", "CREDITQ_WORKER_NICE='-5' must be 0 or more"),
+    ("CREDITQ_SWEEP_STALE_SECONDS", "soon", "CREDITQ_SWEEP_STALE_SECONDS='soon' is not a whole number"),
+    ("CREDITQ_SWEEP_STALE_SECONDS", "0", "CREDITQ_SWEEP_STALE_SECONDS='0' must be at least 1"),
     ("CREDITQ_HOLD_TTL_SECONDS", "29", "CREDITQ_HOLD_TTL_SECONDS=29 must be at least twice TWILIO_TIMEOUT_SECONDS=15"),
     ("TWILIO_TIMEOUT_SECONDS", "450.5", "CREDITQ_HOLD_TTL_SECONDS=900 must be at least twice TWILIO_TIMEOUT_SECONDS"),
 ])
