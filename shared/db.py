@@ -121,12 +121,14 @@ def prepared(connection: Connection, sql: str, parameters, *, row_factory=namedt
 def sqlalchemy_errors(connection: Connection, sql: str, parameters) -> Iterator[None]:
     """Around a statement run on psycopg's own cursor: its errors raised as SQLAlchemy's (what callers catch, e.g.
     the intake's 503 while the database is away), and a connection that died invalidated, as SQLAlchemy does, so
-    the unit of work's rollback does not try it again and the pool opens a fresh one."""
+    the unit of work's rollback does not try it again and the pool opens a fresh one; with it every connection the
+    pool opened before it (a restarted server cut them all), so a pool meets a dead connection once, not once each."""
     try:
         yield
     except psycopg.Error as error:
         invalidated = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if invalidated:
+        if invalidated:  # as SQLAlchemy does for its own statements: the pool's older connections were cut off too
+            connection.engine.pool._invalidate(connection.connection, error)
             connection.invalidate(error)
         raise sql_errors.DBAPIError.instance(sql, parameters, error, psycopg.Error,
                                              connection_invalidated=invalidated) from error

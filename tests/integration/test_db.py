@@ -5,9 +5,23 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, bindparam, func, select, text, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError, OperationalError, StatementError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from shared.config import load_settings
 from shared.db import Database, copy_rows, run
@@ -254,3 +268,25 @@ def test_a_session_asked_for_joins_the_transaction_and_commits_or_rolls_back_wit
     with accounts.read_only() as session:
         assert sorted(session.execute(select(Account.id, Account.name)).all()) == [
             ("acct_1", "Renamed, fail=False"), ("acct_False", "Added")]
+
+
+@pytest.mark.postgres
+def test_a_pool_that_meets_a_dead_connection_on_psycopgs_cursor_replaces_the_others_it_held(postgres_database):
+    # given a pool holding two idle connections, and a restart that ended both sessions
+    database = postgres_database
+    with database.engine.connect() as first, database.engine.connect() as second:
+        pids = [run(held, select(func.pg_backend_pid())).scalar() for held in (first, second)]
+    outside = create_engine(database.url, poolclass=NullPool)  # a session of its own, not one of the pool's
+    with outside.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(pid, 10000) FROM unnest(CAST(:pids AS int[])) AS pid"),
+                      {"pids": pids})
+    outside.dispose()
+
+    # when a statement on psycopg's cursor meets the first dead connection
+    with pytest.raises(OperationalError):
+        with database.unit_of_work() as session:
+            run(session.connection(), select(func.pg_backend_pid())).scalar()
+
+    # then the next unit of work runs on a fresh connection, not on the other dead one
+    with database.unit_of_work() as session:
+        assert run(session.connection(), select(func.pg_backend_pid())).scalar() not in pids
