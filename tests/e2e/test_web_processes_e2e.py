@@ -27,9 +27,19 @@ def stack(postgres_server, tmp_path_factory):
 
 
 def web_processes(stack) -> list[psutil.Process]:
-    """The processes serving the port once there are two (after a kill, until its replacement is forked)."""
+    """The processes serving the port once there are two, each listening on it (after a kill, until its replacement
+    is forked and has started: a process still starting would get none of the kernel's connections)."""
     parent = psutil.Process(stack.processes["web"].pid)
-    return wait_for(lambda: len(children := parent.children()) == 2 and children, "two web processes")
+
+    def listening(child: psutil.Process) -> bool:
+        try:
+            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == stack.web_port
+                       for c in child.net_connections("tcp"))
+        except psutil.NoSuchProcess:
+            return False
+
+    return wait_for(lambda: len(children := parent.children()) == 2 and all(map(listening, children)) and children,
+                    "two web processes listening")
 
 
 def accepted_messages(stack) -> float:
