@@ -491,7 +491,7 @@ class Payment(Base):
     decline_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))
     lot_id: Mapped[int | None] = mapped_column(BigInteger)
-    dunning_run_id: Mapped[str | None] = mapped_column(String(40))
+    dunning_run_id: Mapped[str | None] = mapped_column(String(40), index=True)  # a step asks for its run's payment in play
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
