@@ -262,6 +262,9 @@ _CUSTOMER = {"type": "object", "required": ["id", "name"], "properties": {
     "id": {"type": "string", "minLength": 1, "maxLength": 100, "description": "The customer's id in the billing system."},
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "phone": {"type": ["string", "null"], "description": "E.164; texts go here."},
+    "phone_extension": {"type": "string", "readOnly": True, "description": (
+        "Set when the phone came with an extension: the line is kept (a STOP from it counts), no text goes to it, "
+        "and the run's reminders go by email")},
     "email": {"type": ["string", "null"], "format": "email"},
     "fields": {"type": "object", "description": "Anything the templates use as `customer.fields.*`."}}}
 _CUSTOMER_RUN_IN = {"type": "object", "required": ["customer", "amount_due", "currency"], "properties": {

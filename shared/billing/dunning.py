@@ -47,7 +47,7 @@ from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.opt_outs import is_opted_out
-from shared.messaging.phone_numbers import parse_e164
+from shared.messaging.phone_numbers import extension_of, parse_e164
 from shared.messaging.rates import RateCard
 from shared.messaging.segments import count_segments
 from shared.messaging.send_cap import SendCap
@@ -393,8 +393,10 @@ def _check_customer(raw: object, errors: dict[str, str]) -> dict:
         customer[name] = value
     phone, email = raw.get("phone"), raw.get("email")
     if phone is not None:
-        try:
-            phone = parse_e164(phone, field="customer.phone", drop_extension=True)
+        try:  # a billing system's office line: the run opens, its STOP counts, but no text goes to the line
+            phone, extension = parse_e164(phone, field="customer.phone", drop_extension=True), extension_of(phone)
+            if extension:
+                customer["phone_extension"] = extension
         except ValidationFailed as error:
             errors.update(error.errors)
     if email is not None and not (isinstance(email, str) and re.fullmatch(r"[^@\s]+@[^@\s]+", email)
@@ -402,6 +404,9 @@ def _check_customer(raw: object, errors: dict[str, str]) -> dict:
         errors["customer.email"] = "must be an e-mail address"
     if phone is None and email is None:
         errors["customer"] = "needs a phone or an email"
+    elif customer.get("phone_extension") and email is None:
+        errors["customer.phone"] = (f"has an extension ({customer['phone_extension']}), which a text cannot reach: "
+                                    "give a number that takes texts, or an email")
     fields = raw.get("fields") or {}
     if not (isinstance(fields, dict) and len(fields) <= 50
             and all(isinstance(v, str | int | bool) or v is None or (isinstance(v, float) and math.isfinite(v))
@@ -645,6 +650,9 @@ def _customer_sms(database: Database, pipeline: Pipeline, run: DunningRun, step:
                 row.sms_status = f"blocked: the site's Twilio credentials are broken ({site.broken_reason})"[:200]
             elif not phone:
                 row.sms_status = "skipped: the customer has no phone number"
+            elif run.customer.get("phone_extension"):
+                row.sms_status = (f"skipped: the customer's phone has an extension ({run.customer['phone_extension']}),"
+                                  " which a text cannot reach")[:200]
             elif is_opted_out_of_site(session, site.id, phone):
                 row.sms_status = "skipped: the customer texted STOP to this site"
             else:

@@ -17,8 +17,8 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
 
     A number with an extension ('+1 415 555 0100 x22') is refused: creditq texts, calls or sends from the number it
     is given, and can reach no extension, so a text would go to whoever answers the line. `drop_extension` reads the
-    line alone instead, where the number only names a line: opt-outs, do-not-contact lists, dunning customers'
-    records, search filters.
+    line alone instead, where the number only names a line: opt-outs, do-not-contact lists, search filters, a
+    dunning customer's record (which keeps the extension apart, `extension_of`, and is texted nothing).
 
     Raises ValidationFailed whose `errors` names `field`, so callers can point at the bad input.
     """
@@ -32,6 +32,12 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
     if reason is not None:
         raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason})
     return e164
+
+
+def extension_of(raw: str) -> str:
+    """The extension a valid number was written with ('' for none, or for what is not a number)."""
+    parse = _e164_or_reason if len(raw) <= _CACHED_UP_TO else _e164_or_reason.__wrapped__
+    return parse(raw, None)[2]
 
 
 @functools.lru_cache(maxsize=8192)  # the same senders (and often recipients) on message after message

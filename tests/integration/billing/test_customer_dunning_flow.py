@@ -116,3 +116,25 @@ def test_a_customer_who_said_stop_to_the_site_is_not_texted_and_a_rejected_site_
     assert (status, failed.error_code, failed.credits_charged) == ("failed", 20003, 0)
     assert site.status == "broken" and "20003" in site.broken_reason
     assert account.sending_blocked_reason is None and account.held == 0
+
+
+def test_a_customer_whose_phone_has_an_extension_gets_no_text_at_the_line(database, simulator, tmp_path):  # noqa: F811
+    # given a customer's run whose phone, from the billing system, is an office line with an extension
+    account_id, _ = customer_run(database, simulator)
+    with database.unit_of_work() as session:
+        dunning.end_customer_run(session, account_id, session.scalar(select(DunningRun.id)), "resolved",
+                                 now=datetime.now(UTC))
+        run = dunning.open_customer_run(session, account_id, site="downtown", currency="USD", amount_due="49.90",
+                                        customer={**CUSTOMER, "phone": "+1 415 555 0100 x22", "email": "d@example.com"},
+                                        update_url="https://pay.example.com/u/1", now=datetime.now(UTC))
+        run_id, kept = run.id, (run.customer["phone"], run.customer["phone_extension"])
+
+    # when its step with a text runs
+    enqueued: list[str] = []
+    outcome = run_step(database, run_id, enqueued, tmp_path)
+
+    # then the line is kept apart from its extension, and no text was made for whoever answers the line
+    assert kept == ("+14155550100", "22")
+    assert outcome.sms_status.startswith("skipped: the customer's phone has an extension (22)") and enqueued == []
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Message).where(Message.account_id == account_id)).all() == []

@@ -90,3 +90,14 @@ def test_a_site_texts_only_from_a_number_of_its_account_that_no_other_site_uses(
                                           from_number=SITE_NUMBER, now=NOW)
     assert not_owned.value.errors == {"from": "is not a number of this account"}
     assert shared.value.errors == {"from": "is the number of another site"}
+
+
+def test_a_customer_reachable_only_at_an_office_lines_extension_is_refused(sqlite_database):
+    # given a customer with no email, whose phone is an office line with an extension (a text cannot reach it)
+    account_id = account_with_site(sqlite_database)
+    customer = {"id": "cus_2", "name": "Lee", "phone": "+1 415 555 0100 ext. 7", "fields": {}}
+
+    # when a run is opened for them / then it is refused, naming the extension, since no reminder could go out
+    with pytest.raises(ValidationFailed) as refused:
+        open_run(sqlite_database, account_id, customer=customer)
+    assert "extension (7)" in refused.value.errors["customer.phone"]
