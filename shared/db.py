@@ -12,6 +12,7 @@ in autocommit, so the call is its own transaction, with no BEGIN nor COMMIT roun
 account's row lock released as the statement ends rather than after Python has read the result.
 """
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,8 +77,9 @@ def make_engine(database_url: str, *, pool_size: int = 10, generic_plans: bool =
     # such a connection is closed when given back.
     # JSON columns are read by orjson (psycopg parses them; a campaign chunk reads 1,000 recipients' fields).
     options = {}
-    if generic_plans:  # beside any server options the URL gives (?options=...), which connect_args would replace
-        given = make_url(database_url).query.get("options", "")
+    if generic_plans:  # beside the server options the URL gives (?options=...) or else PGOPTIONS, which libpq would
+        # no longer read once `options` is given
+        given = make_url(database_url).query.get("options") or os.environ.get("PGOPTIONS", "")
         options["connect_args"] = {"options": " ".join(filter(None, [*(given if isinstance(given, tuple) else [given]),
                                                                      "-c plan_cache_mode=force_generic_plan"]))}
     return create_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,

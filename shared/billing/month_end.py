@@ -266,10 +266,12 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
         methods = dict(session.execute(select(AutoRecharge.account_id, AutoRecharge.payment_method).where(
             AutoRecharge.account_id.in_({bill.account_id for bill in bills}))).all())
         billed = [bill for bill in bills if methods.get(bill.account_id) is not None]
-        # a bill's payment in play (its answer lost, say) is charged again on its own card, whatever is on file now
+        # a bill's payment in play (its answer lost, say) is charged again on its own card, whatever is on file now;
+        # none is older than its bill, so earlier months' paid bills are not read
         in_play = {payment.idempotency_key.rsplit(":", 1)[0]: payment for payment in session.scalars(
             select(Payment).where(Payment.source == "month_end", purchases.in_play(utc(now)),
-                                  any_of(session, Payment.account_id, sorted({bill.account_id for bill in billed})))
+                                  any_of(session, Payment.account_id, sorted({bill.account_id for bill in billed})),
+                                  Payment.created_at >= min((bill.created_at for bill in billed), default=now))
             .order_by(Payment.created_at.desc()))}
         fresh = [bill for bill in billed if f"month-end:{bill.account_id}:{bill.period}" not in in_play]
         opened = dict(zip([bill.id for bill in fresh], purchases.open_payments(session, [dict(

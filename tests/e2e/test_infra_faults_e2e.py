@@ -107,8 +107,8 @@ def test_postgresql_restarted_mid_run_loses_nothing_and_answers_503_meanwhile(st
     messages = messages_of(database, account_ids)
     assert accepted <= set(messages) and all_final(messages.values())
     check_money(database, stack, messages, {account_id: 1_000_000 for account_id in account_ids})
-    # and a path the posts did not take, whose pooled connections died with the server too, answers again after one
-    # 503 at most: the pool that meets a dead connection replaces all it held
+    # and the web's other requests, on a pool whose connections died with the server too, are served again after one
+    # 503 at most: a pool that meets a dead connection replaces all it held
     created = [requests.post(f"{stack.url}/v1/accounts", headers=OPERATOR, timeout=30,
                              json={"name": f"After the restart {n}", "timezone": "UTC"}) for n in range(2)]
     assert created[1].status_code == 201 and created[0].status_code in (201, 503), [c.text for c in created]

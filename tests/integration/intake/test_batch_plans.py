@@ -114,3 +114,14 @@ def test_the_batch_pool_keeps_the_server_options_its_url_gives(counted):
 
     # then it has the URL's option and the generic plans both
     assert settings == ["1234ms", "force_generic_plan"]
+
+
+def test_the_batch_pool_keeps_the_server_options_pgoptions_gives(counted, monkeypatch):
+    # given server options set the libpq way, in the environment
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
+
+    # when the batch writers' pool connects / then it has them and the generic plans both
+    with counted.for_batches(1) as batches, batches.engine.connect() as connection:
+        assert [connection.exec_driver_sql(f"SHOW {name}").scalar() for name in ("statement_timeout",
+                                                                                 "plan_cache_mode")] == [
+            "4321ms", "force_generic_plan"]
