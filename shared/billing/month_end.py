@@ -258,9 +258,10 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
     """
     summary = Summary("")
     with database.unit_of_work() as session:
+        # locked until the payments are opened: a second collector waits, then finds them in play
         bills = list(session.execute(select(runs).where(any_of(session, runs.c.account_id, sorted(set(account_ids))),
                                                         runs.c.step == "bill", runs.c.status == "pending")
-                                     .order_by(runs.c.account_id, runs.c.period)))
+                                     .order_by(runs.c.account_id, runs.c.period).with_for_update()))
         if not bills:
             return summary
         methods = dict(session.execute(select(AutoRecharge.account_id, AutoRecharge.payment_method).where(
