@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from shared.twilio.gateway import TwilioMessage
 log = logging.getLogger(__name__)
 
 BATCH = 500
+PER_ACCOUNT = 50  # overdue holds of one account a sweep reconciles at most (see _overdue_holds)
 CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
 KEEP_EARLY_STATUSES = timedelta(days=1)
 
@@ -156,18 +157,22 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
 
 def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str]]:
     """(hold, message) pairs whose hold outlived its TTL and whose message is not settled yet, that reconcile has
-    something to do for. A hold already expired whose message waits unsent (a paused campaign's text, a parked one)
-    is left out: reconcile would only answer "waiting" again, and 500 of them at the front of the queue kept every
-    sweep from reaching a lost send behind them."""
+    something to do for, oldest first, PER_ACCOUNT of an account at most. A hold already expired whose message waits
+    unsent (a paused campaign's text, a parked one) is left out: reconcile would only answer "waiting" again, and 500
+    of them at the front of the queue kept every sweep from reaching a lost send behind them. The share per account
+    keeps one account whose lookups Twilio refuses (its credentials revoked) from filling every sweep likewise."""
+    overdue = (
+        select(Hold.id.label("hold_id"), Message.id.label("message_id"), Hold.expires_at,
+               func.row_number().over(partition_by=Hold.account_id, order_by=Hold.expires_at).label("nth"))
+        .join(Message, Message.hold_id == Hold.id)
+        .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now, Message.credits_charged.is_(None),
+               or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
+                   Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES))))
+    ).subquery()
     with database.unit_of_work() as session:
         return [tuple(row) for row in session.execute(
-            select(Hold.id, Message.id).join(Message, Message.hold_id == Hold.id)
-            .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now,
-                   Message.credits_charged.is_(None),
-                   or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
-                       Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES))))
-            .order_by(Hold.expires_at).limit(BATCH)
-        )]
+            select(overdue.c.hold_id, overdue.c.message_id).where(overdue.c.nth <= PER_ACCOUNT)
+            .order_by(overdue.c.expires_at).limit(BATCH))]
 
 
 def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for, rate_card: RateCard,

@@ -29,7 +29,7 @@ from shared.messaging.sending import SendLater, send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
-from shared.twilio.errors import OutcomeUnknown
+from shared.twilio.errors import CredentialsRejected, OutcomeUnknown
 from shared.twilio.gateway import TwilioGateway
 from shared.twilio.signatures import Credentials
 from tests.support.callbacks import twilio_reports
@@ -934,3 +934,43 @@ def test_texts_waiting_unsent_with_overdue_holds_do_not_keep_the_sweeper_from_a_
 
     # then it reached the lost send: Twilio never took it, so it is `accepted` again and its send job enqueued
     assert message(database, lost).status == "accepted" and lost in enqueued
+
+
+class TwilioRefusingLookupsFor(TwilioLosingAnswers):
+    """TwilioLosingAnswers that refuses every lookup of a message to `prefix`'s numbers (that account's credentials
+    were revoked, say)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def find(self, *, to, **_):
+        if to.startswith(self.prefix):
+            raise CredentialsRejected("AC" + "0" * 32, "Authenticate")
+        return []
+
+
+def test_one_account_whose_lookups_are_refused_does_not_keep_the_sweeper_from_other_accounts(database, throttle,
+                                                                                            monkeypatch):
+    # given an account with a sweep batch's worth of lost sends that Twilio refuses to look up, and another account's
+    # lost send behind them
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    monkeypatch.setattr(sweeper, "PER_ACCOUNT", 2)
+    twilio, start = TwilioRefusingLookupsFor("+1415555"), now()
+    refused_account, other_account = make_account(database, 10), make_account(database, 10, sender="+14155550011")
+    lost = []
+    for account_id, to, sender in [*((refused_account, f"+1415555{n:04d}", SENDER) for n in range(3)),
+                                   (other_account, "+12125550100", "+14155550011")]:
+        lost.append(accept(database, account_id, to=to, sender=sender))
+        assert send_message(database, lost[-1], gateway_for=lambda *_: twilio, throttle=throttle,
+                            hold_ttl_seconds=2, now=lambda: start) == "sending"
+        start += timedelta(seconds=1)  # each hold is overdue a little later than the one before
+
+    # when the sweeper runs once
+    enqueued = []
+    report = sweeper.sweep(database, enqueue=enqueued.append, gateway_for=lambda *_: twilio, rate_card=CARD,
+                           now=start + timedelta(hours=1), stale_after=timedelta(seconds=60))
+
+    # then it took at most its share of the refusing account's sends and reached the other account's lost send
+    assert [report.reconciled[message_id].startswith("find refused") for message_id in lost[:2]] == [True, True]
+    assert lost[2] not in report.reconciled
+    assert message(database, lost[3]).status == "accepted" and lost[3] in enqueued
