@@ -26,6 +26,7 @@ class Resources:
     throttle: SenderThrottle
     hold_ttl_seconds: int
     stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
+    placing_takes: timedelta = timedelta(seconds=30)  # how long a create may be under way: twice the Twilio timeout
     webhooks: WebhookSettings = WebhookSettings()
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
@@ -68,6 +69,7 @@ def _from_environment() -> Resources:
         throttle=throttle,
         hold_ttl_seconds=settings.hold_ttl_seconds,
         stale_after=timedelta(seconds=settings.sweep_stale_seconds),
+        placing_takes=timedelta(seconds=2 * settings.twilio_timeout_seconds),
         webhooks=settings.webhooks,
         development=settings.development,
         retention_days=settings.retention_days,

@@ -47,7 +47,7 @@ def sweep_calls() -> None:
     """Not retried: the next scheduled sweep does the same work."""
     r = resources.current()
     report = sweeper.sweep_calls(r.database, gateway_for=r.gateway_for, rate_card=r.rate_card, now=_now(),
-                         stale_after=r.stale_after)
+                                 stale_after=r.stale_after, placing_takes=r.placing_takes)
     enqueue_many(place_call, [(call_id,) for call_id in report.enqueued])
     if report.enqueued or report.reconciled:
         log.info("call sweep: %d enqueued, %d reconciled", len(report.enqueued), len(report.reconciled))

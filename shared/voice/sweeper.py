@@ -44,11 +44,13 @@ class CallSweep:
 
 
 def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCard, now: datetime,
-                stale_after: timedelta) -> CallSweep:
+                stale_after: timedelta, placing_takes: timedelta = timedelta(0)) -> CallSweep:
+    """`placing_takes`: how long a create at Twilio may still be under way (connecting and reading may each take the
+    whole Twilio timeout): a call without a sid is looked for no sooner than that after its claim."""
     report = CallSweep()
     with database.unit_of_work() as session:
         report.enqueued = _unparked(session, now - stale_after, now) + _waiting(session, now - stale_after)
-        overdue = _overdue(session, now, stale_after)
+        overdue = _overdue(session, now, stale_after, placing_takes)
         unreported = _unreported_inbound(session, now, stale_after)
     for call_id in unreported:
         try:
@@ -84,14 +86,17 @@ def _waiting(session: Session, before: datetime) -> list[str]:
         .order_by(Call.updated_at).limit(BATCH)))
 
 
-def _overdue(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
-    """Calls without a sid claimed more than `stale_after` ago, and placed calls long past their time limit."""
+def _overdue(session: Session, now: datetime, stale_after: timedelta, placing_takes: timedelta) -> list[str]:
+    """Calls without a sid claimed more than `stale_after` and `placing_takes` ago (one looked for while its create
+    was still under way would be taken for never placed, its hold voided, and talk uncharged), and placed calls long
+    past their time limit."""
     candidates = session.execute(
         select(Call.id, Call.twilio_sid, Call.claimed_at, Call.time_limit)
         .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after)
         .order_by(Call.claimed_at).limit(BATCH)).all()
-    return [row.id for row in candidates if row.twilio_sid is None or utc(row.claimed_at) + timedelta(
-        seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after < now]
+    unplaced_after = max(stale_after, placing_takes)
+    return [row.id for row in candidates if utc(row.claimed_at) + (unplaced_after if row.twilio_sid is None else (
+        timedelta(seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after)) < now]
 
 
 def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[str]:

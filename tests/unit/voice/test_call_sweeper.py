@@ -1,0 +1,60 @@
+"""The call sweeper's judgment of a call claimed without a sid: never while its create may still be under way."""
+
+from datetime import UTC, datetime, timedelta
+
+from shared.ledger import book
+from shared.messaging.rates import default_rate_card
+from shared.models import Account, Call
+from shared.voice import sweeper
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+STALE = timedelta(seconds=3)  # the e2e suites' eager sweeper
+PLACING = timedelta(seconds=30)  # twice a Twilio timeout of 15 s
+
+
+class TwilioListingNothing:
+    """Twilio whose call list is empty, counting how often it was asked."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def find_calls(self, **_):
+        self.asked += 1
+        return []
+
+
+def claimed_call(database) -> str:
+    """An outbound call claimed at T0, its hold taken, its create not answered yet (no sid)."""
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_1", name="Realty", balance=100_000))
+        session.flush()
+        hold = book.reserve(session, "acct_1", 10_000, idempotency_key="call:hold", ttl_seconds=900, now=T0)
+        session.add(Call(id="call_1", account_id="acct_1", direction="outbound", to="+14155550100",
+                         from_="+14155550199", say="Hi", max_minutes=5, minutes_held=5, time_limit=300, rate=2000,
+                         status="queued", credits_estimated=10_000, hold_id=hold.id, attempts=1, claimed_at=T0,
+                         created_at=T0, updated_at=T0))
+    return "call_1"
+
+
+def sweep(database, twilio, at: datetime):
+    return sweeper.sweep_calls(database, gateway_for=lambda *_: twilio, rate_card=default_rate_card(), now=at,
+                               stale_after=STALE, placing_takes=PLACING)
+
+
+def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(sqlite_database):
+    # given a call claimed without a sid yet, and a Twilio whose list does not show it (yet)
+    call_id, twilio = claimed_call(sqlite_database), TwilioListingNothing()
+
+    # when the sweeper runs past its stale time, but within the time a create may take
+    early = sweep(sqlite_database, twilio, T0 + timedelta(seconds=20))
+
+    # then it leaves the call alone: its hold stays for the create that may yet land
+    assert (early.reconciled, twilio.asked) == ({}, 0)
+    with sqlite_database.unit_of_work() as session:
+        assert session.get(Call, call_id).status == "queued"
+
+    # and once a create can no longer be under way, Twilio is asked, and a call it never placed fails, uncharged
+    late = sweep(sqlite_database, twilio, T0 + timedelta(seconds=31))
+    assert (late.reconciled, twilio.asked) == ({call_id: "failed"}, 1)
+    with sqlite_database.unit_of_work() as session:
+        assert session.get(Call, call_id).credits_charged == 0
