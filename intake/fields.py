@@ -45,7 +45,11 @@ def refuse_unknown(body: dict, known: frozenset[str]) -> None:
 
 def refuse_repeated(query: MultiMapping[str]) -> None:
     """A 422 naming every name `query` gives more than once."""
-    _refuse(sorted({name for name in query if len(query.getall(name)) > 1}), REPEATED)
+    _refuse(_repeated(query), REPEATED)
+
+
+def _repeated(query: MultiMapping[str]) -> list[str]:
+    return sorted({name for name in query if len(query.getall(name)) > 1})
 
 
 def _refuse(names: list[str], reason: str) -> None:
@@ -192,9 +196,8 @@ class QueryFilters(Fields):
     def __init__(self, query: MultiMapping[str], *, page_names: tuple[str, ...] = ("limit", "cursor")):
         super().__init__(dict(query))
         self._known.update(page_names)
-        for name in self.body:
-            if len(query.getall(name)) > 1:
-                self.fail(name, REPEATED)
+        for name in _repeated(query):
+            self.fail(name, REPEATED)
 
     def flag(self, name: str) -> bool | None:
         value = self._raw(name, False)

@@ -12,7 +12,7 @@ from functools import partial
 
 import redis
 
-from shared.config import WebhookSettings, load_settings
+from shared.config import Settings, WebhookSettings, load_settings
 from shared.db import Database
 from shared.messaging.rates import RateCard, current_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
@@ -26,7 +26,8 @@ class Resources:
     throttle: SenderThrottle
     hold_ttl_seconds: int
     stale_after: timedelta  # how long a waiting message may sit before the sweeper enqueues it again
-    placing_takes: timedelta = timedelta(seconds=30)  # how long a create may be under way: twice the Twilio timeout
+    # how long a create may be under way: connecting and reading may each take the whole Twilio timeout
+    placing_takes: timedelta = timedelta(seconds=2 * Settings.twilio_timeout_seconds)
     webhooks: WebhookSettings = WebhookSettings()
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept

@@ -269,22 +269,21 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
         billed = [bill for bill in bills if methods.get(bill.account_id) is not None]
         # a bill's payment in play (its answer lost, say) is charged again on its own card, whatever is on file now;
         # none is older than its bill, so earlier months' paid bills are not read
-        in_play = {payment.idempotency_key.rsplit(":", 1)[0]: payment for payment in session.scalars(
+        in_play_by_bill = {payment.idempotency_key.rsplit(":", 1)[0]: payment for payment in session.scalars(
             select(Payment).where(Payment.source == "month_end", purchases.in_play(utc(now)),
                                   any_of(session, Payment.account_id, sorted({bill.account_id for bill in billed})),
                                   Payment.created_at >= min((bill.created_at for bill in billed), default=now))
             .order_by(Payment.created_at.desc()))}
-        fresh = [bill for bill in billed if f"month-end:{bill.account_id}:{bill.period}" not in in_play]
+        fresh = [bill for bill in billed if _payment_key(bill) not in in_play_by_bill]
         opened = dict(zip([bill.id for bill in fresh], purchases.open_payments(session, [dict(
             account_id=bill.account_id, source="month_end",
-            idempotency_key=f"month-end:{bill.account_id}:{bill.period}:{methods[bill.account_id]}", credits=0,
+            idempotency_key=f"{_payment_key(bill)}:{methods[bill.account_id]}", credits=0,
             amount_cents=bill.amount_cents, currency=current_price_list(session).currency,
             payment_method=methods[bill.account_id]) for bill in fresh], now=utc(now))))
         for payment in opened.values():
             if payment.status == "error":
                 purchases.retry(session, payment, now=utc(now))
-        payments = {bill.id: (opened.get(bill.id) or in_play[f"month-end:{bill.account_id}:{bill.period}"]).id
-                    for bill in billed}
+        payments = {bill.id: (opened.get(bill.id) or in_play_by_bill[_payment_key(bill)]).id for bill in billed}
     charged = purchases.charge_payments(database, gateway, list(payments.values()), now=utc(now),
                                         threads=CHARGE_THREADS)
     charged = {bill_id: charged[payment_id] for bill_id, payment_id in payments.items()}
@@ -307,6 +306,11 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
 
 
 # --- internals -------------------------------------------------------------------------------------
+
+def _payment_key(bill: Row) -> str:
+    """What the idempotency keys of a bill's payments start with (`:<card>` follows)."""
+    return f"month-end:{bill.account_id}:{bill.period}"
+
 
 class _Rollback(Exception):
     def __init__(self, summary: Summary):

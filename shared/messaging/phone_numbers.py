@@ -25,8 +25,7 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
     if not isinstance(raw, str) or not raw.strip():
         reason = "must be a phone number such as +14155550100"
         raise ValidationFailed(f"{field} {reason}", errors={field: reason})
-    parse = _e164_or_reason if len(raw) <= _CACHED_UP_TO else _e164_or_reason.__wrapped__
-    e164, reason, extension = parse(raw, default_region)
+    e164, reason, extension = _parsed(raw, default_region)
     if reason is None and extension and not drop_extension:
         reason = f"has an extension ({extension}), which a text or a call cannot reach; give the number alone"
     if reason is not None:
@@ -36,8 +35,13 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
 
 def extension_of(raw: str) -> str:
     """The extension a valid number was written with ('' for none, or for what is not a number)."""
+    return _parsed(raw, None)[2]
+
+
+def _parsed(raw: str, default_region: str | None) -> tuple[str | None, str | None, str]:
+    """_e164_or_reason, through its cache for what is short enough to be a phone number."""
     parse = _e164_or_reason if len(raw) <= _CACHED_UP_TO else _e164_or_reason.__wrapped__
-    return parse(raw, None)[2]
+    return parse(raw, default_region)
 
 
 @functools.lru_cache(maxsize=8192)  # the same senders (and often recipients) on message after message

@@ -44,7 +44,7 @@ class CallSweep:
 
 
 def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCard, now: datetime,
-                stale_after: timedelta, placing_takes: timedelta = timedelta(0)) -> CallSweep:
+                stale_after: timedelta, placing_takes: timedelta) -> CallSweep:
     """`placing_takes`: how long a create at Twilio may still be under way (connecting and reading may each take the
     whole Twilio timeout): a call without a sid is looked for no sooner than that after its claim."""
     report = CallSweep()

@@ -9,28 +9,18 @@ from sqlalchemy import select
 from shared.billing import auto_recharge, dunning, month_end
 from shared.billing.calendar import Period
 from shared.billing.payment_events import reconcile_open
-from shared.billing.payments import GatewayUnavailable, SimulatedGateway
+from shared.billing.payments import GatewayUnavailable
 from shared.ledger import book
 from shared.models import AutoRecharge, BillingRun, DunningRun
 from tests.unit.billing.test_month_end import CREDIT, TEST_PRICES, local, make_account
-from tests.unit.billing.test_purchases import new_account
+from tests.unit.billing.test_purchases import CrashAfterCharge, new_account
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
 
-class FirstAnswerLost(SimulatedGateway):
+def first_answer_lost() -> CrashAfterCharge:
     """Stripe decides the first confirmation (the card is charged, or declined), but its answer never arrives."""
-
-    def __init__(self):
-        super().__init__()
-        self.lose_next = True
-
-    def confirm_intent(self, intent_id, **kwargs):
-        result = super().confirm_intent(intent_id, **kwargs)
-        if self.lose_next:
-            self.lose_next = False
-            raise GatewayUnavailable("Stripe did not answer: APIConnectionError")
-        return result
+    return CrashAfterCharge(GatewayUnavailable("Stripe did not answer: APIConnectionError"))
 
 
 def test_a_bill_whose_answer_was_lost_is_not_charged_again_on_a_card_saved_meanwhile(sqlite_database):
@@ -39,7 +29,7 @@ def test_a_bill_whose_answer_was_lost_is_not_charged_again_on_a_card_saved_meanw
     with sqlite_database.unit_of_work() as session:
         book.charge_pool(session, account_id, 40 * CREDIT, kind="usage", idempotency_key="use",
                          now=local("UTC", 2020, 8, 20))
-    gateway, now = FirstAnswerLost(), local("UTC", 2020, 9, 1)
+    gateway, now = first_answer_lost(), local("UTC", 2020, 9, 1)
 
     # when month-end charges the bill and the answer is lost, the owner saves another card, the next billing tick
     # collects the bill still pending, and the payments sweeper asks about the first payment
@@ -82,7 +72,7 @@ def save_card_and_retry(database, gateway, account_id: str, card: str, at: datet
 def test_a_dunning_step_whose_answer_was_lost_and_a_card_saved_meanwhile_collect_once(sqlite_database):
     # given a run whose first step charged the card, but the answer was lost (the step's job will run again)
     account_id, run_id = unpaid_run(sqlite_database, "pm_card_visa")
-    gateway = FirstAnswerLost()
+    gateway = first_answer_lost()
     with pytest.raises(GatewayUnavailable):
         step_zero(sqlite_database, gateway, run_id, NOW)
 
@@ -99,7 +89,7 @@ def test_a_dunning_step_whose_answer_was_lost_and_a_card_saved_meanwhile_collect
 def test_a_card_saved_while_a_lost_answer_was_a_decline_is_charged_at_once(sqlite_database):
     # given a run whose first step's card was declined, but the answer was lost
     account_id, run_id = unpaid_run(sqlite_database, "pm_card_chargeDeclined")
-    gateway = FirstAnswerLost()
+    gateway = first_answer_lost()
     with pytest.raises(GatewayUnavailable):
         step_zero(sqlite_database, gateway, run_id, NOW)
 

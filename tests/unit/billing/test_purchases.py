@@ -37,17 +37,19 @@ def balance_of(database, account_id) -> int:
 
 
 class CrashAfterCharge(SimulatedGateway):
-    """Charges, then dies before the caller learns the outcome: the crash between charge and grant."""
+    """Decides the first confirmation (charges the card, or declines it), then raises `error` before the caller learns
+    the outcome: by default the worker killed between charge and grant; a GatewayUnavailable is an answer lost."""
 
-    def __init__(self):
+    def __init__(self, error: Exception | None = None):
         super().__init__()
         self.crash = True
+        self.error = error or ConnectionError("worker killed after the gateway charged")
 
     def confirm_intent(self, intent_id, **kwargs):
         result = super().confirm_intent(intent_id, **kwargs)
         if self.crash:
             self.crash = False
-            raise ConnectionError("worker killed after the gateway charged")
+            raise self.error
         return result
 
 
