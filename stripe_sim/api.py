@@ -294,6 +294,30 @@ def open_dispute(store: Store, request, charge: dict) -> dict:
     return dispute
 
 
+CANCELABLE = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action", "processing")
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+
+
+@routes.post("/v1/payment_intents/{id}/cancel")
+async def cancel_payment_intent(request):
+    def work(store, params, key, request):
+        intent = _get(store, request.match_info["id"], "payment_intent")
+        reason = params.get("cancellation_reason")
+        if reason is not None and reason not in CANCELLATION_REASONS:
+            raise invalid(f"Invalid cancellation_reason: must be one of {', '.join(CANCELLATION_REASONS)}",
+                          param="cancellation_reason")
+        if intent["status"] not in CANCELABLE:
+            raise StripeError(400, r.error(
+                "invalid_request_error", f"You cannot cancel this PaymentIntent because it has a status of "
+                f"{intent['status']}. Only a PaymentIntent with one of the following statuses may be canceled: "
+                f"{', '.join(CANCELABLE)}.", code="payment_intent_unexpected_state", payment_intent=intent))
+        intent.update(status="canceled", canceled_at=r.now(), cancellation_reason=reason, next_action=None)
+        store.put(intent)
+        emit(store, request, "payment_intent.canceled", intent)
+        return intent
+    return await handle(request, work)
+
+
 @routes.get("/v1/payment_intents/search")
 async def search_payment_intents(request):
     def work(store, params, key, request):

@@ -160,7 +160,9 @@ OPENAPI_PATHS = {
                             "and grants `purchase` credits (they never expire) only when the payment succeeds. "
                             "It is a Stripe PaymentIntent on the account's Stripe Customer, created with an idempotency "
                             "key derived from the payment's id and then confirmed. A card that asks for 3-D Secure "
-                            "answers 202 `requires_action` with `action_url`. Send an Idempotency-Key: a retry never "
+                            "answers 202 `requires_action` with `action_url`; left unfinished for a day, it is "
+                            "canceled at Stripe and ends `error` with `decline_code` `abandoned`, having taken "
+                            "nothing. Send an Idempotency-Key: a retry never "
                             "charges twice."),
             "parameters": [_ACCOUNT_PATH],
             "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],

@@ -16,12 +16,12 @@ A take-back may leave the account below zero, which locks a prepaid account as a
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shared.billing import auto_recharge, dunning
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
-from shared.billing.purchases import ACTION_WAITS, Outcome, charge_payment, record_outcome
+from shared.billing.purchases import OPEN_STATUSES, Outcome, charge_payment, record_outcome
 from shared.db import Database
 from shared.ledger import book
 from shared.models import BillingCustomer, GatewayEvent, Payment
@@ -80,12 +80,12 @@ def _handle(database: Database, gateway: PaymentGateway, kind: str, obj: dict, n
 def reconcile_open(database: Database, gateway: PaymentGateway, *, now: datetime,
                    older_than: timedelta = SWEEP_AFTER, limit: int = 500) -> int:
     """The sweeper: ask the gateway about every payment left open (a lost webhook, a crash between "PaymentIntent
-    created" and "recorded") and finish it the way its own worker would have; returns how many it asked about."""
+    created" and "recorded", 3-D Secure left unfinished) and finish it the way its own worker would have (one
+    waiting for 3-D Secure past ACTION_WAITS: canceled); returns how many it asked about."""
     with database.unit_of_work() as session:
         open_payments = list(session.execute(select(Payment.id, Payment.source).where(
-            or_(Payment.status.in_(("pending", "processing")),
-                and_(Payment.status == "requires_action", Payment.updated_at > now - ACTION_WAITS)),
-            Payment.updated_at <= now - older_than).order_by(Payment.updated_at).limit(limit)))
+            Payment.status.in_(OPEN_STATUSES), Payment.updated_at <= now - older_than)
+            .order_by(Payment.updated_at).limit(limit)))
     for payment_id, source in open_payments:
         try:
             charge_payment(database, gateway, payment_id, now=now, then=then_for(source))
@@ -97,7 +97,7 @@ def reconcile_open(database: Database, gateway: PaymentGateway, *, now: datetime
 def _reconciled(database: Database, gateway: PaymentGateway, payment: Payment, now: datetime,
                 intent_id: str | None = None) -> Payment:
     """The payment with its PaymentIntent's current state recorded (nothing to do when decided already)."""
-    if payment.status not in ("pending", "processing", "requires_action"):
+    if payment.status not in OPEN_STATUSES:
         return payment
     result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id or intent_id)
     if result is None:

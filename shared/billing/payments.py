@@ -22,6 +22,7 @@ from shared.errors import Conflict, DomainError, ValidationFailed
 from shared.ids import new_id
 
 PaymentStatus = Literal["succeeded", "declined", "error", "requires_action", "processing"]
+CANCELED = "The payment was canceled; nothing was taken."  # a canceled PaymentIntent's message, for the customer
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class PaymentGateway(Protocol):
 
     def find_intent(self, *, payment_id: str, intent_id: str | None) -> PaymentResult | None:
         """The PaymentIntent as it stands now, by its id or else by metadata.payment_id; None if there is none."""
+        ...
+
+    def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> PaymentResult:
+        """Cancel a PaymentIntent that has not taken the money, so it never can (3-D Secure left unfinished): an
+        `error` that took nothing, or the intent as it stands if it was decided first (the customer finished)."""
         ...
 
     def setup_session(self, *, customer: str, account_id: str, success_url: str, cancel_url: str) -> SetupSession:
@@ -239,6 +245,13 @@ class SimulatedGateway:
             return None
         intent = found[0]
         return intent.result or PaymentResult("processing", None, intent_id=intent.id)
+
+    def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> PaymentResult:
+        with self._lock:
+            intent = self._intents[intent_id]
+            if intent.result is None or intent.result.status == "requires_action":
+                intent.result = PaymentResult("error", None, "abandoned", CANCELED, intent_id=intent.id)
+            return intent.result
 
     def setup_session(self, *, customer: str, account_id: str, success_url: str, cancel_url: str) -> SetupSession:
         raise Conflict("The simulated gateway has no hosted pages: run with PAYMENT_GATEWAY=stripe (the Stripe "

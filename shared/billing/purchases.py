@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ from shared.money import format_credits
 SOURCES = ("api", "auto_recharge", "dunning", "month_end")
 STATUSES = ("pending", "processing", "requires_action", "succeeded", "declined", "error", "refunded", "disputed")
 OPEN_STATUSES = ("pending", "processing", "requires_action")  # the outcome is not known yet
-ACTION_WAITS = timedelta(days=1)  # a payment waiting for 3-D Secure is asked about for this long
+ACTION_WAITS = timedelta(days=1)  # a payment waiting for 3-D Secure this long is canceled at the gateway
 OUTCOME_EVENTS = ("payment.succeeded", "payment.failed")
 KEYS_FORGOTTEN_AFTER = timedelta(hours=1)  # well inside Stripe's 24 hours: look the PaymentIntent up instead
 MAX_PAYMENT_METHOD_LENGTH = 100
@@ -124,11 +124,10 @@ def open_payments(session: Session, terms: list[dict], *, now: datetime) -> list
 
 def in_play(now: datetime) -> ColumnElement[bool]:
     """Payments that took the money or may still take it: succeeded, or their outcome not known yet (one waiting for
-    3-D Secure while the sweeper still asks about it, ACTION_WAITS). What is owed is charged through one such payment
-    at a time: were a new card on file to get a payment of its own while the first card's answer is lost, both
-    would be charged."""
-    return or_(Payment.status.in_(("pending", "processing", "succeeded")),
-               and_(Payment.status == "requires_action", Payment.updated_at > now - ACTION_WAITS))
+    3-D Secure until the sweeper cancels it, ACTION_WAITS). What is owed is charged through one such payment at a
+    time: were a new card on file to get a payment of its own while the first card's answer is lost, both would be
+    charged."""
+    return Payment.status.in_((*OPEN_STATUSES, "succeeded"))
 
 
 def customer_of(database: Database, gateway: PaymentGateway, account_id: str, *, now: datetime) -> str:
@@ -152,8 +151,9 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     """Create, confirm and record a payment whose outcome is not known yet; idempotent.
 
     A payment already decided is returned as it is; one waiting for 3-D Secure is read back, not confirmed
-    again. GatewayUnavailable (outcome unknown) propagates and leaves the payment open for a retry with the
-    same keys.
+    again, and once it has waited ACTION_WAITS it is canceled at the gateway: a customer who finished the challenge
+    days later would otherwise pay with no one left to ask whether they had, should the webhook be lost.
+    GatewayUnavailable (outcome unknown) propagates and leaves the payment open for a retry with the same keys.
     """
     with database.unit_of_work() as session:
         payment = session.get(Payment, payment_id)
@@ -162,7 +162,10 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     if payment.status not in OPEN_STATUSES:
         return payment
     if payment.status == "requires_action":
-        result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
+        if utc(now) - utc(payment.updated_at) >= ACTION_WAITS:
+            result = gateway.cancel_intent(payment.intent_id, idempotency_key=f"{payment.id}:{payment.attempt}:cancel")
+        else:
+            result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
         return record_outcome(database, payment.id, result, now=now, then=then) if result else payment
     customer = customer_of(database, gateway, payment.account_id, now=now)
     intent_id = payment.intent_id

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import stripe
 
 from shared.billing.payments import (
+    CANCELED,
     Card,
     CardRefused,
     GatewayUnavailable,
@@ -117,6 +118,17 @@ class StripeGateway:
         intents = sorted(found.data, key=lambda intent: intent.created)
         return _result(intents[-1]) if intents else None
 
+    def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> PaymentResult:
+        try:
+            with _answered():
+                intent = self._stripe.payment_intents.cancel(intent_id, params={"cancellation_reason": "abandoned"},
+                                                             options={"idempotency_key": idempotency_key})
+        except stripe.InvalidRequestError as error:
+            if error.code != "payment_intent_unexpected_state":
+                raise
+            return self.find_intent(payment_id="", intent_id=intent_id)  # decided first: read how it ended
+        return _result(intent)
+
     def saved_by_setup(self, setup_intent_id: str) -> tuple[str, str] | None:
         """(customer, payment method) a succeeded SetupIntent saved, else None."""
         with _answered():
@@ -150,8 +162,7 @@ def _result(intent) -> PaymentResult:
         status = "error" if getattr(error, "code", None) == "processing_error" else "declined"
         return PaymentResult(status, getattr(error, "charge", None), code, error.message, intent_id=intent.id)
     if intent.status == "canceled":
-        return PaymentResult("error", None, intent.cancellation_reason, "The payment was canceled.",
-                             intent_id=intent.id)
+        return PaymentResult("error", None, intent.cancellation_reason, CANCELED, intent_id=intent.id)
     return PaymentResult("processing", None, intent_id=intent.id)
 
 

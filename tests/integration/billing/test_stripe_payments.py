@@ -36,6 +36,13 @@ def payment_row(database, payment_id) -> Payment:
         return session.get(Payment, payment_id)
 
 
+def waiting_for_3d_secure(database, gateway) -> tuple[str, Payment]:
+    """A new account's purchase with a card that asks for 3-D Secure, not yet authenticated."""
+    account_id = new_account(database)
+    return account_id, purchase(database, gateway, account_id, 100_000, "pm_card_authenticationRequired",
+                                idempotency_key="buy", now=now(), return_url="http://127.0.0.1/billing/done")
+
+
 class CrashAfter(StripeGateway):
     """Dies once right after the named call reached Stripe: the worker killed between it and "recorded"."""
 
@@ -89,9 +96,7 @@ def test_3d_secure_leaves_the_purchase_requires_action_until_the_customer_authen
                                                                                         stripe_stand_in):
     # given a purchase with a card that asks for 3-D Secure
     database, gateway = sqlite_database, stripe_stand_in.gateway()
-    account_id = new_account(database)
-    payment = purchase(database, gateway, account_id, 100_000, "pm_card_authenticationRequired",
-                       idempotency_key="buy", now=now(), return_url="http://127.0.0.1/billing/done")
+    account_id, payment = waiting_for_3d_secure(database, gateway)
     assert payment.status == "requires_action" and payment.action_url.endswith(f"/authenticate/{payment.intent_id}")
     assert balance(database, account_id) == 0
 
@@ -100,6 +105,44 @@ def test_3d_secure_leaves_the_purchase_requires_action_until_the_customer_authen
     deliver(database, gateway, stripe_stand_in.events("payment_intent.succeeded"))
 
     # then the purchase completed and the credits landed
+    assert payment_row(database, payment.id).status == "succeeded" and balance(database, account_id) == 100_000
+
+
+def test_3d_secure_left_unfinished_for_a_day_is_canceled_at_stripe_and_can_take_nothing_later(sqlite_database,
+                                                                                              stripe_stand_in):
+    # given a purchase waiting for 3-D Secure that the customer leaves unfinished
+    database, gateway = sqlite_database, stripe_stand_in.gateway()
+    account_id, payment = waiting_for_3d_secure(database, gateway)
+
+    # when the sweeper runs a day later, then the customer comes back to the challenge and Stripe's events arrive
+    assert reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=1)) == 1
+    with pytest.raises(requests.HTTPError):
+        stripe_stand_in.authenticate(payment.intent_id)
+    deliver(database, gateway, stripe_stand_in.events())
+
+    # then Stripe's PaymentIntent is canceled and charged nothing, and the payment is an error that took nothing
+    [intent] = stripe_stand_in.payment_intents()
+    assert (intent["object"]["status"], intent["object"]["cancellation_reason"]) == ("canceled", "abandoned")
+    assert intent["object"]["amount_received"] == 0 and intent["object"]["latest_charge"] is None
+    row = payment_row(database, payment.id)
+    assert (row.status, row.decline_code, row.charge_id) == ("error", "abandoned", None)
+    assert balance(database, account_id) == 0
+
+
+def test_3d_secure_finished_before_the_cancel_lands_the_credits_though_its_webhook_was_lost(sqlite_database,
+                                                                                            stripe_stand_in):
+    # given a purchase waiting for 3-D Secure, finished by the customer at the last moment, its webhook lost
+    database, gateway = sqlite_database, stripe_stand_in.gateway()
+    account_id, payment = waiting_for_3d_secure(database, gateway)
+    stripe_stand_in.authenticate(payment.intent_id)
+
+    # when the sweeper, a day on, cancels it (twice: a sweeper killed after Stripe answered runs again)
+    for _ in range(2):
+        reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=1))
+
+    # then Stripe refused the cancel, the payment is recorded succeeded and the credits landed once
+    [intent] = stripe_stand_in.payment_intents()
+    assert intent["object"]["status"] == "succeeded"
     assert payment_row(database, payment.id).status == "succeeded" and balance(database, account_id) == 100_000
 
 

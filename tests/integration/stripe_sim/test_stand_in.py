@@ -126,3 +126,36 @@ def test_requests_without_its_key_are_refused(stripe_stand_in):
     client = stripe.StripeClient("sk_test_wrong", base_addresses={"api": stripe_stand_in.url}).v1
     with pytest.raises(stripe.AuthenticationError):
         client.customers.create(params={})
+
+
+def test_a_payment_intent_is_canceled_as_stripe_cancels_one_and_a_decided_one_is_not(stripe_stand_in):
+    # given a PaymentIntent waiting for 3-D Secure, and one that succeeded
+    client = stripe.StripeClient(stripe_stand_in.config.api_key, base_addresses={"api": stripe_stand_in.url}).v1
+    waiting = client.payment_intents.create(params={
+        "amount": 500, "currency": "usd", "payment_method": "pm_card_authenticationRequired", "confirm": True,
+        "return_url": "http://127.0.0.1/done"})
+    paid = client.payment_intents.create(params={"amount": 500, "currency": "usd", "payment_method": "pm_card_visa",
+                                                 "confirm": True})
+    assert (waiting.status, paid.status) == ("requires_action", "succeeded")
+
+    # when each is canceled (a reason Stripe does not know first)
+    with pytest.raises(stripe.InvalidRequestError) as unknown_reason:
+        client.payment_intents.cancel(waiting.id, params={"cancellation_reason": "bored"})
+    canceled = client.payment_intents.cancel(waiting.id, params={"cancellation_reason": "abandoned"},
+                                             options={"idempotency_key": "cancel-1"})
+    with pytest.raises(stripe.InvalidRequestError) as decided:
+        client.payment_intents.cancel(paid.id)
+
+    # then the waiting one is canceled with Stripe's fields, its event sent, its challenge gone; the paid one stays
+    assert unknown_reason.value.param == "cancellation_reason"
+    assert (canceled.status, canceled.cancellation_reason, canceled.next_action) == ("canceled", "abandoned", None)
+    assert canceled.canceled_at and same_shape(stripe_stand_in.get(f"/v1/payment_intents/{waiting.id}"),
+                                               FIXTURES["payment_intent"], "payment_intent") == []
+    assert [event["data"]["object"]["id"]
+            for event in stripe_stand_in.events("payment_intent.canceled")] == [waiting.id]
+    with pytest.raises(requests.HTTPError):
+        stripe_stand_in.authenticate(waiting.id)
+    assert decided.value.code == "payment_intent_unexpected_state"
+    assert client.payment_intents.retrieve(paid.id).status == "succeeded"
+    assert client.payment_intents.cancel(waiting.id, params={"cancellation_reason": "abandoned"},
+                                         options={"idempotency_key": "cancel-1"}).id == waiting.id  # replayed

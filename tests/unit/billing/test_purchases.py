@@ -176,7 +176,7 @@ def test_a_payment_method_that_is_not_a_gateway_token_is_refused_without_being_s
     assert balance_of(database, account_id) == 0
 
 
-def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_left_to_its_webhook(database):
+def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_canceled_at_the_gateway(database):
     # given a purchase whose card asks for 3-D Secure, never completed
     account_id = new_account(database)
     gateway = SimulatedGateway()
@@ -185,15 +185,23 @@ def test_a_payment_waiting_for_3d_secure_is_asked_about_for_a_day_then_left_to_i
     assert payment.status == "requires_action" and payment.action_url
 
     # when the sweeper runs through the day it was made, and after
-    asked = [reconcile_open(database, gateway, now=NOW + later)
-             for later in (timedelta(minutes=5), timedelta(hours=23), timedelta(days=1, minutes=10))]
+    asked = []
+    for later in (timedelta(minutes=5), timedelta(hours=23)):
+        asked.append(reconcile_open(database, gateway, now=NOW + later))
+        with database.unit_of_work() as session:
+            assert session.query(Payment).one().status == "requires_action"
+    for later in (timedelta(days=1, minutes=10), timedelta(days=2)):
+        asked.append(reconcile_open(database, gateway, now=NOW + later))
 
-    # then it asked for a day from when the payment began waiting (asking does not make it younger), then
-    # stopped; nothing was charged or granted
-    assert asked == [1, 1, 0]
+    # then it asked for a day from when the payment began waiting (asking does not make it younger); a day on it
+    # canceled the PaymentIntent, so a challenge finished later can take nothing, and recorded the payment as an
+    # error that took nothing; it is not asked about again, and nothing was charged or granted
+    assert asked == [1, 1, 1, 0]
     with database.unit_of_work() as session:
-        assert session.query(Payment).one().status == "requires_action"
-    assert balance_of(database, account_id) == 0
+        abandoned = session.query(Payment).one()
+    assert (abandoned.status, abandoned.decline_code) == ("error", "abandoned")
+    assert gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id).status == "error"
+    assert gateway.charges(account_id, status="succeeded") == [] and balance_of(database, account_id) == 0
 
 
 class UnavailableFor(SimulatedGateway):
