@@ -120,7 +120,9 @@ PAYMENT_SCHEMA = {"type": "object", "properties": {
                "description": ("The payment's life: pending (opened), processing (its Stripe PaymentIntent exists), "
                                "then succeeded, declined, error (nothing taken), requires_action (3-D Secure: "
                                "send the customer to `action_url`; the credits land when Stripe's webhook says it "
-                               "succeeded), refunded (in part or whole: `refunded_cents`) or disputed.")},
+                               "succeeded; unfinished for a day, it is canceled at Stripe and ends error with "
+                               "`decline_code` `abandoned`), refunded (in part or whole: `refunded_cents`) or "
+                               "disputed.")},
     "credits": {**_CREDITS, "description": "Credits bought; 0 for a payment of an amount due."},
     "amount_cents": {"type": "integer", "description": "The price charged, in the currency's cents."},
     "currency": {"type": "string", "examples": ["usd"]},
@@ -162,8 +164,8 @@ OPENAPI_PATHS = {
                             "key derived from the payment's id and then confirmed. A card that asks for 3-D Secure "
                             "answers 202 `requires_action` with `action_url`; left unfinished for a day, it is "
                             "canceled at Stripe and ends `error` with `decline_code` `abandoned`, having taken "
-                            "nothing. Send an Idempotency-Key: a retry never "
-                            "charges twice."),
+                            "nothing (the same Idempotency-Key then starts a new attempt, as after any `error`). "
+                            "Send an Idempotency-Key: a retry never charges twice."),
             "parameters": [_ACCOUNT_PATH],
             "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],
                                                        "required": ["credits", "payment_method"],
@@ -172,8 +174,9 @@ OPENAPI_PATHS = {
                 "payment_method": PAYMENT_METHOD}})},
             "responses": {
                 "201": {"description": "Paid; the credits are in the balance", **_json(PAYMENT_SCHEMA)},
-                "202": {"description": ("Not decided yet: `requires_action` (3-D Secure at `action_url`) or "
-                                        "`processing`; the credits land when Stripe's webhook says it succeeded"),
+                "202": {"description": ("Not decided yet: `requires_action` (3-D Secure at `action_url`; canceled "
+                                        "if unfinished for a day) or `processing`; the credits land when Stripe's "
+                                        "webhook says it succeeded"),
                         **_json(PAYMENT_SCHEMA)},
                 "402": problem(402, "Declined: `decline_code` (Stripe's) and `payment` say why; no credits"),
                 "404": problem(404, "No such account"),

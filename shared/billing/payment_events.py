@@ -13,6 +13,7 @@ arrival end the same way.
 A take-back may leave the account below zero, which locks a prepaid account as any debt does.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,10 +22,20 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.billing import auto_recharge, dunning
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
-from shared.billing.purchases import OPEN_STATUSES, Outcome, charge_payment, record_outcome
+from shared.billing.purchases import (
+    ACTION_WAITS,
+    OPEN_STATUSES,
+    Outcome,
+    abandon_payment,
+    charge_payment,
+    record_outcome,
+)
 from shared.db import Database
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.models import BillingCustomer, GatewayEvent, Payment
+
+log = logging.getLogger(__name__)
 
 SWEEP_AFTER = timedelta(minutes=2)  # CREDITQ_PAYMENT_SWEEP_SECONDS: an open payment this old lost its webhook or worker
 _PAID = ("succeeded", "refunded", "disputed")
@@ -80,17 +91,23 @@ def _handle(database: Database, gateway: PaymentGateway, kind: str, obj: dict, n
 def reconcile_open(database: Database, gateway: PaymentGateway, *, now: datetime,
                    older_than: timedelta = SWEEP_AFTER, limit: int = 500) -> int:
     """The sweeper: ask the gateway about every payment left open (a lost webhook, a crash between "PaymentIntent
-    created" and "recorded", 3-D Secure left unfinished) and finish it the way its own worker would have (one
-    waiting for 3-D Secure past ACTION_WAITS: canceled); returns how many it asked about."""
+    created" and "recorded") and finish it the way its own worker would have; one left waiting for 3-D Secure for
+    ACTION_WAITS is canceled (abandon_payment). Returns how many it asked about. One payment the gateway will not
+    answer for (an intent it does not know) is logged and left, not in the way of the others."""
     with database.unit_of_work() as session:
-        open_payments = list(session.execute(select(Payment.id, Payment.source).where(
-            Payment.status.in_(OPEN_STATUSES), Payment.updated_at <= now - older_than)
-            .order_by(Payment.updated_at).limit(limit)))
-    for payment_id, source in open_payments:
+        open_payments = list(session.execute(select(Payment.id, Payment.source, Payment.status, Payment.updated_at)
+                                             .where(Payment.status.in_(OPEN_STATUSES),
+                                                    Payment.updated_at <= now - older_than)
+                                             .order_by(Payment.updated_at).limit(limit)))
+    for payment_id, source, status, updated_at in open_payments:
+        finish = (abandon_payment if status == "requires_action" and utc(now) - utc(updated_at) >= ACTION_WAITS
+                  else charge_payment)
         try:
-            charge_payment(database, gateway, payment_id, now=now, then=then_for(source))
+            finish(database, gateway, payment_id, now=now, then=then_for(source))
         except GatewayUnavailable:
             continue  # the next sweep asks again
+        except Exception:
+            log.exception("payment %s could not be reconciled; the next sweep asks again", payment_id)
     return len(open_payments)
 
 

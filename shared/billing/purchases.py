@@ -151,9 +151,8 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     """Create, confirm and record a payment whose outcome is not known yet; idempotent.
 
     A payment already decided is returned as it is; one waiting for 3-D Secure is read back, not confirmed
-    again, and once it has waited ACTION_WAITS it is canceled at the gateway: a customer who finished the challenge
-    days later would otherwise pay with no one left to ask whether they had, should the webhook be lost.
-    GatewayUnavailable (outcome unknown) propagates and leaves the payment open for a retry with the same keys.
+    again (the sweeper cancels it once it has waited ACTION_WAITS: abandon_payment). GatewayUnavailable (outcome
+    unknown) propagates and leaves the payment open for a retry with the same keys.
     """
     with database.unit_of_work() as session:
         payment = session.get(Payment, payment_id)
@@ -162,10 +161,7 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     if payment.status not in OPEN_STATUSES:
         return payment
     if payment.status == "requires_action":
-        if utc(now) - utc(payment.updated_at) >= ACTION_WAITS:
-            result = gateway.cancel_intent(payment.intent_id, idempotency_key=f"{payment.id}:{payment.attempt}:cancel")
-        else:
-            result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
+        result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
         return record_outcome(database, payment.id, result, now=now, then=then) if result else payment
     customer = customer_of(database, gateway, payment.account_id, now=now)
     intent_id = payment.intent_id
@@ -185,6 +181,24 @@ def charge_payment(database: Database, gateway: PaymentGateway, payment_id: str,
     result = gateway.confirm_intent(intent_id, off_session=payment.source != "api", return_url=return_url,
                                     idempotency_key=f"{payment.id}:{payment.attempt}:confirm")
     return record_outcome(database, payment.id, result, now=now, then=then)
+
+
+def abandon_payment(database: Database, gateway: PaymentGateway, payment_id: str, *, now: datetime,
+                    then: Outcome | None = None) -> Payment:
+    """A payment that waited ACTION_WAITS for 3-D Secure: read back, and canceled at the gateway if it still waits,
+    so that a challenge finished days later takes nothing (were its webhook lost, no one would be left to grant the
+    credits); one the customer finished or failed meanwhile is recorded as it ended. Idempotent like
+    charge_payment: the cancel goes under its own key, and a cancel that comes second answers the intent as it is."""
+    with database.unit_of_work() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None:
+            raise NotFound(f"No payment {payment_id}.")
+    if payment.status != "requires_action":
+        return payment
+    result = gateway.find_intent(payment_id=payment.id, intent_id=payment.intent_id)
+    if result is not None and result.status == "requires_action":
+        result = gateway.cancel_intent(result.intent_id, idempotency_key=f"{payment.id}:{payment.attempt}:cancel")
+    return record_outcome(database, payment.id, result, now=now, then=then) if result else payment
 
 
 def charge_payments(database: Database, gateway: PaymentGateway, payment_ids: list[str], *, now: datetime,

@@ -129,21 +129,95 @@ def test_3d_secure_left_unfinished_for_a_day_is_canceled_at_stripe_and_can_take_
     assert balance(database, account_id) == 0
 
 
+class FinishedMeanwhile(StripeGateway):
+    """Reads a PaymentIntent as it was just before the customer finished 3-D Secure: the customer finishes
+    between the sweeper's read and its cancel."""
+
+    def __init__(self, stand_in):
+        super().__init__(stand_in.config.api_key, stand_in.url)
+        self.stand_in = stand_in
+
+    def find_intent(self, *, payment_id, intent_id):
+        found = super().find_intent(payment_id=payment_id, intent_id=intent_id)
+        if found is not None and found.status == "requires_action":
+            self.stand_in.authenticate(found.intent_id)
+        return found
+
+
+@pytest.mark.parametrize("finished", ["before the sweep", "between its read and its cancel"])
 def test_3d_secure_finished_before_the_cancel_lands_the_credits_though_its_webhook_was_lost(sqlite_database,
-                                                                                            stripe_stand_in):
+                                                                                            stripe_stand_in, finished):
     # given a purchase waiting for 3-D Secure, finished by the customer at the last moment, its webhook lost
+    database = sqlite_database
+    account_id, payment = waiting_for_3d_secure(database, stripe_stand_in.gateway())
+    if finished == "before the sweep":
+        stripe_stand_in.authenticate(payment.intent_id)
+    gateway = FinishedMeanwhile(stripe_stand_in) if finished != "before the sweep" else stripe_stand_in.gateway()
+
+    # when the sweeper comes to it a day on, and again a minute later
+    for minutes in (1, 2):
+        reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=minutes))
+
+    # then nothing was canceled (Stripe refused a cancel that came second), the payment is recorded succeeded
+    # and the credits landed once
+    [intent] = stripe_stand_in.payment_intents()
+    assert intent["object"]["status"] == "succeeded" and stripe_stand_in.events("payment_intent.canceled") == []
+    assert payment_row(database, payment.id).status == "succeeded" and balance(database, account_id) == 100_000
+
+
+def test_3d_secure_failed_with_its_webhook_lost_is_recorded_declined_not_canceled(sqlite_database, stripe_stand_in):
+    # given a purchase whose customer failed 3-D Secure, the webhook lost
     database, gateway = sqlite_database, stripe_stand_in.gateway()
     account_id, payment = waiting_for_3d_secure(database, gateway)
-    stripe_stand_in.authenticate(payment.intent_id)
+    requests.post(f"{stripe_stand_in.url}/authenticate/{payment.intent_id}", data={"action": "fail"},
+                  allow_redirects=False, timeout=10).raise_for_status()
 
-    # when the sweeper, a day on, cancels it (twice: a sweeper killed after Stripe answered runs again)
-    for _ in range(2):
-        reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=1))
+    # when the sweeper comes to it a day on
+    reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=1))
 
-    # then Stripe refused the cancel, the payment is recorded succeeded and the credits landed once
-    [intent] = stripe_stand_in.payment_intents()
-    assert intent["object"]["status"] == "succeeded"
-    assert payment_row(database, payment.id).status == "succeeded" and balance(database, account_id) == 100_000
+    # then it is recorded as the bank's decline, not as abandoned, and nothing was canceled or taken
+    row = payment_row(database, payment.id)
+    assert (row.status, row.decline_code) == ("declined", "payment_intent_authentication_failure")
+    assert stripe_stand_in.events("payment_intent.canceled") == [] and balance(database, account_id) == 0
+
+
+def test_a_sweeper_killed_after_its_cancel_reached_stripe_records_it_on_the_next_sweep(sqlite_database,
+                                                                                       stripe_stand_in):
+    # given a purchase left waiting for 3-D Secure, and a sweeper killed right after Stripe canceled it
+    database = sqlite_database
+    account_id, payment = waiting_for_3d_secure(database, stripe_stand_in.gateway())
+    crashing = CrashAfter(stripe_stand_in.config.api_key, stripe_stand_in.url, "cancel_intent")
+    reconcile_open(database, crashing, now=now() + timedelta(days=1, minutes=1))
+    assert payment_row(database, payment.id).status == "requires_action"
+
+    # when the next sweep runs
+    reconcile_open(database, stripe_stand_in.gateway(), now=now() + timedelta(days=1, minutes=2))
+
+    # then the payment is recorded abandoned, from the one cancel Stripe made
+    row = payment_row(database, payment.id)
+    assert (row.status, row.decline_code) == ("error", "abandoned") and balance(database, account_id) == 0
+    assert len(stripe_stand_in.events("payment_intent.canceled")) == 1
+
+
+def test_a_payment_the_gateway_does_not_know_does_not_hold_up_the_others(sqlite_database, stripe_stand_in, caplog):
+    # given a purchase left waiting for 3-D Secure whose PaymentIntent Stripe does not know (other keys since),
+    # and another account's purchase whose worker died after Stripe charged it, its webhook lost
+    database, gateway = sqlite_database, stripe_stand_in.gateway()
+    _, unknown = waiting_for_3d_secure(database, gateway)
+    with database.unit_of_work() as session:
+        session.get(Payment, unknown.id).intent_id = "pi_unknown"
+    paid_account = new_account(database)
+    crashing = CrashAfter(stripe_stand_in.config.api_key, stripe_stand_in.url, "confirm_intent")
+    with pytest.raises(ConnectionError):
+        purchase(database, crashing, paid_account, 100_000, "pm_card_visa", idempotency_key="paid", now=now())
+
+    # when the sweeper runs a day on
+    reconcile_open(database, gateway, now=now() + timedelta(days=1, minutes=1))
+
+    # then the charged purchase's credits landed; the unknown one is logged and left open for the next sweep
+    assert balance(database, paid_account) == 100_000
+    assert payment_row(database, unknown.id).status == "requires_action"
+    assert f"payment {unknown.id} could not be reconciled" in caplog.text
 
 
 @pytest.mark.parametrize("crash_after", ["create_intent", "confirm_intent"])
