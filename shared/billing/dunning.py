@@ -576,7 +576,7 @@ def run_step(database: Database, *, gateway: PaymentGateway, email_sender: Email
 def _open_run_payment(session: Session, run: DunningRun, *, key: str, now: datetime) -> Payment:
     """The run's payment in play (purchases.in_play: a step's whose answer was lost, a new card's), else the one
     under `key`. Called with the run locked, so a step and a new card's retry at the same moment share one."""
-    payment = session.scalar(select(Payment).where(Payment.dunning_run_id == run.id, in_play(now))
+    payment = session.scalar(select(Payment).where(Payment.dunning_run_id == run.id, in_play())
                              .order_by(Payment.created_at).limit(1))
     if payment is None:
         payment = open_payment(session, run.account_id, source="dunning", idempotency_key=key, credits_mc=run.credits,

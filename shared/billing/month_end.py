@@ -270,7 +270,7 @@ def collect_batch(database: Database, gateway: PaymentGateway, account_ids: Iter
         # a bill's payment in play (its answer lost, say) is charged again on its own card, whatever is on file now;
         # none is older than its bill, so earlier months' paid bills are not read
         in_play_by_bill = {payment.idempotency_key.rsplit(":", 1)[0]: payment for payment in session.scalars(
-            select(Payment).where(Payment.source == "month_end", purchases.in_play(utc(now)),
+            select(Payment).where(Payment.source == "month_end", purchases.in_play(),
                                   any_of(session, Payment.account_id, sorted({bill.account_id for bill in billed})),
                                   Payment.created_at >= min((bill.created_at for bill in billed), default=now))
             .order_by(Payment.created_at.desc()))}

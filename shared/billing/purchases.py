@@ -122,7 +122,7 @@ def open_payments(session: Session, terms: list[dict], *, now: datetime) -> list
     return answers
 
 
-def in_play(now: datetime) -> ColumnElement[bool]:
+def in_play() -> ColumnElement[bool]:
     """Payments that took the money or may still take it: succeeded, or their outcome not known yet (one waiting for
     3-D Secure until the sweeper cancels it, ACTION_WAITS). What is owed is charged through one such payment at a
     time: were a new card on file to get a payment of its own while the first card's answer is lost, both would be
