@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import phonenumbers
-from liquid import Environment, StrictUndefined
+from liquid import StrictUndefined
 from liquid.exceptions import LiquidError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +45,7 @@ from shared.errors import Conflict, DomainError, NotFound, ValidationFailed
 from shared.events.outbox import emit
 from shared.ids import new_id
 from shared.ledger import book
+from shared.messaging.liquid_limits import BoundedEnvironment
 from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.opt_outs import is_opted_out
 from shared.messaging.phone_numbers import extension_of, parse_e164
@@ -63,7 +64,7 @@ CUSTOMER_ENDINGS = ("resolved", "canceled")  # how the account's integration end
 _STOP = re.compile(r"\bSTOP\b")
 _HELP = re.compile(r"\bHELP\b")
 
-_liquid = Environment(undefined=StrictUndefined)
+_liquid = BoundedEnvironment(undefined=StrictUndefined)
 
 DEFAULT_STEPS = [
     {"day": 0, "retry": True,
@@ -105,8 +106,8 @@ def set_schedule(session: Session, account_id: str, *, steps: object, final_acti
     """Validate and save the schedule of the account's customers' runs (`site` and `update_url`: what a run that
     names none uses); a text template that is valid but risky (no STOP/HELP, over one segment) is saved with a
     warning rather than refused."""
+    normalized = _check_steps(steps)  # before the first statement: the templates' renders hold no lock
     account = _account(session, account_id)
-    normalized = _check_steps(steps)
     if final_action not in FINAL_ACTIONS:
         raise ValidationFailed(f"final_action must be one of {', '.join(FINAL_ACTIONS)}",
                                errors={"final_action": f"must be one of {', '.join(FINAL_ACTIONS)}"})

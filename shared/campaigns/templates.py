@@ -3,28 +3,21 @@
 Undefined is strict: a template that names a field a recipient does not have is refused when the
 campaign is created, never sent with a hole in it (unless it says `| default: "..."`). Every refusal
 names the template's field (`body`, `steps[1].body`) and the line in it. A body is a text message:
-no includes, and loops and output are capped so one template cannot tie up a process.
+no includes, and what a render may do is bounded (shared.messaging.liquid_limits).
 """
 
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from liquid import Environment, StrictDefaultUndefined
+from liquid import StrictDefaultUndefined
 from liquid.exceptions import LiquidError, UndefinedError
 from liquid.stringify import to_liquid_string
 
 from shared.errors import ValidationFailed
+from shared.messaging.liquid_limits import BoundedEnvironment
 
-
-class MessageEnvironment(Environment):
-    loop_iteration_limit = 1_000
-    output_stream_limit = 10_000  # characters; a message body may not exceed 1,600 anyway
-
-
-ENVIRONMENT = MessageEnvironment(undefined=StrictDefaultUndefined)
-for _tag in ("include", "render"):  # nothing to include: a body is one template
-    ENVIRONMENT.tags.pop(_tag, None)
+ENVIRONMENT = BoundedEnvironment(undefined=StrictDefaultUndefined)
 
 
 _LITERALS = frozenset({"true", "false", "nil", "null", "empty", "blank"})  # Liquid prints these, not a field

@@ -9,6 +9,7 @@ from shared.billing import dunning, dunning_texts
 from shared.errors import Conflict, ValidationFailed
 from shared.messaging.senders import add_number
 from tests.unit.billing.test_purchases import new_account
+from tests.unit.campaigns.test_templates import DOUBLING
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 SID = "AC" + "1" * 32
@@ -47,6 +48,23 @@ def test_a_text_that_renders_past_one_segment_is_warned_with_its_segments_and_en
     # then it is saved, with a warning naming the segments and the encoding for a sample customer
     [warning] = view.warnings
     assert warning.startswith("steps[0].sms.body renders to 2 segments (UCS-2, ") and "sample customer" in warning
+
+
+@pytest.mark.parametrize(("body", "limit"), [
+    ("{% for i in (1..2000) %}{% endfor %}Pay now. Reply HELP for help, STOP to opt out.", "loop iteration limit"),
+    (DOUBLING, "local namespace limit"),
+    ("{% for i in (1..900) %}{{ customer.name }} is late. {% endfor %}", "output stream limit"),
+])
+def test_a_text_whose_render_runs_past_a_limit_is_refused_and_nothing_is_saved(sqlite_database, body, limit):
+    # given an account; when a schedule whose text loops too long, grows a value or writes too much is saved
+    account_id = new_account(sqlite_database)
+    with pytest.raises(ValidationFailed) as refused, sqlite_database.unit_of_work() as session:
+        dunning.set_schedule(session, account_id, steps=[{"day": 0, "sms": {"body": body}}], now=NOW)
+
+    # then it is refused naming the text and the limit, and the account keeps the built-in schedule
+    assert limit in refused.value.errors["steps[0].sms.body"]
+    with sqlite_database.unit_of_work() as session:
+        assert dunning.get_schedule(session, account_id).steps == dunning.DEFAULT_STEPS
 
 
 def test_a_run_names_a_site_of_the_account_a_customer_and_a_decimal_amount_or_is_refused_field_by_field(

@@ -66,6 +66,22 @@ def test_a_runaway_loop_is_stopped_and_refused():
         render(template, {}, recipient="recipients[0]")
 
 
+# A string doubled 20 times holds 10 MB: far past what a text needs, still small enough to render unbounded here.
+DOUBLING = '{% assign s = "xxxxxxxxxx" %}{% for i in (1..20) %}{% assign s = s | append: s %}{% endfor %}{{ s | size }}'
+SQUARING = '{% assign n = 7 %}{% for i in (1..20) %}{% assign n = n | times: n %}{% endfor %}{{ n | size }}'
+
+
+@pytest.mark.parametrize("body", [DOUBLING, SQUARING])
+def test_a_value_grown_in_a_loop_is_stopped_and_refused(body):
+    # given a body whose loop doubles a string (or squares a number) within the loop limit
+    template = compile_template(body, known_fields=set())
+
+    # when it is rendered, then it is refused once what it holds passes the limit, naming the body
+    with pytest.raises(ValidationFailed, match="local namespace limit") as refused:
+        render(template, {}, recipient="recipients[0]")
+    assert "recipients[0]" in refused.value.errors["body"]
+
+
 _NAMES = st.sampled_from(["first_name", "agent", "to", "x", "true", "nil", "empty", "_n1"])
 _TEXT = st.text(alphabet="ab {}%-|:\r\n😀é", max_size=12)
 _VALUES = st.one_of(st.text(max_size=8), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
