@@ -2,6 +2,9 @@
 
 import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -11,11 +14,38 @@ from .errors import Problem
 from .fields import whole_number
 from .text import check_json_text, check_text
 
+log = logging.getLogger(__name__)
+
 PARSE_IN_THREAD_BYTES = 256 * 1024  # larger JSON bodies are parsed off the event loop, which serves everyone
+BODY_WAIT_SECONDS = 120  # the longest a body may take to arrive: 20 MiB at 1.4 Mbit/s
+
+
+@asynccontextmanager
+async def arriving(request: web.Request) -> AsyncIterator[None]:
+    """Around reading the request's body. A body that has not all come within BODY_WAIT_SECONDS is a 408: a client
+    stalled, or a chunk aiohttp could not parse, after which it waits for the rest for ever. A client that hung up
+    mid-body is a 400 logged as the client's doing, not a server error."""
+    try:
+        async with asyncio.timeout(BODY_WAIT_SECONDS):
+            yield
+    except TimeoutError:
+        raise Problem(408, "Request Timeout", f"The body did not arrive within {BODY_WAIT_SECONDS} s.",
+                      headers={"Connection": "close"}) from None
+    except ConnectionResetError:
+        if request.content.exception() is None:  # not this request's body: let it be the 500 it is
+            raise
+        log.info("the client of %s %s went away before its body was complete", request.method, request.path)
+        raise Problem(400, "Bad Request", "The connection was lost before the body was complete.") from None
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, once it has arrived (see `arriving`); read once, then kept by aiohttp."""
+    async with arriving(request):
+        return await request.read()
 
 
 async def read_json(request: web.Request) -> dict:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw:
         raise Problem(400, "Bad Request", "The request needs a JSON object body.")
     body = await asyncio.to_thread(_parse_json, raw) if len(raw) > PARSE_IN_THREAD_BYTES else _parse_json(raw)
@@ -38,7 +68,8 @@ def _parse_json(raw: bytes):
 async def read_form(request: web.Request) -> MultiDictProxy:
     """A urlencoded or multipart form; a multipart body without a boundary (or broken) is a 400."""
     try:
-        form = await request.post()
+        async with arriving(request):
+            form = await request.post()
     except (ValueError, HttpProcessingError) as error:  # "boundary missed for Content-Type", a bad part header...
         raise Problem(400, "Bad Request", f"The form cannot be read: {str(error).strip()}") from None
     for name, value in form.items():
@@ -51,7 +82,7 @@ async def read_form(request: web.Request) -> MultiDictProxy:
 async def read_csv(request: web.Request) -> str:
     """The CSV as text: the whole body (text/csv) or the `file` part of a multipart form; UTF-8, no NUL."""
     if request.content_type in ("text/csv", "text/plain"):
-        raw = await request.read()
+        raw = await read_body(request)
     elif request.content_type == "multipart/form-data":
         upload = (await read_form(request)).get("file")
         if upload is None:

@@ -21,6 +21,7 @@ from shared.ids import keyed_id
 from shared.models import IdempotencyRecord
 
 from .appkeys import CLOCK, DATABASE, PRINCIPAL, SETTINGS
+from .bodies import read_body
 from .errors import Problem, is_domain_error, render_error
 
 MAX_KEY_LENGTH = 200
@@ -80,7 +81,7 @@ async def resumable_id(request: web.Request, prefix: str) -> str | None:
 async def _fingerprint(request: web.Request) -> bytes:
     """The request as the key binds it: method, path with its query string (a text/csv campaign names itself
     there), body."""
-    return request.method.encode() + request.path_qs.encode() + await request.read()
+    return request.method.encode() + request.path_qs.encode() + await read_body(request)
 
 
 def _replay(record: IdempotencyRecord, fingerprint: bytes, wait: timedelta) -> web.Response:

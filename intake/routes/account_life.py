@@ -17,7 +17,7 @@ from shared.money import format_credits
 
 from ..appkeys import CLOCK, DATABASE, KEY_CACHE, PRINCIPAL
 from ..auth import require_access
-from ..bodies import json_response, query_limit, read_json
+from ..bodies import json_response, query_limit, read_body, read_json
 from ..cursors import decode_cursor, page_of
 from ..fields import Fields, QueryFilters
 from ..idempotency import idempotent
@@ -32,7 +32,7 @@ routes = web.RouteTableDef()
 @action(ACCOUNT_LIFE)
 async def cancel_account(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    fields = Fields(await read_json(request) if await request.read() else {})
+    fields = Fields(await read_json(request) if await read_body(request) else {})
     reason = fields.text("reason", max_length=account_life.REASON_MAX_LENGTH) or account_life.CANCELED_BY_OPERATOR
     fields.done()
     return await _end(request, account_id, lambda session, now: account_life.cancel_account(
@@ -43,7 +43,8 @@ async def cancel_account(request: web.Request) -> web.Response:
 @action(ACCOUNT_LIFE)
 async def mark_spam(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
-    Fields(await read_json(request) if await request.read() else {}).done()  # no fields: a typo is refused, not lost
+    # no fields: a typo is refused, not lost
+    Fields(await read_json(request) if await read_body(request) else {}).done()
     return await _end(request, account_id, lambda session, now: account_life.mark_spam(
         session, account_id, actor=request[PRINCIPAL].name, now=now))
 

@@ -20,6 +20,7 @@ from shared.models import Account
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..auth import require_access
+from ..bodies import read_body
 from ..errors import Problem
 from ..idempotency import idempotent
 from ..openapi import problem
@@ -112,7 +113,7 @@ async def done_page(request: web.Request) -> web.Response:
 async def stripe_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
-        event = verify_event(await request.read(), request.headers.get("Stripe-Signature"),
+        event = verify_event(await read_body(request), request.headers.get("Stripe-Signature"),
                              settings.stripe_webhook_secret)
     except InvalidEvent as invalid:
         log.warning("rejected a Stripe webhook: %s", invalid)

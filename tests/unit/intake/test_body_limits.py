@@ -5,6 +5,7 @@ import asyncio
 import json
 
 import pytest
+from aiohttp import web
 from sqlalchemy import func, select
 
 from intake.app import init_app
@@ -80,3 +81,60 @@ async def test_a_bulk_route_takes_a_list_larger_than_a_json_body_may_be(client, 
 
     assert response.status == 200 and (await response.json())["added"] == 100
     assert count(sqlite_database, OptOut) == 100
+
+
+async def raw_request(client, head: str, *parts: bytes, pause: float = 0.0
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a request's head and then `parts` of its body, `pause` seconds apart; the connection's two ends."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head.encode())
+    for part in parts:
+        await writer.drain()
+        await asyncio.sleep(pause)
+        writer.write(part)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_chunk_that_cannot_be_parsed_is_a_408_once_the_body_wait_is_over(client, sqlite_database,
+                                                                                   monkeypatch):
+    # given a body may take half a second to arrive; when a chunked body's second line is not a chunk size
+    monkeypatch.setattr("intake.bodies.BODY_WAIT_SECONDS", 0.5)
+    reader, writer = await raw_request(client, "POST /v1/accounts HTTP/1.1\r\nHost: x\r\n"
+                                               f"Authorization: Bearer {OPERATOR_KEY}\r\n"
+                                               "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                               b'{"name":"zz\r\n', pause=0.5)
+
+    # then the answer comes when the wait is over, not when the client gives up, and nothing was created
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in head
+    assert count(sqlite_database, Account) == 1
+
+
+async def test_a_client_that_hangs_up_mid_body_is_its_own_doing_not_a_server_error(settings, sqlite_database,
+                                                                                    fake_broker, caplog):
+    # given the app served as `creditq web` serves it: a handler goes on when its client hangs up
+    runner = web.AppRunner(init_app(settings, database=sqlite_database, broker=fake_broker), handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level("INFO")
+
+    # when a client announces 100 bytes of body, sends 12 and hangs up
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n"
+                 'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":"zz"'.encode())
+    await writer.drain()
+    writer.close()
+    for _ in range(50):
+        if "went away" in caplog.text:
+            break
+        await asyncio.sleep(0.1)
+    await runner.cleanup()
+
+    # then it is logged as the client's going away, no error is, and nothing was created
+    assert "went away before its body was complete" in caplog.text
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert count(sqlite_database, Account) == 0
