@@ -126,6 +126,7 @@ async def patch_account(request: web.Request) -> web.Response:
     scope = where.choice("quiet_hours_scope", SCOPES)
     window = where.window("quiet_hours")
     clear_window = "quiet_hours" in where.body and where.body["quiet_hours"] is None  # null: the TCPA default
+    bounds = tuple(where.body["quiet_hours"]) if window is not None else ()  # a bound left out stays as it is
     toll_free_reprocessing = None if settings_fields is None else settings_fields.boolean("toll_free_reprocessing")
     short_code = None if settings_fields is None else settings_fields.obj("shared_short_code")
     keyword = _keyword(short_code)
@@ -145,7 +146,8 @@ async def patch_account(request: web.Request) -> web.Response:
                 plan_rollover=rollover, overdraft=overdraft, low_balance_threshold=threshold, flags=flags,
                 actor=principal.name)
             if window is not None or clear_window or scope is not None:
-                account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window)
+                account = set_quiet_hours(session, account_id, window=window, scope=scope, clear=clear_window,
+                                          bounds=bounds)
             if toll_free_reprocessing is not None:
                 account = set_toll_free_reprocessing(session, account_id, enabled=toll_free_reprocessing)
             if keyword is not None or release_keyword:

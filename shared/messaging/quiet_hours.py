@@ -39,9 +39,13 @@ def parse_window(raw: object, *, field: str = "quiet_hours") -> Window:
     """{"start": "08:00", "end": "21:00"} (either may be left out) -> Window; None -> the default window."""
     if raw is None:
         return Window()
-    if not isinstance(raw, dict) or set(raw) - {"start", "end"}:
+    if not isinstance(raw, dict):
         raise ValidationFailed(f"{field} must be an object with start and end, such as "
                                '{"start": "08:00", "end": "21:00"}', errors={field: "must have start and end"})
+    if unknown := sorted(set(raw) - {"start", "end"}):
+        raise ValidationFailed(f"{field} takes start and end only, not {', '.join(map(repr, unknown))}",
+                               errors={f"{field}.{name}": "is not a field of it: start and end only"
+                                       for name in unknown})
     parts = {}
     for name, default in (("start", DEFAULT_START), ("end", DEFAULT_END)):
         value = raw.get(name)

@@ -11,6 +11,7 @@ account set its own (equal start and end: none; the end is exclusive). An immedi
 person replying in a conversation, goes at once, unless the account's `quiet_hours_scope` is `all`.
 """
 
+from collections.abc import Collection
 from datetime import datetime, time
 
 from sqlalchemy import Row
@@ -81,8 +82,9 @@ def account_window(account: Account) -> Window:
 
 
 def set_quiet_hours(session: Session, account_id: str, *, window: Window | None, scope: str | None,
-                    clear: bool = False) -> Account:
-    """Set the account's window (`clear`: back to 08:00-21:00) and/or scope; None leaves either as it is."""
+                    clear: bool = False, bounds: Collection[str] = ("start", "end")) -> Account:
+    """Set the account's window (`clear`: back to 08:00-21:00) and/or scope; None leaves either as it is. Only the
+    window's `bounds` named are set: a change that names the start alone keeps the end the account has."""
     account = session.get(Account, account_id, with_for_update=True)
     if account is None:
         raise NotFound(f"No account {account_id}.")
@@ -94,7 +96,11 @@ def set_quiet_hours(session: Session, account_id: str, *, window: Window | None,
     if clear:
         account.quiet_start = account.quiet_end = None
     elif window is not None:
-        account.quiet_start, account.quiet_end = window.as_dict()["start"], window.as_dict()["end"]
+        values = window.as_dict()
+        if "start" in bounds:
+            account.quiet_start = values["start"]
+        if "end" in bounds:
+            account.quiet_end = values["end"]
     return account
 
 

@@ -327,6 +327,27 @@ async def test_quiet_hours_are_settings_as_the_api_contract_has_them(client):
     assert (await reset.json())["settings"]["quiet_hours"] == {"start": "08:00", "end": "21:00"}
 
 
+async def test_a_change_naming_one_bound_of_the_quiet_hours_keeps_the_other(client):
+    # given an account whose quiet hours end at 20:00
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}"
+    await client.patch(path, headers=own, json={"settings": {"quiet_hours": {"start": "09:00", "end": "20:00"}}})
+
+    # when the start alone is changed, then the end alone
+    start = await client.patch(path, headers=own, json={"settings": {"quiet_hours": {"start": "07:00"}}})
+    end = await client.patch(path, headers=own, json={"quiet_hours": {"end": "22:30"}})
+
+    # then each kept the other bound as it was
+    assert (await start.json())["settings"]["quiet_hours"] == {"start": "07:00", "end": "20:00"}
+    assert (await end.json())["settings"]["quiet_hours"] == {"start": "07:00", "end": "22:30"}
+
+    # and a field quiet hours do not have is a 422 naming it, with nothing changed
+    bad = await client.patch(path, headers=own, json={"settings": {"quiet_hours": {"start": "06:00", "stop": "23:00"}}})
+    assert (bad.status, list((await bad.json())["errors"])) == (422, ["settings.quiet_hours.stop"])
+    body = await (await client.get(path, headers=own)).json()
+    assert body["settings"]["quiet_hours"] == {"start": "07:00", "end": "22:30"}
+
+
 async def test_an_owner_created_with_shared_monthly_credits_shares_the_pool(client):
     # given the value the API shows for owners and admins
     account_id, own = await create_account(client)
