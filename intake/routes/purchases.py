@@ -26,7 +26,7 @@ from ..auth import require_access
 from ..bodies import json_response, query_limit, read_json
 from ..cursors import decode_cursor, page_of
 from ..errors import Problem
-from ..fields import Fields, QueryFilters
+from ..fields import Fields, QueryFilters, refuse_unknown
 from ..idempotency import idempotent
 from ..openapi import CREATED_RANGE, list_operation, problem, query_filter
 from ..policy import BILLING, action
@@ -34,6 +34,7 @@ from .accounts import _ACCOUNT_PATH, _CREDITS, _INSTANT, _json
 from .payment_method import DONE_PATH
 
 routes = web.RouteTableDef()
+PURCHASE_FIELDS = frozenset({"credits", "payment_method"})
 
 
 @routes.post("/v1/accounts/{account_id}/purchases")
@@ -43,6 +44,7 @@ async def create_purchase(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     body = await read_json(request)
+    refuse_unknown(body, PURCHASE_FIELDS)  # an `amount_cents` or `currency` would otherwise be dropped unseen
     amount = Fields({"credits": body.get("credits")})  # the amount is checked here, the card by purchase()
     credits = amount.credits("credits", required=True)
     amount.done()
@@ -169,6 +171,7 @@ OPENAPI_PATHS = {
             "parameters": [_ACCOUNT_PATH],
             "requestBody": {"required": True, **_json({"type": "object", "examples": [_PURCHASE_EXAMPLE],
                                                        "required": ["credits", "payment_method"],
+                                                       "additionalProperties": False,
                                                         "properties": {
                 "credits": {**_CREDITS, "description": "One of the plan's buckets, e.g. \"500\"."},
                 "payment_method": PAYMENT_METHOD}})},

@@ -75,6 +75,19 @@ async def test_bad_purchases_are_422(client, key, body):
     assert response.status == 422
 
 
+async def test_a_purchase_naming_a_field_it_does_not_take_is_a_422_naming_it_and_charges_nothing(client, key):
+    # when a purchase names an amount and a currency of its own beside the bucket
+    response = await client.post("/v1/accounts/acct_pay/purchases", headers=key, json={
+        "credits": "100", "payment_method": "pm_card_visa", "amount_cents": 1, "currency": "jpy"})
+
+    # then it is refused naming both, and nothing was charged or granted
+    problem = await response.json()
+    assert response.status == 422 and sorted(problem["errors"]) == ["amount_cents", "currency"]
+    assert await balance(client, key) == "0"
+    listed = await (await client.get("/v1/accounts/acct_pay/purchases", headers=key)).json()
+    assert listed["data"] == []
+
+
 async def test_auto_recharge_is_saved_and_shown_with_its_state(client, key):
     saved = await client.put("/v1/accounts/acct_pay/auto-recharge", headers=key, json={
         "enabled": True, "threshold": "50", "credits": "100", "payment_method": "pm_card_visa"})
