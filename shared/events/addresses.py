@@ -52,6 +52,9 @@ def check_url(url: str, *, development: bool, resolver: Resolver = resolve) -> T
     """The target to deliver to, or UnsafeUrl."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"must be a URL of at most {MAX_URL_LENGTH} characters")
+    if any(character.isspace() or ord(character) < 0x20 or ord(character) == 0x7F for character in url):
+        # urlsplit drops tabs and line breaks unseen, and the HTTP client then refuses every delivery for them
+        raise UnsafeUrl("must not contain spaces or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         port = parts.port

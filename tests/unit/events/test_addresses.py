@@ -49,6 +49,10 @@ def test_addresses_written_into_the_url_are_refused_through_the_real_resolver(li
     ("https:///creditq", "has no host"),
     ("https://hooks.example.com:99999/creditq", "is not a valid URL"),
     ("https://hooks.example.com/creditq#x", "must not have a #fragment"),
+    ("https://hooks.example.com/x\r\nX: y", "must not contain spaces or control characters (percent-encode them)"),
+    ("https://hooks.example.com/a\tb", "must not contain spaces or control characters (percent-encode them)"),
+    ("https://hooks.example.com/a b", "must not contain spaces or control characters (percent-encode them)"),
+    ("https://hooks.example.com/\x00", "must not contain spaces or control characters (percent-encode them)"),
 ])
 def test_malformed_or_plain_http_urls_are_refused_outside_development(url, reason):
     with pytest.raises(UnsafeUrl) as refused:
