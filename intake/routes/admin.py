@@ -27,7 +27,8 @@ async def run_month_end(request: web.Request) -> web.Response:
     try:
         period = Period.parse(body.get("period"))
     except ValueError as error:
-        raise Problem(422, "Validation failed", str(error), errors={"period": "must be YYYY-MM, such as 2026-11"})
+        raise Problem(422, "Validation failed", str(error),
+                      errors={"period": "must be a month YYYY-MM from 1970-01 to 8999-12, such as 2026-11"})
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise Problem(422, "Validation failed", "dry_run must be true or false", errors={"dry_run": "must be a boolean"})

@@ -28,10 +28,13 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> "Period":
-        """'2021-08' -> Period(2021, 8); ValueError with a message fit for one line otherwise."""
+        """'2021-08' -> Period(2021, 8); ValueError with a message fit for one line otherwise. From 1970-01 to
+        8999-12, the instants the API takes: a month past 9999-11 has no end a date can hold."""
         match = _PERIOD.match(text.strip()) if isinstance(text, str) else None
-        if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
+        if match is None or not 1 <= int(match[2]) <= 12:
             raise ValueError(f"period {text!r} must be a month written YYYY-MM, such as 2026-11")
+        if not 1970 <= int(match[1]) <= 8999:
+            raise ValueError(f"period {text!r} must be a month from 1970-01 to 8999-12")
         return cls(int(match[1]), int(match[2]))
 
     @classmethod

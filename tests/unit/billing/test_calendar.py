@@ -60,6 +60,13 @@ def test_bad_periods_are_refused(text):
         Period.parse(text)
 
 
+@pytest.mark.parametrize("text", ["9999-12", "9000-01", "0001-01", "1969-12"])
+def test_a_month_outside_the_instants_the_api_takes_is_refused_before_any_account_is_read(text):
+    # a month past 9999-11 has no end a date can hold: every account failed on it
+    with pytest.raises(ValueError, match="from 1970-01 to 8999-12"):
+        Period.parse(text)
+
+
 def test_last_ended_is_the_previous_local_month():
     instant = datetime(2021, 8, 31, 13, tzinfo=UTC)
 
