@@ -222,7 +222,9 @@ OPENAPI_PATHS = {
                 "user_id": {"type": "string", "description": (
                     "The user sending: a role-`user` user's message is charged to its own credits. Left out with "
                     "a user key: that key's user; a role-`user` key may name no other (403)")},
-                "send_at": {"type": "string", "format": "date-time", "description": "ISO-8601 with offset"},
+                "send_at": {"type": "string", "format": "date-time", "description": (
+                    "ISO-8601 with offset, at most a year ahead; a time within the last day sends now, one further "
+                    "back is a 422")},
                 "account_id": {"type": "string", "description": "Only with the operator key: the account to send for"},
             }}}}},
         "responses": {

@@ -20,7 +20,7 @@ the web request); the fan-out validates each one fully and skips the invalid one
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from shared.errors import Conflict, InsufficientCredits, NotFound, ValidationFai
 from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging.estimate import charge_for
+from shared.messaging.messages import parse_send_at
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
@@ -152,7 +153,7 @@ def _plan(session: Session, account_id: str, request: CampaignRequest, now: date
     if name is None or len(name) > 200:
         errors["name"] = "is required, at most 200 characters"
     from_, sender_type = _sender(session, account_id, request.from_, errors)
-    send_at = _send_at(request.send_at, now, errors)
+    send_at = parse_send_at(request.send_at, now, errors)
     # without a window of its own a campaign keeps the account's (the TCPA's 08:00-21:00 unless it set another)
     window = account_window(account) if request.quiet_hours is None else _collect(
         errors, lambda: parse_window(request.quiet_hours))
@@ -324,22 +325,6 @@ def _sender(session: Session, account_id: str, raw: object, errors: dict[str, st
     if sender_type is None:
         errors["from"] = "is not a sender number of this account (POST /v1/accounts/{id}/numbers)"
     return phone or raw, sender_type or "long_code"
-
-
-def _send_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        send_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        send_at = None
-    if send_at is None or send_at.tzinfo is None:
-        errors["send_at"] = "must be an ISO-8601 time with an offset, such as 2026-11-02T09:00:00-05:00"
-        return None
-    if send_at - now > timedelta(days=366):
-        errors["send_at"] = "is more than a year ahead"
-        return None
-    return send_at.astimezone(UTC) if send_at > now else None
 
 
 def _steps(raw: object, errors: dict[str, str]) -> list[int]:

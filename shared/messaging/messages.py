@@ -28,6 +28,7 @@ from shared.money import MILLICREDITS_PER_CREDIT, credits_phrase, format_credits
 WAITING_STATUSES = ("accepted", "scheduled", "queued", "parked")
 FINAL_STATUSES = ("delivered", "undelivered", "failed", "canceled")
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
+MAX_SCHEDULE_PAST = timedelta(days=1)  # a send_at this far back is refused, not sent at once
 # RedisBroker takes delays under 7 days; a message scheduled further ahead waits for the sweeper.
 MAX_SEND_DELAY = timedelta(days=7) - timedelta(minutes=1)
 
@@ -193,14 +194,16 @@ def _check_fields(request: MessageRequest, to: str | None, from_: str | None, fa
     user_id = request.user_id
     if user_id is not None and facts.role is None:  # no such user, another account's, or deleted
         errors["user_id"] = "is not a user of this account"
-    send_at = _parse_send_at(request.send_at, now, errors)
+    send_at = parse_send_at(request.send_at, now, errors)
     if errors:
         raise ValidationFailed("Invalid message: " + "; ".join(f"{f} {r}" for f, r in errors.items()), errors=errors)
     return to, from_, sender_type, user_id, send_at
 
 
-def _parse_send_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime | None:
-    """None for 'now'; a time already past also means now."""
+def parse_send_at(raw: object, now: datetime, errors: dict[str, str]) -> datetime | None:
+    """A send's `send_at` (a message's, a campaign's): None for now, a time within the last day meaning now too (a
+    retry, a clock behind). One further back is refused rather than sent at once: it is a wrong year or month far
+    more often than a wish to send now. So is one more than a year ahead. Problems go to `errors`."""
     if raw is None:
         return None
     try:
@@ -213,7 +216,10 @@ def _parse_send_at(raw: object, now: datetime, errors: dict[str, str]) -> dateti
     if send_at - now > MAX_SCHEDULE_AHEAD:
         errors["send_at"] = "is more than a year ahead"
         return None
-    return send_at if send_at > now else None
+    if now - send_at > MAX_SCHEDULE_PAST:
+        errors["send_at"] = "is more than a day past: leave it out to send now"
+        return None
+    return send_at.astimezone(UTC) if send_at > now else None
 
 
 def send_delay_ms(send_at: datetime | None, now: datetime) -> int | None:

@@ -122,6 +122,18 @@ def test_a_sender_that_is_not_text_is_refused_naming_from(database, sender):
     assert "from" in refused.value.errors
 
 
+def test_a_campaign_whose_send_time_is_long_past_is_refused_rather_than_sent_at_once(database):
+    # given an account; when a campaign is created to go out at a time two days past (a wrong month)
+    account_id = make_account(database, 100)
+    with pytest.raises(ValidationFailed) as refused:
+        create(database, account_id, send_at=(NOON_NEW_YORK - timedelta(days=2)).isoformat())
+
+    # then it is refused naming send_at; an hour past goes now
+    assert refused.value.errors == {"send_at": "is more than a day past: leave it out to send now"}
+    campaign_id, _ = create(database, account_id, send_at=(NOON_NEW_YORK - timedelta(hours=1)).isoformat())
+    assert view(database, campaign_id)["status"] == "running"
+
+
 def test_an_unknown_field_is_refused_at_creation_naming_the_line_and_the_field(database):
     account_id = make_account(database, 100)
     with pytest.raises(ValidationFailed) as refused:

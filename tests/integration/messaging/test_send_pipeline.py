@@ -872,6 +872,27 @@ def test_a_scheduled_message_is_released_by_its_own_job_when_due(database):
         assert sweeper.release_scheduled(session, message_id, now=send_at) is None  # a replayed job
 
 
+@pytest.mark.parametrize(("send_at", "outcome"), [
+    (timedelta(hours=-23), "accepted"),  # a retry, a clock behind: now
+    (timedelta(days=-2), "is more than a day past: leave it out to send now"),  # a wrong month: refused
+    (timedelta(days=-365 * 127), "is more than a day past: leave it out to send now"),  # 1900: refused
+    (timedelta(days=367), "is more than a year ahead"),
+])
+def test_a_send_time_far_past_is_refused_rather_than_sent_at_once(database, send_at, outcome):
+    # given an account; when a message is sent with a send_at that far from now
+    account_id = make_account(database, 10)
+    try:
+        message_id = accept(database, account_id, send_at=(now() + send_at).isoformat())
+    except ValidationFailed as refused:
+        # then a time long past (or too far ahead) is refused naming send_at, and nothing is stored
+        assert refused.errors == {"send_at": outcome}
+        with database.unit_of_work() as session:
+            assert session.query(Message).count() == 0
+        return
+    # then one just past goes now
+    assert message(database, message_id).status == outcome and message(database, message_id).send_at is None
+
+
 def test_send_delay_is_bounded_by_the_brokers_maximum():
     at = now()
     assert send_delay_ms(None, at) == 0
