@@ -6,8 +6,9 @@ order: below its (created_at, id), shared.messaging.search). Ids are bigints or 
 (`text_ids=True`). Either way a page is a range of keys below the last one shown, so rows inserted while a
 client pages never shift the pages still to come: each row that was there is listed once.
 
-A cursor carries an HMAC of its list's path and its id, under a key derived from the first secret key: a
-cursor made by hand, or one another list returned, is a 422 rather than a page that silently means nothing.
+A cursor carries an HMAC of its list (the path, the key that asked, the filters of the query) and its id,
+under a key derived from the first secret key: a cursor made by hand, or one another list returned (another
+tenant's, the same list with other filters), is a 422 rather than a page that silently means something else.
 """
 
 import base64
@@ -19,12 +20,13 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from .appkeys import SETTINGS
+from .appkeys import PRINCIPAL, SETTINGS
 from .errors import Problem
 from .fields import MAX_BIGINT, whole_number
 
 _TEXT_ID = re.compile(r"[a-z]{1,8}_[0-9a-z]{1,32}")  # shared.ids: prefix_ and base32
 _MAC_BYTES = 16
+_PAGE_NAMES = ("cursor", "limit")  # the query's names that page a list rather than choose it
 
 
 def encode_cursor(request: web.Request, last_id: int | str) -> str:
@@ -65,9 +67,14 @@ def page_of(request: web.Request, rows: Sequence, limit: int, shown: Callable[[o
 
 
 def _mac(request: web.Request, text: str) -> bytes:
-    """Bound to the list's path (its account, campaign or endpoint too): a cursor is good on its own list only."""
+    """Bound to the list: its path (its account, campaign or endpoint too), the key that asked (GET /v1/messages
+    names no account) and the query's filters (not its page size): a cursor is good on its own list only."""
     key = hmac.new(request.app[SETTINGS].secret_keys[0].encode(), b"creditq list cursor", hashlib.sha256).digest()
-    return hmac.new(key, f"{request.path}\n{text}".encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    principal = request.get(PRINCIPAL)
+    filters = sorted((name, value) for name, value in request.query.items() if name not in _PAGE_NAMES)
+    listed = "\n".join([request.path, principal.name if principal is not None else "",
+                        *(f"{name}={value}" for name, value in filters), text])
+    return hmac.new(key, listed.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
 def _b64(raw: bytes) -> str:

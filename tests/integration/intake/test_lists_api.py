@@ -215,6 +215,25 @@ async def test_paging_while_messages_arrive_lists_each_message_once_and_skips_no
     assert before <= set(seen) <= before | arrived
 
 
+async def test_a_cursor_is_good_only_for_the_key_and_the_filters_that_were_given_it(client, world):
+    # given a cursor of Acme's message list, filtered to Ann
+    first = await (await client.get("/v1/messages", params={"limit": "1", "to": ANN},
+                                    headers=world["acme_key"])).json()
+    cursor = first["next_cursor"]
+    assert cursor is not None
+
+    # when it is used by Grace's key, by Acme's without the filter or with another, and by Acme's as it was given
+    grace = await client.get("/v1/messages", params={"cursor": cursor}, headers=world["grace_key"])
+    unfiltered = await client.get("/v1/messages", params={"cursor": cursor}, headers=world["acme_key"])
+    other_filter = await client.get("/v1/messages", params={"cursor": cursor, "to": BO}, headers=world["acme_key"])
+    same = await client.get("/v1/messages", params={"cursor": cursor, "to": ANN, "limit": "5"},
+                            headers=world["acme_key"])
+
+    # then only the list it came from (its page size aside) takes it; the others are a 422 naming the cursor
+    assert [response.status for response in (grace, unfiltered, other_filter, same)] == [422, 422, 422, 200]
+    assert (await grace.json())["errors"] == {"cursor": "is not valid"}
+
+
 async def test_paging_while_another_writer_inserts_without_pause_lists_each_message_once(client, world, database):
     # given 30 more messages of Acme's, and a writer that keeps adding messages to Acme and Grace meanwhile
     with database.unit_of_work() as session:
