@@ -216,8 +216,9 @@ class QueryFilters(Fields):
             return None
         if _SHORT_CODE.fullmatch(value):
             return value
-        try:
-            return parse_e164("+" + value.strip().removeprefix("+"), field=name, drop_extension=True)
+        text = value.strip()
+        try:  # a `+` left unescaped arrived as a space: put it back, unless the number has one of its own
+            return parse_e164(text if "+" in text else "+" + text, field=name, drop_extension=True)
         except ValidationFailed as error:
             self.fail(name, error.errors.get(name, "must be a phone number in E.164 form, such as +14155550100"))
             return None

@@ -146,6 +146,9 @@ async def every_page(client, path: str, headers: dict, params: dict | None = Non
     ({"user_id": "{ann}"}, ["ann_sent"]),
     ({"to": BO}, ["toll_free", "ann_sent", "scheduled"]),
     ({"to": " 14155550102"}, ["toll_free", "ann_sent", "scheduled"]),  # a `+` not escaped arrives as a space
+    ({"to": "\u200f+14155550102"}, ["toll_free", "ann_sent", "scheduled"]),  # as a send takes it: a mark before it
+    ({"to": "+\u0661\u0664\u0661\u0665\u0665\u0665\u0665\u0660\u0661\u0660\u0662"},  # Arabic-Indic digits
+     ["toll_free", "ann_sent", "scheduled"]),
     ({"from": TOLL_FREE}, ["toll_free"]),
     ({"from": ANN}, ["reply"]),
     ({"from": SHORT_CODE}, ["short_code"]),
