@@ -94,8 +94,10 @@ async def read_csv(request: web.Request) -> str:
                       "Send the CSV as text/csv or as the 'file' part of multipart/form-data.")
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise Problem(422, "Validation failed", "The CSV must be UTF-8 text.", errors={"csv": "is not UTF-8"}) from None
+    except UnicodeDecodeError as error:  # also what an unpaired surrogate is in bytes (ED A0 80)
+        line = raw[:error.start].count(b"\n") + 1
+        raise Problem(422, "Validation failed", f"The CSV must be UTF-8 text: line {line} is not.",
+                      errors={"csv": f"line {line} is not UTF-8"}) from None
     nul = text.find("\x00")
     if nul >= 0:
         raise Problem(400, "Bad Request", f"The CSV contains a NUL character (\\u0000) on line "

@@ -228,6 +228,17 @@ async def test_nul_in_a_csv_field_is_a_400_naming_the_line_and_nothing_is_import
     assert count(sqlite_database, OptOut) == 0
 
 
+async def test_a_csv_line_that_is_not_utf8_is_a_422_naming_the_line_and_nothing_is_imported(client, sqlite_database):
+    # an unpaired surrogate written out as bytes (ED A0 80) is not UTF-8 either
+    response = await client.post("/v1/opt-outs/import?account_id=acct_1",
+                                 data=b"phone\n+14155550100\n+14155550101\xed\xa0\x80\n",
+                                 headers={**OPERATOR, "Content-Type": "text/csv"})
+
+    problem = await assert_problem(response, 422)
+    assert "line 3" in problem["detail"] and problem["errors"] == {"csv": "line 3 is not UTF-8"}
+    assert count(sqlite_database, OptOut) == 0
+
+
 async def test_nul_in_a_multipart_csv_is_a_400_and_nothing_is_imported(client, sqlite_database):
     form = aiohttp.FormData()
     form.add_field("file", b"phone\n+14155550100\x00\n", filename="dnc.csv", content_type="text/csv")
