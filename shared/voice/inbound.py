@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.errors import CallbackRejected, NotFound
+from shared.errors import CallbackRejected, NotFound, ValidationFailed
 from shared.ids import keyed_id
 from shared.ledger import book
 from shared.messaging.phone_numbers import country_of, parse_e164
@@ -124,12 +124,24 @@ def set_number_voice(session: Session, account_id: str, raw_phone: str, *, forwa
     if number is None:
         raise NotFound(f"{phone} is not a number of account {account_id}.")
     if forward_to is not UNCHANGED:
-        number.forward_to = None if forward_to is None else parse_e164(forward_to, field="forward_to")
+        number.forward_to = None if forward_to is None else _forward_target(session, account_id, forward_to)
     if voicemail is not None:
         number.voicemail = voicemail
     if transcribe is not None:
         number.transcribe = transcribe
     return number
+
+
+def _forward_target(session: Session, account_id: str, raw: object) -> str:
+    """Where a number may forward: a phone that is not one of the account's own numbers, which would ring creditq
+    again, and forward again, each leg charged by the minute until the caller hangs up."""
+    target = parse_e164(raw, field="forward_to")
+    held = select(PhoneNumber.id).where(PhoneNumber.account_id == account_id, PhoneNumber.phone == target,
+                                       PhoneNumber.released_at.is_(None))
+    if session.scalar(held) is not None:
+        reason = "is a number of this account: its calls would come back here; forward to a phone outside creditq"
+        raise ValidationFailed(f"forward_to {reason}", errors={"forward_to": reason})
+    return target
 
 
 def _inbound_call(session: Session, account: Account, number: PhoneNumber, ringing: Ringing, twilio_account_sid: str,

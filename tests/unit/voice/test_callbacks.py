@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from shared.errors import CallbackRejected
+from shared.errors import CallbackRejected, ValidationFailed
 from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.models import Account, Call, Entry, PhoneNumber
@@ -122,6 +122,25 @@ def test_an_inbound_call_is_forwarded_for_what_the_account_can_pay_plus_the_grac
 
     # then the call is forwarded for the 5 grace minutes, with a dial action naming the call
     assert 'timeLimit="300"' in twiml and "+14155550199</Dial>" in twiml and "step=dialed" in twiml
+
+
+@pytest.mark.parametrize("target", [NUMBER, "+14155550122"])
+def test_a_number_cannot_forward_to_a_number_of_its_own_account_but_may_once_that_one_is_released(db, target):
+    # given acct_own holds a second number besides NUMBER
+    with db.unit_of_work() as session:
+        session.add(PhoneNumber(account_id="acct_own", phone="+14155550122", type="long_code"))
+
+    # when NUMBER is set to forward to itself, or to that other number
+    with pytest.raises(ValidationFailed) as refused, db.unit_of_work() as session:
+        inbound.set_number_voice(session, "acct_own", NUMBER, forward_to=target)
+
+    # then it is refused naming forward_to (its calls would ring creditq again, and loop), and nothing changed
+    assert "forward_to" in refused.value.errors
+    with db.unit_of_work() as session:
+        assert session.scalar(select(PhoneNumber.forward_to).where(PhoneNumber.phone == NUMBER)) == "+14155550199"
+        session.scalars(select(PhoneNumber).where(PhoneNumber.phone == target)).first().released_at = T0
+    with db.unit_of_work() as session:
+        assert inbound.set_number_voice(session, "acct_own", NUMBER, forward_to=target).forward_to == target
 
 
 def test_an_inbound_call_signed_by_another_account_is_refused(db):
