@@ -622,12 +622,22 @@ def _email(database: Database, sender: EmailSender, run: DunningRun, step: int, 
         status = ("skipped: the customer has no email address" if run.reason == "customer"
                   else "skipped: the account has no owner with an email address")
     else:
+        try:
+            subject, body = render(spec["email"]["subject"], context), render(spec["email"]["body"], context)
+        except LiquidError as error:
+            _mark(database, run.id, step, email_status=_unrendered(error))
+            return _unrendered(error)
         _mark(database, run.id, step, email_status="sending")
-        sender.send(Email(to=to, subject=render(spec["email"]["subject"], context),
-                          body=render(spec["email"]["body"], context), key=f"dunning:{run.id}:{step}"))
+        sender.send(Email(to=to, subject=subject, body=body, key=f"dunning:{run.id}:{step}"))
         status = f"sent to {to}"
     _mark(database, run.id, step, email_status=status)
     return status
+
+
+def _unrendered(error: LiquidError) -> str:
+    """A step's status when its template cannot be rendered for this customer (their data passed a limit the
+    sample did not): recorded, so the run goes on to its next step instead of trying this one for ever."""
+    return f"not sent: the template cannot be rendered for this customer ({str(error).splitlines()[0]})"[:200]
 
 
 def _customer_sms(database: Database, pipeline: Pipeline, run: DunningRun, step: int, spec: dict, phone: str | None,
@@ -657,7 +667,12 @@ def _customer_sms(database: Database, pipeline: Pipeline, run: DunningRun, step:
             elif is_opted_out_of_site(session, site.id, phone):
                 row.sms_status = "skipped: the customer texted STOP to this site"
             else:
-                _accept_text(session, pipeline, run, row, site, phone, render(spec["sms"]["body"], context), now)
+                try:
+                    body = render(spec["sms"]["body"], context)
+                except LiquidError as error:
+                    row.sms_status = _unrendered(error)
+                else:
+                    _accept_text(session, pipeline, run, row, site, phone, body, now)
         message_id, status = row.sms_message_id, row.sms_status
     if message_id is not None:
         pipeline.enqueue(message_id)
@@ -690,6 +705,7 @@ def _sms(database: Database, texter: DunningTexter, run: DunningRun, step: int, 
         return status
     if done is not None:
         return done
+    body = None
     with database.unit_of_work() as session:
         if not phone or not _is_mobile(phone):
             status = "skipped: the owner has no mobile number"
@@ -697,11 +713,16 @@ def _sms(database: Database, texter: DunningTexter, run: DunningRun, step: int, 
             status = "skipped: the owner opted out of texts"
         else:
             status = texter.unavailable_reason(session, run.site)
+    if status is None:
+        try:
+            body = render(spec["sms"]["body"], context)
+        except LiquidError as error:
+            status = _unrendered(error)
     if status is not None:
         _mark(database, run.id, step, sms_status=status)
         return status
     _mark(database, run.id, step, sms_status="sending")
-    outcome: SmsOutcome = texter.send(database, run.site, to=phone, body=render(spec["sms"]["body"], context), now=now)
+    outcome: SmsOutcome = texter.send(database, run.site, to=phone, body=body, now=now)
     if outcome.retry:
         _mark(database, run.id, step, sms_status=None)
         raise outcome.error

@@ -138,3 +138,36 @@ def test_a_customer_whose_phone_has_an_extension_gets_no_text_at_the_line(databa
     assert outcome.sms_status.startswith("skipped: the customer's phone has an extension (22)") and enqueued == []
     with database.unit_of_work() as session:
         assert session.scalars(select(Message).where(Message.account_id == account_id)).all() == []
+
+
+def test_a_step_whose_templates_pass_a_limit_on_one_customers_data_is_recorded_and_the_run_goes_on(
+        database, simulator, tmp_path):  # noqa: F811
+    # given a schedule whose first step texts and e-mails a customer's field, checked on a short sample when saved
+    account_id = make_account(database, 10, sender=SITE_NUMBER)
+    with database.unit_of_work() as session:
+        dunning_texts.set_integration(session, "downtown", account_id=account_id, account_sid=simulator.account_sid,
+                                      auth_token=simulator.auth_token, from_number=SITE_NUMBER,
+                                      now=datetime.now(UTC))
+        dunning.set_schedule(session, account_id, now=datetime.now(UTC), steps=[
+            {"day": 0, "sms": {"body": "{{ customer.fields.invoice | upcase }} Reply HELP for help, STOP to end."},
+             "email": {"subject": "Due", "body": "{{ customer.fields.invoice }}"}},
+            {"day": 3, "email": {"subject": "Due", "body": "{{ update_url }}"}}])
+        # and a customer whose field is longer than a template may write (25,000 characters)
+        run_id = dunning.open_customer_run(
+            session, account_id, site="downtown", currency="USD", amount_due="49.90",
+            customer={**CUSTOMER, "email": "d@example.com", "fields": {"invoice": "x" * 25_000}},
+            update_url="https://pay.example.com/u/1", now=datetime.now(UTC) - timedelta(minutes=1)).id
+
+    # when its first step runs, twice (a job delivered again)
+    enqueued: list[str] = []
+    outcomes = [run_step(database, run_id, enqueued, tmp_path) for _ in range(2)]
+
+    # then the text and the e-mail are recorded as not sent, saying why, nothing was sent, and the run moved on:
+    # the job delivered again finds the step done
+    first, again = outcomes
+    assert first.email_status.startswith("not sent: the template cannot be rendered for this customer")
+    assert first.sms_status.startswith("not sent: the template cannot be rendered for this customer")
+    assert again.status == "skipped"
+    assert enqueued == [] and not list((tmp_path / "outbox").glob("*"))
+    with database.unit_of_work() as session:
+        assert session.get(DunningRun, run_id).next_step == 1

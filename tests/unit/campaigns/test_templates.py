@@ -82,6 +82,27 @@ def test_a_value_grown_in_a_loop_is_stopped_and_refused(body):
     assert "recipients[0]" in refused.value.errors["body"]
 
 
+@pytest.mark.parametrize(("body", "limit"), [
+    ('{{ (1..40000000) | join: "" | size }}', "filter input limit"),  # a range walked by a filter
+    ("{{ (1..10) | concat: (1..40000000) | size }}", "filter input limit"),  # or handed to one
+    ("{{ (1..1000) | join: name | size }}", "filter result limit"),  # a separator repeated a thousand times
+    ('{{ name | replace: "a", name | size }}', "filter result limit"),  # each character replaced by all of them
+])
+def test_a_filter_that_would_build_a_huge_value_is_stopped_before_it_does(body, limit):
+    # given a recipient whose field is 20,000 characters (a campaign's CSV may carry such)
+    template = compile_template(body, known_fields={"name"})
+
+    # when the body is rendered for them, then it is refused naming the limit, before anything is built
+    with pytest.raises(ValidationFailed, match=limit):
+        render(template, {"name": "a" * 20_000}, recipient="recipients[0]")
+
+
+def test_filters_within_the_limits_render_as_liquid_renders_them():
+    template = compile_template('{{ (1..5) | join: "," }} {{ name | replace: "o", "0" | upcase }}',
+                                known_fields={"name"})
+    assert render(template, {"name": "bob"}, recipient="r") == "1,2,3,4,5 B0B"
+
+
 _NAMES = st.sampled_from(["first_name", "agent", "to", "x", "true", "nil", "empty", "_n1"])
 _TEXT = st.text(alphabet="ab {}%-|:\r\n😀é", max_size=12)
 _VALUES = st.one_of(st.text(max_size=8), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
