@@ -96,11 +96,9 @@ def set_quiet_hours(session: Session, account_id: str, *, window: Window | None,
     if clear:
         account.quiet_start = account.quiet_end = None
     elif window is not None:
-        values = window.as_dict()
-        if "start" in bounds:
-            account.quiet_start = values["start"]
-        if "end" in bounds:
-            account.quiet_end = values["end"]
+        given, kept = window.as_dict(), account_window(account).as_dict()  # kept: the default's, if none is set
+        account.quiet_start, account.quiet_end = (given[bound] if bound in bounds else kept[bound]
+                                                  for bound in ("start", "end"))
     return account
 
 

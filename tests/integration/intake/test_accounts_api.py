@@ -327,6 +327,22 @@ async def test_quiet_hours_are_settings_as_the_api_contract_has_them(client):
     assert (await reset.json())["settings"]["quiet_hours"] == {"start": "08:00", "end": "21:00"}
 
 
+@pytest.mark.parametrize(("change", "window"), [
+    ({"start": "07:00"}, {"start": "07:00", "end": "21:00"}),
+    ({"end": "22:30"}, {"start": "08:00", "end": "22:30"}),
+])
+async def test_one_bound_changed_on_the_default_window_keeps_the_default_other(client, change, window):
+    # given a new account, on the default 08:00-21:00; when one bound is changed
+    account_id, own = await create_account(client)
+    changed = await client.patch(f"/v1/accounts/{account_id}", headers=own, json={"settings": {"quiet_hours": change}})
+
+    # then the other is the default's, and the account keeps to both
+    assert changed.status == 200, await changed.text()
+    assert (await changed.json())["settings"]["quiet_hours"] == window
+    body = await (await client.get(f"/v1/accounts/{account_id}", headers=own)).json()
+    assert body["settings"]["quiet_hours"] == window
+
+
 async def test_a_change_naming_one_bound_of_the_quiet_hours_keeps_the_other(client):
     # given an account whose quiet hours end at 20:00
     account_id, own = await create_account(client)
