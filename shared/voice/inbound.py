@@ -50,9 +50,11 @@ def answer(session: Session, ringing: Ringing, signed: SignedForm, *, deployment
             raise CallbackRejected("The callback is not signed by credentials creditq holds.")
         return twiml.hang_up()
     account = _verified(session, number.account_id, signed, deployment)
-    call = _inbound_call(session, account, number, ringing, signed.account_sid, rate_card, now)
-    if number.forward_to and call.minutes_held:
-        return twiml.forward(number.forward_to, time_limit=call.time_limit,
+    forward_to = number.forward_to if number.forward_to and not _holds(session, account.id, number.forward_to) \
+        else None
+    call = _inbound_call(session, account, number, forward_to, ringing, signed.account_sid, rate_card, now)
+    if forward_to and call.minutes_held:
+        return twiml.forward(forward_to, time_limit=call.time_limit,
                              action=f"{base_url}{VOICE_PATH}?call={call.id}&step=dialed")
     return _voicemail_or_hang_up(number, call, base_url)
 
@@ -136,26 +138,33 @@ def _forward_target(session: Session, account_id: str, raw: object) -> str:
     """Where a number may forward: a phone that is not one of the account's own numbers, which would ring creditq
     again, and forward again, each leg charged by the minute until the caller hangs up."""
     target = parse_e164(raw, field="forward_to")
-    held = select(PhoneNumber.id).where(PhoneNumber.account_id == account_id, PhoneNumber.phone == target,
-                                       PhoneNumber.released_at.is_(None))
-    if session.scalar(held) is not None:
+    if _holds(session, account_id, target):
         reason = "is a number of this account: its calls would come back here; forward to a phone outside creditq"
         raise ValidationFailed(f"forward_to {reason}", errors={"forward_to": reason})
     return target
 
 
-def _inbound_call(session: Session, account: Account, number: PhoneNumber, ringing: Ringing, twilio_account_sid: str,
-                  rate_card: RateCard, now: datetime) -> Call:
-    """The call's row, made once per CallSid (Twilio may ask twice), with the forwarding minutes it may talk."""
+def _holds(session: Session, account_id: str, phone: str) -> bool:
+    """Whether `phone` is a number the account holds: forwarding to it would ring creditq again. Checked when a
+    number is set to forward, and again when a call rings (a number released then taken back meanwhile)."""
+    return session.scalar(select(PhoneNumber.id).where(PhoneNumber.account_id == account_id,
+                                                       PhoneNumber.phone == phone,
+                                                       PhoneNumber.released_at.is_(None))) is not None
+
+
+def _inbound_call(session: Session, account: Account, number: PhoneNumber, forward_to: str | None, ringing: Ringing,
+                  twilio_account_sid: str, rate_card: RateCard, now: datetime) -> Call:
+    """The call's row, made once per CallSid (Twilio may ask twice), with the minutes it may talk forwarded to
+    `forward_to` (None: not forwarded)."""
     call_id = keyed_id("call", ringing.call_sid)
     call = session.get(Call, call_id, with_for_update=True)
     if call is not None:
         return call
     rate = rate_card.price("call_forwarding", country=country_of(number.phone))
-    minutes = allowed_minutes(session, account, rate) + account.inbound_grace_minutes if number.forward_to else 0
+    minutes = allowed_minutes(session, account, rate) + account.inbound_grace_minutes if forward_to else 0
     minutes = min(minutes, MAX_CALL_MINUTES)
     call = Call(id=call_id, account_id=account.id, direction="inbound", to=number.phone, from_=ringing.from_,
-                connect_to=number.forward_to, machine_detection=False, max_minutes=minutes, minutes_held=minutes,
+                connect_to=forward_to, machine_detection=False, max_minutes=minutes, minutes_held=minutes,
                 time_limit=minutes * SECONDS_PER_MINUTE, legs=1, rate=rate, status="in-progress",
                 credits_estimated=minutes * rate, twilio_sid=ringing.call_sid, twilio_account_sid=twilio_account_sid,
                 attempts=0, created_at=now, updated_at=now)

@@ -143,6 +143,21 @@ def test_a_number_cannot_forward_to_a_number_of_its_own_account_but_may_once_tha
         assert inbound.set_number_voice(session, "acct_own", NUMBER, forward_to=target).forward_to == target
 
 
+def test_a_call_is_not_forwarded_to_a_number_the_account_took_back_after_it_was_set(db):
+    # given NUMBER forwards to +14155550199, which the account then adds as a number of its own
+    with db.unit_of_work() as session:
+        session.add(PhoneNumber(account_id="acct_own", phone="+14155550199", type="long_code"))
+
+    # when someone calls NUMBER
+    twiml = ring(db)
+
+    # then the call is not forwarded back into creditq: it goes to voicemail, with no forwarding minutes
+    assert "<Dial" not in twiml and "<Record" in twiml
+    with db.unit_of_work() as session:
+        call = session.scalars(select(Call).where(Call.direction == "inbound")).one()
+    assert (call.connect_to, call.minutes_held) == (None, 0)
+
+
 def test_an_inbound_call_signed_by_another_account_is_refused(db):
     with pytest.raises(CallbackRejected):
         ring(db, ROGUE)
