@@ -55,6 +55,9 @@ def check_url(url: str, *, development: bool, resolver: Resolver = resolve) -> T
     if any(character.isspace() or ord(character) < 0x20 or ord(character) == 0x7F for character in url):
         # urlsplit drops tabs and line breaks unseen, and the HTTP client then refuses every delivery for them
         raise UnsafeUrl("must not contain spaces or control characters (percent-encode them)")
+    if not url.isascii():  # http.client cannot send it: every delivery would fail
+        raise UnsafeUrl("must be ASCII: percent-encode the path and query, and write an international host in its "
+                        "xn-- form")
     try:
         parts = urlsplit(url)
         port = parts.port

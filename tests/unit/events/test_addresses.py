@@ -53,6 +53,10 @@ def test_addresses_written_into_the_url_are_refused_through_the_real_resolver(li
     ("https://hooks.example.com/a\tb", "must not contain spaces or control characters (percent-encode them)"),
     ("https://hooks.example.com/a b", "must not contain spaces or control characters (percent-encode them)"),
     ("https://hooks.example.com/\x00", "must not contain spaces or control characters (percent-encode them)"),
+    ("https://hooks.example.com/café", "must be ASCII: percent-encode the path and query, and write an international "
+                                      "host in its xn-- form"),
+    ("https://bücher.example/hook", "must be ASCII: percent-encode the path and query, and write an international "
+                                   "host in its xn-- form"),
 ])
 def test_malformed_or_plain_http_urls_are_refused_outside_development(url, reason):
     with pytest.raises(UnsafeUrl) as refused:
