@@ -135,8 +135,9 @@ def list_operation(operation_id: str, summary: str, item: dict, *, filters: list
     return {
         "operationId": operation_id, "summary": summary,
         "description": (description + " " if description else "") + (
-            "Newest first, paged: `next_cursor` is null on the last page, else passed as `cursor` for the next; "
-            "rows inserted while paging never move a row to another page. Filters combine (AND)."),
+            "Newest first, paged: `next_cursor` is null on the last page, else passed as `cursor` for the next, by "
+            "the same account (or user) with the same filters (`limit` may change); rows inserted while paging "
+            "never move a row to another page. Filters combine (AND)."),
         "parameters": [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": maximum},
              "description": "Rows per page (default 50)."},

@@ -302,7 +302,7 @@ _FLAGS = {"type": "object", "additionalProperties": False, "properties": {
 _QUIET_HOURS = {"type": ["object", "null"], "additionalProperties": False, "properties": {
     "start": {"type": "string", "example": "08:00"}, "end": {"type": "string", "example": "21:00"}},
     "description": ("The recipient-local window automated texts keep to; null: the TCPA default 08:00-21:00; "
-                    "equal start and end: none; the end is exclusive.")}
+                    "equal start and end: none; the end is exclusive. A bound left out keeps the account's.")}
 _QUIET_SCOPE = {"type": "string", "enum": ["automated", "all"],
                 "description": ("automated (default): campaigns, drips and scheduled sends keep to quiet hours; "
                                 "all: immediate single sends too.")}

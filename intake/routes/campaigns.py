@@ -283,7 +283,9 @@ OPENAPI_PATHS = {
                         "type": "object", "required": ["to"],
                         "properties": {"to": {"type": "string"}, "fields": {"type": "object"}}}},
                     "csv": {"type": "string", "description": "Instead of recipients: CSV text with a `to` column"},
-                    "send_at": {"type": "string", "format": "date-time", "description": "Start later"},
+                    "send_at": {"type": "string", "format": "date-time", "description": (
+                        "Start later: at most a year ahead; a time within the last day starts now, one further "
+                        "back is a 422")},
                     "quiet_hours": {"type": "object", "properties": {
                         "start": {"type": "string", "examples": ["08:00"]},
                         "end": {"type": "string", "examples": ["21:00"]}}},
