@@ -103,6 +103,15 @@ def reconcile_forwarded(session: Session, call_id: str, parent: TwilioCall, legs
     return call.status
 
 
+def end_unknown(session: Session, call_id: str, now: datetime) -> str:
+    """An inbound call Twilio says it never had: `failed`, charged nothing, no longer looked for."""
+    call = session.get(Call, call_id, with_for_update=True)
+    if call.status == "in-progress" and call.minutes_billed is None:
+        call.status, call.error_message, call.updated_at = "failed", "Twilio has no such call", now
+        call.duration_seconds, call.minutes_billed = 0, 0
+    return call.status
+
+
 def set_call_minutes(session: Session, account_id: str, *, call_max_minutes: int | None = None,
                      inbound_grace_minutes: int | None = None) -> Account:
     """The account's default outgoing call length and its inbound grace minutes."""

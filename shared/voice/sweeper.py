@@ -25,13 +25,14 @@ from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
-from shared.twilio.errors import PermanentTwilioError, TransientTwilioError
+from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
 from shared.voice.progress import apply_report, early_report
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 log = logging.getLogger(__name__)
+NO_SUCH_RESOURCE = 20404  # Twilio's code for a sid it does not have
 BATCH = 500
 IN_FLIGHT = ("queued", "initiated", "ringing", "in-progress")
 NEVER_PLACED = "Twilio has no record of this call: it was never placed, and nothing was charged."
@@ -52,16 +53,18 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
         report.enqueued = _unparked(session, now - stale_after, now) + _waiting(session, now - stale_after)
         overdue = _overdue(session, now, stale_after, placing_takes)
         unreported = _unreported_inbound(session, now, stale_after)
+    # One call Twilio will not answer for (an account's credentials revoked, a sid it never had) is logged and
+    # left: it must not stop the sweep of every other account's calls behind it.
     for call_id in unreported:
         try:
             report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for, now=now)
-        except TransientTwilioError as error:
+        except (TransientTwilioError, PermanentTwilioError, CredentialsRejected) as error:
             log.warning("could not reconcile inbound call %s: %s", call_id, error)
     for call_id in overdue:
         try:
             report.reconciled[call_id] = reconcile(database, call_id, gateway_for=gateway_for, rate_card=rate_card,
                                                    now=now)
-        except TransientTwilioError as error:
+        except (TransientTwilioError, PermanentTwilioError, CredentialsRejected) as error:
             log.warning("could not reconcile call %s: %s", call_id, error)
     return report
 
@@ -116,7 +119,13 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
         account = session.get(Account, call.account_id)
         gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
         sid = call.twilio_sid
-    parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+    try:
+        parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+    except PermanentTwilioError as error:
+        if error.code != NO_SUCH_RESOURCE:
+            raise
+        with database.unit_of_work() as session:  # a call Twilio never had (a forged ring) talked nothing
+            return inbound.end_unknown(session, call_id, now)
     with database.unit_of_work() as session:
         return inbound.reconcile_forwarded(session, call_id, parent, legs, now)
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.models import Account, Call
+from shared.twilio.errors import CredentialsRejected, PermanentTwilioError
 from shared.voice import sweeper
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -58,3 +59,58 @@ def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(s
     assert (late.reconciled, twilio.asked) == ({call_id: "failed"}, 1)
     with sqlite_database.unit_of_work() as session:
         assert session.get(Call, call_id).credits_charged == 0
+
+
+class TwilioKnowingNoSuchCall:
+    """Twilio asked about a sid it never had: 20404, as for a ring forged by an account with its own credentials."""
+
+    def fetch_call(self, sid):
+        raise PermanentTwilioError(20404, f"The requested resource /Calls/{sid}.json was not found", status=404)
+
+    def legs_of(self, sid):
+        return []
+
+
+class TwilioRefusingTheCredentials:
+    """Credentials an account revoked: every question is refused."""
+
+    def find_calls(self, **_):
+        raise CredentialsRejected("AC" + "2" * 32, "20003: Authenticate")
+
+    fetch_call = find_calls
+
+
+def test_a_call_twilio_will_not_answer_for_stops_neither_the_sweep_nor_the_other_accounts_calls(sqlite_database):
+    # given an account whose Twilio credentials are revoked, with a call claimed without a sid, claimed first
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_2", name="Revoked", balance=100_000, twilio_account_sid="AC" + "2" * 32,
+                            twilio_auth_token="token"))
+        session.add(Call(id="call_2", account_id="acct_2", direction="outbound", to="+14155550100",
+                         from_="+14155550198", say="Hi", max_minutes=5, minutes_held=0, time_limit=300, rate=2000,
+                         status="queued", credits_estimated=0, attempts=1, claimed_at=T0 - timedelta(minutes=1),
+                         created_at=T0, updated_at=T0))
+    # and another account's call claimed after it, and an inbound call rung with a sid Twilio never had
+    call_id = claimed_call(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        session.add(Call(id="call_in", account_id="acct_1", direction="inbound", to="+14155550199",
+                         from_="+14155550100", max_minutes=0, minutes_held=0, time_limit=0, rate=3000,
+                         status="in-progress", credits_estimated=0, twilio_sid="CA" + "f" * 32, attempts=0,
+                         created_at=T0, updated_at=T0))
+    twilio = {"AC" + "2" * 32: TwilioRefusingTheCredentials(), None: _ListingNothingKnowingNoSuchCall()}
+
+    # when the sweeper runs an hour on, each account asking its own Twilio
+    report = sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
+                                 rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                                 placing_takes=PLACING)
+
+    # then the refused call is left for a later sweep, the other account's call is judged behind it, and the
+    # inbound call Twilio never had ends, charged nothing
+    assert report.reconciled == {"call_in": "failed", call_id: "failed"}
+    with sqlite_database.unit_of_work() as session:
+        assert session.get(Call, "call_2").status == "queued"
+        inbound = session.get(Call, "call_in")
+        assert (inbound.status, inbound.minutes_billed) == ("failed", 0)
+
+
+class _ListingNothingKnowingNoSuchCall(TwilioListingNothing, TwilioKnowingNoSuchCall):
+    """acct_1's Twilio: no call in its list, and no such inbound call."""
