@@ -24,6 +24,7 @@ from shared.ledger import account_events, accounts
 from shared.messaging.parking import cancel_unsent
 from shared.messaging.senders import release_numbers
 from shared.models import Account, Campaign, CampaignStep
+from shared.voice.broadcasts import cancel_account_calls
 
 REACTIVATED_KEY_NAME = "reactivated"
 CANCELED_BY_OPERATOR = "canceled by the operator"
@@ -47,6 +48,7 @@ def cancel_account(session: Session, account_id: str, *, actor: str, now: dateti
     _lock_campaigns(session, account_id)
     messages = cancel_unsent(session, account_id, f"Account is canceled: {reason}.", now=now)
     campaigns = cancel_account_campaigns(session, account_id, now=now)
+    calls = cancel_account_calls(session, account_id, reason=f"Account is canceled: {reason}.", now=now)
     expired = accounts.close_account(session, account_id, reason=reason, now=now)
     if expired is None:  # a concurrent cancel won the account lock: it did all of this
         return Canceled(accounts.get_account(session, account_id), changed=False, revoked_key_ids=[])
@@ -54,7 +56,8 @@ def cancel_account(session: Session, account_id: str, *, actor: str, now: dateti
     auto_recharge.disable(session, account_id, reason=f"account canceled: {reason}", now=now)
     revoked = revoke_account_keys(session, account_id, now=now)
     account_events.record(session, account_id, action, actor=actor, now=now, detail={
-        "reason": reason, "messages_canceled": messages, "campaigns_canceled": campaigns, "credits_expired": expired,
+        "reason": reason, "messages_canceled": messages, "campaigns_canceled": campaigns, "calls_canceled": calls,
+        "credits_expired": expired,
         "numbers_released": numbers, "keys_revoked": len(revoked)})
     return Canceled(accounts.get_account(session, account_id), changed=True, revoked_key_ids=revoked)
 

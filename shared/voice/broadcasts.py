@@ -172,6 +172,18 @@ def steer(session: Session, broadcast_id: str, action: str, *, account_id: str |
     return broadcast
 
 
+def cancel_account_calls(session: Session, account_id: str, *, reason: str, now: datetime) -> int:
+    """The account was canceled: its broadcasts that could still call are canceled, and every call of it not placed
+    yet (accepted, parked) ends `canceled`, uncharged (it holds nothing yet), so a reactivation does not place
+    them on the new plan's credits. Calls with Twilio end as usual. Returns how many calls were canceled."""
+    session.execute(update(VoiceBroadcast).where(VoiceBroadcast.account_id == account_id,
+                                                 VoiceBroadcast.status.in_(("running", "paused")))
+                    .values(status="canceled", updated_at=now))
+    return session.execute(update(Call).where(Call.account_id == account_id, Call.status.in_(WAITING))
+                           .values(status="canceled", skip_reason=reason[:200], credits_charged=0,
+                                   updated_at=now)).rowcount
+
+
 def broadcast_view(session: Session, broadcast: VoiceBroadcast) -> dict:
     counts = {name: 0 for name in ("total", "queued", "human", "machine", "unknown", "no_answer", "busy", "failed",
                                    "skipped", "canceled")}

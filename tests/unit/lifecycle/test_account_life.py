@@ -19,7 +19,17 @@ from shared.messaging.inbound import Inbound, receive_inbound
 from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
-from shared.models import Account, Campaign, CampaignStep, Entry, Hold, Message, PhoneNumber
+from shared.models import (
+    Account,
+    Call,
+    Campaign,
+    CampaignStep,
+    Entry,
+    Hold,
+    Message,
+    PhoneNumber,
+    VoiceBroadcast,
+)
 from shared.twilio.signatures import Credentials, SignedForm
 
 CREDIT = 1000
@@ -172,6 +182,34 @@ def test_cancel_cancels_running_campaigns_releases_numbers_and_revokes_keys(sqli
         assert session.scalar(select(PhoneNumber.released_at).where(PhoneNumber.phone == SENDER)) is not None
         assert senders.list_numbers(session, account_id) == []
         assert find_live_key(session, key, now=CANCELED) is None
+
+
+def test_cancel_cancels_broadcasts_and_calls_not_placed_so_reactivation_does_not_place_them(sqlite_database):
+    # given a running voice broadcast with a call accepted and one parked, a lone call accepted, and one with Twilio
+    account_id, _ = new_account(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        session.add(VoiceBroadcast(id="vb_1", account_id=account_id, name="Reminder", from_=SENDER, say="Hi",
+                                   status="running", created_at=CREATED, updated_at=CREATED))
+        session.flush()
+        calls = (("call_a", "accepted", "vb_1"), ("call_p", "parked", "vb_1"), ("call_l", "accepted", None),
+                 ("call_t", "in-progress", None))
+        for n, (call_id, status, broadcast) in enumerate(calls):
+            session.add(Call(id=call_id, account_id=account_id, direction="outbound", to=f"+1415555010{n}",
+                             from_=SENDER, say="Hi", max_minutes=5, rate=2000, status=status, broadcast_id=broadcast,
+                             credits_estimated=10_000, attempts=0, created_at=CREATED, updated_at=CREATED))
+
+    # when the account is canceled, then reactivated
+    cancel(sqlite_database, account_id)
+    with sqlite_database.unit_of_work() as session:
+        account_life.reactivate_account(session, account_id, plan_monthly_credits=50_000, plan_cycle="monthly",
+                                        plan_rollover="none", actor="operator", now=CANCELED + timedelta(days=1))
+
+    # then the broadcast and the calls not placed stay canceled, uncharged; the call with Twilio ends as usual
+    with sqlite_database.unit_of_work() as session:
+        assert session.get(VoiceBroadcast, "vb_1").status == "canceled"
+        statuses = {call.id: (call.status, call.credits_charged) for call in session.scalars(select(Call))}
+    assert statuses == {"call_a": ("canceled", 0), "call_p": ("canceled", 0), "call_l": ("canceled", 0),
+                        "call_t": ("in-progress", None)}
 
 
 def test_cancel_stops_auto_recharge_so_the_card_is_not_charged(sqlite_database):
