@@ -12,9 +12,9 @@ from shared.operations import erasure, retention
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="erase a phone number's data, redact what retention has expired")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    erase = actions.add_parser("erase", help="erase one phone number's messages, recipients and events (its "
+    erase = actions.add_parser("erase", help="erase one phone number's messages, calls, recipients and events (its "
                                              "opt-outs are kept)")
-    erase.add_argument("phone", help="the number in E.164 format, such as +14155550100")
+    erase.add_argument("phone", help="the number, such as +14155550100 or \"+1 (415) 555-0100\"")
     erase.set_defaults(run=run_erase)
     redact = actions.add_parser("redact-expired", help="redact now what is older than CREDITQ_RETENTION_DAYS (the "
                                                        "scheduler does it daily)")
@@ -28,8 +28,9 @@ def run_erase(args: argparse.Namespace) -> int:
             erased = erasure.erase_phone(session, args.phone, now=datetime.now(UTC))
     finally:
         database.dispose()
-    print(f"erased {erased.phone}: {erased.messages} message(s), {erased.recipients} campaign recipient(s), "
-          f"{erased.events} event(s); {erased.in_flight} message(s) in flight left (erase again once final); "
+    print(f"erased {erased.phone}: {erased.messages} message(s), {erased.calls} call(s), {erased.recipients} campaign "
+          f"recipient(s), {erased.events} event(s); {erased.in_flight} message(s) and call(s) in flight left (erase "
+          "again once final); "
           f"{erased.opt_outs_kept} opt-out(s) kept so the number is never texted again")
     return 0
 

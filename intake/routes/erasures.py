@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 @action(OPERATE)
 async def erase_phone(request: web.Request) -> web.Response:
     fields = Fields(await read_json(request))
-    phone = fields.text("phone", required=True, max_length=16)
+    phone = fields.text("phone", required=True, max_length=40)
     fields.done()
     now = request.app[CLOCK]()
 
@@ -39,20 +39,22 @@ OPENAPI_PATHS = {
         "summary": "Erase one phone number's data, in every account (operator)",
         "description": (
             "Blanks the body, media and the number of every finished message sent to or received from the number, "
-            "the number in the events written about them and in campaign recipients. The ledger keeps what those "
-            "messages cost (no number in it). The number's opt-outs are kept, so it is never texted again. "
-            "Messages still on their way are left and counted in `in_flight`: erase again once they are final. "
-            "Erasing a number twice finds nothing the second time."),
+            "the number, recording and transcription of every finished call to, from or forwarded to it, the "
+            "number in the events written about them and in campaign recipients. The ledger keeps what those "
+            "messages and calls cost (no number in it). The number's opt-outs are kept, so it is never texted "
+            "again. Messages and calls still on their way are left and counted in `in_flight`: erase again once "
+            "they are final. The number may be written as people write it (+1 (415) 555-0100). Erasing a number "
+            "twice finds nothing the second time."),
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["phone"], "additionalProperties": False,
-            "properties": {"phone": {"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$", "examples": ["+14155550100"]}}}}}},
+            "properties": {"phone": {"type": "string", "maxLength": 40, "examples": ["+14155550100"]}}}}}},
         "responses": {
             "200": {"description": "what was erased, and what was kept", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["phone", "messages", "in_flight", "recipients", "events",
+                "type": "object", "required": ["phone", "messages", "calls", "in_flight", "recipients", "events",
                                                "opt_outs_kept"],
-                "properties": {"phone": {"type": "string"}, "messages": _COUNT, "in_flight": _COUNT,
+                "properties": {"phone": {"type": "string"}, "messages": _COUNT, "calls": _COUNT, "in_flight": _COUNT,
                                "recipients": _COUNT, "events": _COUNT, "opt_outs_kept": _COUNT}}}}},
             "400": problem(400, "the body is not a JSON object"),
-            "422": problem(422, "phone is missing or not in E.164 format"),
+            "422": problem(422, "phone is missing or not a phone number"),
         }}},
 }

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from shared.ledger.verify import verify
 from shared.messaging.opt_outs import opt_out
-from shared.models import Account, Campaign, CampaignRecipient, Entry, Message, OptOut, WebhookEvent
+from shared.models import Account, Call, Campaign, CampaignRecipient, Entry, Message, OptOut, WebhookEvent
 from shared.operations.erasure import erase_phone
 from shared.operations.retention import REDACTED, redact_expired
 from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
@@ -132,3 +132,36 @@ def test_erasing_a_number_redacts_its_messages_everywhere_and_keeps_its_opt_out(
     # and erasing again finds nothing more
     with database.unit_of_work() as session:
         assert erase_phone(session, RECIPIENT, now=datetime.now(UTC)).messages == 0
+
+
+def test_erasing_a_number_redacts_its_finished_calls_and_counts_those_in_flight(database):
+    # given a voicemail the number left, with its recording and transcription, a call forwarded to it, and a call
+    # to it still ringing
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_voice", name="Voice"))
+        session.flush()
+        common = dict(account_id="acct_voice", max_minutes=5, rate=2000, credits_estimated=0, attempts=0,
+                      created_at=datetime.now(UTC), updated_at=datetime.now(UTC))
+        session.add_all([
+            Call(id="call_vm", direction="inbound", to=OTHER, from_=RECIPIENT, status="completed",
+                 recording_url="https://api.twilio.com/rec/RE1", transcription="Hi, it's Ann, call me back", **common),
+            Call(id="call_fw", direction="inbound", to=OTHER, from_="+14155550123", connect_to=RECIPIENT,
+                 status="completed", **common),
+            Call(id="call_ringing", direction="outbound", to=RECIPIENT, from_=OTHER, say="Hi", status="ringing",
+                 **common)])
+
+    # when the operator erases the number, written as people write it
+    with database.unit_of_work() as session:
+        erased = erase_phone(session, "+1 (415) 555-0100", now=datetime.now(UTC))
+
+    # then the finished calls no longer name it nor keep what it said; the ringing one is counted and left
+    assert (erased.phone, erased.calls, erased.in_flight) == (RECIPIENT, 2, 1)
+    with database.unit_of_work() as session:
+        voicemail, forwarded, ringing = (session.get(Call, id_) for id_ in ("call_vm", "call_fw", "call_ringing"))
+        assert (voicemail.from_, voicemail.to, voicemail.recording_url, voicemail.transcription) == (
+            REDACTED, OTHER, None, None)
+        assert (forwarded.connect_to, forwarded.from_) == (REDACTED, "+14155550123")
+        assert ringing.to == RECIPIENT
+    # and erasing again redacts nothing more
+    with database.unit_of_work() as session:
+        assert erase_phone(session, RECIPIENT, now=datetime.now(UTC)).calls == 0

@@ -29,20 +29,29 @@ def test_erase_prints_what_it_erased_and_what_it_kept(sqlite_database, monkeypat
     assert main(["data", "erase", ANN]) == 0
 
     assert capsys.readouterr().out.strip() == (
-        f"erased {ANN}: 1 message(s), 0 campaign recipient(s), 0 event(s); 0 message(s) in flight left (erase again "
-        "once final); 1 opt-out(s) kept so the number is never texted again")
+        f"erased {ANN}: 1 message(s), 0 call(s), 0 campaign recipient(s), 0 event(s); 0 message(s) and call(s) in "
+        "flight left (erase again once final); 1 opt-out(s) kept so the number is never texted again")
     assert bodies(sqlite_database) == {""}
 
 
-def test_erase_refuses_a_number_that_is_not_e164_in_one_line(sqlite_database, monkeypatch, capsys):
+def test_erase_refuses_a_number_without_its_country_in_one_line(sqlite_database, monkeypatch, capsys):
     seed(sqlite_database, datetime.now(UTC))
     monkeypatch.setenv("DATABASE_URL", sqlite_database.url)
 
     assert main(["data", "erase", "415-555-0100"]) == 2
 
     assert capsys.readouterr().err.strip().splitlines() == [
-        "creditq: phone must be a phone number in E.164 format, such as +14155550100"]
+        "creditq: phone '415-555-0100' is not a phone number in international format, such as +14155550100"]
     assert bodies(sqlite_database) == {"hi Ann"}
+
+
+def test_erase_takes_a_number_as_people_write_it(sqlite_database, monkeypatch, capsys):
+    seed(sqlite_database, datetime.now(UTC))
+    monkeypatch.setenv("DATABASE_URL", sqlite_database.url)
+
+    assert main(["data", "erase", "+1 (415) 555-0100"]) == 0
+
+    assert capsys.readouterr().out.startswith(f"erased {ANN}: 1 message(s)") and bodies(sqlite_database) == {""}
 
 
 def test_redact_expired_follows_the_configured_retention(sqlite_database, monkeypatch, capsys):

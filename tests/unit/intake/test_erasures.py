@@ -37,8 +37,8 @@ async def test_the_operator_erases_a_number_across_accounts_and_keeps_its_opt_ou
     response = await client.post("/v1/erasures", headers=OPERATOR, json={"phone": ANN})
 
     assert response.status == 200
-    assert await response.json() == {"phone": ANN, "messages": 2, "in_flight": 0, "recipients": 0, "events": 0,
-                                     "opt_outs_kept": 1}
+    assert await response.json() == {"phone": ANN, "messages": 2, "calls": 0, "in_flight": 0, "recipients": 0,
+                                     "events": 0, "opt_outs_kept": 1}
     with sqlite_database.unit_of_work() as session:
         assert {(m.body, m.to) for m in session.query(Message)} == {("", "redacted")}
 
