@@ -2,7 +2,10 @@
 
 import argparse
 import os
+import sqlite3
 import sys
+
+from sqlalchemy.exc import DBAPIError
 
 from shared import log_redaction, logs
 from shared.config import ConfigError
@@ -32,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except (ConfigError, DomainError) as error:
         print(f"creditq: {error}", file=sys.stderr)
+        return 2
+    except (DBAPIError, sqlite3.Error) as error:  # the database is away, or the file is not one: say so in a line
+        cause = getattr(error, "orig", None) or error
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        print(f"creditq: the database cannot be used: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -29,8 +29,10 @@ from sqlalchemy.orm import Session
 from shared.config import ConfigError
 from shared.db import insert_on_conflict, read_only_session
 from shared.models import PriceVersion
+from shared.text_files import read_text
 
 CHECK_SECONDS = 2.0
+MAX_FILE_BYTES = 1 << 20  # a rate card or price list file: a few kilobytes in truth
 UPGRADE, PUBLISH = "upgrade", "publish"
 _INSERT_ATTEMPTS = 5  # each lost race means another process added a version meanwhile
 _views: "weakref.WeakKeyDictionary[Engine, NewestVersions]" = weakref.WeakKeyDictionary()
@@ -89,11 +91,9 @@ def versions(session: Session, kind: Kind) -> list[PriceVersion]:
 def read_json(path: str, kind: Kind) -> Any:
     """A file's JSON, or a one-line ConfigError naming the file."""
     label = kind.name.replace("_", " ")
+    text = read_text(path, most=MAX_FILE_BYTES, label=label)
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except OSError as error:
-        raise ConfigError(f"{label} {path}: cannot be read: {error.strerror or error}") from None
+        return json.loads(text)
     except ValueError as error:
         raise ConfigError(f"{label} {path}: is not valid JSON: {error}") from None
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from intake.body_limits import MAX_BULK_BODY_BYTES
 from shared.config import ConfigError, load_settings
+from shared.text_files import read_text
 
 DONE_COUNTS = ("sent", "delivered", "failed", "canceled", "skipped")
 
@@ -40,10 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        csv_text = args.csv.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {args.csv}: {error}") from None
+    csv_text = read_text(args.csv, most=MAX_BULK_BODY_BYTES, label="--csv", encoding="utf-8-sig")
     payload = {"name": args.name or args.csv.name, "from": args.from_, "body": args.body, "csv": csv_text,
                "send_at": args.send_at}
     client = _Api(args.api, args.key) if args.api else _Direct(args.account)
@@ -75,7 +74,10 @@ class _Api:
     def __init__(self, base_url: str, key: str | None):
         if not key:
             raise ConfigError("--api needs --key")
-        parts = urllib.parse.urlsplit(base_url)
+        try:
+            parts = urllib.parse.urlsplit(base_url)
+        except ValueError:  # "Invalid IPv6 URL"
+            parts = urllib.parse.SplitResult("", "", "", "", "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"--api {base_url!r} is not an http(s) URL such as http://127.0.0.1:8080")
         self.base_url, self.key = base_url.rstrip("/"), key

@@ -46,7 +46,7 @@ def test_campaign_send_as_the_readme_shows_it_stores_the_campaign(sqlite_databas
     assert printed["estimate"]["credits_total"] == "2"
 
 
-@pytest.mark.parametrize("api", ["notaurl", "ftp://example.com", "http://", "127.0.0.1:8080"])
+@pytest.mark.parametrize("api", ["notaurl", "ftp://example.com", "http://", "127.0.0.1:8080", "http://[::1"])
 def test_an_api_url_that_is_not_http_is_one_line_naming_it(tmp_path, api):
     # given a CSV
     csv = tmp_path / "list.csv"
@@ -62,3 +62,26 @@ def test_an_api_url_that_is_not_http_is_one_line_naming_it(tmp_path, api):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: --api {api!r} is not an http(s) URL")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("csv", "reason"), [
+    ("/dev/zero", "is not a regular file"),  # it would never end
+    (".", "is not a regular file"),
+    ("missing.csv", "cannot be read: No such file or directory"),
+])
+def test_a_csv_that_is_not_a_readable_file_is_one_line_exit_2(monkeypatch, tmp_path, capsys, csv, reason):
+    monkeypatch.chdir(tmp_path)
+
+    status = main(["campaign", "send", "--csv", csv, "--from", SENDER, "--body", "hi", "--account", "acct_1"])
+
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"creditq: --csv {csv}: {reason}"]
+
+
+def test_a_database_that_does_not_answer_is_one_line_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone:secret-pw@127.0.0.1:1/creditq")
+
+    status = main(["ledger", "verify"])
+
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and line.startswith("creditq: the database cannot be used: ") and "secret-pw" not in line
