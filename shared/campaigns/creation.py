@@ -336,6 +336,8 @@ def _steps(raw: object, errors: dict[str, str]) -> list[int]:
         return []
     delays = []
     for index, step in enumerate(raw):
+        for name in sorted(set(step) - {"delay_days", "body"}) if isinstance(step, dict) else ():
+            errors[f"steps[{index}].{name}"] = "is not a field of a step: delay_days and body only"
         delay = step.get("delay_days") if isinstance(step, dict) else None
         if isinstance(delay, bool) or not isinstance(delay, int) or not 1 <= delay <= MAX_DELAY_DAYS \
                 or (delays and delay < delays[-1]):
@@ -343,7 +345,6 @@ def _steps(raw: object, errors: dict[str, str]) -> list[int]:
                                                     "counted from the start, not less than the step before")
         delays.append(delay if isinstance(delay, int) else 0)
     return delays
-
 
 
 def render_body(template: MessageTemplate, fields: Mapping[str, object], *, recipient: str) -> str:

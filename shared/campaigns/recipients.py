@@ -73,6 +73,10 @@ def parse_inline(raw: object) -> list[Recipient]:
                 or not all(isinstance(v, (str, int, float, bool)) or v is None for v in fields.values()):
             reason = "must be {to: string, fields: {name: string|number|boolean}}"
             raise ValidationFailed(f"{where} {reason}", errors={where: reason})
+        if unknown := sorted(set(item) - {"to", "fields"}):  # a field for the template put beside `to` by mistake
+            reason = "is not a field of a recipient: to and fields only (a template's values go in fields)"
+            raise ValidationFailed(f"{where}.{unknown[0]} {reason}", errors={f"{where}.{name}": reason
+                                                                            for name in unknown})
         recipients.append(Recipient(where, item["to"], dict(fields)))
     return recipients
 

@@ -226,6 +226,8 @@ def _numbers(recipients: object, errors: dict[str, str]) -> list[str]:
         return []
     numbers: dict[str, None] = {}
     for index, recipient in enumerate(recipients):
+        for name in sorted(set(recipient) - {"to"}) if isinstance(recipient, dict) and len(errors) < 10 else ():
+            errors[f"recipients[{index}].{name}"] = "is not a field of a recipient: to only"
         raw = recipient.get("to") if isinstance(recipient, dict) else None
         try:
             numbers[parse_e164(raw, field=f"recipients[{index}].to")] = None

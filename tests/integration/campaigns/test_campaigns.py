@@ -134,6 +134,21 @@ def test_a_campaign_whose_send_time_is_long_past_is_refused_rather_than_sent_at_
     assert view(database, campaign_id)["status"] == "running"
 
 
+def test_a_step_or_recipient_naming_a_field_it_does_not_take_is_refused_naming_it(database):
+    # given an account; when a drip step says delay_hours (there is none) and a recipient puts a field beside `to`
+    account_id = make_account(database, 100)
+    with pytest.raises(ValidationFailed) as step:
+        create(database, account_id, steps=[{"delay_days": 1, "body": "again", "delay_hours": 3}])
+    with pytest.raises(ValidationFailed) as recipient:
+        create(database, account_id, recipients=[{"to": ANN, "name": "Ann"}])
+
+    # then each is refused naming the field, and no campaign is stored
+    assert "steps[0].delay_hours" in step.value.errors
+    assert set(recipient.value.errors) == {"recipients[0].name"}
+    with database.unit_of_work() as session:
+        assert session.query(Campaign).count() == 0
+
+
 def test_an_unknown_field_is_refused_at_creation_naming_the_line_and_the_field(database):
     account_id = make_account(database, 100)
     with pytest.raises(ValidationFailed) as refused:

@@ -59,6 +59,15 @@ def test_bad_fields_are_named_each(db):
     assert {"from", "say", "recipients[0].to", "expected_minutes"} <= set(refused.value.errors)
 
 
+def test_a_recipient_naming_a_field_it_does_not_take_is_refused_naming_it_and_nothing_is_stored(db):
+    with pytest.raises(ValidationFailed) as refused:
+        create(db, recipients=[{"to": "+14155550101"}, {"to": "+14155550102", "name": "Ann", "extra": 1}])
+
+    assert set(refused.value.errors) == {"recipients[1].extra", "recipients[1].name"}
+    with db.unit_of_work() as session:
+        assert session.scalars(select(Call)).all() == []
+
+
 def test_an_account_that_cannot_pay_a_minute_is_refused(db):
     with db.unit_of_work() as session:
         book.charge_pool(session, "acct_1", 99_000, kind="usage", idempotency_key="spent", now=T0)
