@@ -14,7 +14,7 @@ from shared.messaging.messages import rate_card_versions
 from shared.money import format_credits
 from shared.voice.calls import MINUTES_ENTRY_SUFFIXES, call_minutes
 
-from ..appkeys import DATABASE
+from ..appkeys import DATABASE, PRINCIPAL
 from ..auth import require_access
 from ..bodies import json_response, query_limit
 from ..cursors import decode_cursor, page_of
@@ -33,6 +33,7 @@ async def get_balance(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     require_access(request, account_id)
     now = datetime.now(timezone.utc)
+    own_only = request[PRINCIPAL].own_only  # a user's key: its own wallet and the pool, not its colleagues'
 
     def read(database: Database) -> dict:
         with database.read_only() as session:
@@ -44,8 +45,8 @@ async def get_balance(request: web.Request) -> web.Response:
             "pool_available": format_credits(view.pool_available),
             "status": view.status,
             "expiring_end_of_month": format_credits(view.expiring_end_of_month),
-            "lots": [lot_json(lot) for lot in view.lots],
-            "users": [user_credits_json(user) for user in view.users],
+            "lots": [lot_json(lot) for lot in view.lots if own_only is None or lot.user_id in (None, own_only)],
+            "users": [user_credits_json(user) for user in view.users if own_only is None or user.id == own_only],
         }
 
     return json_response(await asyncio.to_thread(read, request.app[DATABASE]))

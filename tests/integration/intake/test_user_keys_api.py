@@ -154,6 +154,27 @@ async def test_a_user_keys_send_is_charged_to_that_user_locks_it_below_zero_and_
         assert verify(session) == []
 
 
+async def test_a_user_keys_balance_shows_its_own_wallet_and_the_pool_not_its_colleagues(client):
+    # given the team, where Uma holds credits of her own and a second user, Ben, holds some too
+    team = await new_team(client)
+    account_id = team["account_id"]
+    ben = await post(client, f"/v1/accounts/{account_id}/users", team["account_key"], {
+        "name": "Ben", "email": "ben@example.com", "role": "user"})
+    patched = await client.patch(f"/v1/accounts/{account_id}/users/{ben['id']}", headers=team["account_key"],
+                                 json={"total_credits": "2"})
+    assert patched.status == 200, await patched.text()
+
+    # when Uma's key and the account's key read the balance
+    uma = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=team["user_key"])).json()
+    whole = await (await client.get(f"/v1/accounts/{account_id}/balance", headers=team["account_key"])).json()
+
+    # then Uma sees her own credits and lots and the pool's, nothing of Ben's; the account's key sees everyone's
+    assert [user["id"] for user in uma["users"]] == [team["user"]]
+    assert {lot["user_id"] for lot in uma["lots"]} <= {None, team["user"]}
+    assert ben["id"] in {user["id"] for user in whole["users"]}
+    assert ben["id"] in {lot["user_id"] for lot in whole["lots"]}
+
+
 async def test_a_user_key_cannot_send_as_another_user_nor_read_their_messages(client, database, fake_broker):
     # given a team, and a text the admin sent with her own key
     team = await new_team(client)
