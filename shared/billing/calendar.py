@@ -18,7 +18,7 @@ from datetime import date, datetime
 
 from shared.ledger.expiry import CYCLE_MONTHS, local_midnight, utc, zone
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII digits: \d would take "２０２６-１１" too
 
 
 @dataclass(frozen=True, order=True)

@@ -54,7 +54,7 @@ def test_periods_parse_from_yyyy_mm(text, period):
     assert str(period) == text.strip()
 
 
-@pytest.mark.parametrize("text", ["2021-13", "2021-00", "21-08", "2021/08", "", "August"])
+@pytest.mark.parametrize("text", ["2021-13", "2021-00", "21-08", "2021/08", "", "August", "２０２６-１１"])
 def test_bad_periods_are_refused(text):
     with pytest.raises(ValueError, match="YYYY-MM"):
         Period.parse(text)
