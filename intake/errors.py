@@ -49,8 +49,13 @@ def problem_response(status: int, title: str, detail: str = "", *, headers: dict
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
+def status_of(error: Exception) -> int:
+    """The HTTP status a domain error (or an InvalidAmount) is answered with."""
+    return next(code for cls, code in _STATUS_BY_ERROR if isinstance(error, cls))
+
+
 def _from_domain_error(error: Exception) -> web.Response:
-    status = next(code for cls, code in _STATUS_BY_ERROR if isinstance(error, cls))
+    status = status_of(error)
     extra: dict = {}
     headers = {}
     if isinstance(error, errors.ValidationFailed) and error.errors:

@@ -17,7 +17,7 @@ from shared.money import InvalidAmount, parse_credits
 
 from ..appkeys import DATABASE, KEY_CACHE, PRINCIPAL
 from ..bodies import read_form
-from ..errors import Problem
+from ..errors import Problem, status_of
 from ..policy import MANAGE_USERS, action, may_manage_user
 from ..routes.users import SHARED, user_json
 from .render import page
@@ -97,8 +97,8 @@ async def _change(request: web.Request, change, notice) -> web.Response:
     """Run a change; its refusal (a cap, a bad amount, a forbidden role) is shown on the page, as the API says it."""
     try:
         done = await asyncio.to_thread(change, request.app[DATABASE])
-    except (DomainError, InvalidAmount) as refused:
-        return await _render(request, notice=None, error=str(refused), status=422)
+    except (DomainError, InvalidAmount) as refused:  # with the API's status: a user that is not there is a 404
+        return await _render(request, notice=None, error=str(refused), status=status_of(refused))
     except Problem as refused:
         return await _render(request, notice=None, error=refused.detail, status=refused.status)
     return await _render(request, notice=notice(done), error=None)

@@ -86,6 +86,18 @@ async def test_a_wrong_key_does_not_sign_in(client, team):
     assert (await client.get(f"/accounts/{team['account_id']}")).url.path == "/sign-in"
 
 
+async def test_a_change_to_a_user_that_is_not_there_answers_404_as_the_api_does(client, team):
+    # given a signed-in owner; when a user id that does not exist is changed, and deleted
+    token = await sign_in(client, team["key"])
+    changed = await client.post(f"/accounts/{team['account_id']}/users/user_nope",
+                                data={"total_credits": "5", "csrf_token": token})
+    deleted = await client.post(f"/accounts/{team['account_id']}/users/user_nope/delete", data={"csrf_token": token})
+
+    # then each page says so with a 404, not a 422
+    assert (changed.status, deleted.status) == (404, 404)
+    assert "user_nope" in await deleted.text()
+
+
 async def test_a_form_without_the_csrf_token_is_refused_and_changes_nothing(client, team, sqlite_database):
     # given a signed-in owner
     token = await sign_in(client, team["key"])
