@@ -625,11 +625,11 @@ def _email(database: Database, sender: EmailSender, run: DunningRun, step: int, 
         try:
             subject, body = render(spec["email"]["subject"], context), render(spec["email"]["body"], context)
         except LiquidError as error:
-            _mark(database, run.id, step, email_status=_unrendered(error))
-            return _unrendered(error)
-        _mark(database, run.id, step, email_status="sending")
-        sender.send(Email(to=to, subject=subject, body=body, key=f"dunning:{run.id}:{step}"))
-        status = f"sent to {to}"
+            status = _unrendered(error)
+        else:
+            _mark(database, run.id, step, email_status="sending")
+            sender.send(Email(to=to, subject=subject, body=body, key=f"dunning:{run.id}:{step}"))
+            status = f"sent to {to}"
     _mark(database, run.id, step, email_status=status)
     return status
 

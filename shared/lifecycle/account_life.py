@@ -46,9 +46,10 @@ def cancel_account(session: Session, account_id: str, *, actor: str, now: dateti
     if account.status == "canceled":
         return Canceled(account, changed=False, revoked_key_ids=[])
     _lock_campaigns(session, account_id)
-    messages = cancel_unsent(session, account_id, f"Account is canceled: {reason}.", now=now)
+    why = f"Account is canceled: {reason}."
+    messages = cancel_unsent(session, account_id, why, now=now)
     campaigns = cancel_account_campaigns(session, account_id, now=now)
-    calls = cancel_account_calls(session, account_id, reason=f"Account is canceled: {reason}.", now=now)
+    calls = cancel_account_calls(session, account_id, reason=why, now=now)
     expired = accounts.close_account(session, account_id, reason=reason, now=now)
     if expired is None:  # a concurrent cancel won the account lock: it did all of this
         return Canceled(accounts.get_account(session, account_id), changed=False, revoked_key_ids=[])

@@ -23,7 +23,6 @@ One price is not on the card, because it is the product's and the same everywher
 """
 
 import functools
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -174,13 +173,7 @@ def parse_rate_card(data: object, *, source: str, version: int | None = None) ->
 
 
 def load_rate_card(path: str | Path) -> RateCard:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"rate card {path}: cannot be read: {error.strerror or error}") from None
-    except ValueError as error:
-        raise ConfigError(f"rate card {path}: is not valid JSON: {error}") from None
-    return parse_rate_card(data, source=str(path))
+    return parse_rate_card(price_versions.read_json(str(path), RATE_CARDS), source=str(path))
 
 
 def rate_card_file() -> str:

@@ -34,17 +34,21 @@ CUSTOMER = {"id": "cus_1", "name": "Dana", "phone": "+14155550100", "fields": {"
 BODY = "{{ customer.name }}, {{ amount_due }} for {{ customer.fields.plan }} is due. Reply HELP for help, STOP to end."
 
 
-def customer_run(database, simulator) -> tuple[str, str]:  # noqa: F811
-    """An account with credits, a site on the simulator's account, a schedule (a text, then an e-mail) and a run:
-    (account, run)."""
+LATER_EMAIL = {"day": 3, "email": {"subject": "Due", "body": "{{ update_url }}"}}
+
+
+def customer_run(database, simulator, *, first_step: dict | None = None,  # noqa: F811
+                 customer: dict = CUSTOMER) -> tuple[str, str]:
+    """An account with credits, a site on the simulator's account, a schedule (`first_step`, by default a text, then
+    an e-mail) and a run for `customer`: (account, run)."""
     account_id = make_account(database, 10, sender=SITE_NUMBER)
     with database.unit_of_work() as session:
         dunning_texts.set_integration(session, "downtown", account_id=account_id, account_sid=simulator.account_sid,
                                       auth_token=simulator.auth_token, from_number=SITE_NUMBER,
                                       now=datetime.now(UTC))
         dunning.set_schedule(session, account_id, now=datetime.now(UTC), steps=[
-            {"day": 0, "sms": {"body": BODY}}, {"day": 3, "email": {"subject": "Due", "body": "{{ update_url }}"}}])
-        run = dunning.open_customer_run(session, account_id, site="downtown", customer=CUSTOMER, amount_due="49.90",
+            first_step or {"day": 0, "sms": {"body": BODY}}, LATER_EMAIL])
+        run = dunning.open_customer_run(session, account_id, site="downtown", customer=customer, amount_due="49.90",
                                         currency="USD", update_url="https://pay.example.com/u/1",
                                         now=datetime.now(UTC) - timedelta(minutes=1))
         return account_id, run.id
@@ -142,21 +146,14 @@ def test_a_customer_whose_phone_has_an_extension_gets_no_text_at_the_line(databa
 
 def test_a_step_whose_templates_pass_a_limit_on_one_customers_data_is_recorded_and_the_run_goes_on(
         database, simulator, tmp_path):  # noqa: F811
-    # given a schedule whose first step texts and e-mails a customer's field, checked on a short sample when saved
-    account_id = make_account(database, 10, sender=SITE_NUMBER)
-    with database.unit_of_work() as session:
-        dunning_texts.set_integration(session, "downtown", account_id=account_id, account_sid=simulator.account_sid,
-                                      auth_token=simulator.auth_token, from_number=SITE_NUMBER,
-                                      now=datetime.now(UTC))
-        dunning.set_schedule(session, account_id, now=datetime.now(UTC), steps=[
-            {"day": 0, "sms": {"body": "{{ customer.fields.invoice | upcase }} Reply HELP for help, STOP to end."},
-             "email": {"subject": "Due", "body": "{{ customer.fields.invoice }}"}},
-            {"day": 3, "email": {"subject": "Due", "body": "{{ update_url }}"}}])
-        # and a customer whose field is longer than a template may write (25,000 characters)
-        run_id = dunning.open_customer_run(
-            session, account_id, site="downtown", currency="USD", amount_due="49.90",
-            customer={**CUSTOMER, "email": "d@example.com", "fields": {"invoice": "x" * 25_000}},
-            update_url="https://pay.example.com/u/1", now=datetime.now(UTC) - timedelta(minutes=1)).id
+    # given a schedule whose first step texts and e-mails a customer's field, checked on a short sample when saved,
+    # and a customer whose field is longer than a template may write (25,000 characters)
+    invoice = "{{ customer.fields.invoice | upcase }} Reply HELP for help, STOP to end."
+    _, run_id = customer_run(
+        database, simulator,
+        first_step={"day": 0, "sms": {"body": invoice},
+                    "email": {"subject": "Due", "body": "{{ customer.fields.invoice }}"}},
+        customer={**CUSTOMER, "email": "d@example.com", "fields": {"invoice": "x" * 25_000}})
 
     # when its first step runs, twice (a job delivered again)
     enqueued: list[str] = []
