@@ -21,19 +21,27 @@ class GroupCommit(Generic[Item, Answer]):
     contention and smaller batches. With `spare_after` (seconds), a writer beyond the first starts a batch only once
     every batch in flight has run that long: a batch waiting on a lock still does not stop the rest, and the items
     that come while the batches go quickly wait for one writer, so they make fewer, bigger batches.
+
+    With `gather` (seconds), for items whose callers can wait (Twilio's callbacks, not a client's POST): while
+    they come in a stream (the batch before had company), a writer takes its batch only once the first item is
+    `gather` old, so one commit serves many items even when the writers are quick (a web the CPU serves before
+    the workers finishes each batch before the next item comes). A lone item still goes at once.
     """
 
     def __init__(self, write: Callable[[list[Item]], list[Answer | BaseException]], *, max_batch: int = 200,
-                 writers: int = 2, spare_after: float | None = None):
-        self._write_batch, self._max_batch, self._spare_after = write, max_batch, spare_after
+                 writers: int = 2, spare_after: float | None = None, gather: float = 0.0):
+        self._write_batch, self._max_batch, self._spare_after, self._gather = write, max_batch, spare_after, gather
         self._writers = asyncio.Semaphore(writers)
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future, float]] = asyncio.Queue()  # with when each came
+        self._in_stream = False  # the last batch taken had company
+        self._gathering: list[tuple[Item, asyncio.Future]] = []  # a batch waiting for company
         self._writing: dict[asyncio.Task, float] = {}  # the batches in flight, with when each started
 
     async def submit(self, item: Item) -> Answer:
         """The item's answer, once its batch is written; raises the item's exception."""
-        answer = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, answer))
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._queue.put_nowait((item, answer, loop.time()))
         return await answer
 
     def start(self) -> None:
@@ -43,14 +51,15 @@ class GroupCommit(Generic[Item, Answer]):
         """Stop taking batches; write what is still queued and let the batches in flight finish, so every
         item taken gets its answer."""
         self._runner.cancel()
-        left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        left = [*self._gathering, *(self._queue.get_nowait()[:2] for _ in range(self._queue.qsize()))]
         if left:
             await self._write(left)
         if self._writing:
             await asyncio.wait(set(self._writing))
 
     async def _run(self) -> None:
-        """Take a writer, then everything queued by then (up to max_batch), and write it as one batch."""
+        """Take a writer, then everything queued by then (after the gather, if any; up to max_batch), and write it as
+        one batch."""
         loop = asyncio.get_running_loop()
         while True:
             await self._writers.acquire()
@@ -58,9 +67,15 @@ class GroupCommit(Generic[Item, Answer]):
                 started = max(self._writing.values())  # the newest batch in flight: every one has run so long
                 await asyncio.wait(set(self._writing), timeout=max(0.0, started + self._spare_after - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
-            batch = [await self._queue.get()]
+            item, answer, came = await self._queue.get()
+            batch = [(item, answer)]
+            if self._gather and self._in_stream and loop.time() < came + self._gather:
+                self._gathering = batch  # close() writes it if it comes meanwhile
+                await asyncio.sleep(came + self._gather - loop.time())
+                self._gathering = []
             while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get_nowait()[:2])
+            self._in_stream = len(batch) > 1
             task = asyncio.create_task(self._write(batch))
             self._writing[task] = loop.time()
             task.add_done_callback(self._written)

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_CALLBACK_BATCH = 200
 CALLBACK_WRITERS = 2  # units of work in flight at once (see GroupCommit)
 SPARE_AFTER = 0.05  # seconds a callback batch runs before a second writer may start another (see GroupCommit)
+# Seconds a callback in a stream waits for company (see GroupCommit): Twilio waits 15 s for our answer, and a batch
+# gathered over 30 ms at 600 callbacks a second settles about 18 messages in one commit.
+CALLBACK_GATHER = 0.03
 MAX_MEDIA = 10
 MAX_FORM_NUMBER = 2**31 - 1
 
@@ -98,8 +101,9 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
 
     def __init__(self, database: Database, enqueuer: Enqueuer, deployment: Credentials, *,
                  max_batch: int = MAX_CALLBACK_BATCH, writers: int = CALLBACK_WRITERS,
-                 spare_after: float | None = SPARE_AFTER):
-        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers, spare_after=spare_after)
+                 spare_after: float | None = SPARE_AFTER, gather: float = CALLBACK_GATHER):
+        super().__init__(self.apply_batch, max_batch=max_batch, writers=writers, spare_after=spare_after,
+                         gather=gather)
         self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
 
     def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | None | BaseException]:

@@ -1,5 +1,5 @@
 """GroupCommit: the first item goes at once, the ones that came meanwhile share the next batch; a spare writer
-starts a batch only beside one gone slow."""
+starts a batch only beside one gone slow; with `gather`, items in a stream wait for company, a lone one does not."""
 
 import asyncio
 import threading
@@ -8,15 +8,15 @@ import time
 from intake.group_commit import GroupCommit
 
 
-def recording_batcher() -> tuple[GroupCommit[int, int], list[list[int]]]:
-    """A batcher whose write answers each item doubled and records each batch it was given."""
+def recording_batcher(**options) -> tuple[GroupCommit[int, int], list[list[int]]]:
+    """A batcher (one writer) whose write answers each item doubled and records each batch it was given."""
     batches: list[list[int]] = []
 
     def write(items: list[int]) -> list[int]:
         batches.append(list(items))
         return [item * 2 for item in items]
 
-    return GroupCommit(write, writers=1), batches
+    return GroupCommit(write, writers=1, **options), batches
 
 
 async def submit_later(batcher: GroupCommit[int, int], items: list[int], delay: float) -> list[int]:
@@ -120,3 +120,56 @@ async def test_a_third_writer_waits_until_the_newest_batch_in_flight_has_run_spa
     # Then the second went once the first had run 300 ms, and the third once the second had too, though the first
     # had run that long already when it came
     assert started[2] - started[1] >= 0.25 and started[3] - started[2] >= 0.25
+
+
+async def test_with_gather_items_in_a_stream_wait_for_company():
+    # Given a batcher that gathers for 200 ms, and a first batch of two items (a stream)
+    batcher, batches = recording_batcher(gather=0.2)
+    batcher.start()
+    assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [2, 4]
+    # When one item comes, then another 100 ms later
+    answers = await asyncio.gather(batcher.submit(3), submit_later(batcher, [4], 0.1))
+    await batcher.close()
+    # Then the first waited for the second, and they went together
+    assert batches == [[1, 2], [3, 4]]
+    assert answers == [6, [8]]
+
+
+async def test_with_gather_a_lone_item_goes_at_once():
+    # Given a batcher that gathers for 200 ms, nothing written yet
+    batcher, batches = recording_batcher(gather=0.2)
+    batcher.start()
+    # When one item comes, then another 100 ms later
+    await asyncio.gather(batcher.submit(1), submit_later(batcher, [2], 0.1))
+    await batcher.close()
+    # Then each went alone: the first did not wait for company
+    assert batches == [[1], [2]]
+
+
+async def test_with_gather_an_item_that_waited_for_a_writer_that_long_goes_when_one_is_free():
+    # Given one writer that gathers for 100 ms, and a first batch of two items held for 300 ms
+    batcher, batches, release = slow_batcher(writers=1, gather=0.1)
+    batcher.start()
+    first = asyncio.gather(batcher.submit(1), batcher.submit(2))
+    # When an item comes 50 ms later, and another 100 ms after the first batch is released
+    third = await asyncio.gather(submit_later(batcher, [3], 0.05), release_after(release, 0.3),
+                                 submit_later(batcher, [4], 0.4))
+    await first
+    await batcher.close()
+    # Then the third, 250 ms old when the writer was free, went at once and alone
+    assert batches == [[1, 2], [3], [4]]
+    assert third[0] == [6] and third[2] == [8]
+
+
+async def test_closing_writes_a_batch_still_waiting_for_company():
+    # Given a batcher that gathers for 5 s, in a stream, and an item waiting for company
+    batcher, batches = recording_batcher(gather=5.0)
+    batcher.start()
+    await asyncio.gather(batcher.submit(1), batcher.submit(2))
+    waiting = asyncio.ensure_future(batcher.submit(3))
+    await asyncio.sleep(0.05)
+    # When the batcher closes
+    await asyncio.wait_for(batcher.close(), timeout=2)
+    # Then the waiting item was written and answered
+    assert await waiting == 6
+    assert batches == [[1, 2], [3]]
