@@ -64,7 +64,7 @@ class Settings:
     # a send waits on Twilio most of its time (100-300 ms a create from outside its network): threads, not cores
     worker_threads: int = 16
     # how far the worker processes step back from the CPU (0-19, shared.cpu_priority; 0: not at all)
-    worker_nice: int = 0
+    worker_nice: int = 19
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
     # how long an accepted message or a call may wait before the sweeper enqueues it again (a call without a sid:
@@ -352,7 +352,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulator_port=simulator_port,
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "16")),
-        worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "0")),
+        worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "19")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,
         sweep_stale_seconds=_positive_int("CREDITQ_SWEEP_STALE_SECONDS", env.get("CREDITQ_SWEEP_STALE_SECONDS", "60")),

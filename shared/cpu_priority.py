@@ -1,4 +1,6 @@
-"""Workers step back from the CPU when told to (CREDITQ_WORKER_NICE): a burst of sends slows the intake less.
+"""Workers step back from the CPU (CREDITQ_WORKER_NICE, 19 unless told otherwise): a burst of sends slows the
+intake less. On a host of their own it changes nothing; on one they share with the web, the web answers first and
+the workers send with what is left.
 
 A nice value orders threads only within one scheduler autogroup (Linux's `sched_autogroup`, on by default in
 many kernels): processes of different sessions share the CPU session by session whatever their nice, and every

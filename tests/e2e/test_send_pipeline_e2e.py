@@ -167,26 +167,29 @@ def autogroup_nice(pid: int) -> str | None:
     return group.read_text().split()[-1] if group.exists() else None
 
 
-def test_a_worker_told_to_step_back_from_the_cpu_does_and_the_others_do_not(stack):
-    # Given the stack's worker and web as they started (CREDITQ_WORKER_NICE unset: 0), each in a session of its own
-    # When another worker starts with CREDITQ_WORKER_NICE=10
-    stack.start_worker("stepping-back", env={"CREDITQ_WORKER_NICE": "10"})
+def test_workers_step_back_from_the_cpu_unless_told_not_to_and_the_web_does_not(stack):
+    # Given the stack's worker and web as they started (CREDITQ_WORKER_NICE unset: 19), each in a session of its own
+    # When another worker starts with CREDITQ_WORKER_NICE=0
+    stack.start_worker("not-stepping-back", env={"CREDITQ_WORKER_NICE": "0"})
     try:
-        stepping_back = psutil.Process(stack.processes["stepping-back"].pid)
+        not_stepping_back = psutil.Process(stack.processes["not-stepping-back"].pid)
         deadline = time.monotonic() + 60
-        while len(stepping_back.children()) < stack.worker_processes and time.monotonic() < deadline:
+        while len(not_stepping_back.children()) < stack.worker_processes and time.monotonic() < deadline:
             time.sleep(0.2)
-        # Then it and every process it forked run at nice 10, and so does its session's scheduler autogroup
-        # (where the kernel has autogroups: between sessions only the groups' nice counts)
-        assert len(stepping_back.children()) >= stack.worker_processes
-        assert {process.nice() for process in [stepping_back, *stepping_back.children(recursive=True)]} == {10}
-        assert autogroup_nice(stepping_back.pid) in ("10", None)
-        # And the web and the default worker still run at 0
-        for name in ("web", "worker"):
-            process = psutil.Process(stack.processes[name].pid)
-            assert process.nice() == 0 and autogroup_nice(process.pid) in ("0", None)
+        assert len(not_stepping_back.children()) >= stack.worker_processes
+        # Then the default worker and every process it forked run at nice 19, and so does its session's scheduler
+        # autogroup (where the kernel has autogroups: between sessions only the groups' nice counts)
+        worker = psutil.Process(stack.processes["worker"].pid)
+        assert {process.nice() for process in [worker, *worker.children(recursive=True)]} == {19}
+        assert autogroup_nice(worker.pid) in ("19", None)
+        # And the worker told 0 and everything it forked, and the web, run at 0
+        assert {process.nice() for process in [not_stepping_back, *not_stepping_back.children(recursive=True)]} == {0}
+        web = psutil.Process(stack.processes["web"].pid)
+        for process in (not_stepping_back, web):
+            assert autogroup_nice(process.pid) in ("0", None)
+        assert web.nice() == 0
     finally:
-        stack.kill("stepping-back")
+        stack.kill("not-stepping-back")
 
 
 def test_a_worker_killed_mid_run_loses_resends_and_double_charges_nothing(stack, database, broker, sim):
