@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -127,10 +128,12 @@ class StatusReporter:
         if sender is None:  # the subaccount was forgotten (a reset): nobody could sign for it
             return True
         params = callback_params(report.message, report.status)
-        headers = {"X-Twilio-Signature": twilio_signature(sender.auth_token, url, params)}
+        headers = {"X-Twilio-Signature": twilio_signature(sender.auth_token, url, params), "Content-Type": FORM}
         timeout = aiohttp.ClientTimeout(total=self._config.callback_timeout_s)
         try:
-            async with self._session.post(url, data=params, headers=headers, timeout=timeout) as response:
+            # the body encoded here, as aiohttp's FormData would: that class cost a fifth of the simulator's CPU
+            async with self._session.post(url, data=urlencode(params).encode(), headers=headers,
+                                          timeout=timeout) as response:
                 retry = response.status >= 500 or response.status == 429
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             log.debug("status callback to %s failed: %r", url, error)
@@ -138,6 +141,9 @@ class StatusReporter:
         if retry and report.attempt >= self._config.callback_retries:
             log.warning("giving up on %s callback for %s", report.status, report.message.sid)
         return not retry
+
+
+FORM = "application/x-www-form-urlencoded"
 
 
 def callback_params(message: Message, status: str) -> dict[str, str]:
