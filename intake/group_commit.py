@@ -7,10 +7,16 @@ and only once what it asked for is committed.
 
 import asyncio
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
+
+
+class _Submitted(NamedTuple):
+    item: object
+    answer: asyncio.Future
+    came: float  # loop time
 
 
 class GroupCommit(Generic[Item, Answer]):
@@ -32,16 +38,16 @@ class GroupCommit(Generic[Item, Answer]):
                  writers: int = 2, spare_after: float | None = None, gather: float = 0.0):
         self._write_batch, self._max_batch, self._spare_after, self._gather = write, max_batch, spare_after, gather
         self._writers = asyncio.Semaphore(writers)
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future, float]] = asyncio.Queue()  # with when each came
+        self._queue: asyncio.Queue[_Submitted] = asyncio.Queue()
         self._in_stream = False  # the last batch taken had company
-        self._gathering: list[tuple[Item, asyncio.Future]] = []  # a batch waiting for company
+        self._gathering: list[_Submitted] = []  # a batch waiting for company
         self._writing: dict[asyncio.Task, float] = {}  # the batches in flight, with when each started
 
     async def submit(self, item: Item) -> Answer:
         """The item's answer, once its batch is written; raises the item's exception."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        self._queue.put_nowait((item, answer, loop.time()))
+        self._queue.put_nowait(_Submitted(item, answer, loop.time()))
         return await answer
 
     def start(self) -> None:
@@ -51,7 +57,7 @@ class GroupCommit(Generic[Item, Answer]):
         """Stop taking batches; write what is still queued and let the batches in flight finish, so every
         item taken gets its answer."""
         self._runner.cancel()
-        left = [*self._gathering, *(self._queue.get_nowait()[:2] for _ in range(self._queue.qsize()))]
+        left = [*self._gathering, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
         if left:
             await self._write(left)
         if self._writing:
@@ -67,14 +73,14 @@ class GroupCommit(Generic[Item, Answer]):
                 started = max(self._writing.values())  # the newest batch in flight: every one has run so long
                 await asyncio.wait(set(self._writing), timeout=max(0.0, started + self._spare_after - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
-            item, answer, came = await self._queue.get()
-            batch = [(item, answer)]
-            if self._gather and self._in_stream and loop.time() < came + self._gather:
+            batch = [await self._queue.get()]
+            ready_at = batch[0].came + self._gather
+            if self._gather and self._in_stream and loop.time() < ready_at:
                 self._gathering = batch  # close() writes it if it comes meanwhile
-                await asyncio.sleep(came + self._gather - loop.time())
+                await asyncio.sleep(ready_at - loop.time())
                 self._gathering = []
             while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait()[:2])
+                batch.append(self._queue.get_nowait())
             self._in_stream = len(batch) > 1
             task = asyncio.create_task(self._write(batch))
             self._writing[task] = loop.time()
@@ -84,16 +90,16 @@ class GroupCommit(Generic[Item, Answer]):
         del self._writing[task]
         self._writers.release()
 
-    async def _write(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+    async def _write(self, batch: list[_Submitted]) -> None:
         try:
-            outcomes = await asyncio.to_thread(self._write_batch, [item for item, _ in batch])
+            outcomes = await asyncio.to_thread(self._write_batch, [submitted.item for submitted in batch])
         except asyncio.CancelledError:  # the loop is going away: the answers are unknown
-            for _, answer in batch:
-                answer.cancel()
+            for submitted in batch:
+                submitted.answer.cancel()
             raise
         except Exception as error:  # a bug in `write`: every item of the batch meets it
             outcomes = [error] * len(batch)
-        for (_, answer), outcome in zip(batch, outcomes):
+        for (_, answer, _), outcome in zip(batch, outcomes):
             if answer.done():  # its request went away; what it asked for stands
                 continue
             if isinstance(outcome, BaseException):

@@ -77,8 +77,8 @@ class _Api:
         try:
             parts = urllib.parse.urlsplit(base_url)
         except ValueError:  # "Invalid IPv6 URL"
-            parts = urllib.parse.SplitResult("", "", "", "", "")
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"--api {base_url!r} is not an http(s) URL such as http://127.0.0.1:8080")
         self.base_url, self.key = base_url.rstrip("/"), key
 

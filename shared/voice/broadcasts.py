@@ -20,9 +20,9 @@ from shared.messaging.opt_outs import opted_out_among
 from shared.messaging.phone_numbers import parse_e164
 from shared.messaging.quiet_hours import parse_window
 from shared.messaging.rates import RateCard
-from shared.models import Account, Call, PhoneNumber, VoiceBroadcast
+from shared.models import Account, Call, VoiceBroadcast
 from shared.money import format_credits
-from shared.voice.calls import FINAL_STATUSES, check_content, check_minutes, pre_check
+from shared.voice.calls import FINAL_STATUSES, check_content, check_minutes, holds_number, pre_check
 from shared.voice.pricing import call_price
 
 MAX_RECIPIENTS = 100_000
@@ -91,9 +91,7 @@ def create_broadcast(session: Session, account_id: str, request: BroadcastReques
         from_ = parse_e164(request.from_, field="from")
     except ValidationFailed as error:
         errors.update(error.errors)
-    if from_ is not None and session.scalar(select(PhoneNumber.id).where(
-            PhoneNumber.account_id == account_id, PhoneNumber.phone == from_,
-            PhoneNumber.released_at.is_(None))) is None:
+    if from_ is not None and not holds_number(session, account_id, from_):
         errors["from"] = "is not a number of this account (POST /v1/accounts/{id}/numbers)"
     say, play_url = check_content(request.say, request.play_url, None, errors)
     expected = check_minutes("expected_minutes", request.expected_minutes, 1, errors)

@@ -56,7 +56,7 @@ def accept_call(session: Session, account_id: str, request: CallRequest, *, rate
     max_minutes = check_minutes("max_minutes", request.max_minutes, account.call_max_minutes, errors)
     if not isinstance(request.machine_detection, bool):
         errors["machine_detection"] = "must be true or false"
-    if from_ is not None and not _is_sender(session, account_id, from_):
+    if from_ is not None and not holds_number(session, account_id, from_):
         errors["from"] = "is not a number of this account (POST /v1/accounts/{id}/numbers)"
     if errors:
         raise ValidationFailed("Invalid call: " + "; ".join(f"{f} {r}" for f, r in errors.items()), errors=errors)
@@ -118,7 +118,8 @@ def _number(field: str, raw: object, errors: dict[str, str]) -> str | None:
         return None
 
 
-def _is_sender(session: Session, account_id: str, phone: str) -> bool:
+def holds_number(session: Session, account_id: str, phone: str) -> bool:
+    """Whether `phone` is a number the account holds now (not released)."""
     return session.scalar(select(PhoneNumber.id).where(PhoneNumber.account_id == account_id,
                                                        PhoneNumber.phone == phone,
                                                        PhoneNumber.released_at.is_(None))) is not None

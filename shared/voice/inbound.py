@@ -23,7 +23,7 @@ from shared.models import Account, Call, Entry, PhoneNumber
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
 from shared.voice import twiml
-from shared.voice.calls import MAX_CALL_MINUTES
+from shared.voice.calls import MAX_CALL_MINUTES, holds_number
 from shared.voice.pricing import SECONDS_PER_MINUTE, started_minutes
 
 VOICE_PATH = "/webhooks/twilio/voice"
@@ -50,8 +50,9 @@ def answer(session: Session, ringing: Ringing, signed: SignedForm, *, deployment
             raise CallbackRejected("The callback is not signed by credentials creditq holds.")
         return twiml.hang_up()
     account = _verified(session, number.account_id, signed, deployment)
-    forward_to = number.forward_to if number.forward_to and not _holds(session, account.id, number.forward_to) \
-        else None
+    forward_to = number.forward_to
+    if forward_to and holds_number(session, account.id, forward_to):  # checked when set too; a number released and
+        forward_to = None  # taken back since would ring creditq again, each leg charged by the minute
     call = _inbound_call(session, account, number, forward_to, ringing, signed.account_sid, rate_card, now)
     if forward_to and call.minutes_held:
         return twiml.forward(forward_to, time_limit=call.time_limit,
@@ -147,18 +148,10 @@ def _forward_target(session: Session, account_id: str, raw: object) -> str:
     """Where a number may forward: a phone that is not one of the account's own numbers, which would ring creditq
     again, and forward again, each leg charged by the minute until the caller hangs up."""
     target = parse_e164(raw, field="forward_to")
-    if _holds(session, account_id, target):
+    if holds_number(session, account_id, target):
         reason = "is a number of this account: its calls would come back here; forward to a phone outside creditq"
         raise ValidationFailed(f"forward_to {reason}", errors={"forward_to": reason})
     return target
-
-
-def _holds(session: Session, account_id: str, phone: str) -> bool:
-    """Whether `phone` is a number the account holds: forwarding to it would ring creditq again. Checked when a
-    number is set to forward, and again when a call rings (a number released then taken back meanwhile)."""
-    return session.scalar(select(PhoneNumber.id).where(PhoneNumber.account_id == account_id,
-                                                       PhoneNumber.phone == phone,
-                                                       PhoneNumber.released_at.is_(None))) is not None
 
 
 def _inbound_call(session: Session, account: Account, number: PhoneNumber, forward_to: str | None, ringing: Ringing,

@@ -25,14 +25,13 @@ from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
-from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
+from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
 from shared.voice.progress import apply_report, early_report
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 log = logging.getLogger(__name__)
-NO_SUCH_RESOURCE = 20404  # Twilio's code for a sid it does not have
 BATCH = 500
 IN_FLIGHT = ("queued", "initiated", "ringing", "in-progress")
 NEVER_PLACED = "Twilio has no record of this call: it was never placed, and nothing was charged."
@@ -122,7 +121,7 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
     try:
         parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
     except PermanentTwilioError as error:
-        if error.code != NO_SUCH_RESOURCE:
+        if error.code != NOT_FOUND:
             raise
         with database.unit_of_work() as session:  # a call Twilio never had (a forged ring) talked nothing
             return inbound.end_unknown(session, call_id, now)
