@@ -795,6 +795,18 @@ BEGIN
 END
 $$"""
 event.listen(EarlyStatus.__table__, "after_create", DDL(TAKE_EARLY_STATUSES).execute_if(dialect="postgresql"))
+# PostgreSQL: whether reports wait for the sid, under the sid's lock, leaving them where they are. The send step
+# stores a sid as one statement of its own when none does (nearly always), and in a transaction that takes them
+# (above) when some do. Its EXISTS takes its snapshot after the lock, as the DELETE above does. Installed by
+# migration 0030, and here for `create_all`.
+EARLY_STATUSES_WAITING = """CREATE OR REPLACE FUNCTION early_statuses_waiting(p_sid text, p_lock_key bigint)
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock_key);
+    RETURN EXISTS (SELECT 1 FROM early_statuses e WHERE e.sid = p_sid);
+END
+$$"""
+event.listen(EarlyStatus.__table__, "after_create", DDL(EARLY_STATUSES_WAITING).execute_if(dialect="postgresql"))
 
 
 class WebhookEndpoint(Base):

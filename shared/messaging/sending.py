@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Integer, Row, bindparam, case, func, or_, select, true, update
+from sqlalchemy import Boolean, Connection, Integer, Row, bindparam, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.db import ConnectionWork, Database, run
@@ -114,8 +114,22 @@ def send_message(database: Database, message_id: str, *, gateway_for: Callable[[
         with database.unit_of_work() as session:
             _fail(session, message_id, error, now())
         return "failed"
+    return _store(database, message_id, sent, now(), settle_final)
+
+
+def _store(database: Database, message_id: str, sent, now: datetime,
+           settle_final: Callable[[Session, str], None] | None) -> str:
+    """Store the sid Twilio answered: on PostgreSQL as one statement of its own when nothing comes with it (the
+    message still `sending`, no report beat the sid, no endpoint of the account takes message.sent, Twilio's status
+    not final), nearly always; else in a transaction with all that comes with it. The status the message is left in."""
+    parameters = _store_parameters(message_id, sent, now)
+    if database.is_postgres and parameters["ours"] not in FINAL_STATUSES:
+        with database.one_statement() as connection:
+            stored = run(connection, _STORE_SID_ALONE, parameters).one_or_none()
+        if stored is not None:
+            return stored.status
     with database.connection_unit_of_work() as work:
-        status = _store_sid(work, message_id, sent, now())
+        status = _store_sid(work, message_id, sent, now)
         if status in FINAL_STATUSES and settle_final is not None:
             settle_final(work.session, message_id)
     return status
@@ -334,15 +348,27 @@ _STORE_SID_RETURNING = {
 }
 
 
+# _STORE_SID as a statement of its own (autocommit, PostgreSQL), where nothing comes with it: it stores nothing, and
+# answers no row, if the message is no longer `sending`, if an endpoint of the account takes message.sent, or if
+# reports beat the sid (models.EARLY_STATUSES_WAITING, under the sid's lock, which it holds until it commits).
+_STORE_SID_ALONE = _STORE_SID.where(
+    messages.c.status == "sending", ~takes_any(messages.c.account_id, ["message.sent"]),
+    ~func.early_statuses_waiting(bindparam("sid"), bindparam("lock_key"), type_=Boolean),
+).returning(messages.c.status)
+
+
+def _store_parameters(message_id: str, sent, now: datetime) -> dict:
+    return dict(message_id=message_id, sid=sent.sid, account_sid=sent.account_sid, twilio_status=sent.status,
+                num_segments=sent.num_segments or None, ours=OUR_STATUS_FOR_TWILIO.get(sent.status, "queued"),
+                now=now, lock_key=sid_lock_key(sent.sid))
+
+
 def _store_sid(work: ConnectionWork, message_id: str, sent, now: datetime) -> str:
     """Store the sid and the Twilio account that owns the message (its callbacks must come signed by it), then
     apply the reports that beat it; the status the message is left in (final: the caller settles it)."""
     connection = work.connection
-    stored = run(connection, _STORE_SID_RETURNING[connection.dialect.name], dict(
-        message_id=message_id, sid=sent.sid, account_sid=sent.account_sid, twilio_status=sent.status,
-        num_segments=sent.num_segments or None, ours=OUR_STATUS_FOR_TWILIO.get(sent.status, "queued"), now=now,
-        lock_key=sid_lock_key(sent.sid),
-    )).one_or_none()
+    stored = run(connection, _STORE_SID_RETURNING[connection.dialect.name],
+                 _store_parameters(message_id, sent, now)).one_or_none()
     if stored is None:
         return "skipped"
     if stored.takes_sent:

@@ -361,23 +361,26 @@ def test_the_foreign_keys_go_without_holding_the_sends_behind_a_long_transaction
 
 
 @pytest.mark.postgres
-def test_take_early_statuses_comes_with_0026_as_the_models_make_it_and_goes_with_its_downgrade(postgres_server):
+@pytest.mark.parametrize("function, revision, before", [("take_early_statuses", "0026", "0025"),
+                                                        ("early_statuses_waiting", "0030", "0029")])
+def test_a_sid_function_comes_with_its_migration_as_the_models_make_it_and_goes_with_its_downgrade(
+        postgres_server, function, revision, before):
     # given a database upgraded to the head, and one the models made
-    migrated, made = (postgres_server.create_database(name) for name in ("migrations_early", "models_early"))
+    migrated, made = (postgres_server.create_database(f"{name}_{revision}") for name in ("migrations", "models"))
     upgrade(migrated)
     made_engine = create_engine(made)
     Base.metadata.create_all(made_engine)
 
     def source(engine) -> str | None:
         with engine.connect() as connection:
-            return connection.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'take_early_statuses'"))
+            return connection.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = :name"), {"name": function})
 
     engine = create_engine(migrated)
     try:
         # then both have the function, alike
         assert source(engine) is not None and source(engine) == source(made_engine)
-        # and when the migrated one is downgraded to 0025, the function goes
-        command.downgrade(alembic_config(migrated), "0025")
+        # and when the migrated one is downgraded to the revision before its own, the function goes
+        command.downgrade(alembic_config(migrated), before)
         assert source(engine) is None
     finally:
         engine.dispose()

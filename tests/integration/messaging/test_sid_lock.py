@@ -1,6 +1,8 @@
 """Storing a sid on PostgreSQL. The sid's lock: the worker storing a sid and a status callback for it, each in a
 transaction still open when the other begins, never lose the report, whichever takes the lock first. The same
-statement tells whether the account takes message.sent: the event's own statement runs only where it does."""
+statement tells whether the account takes message.sent: the event's own statement runs only where it does. The send
+step first stores a sid by a statement of its own, which stores nothing where a report beat it or an event comes
+with it: then the transaction does."""
 
 import threading
 import time
@@ -59,19 +61,25 @@ def outcome(database) -> tuple[str, int]:
                 session.scalar(select(func.count()).select_from(EarlyStatus)))
 
 
-def test_a_report_kept_while_the_sid_is_being_stored_is_applied_by_the_storing_transaction(sending):
+def store_alone_first(database, result: list) -> None:
+    """As the send step stores a sid: alone first, in a transaction if a report beat it."""
+    result.append(send_step._store(database, "msg_1", SENT, T0, settle_final=None))
+
+
+@pytest.mark.parametrize("store", [store_sid, store_alone_first], ids=["in a transaction", "alone first"])
+def test_a_report_kept_while_the_sid_is_being_stored_is_waited_for_and_applied(sending, store):
     # Given a callback's transaction that found no sid and kept its report, not committed yet
     with sending.unit_of_work() as session:
         assert record_callbacks(session, [delivered()], deployment=DEPLOYMENT, now=T0) == [None]
         # When the worker stores the sid meanwhile
         stored: list = []
-        worker = threading.Thread(target=store_sid, args=(sending, stored))
+        worker = threading.Thread(target=store, args=(sending, stored))
         worker.start()
         time.sleep(0.5)
         # Then it waits for the sid's lock, the callback's transaction holding it
         assert worker.is_alive() and stored == []
     worker.join(timeout=30)
-    # and once the callback committed, the worker's transaction found the kept report and applied it
+    # and once the callback committed, the worker found the kept report and its transaction applied it
     assert stored == ["delivered"]
     assert outcome(sending) == ("delivered", 0)
 
@@ -145,3 +153,64 @@ def test_storing_a_sid_takes_its_lock_and_the_reports_that_beat_it_in_one_statem
     assert stored == ["delivered"] and outcome(sending) == ("delivered", 0)
     assert "take_early_statuses" in storing[0] and storing[0].startswith("UPDATE messages")
     assert not [sql for sql in storing[1:] if "early_statuses" in sql or "pg_advisory" in sql]
+
+
+def recorded_statements(monkeypatch) -> list[tuple[str, bool]]:
+    """(statement, whether its connection was in autocommit) of every statement psycopg is given from now on."""
+    statements: list[tuple[str, bool]] = []
+    execute = psycopg.Cursor.execute
+    monkeypatch.setattr(psycopg.Cursor, "execute", lambda cursor, query, *args, **kwargs: (
+        statements.append((str(query), cursor.connection.autocommit)), execute(cursor, query, *args, **kwargs))[1])
+    return statements
+
+
+def test_a_sid_nothing_comes_with_is_stored_by_one_statement_outside_any_transaction(sending, monkeypatch):
+    # Given a message on its way to Twilio, no report of it yet, no endpoint of its account, statements recorded
+    statements = recorded_statements(monkeypatch)
+
+    # When the send step stores the sid Twilio answered
+    status = send_step._store(sending, "msg_1", SENT, T0, settle_final=None)
+    storing = list(statements)
+
+    # Then one statement, in autocommit, stored it and took the sid's lock to look for reports
+    assert status == "queued" and outcome(sending) == ("queued", 0)
+    (statement, autocommit), = storing
+    assert statement.startswith("UPDATE messages") and "early_statuses_waiting" in statement and autocommit
+    with sending.unit_of_work() as session:
+        assert session.get(Message, "msg_1").twilio_sid == SID
+
+
+def test_a_report_that_beat_the_sid_sends_its_store_into_the_transaction_that_applies_it(sending, monkeypatch):
+    # Given a report that beat the sid, kept
+    with sending.unit_of_work() as session:
+        assert record_callbacks(session, [delivered()], deployment=DEPLOYMENT, now=T0) == [None]
+    statements = recorded_statements(monkeypatch)
+
+    # When the send step stores the sid
+    status = send_step._store(sending, "msg_1", SENT, T0, settle_final=None)
+    alone, in_transaction = statements[:2]
+
+    # Then the statement alone stored nothing, and the transaction after it took the report and applied it
+    assert status == "delivered" and outcome(sending) == ("delivered", 0)
+    assert "early_statuses_waiting" in alone[0] and alone[1]
+    assert "take_early_statuses" in in_transaction[0] and not in_transaction[1]
+
+
+def test_a_sid_whose_account_takes_message_sent_is_stored_with_its_event(postgres_database):
+    # Given a message on its way to Twilio, of an account with an endpoint taking message.sent
+    with postgres_database.unit_of_work() as session:
+        session.add(Account(id="acct_hooked", name="Hooked"))
+        session.flush()
+        create_endpoint(session, "acct_hooked", url="https://hooks.example/creditq", events=["message.sent"],
+                        description=None, now=T0)
+        session.add(Message(id="msg_hooked", account_id="acct_hooked", to="+14155550100", from_="+14155550199",
+                            body="Hi", status="sending", segments=1, created_at=T0, updated_at=T0))
+
+    # When the send step stores its sid
+    assert send_step._store(postgres_database, "msg_hooked", SENT, T0, settle_final=None) == "queued"
+
+    # Then the event was written with it
+    with postgres_database.unit_of_work() as session:
+        assert session.execute(select(WebhookEvent.account_id, WebhookEvent.type)).all() == [
+            ("acct_hooked", "message.sent")]
+        assert session.get(Message, "msg_hooked").twilio_sid == SID
