@@ -127,7 +127,7 @@ def main(recipients: int, profile_dir: Path | None) -> None:
                 profile_dir.mkdir(parents=True, exist_ok=True)
                 profilers = [profile(process.pid, profile_dir / f"{name}.txt") for name, process in processes.items()]
             pids = {**{name: process.pid for name, process in processes.items()},
-                    "PostgreSQL": int((postgres.data / "postmaster.pid").read_text().split()[0]),
+                    "PostgreSQL": postgres.postmaster_pid,
                     "Redis": redis_server.process.pid}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             started, posted_at = time.monotonic(), datetime.now()  # the log lines' clock: local time

@@ -9,7 +9,9 @@ lone ledger call):
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), each a lone call on that connection, counted in
                pairs.
-Both on one hot account, then spread over --accounts accounts. No assertions: figures only. On
+Both on one hot account, then spread over --accounts accounts. Beside each rate, the CPU an operation took in this
+process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
+can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
 may be shared: raw and ledger take turns in one-second slices (--seconds of each in all), so a change in
 the load hits both alike; the load average is printed before and after, compare ratios from one run only.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Connection, text  # noqa: E402
 
+from bench.processes import cpu_seconds, own_cpu_seconds  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.ledger import accounts, book  # noqa: E402
 from shared.models import Base  # noqa: E402
@@ -109,6 +112,27 @@ def server_time_per_call(connection: Connection, account_ids: list[str], pairs: 
     return [tuple(row) for row in rows]
 
 
+class Spent:
+    """Operations and the CPU they took, in this process and in PostgreSQL, over the slices measured."""
+
+    def __init__(self, postmaster: int):
+        self.postmaster = postmaster
+        self.operations = self.client = self.server = 0.0
+
+    def measure(self, rate_of) -> float:
+        """`rate_of()` (operations a second over `seconds`) run and counted; its rate."""
+        client, server, began = own_cpu_seconds(), cpu_seconds(self.postmaster), time.perf_counter()
+        rate = rate_of()
+        self.operations += rate * (time.perf_counter() - began)
+        self.client += own_cpu_seconds() - client
+        self.server += cpu_seconds(self.postmaster) - server
+        return rate
+
+    def per_operation(self) -> str:
+        """Microseconds of CPU an operation: this process / PostgreSQL."""
+        return f"{1e6 * self.client / self.operations:,.0f} / {1e6 * self.server / self.operations:,.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=8)
@@ -130,10 +154,12 @@ def main() -> None:
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
             raw = pairs = 0.0
+            raw_spent, pairs_spent = Spent(server.postmaster_pid), Spent(server.postmaster_pid)
             for turn in range(slices):
-                raw += raw_rate(connections, ids, args.seconds / slices) / slices
-                pairs += ledger_rate(connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}") / slices
-            rows.append((name, raw, pairs))
+                raw += raw_spent.measure(lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
+                pairs += pairs_spent.measure(lambda: ledger_rate(connections, ids, args.seconds / slices,
+                                                                 f"{name.split()[0]}.{turn}")) / slices
+            rows.append((name, raw, pairs, raw_spent, pairs_spent))
         if args.statements:
             per_call = server_time_per_call(connections[0], spread, args.statements)
         for connection in connections:
@@ -144,8 +170,11 @@ def main() -> None:
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
-    for name, raw, pairs in rows:
+    for name, raw, pairs, _, _ in rows:
         print(f"{name:<16} {args.threads:>7} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
+    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13}")
+    for name, _, _, raw_spent, pairs_spent in rows:
+        print(f"{name:<34} {raw_spent.per_operation():>13} {pairs_spent.per_operation():>13}")
     for function, micros in per_call:
         print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 

@@ -194,7 +194,7 @@ def main() -> None:
         started = time.perf_counter()
         populate(url, args.accounts)
         populate_seconds = time.perf_counter() - started
-        postgres_pids = [int((server.data / "postmaster.pid").read_text().split()[0])]
+        postgres_pids = [server.postmaster_pid]
         total = month_end.Summary(str(PERIOD))
         context = multiprocessing.get_context("fork")
         with PeakRss(postgres_pids) as peak:

@@ -177,8 +177,8 @@ def transactions(database: Database) -> int:
 
 def pipeline_pids(stack: Stack, postgres: TemporaryPostgres) -> dict[str, int]:
     """The processes whose CPU a settled message costs, by name: the postmaster stands for PostgreSQL's backends."""
-    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
-    return {"web": stack.processes["web"].pid, "worker": stack.processes["worker"].pid, "PostgreSQL": postmaster,
+    return {"web": stack.processes["web"].pid, "worker": stack.processes["worker"].pid,
+            "PostgreSQL": postgres.postmaster_pid,
             "Redis": stack.redis.process.pid, "twilio-sim": stack.processes["twilio-sim"].pid}
 
 

@@ -2,6 +2,7 @@
 the machine's load while they run (every figure is printed beside it)."""
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -47,6 +48,12 @@ class LoadAverage(threading.Thread):
         while self.running:
             self.peak = max(self.peak, os.getloadavg()[0])
             time.sleep(0.5)
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU alone, all its threads (cpu_seconds of its pid would count the PostgreSQL it started too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:

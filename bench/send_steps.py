@@ -13,7 +13,6 @@ trees in one sitting.
 
 import argparse
 import os
-import resource
 import shlex
 import sys
 from pathlib import Path
@@ -21,17 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ledger import NOW, open_accounts  # noqa: E402
+from bench.processes import own_cpu_seconds  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.messaging import sending  # noqa: E402
 from shared.models import Base, Message  # noqa: E402
 from shared.twilio.gateway import SentMessage  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
-
-
-def cpu_seconds() -> float:
-    """This process's CPU alone (bench.processes.cpu_seconds would count the PostgreSQL it started too)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def accept(database: Database, account_id: str, ids: list[str]) -> None:
@@ -43,22 +37,22 @@ def accept(database: Database, account_id: str, ids: list[str]) -> None:
 
 def claim_all(database: Database, ids: list[str]) -> float:
     """Microseconds of CPU per claim."""
-    began = cpu_seconds()
+    began = own_cpu_seconds()
     for message_id in ids:
         with database.connection_unit_of_work() as work:
             claim = sending._claim(work, message_id, None, 900, lambda: NOW)
         assert isinstance(claim, sending.Claim), claim
-    return 1e6 * (cpu_seconds() - began) / len(ids)
+    return 1e6 * (own_cpu_seconds() - began) / len(ids)
 
 
 def store_all(database: Database, ids: list[str]) -> float:
     """Microseconds of CPU per sid stored."""
-    began = cpu_seconds()
+    began = own_cpu_seconds()
     for message_id in ids:
         sent = SentMessage(sid="SM" + message_id.removeprefix("msg_"), account_sid="AC" + "1" * 32, status="queued",
                            num_segments=1, price=None, price_unit=None)
         assert sending._store(database, message_id, sent, NOW, settle_final=None) == "queued"
-    return 1e6 * (cpu_seconds() - began) / len(ids)
+    return 1e6 * (own_cpu_seconds() - began) / len(ids)
 
 
 def main() -> None:

@@ -68,6 +68,11 @@ class TemporaryPostgres:
         return command
 
     @property
+    def postmaster_pid(self) -> int:
+        """The running server's postmaster (its backends are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
