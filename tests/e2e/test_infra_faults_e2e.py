@@ -157,10 +157,12 @@ def add_accounts_due_for_month_end(database, prefix: str, count: int) -> list[st
     return ids
 
 
-def closed(database, account_ids: list[str]) -> int:
+def closed(database, account_ids: list[str], period: str) -> int:
+    """How many of the accounts had `period` closed. Accounts made 40 days ago in a month's first days have two
+    months due (the one they were made in, which ended meanwhile, and the last): both close, each once."""
     with database.unit_of_work() as session:
         return session.scalar(select(func.count()).select_from(BillingRun).where(
-            BillingRun.step == "close", BillingRun.account_id.in_(account_ids)))
+            BillingRun.step == "close", BillingRun.period == period, BillingRun.account_id.in_(account_ids)))
 
 
 @pytest.fixture
@@ -182,9 +184,10 @@ def test_the_scheduler_killed_during_month_end_is_replaced_by_its_standby_and_cl
     assert not scheduler_active(urls["scheduler-b"]) and not scheduler_active(urls["scheduler-c"])
     # and 6,000 accounts come due for month-end, which the active one's next tick (a minute away) would enqueue
     first_wave = add_accounts_due_for_month_end(database, "wave1", 6000)
+    period = str(last_ended(datetime.now(UTC), "UTC"))
     ticks_before = stack.log("worker").count(MONTH_END_ENQUEUED)
     # (checked while it still holds the lease: 2 s after its death a standby takes over and closes them at once)
-    assert closed(database, first_wave) == 0
+    assert closed(database, first_wave, period) == 0
 
     # when the active one is killed -9 before that tick
     stack.kill("scheduler-a")
@@ -202,15 +205,16 @@ def test_the_scheduler_killed_during_month_end_is_replaced_by_its_standby_and_cl
     # then the last standby takes the lease and runs the calendar: every account is closed, each exactly once
     everyone = first_wave + second_wave
     wait_until(database, stack, broker, [], lambda _: scheduler_active(standby_url), sweep=False)
-    wait_until(database, stack, broker, [], lambda _: closed(database, everyone) == len(everyone), sweep=False)
+    wait_until(database, stack, broker, [], lambda _: closed(database, everyone, period) == len(everyone),
+               sweep=False)
     stack.stop_scheduler(last)
-    period = str(last_ended(datetime.now(UTC), "UTC"))
     with database.unit_of_work() as session:
-        runs = session.execute(select(BillingRun.account_id, func.count()).where(
-            BillingRun.step == "close", BillingRun.period == period, BillingRun.account_id.in_(everyone))
-            .group_by(BillingRun.account_id)).all()
+        runs = session.execute(select(BillingRun.account_id, BillingRun.period, func.count()).where(
+            BillingRun.step == "close", BillingRun.account_id.in_(everyone))
+            .group_by(BillingRun.account_id, BillingRun.period)).all()
         balances = set(session.scalars(select(Account.balance).where(Account.id.in_(everyone))))
-    assert len(runs) == len(everyone) and {count for _, count in runs} == {1}
+    assert {account_id for account_id, closed_period, _ in runs if closed_period == period} == set(everyone)
+    assert {count for _, _, count in runs} == {1}
     assert balances == {50_000}  # one grant of the new cycle each: a second close would have granted twice
     verify = ledger_verify(stack)
     assert verify.returncode == 0, verify.stdout + verify.stderr
