@@ -120,7 +120,7 @@ class Spent:
         self.operations = self.client = self.server = 0.0
 
     def measure(self, rate_of) -> float:
-        """`rate_of()` (operations a second over `seconds`) run and counted; its rate."""
+        """Run `rate_of()`, which answers the operations a second it ran, counting them and their CPU; its rate."""
         client, server, began = own_cpu_seconds(), cpu_seconds(self.postmaster), time.perf_counter()
         rate = rate_of()
         self.operations += rate * (time.perf_counter() - began)

@@ -99,7 +99,8 @@ class GroupCommit(Generic[Item, Answer]):
             raise
         except Exception as error:  # a bug in `write`: every item of the batch meets it
             outcomes = [error] * len(batch)
-        for (_, answer, _), outcome in zip(batch, outcomes):
+        for submitted, outcome in zip(batch, outcomes):
+            answer = submitted.answer
             if answer.done():  # its request went away; what it asked for stands
                 continue
             if isinstance(outcome, BaseException):

@@ -23,6 +23,7 @@ from .message import API_VERSION, Message
 from .signature import twilio_signature
 
 log = logging.getLogger(__name__)
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(slots=True)
@@ -141,9 +142,6 @@ class StatusReporter:
         if retry and report.attempt >= self._config.callback_retries:
             log.warning("giving up on %s callback for %s", report.status, report.message.sid)
         return not retry
-
-
-FORM = "application/x-www-form-urlencoded"
 
 
 def callback_params(message: Message, status: str) -> dict[str, str]:

@@ -50,9 +50,11 @@ def answer(session: Session, ringing: Ringing, signed: SignedForm, *, deployment
             raise CallbackRejected("The callback is not signed by credentials creditq holds.")
         return twiml.hang_up()
     account = _verified(session, number.account_id, signed, deployment)
+    # checked when the number was set to forward too: one released and taken back since would ring creditq again,
+    # each leg charged by the minute
     forward_to = number.forward_to
-    if forward_to and holds_number(session, account.id, forward_to):  # checked when set too; a number released and
-        forward_to = None  # taken back since would ring creditq again, each leg charged by the minute
+    if forward_to and holds_number(session, account.id, forward_to):
+        forward_to = None
     call = _inbound_call(session, account, number, forward_to, ringing, signed.account_sid, rate_card, now)
     if forward_to and call.minutes_held:
         return twiml.forward(forward_to, time_limit=call.time_limit,
