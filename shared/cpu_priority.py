@@ -1,12 +1,15 @@
-"""Workers step back from the CPU (CREDITQ_WORKER_NICE, 19 unless told otherwise): a burst of sends slows the
-intake less. On a host of their own it changes nothing; on one they share with the web, the web answers first and
-the workers send with what is left.
+"""On a host they share, the web steps forward and the workers step back from the CPU (CREDITQ_WEB_NICE, -20 unless
+told otherwise; CREDITQ_WORKER_NICE, 19): a burst of sends slows the intake less. On a host of its own a process's
+nice changes nothing; on a shared one the web answers first and the workers send with what is left.
 
 A nice value orders threads only within one scheduler autogroup (Linux's `sched_autogroup`, on by default in
 many kernels): processes of different sessions share the CPU session by session whatever their nice, and every
-creditq process runs in a session of its own. So a process that leads its session lowers its autogroup's
+creditq process runs in a session of its own. So a process that leads its session moves its autogroup's
 priority as well. Under a cgroup CPU controller (systemd's CPUWeight=, a container's shares) those weights rule
 instead; the nice then orders this process's threads against its own cgroup only.
+
+Stepping back is always allowed. Stepping forward (a negative nice) needs CAP_SYS_NICE, which root has and a
+container seldom grants: without it the process runs at the priority it started with, and says so once.
 """
 
 import logging
@@ -19,14 +22,19 @@ log = logging.getLogger(__name__)
 AUTOGROUP = Path("/proc/self/autogroup")
 
 
-def lower_cpu_priority(nice: int) -> None:
-    """Run this process (and the threads and processes it starts from now on) at `nice`, never higher than
-    it already runs; 0 leaves it as it is."""
-    if nice <= 0:
+def set_cpu_priority(nice: int) -> None:
+    """Run this process (and the threads and processes it starts from now on) at `nice`, and its autogroup too when
+    it leads its session; never nearer 0 than either already runs. 0 leaves both as they are."""
+    if nice == 0:
         return
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice > current:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    if _further(nice, current):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except PermissionError as error:
+            log.info("could not raise this process's CPU priority to nice %d (%s; it needs CAP_SYS_NICE): it runs at "
+                     "nice %d", nice, error.strerror, current)
+            return
     if os.getsid(0) != os.getpid():
         log.info("running at nice %d; this process does not lead its session, so its autogroup is left to the "
                  "session's leader", nice)
@@ -34,15 +42,20 @@ def lower_cpu_priority(nice: int) -> None:
     try:
         group_nice = int(AUTOGROUP.read_text().split()[-1])  # "/autogroup-123 nice 0"
     except (OSError, ValueError, IndexError) as error:  # no autogroups here: the nice is all there is
-        log.debug("no scheduler autogroup to lower (%s)", error)
+        log.debug("no scheduler autogroup to set (%s)", error)
         return
-    if nice > group_nice:
+    if _further(nice, group_nice):
         _write_autogroup(nice)
+
+
+def _further(nice: int, current: int) -> bool:
+    """Whether `nice` moves further from 0 than `current`, on its side of it."""
+    return nice > current if nice > 0 else nice < current
 
 
 def _write_autogroup(nice: int, attempts: int = 10) -> None:
     """The kernel takes one autogroup change a machine every 100 ms from a process without CAP_SYS_ADMIN (EAGAIN
-    for the others), so workers started together wait their turn."""
+    for the others), so processes started together wait their turn."""
     for _ in range(attempts):
         try:
             AUTOGROUP.write_text(str(nice))
@@ -50,8 +63,8 @@ def _write_autogroup(nice: int, attempts: int = 10) -> None:
         except BlockingIOError:
             time.sleep(0.11)
         except OSError as error:
-            log.warning("could not lower the scheduler autogroup to nice %d (%s): the worker shares the CPU with "
+            log.warning("could not set the scheduler autogroup to nice %d (%s): this process shares the CPU with "
                         "other sessions as if at 0", nice, error)
             return
-    log.warning("could not lower the scheduler autogroup to nice %d after %d tries (the kernel's rate limit): the "
-                "worker shares the CPU with other sessions as if at 0", nice, attempts)
+    log.warning("could not set the scheduler autogroup to nice %d after %d tries (the kernel's rate limit): this "
+                "process shares the CPU with other sessions as if at 0", nice, attempts)

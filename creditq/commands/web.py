@@ -9,6 +9,7 @@ import signal
 from aiohttp import web
 
 from shared.config import ConfigError, load_settings
+from shared.cpu_priority import set_cpu_priority
 from shared.redis_url import resolve_redis_url
 
 from .concurrency import MAX_PROCESSES, within
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
+    set_cpu_priority(settings.web_nice)  # after an embedded Redis started: it serves the workers as well
     host, port = args.host or settings.web_host, args.port or settings.web_port
     try:
         if processes == 1:

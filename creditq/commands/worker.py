@@ -7,7 +7,7 @@ import shutil
 import dramatiq.cli
 
 from shared.config import load_settings
-from shared.cpu_priority import lower_cpu_priority
+from shared.cpu_priority import set_cpu_priority
 from shared.redis_url import resolve_redis_url
 
 from .concurrency import MAX_PROCESSES, MAX_THREADS, within
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_simulated(settings)
     redis_url, embedded = resolve_redis_url(settings)
     os.environ["REDIS_URL"] = redis_url
-    lower_cpu_priority(settings.worker_nice)  # after an embedded Redis started: it serves the web as well
+    set_cpu_priority(settings.worker_nice)  # after an embedded Redis started: it serves the web as well
     os.environ["CREDITQ_WORKER_THREADS"] = str(threads)  # workers.resources sizes its database pool to it
     # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running
     # ones finish for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS; one still running then is redelivered when its

@@ -1,4 +1,5 @@
-"""lower_cpu_priority: background processes step back from the CPU, session autogroup included."""
+"""set_cpu_priority: background processes step back from the CPU and the web steps forward, session autogroup
+included."""
 
 import os
 import subprocess
@@ -10,15 +11,15 @@ import pytest
 from shared import cpu_priority
 
 HAS_AUTOGROUP = Path("/proc/self/autogroup").exists()
-REPORT = ("import os, sys; from pathlib import Path; from shared.cpu_priority import lower_cpu_priority; "
-          "os.nice(int(sys.argv[2])); lower_cpu_priority(int(sys.argv[1])); "
+REPORT = ("import os, sys; from pathlib import Path; from shared.cpu_priority import set_cpu_priority; "
+          "os.nice(int(sys.argv[2])); set_cpu_priority(int(sys.argv[1])); "
           "group = Path('/proc/self/autogroup'); "
           "print(os.getpriority(os.PRIO_PROCESS, 0), group.read_text().split()[-1] if group.exists() else '-')")
 
 
 def run_in_process(nice: int, *, already: int = 0) -> tuple[int, str]:
-    """(the process's nice, its autogroup's nice or '-') after lower_cpu_priority(nice) in a fresh process that
-    leads a session of its own, as every creditq process does."""
+    """(the process's nice, its autogroup's nice or '-') after set_cpu_priority(nice) in a fresh process that
+    leads a session of its own, as every creditq process does, and that started at nice `already`."""
     result = subprocess.run([sys.executable, "-c", REPORT, str(nice), str(already)], capture_output=True, text=True,
                             start_new_session=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert result.returncode == 0, result.stderr
@@ -34,18 +35,34 @@ def test_a_process_leading_its_session_runs_at_the_nice_and_so_does_its_autogrou
     assert group_nice == ("7" if HAS_AUTOGROUP else "-")
 
 
-@pytest.mark.parametrize(("nice", "already", "expected", "expected_group"), [(0, 0, 0, "0"), (5, 12, 12, "5")])
-def test_zero_changes_nothing_and_a_process_already_lower_stays_there(nice, already, expected, expected_group):
-    # When a process at nice `already` lowers its priority to `nice`
+CAN_RAISE = os.geteuid() == 0  # CAP_SYS_NICE, as the web has where it is allowed to step forward
+
+
+@pytest.mark.skipif(not CAN_RAISE, reason="stepping forward needs CAP_SYS_NICE (root)")
+def test_a_process_with_the_right_to_steps_forward_and_so_does_its_autogroup():
+    # When a process in a session of its own, allowed to (CAP_SYS_NICE), raises its priority to nice -5
+    process_nice, group_nice = run_in_process(-5)
+    # Then it runs at -5, and its session's autogroup too
+    assert process_nice == -5
+    assert group_nice == ("-5" if HAS_AUTOGROUP else "-")
+
+
+@pytest.mark.parametrize(("nice", "already", "expected", "expected_group"), [
+    (0, 0, 0, "0"),
+    (5, 12, 12, "5"),
+    pytest.param(-5, -12, -12, "-5", marks=pytest.mark.skipif(not CAN_RAISE, reason="needs CAP_SYS_NICE")),
+])
+def test_zero_changes_nothing_and_a_process_already_further_stays_there(nice, already, expected, expected_group):
+    # When a process at nice `already` moves its priority to `nice`
     process_nice, group_nice = run_in_process(nice, already=already)
-    # Then it never runs higher than it did; the autogroup, which a plain nice leaves at 0, takes `nice`
+    # Then it never runs nearer 0 than it did; the autogroup, which a plain nice leaves at 0, takes `nice`
     assert process_nice == expected
     assert group_nice == (expected_group if HAS_AUTOGROUP else "-")
 
 
 def test_the_call_in_this_process_at_zero_does_nothing():
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    cpu_priority.lower_cpu_priority(0)
+    cpu_priority.set_cpu_priority(0)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
@@ -79,7 +96,7 @@ def test_a_worker_started_with_others_waits_for_the_kernels_turn_to_lower_its_au
     autogroup = RateLimitedAutogroup(busy=2)
     monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
     # When the worker lowers its priority
-    cpu_priority.lower_cpu_priority(10)
+    cpu_priority.set_cpu_priority(10)
     # Then it tried again until the kernel took it, and said nothing alarming
     assert autogroup.written == ["10"]
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
@@ -89,9 +106,9 @@ def test_an_autogroup_the_kernel_keeps_refusing_is_reported(session_leader, monk
     autogroup = RateLimitedAutogroup(busy=100)
     monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
     monkeypatch.setattr(cpu_priority.time, "sleep", lambda _seconds: None)
-    cpu_priority.lower_cpu_priority(10)
+    cpu_priority.set_cpu_priority(10)
     assert autogroup.written == []
-    assert any("could not lower the scheduler autogroup to nice 10" in record.getMessage()
+    assert any("could not set the scheduler autogroup to nice 10" in record.getMessage()
                for record in caplog.records if record.levelname == "WARNING")
 
 
@@ -102,7 +119,26 @@ def test_a_process_that_does_not_lead_its_session_leaves_the_sessions_autogroup_
     niced, autogroup = [], RateLimitedAutogroup(busy=0)
     monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
     # When it lowers its priority
-    cpu_priority.lower_cpu_priority(7)
+    cpu_priority.set_cpu_priority(7)
     # Then it runs at 7 itself and leaves the session's autogroup (its leader's to set) alone
     assert niced == [7]
     assert autogroup.written == []
+
+
+def test_a_process_without_the_right_to_step_forward_keeps_its_priority_and_says_so(monkeypatch, caplog):
+    # Given a process without CAP_SYS_NICE (as in most containers), leading its session
+    def refuse(*_args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cpu_priority.os, "getsid", lambda _pid: os.getpid())
+    monkeypatch.setattr(cpu_priority.os, "setpriority", refuse)
+    autogroup = RateLimitedAutogroup(busy=0)
+    monkeypatch.setattr(cpu_priority, "AUTOGROUP", autogroup)
+    caplog.set_level("INFO", logger=cpu_priority.__name__)
+    # When it tries to step forward to nice -10
+    cpu_priority.set_cpu_priority(-10)
+    # Then it goes on at its priority, leaves the autogroup alone, and one line says why
+    assert autogroup.written == []
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not raise this process's CPU priority to nice -10" in message and "CAP_SYS_NICE" in message
+               for message in messages), messages
