@@ -8,8 +8,10 @@ message (web, worker, PostgreSQL and Redis, each with its children; the simulato
 ours to run) and PostgreSQL's transactions per message. Also the peak RSS of each process and the load
 average, since the machine may be shared. Beside each rate's latencies, the share of those POSTs the web itself
 answered within 10, 25 and 50 ms by its own clock (its metrics, from the handler's start): what the client waited
-beyond that was spent before the handler ran (the client, the kernel, the web's event loop). Prints a table;
-asserts nothing.
+beyond that was spent before the handler ran (the client, the kernel, the web's event loop); and the load
+generator's own lag, each POST's start against its schedule, which is part of the latency (the client shares the
+cores, as real clients would not). The header gives the nice the web and the worker run at (CREDITQ_WEB_NICE,
+CREDITQ_WORKER_NICE in the environment). Prints a table; asserts nothing.
 
     PYTHONPATH=. .venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
         [--intake-only]   # skip the no-op and end-to-end phases
@@ -132,15 +134,19 @@ async def post_all(session, url: str, senders, count: int, tag: str, concurrency
     await asyncio.gather(*(poster() for _ in range(concurrency)))
 
 
-async def open_loop_latency(session, url: str, senders, rate: int, seconds: float) -> tuple[list[float], int]:
+async def open_loop_latency(session, url: str, senders, rate: int,
+                            seconds: float) -> tuple[list[float], list[float], int]:
     """Fire POSTs at a fixed rate whatever the answers' pace (open loop); each latency counts from the
-    request's scheduled time, so a late start (client or server behind) is not hidden. Latencies in seconds."""
+    request's scheduled time, so a late start (client or server behind) is not hidden. Latencies, and the load
+    generator's own lag (each POST's start against its schedule, a part of its latency), in seconds."""
     latencies: list[float] = []
+    lags: list[float] = []
     errors = 0
 
     async def one(i: int, scheduled: float) -> None:
         nonlocal errors
         headers, sender = senders[i % len(senders)]
+        lags.append(time.perf_counter() - scheduled)
         try:
             async with session.post(f"{url}/v1/messages", headers=headers,
                                     json={"to": "+14155550100", "from": sender, "body": f"latency {i}"}) as response:
@@ -159,7 +165,7 @@ async def open_loop_latency(session, url: str, senders, rate: int, seconds: floa
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i, scheduled)))
     await asyncio.gather(*tasks)
-    return latencies, errors
+    return latencies, lags, errors
 
 
 def settled_count(database: Database, tag: str) -> int:
@@ -284,11 +290,12 @@ def main() -> int:
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
                     cpu, sessions = cpu_seconds(web.pid), sessions_opened(database)
                     handled = await handled_within(open_loop, stack.url)
-                    latencies, errors = await open_loop_latency(open_loop, stack.url, senders, rate, args.seconds)
+                    latencies, lags, errors = await open_loop_latency(open_loop, stack.url, senders, rate,
+                                                                      args.seconds)
                     spent, opened = cpu_seconds(web.pid) - cpu, sessions_opened(database) - sessions
                     handled = {bound: count - handled.get(bound, 0)
                                for bound, count in (await handled_within(open_loop, stack.url)).items()}
-                by_rate[rate] = (latencies, errors, spent / len(latencies), opened, handled)
+                by_rate[rate] = (latencies, lags, errors, spent / len(latencies), opened, handled)
                 load[f"after {rate} req/s"] = os.getloadavg()
             stop_profiling(profilers)
             return posted, settled, by_rate
@@ -320,6 +327,8 @@ def main() -> int:
                 statements.extend(busiest_statements(database, args.statements))
             return posted, rate
 
+        nices = {name: psutil.Process(stack.processes[name].pid).nice() for name in ("web", "worker")
+                 if name in stack.processes and stack.processes[name].poll() is None}
         posted, settled, by_rate = asyncio.run(drive())
         peaks = rss.stop()
         database.dispose()
@@ -337,7 +346,7 @@ def main() -> int:
              f"{sum(per_message[name] for name in ('web', 'worker', 'PostgreSQL', 'Redis')):.2f}"),
             ("  PostgreSQL transactions per settled message", f"{per_message['transactions']:.1f}"),
         ]
-    for rate, (latencies, errors, cpu_per_post, opened, handled) in by_rate.items():
+    for rate, (latencies, lags, errors, cpu_per_post, opened, handled) in by_rate.items():
         rows += [
             (f"intake ({'workers running' if args.with_workers else 'worker stopped'}): POST /v1/messages at "
              f"{rate} req/s, {args.seconds:g} s", ""),
@@ -345,6 +354,7 @@ def main() -> int:
             *((f"  handled within {bound * 1000:g} ms by the web's own clock (%)",
                f"{100 * handled.get(bound, 0) / max(1, handled.get(float('inf'), 0)):.1f}")
               for bound in HANDLED_WITHIN),
+            ("  the load generator's own lag, p99 (ms; a part of the latency)", f"{percentile(lags, 99) * 1000:.1f}"),
             ("  POSTs not answered 202", f"{errors} of {len(latencies)}"),
             ("  web process CPU per POST (ms; with workers: and callbacks)", f"{cpu_per_post * 1000:.2f}"),
             ("  PostgreSQL sessions opened meanwhile (every process)", f"{opened}"),
@@ -360,7 +370,8 @@ def main() -> int:
                  for query, calls, total in statements]
     print("\n$ " + " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"creditq send pipeline ({args.processes} worker processes x {args.threads} threads, "
-          f"PostgreSQL, Redis, Twilio simulator; {os.cpu_count()} CPUs)")
+          f"PostgreSQL, Redis, Twilio simulator; {os.cpu_count()} CPUs; "
+          + ", ".join(f"{name} at nice {nice}" for name, nice in nices.items()) + ")")
     for name, value in rows:
         print(f"{name:<66}{value:>12}" if len(value) <= 12 else f"{name:<66}{value}")
     return 0
