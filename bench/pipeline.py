@@ -9,8 +9,10 @@ ours to run) and PostgreSQL's transactions per message. Also the peak RSS of eac
 average, since the machine may be shared. Beside each rate's latencies, the share of those POSTs the web itself
 answered within 10, 25 and 50 ms by its own clock (its metrics, from the handler's start): what the client waited
 beyond that was spent before the handler ran (the client, the kernel, the web's event loop); and the load
-generator's own lag, each POST's start against its schedule, which is part of the latency (the client shares the
-cores, as real clients would not). The header gives the nice the web and the worker run at (CREDITQ_WEB_NICE,
+generator's own lag, each POST's start against its schedule, which is part of the latency. The load generator
+stands in for clients on other machines but shares these cores, so it runs as a process in a session of its own
+at --client-nice (-20 by default, as high as the web steps forward; 0 lets it queue for a core behind the stack
+it measures). The header gives the nice the web, the worker and the load generator run at (CREDITQ_WEB_NICE,
 CREDITQ_WORKER_NICE in the environment). Prints a table; asserts nothing.
 
     PYTHONPATH=. .venv/bin/python bench/pipeline.py [--messages 2000] [--rates 100,300,500] [--seconds 10]
@@ -20,16 +22,19 @@ CREDITQ_WORKER_NICE in the environment). Prints a table; asserts nothing.
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
         [--profile-pipeline DIR]  # py-spy record --gil of web and worker processes in the end-to-end phase
         [--statements 15]  # PostgreSQL's busiest statements of the end-to-end phase (pg_stat_statements)
+        [--client-nice 0]  # the load generator's nice (needs CAP_SYS_NICE below 0, else it stays at 0)
 """
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +44,7 @@ from sqlalchemy import func, select, text
 
 from bench.processes import cpu_seconds, profile, stop_profiling
 from shared.config import Settings
+from shared.cpu_priority import set_cpu_priority
 from shared.db import Database
 from shared.models import Message
 from tests.support.postgres import STATEMENT_STATISTICS, TemporaryPostgres
@@ -168,6 +174,37 @@ async def open_loop_latency(session, url: str, senders, rate: int,
     return latencies, lags, errors
 
 
+def _load_generator_session(nice: int) -> None:
+    """In the load generator's process: a session of its own, so its autogroup is its own too, at `nice`."""
+    os.setsid()
+    set_cpu_priority(nice)
+
+
+def _open_loop(url: str, senders, rate: int, seconds: float) -> tuple[list[float], list[float], int]:
+    async def fire():
+        # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
+        # and that wait counts, since latency runs from each request's scheduled time.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            return await open_loop_latency(session, url, senders, rate, seconds)
+
+    return asyncio.run(fire())
+
+
+class LoadGenerator:
+    """open_loop_latency run in a process of its own at `nice` (see the module's docstring)."""
+
+    def __init__(self, nice: int):
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_load_generator_session, initargs=(nice,))
+        self.nice = self._pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result()  # started, and at its nice
+
+    async def latencies(self, url: str, senders, rate: int, seconds: float) -> tuple[list[float], list[float], int]:
+        return await asyncio.wrap_future(self._pool.submit(_open_loop, url, senders, rate, seconds))
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
 def settled_count(database: Database, tag: str) -> int:
     with database.unit_of_work() as session:
         return session.scalar(select(func.count()).select_from(Message).where(
@@ -251,6 +288,8 @@ def main() -> int:
                         help="a directory for py-spy's collapsed stacks of web and worker, end-to-end phase")
     parser.add_argument("--statements", type=int, default=0,
                         help="print PostgreSQL's N statements of the end-to-end phase with the most execution time")
+    parser.add_argument("--client-nice", type=int, default=-20,
+                        help="the load generator's nice, in a session of its own (below 0 needs CAP_SYS_NICE)")
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
     load = {"at start": os.getloadavg()}
@@ -285,16 +324,13 @@ def main() -> int:
             load["before intake"] = os.getloadavg()
             profilers = [profile(stack.processes["web"].pid, args.profile)] if args.profile else []
             for rate in rates:
-                # A bounded keep-alive pool, as real clients have: requests beyond it wait in the client,
-                # and that wait counts, since latency runs from each request's scheduled time.
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as open_loop:
+                async with aiohttp.ClientSession() as metrics:
                     cpu, sessions = cpu_seconds(web.pid), sessions_opened(database)
-                    handled = await handled_within(open_loop, stack.url)
-                    latencies, lags, errors = await open_loop_latency(open_loop, stack.url, senders, rate,
-                                                                      args.seconds)
+                    handled = await handled_within(metrics, stack.url)
+                    latencies, lags, errors = await load_generator.latencies(stack.url, senders, rate, args.seconds)
                     spent, opened = cpu_seconds(web.pid) - cpu, sessions_opened(database) - sessions
                     handled = {bound: count - handled.get(bound, 0)
-                               for bound, count in (await handled_within(open_loop, stack.url)).items()}
+                               for bound, count in (await handled_within(metrics, stack.url)).items()}
                 by_rate[rate] = (latencies, lags, errors, spent / len(latencies), opened, handled)
                 load[f"after {rate} req/s"] = os.getloadavg()
             stop_profiling(profilers)
@@ -329,7 +365,12 @@ def main() -> int:
 
         nices = {name: psutil.Process(stack.processes[name].pid).nice() for name in ("web", "worker")
                  if name in stack.processes and stack.processes[name].poll() is None}
-        posted, settled, by_rate = asyncio.run(drive())
+        load_generator = LoadGenerator(args.client_nice)
+        nices["load generator"] = load_generator.nice
+        try:
+            posted, settled, by_rate = asyncio.run(drive())
+        finally:
+            load_generator.close()
         peaks = rss.stop()
         database.dispose()
 
