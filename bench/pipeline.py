@@ -22,7 +22,7 @@ CREDITQ_WORKER_NICE in the environment). Prints a table; asserts nothing.
         [--profile web.txt]  # py-spy record --gil of the web process during the intake phase (collapsed stacks)
         [--profile-pipeline DIR]  # py-spy record --gil of web and worker processes in the end-to-end phase
         [--statements 15]  # PostgreSQL's busiest statements of the end-to-end phase (pg_stat_statements)
-        [--client-nice 0]  # the load generator's nice (needs CAP_SYS_NICE below 0, else it stays at 0)
+        [--client-nice 0]  # the load generator's nice (below 0 needs CAP_SYS_NICE, else it keeps the bench's)
 """
 
 import argparse
@@ -288,7 +288,7 @@ def main() -> int:
                         help="a directory for py-spy's collapsed stacks of web and worker, end-to-end phase")
     parser.add_argument("--statements", type=int, default=0,
                         help="print PostgreSQL's N statements of the end-to-end phase with the most execution time")
-    parser.add_argument("--client-nice", type=int, default=-20,
+    parser.add_argument("--client-nice", type=int, default=-20, choices=range(-20, 20), metavar="-20..19",
                         help="the load generator's nice, in a session of its own (below 0 needs CAP_SYS_NICE)")
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]

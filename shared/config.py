@@ -65,7 +65,7 @@ class Settings:
     worker_threads: int = 16
     # how far the worker processes step back from the CPU (0-19, shared.cpu_priority; 0: not at all)
     worker_nice: int = 19
-    # how far the web steps forward (-20-0; 0: not at all): needs CAP_SYS_NICE, without it the web runs at 0
+    # how far the web steps forward (-20-0; 0: not at all): needs CAP_SYS_NICE (or RLIMIT_NICE), else it keeps its nice
     web_nice: int = -20
     web_threads: int = 10  # the web process's threads for database work; its pool holds as many connections
     hold_ttl_seconds: int = 900
@@ -158,7 +158,7 @@ def _nice(name: str, raw: str) -> int:
     return value
 
 
-def _raised_nice(name: str, raw: str) -> int:
+def _negative_nice(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -367,7 +367,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_processes=_positive_int("CREDITQ_WORKER_PROCESSES", env.get("CREDITQ_WORKER_PROCESSES", "1")),
         worker_threads=_positive_int("CREDITQ_WORKER_THREADS", env.get("CREDITQ_WORKER_THREADS", "16")),
         worker_nice=_nice("CREDITQ_WORKER_NICE", env.get("CREDITQ_WORKER_NICE", "19")),
-        web_nice=_raised_nice("CREDITQ_WEB_NICE", env.get("CREDITQ_WEB_NICE", "-20")),
+        web_nice=_negative_nice("CREDITQ_WEB_NICE", env.get("CREDITQ_WEB_NICE", "-20")),
         web_threads=_positive_int("CREDITQ_WEB_THREADS", env.get("CREDITQ_WEB_THREADS", "10")),
         hold_ttl_seconds=hold_ttl_seconds,
         sweep_stale_seconds=_positive_int("CREDITQ_SWEEP_STALE_SECONDS", env.get("CREDITQ_SWEEP_STALE_SECONDS", "60")),

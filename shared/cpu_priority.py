@@ -8,8 +8,9 @@ creditq process runs in a session of its own. So a process that leads its sessio
 priority as well. Under a cgroup CPU controller (systemd's CPUWeight=, a container's shares) those weights rule
 instead; the nice then orders this process's threads against its own cgroup only.
 
-Stepping back is always allowed. Stepping forward (a negative nice) needs CAP_SYS_NICE, which root has and a
-container seldom grants: without it the process runs at the priority it started with, and says so once.
+Stepping back is always allowed. Stepping forward (a negative nice) needs CAP_SYS_NICE (root outside a container;
+`--cap-add SYS_NICE` in one) or an RLIMIT_NICE that allows it (systemd's `LimitNICE=`, limits.conf's `nice`):
+without it the process runs at the priority it started with, and says so in one line.
 """
 
 import logging
@@ -23,8 +24,9 @@ AUTOGROUP = Path("/proc/self/autogroup")
 
 
 def set_cpu_priority(nice: int) -> None:
-    """Run this process (and the threads and processes it starts from now on) at `nice`, and its autogroup too when
-    it leads its session; never nearer 0 than either already runs. 0 leaves both as they are."""
+    """Run at `nice`, never nearer 0 than already: this thread and the threads and processes it starts from now on
+    (Linux keeps a nice for each thread, so call it before starting any), and the session's autogroup when this
+    process leads its session. 0 leaves both as they are."""
     if nice == 0:
         return
     current = os.getpriority(os.PRIO_PROCESS, 0)
@@ -32,12 +34,15 @@ def set_cpu_priority(nice: int) -> None:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
         except PermissionError as error:
-            log.info("could not raise this process's CPU priority to nice %d (%s; it needs CAP_SYS_NICE): it runs at "
-                     "nice %d", nice, error.strerror, current)
+            log.info("could not step forward to nice %d (%s: it needs CAP_SYS_NICE or an RLIMIT_NICE that allows "
+                     "it): this process runs at nice %d", nice, error.strerror, current)
+            return
+        except OSError as error:
+            log.warning("could not set this process's nice to %d (%s): it runs at nice %d", nice, error, current)
             return
     if os.getsid(0) != os.getpid():
         log.info("running at nice %d; this process does not lead its session, so its autogroup is left to the "
-                 "session's leader", nice)
+                 "session's leader", os.getpriority(os.PRIO_PROCESS, 0))
         return
     try:
         group_nice = int(AUTOGROUP.read_text().split()[-1])  # "/autogroup-123 nice 0"
@@ -62,6 +67,11 @@ def _write_autogroup(nice: int, attempts: int = 10) -> None:
             return
         except BlockingIOError:
             time.sleep(0.11)
+        except PermissionError as error:  # e.g. a nice below 0 the service manager gave, without the right to it
+            log.info("could not set the scheduler autogroup to nice %d (%s; below 0 it needs CAP_SYS_NICE or an "
+                     "RLIMIT_NICE that allows it): this process shares the CPU with other sessions as if at 0", nice,
+                     error.strerror)
+            return
         except OSError as error:
             log.warning("could not set the scheduler autogroup to nice %d (%s): this process shares the CPU with "
                         "other sessions as if at 0", nice, error)

@@ -19,6 +19,7 @@ import requests
 from sqlalchemy import select
 
 from shared.models import Account, Entry, Message
+from tests.support.priority import can_step_forward_to
 from tests.support.stack import ADMIN_KEY, ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -179,7 +180,7 @@ def thread_nices(process: psutil.Process) -> set[int]:
 
 def test_workers_step_back_from_the_cpu_unless_told_not_to_and_the_web_steps_forward(stack):
     # Given the stack's worker and web as they started (CREDITQ_WORKER_NICE unset: 19; CREDITQ_WEB_NICE unset: -20),
-    # each in a session of its own, the web with the right to step forward (root: CAP_SYS_NICE)
+    # each in a session of its own
     # When another worker starts with CREDITQ_WORKER_NICE=0
     stack.start_worker("not-stepping-back", env={"CREDITQ_WORKER_NICE": "0"})
     try:
@@ -197,11 +198,11 @@ def test_workers_step_back_from_the_cpu_unless_told_not_to_and_the_web_steps_for
         assert {process.nice() for process in [not_stepping_back, *not_stepping_back.children(recursive=True)]} == {0}
         assert autogroup_nice(not_stepping_back.pid) in ("0", None)
         # And the web, every thread of it (its event loop, its database threads), runs at -20 where it may, and its
-        # autogroup too; without CAP_SYS_NICE it stays at 0
-        stepped_forward = -20 if os.geteuid() == 0 else 0
+        # autogroup too; without the right to (CAP_SYS_NICE, RLIMIT_NICE) it keeps the nice it started with, ours
+        allowed = can_step_forward_to(-20)
         web = psutil.Process(stack.processes["web"].pid)
-        assert thread_nices(web) == {stepped_forward}
-        assert autogroup_nice(web.pid) in (str(stepped_forward), None)
+        assert thread_nices(web) == {-20 if allowed else os.getpriority(os.PRIO_PROCESS, 0)}
+        assert autogroup_nice(web.pid) in ("-20" if allowed else "0", None)
     finally:
         stack.kill("not-stepping-back")
 
