@@ -1,6 +1,7 @@
-"""`creditq web` as two processes on one port (CREDITQ_WEB_PROCESSES=2, PostgreSQL): both serve, /metrics counts
-the requests of both, one killed -9 is replaced while the other goes on, and SIGTERM drains each."""
+"""`creditq web` as two processes on one port (CREDITQ_WEB_PROCESSES=2, PostgreSQL): both serve at the web's nice,
+/metrics counts the requests of both, one killed -9 is replaced while the other goes on, and SIGTERM drains each."""
 
+import os
 import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,8 @@ import pytest
 import requests
 
 from tests.e2e.test_graceful_shutdown_e2e import FAST_SENDERS, refuses_connections, stored_messages, wait_for
-from tests.e2e.test_send_pipeline_e2e import new_account
+from tests.e2e.test_send_pipeline_e2e import new_account, thread_nices
+from tests.support.priority import can_step_forward_to
 from tests.support.stack import ADMIN_KEY, Stack
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +60,17 @@ def connections_held(children: list[psutil.Process], port: int) -> dict[int, int
     """How many of the clients' connections each process holds."""
     return {child.pid: sum(1 for c in child.net_connections("tcp")
                            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port) for child in children}
+
+
+def test_the_processes_forked_run_at_the_webs_nice_every_thread_of_them(stack):
+    # given two web processes, forked by a parent that stepped forward first (CREDITQ_WEB_NICE unset: -20)
+    children = web_processes(stack)
+    parent = psutil.Process(stack.processes["web"].pid)
+    # then the parent and each child, every thread, run at -20 where the machine allows it, else at the nice they
+    # started with, ours
+    expected = -20 if can_step_forward_to(-20) else os.getpriority(os.PRIO_PROCESS, 0)
+    for process in (parent, *children):
+        assert thread_nices(process) == {expected}
 
 
 def test_both_processes_serve_the_port_and_metrics_count_the_requests_of_both(stack):
