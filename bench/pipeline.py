@@ -363,8 +363,7 @@ def main() -> int:
                 statements.extend(busiest_statements(database, args.statements))
             return posted, rate
 
-        nices = {name: psutil.Process(stack.processes[name].pid).nice() for name in ("web", "worker")
-                 if name in stack.processes and stack.processes[name].poll() is None}
+        nices = {name: psutil.Process(stack.processes[name].pid).nice() for name in ("web", "worker")}
         load_generator = LoadGenerator(args.client_nice)
         nices["load generator"] = load_generator.nice
         try:

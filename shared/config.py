@@ -131,21 +131,22 @@ def _port(name: str, raw: str) -> int:
     return port
 
 
-def _positive_int(name: str, raw: str) -> int:
+def _whole_number(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _positive_int(name: str, raw: str) -> int:
+    value = _whole_number(name, raw)
     if value < 1:
         raise ConfigError(f"{name}={raw!r} must be at least 1")
     return value
 
 
 def _non_negative_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    value = _whole_number(name, raw)
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or more")
     return value
@@ -159,10 +160,7 @@ def _nice(name: str, raw: str) -> int:
 
 
 def _negative_nice(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    value = _whole_number(name, raw)
     if value > 0:
         raise ConfigError(f"{name}={raw!r} must be 0 or less (0: the priority the process started with)")
     if value < -20:

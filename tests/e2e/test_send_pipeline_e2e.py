@@ -170,12 +170,8 @@ def autogroup_nice(pid: int) -> str | None:
 
 
 def thread_nices(process: psutil.Process) -> set[int]:
-    """The nice of every thread of the process (Linux keeps one for each), from /proc/<pid>/task/<tid>/stat."""
-    nices = set()
-    for task in Path(f"/proc/{process.pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        nices.add(int(stat[stat.rindex(")") + 2:].split()[16]))  # the 19th field, counted after "(comm)"
-    return nices
+    """The nice of every thread of the process: Linux keeps one for each, and a thread's id reads as a process's."""
+    return {psutil.Process(thread.id).nice() for thread in process.threads()}
 
 
 def test_workers_step_back_from_the_cpu_unless_told_not_to_and_the_web_steps_forward(stack):
