@@ -8,13 +8,16 @@ lone ledger call):
   raw UPDATE   `UPDATE accounts SET held = held + 1 WHERE id = ? AND status = 'active'
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), each a lone call on that connection, counted in
-               pairs.
-Both on one hot account, then spread over --accounts accounts. Beside each rate, the CPU an operation took in this
+               pairs;
+  empty pair   the same two calls, the same statements and arguments, of two PL/pgSQL functions with the ledger's
+               signatures that do nothing (they answer 'held' and 'settled'): what any ledger of two lone calls
+               could reach at most, its own work aside, since each call pays a round trip and a commit.
+Each on one hot account, then spread over --accounts accounts. Beside each rate, the CPU an operation took in this
 process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
 can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: raw and ledger take turns in one-second slices (--seconds of each in all), so a change in
-the load hits both alike; the load average is printed before and after, compare ratios from one run only.
+may be shared: the three take turns in one-second slices (--seconds of each in all), so a change in
+the load hits each alike; the load average is printed before and after, compare ratios from one run only.
 With --statements N, also PostgreSQL's own time per call of each function (pg_stat_statements) over N pairs
 from one thread across the accounts, where no call waits on another's lock: the server's work alone.
 """
@@ -34,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Connection, text  # noqa: E402
 
 from bench.processes import cpu_seconds, own_cpu_seconds  # noqa: E402
-from shared.db import Database  # noqa: E402
-from shared.ledger import accounts, book  # noqa: E402
+from shared.db import Database, prepared  # noqa: E402
+from shared.ledger import accounts, book, plpgsql  # noqa: E402
 from shared.models import Base  # noqa: E402
 from tests.support.postgres import STATEMENT_STATISTICS, TemporaryPostgres  # noqa: E402
 
@@ -44,6 +47,17 @@ RAW_UPDATE = text(
     "UPDATE accounts SET held = held + 1 WHERE id = :id AND status = 'active'"
     " AND (overdraft_policy = 'postpaid' OR (balance - allocated) - (held - allocated_held) - 1 >= -overdraft_limit)"
 )
+
+# ledger_reserve's and ledger_settle's signatures and answers, with nothing done between
+EMPTY_FUNCTIONS = (
+    "CREATE FUNCTION empty_reserve(text, text, bigint, text, text, timestamptz, timestamptz, boolean,"
+    " OUT outcome text, OUT hold holds) LANGUAGE plpgsql VOLATILE AS $$ BEGIN outcome := 'held'; END $$",
+    "CREATE FUNCTION empty_settle(bigint, text, bigint, bigint, text, text, timestamptz, text, boolean,"
+    " OUT outcome text, OUT hold holds, OUT new_balance bigint, OUT account_status text,"
+    " OUT next_expiry_at timestamptz) LANGUAGE plpgsql VOLATILE AS $$ BEGIN outcome := 'settled'; END $$",
+)
+EMPTY_RESERVE = plpgsql.RESERVE.replace("ledger_reserve", "empty_reserve")
+EMPTY_SETTLE = plpgsql.SETTLE.replace("ledger_settle", "empty_settle")
 
 
 def open_accounts(database: Database, count: int) -> list[str]:
@@ -94,9 +108,19 @@ def ledger_pair(connection: Connection, account_ids: list[str], key: str) -> Non
     book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
 
-def ledger_rate(connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
+def empty_pair(connection: Connection, account_ids: list[str], key: str) -> None:
+    """`ledger_pair`'s two lone calls, each with the arguments the ledger's would take, of functions that do
+    nothing."""
+    account_id = random.choice(account_ids)
+    with prepared(connection, EMPTY_RESERVE, (account_id, None, 1_000, key, key, NOW, NOW, True)) as call:
+        call.fetchone()
+    with prepared(connection, EMPTY_SETTLE, (None, key, 900, 0, key, f"{key}-settle", NOW, "negative", True)) as call:
+        call.fetchone()
+
+
+def pair_rate(pair, connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
     return run_threads(len(connections), seconds,
-                       lambda index, n: ledger_pair(connections[index], account_ids, f"{label}-{index}-{n}"))
+                       lambda index, n: pair(connections[index], account_ids, f"{label}-{index}-{n}"))
 
 
 def server_time_per_call(connection: Connection, account_ids: list[str], pairs: int) -> list[tuple[str, float]]:
@@ -147,19 +171,25 @@ def main() -> None:
         Base.metadata.create_all(database.engine)
         hot = open_accounts(database, 1)
         spread = open_accounts(database, args.accounts)
+        with database.engine.begin() as connection:
+            for statement in EMPTY_FUNCTIONS:
+                connection.execute(text(statement))
         connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                        for _ in range(args.threads)]
-        ledger_rate(connections, hot, 1.0, "warmup")
+        pair_rate(ledger_pair, connections, hot, 1.0, "warmup")
+        pair_rate(empty_pair, connections, hot, 1.0, "warmup")
         rows = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            raw = pairs = 0.0
-            raw_spent, pairs_spent = Spent(server.postmaster_pid), Spent(server.postmaster_pid)
-            for turn in range(slices):
-                raw += raw_spent.measure(lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
-                pairs += pairs_spent.measure(lambda: ledger_rate(connections, ids, args.seconds / slices,
-                                                                 f"{name.split()[0]}.{turn}")) / slices
-            rows.append((name, raw, pairs, raw_spent, pairs_spent))
+            rates = {"raw": 0.0, "ledger": 0.0, "empty": 0.0}
+            spent = {contender: Spent(server.postmaster_pid) for contender in rates}
+            for turn in range(slices):  # the three take turns, so a change in the machine's load hits each alike
+                rates["raw"] += spent["raw"].measure(
+                    lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
+                for contender, pair in (("ledger", ledger_pair), ("empty", empty_pair)):
+                    rates[contender] += spent[contender].measure(lambda: pair_rate(
+                        pair, connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}")) / slices
+            rows.append((name, rates, spent))
         if args.statements:
             per_call = server_time_per_call(connections[0], spread, args.statements)
         for connection in connections:
@@ -169,12 +199,15 @@ def main() -> None:
     print(f"PostgreSQL (fsync off), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
-    print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}")
-    for name, raw, pairs, _, _ in rows:
-        print(f"{name:<16} {args.threads:>7} {raw:>13,.0f} {pairs:>17,.0f} {pairs / raw:>6.2f}")
-    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13}")
-    for name, _, _, raw_spent, pairs_spent in rows:
-        print(f"{name:<34} {raw_spent.per_operation():>13} {pairs_spent.per_operation():>13}")
+    print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}"
+          f" {'empty pairs/s':>14} {'ratio':>6}")
+    for name, rates, _ in rows:
+        print(f"{name:<16} {args.threads:>7} {rates['raw']:>13,.0f} {rates['ledger']:>17,.0f}"
+              f" {rates['ledger'] / rates['raw']:>6.2f} {rates['empty']:>14,.0f} {rates['empty'] / rates['raw']:>6.2f}")
+    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13} {'an empty pair':>14}")
+    for name, _, spent in rows:
+        print(f"{name:<34} {spent['raw'].per_operation():>13} {spent['ledger'].per_operation():>13}"
+              f" {spent['empty'].per_operation():>14}")
     for function, micros in per_call:
         print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 
