@@ -9,14 +9,18 @@ lone ledger call):
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), each a lone call on that connection, counted in
                pairs;
-  empty pair   the same two calls, the same statements and arguments, of two PL/pgSQL functions with the ledger's
-               signatures that do nothing (they answer 'held' and 'settled'): what any ledger of two lone calls
-               could reach at most, its own work aside, since each call pays a round trip and a commit.
+  bare pair    two lone calls of PL/pgSQL functions that make only the writes any ledger of holds and entries
+               makes: the hold inserted and the account's held raised (conditioned as the reserve's); the hold
+               settled, the account charged and a usage entry inserted. No replay, lots, wallets, expiry or
+               outcomes: what a ledger of this shape could reach at most;
+  empty pair   the ledger's two calls, the same statements and arguments, of two PL/pgSQL functions with its
+               signatures that do nothing (they answer 'held' and 'settled'): what two lone calls could reach at
+               most, whatever they did.
 Each on one hot account, then spread over --accounts accounts. Beside each rate, the CPU an operation took in this
 process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
 can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: the three take turns in one-second slices (--seconds of each in all), so a change in
+may be shared: the four take turns in one-second slices (--seconds of each in all), so a change in
 the load hits each alike; the load average is printed before and after, compare ratios from one run only.
 With --statements N, also PostgreSQL's own time per call of each function (pg_stat_statements) over N pairs
 from one thread across the accounts, where no call waits on another's lock: the server's work alone.
@@ -58,6 +62,27 @@ EMPTY_FUNCTIONS = (
 )
 EMPTY_RESERVE = plpgsql.RESERVE.replace("ledger_reserve", "empty_reserve")
 EMPTY_SETTLE = plpgsql.SETTLE.replace("ledger_settle", "empty_settle")
+# the writes any ledger of holds and entries makes, and nothing else: no replay, lots, wallets, expiry or outcomes
+BARE_FUNCTIONS = (
+    "CREATE FUNCTION bare_reserve(p_account_id text, p_amount bigint, p_key text, p_now timestamptz,"
+    " p_expires_at timestamptz) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$ DECLARE v_hold_id bigint; BEGIN"
+    " INSERT INTO holds (account_id, amount, from_allocation, status, reference, idempotency_key, created_at,"
+    " expires_at) VALUES (p_account_id, p_amount, false, 'pending', p_key, p_key, p_now, p_expires_at)"
+    " RETURNING id INTO v_hold_id;"
+    " UPDATE accounts a SET held = a.held + p_amount WHERE a.id = p_account_id AND a.status = 'active'"
+    " AND (a.balance - a.allocated) - (a.held - a.allocated_held) - p_amount >= -a.overdraft_limit;"
+    " RETURN v_hold_id; END $$",
+    "CREATE FUNCTION bare_settle(p_hold_id bigint, p_actual bigint, p_key text, p_now timestamptz)"
+    " RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$"
+    " DECLARE v_account_id text; v_amount bigint; v_balance bigint; BEGIN"
+    " UPDATE holds h SET status = 'settled', resolved_at = p_now, settled_amount = p_actual"
+    " WHERE h.id = p_hold_id AND h.status = 'pending' RETURNING h.account_id, h.amount INTO v_account_id, v_amount;"
+    " UPDATE accounts a SET held = a.held - v_amount, balance = a.balance - p_actual WHERE a.id = v_account_id"
+    " RETURNING a.balance INTO v_balance;"
+    " INSERT INTO entries (account_id, at, kind, amount, balance_after, reference, hold_id, idempotency_key)"
+    " VALUES (v_account_id, p_now, 'usage', -p_actual, v_balance, p_key, p_hold_id, p_key || '-settle');"
+    " RETURN v_balance; END $$",
+)
 
 
 def open_accounts(database: Database, count: int) -> list[str]:
@@ -118,6 +143,17 @@ def empty_pair(connection: Connection, account_ids: list[str], key: str) -> None
         call.fetchone()
 
 
+def bare_pair(connection: Connection, account_ids: list[str], key: str) -> None:
+    """A reserve and its settle that only write: the hold inserted and the account's held raised; the hold settled,
+    the account charged and the usage entry inserted."""
+    key = f"bare-{key}"
+    with prepared(connection, "SELECT bare_reserve(%s, %s, %s, %s, %s)",
+                  (random.choice(account_ids), 1_000, key, NOW, NOW)) as call:
+        hold_id = call.fetchone()[0]
+    with prepared(connection, "SELECT bare_settle(%s, %s, %s, %s)", (hold_id, 900, key, NOW)) as call:
+        call.fetchone()
+
+
 def pair_rate(pair, connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
     return run_threads(len(connections), seconds,
                        lambda index, n: pair(connections[index], account_ids, f"{label}-{index}-{n}"))
@@ -172,21 +208,22 @@ def main() -> None:
         hot = open_accounts(database, 1)
         spread = open_accounts(database, args.accounts)
         with database.engine.begin() as connection:
-            for statement in EMPTY_FUNCTIONS:
+            for statement in (*EMPTY_FUNCTIONS, *BARE_FUNCTIONS):
                 connection.execute(text(statement))
         connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                        for _ in range(args.threads)]
         pair_rate(ledger_pair, connections, hot, 1.0, "warmup")
         pair_rate(empty_pair, connections, hot, 1.0, "warmup")
+        pair_rate(bare_pair, connections, hot, 1.0, "warmup")
         rows = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            rates = {"raw": 0.0, "ledger": 0.0, "empty": 0.0}
+            rates = {"raw": 0.0, "ledger": 0.0, "bare": 0.0, "empty": 0.0}
             spent = {contender: Spent(server.postmaster_pid) for contender in rates}
-            for turn in range(slices):  # the three take turns, so a change in the machine's load hits each alike
+            for turn in range(slices):  # they take turns, so a change in the machine's load hits each alike
                 rates["raw"] += spent["raw"].measure(
                     lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
-                for contender, pair in (("ledger", ledger_pair), ("empty", empty_pair)):
+                for contender, pair in (("ledger", ledger_pair), ("bare", bare_pair), ("empty", empty_pair)):
                     rates[contender] += spent[contender].measure(lambda: pair_rate(
                         pair, connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}")) / slices
             rows.append((name, rates, spent))
@@ -200,14 +237,16 @@ def main() -> None:
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}"
-          f" {'empty pairs/s':>14} {'ratio':>6}")
+          f" {'bare pairs/s':>13} {'ratio':>6} {'empty pairs/s':>14} {'ratio':>6}")
     for name, rates, _ in rows:
-        print(f"{name:<16} {args.threads:>7} {rates['raw']:>13,.0f} {rates['ledger']:>17,.0f}"
-              f" {rates['ledger'] / rates['raw']:>6.2f} {rates['empty']:>14,.0f} {rates['empty'] / rates['raw']:>6.2f}")
-    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13} {'an empty pair':>14}")
+        print(f"{name:<16} {args.threads:>7} {rates['raw']:>13,.0f}"
+              + "".join(f" {rates[contender]:>{width},.0f} {rates[contender] / rates['raw']:>6.2f}"
+                        for contender, width in (("ledger", 17), ("bare", 13), ("empty", 14))))
+    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13} {'a bare pair':>13}"
+          f" {'an empty pair':>14}")
     for name, _, spent in rows:
         print(f"{name:<34} {spent['raw'].per_operation():>13} {spent['ledger'].per_operation():>13}"
-              f" {spent['empty'].per_operation():>14}")
+              f" {spent['bare'].per_operation():>13} {spent['empty'].per_operation():>14}")
     for function, micros in per_call:
         print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 
