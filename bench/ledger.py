@@ -1,6 +1,6 @@
 """Ledger throughput on PostgreSQL: reserve+settle pairs per second beside the raw conditional UPDATE ceiling.
 
-    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--statements 3000]
+    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--statements 3000] [--durable]
 
 Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schema, then measures with
 N threads, each on its own connection, the same one for both (autocommit, as `Database.one_statement()` gives a
@@ -22,6 +22,9 @@ can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
 may be shared: the four take turns in one-second slices (--seconds of each in all), so a change in
 the load hits each alike; the load average is printed before and after, compare ratios from one run only.
+The server runs as the test suite's does, with fsync, synchronous_commit and full_page_writes off, so every figure
+is CPU; --durable turns them on (PostgreSQL's defaults, as production runs it), so every COMMIT waits for its WAL
+flush to this machine's disk and a hot account's row stays locked meanwhile.
 With --statements N, also PostgreSQL's own time per call of each function (pg_stat_statements) over N pairs
 from one thread across the accounts, where no call waits on another's lock: the server's work alone.
 """
@@ -51,6 +54,8 @@ RAW_UPDATE = text(
     "UPDATE accounts SET held = held + 1 WHERE id = :id AND status = 'active'"
     " AND (overdraft_policy = 'postpaid' OR (balance - allocated) - (held - allocated_held) - 1 >= -overdraft_limit)"
 )
+
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}  # PostgreSQL's defaults
 
 # ledger_reserve's and ledger_settle's signatures and answers, with nothing done between
 EMPTY_FUNCTIONS = (
@@ -199,10 +204,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--statements", type=int, default=0, help="pairs for PostgreSQL's time per call (0: none)")
+    parser.add_argument("--durable", action="store_true", help="fsync, synchronous_commit, full_page_writes on")
     args = parser.parse_args()
     load_before = os.getloadavg()
     per_call: list[tuple[str, float]] = []
-    with TemporaryPostgres(settings=STATEMENT_STATISTICS if args.statements else None) as server:
+    settings = {**(STATEMENT_STATISTICS if args.statements else {}), **(DURABLE if args.durable else {})}
+    with TemporaryPostgres(settings=settings) as server:
         database = Database(server.create_database("bench_ledger"), pool_size=args.threads)
         Base.metadata.create_all(database.engine)
         hot = open_accounts(database, 1)
@@ -233,7 +240,8 @@ def main() -> None:
             connection.close()
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
-    print(f"PostgreSQL (fsync off), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
+    durability = "fsync, synchronous_commit on" if args.durable else "fsync off"
+    print(f"PostgreSQL ({durability}), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}"
