@@ -13,6 +13,11 @@ lone ledger call):
                makes: the hold inserted and the account's held raised (conditioned as the reserve's); the hold
                settled, the account charged and a usage entry inserted. No replay, lots, wallets, expiry or
                outcomes: what a ledger of this shape could reach at most;
+  at send      one lone call of a PL/pgSQL function that charges a send's estimate at once: the account's
+               balance lowered (conditioned as the reserve's) and a usage entry inserted. A ledger of that other shape
+               writes nothing more when the send's cost turns out as estimated, so one call stands for its pair.
+               Like the bare pair, no replay, lots, wallets or expiry: what a ledger of that shape could reach at
+               most;
   empty pair   the ledger's two calls, the same statements and arguments, of two PL/pgSQL functions with its
                signatures that do nothing (they answer 'held' and 'settled'): what two lone calls could reach at
                most, whatever they did.
@@ -20,7 +25,7 @@ Each on one hot account, then spread over --accounts accounts. Beside each rate,
 process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
 can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: the four take turns in one-second slices (--seconds of each in all), so a change in
+may be shared: the five take turns in one-second slices (--seconds of each in all), so a change in
 the load hits each alike; the load average is printed before and after, compare ratios from one run only.
 The server runs as the test suite's does, with fsync, synchronous_commit and full_page_writes off, so every figure
 is CPU; --durable turns them on (PostgreSQL's defaults, as production runs it), so every COMMIT waits for its WAL
@@ -87,6 +92,17 @@ BARE_FUNCTIONS = (
     " INSERT INTO entries (account_id, at, kind, amount, balance_after, reference, hold_id, idempotency_key)"
     " VALUES (v_account_id, p_now, 'usage', -p_actual, v_balance, p_key, p_hold_id, p_key || '-settle');"
     " RETURN v_balance; END $$",
+)
+# a ledger of another shape: the estimate charged at the send, no hold; nothing more to write when it was right
+CHARGE_AT_SEND_FUNCTION = (
+    "CREATE FUNCTION charge_at_send(p_account_id text, p_amount bigint, p_key text, p_now timestamptz)"
+    " RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$ DECLARE v_balance bigint; BEGIN"
+    " UPDATE accounts a SET balance = a.balance - p_amount WHERE a.id = p_account_id AND a.status = 'active'"
+    " AND (a.balance - a.allocated) - (a.held - a.allocated_held) - p_amount >= -a.overdraft_limit"
+    " RETURNING a.balance INTO v_balance;"
+    " IF FOUND THEN INSERT INTO entries (account_id, at, kind, amount, balance_after, reference, idempotency_key)"
+    " VALUES (p_account_id, p_now, 'usage', -p_amount, v_balance, p_key, p_key); END IF;"
+    " RETURN v_balance; END $$"
 )
 
 
@@ -159,6 +175,13 @@ def bare_pair(connection: Connection, account_ids: list[str], key: str) -> None:
         call.fetchone()
 
 
+def charge_at_send(connection: Connection, account_ids: list[str], key: str) -> None:
+    """A send's estimate charged in one lone call: the account's balance and a usage entry; no hold, no settle."""
+    with prepared(connection, "SELECT charge_at_send(%s, %s, %s, %s)",
+                  (random.choice(account_ids), 900, f"send-{key}", NOW)) as call:
+        call.fetchone()
+
+
 def pair_rate(pair, connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
     return run_threads(len(connections), seconds,
                        lambda index, n: pair(connections[index], account_ids, f"{label}-{index}-{n}"))
@@ -215,22 +238,24 @@ def main() -> None:
         hot = open_accounts(database, 1)
         spread = open_accounts(database, args.accounts)
         with database.engine.begin() as connection:
-            for statement in (*EMPTY_FUNCTIONS, *BARE_FUNCTIONS):
+            for statement in (*EMPTY_FUNCTIONS, *BARE_FUNCTIONS, CHARGE_AT_SEND_FUNCTION):
                 connection.execute(text(statement))
         connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                        for _ in range(args.threads)]
         pair_rate(ledger_pair, connections, hot, 1.0, "warmup")
         pair_rate(empty_pair, connections, hot, 1.0, "warmup")
         pair_rate(bare_pair, connections, hot, 1.0, "warmup")
+        pair_rate(charge_at_send, connections, hot, 1.0, "warmup")
         rows = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            rates = {"raw": 0.0, "ledger": 0.0, "bare": 0.0, "empty": 0.0}
+            rates = {"raw": 0.0, "ledger": 0.0, "bare": 0.0, "at send": 0.0, "empty": 0.0}
             spent = {contender: Spent(server.postmaster_pid) for contender in rates}
             for turn in range(slices):  # they take turns, so a change in the machine's load hits each alike
                 rates["raw"] += spent["raw"].measure(
                     lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
-                for contender, pair in (("ledger", ledger_pair), ("bare", bare_pair), ("empty", empty_pair)):
+                for contender, pair in (("ledger", ledger_pair), ("bare", bare_pair), ("at send", charge_at_send),
+                                        ("empty", empty_pair)):
                     rates[contender] += spent[contender].measure(lambda: pair_rate(
                         pair, connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}")) / slices
             rows.append((name, rates, spent))
@@ -245,16 +270,17 @@ def main() -> None:
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
     print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}"
-          f" {'bare pairs/s':>13} {'ratio':>6} {'empty pairs/s':>14} {'ratio':>6}")
+          f" {'bare pairs/s':>13} {'ratio':>6} {'at send/s':>10} {'ratio':>6} {'empty pairs/s':>14} {'ratio':>6}")
     for name, rates, _ in rows:
         print(f"{name:<16} {args.threads:>7} {rates['raw']:>13,.0f}"
               + "".join(f" {rates[contender]:>{width},.0f} {rates[contender] / rates['raw']:>6.2f}"
-                        for contender, width in (("ledger", 17), ("bare", 13), ("empty", 14))))
+                        for contender, width in (("ledger", 17), ("bare", 13), ("at send", 10), ("empty", 14))))
     print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13} {'a bare pair':>13}"
-          f" {'an empty pair':>14}")
+          f" {'at send':>13} {'an empty pair':>14}")
     for name, _, spent in rows:
         print(f"{name:<34} {spent['raw'].per_operation():>13} {spent['ledger'].per_operation():>13}"
-              f" {spent['bare'].per_operation():>13} {spent['empty'].per_operation():>14}")
+              f" {spent['bare'].per_operation():>13} {spent['at send'].per_operation():>13}"
+              f" {spent['empty'].per_operation():>14}")
     for function, micros in per_call:
         print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 
