@@ -13,11 +13,11 @@ lone ledger call):
                makes: the hold inserted and the account's held raised (conditioned as the reserve's); the hold
                settled, the account charged and a usage entry inserted. No replay, lots, wallets, expiry or
                outcomes: what a ledger of this shape could reach at most;
-  at send      one lone call of a PL/pgSQL function that charges a send's estimate at once: the account's
-               balance lowered (conditioned as the reserve's) and a usage entry inserted. A ledger of that other shape
-               writes nothing more when the send's cost turns out as estimated, so one call stands for its pair.
-               Like the bare pair, no replay, lots, wallets or expiry: what a ledger of that shape could reach at
-               most;
+  at send      one lone call of a PL/pgSQL function that charges a send's estimate at once: the replay check on
+               the entry's key, the account's balance lowered (conditioned as the reserve's, with its expiry gate),
+               the pool's lots burnt in FIFO order as ledger_settle burns them and a usage entry inserted. A ledger
+               of that other shape holds nothing and writes nothing more when the send's cost turns out as
+               estimated, so one call stands for its pair (no wallets: the pool's credits only);
   empty pair   the ledger's two calls, the same statements and arguments, of two PL/pgSQL functions with its
                signatures that do nothing (they answer 'held' and 'settled'): what two lone calls could reach at
                most, whatever they did.
@@ -93,17 +93,41 @@ BARE_FUNCTIONS = (
     " VALUES (v_account_id, p_now, 'usage', -p_actual, v_balance, p_key, p_hold_id, p_key || '-settle');"
     " RETURN v_balance; END $$",
 )
-# a ledger of another shape: the estimate charged at the send, no hold; nothing more to write when it was right
-CHARGE_AT_SEND_FUNCTION = (
-    "CREATE FUNCTION charge_at_send(p_account_id text, p_amount bigint, p_key text, p_now timestamptz)"
-    " RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$ DECLARE v_balance bigint; BEGIN"
-    " UPDATE accounts a SET balance = a.balance - p_amount WHERE a.id = p_account_id AND a.status = 'active'"
-    " AND (a.balance - a.allocated) - (a.held - a.allocated_held) - p_amount >= -a.overdraft_limit"
-    " RETURNING a.balance INTO v_balance;"
-    " IF FOUND THEN INSERT INTO entries (account_id, at, kind, amount, balance_after, reference, idempotency_key)"
-    " VALUES (p_account_id, p_now, 'usage', -p_amount, v_balance, p_key, p_key); END IF;"
-    " RETURN v_balance; END $$"
-)
+# a ledger of another shape: the estimate charged at the send, no hold; nothing more to write when it was right.
+# With the ledger's own replay (the entry's key), expiry gate and FIFO lot burn (ledger_settle's statement, the pool's
+# lots), so that what it reaches is what such a ledger could, not a lower bound.
+CHARGE_AT_SEND_FUNCTION = """
+CREATE FUNCTION charge_at_send(p_account_id text, p_amount bigint, p_key text, p_now timestamptz)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_balance bigint;
+BEGIN
+    PERFORM 1 FROM entries e WHERE e.idempotency_key = p_key;
+    IF FOUND THEN
+        RETURN NULL;  -- a replay: charged already
+    END IF;
+    UPDATE accounts a SET balance = a.balance - p_amount, updated_at = now()
+     WHERE a.id = p_account_id AND a.status = 'active'
+       AND (a.next_expiry_at IS NULL OR a.next_expiry_at > p_now)
+       AND (a.overdraft_policy = 'postpaid'
+            OR (a.balance - a.allocated) - (a.held - a.allocated_held) - p_amount >= -a.overdraft_limit)
+    RETURNING a.balance INTO v_balance;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- refused, or an expiry to write first
+    END IF;
+    UPDATE lots SET remaining = CASE WHEN o.running <= p_amount THEN 0 ELSE o.running - p_amount END
+      FROM (SELECT l.id, l.remaining,
+                   sum(l.remaining) OVER (ORDER BY l.priority, CASE WHEN l.expires_at IS NULL THEN 1 ELSE 0 END,
+                                                   l.expires_at, l.granted_at, l.id) AS running
+              FROM lots l
+             WHERE l.account_id = p_account_id AND l.remaining > 0 AND l.user_id IS NULL) o
+     WHERE lots.id = o.id AND o.running - o.remaining < p_amount;
+    INSERT INTO entries (account_id, at, kind, amount, balance_after, reference, idempotency_key)
+    VALUES (p_account_id, p_now, 'usage', -p_amount, v_balance, p_key, p_key);
+    RETURN v_balance;
+END
+$$
+"""
 
 
 def open_accounts(database: Database, count: int) -> list[str]:
