@@ -206,6 +206,10 @@ def charge_at_send(connection: Connection, account_ids: list[str], key: str) -> 
         call.fetchone()
 
 
+# what takes turns with the raw UPDATE, each counted in pairs (at send: one call stands for its pair)
+CONTENDERS = (("ledger", ledger_pair), ("bare", bare_pair), ("at send", charge_at_send), ("empty", empty_pair))
+
+
 def pair_rate(pair, connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
     return run_threads(len(connections), seconds,
                        lambda index, n: pair(connections[index], account_ids, f"{label}-{index}-{n}"))
@@ -266,20 +270,17 @@ def main() -> None:
                 connection.execute(text(statement))
         connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                        for _ in range(args.threads)]
-        pair_rate(ledger_pair, connections, hot, 1.0, "warmup")
-        pair_rate(empty_pair, connections, hot, 1.0, "warmup")
-        pair_rate(bare_pair, connections, hot, 1.0, "warmup")
-        pair_rate(charge_at_send, connections, hot, 1.0, "warmup")
+        for _, pair in CONTENDERS:
+            pair_rate(pair, connections, hot, 1.0, "warmup")
         rows = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            rates = {"raw": 0.0, "ledger": 0.0, "bare": 0.0, "at send": 0.0, "empty": 0.0}
+            rates = {"raw": 0.0, **{contender: 0.0 for contender, _ in CONTENDERS}}
             spent = {contender: Spent(server.postmaster_pid) for contender in rates}
             for turn in range(slices):  # they take turns, so a change in the machine's load hits each alike
                 rates["raw"] += spent["raw"].measure(
                     lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
-                for contender, pair in (("ledger", ledger_pair), ("bare", bare_pair), ("at send", charge_at_send),
-                                        ("empty", empty_pair)):
+                for contender, pair in CONTENDERS:
                     rates[contender] += spent[contender].measure(lambda: pair_rate(
                         pair, connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}")) / slices
             rows.append((name, rates, spent))
