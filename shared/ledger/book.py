@@ -49,7 +49,7 @@ from shared.ledger.expiry import (
     utc,
 )
 from shared.ledger.plpgsql import RESERVE as PG_RESERVE
-from shared.ledger.plpgsql import SETTLE as PG_SETTLE
+from shared.ledger.plpgsql import SETTLE_MANY as PG_SETTLE_MANY
 from shared.models import Account, Entry, Hold, Lot, User
 
 accounts = Account.__table__
@@ -273,8 +273,7 @@ def _hold_batch(session: Session, account_id: str, user_id: str | None, wallet: 
 
 
 def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, carrier_fee_mc: int = 0,
-           reference: str | None = None, idempotency_key: str, now: datetime,
-           then: tuple[str, tuple] | None = None) -> Settlement:
+           reference: str | None = None, idempotency_key: str, now: datetime) -> Settlement:
     """Charge what the send really cost (more or less than the hold) and release the hold.
 
     `hold` is its id or its idempotency key. Writes a `usage` entry (and `carrier_fee` when non-zero),
@@ -284,28 +283,71 @@ def settle(session: Session | Connection, hold: int | str, actual_mc: int, *, ca
     can still be settled once (reconciliation found the message was sent). Replays return the first
     settlement; settling a voided hold, or again under another key, is a Conflict. On PostgreSQL: one call
     of ledger_settle.
+    """
+    request = SettleRequest(hold, actual_mc, idempotency_key=idempotency_key, carrier_fee_mc=carrier_fee_mc,
+                            reference=reference)
+    return settle_many(session, [request], now=now)[0]
+
+
+@dataclass(frozen=True)
+class SettleRequest:
+    """One settlement of a `settle_many` batch: what `settle` takes."""
+
+    hold: int | str
+    actual_mc: int
+    idempotency_key: str
+    carrier_fee_mc: int = 0
+    reference: str | None = None
+
+
+def settle_many(session: Session | Connection, requests: list[SettleRequest], *, now: datetime,
+                then: tuple[str, tuple] | None = None) -> list[Settlement]:
+    """Settle each request as `settle` does, in the order given; their answers in that order. On PostgreSQL one
+    round trip for the batch (ledger_settle once per request, in order, in one statement), so a group commit of
+    callbacks settles its messages in one. A Conflict for one raises for the batch: run it in a unit of work.
 
     `then` (PostgreSQL only; elsewhere the caller runs its own): a data-modifying statement and its parameters
-    (psycopg's `%s`) that runs in the settlement's round trip when this call settles the hold; it reads the settled
-    hold as the one-row table `settled` (the holds columns). A replay (`Settlement.replayed`) does not run it: its
+    (psycopg's `%s`) that runs in the batch's round trip, after its settlements; it reads the holds this call
+    settled as the table `settled` (the holds columns). A replay (`Settlement.replayed`) is not among them: its
     caller runs its own. A message's settlement writes its charge there, a round trip less.
     """
-    _require(actual_mc >= 0, "actual", "must not be negative")
-    _require(carrier_fee_mc >= 0, "carrier_fee", "must not be negative")
+    for request in requests:
+        _require(request.actual_mc >= 0, "actual", "must not be negative")
+        _require(request.carrier_fee_mc >= 0, "carrier_fee", "must not be negative")
     now = utc(now)
+    if not _on_postgres(session):
+        return [_settle_here(session, request, now) for request in requests]
+    connection = _sql(session)
+    answers = _settle_calls(connection, requests, now, then, gate=True)
+    due = [index for index, row in enumerate(answers) if row.outcome == "expiry_due"]
+    if due:
+        with _atomic(connection):  # the expiries and their settlements, one transaction also for a lone call
+            for index in due:
+                _lapse_before_settling(session, requests[index].hold, now)
+            again = _settle_calls(connection, [requests[index] for index in due], now, then, gate=False)
+            for index, row in zip(due, again):
+                answers[index] = row
+    return [_function_settlement(session, row, request, now) for row, request in zip(answers, requests)]
+
+
+def _settle_calls(connection: Connection, requests: list[SettleRequest], now: datetime,
+                  then: tuple[str, tuple] | None, *, gate: bool) -> list[tuple]:
+    """ledger_settle's answers, one per request in order, from one statement."""
+    statement, extra = (PG_SETTLE_MANY, ()) if then is None else (_SETTLE_THEN.format(then=then[0]), then[1])
+    parameters = ([request.hold if isinstance(request.hold, int) else None for request in requests],
+                  [request.hold if isinstance(request.hold, str) else None for request in requests],
+                  [request.actual_mc for request in requests], [request.carrier_fee_mc for request in requests],
+                  [request.reference for request in requests], [request.idempotency_key for request in requests],
+                  now, LOCK_REASON, gate, *extra)
+    with prepared(connection, statement, parameters) as cursor:
+        return cursor.fetchall()
+
+
+def _settle_here(session: Session, request: SettleRequest, now: datetime) -> Settlement:
+    """ledger_settle's statements, in Python (SQLite)."""
+    hold, actual_mc, carrier_fee_mc = request.hold, request.actual_mc, request.carrier_fee_mc
+    reference, idempotency_key = request.reference, request.idempotency_key
     charge = actual_mc + carrier_fee_mc
-    if _on_postgres(session):
-        connection = _sql(session)
-        statement, extra = (PG_SETTLE, ()) if then is None else (_SETTLE_THEN.format(then=then[0]), then[1])
-        call = lambda gate: _call_function(connection, statement, (  # noqa: E731
-            hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, actual_mc,
-            carrier_fee_mc, reference, idempotency_key, now, LOCK_REASON, gate, *extra))
-        row = call(True)
-        if row.outcome != "expiry_due":
-            return _function_settlement(session, row, hold, idempotency_key, charge, now)
-        with _atomic(connection):  # the expiry and the settlement, one transaction also for a lone call
-            _lapse_before_settling(session, hold, now)
-            return _function_settlement(session, call(False), hold, idempotency_key, charge, now)
     _lapse_before_settling(session, hold, now)
     resolution = dict(status="settled", resolved_at=now, settled_amount=charge)
     row = _resolve(session, hold, "pending", resolution)
@@ -765,16 +807,16 @@ def _function_hold(session: Session | Connection, row, account_id: str, user_id:
     return _hold_view(row)
 
 
-def _function_settlement(session: Session | Connection, row, hold: int | str, idempotency_key: str, charge: int,
-                         now: datetime) -> Settlement:
+def _function_settlement(session: Session | Connection, row, request: SettleRequest, now: datetime) -> Settlement:
     """ledger_settle's answer as settle's. What the hold did not use of an expired lot lapses now: after a lone
     call, in a transaction of its own (the settlement is committed; were this lost, the next gate writes it)."""
     if row.outcome == "replay":
-        return _settlement_replay(session, hold, idempotency_key)
+        return _settlement_replay(session, request.hold, request.idempotency_key)
     if _due(row.next_expiry_at, now):
         with _atomic(_sql(session)):
             _lapse_due(session, _lock_account(session, row.account_id), now)
-    return Settlement(hold=_hold_view(row), charged=charge, balance=row.new_balance, status=row.account_status)
+    return Settlement(hold=_hold_view(row), charged=request.actual_mc + request.carrier_fee_mc,
+                      balance=row.new_balance, status=row.account_status)
 
 
 # ledger_reserve's call with a statement of the caller's after it (reserve's `then`): PostgreSQL runs a
@@ -782,10 +824,10 @@ def _function_settlement(session: Session | Connection, row, hold: int | str, id
 _RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
                  " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
                  " then_ AS ({then}) SELECT * FROM reserved")
-# ledger_settle's call with the caller's statement after it (settle's `then`), run only when the call settles.
-_SETTLE_THEN = ("WITH settling AS MATERIALIZED (" + PG_SETTLE + "),"
+# ledger_settle's calls with the caller's statement after them (settle_many's `then`), which reads those that settled.
+_SETTLE_THEN = ("WITH settling AS MATERIALIZED (" + PG_SETTLE_MANY + "),"
                 " settled AS (SELECT * FROM settling WHERE outcome = 'settled'),"
-                " then_ AS ({then}) SELECT * FROM settling")
+                " then_ AS ({then}) SELECT * FROM settling ORDER BY position")
 
 
 def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:

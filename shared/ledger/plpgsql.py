@@ -206,8 +206,13 @@ FUNCTIONS = (RESERVE_FUNCTION, SETTLE_FUNCTION)
 # The calls, in psycopg's own parameter style: run on the driver's cursor (book._call_function), which skips
 # SQLAlchemy's statement compilation and result layer.
 RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s, %s) r"
-SETTLE = ("SELECT r.outcome, r.new_balance, r.account_status, r.next_expiry_at, (r.hold).*"
-          " FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s) r")
+# ledger_settle for each of a batch, in order, in one statement: arrays of the hold ids, hold keys, actual amounts,
+# carrier fees, references and idempotency keys, then the now, lock reason and gate they share.
+SETTLE_MANY = ("SELECT u.position, r.outcome, r.new_balance, r.account_status, r.next_expiry_at, (r.hold).*"
+               " FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+               " WITH ORDINALITY AS u(hold_id, hold_key, actual, carrier_fee, reference, idempotency_key, position)"
+               " CROSS JOIN LATERAL ledger_settle(u.hold_id, u.hold_key, u.actual, u.carrier_fee, u.reference,"
+               " u.idempotency_key, %s, %s, %s) r ORDER BY u.position")
 
 
 def install(connection: Connection) -> None:

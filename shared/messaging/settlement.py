@@ -9,11 +9,10 @@ below zero locks it; its waiting messages are parked.
 """
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import any_of_parameter, run
@@ -56,9 +55,12 @@ def _settling(dialect: str):
 
 _CHARGED = update(messages).where(messages.c.id == bindparam("message_id")).values(
     credits_charged=bindparam("charged"), rate_card_version=bindparam("rate_card_version"), updated_at=bindparam("now"))
-# _CHARGED as book.settle's `then` on PostgreSQL, with the hold it settled (`settled`): one round trip for both.
-_CHARGED_WITH_SETTLEMENT = ("UPDATE messages SET credits_charged = settled.settled_amount, rate_card_version = %s,"
-                            " updated_at = %s FROM settled WHERE messages.id = %s")
+# _CHARGED for every hold a batch settled, as book.settle_many's `then` on PostgreSQL: one round trip for all. Its
+# parameters: the time, then the batch's hold ids, message ids and rate card versions, as arrays.
+_CHARGED_WITH_SETTLEMENTS = (
+    "UPDATE messages SET credits_charged = settled.settled_amount, rate_card_version = charged.version,"
+    " updated_at = %s FROM settled JOIN unnest(%s::bigint[], %s::text[], %s::int[]) AS charged(hold_id, message_id,"
+    " version) ON charged.hold_id = settled.id WHERE messages.id = charged.message_id")
 
 
 @dataclass(frozen=True)
@@ -75,57 +77,89 @@ class Settled:
     has_auto_recharge: bool = False  # whether the account ever set up auto-recharge
 
 
+@dataclass(frozen=True)
+class _Charging:
+    """A message to charge, and what for."""
+
+    message: Row
+    charge: Charge
+    rate_card_version: int | None
+
+
 def settle_message(session: Session, message_id: str, *, rate_card: RateCard, now: datetime) -> Settled:
     """Settle or void the message's hold according to its status."""
-    return next(settle_messages(session, [message_id], rate_card=rate_card, now=now))
+    return settle_messages(session, [message_id], rate_card=rate_card, now=now)[0]
 
 
 def settle_messages(session: Session, message_ids: list[str], *, rate_card: RateCard,
-                    now: datetime) -> Iterator[Settled]:
-    """Settle or void each message's hold according to its status, in the order given, one at each step of the
-    iteration (what the caller does with one answer comes before the next settlement); the messages are read in
-    one statement first."""
+                    now: datetime) -> list[Settled]:
+    """Settle or void each message's hold according to its status, in the order given (the order in which the
+    account rows are locked): the messages are read in one statement, and each run of messages to charge is settled
+    in one more (book.settle_many), with their charges written."""
     connection = session.connection()
     found = {row.id: row for row in run(connection, _settling(connection.dialect.name),
                                         {"message_ids": list(message_ids)}).all()}
+    outcomes: dict[str, str] = {}
+    charging: list[_Charging] = []
     for message_id in message_ids:
         message = found.get(message_id)
-        if message is None:
-            yield Settled("skipped", message_id)
-            continue
-        outcome = _settle(session, connection, message, rate_card, now)
-        yield Settled(outcome, message_id, message.account_id, message.status, message.error_code,
-                      message.low_balance_threshold, message.has_auto_recharge)
+        if message is None or message.hold_id is None or message.credits_charged is not None:
+            outcomes[message_id] = "skipped"
+        elif message.status in VOIDED_STATUSES:
+            _charge(session, connection, charging, outcomes, now)  # those before it first: the lock order holds
+            charging = []
+            outcomes[message_id] = _void(session, connection, message, now)
+        elif message.status not in CHARGED_STATUSES:
+            outcomes[message_id] = "skipped"
+        else:
+            charging.append(_charging(message, rate_card))
+    _charge(session, connection, charging, outcomes, now)
+    settled = []
+    for message_id in message_ids:
+        message = found.get(message_id)
+        settled.append(Settled(outcomes[message_id], message_id) if message is None else Settled(
+            outcomes[message_id], message_id, message.account_id, message.status, message.error_code,
+            message.low_balance_threshold, message.has_auto_recharge))
+    return settled
 
 
-def _settle(session: Session, connection, message, rate_card: RateCard, now: datetime) -> str:
-    message_id = message.id
-    if message.hold_id is None or message.credits_charged is not None:
-        return "skipped"
-    if message.status in VOIDED_STATUSES:
-        if message.hold_status == "pending":
-            book.void(session, message.hold_id, now=now)
-        run(connection, _CHARGED, {"message_id": message_id, "charged": 0, "rate_card_version": None, "now": now})
-        return "voided"
-    if message.status not in CHARGED_STATUSES:
-        return "skipped"
-    version = None  # a toll-free resend is priced by the product, not by the card
-    if message.reprocessed_from is not None:
-        charge = Charge(TOLL_FREE_RESEND.price(message.body), carrier_fee=0)
-    else:
-        version = rate_card.version
-        charge = charge_for(message.segments, country=country_of(message.to), sender_type=message.sender_type,
-                            channel="mms" if message.media_urls else "sms", rate_card=rate_card)
-    # on PostgreSQL the settlement writes the message's charge in its own round trip
-    charging = ((_CHARGED_WITH_SETTLEMENT, (version, now, message_id)) if connection.dialect.name == "postgresql"
-                else None)
-    settlement = book.settle(session, message.hold_id, charge.usage, carrier_fee_mc=charge.carrier_fee,
-                             reference=message_id, idempotency_key=f"message:{message_id}:usage", now=now,
-                             then=charging)
-    if charging is None or settlement.replayed:
-        run(connection, _CHARGED, {"message_id": message_id, "charged": settlement.charged,
-                                   "rate_card_version": version, "now": now})
-    if settlement.status == "locked":
-        park_account(session, message.account_id, book.LOCK_REASON, now=now)
-        account_locked(session, message.account_id, reason=book.LOCK_REASON, balance=settlement.balance, now=now)
-    return "settled"
+def _void(session: Session, connection, message: Row, now: datetime) -> str:
+    if message.hold_status == "pending":
+        book.void(session, message.hold_id, now=now)
+    run(connection, _CHARGED, {"message_id": message.id, "charged": 0, "rate_card_version": None, "now": now})
+    return "voided"
+
+
+def _charging(message: Row, rate_card: RateCard) -> _Charging:
+    if message.reprocessed_from is not None:  # a toll-free resend is priced by the product, not by the card
+        return _Charging(message, Charge(TOLL_FREE_RESEND.price(message.body), carrier_fee=0), None)
+    charge = charge_for(message.segments, country=country_of(message.to), sender_type=message.sender_type,
+                        channel="mms" if message.media_urls else "sms", rate_card=rate_card)
+    return _Charging(message, charge, rate_card.version)
+
+
+def _charge(session: Session, connection, charging: list[_Charging], outcomes: dict[str, str],
+            now: datetime) -> None:
+    """Settle the messages' holds in one batch and write what each was charged; lock and park an account a
+    settlement took below zero."""
+    if not charging:
+        return
+    requests = [book.SettleRequest(item.message.hold_id, item.charge.usage, carrier_fee_mc=item.charge.carrier_fee,
+                                   reference=item.message.id, idempotency_key=f"message:{item.message.id}:usage")
+                for item in charging]
+    # on PostgreSQL the batch writes the messages' charges in its own round trip
+    writing = None if connection.dialect.name != "postgresql" else (_CHARGED_WITH_SETTLEMENTS, (
+        now, [item.message.hold_id for item in charging], [item.message.id for item in charging],
+        [item.rate_card_version for item in charging]))
+    settlements = book.settle_many(session, requests, now=now, then=writing)
+    locked = {}
+    for item, settlement in zip(charging, settlements):
+        if writing is None or settlement.replayed:
+            run(connection, _CHARGED, {"message_id": item.message.id, "charged": settlement.charged,
+                                       "rate_card_version": item.rate_card_version, "now": now})
+        if settlement.status == "locked":
+            locked.setdefault(item.message.account_id, settlement.balance)
+        outcomes[item.message.id] = "settled"
+    for account_id, balance in locked.items():
+        park_account(session, account_id, book.LOCK_REASON, now=now)
+        account_locked(session, account_id, reason=book.LOCK_REASON, balance=balance, now=now)

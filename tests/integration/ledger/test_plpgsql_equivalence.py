@@ -56,6 +56,8 @@ class Twin:
                     "user_id": self.normalize(value.user_id, lots)}
         if isinstance(value, book.Settlement):
             return {**vars(value), "hold": self.normalize(value.hold, lots)}
+        if isinstance(value, list):
+            return [self.normalize(item, lots) for item in value]
         if isinstance(value, book.LotView):
             lots = self.lot_names() if lots is None else lots
             return {**vars(value), "id": lots[value.id], "account_id": "acct",
@@ -218,6 +220,21 @@ class TwinLedgers(RuleBasedStateMachine):
             return book.settle(session, hold.idempotency_key if by_key else hold_id, int(hold.amount * ratio),
                                  carrier_fee_mc=fee, reference=reference, idempotency_key=key, now=now)
         self.keyed(operation, alone)
+
+    @precondition(lambda self: self.hold_count)
+    @rule(data=st.data(), ratios=st.lists(st.sampled_from([0, 0.5, 1, 3]), min_size=1, max_size=4),
+          fee=st.sampled_from([0, 7]))
+    def settle_many(self, data, ratios, fee):
+        """Several holds settled in one batch (one statement on PostgreSQL), as a callback batch settles them."""
+        indexes = [data.draw(st.integers(0, self.hold_count - 1), label="hold") for _ in ratios]
+        keys, now = [self.key("settle") for _ in ratios], self.now
+
+        def operation(session, twin):
+            requests = [book.SettleRequest(twin.holds[index], int(book.get_hold(session, twin.holds[index]).amount
+                                                                  * ratio), idempotency_key=key, carrier_fee_mc=fee)
+                        for index, ratio, key in zip(indexes, ratios, keys)]
+            return book.settle_many(session, requests, now=now)
+        self.keyed(operation)
 
     @rule(amount=credits, sender=st.sampled_from([None, 0, 2]), ratio=st.sampled_from([0.5, 1, 2, 4]),
           fee=st.sampled_from([0, 7]), alone=st.booleans())
