@@ -1,6 +1,6 @@
 """Ledger throughput on PostgreSQL: reserve+settle pairs per second beside the raw conditional UPDATE ceiling.
 
-    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--statements 3000] [--durable]
+    python bench/ledger.py [--threads 8] [--seconds 5] [--accounts 1000] [--batch 5] [--statements 3000] [--durable]
 
 Starts its own throw-away PostgreSQL (tests.support.postgres), creates the schema, then measures with
 N threads, each on its own connection, the same one for both (autocommit, as `Database.one_statement()` gives a
@@ -9,6 +9,10 @@ lone ledger call):
                AND <pool available> - 1 >= -overdraft_limit` (the reserve's WHERE shape): the ceiling;
   ledger       reserve (one transaction) then settle (another), each a lone call on that connection, counted in
                pairs;
+  settled N at once
+               the same, as the pipeline runs them: N reserves, each a lone call (a send job's claim), then their
+               N settlements in one statement (book.settle_many), as a batch of status callbacks settles its
+               messages (--batch, 5 by default: what the pipeline bench's callback batches averaged);
   bare pair    two lone calls of PL/pgSQL functions that make only the writes any ledger of holds and entries
                makes: the hold inserted and the account's held raised (conditioned as the reserve's); the hold
                settled, the account charged and a usage entry inserted. No replay, lots, wallets, expiry or
@@ -25,7 +29,7 @@ Each on one hot account, then spread over --accounts accounts. Beside each rate,
 process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
 can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: the five take turns in one-second slices (--seconds of each in all), so a change in
+may be shared: the six take turns in one-second slices (--seconds of each in all), so a change in
 the load hits each alike; the load average is printed before and after, compare ratios from one run only.
 The server runs as the test suite's does, with fsync, synchronous_commit and full_page_writes off, so every figure
 is CPU; --durable turns them on (PostgreSQL's defaults, as production runs it), so every COMMIT waits for its WAL
@@ -42,6 +46,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,7 +76,7 @@ EMPTY_FUNCTIONS = (
     " OUT next_expiry_at timestamptz) LANGUAGE plpgsql VOLATILE AS $$ BEGIN outcome := 'settled'; END $$",
 )
 EMPTY_RESERVE = plpgsql.RESERVE.replace("ledger_reserve", "empty_reserve")
-EMPTY_SETTLE = plpgsql.SETTLE.replace("ledger_settle", "empty_settle")
+EMPTY_SETTLE = plpgsql.SETTLE_MANY.replace("ledger_settle", "empty_settle")
 # the writes any ledger of holds and entries makes, and nothing else: no replay, lots, wallets, expiry or outcomes
 BARE_FUNCTIONS = (
     "CREATE FUNCTION bare_reserve(p_account_id text, p_amount bigint, p_key text, p_now timestamptz,"
@@ -143,7 +148,8 @@ def open_accounts(database: Database, count: int) -> list[str]:
 
 
 def run_threads(threads: int, seconds: float, work) -> float:
-    """Run `work(thread_index, counter_index)` in a loop on each thread for `seconds`; operations per second."""
+    """Run `work(thread_index, counter_index)` in a loop on each thread for `seconds`; operations per second, where
+    each call of `work` made as many as it answers if it answers an int, else one."""
     counts = [0] * threads
     stop = threading.Event()
     start = threading.Barrier(threads + 1)
@@ -151,8 +157,8 @@ def run_threads(threads: int, seconds: float, work) -> float:
     def loop(index: int) -> None:
         start.wait()
         while not stop.is_set():
-            work(index, counts[index])
-            counts[index] += 1
+            done = work(index, counts[index])
+            counts[index] += 1 if done is None else done
 
     workers = [threading.Thread(target=loop, args=(index,)) for index in range(threads)]
     for worker in workers:
@@ -167,8 +173,10 @@ def run_threads(threads: int, seconds: float, work) -> float:
 
 
 def raw_rate(connections: list[Connection], account_ids: list[str], seconds: float) -> float:
-    return run_threads(len(connections), seconds, lambda index, _n: connections[index].execute(
-        RAW_UPDATE, {"id": random.choice(account_ids)}))
+    def update(index: int, _n: int) -> None:
+        connections[index].execute(RAW_UPDATE, {"id": random.choice(account_ids)})
+
+    return run_threads(len(connections), seconds, update)
 
 
 def ledger_pair(connection: Connection, account_ids: list[str], key: str) -> None:
@@ -178,13 +186,26 @@ def ledger_pair(connection: Connection, account_ids: list[str], key: str) -> Non
     book.settle(connection, hold.id, 900, idempotency_key=f"{key}-settle", now=NOW)
 
 
+def settled_in_batches(connection: Connection, account_ids: list[str], key: str, *, batch: int) -> int:
+    """A status callbacks' group commit's shape: `batch` reserves, each a lone call (as send jobs claim), then their
+    settlements in one batch (book.settle_many, one statement), as a batch of callbacks settles its messages: in
+    the accounts' order, as the callbacks' batch locks them, so two batches never wait on each other in a ring."""
+    holds = [book.reserve(connection, random.choice(account_ids), 1_000, reference=f"{key}.{n}",
+                          idempotency_key=f"{key}.{n}", ttl_seconds=900, now=NOW) for n in range(batch)]
+    holds.sort(key=lambda hold: (hold.account_id, hold.id))
+    book.settle_many(connection, [book.SettleRequest(hold.id, 900, idempotency_key=f"{key}.{n}-settle")
+                                  for n, hold in enumerate(holds)], now=NOW)
+    return batch
+
+
 def empty_pair(connection: Connection, account_ids: list[str], key: str) -> None:
     """`ledger_pair`'s two lone calls, each with the arguments the ledger's would take, of functions that do
     nothing."""
     account_id = random.choice(account_ids)
     with prepared(connection, EMPTY_RESERVE, (account_id, None, 1_000, key, key, NOW, NOW, True)) as call:
         call.fetchone()
-    with prepared(connection, EMPTY_SETTLE, (None, key, 900, 0, key, f"{key}-settle", NOW, "negative", True)) as call:
+    with prepared(connection, EMPTY_SETTLE, ([None], [key], [900], [0], [key], [f"{key}-settle"], NOW, "negative",
+                                            True)) as call:
         call.fetchone()
 
 
@@ -206,8 +227,10 @@ def charge_at_send(connection: Connection, account_ids: list[str], key: str) -> 
         call.fetchone()
 
 
-# what takes turns with the raw UPDATE, each counted in pairs (at send: one call stands for its pair)
-CONTENDERS = (("ledger", ledger_pair), ("bare", bare_pair), ("at send", charge_at_send), ("empty", empty_pair))
+def contenders(batch: int) -> tuple:
+    """What takes turns with the raw UPDATE, each counted in pairs (at send: one call stands for its pair)."""
+    return (("ledger", ledger_pair), (f"settled {batch} at once", partial(settled_in_batches, batch=batch)),
+            ("bare pair", bare_pair), ("at send", charge_at_send), ("empty pair", empty_pair))
 
 
 def pair_rate(pair, connections: list[Connection], account_ids: list[str], seconds: float, label: str) -> float:
@@ -255,6 +278,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--statements", type=int, default=0, help="pairs for PostgreSQL's time per call (0: none)")
+    parser.add_argument("--batch", type=int, default=5, help="settlements a status callbacks' batch makes at once")
     parser.add_argument("--durable", action="store_true", help="fsync, synchronous_commit, full_page_writes on")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -270,20 +294,21 @@ def main() -> None:
                 connection.execute(text(statement))
         connections = [database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                        for _ in range(args.threads)]
-        for _, pair in CONTENDERS:
+        racing = contenders(args.batch)
+        for _, pair in racing:
             pair_rate(pair, connections, hot, 1.0, "warmup")
-        rows = []
+        scenarios = []
         slices = max(1, round(args.seconds))
         for name, ids in (("1 hot account", hot), (f"{args.accounts} accounts", spread)):
-            rates = {"raw": 0.0, **{contender: 0.0 for contender, _ in CONTENDERS}}
+            rates = {"raw UPDATE": 0.0, **{contender: 0.0 for contender, _ in racing}}
             spent = {contender: Spent(server.postmaster_pid) for contender in rates}
             for turn in range(slices):  # they take turns, so a change in the machine's load hits each alike
-                rates["raw"] += spent["raw"].measure(
+                rates["raw UPDATE"] += spent["raw UPDATE"].measure(
                     lambda: raw_rate(connections, ids, args.seconds / slices)) / slices
-                for contender, pair in CONTENDERS:
+                for contender, pair in racing:
                     rates[contender] += spent[contender].measure(lambda: pair_rate(
                         pair, connections, ids, args.seconds / slices, f"{name.split()[0]}.{turn}")) / slices
-            rows.append((name, rates, spent))
+            scenarios.append((name, rates, spent))
         if args.statements:
             per_call = server_time_per_call(connections[0], spread, args.statements)
         for connection in connections:
@@ -291,21 +316,15 @@ def main() -> None:
         database.dispose()
     print(f"$ python {' '.join(shlex.quote(arg) for arg in sys.argv)}")
     durability = "fsync, synchronous_commit on" if args.durable else "fsync off"
-    print(f"PostgreSQL ({durability}), {args.seconds:g} s per figure, {os.cpu_count()} CPUs,"
+    print(f"PostgreSQL ({durability}), {args.seconds:g} s per figure, {args.threads} threads, {os.cpu_count()} CPUs,"
           f" load average {' '.join(f'{x:.2f}' for x in load_before)} before,"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
-    print(f"{'scenario':<16} {'threads':>7} {'raw UPDATE/s':>13} {'reserve+settle/s':>17} {'ratio':>6}"
-          f" {'bare pairs/s':>13} {'ratio':>6} {'at send/s':>10} {'ratio':>6} {'empty pairs/s':>14} {'ratio':>6}")
-    for name, rates, _ in rows:
-        print(f"{name:<16} {args.threads:>7} {rates['raw']:>13,.0f}"
-              + "".join(f" {rates[contender]:>{width},.0f} {rates[contender] / rates['raw']:>6.2f}"
-                        for contender, width in (("ledger", 17), ("bare", 13), ("at send", 10), ("empty", 14))))
-    print(f"{'CPU us, this process / PostgreSQL':<34} {'a raw UPDATE':>13} {'a pair':>13} {'a bare pair':>13}"
-          f" {'at send':>13} {'an empty pair':>14}")
-    for name, _, spent in rows:
-        print(f"{name:<34} {spent['raw'].per_operation():>13} {spent['ledger'].per_operation():>13}"
-              f" {spent['bare'].per_operation():>13} {spent['at send'].per_operation():>13}"
-              f" {spent['empty'].per_operation():>14}")
+    print(f"{'pairs/s (ratio to the raw UPDATE)':<34}" + "".join(f" {name:>24}" for name, _, _ in scenarios)
+          + "   CPU us a pair, this process / PostgreSQL")
+    for contender in scenarios[0][1]:
+        print(f"{contender:<34}" + "".join(f" {rates[contender]:>16,.0f} ({rates[contender] / rates['raw UPDATE']:.2f})"
+                                             for _, rates, _ in scenarios)
+              + "   " + ", ".join(spent[contender].per_operation() for _, _, spent in scenarios))
     for function, micros in per_call:
         print(f"PostgreSQL per call of {function}, one thread, {args.statements:,} pairs: {micros:.0f} us")
 
