@@ -247,7 +247,7 @@ def server_time_per_call(connection: Connection, account_ids: list[str], pairs: 
         ledger_pair(connection, account_ids, f"statements-{n}")
     rows = connection.execute(text(
         "SELECT substring(query from 'ledger_[a-z]+'), total_exec_time * 1000 / calls FROM pg_stat_statements"
-        " WHERE query ~ 'FROM ledger_(reserve|settle)\\(' ORDER BY 1")).all()
+        " WHERE query ~ '(FROM|LATERAL) ledger_(reserve|settle)\\(' ORDER BY 1")).all()
     return [tuple(row) for row in rows]
 
 
