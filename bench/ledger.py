@@ -76,7 +76,7 @@ EMPTY_FUNCTIONS = (
     " OUT next_expiry_at timestamptz) LANGUAGE plpgsql VOLATILE AS $$ BEGIN outcome := 'settled'; END $$",
 )
 EMPTY_RESERVE = plpgsql.RESERVE.replace("ledger_reserve", "empty_reserve")
-EMPTY_SETTLE = plpgsql.SETTLE_MANY.replace("ledger_settle", "empty_settle")
+EMPTY_SETTLE = plpgsql.SETTLE.replace("ledger_settle", "empty_settle")
 # the writes any ledger of holds and entries makes, and nothing else: no replay, lots, wallets, expiry or outcomes
 BARE_FUNCTIONS = (
     "CREATE FUNCTION bare_reserve(p_account_id text, p_amount bigint, p_key text, p_now timestamptz,"
@@ -204,8 +204,7 @@ def empty_pair(connection: Connection, account_ids: list[str], key: str) -> None
     account_id = random.choice(account_ids)
     with prepared(connection, EMPTY_RESERVE, (account_id, None, 1_000, key, key, NOW, NOW, True)) as call:
         call.fetchone()
-    with prepared(connection, EMPTY_SETTLE, ([None], [key], [900], [0], [key], [f"{key}-settle"], NOW, "negative",
-                                            True)) as call:
+    with prepared(connection, EMPTY_SETTLE, (None, key, 900, 0, key, f"{key}-settle", NOW, "negative", True)) as call:
         call.fetchone()
 
 

@@ -49,6 +49,7 @@ from shared.ledger.expiry import (
     utc,
 )
 from shared.ledger.plpgsql import RESERVE as PG_RESERVE
+from shared.ledger.plpgsql import SETTLE as PG_SETTLE
 from shared.ledger.plpgsql import SETTLE_MANY as PG_SETTLE_MANY
 from shared.models import Account, Entry, Hold, Lot, User
 
@@ -332,14 +333,15 @@ def settle_many(session: Session | Connection, requests: list[SettleRequest], *,
 
 def _settle_calls(connection: Connection, requests: list[SettleRequest], now: datetime,
                   then: tuple[str, tuple] | None, *, gate: bool) -> list[tuple]:
-    """ledger_settle's answers, one per request in order, from one statement."""
-    statement, extra = (PG_SETTLE_MANY, ()) if then is None else (_SETTLE_THEN.format(then=then[0]), then[1])
-    parameters = ([request.hold if isinstance(request.hold, int) else None for request in requests],
-                  [request.hold if isinstance(request.hold, str) else None for request in requests],
-                  [request.actual_mc for request in requests], [request.carrier_fee_mc for request in requests],
-                  [request.reference for request in requests], [request.idempotency_key for request in requests],
-                  now, LOCK_REASON, gate, *extra)
-    with prepared(connection, statement, parameters) as cursor:
+    """ledger_settle's answers, one per request in order, from one statement: for a lone request, the call with
+    its values; for more, the call over arrays of them."""
+    columns = [[request.hold if isinstance(request.hold, int) else None for request in requests],
+               [request.hold if isinstance(request.hold, str) else None for request in requests],
+               [request.actual_mc for request in requests], [request.carrier_fee_mc for request in requests],
+               [request.reference for request in requests], [request.idempotency_key for request in requests]]
+    call, values = (PG_SETTLE, [column[0] for column in columns]) if len(requests) == 1 else (PG_SETTLE_MANY, columns)
+    statement, extra = (call, ()) if then is None else (_SETTLE_THEN.format(call=call, then=then[0]), then[1])
+    with prepared(connection, statement, (*values, now, LOCK_REASON, gate, *extra)) as cursor:
         return cursor.fetchall()
 
 
@@ -825,7 +827,7 @@ _RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
                  " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
                  " then_ AS ({then}) SELECT * FROM reserved")
 # ledger_settle's calls with the caller's statement after them (settle_many's `then`), which reads those that settled.
-_SETTLE_THEN = ("WITH settling AS MATERIALIZED (" + PG_SETTLE_MANY + "),"
+_SETTLE_THEN = ("WITH settling AS MATERIALIZED ({call}),"
                 " settled AS (SELECT * FROM settling WHERE outcome = 'settled'),"
                 " then_ AS ({then}) SELECT * FROM settling ORDER BY position")
 
