@@ -77,9 +77,10 @@ def test_a_callback_batchs_lookups_are_planned_once_not_at_every_batch(counted, 
         for n in range(BATCHES):
             batcher.apply_batch([callback(sid, "delivered") for sid in sids[n::BATCHES]])
 
-    # then the statements that read the batch's messages by sid and by id, and the one that applies the reports, each
-    # ran twelve times and were planned at most once on each connection
-    for fragment in ("messages.twilio_sid = ANY", "messages.id = ANY", "FROM unnest("):
+    # then the statements that read the batch's messages by sid and by id, the one that applies the reports and the
+    # one that settles the messages they made final, each ran twelve times and were planned at most once on each
+    # connection
+    for fragment in ("messages.twilio_sid = ANY", "messages.id = ANY", "AS r(message_id, rank", "LATERAL ledger_settle("):
         (times_planned, times_run), = planned(counted, fragment)
         assert times_run == BATCHES and times_planned <= 2 * POOL, (fragment, times_planned)
 
