@@ -80,7 +80,8 @@ def test_a_callback_batchs_lookups_are_planned_once_not_at_every_batch(counted, 
     # then the statements that read the batch's messages by sid and by id, the one that applies the reports and the
     # one that settles the messages they made final, each ran twelve times and were planned at most once on each
     # connection
-    for fragment in ("messages.twilio_sid = ANY", "messages.id = ANY", "AS r(message_id, rank", "LATERAL ledger_settle("):
+    for fragment in ("messages.twilio_sid = ANY", "messages.id = ANY", "AS r(message_id, rank",
+                     "LATERAL ledger_settle("):
         (times_planned, times_run), = planned(counted, fragment)
         assert times_run == BATCHES and times_planned <= 2 * POOL, (fragment, times_planned)
 
