@@ -335,14 +335,20 @@ def _settle_calls(connection: Connection, requests: list[SettleRequest], now: da
                   then: tuple[str, tuple] | None, *, gate: bool) -> list[tuple]:
     """ledger_settle's answers, one per request in order, from one statement: for a lone request, the call with
     its values; for more, the call over arrays of them."""
-    columns = [[request.hold if isinstance(request.hold, int) else None for request in requests],
-               [request.hold if isinstance(request.hold, str) else None for request in requests],
-               [request.actual_mc for request in requests], [request.carrier_fee_mc for request in requests],
-               [request.reference for request in requests], [request.idempotency_key for request in requests]]
-    call, values = (PG_SETTLE, [column[0] for column in columns]) if len(requests) == 1 else (PG_SETTLE_MANY, columns)
+    if len(requests) == 1:
+        call, values = PG_SETTLE, _settle_arguments(requests[0])
+    else:
+        call, values = PG_SETTLE_MANY, [list(column) for column in zip(*map(_settle_arguments, requests))]
     statement, extra = (call, ()) if then is None else (_SETTLE_THEN.format(call=call, then=then[0]), then[1])
     with prepared(connection, statement, (*values, now, LOCK_REASON, gate, *extra)) as cursor:
         return cursor.fetchall()
+
+
+def _settle_arguments(request: SettleRequest) -> tuple:
+    """ledger_settle's own arguments for the request: hold id, hold key, actual, carrier fee, reference, key."""
+    hold = request.hold
+    return (hold if isinstance(hold, int) else None, hold if isinstance(hold, str) else None, request.actual_mc,
+            request.carrier_fee_mc, request.reference, request.idempotency_key)
 
 
 def _settle_here(session: Session, request: SettleRequest, now: datetime) -> Settlement:

@@ -203,8 +203,8 @@ $$
 
 FUNCTIONS = (RESERVE_FUNCTION, SETTLE_FUNCTION)
 
-# The calls, in psycopg's own parameter style: run on the driver's cursor (book._call_function), which skips
-# SQLAlchemy's statement compilation and result layer.
+# The calls, in psycopg's own parameter style: run on the driver's cursor (book._call_function, book._settle_calls),
+# which skips SQLAlchemy's statement compilation and result layer.
 RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s, %s) r"
 # ledger_settle for one hold: a lone settlement's call (arrays would cost it more to adapt and unnest than they save)
 SETTLE = ("SELECT 1::bigint AS position, r.outcome, r.new_balance, r.account_status, r.next_expiry_at, (r.hold).*"
