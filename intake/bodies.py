@@ -24,7 +24,8 @@ BODY_WAIT_SECONDS = 300  # the longest a body may take to arrive: a 20 MiB campa
 async def arriving(request: web.Request) -> AsyncIterator[None]:
     """Around reading the request's body. A body that has not all come within BODY_WAIT_SECONDS is a 408: a client
     stalled, or a chunk aiohttp could not parse, after which it waits for the rest for ever. A client that hung up
-    mid-body is a 400 logged as the client's doing, not a server error."""
+    mid-body, or a body that does not decompress as its Content-Encoding says, is a 400: the client's doing, not a
+    server error."""
     try:
         async with asyncio.timeout(BODY_WAIT_SECONDS):
             yield
@@ -36,6 +37,9 @@ async def arriving(request: web.Request) -> AsyncIterator[None]:
             raise
         log.info("the client of %s %s went away before its body was complete", request.method, request.path)
         raise Problem(400, "Bad Request", "The connection was lost before the body was complete.") from None
+    except web.RequestPayloadError as error:  # a body that does not decompress as its Content-Encoding says
+        log.info("the body of %s %s could not be read: %s", request.method, request.path, error)
+        raise Problem(400, "Bad Request", f"The body cannot be read: {str(error).strip()}") from None
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -189,6 +189,26 @@ async def test_a_twilio_count_in_other_digits_is_read_as_absent_not_a_500(client
     assert response.status == 200  # kept for when the sid is stored, like any early report
 
 
+# --- bodies that cannot be decoded ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/v1/accounts", "application/json"),  # JSON
+    ("/webhooks/twilio/status", "application/x-www-form-urlencoded"),  # a form, before any key or signature
+    ("/v1/opt-outs/import?account_id=acct_1", "text/csv"),  # CSV
+])
+async def test_a_body_that_does_not_decompress_is_a_400_and_nothing_is_logged_as_an_error(
+        client, sqlite_database, caplog, path, content_type, encoding):
+    # when a body says it is compressed and is not
+    response = await client.post(path, data=b"not compressed at all",
+                                 headers={**OPERATOR, "Content-Type": content_type, "Content-Encoding": encoding})
+
+    # then it is a 400 naming the encoding, nothing is written, and no error nor traceback is logged
+    assert encoding in (await assert_problem(response, 400))["detail"]
+    assert count(sqlite_database, OptOut) == count(sqlite_database, Message) == 0
+    assert not [record for record in caplog.records if record.levelname == "ERROR" or record.exc_info]
+
+
 # --- headers that are not ASCII --------------------------------------------------------------------
 
 @pytest.mark.parametrize("token", ["cl\xe9".encode("latin-1"), "clé".encode(), b"\xff\xfe"])
