@@ -120,7 +120,7 @@ async def create_accounts(session: aiohttp.ClientSession, url: str, count: int) 
             created = await response.json()
         sender = f"+1415556{n:04d}"
         async with session.post(f"{url}/v1/accounts/{created['id']}/numbers", headers=OPERATOR,
-                                json={"phone": sender, "type": "short_code"}) as response:
+                                json={"phone": sender, "type": "long_code"}) as response:
             assert response.status == 201, await response.text()
         senders.append(({"Authorization": f"Bearer {created['api_key']}"}, sender))
     return senders

@@ -108,7 +108,8 @@ def number_json(number: PhoneNumber) -> dict:
 
 
 NUMBER_SCHEMA = {"type": "object", "properties": {
-    "phone": {"type": "string", "description": "E.164"}, "type": {"type": "string", "enum": list(SENDER_TYPES)},
+    "phone": {"type": "string", "description": "E.164, or a US short code's 5 or 6 digits"},
+    "type": {"type": "string", "enum": list(SENDER_TYPES)},
     "monthly_credits": {**_CREDITS, "description": "What the number costs per month (rate card, when added)."},
     "forward_to": {"type": ["string", "null"], "description": "Inbound calls ring this phone first."},
     "voicemail": {"type": "boolean", "description": "Callers nobody answered may leave a voicemail (1 credit)."},
@@ -132,6 +133,9 @@ OPENAPI_PATHS = {
         "post": {
             "operationId": "addNumber",
             "summary": "Add a sender number; its type picks the rate and the throughput limit",
+            "description": ("The type must be the number's: `short_code` a US short code of 5 or 6 digits "
+                            "(`12345`), `toll_free` a toll-free number in E.164, `long_code` any other E.164 number; "
+                            "else 422 naming `phone`."),
             "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
             "requestBody": {"required": True, **_json({"type": "object", "examples": [_NUMBER_EXAMPLE],
                                                        "required": ["phone", "type"],
@@ -143,12 +147,12 @@ OPENAPI_PATHS = {
                                                               "phone": "$response.body#/phone"}}}},
                           "404": problem(404, "no such account"),
                           "409": problem(409, "already added (here or by another account), or Idempotency-Key reused"),
-                          "422": problem(422, "invalid")},
+                          "422": problem(422, "invalid, or not a number of the type given")},
         },
     },
     "/v1/accounts/{account_id}/numbers/{phone}": {
         "parameters": [_ACCOUNT_PATH, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string"},
-                                       "description": "E.164, with + encoded as %2B"}],
+                                       "description": "E.164, with + encoded as %2B, or a short code's digits"}],
         "patch": {"operationId": "configureNumber", "summary": "Forward the number's inbound calls, take voicemail",
                   "description": (
                       "Inbound calls to the number are always answered: forwarded to `forward_to` (null: not "
@@ -166,6 +170,6 @@ OPENAPI_PATHS = {
                                 "422": problem(422, "not an E.164 phone number, or a bad field")}},
         "delete": {"operationId": "removeNumber", "summary": "Remove a sender number",
                    "responses": {"204": {"description": "removed"}, "404": problem(404, "not a number of the account"),
-                                 "422": problem(422, "not an E.164 phone number")}},
+                                 "422": problem(422, "not an E.164 phone number nor a short code")}},
     },
 }

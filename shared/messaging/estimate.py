@@ -13,7 +13,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from shared.errors import ValidationFailed
-from shared.messaging.phone_numbers import country_of, parse_e164
+from shared.messaging.phone_numbers import country_of, parse_e164, parse_sender
 from shared.messaging.rates import SENDER_TYPES, RateCard
 from shared.messaging.segments import MAX_BODY_CHARACTERS, count_segments
 from shared.models import Account, PhoneNumber
@@ -146,9 +146,9 @@ def sender_type_of(session: Session, phone: str, *, account_id: str | None) -> s
     """The type of the sender number `phone` (of `account_id`, or of any account for the operator): its own number's,
     short code for the shared short code it has (or had) a keyword on; else long code."""
     try:
-        phone = parse_e164(phone, field="from")
+        phone = parse_sender(phone, field="from")
     except ValidationFailed:
-        phone = phone.strip()  # a short code is not an E.164 number
+        phone = phone.strip()
     query = select(PhoneNumber.type).where(PhoneNumber.phone == phone)
     shared = select(Account.id).where(Account.shared_short_code == phone)
     if account_id is not None:

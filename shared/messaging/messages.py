@@ -17,7 +17,7 @@ from shared.ids import new_id
 from shared.ledger import book
 from shared.messaging.estimate import Estimate, estimate_message
 from shared.messaging.parking import blocked_reason
-from shared.messaging.phone_numbers import parse_e164
+from shared.messaging.phone_numbers import parse_e164, parse_sender
 from shared.messaging.rates import RateCard
 from shared.messaging.send_cap import DailySends, SendCap
 from shared.messaging.shared_short_code import prefixed
@@ -70,7 +70,7 @@ def accept_messages(session: Session, requests: list[tuple[str, MessageRequest]]
     for _, request in requests:
         errors: dict[str, str] = {}
         from_ = (request.from_ if shared_short_code is not None and request.from_ == shared_short_code
-                 else _parse_number("from", request.from_, errors))
+                 else _parse_number("from", request.from_, errors, parse=parse_sender))
         numbers.append((_parse_number("to", request.to, errors), from_, errors))
     facts = _facts(session, [(account_id, to, from_, request.user_id)
                              for (account_id, request), (to, from_, _) in zip(requests, numbers)])
@@ -124,9 +124,9 @@ _INSERTED = {attribute: Message.__mapper__.attrs[attribute].columns[0].key for a
     "encoding", "credits_estimated", "send_at", "created_at", "updated_at")}  # attribute -> column
 
 
-def _parse_number(field: str, raw: object, errors: dict[str, str]) -> str | None:
+def _parse_number(field: str, raw: object, errors: dict[str, str], parse=parse_e164) -> str | None:
     try:
-        return parse_e164(raw, field=field)
+        return parse(raw, field=field)
     except ValidationFailed as error:
         errors.update(error.errors)
         return None

@@ -1,12 +1,16 @@
-"""Phone numbers in E.164, as Twilio wants them, checked with Google's libphonenumber metadata."""
+"""Phone numbers in E.164, as Twilio wants them, checked with Google's libphonenumber metadata; and US short codes,
+which a sender may be instead (five or six digits, as Twilio writes them in From and To)."""
 
 import functools
+import re
 
 import phonenumbers
 from phonenumbers import timezone as phonenumber_timezones
 
 from shared.errors import ValidationFailed
 
+_SHORT_CODE = re.compile(r"[0-9]{5,6}")
+SHORT_CODE_COUNTRY = "US"
 _UNKNOWN_TIME_ZONE = "Etc/Unknown"
 _CACHED_UP_TO = 40  # characters: a phone number, however formatted; longer input is parsed, never kept
 
@@ -31,6 +35,23 @@ def parse_e164(raw: str, *, field: str = "to", default_region: str | None = None
     if reason is not None:
         raise ValidationFailed(f"{field} {raw!r} {reason}", errors={field: reason})
     return e164
+
+
+def is_short_code(raw: object) -> bool:
+    return isinstance(raw, str) and _SHORT_CODE.fullmatch(raw) is not None
+
+
+def parse_sender(raw: object, *, field: str = "from") -> str:
+    """A sender as `parse_e164` reads it, or a US short code as it is written ('12345'); ValidationFailed naming
+    `field` otherwise."""
+    if isinstance(raw, str) and is_short_code(raw.strip()):
+        return raw.strip()
+    return parse_e164(raw, field=field)
+
+
+def is_toll_free(e164: str) -> bool:
+    """A toll-free number (the North American 800, 833-888 and the like), by libphonenumber's metadata."""
+    return phonenumbers.number_type(phonenumbers.parse(e164, None)) == phonenumbers.PhoneNumberType.TOLL_FREE
 
 
 def extension_of(raw: str) -> str:

@@ -16,17 +16,15 @@ from sqlalchemy.orm import Session
 
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ledger import book
-from shared.messaging.phone_numbers import country_of, parse_e164
+from shared.messaging.phone_numbers import SHORT_CODE_COUNTRY, country_of, is_short_code, is_toll_free, parse_sender
 from shared.messaging.rates import SENDER_TYPES, current_rate_card
 from shared.models import PhoneNumber
 
 
 def add_number(session: Session, account_id: str, raw_phone: str, number_type: str) -> PhoneNumber:
-    phone = parse_e164(raw_phone, field="phone")
-    if number_type not in SENDER_TYPES:
-        reason = f"must be one of {', '.join(SENDER_TYPES)}"
-        raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
-    monthly_cost = current_rate_card(session).price("phone_number", country=country_of(phone), sender_type=number_type)
+    phone = _checked(raw_phone, number_type)
+    country = SHORT_CODE_COUNTRY if number_type == "short_code" else country_of(phone)
+    monthly_cost = current_rate_card(session).price("phone_number", country=country, sender_type=number_type)
     book.lock_account(session, account_id)
     owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
     if owner == account_id:
@@ -44,6 +42,27 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
     except IntegrityError:  # claimed by another account meanwhile; the unit of work rolls back
         raise Conflict(f"{phone} is a number of another account") from None
     return number
+
+
+def _checked(raw_phone: str, number_type: str) -> str:
+    """The number, once it is shown to be of the type it is added as: the type sets its price and its throughput, so
+    a long code added as a short code would send a hundred times faster, a toll-free one added as a long code pay
+    less."""
+    if number_type not in SENDER_TYPES:
+        reason = f"must be one of {', '.join(SENDER_TYPES)}"
+        raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
+    phone = parse_sender(raw_phone, field="phone")
+    if number_type == "short_code" or is_short_code(phone):
+        right = number_type == "short_code" and is_short_code(phone)
+        reason = ("is not a short code: a US short code is 5 or 6 digits, such as 12345"
+                  if number_type == "short_code" else "is a short code: add it with type short_code")
+    else:
+        right = is_toll_free(phone) == (number_type == "toll_free")
+        reason = ("is not a toll-free number" if number_type == "toll_free"
+                  else "is a toll-free number: add it with type toll_free")
+    if not right:
+        raise ValidationFailed(f"phone {phone!r} {reason}", errors={"phone": reason})
+    return phone
 
 
 def list_numbers(session: Session, account_id: str, *, number_type: str | None = None, released: bool = False,
@@ -67,7 +86,7 @@ def release_numbers(session: Session, account_id: str, *, now: datetime) -> int:
 
 
 def remove_number(session: Session, account_id: str, raw_phone: str) -> None:
-    phone = parse_e164(raw_phone, field="phone")
+    phone = parse_sender(raw_phone, field="phone")
     book.lock_account(session, account_id)
     number = _find(session, account_id, phone)
     if number is None or number.released_at is not None:

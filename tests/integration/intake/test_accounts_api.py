@@ -211,17 +211,66 @@ async def test_invalid_user_fields_are_422(client, body, field):
 async def test_numbers_are_validated_listed_and_removed(client):
     account_id, own = await create_account(client)
     path = f"/v1/accounts/{account_id}/numbers"
-    assert (await client.post(path, json={"phone": "+1 415 555 0100", "type": "toll_free"}, headers=own)).status == 201
-    assert (await client.post(path, json={"phone": "+14155550100", "type": "toll_free"}, headers=own)).status == 409
+    assert (await client.post(path, json={"phone": "+1 800 555 0100", "type": "toll_free"}, headers=own)).status == 201
+    assert (await client.post(path, json={"phone": "+18005550100", "type": "toll_free"}, headers=own)).status == 409
     bad_type = await client.post(path, json={"phone": "+14155550102", "type": "fax"}, headers=own)
     assert "type" in (await bad_type.json())["errors"]
     bad_phone = await client.post(path, json={"phone": "555", "type": "long_code"}, headers=own)
     assert (bad_phone.status, list((await bad_phone.json())["errors"])) == (422, ["phone"])
 
     listed = await (await client.get(path, headers=own)).json()
-    assert [(n["phone"], n["type"]) for n in listed["data"]] == [("+14155550100", "toll_free")]
-    assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 204
-    assert (await client.delete(f"{path}/%2B14155550100", headers=own)).status == 404
+    assert [(n["phone"], n["type"]) for n in listed["data"]] == [("+18005550100", "toll_free")]
+    assert (await client.delete(f"{path}/%2B18005550100", headers=own)).status == 204
+    assert (await client.delete(f"{path}/%2B18005550100", headers=own)).status == 404
+
+
+@pytest.mark.parametrize(("phone", "number_type", "reason"), [
+    ("+14155550100", "short_code", "is not a short code"),  # a long code would send at a short code's throughput
+    ("1234567", "short_code", "is not a phone number"),  # seven digits: no US short code
+    ("12345", "long_code", "is a short code"),
+    ("+14155550100", "toll_free", "is not a toll-free number"),  # a local number billed as toll-free
+    ("+18005550100", "long_code", "is a toll-free number"),  # a toll-free number at a long code's price
+])
+async def test_a_number_added_as_a_type_it_is_not_is_a_422_and_is_not_added(client, phone, number_type, reason):
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}/numbers"
+
+    response = await client.post(path, json={"phone": phone, "type": number_type}, headers=own)
+
+    assert response.status == 422
+    assert reason in (await response.json())["errors"]["phone"]
+    assert (await (await client.get(path, headers=own)).json())["data"] == []
+
+
+async def test_an_accounts_own_short_code_is_added_sent_from_and_removed(client):
+    # given an account with credits and a short code of its own
+    account_id, own = await create_account(client)
+    path = f"/v1/accounts/{account_id}/numbers"
+    added = await client.post(path, json={"phone": " 54321 ", "type": "short_code"}, headers=own)
+    assert added.status == 201, await added.text()
+    assert ((await added.json())["phone"], (await added.json())["type"]) == ("54321", "short_code")
+
+    await grant(client, account_id, "100", "purchase")
+
+    # when a text goes out from it, then it is accepted as the account's sender
+    estimate = await client.post("/v1/estimate", json={"body": "Open house", "to": ["+14155550100"], "from": "54321"},
+                                 headers=own)
+    assert estimate.status == 200, await estimate.text()
+    sent = await client.post("/v1/messages", json={"to": "+14155550100", "from": "54321", "body": "Open house"},
+                             headers=own)
+    assert sent.status == 202, await sent.text()
+    shown = await (await client.get(f"/v1/messages/{(await sent.json())['id']}", headers=own)).json()
+    assert (shown["from"], shown["status"]) == ("54321", "accepted")
+
+    # and another account cannot send from it
+    other_id, other = await create_account(client)
+    refused = await client.post("/v1/messages", json={"to": "+14155550100", "from": "54321", "body": "Hi"},
+                                headers=other)
+    assert refused.status == 422 and "from" in (await refused.json())["errors"]
+
+    # and it is removed by its digits
+    assert (await client.delete(f"{path}/54321", headers=own)).status == 204
+    assert (await (await client.get(path, headers=own)).json())["data"] == []
 
 
 async def test_a_number_belongs_to_one_account_only(client):

@@ -1,5 +1,6 @@
-"""A text from the shared short code through the real send pipeline (accept, send to the Twilio simulator, signed
-status callback, settle), on SQLite and PostgreSQL; and recipients' STOPs to the code obeyed at send time."""
+"""A text from the shared short code, or from an account's own, through the real send pipeline (accept, send to the
+Twilio simulator, signed status callback, settle), on SQLite and PostgreSQL; and recipients' STOPs to the shared code
+obeyed at send time."""
 
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from shared.messaging.messages import MessageRequest, accept_message
 from shared.messaging.rates import parse_rate_card
 from shared.messaging.send_cap import SendCap
 from shared.messaging.sender_throttle import SenderThrottle
+from shared.messaging.senders import add_number
 from shared.messaging.sending import send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.shared_short_code import set_keyword
@@ -127,6 +129,30 @@ def test_a_text_from_the_shared_code_reaches_twilio_with_its_keyword_and_is_char
     assert stored(database, Message, first).credits_charged == 5000
     account = stored(database, Account, account_id)
     assert (account.balance, account.held) == (15_000, 5000)  # the second text's hold still pending
+
+
+def test_a_text_from_an_accounts_own_short_code_goes_at_short_code_throughput_and_rate(
+        database, gateways, throttle, simulator):  # noqa: F811
+    # given an account with a short code of its own, added as one
+    own_code = "54321"
+    account_id = account_with_keyword(database, "OWN")
+    with database.unit_of_work() as session:
+        add_number(session, account_id, own_code, "short_code")
+
+    # when it sends two texts from it, back to back
+    texts = []
+    for _ in range(2):
+        with database.unit_of_work() as session:
+            message, _ = accept_message(session, account_id, MessageRequest(to=CONTACT, from_=own_code, body=BODY_155),
+                                        rate_card=CARD, now=now(), cap=UNCAPPED)
+            texts.append(message.id)
+    statuses = [send(database, message_id, gateways, throttle) for message_id in texts]
+
+    # then both went at once (a long code would wait 100 s for its next slot), from the code, with no keyword added,
+    # each held at the short-code rate: one segment x 2.5
+    assert statuses == ["queued", "queued"]
+    assert [(m["from"], m["body"]) for m in simulator.sent()["messages"]] == [(own_code, BODY_155)] * 2
+    assert [stored(database, Message, message_id).credits_estimated for message_id in texts] == [2500, 2500]
 
 
 def test_stop_with_a_keyword_cancels_that_accounts_texts_and_a_bare_stop_every_accounts_uncharged(
