@@ -4,7 +4,7 @@ Every error is the one `Problem` schema, and each status has one shared answer u
 `#/components/responses`; an operation lists the ones it can give by reference (`problem(404, "when")`).
 The answers the frame gives on its own are added here to every operation they apply to, so no module
 can forget them: 400 (text with NUL, an unreadable body), 401 and 429 (no or a wrong key, and the
-key's rate limit, where a key is needed), 413 (a body over its route's limit, where there is a body) and
+account's rate limit, where a key is needed), 413 (a body over its route's limit, where there is a body) and
 503 with Retry-After (the database is away: nothing was changed).
 """
 
@@ -54,7 +54,7 @@ ERROR_RESPONSES = {
     415: ("UnsupportedMediaType", "The body's Content-Type is not one the operation takes"),
     422: ("ValidationFailed", "A field is missing or invalid; `errors` names each one"),
     423: ("Locked", "The account is locked (its balance went below zero) or suspended"),
-    429: ("TooManyRequests", "The key's request rate limit (or a new account's daily send cap) is reached; "
+    429: ("TooManyRequests", "The account's request rate limit (or a new account's daily send cap) is reached; "
                              "Retry-After says when to try again"),
     503: ("ServiceUnavailable", "A service this request needs is not answering; try again later"),
 }

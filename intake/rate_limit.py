@@ -1,10 +1,11 @@
-"""Per-key request rate limits, shared by every web process through Redis (GCRA, one script call a request).
+"""Per-account request rate limits, shared by every web process through Redis (GCRA, one script call a request).
 
-Each key has a "theoretical arrival time" (TAT) in Redis, like the sender throttle
-(shared/messaging/sender_throttle.py): a request is let through while the TAT is less than `burst`
-intervals ahead of now, and moves it on by one interval (1 / rate). So a key may make `burst` requests
-at once and `rate` a second after that; a refused request does not move the TAT, and its Retry-After
-says when the next one will pass. The script reads Redis' own clock, so web processes on different
+An account's keys share one budget: keys cost nothing to make, so a budget for each would let a tenant take as much
+of the web and the database as it has keys. The operator key has its own. Each budget has a "theoretical arrival
+time" (TAT) in Redis, like the sender throttle (shared/messaging/sender_throttle.py): a request is let through while
+the TAT is less than `burst` intervals ahead of now, and moves it on by one interval (1 / rate). So an account may
+make `burst` requests at once and `rate` a second after that; a refused request does not move the TAT, and its
+Retry-After says when the next one will pass. The script reads Redis' own clock, so web processes on different
 machines share one timeline; one EVALSHA is the whole cost, awaited on the event loop through the web process's
 asyncio Redis pool (intake/asyncio_redis.py): no thread, no connection opened per request. The checks made while a
 round trip is out go together in the next, as one EVALSHA over all their keys: under load a round trip and its
@@ -71,7 +72,7 @@ class RateLimiter:
         limit = self._operator if principal.is_operator else self._keys
         if limit is None:
             return
-        bucket = KEY_PREFIX + ("operator" if principal.is_operator else f"key:{principal.key_id}")
+        bucket = KEY_PREFIX + ("operator" if principal.is_operator else f"account:{principal.account_id}")
         interval = math.ceil(MICROSECONDS / limit.per_second)
         answer = asyncio.get_running_loop().create_future()
         self._queued.append(((bucket, interval, limit.burst), answer))
@@ -84,8 +85,9 @@ class RateLimiter:
             return
         if wait > 0:
             retry_after = max(math.ceil(wait / MICROSECONDS), 1)
+            who = "The operator key" if principal.is_operator else "This account's keys together"
             raise Problem(429, "Too Many Requests",
-                          f"This key may make {limit.per_second:g} requests a second (bursts of {limit.burst}); "
+                          f"{who} may make {limit.per_second:g} requests a second (bursts of {limit.burst}); "
                           f"retry in {retry_after} s.", headers={"Retry-After": str(retry_after)})
 
     async def close(self) -> None:

@@ -138,7 +138,7 @@ def _action(operation_id: str, summary: str, description: str, *, body: dict | N
         "operationId": operation_id, "summary": summary, "description": description,
         "responses": {"200": {"description": "the account", **_json(answer)},
                       "401": problem(401, "no key, or an unknown or revoked one"), "404": _OPERATOR_ONLY,
-                      "429": problem(429, "the calling key's rate limit (Retry-After)"), **(extra or {})},
+                      "429": problem(429, "the account's request rate limit (Retry-After)"), **(extra or {})},
     }
     if body is not None:
         operation["requestBody"] = body

@@ -193,7 +193,7 @@ OPENAPI_PATHS = {
                 "409": problem(409, "the Idempotency-Key was used with another body, or its first request is "
                                     "still running (Retry-After)"),
                 "422": problem(422, "invalid name, scope or user_id; `errors` names each field"),
-                "429": problem(429, "the calling key's rate limit (Retry-After)"),
+                "429": problem(429, "the account's request rate limit (Retry-After)"),
             },
         },
         "get": {
@@ -206,7 +206,7 @@ OPENAPI_PATHS = {
                 "401": problem(401, "no key, or an unknown or revoked one"),
                 "404": problem(404, "no such account (or another account's)"),
                 "422": problem(422, "a query parameter: the list takes none (one page, no filters)"),
-                "429": problem(429, "the calling key's rate limit (Retry-After)"),
+                "429": problem(429, "the account's request rate limit (Retry-After)"),
             },
         },
     },
@@ -223,7 +223,7 @@ OPENAPI_PATHS = {
                 "401": problem(401, "no key, or an unknown or revoked one"),
                 "404": problem(404, "no such key on this account, another account's, or one the calling key may not "
                                     "manage"),
-                "429": problem(429, "the calling key's rate limit (Retry-After)"),
+                "429": problem(429, "the account's request rate limit (Retry-After)"),
             },
         },
     },

@@ -325,7 +325,7 @@ OPENAPI_PATHS = {
             "409": problem(409, "The Idempotency-Key was used with another request, or is still running"),
             "422": problem(422, "Invalid field, CSV or template; `errors` names each"),
             "423": problem(423, "The account is locked, or the sending user is (its own credits went below zero)"),
-            "429": problem(429, "The key's request rate limit, or a new account's daily send cap, which the "
+            "429": problem(429, "The account's request rate limit, or a new account's daily send cap, which the "
                                 "campaign's sendable recipients would pass (`limit`, `resets_at`); both with "
                                 "Retry-After"),
         },

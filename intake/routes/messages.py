@@ -249,7 +249,7 @@ OPENAPI_PATHS = {
                                 "field"),
             "423": problem(423, "The account is locked (its balance went below zero), or the sending user is (its "
                                 "own credits went below zero: until an owner or admin gives it more)"),
-            "429": problem(429, "The key's request rate limit, or a new account's daily send cap (`limit`, "
+            "429": problem(429, "The account's request rate limit, or a new account's daily send cap (`limit`, "
                                 "`resets_at`: the account's next local midnight); both with Retry-After"),
         },
     }},

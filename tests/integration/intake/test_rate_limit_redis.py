@@ -1,4 +1,4 @@
-"""Per-key rate limits on the real embedded redis-server, shared by two web apps as by two web processes."""
+"""Per-account rate limits on the real embedded redis-server, shared by two web apps as by two web processes."""
 
 import asyncio
 
@@ -21,7 +21,7 @@ def real_broker(embedded_redis):
     broker.close()
 
 
-async def test_a_key_past_its_limit_on_either_process_gets_429_and_other_keys_do_not(
+async def test_a_key_past_its_limit_on_either_process_gets_429_and_other_accounts_keys_do_not(
         aiohttp_client, tmp_path, sqlite_database, real_broker):
     # given two web apps on one real Redis, a burst of 3, and two account keys
     settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.01", CREDITQ_KEY_RATE_BURST="3")

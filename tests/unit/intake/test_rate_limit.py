@@ -1,4 +1,4 @@
-"""Per-key request rate limits in Redis (fakeredis with Lua here; tests/integration has the real server)."""
+"""Per-account request rate limits in Redis (fakeredis with Lua here; tests/integration has the real server)."""
 
 import asyncio
 
@@ -31,7 +31,7 @@ async def statuses(client, headers: dict, count: int, account_id: str = "acct_1"
     return [(await client.get(f"/v1/accounts/{account_id}", headers=headers)).status for _ in range(count)]
 
 
-async def test_a_key_past_its_burst_gets_429_with_retry_after_and_other_keys_are_unaffected(
+async def test_a_key_past_its_burst_gets_429_with_retry_after_and_other_accounts_keys_are_unaffected(
         aiohttp_client, tmp_path, sqlite_database, fake_broker):
     # given a limit of one request every 1,000 s in bursts of 2, and two account keys
     settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.001", CREDITQ_KEY_RATE_BURST="2")
@@ -47,8 +47,27 @@ async def test_a_key_past_its_burst_gets_429_with_retry_after_and_other_keys_are
     assert refused.content_type == "application/problem+json"
     assert 990 <= int(refused.headers["Retry-After"]) <= 1000
     assert (await refused.json())["status"] == 429
-    # ... while the other key still has its own burst
+    # ... while the other account's key still has its own burst
     assert await statuses(client, second, 2, "acct_2") == [200, 200]
+
+
+async def test_an_accounts_keys_share_one_budget_so_more_keys_buy_no_more_requests(
+        aiohttp_client, tmp_path, sqlite_database, fake_broker):
+    # given a limit of one request every 1,000 s in bursts of 2, and an account that made itself three keys
+    settings = settings_with(tmp_path, CREDITQ_KEY_RATE_LIMIT="0.001", CREDITQ_KEY_RATE_BURST="2")
+    client = await aiohttp_client(init_app(settings, database=sqlite_database, broker=fake_broker))
+    first, other_account = two_keys(sqlite_database)
+    with sqlite_database.unit_of_work() as session:
+        more = [{"Authorization": f"Bearer {issue_key(session, 'acct_1')}"} for _ in range(2)]
+
+    # when each of its keys makes a request in turn
+    answers = [await client.get("/v1/accounts/acct_1", headers=key) for key in (first, *more)]
+
+    # then the third is refused, whichever key made it, naming the account's budget
+    assert [answer.status for answer in answers] == [200, 200, 429]
+    assert "account" in (await answers[2].json())["detail"]
+    # and another account is not touched by it
+    assert await statuses(client, other_account, 2, "acct_2") == [200, 200]
 
 
 async def test_requests_checked_together_share_the_burst_exactly(aiohttp_client, tmp_path, sqlite_database,
