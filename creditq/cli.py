@@ -5,6 +5,7 @@ import os
 import sqlite3
 import sys
 
+from psycopg.errors import UndefinedTable
 from sqlalchemy.exc import DBAPIError
 
 from shared import log_redaction, logs
@@ -39,10 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     except (DBAPIError, sqlite3.Error) as error:  # the database is away, or the file is not one: say so in a line
         cause = getattr(error, "orig", None) or error
         reason = " ".join(str(cause).split()) or type(cause).__name__
-        print(f"creditq: the database cannot be used: {reason}", file=sys.stderr)
+        print(f"creditq: the database cannot be used: {reason}{_hint(cause)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _hint(cause: BaseException) -> str:
+    """What to do about a database without creditq's tables: a fresh one, or not the one meant (`creditq dev` keeps
+    its SQLite file in ./.creditq of the directory it was started in)."""
+    if isinstance(cause, UndefinedTable) or "no such table" in str(cause):
+        return (" (no creditq tables here: run `creditq db upgrade`, or point DATABASE_URL or CREDITQ_DATA_DIR at the"
+                " database meant; `creditq dev` keeps its own in ./.creditq where it was started)")
+    return ""
 
 
 if __name__ == "__main__":

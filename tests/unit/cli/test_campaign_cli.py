@@ -85,3 +85,17 @@ def test_a_database_that_does_not_answer_is_one_line_exit_2(monkeypatch, capsys)
 
     [line] = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and line.startswith("creditq: the database cannot be used: ") and "secret-pw" not in line
+
+
+def test_a_database_without_creditqs_tables_is_one_line_saying_what_to_do(monkeypatch, tmp_path, capsys):
+    # given a directory where creditq never ran, and an empty SQLite file named as the database
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+
+    # when an operations command reads it
+    status = main(["ledger", "verify"])
+
+    # then it exits 2 with one line that says the tables are missing and how to get them
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and line.startswith("creditq: the database cannot be used: no such table")
+    assert "run `creditq db upgrade`" in line and "./.creditq" in line
