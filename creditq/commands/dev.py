@@ -14,7 +14,7 @@ from shared.migrate import upgrade
 from shared.redis_url import resolve_redis_url
 
 from .db import load_priced_files
-from .ports import refuse_if_taken
+from .ports import refuse_any_taken
 
 PROCESSES = ("twilio-sim", "stripe-sim", "web", "worker", "scheduler")
 
@@ -30,13 +30,15 @@ def run(args: argparse.Namespace) -> int:
     os.environ["CREDITQ_ENV"] = "development"  # the stand-ins and their well-known secrets, webhooks to localhost
     os.environ["CREDITQ_BROKER"] = "redis"  # one machine: its embedded Redis queues the jobs too
     settings = load_settings()
-    refuse_if_taken(settings.web_host, settings.web_port, "PORT")
-    refuse_if_taken("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT")
-    refuse_if_taken(settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT",
-                    "CREDITQ_METRICS_HOST")
     stand_in = settings.payment_gateway == "stripe" and not os.environ.get("STRIPE_API_BASE")
-    if stand_in:
-        refuse_if_taken("127.0.0.1", settings.stripe_sim_port, "CREDITQ_STRIPE_SIM_PORT")
+    refuse_any_taken([
+        (settings.web_host, settings.web_port, "PORT", "HOST"),
+        ("127.0.0.1", settings.simulator_port, "CREDITQ_SIMULATOR_PORT", "HOST"),
+        *([("127.0.0.1", settings.stripe_sim_port, "CREDITQ_STRIPE_SIM_PORT", "HOST")] if stand_in else []),
+        (settings.metrics_host, settings.worker_metrics_port, "CREDITQ_WORKER_METRICS_PORT", "CREDITQ_METRICS_HOST"),
+        (settings.metrics_host, settings.scheduler_metrics_port, "CREDITQ_SCHEDULER_METRICS_PORT",
+         "CREDITQ_METRICS_HOST"),
+    ])
     redis_url, embedded = resolve_redis_url(settings)
     children: dict[str, subprocess.Popen] = {}
     stopping = False

@@ -30,10 +30,25 @@ def listening_on(host: str, port: int, port_setting: str, host_setting: str) -> 
 
 def refuse_if_taken(host: str, port: int, setting: str, host_setting: str = "HOST") -> None:
     """Before starting children that will listen on `port`: one line now rather than a child's exit later."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe, \
-            listening_on(host, port, setting, host_setting):
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no owner
-        probe.bind((host, port))
+    refuse_any_taken([(host, port, setting, host_setting)])
+
+
+def refuse_any_taken(addresses: list[tuple[str, int, str, str]]) -> None:
+    """`refuse_if_taken` for each (host, port, setting, host setting), every port in use named in the one line, so
+    that a second stack on the same machine learns at once all the settings it must change."""
+    taken = []
+    for host, port, setting, host_setting in addresses:
+        with listening_on(host, port, setting, host_setting):  # a port out of range or a host unknown: at once
+            try:
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+                    probe.bind((host, port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+                taken.append(in_use(host, port, setting))
+    if taken:
+        raise ConfigError("; and ".join(taken))
 
 
 def in_use(host: str, port: int, setting: str) -> str:

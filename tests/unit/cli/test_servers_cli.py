@@ -94,9 +94,7 @@ def _config_served(process: subprocess.Popen, port: int) -> dict:
 ])
 def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, command, port_env, setting):
     # given another process listening on the port the command would use
-    ports = {"PORT": str(free_port()), "CREDITQ_SIMULATOR_PORT": str(free_port()),
-             "CREDITQ_STRIPE_SIM_PORT": str(free_port()), "CREDITQ_WORKER_METRICS_PORT": str(free_port()),
-             port_env: str(taken_port)}
+    ports = {**free_ports(), port_env: str(taken_port)}
 
     # when the command starts
     result = subprocess.run([sys.executable, "-m", "creditq", *command], env=_env(tmp_path, **ports),
@@ -107,6 +105,32 @@ def test_a_port_already_in_use_is_one_line_naming_it(tmp_path, taken_port, comma
     assert result.returncode == 2, result.stderr
     assert lines[-1].startswith(f"creditq: port {taken_port} on 127.0.0.1 is already in use")
     assert setting in lines[-1] and "Traceback" not in result.stderr
+
+
+def free_ports() -> dict[str, str]:
+    return {setting: str(free_port()) for setting in ("PORT", "CREDITQ_SIMULATOR_PORT", "CREDITQ_STRIPE_SIM_PORT",
+                                                      "CREDITQ_WORKER_METRICS_PORT", "CREDITQ_SCHEDULER_METRICS_PORT")}
+
+
+def test_dev_names_every_port_in_use_in_its_one_line(tmp_path, taken_port):
+    # given another process listening on two of the ports `creditq dev` would use
+    with socket.socket() as second:
+        second.bind(("127.0.0.1", 0))
+        second.listen()
+        other_port = second.getsockname()[1]
+        ports = {**free_ports(), "CREDITQ_SIMULATOR_PORT": str(taken_port),
+                 "CREDITQ_SCHEDULER_METRICS_PORT": str(other_port)}
+
+        # when it starts
+        result = subprocess.run([sys.executable, "-m", "creditq", "dev"], env=_env(tmp_path, **ports),
+                                capture_output=True, text=True, timeout=120)
+
+    # then one line names both, each with the setting that moves it, so one restart is enough
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert f"port {taken_port} on 127.0.0.1 is already in use" in lines[-1] and "CREDITQ_SIMULATOR_PORT" in lines[-1]
+    assert f"port {other_port} on 127.0.0.1 is already in use" in lines[-1]
+    assert "CREDITQ_SCHEDULER_METRICS_PORT" in lines[-1] and "Traceback" not in result.stderr
 
 
 def test_the_stripe_stand_ins_usage_names_the_creditq_command(capsys):
