@@ -5,7 +5,6 @@ import os
 import sqlite3
 import sys
 
-from psycopg.errors import UndefinedTable
 from sqlalchemy.exc import DBAPIError
 
 from shared import log_redaction, logs
@@ -46,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a relation that does not exist (SQLite says "no such table")
+
+
 def _hint(cause: BaseException) -> str:
     """What to do about a database without creditq's tables: a fresh one, or not the one meant (`creditq dev` keeps
     its SQLite file in ./.creditq of the directory it was started in)."""
-    if isinstance(cause, UndefinedTable) or "no such table" in str(cause):
+    if getattr(cause, "sqlstate", None) == UNDEFINED_TABLE or "no such table" in str(cause):
         return (" (no creditq tables here: run `creditq db upgrade`, or point DATABASE_URL or CREDITQ_DATA_DIR at the"
                 " database meant; `creditq dev` keeps its own in ./.creditq where it was started)")
     return ""

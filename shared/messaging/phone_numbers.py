@@ -44,9 +44,8 @@ def is_short_code(raw: object) -> bool:
 def parse_sender(raw: object, *, field: str = "from") -> str:
     """A sender as `parse_e164` reads it, or a US short code as it is written ('12345'); ValidationFailed naming
     `field` otherwise."""
-    if isinstance(raw, str) and is_short_code(raw.strip()):
-        return raw.strip()
-    return parse_e164(raw, field=field)
+    stripped = raw.strip() if isinstance(raw, str) else raw
+    return stripped if is_short_code(stripped) else parse_e164(raw, field=field)
 
 
 def is_toll_free(e164: str) -> bool:

@@ -23,7 +23,7 @@ from shared.models import PhoneNumber
 
 def add_number(session: Session, account_id: str, raw_phone: str, number_type: str) -> PhoneNumber:
     phone = _checked(raw_phone, number_type)
-    country = SHORT_CODE_COUNTRY if number_type == "short_code" else country_of(phone)
+    country = SHORT_CODE_COUNTRY if is_short_code(phone) else country_of(phone)
     monthly_cost = current_rate_card(session).price("phone_number", country=country, sender_type=number_type)
     book.lock_account(session, account_id)
     owner = session.scalar(select(PhoneNumber.account_id).where(PhoneNumber.phone == phone))
@@ -44,6 +44,9 @@ def add_number(session: Session, account_id: str, raw_phone: str, number_type: s
     return number
 
 
+_CALLED = {"short_code": "a short code", "toll_free": "a toll-free number"}
+
+
 def _checked(raw_phone: str, number_type: str) -> str:
     """The number, once it is shown to be of the type it is added as: the type sets its price and its throughput, so
     a long code added as a short code would send a hundred times faster, a toll-free one added as a long code pay
@@ -52,17 +55,16 @@ def _checked(raw_phone: str, number_type: str) -> str:
         reason = f"must be one of {', '.join(SENDER_TYPES)}"
         raise ValidationFailed(f"type {number_type!r} {reason}", errors={"type": reason})
     phone = parse_sender(raw_phone, field="phone")
-    if number_type == "short_code" or is_short_code(phone):
-        right = number_type == "short_code" and is_short_code(phone)
-        reason = ("is not a short code: a US short code is 5 or 6 digits, such as 12345"
-                  if number_type == "short_code" else "is a short code: add it with type short_code")
+    own_type = "short_code" if is_short_code(phone) else "toll_free" if is_toll_free(phone) else "long_code"
+    if own_type == number_type:
+        return phone
+    if own_type != "long_code":
+        reason = f"is {_CALLED[own_type]}: add it with type {own_type}"
+    elif number_type == "short_code":
+        reason = "is not a short code: a US short code is 5 or 6 digits, such as 12345"
     else:
-        right = is_toll_free(phone) == (number_type == "toll_free")
-        reason = ("is not a toll-free number" if number_type == "toll_free"
-                  else "is a toll-free number: add it with type toll_free")
-    if not right:
-        raise ValidationFailed(f"phone {phone!r} {reason}", errors={"phone": reason})
-    return phone
+        reason = "is not a toll-free number"
+    raise ValidationFailed(f"phone {phone!r} {reason}", errors={"phone": reason})
 
 
 def list_numbers(session: Session, account_id: str, *, number_type: str | None = None, released: bool = False,
