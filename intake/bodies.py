@@ -39,7 +39,8 @@ async def arriving(request: web.Request) -> AsyncIterator[None]:
         raise Problem(400, "Bad Request", "The connection was lost before the body was complete.") from None
     except web.RequestPayloadError as error:  # a body that does not decompress as its Content-Encoding says
         log.info("the body of %s %s could not be read: %s", request.method, request.path, error)
-        raise Problem(400, "Bad Request", f"The body cannot be read: {str(error).strip()}") from None
+        raise Problem(400, "Bad Request", "The body cannot be read: it does not decode as its Content-Encoding "
+                                          f"({request.headers.get('Content-Encoding', '')}) says.") from None
 
 
 async def read_body(request: web.Request) -> bytes:
