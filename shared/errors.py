@@ -62,3 +62,8 @@ class CallbackRejected(DomainError):
     """A webhook that does not name, or is not signed with, the credentials of the resource it is about."""
 
     title = "Forbidden"
+
+
+class NotFinalYet(Exception):
+    """A final status its resource's own account signed, not (yet) confirmed by Twilio: the sid is not stored yet,
+    or Twilio does not say final. The confirmation is tried again later (a job's retry)."""

@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.messaging.inbound import Inbound, receive_inbound
 from shared.messaging.rates import current_rate_card
-from shared.messaging.statuses import Callback, StatusChange, record_callbacks
+from shared.messaging.statuses import Callback, StatusChange, ToConfirm, record_callbacks
 from shared.twilio.signatures import Credentials, SignedForm
 
 from ..appkeys import DATABASE, ENQUEUER, SETTINGS
@@ -89,7 +89,7 @@ async def status_callback(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
+class CallbackBatcher(GroupCommit[Callback, StatusChange | ToConfirm | None]):
     """Group commit for status callbacks: the callbacks gathered in a batch are applied in one unit of work, and
     the messages they made final are settled in it too (no job of their own); what the settlements bring
     (resends, notices, recharges) is enqueued after the commit.
@@ -106,7 +106,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
                          gather=gather)
         self._database, self._enqueuer, self._deployment = database, enqueuer, deployment
 
-    def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | None | BaseException]:
+    def apply_batch(self, callbacks: list[Callback]) -> list[StatusChange | ToConfirm | None | BaseException]:
         try:
             outcomes, followups = self._commit(callbacks)
         except SQLAlchemyError as error:
@@ -117,7 +117,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
         followups.enqueue(self._enqueuer.broker)
         return outcomes  # a CallbackRejected is raised to its request alone: 403
 
-    def _one(self, callback: Callback) -> list[StatusChange | None | BaseException]:
+    def _one(self, callback: Callback) -> list[StatusChange | ToConfirm | None | BaseException]:
         try:
             return self.apply_batch([callback])
         except Exception as error:  # a 500: Twilio retries the callback
@@ -131,6 +131,7 @@ class CallbackBatcher(GroupCommit[Callback, StatusChange | None]):
                                if isinstance(change, StatusChange) and change.became_final})
             followups = settle_finished(session, [message_id for _, message_id in finished],
                                         rate_card=current_rate_card(session), now=now)
+        followups.confirmations = [outcome.sid for outcome in outcomes if isinstance(outcome, ToConfirm)]
         return outcomes, followups
 
 
@@ -195,7 +196,10 @@ OPENAPI_PATHS = {
                         "the worker) is answered 200 when it is signed with the token of credentials creditq "
                         "holds for its AccountSid (the deployment's, an account's own, a dunning site's): the "
                         "report is kept with that AccountSid and applied when the sid is stored, only if the "
-                        "message was sent with that account."),
+                        "message was sent with that account. A report signed with the token of an account's own "
+                        "subaccount or a dunning site's (which the tenant holds too) moves only the status, its "
+                        "NumSegments, Price and ErrorCode ignored; a final one changes nothing by itself: the "
+                        "message is fetched from Twilio and Twilio's answer is applied and settled."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
                       "400": problem(400, "MessageSid or MessageStatus missing, or a form that cannot be read"),

@@ -4,7 +4,8 @@ account's auto-recharge is now due.
 
 The caller commits, then calls `Followups.enqueue`. A job lost between the two is found again from the
 database: the sweeper sends accepted messages, the billing schedule sends pending notices and starts due
-recharges. A replayed settlement (`skipped`) hands back the notices a killed run left unsent.
+recharges, and a confirmation lost is done by the sweeper when the message's hold outlives its TTL. A replayed
+settlement (`skipped`) hands back the notices a killed run left unsent.
 """
 
 import logging
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 SEND_ACTOR = "send_message"
 NOTICES_ACTOR = "send_low_balance_notices"
 RECHARGE_ACTOR = "auto_recharge"
+CONFIRM_ACTOR = "confirm_message_status"
 
 
 @dataclass
@@ -34,12 +36,14 @@ class Followups:
     resends: list[str] = field(default_factory=list)  # toll-free resends waiting for their send job
     notices: list[str] = field(default_factory=list)  # messages whose settlement wrote notices to send
     recharges: list[str] = field(default_factory=list)  # accounts whose auto-recharge is due
+    confirmations: list[str] = field(default_factory=list)  # sids whose final status Twilio is to be asked
 
     def enqueue(self, broker: dramatiq.Broker) -> None:
         """After the commit: one Redis round trip per actor. A failure is logged, not raised: the settlements are
         committed, and what their jobs would do is found again from the database."""
         wanted = {SEND_ACTOR: self.resends, NOTICES_ACTOR: self.notices,
-                  RECHARGE_ACTOR: list(dict.fromkeys(self.recharges))}
+                  RECHARGE_ACTOR: list(dict.fromkeys(self.recharges)),
+                  CONFIRM_ACTOR: list(dict.fromkeys(self.confirmations))}
         for actor_name, arguments in wanted.items():
             if not arguments:
                 continue

@@ -7,7 +7,10 @@ final status exactly one sees `became_final` and enqueues the settlement.
 
 A callback is applied only once it is proven to come from the Twilio account its message was sent
 with (`record_callback`, see shared.twilio.signatures): the message's stored AccountSid is read in the
-same statement that finds the message, so the proof costs no extra lookup.
+same statement that finds the message, so the proof costs no extra lookup. That proves less when the
+account is a tenant's own subaccount (or a dunning site's): the tenant holds its token too, and could sign
+"failed" or "delivered, 0 segments" for a text Twilio delivered in full. Such a report moves only a status
+that decides no money; a final one is `ToConfirm`: Twilio is asked (shared.billing.confirmation).
 
 A callback may also beat the worker storing the sid (Twilio answers the create and reports at once),
 and Twilio does not reliably retry callbacks: such a report is kept as an EarlyStatus, with the
@@ -20,7 +23,7 @@ transaction or finds the stored sid itself.
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from psycopg.rows import tuple_row
@@ -70,6 +73,7 @@ TWILIO_RANK: dict[str, int] = {
     "sent": 2,
     "delivered": 3, "undelivered": 3, "failed": 3, "canceled": 3, "read": 3,
 }
+TWILIO_FINAL = frozenset(status for status, rank in TWILIO_RANK.items() if rank == TWILIO_RANK["delivered"])
 OUR_STATUS_FOR_TWILIO: dict[str, str] = {
     "accepted": "queued", "scheduled": "queued", "queued": "queued",
     "sending": "sending",
@@ -88,6 +92,14 @@ class StatusChange:
 
 
 @dataclass(frozen=True)
+class ToConfirm:
+    """A final report signed with a token the message's account holds too: nothing of it applied; what Twilio says
+    of the message `sid` is asked and applied instead (shared.billing.confirmation)."""
+
+    sid: str
+
+
+@dataclass(frozen=True)
 class Callback:
     """A status callback as Twilio posted it: the signed form, and what it reports (None: not in this report)."""
 
@@ -103,6 +115,10 @@ class Callback:
     def reported(self) -> dict:
         return dict(num_segments=self.num_segments, price=self.price, price_unit=self.price_unit,
                     error_code=self.error_code, error_message=self.error_message)
+
+    def status_only(self) -> "Callback":
+        """The report without what it says of segments, price and errors."""
+        return replace(self, num_segments=None, price=None, price_unit=None, error_code=None, error_message=None)
 
 
 messages = Message.__table__
@@ -189,9 +205,11 @@ _APPLY_REPORTS = (
 
 
 def record_callbacks(session: Session, callbacks: list[Callback], *, deployment: Credentials,
-                     now: datetime) -> list[StatusChange | None | CallbackRejected]:
+                     now: datetime) -> list[StatusChange | None | ToConfirm | CallbackRejected]:
     """Apply many status callbacks in one unit of work, each meeting its own fate: its StatusChange, None (a sid
-    not stored yet), or CallbackRejected (nothing of it applied).
+    not stored yet), ToConfirm (a final report the message's account could have signed itself: its caller has
+    Twilio asked), or CallbackRejected (nothing of it applied). A report signed with a tenant's token is applied
+    as its status alone.
 
     The batch's messages are read, and locked, in one statement, in their ids' order: two batches that share
     messages never deadlock, whichever of their reports change them. The reports are verified in sid order, each
@@ -206,27 +224,35 @@ def record_callbacks(session: Session, callbacks: list[Callback], *, deployment:
                                                  {"sids": sids}).all()}
     outcomes: list = [None] * len(callbacks)
     verified: list[tuple[int, Row]] = []  # the reports to apply, in sid order, each with its message
+    reports = list(callbacks)  # as they are applied: a tenant's reports without segments, price and errors
     for i in order:
         try:
-            owner = _verified_owner(session, callbacks[i], owners.get(callbacks[i].sid), deployment, now)
+            owner, signer = _verified_owner(session, callbacks[i], owners.get(callbacks[i].sid), deployment)
         except CallbackRejected as rejected:
             outcomes[i] = rejected
             continue
-        if owner is not None:
+        if signer != deployment:
+            if callbacks[i].status in TWILIO_FINAL:
+                outcomes[i] = ToConfirm(callbacks[i].sid)
+                continue
+            reports[i] = callbacks[i].status_only()
+        if owner is None:
+            _keep_early(connection, reports[i], signer, now)
+        else:
             verified.append((i, owner))
     together: dict[str, int] = {}  # on PostgreSQL each message's first report, by message: in one statement
     if connection.dialect.name == "postgresql":
         for i, owner in verified:
-            if callbacks[i].status in TWILIO_RANK:
+            if reports[i].status in TWILIO_RANK:
                 together.setdefault(owner.id, i)
-    changed = _apply_together(connection, [(callbacks[i], message_id) for message_id, i in together.items()], now)
+    changed = _apply_together(connection, [(reports[i], message_id) for message_id, i in together.items()], now)
     for i, owner in verified:
         if together.get(owner.id) == i:
-            outcomes[i] = _applied(session, owner.id, owner.account_id, callbacks[i].status, owner.id in changed,
+            outcomes[i] = _applied(session, owner.id, owner.account_id, reports[i].status, owner.id in changed,
                                    now, takes_events=owner.takes_events)
         else:
-            outcomes[i] = _apply(session, owner.id, owner.account_id, callbacks[i].sid, callbacks[i].status,
-                                 callbacks[i].reported(), now, takes_events=owner.takes_events)
+            outcomes[i] = _apply(session, owner.id, owner.account_id, reports[i].sid, reports[i].status,
+                                 reports[i].reported(), now, takes_events=owner.takes_events)
     return outcomes
 
 
@@ -248,7 +274,7 @@ def _apply_together(connection: Connection, reports: list[tuple[Callback, str]],
 def record_callback(session: Session, form: SignedForm, *, deployment: Credentials, sid: str, status: str,
                     num_segments: int | None = None, price: str | None = None, price_unit: str | None = None,
                     error_code: int | None = None, error_message: str | None = None,
-                    now: datetime) -> StatusChange | None:
+                    now: datetime) -> StatusChange | ToConfirm | None:
     """Apply one status callback (see `record_callbacks`); raises CallbackRejected."""
     outcome = record_callbacks(session, [Callback(form, sid, status, num_segments, price, price_unit, error_code,
                                                   error_message)], deployment=deployment, now=now)[0]
@@ -257,16 +283,16 @@ def record_callback(session: Session, form: SignedForm, *, deployment: Credentia
     return outcome
 
 
-def _verified_owner(session: Session, callback: Callback, owner: Row | None, deployment: Credentials,
-                    now: datetime) -> Row | None:
-    """The message a status callback is about, once the callback is proven to be Twilio's for that message.
+def _verified_owner(session: Session, callback: Callback, owner: Row | None,
+                    deployment: Credentials) -> tuple[Row | None, Credentials]:
+    """The message a status callback is about, once the callback is proven to be Twilio's for that message, and the
+    credentials that signed it.
 
     The form must name the Twilio account the message was sent with and be signed with that account's token
     (`deployment` when it went out with the deployment's credentials); else CallbackRejected, and nothing
-    changes. A sid not stored yet is normal for a moment (the callback beat the worker): the report is kept
-    (EarlyStatus) if it is signed with the token of credentials we know for its AccountSid, and None is
-    returned, so callers still answer Twilio with success. `owner` is the message as the batch found it by its sid
-    (None: not found then).
+    changes. A sid not stored yet is normal for a moment (the callback beat the worker): None, with the
+    credentials we know for its AccountSid whose token signed it (CallbackRejected when none did). `owner` is the
+    message as the batch found it by its sid (None: not found then).
     """
     sid, form = callback.sid, callback.form
     connection = session.connection()
@@ -274,19 +300,24 @@ def _verified_owner(session: Session, callback: Callback, owner: Row | None, dep
         _lock_sid(connection, sid)  # the worker storing this sid now either committed it or will see our row
         owner = run(connection, _callback_owners(connection.dialect.name), {"sids": [sid]}).one_or_none()
     if owner is None:
-        known = known_credentials(connection, form.account_sid, deployment=deployment)
-        if not any(map(form.signed_by, known)):
+        signer = next(filter(form.signed_by, known_credentials(connection, form.account_sid, deployment=deployment)),
+                      None)
+        if signer is None:
             raise _rejected(sid, form)
-        if callback.status in TWILIO_RANK:
-            connection.execute(_KEEP_EARLY, dict(sid=sid, account_sid=form.account_sid, status=callback.status,
-                                                 **callback.reported(), received_at=now))
-        log.info("status %r for a sid not stored yet (%r): kept until it is", callback.status, sid)
-        return None
+        return None, signer
     sent_with = credentials_of(owner.sent_with or deployment.account_sid, own_sid=owner.own_sid,
                                own_token=owner.own_token, deployment=deployment)
     if not form.signed_by(sent_with):
         raise _rejected(sid, form)
-    return owner
+    return owner, sent_with
+
+
+def _keep_early(connection: Connection, callback: Callback, signer: Credentials, now: datetime) -> None:
+    """Keep a verified report of a sid not stored yet, with the account that signed it, until the sid is stored."""
+    if callback.status in TWILIO_RANK:
+        connection.execute(_KEEP_EARLY, dict(sid=callback.sid, account_sid=signer.account_sid, status=callback.status,
+                                             **callback.reported(), received_at=now))
+    log.info("status %r for a sid not stored yet (%r): kept until it is", callback.status, callback.sid)
 
 
 def record_status(session: Session, *, sid: str, status: str, num_segments: int | None = None,

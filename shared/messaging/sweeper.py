@@ -32,7 +32,13 @@ from shared.messaging.rates import RateCard
 from shared.messaging.reprocessing import resend_from_toll_free
 from shared.messaging.settlement import CHARGED_STATUSES, VOIDED_STATUSES, settle_message
 from shared.messaging.sites import site_credentials
-from shared.messaging.statuses import FINAL_STATUSES, apply_early_statuses, purge_early_statuses, record_status
+from shared.messaging.statuses import (
+    FINAL_STATUSES,
+    StatusChange,
+    apply_early_statuses,
+    purge_early_statuses,
+    record_status,
+)
 from shared.models import Account, Hold, Message
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
@@ -184,14 +190,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
         message = session.get(Message, message_id)
         if not _overdue_claim(message, hold, now):
             return "moved on: claimed again since"  # resent by another sweep, or a campaign hold renewed by its send
-        account = session.get(Account, message.account_id)
-        sid, status = message.twilio_sid, message.status
-        # Ask the Twilio account that owns the message: the account's own unless the message records
-        # another (it went out with the deployment's before the account brought its own; (None, None)).
-        own = message.twilio_account_sid in (None, account.twilio_account_sid)
-        credentials = (account.twilio_account_sid, account.twilio_auth_token) if own else (None, None)
-        if message.dunning_site_id is not None:  # a dunning site's message is the site's Twilio account's
-            credentials = site_credentials(session, message.dunning_site_id)
+        sid, status, credentials = message.twilio_sid, message.status, owner_credentials(session, message)
         lookup = dict(to=message.to, from_=message.from_, body=message.body,
                       sent_after=utc(message.updated_at) - CLOCK_SKEW)  # updated when it was claimed for sending
     if status not in CHARGED_STATUSES + VOIDED_STATUSES:
@@ -217,7 +216,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             except (PermanentTwilioError, CredentialsRejected) as error:
                 return f"fetch refused: {error}"
             with database.unit_of_work() as session:
-                _record(session, fetched, now)
+                record_fetched(session, fetched, now)
     with database.unit_of_work() as session:
         settled = settle_message(session, message_id, rate_card=rate_card, now=now)
         resend = resend_from_toll_free(session, settled, now=now)
@@ -226,8 +225,21 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
     return settled.outcome
 
 
-def _record(session: Session, fetched: TwilioMessage, now: datetime) -> None:
-    record_status(session, sid=fetched.sid, status=fetched.status, num_segments=fetched.num_segments,
+def owner_credentials(session: Session, message: Message) -> tuple[str | None, str | None]:
+    """The credentials of the Twilio account that owns the message, as `gateway_for` takes them: the account's own
+    unless the message records another (it went out with the deployment's before the account brought its own:
+    (None, None)); a dunning site's message is the site's Twilio account's."""
+    if message.dunning_site_id is not None:
+        return site_credentials(session, message.dunning_site_id)
+    account = session.get(Account, message.account_id)
+    if message.twilio_account_sid in (None, account.twilio_account_sid):
+        return account.twilio_account_sid, account.twilio_auth_token
+    return None, None
+
+
+def record_fetched(session: Session, fetched: TwilioMessage, now: datetime) -> StatusChange | None:
+    """Apply Twilio's record of a message, as a fetch or its list answered it."""
+    return record_status(session, sid=fetched.sid, status=fetched.status, num_segments=fetched.num_segments,
                   error_code=fetched.error_code, error_message=fetched.error_message,
                   price=fetched.price, price_unit=fetched.price_unit, now=now)
 
@@ -260,5 +272,5 @@ def _adopt(session: Session, message_id: str, hold_id: int, found: list[TwilioMe
     message.twilio_account_sid = match.account_sid
     message.updated_at = now
     apply_early_statuses(session, match.sid, now=now)  # the callbacks that came while no sid was stored
-    _record(session, match, now)
+    record_fetched(session, match, now)
     return True

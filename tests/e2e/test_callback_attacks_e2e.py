@@ -4,8 +4,9 @@ Redis, PostgreSQL).
 Three tenants: Realty sends with the deployment's Twilio credentials, Church with its own Twilio
 subaccount, and Mallory, with a subaccount of her own, forges callbacks about the others' messages and
 numbers. Every forgery must be refused with 403 and change nothing (opt-outs, balances, message
-statuses compared before and after); the genuine callbacks, signed by the simulator with each sender's
-own token, must still settle; `creditq ledger verify` stays clean.
+statuses compared before and after); a final status Church signs for its own text with its own token
+changes nothing until Twilio, asked, confirms it; the genuine callbacks, signed by the simulator with each
+sender's own token, must still settle; `creditq ledger verify` stays clean.
 """
 
 import subprocess
@@ -218,8 +219,25 @@ def test_a_made_up_account_sid_cannot_be_saved_as_an_accounts_credentials(stack,
         assert session.get(Account, mallory.id).twilio_account_sid == mallory.twilio[0]
 
 
-def test_a_tenant_with_its_own_subaccount_sends_and_settles_on_callbacks_signed_with_its_token(stack, database,
-                                                                                                tenants):
+@pytest.mark.parametrize("forged", [
+    {"MessageStatus": "failed", "SmsStatus": "failed", "ErrorCode": "30008"},
+    {"NumSegments": "0"},
+], ids=["failed", "delivered-in-0-segments"])
+def test_a_final_status_a_tenant_signs_for_its_own_text_changes_nothing_on_its_word(stack, database, tenants, forged):
+    # given Church's message at Twilio, not final yet, and the state of every tenant
+    church = tenants["church"]
+    params = status_params(church, church.twilio[0], **forged)
+    before = snapshot(database)
+
+    # when Church signs a final status for it with its own subaccount's token (which it holds)
+    response = post_signed(stack, "/webhooks/twilio/status", params, church.twilio[1])
+
+    # then it is answered as Twilio's would be, and nothing is voided or charged on its word: Twilio is asked
+    assert response.status_code == 200, response.text
+    assert snapshot(database) == before
+
+
+def test_a_tenant_with_its_own_subaccount_sends_and_settles_on_what_twilio_confirms(stack, database, tenants):
     # given Church sends through its own Twilio subaccount
     church = tenants["church"]
     with database.unit_of_work() as session:
@@ -229,7 +247,7 @@ def test_a_tenant_with_its_own_subaccount_sends_and_settles_on_callbacks_signed_
     message = wait_for(database, send(stack, church, "Service moved to 11am Sunday"),
                        lambda m: m.credits_charged is not None)
 
-    # then the callbacks were believed: the message is delivered and charged one credit, once
+    # then Twilio, asked, confirmed the final callback: the message is delivered and charged one credit, once
     assert (message.status, message.twilio_account_sid, message.credits_charged) == ("delivered", church.twilio[0],
                                                                                       1000)
     with database.unit_of_work() as session:

@@ -192,9 +192,11 @@ async def test_a_callback_for_an_account_with_its_own_twilio_credentials_is_sign
     genuine = await client.post(STATUS_PATH, data=params,
                                 headers=signed(settings, STATUS_PATH, params, token="subaccount-token"))
 
-    # then only the genuine one is accepted
+    # then only the genuine one is accepted, and, the subaccount's token being the tenant's too, its final status
+    # is asked of Twilio: the confirm job is enqueued, and nothing is charged on the callback's word
     assert (forged.status, genuine.status) == (403, 200)
-    assert usage_entries(database) == 1
+    assert [(job.actor_name, job.args) for job in enqueued] == [("confirm_message_status", (SID,))]
+    assert (stored(database).status, usage_entries(database)) == ("sent", 0)
 
 
 @pytest.fixture

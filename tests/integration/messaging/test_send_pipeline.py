@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from shared.errors import AccountLocked, InsufficientCredits, OptedOut, ValidationFailed
+from shared.billing.confirmation import confirm_final_status
+from shared.errors import AccountLocked, InsufficientCredits, NotFinalYet, OptedOut, ValidationFailed
 from shared.ledger import book
 from shared.ledger.accounts import Overdraft, create_account
 from shared.ledger.expiry import utc
@@ -27,7 +28,7 @@ from shared.messaging.send_policy import set_quiet_hours
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.messaging.sending import SendLater, send_message
 from shared.messaging.settlement import settle_message
-from shared.messaging.statuses import record_status
+from shared.messaging.statuses import ToConfirm, record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown
 from shared.twilio.gateway import TwilioGateway
@@ -634,6 +635,70 @@ def test_each_message_records_the_twilio_account_it_was_sent_with(database, gate
     assert message(database, own_message).twilio_account_sid == subaccount["sid"]
     owners = {m["sid"]: m["account_sid"] for m in simulator.sent()["messages"]}
     assert owners[message(database, own_message).twilio_sid] == subaccount["sid"]
+
+
+# --- a final report the tenant could have signed itself, asked of Twilio ---------------------------------------
+
+@pytest.fixture
+def own_subaccount(database, simulator):  # noqa: F811
+    """An account sending through its own Twilio subaccount: (account id, the subaccount's credentials)."""
+    account_id = make_account(database, 10)
+    subaccount = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, account_id, subaccount["sid"], subaccount["auth_token"], now=now())
+    return account_id, Credentials(subaccount["sid"], subaccount["auth_token"])
+
+
+def test_a_tenants_forged_failure_of_a_delivered_text_is_replaced_by_what_twilio_says(
+        database, gateways, throttle, simulator, callback_receiver, own_subaccount):  # noqa: F811
+    # given the tenant's message, which Twilio delivered in one segment
+    account_id, tenant = own_subaccount
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+
+    # when the tenant signs "failed" with its subaccount's token before Twilio's callback lands
+    deployment = Credentials(simulator.account_sid, simulator.auth_token)
+    assert twilio_reports(database, tenant, sid, "failed", deployment=deployment, error_code=30008) == ToConfirm(sid)
+    assert (message(database, message_id).status, message(database, message_id).credits_charged) == ("queued", None)
+
+    # and Twilio is asked, twice (a redelivered job)
+    confirm_final_status(database, sid, gateway_for=gateways, rate_card=CARD, now=now())
+    confirm_final_status(database, sid, gateway_for=gateways, rate_card=CARD, now=now())
+
+    # then Twilio's answer counts: delivered, one segment charged, once
+    confirmed = message(database, message_id)
+    assert (confirmed.status, confirmed.twilio_segments, confirmed.error_code) == ("delivered", 1, None)
+    assert confirmed.credits_charged == 1000 and usage_entries(database, message_id) == 1
+    assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
+
+
+def test_a_tenants_final_report_of_a_text_twilio_has_not_finished_changes_nothing(
+        database, gateways, throttle, simulator, own_subaccount):  # noqa: F811
+    # given the tenant's message, still on its way at Twilio
+    simulator.configure(callback_delay_ms=600_000)
+    account_id, tenant = own_subaccount
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+
+    # when the tenant signs "delivered, 0 segments" and Twilio is asked
+    deployment = Credentials(simulator.account_sid, simulator.auth_token)
+    assert twilio_reports(database, tenant, sid, "delivered", deployment=deployment, num_segments=0) == ToConfirm(sid)
+    with pytest.raises(NotFinalYet, match="queued"):
+        confirm_final_status(database, sid, gateway_for=gateways, rate_card=CARD, now=now())
+
+    # then the message is still on its way, its segments as Twilio's create answered them, its hold pending,
+    # nothing charged
+    waiting = message(database, message_id)
+    assert (waiting.status, waiting.twilio_segments, waiting.credits_charged) == ("queued", 1, None)
+    assert (account(database, account_id).balance, account(database, account_id).held) == (10_000, 1000)
+
+
+def test_a_final_report_for_a_sid_no_message_has_yet_is_asked_again_later(database, gateways):
+    with pytest.raises(NotFinalYet, match="no message"):
+        confirm_final_status(database, "SM" + "f" * 32, gateway_for=gateways, rate_card=CARD, now=now())
 
 
 # --- settle ----------------------------------------------------------------------------------------

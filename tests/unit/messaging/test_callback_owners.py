@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from shared.errors import CallbackRejected
 from shared.messaging.inbound import Inbound, receive_inbound
-from shared.messaging.statuses import apply_early_statuses, record_callback
+from shared.messaging.statuses import ToConfirm, apply_early_statuses, record_callback
 from shared.models import Account, DunningIntegration, EarlyStatus, Message, OptOut, PhoneNumber
 from shared.twilio.signatures import Credentials, SignedForm
 from twilio_sim.signature import twilio_signature
@@ -83,35 +83,73 @@ def early_reports(db) -> list[tuple]:
 
 # --- a status answers to the credentials its message was sent with ----------------------------------------------
 
-@pytest.mark.parametrize(("message", "signer", "naming", "accepted"), [
-    ("msg_plain", DEPLOYMENT, None, True),
-    ("msg_plain", ROGUE, None, False),  # another tenant's token, naming its own account
-    ("msg_plain", ROGUE, DEPLOYMENT.account_sid, False),  # another tenant's token, naming the deployment
-    ("msg_own", OWN, None, True),
-    ("msg_own", DEPLOYMENT, None, False),  # the deployment's token, but the message is the subaccount's
-    ("msg_own", DEPLOYMENT, OWN.account_sid, False),  # the deployment's token naming the subaccount
-    ("msg_own", ROGUE, OWN.account_sid, False),
+@pytest.mark.parametrize(("message", "signer", "naming", "fate"), [
+    ("msg_plain", DEPLOYMENT, None, "applied"),
+    ("msg_plain", ROGUE, None, "rejected"),  # another tenant's token, naming its own account
+    ("msg_plain", ROGUE, DEPLOYMENT.account_sid, "rejected"),  # another tenant's token, naming the deployment
+    ("msg_own", OWN, None, "asked of Twilio"),  # genuine, or the tenant's own forgery: Twilio decides
+    ("msg_own", DEPLOYMENT, None, "rejected"),  # the deployment's token, but the message is the subaccount's
+    ("msg_own", DEPLOYMENT, OWN.account_sid, "rejected"),  # the deployment's token naming the subaccount
+    ("msg_own", ROGUE, OWN.account_sid, "rejected"),
 ], ids=["deployment-ok", "other-tenant", "other-tenant-naming-deployment", "own-ok", "deployment-for-subaccount",
         "deployment-token-naming-subaccount", "other-tenant-naming-subaccount"])
 def test_a_status_is_applied_only_when_signed_by_the_credentials_its_message_was_sent_with(
-        db, message, signer, naming, accepted):
+        db, message, signer, naming, fate):
     # given a delivered report with 40 segments for the message, signed as the case says
     sid = {"msg_plain": SID_PLAIN, "msg_own": SID_OWN}[message]
     form = status_form(sid, "delivered", signer, naming=naming, NumSegments="40")
 
     # when it reaches the webhook's domain step
-    if accepted:
-        change = callback(db, form, num_segments=40)
-    else:
+    if fate == "rejected":
         with pytest.raises(CallbackRejected):
             callback(db, form, num_segments=40)
+    else:
+        change = callback(db, form, num_segments=40)
 
-    # then only the genuine one moved the message; a rejected one left it as it was and kept nothing
-    if accepted:
+    # then only the deployment's moved the message; the subaccount's is to be asked of Twilio, and changed nothing
+    # yet; a rejected one left it as it was; none kept anything
+    if fate == "applied":
         assert change.became_final and status_of(db, message) == ("delivered", "delivered", 40)
     else:
         assert status_of(db, message) == ("sent", "queued", None)
+    if fate == "asked of Twilio":
+        assert change == ToConfirm(sid)
     assert early_reports(db) == []
+
+
+@pytest.mark.parametrize("forged", [dict(status="failed", ErrorCode="30008"),
+                                    dict(status="delivered", NumSegments="0"),
+                                    dict(status="undelivered", ErrorCode="30003"),
+                                    dict(status="canceled")], ids=["failed", "delivered-0-segments", "undelivered",
+                                                                   "canceled"])
+def test_a_final_report_the_tenant_could_have_signed_itself_changes_nothing_until_twilio_confirms_it(db, forged):
+    # given acct_own's message, and a final report signed with its subaccount's token (which acct_own holds)
+    fields = {name: value for name, value in forged.items() if name != "status"}
+    form = status_form(SID_OWN, forged["status"], OWN, **fields)
+
+    # when it arrives
+    change = callback(db, form, num_segments=int(fields.get("NumSegments", 0)) if "NumSegments" in fields else None,
+                      error_code=int(fields["ErrorCode"]) if "ErrorCode" in fields else None)
+
+    # then Twilio is to be asked, and the message is as it was: not final, nothing charged or voided
+    assert change == ToConfirm(SID_OWN)
+    assert status_of(db, "msg_own") == ("sent", "queued", None)
+
+
+def test_a_tenants_report_on_the_way_moves_the_status_but_says_nothing_of_segments_price_or_errors(db):
+    # given acct_own's "sent" report, signed with its token, claiming 0 segments, a price and an error
+    form = status_form(SID_OWN, "sent", OWN, NumSegments="0", Price="0.00", ErrorCode="30008")
+
+    # when it arrives
+    change = callback(db, form, num_segments=0, price="0.00", price_unit="USD", error_code=30008,
+                      error_message="forged")
+
+    # then the message is sent, with none of what the report said of money or errors
+    assert change.changed and not change.became_final
+    assert status_of(db, "msg_own") == ("sent", "sent", None)
+    with db.unit_of_work() as session:
+        message = session.get(Message, "msg_own")
+        assert (message.twilio_price, message.error_code, message.error_message) == (None, None, None)
 
 
 def test_a_replayed_callback_with_one_field_changed_is_rejected(db):
@@ -162,7 +200,7 @@ def test_a_message_stored_before_senders_were_recorded_answers_to_its_accounts_c
     # then each answers to its account's current credentials: the deployment's, or its own
     with pytest.raises(CallbackRejected):
         callback(db, status_form(SID_OWN, "delivered", DEPLOYMENT))
-    assert callback(db, status_form(SID_OWN, "delivered", OWN)).became_final
+    assert callback(db, status_form(SID_OWN, "delivered", OWN)) == ToConfirm(SID_OWN)
     assert callback(db, status_form(SID_PLAIN, "delivered", DEPLOYMENT)).became_final
 
 
@@ -170,9 +208,22 @@ def test_a_message_stored_before_senders_were_recorded_answers_to_its_accounts_c
 
 @pytest.mark.parametrize("signer", [DEPLOYMENT, ROGUE, SITE], ids=["deployment", "an-accounts-own", "dunning-site"])
 def test_a_report_for_a_sid_not_stored_yet_is_kept_with_the_account_whose_token_verified_it(db, signer):
-    assert callback(db, status_form(SID_EARLY, "delivered", signer)) is None
+    assert callback(db, status_form(SID_EARLY, "sent", signer)) is None
 
-    assert early_reports(db) == [(SID_EARLY, signer.account_sid, "delivered")]
+    assert early_reports(db) == [(SID_EARLY, signer.account_sid, "sent")]
+
+
+@pytest.mark.parametrize("signer", [ROGUE, SITE], ids=["an-accounts-own", "dunning-site"])
+def test_a_final_report_for_a_sid_not_stored_yet_signed_by_a_tenants_token_is_asked_of_twilio_not_kept(db, signer):
+    assert callback(db, status_form(SID_EARLY, "failed", signer)) == ToConfirm(SID_EARLY)
+
+    assert early_reports(db) == []
+
+
+def test_a_final_report_for_a_sid_not_stored_yet_signed_by_the_deployment_is_kept(db):
+    assert callback(db, status_form(SID_EARLY, "delivered", DEPLOYMENT)) is None
+
+    assert early_reports(db) == [(SID_EARLY, DEPLOYMENT.account_sid, "delivered")]
 
 
 @pytest.mark.parametrize(("signer", "naming"), [
@@ -202,9 +253,9 @@ def test_the_deployments_account_sid_is_checked_with_the_deployments_token_only(
 
 
 def test_early_reports_are_applied_only_when_they_name_the_account_the_message_was_sent_with(db):
-    # given a genuine early "sent" and a tenant's early "delivered, 40 segments" for a sid not stored yet
-    callback(db, status_form(SID_EARLY, "sent", DEPLOYMENT))
-    callback(db, status_form(SID_EARLY, "delivered", ROGUE, NumSegments="40"), num_segments=40)
+    # given a genuine early "sending" and another tenant's early "sent" for a sid not stored yet
+    callback(db, status_form(SID_EARLY, "sending", DEPLOYMENT))
+    callback(db, status_form(SID_EARLY, "sent", ROGUE))
 
     # when the worker stores the sid of acct_plain's message, sent with the deployment's credentials
     with db.unit_of_work() as session:
@@ -213,9 +264,9 @@ def test_early_reports_are_applied_only_when_they_name_the_account_the_message_w
                             created_at=T0, updated_at=T0))
         status = apply_early_statuses(session, SID_EARLY, now=T0)
 
-    # then only the genuine report was applied: the message is not final and nothing says 40 segments
+    # then only the genuine report was applied: Twilio's word is "sending", not the other tenant's "sent"
     assert status == "sent"
-    assert status_of(db, "msg_early") == ("sent", "sent", None)
+    assert status_of(db, "msg_early") == ("sent", "sending", None)
     assert early_reports(db) == []
 
 
