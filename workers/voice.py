@@ -1,5 +1,5 @@
-"""Voice actors: place a call, fan a broadcast out into place jobs, and the calls' sweep (shared.voice does the
-work)."""
+"""Voice actors: place a call, confirm a final status with Twilio, fan a broadcast out into place jobs, and the
+calls' sweep (shared.voice does the work)."""
 
 import logging
 from datetime import UTC, datetime
@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared.broker import enqueue_many
-from shared.voice import broadcasts, placing, sweeper
+from shared.errors import NotFinalYet
+from shared.voice import broadcasts, placing, progress, sweeper
 
 from . import resources
 
@@ -31,6 +32,18 @@ def place_call(call_id: str) -> None:
             place_call.send_with_options(args=(call_id,), delay=delay_ms)
             return
         raise dramatiq.Retry(str(later), delay=delay_ms) from later
+
+
+@dramatiq.actor(actor_name=progress.CONFIRM_CALL_ACTOR, queue_name="calls", max_retries=8, min_backoff=5_000,
+                max_backoff=600_000)
+def confirm_call_status(call_id: str) -> None:
+    """A final status the call's own account signed, asked of Twilio (progress.confirm_call); tried again, backing
+    off from 5 s, for about 20 minutes while Twilio does not say final. The call sweep is the net after that."""
+    r = resources.current()
+    try:
+        progress.confirm_call(r.database, call_id, gateway_for=r.gateway_for, rate_card=r.rate_card, now=_now())
+    except NotFinalYet as not_yet:
+        raise dramatiq.Retry(str(not_yet)) from not_yet
 
 
 @dramatiq.actor(queue_name="broadcasts", max_retries=20)  # its own queue: never behind the place jobs it makes

@@ -9,9 +9,9 @@ from aiohttp import web
 
 from shared.messaging.rates import current_rate_card
 from shared.voice import inbound
-from shared.voice.progress import CallReport, record_callback
+from shared.voice.progress import CONFIRM_CALL_ACTOR, CallReport, CallToConfirm, record_callback
 
-from ..appkeys import DATABASE, SETTINGS
+from ..appkeys import DATABASE, ENQUEUER, SETTINGS
 from ..errors import Problem
 from ..openapi import problem
 from ..policy import PUBLIC, action
@@ -66,12 +66,14 @@ async def call_status(request: web.Request) -> web.Response:
                         str(signed.params.get("AnsweredBy") or "") or None)
     call_id, database, deployment = _call_id(request), request.app[DATABASE], _deployment(request.app[SETTINGS])
 
-    def record() -> None:
+    def record() -> str | CallToConfirm | None:
         with database.unit_of_work() as session:
-            record_callback(session, call_id, report, signed, deployment=deployment, rate_card=current_rate_card(session),
-                            now=datetime.now(UTC))
+            return record_callback(session, call_id, report, signed, deployment=deployment,
+                                   rate_card=current_rate_card(session), now=datetime.now(UTC))
 
-    await asyncio.to_thread(record)
+    outcome = await asyncio.to_thread(record)
+    if isinstance(outcome, CallToConfirm):  # not enqueued: a 500, and Twilio's retry asks again
+        await request.app[ENQUEUER].send(CONFIRM_CALL_ACTOR, outcome.call_id)
     return web.Response(status=200)
 
 
@@ -123,7 +125,10 @@ OPENAPI_PATHS = {
             "must sign it, else 403 and nothing changes. Statuses only move forward, in whatever order they come; "
             "the first final one (completed, busy, no-answer, failed, canceled) settles the call once: "
             "ceil(CallDuration / 60) x the rate per leg, plus the detection charge, the rest of the hold "
-            "released. A call creditq does not know is answered 200 and changes nothing."),
+            "released. A call creditq does not know is answered 200 and changes nothing. Signed with the token "
+            "of the account's own subaccount (which the account holds too), a report's CallDuration is ignored, "
+            "and a final one changes nothing by itself: the call is fetched from Twilio and Twilio's answer is "
+            "applied."),
         "tags": ["webhooks"], "security": [], "parameters": [_SIGNATURE, _CALL_QUERY], "requestBody": _FORM,
         "responses": {"200": {"description": "recorded (or ignored as a repeat)"},
                       "400": problem(400, "CallSid or CallStatus missing"), "403": _FORBIDDEN},

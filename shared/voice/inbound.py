@@ -64,12 +64,18 @@ def answer(session: Session, ringing: Ringing, signed: SignedForm, *, deployment
 
 def dialed(session: Session, call_id: str, signed: SignedForm, *, deployment: Credentials, base_url: str,
            now: datetime) -> str:
-    """The forwarded leg ended: charge its started minutes, then voicemail unless someone answered."""
+    """The forwarded leg ended: charge its started minutes, then voicemail unless someone answered.
+
+    Signed with the account's own subaccount's token (which the tenant holds too), DialCallDuration is not taken:
+    the legs are charged from Twilio's record when the call's final status is confirmed (progress.confirm_call),
+    or by the sweeper.
+    """
     call = _call(session, call_id, signed, deployment)
     status = str(signed.params.get("DialCallStatus", ""))
     seconds = _seconds(signed.params.get("DialCallDuration"))
     minutes = started_minutes(seconds)
-    if call.minutes_billed is None:  # the sweeper's reconciliation may have charged the legs already
+    deployments = signed.account_sid == deployment.account_sid  # verified by _call: the deployment's own token
+    if call.minutes_billed is None and deployments:  # the sweeper's reconciliation may have charged the legs already
         _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
         call.duration_seconds, call.minutes_billed = seconds, minutes
     number = session.scalars(select(PhoneNumber).where(PhoneNumber.phone == call.to)).first()
@@ -95,15 +101,22 @@ def reconcile_forwarded(session: Session, call_id: str, parent: TwilioCall, legs
                         now: datetime) -> str:
     """For an inbound call whose <Dial> action never came: charge its forwarded legs' started minutes from Twilio's
     own record (under the key the action uses, so one of the two charges) and take Twilio's status."""
+    call = charge_forwarded(session, call_id, legs, now)
+    if parent.status in ("completed", "busy", "no-answer", "failed", "canceled"):
+        call.status, call.updated_at = parent.status, now
+    return call.status
+
+
+def charge_forwarded(session: Session, call_id: str, legs: list[TwilioCall], now: datetime) -> Call:
+    """Charge the started minutes of an inbound call's forwarded legs as Twilio records them, under the key its
+    <Dial> action uses (so one of the two charges); the call, locked."""
     call = session.get(Call, call_id, with_for_update=True)
     seconds = sum(leg.duration or 0 for leg in legs if leg.status == "completed")
     if call.minutes_billed is None:
         minutes = started_minutes(seconds)
         _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
         call.duration_seconds, call.minutes_billed = seconds, minutes
-    if parent.status in ("completed", "busy", "no-answer", "failed", "canceled"):
-        call.status, call.updated_at = parent.status, now
-    return call.status
+    return call
 
 
 def end_unknown(session: Session, call_id: str, now: datetime) -> str:

@@ -6,13 +6,15 @@ minutes of CallDuration x the rate per leg (+ the flat machine-detection charge 
 the hold released. The settlement's ledger key is the call's, so a repeated report never charges twice.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.errors import CallbackRejected
+from shared.db import Database
+from shared.errors import CallbackRejected, NotFinalYet
 from shared.events.outbox import emit
 from shared.ledger import book
 from shared.messaging.phone_numbers import country_of
@@ -21,11 +23,13 @@ from shared.models import Account, Call
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of
 from shared.voice.calls import FINAL_STATUSES, call_view
+from shared.voice.inbound import charge_forwarded
 from shared.voice.pricing import CallPrice
 
 _RANK = {"accepted": 0, "parked": 0, "queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4,
          **dict.fromkeys(FINAL_STATUSES, 5)}
 TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+CONFIRM_CALL_ACTOR = "confirm_call_status"
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,27 @@ class CallReport:
     answered_by: str | None = None
 
 
+@dataclass(frozen=True)
+class CallToConfirm:
+    """A final report signed with the token of the account's own subaccount, which the tenant holds too: nothing of
+    it applied; what Twilio says of the call is asked (`confirm_call`) and applied instead."""
+
+    call_id: str
+
+
 def early_report(call: TwilioCall) -> CallReport:
     return CallReport(call.sid, call.account_sid, call.status, call.duration, call.answered_by)
 
 
 def record_callback(session: Session, call_id: str | None, report: CallReport, signed: SignedForm, *,
-                    deployment: Credentials, rate_card: RateCard, now: datetime) -> str | None:
+                    deployment: Credentials, rate_card: RateCard, now: datetime) -> str | CallToConfirm | None:
     """Apply a status callback about our call `call_id` (from the URL we gave Twilio; None: found by CallSid).
 
     Raises CallbackRejected unless the form names the Twilio account the call was placed with (the deployment's or
     the account's own) and is signed with its token, and is about that call's sid. None: a call we do not know,
-    answered quietly when signed by credentials we hold for it.
+    answered quietly when signed by credentials we hold for it. Signed with the account's own token, a report moves
+    only a status that decides no money (its CallDuration ignored) of a call whose sid is stored; a final one is
+    CallToConfirm.
     """
     call = (session.get(Call, call_id, with_for_update=True) if call_id
             else session.scalars(select(Call).where(Call.twilio_sid == report.call_sid).with_for_update()).first())
@@ -61,7 +75,34 @@ def record_callback(session: Session, call_id: str | None, report: CallReport, s
     if (not signed.signed_by(credentials) or (call.twilio_account_sid not in (None, signed.account_sid))
             or call.twilio_sid not in (None, report.call_sid)):
         raise CallbackRejected("The callback does not come from the Twilio account this call was placed with.")
+    if credentials != deployment:  # the account's own token: it could have signed this itself
+        if report.status in TWILIO_FINAL:
+            return CallToConfirm(call.id)
+        if call.twilio_sid is None:  # its sid comes from Twilio's answer to the create, not from the account
+            return call.status
+        report = replace(report, duration=None)
     return apply_report(session, call.id, report, rate_card=rate_card, now=now)
+
+
+def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard,
+                 now: datetime) -> str:
+    """Apply what Twilio says of a call once it says final (CallToConfirm); raises NotFinalYet before. An inbound
+    call's forwarded legs are charged from Twilio's record of them, under the key its <Dial> action uses."""
+    with database.read_only() as session:
+        call = session.get(Call, call_id)
+        if call.twilio_sid is None:
+            raise NotFinalYet(f"call {call_id} has no sid yet")
+        account = session.get(Account, call.account_id)
+        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+        sid, inbound_call = call.twilio_sid, call.direction == "inbound"
+    fetched = gateway.fetch_call(sid)
+    if fetched.status not in TWILIO_FINAL:
+        raise NotFinalYet(f"Twilio says call {sid} is {fetched.status!r}")
+    legs = gateway.legs_of(sid) if inbound_call else []
+    with database.unit_of_work() as session:
+        if inbound_call:
+            charge_forwarded(session, call_id, legs, now)
+        return apply_report(session, call_id, early_report(fetched), rate_card=rate_card, now=now)
 
 
 def apply_report(session: Session, call_id: str, report: CallReport, *, rate_card: RateCard,

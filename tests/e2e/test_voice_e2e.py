@@ -256,6 +256,35 @@ def test_forged_call_callbacks_are_refused_and_change_nothing(stack, database, b
     assert (balance, held) == (50_000, 5 * 2000)
 
 
+def test_a_call_through_the_accounts_own_subaccount_is_charged_what_twilio_says_not_what_the_account_signs(
+        stack, database, broker, sim):
+    # given an account placing calls through its own Twilio subaccount, whose token it holds; calls talk 61 s
+    sim(call_min_seconds=61, call_max_seconds=61)
+    account_id, headers, number = new_account(stack, "50")
+    subaccount = requests.post(f"{stack.simulator_url}/_sim/accounts", json={"friendly_name": "Own"}, timeout=10)
+    own = (subaccount.json()["sid"], subaccount.json()["auth_token"])
+    saved = requests.put(f"{stack.url}/v1/accounts/{account_id}/twilio-credentials", headers=headers, timeout=10,
+                         json={"account_sid": own[0], "auth_token": own[1]})
+    assert saved.status_code == 200, saved.text
+
+    # when it places a call and, while it rings, signs "completed after 0 seconds" for it with that token
+    call_id = place(stack, headers, number, "+14155550123", max_minutes=5)
+    call = wait_for_calls(database, stack, broker, [call_id], lambda cs: all(c.twilio_sid for c in cs))[call_id]
+    forged = post_signed(stack, f"/webhooks/twilio/call-status?call={call_id}", token=own[1],
+                         form={"AccountSid": own[0], "CallSid": call.twilio_sid, "CallStatus": "completed",
+                               "CallDuration": "0"})
+
+    # then it is answered as Twilio's own report would be, and the call is charged what Twilio, asked, says it
+    # talked: 61 s, 2 started minutes at 2 credits
+    assert forged.status_code == 200, forged.text
+    charged = wait_for_calls(database, stack, broker, [call_id], settled)[call_id]
+    at_twilio = {c["sid"]: c for c in simulated_calls(stack)["calls"]}[call.twilio_sid]
+    assert (at_twilio["account_sid"], at_twilio["duration"]) == (own[0], 61)
+    assert (charged.status, charged.duration_seconds, charged.minutes_billed, charged.credits_charged) == (
+        "completed", 61, 2, 4000)
+    assert balance_of(database, account_id)[:2] == (46_000, 0)
+
+
 def configure_number(stack, account_id: str, number: str, **fields) -> None:
     response = requests.patch(f"{stack.url}/v1/accounts/{account_id}/numbers/{number.replace('+', '%2B')}",
                               headers=OPERATOR, json=fields, timeout=10)

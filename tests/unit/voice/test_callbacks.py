@@ -13,7 +13,7 @@ from shared.models import Account, Call, Entry, PhoneNumber
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm
 from shared.voice import inbound
-from shared.voice.progress import CallReport, record_callback
+from shared.voice.progress import CallReport, CallToConfirm, record_callback
 from twilio_sim.signature import twilio_signature
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -21,29 +21,32 @@ URL = "https://creditq.example/webhooks/twilio/call-status?call=call_own"
 DEPLOYMENT = Credentials("AC" + "d" * 32, "deployment-token")
 OWN = Credentials("AC" + "1" * 32, "own-token")  # acct_own's subaccount
 ROGUE = Credentials("AC" + "9" * 32, "rogue-token")  # what another tenant stored as its own
-SID = "CA" + "a" * 32
+SID, SID_PLAIN = "CA" + "a" * 32, "CA" + "c" * 32
 NUMBER, CALLER = "+14155550111", "+14155550100"
 
 
 @pytest.fixture
 def db(database):
-    """acct_own places calls with its subaccount and holds 10 credits; acct_rogue stored credentials of its own."""
+    """acct_own places calls with its subaccount and holds 10 credits, as does acct_plain with the deployment's
+    credentials; acct_rogue stored credentials of its own. Each of the first two has a call queued at Twilio."""
     with database.unit_of_work() as session:
         session.add_all([
             Account(id="acct_own", name="Own", twilio_account_sid=OWN.account_sid, twilio_auth_token=OWN.auth_token),
+            Account(id="acct_plain", name="Plain"),
             Account(id="acct_rogue", name="Rogue", twilio_account_sid=ROGUE.account_sid,
                     twilio_auth_token=ROGUE.auth_token)])
         session.flush()
-        book.grant(session, "acct_own", 10_000, "purchase", granted_at=T0, idempotency_key="grant")
-        hold = book.reserve(session, "acct_own", 10_000, reference="call_own", idempotency_key="call:call_own:hold:0",
-                            ttl_seconds=900, now=T0)
-        session.add_all([
-            PhoneNumber(account_id="acct_own", phone=NUMBER, type="long_code", forward_to="+14155550199",
-                        voicemail=True, transcribe=True),
-            Call(id="call_own", account_id="acct_own", direction="outbound", to=CALLER, from_=NUMBER, say="Hi",
-                 machine_detection=False, max_minutes=5, minutes_held=5, time_limit=300, legs=1, rate=2000,
-                 status="queued", credits_estimated=10_000, hold_id=hold.id, twilio_sid=SID,
-                 twilio_account_sid=OWN.account_sid, attempts=1, created_at=T0, updated_at=T0)])
+        session.add(PhoneNumber(account_id="acct_own", phone=NUMBER, type="long_code", forward_to="+14155550199",
+                                voicemail=True, transcribe=True))
+        for account_id, call_id, sid, placed_with in (("acct_own", "call_own", SID, OWN),
+                                                       ("acct_plain", "call_plain", SID_PLAIN, DEPLOYMENT)):
+            book.grant(session, account_id, 10_000, "purchase", granted_at=T0, idempotency_key=f"grant:{account_id}")
+            hold = book.reserve(session, account_id, 10_000, reference=call_id,
+                                idempotency_key=f"call:{call_id}:hold:0", ttl_seconds=900, now=T0)
+            session.add(Call(id=call_id, account_id=account_id, direction="outbound", to=CALLER, from_=NUMBER,
+                             say="Hi", machine_detection=False, max_minutes=5, minutes_held=5, time_limit=300, legs=1,
+                             rate=2000, status="queued", credits_estimated=10_000, hold_id=hold.id, twilio_sid=sid,
+                             twilio_account_sid=placed_with.account_sid, attempts=1, created_at=T0, updated_at=T0))
     return database
 
 
@@ -52,23 +55,30 @@ def signed(params: dict, signer: Credentials, *, url: str = URL, naming: str | N
     return SignedForm(url, params, twilio_signature(signer.auth_token, url, params))
 
 
-def report(status: str, duration: int | None = None, signer: Credentials = OWN) -> tuple[CallReport, SignedForm]:
-    params = {"CallSid": SID, "CallStatus": status, **({"CallDuration": str(duration)} if duration is not None else {})}
+def report(status: str, duration: int | None, signer: Credentials, sid: str) -> tuple[CallReport, SignedForm]:
+    params = {"CallSid": sid, "CallStatus": status, **({"CallDuration": str(duration)} if duration is not None else {})}
     form = signed(params, signer)
-    return CallReport(SID, form.account_sid, status, duration), form
+    return CallReport(sid, form.account_sid, status, duration), form
 
 
-def apply(db, call_id: str | None, status: str, duration: int | None = None, signer: Credentials = OWN):
-    the_report, form = report(status, duration, signer)
+def apply(db, call_id: str | None, status: str, duration: int | None = None, signer: Credentials = OWN, *,
+          sid: str = SID):
+    the_report, form = report(status, duration, signer, sid)
     with db.unit_of_work() as session:
         return record_callback(session, call_id, the_report, form, deployment=DEPLOYMENT,
                                rate_card=default_rate_card(), now=T0)
 
 
+def apply_plain(db, call_id: str | None, status: str, duration: int | None = None):
+    """A report of call_plain, signed with the deployment's token."""
+    return apply(db, call_id, status, duration, DEPLOYMENT, sid=SID_PLAIN)
+
+
 def money(db, account_id: str) -> tuple[int, int, int]:
     with db.unit_of_work() as session:
         account = session.get(Account, account_id)
-        charges = session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage"))
+        charges = session.scalar(select(func.count()).select_from(Entry).where(Entry.kind == "usage",
+                                                                                Entry.account_id == account_id))
         return account.balance, account.held, charges
 
 
@@ -85,21 +95,44 @@ def test_a_call_callback_signed_by_another_twilio_account_is_refused(db, signer)
 
 def test_completed_before_ringing_and_repeated_settles_once(db):
     # given the final report first, then a late ringing, then the final one again (found by its sid)
-    statuses = [apply(db, "call_own", "completed", 61), apply(db, "call_own", "ringing"),
-                apply(db, None, "completed", 61)]
+    statuses = [apply_plain(db, "call_plain", "completed", 61), apply_plain(db, "call_plain", "ringing"),
+                apply_plain(db, None, "completed", 61)]
 
     # then the call stays completed and is charged 2 minutes once; the rest of the hold is released
     assert statuses == ["completed", "completed", "completed"]
-    assert money(db, "acct_own") == (6_000, 0, 1)
+    assert money(db, "acct_plain") == (6_000, 0, 1)
     with db.unit_of_work() as session:
-        call = session.get(Call, "call_own")
+        call = session.get(Call, "call_plain")
         assert (call.duration_seconds, call.minutes_billed, call.credits_charged) == (61, 2, 4000)
 
 
 def test_a_busy_call_releases_its_whole_hold(db):
-    apply(db, "call_own", "busy", 0)
+    apply_plain(db, "call_plain", "busy", 0)
 
-    assert money(db, "acct_own") == (10_000, 0, 0)
+    assert money(db, "acct_plain") == (10_000, 0, 0)
+
+
+@pytest.mark.parametrize(("status", "duration"), [("completed", 0), ("completed", 1), ("busy", None),
+                                                  ("failed", None), ("no-answer", None), ("canceled", None)])
+def test_a_final_report_signed_with_the_accounts_own_token_changes_nothing_until_twilio_confirms_it(db, status,
+                                                                                                   duration):
+    # given acct_own's call, and a final report of it signed with its subaccount's token (which acct_own holds)
+    # when it arrives
+    outcome = apply(db, "call_own", status, duration)
+
+    # then Twilio is to be asked; the call is as it was, its hold pending, nothing charged or released
+    assert outcome == CallToConfirm("call_own")
+    assert money(db, "acct_own") == (10_000, 10_000, 0)
+    with db.unit_of_work() as session:
+        call = session.get(Call, "call_own")
+        assert (call.status, call.duration_seconds, call.credits_charged) == ("queued", None, None)
+
+
+def test_a_report_on_the_way_signed_with_the_accounts_own_token_moves_the_status_but_not_the_duration(db):
+    assert apply(db, "call_own", "in-progress", 1) == "in-progress"
+
+    with db.unit_of_work() as session:
+        assert session.get(Call, "call_own").duration_seconds is None
 
 
 def test_a_report_about_a_call_creditq_does_not_know_changes_nothing(db):
@@ -208,3 +241,38 @@ def test_a_forwarded_leg_reconciled_from_twilio_then_reported_late_is_charged_on
         call = session.get(Call, call_id)
         assert (call.minutes_billed, call.credits_charged) == (3, 9000)
         assert session.get(Account, "acct_own").balance == 1_000
+
+
+def test_a_dial_action_signed_with_the_accounts_own_token_charges_nothing_on_its_word(db):
+    # given a forwarded call to acct_own's number, which its subaccount answers
+    ring(db)
+    with db.unit_of_work() as session:
+        call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
+
+    # when the <Dial> action says the leg talked 1 second, signed with the subaccount's token (acct_own's too)
+    action = signed({"CallSid": "CA" + "b" * 32, "DialCallStatus": "completed", "DialCallDuration": "1"}, OWN,
+                    url=f"https://creditq.example/webhooks/twilio/voice?call={call_id}&step=dialed")
+    with db.unit_of_work() as session:
+        inbound.dialed(session, call_id, action, deployment=DEPLOYMENT, base_url="https://creditq.example", now=T0)
+
+    # then nothing is charged yet: the legs are charged as Twilio's record has them (130 s: 3 minutes)
+    with db.unit_of_work() as session:
+        assert session.get(Call, call_id).minutes_billed is None
+        inbound.charge_forwarded(session, call_id, [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130,
+                                                               None)], T0)
+    with db.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        assert (call.minutes_billed, call.credits_charged) == (3, 9000)
+
+
+def test_a_report_signed_with_the_accounts_own_token_cannot_give_a_call_its_sid(db):
+    # given acct_own's call, its create not answered yet (no sid stored)
+    with db.unit_of_work() as session:
+        session.get(Call, "call_own").twilio_sid = None
+
+    # when a "ringing" signed with the subaccount's token names a sid of the account's choosing
+    assert apply(db, "call_own", "ringing", sid="CA" + "f" * 32) == "queued"
+
+    # then the call still waits for the sid Twilio's answer to the create brings
+    with db.unit_of_work() as session:
+        assert session.get(Call, "call_own").twilio_sid is None
