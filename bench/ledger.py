@@ -13,6 +13,9 @@ lone ledger call):
                the same, as the pipeline runs them: N reserves, each a lone call (a send job's claim), then their
                N settlements in one statement (book.settle_many), as a batch of status callbacks settles its
                messages (--batch, 5 by default: what the pipeline bench's callback batches averaged);
+  claimed N at once
+               the same N as a worker process's group-committed claims make them: their N reserves in one call
+               (book.reserve_each), then their N settlements in one (book.settle_many);
   bare pair    two lone calls of PL/pgSQL functions that make only the writes any ledger of holds and entries
                makes: the hold inserted and the account's held raised (conditioned as the reserve's); the hold
                settled, the account charged and a usage entry inserted. No replay, lots, wallets, expiry or
@@ -29,7 +32,7 @@ Each on one hot account, then spread over --accounts accounts. Beside each rate,
 process (its threads: Python, SQLAlchemy, psycopg) and in PostgreSQL (the postmaster and its backends), so a ratio
 can be read as where the time went. No assertions: figures only. On
 PostgreSQL reserve and settle are one call each of the functions in shared/ledger/plpgsql.py. The machine
-may be shared: the six take turns in one-second slices (--seconds of each in all), so a change in
+may be shared: the seven take turns in one-second slices (--seconds of each in all), so a change in
 the load hits each alike; the load average is printed before and after, compare ratios from one run only.
 The server runs as the test suite's does, with fsync, synchronous_commit and full_page_writes off, so every figure
 is CPU; --durable turns them on (PostgreSQL's defaults, as production runs it), so every COMMIT waits for its WAL
@@ -198,6 +201,17 @@ def settled_in_batches(connection: Connection, account_ids: list[str], key: str,
     return batch
 
 
+def claimed_in_batches(connection: Connection, account_ids: list[str], key: str, *, batch: int) -> int:
+    """`batch` reserves in one call, as a worker's send threads claim together (book.reserve_each), then their
+    settlements in one batch (book.settle_many), in the accounts' order."""
+    holds = book.reserve_each(connection, [book.Reservation(random.choice(account_ids), 1_000, f"{key}:{n}", 900,
+                                                            reference=f"{key}:{n}") for n in range(batch)], now=NOW)
+    holds.sort(key=lambda hold: (hold.account_id, hold.id))
+    book.settle_many(connection, [book.SettleRequest(hold.id, 900, idempotency_key=f"{key}:{n}-settle")
+                                  for n, hold in enumerate(holds)], now=NOW)
+    return batch
+
+
 def empty_pair(connection: Connection, account_ids: list[str], key: str) -> None:
     """`ledger_pair`'s two lone calls, each with the arguments the ledger's would take, of functions that do
     nothing."""
@@ -229,6 +243,7 @@ def charge_at_send(connection: Connection, account_ids: list[str], key: str) -> 
 def contenders(batch: int) -> tuple:
     """What takes turns with the raw UPDATE, each counted in pairs (at send: one call stands for its pair)."""
     return (("ledger", ledger_pair), (f"settled {batch} at once", partial(settled_in_batches, batch=batch)),
+            (f"claimed {batch} at once", partial(claimed_in_batches, batch=batch)),
             ("bare pair", bare_pair), ("at send", charge_at_send), ("empty pair", empty_pair))
 
 

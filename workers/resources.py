@@ -16,6 +16,7 @@ from shared.config import Settings, WebhookSettings, load_settings
 from shared.db import Database
 from shared.messaging.rates import RateCard, current_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
+from shared.messaging.sending import Claims
 from shared.twilio.gateway import gateway_for
 
 
@@ -31,6 +32,7 @@ class Resources:
     webhooks: WebhookSettings = WebhookSettings()
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
+    claims: Claims | None = None  # the send threads' claims, group-committed (None: each claimed alone)
 
     @property
     def rate_card(self) -> RateCard:
@@ -64,8 +66,9 @@ def _from_environment() -> Resources:
     settings = load_settings()
     # REDIS_URL is exported by `creditq worker` before the actors are imported.
     throttle = SenderThrottle(redis.Redis.from_url(os.environ["REDIS_URL"]), rates_from_environment())
+    database = Database(settings.database_url, pool_size=settings.worker_threads)
     return Resources(
-        database=Database(settings.database_url, pool_size=settings.worker_threads),
+        database=database,
         gateway_for=partial(gateway_for, settings),
         throttle=throttle,
         hold_ttl_seconds=settings.hold_ttl_seconds,
@@ -74,4 +77,5 @@ def _from_environment() -> Resources:
         webhooks=settings.webhooks,
         development=settings.development,
         retention_days=settings.retention_days,
+        claims=Claims(database, hold_ttl_seconds=settings.hold_ttl_seconds),
     )

@@ -15,7 +15,7 @@ def send_message(message_id: str, slot_booked: bool = False) -> None:
     settled = []  # what settling brought, when early callbacks made the message final as its sid was stored
     try:
         sending.send_message(r.database, message_id, gateway_for=r.gateway_for, throttle=r.throttle,
-                             hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked,
+                             hold_ttl_seconds=r.hold_ttl_seconds, slot_booked=slot_booked, claims=r.claims,
                              settle_final=lambda session, message_id: settled.append(settle_here(session, message_id)))
     except sending.SendLater as later:
         delay_ms = None if later.delay_seconds is None else int(later.delay_seconds * 1000)

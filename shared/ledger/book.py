@@ -49,6 +49,7 @@ from shared.ledger.expiry import (
     utc,
 )
 from shared.ledger.plpgsql import RESERVE as PG_RESERVE
+from shared.ledger.plpgsql import RESERVE_EACH as PG_RESERVE_EACH
 from shared.ledger.plpgsql import SETTLE as PG_SETTLE
 from shared.ledger.plpgsql import SETTLE_MANY as PG_SETTLE_MANY
 from shared.models import Account, Entry, Hold, Lot, User
@@ -182,6 +183,67 @@ def reserve(session: Session | Connection, account_id: str, amount_mc: int, *, u
     if hold is None:
         raise _refusal(session, account_id, wallet, amount_mc)
     return hold
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One hold of a `reserve_each` batch: `reserve`'s arguments."""
+
+    account_id: str
+    amount: int
+    idempotency_key: str
+    ttl_seconds: int
+    user_id: str | None = None
+    reference: str | None = None
+
+
+def reserve_each(session: Session | Connection, reservations: list[Reservation], *, now: datetime,
+                 then: tuple[str, tuple] | None = None) -> list[HoldView | InsufficientCredits | AccountLocked]:
+    """`reserve` for each of a batch, each meeting its own fate, in one round trip on PostgreSQL (one call of
+    ledger_reserve each): its hold, or the refusal `reserve` would raise. The accounts' rows are locked in their ids'
+    order, whatever the batch's, so two batches never wait on each other in a ring. Other errors raise.
+
+    `then` as `reserve` takes it, run once after all of them: `held` is every hold answered. A reservation whose
+    account has an expiry to write first is made alone afterwards (`reserve`, with `then` too).
+    """
+    now = utc(now)
+    if not reservations:
+        return []
+    if not _on_postgres(session):
+        return [_reserved_or_refused(lambda r=reservation: _reserve_one(session, r, now, then)) for reservation in
+                reservations]
+    order = sorted(range(len(reservations)), key=lambda i: (reservations[i].account_id, i))
+    each = [reservations[i] for i in order]
+    statement = PG_RESERVE_EACH if then is None else _RESERVE_THEN_SQL.format(reserve=PG_RESERVE_EACH, then=then[0])
+    with prepared(_sql(session), statement, (
+            [r.account_id for r in each], [r.user_id for r in each], [r.amount for r in each],
+            [r.reference for r in each], [r.idempotency_key for r in each],
+            [now + timedelta(seconds=r.ttl_seconds) for r in each], now, *(then[1] if then else ()))) as cursor:
+        rows = cursor.fetchall()
+    outcomes: list = [None] * len(reservations)
+    for row in rows:
+        i = order[row.position - 1]
+        reservation = reservations[i]
+        if row.outcome == "expiry_due":
+            outcomes[i] = _reserved_or_refused(lambda r=reservation: _reserve_one(session, r, now, then))
+        else:
+            outcomes[i] = _reserved_or_refused(lambda r=reservation, row=row: _function_hold(
+                session, row, r.account_id, r.user_id, r.amount))
+    return outcomes
+
+
+def _reserve_one(session: Session | Connection, reservation: Reservation, now: datetime,
+                 then: tuple[str, tuple] | None) -> HoldView:
+    return reserve(session, reservation.account_id, reservation.amount, user_id=reservation.user_id,
+                   reference=reservation.reference, idempotency_key=reservation.idempotency_key,
+                   ttl_seconds=reservation.ttl_seconds, now=now, then=then)
+
+
+def _reserved_or_refused(reserving: Callable[[], HoldView]) -> HoldView | InsufficientCredits | AccountLocked:
+    try:
+        return reserving()
+    except (InsufficientCredits, AccountLocked) as refused:
+        return refused
 
 
 def _hold_then_claim(session: Session, values: dict, wallet: str | None, *, gate: datetime | None) -> HoldView | None:
@@ -829,9 +891,10 @@ def _function_settlement(session: Session | Connection, row, request: SettleRequ
 
 # ledger_reserve's call with a statement of the caller's after it (reserve's `then`): PostgreSQL runs a
 # data-modifying WITH to its end, whether or not the query reads it.
-_RESERVE_THEN = ("WITH reserved AS MATERIALIZED (" + PG_RESERVE + "),"
-                 " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
-                 " then_ AS ({then}) SELECT * FROM reserved")
+_RESERVE_THEN_SQL = ("WITH reserved AS MATERIALIZED ({reserve}),"
+                     " held AS (SELECT * FROM reserved WHERE outcome IN ('held', 'replay')),"
+                     " then_ AS ({then}) SELECT * FROM reserved")
+_RESERVE_THEN = _RESERVE_THEN_SQL.replace("{reserve}", PG_RESERVE)
 # ledger_settle's calls with the caller's statement after them (settle_many's `then`), which reads those that settled.
 _SETTLE_THEN = ("WITH settling AS MATERIALIZED ({call}),"
                 " settled AS (SELECT * FROM settling WHERE outcome = 'settled'),"

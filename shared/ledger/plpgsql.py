@@ -206,6 +206,13 @@ FUNCTIONS = (RESERVE_FUNCTION, SETTLE_FUNCTION)
 # The calls, in psycopg's own parameter style: run on the driver's cursor (book._call_function, book._settle_calls),
 # which skips SQLAlchemy's statement compilation and result layer.
 RESERVE = "SELECT r.outcome, (r.hold).* FROM ledger_reserve(%s, %s, %s, %s, %s, %s, %s, %s) r"
+# ledger_reserve for each of a batch, in order, in one statement (book.reserve_each): arrays of the accounts, users,
+# amounts, references, idempotency keys and expiries, then the created_at they share.
+RESERVE_EACH = ("SELECT u.position, r.outcome, (r.hold).*"
+                " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[])"
+                " WITH ORDINALITY AS u(account_id, user_id, amount, reference, idempotency_key, expires_at, position)"
+                " CROSS JOIN LATERAL ledger_reserve(u.account_id, u.user_id, u.amount, u.reference, u.idempotency_key,"
+                " %s, u.expires_at, true) r")
 # ledger_settle for one hold: a lone settlement's call (arrays would cost it more to adapt and unnest than they save)
 SETTLE = ("SELECT 1::bigint AS position, r.outcome, r.new_balance, r.account_status, r.next_expiry_at, (r.hold).*"
           " FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s) r")

@@ -7,17 +7,17 @@ nothing. The one step that cannot be undone, Twilio's create, happens only after
 its status callback or for the sweeper's reconciliation with Twilio.
 """
 
+import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Boolean, Connection, Integer, Row, bindparam, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from shared.db import ConnectionWork, Database, run
-from shared.errors import AccountLocked, InsufficientCredits
+from shared.db import ConnectionWork, Database, any_of_parameter, run
 from shared.events.outbox import message_event, takes_any
 from shared.ledger import book
 from shared.ledger.expiry import utc
@@ -34,12 +34,14 @@ from shared.messaging.statuses import (
     sid_lock_key,
 )
 from shared.models import Account, DunningIntegration, DunningSiteOptOut, Hold, Message, OptOut
+from shared.thread_group_commit import ThreadGroupCommit
 from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, PermanentTwilioError, TransientTwilioError
 
 log = logging.getLogger(__name__)
 messages = Message.__table__
 # A throttle wait this short is slept off in the worker; a longer one re-enqueues the job.
 MAX_THROTTLE_SLEEP_SECONDS = 1.0
+MAX_CLAIM_BATCH = 32  # claims in one transaction at most (a worker process has 16 threads by default)
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,18 @@ def utcnow() -> datetime:
 def send_message(database: Database, message_id: str, *, gateway_for: Callable[[str | None, str | None], object],
                  throttle, hold_ttl_seconds: int, slot_booked: bool = False,
                  settle_final: Callable[[Session, str], None] | None = None,
-                 now: Callable[[], datetime] = utcnow) -> str:
+                 now: Callable[[], datetime] = utcnow, claims: "Claims | None" = None) -> str:
     """Send one message; returns the status it is left in. Raises SendLater when it must run again.
 
     `gateway_for(account_sid, auth_token)` gives the gateway for the account's own Twilio
     credentials (None, None: the deployment's). When reports that beat the sid made the message final,
     `settle_final(session, message_id)` settles it in the transaction that stores the sid (None: the
-    caller settles it).
+    caller settles it). `claims`: the process's group-committed claims (None: claimed alone).
     """
-    with database.connection_unit_of_work() as work:
-        claim = _claim(work, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    claim = _claimed(database, claims, message_id, None if slot_booked else throttle, hold_ttl_seconds, now)
+    if isinstance(claim, _SleepFirst):  # the sender's slot is a moment ahead, booked and recorded: no second one
+        time.sleep(claim.seconds)
+        claim = _claimed(database, claims, message_id, None, hold_ttl_seconds, now)
     if isinstance(claim, _SlotBooked):  # committed first, so the sweeper knows this message's job is delayed
         raise SendLater(f"sender {claim.sender} is at its throughput limit", claim.seconds, slot_booked=True)
     if isinstance(claim, str):
@@ -159,18 +163,28 @@ _CLAIMING = (
     .join(accounts, accounts.c.id == messages.c.account_id)
     .outerjoin(sites, sites.c.id == messages.c.dunning_site_id)
     .outerjoin(holds, holds.c.id == messages.c.hold_id)
-    .where(messages.c.id == bindparam("message_id"))
+    .order_by(messages.c.id)
     .with_for_update(of=messages)
 )
+
+
+@functools.cache
+def _claiming(dialect: str):
+    """Prebuilt per dialect: the messages of a list of ids, read and locked in one statement."""
+    return _CLAIMING.where(any_of_parameter(messages.c.id, "message_ids", dialect))
+
+
 _SENDING = update(messages).where(messages.c.id == bindparam("message_id")).values(
     status="sending", hold_id=bindparam("hold_id"), attempts=messages.c.attempts + 1, error_code=None,
     error_message=None, slot_at=func.coalesce(bindparam("slot_at", type_=messages.c.slot_at.type), messages.c.slot_at),
     updated_at=bindparam("now"))
-# _SENDING as book.reserve's `then` on PostgreSQL, with the hold it answers (`held`): one round trip for both.
-_SENDING_WITH_HOLD = (
+# _SENDING as book.reserve_each's `then` on PostgreSQL, with the holds it answers (`held`, each referring to its
+# message): one round trip for both. Its parameters: the time, the messages' ids and the slots they took.
+_SENDING_EACH = (
     "UPDATE messages SET status = 'sending', hold_id = held.id, attempts = messages.attempts + 1, error_code = NULL,"
-    " error_message = NULL, slot_at = coalesce(%s::timestamptz, messages.slot_at), updated_at = %s"
-    " FROM held WHERE messages.id = %s"
+    " error_message = NULL, slot_at = coalesce(m.slot_at, messages.slot_at), updated_at = %s"
+    " FROM held JOIN unnest(%s::text[], %s::timestamptz[]) AS m(message_id, slot_at) ON m.message_id = held.reference"
+    " WHERE messages.id = m.message_id"
 )
 _SLOT_BOOKED = update(messages).where(messages.c.id == bindparam("message_id")).values(slot_at=bindparam("slot_at"))
 _ACCOUNT_STATUS = select(accounts.c.status, accounts.c.status_reason).where(accounts.c.id == bindparam("account_id"))
@@ -189,66 +203,142 @@ class _Account:
     quiet_end: str | None
 
 
-def _claim(work: ConnectionWork, message_id: str, throttle, hold_ttl_seconds: int,
-           clock: Callable[[], datetime]) -> Claim | _SlotBooked | str:
-    """Book the sender's throughput (unless `throttle` is None: already booked), hold the estimate and mark the
-    message `sending`: one transaction. Else the status it stays in (or is parked in).
+def _claimed(database: Database, claims: "Claims | None", message_id: str, throttle, hold_ttl_seconds: int,
+             clock: Callable[[], datetime]) -> "Claim | _SlotBooked | _SleepFirst | str":
+    if claims is not None:
+        return claims.claim(message_id, throttle)
+    with database.connection_unit_of_work() as work:
+        return _claim_all(work, [(message_id, throttle)], hold_ttl_seconds, clock())[0]
 
-    The booked slot is recorded on the message (`slot_at`). When it is too far ahead to sleep off, nothing
-    else changes: the job runs again then, and the sweeper leaves the message alone until that slot has
-    passed. A spare job (a redelivery, a second enqueue) that finds the slot still ahead waits for it too
-    instead of booking another, so a message holds at most one future slot of its sender.
+
+class Claims:
+    """The claims of one process's send threads, group-committed (shared.thread_group_commit): those that come while
+    a batch is claimed are claimed together in the next, in one transaction, their holds in one call of the ledger
+    (book.reserve_each). Under load the account rows they share are then locked once a batch, not once a message."""
+
+    def __init__(self, database: Database, *, hold_ttl_seconds: int, max_batch: int = MAX_CLAIM_BATCH,
+                 clock: Callable[[], datetime] = utcnow):
+        self._database, self._hold_ttl_seconds, self._clock = database, hold_ttl_seconds, clock
+        self._group = ThreadGroupCommit(self._claim_batch, max_batch=max_batch)
+
+    def claim(self, message_id: str, throttle) -> "Claim | _SlotBooked | _SleepFirst | str":
+        """`throttle` None: the message's sender slot is booked already."""
+        return self._group.submit((message_id, throttle))
+
+    def _claim_batch(self, requests: list[tuple[str, object]]) -> list:
+        with self._database.connection_unit_of_work() as work:
+            return _claim_all(work, requests, self._hold_ttl_seconds, self._clock())
+
+
+@dataclass(frozen=True)
+class _SleepFirst:
+    """The throttle booked this send's slot a moment ahead (recorded on the message): the job sleeps it off, outside
+    any transaction, then claims the message again without booking another."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Claimable:
+    """A message past every check: its hold is reserved (or a campaign chunk's, renewed: `hold_id`), then it is
+    marked `sending`."""
+
+    message: Row
+    slot_at: datetime | None
+    hold_id: int | None
+
+
+def _claim_all(work: ConnectionWork, requests: list[tuple[str, object]], hold_ttl_seconds: int,
+               now: datetime) -> list[Claim | _SlotBooked | _SleepFirst | str]:
+    """Claim each (message id, throttle) of `requests` in the caller's unit of work: book its sender's throughput
+    (unless throttle is None: booked already), hold the estimate and mark it `sending`. Else the status it stays in
+    (or is parked in), or when its job is to run.
+
+    The messages are read and locked in one statement, in their ids' order; their holds are reserved in one call
+    (book.reserve_each), which on PostgreSQL marks them `sending` in the same round trip. A message asked for twice
+    is claimed once: the second finds it taken (`skipped`), as it would have after the first's commit.
+
+    A booked slot is recorded on the message (`slot_at`). Too far ahead to sleep off, nothing else changes: the job
+    runs again then, and the sweeper leaves the message alone until that slot has passed. A spare job (a
+    redelivery, a second enqueue) that finds the slot still ahead waits for it too instead of booking another, so a
+    message holds at most one future slot of its sender.
     """
     connection = work.connection  # an ORM session (work.session) only where a rarer branch needs one
-    message = run(connection, _CLAIMING, {"message_id": message_id}).one_or_none()
+    rows = {row.id: row for row in run(connection, _claiming(connection.dialect.name),
+                                       {"message_ids": sorted({message_id for message_id, _ in requests})}).all()}
+    outcomes: list = [None] * len(requests)
+    claimable: list[tuple[int, _Claimable]] = []
+    for i in sorted(range(len(requests)), key=lambda i: requests[i][0]):
+        message_id, throttle = requests[i]
+        decided = _decide(work, rows.pop(message_id, None), throttle, hold_ttl_seconds, now)
+        if isinstance(decided, _Claimable):
+            claimable.append((i, decided))
+        else:
+            outcomes[i] = decided
+    fresh = [(i, claim) for i, claim in claimable if claim.hold_id is None]
+    on_postgres = connection.dialect.name == "postgresql"
+    marking = (_SENDING_EACH, (now, [claim.message.id for _, claim in fresh], [claim.slot_at for _, claim in fresh]))
+    holds = book.reserve_each(connection, [book.Reservation(
+        claim.message.account_id, claim.message.credits_estimated,
+        f"message:{claim.message.id}:hold:{claim.message.attempts}", hold_ttl_seconds, user_id=claim.message.user_id,
+        reference=claim.message.id) for _, claim in fresh], now=now, then=marking if on_postgres and fresh else None)
+    to_mark = [claim for _, claim in claimable if claim.hold_id is not None]
+    for (i, claim), hold in zip(fresh, holds):
+        if isinstance(hold, book.HoldView):
+            if not on_postgres:
+                to_mark.append(replace(claim, hold_id=hold.id))
+        else:
+            outcomes[i] = _refused(work, claim.message, hold, now)
+    if to_mark:
+        connection.execute(_SENDING, [{"message_id": claim.message.id, "hold_id": claim.hold_id,
+                                       "slot_at": claim.slot_at, "now": now} for claim in to_mark])
+    for i, claim in claimable:
+        if outcomes[i] is None:
+            message = claim.message
+            outcomes[i] = Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
+                                media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
+                                twilio_auth_token=message.twilio_auth_token)
+    return outcomes
+
+
+def _decide(work: ConnectionWork, message: Row | None, throttle, hold_ttl_seconds: int,
+            now: datetime) -> _Claimable | _SlotBooked | _SleepFirst | str:
+    """What the send policy, the account and the sender's throughput say of a message read for claiming."""
+    connection = work.connection
     if message is None or message.status != "accepted" or message.twilio_sid is not None:
         return "skipped"  # only `accepted` messages are sent; the sweeper makes scheduled ones `accepted`
     account = _Account(message.account_status, message.status_reason, message.sending_blocked_reason,
                        message.quiet_hours_scope, message.timezone, message.quiet_start, message.quiet_end)
-    now = clock()
     if account.status == "canceled":
         return _cancel(work.session, message, account, now)
     reason = blocked_reason(account)
     if reason:
-        return _park(connection, message_id, reason, now)
+        return _park(connection, message.id, reason, now)
     if gated(message, account, recipient_opted_out=message.opted_out) and (waiting := gate_message(
             work.session, message, account, recipient_opted_out=message.opted_out, now=now)):
-        return _write(connection, message_id, waiting)
+        return _write(connection, message.id, waiting)
     slot_at = None  # the sender's slot this send took, recorded with it (None: booked by an earlier run)
     if throttle is not None:
         if message.slot_at is not None and utc(message.slot_at) > now:  # booked by another job: no second slot
             return _SlotBooked((utc(message.slot_at) - now).total_seconds(), message.from_)
         wait = throttle.reserve(message.from_, message.sender_type, message.segments)
         slot_at = now + timedelta(seconds=wait)
-        if wait > MAX_THROTTLE_SLEEP_SECONDS:  # committed alone, so the sweeper knows this job is delayed
-            connection.execute(_SLOT_BOOKED, {"message_id": message_id, "slot_at": slot_at})
-            return _SlotBooked(wait, message.from_)
-        if wait > 0:
-            time.sleep(wait)  # only the message row is locked meanwhile; the account row is not yet
-            now = clock()
+        if wait > 0:  # recorded at once, so a spare job of this message waits for this slot instead of another
+            connection.execute(_SLOT_BOOKED, {"message_id": message.id, "slot_at": slot_at})
+            return _SlotBooked(wait, message.from_) if wait > MAX_THROTTLE_SLEEP_SECONDS else _SleepFirst(wait)
     hold_id = None  # a hold a campaign chunk reserved is used if still pending, its TTL counted from now
     if message.hold_status == "pending" and book.renew(connection, message.hold_id,
                                                        expires_at=now + timedelta(seconds=hold_ttl_seconds)):
         hold_id = message.hold_id
-    # on PostgreSQL the reservation marks the message sending in its own round trip
-    on_postgres = connection.dialect.name == "postgresql"
-    marking = (_SENDING_WITH_HOLD, (slot_at, now, message_id)) if hold_id is None and on_postgres else None
-    try:
-        if hold_id is None:
-            hold_id = book.reserve(
-                connection, message.account_id, message.credits_estimated, user_id=message.user_id,
-                reference=message_id, idempotency_key=f"message:{message_id}:hold:{message.attempts}",
-                ttl_seconds=hold_ttl_seconds, now=now, then=marking).id
-    except (InsufficientCredits, AccountLocked) as error:
-        latest = connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
-        if latest.status == "canceled":  # canceled while this step waited for the account's lock
-            return _cancel(work.session, message, latest, now)
-        return _park(connection, message_id, str(error), now)
-    if marking is None:
-        run(connection, _SENDING, {"message_id": message_id, "hold_id": hold_id, "slot_at": slot_at, "now": now})
-    return Claim(account_id=message.account_id, to=message.to, from_=message.from_, body=message.body,
-                 media_urls=message.media_urls, twilio_account_sid=message.twilio_account_sid,
-                 twilio_auth_token=message.twilio_auth_token)
+    return _Claimable(message, slot_at, hold_id)
+
+
+def _refused(work: ConnectionWork, message: Row, refusal: Exception, now: datetime) -> str:
+    """No room for the message's hold: parked until the account may pay again, or canceled with its account."""
+    latest = work.connection.execute(_ACCOUNT_STATUS, {"account_id": message.account_id}).one()
+    if latest.status == "canceled":  # canceled while this claim waited for the account's lock
+        return _cancel(work.session, message, latest, now)
+    return _park(work.connection, message.id, str(refusal), now)
 
 
 def _write(connection: Connection, message_id: str, changes: dict) -> str:

@@ -3,6 +3,7 @@
 Every step is run twice somewhere to show a replay changes nothing.
 """
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from shared.errors import AccountLocked, InsufficientCredits, NotFinalYet, Opted
 from shared.ledger import book
 from shared.ledger.accounts import Overdraft, create_account
 from shared.ledger.expiry import utc
+from shared.ledger.verify import verify
 from shared.messaging import parking, sweeper
 from shared.messaging.credentials import set_twilio_credentials
 from shared.messaging.messages import MessageRequest, accept_message, send_delay_ms
@@ -26,7 +28,8 @@ from shared.messaging.rates import default_rate_card
 from shared.messaging.send_cap import SendCap
 from shared.messaging.send_policy import set_quiet_hours
 from shared.messaging.sender_throttle import SenderThrottle
-from shared.messaging.sending import SendLater, send_message
+from shared.messaging import sending
+from shared.messaging.sending import Claims, SendLater, send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import ToConfirm, record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
@@ -257,6 +260,45 @@ def test_send_holds_marks_and_stores_the_sid_once(database, gateways, throttle, 
     assert stored.twilio_sid.startswith("SM") and stored.twilio_segments == 1
     assert len(simulator.sent()["messages"]) == 1
     assert account(database, account_id).held == 1000
+
+
+def test_sends_claimed_together_are_each_claimed_once_and_a_poor_accounts_are_parked_alone(
+        database, gateways, throttle, simulator, monkeypatch):  # noqa: F811
+    # given three accounts with 10 credits and one with 1, four texts each, one of them asked twice (a redelivered
+    # job), sent by 16 threads at once through one process's group-committed claims
+    senders = [f"+1415555000{n}" for n in range(4)]
+    accounts = [make_account(database, credits, sender=sender) for credits, sender in zip((10, 10, 10, 1), senders)]
+    texts = [accept(database, account_id, body=f"text {n}", sender=sender)
+             for account_id, sender in zip(accounts, senders) for n in range(4)]
+    claims = Claims(database, hold_ttl_seconds=900)
+    batches = []
+    claim_all = sending._claim_all
+    monkeypatch.setattr(sending, "_claim_all", lambda work, requests, *args: (
+        batches.append(len(requests)), claim_all(work, requests, *args))[1])
+    jobs = texts + texts[:1]
+    start, statuses = threading.Barrier(len(jobs)), {}
+
+    def job(n: int, message_id: str) -> None:
+        start.wait()
+        statuses[n] = send(database, message_id, gateways, throttle, claims=claims)
+
+    threads = [threading.Thread(target=job, args=(n, message_id)) for n, message_id in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # when it is done: fewer claim transactions than jobs
+    assert sum(batches) == len(jobs) and len(batches) < len(jobs)
+
+    # then every text went to Twilio once, but three of the poor account's, parked; the spare job skipped
+    assert sorted(statuses.values()) == sorted(["queued"] * 13 + ["parked"] * 3 + ["skipped"])
+    at_twilio = [(m["from"], m["body"]) for m in simulator.sent()["messages"]]
+    assert len(at_twilio) == len(set(at_twilio)) == 13
+    assert [account(database, account_id).held for account_id in accounts] == [4000, 4000, 4000, 1000]
+    with database.unit_of_work() as session:
+        assert verify(session) == []
+        assert session.scalar(select(func.count()).select_from(Hold)) == 13
 
 
 def test_a_plain_send_claims_and_stores_its_sid_on_connections_alone(database, gateways, throttle, simulator,  # noqa: F811
@@ -577,6 +619,31 @@ def test_a_spare_job_for_a_message_whose_slot_is_booked_waits_for_it_and_books_n
     with pytest.raises(SendLater) as next_one:
         send(database, third, gateways, throttle)
     assert 3 < next_one.value.delay_seconds <= 4
+
+
+def test_a_slot_a_moment_ahead_is_recorded_then_slept_off_with_no_row_locked_and_no_second_slot_booked(
+        database, gateways, simulator, monkeypatch):  # noqa: F811
+    # given a long code allowed 4 segments a second: one text sent, the next one's slot 0.25 s ahead
+    throttle = SenderThrottle(fakeredis.FakeRedis(), {"long_code": 4.0, "toll_free": 1.0, "short_code": 1.0})
+    account_id = make_account(database, 10)
+    first, second = accept(database, account_id), accept(database, account_id)
+    assert send(database, first, gateways, throttle) == "queued"
+    seen_while_sleeping = []
+    sleep = time.sleep
+    monkeypatch.setattr(sending.time, "sleep", lambda seconds: (
+        seen_while_sleeping.append((seconds, message(database, second).status, message(database, second).slot_at)),
+        sleep(seconds))[1])
+
+    # when the second is sent
+    assert send(database, second, gateways, throttle) == "queued"
+
+    # then its job slept the wait off once, the slot already on record and the message readable (not locked, still
+    # accepted), and it was sent in that slot, booked once: the next text's slot is the one right after it
+    (seconds, status, slot_at), = seen_while_sleeping
+    assert 0 < seconds <= 0.25 and status == "accepted" and slot_at is not None
+    assert message(database, second).slot_at == slot_at
+    next_slot = now() + timedelta(seconds=throttle.reserve(SENDER, "long_code", 1))
+    assert abs(next_slot - (utc(slot_at) + timedelta(seconds=0.25))) < timedelta(seconds=0.1)
 
 
 def test_a_message_sent_at_once_records_the_slot_it_was_booked(database, gateways, throttle, simulator):  # noqa: F811
