@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
+_YOUR_TURN = object()  # the answer that makes a waiting thread write the next batch
+_ALONE = object()  # the answer of an item whose batch failed: its thread writes it again alone
+
 
 class _Submitted:
     __slots__ = ("item", "answer", "ready")
@@ -26,13 +29,14 @@ class _Submitted:
         self.ready = threading.Event()
 
 
-_YOUR_TURN = object()  # the answer that makes a waiting thread write the next batch
-_ALONE = object()  # the answer of an item whose batch failed: its thread writes it again alone
-
-
 class ThreadGroupCommit(Generic[Item, Answer]):
     """`write(items)` returns one answer per item, in order. When it raises for a batch of several, each of their
-    threads writes its item again alone, so a failure belongs to its own item (and is raised to its thread)."""
+    threads writes its item again alone, so a failure belongs to its own item (and is raised to its thread).
+
+    A thread interrupted (dramatiq's time limit raises into it) never strands the others: interrupted while it
+    writes, its batch's other items are written again alone by their threads and the next batch goes on; while it
+    waits, its item leaves the queue (or, already taken into a batch, is written without it).
+    """
 
     def __init__(self, write: Callable[[list[Item]], list[Answer]], *, max_batch: int):
         self._write, self._max_batch = write, max_batch
@@ -47,34 +51,47 @@ class ThreadGroupCommit(Generic[Item, Answer]):
             self._queue.append(mine)
             leading, self._writing = not self._writing, True
         if not leading:
-            mine.ready.wait()
+            self._wait(mine)
             if mine.answer is _ALONE:
                 return self._write([item])[0]
             if mine.answer is not _YOUR_TURN:
                 return mine.answer
         with self._lock:  # this thread's item is the queue's first: it was alone, or the oldest when handed over
             batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+        answers = [_ALONE] * len(batch)  # unless the batch is written
         try:
             answers = self._write([submitted.item for submitted in batch])
         except Exception as error:
             if len(batch) == 1:
-                self._hand_over()
                 raise
             log.warning("a batch of %d failed (%r); each is written again alone", len(batch), error)
-            answers = [_ALONE] * len(batch)
-        for submitted, answer in zip(batch[1:], answers[1:]):
-            submitted.answer = answer
-            submitted.ready.set()
-        self._hand_over()
+        finally:
+            for submitted, answer in zip(batch[1:], answers[1:]):
+                submitted.answer = answer
+                submitted.ready.set()
+            self._hand_over()
         return self._write([item])[0] if answers[0] is _ALONE else answers[0]
 
+    def _wait(self, mine: _Submitted) -> None:
+        try:
+            mine.ready.wait()
+        except BaseException:
+            with self._lock:
+                if mine in self._queue:
+                    self._queue.remove(mine)
+                    if mine.answer is _YOUR_TURN:  # handed the next batch as it was interrupted: pass it on
+                        self._hand_over_locked()
+            raise
+
     def _hand_over(self) -> None:
-        """The oldest thread still waiting writes the next batch; none waiting, the next to submit will."""
         with self._lock:
-            if not self._queue:
-                self._writing = False
-                return
-            following = self._queue[0]
+            self._hand_over_locked()
+
+    def _hand_over_locked(self) -> None:
+        """The oldest thread still waiting writes the next batch; none waiting, the next to submit will."""
+        if not self._queue:
+            self._writing = False
+            return
+        following = self._queue[0]
         following.answer = _YOUR_TURN
         following.ready.set()
-

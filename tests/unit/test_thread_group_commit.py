@@ -87,3 +87,44 @@ def test_after_a_lone_failure_the_next_item_is_still_written():
     with pytest.raises(ValueError):
         group.submit("poison")
     assert group.submit("after") == "AFTER"
+
+
+class Interrupted(BaseException):
+    """As dramatiq's time limit raises into a worker thread."""
+
+
+def test_a_writer_interrupted_mid_batch_strands_no_other_item():
+    # given a writer interrupted whenever its batch holds "interrupt" (as a time limit fires in the thread writing)
+    def write(items: list[str]) -> list[str]:
+        time.sleep(0.02)
+        if "interrupt" in items and len(items) > 1:
+            raise Interrupted()
+        return [item.upper() for item in items]
+
+    group = ThreadGroupCommit(write, max_batch=16)
+    first = threading.Thread(target=group.submit, args=("first",))
+    first.start()
+    time.sleep(0.005)
+    answers: dict[str, object] = {}
+
+    def submit(item: str) -> None:
+        try:
+            answers[item] = group.submit(item)
+        except Interrupted as interrupted:
+            answers[item] = interrupted
+
+    # when "interrupt" and two others queue behind the first batch and their batch is interrupted
+    threads = [threading.Thread(target=submit, args=(item,)) for item in ("interrupt", "b", "c")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.001)
+    for thread in [first, *threads]:
+        thread.join(timeout=5)
+
+    # then no thread hangs: whoever wrote the interrupted batch raised, and every other item was written alone
+    assert not any(thread.is_alive() for thread in threads)
+    interrupted = [item for item, answer in answers.items() if isinstance(answer, Interrupted)]
+    assert len(interrupted) == 1
+    assert {item: answer for item, answer in answers.items() if item not in interrupted} == {
+        item: item.upper() for item in ("interrupt", "b", "c") if item not in interrupted}
+    assert group.submit("after") == "AFTER"
