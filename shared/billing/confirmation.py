@@ -5,8 +5,9 @@ token is ours alone; an account's own subaccount's (or a dunning site's) is the 
 signs "failed" or "delivered, 0 segments" for a text Twilio delivered in full would send it for nothing. So such a
 report is not applied (shared.messaging.statuses.ToConfirm): this fetches the message from Twilio with the
 credentials it was sent with and applies Twilio's answer, settling it in the same transaction, as a deployment's
-callback would. Twilio not (yet) saying final, or the sid not stored yet, is for a later try; a message never
-confirmed is reconciled by the sweeper when its hold outlives its TTL.
+callback would (a record the tenant deleted at Twilio counts as delivered). Twilio not (yet) saying final, or the
+sid not stored yet, is for a later try; a message never confirmed is reconciled by the sweeper when its hold
+outlives its TTL.
 """
 
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from shared.db import Database
 from shared.errors import NotFinalYet
 from shared.messaging.rates import RateCard
 from shared.messaging.statuses import FINAL_STATUSES, TWILIO_FINAL
-from shared.messaging.sweeper import owner_credentials, record_fetched
+from shared.messaging.sweeper import fetch_or_gone, owner_credentials, record_fetched
 from shared.models import Message
 
 
@@ -36,7 +37,7 @@ def confirm_final_status(database: Database, sid: str, *, gateway_for: Callable,
         if message.status in FINAL_STATUSES:
             return Followups()
         credentials = owner_credentials(session, message)
-    fetched = gateway_for(*credentials).fetch(sid)
+    fetched = fetch_or_gone(gateway_for(*credentials), sid)
     if fetched.status not in TWILIO_FINAL:
         raise NotFinalYet(f"Twilio says {sid} is {fetched.status!r}")
     with database.unit_of_work() as session:

@@ -4,10 +4,11 @@
   messages whose job was lost (intake's enqueue failed, a worker died holding it) are enqueued
   again. The send step is idempotent, so a spare job is harmless.
 - Holds past their TTL are expired and reconciled with Twilio: the message is fetched, its status
-  recorded, and it is settled or voided (and resent from toll-free when it qualifies, as the settle
-  job does). A `sending` message without a sid (the worker died after asking Twilio, or Twilio's
-  answer was lost) is looked up in Twilio's list: found, it gets its sid and status; not found, Twilio
-  never took it, so it is `accepted` again and sent afresh (its expired hold charged nothing).
+  recorded (one whose record Twilio no longer has counts as delivered: `fetch_or_gone`), and it is settled
+  or voided (and resent from toll-free when it qualifies, as the settle job does). A `sending` message without
+  a sid (the worker died after asking Twilio, or Twilio's answer was lost) is looked up in Twilio's list: found,
+  it gets its sid and status; not found, Twilio never took it, so it is `accepted` again and sent afresh (its
+  expired hold charged nothing).
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
@@ -40,7 +41,7 @@ from shared.messaging.statuses import (
     record_status,
 )
 from shared.models import Account, Hold, Message
-from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
+from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
                 return "sent again: Twilio never took it"
         else:
             try:
-                fetched = gateway_for(*credentials).fetch(sid)
+                fetched = fetch_or_gone(gateway_for(*credentials), sid)
             except TransientTwilioError:
                 return "retry later"
             except (PermanentTwilioError, CredentialsRejected) as error:
@@ -235,6 +236,20 @@ def owner_credentials(session: Session, message: Message) -> tuple[str | None, s
     if message.twilio_account_sid in (None, account.twilio_account_sid):
         return account.twilio_account_sid, account.twilio_auth_token
     return None, None
+
+
+def fetch_or_gone(gateway, sid: str) -> TwilioMessage:
+    """Twilio's record of a message whose sid it gave us. One it no longer has was deleted by the Twilio account that
+    owns it (creditq deletes none), after Twilio took the text: taken as delivered, at the segments known (Twilio's
+    answer to the create, else the estimate), so that deleting a record never makes a text free."""
+    try:
+        return gateway.fetch(sid)
+    except PermanentTwilioError as error:
+        if error.code != NOT_FOUND:
+            raise
+    log.warning("Twilio has no record of %s, which it took: charged as delivered, at the segments known", sid)
+    return TwilioMessage(sid=sid, account_sid="", status="delivered", num_segments=None, price=None, price_unit=None,
+                         error_code=None, error_message=None)
 
 
 def record_fetched(session: Session, fetched: TwilioMessage, now: datetime) -> StatusChange | None:

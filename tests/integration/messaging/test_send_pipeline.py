@@ -763,6 +763,37 @@ def test_a_tenants_final_report_of_a_text_twilio_has_not_finished_changes_nothin
     assert (account(database, account_id).balance, account(database, account_id).held) == (10_000, 1000)
 
 
+@pytest.mark.parametrize("asked_by", ["confirmation", "sweeper"])
+def test_a_text_whose_record_the_tenant_deleted_at_twilio_is_charged_as_delivered_not_left_free(
+        database, gateways, throttle, simulator, own_subaccount, asked_by):  # noqa: F811
+    # given the tenant's text, taken by Twilio (its sid stored), whose record Twilio no longer has (the tenant
+    # deleted it: the simulator never had this sid), its hold of 1 credit pending
+    account_id, tenant = own_subaccount
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    gone = "SM" + "0" * 32
+    with database.unit_of_work() as session:
+        session.get(Message, message_id).twilio_sid = gone
+
+    # when the tenant signs "failed" for it and Twilio is asked, or no callback comes and the sweeper reconciles it
+    if asked_by == "confirmation":
+        deployment = Credentials(simulator.account_sid, simulator.auth_token)
+        assert twilio_reports(database, tenant, gone, "failed", deployment=deployment) == ToConfirm(gone)
+        confirm_final_status(database, gone, gateway_for=gateways, rate_card=CARD, now=now())
+    else:
+        with database.unit_of_work() as session:
+            hold_id = session.get(Message, message_id).hold_id
+        outcome = sweeper.reconcile(database, message_id, hold_id, gateway_for=gateways, rate_card=CARD,
+                                    now=now() + timedelta(seconds=901), enqueue=lambda _: None)
+        assert outcome == "settled"
+
+    # then it is delivered and charged its segment, once, as a text Twilio took
+    charged = message(database, message_id)
+    assert (charged.status, charged.credits_charged) == ("delivered", 1000)
+    assert usage_entries(database, message_id) == 1
+    assert account(database, account_id).balance == 9000
+
+
 def test_a_final_report_for_a_sid_no_message_has_yet_is_asked_again_later(database, gateways):
     with pytest.raises(NotFinalYet, match="no message"):
         confirm_final_status(database, "SM" + "f" * 32, gateway_for=gateways, rate_card=CARD, now=now())
