@@ -19,11 +19,25 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(subparsers)
+    _name_leaves(parser)
     return parser
 
 
+def _name_leaves(parser: argparse.ArgumentParser) -> None:
+    """Each command that runs knows its own parser, so a flag it does not take is refused with its own usage."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for subparser in dict.fromkeys(action.choices.values()):
+            if subparser._subparsers:
+                _name_leaves(subparser)
+            else:
+                subparser.set_defaults(parser=subparser)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     log_format = os.environ.get("CREDITQ_LOG_FORMAT") or "text"
     if log_format not in logs.LOG_FORMATS:
         print(f"creditq: CREDITQ_LOG_FORMAT={log_format!r} must be one of: {', '.join(logs.LOG_FORMATS)}",

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("stripe-sim", help="serve the Stripe stand-in (knobs: `creditq stripe-sim --help`)")
     add_arguments(parser, default_port=None, default_database=None)  # None: CREDITQ_STRIPE_SIM_PORT, the data dir
     parser.add_argument("after_double_dash", nargs="*", help=argparse.SUPPRESS)  # the older `stripe-sim -- --port N`
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

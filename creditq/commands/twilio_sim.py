@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("twilio-sim", help="serve the Twilio simulator (knobs: `creditq twilio-sim --help`)")
     add_arguments(parser, default_port=None, defaults={  # None: CREDITQ_SIMULATOR_PORT
         "port": "CREDITQ_SIMULATOR_PORT", "account_sid": "TWILIO_ACCOUNT_SID", "auth_token": "TWILIO_AUTH_TOKEN"})
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

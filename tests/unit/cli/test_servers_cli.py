@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from creditq.cli import build_parser
+from creditq.cli import build_parser, main
 from tests.support.ports import free_port
 
 
@@ -234,3 +234,19 @@ def test_worker_processes_or_threads_it_cannot_run_are_one_line_saying_why(tmp_p
     assert result.stderr.strip().splitlines()[-1].startswith(f"creditq: {reason}")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "redis").exists()
+
+
+@pytest.mark.parametrize(("argv", "usage"), [
+    (["report", "expiring", "--bogus"], "usage: creditq report expiring "),
+    (["account", "mark-spam", "acct_1", "--bogus"], "usage: creditq account mark-spam "),
+])
+def test_a_flag_a_command_does_not_take_is_refused_with_that_commands_usage(capsys, argv, usage):
+    # when a command is given a flag it does not take
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    # then it exits 2 with the command's own usage and a one-line reason naming the flag
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith(usage)
+    assert err.strip().splitlines()[-1].endswith("error: unrecognized arguments: --bogus")
