@@ -56,21 +56,23 @@ class ThreadGroupCommit(Generic[Item, Answer]):
                 return self._write([item])[0]
             if mine.answer is not _YOUR_TURN:
                 return mine.answer
-        with self._lock:  # this thread's item is the queue's first: it was alone, or the oldest when handed over
-            batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-        answers = [_ALONE] * len(batch)  # unless the batch is written
+        batch: list[_Submitted] = []
+        answers: list = []  # one for each of the batch once it is written; an item without one is written alone
         try:
-            answers = self._write([submitted.item for submitted in batch])
-        except Exception as error:
-            if len(batch) == 1:
-                raise
-            log.warning("a batch of %d failed (%r); each is written again alone", len(batch), error)
+            with self._lock:  # this thread's item is the queue's first: it was alone, or the oldest when handed over
+                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+            try:
+                answers = self._write([submitted.item for submitted in batch])
+            except Exception as error:
+                if len(batch) == 1:
+                    raise
+                log.warning("a batch of %d failed (%r); each is written again alone", len(batch), error)
         finally:
-            for submitted, answer in zip(batch[1:], answers[1:]):
-                submitted.answer = answer
+            for index, submitted in enumerate(batch[1:], start=1):
+                submitted.answer = answers[index] if index < len(answers) else _ALONE
                 submitted.ready.set()
             self._hand_over()
-        return self._write([item])[0] if answers[0] is _ALONE else answers[0]
+        return answers[0] if answers else self._write([item])[0]
 
     def _wait(self, mine: _Submitted) -> None:
         try:

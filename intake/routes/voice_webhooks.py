@@ -46,7 +46,10 @@ async def voice(request: web.Request) -> web.Response:
             with database.unit_of_work() as session:
                 return inbound.dialed(session, call_id, signed, deployment=deployment, base_url=base_url, now=now)
 
-        return _twiml(await asyncio.to_thread(dialed))
+        answer = await asyncio.to_thread(dialed)
+        if signed.account_sid != deployment.account_sid:  # verified: its legs are charged as Twilio records them
+            await request.app[ENQUEUER].send(CONFIRM_CALL_ACTOR, call_id)
+        return _twiml(answer)
     sid, from_, to = _required(signed.params, "CallSid", "From", "To")
 
     def answer() -> str:

@@ -67,8 +67,8 @@ def dialed(session: Session, call_id: str, signed: SignedForm, *, deployment: Cr
     """The forwarded leg ended: charge its started minutes, then voicemail unless someone answered.
 
     Signed with the account's own subaccount's token (which the tenant holds too), DialCallDuration is not taken:
-    the legs are charged from Twilio's record when the call's final status is confirmed (progress.confirm_call),
-    or by the sweeper.
+    the legs are charged from Twilio's record by the confirmation the webhook enqueues (progress.confirm_call), or
+    by the sweeper.
     """
     call = _call(session, call_id, signed, deployment)
     status = str(signed.params.get("DialCallStatus", ""))

@@ -20,6 +20,7 @@ from shared.ledger import book
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call
+from shared.twilio.errors import NOT_FOUND, PermanentTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of
 from shared.voice.calls import FINAL_STATUSES, call_view
@@ -29,6 +30,7 @@ from shared.voice.pricing import CallPrice
 _RANK = {"accepted": 0, "parked": 0, "queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4,
          **dict.fromkeys(FINAL_STATUSES, 5)}
 TWILIO_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+TWILIO_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"}) | TWILIO_FINAL  # what a callback says
 CONFIRM_CALL_ACTOR = "confirm_call_status"
 
 
@@ -75,6 +77,8 @@ def record_callback(session: Session, call_id: str | None, report: CallReport, s
     if (not signed.signed_by(credentials) or (call.twilio_account_sid not in (None, signed.account_sid))
             or call.twilio_sid not in (None, report.call_sid)):
         raise CallbackRejected("The callback does not come from the Twilio account this call was placed with.")
+    if report.status not in TWILIO_STATUSES:  # ours alone (skipped, parked...): no callback moves a call there
+        return call.status
     if credentials != deployment:  # the account's own token: it could have signed this itself
         if report.status in TWILIO_FINAL:
             return CallToConfirm(call.id)
@@ -87,22 +91,38 @@ def record_callback(session: Session, call_id: str | None, report: CallReport, s
 def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard,
                  now: datetime) -> str:
     """Apply what Twilio says of a call once it says final (CallToConfirm); raises NotFinalYet before. An inbound
-    call's forwarded legs are charged from Twilio's record of them, under the key its <Dial> action uses."""
+    call's forwarded legs are charged from Twilio's record of them, under the key its <Dial> action uses, as soon as
+    they have ended (the call may go on to voicemail)."""
     with database.read_only() as session:
         call = session.get(Call, call_id)
         if call.twilio_sid is None:
             raise NotFinalYet(f"call {call_id} has no sid yet")
         account = session.get(Account, call.account_id)
         gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
-        sid, inbound_call = call.twilio_sid, call.direction == "inbound"
-    fetched = gateway.fetch_call(sid)
+        sid, inbound_call, time_limit = call.twilio_sid, call.direction == "inbound", call.time_limit
+    if inbound_call:
+        fetched, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+        if fetched.status in TWILIO_FINAL or (legs and all(leg.status in TWILIO_FINAL for leg in legs)):
+            with database.unit_of_work() as session:
+                charge_forwarded(session, call_id, legs, now)
+    else:
+        fetched = fetch_call_or_gone(gateway, sid, time_limit)
     if fetched.status not in TWILIO_FINAL:
         raise NotFinalYet(f"Twilio says call {sid} is {fetched.status!r}")
-    legs = gateway.legs_of(sid) if inbound_call else []
     with database.unit_of_work() as session:
-        if inbound_call:
-            charge_forwarded(session, call_id, legs, now)
         return apply_report(session, call_id, early_report(fetched), rate_card=rate_card, now=now)
+
+
+def fetch_call_or_gone(gateway, sid: str, time_limit: int | None) -> TwilioCall:
+    """Twilio's record of a call placed with the sid it answered. One it no longer has was deleted by the Twilio
+    account that owns it (creditq deletes none), after Twilio placed it: taken as completed after its time limit,
+    what its hold covers, so deleting records never makes calls free."""
+    try:
+        return gateway.fetch_call(sid)
+    except PermanentTwilioError as error:
+        if error.code != NOT_FOUND:
+            raise
+    return TwilioCall(sid, "", "completed", time_limit or 0, None)
 
 
 def apply_report(session: Session, call_id: str, report: CallReport, *, rate_card: RateCard,

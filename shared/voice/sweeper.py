@@ -7,7 +7,8 @@
 - `queued` calls without a sid whose create may have been lost are looked for at Twilio by To and From: adopted
   when Twilio has one since the claim, else failed and their hold released (Twilio never placed them).
 - placed calls still not final long after their time limit are fetched from Twilio and their status applied,
-  so a call whose final report never came is still settled, once.
+  so a call whose final report never came is still settled, once (one whose record Twilio no longer has, though
+  it answered the create with its sid, as completed after its time limit: `fetch_call_or_gone`).
 - inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
   legs talked is charged under the key the <Dial> action uses, so once whichever comes.
 """
@@ -28,7 +29,7 @@ from shared.models import Account, Call, VoiceBroadcast
 from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
-from shared.voice.progress import apply_report, early_report
+from shared.voice.progress import apply_report, early_report, fetch_call_or_gone
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,11 @@ def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_c
         call = session.get(Call, call_id)
         account = session.get(Account, call.account_id)
         sid, claimed_at, to, from_ = call.twilio_sid, utc(call.claimed_at), call.connect_to or call.to, call.from_
+        time_limit = call.time_limit
         gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
-    if sid is not None:
+    if sid is not None:  # Twilio answered the create with it: placed
         try:
-            found = [gateway.fetch_call(sid)]
+            found = [fetch_call_or_gone(gateway, sid, time_limit)]
         except PermanentTwilioError:
             found = []
     else:  # Twilio's list dates have whole seconds

@@ -256,16 +256,22 @@ def test_forged_call_callbacks_are_refused_and_change_nothing(stack, database, b
     assert (balance, held) == (50_000, 5 * 2000)
 
 
-def test_a_call_through_the_accounts_own_subaccount_is_charged_what_twilio_says_not_what_the_account_signs(
-        stack, database, broker, sim):
-    # given an account placing calls through its own Twilio subaccount, whose token it holds; calls talk 61 s
-    sim(call_min_seconds=61, call_max_seconds=61)
-    account_id, headers, number = new_account(stack, "50")
+def own_subaccount(stack, account_id: str, headers: dict) -> tuple[str, str]:
+    """A Twilio subaccount at the simulator, saved as the account's own credentials: (AccountSid, auth token)."""
     subaccount = requests.post(f"{stack.simulator_url}/_sim/accounts", json={"friendly_name": "Own"}, timeout=10)
     own = (subaccount.json()["sid"], subaccount.json()["auth_token"])
     saved = requests.put(f"{stack.url}/v1/accounts/{account_id}/twilio-credentials", headers=headers, timeout=10,
                          json={"account_sid": own[0], "auth_token": own[1]})
     assert saved.status_code == 200, saved.text
+    return own
+
+
+def test_a_call_through_the_accounts_own_subaccount_is_charged_what_twilio_says_not_what_the_account_signs(
+        stack, database, broker, sim):
+    # given an account placing calls through its own Twilio subaccount, whose token it holds; calls talk 61 s
+    sim(call_min_seconds=61, call_max_seconds=61)
+    account_id, headers, number = new_account(stack, "50")
+    own = own_subaccount(stack, account_id, headers)
 
     # when it places a call and, while it rings, signs "completed after 0 seconds" for it with that token
     call_id = place(stack, headers, number, "+14155550123", max_minutes=5)
@@ -329,6 +335,23 @@ def test_a_forwarded_call_with_voicemail_and_transcription_costs_three_a_minute_
     assert balance_of(database, account_id)[0] == 100_000 - 9000 - 5000
     shown = requests.get(f"{stack.url}/v1/calls/{second.id}", headers=headers, timeout=10).json()
     assert shown["voicemail"]["transcription"] == second.transcription and shown["credits_charged"] == "5"
+
+
+def test_a_call_forwarded_through_the_accounts_own_subaccount_is_charged_its_leg_as_twilio_records_it(
+        stack, database, sim):
+    # given a number forwarding to a phone, of an account whose Twilio is its own subaccount (its token signs the
+    # call's reports and the dial action, so their durations are not taken on their word)
+    account_id, headers, number = new_account(stack, "100")
+    own = own_subaccount(stack, account_id, headers)
+    configure_number(stack, account_id, number, forward_to="+14155550133")
+
+    # when a caller is forwarded and talks 150 s
+    talked = ring(stack, number, forwarded_seconds=150, account_sid=own[0])
+
+    # then the leg is charged as Twilio records it, 3 minutes x 3 credits, once, and the call ends completed
+    call = inbound_call(database, talked, lambda c: c.status == "completed" and c.credits_charged, timeout=60)
+    assert (call.twilio_account_sid, call.minutes_billed, call.credits_charged) == (own[0], 3, 9000)
+    assert balance_of(database, account_id)[0] == 100_000 - 9000
 
 
 def test_a_forwarded_call_with_voicemail_and_transcription_in_one_call(stack, database, sim):

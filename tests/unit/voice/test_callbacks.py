@@ -6,14 +6,20 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from shared.errors import CallbackRejected, ValidationFailed
+from shared.errors import CallbackRejected, NotFinalYet, ValidationFailed
 from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.models import Account, Call, Entry, PhoneNumber
+from shared.twilio.errors import PermanentTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm
 from shared.voice import inbound
-from shared.voice.progress import CallReport, CallToConfirm, record_callback
+from shared.voice.progress import (
+    CallReport,
+    CallToConfirm,
+    confirm_call,
+    record_callback,
+)
 from twilio_sim.signature import twilio_signature
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -276,3 +282,61 @@ def test_a_report_signed_with_the_accounts_own_token_cannot_give_a_call_its_sid(
     # then the call still waits for the sid Twilio's answer to the create brings
     with db.unit_of_work() as session:
         assert session.get(Call, "call_own").twilio_sid is None
+
+
+@pytest.mark.parametrize("signer", [OWN, DEPLOYMENT], ids=["the-accounts-own", "the-deployments"])
+def test_a_status_twilio_never_reports_moves_no_call(db, signer):
+    # given a call of each account, and a report of "skipped" (creditq's own status for a call it never placed)
+    call_id, sid = ("call_own", SID) if signer is OWN else ("call_plain", SID_PLAIN)
+
+    # when it comes signed with the token the call answers to
+    status = apply(db, call_id, "skipped", signer=signer, sid=sid)
+
+    # then the call is as it was, its hold pending: Twilio's own final report still settles it
+    assert status == "queued"
+    account_id = "acct_own" if signer is OWN else "acct_plain"
+    assert money(db, account_id) == (10_000, 10_000, 0)
+
+
+class TwilioWithout:
+    """Twilio asked about a call whose record is gone (deleted by the account that owns it): 20404."""
+
+    def fetch_call(self, sid):
+        raise PermanentTwilioError(20404, f"The requested resource /Calls/{sid}.json was not found", status=404)
+
+
+class TwilioForwarding:
+    """Twilio with an inbound call still talking (gone to voicemail) whose forwarded leg ended after 130 s."""
+
+    def fetch_call(self, sid):
+        return TwilioCall(sid, OWN.account_sid, "in-progress", None, None)
+
+    def legs_of(self, sid):
+        return [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130, None)]
+
+
+def test_a_placed_call_whose_record_twilio_no_longer_has_is_charged_its_time_limit_not_freed(db):
+    # given acct_own's call, placed (its sid from Twilio's answer), whose record the account deleted at Twilio
+    # when its final status is confirmed with Twilio
+    status = confirm_call(db, "call_own", gateway_for=lambda *_: TwilioWithout(), rate_card=default_rate_card(),
+                          now=T0)
+
+    # then it is completed and charged what its hold covers: its 300 s time limit, 5 minutes at 2 credits
+    assert status == "completed"
+    assert money(db, "acct_own") == (0, 0, 1)
+
+
+def test_a_forwarded_leg_is_charged_as_twilio_records_it_as_soon_as_it_ends(db):
+    # given a forwarded call to acct_own's number, its leg ended, the call gone on to voicemail
+    ring(db)
+    with db.unit_of_work() as session:
+        call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
+
+    # when the confirmation its dial action enqueued asks Twilio
+    with pytest.raises(NotFinalYet):
+        confirm_call(db, call_id, gateway_for=lambda *_: TwilioForwarding(), rate_card=default_rate_card(), now=T0)
+
+    # then the leg's 3 started minutes are charged already, the call's end still to come
+    with db.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        assert (call.status, call.minutes_billed, call.credits_charged) == ("in-progress", 3, 9000)
