@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from shared.messaging.rates import current_rate_card
+from shared.twilio.signatures import signed_by_deployment
 from shared.voice import inbound
 from shared.voice.progress import CONFIRM_CALL_ACTOR, CallReport, CallToConfirm, record_callback
 
@@ -47,7 +48,7 @@ async def voice(request: web.Request) -> web.Response:
                 return inbound.dialed(session, call_id, signed, deployment=deployment, base_url=base_url, now=now)
 
         answer = await asyncio.to_thread(dialed)
-        if signed.account_sid != deployment.account_sid:  # verified: its legs are charged as Twilio records them
+        if not signed_by_deployment(signed, deployment):  # its legs are charged as Twilio records them
             await request.app[ENQUEUER].send(CONFIRM_CALL_ACTOR, call_id)
         return _twiml(answer)
     sid, from_, to = _required(signed.params, "CallSid", "From", "To")

@@ -207,8 +207,13 @@ def _claimed(database: Database, claims: "Claims | None", message_id: str, throt
              clock: Callable[[], datetime]) -> "Claim | _SlotBooked | _SleepFirst | str":
     if claims is not None:
         return claims.claim(message_id, throttle)
+    return _claim_together(database, [(message_id, throttle)], hold_ttl_seconds, clock())[0]
+
+
+def _claim_together(database: Database, requests: list[tuple[str, object]], hold_ttl_seconds: int,
+                    now: datetime) -> list:
     with database.connection_unit_of_work() as work:
-        return _claim_all(work, [(message_id, throttle)], hold_ttl_seconds, clock())[0]
+        return _claim_all(work, requests, hold_ttl_seconds, now)
 
 
 class Claims:
@@ -226,8 +231,7 @@ class Claims:
         return self._group.submit((message_id, throttle))
 
     def _claim_batch(self, requests: list[tuple[str, object]]) -> list:
-        with self._database.connection_unit_of_work() as work:
-            return _claim_all(work, requests, self._hold_ttl_seconds, self._clock())
+        return _claim_together(self._database, requests, self._hold_ttl_seconds, self._clock())
 
 
 @dataclass(frozen=True)
@@ -281,7 +285,7 @@ def _claim_all(work: ConnectionWork, requests: list[tuple[str, object]], hold_tt
     holds = book.reserve_each(connection, [book.Reservation(
         claim.message.account_id, claim.message.credits_estimated,
         f"message:{claim.message.id}:hold:{claim.message.attempts}", hold_ttl_seconds, user_id=claim.message.user_id,
-        reference=claim.message.id) for _, claim in fresh], now=now, then=marking if on_postgres and fresh else None)
+        reference=claim.message.id) for _, claim in fresh], now=now, then=marking if on_postgres else None)
     to_mark = [claim for _, claim in claimable if claim.hold_id is not None]
     for (i, claim), hold in zip(fresh, holds):
         if isinstance(hold, book.HoldView):

@@ -75,6 +75,12 @@ def credentials_of(account_sid: str, *, own_sid: str | None, own_token: str | No
     return None
 
 
+def signed_by_deployment(form: SignedForm, deployment: Credentials) -> bool:
+    """Whether a verified form came with the deployment's own token (its AccountSid is checked with no other), not
+    with one an account holds too (its own subaccount's, a dunning site's)."""
+    return form.account_sid == deployment.account_sid
+
+
 def known_credentials(session: Session | Connection, account_sid: str, *,
                       deployment: Credentials) -> list[Credentials]:
     """Every set of credentials we hold for `account_sid`: the deployment's, or accounts' own and dunning sites'."""

@@ -21,7 +21,7 @@ from shared.messaging.phone_numbers import country_of, parse_e164
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, Entry, PhoneNumber
 from shared.twilio.gateway import TwilioCall
-from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials
+from shared.twilio.signatures import Credentials, SignedForm, credentials_of, known_credentials, signed_by_deployment
 from shared.voice import twiml
 from shared.voice.calls import MAX_CALL_MINUTES, holds_number
 from shared.voice.pricing import SECONDS_PER_MINUTE, started_minutes
@@ -74,8 +74,8 @@ def dialed(session: Session, call_id: str, signed: SignedForm, *, deployment: Cr
     status = str(signed.params.get("DialCallStatus", ""))
     seconds = _seconds(signed.params.get("DialCallDuration"))
     minutes = started_minutes(seconds)
-    deployments = signed.account_sid == deployment.account_sid  # verified by _call: the deployment's own token
-    if call.minutes_billed is None and deployments:  # the sweeper's reconciliation may have charged the legs already
+    # the sweeper's reconciliation may have charged the legs already
+    if call.minutes_billed is None and signed_by_deployment(signed, deployment):
         _charge(session, call, minutes * call.rate, f"call:{call.id}:forwarded", now)
         call.duration_seconds, call.minutes_billed = seconds, minutes
     number = session.scalars(select(PhoneNumber).where(PhoneNumber.phone == call.to)).first()

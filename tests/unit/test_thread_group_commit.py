@@ -24,13 +24,15 @@ class Writer:
         return [item.upper() for item in items]
 
 
-def submit_all(group: ThreadGroupCommit, items: list[str]) -> dict[str, object]:
+def submit_all(group: ThreadGroupCommit, items: list[str], *,
+               raising: type[BaseException] = ValueError) -> dict[str, object]:
+    """Each item submitted by a thread of its own, all at once: its answer, or what it raised."""
     answers: dict[str, object] = {}
 
     def submit(item: str) -> None:
         try:
             answers[item] = group.submit(item)
-        except ValueError as error:
+        except raising as error:
             answers[item] = error
 
     threads = [threading.Thread(target=submit, args=(item,)) for item in items]
@@ -105,24 +107,14 @@ def test_a_writer_interrupted_mid_batch_strands_no_other_item():
     first = threading.Thread(target=group.submit, args=("first",))
     first.start()
     time.sleep(0.005)
-    answers: dict[str, object] = {}
-
-    def submit(item: str) -> None:
-        try:
-            answers[item] = group.submit(item)
-        except Interrupted as interrupted:
-            answers[item] = interrupted
 
     # when "interrupt" and two others queue behind the first batch and their batch is interrupted
-    threads = [threading.Thread(target=submit, args=(item,)) for item in ("interrupt", "b", "c")]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.001)
-    for thread in [first, *threads]:
-        thread.join(timeout=5)
+    answers = submit_all(group, ["interrupt", "b", "c"], raising=Interrupted)
+    first.join(timeout=5)
 
-    # then no thread hangs: whoever wrote the interrupted batch raised, and every other item was written alone
-    assert not any(thread.is_alive() for thread in threads)
+    # then no thread hangs (each answered within submit_all's wait): whoever wrote the interrupted batch raised, and
+    # every other item was written alone
+    assert len(answers) == 3
     interrupted = [item for item, answer in answers.items() if isinstance(answer, Interrupted)]
     assert len(interrupted) == 1
     assert {item: answer for item, answer in answers.items() if item not in interrupted} == {
