@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from shared.billing import dunning
 from shared.email import FileOutbox
+from shared.messaging.statuses import FINAL_STATUSES
 from shared.models import Account, DunningRun, DunningSiteOptOut, Entry, Message, WebhookEvent
 from tests.e2e.test_send_pipeline_e2e import OPERATOR, new_account, simulated
 from tests.support.ports import free_port
@@ -132,7 +133,8 @@ def runs_past(database, run_ids: list[str], step: int) -> bool:
     with database.unit_of_work() as session:
         runs = session.scalars(select(DunningRun).where(DunningRun.id.in_(run_ids))).all()
         unsettled = session.scalar(select(func.count()).select_from(Message).where(
-            Message.dunning_site_id.is_not(None), Message.credits_charged.is_(None),
+            Message.dunning_site_id.is_not(None),
+            Message.credits_charged.is_(None) | Message.status.not_in(FINAL_STATUSES),
             Message.account_id.in_({run.account_id for run in runs})))
         return unsettled == 0 and all(run.status != "open" or run.next_step > step for run in runs)
 
