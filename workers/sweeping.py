@@ -28,9 +28,10 @@ def sweep() -> None:
     enqueue_many(send_message, [(message_id,) for message_id in to_send])  # a round trip per batch, not per message
     for message_id in report.to_settle:
         settle_message.send(message_id)
-    if report.enqueued or report.reconciled or report.unparked or report.to_settle:
-        log.info("sweep: %d enqueued, %d reconciled, %d unparked, %d to settle", len(report.enqueued),
-                 len(report.reconciled), len(report.unparked), len(report.to_settle))
+    if report.enqueued or report.reconciled or report.unparked or report.to_settle or report.asked:
+        log.info("sweep: %d enqueued, %d reconciled, %d unparked, %d to settle, %d asked of Twilio after their charge",
+                 len(report.enqueued), len(report.reconciled), len(report.unparked), len(report.to_settle),
+                 len(report.asked))
 
 
 @dramatiq.actor(queue_name="default", max_retries=20)

@@ -10,6 +10,10 @@
   it gets its sid and status; not found, Twilio never took it, so it is `accepted` again and sent afresh (its
   expired hold charged nothing).
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
+- A text charged at `sent` (its hold outlived its TTL before Twilio's final status came) whose final status never
+  came (a callback lost, a confirmation job lost with a killed worker) is asked of Twilio: after `stale_after`, then
+  each time it has waited as long again as it had, for a day (a few asks each; Twilio leaves some texts `sent` for
+  good, where the carrier reports no delivery).
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -50,6 +54,8 @@ BATCH = 500
 PER_ACCOUNT = 50  # overdue holds of one account a sweep reconciles at most (see _overdue_holds)
 CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
 KEEP_EARLY_STATUSES = timedelta(days=1)
+KEEP_ASKING = timedelta(days=1)  # how long a text charged at 'sent' is asked of Twilio for its final status
+ASKS_PER_SWEEP = 100
 
 
 @dataclass
@@ -58,6 +64,7 @@ class SweepReport:
     reconciled: dict[str, str] = field(default_factory=dict)  # message id -> what reconciliation did
     unparked: list[str] = field(default_factory=list)
     to_settle: list[str] = field(default_factory=list)  # final messages whose settle job was lost: enqueue it
+    asked: dict[str, str] = field(default_factory=dict)  # message charged at 'sent' -> what Twilio answered
 
 
 def sweep(database: Database, *, enqueue: Callable[[str], None],
@@ -75,6 +82,10 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     for hold_id, message_id in _overdue_holds(database, now):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
+    with database.unit_of_work() as session:
+        unconfirmed = _charged_before_final(session, now, stale_after)
+    for message_id in unconfirmed:
+        report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for, now=now)
     with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
     for account_id in account_ids:
@@ -160,6 +171,41 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
                Message.updated_at <= before)
         .limit(BATCH)
     ))
+
+
+def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
+    """Texts charged at 'sent', for less than KEEP_ASKING, left alone since `stale_after` and since as long as they
+    had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone first."""
+    rows = session.execute(
+        select(Message.id, Message.created_at, Message.updated_at)
+        .where(Message.status == "sent", Message.updated_at >= now - KEEP_ASKING,
+               Message.updated_at <= now - stale_after, Message.created_at >= now - KEEP_ASKING,
+               Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None))
+        .order_by(Message.updated_at).limit(BATCH))
+    return [row.id for row in rows
+            if now - utc(row.updated_at) >= utc(row.updated_at) - utc(row.created_at)][:ASKS_PER_SWEEP]
+
+
+def ask_final_status(database: Database, message_id: str, *, gateway_for, now: datetime) -> str:
+    """Record what Twilio says of a text charged at 'sent' (a record Twilio no longer has counts as delivered); it
+    was charged already, so nothing is settled. When that changes nothing the text is marked asked (its updated_at),
+    so that it waits as long again before the next ask."""
+    with database.read_only() as session:
+        message = session.get(Message, message_id)
+        sid, credentials = message.twilio_sid, owner_credentials(session, message)
+    try:
+        fetched = fetch_or_gone(gateway_for(*credentials), sid)
+        answer = fetched.status
+    except TransientTwilioError:
+        return "retry later"
+    except (PermanentTwilioError, CredentialsRejected) as error:
+        fetched, answer = None, f"fetch refused: {error}"
+    with database.unit_of_work() as session:
+        change = None if fetched is None else record_fetched(session, fetched, now)
+        if change is None or not change.changed:
+            session.execute(update(Message).where(Message.id == message_id, Message.status == "sent")
+                            .values(updated_at=now).execution_options(synchronize_session=False))
+    return answer
 
 
 def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str]]:

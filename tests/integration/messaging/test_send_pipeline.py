@@ -951,6 +951,64 @@ def test_sweeper_reconciles_a_message_with_the_credentials_it_was_sent_with(data
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
 
 
+def charged_at_sent(database, message_id: str, at: datetime) -> None:
+    """What a hold outliving its TTL before Twilio's final status leaves: the text 'sent' and charged, at `at`."""
+    report(database, message_id, "sent")
+    assert settle(database, message_id) == "settled"
+    with database.unit_of_work() as session:
+        stored = session.get(Message, message_id)
+        stored.created_at = stored.updated_at = at
+
+
+def sweep_at(database, gateways, at: datetime) -> sweeper.SweepReport:
+    return sweeper.sweep(database, enqueue=lambda _: None, gateway_for=gateways, rate_card=CARD, now=at,
+                         stale_after=timedelta(seconds=60))
+
+
+def test_a_text_charged_at_sent_whose_final_status_never_came_is_asked_of_twilio(database, gateways, throttle,
+                                                                                callback_receiver):  # noqa: F811
+    # given a text Twilio delivered, whose callbacks never reached us, charged at 'sent' when its hold outlived its TTL
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    sid = message(database, message_id).twilio_sid
+    callback_receiver.wait_for(sid, lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    charged = now()
+    charged_at_sent(database, message_id, charged)
+
+    # when a sweep comes after it was left alone for `stale_after`, and another after it
+    first = sweep_at(database, gateways, charged + timedelta(seconds=61))
+    second = sweep_at(database, gateways, charged + timedelta(seconds=62))
+
+    # then Twilio was asked once and its final status recorded; the charge stands, once
+    assert (first.asked, second.asked) == ({message_id: "delivered"}, {})
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("delivered", 1000)
+    assert usage_entries(database, message_id) == 1 and account(database, account_id).balance == 9000
+
+
+def test_a_text_twilio_has_not_finished_is_asked_again_after_waiting_as_long_again_for_a_day(
+        database, gateways, throttle, simulator):  # noqa: F811
+    # given a text charged at 'sent' at t, which Twilio keeps on its way
+    simulator.configure(callback_delay_ms=600_000)
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    t = now()
+    charged_at_sent(database, message_id, t)
+
+    # when sweeps come at t + 30 s, 60 s, 100 s, 200 s, 300 s, 400 s, and past a day (`stale_after` is 60 s)
+    asked = {seconds: sweep_at(database, gateways, t + timedelta(seconds=seconds)).asked
+             for seconds in (30, 60, 100, 200, 300, 400, 86_401)}
+
+    # then it is asked once `stale_after` passed (60), then each time it has waited as long again as it had, and
+    # `stale_after` at least (200, 400), and not after a day; Twilio's answer changed nothing
+    queued = {message_id: "queued"}
+    assert asked == {30: {}, 60: queued, 100: {}, 200: queued, 300: {}, 400: queued, 86_401: {}}
+    stored = message(database, message_id)
+    assert (stored.status, stored.credits_charged) == ("sent", 1000)
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:
