@@ -70,8 +70,8 @@ def main(numbers: int) -> None:
                     "name": "bench", "from": SENDER, "account_id": account_id, "say": "Open house Sunday at 2pm",
                     "machine_detection": True, "quiet_hours": NO_QUIET_HOURS,
                     "recipients": [{"to": f"+1212{200 + i // 10_000}{i % 10_000:04d}"} for i in range(numbers)]})),
-                "text campaign": ("send", lambda: requests.post(f"{url}/v1/campaigns", headers=headers, timeout=600,
-                                                                json={
+                "text campaign": ("send_bulk", lambda: requests.post(f"{url}/v1/campaigns", headers=headers,
+                                                                     timeout=600, json={
                     "name": "bench", "from": SENDER, "account_id": account_id, "quiet_hours": NO_QUIET_HOURS,
                     "body": "Hi {{ first_name }}, open house Sunday 2pm. Reply STOP to opt out.",
                     "csv": "to,first_name\n" + "".join(f"+1312{200 + i // 10_000}{i % 10_000:04d},Name{i}\n"

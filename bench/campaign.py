@@ -139,12 +139,12 @@ def main(recipients: int, profile_dir: Path | None) -> None:
             accepted = time.monotonic() - started
             response.raise_for_status()
             sendable = response.json()["estimate"]["sendable"]
-            while client.hlen("dramatiq:send.msgs") < sendable and time.monotonic() - started < 600:
+            while client.hlen("dramatiq:send_bulk.msgs") < sendable and time.monotonic() - started < 600:
                 time.sleep(0.05)
             enqueued = time.monotonic() - started
             cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             stop_profiling(profilers)
-            queued = client.hlen("dramatiq:send.msgs")
+            queued = client.hlen("dramatiq:send_bulk.msgs")
             time.sleep(0.5)
         finally:
             for meter in [*meters.values(), load]:

@@ -6,13 +6,12 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from shared.broker import enqueue_many
 from shared.messaging import parking
 from shared.messaging.sweeper import release_scheduled as release_if_due
 from shared.messaging.sweeper import sweep as sweep_once
 
 from . import resources
-from .sending import send_message
+from .sending import enqueue_sends, send_message
 from .settling import settle_message
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ def sweep() -> None:
     to_send: list[str] = []
     report = sweep_once(r.database, enqueue=to_send.append, gateway_for=r.gateway_for, rate_card=r.rate_card,
                         now=datetime.now(UTC), stale_after=r.stale_after)
-    enqueue_many(send_message, [(message_id,) for message_id in to_send])  # a round trip per batch, not per message
+    enqueue_sends(r.database, to_send)  # a round trip per batch, not per message
     for message_id in report.to_settle:
         settle_message.send(message_id)
     if report.enqueued or report.reconciled or report.unparked or report.to_settle or report.asked:
@@ -40,8 +39,7 @@ def release_parked(account_id: str) -> None:
     r = resources.current()
     with r.database.unit_of_work() as session:
         released = parking.release_parked(session, account_id, now=datetime.now(UTC))
-    for message_id in released:  # lost if we die here: the sweeper enqueues accepted messages left waiting
-        send_message.send(message_id)
+    enqueue_sends(r.database, released)  # lost if we die here: the sweeper enqueues accepted messages left waiting
 
 
 parking.on_credits_added(release_parked.send)

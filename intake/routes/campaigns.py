@@ -38,7 +38,7 @@ from ..principal import Principal
 log = logging.getLogger(__name__)
 
 FAN_OUT_ACTOR = "fan_out_campaign"
-SEND_ACTOR = "send_message"
+SEND_ACTOR = "send_campaign_message"  # a campaign's texts queue apart from single texts
 MAX_CAMPAIGNS_PER_PAGE = 100  # each is shown with its progress: a few indexed counts per campaign
 
 routes = web.RouteTableDef()

@@ -298,6 +298,15 @@ def rate_card_versions(session: Session, message_ids: list[str]) -> dict[str, in
                                 .where(Message.id.in_(set(message_ids)))).all())
 
 
+def in_campaigns(session: Session, message_ids: list[str]) -> set[str]:
+    """Those of these messages that are a campaign's (read a thousand ids to a statement)."""
+    found: set[str] = set()
+    for start in range(0, len(message_ids), 1000):
+        found.update(session.scalars(select(Message.id).where(Message.id.in_(message_ids[start:start + 1000]),
+                                                              Message.campaign_id.is_not(None))))
+    return found
+
+
 def _iso(value: datetime | None) -> str | None:
     """SQLite hands back naive datetimes; every time creditq stores is UTC."""
     if value is None:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(postgres_server, tmp_path_factory):
     env = {"CREDITQ_SENDER_RATES": "long_code=1000,toll_free=1000,short_code=1000",
-           "TWILIO_SIM_CALLBACK_DELAY_MS": "50"}
+           "TWILIO_SIM_CALLBACK_DELAY_MS": "50", "CREDITQ_NEW_ACCOUNT_DAYS": "0"}  # minutes-old accounts send 3,000
     with Stack(postgres_server, tmp_path_factory.mktemp("stack"), database_name="e2e_campaign", env=env) as running:
         yield running
 
@@ -80,3 +80,37 @@ def test_a_campaign_reaches_every_valid_recipient_once_and_charges_what_twilio_s
     cancel = requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=headers, timeout=10)
     assert cancel.status_code == 409 and cancel.headers["Content-Type"].startswith("application/problem+json")
     assert campaign(stack, headers, campaign_id)["status"] == "completed"
+
+
+def test_a_single_text_goes_out_while_another_accounts_big_campaign_waits_for_the_workers(stack):
+    # given a church's campaign of 3,000 members on its way, Twilio taking 100 ms to answer each create
+    _, church, church_sender = new_account(stack, 9101, "4000")
+    _, realtor, realtor_sender = new_account(stack, 9102, "10")
+    requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 100}, timeout=10).raise_for_status()
+    response = requests.post(f"{stack.url}/v1/campaigns", headers=church, timeout=60, json={
+        "name": "Christmas Eve", "from": church_sender, "body": "Candlelight service at 7pm. Reply STOP to opt out.",
+        "recipients": [{"to": f"+1628555{n:04d}"} for n in range(3000)],
+        "quiet_hours": {"start": "00:00", "end": "00:00"}})
+    assert response.status_code == 202, response.text
+    campaign_id = response.json()["id"]
+    try:
+        deadline = time.monotonic() + 120
+        while campaign(stack, church, campaign_id)["counts"].get("delivered", 0) < 50:
+            assert time.monotonic() < deadline, campaign(stack, church, campaign_id)
+            time.sleep(0.2)
+
+        # when a realtor sends one text
+        response = requests.post(f"{stack.url}/v1/messages", headers=realtor, timeout=10,
+                                 json={"to": "+14155550199", "from": realtor_sender, "body": "Open house at 2pm"})
+        assert response.status_code == 202, response.text
+        message_url = f"{stack.url}/v1/messages/{response.json()['id']}"
+        while (text := requests.get(message_url, headers=realtor, timeout=10).json())["status"] != "delivered":
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+
+        # then it went out while most of the campaign was still waiting for the workers, not after it
+        counts = campaign(stack, church, campaign_id)["counts"]
+        assert counts["queued"] >= 1500, counts
+    finally:
+        requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
+        requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=church, timeout=30)
