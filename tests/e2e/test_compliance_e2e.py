@@ -190,12 +190,17 @@ def test_after_a_hundred_texts_from_a_long_code_the_next_single_send_is_booked_a
             next_sweep = time.monotonic() + 1
         time.sleep(0.2)
 
-    # when a 101st text is sent from the number
+    # when a 101st text is sent from the number, and beside it a first from a number that sent nothing
+    _, fresh_headers, fresh_sender = new_account(stack, 7011, "10")
     message_id = send(stack, headers, sender, "Call me back")
+    fresh_id = send(stack, fresh_headers, fresh_sender, "Call me back")
 
-    # then its slot is booked within seconds of its acceptance (not behind slots the sweeper booked), and it goes
+    # then its slot is booked as soon after its acceptance as the fresh number's (not behind slots the sweeper
+    # booked: the workers' pace, whatever the machine's load, is the same for both), and it goes
     message = wait_for(database, stack, broker, message_id, lambda m: m.twilio_sid is not None)
-    assert message.slot_at is not None
-    assert utc(message.slot_at) - utc(message.created_at) < timedelta(seconds=3)
+    fresh = wait_for(database, stack, broker, fresh_id, lambda m: m.twilio_sid is not None)
+    assert message.slot_at is not None and fresh.slot_at is not None
+    waited = utc(message.slot_at) - utc(message.created_at)
+    assert waited < utc(fresh.slot_at) - utc(fresh.created_at) + timedelta(seconds=2), waited
     assert any(m["body"] == "Call me back" for m in received(stack, sender))
     assert len(received(stack, sender)) == 101
