@@ -83,10 +83,6 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
     with database.unit_of_work() as session:
-        unconfirmed = _charged_before_final(session, now, stale_after)
-    for message_id in unconfirmed:
-        report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for, now=now)
-    with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
     for account_id in account_ids:
         with database.unit_of_work() as session:
@@ -95,6 +91,12 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         purge_early_statuses(session, before=now - KEEP_EARLY_STATUSES)
     for message_id in report.enqueued + report.unparked:
         enqueue(message_id)
+    with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
+        unconfirmed = _charged_before_final(session, now, stale_after)
+    for message_id in unconfirmed:
+        report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for, now=now)
+        if report.asked[message_id] == "retry later":
+            break  # Twilio is struggling: the rest wait for a later sweep
     return report
 
 
