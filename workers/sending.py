@@ -8,9 +8,7 @@ text, a resend) and rank after them in a worker's hands (dramatiq's actor priori
 import dramatiq
 
 from shared.broker import enqueue_many
-from shared.db import Database
 from shared.messaging import sending
-from shared.messaging.messages import in_campaigns
 
 from . import resources
 from .settling import settle_here
@@ -46,9 +44,8 @@ def _send(actor: dramatiq.Actor, message_id: str, slot_booked: bool) -> None:
         followups.enqueue(dramatiq.get_broker())
 
 
-def enqueue_sends(database: Database, message_ids: list[str]) -> None:
-    """The send jobs of messages of any kind (the sweeper's, a release's): each on its own actor's queue."""
-    with database.read_only() as session:
-        bulk = in_campaigns(session, message_ids)
+def enqueue_sends(message_ids: list[str], bulk: set[str]) -> None:
+    """The send jobs of messages of any kind (the sweeper's, a release's), each on its own actor's queue: `bulk`,
+    those that are a campaign's (shared.messaging.messages.in_campaigns), on send_campaign_message's."""
     enqueue_many(send_campaign_message, [(message_id,) for message_id in message_ids if message_id in bulk])
     enqueue_many(send_message, [(message_id,) for message_id in message_ids if message_id not in bulk])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import dramatiq
 
 from shared.messaging import parking
+from shared.messaging.messages import in_campaigns
 from shared.messaging.sweeper import release_scheduled as release_if_due
 from shared.messaging.sweeper import sweep as sweep_once
 
@@ -24,7 +25,9 @@ def sweep() -> None:
     to_send: list[str] = []
     report = sweep_once(r.database, enqueue=to_send.append, gateway_for=r.gateway_for, rate_card=r.rate_card,
                         now=datetime.now(UTC), stale_after=r.stale_after)
-    enqueue_sends(r.database, to_send)  # a round trip per batch, not per message
+    with r.database.read_only() as session:
+        bulk = in_campaigns(session, to_send)
+    enqueue_sends(to_send, bulk)  # a round trip per batch, not per message
     for message_id in report.to_settle:
         settle_message.send(message_id)
     if report.enqueued or report.reconciled or report.unparked or report.to_settle or report.asked:
@@ -39,7 +42,8 @@ def release_parked(account_id: str) -> None:
     r = resources.current()
     with r.database.unit_of_work() as session:
         released = parking.release_parked(session, account_id, now=datetime.now(UTC))
-    enqueue_sends(r.database, released)  # lost if we die here: the sweeper enqueues accepted messages left waiting
+        bulk = in_campaigns(session, released)
+    enqueue_sends(released, bulk)  # lost if we die here: the sweeper enqueues accepted messages left waiting
 
 
 parking.on_credits_added(release_parked.send)

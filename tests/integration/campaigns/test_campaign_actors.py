@@ -7,6 +7,7 @@ import fakeredis
 import pytest
 from sqlalchemy import func, select
 
+from shared.messaging.messages import in_campaigns
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.models import Message
 from tests.integration.campaigns.test_campaigns import ANN, BO, create, fan_out_step
@@ -83,7 +84,9 @@ def test_a_campaigns_texts_queue_apart_from_single_texts_whoever_enqueues_them(s
     # when the fan-out enqueues the campaign's, and a sweep enqueues all three (their jobs lost)
     campaign_workers.campaigns.enqueue_many(campaign_workers.sending.send_campaign_message,
                                             [(message_id,) for message_id in in_campaign])
-    campaign_workers.sending.enqueue_sends(sqlite_database, [*in_campaign, single])
+    with sqlite_database.read_only() as session:
+        bulk = in_campaigns(session, [*in_campaign, single])
+    campaign_workers.sending.enqueue_sends([*in_campaign, single], bulk)
 
     # then the campaign's wait on their own queue, for their own actor, which a worker takes after single texts
     bulk = campaign_workers.sending.send_campaign_message
