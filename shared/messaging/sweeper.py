@@ -12,8 +12,9 @@
 - Final messages whose hold is still pending lost their settle job: they are handed back to settle.
 - A text charged at `sent` (its hold outlived its TTL before Twilio's final status came) whose final status never
   came (a callback lost, a confirmation job lost with a killed worker) is asked of Twilio: after `stale_after`, then
-  each time it has waited as long again as it had, for a day (a few asks each; Twilio leaves some texts `sent` for
-  good, where the carrier reports no delivery).
+  each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
+  Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
+  callback would have been: a text carriers filtered gets its toll-free resend.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import extract, func, literal, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -94,7 +95,8 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
         unconfirmed = _charged_before_final(session, now, stale_after)
     for message_id in unconfirmed:
-        report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for, now=now)
+        report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
+                                                    rate_card=rate_card, now=now, enqueue=enqueue)
         if report.asked[message_id] == "retry later":
             break  # Twilio is struggling: the rest wait for a later sweep
     return report
@@ -176,22 +178,33 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
 
 
 def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
-    """Texts charged at 'sent', for less than KEEP_ASKING, left alone since `stale_after` and since as long as they
-    had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone first."""
-    rows = session.execute(
-        select(Message.id, Message.created_at, Message.updated_at)
-        .where(Message.status == "sent", Message.updated_at >= now - KEEP_ASKING,
-               Message.updated_at <= now - stale_after, Message.created_at >= now - KEEP_ASKING,
-               Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None))
-        .order_by(Message.updated_at).limit(BATCH))
-    return [row.id for row in rows
-            if now - utc(row.updated_at) >= utc(row.updated_at) - utc(row.created_at)][:ASKS_PER_SWEEP]
+    """Texts charged at 'sent' (their hold resolved then) for less than KEEP_ASKING, left alone since `stale_after`
+    and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone
+    first. All of it in the statement: texts not due yet, however many, never stand before those that are."""
+    seconds = _epoch_seconds(session.get_bind().dialect.name)
+    return list(session.scalars(
+        select(Message.id).join(Hold, Hold.id == Message.hold_id)
+        .where(Message.status == "sent", Message.updated_at <= now - stale_after,
+               Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None),
+               Hold.resolved_at >= now - KEEP_ASKING,
+               2 * seconds(Message.updated_at) <= seconds(literal(now, Message.updated_at.type))
+               + seconds(Hold.resolved_at))
+        .order_by(Message.updated_at).limit(ASKS_PER_SWEEP)))
 
 
-def ask_final_status(database: Database, message_id: str, *, gateway_for, now: datetime) -> str:
-    """Record what Twilio says of a text charged at 'sent' (a record Twilio no longer has counts as delivered); it
-    was charged already, so nothing is settled. When that changes nothing the text is marked asked (its updated_at),
-    so that it waits as long again before the next ask."""
+def _epoch_seconds(dialect: str) -> Callable:
+    """A timestamp as seconds, in SQL: the arithmetic both databases do alike."""
+    if dialect == "postgresql":
+        return lambda timestamp: extract("epoch", timestamp)
+    return lambda timestamp: func.julianday(timestamp) * 86_400
+
+
+def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_card: RateCard, now: datetime,
+                     enqueue: Callable[[str], None]) -> str:
+    """Record what Twilio says of a text charged at 'sent' (a record Twilio no longer has counts as delivered). Its
+    charge stands; a final status is settled all the same, as its callback would have been, for what follows it: a
+    text carriers filtered gets its toll-free resend (`enqueue` sends its job). When the answer changes nothing the
+    text is marked asked (its updated_at), so that it waits as long again before the next ask."""
     with database.read_only() as session:
         message = session.get(Message, message_id)
         sid, credentials = message.twilio_sid, owner_credentials(session, message)
@@ -202,11 +215,17 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, now: d
         return "retry later"
     except (PermanentTwilioError, CredentialsRejected) as error:
         fetched, answer = None, f"fetch refused: {error}"
+    resend = None
     with database.unit_of_work() as session:
         change = None if fetched is None else record_fetched(session, fetched, now)
         if change is None or not change.changed:
             session.execute(update(Message).where(Message.id == message_id, Message.status == "sent")
                             .values(updated_at=now).execution_options(synchronize_session=False))
+        elif change.became_final:
+            settled = settle_message(session, message_id, rate_card=rate_card, now=now)
+            resend = resend_from_toll_free(session, settled, now=now)
+    if resend is not None:
+        enqueue(resend)
     return answer
 
 

@@ -20,9 +20,11 @@ from tests.integration.messaging.test_send_pipeline import (  # noqa: F401
     RECIPIENT,
     SENDER,
     accept,
+    charged_at_sent,
     gateways,
     make_account,
     message,
+    usage_entries,
 )
 from tests.support.callbacks import twilio_reports
 from tests.twilio_sim_fixtures import (  # noqa: F401
@@ -218,3 +220,29 @@ def test_a_recipient_who_opted_out_meanwhile_gets_no_resend(database, actors, fa
     assert len(simulator.sent()["messages"]) == 1
     with database.unit_of_work() as session:
         assert (session.get(Account, account_id).balance, session.get(Account, account_id).held) == (9000, 0)
+
+
+def test_a_filtered_text_charged_at_sent_is_resent_when_the_sweeper_asks_twilio_of_it(database, actors, fake_broker,
+                                                                                     gateways, simulator):  # noqa: F811
+    # given a filtered text whose final callback never reached us, charged at 'sent' when its hold outlived its TTL
+    simulator.configure(sender_outcomes={SENDER: FILTERED})
+    account_id = reprocessing_account(database, 10)
+    original = accept(database, account_id)
+    actors.sending.send_message.send(original)
+    run(fake_broker, "send")
+    twilio_finished(simulator, message(database, original).twilio_sid)
+    charged = datetime.now(UTC)
+    charged_at_sent(database, original, charged)
+
+    # when the sweeper asks Twilio of it, twice
+    to_send: list[str] = []
+    for seconds in (61, 62):
+        sweeper.sweep(database, enqueue=to_send.append, gateway_for=gateways, rate_card=CARD,
+                      now=charged + timedelta(seconds=seconds), stale_after=timedelta(seconds=60))
+
+    # then the original is undelivered, charged once, and its toll-free resend is handed out to be sent, once
+    [resend] = resends_of(database, original)
+    assert to_send == [resend.id] and resend.from_ == TOLL_FREE
+    stored = message(database, original)
+    assert (stored.status, stored.error_code, stored.credits_charged) == ("undelivered", 30007, 1000)
+    assert usage_entries(database, original) == 1

@@ -951,13 +951,15 @@ def test_sweeper_reconciles_a_message_with_the_credentials_it_was_sent_with(data
     assert (account(database, account_id).balance, account(database, account_id).held) == (9000, 0)
 
 
-def charged_at_sent(database, message_id: str, at: datetime) -> None:
-    """What a hold outliving its TTL before Twilio's final status leaves: the text 'sent' and charged, at `at`."""
+def charged_at_sent(database, message_id: str, at: datetime, *, created: datetime | None = None) -> None:
+    """What a hold outliving its TTL before Twilio's final status leaves: the text 'sent' and charged (its hold
+    resolved), at `at`; created at `created` (`at` unless given)."""
     report(database, message_id, "sent")
     assert settle(database, message_id) == "settled"
     with database.unit_of_work() as session:
         stored = session.get(Message, message_id)
-        stored.created_at = stored.updated_at = at
+        stored.updated_at, stored.created_at = at, created or at
+        session.get(Hold, stored.hold_id).resolved_at = at
 
 
 def sweep_at(database, gateways, at: datetime) -> sweeper.SweepReport:
@@ -997,16 +999,59 @@ def test_a_text_twilio_has_not_finished_is_asked_again_after_waiting_as_long_aga
     t = now()
     charged_at_sent(database, message_id, t)
 
-    # when sweeps come at t + 30 s, 60 s, 100 s, 200 s, 300 s, 400 s, and past a day (`stale_after` is 60 s)
+    # when sweeps come at t + 30 s, 60 s, 100 s, 200 s, 300 s, 401 s, and past a day (`stale_after` is 60 s)
     asked = {seconds: sweep_at(database, gateways, t + timedelta(seconds=seconds)).asked
-             for seconds in (30, 60, 100, 200, 300, 400, 86_401)}
+             for seconds in (30, 60, 100, 200, 300, 401, 86_401)}
 
     # then it is asked once `stale_after` passed (60), then each time it has waited as long again as it had, and
-    # `stale_after` at least (200, 400), and not after a day; Twilio's answer changed nothing
+    # `stale_after` at least (200, 401), and not after a day; Twilio's answer changed nothing
     queued = {message_id: "queued"}
-    assert asked == {30: {}, 60: queued, 100: {}, 200: queued, 300: {}, 400: queued, 86_401: {}}
+    assert asked == {30: {}, 60: queued, 100: {}, 200: queued, 300: {}, 401: queued, 86_401: {}}
     stored = message(database, message_id)
     assert (stored.status, stored.credits_charged) == ("sent", 1000)
+
+
+def test_a_scheduled_text_is_asked_about_for_a_day_from_its_charge_not_from_its_creation(database, gateways,
+                                                                                          throttle):  # noqa: F811
+    # given a text scheduled two days ahead, charged at 'sent' at t
+    account_id = make_account(database, 10)
+    message_id = accept(database, account_id)
+    send(database, message_id, gateways, throttle)
+    t = now()
+    charged_at_sent(database, message_id, t, created=t - timedelta(days=2))
+
+    # when the sweeper comes once `stale_after` has passed
+    asked = sweep_at(database, gateways, t + timedelta(seconds=61)).asked
+
+    # then it asks Twilio about it
+    assert list(asked) == [message_id]
+
+
+def test_texts_not_due_to_be_asked_never_keep_a_due_one_from_its_ask(database, gateways, throttle):  # noqa: F811
+    # given 600 texts charged at 'sent' long ago and asked lately, none due again for a while, and a text charged
+    # at 'sent' at t + 30 s, left alone after them (its updated_at is the latest)
+    account_id = make_account(database, 10)
+    due = accept(database, account_id)
+    send(database, due, gateways, throttle)
+    t = now()
+    charged_at_sent(database, due, t + timedelta(seconds=30))
+    with database.unit_of_work() as session:
+        stored, hold = session.get(Message, due), session.get(Hold, session.get(Message, due).hold_id)
+        template = {column.key: getattr(stored, column.key) for column in Message.__mapper__.column_attrs}
+        asked_before = Hold(account_id=account_id, amount=hold.amount, status="settled", idempotency_key="earlier",
+                            created_at=t - timedelta(seconds=90), expires_at=t - timedelta(seconds=60),
+                            resolved_at=t - timedelta(seconds=60), settled_amount=hold.amount)
+        session.add(asked_before)
+        session.flush()
+        session.add_all(Message(**{**template, "id": f"msg_asked_{n}", "twilio_sid": f"SM{n:032d}",
+                                   "hold_id": asked_before.id, "updated_at": t + timedelta(seconds=25)})
+                        for n in range(600))
+
+    # when the sweeper comes at t + 100 s (the others are due at t + 110 s)
+    asked = sweep_at(database, gateways, t + timedelta(seconds=100)).asked
+
+    # then the due text is asked about, and none of the others
+    assert list(asked) == [due]
 
 
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
