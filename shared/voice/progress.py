@@ -24,7 +24,7 @@ from shared.twilio.errors import NOT_FOUND, PermanentTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm, credentials_of
 from shared.voice.calls import FINAL_STATUSES, call_view
-from shared.voice.inbound import charge_forwarded
+from shared.voice.inbound import charge_forwarded, end_unknown
 from shared.voice.pricing import CallPrice
 
 _RANK = {"accepted": 0, "parked": 0, "queued": 1, "initiated": 2, "ringing": 3, "in-progress": 4,
@@ -98,10 +98,15 @@ def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rat
         if call.twilio_sid is None:
             raise NotFinalYet(f"call {call_id} has no sid yet")
         account = session.get(Account, call.account_id)
-        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+        gateway = gateway_for(*owner_credentials(call, account))
         sid, inbound_call, time_limit = call.twilio_sid, call.direction == "inbound", call.time_limit
+        own_record = in_own_twilio_account(call, account)
     if inbound_call:
-        fetched, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
+        found = fetch_inbound_or_gone(gateway, sid, time_limit, own_record=own_record)
+        if found is None:
+            with database.unit_of_work() as session:
+                return end_unknown(session, call_id, now)
+        fetched, legs = found
         if fetched.status in TWILIO_FINAL or (legs and all(leg.status in TWILIO_FINAL for leg in legs)):
             with database.unit_of_work() as session:
                 charge_forwarded(session, call_id, legs, now)
@@ -111,6 +116,20 @@ def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rat
         raise NotFinalYet(f"Twilio says call {sid} is {fetched.status!r}")
     with database.unit_of_work() as session:
         return apply_report(session, call_id, early_report(fetched), rate_card=rate_card, now=now)
+
+
+def owner_credentials(call: Call, account: Account) -> tuple[str | None, str | None]:
+    """The credentials of the Twilio account that has the call's record, as `gateway_for` takes them: the account's
+    own unless the call records another (placed or rung with the deployment's before the account brought its own:
+    (None, None))."""
+    if call.twilio_account_sid in (None, account.twilio_account_sid):
+        return account.twilio_account_sid, account.twilio_auth_token
+    return None, None
+
+
+def in_own_twilio_account(call: Call, account: Account) -> bool:
+    """Whether the call's record is in the account's own Twilio account, where the tenant may delete it."""
+    return account.twilio_account_sid is not None and call.twilio_account_sid == account.twilio_account_sid
 
 
 def fetch_call_or_gone(gateway, sid: str, time_limit: int | None) -> TwilioCall:
@@ -123,6 +142,24 @@ def fetch_call_or_gone(gateway, sid: str, time_limit: int | None) -> TwilioCall:
         if error.code != NOT_FOUND:
             raise
     return TwilioCall(sid, "", "completed", time_limit or 0, None)
+
+
+def fetch_inbound_or_gone(gateway, sid: str, time_limit: int | None, *,
+                          own_record: bool) -> tuple[TwilioCall, list[TwilioCall]] | None:
+    """Twilio's record of an inbound call and of its forwarded legs. One it no longer has: kept in the account's own
+    Twilio account (`own_record`), which the tenant may delete records from (creditq deletes none), it is taken as
+    completed, its forwarded leg as talked for its whole time limit unless Twilio still lists the legs, so that
+    deleting records never makes calls free (a ring the tenant forged with its own token costs the tenant alone);
+    kept in the deployment's, None: Twilio never had it."""
+    try:
+        return gateway.fetch_call(sid), gateway.legs_of(sid)
+    except PermanentTwilioError as error:
+        if error.code != NOT_FOUND:
+            raise
+    if not own_record:
+        return None
+    legs = gateway.legs_of(sid) or [TwilioCall(f"{sid}:forwarded", "", "completed", time_limit or 0, None)]
+    return TwilioCall(sid, "", "completed", None, None), legs
 
 
 def apply_report(session: Session, call_id: str, report: CallReport, *, rate_card: RateCard,

@@ -10,7 +10,10 @@
   so a call whose final report never came is still settled, once (one whose record Twilio no longer has, though
   it answered the create with its sid, as completed after its time limit: `fetch_call_or_gone`).
 - inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
-  legs talked is charged under the key the <Dial> action uses, so once whichever comes.
+  legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose record the
+  account deleted from its own Twilio account as talked for its whole time limit: `fetch_inbound_or_gone`).
+- each call is asked of the Twilio account that has its record (`owner_credentials`), which is the deployment's
+  for one placed or rung before the account brought its own.
 """
 
 import logging
@@ -26,10 +29,17 @@ from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
-from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
+from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
-from shared.voice.progress import apply_report, early_report, fetch_call_or_gone
+from shared.voice.progress import (
+    apply_report,
+    early_report,
+    fetch_call_or_gone,
+    fetch_inbound_or_gone,
+    in_own_twilio_account,
+    owner_credentials,
+)
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 log = logging.getLogger(__name__)
@@ -117,17 +127,13 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
     with database.read_only() as session:
         call = session.get(Call, call_id)
         account = session.get(Account, call.account_id)
-        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
-        sid = call.twilio_sid
-    try:
-        parent, legs = gateway.fetch_call(sid), gateway.legs_of(sid)
-    except PermanentTwilioError as error:
-        if error.code != NOT_FOUND:
-            raise
-        with database.unit_of_work() as session:  # a call Twilio never had (a forged ring) talked nothing
-            return inbound.end_unknown(session, call_id, now)
+        gateway = gateway_for(*owner_credentials(call, account))
+        sid, time_limit, own_record = call.twilio_sid, call.time_limit, in_own_twilio_account(call, account)
+    found = fetch_inbound_or_gone(gateway, sid, time_limit, own_record=own_record)
     with database.unit_of_work() as session:
-        return inbound.reconcile_forwarded(session, call_id, parent, legs, now)
+        if found is None:  # a ring with the deployment's token that Twilio never had talked nothing
+            return inbound.end_unknown(session, call_id, now)
+        return inbound.reconcile_forwarded(session, call_id, *found, now)
 
 
 def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard, now: datetime) -> str:
@@ -137,7 +143,7 @@ def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_c
         account = session.get(Account, call.account_id)
         sid, claimed_at, to, from_ = call.twilio_sid, utc(call.claimed_at), call.connect_to or call.to, call.from_
         time_limit = call.time_limit
-        gateway = gateway_for(account.twilio_account_sid, account.twilio_auth_token)
+        gateway = gateway_for(*owner_credentials(call, account))
     if sid is not None:  # Twilio answered the create with it: placed
         try:
             found = [fetch_call_or_gone(gateway, sid, time_limit)]

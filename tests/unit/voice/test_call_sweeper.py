@@ -1,4 +1,5 @@
-"""The call sweeper's judgment of a call claimed without a sid: never while its create may still be under way."""
+"""The call sweeper's judgment of a call claimed without a sid (never while its create may still be under way), and of
+an inbound call whose record Twilio no longer has or keeps in the deployment's account."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,7 +7,8 @@ from shared.ledger import book
 from shared.messaging.rates import default_rate_card
 from shared.models import Account, Call
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError
-from shared.voice import sweeper
+from shared.twilio.gateway import TwilioCall
+from shared.voice import progress, sweeper
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 STALE = timedelta(seconds=3)  # the e2e suites' eager sweeper
@@ -114,3 +116,88 @@ def test_a_call_twilio_will_not_answer_for_stops_neither_the_sweep_nor_the_other
 
 class _ListingNothingKnowingNoSuchCall(TwilioListingNothing, TwilioKnowingNoSuchCall):
     """acct_1's Twilio: no call in its list, and no such inbound call."""
+
+
+OWN_SID = "AC" + "3" * 32
+DEPLOYMENT_SID = "AC" + "d" * 32
+
+
+class TwilioWithTheCall:
+    """Twilio that has the inbound call, completed, and its forwarded leg, which talked 125 s."""
+
+    def fetch_call(self, sid):
+        return TwilioCall(sid, DEPLOYMENT_SID, "completed", 130, None)
+
+    def legs_of(self, sid):
+        return [TwilioCall("CA" + "1" * 32, DEPLOYMENT_SID, "completed", 125, None)]
+
+
+def forwarded_inbound_call(database, *, rung_with: str) -> str:
+    """A forwarded inbound call rung at T0 on an account that has its own Twilio account, with the token of
+    `rung_with`, that may talk 10 minutes at 3 credits a minute; its <Dial> action never came."""
+    with database.unit_of_work() as session:
+        session.add(Account(id="acct_own", name="Own Twilio", balance=100_000, twilio_account_sid=OWN_SID,
+                            twilio_auth_token="token"))
+        session.add(Call(id="call_fwd", account_id="acct_own", direction="inbound", to="+14155550199",
+                         from_="+14155550100", connect_to="+14155550123", max_minutes=10, minutes_held=10,
+                         time_limit=600, rate=3000, status="in-progress", credits_estimated=30_000,
+                         twilio_sid="CA" + "e" * 32, twilio_account_sid=rung_with, attempts=0, created_at=T0,
+                         updated_at=T0))
+    return "call_fwd"
+
+
+def charged(database, call_id: str) -> tuple:
+    with database.unit_of_work() as session:
+        call = session.get(Call, call_id)
+        return call.status, call.minutes_billed, call.credits_charged, session.get(Account, call.account_id).balance
+
+
+def test_an_inbound_call_whose_record_its_account_deleted_from_its_own_twilio_is_charged_its_whole_time_limit(
+        sqlite_database):
+    # given a forwarded call rung on the account's own Twilio account, whose record the account then deleted there
+    call_id = forwarded_inbound_call(sqlite_database, rung_with=OWN_SID)
+    asked = []
+
+    def gateway_for(sid, _token):
+        asked.append(sid)
+        return TwilioKnowingNoSuchCall()
+
+    # when the sweeper reconciles it, twice
+    for _ in range(2):
+        sweeper.sweep_calls(sqlite_database, gateway_for=gateway_for, rate_card=default_rate_card(),
+                            now=T0 + timedelta(hours=1), stale_after=STALE, placing_takes=PLACING)
+
+    # then it was asked of the account's own Twilio, and is charged as talked to its time limit, once
+    assert asked[0] == OWN_SID
+    assert charged(sqlite_database, call_id) == ("completed", 10, 30_000, 70_000)
+
+
+def test_an_inbound_call_rung_with_the_deployments_token_is_asked_of_the_deployments_twilio(sqlite_database):
+    # given a forwarded call rung on the deployment's Twilio account, before the account brought its own
+    call_id = forwarded_inbound_call(sqlite_database, rung_with=DEPLOYMENT_SID)
+    twilio = {None: TwilioWithTheCall(), OWN_SID: TwilioKnowingNoSuchCall()}
+
+    # when the sweeper reconciles it
+    report = sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
+                                 rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                                 placing_takes=PLACING)
+
+    # then the deployment's Twilio, which has it, told what its leg talked: 3 started minutes charged
+    assert report.reconciled == {call_id: "completed"}
+    assert charged(sqlite_database, call_id) == ("completed", 3, 9_000, 91_000)
+
+
+def test_a_confirmation_of_an_inbound_call_whose_record_its_account_deleted_charges_its_whole_time_limit(
+        sqlite_database):
+    # given a forwarded call on the account's own Twilio account, its final report signed with the account's token
+    # (so asked of Twilio), and its record deleted there
+    call_id = forwarded_inbound_call(sqlite_database, rung_with=OWN_SID)
+
+    # when the confirmation asks Twilio, twice
+    for _ in range(2):
+        status = progress.confirm_call(sqlite_database, call_id, gateway_for=lambda *_: TwilioKnowingNoSuchCall(),
+                                       rate_card=default_rate_card(), now=T0 + timedelta(minutes=11))
+
+    # then the call is completed and charged as talked to its time limit, once
+    assert status == "completed"
+    assert charged(sqlite_database, call_id) == ("completed", 10, 30_000, 70_000)
