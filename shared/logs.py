@@ -110,3 +110,6 @@ def configure(log_format: str, *, level: int = logging.INFO) -> None:
     if not root.handlers:
         root.addHandler(handler(log_format))
         root.setLevel(level)
+    # APScheduler writes two INFO lines for each run of each job, every 15 s for the sweepers alone, which buried
+    # what the jobs themselves say. Its warnings (a run missed) and errors (a job that raised) still show.
+    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))

@@ -106,3 +106,26 @@ def test_a_jobs_lines_carry_its_job_id_and_the_message_it_is_about(fake_broker, 
     [line] = lines()
     assert (line["job_id"], line["actor"], line["message_id"]) == (sent.message_id, "deliver", "msg_42")
     assert "account_id" not in line
+
+
+@pytest.fixture
+def info_logging():
+    """The root logger at INFO, as a process's is; the levels as they were afterwards."""
+    root, library = logging.getLogger(), logging.getLogger("apscheduler")
+    levels = root.level, library.level
+    root.setLevel(logging.INFO)
+    library.setLevel(logging.NOTSET)
+    yield
+    root.setLevel(levels[0])
+    library.setLevel(levels[1])
+
+
+def test_the_schedulers_library_says_only_what_went_wrong(info_logging):
+    # given a process's logging, configured as the CLI does
+    logs.configure("text")
+
+    # then APScheduler's lines about each run of a job are dropped, and its warnings (a missed run) and errors (a
+    # job that raised) are kept
+    scheduler_log = logging.getLogger("apscheduler.executors.default")
+    assert not scheduler_log.isEnabledFor(logging.INFO)
+    assert scheduler_log.isEnabledFor(logging.WARNING) and scheduler_log.isEnabledFor(logging.ERROR)
