@@ -180,11 +180,13 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
 def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
     """Texts charged at 'sent' (their hold resolved then) for less than KEEP_ASKING, left alone since `stale_after`
     and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone
-    first. All of it in the statement: texts not due yet, however many, never stand before those that are."""
+    first. All of it in the statement: texts not due yet, however many, never stand before those that are. A text's
+    updated_at is its charge's time or later, so the day's bound on it (the index's range) leaves out none that
+    is due."""
     seconds = _epoch_seconds(session.get_bind().dialect.name)
     return list(session.scalars(
         select(Message.id).join(Hold, Hold.id == Message.hold_id)
-        .where(Message.status == "sent", Message.updated_at <= now - stale_after,
+        .where(Message.status == "sent", Message.updated_at.between(now - KEEP_ASKING, now - stale_after),
                Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None),
                Hold.resolved_at >= now - KEEP_ASKING,
                2 * seconds(Message.updated_at) <= seconds(literal(now, Message.updated_at.type))

@@ -100,9 +100,9 @@ def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rat
         account = session.get(Account, call.account_id)
         gateway = gateway_for(*owner_credentials(call, account))
         sid, inbound_call, time_limit = call.twilio_sid, call.direction == "inbound", call.time_limit
-        own_record = in_own_twilio_account(call, account)
+        deletable = kept_by_tenant(call, gateway_for(None, None).account_sid)
     if inbound_call:
-        found = fetch_inbound_or_gone(gateway, sid, time_limit, own_record=own_record)
+        found = fetch_inbound_or_gone(gateway, sid, time_limit, tenant_may_delete=deletable)
         if found is None:
             with database.unit_of_work() as session:
                 return end_unknown(session, call_id, now)
@@ -127,9 +127,10 @@ def owner_credentials(call: Call, account: Account) -> tuple[str | None, str | N
     return None, None
 
 
-def in_own_twilio_account(call: Call, account: Account) -> bool:
-    """Whether the call's record is in the account's own Twilio account, where the tenant may delete it."""
-    return account.twilio_account_sid is not None and call.twilio_account_sid == account.twilio_account_sid
+def kept_by_tenant(call: Call, deployment_sid: str) -> bool:
+    """Whether the call's record is kept in a Twilio account of the tenant's (its own, now or before), which the tenant
+    may delete records from: any but the deployment's (`deployment_sid`)."""
+    return call.twilio_account_sid not in (None, deployment_sid)
 
 
 def fetch_call_or_gone(gateway, sid: str, time_limit: int | None) -> TwilioCall:
@@ -145,21 +146,25 @@ def fetch_call_or_gone(gateway, sid: str, time_limit: int | None) -> TwilioCall:
 
 
 def fetch_inbound_or_gone(gateway, sid: str, time_limit: int | None, *,
-                          own_record: bool) -> tuple[TwilioCall, list[TwilioCall]] | None:
-    """Twilio's record of an inbound call and of its forwarded legs. One it no longer has: kept in the account's own
-    Twilio account (`own_record`), which the tenant may delete records from (creditq deletes none), it is taken as
-    completed, its forwarded leg as talked for its whole time limit unless Twilio still lists the legs, so that
-    deleting records never makes calls free (a ring the tenant forged with its own token costs the tenant alone);
-    kept in the deployment's, None: Twilio never had it."""
+                          tenant_may_delete: bool) -> tuple[TwilioCall, list[TwilioCall]] | None:
+    """Twilio's record of an inbound call and of its forwarded legs. A record the tenant may delete
+    (`tenant_may_delete`; creditq deletes none) that is gone never makes a call free: the call is taken as completed
+    and its forwarded leg as talked for its whole time limit, or, when only the legs are gone from a forwarded call
+    that has ended, for as long as the call lasted (a ring the tenant forged with its own token costs the tenant
+    alone). A record in the deployment's account that is gone: None, Twilio never had the call."""
     try:
-        return gateway.fetch_call(sid), gateway.legs_of(sid)
+        parent = gateway.fetch_call(sid)
     except PermanentTwilioError as error:
         if error.code != NOT_FOUND:
             raise
-    if not own_record:
-        return None
-    legs = gateway.legs_of(sid) or [TwilioCall(f"{sid}:forwarded", "", "completed", time_limit or 0, None)]
-    return TwilioCall(sid, "", "completed", None, None), legs
+        if not tenant_may_delete:
+            return None
+        parent = TwilioCall(sid, "", "completed", time_limit, None)
+    legs = gateway.legs_of(sid)
+    if tenant_may_delete and time_limit and not legs and parent.status in TWILIO_FINAL:
+        talked = time_limit if parent.duration is None else min(parent.duration, time_limit)
+        legs = [TwilioCall(f"{sid}:forwarded", "", "completed", talked, None)]
+    return parent, legs
 
 
 def apply_report(session: Session, call_id: str, report: CallReport, *, rate_card: RateCard,

@@ -10,8 +10,8 @@
   so a call whose final report never came is still settled, once (one whose record Twilio no longer has, though
   it answered the create with its sid, as completed after its time limit: `fetch_call_or_gone`).
 - inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
-  legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose record the
-  account deleted from its own Twilio account as talked for its whole time limit: `fetch_inbound_or_gone`).
+  legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
+  tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`owner_credentials`), which is the deployment's
   for one placed or rung before the account brought its own.
 """
@@ -37,7 +37,7 @@ from shared.voice.progress import (
     early_report,
     fetch_call_or_gone,
     fetch_inbound_or_gone,
-    in_own_twilio_account,
+    kept_by_tenant,
     owner_credentials,
 )
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
@@ -128,8 +128,9 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
         call = session.get(Call, call_id)
         account = session.get(Account, call.account_id)
         gateway = gateway_for(*owner_credentials(call, account))
-        sid, time_limit, own_record = call.twilio_sid, call.time_limit, in_own_twilio_account(call, account)
-    found = fetch_inbound_or_gone(gateway, sid, time_limit, own_record=own_record)
+        sid, time_limit = call.twilio_sid, call.time_limit
+        deletable = kept_by_tenant(call, gateway_for(None, None).account_sid)
+    found = fetch_inbound_or_gone(gateway, sid, time_limit, tenant_may_delete=deletable)
     with database.unit_of_work() as session:
         if found is None:  # a ring with the deployment's token that Twilio never had talked nothing
             return inbound.end_unknown(session, call_id, now)

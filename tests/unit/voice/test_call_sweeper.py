@@ -15,8 +15,13 @@ STALE = timedelta(seconds=3)  # the e2e suites' eager sweeper
 PLACING = timedelta(seconds=30)  # twice a Twilio timeout of 15 s
 
 
+DEPLOYMENT_SID = "AC" + "d" * 32
+
+
 class TwilioListingNothing:
     """Twilio whose call list is empty, counting how often it was asked."""
+
+    account_sid = DEPLOYMENT_SID
 
     def __init__(self):
         self.asked = 0
@@ -65,6 +70,8 @@ def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(s
 
 class TwilioKnowingNoSuchCall:
     """Twilio asked about a sid it never had: 20404, as for a ring forged by an account with its own credentials."""
+
+    account_sid = DEPLOYMENT_SID
 
     def fetch_call(self, sid):
         raise PermanentTwilioError(20404, f"The requested resource /Calls/{sid}.json was not found", status=404)
@@ -119,11 +126,12 @@ class _ListingNothingKnowingNoSuchCall(TwilioListingNothing, TwilioKnowingNoSuch
 
 
 OWN_SID = "AC" + "3" * 32
-DEPLOYMENT_SID = "AC" + "d" * 32
 
 
 class TwilioWithTheCall:
     """Twilio that has the inbound call, completed, and its forwarded leg, which talked 125 s."""
+
+    account_sid = DEPLOYMENT_SID
 
     def fetch_call(self, sid):
         return TwilioCall(sid, DEPLOYMENT_SID, "completed", 130, None)
@@ -200,4 +208,43 @@ def test_a_confirmation_of_an_inbound_call_whose_record_its_account_deleted_char
 
     # then the call is completed and charged as talked to its time limit, once
     assert status == "completed"
+    assert charged(sqlite_database, call_id) == ("completed", 10, 30_000, 70_000)
+
+
+class TwilioWithoutTheLegs(TwilioWithTheCall):
+    """Twilio that has the inbound call, completed after 130 s, but no longer its forwarded leg."""
+
+    def legs_of(self, sid):
+        return []
+
+
+def test_an_inbound_call_whose_leg_its_account_deleted_is_charged_for_as_long_as_the_call_lasted(sqlite_database):
+    # given a forwarded call on the account's own Twilio account, which lasted 130 s, and whose forwarded leg's
+    # record the account deleted there
+    call_id = forwarded_inbound_call(sqlite_database, rung_with=OWN_SID)
+
+    # when the sweeper reconciles it
+    sweeper.sweep_calls(sqlite_database, gateway_for=lambda *_: TwilioWithoutTheLegs(),
+                        rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                        placing_takes=PLACING)
+
+    # then the leg is charged as talked for the call's 130 s: 3 started minutes
+    assert charged(sqlite_database, call_id) == ("completed", 3, 9_000, 91_000)
+
+
+def test_an_inbound_call_on_a_twilio_account_its_account_no_longer_names_is_charged_its_whole_time_limit(
+        sqlite_database):
+    # given a forwarded call rung on the account's own Twilio account, which the account then replaced with no
+    # credentials of its own, so its record is asked of the deployment's Twilio, which never had it
+    call_id = forwarded_inbound_call(sqlite_database, rung_with=OWN_SID)
+    with sqlite_database.unit_of_work() as session:
+        account = session.get(Account, "acct_own")
+        account.twilio_account_sid = account.twilio_auth_token = None
+
+    # when the sweeper reconciles it
+    sweeper.sweep_calls(sqlite_database, gateway_for=lambda *_: _ListingNothingKnowingNoSuchCall(),
+                        rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                        placing_takes=PLACING)
+
+    # then it is charged as talked to its time limit: changing credentials never makes a call free
     assert charged(sqlite_database, call_id) == ("completed", 10, 30_000, 70_000)

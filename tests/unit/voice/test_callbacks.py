@@ -301,12 +301,16 @@ def test_a_status_twilio_never_reports_moves_no_call(db, signer):
 class TwilioWithout:
     """Twilio asked about a call whose record is gone (deleted by the account that owns it): 20404."""
 
+    account_sid = DEPLOYMENT.account_sid
+
     def fetch_call(self, sid):
         raise PermanentTwilioError(20404, f"The requested resource /Calls/{sid}.json was not found", status=404)
 
 
 class TwilioForwarding:
     """Twilio with an inbound call still talking (gone to voicemail) whose forwarded leg ended after 130 s."""
+
+    account_sid = DEPLOYMENT.account_sid
 
     def fetch_call(self, sid):
         return TwilioCall(sid, OWN.account_sid, "in-progress", None, None)
