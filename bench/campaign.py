@@ -3,7 +3,8 @@
 Real PostgreSQL (tests.support.postgres) and Redis (the embedded server); `creditq web` and
 `creditq worker` (campaigns queue only, so the send jobs stay in Redis to be counted) as
 subprocesses. Reports seconds to accept the POST, seconds until every send job is enqueued, the
-peak RSS of each process (and of the worker's processes summed), the load average, how many chunks
+peak RSS of each process (and of the worker's processes summed, and their summed PSS, which counts a page the forked
+processes share once), the load average, how many chunks
 each worker process fanned out and how many ran at once (from the workers' chunk log lines), beside
 the one-message-at-a-time enqueue rate (`broker.enqueue` per message) measured in the same run, and the CPU
 seconds each process (with its children) spent from the POST until every send was enqueued.
@@ -48,23 +49,26 @@ ONE_AT_A_TIME = 5_000
 
 
 class PeakRss(threading.Thread):
-    """Samples a process tree every 50 ms: each process's own peak RSS and the tree's summed peak."""
+    """Samples a process tree every 50 ms: each process's own peak RSS, the tree's summed peak, and the tree's peak
+    PSS (each shared page counted once, shared among its processes: the forked workers share their imports' pages,
+    which the RSS sum counts once per process)."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
-        self.peak = 0
+        self.peak = self.peak_pss = 0
         self.peaks: dict[int, int] = {}
         self.running = True
 
     def run(self) -> None:
         while self.running:
             try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                rss = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
-                self.peak = max(self.peak, sum(rss.values()))
-                for pid, value in rss.items():
-                    self.peaks[pid] = max(self.peaks.get(pid, 0), value)
+                tree = [p for p in (self.process, *self.process.children(recursive=True)) if p.is_running()]
+                memory = {p.pid: p.memory_full_info() for p in tree}
+                self.peak = max(self.peak, sum(m.rss for m in memory.values()))
+                self.peak_pss = max(self.peak_pss, sum(m.pss for m in memory.values()))
+                for pid, value in memory.items():
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), value.rss)
             except psutil.Error:
                 pass
             time.sleep(0.05)
@@ -164,6 +168,7 @@ def main(recipients: int, profile_dir: Path | None) -> None:
           + f" (two CPUs: {2 * enqueued:.1f} available)")
     print(f"  peak RSS web:                      {meters['web'].peak / 2**20:6.0f} MB")
     print(f"  peak RSS worker (all processes):   {meters['worker'].peak / 2**20:6.0f} MB")
+    print(f"  peak PSS worker (all processes):   {meters['worker'].peak_pss / 2**20:6.0f} MB (shared pages once)")
     print("  peak RSS per process:              " + ", ".join(
         f"{name} {pid} {peak / 2**20:.0f} MB" for name, meter in meters.items() for pid, peak in meter.peaks.items()))
     print(f"  chunks per worker process:         {dict(sorted(chunks_per_process.items()))}; "
