@@ -97,16 +97,6 @@ def recorded(session: Session, call_id: str, signed: SignedForm, *, deployment: 
     _charge(session, call, rate_card.price(item, country=country_of(call.to)), key, now)
 
 
-def reconcile_forwarded(session: Session, call_id: str, parent: TwilioCall, legs: list[TwilioCall],
-                        now: datetime) -> str:
-    """For an inbound call whose <Dial> action never came: charge its forwarded legs' started minutes from Twilio's
-    own record (under the key the action uses, so one of the two charges) and take Twilio's status."""
-    call = charge_forwarded(session, call_id, legs, now)
-    if parent.status in ("completed", "busy", "no-answer", "failed", "canceled"):
-        call.status, call.updated_at = parent.status, now
-    return call.status
-
-
 def charge_forwarded(session: Session, call_id: str, legs: list[TwilioCall], now: datetime) -> Call:
     """Charge the started minutes of an inbound call's forwarded legs as Twilio records them, under the key its
     <Dial> action uses (so one of the two charges); the call, locked."""

@@ -67,7 +67,8 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
     # left: it must not stop the sweep of every other account's calls behind it.
     for call_id in unreported:
         try:
-            report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for, now=now)
+            report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for,
+                                                           rate_card=rate_card, now=now)
         except (TransientTwilioError, PermanentTwilioError, CredentialsRejected) as error:
             log.warning("could not reconcile inbound call %s: %s", call_id, error)
     for call_id in overdue:
@@ -122,8 +123,11 @@ def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta)
         seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
 
 
-def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, now: datetime) -> str:
-    """Fetch an inbound call and its forwarded legs from Twilio; charge what the legs talked, once."""
+def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard,
+                      now: datetime) -> str:
+    """Fetch an inbound call and its forwarded legs from Twilio; charge what the legs talked (under the key its
+    <Dial> action uses, so once whichever comes) and take Twilio's status, as its final report would (its
+    `call.completed` event too)."""
     with database.read_only() as session:
         call = session.get(Call, call_id)
         account = session.get(Account, call.account_id)
@@ -134,7 +138,9 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
     with database.unit_of_work() as session:
         if found is None:  # a ring with the deployment's token that Twilio never had talked nothing
             return inbound.end_unknown(session, call_id, now)
-        return inbound.reconcile_forwarded(session, call_id, *found, now)
+        parent, legs = found
+        inbound.charge_forwarded(session, call_id, legs, now)
+        return apply_report(session, call_id, early_report(parent), rate_card=rate_card, now=now)
 
 
 def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard, now: datetime) -> str:

@@ -3,9 +3,17 @@ an inbound call whose record Twilio no longer has or keeps in the deployment's a
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
 from shared.ledger import book
 from shared.messaging.rates import default_rate_card
-from shared.models import Account, Call
+from shared.models import (
+    Account,
+    Call,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookSubscription,
+)
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.voice import progress, sweeper
@@ -181,18 +189,28 @@ def test_an_inbound_call_whose_record_its_account_deleted_from_its_own_twilio_is
 
 
 def test_an_inbound_call_rung_with_the_deployments_token_is_asked_of_the_deployments_twilio(sqlite_database):
-    # given a forwarded call rung on the deployment's Twilio account, before the account brought its own
+    # given a forwarded call rung on the deployment's Twilio account, before the account brought its own, on an
+    # account with an endpoint that takes call.completed
     call_id = forwarded_inbound_call(sqlite_database, rung_with=DEPLOYMENT_SID)
+    with sqlite_database.unit_of_work() as session:
+        session.add(WebhookEndpoint(id="we_1", account_id="acct_own", url="https://example.com/hook", secret="s",
+                                    created_at=T0, updated_at=T0))
+        session.flush()
+        session.add(WebhookSubscription(endpoint_id="we_1", account_id="acct_own", event_type="call.completed"))
     twilio = {None: TwilioWithTheCall(), OWN_SID: TwilioKnowingNoSuchCall()}
 
-    # when the sweeper reconciles it
-    report = sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
-                                 rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
-                                 placing_takes=PLACING)
+    # when the sweeper reconciles it, twice
+    reports = [sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
+                                   rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                                   placing_takes=PLACING) for _ in range(2)]
 
-    # then the deployment's Twilio, which has it, told what its leg talked: 3 started minutes charged
-    assert report.reconciled == {call_id: "completed"}
+    # then the deployment's Twilio, which has it, told what its leg talked: 3 started minutes charged, and the
+    # call's end announced once, as its final report would have
+    assert [report.reconciled for report in reports] == [{call_id: "completed"}, {}]
     assert charged(sqlite_database, call_id) == ("completed", 3, 9_000, 91_000)
+    with sqlite_database.unit_of_work() as session:
+        [event] = session.scalars(select(WebhookEvent).where(WebhookEvent.type == "call.completed"))
+        assert (event.data["id"], event.data["status"]) == (call_id, "completed")
 
 
 def test_a_confirmation_of_an_inbound_call_whose_record_its_account_deleted_charges_its_whole_time_limit(

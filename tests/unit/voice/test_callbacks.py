@@ -14,6 +14,7 @@ from shared.twilio.errors import PermanentTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.twilio.signatures import Credentials, SignedForm
 from shared.voice import inbound
+from shared.voice import sweeper as voice_sweeper
 from shared.voice.progress import (
     CallReport,
     CallToConfirm,
@@ -225,17 +226,27 @@ def test_a_transcription_before_its_recording_and_each_twice_is_charged_once_eac
         assert session.get(Account, "acct_own").balance == 5_000
 
 
+class TwilioWithTheEndedCall:
+    """Twilio with a forwarded call that ended after 200 s, its leg after 130 s."""
+
+    account_sid = DEPLOYMENT.account_sid
+
+    def fetch_call(self, sid):
+        return TwilioCall(sid, OWN.account_sid, "completed", 200, None)
+
+    def legs_of(self, sid):
+        return [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130, None)]
+
+
 def test_a_forwarded_leg_reconciled_from_twilio_then_reported_late_is_charged_once(db):
     # given a forwarded call whose <Dial> action never came
     ring(db)
     with db.unit_of_work() as session:
         call_id = session.scalars(select(Call.id).where(Call.direction == "inbound")).one()
-    parent = TwilioCall("CA" + "b" * 32, OWN.account_sid, "completed", 200, None)
-    legs = [TwilioCall("CA" + "e" * 32, OWN.account_sid, "completed", 130, None)]
 
     # when the sweeper reconciles it from Twilio, and then the action arrives after all
-    with db.unit_of_work() as session:
-        status = inbound.reconcile_forwarded(session, call_id, parent, legs, T0)
+    status = voice_sweeper.reconcile_inbound(db, call_id, gateway_for=lambda *_: TwilioWithTheEndedCall(),
+                                             rate_card=default_rate_card(), now=T0)
     action = signed({"CallSid": "CA" + "b" * 32, "DialCallStatus": "completed", "DialCallDuration": "130"}, OWN,
                     url=f"https://creditq.example/webhooks/twilio/voice?call={call_id}&step=dialed")
     with db.unit_of_work() as session:
