@@ -13,7 +13,7 @@
 - A text charged at `sent` (its hold outlived its TTL before Twilio's final status came) whose final status never
   came (a callback lost, a confirmation job lost with a killed worker) is asked of Twilio: after `stale_after`, then
   each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
-  Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
+  Twilio leaves some texts `sent` for good, where the carrier reports no delivery), for ASKING_SECONDS a sweep. A final answer is settled as its
   callback would have been: a text carriers filtered gets its toll-free resend.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
@@ -21,6 +21,7 @@
 """
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +58,9 @@ CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when lookin
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_ASKING = timedelta(days=1)  # how long a text charged at 'sent' is asked of Twilio for its final status
 ASKS_PER_SWEEP = 100
+# How long one sweep asks Twilio about charged-at-sent texts, at most (the first ask always goes): sweeps come every
+# 15 s, and a hundred asks at Twilio's usual latency would outlast that, so that the next sweep asked the same texts.
+ASKING_SECONDS = 5.0
 
 
 @dataclass
@@ -94,11 +98,12 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         enqueue(message_id)
     with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
         unconfirmed = _charged_before_final(session, now, stale_after)
+    asking_until = time.monotonic() + ASKING_SECONDS
     for message_id in unconfirmed:
         report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
                                                     rate_card=rate_card, now=now, enqueue=enqueue)
-        if report.asked[message_id] == "retry later":
-            break  # Twilio is struggling: the rest wait for a later sweep
+        if report.asked[message_id] == "retry later" or time.monotonic() >= asking_until:
+            break  # Twilio is struggling, or slow: the rest wait for a later sweep
     return report
 
 

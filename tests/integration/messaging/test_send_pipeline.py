@@ -1054,6 +1054,26 @@ def test_texts_not_due_to_be_asked_never_keep_a_due_one_from_its_ask(database, g
     assert list(asked) == [due]
 
 
+def test_a_sweep_asks_twilio_for_a_few_seconds_at_most_and_leaves_the_rest_to_the_next(database, gateways, throttle,
+                                                                                        monkeypatch):  # noqa: F811
+    # given two texts charged at 'sent' at t, due to be asked, and a sweep's time for asking used up by one ask
+    account_id = make_account(database, 10)
+    texts = [accept(database, account_id) for _ in range(2)]
+    t = now()
+    for message_id in texts:
+        send(database, message_id, gateways, throttle)
+        charged_at_sent(database, message_id, t)
+    monkeypatch.setattr(sweeper, "ASKING_SECONDS", 0.0)
+
+    # when two sweeps come once `stale_after` has passed
+    first = sweep_at(database, gateways, t + timedelta(seconds=61))
+    second = sweep_at(database, gateways, t + timedelta(seconds=62))
+
+    # then each asked about one text, the second about the one the first left
+    assert len(first.asked) == len(second.asked) == 1
+    assert sorted([*first.asked, *second.asked]) == sorted(texts)
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:
