@@ -13,8 +13,8 @@
 - A text charged at `sent` (its hold outlived its TTL before Twilio's final status came) whose final status never
   came (a callback lost, a confirmation job lost with a killed worker) is asked of Twilio: after `stale_after`, then
   each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
-  Twilio leaves some texts `sent` for good, where the carrier reports no delivery), for ASKING_SECONDS a sweep. A final answer is settled as its
-  callback would have been: a text carriers filtered gets its toll-free resend.
+  Twilio leaves some texts `sent` for good, where the carrier reports no delivery), for ASKING_SECONDS a sweep. A
+  final answer is settled as its callback would have been: a text carriers filtered gets its toll-free resend.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
