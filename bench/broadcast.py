@@ -22,6 +22,7 @@ import requests  # noqa: E402
 
 from bench.campaign import ADMIN_KEY, SENDER, PeakRss, seed  # noqa: E402
 from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
+from shared.campaigns.bulk_queues import bulk_queue_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.models import Base  # noqa: E402
@@ -70,7 +71,7 @@ def main(numbers: int) -> None:
                     "name": "bench", "from": SENDER, "account_id": account_id, "say": "Open house Sunday at 2pm",
                     "machine_detection": True, "quiet_hours": NO_QUIET_HOURS,
                     "recipients": [{"to": f"+1212{200 + i // 10_000}{i % 10_000:04d}"} for i in range(numbers)]})),
-                "text campaign": ("send_bulk", lambda: requests.post(f"{url}/v1/campaigns", headers=headers,
+                "text campaign": (bulk_queue_for(account_id), lambda: requests.post(f"{url}/v1/campaigns", headers=headers,
                                                                      timeout=600, json={
                     "name": "bench", "from": SENDER, "account_id": account_id, "quiet_hours": NO_QUIET_HOURS,
                     "body": "Hi {{ first_name }}, open house Sunday 2pm. Reply STOP to opt out.",

@@ -33,6 +33,7 @@ import requests  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
 from bench.processes import LoadAverage, cpu_seconds, profile, spawn, stop_profiling, wait_for  # noqa: E402
+from shared.campaigns.bulk_queues import bulk_queue_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.ledger import book  # noqa: E402
@@ -143,12 +144,13 @@ def main(recipients: int, profile_dir: Path | None) -> None:
             accepted = time.monotonic() - started
             response.raise_for_status()
             sendable = response.json()["estimate"]["sendable"]
-            while client.hlen("dramatiq:send_bulk.msgs") < sendable and time.monotonic() - started < 600:
+            queue_key = f"dramatiq:{bulk_queue_for(account_id)}.msgs"  # the queue the account's campaign texts go on
+            while client.hlen(queue_key) < sendable and time.monotonic() - started < 600:
                 time.sleep(0.05)
             enqueued = time.monotonic() - started
             cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             stop_profiling(profilers)
-            queued = client.hlen("dramatiq:send_bulk.msgs")
+            queued = client.hlen(queue_key)
             time.sleep(0.5)
         finally:
             for meter in [*meters.values(), load]:

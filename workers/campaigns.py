@@ -14,9 +14,10 @@ import dramatiq
 from shared.broker import enqueue_many
 from shared.campaigns.fan_out import due_steps, stalled_steps, start_step
 from shared.campaigns.fan_out import fan_out_chunk as make_chunk
+from shared.models import Campaign
 
 from . import resources
-from .sending import send_campaign_message
+from .sending import campaign_sender_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def fan_out_chunk(campaign_id: str, step: int, chunk: int) -> None:
     with r.database.unit_of_work() as session:
         ids = make_chunk(session, campaign_id, step, chunk, rate_card=r.rate_card,
                          hold_ttl_seconds=r.hold_ttl_seconds, now=datetime.now(UTC))
-    enqueue_many(send_campaign_message, [(message_id,) for message_id in ids])  # lost if we die here: the sweeper's job
+        sender = campaign_sender_for(session.get(Campaign, campaign_id).account_id)
+    enqueue_many(sender, [(message_id,) for message_id in ids])  # lost if we die here: the sweeper's job
     log.info("campaign %s step %d chunk %d: %d sends enqueued in %.0f ms (process %d)", campaign_id, step, chunk,
              len(ids), (time.monotonic() - started) * 1000, os.getpid())
 

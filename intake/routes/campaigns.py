@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy.orm import Session
 
+from shared.campaigns.bulk_queues import bulk_actor_for
 from shared.campaigns.creation import CampaignRequest, create_campaign
 from shared.campaigns.search import (
     CAMPAIGN_STATUSES,
@@ -38,7 +39,6 @@ from ..principal import Principal
 log = logging.getLogger(__name__)
 
 FAN_OUT_ACTOR = "fan_out_campaign"
-SEND_ACTOR = "send_campaign_message"  # a campaign's texts queue apart from single texts
 MAX_CAMPAIGNS_PER_PAGE = 100  # each is shown with its progress: a few indexed counts per campaign
 
 routes = web.RouteTableDef()
@@ -163,7 +163,7 @@ async def steer_campaign(app: web.Application, principal: Principal, campaign_id
     account_id = principal.account_id
     database = app[DATABASE]
 
-    def apply() -> tuple[dict, list[str]]:
+    def apply() -> tuple[dict, list[str], str]:
         now = datetime.now(UTC)
         to_enqueue: list[str] = []
         with database.unit_of_work() as session:
@@ -174,13 +174,13 @@ async def steer_campaign(app: web.Application, principal: Principal, campaign_id
                 campaign = pause_campaign(session, campaign_id, account_id=account_id, now=now)
             else:
                 campaign, to_enqueue = resume_campaign(session, campaign_id, account_id=account_id, now=now)
-            return campaign_view(session, campaign), to_enqueue
+            return campaign_view(session, campaign), to_enqueue, campaign.account_id
 
-    view, to_enqueue = await asyncio.to_thread(apply)
+    view, to_enqueue, campaign_account = await asyncio.to_thread(apply)
     enqueuer = app[ENQUEUER]
     try:
         if to_enqueue:
-            await asyncio.to_thread(enqueuer.send_many_blocking, SEND_ACTOR,
+            await asyncio.to_thread(enqueuer.send_many_blocking, bulk_actor_for(campaign_account),
                                     [(message_id,) for message_id in to_enqueue])
         if action == "resume" and view["status"] == "running":
             await enqueuer.send(FAN_OUT_ACTOR, campaign_id, 0)  # a step claimed before the pause goes on

@@ -298,12 +298,12 @@ def rate_card_versions(session: Session, message_ids: list[str]) -> dict[str, in
                                 .where(Message.id.in_(set(message_ids)))).all())
 
 
-def in_campaigns(session: Session, message_ids: list[str]) -> set[str]:
-    """Those of these messages that are a campaign's (read a thousand ids to a statement)."""
-    found: set[str] = set()
+def in_campaigns(session: Session, message_ids: list[str]) -> dict[str, str]:
+    """Those of these messages that are a campaign's, each with its account (read a thousand ids to a statement)."""
+    found: dict[str, str] = {}
     for start in range(0, len(message_ids), 1000):
-        found.update(session.scalars(select(Message.id).where(Message.id.in_(message_ids[start:start + 1000]),
-                                                              Message.campaign_id.is_not(None))))
+        found.update(session.execute(select(Message.id, Message.account_id).where(
+            Message.id.in_(message_ids[start:start + 1000]), Message.campaign_id.is_not(None))).tuples().all())
     return found
 
 

@@ -3,9 +3,11 @@
 import time
 
 import pytest
+import redis
 import requests
 from sqlalchemy import func, select
 
+from shared.campaigns.bulk_queues import bulk_queue_for
 from shared.db import Database
 from shared.models import Entry
 from tests.e2e.test_send_pipeline_e2e import OPERATOR, ledger_verify, new_account, simulated
@@ -114,3 +116,45 @@ def test_a_single_text_goes_out_while_another_accounts_big_campaign_waits_for_th
     finally:
         requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
         requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=church, timeout=30)
+
+
+def test_a_small_campaign_goes_out_while_another_accounts_big_campaign_waits_for_the_workers(stack):
+    # given a church's campaign of 3,000 members on its way, Twilio taking 100 ms to answer each create, and a
+    # realtor whose campaign texts wait on another queue than the church's (the account's id decides), one that no
+    # job of the tests before waits on
+    church_id, church, church_sender = new_account(stack, 9111, "4000")
+    jobs = redis.Redis.from_url(stack.redis.url)
+    for n in range(9112, 9200):
+        realtor_id, realtor, realtor_sender = new_account(stack, n, "100")
+        queue = bulk_queue_for(realtor_id)
+        if queue != bulk_queue_for(church_id) and jobs.hlen(f"dramatiq:{queue}.msgs") == 0:
+            break
+    requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 100}, timeout=10).raise_for_status()
+    no_quiet_hours = {"start": "00:00", "end": "00:00"}
+    response = requests.post(f"{stack.url}/v1/campaigns", headers=church, timeout=60, json={
+        "name": "Christmas Eve", "from": church_sender, "body": "Candlelight service at 7pm. Reply STOP to opt out.",
+        "recipients": [{"to": f"+1629555{n:04d}"} for n in range(3000)], "quiet_hours": no_quiet_hours})
+    assert response.status_code == 202, response.text
+    big = response.json()["id"]
+    try:
+        deadline = time.monotonic() + 120
+        while campaign(stack, church, big)["counts"].get("delivered", 0) < 50:
+            assert time.monotonic() < deadline, campaign(stack, church, big)
+            time.sleep(0.2)
+
+        # when the realtor sends a campaign of 20
+        response = requests.post(f"{stack.url}/v1/campaigns", headers=realtor, timeout=60, json={
+            "name": "Open house", "from": realtor_sender, "body": "Open house Sunday at 2pm. Reply STOP to opt out.",
+            "recipients": [{"to": f"+1630555{n:04d}"} for n in range(20)], "quiet_hours": no_quiet_hours})
+        assert response.status_code == 202, response.text
+        small = response.json()["id"]
+        while (counts := campaign(stack, realtor, small)["counts"]).get("delivered", 0) < 20:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.1)
+
+        # then it went out while most of the church's campaign was still waiting for the workers, not after it
+        counts = campaign(stack, church, big)["counts"]
+        assert counts["queued"] >= 1500, counts
+    finally:
+        requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
+        requests.post(f"{stack.url}/v1/campaigns/{big}/cancel", headers=church, timeout=30)

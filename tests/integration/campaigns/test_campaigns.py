@@ -44,10 +44,10 @@ ANN, BO, CY = "+12125550101", "+12125550102", "+12125550103"  # New York numbers
 
 
 def create(database, account_id: str, *, at: datetime = NOON_NEW_YORK, body: str = "Hi {{ name }}",
-           campaign_id: str | None = None, **request):
+           campaign_id: str | None = None, sender: str = SENDER, **request):
     request.setdefault("recipients", [{"to": ANN, "fields": {"name": "Ann"}}, {"to": BO, "fields": {"name": "Bo"}}])
     campaign, estimate = create_campaign(database, account_id, CampaignRequest(
-        name="Spring open house", from_=SENDER, body=body, **request), rate_card=CARD, now=at, cap=UNCAPPED,
+        name="Spring open house", from_=sender, body=body, **request), rate_card=CARD, now=at, cap=UNCAPPED,
         campaign_id=campaign_id)
     return campaign.id, estimate
 
