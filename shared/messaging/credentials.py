@@ -70,3 +70,12 @@ def prove_credentials(account_sid: str, auth_token: str, account_status: Callabl
     if status != "active":
         raise ValidationFailed(f"Twilio account {account_sid} is {status}, not active.",
                                errors={"account_sid": f"is {status} at Twilio"})
+
+
+def credentials_keeping(record_account_sid: str | None, account: Account) -> tuple[str | None, str | None]:
+    """The credentials of the Twilio account that keeps a record (a message, a call) made with `record_account_sid`,
+    as `gateway_for` takes them: the account's own unless the record names another (made with the deployment's
+    before the account brought its own: (None, None))."""
+    if record_account_sid in (None, account.twilio_account_sid):
+        return account.twilio_account_sid, account.twilio_auth_token
+    return None, None

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from shared.db import Database
 from shared.ledger import book
 from shared.ledger.expiry import utc
+from shared.messaging.credentials import credentials_keeping
 from shared.messaging.messages import send_delay_ms
 from shared.messaging.parking import accounts_with_parked_messages, release_parked
 from shared.messaging.rates import RateCard
@@ -306,10 +307,7 @@ def owner_credentials(session: Session, message: Message) -> tuple[str | None, s
     (None, None)); a dunning site's message is the site's Twilio account's."""
     if message.dunning_site_id is not None:
         return site_credentials(session, message.dunning_site_id)
-    account = session.get(Account, message.account_id)
-    if message.twilio_account_sid in (None, account.twilio_account_sid):
-        return account.twilio_account_sid, account.twilio_auth_token
-    return None, None
+    return credentials_keeping(message.twilio_account_sid, session.get(Account, message.account_id))
 
 
 def fetch_or_gone(gateway, sid: str) -> TwilioMessage:

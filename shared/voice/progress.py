@@ -17,6 +17,7 @@ from shared.db import Database
 from shared.errors import CallbackRejected, NotFinalYet
 from shared.events.outbox import emit
 from shared.ledger import book
+from shared.messaging.credentials import credentials_keeping
 from shared.messaging.phone_numbers import country_of
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call
@@ -98,7 +99,7 @@ def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rat
         if call.twilio_sid is None:
             raise NotFinalYet(f"call {call_id} has no sid yet")
         account = session.get(Account, call.account_id)
-        gateway = gateway_for(*owner_credentials(call, account))
+        gateway = gateway_for(*credentials_keeping(call.twilio_account_sid, account))
         sid, inbound_call, time_limit = call.twilio_sid, call.direction == "inbound", call.time_limit
         deletable = kept_by_tenant(call, gateway_for(None, None).account_sid)
     if inbound_call:
@@ -116,15 +117,6 @@ def confirm_call(database: Database, call_id: str, *, gateway_for: Callable, rat
         raise NotFinalYet(f"Twilio says call {sid} is {fetched.status!r}")
     with database.unit_of_work() as session:
         return apply_report(session, call_id, early_report(fetched), rate_card=rate_card, now=now)
-
-
-def owner_credentials(call: Call, account: Account) -> tuple[str | None, str | None]:
-    """The credentials of the Twilio account that has the call's record, as `gateway_for` takes them: the account's
-    own unless the call records another (placed or rung with the deployment's before the account brought its own:
-    (None, None))."""
-    if call.twilio_account_sid in (None, account.twilio_account_sid):
-        return account.twilio_account_sid, account.twilio_auth_token
-    return None, None
 
 
 def kept_by_tenant(call: Call, deployment_sid: str) -> bool:

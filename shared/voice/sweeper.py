@@ -12,7 +12,7 @@
 - inbound calls still talking long after their forwarded leg's time limit are fetched with their legs: what the
   legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
-- each call is asked of the Twilio account that has its record (`owner_credentials`), which is the deployment's
+- each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
   for one placed or rung before the account brought its own.
 """
 
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from shared.db import Database
 from shared.ledger import book
 from shared.ledger.expiry import utc
+from shared.messaging.credentials import credentials_keeping
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
@@ -38,7 +39,6 @@ from shared.voice.progress import (
     fetch_call_or_gone,
     fetch_inbound_or_gone,
     kept_by_tenant,
-    owner_credentials,
 )
 from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
@@ -131,7 +131,7 @@ def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable
     with database.read_only() as session:
         call = session.get(Call, call_id)
         account = session.get(Account, call.account_id)
-        gateway = gateway_for(*owner_credentials(call, account))
+        gateway = gateway_for(*credentials_keeping(call.twilio_account_sid, account))
         sid, time_limit = call.twilio_sid, call.time_limit
         deletable = kept_by_tenant(call, gateway_for(None, None).account_sid)
     found = fetch_inbound_or_gone(gateway, sid, time_limit, tenant_may_delete=deletable)
@@ -150,7 +150,7 @@ def reconcile(database: Database, call_id: str, *, gateway_for: Callable, rate_c
         account = session.get(Account, call.account_id)
         sid, claimed_at, to, from_ = call.twilio_sid, utc(call.claimed_at), call.connect_to or call.to, call.from_
         time_limit = call.time_limit
-        gateway = gateway_for(*owner_credentials(call, account))
+        gateway = gateway_for(*credentials_keeping(call.twilio_account_sid, account))
     if sid is not None:  # Twilio answered the create with it: placed
         try:
             found = [fetch_call_or_gone(gateway, sid, time_limit)]

@@ -1,6 +1,8 @@
 """A campaign over the real processes: web, worker, Twilio simulator, Redis, PostgreSQL."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -84,23 +86,41 @@ def test_a_campaign_reaches_every_valid_recipient_once_and_charges_what_twilio_s
     assert campaign(stack, headers, campaign_id)["status"] == "completed"
 
 
+NO_QUIET_HOURS = {"start": "00:00", "end": "00:00"}
+
+
+def post_campaign(stack, headers: dict, sender: str, name: str, body: str, recipients: list[str]) -> str:
+    response = requests.post(f"{stack.url}/v1/campaigns", headers=headers, timeout=60, json={
+        "name": name, "from": sender, "body": body, "recipients": [{"to": to} for to in recipients],
+        "quiet_hours": NO_QUIET_HOURS})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+@contextmanager
+def big_campaign_under_way(stack, headers: dict, sender: str, area: str) -> Iterator[tuple[str, float]]:
+    """A campaign of 3,000 members (numbers of `area`) with its first 50 delivered, Twilio taking 100 ms to answer
+    each create: (its id, the deadline for what the test waits on); canceled afterwards, Twilio quick again."""
+    requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 100}, timeout=10).raise_for_status()
+    campaign_id = post_campaign(stack, headers, sender, "Christmas Eve",
+                                "Candlelight service at 7pm. Reply STOP to opt out.",
+                                [f"+1{area}555{n:04d}" for n in range(3000)])
+    try:
+        deadline = time.monotonic() + 120
+        while campaign(stack, headers, campaign_id)["counts"].get("delivered", 0) < 50:
+            assert time.monotonic() < deadline, campaign(stack, headers, campaign_id)
+            time.sleep(0.2)
+        yield campaign_id, deadline
+    finally:
+        requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
+        requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=headers, timeout=30)
+
+
 def test_a_single_text_goes_out_while_another_accounts_big_campaign_waits_for_the_workers(stack):
     # given a church's campaign of 3,000 members on its way, Twilio taking 100 ms to answer each create
     _, church, church_sender = new_account(stack, 9101, "4000")
     _, realtor, realtor_sender = new_account(stack, 9102, "10")
-    requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 100}, timeout=10).raise_for_status()
-    response = requests.post(f"{stack.url}/v1/campaigns", headers=church, timeout=60, json={
-        "name": "Christmas Eve", "from": church_sender, "body": "Candlelight service at 7pm. Reply STOP to opt out.",
-        "recipients": [{"to": f"+1628555{n:04d}"} for n in range(3000)],
-        "quiet_hours": {"start": "00:00", "end": "00:00"}})
-    assert response.status_code == 202, response.text
-    campaign_id = response.json()["id"]
-    try:
-        deadline = time.monotonic() + 120
-        while campaign(stack, church, campaign_id)["counts"].get("delivered", 0) < 50:
-            assert time.monotonic() < deadline, campaign(stack, church, campaign_id)
-            time.sleep(0.2)
-
+    with big_campaign_under_way(stack, church, church_sender, "628") as (campaign_id, deadline):
         # when a realtor sends one text
         response = requests.post(f"{stack.url}/v1/messages", headers=realtor, timeout=10,
                                  json={"to": "+14155550199", "from": realtor_sender, "body": "Open house at 2pm"})
@@ -113,9 +133,6 @@ def test_a_single_text_goes_out_while_another_accounts_big_campaign_waits_for_th
         # then it went out while most of the campaign was still waiting for the workers, not after it
         counts = campaign(stack, church, campaign_id)["counts"]
         assert counts["queued"] >= 1500, counts
-    finally:
-        requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
-        requests.post(f"{stack.url}/v1/campaigns/{campaign_id}/cancel", headers=church, timeout=30)
 
 
 def test_a_small_campaign_goes_out_while_another_accounts_big_campaign_waits_for_the_workers(stack):
@@ -129,25 +146,11 @@ def test_a_small_campaign_goes_out_while_another_accounts_big_campaign_waits_for
         queue = bulk_queue_for(realtor_id)
         if queue != bulk_queue_for(church_id) and jobs.hlen(f"dramatiq:{queue}.msgs") == 0:
             break
-    requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 100}, timeout=10).raise_for_status()
-    no_quiet_hours = {"start": "00:00", "end": "00:00"}
-    response = requests.post(f"{stack.url}/v1/campaigns", headers=church, timeout=60, json={
-        "name": "Christmas Eve", "from": church_sender, "body": "Candlelight service at 7pm. Reply STOP to opt out.",
-        "recipients": [{"to": f"+1629555{n:04d}"} for n in range(3000)], "quiet_hours": no_quiet_hours})
-    assert response.status_code == 202, response.text
-    big = response.json()["id"]
-    try:
-        deadline = time.monotonic() + 120
-        while campaign(stack, church, big)["counts"].get("delivered", 0) < 50:
-            assert time.monotonic() < deadline, campaign(stack, church, big)
-            time.sleep(0.2)
-
+    with big_campaign_under_way(stack, church, church_sender, "629") as (big, deadline):
         # when the realtor sends a campaign of 20
-        response = requests.post(f"{stack.url}/v1/campaigns", headers=realtor, timeout=60, json={
-            "name": "Open house", "from": realtor_sender, "body": "Open house Sunday at 2pm. Reply STOP to opt out.",
-            "recipients": [{"to": f"+1630555{n:04d}"} for n in range(20)], "quiet_hours": no_quiet_hours})
-        assert response.status_code == 202, response.text
-        small = response.json()["id"]
+        small = post_campaign(stack, realtor, realtor_sender, "Open house",
+                              "Open house Sunday at 2pm. Reply STOP to opt out.",
+                              [f"+1630555{n:04d}" for n in range(20)])
         while (counts := campaign(stack, realtor, small)["counts"]).get("delivered", 0) < 20:
             assert time.monotonic() < deadline, counts
             time.sleep(0.1)
@@ -155,6 +158,3 @@ def test_a_small_campaign_goes_out_while_another_accounts_big_campaign_waits_for
         # then it went out while most of the church's campaign was still waiting for the workers, not after it
         counts = campaign(stack, church, big)["counts"]
         assert counts["queued"] >= 1500, counts
-    finally:
-        requests.post(f"{stack.simulator_url}/_sim/config", json={"latency_ms": 0}, timeout=10)
-        requests.post(f"{stack.url}/v1/campaigns/{big}/cancel", headers=church, timeout=30)

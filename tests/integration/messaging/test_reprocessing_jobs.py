@@ -99,6 +99,17 @@ def run(fake_broker, *queues: str) -> None:
         fake_broker.join(queue)
 
 
+def filtered_without_callbacks(database, actors, fake_broker, simulator) -> str:  # noqa: F811
+    """A text of an account with toll-free reprocessing on, sent and filtered by the carrier (30007), none of whose
+    callbacks reached us: its id."""
+    simulator.configure(sender_outcomes={SENDER: FILTERED})
+    original = accept(database, reprocessing_account(database, 10))
+    actors.sending.send_message.send(original)
+    run(fake_broker, "send")
+    twilio_finished(simulator, message(database, original).twilio_sid)
+    return original
+
+
 def test_duplicated_and_reordered_callbacks_resend_a_filtered_text_once(database, actors, fake_broker,
                                                                       simulator):  # noqa: F811
     # given an account with reprocessing on, 10 credits, and carriers that filter its local number's texts
@@ -181,12 +192,7 @@ def test_with_the_setting_off_a_filtered_text_is_not_resent(database, actors, fa
 def test_a_filtered_text_whose_callbacks_were_lost_is_resent_by_the_reconciliation(database, actors, fake_broker,
                                                                                   gateways, simulator):  # noqa: F811
     # given a filtered text whose callbacks never reached us
-    simulator.configure(sender_outcomes={SENDER: FILTERED})
-    account_id = reprocessing_account(database, 10)
-    original = accept(database, account_id)
-    actors.sending.send_message.send(original)
-    run(fake_broker, "send")
-    twilio_finished(simulator, message(database, original).twilio_sid)
+    original = filtered_without_callbacks(database, actors, fake_broker, simulator)
 
     # when the sweeper finds its hold past its TTL, asks Twilio, and settles it
     to_send: list[str] = []
@@ -225,12 +231,7 @@ def test_a_recipient_who_opted_out_meanwhile_gets_no_resend(database, actors, fa
 def test_a_filtered_text_charged_at_sent_is_resent_when_the_sweeper_asks_twilio_of_it(database, actors, fake_broker,
                                                                                      gateways, simulator):  # noqa: F811
     # given a filtered text whose final callback never reached us, charged at 'sent' when its hold outlived its TTL
-    simulator.configure(sender_outcomes={SENDER: FILTERED})
-    account_id = reprocessing_account(database, 10)
-    original = accept(database, account_id)
-    actors.sending.send_message.send(original)
-    run(fake_broker, "send")
-    twilio_finished(simulator, message(database, original).twilio_sid)
+    original = filtered_without_callbacks(database, actors, fake_broker, simulator)
     charged = datetime.now(UTC)
     charged_at_sent(database, original, charged)
 
