@@ -13,15 +13,16 @@
 - A text charged at `sent` (its hold outlived its TTL before Twilio's final status came) whose final status never
   came (a callback lost, a confirmation job lost with a killed worker) is asked of Twilio: after `stale_after`, then
   each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
-  Twilio leaves some texts `sent` for good, where the carrier reports no delivery), for ASKING_SECONDS a sweep. A
-  final answer is settled as its callback would have been: a text carriers filtered gets its toll-free resend.
+  Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
+  callback would have been: a text carriers filtered gets its toll-free resend.
+- Overdue holds and texts charged at `sent` are each asked of Twilio for ASKING_SECONDS a sweep at most, and not at
+  all once Twilio failed an ask with a "try again later" (`shared.twilio.asking`): the rest wait for the next sweep.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
 """
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ from shared.messaging.statuses import (
     record_status,
 )
 from shared.models import Account, Hold, Message
+from shared.twilio.asking import Asking
 from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
 
@@ -59,9 +61,8 @@ CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when lookin
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_ASKING = timedelta(days=1)  # how long a text charged at 'sent' is asked of Twilio for its final status
 ASKS_PER_SWEEP = 100
-# How long one sweep asks Twilio about charged-at-sent texts, at most (the first ask always goes): sweeps come every
-# 15 s, and a hundred asks at Twilio's usual latency would outlast that, so that the next sweep asked the same texts.
-ASKING_SECONDS = 5.0
+ASKING_SECONDS = 5.0  # a sweep's time for reconciling overdue holds, and as long again for asking texts charged at sent
+RETRY_LATER = "retry later"  # what reconcile and ask_final_status answer when Twilio failed with a "try again later"
 
 
 @dataclass
@@ -85,9 +86,12 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     with database.unit_of_work() as session:
         report.enqueued += _stale_accepted(session, now - stale_after)
         report.to_settle = _final_but_unsettled(session, now - stale_after)
-    for hold_id, message_id in _overdue_holds(database, now):
+    asking = Asking(ASKING_SECONDS)
+    for hold_id, message_id in asking.each(_overdue_holds(database, now)):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
+        if report.reconciled[message_id] == RETRY_LATER:
+            asking.struggled()
     with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
     for account_id in account_ids:
@@ -99,12 +103,11 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         enqueue(message_id)
     with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
         unconfirmed = _charged_before_final(session, now, stale_after)
-    asking_until = time.monotonic() + ASKING_SECONDS
-    for message_id in unconfirmed:
+    for message_id in asking.each(unconfirmed):
         report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
                                                     rate_card=rate_card, now=now, enqueue=enqueue)
-        if report.asked[message_id] == "retry later" or time.monotonic() >= asking_until:
-            break  # Twilio is struggling, or slow: the rest wait for a later sweep
+        if report.asked[message_id] == RETRY_LATER:
+            asking.struggled()
     return report
 
 
@@ -220,7 +223,7 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_c
         fetched = fetch_or_gone(gateway_for(*credentials), sid)
         answer = fetched.status
     except TransientTwilioError:
-        return "retry later"
+        return RETRY_LATER
     except (PermanentTwilioError, CredentialsRejected) as error:
         fetched, answer = None, f"fetch refused: {error}"
     resend = None
@@ -276,7 +279,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             try:
                 found = gateway_for(*credentials).find(**lookup)
             except TransientTwilioError:
-                return "retry later"
+                return RETRY_LATER
             except (PermanentTwilioError, CredentialsRejected) as error:
                 return f"find refused: {error}"
             with database.unit_of_work() as session:
@@ -288,7 +291,7 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
             try:
                 fetched = fetch_or_gone(gateway_for(*credentials), sid)
             except TransientTwilioError:
-                return "retry later"
+                return RETRY_LATER
             except (PermanentTwilioError, CredentialsRejected) as error:
                 return f"fetch refused: {error}"
             with database.unit_of_work() as session:

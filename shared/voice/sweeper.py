@@ -13,7 +13,8 @@
   legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
-  for one placed or rung before the account brought its own.
+  for one placed or rung before the account brought its own; for ASKING_SECONDS a sweep at most, and no more once
+  Twilio failed an ask with a "try again later" (`shared.twilio.asking`): the rest wait for the next sweep.
 """
 
 import logging
@@ -30,6 +31,7 @@ from shared.ledger.expiry import utc
 from shared.messaging.credentials import credentials_keeping
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
+from shared.twilio.asking import Asking
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 IN_FLIGHT = ("queued", "initiated", "ringing", "in-progress")
 NEVER_PLACED = "Twilio has no record of this call: it was never placed, and nothing was charged."
+ASKING_SECONDS = 5.0  # a sweep's time for asking about inbound calls, and as long again for outbound ones
 
 
 @dataclass
@@ -64,19 +67,18 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
         overdue = _overdue(session, now, stale_after, placing_takes)
         unreported = _unreported_inbound(session, now, stale_after)
     # One call Twilio will not answer for (an account's credentials revoked, a sid it never had) is logged and
-    # left: it must not stop the sweep of every other account's calls behind it.
-    for call_id in unreported:
-        try:
-            report.reconciled[call_id] = reconcile_inbound(database, call_id, gateway_for=gateway_for,
+    # left: it must not stop the sweep of every other account's calls behind it. Twilio failing stops the asking.
+    asking = Asking(ASKING_SECONDS)
+    for reconcile_one, call_ids in ((reconcile_inbound, unreported), (reconcile, overdue)):
+        for call_id in asking.each(call_ids):
+            try:
+                report.reconciled[call_id] = reconcile_one(database, call_id, gateway_for=gateway_for,
                                                            rate_card=rate_card, now=now)
-        except (TransientTwilioError, PermanentTwilioError, CredentialsRejected) as error:
-            log.warning("could not reconcile inbound call %s: %s", call_id, error)
-    for call_id in overdue:
-        try:
-            report.reconciled[call_id] = reconcile(database, call_id, gateway_for=gateway_for, rate_card=rate_card,
-                                                   now=now)
-        except (TransientTwilioError, PermanentTwilioError, CredentialsRejected) as error:
-            log.warning("could not reconcile call %s: %s", call_id, error)
+            except TransientTwilioError as error:
+                log.warning("could not reconcile call %s, Twilio asks to try again later: %s", call_id, error)
+                asking.struggled()
+            except (PermanentTwilioError, CredentialsRejected) as error:
+                log.warning("could not reconcile call %s: %s", call_id, error)
     return report
 
 

@@ -1074,6 +1074,66 @@ def test_a_sweep_asks_twilio_for_a_few_seconds_at_most_and_leaves_the_rest_to_th
     assert sorted([*first.asked, *second.asked]) == sorted(texts)
 
 
+def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: str, count: int) -> list[str]:
+    """`count` texts of the account that Twilio delivered, whose callbacks never reached us: their holds outlive their
+    TTL 900 s after now()."""
+    texts = [accept(database, account_id) for _ in range(count)]
+    for message_id in texts:
+        send(database, message_id, gateways, throttle)
+        receiver.wait_for(message(database, message_id).twilio_sid,
+                          lambda callbacks: any(c.form["MessageStatus"] == "delivered" for c in callbacks))
+    return texts
+
+
+def test_a_sweep_reconciles_overdue_holds_for_a_few_seconds_at_most_and_leaves_the_rest_to_the_next(
+        database, gateways, throttle, callback_receiver, monkeypatch):  # noqa: F811
+    # given two texts whose holds outlived their TTL, and a sweep's time for asking used up by one ask
+    texts = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, make_account(database, 10), 2)
+    monkeypatch.setattr(sweeper, "ASKING_SECONDS", 0.0)
+    later = now() + timedelta(seconds=901)
+
+    # when two sweeps come
+    first, second = sweep_at(database, gateways, later), sweep_at(database, gateways, later)
+
+    # then each reconciled one text, the second the one the first left, and both are settled
+    assert len(first.reconciled) == len(second.reconciled) == 1
+    assert sorted([*first.reconciled, *second.reconciled]) == sorted(texts)
+    assert [message(database, message_id).credits_charged for message_id in texts] == [1000, 1000]
+
+
+def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_later(
+        database, gateways, throttle, callback_receiver, simulator):  # noqa: F811
+    # given two texts whose holds outlived their TTL and one charged at 'sent' due to be asked, then Twilio failing
+    # every request with a 500
+    account_id = make_account(database, 10)
+    overdue = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, account_id, 2)
+    charged = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, account_id, 1)[0]
+    charged_at_sent(database, charged, now())
+    simulator.configure(rate_5xx=1.0)
+    fetched = []
+
+    def counting(*credentials):
+        class Counting:
+            def fetch(self, sid):
+                fetched.append(sid)
+                return gateways(*credentials).fetch(sid)
+
+        return Counting()
+
+    # when a sweep comes
+    later = now() + timedelta(seconds=901)
+    struggling = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=counting, rate_card=CARD, now=later,
+                               stale_after=timedelta(seconds=60))
+
+    # then it asked Twilio once: the first overdue text waits, and nothing else was asked
+    assert (struggling.reconciled, struggling.asked, len(fetched)) == ({overdue[0]: sweeper.RETRY_LATER}, {}, 1)
+
+    # and once Twilio answers again, the next sweep reconciles both and asks about the charged one
+    simulator.configure(rate_5xx=0.0)
+    recovered = sweep_at(database, gateways, later)
+    assert (sorted(recovered.reconciled), list(recovered.asked)) == (sorted(overdue), [charged])
+
+
 # --- early callbacks, lost settlements, scheduled releases ---------------------------------------
 
 def early_statuses(database) -> int:

@@ -14,13 +14,14 @@ from shared.models import (
     WebhookEvent,
     WebhookSubscription,
 )
-from shared.twilio.errors import CredentialsRejected, PermanentTwilioError
+from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.voice import progress, sweeper
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 STALE = timedelta(seconds=3)  # the e2e suites' eager sweeper
 PLACING = timedelta(seconds=30)  # twice a Twilio timeout of 15 s
+SECOND = timedelta(seconds=1)
 
 
 DEPLOYMENT_SID = "AC" + "d" * 32
@@ -39,17 +40,18 @@ class TwilioListingNothing:
         return []
 
 
-def claimed_call(database) -> str:
-    """An outbound call claimed at T0, its hold taken, its create not answered yet (no sid)."""
+def claimed_call(database, call_id: str = "call_1", *, at: datetime = T0) -> str:
+    """An outbound call of acct_1 claimed `at`, its hold taken, its create not answered yet (no sid)."""
     with database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Realty", balance=100_000))
-        session.flush()
-        hold = book.reserve(session, "acct_1", 10_000, idempotency_key="call:hold", ttl_seconds=900, now=T0)
-        session.add(Call(id="call_1", account_id="acct_1", direction="outbound", to="+14155550100",
+        if session.get(Account, "acct_1") is None:
+            session.add(Account(id="acct_1", name="Realty", balance=100_000))
+            session.flush()
+        hold = book.reserve(session, "acct_1", 10_000, idempotency_key=f"{call_id}:hold", ttl_seconds=900, now=at)
+        session.add(Call(id=call_id, account_id="acct_1", direction="outbound", to="+14155550100",
                          from_="+14155550199", say="Hi", max_minutes=5, minutes_held=5, time_limit=300, rate=2000,
-                         status="queued", credits_estimated=10_000, hold_id=hold.id, attempts=1, claimed_at=T0,
-                         created_at=T0, updated_at=T0))
-    return "call_1"
+                         status="queued", credits_estimated=10_000, hold_id=hold.id, attempts=1, claimed_at=at,
+                         created_at=at, updated_at=at))
+    return call_id
 
 
 def sweep(database, twilio, at: datetime):
@@ -74,6 +76,55 @@ def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(s
     assert (late.reconciled, twilio.asked) == ({call_id: "failed"}, 1)
     with sqlite_database.unit_of_work() as session:
         assert session.get(Call, call_id).credits_charged == 0
+
+
+class TwilioFailing:
+    """Twilio answering every question with a 500, counting how often it was asked."""
+
+    account_sid = DEPLOYMENT_SID
+
+    def __init__(self):
+        self.asked = 0
+
+    def find_calls(self, **_):
+        self.asked += 1
+        raise TransientTwilioError("Twilio answered 500", status=500, code=20500)
+
+
+def queued_calls(database) -> list[str]:
+    with database.unit_of_work() as session:
+        return sorted(session.scalars(select(Call.id).where(Call.status == "queued")))
+
+
+def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_later(sqlite_database):
+    # given two calls claimed without a sid long ago, and Twilio failing every question
+    calls = [claimed_call(sqlite_database, "call_1"), claimed_call(sqlite_database, "call_2", at=T0 + SECOND)]
+    failing = TwilioFailing()
+
+    # when a sweep comes
+    report = sweep(sqlite_database, failing, T0 + timedelta(hours=1))
+
+    # then Twilio was asked once, and both calls wait for a later sweep
+    assert (report.reconciled, failing.asked, queued_calls(sqlite_database)) == ({}, 1, calls)
+
+    # and once Twilio answers again, the next sweep judges both
+    listing = TwilioListingNothing()
+    assert sweep(sqlite_database, listing, T0 + timedelta(hours=1)).reconciled == dict.fromkeys(calls, "failed")
+
+
+def test_a_sweep_asks_about_calls_for_a_few_seconds_at_most_and_leaves_the_rest_to_the_next(sqlite_database,
+                                                                                             monkeypatch):
+    # given two calls claimed without a sid long ago, and a sweep's time for asking used up by one ask
+    claimed_call(sqlite_database, "call_1"), claimed_call(sqlite_database, "call_2", at=T0 + SECOND)
+    monkeypatch.setattr(sweeper, "ASKING_SECONDS", 0.0)
+    twilio = TwilioListingNothing()
+
+    # when two sweeps come
+    first, second = (sweep(sqlite_database, twilio, T0 + timedelta(hours=1)) for _ in range(2))
+
+    # then each judged one call, the second the one the first left
+    assert (first.reconciled, second.reconciled) == ({"call_1": "failed"}, {"call_2": "failed"})
+    assert (twilio.asked, queued_calls(sqlite_database)) == (2, [])
 
 
 class TwilioKnowingNoSuchCall:
