@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from shared.asking import Asking
 from shared.billing import auto_recharge, dunning
 from shared.billing.payments import GatewayUnavailable, PaymentGateway
 from shared.billing.purchases import (
@@ -93,22 +94,25 @@ def reconcile_open(database: Database, gateway: PaymentGateway, *, now: datetime
     """The sweeper: ask the gateway about every payment left open (a lost webhook, a crash between "PaymentIntent
     created" and "recorded") and finish it the way its own worker would have; one left waiting for 3-D Secure for
     ACTION_WAITS is canceled (abandon_payment). Returns how many it asked about. One payment the gateway will not
-    answer for (an intent it does not know) is logged and left, not in the way of the others."""
+    answer for (an intent it does not know) is logged and left, not in the way of the others; a gateway that does not
+    answer leaves the rest for the next sweep (shared.asking)."""
     with database.unit_of_work() as session:
         open_payments = list(session.execute(select(Payment.id, Payment.source, Payment.status, Payment.updated_at)
                                              .where(Payment.status.in_(OPEN_STATUSES),
                                                     Payment.updated_at <= now - older_than)
                                              .order_by(Payment.updated_at).limit(limit)))
-    for payment_id, source, status, updated_at in open_payments:
+    asking, asked = Asking(), 0
+    for payment_id, source, status, updated_at in asking.each(open_payments):
+        asked += 1
         finish = (abandon_payment if status == "requires_action" and utc(now) - utc(updated_at) >= ACTION_WAITS
                   else charge_payment)
         try:
             finish(database, gateway, payment_id, now=now, then=then_for(source))
         except GatewayUnavailable:
-            continue  # the next sweep asks again
+            asking.struggled()  # the next sweep asks again
         except Exception:
             log.exception("payment %s could not be reconciled; the next sweep asks again", payment_id)
-    return len(open_payments)
+    return asked
 
 
 def _reconciled(database: Database, gateway: PaymentGateway, payment: Payment, now: datetime,

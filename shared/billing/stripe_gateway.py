@@ -21,6 +21,10 @@ from shared.billing.payments import (
 )
 
 NETWORK_RETRIES = 2
+# How long one request waits for Stripe's answer (the client's own default is 80 s, three times over with its
+# retries): a sweep or a job waiting on a stalled Stripe holds a worker's thread meanwhile. An answer that comes later
+# is not lost: every write is retried with its idempotency key, and Stripe answers the first one's outcome.
+TIMEOUT_SECONDS = 30.0
 _UNANSWERED = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError, stripe.IdempotencyError)
 
 
@@ -38,9 +42,10 @@ def verify_event(payload: bytes, signature: str | None, secret: str, *, toleranc
 
 
 class StripeGateway:
-    def __init__(self, api_key: str, api_base: str):
+    def __init__(self, api_key: str, api_base: str, *, timeout: float = TIMEOUT_SECONDS):
         self._stripe = stripe.StripeClient(api_key, base_addresses={"api": api_base},
-                                           max_network_retries=NETWORK_RETRIES).v1
+                                           max_network_retries=NETWORK_RETRIES,
+                                           http_client=stripe.new_default_http_client(timeout=timeout)).v1
 
     def create_customer(self, *, account_id: str, idempotency_key: str) -> str:
         with _answered():

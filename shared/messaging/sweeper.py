@@ -15,8 +15,8 @@
   each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
   Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
   callback would have been: a text carriers filtered gets its toll-free resend.
-- Overdue holds and texts charged at `sent` are each asked of Twilio for ASKING_SECONDS a sweep at most, and not at
-  all once Twilio failed an ask with a "try again later" (`shared.twilio.asking`): the rest wait for the next sweep.
+- Texts charged at `sent` are asked of Twilio for ASKING_SECONDS a sweep at most; nothing more is asked in a sweep
+  once Twilio failed an ask with a "try again later" (`shared.asking`): the rest wait for the next sweep.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -31,6 +31,7 @@ from sqlalchemy import extract, func, literal, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from shared.asking import Asking
 from shared.db import Database
 from shared.ledger import book
 from shared.ledger.expiry import utc
@@ -49,7 +50,6 @@ from shared.messaging.statuses import (
     record_status,
 )
 from shared.models import Account, Hold, Message
-from shared.twilio.asking import Asking
 from shared.twilio.errors import NOT_FOUND, CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioMessage
 
@@ -61,7 +61,9 @@ CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when lookin
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_ASKING = timedelta(days=1)  # how long a text charged at 'sent' is asked of Twilio for its final status
 ASKS_PER_SWEEP = 100
-ASKING_SECONDS = 5.0  # a sweep's time for reconciling overdue holds, and as long again for asking texts charged at sent
+# How long one sweep asks Twilio about charged-at-sent texts, at most (the first ask always goes): sweeps come every
+# 15 s, and a hundred asks at Twilio's usual latency would outlast that, so that the next sweep asked the same texts.
+ASKING_SECONDS = 5.0
 RETRY_LATER = "retry later"  # what reconcile and ask_final_status answer when Twilio failed with a "try again later"
 
 
@@ -86,7 +88,7 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     with database.unit_of_work() as session:
         report.enqueued += _stale_accepted(session, now - stale_after)
         report.to_settle = _final_but_unsettled(session, now - stale_after)
-    asking = Asking(ASKING_SECONDS)
+    asking = Asking()
     for hold_id, message_id in asking.each(_overdue_holds(database, now)):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
@@ -103,7 +105,7 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         enqueue(message_id)
     with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
         unconfirmed = _charged_before_final(session, now, stale_after)
-    for message_id in asking.each(unconfirmed):
+    for message_id in asking.each(unconfirmed, seconds=ASKING_SECONDS):
         report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
                                                     rate_card=rate_card, now=now, enqueue=enqueue)
         if report.asked[message_id] == RETRY_LATER:

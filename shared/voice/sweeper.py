@@ -13,8 +13,8 @@
   legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
-  for one placed or rung before the account brought its own; for ASKING_SECONDS a sweep at most, and no more once
-  Twilio failed an ask with a "try again later" (`shared.twilio.asking`): the rest wait for the next sweep.
+  for one placed or rung before the account brought its own; nothing more is asked in a sweep once Twilio failed an
+  ask with a "try again later" (`shared.asking`): the rest wait for the next sweep.
 """
 
 import logging
@@ -25,13 +25,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from shared.asking import Asking
 from shared.db import Database
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.credentials import credentials_keeping
 from shared.messaging.rates import RateCard
 from shared.models import Account, Call, VoiceBroadcast
-from shared.twilio.asking import Asking
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.voice import inbound
 from shared.voice.placing import RING_ALLOWANCE_SECONDS
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 BATCH = 500
 IN_FLIGHT = ("queued", "initiated", "ringing", "in-progress")
 NEVER_PLACED = "Twilio has no record of this call: it was never placed, and nothing was charged."
-ASKING_SECONDS = 5.0  # a sweep's time for asking about inbound calls, and as long again for outbound ones
 
 
 @dataclass
@@ -68,7 +67,7 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
         unreported = _unreported_inbound(session, now, stale_after)
     # One call Twilio will not answer for (an account's credentials revoked, a sid it never had) is logged and
     # left: it must not stop the sweep of every other account's calls behind it. Twilio failing stops the asking.
-    asking = Asking(ASKING_SECONDS)
+    asking = Asking()
     for reconcile_one, call_ids in ((reconcile_inbound, unreported), (reconcile, overdue)):
         for call_id in asking.each(call_ids):
             try:

@@ -1,6 +1,8 @@
 """Payments through the official stripe client against the Stripe stand-in: the PaymentIntent's life, the
 webhooks that finish it (any number of times, in any order), the sweeper, refunds and disputes, saved cards."""
 
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,6 +10,7 @@ import requests
 
 from shared.billing import auto_recharge
 from shared.billing.payment_events import handle_event, reconcile_open
+from shared.billing.payments import GatewayUnavailable
 from shared.billing.purchases import PaymentDeclined, charge_payment, customer_of, purchase
 from shared.billing.stripe_gateway import StripeGateway
 from shared.errors import ValidationFailed
@@ -353,3 +356,17 @@ def test_a_recharge_declined_by_webhook_backs_off_and_starts_dunning(sqlite_data
         [run] = session.query(DunningRun).filter(DunningRun.account_id == account_id).all()
         assert run.status == "open" and run.reason == "auto_recharge"
     assert balance(database, account_id) == 90_000
+
+
+def test_a_stripe_that_stalls_is_given_up_on_after_the_gateways_own_timeout():
+    # given a Stripe that takes connections and never answers, and a gateway that waits 0.2 s for an answer
+    with socket.create_server(("127.0.0.1", 0)) as stalled:
+        gateway = StripeGateway("sk_test_stalled", f"http://127.0.0.1:{stalled.getsockname()[1]}", timeout=0.2)
+
+        # when the sweeper asks it about a payment
+        started = time.monotonic()
+        with pytest.raises(GatewayUnavailable):
+            gateway.find_intent(payment_id="pay_1", intent_id="pi_1")
+
+    # then it gave up after three tries of its own timeout and the client's back-off, not of the client's 80 s
+    assert time.monotonic() - started < 20

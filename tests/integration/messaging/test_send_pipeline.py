@@ -1085,22 +1085,6 @@ def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: 
     return texts
 
 
-def test_a_sweep_reconciles_overdue_holds_for_a_few_seconds_at_most_and_leaves_the_rest_to_the_next(
-        database, gateways, throttle, callback_receiver, monkeypatch):  # noqa: F811
-    # given two texts whose holds outlived their TTL, and a sweep's time for asking used up by one ask
-    texts = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, make_account(database, 10), 2)
-    monkeypatch.setattr(sweeper, "ASKING_SECONDS", 0.0)
-    later = now() + timedelta(seconds=901)
-
-    # when two sweeps come
-    first, second = sweep_at(database, gateways, later), sweep_at(database, gateways, later)
-
-    # then each reconciled one text, the second the one the first left, and both are settled
-    assert len(first.reconciled) == len(second.reconciled) == 1
-    assert sorted([*first.reconciled, *second.reconciled]) == sorted(texts)
-    assert [message(database, message_id).credits_charged for message_id in texts] == [1000, 1000]
-
-
 def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_later(
         database, gateways, throttle, callback_receiver, simulator):  # noqa: F811
     # given two texts whose holds outlived their TTL and one charged at 'sent' due to be asked, then Twilio failing

@@ -125,6 +125,42 @@ def test_a_crash_after_the_charge_is_completed_by_the_sweep_with_one_charge(data
     assert len(gateway.charges(account_id)) == 1
 
 
+class GatewayNotAnswering(SimulatedGateway):
+    """A gateway that answers nothing (down, or stalling past the client's timeout), counting how often it was asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = 0
+
+    def find_intent(self, *, payment_id, intent_id):
+        self.asked += 1
+        raise GatewayUnavailable("no answer")
+
+
+def waiting_for_3d_secure(database, gateway, count: int) -> list[str]:
+    """`count` accounts, each with a purchase whose card asks for 3-D Secure, never completed."""
+    account_ids = [new_account(database) for _ in range(count)]
+    for account_id in account_ids:
+        purchase(database, gateway, account_id, 100_000, "pm_card_authenticationRequired",
+                 idempotency_key=f"k-{account_id}", now=NOW)
+    return account_ids
+
+
+def test_a_sweep_asks_the_gateway_nothing_more_once_it_did_not_answer(database):
+    # given two payments left open, and a gateway that answers nothing
+    gateway = SimulatedGateway()
+    waiting_for_3d_secure(database, gateway, 2)
+    silent = GatewayNotAnswering()
+
+    # when the sweeper runs
+    asked = reconcile_open(database, silent, now=NOW + timedelta(minutes=10))
+
+    # then it asked about one payment and left the other for the next sweep, which asks about both once the gateway
+    # answers again
+    assert (asked, silent.asked) == (1, 1)
+    assert reconcile_open(database, gateway, now=NOW + timedelta(minutes=11)) == 2
+
+
 def test_a_gateway_error_charges_nothing_and_a_replay_tries_again(database):
     account_id = new_account(database)
     gateway = SimulatedGateway()

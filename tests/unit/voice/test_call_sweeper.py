@@ -112,21 +112,6 @@ def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_late
     assert sweep(sqlite_database, listing, T0 + timedelta(hours=1)).reconciled == dict.fromkeys(calls, "failed")
 
 
-def test_a_sweep_asks_about_calls_for_a_few_seconds_at_most_and_leaves_the_rest_to_the_next(sqlite_database,
-                                                                                             monkeypatch):
-    # given two calls claimed without a sid long ago, and a sweep's time for asking used up by one ask
-    claimed_call(sqlite_database, "call_1"), claimed_call(sqlite_database, "call_2", at=T0 + SECOND)
-    monkeypatch.setattr(sweeper, "ASKING_SECONDS", 0.0)
-    twilio = TwilioListingNothing()
-
-    # when two sweeps come
-    first, second = (sweep(sqlite_database, twilio, T0 + timedelta(hours=1)) for _ in range(2))
-
-    # then each judged one call, the second the one the first left
-    assert (first.reconciled, second.reconciled) == ({"call_1": "failed"}, {"call_2": "failed"})
-    assert (twilio.asked, queued_calls(sqlite_database)) == (2, [])
-
-
 class TwilioKnowingNoSuchCall:
     """Twilio asked about a sid it never had: 20404, as for a ring forged by an account with its own credentials."""
 

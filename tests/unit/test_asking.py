@@ -1,0 +1,49 @@
+"""A sweep's asks of a service: none once the service struggled; a loop with a time limit asks its first whatever
+the time, and each loop has its own."""
+
+from shared.asking import Asking
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_loop_with_a_time_limit_asks_until_its_time_is_up_and_the_next_loop_has_time_of_its_own():
+    # given asks that take two seconds each
+    clock = Clock()
+    asking = Asking(clock=clock)
+
+    def ask_all(items, seconds):
+        asked = []
+        for item in asking.each(items, seconds=seconds):
+            asked.append(item)
+            clock.now += 2.0
+        return asked
+
+    # when two loops of five seconds ask about five records each, and a loop without a limit after them
+    first, second, unlimited = ask_all(range(5), 5.0), ask_all("abcde", 5.0), ask_all(range(5), None)
+
+    # then each limited loop asked until its five seconds had gone (its third ask began at 4 s); the last asked all
+    assert (first, second, unlimited) == ([0, 1, 2], ["a", "b", "c"], [0, 1, 2, 3, 4])
+
+
+def test_a_loop_whose_time_is_gone_at_once_still_asks_its_first():
+    asking = Asking(clock=Clock())
+    assert list(asking.each(range(3), seconds=0.0)) == [0]
+
+
+def test_once_the_service_struggled_no_loop_asks_anything_more():
+    # given a loop whose second ask the service failed with a "try again later"
+    asking = Asking(clock=Clock())
+    asked = []
+    for item in asking.each(range(5)):
+        asked.append(item)
+        if item == 1:
+            asking.struggled()
+
+    # then that loop stopped there, and the next asks nothing, its first included
+    assert (asked, list(asking.each(range(5), seconds=5.0))) == ([0, 1], [])
