@@ -13,8 +13,9 @@
   legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
-  for one placed or rung before the account brought its own; nothing more is asked in a sweep once Twilio failed an
-  ask with a "try again later" (`shared.asking`): the rest wait for the next sweep.
+  for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", a
+  sweep asks nothing more about that account's calls, and nothing more at all once it failed three accounts'
+  (`shared.asking`): the rest wait for the next sweep.
 """
 
 import logging
@@ -66,16 +67,16 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
         overdue = _overdue(session, now, stale_after, placing_takes)
         unreported = _unreported_inbound(session, now, stale_after)
     # One call Twilio will not answer for (an account's credentials revoked, a sid it never had) is logged and
-    # left: it must not stop the sweep of every other account's calls behind it. Twilio failing stops the asking.
+    # left: it must not stop the sweep of every other account's calls behind it; nor must Twilio failing one account.
     asking = Asking()
-    for reconcile_one, call_ids in ((reconcile_inbound, unreported), (reconcile, overdue)):
-        for call_id in asking.each(call_ids):
+    for reconcile_one, calls in ((reconcile_inbound, unreported), (reconcile, overdue)):
+        for call_id, account_id in asking.each(calls, owner=lambda call: call[-1]):
             try:
                 report.reconciled[call_id] = reconcile_one(database, call_id, gateway_for=gateway_for,
                                                            rate_card=rate_card, now=now)
             except TransientTwilioError as error:
                 log.warning("could not reconcile call %s, Twilio asks to try again later: %s", call_id, error)
-                asking.struggled()
+                asking.struggled(account_id)
             except (PermanentTwilioError, CredentialsRejected) as error:
                 log.warning("could not reconcile call %s: %s", call_id, error)
     return report
@@ -101,26 +102,28 @@ def _waiting(session: Session, before: datetime) -> list[str]:
         .order_by(Call.updated_at).limit(BATCH)))
 
 
-def _overdue(session: Session, now: datetime, stale_after: timedelta, placing_takes: timedelta) -> list[str]:
+def _overdue(session: Session, now: datetime, stale_after: timedelta,
+             placing_takes: timedelta) -> list[tuple[str, str]]:
     """Calls without a sid claimed more than `stale_after` and `placing_takes` ago (one looked for while its create
     was still under way would be taken for never placed, its hold voided, and talk uncharged), and placed calls long
     past their time limit."""
     candidates = session.execute(
-        select(Call.id, Call.twilio_sid, Call.claimed_at, Call.time_limit)
+        select(Call.id, Call.account_id, Call.twilio_sid, Call.claimed_at, Call.time_limit)
         .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after)
         .order_by(Call.claimed_at).limit(BATCH)).all()
     unplaced_after = max(stale_after, placing_takes)
-    return [row.id for row in candidates if utc(row.claimed_at) + (unplaced_after if row.twilio_sid is None else (
-        timedelta(seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after)) < now]
+    return [(row.id, row.account_id) for row in candidates
+            if utc(row.claimed_at) + (unplaced_after if row.twilio_sid is None else (
+                timedelta(seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after)) < now]
 
 
-def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[str]:
+def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str]]:
     """Inbound calls still talking long after their forwarded leg's time limit could have ended."""
     rows = session.execute(
-        select(Call.id, Call.created_at, Call.time_limit)
+        select(Call.id, Call.account_id, Call.created_at, Call.time_limit)
         .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after)
         .order_by(Call.created_at).limit(BATCH)).all()
-    return [row.id for row in rows if utc(row.created_at) + timedelta(
+    return [(row.id, row.account_id) for row in rows if utc(row.created_at) + timedelta(
         seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
 
 

@@ -1,7 +1,7 @@
-"""A sweep's asks of a service: none once the service struggled; a loop with a time limit asks its first whatever
-the time, and each loop has its own."""
+"""A sweep's asks of a service: none about an owner the service struggled for, none at all once it struggled for
+STRUGGLING_OWNERS; a loop with a time limit asks its first whatever the time, and each loop has its own."""
 
-from shared.asking import Asking
+from shared.asking import STRUGGLING_OWNERS, Asking
 
 
 class Clock:
@@ -36,8 +36,8 @@ def test_a_loop_whose_time_is_gone_at_once_still_asks_its_first():
     assert list(asking.each(range(3), seconds=0.0)) == [0]
 
 
-def test_once_the_service_struggled_no_loop_asks_anything_more():
-    # given a loop whose second ask the service failed with a "try again later"
+def test_once_the_service_struggled_no_loop_asks_anything_more_of_a_service_for_the_deployment_alone():
+    # given a loop whose second ask the service failed with a "try again later", its items all of one owner
     asking = Asking(clock=Clock())
     asked = []
     for item in asking.each(range(5)):
@@ -47,3 +47,30 @@ def test_once_the_service_struggled_no_loop_asks_anything_more():
 
     # then that loop stopped there, and the next asks nothing, its first included
     assert (asked, list(asking.each(range(5), seconds=5.0))) == ([0, 1], [])
+
+
+def test_an_owner_the_service_struggled_for_is_skipped_and_the_others_are_asked():
+    # given records of owners a, b and c, and a service that fails every ask about a's
+    asking = Asking(clock=Clock())
+    records = [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2)]
+    asked = []
+    for record in asking.each(records, owner=lambda record: record[0]):
+        asked.append(record)
+        if record[0] == "a":
+            asking.struggled("a")
+
+    # then a's first record was asked, and every record of the others
+    assert asked == [("a", 1), ("b", 1), ("c", 1), ("b", 2)]
+
+
+def test_once_the_service_struggled_for_enough_owners_nothing_more_is_asked():
+    # given a service that fails every ask, and records of more owners than STRUGGLING_OWNERS
+    asking = Asking(clock=Clock())
+    owners = [f"owner {n}" for n in range(STRUGGLING_OWNERS + 2)]
+    asked = []
+    for owner in asking.each(owners, owner=lambda owner: owner):
+        asked.append(owner)
+        asking.struggled(owner)
+
+    # then it was asked about STRUGGLING_OWNERS of them, then nothing
+    assert asked == owners[:STRUGGLING_OWNERS]

@@ -33,7 +33,7 @@ from shared.messaging.sending import Claims, SendLater, send_message
 from shared.messaging.settlement import settle_message
 from shared.messaging.statuses import ToConfirm, record_status
 from shared.models import Account, EarlyStatus, Entry, Hold, Message, OptOut, PhoneNumber
-from shared.twilio.errors import CredentialsRejected, OutcomeUnknown
+from shared.twilio.errors import CredentialsRejected, OutcomeUnknown, TransientTwilioError
 from shared.twilio.gateway import TwilioGateway
 from shared.twilio.signatures import Credentials
 from tests.support.callbacks import twilio_reports
@@ -1074,10 +1074,11 @@ def test_a_sweep_asks_twilio_for_a_few_seconds_at_most_and_leaves_the_rest_to_th
     assert sorted([*first.asked, *second.asked]) == sorted(texts)
 
 
-def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: str, count: int) -> list[str]:
-    """`count` texts of the account that Twilio delivered, whose callbacks never reached us: their holds outlive their
-    TTL 900 s after now()."""
-    texts = [accept(database, account_id) for _ in range(count)]
+def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: str, count: int, *,
+                            sender: str = SENDER) -> list[str]:
+    """`count` texts of the account, from `sender`, that Twilio delivered, whose callbacks never reached us: their
+    holds outlive their TTL 900 s after now()."""
+    texts = [accept(database, account_id, sender=sender) for _ in range(count)]
     for message_id in texts:
         send(database, message_id, gateways, throttle)
         receiver.wait_for(message(database, message_id).twilio_sid,
@@ -1325,3 +1326,31 @@ def test_one_account_whose_lookups_are_refused_does_not_keep_the_sweeper_from_ot
     assert [report.reconciled[message_id].startswith("find refused") for message_id in lost[:2]] == [True, True]
     assert lost[2] not in report.reconciled
     assert message(database, lost[3]).status == "accepted" and lost[3] in enqueued
+
+
+def test_twilio_refusing_one_accounts_asks_for_a_while_stops_no_other_accounts_reconciliation(
+        database, gateways, throttle, callback_receiver):  # noqa: F811
+    # given an account's two texts whose holds outlived their TTL, then another account's, and Twilio answering 429 to
+    # every ask about the first account's (its own Twilio account rate-limited, say)
+    other_sender = "+14155550001"
+    first, other = make_account(database, 10), make_account(database, 10, sender=other_sender)
+    refused = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, first, 2)
+    behind = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, other, 1, sender=other_sender)
+    refused_sids = {message(database, message_id).twilio_sid for message_id in refused}
+
+    def rate_limited(*credentials):
+        class RateLimited:
+            def fetch(self, sid):
+                if sid in refused_sids:
+                    raise TransientTwilioError("Twilio answered 429", status=429, code=20429)
+                return gateways(*credentials).fetch(sid)
+
+        return RateLimited()
+
+    # when a sweep comes
+    report = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=rate_limited, rate_card=CARD,
+                           now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
+
+    # then the first account's first text was asked and waits with the other, and the other account's was settled
+    assert report.reconciled == {refused[0]: sweeper.RETRY_LATER, behind[0]: "settled"}
+    assert message(database, behind[0]).credits_charged == 1000

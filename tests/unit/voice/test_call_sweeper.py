@@ -112,6 +112,31 @@ def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_late
     assert sweep(sqlite_database, listing, T0 + timedelta(hours=1)).reconciled == dict.fromkeys(calls, "failed")
 
 
+def test_twilio_failing_one_accounts_asks_stops_no_other_accounts_calls(sqlite_database):
+    # given an account with Twilio credentials of its own, whose Twilio fails every question (rate-limited, say), with
+    # two calls claimed without a sid, claimed first; and another account's call claimed after them
+    own_sid = "AC" + "2" * 32
+    with sqlite_database.unit_of_work() as session:
+        session.add(Account(id="acct_2", name="Rate-limited", balance=100_000, twilio_account_sid=own_sid,
+                            twilio_auth_token="token"))
+        session.add_all(Call(id=f"call_2{n}", account_id="acct_2", direction="outbound", to="+14155550100",
+                             from_="+14155550198", say="Hi", max_minutes=5, minutes_held=0, time_limit=300,
+                             rate=2000, status="queued", credits_estimated=0, attempts=1,
+                             claimed_at=T0 - timedelta(minutes=2 - n), created_at=T0, updated_at=T0) for n in range(2))
+    call_id = claimed_call(sqlite_database)
+    failing = TwilioFailing()
+    twilio = {own_sid: failing, None: TwilioListingNothing()}
+
+    # when the sweeper runs an hour on, each account asking its own Twilio
+    report = sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
+                                 rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
+                                 placing_takes=PLACING)
+
+    # then the failing Twilio was asked once, its account's calls wait, and the other account's call is judged
+    assert (report.reconciled, failing.asked) == ({call_id: "failed"}, 1)
+    assert queued_calls(sqlite_database) == ["call_20", "call_21"]
+
+
 class TwilioKnowingNoSuchCall:
     """Twilio asked about a sid it never had: 20404, as for a ring forged by an account with its own credentials."""
 
