@@ -4,10 +4,10 @@ callback, webhook or job left behind.
 The sweepers come every 15 s to a minute as jobs on the worker's `default` queue. While the service is failing, each
 ask can wait out the whole timeout, so that one sweep of a few hundred records ran for minutes, the next ones asked
 the same records again, and sweeps piled up on the threads that every other `default` job needs. So once the service
-fails an ask in a way that says to try again later, a sweep asks nothing more about that record's owner (its
-account, whose own Twilio credentials may be the ones refused: a tenant whose Twilio account is rate-limited must not
-stop the sweep for everyone else), and nothing more at all once STRUGGLING_OWNERS owners have met such failures (the
-service itself is failing). The records wait, oldest first, for a later sweep.
+fails an ask in a way that says to try again later, a sweep asks nothing more about that record's owner: a tenant's
+own Twilio account (rate-limited, say) skips that tenant's records alone, for a tenant must hold up no other; the
+deployment's own (owner None, as for the payment gateway) stops the sweep's asking altogether. The records wait,
+oldest first, for a later sweep.
 
 A loop whose asks send each record to the back of its order (the record is marked asked) may also stop once its time
 is up, its first ask whatever the time; in a loop whose records keep their places a time limit would have the same
@@ -20,8 +20,6 @@ from typing import TypeVar
 
 Item = TypeVar("Item")
 
-STRUGGLING_OWNERS = 3  # owners whose asks the service failed, after which a sweep asks it nothing more
-
 
 class Asking:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic):
@@ -30,12 +28,13 @@ class Asking:
 
     def each(self, items: Iterable[Item], *, owner: Callable[[Item], Hashable] = lambda _: None,
              seconds: float | None = None) -> Iterator[Item]:
-        """`items` but those of an owner the service struggled for, until it struggled for STRUGGLING_OWNERS of them,
-        and for `seconds` at most when given (the first whatever the time). `owner` names an item's owner; by
-        default all items have one (a service of the deployment's alone, like the payment gateway)."""
+        """`items` but those of an owner the service struggled for, none once it struggled for the deployment's own
+        (None), and for `seconds` at most when given (the first whatever the time). `owner` names an item's owner:
+        a tenant asked with credentials of its own, else None (the default: a service of the deployment's alone,
+        like the payment gateway)."""
         until = None if seconds is None else self.clock() + seconds
         for n, item in enumerate(items):
-            if len(self.struggling) >= STRUGGLING_OWNERS or (n and until is not None and self.clock() >= until):
+            if None in self.struggling or (n and until is not None and self.clock() >= until):
                 return
             if owner(item) not in self.struggling:
                 yield item

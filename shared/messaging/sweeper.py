@@ -15,9 +15,10 @@
   each time it has waited as long again as it had since its charge, for a day from the charge (a few asks each;
   Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
   callback would have been: a text carriers filtered gets its toll-free resend.
-- Texts charged at `sent` are asked of Twilio for ASKING_SECONDS a sweep at most. Once Twilio failed an ask with a
-  "try again later", a sweep asks nothing more about that account's texts, and nothing more at all once it failed
-  three accounts' (`shared.asking`): the rest wait for the next sweep.
+- Texts charged at `sent` are asked of Twilio for ASKING_SECONDS a sweep at most.
+- Once Twilio failed an ask (an overdue hold's or a charged text's) with a "try again later", a sweep asks nothing
+  more about the texts of that tenant's own Twilio account, or nothing more at all if it was the deployment's
+  (`shared.asking`): the rest wait for the next sweep.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import extract, func, literal, or_, select, update
+from sqlalchemy import and_, case, extract, func, literal, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -90,11 +91,11 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         report.enqueued += _stale_accepted(session, now - stale_after)
         report.to_settle = _final_but_unsettled(session, now - stale_after)
     asking = Asking()
-    for hold_id, message_id, account_id in asking.each(_overdue_holds(database, now), owner=lambda hold: hold[-1]):
+    for hold_id, message_id, owner in asking.each(_overdue_holds(database, now), owner=lambda hold: hold[-1]):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
         if report.reconciled[message_id] == RETRY_LATER:
-            asking.struggled(account_id)
+            asking.struggled(owner)
     with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
     for account_id in account_ids:
@@ -106,12 +107,11 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
         enqueue(message_id)
     with database.unit_of_work() as session:  # last: Twilio stalling here holds up nothing above
         unconfirmed = _charged_before_final(session, now, stale_after)
-    for message_id, account_id in asking.each(unconfirmed, owner=lambda text: text[-1],
-                                                  seconds=ASKING_SECONDS):
+    for message_id, owner in asking.each(unconfirmed, owner=lambda text: text[-1], seconds=ASKING_SECONDS):
         report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
                                                     rate_card=rate_card, now=now, enqueue=enqueue)
         if report.asked[message_id] == RETRY_LATER:
-            asking.struggled(account_id)
+            asking.struggled(owner)
     return report
 
 
@@ -190,7 +190,15 @@ def _final_but_unsettled(session: Session, before: datetime) -> list[str]:
     ))
 
 
-def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str]]:
+def _asked_of():
+    """Whose Twilio account a text is asked of, as shared.asking takes it: its account's, if that account or the
+    text's dunning site has credentials of its own (a tenant's Twilio failing holds up that tenant alone), else None,
+    the deployment's."""
+    return case((and_(Message.dunning_site_id.is_(None), Account.twilio_account_sid.is_(None)), None),
+                else_=Message.account_id)
+
+
+def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
     """Texts charged at 'sent' (their hold resolved then) for less than KEEP_ASKING, left alone since `stale_after`
     and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone
     first. All of it in the statement: texts not due yet, however many, never stand before those that are. A text's
@@ -198,7 +206,8 @@ def _charged_before_final(session: Session, now: datetime, stale_after: timedelt
     is due."""
     seconds = _epoch_seconds(session.get_bind().dialect.name)
     return [tuple(row) for row in session.execute(
-        select(Message.id, Message.account_id).join(Hold, Hold.id == Message.hold_id)
+        select(Message.id, _asked_of()).join(Hold, Hold.id == Message.hold_id)
+        .join(Account, Account.id == Message.account_id)
         .where(Message.status == "sent", Message.updated_at.between(now - KEEP_ASKING, now - stale_after),
                Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None),
                Hold.resolved_at >= now - KEEP_ASKING,
@@ -244,24 +253,24 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_c
     return answer
 
 
-def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str, str]]:
-    """(hold, message, account) of the holds that outlived their TTL and whose message is not settled yet, that
-    reconcile has something to do for, oldest first, PER_ACCOUNT of an account at most. A hold already expired whose
-    message waits unsent (a paused campaign's text, a parked one) is left out: reconcile would only answer "waiting"
-    again, and 500 of them at the front of the queue kept every sweep from reaching a lost send behind them. The share
-    per account keeps one account whose lookups Twilio refuses (its credentials revoked) from filling every sweep
-    likewise."""
+def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str, str | None]]:
+    """(hold, message, whose Twilio account it is asked of: `_asked_of`) of the holds that outlived their TTL and
+    whose message is not settled yet, that reconcile has something to do for, oldest first, PER_ACCOUNT of an
+    account at most. A hold already expired whose message waits unsent (a paused campaign's text, a parked one) is
+    left out: reconcile would only answer "waiting" again, and 500 of them at the front of the queue kept every sweep
+    from reaching a lost send behind them. The share per account keeps one account whose lookups Twilio refuses (its
+    credentials revoked, or rate-limited) from filling every sweep likewise."""
     overdue = (
-        select(Hold.id.label("hold_id"), Message.id.label("message_id"), Hold.account_id, Hold.expires_at,
+        select(Hold.id.label("hold_id"), Message.id.label("message_id"), _asked_of().label("owner"), Hold.expires_at,
                func.row_number().over(partition_by=Hold.account_id, order_by=Hold.expires_at).label("nth"))
-        .join(Message, Message.hold_id == Hold.id)
+        .join(Message, Message.hold_id == Hold.id).join(Account, Account.id == Hold.account_id)
         .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now, Message.credits_charged.is_(None),
                or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
                    Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES))))
     ).subquery()
     with database.unit_of_work() as session:
         return [tuple(row) for row in session.execute(
-            select(overdue.c.hold_id, overdue.c.message_id, overdue.c.account_id).where(overdue.c.nth <= PER_ACCOUNT)
+            select(overdue.c.hold_id, overdue.c.message_id, overdue.c.owner).where(overdue.c.nth <= PER_ACCOUNT)
             .order_by(overdue.c.expires_at).limit(BATCH))]
 
 

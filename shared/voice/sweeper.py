@@ -14,8 +14,8 @@
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
   for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", a
-  sweep asks nothing more about that account's calls, and nothing more at all once it failed three accounts'
-  (`shared.asking`): the rest wait for the next sweep.
+  sweep asks nothing more about the calls of that tenant's own Twilio account, or nothing more at all if it was the
+  deployment's (`shared.asking`): the rest wait for the next sweep.
 """
 
 import logging
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.asking import Asking
@@ -70,13 +70,13 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
     # left: it must not stop the sweep of every other account's calls behind it; nor must Twilio failing one account.
     asking = Asking()
     for reconcile_one, calls in ((reconcile_inbound, unreported), (reconcile, overdue)):
-        for call_id, account_id in asking.each(calls, owner=lambda call: call[-1]):
+        for call_id, owner in asking.each(calls, owner=lambda call: call[-1]):
             try:
                 report.reconciled[call_id] = reconcile_one(database, call_id, gateway_for=gateway_for,
                                                            rate_card=rate_card, now=now)
             except TransientTwilioError as error:
                 log.warning("could not reconcile call %s, Twilio asks to try again later: %s", call_id, error)
-                asking.struggled(account_id)
+                asking.struggled(owner)
             except (PermanentTwilioError, CredentialsRejected) as error:
                 log.warning("could not reconcile call %s: %s", call_id, error)
     return report
@@ -102,28 +102,36 @@ def _waiting(session: Session, before: datetime) -> list[str]:
         .order_by(Call.updated_at).limit(BATCH)))
 
 
+def _asked_of():
+    """Whose Twilio account a call is asked of, as shared.asking takes it: its account's, if the account has
+    credentials of its own (a tenant's Twilio failing holds up that tenant alone), else None, the deployment's."""
+    return case((Account.twilio_account_sid.is_(None), None), else_=Call.account_id)
+
+
 def _overdue(session: Session, now: datetime, stale_after: timedelta,
-             placing_takes: timedelta) -> list[tuple[str, str]]:
+             placing_takes: timedelta) -> list[tuple[str, str | None]]:
     """Calls without a sid claimed more than `stale_after` and `placing_takes` ago (one looked for while its create
     was still under way would be taken for never placed, its hold voided, and talk uncharged), and placed calls long
     past their time limit."""
     candidates = session.execute(
-        select(Call.id, Call.account_id, Call.twilio_sid, Call.claimed_at, Call.time_limit)
+        select(Call.id, _asked_of().label("owner"), Call.twilio_sid, Call.claimed_at, Call.time_limit)
+        .join(Account, Account.id == Call.account_id)
         .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after)
         .order_by(Call.claimed_at).limit(BATCH)).all()
     unplaced_after = max(stale_after, placing_takes)
-    return [(row.id, row.account_id) for row in candidates
+    return [(row.id, row.owner) for row in candidates
             if utc(row.claimed_at) + (unplaced_after if row.twilio_sid is None else (
                 timedelta(seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after)) < now]
 
 
-def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str]]:
+def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
     """Inbound calls still talking long after their forwarded leg's time limit could have ended."""
     rows = session.execute(
-        select(Call.id, Call.account_id, Call.created_at, Call.time_limit)
+        select(Call.id, _asked_of().label("owner"), Call.created_at, Call.time_limit)
+        .join(Account, Account.id == Call.account_id)
         .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after)
         .order_by(Call.created_at).limit(BATCH)).all()
-    return [(row.id, row.account_id) for row in rows if utc(row.created_at) + timedelta(
+    return [(row.id, row.owner) for row in rows if utc(row.created_at) + timedelta(
         seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
 
 

@@ -1,7 +1,7 @@
-"""A sweep's asks of a service: none about an owner the service struggled for, none at all once it struggled for
-STRUGGLING_OWNERS; a loop with a time limit asks its first whatever the time, and each loop has its own."""
+"""A sweep's asks of a service: none about a tenant the service struggled for, none at all once it struggled for the
+deployment's own; a loop with a time limit asks its first whatever the time, and each loop has its own."""
 
-from shared.asking import STRUGGLING_OWNERS, Asking
+from shared.asking import Asking
 
 
 class Clock:
@@ -63,14 +63,15 @@ def test_an_owner_the_service_struggled_for_is_skipped_and_the_others_are_asked(
     assert asked == [("a", 1), ("b", 1), ("c", 1), ("b", 2)]
 
 
-def test_once_the_service_struggled_for_enough_owners_nothing_more_is_asked():
-    # given a service that fails every ask, and records of more owners than STRUGGLING_OWNERS
+def test_however_many_tenants_the_service_struggled_for_the_others_are_asked_until_the_deployments_struggles():
+    # given records of five tenants, then of the deployment's own account (None), then of a sixth tenant, and a service
+    # that fails every ask
     asking = Asking(clock=Clock())
-    owners = [f"owner {n}" for n in range(STRUGGLING_OWNERS + 2)]
+    owners = [f"tenant {n}" for n in range(5)] + [None, "tenant 5"]
     asked = []
     for owner in asking.each(owners, owner=lambda owner: owner):
         asked.append(owner)
         asking.struggled(owner)
 
-    # then it was asked about STRUGGLING_OWNERS of them, then nothing
-    assert asked == owners[:STRUGGLING_OWNERS]
+    # then each tenant's was asked, and nothing after the deployment's
+    assert asked == owners[:6]

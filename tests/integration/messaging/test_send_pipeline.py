@@ -1328,13 +1328,17 @@ def test_one_account_whose_lookups_are_refused_does_not_keep_the_sweeper_from_ot
     assert message(database, lost[3]).status == "accepted" and lost[3] in enqueued
 
 
-def test_twilio_refusing_one_accounts_asks_for_a_while_stops_no_other_accounts_reconciliation(
-        database, gateways, throttle, callback_receiver):  # noqa: F811
-    # given an account's two texts whose holds outlived their TTL, then another account's, and Twilio answering 429 to
-    # every ask about the first account's (its own Twilio account rate-limited, say)
+def test_a_tenants_own_twilio_refusing_its_asks_for_a_while_stops_no_other_accounts_reconciliation(
+        database, gateways, throttle, callback_receiver, simulator):  # noqa: F811
+    # given an account's two texts whose holds outlived their TTL, then another account's; the first account then
+    # brings Twilio credentials of its own, and Twilio answers 429 to every ask about its texts (its own Twilio
+    # account rate-limited, say)
     other_sender = "+14155550001"
     first, other = make_account(database, 10), make_account(database, 10, sender=other_sender)
     refused = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, first, 2)
+    own = simulator.add_account()
+    with database.unit_of_work() as session:
+        set_twilio_credentials(session, first, own["sid"], own["auth_token"], now=now())
     behind = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, other, 1, sender=other_sender)
     refused_sids = {message(database, message_id).twilio_sid for message_id in refused}
 

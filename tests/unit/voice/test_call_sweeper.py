@@ -112,29 +112,32 @@ def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_late
     assert sweep(sqlite_database, listing, T0 + timedelta(hours=1)).reconciled == dict.fromkeys(calls, "failed")
 
 
-def test_twilio_failing_one_accounts_asks_stops_no_other_accounts_calls(sqlite_database):
-    # given an account with Twilio credentials of its own, whose Twilio fails every question (rate-limited, say), with
-    # two calls claimed without a sid, claimed first; and another account's call claimed after them
-    own_sid = "AC" + "2" * 32
+def test_tenants_whose_own_twilio_fails_their_asks_stop_no_other_accounts_calls(sqlite_database):
+    # given three accounts with Twilio credentials of their own, each failing every question (rate-limited, say), each
+    # with two calls claimed without a sid, claimed first; and an account on the deployment's Twilio with a call
+    # claimed after them
+    own_sids = ["AC" + str(n) * 32 for n in (2, 3, 4)]
     with sqlite_database.unit_of_work() as session:
-        session.add(Account(id="acct_2", name="Rate-limited", balance=100_000, twilio_account_sid=own_sid,
-                            twilio_auth_token="token"))
-        session.add_all(Call(id=f"call_2{n}", account_id="acct_2", direction="outbound", to="+14155550100",
-                             from_="+14155550198", say="Hi", max_minutes=5, minutes_held=0, time_limit=300,
-                             rate=2000, status="queued", credits_estimated=0, attempts=1,
-                             claimed_at=T0 - timedelta(minutes=2 - n), created_at=T0, updated_at=T0) for n in range(2))
+        for n, own_sid in enumerate(own_sids):
+            session.add(Account(id=f"acct_{own_sid[2]}", name="Rate-limited", balance=100_000,
+                                twilio_account_sid=own_sid, twilio_auth_token="token"))
+            session.add_all(Call(id=f"call_{own_sid[2]}{k}", account_id=f"acct_{own_sid[2]}", direction="outbound",
+                                 to="+14155550100", from_="+14155550198", say="Hi", max_minutes=5, minutes_held=0,
+                                 time_limit=300, rate=2000, status="queued", credits_estimated=0, attempts=1,
+                                 claimed_at=T0 - timedelta(minutes=10 - 2 * n - k), created_at=T0, updated_at=T0)
+                            for k in range(2))
     call_id = claimed_call(sqlite_database)
-    failing = TwilioFailing()
-    twilio = {own_sid: failing, None: TwilioListingNothing()}
+    failing = {own_sid: TwilioFailing() for own_sid in own_sids}
+    twilio = {**failing, None: TwilioListingNothing()}
 
     # when the sweeper runs an hour on, each account asking its own Twilio
     report = sweeper.sweep_calls(sqlite_database, gateway_for=lambda sid, _token: twilio[sid],
                                  rate_card=default_rate_card(), now=T0 + timedelta(hours=1), stale_after=STALE,
                                  placing_takes=PLACING)
 
-    # then the failing Twilio was asked once, its account's calls wait, and the other account's call is judged
-    assert (report.reconciled, failing.asked) == ({call_id: "failed"}, 1)
-    assert queued_calls(sqlite_database) == ["call_20", "call_21"]
+    # then each failing Twilio was asked once and its account's calls wait, and the other account's call is judged
+    assert (report.reconciled, [t.asked for t in failing.values()]) == ({call_id: "failed"}, [1, 1, 1])
+    assert len(queued_calls(sqlite_database)) == 6
 
 
 class TwilioKnowingNoSuchCall:
