@@ -1086,6 +1086,19 @@ def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: 
     return texts
 
 
+def fetching_through(gateways, before_fetch):
+    """A gateway_for whose fetch calls `before_fetch(sid)` (which may raise), then fetches from the simulator."""
+    def gateway_for(*credentials):
+        class Fetching:
+            def fetch(self, sid):
+                before_fetch(sid)
+                return gateways(*credentials).fetch(sid)
+
+        return Fetching()
+
+    return gateway_for
+
+
 def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_later(
         database, gateways, throttle, callback_receiver, simulator):  # noqa: F811
     # given two texts whose holds outlived their TTL and one charged at 'sent' due to be asked, then Twilio failing
@@ -1097,18 +1110,10 @@ def test_a_sweep_asks_twilio_nothing_more_once_twilio_asked_it_to_try_again_late
     simulator.configure(rate_5xx=1.0)
     fetched = []
 
-    def counting(*credentials):
-        class Counting:
-            def fetch(self, sid):
-                fetched.append(sid)
-                return gateways(*credentials).fetch(sid)
-
-        return Counting()
-
     # when a sweep comes
     later = now() + timedelta(seconds=901)
-    struggling = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=counting, rate_card=CARD, now=later,
-                               stale_after=timedelta(seconds=60))
+    struggling = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=fetching_through(gateways, fetched.append),
+                               rate_card=CARD, now=later, stale_after=timedelta(seconds=60))
 
     # then it asked Twilio once: the first overdue text waits, and nothing else was asked
     assert (struggling.reconciled, struggling.asked, len(fetched)) == ({overdue[0]: sweeper.RETRY_LATER}, {}, 1)
@@ -1342,18 +1347,13 @@ def test_a_tenants_own_twilio_refusing_its_asks_for_a_while_stops_no_other_accou
     behind = sent_with_overdue_holds(database, gateways, throttle, callback_receiver, other, 1, sender=other_sender)
     refused_sids = {message(database, message_id).twilio_sid for message_id in refused}
 
-    def rate_limited(*credentials):
-        class RateLimited:
-            def fetch(self, sid):
-                if sid in refused_sids:
-                    raise TransientTwilioError("Twilio answered 429", status=429, code=20429)
-                return gateways(*credentials).fetch(sid)
-
-        return RateLimited()
+    def rate_limited(sid):
+        if sid in refused_sids:
+            raise TransientTwilioError("Twilio answered 429", status=429, code=20429)
 
     # when a sweep comes
-    report = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=rate_limited, rate_card=CARD,
-                           now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
+    report = sweeper.sweep(database, enqueue=lambda _: None, gateway_for=fetching_through(gateways, rate_limited),
+                           rate_card=CARD, now=now() + timedelta(seconds=901), stale_after=timedelta(seconds=60))
 
     # then the first account's first text was asked and waits with the other, and the other account's was settled
     assert report.reconciled == {refused[0]: sweeper.RETRY_LATER, behind[0]: "settled"}
