@@ -12,13 +12,25 @@ oldest first, for a later sweep.
 A loop whose asks send each record to the back of its order (the record is marked asked) may also stop once its time
 is up, its first ask whatever the time; in a loop whose records keep their places a time limit would have the same
 first ones asked in every sweep and the rest never.
+
+A sweep's query takes its records in turns across accounts (`turn`): every account's oldest record comes before any
+account's second. A fixed share per account could not do it: enough accounts whose records are refused or skipped
+(credentials revoked, a Twilio account rate-limited) would still fill every batch with theirs and starve the rest.
 """
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TypeVar
 
+from sqlalchemy import func
+from sqlalchemy.sql.elements import Label
+
 Item = TypeVar("Item")
+
+
+def turn(account_id, oldest_first) -> Label:
+    """A record's turn among its account's, for a sweep to order by before age (see the module's docstring)."""
+    return func.row_number().over(partition_by=account_id, order_by=oldest_first).label("turn")
 
 
 class Asking:

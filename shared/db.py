@@ -21,7 +21,19 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import set_json_dumps
-from sqlalchemy import Connection, Engine, Executable, Table, any_, bindparam, create_engine, event, make_url
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    extract,
+    func,
+    make_url,
+)
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -257,6 +269,13 @@ def _column_types(connection: Connection, table: Table) -> dict[str, int]:
 def dialect_name(session: Session | Connection) -> str:
     """A unit of work's database, or a lone call's (`Database.one_statement`)."""
     return (session if isinstance(session, Connection) else session.get_bind()).dialect.name
+
+
+def epoch_seconds(session: Session | Connection) -> Callable:
+    """A timestamp as seconds, in SQL: the arithmetic both databases do alike."""
+    if dialect_name(session) == "postgresql":
+        return lambda timestamp: extract("epoch", timestamp)
+    return lambda timestamp: func.julianday(timestamp) * 86_400
 
 
 def insert_on_conflict(session: Session | Connection, table):

@@ -18,7 +18,8 @@
 - Texts charged at `sent` are asked of Twilio for ASKING_SECONDS a sweep at most.
 - Once Twilio failed an ask (an overdue hold's or a charged text's) with a "try again later", a sweep asks nothing
   more about the texts of that tenant's own Twilio account, or nothing more at all if it was the deployment's
-  (`shared.asking`): the rest wait for the next sweep.
+  (`shared.asking`): the rest wait for the next sweep. Each sweep takes the records it asks about in turns across
+  accounts, so that no number of accounts whose asks are refused or skipped fills it with theirs.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -29,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, extract, func, literal, or_, select, update
+from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.asking import Asking
-from shared.db import Database
+from shared.asking import Asking, turn
+from shared.db import Database, epoch_seconds
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.credentials import credentials_keeping
@@ -58,7 +59,6 @@ from shared.twilio.gateway import TwilioMessage
 log = logging.getLogger(__name__)
 
 BATCH = 500
-PER_ACCOUNT = 50  # overdue holds of one account a sweep reconciles at most (see _overdue_holds)
 CLOCK_SKEW = timedelta(minutes=5)  # between our clock and Twilio's, when looking for a message by time
 KEEP_EARLY_STATUSES = timedelta(days=1)
 KEEP_ASKING = timedelta(days=1)  # how long a text charged at 'sent' is asked of Twilio for its final status
@@ -200,27 +200,23 @@ def _asked_of():
 
 def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
     """Texts charged at 'sent' (their hold resolved then) for less than KEEP_ASKING, left alone since `stale_after`
-    and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, longest left alone
-    first. All of it in the statement: texts not due yet, however many, never stand before those that are. A text's
-    updated_at is its charge's time or later, so the day's bound on it (the index's range) leaves out none that
-    is due."""
-    seconds = _epoch_seconds(session.get_bind().dialect.name)
-    return [tuple(row) for row in session.execute(
-        select(Message.id, _asked_of()).join(Hold, Hold.id == Message.hold_id)
-        .join(Account, Account.id == Message.account_id)
+    and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, in turns across
+    accounts (`shared.asking.turn`), longest left alone first. All of it in the statement: texts not due yet, however
+    many, never stand before those that are. A text's updated_at is its charge's time or later, so the day's bound
+    on it (the index's range) leaves out none that is due."""
+    seconds = epoch_seconds(session)
+    due = (
+        select(Message.id, _asked_of().label("owner"), Message.updated_at,
+               turn(Message.account_id, Message.updated_at))
+        .join(Hold, Hold.id == Message.hold_id).join(Account, Account.id == Message.account_id)
         .where(Message.status == "sent", Message.updated_at.between(now - KEEP_ASKING, now - stale_after),
                Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None),
                Hold.resolved_at >= now - KEEP_ASKING,
                2 * seconds(Message.updated_at) <= seconds(literal(now, Message.updated_at.type))
                + seconds(Hold.resolved_at))
-        .order_by(Message.updated_at).limit(ASKS_PER_SWEEP))]
-
-
-def _epoch_seconds(dialect: str) -> Callable:
-    """A timestamp as seconds, in SQL: the arithmetic both databases do alike."""
-    if dialect == "postgresql":
-        return lambda timestamp: extract("epoch", timestamp)
-    return lambda timestamp: func.julianday(timestamp) * 86_400
+    ).subquery()
+    return [tuple(row) for row in session.execute(
+        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.updated_at).limit(ASKS_PER_SWEEP))]
 
 
 def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_card: RateCard, now: datetime,
@@ -255,14 +251,13 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_c
 
 def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str, str | None]]:
     """(hold, message, whose Twilio account it is asked of: `_asked_of`) of the holds that outlived their TTL and
-    whose message is not settled yet, that reconcile has something to do for, oldest first, PER_ACCOUNT of an
-    account at most. A hold already expired whose message waits unsent (a paused campaign's text, a parked one) is
-    left out: reconcile would only answer "waiting" again, and 500 of them at the front of the queue kept every sweep
-    from reaching a lost send behind them. The share per account keeps one account whose lookups Twilio refuses (its
-    credentials revoked, or rate-limited) from filling every sweep likewise."""
+    whose message is not settled yet, that reconcile has something to do for, in turns across accounts
+    (`shared.asking.turn`), oldest first. A hold already expired whose message waits unsent (a paused campaign's
+    text, a parked one) is left out: reconcile would only answer "waiting" again, and 500 of them at the front of the
+    queue kept every sweep from reaching a lost send behind them."""
     overdue = (
         select(Hold.id.label("hold_id"), Message.id.label("message_id"), _asked_of().label("owner"), Hold.expires_at,
-               func.row_number().over(partition_by=Hold.account_id, order_by=Hold.expires_at).label("nth"))
+               turn(Hold.account_id, Hold.expires_at))
         .join(Message, Message.hold_id == Hold.id).join(Account, Account.id == Hold.account_id)
         .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now, Message.credits_charged.is_(None),
                or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
@@ -270,8 +265,8 @@ def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str, st
     ).subquery()
     with database.unit_of_work() as session:
         return [tuple(row) for row in session.execute(
-            select(overdue.c.hold_id, overdue.c.message_id, overdue.c.owner).where(overdue.c.nth <= PER_ACCOUNT)
-            .order_by(overdue.c.expires_at).limit(BATCH))]
+            select(overdue.c.hold_id, overdue.c.message_id, overdue.c.owner)
+            .order_by(overdue.c.turn, overdue.c.expires_at).limit(BATCH))]
 
 
 def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for, rate_card: RateCard,

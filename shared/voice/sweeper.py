@@ -15,7 +15,8 @@
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
   for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", a
   sweep asks nothing more about the calls of that tenant's own Twilio account, or nothing more at all if it was the
-  deployment's (`shared.asking`): the rest wait for the next sweep.
+  deployment's (`shared.asking`): the rest wait for the next sweep. Each sweep takes the calls it asks about in
+  turns across accounts, so that no number of accounts whose asks are refused or skipped fills it with theirs.
 """
 
 import logging
@@ -23,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.asking import Asking
-from shared.db import Database
+from shared.asking import Asking, turn
+from shared.db import Database, epoch_seconds
 from shared.ledger import book
 from shared.ledger.expiry import utc
 from shared.messaging.credentials import credentials_keeping
@@ -112,27 +113,36 @@ def _overdue(session: Session, now: datetime, stale_after: timedelta,
              placing_takes: timedelta) -> list[tuple[str, str | None]]:
     """Calls without a sid claimed more than `stale_after` and `placing_takes` ago (one looked for while its create
     was still under way would be taken for never placed, its hold voided, and talk uncharged), and placed calls long
-    past their time limit."""
-    candidates = session.execute(
-        select(Call.id, _asked_of().label("owner"), Call.twilio_sid, Call.claimed_at, Call.time_limit)
+    past their time limit: in turns across accounts (`shared.asking.turn`), longest claimed first. Whether a call is
+    due is decided in the statement: calls not due yet, however many, never stand before those that are."""
+    seconds = epoch_seconds(session)
+    unplaced_after = max(stale_after, placing_takes).total_seconds()
+    talked_after = func.coalesce(Call.time_limit, 0) + RING_ALLOWANCE_SECONDS + stale_after.total_seconds()
+    due = (
+        select(Call.id, _asked_of().label("owner"), Call.claimed_at, turn(Call.account_id, Call.claimed_at))
         .join(Account, Account.id == Call.account_id)
-        .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after)
-        .order_by(Call.claimed_at).limit(BATCH)).all()
-    unplaced_after = max(stale_after, placing_takes)
-    return [(row.id, row.owner) for row in candidates
-            if utc(row.claimed_at) + (unplaced_after if row.twilio_sid is None else (
-                timedelta(seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS) + stale_after)) < now]
+        .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after,
+               seconds(Call.claimed_at) + case((Call.twilio_sid.is_(None), unplaced_after), else_=talked_after)
+               < seconds(literal(now, Call.claimed_at.type)))
+    ).subquery()
+    return [tuple(row) for row in session.execute(
+        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.claimed_at).limit(BATCH))]
 
 
 def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
-    """Inbound calls still talking long after their forwarded leg's time limit could have ended."""
-    rows = session.execute(
-        select(Call.id, _asked_of().label("owner"), Call.created_at, Call.time_limit)
+    """Inbound calls still talking long after their forwarded leg's time limit could have ended: in turns across
+    accounts, oldest first, those not due yet left out in the statement."""
+    seconds = epoch_seconds(session)
+    could_talk = (func.coalesce(Call.time_limit, 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS
+                  + stale_after.total_seconds())
+    due = (
+        select(Call.id, _asked_of().label("owner"), Call.created_at, turn(Call.account_id, Call.created_at))
         .join(Account, Account.id == Call.account_id)
-        .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after)
-        .order_by(Call.created_at).limit(BATCH)).all()
-    return [(row.id, row.owner) for row in rows if utc(row.created_at) + timedelta(
-        seconds=(row.time_limit or 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + stale_after < now]
+        .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after,
+               seconds(Call.created_at) + could_talk < seconds(literal(now, Call.created_at.type)))
+    ).subquery()
+    return [tuple(row) for row in session.execute(
+        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.created_at).limit(BATCH))]
 
 
 def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard,

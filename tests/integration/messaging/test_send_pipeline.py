@@ -1075,6 +1075,25 @@ def test_a_sweep_asks_twilio_for_a_few_seconds_at_most_and_leaves_the_rest_to_th
     assert sorted([*first.asked, *second.asked]) == sorted(texts)
 
 
+def test_an_account_with_many_texts_to_ask_about_fills_no_sweep_with_them(database, gateways, throttle,
+                                                                           monkeypatch):  # noqa: F811
+    # given an account's sweep's worth of texts charged at 'sent', due to be asked, and another account's text charged
+    # after them
+    monkeypatch.setattr(sweeper, "ASKS_PER_SWEEP", 2)
+    many, other = make_account(database, 10), make_account(database, 10, sender="+14155550011")
+    texts = [accept(database, many) for _ in range(2)] + [accept(database, other, sender="+14155550011")]
+    t = now()
+    for n, message_id in enumerate(texts):
+        send(database, message_id, gateways, throttle)
+        charged_at_sent(database, message_id, t + n * timedelta(seconds=1))
+
+    # when a sweep comes once `stale_after` has passed for all three
+    asked = sweep_at(database, gateways, t + timedelta(seconds=63)).asked
+
+    # then it took each account's oldest text in turn: the first account's first, then the other account's
+    assert list(asked) == [texts[0], texts[2]]
+
+
 def sent_with_overdue_holds(database, gateways, throttle, receiver, account_id: str, count: int, *,
                             sender: str = SENDER) -> list[str]:
     """`count` texts of the account, from `sender`, that Twilio delivered, whose callbacks never reached us: their
@@ -1307,16 +1326,17 @@ class TwilioRefusingLookupsFor(TwilioLosingAnswers):
         return []
 
 
-def test_one_account_whose_lookups_are_refused_does_not_keep_the_sweeper_from_other_accounts(database, throttle,
-                                                                                            monkeypatch):
-    # given an account with a sweep batch's worth of lost sends that Twilio refuses to look up, and another account's
-    # lost send behind them
+def test_accounts_whose_lookups_are_refused_do_not_keep_the_sweeper_from_other_accounts(database, throttle,
+                                                                                        monkeypatch):
+    # given two accounts with a sweep batch's worth of lost sends each that Twilio refuses to look up, and behind
+    # them another account's lost send
     monkeypatch.setattr(sweeper, "BATCH", 3)
-    monkeypatch.setattr(sweeper, "PER_ACCOUNT", 2)
     twilio, start = TwilioRefusingLookupsFor("+1415555"), now()
-    refused_account, other_account = make_account(database, 10), make_account(database, 10, sender="+14155550011")
+    refused_accounts = [make_account(database, 10), make_account(database, 10, sender="+14155550012")]
+    other_account = make_account(database, 10, sender="+14155550011")
     lost = []
-    for account_id, to, sender in [*((refused_account, f"+1415555{n:04d}", SENDER) for n in range(3)),
+    for account_id, to, sender in [*((refused_accounts[0], f"+1415555{n:04d}", SENDER) for n in range(3)),
+                                   *((refused_accounts[1], f"+1415555{n + 100:04d}", "+14155550012") for n in range(3)),
                                    (other_account, "+12125550100", "+14155550011")]:
         lost.append(accept(database, account_id, to=to, sender=sender))
         assert send_message(database, lost[-1], gateway_for=lambda *_: twilio, throttle=throttle,
@@ -1328,10 +1348,11 @@ def test_one_account_whose_lookups_are_refused_does_not_keep_the_sweeper_from_ot
     report = sweeper.sweep(database, enqueue=enqueued.append, gateway_for=lambda *_: twilio, rate_card=CARD,
                            now=start + timedelta(hours=1), stale_after=timedelta(seconds=60))
 
-    # then it took at most its share of the refusing account's sends and reached the other account's lost send
-    assert [report.reconciled[message_id].startswith("find refused") for message_id in lost[:2]] == [True, True]
-    assert lost[2] not in report.reconciled
-    assert message(database, lost[3]).status == "accepted" and lost[3] in enqueued
+    # then it took each account's oldest lost send in turn: one of each refusing account's, then the other
+    # account's, which Twilio never took, so it is `accepted` again and its send job enqueued
+    assert [message_id for message_id, outcome in report.reconciled.items() if outcome.startswith("find refused")] \
+        == [lost[0], lost[3]]
+    assert message(database, lost[6]).status == "accepted" and lost[6] in enqueued
 
 
 def test_a_tenants_own_twilio_refusing_its_asks_for_a_while_stops_no_other_accounts_reconciliation(

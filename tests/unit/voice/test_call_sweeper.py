@@ -59,22 +59,22 @@ def sweep(database, twilio, at: datetime):
                                stale_after=STALE, placing_takes=PLACING)
 
 
-def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(sqlite_database):
+def test_a_call_whose_create_may_still_be_under_way_is_not_judged_never_placed(database):
     # given a call claimed without a sid yet, and a Twilio whose list does not show it (yet)
-    call_id, twilio = claimed_call(sqlite_database), TwilioListingNothing()
+    call_id, twilio = claimed_call(database), TwilioListingNothing()
 
     # when the sweeper runs past its stale time, but within the time a create may take
-    early = sweep(sqlite_database, twilio, T0 + timedelta(seconds=20))
+    early = sweep(database, twilio, T0 + timedelta(seconds=20))
 
     # then it leaves the call alone: its hold stays for the create that may yet land
     assert (early.reconciled, twilio.asked) == ({}, 0)
-    with sqlite_database.unit_of_work() as session:
+    with database.unit_of_work() as session:
         assert session.get(Call, call_id).status == "queued"
 
     # and once a create can no longer be under way, Twilio is asked, and a call it never placed fails, uncharged
-    late = sweep(sqlite_database, twilio, T0 + timedelta(seconds=31))
+    late = sweep(database, twilio, T0 + timedelta(seconds=31))
     assert (late.reconciled, twilio.asked) == ({call_id: "failed"}, 1)
-    with sqlite_database.unit_of_work() as session:
+    with database.unit_of_work() as session:
         assert session.get(Call, call_id).credits_charged == 0
 
 
@@ -133,6 +133,63 @@ def test_tenants_whose_own_twilio_fails_their_asks_stop_no_other_accounts_calls(
     # then each failing Twilio was asked once and its account's calls wait, and the other account's call is judged
     assert (report.reconciled, [t.asked for t in failing.values()]) == ({call_id: "failed"}, [1, 1, 1])
     assert len(queued_calls(sqlite_database)) == 6
+
+
+def placed_call(database, call_id: str, *, direction: str = "outbound", at: datetime, time_limit: int) -> str:
+    """A call of acct_1 placed (outbound) or rung (inbound) `at`, with its sid, that may talk `time_limit` seconds."""
+    with database.unit_of_work() as session:
+        session.add(Call(id=call_id, account_id="acct_1", direction=direction, to="+14155550100",
+                         from_="+14155550199", max_minutes=time_limit // 60, minutes_held=0, time_limit=time_limit,
+                         rate=2000, status="in-progress", credits_estimated=0,
+                         twilio_sid="CA" + call_id.encode().hex().ljust(32, "0"), attempts=1, claimed_at=at,
+                         created_at=at, updated_at=at))
+    return call_id
+
+
+def test_calls_not_due_yet_however_many_keep_no_due_call_from_a_sweep(database, monkeypatch):
+    # given a sweep batch's worth of outbound and of inbound calls talking since long ago, each allowed four hours;
+    # and behind them, a call claimed without a sid and an inbound call allowed a minute, both long overdue
+    monkeypatch.setattr(sweeper, "BATCH", 2)
+    lost_create = claimed_call(database, "call_lost", at=T0)
+    for n in range(2):
+        placed_call(database, f"call_out{n}", at=T0 - timedelta(hours=1), time_limit=4 * 3600)
+        placed_call(database, f"call_in{n}", direction="inbound", at=T0 - timedelta(hours=1), time_limit=4 * 3600)
+    unreported = placed_call(database, "call_in9", direction="inbound", at=T0, time_limit=60)
+
+    # when a sweep comes an hour on
+    report = sweep(database, _ListingNothingKnowingNoSuchCall(), T0 + timedelta(hours=1))
+
+    # then it reaches the two due calls (Twilio placed neither) and leaves the others talking
+    assert report.reconciled == {unreported: "failed", lost_create: "failed"}
+
+
+def test_accounts_whose_asks_are_refused_fill_no_sweep_batch_with_their_calls(database, monkeypatch):
+    # given two accounts whose Twilio credentials are revoked, with a sweep batch's worth of calls claimed without a
+    # sid each, claimed first; and another account's call claimed after them
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    revoked_sids = ["AC" + str(n) * 32 for n in (2, 3)]
+    with database.unit_of_work() as session:
+        for n, revoked_sid in enumerate(revoked_sids):
+            session.add(Account(id=f"acct_{revoked_sid[2]}", name="Revoked", balance=100_000,
+                                twilio_account_sid=revoked_sid, twilio_auth_token="token"))
+            session.flush()
+            session.add_all(Call(id=f"call_{revoked_sid[2]}{k}", account_id=f"acct_{revoked_sid[2]}",
+                                 direction="outbound", to="+14155550100", from_="+14155550198", say="Hi",
+                                 max_minutes=5, minutes_held=0, time_limit=300, rate=2000, status="queued",
+                                 credits_estimated=0, attempts=1, claimed_at=T0 - timedelta(minutes=10 - 3 * n - k),
+                                 created_at=T0, updated_at=T0)
+                            for k in range(3))
+    call_id = claimed_call(database)
+    twilio = {**dict.fromkeys(revoked_sids, TwilioRefusingTheCredentials()), None: TwilioListingNothing()}
+
+    # when the sweeper runs an hour on, each account asking its own Twilio
+    report = sweeper.sweep_calls(database, gateway_for=lambda sid, _token: twilio[sid], rate_card=default_rate_card(),
+                                 now=T0 + timedelta(hours=1), stale_after=STALE, placing_takes=PLACING)
+
+    # then it took each account's oldest call in turn: one of each revoked account's (refused, left for later), then
+    # the other account's, which Twilio never placed
+    assert report.reconciled == {call_id: "failed"}
+    assert len(queued_calls(database)) == 6
 
 
 class TwilioKnowingNoSuchCall:
