@@ -25,7 +25,7 @@ NETWORK_RETRIES = 2
 # retries): a sweep or a job waiting on a stalled Stripe holds a worker's thread meanwhile. An answer that comes later
 # is not lost: every write is retried with its idempotency key, and Stripe answers the first one's outcome.
 TIMEOUT_SECONDS = 30.0
-_UNANSWERED = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError, stripe.IdempotencyError)
+_UNANSWERED = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
 
 
 class InvalidEvent(ValueError):
@@ -110,6 +110,10 @@ class StripeGateway:
             status = "error" if error.code == "processing_error" else "declined"
             return PaymentResult(status, getattr(error.error, "charge", None), code,
                                  error.user_message, intent_id=intent.id if intent else intent_id)
+        except stripe.IdempotencyError:
+            # The key's first confirm reached Stripe with other parameters: the intake's, with the customer's
+            # return_url, retried by a sweep that has none. The intent says how that confirm went.
+            return self.find_intent(payment_id="", intent_id=intent_id)
         except stripe.InvalidRequestError as error:
             if error.code != "payment_intent_unexpected_state":
                 raise

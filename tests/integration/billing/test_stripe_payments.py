@@ -243,6 +243,26 @@ def test_a_worker_killed_between_stripe_and_recorded_is_finished_by_the_sweeper_
     assert payment.status == "succeeded" and balance(database, account_id) == 100_000
 
 
+def test_a_purchase_killed_after_its_confirm_with_the_customers_return_url_holds_up_no_sweep(sqlite_database,
+                                                                                             stripe_stand_in):
+    # given two accounts' purchases made through the API, with the customer's return_url, whose workers died right
+    # after Stripe confirmed them, and no webhook: the sweeper, which has no return_url, confirms under the same key
+    database, paid = sqlite_database, []
+    for key in ("first", "second"):
+        paid.append(new_account(database))
+        crashing = CrashAfter(stripe_stand_in.config.api_key, stripe_stand_in.url, "confirm_intent")
+        with pytest.raises(ConnectionError):
+            purchase(database, crashing, paid[-1], 100_000, "pm_card_visa", idempotency_key=key, now=now(),
+                     return_url="http://127.0.0.1/billing/done")
+
+    # when the sweeper runs
+    assert reconcile_open(database, stripe_stand_in.gateway(), now=now() + timedelta(minutes=5)) == 2
+
+    # then Stripe's answer to a key used with other parameters sent it to read each intent: both purchases landed
+    assert [balance(database, account_id) for account_id in paid] == [100_000, 100_000]
+    assert len(stripe_stand_in.payment_intents()) == 2
+
+
 def test_past_stripes_idempotency_window_the_payment_intent_is_found_by_our_payment_id(sqlite_database,
                                                                                         stripe_stand_in):
     # given a payment whose PaymentIntent was created, then the worker died before storing its id
