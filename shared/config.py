@@ -113,12 +113,14 @@ ENVIRONMENTS = ("production", "development")
 class WebhookSettings:
     """How events are delivered to webhook endpoints (shared.events.delivery): each attempt waits `timeout_seconds`;
     a failed one is retried after `retry_base_seconds`, doubling up to `retry_max_seconds`, until
-    `retry_window_seconds` after the first try."""
+    `retry_window_seconds` after the first try; `concurrency` attempts of one account at once at most
+    (shared.events.slots)."""
 
     timeout_seconds: float = 10.0
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 8 * 3600.0
     retry_window_seconds: float = 3 * 24 * 3600.0
+    concurrency: int = 4
 
 
 def _port(name: str, raw: str) -> int:
@@ -185,6 +187,8 @@ def _webhooks(env) -> WebhookSettings:
                                    ("retry_base_seconds", "CREDITQ_WEBHOOK_RETRY_BASE_SECONDS"),
                                    ("retry_max_seconds", "CREDITQ_WEBHOOK_RETRY_MAX_SECONDS"),
                                    ("retry_window_seconds", "CREDITQ_WEBHOOK_RETRY_WINDOW_SECONDS"))}
+    if env.get("CREDITQ_WEBHOOK_CONCURRENCY"):
+        read["concurrency"] = _positive_int("CREDITQ_WEBHOOK_CONCURRENCY", env["CREDITQ_WEBHOOK_CONCURRENCY"])
     return WebhookSettings(**read)
 
 

@@ -14,6 +14,7 @@ import redis
 
 from shared.config import Settings, WebhookSettings, load_settings
 from shared.db import Database
+from shared.events.slots import SLOW_SECONDS, AccountSlots
 from shared.messaging.rates import RateCard, current_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
 from shared.messaging.sending import Claims
@@ -33,6 +34,7 @@ class Resources:
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
     claims: Claims | None = None  # the send threads' claims, group-committed (None: each claimed alone)
+    webhook_slots: AccountSlots | None = None  # each account's webhook attempts under way at once (None: no cap)
 
     @property
     def rate_card(self) -> RateCard:
@@ -65,7 +67,8 @@ def use(resources: Resources | None) -> None:
 def _from_environment() -> Resources:
     settings = load_settings()
     # REDIS_URL is exported by `creditq worker` before the actors are imported.
-    throttle = SenderThrottle(redis.Redis.from_url(os.environ["REDIS_URL"]), rates_from_environment())
+    broker_redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+    throttle = SenderThrottle(broker_redis, rates_from_environment())
     database = Database(settings.database_url, pool_size=settings.worker_threads)
     return Resources(
         database=database,
@@ -78,4 +81,6 @@ def _from_environment() -> Resources:
         development=settings.development,
         retention_days=settings.retention_days,
         claims=Claims(database, hold_ttl_seconds=settings.hold_ttl_seconds),
+        webhook_slots=AccountSlots(broker_redis, settings.webhooks.concurrency,  # a timeout is slow, however short
+                                   slow_seconds=min(SLOW_SECONDS, settings.webhooks.timeout_seconds)),
     )

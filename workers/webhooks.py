@@ -30,13 +30,16 @@ def dispatch_webhook_event(event_id: str) -> None:
 
 
 @dramatiq.actor(queue_name="webhooks", max_retries=3)
-def deliver_webhook(delivery_id: str) -> None:
-    """One attempt; a second job for the same delivery finds it claimed or done and does nothing."""
+def deliver_webhook(delivery_id: str, deferrals: int = 0) -> None:
+    """One attempt; a second job for the same delivery finds it claimed or done and does nothing. `deferrals`: how
+    often the attempt found every slot of its account taken (shared.events.slots) and waited."""
     r = resources.current()
     outcome = delivery.attempt(r.database, delivery_id, settings=r.webhooks, development=r.development,
-                               now=lambda: datetime.now(UTC))
+                               now=lambda: datetime.now(UTC), slots=r.webhook_slots, deferrals=deferrals)
     if outcome.retry_in_seconds is not None:
-        deliver_webhook.send_with_options(args=(delivery_id,), delay=int(outcome.retry_in_seconds * 1000))
+        deliver_webhook.send_with_options(args=(delivery_id,),
+                                          kwargs={"deferrals": deferrals + 1} if outcome.status == "deferred" else {},
+                                          delay=int(outcome.retry_in_seconds * 1000))
 
 
 @dramatiq.actor(queue_name="default", max_retries=0)

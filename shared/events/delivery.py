@@ -9,11 +9,14 @@ passed. The outcome is recorded only if the claim is still this attempt's. A fai
 `retry_base_seconds`, doubling up to `retry_max_seconds`, until `retry_until` (3 days after the first try,
 by default); the delivery then ends `failed`, and an endpoint that saw no success in that whole window is
 disabled with `disabled_reason`. At least once: a receiver may see an event again (a lost answer, a replay);
-the `webhook-id` header, the event's id, is the same every time.
+the `webhook-id` header, the event's id, is the same every time. An account whose endpoints answer slowly holds a
+few worker threads at most (shared.events.slots): its other attempts are deferred, not made, meanwhile.
 """
 
 import json
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +30,7 @@ from shared.db import Database
 from shared.errors import NotFound
 from shared.events.addresses import Resolver, UnsafeUrl, check_url, resolve
 from shared.events.signing import headers as signed_headers
+from shared.events.slots import AccountSlots
 from shared.events.transport import Answer, post
 from shared.events.types import ALL
 from shared.ids import new_id
@@ -35,12 +39,15 @@ from shared.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, Webhoo
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 5.0  # beyond the request's timeout, before a claimed attempt counts as lost
+MAX_DEFERRAL_SECONDS = 900.0  # the longest an attempt that found no slot of its account waits (before its spread)
 SWEEP_BATCH = 500
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded | retrying | failed | not_due (another job has it, or it is not pending)
+    # succeeded | retrying | failed | not_due (another job has it, or it is not pending) | deferred (no slot: not an
+    # attempt, tried again after retry_in_seconds)
+    status: str
     retry_in_seconds: float | None = None
 
 
@@ -72,17 +79,50 @@ def dispatch(session: Session, event_id: str, *, settings: WebhookSettings, now:
 
 
 def attempt(database: Database, delivery_id: str, *, settings: WebhookSettings, development: bool,
-            now: Callable[[], datetime], resolver: Resolver = resolve, poster=post) -> Outcome:
-    """One attempt of a due delivery; what came of it (and when to try again)."""
+            now: Callable[[], datetime], resolver: Resolver = resolve, poster=post, slots: AccountSlots | None = None,
+            deferrals: int = 0) -> Outcome:
+    """One attempt of a due delivery; what came of it (and when to try again). With `slots`, an attempt of a slow
+    account finding every slot of its account taken is not made but deferred (`deferral_seconds`; `deferrals`: how
+    often it was)."""
     started = now()
-    lease = started + timedelta(seconds=settings.timeout_seconds + LEASE_MARGIN_SECONDS)
+    lease_seconds = settings.timeout_seconds + LEASE_MARGIN_SECONDS
+    due = (WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+           WebhookDelivery.next_attempt_at <= started)
+    with database.unit_of_work() as session:
+        account_id = session.scalar(select(WebhookEndpoint.account_id)
+                                    .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
+                                    .where(*due))
+        if account_id is None:
+            return Outcome("not_due")
+        if slots is not None and not slots.take(account_id, delivery_id, seconds=lease_seconds):
+            wait = deferral_seconds(deferrals, settings)
+            deferred = session.execute(update(WebhookDelivery).where(*due).values(
+                next_attempt_at=started + timedelta(seconds=wait), updated_at=started)).rowcount
+            return Outcome("deferred", wait) if deferred else Outcome("not_due")
+    began = time.monotonic()
+    try:
+        return _attempt(database, delivery_id, due, settings=settings, development=development, now=now,
+                        started=started, lease_seconds=lease_seconds, resolver=resolver, poster=poster)
+    finally:
+        if slots is not None:
+            slots.give_back(account_id, delivery_id, took_seconds=time.monotonic() - began)
+
+
+def deferral_seconds(deferrals: int, settings: WebhookSettings) -> float:
+    """How long an attempt that found no slot waits: the timeout (the longest an attempt holds one), doubling with
+    each deferral up to MAX_DEFERRAL_SECONDS, spread by half of it either way, so that a thousand deferred at once
+    do not all come back together."""
+    return min(settings.timeout_seconds * 2 ** min(deferrals, 20), MAX_DEFERRAL_SECONDS) * random.uniform(0.5, 1.5)
+
+
+def _attempt(database: Database, delivery_id: str, due: tuple, *, settings: WebhookSettings, development: bool,
+             now: Callable[[], datetime], started: datetime, lease_seconds: float, resolver: Resolver,
+             poster) -> Outcome:
     with database.unit_of_work() as session:
         claimed = session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-                   WebhookDelivery.next_attempt_at <= started)
-            .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=lease, last_attempt_at=started,
-                    updated_at=started)
+            update(WebhookDelivery).where(*due)
+            .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=started + timedelta(seconds=lease_seconds),
+                    last_attempt_at=started, updated_at=started)
             .returning(WebhookDelivery.attempts).execution_options(synchronize_session=False)).scalar_one_or_none()
         if claimed is None:
             return Outcome("not_due")

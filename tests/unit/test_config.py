@@ -79,6 +79,8 @@ def test_a_postgres_url_may_name_a_unix_socket_directory_as_libpq_takes_it(tmp_p
     ("CREDITQ_SWEEP_STALE_SECONDS", "0", "CREDITQ_SWEEP_STALE_SECONDS='0' must be at least 1"),
     ("CREDITQ_HOLD_TTL_SECONDS", "29", "CREDITQ_HOLD_TTL_SECONDS=29 must be at least twice TWILIO_TIMEOUT_SECONDS=15"),
     ("TWILIO_TIMEOUT_SECONDS", "450.5", "CREDITQ_HOLD_TTL_SECONDS=900 must be at least twice TWILIO_TIMEOUT_SECONDS"),
+    ("CREDITQ_WEBHOOK_CONCURRENCY", "0", "CREDITQ_WEBHOOK_CONCURRENCY='0' must be at least 1"),
+    ("CREDITQ_WEBHOOK_CONCURRENCY", "4.5", "CREDITQ_WEBHOOK_CONCURRENCY='4.5' is not a whole number"),
 ])
 def test_bad_values_are_refused_with_a_message_naming_them(tmp_path, name, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
@@ -278,3 +280,9 @@ def test_each_process_refuses_to_start_in_production_without_the_operator_key(tm
     assert started.stderr.strip().splitlines() == [
         "creditq: CREDITQ_ADMIN_KEY must be set when CREDITQ_ENV=production (every process of a deployment needs "
         "the same value)"]
+
+
+def test_each_accounts_webhook_attempts_at_once_default_to_four_and_may_be_set(tmp_path):
+    assert load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).webhooks.concurrency == 4
+    configured = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_WEBHOOK_CONCURRENCY": "7"})
+    assert configured.webhooks.concurrency == 7
