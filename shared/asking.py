@@ -14,8 +14,10 @@ is up, its first ask whatever the time; in a loop whose records keep their place
 first ones asked in every sweep and the rest never.
 
 A sweep's query takes its records in turns across accounts (`turn`): every account's oldest record comes before any
-account's second. A fixed share per account could not do it: enough accounts whose records are refused or skipped
-(credentials revoked, a Twilio account rate-limited) would still fill every batch with theirs and starve the rest.
+account's second, so accounts whose records are refused or skipped (credentials revoked, a Twilio account
+rate-limited) take one place each in a batch, not the whole of it. A fixed share per account (50 of 500) let ten
+such accounts fill every batch; now it takes as many such accounts as the batch has places (500 overdue holds or
+calls, 100 asks about charged texts), for a refused record keeps its place in the order.
 """
 
 import time

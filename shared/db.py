@@ -272,7 +272,7 @@ def dialect_name(session: Session | Connection) -> str:
 
 
 def epoch_seconds(session: Session | Connection) -> Callable:
-    """A timestamp as seconds, in SQL: the arithmetic both databases do alike."""
+    """A timestamp as seconds, in SQL: the arithmetic both databases do alike (SQLite's to the millisecond)."""
     if dialect_name(session) == "postgresql":
         return lambda timestamp: extract("epoch", timestamp)
     return lambda timestamp: func.julianday(timestamp) * 86_400

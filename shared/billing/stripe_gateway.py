@@ -92,6 +92,13 @@ class StripeGateway:
                     "payment_method": payment_method, "payment_method_types": ["card"], "description": description,
                     "metadata": {"payment_id": payment_id},
                 }, options={"idempotency_key": idempotency_key}).id
+        except stripe.IdempotencyError:
+            # The key's first create reached Stripe with other parameters (a release worded the description anew
+            # meanwhile): the PaymentIntent it made is the payment's, found by its metadata.
+            found = self.find_intent(payment_id=payment_id, intent_id=None)
+            if found is None:  # Stripe's search shows a new intent within a minute
+                raise GatewayUnavailable("Stripe's search does not show the intent its key made yet") from None
+            return found.intent_id
         except stripe.InvalidRequestError as error:
             if error.param == "payment_method":
                 raise unusable_payment_method() from None

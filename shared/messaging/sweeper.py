@@ -19,7 +19,8 @@
 - Once Twilio failed an ask (an overdue hold's or a charged text's) with a "try again later", a sweep asks nothing
   more about the texts of that tenant's own Twilio account, or nothing more at all if it was the deployment's
   (`shared.asking`): the rest wait for the next sweep. Each sweep takes the records it asks about in turns across
-  accounts, so that no number of accounts whose asks are refused or skipped fills it with theirs.
+  accounts (every account's oldest first), so that accounts whose asks are refused or skipped take a place each
+  in it, not the whole of it.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.

@@ -16,7 +16,8 @@
   for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", a
   sweep asks nothing more about the calls of that tenant's own Twilio account, or nothing more at all if it was the
   deployment's (`shared.asking`): the rest wait for the next sweep. Each sweep takes the calls it asks about in
-  turns across accounts, so that no number of accounts whose asks are refused or skipped fills it with theirs.
+  turns across accounts (every account's oldest first), so that accounts whose asks are refused or skipped take a
+  place each in it, not the whole of it.
 """
 
 import logging

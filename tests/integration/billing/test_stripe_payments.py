@@ -263,6 +263,26 @@ def test_a_purchase_killed_after_its_confirm_with_the_customers_return_url_holds
     assert len(stripe_stand_in.payment_intents()) == 2
 
 
+def test_a_create_retried_with_other_parameters_under_its_key_answers_the_payment_intent_the_key_made(
+        sqlite_database, stripe_stand_in):
+    # given a payment whose PaymentIntent was created, then the worker died before storing its id
+    database = sqlite_database
+    crashing = CrashAfter(stripe_stand_in.config.api_key, stripe_stand_in.url, "create_intent")
+    with pytest.raises(ConnectionError):
+        purchase(database, crashing, new_account(database), 100_000, "pm_card_visa", idempotency_key="buy", now=now())
+    [made] = stripe_stand_in.payment_intents()
+    payment = payment_row(database, made["object"]["metadata"]["payment_id"])
+
+    # when the create is made again under its key by a release that words the description anew
+    again = stripe_stand_in.gateway().create_intent(
+        payment_id=payment.id, customer=made["object"]["customer"], amount_cents=payment.amount_cents,
+        currency=payment.currency, payment_method=payment.payment_method, description="creditq: reworded",
+        idempotency_key=f"{payment.id}:{payment.attempt}:create")
+
+    # then Stripe's answer to a key used with other parameters is read as the intent that key made: no second one
+    assert again == made["object"]["id"] and len(stripe_stand_in.payment_intents()) == 1
+
+
 def test_past_stripes_idempotency_window_the_payment_intent_is_found_by_our_payment_id(sqlite_database,
                                                                                         stripe_stand_in):
     # given a payment whose PaymentIntent was created, then the worker died before storing its id

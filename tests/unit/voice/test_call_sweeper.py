@@ -3,6 +3,7 @@ an inbound call whose record Twilio no longer has or keeps in the deployment's a
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from shared.ledger import book
@@ -17,6 +18,8 @@ from shared.models import (
 from shared.twilio.errors import CredentialsRejected, PermanentTwilioError, TransientTwilioError
 from shared.twilio.gateway import TwilioCall
 from shared.voice import progress, sweeper
+from shared.voice.placing import RING_ALLOWANCE_SECONDS
+from shared.voice.twiml import VOICEMAIL_MAX_SECONDS
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 STALE = timedelta(seconds=3)  # the e2e suites' eager sweeper
@@ -40,12 +43,16 @@ class TwilioListingNothing:
         return []
 
 
+def account_1(session) -> None:
+    if session.get(Account, "acct_1") is None:
+        session.add(Account(id="acct_1", name="Realty", balance=100_000))
+        session.flush()
+
+
 def claimed_call(database, call_id: str = "call_1", *, at: datetime = T0) -> str:
     """An outbound call of acct_1 claimed `at`, its hold taken, its create not answered yet (no sid)."""
     with database.unit_of_work() as session:
-        if session.get(Account, "acct_1") is None:
-            session.add(Account(id="acct_1", name="Realty", balance=100_000))
-            session.flush()
+        account_1(session)
         hold = book.reserve(session, "acct_1", 10_000, idempotency_key=f"{call_id}:hold", ttl_seconds=900, now=at)
         session.add(Call(id=call_id, account_id="acct_1", direction="outbound", to="+14155550100",
                          from_="+14155550199", say="Hi", max_minutes=5, minutes_held=5, time_limit=300, rate=2000,
@@ -138,6 +145,7 @@ def test_tenants_whose_own_twilio_fails_their_asks_stop_no_other_accounts_calls(
 def placed_call(database, call_id: str, *, direction: str = "outbound", at: datetime, time_limit: int) -> str:
     """A call of acct_1 placed (outbound) or rung (inbound) `at`, with its sid, that may talk `time_limit` seconds."""
     with database.unit_of_work() as session:
+        account_1(session)
         session.add(Call(id=call_id, account_id="acct_1", direction=direction, to="+14155550100",
                          from_="+14155550199", max_minutes=time_limit // 60, minutes_held=0, time_limit=time_limit,
                          rate=2000, status="in-progress", credits_estimated=0,
@@ -161,6 +169,23 @@ def test_calls_not_due_yet_however_many_keep_no_due_call_from_a_sweep(database, 
 
     # then it reaches the two due calls (Twilio placed neither) and leaves the others talking
     assert report.reconciled == {unreported: "failed", lost_create: "failed"}
+
+
+@pytest.mark.parametrize(("direction", "may_talk"), [
+    ("outbound", timedelta(seconds=300 + RING_ALLOWANCE_SECONDS) + STALE),  # its time limit, its ringing, the sweep's
+    ("inbound", timedelta(seconds=300 + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS) + STALE),  # and a voicemail
+])
+def test_a_talking_call_is_asked_about_once_its_time_limit_and_allowances_are_over_and_not_before(
+        database, direction, may_talk):
+    # given a call talking since T0, allowed five minutes
+    call_id = placed_call(database, "call_talking", direction=direction, at=T0, time_limit=300)
+    twilio = _ListingNothingKnowingNoSuchCall()
+
+    # when sweeps come a second before all it may take is over, and a second after
+    early, late = (sweep(database, twilio, T0 + may_talk + offset) for offset in (-SECOND, SECOND))
+
+    # then only the second asks Twilio about it
+    assert (early.reconciled, list(late.reconciled)) == ({}, [call_id])
 
 
 def test_accounts_whose_asks_are_refused_fill_no_sweep_batch_with_their_calls(database, monkeypatch):
