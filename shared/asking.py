@@ -6,8 +6,9 @@ ask can wait out the whole timeout, so that one sweep of a few hundred records r
 the same records again, and sweeps piled up on the threads that every other `default` job needs. So once the service
 fails an ask in a way that says to try again later, a sweep asks nothing more about that record's owner: a tenant's
 own Twilio account (rate-limited, say) skips that tenant's records alone, for a tenant must hold up no other; the
-deployment's own (owner None, as for the payment gateway) stops the sweep's asking altogether. The records wait,
-oldest first, for a later sweep.
+deployment's own (owner None, as for the payment gateway) stops the sweep's asking altogether. Likewise once it
+refuses the credentials asked with (revoked): the owner's other asks would be refused too, and hundreds of refused
+requests every sweep are what gets a caller blocked. The records wait, oldest first, for a later sweep.
 
 A loop whose asks send each record to the back of its order (the record is marked asked) may also stop once its time
 is up, its first ask whatever the time; in a loop whose records keep their places a time limit would have the same
@@ -55,5 +56,5 @@ class Asking:
 
     def struggled(self, owner: Hashable = None) -> None:
         """The service failed an ask about `owner`'s record in a way that says to try again later (5xx, 429, no
-        answer): ask it nothing more about that owner's records."""
+        answer), or refused the credentials it was asked with: ask it nothing more about that owner's records."""
         self.struggling.add(owner)

@@ -14,7 +14,7 @@ import redis
 
 from shared.config import Settings, WebhookSettings, load_settings
 from shared.db import Database
-from shared.events.slots import SLOW_SECONDS, AccountSlots
+from shared.events.slots import WebhookSlots
 from shared.messaging.rates import RateCard, current_rate_card
 from shared.messaging.sender_throttle import SenderThrottle, rates_from_environment
 from shared.messaging.sending import Claims
@@ -34,7 +34,7 @@ class Resources:
     development: bool = False  # CREDITQ_ENV=development: webhook endpoints may be http and on this host
     retention_days: int | None = None  # CREDITQ_RETENTION_DAYS; None: message bodies and numbers are kept
     claims: Claims | None = None  # the send threads' claims, group-committed (None: each claimed alone)
-    webhook_slots: AccountSlots | None = None  # each account's webhook attempts under way at once (None: no cap)
+    webhook_slots: WebhookSlots | None = None  # webhook attempts under way at once (None: no cap)
 
     @property
     def rate_card(self) -> RateCard:
@@ -81,6 +81,6 @@ def _from_environment() -> Resources:
         development=settings.development,
         retention_days=settings.retention_days,
         claims=Claims(database, hold_ttl_seconds=settings.hold_ttl_seconds),
-        webhook_slots=AccountSlots(broker_redis, settings.webhooks.concurrency,  # a timeout is slow, however short
-                                   slow_seconds=min(SLOW_SECONDS, settings.webhooks.timeout_seconds)),
+        webhook_slots=WebhookSlots(broker_redis, per_account=settings.webhooks.concurrency,
+                                   per_process=max(1, settings.worker_threads // 2)),
     )

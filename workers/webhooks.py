@@ -32,7 +32,7 @@ def dispatch_webhook_event(event_id: str) -> None:
 @dramatiq.actor(queue_name="webhooks", max_retries=3)
 def deliver_webhook(delivery_id: str, deferrals: int = 0) -> None:
     """One attempt; a second job for the same delivery finds it claimed or done and does nothing. `deferrals`: how
-    often the attempt found every slot of its account taken (shared.events.slots) and waited."""
+    often the attempt found no slot free (shared.events.slots) and waited."""
     r = resources.current()
     outcome = delivery.attempt(r.database, delivery_id, settings=r.webhooks, development=r.development,
                                now=lambda: datetime.now(UTC), slots=r.webhook_slots, deferrals=deferrals)

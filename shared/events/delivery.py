@@ -9,14 +9,13 @@ passed. The outcome is recorded only if the claim is still this attempt's. A fai
 `retry_base_seconds`, doubling up to `retry_max_seconds`, until `retry_until` (3 days after the first try,
 by default); the delivery then ends `failed`, and an endpoint that saw no success in that whole window is
 disabled with `disabled_reason`. At least once: a receiver may see an event again (a lost answer, a replay);
-the `webhook-id` header, the event's id, is the same every time. An account whose endpoints answer slowly holds a
-few worker threads at most (shared.events.slots): its other attempts are deferred, not made, meanwhile.
+the `webhook-id` header, the event's id, is the same every time. Attempts hold at most half of a worker's threads,
+and an account's a few of those (shared.events.slots): the others are deferred, not made, meanwhile.
 """
 
 import json
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,12 +24,13 @@ from sqlalchemy import select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.asking import turn
 from shared.config import WebhookSettings
 from shared.db import Database
 from shared.errors import NotFound
 from shared.events.addresses import Resolver, UnsafeUrl, check_url, resolve
 from shared.events.signing import headers as signed_headers
-from shared.events.slots import AccountSlots
+from shared.events.slots import WebhookSlots
 from shared.events.transport import Answer, post
 from shared.events.types import ALL
 from shared.ids import new_id
@@ -39,7 +39,8 @@ from shared.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, Webhoo
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 5.0  # beyond the request's timeout, before a claimed attempt counts as lost
-MAX_DEFERRAL_SECONDS = 900.0  # the longest an attempt that found no slot of its account waits (before its spread)
+FIRST_DEFERRAL_SECONDS = (1.0, 3.0)  # how long an attempt that first found no slot free waits (spread between)
+NO_SLOT = "no webhook slot was free for it during its whole retry window"
 SWEEP_BATCH = 500
 
 
@@ -79,40 +80,46 @@ def dispatch(session: Session, event_id: str, *, settings: WebhookSettings, now:
 
 
 def attempt(database: Database, delivery_id: str, *, settings: WebhookSettings, development: bool,
-            now: Callable[[], datetime], resolver: Resolver = resolve, poster=post, slots: AccountSlots | None = None,
+            now: Callable[[], datetime], resolver: Resolver = resolve, poster=post, slots: WebhookSlots | None = None,
             deferrals: int = 0) -> Outcome:
-    """One attempt of a due delivery; what came of it (and when to try again). With `slots`, an attempt of a slow
-    account finding every slot of its account taken is not made but deferred (`deferral_seconds`; `deferrals`: how
-    often it was)."""
+    """One attempt of a due delivery; what came of it (and when to try again). With `slots`, an attempt finding no
+    slot free is not made but deferred (`_defer`; `deferrals`: how often it was)."""
     started = now()
     lease_seconds = settings.timeout_seconds + LEASE_MARGIN_SECONDS
     due = (WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
            WebhookDelivery.next_attempt_at <= started)
-    with database.unit_of_work() as session:
-        account_id = session.scalar(select(WebhookEndpoint.account_id)
+    token = account_id = None
+    if slots is not None:
+        with database.unit_of_work() as session:
+            found = session.execute(select(WebhookEndpoint.account_id, WebhookDelivery.retry_until)
                                     .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
-                                    .where(*due))
-        if account_id is None:
-            return Outcome("not_due")
-        if slots is not None and not slots.take(account_id, delivery_id, seconds=lease_seconds):
-            wait = deferral_seconds(deferrals, settings)
-            deferred = session.execute(update(WebhookDelivery).where(*due).values(
-                next_attempt_at=started + timedelta(seconds=wait), updated_at=started)).rowcount
-            return Outcome("deferred", wait) if deferred else Outcome("not_due")
-    began = time.monotonic()
+                                    .where(*due)).one_or_none()
+            if found is None:
+                return Outcome("not_due")
+            account_id, token = found.account_id, slots.take(found.account_id, seconds=lease_seconds)
+            if token is None:
+                return _defer(session, due, _utc(found.retry_until), deferrals, started)
     try:
         return _attempt(database, delivery_id, due, settings=settings, development=development, now=now,
                         started=started, lease_seconds=lease_seconds, resolver=resolver, poster=poster)
     finally:
-        if slots is not None:
-            slots.give_back(account_id, delivery_id, took_seconds=time.monotonic() - began)
+        if token is not None:
+            slots.give_back(account_id, token)
 
 
-def deferral_seconds(deferrals: int, settings: WebhookSettings) -> float:
-    """How long an attempt that found no slot waits: the timeout (the longest an attempt holds one), doubling with
-    each deferral up to MAX_DEFERRAL_SECONDS, spread by half of it either way, so that a thousand deferred at once
-    do not all come back together."""
-    return min(settings.timeout_seconds * 2 ** min(deferrals, 20), MAX_DEFERRAL_SECONDS) * random.uniform(0.5, 1.5)
+def _defer(session: Session, due: tuple, retry_until: datetime, deferrals: int, started: datetime) -> Outcome:
+    """An attempt that found no slot free: tried again in a few seconds the first time (a burst of a quick
+    endpoint's deliveries finds slots free by then); after that left to the sweeper (`lost`), which enqueues a batch
+    every 15 s in turns across accounts, so that a backlog of thousands waiting on a slow endpoint costs a few jobs a
+    second, not thousands. Past its retry window it fails, as its failed attempts would have."""
+    if started > retry_until:
+        failed = session.execute(update(WebhookDelivery).where(*due).values(
+            status="failed", next_attempt_at=None, error=NO_SLOT, updated_at=started)).rowcount
+        return Outcome("failed") if failed else Outcome("not_due")
+    wait = random.uniform(*FIRST_DEFERRAL_SECONDS) if deferrals == 0 else None
+    deferred = session.execute(update(WebhookDelivery).where(*due).values(
+        next_attempt_at=started + timedelta(seconds=wait or 0), updated_at=started)).rowcount
+    return Outcome("deferred", wait) if deferred else Outcome("not_due")
 
 
 def _attempt(database: Database, delivery_id: str, due: tuple, *, settings: WebhookSettings, development: bool,
@@ -231,14 +238,19 @@ class Lost:
 
 
 def lost(session: Session, *, now: datetime, stale_after: timedelta) -> Lost:
-    """What the sweeper enqueues again; anything younger than `stale_after` is left to its own job."""
+    """What the sweeper enqueues again, deliveries in turns across accounts (shared.asking.turn: a backlog of one
+    account's, deferred for want of a slot, fills no batch); anything younger than `stale_after` is left to its own
+    job."""
     cutoff = now - stale_after
     events = session.scalars(select(WebhookEvent.id).where(WebhookEvent.dispatched_at.is_(None),
                                                             WebhookEvent.created_at <= cutoff)
                              .order_by(WebhookEvent.created_at).limit(SWEEP_BATCH)).all()
-    deliveries = session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.status == "pending",
-                                                                   WebhookDelivery.next_attempt_at <= cutoff)
-                                 .order_by(WebhookDelivery.next_attempt_at).limit(SWEEP_BATCH)).all()
+    due = (select(WebhookDelivery.id, WebhookDelivery.next_attempt_at,
+                  turn(WebhookEndpoint.account_id, WebhookDelivery.next_attempt_at))
+           .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+           .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= cutoff)).subquery()
+    deliveries = session.scalars(select(due.c.id).order_by(due.c.turn, due.c.next_attempt_at)
+                                 .limit(SWEEP_BATCH)).all()
     return Lost(list(events), list(deliveries))
 
 

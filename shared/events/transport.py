@@ -2,12 +2,15 @@
 
 http.client is pointed at that address and told the host name only for the Host header and TLS (server name
 and certificate check), so the name is never resolved again between the check and the connection. Redirects
-are not followed (an answer 3xx is a failed attempt): a redirect could point anywhere.
+are not followed (an answer 3xx is a failed attempt): a redirect could point anywhere. The timeout bounds the whole
+request, not each read: an endpoint dripping its answer a byte at a time is cut off when it is over, as one that
+never answers, so that it holds a worker's thread no longer.
 """
 
 import http.client
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 
 from shared.events.addresses import Target
@@ -21,35 +24,77 @@ class Answer:
     body: str  # its first MAX_BODY_KEPT characters
 
 
+class _Deadline:
+    """Shuts a connection's socket when the time is up, whatever it is waiting for; the connection checks it once
+    connected, should the time run out while it connected."""
+
+    def __init__(self, seconds: float):
+        self.passed = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut_off)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sock = sock
+            if self.passed:
+                sock.close()
+                raise TimeoutError("the timeout passed while connecting")
+        return sock
+
+    def _cut_off(self) -> None:
+        with self._lock:
+            self.passed = True
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, target: Target, timeout: float):
+    def __init__(self, target: Target, timeout: float, deadline: _Deadline):
         super().__init__(target.host, target.port, timeout=timeout, context=ssl.create_default_context())
-        self._address = target.address
+        self._address, self._deadline = target.address, deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        sock = self._deadline.watch(socket.create_connection((self._address, self.port), self.timeout))
+        self.sock = self._deadline.watch(self._context.wrap_socket(sock, server_hostname=self.host))
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, target: Target, timeout: float):
+    def __init__(self, target: Target, timeout: float, deadline: _Deadline):
         super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
+        self._address, self._deadline = target.address, deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._deadline.watch(socket.create_connection((self._address, self.port), self.timeout))
 
 
 def post(target: Target, body: str, headers: dict[str, str], *, timeout: float) -> Answer:
-    """POST and read the answer; OSError (timeouts included) when there is none."""
+    """POST and read the answer, all of it within `timeout`; OSError (timeouts included) when there is none."""
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(target, timeout)
+    deadline = _Deadline(timeout)
+    connection = connection_class(target, timeout, deadline)
     try:
         connection.request("POST", target.path, body=body.encode(), headers={
             **headers, "Content-Type": "application/json", "User-Agent": "creditq-webhooks/1"})
         response = connection.getresponse()
-        return Answer(response.status, response.read(64 * 1024).decode(errors="replace")[:MAX_BODY_KEPT])
-    except http.client.HTTPException as error:
+        answer = Answer(response.status, response.read(64 * 1024).decode(errors="replace")[:MAX_BODY_KEPT])
+    except (http.client.HTTPException, OSError) as error:
+        if deadline.passed:
+            raise TimeoutError(f"no whole answer within {timeout:g} s") from None
+        if isinstance(error, OSError):
+            raise
         raise OSError(f"bad HTTP answer: {error!r}") from None
     finally:
+        deadline.cancel()
         connection.close()
+    if deadline.passed:  # cut off while the body came: its status may have been read, its answer was not whole
+        raise TimeoutError(f"no whole answer within {timeout:g} s")
+    return answer

@@ -16,11 +16,11 @@
   Twilio leaves some texts `sent` for good, where the carrier reports no delivery). A final answer is settled as its
   callback would have been: a text carriers filtered gets its toll-free resend.
 - Texts charged at `sent` are asked of Twilio for ASKING_SECONDS a sweep at most.
-- Once Twilio failed an ask (an overdue hold's or a charged text's) with a "try again later", a sweep asks nothing
-  more about the texts of that tenant's own Twilio account, or nothing more at all if it was the deployment's
-  (`shared.asking`): the rest wait for the next sweep. Each sweep takes the records it asks about in turns across
-  accounts (every account's oldest first), so that accounts whose asks are refused or skipped take a place each
-  in it, not the whole of it.
+- Once Twilio failed an ask (an overdue hold's or a charged text's) with a "try again later", or refused the
+  credentials it was asked with, a sweep asks nothing more about the texts of that tenant's own Twilio account, or
+  nothing more at all if it was the deployment's (`shared.asking`): the rest wait for the next sweep. Each sweep
+  takes the records it asks about in turns across accounts (every account's oldest first), so that accounts whose
+  asks are refused or skipped take a place each in it, not the whole of it.
 - Parked messages of accounts that may send again (unlocked by a purchase, credentials fixed) are
   released.
 - Status callbacks kept for a sid that never got stored are forgotten after a day.
@@ -68,6 +68,7 @@ ASKS_PER_SWEEP = 100
 # 15 s, and a hundred asks at Twilio's usual latency would outlast that, so that the next sweep asked the same texts.
 ASKING_SECONDS = 5.0
 RETRY_LATER = "retry later"  # what reconcile and ask_final_status answer when Twilio failed with a "try again later"
+CREDENTIALS_REFUSED = "credentials refused"  # how their answer starts when Twilio refused the credentials asked with
 
 
 @dataclass
@@ -95,7 +96,7 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     for hold_id, message_id, owner in asking.each(_overdue_holds(database, now), owner=lambda hold: hold[-1]):
         report.reconciled[message_id] = reconcile(database, message_id, hold_id, gateway_for=gateway_for,
                                                   rate_card=rate_card, now=now, enqueue=enqueue)
-        if report.reconciled[message_id] == RETRY_LATER:
+        if _ask_no_more(report.reconciled[message_id]):
             asking.struggled(owner)
     with database.unit_of_work() as session:
         account_ids = accounts_with_parked_messages(session)
@@ -111,9 +112,16 @@ def sweep(database: Database, *, enqueue: Callable[[str], None],
     for message_id, owner in asking.each(unconfirmed, owner=lambda text: text[-1], seconds=ASKING_SECONDS):
         report.asked[message_id] = ask_final_status(database, message_id, gateway_for=gateway_for,
                                                     rate_card=rate_card, now=now, enqueue=enqueue)
-        if report.asked[message_id] == RETRY_LATER:
+        if _ask_no_more(report.asked[message_id]):
             asking.struggled(owner)
     return report
+
+
+def _ask_no_more(answer: str) -> bool:
+    """Whether an answer says this sweep should ask no more with the same credentials: Twilio asked to try again
+    later, or refused the credentials (revoked, say: every other ask with them would be refused too, and hundreds
+    of refused requests a sweep is what gets a caller blocked)."""
+    return answer == RETRY_LATER or answer.startswith(CREDENTIALS_REFUSED)
 
 
 def _release_due(database: Database, now: datetime) -> list[str]:
@@ -234,7 +242,9 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_c
         answer = fetched.status
     except TransientTwilioError:
         return RETRY_LATER
-    except (PermanentTwilioError, CredentialsRejected) as error:
+    except CredentialsRejected as error:
+        fetched, answer = None, f"{CREDENTIALS_REFUSED}: {error}"
+    except PermanentTwilioError as error:
         fetched, answer = None, f"fetch refused: {error}"
     resend = None
     with database.unit_of_work() as session:
@@ -290,7 +300,9 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
                 found = gateway_for(*credentials).find(**lookup)
             except TransientTwilioError:
                 return RETRY_LATER
-            except (PermanentTwilioError, CredentialsRejected) as error:
+            except CredentialsRejected as error:
+                return f"{CREDENTIALS_REFUSED}: {error}"
+            except PermanentTwilioError as error:
                 return f"find refused: {error}"
             with database.unit_of_work() as session:
                 adopted = _adopt(session, message_id, hold_id, found, now)
@@ -302,7 +314,9 @@ def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for,
                 fetched = fetch_or_gone(gateway_for(*credentials), sid)
             except TransientTwilioError:
                 return RETRY_LATER
-            except (PermanentTwilioError, CredentialsRejected) as error:
+            except CredentialsRejected as error:
+                return f"{CREDENTIALS_REFUSED}: {error}"
+            except PermanentTwilioError as error:
                 return f"fetch refused: {error}"
             with database.unit_of_work() as session:
                 record_fetched(session, fetched, now)

@@ -13,11 +13,11 @@
   legs talked is charged under the key the <Dial> action uses, so once whichever comes (one whose records the
   tenant deleted from a Twilio account of its own as talked for its whole time limit: `fetch_inbound_or_gone`).
 - each call is asked of the Twilio account that has its record (`credentials_keeping`), which is the deployment's
-  for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", a
-  sweep asks nothing more about the calls of that tenant's own Twilio account, or nothing more at all if it was the
-  deployment's (`shared.asking`): the rest wait for the next sweep. Each sweep takes the calls it asks about in
-  turns across accounts (every account's oldest first), so that accounts whose asks are refused or skipped take a
-  place each in it, not the whole of it.
+  for one placed or rung before the account brought its own. Once Twilio failed an ask with a "try again later", or
+  refused the credentials it was asked with, a sweep asks nothing more about the calls of that tenant's own Twilio
+  account, or nothing more at all if it was the deployment's (`shared.asking`): the rest wait for the next sweep.
+  Each sweep takes the calls it asks about in turns across accounts (every account's oldest first), so that
+  accounts whose asks are refused or skipped take a place each in it, not the whole of it.
 """
 
 import logging
@@ -76,10 +76,10 @@ def sweep_calls(database: Database, *, gateway_for: Callable, rate_card: RateCar
             try:
                 report.reconciled[call_id] = reconcile_one(database, call_id, gateway_for=gateway_for,
                                                            rate_card=rate_card, now=now)
-            except TransientTwilioError as error:
-                log.warning("could not reconcile call %s, Twilio asks to try again later: %s", call_id, error)
+            except (TransientTwilioError, CredentialsRejected) as error:  # the next ask with them would fare no better
+                log.warning("could not reconcile call %s, nor ask about its account's others now: %s", call_id, error)
                 asking.struggled(owner)
-            except (PermanentTwilioError, CredentialsRejected) as error:
+            except PermanentTwilioError as error:
                 log.warning("could not reconcile call %s: %s", call_id, error)
     return report
 

@@ -1315,33 +1315,45 @@ def test_texts_waiting_unsent_with_overdue_holds_do_not_keep_the_sweeper_from_a_
 
 class TwilioRefusingLookupsFor(TwilioLosingAnswers):
     """TwilioLosingAnswers that refuses every lookup of a message to `prefix`'s numbers (that account's credentials
-    were revoked, say)."""
+    were revoked, say), counting the refusals."""
 
     def __init__(self, prefix: str):
-        self.prefix = prefix
+        self.prefix, self.refused = prefix, 0
 
     def find(self, *, to, **_):
         if to.startswith(self.prefix):
+            self.refused += 1
             raise CredentialsRejected("AC" + "0" * 32, "Authenticate")
         return []
 
 
-def test_accounts_whose_lookups_are_refused_do_not_keep_the_sweeper_from_other_accounts(database, throttle,
-                                                                                        monkeypatch):
-    # given two accounts with a sweep batch's worth of lost sends each that Twilio refuses to look up, and behind
-    # them another account's lost send
-    monkeypatch.setattr(sweeper, "BATCH", 3)
-    twilio, start = TwilioRefusingLookupsFor("+1415555"), now()
-    refused_accounts = [make_account(database, 10), make_account(database, 10, sender="+14155550012")]
+def lost_sends_of_revoked_accounts(database, throttle, twilio) -> tuple[list[str], datetime]:
+    """Two accounts' three lost sends each, their holds overdue one after the other, the accounts' own Twilio
+    credentials then revoked (`twilio` refuses their lookups); behind them another account's lost send (the last)."""
+    start = now()
+    revoked = [make_account(database, 10), make_account(database, 10, sender="+14155550012")]
     other_account = make_account(database, 10, sender="+14155550011")
     lost = []
-    for account_id, to, sender in [*((refused_accounts[0], f"+1415555{n:04d}", SENDER) for n in range(3)),
-                                   *((refused_accounts[1], f"+1415555{n + 100:04d}", "+14155550012") for n in range(3)),
+    for account_id, to, sender in [*((revoked[0], f"+1415555{n:04d}", SENDER) for n in range(3)),
+                                   *((revoked[1], f"+1415555{n + 100:04d}", "+14155550012") for n in range(3)),
                                    (other_account, "+12125550100", "+14155550011")]:
         lost.append(accept(database, account_id, to=to, sender=sender))
         assert send_message(database, lost[-1], gateway_for=lambda *_: twilio, throttle=throttle,
                             hold_ttl_seconds=2, now=lambda: start) == "sending"
         start += timedelta(seconds=1)  # each hold is overdue a little later than the one before
+    with database.unit_of_work() as session:
+        for n, account_id in enumerate(revoked):
+            set_twilio_credentials(session, account_id, f"AC{n:032d}", "f" * 32, now=now())
+    return lost, start
+
+
+def test_accounts_whose_lookups_are_refused_take_a_place_each_in_a_sweep_not_the_whole_of_it(database, throttle,
+                                                                                            monkeypatch):
+    # given two accounts with a sweep batch's worth of lost sends each that Twilio refuses to look up, and behind
+    # them another account's lost send
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    twilio = TwilioRefusingLookupsFor("+1415555")
+    lost, start = lost_sends_of_revoked_accounts(database, throttle, twilio)
 
     # when the sweeper runs once
     enqueued = []
@@ -1350,8 +1362,23 @@ def test_accounts_whose_lookups_are_refused_do_not_keep_the_sweeper_from_other_a
 
     # then it took each account's oldest lost send in turn: one of each refusing account's, then the other
     # account's, which Twilio never took, so it is `accepted` again and its send job enqueued
-    assert [message_id for message_id, outcome in report.reconciled.items() if outcome.startswith("find refused")] \
-        == [lost[0], lost[3]]
+    assert [message_id for message_id, outcome in report.reconciled.items()
+            if outcome.startswith(sweeper.CREDENTIALS_REFUSED)] == [lost[0], lost[3]]
+    assert message(database, lost[6]).status == "accepted" and lost[6] in enqueued
+
+
+def test_a_sweep_asks_no_more_with_credentials_twilio_refused(database, throttle):
+    # given two accounts whose revoked credentials Twilio refuses, with three lost sends each, and another account's
+    twilio = TwilioRefusingLookupsFor("+1415555")
+    lost, start = lost_sends_of_revoked_accounts(database, throttle, twilio)
+
+    # when the sweeper runs once
+    enqueued = []
+    sweeper.sweep(database, enqueue=enqueued.append, gateway_for=lambda *_: twilio, rate_card=CARD,
+                  now=start + timedelta(hours=1), stale_after=timedelta(seconds=60))
+
+    # then Twilio was asked once with each account's refused credentials, and the other account's send was judged
+    assert twilio.refused == 2
     assert message(database, lost[6]).status == "accepted" and lost[6] in enqueued
 
 

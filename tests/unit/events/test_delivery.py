@@ -72,15 +72,16 @@ def receiver():
         server.close()
 
 
-def given_an_event_for(database, url: str, events=("balance.low",)) -> tuple[str, str, str]:
+def given_an_event_for(database, url: str, events=("balance.low",), *,
+                       account_id: str = "acct_1") -> tuple[str, str, str]:
     """An account with an endpoint at `url` and a balance.low event written: (endpoint id, secret, event id)."""
     with database.unit_of_work() as session:
-        session.add(Account(id="acct_1", name="Grace Church"))
+        session.add(Account(id=account_id, name="Grace Church"))
         session.flush()
-        endpoint, secret = create_endpoint(session, "acct_1", url=url, events=list(events), description=None,
+        endpoint, secret = create_endpoint(session, account_id, url=url, events=list(events), description=None,
                                            now=START)
-        event_id = outbox.emit(session, "balance.low", account_id="acct_1", key="balance.low:acct_1:None:2026-11-03",
-                               data={"available": "4.5"}, now=START)
+        event_id = outbox.emit(session, "balance.low", account_id=account_id,
+                               key=f"balance.low:{account_id}:None:2026-11-03", data={"available": "4.5"}, now=START)
     return endpoint.id, secret, event_id
 
 

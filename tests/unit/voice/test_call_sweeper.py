@@ -188,10 +188,9 @@ def test_a_talking_call_is_asked_about_once_its_time_limit_and_allowances_are_ov
     assert (early.reconciled, list(late.reconciled)) == ({}, [call_id])
 
 
-def test_accounts_whose_asks_are_refused_fill_no_sweep_batch_with_their_calls(database, monkeypatch):
-    # given two accounts whose Twilio credentials are revoked, with a sweep batch's worth of calls claimed without a
-    # sid each, claimed first; and another account's call claimed after them
-    monkeypatch.setattr(sweeper, "BATCH", 3)
+def calls_of_revoked_accounts(database) -> tuple[str, list[str]]:
+    """Two accounts whose Twilio credentials are revoked, with three calls claimed without a sid each, claimed
+    first, and another account's call claimed after them: that call's id, and the revoked Twilio account sids."""
     revoked_sids = ["AC" + str(n) * 32 for n in (2, 3)]
     with database.unit_of_work() as session:
         for n, revoked_sid in enumerate(revoked_sids):
@@ -204,17 +203,41 @@ def test_accounts_whose_asks_are_refused_fill_no_sweep_batch_with_their_calls(da
                                  credits_estimated=0, attempts=1, claimed_at=T0 - timedelta(minutes=10 - 3 * n - k),
                                  created_at=T0, updated_at=T0)
                             for k in range(3))
-    call_id = claimed_call(database)
-    twilio = {**dict.fromkeys(revoked_sids, TwilioRefusingTheCredentials()), None: TwilioListingNothing()}
+    return claimed_call(database), revoked_sids
+
+
+def sweep_asking_each_its_own(database, twilio: dict) -> sweeper.CallSweep:
+    """A sweep an hour on, each account asking its own Twilio (`twilio` by account sid, None: the deployment's)."""
+    return sweeper.sweep_calls(database, gateway_for=lambda sid, _token: twilio[sid], rate_card=default_rate_card(),
+                               now=T0 + timedelta(hours=1), stale_after=STALE, placing_takes=PLACING)
+
+
+def test_accounts_whose_asks_are_refused_fill_no_sweep_batch_with_their_calls(database, monkeypatch):
+    # given two accounts whose Twilio credentials are revoked, with a sweep batch's worth of calls claimed without a
+    # sid each, claimed first; and another account's call claimed after them
+    monkeypatch.setattr(sweeper, "BATCH", 3)
+    call_id, revoked_sids = calls_of_revoked_accounts(database)
 
     # when the sweeper runs an hour on, each account asking its own Twilio
-    report = sweeper.sweep_calls(database, gateway_for=lambda sid, _token: twilio[sid], rate_card=default_rate_card(),
-                                 now=T0 + timedelta(hours=1), stale_after=STALE, placing_takes=PLACING)
+    report = sweep_asking_each_its_own(database, {**{sid: TwilioRefusingTheCredentials() for sid in revoked_sids},
+                                                  None: TwilioListingNothing()})
 
     # then it took each account's oldest call in turn: one of each revoked account's (refused, left for later), then
     # the other account's, which Twilio never placed
     assert report.reconciled == {call_id: "failed"}
     assert len(queued_calls(database)) == 6
+
+
+def test_a_sweep_asks_no_more_with_credentials_twilio_refused(database):
+    # given two revoked accounts' three calls each, claimed without a sid, and another account's call after them
+    call_id, revoked_sids = calls_of_revoked_accounts(database)
+    refusing = {sid: TwilioRefusingTheCredentials() for sid in revoked_sids}
+
+    # when the sweeper runs
+    report = sweep_asking_each_its_own(database, {**refusing, None: TwilioListingNothing()})
+
+    # then Twilio was asked once with each revoked account's credentials, and the other account's call was judged
+    assert ([twilio.asked for twilio in refusing.values()], report.reconciled) == ([1, 1], {call_id: "failed"})
 
 
 class TwilioKnowingNoSuchCall:
@@ -230,9 +253,13 @@ class TwilioKnowingNoSuchCall:
 
 
 class TwilioRefusingTheCredentials:
-    """Credentials an account revoked: every question is refused."""
+    """Credentials an account revoked: every question is refused, and counted."""
+
+    def __init__(self):
+        self.asked = 0
 
     def find_calls(self, **_):
+        self.asked += 1
         raise CredentialsRejected("AC" + "2" * 32, "20003: Authenticate")
 
     fetch_call = find_calls
