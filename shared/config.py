@@ -120,7 +120,7 @@ class WebhookSettings:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 8 * 3600.0
     retry_window_seconds: float = 3 * 24 * 3600.0
-    concurrency: int = 8
+    concurrency: int = 4
 
 
 def _port(name: str, raw: str) -> int:

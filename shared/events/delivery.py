@@ -10,7 +10,7 @@ passed. The outcome is recorded only if the claim is still this attempt's. A fai
 by default); the delivery then ends `failed`, and an endpoint that saw no success in that whole window is
 disabled with `disabled_reason`. At least once: a receiver may see an event again (a lost answer, a replay);
 the `webhook-id` header, the event's id, is the same every time. Attempts hold at most half of a worker's threads,
-and an account's a few of those (shared.events.slots): the others are deferred, not made, meanwhile.
+and one account's half of those (shared.events.slots): the others are deferred, not made, meanwhile.
 """
 
 import json
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 5.0  # beyond the request's timeout, before a claimed attempt counts as lost
 FIRST_DEFERRAL_SECONDS = (1.0, 3.0)  # how long an attempt that first found no slot free waits (spread between)
+QUICK_TRIES = 3  # times a deferred attempt's own job tries again (each waiting twice as long), before the sweeper
 NO_SLOT = "no webhook slot was free for it during its whole retry window"
 SWEEP_BATCH = 500
 
@@ -90,14 +91,15 @@ def attempt(database: Database, delivery_id: str, *, settings: WebhookSettings, 
            WebhookDelivery.next_attempt_at <= started)
     token = account_id = None
     if slots is not None:
-        with database.unit_of_work() as session:
+        with database.read_only() as session:
             found = session.execute(select(WebhookEndpoint.account_id, WebhookDelivery.retry_until)
                                     .join(WebhookDelivery, WebhookDelivery.endpoint_id == WebhookEndpoint.id)
                                     .where(*due)).one_or_none()
-            if found is None:
-                return Outcome("not_due")
-            account_id, token = found.account_id, slots.take(found.account_id, seconds=lease_seconds)
-            if token is None:
+        if found is None:
+            return Outcome("not_due")
+        account_id, token = found.account_id, slots.take(found.account_id, seconds=lease_seconds)
+        if token is None:
+            with database.unit_of_work() as session:
                 return _defer(session, due, _utc(found.retry_until), deferrals, started)
     try:
         return _attempt(database, delivery_id, due, settings=settings, development=development, now=now,
@@ -108,15 +110,16 @@ def attempt(database: Database, delivery_id: str, *, settings: WebhookSettings, 
 
 
 def _defer(session: Session, due: tuple, retry_until: datetime, deferrals: int, started: datetime) -> Outcome:
-    """An attempt that found no slot free: tried again in a few seconds the first time (a burst of a quick
-    endpoint's deliveries finds slots free by then); after that left to the sweeper (`lost`), which enqueues a batch
-    every 15 s in turns across accounts, so that a backlog of thousands waiting on a slow endpoint costs a few jobs a
-    second, not thousands. Past its retry window it fails, as its failed attempts would have."""
+    """An attempt that found no slot free: tried again by its own job QUICK_TRIES times, after a few seconds
+    doubling (a burst of a quick endpoint's deliveries finds slots free by then); after that left to the sweeper
+    (`lost`), which enqueues a batch every 15 s in turns across accounts, so that a backlog of thousands waiting on a
+    slow endpoint costs a few jobs a second, not thousands. Past its retry window it fails, as its failed attempts
+    would have."""
     if started > retry_until:
         failed = session.execute(update(WebhookDelivery).where(*due).values(
             status="failed", next_attempt_at=None, error=NO_SLOT, updated_at=started)).rowcount
         return Outcome("failed") if failed else Outcome("not_due")
-    wait = random.uniform(*FIRST_DEFERRAL_SECONDS) if deferrals == 0 else None
+    wait = random.uniform(*FIRST_DEFERRAL_SECONDS) * 2 ** deferrals if deferrals < QUICK_TRIES else None
     deferred = session.execute(update(WebhookDelivery).where(*due).values(
         next_attempt_at=started + timedelta(seconds=wait or 0), updated_at=started)).rowcount
     return Outcome("deferred", wait) if deferred else Outcome("not_due")

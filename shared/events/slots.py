@@ -5,8 +5,9 @@ An attempt holds a worker thread for as long as the endpoint takes to answer, up
 serve every queue: sends, settlements, other accounts' deliveries. Endpoints that answer slowly or never (an
 outage of a receiver many tenants use, a tenant's tarpit) sent thousands of events would hold every thread, and
 everyone's sends would stop. So each attempt first takes a slot of its process (half its threads: the other half
-stays for everything else) and one of its account's (so one account's endpoints cannot take every webhook thread
-from the others); with either all taken the attempt is not made but deferred (shared.events.delivery). An account
+stays for everything else; one account half of those at most) and one of its account's across every process (so
+one account's endpoints cannot take every webhook thread from the others); with any of them taken the attempt is
+not made but deferred (shared.events.delivery). An account
 slot is held under a token of the attempt's own and lapses with the attempt's lease, so a worker killed mid-request
 gives it back by itself. The script reads Redis's clock, so processes on different machines share one timeline.
 """
@@ -38,36 +39,44 @@ return 1
 
 
 class WebhookSlots:
-    """`per_account` attempts of one account at once, `per_process` of this process; safe to share between
-    threads."""
+    """`per_account` attempts of one account at once, `per_process` of this process (`per_process // 2` of one
+    account in it); safe to share between threads."""
 
     def __init__(self, redis_client, *, per_account: int, per_process: int):
         if per_account < 1 or per_process < 1:
             raise ValueError(f"slots must be at least 1, not {per_account!r} an account, {per_process!r} a process")
         self.per_account, self.per_process = per_account, per_process
-        self._process = threading.BoundedSemaphore(per_process)
+        self.per_account_here = max(1, per_process // 2)
+        self._lock = threading.Lock()
+        self._here: dict[str, int] = {}  # attempts under way in this process, by account
         self._redis = redis_client
         self._take = redis_client.register_script(_TAKE)
 
     def take(self, account_id: str, *, seconds: float) -> str | None:
-        """A slot of this process and one of the account's, held for `seconds` at most (the attempt's lease): the
-        token to give them back with, or None when either has none free."""
-        if not self._process.acquire(blocking=False):
-            return None
+        """Slots for an attempt of the account, held for `seconds` at most (its lease): the token to give them back
+        with, or None when there is none free."""
+        with self._lock:
+            if sum(self._here.values()) >= self.per_process or self._here.get(account_id, 0) >= self.per_account_here:
+                return None
+            self._here[account_id] = self._here.get(account_id, 0) + 1
         token, lease_ms = uuid.uuid4().hex, math.ceil(seconds * 1000)
+        taken = False
         try:
-            taken = self._take(keys=[KEY_PREFIX + account_id], args=[self.per_account, token, lease_ms])
-        except BaseException:
-            self._process.release()
-            raise
-        if not taken:
-            self._process.release()
-            return None
-        return token
+            taken = bool(self._take(keys=[KEY_PREFIX + account_id], args=[self.per_account, token, lease_ms]))
+        finally:
+            if not taken:
+                self._release_here(account_id)
+        return token if taken else None
+
+    def _release_here(self, account_id: str) -> None:
+        with self._lock:
+            self._here[account_id] -= 1
+            if not self._here[account_id]:
+                del self._here[account_id]
 
     def give_back(self, account_id: str, token: str) -> None:
         """Free the attempt's slots; a Redis that fails here costs nothing but the account slot's lease."""
-        self._process.release()
+        self._release_here(account_id)
         try:
             self._redis.zrem(KEY_PREFIX + account_id, token)
         except Exception:

@@ -3,8 +3,9 @@
 http.client is pointed at that address and told the host name only for the Host header and TLS (server name
 and certificate check), so the name is never resolved again between the check and the connection. Redirects
 are not followed (an answer 3xx is a failed attempt): a redirect could point anywhere. The timeout bounds the whole
-request, not each read: an endpoint dripping its answer a byte at a time is cut off when it is over, as one that
-never answers, so that it holds a worker's thread no longer.
+request once the address is known (connecting, the TLS handshake, the answer), not each read: an endpoint dripping
+its answer a byte at a time is cut off when it is over, as one that never answers, so that it holds a worker's
+thread no longer.
 """
 
 import http.client
@@ -25,11 +26,11 @@ class Answer:
 
 
 class _Deadline:
-    """Shuts a connection's socket when the time is up, whatever it is waiting for; the connection checks it once
-    connected, should the time run out while it connected."""
+    """Shuts a connection's socket when the time is up, whatever it waits for (the TLS handshake, the answer); a
+    socket watched once the time is up is closed at once. `passed`: it cut the request off before `finish`."""
 
     def __init__(self, seconds: float):
-        self.passed = False
+        self.passed = self._finished = False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._cut_off)
@@ -46,14 +47,18 @@ class _Deadline:
 
     def _cut_off(self) -> None:
         with self._lock:
+            if self._finished:
+                return
             self.passed = True
             if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
+                try:  # the descriptor itself: an SSLSocket's own shutdown would unwrap it under a reading thread
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
 
-    def cancel(self) -> None:
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
         self._timer.cancel()
 
 
@@ -64,7 +69,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = self._deadline.watch(socket.create_connection((self._address, self.port), self.timeout))
-        self.sock = self._deadline.watch(self._context.wrap_socket(sock, server_hostname=self.host))
+        self.sock = self._deadline.watch(self._context.wrap_socket(sock, server_hostname=self.host,
+                                                                   do_handshake_on_connect=False))
+        self.sock.do_handshake()
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -87,13 +94,13 @@ def post(target: Target, body: str, headers: dict[str, str], *, timeout: float) 
         response = connection.getresponse()
         answer = Answer(response.status, response.read(64 * 1024).decode(errors="replace")[:MAX_BODY_KEPT])
     except (http.client.HTTPException, OSError) as error:
-        if deadline.passed:
+        if deadline.passed or isinstance(error, TimeoutError):  # cut off, or a read waited out the whole timeout
             raise TimeoutError(f"no whole answer within {timeout:g} s") from None
         if isinstance(error, OSError):
             raise
         raise OSError(f"bad HTTP answer: {error!r}") from None
     finally:
-        deadline.cancel()
+        deadline.finish()
         connection.close()
     if deadline.passed:  # cut off while the body came: its status may have been read, its answer was not whole
         raise TimeoutError(f"no whole answer within {timeout:g} s")

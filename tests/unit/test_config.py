@@ -282,7 +282,7 @@ def test_each_process_refuses_to_start_in_production_without_the_operator_key(tm
         "the same value)"]
 
 
-def test_each_accounts_webhook_attempts_at_once_default_to_eight_and_may_be_set(tmp_path):
-    assert load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).webhooks.concurrency == 8
+def test_each_accounts_webhook_attempts_at_once_default_to_four_and_may_be_set(tmp_path):
+    assert load_settings({"CREDITQ_DATA_DIR": str(tmp_path)}).webhooks.concurrency == 4
     configured = load_settings({"CREDITQ_DATA_DIR": str(tmp_path), "CREDITQ_WEBHOOK_CONCURRENCY": "7"})
     assert configured.webhooks.concurrency == 7

@@ -19,7 +19,7 @@ LEASE = 15.0
 
 @pytest.fixture
 def slots():
-    return WebhookSlots(fakeredis.FakeRedis(), per_account=2, per_process=3)
+    return WebhookSlots(fakeredis.FakeRedis(), per_account=2, per_process=4)
 
 
 def test_an_account_takes_its_few_slots_and_no_other_account_fewer(slots):
@@ -34,13 +34,23 @@ def test_an_account_takes_its_few_slots_and_no_other_account_fewer(slots):
 
 
 def test_a_process_gives_webhooks_its_share_of_threads_and_no_more(slots):
-    # given three accounts' attempts under way in this process, which allows three
-    tokens = {account_id: slots.take(account_id, seconds=LEASE) for account_id in ("acct_1", "acct_2", "acct_3")}
+    # given four accounts' attempts under way in this process, which allows four
+    tokens = {account_id: slots.take(account_id, seconds=LEASE) for account_id in ("acct_1", "acct_2", "acct_3",
+                                                                                    "acct_4")}
 
-    # then a fourth account's attempt finds no slot, until one of them is over
-    assert slots.take("acct_4", seconds=LEASE) is None
+    # then a fifth account's attempt finds no slot, until one of them is over
+    assert slots.take("acct_5", seconds=LEASE) is None
     slots.give_back("acct_2", tokens["acct_2"])
-    assert slots.take("acct_4", seconds=LEASE)
+    assert slots.take("acct_5", seconds=LEASE)
+
+
+def test_one_account_takes_half_of_a_process_webhook_slots_at_most():
+    # given a process allowing four attempts, and an account allowed ten across every process
+    slots = WebhookSlots(fakeredis.FakeRedis(), per_account=10, per_process=4)
+
+    # then the account's attempts take two of its slots, and another account's the other two
+    assert [bool(slots.take("acct_1", seconds=LEASE)) for _ in range(3)] == [True, True, False]
+    assert [bool(slots.take("acct_2", seconds=LEASE)) for _ in range(3)] == [True, True, False]
 
 
 def test_an_account_slot_whose_attempt_never_gave_it_back_lapses_with_its_lease():
@@ -93,9 +103,16 @@ def test_an_attempt_finding_no_slot_is_deferred_not_made_then_left_to_the_sweepe
     assert delivery.FIRST_DEFERRAL_SECONDS[0] <= first.retry_in_seconds <= delivery.FIRST_DEFERRAL_SECONDS[1]
     assert attempt().status == "not_due"
 
-    # and when its job comes back and still finds no slot, it is due at once, for the sweeper, with no job of its own
-    clock.now = START + timedelta(seconds=first.retry_in_seconds)
-    assert attempt(deferrals=1) == delivery.Outcome("deferred", None)
+    # and its job tries again, each time after twice as long, and then, still finding no slot, leaves it due at once
+    # for the sweeper, with no job of its own
+    wait = first.retry_in_seconds
+    for deferrals in range(1, delivery.QUICK_TRIES):
+        clock.now += timedelta(seconds=wait)
+        again = attempt(deferrals=deferrals)
+        assert again.status == "deferred" and 2 ** deferrals <= again.retry_in_seconds <= 3 * 2 ** deferrals
+        wait = again.retry_in_seconds
+    clock.now += timedelta(seconds=wait)
+    assert attempt(deferrals=delivery.QUICK_TRIES) == delivery.Outcome("deferred", None)
     with sqlite_database.unit_of_work() as session:
         assert delivery.lost(session, now=clock.now + timedelta(seconds=60), stale_after=timedelta(seconds=60)) \
             .deliveries == [delivery_id]

@@ -59,3 +59,20 @@ def test_an_endpoint_answering_at_once_is_answered():
     target, _ = dripping_endpoint(ANSWER, at_once=len(ANSWER))
     answer = post(target, "{}", {}, timeout=5)
     assert (answer.status, answer.body) == (200, "ok")
+
+
+def test_an_https_endpoint_that_never_finishes_its_handshake_is_cut_off_when_the_timeout_is_over():
+    # given an endpoint that takes the connection and says nothing, so the TLS handshake never ends
+    server = socket.create_server(("127.0.0.1", 0))
+    taken = []
+    threading.Thread(target=lambda: taken.append(server.accept()), daemon=True).start()
+    port = server.getsockname()[1]
+    target = Target(f"https://hooks.example.com:{port}/hooks", "https", "hooks.example.com", port, "127.0.0.1",
+                    "/hooks")
+
+    # when a delivery with a timeout of half a second is posted to it, then it gives up once that is over
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="no whole answer within 0.5 s"):
+        post(target, "{}", {}, timeout=0.5)
+    assert time.monotonic() - started < DRIPPED_FOR / 3
+    server.close()
