@@ -5,7 +5,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dramatiq
 import fakeredis
@@ -20,43 +19,32 @@ from shared.events.slots import WebhookSlots
 from shared.messaging.sender_throttle import SenderThrottle
 from shared.models import Account, WebhookDelivery, WebhookEndpoint
 from tests.integration.messaging.test_send_pipeline import FAST
+from tests.unit.events.test_delivery import LocalEndpoint
 
 PER_ACCOUNT, THREADS = 2, 8
 
 
-class SlowReceiver:
+class SlowReceiver(LocalEndpoint):
     """An endpoint that answers each POST after `seconds`, keeping how many it was answering at once at most, and
     with `everyone` (shared by several receivers) how many they all were."""
 
     def __init__(self, seconds: float, everyone: "SlowReceiver | None" = None):
-        self.under_way = self.most = 0
+        self.seconds, self.under_way, self.most = seconds, 0, 0
         self.lock = threading.Lock()
-        counters = [self] if everyone is None else [self, everyone]
+        self.counters = [self] if everyone is None else [self, everyone]
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                for counter in counters:
-                    with counter.lock:
-                        counter.under_way += 1
-                        counter.most = max(counter.most, counter.under_way)
-                time.sleep(seconds)
-                for counter in counters:
-                    with counter.lock:
-                        counter.under_way -= 1
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, request, body: str) -> None:
+        for counter in self.counters:
+            with counter.lock:
+                counter.under_way += 1
+                counter.most = max(counter.most, counter.under_way)
+        time.sleep(self.seconds)
+        for counter in self.counters:
+            with counter.lock:
+                counter.under_way -= 1
+        request.send_response(200)
+        request.end_headers()
 
 
 @pytest.fixture

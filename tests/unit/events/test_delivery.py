@@ -30,22 +30,15 @@ class Clock:
         return self.now
 
 
-class Receiver:
-    """A real HTTP server on this machine that answers each POST with the next status of `answers` (then 200)."""
+class LocalEndpoint:
+    """A real HTTP server on this machine: each POST, its body read, is answered by `answer`."""
 
-    def __init__(self, answers=()):
-        self.answers = list(answers)
-        self.requests: list[tuple[dict, str]] = []
-        receiver = self
+    def __init__(self):
+        endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"nope" if status >= 300 else b"ok")
+                endpoint.answer(self, self.rfile.read(int(self.headers["Content-Length"])).decode())
 
             def log_message(self, *args):
                 pass
@@ -54,9 +47,28 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
 
+    def answer(self, request: BaseHTTPRequestHandler, body: str) -> None:
+        raise NotImplementedError
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Receiver(LocalEndpoint):
+    """An endpoint that answers each POST with the next status of `answers` (then 200), keeping each request."""
+
+    def __init__(self, answers=()):
+        self.answers = list(answers)
+        self.requests: list[tuple[dict, str]] = []
+        super().__init__()
+
+    def answer(self, request: BaseHTTPRequestHandler, body: str) -> None:
+        self.requests.append(({k.lower(): v for k, v in request.headers.items()}, body))
+        status = self.answers.pop(0) if self.answers else 200
+        request.send_response(status)
+        request.end_headers()
+        request.wfile.write(b"nope" if status >= 300 else b"ok")
 
 
 @pytest.fixture
