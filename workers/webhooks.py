@@ -54,7 +54,8 @@ def sweep_webhooks() -> None:
     with r.database.unit_of_work() as session:
         expiring = note_expiring(session, now=now)
     enqueue_many(dispatch_webhook_event, [(event_id,) for event_id in lost.events])
-    enqueue_many(deliver_webhook, [(delivery_id,) for delivery_id in lost.deliveries])
+    # as spent its quick tries: one still finding no slot waits for the next sweep, not for three jobs of its own
+    enqueue_many(deliver_webhook, [(delivery_id, delivery.QUICK_TRIES) for delivery_id in lost.deliveries])
     if lost.events or lost.deliveries or completed or expiring:
         log.info("sweep_webhooks: %d events and %d deliveries enqueued again, %d campaigns completed, "
                  "%d expiring-credit reports", len(lost.events), len(lost.deliveries), len(completed), len(expiring))

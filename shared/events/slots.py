@@ -59,9 +59,9 @@ class WebhookSlots:
             if sum(self._here.values()) >= self.per_process or self._here.get(account_id, 0) >= self.per_account_here:
                 return None
             self._here[account_id] = self._here.get(account_id, 0) + 1
-        token, lease_ms = uuid.uuid4().hex, math.ceil(seconds * 1000)
         taken = False
         try:
+            token, lease_ms = uuid.uuid4().hex, math.ceil(seconds * 1000)
             taken = bool(self._take(keys=[KEY_PREFIX + account_id], args=[self.per_account, token, lease_ms]))
         finally:
             if not taken:

@@ -13,11 +13,11 @@ import redis
 from sqlalchemy import select
 
 from shared.config import WebhookSettings
-from shared.events import outbox
+from shared.events import delivery, outbox
 from shared.events.endpoints import create_endpoint
 from shared.events.slots import WebhookSlots
 from shared.messaging.sender_throttle import SenderThrottle
-from shared.models import Account, WebhookDelivery, WebhookEndpoint
+from shared.models import Account, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from tests.integration.messaging.test_send_pipeline import FAST
 from tests.unit.events.test_delivery import LocalEndpoint
 
@@ -132,4 +132,29 @@ def test_endpoints_answering_slowly_hold_a_few_threads_and_another_tenants_deliv
         assert [receiver.most for receiver in slow] == [PER_ACCOUNT] * 3 and everyone.most == THREADS // 2
     finally:
         worker.stop()
+        resources.use(None)
+
+
+def test_the_sweeper_enqueues_a_waiting_delivery_as_having_spent_its_quick_tries(database, enqueued):
+    from workers import resources
+    from workers.webhooks import sweep_webhooks
+
+    # given a delivery left waiting for the sweeper (its quick tries found no slot), due for a while
+    resources.use(resources.Resources(database=database, gateway_for=None,
+                                      throttle=SenderThrottle(fakeredis.FakeRedis(), FAST), hold_ttl_seconds=900,
+                                      stale_after=timedelta(seconds=60)))
+    try:
+        account_id = account_with_endpoint(database, "http://127.0.0.1:9/hooks")
+        emitted(database, account_id, 1)
+        with database.unit_of_work() as session:
+            [event_id] = session.scalars(select(WebhookEvent.id).where(WebhookEvent.account_id == account_id))
+            [delivery_id] = delivery.dispatch(session, event_id, settings=WebhookSettings(), now=datetime.now(UTC))
+            session.get(WebhookDelivery, delivery_id).next_attempt_at = datetime.now(UTC) - timedelta(minutes=5)
+
+        # when the sweeper runs
+        sweep_webhooks.fn()
+
+        # then its job goes as one whose quick tries are spent: finding no slot, it waits for the next sweep
+        assert [m.args for m in enqueued if m.actor_name == "deliver_webhook"] == [(delivery_id, delivery.QUICK_TRIES)]
+    finally:
         resources.use(None)
