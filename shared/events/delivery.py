@@ -16,6 +16,8 @@ and one account's half of those (shared.events.slots): the others are deferred, 
 import json
 import logging
 import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +44,7 @@ LEASE_MARGIN_SECONDS = 5.0  # beyond the request's timeout, before a claimed att
 FIRST_DEFERRAL_SECONDS = (1.0, 3.0)  # how long an attempt that first found no slot free waits (spread between)
 QUICK_TRIES = 3  # times a deferred attempt's own job tries again (each waiting twice as long), before the sweeper
 NO_SLOT = "no webhook slot was free for it during its whole retry window"
+MIN_POST_SECONDS = 0.5  # the POST's time when resolving the name took nearly all of the attempt's
 SWEEP_BATCH = 500
 
 
@@ -145,10 +148,11 @@ def _attempt(database: Database, delivery_id: str, due: tuple, *, settings: Webh
             return Outcome("failed")
         url, secret, body = endpoint.url, endpoint.secret, body_of(event)
     answer: Answer | None = None
+    ends = time.monotonic() + settings.timeout_seconds  # resolving and posting together, within the attempt's lease
     try:
-        target = check_url(url, development=development, resolver=resolver)
+        target = _within(settings.timeout_seconds, check_url, url, development=development, resolver=resolver)
         answer = poster(target, body, signed_headers(secret, event.id, body, at=started),
-                        timeout=settings.timeout_seconds)
+                        timeout=max(ends - time.monotonic(), MIN_POST_SECONDS))
         error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}: {answer.body}"
     except UnsafeUrl as refused:
         error = str(refused)
@@ -156,6 +160,29 @@ def _attempt(database: Database, delivery_id: str, due: tuple, *, settings: Webh
         error = f"no answer: {failure!r}"
     with database.unit_of_work() as session:
         return _record(session, delivery_id, claimed, answer, error, settings=settings, now=now())
+
+
+def _within(seconds: float, call: Callable, *args, **kwargs):
+    """`call`'s answer, or TimeoutError once `seconds` are over. It runs in a thread of its own: a name server that
+    never answers keeps getaddrinfo, which nothing interrupts, until the system's resolver gives up, and that thread
+    ends then; the worker's thread goes back to its queues at once."""
+    outcome: dict = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            outcome["answer"] = call(*args, **kwargs)
+        except BaseException as error:
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name="webhook-resolve").start()
+    if not done.wait(seconds):
+        raise TimeoutError(f"the host name did not resolve within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["answer"]
 
 
 def _record(session: Session, delivery_id: str, claimed: int, answer: Answer | None, error: str | None, *,

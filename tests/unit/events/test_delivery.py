@@ -4,6 +4,7 @@ address is checked again at each attempt."""
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -184,6 +185,27 @@ def test_a_name_that_resolves_elsewhere_at_delivery_time_is_not_called(sqlite_da
     # then nothing is sent and the attempt failed, saying why
     assert posted == [] and outcome.status == "retrying"
     assert stored(sqlite_database, delivery_id).error == "url resolves to 169.254.169.254, which is not a public address"
+
+
+def test_a_name_server_that_never_answers_holds_the_attempt_no_longer_than_its_timeout(sqlite_database):
+    # given an endpoint whose host's name server never answers (until the test ends)
+    _, _, event_id = given_an_event_for(sqlite_database, "https://hooks.example.com/creditq")
+    delivery_id = dispatched(sqlite_database, event_id)
+    answers, posted = threading.Event(), []
+
+    def resolver(host, port):
+        answers.wait(60)
+        return ["93.184.215.14"]
+
+    # when it is attempted, its timeout 2 s
+    started = time.monotonic()
+    outcome = delivery.attempt(sqlite_database, delivery_id, settings=SETTINGS, development=False, now=Clock(),
+                               resolver=resolver, poster=lambda *args, **kwargs: posted.append(args))
+    answers.set()
+
+    # then the attempt failed once its timeout was over (generously bounded: a loaded machine), saying why
+    assert time.monotonic() - started < 30 and posted == [] and outcome.status == "retrying"
+    assert "the host name did not resolve within 2 s" in stored(sqlite_database, delivery_id).error
 
 
 def test_an_endpoint_that_never_answered_for_the_whole_window_is_disabled_with_a_reason(sqlite_database, receiver):
