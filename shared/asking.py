@@ -14,7 +14,7 @@ A loop whose asks send each record to the back of its order (the record is marke
 is up, its first ask whatever the time; in a loop whose records keep their places a time limit would have the same
 first ones asked in every sweep and the rest never.
 
-A sweep's query takes its records in turns across accounts (`turn`): every account's oldest record comes before any
+A sweep's query takes its records in turns across accounts (`in_turns`): every account's oldest record comes before any
 account's second, so accounts whose records are refused or skipped (credentials revoked, a Twilio account
 rate-limited) take one place each in a batch, not the whole of it. A fixed share per account (50 of 500) let ten
 such accounts fill every batch; now it takes as many such accounts as the batch has places (500 overdue holds or
@@ -25,15 +25,18 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TypeVar
 
-from sqlalchemy import func
-from sqlalchemy.sql.elements import Label
+from sqlalchemy import Select, func, select
 
 Item = TypeVar("Item")
 
 
-def turn(account_id, oldest_first) -> Label:
-    """A record's turn among its account's, for a sweep to order by before age (see the module's docstring)."""
-    return func.row_number().over(partition_by=account_id, order_by=oldest_first).label("turn")
+def in_turns(query: Select, account_id, oldest_first, *, limit: int) -> Select:
+    """`query`'s rows (its columns as it names them) in turns across accounts, `limit` at most: ordered by each row's
+    turn among its account's rows, oldest first, then by age (see the module's docstring)."""
+    wanted = [column.key for column in query.selected_columns]
+    ranked = query.add_columns(func.row_number().over(partition_by=account_id, order_by=oldest_first).label("turn"),
+                               oldest_first.label("age")).subquery()
+    return select(*(ranked.c[key] for key in wanted)).order_by(ranked.c.turn, ranked.c.age).limit(limit)
 
 
 class Asking:

@@ -26,7 +26,7 @@ from sqlalchemy import select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.asking import turn
+from shared.asking import in_turns
 from shared.config import WebhookSettings
 from shared.db import Database
 from shared.errors import NotFound
@@ -268,19 +268,17 @@ class Lost:
 
 
 def lost(session: Session, *, now: datetime, stale_after: timedelta) -> Lost:
-    """What the sweeper enqueues again, deliveries in turns across accounts (shared.asking.turn: a backlog of one
+    """What the sweeper enqueues again, deliveries in turns across accounts (shared.asking.in_turns: a backlog of one
     account's, deferred for want of a slot, fills no batch); anything younger than `stale_after` is left to its own
     job."""
     cutoff = now - stale_after
     events = session.scalars(select(WebhookEvent.id).where(WebhookEvent.dispatched_at.is_(None),
                                                             WebhookEvent.created_at <= cutoff)
                              .order_by(WebhookEvent.created_at).limit(SWEEP_BATCH)).all()
-    due = (select(WebhookDelivery.id, WebhookDelivery.next_attempt_at,
-                  turn(WebhookEndpoint.account_id, WebhookDelivery.next_attempt_at))
-           .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-           .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= cutoff)).subquery()
-    deliveries = session.scalars(select(due.c.id).order_by(due.c.turn, due.c.next_attempt_at)
-                                 .limit(SWEEP_BATCH)).all()
+    due = (select(WebhookDelivery.id).join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+           .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= cutoff))
+    deliveries = session.scalars(in_turns(due, WebhookEndpoint.account_id, WebhookDelivery.next_attempt_at,
+                                          limit=SWEEP_BATCH)).all()
     return Lost(list(events), list(deliveries))
 
 

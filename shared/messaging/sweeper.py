@@ -35,7 +35,7 @@ from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.asking import Asking, turn
+from shared.asking import Asking, in_turns
 from shared.db import Database, epoch_seconds
 from shared.ledger import book
 from shared.ledger.expiry import utc
@@ -210,22 +210,20 @@ def _asked_of():
 def _charged_before_final(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
     """Texts charged at 'sent' (their hold resolved then) for less than KEEP_ASKING, left alone since `stale_after`
     and since as long as they had waited when last asked (or charged): ASKS_PER_SWEEP at most, in turns across
-    accounts (`shared.asking.turn`), longest left alone first. All of it in the statement: texts not due yet, however
-    many, never stand before those that are. A text's updated_at is its charge's time or later, so the day's bound
-    on it (the index's range) leaves out none that is due."""
+    accounts (`shared.asking.in_turns`), longest left alone first. All of it in the statement: texts not due yet,
+    however many, never stand before those that are. A text's updated_at is its charge's time or later, so the day's
+    bound on it (the index's range) leaves out none that is due."""
     seconds = epoch_seconds(session)
     due = (
-        select(Message.id, _asked_of().label("owner"), Message.updated_at,
-               turn(Message.account_id, Message.updated_at))
+        select(Message.id, _asked_of().label("owner"))
         .join(Hold, Hold.id == Message.hold_id).join(Account, Account.id == Message.account_id)
         .where(Message.status == "sent", Message.updated_at.between(now - KEEP_ASKING, now - stale_after),
                Message.credits_charged.is_not(None), Message.twilio_sid.is_not(None),
                Hold.resolved_at >= now - KEEP_ASKING,
                2 * seconds(Message.updated_at) <= seconds(literal(now, Message.updated_at.type))
-               + seconds(Hold.resolved_at))
-    ).subquery()
+               + seconds(Hold.resolved_at)))
     return [tuple(row) for row in session.execute(
-        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.updated_at).limit(ASKS_PER_SWEEP))]
+        in_turns(due, Message.account_id, Message.updated_at, limit=ASKS_PER_SWEEP))]
 
 
 def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_card: RateCard, now: datetime,
@@ -263,21 +261,18 @@ def ask_final_status(database: Database, message_id: str, *, gateway_for, rate_c
 def _overdue_holds(database: Database, now: datetime) -> list[tuple[int, str, str | None]]:
     """(hold, message, whose Twilio account it is asked of: `_asked_of`) of the holds that outlived their TTL and
     whose message is not settled yet, that reconcile has something to do for, in turns across accounts
-    (`shared.asking.turn`), oldest first. A hold already expired whose message waits unsent (a paused campaign's
+    (`shared.asking.in_turns`), oldest first. A hold already expired whose message waits unsent (a paused campaign's
     text, a parked one) is left out: reconcile would only answer "waiting" again, and 500 of them at the front of the
     queue kept every sweep from reaching a lost send behind them."""
     overdue = (
-        select(Hold.id.label("hold_id"), Message.id.label("message_id"), _asked_of().label("owner"), Hold.expires_at,
-               turn(Hold.account_id, Hold.expires_at))
+        select(Hold.id.label("hold_id"), Message.id.label("message_id"), _asked_of().label("owner"))
         .join(Message, Message.hold_id == Hold.id).join(Account, Account.id == Hold.account_id)
         .where(Hold.status.in_(("pending", "expired")), Hold.expires_at <= now, Message.credits_charged.is_(None),
                or_(Hold.status == "pending", Message.twilio_sid.is_not(None),
-                   Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES))))
-    ).subquery()
+                   Message.status.in_(("sending", *CHARGED_STATUSES, *VOIDED_STATUSES)))))
     with database.unit_of_work() as session:
         return [tuple(row) for row in session.execute(
-            select(overdue.c.hold_id, overdue.c.message_id, overdue.c.owner)
-            .order_by(overdue.c.turn, overdue.c.expires_at).limit(BATCH))]
+            in_turns(overdue, Hold.account_id, Hold.expires_at, limit=BATCH))]
 
 
 def reconcile(database: Database, message_id: str, hold_id: int, *, gateway_for, rate_card: RateCard,

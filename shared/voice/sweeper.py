@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.asking import Asking, turn
+from shared.asking import Asking, in_turns
 from shared.db import Database, epoch_seconds
 from shared.ledger import book
 from shared.ledger.expiry import utc
@@ -114,20 +114,17 @@ def _overdue(session: Session, now: datetime, stale_after: timedelta,
              placing_takes: timedelta) -> list[tuple[str, str | None]]:
     """Calls without a sid claimed more than `stale_after` and `placing_takes` ago (one looked for while its create
     was still under way would be taken for never placed, its hold voided, and talk uncharged), and placed calls long
-    past their time limit: in turns across accounts (`shared.asking.turn`), longest claimed first. Whether a call is
+    past their time limit: in turns across accounts (`shared.asking.in_turns`), longest claimed first. Whether a call is
     due is decided in the statement: calls not due yet, however many, never stand before those that are."""
     seconds = epoch_seconds(session)
     unplaced_after = max(stale_after, placing_takes).total_seconds()
     talked_after = func.coalesce(Call.time_limit, 0) + RING_ALLOWANCE_SECONDS + stale_after.total_seconds()
     due = (
-        select(Call.id, _asked_of().label("owner"), Call.claimed_at, turn(Call.account_id, Call.claimed_at))
-        .join(Account, Account.id == Call.account_id)
+        select(Call.id, _asked_of().label("owner")).join(Account, Account.id == Call.account_id)
         .where(Call.status.in_(IN_FLIGHT), Call.direction == "outbound", Call.claimed_at < now - stale_after,
                seconds(Call.claimed_at) + case((Call.twilio_sid.is_(None), unplaced_after), else_=talked_after)
-               < seconds(literal(now, Call.claimed_at.type)))
-    ).subquery()
-    return [tuple(row) for row in session.execute(
-        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.claimed_at).limit(BATCH))]
+               < seconds(literal(now, Call.claimed_at.type))))
+    return [tuple(row) for row in session.execute(in_turns(due, Call.account_id, Call.claimed_at, limit=BATCH))]
 
 
 def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta) -> list[tuple[str, str | None]]:
@@ -137,13 +134,10 @@ def _unreported_inbound(session: Session, now: datetime, stale_after: timedelta)
     could_talk = (func.coalesce(Call.time_limit, 0) + RING_ALLOWANCE_SECONDS + VOICEMAIL_MAX_SECONDS
                   + stale_after.total_seconds())
     due = (
-        select(Call.id, _asked_of().label("owner"), Call.created_at, turn(Call.account_id, Call.created_at))
-        .join(Account, Account.id == Call.account_id)
+        select(Call.id, _asked_of().label("owner")).join(Account, Account.id == Call.account_id)
         .where(Call.status == "in-progress", Call.direction == "inbound", Call.created_at < now - stale_after,
-               seconds(Call.created_at) + could_talk < seconds(literal(now, Call.created_at.type)))
-    ).subquery()
-    return [tuple(row) for row in session.execute(
-        select(due.c.id, due.c.owner).order_by(due.c.turn, due.c.created_at).limit(BATCH))]
+               seconds(Call.created_at) + could_talk < seconds(literal(now, Call.created_at.type))))
+    return [tuple(row) for row in session.execute(in_turns(due, Call.account_id, Call.created_at, limit=BATCH))]
 
 
 def reconcile_inbound(database: Database, call_id: str, *, gateway_for: Callable, rate_card: RateCard,
