@@ -4,12 +4,17 @@ all accounts, in one worker process.
 An attempt holds a worker thread for as long as the endpoint takes to answer, up to the timeout, and the threads
 serve every queue: sends, settlements, other accounts' deliveries. Endpoints that answer slowly or never (an
 outage of a receiver many tenants use, a tenant's tarpit) sent thousands of events would hold every thread, and
-everyone's sends would stop. So each attempt first takes a slot of its process (half its threads: the other half
-stays for everything else; one account half of those at most) and one of its account's across every process (so
-one account's endpoints cannot take every webhook thread from the others); with any of them taken the attempt is
-not made but deferred (shared.events.delivery). An account
-slot is held under a token of the attempt's own and lapses with the attempt's lease, so a worker killed mid-request
-gives it back by itself. The script reads Redis's clock, so processes on different machines share one timeline.
+everyone's sends would stop. So each attempt first takes a slot of its process and one of its account's across
+every process; with either taken the attempt is not made but deferred (shared.events.delivery).
+
+- A process gives webhooks half its threads (the other half stays for everything else), shared fairly: an account
+  with attempts under way in it takes another only within an equal share among those accounts and one more, kept
+  for an account arriving. So one account alone takes half of them, endpoints of a few accounts answering slowly
+  hold one slot each, not all, and an account whose endpoint answers finds one free.
+- An account's slots across every process keep one account's endpoints from taking every webhook thread from the
+  others. Each is held under a token of the attempt's own and lapses with the attempt's lease, so a worker killed
+  mid-request gives it back by itself. The script reads Redis's clock, so processes on different machines share
+  one timeline.
 """
 
 import logging
@@ -39,14 +44,13 @@ return 1
 
 
 class WebhookSlots:
-    """`per_account` attempts of one account at once, `per_process` of this process (`per_process // 2` of one
-    account in it); safe to share between threads."""
+    """`per_account` attempts of one account at once, `per_process` of this process (an account's in it within a
+    share kept for one more account); safe to share between threads."""
 
     def __init__(self, redis_client, *, per_account: int, per_process: int):
         if per_account < 1 or per_process < 1:
             raise ValueError(f"slots must be at least 1, not {per_account!r} an account, {per_process!r} a process")
         self.per_account, self.per_process = per_account, per_process
-        self.per_account_here = max(1, per_process // 2)
         self._lock = threading.Lock()
         self._here: dict[str, int] = {}  # attempts under way in this process, by account
         self._redis = redis_client
@@ -56,9 +60,11 @@ class WebhookSlots:
         """Slots for an attempt of the account, held for `seconds` at most (its lease): the token to give them back
         with, or None when there is none free."""
         with self._lock:
-            if sum(self._here.values()) >= self.per_process or self._here.get(account_id, 0) >= self.per_account_here:
+            held = self._here.get(account_id, 0)
+            within_share = not held or (held + 1) * (len(self._here) + 1) <= self.per_process
+            if sum(self._here.values()) >= self.per_process or not within_share:
                 return None
-            self._here[account_id] = self._here.get(account_id, 0) + 1
+            self._here[account_id] = held + 1
         taken = False
         try:
             token, lease_ms = uuid.uuid4().hex, math.ceil(seconds * 1000)

@@ -122,14 +122,16 @@ def test_endpoints_answering_slowly_hold_a_few_threads_and_another_tenants_deliv
         quick_account = account_with_endpoint(database, quick.url)
         emitted(database, quick_account, 1)
 
-        # then its delivery goes out while slow tenants' still wait their turn (not behind all of theirs)
+        # then its delivery goes out while slow tenants' still wait their turn (not behind all of theirs: they hold
+        # three of the worker's four webhook slots, the last is kept for an account with none under way)
         wait_until(lambda: statuses(database, quick_account) == ["succeeded"])
         assert any("pending" in statuses(database, account_id) for account_id in slow_accounts)
         # and, once each slow endpoint answered a few, no slow endpoint was answering more than its account's slots at
-        # once, nor all of them more than the worker's half (8 and 8 without the slots)
+        # once, nor all of them more than the worker's half (8 and 8 without the slots), all three at once at least
         wait_until(lambda: all(statuses(database, account_id).count("succeeded") >= 2 * PER_ACCOUNT
                                for account_id in slow_accounts))
-        assert [receiver.most for receiver in slow] == [PER_ACCOUNT] * 3 and everyone.most == THREADS // 2
+        assert all(1 <= receiver.most <= PER_ACCOUNT for receiver in slow)
+        assert len(slow) <= everyone.most <= THREADS // 2
     finally:
         worker.stop()
         resources.use(None)

@@ -22,7 +22,10 @@ def slots():
     return WebhookSlots(fakeredis.FakeRedis(), per_account=2, per_process=4)
 
 
-def test_an_account_takes_its_few_slots_and_no_other_account_fewer(slots):
+def test_an_account_takes_its_few_slots_and_no_other_account_fewer():
+    # given an account allowed two attempts at once across every process, and a process allowing many
+    slots = WebhookSlots(fakeredis.FakeRedis(), per_account=2, per_process=16)
+
     # when an account's attempts ask for slots, then two get one and the third none; another account's get one
     first, second, third = (slots.take("acct_1", seconds=LEASE) for _ in range(3))
     assert first and second and first != second and third is None
@@ -44,13 +47,34 @@ def test_a_process_gives_webhooks_its_share_of_threads_and_no_more(slots):
     assert slots.take("acct_5", seconds=LEASE)
 
 
-def test_one_account_takes_half_of_a_process_webhook_slots_at_most():
+def test_one_account_alone_takes_half_of_a_process_webhook_slots_and_with_others_an_equal_share():
     # given a process allowing four attempts, and an account allowed ten across every process
     slots = WebhookSlots(fakeredis.FakeRedis(), per_account=10, per_process=4)
 
-    # then the account's attempts take two of its slots, and another account's the other two
-    assert [bool(slots.take("acct_1", seconds=LEASE)) for _ in range(3)] == [True, True, False]
-    assert [bool(slots.take("acct_2", seconds=LEASE)) for _ in range(3)] == [True, True, False]
+    # then an account alone takes two of them, and another account arriving one
+    first, *_ = taken = [slots.take("acct_1", seconds=LEASE) for _ in range(3)]
+    assert [bool(token) for token in taken] == [True, True, False]
+    assert [bool(slots.take("acct_2", seconds=LEASE)) for _ in range(2)] == [True, False]
+
+    # and once one of the first account's is over, it does not take the slot back while the other is under way
+    # (a share each, and one for an account arriving): a third account arriving does
+    slots.give_back("acct_1", first)
+    assert slots.take("acct_1", seconds=LEASE) is None and slots.take("acct_3", seconds=LEASE)
+
+
+def test_a_process_last_free_slot_is_for_an_account_with_no_attempt_under_way_in_it():
+    # given a process allowing four attempts, and three accounts' attempts under way in it (say their endpoints are
+    # slow)
+    slots = WebhookSlots(fakeredis.FakeRedis(), per_account=10, per_process=4)
+    tokens = {account_id: slots.take(account_id, seconds=LEASE) for account_id in ("acct_1", "acct_2", "acct_3")}
+
+    # then none of them takes the last slot: a fourth account's attempt does
+    assert [slots.take(account_id, seconds=LEASE) for account_id in tokens] == [None] * 3
+    assert slots.take("acct_4", seconds=LEASE)
+
+    # and once an attempt is over, its slot, now the last, is again for an account with none under way: its own
+    slots.give_back("acct_1", tokens["acct_1"])
+    assert slots.take("acct_2", seconds=LEASE) is None and slots.take("acct_1", seconds=LEASE)
 
 
 def test_an_account_slot_whose_attempt_never_gave_it_back_lapses_with_its_lease():
