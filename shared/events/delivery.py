@@ -10,7 +10,7 @@ passed. The outcome is recorded only if the claim is still this attempt's. A fai
 by default); the delivery then ends `failed`, and an endpoint that saw no success in that whole window is
 disabled with `disabled_reason`. At least once: a receiver may see an event again (a lost answer, a replay);
 the `webhook-id` header, the event's id, is the same every time. Attempts hold at most half of a worker's threads,
-and one account's half of those (shared.events.slots): the others are deferred, not made, meanwhile.
+an account's a share of those (shared.events.slots): the others are deferred, not made, meanwhile.
 """
 
 import json

@@ -7,10 +7,12 @@ outage of a receiver many tenants use, a tenant's tarpit) sent thousands of even
 everyone's sends would stop. So each attempt first takes a slot of its process and one of its account's across
 every process; with either taken the attempt is not made but deferred (shared.events.delivery).
 
-- A process gives webhooks half its threads (the other half stays for everything else), shared fairly: an account
-  with attempts under way in it takes another only within an equal share among those accounts and one more, kept
-  for an account arriving. So one account alone takes half of them, endpoints of a few accounts answering slowly
-  hold one slot each, not all, and an account whose endpoint answers finds one free.
+- A process gives webhooks half its threads (the other half stays for everything else). An account with attempts
+  under way in it takes another only within an equal share among those accounts and one more; an account with none
+  takes any slot free. So one account alone takes half of them, and accounts whose endpoints answer slowly come
+  down to their share as their attempts end (three in a process of four slots: one each), leaving the rest to
+  accounts arriving. As many slow accounts as the process has slots (a receiver many tenants use going down) hold
+  them all: the others wait for slots to free.
 - An account's slots across every process keep one account's endpoints from taking every webhook thread from the
   others. Each is held under a token of the attempt's own and lapses with the attempt's lease, so a worker killed
   mid-request gives it back by itself. The script reads Redis's clock, so processes on different machines share

@@ -122,8 +122,8 @@ def test_endpoints_answering_slowly_hold_a_few_threads_and_another_tenants_deliv
         quick_account = account_with_endpoint(database, quick.url)
         emitted(database, quick_account, 1)
 
-        # then its delivery goes out while slow tenants' still wait their turn (not behind all of theirs: they hold
-        # three of the worker's four webhook slots, the last is kept for an account with none under way)
+        # then its delivery goes out while slow tenants' still wait their turn (not behind all of theirs: once their
+        # first attempts end they hold one of the worker's four webhook slots each, and the fourth is left free)
         wait_until(lambda: statuses(database, quick_account) == ["succeeded"])
         assert any("pending" in statuses(database, account_id) for account_id in slow_accounts)
         # and, once each slow endpoint answered a few, no slow endpoint was answering more than its account's slots at
