@@ -9,7 +9,14 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import PIPELINE_BATCH, FastJSONEncoder, broker_for, enqueue_many, redis_beside
+from shared.broker import (
+    PIPELINE_BATCH,
+    PROMPT_POLL_MS,
+    FastJSONEncoder,
+    broker_for,
+    enqueue_many,
+    redis_beside,
+)
 from shared.config import ConfigError
 from tests.support.brokers import EnqueueRecorder, install_broker
 
@@ -132,3 +139,26 @@ def test_arguments_that_are_not_jsons_own_types_are_refused_as_dramatiqs_encoder
     for encoder in (dramatiq.JSONEncoder(), FastJSONEncoder()):
         with pytest.raises(TypeError):
             encoder.encode(message)
+
+
+def idle_sleeps(broker, queue_name: str, monkeypatch, polls: int = 12) -> list[float]:
+    """The sleeps (ms) of a consumer of the worker's default timeout (1 s) polling its empty queue `polls` times."""
+    import dramatiq.brokers.redis as redis_broker
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(redis_broker.time, "sleep", lambda seconds: sleeps.append(seconds * 1000))
+    consumer = broker.consume(queue_name, prefetch=1, timeout=1000)
+    for _ in range(polls):
+        assert next(consumer) is None
+    return sleeps
+
+
+def test_a_consumer_of_a_queue_a_person_waits_on_polls_it_empty_within_a_tenth_of_a_second(monkeypatch):
+    # given the broker, its queues empty
+    broker = install_broker(fakeredis.FakeRedis())
+
+    # when idle consumers of the texts' queue and of the settlements' poll a dozen times each
+    send, settle = idle_sleeps(broker, "send", monkeypatch), idle_sleeps(broker, "settle", monkeypatch)
+
+    # then the texts' consumer never sleeps longer than PROMPT_POLL_MS, the settlements' backs off past it to 1 s
+    assert max(send) <= PROMPT_POLL_MS and max(settle) > 5 * PROMPT_POLL_MS
