@@ -2,10 +2,10 @@
 
 A dramatiq consumer that finds its queue empty polls Redis again after a sleep that doubles up to the worker's
 timeout (1 s), so a job enqueued on a queue idle for a while waits up to that long. The broker polls the queues a
-person waits on (shared.broker.PROMPT_QUEUES: a text sent, a call placed) at most every PROMPT_POLL_MS. Here one
-worker (the real broker class, an embedded Redis) serves a prompt queue (`send`) and a queue left at dramatiq's
-backoff (`settle`), each job enqueued after the queues sat idle 1-2 s; prints the wait's percentiles for each, and
-what an idle worker serving one of them alone costs Redis a second. Asserts nothing.
+person waits on (shared.broker.PROMPT_QUEUES: a text sent, a call placed, a campaign started) at most every
+PROMPT_POLL_MS. Here one worker (the real broker class, an embedded Redis) serves a prompt queue (`send`) and a
+queue left at dramatiq's back-off (`settle`), each job enqueued after the queues sat idle 1-2 s; prints the wait's
+percentiles for each, and what an idle worker serving one of them alone costs Redis a second. Asserts nothing.
 """
 
 import argparse

@@ -62,12 +62,12 @@ class RabbitmqBesideRedis(RabbitmqBroker):
         logging.getLogger("pika").setLevel(logging.WARNING)
 
 
-# Queues whose jobs a person waits on (a text sent, a call placed): a consumer finding one empty polls again within
-# PROMPT_POLL_MS. dramatiq's backoff, kept for the other queues (a campaign of thousands, a settlement, a webhook
-# can start half a second later), doubles its sleep up to the worker's timeout, 1 s: a text sent to a quiet system
-# waited up to a second for its worker. The cost: about 35 more Redis calls a second a queue, with the worker idle
-# (bench/pickup.py).
-PROMPT_QUEUES = frozenset({"send", "calls"})
+# Queues whose jobs a person waits on (a text sent, a call placed, a campaign or a broadcast started: its fan-out job,
+# then its chunks on every worker process): a consumer finding one empty polls again within PROMPT_POLL_MS.
+# dramatiq's back-off, kept for the other queues (a settlement, a webhook, a billing job can start a second later),
+# doubles its sleep up to the worker's timeout, 1 s: a text sent to a quiet system waited up to a second for its
+# worker. The cost: about 35 more Redis calls a second a queue, with the worker idle (bench/pickup.py).
+PROMPT_QUEUES = frozenset({"send", "calls", "campaigns", "broadcasts"})
 PROMPT_POLL_MS = 100
 
 
