@@ -21,19 +21,21 @@ def book_in_process(redis_url: str, rate: float, count: int, seed: int) -> list[
 
 
 def book(throttle: SenderThrottle, count: int, seed: int) -> list[tuple[float, float, int]]:
-    """Make `count` bookings of 1-3 segments: each one's slot on this host's monotonic clock, and its size.
+    """Make `count` bookings of 1-3 segments: each one's slot on this host's wall clock, and its size.
 
     Redis reads its clock somewhere between the two local readings around the call, so the slot is only
     known to lie between (earliest, latest): a slow or descheduled caller widens the bounds, it never
-    shifts them.
+    shifts them. The local readings are of the wall clock, the one Redis's TIME reads on this host: the monotonic
+    clock runs at its own rate while the wall clock is slewed, and a slot read on it could be off by more than
+    the rounding between bookings a second apart.
     """
     rng = random.Random(seed)
     slots = []
     for _ in range(count):
         segments = rng.randint(1, 3)
-        before = time.monotonic()
+        before = time.time()
         wait = throttle.reserve(SENDER, "long_code", segments)
-        slots.append((before + wait, time.monotonic() + wait, segments))
+        slots.append((before + wait, time.time() + wait, segments))
     return slots
 
 
