@@ -77,11 +77,6 @@ class RedisClockBroker(RedisBroker):
     declared dead (and its jobs handed out again) by one whose clock is ahead. Its consumers of PROMPT_QUEUES poll
     an empty queue within PROMPT_POLL_MS."""
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
-        if queue_name in PROMPT_QUEUES:
-            timeout = min(timeout, PROMPT_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
-
     def __init__(self, *, clock: RedisClock | None = None, **kwargs):
         super().__init__(**kwargs)
         self.clock = clock or RedisClock(self.client)
@@ -97,6 +92,11 @@ class RedisClockBroker(RedisBroker):
                 self.dead_message_ttl, self._should_do_maintenance(command), self._max_unpack_size(), *args])
 
         return do_dispatch
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        if queue_name in PROMPT_QUEUES:
+            timeout = min(timeout, PROMPT_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
 
 
 class FastJSONEncoder(dramatiq.Encoder):
