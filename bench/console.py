@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
-from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
+from bench.processes import LoadAverage, percentile, spawn, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.models import Entry, UsageFold  # noqa: E402
@@ -102,11 +102,6 @@ def timings(client: requests.Session, url: str, count: int) -> list[float]:
         if "Sign in" in response.text[:2000] and "/sign-in" in response.url:
             raise RuntimeError(f"{url} answered the sign-in form")
     return seconds
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 import requests  # noqa: E402
 
-from bench.processes import spawn, wait_for  # noqa: E402
+from bench.processes import percentile, spawn, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.reporting import daily_usage  # noqa: E402
@@ -94,11 +94,6 @@ def timed(url: str, headers: dict, count: int) -> tuple[list[float], dict]:
             latencies.append(time.perf_counter() - began)
             response.raise_for_status()
     return latencies, response.json()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def main() -> None:

@@ -23,13 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dramatiq  # noqa: E402
 import redis  # noqa: E402
 
+from bench.processes import percentile  # noqa: E402
 from shared.broker import PROMPT_QUEUES, make_broker  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def broker_recording_into(url: str, waits: dict[str, list[float]], started: threading.Event):

@@ -42,7 +42,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
-from bench.processes import cpu_seconds, profile, stop_profiling
+from bench.processes import cpu_seconds, percentile, profile, stop_profiling
 from shared.config import Settings
 from shared.cpu_priority import set_cpu_priority
 from shared.db import Database
@@ -264,11 +264,6 @@ async def handled_within(session, url: str) -> dict[float, float]:
     return counts
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
@@ -390,11 +385,11 @@ def main() -> int:
         rows += [
             (f"intake ({'workers running' if args.with_workers else 'worker stopped'}): POST /v1/messages at "
              f"{rate} req/s, {args.seconds:g} s", ""),
-            *((f"  p{p} (ms)", f"{percentile(latencies, p) * 1000:.1f}") for p in (50, 95, 99)),
+            *((f"  p{p} (ms)", f"{percentile(latencies, p / 100) * 1000:.1f}") for p in (50, 95, 99)),
             *((f"  handled within {bound * 1000:g} ms by the web's own clock (%)",
                f"{100 * handled.get(bound, 0) / max(1, handled.get(float('inf'), 0)):.1f}")
               for bound in HANDLED_WITHIN),
-            ("  the load generator's own lag, p99 (ms; a part of the latency)", f"{percentile(lags, 99) * 1000:.1f}"),
+            ("  the load generator's own lag, p99 (ms; a part of the latency)", f"{percentile(lags, 0.99) * 1000:.1f}"),
             ("  POSTs not answered 202", f"{errors} of {len(latencies)}"),
             ("  web process CPU per POST (ms; with workers: and callbacks)", f"{cpu_per_post * 1000:.2f}"),
             ("  PostgreSQL sessions opened meanwhile (every process)", f"{opened}"),

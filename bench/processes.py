@@ -36,6 +36,12 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value `share` (0.5, 0.99) of the way through `values` sorted (nearest rank); nan when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
 class LoadAverage(threading.Thread):
     """The highest 1-minute load average seen while running (sampled twice a second); stop with `running = False`."""
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from bench.processes import LoadAverage, spawn, wait_for  # noqa: E402
+from bench.processes import LoadAverage, percentile, spawn, wait_for  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
@@ -130,11 +130,6 @@ def account(url: str, name: str, *, key: bool = False):
     response = requests.post(f"{url}/v1/accounts", headers=OPERATOR, json={"name": name}, timeout=10)
     response.raise_for_status()
     return (response.json()["id"], response.json()["api_key"]) if key else response.json()["id"]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
 def describe(poller: Poller) -> str:
