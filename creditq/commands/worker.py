@@ -1,6 +1,8 @@
 """`creditq worker`: dramatiq worker processes for every actor in `workers`."""
 
 import argparse
+import gc
+import importlib
 import os
 import shutil
 
@@ -13,6 +15,8 @@ from shared.redis_url import resolve_redis_url
 from .concurrency import MAX_PROCESSES, MAX_THREADS, within
 from .metrics_files import fresh_metrics_dir
 from .ports import refuse_if_taken
+
+BROKER_MODULE = "workers.process"
 
 
 def register(subparsers) -> None:
@@ -41,16 +45,26 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM: each process stops fetching, puts the jobs it prefetched back on their queues and lets the running
     # ones finish for up to CREDITQ_SHUTDOWN_TIMEOUT_SECONDS; one still running then is redelivered when its
     # process's heartbeat lapses (every step is idempotent)
-    argv = ["workers.process", "--processes", str(processes),
+    argv = [BROKER_MODULE, "--processes", str(processes),
             "--threads", str(threads), "--worker-shutdown-timeout", str(int(settings.shutdown_timeout_seconds * 1000))]
     if args.queues:
         argv += ["--queues", *args.queues]
     try:
+        _preload_actors()
         return dramatiq.cli.main(dramatiq.cli.make_argument_parser().parse_args(argv)) or 0
     finally:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _preload_actors() -> None:
+    """Import the actors here, before dramatiq forks the worker processes, so that they share the imported modules'
+    pages with this process instead of each importing its own copy; the collector then leaves those objects alone
+    (gc.freeze), as its passes would write to their pages and copy them into every process. Nothing connects at
+    import: the broker's and the database's connections open at first use, in each process."""
+    importlib.import_module(BROKER_MODULE)
+    gc.freeze()
 
 
 def _export_metrics_settings(settings) -> str:

@@ -236,6 +236,36 @@ def test_worker_processes_or_threads_it_cannot_run_are_one_line_saying_why(tmp_p
     assert not (tmp_path / "data" / "redis").exists()
 
 
+# dramatiq's process supervisor stood in for: what the worker processes it forks would inherit
+_HANDED_OVER = """
+import gc, json, sys
+import dramatiq.cli
+def handed_over(args):
+    print(json.dumps({"broker": args.broker, "imported": args.broker in sys.modules, "frozen": gc.get_freeze_count()}))
+    return 0
+dramatiq.cli.main = handed_over
+from creditq.cli import main
+sys.exit(main(["worker", "--processes", "2", "--threads", "1"]))
+"""
+
+
+def test_the_worker_processes_are_forked_with_the_actors_imported_and_out_of_the_collectors_reach(tmp_path):
+    # given a worker whose Redis and metrics port are its own
+    env = _env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+               CREDITQ_WORKER_METRICS_PORT=str(free_port()))
+
+    # when it hands over to dramatiq, which forks the worker processes
+    result = subprocess.run([sys.executable, "-c", _HANDED_OVER], env=env, capture_output=True, text=True,
+                            timeout=120)
+
+    # then the broker module with every actor is imported already, so the processes share its pages, and its
+    # objects are frozen, so no collection in a process writes to (and copies) them
+    assert result.returncode == 0, result.stderr
+    handed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert handed["broker"] == "workers.process" and handed["imported"]
+    assert handed["frozen"] > 10_000
+
+
 @pytest.mark.parametrize(("argv", "usage"), [
     (["report", "expiring", "--bogus"], "usage: creditq report expiring "),
     (["account", "mark-spam", "acct_1", "--bogus"], "usage: creditq account mark-spam "),
