@@ -17,9 +17,14 @@ from . import resources
 _TWILIO_RESOURCES = "twilio.rest.api.v2010.account"
 
 
+def import_twilio_resources() -> None:
+    """Before the first send needs them; `creditq worker` calls it before forking, so its processes share them."""
+    importlib.import_module(_TWILIO_RESOURCES)
+
+
 class WarmUp(Middleware):
     def after_process_boot(self, broker) -> None:
-        importlib.import_module(_TWILIO_RESOURCES)
+        import_twilio_resources()
         with resources.current().database.engine.connect():
             pass
         freeze_startup_heap()

@@ -1,7 +1,6 @@
 """`creditq worker`: dramatiq worker processes for every actor in `workers`."""
 
 import argparse
-import gc
 import importlib
 import os
 import shutil
@@ -10,6 +9,7 @@ import dramatiq.cli
 
 from shared.config import load_settings
 from shared.cpu_priority import set_cpu_priority
+from shared.garbage_collection import freeze_startup_heap
 from shared.redis_url import resolve_redis_url
 
 from .concurrency import MAX_PROCESSES, MAX_THREADS, within
@@ -59,12 +59,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _preload_actors() -> None:
-    """Import the actors here, before dramatiq forks the worker processes, so that they share the imported modules'
-    pages with this process instead of each importing its own copy; the collector then leaves those objects alone
-    (gc.freeze), as its passes would write to their pages and copy them into every process. Nothing connects at
-    import: the broker's and the database's connections open at first use, in each process."""
+    """Import the actors and the twilio package's resources here, before dramatiq forks the worker processes, so that
+    they share the imported modules' pages with this process instead of each importing its own copy; the collector
+    then leaves those objects alone (frozen), as its passes would write to their pages and copy them into every
+    process. Nothing connects at import: the broker's and the database's connections open at first use, in each
+    process."""
     importlib.import_module(BROKER_MODULE)
-    gc.freeze()
+    from workers.warm_up import import_twilio_resources
+
+    import_twilio_resources()
+    freeze_startup_heap()
 
 
 def _export_metrics_settings(settings) -> str:
