@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         from intake.prefork import Prefork
 
+        _preload_app()
         return Prefork(processes, lambda: _serve(settings, host=host, port=port, reuse_port=True),
                        on_exit=lambda pid: multiprocess.mark_process_dead(pid, metrics_dir)).run()
     finally:
@@ -59,6 +60,16 @@ def run(args: argparse.Namespace) -> int:
                 embedded.stop()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _preload_app() -> None:
+    """Import the app before forking its processes, so that they share the imported modules' pages instead of each
+    importing its own copy; frozen, as a collection's walk would write to those pages and copy them into each. Each
+    process still builds its own app (pools, clients, batchers) after the fork."""
+    import intake.app  # noqa: F401
+    from shared.garbage_collection import freeze_startup_heap
+
+    freeze_startup_heap()
 
 
 def _serve(settings, **address) -> None:

@@ -268,6 +268,33 @@ def test_the_worker_processes_are_forked_with_the_actors_imported_and_out_of_the
     assert handed["frozen"] > 10_000
 
 
+_FORKING_WEB = """
+import gc, json, sys
+from intake.prefork import Prefork
+def forking(self):
+    print(json.dumps({"processes": self.count, "imported": "intake.app" in sys.modules,
+                      "frozen": gc.get_freeze_count()}))
+    return 0
+Prefork.run = forking
+from creditq.cli import main
+sys.exit(main(["web", "--processes", "2"]))
+"""
+
+
+def test_the_web_processes_are_forked_with_the_app_imported_and_out_of_the_collectors_reach(tmp_path):
+    # given a web of two processes on a free port, with PostgreSQL's URL (nothing connects before the fork)
+    env = {**_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PORT=str(free_port())),
+           "DATABASE_URL": NO_SUCH_POSTGRES}
+
+    # when it hands over to the supervisor that forks them
+    result = subprocess.run([sys.executable, "-c", _FORKING_WEB], env=env, capture_output=True, text=True, timeout=120)
+
+    # then the app's modules are imported already, and frozen
+    assert result.returncode == 0, result.stderr
+    forking = json.loads(result.stdout.strip().splitlines()[-1])
+    assert forking["processes"] == 2 and forking["imported"] and forking["frozen"] > 10_000
+
+
 @pytest.mark.parametrize(("argv", "usage"), [
     (["report", "expiring", "--bogus"], "usage: creditq report expiring "),
     (["account", "mark-spam", "acct_1", "--bogus"], "usage: creditq account mark-spam "),
