@@ -2,6 +2,7 @@
 running and puts back the ones it had only fetched. A rolling restart loses nothing and sends nothing twice."""
 
 import json
+import os
 import signal
 import socket
 import time
@@ -94,7 +95,20 @@ def test_a_web_process_told_to_stop_answers_every_request_it_took(postgres_serve
         assert "Traceback" not in stack.log("web")
 
 
-def test_a_worker_told_to_stop_finishes_its_running_sends_and_puts_back_the_rest(postgres_server, tmp_path):
+def _signal_the_parent(process) -> None:
+    process.send_signal(signal.SIGTERM)
+
+
+def _signal_every_process_twice(process) -> None:
+    """As `creditq dev` stops its children, and systemd its unit (KillMode=control-group, its default): each worker
+    process is told by this signal and by its parent passing its own on; then all once more while they drain."""
+    os.killpg(process.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("tell", [_signal_the_parent, _signal_every_process_twice])
+def test_a_worker_told_to_stop_finishes_its_running_sends_and_puts_back_the_rest(postgres_server, tmp_path, tell):
     env = {**FAST_SENDERS, "TWILIO_SIM_LATENCY_MS": "1500"}  # each create takes 1.5 s at Twilio
     with Stack(postgres_server, tmp_path, database_name="e2e_worker_drain", worker_processes=1, worker_threads=2,
                env=env) as stack:
@@ -116,7 +130,7 @@ def test_a_worker_told_to_stop_finishes_its_running_sends_and_puts_back_the_rest
 
             # when the worker is told to stop
             worker = stack.processes.pop("worker")
-            worker.send_signal(signal.SIGTERM)
+            tell(worker)
             assert worker.wait(timeout=60) == 0
 
             # then the sends it was running finished: Twilio has them and their sids are stored
