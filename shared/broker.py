@@ -5,6 +5,8 @@ throttles, the scheduler lease and the rate limits live there."""
 import dataclasses
 import logging
 import os
+import weakref
+from uuid import uuid4
 
 import dramatiq
 import redis
@@ -81,6 +83,7 @@ class RedisClockBroker(RedisBroker):
         super().__init__(**kwargs)
         self.clock = clock or RedisClock(self.client)
         self.scripts["enqueue_batch"] = self.client.register_script(_ENQUEUE_BATCH)
+        _built.add(self)
 
     def _dispatch(self, command):
         """RedisBroker._dispatch with the timestamp from `self.clock` (dramatiq passes time.time's)."""
@@ -97,6 +100,21 @@ class RedisClockBroker(RedisBroker):
         if queue_name in PROMPT_QUEUES:
             timeout = min(timeout, PROMPT_POLL_MS)
         return super().consume(queue_name, prefetch, timeout)
+
+
+_built: "weakref.WeakSet[RedisClockBroker]" = weakref.WeakSet()
+
+
+def _own_ids_after_fork() -> None:
+    """A broker's id names its consumers' heartbeat and the jobs they fetched (dramatiq's dispatch script), and
+    dramatiq draws it when the broker is built. `creditq worker` builds it before dramatiq forks the processes: each
+    takes an id of its own, or one process's fetched jobs would live on its siblings' heartbeats, never handed out
+    again while they beat."""
+    for broker in _built:
+        broker.broker_id = str(uuid4())
+
+
+os.register_at_fork(after_in_child=_own_ids_after_fork)
 
 
 class FastJSONEncoder(dramatiq.Encoder):

@@ -1,6 +1,7 @@
 """dramatiq's own RedisBroker runs our jobs on fakeredis[lua], the same code path as on a real Redis."""
 
 import json
+import os
 import uuid
 
 import dramatiq
@@ -162,3 +163,25 @@ def test_a_consumer_of_a_queue_a_person_waits_on_polls_it_empty_within_a_tenth_o
 
     # then the texts' consumer never sleeps longer than PROMPT_POLL_MS, the settlements' backs off past it to 1 s
     assert max(send) <= PROMPT_POLL_MS and max(settle) > 5 * PROMPT_POLL_MS
+
+
+def test_a_process_forked_after_the_broker_was_built_has_an_id_of_its_own():
+    # given the broker, built before the fork (as `creditq worker` builds it before dramatiq forks its processes)
+    broker = install_broker(fakeredis.FakeRedis())
+    read_end, write_end = os.pipe()
+
+    # when a process is forked and reads its broker's id
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's own lines)
+        try:
+            os.write(write_end, broker.broker_id.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        childs_id = answer.read().decode()
+    os.waitpid(child, 0)
+
+    # then the child's heartbeats and fetched jobs are named by an id of its own, and the parent's is unchanged
+    assert childs_id and childs_id != broker.broker_id
+    assert uuid.UUID(childs_id)
