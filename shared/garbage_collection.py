@@ -6,8 +6,9 @@ collection walks hundreds of thousands of objects made at startup that will neve
 campaign's 100,000 parsed recipients, or a callback batch's rows, pay for those walks again and again.
 So once a process has started (a worker process: after its fork, once warmed up), what it made is
 frozen (never walked again), and the young generation is collected ten times less often. Reference
-cycles made afterwards are still found. `creditq worker` also freezes the actors it imports before
-dramatiq forks its processes: a walk would write to the pages they share and copy them into each.
+cycles made afterwards are still found. `creditq worker` (and `creditq web` with several processes)
+also freezes what it imports before forking its processes: a walk would write to the pages they share
+and copy them into each.
 """
 
 import gc

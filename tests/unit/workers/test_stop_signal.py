@@ -25,8 +25,7 @@ def test_only_the_first_stop_signal_reaches_dramatiqs_handler(fake_broker, drama
     from workers.stop_signal import StopOnce
 
     # given a booted worker process
-    fake_broker.add_middleware(StopOnce())
-    fake_broker.emit_after("process_boot")
+    StopOnce().after_process_boot(fake_broker)
 
     # when it is told to stop by every process of its group, then by its parent passing its own on, then again
     signal.raise_signal(signum)
