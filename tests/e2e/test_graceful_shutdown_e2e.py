@@ -157,6 +157,30 @@ def test_a_worker_told_to_stop_finishes_its_running_sends_and_puts_back_the_rest
             database.dispose()
 
 
+def test_each_worker_process_beats_under_an_id_of_its_own(postgres_server, tmp_path):
+    """dramatiq's dispatch script stamps a heartbeat under the broker's id at every fetch, and keeps the jobs a
+    process fetched under that id until it acks them: a process that stalls while another beats under the same id
+    would keep its fetched jobs. `creditq worker` builds the broker before dramatiq forks its processes."""
+    # given a worker of two processes, idle, and nothing else on the stack at work (the web beats only as it enqueues)
+    with Stack(postgres_server, tmp_path, database_name="e2e_worker_ids", worker_processes=2) as stack:
+        broker = stack.broker()
+        try:
+            client = broker.client
+
+            # when the ids that beat in the last two seconds are read, once both processes poll their queues
+            def beating() -> set[bytes]:
+                seconds, micros = client.time()
+                now = seconds * 1000 + micros // 1000
+                return set(client.zrangebyscore("dramatiq:__heartbeats__", now - 2_000, "+inf"))
+
+            ids = wait_for(lambda: beats if len(beats := beating()) >= 2 else None, "two processes beating", 30)
+        finally:
+            broker.close()
+
+    # then each process beats under an id of its own (the web's, should it have enqueued meanwhile, is a third)
+    assert len(ids) >= 2
+
+
 def test_the_web_answers_503_for_readiness_when_redis_goes_away(postgres_server, tmp_path):
     """A load balancer's readiness probe sees Redis go away and come back; liveness never fails."""
     with Stack(postgres_server, tmp_path, database_name="e2e_readiness", worker_processes=1) as stack:

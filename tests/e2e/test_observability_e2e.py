@@ -97,22 +97,3 @@ def test_metrics_and_json_logs_follow_the_work_across_processes(stack, database,
         "every worker line is JSON"
     assert ledger_verify(stack).returncode == 0
 
-
-def test_each_worker_process_beats_under_an_id_of_its_own(stack, broker):
-    # given the stack's worker of two processes, both consuming (dramatiq's dispatch script stamps a heartbeat under
-    # the broker's id at every fetch, and keeps the jobs a process fetched under that id until it acks them)
-    client = broker.client
-
-    # when the heartbeats of the last few seconds are read
-    def beating() -> set[bytes]:
-        now = client.time()
-        millis = now[0] * 1000 + now[1] // 1000
-        return set(client.zrangebyscore("dramatiq:__heartbeats__", millis - 5_000, "+inf"))
-
-    deadline = time.monotonic() + 30
-    while len(ids := beating()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-
-    # then there are two: one process stalling cannot hide behind the other's heartbeat, and its fetched jobs are
-    # handed out again once its own lapses
-    assert len(ids) == 2, ids
