@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
-from bench.processes import spawn, wait_for  # noqa: E402
+from bench.processes import ROOT, spawn, wait_for  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.models import Base  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
             database_url = postgres.create_database("bench_forked_memory")
             Base.metadata.create_all(Database(database_url).engine)
             port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            env = {**os.environ, "PYTHONPATH": str(ROOT),
                    "DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "PORT": str(port),
                    "CREDITQ_WORKER_METRICS_PORT": str(free_port()), "CREDITQ_DATA_DIR": str(Path(directory) / "data"),
                    "CREDITQ_ADMIN_KEY": "bench-operator-key-0123456789"}

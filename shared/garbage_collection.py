@@ -12,6 +12,7 @@ and copy them into each.
 """
 
 import gc
+import importlib
 
 YOUNG_GENERATION_THRESHOLD = 7_000
 
@@ -22,3 +23,12 @@ def freeze_startup_heap() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, old)
+
+
+def import_and_freeze_before_fork(*modules: str) -> None:
+    """In a parent about to fork its processes: import `modules` and freeze, so the processes share those pages
+    instead of each importing its own copy, and no collection in one writes to (and so copies) them. Nothing may
+    connect at import: each process opens its own pools and clients after the fork."""
+    for module in modules:
+        importlib.import_module(module)
+    freeze_startup_heap()

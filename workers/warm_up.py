@@ -14,17 +14,12 @@ from shared.garbage_collection import freeze_startup_heap
 from . import resources
 
 # what the twilio package's Client imports on first use of `client.api`
-_TWILIO_RESOURCES = "twilio.rest.api.v2010.account"
-
-
-def import_twilio_resources() -> None:
-    """Before the first send needs them; `creditq worker` calls it before forking, so its processes share them."""
-    importlib.import_module(_TWILIO_RESOURCES)
+TWILIO_RESOURCES = "twilio.rest.api.v2010.account"
 
 
 class WarmUp(Middleware):
     def after_process_boot(self, broker) -> None:
-        import_twilio_resources()
+        importlib.import_module(TWILIO_RESOURCES)  # creditq worker imports them before the fork
         with resources.current().database.engine.connect():
             pass
         freeze_startup_heap()

@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import multiprocess
 
         from intake.prefork import Prefork
+        from shared.garbage_collection import import_and_freeze_before_fork
 
-        _preload_app()
+        import_and_freeze_before_fork("intake.app")  # each process still builds its own app after the fork
         return Prefork(processes, lambda: _serve(settings, host=host, port=port, reuse_port=True),
                        on_exit=lambda pid: multiprocess.mark_process_dead(pid, metrics_dir)).run()
     finally:
@@ -60,16 +61,6 @@ def run(args: argparse.Namespace) -> int:
                 embedded.stop()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _preload_app() -> None:
-    """Import the app before forking its processes, so that they share the imported modules' pages instead of each
-    importing its own copy; frozen, as a collection's walk would write to those pages and copy them into each. Each
-    process still builds its own app (pools, clients, batchers) after the fork."""
-    import intake.app  # noqa: F401
-    from shared.garbage_collection import freeze_startup_heap
-
-    freeze_startup_heap()
 
 
 def _serve(settings, **address) -> None:

@@ -1,7 +1,6 @@
 """`creditq worker`: dramatiq worker processes for every actor in `workers`."""
 
 import argparse
-import importlib
 import os
 import shutil
 
@@ -9,7 +8,7 @@ import dramatiq.cli
 
 from shared.config import load_settings
 from shared.cpu_priority import set_cpu_priority
-from shared.garbage_collection import freeze_startup_heap
+from shared.garbage_collection import import_and_freeze_before_fork
 from shared.redis_url import resolve_redis_url
 
 from .concurrency import MAX_PROCESSES, MAX_THREADS, within
@@ -50,25 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if args.queues:
         argv += ["--queues", *args.queues]
     try:
-        _preload_actors()
+        from workers.warm_up import TWILIO_RESOURCES
+
+        import_and_freeze_before_fork(BROKER_MODULE, TWILIO_RESOURCES)  # the actors, and what a send imports
         return dramatiq.cli.main(dramatiq.cli.make_argument_parser().parse_args(argv)) or 0
     finally:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _preload_actors() -> None:
-    """Import the actors and the twilio package's resources here, before dramatiq forks the worker processes, so that
-    they share the imported modules' pages with this process instead of each importing its own copy; the collector
-    then leaves those objects alone (frozen), as its passes would write to their pages and copy them into every
-    process. Nothing connects at import: the broker's and the database's connections open at first use, in each
-    process."""
-    importlib.import_module(BROKER_MODULE)
-    from workers.warm_up import import_twilio_resources
-
-    import_twilio_resources()
-    freeze_startup_heap()
 
 
 def _export_metrics_settings(settings) -> str:

@@ -96,4 +96,3 @@ def test_metrics_and_json_logs_follow_the_work_across_processes(stack, database,
     assert all(re.fullmatch(r"\{.*\}", line) for line in stack.log("worker").splitlines() if line.strip()), \
         "every worker line is JSON"
     assert ledger_verify(stack).returncode == 0
-
