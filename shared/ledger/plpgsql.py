@@ -2,17 +2,18 @@
 
 The hot account's row lock is held from the first UPDATE to COMMIT, so every round trip (and the
 Python between them) inside that window caps the account's throughput. These functions do exactly
-what ledger.reserve / ledger.settle do in Python on SQLite, statement for statement and in the same
-lock order (hold -> account -> user -> lots); tests/integration/ledger/test_plpgsql_equivalence.py runs
-random workloads through both and compares every row. They never raise for a business outcome: they
-answer `outcome` and the caller raises the domain error, so the caller's transaction stays usable.
+what ledger.reserve / ledger.settle do in Python on SQLite, statement for statement (but the lot burn, which
+first tries the first lot in burn order alone) and in the same lock order (hold -> account -> user -> lots);
+tests/integration/ledger/test_plpgsql_equivalence.py runs random workloads through both and compares every row.
+They never raise for a business outcome: they answer `outcome` and the caller raises the domain error, so the
+caller's transaction stays usable.
 
 Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTED, so the lot burn
 (after the account UPDATE) sees what the previous holder of the account lock committed.
 
 Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits), 0024 (which
-inlined the lot burn, a nested function call that cost as much as its statement) and 0027 (the hold inserted
-before the account's row is locked) and, for schemas made with
+inlined the lot burn, a nested function call that cost as much as its statement), 0027 (the hold inserted
+before the account's row is locked) and 0031 (the lot burn's first lot tried alone) and, for schemas made with
 `Base.metadata.create_all`, by the `after_create` hook below.
 """
 
@@ -168,12 +169,27 @@ BEGIN
      WHERE a.id = hold.account_id
     RETURNING a.balance, a.status, a.next_expiry_at INTO new_balance, account_status, next_expiry_at;
     -- Burn the charge from its wallet's lots (the user's own, else the pool's) in burn order: each lot keeps
-    -- max(0, running - amount). A hold on a user's credits charges that user alone, so one wallet burns.
+    -- max(0, running - amount), as book._burn's one UPDATE does. A hold on a user's credits charges that user
+    -- alone, so one wallet burns.
     IF v_from_user <> 0 THEN
         v_burn_wallet := hold.user_id;
         v_burn := v_from_user;
     ELSE
         v_burn := v_from_pool;
+    END IF;
+    IF v_burn <> 0 THEN
+        -- Most often the first lot in burn order has enough: that one row alone, without the window over them all.
+        UPDATE lots SET remaining = lots.remaining - v_burn
+         WHERE lots.id = (SELECT l.id FROM lots l
+                           WHERE l.account_id = hold.account_id AND l.remaining > 0
+                             AND ((v_burn_wallet IS NULL AND l.user_id IS NULL) OR l.user_id = v_burn_wallet)
+                           ORDER BY l.priority, CASE WHEN l.expires_at IS NULL THEN 1 ELSE 0 END, l.expires_at,
+                                    l.granted_at, l.id
+                           LIMIT 1)
+           AND lots.remaining >= v_burn;
+        IF FOUND THEN
+            v_burn := 0;
+        END IF;
     END IF;
     IF v_burn <> 0 THEN
         UPDATE lots SET remaining = CASE WHEN o.running <= v_burn THEN 0 ELSE o.running - v_burn END
