@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+import orjson
 from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -215,10 +216,10 @@ def reserve_each(session: Session | Connection, reservations: list[Reservation],
     order = sorted(range(len(reservations)), key=lambda i: (reservations[i].account_id, i))
     each = [reservations[i] for i in order]
     statement = PG_RESERVE_EACH if then is None else _RESERVE_THEN_SQL.format(reserve=PG_RESERVE_EACH, then=then[0])
-    with prepared(_sql(session), statement, (
-            [r.account_id for r in each], [r.user_id for r in each], [r.amount for r in each],
-            [r.reference for r in each], [r.idempotency_key for r in each],
-            [now + timedelta(seconds=r.ttl_seconds) for r in each], now, *(then[1] if then else ()))) as cursor:
+    batch = _batch_json([{"account_id": r.account_id, "user_id": r.user_id, "amount": r.amount,
+                          "reference": r.reference, "idempotency_key": r.idempotency_key,
+                          "expires_at": now + timedelta(seconds=r.ttl_seconds)} for r in each])
+    with prepared(_sql(session), statement, (batch, now, *(then[1] if then else ()))) as cursor:
         rows = cursor.fetchall()
     outcomes: list = [None] * len(reservations)
     for row in rows:
@@ -400,10 +401,14 @@ def _settle_calls(connection: Connection, requests: list[SettleRequest], now: da
     if len(requests) == 1:
         call, values = PG_SETTLE, _settle_arguments(requests[0])
     else:
-        call, values = PG_SETTLE_MANY, [list(column) for column in zip(*map(_settle_arguments, requests))]
+        call, values = PG_SETTLE_MANY, (_batch_json([dict(zip(_SETTLE_ARGUMENTS, _settle_arguments(request)))
+                                                     for request in requests]),)
     statement, extra = (call, ()) if then is None else (_SETTLE_THEN.format(call=call, then=then[0]), then[1])
     with prepared(connection, statement, (*values, now, LOCK_REASON, gate, *extra)) as cursor:
         return cursor.fetchall()
+
+
+_SETTLE_ARGUMENTS = ("hold_id", "hold_key", "actual", "carrier_fee", "reference", "idempotency_key")
 
 
 def _settle_arguments(request: SettleRequest) -> tuple:
@@ -899,6 +904,12 @@ _RESERVE_THEN = _RESERVE_THEN_SQL.replace("{reserve}", PG_RESERVE)
 _SETTLE_THEN = ("WITH settling AS MATERIALIZED ({call}),"
                 " settled AS (SELECT * FROM settling WHERE outcome = 'settled'),"
                 " then_ AS ({then}) SELECT * FROM settling ORDER BY position")
+
+
+def _batch_json(rows: list[dict]) -> str:
+    """A batch's arguments as the one JSON parameter of RESERVE_EACH and SETTLE_MANY: psycopg adapts a list to an
+    array in Python, six of them cost the client about 30 µs a batch of five, orjson writes the batch in one."""
+    return orjson.dumps(rows).decode()
 
 
 def _call_function(connection: Connection, call: str, parameters: tuple) -> tuple:

@@ -1,14 +1,17 @@
 """book.reserve_each on SQLite and PostgreSQL: a batch of holds on many accounts, each meeting its own fate, in one
 round trip on PostgreSQL, the accounts' rows locked in their ids' order."""
 
+from datetime import timedelta
+
 import psycopg
 import pytest
 from sqlalchemy import select
 
 from shared.errors import AccountLocked, InsufficientCredits
 from shared.ledger import book
+from shared.ledger.expiry import utc
 from shared.ledger.verify import verify
-from shared.models import Account, Hold
+from shared.models import Account, Entry, Hold
 from tests.integration.ledger.test_reserve_many import NOW, account_with
 
 
@@ -81,3 +84,28 @@ def test_a_batch_is_one_statement_on_postgresql(postgres_database, monkeypatch):
     # then all four are held, by one statement
     assert [answer.account_id for answer in answers] == accounts
     assert sum("ledger_reserve" in statement for statement in sent) == 1
+
+
+def test_references_and_keys_with_any_characters_go_through_a_batch_exactly(database):
+    # given two accounts, references and keys with quotes, backslashes, braces, commas and non-ASCII letters, and a
+    # time with microseconds
+    accounts = [account_with(database, 5000) for _ in range(2)]
+    texts = ['say "hi", {x}', "C:\\path\\n \\u0041 ü 漢字 🎉"]
+    now = NOW + timedelta(microseconds=123_457)
+
+    # when a batch holds a credit on each and another batch settles both
+    with database.unit_of_work() as session:
+        holds = book.reserve_each(session, [book.Reservation(account_id, 1000, f"{text}:hold", 61, reference=text)
+                                            for account_id, text in zip(accounts, texts)], now=now)
+        book.settle_many(session, [book.SettleRequest(hold.id, 700, idempotency_key=f"{text}:usage",
+                                                      reference=f"{text}:sent")
+                                   for hold, text in zip(holds, texts)], now=now)
+
+    # then each hold and its usage entry keep their texts as given, the hold's expiry to the microsecond
+    with database.unit_of_work() as session:
+        for account_id, text in zip(accounts, texts):
+            hold = session.scalars(select(Hold).where(Hold.account_id == account_id)).one()
+            assert (hold.reference, hold.idempotency_key) == (text, f"{text}:hold")
+            assert utc(hold.expires_at) == now + timedelta(seconds=61)
+            entry = session.scalars(select(Entry).where(Entry.account_id == account_id, Entry.kind == "usage")).one()
+            assert (entry.reference, entry.idempotency_key, entry.amount) == (f"{text}:sent", f"{text}:usage", -700)
