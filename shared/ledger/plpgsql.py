@@ -3,7 +3,8 @@
 The hot account's row lock is held from the first UPDATE to COMMIT, so every round trip (and the
 Python between them) inside that window caps the account's throughput. These functions do exactly
 what ledger.reserve / ledger.settle do in Python on SQLite, statement for statement (but the lot burn, which
-first tries the first lot in burn order alone) and in the same lock order (hold -> account -> user -> lots);
+first tries the first lot in burn order alone, and the settlement's expiry gate, which is a condition of its account
+UPDATE, not a SELECT before it) and in the same lock order (hold -> account -> user -> lots);
 tests/integration/ledger/test_plpgsql_equivalence.py runs random workloads through both and compares every row.
 They never raise for a business outcome: they answer `outcome` and the caller raises the domain error, so the
 caller's transaction stays usable.
@@ -13,8 +14,9 @@ Each statement of a VOLATILE function takes a fresh snapshot under READ COMMITTE
 
 Installed by the migrations 0002, 0008 (which added the expiry gate), 0016 (users' own credits), 0024 (which
 inlined the lot burn, a nested function call that cost as much as its statement), 0027 (the hold inserted
-before the account's row is locked) and 0031 (the lot burn's first lot tried alone) and, for schemas made with
-`Base.metadata.create_all`, by the `after_create` hook below.
+before the account's row is locked), 0031 (the lot burn's first lot tried alone) and 0032 (the settlement's
+expiry gate in its account UPDATE) and, for schemas made with `Base.metadata.create_all`, by the `after_create` hook
+below.
 """
 
 from sqlalchemy import Connection, event
@@ -124,15 +126,6 @@ BEGIN
     IF v_hold_id IS NULL THEN
         SELECT h.id INTO v_hold_id FROM holds h WHERE h.idempotency_key = p_hold_key;
     END IF;
-    IF p_gate THEN
-        SELECT a.next_expiry_at <= p_now INTO v_due
-          FROM holds h JOIN accounts a ON a.id = h.account_id
-         WHERE h.id = v_hold_id AND h.status IN ('pending', 'expired');
-        IF v_due THEN
-            outcome := 'expiry_due';
-            RETURN;
-        END IF;
-    END IF;
     UPDATE holds h SET status = 'settled', resolved_at = p_now, settled_amount = v_charge
      WHERE h.id = v_hold_id AND h.status = 'pending'
     RETURNING h.* INTO hold;
@@ -140,6 +133,15 @@ BEGIN
         v_release := hold.amount;
     ELSE
         -- an expired hold released its credits already; reconciliation may still settle it once
+        IF p_gate THEN
+            SELECT a.next_expiry_at <= p_now INTO v_due
+              FROM holds h JOIN accounts a ON a.id = h.account_id
+             WHERE h.id = v_hold_id AND h.status = 'expired';
+            IF v_due THEN
+                outcome := 'expiry_due';
+                RETURN;
+            END IF;
+        END IF;
         UPDATE holds h SET status = 'settled', resolved_at = p_now, settled_amount = v_charge
          WHERE h.id = v_hold_id AND h.status = 'expired'
         RETURNING h.* INTO hold;
@@ -150,7 +152,13 @@ BEGIN
         v_release := 0;
     END IF;
     IF hold.from_allocation THEN
-        PERFORM 1 FROM accounts a WHERE a.id = hold.account_id FOR UPDATE;
+        SELECT a.next_expiry_at <= p_now INTO v_due FROM accounts a WHERE a.id = hold.account_id FOR UPDATE;
+        IF p_gate AND v_due AND v_release <> 0 THEN
+            UPDATE holds h SET status = 'pending', resolved_at = NULL, settled_amount = NULL WHERE h.id = hold.id;
+            hold := NULL;
+            outcome := 'expiry_due';
+            RETURN;
+        END IF;
         v_from_user := v_charge;  -- all of it, below zero if need be: the user is then locked
         UPDATE users u SET held = u.held - v_release, balance = u.balance - v_from_user WHERE u.id = hold.user_id;
     END IF;
@@ -167,7 +175,16 @@ BEGIN
                              ELSE a.status_reason END,
         updated_at = now()
      WHERE a.id = hold.account_id
+       AND (NOT p_gate OR v_release = 0 OR a.next_expiry_at IS NULL OR a.next_expiry_at > p_now)
     RETURNING a.balance, a.status, a.next_expiry_at INTO new_balance, account_status, next_expiry_at;
+    IF NOT FOUND THEN
+        -- the gate: an expiry to write first. The hold is put back as it was (pending, unresolved): one statement
+        -- more, once per expiry, instead of a SELECT before every settlement.
+        UPDATE holds h SET status = 'pending', resolved_at = NULL, settled_amount = NULL WHERE h.id = hold.id;
+        hold := NULL;
+        outcome := 'expiry_due';
+        RETURN;
+    END IF;
     -- Burn the charge from its wallet's lots (the user's own, else the pool's) in burn order: each lot keeps
     -- max(0, running - amount), as book._burn's one UPDATE does. A hold on a user's credits charges that user
     -- alone, so one wallet burns.

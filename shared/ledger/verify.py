@@ -8,8 +8,8 @@
 - no lot below zero or above its amount;
 - each hold charged at most once (one usage entry per settled hold, none otherwise, summing to the
   settled amount) and each message charged by at most one hold;
-- every hold and message names an account, and a message's hold is one of its account's (what foreign keys
-  would check on each write; the hot path goes without them: migration 0025).
+- every hold, message and entry names an account, and a message's or an entry's hold is one of its account's
+  (what foreign keys would check on each write; the hot path goes without them: migrations 0025 and 0032).
 """
 
 from sqlalchemy import and_, case, exists, func, literal, or_, select
@@ -110,17 +110,18 @@ def verify(session: Session, account_id: str | None = None) -> list[str]:
         drifts.append(f"account {row.account_id}: message {row.reference} charged by {row.n} holds")
 
     if account_id is None:  # scoped, the account exists: none of its rows can name a missing one
-        for table, what in ((Hold, "hold"), (Message, "message")):
+        for table, what in ((Hold, "hold"), (Message, "message"), (Entry, "entry")):
             for row in session.execute(select(table.id, table.account_id)
                                        .where(~exists().where(Account.id == table.account_id)).order_by(table.id)):
                 drifts.append(f"account {row.account_id}: {what} {row.id} names an account that does not exist")
-    borrowed = (select(Message.id, Message.account_id, Message.hold_id, Hold.account_id.label("hold_account_id"))
-                .outerjoin(Hold, Hold.id == Message.hold_id)
-                .where(Message.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != Message.account_id))
-                .order_by(Message.id))
-    if account_id is not None:  # the account of the message, or the one whose hold it names (which pays for it)
-        borrowed = borrowed.where(or_(Message.account_id == account_id, Hold.account_id == account_id))
-    for row in session.execute(borrowed):
-        whose = "does not exist" if row.hold_account_id is None else f"is account {row.hold_account_id}'s"
-        drifts.append(f"account {row.account_id}: message {row.id}'s hold {row.hold_id} {whose}")
+    for table, what in ((Message, "message"), (Entry, "entry")):
+        borrowed = (select(table.id, table.account_id, table.hold_id, Hold.account_id.label("hold_account_id"))
+                    .outerjoin(Hold, Hold.id == table.hold_id)
+                    .where(table.hold_id.is_not(None), or_(Hold.id.is_(None), Hold.account_id != table.account_id))
+                    .order_by(table.id))
+        if account_id is not None:  # the row's account, or the one whose hold it names (which pays for it)
+            borrowed = borrowed.where(or_(table.account_id == account_id, Hold.account_id == account_id))
+        for row in session.execute(borrowed):
+            whose = "does not exist" if row.hold_account_id is None else f"is account {row.hold_account_id}'s"
+            drifts.append(f"account {row.account_id}: {what} {row.id}'s hold {row.hold_id} {whose}")
     return drifts

@@ -441,3 +441,43 @@ def test_0028_indexes_unresolved_holds_for_the_sweep_drops_the_reference_index_a
         assert "ix_holds_unresolved_expires_at" not in indexes()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_0032_drops_the_entries_foreign_keys_and_gates_settlements_in_their_update_and_its_downgrade_restores_both(
+        dialect, tmp_path, request):
+    # given a database upgraded to the head, and on PostgreSQL one the models made
+    if dialect == "sqlite":
+        url, made = f"sqlite:///{tmp_path / 'entries.db'}", None
+    else:
+        url, made = (request.getfixturevalue("postgres_server").create_database(name)
+                     for name in ("migrations_entries", "models_entries"))
+    upgrade(url)
+    engines = [create_engine(url)] + ([create_engine(made)] if made else [])
+    if made:
+        Base.metadata.create_all(engines[1])
+
+    def referred() -> set[str]:
+        engines[0].dispose()
+        return {key["referred_table"] for key in inspect(engines[0]).get_foreign_keys("entries")}
+
+    def settle_source(engine) -> str:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'ledger_settle'"))
+
+    gate_first = "h.status IN ('pending', 'expired')"  # the SELECT before every settlement, 0008 to 0031
+    try:
+        # then an entry's account and hold are not foreign keys (its user still is), and on PostgreSQL the head's
+        # ledger_settle is the models' own, with no gate before its statements
+        assert referred() == {"users"}
+        if made:
+            assert settle_source(engines[0]) == settle_source(engines[1])
+            assert gate_first not in settle_source(engines[0])
+        # and when it is downgraded to 0031, the keys and that function are back
+        command.downgrade(alembic_config(url), "0031")
+        assert referred() == {"accounts", "holds", "users"}
+        if made:
+            assert gate_first in settle_source(engines[0])
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import select
 
 from shared.errors import AccountLocked, Conflict, InsufficientCredits, NotFound, ValidationFailed
 from shared.ledger import accounts, allocations, book
@@ -424,3 +425,29 @@ def test_verify_reports_holds_and_messages_naming_no_account_and_a_message_holdi
     assert f"account {ours}: message msg_lost's hold {10**9} does not exist" in ours_only
     assert not [line for line in drifts if "msg_own" in line]
     assert not [line for line in ours_only if "acct_gone" in line]
+
+
+def test_verify_reports_entries_naming_no_account_and_an_entry_naming_another_accounts_or_no_hold(database):
+    # Given two accounts, a hold of each, and entries no foreign key guards (migration 0032) written wrong by hand:
+    # adjustments of nothing, so that no balance drifts
+    ours, theirs = new_account(database, credits=1_000), new_account(database, credits=1_000)
+    our_hold, their_hold = reserve(database, ours, 100, "ours"), reserve(database, theirs, 100, "theirs")
+    with database.unit_of_work() as session:
+        for key, account_id, hold_id, balance in [("orphan", "acct_gone", None, 0),
+                                                  ("own", ours, our_hold.id, 1_000),
+                                                  ("borrowed", ours, their_hold.id, 1_000),
+                                                  ("lost", ours, 10**9, 1_000)]:
+            session.add(Entry(account_id=account_id, at=NOW, kind="adjustment", amount=0, balance_after=balance,
+                              hold_id=hold_id, idempotency_key=key))
+    # When the ledger is verified
+    with database.unit_of_work() as session:
+        drifts = verify(session)
+        ours_only, theirs_only = verify(session, ours), verify(session, theirs)
+        ids = {entry.idempotency_key: entry.id for entry in session.scalars(select(Entry))}
+    # Then each wrong entry is one line, and the entry naming its own account's hold is not among them
+    assert f"account acct_gone: entry {ids['orphan']} names an account that does not exist" in drifts
+    borrowed = f"account {ours}: entry {ids['borrowed']}'s hold {their_hold.id} is account {theirs}'s"
+    assert borrowed in ours_only and borrowed in theirs_only
+    assert f"account {ours}: entry {ids['lost']}'s hold {10**9} does not exist" in ours_only
+    assert not [line for line in drifts if f"entry {ids['own']}" in line]
+    assert len(drifts) == 3
