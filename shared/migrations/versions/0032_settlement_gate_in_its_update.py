@@ -100,15 +100,7 @@ BEGIN
         v_release := 0;
     END IF;
     IF hold.from_allocation THEN
-        SELECT a.next_expiry_at <= p_now INTO v_due FROM accounts a WHERE a.id = hold.account_id FOR UPDATE;
-        IF p_gate AND v_due AND v_release <> 0 THEN
-            UPDATE holds h SET status = 'pending', resolved_at = NULL, settled_amount = NULL WHERE h.id = hold.id;
-            hold := NULL;
-            outcome := 'expiry_due';
-            RETURN;
-        END IF;
         v_from_user := v_charge;  -- all of it, below zero if need be: the user is then locked
-        UPDATE users u SET held = u.held - v_release, balance = u.balance - v_from_user WHERE u.id = hold.user_id;
     END IF;
     v_from_pool := v_charge - v_from_user;
     UPDATE accounts a SET
@@ -132,6 +124,9 @@ BEGIN
         hold := NULL;
         outcome := 'expiry_due';
         RETURN;
+    END IF;
+    IF hold.from_allocation THEN  -- after its account's row, as the lock order has it
+        UPDATE users u SET held = u.held - v_release, balance = u.balance - v_from_user WHERE u.id = hold.user_id;
     END IF;
     -- Burn the charge from its wallet's lots (the user's own, else the pool's) in burn order: each lot keeps
     -- max(0, running - amount), as book._burn's one UPDATE does. A hold on a user's credits charges that user

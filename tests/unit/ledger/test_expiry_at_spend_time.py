@@ -219,3 +219,27 @@ def test_credits_given_to_a_user_after_an_expiry_never_come_from_what_a_pending_
     assert view.balance == 20 * CREDIT
     assert expiries(database, account_id) == [(MIDNIGHT, -290 * CREDIT)]
     assert_clean(database, account_id)
+
+
+def test_a_users_hold_from_before_the_expiry_settles_after_it_with_the_expiry_written_first(database):
+    # given a user given 5 of the account's rollover credits, and a 2-credit hold on them from 23:59
+    account_id = rollover_account(database, credits=10)
+    with database.unit_of_work() as session:
+        user = allocations.create_user(session, account_id, name="Agent", email="a@example.com", phone=None,
+                                       role="user", monthly_credits=0, now=GRANTED)
+        allocations.update_user(session, account_id, user.id, now=GRANTED, total_credits=5 * CREDIT)
+    hold = reserve(database, account_id, 2, LAST_MINUTE, "user-hold", user_id=user.id)
+
+    # when, after midnight, the hold settles for 1 credit before anything wrote the expiry
+    with database.unit_of_work() as session:
+        settlement = book.settle(session, hold.id, 1 * CREDIT, idempotency_key="settle",
+                                 now=MIDNIGHT + timedelta(minutes=5))
+
+    # then the expiries were written first (what nobody held at midnight, then what the hold kept and did not use),
+    # the user paid the 1 credit and has nothing left, and the ledger is clean
+    assert settlement.charged == 1 * CREDIT
+    assert sum(amount for _, amount in expiries(database, account_id)) == -9 * CREDIT
+    view = balance(database, account_id, MIDNIGHT + timedelta(minutes=6))
+    assert [(seat.balance, seat.held) for seat in view.users] == [(0, 0)]
+    assert view.balance == 0
+    assert_clean(database, account_id)
